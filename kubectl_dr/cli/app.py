@@ -1,0 +1,96 @@
+"""The root `kubectl dr` command: global flags and the sub-commands, one module per noun.
+
+Sub-command modules import nothing heavy at module level (the `kubernetes` package, etcd3, rich
+progress): `kubectl dr --help` must answer at once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kubectl_dr.cli import backups, completion, etcd, pvc, scale, version
+from kubectl_dr.cli.globals import DRY_RUN_MODES, HELP, OUTPUT_FORMATS, GlobalOptions, parse_request_timeout
+from kubectl_dr.errors import UsageError
+
+DESCRIPTION = """\
+Disaster recovery for Kubernetes, from the terminal, with nothing installed in the cluster.
+
+kubectl dr creates short-lived pods with your kubeconfig, does the work, verifies it end to end
+(byte counts and SHA-256 on both sides), and removes what it created, also on Ctrl-C.
+
+\b
+Examples:
+  # Back up the contents of a volume, then restore it (owners are scaled down and back up)
+  kubectl dr pvc backup data-db-0 -n shop
+  kubectl dr pvc restore data-db-0 -n shop --from latest
+\b
+  # Snapshot etcd from a control-plane node, and check a snapshot file offline
+  kubectl dr etcd snapshot
+  kubectl dr etcd verify ./snapshot.db
+\b
+  # Put replicas back after an interrupted run
+  kubectl dr scale restore -n shop
+"""
+
+app = typer.Typer(
+    name="kubectl dr",
+    help=DESCRIPTION,
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+_GLOBAL = "Global flags"
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help=HELP["kubeconfig"], rich_help_panel=_GLOBAL)
+    ] = None,
+    context: Annotated[str | None, typer.Option("--context", help=HELP["context"], rich_help_panel=_GLOBAL)] = None,
+    namespace: Annotated[
+        str | None, typer.Option("-n", "--namespace", help=HELP["namespace"], rich_help_panel=_GLOBAL)
+    ] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", help=HELP["cluster"], rich_help_panel=_GLOBAL)] = None,
+    user: Annotated[str | None, typer.Option("--user", help=HELP["user"], rich_help_panel=_GLOBAL)] = None,
+    request_timeout: Annotated[
+        str, typer.Option("--request-timeout", help=HELP["request_timeout"], rich_help_panel=_GLOBAL)
+    ] = "0",
+    output: Annotated[str, typer.Option("-o", "--output", help=HELP["output"], rich_help_panel=_GLOBAL)] = "table",
+    dry_run: Annotated[str, typer.Option("--dry-run", help=HELP["dry_run"], rich_help_panel=_GLOBAL)] = "none",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help=HELP["yes"], rich_help_panel=_GLOBAL)] = False,
+    verbosity: Annotated[int, typer.Option("-v", "--v", help=HELP["verbosity"], rich_help_panel=_GLOBAL)] = 0,
+    traceback: Annotated[bool, typer.Option("--traceback", help=HELP["traceback"], rich_help_panel=_GLOBAL)] = False,
+) -> None:
+    if output not in OUTPUT_FORMATS:
+        raise UsageError(f'unable to match a printer suitable for the output format "{output}", '
+                         f"allowed formats are: {','.join(OUTPUT_FORMATS)}")
+    if dry_run not in DRY_RUN_MODES:
+        raise UsageError(f'Invalid dry-run value ({dry_run}). Must be "none", "server", or "client".')
+    ctx.obj = GlobalOptions(
+        kubeconfig=kubeconfig,
+        context=context,
+        namespace=namespace,
+        cluster=cluster,
+        user=user,
+        request_timeout=parse_request_timeout(request_timeout),
+        output=output,
+        dry_run=dry_run,
+        yes=yes,
+        verbosity=verbosity,
+        traceback=traceback,
+    )
+
+
+app.add_typer(pvc.app, name="pvc")
+app.add_typer(etcd.app, name="etcd")
+app.add_typer(scale.app, name="scale")
+app.add_typer(backups.app, name="backups")
+app.command("version")(version.version)
+app.command("completion")(completion.completion)

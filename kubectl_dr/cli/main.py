@@ -1,0 +1,101 @@
+"""Entry point of the `kubectl-dr` executable: one place maps every failure to a message and exit code.
+
+stdout carries results only; errors go to stderr in kubectl's words (`error: …`,
+`Error from server (Reason): …`); exit codes are 0 ok, 1 error, 2 usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback as tb
+from collections.abc import Sequence
+
+import click
+
+from kubectl_dr import cleanup
+from kubectl_dr.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DrError, Interrupted
+
+
+def prog_name(env: dict[str, str] | None = None) -> str:
+    """`kubectl dr` when kubectl started us, else `kubectl-dr`.
+
+    kubectl replaces itself with the plugin (exec), passing its environment on; the shell that started
+    kubectl set `_` to kubectl's path, which is how we can tell.
+    """
+    env = dict(os.environ) if env is None else env
+    launcher = os.path.basename(env.get("_", ""))
+    if launcher.startswith("kubectl") and not launcher.startswith("kubectl-") and not launcher.startswith("kubectl_"):
+        return "kubectl dr"
+    return "kubectl-dr"
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    text = exc.format_message()
+    # Say it the way pflag says it: "unknown flag: --bogus".
+    if isinstance(exc, click.NoSuchOption):
+        text = f"unknown flag: {exc.option_name}"
+    return text
+
+
+def _report_undo_failures(failures: list[cleanup.UndoFailure]) -> None:
+    for failure in failures:
+        print(f"error: could not undo \"{failure.step.description}\": {failure.error}", file=sys.stderr)
+        if failure.step.fallback_hint:
+            print(f"  {failure.step.fallback_hint}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def run(argv: Sequence[str]) -> int:
+    import typer
+
+    from kubectl_dr.cli.app import app
+    from kubectl_dr.cli.globals import hoist
+
+    command = typer.main.get_command(app)
+    args = hoist(list(argv))
+    name = prog_name()
+    show_traceback = "--traceback" in args or any(a in ("-v=9", "--v=9") for a in args)
+    try:
+        with cleanup.scope(cleanup.stderr_log, _report_undo_failures):
+            result = command.main(args=args, prog_name=name, standalone_mode=False)
+        return int(result or 0) if isinstance(result, int) else EXIT_OK
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `kubectl dr` and `kubectl dr pvc` print their help, as kubectl does, and that is not an error.
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return EXIT_OK
+    except click.UsageError as exc:
+        cmd_path = exc.ctx.command_path if exc.ctx else name
+        print(f"error: {_usage_message(exc)}", file=sys.stderr)
+        print(f"See '{cmd_path} --help' for usage.", file=sys.stderr)
+        return EXIT_USAGE
+    except Interrupted as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("error: interrupted by SIGINT", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        return EXIT_ERROR
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except DrError as exc:
+        if show_traceback:
+            tb.print_exc()
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        # `kubectl dr backups list | head`: the reader went away; not our error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if show_traceback:
+            tb.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("Run again with --traceback for details, and please report it.", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

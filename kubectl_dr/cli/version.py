@@ -1,0 +1,44 @@
+"""`kubectl dr version`: plugin, client library and server versions."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Annotated, Any
+
+import typer
+
+from kubectl_dr import __version__
+from kubectl_dr.cli.context import options
+from kubectl_dr.ui.output import emit
+
+
+def _library_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def version(
+    ctx: typer.Context,
+    client: Annotated[
+        bool, typer.Option("--client", help="If true, shows client version only (no server required).")
+    ] = False,
+) -> None:
+    """Print the plugin, client library and (unless --client) API server versions."""
+    opts = options(ctx)
+    data: dict[str, Any] = {
+        "pluginVersion": f"v{__version__}",
+        "clientLibraryVersion": _library_version("kubernetes"),
+        "pythonVersion": platform.python_version(),
+    }
+    lines = [
+        f"Plugin Version: v{__version__}",
+        f"Client Library: kubernetes-python {data['clientLibraryVersion']} (Python {data['pythonVersion']})",
+    ]
+    if not client:
+        server = opts.kube().server_version()
+        data["serverVersion"] = server
+        lines.append(f"Server Version: {server.get('gitVersion', 'unknown')}")
+    emit(data, opts.output, table="\n".join(lines) + "\n")

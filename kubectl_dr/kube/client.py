@@ -1,0 +1,160 @@
+"""Builds `kubernetes` API clients from the resolved kubeconfig and translates their failures.
+
+Everything that can go wrong talking to the API server ends up as one of the errors in
+`kubectl_dr.errors`, worded as kubectl words it, so commands never handle client exceptions themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
+
+from kubectl_dr.errors import ApiError, ConfigError, DrError, ServerUnreachable, UnauthorizedError
+from kubectl_dr.kube.kubeconfig import ResolvedConfig
+
+T = TypeVar("T")
+
+
+@dataclass
+class Kube:
+    """One connection to the cluster: the API client plus the settings it was built from."""
+
+    api: k8s_client.ApiClient
+    resolved: ResolvedConfig
+    request_timeout: float | None
+
+    @property
+    def namespace(self) -> str:
+        return self.resolved.namespace
+
+    @property
+    def host(self) -> str:
+        parsed = urlparse(self.resolved.server)
+        return parsed.netloc or self.resolved.server
+
+    def core(self) -> k8s_client.CoreV1Api:
+        return k8s_client.CoreV1Api(self.api)
+
+    def apps(self) -> k8s_client.AppsV1Api:
+        return k8s_client.AppsV1Api(self.api)
+
+    def version(self) -> k8s_client.VersionApi:
+        return k8s_client.VersionApi(self.api)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call a generated API method with the request timeout, translating every failure."""
+        if self.request_timeout and "_request_timeout" not in kwargs:
+            kwargs["_request_timeout"] = self.request_timeout
+        with translate_errors(self.host):
+            return fn(*args, **kwargs)
+
+    def server_version(self) -> dict[str, Any]:
+        """GET /version as a plain dict (gitVersion, platform, …)."""
+        info = self.call(self.version().get_code)
+        data: dict[str, Any] = self.api.sanitize_for_serialization(info)
+        return data
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def connect(resolved: ResolvedConfig, request_timeout: float | None = None) -> Kube:
+    configuration = k8s_client.Configuration()
+    try:
+        # The temp dir only receives inline certificate data (client-certificate-data & co).
+        k8s_config.load_kube_config_from_dict(
+            resolved.config,
+            context=resolved.context_name,
+            client_configuration=configuration,
+            persist_config=False,
+            temp_file_path=tempfile.gettempdir(),
+        )
+    except ConfigException as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    # Our own retries are explicit; urllib3's silent ones would hide a dead server for minutes.
+    configuration.retries = False
+    return Kube(k8s_client.ApiClient(configuration), resolved, request_timeout)
+
+
+def status_from_body(body: str | bytes | None) -> dict[str, Any] | None:
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError):
+        return None
+    return data if isinstance(data, dict) and data.get("kind") == "Status" else None
+
+
+def api_error(exc: ApiException) -> ApiError:
+    status = status_from_body(exc.body)
+    code = int(exc.status or 0)
+    if code == 401:
+        return UnauthorizedError()
+    if status is not None:
+        reason = str(status.get("reason") or "")
+        message = str(status.get("message") or exc.reason or "")
+        return ApiError(code, reason or _reason_for(code), message)
+    text = (exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body) or exc.reason or ""
+    # kubectl's wording for a non-Status error body ("the server could not find the requested resource").
+    return ApiError(code, _reason_for(code), str(text).strip() or f"unknown (status {code})")
+
+
+def _reason_for(code: int) -> str:
+    return {
+        400: "BadRequest",
+        403: "Forbidden",
+        404: "NotFound",
+        405: "MethodNotAllowed",
+        409: "Conflict",
+        410: "Expired",
+        422: "Invalid",
+        429: "TooManyRequests",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+        504: "Timeout",
+    }.get(code, "Unknown")
+
+
+def _unreachable(host: str, exc: BaseException) -> DrError:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
+            return ServerUnreachable(host)
+        if isinstance(cause, ReadTimeoutError):
+            return DrError(f"the server {host} did not answer in time (request timeout)",
+                           hint="Raise --request-timeout, or check the API server's health.")
+        cause = cause.__cause__ or cause.__context__ or getattr(cause, "reason", None)
+        if cause is exc:
+            break
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return DrError(f"unable to connect to the server {host}: x509: certificate verification failed",
+                       hint="Check certificate-authority in your kubeconfig.")
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return DrError(f"unable to connect to the server {host}: no such host")
+    return DrError(f"unable to connect to the server {host}: {text}")
+
+
+@contextmanager
+def translate_errors(host: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiException as exc:
+        raise api_error(exc) from None
+    except (MaxRetryError, NewConnectionError, ProtocolError, ConnectionError) as exc:
+        raise _unreachable(host, exc) from None
+    except Urllib3HTTPError as exc:
+        raise _unreachable(host, exc) from None

@@ -1,0 +1,1 @@
+"""Everything the user sees: results on stdout (table/json/yaml), progress and messages on stderr."""

@@ -1,0 +1,47 @@
+"""Results on stdout in the format `-o` asked for.
+
+Tables look like kubectl's (upper-case headers, columns padded with three spaces) so they read the same
+and survive `grep`/`awk`; json and yaml carry the full data for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [row[i].ljust(widths[i]) for i in range(len(row) - 1)] + [row[-1]]
+        lines.append("   ".join(padded).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def render_data(data: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    if fmt == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+    raise ValueError(f"unsupported output format {fmt!r}")
+
+
+def emit(data: Any, fmt: str, *, table: str | None = None, out: TextIO | None = None) -> None:
+    """Print `data` as json/yaml, or the pre-rendered `table` text (falling back to yaml)."""
+    stream = out or sys.stdout
+    if fmt == "table":
+        stream.write(table if table is not None else render_data(data, "yaml"))
+    else:
+        stream.write(render_data(data, fmt))
+    stream.flush()
+
+
+def message(text: str) -> None:
+    """A progress or status line for humans: always stderr, so stdout stays clean for results."""
+    print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,203 @@
+"""Image names → root filesystems, built once under DIR/images/.
+
+The loopback cluster has no registry: an image name is resolved to one of two local "image kinds",
+each a directory that becomes a container's root filesystem.
+
+- ``busybox``: Debian's busybox-static with every applet linked in /bin, like the official image
+  (which also keeps all applets in /bin), plus /etc/passwd and /etc/group with root and nobody.
+- ``etcd``: distroless-style, as the kubeadm ``registry.k8s.io/etcd`` image: only ``etcd`` and
+  ``etcdctl`` in /usr/local/bin plus exactly the loader and libraries they link to. No shell, no tar,
+  no cp — the product has to cope with that, so the image must not be friendlier than the real one.
+
+Anything else is not pullable (``ErrImagePull`` then ``ImagePullBackOff``) unless registered as an
+alias of one of the kinds (``up --image NAME=busybox|etcd``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSYBOX_BINARY = Path("/usr/bin/busybox")
+ETCD_BINARIES = (Path("/usr/bin/etcd"), Path("/usr/bin/etcdctl"))
+KINDS = ("busybox", "etcd")
+
+# What an image declares besides its files (its "config"): the real busybox image has Cmd ["sh"] and
+# no Entrypoint; the etcd image has neither (kubeadm always gives a command).
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A resolved image: its name as written in the pod, its kind and its root filesystem."""
+
+    name: str
+    kind: str
+    rootfs: Path
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    image_id: str  # "docker.io/library/busybox@sha256:…" style, as containerd reports imageID
+
+
+class ImagePullError(Exception):
+    """The image cannot be "pulled"; carries the message a real kubelet puts in the container status."""
+
+
+def _repository(name: str) -> tuple[str, str]:
+    """Split an image reference into (repository without registry/library prefix, tag or digest)."""
+    ref = name
+    digest = ""
+    if "@" in ref:
+        ref, digest = ref.split("@", 1)
+    tag = ""
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        ref, tag = ref.rsplit(":", 1)
+    parts = ref.split("/")
+    # A first component with a dot or colon, or "localhost", is a registry host (docker's rule).
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    if len(parts) == 2 and parts[0] == "library":
+        parts = parts[1:]
+    return "/".join(parts), digest or tag or "latest"
+
+
+def normalized_name(name: str) -> str:
+    """The fully qualified reference containerd reports in status.containerStatuses[].image."""
+    ref = name
+    first = ref.split("/", 1)[0]
+    if "/" not in ref or not ("." in first or ":" in first or first == "localhost"):
+        ref = "docker.io/" + (ref if "/" in ref else "library/" + ref)
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        ref += ":latest"
+    return ref
+
+
+class ImageStore:
+    """Builds the image kinds lazily under ``root`` and resolves image names to them."""
+
+    def __init__(self, root: Path, extra: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.extra = dict(extra or {})
+        for alias, kind in self.extra.items():
+            if kind not in KINDS:
+                raise ValueError(f"image {alias!r}: unknown kind {kind!r} (expected one of {KINDS})")
+
+    def kind_of(self, name: str) -> str | None:
+        if name in self.extra:
+            return self.extra[name]
+        repo, _ = _repository(name)
+        if repo == "busybox":
+            return "busybox"
+        if name.startswith("registry.k8s.io/etcd:") or name.startswith("k8s.gcr.io/etcd:"):
+            return "etcd"
+        return None
+
+    def resolve(self, name: str) -> Image:
+        kind = self.kind_of(name)
+        if kind is None:
+            raise ImagePullError(pull_error_message(name))
+        rootfs = self.build(kind)
+        digest = hashlib.sha256(f"{kind}:{rootfs}".encode()).hexdigest()
+        repo = normalized_name(name).rsplit(":", 1)[0] if "@" not in name else name.split("@", 1)[0]
+        env = (("PATH", _DEFAULT_PATH),)
+        cmd: tuple[str, ...] = ("sh",) if kind == "busybox" else ()
+        return Image(name=name, kind=kind, rootfs=rootfs, entrypoint=(), cmd=cmd, env=env,
+                     image_id=f"{repo}@sha256:{digest}")
+
+    def build(self, kind: str) -> Path:
+        """Return the rootfs of ``kind``, building it once (safe across processes via a lock file)."""
+        target = self.root / kind
+        if (target / ".complete").exists():
+            return target
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{kind}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (target / ".complete").exists():
+                return target
+            staging = self.root / f".{kind}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            if kind == "busybox":
+                _build_busybox(staging)
+            else:
+                _build_etcd(staging)
+            # Marker outside the visible tree would be nicer, but containers never see the image
+            # directory itself (each gets a copy without it, see sandbox.py).
+            (staging / ".complete").write_text("")
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        return target
+
+
+def pull_error_message(name: str) -> str:
+    """The status message of a failed pull: the CRI error as containerd words it for a repository
+    that does not exist (the kubelet passes the runtime's error text through unchanged)."""
+    ref = normalized_name(name)
+    return (f'rpc error: code = Unknown desc = failed to pull and unpack image "{ref}": '
+            f'failed to resolve reference "{ref}": '
+            f"pull access denied, repository does not exist or may require authorization: "
+            f"server message: insufficient_scope: authorization failed")
+
+
+def _skeleton(root: Path) -> None:
+    for d in ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "usr", "home"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    os.chmod(root / "root", 0o700)
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\n")
+
+
+def _build_busybox(root: Path) -> None:
+    _skeleton(root)
+    shutil.copy2(BUSYBOX_BINARY, root / "bin" / "busybox")
+    applets = subprocess.run([str(BUSYBOX_BINARY), "--list"], check=True, capture_output=True,
+                             text=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox" and "/" not in applet:
+            (root / "bin" / applet).symlink_to("busybox")
+
+
+_LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
+
+
+def _linked_files(binary: Path) -> list[Path]:
+    """The loader and shared libraries ``ldd`` lists for ``binary`` (none for a static binary)."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    return [Path(m.group(1)) for line in out.splitlines() if (m := _LDD_LINE.search(line))]
+
+
+def _copy_with_links(src: Path, root: Path) -> None:
+    """Copy ``src`` to the same path under ``root``, recreating a symlink chain (the loader is one)."""
+    dest = root / src.relative_to("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink():
+        link = os.readlink(src)
+        if not dest.exists() and not dest.is_symlink():
+            dest.symlink_to(link)
+        _copy_with_links((src.parent / link).resolve() if not os.path.isabs(link) else Path(link), root)
+    elif not dest.exists():
+        shutil.copy2(src, dest)
+
+
+def _build_etcd(root: Path) -> None:
+    # distroless: no /bin/sh, no passwd tools; it does carry /etc/passwd and /tmp.
+    for d in ("dev", "etc", "proc", "sys", "tmp", "var", "usr/local/bin"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\n"
+                                         "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\n")
+    for binary in ETCD_BINARIES:
+        shutil.copy2(binary, root / "usr" / "local" / "bin" / binary.name)
+        for lib in _linked_files(binary):
+            _copy_with_links(lib, root)

@@ -1,0 +1,334 @@
+"""The kubelet of one loopback node: Node object, pods bound to the node, their status.
+
+``Kubelet(store, layout, node_name, images=…).run()`` registers the node (without touching the labels
+and taints the control plane gives it), refreshes its heartbeat, watches the pods with
+``spec.nodeName`` = the node and runs each through a PodWorker. Mirror pods (annotation
+``kubernetes.io/config.mirror``) belong to the control plane's static pods and are left alone.
+
+After a server restart the processes of earlier pods are gone: pods that were not finished start
+again (restartCount + 1) under restartPolicy Always/OnFailure; under Never their containers are
+reported terminated with the kubelet's ContainerStatusUnknown text and the pod fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from tests.cluster.control.layout import Layout
+from tests.cluster.node.images import ImageStore
+from tests.cluster.node.pod_worker import PodWorker, now
+from tests.cluster.node.volumes import TokenSource
+
+Json = dict[str, Any]
+log = logging.getLogger("tests.cluster.node")
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+KUBELET_VERSION = "v1.36.0"
+_TERMINAL = ("Succeeded", "Failed")
+
+
+class Kubelet:
+    def __init__(self, store: Any, layout: Layout, node_name: str, *, images: ImageStore | None = None,
+                 token_source: TokenSource | None = None, node_index: int | None = None,
+                 backoff_base: float = 10.0, heartbeat_seconds: float = 10.0) -> None:
+        self.store = store
+        self.layout = layout
+        self.node_name = node_name
+        self.images = images or ImageStore(layout.images)
+        self.token_source = token_source
+        self.node_index = node_index if node_index is not None else (
+            int(hashlib.sha256(node_name.encode()).hexdigest(), 16) % 250) + 1
+        self.backoff_base = backoff_base
+        self.heartbeat_seconds = heartbeat_seconds
+        self.workers: dict[str, PodWorker] = {}
+        self._deleting: set[str] = set()
+        self._push_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------------------------------ node
+    async def run(self) -> None:
+        await self.register()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._watch_pods()
+        finally:
+            heartbeat.cancel()
+            for worker in list(self.workers.values()):
+                if worker.task is not None:
+                    worker.task.cancel()
+                await worker.terminate(0)
+
+    def _node_status(self, previous: Json) -> Json:
+        ts = now()
+        old = {c["type"]: c for c in previous.get("conditions") or []}
+
+        def cond(kind: str, status: str, reason: str, message: str) -> Json:
+            prior = old.get(kind)
+            changed = not prior or prior.get("status") != status
+            return {"type": kind, "status": status, "lastHeartbeatTime": ts,
+                    "lastTransitionTime": ts if changed else prior["lastTransitionTime"],
+                    "reason": reason, "message": message}
+
+        mem_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+        capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{mem_kib}Ki", "pods": "110",
+                    "ephemeral-storage": "104857600Ki", "hugepages-2Mi": "0"}
+        uname = platform.uname()
+        return {
+            "capacity": capacity, "allocatable": dict(capacity),
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory",
+                     "kubelet has sufficient memory available"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                          {"type": "Hostname", "address": self.node_name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": hashlib.md5(self.node_name.encode()).hexdigest(),
+                "systemUUID": hashlib.md5(b"uuid" + self.node_name.encode()).hexdigest(),
+                "bootID": hashlib.md5(b"boot" + self.node_name.encode()).hexdigest(),
+                "kernelVersion": uname.release, "osImage": "Loopback cluster node",
+                "containerRuntimeVersion": "bwrap://0.8.0", "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
+            },
+        }
+
+    async def register(self) -> None:
+        try:
+            await self.store.get("nodes", None, self.node_name)
+        except Exception:
+            node = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": self.node_name, "labels": {
+                        "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64"}},
+                    "spec": {"podCIDR": f"10.244.{self.node_index}.0/24",
+                             "podCIDRs": [f"10.244.{self.node_index}.0/24"]}}
+            with contextlib.suppress(Exception):  # the control plane may have created it meanwhile
+                await self.store.create("nodes", node)
+        await self._refresh_node()
+
+    async def _refresh_node(self) -> None:
+        def fn(node: Json) -> Json:
+            node["status"] = {**(node.get("status") or {}), **self._node_status(node.get("status") or {})}
+            return node
+        await self.store.mutate("nodes", None, self.node_name, fn, subresource="status")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                await self._refresh_node()
+            except Exception:
+                log.exception("node %s: heartbeat failed", self.node_name)
+
+    # ------------------------------------------------------------------------------------------- pods
+    async def _watch_pods(self) -> None:
+        selector = f"spec.nodeName={self.node_name}"
+        while True:
+            try:
+                async for kind, pod in self.store.watch("pods", None, field_selector=selector):
+                    await self._handle(kind, pod)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: pod watch failed, restarting it", self.node_name)
+                await asyncio.sleep(1)
+
+    async def _handle(self, kind: str, pod: Json) -> None:
+        meta = pod["metadata"]
+        uid = meta.get("uid", "")
+        if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+            return
+        worker = self.workers.get(uid)
+        if kind == "DELETED":
+            if worker is not None and uid not in self._deleting:
+                self._deleting.add(uid)
+                self._background(self._finish(worker, 0, delete=False))
+            return
+        if worker is not None:
+            worker.pod = pod
+        phase = (pod.get("status") or {}).get("phase")
+        if worker is None:
+            if phase in _TERMINAL:
+                if meta.get("deletionTimestamp"):
+                    await self._final_delete(pod)
+                return
+            worker = self._new_worker(pod)
+            self.workers[uid] = worker
+            if (pod.get("status") or {}).get("containerStatuses") and not meta.get("deletionTimestamp"):
+                self._recover(worker, pod)
+            if worker.phase not in _TERMINAL and not meta.get("deletionTimestamp"):
+                worker.start()
+            else:
+                await self._push(worker)
+        if meta.get("deletionTimestamp") and uid not in self._deleting:
+            self._deleting.add(uid)
+            grace = meta.get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+            self._background(self._finish(worker, float(grace), delete=True))
+
+    def _new_worker(self, pod: Json) -> PodWorker:
+        meta = pod["metadata"]
+        uid = meta.get("uid", "")
+        status = pod.get("status") or {}
+        worker = PodWorker(
+            pod, pod_dir=self.layout.pods / uid, node_root=self.layout.node(self.node_name),
+            images=self.images, get=self.store.get,
+            event=lambda t, r, m: self._event(uid, t, r, m),
+            changed=lambda: self._push_uid(uid),
+            attach_blockers=self._attach_blockers, ca_file=self.layout.pki / "ca.crt",
+            token_source=self.token_source, pod_ip=status.get("podIP") or self._allocate_ip(),
+            backoff_base=self.backoff_base)
+        if status.get("startTime"):
+            worker.start_time = status["startTime"]
+        return worker
+
+    def _recover(self, worker: PodWorker, pod: Json) -> None:
+        """Carry restart counts over a server restart; under Never the lost containers fail the pod."""
+        status = pod.get("status") or {}
+        old = {c["name"]: c for c in [*(status.get("initContainerStatuses") or []),
+                                       *(status.get("containerStatuses") or [])]}
+        for record in [*worker.inits, *worker.mains]:
+            prior = old.get(record.name)
+            if not prior:
+                continue
+            record.restart_count = int(prior.get("restartCount", 0))
+            was_running = "running" in (prior.get("state") or {})
+            if was_running:
+                lost = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was terminated",
+                        "startedAt": prior["state"]["running"].get("startedAt"), "finishedAt": now()}
+                record.last_state = {"terminated": lost}
+                if worker.restart_policy == "Never":
+                    record.state = {"terminated": lost}
+                    worker.phase = "Failed"
+                else:
+                    record.restart_count += 1
+            elif record.init and "terminated" in (prior.get("state") or {}) \
+                    and prior["state"]["terminated"].get("exitCode") == 0:
+                pass
+
+    def _allocate_ip(self) -> str:
+        used = {w.pod_ip for w in self.workers.values()}
+        for host in range(2, 255):
+            ip = f"10.244.{self.node_index}.{host}"
+            if ip not in used:
+                return ip
+        return f"10.244.{self.node_index}.254"
+
+    async def _attach_blockers(self, pod: Json) -> list[tuple[str, list[str]]]:
+        """ReadWriteOnce claims whose volume is in use by a running pod on another node."""
+        namespace = pod["metadata"].get("namespace", "default")
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
+                  if "persistentVolumeClaim" in v]
+        out: list[tuple[str, list[str]]] = []
+        if not claims:
+            return out
+        others, _ = await self.store.list("pods", namespace)
+        for claim in claims:
+            try:
+                pvc = await self.store.get("persistentvolumeclaims", namespace, claim)
+            except Exception:
+                continue
+            modes = (pvc.get("spec") or {}).get("accessModes") or []
+            if "ReadWriteOnce" not in modes or "ReadWriteMany" in modes:
+                continue
+            users = []
+            for other in others:
+                ospec, ostatus = other.get("spec") or {}, other.get("status") or {}
+                if other["metadata"].get("uid") == pod["metadata"].get("uid"):
+                    continue
+                if not ospec.get("nodeName") or ospec.get("nodeName") == self.node_name:
+                    continue
+                if ostatus.get("phase") in _TERMINAL:
+                    continue
+                # "Attached" = the other pod got past volume setup on its node (it has a sandbox).
+                if not any(c.get("type") == "PodReadyToStartContainers" and c.get("status") == "True"
+                           for c in ostatus.get("conditions") or []):
+                    continue
+                if any((v.get("persistentVolumeClaim") or {}).get("claimName") == claim
+                       for v in ospec.get("volumes") or []):
+                    users.append(other["metadata"]["name"])
+            if users:
+                out.append(((pvc.get("spec") or {}).get("volumeName") or claim, users))
+        return out
+
+    async def _event(self, uid: str, type_: str, reason: str, message: str) -> None:
+        worker = self.workers.get(uid)
+        if worker is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.store.record_event(worker.pod, type_, reason, message, "kubelet")
+
+    async def _push_uid(self, uid: str) -> None:
+        worker = self.workers.get(uid)
+        if worker is not None:
+            await self._push(worker)
+
+    async def _push(self, worker: PodWorker) -> None:
+        meta = worker.pod["metadata"]
+        lock = self._push_locks.setdefault(meta.get("uid", ""), asyncio.Lock())
+        async with lock:
+            def fn(pod: Json) -> Json | None:
+                if pod["metadata"].get("uid") != meta.get("uid"):
+                    return None
+                new_status = worker.status(pod.get("status") or {})
+                if new_status == pod.get("status"):
+                    return None
+                pod["status"] = new_status
+                return pod
+            try:
+                await self.store.mutate("pods", meta.get("namespace"), meta["name"], fn, subresource="status")
+            except Exception as e:
+                if getattr(e, "code", None) != 404:
+                    log.exception("pod %s: status update failed", meta["name"])
+
+    async def _finish(self, worker: PodWorker, grace: float, *, delete: bool) -> None:
+        uid = worker.pod["metadata"].get("uid", "")
+        try:
+            await worker.terminate(grace)
+            if delete:
+                await self._push(worker)
+                await self._final_delete(worker.pod)
+        finally:
+            worker.cleanup()
+            self.workers.pop(uid, None)
+            self._deleting.discard(uid)
+            self._push_locks.pop(uid, None)
+
+    async def _final_delete(self, pod: Json) -> None:
+        meta = pod["metadata"]
+        try:
+            await self.store.delete("pods", meta.get("namespace"), meta["name"], grace_period_seconds=0)
+        except Exception as e:
+            if getattr(e, "code", None) != 404:
+                log.exception("pod %s: final delete failed", meta["name"])
+
+    # ------------------------------------------------------------------------------------ for streams
+    def worker_for(self, pod: Json) -> PodWorker | None:
+        return self.workers.get(pod["metadata"].get("uid", ""))
+
+
+def since_time(seconds: int | None) -> dt.datetime | None:
+    if seconds is None:
+        return None
+    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
+
+
+def pod_dir(layout: Layout, uid: str) -> Path:
+    return layout.pods / uid

@@ -65,10 +65,13 @@ class Kubelet:
             await self._watch_pods()
         finally:
             heartbeat.cancel()
-            for worker in list(self.workers.values()):
-                if worker.task is not None:
-                    worker.task.cancel()
-                await worker.terminate(0)
+            await self.stop()
+
+    async def stop(self) -> None:
+        """End every pod process of this node at once (server shutdown)."""
+        for worker in list(self.workers.values()):
+            await worker.terminate(0)
+        self.workers.clear()
 
     def _node_status(self, previous: Json) -> Json:
         ts = now()

@@ -1,0 +1,63 @@
+"""Run the installed `kubectl-dr` executables as a user would: as subprocesses, never in-process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
+
+
+def executable(name: str = "kubectl-dr") -> str:
+    """The console script installed with the package (next to this interpreter first, then PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed: run `pip install -e .[test]` first")
+    return found
+
+
+def kubectl(version: str = "1.33") -> str:
+    path = KUBECTL_DIR / f"kubectl.{version}"
+    if not path.exists():
+        raise RuntimeError(f"real kubectl {version} not found at {path}")
+    return str(path)
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment without the developer's kubeconfig, with the plugin's directory first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "KUBECTL_DR", "KUBERNETES_"))}
+    env["PATH"] = f"{Path(executable()).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("_", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    args: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = 120,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        env=dict(env) if env is not None else clean_env(),
+        input=input.decode() if input is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def dr(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return run([executable(), *args], env=env, timeout=timeout)

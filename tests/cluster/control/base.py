@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
+from tests.cluster.api.errors import ApiError
 from tests.cluster.control.layout import Layout
 
 log = logging.getLogger("tests.cluster.control")
@@ -43,6 +44,9 @@ class Controller:
                     await self.reconcile()
                 except asyncio.CancelledError:
                     raise
+                except ApiError as exc:
+                    # Conflicts, objects deleted meanwhile, namespaces terminating: expected races.
+                    log.info("%s: %s; retrying", self.name, exc.message)
                 except Exception:
                     # A failed pass (a 409 from a concurrent writer, etcd briefly unavailable) is
                     # retried on the next event or resync, as real controllers requeue.

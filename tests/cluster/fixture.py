@@ -1,0 +1,177 @@
+"""pytest fixtures that start loopback clusters for end-to-end and conformance tests.
+
+- ``cluster``: one per session, 1 control plane + 1 worker, both exec protocols;
+- ``cluster_factory(control_planes=3, workers=1, exec_protocols=("v4",), images=…)``: other shapes,
+  started on first use, shared by every test asking for the same shape, stopped at session end.
+
+A missing prerequisite (etcd, bwrap that can create sandboxes, busybox, kubectl) skips with the reason,
+except under CI (environment variable CI set), where it fails: CI must never silently skip them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.__main__ import down, parse_protocols, start_member, stop_member, up
+from tests.cluster.control.etcd_members import ETCD_BINARY, Member, members_from_state
+from tests.cluster.control.kubeconfig import LIMITED_CONTEXT, write_policy
+from tests.cluster.control.layout import Layout
+
+KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
+KUBECTL_VERSIONS = ("1.30", "1.33")
+BUSYBOX = "/usr/bin/busybox"
+ETCDCTL = "/usr/bin/etcdctl"
+
+
+def kubectl_path(version: str) -> Path:
+    return KUBECTL_DIR / f"kubectl.{version}"
+
+
+def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) -> list[str]:
+    missing = [f"{p} not found" for p in (ETCD_BINARY, ETCDCTL, BUSYBOX) if not Path(p).exists()]
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        missing.append("bwrap not found")
+    else:
+        probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                                "--unshare-pid", "--die-with-parent", "true"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            missing.append(f"bwrap cannot create a sandbox here: {probe.stderr.strip()}")
+    missing += [f"{kubectl_path(v)} not found" for v in kubectl_versions if not kubectl_path(v).exists()]
+    return missing
+
+
+def require_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) -> None:
+    missing = missing_prerequisites(kubectl_versions)
+    if not missing:
+        return
+    reason = "loopback cluster prerequisites missing: " + "; ".join(missing)
+    if os.environ.get("CI"):
+        pytest.fail(reason + " (CI is set: end-to-end tests must not be skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class Cluster:
+    """A running loopback cluster and helpers to drive it."""
+
+    dir: Path
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.dir)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.layout.kubeconfig
+
+    @property
+    def startup_seconds(self) -> float:
+        return float(self.state.get("startup_seconds", 0.0))
+
+    @property
+    def control_planes(self) -> list[str]:
+        return list(self.state["nodes"]["control_planes"])
+
+    @property
+    def workers(self) -> list[str]:
+        return list(self.state["nodes"]["workers"])
+
+    @property
+    def members(self) -> list[Member]:
+        return members_from_state(self.state["etcd"]["members"])
+
+    @property
+    def server_url(self) -> str:
+        return f"https://127.0.0.1:{self.state['server']['port']}"
+
+    @staticmethod
+    def kubectl_path(version: str = KUBECTL_VERSIONS[-1]) -> Path:
+        return kubectl_path(version)
+
+    def kubectl(self, *args: str, version: str = KUBECTL_VERSIONS[-1], limited: bool = False,
+                input: str | bytes | None = None, check: bool = True, timeout: float = 120.0,
+                text: bool = True) -> subprocess.CompletedProcess[Any]:
+        """Run real kubectl against this cluster (admin context unless `limited`)."""
+        cmd = [str(kubectl_path(version)), f"--kubeconfig={self.kubeconfig}"]
+        if limited:
+            cmd.append(f"--context={LIMITED_CONTEXT}")
+        cmd += list(args)
+        if isinstance(input, str) and not text:
+            input = input.encode()
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        result = subprocess.run(cmd, input=input, capture_output=True, text=text, timeout=timeout, env=env)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd[2:])} exited {result.returncode}:\n"
+                                 f"stdout: {result.stdout!r}\nstderr: {result.stderr!r}")
+        return result
+
+    def stop_member(self, node: str) -> None:
+        stop_member(self.layout, node)
+        self.state = self.layout.read_state()
+
+    def start_member(self, node: str) -> None:
+        start_member(self.layout, node)
+        self.state = self.layout.read_state()
+
+    def write_policy(self, policy: dict[str, Any]) -> None:
+        """Replace the RBAC rules of non-admin users (the server re-reads the file)."""
+        write_policy(self.layout, policy)
+
+    def restart(self) -> None:
+        """Stop every process and start again on the same etcd data."""
+        down(self.layout)
+        self.state = up(self.layout, 0, 0, [], {})
+
+    def down(self) -> list[str]:
+        return down(self.layout)
+
+
+def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
+                  exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None) -> Cluster:
+    protocols = parse_protocols(",".join(exec_protocols)) if exec_protocols else []
+    state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}))
+    return Cluster(directory.resolve(), state)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    require_prerequisites()
+    c = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+ClusterFactory = Callable[..., Cluster]
+
+
+@pytest.fixture(scope="session")
+def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    started: dict[tuple[Any, ...], Cluster] = {}
+
+    def make(control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
+             images: dict[str, str] | None = None) -> Cluster:
+        key = (control_planes, workers, tuple(exec_protocols), tuple(sorted((images or {}).items())))
+        if key not in started:
+            require_prerequisites()
+            started[key] = start_cluster(tmp_path_factory.mktemp(f"cluster-{control_planes}cp"),
+                                         control_planes=control_planes, workers=workers,
+                                         exec_protocols=exec_protocols, images=images)
+        return started[key]
+
+    try:
+        yield make
+    finally:
+        for c in started.values():
+            c.down()

@@ -30,6 +30,7 @@ from typing import Any
 
 import google_crc32c
 
+from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd import bbolt
 
 TRAILER_SIZE = 32  # SHA-256 digest appended by etcd after the database
@@ -41,7 +42,7 @@ _BIG_U64 = struct.Struct(">Q")
 Progress = Callable[[int], None]
 
 
-class SnapshotError(Exception):
+class SnapshotError(VerificationError):
     """An etcd snapshot file failed verification. ``reason`` is a stable word for machines."""
 
     reason = "invalid"

@@ -1,0 +1,140 @@
+"""The versioned manifest stored as ``manifest.json`` in every backup directory."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kubectl_dr.repo.errors import ManifestError
+
+API_VERSION = "kubectl-dr/v1"
+KIND = "Backup"
+MANIFEST_NAME = "manifest.json"
+
+TYPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Part names become file names next to the manifest: one path component, not hidden.
+PART_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a "Z"; microseconds kept so that "latest" is exact within one second."""
+    utc = moment.astimezone(timezone.utc)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    type: str
+    created_at: datetime
+    tool_version: str
+    source: dict[str, Any] = field(default_factory=dict)
+    parts: tuple[Part, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    completed_at: datetime | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.parts)
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def matches(self, type: str | None = None, source_match: dict[str, Any] | None = None) -> bool:
+        """Of this type (if given), and with every item of ``source_match`` in its source."""
+        if type is not None and self.type != type:
+            return False
+        return all(self.source.get(k) == v for k, v in (source_match or {}).items())
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "id": self.id,
+            "type": self.type,
+            "createdAt": format_time(self.created_at),
+        }
+        if self.completed_at is not None:
+            data["completedAt"] = format_time(self.completed_at)
+        data.update(
+            {
+                "toolVersion": self.tool_version,
+                "source": self.source,
+                "parts": [p.to_dict() for p in self.parts],
+                "details": self.details,
+            }
+        )
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Manifest:
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where}: the manifest is not a JSON object")
+        api = data.get("apiVersion")
+        if api != API_VERSION:
+            hint = "Upgrade kubectl-dr to read it." if isinstance(api, str) and api.startswith("kubectl-dr/") else None
+            raise ManifestError(f"{where}: unsupported manifest apiVersion {api!r} (expected {API_VERSION})", hint=hint)
+        if data.get("kind") != KIND:
+            raise ManifestError(f"{where}: manifest kind is {data.get('kind')!r}, expected {KIND!r}")
+        try:
+            parts = tuple(
+                Part(name=str(p["name"]), size=int(p["size"]), sha256=str(p["sha256"])) for p in data.get("parts", [])
+            )
+            for p in parts:
+                if not PART_PATTERN.match(p.name) or p.name == MANIFEST_NAME:
+                    raise ValueError(f"invalid part name {p.name!r}")
+            completed = data.get("completedAt")
+            return cls(
+                id=str(data["id"]),
+                type=str(data["type"]),
+                created_at=parse_time(str(data["createdAt"])),
+                completed_at=parse_time(str(completed)) if completed else None,
+                tool_version=str(data.get("toolVersion", "")),
+                source=dict(data.get("source") or {}),
+                parts=parts,
+                details=dict(data.get("details") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"{where}: the manifest is malformed: {exc}") from exc
+
+    @classmethod
+    def load(cls, backup_dir: Path) -> Manifest:
+        path = backup_dir / MANIFEST_NAME
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ManifestError(f"{backup_dir} is not a backup: it has no {MANIFEST_NAME}") from exc
+        except OSError as exc:
+            raise ManifestError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data, str(path))

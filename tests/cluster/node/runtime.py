@@ -15,17 +15,21 @@ from tests.cluster.node.images import ImageStore
 from tests.cluster.node.kubelet import Kubelet
 from tests.cluster.node.streaming import V4, V5, NodeStreams
 
-NODE_LEASE_NAMESPACE = "kube-node-lease"
+# The namespaces a real API server's bootstrap controller creates; kube-system holds the mirror pods
+# and kube-node-lease the node heartbeats.
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 async def bootstrap_cluster(store: Any) -> None:
-    """Objects the node side expects: the namespace holding node heartbeats in a real cluster."""
-    try:
-        await store.get("namespaces", None, NODE_LEASE_NAMESPACE)
-    except Exception:
+    for name in SYSTEM_NAMESPACES:
+        try:
+            await store.get("namespaces", None, name)
+            continue
+        except Exception:
+            pass
         try:
             await store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                              "metadata": {"name": NODE_LEASE_NAMESPACE}})
+                                              "metadata": {"name": name}})
         except Exception as e:
             if getattr(e, "code", None) != 409:
                 raise
@@ -46,5 +50,6 @@ def build(store: Any, layout: Layout, nodes: list[str], options: dict[str, Any])
     kubelets = [Kubelet(store, layout, name, images=images, node_index=i + 1)
                 for i, name in enumerate(nodes)]
     by_name = {k.node_name: k for k in kubelets}
-    protocols = options.get("exec_protocols") or [V5, V4]
-    return NodeSide(kubelets, NodeStreams(by_name.get, protocols))
+    # `up --exec-protocols v5,v4` stores the short names; the subprotocols are their full names.
+    protocols = [p if "." in p else f"{p}.channel.k8s.io" for p in options.get("exec_protocols") or []]
+    return NodeSide(kubelets, NodeStreams(by_name.get, protocols or [V5, V4]))

@@ -1,0 +1,181 @@
+"""API errors rendered as the real ``meta/v1`` ``Status`` bodies.
+
+Wording follows k8s.io/apimachinery/pkg/api/errors so that clients (kubectl, the Python client,
+kubectl-dr) see exactly what a real API server would send them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+Json = dict[str, Any]
+
+
+class ApiError(Exception):
+    """An error answered to a client as a ``Status`` with ``code``, ``reason`` and ``message``."""
+
+    def __init__(self, code: int, reason: str, message: str, details: Json | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def status(self) -> Json:
+        body: Json = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+        }
+        if self.reason:
+            body["reason"] = self.reason
+        if self.details:
+            body["details"] = self.details
+        body["code"] = self.code
+        return body
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.code}, {self.reason!r}, {self.message!r})"
+
+
+def qualified(resource: str, group: str) -> str:
+    """``pods`` or ``deployments.apps``: how apimachinery prints a GroupResource."""
+    return f"{resource}.{group}" if group else resource
+
+
+def _details(resource: str, group: str, name: str | None = None, **extra: Any) -> Json:
+    details: Json = {}
+    if name:
+        details["name"] = name
+    if group:
+        details["group"] = group
+    details["kind"] = resource
+    details.update(extra)
+    return details
+
+
+def not_found(resource: str, group: str, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{qualified(resource, group)} "{name}" not found',
+                    _details(resource, group, name))
+
+
+def already_exists(resource: str, group: str, name: str) -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{qualified(resource, group)} "{name}" already exists',
+                    _details(resource, group, name))
+
+
+def conflict(resource: str, group: str, name: str, reason: str) -> ApiError:
+    return ApiError(409, "Conflict",
+                    f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": {reason}',
+                    _details(resource, group, name))
+
+
+OBJECT_MODIFIED = "the object has been modified; please apply your changes to the latest version and try again"
+PRECONDITION_UID = "Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+
+
+def forbidden(resource: str, group: str, name: str | None, reason: str) -> ApiError:
+    """``pods "x" is forbidden: <reason>`` (``pods is forbidden`` without a name)."""
+    what = qualified(resource, group)
+    subject = f'{what} "{name}"' if name else what
+    return ApiError(403, "Forbidden", f"{subject} is forbidden: {reason}", _details(resource, group, name))
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def method_not_supported(resource: str, group: str, action: str) -> ApiError:
+    return ApiError(405, "MethodNotAllowed",
+                    f"{action} is not supported on resources of kind {qualified(resource, group)!r}".replace(
+                        "'", '"'),
+                    _details(resource, group))
+
+
+def unsupported_media_type(content_type: str) -> ApiError:
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                    "accepted media types include: application/json-patch+json, "
+                    "application/merge-patch+json, application/strategic-merge-patch+json"
+                    if content_type == "patch" else
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    "application/json, application/yaml")
+
+
+def gone(message: str) -> ApiError:
+    return ApiError(410, "Expired", message)
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+def internal(message: str) -> ApiError:
+    return ApiError(500, "InternalError", f"Internal error occurred: {message}",
+                    {"causes": [{"message": message}]})
+
+
+def timeout(message: str) -> ApiError:
+    return ApiError(504, "Timeout", message)
+
+
+class FieldError:
+    """One ``field.Error`` of apimachinery's validation package."""
+
+    TYPES: ClassVar[dict[str, str]] = {
+        "FieldValueInvalid": "Invalid value",
+        "FieldValueRequired": "Required value",
+        "FieldValueNotSupported": "Unsupported value",
+        "FieldValueForbidden": "Forbidden",
+        "FieldValueDuplicate": "Duplicate value",
+        "FieldValueTooLong": "Too long",
+    }
+
+    def __init__(self, reason: str, field: str, detail: str, value: Any = None, *,
+                 show_value: bool = True) -> None:
+        self.reason = reason
+        self.field = field
+        self.detail = detail
+        self.value = value
+        self.show_value = show_value and reason in ("FieldValueInvalid", "FieldValueNotSupported",
+                                                    "FieldValueDuplicate")
+
+    def error_body(self) -> str:
+        """``Invalid value: "X": detail`` — the part after ``field: `` in the aggregate message."""
+        text = self.TYPES[self.reason]
+        if self.show_value:
+            text += f": {_go_value(self.value)}"
+        if self.detail:
+            text += f": {self.detail}"
+        return text
+
+    def cause(self) -> Json:
+        return {"reason": self.reason, "message": self.error_body(), "field": self.field}
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.error_body()}"
+
+
+def _go_value(value: Any) -> str:
+    """How field.Error prints a value: strings quoted, numbers and bools bare."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiError:
+    """422 ``Kind "name" is invalid: a: ..., b: ...`` with one cause per field error."""
+    messages = [str(e) for e in errors]
+    joined = messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+    details: Json = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
+    details["causes"] = [e.cause() for e in errors]
+    return ApiError(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {joined}',
+                    details)

@@ -238,7 +238,11 @@ def test_unauthenticated_is_401(api: ApiHarness) -> None:
     assert "error: You must be logged in to the server (the server has asked for the client to provide " \
            "credentials)" in result.stderr
     status, _, raw = api.request("GET", "/api/v1/namespaces/default/pods", user="token")
-    assert status == 200
+    assert status == 403  # authenticated by token, but no rules for this user
+    assert json.loads(raw) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'pods is forbidden: User "token-user" cannot list resource "pods" in API group "" in the '
+                   'namespace "default"', "reason": "Forbidden", "details": {"kind": "pods"}, "code": 403}
 
 
 def test_restart_keeps_state(api: ApiHarness, core: client.CoreV1Api) -> None:

@@ -1,0 +1,117 @@
+"""`kubectl dr backups` run as the installed executable against a repository of real backups."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kubectl_dr.repo import Repository
+from tests.cli_runner import clean_env, dr, executable, run
+
+
+def _make(repo: Repository, type: str, source: dict[str, str], hint: str, data: bytes) -> str:
+    with repo.create(type, source, hint) as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(data)
+        return writer.commit({"files": 1}).id
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Repository:
+    return Repository(tmp_path / "repo")
+
+
+@pytest.fixture()
+def filled(repo: Repository) -> dict[str, str]:
+    ids = {}
+    ids["a1"] = _make(repo, "pvc", {"namespace": "shop", "pvc": "data-db-0"}, "shop-data-db-0", b"one" * 1000)
+    ids["a2"] = _make(repo, "pvc", {"namespace": "shop", "pvc": "data-db-0"}, "shop-data-db-0", b"two" * 1000)
+    ids["s1"] = _make(repo, "etcd-snapshot", {"server": "https://cp:6443", "member": "cp-1"}, "cp", b"s" * 64)
+    return ids
+
+
+def test_list_table_json_and_env_var(repo: Repository, filled: dict[str, str]) -> None:
+    result = dr("backups", "list", "--repo", str(repo.path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "AGE"]
+    assert {line.split()[0] for line in lines[1:]} == set(filled.values())
+    assert any(line.split()[1:3] == ["pvc", "shop/data-db-0"] for line in lines[1:])
+
+    env = clean_env({"KUBECTL_DR_REPO": str(repo.path)})
+    as_json = run([executable(), "backups", "list", "-o", "json", "--type", "pvc"], env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    items = json.loads(as_json.stdout)["items"]
+    assert [i["id"] for i in items] == [m.id for m in repo.list(type="pvc")]
+    assert all(i["apiVersion"] == "kubectl-dr/v1" and i["parts"][0]["name"] == "data.tar" for i in items)
+
+
+def test_list_default_location_is_xdg(tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    repo = Repository(xdg / "kubectl-dr" / "backups")
+    backup_id = _make(repo, "pvc", {"pvc": "x"}, "x", b"x")
+    env = clean_env({"XDG_DATA_HOME": str(xdg)})
+    result = run([executable(), "backups", "list", "-o", "json"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert [i["id"] for i in json.loads(result.stdout)["items"]] == [backup_id]
+
+
+def test_empty_repository(tmp_path: Path) -> None:
+    result = dr("backups", "list", "--repo", str(tmp_path / "none"))
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "No backups found" in result.stderr
+
+
+def test_show_by_prefix_and_unknown_id(repo: Repository, filled: dict[str, str]) -> None:
+    result = dr("backups", "show", filled["s1"][:22], "--repo", str(repo.path), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["id"] == filled["s1"] and shown["type"] == "etcd-snapshot"
+
+    missing = dr("backups", "show", "nope", "--repo", str(repo.path))
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        f'error: backup "nope" not found in {repo.path}',
+        'Run "kubectl dr backups list" to see the backups.',
+    ]
+
+
+def test_verify_catches_damage(repo: Repository, filled: dict[str, str]) -> None:
+    assert dr("backups", "verify", filled["a1"], "--repo", str(repo.path)).returncode == 0
+    part = repo.path / filled["a1"] / "data.tar"
+    part.write_bytes(part.read_bytes()[:-1] + b"X")
+    result = dr("backups", "verify", filled["a1"], "--repo", str(repo.path))
+    assert result.returncode == 1
+    assert f'backup "{filled["a1"]}" is damaged: part "data.tar" has SHA-256' in result.stderr
+
+
+def test_delete_needs_yes_without_a_terminal(repo: Repository, filled: dict[str, str]) -> None:
+    refused = dr("backups", "delete", filled["a1"], "--repo", str(repo.path))
+    assert refused.returncode == 1
+    assert "without confirmation" in refused.stderr and "--yes" in refused.stderr
+    assert (repo.path / filled["a1"]).is_dir()
+
+    done = dr("backups", "delete", filled["a1"], "--repo", str(repo.path), "--yes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f'backup "{filled["a1"]}" deleted\n'
+    assert not (repo.path / filled["a1"]).exists()
+
+
+def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
+    dry = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client", "-o", "json")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert plan["removed"] == [filled["a1"]] and plan["dryRun"] is True
+    assert (repo.path / filled["a1"]).is_dir()
+
+    result = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--yes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f'backup "{filled["a1"]}" deleted\n'
+    assert sorted(os.listdir(repo.path)) == sorted([filled["a2"], filled["s1"]])
+
+    bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path))
+    assert bad.returncode == 2

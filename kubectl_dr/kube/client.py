@@ -60,6 +60,49 @@ class Kube:
         with translate_errors(self.host):
             return fn(*args, **kwargs)
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One API call with JSON in and out: the domain layers work on plain dicts, never on models.
+
+        Plain dicts keep the objects exactly as the server sent them (no field renaming, nothing dropped
+        for fields the generated models do not know), which is what we record and restore.
+        """
+        pairs = list(query.items()) if isinstance(query, dict) else list(query or [])
+        pairs = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in pairs if v is not None]
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method_, url, header_params, body_, post_params = self.api.param_serialize(
+            method=method, resource_path=path, query_params=pairs or None, header_params=headers, body=body,
+            auth_settings=["BearerToken"],
+        )
+        with translate_errors(self.host):
+            response = self.api.call_api(method_, url, header_params, body_, post_params,
+                                         _request_timeout=self.request_timeout)
+            data = response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+        return json.loads(data) if data else None
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.request("GET", path, query=query)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.request("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def server_version(self) -> dict[str, Any]:
         """GET /version as a plain dict (gitVersion, platform, …)."""
         info = self.call(self.version().get_code)

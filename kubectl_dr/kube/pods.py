@@ -1,0 +1,278 @@
+"""Short-lived helper pods: create, wait until they run (or say precisely why not), and always remove.
+
+The "exposer" of the data movers: every feature that needs a pod in the cluster (rescue pods for volumes,
+snapshot pods on control-plane nodes) goes through here, so each gets the same fail-fast diagnosis —
+image pull errors, unschedulable pods, volumes that cannot attach, Pod Security rejections — and the
+same guarantee that the pod is deleted however the command ends.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubectl_dr import cleanup
+from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.kube.client import Kube
+
+MANAGED_BY = "kubectl-dr"
+LABEL_MANAGED = "app.kubernetes.io/managed-by"
+LABEL_PURPOSE = "kubectl-dr.io/purpose"
+
+# Container waiting reasons that will not resolve by waiting longer.
+FATAL_WAITING = {
+    "ImagePullBackOff": "cannot be pulled",
+    "ErrImagePull": "cannot be pulled",
+    "InvalidImageName": "is not a valid image name",
+    "ErrImageNeverPull": "is not on the node and imagePullPolicy is Never",
+    "CreateContainerConfigError": "cannot be configured",
+    "CreateContainerError": "cannot be created",
+    "RunContainerError": "cannot be started",
+    "CrashLoopBackOff": "keeps crashing",
+}
+# ErrImagePull is often followed by a successful retry on a flaky registry; give it this long.
+PULL_GRACE_SECONDS = 15.0
+
+
+def pod_name(prefix: str, hint: str) -> str:
+    """A valid, recognisable, unique pod name: PREFIX-HINT-xxxxx within 63 characters."""
+    clean = re.sub(r"[^a-z0-9-]+", "-", hint.lower()).strip("-") or "x"
+    suffix = secrets.token_hex(3)[:5]
+    room = 63 - len(prefix) - len(suffix) - 2
+    return f"{prefix}-{clean[:room].strip('-')}-{suffix}"
+
+
+def managed_labels(purpose: str) -> dict[str, str]:
+    return {LABEL_MANAGED: MANAGED_BY, LABEL_PURPOSE: purpose}
+
+
+class PodStartError(DrError):
+    """The helper pod cannot run; the message says why in the cluster's own words."""
+
+
+@dataclass
+class HelperPod:
+    kube: Kube
+    namespace: str
+    name: str
+    step: cleanup.UndoStep | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/pods/{self.name}"
+
+    def get(self) -> dict[str, Any]:
+        pod: dict[str, Any] = self.kube.get(self.path)
+        return pod
+
+    def logs(self, container: str, tail_lines: int = 20) -> str:
+        try:
+            params = self.kube.api.param_serialize(
+                method="GET", resource_path=f"{self.path}/log",
+                query_params=[("container", container), ("tailLines", tail_lines)],
+                header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
+            )
+            response = self.kube.api.call_api(*params, _request_timeout=10)
+            data: bytes = response.read()
+            return data.decode(errors="replace") if 200 <= response.status < 300 else ""
+        except Exception:  # logs only decorate an error we are already reporting
+            return ""
+
+    def delete(self, *, wait: bool = True, timeout: float = 120.0) -> None:
+        """Delete the pod and (by default) wait until it is gone, so its volumes are free again."""
+        try:
+            self.kube.request("DELETE", self.path, body={"gracePeriodSeconds": 0, "propagationPolicy": "Background"})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        if wait:
+            deadline = time.monotonic() + timeout
+            while self.kube.exists(self.path):
+                if time.monotonic() > deadline:
+                    raise DrError(f"pod {self.namespace}/{self.name} is still terminating after {timeout:.0f}s",
+                                  hint=f"Check it with `kubectl get pod -n {self.namespace} {self.name}`.")
+                time.sleep(0.3)
+        if self.step is not None:
+            cleanup.current().discard(self.step)
+            self.step = None
+
+
+def create(kube: Kube, manifest: dict[str, Any], *, what: str) -> HelperPod:
+    """Create the pod and register its deletion with the command's cleanup stack before anything else."""
+    namespace = manifest["metadata"]["namespace"]
+    name = manifest["metadata"]["name"]
+    try:
+        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest)
+    except ApiError as exc:
+        raise _creation_error(exc, namespace, what) from None
+    pod = HelperPod(kube, namespace, name)
+
+    def remove() -> None:
+        pod.step = None
+        pod.delete(wait=True, timeout=60)
+
+    pod.step = cleanup.current().push(
+        f"delete {what} pod {namespace}/{name}", remove,
+        fallback_hint=f"Delete it yourself: kubectl delete pod -n {namespace} {name}",
+    )
+    return pod
+
+
+def _creation_error(exc: ApiError, namespace: str, what: str) -> DrError:
+    if exc.status == 403 and "violates PodSecurity" in exc.message:
+        level = re.search(r'violates PodSecurity "([a-z]+)', exc.message)
+        return ApiError(
+            exc.status, exc.reason, exc.message,
+            hint=(f"Namespace {namespace} enforces the Pod Security level "
+                  f"\"{level.group(1) if level else '?'}\", which forbids the {what} pod this needs. "
+                  "Ask a cluster admin, or relabel the namespace for the duration of the operation."),
+        )
+    if exc.status == 403:
+        return ApiError(exc.status, exc.reason, exc.message,
+                        hint=f"kubectl dr needs to create pods (and pods/exec) in namespace {namespace}; "
+                             "see the README for the RBAC rules.")
+    if exc.status == 404 and "namespaces" in exc.message:
+        return ApiError(exc.status, exc.reason, exc.message)
+    return exc
+
+
+def _container_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    status = pod.get("status") or {}
+    return list(status.get("initContainerStatuses") or []) + list(status.get("containerStatuses") or [])
+
+
+def _image_of(pod: dict[str, Any], container: str) -> str:
+    spec = pod.get("spec") or {}
+    for c in list(spec.get("initContainers") or []) + list(spec.get("containers") or []):
+        if c.get("name") == container:
+            return str(c.get("image", "?"))
+    return "?"
+
+
+def _events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    try:
+        data = kube.get(f"/api/v1/namespaces/{namespace}/events",
+                        fieldSelector=f"involvedObject.kind=Pod,involvedObject.name={name}")
+    except DrError:
+        return []
+    items: list[dict[str, Any]] = data.get("items") or []
+    return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
+
+def _node_not_ready(kube: Kube, node: str) -> str | None:
+    try:
+        obj = kube.get(f"/api/v1/nodes/{node}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return f'node "{node}" does not exist'
+        return None
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") != "True":
+            return f"node {node} is not ready (Ready={cond.get('status')}: {cond.get('message') or cond.get('reason')})"
+    return None
+
+
+def diagnose(pod: dict[str, Any], first_seen: dict[str, float], now: float) -> str | None:
+    """A reason the pod will not run, if its status already shows one."""
+    name = pod["metadata"]["name"]
+    for cs in _container_statuses(pod):
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in FATAL_WAITING:
+            key = f"{cs.get('name')}/{reason}"
+            first_seen.setdefault(key, now)
+            if reason == "ErrImagePull" and now - first_seen[key] < PULL_GRACE_SECONDS:
+                continue
+            image = cs.get("image") or _image_of(pod, str(cs.get("name")))
+            what = f'image "{image}"' if "Image" in reason else f'container "{cs.get("name")}"'
+            detail = waiting.get("message") or ""
+            return f"pod {name}: {what} {FATAL_WAITING[reason]} ({reason}){': ' + detail if detail else ''}"
+        terminated = (cs.get("state") or {}).get("terminated") or {}
+        if terminated and terminated.get("exitCode", 0) != 0:
+            message = f": {terminated['message']}" if terminated.get("message") else ""
+            return (f"pod {name}: container \"{cs.get('name')}\" failed with exit code {terminated.get('exitCode')}"
+                    f" ({terminated.get('reason') or 'Error'}){message}")
+    phase = (pod.get("status") or {}).get("phase")
+    if phase == "Failed":
+        status = pod.get("status") or {}
+        return f"pod {name} failed: {status.get('reason') or ''} {status.get('message') or ''}".strip()
+    return None
+
+
+def wait_running(
+    pod: HelperPod,
+    *,
+    timeout: float = 180.0,
+    stuck_after: float = 45.0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Wait until every container runs; fail fast with the cluster's reason when it cannot.
+
+    Scheduling and attach problems get `stuck_after` seconds (a volume may still be detaching from the
+    pod we just stopped) before we give up with the scheduler's or attacher's message.
+    """
+    start = time.monotonic()
+    first_seen: dict[str, float] = {}
+    told: set[str] = set()
+    while True:
+        now = time.monotonic()
+        try:
+            obj = pod.get()
+        except ApiError as exc:
+            if exc.status == 404:
+                raise PodStartError(f"pod {pod.namespace}/{pod.name} disappeared while starting "
+                                    "(deleted by someone else, or evicted)") from None
+            raise
+        status = obj.get("status") or {}
+        statuses = status.get("containerStatuses") or []
+        containers = (obj.get("spec") or {}).get("containers") or []
+        if status.get("phase") == "Running" and len(statuses) == len(containers) and all(
+            (cs.get("state") or {}).get("running") for cs in statuses
+        ):
+            return dict(obj)
+        reason = diagnose(obj, first_seen, now)
+        if reason is None and status.get("phase") == "Succeeded":
+            reason = f"pod {pod.name} exited before it could be used"
+        if reason is not None:
+            raise _with_logs(pod, obj, PodStartError(reason))
+        node = (obj.get("spec") or {}).get("nodeName")
+        blocked = _blocking_message(pod, obj, node)
+        if blocked and progress and blocked not in told:
+            told.add(blocked)
+            progress(f"waiting for pod {pod.name}: {blocked}")
+        if blocked and now - start > stuck_after:
+            raise PodStartError(f"pod {pod.namespace}/{pod.name} cannot start: {blocked}")
+        if now - start > timeout:
+            raise PodStartError(f"pod {pod.namespace}/{pod.name} did not start within {timeout:.0f}s "
+                                f"(phase {status.get('phase', 'unknown')}){': ' + blocked if blocked else ''}")
+        time.sleep(0.25 if now - start < 5 else 0.75)
+
+
+def _blocking_message(pod: HelperPod, obj: dict[str, Any], node: str | None) -> str | None:
+    status = obj.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"unschedulable: {cond.get('message') or cond.get('reason')}"
+    if node:
+        not_ready = _node_not_ready(pod.kube, node)
+        if not_ready:
+            return not_ready
+    for event in reversed(_events(pod.kube, pod.namespace, pod.name)):
+        if event.get("type") == "Warning" and event.get("reason") in ("FailedAttachVolume", "FailedMount",
+                                                                        "FailedScheduling"):
+            return f"{event.get('reason')}: {event.get('message')}"
+    return None
+
+
+def _with_logs(pod: HelperPod, obj: dict[str, Any], error: PodStartError) -> PodStartError:
+    for cs in _container_statuses(obj):
+        if (cs.get("state") or {}).get("terminated", {}).get("exitCode", 0) not in (0, None):
+            text = pod.logs(str(cs.get("name"))).strip()
+            if text:
+                error.hint = f"Last log lines of container {cs.get('name')}:\n{text}"
+                break
+    return error

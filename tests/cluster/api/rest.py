@@ -64,10 +64,12 @@ class Context:
     def respond(self, body: Any, status: int = 200) -> web.Response:
         from tests.cluster.api.server import json_response
 
-        headers = {}
-        if self.warnings:
-            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in self.warnings)
-        return json_response(body, status=status, headers=headers)
+        response = json_response(body, status=status)
+        for warning in self.warnings:
+            # RFC 7234 warn-text is a quoted-string: escape backslashes and quotes as the apiserver does.
+            text = warning.replace("\\", "\\\\").replace('"', '\\"')
+            response.headers.add("Warning", f'299 - "{text}"')
+        return response
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -106,6 +108,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if info.verb == "list":
             return await _list(ctx)
         obj = await store.get(info.resource.key, ctx.namespace, info.name)
+        from tests.cluster.api.tables import table, wants_table
+
+        if wants_table(request):
+            return ctx.respond(table(ctx, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
         return ctx.respond(_for_version(ctx, obj))
     if request.method == "POST" and not info.name:
         return await _create(ctx)

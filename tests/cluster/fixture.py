@@ -127,10 +127,14 @@ class Cluster:
         """Replace the RBAC rules of non-admin users (the server re-reads the file)."""
         write_policy(self.layout, policy)
 
+    def start(self) -> None:
+        """Start again (after `down`) on the same etcd data, ports and options."""
+        self.state = up(self.layout, 0, 0, [], {})
+
     def restart(self) -> None:
         """Stop every process and start again on the same etcd data."""
         down(self.layout)
-        self.state = up(self.layout, 0, 0, [], {})
+        self.start()
 
     def down(self) -> list[str]:
         return down(self.layout)

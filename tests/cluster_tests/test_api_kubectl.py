@@ -154,8 +154,8 @@ def test_pod_security_rejection(api: ApiHarness) -> None:
     assert result.returncode == 1
     assert (
         'Error from server (Forbidden): error when creating "STDIN": pods "hosty" is forbidden: violates '
-        'PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "c" must set '
-        "securityContext.allowPrivilegeEscalation=false), host namespaces (hostNetwork=true), unrestricted "
+        'PodSecurity "restricted:latest": host namespaces (hostNetwork=true), allowPrivilegeEscalation != false '
+        '(container "c" must set securityContext.allowPrivilegeEscalation=false), unrestricted '
         'capabilities (container "c" must set securityContext.capabilities.drop=["ALL"]), runAsNonRoot != true '
         '(pod or container "c" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container "c" '
         'must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")') in result.stderr
@@ -178,3 +178,25 @@ def test_delete_and_dry_run(api: ApiHarness) -> None:
     assert api.kubectl("get", "configmap", "dry").returncode == 1
     assert ok(api.kubectl("delete", "configmap", "gone")).strip() == 'configmap "gone" deleted'
     assert api.kubectl("get", "configmap", "gone").returncode == 1
+
+
+def test_typed_commands_send_protobuf_that_decodes(api: ApiHarness) -> None:
+    """kubectl's typed `create` subcommands send application/vnd.kubernetes.protobuf bodies."""
+    ok(api.kubectl("create", "deployment", "proto", "--image=busybox:1.36", "--replicas=3", "--port=8080"))
+    dep = json.loads(ok(api.kubectl("get", "deployment", "proto", "-o", "json")))
+    assert dep["metadata"]["labels"] == {"app": "proto"}
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["selector"] == {"matchLabels": {"app": "proto"}}
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert (container["name"], container["image"]) == ("busybox", "busybox:1.36")
+    assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    ok(api.kubectl("create", "deployment", "zero", "--image=busybox:1.36", "--replicas=0"))
+    zero = json.loads(ok(api.kubectl("get", "deployment", "zero", "-o", "json")))
+    assert zero["spec"]["replicas"] == 0  # an explicit 0 in a pointer field is kept, not defaulted to 1
+    ok(api.kubectl("create", "secret", "generic", "s", "--from-literal=password=hunter2"))
+    secret = json.loads(ok(api.kubectl("get", "secret", "s", "-o", "json")))
+    assert (secret["type"], secret["data"]) == ("Opaque", {"password": "aHVudGVyMg=="})
+    ok(api.kubectl("create", "configmap", "c", "--from-literal=a=1", "--from-literal=b=2"))
+    assert json.loads(ok(api.kubectl("get", "cm", "c", "-o", "json")))["data"] == {"a": "1", "b": "2"}
+    ok(api.kubectl("create", "serviceaccount", "robot"))
+    assert ok(api.kubectl("get", "sa", "robot", "-o", "name")).strip() == "serviceaccount/robot"

@@ -195,22 +195,25 @@ def _seccomp_restricted(meta: Json, spec: Json) -> tuple[str, str] | None:
     return ("seccompProfile", "; ".join(details)) if details else None
 
 
-# (check ID, minimum level, check); sorted by ID as the plugin's registry orders them. The restricted
-# seccomp check replaces the baseline one at the restricted level.
+# (check ID, level, check). The plugin evaluates the baseline checks, then the restricted ones, each group
+# sorted by ID; at the restricted level some restricted checks replace baseline ones (their IDs are in
+# _OVERRIDDEN), so a hostPath volume is reported once, as a restricted volume type.
 _CHECKS: list[tuple[str, str, Check]] = sorted([
-    ("allowPrivilegeEscalation", "restricted", _allow_privilege_escalation),
     ("capabilities_baseline", "baseline", _capabilities_baseline),
-    ("capabilities_restricted", "restricted", _capabilities_restricted),
     ("hostNamespaces", "baseline", _host_namespaces),
     ("hostPathVolumes", "baseline", _host_path_volumes),
     ("hostPorts", "baseline", _host_ports),
     ("privileged", "baseline", _privileged),
+    ("seccompProfile_baseline", "baseline", _seccomp_baseline),
+], key=lambda c: c[0]) + sorted([
+    ("allowPrivilegeEscalation", "restricted", _allow_privilege_escalation),
+    ("capabilities_restricted", "restricted", _capabilities_restricted),
     ("restrictedVolumes", "restricted", _restricted_volumes),
     ("runAsNonRoot", "restricted", _run_as_non_root),
     ("runAsUser", "restricted", _run_as_user),
-    ("seccompProfile_baseline", "baseline", _seccomp_baseline),
     ("seccompProfile_restricted", "restricted", _seccomp_restricted),
 ], key=lambda c: c[0])
+_OVERRIDDEN = {"capabilities_baseline", "hostPathVolumes", "seccompProfile_baseline"}
 
 
 def violations(level: str, meta: Json, spec: Json) -> list[str]:
@@ -218,13 +221,10 @@ def violations(level: str, meta: Json, spec: Json) -> list[str]:
     if level not in ("baseline", "restricted"):
         return []
     out = []
-    for check_id, min_level, check in _CHECKS:
-        if min_level == "restricted" and level != "restricted":
+    for check_id, check_level, check in _CHECKS:
+        if check_level == "restricted" and level != "restricted":
             continue
-        if check_id == "seccompProfile_baseline" and level == "restricted":
-            continue
-        if check_id == "capabilities_baseline" and level == "restricted":
-            # The restricted capabilities check already reports added capabilities.
+        if level == "restricted" and check_id in _OVERRIDDEN:
             continue
         result = check(meta, spec)
         if result:

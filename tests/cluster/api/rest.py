@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from aiohttp import web
 
-from tests.cluster.api import errors, patch, reviews, scale
+from tests.cluster.api import errors, patch, protobuf, reviews, scale
 from tests.cluster.api.errors import ApiError, bad_request
 from tests.cluster.api.rbac import Attributes
 from tests.cluster.api.requestinfo import RequestInfo, parse
@@ -141,6 +141,8 @@ async def _body(ctx: Context) -> Any:
     if not raw:
         return None
     content_type = ctx.request.content_type
+    if content_type == protobuf.MEDIA_TYPE:
+        return protobuf.decode(raw)
     try:
         if "yaml" in content_type:
             return yaml.safe_load(raw)

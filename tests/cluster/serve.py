@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tests.cluster.api.config import ApiConfig
 from tests.cluster.api.server import serve
@@ -37,6 +37,10 @@ from tests.cluster.control.system_objects import ensure_system_objects
 from tests.cluster.node import runtime as node_runtime
 
 log = logging.getLogger("tests.cluster.serve")
+
+
+class Runnable(Protocol):
+    async def run(self) -> None: ...
 
 
 def open_store(layout: Layout, members: list[em.Member], api_dir: Path) -> Store:
@@ -62,7 +66,7 @@ async def run(layout: Layout) -> None:
     await ensure_nodes(store, cps, workers)
     node_side = node_runtime.build(store, layout, [*cps, *workers], options)
 
-    loops = [
+    loops: list[Runnable] = [
         Scheduler(store, layout), ReplicaSetController(store, layout), DeploymentController(store, layout),
         StatefulSetController(store, layout), DaemonSetController(store, layout), JobController(store, layout),
         GarbageCollector(store, layout), NamespaceController(store, layout), VolumeController(store, layout),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,11 +30,11 @@ def ns(cluster: Cluster, version: str) -> Iterator[str]:
     cluster.kubectl("delete", "namespace", name, "--wait=false", version=version, check=False)
 
 
-def apply(cluster: Cluster, version: str, *docs: dict[str, object]) -> None:
+def apply(cluster: Cluster, version: str, *docs: dict[str, Any]) -> None:
     cluster.kubectl("create", "-f", "-", input=manifest(*docs), version=version)
 
 
-def job(name: str, ns: str, script: str, **spec: object) -> dict[str, object]:
+def job(name: str, ns: str, script: str, **spec: object) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": ns},
             "spec": {**spec, "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
                                                    "containers": [{"name": "main", "image": BUSYBOX,

@@ -8,6 +8,7 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -38,16 +39,16 @@ def ns(cluster: Cluster, version: str) -> Iterator[str]:
     cluster.kubectl("delete", "namespace", name, "--wait=false", version=version, check=False)
 
 
-def create(cluster: Cluster, version: str, *docs: dict[str, object], check: bool = True) -> str:
+def create(cluster: Cluster, version: str, *docs: dict[str, Any], check: bool = True) -> str:
     result = cluster.kubectl("create", "-f", "-", input=manifest(*docs), version=version, check=check)
     return str(result.stdout + result.stderr)
 
 
-def namespace(name: str) -> dict[str, object]:
+def namespace(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def pod_json(cluster: Cluster, ns: str, name: str, version: str) -> dict[str, object]:
+def pod_json(cluster: Cluster, ns: str, name: str, version: str) -> dict[str, Any]:
     return get_json(cluster, "-n", ns, "pod", name, version=version)
 
 
@@ -78,8 +79,8 @@ def test_rwo_claim_on_another_node_stays_pending(cluster: Cluster, version: str,
     assert events[0]["type"] == "Warning"
     assert str(events[0]["message"]).startswith(f'Multi-Attach error for volume "{pv}" Volume is already used by')
     second = pod_json(cluster, ns, "second", version)
-    assert second["spec"]["nodeName"] == "cp-1"  # type: ignore[index]
-    assert second["status"]["phase"] == "Pending"  # type: ignore[index]
+    assert second["spec"]["nodeName"] == "cp-1"
+    assert second["status"]["phase"] == "Pending"
 
 
 def test_no_toleration_no_control_plane(cluster: Cluster, version: str, ns: str) -> None:
@@ -92,7 +93,7 @@ def test_no_toleration_no_control_plane(cluster: Cluster, version: str, ns: str)
         "preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.")
     failed = [e for e in events_for(cluster, ns, "on-cp", version=version) if e["reason"] == "FailedScheduling"]
     assert failed and failed[0]["message"] == cond["message"] and failed[0]["type"] == "Warning"
-    assert "nodeName" not in pod_json(cluster, ns, "on-cp", version)["spec"]  # type: ignore[operator]
+    assert "nodeName" not in pod_json(cluster, ns, "on-cp", version)["spec"]
 
 
 def test_unbound_claim_keeps_pod_pending(cluster: Cluster, version: str, ns: str) -> None:
@@ -167,13 +168,13 @@ def test_etcd_image_has_no_tar(cluster: Cluster, version: str, ns: str) -> None:
            pod("etcd-ctl", ns, image=ETCD_IMAGE, command=["etcdctl", "version"], restartPolicy="Never"))
 
     def phase(name: str) -> str:
-        return str(pod_json(cluster, ns, name, version)["status"].get("phase"))  # type: ignore[union-attr]
+        return str(pod_json(cluster, ns, name, version)["status"].get("phase"))
 
     eventually(lambda: phase("etcd-ctl") == "Succeeded", what="etcdctl pod to succeed")
     assert "etcdctl version: 3.4.23" in cluster.kubectl("-n", ns, "logs", "etcd-ctl", version=version).stdout
 
     def tar_outcome() -> dict[str, object] | None:
-        statuses = pod_json(cluster, ns, "etcd-tar", version)["status"].get("containerStatuses")  # type: ignore
+        statuses = pod_json(cluster, ns, "etcd-tar", version)["status"].get("containerStatuses")
         state = (statuses or [{}])[0].get("state") or {}
         if "terminated" in state:
             return dict(state["terminated"])
@@ -204,7 +205,7 @@ def test_etcdctl_snapshot_from_control_plane_pod(cluster: Cluster, version: str,
                hostNetwork=True, volumes=[{"name": "certs", "hostPath": {"path": pki, "type": "Directory"}},
                                           {"name": "backup", "emptyDir": {}}],
                volumeMounts=[{"name": "backup", "mountPath": "/backup"}])
-    snap["spec"]["initContainers"] = [{  # type: ignore[index]
+    snap["spec"]["initContainers"] = [{
         "name": "save", "image": mirror["spec"]["containers"][0]["image"],
         "command": ["etcdctl", f"--endpoints={endpoint}", f"--cacert={pki}/ca.crt",
                     f"--cert={pki}/healthcheck-client.crt", f"--key={pki}/healthcheck-client.key",

@@ -131,7 +131,7 @@ class VolumeController(Controller):
         path = self.layout.storage / f"pv-{uid}"
         await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
         spec = claim["spec"]
-        pv = {
+        pv: Json = {
             "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": f"pvc-{uid}",
                          "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},

@@ -97,7 +97,7 @@ def apiserver_manifest(node: str, api_port: int, member: Member) -> dict[str, An
         "tls-cert-file": "/etc/kubernetes/pki/apiserver.crt",
         "tls-private-key-file": "/etc/kubernetes/pki/apiserver.key",
     }
-    probe = {
+    probe: dict[str, Any] = {
         "failureThreshold": 8,
         "httpGet": {"host": "127.0.0.1", "path": "/livez", "port": api_port, "scheme": "HTTPS"},
         "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 15,

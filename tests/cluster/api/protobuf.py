@@ -131,7 +131,7 @@ class _Reader:
             shift += 7
 
     def fields(self) -> list[tuple[int, int, Any]]:
-        out = []
+        out: list[tuple[int, int, Any]] = []
         while self.pos < len(self.data):
             key = self.varint()
             number, wire = key >> 3, key & 7

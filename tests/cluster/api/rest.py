@@ -469,7 +469,7 @@ def _pick_container(pod: Json, requested: str | None) -> str:
     if default in all_names:
         return str(default)
     if len(names) == 1:
-        return names[0]
+        return str(names[0])
     raise bad_request(f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
                       + (f" or one of the init containers: [{' '.join(all_names[len(names):])}]"
                          if len(all_names) > len(names) else ""))

@@ -11,6 +11,21 @@ from tests.cluster.api.errors import bad_request
 Json = dict[str, Any]
 Matcher = Callable[[Json], bool]
 
+Requirement = Callable[[dict[str, str]], bool]
+
+
+def _exists(key: str, present: bool) -> Requirement:
+    return lambda labels: (key in labels) == present
+
+
+def _equals(key: str, value: str, equal: bool) -> Requirement:
+    return lambda labels: (labels.get(key) == value) == equal
+
+
+def _member(key: str, values: frozenset[str], inside: bool) -> Requirement:
+    return lambda labels: (labels.get(key) in values) == inside
+
+
 _TOKEN = re.compile(r"\s*(!=|==|=|!|\(|\)|,|[^\s!=,()]+)")
 
 
@@ -33,7 +48,7 @@ def parse_label_selector(text: str | None) -> Matcher:
     if not text or not text.strip():
         return lambda obj: True
     toks = _tokens(text)
-    reqs: list[Callable[[dict[str, str]], bool]] = []
+    reqs: list[Requirement] = []
     i = 0
 
     def fail(msg: str) -> None:
@@ -44,7 +59,7 @@ def parse_label_selector(text: str | None) -> Matcher:
             if i + 1 >= len(toks):
                 fail("found '', expected: identifier")
             key = toks[i + 1]
-            reqs.append(lambda labels, k=key: k not in labels)
+            reqs.append(_exists(key, False))
             i += 2
         else:
             key = toks[i]
@@ -52,10 +67,7 @@ def parse_label_selector(text: str | None) -> Matcher:
             if op in ("=", "==", "!="):
                 value = toks[i + 2] if i + 2 < len(toks) and toks[i + 2] != "," else ""
                 i += 3 if value else 2
-                if op == "!=":
-                    reqs.append(lambda labels, k=key, v=value: labels.get(k) != v)
-                else:
-                    reqs.append(lambda labels, k=key, v=value: labels.get(k) == v)
+                reqs.append(_equals(key, value, op != "!="))
             elif op in ("in", "notin"):
                 if i + 2 >= len(toks) or toks[i + 2] != "(":
                     fail(f"found '{toks[i + 2] if i + 2 < len(toks) else ''}', expected: '('")
@@ -68,12 +80,9 @@ def parse_label_selector(text: str | None) -> Matcher:
                 if j >= len(toks):
                     fail("found '', expected: ',', ')' or identifier")
                 i = j + 1
-                if op == "in":
-                    reqs.append(lambda labels, k=key, vs=frozenset(values): labels.get(k) in vs)
-                else:
-                    reqs.append(lambda labels, k=key, vs=frozenset(values): labels.get(k) not in vs)
+                reqs.append(_member(key, frozenset(values), op == "in"))
             elif op == ",":
-                reqs.append(lambda labels, k=key: k in labels)
+                reqs.append(_exists(key, True))
                 i += 1
             else:
                 fail(f"found '{op}', expected: '=', '!=', '==', 'in', notin'")

@@ -35,6 +35,9 @@ from tests.cluster.api.resources import Registry, Resource
 from tests.cluster.api.selectors import Matcher, parse_field_selector, parse_label_selector
 
 Json = dict[str, Any]
+# Spelled once here: inside Store, "list" names the method, so annotations there use these aliases.
+JsonList = list[Json]
+Warnings = list[str]
 # An admission step: (store, resource, operation "CREATE"|"UPDATE", new object, old object or None,
 # warnings to append to) → may raise ApiError.
 Admission = Callable[["Store", Resource, str, Json, "Json | None", list[str]], Awaitable[None]]
@@ -112,7 +115,7 @@ class Store:
         return obj
 
     async def list(self, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
-                   field_selector: str | None = None) -> tuple[list[Json], int]:
+                   field_selector: str | None = None) -> tuple[JsonList, int]:
         items, revision, _, _ = await self.list_page(resource, namespace, label_selector=label_selector,
                                                      field_selector=field_selector)
         return items, revision
@@ -120,7 +123,7 @@ class Store:
     async def list_page(self, resource: str, namespace: str | None = None, *,
                         label_selector: str | None = None, field_selector: str | None = None,
                         limit: int = 0, continue_token: str | None = None, resource_version: int = 0,
-                        ) -> tuple[list[Json], int, str | None, int | None]:
+                        ) -> tuple[JsonList, int, str | None, int | None]:
         """Items, list revision, continue token, remaining item count (when known).
 
         ``limit``/``continue_token`` page through a consistent snapshot at the first page's revision,
@@ -133,7 +136,7 @@ class Store:
         revision = resource_version
         if continue_token:
             revision, start = _decode_continue(continue_token)
-        items: list[Json] = []
+        items: JsonList = []
         more = False
         last_key = ""
         try:
@@ -171,7 +174,7 @@ class Store:
 
     # ---------------------------------------------------------------------------------------- writes
     async def create(self, resource: str, obj: Json, *, dry_run: bool = False,
-                     warnings: list[str] | None = None) -> Json:
+                     warnings: Warnings | None = None) -> Json:
         res = self.resource(resource)
         obj = copy.deepcopy(obj)
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
@@ -234,7 +237,7 @@ class Store:
             raise err
 
     async def update(self, resource: str, obj: Json, *, subresource: str | None = None,
-                     dry_run: bool = False, warnings: list[str] | None = None) -> Json:
+                     dry_run: bool = False, warnings: Warnings | None = None) -> Json:
         res = self.resource(resource)
         meta = _meta(obj)
         name = meta.get("name", "")

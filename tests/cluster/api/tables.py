@@ -210,8 +210,7 @@ def _job_status(status: Json, spec: Json) -> str:
         if cond.get("status") != "True":
             continue
         if cond.get("type") in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet", "Suspended"):
-            return {"FailureTarget": "FailureTarget", "SuccessCriteriaMet": "SuccessCriteriaMet"}.get(
-                cond["type"], cond["type"])
+            return str(cond["type"])
     return "Suspended" if spec.get("suspend") else "Running"
 
 

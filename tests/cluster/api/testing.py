@@ -158,7 +158,8 @@ class ApiHarness:
     def client(self, context: str = "admin") -> Any:
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig), context=context)
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig), context=context)
 
     def close(self) -> None:
         try:

@@ -119,6 +119,35 @@ def test_statefulset_rollout_and_claims(cluster: Cluster, version: str, workload
     assert sorted(p["metadata"]["name"] for p in pods) == ["db-0", "db-1"]
 
 
+def test_rolling_update(cluster: Cluster, version: str, workloads: str) -> None:
+    ns = workloads
+    cluster.kubectl("-n", ns, "set", "env", "deployment/web", "ROLLED=yes", version=version)
+    out = cluster.kubectl("-n", ns, "rollout", "status", "deployment/web", "--timeout=120s",
+                          version=version).stdout
+    assert out.strip().endswith('deployment "web" successfully rolled out')
+    sets = get_json(cluster, "-n", ns, "replicasets", version=version)["items"]
+    replicas = sorted((rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], rs["spec"]["replicas"])
+                      for rs in sets)
+    assert replicas == [("1", 0), ("2", 2)]
+    pods = get_json(cluster, "-n", ns, "pods", "-l", "app=web", version=version)["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == 2
+    assert all({"name": "ROLLED", "value": "yes"} in p["spec"]["containers"][0]["env"] for p in live)
+
+
+def test_statefulset_scale_to_zero_and_back_keeps_claims(cluster: Cluster, version: str, workloads: str) -> None:
+    ns = workloads
+    volumes = {c["metadata"]["name"]: c["spec"]["volumeName"]
+               for c in get_json(cluster, "-n", ns, "pvc", version=version)["items"]}
+    cluster.kubectl("-n", ns, "scale", "statefulset/db", "--replicas=0", version=version)
+    cluster.kubectl("-n", ns, "wait", "--for=delete", "pod/db-0", "pod/db-1", "--timeout=90s", version=version)
+    cluster.kubectl("-n", ns, "scale", "statefulset/db", "--replicas=2", version=version)
+    cluster.kubectl("-n", ns, "rollout", "status", "statefulset/db", "--timeout=120s", version=version)
+    after = {c["metadata"]["name"]: c["spec"]["volumeName"]
+             for c in get_json(cluster, "-n", ns, "pvc", version=version)["items"]}
+    assert after == volumes
+
+
 def test_exec_stdin_and_exit_code(cluster: Cluster, version: str, workloads: str) -> None:
     ns = workloads
     result = cluster.kubectl("-n", ns, "exec", "-i", "db-0", "--", "sh", "-c", "wc -c; exit 7",

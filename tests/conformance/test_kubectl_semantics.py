@@ -222,3 +222,21 @@ def test_etcdctl_snapshot_from_control_plane_pod(cluster: Cluster, version: str,
     # A snapshot is a bbolt file plus the SHA-256 of it, appended by the member.
     assert len(data) % 512 == 32
     assert hashlib.sha256(data[:-32]).digest() == data[-32:]
+
+
+def test_bearer_token_authenticates(cluster: Cluster) -> None:
+    """pki/token is a static token (kube-apiserver --token-auth-file format in pki/tokens.csv)."""
+    token = (cluster.layout.pki / "token").read_text().strip()
+    ctx = ssl.create_default_context(cafile=str(cluster.layout.pki / "ca.crt"))
+    url = f"{cluster.server_url}/api/v1/namespaces/default/secrets"
+    for header, code in ((f"Bearer {token}", 403), ("Bearer not-a-token", 401)):
+        request = urllib.request.Request(url, headers={"Authorization": header})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, context=ctx)
+        assert caught.value.code == code
+        body = json.loads(caught.value.read())
+        if code == 403:
+            assert body["message"] == ('secrets is forbidden: User "system:serviceaccount:default:dr-token" '
+                                       'cannot list resource "secrets" in API group "" in the namespace "default"')
+        else:
+            assert body["reason"] == "Unauthorized"

@@ -1,0 +1,169 @@
+"""Object lifecycle semantics other parts rely on: graceful pod deletion, finalizers, namespace
+termination, binding, events, deletecollection, 405s, Table options and watch bookmarks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.cluster.api.errors import ApiError
+from tests.cluster.api.store import Store
+from tests.cluster.api.testing import ApiHarness
+
+
+class NoStreams:
+    async def exec(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("unexpected pod stream")
+
+    attach = log = portforward = exec
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[ApiHarness]:
+    harness = ApiHarness(NoStreams())
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+@pytest.fixture(scope="module")
+def store(api: ApiHarness) -> Store:
+    assert api.store is not None
+    return api.store
+
+
+def _pod(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec}}
+
+
+def test_graceful_deletion_of_bound_pods(api: ApiHarness, store: Store) -> None:
+    api.run(store.create("pods", _pod("graceful", terminationGracePeriodSeconds=20)))
+    bound = api.run(store.bind("default", "graceful", "node-a"))
+    assert bound["spec"]["nodeName"] == "node-a"
+    with pytest.raises(ApiError) as exc:
+        api.run(store.bind("default", "graceful", "node-b"))
+    assert exc.value.code == 409
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/pods/graceful")
+    pod = json.loads(raw)
+    assert status == 202  # still there: the kubelet has to stop it first
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 20 and pod["metadata"]["deletionTimestamp"]
+    # A shorter grace period shortens it; a longer one does not extend it.
+    api.request("DELETE", "/api/v1/namespaces/default/pods/graceful", {"gracePeriodSeconds": 5})
+    api.request("DELETE", "/api/v1/namespaces/default/pods/graceful", {"gracePeriodSeconds": 60})
+    assert api.run(store.get("pods", "default", "graceful"))["metadata"]["deletionGracePeriodSeconds"] == 5
+    api.run(store.delete("pods", "default", "graceful", grace_period_seconds=0))  # the kubelet's last word
+    status, _, _ = api.request("GET", "/api/v1/namespaces/default/pods/graceful")
+    assert status == 404
+
+
+def test_unbound_pods_are_deleted_at_once(api: ApiHarness, store: Store) -> None:
+    api.run(store.create("pods", _pod("unbound")))
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/pods/unbound")
+    assert status == 200
+    assert json.loads(raw)["metadata"]["name"] == "unbound"  # pods answer with the deleted object
+    assert api.request("GET", "/api/v1/namespaces/default/pods/unbound")[0] == 404
+
+
+def test_binding_subresource(api: ApiHarness, store: Store) -> None:
+    api.run(store.create("pods", _pod("to-bind")))
+    status, _, raw = api.request("POST", "/api/v1/namespaces/default/pods/to-bind/binding", {
+        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "to-bind"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-x"}})
+    assert status == 201, raw
+    pod = api.run(store.get("pods", "default", "to-bind"))
+    assert pod["spec"]["nodeName"] == "node-x"
+    assert any(c["type"] == "PodScheduled" and c["status"] == "True" for c in pod["status"]["conditions"])
+
+
+def test_finalizers_hold_deletion_until_removed(api: ApiHarness, store: Store) -> None:
+    api.run(store.create("configmaps", {"metadata": {"name": "held", "namespace": "default",
+                                                     "finalizers": ["example.com/hold"]}}))
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps/held")
+    assert status == 202 and json.loads(raw)["metadata"]["deletionTimestamp"]
+    api.run(store.mutate("configmaps", "default", "held",
+                         lambda o: {**o, "metadata": {**o["metadata"], "finalizers": []}}))
+    assert api.request("GET", "/api/v1/namespaces/default/configmaps/held")[0] == 404
+
+
+def test_namespace_termination_and_removal(api: ApiHarness, store: Store) -> None:
+    api.run(store.create("namespaces", {"metadata": {"name": "doomed"}}))
+    ns = api.run(store.delete("namespaces", None, "doomed"))
+    assert ns["status"]["phase"] == "Terminating"
+    assert ns["spec"]["finalizers"] == ["kubernetes"]
+    api.run(store.delete("namespaces", None, "doomed", grace_period_seconds=0))
+    assert api.request("GET", "/api/v1/namespaces/doomed")[0] == 404
+
+
+def test_events_count_repeats_and_select_by_involved_object(api: ApiHarness, store: Store) -> None:
+    pod = api.run(store.create("pods", _pod("noisy")))
+    for _ in range(3):
+        api.run(store.record_event(pod, "Warning", "FailedMount", "volume not ready", "kubelet"))
+    api.run(store.record_event(pod, "Normal", "Scheduled", "assigned", "default-scheduler"))
+    status, _, raw = api.request(
+        "GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dnoisy,reason%3DFailedMount")
+    events = json.loads(raw)["items"]
+    assert status == 200 and len(events) == 1
+    assert (events[0]["count"], events[0]["involvedObject"]["kind"]) == (3, "Pod")
+    table = api.kubectl("get", "events", "--field-selector=involvedObject.name=noisy").stdout.splitlines()
+    assert table[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert any("pod/noisy" in line and "FailedMount" in line for line in table[1:])
+
+
+def test_delete_collection_with_selector(api: ApiHarness, store: Store) -> None:
+    for name, team in (("a", "x"), ("b", "x"), ("c", "y")):
+        api.run(store.create("configmaps", {"metadata": {"name": f"dc-{name}", "namespace": "default",
+                                                         "labels": {"team": team}}}))
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps?labelSelector=team%3Dx")
+    assert status == 200
+    assert sorted(i["metadata"]["name"] for i in json.loads(raw)["items"]) == ["dc-a", "dc-b"]
+    items, _ = api.run(store.list("configmaps", "default", label_selector="team"))
+    assert [i["metadata"]["name"] for i in items] == ["dc-c"]
+
+
+def test_method_not_allowed(api: ApiHarness) -> None:
+    status, _, raw = api.request("PUT", "/api/v1/namespaces/default/configmaps", {})
+    body = json.loads(raw)
+    assert (status, body["reason"]) == (405, "MethodNotAllowed")
+    assert body["message"] == "the server does not allow this method on the requested resource"
+    status, _, _ = api.request("POST", "/api/v1/componentstatuses", {"metadata": {"name": "x"}})
+    assert status == 405
+
+
+def test_table_include_object_and_columns(api: ApiHarness, store: Store) -> None:
+    api.run(store.create("persistentvolumeclaims", {"metadata": {"name": "data", "namespace": "default"},
+                                                    "spec": {"accessModes": ["ReadWriteOnce"],
+                                                             "resources": {"requests": {"storage": "1Gi"}}}}))
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    status, _, raw = api.request("GET", "/api/v1/namespaces/default/persistentvolumeclaims?includeObject=Object",
+                                 headers={"Accept": accept})
+    doc = json.loads(raw)
+    assert (status, doc["kind"]) == (200, "Table")
+    assert [c["name"] for c in doc["columnDefinitions"]] == [
+        "Name", "Status", "Volume", "Capacity", "Access Modes", "StorageClass", "VolumeAttributesClass", "Age",
+        "VolumeMode"]
+    assert doc["rows"][0]["cells"][:2] == ["data", "Pending"]
+    assert doc["rows"][0]["object"]["kind"] == "PersistentVolumeClaim"
+    status, _, raw = api.request("GET", "/api/v1/namespaces/default/persistentvolumeclaims",
+                                 headers={"Accept": accept})
+    assert json.loads(raw)["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+    lines = api.kubectl("get", "pvc").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
+                                "VOLUMEATTRIBUTESCLASS", "AGE"]
+
+
+def test_watch_bookmarks_and_initial_events_end(api: ApiHarness) -> None:
+    status, _, raw = api.request(
+        "GET", "/api/v1/namespaces?watch=1&sendInitialEvents=true&allowWatchBookmarks=true"
+               "&resourceVersionMatch=NotOlderThan&timeoutSeconds=1")
+    events = [json.loads(line) for line in raw.decode().splitlines()]
+    kinds = [e["type"] for e in events]
+    assert status == 200
+    assert kinds[:-1].count("ADDED") >= 4 and "BOOKMARK" in kinds
+    bookmark = next(e for e in events if e["type"] == "BOOKMARK")
+    assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(bookmark["object"]["metadata"]["resourceVersion"]) > 0

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from tests.cluster.api.bootstrap import bootstrap
 from tests.cluster.api.config import ApiConfig
 from tests.cluster.api.server import serve
 from tests.cluster.api.store import Store
@@ -29,11 +30,10 @@ from tests.cluster.control.layout import Layout
 from tests.cluster.control.mirror_pods import MirrorPods
 from tests.cluster.control.namespaces import NamespaceController
 from tests.cluster.control.nodes import ensure_nodes
-from tests.cluster.control.provisioner import VolumeController
+from tests.cluster.control.provisioner import VolumeController, ensure_default_class
 from tests.cluster.control.replicaset import ReplicaSetController
 from tests.cluster.control.scheduler import Scheduler
 from tests.cluster.control.statefulset import StatefulSetController
-from tests.cluster.control.system_objects import ensure_system_objects
 from tests.cluster.node import runtime as node_runtime
 
 log = logging.getLogger("tests.cluster.serve")
@@ -61,8 +61,9 @@ async def run(layout: Layout) -> None:
         tokens_file=pki / "tokens.csv", rbac_policy_file=layout.rbac_policy, port=int(state["server"]["port"]),
     )
     store = open_store(layout, members, config.resolved_api_dir)
-    await ensure_system_objects(store)
+    await bootstrap(store)
     await node_runtime.bootstrap_cluster(store)
+    await ensure_default_class(store)
     await ensure_nodes(store, cps, workers)
     node_side = node_runtime.build(store, layout, [*cps, *workers], options)
 

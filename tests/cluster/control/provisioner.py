@@ -46,6 +46,15 @@ def default_storage_class() -> Json:
     }
 
 
+async def ensure_default_class(store: Any) -> None:
+    """The default StorageClass `standard`, created once (kept as the user left it afterwards)."""
+    try:
+        await store.create("storageclasses.storage.k8s.io", default_storage_class())
+    except ApiError as exc:
+        if exc.code != 409:
+            raise
+
+
 class VolumeController(Controller):
     name = COMPONENT
     watches = ("persistentvolumeclaims", "persistentvolumes", "storageclasses.storage.k8s.io")

@@ -1,0 +1,113 @@
+"""Transfer progress on stderr: a rich bar (bytes, speed, ETA) on a terminal, plain lines elsewhere.
+
+Plain lines come every few seconds (KUBECTL_DR_PROGRESS_INTERVAL, default 5) so that CI logs and
+`kubectl dr … 2>log` show the transfer is alive without a line per megabyte. `advance` is called from
+the exec reader thread; both renderers are safe for that.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any, TextIO
+
+
+def human_bytes(size: float) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def human_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Transfer:
+    """`with Transfer("backup shop/data", total) as t: t.advance(n)`; total may be an estimate or None."""
+
+    def __init__(self, description: str, total: int | None, *, stream: TextIO | None = None,
+                 interval: float | None = None) -> None:
+        self.description = description
+        self.total = total
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.interval = interval if interval is not None else float(os.environ.get("KUBECTL_DR_PROGRESS_INTERVAL", 5))
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._last_line = self._start
+        self._rich: Any = None
+        self._task: Any = None
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self._start, 1e-9)
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed
+
+    def __enter__(self) -> Transfer:
+        self._start = self._last_line = time.monotonic()
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._rich = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                TransferSpeedColumn(), TimeRemainingColumn(),
+                console=Console(file=self.stream), transient=False,
+            )
+            self._rich.start()
+            self._task = self._rich.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self, size: int) -> None:
+        with self._lock:
+            self.done += size
+            if self._rich is not None:
+                self._rich.update(self._task, completed=self.done)
+                return
+            now = time.monotonic()
+            if now - self._last_line >= self.interval:
+                self._last_line = now
+                self._line()
+
+    def _line(self, final: bool = False) -> None:
+        text = f"{self.description}: {human_bytes(self.done)}"
+        if self.total and not final:
+            share = min(self.done / self.total, 1.0)
+            left = (self.total - self.done) / self.rate if self.rate > 0 and self.total > self.done else 0.0
+            text += (f" of ~{human_bytes(self.total)} ({share:.0%}), {human_bytes(self.rate)}/s, "
+                     f"ETA {human_duration(left)}")
+        else:
+            text += f" in {human_duration(self.elapsed)}, {human_bytes(self.rate)}/s"
+            if final:
+                text += " (done)"
+        print(text, file=self.stream, flush=True)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._rich is not None:
+            if exc_type is None and self.total is not None:
+                self._rich.update(self._task, total=self.done, completed=self.done)
+            self._rich.stop()
+        elif exc_type is None:
+            self._line(final=True)

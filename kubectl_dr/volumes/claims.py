@@ -1,0 +1,93 @@
+"""The claim a command works on: found, bound, and described (for the manifest and for placement)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.kube.client import Kube
+
+RWO = "ReadWriteOnce"
+RWOP = "ReadWriteOncePod"
+
+
+@dataclass(frozen=True)
+class Claim:
+    namespace: str
+    name: str
+    volume: str
+    storage_class: str | None
+    capacity: str | None
+    access_modes: tuple[str, ...]
+    uid: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def single_pod(self) -> bool:
+        """ReadWriteOncePod: one pod at a time, so even a backup must stop the consumers."""
+        return RWOP in self.access_modes
+
+    @property
+    def single_node(self) -> bool:
+        """ReadWriteOnce (and not shared read-only): a second pod must run on the consumer's node."""
+        return RWO in self.access_modes and not self.single_pod
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "pvc": self.name,
+            "volume": self.volume,
+            "storageClass": self.storage_class,
+            "capacity": self.capacity,
+            "accessModes": list(self.access_modes),
+        }
+
+
+def get_claim(kube: Kube, namespace: str, name: str) -> Claim:
+    """The bound claim, or an error that says which of namespace or claim is missing, or why it waits."""
+    try:
+        obj: dict[str, Any] = kube.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}")
+    except ApiError as exc:
+        if exc.status == 404 and not kube.exists(f"/api/v1/namespaces/{namespace}"):
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found') from None
+        if exc.status == 404:
+            raise ApiError(404, "NotFound", f'persistentvolumeclaims "{name}" not found',
+                           hint=f"List the claims with `kubectl get pvc -n {namespace}`.") from None
+        raise
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    phase = status.get("phase")
+    if phase != "Bound" or not spec.get("volumeName"):
+        raise DrError(
+            f'persistentvolumeclaim "{name}" in namespace {namespace} is {phase or "not bound"}: '
+            "it has no volume yet, so there is nothing to back up or restore into",
+            hint=f"See why with `kubectl describe pvc -n {namespace} {name}`.",
+        )
+    modes = tuple(status.get("accessModes") or spec.get("accessModes") or ())
+    return Claim(
+        namespace=namespace,
+        name=name,
+        volume=str(spec["volumeName"]),
+        storage_class=spec.get("storageClassName"),
+        capacity=(status.get("capacity") or {}).get("storage"),
+        access_modes=modes,
+        uid=str((obj.get("metadata") or {}).get("uid", "")),
+        labels=dict((obj.get("metadata") or {}).get("labels") or {}),
+    )
+
+
+def node_ready(kube: Kube, node: str) -> str | None:
+    """None when the node is Ready, else why not (checked before a pod is pinned there)."""
+    try:
+        obj: dict[str, Any] = kube.get(f"/api/v1/nodes/{node}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return f'node "{node}" does not exist'
+        raise
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            if cond.get("status") == "True":
+                return None
+            return f"node {node} is not ready (Ready={cond.get('status')}: {cond.get('message') or cond.get('reason')})"
+    return f"node {node} reports no Ready condition"

@@ -1,0 +1,40 @@
+"""Stopping and restarting the consumers of a claim, through `kubectl_dr.workloads`.
+
+Scaling records the original replicas on each workload (an annotation) before it changes anything, and
+registers the scale-back with the cleanup stack: however the command ends, the consumers come back, and
+after a SIGKILL `kubectl dr scale restore` finds the records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kubectl_dr.errors import DrError
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.workloads.consumers import Consumer, consumer_nodes, find_consumers
+
+__all__ = ["Consumer", "Stopped", "consumer_nodes", "find_consumers", "refuse_unstoppable", "stop"]
+
+
+class Stopped(Protocol):
+    def restore(self) -> Any: ...
+
+
+def refuse_unstoppable(consumers: list[Consumer], namespace: str, claim: str, why: str) -> None:
+    blocked = [c for c in consumers if not c.stoppable]
+    if blocked:
+        lines = "\n".join(f"  {c.ref}: {c.reason}" for c in blocked)
+        raise DrError(f"cannot {why} {namespace}/{claim}: these consumers cannot be stopped by kubectl dr:\n{lines}",
+                      hint="Stop them as described, then run the command again. Nothing was changed.")
+
+
+def stop(kube: Kube, consumers: list[Consumer], *, run_id: str, reason: str,
+         progress: Callable[[str], None], timeout: float = 300.0) -> Stopped | None:
+    """Scale every consumer to 0 and wait for their pods to be gone; None when there is nothing to stop."""
+    if not consumers:
+        return None
+    from kubectl_dr.workloads.scaling import scale_down
+
+    record: Stopped = scale_down(kube, consumers, run_id=run_id, reason=reason, timeout=timeout, progress=progress)
+    return record

@@ -1,0 +1,151 @@
+"""`pvc restore`: a verified backup into the volume, with the consumers stopped and started again.
+
+Nothing is touched until the backup is proven intact (sizes and SHA-256 of every part against the
+manifest) and its archive is proven safe (no entry can land outside the volume). Then: confirmation,
+consumers scaled to 0 (records on the objects), a read-write rescue pod with the consumers' identity,
+the archive streamed in and checked on both sides, directory and symlink mtimes set (busybox tar does
+not), the tree checked entry by entry against the archive, `--clean` extras removed, the pod deleted
+and the consumers scaled back.
+
+Every step can be repeated: tar overwrites what an interrupted run left half-written, so a failed or
+interrupted restore is finished by running it again.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubectl_dr.errors import DrError
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.repo import Backup, Repository
+from kubectl_dr.ui.progress import Transfer
+from kubectl_dr.volumes import archive, quiesce, rescue_pod, scripts, security, transfer, tree_check
+from kubectl_dr.volumes.archive import DIR, SYMLINK, Listing
+from kubectl_dr.volumes.backup import PART, TYPE
+from kubectl_dr.volumes.claims import get_claim
+from kubectl_dr.volumes.rescue_pod import RescuePod
+
+
+@dataclass
+class RestoreOptions:
+    namespace: str
+    claim: str
+    source: str  # backup ID, prefix, "latest", a backup directory, or a tar file
+    image: str = rescue_pod.DEFAULT_IMAGE
+    clean: bool = False
+
+
+@dataclass
+class Archive:
+    path: Path
+    size: int
+    sha256: str | None
+    backup_id: str | None
+
+
+def resolve_archive(repo: Repository, opts: RestoreOptions, say: Callable[[str], None]) -> Archive:
+    """The archive to restore, verified: a backup's part (checksums) or a plain tar file (size only)."""
+    candidate = Path(opts.source).expanduser()
+    if candidate.is_file():
+        say(f"restoring from the tar file {candidate} (no manifest: it cannot be checked against a checksum)")
+        return Archive(candidate.absolute(), candidate.stat().st_size, None, None)
+    match = {"namespace": opts.namespace, "pvc": opts.claim} if opts.source == "latest" else None
+    backup: Backup = repo.resolve(opts.source, TYPE, match)
+    say(f"verifying backup {backup.id} (sizes and SHA-256 of every part)")
+    repo.verify(backup)
+    part = backup.manifest.part(PART)
+    return Archive(backup.part_path(PART), part.size, part.sha256, backup.id)
+
+
+def confirm(question: str, yes: bool, ask: Callable[[str], bool] | None) -> None:
+    if yes:
+        return
+    if ask is None:
+        raise DrError(f"refusing to {question} without confirmation",
+                      hint="Pass --yes to confirm (there is no terminal to ask on).")
+    if not ask(f"{question[0].upper()}{question[1:]}?"):
+        raise DrError("aborted: nothing was changed")
+
+
+def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str], None], *, yes: bool,
+        ask: Callable[[str], bool] | None) -> dict[str, Any]:
+    claim = get_claim(kube, opts.namespace, opts.claim)
+    source = resolve_archive(repo, opts, say)
+    listing = archive.list_file(source.path)  # refuses unsafe archives before anything is touched
+    consumers = quiesce.find_consumers(kube, opts.namespace, opts.claim)
+    quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "restore")
+    level = security.namespace_level(kube, opts.namespace)
+    identity = security.consumer_identity([c.security_context() for c in consumers])
+    sec = security.plan(level, identity, write=True)
+    for note in sec.notes:
+        say(f"note: {note}")
+
+    stops = f", stopping {', '.join(c.ref for c in consumers)}" if consumers else ""
+    how = "replacing" if not opts.clean else "replacing it and removing everything else in"
+    confirm(f"restore {listing.summary()['entries']} entries ({source.size} bytes) into "
+            f"{opts.namespace}/{opts.claim}, {how} what the archive contains{stops}", yes, ask)
+
+    stopped = None
+    if consumers:
+        say(f"stopping {', '.join(c.ref for c in consumers)}")
+        stopped = quiesce.stop(kube, consumers, run_id=f"restore-{secrets.token_hex(4)}",
+                               reason=f"kubectl dr pvc restore {opts.namespace}/{opts.claim}", progress=say)
+    say(f"starting rescue pod for {opts.namespace}/{opts.claim}, volume mounted read-write")
+    pod = rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-restore", read_only=False, node=None,
+                           security=sec, progress=say)
+    with Transfer(f"restore {opts.namespace}/{opts.claim}", source.size) as bar:
+        checked = transfer.send(kube, pod, source.path, source.size, keep_owners=sec.root, progress=bar)
+    if source.sha256 is not None and checked.sha256 != source.sha256:
+        raise DrError(f"the archive changed while it was sent: SHA-256 {checked.sha256}, manifest {source.sha256}")
+    if checked.warnings:
+        say(f"tar reported:\n{checked.warnings}")
+
+    removed: list[str] = []
+    if opts.clean:
+        found = tree_check.parse_listing(transfer.capture(kube, pod, scripts.listing_script(), what="listing")[0])
+        removed = tree_check.extras(listing, found)
+        if removed:
+            say(f"--clean: removing {len(removed)} entries that are not in the archive")
+            transfer.capture(kube, pod, "set -e; cat > /scratch/rm.sh; sh /scratch/rm.sh",
+                             stdin=scripts.remove_script(removed), what="removal")
+    set_mtimes(kube, pod, listing)
+    found = tree_check.parse_listing(transfer.capture(kube, pod, scripts.listing_script(), what="listing")[0])
+    problems = tree_check.differences(listing, found, owners=sec.root, modes=sec.root)
+    if opts.clean:
+        problems += [f"{p!r} is not in the archive and was not removed" for p in tree_check.extras(listing, found)]
+    tree_check.require_match(problems, f"the restored volume {opts.namespace}/{opts.claim} does not match")
+    say(f"checked {len(listing.entries)} entries in the volume against the archive: all match")
+
+    pod.delete()
+    if stopped is not None:
+        say("starting the consumers again")
+        stopped.restore()
+    return {
+        "kind": "PvcRestore",
+        "namespace": opts.namespace,
+        "pvc": opts.claim,
+        "backup": source.backup_id,
+        "archive": str(source.path),
+        "size": checked.size,
+        "sha256": checked.sha256,
+        "execProtocol": checked.protocol,
+        "seconds": round(bar.elapsed, 3),
+        "entries": listing.summary(),
+        "removed": removed,
+        "consumers": [c.ref for c in consumers],
+        "securityContext": sec.describe(),
+    }
+
+
+def set_mtimes(kube: Kube, pod: RescuePod, listing: Listing) -> None:
+    items = [(e.path, e.mtime) for e in listing.entries.values() if e.kind in (DIR, SYMLINK)]
+    # Deepest first is not needed (touching an entry never changes its parent), but the root goes last
+    # for readability of the script when debugging.
+    items.sort(key=lambda item: -len(item[0]))
+    if items:
+        transfer.capture(kube, pod, "set -e; cat > /scratch/touch.sh; sh /scratch/touch.sh",
+                         stdin=scripts.touch_script(items), what="setting directory and symlink times")

@@ -1,0 +1,111 @@
+"""The shell the rescue pod runs: tar with the exact byte stream counted and hashed inside the pod.
+
+Only busybox applets (sh, tar, tee, mkfifo, sha256sum, wc, head, cat, find, xargs, stat, touch, rm) and
+only tar flags that busybox and GNU tar both understand (`-c -x -f - -C --numeric-owner -o`), so
+any image with either works. The stream is teed into two fifos read by `sha256sum` and `wc -c`: what
+they report is exactly what crossed the pipe, not what tar thinks it wrote. The result line goes to
+stderr with a marker (stdout carries the data of a backup).
+
+After `tar -x`, the rest of the input is drained (`cat >/dev/null`): tar stops at the end-of-archive
+blocks, and a tee writing padding into a closed pipe would die and cut the count short.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from kubectl_dr.errors import VerificationError
+from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
+
+MARKER = "kubectl-dr-result"
+_RESULT = re.compile(rb"kubectl-dr-result size=(\d+) sha256=([0-9a-f]{64}) tar=(\d+)")
+
+_FIFOS = f"""\
+set -u
+cd {SCRATCH}
+rm -f hash.fifo count.fifo sum count tar.rc
+mkfifo hash.fifo count.fifo
+sha256sum < hash.fifo > sum &
+hasher=$!
+wc -c < count.fifo > count &
+counter=$!
+"""
+_REPORT = f"""\
+wait $hasher; wait $counter
+rc=$(cat tar.rc 2>/dev/null || echo 255)
+printf '{MARKER} size=%s sha256=%s tar=%s\\n' "$(tr -d ' ' < count)" "$(cut -d' ' -f1 < sum)" "$rc" >&2
+exit $rc
+"""
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """What the pod saw of the byte stream and how tar ended."""
+
+    size: int
+    sha256: str
+    tar_exit: int
+
+
+def backup_script() -> str:
+    """tar the volume to stdout, teed into the hash and count fifos."""
+    return (_FIFOS
+            + f"{{ tar -c -f - -C {DATA} . ; echo $? > {SCRATCH}/tar.rc; }} | tee hash.fifo count.fifo\n"
+            + _REPORT)
+
+
+def restore_script(size: int, *, keep_owners: bool) -> str:
+    """Read exactly `size` bytes of stdin (`head -c`: works on v4, where stdin cannot be closed)."""
+    owner = "--numeric-owner" if keep_owners else "-o"
+    return (_FIFOS
+            + f"head -c {int(size)} | tee hash.fifo count.fifo | "
+            + f"{{ tar -x {owner} -f - -C {DATA}; echo $? > {SCRATCH}/tar.rc; cat > /dev/null; }}\n"
+            + _REPORT)
+
+
+def parse_report(stderr: bytes) -> StreamReport:
+    found = _RESULT.findall(stderr)
+    if not found:
+        raise VerificationError("the rescue pod did not report the size and SHA-256 of the stream; "
+                                "the transfer cannot be trusted")
+    size, digest, rc = found[-1]
+    return StreamReport(int(size), digest.decode(), int(rc))
+
+
+def strip_report(stderr: bytes) -> str:
+    """The pod's stderr without our result line: tar's own warnings, for the user."""
+    lines = [ln for ln in stderr.decode(errors="replace").splitlines() if MARKER not in ln]
+    return "\n".join(ln for ln in lines if ln.strip())
+
+
+def sh(script: str) -> list[str]:
+    return ["sh", "-c", script]
+
+
+def quote_path(path: str) -> str:
+    """A relative volume path as a shell word under DATA (bytes kept via surrogateescape by the caller)."""
+    return shlex.quote(f"{DATA}/{path}" if path else f"{DATA}/.")
+
+
+def listing_script() -> str:
+    """One `stat` line per entry, then a separator, then the same entries' names NUL-terminated.
+
+    Names may contain newlines, so they travel NUL-separated and apart from the stat lines; xargs keeps
+    the order of its input, so line i describes name i.
+    """
+    return (f"set -e\ncd {DATA}\nfind . -xdev -print0 > {SCRATCH}/names\n"
+            f"xargs -0 -r stat -c '%f %s %h %i %u %g %Y' < {SCRATCH}/names\n"
+            f"echo --\ncat {SCRATCH}/names\n")
+
+
+def touch_script(items: list[tuple[str, int]]) -> bytes:
+    """Set mtimes of directories and symlinks: busybox tar restores neither (files it does restore)."""
+    lines = ["set -e"] + [f"touch -c -h -d @{mtime} -- {quote_path(path)}" for path, mtime in items]
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+
+def remove_script(paths: list[str]) -> bytes:
+    lines = ["set -e"] + [f"rm -rf -- {quote_path(p)}" for p in paths if p]
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubectl_dr.cli.context import options
-from kubectl_dr.ui.output import emit, render_table
+from kubectl_dr.errors import UsageError
+from kubectl_dr.ui.output import emit, message, render_table
+
+if TYPE_CHECKING:
+    from kubectl_dr.cli.globals import GlobalOptions
+    from kubectl_dr.etcd.model import ClusterStatus
+    from kubectl_dr.etcd.topology import Topology
 
 app = typer.Typer(
     help=(
@@ -51,3 +57,141 @@ def verify(
         [[f"{status.hash:x}", status.revision, status.total_keys, status.total_size, status.sha256[:16]]],
     )
     emit(data, opts.output, table=table)
+
+
+# --- status and snapshot: topology from the static pods, or given for an etcd we reach directly ------------
+_DIRECT = "Direct etcd access (external etcd)"
+EndpointsOption = Annotated[
+    list[str] | None,
+    typer.Option("--endpoints", metavar="URL[,URL…]", rich_help_panel=_DIRECT,
+                 help="Talk to these etcd endpoints from this machine (etcd3 client) instead of through pods on "
+                      "control-plane nodes. Repeat the flag or separate URLs with commas."),
+]
+CacertOption = Annotated[str | None, typer.Option("--cacert", metavar="FILE", rich_help_panel=_DIRECT,
+                                                  help="CA bundle that signed the etcd server certificates.")]
+CertOption = Annotated[str | None, typer.Option("--cert", metavar="FILE", rich_help_panel=_DIRECT,
+                                                help="Client certificate for etcd (with --key).")]
+KeyOption = Annotated[str | None, typer.Option("--key", metavar="FILE", rich_help_panel=_DIRECT,
+                                               help="Private key of the client certificate.")]
+NodeOption = Annotated[str | None, typer.Option("--node", metavar="NODE",
+                                                help="Use the etcd member on this control-plane node.")]
+
+
+def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | None, cert: str | None,
+              key: str | None) -> Topology:
+    from kubectl_dr.etcd import topology
+
+    if endpoints:
+        return topology.direct(endpoints, cacert, cert, key)
+    if cacert or cert or key:
+        raise UsageError("--cacert, --cert and --key only apply with --endpoints")
+    return topology.discover(opts.kube())
+
+
+def _pod_namespace(opts: GlobalOptions) -> str:
+    # The helper pods need hostNetwork and hostPath, which kube-system allows on kubeadm clusters;
+    # -n picks another namespace whose Pod Security level allows them.
+    from kubectl_dr.etcd.topology import ETCD_NAMESPACE
+
+    return opts.namespace or ETCD_NAMESPACE
+
+
+def _human(size: int | None) -> str:
+    from kubectl_dr.cli.backups import human_size
+
+    return "" if size is None else human_size(size)
+
+
+def _status_tables(status: ClusterStatus) -> str:
+    members = render_table(
+        ["ID", "NAME", "PEER URLS", "CLIENT URLS", "LEADER", "LEARNER"],
+        [[m.id, m.name or "(unstarted)", ",".join(m.peer_urls), ",".join(m.client_urls),
+          "true" if m.is_leader else "false", "true" if m.is_learner else "false"] for m in status.members],
+    )
+    active = {a.member_id: a.alarm for a in status.alarms}
+    endpoints = render_table(
+        ["ENDPOINT", "MEMBER", "HEALTH", "VERSION", "DB SIZE", "IN USE", "REVISION", "RAFT TERM", "RAFT INDEX",
+         "ALARMS", "ERROR"],
+        [[e.endpoint, e.member or e.member_id or "", "healthy" if e.healthy else "unhealthy", e.version or "",
+          _human(e.db_size), _human(e.db_size_in_use), e.revision, e.raft_term, e.raft_index,
+          ",".join(e.errors) or active.get(e.member_id or "", ""), e.error or ""] for e in status.endpoints],
+    )
+    return members + "\n" + endpoints
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    node: NodeOption = None,
+    endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show every etcd member (leader, learner) and per endpoint: health, version, DB size, revision, raft.
+
+    Asks from a short-lived pod on a control-plane node with the etcd static pod's own image and etcdctl,
+    or, with --endpoints, directly with the etcd3 client. A member that is down is shown as unhealthy with
+    the reason. Exits 0 whenever the cluster could be asked.
+    """
+    from kubectl_dr.etcd import status as etcd_status
+    from kubectl_dr.etcd.topology import Direct
+
+    opts = options(ctx)
+    topo = _topology(opts, endpoints, cacert, cert, key)
+    if isinstance(topo, Direct):
+        if node:
+            raise UsageError("--node does not apply with --endpoints")
+        result = etcd_status.direct(topo)
+    else:
+        result = etcd_status.via_pod(opts.kube(), topo, _pod_namespace(opts), node)
+    emit(result.to_dict(), opts.output, table=_status_tables(result))
+
+
+@app.command("snapshot")
+def snapshot(
+    ctx: typer.Context,
+    node: NodeOption = None,
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH", help=(
+        "Backup repository directory. Defaults to $KUBECTL_DR_REPO, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
+    helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
+        "Image of the container that serves the snapshot file from the pod (needs cat, sha256sum and wc)."))
+    ] = "busybox",
+    endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Snapshot etcd into the backup repository, verified end to end.
+
+    A pod pinned to a control-plane node runs `etcdctl snapshot save` with the etcd static pod's image,
+    the file is streamed back and its size and SHA-256 compared on both sides, the database is read and
+    checked, and only then is it stored (type etcd-snapshot) with a manifest: member, etcd version,
+    revision, keys, size, SHA-256. The pod is removed however the command ends. If a member fails and
+    another is healthy, the next one is used. With --endpoints the snapshot streams through the etcd3
+    client instead, with no pod.
+    """
+    from kubectl_dr.cli.backups import open_repo
+    from kubectl_dr.etcd import snapshot as etcd_snapshot
+    from kubectl_dr.etcd.topology import Direct
+
+    opts = options(ctx)
+    repository = open_repo(repo)
+    topo = _topology(opts, endpoints, cacert, cert, key)
+    if isinstance(topo, Direct):
+        if node:
+            raise UsageError("--node does not apply with --endpoints")
+        result = etcd_snapshot.direct(topo, repository)
+    else:
+        result = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
+                                       helper_image=helper_image)
+    details: dict[str, Any] = result.manifest.details
+    member = details.get("member") or {}
+    message(f"snapshot {result.manifest.id} saved in {result.path} ({result.seconds:.1f}s)")
+    table = render_table(
+        ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"],
+        [[result.manifest.id, member.get("name") or member.get("endpoint", ""), member.get("node", ""),
+          member.get("version") or "", result.status.revision, result.status.total_keys,
+          _human(result.status.file_size), result.status.sha256[:16]]],
+    )
+    emit(result.to_dict(), opts.output, table=table)

@@ -1,0 +1,79 @@
+"""Start an etcd helper pod on a member's node and turn start failures into what they mean for etcd.
+
+The kube layer says *that* a pod cannot run, in the cluster's words; here that becomes *why* in etcd's
+terms: a certificate file missing on the node, a member that refuses our client certificate or does not
+answer. Those are `MemberError`s, so the caller can try another member; the same failure on every member
+(an image that cannot be pulled, RBAC, Pod Security) is fatal and reported once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kubectl_dr.etcd import etcdctl
+from kubectl_dr.etcd.errors import MemberError
+from kubectl_dr.etcd.topology import HEALTHCHECK_CERT, StaticMember
+from kubectl_dr.kube import pods
+from kubectl_dr.kube.exec import ExecResult, open_exec
+from kubectl_dr.ui.output import message
+
+# A pinned pod has no scheduling or attach delays to wait out: a mount failure or a NotReady node now
+# will not fix itself in the time an on-call engineer is willing to wait.
+STUCK_AFTER = 15.0
+_MISSING_FILE = re.compile(r"hostPath type check failed: (\S+) is not a file")
+_IMAGE = re.compile(r'image "([^"]+)"')
+
+
+def start(kube: Any, manifest: dict[str, Any], member: StaticMember, what: str, *, helper_image: str | None = None,
+          timeout: float = 180.0) -> pods.HelperPod:
+    """Create the pod and wait until its containers run; delete it again if it cannot."""
+    pod = pods.create(kube, manifest, what=what)
+    try:
+        pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=message)
+    except pods.PodStartError as exc:
+        pod.delete(wait=True, timeout=60)
+        raise explain(member, exc, helper_image) from None
+    except BaseException:
+        pod.delete(wait=True, timeout=60)
+        raise
+    return pod
+
+
+def explain(member: StaticMember, exc: pods.PodStartError, helper_image: str | None) -> MemberError:
+    text, logs = exc.message, exc.hint or ""
+    where = f"node {member.node}"
+    missing = _MISSING_FILE.search(text)
+    if missing:
+        path = missing.group(1)
+        role = next((f.role for f in member.client_files if f.host_path == path), "file")
+        what = {"ca": "the etcd CA certificate", "cert": "the etcd client certificate",
+                "key": "the etcd client key"}.get(role, "a certificate file")
+        hint = (f"kubectl dr reads {what} from the etcd pod's hostPath volume \"{member.certs_volume['name']}\" "
+                f"({member.certs_volume['hostPath']}).")
+        if HEALTHCHECK_CERT.rsplit(".", 1)[0] in path:
+            hint += (" kubeadm creates the healthcheck client certificate with "
+                     "`kubeadm init phase certs etcd-healthcheck-client`.")
+        return MemberError(member.node, f"certificate file {path} is missing on {where} ({text})", hint=hint)
+    reason = etcdctl.snapshot_error_reason(logs)
+    if reason == "certificate":
+        return MemberError(
+            member.node,
+            f"the etcd member on {where} ({member.client_url}) refused the client certificate "
+            f"{member.file('cert').container_path}, or presented a server certificate its CA does not sign",
+            hint=f"{logs}\nCheck that {member.file('cert').host_path} on {member.node} is signed by the etcd CA "
+                 f"({member.file('ca').host_path}).".strip(),
+        )
+    if reason == "unreachable":
+        return MemberError(member.node, f"the etcd member on {where} does not answer at {member.client_url}",
+                           hint=logs or None)
+    image = _IMAGE.search(text)
+    fatal = bool(image and helper_image and image.group(1) == helper_image)
+    return MemberError(member.node, text, hint=exc.hint, fatal=fatal)
+
+
+def run(kube: Any, pod: pods.HelperPod, container: str, command: list[str]) -> tuple[ExecResult, bytes]:
+    """One command in the pod: its result (status channel, stderr tail) and its whole stdout."""
+    out = bytearray()
+    result = open_exec(kube, pod.namespace, pod.name, command, container=container).run(stdout=out.extend)
+    return result, bytes(out)

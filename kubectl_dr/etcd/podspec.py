@@ -1,0 +1,109 @@
+"""Pod manifests for the etcd helper pods.
+
+Both are pinned to the member's node with `nodeName` (they must run when the scheduler is down, and on
+that node only, where the member and its certificates are), tolerate every taint (control-plane
+NoSchedule; a NotReady node's NoExecute while etcd is the reason it is not ready), share the host network
+(the member listens on the node's addresses, often on loopback), and mount only the three certificate
+files they need, read-only, each as a hostPath of type File: a missing file then fails the mount with the
+file's path in the kubelet's message instead of an obscure TLS error later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubectl_dr.etcd import etcdctl
+from kubectl_dr.etcd.topology import StaticMember
+from kubectl_dr.kube.pods import managed_labels, pod_name
+
+SNAPSHOT_DIR = "/snapshot"
+SNAPSHOT_FILE = f"{SNAPSHOT_DIR}/etcd.db"
+CERT_VOLUMES = {"ca": "etcd-ca", "cert": "etcd-client-cert", "key": "etcd-client-key"}
+STATUS_CONTAINER = "etcdctl"
+SNAPSHOT_INIT = "snapshot"
+MEMBER_STATUS_INIT = "member-status"
+SERVE_CONTAINER = "serve"
+# Keeps the etcd-image container of the status pod alive for our execs: that image has no shell and no
+# sleep, but a watch on a key nobody writes waits quietly until the pod is deleted.
+KEEPALIVE_KEY = "/kubectl-dr/keepalive"
+SERVE_SECONDS = "86400"
+
+
+def _cert_volumes(member: StaticMember) -> list[dict[str, Any]]:
+    return [{"name": CERT_VOLUMES[f.role], "hostPath": {"path": f.host_path, "type": "File"}}
+            for f in member.client_files]
+
+
+def _cert_mounts(member: StaticMember) -> list[dict[str, Any]]:
+    return [{"name": CERT_VOLUMES[f.role], "mountPath": f.container_path, "readOnly": True}
+            for f in member.client_files]
+
+
+def _etcd_container(member: StaticMember, name: str, cmd: list[str], extra_mounts: list[dict[str, Any]]
+                    ) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": member.image,
+        # The static pod's own image: already on the node, so this works without a registry.
+        "imagePullPolicy": "IfNotPresent",
+        "command": cmd,
+        "env": [{"name": "ETCDCTL_API", "value": "3"}],
+        "volumeMounts": _cert_mounts(member) + extra_mounts,
+    }
+
+
+def _pod(member: StaticMember, namespace: str, prefix: str, purpose: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(prefix, member.node),
+            "namespace": namespace,
+            "labels": managed_labels(purpose),
+        },
+        "spec": {
+            "nodeName": member.node,
+            "hostNetwork": True,
+            "dnsPolicy": "ClusterFirstWithHostNet",
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
+            "volumes": _cert_volumes(member),
+        },
+    }
+
+
+def status_pod(member: StaticMember, namespace: str) -> dict[str, Any]:
+    """One etcdctl container we exec into for member list, endpoint status/health and alarms."""
+    pod = _pod(member, namespace, "dr-etcd-status", "etcd-status")
+    keepalive = etcdctl.command(member, [member.client_url], "watch", KEEPALIVE_KEY, timeouts=False)
+    pod["spec"]["containers"] = [_etcd_container(member, STATUS_CONTAINER, keepalive, [])]
+    return pod
+
+
+def snapshot_pod(member: StaticMember, namespace: str, helper_image: str) -> dict[str, Any]:
+    """Init containers ask the member's status and save the snapshot; a helper container serves the file."""
+    pod = _pod(member, namespace, "dr-etcd-snapshot", "etcd-snapshot")
+    out = {"name": "snapshot", "mountPath": SNAPSHOT_DIR}
+    endpoint = [member.client_url]
+    pod["spec"]["volumes"].append({"name": "snapshot", "emptyDir": {}})
+    pod["spec"]["initContainers"] = [
+        # First, so a member that is down or refuses our certificate fails before a snapshot is attempted,
+        # and so the manifest can record the member's ID, version and revision (read from this log).
+        _etcd_container(member, MEMBER_STATUS_INIT,
+                        etcdctl.command(member, endpoint, "endpoint", "status", "-w", "json"), []),
+        # No command timeout: a large database takes as long as it takes.
+        _etcd_container(member, SNAPSHOT_INIT,
+                        etcdctl.command(member, endpoint, "snapshot", "save", SNAPSHOT_FILE, timeouts=False),
+                        [out]),
+    ]
+    pod["spec"]["containers"] = [{
+        "name": SERVE_CONTAINER,
+        "image": helper_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sleep", SERVE_SECONDS],
+        "volumeMounts": [{**out, "readOnly": True}],
+    }]
+    return pod

@@ -1,0 +1,233 @@
+"""`kubectl dr etcd snapshot`: a snapshot of one member, moved and checked end to end, into the repository.
+
+Pod path: a pod pinned to the member's node saves the snapshot with the member's own etcdctl (init
+container, into an emptyDir); a helper container serves it. We ask the helper for the file's size and
+SHA-256, stream it with `cat` over our exec layer into a repository part (which counts and hashes what it
+writes), require the remote command's success and equal size and digest, and then read the database
+with `verify_snapshot` before anything is committed. Direct path: the same from etcd3's Snapshot stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.etcd import podrun, podspec
+from kubectl_dr.etcd.errors import MemberError, all_members_failed
+from kubectl_dr.etcd.model import EndpointInfo
+from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
+from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.exec import Timeouts, open_exec
+from kubectl_dr.kube.pods import HelperPod
+from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
+from kubectl_dr.ui.output import message
+
+BACKUP_TYPE = "etcd-snapshot"
+PART_NAME = "snapshot.db"
+DEFAULT_HELPER_IMAGE = "busybox"
+# Saving a multi-GB database runs inside the init container before the pod counts as running.
+SAVE_TIMEOUT = 3600.0
+_SHA256 = re.compile(r"^([0-9a-f]{64})\b")
+
+
+@dataclass
+class SnapshotResult:
+    manifest: Manifest
+    path: Path
+    status: SnapshotStatus
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.manifest.id, "path": str(self.path), "seconds": round(self.seconds, 3),
+                **self.manifest.to_dict()}
+
+
+def _image_version(image: str) -> str | None:
+    """registry.k8s.io/etcd:3.5.15-0 → 3.5.15 (kubeadm's tags are VERSION-N)."""
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+    match = re.match(r"v?(\d+\.\d+\.\d+)", tag)
+    return match.group(1) if match else None
+
+
+def _details(status: SnapshotStatus, member: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "member": member,
+        "etcdVersion": member.get("version"),
+        "revision": status.revision,
+        "totalKeys": status.total_keys,
+        "totalSize": status.total_size,
+        "hash": status.hash,
+        "fileSize": status.file_size,
+        "sha256": status.sha256,
+        **extra,
+    }
+
+
+def _verify_and_commit(writer: BackupWriter, part: PartWriter, details: dict[str, Any], member: dict[str, Any],
+                       ) -> tuple[Manifest, SnapshotStatus]:
+    try:
+        status = verify_snapshot(part.path)
+    except VerificationError as exc:
+        raise MemberError(str(member.get("name") or member.get("endpoint")),
+                          f"the snapshot from {member.get('node') or member.get('endpoint')} is not a good "
+                          f"etcd snapshot: {exc.message}", hint=exc.hint) from None
+    manifest = writer.commit(_details(status, member, details))
+    return manifest, status
+
+
+# --------------------------------------------------------------------------------------------- pod path
+def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, node: str | None = None,
+            helper_image: str = DEFAULT_HELPER_IMAGE) -> SnapshotResult:
+    """From the given node's member, or the first member that works (Ready members first)."""
+    failures: list[MemberError] = []
+    for member in topology.candidates(node):
+        try:
+            return _from_member(kube, member, repo, namespace, helper_image)
+        except MemberError as exc:
+            if exc.fatal or node is not None:
+                raise
+            failures.append(exc)
+            message(f"warning: no snapshot from node {member.node}: {exc.message}")
+    raise all_members_failed("etcd snapshot", failures)
+
+
+def _member_status(pod: HelperPod, member: StaticMember) -> dict[str, Any]:
+    """What the member-status init container printed: ID, version, revision (best effort: logs only)."""
+    info: dict[str, Any] = {"name": member.name, "node": member.node, "endpoint": member.client_url,
+                            "image": member.image, "version": _image_version(member.image)}
+    for line in reversed(pod.logs(podspec.MEMBER_STATUS_INIT, tail_lines=50).splitlines()):
+        if line.startswith("["):
+            from kubectl_dr.etcd.etcdctl import parse_endpoint_status
+
+            try:
+                rows = parse_endpoint_status(line)
+            except ValueError:
+                break
+            if rows:
+                info.update(_endpoint_fields(rows[0]))
+                info["clusterID"] = _cluster_id(line)
+            break
+    return info
+
+
+def _endpoint_fields(row: EndpointInfo) -> dict[str, Any]:
+    fields = {"id": row.member_id, "version": row.version, "revisionBefore": row.revision, "dbSize": row.db_size,
+              "dbSizeInUse": row.db_size_in_use, "isLeader": row.is_leader, "raftTerm": row.raft_term}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _cluster_id(line: str) -> str | None:
+    try:
+        return f"{int(json.loads(line)[0]['Status']['header']['cluster_id']):x}"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _remote_file(kube: Kube, pod: HelperPod, member: StaticMember) -> tuple[int, str]:
+    """Size and SHA-256 of the saved file, computed in the helper container."""
+    result, out = podrun.run(kube, pod, podspec.SERVE_CONTAINER, ["sha256sum", podspec.SNAPSHOT_FILE])
+    result.check(f"sha256sum of the snapshot on node {member.node}")
+    digest = _SHA256.match(out.decode(errors="replace").strip())
+    result, size_out = podrun.run(kube, pod, podspec.SERVE_CONTAINER, ["wc", "-c", podspec.SNAPSHOT_FILE])
+    result.check(f"wc -c of the snapshot on node {member.node}")
+    fields = size_out.decode(errors="replace").split()
+    if digest is None or not fields or not fields[0].isdigit():
+        raise VerificationError(f"the helper container on node {member.node} printed an unexpected size or "
+                                f"digest: {out[:200]!r} {size_out[:200]!r}",
+                                hint="--helper-image needs sha256sum, wc and cat (busybox or coreutils).")
+    return int(fields[0]), digest.group(1)
+
+
+def _from_member(kube: Kube, member: StaticMember, repo: Repository, namespace: str,
+                 helper_image: str) -> SnapshotResult:
+    started = time.monotonic()
+    message(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
+    manifest = podspec.snapshot_pod(member, namespace, helper_image)
+    pod = podrun.start(kube, manifest, member, "etcd snapshot", helper_image=helper_image, timeout=SAVE_TIMEOUT)
+    try:
+        info = _member_status(pod, member)
+        size, digest = _remote_file(kube, pod, member)
+        message(f"copying {size} bytes from pod {pod.namespace}/{pod.name}")
+        source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
+        with repo.create(BACKUP_TYPE, source, name_hint=member.node) as writer:
+            part = writer.open_part(PART_NAME)
+            copy_started = time.monotonic()
+            # No idle limit beyond the default: cat sends as fast as we read.
+            stream = open_exec(kube, pod.namespace, pod.name, ["cat", podspec.SNAPSHOT_FILE],
+                               container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
+            result = stream.run(stdout=part.write)
+            written = part.close()
+            try:
+                result.check(f"streaming the snapshot from node {member.node}")
+                _compare(member.node, size, digest, written.size, written.sha256)
+            except VerificationError as exc:
+                raise MemberError(member.node, exc.message, hint=exc.hint) from None
+            copy_seconds = time.monotonic() - copy_started
+            extra = {"mode": "pod", "server": kube.resolved.server, "pod": f"{pod.namespace}/{pod.name}",
+                     "image": member.image, "helperImage": helper_image,
+                     "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3),
+                                  "remoteSha256": digest, "remoteSize": size}}
+            manifest_, status = _verify_and_commit(writer, part, extra, info)
+            path = repo.path / manifest_.id
+    finally:
+        pod.delete(wait=True)
+    return SnapshotResult(manifest_, path, status, time.monotonic() - started)
+
+
+def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str) -> None:
+    if size != remote_size:
+        raise VerificationError(f"snapshot transfer from {where} is incomplete: received {size} of {remote_size} "
+                                "bytes")
+    if sha != remote_sha:
+        raise VerificationError(f"snapshot transfer from {where} is damaged: SHA-256 {sha} here, {remote_sha} in "
+                                "the pod")
+
+
+# ------------------------------------------------------------------------------------------ direct path
+def direct(topology: Direct, repo: Repository) -> SnapshotResult:
+    """From the first given endpoint that answers; each failure is reported and the next one tried."""
+    from kubectl_dr.etcd.client import Endpoint, is_rpc_error, refused_certificate, rpc_error_text
+
+    failures: list[MemberError] = []
+    for url in topology.endpoints:
+        started = time.monotonic()
+        try:
+            with Endpoint(url, topology) as ep:
+                info = ep.status()
+                cluster_id, members = ep.members()
+                name = next((m.name for m in members if m.id == info.member_id), "")
+                member = {"name": name, "endpoint": url, "clusterID": cluster_id, **_endpoint_fields(info)}
+                message(f"saving a snapshot of etcd member {name or info.member_id} at {url}")
+                source = {"etcdCluster": cluster_id, "endpoint": url, "member": name}
+                with repo.create(BACKUP_TYPE, source, name_hint=name or "etcd") as writer:
+                    part = writer.open_part(PART_NAME)
+                    size = ep.snapshot(part.write)
+                    written = part.close()
+                    if written.size != size:
+                        raise MemberError(url, f"wrote {written.size} of {size} bytes received from {url}")
+                    extra = {"mode": "direct", "endpoint": url,
+                             "transfer": {"bytes": size, "seconds": round(time.monotonic() - started, 3)}}
+                    manifest, status = _verify_and_commit(writer, part, extra, member)
+                    return SnapshotResult(manifest, repo.path / manifest.id, status, time.monotonic() - started)
+        except MemberError as exc:
+            failures.append(exc)
+        except DrError:
+            raise
+        except Exception as exc:
+            if not is_rpc_error(exc):
+                raise
+            text = rpc_error_text(exc)
+            hint = ("The member refused the client certificate or we do not trust its server certificate: "
+                    "check --cacert, --cert and --key." if refused_certificate(text) else None)
+            failures.append(MemberError(url, f"etcd at {url}: {text}", hint=hint))
+        message(f"warning: no snapshot from {url}: {failures[-1].message}")
+    if len(failures) == 1:
+        raise failures[0]
+    raise all_members_failed("etcd snapshot", failures)
+

@@ -254,3 +254,19 @@ def test_restart_keeps_state(api: ApiHarness, core: client.CoreV1Api) -> None:
     assert after.data == {"k": "v"}
     assert after.metadata.uid == before.metadata.uid
     assert after.metadata.resource_version == before.metadata.resource_version
+
+
+def test_pod_spec_validation_messages(api: ApiHarness) -> None:
+    core = client.CoreV1Api(api.client())  # the server may have restarted on another port above
+    pod = {"metadata": {"name": "broken"}, "spec": {"containers": [
+        {"name": "a", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        {"name": "a"}]}}
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_pod("default", pod)
+    body = _status(exc.value)
+    assert exc.value.status == 422
+    assert body["message"] == (
+        'Pod "broken" is invalid: [spec.containers[0].volumeMounts[0].name: Not found: "data", '
+        'spec.containers[1].name: Duplicate value: "a", spec.containers[1].image: Required value]')
+    assert [c["field"] for c in body["details"]["causes"]] == [
+        "spec.containers[0].volumeMounts[0].name", "spec.containers[1].name", "spec.containers[1].image"]

@@ -130,6 +130,7 @@ class FieldError:
         "FieldValueForbidden": "Forbidden",
         "FieldValueDuplicate": "Duplicate value",
         "FieldValueTooLong": "Too long",
+        "FieldValueNotFound": "Not found",
     }
 
     def __init__(self, reason: str, field: str, detail: str, value: Any = None, *,
@@ -139,7 +140,7 @@ class FieldError:
         self.detail = detail
         self.value = value
         self.show_value = show_value and reason in ("FieldValueInvalid", "FieldValueNotSupported",
-                                                    "FieldValueDuplicate")
+                                                    "FieldValueDuplicate", "FieldValueNotFound")
 
     def error_body(self) -> str:
         """``Invalid value: "X": detail`` — the part after ``field: `` in the aggregate message."""

@@ -31,6 +31,7 @@ from tests.cluster.api import defaults, errors
 from tests.cluster.api.errors import ApiError, FieldError
 from tests.cluster.api.etcd_client import EtcdClient, EtcdCompacted, EtcdError, KeyValue
 from tests.cluster.api.names import validate_name
+from tests.cluster.api.podvalidation import pod_errors
 from tests.cluster.api.resources import Registry, Resource
 from tests.cluster.api.selectors import Matcher, parse_field_selector, parse_label_selector
 
@@ -203,6 +204,9 @@ class Store:
                                         "daemonsets.apps", "jobs.batch", "pods"):
             meta["generation"] = 1
         defaults.apply_defaults(res.key, obj, uid=meta["uid"])
+        field_errors = pod_errors(res.key, obj)
+        if field_errors:
+            raise errors.invalid(res.kind, res.group, name, field_errors)
         for step in self.admission:
             await step(self, res, "CREATE", obj, None, warnings if warnings is not None else [])
         if dry_run:

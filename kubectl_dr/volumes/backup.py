@@ -9,7 +9,6 @@ and start the consumers again.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,10 @@ class BackupOptions:
 
 def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], None]) -> dict[str, Any]:
     claim = get_claim(kube, opts.namespace, opts.claim)
-    consumers = quiesce.find_consumers(kube, opts.namespace, opts.claim)
+    stale = rescue_pod.leftovers(kube, claim)
+    # Another run's rescue pod (maybe still working) is not a consumer to stop.
+    consumers = [c for c in quiesce.find_consumers(kube, opts.namespace, opts.claim)
+                 if not (c.kind == "Pod" and c.name in stale)]
     running = [c for c in consumers if c.pods]
     must_stop = bool(running) and (opts.quiesce or claim.single_pod)
     stopped = None
@@ -45,7 +47,7 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], 
         quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "back up")
         why = "--quiesce" if opts.quiesce else "the claim is ReadWriteOncePod (one pod at a time)"
         say(f"stopping {', '.join(c.ref for c in consumers)} ({why})")
-        stopped = quiesce.stop(kube, consumers, run_id=f"backup-{secrets.token_hex(4)}",
+        stopped = quiesce.stop(kube, consumers, run_id=quiesce.run_id("backup"),
                                reason=f"kubectl dr pvc backup {opts.namespace}/{opts.claim}", progress=say)
     nodes = quiesce.consumer_nodes(running) if not must_stop else []
     node = nodes[0] if claim.single_node and nodes else None

@@ -8,17 +8,18 @@ after a SIGKILL `kubectl dr scale restore` finds the records.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.workloads.consumers import Consumer, consumer_nodes, find_consumers
+from kubectl_dr.workloads import Consumer, ScaleRecord, consumer_nodes, find_consumers, scale_down
+from kubectl_dr.workloads.scaling import new_run_id
 
-__all__ = ["Consumer", "Stopped", "consumer_nodes", "find_consumers", "refuse_unstoppable", "stop"]
+__all__ = ["Consumer", "ScaleRecord", "consumer_nodes", "find_consumers", "refuse_unstoppable", "run_id", "stop"]
 
 
-class Stopped(Protocol):
-    def restore(self) -> Any: ...
+def run_id(job: str) -> str:
+    """Recorded on every workload a run scales, so `kubectl dr scale restore` can tell runs apart."""
+    return f"{job}-{new_run_id()}"
 
 
 def refuse_unstoppable(consumers: list[Consumer], namespace: str, claim: str, why: str) -> None:
@@ -30,11 +31,8 @@ def refuse_unstoppable(consumers: list[Consumer], namespace: str, claim: str, wh
 
 
 def stop(kube: Kube, consumers: list[Consumer], *, run_id: str, reason: str,
-         progress: Callable[[str], None], timeout: float = 300.0) -> Stopped | None:
+         progress: Callable[[str], None], timeout: float = 300.0) -> ScaleRecord | None:
     """Scale every consumer to 0 and wait for their pods to be gone; None when there is nothing to stop."""
     if not consumers:
         return None
-    from kubectl_dr.workloads.scaling import scale_down
-
-    record: Stopped = scale_down(kube, consumers, run_id=run_id, reason=reason, timeout=timeout, progress=progress)
-    return record
+    return scale_down(kube, consumers, run_id=run_id, reason=reason, timeout=timeout, progress=progress)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import select
 import shutil
 import signal
@@ -40,13 +39,17 @@ class RescueOptions:
 
 def start_pod(kube: Kube, opts: RescueOptions, say: Callable[[str], None]) -> RescuePod:
     claim = get_claim(kube, opts.namespace, opts.claim)
-    consumers = quiesce.find_consumers(kube, opts.namespace, opts.claim)
+    stale = rescue_pod.leftovers(kube, claim)
+    consumers = [c for c in quiesce.find_consumers(kube, opts.namespace, opts.claim)
+                 if not (c.kind == "Pod" and c.name in stale)]
+    if stale:
+        say(f"note: rescue pods of an earlier run still mount the claim: {', '.join(stale)}")
     running = [c for c in consumers if c.pods]
     node = None
     if opts.quiesce and consumers:
         quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "quiesce")
         say(f"stopping {', '.join(c.ref for c in consumers)} (--quiesce); they start again when the shell ends")
-        quiesce.stop(kube, consumers, run_id=f"rescue-{secrets.token_hex(4)}",
+        quiesce.stop(kube, consumers, run_id=quiesce.run_id("rescue"),
                      reason=f"kubectl dr pvc rescue {opts.namespace}/{opts.claim}", progress=say)
     elif running and claim.single_pod:
         raise DrError(f"{opts.namespace}/{opts.claim} is ReadWriteOncePod and in use by "

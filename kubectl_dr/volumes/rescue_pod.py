@@ -86,6 +86,21 @@ def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bo
     }
 
 
+def leftovers(kube: Kube, claim: Claim) -> list[str]:
+    """Rescue pods of this claim left by a run that was killed outright (SIGKILL, lost machine)."""
+    selector = f"{pods.LABEL_MANAGED}={pods.MANAGED_BY},kubectl-dr.io/pvc={claim.name[:63]}"
+    data: dict[str, Any] = kube.get(f"/api/v1/namespaces/{claim.namespace}/pods", labelSelector=selector)
+    return [str(p["metadata"]["name"]) for p in data.get("items") or []
+            if (p["metadata"].get("annotations") or {}).get("kubectl-dr.io/claim") == claim.name]
+
+
+def remove_leftovers(kube: Kube, claim: Claim, names: list[str], say: Callable[[str], None]) -> None:
+    """Delete them: they hold the volume (a ReadWriteOnce claim cannot attach elsewhere meanwhile)."""
+    for name in names:
+        say(f"deleting rescue pod {claim.namespace}/{name} left behind by an earlier run that was killed")
+        pods.HelperPod(kube, claim.namespace, name).delete(wait=True)
+
+
 def start(kube: Kube, claim: Claim, *, image: str, purpose: str, read_only: bool, node: str | None,
           security: SecurityPlan, progress: Callable[[str], None] | None = None,
           timeout: float = 180.0) -> RescuePod:

@@ -13,7 +13,6 @@ interrupted restore is finished by running it again.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,9 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
     claim = get_claim(kube, opts.namespace, opts.claim)
     source = resolve_archive(repo, opts, say)
     listing = archive.list_file(source.path)  # refuses unsafe archives before anything is touched
-    consumers = quiesce.find_consumers(kube, opts.namespace, opts.claim)
+    stale = rescue_pod.leftovers(kube, claim)
+    consumers = [c for c in quiesce.find_consumers(kube, opts.namespace, opts.claim)
+                 if not (c.kind == "Pod" and c.name in stale)]
     quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "restore")
     level = security.namespace_level(kube, opts.namespace)
     identity = security.consumer_identity([c.security_context() for c in consumers])
@@ -89,10 +90,11 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
     confirm(f"restore {listing.summary()['entries']} entries ({source.size} bytes) into "
             f"{opts.namespace}/{opts.claim}, {how} what the archive contains{stops}", yes, ask)
 
+    rescue_pod.remove_leftovers(kube, claim, stale, say)
     stopped = None
     if consumers:
         say(f"stopping {', '.join(c.ref for c in consumers)}")
-        stopped = quiesce.stop(kube, consumers, run_id=f"restore-{secrets.token_hex(4)}",
+        stopped = quiesce.stop(kube, consumers, run_id=quiesce.run_id("restore"),
                                reason=f"kubectl dr pvc restore {opts.namespace}/{opts.claim}", progress=say)
     say(f"starting rescue pod for {opts.namespace}/{opts.claim}, volume mounted read-write")
     pod = rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-restore", read_only=False, node=None,

@@ -1,0 +1,92 @@
+"""`kubectl dr pvc backup` → wipe → `restore` gives back the exact tree, checked on the volume's disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.cli_runner import clean_env, executable, run
+from tests.datasets import (
+    build_roundtrip,
+    differences,
+    make_claim,
+    managed_pods,
+    new_namespace,
+    snapshot,
+    volume_dir,
+    wipe,
+)
+
+
+def dr(cluster, *args: str, timeout: float = 300):  # type: ignore[no-untyped-def]
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1"})
+    return run([executable(), *args], env=env, timeout=timeout)
+
+
+def test_backup_wipe_restore_is_identical(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ns = new_namespace(cluster, "rt")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    build_roundtrip(vol, big_bytes=24 << 20)
+    before = snapshot(vol)
+    repo = tmp_path / "repo"
+
+    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--name", "first", "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    result = json.loads(backup.stdout)
+    part = result["parts"][0]
+    transfer = result["details"]["transfer"]
+    assert transfer["sha256Pod"] == transfer["sha256Local"] == part["sha256"]
+    assert transfer["size"] == part["size"] == (repo / result["id"] / "data.tar").stat().st_size
+    assert result["source"]["pvc"] == "data" and result["source"]["namespace"] == ns
+    assert result["source"]["accessModes"] == ["ReadWriteOnce"]
+    assert result["details"]["archive"]["hardLinks"] == 3
+    assert result["details"]["rescuePod"]["image"].startswith("busybox")
+    assert f"backup {ns}/data:" in backup.stderr and "(done)" in backup.stderr  # progress on stderr
+    assert managed_pods(cluster, ns) == []
+    assert snapshot(vol) == before  # a backup changes nothing
+
+    # The archive busybox wrote is a tar GNU tar reads back into the same tree.
+    gnu = tmp_path / "gnu"
+    gnu.mkdir()
+    subprocess.run(["tar", "-x", "-p", "--numeric-owner", "-f", str(repo / result["id"] / "data.tar"),
+                    "-C", str(gnu)], check=True)
+    assert differences(before, snapshot(gnu)) == []
+
+    # Without --clean, what the archive does not contain stays.
+    wipe(vol)
+    (vol / "not-in-backup").write_text("stays")
+    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "-o", "json")
+    assert restore.returncode == 0, restore.stderr
+    assert json.loads(restore.stdout)["backup"] == result["id"]
+    assert "verifying backup" in restore.stderr and f"restore {ns}/data:" in restore.stderr
+    after = snapshot(vol)
+    assert after.pop(b"not-in-backup").content
+    before_root, after_root = before.pop(b"."), after.pop(b".")
+    assert differences(before, after) == []
+    assert (before_root.mode, before_root.uid, before_root.gid) == (after_root.mode, after_root.uid, after_root.gid)
+
+    # With --clean, the volume ends up exactly as backed up.
+    (vol / "small" / "d00" / "extra").write_text("goes")
+    clean = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", result["id"], "--yes",
+               "--clean")
+    assert clean.returncode == 0, clean.stderr
+    assert differences({b".": before_root, **before}, snapshot(vol)) == []
+    assert managed_pods(cluster, ns) == []
+
+
+def test_restore_without_yes_and_terminal_refuses(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ns = new_namespace(cluster, "rty")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "file").write_text("one")
+    repo = tmp_path / "repo"
+    assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
+    (vol / "file").write_text("two")
+    refused = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest")
+    assert refused.returncode == 1
+    assert "--yes" in refused.stderr
+    assert (vol / "file").read_text() == "two"
+    assert managed_pods(cluster, ns) == []

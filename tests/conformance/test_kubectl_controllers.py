@@ -41,6 +41,14 @@ def job(name: str, ns: str, script: str, **spec: object) -> dict[str, Any]:
                                                                    "command": ["sh", "-c", script]}]}}}}
 
 
+def wait_ready(cluster: Cluster, version: str, ns: str, selector: str, count: int) -> None:
+    # `kubectl wait -l` fails at once when nothing matches yet: first wait for the pods to exist.
+    eventually(lambda: len(get_json(cluster, "-n", ns, "pods", "-l", selector, version=version)["items"]) == count,
+               what=f"{count} pods matching {selector}")
+    cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod", "-l", selector, "--timeout=60s",
+                    version=version)
+
+
 def test_job_completes(cluster: Cluster, version: str, ns: str) -> None:
     apply(cluster, version, job("ok", ns, "echo done", completions=2, parallelism=2))
     out = cluster.kubectl("-n", ns, "wait", "--for=condition=complete", "job/ok", "--timeout=90s",
@@ -85,8 +93,7 @@ def test_delete_cascades_in_background(cluster: Cluster, version: str, ns: str) 
         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels}, "spec": {"terminationGracePeriodSeconds": 1, "containers": [
                 {"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}}}})
-    cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod", "-l", "app=gc", "--timeout=60s",
-                    version=version)
+    wait_ready(cluster, version, ns, "app=gc", 2)
     cluster.kubectl("-n", ns, "delete", "replicaset", "gc", version=version)
     cluster.kubectl("-n", ns, "wait", "--for=delete", "pod", "-l", "app=gc", "--timeout=60s", version=version)
 
@@ -100,8 +107,7 @@ def test_delete_cascade_orphan_keeps_dependents(cluster: Cluster, version: str, 
         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels}, "spec": {"terminationGracePeriodSeconds": 1, "containers": [
                 {"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}}}})
-    cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod", "-l", "app=orphans", "--timeout=60s",
-                    version=version)
+    wait_ready(cluster, version, ns, "app=orphans", 1)
     cluster.kubectl("-n", ns, "delete", "replicaset", "orphans", "--cascade=orphan", version=version)
     cluster.kubectl("-n", ns, "wait", "--for=delete", "replicaset/orphans", "--timeout=30s", version=version)
     time.sleep(4)  # more than a garbage-collector pass

@@ -104,9 +104,8 @@ class Kube:
         return True
 
     def server_version(self) -> dict[str, Any]:
-        """GET /version as a plain dict (gitVersion, platform, …)."""
-        info = self.call(self.version().get_code)
-        data: dict[str, Any] = self.api.sanitize_for_serialization(info)
+        """GET /version as kubectl does it (gitVersion, platform, …)."""
+        data: dict[str, Any] = self.get("/version")
         return data
 
     def close(self) -> None:
@@ -150,9 +149,27 @@ def api_error(exc: ApiException) -> ApiError:
         reason = str(status.get("reason") or "")
         message = str(status.get("message") or exc.reason or "")
         return ApiError(code, reason or _reason_for(code), message)
-    text = (exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body) or exc.reason or ""
-    # kubectl's wording for a non-Status error body ("the server could not find the requested resource").
-    return ApiError(code, _reason_for(code), str(text).strip() or f"unknown (status {code})")
+    text = (exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body) or ""
+    return ApiError(code, _reason_for(code), _generic_message(code, str(text).strip()))
+
+
+def _generic_message(code: int, body: str) -> str:
+    """client-go's sentences for an error answer that carries no Status object (what kubectl prints)."""
+    messages = {
+        400: "the server rejected our request for an unknown reason",
+        404: "the server could not find the requested resource",
+        405: "the server does not allow this method on the requested resource",
+        409: "the server reported a conflict",
+        422: "the server rejected our request due to an error in our request",
+        429: "the server has received too many requests and has asked us to try again later",
+        503: "the server is currently unable to handle the request",
+        504: "the server was unable to return a response in the time allotted, but may still be processing the request",
+    }
+    if code in messages:
+        return messages[code]
+    if code >= 500:
+        return f"an error on the server ({body or 'unknown'!r}) has prevented the request from succeeding"
+    return body or f"unknown (status {code})"
 
 
 def _reason_for(code: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -146,3 +148,23 @@ def test_restart_keeps_state_and_down_stops_everything(ha: Cluster) -> None:
     assert not any(Path(f"/proc/{pid}").exists() and cmdline(pid) for pid in pids)
     # Up again for whoever uses the shared cluster after this test.
     ha.start()
+
+
+def test_status_command(ha: Cluster) -> None:
+    result = subprocess.run([sys.executable, "-m", "tests.cluster", "status", "--dir", str(ha.dir)],
+                            capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["server"]["running"] and status["server"]["ready"]
+    assert [(m["node"], m["running"], m["healthy"]) for m in status["etcd"]] == [
+        ("cp-1", True, True), ("cp-2", True, True), ("cp-3", True, True)]
+
+
+def test_registered_image_alias(cluster_factory: ClusterFactory) -> None:
+    aliased = cluster_factory(control_planes=1, workers=1, images={"registry.example.com/tools:1.0": "busybox"})
+    aliased.kubectl("create", "-f", "-", version="1.33", input=manifest(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tools", "namespace": "default"},
+         "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+             {"name": "main", "image": "registry.example.com/tools:1.0", "command": ["sleep", "3600"]}]}}))
+    aliased.kubectl("wait", "--for=condition=Ready", "pod/tools", "--timeout=60s", version="1.33")
+    assert aliased.kubectl("exec", "tools", "--", "busybox", "true", version="1.33").returncode == 0

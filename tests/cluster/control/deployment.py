@@ -28,7 +28,8 @@ def _without_hash(template: Json) -> Json:
 
 
 def _replicas(obj: Json) -> int:
-    return int(obj["spec"].get("replicas", 1) if obj["spec"].get("replicas") is not None else 1)
+    value = obj["spec"].get("replicas")
+    return 1 if value is None else int(value)
 
 
 class DeploymentController(Controller):

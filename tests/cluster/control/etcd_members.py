@@ -89,7 +89,8 @@ def etcd_command(member: Member, members: list[Member], *, host_root: str = "") 
         "trusted-ca-file": f"{pki}/ca.crt",
     }
     if len(members) > 1:
-        # kubeadm writes these only for stacked multi-member clusters.
+        # kubeadm adds the state flag for members that join (`existing`); these members form the cluster
+        # together, so they say `new` (the default a single kubeadm-init member leaves implicit).
         flags["initial-cluster-state"] = "new"
     return ["etcd", *(f"--{k}={v}" for k, v in flags.items())]
 

@@ -270,3 +270,15 @@ def test_pod_spec_validation_messages(api: ApiHarness) -> None:
         'spec.containers[1].name: Duplicate value: "a", spec.containers[1].image: Required value]')
     assert [c["field"] for c in body["details"]["causes"]] == [
         "spec.containers[0].volumeMounts[0].name", "spec.containers[1].name", "spec.containers[1].image"]
+
+
+def test_statefulset_claim_templates_count_as_volumes(api: ApiHarness) -> None:
+    apps = client.AppsV1Api(api.client())
+    sts = apps.create_namespaced_stateful_set("default", {"metadata": {"name": "db"}, "spec": {
+        "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [
+            {"name": "db", "image": "busybox", "volumeMounts": [{"name": "state", "mountPath": "/var/lib/db"}]}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "state"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    assert sts.spec.pod_management_policy == "OrderedReady" and sts.spec.replicas == 1
+    assert sts.spec.volume_claim_templates[0].spec.volume_mode == "Filesystem"

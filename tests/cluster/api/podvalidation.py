@@ -13,9 +13,10 @@ _TEMPLATE_OWNERS = {"deployments.apps", "statefulsets.apps", "replicasets.apps",
                     "jobs.batch", "replicationcontrollers"}
 
 
-def _spec_errors(spec: Json, path: str, restart_policies: tuple[str, ...]) -> list[FieldError]:
+def _spec_errors(spec: Json, path: str, restart_policies: tuple[str, ...],
+                 extra_volumes: frozenset[str] = frozenset()) -> list[FieldError]:
     errors: list[FieldError] = []
-    volumes = {v.get("name") for v in spec.get("volumes") or []}
+    volumes = {v.get("name") for v in spec.get("volumes") or []} | extra_volumes
     containers = spec.get("containers") or []
     if not containers:
         errors.append(FieldError("FieldValueRequired", f"{path}.containers", ""))
@@ -51,5 +52,8 @@ def pod_errors(resource: str, obj: Json) -> list[FieldError]:
     if resource in _TEMPLATE_OWNERS:
         template = (obj.get("spec") or {}).get("template") or {}
         policies = ("OnFailure", "Never") if resource == "jobs.batch" else ("Always",)
-        return _spec_errors(template.get("spec") or {}, "spec.template.spec", policies)
+        # A StatefulSet's volumeClaimTemplates become volumes of its pods.
+        claims = frozenset((c.get("metadata") or {}).get("name", "")
+                           for c in (obj.get("spec") or {}).get("volumeClaimTemplates") or [])
+        return _spec_errors(template.get("spec") or {}, "spec.template.spec", policies, claims)
     return []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from kubectl_dr.etcd import etcdctl, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import Alarm, ClusterStatus, EndpointInfo, MemberInfo
@@ -42,12 +44,16 @@ def _from_member(kube: Kube, member: StaticMember, namespace: str) -> ClusterSta
         # Every client URL of every member, as `etcdctl --cluster` does: a member that is down still has
         # its row, with the reason it did not answer.
         endpoints = list(dict.fromkeys(u for m in members for u in m.client_urls)) or [member.client_url]
-        _, out, err = ask(endpoints, "endpoint", "status", "-w", "json")
-        statuses = etcdctl.parse_endpoint_status(out, err)
-        _, out, _ = ask(endpoints, "endpoint", "health", "-w", "json")
-        health = etcdctl.parse_endpoint_health(out)
-        ok, out, err = ask([member.client_url], "alarm", "list", "-w", "json")
-        alarms = etcdctl.parse_alarm_list(out) if ok else []
+        # In parallel: a member that is down costs each question its full command timeout.
+        with ThreadPoolExecutor(3) as pool:
+            asked_status = pool.submit(ask, endpoints, "endpoint", "status", "-w", "json")
+            asked_health = pool.submit(ask, endpoints, "endpoint", "health", "-w", "json")
+            asked_alarms = pool.submit(ask, [member.client_url], "alarm", "list", "-w", "json")
+            _, out, err = asked_status.result()
+            statuses = etcdctl.parse_endpoint_status(out, err)
+            health = etcdctl.parse_endpoint_health(asked_health.result()[1])
+            ok, out, _ = asked_alarms.result()
+            alarms = etcdctl.parse_alarm_list(out) if ok else []
     except ValueError as exc:
         raise EtcdError(f"cannot read etcdctl's answer on node {member.node}: {exc}") from None
     finally:

@@ -1,0 +1,161 @@
+"""Restores stop the claim's consumers and start them again; backups of RWO claims leave them running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_runner import clean_env, executable, run
+from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir, wait_for
+
+
+def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1"})
+    return run([executable(), *args], env=env, timeout=timeout)
+
+
+def deployment(ns: str, security: dict[str, Any], container_security: dict[str, Any] | None = None) -> str:
+    return json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "app"}},
+                 "template": {"metadata": {"labels": {"app": "app"}}, "spec": {
+                     "securityContext": security, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": "busybox", "command": ["sleep", "3600"],
+                                     "securityContext": container_security or {},
+                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}}})
+
+
+def running_pods(cluster: Any, ns: str, selector: str) -> list[str]:
+    out = cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o",
+                          "jsonpath={range .items[*]}{.metadata.name} {.status.phase}{\"\\n\"}{end}").stdout
+    return [line.split()[0] for line in out.splitlines() if line.endswith(" Running")]
+
+
+def replicas_and_records(cluster: Any, ns: str, what: str) -> tuple[int, dict[str, str]]:
+    obj = json.loads(cluster.kubectl("get", what, "-n", ns, "-o", "json").stdout)
+    notes = {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if k.startswith("kubectl-dr.io/")}
+    return int(obj["spec"]["replicas"]), notes
+
+
+def test_deployment_with_fsgroup(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "dep")
+    make_claim(cluster, ns)
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns, {"runAsUser": 1000, "fsGroup": 2000}))
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    app_pod = running_pods(cluster, ns, "app=app")[0]
+    vol = volume_dir(cluster, ns)
+    (vol / "db").mkdir()
+    (vol / "db" / "table").write_bytes(os.urandom(3 << 20))
+    repo = tmp_path / "repo"
+
+    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    # RWO in use: read on the app's node, the app untouched.
+    assert running_pods(cluster, ns, "app=app") == [app_pod]
+    node = cluster.kubectl("get", "pod", "-n", ns, app_pod, "-o", "jsonpath={.spec.nodeName}").stdout
+    assert json.loads(backup.stdout)["details"]["rescuePod"]["node"] == node
+
+    (vol / "db" / "table").write_bytes(b"corrupted by the app")
+    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "-o", "json")
+    assert restore.returncode == 0, restore.stderr
+    result = json.loads(restore.stdout)
+    assert result["consumers"] == ["Deployment/app"]
+    assert result["securityContext"]["pod"]["fsGroup"] == 2000
+    assert "Deployment/app" in restore.stderr or "deployment" in restore.stderr.lower()
+    assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
+    assert running_pods(cluster, ns, "app=app") != [app_pod]  # it was stopped during the restore
+    assert (vol / "db" / "table").stat().st_size == 3 << 20
+    # The app's fsGroup owns what was restored once the app runs again.
+    wait_for(lambda: (vol / "db" / "table").stat().st_gid == 2000, what="fsGroup applied")
+    assert managed_pods(cluster, ns) == []
+
+
+def test_statefulset(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "sts")
+    sts = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": ns},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                     "terminationGracePeriodSeconds": 1, "securityContext": {"fsGroup": 3000},
+                     "containers": [{"name": "db", "image": "busybox", "command": ["sleep", "3600"],
+                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                     "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(sts))
+    wait_for(lambda: len(running_pods(cluster, ns, "app=db")) == 1, what="db-0 running")
+    vol = volume_dir(cluster, ns, "data-db-0")
+    (vol / "pgdata").write_text("v1")
+    repo = tmp_path / "repo"
+    assert dr(cluster, "pvc", "backup", "data-db-0", "-n", ns, "--repo", str(repo)).returncode == 0
+    (vol / "pgdata").write_text("v2")
+    restore = dr(cluster, "pvc", "restore", "data-db-0", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    assert restore.returncode == 0, restore.stderr
+    assert (vol / "pgdata").read_text() == "v1"
+    assert replicas_and_records(cluster, ns, "statefulset/db") == (1, {})
+    wait_for(lambda: len(running_pods(cluster, ns, "app=db")) == 1, what="db-0 running again")
+    wait_for(lambda: (vol / "pgdata").stat().st_gid == 3000, what="fsGroup applied")
+
+
+def _start_restore(cluster: Any, ns: str, repo: Path) -> subprocess.Popen[str]:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0"})
+    return subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from",
+                             "latest", "--yes"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _wait_mid_transfer(proc: subprocess.Popen[str], ns: str) -> list[str]:
+    seen: list[str] = []
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(f"restore {ns}/data: ") and "(done)" not in line:
+            return seen
+        assert time.monotonic() < deadline, seen
+    raise AssertionError(f"the restore ended before its transfer was seen: {seen}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_restore_then_scale_restore_and_rerun(cluster: Any, tmp_path: Path, sig: signal.Signals) -> None:
+    ns = new_namespace(cluster, "int")
+    make_claim(cluster, ns)
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    vol = volume_dir(cluster, ns)
+    payload = os.urandom(48 << 20)
+    (vol / "big").write_bytes(payload)
+    repo = tmp_path / "repo"
+    assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
+    (vol / "big").write_bytes(b"changed")
+
+    proc = _start_restore(cluster, ns, repo)
+    _wait_mid_transfer(proc, ns)
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, rest
+        assert "interrupted" in rest
+        assert managed_pods(cluster, ns) == []
+        assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        replicas, notes = replicas_and_records(cluster, ns, "deployment/app")
+        assert replicas == 0 and notes  # the records a `scale restore` needs
+        back = dr(cluster, "scale", "restore", "-n", ns, "--yes")
+        assert back.returncode == 0, back.stderr
+        assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+
+    again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    assert again.returncode == 0, again.stderr
+    assert (vol / "big").read_bytes() == payload
+    assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+    assert managed_pods(cluster, ns) == []

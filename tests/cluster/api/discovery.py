@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tests.cluster.api.errors import ApiError
 from tests.cluster.api.resources import Registry, not_found_path
 
 if TYPE_CHECKING:
@@ -181,4 +180,4 @@ def _json(doc: Json | None, content_type: str = "application/json") -> web.Respo
                         headers={"Content-Type": content_type})
 
 
-__all__ = ["AGGREGATED_V2", "ApiError", "Discovery"]
+__all__ = ["AGGREGATED_V2", "Discovery"]

@@ -87,22 +87,6 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def method_not_supported(resource: str, group: str, action: str) -> ApiError:
-    return ApiError(405, "MethodNotAllowed",
-                    f"{action} is not supported on resources of kind {qualified(resource, group)!r}".replace(
-                        "'", '"'),
-                    _details(resource, group))
-
-
-def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
-                    "accepted media types include: application/json-patch+json, "
-                    "application/merge-patch+json, application/strategic-merge-patch+json"
-                    if content_type == "patch" else
-                    "the body of the request was in an unknown format - accepted media types include: "
-                    "application/json, application/yaml")
-
-
 def gone(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
@@ -114,10 +98,6 @@ def unauthorized() -> ApiError:
 def internal(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}",
                     {"causes": [{"message": message}]})
-
-
-def timeout(message: str) -> ApiError:
-    return ApiError(504, "Timeout", message)
 
 
 class FieldError:

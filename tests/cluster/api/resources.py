@@ -150,13 +150,6 @@ class Registry:
             raise not_found_path()
         return res
 
-    def for_kind(self, api_version: str, kind: str) -> Resource | None:
-        group = api_version.rpartition("/")[0]
-        for res in self.by_key.values():
-            if res.group == group and res.kind == kind:
-                return res
-        return None
-
 
 def not_found_path() -> ApiError:
     """The 404 a real server sends for a path no handler serves."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -501,4 +500,4 @@ async def _pod_stream(ctx: Context, sub: str) -> web.StreamResponse:
     raise _method_not_allowed()
 
 
-__all__ = ["Context", "apply_patch", "copy", "handle"]
+__all__ = ["Context", "apply_patch", "handle"]

@@ -1,0 +1,121 @@
+"""`kubectl dr etcd status` compared with the real etcdctl run directly against the members, and the
+behaviour with one member down or unusable (3 control-plane nodes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.fixture import Cluster
+from tests.e2e.test_etcd_snapshot import (
+    assert_matches_etcdctl,
+    certs,
+    etcdctl,
+    leftover_pods,
+    member_endpoints,
+    ok_json,
+    run_dr,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def etcdctl_view(c: Cluster) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    members = json.loads(etcdctl(c, "member", "list", "-w", "json").stdout)
+    status = {s["Endpoint"]: s["Status"] for s in json.loads(etcdctl(c, "endpoint", "status", "-w", "json",
+                                                                      check=False).stdout)}
+    health = {h["endpoint"]: h for h in json.loads(etcdctl(c, "endpoint", "health", "-w", "json",
+                                                           check=False).stdout)}
+    return members, status, health
+
+
+def status_checked(c: Cluster, tmp_path: Path, *args: str) -> dict[str, Any]:
+    """Ours, taken between two etcdctl views, and checked against both."""
+    view = etcdctl_view(c)
+    data: dict[str, Any] = ok_json(run_dr(c, tmp_path, "etcd", "status", *args, "-o", "json"))
+    check_agrees(data, c, view)
+    return data
+
+
+def check_agrees(data: dict[str, Any], c: Cluster, view: tuple[dict[str, Any], ...]) -> None:
+    members, before, health = view
+    assert data["clusterID"] == f"{members['header']['cluster_id']:x}"
+    ours = {(m["id"], m["name"], tuple(m["peerURLs"]), tuple(m["clientURLs"]), m["isLearner"]) for m in data["members"]}
+    theirs = {(f"{m['ID']:x}", m["name"], tuple(m["peerURLs"]), tuple(m["clientURLs"]), bool(m.get("isLearner")))
+              for m in members["members"]}
+    assert ours == theirs
+    _, after, _ = etcdctl_view(c)
+    leader = {f"{s['leader']:x}" for s in after.values()}
+    assert {data["leader"]} == leader
+    assert [m["name"] for m in data["members"] if m["isLeader"]] == [
+        m["name"] for m in members["members"] if f"{m['ID']:x}" == data["leader"]]
+    rows = {r["endpoint"]: r for r in data["endpoints"]}
+    assert set(rows) == set(member_endpoints(c))
+    for endpoint, row in rows.items():
+        assert row["healthy"] is health[endpoint]["health"] is True
+        first, last = before[endpoint], after[endpoint]
+        assert row["memberID"] == f"{first['header']['member_id']:x}"
+        assert row["version"] == first["version"]
+        assert row["raftTerm"] == first["raftTerm"] == last["raftTerm"]
+        # The API server keeps writing (leases, events): ours was taken between the two etcdctl runs.
+        assert first["header"]["revision"] <= row["revision"] <= last["header"]["revision"]
+        assert first["raftIndex"] <= row["raftIndex"] <= last["raftIndex"]
+        assert row["dbSize"] > 0 and row["dbSizeInUse"] > 0
+        assert row["isLeader"] == (row["memberID"] == data["leader"])
+
+
+def test_status_agrees_with_etcdctl_pod_and_direct(cluster_factory: Any, tmp_path: Path) -> None:
+    c = cluster_factory(control_planes=3)
+    data = status_checked(c, tmp_path)
+    assert data["mode"] == "pod" and data["via"] in c.control_planes
+    ca, cert, key = certs(c, "cp-3")
+    direct = status_checked(c, tmp_path, "--endpoints", ",".join(member_endpoints(c)),
+                            "--cacert", str(ca), "--cert", str(cert), "--key", str(key))
+    assert direct["mode"] == "direct"
+    table = run_dr(c, tmp_path, "etcd", "status")
+    assert table.returncode == 0 and "LEADER" in table.stdout and table.stdout.count("healthy") == 3
+    assert leftover_pods(c) == []
+
+
+def test_one_member_stopped(cluster_factory: Any, tmp_path: Path) -> None:
+    c = cluster_factory(control_planes=3)
+    c.stop_member("cp-3")
+    try:
+        data = ok_json(run_dr(c, tmp_path, "etcd", "status", "-o", "json"))
+        rows = {r["member"]: r for r in data["endpoints"]}
+        assert not rows["cp-3"]["healthy"] and rows["cp-3"]["error"]
+        assert rows["cp-1"]["healthy"] and rows["cp-2"]["healthy"]
+        assert len(data["members"]) == 3
+        snap = ok_json(run_dr(c, tmp_path / "repo", "etcd", "snapshot", "-o", "json"))
+        assert snap["details"]["member"]["node"] != "cp-3"
+        assert_matches_etcdctl(snap)
+        pinned = run_dr(c, tmp_path / "repo", "etcd", "snapshot", "--node", "cp-3")
+        assert pinned.returncode == 1
+        assert "the etcd member on node cp-3 does not answer" in pinned.stderr
+        assert leftover_pods(c) == []
+    finally:
+        c.start_member("cp-3")
+
+
+def test_member_without_client_certificate_is_skipped(cluster_factory: Any, tmp_path: Path) -> None:
+    c = cluster_factory(control_planes=3)
+    _, cert, _ = certs(c, "cp-1")
+    hidden = cert.with_suffix(".hidden")
+    cert.rename(hidden)
+    try:
+        snap = run_dr(c, tmp_path / "repo", "etcd", "snapshot", "-o", "json")
+        data = ok_json(snap)
+        assert data["details"]["member"]["node"] == "cp-2"
+        assert "no snapshot from node cp-1: certificate file /etc/kubernetes/pki/etcd/healthcheck-client.crt " \
+               "is missing on node cp-1" in snap.stderr
+        pinned = run_dr(c, tmp_path / "repo", "etcd", "snapshot", "--node", "cp-1")
+        assert pinned.returncode == 1
+        assert "error: certificate file /etc/kubernetes/pki/etcd/healthcheck-client.crt is missing on node cp-1" \
+            in pinned.stderr
+        assert "kubeadm init phase certs etcd-healthcheck-client" in pinned.stderr
+        assert leftover_pods(c) == []
+    finally:
+        hidden.rename(cert)

@@ -121,6 +121,8 @@ def rescue(
     from kubectl_dr.volumes import rescue as job
 
     argv = list(command or [])
+    if argv[:1] == ["--"]:  # Click keeps the separator when options stop at the claim's name
+        argv = argv[1:]
     interactive = not argv
     if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("an interactive shell needs a terminal; give a command after --, "

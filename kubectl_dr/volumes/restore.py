@@ -114,9 +114,10 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
             say(f"--clean: removing {len(removed)} entries that are not in the archive")
             transfer.capture(kube, pod, "set -e; cat > /scratch/rm.sh; sh /scratch/rm.sh",
                              stdin=scripts.remove_script(removed), what="removal")
-    set_mtimes(kube, pod, listing)
+    set_mtimes(kube, pod, listing, strict=sec.root)
     found = tree_check.parse_listing(transfer.capture(kube, pod, scripts.listing_script(), what="listing")[0])
-    problems = tree_check.differences(listing, found, owners=sec.root, modes=sec.root)
+    problems = tree_check.differences(listing, found, owners=sec.root, modes=sec.root,
+                                      times_of_uid=None if sec.root else int(sec.pod["runAsUser"]))
     if opts.clean:
         problems += [f"{p!r} is not in the archive and was not removed" for p in tree_check.extras(listing, found)]
     tree_check.require_match(problems, f"the restored volume {opts.namespace}/{opts.claim} does not match")
@@ -143,11 +144,11 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
     }
 
 
-def set_mtimes(kube: Kube, pod: RescuePod, listing: Listing) -> None:
+def set_mtimes(kube: Kube, pod: RescuePod, listing: Listing, *, strict: bool) -> None:
     items = [(e.path, e.mtime) for e in listing.entries.values() if e.kind in (DIR, SYMLINK)]
     # Deepest first is not needed (touching an entry never changes its parent), but the root goes last
     # for readability of the script when debugging.
     items.sort(key=lambda item: -len(item[0]))
     if items:
         transfer.capture(kube, pod, "set -e; cat > /scratch/touch.sh; sh /scratch/touch.sh",
-                         stdin=scripts.touch_script(items), what="setting directory and symlink times")
+                         stdin=scripts.touch_script(items, strict=strict), what="setting directory and symlink times")

@@ -64,8 +64,12 @@ def parse_listing(output: bytes) -> dict[str, Found]:
     return found
 
 
-def differences(listing: Listing, found: dict[str, Found], *, owners: bool, modes: bool = True) -> list[str]:
-    """What differs between the archive and the volume, for the archive's entries."""
+def differences(listing: Listing, found: dict[str, Found], *, owners: bool, modes: bool = True,
+                times_of_uid: int | None = None) -> list[str]:
+    """What differs between the archive and the volume, for the archive's entries.
+
+    `times_of_uid`: a non-root restore can only set times of entries its user owns; check only those.
+    """
     problems: list[str] = []
     for entry in listing.entries.values():
         label = entry.path or "."
@@ -90,7 +94,7 @@ def differences(listing: Listing, found: dict[str, Found], *, owners: bool, mode
             problems.append(f"{label!r} has mode {have.mode:04o}, the archive {entry.mode:04o}")
         if owners and (have.uid, have.gid) != (entry.uid, entry.gid):
             problems.append(f"{label!r} is owned by {have.uid}:{have.gid}, the archive says {entry.uid}:{entry.gid}")
-        if have.mtime != entry.mtime:
+        if have.mtime != entry.mtime and (times_of_uid is None or have.uid == times_of_uid):
             problems.append(f"{label!r} has mtime {have.mtime}, the archive {entry.mtime}")
     return problems
 

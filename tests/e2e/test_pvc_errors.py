@@ -1,0 +1,103 @@
+"""Each failure is clear, exits 1, and leaves nothing behind (no pods, no changed volume, no scaled app)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.cli_runner import clean_env, executable, run
+from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
+from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
+
+
+def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig)})
+    return run([executable(), *args], env=env, timeout=timeout)
+
+
+def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "err")
+    gone = dr(cluster, "pvc", "backup", "data", "-n", "no-such-namespace", "--repo", str(tmp_path))
+    assert gone.returncode == 1 and 'namespaces "no-such-namespace" not found' in gone.stderr
+    missing = dr(cluster, "pvc", "restore", "nope", "-n", ns, "--repo", str(tmp_path), "--from", "latest", "--yes")
+    assert missing.returncode == 1 and '"nope" not found' in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_pending_claim(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "pend")
+    make_claim(cluster, ns, storage_class="no-such-class", wait=False)
+    result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path))
+    assert result.returncode == 1
+    assert "Pending" in result.stderr and "kubectl describe pvc" in result.stderr
+    assert managed_pods(cluster, ns) == []
+
+
+def test_image_that_cannot_be_pulled(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "img")
+    make_claim(cluster, ns)
+    start = time.monotonic()
+    result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"),
+                "--image", "registry.invalid/nothing:1")
+    assert result.returncode == 1
+    assert "cannot be pulled" in result.stderr and "registry.invalid/nothing:1" in result.stderr
+    assert time.monotonic() - start < 60
+    assert managed_pods(cluster, ns) == []
+    assert not list((tmp_path / "repo").glob("*")) or not any(p.name[0] != "." for p in (tmp_path / "repo").iterdir())
+
+
+def test_corrupted_backup_is_refused_before_anything_is_touched(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "bad")
+    make_claim(cluster, ns)
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    app_pod = running_pods(cluster, ns, "app=app")[0]
+    vol = volume_dir(cluster, ns)
+    (vol / "file").write_bytes(b"x" * 100_000)
+    repo = tmp_path / "repo"
+    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    data = repo / json.loads(backup.stdout)["id"] / "data.tar"
+    raw = bytearray(data.read_bytes())
+    raw[5000] ^= 0xFF  # one flipped bit in the middle of the file's content
+    data.write_bytes(bytes(raw))
+    (vol / "file").write_bytes(b"current")
+    before = snapshot(vol)
+
+    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    assert result.returncode == 1
+    assert "damaged" in result.stderr and "SHA-256" in result.stderr
+    assert snapshot(vol) == before
+    assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+    assert running_pods(cluster, ns, "app=app") == [app_pod]
+    assert managed_pods(cluster, ns) == []
+
+
+def test_unsafe_tar_file_is_refused(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "evil")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "x").write_text("x")
+    evil = tmp_path / "evil.tar"
+    subprocess.run(["tar", "-c", "-f", str(evil), "-C", str(src), "--transform", "s,^sub,../../escape,", "sub"],
+                   check=True)
+    before = snapshot(vol)
+    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "--from", str(evil),
+                "--yes")
+    assert result.returncode == 1 and "'..'" in result.stderr
+    assert snapshot(vol) == before
+    assert managed_pods(cluster, ns) == []
+
+
+def test_rbac_forbidden(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "rbac")
+    make_claim(cluster, ns)
+    result = dr(cluster, "--context", "loopback-limited", "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path))
+    assert result.returncode == 1
+    assert "Error from server (Forbidden)" in result.stderr
+    assert managed_pods(cluster, ns) == []

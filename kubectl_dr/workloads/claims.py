@@ -57,6 +57,26 @@ def template_spec(workload: Json) -> Json:
     return ((spec.get("template") or {}).get("spec")) or {}
 
 
+def consumer_pod_spec(workload: Json, claim: str) -> Json:
+    """The pod spec the workload's pods run with, as far as the claim is concerned.
+
+    A StatefulSet's template names its claim templates only in volumeMounts; the controller adds the
+    volume (replacing a template volume of the same name) when it creates pod N. Do the same for the
+    claim asked about, so that "which container mounts the claim" has an answer.
+    """
+    spec = template_spec(workload)
+    if workload.get("kind") != "StatefulSet" or statefulset_claim_ordinal(workload, claim) is None:
+        return spec
+    name = workload["metadata"]["name"]
+    for tmpl in (workload.get("spec") or {}).get("volumeClaimTemplates") or []:
+        volume = str((tmpl.get("metadata") or {}).get("name", ""))
+        if claim.startswith(f"{volume}-{name}-"):
+            volumes = [v for v in spec.get("volumes") or [] if v.get("name") != volume]
+            volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
+            return {**spec, "volumes": volumes}
+    return spec
+
+
 def template_uses_claim(workload: Json, claim: str) -> bool:
     if workload.get("kind") == "StatefulSet" and statefulset_claim_ordinal(workload, claim) is not None:
         return True

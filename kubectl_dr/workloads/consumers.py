@@ -16,10 +16,10 @@ from kubectl_dr.workloads import kinds
 from kubectl_dr.workloads.autoscalers import Autoscalers, load_autoscalers
 from kubectl_dr.workloads.claims import (
     Json,
+    consumer_pod_spec,
     controller_ref,
     job_finished,
     pod_uses_claim,
-    template_spec,
     template_uses_claim,
 )
 from kubectl_dr.workloads.owners import Top, climb, describe_ref
@@ -172,7 +172,7 @@ def find_consumers(kube: Kube, namespace: str, claim: str) -> list[Consumer]:
                 kind=top.kind.kind, namespace=namespace, name=top.name, claim=claim,
                 replicas=int(spec.get("replicas", 1)) if top.kind.scalable else None,
                 stoppable=reason is None, reason=reason,
-                pod_spec=spec if top.kind is kinds.POD else template_spec(top.obj),
+                pod_spec=spec if top.kind is kinds.POD else consumer_pod_spec(top.obj, claim),
             )
         return found[key]
 

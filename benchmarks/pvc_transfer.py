@@ -1,0 +1,166 @@
+"""Backup and restore throughput of `kubectl dr pvc` against `kubectl exec … tar` and `kubectl cp`, same data,
+same run, on a loopback cluster; plus the peak RSS of kubectl-dr at 1 GB and at 4 GB.
+
+    python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--dir /tmp/bench] [--skip-big]
+
+Not run by pytest. Every tool reads or writes the same volume through a busybox pod; the kubectl runs use
+real kubectl 1.33. Peak RSS is that of the measured process alone (wait4 rusage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.cli_runner import clean_env, executable, kubectl
+from tests.cluster.fixture import start_cluster
+from tests.datasets import build_mixed, make_claim, new_namespace, volume_dir, wait_for, wipe
+
+GIB = 1 << 30
+
+
+def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None = None,
+            env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one process; raises if it fails."""
+    with contextlib.ExitStack() as files:
+        fin = files.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
+        fout = files.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
+        start = time.monotonic()
+        proc = subprocess.Popen(args, stdin=fin, stdout=fout, stderr=subprocess.PIPE, env=env)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:4])}… failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return seconds, int(usage.ru_maxrss)
+
+
+def du_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+class Bench:
+    def __init__(self, cluster, ns: str, work: Path) -> None:  # type: ignore[no-untyped-def]
+        self.cluster, self.ns, self.work = cluster, ns, work
+        self.env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30"})
+        self.k = [kubectl("1.33"), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
+        self.repo = work / "repo"
+
+    def pod(self, up: bool) -> None:
+        if not up:
+            self.cluster.kubectl("delete", "pod", "-n", self.ns, "bench", "--ignore-not-found", "--grace-period=0")
+            return
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "namespace": self.ns},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+                    "name": "c", "image": "busybox", "command": ["sleep", "36000"],
+                    "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+        self.cluster.kubectl("wait", "-n", self.ns, "--for=condition=Ready", "pod/bench", "--timeout=120s")
+
+    def dr_backup(self) -> tuple[float, int, str]:
+        out = self.work / "dr.json"
+        s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", str(self.repo), "-o", "json"],
+                         stdout=out, env=self.env)
+        return s, rss, json.loads(out.read_text())["id"]
+
+    def dr_restore(self, backup_id: str) -> tuple[float, int]:
+        return measure([executable(), "pvc", "restore", "data", "-n", self.ns, "--repo", str(self.repo), "--from",
+                        backup_id, "--yes"], env=self.env)
+
+
+def run(args: argparse.Namespace) -> None:
+    work = Path(args.dir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    cluster = start_cluster(work / "cluster", control_planes=1, workers=1)
+    try:
+        ns = new_namespace(cluster, "bench")
+        make_claim(cluster, ns)
+        vol = volume_dir(cluster, ns)
+        info = build_mixed(vol, int(args.gb * GIB))
+        size = du_bytes(vol)
+        print(f"data set: {info['files']} files, {size / GIB:.2f} GiB", file=sys.stderr)
+        b = Bench(cluster, ns, work)
+        rows: dict[str, dict[str, float]] = {}
+
+        s, rss1, backup_id = b.dr_backup()
+        rows["kubectl dr"] = {"backup": s}
+        b.pod(True)
+        tarfile = work / "exec.tar"
+        s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
+        rows["kubectl exec tar"] = {"backup": s}
+        cpdir = work / "cp"
+        s, _ = measure([*b.k, "cp", f"{ns}/bench:/data", str(cpdir)])
+        rows["kubectl cp"] = {"backup": s}
+        print(f"kubectl cp copied {du_bytes(cpdir) / GIB:.2f} GiB", file=sys.stderr)
+
+        b.pod(False)
+        wipe(vol)
+        s, rss1r = b.dr_restore(backup_id)
+        rows["kubectl dr"]["restore"] = s
+        wipe(vol)
+        b.pod(True)
+        s, _ = measure([*b.k, "exec", "-i", "bench", "--", "tar", "-x", "-f", "-", "-C", "/data"], stdin=tarfile)
+        rows["kubectl exec tar"]["restore"] = s
+        wipe(vol)
+        s, _ = measure([*b.k, "cp", str(cpdir), f"{ns}/bench:/data/cp"])
+        rows["kubectl cp"]["restore"] = s
+        b.pod(False)
+        tarfile.unlink()
+        shutil.rmtree(cpdir)
+
+        print(f"\n{'tool':<18}{'backup MiB/s':>14}{'restore MiB/s':>15}{'backup ×cp':>12}{'restore ×cp':>13}")
+        cp = rows["kubectl cp"]
+        for tool, r in rows.items():
+            print(f"{tool:<18}{size / r['backup'] / 2**20:>14.1f}{size / r['restore'] / 2**20:>15.1f}"
+                  f"{cp['backup'] / r['backup']:>12.2f}{cp['restore'] / r['restore']:>13.2f}")
+        ex = rows["kubectl exec tar"]
+        print(f"kubectl dr vs kubectl exec tar: backup ×{ex['backup'] / rows['kubectl dr']['backup']:.2f}, "
+              f"restore ×{ex['restore'] / rows['kubectl dr']['restore']:.2f}")
+        print(f"\npeak RSS kubectl-dr at {size / GIB:.2f} GiB: backup {rss1 / 1024:.1f} MiB, "
+              f"restore {rss1r / 1024:.1f} MiB")
+
+        if not args.skip_big:
+            wipe(vol)
+            shutil.rmtree(b.repo)
+            big = vol / "one-big-file"
+            subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
+                            "status=none"], check=True)
+            s4, rss4, backup4 = b.dr_backup()
+            wipe(vol)
+            s4r, rss4r = b.dr_restore(backup4)
+            size4 = args.big_gb * GIB
+            print(f"peak RSS kubectl-dr at {args.big_gb:.0f} GiB (one file): backup {rss4 / 1024:.1f} MiB "
+                  f"({size4 / s4 / 2**20:.1f} MiB/s), restore {rss4r / 1024:.1f} MiB ({size4 / s4r / 2**20:.1f} MiB/s)")
+            print(f"RSS growth 1→{args.big_gb:.0f} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
+                  f"restore {(rss4r - rss1r) / 1024:+.1f} MiB")
+        wait_for(lambda: True)
+    finally:
+        cluster.down()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gb", type=float, default=1.0, help="size of the mixed data set (GiB)")
+    parser.add_argument("--big-gb", type=float, default=4.0, help="size of the one-file data set for RSS (GiB)")
+    parser.add_argument("--dir", default="/tmp/kubectl-dr-bench", help="work directory (removed first)")
+    parser.add_argument("--skip-big", action="store_true", help="skip the 4 GiB run")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

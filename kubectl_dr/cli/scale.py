@@ -23,11 +23,11 @@ app = typer.Typer(
 DOWN_HELP = """\
 Scale every workload that mounts the claim to 0 and wait until no pod uses it.
 
-Each workload's replicas are recorded on it (annotation kubectl-dr.io/original-replicas) in the same
-write that sets them to 0, so `kubectl dr scale restore` can put them back from anywhere, also after a
-crash. Deployments, StatefulSets, ReplicaSets and ReplicationControllers can be stopped; a DaemonSet, a
-Job, a CronJob, a bare pod, or a workload managed by an operator or an autoscaler that scales up from zero
-cannot: the command then changes nothing and says what to do. Ctrl-C while waiting scales everything back.
+Each workload's replicas are recorded on it, as an annotation, in the same write that sets them to 0,
+so `kubectl dr scale restore` can put them back from anywhere, also after a crash. Deployments,
+StatefulSets, ReplicaSets and ReplicationControllers can be stopped; a DaemonSet, a Job, a CronJob, a
+bare pod, or a workload managed by an operator or by an autoscaler that scales up from zero cannot: the
+command then changes nothing and says what to do. Ctrl-C while waiting scales everything back.
 
 \b
 Examples:

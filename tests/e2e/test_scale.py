@@ -237,17 +237,19 @@ def test_restore_keeps_replicas_someone_changed_since(cluster: Cluster, namespac
 
 # ---- interruption ---------------------------------------------------------------------------------------
 
-def test_sigint_while_waiting_scales_back_and_exits_130(cluster: Cluster, namespace: str) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_while_waiting_scales_back_and_exits_130(cluster: Cluster, namespace: str,
+                                                          sig: signal.Signals) -> None:
     spec = pod_spec(SLOW_STOP, {"d": "slow"}, grace=30)
     apply(cluster, namespace, [claim("slow"), deployment("slow", 2, spec)])
     wait_until(lambda: running(cluster, namespace, "slow") == 2, what="slow running")
 
     proc = start_scale_down(cluster, namespace, "slow")
     assert replicas(cluster, namespace, "deployment/slow") == 0
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted by SIGINT" in err
+    assert f"interrupted by {sig.name}" in err
     assert replicas(cluster, namespace, "deployment/slow") == 2
     assert annotations(cluster, namespace, "deployment/slow") == {}
 

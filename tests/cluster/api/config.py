@@ -18,8 +18,9 @@ class ApiConfig:
 
     - ``cert_file``/``key_file``: the serving certificate and key (HTTPS); None serves plain HTTP, which
       only unit tests use;
-    - ``client_ca_file``: CA that signs client certificates; they are verified when presented and optional
-      (bearer tokens are the alternative); user = certificate CN, groups = certificate O values;
+    - ``client_ca_file``: CA that signs client certificates; they are optional (bearer tokens are the
+      alternative) and verified when presented, a failure being a 401 as in kube-apiserver (``auth.py``);
+      user = certificate CN, groups = certificate O values;
     - ``tokens_file``: static bearer tokens in kube-apiserver's ``--token-auth-file`` CSV format;
     - ``rbac_policy_file``: per-user rules for non-admin users (format in ``rbac.py``), re-read when changed;
     - ``api_dir``: directory with ``discovery/*.json`` and ``openapi-v2.json`` (the real Kubernetes data);
@@ -49,8 +50,12 @@ class ApiConfig:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
         if self.client_ca_file:
+            from tests.cluster.api.auth import request_client_certificates
+
             ctx.load_verify_locations(str(self.client_ca_file))
             ctx.verify_mode = ssl.CERT_OPTIONAL
+            # Ask for a certificate without verifying it in the handshake: the x509 authenticator does.
+            request_client_certificates(ctx, self.client_ca_file)
         # kubectl/client-go and the Python client speak HTTP/1.1 over TLS for REST and upgrades.
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx

@@ -169,6 +169,7 @@ class Discovery:
         app.router.add_get("/apis/{group}", group)
         app.router.add_get("/apis/{group}/{version}", group_version)
         app.router.add_get("/version", version)
+        app.router.add_get("/version/", version)  # go-restful serves both; the Python client asks for this one
         for path in ("/healthz", "/readyz", "/livez"):
             app.router.add_get(path, health)
 

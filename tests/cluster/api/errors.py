@@ -31,7 +31,7 @@ class ApiError(Exception):
         }
         if self.reason:
             body["reason"] = self.reason
-        if self.details:
+        if self.details is not None:  # an empty StatusDetails is sent as "details":{}
             body["details"] = self.details
         body["code"] = self.code
         return body
@@ -81,6 +81,11 @@ def forbidden(resource: str, group: str, name: str | None, reason: str) -> ApiEr
     what = qualified(resource, group)
     subject = f'{what} "{name}"' if name else what
     return ApiError(403, "Forbidden", f"{subject} is forbidden: {reason}", _details(resource, group, name))
+
+
+def forbidden_path(user: str, verb: str, path: str) -> ApiError:
+    """403 for a non-resource URL (responsewriters.ForbiddenStatusError with an empty GroupResource)."""
+    return ApiError(403, "Forbidden", f'forbidden: User "{user}" cannot {verb} path "{path}"', {})
 
 
 def bad_request(message: str) -> ApiError:

@@ -16,9 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from tests.cluster.api import discovery, rest
-from tests.cluster.api.auth import User, authenticate, load_tokens
+from tests.cluster.api.auth import AuthenticationFailed, ClientCA, User, authenticate, load_tokens
 from tests.cluster.api.config import ApiConfig
-from tests.cluster.api.errors import ApiError, internal, unauthorized
+from tests.cluster.api.errors import ApiError, forbidden_path, internal, unauthorized
 from tests.cluster.api.rbac import Policy
 from tests.cluster.api.store import Store
 from tests.cluster.api.streams import PodStreams
@@ -32,8 +32,26 @@ STREAMS_KEY = web.AppKey("api_streams", object)
 STATE_KEY = web.AppKey("api_state", object)
 USER_KEY = web.RequestKey("api_user", User)
 
-# Paths any client may read without credentials (system:public-info-viewer in a real cluster).
-_PUBLIC = ("/healthz", "/readyz", "/livez", "/version")
+# Non-resource URLs of the bootstrap ClusterRoles: system:public-info-viewer (everyone, anonymous too)
+# and system:discovery (authenticated users). Admins may read any path.
+_PUBLIC_INFO = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
+_DISCOVERY = frozenset({"/api", "/apis", "/openapi", *_PUBLIC_INFO})
+_DISCOVERY_PREFIXES = ("/api/", "/apis/", "/openapi/")
+
+
+def is_resource_request(path: str) -> bool:
+    """Whether RequestInfoFactory sees a resource request (authorized by the REST handler)."""
+    parts = [p for p in path.split("/") if p]
+    return (parts[:1] == ["api"] and len(parts) >= 3) or (parts[:1] == ["apis"] and len(parts) >= 4)
+
+
+def authorize_path(user: User, method: str, path: str) -> None:
+    """RBAC on a non-resource URL: 403 in the real wording when no bootstrap role allows it."""
+    if user.is_admin or path in _PUBLIC_INFO:
+        return
+    if not user.is_anonymous and (path in _DISCOVERY or path.startswith(_DISCOVERY_PREFIXES)):
+        return
+    raise forbidden_path(user.name, method.lower(), path)
 
 
 class ServerState:
@@ -45,6 +63,7 @@ class ServerState:
         self._policy_mtime = -1.0
         self._tokens: dict[str, User] = {}
         self._policy = Policy()
+        self.client_ca = ClientCA(config.client_ca_file)
 
     @property
     def tokens(self) -> dict[str, User]:
@@ -80,10 +99,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     state: ServerState = request.app[STATE_KEY]  # type: ignore[assignment]
     try:
-        user = authenticate(request, state.tokens)
-        if user is None and request.path not in _PUBLIC:
-            raise unauthorized()
-        request[USER_KEY] = user or User("system:anonymous", ("system:unauthenticated",))
+        # Authentication runs before anything else, as kube-apiserver's filter chain does: presented
+        # credentials that do not authenticate are a 401 on every path.
+        try:
+            user = authenticate(request, state.tokens, state.client_ca)
+        except AuthenticationFailed:
+            raise unauthorized() from None
+        if not is_resource_request(request.path):
+            authorize_path(user, request.method, request.path)
+        request[USER_KEY] = user
         return await handler(request)
     except ApiError as err:
         return error_response(err)

@@ -66,6 +66,10 @@ class ApiHarness:
         pki.write_pair(self.dir, "admin", pki.issue(ca, "kubernetes-admin", orgs=["kubeadm:cluster-admins"],
                                                      client=True))
         pki.write_pair(self.dir, "limited", pki.issue(ca, LIMITED_USER, client=True))
+        # A well-formed admin certificate from a CA the server does not trust.
+        other_ca = pki.new_ca("another-kubernetes")
+        pki.write_pair(self.dir, "foreign", pki.issue(other_ca, "kubernetes-admin",
+                                                       orgs=["kubeadm:cluster-admins"], client=True))
         self.token = "harness-token-0123456789"
         (self.dir / "tokens.csv").write_text(f'{self.token},token-user,token-uid,"team-a"\n')
 
@@ -118,9 +122,12 @@ class ApiHarness:
                                              "client-key": str(d / "limited.key")}},
                 {"name": "token", "user": {"token": self.token}},
                 {"name": "nobody", "user": {"token": "not-a-valid-token"}},
+                {"name": "foreign", "user": {"client-certificate": str(d / "foreign.crt"),
+                                             "client-key": str(d / "foreign.key")}},
+                {"name": "anonymous", "user": {}},
             ],
             "contexts": [{"name": n, "context": {"cluster": "loopback", "user": n, "namespace": "default"}}
-                         for n in ("admin", "limited", "token", "nobody")],
+                         for n in ("admin", "limited", "token", "nobody", "foreign", "anonymous")],
         }
         self.kubeconfig.write_text(yaml.safe_dump(doc))
 
@@ -133,17 +140,23 @@ class ApiHarness:
 
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 headers: dict[str, str] | None = None, user: str = "admin") -> tuple[int, dict[str, str], bytes]:
-        """One raw HTTPS request as ``user`` (admin, limited: client certs; token; nobody)."""
+        """One raw HTTPS request as ``user``: admin, limited (client certificates), token (the valid bearer
+        token), nobody (an unknown bearer token), foreign (a certificate from another CA), anonymous (no
+        credentials)."""
         import ssl
         import urllib.error
         import urllib.request
 
         ctx = ssl.create_default_context(cafile=str(self.dir / "ca.crt"))
         all_headers = {"Accept": "application/json", **(headers or {})}
-        if user in ("admin", "limited"):
+        if user in ("admin", "limited", "foreign"):
             ctx.load_cert_chain(str(self.dir / f"{user}.crt"), str(self.dir / f"{user}.key"))
         elif user == "token":
             all_headers["Authorization"] = f"Bearer {self.token}"
+        elif user == "nobody":
+            all_headers["Authorization"] = "Bearer not-a-valid-token"
+        elif user != "anonymous":
+            raise ValueError(f"unknown harness user {user!r}")
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -39,6 +39,8 @@ _MEMBER_IS_LEARNER = 5
 
 def etcd3_module() -> ModuleType:
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+    # gRPC's C core logs TLS failures to stderr on its own; we report them once, in our words.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     return importlib.import_module("etcd3")
 
 
@@ -70,7 +72,10 @@ def refused_certificate(text: str) -> bool:
     lowered = text.lower()
     return any(s in lowered for s in ("certificate_required", "bad_certificate", "bad certificate",
                                       "certificate required", "unknown_ca", "certificate verify failed",
-                                      "certificate_verify_failed", "handshake failed"))
+                                      "certificate_verify_failed", "handshake failed",
+                                      # TLS 1.3: the server's alert arrives after the handshake, as a record
+                                      # gRPC cannot decrypt.
+                                      "tsi_data_corrupted", "unwrap failed"))
 
 
 class Endpoint:

@@ -124,12 +124,23 @@ def merge(statuses: list[EndpointInfo], health: dict[str, dict[str, Any]], endpo
 
 
 def snapshot_error_reason(log: str) -> str | None:
-    """A short cause from etcdctl's log when it could not reach or was refused by the member."""
+    """Why etcdctl got no answer, from its log: "certificate" or "unreachable" (or None: unknown).
+
+    With TLS 1.3 a member that rejects the client certificate just closes the connection after the
+    handshake, and etcdctl only says "connection closed" or "connection reset by peer"; a member that is
+    down refuses the connection.
+    """
     lowered = log.lower()
-    if "bad certificate" in lowered or "certificate required" in lowered or "unknown certificate authority" in lowered \
-            or "certificate signed by unknown authority" in lowered:
+    if any(s in lowered for s in ("bad certificate", "certificate required", "unknown certificate authority",
+                                  "certificate signed by unknown authority", "authentication handshake failed")):
         return "certificate"
-    if "connection refused" in lowered or "context deadline exceeded" in lowered:
+    if "connection refused" in lowered or "no route to host" in lowered:
+        return "unreachable"
+    # The TCP connection was accepted and then dropped right after the handshake: what a TLS 1.3 server
+    # does to a client certificate it rejects.
+    if any(s in lowered for s in ("connection closed", "connection reset by peer", "failed to write client preface")):
+        return "certificate"
+    if "context deadline exceeded" in lowered:
         return "unreachable"
     return None
 

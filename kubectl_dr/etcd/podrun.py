@@ -64,7 +64,8 @@ def explain(member: StaticMember, exc: pods.PodStartError, helper_image: str | N
         return MemberError(
             member.node,
             f"the etcd member on {where} ({member.client_url}) refused the client certificate "
-            f"{member.file('cert').container_path}, or presented a server certificate its CA does not sign",
+            f"{member.file('cert').container_path} (it dropped the connection at the TLS handshake), or its "
+            "server certificate is not signed by the CA we used",
             hint=f"{logs}\nCheck that {member.file('cert').host_path} on {member.node} is signed by the etcd CA "
                  f"({member.file('ca').host_path}).".strip(),
         )

@@ -79,8 +79,16 @@ def status_pod(member: StaticMember, namespace: str) -> dict[str, Any]:
     """One etcdctl container we exec into for member list, endpoint status/health and alarms."""
     pod = _pod(member, namespace, "dr-etcd-status", "etcd-status")
     keepalive = etcdctl.command(member, [member.client_url], "watch", KEEPALIVE_KEY, timeouts=False)
+    # The watch retries quietly forever when the member refuses us; this init container fails instead,
+    # with etcdctl's reason in its log, exactly as in the snapshot pod.
+    pod["spec"]["initContainers"] = [_member_status(member)]
     pod["spec"]["containers"] = [_etcd_container(member, STATUS_CONTAINER, keepalive, [])]
     return pod
+
+
+def _member_status(member: StaticMember) -> dict[str, Any]:
+    return _etcd_container(member, MEMBER_STATUS_INIT,
+                           etcdctl.command(member, [member.client_url], "endpoint", "status", "-w", "json"), [])
 
 
 def snapshot_pod(member: StaticMember, namespace: str, helper_image: str) -> dict[str, Any]:
@@ -92,8 +100,7 @@ def snapshot_pod(member: StaticMember, namespace: str, helper_image: str) -> dic
     pod["spec"]["initContainers"] = [
         # First, so a member that is down or refuses our certificate fails before a snapshot is attempted,
         # and so the manifest can record the member's ID, version and revision (read from this log).
-        _etcd_container(member, MEMBER_STATUS_INIT,
-                        etcdctl.command(member, endpoint, "endpoint", "status", "-w", "json"), []),
+        _member_status(member),
         # No command timeout: a large database takes as long as it takes.
         _etcd_container(member, SNAPSHOT_INIT,
                         etcdctl.command(member, endpoint, "snapshot", "save", SNAPSHOT_FILE, timeouts=False),

@@ -86,14 +86,16 @@ def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: st
             helper_image: str = DEFAULT_HELPER_IMAGE) -> SnapshotResult:
     """From the given node's member, or the first member that works (Ready members first)."""
     failures: list[MemberError] = []
-    for member in topology.candidates(node):
+    candidates = topology.candidates(node)
+    for index, member in enumerate(candidates):
         try:
             return _from_member(kube, member, repo, namespace, helper_image)
         except MemberError as exc:
             if exc.fatal or node is not None:
                 raise
             failures.append(exc)
-            message(f"warning: no snapshot from node {member.node}: {exc.message}")
+            if index + 1 < len(candidates):  # the last failure is the error itself
+                message(f"warning: no snapshot from node {member.node}: {exc.message}")
     raise all_members_failed("etcd snapshot", failures)
 
 

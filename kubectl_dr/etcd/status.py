@@ -15,14 +15,16 @@ from kubectl_dr.ui.output import message
 def via_pod(kube: Kube, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:
     """Ask from a pod on a control-plane node; if that member cannot be used, from the next one."""
     failures: list[MemberError] = []
-    for member in topology.candidates(node):
+    candidates = topology.candidates(node)
+    for index, member in enumerate(candidates):
         try:
             return _from_member(kube, member, namespace)
         except MemberError as exc:
             if exc.fatal:
                 raise
             failures.append(exc)
-            message(f"warning: cannot ask etcd from node {member.node}: {exc.message}")
+            if index + 1 < len(candidates):  # the last failure is the error itself
+                message(f"warning: cannot ask etcd from node {member.node}: {exc.message}")
     raise all_members_failed("etcd status", failures)
 
 

@@ -1,0 +1,142 @@
+"""Each failure of `kubectl dr etcd status|snapshot`: a clear message, exit 1, no pod left behind.
+
+They change the shared one-control-plane cluster (certificates, labels, policy, manifests) and put it
+back in `finally`."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli_runner import clean_env, dr
+from tests.cluster.control.pki import issue, new_ca, write_pair
+from tests.cluster.fixture import Cluster
+from tests.e2e.test_etcd_snapshot import leftover_pods, member_endpoints, run_dr
+
+pytestmark = pytest.mark.e2e
+
+
+def failed(result: object, *needles: str) -> str:
+    assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"  # type: ignore[attr-defined]
+    stderr: str = result.stderr  # type: ignore[attr-defined]
+    for needle in needles:
+        assert needle in stderr, stderr
+    return stderr
+
+
+@pytest.fixture
+def no_leftovers(cluster: Cluster) -> Iterator[None]:
+    yield
+    assert leftover_pods(cluster) == []
+
+
+def test_member_refuses_client_certificate(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
+    pki = cluster.layout.etcd_pki("cp-1")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for name in ("healthcheck-client.crt", "healthcheck-client.key"):
+        shutil.copy2(pki / name, saved / name)
+    write_pair(pki, "healthcheck-client", issue(new_ca("someone-else"), "kube-etcd-healthcheck-client", client=True))
+    try:
+        failed(run_dr(cluster, tmp_path, "etcd", "snapshot"),
+               "error: the etcd member on node cp-1", "refused the client certificate")
+        failed(run_dr(cluster, tmp_path, "etcd", "status"), "refused the client certificate")
+        # Direct mode says so too, from gRPC's words.
+        failed(run_dr(cluster, tmp_path, "etcd", "status", "--endpoints", member_endpoints(cluster)[0],
+                      "--cacert", str(pki / "ca.crt"), "--cert", str(pki / "healthcheck-client.crt"),
+                      "--key", str(pki / "healthcheck-client.key")),
+               "no etcd endpoint answered", "refused the client certificate")
+    finally:
+        for name in ("healthcheck-client.crt", "healthcheck-client.key"):
+            shutil.copy2(saved / name, pki / name)
+    assert not list(tmp_path.glob("20*")), "nothing may be committed"
+
+
+def test_missing_certificate_on_only_member(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
+    key = cluster.layout.etcd_pki("cp-1") / "healthcheck-client.key"
+    key.rename(key.with_suffix(".hidden"))
+    try:
+        failed(run_dr(cluster, tmp_path, "etcd", "snapshot"),
+               "error: certificate file /etc/kubernetes/pki/etcd/healthcheck-client.key is missing on node cp-1",
+               'hostPath volume "etcd-certs"')
+    finally:
+        key.with_suffix(".hidden").rename(key)
+
+
+def test_helper_image_that_cannot_start(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
+    failed(run_dr(cluster, tmp_path, "etcd", "snapshot", "--helper-image", "registry.invalid/nope:1"),
+           'image "registry.invalid/nope:1" cannot be pulled')
+
+
+def test_pod_security_forbids_the_pod(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
+    label = "pod-security.kubernetes.io/enforce"
+    cluster.kubectl("label", "namespace", "kube-system", f"{label}=baseline", "--overwrite")
+    try:
+        failed(run_dr(cluster, tmp_path, "etcd", "snapshot"),
+               "Error from server (Forbidden)", "violates PodSecurity", 'enforces the Pod Security level "baseline"')
+        failed(run_dr(cluster, tmp_path, "etcd", "status"), "violates PodSecurity")
+    finally:
+        cluster.kubectl("label", "namespace", "kube-system", f"{label}-")
+
+
+def test_rbac_forbidden(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(tmp_path)})
+    limited = ["--context", "loopback-limited"]
+    failed(dr(*limited, "etcd", "snapshot", env=env),
+           "Error from server (Forbidden)", "needs to list pods in kube-system")
+    original = yaml.safe_load(cluster.layout.rbac_policy.read_text())
+    policy = json.loads(json.dumps(original))
+    policy["users"]["dr-limited"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"],
+                                          "namespaces": ["kube-system"]})
+    cluster.write_policy(policy)
+    try:
+        time.sleep(1.5)  # the server re-reads the policy file
+        failed(dr(*limited, "etcd", "snapshot", env=env),
+               "Error from server (Forbidden)", "kubectl dr needs to create pods (and pods/exec) in namespace kube-system")
+    finally:
+        cluster.write_policy(original)
+
+
+def test_no_etcd_static_pods_then_no_control_plane(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
+    manifest = cluster.layout.manifests("cp-1") / "etcd.yaml"
+    aside = tmp_path / "etcd.yaml"
+    role = "node-role.kubernetes.io/control-plane"
+    shutil.move(manifest, aside)
+    try:
+        # What a kubelet does when a static pod's manifest goes away: it deletes the mirror pod.
+        cluster.kubectl("-n", "kube-system", "delete", "pod", "etcd-cp-1", "--force", "--grace-period=0")
+        failed(run_dr(cluster, tmp_path, "etcd", "snapshot"),
+               "control-plane nodes cp-1 exist but no etcd static pods in kube-system", "external etcd",
+               "--endpoints https://ETCD_HOST:2379")
+        cluster.kubectl("label", "node", "cp-1", f"{role}-")
+        try:
+            failed(run_dr(cluster, tmp_path, "etcd", "status"),
+                   "no control-plane nodes are visible", "managed Kubernetes service", "--endpoints")
+        finally:
+            cluster.kubectl("label", "node", "cp-1", f"{role}=")
+    finally:
+        shutil.move(aside, manifest)
+        deadline = time.monotonic() + 30
+        while cluster.kubectl("-n", "kube-system", "get", "pod", "etcd-cp-1", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "mirror pod etcd-cp-1 did not come back"
+            time.sleep(0.5)
+
+
+def test_flags_and_files(tmp_path: Path) -> None:
+    env = clean_env({"KUBECTL_DR_REPO": str(tmp_path)})
+    usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env)
+    assert usage.returncode == 2 and "--cert and --key go together" in usage.stderr
+    down = dr("etcd", "snapshot", "--endpoints", "http://127.0.0.1:1", env=env)
+    failed(down, "etcd at http://127.0.0.1:1: UNAVAILABLE")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(secrets.token_bytes(4096 + 32))
+    failed(dr("etcd", "verify", str(junk), env=env), "not an etcd snapshot")
+    assert os.listdir(tmp_path) == ["junk.db"]

@@ -100,7 +100,8 @@ def test_rbac_forbidden(cluster: Cluster, tmp_path: Path, no_leftovers: None) ->
     try:
         time.sleep(1.5)  # the server re-reads the policy file
         failed(dr(*limited, "etcd", "snapshot", env=env),
-               "Error from server (Forbidden)", "kubectl dr needs to create pods (and pods/exec) in namespace kube-system")
+               "Error from server (Forbidden)",
+               "kubectl dr needs to create pods (and pods/exec) in namespace kube-system")
     finally:
         cluster.write_policy(original)
 

@@ -65,7 +65,7 @@ def test_loopback_listener_preferred_and_host_path_mapped() -> None:
 def test_certificates_outside_host_path_volumes_are_refused() -> None:
     pod = kubeadm_pod()
     pod["spec"]["volumes"] = [v for v in pod["spec"]["volumes"] if v["name"] != "etcd-certs"]
-    with pytest.raises(TopologyError, match="no hostPath volume holds /etc/kubernetes/pki/etcd/ca.crt"):
+    with pytest.raises(TopologyError, match=r"no hostPath volume holds /etc/kubernetes/pki/etcd/ca\.crt"):
         member_from_pod(pod)
 
 

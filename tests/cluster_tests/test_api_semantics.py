@@ -50,7 +50,7 @@ def test_graceful_deletion_of_bound_pods(api: ApiHarness, store: Store) -> None:
     assert exc.value.code == 409
     status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/pods/graceful")
     pod = json.loads(raw)
-    assert status == 202  # still there: the kubelet has to stop it first
+    assert status == 200  # still there (the kubelet has to stop it first), and still 200 as upstream
     assert pod["metadata"]["deletionGracePeriodSeconds"] == 20 and pod["metadata"]["deletionTimestamp"]
     # A shorter grace period shortens it; a longer one does not extend it.
     api.request("DELETE", "/api/v1/namespaces/default/pods/graceful", {"gracePeriodSeconds": 5})
@@ -84,10 +84,84 @@ def test_finalizers_hold_deletion_until_removed(api: ApiHarness, store: Store) -
     api.run(store.create("configmaps", {"metadata": {"name": "held", "namespace": "default",
                                                      "finalizers": ["example.com/hold"]}}))
     status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps/held")
-    assert status == 202 and json.loads(raw)["metadata"]["deletionTimestamp"]
+    assert status == 200 and json.loads(raw)["metadata"]["deletionTimestamp"]
     api.run(store.mutate("configmaps", "default", "held",
                          lambda o: {**o, "metadata": {**o["metadata"], "finalizers": []}}))
     assert api.request("GET", "/api/v1/namespaces/default/configmaps/held")[0] == 404
+
+
+def _cm(api: ApiHarness, store: Store, name: str, finalizers: list[str] | None = None) -> None:
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if finalizers:
+        meta["finalizers"] = finalizers
+    api.run(store.create("configmaps", {"metadata": meta}))
+
+
+@pytest.mark.parametrize(("query", "body", "finalizers"), [
+    ("?propagationPolicy=Orphan", None, ["orphan"]),
+    ("", {"propagationPolicy": "Foreground"}, ["foregroundDeletion"]),
+    ("?orphanDependents=true", None, ["orphan"]),
+])
+def test_propagation_policy_sets_the_gc_finalizer(api: ApiHarness, store: Store, query: str,
+                                                  body: dict[str, Any] | None, finalizers: list[str]) -> None:
+    name = f"prop-{len(query)}-{len(json.dumps(body))}"
+    _cm(api, store, name)
+    status, _, raw = api.request("DELETE", f"/api/v1/namespaces/default/configmaps/{name}{query}", body)
+    assert status == 200, raw  # 200 with the object that stays, as kube-apiserver answers
+    meta = json.loads(raw)["metadata"]
+    assert meta["finalizers"] == finalizers
+    assert meta["deletionTimestamp"] and meta["deletionGracePeriodSeconds"] == 0
+    # The garbage collector's part: removing the finalizer removes the object.
+    api.run(store.mutate("configmaps", "default", name,
+                         lambda o: {**o, "metadata": {**o["metadata"], "finalizers": []}}))
+    assert api.request("GET", f"/api/v1/namespaces/default/configmaps/{name}")[0] == 404
+
+
+def test_propagation_replaces_the_other_gc_finalizer_and_keeps_others(api: ApiHarness, store: Store) -> None:
+    _cm(api, store, "swap", ["example.com/hold", "orphan"])
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps/swap?propagationPolicy=Foreground")
+    assert status == 200
+    assert json.loads(raw)["metadata"]["finalizers"] == ["example.com/hold", "foregroundDeletion"]
+    # Background takes both GC finalizers away; the foreign one still holds the object.
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps/swap",
+                                 {"propagationPolicy": "Background"})
+    assert json.loads(raw)["metadata"]["finalizers"] == ["example.com/hold"]
+    # The deprecated orphanDependents=false is the one case answered with 202.
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps/swap",
+                                 {"orphanDependents": False})
+    assert status == 202
+    api.run(store.mutate("configmaps", "default", "swap",
+                         lambda o: {**o, "metadata": {**o["metadata"], "finalizers": []}}))
+
+
+def test_background_without_finalizers_deletes_at_once(api: ApiHarness, store: Store) -> None:
+    _cm(api, store, "bg")
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps/bg?propagationPolicy=Background")
+    assert status == 200 and json.loads(raw)["status"] == "Success"
+    assert api.request("GET", "/api/v1/namespaces/default/configmaps/bg")[0] == 404
+
+
+def test_unsupported_propagation_policy(api: ApiHarness, store: Store) -> None:
+    _cm(api, store, "odd")
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/configmaps/odd?propagationPolicy=Later")
+    assert status == 422
+    assert json.loads(raw)["message"] == ('DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported '
+                                          'value: "Later": supported values: "Foreground", "Background", "Orphan", '
+                                          '"nil"')
+
+
+def test_orphan_on_a_terminating_pod_waits_for_the_kubelet(api: ApiHarness, store: Store) -> None:
+    api.run(store.create("pods", _pod("orphan-pod", terminationGracePeriodSeconds=30)))
+    api.run(store.bind("default", "orphan-pod", "node-a"))
+    status, _, raw = api.request("DELETE", "/api/v1/namespaces/default/pods/orphan-pod?propagationPolicy=Orphan")
+    meta = json.loads(raw)["metadata"]
+    assert status == 200 and meta["finalizers"] == ["orphan"] and meta["deletionGracePeriodSeconds"] == 30
+    # The GC drops its finalizer at once; the pod still waits for its kubelet (ShouldDeleteDuringUpdate).
+    api.run(store.mutate("pods", "default", "orphan-pod",
+                         lambda o: {**o, "metadata": {**o["metadata"], "finalizers": []}}))
+    assert api.request("GET", "/api/v1/namespaces/default/pods/orphan-pod")[0] == 200
+    api.run(store.delete("pods", "default", "orphan-pod", grace_period_seconds=0))
+    assert api.request("GET", "/api/v1/namespaces/default/pods/orphan-pod")[0] == 404
 
 
 def test_namespace_termination_and_removal(api: ApiHarness, store: Store) -> None:

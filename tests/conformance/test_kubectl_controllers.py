@@ -98,8 +98,6 @@ def test_delete_cascades_in_background(cluster: Cluster, version: str, ns: str) 
     cluster.kubectl("-n", ns, "wait", "--for=delete", "pod", "-l", "app=gc", "--timeout=60s", version=version)
 
 
-@pytest.mark.xfail(strict=True, reason="the Store removes the owner at once instead of adding the 'orphan' "
-                                       "finalizer for propagationPolicy=Orphan, so the GC sees an orphan")
 def test_delete_cascade_orphan_keeps_dependents(cluster: Cluster, version: str, ns: str) -> None:
     labels = {"app": "orphans"}
     apply(cluster, version, {
@@ -113,6 +111,22 @@ def test_delete_cascade_orphan_keeps_dependents(cluster: Cluster, version: str, 
     time.sleep(4)  # more than a garbage-collector pass
     pods = get_json(cluster, "-n", ns, "pods", "-l", "app=orphans", version=version)["items"]
     assert len(pods) == 1 and not pods[0]["metadata"].get("ownerReferences")
+
+
+def test_delete_cascade_foreground_removes_dependents_first(cluster: Cluster, version: str, ns: str) -> None:
+    labels = {"app": "fg"}
+    apply(cluster, version, {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "fg", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                {"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}}}})
+    wait_ready(cluster, version, ns, "app=fg", 1)
+    cluster.kubectl("-n", ns, "delete", "replicaset", "fg", "--cascade=foreground", "--wait=false",
+                    version=version)
+    rs = get_json(cluster, "-n", ns, "replicaset", "fg", version=version)
+    assert rs["metadata"]["finalizers"] == ["foregroundDeletion"] and rs["metadata"]["deletionTimestamp"]
+    cluster.kubectl("-n", ns, "wait", "--for=delete", "replicaset/fg", "--timeout=60s", version=version)
+    assert get_json(cluster, "-n", ns, "pods", "-l", "app=fg", version=version)["items"] == []
 
 
 def test_read_write_once_pod_claim_admits_one_pod(cluster: Cluster, version: str, ns: str) -> None:

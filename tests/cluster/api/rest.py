@@ -376,8 +376,16 @@ async def _delete_options(ctx: Context) -> Json:
         options["gracePeriodSeconds"] = int(ctx.query["gracePeriodSeconds"])
     if ctx.query.get("propagationPolicy"):
         options["propagationPolicy"] = ctx.query["propagationPolicy"]
-    if ctx.query.get("orphanDependents") == "true":
-        options["propagationPolicy"] = "Orphan"
+    if ctx.query.get("orphanDependents") in ("true", "false"):
+        options["orphanDependents"] = ctx.query["orphanDependents"] == "true"
+    policy = options.get("propagationPolicy")
+    if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+        raise errors.invalid("DeleteOptions", "meta.k8s.io", "", [errors.FieldError(
+            "FieldValueNotSupported", "propagationPolicy",
+            'supported values: "Foreground", "Background", "Orphan", "nil"', policy)])
+    # The deprecated orphanDependents is the same choice: true orphans, false deletes in the background.
+    if isinstance(options.get("orphanDependents"), bool) and policy is None:
+        options["propagationPolicy"] = "Orphan" if options["orphanDependents"] else "Background"
     return options
 
 
@@ -390,7 +398,10 @@ async def _delete(ctx: Context) -> web.StreamResponse:
                                     preconditions=options.get("preconditions"), dry_run=dry_run)
     still_there = bool(result["metadata"].get("deletionTimestamp"))
     if still_there or ctx.res.key in ("pods", "namespaces"):
-        return ctx.respond(_for_version(ctx, result), 202 if still_there and not dry_run else 200)
+        # 200 with the object, also when it stays (graceful deletion, finalizers): the handler answers 202
+        # only when the deprecated orphanDependents=false asked for cascading deletion.
+        accepted = still_there and not dry_run and options.get("orphanDependents") is False
+        return ctx.respond(_for_version(ctx, result), 202 if accepted else 200)
     details: Json = {"name": ctx.info.name}
     if ctx.res.group:
         details["group"] = ctx.res.group

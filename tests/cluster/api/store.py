@@ -12,7 +12,12 @@ Deletion semantics (documented here because other parts depend on them):
 - namespaces become ``Terminating``; the namespace controller empties them and removes them with
   ``delete("namespaces", None, name, grace_period_seconds=0)`` (or by finalizing ``spec.finalizers``
   through the ``finalize`` subresource);
-- ``propagation`` is accepted and not acted upon here: dependents are the garbage collector's job.
+- ``propagation`` sets the garbage collector's finalizers as the generic registry does
+  (``deletionFinalizersForGarbageCollection``): ``Orphan`` → ``orphan``, ``Foreground`` →
+  ``foregroundDeletion``, ``Background`` → neither; None keeps what the object has. The object then
+  waits for the garbage collector like any object with finalizers;
+- an update that empties the finalizers removes the object only once ``deletionGracePeriodSeconds`` is 0
+  (``ShouldDeleteDuringUpdate``): a pod in graceful termination still waits for its kubelet.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ Admission = Callable[["Store", Resource, str, Json, "Json | None", list[str]], A
 
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's names.SimpleNameGenerator alphabet
 _TERMINAL_PHASES = ("Succeeded", "Failed")
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
 _MAX_CAS_RETRIES = 50
 
 
@@ -264,7 +271,8 @@ class Store:
                 await step(self, res, "UPDATE", new, current, warnings if warnings is not None else [])
             key = res.etcd_key(namespace, name)
             finalized = (current["metadata"].get("deletionTimestamp") and current["metadata"].get("finalizers")
-                         and not new["metadata"].get("finalizers"))
+                         and not new["metadata"].get("finalizers")
+                         and new["metadata"].get("deletionGracePeriodSeconds") == 0)
             namespace_done = (res.key == "namespaces" and subresource == "finalize"
                               and new["metadata"].get("deletionTimestamp")
                               and not (new.get("spec") or {}).get("finalizers"))
@@ -390,7 +398,7 @@ class Store:
                     raise errors.conflict(res.plural, res.group, name,
                                           f"Precondition failed: ResourceVersion in precondition: {want_rv}, "
                                           f"ResourceVersion in object meta: {mod_rev}")
-            new = self._deletion_state(res, current, grace_period_seconds)
+            new = self._deletion_state(res, current, grace_period_seconds, propagation)
             if dry_run:
                 return new if new is not None else current
             if new is None:
@@ -406,7 +414,8 @@ class Store:
                 return new
         raise errors.conflict(res.plural, res.group, name, errors.OBJECT_MODIFIED)
 
-    def _deletion_state(self, res: Resource, current: Json, grace: int | None) -> Json | None:
+    def _deletion_state(self, res: Resource, current: Json, grace: int | None,
+                        propagation: str | None = None) -> Json | None:
         """The object after a delete request, or None when it goes away now."""
         meta = current["metadata"]
         if res.key == "namespaces":
@@ -417,24 +426,27 @@ class Store:
             new["metadata"].setdefault("deletionGracePeriodSeconds", 0)
             new.setdefault("status", {})["phase"] = "Terminating"
             return new
+        new = copy.deepcopy(current)
+        new_meta = new["metadata"]
+        finalizers = _gc_finalizers(list(meta.get("finalizers") or []), propagation)
+        if finalizers:
+            new_meta["finalizers"] = finalizers
+        else:
+            new_meta.pop("finalizers", None)
         if res.key == "pods":
             spec, status = current.get("spec") or {}, current.get("status") or {}
             if spec.get("nodeName") and status.get("phase") not in _TERMINAL_PHASES and grace != 0:
                 if grace is None:
                     grace = int(spec.get("terminationGracePeriodSeconds", 30))
                 old_grace = meta.get("deletionGracePeriodSeconds")
-                if old_grace is not None and old_grace <= grace:
-                    return current  # a later delete may only shorten the grace period
-                new = copy.deepcopy(current)
-                new["metadata"]["deletionTimestamp"] = now_rfc3339(grace)
-                new["metadata"]["deletionGracePeriodSeconds"] = grace
+                if old_grace is None or grace < old_grace:  # a later delete may only shorten the grace period
+                    new_meta["deletionTimestamp"] = now_rfc3339(grace)
+                    new_meta["deletionGracePeriodSeconds"] = grace
                 return new
-        if meta.get("finalizers"):
-            if meta.get("deletionTimestamp"):
-                return current
-            new = copy.deepcopy(current)
-            new["metadata"]["deletionTimestamp"] = now_rfc3339()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
+        if finalizers:
+            if not meta.get("deletionTimestamp") or meta.get("deletionGracePeriodSeconds") != 0:
+                new_meta["deletionTimestamp"] = now_rfc3339()
+                new_meta["deletionGracePeriodSeconds"] = 0
             return new
         return None
 
@@ -516,6 +528,18 @@ class Store:
                 return
             raise
         self._event_names[dedupe] = name
+
+
+def _gc_finalizers(finalizers: list[str], propagation: str | None) -> list[str]:
+    """The finalizers after a delete with ``propagation`` (deletionFinalizersForGarbageCollection)."""
+    if propagation not in ("Orphan", "Foreground", "Background"):
+        return finalizers
+    kept = [f for f in finalizers if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)]
+    if propagation == "Orphan":
+        kept.append(ORPHAN_FINALIZER)
+    elif propagation == "Foreground":
+        kept.append(FOREGROUND_FINALIZER)
+    return finalizers if set(kept) == set(finalizers) else kept
 
 
 _CONTINUE_EXPIRED = (

@@ -61,7 +61,7 @@ async def run(layout: Layout) -> None:
         tokens_file=pki / "tokens.csv", rbac_policy_file=layout.rbac_policy, port=int(state["server"]["port"]),
     )
     store = open_store(layout, members, config.resolved_api_dir)
-    await bootstrap(store)
+    await bootstrap(store, api_port=config.port)  # the port is fixed in state.json before start
     await node_runtime.bootstrap_cluster(store)
     await ensure_default_class(store)
     await ensure_nodes(store, cps, workers)

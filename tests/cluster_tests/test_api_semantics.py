@@ -30,8 +30,8 @@ def api() -> Iterator[ApiHarness]:
         harness.close()
 
 
-@pytest.fixture(scope="module")
-def store(api: ApiHarness) -> Store:
+@pytest.fixture
+def store(api: ApiHarness) -> Store:  # per test: a restart replaces the harness's Store
     assert api.store is not None
     return api.store
 
@@ -241,3 +241,25 @@ def test_watch_bookmarks_and_initial_events_end(api: ApiHarness) -> None:
     bookmark = next(e for e in events if e["type"] == "BOOKMARK")
     assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     assert int(bookmark["object"]["metadata"]["resourceVersion"]) > 0
+
+
+def _kubernetes_service_ports(api: ApiHarness) -> tuple[Any, Any, Any]:
+    svc = json.loads(api.request("GET", "/api/v1/namespaces/default/services/kubernetes")[2])
+    eps = json.loads(api.request("GET", "/api/v1/namespaces/default/endpoints/kubernetes")[2])
+    slice_ = json.loads(api.request("GET", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes")[2])
+    assert svc["spec"]["ports"][0]["port"] == 443 and svc["spec"]["clusterIP"] == "10.96.0.1"
+    assert eps["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}]
+    assert slice_["endpoints"] == [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    return (svc["spec"]["ports"][0]["targetPort"], eps["subsets"][0]["ports"][0]["port"],
+            slice_["ports"][0]["port"])
+
+
+def test_kubernetes_service_points_at_the_listening_port(api: ApiHarness) -> None:
+    assert api.server is not None
+    assert _kubernetes_service_ports(api) == (api.server.port,) * 3
+    # A restart listens on another port (0 = any free port): the reconciler follows it.
+    before = api.server.port
+    api.restart()
+    assert api.server.port != before
+    assert _kubernetes_service_ports(api) == (api.server.port,) * 3

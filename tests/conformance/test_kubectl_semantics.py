@@ -240,3 +240,24 @@ def test_bearer_token_authenticates(cluster: Cluster) -> None:
                                        'cannot list resource "secrets" in API group "" in the namespace "default"')
         else:
             assert body["reason"] == "Unauthorized"
+
+
+def test_unknown_token_is_401_on_public_paths_too(cluster: Cluster) -> None:
+    ctx = ssl.create_default_context(cafile=str(cluster.layout.pki / "ca.crt"))
+    for path in ("/version", "/version/", "/healthz", "/openapi/v2"):
+        request = urllib.request.Request(f"{cluster.server_url}{path}",
+                                         headers={"Authorization": "Bearer not-a-token"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, context=ctx)
+        assert caught.value.code == 401, path
+    with urllib.request.urlopen(f"{cluster.server_url}/version", context=ctx) as resp:  # anonymous
+        assert json.loads(resp.read())["gitVersion"]
+
+
+def test_kubernetes_service_targets_the_server_port(cluster: Cluster) -> None:
+    port = int(cluster.state["server"]["port"])
+    svc = get_json(cluster, "-n", "default", "service", "kubernetes", version=KUBECTL_VERSIONS[-1])
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(443, port)]
+    eps = get_json(cluster, "-n", "default", "endpoints", "kubernetes", version=KUBECTL_VERSIONS[-1])
+    assert eps["subsets"] == [{"addresses": [{"ip": "127.0.0.1"}],
+                               "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]

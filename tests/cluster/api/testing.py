@@ -81,7 +81,9 @@ class ApiHarness:
         async def up() -> tuple[Store, RunningServer]:
             store = Store.open([self.etcd.client_url], self.config.resolved_api_dir / "discovery")
             await bootstrap(store)
-            return store, await serve(self.config, store, self.streams)
+            server = await serve(self.config, store, self.streams)
+            await bootstrap(store, api_port=server.port)  # port 0: known once listening
+            return store, server
 
         self.store, self.server = self.run(up())
         self.write_kubeconfig()

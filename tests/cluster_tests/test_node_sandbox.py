@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -12,8 +14,10 @@ from tests.cluster.node import sandbox
 from tests.cluster.node.images import ImagePullError, ImageStore
 from tests.cluster.node.volumes import set_ownership
 
+T = TypeVar("T")
 
-def _run(coro):  # type: ignore[no-untyped-def]
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -74,10 +78,9 @@ def test_unknown_image_is_a_pull_error(tmp_path: Path) -> None:
 
 
 def test_run_as_user_and_fs_group_own_files_in_a_volume(tmp_path: Path) -> None:
-    # A non-root container must be able to traverse to its root filesystem and volumes, as the
-    # directories under a real node's /var/lib/kubelet are; pytest makes its temp dirs 0700.
-    for d in [tmp_path, *tmp_path.parents][:3]:
-        os.chmod(d, 0o755)
+    # The runtime binds the root filesystem and volumes from descriptors it opens as root: a non-root
+    # container starts even though pytest's temp directories above them are closed to its uid.
+    os.chmod(tmp_path, 0o700)
     vol = tmp_path / "vol"
     vol.mkdir()
     (vol / "old").write_text("x")
@@ -90,3 +93,21 @@ def test_run_as_user_and_fs_group_own_files_in_a_volume(tmp_path: Path) -> None:
     st = os.stat(vol / "new")
     assert (st.st_uid, st.st_gid) == (1000, 2000)  # setgid directory: the fsGroup is inherited
     assert os.stat(vol / "old").st_gid == 2000 and os.stat(vol).st_mode & 0o2070 == 0o2070
+
+
+def test_non_root_container_with_file_mounts_in_a_closed_directory(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o700)
+    conf = tmp_path / "conf"
+    conf.write_text("setting=1\n")
+    os.chmod(conf, 0o644)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o777)
+    os.chmod(data, 0o777)
+    code, out = _run(_container(tmp_path, "busybox", ["sleep", "60"],
+                                [sandbox.Mount(conf, "/etc/app.conf", read_only=True), sandbox.Mount(data, "/data")],
+                                sandbox.Credentials(1000, 1000, []),
+                                ["sh", "-c", "cat /etc/app.conf; echo x > /data/f && echo wrote; "
+                                             "echo y > /etc/app.conf || echo read-only"]))
+    assert code == 0, out
+    assert out.decode().split("\n")[:3] == ["setting=1", "wrote", "read-only"]
+    assert os.stat(data / "f").st_uid == 1000

@@ -12,6 +12,14 @@ process must keep the container's fsGroup and supplementalGroups, as a real runt
 credentials are dropped here, on the host side, so the command needs nothing inside the image (the
 etcd image has no shell and no setpriv).
 
+Host paths the command binds: an argument ``@/host/path`` right after ``--bind`` or ``--ro-bind`` is
+opened here as root, then bound (still as root, in a private mount namespace) on a fresh directory of a
+tmpfs mounted on /tmp, and the argument becomes that directory. bwrap, which runs with the container's
+credentials and resolves its bind sources by path, then reaches the root filesystem and the volumes even
+when a directory above them is closed to the container's uid (pytest's 0700 temp directories, a 0700
+cluster directory): as with a real runtime, the mounts do not depend on the container's uid. The private
+mount namespace keeps all of this away from the machine's mount table.
+
 Usage: nsexec.py --target PID --ns net,ipc,uts[,mnt,pid] [--root] [--wd DIR]
                  [--uid N --gid N --groups a,b] [--tty] -- COMMAND…
 Exit status: the command's (128+signal when it was killed), 127 when it cannot be executed.
@@ -20,9 +28,12 @@ Exit status: the command's (128+signal when it was killed), 127 when it cannot b
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
+import stat
 import sys
+import termios
 
 _CLONE_FLAGS = {"mnt": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "net": 0x40000000,
                 "pid": 0x20000000}
@@ -64,6 +75,11 @@ def main(argv: list[str]) -> int:
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)
+    try:
+        command = _stage_bind_sources(libc, command)
+    except OSError as e:
+        print(f"nsexec: {e.strerror or e}", file=sys.stderr)
+        return 127
     # A new PID namespace applies to children only: fork so the command lives inside it.
     pid = os.fork() if "pid" in fds else 0
     if pid == 0:
@@ -85,11 +101,46 @@ def main(argv: list[str]) -> int:
     return os.WEXITSTATUS(status)
 
 
+_BIND_OPTIONS = ("--bind", "--ro-bind")
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
+_STAGE = "/tmp"
+
+
+def _stage_bind_sources(libc: ctypes.CDLL, command: list[str]) -> list[str]:
+    wanted = [i for i, arg in enumerate(command)
+              if i > 0 and command[i - 1] in _BIND_OPTIONS and arg.startswith("@/")]
+    if not wanted:
+        return command
+
+    def check(ret: int, what: str) -> None:
+        if ret != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    check(libc.unshare(_CLONE_NEWNS), "unshare mount namespace")
+    check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
+    # Opened in the new namespace (a bind needs a mount of the caller's own namespace), as root, and
+    # before the tmpfs hides /tmp.
+    fds = {i: os.open(command[i][1:], os.O_PATH) for i in wanted}
+    check(libc.mount(b"tmpfs", _STAGE.encode(), b"tmpfs", 0, b"mode=0755"), f"tmpfs on {_STAGE}")
+    out = list(command)
+    for n, (i, fd) in enumerate(fds.items()):
+        target = f"{_STAGE}/{n}"
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        check(libc.mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, _MS_BIND | _MS_REC, None),
+              f"bind {command[i][1:]}")
+        os.close(fd)
+        out[i] = target
+    return out
+
+
 def _become(opts: dict[str, str], command: list[str]) -> None:
     if "tty" in opts:
         os.setsid()
-        import fcntl
-        import termios
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if "wd" in opts:
         try:

@@ -184,10 +184,12 @@ def _make_mountpoint(rootfs: Path, mount: Mount, mounts: Sequence[Mount]) -> Non
 
 
 def bwrap_args(launch: ContainerLaunch) -> list[str]:
+    """bwrap's command line for ``launch``, run through nsexec: nsexec binds the root filesystem and the
+    volumes (``@PATH``) as root on paths the container's uid can reach (see nsexec.py)."""
     root_opt = "--ro-bind" if launch.read_only_root else "--bind"
-    args = [BWRAP, root_opt, str(launch.rootfs), "/", "--dev", "/dev", "--proc", "/proc"]
+    args = [BWRAP, root_opt, f"@{launch.rootfs.absolute()}", "/", "--dev", "/dev", "--proc", "/proc"]
     for m in ordered_mounts(launch.mounts):
-        args += ["--ro-bind" if m.read_only else "--bind", str(m.source), m.target]
+        args += ["--ro-bind" if m.read_only else "--bind", f"@{m.source.absolute()}", m.target]
     args += ["--unshare-pid", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv"]
     if launch.creds.uid == 0:
         caps = _capabilities(launch)

@@ -136,6 +136,7 @@ def apply_defaults(resource: str, obj: Json, *, uid: str = "") -> None:
         obj.setdefault("status", {}).setdefault("phase", "Pending")
     elif resource == "secrets":
         obj.setdefault("type", "Opaque")
+        fold_string_data(obj)
     elif resource == "services":
         s = obj.setdefault("spec", {})
         s.setdefault("type", "ClusterIP")
@@ -214,3 +215,16 @@ def apply_defaults(resource: str, obj: Json, *, uid: str = "") -> None:
     elif resource == "storageclasses.storage.k8s.io":
         obj.setdefault("reclaimPolicy", "Delete")
         obj.setdefault("volumeBindingMode", "Immediate")
+
+
+def fold_string_data(secret: Json) -> None:
+    """Secret ``stringData`` is write-only: merged into ``data`` (base64), over equal keys, on every write."""
+    string_data = secret.pop("stringData", None)
+    if not isinstance(string_data, dict) or not string_data:
+        return
+    import base64
+
+    data = secret.get("data") or {}
+    for key, value in string_data.items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    secret["data"] = data

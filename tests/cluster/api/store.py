@@ -324,6 +324,8 @@ class Store:
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = cur_meta["name"]
         if res.key == "pods":
             self._keep_pod_immutables(current, new)
+        if res.key == "secrets":
+            defaults.fold_string_data(new)
         changed = {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
             k: v for k, v in current.items() if k not in ("metadata", "status")}
         if changed and "generation" in cur_meta:

@@ -79,9 +79,8 @@ class Kubelet:
 
         def cond(kind: str, status: str, reason: str, message: str) -> Json:
             prior = old.get(kind)
-            changed = not prior or prior.get("status") != status
-            return {"type": kind, "status": status, "lastHeartbeatTime": ts,
-                    "lastTransitionTime": ts if changed else prior["lastTransitionTime"],
+            since = prior["lastTransitionTime"] if prior and prior.get("status") == status else ts
+            return {"type": kind, "status": status, "lastHeartbeatTime": ts, "lastTransitionTime": since,
                     "reason": reason, "message": message}
 
         mem_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
@@ -192,7 +191,7 @@ class Kubelet:
         worker = PodWorker(
             pod, pod_dir=self.layout.pods / uid, node_root=self.layout.node(self.node_name),
             images=self.images, get=self.store.get,
-            event=lambda t, r, m: self._event(uid, t, r, m),
+            event=lambda t, r, m, c="kubelet": self._event(uid, t, r, m, c),
             changed=lambda: self._push_uid(uid),
             attach_blockers=self._attach_blockers, ca_file=self.layout.pki / "ca.crt",
             token_source=self.token_source, pod_ip=status.get("podIP") or self._allocate_ip(),
@@ -271,12 +270,12 @@ class Kubelet:
                 out.append(((pvc.get("spec") or {}).get("volumeName") or claim, users))
         return out
 
-    async def _event(self, uid: str, type_: str, reason: str, message: str) -> None:
+    async def _event(self, uid: str, type_: str, reason: str, message: str, component: str = "kubelet") -> None:
         worker = self.workers.get(uid)
         if worker is None:
             return
         with contextlib.suppress(Exception):
-            await self.store.record_event(worker.pod, type_, reason, message, "kubelet")
+            await self.store.record_event(worker.pod, type_, reason, message, component)
 
     async def _push_uid(self, uid: str) -> None:
         worker = self.workers.get(uid)

@@ -58,7 +58,7 @@ class ContainerRecord:
 class PodWorker:
     def __init__(self, pod: Json, *, pod_dir: Path, node_root: Path, images: ImageStore,
                  get: Callable[[str, str | None, str], Awaitable[Json]],
-                 event: Callable[[str, str, str], Awaitable[None]],
+                 event: Callable[..., Awaitable[None]],  # (type, reason, message[, component])
                  changed: Callable[[], Awaitable[None]],
                  attach_blockers: Callable[[Json], Awaitable[list[tuple[str, list[str]]]]],
                  ca_file: Path | None, token_source: volumes.TokenSource | None,
@@ -97,7 +97,7 @@ class PodWorker:
         spec = self.pod.get("spec") or {}
         for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
             if c["name"] == name:
-                return c
+                return dict(c)
         return None
 
     def record(self, name: str) -> ContainerRecord | None:
@@ -112,6 +112,7 @@ class PodWorker:
 
     async def _run(self) -> None:
         try:
+            await self.changed()  # Pending, containers ContainerCreating, while volumes are set up
             await self._setup()
             for record in self.inits:
                 if not await self._run_init(record):
@@ -136,9 +137,10 @@ class PodWorker:
                 blockers = await self.attach_blockers(self.pod)
                 if blockers:
                     for pv, names in blockers:
+                        # The attach/detach controller reports it (reconciler.reportMultiAttachError).
                         await self.event("Warning", "FailedAttachVolume",
                                          f'Multi-Attach error for volume "{pv}" Volume is already used by '
-                                         f"pod(s) {', '.join(names)}")
+                                         f"pod(s) {', '.join(names)}", "attachdetach-controller")
                     raise _Retry()
                 ctx = volumes.VolumeContext(self.get, self.pod_dir, self.node_root, self.ca_file,
                                             self.token_source)
@@ -333,7 +335,7 @@ class PodWorker:
         ts = now()
         old = {c["type"]: c for c in previous.get("conditions") or []}
 
-        def cond(kind: str, ok: bool, reason: str | None = None) -> Json:
+        def cond(kind: str, ok: bool, reason: str | None = None, message: str | None = None) -> Json:
             status = "True" if ok else "False"
             prior = old.get(kind)
             c: Json = {"type": kind, "status": status, "lastProbeTime": None,
@@ -341,16 +343,25 @@ class PodWorker:
                        if prior and prior.get("status") == status else ts}
             if reason and not ok:
                 c["reason"] = reason
+                if message:
+                    c["message"] = message
             return c
 
         all_ready = bool(self.mains) and all(r.running for r in self.mains)
         completed = self.phase in ("Succeeded", "Failed")
         not_ready = "PodCompleted" if completed else "ContainersNotReady"
+        # The kubelet's GeneratePodReadyCondition: which containers are not ready.
+        unready = "" if completed else "containers with unready status: [" + " ".join(
+            r.name for r in self.mains if not r.running) + "]"
+        uninitialized = "" if completed else "containers with incomplete status: [" + " ".join(
+            r.name for r in self.inits if "terminated" not in r.state
+            or r.state["terminated"].get("exitCode") != 0) + "]"
         conditions = [
             cond("PodReadyToStartContainers", self.sandbox_ready and not completed),
-            cond("Initialized", self.initialized, "PodCompleted" if completed else "ContainersNotInitialized"),
-            cond("Ready", all_ready, not_ready),
-            cond("ContainersReady", all_ready, not_ready),
+            cond("Initialized", self.initialized, "PodCompleted" if completed else "ContainersNotInitialized",
+                 uninitialized),
+            cond("Ready", all_ready, not_ready, unready),
+            cond("ContainersReady", all_ready, not_ready, unready),
         ]
         if "PodScheduled" in old:
             conditions.append(old["PodScheduled"])

@@ -141,7 +141,7 @@ async def _run_exec(ws: web.WebSocketResponse, protocol: str, container: sandbox
     env = sandbox.exec_env(container)
     master = -1
     if tty:
-        master, slave = os.openpty()
+        master, slave = _container_pty(container.pid)
         proc = await asyncio.create_subprocess_exec(*args, env=env, stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         out_reader = asyncio.StreamReader(limit=_CHUNK)
@@ -167,9 +167,16 @@ async def _run_exec(ws: web.WebSocketResponse, protocol: str, container: sandbox
 
     async def pump_in() -> None:
         async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
+            # Text frames count as well (wsstream reads both): the Python client sends str data as text.
+            if msg.type == WSMsgType.TEXT:
+                raw = msg.data.encode()
+            elif msg.type == WSMsgType.BINARY:
+                raw = msg.data
+            else:
                 continue
-            channel, data = msg.data[0], msg.data[1:]
+            if not raw:
+                continue
+            channel, data = raw[0], raw[1:]
             if channel == STDIN and stdin:
                 if tty:
                     await loop.run_in_executor(None, _write_all, master, data)
@@ -207,6 +214,27 @@ async def _run_exec(ws: web.WebSocketResponse, protocol: str, container: sandbox
         if master >= 0:
             os.close(master)
     return code
+
+
+_TIOCGPTN, _TIOCSPTLCK = 0x80045430, 0x40045431  # <asm-generic/ioctls.h>
+
+
+def _container_pty(pid: int) -> tuple[int, int]:
+    """A pseudo-terminal from the container's own devpts (bwrap mounts a new instance on /dev/pts), as a
+    runtime allocates the exec console inside the container: there ``tty`` names it /dev/pts/N."""
+    root = f"/proc/{pid}/root"
+    try:
+        master = os.open(f"{root}/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return os.openpty()
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+        (number,) = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))
+        slave = os.open(f"{root}/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        os.close(master)
+        return os.openpty()
+    return master, slave
 
 
 def _write_all(fd: int, data: bytes) -> None:

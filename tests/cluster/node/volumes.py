@@ -163,7 +163,7 @@ async def _pvc_path(src: Json, namespace: str, volume: str, ctx: VolumeContext) 
 
 
 def _host_path(src: Json, volume: str, ctx: VolumeContext) -> Path:
-    in_node = src.get("path", "/")
+    in_node = str(src.get("path", "/"))
     path = ctx.node_root / in_node.lstrip("/")
     kind = src.get("type") or ""
 
@@ -273,7 +273,8 @@ def field_value(pod: Json, path: str) -> str:
 
 async def _service_account_files(pod: Json, ctx: VolumeContext, expiration: int
                                  ) -> dict[str, tuple[bytes, int | None]]:
-    files = {"token": ((await _token(pod, ctx, expiration)).encode(), None),
+    files: dict[str, tuple[bytes, int | None]] = {
+        "token": ((await _token(pod, ctx, expiration)).encode(), None),
              "namespace": (pod["metadata"].get("namespace", "default").encode(), None)}
     if ctx.ca_file is not None and ctx.ca_file.exists():
         files["ca.crt"] = (ctx.ca_file.read_bytes(), None)

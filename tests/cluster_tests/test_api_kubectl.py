@@ -200,3 +200,27 @@ def test_typed_commands_send_protobuf_that_decodes(api: ApiHarness) -> None:
     assert json.loads(ok(api.kubectl("get", "cm", "c", "-o", "json")))["data"] == {"a": "1", "b": "2"}
     ok(api.kubectl("create", "serviceaccount", "robot"))
     assert ok(api.kubectl("get", "sa", "robot", "-o", "name")).strip() == "serviceaccount/robot"
+
+
+def test_typed_job_cronjob_service_send_protobuf_that_decodes(api: ApiHarness) -> None:
+    """kubectl 1.33's `create job|cronjob|service` use the typed clients: protobuf bodies."""
+    ok(api.kubectl("create", "job", "pj", "--image=busybox:1.36", "--", "sh", "-c", "echo hi"))
+    job = json.loads(ok(api.kubectl("get", "job", "pj", "-o", "json")))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert (container["name"], container["image"], container["command"]) == ("pj", "busybox:1.36",
+                                                                            ["sh", "-c", "echo hi"])
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    ok(api.kubectl("create", "cronjob", "pcj", "--image=busybox:1.36", "--schedule=*/5 * * * *", "--", "echo", "x"))
+    cron = json.loads(ok(api.kubectl("get", "cronjob", "pcj", "-o", "json")))
+    assert cron["spec"]["schedule"] == "*/5 * * * *"
+    assert cron["spec"]["jobTemplate"]["metadata"]["name"] == "pcj"
+    template = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert template["restartPolicy"] == "OnFailure" and template["containers"][0]["command"] == ["echo", "x"]
+    ok(api.kubectl("create", "job", "from-pcj", "--from=cronjob/pcj"))
+    manual = json.loads(ok(api.kubectl("get", "job", "from-pcj", "-o", "json")))
+    assert manual["metadata"]["annotations"] == {"cronjob.kubernetes.io/instantiate": "manual"}
+    assert manual["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+    ok(api.kubectl("create", "service", "clusterip", "psvc", "--tcp=80:8080"))
+    svc = json.loads(ok(api.kubectl("get", "service", "psvc", "-o", "json")))
+    assert svc["spec"]["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    assert (svc["spec"]["selector"], svc["spec"]["type"]) == ({"app": "psvc"}, "ClusterIP")

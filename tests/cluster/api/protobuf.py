@@ -1,6 +1,7 @@
 """Decoding of Kubernetes protobuf request bodies (``application/vnd.kubernetes.protobuf``).
 
-kubectl's typed commands (``create configmap``, ``create namespace``, ``create deployment``, ``auth can-i``,
+kubectl's typed commands (``create configmap``, ``create namespace``, ``create deployment``, ``create job``,
+``create cronjob``, ``create service``, ``auth can-i``,
 ``auth whoami``, ``drain``…) send protobuf since client-go made it the default content type of built-in
 clientsets; responses can stay JSON because those clients also accept ``application/json``.
 
@@ -93,6 +94,31 @@ SCHEMAS: dict[str, dict[int, Field]] = {
                        5: ("minReadySeconds", "I"), 6: ("revisionHistoryLimit", "i"), 7: ("paused", "O"),
                        9: ("progressDeadlineSeconds", "i")},
     "DeploymentStrategy": {1: ("type", "s")},
+    # core/v1 Service
+    "Service": {1: ("metadata", "m:ObjectMeta"), 2: ("spec", "m:ServiceSpec"), 3: ("status", "-")},
+    "ServiceSpec": {1: ("ports", "*m:ServicePort"), 2: ("selector", "M"), 3: ("clusterIP", "s"), 4: ("type", "s"),
+                    5: ("externalIPs", "*s"), 7: ("sessionAffinity", "s"), 8: ("loadBalancerIP", "s"),
+                    9: ("loadBalancerSourceRanges", "*s"), 10: ("externalName", "s"),
+                    11: ("externalTrafficPolicy", "s"), 12: ("healthCheckNodePort", "I"),
+                    13: ("publishNotReadyAddresses", "O"), 17: ("ipFamilyPolicy", "s"), 18: ("clusterIPs", "*s"),
+                    19: ("ipFamilies", "*s"), 20: ("allocateLoadBalancerNodePorts", "b"),
+                    21: ("loadBalancerClass", "s"), 22: ("internalTrafficPolicy", "s"),
+                    23: ("trafficDistribution", "s")},
+    "ServicePort": {1: ("name", "s"), 2: ("protocol", "s"), 3: ("port", "i"), 4: ("targetPort", "x"),
+                    5: ("nodePort", "I"), 6: ("appProtocol", "s")},
+    # batch/v1
+    "Job": {1: ("metadata", "m:ObjectMeta"), 2: ("spec", "m:JobSpec"), 3: ("status", "-")},
+    "JobSpec": {1: ("parallelism", "i"), 2: ("completions", "i"), 3: ("activeDeadlineSeconds", "i"),
+                4: ("selector", "m:LabelSelector"), 5: ("manualSelector", "b"), 6: ("template", "m:PodTemplateSpec"),
+                7: ("backoffLimit", "i"), 8: ("ttlSecondsAfterFinished", "i"), 9: ("completionMode", "s"),
+                10: ("suspend", "b"), 12: ("backoffLimitPerIndex", "i"), 13: ("maxFailedIndexes", "i"),
+                14: ("podReplacementPolicy", "s"), 15: ("managedBy", "s")},
+    "CronJob": {1: ("metadata", "m:ObjectMeta"), 2: ("spec", "m:CronJobSpec"), 3: ("status", "-")},
+    "CronJobSpec": {1: ("schedule", "s"), 2: ("startingDeadlineSeconds", "i"), 3: ("concurrencyPolicy", "s"),
+                    4: ("suspend", "b"), 5: ("jobTemplate", "m:JobTemplateSpec"),
+                    6: ("successfulJobsHistoryLimit", "i"), 7: ("failedJobsHistoryLimit", "i"),
+                    8: ("timeZone", "s")},
+    "JobTemplateSpec": {1: ("metadata", "m:ObjectMeta"), 2: ("spec", "m:JobSpec")},
     # authorization/v1, authentication/v1, policy/v1
     "SelfSubjectAccessReview": {1: ("metadata", "m:ObjectMeta"), 2: ("spec", "m:SelfSubjectAccessReviewSpec"),
                                 3: ("status", "-")},
@@ -109,7 +135,8 @@ SCHEMAS: dict[str, dict[int, Field]] = {
 }
 
 # Which message a top-level kind is (group-qualified kinds share names only where the table allows it).
-TOP_LEVEL = {"ConfigMap", "Secret", "Namespace", "ServiceAccount", "Deployment", "SelfSubjectAccessReview",
+TOP_LEVEL = {"ConfigMap", "Secret", "Namespace", "ServiceAccount", "Deployment", "Service", "Job", "CronJob",
+             "SelfSubjectAccessReview",
              "SelfSubjectRulesReview", "SelfSubjectReview", "Eviction", "DeleteOptions"}
 
 

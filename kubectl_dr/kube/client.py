@@ -44,15 +44,6 @@ class Kube:
         parsed = urlparse(self.resolved.server)
         return parsed.netloc or self.resolved.server
 
-    def core(self) -> k8s_client.CoreV1Api:
-        return k8s_client.CoreV1Api(self.api)
-
-    def apps(self) -> k8s_client.AppsV1Api:
-        return k8s_client.AppsV1Api(self.api)
-
-    def version(self) -> k8s_client.VersionApi:
-        return k8s_client.VersionApi(self.api)
-
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a generated API method with the request timeout, translating every failure."""
         if self.request_timeout and "_request_timeout" not in kwargs:
@@ -90,6 +81,21 @@ class Kube:
             if not 200 <= response.status <= 299:
                 raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
         return json.loads(data) if data else None
+
+    def text(self, path: str, **query: Any) -> str:
+        """GET a plain-text answer (pod logs); errors translated like every other call."""
+        pairs = [(k, v) for k, v in query.items() if v is not None]
+        method_, url, header_params, body_, post_params = self.api.param_serialize(
+            method="GET", resource_path=path, query_params=pairs or None, header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"],
+        )
+        with translate_errors(self.host):
+            response = self.api.call_api(method_, url, header_params, body_, post_params,
+                                         _request_timeout=self.request_timeout)
+            data: bytes = response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+        return data.decode(errors="replace")
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query)

@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import certifi
-from kubernetes.stream.stream import _websocket_request
 from websocket import ABNF, WebSocket, WebSocketException, WebSocketTimeoutException
 
 from kubectl_dr.errors import DrError, VerificationError
@@ -270,30 +269,30 @@ def open_exec(
     protocols: list[str] | None = None,
     timeouts: Timeouts | None = None,
 ) -> ExecStream:
-    """Start `command` in the pod and return the open stream (the command is already running)."""
+    """Start `command` in the pod and return the open stream (the command is already running).
+
+    The URL and the credentials come from the API client's own serializer (so every kubeconfig auth
+    method works), but not through the generated `CoreV1Api`: importing it costs most of a second.
+    """
     timeouts = timeouts or Timeouts()
     offered = protocols or [V5, V4]
     target = f"pod {namespace}/{pod}"
-    connected: list[WebSocket] = []
-
-    def websocket_request(configuration: Any, method: str, url: str, **kwargs: Any) -> object:
-        # The generated API method built the URL (with every `command` argument) and the auth headers;
-        # we only take over the transport.
-        connected.append(_connect(configuration, url, kwargs.get("headers"), offered, timeouts))
-        return connected[-1]
-
-    query: dict[str, Any] = {"command": command, "stdin": stdin, "stdout": True, "stderr": not tty, "tty": tty}
+    query: list[tuple[str, Any]] = [("command", part) for part in command]
+    query += [("stdin", stdin), ("stdout", True), ("stderr", not tty), ("tty", tty)]
     if container:
-        query["container"] = container
+        query.append(("container", container))
+    query = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in query]
+    _method, url, headers, _body, _post = kube.api.param_serialize(
+        method="GET", resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query_params=query,
+        header_params={}, auth_settings=["BearerToken"],
+    )
     try:
         with translate_errors(kube.host):
-            _websocket_request(websocket_request, None, kube.core().connect_get_namespaced_pod_exec, pod,
-                               namespace, **query)
+            ws = _connect(kube.api.configuration, url, {k.lower(): v for k, v in headers.items()}, offered, timeouts)
     except WebSocketException as exc:
         raise _upgrade_error(exc, target) from None
-    except (TimeoutError, OSError) as exc:
+    except OSError as exc:  # includes socket timeouts
         raise DrError(f"exec in {target}: cannot connect to the API server: {exc}") from None
-    ws = connected[0]
     ws.settimeout(timeouts.idle)
     protocol = ws.getsubprotocol() or ""
     if protocol not in (V5, V4):

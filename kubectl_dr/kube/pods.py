@@ -71,15 +71,8 @@ class HelperPod:
 
     def logs(self, container: str, tail_lines: int = 20) -> str:
         try:
-            params = self.kube.api.param_serialize(
-                method="GET", resource_path=f"{self.path}/log",
-                query_params=[("container", container), ("tailLines", tail_lines)],
-                header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
-            )
-            response = self.kube.api.call_api(*params, _request_timeout=10)
-            data: bytes = response.read()
-            return data.decode(errors="replace") if 200 <= response.status < 300 else ""
-        except Exception:  # logs only decorate an error we are already reporting
+            return self.kube.text(f"{self.path}/log", container=container, tailLines=tail_lines)
+        except DrError:  # logs only decorate an error we are already reporting
             return ""
 
     def delete(self, *, wait: bool = True, timeout: float = 120.0) -> None:

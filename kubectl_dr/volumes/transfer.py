@@ -54,14 +54,8 @@ def estimate_size(kube: Kube, pod: RescuePod) -> int | None:
         return None
 
 
-# busybox `wc -c` (built without FEATURE_WC_LARGE, as Debian's is) counts in 32 bits: past 4 GiB the
-# pod's count wraps. The SHA-256 of the exact stream is the proof either way (equal digests mean equal
-# bytes, length included); the count is compared modulo 2**32 so it still catches a short stream.
-WC_WRAP = 1 << 32
-
-
 def _compare(report: scripts.StreamReport, size: int, digest: str, what: str) -> None:
-    if report.size % WC_WRAP != size % WC_WRAP or report.sha256 != digest:
+    if report.partial_blocks or report.size != size or report.sha256 != digest:
         raise VerificationError(
             f"{what}: the rescue pod saw {report.size} bytes with SHA-256 {report.sha256}, "
             f"we saw {size} bytes with SHA-256 {digest}: the stream was damaged or cut short"
@@ -104,7 +98,8 @@ def _chunks(path: Path, progress: Transfer, digest: hashlib._Hash) -> Iterator[b
 def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool,
          progress: Transfer) -> Checked:
     """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded."""
-    command = bounded_input(scripts.sh(scripts.restore_script(size, keep_owners=keep_owners)), size)
+    # The script reads exactly `size` bytes itself (head -c), which is what v4 needs; no second wrapper.
+    command = scripts.sh(scripts.restore_script(size, keep_owners=keep_owners))
     # The pod says nothing until the end, so there is no idle limit: our own writes show the link is alive.
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True,
                        timeouts=Timeouts(idle=None))

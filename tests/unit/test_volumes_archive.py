@@ -87,8 +87,8 @@ def test_differences_and_extras() -> None:
 
 def test_stream_report() -> None:
     digest = "a" * 64
-    report = scripts.parse_report(b"tar: warning\nkubectl-dr-result size=12 sha256=" + digest.encode() + b" tar=0\n")
-    assert (report.size, report.sha256, report.tar_exit) == (12, digest, 0)
+    report = scripts.parse_report(b"tar: warning\nkubectl-dr-result blocks=3+0 sha256=" + digest.encode() + b" tar=0\n")
+    assert (report.size, report.partial_blocks, report.sha256, report.tar_exit) == (1536, 0, digest, 0)
     with pytest.raises(Exception, match="did not report"):
         scripts.parse_report(b"killed\n")
 

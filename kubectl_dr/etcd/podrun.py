@@ -9,7 +9,6 @@ answer. Those are `MemberError`s, so the caller can try another member; the same
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 
 from kubectl_dr.etcd import etcdctl
@@ -24,9 +23,6 @@ from kubectl_dr.ui.output import message
 STUCK_AFTER = 15.0
 _MISSING_FILE = re.compile(r"hostPath type check failed: (\S+) is not a file")
 _IMAGE = re.compile(r'image "([^"]+)"')
-# Opening an exec swaps the API client's request function for the WebSocket upgrade while the call is
-# made; two threads opening at once could leave it swapped. Streams run in parallel once open.
-_OPEN_LOCK = threading.Lock()
 
 
 def start(kube: Any, manifest: dict[str, Any], member: StaticMember, what: str, *, helper_image: str | None = None,
@@ -80,7 +76,5 @@ def explain(member: StaticMember, exc: pods.PodStartError, helper_image: str | N
 def run(kube: Any, pod: pods.HelperPod, container: str, command: list[str]) -> tuple[ExecResult, bytes]:
     """One command in the pod: its result (status channel, stderr tail) and its whole stdout."""
     out = bytearray()
-    with _OPEN_LOCK:
-        stream = open_exec(kube, pod.namespace, pod.name, command, container=container)
-    result = stream.run(stdout=out.extend)
+    result = open_exec(kube, pod.namespace, pod.name, command, container=container).run(stdout=out.extend)
     return result, bytes(out)

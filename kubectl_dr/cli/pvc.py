@@ -102,7 +102,7 @@ def restore(
     emit(result, opts.output, table=table)
 
 
-@app.command("rescue", context_settings={"allow_interspersed_args": False})
+@app.command("rescue")
 def rescue(
     ctx: typer.Context,
     claim: ClaimArg,
@@ -117,11 +117,14 @@ def rescue(
     Examples:
       kubectl dr pvc rescue data-db-0 -n shop
       kubectl dr pvc rescue data-db-0 -n shop -- ls -la /data
+      kubectl dr pvc rescue data-db-0 -n shop --quiesce --read-only
+
+    Options go before `--`; everything after it is the command.
     """
     from kubectl_dr.volumes import rescue as job
 
     argv = list(command or [])
-    if argv[:1] == ["--"]:  # Click keeps the separator when options stop at the claim's name
+    if argv[:1] == ["--"]:  # a second separator ("-- -- cmd") is part of nothing: drop it
         argv = argv[1:]
     interactive = not argv
     if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):

@@ -19,7 +19,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.repo import Manifest, Repository
 from kubectl_dr.ui.progress import Transfer
 from kubectl_dr.volumes import archive, quiesce, rescue_pod, security, transfer
-from kubectl_dr.volumes.claims import get_claim
+from kubectl_dr.volumes.claims import get_claim, require_nodes_ready
 
 PART = "data.tar"
 TYPE = "pvc"
@@ -36,33 +36,44 @@ class BackupOptions:
 
 def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], None]) -> dict[str, Any]:
     claim = get_claim(kube, opts.namespace, opts.claim)
-    stale = rescue_pod.leftovers(kube, claim)
-    # Another run's rescue pod (maybe still working) is not a consumer to stop.
-    consumers = [c for c in quiesce.find_consumers(kube, opts.namespace, opts.claim)
-                 if not (c.kind == "Pod" and c.name in stale)]
+    # kubectl dr's own pods (another run's, or one left by a killed run) are never consumers to stop.
+    consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
     running = [c for c in consumers if c.pods]
     must_stop = bool(running) and (opts.quiesce or claim.single_pod)
-    stopped = None
+    nodes = quiesce.consumer_nodes(running) if not must_stop else []
+    if claim.single_node and not nodes and not must_stop:
+        # No consumer runs, but a pod of ours may still hold the ReadWriteOnce volume on its node.
+        nodes = sorted({p.node for p in own if p.node})
+    node = nodes[0] if claim.single_node and nodes else None
     if must_stop:
         quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "back up")
+        require_nodes_ready(kube, claim, quiesce.placed(running), "back up")
+    elif node:
+        require_nodes_ready(kube, claim, {node: quiesce.placed(running).get(node) or [p.name for p in own]},
+                            "back up")
+    stopped = None
+    if own and claim.single_pod and not must_stop:
+        rescue_pod.remove_leftovers(kube, claim, own, say)  # a ReadWriteOncePod claim admits no second pod
+    if must_stop:
+        if own:
+            rescue_pod.remove_leftovers(kube, claim, own, say)
         why = "--quiesce" if opts.quiesce else "the claim is ReadWriteOncePod (one pod at a time)"
         say(f"stopping {', '.join(c.ref for c in consumers)} ({why})")
         stopped = quiesce.stop(kube, consumers, run_id=quiesce.run_id("backup"),
                                reason=f"kubectl dr pvc backup {opts.namespace}/{opts.claim}", progress=say)
-    nodes = quiesce.consumer_nodes(running) if not must_stop else []
-    node = nodes[0] if claim.single_node and nodes else None
     if len(nodes) > 1 and claim.single_node:
         say(f"warning: ReadWriteOnce claim used on several nodes ({', '.join(nodes)}); using {node}")
 
     identity = security.consumer_identity([c.security_context() for c in consumers])
     level = security.namespace_level(kube, opts.namespace)
-    sec = security.plan(level, identity, write=False)
-    for note in sec.notes:
+    plan = security.plan(level, identity, write=False)
+    for note in plan.notes:
         say(f"note: {note}")
-    where = f" on node {node} (next to the running consumer)" if node else ""
+    where = f" on node {node} (where the volume is in use)" if node else ""
     say(f"starting rescue pod for {opts.namespace}/{opts.claim}{where}, volume mounted read-only")
     pod = rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-backup", read_only=True, node=node,
-                           security=sec, progress=say)
+                           security=plan, progress=say)
+    sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
     estimate = transfer.estimate_size(kube, pod)
 
     hint = opts.name or f"{opts.namespace}-{opts.claim}"

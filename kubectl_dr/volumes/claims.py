@@ -78,12 +78,14 @@ def get_claim(kube: Kube, namespace: str, name: str) -> Claim:
 
 
 def node_ready(kube: Kube, node: str) -> str | None:
-    """None when the node is Ready, else why not (checked before a pod is pinned there)."""
+    """None when the node is Ready (or we may not read nodes: the pod's start will tell), else why not."""
     try:
         obj: dict[str, Any] = kube.get(f"/api/v1/nodes/{node}")
     except ApiError as exc:
         if exc.status == 404:
             return f'node "{node}" does not exist'
+        if exc.status == 403:
+            return None
         raise
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
@@ -91,3 +93,23 @@ def node_ready(kube: Kube, node: str) -> str | None:
                 return None
             return f"node {node} is not ready (Ready={cond.get('status')}: {cond.get('message') or cond.get('reason')})"
     return f"node {node} reports no Ready condition"
+
+
+def require_nodes_ready(kube: Kube, claim: Claim, placed: dict[str, list[str]], action: str) -> None:
+    """Refuse, before anything changes, when a node the job depends on is not ready.
+
+    `placed` maps each node to what runs there (consumers whose pods must stop, or next to which the rescue
+    pod must run). On a node that is not ready, pods neither stop nor start, and a ReadWriteOnce volume
+    stays attached to it: waiting would only end in a timeout with the consumers scaled down.
+    """
+    for node in sorted(placed):
+        problem = node_ready(kube, node)
+        if problem:
+            raise DrError(
+                f"cannot {action} {claim.namespace}/{claim.name}: {problem}; "
+                f"{', '.join(placed[node])} runs there and the volume is in use on that node",
+                hint=(f"Pods on a node that is not ready can neither be stopped nor reached. Wait until "
+                      f"`kubectl get node {node}` shows Ready, or, if the node is gone for good, delete its pods "
+                      "(kubectl delete pod --force) so the volume can be used elsewhere, then run this again. "
+                      "Nothing was changed."),
+            )

@@ -11,10 +11,33 @@ from collections.abc import Callable
 
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.volumes.rescue_pod import OwnPod, own_pods
 from kubectl_dr.workloads import Consumer, ScaleRecord, consumer_nodes, find_consumers, scale_down
 from kubectl_dr.workloads.scaling import new_run_id
 
-__all__ = ["Consumer", "ScaleRecord", "consumer_nodes", "find_consumers", "refuse_unstoppable", "run_id", "stop"]
+__all__ = ["Consumer", "ScaleRecord", "consumer_nodes", "consumers", "find_consumers", "placed", "refuse_unstoppable",
+           "run_id", "stop"]
+
+
+def consumers(kube: Kube, namespace: str, claim: str) -> tuple[list[Consumer], list[OwnPod]]:
+    """The claim's consumers, and kubectl dr's own pods that mount it (never taken for consumers).
+
+    Our pods are recognised by their `app.kubernetes.io/managed-by=kubectl-dr` label. They are listed
+    before and after the consumers, so one created or deleted in between is still recognised.
+    """
+    before = own_pods(kube, namespace, claim)
+    found = find_consumers(kube, namespace, claim)
+    own = {p.name: p for p in [*before, *own_pods(kube, namespace, claim)]}
+    return [c for c in found if not (c.kind == "Pod" and c.name in own)], sorted(own.values(), key=lambda p: p.name)
+
+
+def placed(running: list[Consumer]) -> dict[str, list[str]]:
+    """node → the consumers with a pod there."""
+    where: dict[str, list[str]] = {}
+    for consumer in running:
+        for node in consumer.nodes:
+            where.setdefault(node, []).append(consumer.ref)
+    return where
 
 
 def run_id(job: str) -> str:

@@ -23,7 +23,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import RESIZE, ExecResult, ExecStream, Timeouts, open_exec
 from kubectl_dr.volumes import quiesce, rescue_pod, security
-from kubectl_dr.volumes.claims import get_claim
+from kubectl_dr.volumes.claims import get_claim, require_nodes_ready
 from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod
 
 
@@ -39,15 +39,15 @@ class RescueOptions:
 
 def start_pod(kube: Kube, opts: RescueOptions, say: Callable[[str], None]) -> RescuePod:
     claim = get_claim(kube, opts.namespace, opts.claim)
-    stale = rescue_pod.leftovers(kube, claim)
-    consumers = [c for c in quiesce.find_consumers(kube, opts.namespace, opts.claim)
-                 if not (c.kind == "Pod" and c.name in stale)]
-    if stale:
-        say(f"note: rescue pods of an earlier run still mount the claim: {', '.join(stale)}")
+    # kubectl dr's own pods (another run's, or one left by a killed run) are never consumers to stop.
+    consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
     running = [c for c in consumers if c.pods]
     node = None
     if opts.quiesce and consumers:
         quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "quiesce")
+        require_nodes_ready(kube, claim, quiesce.placed(running), "quiesce")
+        if own:
+            rescue_pod.remove_leftovers(kube, claim, own, say)
         say(f"stopping {', '.join(c.ref for c in consumers)} (--quiesce); they start again when the shell ends")
         quiesce.stop(kube, consumers, run_id=quiesce.run_id("rescue"),
                      reason=f"kubectl dr pvc rescue {opts.namespace}/{opts.claim}", progress=say)
@@ -55,9 +55,18 @@ def start_pod(kube: Kube, opts: RescueOptions, say: Callable[[str], None]) -> Re
         raise DrError(f"{opts.namespace}/{opts.claim} is ReadWriteOncePod and in use by "
                       f"{', '.join(c.ref for c in running)}: a second pod cannot mount it",
                       hint="Pass --quiesce to stop the consumers for the duration of the session.")
-    elif running and claim.single_node:
-        nodes = quiesce.consumer_nodes(running)
+    elif own and claim.single_pod:
+        rescue_pod.remove_leftovers(kube, claim, own, say)  # a ReadWriteOncePod claim admits no second pod
+    else:
+        if own:
+            say(f"note: rescue pods of an earlier run still mount the claim: {', '.join(p.name for p in own)}")
+        nodes = quiesce.consumer_nodes(running) if claim.single_node else []
+        if claim.single_node and not nodes:
+            nodes = sorted({p.node for p in own if p.node})
         node = nodes[0] if nodes else None
+        if node:
+            require_nodes_ready(kube, claim, {node: quiesce.placed(running).get(node) or [p.name for p in own]},
+                                "open a rescue shell for")
     identity = security.consumer_identity([c.security_context() for c in consumers])
     sec = security.plan(security.namespace_level(kube, opts.namespace), identity, write=not opts.read_only)
     for note in sec.notes:

@@ -25,7 +25,7 @@ from kubectl_dr.ui.progress import Transfer
 from kubectl_dr.volumes import archive, quiesce, rescue_pod, scripts, security, transfer, tree_check
 from kubectl_dr.volumes.archive import DIR, SYMLINK, Listing
 from kubectl_dr.volumes.backup import PART, TYPE
-from kubectl_dr.volumes.claims import get_claim
+from kubectl_dr.volumes.claims import get_claim, require_nodes_ready
 from kubectl_dr.volumes.rescue_pod import RescuePod
 
 
@@ -75,10 +75,10 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
     claim = get_claim(kube, opts.namespace, opts.claim)
     source = resolve_archive(repo, opts, say)
     listing = archive.list_file(source.path)  # refuses unsafe archives before anything is touched
-    stale = rescue_pod.leftovers(kube, claim)
-    consumers = [c for c in quiesce.find_consumers(kube, opts.namespace, opts.claim)
-                 if not (c.kind == "Pod" and c.name in stale)]
+    # kubectl dr's own pods (left by a killed run) are removed below, never taken for consumers.
+    consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
     quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "restore")
+    require_nodes_ready(kube, claim, quiesce.placed([c for c in consumers if c.pods]), "restore")
     level = security.namespace_level(kube, opts.namespace)
     identity = security.consumer_identity([c.security_context() for c in consumers])
     sec = security.plan(level, identity, write=True)
@@ -90,7 +90,7 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
     confirm(f"restore {listing.summary()['entries']} entries ({source.size} bytes) into "
             f"{opts.namespace}/{opts.claim}, {how} what the archive contains{stops}", yes, ask)
 
-    rescue_pod.remove_leftovers(kube, claim, stale, say)
+    rescue_pod.remove_leftovers(kube, claim, own, say)
     stopped = None
     if consumers:
         say(f"stopping {', '.join(c.ref for c in consumers)}")
@@ -99,6 +99,7 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
     say(f"starting rescue pod for {opts.namespace}/{opts.claim}, volume mounted read-write")
     pod = rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-restore", read_only=False, node=None,
                            security=sec, progress=say)
+    sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
     with Transfer(f"restore {opts.namespace}/{opts.claim}", source.size) as bar:
         checked = transfer.send(kube, pod, source.path, source.size, keep_owners=sec.root, progress=bar)
     if source.sha256 is not None and checked.sha256 != source.sha256:

@@ -19,7 +19,9 @@ from kubectl_dr.errors import ApiError
 from kubectl_dr.kube.client import Kube
 
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
-RESTRICTED = "restricted"
+PRIVILEGED, BASELINE, RESTRICTED = "privileged", "baseline", "restricted"
+LEVELS = (PRIVILEGED, BASELINE, RESTRICTED)
+UNKNOWN = "unknown"  # we may not read the namespace: plan for root, adapt if admission says otherwise
 NOBODY = 65534
 IDENTITY_KEYS = ("runAsUser", "runAsGroup", "fsGroup", "supplementalGroups")
 
@@ -31,6 +33,9 @@ class SecurityPlan:
     root: bool
     level: str  # the namespace's enforced Pod Security level ("privileged" when unlabelled)
     notes: list[str] = field(default_factory=list)
+    # What the plan was made from, so that a rejected pod can be planned again for the level admission named.
+    identity: dict[str, Any] = field(default_factory=dict)
+    write: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {"podSecurityLevel": self.level, "root": self.root, "pod": self.pod, "container": self.container}
@@ -43,10 +48,12 @@ def namespace_level(kube: Kube, namespace: str) -> str:
         if exc.status == 404:
             raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found') from None
         if exc.status == 403:
-            return "unknown"  # reading namespaces is not needed otherwise; admission will tell us
+            return UNKNOWN  # reading namespaces is not needed otherwise; admission will tell us
         raise
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return str(labels.get(ENFORCE_LABEL) or "privileged")
+    level = str(labels.get(ENFORCE_LABEL) or PRIVILEGED)
+    # Pod Security admission enforces "restricted" for a value it does not know ("Restricted", "strict", ...).
+    return level if level in LEVELS else RESTRICTED
 
 
 def consumer_identity(contexts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,7 +76,7 @@ def plan(level: str, identity: dict[str, Any], *, write: bool) -> SecurityPlan:
             pod["fsGroup"] = int(fs_group)
         if groups:
             pod["supplementalGroups"] = groups
-        return SecurityPlan(pod, dict(hardening), True, level)
+        return SecurityPlan(pod, dict(hardening), True, level, identity=dict(identity), write=write)
 
     uid = int(identity.get("runAsUser") or 0) or NOBODY
     gid = identity.get("runAsGroup")
@@ -90,4 +97,17 @@ def plan(level: str, identity: dict[str, Any], *, write: bool) -> SecurityPlan:
                  "are not restored")
     else:
         cost += "; files that uid cannot read make the backup fail"
-    return SecurityPlan(pod, container, False, level, [cost])
+    return SecurityPlan(pod, container, False, level, [cost], identity=dict(identity), write=write)
+
+
+def replan(rejected: SecurityPlan) -> SecurityPlan | None:
+    """A plan Pod Security admission accepts after it rejected `rejected`; None if there is none better.
+
+    The root plan meets "baseline", so a rejection means the namespace is effectively "restricted" even
+    though we could not see it (the namespace is unreadable to this user, or a cluster-wide default level
+    applies to unlabelled namespaces). The restricted plan meets every level, so it cannot be improved on:
+    a second rejection is reported as the cluster words it.
+    """
+    if not rejected.root:
+        return None
+    return plan(RESTRICTED, rejected.identity, write=rejected.write)

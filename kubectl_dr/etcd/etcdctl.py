@@ -138,7 +138,9 @@ def snapshot_error_reason(log: str) -> str | None:
         return "unreachable"
     # The TCP connection was accepted and then dropped right after the handshake: what a TLS 1.3 server
     # does to a client certificate it rejects.
-    if any(s in lowered for s in ("connection closed", "connection reset by peer", "failed to write client preface")):
+    # gRPC words it in several ways depending on when the close lands (seen: all four below).
+    if any(s in lowered for s in ("connection closed", "connection reset by peer", "failed to write client preface",
+                                  "use of closed network connection")):
         return "certificate"
     if "context deadline exceeded" in lowered:
         return "unreachable"

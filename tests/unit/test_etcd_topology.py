@@ -127,3 +127,23 @@ def test_member_list_keeps_learners_and_unstarted() -> None:
     assert [(m.id, m.name, m.is_learner, m.client_urls) for m in members] == [("10", "a", False, ["c"]),
                                                                            ("11", "", True, [])]
     assert copy.deepcopy(members[0]).to_dict()["peerURLs"] == ["p"]
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [
+        ('"error":"rpc error: code = DeadlineExceeded desc = latest balancer error: use of closed network '
+         'connection"}\nFailed to get the status of endpoint https://127.0.0.1:2379 (context deadline exceeded)',
+         "certificate"),
+        ("transport: authentication handshake failed: remote error: tls: bad certificate", "certificate"),
+        ("read: connection reset by peer", "certificate"),
+        ('"error":"rpc error: code = Unavailable desc = connection error: desc = \\"transport: Error while dialing '
+         'dial tcp 127.0.0.1:2379: connect: connection refused\\""}\ncontext deadline exceeded', "unreachable"),
+        ("Failed to get the status of endpoint https://127.0.0.1:2379 (context deadline exceeded)", "unreachable"),
+        ("something else entirely", None),
+    ],
+)
+def test_why_etcdctl_got_no_answer(log: str, reason: str | None) -> None:
+    from kubectl_dr.etcd.etcdctl import snapshot_error_reason
+
+    assert snapshot_error_reason(log) == reason

@@ -18,13 +18,64 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[test]'
 
-if [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ]; then
-  echo "--- no cluster configured: starting the local sandbox cluster in .cluster"
-  python -m tests.cluster up --dir .cluster
-  export KUBECONFIG="$PWD/.cluster/kubeconfig"
+kubectl_bin=$(command -v kubectl || true)
+[ -n "$kubectl_bin" ] || kubectl_bin=/usr/lib/google-cloud-sdk/bin/kubectl.1.33
+
+if [ -n "${KUBECONFIG:-}" ] || [ -f "$HOME/.kube/config" ]; then
+  # A real cluster is configured: look, change nothing.
+  echo "--- your cluster"
+  kubectl-dr version
+  kubectl-dr backups list
+  echo
+  echo "Next: kubectl dr pvc backup CLAIM -n NAMESPACE; kubectl dr etcd snapshot; kubectl dr --help"
+  exit 0
 fi
 
-echo "--- kubectl dr version"
-kubectl-dr version
+echo "--- no cluster configured: starting the local sandbox cluster in .cluster"
+python -m tests.cluster up --dir .cluster
+export KUBECONFIG="$PWD/.cluster/kubeconfig"
+export KUBECTL_DR_REPO="$PWD/.cluster/backups"
+
+echo "--- a demo app: a StatefulSet with a volume, and some data in it"
+"$kubectl_bin" apply -f - <<'YAML'
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: demo}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      securityContext: {fsGroup: 2000}
+      containers:
+      - name: db
+        image: busybox
+        command: [sh, -c, "echo hello > /data/greeting; seq 1 100000 > /data/numbers; sleep 3600"]
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+YAML
+"$kubectl_bin" -n demo rollout status statefulset/db --timeout=60s
+
+echo "--- kubectl dr pvc backup data-db-0 -n demo"
+kubectl-dr pvc backup data-db-0 -n demo
+echo "--- kubectl dr pvc restore data-db-0 -n demo --from latest --yes"
+kubectl-dr pvc restore data-db-0 -n demo --from latest --yes
+echo "--- kubectl dr etcd snapshot"
+kubectl-dr etcd snapshot
+echo "--- kubectl dr backups list"
+kubectl-dr backups list
+
 echo
-echo "Next: . .venv/bin/activate; export KUBECONFIG=${KUBECONFIG:-~/.kube/config}; kubectl-dr --help"
+echo "The sandbox keeps running. To explore:"
+echo "  . .venv/bin/activate; export KUBECONFIG=$KUBECONFIG KUBECTL_DR_REPO=$KUBECTL_DR_REPO; kubectl-dr --help"
+echo "Stop it with: python -m tests.cluster down --dir .cluster"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import typer
 
-from kubectl_dr.cli.context import options
+from kubectl_dr.cli.context import confirm, options
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import Backup, Repository, resolve_repo_path
 from kubectl_dr.ui.output import emit, message, render_table
@@ -71,16 +70,6 @@ def _item(backup: Backup) -> dict[str, Any]:
 def _warn_problems(problems: list[tuple[Any, str]]) -> None:
     for _, why in problems:
         message(f"warning: skipped {why}")
-
-
-def _confirm(question: str, yes: bool) -> None:
-    """Destructive steps need --yes, or a "y" typed on a terminal; never wait on a pipe."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise DrError(f"refusing to {question} without confirmation", hint="Pass --yes to confirm.")
-    if not typer.confirm(f"{question[0].upper()}{question[1:]}?", default=False, err=True):
-        raise DrError("aborted: nothing was changed")
 
 
 @app.command("list")
@@ -158,7 +147,7 @@ def delete(
     if opts.dry_run != "none":
         emit({"deleted": [found.id], "dryRun": True}, opts.output, table=f'backup "{found.id}" deleted (dry run)\n')
         return
-    _confirm(f'delete backup "{found.id}" ({human_size(found.manifest.size)})', opts.yes)
+    confirm(f'delete backup "{found.id}" ({human_size(found.manifest.size)})', opts.yes)
     repository.delete(found.id)
     emit({"deleted": [found.id], "dryRun": False}, opts.output, table=f'backup "{found.id}" deleted\n')
 
@@ -179,7 +168,7 @@ def prune(
     dry_run = opts.dry_run != "none"
     plan = repository.prune(keep_last, type=type, dry_run=True)
     if not dry_run and (plan.removed or plan.stale_temp_dirs):
-        _confirm(f"delete {len(plan.removed)} backups and keep {len(plan.kept)}", opts.yes)
+        confirm(f"delete {len(plan.removed)} backups and keep {len(plan.kept)}", opts.yes)
         plan = repository.prune(keep_last, type=type)
     suffix = " (dry run)" if dry_run else ""
     lines = [f'backup "{i}" deleted{suffix}' for i in plan.removed]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from kubectl_dr.cli.context import options
+from kubectl_dr.cli.context import confirm, options
 from kubectl_dr.cli.globals import GlobalOptions, parse_request_timeout
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, message, render_table
@@ -74,16 +73,6 @@ def _timeout_seconds(text: str) -> float:
     return seconds
 
 
-def _confirm(question: str, yes: bool) -> None:
-    """Destructive steps need --yes, or a "y" typed on a terminal; never wait on a pipe."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise DrError(f"refusing to {question} without confirmation", hint="Pass --yes to confirm.")
-    if not typer.confirm(f"{question[0].upper()}{question[1:]}?", default=False, err=True):
-        raise DrError("aborted: nothing was changed")
-
-
 @app.command("down", help=DOWN_HELP)
 def down(
     ctx: typer.Context,
@@ -124,7 +113,7 @@ def down(
     server_dry_run = opts.dry_run == "server"
     if not server_dry_run:
         listing = ", ".join(f"{c.ref} ({c.replicas} replicas)" for c in consumers)
-        _confirm(f'scale down {listing} in namespace "{namespace}" to stop their use of claim "{claim}"',
+        confirm(f'scale down {listing} in namespace "{namespace}" to stop their use of claim "{claim}"',
                  opts.yes)
     record = scale_down(kube, consumers, run_id=new_run_id(), reason=f"kubectl dr scale down {claim}",
                         timeout=seconds, progress=message, dry_run=server_dry_run)

@@ -9,8 +9,6 @@ system:public-info-viewer lets read /healthz, /livez, /readyz, /version and /ver
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from kubernetes import client
@@ -25,20 +23,6 @@ EVERY = (*PUBLIC, "/healthz?verbose", "/openapi/v2", "/openapi/v3", "/api", "/ap
          "/apis/apps/v1", "/api/v1/namespaces/default/pods", "/apis/apps/v1/deployments", "/no/such/path")
 
 
-class NoStreams:
-    async def exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unexpected pod stream")
-
-    attach = log = portforward = exec
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ApiHarness]:
-    harness = ApiHarness(NoStreams())
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 @pytest.mark.parametrize("user", ["nobody", "foreign"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,24 +10,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.cluster.api.testing import ApiHarness
-
-
-class NoStreams:
-    """This module never opens pod streams; any call is a routing bug."""
-
-    async def exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unexpected exec")
-
-    attach = log = portforward = exec
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ApiHarness]:
-    harness = ApiHarness(NoStreams())
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ validation, scale, RBAC, Pod Security and auth subcommands."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,20 +13,6 @@ from tests.cluster.api.testing import ApiHarness
 pytestmark = pytest.mark.conformance
 
 
-class NoStreams:
-    async def exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unexpected pod stream")
-
-    attach = log = portforward = exec
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ApiHarness]:
-    harness = ApiHarness(NoStreams())
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def ok(result: Any) -> str:

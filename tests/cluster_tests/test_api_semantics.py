@@ -4,7 +4,6 @@ termination, binding, events, deletecollection, 405s, Table options and watch bo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,22 +11,6 @@ import pytest
 from tests.cluster.api.errors import ApiError
 from tests.cluster.api.store import Store
 from tests.cluster.api.testing import ApiHarness
-
-
-class NoStreams:
-    async def exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unexpected pod stream")
-
-    attach = log = portforward = exec
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ApiHarness]:
-    harness = ApiHarness(NoStreams())
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,22 +18,6 @@ from tests.cluster.api.resources import Registry
 from tests.cluster.api.store import Store
 from tests.cluster.api.testing import ApiHarness
 from tests.cluster.etcd_proc import free_port, start_etcd
-
-
-class NoStreams:
-    async def exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unexpected pod stream")
-
-    attach = log = portforward = exec
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ApiHarness]:
-    harness = ApiHarness(NoStreams())
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def test_watch_from_resource_version(api: ApiHarness) -> None:

@@ -1,18 +1,26 @@
 """The shell the rescue pod runs: tar with the exact byte stream counted and hashed inside the pod.
 
-Only busybox applets (sh, tar, tee, mkfifo, sha256sum, dd, sed, head, cat, find, stat, touch, rm) and
-only tar flags that busybox and GNU tar both understand (`-c -x -f - -C --numeric-owner -o`), so
-any image with either works. The stream is teed into two fifos read by `sha256sum` and `dd`: what
-they report is exactly what crossed the pipe, not what tar thinks it wrote. The result line goes to
-stderr with a marker (stdout carries the data of a backup).
+Only busybox applets (sh, tar, tee, mkfifo, sha256sum, dd, sed, cut, cat, find, stat, touch, rm) and
+only tar and dd flags that busybox and GNU both understand (`tar -c -x -f - -C --numeric-owner -o`,
+`dd ibs= obs= count= iflag=fullblock,count_bytes`), so any image with either works.
 
-The count comes from `dd ibs=1M obs=512 of=/dev/null`: its "N+M records out" is N full 512-byte
-blocks plus M partial ones. A tar stream is always whole 512-byte blocks, so the size is N*512 and M
-must be 0. Not `wc -c`: busybox counts byte by byte (about 110 MB/s, the slowest stage of the pipe)
-and, built without large-file support as Debian's is, wraps at 4 GiB; dd's counters are 64-bit.
+The stream passes through `tee`, which copies it into a fifo read by `sha256sum`, and through
+`dd ibs=512 obs=1M iflag=fullblock`, which counts it: its "N+M records in" is N full 512-byte blocks
+plus M partial ones. A tar stream is always whole 512-byte blocks, so the size is N*512 and M must be
+0. What they report is exactly what crossed the pipe, not what tar thinks it wrote. The result line
+goes to stderr with a marker (stdout carries the data of a backup).
+
+Why this shape (measured, see benchmarks/README.md): busybox `tee` moves data in 1 KiB reads and
+writes, so every output it feeds costs a million write calls per GiB, and the exec stream it feeds
+directly leaves the pod in small frames that the API server and we then handle one by one. With the
+counter in the main path instead of a second fifo, tee feeds one output less, and dd's 1 MiB writes
+(obs) make the exec frames as large as the kubelet's reads. Not `wc -c` for the count: busybox counts
+byte by byte and, built without large-file support as Debian's is, wraps at 4 GiB; dd's counters are
+64-bit. A restore's dd also bounds the input (`count_bytes`): exactly `size` bytes are read, which is
+what v4 exec (where stdin cannot be closed) needs.
 
 After `tar -x`, the rest of the input is drained (`cat >/dev/null`): tar stops at the end-of-archive
-blocks, and a tee writing padding into a closed pipe would die and cut the count short.
+blocks, and a tee writing padding into a closed pipe would die and cut the hash short.
 """
 
 from __future__ import annotations
@@ -31,18 +39,18 @@ BLOCK = 512
 _FIFOS = f"""\
 set -u
 cd {SCRATCH}
-rm -f hash.fifo count.fifo sum count tar.rc
-mkfifo hash.fifo count.fifo
+rm -f hash.fifo sum count tar.rc
+mkfifo hash.fifo
 sha256sum < hash.fifo > sum &
 hasher=$!
-dd ibs=1048576 obs={BLOCK} of=/dev/null < count.fifo 2> count &
-counter=$!
 """
+# Counts the stream in 512-byte input blocks and writes it on in 1 MiB blocks; its report goes to `count`.
+_COUNT = f"dd ibs={BLOCK} obs=1048576 iflag=fullblock"
 _REPORT = f"""\
-wait $hasher; wait $counter
+wait $hasher
 rc=$(cat tar.rc 2>/dev/null || echo 255)
 printf '{MARKER} blocks=%s sha256=%s tar=%s\\n' \\
-  "$(sed -n 's/^\\([0-9]*+[0-9]*\\) records out$/\\1/p' count)" "$(cut -d' ' -f1 < sum)" "$rc" >&2
+  "$(sed -n 's/^\\([0-9]*+[0-9]*\\) records in$/\\1/p' count)" "$(cut -d' ' -f1 < sum)" "$rc" >&2
 exit $rc
 """
 
@@ -58,17 +66,17 @@ class StreamReport:
 
 
 def backup_script() -> str:
-    """tar the volume to stdout, teed into the hash and count fifos."""
+    """tar the volume to stdout, teed into the hash fifo and counted on the way."""
     return (_FIFOS
-            + f"{{ tar -c -f - -C {DATA} . ; echo $? > {SCRATCH}/tar.rc; }} | tee hash.fifo count.fifo\n"
+            + f"{{ tar -c -f - -C {DATA} . ; echo $? > {SCRATCH}/tar.rc; }} | tee hash.fifo | {_COUNT} 2> count\n"
             + _REPORT)
 
 
 def restore_script(size: int, *, keep_owners: bool) -> str:
-    """Read exactly `size` bytes of stdin (`head -c`: works on v4, where stdin cannot be closed)."""
+    """Read exactly `size` bytes of stdin (dd count_bytes: works on v4, where stdin cannot be closed)."""
     owner = "--numeric-owner" if keep_owners else "-o"
     return (_FIFOS
-            + f"head -c {int(size)} | tee hash.fifo count.fifo | "
+            + f"{_COUNT},count_bytes count={int(size)} 2> count | tee hash.fifo | "
             + f"{{ tar -x {owner} -f - -C {DATA}; echo $? > {SCRATCH}/tar.rc; cat > /dev/null; }}\n"
             + _REPORT)
 

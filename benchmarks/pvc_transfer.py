@@ -16,29 +16,108 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from tests.cli_runner import clean_env, executable, kubectl
 from tests.cluster.fixture import start_cluster
-from tests.datasets import build_mixed, make_claim, new_namespace, volume_dir, wait_for, wipe
+from tests.datasets import build_mixed, make_claim, new_namespace, volume_dir, wipe
 
 GIB = 1 << 30
 
 
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[str, int, float]]:
+    """pid → (command name, parent pid, CPU seconds so far) for every process we can read."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        table[int(entry)] = (comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / HZ)
+    return table
+
+
+class CpuProfile:
+    """CPU seconds by command name of a process tree (sampled from /proc every 0.2 s while it runs).
+
+    Roots: the measured process and the loopback cluster's server, whose children are the pods' processes
+    (tar, tee, sha256sum, dd in the rescue pod). A process that lives less than a sample is missed, and one
+    that exits loses at most its last 0.2 s: fine for finding where seconds go in a 10 s transfer.
+    """
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self.start = _processes()
+        self.seen: dict[int, tuple[str, int, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            table = _processes()
+            keep = {r for r in self.roots if r in table}
+            grew = True
+            while grew:
+                grew = False
+                for pid, (_, ppid, _) in table.items():
+                    if ppid in keep and pid not in keep:
+                        keep.add(pid)
+                        grew = True
+            for pid in keep:
+                self.seen[pid] = table[pid]
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> CpuProfile:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_command(self) -> dict[str, float]:
+        totals: dict[str, float] = defaultdict(float)
+        for pid, (comm, _, cpu) in self.seen.items():
+            before = self.start.get(pid)
+            totals[comm] += cpu - (before[2] if before and before[0] == comm else 0.0)
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+PROFILES: dict[str, dict[str, float]] = {}
+
+
 def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None = None,
-            env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one process; raises if it fails."""
+            env: dict[str, str] | None = None, profile: tuple[str, int] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one process; raises if it fails.
+
+    `profile=(label, server_pid)`: also record CPU seconds by command in PROFILES[label].
+    """
     with contextlib.ExitStack() as files:
         fin = files.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
         fout = files.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
         start = time.monotonic()
         proc = subprocess.Popen(args, stdin=fin, stdout=fout, stderr=subprocess.PIPE, env=env)
+        sampler = files.enter_context(CpuProfile([proc.pid, profile[1]])) if profile else None
         assert proc.stderr is not None
         err = proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - start
+        if sampler is not None and profile is not None:
+            sampler.__exit__()
+            PROFILES[profile[0]] = sampler.by_command()
+            PROFILES[profile[0]]["kubectl-dr"] = usage.ru_utime + usage.ru_stime  # exact, from wait4
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])}… failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
     return seconds, int(usage.ru_maxrss)
@@ -67,15 +146,19 @@ class Bench:
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
         self.cluster.kubectl("wait", "-n", self.ns, "--for=condition=Ready", "pod/bench", "--timeout=120s")
 
-    def dr_backup(self) -> tuple[float, int, str]:
+    @property
+    def server_pid(self) -> int:
+        return int(self.cluster.state["server"]["pid"])
+
+    def dr_backup(self, label: str) -> tuple[float, int, str]:
         out = self.work / "dr.json"
         s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", str(self.repo), "-o", "json"],
-                         stdout=out, env=self.env)
+                         stdout=out, env=self.env, profile=(label, self.server_pid))
         return s, rss, json.loads(out.read_text())["id"]
 
-    def dr_restore(self, backup_id: str) -> tuple[float, int]:
+    def dr_restore(self, backup_id: str, label: str) -> tuple[float, int]:
         return measure([executable(), "pvc", "restore", "data", "-n", self.ns, "--repo", str(self.repo), "--from",
-                        backup_id, "--yes"], env=self.env)
+                        backup_id, "--yes"], env=self.env, profile=(label, self.server_pid))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -94,7 +177,7 @@ def run(args: argparse.Namespace) -> None:
         b = Bench(cluster, ns, work)
         rows: dict[str, dict[str, float]] = {}
 
-        s, rss1, backup_id = b.dr_backup()
+        s, rss1, backup_id = b.dr_backup("backup mixed")
         rows["kubectl dr"] = {"backup": s}
         b.pod(True)
         tarfile = work / "exec.tar"
@@ -107,7 +190,7 @@ def run(args: argparse.Namespace) -> None:
 
         b.pod(False)
         wipe(vol)
-        s, rss1r = b.dr_restore(backup_id)
+        s, rss1r = b.dr_restore(backup_id, "restore mixed")
         rows["kubectl dr"]["restore"] = s
         wipe(vol)
         b.pod(True)
@@ -137,15 +220,19 @@ def run(args: argparse.Namespace) -> None:
             big = vol / "one-big-file"
             subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
                             "status=none"], check=True)
-            s4, rss4, backup4 = b.dr_backup()
+            s4, rss4, backup4 = b.dr_backup("backup one big file")
             wipe(vol)
-            s4r, rss4r = b.dr_restore(backup4)
+            s4r, rss4r = b.dr_restore(backup4, "restore one big file")
             size4 = args.big_gb * GIB
             print(f"peak RSS kubectl-dr at {args.big_gb:.0f} GiB (one file): backup {rss4 / 1024:.1f} MiB "
                   f"({size4 / s4 / 2**20:.1f} MiB/s), restore {rss4r / 1024:.1f} MiB ({size4 / s4r / 2**20:.1f} MiB/s)")
             print(f"RSS growth 1→{args.big_gb:.0f} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
                   f"restore {(rss4r - rss1r) / 1024:+.1f} MiB")
-        wait_for(lambda: True)
+        print("\nCPU seconds by process during the kubectl dr runs (the rescue pod's processes, the loopback "
+              "API server relaying the stream as `python`, and kubectl-dr itself):")
+        for label, totals in PROFILES.items():
+            shown = ", ".join(f"{comm} {cpu:.1f}" for comm, cpu in totals.items() if cpu >= 0.1)
+            print(f"  {label}: {shown}")
     finally:
         cluster.down()
         if not args.keep:

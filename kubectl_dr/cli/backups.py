@@ -22,6 +22,9 @@ REPO_HELP = (
     "Backup repository directory. Defaults to $KUBECTL_DR_REPO, else $XDG_DATA_HOME/kubectl-dr/backups "
     "(~/.local/share/kubectl-dr/backups)."
 )
+BackupArgument = Annotated[
+    str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.", metavar="ID")
+]
 RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH")]
 TypeOption = Annotated[
     str | None, typer.Option("--type", help="Only backups of this type (pvc, etcd-snapshot).", metavar="TYPE")
@@ -106,7 +109,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
 @app.command("show")
 def show(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.")],
+    backup: BackupArgument,
     repo: RepoOption = None,
     type: TypeOption = None,
 ) -> None:
@@ -119,7 +122,7 @@ def show(
 @app.command("verify")
 def verify(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.")],
+    backup: BackupArgument,
     repo: RepoOption = None,
     type: TypeOption = None,
 ) -> None:

@@ -72,19 +72,21 @@ def receive(kube: Kube, pod: RescuePod, part: PartWriter, progress: Transfer) ->
 
     result = stream.run(stdout=sink)
     what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
-    report = scripts.parse_report(result.stderr)
-    warnings = scripts.strip_report(result.stderr)
-    if report.tar_exit != 0:
-        raise VerificationError(f"{what}: tar exited with code {report.tar_exit}" + _detail(warnings),
-                                hint="Files that change while they are read make tar fail: retry with --quiesce "
-                                     "to stop the consumers during the backup.")
-    result.check(what)
+    report, warnings = _ended_well(result, what, tar_hint="Files that change while they are read make tar fail: "
+                                                        "retry with --quiesce to stop the consumers during the backup.")
     _compare(report, part.size, part.sha256, what)
     return Checked(part.size, part.sha256, result.protocol, warnings)
 
 
-def _detail(warnings: str) -> str:
-    return f":\n{warnings}" if warnings else ""
+def _ended_well(result: ExecResult, what: str, *, tar_hint: str) -> tuple[scripts.StreamReport, str]:
+    """Both directions end alike: the pod's report, tar's exit code, then the exec status."""
+    report = scripts.parse_report(result.stderr)
+    warnings = scripts.strip_report(result.stderr)
+    if report.tar_exit != 0:
+        detail = f":\n{warnings}" if warnings else ""
+        raise VerificationError(f"{what}: tar exited with code {report.tar_exit}{detail}", hint=tar_hint)
+    result.check(what)
+    return report, warnings
 
 
 def _chunks(path: Path, progress: Transfer, digest: hashlib._Hash) -> Iterator[bytes]:
@@ -98,7 +100,7 @@ def _chunks(path: Path, progress: Transfer, digest: hashlib._Hash) -> Iterator[b
 def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool,
          progress: Transfer) -> Checked:
     """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded."""
-    # The script reads exactly `size` bytes itself (head -c), which is what v4 needs; no second wrapper.
+    # The script reads exactly `size` bytes itself (dd count_bytes), which is what v4 needs.
     command = scripts.sh(scripts.restore_script(size, keep_owners=keep_owners))
     # The pod says nothing until the end, so there is no idle limit: our own writes show the link is alive.
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True,
@@ -106,13 +108,8 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
     digest = hashlib.sha256()
     result = stream.run(stdin=_chunks(archive, progress, digest))
     what = f"restore into the volume through pod {pod.namespace}/{pod.name}"
-    report = scripts.parse_report(result.stderr)
-    warnings = scripts.strip_report(result.stderr)
-    if report.tar_exit != 0:
-        raise VerificationError(f"{what}: tar exited with code {report.tar_exit}" + _detail(warnings),
-                                hint="Nothing was scaled back to a state you did not have; run the same restore "
-                                     "again once the cause is fixed.")
-    result.check(what)
+    report, warnings = _ended_well(result, what, tar_hint="Nothing was scaled back to a state you did not have; "
+                                                        "run the same restore again once the cause is fixed.")
     if progress.done != size:
         raise VerificationError(f"{what}: the archive is {size} bytes but {progress.done} were read from it")
     _compare(report, size, digest.hexdigest(), what)

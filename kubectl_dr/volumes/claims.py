@@ -7,6 +7,7 @@ from typing import Any
 
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.workloads.consumers import require_claim
 
 RWO = "ReadWriteOnce"
 RWOP = "ReadWriteOncePod"
@@ -46,15 +47,8 @@ class Claim:
 
 def get_claim(kube: Kube, namespace: str, name: str) -> Claim:
     """The bound claim, or an error that says which of namespace or claim is missing, or why it waits."""
-    try:
-        obj: dict[str, Any] = kube.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}")
-    except ApiError as exc:
-        if exc.status == 404 and not kube.exists(f"/api/v1/namespaces/{namespace}"):
-            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found') from None
-        if exc.status == 404:
-            raise ApiError(404, "NotFound", f'persistentvolumeclaims "{name}" not found',
-                           hint=f"List the claims with `kubectl get pvc -n {namespace}`.") from None
-        raise
+    # The workloads layer's lookup also copes with users who may not read Namespace objects.
+    obj = require_claim(kube, namespace, name)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     phase = status.get("phase")

@@ -27,6 +27,16 @@ def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
 
 
+
+def test_user_who_cannot_read_namespaces_gets_the_claims_message(cluster: Any, tmp_path: Path) -> None:
+    # The default policy of the limited user reads claims in "default" but no Namespace objects.
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig)})
+    result = run([executable(), "--context", "loopback-limited", "pvc", "backup", "nope", "-n", "default",
+                  "--repo", str(tmp_path)], env=env, timeout=120)
+    assert result.returncode == 1
+    assert 'persistentvolumeclaims "nope" not found in namespace "default"' in result.stderr
+    assert "Forbidden" not in result.stderr
+
 def test_pending_claim(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "pend")
     make_claim(cluster, ns, storage_class="no-such-class", wait=False)

@@ -11,6 +11,7 @@ from kubectl_dr.cli.backups import REPO_HELP, human_size, open_repo
 from kubectl_dr.cli.context import options
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, message
+from kubectl_dr.volumes import DEFAULT_IMAGE
 
 app = typer.Typer(
     help=(
@@ -20,7 +21,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-DEFAULT_IMAGE = "busybox:1.36"
 ClaimArg = Annotated[str, typer.Argument(help="Name of the PersistentVolumeClaim.", metavar="PVC")]
 RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH")]
 ImageOption = Annotated[

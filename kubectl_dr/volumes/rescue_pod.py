@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_dr import volumes
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -25,7 +26,7 @@ from kubectl_dr.volumes.claims import Claim, node_ready
 from kubectl_dr.volumes.security import UNKNOWN, SecurityPlan, replan
 from kubectl_dr.workloads.claims import pod_uses_claim
 
-DEFAULT_IMAGE = "busybox:1.36"
+DEFAULT_IMAGE = volumes.DEFAULT_IMAGE
 CONTAINER = "rescue"
 DATA = "/data"
 SCRATCH = "/scratch"

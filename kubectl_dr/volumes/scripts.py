@@ -33,24 +33,24 @@ from kubectl_dr.errors import VerificationError
 from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
 
 MARKER = "kubectl-dr-result"
-_RESULT = re.compile(rb"kubectl-dr-result blocks=(\d+)\+(\d+) sha256=([0-9a-f]{64}) tar=(\d+)")
-BLOCK = 512
+_RESULT = re.compile(rb"kubectl-dr-result big=(\d+)\+(\d+) small=(\d+)\+(\d+) sha256=([0-9a-f]{64}) tar=(\d+)")
+BIG = 65536  # the counting dd's block: few read calls (a 512-byte block costs 2 million reads per GiB)
+SMALL = 512  # a tar block: a restore's last, partial 64 KiB is counted in these
 
 _FIFOS = f"""\
 set -u
 cd {SCRATCH}
-rm -f hash.fifo sum count tar.rc
+rm -f hash.fifo sum big small tar.rc
 mkfifo hash.fifo
 sha256sum < hash.fifo > sum &
 hasher=$!
 """
-# Counts the stream in 512-byte input blocks and writes it on in 1 MiB blocks; its report goes to `count`.
-_COUNT = f"dd ibs={BLOCK} obs=1048576 iflag=fullblock"
 _REPORT = f"""\
 wait $hasher
 rc=$(cat tar.rc 2>/dev/null || echo 255)
-printf '{MARKER} blocks=%s sha256=%s tar=%s\\n' \\
-  "$(sed -n 's/^\\([0-9]*+[0-9]*\\) records in$/\\1/p' count)" "$(cut -d' ' -f1 < sum)" "$rc" >&2
+records() {{ r=$(sed -n "s/^\\([0-9]*+[0-9]*\\) records $1\\$/\\1/p" "$2" 2>/dev/null); echo "${{r:-0+0}}"; }}
+printf '{MARKER} big=%s small=%s sha256=%s tar=%s\\n' \\
+  "$(records $direction big)" "$(records in small)" "$(cut -d' ' -f1 < sum)" "$rc" >&2
 exit $rc
 """
 
@@ -60,23 +60,38 @@ class StreamReport:
     """What the pod saw of the byte stream and how tar ended."""
 
     size: int
-    partial_blocks: int  # non-zero: the stream was not whole tar blocks (cut short or not tar)
+    partial_blocks: int  # non-zero: the stream was not whole blocks (cut short, or not the size we sent)
     sha256: str
     tar_exit: int
 
 
 def backup_script() -> str:
-    """tar the volume to stdout, teed into the hash fifo and counted on the way."""
-    return (_FIFOS
-            + f"{{ tar -c -f - -C {DATA} . ; echo $? > {SCRATCH}/tar.rc; }} | tee hash.fifo | {_COUNT} 2> count\n"
+    """tar the volume to stdout, counted and hashed on the way.
+
+    The counting dd pads the last, partial 64 KiB block with zeros (`conv=sync`), so "records out" is
+    the exact size in whole blocks. The archive then ends in up to 64 KiB of zeros after tar's own
+    end-of-archive blocks; GNU tar, busybox tar and Python's tarfile all stop at the end-of-archive
+    marker and ignore them, and the hash and size are those of the padded stream, on both sides. The
+    last dd only gathers tee's 1 KiB writes into 1 MiB ones, which keeps the exec frames large.
+    """
+    return ("direction=out\n" + _FIFOS
+            + f"{{ tar -c -f - -C {DATA} . ; echo $? > {SCRATCH}/tar.rc; }}"
+            + f" | dd bs={BIG} iflag=fullblock conv=sync 2> big"
+            + " | tee hash.fifo | dd bs=1048576 iflag=fullblock 2> /dev/null\n"
             + _REPORT)
 
 
 def restore_script(size: int, *, keep_owners: bool) -> str:
-    """Read exactly `size` bytes of stdin (dd count_bytes: works on v4, where stdin cannot be closed)."""
+    """Read exactly `size` bytes of stdin, whatever follows them (v4 exec cannot close stdin).
+
+    Two dd in turn, each bounded by its count: the whole 64 KiB blocks, then the rest in tar's
+    512-byte blocks, so the count is exact without two million reads per GiB.
+    """
     owner = "--numeric-owner" if keep_owners else "-o"
-    return (_FIFOS
-            + f"{_COUNT},count_bytes count={int(size)} 2> count | tee hash.fifo | "
+    big, rest = divmod(int(size), BIG)
+    tail = f"; dd bs={SMALL} iflag=fullblock,count_bytes count={rest} 2> small" if rest else ""
+    return ("direction=in\n" + _FIFOS
+            + f"{{ dd bs={BIG} iflag=fullblock count={big} 2> big{tail}; }} | tee hash.fifo | "
             + f"{{ tar -x {owner} -f - -C {DATA}; echo $? > {SCRATCH}/tar.rc; cat > /dev/null; }}\n"
             + _REPORT)
 
@@ -86,8 +101,10 @@ def parse_report(stderr: bytes) -> StreamReport:
     if not found:
         raise VerificationError("the rescue pod did not report the size and SHA-256 of the stream; "
                                 "the transfer cannot be trusted")
-    blocks, partial, digest, rc = found[-1]
-    return StreamReport(int(blocks) * BLOCK, int(partial), digest.decode(), int(rc))
+    big, big_partial, small, small_partial, digest, rc = found[-1]
+    return StreamReport(size=int(big) * BIG + int(small) * SMALL,
+                        partial_blocks=int(big_partial) + int(small_partial),
+                        sha256=digest.decode(), tar_exit=int(rc))
 
 
 def strip_report(stderr: bytes) -> str:

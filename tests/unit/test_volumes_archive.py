@@ -87,8 +87,9 @@ def test_differences_and_extras() -> None:
 
 def test_stream_report() -> None:
     digest = "a" * 64
-    report = scripts.parse_report(b"tar: warning\nkubectl-dr-result blocks=3+0 sha256=" + digest.encode() + b" tar=0\n")
-    assert (report.size, report.partial_blocks, report.sha256, report.tar_exit) == (1536, 0, digest, 0)
+    line = b"kubectl-dr-result big=2+0 small=3+1 sha256=" + digest.encode() + b" tar=0\n"
+    report = scripts.parse_report(b"tar: warning\n" + line)
+    assert (report.size, report.partial_blocks, report.sha256, report.tar_exit) == (2 * 65536 + 1536, 1, digest, 0)
     with pytest.raises(Exception, match="did not report"):
         scripts.parse_report(b"killed\n")
 

@@ -174,6 +174,8 @@ def run(args: argparse.Namespace) -> None:
         info = build_mixed(vol, int(args.gb * GIB))
         size = du_bytes(vol)
         print(f"data set: {info['files']} files, {size / GIB:.2f} GiB", file=sys.stderr)
+        banner = subprocess.run(["busybox"], capture_output=True, text=True).stdout.splitlines()[:1]
+        print(f"busybox image: {banner[0] if banner else 'unknown'}; kubectl 1.33; load {os.getloadavg()[0]:.2f}")
         b = Bench(cluster, ns, work)
         rows: dict[str, dict[str, float]] = {}
 

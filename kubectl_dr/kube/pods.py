@@ -75,13 +75,20 @@ class HelperPod:
         except DrError:  # logs only decorate an error we are already reporting
             return ""
 
-    def delete(self, *, wait: bool = True, timeout: float = 120.0) -> None:
-        """Delete the pod and (by default) wait until it is gone, so its volumes are free again."""
+    def request_delete(self) -> None:
+        """Ask for the deletion now and wait for it later (`delete()`): the pod terminates while we work.
+
+        The cleanup step stays registered, so an interruption still waits until the pod is gone.
+        """
         try:
             self.kube.request("DELETE", self.path, body={"gracePeriodSeconds": 0, "propagationPolicy": "Background"})
         except ApiError as exc:
             if exc.status != 404:
                 raise
+
+    def delete(self, *, wait: bool = True, timeout: float = 120.0) -> None:
+        """Delete the pod and (by default) wait until it is gone, so its volumes are free again."""
+        self.request_delete()
         if wait:
             deadline = time.monotonic() + timeout
             while self.kube.exists(self.path):

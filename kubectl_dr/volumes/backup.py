@@ -10,6 +10,7 @@ and start the consumers again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,12 +85,15 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], 
         "node": node,
         "consumers": [c.ref for c in consumers],
     }
-    with repo.create(TYPE, source, hint) as writer:
+    with repo.create(TYPE, source, hint) as writer, ThreadPoolExecutor(1, "list-archive") as beside:
         with writer.open_part(PART) as part, Transfer(f"backup {opts.namespace}/{opts.claim}", estimate) as bar:
             checked = transfer.receive(kube, pod, part, bar)
+            # What is left overlaps: the pod terminates, the archive is listed while the part is flushed.
+            pod.release()
+            listed = beside.submit(archive.list_file, part.path)
         if checked.warnings:
             say(f"tar reported:\n{checked.warnings}")
-        listing = archive.list_file(part.path)
+        listing = listed.result()
         details: dict[str, Any] = {
             "name": opts.name,
             "archive": {"format": "tar", "part": PART, **listing.summary()},

@@ -56,6 +56,10 @@ class RescuePod:
     def delete(self) -> None:
         self.helper.delete(wait=True)
 
+    def release(self) -> None:
+        """Nothing more runs in the pod: let it terminate while we finish; `delete()` waits for it."""
+        self.helper.request_delete()
+
 
 def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bool, node: str | None,
              security: SecurityPlan) -> dict[str, Any]:

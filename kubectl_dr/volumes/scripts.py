@@ -2,22 +2,24 @@
 
 Only busybox applets (sh, tar, tee, mkfifo, sha256sum, dd, sed, cut, cat, find, stat, touch, rm) and
 only tar and dd flags that busybox and GNU both understand (`tar -c -x -f - -C --numeric-owner -o`,
-`dd ibs= obs= count= iflag=fullblock,count_bytes`), so any image with either works.
+`dd bs= count= iflag=fullblock,count_bytes conv=sync`), so any image with either works.
 
-The stream passes through `tee`, which copies it into a fifo read by `sha256sum`, and through
-`dd ibs=512 obs=1M iflag=fullblock`, which counts it: its "N+M records in" is N full 512-byte blocks
-plus M partial ones. A tar stream is always whole 512-byte blocks, so the size is N*512 and M must be
-0. What they report is exactly what crossed the pipe, not what tar thinks it wrote. The result line
-goes to stderr with a marker (stdout carries the data of a backup).
+The stream passes through `tee`, which copies it into a fifo read by `sha256sum`, and through a `dd`
+that counts it in blocks (its "N+M records" lines: N full blocks, M partial ones). What they report is
+exactly what crossed the pipe, not what tar thinks it wrote. The result line goes to stderr with a
+marker (stdout carries the data of a backup).
+
+- Backup: `tar -c | dd bs=64K iflag=fullblock conv=sync | tee hash.fifo`. The dd pads the last block,
+  so the size is exactly "records out" × 64 KiB.
+- Restore: `dd bs=64K count=N; dd bs=512 count_bytes count=R` in turn, then `tee hash.fifo | tar -x`:
+  exactly `size` = N × 64 KiB + R bytes are read whatever follows them, which is what v4 exec (where
+  stdin cannot be closed) needs, and a tar stream, always whole 512-byte blocks, has no partial block.
 
 Why this shape (measured, see benchmarks/README.md): busybox `tee` moves data in 1 KiB reads and
-writes, so every output it feeds costs a million write calls per GiB, and the exec stream it feeds
-directly leaves the pod in small frames that the API server and we then handle one by one. With the
-counter in the main path instead of a second fifo, tee feeds one output less, and dd's 1 MiB writes
-(obs) make the exec frames as large as the kubelet's reads. Not `wc -c` for the count: busybox counts
-byte by byte and, built without large-file support as Debian's is, wraps at 4 GiB; dd's counters are
-64-bit. A restore's dd also bounds the input (`count_bytes`): exactly `size` bytes are read, which is
-what v4 exec (where stdin cannot be closed) needs.
+writes, so every output it feeds costs a million write calls per GiB; it feeds one fifo, never a
+second one for counting. A dd with 512-byte blocks costs two million reads per GiB, so the counting
+is done in 64 KiB blocks. Not `wc -c` for the count: busybox counts byte by byte and, built without
+its large-count option as Debian's is, wraps at 4 GiB; dd's record counters are 64-bit.
 
 After `tar -x`, the rest of the input is drained (`cat >/dev/null`): tar stops at the end-of-archive
 blocks, and a tee writing padding into a closed pipe would die and cut the hash short.
@@ -71,13 +73,14 @@ def backup_script() -> str:
     The counting dd pads the last, partial 64 KiB block with zeros (`conv=sync`), so "records out" is
     the exact size in whole blocks. The archive then ends in up to 64 KiB of zeros after tar's own
     end-of-archive blocks; GNU tar, busybox tar and Python's tarfile all stop at the end-of-archive
-    marker and ignore them, and the hash and size are those of the padded stream, on both sides. The
-    last dd only gathers tee's 1 KiB writes into 1 MiB ones, which keeps the exec frames large.
+    marker and ignore them, and the hash and size are those of the padded stream, on both sides.
+    tee writes the exec stream itself: a dd gathering its 1 KiB writes into larger ones cost more CPU
+    (its reads return what tee wrote so far) than the smaller frames it saved (benchmarks/README.md).
     """
     return ("direction=out\n" + _FIFOS
             + f"{{ tar -c -f - -C {DATA} . ; echo $? > {SCRATCH}/tar.rc; }}"
             + f" | dd bs={BIG} iflag=fullblock conv=sync 2> big"
-            + " | tee hash.fifo | dd bs=1048576 iflag=fullblock 2> /dev/null\n"
+            + " | tee hash.fifo\n"
             + _REPORT)
 
 

@@ -14,6 +14,7 @@ interrupted restore is finished by running it again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +47,26 @@ class Archive:
     backup_id: str | None
 
 
-def resolve_archive(repo: Repository, opts: RestoreOptions, say: Callable[[str], None]) -> Archive:
-    """The archive to restore, verified: a backup's part (checksums) or a plain tar file (size only)."""
+def resolve_archive(repo: Repository, opts: RestoreOptions, say: Callable[[str], None]) -> tuple[Archive, Listing]:
+    """The archive to restore, verified (a backup's part: checksums; a plain tar file: size only), and
+    its listing, which refuses unsafe archives. Both happen before anything is touched.
+
+    The checksum pass (reading and hashing, outside the GIL) and the listing (parsing headers) read the
+    same file side by side; a checksum failure is the error reported, whatever the listing found.
+    """
     candidate = Path(opts.source).expanduser()
     if candidate.is_file():
         say(f"restoring from the tar file {candidate} (no manifest: it cannot be checked against a checksum)")
-        return Archive(candidate.absolute(), candidate.stat().st_size, None, None)
+        return Archive(candidate.absolute(), candidate.stat().st_size, None, None), archive.list_file(candidate)
     match = {"namespace": opts.namespace, "pvc": opts.claim} if opts.source == "latest" else None
     backup: Backup = repo.resolve(opts.source, TYPE, match)
-    say(f"verifying backup {backup.id} (sizes and SHA-256 of every part)")
-    repo.verify(backup)
     part = backup.manifest.part(PART)
-    return Archive(backup.part_path(PART), part.size, part.sha256, backup.id)
+    found = Archive(backup.part_path(PART), part.size, part.sha256, backup.id)
+    with ThreadPoolExecutor(1, "list-archive") as beside:
+        listed = beside.submit(archive.list_file, found.path)
+        say(f"verifying backup {backup.id} (sizes and SHA-256 of every part)")
+        repo.verify(backup)
+        return found, listed.result()
 
 
 def confirm(question: str, yes: bool, ask: Callable[[str], bool] | None) -> None:
@@ -73,8 +82,7 @@ def confirm(question: str, yes: bool, ask: Callable[[str], bool] | None) -> None
 def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str], None], *, yes: bool,
         ask: Callable[[str], bool] | None) -> dict[str, Any]:
     claim = get_claim(kube, opts.namespace, opts.claim)
-    source = resolve_archive(repo, opts, say)
-    listing = archive.list_file(source.path)  # refuses unsafe archives before anything is touched
+    source, listing = resolve_archive(repo, opts, say)
     # kubectl dr's own pods (left by a killed run) are removed below, never taken for consumers.
     consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
     quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "restore")

@@ -1,7 +1,7 @@
 """Backup and restore throughput of `kubectl dr pvc` against `kubectl exec … tar` and `kubectl cp`, same data,
 same run, on a loopback cluster; plus the peak RSS of kubectl-dr at 1 GB and at 4 GB.
 
-    python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--dir /tmp/bench] [--skip-big]
+    python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--rounds 3] [--dir /tmp/bench] [--skip-big]
 
 Not run by pytest. Every tool reads or writes the same volume through a busybox pod; the kubectl runs use
 real kubectl 1.33. Peak RSS is that of the measured process alone (wait4 rusage).
@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -177,39 +178,68 @@ def run(args: argparse.Namespace) -> None:
         banner = subprocess.run(["busybox"], capture_output=True, text=True).stdout.splitlines()[:1]
         print(f"busybox image: {banner[0] if banner else 'unknown'}; kubectl 1.33; load {os.getloadavg()[0]:.2f}")
         b = Bench(cluster, ns, work)
-        rows: dict[str, dict[str, float]] = {}
+        # Each round runs every tool once, in the same order, so slow spells of the shared machine hit all
+        # tools alike; the table shows the median round and the range.
+        runs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        rss1 = rss1r = 0
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}/{args.rounds} (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+            if b.repo.exists():
+                shutil.rmtree(b.repo)
+            s, rss, backup_id = b.dr_backup("backup mixed")
+            rss1 = max(rss1, rss)
+            runs["kubectl dr"]["backup"].append(s)
+            b.pod(True)
+            tarfile = work / "exec.tar"
+            s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
+            runs["kubectl exec tar"]["backup"].append(s)
+            cpdir = work / "cp"
+            if cpdir.exists():
+                shutil.rmtree(cpdir)
+            s, _ = measure([*b.k, "cp", f"{ns}/bench:/data", str(cpdir)])
+            runs["kubectl cp"]["backup"].append(s)
+            if round_no == 1:
+                print(f"kubectl cp copied {du_bytes(cpdir) / GIB:.2f} GiB", file=sys.stderr)
 
-        s, rss1, backup_id = b.dr_backup("backup mixed")
-        rows["kubectl dr"] = {"backup": s}
-        b.pod(True)
-        tarfile = work / "exec.tar"
-        s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
-        rows["kubectl exec tar"] = {"backup": s}
-        cpdir = work / "cp"
-        s, _ = measure([*b.k, "cp", f"{ns}/bench:/data", str(cpdir)])
-        rows["kubectl cp"] = {"backup": s}
-        print(f"kubectl cp copied {du_bytes(cpdir) / GIB:.2f} GiB", file=sys.stderr)
+            b.pod(False)
+            saved = work / "saved"
+            if not saved.exists():
+                vol.rename(saved)  # the original tree, put back after the restores
+                vol.mkdir()
+            wipe(vol)
+            s, rss = b.dr_restore(backup_id, "restore mixed")
+            rss1r = max(rss1r, rss)
+            runs["kubectl dr"]["restore"].append(s)
+            wipe(vol)
+            b.pod(True)
+            s, _ = measure([*b.k, "exec", "-i", "bench", "--", "tar", "-x", "-f", "-", "-C", "/data"], stdin=tarfile)
+            runs["kubectl exec tar"]["restore"].append(s)
+            wipe(vol)
+            s, _ = measure([*b.k, "cp", str(cpdir), f"{ns}/bench:/data/cp"])
+            runs["kubectl cp"]["restore"].append(s)
+            b.pod(False)
+            tarfile.unlink()
+            shutil.rmtree(cpdir)
+            wipe(vol)
+            vol.rmdir()
+            saved.rename(vol)
 
-        b.pod(False)
-        wipe(vol)
-        s, rss1r = b.dr_restore(backup_id, "restore mixed")
-        rows["kubectl dr"]["restore"] = s
-        wipe(vol)
-        b.pod(True)
-        s, _ = measure([*b.k, "exec", "-i", "bench", "--", "tar", "-x", "-f", "-", "-C", "/data"], stdin=tarfile)
-        rows["kubectl exec tar"]["restore"] = s
-        wipe(vol)
-        s, _ = measure([*b.k, "cp", str(cpdir), f"{ns}/bench:/data/cp"])
-        rows["kubectl cp"]["restore"] = s
-        b.pod(False)
-        tarfile.unlink()
-        shutil.rmtree(cpdir)
+        def mib_s(seconds: float) -> float:
+            return size / seconds / 2**20
 
-        print(f"\n{'tool':<18}{'backup MiB/s':>14}{'restore MiB/s':>15}{'backup ×cp':>12}{'restore ×cp':>13}")
+        rows = {tool: {way: statistics.median(times) for way, times in r.items()} for tool, r in runs.items()}
+        print(f"\n{args.rounds} rounds; MiB/s of the median round (slowest–fastest round):")
+        print(f"{'tool':<18}{'backup MiB/s':>24}{'restore MiB/s':>24}{'backup ×cp':>12}{'restore ×cp':>13}")
         cp = rows["kubectl cp"]
         for tool, r in rows.items():
-            print(f"{tool:<18}{size / r['backup'] / 2**20:>14.1f}{size / r['restore'] / 2**20:>15.1f}"
+            cells = [f"{mib_s(r[w]):.1f} ({mib_s(max(runs[tool][w])):.0f}–{mib_s(min(runs[tool][w])):.0f})"
+                     for w in ("backup", "restore")]
+            print(f"{tool:<18}{cells[0]:>24}{cells[1]:>24}"
                   f"{cp['backup'] / r['backup']:>12.2f}{cp['restore'] / r['restore']:>13.2f}")
+        per_round = [(c / d) for c, d in zip(runs["kubectl cp"]["restore"], runs["kubectl dr"]["restore"], strict=True)]
+        per_round_b = [(c / d) for c, d in zip(runs["kubectl cp"]["backup"], runs["kubectl dr"]["backup"], strict=True)]
+        print("×cp in each round: backup " + ", ".join(f"{x:.2f}" for x in per_round_b)
+              + "; restore " + ", ".join(f"{x:.2f}" for x in per_round))
         ex = rows["kubectl exec tar"]
         print(f"kubectl dr vs kubectl exec tar: backup ×{ex['backup'] / rows['kubectl dr']['backup']:.2f}, "
               f"restore ×{ex['restore'] / rows['kubectl dr']['restore']:.2f}")
@@ -247,6 +277,7 @@ def main() -> None:
     parser.add_argument("--big-gb", type=float, default=4.0, help="size of the one-file data set for RSS (GiB)")
     parser.add_argument("--dir", default="/tmp/kubectl-dr-bench", help="work directory (removed first)")
     parser.add_argument("--skip-big", action="store_true", help="skip the 4 GiB run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every tool on the mixed data (median shown)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     run(parser.parse_args())
 

@@ -27,7 +27,13 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import certifi
-from websocket import ABNF, WebSocket, WebSocketException, WebSocketTimeoutException
+from websocket import (
+    ABNF,
+    WebSocket,
+    WebSocketConnectionClosedException,
+    WebSocketException,
+    WebSocketTimeoutException,
+)
 
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube.client import Kube, translate_errors
@@ -107,6 +113,76 @@ def bounded_input(command: list[str], size: int) -> list[str]:
     return ["sh", "-c", f"head -c {int(size)} | {{ {inner}; }}"]
 
 
+class _FrameReader:
+    """Server frames straight off the socket through one buffer.
+
+    websocket-client makes three or more socket calls per frame (header, length, payload in 16 KiB
+    pieces), each through several Python layers: about 1 CPU-s per GiB of a backup. Here every read
+    takes what the socket has (one TLS record, up to 16 KiB) into a buffer and frames are cut from it.
+    """
+
+    def __init__(self, sock: Any, pong: Callable[[bytes], None], lock: Any) -> None:
+        self.sock = sock
+        self.pong = pong
+        # websocket-client's own frame lock: its close() reads the server's answer from the same socket,
+        # and two threads inside OpenSSL's read on one connection crash the process.
+        self.lock = lock
+        self.buf = bytearray()  # deleting from the front of a bytearray is cheap (CPython keeps an offset)
+        self.scratch = bytearray(1 << 18)
+
+    def _need(self, size: int) -> None:
+        while len(self.buf) < size:
+            got = self.sock.recv_into(self.scratch)
+            if not got:
+                raise WebSocketConnectionClosedException("the API server closed the connection")
+            with memoryview(self.scratch) as view:
+                self.buf += view[:got]
+
+    def _frame(self) -> tuple[bool, int, bytes]:
+        self._need(2)
+        first, second = self.buf[0], self.buf[1]
+        size, head = second & 0x7F, 2
+        if size == 126:
+            self._need(4)
+            size, head = int.from_bytes(self.buf[2:4], "big"), 4
+        elif size == 127:
+            self._need(10)
+            size, head = int.from_bytes(self.buf[2:10], "big"), 10
+        key = b""
+        if second & 0x80:  # servers must not mask; accept it anyway
+            self._need(head + 4)
+            key, head = bytes(self.buf[head : head + 4]), head + 4
+        self._need(head + size)
+        with memoryview(self.buf) as view:
+            payload = bytes(view[head : head + size])
+        del self.buf[: head + size]
+        if key:
+            payload = ABNF.mask(key, payload)
+        return bool(first & 0x80), first & 0x0F, payload
+
+    def message(self) -> tuple[int, bytes]:
+        """The next whole message (continuation frames joined), or a control frame between them."""
+        with self.lock:
+            return self._message()
+
+    def _message(self) -> tuple[int, bytes]:
+        fin, opcode, payload = self._frame()
+        if fin or opcode >= 0x8:
+            return opcode, payload
+        parts = [payload]
+        while True:
+            fin, more, payload = self._frame()
+            if more >= 0x8:  # control frames may arrive between the fragments of a message
+                if more == ABNF.OPCODE_CLOSE:
+                    return more, payload
+                if more == ABNF.OPCODE_PING:
+                    self.pong(payload)
+                continue
+            parts.append(payload)
+            if fin:
+                return opcode, b"".join(parts)
+
+
 class _StdinFrame(ABNF):
     """A final, masked binary frame whose payload is masked by a compiled routine.
 
@@ -179,15 +255,19 @@ class ExecStream:
         stderr: Callable[[bytes], None] | None = None,
     ) -> ExecResult:
         """Read frames until the server closes the stream; return how the command ended."""
+        frames = _FrameReader(self.ws.sock, self.ws.pong, self.ws.frame_buffer.lock)
         try:
             while True:
-                opcode, data = self.ws.recv_data(control_frame=True)
+                opcode, data = frames.message()
                 if opcode == ABNF.OPCODE_CLOSE:
+                    with contextlib.suppress(WebSocketException, OSError):
+                        self.ws.send_close()  # answer it, as websocket-client does
                     break
+                if opcode == ABNF.OPCODE_PING:
+                    self.ws.pong(data)
+                    continue
                 if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not data:
                     continue
-                if isinstance(data, str):
-                    data = data.encode()
                 channel, payload = data[0], data[1:]
                 if not payload:
                     continue
@@ -200,7 +280,7 @@ class ExecStream:
                         stderr(payload)
                 elif channel == STATUS:
                     self._status = (self._status or b"") + payload
-        except WebSocketTimeoutException:
+        except (WebSocketTimeoutException, TimeoutError):
             raise DrError(f"exec in {self.target}: no data for too long; the connection looks dead") from None
         except (WebSocketException, OSError) as exc:
             if self._status is None:

@@ -1,11 +1,14 @@
-"""The stdin frames our exec layer writes, read back by websocket-client's own frame parser."""
+"""Our exec layer's frames: stdin frames read back by websocket-client's parser, server frames built by
+websocket-client read by ours over a real socket pair."""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 
 import pytest
-from websocket import ABNF
+from websocket import ABNF, WebSocketConnectionClosedException
 from websocket._abnf import frame_buffer
 
 from kubectl_dr.kube import exec as kexec
@@ -45,3 +48,34 @@ def test_every_frame_gets_a_fresh_key() -> None:
 def test_the_compiled_masking_is_in_use() -> None:
     # Without it a restore pays ~4 CPU-s per GiB in our process; the dependency is declared for this.
     assert kexec._c_mask is not None
+
+
+def _server_frame(payload: bytes, opcode: int = ABNF.OPCODE_BINARY, *, fin: int = 1, mask: int = 0) -> bytes:
+    """A frame as a server writes it, built by websocket-client (servers do not mask; masked is allowed)."""
+    frame = ABNF(fin=fin, opcode=opcode, mask_value=mask, data=payload)
+    return bytes(frame.format())
+
+
+def test_reader_cuts_messages_from_a_real_socket() -> None:
+    big = b"\x01" + os.urandom(200_000)  # longer than one read: arrives in pieces
+    wire = (_server_frame(b"\x01hello") + _server_frame(big)
+            + _server_frame(b"\x02par", fin=0) + _server_frame(b"ping!", ABNF.OPCODE_PING)
+            + _server_frame(b"ts of a", ABNF.OPCODE_CONT, fin=0)
+            + _server_frame(b" message", ABNF.OPCODE_CONT, mask=1)
+            + _server_frame(b"", ABNF.OPCODE_PING) + _server_frame(b"\x03{}")
+            + _server_frame(b"\x03\xe8", ABNF.OPCODE_CLOSE))
+    ours, theirs = socket.socketpair()
+    writer = threading.Thread(target=lambda: (theirs.sendall(wire), theirs.close()))
+    writer.start()
+    pongs: list[bytes] = []
+    reader = kexec._FrameReader(ours, pongs.append, threading.Lock())
+    got = [reader.message() for _ in range(5)]
+    writer.join()
+    assert got == [(ABNF.OPCODE_BINARY, b"\x01hello"), (ABNF.OPCODE_BINARY, big),
+                   (ABNF.OPCODE_BINARY, b"\x02parts of a message"), (ABNF.OPCODE_PING, b""),
+                   (ABNF.OPCODE_BINARY, b"\x03{}")]
+    assert pongs == [b"ping!"]  # the ping between fragments is answered by the reader itself
+    assert reader.message() == (ABNF.OPCODE_CLOSE, b"\x03\xe8")
+    with pytest.raises(WebSocketConnectionClosedException):
+        reader.message()
+    ours.close()

@@ -109,9 +109,8 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
                            security=sec, progress=say)
     sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
     with Transfer(f"restore {opts.namespace}/{opts.claim}", source.size) as bar:
-        checked = transfer.send(kube, pod, source.path, source.size, keep_owners=sec.root, progress=bar)
-    if source.sha256 is not None and checked.sha256 != source.sha256:
-        raise DrError(f"the archive changed while it was sent: SHA-256 {checked.sha256}, manifest {source.sha256}")
+        checked = transfer.send(kube, pod, source.path, source.size, keep_owners=sec.root, progress=bar,
+                                verified_sha256=source.sha256)
     if checked.warnings:
         say(f"tar reported:\n{checked.warnings}")
 

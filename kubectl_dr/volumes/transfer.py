@@ -54,11 +54,12 @@ def estimate_size(kube: Kube, pod: RescuePod) -> int | None:
         return None
 
 
-def _compare(report: scripts.StreamReport, size: int, digest: str, what: str) -> None:
+def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,
+             cause: str = "the stream was damaged or cut short") -> None:
     if report.partial_blocks or report.size != size or report.sha256 != digest:
         raise VerificationError(
             f"{what}: the rescue pod saw {report.size} bytes with SHA-256 {report.sha256}, "
-            f"we saw {size} bytes with SHA-256 {digest}: the stream was damaged or cut short"
+            f"we saw {size} bytes with SHA-256 {digest}: {cause}"
         )
 
 
@@ -89,28 +90,39 @@ def _ended_well(result: ExecResult, what: str, *, tar_hint: str) -> tuple[script
     return report, warnings
 
 
-def _chunks(path: Path, progress: Transfer, digest: hashlib._Hash) -> Iterator[bytes]:
+def _chunks(path: Path, progress: Transfer, digest: hashlib._Hash | None) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
-            digest.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
             progress.advance(len(chunk))
             yield chunk
 
 
-def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool,
-         progress: Transfer) -> Checked:
-    """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded."""
+def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool, progress: Transfer,
+         verified_sha256: str | None = None) -> Checked:
+    """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded.
+
+    `verified_sha256`: the archive's SHA-256 as our side computed it just before (a backup's verification
+    pass). The pod's hash of what it received must equal it, which also catches an archive that changed
+    since, so the file is not hashed a second time here. Without it (a plain tar file) we hash as we send.
+    """
     # The script reads exactly `size` bytes itself (dd count_bytes), which is what v4 needs.
     command = scripts.sh(scripts.restore_script(size, keep_owners=keep_owners))
     # The pod says nothing until the end, so there is no idle limit: our own writes show the link is alive.
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True,
                        timeouts=Timeouts(idle=None))
-    digest = hashlib.sha256()
+    digest = hashlib.sha256() if verified_sha256 is None else None
     result = stream.run(stdin=_chunks(archive, progress, digest))
     what = f"restore into the volume through pod {pod.namespace}/{pod.name}"
     report, warnings = _ended_well(result, what, tar_hint="Nothing was scaled back to a state you did not have; "
                                                         "run the same restore again once the cause is fixed.")
     if progress.done != size:
-        raise VerificationError(f"{what}: the archive is {size} bytes but {progress.done} were read from it")
-    _compare(report, size, digest.hexdigest(), what)
-    return Checked(size, digest.hexdigest(), result.protocol, warnings)
+        raise VerificationError(f"{what}: the archive is {size} bytes but {progress.done} were read from it",
+                                hint="The archive changed after it was verified; verify it again "
+                                     "(`kubectl dr backups verify`) and rerun the restore.")
+    ours = verified_sha256 if verified_sha256 is not None else digest.hexdigest() if digest else ""
+    cause = ("the stream was damaged or cut short, or the archive changed after it was verified"
+             if verified_sha256 is not None else "the stream was damaged or cut short")
+    _compare(report, size, ours, what, cause)
+    return Checked(size, ours, result.protocol, warnings)

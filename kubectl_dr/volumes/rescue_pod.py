@@ -57,8 +57,13 @@ class RescuePod:
         self.helper.delete(wait=True)
 
     def release(self) -> None:
-        """Nothing more runs in the pod: let it terminate while we finish; `delete()` waits for it."""
-        self.helper.request_delete()
+        """Nothing more runs in the pod: let it terminate while we finish; `delete()` waits for it.
+
+        Best effort: a failure here must not cost the work already done; `delete()` asks again and
+        reports what goes wrong.
+        """
+        with contextlib.suppress(DrError):
+            self.helper.request_delete()
 
 
 def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bool, node: str | None,

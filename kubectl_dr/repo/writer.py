@@ -26,6 +26,7 @@ from kubectl_dr.repo.errors import DiskFullError, WriterStateError
 from kubectl_dr.repo.manifest import MANIFEST_NAME, PART_PATTERN, Manifest, Part
 
 TEMP_PREFIX = ".tmp-"
+WRITEBACK_STEP = 32 << 20
 OWNER_FILE = ".owner"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -40,6 +41,7 @@ class PartWriter:
         self._fd: int | None = fsutil.open_private_file(path)
         self._hash = hashlib.sha256()
         self.size = 0
+        self._written_back = 0  # bytes whose writeback to disk was started (see fsutil.start_writeback)
         self.part: Part | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -52,6 +54,9 @@ class PartWriter:
                 self._hash.update(view[:written])
                 self.size += written
                 view = view[written:]
+            if self.size - self._written_back >= WRITEBACK_STEP:
+                fsutil.start_writeback(self._fd, self._written_back, self.size - self._written_back)
+                self._written_back = self.size
         except OSError as exc:
             self._fail(exc)
             raise

@@ -367,3 +367,27 @@ def test_disk_full_is_reported_and_leaves_nothing(small_tmpfs: Path, clock: Cloc
     small = repo.create("pvc", {"pvc": "small"}, "small")
     small.open_part("data.tar").close()
     assert small.commit().id in os.listdir(repo.path)
+
+
+def test_large_part_is_written_back_while_streaming_and_stays_exact(repo: Repository, clock: Clock) -> None:
+    """Past WRITEBACK_STEP the writer asks the kernel to start writing; the part must be byte-exact."""
+    from kubectl_dr.repo import fsutil
+    from kubectl_dr.repo.writer import WRITEBACK_STEP
+
+    chunk = os.urandom(1 << 20)
+    total = WRITEBACK_STEP * 2 + 12345
+    digest = hashlib.sha256()
+    with repo.create("pvc", {"pvc": "big"}, "big") as writer:
+        with writer.open_part("data.tar") as part:
+            written = 0
+            while written < total:
+                piece = chunk[: min(len(chunk), total - written)]
+                part.write(piece)
+                digest.update(piece)
+                written += len(piece)
+            assert part._written_back >= WRITEBACK_STEP * 2  # started twice during the stream
+        manifest = writer.commit({})
+    stored = repo.path / manifest.id / "data.tar"
+    assert stored.stat().st_size == total
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == digest.hexdigest() == manifest.part("data.tar").sha256
+    assert fsutil._sync_file_range not in (None, False), "sync_file_range is available on Linux"

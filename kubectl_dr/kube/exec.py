@@ -16,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shlex
+import socket
 import ssl
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -113,6 +116,72 @@ def bounded_input(command: list[str], size: int) -> list[str]:
     return ["sh", "-c", f"head -c {int(size)} | {{ {inner}; }}"]
 
 
+class _Wire:
+    """The exec connection's socket after the handshake: every TLS call made here, one at a time.
+
+    One OpenSSL connection must not be used by two threads at once, and exec reads in one thread while
+    another writes stdin: with websocket-client's blocking reads and writes side by side, a full-duplex
+    stream broke about one run in six ("the API server closed the connection"). So the socket is made
+    non-blocking, each read or write runs under `io` and returns at once, and the waiting happens in
+    select(), outside the lock, where it holds up nobody. `frames` keeps a frame's head and body
+    together on the wire when several threads write.
+    """
+
+    def __init__(self, sock: Any, idle: float | None) -> None:
+        self.sock = sock
+        self.idle = idle
+        self.io = threading.Lock()
+        self.frames = threading.Lock()
+        sock.settimeout(0.0)
+
+    def recv_into(self, buffer: bytearray) -> int:
+        deadline = None if self.idle is None else time.monotonic() + self.idle
+        while True:
+            with self.io:
+                try:
+                    return int(self.sock.recv_into(buffer))
+                except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+                    wait_write = False
+                except ssl.SSLWantWriteError:
+                    wait_write = True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("no data from the API server")
+            if wait_write:
+                select.select([], [self.sock], [], remaining)
+            else:
+                select.select([self.sock], [], [], remaining)
+
+    def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            with self.io:
+                try:
+                    view = view[self.sock.send(view) :]
+                    continue
+                except (ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+                    wait_read = False
+                except ssl.SSLWantReadError:
+                    wait_read = True
+            # The same bytes are offered again (OpenSSL wants the retry to repeat the write).
+            if wait_read:
+                select.select([self.sock], [], [], 1.0)
+            else:
+                select.select([], [self.sock], [], 1.0)
+
+    def send_frame(self, head: bytes, body: bytes = b"", *, wait: bool = True) -> bool:
+        """Write one frame; `wait=False` gives up (False) if another thread is writing a frame."""
+        if not self.frames.acquire(blocking=wait):
+            return False
+        try:
+            self.send_all(head)
+            if body:
+                self.send_all(body)
+            return True
+        finally:
+            self.frames.release()
+
+
 class _FrameReader:
     """Server frames straight off the socket through one buffer.
 
@@ -121,18 +190,15 @@ class _FrameReader:
     takes what the socket has (one TLS record, up to 16 KiB) into a buffer and frames are cut from it.
     """
 
-    def __init__(self, sock: Any, pong: Callable[[bytes], None], lock: Any) -> None:
-        self.sock = sock
+    def __init__(self, wire: _Wire, pong: Callable[[bytes], None]) -> None:
+        self.wire = wire
         self.pong = pong
-        # websocket-client's own frame lock: its close() reads the server's answer from the same socket,
-        # and two threads inside OpenSSL's read on one connection crash the process.
-        self.lock = lock
         self.buf = bytearray()  # deleting from the front of a bytearray is cheap (CPython keeps an offset)
         self.scratch = bytearray(1 << 18)
 
     def _need(self, size: int) -> None:
         while len(self.buf) < size:
-            got = self.sock.recv_into(self.scratch)
+            got = self.wire.recv_into(self.scratch)
             if not got:
                 raise WebSocketConnectionClosedException("the API server closed the connection")
             with memoryview(self.scratch) as view:
@@ -162,10 +228,6 @@ class _FrameReader:
 
     def message(self) -> tuple[int, bytes]:
         """The next whole message (continuation frames joined), or a control frame between them."""
-        with self.lock:
-            return self._message()
-
-    def _message(self) -> tuple[int, bytes]:
         fin, opcode, payload = self._frame()
         if fin or opcode >= 0x8:
             return opcode, payload
@@ -183,8 +245,9 @@ class _FrameReader:
                 return opcode, b"".join(parts)
 
 
-def stdin_frame(data: bytes | memoryview) -> tuple[bytes, bytes]:
-    """A final, masked binary frame carrying `data` on the stdin channel, as (head, body) to write in turn.
+def client_frame(data: bytes | memoryview, *, channel: int | None = STDIN,
+                 opcode: int = ABNF.OPCODE_BINARY) -> tuple[bytes, bytes]:
+    """A final, masked frame: `channel` (if any) then `data`, as (head, body) to write in turn.
 
     Every frame a client sends must be masked with a fresh random key (RFC 6455 section 5.3).
     websocket-client masks in pure Python, about 4 CPU-seconds per GiB, which made our own process the
@@ -193,8 +256,9 @@ def stdin_frame(data: bytes | memoryview) -> tuple[bytes, bytes]:
     the data is made to put the channel byte in front, and no copy to join head and body (each fresh
     1 MiB buffer costs page faults; together they cost more than the masking).
     """
-    size = len(data) + 1
-    first = 0x80 | ABNF.OPCODE_BINARY  # FIN + opcode
+    lead = b"" if channel is None else bytes([channel])
+    size = len(data) + len(lead)
+    first = 0x80 | opcode  # FIN + opcode
     if size < 126:
         header = struct.pack("!BB", first, 0x80 | size)
     elif size < 1 << 16:
@@ -202,9 +266,14 @@ def stdin_frame(data: bytes | memoryview) -> tuple[bytes, bytes]:
     else:
         header = struct.pack("!BBQ", first, 0x80 | 127, size)
     key = os.urandom(4)
-    if _c_mask is None:
-        return header + key + ABNF.mask(key, bytes([STDIN]) + bytes(data)), b""
-    return header + key + bytes([STDIN ^ key[0]]), _c_mask(data, key[1:] + key[:1])
+    if _c_mask is None or len(data) < 64:
+        return header + key + ABNF.mask(key, lead + bytes(data)), b""
+    shift = len(lead)
+    return header + key + bytes(b ^ key[i] for i, b in enumerate(lead)), _c_mask(data, key[shift:] + key[:shift])
+
+
+def stdin_frame(data: bytes | memoryview) -> tuple[bytes, bytes]:
+    return client_frame(data, channel=STDIN)
 
 
 @dataclass
@@ -219,13 +288,17 @@ class Timeouts:
 class ExecStream:
     """One exec session. Use `run()`, or `send()`/`close_stdin()`/`pump()` for finer control."""
 
-    ws: WebSocket
+    ws: WebSocket  # only its handshake is used: afterwards every byte goes through `wire`
     protocol: str
     target: str
+    wire: _Wire
     stderr_tail: deque[bytes] = field(default_factory=deque)
     _stderr_size: int = 0
     _status: bytes | None = None
     _closed: bool = False
+    _close_sent: bool = False
+    _released: bool = False
+    _pump_thread: threading.Thread | None = None
 
     @property
     def can_close_stdin(self) -> bool:
@@ -234,22 +307,25 @@ class ExecStream:
     def send(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
         for start in range(0, len(view), MAX_CHUNK):
-            head, body = stdin_frame(view[start : start + MAX_CHUNK])
-            with self.ws.lock:  # one frame at a time on the wire (pongs and closes come from other threads)
-                for part in (head, body):
-                    self._write_all(part)
+            self.wire.send_frame(*stdin_frame(view[start : start + MAX_CHUNK]))
 
-    def _write_all(self, data: bytes) -> None:
-        sock = self.ws.sock
-        if sock is None:
-            raise WebSocketConnectionClosedException("the connection is closed")
-        view = memoryview(data)
-        while view:
-            view = view[sock.send(view) :]
+    def send_channel(self, channel: int, data: bytes) -> None:
+        """One message on another channel (e.g. RESIZE for a terminal)."""
+        self.wire.send_frame(*client_frame(data, channel=channel))
 
     def close_stdin(self) -> None:
         if self.can_close_stdin:
-            self.ws.send(bytes([CLOSE, STDIN]), ABNF.OPCODE_BINARY)
+            self.send_channel(CLOSE, bytes([STDIN]))
+
+    def _pong(self, data: bytes) -> None:
+        # Never wait for another writer here: this runs in the reader, which must keep reading.
+        self.wire.send_frame(*client_frame(data, channel=None, opcode=ABNF.OPCODE_PONG), wait=False)
+
+    def _send_close(self, *, wait: bool) -> None:
+        if not self._close_sent:
+            with contextlib.suppress(OSError, ValueError):
+                head, body = client_frame(struct.pack("!H", 1000), channel=None, opcode=ABNF.OPCODE_CLOSE)
+                self._close_sent = self.wire.send_frame(head, body, wait=wait)
 
     def _keep_stderr(self, data: bytes) -> None:
         self.stderr_tail.append(data)
@@ -263,16 +339,16 @@ class ExecStream:
         stderr: Callable[[bytes], None] | None = None,
     ) -> ExecResult:
         """Read frames until the server closes the stream; return how the command ended."""
-        frames = _FrameReader(self.ws.sock, self.ws.pong, self.ws.frame_buffer.lock)
+        frames = _FrameReader(self.wire, self._pong)
+        self._pump_thread = threading.current_thread()
         try:
             while True:
                 opcode, data = frames.message()
                 if opcode == ABNF.OPCODE_CLOSE:
-                    with contextlib.suppress(WebSocketException, OSError):
-                        self.ws.send_close()  # answer it, as websocket-client does
+                    self._send_close(wait=False)  # answer it, as RFC 6455 asks
                     break
                 if opcode == ABNF.OPCODE_PING:
-                    self.ws.pong(data)
+                    self._pong(data)
                     continue
                 if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not data:
                     continue
@@ -294,6 +370,7 @@ class ExecStream:
             if self._status is None:
                 raise DrError(f"exec in {self.target}: the connection broke: {exc}") from None
         finally:
+            self._pump_thread = None
             self.close()
         code, status = parse_status(self._status) if self._status is not None else (None, None)
         return ExecResult(code, status, b"".join(self.stderr_tail), self.protocol)
@@ -338,10 +415,18 @@ class ExecStream:
         return outcome[0]
 
     def close(self) -> None:
+        """Say goodbye and close the socket. From another thread while a reader is pumping (an
+        interruption), only shut the socket down: the reader then sees the end and closes it."""
         if not self._closed:
             self._closed = True
+            self._send_close(wait=False)
+            with contextlib.suppress(OSError, ValueError):
+                self.wire.sock.shutdown(socket.SHUT_RDWR)
+        pumping = self._pump_thread is not None and self._pump_thread is not threading.current_thread()
+        if not pumping and not self._released:
+            self._released = True
             with contextlib.suppress(WebSocketException, OSError):
-                self.ws.close(timeout=2)
+                self.ws.shutdown()
 
 
 def _ssl_options(configuration: Any) -> dict[str, Any]:
@@ -418,7 +503,6 @@ def open_exec(
         raise _upgrade_error(exc, target) from None
     except OSError as exc:  # includes socket timeouts
         raise DrError(f"exec in {target}: cannot connect to the API server: {exc}") from None
-    ws.settimeout(timeouts.idle)
     protocol = ws.getsubprotocol() or ""
     if protocol not in (V5, V4):
         ws.close()
@@ -426,7 +510,7 @@ def open_exec(
             f"exec in {target}: the API server did not agree on a stream protocol (offered {', '.join(offered)})",
             hint="kubectl dr needs an API server that supports v4.channel.k8s.io exec (Kubernetes ≥ 1.4).",
         )
-    return ExecStream(ws, protocol, target)
+    return ExecStream(ws, protocol, target, _Wire(ws.sock, timeouts.idle))
 
 
 def _upgrade_error(exc: WebSocketException, target: str) -> DrError:

@@ -108,7 +108,7 @@ def _send_size(stream: ExecStream) -> None:
     size = shutil.get_terminal_size()
     payload = json.dumps({"Width": size.columns, "Height": size.lines}).encode()
     with contextlib.suppress(Exception):
-        stream.ws.send(bytes([RESIZE]) + payload, 0x2)
+        stream.send_channel(RESIZE, payload)
 
 
 def interactive(kube: Kube, pod: RescuePod, command: list[str]) -> ExecResult:

@@ -148,3 +148,24 @@ def test_unschedulable_pod_reports_the_scheduler_message(cluster: Cluster, names
     with pytest.raises(pods.PodStartError, match="unschedulable"), cleanup.scope(lambda _m: None, lambda _f: None):
         pods.wait_running(pods.create(kube, manifest, what="test"), stuck_after=3, timeout=30)
     assert cluster.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout.strip() == ""
+
+
+# Full-duplex exec: stdin written while stdout streams back, on one TLS connection from two threads.
+# With blocking reads and writes side by side on one OpenSSL connection this broke about one run in six
+# ("the API server closed the connection"); every TLS call now runs alone and waits outside the lock.
+def test_stdin_and_stdout_at_once_many_times(cluster: Cluster, namespace: str) -> None:
+    kube = kube_for(cluster)
+    with cleanup.scope(lambda _m: None, lambda _f: None):
+        pod = running_pod(kube, namespace)
+        for round_no in range(12):
+            data = os.urandom(8 << 20)
+            echoed = bytearray()
+            stream = open_exec(kube, namespace, pod.name, ["cat"], stdin=True)
+            pieces = [data[i : i + 196_608] for i in range(0, len(data), 196_608)]
+            stream.run(stdin=pieces, stdout=echoed.extend).check("cat")
+            assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest(), round_no
+            counted: list[bytes] = []
+            stream = open_exec(kube, namespace, pod.name, ["wc", "-c"], stdin=True)
+            stream.run(stdin=[b"x" * 1000, b"y" * 234], stdout=counted.append).check("wc")
+            assert b"".join(counted).strip() == b"1234", round_no
+        pod.delete()

@@ -72,7 +72,7 @@ def test_reader_cuts_messages_from_a_real_socket() -> None:
     writer = threading.Thread(target=lambda: (theirs.sendall(wire), theirs.close()))
     writer.start()
     pongs: list[bytes] = []
-    reader = kexec._FrameReader(ours, pongs.append, threading.Lock())
+    reader = kexec._FrameReader(kexec._Wire(ours, None), pongs.append)
     got = [reader.message() for _ in range(5)]
     writer.join()
     assert got == [(ABNF.OPCODE_BINARY, b"\x01hello"), (ABNF.OPCODE_BINARY, big),

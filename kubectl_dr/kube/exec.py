@@ -319,8 +319,9 @@ class ExecStream:
             self.send_channel(CLOSE, bytes([STDIN]))
 
     def _pong(self, data: bytes) -> None:
-        # Never wait for another writer here: this runs in the reader, which must keep reading.
-        self.wire.send_frame(*client_frame(data, channel=None, opcode=ABNF.OPCODE_PONG), wait=False)
+        # Waits for a frame being written (at most 1 MiB): servers read while they write, so that frame
+        # gets out, and a server that pings may close a connection whose pongs never come.
+        self.wire.send_frame(*client_frame(data, channel=None, opcode=ABNF.OPCODE_PONG))
 
     def _send_close(self, *, wait: bool) -> None:
         if not self._close_sent:

@@ -31,13 +31,7 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import certifi
-from websocket import (
-    ABNF,
-    WebSocket,
-    WebSocketConnectionClosedException,
-    WebSocketException,
-    WebSocketTimeoutException,
-)
+from websocket import ABNF, WebSocket, WebSocketConnectionClosedException, WebSocketException
 
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube.client import Kube, translate_errors
@@ -273,10 +267,6 @@ def client_frame(data: bytes | memoryview, *, channel: int | None = STDIN,
     return header + key + bytes(b ^ key[i] for i, b in enumerate(lead)), _c_mask(data, key[shift:] + key[:shift])
 
 
-def stdin_frame(data: bytes | memoryview) -> tuple[bytes, bytes]:
-    return client_frame(data, channel=STDIN)
-
-
 @dataclass
 class Timeouts:
     connect: float = 30.0
@@ -308,7 +298,7 @@ class ExecStream:
     def send(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
         for start in range(0, len(view), MAX_CHUNK):
-            self.wire.send_frame(*stdin_frame(view[start : start + MAX_CHUNK]))
+            self.wire.send_frame(*client_frame(view[start : start + MAX_CHUNK]))
 
     def send_channel(self, channel: int, data: bytes) -> None:
         """One message on another channel (e.g. RESIZE for a terminal)."""
@@ -366,7 +356,7 @@ class ExecStream:
                         stderr(payload)
                 elif channel == STATUS:
                     self._status = (self._status or b"") + payload
-        except (WebSocketTimeoutException, TimeoutError):
+        except TimeoutError:  # _Wire: nothing for `idle` seconds
             raise DrError(f"exec in {self.target}: no data for too long; the connection looks dead") from None
         except (WebSocketException, OSError) as exc:
             if self._status is None:

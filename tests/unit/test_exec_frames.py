@@ -36,7 +36,7 @@ def test_frame_round_trips_through_an_independent_parser(size: int, compiled: bo
         monkeypatch.setattr(kexec, "_c_mask", None)
     data = os.urandom(size)
     payload = b"\x00" + data
-    head, body = kexec.stdin_frame(memoryview(data))
+    head, body = kexec.client_frame(memoryview(data))
     frame = _parse(head + body)
     assert frame.fin == 1
     assert frame.opcode == ABNF.OPCODE_BINARY
@@ -45,7 +45,7 @@ def test_frame_round_trips_through_an_independent_parser(size: int, compiled: bo
 
 
 def test_every_frame_gets_a_fresh_key() -> None:
-    keys = {kexec.stdin_frame(b"same bytes" * 100)[0][4:8] for _ in range(20)}
+    keys = {kexec.client_frame(b"same bytes" * 100)[0][4:8] for _ in range(20)}
     assert len(keys) == 20
 
 

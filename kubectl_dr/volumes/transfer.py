@@ -55,11 +55,11 @@ def estimate_size(kube: Kube, pod: RescuePod) -> int | None:
 
 
 def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,
-             cause: str = "the stream was damaged or cut short") -> None:
+             cause: str = "the stream was damaged or cut short", hint: str | None = None) -> None:
     if report.partial_blocks or report.size != size or report.sha256 != digest:
         raise VerificationError(
             f"{what}: the rescue pod saw {report.size} bytes with SHA-256 {report.sha256}, "
-            f"we saw {size} bytes with SHA-256 {digest}: {cause}"
+            f"we saw {size} bytes with SHA-256 {digest}: {cause}", hint=hint
         )
 
 
@@ -121,12 +121,15 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
     what = f"restore into the volume through pod {pod.namespace}/{pod.name}"
     report, warnings = _ended_well(result, what, tar_hint="Nothing was scaled back to a state you did not have; "
                                                         "run the same restore again once the cause is fixed.")
+    if digest is not None:
+        ours, cause, hint = digest.hexdigest(), "the stream was damaged or cut short", None
+    else:
+        assert verified_sha256 is not None
+        ours = verified_sha256
+        cause = "the stream was damaged or cut short, or the archive changed after it was verified"
+        hint = "Verify the backup again (`kubectl dr backups verify`) and rerun the restore."
     if progress.done != size:
-        raise VerificationError(f"{what}: the archive is {size} bytes but {progress.done} were read from it",
-                                hint="The archive changed after it was verified; verify it again "
-                                     "(`kubectl dr backups verify`) and rerun the restore.")
-    ours = verified_sha256 if verified_sha256 is not None else digest.hexdigest() if digest else ""
-    cause = ("the stream was damaged or cut short, or the archive changed after it was verified"
-             if verified_sha256 is not None else "the stream was damaged or cut short")
-    _compare(report, size, ours, what, cause)
+        raise VerificationError(f"{what}: the archive is {size} bytes but {progress.done} were read from it"
+                                + (" (it changed after it was verified)" if hint else ""), hint=hint)
+    _compare(report, size, ours, what, cause, hint)
     return Checked(size, ours, result.protocol, warnings)

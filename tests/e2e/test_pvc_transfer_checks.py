@@ -71,8 +71,9 @@ def test_restore_checks_the_pods_hash_against_the_verified_one(cluster: Cluster,
     assert (checked.size, checked.sha256) == (size, digest)
 
     # Same size, other bytes: what a file rewritten between the verification and the send looks like.
-    with Transfer("test", size) as bar, pytest.raises(VerificationError, match="changed after it was verified"):
+    with Transfer("test", size) as bar, pytest.raises(VerificationError, match="changed after it was verified") as err:
         transfer.send(kube, rescue, changed, size, keep_owners=True, progress=bar, verified_sha256=digest)
+    assert err.value.hint is not None and "backups verify" in err.value.hint
 
     # A plain tar file has no verified hash: ours is computed while sending, and must match the pod's.
     with Transfer("test", size) as bar:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubectl_dr import __version__
-from kubectl_dr.errors import DrError
+from kubectl_dr.errors import DrError, Interrupted, VerificationError
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.repo import Manifest, Repository
+from kubectl_dr.repo import BackupWriter, Manifest, Repository
 from kubectl_dr.ui.progress import Transfer
 from kubectl_dr.volumes import archive, quiesce, rescue_pod, security, transfer
 from kubectl_dr.volumes.claims import get_claim, require_nodes_ready
@@ -85,27 +85,35 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], 
         "node": node,
         "consumers": [c.ref for c in consumers],
     }
-    with repo.create(TYPE, source, hint) as writer, ThreadPoolExecutor(1, "list-archive") as beside:
-        with writer.open_part(PART) as part, Transfer(f"backup {opts.namespace}/{opts.claim}", estimate) as bar:
-            checked = transfer.receive(kube, pod, part, bar)
-            # What is left overlaps: the pod terminates, the archive is listed while the part is flushed.
-            pod.release()
-            listed = beside.submit(archive.list_file, part.path)
-        if checked.warnings:
-            say(f"tar reported:\n{checked.warnings}")
-        listing = listed.result()
-        details: dict[str, Any] = {
-            "name": opts.name,
-            "archive": {"format": "tar", "part": PART, **listing.summary()},
-            "transfer": {
-                "size": checked.size, "sha256Pod": checked.sha256, "sha256Local": part.sha256,
-                "execProtocol": checked.protocol, "seconds": round(bar.elapsed, 3),
-            },
-            "rescuePod": {"image": opts.image, "node": node, "securityContext": sec.describe()},
-            "quiesced": [c.ref for c in consumers] if must_stop else [],
-            "toolVersion": __version__,
-        }
-        manifest: Manifest = writer.commit(details)
+    writer: BackupWriter | None = None
+    try:
+        with repo.create(TYPE, source, hint) as writer, ThreadPoolExecutor(1, "list-archive") as beside:
+            with writer.open_part(PART) as part, Transfer(f"backup {opts.namespace}/{opts.claim}", estimate) as bar:
+                checked = transfer.receive(kube, pod, part, bar)
+                # What is left overlaps: the pod terminates, the archive is listed while the part is flushed.
+                pod.release()
+                listed = beside.submit(archive.list_file, part.path)
+            if checked.warnings:
+                say(f"tar reported:\n{checked.warnings}")
+            listing = listed.result()
+            details: dict[str, Any] = {
+                "name": opts.name,
+                "archive": {"format": "tar", "part": PART, **listing.summary()},
+                "transfer": {
+                    "size": checked.size, "sha256Pod": checked.sha256, "sha256Local": part.sha256,
+                    "execProtocol": checked.protocol, "seconds": round(bar.elapsed, 3),
+                },
+                "rescuePod": {"image": opts.image, "node": node, "securityContext": sec.describe()},
+                "quiesced": [c.ref for c in consumers] if must_stop else [],
+                "toolVersion": __version__,
+            }
+            manifest: Manifest = writer.commit(details)
+    except (Interrupted, VerificationError):
+        # Said here because the next lines are about the pod and the consumers: the user should not
+        # have to wonder whether a cut-short archive now sits in the repository.
+        if writer is not None and writer.state == "aborted":
+            say("the incomplete backup was removed: nothing was kept in the repository")
+        raise
     pod.delete()
     if stopped is not None:
         say("starting the consumers again")

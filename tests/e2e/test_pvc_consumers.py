@@ -124,7 +124,7 @@ def _wait_mid_transfer(proc: subprocess.Popen[str], ns: str) -> list[str]:
     raise AssertionError(f"the restore ended before its transfer was seen: {seen}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_interrupted_restore_then_scale_restore_and_rerun(cluster: Any, tmp_path: Path, sig: signal.Signals) -> None:
     ns = new_namespace(cluster, "int")
     make_claim(cluster, ns)
@@ -158,4 +158,71 @@ def test_interrupted_restore_then_scale_restore_and_rerun(cluster: Any, tmp_path
     assert again.returncode == 0, again.stderr
     assert (vol / "big").read_bytes() == payload
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+    assert managed_pods(cluster, ns) == []
+
+
+def _start_backup(cluster: Any, ns: str, repo: Path) -> subprocess.Popen[str]:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0"})
+    return subprocess.Popen([executable(), "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce"],
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _wait_mid_backup(proc: subprocess.Popen[str], ns: str) -> list[str]:
+    """Until the first progress line of the transfer: bytes are flowing into the repository."""
+    seen: list[str] = []
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(f"backup {ns}/data: ") and "(done)" not in line:
+            return seen
+        assert time.monotonic() < deadline, seen
+    raise AssertionError(f"the backup ended before its transfer was seen: {seen}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster: Any, tmp_path: Path,
+                                                                          sig: signal.Signals) -> None:
+    ns = new_namespace(cluster, "bint")
+    make_claim(cluster, ns)
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    vol = volume_dir(cluster, ns)
+    (vol / "big").write_bytes(os.urandom(160 << 20))
+    repo = tmp_path / "repo"
+
+    proc = _start_backup(cluster, ns, repo)
+    seen = _wait_mid_backup(proc, ns)
+    assert replicas_and_records(cluster, ns, "deployment/app")[0] == 0, seen  # stopped for the backup
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=120)
+    listed = dr(cluster, "backups", "list", "--repo", str(repo), "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["items"] == []  # a cut-short archive never looks like a backup
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 130, rest
+        assert "interrupted" in rest and "Traceback" not in rest
+        assert "the incomplete backup was removed: nothing was kept in the repository" in rest
+        assert managed_pods(cluster, ns) == []
+        assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+        assert sorted(p.name for p in repo.iterdir()) == []  # the partial write was removed as well
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        replicas, notes = replicas_and_records(cluster, ns, "deployment/app")
+        assert replicas == 0 and notes
+        back = dr(cluster, "scale", "restore", "-n", ns, "--yes")
+        assert back.returncode == 0, back.stderr
+        assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+        # What the killed writer left is hidden, and `backups prune` recognises and removes it.
+        (leftover,) = [p.name for p in repo.iterdir()]
+        assert leftover.startswith(".tmp-")
+        pruned = dr(cluster, "backups", "prune", "--repo", str(repo), "--keep-last", "1", "--yes")
+        assert pruned.returncode == 0, pruned.stderr
+        assert f"removed leftover {leftover}" in pruned.stdout + pruned.stderr
+        assert list(repo.iterdir()) == []
+
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
+    again = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["parts"][0]["size"] > 160 << 20
     assert managed_pods(cluster, ns) == []

@@ -22,11 +22,16 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from kubectl_dr.volumes import scripts
+from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
 from tests.cli_runner import clean_env, executable, kubectl
 from tests.cluster.fixture import start_cluster
 from tests.datasets import build_mixed, make_claim, new_namespace, volume_dir, wipe
 
 GIB = 1 << 30
+# kubectl exec running the pod script kubectl dr runs (tee, sha256sum and the counting dd around tar):
+# the cost of the in-pod checks without kubectl dr's client, its verification pass or its own pod.
+CHECKED = "kubectl exec +checks"
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -99,10 +104,12 @@ PROFILES: dict[str, dict[str, float]] = {}
 
 
 def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None = None,
-            env: dict[str, str] | None = None, profile: tuple[str, int] | None = None) -> tuple[float, int]:
+            env: dict[str, str] | None = None, profile: tuple[str, int] | None = None,
+            stderr: bytearray | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one process; raises if it fails.
 
     `profile=(label, server_pid)`: also record CPU seconds by command in PROFILES[label].
+    `stderr`: receives what the process wrote there.
     """
     with contextlib.ExitStack() as files:
         fin = files.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
@@ -112,6 +119,8 @@ def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None =
         sampler = files.enter_context(CpuProfile([proc.pid, profile[1]])) if profile else None
         assert proc.stderr is not None
         err = proc.stderr.read()
+        if stderr is not None:
+            stderr.extend(err)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - start
@@ -142,8 +151,9 @@ class Bench:
         body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "namespace": self.ns},
                 "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
                     "name": "c", "image": "busybox", "command": ["sleep", "36000"],
-                    "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
-                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}
+                    "volumeMounts": [{"name": "d", "mountPath": DATA}, {"name": "s", "mountPath": SCRATCH}]}],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
+                                {"name": "s", "emptyDir": {}}]}}
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
         self.cluster.kubectl("wait", "-n", self.ns, "--for=condition=Ready", "pod/bench", "--timeout=120s")
 
@@ -156,6 +166,24 @@ class Bench:
         s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", str(self.repo), "-o", "json"],
                          stdout=out, env=self.env, profile=(label, self.server_pid))
         return s, rss, json.loads(out.read_text())["id"]
+
+    def checked_backup(self, out: Path) -> float:
+        """kubectl exec running kubectl dr's own pod script: the in-pod counting and hashing, no client."""
+        err = bytearray()
+        s, _ = measure([*self.k, "exec", "bench", "--", *scripts.sh(scripts.backup_script())], stdout=out,
+                       stderr=err)
+        report = scripts.parse_report(bytes(err))
+        assert report.size == out.stat().st_size and report.tar_exit == 0, report
+        return s
+
+    def checked_restore(self, archive: Path) -> float:
+        err = bytearray()
+        size = archive.stat().st_size
+        script = scripts.restore_script(size, keep_owners=True)
+        s, _ = measure([*self.k, "exec", "-i", "bench", "--", *scripts.sh(script)], stdin=archive, stderr=err)
+        report = scripts.parse_report(bytes(err))
+        assert report.size == size and report.tar_exit == 0, report
+        return s
 
     def dr_restore(self, backup_id: str, label: str) -> tuple[float, int]:
         return measure([executable(), "pvc", "restore", "data", "-n", self.ns, "--repo", str(self.repo), "--from",
@@ -193,6 +221,7 @@ def run(args: argparse.Namespace) -> None:
             tarfile = work / "exec.tar"
             s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
             runs["kubectl exec tar"]["backup"].append(s)
+            runs[CHECKED]["backup"].append(b.checked_backup(work / "checked.tar"))
             cpdir = work / "cp"
             if cpdir.exists():
                 shutil.rmtree(cpdir)
@@ -215,10 +244,13 @@ def run(args: argparse.Namespace) -> None:
             s, _ = measure([*b.k, "exec", "-i", "bench", "--", "tar", "-x", "-f", "-", "-C", "/data"], stdin=tarfile)
             runs["kubectl exec tar"]["restore"].append(s)
             wipe(vol)
+            runs[CHECKED]["restore"].append(b.checked_restore(work / "checked.tar"))
+            wipe(vol)
             s, _ = measure([*b.k, "cp", str(cpdir), f"{ns}/bench:/data/cp"])
             runs["kubectl cp"]["restore"].append(s)
             b.pod(False)
             tarfile.unlink()
+            (work / "checked.tar").unlink()
             shutil.rmtree(cpdir)
             wipe(vol)
             vol.rmdir()
@@ -229,12 +261,12 @@ def run(args: argparse.Namespace) -> None:
 
         rows = {tool: {way: statistics.median(times) for way, times in r.items()} for tool, r in runs.items()}
         print(f"\n{args.rounds} rounds; MiB/s of the median round (slowest–fastest round):")
-        print(f"{'tool':<18}{'backup MiB/s':>24}{'restore MiB/s':>24}{'backup ×cp':>12}{'restore ×cp':>13}")
+        print(f"{'tool':<22}{'backup MiB/s':>20}{'restore MiB/s':>24}{'backup ×cp':>12}{'restore ×cp':>13}")
         cp = rows["kubectl cp"]
         for tool, r in rows.items():
             cells = [f"{mib_s(r[w]):.1f} ({mib_s(max(runs[tool][w])):.0f}–{mib_s(min(runs[tool][w])):.0f})"
                      for w in ("backup", "restore")]
-            print(f"{tool:<18}{cells[0]:>24}{cells[1]:>24}"
+            print(f"{tool:<22}{cells[0]:>20}{cells[1]:>24}"
                   f"{cp['backup'] / r['backup']:>12.2f}{cp['restore'] / r['restore']:>13.2f}")
         per_round = [(c / d) for c, d in zip(runs["kubectl cp"]["restore"], runs["kubectl dr"]["restore"], strict=True)]
         per_round_b = [(c / d) for c, d in zip(runs["kubectl cp"]["backup"], runs["kubectl dr"]["backup"], strict=True)]

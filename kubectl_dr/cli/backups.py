@@ -12,6 +12,7 @@ from kubectl_dr.cli.context import confirm, options
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import Backup, Repository, resolve_repo_path
 from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.progress import Transfer
 
 app = typer.Typer(
     help="List, inspect, delete and prune the backups in the backup repository (--repo or KUBECTL_DR_REPO).",
@@ -129,10 +130,13 @@ def verify(
     """Recompute every part's size and SHA-256 and compare them with the manifest."""
     opts = options(ctx)
     repository = open_repo(repo)
-    found = repository.verify(repository.resolve(backup, type))
+    chosen = repository.resolve(backup, type)
+    with Transfer(f"verify {chosen.id}", sum(p.size for p in chosen.manifest.parts)) as bar:
+        found = repository.verify(chosen, progress=bar.advance)
     parts = [p.to_dict() for p in found.manifest.parts]
     data = {"id": found.id, "path": str(found.path), "verified": True, "parts": parts}
-    emit(data, opts.output, table=f'backup "{found.id}" verified: {len(parts)} parts, sizes and SHA-256 match\n')
+    which = "its one part" if len(parts) == 1 else f"all {len(parts)} parts"
+    emit(data, opts.output, table=f'backup "{found.id}" verified: the size and SHA-256 of {which} match the manifest\n')
 
 
 @app.command("delete")

@@ -170,8 +170,11 @@ class Repository:
 
     # --- checking ------------------------------------------------------------------------------------
 
-    def verify(self, ref: str | Backup) -> Backup:
-        """Recompute every part's size and SHA-256 and compare with the manifest; raise on a difference."""
+    def verify(self, ref: str | Backup, progress: Callable[[int], None] | None = None) -> Backup:
+        """Recompute every part's size and SHA-256 and compare with the manifest; raise on a difference.
+
+        `progress` is called with the number of bytes read each time: a large backup takes minutes.
+        """
         backup = ref if isinstance(ref, Backup) else self.resolve(ref)
         for part in backup.manifest.parts:
             path = backup.path / part.name
@@ -184,7 +187,7 @@ class Repository:
                 raise BackupCorruptError(
                     backup.id, part.name, f"is {size} bytes but the manifest says {part.size}: it is {how}"
                 )
-            digest = _sha256_file(path)
+            digest = _sha256_file(path, progress)
             if digest != part.sha256:
                 raise BackupCorruptError(
                     backup.id, part.name, f"has SHA-256 {digest} but the manifest says {part.sha256}"
@@ -275,11 +278,13 @@ def _younger_than(path: Path, seconds: float) -> bool:
         return exc.errno != errno.ENOENT
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
     return digest.hexdigest()
 
 

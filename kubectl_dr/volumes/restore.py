@@ -65,7 +65,8 @@ def resolve_archive(repo: Repository, opts: RestoreOptions, say: Callable[[str],
     with ThreadPoolExecutor(1, "list-archive") as beside:
         listed = beside.submit(archive.list_file, found.path)
         say(f"verifying backup {backup.id} (sizes and SHA-256 of every part)")
-        repo.verify(backup)
+        with Transfer(f"verify {backup.id}", sum(p.size for p in backup.manifest.parts)) as bar:
+            repo.verify(backup, progress=bar.advance)
         return found, listed.result()
 
 

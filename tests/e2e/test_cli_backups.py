@@ -89,6 +89,19 @@ def test_verify_catches_damage(repo: Repository, filled: dict[str, str]) -> None
     assert f'backup "{filled["a1"]}" is damaged: part "data.tar" has SHA-256' in result.stderr
 
 
+def test_verify_shows_progress(repo: Repository) -> None:
+    """A large backup takes minutes to verify: the user sees bytes, speed and ETA, then the result."""
+    backup_id = _make(repo, "pvc", {"namespace": "shop", "pvc": "big"}, "big", os.urandom(24 << 20))
+    env = clean_env({"KUBECTL_DR_PROGRESS_INTERVAL": "0"})
+    result = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"verify {backup_id}: ") and "of ~24.0 MiB" in line and "ETA" in line
+               for line in lines), lines
+    assert lines[-1].startswith(f"verify {backup_id}: 24.0 MiB in ") and lines[-1].endswith("(done)"), lines
+    assert result.stdout == f'backup "{backup_id}" verified: the size and SHA-256 of its one part match the manifest\n'
+
+
 def test_delete_needs_yes_without_a_terminal(repo: Repository, filled: dict[str, str]) -> None:
     refused = dr("backups", "delete", filled["a1"], "--repo", str(repo.path))
     assert refused.returncode == 1

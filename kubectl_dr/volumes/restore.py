@@ -1,9 +1,11 @@
 """`pvc restore`: a verified backup into the volume, with the consumers stopped and started again.
 
-Nothing is touched until the backup is proven intact (sizes and SHA-256 of every part against the
-manifest) and its archive is proven safe (no entry can land outside the volume). Then: confirmation,
-consumers scaled to 0 (records on the objects), a read-write rescue pod with the consumers' identity,
-the archive streamed in and checked on both sides, directory and symlink mtimes set (busybox tar does
+Nothing is touched until the archive is proven safe (no entry can land outside the volume) and the
+backup intact (sizes and SHA-256 of every part against the manifest). Order: the listing, then
+confirmation, then the checksum pass; a claim nobody uses gets its rescue pod meanwhile (a pod that
+does nothing until the transfer, deleted if the check fails), while consumers are scaled to 0
+(records on the objects) only for a backup known to be intact. Then the read-write rescue pod with
+the consumers' identity, the archive streamed in and checked on both sides, directory and symlink mtimes set (busybox tar does
 not), the tree checked entry by entry against the archive, `--clean` extras removed, the pod deleted
 and the consumers scaled back.
 
@@ -13,8 +15,9 @@ interrupted restore is finished by running it again.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,27 +50,69 @@ class Archive:
     backup_id: str | None
 
 
-def resolve_archive(repo: Repository, opts: RestoreOptions, say: Callable[[str], None]) -> tuple[Archive, Listing]:
-    """The archive to restore, verified (a backup's part: checksums; a plain tar file: size only), and
-    its listing, which refuses unsafe archives. Both happen before anything is touched.
+def resolve_archive(repo: Repository, opts: RestoreOptions,
+                    say: Callable[[str], None]) -> tuple[Archive, Backup | None, Listing]:
+    """The archive to restore and its listing, which refuses unsafe archives; the backup it belongs to
+    (None for a plain tar file), whose checksums `Verification` checks before anything is touched.
 
-    The checksum pass (reading and hashing, outside the GIL) and the listing (parsing headers) read the
-    same file side by side; a checksum failure is the error reported, whatever the listing found.
+    A listing that fails on a backup is checked against the checksums first: a damaged backup is the
+    error to report, whatever the listing tripped over.
     """
     candidate = Path(opts.source).expanduser()
     if candidate.is_file():
         say(f"restoring from the tar file {candidate} (no manifest: it cannot be checked against a checksum)")
-        return Archive(candidate.absolute(), candidate.stat().st_size, None, None), archive.list_file(candidate)
+        return Archive(candidate.absolute(), candidate.stat().st_size, None, None), None, archive.list_file(candidate)
     match = {"namespace": opts.namespace, "pvc": opts.claim} if opts.source == "latest" else None
     backup: Backup = repo.resolve(opts.source, TYPE, match)
     part = backup.manifest.part(PART)
     found = Archive(backup.part_path(PART), part.size, part.sha256, backup.id)
-    with ThreadPoolExecutor(1, "list-archive") as beside:
-        listed = beside.submit(archive.list_file, found.path)
-        say(f"verifying backup {backup.id} (sizes and SHA-256 of every part)")
+    try:
+        listing = archive.list_file(found.path)
+    except DrError:
+        repo.verify(backup)
+        raise
+    return found, backup, listing
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Verification:
+    """The checksum pass over a backup, in a thread, so that a rescue pod can start meanwhile.
+
+    `with Verification(repo, backup, say) as v: …; v.wait()`: `wait` raises if the backup is damaged.
+    Leaving the block early (an error or Ctrl-C in the main thread) stops the pass at its next chunk.
+    """
+
+    def __init__(self, repo: Repository, backup: Backup | None, say: Callable[[str], None]) -> None:
+        self.repo, self.backup, self.say = repo, backup, say
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(1, "verify-backup")
+        self._future: Future[None] | None = None
+
+    def __enter__(self) -> Verification:
+        if self.backup is not None:
+            self.say(f"verifying backup {self.backup.id} (sizes and SHA-256 of every part)")
+            self._future = self._pool.submit(self._run, self.backup)
+        return self
+
+    def _run(self, backup: Backup) -> None:
         with Transfer(f"verify {backup.id}", sum(p.size for p in backup.manifest.parts)) as bar:
-            repo.verify(backup, progress=bar.advance)
-        return found, listed.result()
+            def advance(size: int) -> None:
+                if self._cancel.is_set():
+                    raise _Cancelled
+                bar.advance(size)
+
+            self.repo.verify(backup, progress=advance)
+
+    def wait(self) -> None:
+        if self._future is not None:
+            self._future.result()
+
+    def __exit__(self, *exc: object) -> None:
+        self._cancel.set()
+        self._pool.shutdown(wait=True)
 
 
 def confirm(question: str, yes: bool, ask: Callable[[str], bool] | None) -> None:
@@ -83,7 +128,7 @@ def confirm(question: str, yes: bool, ask: Callable[[str], bool] | None) -> None
 def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str], None], *, yes: bool,
         ask: Callable[[str], bool] | None) -> dict[str, Any]:
     claim = get_claim(kube, opts.namespace, opts.claim)
-    source, listing = resolve_archive(repo, opts, say)
+    source, backup, listing = resolve_archive(repo, opts, say)
     # kubectl dr's own pods (left by a killed run) are removed below, never taken for consumers.
     consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
     quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "restore")
@@ -100,14 +145,27 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
             f"{opts.namespace}/{opts.claim}, {how} what the archive contains{stops}", yes, ask)
 
     rescue_pod.remove_leftovers(kube, claim, own, say)
+
+    def start_pod(meanwhile: str = "") -> RescuePod:
+        say(f"starting rescue pod for {opts.namespace}/{opts.claim}, volume mounted read-write{meanwhile}")
+        return rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-restore", read_only=False,
+                                node=None, security=sec, progress=say)
+
+    pod = None
+    with Verification(repo, backup, say) as verification:
+        # Nothing to stop: the pod (scheduling, image pull, volume attach) starts while the backup is
+        # verified; it does not touch the volume before the transfer, and is deleted if the check fails.
+        # Consumers are stopped only for a backup known to be intact.
+        if not consumers and backup is not None:
+            pod = start_pod(" (while the backup is verified)")
+        verification.wait()
     stopped = None
     if consumers:
         say(f"stopping {', '.join(c.ref for c in consumers)}")
         stopped = quiesce.stop(kube, consumers, run_id=quiesce.run_id("restore"),
                                reason=f"kubectl dr pvc restore {opts.namespace}/{opts.claim}", progress=say)
-    say(f"starting rescue pod for {opts.namespace}/{opts.claim}, volume mounted read-write")
-    pod = rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-restore", read_only=False, node=None,
-                           security=sec, progress=say)
+    if pod is None:
+        pod = start_pod()
     sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
     with Transfer(f"restore {opts.namespace}/{opts.claim}", source.size) as bar:
         checked = transfer.send(kube, pod, source.path, source.size, keep_owners=sec.root, progress=bar,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
@@ -83,6 +86,36 @@ def test_corrupted_backup_is_refused_before_anything_is_touched(cluster: Any, tm
     assert snapshot(vol) == before
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
     assert running_pods(cluster, ns, "app=app") == [app_pod]
+    assert managed_pods(cluster, ns) == []
+
+
+@pytest.mark.parametrize("offset", [5000, 148], ids=["content", "header-checksum"])
+def test_corrupted_backup_of_an_unused_claim(cluster: Any, tmp_path: Path, offset: int) -> None:
+    """Nothing to stop: the rescue pod starts while the backup is verified, and goes when the check fails.
+    A damaged header breaks the listing too; the damage is still what the user is told."""
+    ns = new_namespace(cluster, "badfree")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "file").write_bytes(os.urandom(8 << 20))
+    repo = tmp_path / "repo"
+    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    data = repo / json.loads(backup.stdout)["id"] / "data.tar"
+    raw = bytearray(data.read_bytes())
+    raw[offset] ^= 0x01
+    data.write_bytes(bytes(raw))
+    (vol / "file").write_bytes(b"current")
+    before = snapshot(vol)
+
+    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    assert result.returncode == 1
+    assert "is damaged: part \"data.tar\" has SHA-256" in result.stderr, result.stderr
+    assert "Do not restore from it" in result.stderr
+    if offset == 5000:
+        assert "volume mounted read-write (while the backup is verified)" in result.stderr
+    else:  # the listing failed first: refused before any pod or question
+        assert "starting rescue pod" not in result.stderr
+    assert snapshot(vol) == before
     assert managed_pods(cluster, ns) == []
 
 

@@ -5,9 +5,9 @@ backup intact (sizes and SHA-256 of every part against the manifest). Order: the
 confirmation, then the checksum pass; a claim nobody uses gets its rescue pod meanwhile (a pod that
 does nothing until the transfer, deleted if the check fails), while consumers are scaled to 0
 (records on the objects) only for a backup known to be intact. Then the read-write rescue pod with
-the consumers' identity, the archive streamed in and checked on both sides, directory and symlink mtimes set (busybox tar does
-not), the tree checked entry by entry against the archive, `--clean` extras removed, the pod deleted
-and the consumers scaled back.
+the consumers' identity, the archive streamed in and checked on both sides, directory and symlink
+mtimes set (busybox tar does not), the tree checked entry by entry against the archive, `--clean`
+extras removed, the pod deleted and the consumers scaled back.
 
 Every step can be repeated: tar overwrites what an interrupted run left half-written, so a failed or
 interrupted restore is finished by running it again.

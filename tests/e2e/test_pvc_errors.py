@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kubectl_dr.repo import Repository
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
@@ -117,6 +120,52 @@ def test_corrupted_backup_of_an_unused_claim(cluster: Any, tmp_path: Path, offse
         assert "starting rescue pod" not in result.stderr
     assert snapshot(vol) == before
     assert managed_pods(cluster, ns) == []
+
+
+def _big_backup(repo_path: Path, ns: str, size: int) -> str:
+    """A backup of one file of zeros, written straight into the repository: large enough that its
+    checksum pass lasts a while, without moving it through a pod first."""
+    repo = Repository(repo_path)
+    info = tarfile.TarInfo("big")
+    info.size, info.mtime, info.mode = size, 1_700_000_000, 0o644
+    zeros = bytes(1 << 20)
+    with repo.create("pvc", {"namespace": ns, "pvc": "data"}, f"{ns}-data") as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(info.tobuf(tarfile.GNU_FORMAT))
+            for _ in range(size // len(zeros)):
+                part.write(zeros)
+            part.write(bytes(1024))  # the end-of-archive blocks
+        return writer.commit({}).id
+
+
+def test_interrupt_during_verification_deletes_the_early_pod(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "verint")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "big").write_bytes(b"current")
+    before = snapshot(vol)
+    repo = tmp_path / "repo"
+    _big_backup(repo, ns, 2 << 30)
+
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0.1"})
+    proc = subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from",
+                             "latest", "--yes"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("verify ") and "(done)" not in line:
+            break
+    wait_for(lambda: managed_pods(cluster, ns) != [], what="the rescue pod created during the checksum pass")
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    proc.wait(60)
+    assert proc.returncode == 130, [*seen, rest]
+    assert any("(while the backup is verified)" in line for line in seen), seen
+    assert "(done)" not in rest, rest  # still verifying when interrupted
+    assert "cleaning up: delete rescue pod" in rest and "interrupted by SIGINT" in rest
+    assert managed_pods(cluster, ns) == []
+    assert snapshot(vol) == before
 
 
 def test_unsafe_tar_file_is_refused(cluster: Any, tmp_path: Path) -> None:

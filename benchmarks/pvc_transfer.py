@@ -32,6 +32,9 @@ GIB = 1 << 30
 # kubectl exec running the pod script kubectl dr runs (tee, sha256sum and the counting dd around tar):
 # the cost of the in-pod checks without kubectl dr's client, its verification pass or its own pod.
 CHECKED = "kubectl exec +checks"
+# kubectl dr's own timing of the stream alone (its JSON result), by run label: the rest of a run is
+# fixed work (verification, pods, listing, tree check).
+TRANSFER: dict[str, list[float]] = defaultdict(list)
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -165,7 +168,9 @@ class Bench:
         out = self.work / "dr.json"
         s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", str(self.repo), "-o", "json"],
                          stdout=out, env=self.env, profile=(label, self.server_pid))
-        return s, rss, json.loads(out.read_text())["id"]
+        result = json.loads(out.read_text())
+        TRANSFER[label].append(float(result["details"]["transfer"]["seconds"]))
+        return s, rss, result["id"]
 
     def checked_backup(self, out: Path) -> float:
         """kubectl exec running kubectl dr's own pod script: the in-pod counting and hashing, no client."""
@@ -186,8 +191,11 @@ class Bench:
         return s
 
     def dr_restore(self, backup_id: str, label: str) -> tuple[float, int]:
-        return measure([executable(), "pvc", "restore", "data", "-n", self.ns, "--repo", str(self.repo), "--from",
-                        backup_id, "--yes"], env=self.env, profile=(label, self.server_pid))
+        out = self.work / "dr.json"
+        s, rss = measure([executable(), "pvc", "restore", "data", "-n", self.ns, "--repo", str(self.repo), "--from",
+                          backup_id, "--yes", "-o", "json"], stdout=out, env=self.env, profile=(label, self.server_pid))
+        TRANSFER[label].append(float(json.loads(out.read_text())["seconds"]))
+        return s, rss
 
 
 def run(args: argparse.Namespace) -> None:
@@ -275,6 +283,9 @@ def run(args: argparse.Namespace) -> None:
         ex = rows["kubectl exec tar"]
         print(f"kubectl dr vs kubectl exec tar: backup ×{ex['backup'] / rows['kubectl dr']['backup']:.2f}, "
               f"restore ×{ex['restore'] / rows['kubectl dr']['restore']:.2f}")
+        stream = {label: mib_s(statistics.median(times)) for label, times in TRANSFER.items() if "mixed" in label}
+        print("kubectl dr's stream alone (median, from its JSON result): "
+              + ", ".join(f"{label.split()[0]} {rate:.1f} MiB/s" for label, rate in stream.items()))
         print(f"\npeak RSS kubectl-dr at {size / GIB:.2f} GiB: backup {rss1 / 1024:.1f} MiB, "
               f"restore {rss1r / 1024:.1f} MiB")
 

@@ -187,7 +187,10 @@ class Repository:
                 raise BackupCorruptError(
                     backup.id, part.name, f"is {size} bytes but the manifest says {part.size}: it is {how}"
                 )
-            digest = _sha256_file(path, progress)
+            try:
+                digest = _sha256_file(path, progress)
+            except OSError as exc:  # a failing disk (EIO), or something that is not a file
+                raise BackupCorruptError(backup.id, part.name, f"cannot be read: {exc.strerror}") from None
             if digest != part.sha256:
                 raise BackupCorruptError(
                     backup.id, part.name, f"has SHA-256 {digest} but the manifest says {part.sha256}"

@@ -330,6 +330,21 @@ def test_verify_catches_flipped_byte_truncation_and_missing_part(repo: Repositor
         repo.verify(backup_id)
 
 
+def test_verify_reports_a_part_that_cannot_be_read(repo: Repository, clock: Clock) -> None:
+    """A read error (a failing disk gives EIO) is damage to report, not a crash. A directory of the
+    recorded size stands in for the unreadable file: its stat succeeds, its read fails."""
+    part_dir = repo.path / "probe"
+    part_dir.mkdir(parents=True)
+    size = part_dir.stat().st_size
+    part_dir.rmdir()
+    backup_id = _backup(repo, clock, "pvc", {"pvc": "a"}, "a", os.urandom(size))
+    part = repo.path / backup_id / "data.tar"
+    part.unlink()
+    part.mkdir()
+    with pytest.raises(BackupCorruptError, match=r'part "data\.tar" cannot be read: Is a directory'):
+        repo.verify(backup_id)
+
+
 # --- full disk ---------------------------------------------------------------------------------------
 
 

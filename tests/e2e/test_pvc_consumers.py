@@ -112,16 +112,17 @@ def _start_restore(cluster: Any, ns: str, repo: Path) -> subprocess.Popen[str]:
                              "latest", "--yes"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def _wait_mid_transfer(proc: subprocess.Popen[str], ns: str) -> list[str]:
+def _wait_mid_transfer(proc: subprocess.Popen[str], ns: str, way: str = "restore") -> list[str]:
+    """Until the first progress line of the transfer (`way`: restore or backup): bytes are flowing."""
     seen: list[str] = []
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     for line in proc.stderr:
         seen.append(line)
-        if line.startswith(f"restore {ns}/data: ") and "(done)" not in line:
+        if line.startswith(f"{way} {ns}/data: ") and "(done)" not in line:
             return seen
         assert time.monotonic() < deadline, seen
-    raise AssertionError(f"the restore ended before its transfer was seen: {seen}")
+    raise AssertionError(f"the {way} ended before its transfer was seen: {seen}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
@@ -167,19 +168,6 @@ def _start_backup(cluster: Any, ns: str, repo: Path) -> subprocess.Popen[str]:
                             env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def _wait_mid_backup(proc: subprocess.Popen[str], ns: str) -> list[str]:
-    """Until the first progress line of the transfer: bytes are flowing into the repository."""
-    seen: list[str] = []
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith(f"backup {ns}/data: ") and "(done)" not in line:
-            return seen
-        assert time.monotonic() < deadline, seen
-    raise AssertionError(f"the backup ended before its transfer was seen: {seen}")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster: Any, tmp_path: Path,
                                                                           sig: signal.Signals) -> None:
@@ -192,7 +180,7 @@ def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster
     repo = tmp_path / "repo"
 
     proc = _start_backup(cluster, ns, repo)
-    seen = _wait_mid_backup(proc, ns)
+    seen = _wait_mid_transfer(proc, ns, "backup")
     assert replicas_and_records(cluster, ns, "deployment/app")[0] == 0, seen  # stopped for the backup
     proc.send_signal(sig)
     _, rest = proc.communicate(timeout=120)

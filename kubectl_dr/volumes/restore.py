@@ -69,6 +69,7 @@ def resolve_archive(repo: Repository, opts: RestoreOptions,
     try:
         listing = archive.list_file(found.path)
     except DrError:
+        say(f"the archive of backup {backup.id} cannot be listed; checking it against its checksums")
         repo.verify(backup)
         raise
     return found, backup, listing

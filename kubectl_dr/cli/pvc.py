@@ -10,7 +10,7 @@ import typer
 from kubectl_dr.cli.backups import REPO_HELP, human_size, open_repo
 from kubectl_dr.cli.context import options
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import emit, message
+from kubectl_dr.ui.output import count, emit, message
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
 app = typer.Typer(
@@ -64,7 +64,7 @@ def backup(
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce),
                      message)
     archive = result["details"]["archive"]
-    table = (f'backup "{result["id"]}" created: {archive["entries"]} entries, '
+    table = (f'backup "{result["id"]}" created: {count(archive["entries"], "entry", "entries")}, '
              f'{human_size(result["parts"][0]["size"])}, sha256 {result["parts"][0]["sha256"]}\n')
     emit(result, opts.output, table=table)
 
@@ -97,7 +97,7 @@ def restore(
     ask = _ask if sys.stdin.isatty() else None
     result = job.run(kube, repository, job.RestoreOptions(namespace, claim, source, image=image, clean=clean),
                      message, yes=opts.yes, ask=ask)
-    table = (f"restored {result['entries']['entries']} entries ({human_size(result['size'])}) into "
+    table = (f"restored {count(result['entries']['entries'], 'entry', 'entries')} ({human_size(result['size'])}) into "
              f"{namespace}/{claim}{' from backup ' + result['backup'] if result['backup'] else ''}\n")
     emit(result, opts.output, table=table)
 

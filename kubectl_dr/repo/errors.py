@@ -14,8 +14,8 @@ class RepoError(DrError):
 
 
 class BackupNotFoundError(RepoError):
-    def __init__(self, ref: str, repo: Path, what: str = "backup") -> None:
-        super().__init__(f'{what} "{ref}" not found in {repo}', hint=LIST_HINT)
+    def __init__(self, ref: str, repo: Path, what: str = "backup", message: str | None = None) -> None:
+        super().__init__(message or f'{what} "{ref}" not found in {repo}', hint=LIST_HINT)
         self.ref = ref
         self.repo = repo
 

@@ -145,7 +145,8 @@ class Repository:
             if not candidates:
                 what = f"{type} backup" if type else "backup"
                 of = ", ".join(f"{k}={v}" for k, v in (source_match or {}).items())
-                raise BackupNotFoundError(LATEST, self.path, what=f"{what}{' of ' + of if of else ''}")
+                raise BackupNotFoundError(LATEST, self.path,
+                                          message=f"there is no {what}{' of ' + of if of else ''} in {self.path}")
             return candidates[0]
         else:
             backup = self._by_id_or_prefix(ref, type)

@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`count(1, "entry", "entries")` → "1 entry"; the plural defaults to the noun plus s."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

@@ -25,6 +25,7 @@ from typing import Any
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.repo import Backup, Repository
+from kubectl_dr.ui.output import count
 from kubectl_dr.ui.progress import Transfer
 from kubectl_dr.volumes import archive, quiesce, rescue_pod, scripts, security, transfer, tree_check
 from kubectl_dr.volumes.archive import DIR, SYMLINK, Listing
@@ -142,7 +143,7 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
 
     stops = f", stopping {', '.join(c.ref for c in consumers)}" if consumers else ""
     how = "replacing" if not opts.clean else "replacing it and removing everything else in"
-    confirm(f"restore {listing.summary()['entries']} entries ({source.size} bytes) into "
+    confirm(f"restore {count(listing.summary()['entries'], 'entry', 'entries')} ({source.size} bytes) into "
             f"{opts.namespace}/{opts.claim}, {how} what the archive contains{stops}", yes, ask)
 
     rescue_pod.remove_leftovers(kube, claim, own, say)
@@ -179,7 +180,7 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
         found = tree_check.parse_listing(transfer.capture(kube, pod, scripts.listing_script(), what="listing")[0])
         removed = tree_check.extras(listing, found)
         if removed:
-            say(f"--clean: removing {len(removed)} entries that are not in the archive")
+            say(f"--clean: removing {count(len(removed), 'entry', 'entries')} that are not in the archive")
             transfer.capture(kube, pod, "set -e; cat > /scratch/rm.sh; sh /scratch/rm.sh",
                              stdin=scripts.remove_script(removed), what="removal")
     set_mtimes(kube, pod, listing, strict=sec.root)
@@ -189,7 +190,7 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str],
     if opts.clean:
         problems += [f"{p!r} is not in the archive and was not removed" for p in tree_check.extras(listing, found)]
     tree_check.require_match(problems, f"the restored volume {opts.namespace}/{opts.claim} does not match")
-    say(f"checked {len(listing.entries)} entries in the volume against the archive: all match")
+    say(f"checked {count(len(listing.entries), 'entry', 'entries')} in the volume against the archive: all match")
 
     pod.delete()
     if stopped is not None:

@@ -221,7 +221,7 @@ def test_list_newest_first_and_resolve_rules(repo: Repository, clock: Clock) -> 
     assert repo.resolve("latest", "pvc", {"namespace": "shop", "pvc": "a"}).id == a2
     assert repo.resolve("latest", "pvc", {"namespace": "shop", "pvc": "b"}).id == b1
     assert repo.resolve("latest", "etcd-snapshot").id == snap
-    with pytest.raises(BackupNotFoundError, match=r'pvc backup of namespace=shop, pvc=zzz "latest" not found'):
+    with pytest.raises(BackupNotFoundError, match=r"there is no pvc backup of namespace=shop, pvc=zzz in "):
         repo.resolve("latest", "pvc", {"namespace": "shop", "pvc": "zzz"})
 
     # exact ID, unique prefix, ambiguous prefix

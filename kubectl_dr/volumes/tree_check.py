@@ -11,6 +11,7 @@ import stat as st
 from dataclasses import dataclass
 
 from kubectl_dr.errors import VerificationError
+from kubectl_dr.ui.output import count
 from kubectl_dr.volumes.archive import (
     BLOCK,
     CHAR,
@@ -116,4 +117,5 @@ def require_match(problems: list[str], what: str) -> None:
     if problems:
         shown = "\n  ".join(problems[:SHOWN])
         more = f"\n  … and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
-        raise VerificationError(f"{what}: {len(problems)} differences from the archive:\n  {shown}{more}")
+        found = count(len(problems), "difference")
+        raise VerificationError(f"{what}: {found} from the archive:\n  {shown}{more}")

@@ -4,7 +4,7 @@ same run, on a loopback cluster; plus the peak RSS of kubectl-dr at 1 GB and at 
     python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--rounds 3] [--dir /tmp/bench] [--skip-big]
 
 Not run by pytest. Every tool reads or writes the same volume through a busybox pod; the kubectl runs use
-real kubectl 1.33. Peak RSS is that of the measured process alone (wait4 rusage).
+real kubectl 1.33. Peak RSS is that of the measured process alone (VmHWM, see PeakRss).
 """
 
 from __future__ import annotations
@@ -55,6 +55,38 @@ def _processes() -> dict[int, tuple[str, int, float]]:
         fields = raw[raw.rindex(")") + 2 :].split()
         table[int(entry)] = (comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / HZ)
     return table
+
+
+class PeakRss:
+    """The measured process's peak RSS (KiB): VmHWM from /proc, read every 20 ms, the last read kept.
+
+    Not wait4's ru_maxrss: the kernel carries the high-water mark of the memory a process had before
+    execve into it, and a child started by vfork (as subprocess and posix_spawn do) had its parent's
+    memory. ru_maxrss would then report at least this script's own RSS. VmHWM belongs to the image
+    after execve; the last read is the peak, as long as the peak is not in the last 20 ms.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError), open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        self.kib = int(line.split()[1])
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class CpuProfile:
@@ -119,11 +151,15 @@ def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None =
         fout = files.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
         start = time.monotonic()
         proc = subprocess.Popen(args, stdin=fin, stdout=fout, stderr=subprocess.PIPE, env=env)
+        peak = files.enter_context(PeakRss(proc.pid))
         sampler = files.enter_context(CpuProfile([proc.pid, profile[1]])) if profile else None
         assert proc.stderr is not None
         err = proc.stderr.read()
         if stderr is not None:
             stderr.extend(err)
+        # Stop reading /proc before the pid is reaped (and could be reused); a zombie reports no memory.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        peak.__exit__()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - start
@@ -133,7 +169,7 @@ def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None =
             PROFILES[profile[0]]["kubectl-dr"] = usage.ru_utime + usage.ru_stime  # exact, from wait4
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])}… failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return seconds, int(usage.ru_maxrss)
+    return seconds, peak.kib
 
 
 def du_bytes(path: Path) -> int:
@@ -299,9 +335,9 @@ def run(args: argparse.Namespace) -> None:
             wipe(vol)
             s4r, rss4r = b.dr_restore(backup4, "restore one big file")
             size4 = args.big_gb * GIB
-            print(f"peak RSS kubectl-dr at {args.big_gb:.0f} GiB (one file): backup {rss4 / 1024:.1f} MiB "
+            print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file): backup {rss4 / 1024:.1f} MiB "
                   f"({size4 / s4 / 2**20:.1f} MiB/s), restore {rss4r / 1024:.1f} MiB ({size4 / s4r / 2**20:.1f} MiB/s)")
-            print(f"RSS growth 1→{args.big_gb:.0f} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
+            print(f"RSS growth 1→{args.big_gb:g} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
                   f"restore {(rss4r - rss1r) / 1024:+.1f} MiB")
         print("\nCPU seconds by process during the kubectl dr runs (the rescue pod's processes, the loopback "
               "API server relaying the stream as `python`, and kubectl-dr itself):")

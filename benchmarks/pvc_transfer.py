@@ -21,6 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TypeVar
 
 from kubectl_dr.volumes import scripts
 from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
@@ -57,7 +58,36 @@ def _processes() -> dict[int, tuple[str, int, float]]:
     return table
 
 
-class PeakRss:
+_S = TypeVar("_S", bound="_Sampler")
+
+
+class _Sampler:
+    """Calls `sample()` every `period` seconds in a thread, from `with` until the block ends."""
+
+    period = 0.2
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.period)
+
+    def __enter__(self: _S) -> _S:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class PeakRss(_Sampler):
     """The measured process's peak RSS (KiB): VmHWM from /proc, read every 20 ms, the last read kept.
 
     Not wait4's ru_maxrss: the kernel carries the high-water mark of the memory a process had before
@@ -66,30 +96,21 @@ class PeakRss:
     after execve; the last read is the peak, as long as the peak is not in the last 20 ms.
     """
 
+    period = 0.02
+
     def __init__(self, pid: int) -> None:
+        super().__init__()
         self.pid = pid
         self.kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError), open(f"/proc/{self.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        self.kib = int(line.split()[1])
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        with contextlib.suppress(OSError), open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    self.kib = int(line.split()[1])
 
 
-class CpuProfile:
+class CpuProfile(_Sampler):
     """CPU seconds by command name of a process tree (sampled from /proc every 0.2 s while it runs).
 
     Roots: the measured process and the loopback cluster's server, whose children are the pods' processes
@@ -98,34 +119,23 @@ class CpuProfile:
     """
 
     def __init__(self, roots: list[int]) -> None:
+        super().__init__()
         self.roots = roots
         self.start = _processes()
         self.seen: dict[int, tuple[str, int, float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            table = _processes()
-            keep = {r for r in self.roots if r in table}
-            grew = True
-            while grew:
-                grew = False
-                for pid, (_, ppid, _) in table.items():
-                    if ppid in keep and pid not in keep:
-                        keep.add(pid)
-                        grew = True
-            for pid in keep:
-                self.seen[pid] = table[pid]
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> CpuProfile:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        table = _processes()
+        keep = {r for r in self.roots if r in table}
+        grew = True
+        while grew:
+            grew = False
+            for pid, (_, ppid, _) in table.items():
+                if ppid in keep and pid not in keep:
+                    keep.add(pid)
+                    grew = True
+        for pid in keep:
+            self.seen[pid] = table[pid]
 
     def by_command(self) -> dict[str, float]:
         totals: dict[str, float] = defaultdict(float)

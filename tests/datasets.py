@@ -223,6 +223,6 @@ def volume_dir(cluster: Any, namespace: str, claim: str = "data") -> Path:
 
 
 def managed_pods(cluster: Any, namespace: str) -> list[str]:
-    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=kubectl-dr",
-                          "-o", "jsonpath={.items[*].metadata.name}").stdout
+    out: str = cluster.kubectl("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=kubectl-dr",
+                               "-o", "jsonpath={.items[*].metadata.name}").stdout
     return out.split()

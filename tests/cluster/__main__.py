@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
 EXEC_PROTOCOLS = ("v5", "v4")
 SUBPROTOCOLS = {"v5": "v5.channel.k8s.io", "v4": "v4.channel.k8s.io"}
-IMAGE_KINDS = ("busybox", "etcd")
+IMAGE_KINDS = ("busybox", "debian", "etcd")
 
 
 class ClusterError(Exception):
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--control-planes", type=int, default=1)
     p_up.add_argument("--workers", type=int, default=1)
     p_up.add_argument("--exec-protocols", default="", help="subset of v5,v4 offered for exec (default both)")
-    p_up.add_argument("--image", action="append", default=[], metavar="NAME=busybox|etcd",
+    p_up.add_argument("--image", action="append", default=[], metavar="NAME=busybox|debian|etcd",
                       help="serve image NAME from the busybox or etcd root filesystem")
     for name, text in (("down", "stop every process of the cluster in DIR (files are kept)"),
                        ("status", "show the cluster's processes and health")):

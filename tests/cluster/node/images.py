@@ -5,6 +5,9 @@ each a directory that becomes a container's root filesystem.
 
 - ``busybox``: Debian's busybox-static with every applet linked in /bin, like the official image
   (which also keeps all applets in /bin), plus /etc/passwd and /etc/group with root and nobody.
+- ``debian``: a Debian userland (dash as /bin/sh, bash, GNU tar, coreutils, findutils, sed, grep, gzip)
+  copied from this machine with the libraries each binary links to, as ``debian``/``ubuntu`` images
+  give a rescue pod: GNU tar where busybox's has its limits (sparse files, large uids, old mtimes).
 - ``etcd``: distroless-style, as the kubeadm ``registry.k8s.io/etcd`` image: only ``etcd`` and
   ``etcdctl`` in /usr/local/bin plus exactly the loader and libraries they link to. No shell, no tar,
   no cp — the product has to cope with that, so the image must not be friendlier than the real one.
@@ -26,7 +29,9 @@ from pathlib import Path
 
 BUSYBOX_BINARY = Path("/usr/bin/busybox")
 ETCD_BINARIES = (Path("/usr/bin/etcd"), Path("/usr/bin/etcdctl"))
-KINDS = ("busybox", "etcd")
+KINDS = ("busybox", "debian", "etcd")
+# The Debian packages whose programs make up the ``debian`` image.
+DEBIAN_PACKAGES = ("dash", "bash", "coreutils", "tar", "findutils", "sed", "grep", "gzip", "diffutils")
 
 # What an image declares besides its files (its "config"): the real busybox image has Cmd ["sh"] and
 # no Entrypoint; the etcd image has neither (kubeadm always gives a command).
@@ -97,6 +102,8 @@ class ImageStore:
         repo, _ = _repository(name)
         if repo == "busybox":
             return "busybox"
+        if repo in ("debian", "ubuntu"):
+            return "debian"
         if name.startswith("registry.k8s.io/etcd:") or name.startswith("k8s.gcr.io/etcd:"):
             return "etcd"
         return None
@@ -109,7 +116,7 @@ class ImageStore:
         digest = hashlib.sha256(f"{kind}:{rootfs}".encode()).hexdigest()
         repo = normalized_name(name).rsplit(":", 1)[0] if "@" not in name else name.split("@", 1)[0]
         env = (("PATH", _DEFAULT_PATH),)
-        cmd: tuple[str, ...] = ("sh",) if kind == "busybox" else ()
+        cmd: tuple[str, ...] = {"busybox": ("sh",), "debian": ("bash",)}.get(kind, ())
         return Image(name=name, kind=kind, rootfs=rootfs, entrypoint=(), cmd=cmd, env=env,
                      image_id=f"{repo}@sha256:{digest}")
 
@@ -127,6 +134,8 @@ class ImageStore:
             shutil.rmtree(staging, ignore_errors=True)
             if kind == "busybox":
                 _build_busybox(staging)
+            elif kind == "debian":
+                _build_debian(staging)
             else:
                 _build_etcd(staging)
             # Marker outside the visible tree would be nicer, but containers never see the image
@@ -201,3 +210,32 @@ def _build_etcd(root: Path) -> None:
         shutil.copy2(binary, root / "usr" / "local" / "bin" / binary.name)
         for lib in _linked_files(binary):
             _copy_with_links(lib, root)
+
+
+def _package_programs(packages: tuple[str, ...]) -> list[Path]:
+    """The executables the packages install in bin directories (as dpkg knows them)."""
+    out = subprocess.run(["dpkg", "-L", *packages], check=True, capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        path = Path(line)
+        if re.match(r"^/(usr/)?s?bin/[^/]+$", line) and (path.is_file() or path.is_symlink()):
+            found.append(path)
+    return found
+
+
+def _build_debian(root: Path) -> None:
+    # Debian 12 is merged-/usr (/bin → usr/bin, /lib → usr/lib …): the image has the same links, made
+    # first, so that every program and library copied by its /bin or /lib path lands in /usr.
+    for top in ("bin", "sbin", "lib", "lib64"):
+        (root / "usr" / top).mkdir(parents=True, exist_ok=True)
+        (root / top).symlink_to(f"usr/{top}")
+    _skeleton(root)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
+                                         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+    for program in _package_programs(DEBIAN_PACKAGES):
+        _copy_with_links(program, root)
+        if not program.is_symlink():
+            for lib in _linked_files(program):
+                _copy_with_links(lib, root)
+    if not (root / "usr" / "bin" / "sh").exists():
+        (root / "usr" / "bin" / "sh").symlink_to("dash")  # made by dash's maintainer script, not listed

@@ -1,78 +1,59 @@
-"""The restored tree against the archive: every entry present with its type, size, mode, owner, mtime.
+"""The volume against the backup's record, entry by entry: what differs, and what can be set right.
 
-The pod lists the volume (`scripts.listing_script`): the bytes crossed the wire intact (size and
-SHA-256 on both sides), and this check proves tar put them where they belong: nothing skipped, no
-permission or owner silently dropped, hard links still one file.
+After `tar -x`, what tar could not give back (symlink owners and times with busybox, uids past what a
+header holds, mtimes before 1970, directory times, sparse files) is set from the record — `fixes` —
+and the volume is listed again: then everything must match. The bytes crossed the wire intact (size
+and SHA-256 on both sides); this check proves they ended where they belong with what belongs to them.
 """
 
 from __future__ import annotations
 
-import stat as st
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.ui.output import count
-from kubectl_dr.volumes.archive import (
-    BLOCK,
-    CHAR,
-    DIR,
-    ENCODING,
-    ERRORS,
-    FIFO,
-    FILE,
-    HARDLINK,
-    SYMLINK,
-    Listing,
-    normalise,
-)
+from kubectl_dr.volumes.entries import DIR, FILE, HARDLINK, SYMLINK, Entries, Entry
+from kubectl_dr.volumes.listing import Found
+from kubectl_dr.volumes.reconcile import excluded
+from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS
 
-_KINDS = {st.S_IFREG: FILE, st.S_IFDIR: DIR, st.S_IFLNK: SYMLINK, st.S_IFIFO: FIFO, st.S_IFCHR: CHAR,
-          st.S_IFBLK: BLOCK, st.S_IFSOCK: "socket"}
 SHOWN = 10
 
 
 @dataclass(frozen=True)
-class Found:
-    path: str
-    kind: str
-    mode: int
-    size: int
-    links: int
-    inode: int
-    uid: int
-    gid: int
-    mtime: int
+class Rules:
+    """What the restoring pod could set, so what the check may demand."""
+
+    owners: bool = True  # only root can give entries their recorded owners
+    modes: bool = True
+    times_of_uid: int | None = None  # a non-root pod sets times only of what it owns
+    sparse: bool = False  # the pod can punch holes (fallocate -d), so sparse files must be sparse again
 
 
-def parse_listing(output: bytes) -> dict[str, Found]:
-    head, sep, names_blob = output.partition(b"\n--\n")
-    if not sep:
-        raise VerificationError("the rescue pod's listing of the volume is incomplete")
-    lines = head.decode().splitlines()
-    names = names_blob.split(b"\0")
-    if names and names[-1] == b"":
-        names.pop()
-    if len(lines) != len(names):
-        raise VerificationError(f"the rescue pod listed {len(names)} names but {len(lines)} stat lines "
-                                "(did something change the volume during the check?)")
-    found: dict[str, Found] = {}
-    for line, raw in zip(lines, names, strict=True):
-        fmode, size, links, inode, uid, gid, mtime = line.split()
-        mode = int(fmode, 16)
-        path = normalise(raw.decode(ENCODING, ERRORS))
-        found[path] = Found(path, _KINDS.get(st.S_IFMT(mode), "unknown"), mode & 0o7777, int(size), int(links),
-                            int(inode), int(uid), int(gid), int(mtime))
-    return found
+@dataclass
+class Fixes:
+    chown: dict[tuple[int, int], list[str]] = field(default_factory=lambda: defaultdict(list))
+    chmod: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    touch: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    dig_holes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (sum(map(len, self.chown.values())) + sum(map(len, self.chmod.values()))
+                + sum(map(len, self.touch.values())) + len(self.dig_holes))
 
 
-def differences(listing: Listing, found: dict[str, Found], *, owners: bool, modes: bool = True,
-                times_of_uid: int | None = None) -> list[str]:
-    """What differs between the archive and the volume, for the archive's entries.
+@dataclass
+class Comparison:
+    problems: list[str] = field(default_factory=list)  # what no fix can mend
+    fixes: Fixes = field(default_factory=Fixes)
 
-    `times_of_uid`: a non-root restore can only set times of entries its user owns; check only those.
-    """
-    problems: list[str] = []
-    for entry in listing.entries.values():
+
+def compare(entries: Entries, found: dict[str, Found], rules: Rules) -> Comparison:
+    """Every recorded entry against the volume; entries the record does not have are not looked at."""
+    result = Comparison()
+    problems, fixes = result.problems, result.fixes
+    for entry in entries:
         label = entry.path or "."
         have = found.get(entry.path)
         if have is None:
@@ -80,35 +61,80 @@ def differences(listing: Listing, found: dict[str, Found], *, owners: bool, mode
             continue
         want_kind = FILE if entry.kind == HARDLINK else entry.kind
         if have.kind != want_kind:
-            problems.append(f"{label!r} is a {have.kind}, the archive has a {want_kind}")
+            problems.append(f"{label!r} is a {have.kind}, the backup has a {want_kind}")
             continue
         if entry.kind == HARDLINK:
             target = found.get(entry.target)
             if target is None or target.inode != have.inode:
                 problems.append(f"{label!r} is not a hard link to {entry.target!r}")
-            continue
+            continue  # the rest is the target's, checked there
         if entry.kind == FILE and have.size != entry.size:
-            problems.append(f"{label!r} has {have.size} bytes, the archive {entry.size}")
+            problems.append(f"{label!r} has {have.size} bytes, the backup {entry.size}")
+            continue
         if entry.kind == SYMLINK and have.size != len(entry.target.encode(ENCODING, ERRORS)):
             problems.append(f"{label!r} does not point to {entry.target!r}")
-        if entry.kind != SYMLINK and modes and have.mode != entry.mode:
-            problems.append(f"{label!r} has mode {have.mode:04o}, the archive {entry.mode:04o}")
-        if owners and (have.uid, have.gid) != (entry.uid, entry.gid):
-            problems.append(f"{label!r} is owned by {have.uid}:{have.gid}, the archive says {entry.uid}:{entry.gid}")
-        if have.mtime != entry.mtime and (times_of_uid is None or have.uid == times_of_uid):
-            problems.append(f"{label!r} has mtime {have.mtime}, the archive {entry.mtime}")
-    return problems
-
-
-def extras(listing: Listing, found: dict[str, Found]) -> list[str]:
-    """Top-most paths in the volume that the archive does not contain (what --clean removes)."""
-    kept = listing.kept_paths()
-    out: list[str] = []
-    for path in sorted(found):
-        if path in kept:
             continue
-        parent = path.rpartition("/")[0]
-        if parent in kept:  # else an ancestor is already removed as a whole
+        if entry.rdev != have.rdev and entry.kind in ("char", "block"):
+            problems.append(f"{label!r} is device {have.rdev}, the backup {entry.rdev}")
+        owns = rules.times_of_uid is None or have.uid == rules.times_of_uid
+        if rules.owners and (have.uid, have.gid) != (entry.uid, entry.gid):
+            fixes.chown[(entry.uid, entry.gid)].append(entry.path)
+        # chown clears setuid and setgid bits, so a chowned entry gets its mode again too.
+        if entry.kind != SYMLINK and rules.modes and (have.mode != entry.mode or (
+                rules.owners and (have.uid, have.gid) != (entry.uid, entry.gid) and entry.mode & 0o6000)):
+            fixes.chmod[entry.mode].append(entry.path)
+        if have.mtime != entry.mtime and owns:
+            fixes.touch[entry.mtime].append(entry.path)
+        if rules.sparse and entry.sparse and have.blocks * 512 >= entry.size:
+            fixes.dig_holes.append(entry.path)
+    return result
+
+
+def differences(entries: Entries, found: dict[str, Found], rules: Rules) -> list[str]:
+    """Everything that differs, fixable or not, in words (for the final check)."""
+    result = compare(entries, found, rules)
+    out = list(result.problems)
+    for (uid, gid), paths in result.fixes.chown.items():
+        out += [f"{p or '.'!r} is owned by {found[p].uid}:{found[p].gid}, the backup says {uid}:{gid}" for p in paths]
+    for mode, paths in result.fixes.chmod.items():
+        out += [f"{p or '.'!r} has mode {found[p].mode:04o}, the backup {mode:04o}" for p in paths]
+    for mtime, paths in result.fixes.touch.items():
+        out += [f"{p or '.'!r} has mtime {found[p].mtime}, the backup {mtime}" for p in paths]
+    out += [f"{p!r} is fully allocated, the backup's file is sparse" for p in result.fixes.dig_holes]
+    return out
+
+
+def extras(entries: Entries, found: dict[str, Found]) -> list[str]:
+    """Top-most paths in the volume that the backup does not hold (what --clean removes); never
+    lost+found at the root, which backups leave out on purpose."""
+    kept = entries.kept_paths()
+    out: list[str] = []
+    for path in found:
+        if path in kept or excluded(path):
+            continue
+        if path.rpartition("/")[0] in kept:  # else an ancestor is already removed as a whole
+            out.append(path)
+    return out
+
+
+def conflicts(entries: Entries, found: dict[str, Found]) -> list[str]:
+    """Volume entries of another kind in the way of extraction: a directory where the backup has a file
+    (tar cannot replace it), or a file or symlink where it needs a directory (tar would fail, or with a
+    symlink write wherever it points)."""
+    needs_dir: set[str] = set()
+    for entry in entries:
+        if entry.kind == DIR:
+            needs_dir.add(entry.path)
+        parent = entry.path.rpartition("/")[0] if "/" in entry.path else ""
+        while parent not in needs_dir:
+            needs_dir.add(parent)
+            parent = parent.rpartition("/")[0] if "/" in parent else ""
+    out = []
+    for path, have in found.items():
+        if path in needs_dir:
+            if have.kind != DIR:
+                out.append(path)
+        elif path in entries.items and have.kind == DIR:
             out.append(path)
     return out
 
@@ -117,5 +143,8 @@ def require_match(problems: list[str], what: str) -> None:
     if problems:
         shown = "\n  ".join(problems[:SHOWN])
         more = f"\n  … and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
-        found = count(len(problems), "difference")
-        raise VerificationError(f"{what}: {found} from the archive:\n  {shown}{more}")
+        raise VerificationError(f"{what}: {count(len(problems), 'difference')} from the backup:\n  {shown}{more}")
+
+
+def describe(entry: Entry) -> str:
+    return f"{entry.kind} {entry.path or '.'!r}"

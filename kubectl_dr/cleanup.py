@@ -4,13 +4,15 @@ A command registers each thing it creates or changes (a rescue pod, a scaled-dow
 with the step that removes or restores it. When the command ends the steps still registered run in
 reverse order. Steps that fail are reported with what the user can do instead, never swallowed.
 
-SIGINT and SIGTERM are turned into `Interrupted` in the main thread so the normal unwinding path runs;
+SIGINT, SIGTERM and SIGHUP (a closed terminal, a dropped ssh session) are turned into `Interrupted` in
+the main thread so the normal unwinding path runs;
 while the undo steps run, further signals are only acknowledged: an on-call engineer pressing Ctrl-C
 twice must not leave a workload scaled to zero because the second press killed the cleanup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -118,7 +120,7 @@ def scope(log: Callable[[str], None], report: Callable[[list[UndoFailure]], None
     in_main = threading.current_thread() is threading.main_thread()
     old_handlers = {}
     if in_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             old_handlers[sig] = signal.signal(sig, on_signal)
     try:
         yield stack
@@ -137,4 +139,6 @@ def scope(log: Callable[[str], None], report: Callable[[list[UndoFailure]], None
 
 
 def stderr_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    # After SIGHUP the terminal may be gone (EIO): the cleanup must go on without anyone to tell.
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr, flush=True)

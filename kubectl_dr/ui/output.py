@@ -6,15 +6,15 @@ and survive `grep`/`awk`; json and yaml carry the full data for scripts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from kubectl_dr.units import count
 
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    """`count(1, "entry", "entries")` → "1 entry"; the plural defaults to the noun plus s."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+__all__ = ["count", "emit", "message", "render_data", "render_table"]
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -48,5 +48,9 @@ def emit(data: Any, fmt: str, *, table: str | None = None, out: TextIO | None = 
 
 
 def message(text: str) -> None:
-    """A progress or status line for humans: always stderr, so stdout stays clean for results."""
-    print(text, file=sys.stderr, flush=True)
+    """A progress or status line for humans: always stderr, so stdout stays clean for results.
+
+    A terminal closed under us (SIGHUP: EIO on write) must not stop the cleanup that follows.
+    """
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)

@@ -91,6 +91,59 @@ def build_roundtrip(root: Path, *, big_bytes: int = 24 << 20, small_files: int =
     os.utime(root, (MTIME - 1, MTIME - 1))
 
 
+APP_UID, APP_GID = 1000, 2000
+OPENSHIFT_UID = 1_000_680_000  # OpenShift's range starts at 1000000000: past what a tar header holds
+
+
+def build_app_tree(root: Path, *, uid: int = APP_UID, gid: int = APP_GID) -> None:
+    """What a non-root app leaves on its volume, written here as root with the app's owners: symlinks it
+    owns (node_modules/.bin), uids past 2^21 and 2^24, mtimes before 1970 and after 2038, a sparse file,
+    a mode-000 file, setgid directories, hard links, a fifo, and mkfs's lost+found (root, 0700)."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.chown(root, uid, gid)
+    os.chmod(root, 0o2775)
+    lost = root / "lost+found"
+    lost.mkdir(mode=0o700)
+    app = root / "node_modules" / "tool"
+    app.mkdir(parents=True)
+    _write(app / "bin.js", b"#!/usr/bin/env node\n", mode=0o755, owner=(uid, gid))
+    (root / "node_modules" / ".bin").mkdir()
+    os.symlink("../tool/bin.js", root / "node_modules" / ".bin" / "tool")
+    os.symlink("/usr/share/zoneinfo/UTC", root / "localtime")
+    big = root / "big-uid"
+    big.mkdir()
+    _write(big / "owned", b"openshift", mode=0o640, owner=(OPENSHIFT_UID, OPENSHIFT_UID))
+    os.symlink("owned", big / "link")
+    os.lchown(big / "link", OPENSHIFT_UID, OPENSHIFT_UID)
+    _write(big / "past-2^24", b"x", owner=(20_000_000, 3_000_000))
+    os.chown(big, OPENSHIFT_UID, OPENSHIFT_UID)
+    _write(root / "old", b"before 1970", owner=(uid, gid))
+    _write(root / "future", b"after 2038", owner=(uid, gid))
+    _write(root / "locked", b"mode 000", mode=0o000, owner=(uid, gid))
+    _write(root / "setuid-tool", b"#!/bin/sh\n", mode=0o4755, owner=(uid, gid))
+    with open(root / "sparse", "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(3 << 20)
+        f.write(b"data in the middle")
+    os.chown(root / "sparse", uid, gid)
+    _write(root / "data.db", b"rows" * 1000, owner=(uid, gid))
+    os.link(root / "data.db", root / "data.db.hardlink")
+    os.mkfifo(root / "pipe", 0o600)
+    os.chown(root / "pipe", uid, gid)
+    for path in [p for p in _walk(root) if not p.startswith(os.fsencode(lost))]:
+        if not os.path.islink(path) and os.stat(path).st_uid == 0:
+            os.chown(path, uid, gid)
+        elif os.path.islink(path) and os.lstat(path).st_uid == 0:
+            os.lchown(path, uid, gid)
+    entries = sorted(_walk(root), key=lambda p: -len(p))
+    for i, path in enumerate(entries):
+        os.utime(path, (MTIME + i, MTIME + i), follow_symlinks=False)
+    os.utime(root / "old", (-100_000, -100_000))
+    os.utime(root / "future", (4_102_444_800, 4_102_444_800))  # 2100-01-01
+    os.utime(root / "node_modules" / ".bin" / "tool", (-5_000, -5_000), follow_symlinks=False)
+    os.utime(root, (MTIME - 1, MTIME - 1))
+
+
 def build_mixed(root: Path, total_bytes: int, *, seed: int = 2) -> dict[str, int]:
     """~total_bytes of a realistic mix for benchmarks: a few large files, many medium and small ones."""
     rng = random.Random(seed)

@@ -1,22 +1,27 @@
-"""`kubectl dr pvc`: back up, restore and rescue the contents of PersistentVolumeClaims."""
+"""`kubectl dr pvc`: back up, restore, compare and rescue the contents of PersistentVolumeClaims."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kubectl_dr.cli.backups import REPO_HELP, human_size, open_repo
+from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.context import options
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import count, emit, message
+from kubectl_dr.ui.output import emit
 from kubectl_dr.volumes import DEFAULT_IMAGE
+
+if TYPE_CHECKING:
+    from kubectl_dr.cli.globals import GlobalOptions
+    from kubectl_dr.runs import Run
+    from kubectl_dr.ui.console import TerminalConsole
 
 app = typer.Typer(
     help=(
-        "Back up, restore and rescue volume contents through short-lived rescue pods that mount the claim "
-        "and stream tar over exec; owners are scaled down and back up safely."
+        "Back up, restore, compare and rescue volume contents through short-lived rescue pods that mount the "
+        "claim and stream tar over exec; owners are scaled down and back up safely."
     ),
     no_args_is_help=True,
 )
@@ -24,21 +29,33 @@ app = typer.Typer(
 ClaimArg = Annotated[str, typer.Argument(help="Name of the PersistentVolumeClaim.", metavar="PVC")]
 RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH")]
 ImageOption = Annotated[
-    str, typer.Option("--image", help="Image of the rescue pod: needs sh and tar (busybox or GNU).", metavar="IMAGE")
+    str, typer.Option("--image", metavar="IMAGE",
+                      help="Image of the rescue pod: needs sh, tar, find and stat (busybox, or GNU tools: an image "
+                           "with GNU tar keeps sparse files sparse).")
 ]
 QuiesceOption = Annotated[
     bool, typer.Option("--quiesce", help="Stop the claim's consumers for the duration, and start them again after.")
 ]
+FromOption = Annotated[
+    str, typer.Option("--from", metavar="ID|latest|FILE",
+                      help="Backup ID, unique ID prefix, 'latest' (of this claim, or of --from-claim's), a backup "
+                           "directory, or a tar file.")
+]
+FromClaimOption = Annotated[
+    str | None, typer.Option("--from-claim", metavar="[NS/]CLAIM",
+                             help="With --from latest: the newest backup of this claim instead (restoring into a "
+                                  "new claim).")
+]
 
 
-def _namespace(ctx: typer.Context) -> tuple[Any, str]:
+def _session(ctx: typer.Context, command: str) -> tuple[GlobalOptions, Any, str, Run, TerminalConsole]:
+    from kubectl_dr.runs import Run
+    from kubectl_dr.ui.console import TerminalConsole
+
     opts = options(ctx)
     kube = opts.kube()
-    return kube, opts.namespace or kube.namespace
-
-
-def _ask(question: str) -> bool:
-    return bool(typer.confirm(question, default=False, err=True))
+    namespace = opts.namespace or kube.namespace
+    return opts, kube, namespace, Run(command.format(ns=namespace)), TerminalConsole(yes=opts.yes)
 
 
 @app.command("backup")
@@ -48,58 +65,107 @@ def backup(
     repo: RepoOption = None,
     name: Annotated[str | None, typer.Option("--name", help="A name for the backup (part of its ID).")] = None,
     quiesce: QuiesceOption = False,
+    skip_unreadable: Annotated[
+        bool, typer.Option("--skip-unreadable",
+                           help="Back up what the rescue pod can read and record the rest as skipped (shown by "
+                                "`kubectl dr backups show`), instead of failing.")
+    ] = False,
     image: ImageOption = DEFAULT_IMAGE,
 ) -> None:
-    """Stream the volume's contents into the backup repository, verified in the pod and locally.
+    """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
     A ReadWriteOnce claim in use is read on the consumer's node while the app keeps running; a
-    ReadWriteOncePod claim (or --quiesce) stops the consumers first and starts them again after.
+    ReadWriteOncePod claim (after asking, or with --yes) or --quiesce stops the consumers first and
+    starts them again after. lost+found at the volume's root is left out (mkfs and fsck make it again).
+
+    \b
+    Examples:
+      kubectl dr pvc backup data-db-0 -n shop
+      kubectl dr pvc backup data-db-0 -n shop --quiesce --name before-upgrade
+      kubectl dr pvc backup data-db-0 -n shop --dry-run=client -o json
     """
     from kubectl_dr.volumes import backup as job
 
-    opts = options(ctx)
     job.check_name(name)
     repository = open_repo(repo)
-    kube, namespace = _namespace(ctx)
-    result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce),
-                     message)
-    archive = result["details"]["archive"]
-    table = (f'backup "{result["id"]}" created: {count(archive["entries"], "entry", "entries")}, '
-             f'{human_size(result["parts"][0]["size"])}, sha256 {result["parts"][0]["sha256"]}\n')
-    emit(result, opts.output, table=table)
+    opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
+    result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
+                                                          skip_unreadable=skip_unreadable, dry_run=opts.dry_run),
+                     console, run)
+    emit(result.to_dict(), opts.output, table=result.summary())
 
 
 @app.command("restore")
 def restore(
     ctx: typer.Context,
     claim: ClaimArg,
-    source: Annotated[
-        str, typer.Option("--from", help="Backup ID, unique ID prefix, 'latest' (of this claim), a backup "
-                                         "directory, or a tar file.", metavar="ID|latest|FILE")
-    ],
+    source: FromOption,
     repo: RepoOption = None,
     clean: Annotated[
-        bool, typer.Option("--clean", help="Also remove what is in the volume but not in the backup "
-                                           "(after the archive is restored and checked).")
+        bool, typer.Option("--clean", help="Also remove what is in the volume but not in the backup, and entries "
+                                           "of another kind than the backup's that stand in the way.")
+    ] = False,
+    from_claim: FromClaimOption = None,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Accept a backup or tar file with no entries (an empty volume).")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
-    Without --clean nothing outside the archive is touched. An interrupted restore can be run again;
-    `kubectl dr scale restore` puts replicas back after a killed run.
+    Without --clean nothing outside the backup is touched. Once the restore has begun writing, a failure
+    or an interruption leaves the consumers stopped (a half-written volume is never handed to the app):
+    run the same restore again to finish it, or `kubectl dr scale restore` to start them as they are.
+    A new claim of a WaitForFirstConsumer class is restored into too: the rescue pod is its first
+    consumer.
+
+    \b
+    Examples:
+      kubectl dr pvc restore data-db-0 -n shop --from latest
+      kubectl dr pvc diff data-db-0 -n shop --from latest        # what it would change, first
+      kubectl dr pvc restore data-new -n shop --from latest --from-claim shop/data-db-0
+      kubectl dr pvc restore data-db-0 -n shop --from ./volume.tar --clean --yes
     """
     from kubectl_dr.volumes import restore as job
 
-    opts = options(ctx)
     repository = open_repo(repo)
-    kube, namespace = _namespace(ctx)
-    ask = _ask if sys.stdin.isatty() else None
-    result = job.run(kube, repository, job.RestoreOptions(namespace, claim, source, image=image, clean=clean),
-                     message, yes=opts.yes, ask=ask)
-    table = (f"restored {count(result['entries']['entries'], 'entry', 'entries')} ({human_size(result['size'])}) into "
-             f"{namespace}/{claim}{' from backup ' + result['backup'] if result['backup'] else ''}\n")
-    emit(result, opts.output, table=table)
+    opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
+    result = job.run(kube, repository,
+                     job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
+                                        from_claim=from_claim, dry_run=opts.dry_run),
+                     console, run)
+    emit(result.to_dict(), opts.output, table=result.summary())
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    claim: ClaimArg,
+    source: FromOption,
+    repo: RepoOption = None,
+    from_claim: FromClaimOption = None,
+    quiesce: QuiesceOption = False,
+    image: ImageOption = DEFAULT_IMAGE,
+) -> None:
+    """Compare the volume with a backup: what a restore would add (+), change (~), and --clean remove (-).
+
+    A read-only rescue pod lists the volume; contents are compared by size and mtime. Exit code 0 whether
+    or not they differ (scripts read `identical` from -o json).
+
+    \b
+    Examples:
+      kubectl dr pvc diff data-db-0 -n shop --from latest
+      kubectl dr pvc diff data-db-0 -n shop --from 20261202T101500Z-pvc-shop-data-db-0 -o json
+    """
+    from kubectl_dr.volumes import diff as job
+
+    repository = open_repo(repo)
+    opts, kube, namespace, run, console = _session(ctx, f"pvc diff {{ns}}/{claim}")
+    if opts.dry_run != "none":
+        raise UsageError("pvc diff changes nothing: --dry-run does not apply to it")
+    result = job.run(kube, repository, job.DiffOptions(namespace, claim, source, image=image, quiesce=quiesce,
+                                                       from_claim=from_claim), console, run)
+    emit(result.to_dict(), opts.output, table=result.summary())
 
 
 @app.command("rescue")
@@ -130,11 +196,12 @@ def rescue(
     if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("an interactive shell needs a terminal; give a command after --, "
                          "e.g. kubectl dr pvc rescue PVC -- ls -la /data")
-    kube, namespace = _namespace(ctx)
-    pod = job.start_pod(kube, job.RescueOptions(namespace, claim, argv, image=image, quiesce=quiesce,
-                                                read_only=read_only), message)
-    result = job.interactive(kube, pod, ["sh"]) if interactive else job.run_command(kube, pod, argv)
-    pod.delete()
+    opts, kube, namespace, run, console = _session(ctx, f"pvc rescue {{ns}}/{claim}")
+    result = job.run(kube, job.RescueOptions(namespace, claim, argv, image=image, quiesce=quiesce,
+                                             read_only=read_only, dry_run=opts.dry_run), console, run, interactive)
+    if isinstance(result, job.RescuePlan):
+        emit(result.to_dict(), opts.output, table=result.summary())
+        return
     if result.exit_code is None or result.exit_code < 0:
-        raise DrError(f"the command in pod {pod.namespace}/{pod.name}: {result.describe()}")
+        raise DrError(f"the command in the rescue pod: {result.describe()}")
     raise typer.Exit(result.exit_code)

@@ -12,8 +12,8 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, overload
 
 from kubectl_dr import cleanup
 from kubectl_dr.errors import ApiError, DrError
@@ -60,6 +60,8 @@ class HelperPod:
     namespace: str
     name: str
     step: cleanup.UndoStep | None = None
+    # Called once the pod's deletion is asked for (e.g. to stop its heartbeat).
+    on_delete: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def path(self) -> str:
@@ -80,6 +82,9 @@ class HelperPod:
 
         The cleanup step stays registered, so an interruption still waits until the pod is gone.
         """
+        for hook in self.on_delete:
+            hook()
+        self.on_delete.clear()
         try:
             self.kube.request("DELETE", self.path, body={"gracePeriodSeconds": 0, "propagationPolicy": "Background"})
         except ApiError as exc:
@@ -101,14 +106,27 @@ class HelperPod:
             self.step = None
 
 
-def create(kube: Kube, manifest: dict[str, Any], *, what: str) -> HelperPod:
-    """Create the pod and register its deletion with the command's cleanup stack before anything else."""
+@overload
+def create(kube: Kube, manifest: dict[str, Any], *, what: str) -> HelperPod: ...
+@overload
+def create(kube: Kube, manifest: dict[str, Any], *, what: str, dry_run: str) -> HelperPod | None: ...
+
+
+def create(kube: Kube, manifest: dict[str, Any], *, what: str, dry_run: str = "none") -> HelperPod | None:
+    """Create the pod and register its deletion with the command's cleanup stack before anything else.
+
+    `dry_run="server"` sends it with dryRun=All: admission (Pod Security) and RBAC answer, nothing is
+    created, and None comes back.
+    """
     namespace = manifest["metadata"]["namespace"]
     name = manifest["metadata"]["name"]
     try:
-        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest)
+        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest,
+                     query={"dryRun": "All"} if dry_run == "server" else None)
     except ApiError as exc:
         raise _creation_error(exc, namespace, what) from None
+    if dry_run == "server":
+        return None
     pod = HelperPod(kube, namespace, name)
 
     def remove() -> None:
@@ -117,7 +135,8 @@ def create(kube: Kube, manifest: dict[str, Any], *, what: str) -> HelperPod:
 
     pod.step = cleanup.current().push(
         f"delete {what} pod {namespace}/{name}", remove,
-        fallback_hint=f"Delete it yourself: kubectl delete pod -n {namespace} {name}",
+        fallback_hint=(f"Delete it yourself: kubectl delete pod -n {namespace} {name} (it also ends by itself a "
+                       "few minutes after this run stopped renewing it)"),
     )
     return pod
 

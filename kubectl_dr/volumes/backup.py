@@ -1,29 +1,44 @@
-"""`pvc backup`: the volume's contents into the backup repository, verified on both sides.
+"""`pvc backup`: the volume's contents and the truth about every entry, into the backup repository.
 
-Order of events: find the claim and its consumers; stop them only if the claim is ReadWriteOncePod or
---quiesce asks; start a read-only rescue pod (on the consumer's node for ReadWriteOnce, so the app
-keeps running); stream `tar -c` into a repository part; commit only when the pod's size and SHA-256
-equal ours, tar and the exec both succeeded, and the archive reads back as a tar; then remove the pod
-and start the consumers again.
+Order of events: the access plan (claim, consumers, node); the claim's lease; the consumers stopped
+only for a ReadWriteOncePod claim (after asking) or --quiesce; a read-only rescue pod (on the
+consumer's node for ReadWriteOnce, so the app keeps running), probed for its tar. Then:
+
+1. the pod lists the volume (`listing`): what to expect, and what its user cannot read — without
+   --skip-unreadable that ends the backup here, naming the paths and the ways to get them;
+2. the pod streams `tar -c` of the volume's root entries (lost+found left out) into a repository
+   part; the archive is checked as it arrives by the reader a restore uses (`tar_reader`);
+3. the archive and the listing are reconciled into the entry record (`reconcile`), stored as a part
+   of its own: owners, modes and times the headers cannot hold exactly;
+4. commit only when the pod's size and SHA-256 equal ours, the exec succeeded, tar succeeded or
+   failed only on what the listing accounts for, and nothing changed that nothing should have changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_dr import __version__
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, Interrupted, VerificationError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.repo import BackupWriter, Manifest, Repository
-from kubectl_dr.ui.progress import Transfer
-from kubectl_dr.volumes import archive, quiesce, rescue_pod, security, transfer
-from kubectl_dr.volumes.claims import get_claim, require_nodes_ready
+from kubectl_dr.runs import Run
+from kubectl_dr.units import count, size
+from kubectl_dr.volumes import entries as entries_module
+from kubectl_dr.volumes import rescue_pod, scripts, transfer
+from kubectl_dr.volumes.access import BACKUP, AccessPlan, plan_access
+from kubectl_dr.volumes.entries import Entries
+from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
+from kubectl_dr.volumes.listing import Found
+from kubectl_dr.volumes.reconcile import Identity, Reconciled, Skipped, reconcile, skipped_by_plan
+from kubectl_dr.volumes.tar_reader import ArchiveError, TarReader
 
 PART = "data.tar"
+ENTRIES_PART = entries_module.PART
 TYPE = "pvc"
+SHOWN = 10
 
 
 @dataclass
@@ -33,92 +48,198 @@ class BackupOptions:
     image: str = rescue_pod.DEFAULT_IMAGE
     name: str | None = None
     quiesce: bool = False
+    skip_unreadable: bool = False
+    dry_run: str = "none"
 
 
-def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], None]) -> dict[str, Any]:
-    claim = get_claim(kube, opts.namespace, opts.claim)
-    # kubectl dr's own pods (another run's, or one left by a killed run) are never consumers to stop.
-    consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
-    running = [c for c in consumers if c.pods]
-    must_stop = bool(running) and (opts.quiesce or claim.single_pod)
-    nodes = quiesce.consumer_nodes(running) if not must_stop else []
-    if claim.single_node and not nodes and not must_stop:
-        # No consumer runs, but a pod of ours may still hold the ReadWriteOnce volume on its node.
-        nodes = sorted({p.node for p in own if p.node})
-    node = nodes[0] if claim.single_node and nodes else None
-    if must_stop:
-        quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "back up")
-        require_nodes_ready(kube, claim, quiesce.placed(running), "back up")
-    elif node:
-        require_nodes_ready(kube, claim, {node: quiesce.placed(running).get(node) or [p.name for p in own]},
-                            "back up")
-    stopped = None
-    if own and claim.single_pod and not must_stop:
-        rescue_pod.remove_leftovers(kube, claim, own, say)  # a ReadWriteOncePod claim admits no second pod
-    if must_stop:
-        if own:
-            rescue_pod.remove_leftovers(kube, claim, own, say)
-        why = "--quiesce" if opts.quiesce else "the claim is ReadWriteOncePod (one pod at a time)"
-        say(f"stopping {', '.join(c.ref for c in consumers)} ({why})")
-        stopped = quiesce.stop(kube, consumers, run_id=quiesce.run_id("backup"),
-                               reason=f"kubectl dr pvc backup {opts.namespace}/{opts.claim}", progress=say)
-    if len(nodes) > 1 and claim.single_node:
-        say(f"warning: ReadWriteOnce claim used on several nodes ({', '.join(nodes)}); using {node}")
+@dataclass
+class BackupPlan:
+    """What a dry run found: what would be stopped, created and written."""
 
-    identity = security.consumer_identity([c.security_context() for c in consumers])
-    level = security.namespace_level(kube, opts.namespace)
-    plan = security.plan(level, identity, write=False)
-    for note in plan.notes:
-        say(f"note: {note}")
-    where = f" on node {node} (where the volume is in use)" if node else ""
-    say(f"starting rescue pod for {opts.namespace}/{opts.claim}{where}, volume mounted read-only")
-    pod = rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-backup", read_only=True, node=node,
-                           security=plan, progress=say)
-    sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
-    estimate = transfer.estimate_size(kube, pod)
+    access: AccessPlan
+    repository: str
+    dry_run: str
+    pod_accepted: bool = False  # a server dry run: the pod passed admission
 
-    hint = opts.name or f"{opts.namespace}-{opts.claim}"
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "PvcBackupPlan", "dryRun": self.dry_run, "repository": self.repository,
+                **self.access.to_dict(), "podAcceptedByServer": self.pod_accepted or None}
+
+    def summary(self) -> str:
+        a = self.access
+        lines = [f"(dry run) would back up {a.claim.namespace}/{a.claim.name} into {self.repository}"]
+        if a.stop:
+            lines.append(f"  stop {', '.join(c.ref for c in a.consumers)} ({a.why_stop}), then start them again")
+        where = f"on node {a.node}" if a.node else "where the scheduler puts it"
+        lines.append(f"  start a read-only rescue pod {where} ({'root' if a.security.root else 'non-root'})")
+        if a.own:
+            lines.append(f"  delete {count(len(a.own), 'pod')} of earlier runs that still mount the claim")
+        if self.pod_accepted:
+            lines.append("  the API server accepted the pod and the scale changes (nothing was persisted)")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class BackupResult:
+    manifest: Manifest
+    location: str
+    skipped: list[Skipped] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.manifest.id, "path": self.location, **self.manifest.to_dict()}
+
+    def summary(self) -> str:
+        record = self.manifest.details["archive"]
+        data = self.manifest.part(PART)
+        return (f'backup "{self.manifest.id}" created: {count(record["entries"], "entry", "entries")}, '
+                f"{size(data.size)}, sha256 {data.sha256}\n")
+
+
+def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run: Run) -> BackupResult | BackupPlan:
+    access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
+    say_plan(console, access)
+    if opts.dry_run == "client":
+        claim_lease(kube, access, run, "client").acquire()  # says who holds it, writes nothing
+        return BackupPlan(access, str(repo.path), "client")
+    with Exposure(kube, access, run, console, opts.image, "pvc-backup", dry_run=opts.dry_run) as exposure:
+        if access.stop and access.claim.single_pod and not opts.quiesce and opts.dry_run == "none":
+            console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
+                            f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and start "
+                            "them again after")
+        if access.stop:
+            exposure.stop_consumers()
+        pod = exposure.start(read_only=True)
+        if pod is None:
+            return BackupPlan(access, str(repo.path), opts.dry_run, pod_accepted=True)
+        found = transfer.list_volume(kube, pod)
+        skipped = _skipped(found, pod, opts, console)
+        manifest = _stream(kube, repo, pod, opts, access, found, skipped, console)
+        exposure.finish()
+    details = manifest.details
+    return BackupResult(manifest, str(repo.path / manifest.id),
+                        [Skipped(**s) for s in details.get("skipped") or []], details.get("changedDuringBackup") or [])
+
+
+def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOptions,
+             console: Console) -> list[Skipped]:
+    assert pod.tools is not None
+    identity = Identity(pod.tools.uid, frozenset(pod.tools.gids))
+    skipped = skipped_by_plan(found, identity)
+    unreadable = [s for s in skipped if s.why.startswith("unreadable")]
+    if unreadable and not opts.skip_unreadable:
+        shown = "\n".join(f"  {s.path!r}: {s.why}" for s in unreadable[:SHOWN])
+        more = f"\n  … and {len(unreadable) - SHOWN} more" if len(unreadable) > SHOWN else ""
+        raise DrError(
+            f"cannot back up {opts.namespace}/{opts.claim}: the rescue pod (uid {identity.uid}) cannot read "
+            f"{count(len(unreadable), 'entry', 'entries')}:\n{shown}{more}\nNothing was kept.",
+            hint=("To back them up, run the backup as root where the namespace allows it (for its duration: "
+                  f"kubectl label namespace {opts.namespace} pod-security.kubernetes.io/enforce=baseline "
+                  "--overwrite), or give an --image whose user can read them. Or pass --skip-unreadable to back "
+                  "up the rest: the skipped paths are recorded in the backup (kubectl dr backups show)."))
+    for item in skipped:
+        console.say(f"skipping {item.path!r}: {item.why}")
+    return skipped
+
+
+def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: BackupOptions, access: AccessPlan,
+            found: dict[str, Found], skipped: list[Skipped], console: Console) -> Manifest:
+    assert pod.tools is not None
+    tools = pod.tools
+    expected = sum(f.size for f in found.values() if f.kind == "file") + 512 * (len(found) + 2)
+    claim = access.claim
     source: dict[str, Any] = {
         **claim.describe(),
         "server": kube.resolved.server,
         "context": kube.resolved.context_name,
-        "node": node,
-        "consumers": [c.ref for c in consumers],
+        "node": access.node,
+        "consumers": [c.ref for c in access.consumers],
     }
     writer: BackupWriter | None = None
+    reader = TarReader(gnu_sparse=tools.tar == scripts.GNU)
+    what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
     try:
-        with repo.create(TYPE, source, hint) as writer, ThreadPoolExecutor(1, "list-archive") as beside:
-            with writer.open_part(PART) as part, Transfer(f"backup {opts.namespace}/{opts.claim}", estimate) as bar:
-                checked = transfer.receive(kube, pod, part, bar)
-                # What is left overlaps: the pod terminates, the archive is listed while the part is flushed.
-                pod.release()
-                listed = beside.submit(archive.list_file, part.path)
-            if checked.warnings:
-                say(f"tar reported:\n{checked.warnings}")
-            listing = listed.result()
-            details: dict[str, Any] = {
-                "name": opts.name,
-                "archive": {"format": "tar", "part": PART, **listing.summary()},
-                "transfer": {
-                    "size": checked.size, "sha256Pod": checked.sha256, "sha256Local": part.sha256,
-                    "execProtocol": checked.protocol, "seconds": round(bar.elapsed, 3),
-                },
-                "rescuePod": {"image": opts.image, "node": node, "securityContext": sec.describe()},
-                "quiesced": [c.ref for c in consumers] if must_stop else [],
-                "toolVersion": __version__,
-            }
-            manifest: Manifest = writer.commit(details)
+        with repo.create(TYPE, source, opts.name or f"{opts.namespace}-{opts.claim}") as writer:
+            with writer.open_part(PART) as part, console.progress(f"backup {opts.namespace}/{opts.claim}",
+                                                                  expected) as bar:
+                def sink(data: bytes) -> None:
+                    part.write(data)
+                    reader.feed(data)
+                    bar.advance(len(data))
+
+                checked = transfer.receive(kube, pod, scripts.backup_script(tools.tar), sink,
+                                           lambda: (part.size, part.sha256), what)
+                pod.release()  # nothing more runs in it: it terminates while we finish
+                seconds = bar.elapsed
+            try:
+                archive = reader.finish()
+            except ArchiveError as exc:
+                raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
+                                        f"{exc.message}", hint=exc.hint) from None
+            record = reconcile(archive, found, skipped)
+            _judge(record, checked, access, opts, console, what)
+            details = _details(opts, access, pod, record, checked, seconds,
+                               gnu_sparse=any(m.sparse for m in archive.members.values()))
+            with writer.open_part(ENTRIES_PART) as listing_part:
+                for line in record.entries.lines({"tar": f"{tools.tar} {tools.tar_version}".strip()}):
+                    listing_part.write(line)
+            return writer.commit(details)
     except (Interrupted, VerificationError):
         # Said here because the next lines are about the pod and the consumers: the user should not
         # have to wonder whether a cut-short archive now sits in the repository.
         if writer is not None and writer.state == "aborted":
-            say("the incomplete backup was removed: nothing was kept in the repository")
+            console.say("the incomplete backup was removed: nothing was kept in the repository")
         raise
-    pod.delete()
-    if stopped is not None:
-        say("starting the consumers again")
-        stopped.restore()
-    return {"id": manifest.id, "path": str(repo.path / manifest.id), **manifest.to_dict()}
+
+
+def _judge(record: Reconciled, checked: transfer.Checked, access: AccessPlan, opts: BackupOptions,
+           console: Console, what: str) -> None:
+    """tar's exit and the reconciliation together: every missing or changed entry must be explained."""
+    if checked.tar_exit != 0 and not scripts.harmless_tar_messages(checked.warnings):
+        raise VerificationError(f"{what}: tar exited with code {checked.tar_exit}:\n{checked.warnings}",
+                                hint="Nothing was kept. Fix the cause (a failing disk, a file system error) "
+                                     "and run the backup again.")
+    if checked.tar_exit != 0 and not record.changed and not record.skipped:
+        raise VerificationError(f"{what}: tar exited with code {checked.tar_exit} but every entry is in the "
+                                f"archive:\n{checked.warnings}", hint="Nothing was kept.")
+    if record.changed:
+        shown = ", ".join(repr(p) for p in record.changed[:SHOWN])
+        more = f" and {len(record.changed) - SHOWN} more" if len(record.changed) > SHOWN else ""
+        if access.quiet:
+            raise VerificationError(
+                f"{what}: {count(len(record.changed), 'entry', 'entries')} changed while the backup read them, "
+                f"although nothing should write the volume: {shown}{more}",
+                hint="Something else writes to it (a pod outside kubectl dr's view?). Nothing was kept.")
+        console.warn(f"{count(len(record.changed), 'entry', 'entries')} changed while the backup read them (the "
+                     f"app kept writing): {shown}{more}. They are kept as tar read them; for a consistent copy, "
+                     "back up with --quiesce")
+    if checked.warnings and checked.tar_exit == 0:
+        console.say(f"tar reported:\n{checked.warnings}")
+
+
+def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod, record: Reconciled,
+             checked: transfer.Checked, seconds: float, *, gnu_sparse: bool) -> dict[str, Any]:
+    assert pod.tools is not None
+    entries: Entries = record.entries
+    return {
+        "name": opts.name,
+        "archive": {"format": "tar", "part": PART, "tar": pod.tools.tar, "tarVersion": pod.tools.tar_version,
+                    # Sparse files stored as GNU sparse members: only GNU tar can extract this archive.
+                    "gnuSparse": gnu_sparse,
+                    **entries.summary()},
+        "entries": {"part": ENTRIES_PART, "format": entries_module.FORMAT, "version": entries_module.VERSION},
+        "skipped": [s.to_dict() for s in record.skipped],
+        "changedDuringBackup": record.changed[:1000],
+        "changedDuringBackupCount": len(record.changed),
+        "transfer": {
+            "size": checked.size, "sha256Pod": checked.sha256, "sha256Local": checked.sha256,
+            "execProtocol": checked.protocol, "seconds": round(seconds, 3),
+        },
+        "rescuePod": {"image": opts.image, "node": access.node, "securityContext": pod.security.describe(),
+                      "tools": pod.tools.to_dict()},
+        "quiesced": [c.ref for c in access.consumers] if access.stop else [],
+        "toolVersion": __version__,
+    }
 
 
 def check_name(name: str | None) -> None:

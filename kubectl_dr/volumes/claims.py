@@ -23,6 +23,8 @@ class Claim:
     access_modes: tuple[str, ...]
     uid: str
     labels: dict[str, str] = field(default_factory=dict)
+    # Pending, waiting for its first consumer (WaitForFirstConsumer): no volume until a pod is scheduled.
+    pending: bool = False
 
     @property
     def single_pod(self) -> bool:
@@ -45,30 +47,59 @@ class Claim:
         }
 
 
-def get_claim(kube: Kube, namespace: str, name: str) -> Claim:
-    """The bound claim, or an error that says which of namespace or claim is missing, or why it waits."""
+def get_claim(kube: Kube, namespace: str, name: str, *, allow_pending: bool = False) -> Claim:
+    """The bound claim, or an error that says which of namespace or claim is missing, or why it waits.
+
+    `allow_pending`: a claim of a WaitForFirstConsumer storage class that no pod has used yet (a new
+    claim, the usual target of a disaster-recovery restore) is returned too: the rescue pod will be its
+    first consumer, and the scheduler picks its node and binds it as it would for the app.
+    """
     # The workloads layer's lookup also copes with users who may not read Namespace objects.
     obj = require_claim(kube, namespace, name)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     phase = status.get("phase")
-    if phase != "Bound" or not spec.get("volumeName"):
+    pending = phase == "Pending" and not spec.get("volumeName")
+    if pending and allow_pending:
+        mode = binding_mode(kube, spec.get("storageClassName"))
+        if mode not in ("WaitForFirstConsumer", None):
+            pending = False  # an Immediate class that did not bind: nothing a pod can change
+    elif phase != "Bound" or not spec.get("volumeName"):
+        pending = False
+    if not pending and (phase != "Bound" or not spec.get("volumeName")):
+        what = "back up" if not allow_pending else "restore into"
         raise DrError(
             f'persistentvolumeclaim "{name}" in namespace {namespace} is {phase or "not bound"}: '
-            "it has no volume yet, so there is nothing to back up or restore into",
+            f"it has no volume yet, so there is nothing to {what}",
             hint=f"See why with `kubectl describe pvc -n {namespace} {name}`.",
         )
     modes = tuple(status.get("accessModes") or spec.get("accessModes") or ())
+    capacity = (status.get("capacity") or {}).get("storage") or ((spec.get("resources") or {}).get("requests")
+                                                                 or {}).get("storage")
     return Claim(
         namespace=namespace,
         name=name,
-        volume=str(spec["volumeName"]),
+        volume=str(spec.get("volumeName") or ""),
         storage_class=spec.get("storageClassName"),
-        capacity=(status.get("capacity") or {}).get("storage"),
+        capacity=capacity,
         access_modes=modes,
         uid=str((obj.get("metadata") or {}).get("uid", "")),
         labels=dict((obj.get("metadata") or {}).get("labels") or {}),
+        pending=pending,
     )
+
+
+def binding_mode(kube: Kube, storage_class: str | None) -> str | None:
+    """The class's volumeBindingMode; None when it cannot be told (no class named, or not readable)."""
+    if not storage_class:
+        return None
+    try:
+        obj: dict[str, Any] = kube.get(f"/apis/storage.k8s.io/v1/storageclasses/{storage_class}")
+    except ApiError as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    return str(obj.get("volumeBindingMode") or "Immediate")
 
 
 def node_ready(kube: Kube, node: str) -> str | None:

@@ -18,12 +18,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
-from kubectl_dr.errors import DrError
+from kubectl_dr.console import Console
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import RESIZE, ExecResult, ExecStream, Timeouts, open_exec
-from kubectl_dr.volumes import quiesce, rescue_pod, security
-from kubectl_dr.volumes.claims import get_claim, require_nodes_ready
+from kubectl_dr.runs import Run
+from kubectl_dr.volumes import rescue_pod
+from kubectl_dr.volumes.access import RESCUE, AccessPlan, plan_access
+from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod
 
 
@@ -35,46 +38,44 @@ class RescueOptions:
     image: str = rescue_pod.DEFAULT_IMAGE
     quiesce: bool = False
     read_only: bool = False
+    dry_run: str = "none"
 
 
-def start_pod(kube: Kube, opts: RescueOptions, say: Callable[[str], None]) -> RescuePod:
-    claim = get_claim(kube, opts.namespace, opts.claim)
-    # kubectl dr's own pods (another run's, or one left by a killed run) are never consumers to stop.
-    consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
-    running = [c for c in consumers if c.pods]
-    node = None
-    if opts.quiesce and consumers:
-        quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "quiesce")
-        require_nodes_ready(kube, claim, quiesce.placed(running), "quiesce")
-        if own:
-            rescue_pod.remove_leftovers(kube, claim, own, say)
-        say(f"stopping {', '.join(c.ref for c in consumers)} (--quiesce); they start again when the shell ends")
-        quiesce.stop(kube, consumers, run_id=quiesce.run_id("rescue"),
-                     reason=f"kubectl dr pvc rescue {opts.namespace}/{opts.claim}", progress=say)
-    elif running and claim.single_pod:
-        raise DrError(f"{opts.namespace}/{opts.claim} is ReadWriteOncePod and in use by "
-                      f"{', '.join(c.ref for c in running)}: a second pod cannot mount it",
-                      hint="Pass --quiesce to stop the consumers for the duration of the session.")
-    elif own and claim.single_pod:
-        rescue_pod.remove_leftovers(kube, claim, own, say)  # a ReadWriteOncePod claim admits no second pod
-    else:
-        if own:
-            say(f"note: rescue pods of an earlier run still mount the claim: {', '.join(p.name for p in own)}")
-        nodes = quiesce.consumer_nodes(running) if claim.single_node else []
-        if claim.single_node and not nodes:
-            nodes = sorted({p.node for p in own if p.node})
-        node = nodes[0] if nodes else None
-        if node:
-            require_nodes_ready(kube, claim, {node: quiesce.placed(running).get(node) or [p.name for p in own]},
-                                "open a rescue shell for")
-    identity = security.consumer_identity([c.security_context() for c in consumers])
-    sec = security.plan(security.namespace_level(kube, opts.namespace), identity, write=not opts.read_only)
-    for note in sec.notes:
-        say(f"note: {note}")
-    where = f" on node {node}" if node else ""
-    say(f"starting rescue pod for {opts.namespace}/{opts.claim}{where}; the volume is at {rescue_pod.DATA}")
-    return rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-rescue", read_only=opts.read_only,
-                            node=node, security=sec, progress=say)
+@dataclass
+class RescuePlan:
+    access: AccessPlan
+    dry_run: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "PvcRescuePlan", "dryRun": self.dry_run, **self.access.to_dict()}
+
+    def summary(self) -> str:
+        a = self.access
+        lines = [f"(dry run) would open a rescue pod on {a.claim.namespace}/{a.claim.name}"
+                 + (f" on node {a.node}" if a.node else "")]
+        if a.stop:
+            lines.append(f"  stop {', '.join(c.ref for c in a.consumers)} for the session")
+        return "\n".join(lines) + "\n"
+
+
+def run(kube: Kube, opts: RescueOptions, console: Console, run: Run, interactive: bool) -> ExecResult | RescuePlan:
+    """The pod, the session in it (a shell or the command), and everything put back afterwards."""
+    access = plan_access(kube, opts.namespace, opts.claim, job=RESCUE, read_only=opts.read_only, quiesce=opts.quiesce)
+    say_plan(console, access)
+    if opts.dry_run == "client":
+        claim_lease(kube, access, run, "client").acquire()
+        return RescuePlan(access, "client")
+    with Exposure(kube, access, run, console, opts.image, "pvc-rescue", dry_run=opts.dry_run) as exposure:
+        if access.stop:
+            console.say("the consumers start again when the session ends")
+            exposure.stop_consumers()
+        pod = exposure.start(read_only=opts.read_only)
+        if pod is None:
+            return RescuePlan(access, opts.dry_run)
+        console.say(f"the volume is at {rescue_pod.DATA}")
+        result = interactive_session(kube, pod, ["sh"]) if interactive else run_command(kube, pod, opts.command)
+        exposure.finish()
+    return result
 
 
 def run_command(kube: Kube, pod: RescuePod, command: list[str]) -> ExecResult:
@@ -111,7 +112,7 @@ def _send_size(stream: ExecStream) -> None:
         stream.send_channel(RESIZE, payload)
 
 
-def interactive(kube: Kube, pod: RescuePod, command: list[str]) -> ExecResult:
+def interactive_session(kube: Kube, pod: RescuePod, command: list[str]) -> ExecResult:
     """A tty session: local keys go to the pod, its output to our terminal, until the shell exits."""
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True, tty=True,
                        timeouts=Timeouts(idle=None))

@@ -1,40 +1,65 @@
-"""The rescue pod: mounts only the claim (and a scratch emptyDir), no token, no links, sleeps until exec.
+"""The rescue pod: mounts only the claim (and a scratch emptyDir), no token, no links, ends on its own.
 
-It is a plain busybox (or `--image`) container that runs `sleep` so we can exec into it: the data
-moves over the exec stream, so the pod needs no network access, no service account and nothing from
-the cluster but the volume. Placement follows the claim's access mode: for a ReadWriteOnce claim
-still in use, the pod is pinned to the consumer's node (where the volume is attached), so a backup
-does not stop the app.
+It is a plain busybox (or `--image`) container whose main process is a dead-man loop: the run that made
+the pod touches a heartbeat file through exec every few seconds (`runs.Heartbeat`), and the loop ends
+the pod once the file is older than `pod_grace_seconds()` (3 minutes) — a run killed with SIGKILL, or cut off from the
+cluster, leaves no pod holding the volume for longer than a few minutes. `activeDeadlineSeconds` bounds
+the pod's life even if its image had no working `date` or `stat`. The data moves over exec streams, so
+the pod needs no network access, no service account and nothing from the cluster but the volume.
+
+Placement follows the claim: a ReadWriteOnce claim still in use is read on its consumer's node (where
+the volume is attached) so a backup does not stop the app; a claim waiting for its first consumer
+(WaitForFirstConsumer) gets a pod without a node, so the scheduler picks one and binds the claim, as it
+would for the app.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubectl_dr import volumes
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.exec import Timeouts, open_exec
+from kubectl_dr.runs import Run
+from kubectl_dr.runs.heartbeat import pod_grace_seconds
+from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
 from kubectl_dr.volumes.claims import Claim, node_ready
 from kubectl_dr.volumes.security import UNKNOWN, SecurityPlan, replan
 from kubectl_dr.workloads.claims import pod_uses_claim
+
+if TYPE_CHECKING:
+    from kubectl_dr.volumes.scripts import Probe
 
 DEFAULT_IMAGE = volumes.DEFAULT_IMAGE
 CONTAINER = "rescue"
 DATA = "/data"
 SCRATCH = "/scratch"
-# Long enough for any job; the pod is deleted by us (or by the cleanup stack) well before.
-SLEEP_SECONDS = 7 * 24 * 3600
-# Which run made the pod (host and pid), so a later run can tell a killed run's pod from a live one.
-OWNER_ANNOTATION = "kubectl-dr.io/owner"
+ALIVE = f"{SCRATCH}/.kubectl-dr-alive"
 OWN_SELECTOR = f"{pods.LABEL_MANAGED}={pods.MANAGED_BY}"
+# The outer bound of a rescue pod's life: a day covers a multi-terabyte transfer; the dead-man loop
+# ends it within minutes of its run going away.
+ACTIVE_DEADLINE_SECONDS = 24 * 3600
+
+
+def dead_man(grace: int) -> str:
+    """The container's main process: ends the pod once the heartbeat file is `grace` seconds old."""
+    return f"""\
+trap 'exit 0' TERM
+touch {ALIVE}
+while :; do
+  age=$(( $(date +%s) - $(stat -c %Y {ALIVE} 2>/dev/null || echo 0) ))
+  if [ "$age" -ge {grace} ]; then
+    echo "kubectl dr: no heartbeat for ${{age}}s: the run that made this pod is gone; ending it" >&2
+    exit 0
+  fi
+  sleep 2 & wait $!
+done
+"""
 
 
 @dataclass
@@ -44,6 +69,7 @@ class RescuePod:
     image: str
     security: SecurityPlan
     read_only: bool
+    tools: Probe | None = None  # what the image offers (tar flavour, fallocate), asked once it runs
 
     @property
     def name(self) -> str:
@@ -65,12 +91,19 @@ class RescuePod:
         with contextlib.suppress(DrError):
             self.helper.request_delete()
 
+    def touch(self) -> None:
+        """The heartbeat that keeps the pod's dead-man loop from ending it."""
+        stream = open_exec(self.helper.kube, self.namespace, self.name, ["touch", ALIVE], container=CONTAINER,
+                           timeouts=Timeouts(connect=10.0, idle=30.0))
+        stream.run().check(f"heartbeat of pod {self.namespace}/{self.name}")
+
 
 def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bool, node: str | None,
-             security: SecurityPlan) -> dict[str, Any]:
+             security: SecurityPlan, run: Run, lease: str) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 1,
+        "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": security.pod,
@@ -78,7 +111,7 @@ def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bo
             "name": CONTAINER,
             "image": image,
             "imagePullPolicy": "IfNotPresent",
-            "command": ["sleep", str(SLEEP_SECONDS)],
+            "command": ["sh", "-c", dead_man(pod_grace_seconds())],
             "workingDir": DATA,
             "securityContext": security.container,
             "volumeMounts": [
@@ -95,13 +128,12 @@ def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bo
         spec["nodeName"] = node
         # A pinned pod skips the scheduler; tolerate taints so it can share a control-plane node too.
         spec["tolerations"] = [{"operator": "Exists"}]
-    labels = {**pods.managed_labels(purpose), "kubectl-dr.io/pvc": claim.name[:63]}
-    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}, separators=(",", ":"))
+    labels = {**pods.managed_labels(purpose), **run.labels(), "kubectl-dr.io/pvc": claim.name[:63]}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": claim.namespace, "labels": labels,
-                     "annotations": {"kubectl-dr.io/claim": claim.name, OWNER_ANNOTATION: owner}},
+                     "annotations": {"kubectl-dr.io/claim": claim.name, **run.annotations(lease)}},
         "spec": spec,
     }
 
@@ -112,33 +144,16 @@ class OwnPod:
 
     name: str
     node: str | None
-    owner_host: str | None
-    owner_pid: int | None
+    run_id: str | None
+    lease: str | None
+    phase: str
 
-    @property
-    def run_alive(self) -> bool:
-        """True only when the run that made it is known to be alive: a process on this machine."""
-        if self.owner_host != socket.gethostname() or not self.owner_pid or self.owner_pid == os.getpid():
-            return False
-        try:
-            with open(f"/proc/{self.owner_pid}/cmdline", "rb") as f:
-                return b"kubectl" in f.read()
-        except OSError:
-            return False
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "node": self.node, "runID": self.run_id, "phase": self.phase}
 
 
-def _owner(pod: dict[str, Any]) -> tuple[str | None, int | None]:
-    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(OWNER_ANNOTATION)
-    if not isinstance(raw, str):
-        return None, None
-    with contextlib.suppress(TypeError, ValueError, KeyError, AttributeError):
-        data = json.loads(raw)
-        return str(data["host"]), int(data["pid"])
-    return None, None
-
-
-def own_pods(kube: Kube, namespace: str, claim: str) -> list[OwnPod]:
-    """kubectl dr's own pods that mount the claim, found by label: never consumers to stop or wait for.
+def own_pods(kube: Kube, namespace: str, claim: str | None = None) -> list[OwnPod]:
+    """kubectl dr's own pods (that mount `claim`, if given), found by label: never consumers to stop.
 
     By label, not by name or annotation: any pod we made (a rescue pod of a run killed outright, one of a
     run still going, one of an older version) carries `app.kubernetes.io/managed-by=kubectl-dr`.
@@ -146,37 +161,31 @@ def own_pods(kube: Kube, namespace: str, claim: str) -> list[OwnPod]:
     data: dict[str, Any] = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=OWN_SELECTOR)
     found = []
     for pod in data.get("items") or []:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get(pods.LABEL_MANAGED) != pods.MANAGED_BY or not pod_uses_claim(pod, claim):
+        meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(pods.LABEL_MANAGED) != pods.MANAGED_BY:
             continue  # the label check again: a server that ignored the selector must not mislead us
-        host, pid = _owner(pod)
-        found.append(OwnPod(str(pod["metadata"]["name"]), (pod.get("spec") or {}).get("nodeName"), host, pid))
+        if claim is not None and not pod_uses_claim(pod, claim) and not _mounts(pod, claim):
+            continue
+        found.append(OwnPod(str(meta["name"]), (pod.get("spec") or {}).get("nodeName"),
+                            (meta.get("labels") or {}).get(RUN_ID_LABEL),
+                            (meta.get("annotations") or {}).get(LEASE_ANNOTATION),
+                            str((pod.get("status") or {}).get("phase") or "Pending")))
     return sorted(found, key=lambda p: p.name)
 
 
-def remove_leftovers(kube: Kube, claim: Claim, own: list[OwnPod], say: Callable[[str], None]) -> None:
-    """Delete our pods that still mount the claim before a job that needs it alone (restore, quiesce).
-
-    They hold the volume (a ReadWriteOnce claim cannot attach elsewhere, a ReadWriteOncePod claim admits
-    no second pod, and stopping consumers waits for every pod of the claim). A pod whose run is still
-    alive on this machine is not taken from it: that is another command working on the same claim.
-    """
-    live = [p for p in own if p.run_alive]
-    if live:
-        raise DrError(
-            f"another kubectl dr command (pid {live[0].owner_pid}) is using {claim.namespace}/{claim.name} through "
-            f"pod {live[0].name}; two commands must not work on one claim at once",
-            hint="Wait for it to finish, or stop it (Ctrl-C: it removes its pod), then run this again. "
-                 "Nothing was changed.")
-    for pod in own:
-        say(f"deleting rescue pod {claim.namespace}/{pod.name} left behind by an earlier run that was killed")
-        pods.HelperPod(kube, claim.namespace, pod.name).delete(wait=True)
+def _mounts(pod: dict[str, Any], claim: str) -> bool:
+    """A finished pod of ours still mounts the claim in its spec (pod_uses_claim skips finished pods)."""
+    return any(((v.get("persistentVolumeClaim") or {}).get("claimName")) == claim
+               for v in (pod.get("spec") or {}).get("volumes") or [])
 
 
 def start(kube: Kube, claim: Claim, *, image: str, purpose: str, read_only: bool, node: str | None,
-          security: SecurityPlan, progress: Callable[[str], None] | None = None,
-          timeout: float = 180.0) -> RescuePod:
-    """Create the pod (its deletion registered first thing) and wait until it runs, or say why not."""
+          security: SecurityPlan, run: Run, lease: str, progress: Callable[[str], None] | None = None,
+          timeout: float = 180.0, dry_run: str = "none") -> RescuePod | None:
+    """Create the pod (its deletion registered first thing) and wait until it runs, or say why not.
+
+    `dry_run="server"`: the pod is sent with dryRun=All (admission and RBAC answer) and None comes back.
+    """
     if node:
         problem = node_ready(kube, node)
         if problem:
@@ -186,15 +195,18 @@ def start(kube: Kube, claim: Claim, *, image: str, purpose: str, read_only: bool
     plan = security
     while True:
         name = pods.pod_name("dr-rescue", claim.name)
-        body = manifest(claim, name, image=image, purpose=purpose, read_only=read_only, node=node, security=plan)
+        body = manifest(claim, name, image=image, purpose=purpose, read_only=read_only, node=node, security=plan,
+                        run=run, lease=lease)
         try:
-            helper = pods.create(kube, body, what="rescue")
+            helper = pods.create(kube, body, what="rescue", dry_run=dry_run)
             break
         except ApiError as exc:
             better = _pod_security_retry(exc, plan, claim, progress)
             if better is None:
                 raise
             plan = better
+    if helper is None:
+        return None
     pods.wait_running(helper, timeout=timeout, progress=progress)
     return RescuePod(helper, node, image, plan, read_only)
 
@@ -207,6 +219,8 @@ def _pod_security_retry(exc: ApiError, plan: SecurityPlan, claim: Claim,
     better = replan(plan)
     if better is not None:
         if progress is not None:
+            import re
+
             level = re.search(r'violates PodSecurity "([a-z]+)', exc.message)
             enforced = f'"{level.group(1)}"' if level else "a level"
             seen = ("we may not read the namespace" if plan.level == UNKNOWN

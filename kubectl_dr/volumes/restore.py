@@ -1,37 +1,44 @@
-"""`pvc restore`: a verified backup into the volume, with the consumers stopped and started again.
+"""`pvc restore`: a verified backup into the volume, with its consumers stopped and started again.
 
-Nothing is touched until the archive is proven safe (no entry can land outside the volume) and the
-backup intact (sizes and SHA-256 of every part against the manifest). Order: the listing, then
-confirmation, then the checksum pass; a claim nobody uses gets its rescue pod meanwhile (a pod that
-does nothing until the transfer, deleted if the check fails), while consumers are scaled to 0
-(records on the objects) only for a backup known to be intact. Then the read-write rescue pod with
-the consumers' identity, the archive streamed in and checked on both sides, directory and symlink
-mtimes set (busybox tar does not), the tree checked entry by entry against the archive, `--clean`
-extras removed, the pod deleted and the consumers scaled back.
+Nothing is touched until the archive is proven safe (read by the reader both tars agree with, and
+matching its entry record) and the backup intact (sizes and SHA-256 of every part). Order: the source
+read and checked; confirmation; the claim's lease; the checksum pass (a claim nobody uses gets its
+rescue pod meanwhile, one that does nothing until the transfer); the consumers scaled to 0 (records on
+the objects); the read-write rescue pod with the consumers' identity; then, still before the first
+byte, the volume listed and planned: entries of another kind in the way (a directory where the backup
+has a file) are refused without --clean, and the volume must have room.
 
-Every step can be repeated: tar overwrites what an interrupted run left half-written, so a failed or
-interrupted restore is finished by running it again.
+From the first byte on (`Exposure.mark_torn`) a failure keeps the consumers stopped: --clean's
+removals, the archive streamed in and checked on both sides, then the owners, modes, times and holes
+tar could not give back set from the record, and the volume checked entry by entry against it. Only
+then are the pod deleted and the consumers started. A failed or interrupted restore is finished by
+running it again: tar overwrites what it left half-written.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.repo import Backup, Repository
-from kubectl_dr.ui.output import count
-from kubectl_dr.ui.progress import Transfer
-from kubectl_dr.volumes import archive, quiesce, rescue_pod, scripts, security, transfer, tree_check
-from kubectl_dr.volumes.archive import DIR, SYMLINK, Listing
-from kubectl_dr.volumes.backup import PART, TYPE
-from kubectl_dr.volumes.claims import get_claim, require_nodes_ready
+from kubectl_dr.runs import Run
+from kubectl_dr.units import count, size
+from kubectl_dr.volumes import rescue_pod, scripts, source, transfer, tree_check
+from kubectl_dr.volumes.access import RESTORE, AccessPlan, plan_access
+from kubectl_dr.volumes.entries import DIR, FILE
+from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
+from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.rescue_pod import RescuePod
+from kubectl_dr.volumes.source import Source
+
+# Space a restore keeps in hand beyond its estimate: file-system metadata, directories, rounding.
+SPACE_MARGIN = 1.02
+BLOCK = 4096
 
 
 @dataclass
@@ -41,41 +48,73 @@ class RestoreOptions:
     source: str  # backup ID, prefix, "latest", a backup directory, or a tar file
     image: str = rescue_pod.DEFAULT_IMAGE
     clean: bool = False
+    allow_empty: bool = False
+    from_claim: str | None = None
+    dry_run: str = "none"
 
 
 @dataclass
-class Archive:
-    path: Path
-    size: int
-    sha256: str | None
-    backup_id: str | None
+class RestorePlan:
+    access: AccessPlan
+    source: Source
+    clean: bool
+    dry_run: str
+    pod_accepted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "PvcRestorePlan", "dryRun": self.dry_run, "backup": _backup_id(self.source),
+                "archive": str(self.source.path), "size": self.source.size, "clean": self.clean,
+                "entries": self.source.entries.summary(), **self.access.to_dict(),
+                "podAcceptedByServer": self.pod_accepted or None}
+
+    def summary(self) -> str:
+        a, s = self.access, self.source
+        lines = [f"(dry run) would restore {count(len(s.entries), 'entry', 'entries')} ({size(s.size)}) from "
+                 f"{s.label} into {a.claim.namespace}/{a.claim.name}"]
+        if a.consumers:
+            lines.append(f"  stop {', '.join(c.ref for c in a.consumers)}, and start them again once the volume "
+                         "checks out")
+        lines.append(f"  start a read-write rescue pod ({'root' if a.security.root else 'non-root'})"
+                     + (": the claim's first consumer" if a.claim.pending else ""))
+        if self.clean:
+            lines.append("  remove what the volume holds and the backup does not (see `kubectl dr pvc diff`)")
+        if self.pod_accepted:
+            lines.append("  the API server accepted the pod and the scale changes (nothing was persisted)")
+        return "\n".join(lines) + "\n"
 
 
-def resolve_archive(repo: Repository, opts: RestoreOptions,
-                    say: Callable[[str], None]) -> tuple[Archive, Backup | None, Listing]:
-    """The archive to restore and its listing, which refuses unsafe archives; the backup it belongs to
-    (None for a plain tar file), whose checksums `Verification` checks before anything is touched.
+@dataclass
+class RestoreResult:
+    namespace: str
+    claim: str
+    source: Source
+    checked: transfer.Checked
+    seconds: float
+    removed: list[str] = field(default_factory=list)
+    replaced_kinds: list[str] = field(default_factory=list)
+    fixed: int = 0
+    consumers: list[str] = field(default_factory=list)
+    security: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, Any] = field(default_factory=dict)
 
-    A listing that fails on a backup is checked against the checksums first: a damaged backup is the
-    error to report, whatever the listing tripped over.
-    """
-    candidate = Path(opts.source).expanduser()
-    if candidate.is_file():
-        say(f"restoring from the tar file {candidate} (no manifest: it cannot be checked against a checksum)")
-        return Archive(candidate.absolute(), candidate.stat().st_size, None, None), None, archive.list_file(candidate)
-    match = {"namespace": opts.namespace, "pvc": opts.claim} if opts.source == "latest" else None
-    backup: Backup = repo.resolve(opts.source, TYPE, match)
-    part = backup.manifest.part(PART)
-    found = Archive(backup.part_path(PART), part.size, part.sha256, backup.id)
-    # Listing reads every header (about 25 µs an entry): a volume of a million files takes a while.
-    say(f"listing backup {backup.id} (every entry must land inside the volume)")
-    try:
-        listing = archive.list_file(found.path)
-    except DrError:
-        say(f"the archive of backup {backup.id} cannot be listed; checking it against its checksums")
-        repo.verify(backup)
-        raise
-    return found, backup, listing
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "PvcRestore", "namespace": self.namespace, "pvc": self.claim,
+            "backup": _backup_id(self.source), "archive": str(self.source.path), "size": self.checked.size,
+            "sha256": self.checked.sha256, "execProtocol": self.checked.protocol, "seconds": round(self.seconds, 3),
+            "entries": self.source.entries.summary(), "entryRecord": self.source.recorded,
+            "removed": self.removed, "replacedKinds": self.replaced_kinds, "fixedAfterExtraction": self.fixed,
+            "consumers": self.consumers, "securityContext": self.security, "tools": self.tools,
+        }
+
+    def summary(self) -> str:
+        backup = _backup_id(self.source)
+        return (f"restored {count(len(self.source.entries), 'entry', 'entries')} ({size(self.checked.size)}) into "
+                f"{self.namespace}/{self.claim}{' from backup ' + backup if backup else ''}\n")
+
+
+def _backup_id(src: Source) -> str | None:
+    return src.backup.id if src.backup is not None else None
 
 
 class _Cancelled(Exception):
@@ -85,28 +124,28 @@ class _Cancelled(Exception):
 class Verification:
     """The checksum pass over a backup, in a thread, so that a rescue pod can start meanwhile.
 
-    `with Verification(repo, backup, say) as v: …; v.wait()`: `wait` raises if the backup is damaged.
+    `with Verification(repo, backup, console) as v: …; v.wait()`: `wait` raises if the backup is damaged.
     Leaving the block early (an error or Ctrl-C in the main thread) stops the pass at its next chunk.
     """
 
-    def __init__(self, repo: Repository, backup: Backup | None, say: Callable[[str], None]) -> None:
-        self.repo, self.backup, self.say = repo, backup, say
+    def __init__(self, repo: Repository, backup: Backup | None, console: Console) -> None:
+        self.repo, self.backup, self.console = repo, backup, console
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(1, "verify-backup")
         self._future: Future[None] | None = None
 
     def __enter__(self) -> Verification:
         if self.backup is not None:
-            self.say(f"verifying backup {self.backup.id} (sizes and SHA-256 of every part)")
+            self.console.say(f"verifying backup {self.backup.id} (sizes and SHA-256 of every part)")
             self._future = self._pool.submit(self._run, self.backup)
         return self
 
     def _run(self, backup: Backup) -> None:
-        with Transfer(f"verify {backup.id}", sum(p.size for p in backup.manifest.parts)) as bar:
-            def advance(size: int) -> None:
+        with self.console.progress(f"verify {backup.id}", sum(p.size for p in backup.manifest.parts)) as bar:
+            def advance(n: int) -> None:
                 if self._cancel.is_set():
                     raise _Cancelled
-                bar.advance(size)
+                bar.advance(n)
 
             self.repo.verify(backup, progress=advance)
 
@@ -119,107 +158,136 @@ class Verification:
         self._pool.shutdown(wait=True)
 
 
-def confirm(question: str, yes: bool, ask: Callable[[str], bool] | None) -> None:
-    if yes:
-        return
-    if ask is None:
-        raise DrError(f"refusing to {question} without confirmation",
-                      hint="Pass --yes to confirm (there is no terminal to ask on).")
-    if not ask(f"{question[0].upper()}{question[1:]}?"):
-        raise DrError("aborted: nothing was changed")
-
-
-def run(kube: Kube, repo: Repository, opts: RestoreOptions, say: Callable[[str], None], *, yes: bool,
-        ask: Callable[[str], bool] | None) -> dict[str, Any]:
-    claim = get_claim(kube, opts.namespace, opts.claim)
-    source, backup, listing = resolve_archive(repo, opts, say)
-    # kubectl dr's own pods (left by a killed run) are removed below, never taken for consumers.
-    consumers, own = quiesce.consumers(kube, opts.namespace, opts.claim)
-    quiesce.refuse_unstoppable(consumers, opts.namespace, opts.claim, "restore")
-    require_nodes_ready(kube, claim, quiesce.placed([c for c in consumers if c.pods]), "restore")
-    level = security.namespace_level(kube, opts.namespace)
-    identity = security.consumer_identity([c.security_context() for c in consumers])
-    sec = security.plan(level, identity, write=True)
-    for note in sec.notes:
-        say(f"note: {note}")
-
-    stops = f", stopping {', '.join(c.ref for c in consumers)}" if consumers else ""
+def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult | RestorePlan:
+    access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
+    src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
+                         allow_empty=opts.allow_empty)
+    say_plan(console, access)
+    if opts.dry_run == "client":
+        claim_lease(kube, access, run, "client").acquire()
+        return RestorePlan(access, src, opts.clean, "client")
+    stops = f", stopping {', '.join(c.ref for c in access.consumers)}" if access.consumers else ""
     how = "replacing" if not opts.clean else "replacing it and removing everything else in"
-    confirm(f"restore {count(listing.summary()['entries'], 'entry', 'entries')} ({source.size} bytes) into "
-            f"{opts.namespace}/{opts.claim}, {how} what the archive contains{stops}", yes, ask)
+    if opts.dry_run == "none":
+        console.confirm(f"restore {count(len(src.entries), 'entry', 'entries')} ({size(src.size)}) into "
+                        f"{opts.namespace}/{opts.claim}, {how} what the backup contains{stops}")
+    with Exposure(kube, access, run, console, opts.image, "pvc-restore", dry_run=opts.dry_run) as exposure:
+        pod = None
+        with Verification(repo, src.backup if opts.dry_run == "none" else None, console) as verification:
+            # Nothing to stop: the pod (scheduling, image pull, volume attach) starts while the backup is
+            # verified; it does not touch the volume before the transfer. Consumers are stopped only for a
+            # backup known to be intact.
+            if not access.consumers and src.backup is not None and opts.dry_run == "none":
+                pod = exposure.start(read_only=False, meanwhile=" (while the backup is verified)")
+            verification.wait()
+        exposure.stop_consumers()
+        if pod is None:
+            pod = exposure.start(read_only=False)
+        if pod is None:
+            return RestorePlan(access, src, opts.clean, opts.dry_run, pod_accepted=True)
+        return _restore(kube, exposure, pod, src, opts, console)
 
-    rescue_pod.remove_leftovers(kube, claim, own, say)
 
-    def start_pod(meanwhile: str = "") -> RescuePod:
-        say(f"starting rescue pod for {opts.namespace}/{opts.claim}, volume mounted read-write{meanwhile}")
-        return rescue_pod.start(kube, claim, image=opts.image, purpose="pvc-restore", read_only=False,
-                                node=None, security=sec, progress=say)
-
-    pod = None
-    with Verification(repo, backup, say) as verification:
-        # Nothing to stop: the pod (scheduling, image pull, volume attach) starts while the backup is
-        # verified; it does not touch the volume before the transfer, and is deleted if the check fails.
-        # Consumers are stopped only for a backup known to be intact.
-        if not consumers and backup is not None:
-            pod = start_pod(" (while the backup is verified)")
-        verification.wait()
-    stopped = None
-    if consumers:
-        say(f"stopping {', '.join(c.ref for c in consumers)}")
-        stopped = quiesce.stop(kube, consumers, run_id=quiesce.run_id("restore"),
-                               reason=f"kubectl dr pvc restore {opts.namespace}/{opts.claim}", progress=say)
-    if pod is None:
-        pod = start_pod()
+def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: RestoreOptions,
+             console: Console) -> RestoreResult:
+    assert pod.tools is not None
     sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
-    with Transfer(f"restore {opts.namespace}/{opts.claim}", source.size) as bar:
-        checked = transfer.send(kube, pod, source.path, source.size, keep_owners=sec.root, progress=bar,
-                                verified_sha256=source.sha256)
+    if src.gnu_only and pod.tools.tar != scripts.GNU:
+        raise DrError(f"{src.label} stores sparse files as GNU tar sparse members, which busybox tar cannot "
+                      "extract; nothing was changed",
+                      hint="Restore with an image that has GNU tar, e.g. --image debian (or the --image the "
+                           "backup was made with).")
+    found = transfer.list_volume(kube, pod)
+    blocking = tree_check.conflicts(src.entries, found)
+    extras = tree_check.extras(src.entries, found) if opts.clean else []
+    if blocking and not opts.clean:
+        shown = "\n".join(f"  {p!r}: a {found[p].kind} in the volume, {_kind_in(src, p)} in the backup"
+                          for p in blocking[:tree_check.SHOWN])
+        raise DrError(f"cannot restore into {opts.namespace}/{opts.claim}: "
+                      f"{count(len(blocking), 'entry', 'entries')} of the volume stand where the backup has "
+                      f"another kind of entry, and tar cannot replace them:\n{shown}\nNothing was written.",
+                      hint="Pass --clean to remove them (and everything else the backup does not hold), or move "
+                           "them aside with `kubectl dr pvc rescue`.")
+    _check_room(kube, pod, src, found, set(blocking) | set(extras), sparse_kept=src.gnu_only,
+                label=f"{opts.namespace}/{opts.claim}")
+    doomed = sorted(set(blocking) | set(extras))
+    exposure.mark_torn()
+    if doomed:
+        console.say(f"--clean: removing {count(len(doomed), 'entry', 'entries')} the backup does not hold"
+                    + (f" ({len(blocking)} of another kind than the backup's)" if blocking else ""))
+        transfer.run_script(kube, pod, scripts.remove_script(doomed), "removal")
+    with console.progress(f"restore {opts.namespace}/{opts.claim}", src.size) as bar:
+        checked = transfer.send(kube, pod, src.path, src.size, keep_owners=sec.root, progress=bar,
+                                verified_sha256=src.sha256)
+        seconds = bar.elapsed
     if checked.warnings:
-        say(f"tar reported:\n{checked.warnings}")
-
-    removed: list[str] = []
+        console.say(f"tar reported:\n{checked.warnings}")
+    rules = tree_check.Rules(owners=sec.root, modes=sec.root,
+                             times_of_uid=None if sec.root else pod.tools.uid, sparse=pod.tools.dig_holes)
+    found = transfer.list_volume(kube, pod)
+    comparison = tree_check.compare(src.entries, found, rules)
+    what = f"the restored volume {opts.namespace}/{opts.claim} does not match"
+    tree_check.require_match(comparison.problems, what)
+    fixed = len(comparison.fixes)
+    if fixed:
+        console.say(f"setting owners, modes and times tar could not restore on "
+                    f"{count(fixed, 'entry', 'entries')}")
+        transfer.run_script(kube, pod, scripts.fix_script(comparison.fixes, strict=sec.root), "setting metadata")
+        found = transfer.list_volume(kube, pod)
+    problems = tree_check.differences(src.entries, found, rules)
     if opts.clean:
-        found = tree_check.parse_listing(transfer.capture(kube, pod, scripts.listing_script(), what="listing")[0])
-        removed = tree_check.extras(listing, found)
-        if removed:
-            say(f"--clean: removing {count(len(removed), 'entry', 'entries')} that are not in the archive")
-            transfer.capture(kube, pod, "set -e; cat > /scratch/rm.sh; sh /scratch/rm.sh",
-                             stdin=scripts.remove_script(removed), what="removal")
-    set_mtimes(kube, pod, listing, strict=sec.root)
-    found = tree_check.parse_listing(transfer.capture(kube, pod, scripts.listing_script(), what="listing")[0])
-    problems = tree_check.differences(listing, found, owners=sec.root, modes=sec.root,
-                                      times_of_uid=None if sec.root else int(sec.pod["runAsUser"]))
-    if opts.clean:
-        problems += [f"{p!r} is not in the archive and was not removed" for p in tree_check.extras(listing, found)]
-    tree_check.require_match(problems, f"the restored volume {opts.namespace}/{opts.claim} does not match")
-    say(f"checked {count(len(listing.entries), 'entry', 'entries')} in the volume against the archive: all match")
-
-    pod.delete()
-    if stopped is not None:
-        say("starting the consumers again")
-        stopped.restore()
-    return {
-        "kind": "PvcRestore",
-        "namespace": opts.namespace,
-        "pvc": opts.claim,
-        "backup": source.backup_id,
-        "archive": str(source.path),
-        "size": checked.size,
-        "sha256": checked.sha256,
-        "execProtocol": checked.protocol,
-        "seconds": round(bar.elapsed, 3),
-        "entries": listing.summary(),
-        "removed": removed,
-        "consumers": [c.ref for c in consumers],
-        "securityContext": sec.describe(),
-    }
+        problems += [f"{p!r} is not in the backup and was not removed" for p in tree_check.extras(src.entries, found)]
+    tree_check.require_match(problems, what)
+    console.say(f"checked {count(len(src.entries), 'entry', 'entries')} in the volume against the backup: all match")
+    consumers = [c.ref for c in exposure.access.consumers]
+    exposure.finish()
+    return RestoreResult(opts.namespace, opts.claim, src, checked, seconds, removed=doomed,
+                         replaced_kinds=blocking, fixed=fixed, consumers=consumers, security=sec.describe(),
+                         tools=pod.tools.to_dict())
 
 
-def set_mtimes(kube: Kube, pod: RescuePod, listing: Listing, *, strict: bool) -> None:
-    items = [(e.path, e.mtime) for e in listing.entries.values() if e.kind in (DIR, SYMLINK)]
-    # Deepest first is not needed (touching an entry never changes its parent), but the root goes last
-    # for readability of the script when debugging.
-    items.sort(key=lambda item: -len(item[0]))
-    if items:
-        transfer.capture(kube, pod, "set -e; cat > /scratch/touch.sh; sh /scratch/touch.sh",
-                         stdin=scripts.touch_script(items, strict=strict), what="setting directory and symlink times")
+def _kind_in(src: Source, path: str) -> str:
+    entry = src.entries.get(path)
+    return f"a {entry.kind}" if entry is not None else "a directory (above its entries)"
+
+
+def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], removed: set[str], *,
+                sparse_kept: bool, label: str) -> None:
+    """Refuse, before the first byte, a restore the volume has no room for.
+
+    Files tar replaces and entries --clean removes give their space back; every file of the backup is
+    written whole — also a sparse one, unless tar keeps it sparse (GNU sparse members with GNU tar).
+    """
+    out, _ = transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")
+    free = scripts.parse_free_space(out)
+    if free is None:
+        return
+    needed = 0
+    expanded = 0
+    for entry in src.entries:
+        if entry.kind != FILE:
+            continue
+        whole = (entry.size + BLOCK - 1) // BLOCK * BLOCK
+        if entry.sparse and sparse_kept:
+            needed += entry.blocks * 512
+        else:
+            needed += whole
+            if entry.sparse:
+                expanded += whole - entry.blocks * 512
+    freed = sum(f.blocks * 512 for p, f in found.items()
+                if f.kind == FILE and f.links == 1 and (p in src.entries.items or _under(p, removed)))
+    freed += sum(f.blocks * 512 for p, f in found.items() if f.kind == DIR and p in removed)
+    if needed * SPACE_MARGIN > free + freed:
+        sparse = (f", of which {size(expanded)} are the holes of sparse files this image's tar writes out in full "
+                  "(an image with GNU tar keeps them sparse: --image debian)") if expanded else ""
+        raise DrError(f"the volume of {label} has {size(free)} free; restoring needs about {size(needed)} "
+                      f"more than the files it replaces give back ({size(freed)}){sparse}. Nothing was written.",
+                      hint="Expand the claim (if its storage class allows it), or restore into a larger claim.")
+
+
+def _under(path: str, roots: set[str]) -> bool:
+    while path:
+        if path in roots:
+            return True
+        path = path.rpartition("/")[0]
+    return False

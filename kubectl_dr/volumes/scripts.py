@@ -1,19 +1,21 @@
-"""The shell the rescue pod runs: tar with the exact byte stream counted and hashed inside the pod.
+"""The shell the rescue pod runs: every stream counted and hashed inside the pod, tar as the image has it.
 
-Only busybox applets (sh, tar, tee, mkfifo, sha256sum, dd, sed, cut, cat, find, stat, touch, rm) and
-only tar and dd flags that busybox and GNU both understand (`tar -c -x -f - -C --numeric-owner -o`,
-`dd bs= count= iflag=fullblock,count_bytes conv=sync`), so any image with either works.
+Only what busybox and GNU both understand: `sh`, `tar -c -x -f - -C`, `find -xdev -print0 -exec {} +`,
+`stat -c`, `dd bs= count= iflag=fullblock,count_bytes conv=sync`, `tee`, `mkfifo`, `sha256sum`,
+`chown -h`, `chmod`, `touch -h -c -d @N`, `rm -rf`, `df -Pk`. Where the image has GNU tar (`probe`
+says so) a backup stores sparse files as GNU sparse members, which only GNU tar extracts.
 
-The stream passes through `tee`, which copies it into a fifo read by `sha256sum`, and through a `dd`
-that counts it in blocks (its "N+M records" lines: N full blocks, M partial ones). What they report is
-exactly what crossed the pipe, not what tar thinks it wrote. The result line goes to stderr with a
-marker (stdout carries the data of a backup).
+A stream leaving or entering the pod passes through `tee`, which copies it into a fifo read by
+`sha256sum`, and through a `dd` that counts it in blocks (its "N+M records" lines: N full blocks, M
+partial ones). What they report is exactly what crossed the pipe, not what tar thinks it wrote. The
+result line goes to stderr with a marker (stdout carries the data).
 
-- Backup: `tar -c | dd bs=64K iflag=fullblock conv=sync | tee hash.fifo`. The dd pads the last block,
-  so the size is exactly "records out" × 64 KiB.
-- Restore: `dd bs=64K count=N; dd bs=512 count_bytes count=R` in turn, then `tee hash.fifo | tar -x`:
-  exactly `size` = N × 64 KiB + R bytes are read whatever follows them, which is what v4 exec (where
-  stdin cannot be closed) needs, and a tar stream, always whole 512-byte blocks, has no partial block.
+- Out (the archive, the listing): `PRODUCER | dd bs=64K iflag=fullblock conv=sync | tee hash.fifo`.
+  The dd pads the last block, so the size is exactly "records out" × 64 KiB; tar readers and the
+  listing parser ignore the trailing zeros.
+- In (a restore): `dd bs=64K count=N; dd bs=512 count_bytes count=R` in turn, then
+  `tee hash.fifo | tar -x`: exactly `size` = N × 64 KiB + R bytes are read whatever follows them,
+  which is what v4 exec (where stdin cannot be closed) needs.
 
 Why this shape (measured, see benchmarks/README.md): busybox `tee` moves data in 1 KiB reads and
 writes, so every output it feeds costs a million write calls per GiB; it feeds one fifo, never a
@@ -29,15 +31,21 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from kubectl_dr.errors import VerificationError
+from kubectl_dr.volumes.listing import STAT_FORMAT
 from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
+from kubectl_dr.volumes.tree_check import Fixes
 
 MARKER = "kubectl-dr-result"
 _RESULT = re.compile(rb"kubectl-dr-result big=(\d+)\+(\d+) small=(\d+)\+(\d+) sha256=([0-9a-f]{64}) tar=(\d+)")
 BIG = 65536  # the counting dd's block: few read calls (a 512-byte block costs 2 million reads per GiB)
 SMALL = 512  # a tar block: a restore's last, partial 64 KiB is counted in these
+BUSYBOX, GNU = "busybox", "gnu"
+# Paths per command line of a fix or removal script: well inside any ARG_MAX, few processes.
+BATCH = 200
 
 _FIFOS = f"""\
 set -u
@@ -59,7 +67,7 @@ exit $rc
 
 @dataclass(frozen=True)
 class StreamReport:
-    """What the pod saw of the byte stream and how tar ended."""
+    """What the pod saw of the byte stream and how its producer (or tar -x) ended."""
 
     size: int
     partial_blocks: int  # non-zero: the stream was not whole blocks (cut short, or not the size we sent)
@@ -67,35 +75,98 @@ class StreamReport:
     tar_exit: int
 
 
-def backup_script() -> str:
-    """tar the volume to stdout, counted and hashed on the way.
+@dataclass(frozen=True)
+class Probe:
+    """What the rescue image offers, asked once when the pod starts."""
 
-    The counting dd pads the last, partial 64 KiB block with zeros (`conv=sync`), so "records out" is
-    the exact size in whole blocks. The archive then ends in up to 64 KiB of zeros after tar's own
-    end-of-archive blocks; GNU tar, busybox tar and Python's tarfile all stop at the end-of-archive
-    marker and ignore them, and the hash and size are those of the padded stream, on both sides.
-    tee writes the exec stream itself: a dd gathering its 1 KiB writes into larger ones cost more CPU
-    (its reads return what tee wrote so far) than the smaller frames it saved (benchmarks/README.md).
-    """
+    tar: str  # BUSYBOX or GNU
+    tar_version: str
+    dig_holes: bool  # fallocate -d: sparse files can be made sparse again after extraction
+    uid: int
+    gids: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"tar": self.tar, "tarVersion": self.tar_version, "digHoles": self.dig_holes, "uid": self.uid,
+                "gids": list(self.gids)}
+
+
+PROBE = """\
+v=$(tar --version 2>/dev/null | head -n 1)
+case "$v" in
+  *"GNU tar"*) echo "tar=gnu ${v##* }" ;;
+  *) echo "tar=busybox $(busybox 2>/dev/null | head -n 1 | cut -d' ' -f2)" ;;
+esac
+if fallocate --help 2>&1 | grep -q dig-holes; then echo holes=yes; else echo holes=no; fi
+echo "uid=$(id -u)"
+echo "gids=$(id -G)"
+"""
+
+
+def parse_probe(output: bytes) -> Probe:
+    values = dict(line.split("=", 1) for line in output.decode(errors="replace").splitlines() if "=" in line)
+    try:
+        flavour, _, version = values["tar"].partition(" ")
+        return Probe(GNU if flavour == GNU else BUSYBOX, version.strip(), values.get("holes") == "yes",
+                     int(values["uid"]), tuple(int(g) for g in values.get("gids", "").split()))
+    except (KeyError, ValueError):
+        raise VerificationError(f"the rescue pod's image did not answer the tool probe as expected: "
+                                f"{output[:300]!r}",
+                                hint="--image needs sh, tar, id, and busybox or GNU tools.") from None
+
+
+def _out(producer: str) -> str:
+    """A producer's stdout counted and hashed on its way out; its exit code is the reported one."""
     return ("direction=out\n" + _FIFOS
-            + f"{{ tar -c -f - -C {DATA} . ; echo $? > {SCRATCH}/tar.rc; }}"
+            + f"{{ {producer}; echo $? > {SCRATCH}/tar.rc; }}"
             + f" | dd bs={BIG} iflag=fullblock conv=sync 2> big"
             + " | tee hash.fifo\n"
             + _REPORT)
 
 
-def restore_script(size: int, *, keep_owners: bool) -> str:
+def listing_script() -> str:
+    """Every entry of the volume: `stat` lines, a NUL, then the names NUL-terminated (see `listing`).
+
+    Not `xargs -0 stat`: busybox xargs runs stat in-process and mangles names at its buffer boundaries
+    (seen with 13 000 names). find's exit code is not the listing's: an unreadable directory makes it 1,
+    and what it could not see, tar cannot read either.
+    """
+    return _out(f"cd {DATA} && find . -xdev -exec stat -c '{STAT_FORMAT}' {{}} + ; printf '\\0'; "
+                "find . -xdev -print0; true")
+
+
+def backup_script(tar: str) -> str:
+    """tar the volume's root entries to stdout, all but lost+found (whose skipping is said elsewhere).
+
+    The root directory's own owner, mode and time come from the listing, so the archive holds the root's
+    entries rather than `.`: no exclusion option is needed, which Debian's busybox tar lacks. An empty
+    volume is archived as its root alone. GNU tar stores sparse files as sparse members (only GNU tar
+    extracts them; a restore then needs an image with GNU tar too).
+    """
+    command = "tar -c --format=gnu --sparse -f -" if tar == GNU else "tar -c -f -"
+    return _out(f"""cd {DATA} && set -- && for f in ./* ./.[!.]* ./..?*; do
+  if [ ! -e "$f" ] && [ ! -L "$f" ]; then continue; fi
+  if [ "$f" = ./lost+found ] && [ -d "$f" ] && [ ! -L "$f" ]; then continue; fi
+  set -- "$@" "$f"
+done
+if [ $# -eq 0 ]; then {command} --no-recursion . ; else {command} -- "$@" ; fi""")
+
+
+def restore_script(size: int, *, tar: str, keep_owners: bool) -> str:
     """Read exactly `size` bytes of stdin, whatever follows them (v4 exec cannot close stdin).
 
     Two dd in turn, each bounded by its count: the whole 64 KiB blocks, then the rest in tar's
     512-byte blocks, so the count is exact without two million reads per GiB.
     """
-    owner = "--numeric-owner" if keep_owners else "-o"
+    if tar == GNU:
+        owner = "--numeric-owner --same-owner" if keep_owners else "--no-same-owner"
+        command = f"tar -x -p {owner} -f - -C {DATA}"
+    else:
+        command = f"tar -x {'--numeric-owner' if keep_owners else '-o'} -f - -C {DATA}"
     big, rest = divmod(int(size), BIG)
     tail = f"; dd bs={SMALL} iflag=fullblock,count_bytes count={rest} 2> small" if rest else ""
     return ("direction=in\n" + _FIFOS
             + f"{{ dd bs={BIG} iflag=fullblock count={big} 2> big{tail}; }} | tee hash.fifo | "
-            + f"{{ tar -x {owner} -f - -C {DATA}; echo $? > {SCRATCH}/tar.rc; cat > /dev/null; }}\n"
+            + f"{{ {command}; echo $? > {SCRATCH}/tar.rc; cat > /dev/null; }}\n"
             + _REPORT)
 
 
@@ -116,6 +187,22 @@ def strip_report(stderr: bytes) -> str:
     return "\n".join(ln for ln in lines if ln.strip())
 
 
+# Messages a backup's tar may print without the archive being wrong: what it could not read or found
+# gone (the reconciliation with the listing decides whether that is allowed), and sockets. Anything
+# else — GNU tar's "file shrank; padding with zeros", a read error — fails the backup.
+_HARMLESS = (
+    re.compile(r"^tar: can't open '.*': (Permission denied|No such file or directory)$"),
+    re.compile(r"^tar: .*: (Cannot open|Cannot opendir|Cannot savedir|Cannot stat|Cannot readlink): "
+               r"(Permission denied|No such file or directory)$"),
+    re.compile(r"^tar: .*: (file changed as we read it|File removed before we read it|socket ignored)$"),
+    re.compile(r"^tar: (error exit delayed from previous errors|Exiting with failure status due to previous errors)$"),
+)
+
+
+def harmless_tar_messages(text: str) -> bool:
+    return all(any(p.match(line) for p in _HARMLESS) for line in text.splitlines() if line.strip())
+
+
 def sh(script: str) -> list[str]:
     return ["sh", "-c", script]
 
@@ -125,30 +212,44 @@ def quote_path(path: str) -> str:
     return shlex.quote(f"{DATA}/{path}" if path else f"{DATA}/.")
 
 
-def listing_script() -> str:
-    """One `stat` line per entry, then a separator, then the same entries' names NUL-terminated.
-
-    Names may contain newlines, so they travel NUL-separated and apart from the stat lines. Two walks of
-    the same (quiesced) tree visit entries in the same order; a difference fails the check, never hides.
-    Not `xargs -0 stat`: busybox xargs runs stat in-process and mangles names at its buffer boundaries
-    (seen with 13 000 names).
-    """
-    return (f"set -e\ncd {DATA}\nfind . -xdev -print0 > {SCRATCH}/names\n"
-            f"find . -xdev -exec stat -c '%f %s %h %i %u %g %Y' {{}} +\n"
-            f"echo --\ncat {SCRATCH}/names\n")
+def _batches(command: str, paths: list[str]) -> Iterator[str]:
+    for start in range(0, len(paths), BATCH):
+        yield f"{command} -- " + " ".join(quote_path(p) for p in paths[start:start + BATCH])
 
 
-def touch_script(items: list[tuple[str, int]], *, strict: bool = True) -> bytes:
-    """Set mtimes of directories and symlinks: busybox tar restores neither (files it does restore).
+def fix_script(fixes: Fixes, *, strict: bool) -> bytes:
+    """Set owners, then modes (chown clears setuid and setgid), then times, then punch holes.
 
-    Not `strict` (a non-root pod): entries the pod's user does not own keep their time; the tree check
-    skips them too.
+    Not `strict` (a non-root pod): what its user may not change keeps its value; the final check
+    demands only what such a pod can set.
     """
     tail = "" if strict else " 2>/dev/null || true"
-    lines = ["set -e"] + [f"touch -c -h -d @{mtime} -- {quote_path(path)}{tail}" for path, mtime in items]
+    lines: list[str] = ["set -e"]
+    for (uid, gid), paths in fixes.chown.items():
+        lines += [line + tail for line in _batches(f"chown -h {uid}:{gid}", paths)]
+    for mode, paths in fixes.chmod.items():
+        lines += [line + tail for line in _batches(f"chmod {mode:o}", paths)]
+    for mtime, paths in fixes.touch.items():
+        lines += [line + tail for line in _batches(f"touch -h -c -d @{mtime}", paths)]
+    lines += [line + tail for line in _batches("fallocate -d", fixes.dig_holes)]
+    return _script(lines)
+
+
+def remove_script(paths: Iterable[str]) -> bytes:
+    return _script(["set -e", *_batches("rm -rf", [p for p in paths if p])])
+
+
+def _script(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
-def remove_script(paths: list[str]) -> bytes:
-    lines = ["set -e"] + [f"rm -rf -- {quote_path(p)}" for p in paths if p]
-    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+FREE_SPACE = f"df -Pk {DATA} | tail -n 1"
+
+
+def parse_free_space(output: bytes) -> int | None:
+    """Bytes available on the volume's file system, from `df -Pk` (None if df said nothing usable)."""
+    fields = output.decode(errors="replace").split()
+    try:
+        return int(fields[3]) * 1024
+    except (IndexError, ValueError):
+        return None

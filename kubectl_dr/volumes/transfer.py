@@ -1,26 +1,29 @@
-"""Moving the archive over exec, checked end to end: size and SHA-256 in the pod and here, exit status.
+"""Moving bytes over exec, checked end to end: size and SHA-256 in the pod and here, exit status required.
 
 Memory stays constant whatever the volume size: frames go from the socket straight into the backup
-part (which hashes as it writes), and a restore reads the part in 1 MiB chunks. A transfer is good
-only when the pod's count and digest equal ours, tar exited 0, and the exec status says success.
+part (which hashes as it writes), and a restore reads the archive in 1 MiB chunks. A transfer is good
+only when the pod's count and digest equal ours and the exec status says success; how tar ended is
+judged by the job (a backup's tar may fail harmlessly on what it could not read, which the listing
+then accounts for).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubectl_dr.console import Progress
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import ExecResult, Timeouts, bounded_input, open_exec
-from kubectl_dr.repo import PartWriter
-from kubectl_dr.ui.progress import Transfer
-from kubectl_dr.volumes import rescue_pod, scripts
+from kubectl_dr.volumes import listing, scripts
+from kubectl_dr.volumes.listing import Found, ListingChanged
 from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod
 
 CHUNK = 1 << 20
+LISTING_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Checked:
     size: int
     sha256: str  # ours, equal to the pod's
     protocol: str
-    warnings: str  # tar's messages on stderr (e.g. sockets it skipped)
+    tar_exit: int
+    warnings: str  # tar's messages on stderr
 
 
 def capture(kube: Kube, pod: RescuePod, script: str, *, stdin: bytes | None = None,
@@ -45,13 +49,10 @@ def capture(kube: Kube, pod: RescuePod, script: str, *, stdin: bytes | None = No
     return bytes(out), result
 
 
-def estimate_size(kube: Kube, pod: RescuePod) -> int | None:
-    """Roughly how many bytes the tar will be (du's kilobytes), for the ETA; None if du cannot tell."""
-    try:
-        out, _ = capture(kube, pod, f"du -s -k {rescue_pod.DATA} 2>/dev/null | cut -f1", what="du")
-        return int(out.strip() or 0) * 1024 or None
-    except (ValueError, VerificationError):
-        return None
+def run_script(kube: Kube, pod: RescuePod, script: bytes, what: str) -> None:
+    """A generated script (removals, fixes) sent on stdin into a file and run there: no argument limits."""
+    if script.count(b"\n") > 1:
+        capture(kube, pod, "set -e; cat > /scratch/job.sh; sh /scratch/job.sh", stdin=script, what=what)
 
 
 def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,
@@ -63,34 +64,57 @@ def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,
         )
 
 
-def receive(kube: Kube, pod: RescuePod, part: PartWriter, progress: Transfer) -> Checked:
-    """tar the volume in the pod into `part`; raise unless both sides agree and tar succeeded."""
-    stream = open_exec(kube, pod.namespace, pod.name, scripts.sh(scripts.backup_script()), container=CONTAINER)
-
-    def sink(data: bytes) -> None:
-        part.write(data)
-        progress.advance(len(data))
-
+def receive(kube: Kube, pod: RescuePod, script: str, sink: Callable[[bytes], None],
+            local: Callable[[], tuple[int, str]], what: str) -> Checked:
+    """Run an out-script, give its stdout to `sink`; raise unless the pod's count and digest equal
+    `local()` (what the sink counted and hashed) and the exec succeeded."""
+    stream = open_exec(kube, pod.namespace, pod.name, scripts.sh(script), container=CONTAINER)
     result = stream.run(stdout=sink)
-    what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
-    report, warnings = _ended_well(result, what, tar_hint="Files that change while they are read make tar fail: "
-                                                        "retry with --quiesce to stop the consumers during the backup.")
-    _compare(report, part.size, part.sha256, what)
-    return Checked(part.size, part.sha256, result.protocol, warnings)
-
-
-def _ended_well(result: ExecResult, what: str, *, tar_hint: str) -> tuple[scripts.StreamReport, str]:
-    """Both directions end alike: the pod's report, tar's exit code, then the exec status."""
+    if result.status is None or result.exit_code is None or result.exit_code < 0:
+        result.check(what)  # the stream or the pod broke: that is the error, not a missing report
     report = scripts.parse_report(result.stderr)
     warnings = scripts.strip_report(result.stderr)
-    if report.tar_exit != 0:
-        detail = f":\n{warnings}" if warnings else ""
-        raise VerificationError(f"{what}: tar exited with code {report.tar_exit}{detail}", hint=tar_hint)
-    result.check(what)
-    return report, warnings
+    if result.exit_code != report.tar_exit:
+        result.check(what)  # the script itself failed after reporting
+    size, digest = local()
+    _compare(report, size, digest, what)
+    return Checked(size, digest, result.protocol, report.tar_exit, warnings)
 
 
-def _chunks(path: Path, progress: Transfer, digest: hashlib._Hash | None) -> Iterator[memoryview]:
+class _Buffer:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.hash = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> None:
+        self.data += chunk
+        self.hash.update(chunk)
+
+    def local(self) -> tuple[int, str]:
+        return len(self.data), self.hash.hexdigest()
+
+
+def list_volume(kube: Kube, pod: RescuePod, *, attempts: int = LISTING_ATTEMPTS) -> dict[str, Found]:
+    """Every entry of the volume as the pod's `stat` sees it, the transfer checked like any other.
+
+    A volume an app keeps changing may list differently in the listing's two walks: listed again, a
+    few times, before that is an error.
+    """
+    what = f"listing of the volume through pod {pod.namespace}/{pod.name}"
+    for attempt in range(attempts):
+        buffer = _Buffer()
+        receive(kube, pod, scripts.listing_script(), buffer.write, buffer.local, what)
+        try:
+            return listing.parse(bytes(buffer.data))
+        except ListingChanged:
+            if attempt + 1 == attempts:
+                raise ListingChanged(f"{what}: the volume kept changing while it was listed "
+                                     f"({attempts} attempts)",
+                                     hint="Stop what writes to it (--quiesce stops the claim's consumers).") from None
+    raise AssertionError("unreachable")
+
+
+def _chunks(path: Path, progress: Progress, digest: hashlib._Hash | None) -> Iterator[memoryview]:
     """The file in 1 MiB pieces of one reused buffer: each is sent before the next is read."""
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -103,7 +127,7 @@ def _chunks(path: Path, progress: Transfer, digest: hashlib._Hash | None) -> Ite
             yield chunk
 
 
-def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool, progress: Transfer,
+def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool, progress: Progress,
          verified_sha256: str | None = None) -> Checked:
     """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded.
 
@@ -111,16 +135,21 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
     pass). The pod's hash of what it received must equal it, which also catches an archive that changed
     since, so the file is not hashed a second time here. Without it (a plain tar file) we hash as we send.
     """
+    tar = pod.tools.tar if pod.tools is not None else scripts.BUSYBOX
     # The script reads exactly `size` bytes itself (dd count_bytes), which is what v4 needs.
-    command = scripts.sh(scripts.restore_script(size, keep_owners=keep_owners))
+    command = scripts.sh(scripts.restore_script(size, tar=tar, keep_owners=keep_owners))
     # The pod says nothing until the end, so there is no idle limit: our own writes show the link is alive.
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True,
                        timeouts=Timeouts(idle=None))
     digest = hashlib.sha256() if verified_sha256 is None else None
     result = stream.run(stdin=_chunks(archive, progress, digest))
     what = f"restore into the volume through pod {pod.namespace}/{pod.name}"
-    report, warnings = _ended_well(result, what, tar_hint="Nothing was scaled back to a state you did not have; "
-                                                        "run the same restore again once the cause is fixed.")
+    report = scripts.parse_report(result.stderr)
+    warnings = scripts.strip_report(result.stderr)
+    if report.tar_exit != 0:
+        detail = f":\n{warnings}" if warnings else ""
+        raise VerificationError(f"{what}: tar exited with code {report.tar_exit}{detail}")
+    result.check(what)
     if digest is not None:
         ours, cause, hint = digest.hexdigest(), "the stream was damaged or cut short", None
     else:
@@ -132,4 +161,4 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
         raise VerificationError(f"{what}: the archive is {size} bytes but {progress.done} were read from it"
                                 + (" (it changed after it was verified)" if hint else ""), hint=hint)
     _compare(report, size, ours, what, cause, hint)
-    return Checked(size, ours, result.protocol, warnings)
+    return Checked(size, ours, result.protocol, 0, warnings)

@@ -106,27 +106,42 @@ def test_statefulset(cluster: Any, tmp_path: Path) -> None:
     wait_for(lambda: (vol / "pgdata").stat().st_gid == 3000, what="fsGroup applied")
 
 
-def _start_restore(cluster: Any, ns: str, repo: Path) -> subprocess.Popen[str]:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0"})
+def _start_restore(cluster: Any, ns: str, repo: Path, **env: str) -> subprocess.Popen[str]:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0", **env})
     return subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from",
                              "latest", "--yes"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def _wait_mid_transfer(proc: subprocess.Popen[str], ns: str, way: str = "restore") -> list[str]:
-    """Until the first progress line of the transfer (`way`: restore or backup): bytes are flowing."""
+def _wait_for_line(proc: subprocess.Popen[str], starts: str, *, done: bool | None = False) -> list[str]:
+    """Until a stderr line that starts with `starts` (`done`: a progress line that says "(done)" or not)."""
     seen: list[str] = []
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     for line in proc.stderr:
         seen.append(line)
-        if line.startswith(f"{way} {ns}/data: ") and "(done)" not in line:
+        if line.startswith(starts) and (done is None or ("(done)" in line) == done):
             return seen
         assert time.monotonic() < deadline, seen
-    raise AssertionError(f"the {way} ended before its transfer was seen: {seen}")
+    raise AssertionError(f"the command ended before {starts!r} was seen: {seen}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
-def test_interrupted_restore_then_scale_restore_and_rerun(cluster: Any, tmp_path: Path, sig: signal.Signals) -> None:
+def _wait_mid_transfer(proc: subprocess.Popen[str], ns: str, way: str = "restore") -> list[str]:
+    """Until the first progress line of the transfer (`way`: restore or backup): bytes are flowing."""
+    return _wait_for_line(proc, f"{way} {ns}/data: ")
+
+
+# Where a restore is when the signal comes: before its first byte (the backup being verified, the app
+# untouched), while the archive streams in, or while the restored volume is checked.
+PHASES = {"before": ("verifying backup", None), "mid-transfer": ("restore {ns}/data: ", False),
+          "during-check": ("restore {ns}/data: ", True)}
+
+
+@pytest.mark.parametrize(("phase", "sig"), [
+    ("before", signal.SIGTERM), ("mid-transfer", signal.SIGINT), ("mid-transfer", signal.SIGTERM),
+    ("mid-transfer", signal.SIGHUP), ("mid-transfer", signal.SIGKILL), ("during-check", signal.SIGTERM),
+], ids=lambda v: v if isinstance(v, str) else v.name)
+def test_an_interrupted_restore_never_hands_a_torn_volume_to_the_app(cluster: Any, tmp_path: Path, phase: str,
+                                                                      sig: signal.Signals) -> None:
     ns = new_namespace(cluster, "int")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
@@ -134,26 +149,38 @@ def test_interrupted_restore_then_scale_restore_and_rerun(cluster: Any, tmp_path
     vol = volume_dir(cluster, ns)
     payload = os.urandom(48 << 20)
     (vol / "big").write_bytes(payload)
+    for i in range(3000):  # enough entries that the check after the transfer takes a moment
+        (vol / f"f{i:05d}").write_bytes(b"x")
     repo = tmp_path / "repo"
     assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
     (vol / "big").write_bytes(b"changed")
 
-    proc = _start_restore(cluster, ns, repo)
-    _wait_mid_transfer(proc, ns)
+    proc = _start_restore(cluster, ns, repo, KUBECTL_DR_POD_GRACE_SECONDS="12")
+    starts, done = PHASES[phase]
+    _wait_for_line(proc, starts.format(ns=ns), done=done)
     proc.send_signal(sig)
     _, rest = proc.communicate(timeout=120)
-    if sig == signal.SIGINT:
+    replicas, records = replicas_and_records(cluster, ns, "deployment/app")
+    if phase == "before":
         assert proc.returncode == 130, rest
-        assert "interrupted" in rest
+        assert (replicas, records) == (1, {}) and (vol / "big").read_bytes() == b"changed"
         assert managed_pods(cluster, ns) == []
-        assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
-    else:
+        return
+    # From the first byte on, the app stays stopped with its records: a half-written volume is never served.
+    assert replicas == 0 and records, rest
+    assert running_pods(cluster, ns, "app=app") == []
+    if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
-        replicas, notes = replicas_and_records(cluster, ns, "deployment/app")
-        assert replicas == 0 and notes  # the records a `scale restore` needs
-        back = dr(cluster, "scale", "restore", "-n", ns, "--yes")
-        assert back.returncode == 0, back.stderr
-        assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
+        # Nothing deleted the rescue pod: its dead-man loop ends it once the heartbeats stop.
+        wait_for(lambda: cluster.kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/managed-by=kubectl-dr",
+                                         "-o", "jsonpath={.items[*].status.phase}").stdout in ("Succeeded", ""),
+                 timeout=60, what="the killed run's rescue pod ended by itself")
+    else:
+        assert proc.returncode == 130, rest
+        assert f"interrupted by {sig.name}" in rest
+        assert "partly restored" in rest and "Run the same restore again" in rest
+        assert f"kubectl dr scale restore -n {ns}" in rest
+        assert managed_pods(cluster, ns) == []
 
     again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
     assert again.returncode == 0, again.stderr

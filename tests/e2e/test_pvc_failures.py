@@ -146,6 +146,7 @@ def limited_user_in(cluster: Any, ns: str) -> Iterator[None]:
         {"apiGroups": [""], "namespaces": [ns], "verbs": ["*"],
          "resources": ["pods", "pods/exec", "pods/log", "persistentvolumeclaims", "events", "replicationcontrollers"]},
         {"apiGroups": ["apps", "batch", "autoscaling"], "namespaces": [ns], "verbs": ["*"], "resources": ["*"]},
+        {"apiGroups": ["coordination.k8s.io"], "namespaces": [ns], "verbs": ["*"], "resources": ["leases"]},
     ]
     cluster.write_policy(policy)
     try:
@@ -238,7 +239,7 @@ def _leave_rescue_pod(cluster: Any, ns: str, *, kill: bool) -> tuple[subprocess.
     return proc, pod
 
 
-def test_leftover_rescue_pod_of_a_killed_run_is_not_a_consumer(cluster: Any, tmp_path: Path) -> None:
+def test_leftover_rescue_pod_of_a_killed_run_is_removed_never_a_consumer(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "left")
     make_claim(cluster, ns)
     app_running(cluster, ns)
@@ -247,21 +248,15 @@ def test_leftover_rescue_pod_of_a_killed_run_is_not_a_consumer(cluster: Any, tmp
     assert managed_pods(cluster, ns) == [leftover]
     repo = tmp_path / "repo"
 
-    # Without --quiesce the app keeps running and the leftover is left alone (it may be someone's).
+    # The killed run's lease is dead (its process is gone), so its pod is a leftover: removed, never
+    # taken for a consumer to stop, and the app keeps running.
+    start = time.monotonic()
     backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
     assert backup.returncode == 0, backup.stderr
-    assert json.loads(backup.stdout)["source"]["consumers"] == ["Deployment/app"]
-    assert f"Pod/{leftover}" not in backup.stderr
-    assert managed_pods(cluster, ns) == [leftover]
-
-    # --quiesce needs the claim alone: the killed run's pod is removed, never waited for as a consumer
-    # (a bare pod would also make --quiesce refuse: "cannot be stopped").
-    start = time.monotonic()
-    quiesced = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "-o", "json")
-    assert quiesced.returncode == 0, quiesced.stderr
     assert time.monotonic() - start < 120
-    assert f"deleting rescue pod {ns}/{leftover} left behind by an earlier run that was killed" in quiesced.stderr
-    assert json.loads(quiesced.stdout)["details"]["quiesced"] == ["Deployment/app"]
+    assert json.loads(backup.stdout)["source"]["consumers"] == ["Deployment/app"]
+    assert f"deleting pod {ns}/{leftover} left behind by run " in backup.stderr
+    assert "whose lease expired" in backup.stderr
     assert managed_pods(cluster, ns) == []
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
 
@@ -274,7 +269,8 @@ def test_rescue_pod_of_a_live_run_is_not_taken_away(cluster: Any, tmp_path: Path
     try:
         result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "--quiesce")
         assert result.returncode == 1, result.stderr
-        assert f"another kubectl dr command (pid {proc.pid}) is using {ns}/data through pod {live}" in result.stderr
+        assert f"another kubectl dr run is working on claim {ns}/data: run " in result.stderr
+        assert f"(pid {proc.pid}) (pvc rescue {ns}/data)" in result.stderr and "Nothing was changed" in result.stderr
         assert managed_pods(cluster, ns) == [live]
         assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
     finally:

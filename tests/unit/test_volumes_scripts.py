@@ -1,31 +1,37 @@
-"""The rescue pod's transfer scripts, run here with GNU and with busybox tools on a small tree.
+"""The rescue pod's scripts, run here with GNU tools and with busybox applets on trees an app wrote.
 
-The count (dd's records) and the SHA-256 the script reports must be those of the exact bytes on
-stdout (backup) or of exactly `size` bytes of stdin (restore, whatever follows them), and a short
-stream must show up as a partial block or a different count.
+The streams' count (dd's records) and SHA-256 must be those of the exact bytes on stdout (backup,
+listing) or of exactly `size` bytes of stdin (restore, whatever follows them). Then the whole path a
+backup and a restore take — listing, tar, the reader, the reconciliation, extraction, the fixes and
+the check — must give back the tree exactly, as the pod would, with each tar.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from kubectl_dr.volumes import scripts
+from kubectl_dr.volumes import listing, scripts, tree_check
+from kubectl_dr.volumes.reconcile import Identity, reconcile, skipped_by_plan
+from kubectl_dr.volumes.tar_reader import TarReader
+from tests.datasets import build_app_tree, differences, snapshot
 
 BUSYBOX = "/usr/bin/busybox"
-APPLETS = ("sh", "tar", "tee", "dd", "mkfifo", "sha256sum", "sed", "cut", "cat", "rm")
+APPLETS = ("sh", "tar", "tee", "dd", "mkfifo", "sha256sum", "sed", "cut", "cat", "rm", "find", "stat", "printf",
+           "chown", "chmod", "touch", "true", "df", "tail", "head", "id", "grep")
+FLAVOURS = ["gnu", "busybox"]
 
 
 def _toolbox(tmp_path: Path, flavour: str) -> str:
     if flavour == "gnu":
-        return "/usr/bin:/bin"
+        if not shutil.which("tar"):
+            pytest.skip("GNU tar not installed")
+        return "/usr/bin:/bin:/usr/sbin:/sbin"
     if not Path(BUSYBOX).exists():
         pytest.skip(f"{BUSYBOX} not installed")
     bin_dir = tmp_path / "bin"
@@ -39,46 +45,70 @@ def _local(script: str, data: Path, scratch: Path) -> list[str]:
     return ["sh", "-c", script.replace(scripts.SCRATCH, str(scratch)).replace(scripts.DATA, str(data))]
 
 
-@pytest.mark.parametrize("flavour", ["gnu", "busybox"])
-def test_backup_and_restore_scripts_report_the_exact_stream(tmp_path: Path, flavour: str) -> None:
-    if flavour == "gnu" and not shutil.which("tar"):
-        pytest.skip("GNU tar not installed")
+def _run(script: str, data: Path, scratch: Path, path: str,
+         stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(_local(script, data, scratch), input=stdin, capture_output=True, env={"PATH": path})
+
+
+def _out_stream(script: str, data: Path, scratch: Path, path: str) -> tuple[bytes, scripts.StreamReport]:
+    result = _run(script, data, scratch, path)
+    report = scripts.parse_report(result.stderr)
+    assert result.returncode == report.tar_exit
+    assert (report.size, report.partial_blocks) == (len(result.stdout), 0)
+    assert report.sha256 == hashlib.sha256(result.stdout).hexdigest()
+    assert len(result.stdout) % scripts.BIG == 0, "the last block is padded to a whole 64 KiB"
+    return result.stdout, report
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_an_app_tree_comes_back_exactly_through_the_pod_scripts(tmp_path: Path, flavour: str) -> None:
     path = _toolbox(tmp_path, flavour)
+    tar = scripts.GNU if flavour == "gnu" else scripts.BUSYBOX
     src, out, scratch = tmp_path / "src", tmp_path / "out", tmp_path / "scratch"
-    for d in (src / "sub", out, scratch):
-        d.mkdir(parents=True)
-    (src / "sub" / "big").write_bytes(os.urandom(3 << 20))  # several of dd's 1 MiB output blocks
-    (src / "small").write_bytes(b"x" * 1000)  # the archive is not a whole number of 64 KiB blocks
-    env = {"PATH": path}
+    scratch.mkdir()
+    build_app_tree(src)
+    before = snapshot(src)
 
-    backup = subprocess.run(_local(scripts.backup_script(), src, scratch), capture_output=True, env=env)
-    assert backup.returncode == 0, backup.stderr
-    report = scripts.parse_report(backup.stderr)
-    stream = backup.stdout
-    assert (report.size, report.partial_blocks, report.tar_exit) == (len(stream), 0, 0)
-    assert report.sha256 == hashlib.sha256(stream).hexdigest()
-    assert len(stream) % scripts.BIG == 0, "the last block is padded to a whole 64 KiB"
-    with tarfile.open(fileobj=io.BytesIO(stream)) as archive:
-        names = sorted(archive.getnames())
-    assert names == [".", "./small", "./sub", "./sub/big"], "tar ignores the padding"
+    raw_listing, _ = _out_stream(scripts.listing_script(), src, scratch, path)
+    found = listing.parse(raw_listing)
+    assert set(found) == {os.fsdecode(p) if p != b"." else "" for p in before}
+    skipped = skipped_by_plan(found, Identity(0, frozenset()))
+    assert [s.path for s in skipped] == ["lost+found"]
 
-    restore_script = scripts.restore_script(len(stream), keep_owners=True)
-    restore = subprocess.run(_local(restore_script, out, scratch), input=stream + b"\0" * 5000,
-                             capture_output=True, env=env)
-    assert restore.returncode == 0, restore.stderr
+    stream, report = _out_stream(scripts.backup_script(tar), src, scratch, path)
+    assert report.tar_exit == 0
+    reader = TarReader(gnu_sparse=tar == scripts.GNU)
+    reader.feed(stream)
+    archive = reader.finish()
+    record = reconcile(archive, found, skipped)
+    assert record.changed == []
+    entries = record.entries
+    assert entries.items["big-uid/owned"].uid == 1_000_680_000, "the listing, not busybox's header"
+    assert entries.items["old"].mtime == -100_000
+    assert entries.items["node_modules/.bin/tool"].uid == 1000
+
+    out.mkdir()
+    restore = _run(scripts.restore_script(len(stream), tar=tar, keep_owners=True), out, scratch, path,
+                   stdin=stream + b"\0" * 700)
     restored = scripts.parse_report(restore.stderr)
-    assert (restored.size, restored.sha256, restored.tar_exit) == (len(stream), report.sha256, 0)
-    assert (out / "sub" / "big").read_bytes() == (src / "sub" / "big").read_bytes()
+    assert (restored.size, restored.sha256, restored.tar_exit) == (len(stream), report.sha256, 0), restore.stderr
+    rules = tree_check.Rules(sparse=False)
+    after = listing.parse(_out_stream(scripts.listing_script(), out, scratch, path)[0])
+    comparison = tree_check.compare(entries, after, rules)
+    assert comparison.problems == []
+    if tar == scripts.BUSYBOX:
+        assert comparison.fixes.chown, "busybox tar leaves symlink owners and large uids to the fixes"
+    (scratch / "fix.sh").write_bytes(scripts.fix_script(comparison.fixes, strict=True)
+                                     .replace(scripts.DATA.encode(), str(out).encode()))
+    fix = subprocess.run(["sh", str(scratch / "fix.sh")], capture_output=True, env={"PATH": path})
+    assert fix.returncode == 0, fix.stderr
+    final = listing.parse(_out_stream(scripts.listing_script(), out, scratch, path)[0])
+    assert tree_check.differences(entries, final, rules) == []
+    lost = {k: v for k, v in before.items() if not k.startswith(b"lost+found")}
+    assert differences(lost, snapshot(out)) == []
 
-    for cut_at in (len(stream) - 1536, len(stream) - scripts.BIG, 700 * 512):
-        short = subprocess.run(_local(restore_script, out, scratch), input=stream[:cut_at], capture_output=True,
-                               env=env)
-        cut = scripts.parse_report(short.stderr)
-        assert cut.partial_blocks or cut.size != len(stream), cut_at
-        assert cut.sha256 == hashlib.sha256(stream[:cut_at]).hexdigest() != report.sha256
 
-
-@pytest.mark.parametrize("flavour", ["gnu", "busybox"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("size", [512, 65536, 65536 + 512, 3 * 65536 + 10240])
 def test_restore_counts_exactly_size_bytes(tmp_path: Path, flavour: str, size: int) -> None:
     """Whole 64 KiB blocks and a tail of 512-byte ones: the exact size, whatever comes after it."""
@@ -87,9 +117,62 @@ def test_restore_counts_exactly_size_bytes(tmp_path: Path, flavour: str, size: i
     out.mkdir()
     scratch.mkdir()
     data = os.urandom(size)  # not a tar: tar fails, the count and hash must still be exact
-    run = subprocess.run(_local(scripts.restore_script(size, keep_owners=True), out, scratch),
-                         input=data + b"more after the end" * 100, capture_output=True, env={"PATH": path})
+    tar = scripts.GNU if flavour == "gnu" else scripts.BUSYBOX
+    run = _run(scripts.restore_script(size, tar=tar, keep_owners=True), out, scratch, path,
+               stdin=data + b"more after the end" * 100)
     report = scripts.parse_report(run.stderr)
     assert (report.size, report.partial_blocks) == (size, 0)
     assert report.sha256 == hashlib.sha256(data).hexdigest()
     assert report.tar_exit != 0
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_cut_stream_shows(tmp_path: Path, flavour: str) -> None:
+    path = _toolbox(tmp_path, flavour)
+    src, out, scratch = tmp_path / "src", tmp_path / "out", tmp_path / "scratch"
+    for d in (src, out, scratch):
+        d.mkdir()
+    (src / "big").write_bytes(os.urandom(3 << 20))
+    tar = scripts.GNU if flavour == "gnu" else scripts.BUSYBOX
+    stream, report = _out_stream(scripts.backup_script(tar), src, scratch, path)
+    restore_script = scripts.restore_script(len(stream), tar=tar, keep_owners=True)
+    for cut_at in (len(stream) - 1536, len(stream) - scripts.BIG, 700 * 512):
+        cut = scripts.parse_report(_run(restore_script, out, scratch, path, stdin=stream[:cut_at]).stderr)
+        assert cut.partial_blocks or cut.size != len(stream), cut_at
+        assert cut.sha256 == hashlib.sha256(stream[:cut_at]).hexdigest() != report.sha256
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_an_empty_volume_is_its_root_alone(tmp_path: Path, flavour: str) -> None:
+    path = _toolbox(tmp_path, flavour)
+    src, scratch = tmp_path / "src", tmp_path / "scratch"
+    (src / "lost+found").mkdir(parents=True)
+    scratch.mkdir()
+    tar = scripts.GNU if flavour == "gnu" else scripts.BUSYBOX
+    stream, report = _out_stream(scripts.backup_script(tar), src, scratch, path)
+    reader = TarReader()
+    reader.feed(stream)
+    archive = reader.finish()
+    assert list(archive.members) == [""] and archive.empty and report.tar_exit == 0
+
+
+def test_probe_and_fix_scripts_quote_hostile_names() -> None:
+    text = scripts.remove_script(["it's\n$(reboot)", "-rf"]).decode()
+    assert "'/data/it'\"'\"'s\n$(reboot)'" in text and "/data/-rf" in text
+    fixes = tree_check.Fixes()
+    fixes.touch[-5].append("a b")
+    assert "touch -h -c -d @-5 -- '/data/a b'" in scripts.fix_script(fixes, strict=True).decode()
+    probe = scripts.parse_probe(b"tar=gnu 1.34\nholes=yes\nuid=1000\ngids=1000 2000\n")
+    assert (probe.tar, probe.tar_version, probe.dig_holes, probe.uid, probe.gids) == ("gnu", "1.34", True, 1000,
+                                                                                     (1000, 2000))
+    assert scripts.parse_probe(b"tar=busybox v1.37.0\nholes=no\nuid=0\ngids=0\n").tar == "busybox"
+
+
+def test_harmless_tar_messages() -> None:
+    assert scripts.harmless_tar_messages("tar: can't open './x': Permission denied\n"
+                                         "tar: error exit delayed from previous errors")
+    assert scripts.harmless_tar_messages("tar: ./d: Cannot open: Permission denied\n"
+                                         "tar: Exiting with failure status due to previous errors")
+    assert not scripts.harmless_tar_messages("tar: ./f: File shrank by 10 bytes; padding with zeros")
+    assert not scripts.harmless_tar_messages("tar: ./f: Read error at byte 0, while reading 512 bytes: "
+                                             "Input/output error")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubectl_dr.volumes import rescue_pod, security
+from kubectl_dr.volumes import security
 
 
 def test_root_plan_is_replanned_as_restricted_once() -> None:
@@ -14,12 +14,3 @@ def test_root_plan_is_replanned_as_restricted_once() -> None:
     assert better.pod["runAsUser"] == 1000 and better.pod["fsGroup"] == 2000 and better.write
     assert better.container["capabilities"] == {"drop": ["ALL"]} and better.notes
     assert security.replan(better) is None  # nothing meets more than "restricted"
-
-
-def test_own_pod_owner_annotation() -> None:
-    pod = {"metadata": {"annotations": {rescue_pod.OWNER_ANNOTATION: '{"host":"h","pid":42}'}}}
-    assert rescue_pod._owner(pod) == ("h", 42)
-    assert rescue_pod._owner({"metadata": {"annotations": {rescue_pod.OWNER_ANNOTATION: "garbage"}}}) == (None, None)
-    assert rescue_pod._owner({"metadata": {}}) == (None, None)
-    gone = rescue_pod.OwnPod("p", None, "other-host", 1)
-    assert not gone.run_alive  # another machine: we cannot tell, so it is not protected as live

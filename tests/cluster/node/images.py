@@ -5,7 +5,8 @@ each a directory that becomes a container's root filesystem.
 
 - ``busybox``: Debian's busybox-static with every applet linked in /bin, like the official image
   (which also keeps all applets in /bin), plus /etc/passwd and /etc/group with root and nobody.
-- ``debian``: a Debian userland (dash as /bin/sh, bash, GNU tar, coreutils, findutils, sed, grep, gzip)
+- ``debian``: a Debian userland (dash as /bin/sh, bash, GNU tar, coreutils, findutils, sed, grep, gzip,
+  util-linux)
   copied from this machine with the libraries each binary links to, as ``debian``/``ubuntu`` images
   give a rescue pod: GNU tar where busybox's has its limits (sparse files, large uids, old mtimes).
 - ``etcd``: distroless-style, as the kubeadm ``registry.k8s.io/etcd`` image: only ``etcd`` and
@@ -31,7 +32,8 @@ BUSYBOX_BINARY = Path("/usr/bin/busybox")
 ETCD_BINARIES = (Path("/usr/bin/etcd"), Path("/usr/bin/etcdctl"))
 KINDS = ("busybox", "debian", "etcd")
 # The Debian packages whose programs make up the ``debian`` image.
-DEBIAN_PACKAGES = ("dash", "bash", "coreutils", "tar", "findutils", "sed", "grep", "gzip", "diffutils")
+DEBIAN_PACKAGES = ("dash", "bash", "coreutils", "tar", "findutils", "sed", "grep", "gzip", "diffutils",
+                   "util-linux")
 
 # What an image declares besides its files (its "config"): the real busybox image has Cmd ["sh"] and
 # no Entrypoint; the etcd image has neither (kubeadm always gives a command).

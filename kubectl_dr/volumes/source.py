@@ -1,0 +1,163 @@
+"""What a restore (or a diff) reads: a backup's archive and entry record, or a plain tar file.
+
+Everything here happens on this machine before anything is created in the cluster: the archive is read
+header by header (`tar_reader`: it must be one both tars extract alike, and not empty unless asked), the
+entry record is read and checked against the manifest's size and SHA-256, and the two must describe
+the same entries. A plain tar file has no record: its headers are all there is to restore and check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubectl_dr.console import Console
+from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.repo import Backup, BackupCorruptError, BackupNotFoundError, Repository
+from kubectl_dr.units import count
+from kubectl_dr.volumes.entries import HARDLINK, PART, Entries, Entry
+from kubectl_dr.volumes.tar_reader import Archive, ArchiveError, empty_archive_error, read_archive
+
+ARCHIVE_PART = "data.tar"
+TYPE = "pvc"
+
+
+@dataclass
+class Source:
+    path: Path  # the archive, a local file
+    size: int
+    sha256: str | None  # the manifest's; None for a plain tar file (hashed while it is sent)
+    backup: Backup | None
+    archive: Archive
+    entries: Entries
+    recorded: bool  # the entries come from the pod's listing (False: from tar headers)
+
+    @property
+    def gnu_only(self) -> bool:
+        """Holds GNU sparse members: only a pod with GNU tar can extract it."""
+        return any(m.sparse for m in self.archive.members.values())
+
+    @property
+    def label(self) -> str:
+        return f"backup {self.backup.id}" if self.backup is not None else f"the tar file {self.path}"
+
+
+def parse_claim_ref(text: str) -> tuple[str | None, str]:
+    """`NS/CLAIM` or `CLAIM` (--from-claim)."""
+    namespace, _, claim = text.rpartition("/")
+    if not claim or "/" in namespace:
+        raise DrError(f'--from-claim "{text}": expected NAMESPACE/CLAIM or CLAIM')
+    return namespace or None, claim
+
+
+def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_claim: str | None) -> Backup:
+    """`--from` as a backup: an ID, a prefix, a directory, or `latest` of this claim (or --from-claim's)."""
+    if ref != "latest":
+        return repo.resolve(ref, TYPE)
+    of_namespace, of_claim = parse_claim_ref(from_claim) if from_claim else (namespace, claim)
+    match = {"namespace": of_namespace or namespace, "pvc": of_claim}
+    try:
+        return repo.resolve(ref, TYPE, match)
+    except BackupNotFoundError as exc:
+        others = repo.backups(TYPE)
+        if others:
+            shown = ", ".join(f"{b.id} ({b.manifest.source.get('namespace')}/{b.manifest.source.get('pvc')})"
+                              for b in others[:5])
+            exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.path}, newest first: {shown}. Restore one "
+                        "with --from ID, or the newest of another claim with --from latest --from-claim NS/CLAIM.")
+        raise
+
+
+def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
+            from_claim: str | None = None, allow_empty: bool = False) -> Source:
+    candidate = Path(ref).expanduser()
+    if candidate.is_file():
+        console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
+        archive = read_archive(candidate, gnu_sparse=True, allow_empty=allow_empty)
+        return Source(candidate.absolute(), candidate.stat().st_size, None, None, archive, from_headers(archive),
+                      False)
+    if from_claim and ref != "latest":
+        raise DrError("--from-claim only goes with --from latest")
+    backup = find_backup(repo, ref, namespace, claim, from_claim)
+    part = backup.manifest.part(ARCHIVE_PART)
+    path = backup.part_path(ARCHIVE_PART)
+    # Listing reads every header (about 25 µs an entry): a volume of a million files takes a while.
+    console.say(f"listing backup {backup.id} (every entry must land inside the volume)")
+    try:
+        archive = read_archive(path, gnu_sparse=True, allow_empty=True)
+    except DrError:
+        console.say(f"the archive of backup {backup.id} cannot be listed; checking it against its checksums")
+        repo.verify(backup)
+        raise
+    entries, recorded = read_entries(backup), True
+    if entries is None:
+        entries, recorded = from_headers(archive), False
+    else:
+        check_record(backup.id, archive, entries)
+    if archive.empty and not allow_empty:
+        raise empty_archive_error(f"backup {backup.id}")
+    return Source(path, part.size, part.sha256, backup, archive, entries, recorded)
+
+
+def read_entries(backup: Backup) -> Entries | None:
+    """The backup's entry record, checked against the manifest; None for backups made before it existed."""
+    try:
+        part = backup.manifest.part(PART)
+    except KeyError:
+        return None
+    path = backup.part_path(PART)
+    digest = hashlib.sha256()
+    total = 0
+
+    def lines() -> Iterator[bytes]:
+        nonlocal total
+        try:
+            with open(path, "rb") as f:
+                for line in f:
+                    digest.update(line)
+                    total += len(line)
+                    yield line
+        except OSError as exc:
+            raise BackupCorruptError(backup.id, PART, f"cannot be read: {exc.strerror}") from None
+
+    entries = Entries.read(lines(), f"backup {backup.id}")
+    if (total, digest.hexdigest()) != (part.size, part.sha256):
+        raise BackupCorruptError(backup.id, PART, f"is {total} bytes with SHA-256 {digest.hexdigest()}, the manifest "
+                                                  f"says {part.size} bytes with SHA-256 {part.sha256}")
+    return entries
+
+
+def from_headers(archive: Archive) -> Entries:
+    """A record from tar headers alone (a plain tar file, or a backup older than entry records)."""
+    entries = Entries()
+    for m in archive.members.values():
+        entries.items[m.path] = Entry(m.path, m.kind, m.mode, m.uid, m.gid, m.size, m.mtime, m.target,
+                                      (m.size + 511) // 512, m.rdev)
+    return entries
+
+
+def check_record(backup_id: str, archive: Archive, entries: Entries) -> None:
+    """The record and the archive describe the same entries: else one of them is not this backup's."""
+    problems = []
+    for path, member in archive.members.items():
+        entry = entries.get(path)
+        if entry is None:
+            problems.append(f"{path or '.'!r} is in the archive but not in the entry record")
+        elif (entry.kind, entry.size, entry.target) != (member.kind, member.size, member.target):
+            problems.append(f"{path or '.'!r} is a {member.kind} of {member.size} bytes in the archive, "
+                            f"a {entry.kind} of {entry.size} bytes in the record")
+    problems += [f"{p!r} is in the entry record but not in the archive" for p in entries.items
+                 if p and p not in archive.members]
+    if problems:
+        raise VerificationError(f"backup {backup_id}: its archive and its entry record disagree: "
+                                + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
+                                hint="Do not restore from it; use another backup (kubectl dr backups list).")
+
+
+def hard_link_groups(entries: Entries) -> int:
+    return sum(1 for e in entries if e.kind == HARDLINK)
+
+
+__all__ = ["ArchiveError", "Source", "check_record", "find_backup", "from_headers", "read_entries", "resolve"]

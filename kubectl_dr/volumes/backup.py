@@ -127,6 +127,9 @@ def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOpt
     identity = Identity(pod.tools.uid, frozenset(pod.tools.gids))
     skipped = skipped_by_plan(found, identity)
     unreadable = [s for s in skipped if s.why.startswith("unreadable")]
+    for item in skipped:
+        if item not in unreadable or opts.skip_unreadable:
+            console.say(f"skipping {item.path!r}: {item.why}")
     if unreadable and not opts.skip_unreadable:
         shown = "\n".join(f"  {s.path!r}: {s.why}" for s in unreadable[:SHOWN])
         more = f"\n  … and {len(unreadable) - SHOWN} more" if len(unreadable) > SHOWN else ""
@@ -137,8 +140,6 @@ def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOpt
                   f"kubectl label namespace {opts.namespace} pod-security.kubernetes.io/enforce=baseline "
                   "--overwrite), or give an --image whose user can read them. Or pass --skip-unreadable to back "
                   "up the rest: the skipped paths are recorded in the backup (kubectl dr backups show)."))
-    for item in skipped:
-        console.say(f"skipping {item.path!r}: {item.why}")
     return skipped
 
 

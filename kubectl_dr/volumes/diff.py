@@ -108,7 +108,10 @@ def compare(namespace: str, claim: str, backup: str | None, entries: Entries, fo
         what = differences(entry, have, found)
         if what:
             result.changed.append(Change(entry.path, what))
-    result.removed = [p for p in tree_check.extras(entries, found) if not excluded(p)]
+    # What lies inside a directory that the backup has as a file is part of that change, not listed apart.
+    replaced = {c.path for c in result.changed if found[c.path].kind == "dir" and c.what[0].startswith("a dir ")}
+    result.removed = [p for p in tree_check.extras(entries, found)
+                      if not excluded(p) and not any(p.startswith(r + "/") for r in replaced)]
     return result
 
 

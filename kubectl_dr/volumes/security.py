@@ -23,7 +23,7 @@ PRIVILEGED, BASELINE, RESTRICTED = "privileged", "baseline", "restricted"
 LEVELS = (PRIVILEGED, BASELINE, RESTRICTED)
 UNKNOWN = "unknown"  # we may not read the namespace: plan for root, adapt if admission says otherwise
 NOBODY = 65534
-IDENTITY_KEYS = ("runAsUser", "runAsGroup", "fsGroup", "supplementalGroups")
+IDENTITY_KEYS = ("runAsUser", "runAsGroup", "fsGroup", "supplementalGroups", "fsGroupChangePolicy")
 
 
 @dataclass
@@ -70,10 +70,14 @@ def plan(level: str, identity: dict[str, Any], *, write: bool) -> SecurityPlan:
     hardening = {"allowPrivilegeEscalation": False, "seccompProfile": {"type": "RuntimeDefault"}}
     groups = [int(g) for g in identity.get("supplementalGroups") or []]
     fs_group = identity.get("fsGroup")
+    # The app's own policy: with OnRootMismatch the kubelet leaves a volume whose root already matches as
+    # it is, where the default would chgrp (and add group write to) every entry before the restore.
+    policy = {"fsGroupChangePolicy": identity["fsGroupChangePolicy"]} if identity.get("fsGroupChangePolicy") else {}
     if level != RESTRICTED:
         pod: dict[str, Any] = {"runAsUser": 0, "runAsGroup": 0}
         if write and fs_group is not None:
             pod["fsGroup"] = int(fs_group)
+            pod.update(policy)
         if groups:
             pod["supplementalGroups"] = groups
         return SecurityPlan(pod, dict(hardening), True, level, identity=dict(identity), write=write)
@@ -85,6 +89,7 @@ def plan(level: str, identity: dict[str, Any], *, write: bool) -> SecurityPlan:
     if fs_group is not None:
         if write:
             pod["fsGroup"] = int(fs_group)
+            pod.update(policy)
         elif int(fs_group) not in groups:
             groups = [int(fs_group), *groups]  # read the app's group-readable files without chgrp-ing them
     if groups:
@@ -96,7 +101,7 @@ def plan(level: str, identity: dict[str, Any], *, write: bool) -> SecurityPlan:
         cost += ("; restored files belong to that uid instead of their archived owners, and setuid bits "
                  "are not restored")
     else:
-        cost += "; files that uid cannot read make the backup fail"
+        cost += "; what that uid cannot read is named, and skipped only with --skip-unreadable"
     return SecurityPlan(pod, container, False, level, [cost], identity=dict(identity), write=write)
 
 

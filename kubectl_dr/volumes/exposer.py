@@ -53,6 +53,7 @@ class Exposure:
     pods: list[RescuePod] = field(default_factory=list)
     torn: bool = False
     removed_leftovers: list[str] = field(default_factory=list)
+    _steps: list[cleanup.UndoStep] = field(default_factory=list)
 
     @property
     def namespace(self) -> str:
@@ -67,9 +68,10 @@ class Exposure:
         self.lease = claim_lease(self.kube, self.access, self.run, self.dry_run)
         self.lease.acquire()
         if self.lease.held:
-            stack.push(f"release the lease on claim {self.namespace}/{self.claim}", self.lease.release)
+            self._steps.append(stack.push(f"release the lease on claim {self.namespace}/{self.claim}",
+                                          self.lease.release))
         self.heartbeat = Heartbeat(self.console.warn)
-        stack.push("stop the heartbeat", self.heartbeat.stop)
+        self._steps.append(stack.push("stop the heartbeat", self.heartbeat.stop))
         if self.lease.held:
             self.heartbeat.hold(self.lease)
         if self.dry_run == "none":
@@ -78,7 +80,13 @@ class Exposure:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc is None or not self.torn:
+        if exc is None:
+            # Done: heartbeat and lease go now, quietly. After an error the command's cleanup stack does it,
+            # after the pods and the consumers, and says so.
+            for step in reversed(self._steps):
+                cleanup.current().run(step)
+            return
+        if not self.torn:
             return
         note = (f"The volume of {self.namespace}/{self.claim} is partly restored, so its consumers stay stopped "
                 f"(their replicas are recorded on them). Run the same restore again to finish it, or "

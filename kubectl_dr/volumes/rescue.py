@@ -47,7 +47,8 @@ class RescuePlan:
     dry_run: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "PvcRescuePlan", "dryRun": self.dry_run, **self.access.to_dict()}
+        return {"kind": "PvcRescuePlan", "dryRun": self.dry_run, **self.access.to_dict(),
+                "podAcceptedByServer": self.dry_run == "server" or None}
 
     def summary(self) -> str:
         a = self.access

@@ -12,7 +12,7 @@ from kubectl_dr.ui.output import emit, message, render_table
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
-    from kubectl_dr.etcd.model import ClusterStatus
+    from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.topology import Topology
 
 app = typer.Typer(
@@ -85,7 +85,26 @@ def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | No
         return topology.direct(endpoints, cacert, cert, key)
     if cacert or cert or key:
         raise UsageError("--cacert, --cert and --key only apply with --endpoints")
-    return topology.discover(opts.kube())
+    from kubectl_dr.errors import ApiError, DrError
+
+    try:
+        return topology.discover(opts.kube())
+    except ApiError as exc:
+        if exc.status < 500:
+            raise
+        exc.hint = API_DOWN_HINT
+        raise
+    except DrError as exc:
+        if "did not answer in time" in exc.message or "refused" in exc.message:
+            exc.hint = API_DOWN_HINT
+        raise
+
+
+API_DOWN_HINT = (
+    "kubectl dr reaches etcd through the API server, which needs etcd's quorum to answer. If etcd lost it, "
+    "ask the members directly from a machine that reaches them (a control-plane node): kubectl dr etcd status "
+    "--endpoints https://NODE-IP:2379,... --cacert /etc/kubernetes/pki/etcd/ca.crt "
+    "--cert /etc/kubernetes/pki/etcd/healthcheck-client.crt --key /etc/kubernetes/pki/etcd/healthcheck-client.key")
 
 
 def _pod_namespace(opts: GlobalOptions) -> str:
@@ -109,11 +128,19 @@ def _status_tables(status: ClusterStatus) -> str:
           "true" if m.is_leader else "false", "true" if m.is_learner else "false"] for m in status.members],
     )
     active = {a.member_id: a.alarm for a in status.alarms}
+    names = {m.id: m.name for m in status.members}
+
+    def leader(e: EndpointInfo) -> str:
+        # The leader as this member sees it: with quorum lost, "none" is the finding.
+        if e.version is None:
+            return ""
+        return names.get(e.leader or "", e.leader or "") if e.leader else "none"
+
     endpoints = render_table(
         ["ENDPOINT", "MEMBER", "HEALTH", "VERSION", "DB SIZE", "IN USE", "REVISION", "RAFT TERM", "RAFT INDEX",
-         "ALARMS", "ERROR"],
+         "LEADER", "ALARMS", "ERROR"],
         [[e.endpoint, e.member or e.member_id or "", "healthy" if e.healthy else "unhealthy", e.version or "",
-          _human(e.db_size), _human(e.db_size_in_use), e.revision, e.raft_term, e.raft_index,
+          _human(e.db_size), _human(e.db_size_in_use), e.revision, e.raft_term, e.raft_index, leader(e),
           ",".join(e.errors) or active.get(e.member_id or "", ""), e.error or ""] for e in status.endpoints],
     )
     return members + "\n" + endpoints

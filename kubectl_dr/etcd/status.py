@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 from kubectl_dr.etcd import etcdctl, podrun, podspec
@@ -65,35 +66,67 @@ def _from_member(kube: Kube, member: StaticMember, namespace: str) -> ClusterSta
 
 
 def direct(topology: Direct) -> ClusterStatus:
-    """Ask each given endpoint with etcd3; the member list and alarms come from the first that answers."""
-    from kubectl_dr.etcd.client import Endpoint, is_rpc_error, refused_certificate, rpc_error_text
-
+    """Ask every given endpoint at once with etcd3; each answers for itself (status is served by the
+    member locally, without quorum), so a cluster that lost quorum still shows a row per member: its
+    version, sizes, revision, raft term and index, and the leader as that member sees it (none, when
+    quorum is lost). The member list and alarms come from the first endpoint that can give them."""
+    with ThreadPoolExecutor(max(len(topology.endpoints), 1)) as pool:
+        asked = [pool.submit(_ask_endpoint, url, topology) for url in topology.endpoints]
+        answers = [future.result() for future in asked]
+    rows = [row for row, _, _ in answers]
     cluster_id: str | None = None
     members: list[MemberInfo] = []
     alarms: list[Alarm] = []
     via = ""
-    rows: list[EndpointInfo] = []
-    for url in topology.endpoints:
-        try:
-            with Endpoint(url, topology) as ep:
-                row = ep.status()
-                row.healthy, row.error, row.took = ep.health()
-                if not via:
-                    cluster_id, members = ep.members()
-                    alarms = ep.alarms()
-                    via = url
-        except MemberError as exc:
-            row = EndpointInfo(endpoint=url, error=exc.message)
-        except Exception as exc:
-            if not is_rpc_error(exc):
-                raise
-            row = EndpointInfo(endpoint=url, error=rpc_error_text(exc))
-        rows.append(row)
-    if not via:
+    for row, listed, found_alarms in answers:
+        if listed is not None and not via:
+            (cluster_id, members), via = listed, row.endpoint
+        if found_alarms is not None and not alarms:
+            alarms = found_alarms
+    if not any(r.version for r in rows):
         errors = "\n".join(f"  {r.endpoint}: {r.error}" for r in rows)
-        certificate = any(refused_certificate(r.error or "") for r in rows)
+        certificate = any(_refused(r.error or "") for r in rows)
         raise EtcdError(f"no etcd endpoint answered:\n{errors}",
                         hint="Check --cacert, --cert and --key: the member refused the client certificate or we "
                              "do not trust its server certificate." if certificate else
                              "Check that the endpoints are reachable from this machine.")
-    return ClusterStatus("direct", via, cluster_id, members, rows, alarms).finish()
+    return ClusterStatus("direct", via or rows[0].endpoint, cluster_id, members, rows, alarms).finish()
+
+
+def _refused(text: str) -> bool:
+    from kubectl_dr.etcd.client import refused_certificate
+
+    return refused_certificate(text)
+
+
+def _ask_endpoint(url: str, topology: Direct) -> tuple[EndpointInfo, tuple[str, list[MemberInfo]] | None,
+                                                       list[Alarm] | None]:
+    """One endpoint's own answers. Each question may fail on its own: what needs quorum (the health read,
+    the alarm list) fails when it is lost, and the member's local status is still worth showing."""
+    from kubectl_dr.etcd.client import Endpoint, is_rpc_error, rpc_error_text
+
+    listed: tuple[str, list[MemberInfo]] | None = None
+    alarms: list[Alarm] | None = None
+    try:
+        with Endpoint(url, topology) as ep:
+            row = ep.status()
+            if not row.leader and not any("no leader" in e for e in row.errors):
+                row.errors.append("no leader")
+            row.healthy, row.error, row.took = ep.health()
+            if row.error and not row.leader:
+                row.error = f"no answer to a quorum read: the member has no leader, quorum lost? ({row.error})"
+            try:
+                listed = ep.members()
+            except Exception as exc:
+                if not is_rpc_error(exc):
+                    raise
+            if row.healthy:  # the alarm list goes through raft: without quorum it only costs the timeout
+                with contextlib.suppress(Exception):
+                    alarms = ep.alarms()
+    except MemberError as exc:
+        row = EndpointInfo(endpoint=url, error=exc.message)
+    except Exception as exc:
+        if not is_rpc_error(exc):
+            raise
+        row = EndpointInfo(endpoint=url, error=rpc_error_text(exc))
+    return row, listed, alarms

@@ -119,3 +119,38 @@ def test_member_without_client_certificate_is_skipped(cluster_factory: Any, tmp_
         assert leftover_pods(c) == []
     finally:
         hidden.rename(cert)
+
+
+def test_status_with_quorum_lost(cluster_factory: Any, tmp_path: Path) -> None:
+    """2 of 3 members down: the API server cannot answer, so the pod path says how to ask directly, and
+    asking directly gives a row per member at once — the survivor's revision and term, and no leader."""
+    import time
+
+    c = cluster_factory(control_planes=3)
+    c.stop_member("cp-2")
+    c.stop_member("cp-3")
+    try:
+        through_api = run_dr(c, tmp_path, "etcd", "status")
+        assert through_api.returncode == 1
+        assert "kubectl dr etcd status --endpoints" in through_api.stderr
+        ca, cert, key = certs(c, "cp-1")
+        start = time.monotonic()
+        direct = run_dr(c, tmp_path, "etcd", "status", "--endpoints", ",".join(member_endpoints(c)),
+                        "--cacert", str(ca), "--cert", str(cert), "--key", str(key), "-o", "json")
+        took = time.monotonic() - start
+        data = ok_json(direct)
+        rows = {r["member"]: r for r in data["endpoints"]}
+        survivor = rows["cp-1"]
+        assert survivor["version"] and survivor["revision"] > 0 and survivor["raftTerm"] > 0
+        assert survivor["leader"] is None and "no leader" in ",".join(survivor["errors"])
+        assert not survivor["healthy"] and "quorum" in survivor["error"]
+        assert [rows[n]["version"] for n in ("cp-2", "cp-3")] == [None, None]
+        assert all(rows[n]["error"] for n in ("cp-2", "cp-3"))
+        assert len(data["members"]) == 3, "the member list is the survivor's own"
+        assert took < 15, took  # within the request timeout, all endpoints at once
+        table = run_dr(c, tmp_path, "etcd", "status", "--endpoints", ",".join(member_endpoints(c)),
+                       "--cacert", str(ca), "--cert", str(cert), "--key", str(key))
+        assert table.returncode == 0 and " none " in table.stdout
+    finally:
+        c.start_member("cp-2")
+        c.start_member("cp-3")

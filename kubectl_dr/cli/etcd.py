@@ -165,6 +165,8 @@ def status(
     from kubectl_dr.etcd.topology import Direct
 
     opts = options(ctx)
+    if opts.dry_run != "none":
+        raise UsageError("etcd status changes nothing: --dry-run does not apply to it")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:
@@ -194,13 +196,21 @@ def snapshot(
     A pod pinned to a control-plane node runs `etcdctl snapshot save` with the etcd static pod's image,
     the file is streamed back and its size and SHA-256 compared on both sides, the database is read and
     checked, and only then is it stored (type etcd-snapshot) with a manifest: member, etcd version,
-    revision, keys, size, SHA-256. The pod is removed however the command ends. If a member fails and
-    another is healthy, the next one is used. With --endpoints the snapshot streams through the etcd3
-    client instead, with no pod.
+    revision, keys, size, SHA-256. The pod is removed however the command ends, and ends by itself
+    (removing its copy of the snapshot) minutes after a killed run stops renewing it. A Lease per member
+    keeps two snapshots off one member. If a member fails and another is healthy, the next one is used.
+    With --endpoints the snapshot streams through the etcd3 client instead, with no pod.
+
+    \b
+    Examples:
+      kubectl dr etcd snapshot
+      kubectl dr etcd snapshot --node cp-2 --dry-run=server
+      kubectl dr etcd snapshot --endpoints https://10.0.0.10:2379 --cacert ca.crt --cert c.crt --key c.key
     """
     from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd import snapshot as etcd_snapshot
     from kubectl_dr.etcd.topology import Direct
+    from kubectl_dr.runs import Run
 
     opts = options(ctx)
     repository = open_repo(repo)
@@ -208,10 +218,24 @@ def snapshot(
     if isinstance(topo, Direct):
         if node:
             raise UsageError("--node does not apply with --endpoints")
+        if opts.dry_run == "server":
+            raise UsageError("--dry-run=server needs the API server; with --endpoints nothing goes through it "
+                             "(use --dry-run=client)")
+        if opts.dry_run == "client":
+            emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": str(repository.path),
+                  "endpoints": list(topo.endpoints)}, opts.output,
+                 table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
+                       f"into {repository.path}\n")
+            return
         result = etcd_snapshot.direct(topo, repository)
     else:
-        result = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
-                                       helper_image=helper_image)
+        run = Run(f"etcd snapshot{' --node ' + node if node else ''}")
+        planned = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
+                                        helper_image=helper_image, run=run, dry_run=opts.dry_run)
+        if isinstance(planned, etcd_snapshot.SnapshotPlan):
+            emit(planned.to_dict(), opts.output, table=planned.summary())
+            return
+        result = planned
     details: dict[str, Any] = result.manifest.details
     member = details.get("member") or {}
     message(f"snapshot {result.manifest.id} saved in {result.path} ({result.seconds:.1f}s)")

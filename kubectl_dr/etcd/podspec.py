@@ -1,5 +1,10 @@
 """Pod manifests for the etcd helper pods.
 
+Both end by themselves: the status pod after `STATUS_DEADLINE_SECONDS` (its work takes seconds), the
+snapshot pod when its run stops touching it (the serve container's dead-man loop deletes the snapshot,
+which holds every Secret of the cluster, and ends the pod), and at the latest after
+`SNAPSHOT_DEADLINE_SECONDS`. Both carry the run's id and lease, so a later run knows a dead run's pod.
+
 Both are pinned to the member's node with `nodeName` (they must run when the scheduler is down, and on
 that node only, where the member and its certificates are), tolerate every taint (control-plane
 NoSchedule; a NotReady node's NoExecute while etcd is the reason it is not ready), share the host network
@@ -15,6 +20,8 @@ from typing import Any
 from kubectl_dr.etcd import etcdctl
 from kubectl_dr.etcd.topology import StaticMember
 from kubectl_dr.kube.pods import managed_labels, pod_name
+from kubectl_dr.runs import Run
+from kubectl_dr.runs.heartbeat import pod_grace_seconds
 
 SNAPSHOT_DIR = "/snapshot"
 SNAPSHOT_FILE = f"{SNAPSHOT_DIR}/etcd.db"
@@ -26,7 +33,27 @@ SERVE_CONTAINER = "serve"
 # Keeps the etcd-image container of the status pod alive for our execs: that image has no shell and no
 # sleep, but a watch on a key nobody writes waits quietly until the pod is deleted.
 KEEPALIVE_KEY = "/kubectl-dr/keepalive"
-SERVE_SECONDS = "86400"
+ALIVE = f"{SNAPSHOT_DIR}/.kubectl-dr-alive"
+STATUS_DEADLINE_SECONDS = 600
+# Saving a multi-GB database, then copying it off: hours at most.
+SNAPSHOT_DEADLINE_SECONDS = 4 * 3600
+
+
+def serve_script(grace: int) -> str:
+    """The serve container's main process: holds the snapshot while the run is alive, then removes it."""
+    return f"""\
+gone() {{ rm -f {SNAPSHOT_FILE}; exit 0; }}
+trap gone TERM
+touch {ALIVE}
+while :; do
+  age=$(( $(date +%s) - $(stat -c %Y {ALIVE} 2>/dev/null || echo 0) ))
+  if [ "$age" -ge {grace} ]; then
+    echo "kubectl dr: no heartbeat for ${{age}}s: the run that made this pod is gone; removing the snapshot" >&2
+    gone
+  fi
+  sleep 2 & wait $!
+done
+"""
 
 
 def _cert_volumes(member: StaticMember) -> list[dict[str, Any]]:
@@ -52,16 +79,19 @@ def _etcd_container(member: StaticMember, name: str, cmd: list[str], extra_mount
     }
 
 
-def _pod(member: StaticMember, namespace: str, prefix: str, purpose: str) -> dict[str, Any]:
+def _pod(member: StaticMember, namespace: str, prefix: str, purpose: str, run: Run | None, lease: str | None,
+         deadline: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": pod_name(prefix, member.node),
             "namespace": namespace,
-            "labels": managed_labels(purpose),
+            "labels": {**managed_labels(purpose), **(run.labels() if run else {})},
+            "annotations": run.annotations(lease) if run else {},
         },
         "spec": {
+            "activeDeadlineSeconds": deadline,
             "nodeName": member.node,
             "hostNetwork": True,
             "dnsPolicy": "ClusterFirstWithHostNet",
@@ -75,9 +105,9 @@ def _pod(member: StaticMember, namespace: str, prefix: str, purpose: str) -> dic
     }
 
 
-def status_pod(member: StaticMember, namespace: str) -> dict[str, Any]:
+def status_pod(member: StaticMember, namespace: str, run: Run | None = None) -> dict[str, Any]:
     """One etcdctl container we exec into for member list, endpoint status/health and alarms."""
-    pod = _pod(member, namespace, "dr-etcd-status", "etcd-status")
+    pod = _pod(member, namespace, "dr-etcd-status", "etcd-status", run, None, STATUS_DEADLINE_SECONDS)
     keepalive = etcdctl.command(member, [member.client_url], "watch", KEEPALIVE_KEY, timeouts=False)
     # The watch retries quietly forever when the member refuses us; this init container fails instead,
     # with etcdctl's reason in its log, exactly as in the snapshot pod.
@@ -91,9 +121,10 @@ def _member_status(member: StaticMember) -> dict[str, Any]:
                            etcdctl.command(member, [member.client_url], "endpoint", "status", "-w", "json"), [])
 
 
-def snapshot_pod(member: StaticMember, namespace: str, helper_image: str) -> dict[str, Any]:
+def snapshot_pod(member: StaticMember, namespace: str, helper_image: str, run: Run | None = None,
+                 lease: str | None = None) -> dict[str, Any]:
     """Init containers ask the member's status and save the snapshot; a helper container serves the file."""
-    pod = _pod(member, namespace, "dr-etcd-snapshot", "etcd-snapshot")
+    pod = _pod(member, namespace, "dr-etcd-snapshot", "etcd-snapshot", run, lease, SNAPSHOT_DEADLINE_SECONDS)
     out = {"name": "snapshot", "mountPath": SNAPSHOT_DIR}
     endpoint = [member.client_url]
     pod["spec"]["volumes"].append({"name": "snapshot", "emptyDir": {}})
@@ -110,7 +141,7 @@ def snapshot_pod(member: StaticMember, namespace: str, helper_image: str) -> dic
         "name": SERVE_CONTAINER,
         "image": helper_image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sleep", SERVE_SECONDS],
-        "volumeMounts": [{**out, "readOnly": True}],
+        "command": ["sh", "-c", serve_script(pod_grace_seconds())],
+        "volumeMounts": [out],
     }]
     return pod

@@ -16,16 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr import cleanup
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd import podrun, podspec
 from kubectl_dr.etcd.errors import MemberError, all_members_failed
 from kubectl_dr.etcd.model import EndpointInfo
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
 from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
+from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.kube.pods import HelperPod
 from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
+from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
+from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL, Holder
 from kubectl_dr.ui.output import message
 
 BACKUP_TYPE = "etcd-snapshot"
@@ -82,14 +86,53 @@ def _verify_and_commit(writer: BackupWriter, part: PartWriter, details: dict[str
 
 
 # --------------------------------------------------------------------------------------------- pod path
-def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, node: str | None = None,
-            helper_image: str = DEFAULT_HELPER_IMAGE) -> SnapshotResult:
+@dataclass
+class SnapshotPlan:
+    """A dry run: which member would be asked, from which node, into which repository."""
+
+    members: list[StaticMember]
+    repository: str
+    dry_run: str
+    leftovers: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "EtcdSnapshotPlan", "dryRun": self.dry_run, "repository": self.repository,
+                "members": [m.to_dict() for m in self.members], "leftoverPods": self.leftovers,
+                "podAcceptedByServer": self.dry_run == "server" or None}
+
+    def summary(self) -> str:
+        first = self.members[0]
+        lines = [f"(dry run) would snapshot the etcd member {first.name} from a pod on node {first.node} "
+                 f"(image {first.image}) into {self.repository}"]
+        if len(self.members) > 1:
+            lines.append(f"  if it fails, then: {', '.join(m.node for m in self.members[1:])}")
+        if self.leftovers:
+            lines.append(f"  delete snapshot pods of runs that are gone: {', '.join(self.leftovers)}")
+        if self.dry_run == "server":
+            lines.append("  the API server accepted the pod (nothing was persisted)")
+        return "\n".join(lines) + "\n"
+
+
+def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, run: Run, node: str | None = None,
+            helper_image: str = DEFAULT_HELPER_IMAGE, dry_run: str = "none") -> SnapshotResult | SnapshotPlan:
     """From the given node's member, or the first member that works (Ready members first)."""
-    failures: list[MemberError] = []
     candidates = topology.candidates(node)
+    dead = dead_snapshot_pods(kube, namespace, run)
+    if dry_run != "none":
+        if dry_run == "server":
+            member = candidates[0]
+            pods.create(kube, podspec.snapshot_pod(member, namespace, helper_image, run,
+                                                   lease_name("etcd", member.name)), what="etcd snapshot",
+                        dry_run="server")
+        return SnapshotPlan(candidates, str(repo.path), dry_run, dead)
+    for name in dead:
+        message(f"deleting etcd snapshot pod {namespace}/{name} left behind by a run that is gone "
+                "(it holds a copy of every Secret of the cluster)")
+        pods.HelperPod(kube, namespace, name).delete(wait=True)
+    failures: list[MemberError] = []
     for index, member in enumerate(candidates):
         try:
-            return _from_member(kube, member, repo, namespace, helper_image)
+            return _from_member(kube, member, repo, namespace, helper_image, run)
         except MemberError as exc:
             if exc.fatal or node is not None:
                 raise
@@ -97,6 +140,27 @@ def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: st
             if index + 1 < len(candidates):  # the last failure is the error itself
                 message(f"warning: no snapshot from node {member.node}: {exc.message}")
     raise all_members_failed("etcd snapshot", failures)
+
+
+def dead_snapshot_pods(kube: Kube, namespace: str, run: Run) -> list[str]:
+    """Snapshot pods of runs whose lease is gone (killed runs): they still hold a full snapshot."""
+    data = kube.get(f"/api/v1/namespaces/{namespace}/pods",
+                    labelSelector=f"{pods.LABEL_MANAGED}={pods.MANAGED_BY},{pods.LABEL_PURPOSE}=etcd-snapshot")
+    dead = []
+    for pod in data.get("items") or []:
+        meta = pod.get("metadata") or {}
+        run_id = (meta.get("labels") or {}).get(RUN_ID_LABEL)
+        lease_of = (meta.get("annotations") or {}).get(LEASE_ANNOTATION)
+        if run_id == run.id:
+            continue
+        if lease_of:
+            lease = Lease(kube, namespace, lease_of, run, what=lease_of)
+            obj = lease.read()
+            if obj is not None and not lease.expired(obj) and Holder.parse(
+                    str((obj.get("spec") or {}).get("holderIdentity") or "")).run_id == run_id:
+                continue  # a live run's pod
+        dead.append(str(meta.get("name")))
+    return sorted(dead)
 
 
 def _member_status(pod: HelperPod, member: StaticMember) -> dict[str, Any]:
@@ -147,38 +211,66 @@ def _remote_file(kube: Kube, pod: HelperPod, member: StaticMember) -> tuple[int,
 
 
 def _from_member(kube: Kube, member: StaticMember, repo: Repository, namespace: str,
-                 helper_image: str) -> SnapshotResult:
+                 helper_image: str, run: Run) -> SnapshotResult:
     started = time.monotonic()
-    message(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
-    manifest = podspec.snapshot_pod(member, namespace, helper_image)
-    pod = podrun.start(kube, manifest, member, "etcd snapshot", helper_image=helper_image, timeout=SAVE_TIMEOUT)
+    lease = Lease(kube, namespace, lease_name("etcd", member.name), run, what=f"etcd member {member.name}")
     try:
-        info = _member_status(pod, member)
-        size, digest = _remote_file(kube, pod, member)
-        message(f"copying {size} bytes from pod {pod.namespace}/{pod.name}")
-        source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
-        with repo.create(BACKUP_TYPE, source, name_hint=member.node) as writer:
-            part = writer.open_part(PART_NAME)
-            copy_started = time.monotonic()
-            # No idle limit beyond the default: cat sends as fast as we read.
-            stream = open_exec(kube, pod.namespace, pod.name, ["cat", podspec.SNAPSHOT_FILE],
-                               container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
-            result = stream.run(stdout=part.write)
-            written = part.close()
-            try:
-                result.check(f"streaming the snapshot from node {member.node}")
-                _compare(member.node, size, digest, written.size, written.sha256)
-            except VerificationError as exc:
-                raise MemberError(member.node, exc.message, hint=exc.hint) from None
-            copy_seconds = time.monotonic() - copy_started
-            extra = {"mode": "pod", "server": kube.resolved.server, "pod": f"{pod.namespace}/{pod.name}",
-                     "image": member.image, "helperImage": helper_image,
-                     "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3),
-                                  "remoteSha256": digest, "remoteSize": size}}
-            manifest_, status = _verify_and_commit(writer, part, extra, info)
-            path = repo.path / manifest_.id
+        lease.acquire()
+    except LeaseHeld as exc:
+        raise MemberError(member.node, exc.message, hint=exc.hint) from None
+    heartbeat = Heartbeat(message)
+    heartbeat.hold(lease)
+    stack = cleanup.current()
+    steps = [stack.push(f"release the lease on etcd member {member.name}", lease.release),
+             stack.push("stop the heartbeat", heartbeat.stop)]
+    try:
+        message(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
+        manifest = podspec.snapshot_pod(member, namespace, helper_image, run, lease.name)
+        pod = podrun.start(kube, manifest, member, "etcd snapshot", helper_image=helper_image, timeout=SAVE_TIMEOUT)
+        heartbeat.add(f"pod {pod.name}", lambda: _touch(kube, pod))
+        pod.on_delete.append(lambda: heartbeat.remove(f"pod {pod.name}"))
+        try:
+            result = _copy(kube, pod, member, repo, helper_image, started)
+        finally:
+            pod.delete(wait=True)
     finally:
-        pod.delete(wait=True)
+        for step in reversed(steps):
+            stack.run(step)
+    return result
+
+
+def _touch(kube: Kube, pod: HelperPod) -> None:
+    stream = open_exec(kube, pod.namespace, pod.name, ["touch", podspec.ALIVE], container=podspec.SERVE_CONTAINER,
+                       timeouts=Timeouts(connect=10.0, idle=30.0))
+    stream.run().check(f"heartbeat of pod {pod.namespace}/{pod.name}")
+
+
+def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, helper_image: str,
+          started: float) -> SnapshotResult:
+    info = _member_status(pod, member)
+    size, digest = _remote_file(kube, pod, member)
+    message(f"copying {size} bytes from pod {pod.namespace}/{pod.name}")
+    source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
+    with repo.create(BACKUP_TYPE, source, name_hint=member.node) as writer:
+        part = writer.open_part(PART_NAME)
+        copy_started = time.monotonic()
+        # No idle limit beyond the default: cat sends as fast as we read.
+        stream = open_exec(kube, pod.namespace, pod.name, ["cat", podspec.SNAPSHOT_FILE],
+                           container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
+        result = stream.run(stdout=part.write)
+        written = part.close()
+        try:
+            result.check(f"streaming the snapshot from node {member.node}")
+            _compare(member.node, size, digest, written.size, written.sha256)
+        except VerificationError as exc:
+            raise MemberError(member.node, exc.message, hint=exc.hint) from None
+        copy_seconds = time.monotonic() - copy_started
+        extra = {"mode": "pod", "server": kube.resolved.server, "pod": f"{pod.namespace}/{pod.name}",
+                 "image": member.image, "helperImage": helper_image,
+                 "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3),
+                              "remoteSha256": digest, "remoteSize": size}}
+        manifest_, status = _verify_and_commit(writer, part, extra, info)
+        path = repo.path / manifest_.id
     return SnapshotResult(manifest_, path, status, time.monotonic() - started)
 
 

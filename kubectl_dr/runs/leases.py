@@ -91,7 +91,14 @@ class Lease:
         except ApiError as exc:
             if exc.status == 404:
                 return None
+            if exc.status == 403:
+                exc.hint = self._rbac_hint()
             raise
+
+    def _rbac_hint(self) -> str:
+        return (f"kubectl dr takes a Lease ({self.name}) in namespace {self.namespace} so that two runs never work "
+                f"on {self.what} at once: it needs get, create, update and delete on leases "
+                "(coordination.k8s.io) there; see the README's RBAC.")
 
     def expired(self, obj: dict[str, Any], now: datetime | None = None) -> bool:
         spec = obj.get("spec") or {}
@@ -164,9 +171,7 @@ class Lease:
                 if exc.status == 409:  # someone else wrote it between our read and our write: look again
                     continue
                 if exc.status == 403:
-                    exc.hint = (f"kubectl dr takes a Lease ({self.name}) in namespace {self.namespace} so that two "
-                                "runs never work on one claim at once: it needs get, create, update and delete on "
-                                "leases (coordination.k8s.io) there; see the README's RBAC.")
+                    exc.hint = self._rbac_hint()
                 raise
             if existing is not None:
                 holder = ((existing.get("spec") or {}).get("holderIdentity"))

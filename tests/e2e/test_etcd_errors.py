@@ -100,6 +100,13 @@ def test_rbac_forbidden(cluster: Cluster, tmp_path: Path, no_leftovers: None) ->
     try:
         time.sleep(1.5)  # the server re-reads the policy file
         failed(dr(*limited, "etcd", "snapshot", env=env),
+               "Error from server (Forbidden)", 'cannot get resource "leases"',
+               "it needs get, create, update and delete on leases (coordination.k8s.io) there")
+        policy["users"]["dr-limited"].append({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                              "verbs": ["*"], "namespaces": ["kube-system"]})
+        cluster.write_policy(policy)
+        time.sleep(1.5)
+        failed(dr(*limited, "etcd", "snapshot", env=env),
                "Error from server (Forbidden)",
                "kubectl dr needs to create pods (and pods/exec) in namespace kube-system")
     finally:

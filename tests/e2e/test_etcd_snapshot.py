@@ -166,3 +166,63 @@ def test_direct_mode_against_tls_members(cluster_factory: Any, tmp_path: Path) -
     data = ok_json(run_dr(c, tmp_path / "repo", "etcd", "snapshot", *flags, "-o", "json"))
     assert_matches_etcdctl(data)
     assert data["details"]["member"]["name"] in c.control_planes
+
+
+def _pods(cluster: Cluster, purpose: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "pods", "-n", "kube-system", "-l", f"{MANAGED},kubectl-dr.io/purpose={purpose}",
+                          "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def test_dry_runs_create_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    leases = cluster.kubectl("get", "leases", "-n", "kube-system", "-o", "name").stdout
+    for mode in ("client", "server"):
+        plan = ok_json(run_dr(cluster, repo, "etcd", "snapshot", f"--dry-run={mode}", "-o", "json"))
+        assert plan["dryRun"] == mode and plan["members"][0]["node"] == cluster.control_planes[0]
+        assert plan["podAcceptedByServer"] is (True if mode == "server" else None)
+    assert leftover_pods(cluster) == []
+    assert not repo.exists() or list(repo.iterdir()) == []
+    assert cluster.kubectl("get", "leases", "-n", "kube-system", "-o", "name").stdout == leases
+    ca, cert, key = certs(cluster, cluster.control_planes[0])
+    direct = run_dr(cluster, repo, "etcd", "snapshot", "--endpoints", member_endpoints(cluster)[0], "--cacert",
+                    str(ca), "--cert", str(cert), "--key", str(key), "--dry-run=server")
+    assert direct.returncode == 2 and "--dry-run=client" in direct.stderr
+
+
+def test_a_killed_snapshot_run_leaves_no_snapshot_behind(cluster: Cluster, tmp_path: Path) -> None:
+    """SIGKILL while the snapshot pod serves the file: its serve container deletes the snapshot (every
+    Secret of the cluster) and ends the pod once the heartbeats stop; the next run deletes the pod."""
+    import signal
+    import time
+
+    from tests.cli_runner import executable
+
+    env = {**env_for(cluster, tmp_path / "repo"), "KUBECTL_DR_POD_GRACE_SECONDS": "10"}
+    proc = subprocess.Popen([executable(), "etcd", "snapshot"], env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("copying "):
+            break
+    proc.send_signal(signal.SIGSTOP)  # held mid-copy: no more heartbeats, no cleanup
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            pods = _pods(cluster, "etcd-snapshot")
+            assert len(pods) == 1
+            if pods[0]["status"].get("phase") in ("Succeeded", "Failed"):
+                break
+            assert time.monotonic() < deadline, pods[0]["status"]
+            time.sleep(1)
+        serve = next(c for c in pods[0]["status"]["containerStatuses"] if c["name"] == "serve")
+        assert serve["state"]["terminated"]["exitCode"] == 0
+        logs = cluster.kubectl("logs", "-n", "kube-system", pods[0]["metadata"]["name"], "-c", "serve").stdout
+        assert "removing the snapshot" in logs
+    finally:
+        proc.kill()
+        proc.wait()
+    again = run_dr(cluster, tmp_path / "repo", "etcd", "snapshot", "-o", "json")
+    ok_json(again)
+    assert "deleting etcd snapshot pod kube-system/" in again.stderr and "every Secret" in again.stderr
+    assert leftover_pods(cluster) == []

@@ -62,6 +62,19 @@ Examples:
 """
 
 
+def _namespace_may_exist(kube: Any, namespace: str) -> bool:
+    """False only when the API says the namespace does not exist; an admin of that namespace alone may not
+    read Namespace objects (403), and must still be able to undo a run."""
+    from kubectl_dr.errors import ApiError
+
+    try:
+        return bool(kube.exists(f"/api/v1/namespaces/{namespace}"))
+    except ApiError as exc:
+        if exc.status == 403:
+            return True
+        raise
+
+
 def _namespace(opts: GlobalOptions) -> str:
     return opts.namespace or opts.kube().namespace
 
@@ -150,7 +163,7 @@ def restore(
     wanted = [parse_workload(n) for n in names]  # usage errors before any request
     kube = opts.kube()
     namespace = None if all_namespaces else _namespace(opts)
-    if namespace is not None and not kube.exists(f"/api/v1/namespaces/{namespace}"):
+    if namespace is not None and not _namespace_may_exist(kube, namespace):
         raise DrError(f'namespaces "{namespace}" not found',
                       hint="Check the namespace (-n NAMESPACE), or use -A for all namespaces.")
     results = scale_restore(kube, namespace, names=names, run_id=run_id, progress=message, dry_run=opts.dry_run)

@@ -368,3 +368,24 @@ def test_autoscaler_that_pauses_at_zero_is_only_a_note(cluster: Cluster, namespa
     assert result.returncode == 0, result.stderr
     assert "HorizontalPodAutoscaler solo pauses while replicas are 0" in result.stderr
     assert replicas(cluster, namespace, "deployment/solo") == 0
+
+
+def test_a_namespace_admin_can_undo_a_run(cluster: Cluster, namespace: str) -> None:
+    """An admin of this namespace alone (no cluster-wide read of Namespace objects) scales down and back."""
+    shop(cluster, namespace)
+    policy = {"users": {LIMITED_USER: [
+        {"apiGroups": ["", "apps", "batch", "autoscaling"], "namespaces": [namespace], "verbs": ["*"],
+         "resources": ["*"]},
+    ]}}
+    cluster.write_policy(policy)
+    try:
+        assert cluster.kubectl("get", "namespace", namespace, limited=True, check=False).returncode != 0
+        down = dr(cluster, "scale", "down", "shared", "-n", namespace, "--yes", context=LIMITED_CONTEXT)
+        assert down.returncode == 0, down.stderr
+        assert replicas(cluster, namespace, "deployment/web") == 0
+        back = dr(cluster, "scale", "restore", "-n", namespace, context=LIMITED_CONTEXT)
+        assert back.returncode == 0, back.stderr
+    finally:
+        cluster.write_policy(DEFAULT_POLICY)
+    assert replicas(cluster, namespace, "deployment/web") == 2
+    assert annotations(cluster, namespace, "deployment/web") == {}

@@ -7,6 +7,8 @@ ask (a terminal) or must have --yes; a test or a library caller passes its own.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -46,3 +48,11 @@ def declined() -> DrError:
 
 
 Say = Callable[[str], None]
+
+
+def say_on_stderr(text: str) -> None:
+    """A line for the person running the command, on stderr (stdout carries results only). Jobs that
+    were not handed a Console say things this way; a closed terminal (EIO after SIGHUP) must not stop
+    them."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.etcd import etcdctl
 from kubectl_dr.etcd.errors import MemberError
 from kubectl_dr.etcd.topology import HEALTHCHECK_CERT, StaticMember
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.exec import ExecResult, open_exec
-from kubectl_dr.ui.output import message
 
 # A pinned pod has no scheduling or attach delays to wait out: a mount failure or a NotReady node now
 # will not fix itself in the time an on-call engineer is willing to wait.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_dr import cleanup
+from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd import podrun, podspec
 from kubectl_dr.etcd.errors import MemberError, all_members_failed
@@ -30,7 +31,6 @@ from kubectl_dr.kube.pods import HelperPod
 from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL, Holder
-from kubectl_dr.ui.output import message
 
 BACKUP_TYPE = "etcd-snapshot"
 PART_NAME = "snapshot.db"

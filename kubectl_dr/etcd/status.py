@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
+from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.etcd import etcdctl, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import Alarm, ClusterStatus, EndpointInfo, MemberInfo
 from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.ui.output import message
 
 
 def via_pod(kube: Kube, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:

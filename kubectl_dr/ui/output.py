@@ -6,12 +6,12 @@ and survive `grep`/`awk`; json and yaml carry the full data for scripts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from kubectl_dr.console import say_on_stderr
 from kubectl_dr.units import count
 
 __all__ = ["count", "emit", "message", "render_data", "render_table"]
@@ -48,9 +48,5 @@ def emit(data: Any, fmt: str, *, table: str | None = None, out: TextIO | None = 
 
 
 def message(text: str) -> None:
-    """A progress or status line for humans: always stderr, so stdout stays clean for results.
-
-    A terminal closed under us (SIGHUP: EIO on write) must not stop the cleanup that follows.
-    """
-    with contextlib.suppress(OSError):
-        print(text, file=sys.stderr, flush=True)
+    """A progress or status line for humans: always stderr, so stdout stays clean for results."""
+    say_on_stderr(text)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from kubectl_dr.errors import VerificationError
-from kubectl_dr.ui.output import count
+from kubectl_dr.units import count
 from kubectl_dr.volumes.entries import DIR, FILE, HARDLINK, SYMLINK, Entries, Entry
 from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.reconcile import excluded

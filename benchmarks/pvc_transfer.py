@@ -221,7 +221,7 @@ class Bench:
     def checked_backup(self, out: Path) -> float:
         """kubectl exec running kubectl dr's own pod script: the in-pod counting and hashing, no client."""
         err = bytearray()
-        s, _ = measure([*self.k, "exec", "bench", "--", *scripts.sh(scripts.backup_script())], stdout=out,
+        s, _ = measure([*self.k, "exec", "bench", "--", *scripts.sh(scripts.backup_script(scripts.BUSYBOX))], stdout=out,
                        stderr=err)
         report = scripts.parse_report(bytes(err))
         assert report.size == out.stat().st_size and report.tar_exit == 0, report
@@ -230,7 +230,7 @@ class Bench:
     def checked_restore(self, archive: Path) -> float:
         err = bytearray()
         size = archive.stat().st_size
-        script = scripts.restore_script(size, keep_owners=True)
+        script = scripts.restore_script(size, tar=scripts.BUSYBOX, keep_owners=True)
         s, _ = measure([*self.k, "exec", "-i", "bench", "--", *scripts.sh(script)], stdin=archive, stderr=err)
         report = scripts.parse_report(bytes(err))
         assert report.size == size and report.tar_exit == 0, report

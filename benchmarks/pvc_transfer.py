@@ -221,8 +221,8 @@ class Bench:
     def checked_backup(self, out: Path) -> float:
         """kubectl exec running kubectl dr's own pod script: the in-pod counting and hashing, no client."""
         err = bytearray()
-        s, _ = measure([*self.k, "exec", "bench", "--", *scripts.sh(scripts.backup_script(scripts.BUSYBOX))], stdout=out,
-                       stderr=err)
+        script = scripts.backup_script(scripts.BUSYBOX)
+        s, _ = measure([*self.k, "exec", "bench", "--", *scripts.sh(script)], stdout=out, stderr=err)
         report = scripts.parse_report(bytes(err))
         assert report.size == out.stat().st_size and report.tar_exit == 0, report
         return s

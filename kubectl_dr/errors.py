@@ -78,11 +78,24 @@ class VerificationError(DrError):
     """Data did not check out (checksum, size, remote exit status). Nothing destructive follows one."""
 
 
-class Interrupted(DrError):
-    """Ctrl-C or SIGTERM: cleanup has run (or says what it could not do); exit code 130."""
+class Interrupted(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP: cleanup has run (or says what it could not do); exit code 130.
+
+    A BaseException, like KeyboardInterrupt, and not a DrError: code that handles an error it expects
+    (`except DrError`, `except Exception`: a pod's logs that cannot be read, an event list that fails)
+    must never swallow the user's Ctrl-C and carry on.
+    """
 
     exit_code = EXIT_INTERRUPTED
 
     def __init__(self, signal_name: str = "SIGINT") -> None:
         super().__init__(f"interrupted by {signal_name}")
         self.signal_name = signal_name
+        self.message = f"interrupted by {signal_name}"
+        self.hint: str | None = None
+
+    def render(self) -> str:
+        text = f"error: {self.message}"
+        if self.hint:
+            text += f"\n{self.hint}"
+        return text

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubectl_dr import cleanup
 from kubectl_dr.console import Console
-from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.errors import DrError, Interrupted, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
@@ -91,7 +91,7 @@ class Exposure:
         note = (f"The volume of {self.namespace}/{self.claim} is partly restored, so its consumers stay stopped "
                 f"(their replicas are recorded on them). Run the same restore again to finish it, or "
                 f"`kubectl dr scale restore -n {self.namespace}` to start them on the partial data.")
-        if isinstance(exc, DrError):
+        if isinstance(exc, (DrError, Interrupted)):
             exc.hint = f"{exc.hint}\n{note}" if exc.hint else note
         else:
             self.console.warn(note)

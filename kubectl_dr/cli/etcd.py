@@ -166,7 +166,8 @@ def status(
 
     opts = options(ctx)
     if opts.dry_run != "none":
-        raise UsageError("etcd status changes nothing: --dry-run does not apply to it")
+        raise UsageError("etcd status cannot run as a dry run: it needs its pod to ask etcd (and changes nothing "
+                         "else)")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:

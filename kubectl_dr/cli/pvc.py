@@ -162,7 +162,8 @@ def diff(
     repository = open_repo(repo)
     opts, kube, namespace, run, console = _session(ctx, f"pvc diff {{ns}}/{claim}")
     if opts.dry_run != "none":
-        raise UsageError("pvc diff changes nothing: --dry-run does not apply to it")
+        raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "
+                         "(and changes nothing else)")
     result = job.run(kube, repository, job.DiffOptions(namespace, claim, source, image=image, quiesce=quiesce,
                                                        from_claim=from_claim), console, run)
     emit(result.to_dict(), opts.output, table=result.summary())

@@ -175,6 +175,7 @@ class Kubelet:
                 self._recover(worker, pod)
             if worker.phase not in _TERMINAL and not meta.get("deletionTimestamp"):
                 worker.start()
+                self._background(self._active_deadline(uid))
             else:
                 await self._push(worker)
         if meta.get("deletionTimestamp") and uid not in self._deleting:
@@ -183,6 +184,25 @@ class Kubelet:
             if grace is None:
                 grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             self._background(self._finish(worker, float(grace), delete=True))
+
+    async def _active_deadline(self, uid: str) -> None:
+        """pkg/kubelet/active_deadline.go: a pod active on the node longer than spec.activeDeadlineSeconds
+        (counted from status.startTime; the field may be lowered while the pod runs) is failed and killed."""
+        while True:
+            worker = self.workers.get(uid)
+            if worker is None or worker.phase in _TERMINAL or uid in self._deleting:
+                return
+            deadline = (worker.pod.get("spec") or {}).get("activeDeadlineSeconds")
+            if deadline is not None:
+                started = dt.datetime.strptime(worker.start_time, "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=dt.timezone.utc)
+                if dt.datetime.now(dt.timezone.utc) - started >= dt.timedelta(seconds=int(deadline)):
+                    message = "Pod was active on the node longer than the specified deadline"
+                    await self._event(uid, "Normal", "DeadlineExceeded", message)
+                    grace = (worker.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                    await worker.fail("DeadlineExceeded", message, float(grace))
+                    return
+            await asyncio.sleep(0.5)
 
     def _new_worker(self, pod: Json) -> PodWorker:
         meta = pod["metadata"]

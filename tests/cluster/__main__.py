@@ -155,7 +155,8 @@ def wait_ready(layout: Layout, pid: int, port: int, members: list[em.Member], no
 
 
 def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
-       images: dict[str, str], etcd_version: str | None = None) -> dict[str, Any]:
+       images: dict[str, str], etcd_version: str | None = None, cron_period_seconds: float | None = None
+       ) -> dict[str, Any]:
     started = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = layout.read_state() if layout.state_file.exists() else {}
@@ -176,13 +177,16 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
             options["exec_protocols"] = protocols
         if images:
             options["images"] = {**options.get("images", {}), **images}
+        if cron_period_seconds is not None:
+            options["cron_period_seconds"] = cron_period_seconds
         fresh = False
     else:
         cps, wks = node_names(control_planes, workers)
         members = em.plan_members(cps)
         api_port = free_ports(1)[0]
         options = {"exec_protocols": protocols or list(SUBPROTOCOLS.values()), "images": images,
-                   "etcd_version": etcd_version or etcd_versions.DEFAULT}
+                   "etcd_version": etcd_version or etcd_versions.DEFAULT,
+                   "cron_period_seconds": cron_period_seconds}
         fresh = True
     for d in (layout.pki, layout.images, layout.storage, layout.pods, layout.logs):
         d.mkdir(parents=True, exist_ok=True)
@@ -306,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="serve image NAME from the busybox, debian or etcd root filesystem")
     p_up.add_argument("--etcd-version", choices=sorted(etcd_versions.VERSIONS), default=None,
                       help=f"etcd of the control plane (default {etcd_versions.DEFAULT}; a restart keeps its own)")
+    p_up.add_argument("--cron-period-seconds", type=float, default=None, metavar="N",
+                      help="test-only: CronJob schedules run on a clock where one minute lasts N seconds")
     for name, text in (("down", "stop every process of the cluster in DIR (files are kept)"),
                        ("status", "show the cluster's processes and health")):
         sub.add_parser(name, help=text).add_argument("--dir", required=True, type=Path)
@@ -322,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.control_planes < 1 or args.workers < 0:
                 raise ClusterError("--control-planes must be at least 1 and --workers at least 0")
             protocols = parse_protocols(args.exec_protocols) if args.exec_protocols else []
+            if args.cron_period_seconds is not None and args.cron_period_seconds <= 0:
+                raise ClusterError("--cron-period-seconds must be positive")
             state = up(layout, args.control_planes, args.workers, protocols, parse_images(args.image),
-                       args.etcd_version)
+                       args.etcd_version, args.cron_period_seconds)
             print(f"loopback cluster up in {state['startup_seconds']}s: https://127.0.0.1:{state['server']['port']} "
                   f"(etcd {state['options']['etcd_version']})")
             print(f"  export KUBECONFIG={layout.kubeconfig}")

@@ -1,9 +1,10 @@
 """pytest fixtures that start loopback clusters for end-to-end and conformance tests.
 
 - ``cluster``: one per session, 1 control plane + 1 worker, both exec protocols, etcd 3.5;
-- ``cluster_factory(control_planes=3, workers=1, exec_protocols=("v4",), images=…, etcd_version="3.4")``:
-  other shapes, started on first use, shared by every test asking for the same shape, stopped at session
-  end. ``etcd_version`` is "3.4" or "3.5" (default).
+- ``cluster_factory(control_planes=3, workers=1, exec_protocols=("v4",), images=…, etcd_version="3.4",
+  cron_period_seconds=2.0)``: other shapes, started on first use, shared by every test asking for the same
+  shape, stopped at session end. ``etcd_version`` is "3.4" or "3.5" (default); ``cron_period_seconds``
+  makes one CronJob minute last that many seconds (control/cronjob.py).
 
 A missing prerequisite (etcd, bwrap that can create sandboxes, busybox, kubectl) skips with the reason,
 except under CI (environment variable CI set), where it fails: CI must never silently skip them.
@@ -163,9 +164,10 @@ class Cluster:
 
 def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
                   exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None,
-                  etcd_version: str = etcd_versions.DEFAULT) -> Cluster:
+                  etcd_version: str = etcd_versions.DEFAULT, cron_period_seconds: float | None = None) -> Cluster:
     protocols = parse_protocols(",".join(exec_protocols)) if exec_protocols else []
-    state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}), etcd_version)
+    state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}),
+               etcd_version, cron_period_seconds)
     return Cluster(directory.resolve(), state)
 
 
@@ -187,15 +189,16 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
     started: dict[tuple[Any, ...], Cluster] = {}
 
     def make(control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
-             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT) -> Cluster:
+             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
+             cron_period_seconds: float | None = None) -> Cluster:
         key = (control_planes, workers, tuple(exec_protocols), tuple(sorted((images or {}).items())),
-               etcd_version)
+               etcd_version, cron_period_seconds)
         if key not in started:
             require_prerequisites()
             started[key] = start_cluster(tmp_path_factory.mktemp(f"cluster-{control_planes}cp"),
                                          control_planes=control_planes, workers=workers,
                                          exec_protocols=exec_protocols, images=images,
-                                         etcd_version=etcd_version)
+                                         etcd_version=etcd_version, cron_period_seconds=cron_period_seconds)
         return started[key]
 
     try:

@@ -31,6 +31,7 @@ from tests.cluster.api.gated import GatedStore
 from tests.cluster.api.server import RunningServer, serve
 from tests.cluster.api.store import Store
 from tests.cluster.control import etcd_members as em
+from tests.cluster.control.cronjob import CronJobController
 from tests.cluster.control.daemonset import DaemonSetController
 from tests.cluster.control.deployment import DeploymentController
 from tests.cluster.control.garbage_collector import GarbageCollector
@@ -145,10 +146,11 @@ async def run(layout: Layout) -> None:
     node_side = node_runtime.build(gated, layout, [*cps, *workers], options, hub=hub, control_planes=cps)
     kubelets = [asyncio.create_task(k.run(), name=f"kubelet/{k.node_name}") for k in node_side.kubelets]
     api = ApiServer(config, layout, members, node_side.streams)
+    cron_period = float(options.get("cron_period_seconds") or 0) or None
     controller_manager = Component(CONTROLLER_MANAGER, lambda: [
         ReplicaSetController(gated, layout), DeploymentController(gated, layout),
         StatefulSetController(gated, layout), DaemonSetController(gated, layout), JobController(gated, layout),
-        GarbageCollector(gated, layout),
+        CronJobController(gated, layout, period_seconds=cron_period), GarbageCollector(gated, layout),
         NamespaceController(gated, layout), VolumeController(gated, layout)])
     scheduler = Component(SCHEDULER, lambda: [Scheduler(gated, layout)])
 

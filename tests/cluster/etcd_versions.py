@@ -7,18 +7,40 @@ Only 3.5 has etcdutl (and `snapshot restore --bump-revision/--mark-compacted`).
 
 from __future__ import annotations
 
+import functools
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 ETCD_35_ROOT = Path("/opt/etcd-3.5")
 
 
+@functools.cache
+def _reported(binary: Path) -> str | None:
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return None
+    m = re.search(r"etcd Version: (\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
 @dataclass(frozen=True)
 class EtcdVersion:
     minor: str       # "3.5": what `up --etcd-version` takes
-    version: str     # "3.5.16": what the binaries report
+    expected: str    # "3.5.16": what the packages .ci/run installs ship
     bin_dir: Path
-    image_tag: str   # kubeadm's registry.k8s.io/etcd tag for this version
+
+    @property
+    def version(self) -> str:
+        """What the binary reports (a Debian point release may move the patch version on)."""
+        return _reported(self.etcd) or self.expected
+
+    @property
+    def image_tag(self) -> str:
+        """kubeadm's registry.k8s.io/etcd tag for this version (VERSION-0)."""
+        return f"{self.version}-0"
 
     @property
     def etcd(self) -> Path:
@@ -42,8 +64,8 @@ class EtcdVersion:
 
 
 VERSIONS = {
-    "3.4": EtcdVersion("3.4", "3.4.23", Path("/usr/bin"), "3.4.23-0"),
-    "3.5": EtcdVersion("3.5", "3.5.16", ETCD_35_ROOT / "usr" / "bin", "3.5.16-0"),
+    "3.4": EtcdVersion("3.4", "3.4.23", Path("/usr/bin")),
+    "3.5": EtcdVersion("3.5", "3.5.16", ETCD_35_ROOT / "usr" / "bin"),
 }
 DEFAULT = "3.5"
 

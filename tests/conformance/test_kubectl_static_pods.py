@@ -167,6 +167,11 @@ def test_scheduler_and_controllers_pause_without_their_manifests(cp: Cluster) ->
     cp.park_manifest("cp-1", "kube-scheduler.yaml")
     cp.park_manifest("cp-1", "kube-controller-manager.yaml")
     try:
+        # The kubelet stops a static pod and deletes its mirror pod in one pass: once both mirror pods are
+        # gone, the scheduler and the controllers have stopped.
+        eventually(lambda: mirror(cp, "kube-system", "kube-scheduler-cp-1") is None
+                   and mirror(cp, "kube-system", "kube-controller-manager-cp-1") is None,
+                   what="the scheduler's and controller-manager's mirror pods to go")
         cp.kubectl("create", "-f", "-", version=VERSION, input=manifest(
             pod("unscheduled", "default", command=["sleep", "3600"]),
             {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "paused", "namespace": "default"},

@@ -24,6 +24,7 @@ import contextlib
 import copy
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ Json = dict[str, Any]
 log = logging.getLogger("tests.cluster.node")
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 POLL_SECONDS = 0.5
+MIRROR_RESYNC_SECONDS = 5.0  # a full mirror pass even without a change (a deleted mirror pod comes back)
 STOP_GRACE_CAP = 10.0  # etcd exits within a second of SIGTERM; nothing here needs kubeadm's 30 s
 
 
@@ -71,7 +73,10 @@ class StaticPods:
         self.hub = hub
         self.dir = kubelet.layout.manifests(kubelet.node_name)
         self.pods: dict[str, StaticPod] = {}  # by file name
-        self._mirrors_ok = False
+        self._files_changed = True
+        self._parsed: dict[str, tuple[tuple[int, int, int], bytes, Any]] = {}  # name → (stat key, raw, doc)
+        self._last_mirror_pass = 0.0
+        self._api_generation = -1
 
     # ------------------------------------------------------------------------------------------ files
     def _read(self) -> dict[str, tuple[str, Json]]:
@@ -83,8 +88,15 @@ class StaticPods:
             if path.name.startswith(".") or not path.is_file():
                 continue
             try:
-                raw = path.read_bytes()
-                doc = yaml.safe_load(raw)
+                st = path.stat()
+                key_stat = (st.st_ino, st.st_mtime_ns, st.st_size)
+                cached = self._parsed.get(path.name)
+                if cached is not None and cached[0] == key_stat:
+                    raw, doc = cached[1], cached[2]  # unchanged: no YAML parse every half second
+                else:
+                    raw = path.read_bytes()
+                    doc = yaml.safe_load(raw)
+                    self._parsed[path.name] = (key_stat, raw, doc)
             except (OSError, yaml.YAMLError) as e:
                 log.warning("node %s: static pod file %s: %s", self.kubelet.node_name, path.name, e)
                 continue
@@ -105,9 +117,11 @@ class StaticPods:
         for file, pod in list(self.pods.items()):
             if file not in found or found[file][0] != pod.digest:
                 del self.pods[file]
+                self._files_changed = True
                 await self._stop(pod)
         for file, (digest, doc) in found.items():
             if file not in self.pods:
+                self._files_changed = True
                 pod = StaticPod(file, digest, doc, _component(doc))
                 self.pods[file] = pod
                 await self._start(pod)
@@ -166,10 +180,23 @@ class StaticPods:
         return None
 
     # ---------------------------------------------------------------------------------------- mirrors
+    def _mirror_pass_due(self) -> bool:
+        gate = self.hub.api if self.hub is not None else None
+        if gate is not None and not gate.is_open:
+            return False
+        generation = gate.generation if gate is not None else 0
+        return (self._files_changed or generation != self._api_generation
+                or any(p.dirty for p in self.pods.values())
+                or time.monotonic() - self._last_mirror_pass > MIRROR_RESYNC_SECONDS)
+
     async def sync_mirrors(self) -> None:
-        """Mirror pods and their status, while the API serves; a failed pass is retried on the next one."""
+        """Mirror pods and their status, while the API serves and something changed (or every few seconds);
+        a failed pass is retried on the next one."""
+        if not self._mirror_pass_due():
+            return
         store = self.kubelet.store
         node_name = self.kubelet.node_name
+        generation = self.hub.api.generation if self.hub is not None else 0
         try:
             node = await store.get("nodes", None, node_name)
         except Exception:
@@ -187,12 +214,16 @@ class StaticPods:
             try:
                 await self._sync_mirror(pod, node, mirrors.get(key))
             except Exception as e:
+                pod.dirty = True  # pushed again on the next pass
                 if getattr(e, "code", None) not in (404, 409) and not isinstance(e, ConnectionError):
                     log.exception("node %s: mirror pod %s", node_name, key[1])
         for key in mirrors:
             if key not in wanted:  # an orphaned mirror pod: its static pod is gone
                 with contextlib.suppress(Exception):
                     await store.delete("pods", key[0], key[1], grace_period_seconds=0)
+        self._files_changed = False
+        self._api_generation = generation
+        self._last_mirror_pass = time.monotonic()
 
     async def _sync_mirror(self, pod: StaticPod, node: Json, current: Json | None) -> None:
         store = self.kubelet.store

@@ -85,8 +85,8 @@ def test_file_rules_and_the_mirror_pod(cp: Cluster) -> None:
     assert mirror(cp, "kube-system", "hidden-cp-1") is None
     eventually(lambda: len(list(out.glob("run-*"))) == 1, what="the container's write on the node")
     assert cp.kubectl("-n", "kube-system", "logs", "dr-probe-cp-1", version=VERSION).stdout == "started\n"
-    assert cp.kubectl("-n", "kube-system", "exec", "dr-probe-cp-1", "--", "sh", "-c", "cat /data/run-*",
-                      version=VERSION).stdout == "one\n"
+    assert cp.kubectl("-n", "kube-system", "exec", "dr-probe-cp-1", "--", "sh", "-c", "cat /data/run-*; hostname",
+                      version=VERSION).stdout == "one\ncp-1\n"  # hostNetwork: the node's hostname too
 
     # A deleted mirror pod comes back (the static pod never stopped).
     cp.kubectl("-n", "kube-system", "delete", "pod", "dr-probe-cp-1", "--wait=false", version=VERSION)

@@ -156,7 +156,9 @@ class PodWorker:
             delay = min(delay * 2, 8.0)
         host_network = bool((self.pod.get("spec") or {}).get("hostNetwork"))
         holder = self.images.build("busybox")
-        self.pod_sandbox = await sandbox.PodSandbox.start(meta["name"], host_network, holder)
+        # A hostNetwork pod shares the node's UTS namespace too: its hostname is the node's name.
+        hostname = str((self.pod.get("spec") or {}).get("nodeName") or meta["name"]) if host_network else meta["name"]
+        self.pod_sandbox = await sandbox.PodSandbox.start(hostname, host_network, holder)
         (self.pod_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.sandbox_ready = True
         await self.changed()

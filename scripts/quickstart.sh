@@ -5,10 +5,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "--- installing the sandbox's Debian packages (etcd, bubblewrap, busybox)"
+  echo "--- installing the sandbox's Debian packages (etcd 3.4 and 3.5, bubblewrap, busybox, bash-static)"
+  # The same packages as .ci/run: busybox and etcd 3.5 from Debian 13 through a low-priority source.
+  if ! grep -qs trixie /etc/apt/sources.list.d/debian-13-busybox.sources; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
+      /usr/share/keyrings/debian-archive-keyring.gpg > /etc/apt/sources.list.d/debian-13-busybox.sources
+    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/debian-13-busybox
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    etcd-server etcd-client bubblewrap busybox-static util-linux >/dev/null
+    etcd-server etcd-client bubblewrap util-linux bash-static >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static/trixie >/dev/null
+  if ! /opt/etcd-3.5/usr/bin/etcdutl version 2>/dev/null | grep -q "^etcdutl version: 3\.5\."; then
+    etcd35=$(mktemp -d)
+    (cd "$etcd35" && apt-get download -qq etcd-server/trixie etcd-client/trixie 2>/dev/null)
+    rm -rf /opt/etcd-3.5 && mkdir -p /opt/etcd-3.5
+    for deb in "$etcd35"/*.deb; do dpkg-deb -x "$deb" /opt/etcd-3.5; done
+    rm -rf "$etcd35"
+  fi
 fi
 
 echo "--- installing kubectl-dr into .venv"

@@ -1,19 +1,29 @@
-"""`python -m tests.cluster up|down|status|stop-member|start-member`: the loopback cluster's entry point."""
+"""`python -m tests.cluster up|down|status|stop-member|start-member`: the loopback cluster's entry point.
+
+`up` writes the PKI and each control-plane node's kubeadm manifests, starts the server process (whose
+kubelets run the static pods: etcd members, API server, controllers, scheduler) and returns once the cluster
+is ready: every etcd member healthy, the API serving, every node Ready and every mirror pod present.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from tests.cluster import etcd_versions
 from tests.cluster.control import etcd_members as em
 from tests.cluster.control.kubeconfig import ensure_default_policy, write_kubeconfig
 from tests.cluster.control.layout import Layout
@@ -24,7 +34,8 @@ from tests.cluster.control.processes import is_ours, stop_ours
 from tests.cluster.control.static_pods import write_manifests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = 90.0
+STOPPED_MANIFESTS = "/etc/kubernetes/stopped-manifests"  # where stop-member parks a node's etcd.yaml
 EXEC_PROTOCOLS = ("v5", "v4")
 SUBPROTOCOLS = {"v5": "v5.channel.k8s.io", "v4": "v4.channel.k8s.io"}
 IMAGE_KINDS = ("busybox", "debian", "etcd")
@@ -53,12 +64,55 @@ def readyz(layout: Layout, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
+def _get(layout: Layout, port: int, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", timeout=5,
+                                context=_tls_context(layout)) as resp:
+        doc: dict[str, Any] = json.loads(resp.read())
+        return doc
+
+
+def expected_mirror_pods(layout: Layout, nodes: list[str]) -> set[tuple[str, str]]:
+    """(namespace, name) of the mirror pod of every static pod file on the nodes (kubelet file rules)."""
+    out: set[tuple[str, str]] = set()
+    for node in nodes:
+        d = layout.manifests(node)
+        for path in sorted(d.iterdir()) if d.is_dir() else []:
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            try:
+                meta = (yaml.safe_load(path.read_text()) or {}).get("metadata") or {}
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if meta.get("name"):
+                out.add((meta.get("namespace") or "default", f"{meta['name']}-{node}"))
+    return out
+
+
+def not_ready(layout: Layout, port: int, nodes: list[str]) -> str | None:
+    """What the cluster still lacks to be ready (None when nothing): nodes Ready, mirror pods present."""
+    if not readyz(layout, port):
+        return "the API server (/readyz)"
+    try:
+        items = _get(layout, port, "/api/v1/nodes")["items"]
+        pods = _get(layout, port, "/api/v1/pods")["items"]
+    except (OSError, urllib.error.URLError, ValueError) as e:
+        return f"the API server ({e})"
+    ready = {n["metadata"]["name"] for n in items if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                                         for c in (n.get("status") or {}).get("conditions") or [])}
+    if missing := sorted(set(nodes) - ready):
+        return f"nodes Ready: {', '.join(missing)}"
+    present = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods}
+    if missing_pods := sorted(expected_mirror_pods(layout, nodes) - present):
+        return "mirror pods: " + ", ".join(f"{ns}/{name}" for ns, name in missing_pods)
+    return None
+
+
 def parse_images(values: list[str]) -> dict[str, str]:
     images: dict[str, str] = {}
     for value in values:
         name, sep, kind = value.rpartition("=")
         if not sep or not name or kind not in IMAGE_KINDS:
-            raise ClusterError(f"--image wants NAME=busybox or NAME=etcd, got {value!r}")
+            raise ClusterError(f"--image wants NAME=busybox, NAME=debian or NAME=etcd, got {value!r}")
         images[name] = kind
     return images
 
@@ -69,18 +123,6 @@ def parse_protocols(value: str) -> list[str]:
     if bad or not protocols:
         raise ClusterError(f"--exec-protocols takes a subset of {','.join(EXEC_PROTOCOLS)}, got {value!r}")
     return [SUBPROTOCOLS[p] for p in protocols]
-
-
-def start_members(layout: Layout, members: list[em.Member], timeout: float = 30.0) -> dict[str, int]:
-    # All at once: a multi-member cluster only elects a leader once a quorum of peers is up.
-    pids = {m.name: em.start_member(layout, m, members) for m in members}
-    try:
-        em.wait_healthy(members, pids, timeout)
-    except Exception:
-        for pid in pids.values():
-            stop_ours(pid, _marker(layout))
-        raise
-    return pids
 
 
 def start_server(layout: Layout) -> int:
@@ -94,63 +136,84 @@ def start_server(layout: Layout) -> int:
     return proc.pid
 
 
-def wait_ready(layout: Layout, pid: int, port: int, timeout: float = READY_TIMEOUT) -> None:
+def wait_ready(layout: Layout, pid: int, port: int, members: list[em.Member], nodes: list[str],
+               timeout: float = READY_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
-    while not readyz(layout, port):
+    lacking: str | None = "the etcd members"
+    while True:
         if not em.pid_alive(pid):
             tail = (layout.logs / "server.log").read_text(errors="replace")[-3000:]
             raise ClusterError(f"the server exited during start-up; end of logs/server.log:\n{tail}")
+        if lacking != "the etcd members" or all(em.healthy(m) for m in members):
+            lacking = not_ready(layout, port, nodes)
+        if lacking is None:
+            return
         if time.monotonic() > deadline:
-            raise ClusterError(f"the server did not answer /readyz within {timeout:.0f}s (logs/server.log)")
+            raise ClusterError(f"the cluster was not ready within {timeout:.0f}s, still waiting for {lacking} "
+                               "(logs/server.log)")
         time.sleep(0.1)
 
 
 def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
-       images: dict[str, str]) -> dict[str, Any]:
+       images: dict[str, str], etcd_version: str | None = None, cron_period_seconds: float | None = None
+       ) -> dict[str, Any]:
     started = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = layout.read_state() if layout.state_file.exists() else {}
     if state and is_ours(state.get("server", {}).get("pid"), _marker(layout)):
         raise ClusterError(f"a cluster is already running in {layout.root}; run `down` first")
     if state:
-        # Restart on the same etcd data: the node set and ports stay what they were.
+        # Restart on the same etcd data: the node set, ports and etcd version stay what they were, and so
+        # do the nodes' manifests (a kubelet restart does not rewrite them).
         cps, wks = state["nodes"]["control_planes"], state["nodes"]["workers"]
         members = em.members_from_state(state["etcd"]["members"])
         api_port = int(state["server"]["port"])
         options = {**state.get("options", {})}
+        options.setdefault("etcd_version", "3.4")  # clusters from before the choice ran Debian 12's 3.4
+        if etcd_version and etcd_version != options["etcd_version"]:
+            raise ClusterError(f"the cluster in {layout.root} runs etcd {options['etcd_version']}; "
+                               f"it cannot restart on {etcd_version}")
         if protocols:
             options["exec_protocols"] = protocols
         if images:
             options["images"] = {**options.get("images", {}), **images}
+        if cron_period_seconds is not None:
+            options["cron_period_seconds"] = cron_period_seconds
+        fresh = False
     else:
         cps, wks = node_names(control_planes, workers)
         members = em.plan_members(cps)
         api_port = free_ports(1)[0]
-        options = {"exec_protocols": protocols or list(SUBPROTOCOLS.values()), "images": images}
+        options = {"exec_protocols": protocols or list(SUBPROTOCOLS.values()), "images": images,
+                   "etcd_version": etcd_version or etcd_versions.DEFAULT,
+                   "cron_period_seconds": cron_period_seconds}
+        fresh = True
     for d in (layout.pki, layout.images, layout.storage, layout.pods, layout.logs):
         d.mkdir(parents=True, exist_ok=True)
     for node in [*cps, *wks]:
         layout.node(node).mkdir(parents=True, exist_ok=True)
     generate_cluster_pki(layout, cps)
-    write_manifests(layout, members, api_port)
+    if fresh:
+        write_manifests(layout, members, api_port, options["etcd_version"])
+        for m in members:
+            # etcd wants its data dir private (it warns about wider modes); kubeadm creates it 0700.
+            layout.etcd_data(m.name).mkdir(parents=True, exist_ok=True)
+            layout.etcd_data(m.name).chmod(0o700)
     write_kubeconfig(layout, api_port)
     ensure_default_policy(layout)
     state = {
         "dir": str(layout.root),
         "nodes": {"control_planes": cps, "workers": wks},
-        "etcd": {"members": em.members_to_state(members), "pids": {}},
+        "etcd": {"members": em.members_to_state(members)},
         "server": {"port": api_port, "pid": None},
         "options": options,
     }
-    layout.write_state(state)
-    pids = start_members(layout, members)
-    state["etcd"]["pids"] = pids
     layout.write_state(state)
     server_pid = start_server(layout)
     state["server"]["pid"] = server_pid
     layout.write_state(state)
     try:
-        wait_ready(layout, server_pid, api_port)
+        wait_ready(layout, server_pid, api_port, members, [*cps, *wks])
     except ClusterError:
         down(layout)
         raise
@@ -164,44 +227,55 @@ def down(layout: Layout) -> list[str]:
         raise ClusterError(f"no cluster state in {layout.root}")
     state = layout.read_state()
     stopped = []
-    marker = _marker(layout)
-    # The server first: its pods run with --die-with-parent, and it must not see etcd vanish under it.
-    if stop_ours(state.get("server", {}).get("pid"), marker):
+    # The server holds every pod, etcd included (their sandboxes die with it): it stops them in order.
+    if stop_ours(state.get("server", {}).get("pid"), _marker(layout), timeout=30.0):
         stopped.append(f"server (pid {state['server']['pid']})")
     state.setdefault("server", {})["pid"] = None
-    for name, pid in (state.get("etcd", {}).get("pids") or {}).items():
-        if stop_ours(pid, marker):
-            stopped.append(f"etcd {name} (pid {pid})")
-    state.setdefault("etcd", {})["pids"] = {}
     layout.write_state(state)
     return stopped
 
 
-def _member(layout: Layout, node: str) -> tuple[dict[str, Any], em.Member, list[em.Member]]:
+def _member(layout: Layout, node: str) -> em.Member:
     state = layout.read_state()
-    members = em.members_from_state(state["etcd"]["members"])
-    for m in members:
+    for m in em.members_from_state(state["etcd"]["members"]):
         if m.name == node:
-            return state, m, members
+            return m
     raise ClusterError(f"{node} is not a control-plane node of this cluster "
-                       f"(members: {', '.join(m.name for m in members)})")
+                       f"(members: {', '.join(str(m['name']) for m in state['etcd']['members'])})")
 
 
-def stop_member(layout: Layout, node: str) -> None:
-    state, _, _ = _member(layout, node)
-    stop_ours(state["etcd"]["pids"].get(node), _marker(layout))
-    state["etcd"]["pids"].pop(node, None)
-    layout.write_state(state)
+def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
 
 
-def start_member(layout: Layout, node: str) -> None:
-    state, member, members = _member(layout, node)
-    if is_ours(state["etcd"]["pids"].get(node), _marker(layout)):
-        return
-    pid = em.start_member(layout, member, members)
-    state["etcd"]["pids"][node] = pid
-    layout.write_state(state)
-    em.wait_healthy([member], {node: pid}, 30.0)
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_member(layout: Layout, node: str, timeout: float = 30.0) -> None:
+    """As on a kubeadm node: move etcd.yaml out of the manifests directory; the kubelet stops the member."""
+    member = _member(layout, node)
+    src = layout.manifests(node) / "etcd.yaml"
+    if src.exists():
+        dest = layout.host_path(node, STOPPED_MANIFESTS) / "etcd.yaml"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src.replace(dest)
+    _wait(lambda: not listening(member.client_port), f"etcd on {node} to stop", timeout)
+
+
+def start_member(layout: Layout, node: str, timeout: float = 30.0) -> None:
+    """Move etcd.yaml back; the kubelet starts the member on whatever data dir is there then."""
+    member = _member(layout, node)
+    parked = layout.host_path(node, STOPPED_MANIFESTS) / "etcd.yaml"
+    if parked.exists():
+        parked.replace(layout.manifests(node) / "etcd.yaml")
+    _wait(lambda: em.healthy(member), f"etcd on {node} to be healthy", timeout)
 
 
 def status(layout: Layout) -> dict[str, Any]:
@@ -209,14 +283,15 @@ def status(layout: Layout) -> dict[str, Any]:
     marker = _marker(layout)
     members = em.members_from_state(state["etcd"]["members"])
     server_pid = state.get("server", {}).get("pid")
+    port = int(state["server"]["port"])
     return {
         "dir": str(layout.root),
         "kubeconfig": str(layout.kubeconfig),
         "server": {"pid": server_pid, "running": is_ours(server_pid, marker),
-                   "url": f"https://127.0.0.1:{state['server']['port']}",
-                   "ready": readyz(layout, int(state["server"]["port"]))},
-        "etcd": [{"node": m.name, "endpoint": m.client_url, "pid": state["etcd"]["pids"].get(m.name),
-                  "running": is_ours(state["etcd"]["pids"].get(m.name), marker), "healthy": em.healthy(m)}
+                   "url": f"https://127.0.0.1:{port}", "ready": readyz(layout, port)},
+        "etcd": [{"node": m.name, "endpoint": m.client_url,
+                  "manifest": (layout.manifests(m.name) / "etcd.yaml").exists(),
+                  "running": listening(m.client_port), "healthy": em.healthy(m)}
                  for m in members],
         "nodes": state["nodes"],
         "options": state.get("options", {}),
@@ -232,12 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--workers", type=int, default=1)
     p_up.add_argument("--exec-protocols", default="", help="subset of v5,v4 offered for exec (default both)")
     p_up.add_argument("--image", action="append", default=[], metavar="NAME=busybox|debian|etcd",
-                      help="serve image NAME from the busybox or etcd root filesystem")
+                      help="serve image NAME from the busybox, debian or etcd root filesystem")
+    p_up.add_argument("--etcd-version", choices=sorted(etcd_versions.VERSIONS), default=None,
+                      help=f"etcd of the control plane (default {etcd_versions.DEFAULT}; a restart keeps its own)")
+    p_up.add_argument("--cron-period-seconds", type=float, default=None, metavar="N",
+                      help="test-only: CronJob schedules run on a clock where one minute lasts N seconds")
     for name, text in (("down", "stop every process of the cluster in DIR (files are kept)"),
                        ("status", "show the cluster's processes and health")):
         sub.add_parser(name, help=text).add_argument("--dir", required=True, type=Path)
-    for name, text in (("stop-member", "stop the etcd member of a control-plane node"),
-                       ("start-member", "start it again")):
+    for name, text in (("stop-member", "stop the etcd member of a control-plane node (moves etcd.yaml out of "
+                                       "the node's manifests directory, as on a kubeadm node)"),
+                       ("start-member", "move it back and wait until the member is healthy")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--dir", required=True, type=Path)
         p.add_argument("node")
@@ -248,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.control_planes < 1 or args.workers < 0:
                 raise ClusterError("--control-planes must be at least 1 and --workers at least 0")
             protocols = parse_protocols(args.exec_protocols) if args.exec_protocols else []
-            state = up(layout, args.control_planes, args.workers, protocols, parse_images(args.image))
-            print(f"loopback cluster up in {state['startup_seconds']}s: https://127.0.0.1:{state['server']['port']}")
+            if args.cron_period_seconds is not None and args.cron_period_seconds <= 0:
+                raise ClusterError("--cron-period-seconds must be positive")
+            state = up(layout, args.control_planes, args.workers, protocols, parse_images(args.image),
+                       args.etcd_version, args.cron_period_seconds)
+            print(f"loopback cluster up in {state['startup_seconds']}s: https://127.0.0.1:{state['server']['port']} "
+                  f"(etcd {state['options']['etcd_version']})")
             print(f"  export KUBECONFIG={layout.kubeconfig}")
             print("  kubectl get nodes                       # as kubernetes-admin (context loopback-admin)")
             print("  kubectl --context loopback-limited get pods   # as dr-limited (rbac-policy.yaml)")

@@ -1,8 +1,10 @@
 """pytest fixtures that start loopback clusters for end-to-end and conformance tests.
 
-- ``cluster``: one per session, 1 control plane + 1 worker, both exec protocols;
-- ``cluster_factory(control_planes=3, workers=1, exec_protocols=("v4",), images=…)``: other shapes,
-  started on first use, shared by every test asking for the same shape, stopped at session end.
+- ``cluster``: one per session, 1 control plane + 1 worker, both exec protocols, etcd 3.5;
+- ``cluster_factory(control_planes=3, workers=1, exec_protocols=("v4",), images=…, etcd_version="3.4",
+  cron_period_seconds=2.0)``: other shapes, started on first use, shared by every test asking for the same
+  shape, stopped at session end. ``etcd_version`` is "3.4" or "3.5" (default); ``cron_period_seconds``
+  makes one CronJob minute last that many seconds (control/cronjob.py).
 
 A missing prerequisite (etcd, bwrap that can create sandboxes, busybox, kubectl) skips with the reason,
 except under CI (environment variable CI set), where it fails: CI must never silently skip them.
@@ -20,15 +22,16 @@ from typing import Any
 
 import pytest
 
+from tests.cluster import etcd_versions
 from tests.cluster.__main__ import down, parse_protocols, start_member, stop_member, up
-from tests.cluster.control.etcd_members import ETCD_BINARY, Member, members_from_state
+from tests.cluster.control.etcd_members import Member, members_from_state
 from tests.cluster.control.kubeconfig import LIMITED_CONTEXT, write_policy
 from tests.cluster.control.layout import Layout
 
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 KUBECTL_VERSIONS = ("1.30", "1.33")
 BUSYBOX = "/usr/bin/busybox"
-ETCDCTL = "/usr/bin/etcdctl"
+BASH_STATIC = "/bin/bash-static"
 
 
 def kubectl_path(version: str) -> Path:
@@ -36,7 +39,8 @@ def kubectl_path(version: str) -> Path:
 
 
 def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) -> list[str]:
-    missing = [f"{p} not found" for p in (ETCD_BINARY, ETCDCTL, BUSYBOX) if not Path(p).exists()]
+    binaries = [BUSYBOX, BASH_STATIC, *(b for v in etcd_versions.VERSIONS.values() for b in v.binaries())]
+    missing = [f"{p} not found" for p in binaries if not Path(p).exists()]
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         missing.append("bwrap not found")
@@ -91,6 +95,11 @@ class Cluster:
         return members_from_state(self.state["etcd"]["members"])
 
     @property
+    def etcd(self) -> etcd_versions.EtcdVersion:
+        """The control plane's etcd version (its binaries on this machine: etcdctl, etcdutl for 3.5)."""
+        return etcd_versions.VERSIONS[self.state["options"].get("etcd_version", "3.4")]
+
+    @property
     def server_url(self) -> str:
         return f"https://127.0.0.1:{self.state['server']['port']}"
 
@@ -123,6 +132,19 @@ class Cluster:
         start_member(self.layout, node)
         self.state = self.layout.read_state()
 
+    def parked(self, node: str) -> Path:
+        """Where park_manifest puts a node's manifests: its /etc/kubernetes/stopped-manifests."""
+        return self.layout.host_path(node, "/etc/kubernetes/stopped-manifests")
+
+    def park_manifest(self, node: str, name: str) -> None:
+        """Move a static pod manifest out of the node's manifests directory: the kubelet stops the pod."""
+        self.parked(node).mkdir(parents=True, exist_ok=True)
+        (self.layout.manifests(node) / name).replace(self.parked(node) / name)
+
+    def unpark_manifest(self, node: str, name: str) -> None:
+        """Move it back: the kubelet starts the pod again."""
+        (self.parked(node) / name).replace(self.layout.manifests(node) / name)
+
     def write_policy(self, policy: dict[str, Any]) -> None:
         """Replace the RBAC rules of non-admin users (the server re-reads the file)."""
         write_policy(self.layout, policy)
@@ -141,9 +163,11 @@ class Cluster:
 
 
 def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
-                  exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None) -> Cluster:
+                  exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None,
+                  etcd_version: str = etcd_versions.DEFAULT, cron_period_seconds: float | None = None) -> Cluster:
     protocols = parse_protocols(",".join(exec_protocols)) if exec_protocols else []
-    state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}))
+    state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}),
+               etcd_version, cron_period_seconds)
     return Cluster(directory.resolve(), state)
 
 
@@ -165,13 +189,16 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
     started: dict[tuple[Any, ...], Cluster] = {}
 
     def make(control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
-             images: dict[str, str] | None = None) -> Cluster:
-        key = (control_planes, workers, tuple(exec_protocols), tuple(sorted((images or {}).items())))
+             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
+             cron_period_seconds: float | None = None) -> Cluster:
+        key = (control_planes, workers, tuple(exec_protocols), tuple(sorted((images or {}).items())),
+               etcd_version, cron_period_seconds)
         if key not in started:
             require_prerequisites()
             started[key] = start_cluster(tmp_path_factory.mktemp(f"cluster-{control_planes}cp"),
                                          control_planes=control_planes, workers=workers,
-                                         exec_protocols=exec_protocols, images=images)
+                                         exec_protocols=exec_protocols, images=images,
+                                         etcd_version=etcd_version, cron_period_seconds=cron_period_seconds)
         return started[key]
 
     try:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.cluster import etcd_versions
 from tests.cluster.node import sandbox
 from tests.cluster.node.images import ImagePullError, ImageStore
 from tests.cluster.node.volumes import set_ownership
@@ -59,17 +60,25 @@ def test_busybox_has_tar_but_not_gnu_flags_and_only_loopback(tmp_path: Path) -> 
     assert lines[3].startswith("sleep")
 
 
-def test_etcd_image_has_no_shell_and_no_tar(tmp_path: Path) -> None:
-    code, out = _run(_container(tmp_path, "registry.k8s.io/etcd:3.5.15-0",
+def test_etcd_image_is_what_kubeadm_pulls(tmp_path: Path) -> None:
+    # registry.k8s.io/etcd:3.5.x-0: bash-static as /bin/sh, etcd and etcdctl (also under versioned names),
+    # nothing else to run: no etcdutl, no cp, no tar.
+    v35 = etcd_versions.VERSIONS["3.5"]
+    code, out = _run(_container(tmp_path, v35.image,
                                 # The pod's own network namespace: fixed ports cannot clash with the host.
                                 ["etcd", "--data-dir=/tmp/e", "--listen-peer-urls=http://127.0.0.1:2380",
                                  "--listen-client-urls=http://127.0.0.1:2379",
                                  "--advertise-client-urls=http://127.0.0.1:2379"], [],
-                                sandbox.Credentials(), ["etcdctl", "version"]))
-    assert code == 0 and b"etcdctl version" in out
-    root = tmp_path / "images" / "etcd"
-    assert not (root / "bin" / "sh").exists()
-    assert sorted(p.name for p in (root / "usr" / "local" / "bin").iterdir()) == ["etcd", "etcdctl"]
+                                sandbox.Credentials(), ["sh", "-c", "exec 2>&1; etcdctl version; cp x y; "
+                                                        "tar --version; etcdutl version; echo $BASH_VERSION"]))
+    text = out.decode()
+    assert code == 0 and f"etcdctl version: {v35.version}" in text, text
+    for missing in ("cp", "tar", "etcdutl"):
+        assert f"{missing}: command not found" in text
+    root = tmp_path / "images" / "etcd-3.5"
+    assert sorted(p.name for p in (root / "bin").iterdir()) == ["sh"]
+    assert sorted(p.name for p in (root / "usr" / "local" / "bin").iterdir()) == [
+        "etcd", f"etcd-{v35.version}", "etcdctl", f"etcdctl-{v35.version}"]
 
 
 def test_unknown_image_is_a_pull_error(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The loopback cluster's own life cycle, observed with real kubectl: a 3-member etcd behind kubeadm-style
-mirror pods, an exec path restricted to v4.channel.k8s.io, restarts that keep state, and `down`."""
+"""The loopback cluster's own life cycle, observed with real kubectl: a 3-member etcd run by the kubelets as
+kubeadm-style static pods with their mirror pods, an exec path restricted to v4.channel.k8s.io, restarts
+that keep state, and `down`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlencode
 import pytest
 import websocket
 
+from tests.cluster.__main__ import listening
 from tests.cluster.control.etcd_members import healthy
 from tests.cluster.control.processes import cmdline
 from tests.cluster.fixture import KUBECTL_VERSIONS, Cluster, ClusterFactory
@@ -28,8 +30,13 @@ def ha(cluster_factory: ClusterFactory) -> Cluster:
     return cluster_factory(control_planes=3, workers=1, exec_protocols=("v4",))
 
 
-def etcd_ready(cluster: Cluster, node: str) -> bool:
-    pod = get_json(cluster, "-n", "kube-system", "pod", f"etcd-{node}", version=KUBECTL_VERSIONS[-1])
+def etcd_ready(cluster: Cluster, node: str) -> bool | None:
+    """Whether the etcd mirror pod is Ready; None when there is none (the static pod is not there)."""
+    result = cluster.kubectl("-n", "kube-system", "get", "pod", f"etcd-{node}", "-o", "json", check=False,
+                             version=KUBECTL_VERSIONS[-1])
+    if result.returncode != 0:
+        return None
+    pod = json.loads(result.stdout)
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
@@ -40,13 +47,14 @@ def test_startup_time(ha: Cluster, cluster: Cluster) -> None:
 
 
 def test_control_plane_mirror_pods(ha: Cluster) -> None:
-    expected = sorted(f"{c}-cp-{i}" for i in (1, 2, 3) for c in ("etcd", "kube-apiserver"))
+    expected = sorted(f"{c}-cp-{i}" for i in (1, 2, 3)
+                      for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"))
 
     def mirror_pods() -> list[dict[str, Any]]:
         items = get_json(ha, "-n", "kube-system", "pods", "-l", "tier=control-plane", version="1.33")["items"]
         return items if sorted(p["metadata"]["name"] for p in items) == expected else []
 
-    pods = eventually(mirror_pods, what="the six control-plane mirror pods")
+    pods = eventually(mirror_pods, what="the twelve control-plane mirror pods")
     members = {m.name: m for m in ha.members}
     for p in pods:
         if p["metadata"]["labels"]["component"] != "etcd":
@@ -68,10 +76,10 @@ def test_control_plane_mirror_pods(ha: Cluster) -> None:
 
 def test_member_stop_and_start(ha: Cluster) -> None:
     eventually(lambda: all(etcd_ready(ha, n) for n in ha.control_planes), what="all etcd pods Ready")
-    ha.stop_member("cp-2")
+    ha.stop_member("cp-2")  # etcd.yaml moved out of cp-2's manifests: the kubelet stops the member
     try:
         assert not healthy(ha.members[1])
-        eventually(lambda: not etcd_ready(ha, "cp-2"), what="etcd-cp-2 not Ready")
+        eventually(lambda: etcd_ready(ha, "cp-2") is None, what="etcd-cp-2's mirror pod to go")
         # Quorum holds with 2 of 3: the API keeps working.
         assert ha.kubectl("get", "nodes", version="1.33").returncode == 0
     finally:
@@ -139,13 +147,15 @@ def test_restart_keeps_state_and_down_stops_everything(ha: Cluster) -> None:
     nodes = get_json(ha, "nodes", version="1.33")["items"]
     assert sorted(n["metadata"]["name"] for n in nodes) == ["cp-1", "cp-2", "cp-3", "worker-1"]
 
-    pids = [ha.state["server"]["pid"], *ha.state["etcd"]["pids"].values()]
+    pids = [ha.state["server"]["pid"]]
     ha.down()
     marker = str(ha.dir)
     leftovers = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
                  if any(marker in arg for arg in cmdline(pid))]
     assert leftovers == [], [cmdline(p) for p in leftovers]
     assert not any(Path(f"/proc/{pid}").exists() and cmdline(pid) for pid in pids)
+    # The etcd members (sandboxed: their command lines name no host path) ended with their kubelet.
+    assert not any(listening(m.client_port) or listening(m.peer_port) for m in ha.members)
     # Up again for whoever uses the shared cluster after this test.
     ha.start()
 
@@ -156,8 +166,9 @@ def test_status_command(ha: Cluster) -> None:
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["server"]["running"] and status["server"]["ready"]
-    assert [(m["node"], m["running"], m["healthy"]) for m in status["etcd"]] == [
-        ("cp-1", True, True), ("cp-2", True, True), ("cp-3", True, True)]
+    assert [(m["node"], m["manifest"], m["running"], m["healthy"]) for m in status["etcd"]] == [
+        ("cp-1", True, True, True), ("cp-2", True, True, True), ("cp-3", True, True, True)]
+    assert status["options"]["etcd_version"] == "3.5"
 
 
 def test_registered_image_alias(cluster_factory: ClusterFactory) -> None:

@@ -115,12 +115,18 @@ def test_rbac_forbidden(cluster: Cluster, tmp_path: Path, no_leftovers: None) ->
 
 def test_no_etcd_static_pods_then_no_control_plane(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
     manifest = cluster.layout.manifests("cp-1") / "etcd.yaml"
-    aside = tmp_path / "etcd.yaml"
+    original = manifest.read_text()
     role = "node-role.kubernetes.io/control-plane"
-    shutil.move(manifest, aside)
+    # The only member keeps running (the API needs it), but no longer as a kubeadm etcd static pod: the
+    # kubelet restarts it under another name and deletes the etcd-cp-1 mirror pod, as for external etcd.
+    doc = yaml.safe_load(original)
+    doc["metadata"]["name"], doc["metadata"]["labels"] = "external-etcd", {"app": "external-etcd"}
+    manifest.write_text(yaml.safe_dump(doc))
     try:
-        # What a kubelet does when a static pod's manifest goes away: it deletes the mirror pod.
-        cluster.kubectl("-n", "kube-system", "delete", "pod", "etcd-cp-1", "--force", "--grace-period=0")
+        deadline = time.monotonic() + 60
+        while cluster.kubectl("-n", "kube-system", "get", "pod", "external-etcd-cp-1", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the relabelled etcd did not come back"
+            time.sleep(0.5)
         failed(run_dr(cluster, tmp_path, "etcd", "snapshot"),
                "control-plane nodes cp-1 exist but no etcd static pods in kube-system", "external etcd",
                "--endpoints https://ETCD_HOST:2379")
@@ -131,8 +137,8 @@ def test_no_etcd_static_pods_then_no_control_plane(cluster: Cluster, tmp_path: P
         finally:
             cluster.kubectl("label", "node", "cp-1", f"{role}=")
     finally:
-        shutil.move(aside, manifest)
-        deadline = time.monotonic() + 30
+        manifest.write_text(original)
+        deadline = time.monotonic() + 60
         while cluster.kubectl("-n", "kube-system", "get", "pod", "etcd-cp-1", check=False).returncode != 0:
             assert time.monotonic() < deadline, "mirror pod etcd-cp-1 did not come back"
             time.sleep(0.5)

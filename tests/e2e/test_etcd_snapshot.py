@@ -114,7 +114,7 @@ def test_snapshot_equals_etcdctl_and_restores(cluster: Cluster, cluster_factory:
     data = ok_json(run_dr(c, repo, "etcd", "snapshot", "-o", "json"))
     part = assert_matches_etcdctl(data)
     member = data["details"]["member"]
-    assert member["node"] in c.control_planes and member["version"] == "3.4.23"
+    assert member["node"] in c.control_planes and member["version"] == c.etcd.version
     assert data["details"]["mode"] == "pod" and data["source"]["node"] == member["node"]
     # The member's own ID, as etcdctl lists it.
     listed = json.loads(etcdctl(c, "member", "list", "-w", "json").stdout)["members"]

@@ -21,7 +21,7 @@ from tests.unit.etcd_scratch import ETCDCTL, ScratchEtcd, etcd_available
 def kubeadm_pod(node: str = "cp-1", **replace: str) -> dict:
     members = [Member("cp-1", 2379, 2380, 2381), Member("cp-2", 12379, 12380, 12381)]
     member = next(m for m in members if m.name == node)
-    pod = mirror_pod(etcd_manifest(member, members), {"metadata": {"name": node, "uid": "u-1"}})
+    pod = mirror_pod(etcd_manifest(member, members, "3.4"), {"metadata": {"name": node, "uid": "u-1"}})
     pod["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
     return pod
 

@@ -208,6 +208,11 @@ def apply_defaults(resource: str, obj: Json, *, uid: str = "") -> None:
             spec.pop("manualSelector", None)
         _template(obj)
     elif resource == "cronjobs.batch" and isinstance(spec, dict):
+        # The pod template inside the jobTemplate is defaulted like any PodTemplateSpec (recursive
+        # defaulting); the JobSpec itself is not (SetDefaults_Job applies to Job objects only).
+        job_spec = (spec.get("jobTemplate") or {}).get("spec")
+        if isinstance(job_spec, dict) and isinstance(job_spec.get("template"), dict):
+            _template({"spec": job_spec})
         spec.setdefault("concurrencyPolicy", "Allow")
         spec.setdefault("suspend", False)
         spec.setdefault("successfulJobsHistoryLimit", 3)

@@ -100,6 +100,32 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
 
 
+STORAGE_TIMEOUT = "Timeout: request did not complete within requested timeout - context deadline exceeded"
+
+
+def storage_error(exc: Exception) -> ApiError:
+    """What a client gets when etcd fails under the API server.
+
+    No member answers: the request runs into the API server's request timeout, and the timeout filter answers
+    504 Timeout (a real server waits for --request-timeout, 60 s by default; this one answers as soon as its
+    etcd client gives up). A member answers with an error (no leader, quorum lost: "etcdserver: request timed
+    out"): responsewriters.ErrorToAPIStatus passes the text through as a 500 without a reason, which kubectl
+    prints as "Error from server: etcdserver: request timed out".
+    """
+    from tests.cluster.api.etcd_client import EtcdUnavailable
+
+    if isinstance(exc, EtcdUnavailable):
+        return ApiError(504, "Timeout", STORAGE_TIMEOUT, {})
+    return ApiError(500, "", str(exc))
+
+
+def too_large_resource_version(requested: int, current: int) -> ApiError:
+    """The watch cache's answer to a resourceVersion newer than the storage has (after a restore)."""
+    return ApiError(504, "Timeout", f"Timeout: Too large resource version: {requested}, current: {current}",
+                    {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                     "retryAfterSeconds": 1})
+
+
 def internal(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}",
                     {"causes": [{"message": message}]})

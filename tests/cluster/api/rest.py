@@ -210,6 +210,16 @@ async def _watch(ctx: Context) -> web.StreamResponse:
     bookmarks = ctx.query.get("allowWatchBookmarks") in ("true", "1")
     timeout = float(ctx.query["timeoutSeconds"]) if ctx.query.get("timeoutSeconds") else None
     as_table = wants_table(ctx.request)
+    if resource_version:
+        # A resourceVersion the storage has not reached (an etcd restored to an older revision, without a
+        # bump): the watch cache waits up to 3 s for it, then answers 504 and the client relists.
+        deadline = asyncio.get_running_loop().time() + 3.0
+        current = await ctx.store.current_revision()
+        while resource_version > current and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            current = await ctx.store.current_revision()
+        if resource_version > current:
+            raise errors.too_large_resource_version(resource_version, current)
     events = ctx.store.watch(ctx.res.key, ctx.namespace, resource_version=resource_version,
                              label_selector=ctx.query.get("labelSelector"),
                              field_selector=ctx.query.get("fieldSelector"))

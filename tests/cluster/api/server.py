@@ -18,7 +18,8 @@ from aiohttp import web
 from tests.cluster.api import discovery, rest
 from tests.cluster.api.auth import AuthenticationFailed, ClientCA, User, authenticate, load_tokens
 from tests.cluster.api.config import ApiConfig
-from tests.cluster.api.errors import ApiError, forbidden_path, internal, unauthorized
+from tests.cluster.api.errors import ApiError, forbidden_path, internal, storage_error, unauthorized
+from tests.cluster.api.etcd_client import EtcdError
 from tests.cluster.api.rbac import Policy
 from tests.cluster.api.store import Store
 from tests.cluster.api.streams import PodStreams
@@ -111,6 +112,8 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as err:
         return error_response(err)
+    except EtcdError as exc:  # a storage call the handler did not wrap
+        return error_response(storage_error(exc))
     except web.HTTPException:
         raise
     except Exception as exc:  # answer the client as a real server would, and keep the trace in the log

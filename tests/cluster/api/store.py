@@ -92,6 +92,14 @@ class Store:
         await self.etcd.close()
 
     # ----------------------------------------------------------------------------------------- reads
+    async def current_revision(self) -> int:
+        """etcd's current revision (a linearizable read, as the API server's consistent reads)."""
+        try:
+            _, revision = await self.etcd.get("/registry/health")
+        except EtcdError as exc:
+            raise errors.storage_error(exc) from exc
+        return revision
+
     def resource(self, resource: str) -> Resource:
         return self.registry.get(resource)
 
@@ -112,7 +120,7 @@ class Store:
         try:
             kv, _ = await self.etcd.get(res.etcd_key(namespace, name))
         except EtcdError as exc:
-            raise errors.internal(str(exc)) from exc
+            raise errors.storage_error(exc) from exc
         if kv is None:
             raise errors.not_found(res.plural, res.group, name)
         return self._decode(res, kv), kv.mod_revision
@@ -171,7 +179,7 @@ class Store:
                 raise errors.gone(_CONTINUE_EXPIRED) from exc
             raise errors.gone(f"too old resource version: {resource_version}") from exc
         except EtcdError as exc:
-            raise errors.internal(str(exc)) from exc
+            raise errors.storage_error(exc) from exc
         token = _encode_continue(revision, last_key + "\x00") if limit and more else None
         return items, revision, token, None
 
@@ -221,7 +229,7 @@ class Store:
         try:
             revision = await self.etcd.create(res.etcd_key(meta.get("namespace"), name), self._encode(obj))
         except EtcdError as exc:
-            raise errors.internal(str(exc)) from exc
+            raise errors.storage_error(exc) from exc
         if revision is None:
             raise errors.already_exists(res.plural, res.group, name)
         meta["resourceVersion"] = str(revision)
@@ -233,7 +241,7 @@ class Store:
         try:
             kv, _ = await self.etcd.get(ns_res.etcd_key(None, namespace))
         except EtcdError as exc:
-            raise errors.internal(str(exc)) from exc
+            raise errors.storage_error(exc) from exc
         if kv is None:
             raise errors.not_found("namespaces", "", namespace)
         ns = json.loads(kv.value)
@@ -282,7 +290,7 @@ class Store:
                 else:
                     revision = await self.etcd.update(key, self._encode(new), mod_rev)
             except EtcdError as exc:
-                raise errors.internal(str(exc)) from exc
+                raise errors.storage_error(exc) from exc
             if revision is not None:
                 new["metadata"]["resourceVersion"] = str(revision)
                 return new

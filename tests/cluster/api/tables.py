@@ -233,6 +233,17 @@ def _job_row(obj: Json) -> Row:
             images, selector_string(spec.get("selector")) or "<none>"]
 
 
+def _cronjob_row(obj: Json) -> Row:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    last = _parse_time(status.get("lastScheduleTime"))
+    since = human_duration((dt.datetime.now(dt.timezone.utc) - last).total_seconds()) if last else "<none>"
+    job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    names, images = _containers((job_spec.get("template") or {}).get("spec") or {})
+    return [obj["metadata"]["name"], spec.get("schedule", ""), spec.get("timeZone") or "<none>",
+            "True" if spec.get("suspend") else "False", len(status.get("active") or []), since, _created(obj),
+            names, images, selector_string(job_spec.get("selector")) or "<none>"]
+
+
 def _namespace_row(obj: Json) -> Row:
     return [obj["metadata"]["name"], (obj.get("status") or {}).get("phase", ""), _created(obj)]
 
@@ -310,6 +321,9 @@ _PRINTERS: dict[str, tuple[list[Column], Callable[[Json], Row]]] = {
                           _c("Selector", 1)], _replicaset_row),
     "jobs.batch": ([_NAME, _c("Status"), _c("Completions"), _c("Duration"), _AGE, _c("Containers", 1),
                     _c("Images", 1), _c("Selector", 1)], _job_row),
+    "cronjobs.batch": ([_NAME, _c("Schedule"), _c("Timezone"), _c("Suspend", kind="boolean"),
+                        _c("Active", kind="integer"), _c("Last Schedule"), _AGE, _c("Containers", 1),
+                        _c("Images", 1), _c("Selector", 1)], _cronjob_row),
     "namespaces": ([_NAME, _c("Status"), _AGE], _namespace_row),
     "events": ([_c("Last Seen"), _c("Type"), _c("Reason"), _c("Object"), _c("Subobject", 1), _c("Source", 1),
                 _c("Message"), _c("First Seen", 1), _c("Count", 1, "integer"), _c("Name", 1)], _event_row),

@@ -8,7 +8,6 @@ debounced so a burst of pod status updates causes one pass.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -51,8 +50,13 @@ class Controller:
                     # A failed pass (a 409 from a concurrent writer, etcd briefly unavailable) is
                     # retried on the next event or resync, as real controllers requeue.
                     log.exception("%s: reconcile failed", self.name)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.resync_seconds)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event
+                # is set, and a controller being stopped would run on.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=self.resync_seconds)
+                finally:
+                    waiter.cancel()
                 await asyncio.sleep(self.debounce_seconds)
         finally:
             for w in watchers:

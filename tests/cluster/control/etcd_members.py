@@ -1,9 +1,9 @@
 """Real etcd members with kubeadm's TLS layout, one per control-plane node.
 
-The members run as plain processes started by `up` (no kubelet runs them); each node's static pod
-manifest (see static_pods.py) carries exactly the flags the process was started with, with the node's
-host paths in place of /etc/kubernetes/pki/etcd and /var/lib/etcd, so what a tool reads from the
-mirror pod is what it would read on a kubeadm node.
+Each member is the node's etcd static pod (manifests written by `up`, see static_pods.py), run by the
+node's kubelet in a sandbox of the etcd image with the manifest's flags and hostPath volumes
+(/etc/kubernetes/pki/etcd and /var/lib/etcd of the node's host directory). This module plans the members
+(names, ports), builds kubeadm's command line and asks a member for its health.
 """
 
 from __future__ import annotations
@@ -11,17 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.cluster.control.layout import Layout
 from tests.cluster.control.ports import free_ports
 
-ETCD_BINARY = "/usr/bin/etcd"
-ETCD_IMAGE = "registry.k8s.io/etcd:3.4.23-0"  # the tag of the version of the real binary we run
 PKI_DIR = "/etc/kubernetes/pki/etcd"
 DATA_DIR = "/var/lib/etcd"
 
@@ -95,21 +92,6 @@ def etcd_command(member: Member, members: list[Member], *, host_root: str = "") 
     return ["etcd", *(f"--{k}={v}" for k, v in flags.items())]
 
 
-def start_member(layout: Layout, member: Member, members: list[Member]) -> int:
-    """Start one member in its own session so it outlives `up`; returns its pid."""
-    root = str(layout.node(member.name))
-    layout.etcd_data(member.name).mkdir(parents=True, exist_ok=True)
-    layout.etcd_data(member.name).chmod(0o700)  # etcd 3.4 warns about (and later refuses) wider modes
-    layout.logs.mkdir(parents=True, exist_ok=True)
-    cmd = etcd_command(member, members, host_root=root)
-    with open(layout.logs / f"etcd-{member.name}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [ETCD_BINARY, *cmd[1:]], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, cwd=root,
-        )
-    return proc.pid
-
-
 def healthy(member: Member, timeout: float = 1.0) -> bool:
     """etcd's /health on the metrics listener: what kubeadm's liveness and startup probes ask."""
     try:
@@ -119,14 +101,14 @@ def healthy(member: Member, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_healthy(members: list[Member], pids: dict[str, int], timeout: float = 20.0) -> None:
+def wait_healthy(members: list[Member], alive: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Until every member answers /health; `alive` says whether whoever runs them still does."""
     deadline = time.monotonic() + timeout
     pending = list(members)
     while pending:
         pending = [m for m in pending if not healthy(m)]
-        for m in pending:
-            if not pid_alive(pids[m.name]):
-                raise RuntimeError(f"etcd member {m.name} exited; see logs/etcd-{m.name}.log")
+        if pending and not alive():
+            raise RuntimeError("the server process exited; see logs/server.log")
         if pending and time.monotonic() > deadline:
             raise TimeoutError(f"etcd members not healthy after {timeout:.0f}s: {[m.name for m in pending]}")
         if pending:

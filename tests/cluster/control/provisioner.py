@@ -1,10 +1,18 @@
-"""PersistentVolume controller and the hostPath provisioner behind the default StorageClass.
+"""PersistentVolume controller and the two provisioners of the loopback cluster.
 
 Binding follows pkg/controller/volume/persistentvolume: a Pending claim with a class is provisioned
-(Immediate binding) as a PV named pvc-<claim uid> whose hostPath is DIR/storage/pv-<claim uid>, i.e. a
-network-attached style volume reachable from every node; claims naming a pre-bound or matching static PV
-are bound to it; a claim whose class does not exist stays Pending with a ProvisioningFailed event. When a
-claim goes, its PV is Released and, with reclaimPolicy Delete, removed together with its directory.
+as a PV named pvc-<claim uid>; claims naming a pre-bound or matching static PV are bound to it; a claim
+whose class does not exist stays Pending with a ProvisioningFailed event. When a claim goes, its PV is
+Released and, with reclaimPolicy Delete, removed together with its directory.
+
+- `standard` (default class, Immediate binding, provisioner kubectl-dr.io/loopback-hostpath): hostPath
+  DIR/storage/pv-<claim uid>, a network-attached style volume reachable from every node;
+- `local-path` (WaitForFirstConsumer, provisioner rancher.io/local-path, as k3s and kind ship it): the
+  claim stays Pending ("waiting for first consumer") until the scheduler picks a node for a pod that uses
+  it and writes the `volume.kubernetes.io/selected-node` annotation; the provisioner then creates a
+  hostPath PV on that node's host filesystem (/opt/local-path-provisioner/pvc-<uid>_<ns>_<name>, i.e.
+  DIR/nodes/NODE/opt/…) with a required nodeAffinity for the node, so later pods of the claim can only
+  run there.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ from tests.cluster.control.layout import Layout
 from tests.cluster.control.objects import Json, is_terminating
 
 PROVISIONER = "kubectl-dr.io/loopback-hostpath"
+LOCAL_PATH_PROVISIONER = "rancher.io/local-path"
+LOCAL_PATH_CLASS = "local-path"
+LOCAL_PATH_DIR = "/opt/local-path-provisioner"
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
 COMPONENT = "persistentvolume-controller"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 RETRY_EVENT_SECONDS = 15.0
@@ -46,13 +58,31 @@ def default_storage_class() -> Json:
     }
 
 
+def local_path_class() -> Json:
+    """rancher/local-path-provisioner's class (deploy/local-path-storage.yaml), as kind and k3s install it."""
+    return {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": LOCAL_PATH_CLASS},
+        "provisioner": LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+
+
 async def ensure_default_class(store: Any) -> None:
-    """The default StorageClass `standard`, created once (kept as the user left it afterwards)."""
-    try:
-        await store.create("storageclasses.storage.k8s.io", default_storage_class())
-    except ApiError as exc:
-        if exc.code != 409:
-            raise
+    """The StorageClasses `standard` (default) and `local-path`, created once (then kept as users leave them)."""
+    for cls in (default_storage_class(), local_path_class()):
+        try:
+            await store.create("storageclasses.storage.k8s.io", cls)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+
+
+def waits_for_consumer(claim: Json, classes: dict[str, Json]) -> bool:
+    """An unbound claim of a WaitForFirstConsumer class: the scheduler, not the PV controller, starts it."""
+    cls = classes.get(str((claim.get("spec") or {}).get("storageClassName") or ""))
+    return bool(cls and cls.get("volumeBindingMode") == "WaitForFirstConsumer"
+                and not (claim.get("spec") or {}).get("volumeName"))
 
 
 class VolumeController(Controller):
@@ -102,11 +132,20 @@ class VolumeController(Controller):
             if cls is None:
                 await self._warn(claim, f'storageclass.storage.k8s.io "{cls_name}" not found')
                 return
-            if cls.get("provisioner") != PROVISIONER:
+            provisioner = cls.get("provisioner")
+            if provisioner not in (PROVISIONER, LOCAL_PATH_PROVISIONER):
                 return  # another provisioner's class: an external provisioner would act, none does here
-            if cls.get("volumeBindingMode", "Immediate") != "Immediate":
+            node = (claim["metadata"].get("annotations") or {}).get(SELECTED_NODE)
+            if cls.get("volumeBindingMode", "Immediate") == "WaitForFirstConsumer" and not node:
+                await self._event(claim, "Normal", "WaitForFirstConsumer",
+                                  "waiting for first consumer to be created before binding")
                 return
-            pv = await self._provision(claim, cls)
+            if provisioner == LOCAL_PATH_PROVISIONER:
+                if not node:
+                    return  # an Immediate class of local-path: the real provisioner cannot pick a node either
+                pv = await self._provision_local(claim, cls, node)
+            else:
+                pv = await self._provision(claim, cls)
         if pv is not None:
             await self._bind(claim, pv)
 
@@ -129,11 +168,62 @@ class VolumeController(Controller):
         return min(candidates, key=lambda p: quantity_bytes(p["spec"]["capacity"]["storage"]), default=None)
 
     async def _warn(self, claim: Json, message: str) -> None:
-        uid = claim["metadata"]["uid"]
-        if time.monotonic() - self._failed_event_at.get(uid, -1e9) < RETRY_EVENT_SECONDS:
+        await self._event(claim, "Warning", "ProvisioningFailed", message)
+
+    async def _event(self, claim: Json, kind: str, reason: str, message: str) -> None:
+        # The controller repeats these on every resync; a counted event every 15 s says the same.
+        key = claim["metadata"]["uid"] + reason
+        if time.monotonic() - self._failed_event_at.get(key, -1e9) < RETRY_EVENT_SECONDS:
             return
-        self._failed_event_at[uid] = time.monotonic()
-        await self.store.record_event(claim, "Warning", "ProvisioningFailed", message, COMPONENT)
+        self._failed_event_at[key] = time.monotonic()
+        await self.store.record_event(claim, kind, reason, message, COMPONENT)
+
+    async def _provision_local(self, claim: Json, cls: Json, node: str) -> Json:
+        """rancher/local-path-provisioner: a directory on the selected node, a PV pinned to that node."""
+        meta, spec = claim["metadata"], claim["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        await self.store.record_event(claim, "Normal", "ExternalProvisioning",
+                                      "Waiting for a volume to be created either by the external provisioner "
+                                      f"'{LOCAL_PATH_PROVISIONER}' or manually by the system administrator. If "
+                                      "volume creation is delayed, please verify that the provisioner is running "
+                                      "and correctly registered.", COMPONENT)
+        await self.store.record_event(claim, "Normal", "Provisioning",
+                                      f'External provisioner is provisioning volume for claim "{ns}/{name}"',
+                                      f"{LOCAL_PATH_PROVISIONER}_local-path-provisioner")
+        pv_name = f"pvc-{meta['uid']}"
+        path = f"{LOCAL_PATH_DIR}/{pv_name}_{ns}_{name}"
+        host = self.layout.host_path(node, path)
+        await asyncio.to_thread(host.mkdir, 0o777, True, True)
+        await asyncio.to_thread(host.chmod, 0o777)  # the provisioner's helper pod: mkdir -m 0777
+        pv: Json = {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": pv_name,
+                         "annotations": {"local.path.provisioner/selected-node": node,
+                                         "pv.kubernetes.io/provisioned-by": LOCAL_PATH_PROVISIONER},
+                         "finalizers": ["kubernetes.io/pv-protection"]},
+            "spec": {
+                "accessModes": list(spec.get("accessModes") or ["ReadWriteOnce"]),
+                "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")},
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": name, "namespace": ns,
+                             "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion", "")},
+                "hostPath": {"path": path, "type": "DirectoryOrCreate"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+                "persistentVolumeReclaimPolicy": cls.get("reclaimPolicy", "Delete"),
+                "storageClassName": cls["metadata"]["name"],
+                "volumeMode": spec.get("volumeMode", "Filesystem"),
+            },
+        }
+        try:
+            created = await self.store.create("persistentvolumes", pv)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+            created = await self.store.get("persistentvolumes", None, pv_name)
+        await self.store.record_event(claim, "Normal", "ProvisioningSucceeded",
+                                      f"Successfully provisioned volume {pv_name}",
+                                      f"{LOCAL_PATH_PROVISIONER}_local-path-provisioner")
+        return dict(created)
 
     async def _provision(self, claim: Json, cls: Json) -> Json:
         uid = claim["metadata"]["uid"]
@@ -230,9 +320,15 @@ class VolumeController(Controller):
         if pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
             host = (pv["spec"].get("hostPath") or {}).get("path")
             storage = self.layout.storage.resolve()
+            node = (pv["metadata"].get("annotations") or {}).get("local.path.provisioner/selected-node")
             if host and Path(host).resolve().parent == storage:  # never delete outside DIR/storage
                 await asyncio.to_thread(shutil.rmtree, host, True)
+            elif host and node and host.startswith(LOCAL_PATH_DIR + "/pvc-"):
+                await asyncio.to_thread(shutil.rmtree, self.layout.host_path(node, host), True)
             try:
+                if pv["metadata"].get("finalizers"):
+                    # kubernetes.io/pv-protection: the pv-protection controller lets it go once unused.
+                    await self.store.mutate("persistentvolumes", None, name, _drop_finalizers)
                 await self.store.delete("persistentvolumes", None, name)
             except ApiError as exc:
                 if exc.code != 404:
@@ -246,6 +342,13 @@ class VolumeController(Controller):
                 return True
             raise
         return bool(claim["metadata"].get("uid") != ref.get("uid"))
+
+
+def _drop_finalizers(obj: Json) -> Json | None:
+    if not obj["metadata"].get("finalizers"):
+        return None
+    obj["metadata"].pop("finalizers")
+    return obj
 
 
 def _phase(obj: Json, phase: str) -> Json | None:

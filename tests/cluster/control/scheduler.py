@@ -2,6 +2,10 @@
 
 Pods naming another scheduler, or already carrying nodeName, are left alone (as real). A pod that fits
 nowhere gets PodScheduled=False/Unschedulable with the real FitError message and a FailedScheduling event.
+
+Claims of a WaitForFirstConsumer class (the VolumeBinding plugin): an unbound one does not stop the pod;
+once a node passes every filter, PreBind writes `volume.kubernetes.io/selected-node` on the claim and
+waits for the provisioner to bind it, then the pod is bound (the PV's nodeAffinity keeps it there).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from tests.cluster.control.base import Controller
 from tests.cluster.control.layout import Layout
 from tests.cluster.control.objects import Json, is_terminating, pod_active, set_condition
+from tests.cluster.control.provisioner import SELECTED_NODE, waits_for_consumer
 from tests.cluster.control.scheduling import Reason, filter_node, fit_error
 
 SCHEDULER = "default-scheduler"
@@ -43,6 +48,8 @@ class Scheduler(Controller):
         nodes, _ = await self.store.list("nodes")
         claims, _ = await self.store.list("persistentvolumeclaims")
         pvs, _ = await self.store.list("persistentvolumes")
+        classes_list, _ = await self.store.list("storageclasses.storage.k8s.io")
+        classes = {c["metadata"]["name"]: c for c in classes_list}
         claim_index = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in claims}
         pv_index = {pv["metadata"]["name"]: pv for pv in pvs}
         load = Counter(p["spec"].get("nodeName") for p in pods if pod_active(p) and p["spec"].get("nodeName"))
@@ -54,6 +61,7 @@ class Scheduler(Controller):
             prefilter: str | None = None
             pod_pvs: list[Json] = []
             rwop = False
+            delayed: list[Json] = []  # unbound WaitForFirstConsumer claims: bound in PreBind
             for name in claims_of(pod):
                 claim = claim_index.get((ns, name))
                 if claim is None:
@@ -63,6 +71,9 @@ class Scheduler(Controller):
                     prefilter = f'persistentvolumeclaim "{name}" is being deleted'
                     break
                 volume = (claim.get("spec") or {}).get("volumeName")
+                if waits_for_consumer(claim, classes):
+                    delayed.append(claim)
+                    continue
                 if not volume or (claim.get("status") or {}).get("phase") != "Bound":
                     prefilter = "pod has unbound immediate PersistentVolumeClaims"
                     break
@@ -79,6 +90,13 @@ class Scheduler(Controller):
                         feasible.append(node["metadata"]["name"])
                     else:
                         reasons.append(reason)
+            if feasible and delayed:
+                # PreBind: a node already chosen for a claim stays the choice; wait for the provisioner.
+                chosen = [(c["metadata"].get("annotations") or {}).get(SELECTED_NODE) for c in delayed]
+                target = next((n for n in chosen if n in feasible), min(feasible, key=lambda n: (load[n], n)))
+                for claim in delayed:
+                    await self._select_node(claim, target)
+                continue
             if feasible:
                 target = min(feasible, key=lambda n: (load[n], n))
                 await self._bind(pod, target)
@@ -86,6 +104,17 @@ class Scheduler(Controller):
                 in_use.update((ns, c) for c in claims_of(pod))
             else:
                 await self._unschedulable(pod, fit_error(len(nodes), reasons, prefilter))
+
+    async def _select_node(self, claim: Json, node: str) -> None:
+        def annotate(o: Json) -> Json | None:
+            annotations = o["metadata"].setdefault("annotations", {})
+            if annotations.get(SELECTED_NODE) == node:
+                return None
+            annotations[SELECTED_NODE] = node
+            return o
+
+        await self.store.mutate("persistentvolumeclaims", claim["metadata"]["namespace"],
+                                claim["metadata"]["name"], annotate)
 
     async def _bind(self, pod: Json, node: str) -> None:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]

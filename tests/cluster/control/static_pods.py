@@ -2,9 +2,10 @@
 
 The manifests follow what `kubeadm init` writes (cmd/kubeadm/app/phases/etcd/local.go and
 controlplane/manifests.go): same labels, annotations, probes, hostPath volumes and flags, with the ports
-the loopback cluster really uses. The mirror pods follow the kubelet's (pkg/kubelet/pod/mirror_client.go):
-named NAME-NODE, annotated with kubernetes.io/config.mirror / config.hash / config.source=file, owned
-by the Node.
+the loopback cluster really uses. The kubelet runs them (node/static_pods.py): etcd.yaml is the real etcd
+member; kube-apiserver, kube-controller-manager and kube-scheduler gate the server process's parts. The
+mirror pods follow the kubelet's (pkg/kubelet/pod/mirror_client.go): named NAME-NODE, annotated with
+kubernetes.io/config.mirror / config.hash / config.source=file, owned by the Node.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.control.etcd_members import DATA_DIR, ETCD_IMAGE, PKI_DIR, Member, etcd_command
+from tests.cluster import etcd_versions
+from tests.cluster.control.etcd_members import DATA_DIR, PKI_DIR, Member, etcd_command
 from tests.cluster.control.layout import Layout
 
 KUBE_VERSION = "v1.33.0"
 APISERVER_IMAGE = f"registry.k8s.io/kube-apiserver:{KUBE_VERSION}"
+CONTROLLER_MANAGER_IMAGE = f"registry.k8s.io/kube-controller-manager:{KUBE_VERSION}"
+SCHEDULER_IMAGE = f"registry.k8s.io/kube-scheduler:{KUBE_VERSION}"
 
 
 def _http_probe(port: int, path: str, *, failures: int, initial: int) -> dict[str, Any]:
@@ -35,7 +39,8 @@ def _host_path(name: str, path: str, type_: str) -> dict[str, Any]:
     return {"hostPath": {"path": path, "type": type_}, "name": name}
 
 
-def etcd_manifest(member: Member, members: list[Member]) -> dict[str, Any]:
+def etcd_manifest(member: Member, members: list[Member], etcd_version: str = etcd_versions.DEFAULT
+                  ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -49,7 +54,7 @@ def etcd_manifest(member: Member, members: list[Member]) -> dict[str, Any]:
         "spec": {
             "containers": [{
                 "command": etcd_command(member, members),
-                "image": ETCD_IMAGE,
+                "image": etcd_versions.VERSIONS[etcd_version].image,
                 "imagePullPolicy": "IfNotPresent",
                 "livenessProbe": _http_probe(
                     member.metrics_port, "/health?exclude=NOSPACE&serializable=true", failures=8, initial=10),
@@ -142,13 +147,74 @@ def apiserver_manifest(node: str, api_port: int, member: Member) -> dict[str, An
     }
 
 
-def write_manifests(layout: Layout, members: list[Member], api_port: int) -> None:
+def _component_manifest(component: str, image: str, port: int, flags: dict[str, str], kubeconfig: str
+                        ) -> dict[str, Any]:
+    """kube-controller-manager / kube-scheduler as kubeadm writes them (controlplane/manifests.go)."""
+    probe: dict[str, Any] = {
+        "failureThreshold": 8,
+        "httpGet": {"host": "127.0.0.1", "path": "/healthz", "port": port, "scheme": "HTTPS"},
+        "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 15,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"creationTimestamp": None, "labels": {"component": component, "tier": "control-plane"},
+                     "name": component, "namespace": "kube-system"},
+        "spec": {
+            "containers": [{
+                "command": [component, *(f"--{k}={v}" for k, v in flags.items())],
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "livenessProbe": probe,
+                "name": component,
+                "resources": {"requests": {"cpu": "200m" if component == "kube-controller-manager" else "100m"}},
+                "startupProbe": {**probe, "failureThreshold": 24},
+                "volumeMounts": [{"mountPath": kubeconfig, "name": "kubeconfig", "readOnly": True}],
+            }],
+            "hostNetwork": True,
+            "priority": 2000001000,
+            "priorityClassName": "system-node-critical",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "volumes": [{"hostPath": {"path": kubeconfig, "type": "FileOrCreate"}, "name": "kubeconfig"}],
+        },
+        "status": {},
+    }
+
+
+def controller_manager_manifest() -> dict[str, Any]:
+    conf = "/etc/kubernetes/controller-manager.conf"
+    return _component_manifest("kube-controller-manager", CONTROLLER_MANAGER_IMAGE, 10257, {
+        "authentication-kubeconfig": conf, "authorization-kubeconfig": conf, "bind-address": "127.0.0.1",
+        "client-ca-file": "/etc/kubernetes/pki/ca.crt", "cluster-name": "kubernetes",
+        "cluster-signing-cert-file": "/etc/kubernetes/pki/ca.crt",
+        "cluster-signing-key-file": "/etc/kubernetes/pki/ca.key", "controllers": "*,bootstrapsigner,tokencleaner",
+        "kubeconfig": conf, "leader-elect": "true", "root-ca-file": "/etc/kubernetes/pki/ca.crt",
+        "service-account-private-key-file": "/etc/kubernetes/pki/sa.key", "use-service-account-credentials": "true",
+    }, conf)
+
+
+def scheduler_manifest() -> dict[str, Any]:
+    conf = "/etc/kubernetes/scheduler.conf"
+    return _component_manifest("kube-scheduler", SCHEDULER_IMAGE, 10259, {
+        "authentication-kubeconfig": conf, "authorization-kubeconfig": conf, "bind-address": "127.0.0.1",
+        "kubeconfig": conf, "leader-elect": "true",
+    }, conf)
+
+
+MANIFEST_FILES = ("etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml")
+
+
+def write_manifests(layout: Layout, members: list[Member], api_port: int,
+                    etcd_version: str = etcd_versions.DEFAULT) -> None:
     for member in members:
         d = layout.manifests(member.name)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "etcd.yaml").write_text(yaml.safe_dump(etcd_manifest(member, members), sort_keys=False))
-        (d / "kube-apiserver.yaml").write_text(
-            yaml.safe_dump(apiserver_manifest(member.name, api_port, member), sort_keys=False))
+        docs = {"etcd.yaml": etcd_manifest(member, members, etcd_version),
+                "kube-apiserver.yaml": apiserver_manifest(member.name, api_port, member),
+                "kube-controller-manager.yaml": controller_manager_manifest(),
+                "kube-scheduler.yaml": scheduler_manifest()}
+        for name, doc in docs.items():
+            (d / name).write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def read_manifests(layout: Layout, node: str) -> list[dict[str, Any]]:
@@ -156,16 +222,18 @@ def read_manifests(layout: Layout, node: str) -> list[dict[str, Any]]:
     return [yaml.safe_load(p.read_text()) for p in sorted(d.glob("*.yaml"))] if d.is_dir() else []
 
 
-def mirror_pod(manifest: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+def mirror_pod(manifest: dict[str, Any], node: dict[str, Any], *, config_hash: str | None = None
+               ) -> dict[str, Any]:
     """The kubelet's mirror pod for a static pod manifest on `node`."""
     pod = copy.deepcopy(manifest)
     node_name = node["metadata"]["name"]
     # The kubelet hashes the pod it read from the file; its source annotations then mark the copy.
-    digest = hashlib.md5(json.dumps(manifest, sort_keys=True).encode(), usedforsecurity=False)
-    config_hash = digest.hexdigest()
+    if config_hash is None:
+        config_hash = hashlib.md5(json.dumps(manifest, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     meta = pod["metadata"]
     meta.pop("creationTimestamp", None)
     meta["name"] = f"{meta['name']}-{node_name}"
+    meta["namespace"] = meta.get("namespace") or "default"
     meta["annotations"] = {
         **meta.get("annotations", {}),
         "kubernetes.io/config.hash": config_hash,

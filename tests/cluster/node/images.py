@@ -9,12 +9,17 @@ each a directory that becomes a container's root filesystem.
   util-linux)
   copied from this machine with the libraries each binary links to, as ``debian``/``ubuntu`` images
   give a rescue pod: GNU tar where busybox's has its limits (sparse files, large uids, old mtimes).
-- ``etcd``: distroless-style, as the kubeadm ``registry.k8s.io/etcd`` image: only ``etcd`` and
-  ``etcdctl`` in /usr/local/bin plus exactly the loader and libraries they link to. No shell, no tar,
-  no cp — the product has to cope with that, so the image must not be friendlier than the real one.
+- ``etcd-3.4`` / ``etcd-3.5``: as kubeadm's ``registry.k8s.io/etcd:X.Y.Z-N`` images (built from
+  kubernetes/kubernetes cluster/images/etcd: distroless static, bash-static copied in as /bin/sh, the etcd
+  release's ``etcd`` and ``etcdctl`` in /usr/local/bin, also under their versioned names): /bin/sh and
+  the version's ``etcd``, ``etcdctl``, ``etcd-X.Y.Z``, ``etcdctl-X.Y.Z``, plus exactly the loader and
+  libraries those link to. No etcdutl (the image has none, in 3.5 either), no tar, no cp, no coreutils —
+  the product has to cope with that, so the image must not be friendlier than the real one. What the real
+  image has and this one lacks (the older bundled etcd versions, ``migrate``) is listed in the README.
+  The tag's major.minor picks the version (3.4.x → Debian 12's 3.4.23, 3.5.x → Debian 13's 3.5.16).
 
 Anything else is not pullable (``ErrImagePull`` then ``ImagePullBackOff``) unless registered as an
-alias of one of the kinds (``up --image NAME=busybox|etcd``).
+alias of one of the kinds (``up --image NAME=busybox|debian|etcd``; ``etcd`` is the cluster's version).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.cluster import etcd_versions
+
 BUSYBOX_BINARY = Path("/usr/bin/busybox")
-ETCD_BINARIES = (Path("/usr/bin/etcd"), Path("/usr/bin/etcdctl"))
-KINDS = ("busybox", "debian", "etcd")
+BASH_STATIC = Path("/bin/bash-static")  # Debian's bash-static: the real etcd image's /bin/sh
+KINDS = ("busybox", "debian", "etcd", *(f"etcd-{v}" for v in etcd_versions.VERSIONS))
 # The Debian packages whose programs make up the ``debian`` image.
 DEBIAN_PACKAGES = ("dash", "bash", "coreutils", "tar", "findutils", "sed", "grep", "gzip", "diffutils",
                    "util-linux")
@@ -91,9 +98,12 @@ def normalized_name(name: str) -> str:
 class ImageStore:
     """Builds the image kinds lazily under ``root`` and resolves image names to them."""
 
-    def __init__(self, root: Path, extra: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, extra: dict[str, str] | None = None,
+                 etcd_version: str = etcd_versions.DEFAULT) -> None:
         self.root = root
-        self.extra = dict(extra or {})
+        self.etcd_version = etcd_version
+        self.extra = {alias: f"etcd-{etcd_version}" if kind == "etcd" else kind
+                      for alias, kind in (extra or {}).items()}
         for alias, kind in self.extra.items():
             if kind not in KINDS:
                 raise ValueError(f"image {alias!r}: unknown kind {kind!r} (expected one of {KINDS})")
@@ -107,7 +117,8 @@ class ImageStore:
         if repo in ("debian", "ubuntu"):
             return "debian"
         if name.startswith("registry.k8s.io/etcd:") or name.startswith("k8s.gcr.io/etcd:"):
-            return "etcd"
+            version = etcd_versions.for_image(name)
+            return f"etcd-{version.minor}" if version else None
         return None
 
     def resolve(self, name: str) -> Image:
@@ -119,6 +130,8 @@ class ImageStore:
         repo = normalized_name(name).rsplit(":", 1)[0] if "@" not in name else name.split("@", 1)[0]
         env = (("PATH", _DEFAULT_PATH),)
         cmd: tuple[str, ...] = {"busybox": ("sh",), "debian": ("bash",)}.get(kind, ())
+        if kind.startswith("etcd-"):
+            cmd = ("/usr/local/bin/etcd",)
         return Image(name=name, kind=kind, rootfs=rootfs, entrypoint=(), cmd=cmd, env=env,
                      image_id=f"{repo}@sha256:{digest}")
 
@@ -139,7 +152,7 @@ class ImageStore:
             elif kind == "debian":
                 _build_debian(staging)
             else:
-                _build_etcd(staging)
+                _build_etcd(staging, etcd_versions.VERSIONS[kind.split("-", 1)[1]])
             # Marker outside the visible tree would be nicer, but containers never see the image
             # directory itself (each gets a copy without it, see sandbox.py).
             (staging / ".complete").write_text("")
@@ -200,16 +213,21 @@ def _copy_with_links(src: Path, root: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def _build_etcd(root: Path) -> None:
-    # distroless: no /bin/sh, no passwd tools; it does carry /etc/passwd and /tmp.
-    for d in ("dev", "etc", "proc", "sys", "tmp", "var", "usr/local/bin"):
+def _build_etcd(root: Path, version: etcd_versions.EtcdVersion) -> None:
+    # distroless static: no passwd tools; it does carry /etc/passwd and /tmp.
+    for d in ("bin", "dev", "etc", "proc", "sys", "tmp", "var/etcd", "var/lib/etcd", "usr/local/bin"):
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\n"
-                                         "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n")
-    (root / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\n")
-    for binary in ETCD_BINARIES:
-        shutil.copy2(binary, root / "usr" / "local" / "bin" / binary.name)
+                                         "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+                                         "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n")
+    shutil.copy2(BASH_STATIC, root / "bin" / "sh")
+    bin_dir = root / "usr" / "local" / "bin"
+    for binary in (version.etcd, version.etcdctl):
+        # The Makefile installs each bundled version as NAME-VERSION and the latest also as NAME.
+        shutil.copy2(binary, bin_dir / binary.name)
+        os.link(bin_dir / binary.name, bin_dir / f"{binary.name}-{version.version}")
         for lib in _linked_files(binary):
             _copy_with_links(lib, root)
 

@@ -8,6 +8,11 @@ and taints the control plane gives it), refreshes its heartbeat, watches the pod
 After a server restart the processes of earlier pods are gone: pods that were not finished start
 again (restartCount + 1) under restartPolicy Always/OnFailure; under Never their containers are
 reported terminated with the kubelet's ContainerStatusUnknown text and the pod fails.
+
+The kubelet talks to the API through a gate (api/gated.py): while no API server runs, its pods keep
+running (nobody hears of their status) and its static pods (node/static_pods.py) run without any API.
+Each time the API is reachable again it relists: the Node is registered again if the API lost it, pods
+the API no longer has are killed (an etcd restore rolled them back), the others carry on.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from tests.cluster.api.gated import ApiUnavailable
+from tests.cluster.control.hub import Hub
 from tests.cluster.control.layout import Layout
+from tests.cluster.control.nodes import node_object
+from tests.cluster.node import static_pods
 from tests.cluster.node.images import ImageStore
 from tests.cluster.node.pod_worker import PodWorker, now
 from tests.cluster.node.volumes import TokenSource
@@ -37,7 +46,8 @@ _TERMINAL = ("Succeeded", "Failed")
 class Kubelet:
     def __init__(self, store: Any, layout: Layout, node_name: str, *, images: ImageStore | None = None,
                  token_source: TokenSource | None = None, node_index: int | None = None,
-                 backoff_base: float = 10.0, heartbeat_seconds: float = 10.0) -> None:
+                 backoff_base: float = 10.0, heartbeat_seconds: float = 10.0, hub: Hub | None = None,
+                 control_plane: bool = False) -> None:
         self.store = store
         self.layout = layout
         self.node_name = node_name
@@ -51,6 +61,8 @@ class Kubelet:
         self._deleting: set[str] = set()
         self._push_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.control_plane = control_plane
+        self.static = static_pods.StaticPods(self, hub)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -59,19 +71,23 @@ class Kubelet:
 
     # ------------------------------------------------------------------------------------------ node
     async def run(self) -> None:
-        await self.register()
+        static = asyncio.create_task(static_pods.run(self.static))
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._watch_pods()
         finally:
+            static.cancel()
             heartbeat.cancel()
+            await asyncio.gather(static, heartbeat, return_exceptions=True)
             await self.stop()
 
     async def stop(self) -> None:
-        """End every pod process of this node at once (server shutdown)."""
+        """End every pod process of this node (server shutdown): API pods at once, static pods (etcd)
+        with a short grace period."""
         for worker in list(self.workers.values()):
             await worker.terminate(0)
         self.workers.clear()
+        await self.static.stop_all()
 
     def _node_status(self, previous: Json) -> Json:
         ts = now()
@@ -110,17 +126,23 @@ class Kubelet:
         }
 
     async def register(self) -> None:
+        """Register the Node unless the API has it (again after a restore that lost it), as kubeadm's
+        kubelet registers: its labels, and the control-plane taint on a control-plane node."""
         try:
             await self.store.get("nodes", None, self.node_name)
-        except Exception:
-            node = {"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": self.node_name, "labels": {
-                        "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64"}},
-                    "spec": {"podCIDR": f"10.244.{self.node_index}.0/24",
-                             "podCIDRs": [f"10.244.{self.node_index}.0/24"]}}
-            with contextlib.suppress(Exception):  # the control plane may have created it meanwhile
+        except ApiUnavailable:
+            raise
+        except Exception as e:
+            if getattr(e, "code", None) != 404:
+                raise
+            node = node_object(self.node_name, control_plane=self.control_plane)
+            node["spec"].update({"podCIDR": f"10.244.{self.node_index}.0/24",
+                                 "podCIDRs": [f"10.244.{self.node_index}.0/24"]})
+            try:
                 await self.store.create("nodes", node)
+            except Exception as exc:  # the control plane may have created it meanwhile
+                if getattr(exc, "code", None) != 409:
+                    raise
         await self._refresh_node()
 
     async def _refresh_node(self) -> None:
@@ -134,21 +156,48 @@ class Kubelet:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await self._refresh_node()
-            except Exception:
-                log.exception("node %s: heartbeat failed", self.node_name)
+            except ApiUnavailable:
+                pass
+            except Exception as e:
+                log.info("node %s: heartbeat failed: %s", self.node_name, e)
 
     # ------------------------------------------------------------------------------------------- pods
     async def _watch_pods(self) -> None:
+        """List and watch the node's pods; every new list (first start, API back, watch expired) is a relist."""
         selector = f"spec.nodeName={self.node_name}"
         while True:
             try:
-                async for kind, pod in self.store.watch("pods", None, field_selector=selector):
+                await self.register()
+                items, revision = await self.store.list("pods", None, field_selector=selector)
+                await self._relist(items)
+                async for kind, pod in self.store.watch("pods", None, resource_version=revision,
+                                                        field_selector=selector):
                     await self._handle(kind, pod)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("node %s: pod watch failed, restarting it", self.node_name)
+            except ApiUnavailable:
+                await asyncio.sleep(0.5)
+            except Exception as e:
+                log.info("node %s: pod list/watch ended (%s); relisting", self.node_name, e)
                 await asyncio.sleep(1)
+
+    async def _relist(self, items: list[Json]) -> None:
+        """HandlePodRemoves for what the API no longer has, then every listed pod as an update."""
+        listed = {p["metadata"].get("uid") for p in items}
+        for uid, worker in list(self.workers.items()):
+            if uid in listed or uid in self._deleting:
+                continue
+            log.info("node %s: pod %s is gone from the API; killing it", self.node_name,
+                     worker.pod["metadata"]["name"])
+            self._deleting.add(uid)
+            grace = float((worker.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+            self._background(self._finish(worker, min(grace, 30.0), delete=False))
+        for pod in items:
+            had = pod["metadata"].get("uid") in self.workers
+            await self._handle("ADDED", pod)
+            worker = self.workers.get(pod["metadata"].get("uid", ""))
+            if had and worker is not None:
+                self._background(self._push(worker))  # what happened while nobody could be told
 
     async def _handle(self, kind: str, pod: Json) -> None:
         meta = pod["metadata"]
@@ -175,6 +224,7 @@ class Kubelet:
                 self._recover(worker, pod)
             if worker.phase not in _TERMINAL and not meta.get("deletionTimestamp"):
                 worker.start()
+                self._background(self._active_deadline(uid))
             else:
                 await self._push(worker)
         if meta.get("deletionTimestamp") and uid not in self._deleting:
@@ -183,6 +233,45 @@ class Kubelet:
             if grace is None:
                 grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             self._background(self._finish(worker, float(grace), delete=True))
+
+    async def _active_deadline(self, uid: str) -> None:
+        """pkg/kubelet/active_deadline.go: a pod active on the node longer than spec.activeDeadlineSeconds
+        (counted from status.startTime; the field may be lowered while the pod runs) is failed and killed."""
+        while True:
+            worker = self.workers.get(uid)
+            if worker is None or worker.phase in _TERMINAL or uid in self._deleting:
+                return
+            deadline = (worker.pod.get("spec") or {}).get("activeDeadlineSeconds")
+            if deadline is not None:
+                started = dt.datetime.strptime(worker.start_time, "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=dt.timezone.utc)
+                if dt.datetime.now(dt.timezone.utc) - started >= dt.timedelta(seconds=int(deadline)):
+                    message = "Pod was active on the node longer than the specified deadline"
+                    await self._event(uid, "Normal", "DeadlineExceeded", message)
+                    grace = (worker.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                    await worker.fail("DeadlineExceeded", message, float(grace))
+                    return
+            await asyncio.sleep(0.5)
+
+    def static_worker(self, pod: Json, *, changed: Any) -> PodWorker:
+        """A worker for a static pod: no API objects to read, events on the mirror pod while the API serves."""
+        uid = pod["metadata"]["uid"]
+
+        async def no_api(resource: str, namespace: str | None, name: str) -> Json:
+            raise LookupError(f"static pods cannot reference API objects ({resource} {name})")
+
+        async def no_blockers(_: Json) -> list[tuple[str, list[str]]]:
+            return []
+
+        async def event(type_: str, reason: str, message: str, component: str = "kubelet") -> None:
+            with contextlib.suppress(Exception):
+                mirror = await self.store.get("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                await self.store.record_event(mirror, type_, reason, message, component)
+
+        return PodWorker(
+            pod, pod_dir=self.layout.pods / f"static-{uid}", node_root=self.layout.node(self.node_name),
+            images=self.images, get=no_api, event=event, changed=changed, attach_blockers=no_blockers,
+            ca_file=None, token_source=None, pod_ip="127.0.0.1", backoff_base=min(self.backoff_base, 2.0))
 
     def _new_worker(self, pod: Json) -> PodWorker:
         meta = pod["metadata"]
@@ -296,6 +385,8 @@ class Kubelet:
                 return pod
             try:
                 await self.store.mutate("pods", meta.get("namespace"), meta["name"], fn, subresource="status")
+            except ApiUnavailable:
+                pass  # reported again after the relist
             except Exception as e:
                 if getattr(e, "code", None) != 404:
                     log.exception("pod %s: status update failed", meta["name"])
@@ -323,7 +414,10 @@ class Kubelet:
 
     # ------------------------------------------------------------------------------------ for streams
     def worker_for(self, pod: Json) -> PodWorker | None:
-        return self.workers.get(pod["metadata"].get("uid", ""))
+        meta = pod["metadata"]
+        if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+            return self.static.worker_for(meta["name"], meta.get("namespace", "default"))
+        return self.workers.get(meta.get("uid", ""))
 
 
 def since_time(seconds: int | None) -> dt.datetime | None:

@@ -91,6 +91,8 @@ class PodWorker:
         self.task: asyncio.Task[None] | None = None
         self.supervisors: list[asyncio.Task[None]] = []
         self.terminating = False
+        self.reason: str | None = None  # status.reason/message of a pod the kubelet failed itself
+        self.message: str | None = None
 
     # ---------------------------------------------------------------------------------------- lookup
     def container_spec(self, name: str) -> Json | None:
@@ -154,7 +156,9 @@ class PodWorker:
             delay = min(delay * 2, 8.0)
         host_network = bool((self.pod.get("spec") or {}).get("hostNetwork"))
         holder = self.images.build("busybox")
-        self.pod_sandbox = await sandbox.PodSandbox.start(meta["name"], host_network, holder)
+        # A hostNetwork pod shares the node's UTS namespace too: its hostname is the node's name.
+        hostname = str((self.pod.get("spec") or {}).get("nodeName") or meta["name"]) if host_network else meta["name"]
+        self.pod_sandbox = await sandbox.PodSandbox.start(hostname, host_network, holder)
         (self.pod_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.sandbox_ready = True
         await self.changed()
@@ -322,6 +326,21 @@ class PodWorker:
             r.process = None
         await self.stop_sandbox()
 
+    async def fail(self, reason: str, message: str, grace: float) -> None:
+        """The kubelet ends the pod itself (active deadline): phase Failed with reason and message, every
+        container killed as on deletion (SIGTERM, SIGKILL after the grace period)."""
+        self.phase = "Failed"
+        self.reason, self.message = reason, message
+        await self.changed()
+        await self.terminate(grace)
+        for r in [*self.inits, *self.mains]:
+            if "terminated" not in r.state:
+                # Never started (or waiting to restart): the kubelet reports it terminated without a run.
+                r.state = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                          "message": "The container could not be located when the pod was "
+                                                     "terminated", "startedAt": None, "finishedAt": now()}}
+        await self.changed()
+
     async def stop_sandbox(self) -> None:
         if self.pod_sandbox is not None:
             await self.pod_sandbox.stop()
@@ -373,6 +392,8 @@ class PodWorker:
             ip = "127.0.0.1" if host_network else self.pod_ip
             status["podIP"] = ip
             status["podIPs"] = [{"ip": ip}]
+        if self.reason:
+            status["reason"], status["message"] = self.reason, self.message
         if self.inits:
             status["initContainerStatuses"] = [r.status() for r in self.inits]
         status["containerStatuses"] = [r.status() for r in self.mains]

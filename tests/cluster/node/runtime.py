@@ -1,6 +1,6 @@
 """The node side of the server process: one Kubelet per node and the PodStreams serving them.
 
-``serve.py`` calls ``bootstrap_cluster(store)`` once, then ``build(store, layout, nodes, options)``
+``serve.py`` calls ``build(store, layout, nodes, options, hub=…, control_planes=…)``
 and runs ``NodeSide.kubelets`` next to the controllers; ``options`` are those given to ``up``
 (``exec_protocols``: allowed exec subprotocols, ``images``: NAME → busybox|etcd aliases).
 """
@@ -10,29 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tests.cluster import etcd_versions
+from tests.cluster.control.hub import Hub
 from tests.cluster.control.layout import Layout
 from tests.cluster.node.images import ImageStore
 from tests.cluster.node.kubelet import Kubelet
 from tests.cluster.node.streaming import V4, V5, NodeStreams
-
-# The namespaces a real API server's bootstrap controller creates; kube-system holds the mirror pods
-# and kube-node-lease the node heartbeats.
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-async def bootstrap_cluster(store: Any) -> None:
-    for name in SYSTEM_NAMESPACES:
-        try:
-            await store.get("namespaces", None, name)
-            continue
-        except Exception:
-            pass
-        try:
-            await store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                              "metadata": {"name": name}})
-        except Exception as e:
-            if getattr(e, "code", None) != 409:
-                raise
 
 
 @dataclass
@@ -45,9 +28,12 @@ class NodeSide:
             await kubelet.stop()
 
 
-def build(store: Any, layout: Layout, nodes: list[str], options: dict[str, Any]) -> NodeSide:
-    images = ImageStore(layout.images, options.get("images") or {})
-    kubelets = [Kubelet(store, layout, name, images=images, node_index=i + 1)
+def build(store: Any, layout: Layout, nodes: list[str], options: dict[str, Any], *, hub: Hub | None = None,
+          control_planes: list[str] | None = None) -> NodeSide:
+    images = ImageStore(layout.images, options.get("images") or {},
+                        etcd_version=options.get("etcd_version") or etcd_versions.DEFAULT)
+    kubelets = [Kubelet(store, layout, name, images=images, node_index=i + 1, hub=hub,
+                        control_plane=name in (control_planes or []))
                 for i, name in enumerate(nodes)]
     by_name = {k.node_name: k for k in kubelets}
     # `up --exec-protocols v5,v4` stores the short names; the subprotocols are their full names.

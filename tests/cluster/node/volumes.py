@@ -88,13 +88,18 @@ async def prepare(pod: Json, ctx: VolumeContext) -> dict[str, Volume]:
     fs_group = security.get("fsGroup")
     policy = security.get("fsGroupChangePolicy", "Always")
     out: dict[str, Volume] = {}
+    unprocessed: list[tuple[str, str]] = []  # (volume, why): claims the kubelet cannot turn into volumes yet
     for volume in spec.get("volumes") or []:
         name, kind = volume["name"], volume_kind(volume)
         src = volume.get(kind) or {}
         vdir = ctx.pod_dir / "volumes" / name
         if kind == "persistentVolumeClaim":
-            out[name] = Volume(name, kind, await _pvc_path(src, namespace, name, ctx),
-                               bool(src.get("readOnly")))
+            try:
+                claim = await _bound_claim(src.get("claimName", ""), namespace, ctx)
+            except _ClaimNotReady as e:
+                unprocessed.append((name, str(e)))
+                continue
+            out[name] = Volume(name, kind, await _pvc_path(claim, name, ctx), bool(src.get("readOnly")))
         elif kind == "emptyDir":
             vdir.mkdir(parents=True, exist_ok=True)
             os.chmod(vdir, 0o777)
@@ -111,6 +116,13 @@ async def prepare(pod: Json, ctx: VolumeContext) -> dict[str, Volume]:
                                              f"volume type {kind} is not supported by this node")
         if fs_group is not None and kind in _OWNERSHIP_KINDS:
             set_ownership(out[name].path, int(fs_group), policy, out[name].read_only)
+    if unprocessed:
+        # volumemanager.WaitForAttachAndMount: the populator's errors end the wait at once, and the kubelet
+        # reports them as a FailedMount event (pkg/kubelet/kubelet.go SyncPod).
+        names = "[" + " ".join(sorted(n for n, _ in unprocessed)) + "]"
+        raise VolumeError("FailedMount", f"Unable to attach or mount volumes: unmounted volumes={names}, "
+                                         f"unattached volumes=[], failed to process volumes={names}: "
+                                         + "; ".join(why for _, why in unprocessed))
     if needs_service_account_mount(pod):
         vdir = ctx.pod_dir / "volumes" / "kube-api-access"
         _write_files(vdir, await _service_account_files(pod, ctx, 3607), 0o644)
@@ -138,15 +150,28 @@ def container_mounts(pod: Json, container: Json, volumes: dict[str, Volume]) -> 
 
 
 # ------------------------------------------------------------------------------------------------ kinds
-async def _pvc_path(src: Json, namespace: str, volume: str, ctx: VolumeContext) -> Path:
-    claim = src.get("claimName", "")
+class _ClaimNotReady(Exception):
+    """The desired-state populator cannot process the claim (its error text)."""
+
+
+async def _bound_claim(claim: str, namespace: str, ctx: VolumeContext) -> Json:
+    """desiredStateOfWorldPopulator.getPVCExtractPV, with createVolumeSpec's wrapping of its errors."""
+    prefix = f"error processing PVC {namespace}/{claim}: "
     try:
         pvc = await ctx.get("persistentvolumeclaims", namespace, claim)
     except Exception as e:
-        raise VolumeError("FailedMount", f'persistentvolumeclaim "{claim}" not found') from e
-    pv_name = (pvc.get("spec") or {}).get("volumeName")
-    if not pv_name or (pvc.get("status") or {}).get("phase") != "Bound":
-        raise VolumeError("FailedMount", f'persistentvolumeclaim "{claim}" is not bound')
+        raise _ClaimNotReady(f"{prefix}failed to fetch PVC from API server: {e}") from e
+    if (pvc.get("metadata") or {}).get("deletionTimestamp"):
+        raise _ClaimNotReady(prefix + "PVC is being deleted")
+    if (pvc.get("status") or {}).get("phase") != "Bound":
+        raise _ClaimNotReady(prefix + "PVC is not bound")
+    if not (pvc.get("spec") or {}).get("volumeName"):
+        raise _ClaimNotReady(prefix + "PVC has empty pvc.Spec.VolumeName")
+    return pvc
+
+
+async def _pvc_path(pvc: Json, volume: str, ctx: VolumeContext) -> Path:
+    pv_name = pvc["spec"]["volumeName"]
     pv = await ctx.get("persistentvolumes", None, pv_name)
     pv_spec = pv.get("spec") or {}
     source = pv_spec.get("hostPath") or pv_spec.get("local") or {}
@@ -154,6 +179,11 @@ async def _pvc_path(src: Json, namespace: str, volume: str, ctx: VolumeContext) 
         raise VolumeError("FailedMount", f'MountVolume.SetUp failed for volume "{pv_name}" : '
                                          "volume source not supported by this node")
     path = Path(source["path"])
+    cluster_dir = ctx.node_root.parent.parent
+    if not path.is_relative_to(cluster_dir):
+        # A hostPath or local PV names a path on its node (local-path volumes); only the network-style
+        # volumes of the `standard` class live outside the nodes, under DIR/storage.
+        path = ctx.node_root / source["path"].lstrip("/")
     if source.get("type") == "DirectoryOrCreate" or pv_spec.get("hostPath", {}).get("type") is None:
         path.mkdir(parents=True, exist_ok=True)
     if not path.is_dir():

@@ -181,7 +181,7 @@ class Encryptor:
         try:
             pyrage.encrypt_io(self, writer, self._recipients)
         except BaseException as exc:  # reported to the feeding thread, which raises it
-            self.error = writer.error or exc
+            self.error = writer.error or _from_age(exc)
             self._stop.set()
 
     def write(self, data: bytes | memoryview) -> None:
@@ -245,10 +245,13 @@ class Decryptor:
         import pyrage
 
         writer = _Writer(self._put)
+        reader = _Reader(self._source)
         try:
-            pyrage.decrypt_io(self._source, writer, self._identities)
+            pyrage.decrypt_io(reader, writer, self._identities)
         except BaseException as exc:
-            self.error = writer.error or exc
+            # Our own failures (a damaged or unreadable source, a closed pipe) as they were raised;
+            # pyrage's own (no matching key, a chunk that does not authenticate) as what they mean.
+            self.error = reader.error or writer.error or _from_age(exc)
         finally:
             try:
                 while not self._stop.is_set():
@@ -280,6 +283,21 @@ class Decryptor:
         self._thread.join(timeout=30)
 
 
+class _Reader:
+    """The file-like reader handed to pyrage; keeps our own exception, which pyrage would flatten."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self._source.read(size))
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+
 class _Writer:
     """The file-like writer handed to pyrage; keeps our own exception, which pyrage would flatten."""
 
@@ -300,19 +318,25 @@ class _Writer:
         pass
 
 
-def _unwrap(error: BaseException, doing: str) -> BaseException:
+def _from_age(error: BaseException) -> BaseException:
+    """An exception raised by pyrage itself as a CryptoError."""
     import pyrage
 
-    if isinstance(error, (RepoError, OSError)):
+    if isinstance(error, _Failed):
         return error
+    text = str(error)
+    if isinstance(error, pyrage.DecryptError) and ("no matching keys" in text.lower()
+                                                   or "no identity matched" in text.lower()):
+        return NoMatchingIdentity(text)
+    if isinstance(error, pyrage.DecryptError | OSError):
+        return CryptoError(f"the encrypted data does not decrypt ({text}): it was damaged or is not an age file")
+    return CryptoError(f"{type(error).__name__}: {error}")
+
+
+def _unwrap(error: BaseException, doing: str) -> BaseException:
     if isinstance(error, _Failed):
         return CryptoError(f"{doing} stopped")
-    if isinstance(error, pyrage.DecryptError):
-        text = str(error)
-        if "no matching keys" in text.lower() or "no identity matched" in text.lower():
-            return NoMatchingIdentity(text)
-        return CryptoError(f"the encrypted data does not decrypt: {text}")
-    return CryptoError(f"{doing} failed: {type(error).__name__}: {error}")
+    return error
 
 
 class NoMatchingIdentity(CryptoError):

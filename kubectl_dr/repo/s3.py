@@ -46,7 +46,8 @@ HEARTBEAT = 300.0  # seconds between rewrites of a live writer's .owner
 STALE_AGE = 3600.0  # a writer silent this long (or a manifest-less prefix this old) is gone
 MIN_PART = 16 << 20  # S3 needs ≥ 5 MiB for every part but the last
 MAX_PARTS = 10_000
-PARTS_PER_STEP = 2_000  # the part size doubles after this many parts: ~1.9 TiB from 16 MiB parts
+PARTS_PER_STEP = 1_000  # the part size doubles after this many parts, up to MAX_PART: ~2.9 TiB in all
+MAX_PART = 512 << 20
 IN_FLIGHT = 2  # parts uploading while the next fills: memory is about (IN_FLIGHT + 1) × part size
 _SCAN_THREADS = 8
 
@@ -372,12 +373,13 @@ def _b64sha(data: bytes | memoryview) -> str:
 
 def part_size_for(number: int, size_hint: int | None) -> int:
     """The size of upload part ``number`` (1-based): at least 16 MiB, more for large expected sizes, and
-    doubling every 2000 parts so that 10 000 parts reach ~1.9 TiB whatever the hint said."""
+    doubling every 1000 parts up to 512 MiB, so that 10 000 parts reach ~2.9 TiB whatever the hint said
+    (memory stays a few parts: 48 MiB for anything under 15 GiB)."""
     base = MIN_PART
     if size_hint:
         wanted = -(-size_hint * 5 // 4 // (MAX_PARTS - 1000))  # 25% over the hint in 9000 parts
         base = max(base, -(-wanted // (1 << 20)) << 20)
-    return min(base << ((number - 1) // PARTS_PER_STEP), 5 << 30)
+    return max(base, min(base << ((number - 1) // PARTS_PER_STEP), MAX_PART))
 
 
 class MultipartSink(Sink):

@@ -60,6 +60,10 @@ class S3Settings:
     profile: str | None = None
     ca_bundle: str | None = None
     addressing_style: str | None = None  # path | virtual | auto; default: path with an endpoint, else auto
+    # Keys from the injected environment (the rest of the AWS chain is boto3's: profiles, SSO, IMDS…).
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
 
     @classmethod
     def resolve(cls, *, endpoint: str | None, ca_bundle: str | None, config: Mapping[str, Any],
@@ -75,6 +79,9 @@ class S3Settings:
             profile=profile or env.get("AWS_PROFILE") or config.get("profile"),
             ca_bundle=ca_bundle or env.get("AWS_CA_BUNDLE") or config.get("caBundle"),
             addressing_style=style,
+            access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
 
 
@@ -95,7 +102,12 @@ def make_client(settings: S3Settings, *, pool: int = 10) -> Any:
         user_agent_extra="kubectl-dr",
     )
     try:
-        session = boto3.session.Session(profile_name=settings.profile)
+        if settings.access_key and settings.secret_key:
+            session = boto3.session.Session(aws_access_key_id=settings.access_key,
+                                            aws_secret_access_key=settings.secret_key,
+                                            aws_session_token=settings.session_token)
+        else:
+            session = boto3.session.Session(profile_name=settings.profile)
         region = settings.region or session.region_name or "us-east-1"
         return session.client("s3", endpoint_url=settings.endpoint, region_name=region,
                               verify=settings.ca_bundle if settings.ca_bundle else None, config=config)

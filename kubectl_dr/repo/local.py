@@ -38,8 +38,9 @@ from kubectl_dr.repo.writer import OWNER_FILE, TEMP_PREFIX, WRITEBACK_STEP, Sink
 DELETING_PREFIX = ".deleting-"
 # A temp dir from another host cannot be checked for a live writer; after this long it is abandoned.
 FOREIGN_TEMP_MAX_AGE = 24 * 3600
-# Room kept free beyond the expected size: the manifest, file-system overhead, the user's other work.
-SPACE_MARGIN = 64 << 20
+# Room asked for beyond the expected size (an estimate from du): 2% and 1 MiB, for the manifest,
+# file-system overhead and tar's headers.
+SPACE_MARGIN = 1 << 20
 
 
 class LocalRepository(Repository):
@@ -89,7 +90,7 @@ class LocalRepository(Repository):
         if expected_bytes:
             stats = os.statvfs(path if path.is_dir() else existing)
             free = stats.f_bavail * stats.f_frsize
-            if free < expected_bytes + SPACE_MARGIN:
+            if free < expected_bytes + expected_bytes // 50 + SPACE_MARGIN:
                 raise RepoError(
                     f"not enough space for this backup in {path}: about {_human(expected_bytes)} needed, "
                     f"{_human(free)} free on its file system",

@@ -36,6 +36,7 @@ from kubectl_dr.repo.retention import Decision, Policy, plan
 from kubectl_dr.repo.writer import BackupWriter, Staging
 
 LATEST = "latest"
+_MAX_COPIES = 10  # copies of one backup in one repository that prune removes in one run
 
 
 def _utcnow() -> datetime:
@@ -396,11 +397,18 @@ class Repository(ABC):
         stale = [lo for lo in self.leftovers() if lo.stale]
         result.leftovers = [lo.name for lo in stale]
         if not dry_run:
-            for backup_id in result.removed:
-                try:
-                    self._remove(by_id[backup_id])
-                except (OSError, RepoError) as exc:
-                    result.failed.append((backup_id, getattr(exc, "message", None) or str(exc)))
+            doomed = [by_id[i] for i in result.removed]
+            for _ in range(_MAX_COPIES):
+                for backup in doomed:
+                    try:
+                        self._remove(backup)
+                    except (OSError, RepoError) as exc:
+                        result.failed.append((backup.id, getattr(exc, "message", None) or str(exc)))
+                # Another copy of a removed backup (a copied directory) surfaces once the first is gone.
+                failed = {name for name, _ in result.failed}
+                doomed = [b for b in self.scan()[0] if b.id in by_id and b.id in result.removed and b.id not in failed]
+                if not doomed:
+                    break
             for leftover in stale:
                 try:
                     self._remove_leftover(leftover)

@@ -157,7 +157,7 @@ def stop(server: S3Server) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=3)  # weed takes its time to stop; its data is thrown away
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

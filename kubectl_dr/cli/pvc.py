@@ -9,6 +9,7 @@ import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, human_size, open_repo
 from kubectl_dr.cli.context import options
+from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import count, emit, message
 from kubectl_dr.volumes import DEFAULT_IMAGE
@@ -49,6 +50,8 @@ def backup(
     name: Annotated[str | None, typer.Option("--name", help="A name for the backup (part of its ID).")] = None,
     quiesce: QuiesceOption = False,
     image: ImageOption = DEFAULT_IMAGE,
+    encrypt_to: EncryptToOption = None,
+    s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Stream the volume's contents into the backup repository, verified in the pod and locally.
 
@@ -59,7 +62,8 @@ def backup(
 
     opts = options(ctx)
     job.check_name(name)
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository.preflight()  # before the cluster is touched
     kube, namespace = _namespace(ctx)
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce),
                      message)

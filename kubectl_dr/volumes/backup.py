@@ -88,7 +88,8 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], 
     writer: BackupWriter | None = None
     try:
         with repo.create(TYPE, source, hint) as writer, ThreadPoolExecutor(1, "list-archive") as beside:
-            with writer.open_part(PART) as part, Transfer(f"backup {opts.namespace}/{opts.claim}", estimate) as bar:
+            with writer.open_part(PART, keep_local=True) as part, \
+                    Transfer(f"backup {opts.namespace}/{opts.claim}", estimate) as bar:
                 checked = transfer.receive(kube, pod, part, bar)
                 # What is left overlaps: the pod terminates, the archive is listed while the part is flushed.
                 pod.release()
@@ -118,7 +119,7 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, say: Callable[[str], 
     if stopped is not None:
         say("starting the consumers again")
         stopped.restore()
-    return {"id": manifest.id, "path": str(repo.path / manifest.id), **manifest.to_dict()}
+    return {"id": manifest.id, "path": repo.backup_location(manifest.id), **manifest.to_dict()}
 
 
 def check_name(name: str | None) -> None:

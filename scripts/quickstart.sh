@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "--- installing the sandbox's Debian packages (etcd, bubblewrap, busybox)"
+  echo "--- installing the sandbox's Debian packages (etcd, bubblewrap, busybox, age)"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    etcd-server etcd-client bubblewrap busybox-static util-linux >/dev/null
+    etcd-server etcd-client bubblewrap busybox-static util-linux age >/dev/null
 fi
 
 echo "--- installing kubectl-dr into .venv"

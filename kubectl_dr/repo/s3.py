@@ -8,7 +8,7 @@ multipart uploads under it, only once that writer is gone (dead on this host, or
 A deletion first writes ``PREFIX/ID/.deleting`` (from then on the backup is gone), then removes the
 manifest and the parts.
 
-Parts stream up as multipart uploads with a bounded buffer (two parts in flight at most), each part
+Parts stream up as multipart uploads with a bounded buffer (three parts in flight at most), each part
 sent with its SHA-256 (x-amz-checksum-sha256), which servers that know it check on receipt and echo;
 the complete object's size is read back with HEAD. Where a server does not check, `backups verify`
 reads everything back.
@@ -48,7 +48,7 @@ MIN_PART = 16 << 20  # S3 needs ≥ 5 MiB for every part but the last
 MAX_PARTS = 10_000
 PARTS_PER_STEP = 1_000  # the part size doubles after this many parts, up to MAX_PART: ~2.9 TiB in all
 MAX_PART = 512 << 20
-IN_FLIGHT = 2  # parts uploading while the next fills: memory is about (IN_FLIGHT + 1) × part size
+IN_FLIGHT = 3  # parts uploading while the next fills: memory is about (IN_FLIGHT + 1) × part size
 _SCAN_THREADS = 8
 
 
@@ -374,7 +374,7 @@ def _b64sha(data: bytes | memoryview) -> str:
 def part_size_for(number: int, size_hint: int | None) -> int:
     """The size of upload part ``number`` (1-based): at least 16 MiB, more for large expected sizes, and
     doubling every 1000 parts up to 512 MiB, so that 10 000 parts reach ~2.9 TiB whatever the hint said
-    (memory stays a few parts: 48 MiB for anything under 15 GiB)."""
+    (memory stays a few parts: 64 MiB for anything under 15 GiB)."""
     base = MIN_PART
     if size_hint:
         wanted = -(-size_hint * 5 // 4 // (MAX_PARTS - 1000))  # 25% over the hint in 9000 parts

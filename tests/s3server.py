@@ -123,7 +123,9 @@ def start_seaweedfs(workdir: Path) -> S3Server:
     data.mkdir(parents=True, exist_ok=True)
     ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
     args = [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=512", "-volume.max=64",
+            # Every bucket is a SeaweedFS collection that takes 7 volumes at its first write: many tests,
+            # many buckets, so many (sparse, small) volumes.
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=1000",
             *(f"-{flag}={port}" for flag, port in ports.items())]
     log = workdir / "seaweedfs.log"
     with open(log, "wb") as out:

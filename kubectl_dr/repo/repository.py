@@ -58,11 +58,14 @@ class Backup:
         """The part's file in a local repository (transition API: new code uses open_part/local_file)."""
         part = self.manifest.part(name)  # KeyError for a part the manifest does not list
         if self.path is None:
-            raise RepoError(f'backup "{self.id}" is in {self.location}, not in a local directory',
-                            hint="Copy it to a local repository first: kubectl dr backups copy ID --to DIR.")
+            raise RepoError(f'backup "{self.id}" is in {self.location}, not in a local directory, and this '
+                            "command reads it as a local file",
+                            hint=f"Copy it into a local repository first: kubectl dr backups copy {self.id} --to DIR "
+                            "(then --repo DIR).")
         if part.encrypted:
-            raise EncryptedBackupError(self.id, [str(r) for r in (self.manifest.encryption or {}).get(
-                "recipients", [])], f'reading part "{name}" as a plain file')
+            raise RepoError(f'backup "{self.id}" is encrypted (age), and this command reads it as a plain file',
+                            hint=f"Decrypt the part by hand and use the file: age -d -i KEY "
+                            f"{self.path / part.stored_file} > {name} (then --from ./{name}).")
         return self.path / part.stored_file
 
 

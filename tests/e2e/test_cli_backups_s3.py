@@ -166,3 +166,40 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
     plain = _ok(_dr(env, "etcd", "snapshot", "--yes", "-o", "json"))
     _ok(_dr(env, "backups", "verify", plain["id"]))
+
+
+@pytest.mark.e2e
+def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_path: Path) -> None:
+    """A volume backup (files written as uid 1000) streamed into S3 with encryption, large enough for a
+    multipart upload; checked with its identity, refused without it; a restore that cannot read an S3
+    part yet says how to go on before it touches the cluster."""
+    from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
+
+    ns = new_namespace(cluster, "s3pvc")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "big.bin").write_bytes(os.urandom(40 << 20))
+    (vol / "dir").mkdir()
+    (vol / "dir" / "note.txt").write_text("hello\n")
+    os.symlink("dir/note.txt", vol / "link")
+    for path in (vol / "big.bin", vol / "dir", vol / "dir" / "note.txt"):
+        os.chown(path, 1000, 1000)
+    identity = pyrage.x25519.Identity.generate()
+    key = tmp_path / "age.txt"
+    key.write_text(f"{identity}\n")
+    url = f"s3://{seaweedfs.new_bucket()}/volumes"
+    env = _env(seaweedfs, KUBECONFIG=str(cluster.kubeconfig), KUBECTL_DR_REPO=url)
+
+    made = _ok(_dr(env, "pvc", "backup", "data", "-n", ns, "--encrypt-to", str(identity.to_public()), "-o", "json",
+                   timeout=300))
+    assert made["path"] == f"{url}/{made['id']}" and made["details"]["archive"]["entries"] >= 4
+    part = made["parts"][0]
+    assert part["stored"]["file"] == "data.tar.age" and part["size"] > 40 << 20
+    refused = _dr(env, "backups", "verify", made["id"])
+    assert refused.returncode == 1 and "is encrypted" in refused.stderr
+    _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
+    assert managed_pods(cluster, ns) == []
+
+    restore = _dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes")
+    assert restore.returncode == 1 and "kubectl dr backups copy" in restore.stderr, restore.stderr
+    assert "starting rescue pod" not in restore.stderr and managed_pods(cluster, ns) == []

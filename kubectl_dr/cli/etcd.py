@@ -183,7 +183,7 @@ def snapshot(
 
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
-    repository.preflight()  # before the cluster is touched
+    repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
     confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
                               ask=_ask_plaintext if sys.stdin.isatty() else None)
     topo = _topology(opts, endpoints, cacert, cert, key)

@@ -63,7 +63,7 @@ def backup(
     opts = options(ctx)
     job.check_name(name)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
-    repository.preflight()  # before the cluster is touched
+    repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
     kube, namespace = _namespace(ctx)
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce),
                      message)

@@ -203,3 +203,27 @@ def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_pat
     restore = _dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes")
     assert restore.returncode == 1 and "kubectl dr backups copy" in restore.stderr, restore.stderr
     assert "starting rescue pod" not in restore.stderr and managed_pods(cluster, ns) == []
+
+
+def test_ctrl_c_during_a_copy_to_s3_leaves_nothing(seaweedfs: S3Server, tmp_path: Path) -> None:
+    import signal
+
+    local = LocalRepository(tmp_path / "local")
+    with local.create("pvc", {"namespace": "shop", "pvc": "db"}, "db") as writer:
+        with writer.open_part("data.tar") as part:
+            block = os.urandom(1 << 20)
+            for _ in range(400):  # seconds of upload: the signal comes at its first progress line
+                part.write(block)
+        backup_id = writer.commit({}).id
+    bucket = seaweedfs.new_bucket()
+    env = _env(seaweedfs, KUBECTL_DR_PROGRESS_INTERVAL="0.1")
+    proc = subprocess.Popen([executable(), "backups", "copy", backup_id, "--repo", str(local.path), "--to",
+                             f"s3://{bucket}/x"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith(f"copy {backup_id}: ") and " MiB of " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert seaweedfs.objects(bucket) == {} and seaweedfs.uploads(bucket) == []

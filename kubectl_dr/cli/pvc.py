@@ -9,6 +9,7 @@ import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.context import options
+from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit
 from kubectl_dr.volumes import DEFAULT_IMAGE
@@ -71,6 +72,8 @@ def backup(
                                 "`kubectl dr backups show`), instead of failing.")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
+    encrypt_to: EncryptToOption = None,
+    s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -87,7 +90,8 @@ def backup(
     from kubectl_dr.volumes import backup as job
 
     job.check_name(name)
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository.preflight(create=options(ctx).dry_run == "none")  # before the cluster is touched
     opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
                                                           skip_unreadable=skip_unreadable, dry_run=opts.dry_run),

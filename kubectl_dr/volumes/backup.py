@@ -101,7 +101,7 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
     say_plan(console, access)
     if opts.dry_run == "client":
         claim_lease(kube, access, run, "client").acquire()  # says who holds it, writes nothing
-        return BackupPlan(access, str(repo.path), "client")
+        return BackupPlan(access, repo.location, "client")
     with Exposure(kube, access, run, console, opts.image, "pvc-backup", dry_run=opts.dry_run) as exposure:
         if access.stop and access.claim.single_pod and not opts.quiesce and opts.dry_run == "none":
             console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
@@ -111,13 +111,13 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
             exposure.stop_consumers()
         pod = exposure.start(read_only=True)
         if pod is None:
-            return BackupPlan(access, str(repo.path), opts.dry_run, pod_accepted=True)
+            return BackupPlan(access, repo.location, opts.dry_run, pod_accepted=True)
         found = transfer.list_volume(kube, pod)
         skipped = _skipped(found, pod, opts, console)
         manifest = _stream(kube, repo, pod, opts, access, found, skipped, console)
         exposure.finish()
     details = manifest.details
-    return BackupResult(manifest, str(repo.path / manifest.id),
+    return BackupResult(manifest, repo.backup_location(manifest.id),
                         [Skipped(**s) for s in details.get("skipped") or []], details.get("changedDuringBackup") or [])
 
 

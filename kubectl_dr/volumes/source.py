@@ -65,7 +65,7 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
         if others:
             shown = ", ".join(f"{b.id} ({b.manifest.source.get('namespace')}/{b.manifest.source.get('pvc')})"
                               for b in others[:5])
-            exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.path}, newest first: {shown}. Restore one "
+            exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.location}, newest first: {shown}. Restore one "
                         "with --from ID, or the newest of another claim with --from latest --from-claim NS/CLAIM.")
         raise
 

@@ -9,7 +9,7 @@ import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.context import options
-from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit
 from kubectl_dr.volumes import DEFAULT_IMAGE
@@ -114,6 +114,8 @@ def restore(
         bool, typer.Option("--allow-empty", help="Accept a backup or tar file with no entries (an empty volume).")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
+    identity: IdentityOption = None,
+    s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -129,10 +131,14 @@ def restore(
       kubectl dr pvc diff data-db-0 -n shop --from latest        # what it would change, first
       kubectl dr pvc restore data-new -n shop --from latest --from-claim shop/data-db-0
       kubectl dr pvc restore data-db-0 -n shop --from ./volume.tar --clean --yes
+      kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr/prod -i ~/.config/age/dr.key
+
+    A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
+    $TMPDIR and checked there against its manifest; the copy is removed however the command ends.
     """
     from kubectl_dr.volumes import restore as job
 
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
     opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
     result = job.run(kube, repository,
                      job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
@@ -150,6 +156,8 @@ def diff(
     from_claim: FromClaimOption = None,
     quiesce: QuiesceOption = False,
     image: ImageOption = DEFAULT_IMAGE,
+    identity: IdentityOption = None,
+    s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Compare the volume with a backup: what a restore would add (+), change (~), and --clean remove (-).
 
@@ -163,7 +171,7 @@ def diff(
     """
     from kubectl_dr.volumes import diff as job
 
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
     opts, kube, namespace, run, console = _session(ctx, f"pvc diff {{ns}}/{claim}")
     if opts.dry_run != "none":
         raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "

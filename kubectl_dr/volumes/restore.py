@@ -173,7 +173,8 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
                         f"{opts.namespace}/{opts.claim}, {how} what the backup contains{stops}")
     with Exposure(kube, access, run, console, opts.image, "pvc-restore", dry_run=opts.dry_run) as exposure:
         pod = None
-        with Verification(repo, src.backup if opts.dry_run == "none" else None, console) as verification:
+        with Verification(repo, src.backup if opts.dry_run == "none" and not src.verified else None,
+                          console) as verification:
             # Nothing to stop: the pod (scheduling, image pull, volume attach) starts while the backup is
             # verified; it does not touch the volume before the transfer. Consumers are stopped only for a
             # backup known to be intact.

@@ -171,8 +171,9 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
 @pytest.mark.e2e
 def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_path: Path) -> None:
     """A volume backup (files written as uid 1000) streamed into S3 with encryption, large enough for a
-    multipart upload; checked with its identity, refused without it; a restore that cannot read an S3
-    part yet says how to go on before it touches the cluster."""
+    multipart upload; checked with its identity, refused without it; restored from S3 with the identity
+    (decrypted into a private staging directory that is gone afterwards), refused without it before the
+    cluster is touched."""
     from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
 
     ns = new_namespace(cluster, "s3pvc")
@@ -200,9 +201,22 @@ def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_pat
     _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
     assert managed_pods(cluster, ns) == []
 
-    restore = _dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes")
-    assert restore.returncode == 1 and "kubectl dr backups copy" in restore.stderr, restore.stderr
-    assert "starting rescue pod" not in restore.stderr and managed_pods(cluster, ns) == []
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    env["TMPDIR"] = str(staging)
+    (vol / "dir" / "note.txt").write_text("changed by the app after the backup\n")
+    (vol / "big.bin").unlink()
+    refused = _dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes")
+    assert refused.returncode == 1 and "encrypted" in refused.stderr, refused.stderr
+    assert "starting rescue pod" not in refused.stderr and managed_pods(cluster, ns) == []
+    assert list(staging.iterdir()) == []
+
+    restored = _ok(_dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes", "-i", str(key),
+                       "-o", "json", timeout=300))
+    assert restored["backup"] == made["id"]
+    assert (vol / "dir" / "note.txt").read_text() == "hello\n" and (vol / "big.bin").stat().st_size == 40 << 20
+    assert (vol / "dir" / "note.txt").stat().st_uid == 1000 and os.readlink(vol / "link") == "dir/note.txt"
+    assert list(staging.iterdir()) == [] and managed_pods(cluster, ns) == []
 
 
 def test_ctrl_c_during_a_copy_to_s3_leaves_nothing(seaweedfs: S3Server, tmp_path: Path) -> None:

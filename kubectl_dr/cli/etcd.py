@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kubectl_dr.cli.context import options
+from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
@@ -196,6 +197,7 @@ def snapshot(
     key: KeyOption = None,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    copy_to: CopyToOption = None,
 ) -> None:
     """Snapshot etcd into the backup repository, verified end to end.
 
@@ -211,6 +213,7 @@ def snapshot(
     Examples:
       kubectl dr etcd snapshot
       kubectl dr etcd snapshot --node cp-2 --dry-run=server
+      kubectl dr etcd snapshot --encrypt-to age1… --copy-to s3://dr-backups/etcd
       kubectl dr etcd snapshot --endpoints https://10.0.0.10:2379 --cacert ca.crt --cert c.crt --key c.key
     """
     from kubectl_dr.cli.backups import open_repo
@@ -224,6 +227,8 @@ def snapshot(
     repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
     confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
                               ask=_ask_plaintext if sys.stdin.isatty() else None)
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
+                           yes=opts.yes, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:
@@ -255,7 +260,10 @@ def snapshot(
           member.get("version") or "", result.status.revision, result.status.total_keys,
           _human(result.status.file_size), result.status.sha256[:16]]],
     )
-    emit(result.to_dict(), opts.output, table=table)
+    data = result.to_dict()
+    if targets:
+        data["copies"] = copy_new(repository, result.manifest.id, targets)
+    emit(data, opts.output, table=table)
 
 
 def _ask_plaintext(question: str) -> bool:

@@ -9,6 +9,7 @@ import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.context import options
+from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit
@@ -74,6 +75,7 @@ def backup(
     image: ImageOption = DEFAULT_IMAGE,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    copy_to: CopyToOption = None,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -86,17 +88,24 @@ def backup(
       kubectl dr pvc backup data-db-0 -n shop
       kubectl dr pvc backup data-db-0 -n shop --quiesce --name before-upgrade
       kubectl dr pvc backup data-db-0 -n shop --dry-run=client -o json
+      kubectl dr pvc backup data-db-0 -n shop --copy-to s3://dr-backups/prod --encrypt-to age1…
     """
     from kubectl_dr.volumes import backup as job
 
     job.check_name(name)
+    dry_run = options(ctx).dry_run
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
-    repository.preflight(create=options(ctx).dry_run == "none")  # before the cluster is touched
+    repository.preflight(create=dry_run == "none")  # before the cluster is touched
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=dry_run,
+                           yes=options(ctx).yes, secret_what=None)
     opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
                                                           skip_unreadable=skip_unreadable, dry_run=opts.dry_run),
                      console, run)
-    emit(result.to_dict(), opts.output, table=result.summary())
+    data = result.to_dict()
+    if isinstance(result, job.BackupResult) and targets:
+        data["copies"] = copy_new(repository, result.manifest.id, targets)
+    emit(data, opts.output, table=result.summary())
 
 
 @app.command("restore")

@@ -167,6 +167,18 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     plain = _ok(_dr(env, "etcd", "snapshot", "--yes", "-o", "json"))
     _ok(_dr(env, "backups", "verify", plain["id"]))
 
+    # --copy-to: a second copy as part of the run, checked before the cluster is touched.
+    second = tmp_path / "second"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a directory should be\n")
+    bad = _dr(env, "etcd", "snapshot", "--yes", "--copy-to", str(blocked / "repo"))
+    assert bad.returncode != 0 and "saving a snapshot" not in bad.stderr, bad.stderr
+    both = _ok(_dr(env, "etcd", "snapshot", "--encrypt-to", str(identity.to_public()), "--copy-to", str(second),
+                   "-o", "json"))
+    assert both["copies"] == [{"repository": str(second), "location": str(second / both["id"]), "encrypted": True}]
+    local = _ok(_dr({**env, "KUBECTL_DR_REPO": str(second)}, "backups", "verify", both["id"], "-i", str(key)))
+    assert both["id"] in str(local)
+
 
 @pytest.mark.e2e
 def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_path: Path) -> None:

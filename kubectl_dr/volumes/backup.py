@@ -156,6 +156,8 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
         "node": access.node,
         "consumers": [c.ref for c in access.consumers],
     }
+    # The listing says how much is coming: a repository without room for it fails now, not at 90 %.
+    repo.preflight(expected)
     writer: BackupWriter | None = None
     reader = TarReader(gnu_sparse=tools.tar == scripts.GNU)
     what = f"backup of the volume through pod {pod.namespace}/{pod.name}"

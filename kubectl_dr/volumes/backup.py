@@ -147,7 +147,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
             found: dict[str, Found], skipped: list[Skipped], console: Console) -> Manifest:
     assert pod.tools is not None
     tools = pod.tools
-    expected = sum(f.size for f in found.values() if f.kind == "file") + 512 * (len(found) + 2)
+    expected = archive_size_estimate(found)
     claim = access.claim
     source: dict[str, Any] = {
         **claim.describe(),
@@ -243,6 +243,18 @@ def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod,
         "quiesced": [c.ref for c in access.consumers] if access.stop else [],
         "toolVersion": __version__,
     }
+
+
+def archive_size_estimate(found: dict[str, Found]) -> int:
+    """About what tar will write for this listing: a header per entry (two more for a long name), data
+    rounded up to whole blocks, the end marker and the last record's padding. It errs on the large side
+    (a hard link's data counts each time): it sizes the repository check and the progress bar."""
+    total = 2 * 512 + 10240
+    for path, entry in found.items():
+        total += 512 + (1024 + len(path) if len(path) >= 100 else 0)
+        if entry.kind == "file":
+            total += (entry.size + 511) // 512 * 512
+    return total
 
 
 def check_name(name: str | None) -> None:

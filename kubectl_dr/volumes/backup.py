@@ -16,6 +16,7 @@ consumer's node for ReadWriteOnce, so the app keeps running), probed for its tar
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,9 +113,11 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
         pod = exposure.start(read_only=True)
         if pod is None:
             return BackupPlan(access, repo.location, opts.dry_run, pod_accepted=True)
+        listed = time.monotonic()
         found = transfer.list_volume(kube, pod)
+        listing = time.monotonic() - listed
         skipped = _skipped(found, pod, opts, console)
-        manifest = _stream(kube, repo, pod, opts, access, found, skipped, console)
+        manifest = _stream(kube, repo, pod, opts, access, found, skipped, console, listing)
         exposure.finish()
     details = manifest.details
     return BackupResult(manifest, repo.backup_location(manifest.id),
@@ -144,7 +147,7 @@ def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOpt
 
 
 def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: BackupOptions, access: AccessPlan,
-            found: dict[str, Found], skipped: list[Skipped], console: Console) -> Manifest:
+            found: dict[str, Found], skipped: list[Skipped], console: Console, listing: float) -> Manifest:
     assert pod.tools is not None
     tools = pod.tools
     expected = archive_size_estimate(found)
@@ -181,7 +184,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                                         f"{exc.message}", hint=exc.hint) from None
             record = reconcile(archive, found, skipped)
             _judge(record, checked, access, opts, console, what)
-            details = _details(opts, access, pod, record, checked, seconds,
+            details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
             with writer.open_part(ENTRIES_PART) as listing_part:
                 for line in record.entries.lines({"tar": f"{tools.tar} {tools.tar_version}".strip()}):
@@ -221,7 +224,7 @@ def _judge(record: Reconciled, checked: transfer.Checked, access: AccessPlan, op
 
 
 def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod, record: Reconciled,
-             checked: transfer.Checked, seconds: float, *, gnu_sparse: bool) -> dict[str, Any]:
+             checked: transfer.Checked, seconds: float, listing: float, *, gnu_sparse: bool) -> dict[str, Any]:
     assert pod.tools is not None
     entries: Entries = record.entries
     return {
@@ -237,6 +240,8 @@ def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod,
         "transfer": {
             "size": checked.size, "sha256Pod": checked.sha256, "sha256Local": checked.sha256,
             "execProtocol": checked.protocol, "seconds": round(seconds, 3),
+            # The pod's stat listing before the stream (what the exact round trip costs on top of tar).
+            "listingSeconds": round(listing, 3),
         },
         "rescuePod": {"image": opts.image, "node": access.node, "securityContext": pod.security.describe(),
                       "tools": pod.tools.to_dict()},

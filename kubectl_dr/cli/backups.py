@@ -41,7 +41,8 @@ TypeOption = Annotated[
 
 
 def human_size(size: int) -> str:
-    return units.size(size)
+    """units.size without its space: a table cell must stay one word for awk and cut."""
+    return units.size(size).replace(" ", "")
 
 
 def age(moment: datetime, now: datetime | None = None) -> str:

@@ -194,3 +194,93 @@ def delete(
     print(f"cronjob.batch/{name} deleted{suffix}")
     if directory and not suffix:
         message(f"its snapshots stay in {directory} on the nodes: `kubectl dr etcd snapshots list` shows them")
+
+
+@app.command("print")
+def print_(
+    ctx: typer.Context,
+    crontab: Annotated[bool, typer.Option("--crontab", help="Print crontab lines (add them with `crontab -e`).")
+                       ] = False,
+    systemd: Annotated[bool, typer.Option("--systemd", help=(
+        "Print a systemd service and timer per job (user units; --system for /etc/systemd/system)."))] = False,
+    what: Annotated[list[str] | None, typer.Option("--what", metavar="JOB", help=(
+        "etcd-pull (default), pvc-backup (with --pvc), copy (with --to), prune (with --keep-*). Repeatable."))
+    ] = None,
+    cron_expr: Annotated[str, typer.Option("--cron", metavar="EXPR", help=(
+        "When the jobs run (cron syntax; converted to OnCalendar for systemd)."))] = "15 */12 * * *",
+    time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
+        "IANA zone of --cron (systemd only; cron runs in the daemon's zone)."))] = None,
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
+        "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: as the command "
+        "would find it when it runs ($KUBECTL_DR_REPO, the config file)."))] = None,
+    pvc: Annotated[list[str] | None, typer.Option("--pvc", metavar="NAMESPACE/CLAIM", help=(
+        "A claim to back up (pvc-backup; repeatable, one entry each)."))] = None,
+    to: Annotated[str | None, typer.Option("--to", metavar="REPO", help="Where `copy` copies to.")] = None,
+    encrypt_to: Annotated[list[str] | None, typer.Option("--encrypt-to", metavar="RECIPIENT", help=(
+        "Encrypt what the jobs write to this age/SSH public key (repeatable)."))] = None,
+    keep_last: Annotated[int | None, typer.Option("--keep-last", metavar="N", help="prune: keep the N newest.")
+                         ] = None,
+    keep_daily: Annotated[int | None, typer.Option("--keep-daily", metavar="N", help="prune: one a day for N days.")
+                          ] = None,
+    keep_weekly: Annotated[int | None, typer.Option("--keep-weekly", metavar="N",
+                                                    help="prune: one a week for N weeks.")] = None,
+    keep_monthly: Annotated[int | None, typer.Option("--keep-monthly", metavar="N",
+                                                     help="prune: one a month for N months.")] = None,
+    system: Annotated[bool, typer.Option("--system", help="systemd: system units instead of user units.")] = False,
+) -> None:
+    """Print cron or systemd entries that run client-side jobs from a machine you control.
+
+    What needs this client — PVC backups (the archive streams here), pulls of node-local etcd snapshots,
+    copies to S3, retention — cannot be a CronJob without putting cloud credentials into the cluster. These
+    entries run it on your machine instead: the kubeconfig, context and repository as given now (absolute
+    paths), `flock -n` so a slow run and the next never overlap, output appended to a log (crontab) or the
+    journal (systemd). No credential is written: S3 keys come from ~/.aws or AWS_PROFILE, or for systemd
+    from the optional private environment file the service names. Nothing is installed: review and add them.
+
+    \b
+    Examples:
+      kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr/prod --encrypt-to age1… | crontab -
+      kubectl dr schedule print --systemd --what pvc-backup --pvc shop/data-db-0 --cron '0 3 * * *'
+      kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr/offsite --what prune --keep-daily 14
+    """
+    import os
+    import shutil
+    import sys
+
+    from kubectl_dr.schedules import client_jobs
+
+    opts = options(ctx)
+    if crontab == systemd:
+        raise UsageError("give one of --crontab or --systemd")
+    exe = shutil.which("kubectl-dr") or os.path.realpath(sys.argv[0])
+    kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    kubeconfig = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p)
+    if repo and "://" not in repo:
+        repo = os.path.abspath(os.path.expanduser(repo))
+    if to and "://" not in to:
+        to = os.path.abspath(os.path.expanduser(to))
+    state = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kubectl-dr")
+    context = client_jobs.Context(executable=os.path.abspath(exe), kubeconfig=kubeconfig, kube_context=opts.context,
+                                  repo=repo, env=dict(os.environ), state_dir=state)
+    keep = {k: v for k, v in (("last", keep_last), ("daily", keep_daily), ("weekly", keep_weekly),
+                              ("monthly", keep_monthly)) if v is not None}
+    jobs = client_jobs.build(what or ["etcd-pull"], ctx=context, cron_expr=cron_expr.strip(), pvcs=pvc or [], to=to,
+                             encrypt_to=encrypt_to or [], keep=keep)
+    if crontab:
+        text = client_jobs.crontab(jobs, context, time_zone)
+        if opts.output != "table":
+            emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output)
+            return
+        sys.stdout.write(text)
+        return
+    files = client_jobs.systemd(jobs, context, time_zone, user=not system)
+    if opts.output != "table":
+        emit({"kind": "SystemdUnits", "jobs": [j.to_dict() for j in jobs], "files": files}, opts.output)
+        return
+    enable = " ".join(f"{j.name}.timer" for j in jobs)
+    flag = "" if system else " --user"
+    sys.stdout.write(f"# Save each file below, then: systemctl{flag} daemon-reload && systemctl{flag} enable --now "
+                     f"{enable}\n")
+    for path, body in files.items():
+        sys.stdout.write(f"\n# ---- {path}\n{body}")
+

@@ -64,11 +64,11 @@ echo "kubectl dr: saved a snapshot of the member at $ep"
 """
 
 
-def finish_script(schedule: str, keep: int) -> str:
+def finish_script(schedule: str, keep: int, *, snapshots: str = SNAPSHOT_MOUNT, info: str = INFO_MOUNT) -> str:
     """The busybox container: check, hash, rename into place, sidecar last, count retention."""
     return f"""\
 set -eu
-d={SNAPSHOT_MOUNT}; info={INFO_MOUNT}; schedule={shlex.quote(schedule)}; keep={int(keep)}
+d={shlex.quote(snapshots)}; info={shlex.quote(info)}; schedule={shlex.quote(schedule)}; keep={int(keep)}
 tmp="$d/.partial-$POD_NAME.db"
 fail() {{ echo "kubectl dr: $*" >&2; rm -f "$tmp" "$d/.partial-$POD_NAME.json"; exit 1; }}
 num() {{ case "$1" in ''|*[!0-9]*) echo null ;; *) echo "$1" ;; esac; }}

@@ -212,9 +212,11 @@ def test_schedule_refusals(fast: Cluster) -> None:
     assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-bad", check=False).returncode != 0
 
     # A CronJob that is not ours is neither replaced nor deleted.
-    foreign = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "not-ours", "namespace": "kube-system"},
+    container = {"name": "x", "image": "busybox", "command": ["true"]}
+    foreign = {"apiVersion": "batch/v1", "kind": "CronJob",
+               "metadata": {"name": "not-ours", "namespace": "kube-system"},
                "spec": {"schedule": "@yearly", "suspend": True, "jobTemplate": {"spec": {"template": {"spec": {
-                   "restartPolicy": "Never", "containers": [{"name": "x", "image": "busybox", "command": ["true"]}]}}}}}}
+                   "restartPolicy": "Never", "containers": [container]}}}}}}
     c.kubectl("apply", "-f", "-", input=json.dumps(foreign))
     try:
         refused = _dr(c, "schedule", "delete", "not-ours")

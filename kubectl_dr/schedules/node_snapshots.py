@@ -27,7 +27,7 @@ from typing import Any
 
 from kubectl_dr import cleanup
 from kubectl_dr.console import say_on_stderr as message
-from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, _details, _image_version
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.etcd.topology import Discovered
@@ -35,7 +35,7 @@ from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.repo import Repository
-from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
+from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
 from kubectl_dr.runs.heartbeat import pod_grace_seconds
 from kubectl_dr.schedules import scripts
 
@@ -318,10 +318,7 @@ def pull_lease_name(repo: Repository) -> str:
 def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, run: Run, directories: list[str],
          nodes: list[str] | None, image: str) -> PullResult:
     lease = Lease(kube, namespace, pull_lease_name(repo), run, what=f"pulls into {repo.location}")
-    try:
-        lease.acquire()
-    except LeaseHeld as exc:
-        raise DrError(f"another pull into {repo.location} is running: {exc.message}", hint=exc.hint) from None
+    lease.acquire()  # LeaseHeld names the other pull's host, pid and run
     stack = cleanup.current()
     release = stack.push(f"release the lease {lease.name}", lease.release)
     readers = Readers(kube, namespace, run, image)

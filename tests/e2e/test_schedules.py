@@ -6,17 +6,22 @@ is refused; `schedule list/delete` and their refusals."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyrage
 import pytest
 
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
+from kubectl_dr.repo import open_repository
+from kubectl_dr.schedules.node_snapshots import pull_lease_name
 from tests.cli_runner import clean_env, executable, run
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.s3server import S3Server
@@ -167,6 +172,32 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     assert again["pulled"] == [] and len(again["alreadyInRepository"]) == 2
     listed_again = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "--repo", url, "-o", "json", env=s3env))
     assert all(s["inRepository"] for s in listed_again["items"])
+
+    # Encrypted into a local repository: only the identity reads it back.
+    identity = pyrage.x25519.Identity.generate()
+    key = tmp_path / "age.txt"
+    key.write_text(f"{identity}\n")
+    local = tmp_path / "repo"
+    enc = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", str(local), "--dir", DIR, "--encrypt-to",
+                  str(identity.to_public()), "-o", "json"))
+    assert len(enc["pulled"]) == 2 and all(p["encryption"]["format"] == "age" for p in enc["pulled"])
+    for p in enc["pulled"]:
+        assert _dr(c, "backups", "verify", p["id"], "--repo", str(local)).returncode == 1
+        _ok(_dr(c, "backups", "verify", p["id"], "--repo", str(local), "--identity", str(key)))
+
+    # While another run holds the repository's pull lease, a pull refuses and changes nothing.
+    repo = open_repository(url, {**os.environ, **s3env, "KUBECTL_DR_CONFIG": os.devnull})
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": pull_lease_name(repo), "namespace": "kube-system"},
+             "spec": {"holderIdentity": "elsewhere/4242/20261201T000000Z-abcdef", "leaseDurationSeconds": 60,
+                      "acquireTime": now, "renewTime": now}}
+    c.kubectl("apply", "-f", "-", input=json.dumps(lease))
+    try:
+        held = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", env=s3env)
+        assert held.returncode == 1 and "run 20261201T000000Z-abcdef on host elsewhere" in held.stderr, held.stderr
+    finally:
+        c.kubectl("delete", "lease", "-n", "kube-system", pull_lease_name(repo))
 
     # A snapshot whose file changed on the node after its run checked it is refused; nothing is kept.
     good = _snapshot_dir(c) / snaps[0]

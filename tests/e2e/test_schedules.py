@@ -275,3 +275,44 @@ def test_schedule_refusals(fast: Cluster) -> None:
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
     finally:
         _ok(_dr(c, "schedule", "delete", "dr-twice"))
+
+
+def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: ClusterFactory,
+                                                               tmp_path: Path) -> None:
+    """With three etcd members, a schedule restricted to two nodes snapshots each run's own node's member there
+    (never the third, never a worker), keeps --keep per node, and a pull copies each with its member."""
+    c = cluster_factory(control_planes=3, workers=1, cron_period_seconds=PERIOD)
+    chosen = c.control_planes[1:]
+    name = "dr-test-two-nodes"
+    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "1",
+            "--dir", DIR, *[a for n in chosen for a in ("--node", n)]))
+    seen: set[str] = set()
+
+    def runs() -> bool:
+        jobs = json.loads(c.kubectl("get", "jobs", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
+                                    "-o", "json").stdout)["items"]
+        seen.update(j["metadata"]["name"] for j in jobs if _succeeded(j))
+        return len(seen) >= 3
+    try:
+        _eventually(runs, 120, "three successful runs")
+    finally:
+        _ok(_dr(c, "schedule", "delete", name))
+    _eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
+                                      "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
+    members = {m.name for m in c.members}  # kubeadm names each member after its node
+    found = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))["items"]
+    mine = [s for s in found if s["schedule"] == name]
+    assert mine and all(s["complete"] for s in mine)
+    assert {s["node"] for s in mine} <= set(chosen)
+    for node in [c.control_planes[0], *c.workers]:
+        d = c.layout.host_path(node, DIR)
+        assert not d.exists() or not [p for p in d.iterdir() if p.name.startswith(name)]
+    for node in chosen:
+        assert len([s for s in mine if s["node"] == node]) <= 1  # --keep counts per node
+    ids = {s["node"]: s["memberID"] for s in mine}
+    assert len(set(ids.values())) == len(ids)  # each node's own member
+    pulled = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", str(tmp_path / "repo"), "--dir", DIR, "-o", "json"))
+    assert len(pulled["pulled"]) == len(mine)
+    for p in pulled["pulled"]:
+        assert p["source"]["member"] == p["node"] and p["node"] in members
+        assert p["details"]["member"]["id"] == ids[p["node"]]

@@ -301,6 +301,7 @@ class PullResult:
     already: list[tuple[NodeSnapshot, str]] = field(default_factory=list)  # (snapshot, backup ID)
     incomplete: list[NodeSnapshot] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
+    vanished: list[NodeSnapshot] = field(default_factory=list)  # removed by retention while we pulled
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "NodeEtcdSnapshotPull", "repository": self.repository,
@@ -308,6 +309,7 @@ class PullResult:
                             "file": r.manifest.details.get("nodeFile"), **r.to_dict()} for r in self.pulled],
                 "alreadyInRepository": [{"node": s.node, "path": s.path, "id": i} for s, i in self.already],
                 "skippedIncomplete": [s.to_dict() for s in self.incomplete],
+                "removedMeanwhile": [{"node": s.node, "path": s.path} for s in self.vanished],
                 "missingDirectories": [{"node": n, "directory": d} for n, d in self.missing]}
 
 
@@ -340,6 +342,9 @@ def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, 
                 continue
             reader = by_node[snap.node + "\0" + snap.directory]
             pulled = _pull_one(kube, topology, repo, reader, snap)
+            if pulled is None:
+                result.vanished.append(snap)
+                continue
             known[snap.sha256 or ""] = pulled.manifest.id
             result.pulled.append(pulled)
     finally:
@@ -348,20 +353,35 @@ def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, 
     return result
 
 
-def _remote_sha(kube: Kube, reader: Reader, snap: NodeSnapshot) -> tuple[int, str]:
+_GONE = 3
+
+
+def _remote_sha(kube: Kube, reader: Reader, snap: NodeSnapshot) -> tuple[int, str] | None:
+    """Size and SHA-256 of the file, computed in the pod; None if it is gone since the listing."""
     path = f"{MOUNT}/{snap.file}"
-    out = _run(kube, reader.pod, ["sh", "-c", f"stat -c %s {path} && sha256sum {path}"],
-               f"hashing {snap.path} on node {snap.node}").decode(errors="replace").split()
+    out_buf = bytearray()
+    result = open_exec(kube, reader.pod.namespace, reader.pod.name,
+                       ["sh", "-c", f"[ -f {path} ] || exit {_GONE}; stat -c %s {path} && sha256sum {path}"],
+                       container=READER_CONTAINER).run(stdout=out_buf.extend)
+    if result.exit_code == _GONE:
+        return None
+    result.check(f"hashing {snap.path} on node {snap.node}")
+    out = bytes(out_buf).decode(errors="replace").split()
     if len(out) < 2 or not out[0].isdigit() or not _SHA256.match(out[1]):
         raise VerificationError(f"the reader pod on node {snap.node} printed an unexpected size or digest: {out[:3]}")
     return int(out[0]), out[1]
 
 
 def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader,
-              snap: NodeSnapshot) -> SnapshotResult:
+              snap: NodeSnapshot) -> SnapshotResult | None:
     started = time.monotonic()
     where = f"{snap.path} on node {snap.node}"
-    size, digest = _remote_sha(kube, reader, snap)
+    remote = _remote_sha(kube, reader, snap)
+    if remote is None:
+        # A schedule run's retention removed it after we listed it: there are newer ones.
+        message(f"warning: {where} was removed since the listing (by the schedule's retention); skipped")
+        return None
+    size, digest = remote
     if size != snap.size or digest != snap.sha256:
         raise VerificationError(f"{where} changed since its run recorded it: {size} bytes with SHA-256 {digest} "
                                 f"now, {snap.size} bytes with SHA-256 {snap.sha256} in its sidecar",

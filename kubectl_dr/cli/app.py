@@ -32,6 +32,10 @@ Examples:
 \b
   # Put replicas back after an interrupted run
   kubectl dr scale restore -n shop
+\b
+  # Snapshot etcd on the nodes every 12 hours (a plain CronJob), and pull the snapshots off-site
+  kubectl dr schedule create etcd-snapshot --cron '0 */12 * * *' --keep 5
+  kubectl dr etcd snapshots pull --to s3://dr-backups/prod
 """
 
 app = typer.Typer(

@@ -252,7 +252,9 @@ def print_(
     opts = options(ctx)
     if crontab == systemd:
         raise UsageError("give one of --crontab or --systemd")
-    exe = shutil.which("kubectl-dr") or os.path.realpath(sys.argv[0])
+    # The executable running now (also when kubectl runs it as a plugin, or a release's single binary).
+    running = sys.argv[0] if os.path.basename(sys.argv[0]).startswith("kubectl-dr") else None
+    exe = running or shutil.which("kubectl-dr") or "kubectl-dr"
     kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     kubeconfig = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p)
     if repo and "://" not in repo:

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -316,3 +317,34 @@ def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: 
     for p in pulled["pulled"]:
         assert p["source"]["member"] == p["node"] and p["node"] in members
         assert p["details"]["member"]["id"] == ids[p["node"]]
+
+
+def test_print_entries_from_the_cli(tmp_path: Path) -> None:
+    """`schedule print` as a user runs it: absolute paths, the running executable, valid cron lines, units that
+    systemd-analyze accepts (where installed), and usage errors."""
+    kubeconfig = tmp_path / "kubeconfig"
+    env = clean_env({"KUBECONFIG": str(kubeconfig), "KUBECTL_DR_CONFIG": "/dev/null", "AWS_PROFILE": "dr",
+                     "AWS_SECRET_ACCESS_KEY": "never-printed", "XDG_STATE_HOME": str(tmp_path / "state")})
+    text = run([executable(), "schedule", "print", "--crontab", "--what", "etcd-pull", "--repo", "rel/repo",
+                "--cron", "15 */12 * * *"], env=env, cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "never-printed" not in text.stdout and "AWS_PROFILE=dr" in text.stdout
+    line = next(x for x in text.stdout.splitlines() if x and not x.startswith("#"))
+    assert line.startswith("15 */12 * * * ")
+    assert f"{executable()} --kubeconfig {kubeconfig} etcd snapshots pull --repo {tmp_path}/rel/repo --yes" in line
+    assert f"flock -n {tmp_path}/state/kubectl-dr/kubectl-dr-etcd-pull.lock" in line
+    units = run([executable(), "schedule", "print", "--systemd", "--system", "--what", "pvc-backup", "--pvc",
+                 "shop/data-db-0", "--cron", "0 3 * * 1-5", "--time-zone", "Europe/Berlin", "-o", "json"], env=env)
+    files = json.loads(units.stdout)["files"]
+    timer = files["/etc/systemd/system/kubectl-dr-pvc-backup-shop-data-db-0.timer"]
+    assert "OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 03:00:00 Europe/Berlin" in timer
+    if shutil.which("systemd-analyze"):
+        for path, body in files.items():
+            (tmp_path / Path(path).name).write_text(body)
+        checked = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / Path(p).name) for p in files)],
+                                 capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+    usage = run([executable(), "schedule", "print", "--crontab", "--what", "copy"], env=env)
+    assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
+    both = run([executable(), "schedule", "print", "--crontab", "--systemd"], env=env)
+    assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr

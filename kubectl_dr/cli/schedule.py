@@ -95,8 +95,17 @@ def create_etcd_snapshot(
         raise UsageError(f"--keep must be at least 1, not {keep}: the snapshot a run just made is always kept")
     etcd_job.check_name(name)
     etcd_job.check_directory(directory)
+    from kubectl_dr.etcd.errors import TopologyError
+
     kube = opts.kube()
-    members = etcd_job.members_for(topology.discover(kube), tuple(node or ()))
+    try:
+        found = topology.discover(kube)
+    except TopologyError as exc:
+        exc.hint = ((exc.hint + "\n") if exc.hint else "") + (
+            "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
+            "cluster does not run, put that command into cron on a machine that reaches it.")
+        raise
+    members = etcd_job.members_for(found, tuple(node or ()))
     spec = etcd_job.EtcdScheduleSpec(name=name, namespace=_namespace(opts), cron=cron_expr.strip(), keep=keep,
                                      time_zone=time_zone, nodes=tuple(m.node for m in members),
                                      directory=directory.rstrip("/") or "/", helper_image=helper_image)

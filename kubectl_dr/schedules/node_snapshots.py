@@ -88,10 +88,12 @@ class NodeSnapshot:
 class NodeListing:
     snapshots: list[NodeSnapshot]
     missing: list[tuple[str, str]]  # (node, directory) without that directory
+    unreachable: list[tuple[str, str, str]] = field(default_factory=list)  # (node, directory, why)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "NodeEtcdSnapshotList", "items": [s.to_dict() for s in self.snapshots],
-                "missingDirectories": [{"node": n, "directory": d} for n, d in self.missing]}
+                "missingDirectories": [{"node": n, "directory": d} for n, d in self.missing],
+                "unreadable": [{"node": n, "directory": d, "reason": r} for n, d, r in self.unreachable]}
 
 
 # ------------------------------------------------------------------------------------------ the pods
@@ -135,6 +137,7 @@ class Readers:
         self.kube, self.namespace, self.run, self.image = kube, namespace, run, image
         self.readers: list[Reader] = []
         self.missing: list[tuple[str, str]] = []
+        self.unreachable: list[tuple[str, str, pods.PodStartError]] = []
         self.heartbeat = Heartbeat(message)
 
     def start(self, places: list[tuple[str, str]]) -> None:
@@ -148,9 +151,15 @@ class Readers:
                 if "hostPath type check failed" in exc.message and "is not a directory" in exc.message:
                     self.missing.append((node, directory))
                     continue
-                raise
+                # A node that is down must not keep the others' snapshots from being read: that is when
+                # they matter most. Said, recorded, and fatal only when no node could be read at all.
+                message(f"warning: cannot read {directory} on node {node}: {exc.message}")
+                self.unreachable.append((node, directory, exc))
+                continue
             self.heartbeat.add(f"pod {pod.name}", _toucher(self.kube, pod))
             self.readers.append(Reader(node, directory, pod))
+        if self.unreachable and not self.readers:
+            raise self.unreachable[0][2]
 
     def close(self) -> None:
         self.heartbeat.stop()
@@ -290,7 +299,7 @@ def list_snapshots(kube: Kube, topology: Discovered, *, namespace: str, run: Run
         known = _known(repo)
         for snap in found:
             snap.in_repository = known.get(snap.sha256 or "")
-    return NodeListing(found, readers.missing)
+    return NodeListing(found, readers.missing, [(n, d, e.message) for n, d, e in readers.unreachable])
 
 
 # ------------------------------------------------------------------------------------------- pulling
@@ -302,6 +311,7 @@ class PullResult:
     incomplete: list[NodeSnapshot] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     vanished: list[NodeSnapshot] = field(default_factory=list)  # removed by retention while we pulled
+    unreachable: list[tuple[str, str, str]] = field(default_factory=list)  # (node, directory, why)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "NodeEtcdSnapshotPull", "repository": self.repository,
@@ -310,6 +320,7 @@ class PullResult:
                 "alreadyInRepository": [{"node": s.node, "path": s.path, "id": i} for s, i in self.already],
                 "skippedIncomplete": [s.to_dict() for s in self.incomplete],
                 "removedMeanwhile": [{"node": s.node, "path": s.path} for s in self.vanished],
+                "unreadable": [{"node": n, "directory": d, "reason": r} for n, d, r in self.unreachable],
                 "missingDirectories": [{"node": n, "directory": d} for n, d in self.missing]}
 
 
@@ -329,7 +340,8 @@ def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, 
     try:
         readers.start(_places(topology, nodes, directories))
         found = read_all(readers)
-        result = PullResult(repo.location, missing=readers.missing)
+        result = PullResult(repo.location, missing=readers.missing,
+                            unreachable=[(n, d, e.message) for n, d, e in readers.unreachable])
         known = _known(repo)
         by_node = {r.node + "\0" + r.directory: r for r in readers.readers}
         for snap in sorted(found, key=lambda s: (s.taken_at or "", s.node, s.file)):

@@ -258,6 +258,11 @@ def test_schedule_refusals(fast: Cluster) -> None:
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "not-ours").returncode == 0
     finally:
         c.kubectl("delete", "cronjob", "-n", "kube-system", "not-ours", check=False)
+    # Reader pods that cannot start on any node: the cluster's reason, and no pod left behind.
+    c.layout.host_path(c.control_planes[0], DIR).mkdir(parents=True, exist_ok=True)
+    unpullable = _dr(c, "etcd", "snapshots", "list", "--dir", DIR, "--helper-image", "registry.invalid/none:1")
+    assert unpullable.returncode == 1 and "cannot be pulled" in unpullable.stderr, unpullable.stderr
+    assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
     missing = _dr(c, "schedule", "delete", "no-such-schedule")
     assert missing.returncode == 1 and 'schedule "no-such-schedule" not found' in missing.stderr
 

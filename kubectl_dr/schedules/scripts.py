@@ -71,6 +71,8 @@ set -eu
 d={shlex.quote(snapshots)}; info={shlex.quote(info)}; schedule={shlex.quote(schedule)}; keep={int(keep)}
 tmp="$d/.partial-$POD_NAME.db"
 fail() {{ echo "kubectl dr: $*" >&2; rm -f "$tmp" "$d/.partial-$POD_NAME.json"; exit 1; }}
+# Stopped (the schedule deleted, the deadline reached) before the rename: leave no partial file behind.
+trap 'rm -f "$tmp" "$d/.partial-$POD_NAME.json"; exit 143' TERM
 num() {{ case "$1" in ''|*[!0-9]*) echo null ;; *) echo "$1" ;; esac; }}
 field() {{ grep -o "\\"$1\\":[0-9]*" "$2" 2>/dev/null | head -n 1 | cut -d: -f2; }}
 [ -f "$tmp" ] || fail "the snapshot $tmp is missing"

@@ -128,7 +128,9 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     table = _ok(_dr(c, "schedule", "list"))
     assert table.splitlines()[0].split()[:4] == ["NAME", "KIND", "SCHEDULE", "KEEP"] and NAME in table
 
-    # Deleting the schedule stops the runs; the snapshots stay on the node.
+    # Suspended, the schedule lets its running Job finish; deleted, it is gone and its snapshots stay.
+    c.kubectl("patch", "cronjob", "-n", "kube-system", NAME, "--type", "merge", "-p", '{"spec":{"suspend":true}}')
+    _eventually(lambda: not [j for j in _jobs(c) if not _succeeded(j)], 120, "the running Job to finish")
     deleted = _dr(c, "schedule", "delete", NAME)
     assert deleted.returncode == 0 and f"cronjob.batch/{NAME} deleted" in deleted.stdout, deleted.stderr
     assert NAME not in _ok(_dr(c, "schedule", "list", "-o", "json"))["items"].__repr__()

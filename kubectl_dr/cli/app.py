@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli import backups, completion, etcd, pvc, scale, version
+from kubectl_dr.cli import backups, completion, etcd, pvc, scale, schedule, version
 from kubectl_dr.cli.globals import DRY_RUN_MODES, HELP, OUTPUT_FORMATS, GlobalOptions, parse_request_timeout
 from kubectl_dr.errors import UsageError
 
@@ -32,6 +32,10 @@ Examples:
 \b
   # Put replicas back after an interrupted run
   kubectl dr scale restore -n shop
+\b
+  # Snapshot etcd on the nodes every 12 hours (a plain CronJob), and pull the snapshots off-site
+  kubectl dr schedule create etcd-snapshot --cron '0 */12 * * *' --keep 5
+  kubectl dr etcd snapshots pull --to s3://dr-backups/prod
 """
 
 app = typer.Typer(
@@ -92,5 +96,6 @@ app.add_typer(pvc.app, name="pvc")
 app.add_typer(etcd.app, name="etcd")
 app.add_typer(scale.app, name="scale")
 app.add_typer(backups.app, name="backups")
+app.add_typer(schedule.app, name="schedule")
 app.command("version")(version.version)
 app.command("completion")(completion.completion)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
@@ -25,6 +26,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
+app.add_typer(etcd_snapshots.app, name="snapshots")
 
 
 @app.command("verify")

@@ -169,16 +169,19 @@ class Repository(ABC):
     # --- writing -------------------------------------------------------------------------------------
 
     def create(self, type: str, source: dict[str, Any], name_hint: str | None = None,
-               recipients: Sequence[Recipient | str] | None = None) -> BackupWriter:
+               recipients: Sequence[Recipient | str] | None = None, *,
+               created_at: datetime | None = None) -> BackupWriter:
         """Start a backup; stream parts into ``open_part()`` and finish with ``commit()``.
 
         ``recipients``: the age/SSH public keys to encrypt to (default: the repository's, from
         --encrypt-to or the config file); an empty list writes the backup unencrypted.
+        ``created_at``: when the data was taken, if that was before now (a snapshot made on a node by a
+        schedule and pulled later): retention and ``latest`` go by it, and the ID carries it.
         """
         if not TYPE_PATTERN.match(type):
             raise RepoError(f"invalid backup type {type!r}")
         keys = self.recipients if recipients is None else tuple(_recipients(recipients))
-        now = self._clock()
+        now = created_at if created_at is not None else self._clock()
         staging = self._new_staging(ids.base_id(now, type, name_hint), exact=False)
         return BackupWriter(staging, type, source, now, self._clock, keys)
 

@@ -1,0 +1,297 @@
+"""`kubectl dr schedule`: recurring etcd snapshots as a plain CronJob, and client-side jobs for cron/systemd."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kubectl_dr.cli.context import options
+from kubectl_dr.errors import UsageError
+from kubectl_dr.ui.output import emit, message, render_table
+
+if TYPE_CHECKING:
+    from kubectl_dr.cli.globals import GlobalOptions
+
+app = typer.Typer(
+    help=(
+        "Schedules without a server: etcd snapshots by a plain CronJob into node-local directories (pulled off-site "
+        "with `kubectl dr etcd snapshots pull`), and crontab or systemd entries for the jobs that need this client."
+    ),
+    no_args_is_help=True,
+)
+create_app = typer.Typer(help="Create a schedule (a CronJob labelled as kubectl dr's).", no_args_is_help=True)
+app.add_typer(create_app, name="create")
+
+NAMESPACE_NOTE = "kube-system, or -n NAMESPACE (it must allow hostNetwork and hostPath pods: Pod Security privileged)"
+
+
+def _namespace(opts: GlobalOptions) -> str:
+    from kubectl_dr.etcd.topology import ETCD_NAMESPACE
+
+    return opts.namespace or ETCD_NAMESPACE
+
+
+@create_app.command("etcd-snapshot")
+def create_etcd_snapshot(
+    ctx: typer.Context,
+    cron_expr: Annotated[str, typer.Option("--cron", metavar="EXPR", help=(
+        "When to snapshot, as a CronJob schedule: '0 */12 * * *' (every 12 hours, k3s's default), '30 2 * * *', "
+        "@hourly, @daily. Quote it."))],
+    keep: Annotated[int, typer.Option("--keep", metavar="N", help=(
+        "Snapshots of this schedule to keep on each node; older ones are removed after a new one is in place."))
+    ] = 5,
+    time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
+        "IANA time zone of --cron (spec.timeZone), e.g. Europe/Berlin. Default: the controller manager's, "
+        "usually UTC."))] = None,
+    node: Annotated[list[str] | None, typer.Option("--node", metavar="NODE", help=(
+        "Only snapshot the etcd member on this node (repeat for several; the scheduler picks one per run). "
+        "Default: any etcd node."))] = None,
+    directory: Annotated[str, typer.Option("--dir", metavar="PATH", help=(
+        "Directory on the nodes for the snapshots (created if missing)."))] = "/var/lib/kubectl-dr/snapshots",
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help=(
+        "Name of the schedule (the CronJob's name).")
+    )] = "kubectl-dr-etcd-snapshot",
+    helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
+        "Image for the checks the etcd image cannot do (sh, sha256sum, od, mv: busybox or coreutils)."))
+    ] = "busybox",
+    replace: Annotated[bool, typer.Option("--replace", help=(
+        "Replace an existing schedule of this name (after an etcd upgrade: the CronJob uses the etcd image it "
+        "found when it was made)."))] = False,
+) -> None:
+    """Snapshot etcd on a schedule into a directory on the etcd nodes, with count retention: a plain CronJob.
+
+    \b
+    Each run is a Job with one pod on one etcd node (the scheduler picks one; --node restricts the choice):
+      1. the cluster's own etcd image (from the etcd static pod, already on the node) runs
+         `etcdctl snapshot save` against that node's member, under a temporary name, and reads the file
+         back with `etcdctl snapshot status` where etcdctl still has it (3.4, 3.5);
+      2. a busybox container checks the size rule and the SHA-256 trailer etcd writes, hashes the file,
+         renames it into place as SCHEDULE-YYYYMMDDTHHMMSSZ.db, writes its sidecar SCHEDULE-….json
+         (size, SHA-256, revision, member) last, and keeps the newest --keep of this schedule.
+    Nothing runs between runs, no cloud credential lives in the cluster: `kubectl dr etcd snapshots list`
+    shows the snapshots on every node and `kubectl dr etcd snapshots pull --repo …` copies the new ones
+    into a repository (a directory or S3), verified end to end.
+
+    The CronJob (namespace: kube-system, or -n) has concurrencyPolicy Forbid, hostNetwork, read-only mounts
+    of the etcd CA and kubeadm's healthcheck client certificate and key, a read-write hostPath of --dir,
+    no service-account token, an activeDeadlineSeconds, and tolerations and node affinity for the etcd nodes.
+
+    \b
+    Examples:
+      kubectl dr schedule create etcd-snapshot --cron '0 */12 * * *' --keep 5
+      kubectl dr schedule create etcd-snapshot --cron '30 2 * * *' --time-zone Europe/Berlin --node cp-1
+      kubectl dr schedule create etcd-snapshot --cron @hourly --dry-run=client -o yaml   # the CronJob only
+    """
+    from kubectl_dr.etcd import topology
+    from kubectl_dr.schedules import cron, etcd_job, manage
+
+    opts = options(ctx)
+    cron.parse(cron_expr)
+    if time_zone is not None:
+        cron.zone(time_zone)
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1, not {keep}: the snapshot a run just made is always kept")
+    etcd_job.check_name(name)
+    etcd_job.check_directory(directory)
+    from kubectl_dr.etcd.errors import TopologyError
+
+    kube = opts.kube()
+    try:
+        found = topology.discover(kube)
+    except TopologyError as exc:
+        exc.hint = ((exc.hint + "\n") if exc.hint else "") + (
+            "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
+            "cluster does not run, put that command into cron on a machine that reaches it.")
+        raise
+    members = etcd_job.members_for(found, tuple(node or ()))
+    spec = etcd_job.EtcdScheduleSpec(name=name, namespace=_namespace(opts), cron=cron_expr.strip(), keep=keep,
+                                     time_zone=time_zone, nodes=tuple(m.node for m in members),
+                                     directory=directory.rstrip("/") or "/", helper_image=helper_image)
+    manifest = etcd_job.cronjob(spec, members)
+    result = manage.create(kube, manifest, replace=replace, dry_run=opts.dry_run)
+    if opts.output != "table":
+        emit(result.object, opts.output)
+        return
+    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
+    nodes = ", ".join(spec.nodes)
+    upcoming = cron.next_run(spec.cron, time_zone, _now())
+    message(f"schedule {spec.namespace}/{name} {result.action}{suffix}: etcd snapshots '{spec.cron}'"
+            f"{' (' + time_zone + ')' if time_zone else ''} on one of {nodes}, into {spec.directory}, keeping "
+            f"{keep} per node")
+    if upcoming and not suffix:
+        message(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the snapshots "
+                "off the nodes with `kubectl dr etcd snapshots pull --repo …`")
+    print(f"cronjob.batch/{name} {result.action}{suffix}")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _age(text: str | None) -> str:
+    from kubectl_dr.units import duration
+
+    if not text:
+        return "<none>"
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    delta = (_now() - moment).total_seconds()
+    return f"{duration(abs(delta))} {'ago' if delta >= 0 else 'ahead'}"
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="Schedules in every namespace.")
+                              ] = False,
+) -> None:
+    """Our schedules (CronJobs labelled as kubectl dr's): schedule, last run, last success, next run.
+
+    LAST RESULT is the newest Job's outcome (a Failed one gives its reason in -o json/yaml; its pod's log
+    says why: kubectl logs -n kube-system job/NAME -c finish, or -c snapshot). Only kube-system (or -n) unless -A.
+    """
+    from kubectl_dr.schedules import manage
+
+    opts = options(ctx)
+    found = manage.list_schedules(opts.kube(), None if all_namespaces else _namespace(opts))
+    rows = [[*([s.namespace] if all_namespaces else []), s.name, s.what, s.cron + (f" ({s.time_zone})" if s.time_zone
+                                                                                   else ""),
+             s.keep, ",".join(s.nodes), s.directory, "suspended" if s.suspended else (f"{s.active} active" if s.active
+                                                                                      else ""),
+             _age(s.last_schedule), _age(s.last_success), (s.last_job or {}).get("result", "<none>"),
+             s.next_run or "<none>"] for s in found]
+    headers = [*(["NAMESPACE"] if all_namespaces else []), "NAME", "KIND", "SCHEDULE", "KEEP", "NODES", "DIR",
+               "STATE", "LAST RUN", "LAST SUCCESS", "LAST RESULT", "NEXT RUN"]
+    if not found and opts.output == "table":
+        where = "any namespace" if all_namespaces else f"namespace {_namespace(opts)}"
+        message(f"No kubectl dr schedules found in {where}.")
+        return
+    emit({"kind": "ScheduleList", "items": [s.to_dict() for s in found]}, opts.output,
+         table=render_table(headers, rows))
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The schedule (as `kubectl dr schedule list` names it).")],
+) -> None:
+    """Delete one of our schedules: the CronJob, its Jobs and their pods. Snapshots already on the nodes stay.
+
+    Refuses a CronJob that kubectl dr did not make. Remove old snapshots from the nodes after pulling them,
+    or keep them: the next schedule with the same name and directory applies its retention to them.
+
+    \b
+    Examples:
+      kubectl dr schedule delete kubectl-dr-etcd-snapshot
+      kubectl dr schedule delete kubectl-dr-etcd-snapshot --dry-run=server
+    """
+    from kubectl_dr.schedules import manage
+
+    opts = options(ctx)
+    namespace = _namespace(opts)
+    obj = manage.delete(opts.kube(), namespace, name, dry_run=opts.dry_run)
+    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
+    directory = ((obj.get("metadata") or {}).get("annotations") or {}).get("kubectl-dr.io/snapshot-dir")
+    if opts.output != "table":
+        emit({"kind": "ScheduleDeleted", "name": name, "namespace": namespace, "dryRun": opts.dry_run,
+              "snapshotDirectory": directory}, opts.output)
+        return
+    print(f"cronjob.batch/{name} deleted{suffix}")
+    if directory and not suffix:
+        message(f"its snapshots stay in {directory} on the nodes: `kubectl dr etcd snapshots list` shows them")
+
+
+@app.command("print")
+def print_(
+    ctx: typer.Context,
+    crontab: Annotated[bool, typer.Option("--crontab", help="Print crontab lines (add them with `crontab -e`).")
+                       ] = False,
+    systemd: Annotated[bool, typer.Option("--systemd", help=(
+        "Print a systemd service and timer per job (user units; --system for /etc/systemd/system)."))] = False,
+    what: Annotated[list[str] | None, typer.Option("--what", metavar="JOB", help=(
+        "etcd-pull (default), pvc-backup (with --pvc), copy (with --to), prune (with --keep-*). Repeatable."))
+    ] = None,
+    cron_expr: Annotated[str, typer.Option("--cron", metavar="EXPR", help=(
+        "When the jobs run (cron syntax; converted to OnCalendar for systemd)."))] = "15 */12 * * *",
+    time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
+        "IANA zone of --cron (systemd only; cron runs in the daemon's zone)."))] = None,
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
+        "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: as the command "
+        "would find it when it runs ($KUBECTL_DR_REPO, the config file)."))] = None,
+    pvc: Annotated[list[str] | None, typer.Option("--pvc", metavar="NAMESPACE/CLAIM", help=(
+        "A claim to back up (pvc-backup; repeatable, one entry each)."))] = None,
+    to: Annotated[str | None, typer.Option("--to", metavar="REPO", help="Where `copy` copies to.")] = None,
+    encrypt_to: Annotated[list[str] | None, typer.Option("--encrypt-to", metavar="RECIPIENT", help=(
+        "Encrypt what the jobs write to this age/SSH public key (repeatable)."))] = None,
+    keep_last: Annotated[int | None, typer.Option("--keep-last", metavar="N", help="prune: keep the N newest.")
+                         ] = None,
+    keep_daily: Annotated[int | None, typer.Option("--keep-daily", metavar="N", help="prune: one a day for N days.")
+                          ] = None,
+    keep_weekly: Annotated[int | None, typer.Option("--keep-weekly", metavar="N",
+                                                    help="prune: one a week for N weeks.")] = None,
+    keep_monthly: Annotated[int | None, typer.Option("--keep-monthly", metavar="N",
+                                                     help="prune: one a month for N months.")] = None,
+    system: Annotated[bool, typer.Option("--system", help="systemd: system units instead of user units.")] = False,
+) -> None:
+    """Print cron or systemd entries that run client-side jobs from a machine you control.
+
+    What needs this client — PVC backups (the archive streams here), pulls of node-local etcd snapshots,
+    copies to S3, retention — cannot be a CronJob without putting cloud credentials into the cluster. These
+    entries run it on your machine instead: the kubeconfig, context and repository as given now (absolute
+    paths), `flock -n` so a slow run and the next never overlap, output appended to a log (crontab) or the
+    journal (systemd). No credential is written: S3 keys come from ~/.aws or AWS_PROFILE, or for systemd
+    from the optional private environment file the service names. Nothing is installed: review and add them.
+
+    \b
+    Examples:
+      kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr/prod --encrypt-to age1… | crontab -
+      kubectl dr schedule print --systemd --what pvc-backup --pvc shop/data-db-0 --cron '0 3 * * *'
+      kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr/offsite --what prune --keep-daily 14
+    """
+    import os
+    import shutil
+    import sys
+
+    from kubectl_dr.schedules import client_jobs
+
+    opts = options(ctx)
+    if crontab == systemd:
+        raise UsageError("give one of --crontab or --systemd")
+    # The executable running now (also when kubectl runs it as a plugin, or a release's single binary).
+    running = sys.argv[0] if os.path.basename(sys.argv[0]).startswith("kubectl-dr") else None
+    exe = running or shutil.which("kubectl-dr") or "kubectl-dr"
+    kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    kubeconfig = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p)
+    if repo and "://" not in repo:
+        repo = os.path.abspath(os.path.expanduser(repo))
+    if to and "://" not in to:
+        to = os.path.abspath(os.path.expanduser(to))
+    state = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kubectl-dr")
+    context = client_jobs.Context(executable=os.path.abspath(exe), kubeconfig=kubeconfig, kube_context=opts.context,
+                                  repo=repo, env=dict(os.environ), state_dir=state)
+    keep = {k: v for k, v in (("last", keep_last), ("daily", keep_daily), ("weekly", keep_weekly),
+                              ("monthly", keep_monthly)) if v is not None}
+    jobs = client_jobs.build(what or ["etcd-pull"], ctx=context, cron_expr=cron_expr.strip(), pvcs=pvc or [], to=to,
+                             encrypt_to=encrypt_to or [], keep=keep)
+    if crontab:
+        text = client_jobs.crontab(jobs, context, time_zone)
+        if opts.output != "table":
+            emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output)
+            return
+        sys.stdout.write(text)
+        return
+    files = client_jobs.systemd(jobs, context, time_zone, user=not system)
+    if opts.output != "table":
+        emit({"kind": "SystemdUnits", "jobs": [j.to_dict() for j in jobs], "files": files}, opts.output)
+        return
+    enable = " ".join(f"{j.name}.timer" for j in jobs)
+    flag = "" if system else " --user"
+    sys.stdout.write(f"# Save each file below, then: systemctl{flag} daemon-reload && systemctl{flag} enable --now "
+                     f"{enable}\n")
+    for path, body in files.items():
+        sys.stdout.write(f"\n# ---- {path}\n{body}")
+

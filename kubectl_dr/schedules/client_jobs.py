@@ -1,0 +1,170 @@
+"""Entries for cron or systemd that run the jobs needing this client (PVC backups, pulls, copies, prune).
+
+They hold paths and names, never secrets: S3 credentials stay in ~/.aws (or AWS_PROFILE), and a systemd
+service also reads an optional environment file the user keeps private. Every entry takes a lock with
+flock(1) on a file named after the entry, so a slow run and the next one (or one started by hand with the
+same lock) never overlap; kubectl dr's own Leases keep runs from different machines apart as well.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_dr.errors import UsageError
+from kubectl_dr.schedules import cron
+
+WHATS = ("etcd-pull", "pvc-backup", "copy", "prune")
+# Names passed through when set where `print` runs: where things are, never credentials.
+PASS_ENV = ("KUBECTL_DR_CONFIG", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+_DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+
+
+@dataclass
+class ClientJob:
+    name: str  # unit / lock / log name
+    description: str
+    cron: str
+    argv: list[str]  # the kubectl-dr command line
+    env: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "schedule": self.cron, "command": self.argv,
+                "environment": self.env}
+
+
+@dataclass(frozen=True)
+class Context:
+    executable: str  # absolute path of kubectl-dr
+    kubeconfig: str | None
+    kube_context: str | None
+    repo: str | None
+    env: dict[str, str]
+    state_dir: str  # lock files and crontab logs
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def build(whats: list[str], *, ctx: Context, cron_expr: str, pvcs: list[str], to: str | None,
+          encrypt_to: list[str], keep: dict[str, int]) -> list[ClientJob]:
+    """One job per entry asked for, with the exact command line it runs."""
+    cron.parse(cron_expr)
+    unknown = [w for w in whats if w not in WHATS]
+    if unknown:
+        raise UsageError(f"unknown --what {', '.join(unknown)}: choose from {', '.join(WHATS)}")
+    base = [ctx.executable]
+    if ctx.kubeconfig:
+        base += ["--kubeconfig", ctx.kubeconfig]
+    if ctx.kube_context:
+        base += ["--context", ctx.kube_context]
+    repo = ["--repo", ctx.repo] if ctx.repo else []
+    enc = [a for r in encrypt_to for a in ("--encrypt-to", r)]
+    env = {k: v for k, v in ctx.env.items() if k in PASS_ENV and v}
+    where = ctx.repo or "the default repository"
+    jobs: list[ClientJob] = []
+    for what in dict.fromkeys(whats):
+        if what == "etcd-pull":
+            # --yes: unattended, an unencrypted pull to a remote repository was chosen when this was printed.
+            jobs.append(ClientJob("kubectl-dr-etcd-pull", f"pull etcd snapshots off the nodes into {where}",
+                                  cron_expr, [*base, "etcd", "snapshots", "pull", *repo, *enc, "--yes"], env))
+        elif what == "pvc-backup":
+            if not pvcs:
+                raise UsageError("--what pvc-backup needs --pvc NAMESPACE/CLAIM (repeatable)")
+            for ref in pvcs:
+                ns, slash, claim = ref.partition("/")
+                if not slash or not ns or not claim:
+                    raise UsageError(f"--pvc {ref!r}: give NAMESPACE/CLAIM, e.g. shop/data-db-0")
+                jobs.append(ClientJob(f"kubectl-dr-pvc-backup-{_slug(ns)}-{_slug(claim)}",
+                                      f"back up PVC {ns}/{claim} into {where}", cron_expr,
+                                      [*base, "pvc", "backup", claim, "-n", ns, *repo, *enc], env))
+        elif what == "copy":
+            if not to:
+                raise UsageError("--what copy needs --to REPO (where the copies go, e.g. s3://BUCKET/PREFIX)")
+            jobs.append(ClientJob(f"kubectl-dr-copy-{_slug(to)}"[:60].rstrip("-"),
+                                  f"copy new backups from {where} to {to}", cron_expr,
+                                  [*base, "backups", "copy", "--all", "--to", to, *repo], env))
+        elif what == "prune":
+            if not keep:
+                raise UsageError("--what prune needs at least one of --keep-last, --keep-daily, --keep-weekly, "
+                                 "--keep-monthly")
+            rules = [a for k, v in keep.items() for a in (f"--keep-{k}", str(v))]
+            jobs.append(ClientJob("kubectl-dr-prune", f"apply retention to {where}", cron_expr,
+                                  [*base, "backups", "prune", *rules, *repo, "--yes"], env))
+    return jobs
+
+
+def _cron_escape(text: str) -> str:
+    # In a crontab command an unescaped % ends the command (the rest becomes its stdin).
+    return text.replace("%", "\\%")
+
+
+def crontab(jobs: list[ClientJob], ctx: Context, time_zone: str | None) -> str:
+    if time_zone:
+        raise UsageError("crontab entries run in the time zone of the machine's cron daemon; --time-zone works "
+                         "with --systemd (OnCalendar takes a zone)")
+    lines = ["# kubectl dr: client-side jobs (add with `crontab -e`, or: kubectl dr schedule print … | crontab -)",
+             f"# Logs: {ctx.state_dir}/NAME.log. A run that finds the previous one still going skips (flock -n).",
+             "# S3 credentials come from ~/.aws or AWS_PROFILE; none are written here."]
+    for job in jobs:
+        lock = f"{ctx.state_dir}/{job.name}.lock"
+        log = f"{ctx.state_dir}/{job.name}.log"
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(job.env.items()))
+        cmd = (f"mkdir -p {shlex.quote(ctx.state_dir)} && {{ date -u; {env + ' ' if env else ''}flock -n "
+               f"{shlex.quote(lock)} {shlex.join(job.argv)}; echo \"exit $?\"; }} >> {shlex.quote(log)} 2>&1")
+        lines += ["", f"# {job.name}: {job.description}", f"{job.cron} {_cron_escape(cmd)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _calendar_field(values: frozenset[int], lo: int, hi: int, width: int) -> str:
+    if values == frozenset(range(lo, hi + 1)):
+        return "*"
+    return ",".join(f"{v:0{width}d}" for v in sorted(values))
+
+
+def on_calendar(expr: str, time_zone: str | None) -> str:
+    """The cron schedule as a systemd OnCalendar= expression (same instants)."""
+    s = cron.parse(expr)
+    if not s.days_star and not s.weekdays_star:
+        raise UsageError(f"--cron {expr!r} restricts both the day of month and the day of week, which cron ORs and "
+                         "systemd ANDs: give one of them as *, or write the timer yourself")
+    dow = "" if s.weekdays_star else ",".join(_DOW[d] for d in sorted(s.weekdays)) + " "
+    date = f"*-{_calendar_field(s.months, 1, 12, 2)}-{_calendar_field(s.days, 1, 31, 2)}"
+    clock = f"{_calendar_field(s.hours, 0, 23, 2)}:{_calendar_field(s.minutes, 0, 59, 2)}:00"
+    return f"{dow}{date} {clock}" + (f" {time_zone}" if time_zone else "")
+
+
+def systemd(jobs: list[ClientJob], ctx: Context, time_zone: str | None, user: bool = True) -> dict[str, str]:
+    """File name → contents: a oneshot service and its timer per job."""
+    if time_zone:
+        cron.zone(time_zone)
+    where = "~/.config/systemd/user" if user else "/etc/systemd/system"
+    files: dict[str, str] = {}
+    for job in jobs:
+        env = "".join(f"Environment={shlex.quote(f'{k}={v}')}\n" for k, v in sorted(job.env.items()))
+        # %t is systemd's runtime directory; every other % in the command is literal, so doubled.
+        lock = f"%t/{job.name}.lock" if user else f"/run/{job.name}.lock"
+        exec_start = f"/usr/bin/flock -n {lock} " + shlex.join(job.argv).replace("%", "%%")
+        files[f"{where}/{job.name}.service"] = (
+            f"[Unit]\nDescription=kubectl dr: {job.description}\n"
+            "Wants=network-online.target\nAfter=network-online.target\n\n"
+            "[Service]\nType=oneshot\n"
+            f"{env}"
+            f"# Secrets, if any (AWS_SECRET_ACCESS_KEY=…), go into this file, mode 0600:\n"
+            f"EnvironmentFile=-{'%h/.config' if user else '/etc'}/kubectl-dr/{job.name}.env\n"
+            f"ExecStart={exec_start}\n"
+            "Nice=10\nIOSchedulingClass=idle\n"
+        )
+        files[f"{where}/{job.name}.timer"] = (
+            f"[Unit]\nDescription=kubectl dr: {job.description} ({job.cron})\n\n"
+            f"[Timer]\nOnCalendar={on_calendar(job.cron, time_zone)}\n"
+            "# A run missed while the machine was off happens at the next boot.\nPersistent=true\n"
+            "RandomizedDelaySec=60\n\n"
+            "[Install]\nWantedBy=timers.target\n"
+        )
+    return files

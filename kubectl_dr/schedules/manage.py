@@ -1,0 +1,174 @@
+"""Create, list and delete our schedules: CronJobs labelled as kubectl dr's, and only those."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.pods import LABEL_MANAGED, MANAGED_BY
+from kubectl_dr.schedules import cron
+from kubectl_dr.schedules.etcd_job import DIR_ANNOTATION, KEEP_ANNOTATION, SCHEDULE_LABEL, WHAT_LABEL
+
+SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY},{SCHEDULE_LABEL}"
+
+
+def _path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/batch/v1/namespaces/{namespace}/cronjobs"
+    return f"{base}/{name}" if name else base
+
+
+def is_ours(obj: dict[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(LABEL_MANAGED) == MANAGED_BY and bool(labels.get(SCHEDULE_LABEL))
+
+
+def _not_ours(namespace: str, name: str, action: str) -> DrError:
+    return DrError(f'cronjob "{name}" in namespace {namespace} exists and is not a kubectl dr schedule (it lacks the '
+                   f"label {LABEL_MANAGED}={MANAGED_BY}): not {action} it",
+                   hint="Choose another name with --name, or manage that CronJob with kubectl.")
+
+
+@dataclass
+class Created:
+    object: dict[str, Any]
+    action: str  # created | replaced | (dry run) …
+    dry_run: str
+
+
+def create(kube: Kube, manifest: dict[str, Any], *, replace: bool, dry_run: str) -> Created:
+    """POST the CronJob (or PUT it over our own one with --replace); dry runs as kubectl does them."""
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    existing: dict[str, Any] | None
+    try:
+        existing = kube.get(_path(namespace, name))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        existing = None
+    if existing is not None:
+        if not is_ours(existing):
+            raise _not_ours(namespace, name, "replacing")
+        if not replace:
+            raise DrError(f'schedule "{name}" already exists in namespace {namespace}',
+                          hint="Pass --replace to replace it with this one (its node-local snapshots stay), or "
+                               "choose another --name.")
+    if dry_run == "client":
+        return Created(manifest, "replaced" if existing else "created", dry_run)
+    query = {"dryRun": "All"} if dry_run == "server" else None
+    query = {**(query or {}), "fieldValidation": "Strict"}
+    if existing is not None:
+        body = {**manifest, "metadata": {**manifest["metadata"],
+                                         "resourceVersion": existing["metadata"]["resourceVersion"]}}
+        obj = kube.request("PUT", _path(namespace, name), body=body, query=query)
+        return Created(obj, "replaced", dry_run)
+    obj = kube.request("POST", _path(namespace), body=manifest, query=query)
+    return Created(obj, "created", dry_run)
+
+
+@dataclass
+class ScheduleInfo:
+    name: str
+    namespace: str
+    what: str
+    cron: str
+    time_zone: str | None
+    keep: int | None
+    directory: str | None
+    nodes: list[str]
+    suspended: bool
+    active: int
+    last_schedule: str | None
+    last_success: str | None
+    next_run: str | None
+    last_job: dict[str, Any] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "kind": self.what, "schedule": self.cron,
+                "timeZone": self.time_zone, "keep": self.keep, "directory": self.directory, "nodes": self.nodes,
+                "suspended": self.suspended, "active": self.active, "lastScheduleTime": self.last_schedule,
+                "lastSuccessfulTime": self.last_success, "nextRun": self.next_run, "lastJob": self.last_job}
+
+
+def _nodes(cj: dict[str, Any]) -> list[str]:
+    job = ((cj.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
+    pod = (job.get("template") or {}).get("spec") or {}
+    terms = (((pod.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    return sorted({v for t in terms for e in t.get("matchExpressions") or []
+                   if e.get("key") == "kubernetes.io/hostname" for v in e.get("values") or []})
+
+
+def _parse(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _job_result(job: dict[str, Any]) -> dict[str, Any]:
+    status = job.get("status") or {}
+    state = "Running"
+    for c in status.get("conditions") or []:
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
+            state = "Succeeded" if c["type"] == "Complete" else "Failed"
+            if c["type"] == "Failed":
+                return {"name": job["metadata"]["name"], "result": state,
+                        "reason": c.get("reason"), "message": c.get("message")}
+    return {"name": job["metadata"]["name"], "result": state}
+
+
+def list_schedules(kube: Kube, namespace: str | None, now: dt.datetime | None = None) -> list[ScheduleInfo]:
+    """Our CronJobs in ``namespace`` (None: every namespace), with their last and next runs."""
+    path = _path(namespace) if namespace else "/apis/batch/v1/cronjobs"
+    items = kube.get(path, labelSelector=SELECTOR).get("items") or []
+    jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs" if namespace else "/apis/batch/v1/jobs"
+    jobs = kube.get(jobs_path, labelSelector=SELECTOR).get("items") or []
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    out = []
+    for cj in sorted(items, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])):
+        meta, spec, status = cj["metadata"], cj.get("spec") or {}, cj.get("status") or {}
+        labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+        last = _parse(status.get("lastScheduleTime"))
+        after = max(last, moment) if last else moment
+        upcoming = None if spec.get("suspend") else cron.next_run(str(spec.get("schedule", "")),
+                                                                  spec.get("timeZone"), after)
+        mine = [j for j in jobs if j["metadata"]["namespace"] == meta["namespace"]
+                and (j["metadata"].get("labels") or {}).get(SCHEDULE_LABEL) == meta["name"]]
+        newest = max(mine, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]),
+                     default=None)
+        keep = notes.get(KEEP_ANNOTATION)
+        out.append(ScheduleInfo(
+            name=meta["name"], namespace=meta["namespace"], what=labels.get(WHAT_LABEL, "?"),
+            cron=str(spec.get("schedule", "")), time_zone=spec.get("timeZone"),
+            keep=int(keep) if keep and keep.isdigit() else None, directory=notes.get(DIR_ANNOTATION),
+            nodes=_nodes(cj), suspended=bool(spec.get("suspend")), active=len(status.get("active") or []),
+            last_schedule=status.get("lastScheduleTime"), last_success=status.get("lastSuccessfulTime"),
+            next_run=upcoming.strftime("%Y-%m-%dT%H:%M:%SZ") if upcoming else None,
+            last_job=_job_result(newest) if newest else None,
+        ))
+    return out
+
+
+def delete(kube: Kube, namespace: str, name: str, *, dry_run: str) -> dict[str, Any]:
+    """Delete our CronJob (its Jobs and pods go with it); refuse anything else."""
+    try:
+        obj: dict[str, Any] = kube.get(_path(namespace, name))
+    except ApiError as exc:
+        if exc.status == 404:
+            known = [s.name for s in list_schedules(kube, namespace)]
+            raise DrError(f'schedule "{name}" not found in namespace {namespace}',
+                          hint=(f"Schedules there: {', '.join(known)}." if known else
+                                "There are no kubectl dr schedules there (kubectl dr schedule list -A shows all).")
+                          ) from None
+        raise
+    if not is_ours(obj):
+        raise _not_ours(namespace, name, "deleting")
+    if dry_run != "client":
+        kube.request("DELETE", _path(namespace, name), body={"propagationPolicy": "Background"},
+                     query={"dryRun": "All"} if dry_run == "server" else None)
+    return obj

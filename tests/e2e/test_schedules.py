@@ -1,0 +1,357 @@
+"""Schedules without a server, end to end on the loopback cluster with a fast CronJob clock (one cron minute
+lasts two seconds): a CronJob made by `schedule create etcd-snapshot` takes real snapshots of the real etcd
+member into the node's directory with count retention; `etcd snapshots list` finds them; `pull` copies them
+into a real S3 server (SeaweedFS), verified, and a second pull copies nothing; a snapshot damaged on the node
+is refused; `schedule list/delete` and their refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyrage
+import pytest
+
+from kubectl_dr.etcd.snapshot_file import verify_snapshot
+from kubectl_dr.repo import open_repository
+from kubectl_dr.schedules.node_snapshots import pull_lease_name
+from tests.cli_runner import clean_env, executable, run
+from tests.cluster.fixture import Cluster, ClusterFactory
+from tests.s3server import S3Server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+PERIOD = 2.0  # seconds per cron minute: the shape test_kubectl_cronjobs.py uses, so one cluster serves both
+NAME = "dr-test-etcd"
+DIR = "/var/lib/kubectl-dr/test-snapshots"
+MANAGED = "app.kubernetes.io/managed-by=kubectl-dr"
+
+
+@pytest.fixture(scope="module")
+def fast(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
+    yield cluster_factory(control_planes=1, workers=1, cron_period_seconds=PERIOD)
+
+
+def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+        ) -> subprocess.CompletedProcess[str]:
+    return run([executable(), *args], env=clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_CONFIG": "/dev/null",
+                                                      **(env or {})}), timeout=timeout)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else result.stdout
+
+
+def _eventually(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def _jobs(c: Cluster) -> list[dict[str, Any]]:
+    out = c.kubectl("get", "jobs", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={NAME}", "-o", "json").stdout
+    return list(json.loads(out)["items"])
+
+
+def _succeeded(job: dict[str, Any]) -> bool:
+    return any(cond.get("type") == "Complete" and cond.get("status") == "True"
+               for cond in (job.get("status") or {}).get("conditions") or [])
+
+
+def _snapshot_dir(c: Cluster) -> Path:
+    return c.layout.host_path(c.control_planes[0], DIR)
+
+
+def _files(c: Cluster) -> list[str]:
+    d = _snapshot_dir(c)
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedfs: S3Server, tmp_path: Path) -> None:
+    c = fast
+    # A dry run sends nothing; the real one makes a plain CronJob of ours.
+    dry = _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
+                  "--dir", DIR, "--dry-run=client", "-o", "json"))
+    assert dry["kind"] == "CronJob" and dry["spec"]["concurrencyPolicy"] == "Forbid"
+    assert c.kubectl("get", "cronjob", "-n", "kube-system", NAME, check=False).returncode != 0
+    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
+            "--dir", DIR))
+    cj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", NAME, "-o", "json").stdout)
+    assert cj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubectl-dr"
+    assert cj["metadata"]["labels"]["kubectl-dr.io/schedule"] == NAME
+    pod = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["automountServiceAccountToken"] is False
+    assert pod["activeDeadlineSeconds"] > 0
+    assert {t["key"] for t in pod["tolerations"]} >= {"node-role.kubernetes.io/control-plane"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["values"] == c.control_planes
+    etcd_image = json.loads(c.kubectl("get", "pod", "-n", "kube-system", f"etcd-{c.control_planes[0]}", "-o",
+                                      "json").stdout)["spec"]["containers"][0]["image"]
+    assert pod["initContainers"][0]["image"] == etcd_image  # the cluster's own etcd image
+    cert_mounts = [m for m in pod["initContainers"][0]["volumeMounts"] if m["mountPath"].startswith("/etc/kubernetes")]
+    assert cert_mounts and all(m["readOnly"] for m in cert_mounts)
+    assert not any(m["mountPath"].endswith(("server.key", "peer.key", "ca.key")) for m in cert_mounts)
+
+    # Four runs or more: retention (--keep 2) has had to remove snapshots.
+    seen: set[str] = set()
+
+    def four_done() -> bool:
+        seen.update(j["metadata"]["name"] for j in _jobs(c) if _succeeded(j))
+        failed = [j["metadata"]["name"] for j in _jobs(c) if any(
+            x.get("type") == "Failed" and x.get("status") == "True" for x in (j.get("status") or {}).get("conditions")
+            or [])]
+        assert not failed, f"schedule runs failed: {failed}: " + c.kubectl(
+            "logs", "-n", "kube-system", f"job/{failed[0]}", "--all-containers", check=False).stdout
+        return len(seen) >= 4
+    _eventually(four_done, 120, "four successful schedule runs")
+    listed = _ok(_dr(c, "schedule", "list", "-o", "json"))
+    mine = [s for s in listed["items"] if s["name"] == NAME]
+    assert mine and mine[0]["keep"] == 2 and mine[0]["directory"] == DIR and mine[0]["nodes"] == c.control_planes
+    assert mine[0]["lastSuccessfulTime"] and mine[0]["nextRun"] and mine[0]["lastScheduleTime"]
+    table = _ok(_dr(c, "schedule", "list"))
+    assert table.splitlines()[0].split()[:4] == ["NAME", "KIND", "SCHEDULE", "KEEP"] and NAME in table
+
+    # Suspended, the schedule lets its running Job finish; deleted, it is gone and its snapshots stay.
+    c.kubectl("patch", "cronjob", "-n", "kube-system", NAME, "--type", "merge", "-p", '{"spec":{"suspend":true}}')
+    _eventually(lambda: not [j for j in _jobs(c) if not _succeeded(j)], 120, "the running Job to finish")
+    deleted = _dr(c, "schedule", "delete", NAME)
+    assert deleted.returncode == 0 and f"cronjob.batch/{NAME} deleted" in deleted.stdout, deleted.stderr
+    assert NAME not in _ok(_dr(c, "schedule", "list", "-o", "json"))["items"].__repr__()
+    _eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={NAME}",
+                                      "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
+    files = _files(c)
+    snaps = [f for f in files if f.endswith(".db")]
+    assert len(snaps) == 2 and len([f for f in files if f.endswith(".json")]) == 2, files
+    assert not [f for f in files if f.startswith(".partial-")], files
+    on_node = {}
+    for db in snaps:
+        sidecar = json.loads((_snapshot_dir(c) / db.replace(".db", ".json")).read_text())
+        path = _snapshot_dir(c) / db
+        status = verify_snapshot(str(path))  # a real etcd snapshot: size rule, trailer, bbolt pages
+        assert sidecar["size"] == path.stat().st_size and sidecar["sha256"] == _sha256(path) == status.sha256
+        assert sidecar["revision"] == status.revision and sidecar["totalKeys"] == status.total_keys
+        assert sidecar["node"] == c.control_planes[0] and sidecar["schedule"] == NAME
+        assert "sha256-trailer" in sidecar["checks"] and "etcdctl-snapshot-status" in sidecar["checks"]
+        on_node[sidecar["sha256"]] = sidecar
+
+    # list shows them; pull copies them into S3, each verified; a second pull copies nothing.
+    found = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))
+    assert {s["sha256"] for s in found["items"] if s["complete"]} == set(on_node)
+    url = f"s3://{seaweedfs.new_bucket()}/etcd"
+    s3env = {**seaweedfs.env(), "TZ": "UTC"}
+    refused = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, env=s3env)
+    assert refused.returncode == 1 and "unencrypted" in refused.stderr and "pulling" not in refused.stderr
+    pulled = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json", env=s3env))
+    assert len(pulled["pulled"]) == 2 and pulled["alreadyInRepository"] == []
+    backups = _ok(_dr(c, "backups", "list", "--repo", url, "--type", "etcd-snapshot", "-o", "json", env=s3env))
+    assert len(backups["items"]) == 2
+    for item in backups["items"]:
+        shown = _ok(_dr(c, "backups", "show", item["id"], "--repo", url, "-o", "json", env=s3env))
+        details = shown["details"]
+        sidecar = on_node[details["sha256"]]
+        assert shown["type"] == "etcd-snapshot" and details["mode"] == "node-local"
+        assert details["revision"] == sidecar["revision"] and details["fileSize"] == sidecar["size"]
+        assert shown["createdAt"].startswith(sidecar["takenAt"][:-1])  # the time the node took it
+        assert shown["source"]["node"] == c.control_planes[0] and shown["source"]["member"]
+        _ok(_dr(c, "backups", "verify", item["id"], "--repo", url, env=s3env))
+    again = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json", env=s3env))
+    assert again["pulled"] == [] and len(again["alreadyInRepository"]) == 2
+    listed_again = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "--repo", url, "-o", "json", env=s3env))
+    assert all(s["inRepository"] for s in listed_again["items"])
+
+    # Encrypted into a local repository: only the identity reads it back.
+    identity = pyrage.x25519.Identity.generate()
+    key = tmp_path / "age.txt"
+    key.write_text(f"{identity}\n")
+    local = tmp_path / "repo"
+    enc = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", str(local), "--dir", DIR, "--encrypt-to",
+                  str(identity.to_public()), "-o", "json"))
+    assert len(enc["pulled"]) == 2 and all(p["encryption"]["format"] == "age" for p in enc["pulled"])
+    for p in enc["pulled"]:
+        assert _dr(c, "backups", "verify", p["id"], "--repo", str(local)).returncode == 1
+        _ok(_dr(c, "backups", "verify", p["id"], "--repo", str(local), "--identity", str(key)))
+
+    # While another run holds the repository's pull lease, a pull refuses and changes nothing.
+    repo = open_repository(url, {**os.environ, **s3env, "KUBECTL_DR_CONFIG": os.devnull})
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": pull_lease_name(repo), "namespace": "kube-system"},
+             "spec": {"holderIdentity": "elsewhere/4242/20261201T000000Z-abcdef", "leaseDurationSeconds": 60,
+                      "acquireTime": now, "renewTime": now}}
+    c.kubectl("apply", "-f", "-", input=json.dumps(lease))
+    try:
+        held = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", env=s3env)
+        assert held.returncode == 1 and "run 20261201T000000Z-abcdef on host elsewhere" in held.stderr, held.stderr
+    finally:
+        c.kubectl("delete", "lease", "-n", "kube-system", pull_lease_name(repo))
+
+    # A snapshot whose file changed on the node after its run checked it is refused; nothing is kept.
+    good = _snapshot_dir(c) / snaps[0]
+    bad = _snapshot_dir(c) / f"{NAME}-20000101T000000Z.db"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    # Its sidecar records what the run saw (a digest the repository does not have yet).
+    sidecar = dict(on_node[_sha256(good)], name=bad.stem, file=bad.name, takenAt="2000-01-01T00:00:00Z",
+                   sha256=hashlib.sha256(b"what the run hashed").hexdigest())
+    (_snapshot_dir(c) / f"{bad.stem}.json").write_text(json.dumps(sidecar))
+    # And a file without a sidecar (a run that never finished) is shown as incomplete, never pulled.
+    (_snapshot_dir(c) / f"{NAME}-20000101T000001Z.db").write_bytes(bytes(data))
+    try:
+        shown = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))
+        incomplete = [s for s in shown["items"] if not s["complete"]]
+        assert [s["file"] for s in incomplete] == [f"{NAME}-20000101T000001Z.db"], incomplete
+        failed = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", env=s3env)
+        assert failed.returncode == 1 and "changed since its run recorded it" in failed.stderr, failed.stderr
+        after = _ok(_dr(c, "backups", "list", "--repo", url, "-o", "json", env=s3env))
+        assert len(after["items"]) == 2
+    finally:
+        for leftover in (bad, bad.with_suffix(".json"), _snapshot_dir(c) / f"{NAME}-20000101T000001Z.db"):
+            leftover.unlink(missing_ok=True)
+    assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
+
+
+def test_schedule_refusals(fast: Cluster) -> None:
+    c = fast
+    bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *")
+    assert bad_cron.returncode == 2 and "hour field '25' is out of range" in bad_cron.stderr
+    keep0 = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0")
+    assert keep0.returncode == 2 and "--keep must be at least 1" in keep0.stderr
+    bad_zone = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
+                   "--time-zone", "Mars/Olympus")
+    assert bad_zone.returncode == 2 and "unknown time zone" in bad_zone.stderr
+    bad_dir = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
+                  "--dir", "/var/lib/etcd/snaps")
+    assert bad_dir.returncode == 2 and "control plane owns" in bad_dir.stderr
+    bad_node = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
+                   "--node", c.workers[0])
+    assert bad_node.returncode == 1 and "runs no etcd static pod" in bad_node.stderr
+    assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-bad", check=False).returncode != 0
+
+    # A CronJob that is not ours is neither replaced nor deleted.
+    container = {"name": "x", "image": "busybox", "command": ["true"]}
+    foreign = {"apiVersion": "batch/v1", "kind": "CronJob",
+               "metadata": {"name": "not-ours", "namespace": "kube-system"},
+               "spec": {"schedule": "@yearly", "suspend": True, "jobTemplate": {"spec": {"template": {"spec": {
+                   "restartPolicy": "Never", "containers": [container]}}}}}}
+    c.kubectl("apply", "-f", "-", input=json.dumps(foreign))
+    try:
+        refused = _dr(c, "schedule", "delete", "not-ours")
+        assert refused.returncode == 1 and "is not a kubectl dr schedule" in refused.stderr
+        refused = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "not-ours", "--cron", "@daily", "--replace")
+        assert refused.returncode == 1 and "is not a kubectl dr schedule" in refused.stderr
+        assert c.kubectl("get", "cronjob", "-n", "kube-system", "not-ours").returncode == 0
+    finally:
+        c.kubectl("delete", "cronjob", "-n", "kube-system", "not-ours", check=False)
+    # Reader pods that cannot start on any node: the cluster's reason, and no pod left behind.
+    c.layout.host_path(c.control_planes[0], DIR).mkdir(parents=True, exist_ok=True)
+    unpullable = _dr(c, "etcd", "snapshots", "list", "--dir", DIR, "--helper-image", "registry.invalid/none:1")
+    assert unpullable.returncode == 1 and "cannot be pulled" in unpullable.stderr, unpullable.stderr
+    assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
+    missing = _dr(c, "schedule", "delete", "no-such-schedule")
+    assert missing.returncode == 1 and 'schedule "no-such-schedule" not found' in missing.stderr
+
+    # Twice the same name: refused, then replaced with --replace; a server dry run persists nothing.
+    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily"))
+    try:
+        twice = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily")
+        assert twice.returncode == 1 and "already exists" in twice.stderr and "--replace" in twice.stderr
+        _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "0 3 * * *", "--keep", "9",
+                "--time-zone", "Europe/Berlin", "--replace"))
+        obj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice", "-o", "json").stdout)
+        assert obj["spec"]["schedule"] == "0 3 * * *" and obj["spec"]["timeZone"] == "Europe/Berlin"
+        assert obj["metadata"]["annotations"]["kubectl-dr.io/keep"] == "9"
+        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=server")
+        assert dry.returncode == 0 and "server dry run" in dry.stdout
+        assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
+    finally:
+        _ok(_dr(c, "schedule", "delete", "dr-twice"))
+
+
+def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: ClusterFactory,
+                                                               tmp_path: Path) -> None:
+    """With three etcd members, a schedule restricted to two nodes snapshots each run's own node's member there
+    (never the third, never a worker), keeps --keep per node, and a pull copies each with its member."""
+    c = cluster_factory(control_planes=3, workers=1, cron_period_seconds=PERIOD)
+    chosen = c.control_planes[1:]
+    name = "dr-test-two-nodes"
+    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "1",
+            "--dir", DIR, *[a for n in chosen for a in ("--node", n)]))
+    seen: set[str] = set()
+
+    def runs() -> bool:
+        jobs = json.loads(c.kubectl("get", "jobs", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
+                                    "-o", "json").stdout)["items"]
+        seen.update(j["metadata"]["name"] for j in jobs if _succeeded(j))
+        return len(seen) >= 3
+    try:
+        _eventually(runs, 120, "three successful runs")
+    finally:
+        _ok(_dr(c, "schedule", "delete", name))
+    _eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
+                                      "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
+    members = {m.name for m in c.members}  # kubeadm names each member after its node
+    found = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))["items"]
+    mine = [s for s in found if s["schedule"] == name]
+    assert mine and all(s["complete"] for s in mine)
+    assert {s["node"] for s in mine} <= set(chosen)
+    for node in [c.control_planes[0], *c.workers]:
+        d = c.layout.host_path(node, DIR)
+        assert not d.exists() or not [p for p in d.iterdir() if p.name.startswith(name)]
+    for node in chosen:
+        assert len([s for s in mine if s["node"] == node]) <= 1  # --keep counts per node
+    ids = {s["node"]: s["memberID"] for s in mine}
+    assert len(set(ids.values())) == len(ids)  # each node's own member
+    pulled = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", str(tmp_path / "repo"), "--dir", DIR, "-o", "json"))
+    assert len(pulled["pulled"]) == len(mine)
+    for p in pulled["pulled"]:
+        assert p["source"]["member"] == p["node"] and p["node"] in members
+        assert p["details"]["member"]["id"] == ids[p["node"]]
+
+
+def test_print_entries_from_the_cli(tmp_path: Path) -> None:
+    """`schedule print` as a user runs it: absolute paths, the running executable, valid cron lines, units that
+    systemd-analyze accepts (where installed), and usage errors."""
+    kubeconfig = tmp_path / "kubeconfig"
+    env = clean_env({"KUBECONFIG": str(kubeconfig), "KUBECTL_DR_CONFIG": "/dev/null", "AWS_PROFILE": "dr",
+                     "AWS_SECRET_ACCESS_KEY": "never-printed", "XDG_STATE_HOME": str(tmp_path / "state")})
+    text = run([executable(), "schedule", "print", "--crontab", "--what", "etcd-pull", "--repo", "rel/repo",
+                "--cron", "15 */12 * * *"], env=env, cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "never-printed" not in text.stdout and "AWS_PROFILE=dr" in text.stdout
+    line = next(x for x in text.stdout.splitlines() if x and not x.startswith("#"))
+    assert line.startswith("15 */12 * * * ")
+    assert f"{executable()} --kubeconfig {kubeconfig} etcd snapshots pull --repo {tmp_path}/rel/repo --yes" in line
+    assert f"flock -n {tmp_path}/state/kubectl-dr/kubectl-dr-etcd-pull.lock" in line
+    units = run([executable(), "schedule", "print", "--systemd", "--system", "--what", "pvc-backup", "--pvc",
+                 "shop/data-db-0", "--cron", "0 3 * * 1-5", "--time-zone", "Europe/Berlin", "-o", "json"], env=env)
+    files = json.loads(units.stdout)["files"]
+    timer = files["/etc/systemd/system/kubectl-dr-pvc-backup-shop-data-db-0.timer"]
+    assert "OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 03:00:00 Europe/Berlin" in timer
+    if shutil.which("systemd-analyze"):
+        for path, body in files.items():
+            (tmp_path / Path(path).name).write_text(body)
+        checked = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / Path(p).name) for p in files)],
+                                 capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+    usage = run([executable(), "schedule", "print", "--crontab", "--what", "copy"], env=env)
+    assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
+    both = run([executable(), "schedule", "print", "--crontab", "--systemd"], env=env)
+    assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr

@@ -247,3 +247,162 @@ def snapshot(
           _human(result.status.file_size), result.status.sha256[:16]]],
     )
     emit(result.to_dict(), opts.output, table=table)
+
+
+# --- restore ------------------------------------------------------------------------------------------------
+restore_app = typer.Typer(
+    help="Restore every etcd member from one verified snapshot (kubeadm stacked control planes), and follow, "
+         "finalize or roll back the last restore.",
+)
+app.add_typer(restore_app, name="restore")
+HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
+    "Image of the pods that stage files on the nodes and of the static pod that swaps the data dirs "
+    "(needs sh, mv, wget, sha256sum: busybox)."))]
+
+
+def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Any]:
+    from kubectl_dr.ui.console import TerminalConsole
+
+    opts = options(ctx)
+    return opts, TerminalConsole(yes=opts.yes)
+
+
+@restore_app.callback(invoke_without_command=True)
+def restore(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option("--from", metavar="ID|latest|FILE", help=(
+        "The snapshot: a backup ID (or unique prefix), `latest` (the newest etcd snapshot in the repository) or a "
+        "snapshot file."))] = None,
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH", help=(
+        "Backup repository directory. Defaults to $KUBECTL_DR_REPO, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
+    etcd_image: Annotated[str | None, typer.Option("--etcd-image", metavar="IMAGE", help=(
+        "etcd image that runs `etcdctl snapshot restore` (default: the etcd static pod's own image). Must be of "
+        "the cluster's etcd major.minor."))] = None,
+    no_bump_revision: Annotated[bool, typer.Option("--no-bump-revision", help=(
+        "Restore without moving the revision past the snapshot's (the only way with etcd 3.4 images). Watching "
+        "clients then miss the change until restarted."))] = False,
+    helper_image: HelperImageOption = "busybox",
+) -> None:
+    """Restore etcd on every control-plane node from one snapshot, with nothing but the kubeconfig.
+
+    Preflight (members from the static pods, the snapshot verified, same etcd major.minor, a restore tool with
+    --bump-revision in the etcd image) and staging (the snapshot copied to every control-plane node and checked
+    there, then restored into a new data dir beside the old one) run while the cluster still serves. Then a
+    static pod on each node stops the API server, controller-manager, scheduler and etcd, swaps the data dirs,
+    starts etcd and waits until the new cluster has formed, then starts the rest; a node that cannot finish
+    goes back to its old data dir by itself. The old data dirs stay until `finalize`; `rollback` puts them back.
+    Pods created after the snapshot are stopped by their kubelets; Nodes and pods the snapshot lacks are listed.
+
+    A break-glass runbook (the same restore as shell commands per node) is printed and written beside the
+    backup.
+
+    \b
+    Examples:
+      kubectl dr etcd restore --from latest --dry-run=client
+      kubectl dr etcd restore --from 20250101T000000Z-ab12cd --yes
+      kubectl dr etcd restore status
+      kubectl dr etcd restore finalize --yes
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if source is None:
+        raise UsageError("--from is required: a backup ID, `latest`, or a snapshot file",
+                         hint="See `kubectl dr etcd restore --help`; `kubectl dr backups list --type etcd-snapshot` "
+                              "lists the snapshots.")
+    from kubectl_dr.cli.backups import open_repo
+    from kubectl_dr.etcd.restore import job
+    from kubectl_dr.etcd.restore.runbook import runbook
+    from kubectl_dr.etcd.restore.source import local_snapshot
+    from kubectl_dr.runs import Run
+
+    opts, console = _restore_session(ctx)
+    if opts.dry_run == "server":
+        raise UsageError("etcd restore has no --dry-run=server: its pods would need to run (use --dry-run=client)")
+    snapshot = local_snapshot(source, open_repo(repo))
+    console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
+                f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
+    run = Run(f"etcd restore --from {source}")
+    kube = opts.kube()
+    plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
+                    no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
+                    dry_run=opts.dry_run == "client")
+    book = runbook(plan)
+    if opts.dry_run == "client":
+        emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output, table=plan.summary() + "\n" + book)
+        return
+    path = snapshot.runbook_dir / f"etcd-restore-runbook-{run.id}.sh"
+    try:
+        path.write_text(book)
+        console.say(f"break-glass runbook written to {path}")
+    except OSError as exc:
+        console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
+    message(book)
+    if not plan.bump:
+        console.warn(job.NO_BUMP_RISK)
+    console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
+                    "API server stops for the duration, and everything written since the snapshot is set aside")
+    outcome = job.run(kube, plan, console, book)
+    _render_outcome(opts, outcome)
+
+
+def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
+    lines = [f"etcd {outcome.mode} {outcome.run_id} completed on every node"]
+    if outcome.revision_before is not None or outcome.revision_after is not None:
+        lines.append(f"revision: {outcome.revision_before} before, {outcome.revision_after} after")
+    if outcome.members:
+        lines.append(f"members: {', '.join(outcome.members)}")
+    for name, (before, after) in sorted(outcome.counts.items()):
+        lines.append(f"  {name}: {before} → {after}")
+    if outcome.nodes_gone:
+        lines.append(f"Nodes the restored state does not have (they register again when their kubelet next "
+                     f"reaches the API): {', '.join(outcome.nodes_gone)}")
+    if outcome.pods_gone:
+        lines.append(f"pods the restored state does not have (their kubelets stop them): "
+                     f"{', '.join(outcome.pods_gone[:50])}{' …' if len(outcome.pods_gone) > 50 else ''}")
+    if outcome.mode == "restore":
+        lines.append("the old data dirs stay on the nodes: `kubectl dr etcd restore finalize` removes them, "
+                     "`kubectl dr etcd restore rollback` puts them back")
+    emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")
+
+
+@restore_app.command("status")
+def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
+    """Show the last restore on every control-plane node: its steps, and whether the old data dir is kept."""
+    from kubectl_dr.etcd.restore import manage
+
+    opts = options(ctx)
+    if opts.dry_run != "none":
+        raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
+    found = manage.states(opts.kube(), _pod_namespace(opts), helper_image)
+    table = render_table(
+        ["NODE", "RUN", "STATE", "LAST STEP", "OLD DATA DIR"],
+        [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
+          "kept" if s.before_present else ("removed" if s.run_id else "")] for s in found])
+    emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found]}, opts.output, table=table)
+
+
+@restore_app.command("finalize")
+def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
+    """Delete the data dirs the last restore (or rollback) set aside; no rollback is possible afterwards."""
+    from kubectl_dr.etcd.restore import manage
+
+    opts, console = _restore_session(ctx)
+    result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none")
+    prefix = "(dry run) would remove" if opts.dry_run != "none" else "removed"
+    table = "\n".join(f"{prefix} {r['path']} on node {r['node']}" for r in result["remove"]) or "nothing to remove"
+    emit(result, opts.output, table=table + "\n")
+
+
+@restore_app.command("rollback")
+def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
+    """Put back the data dirs the last restore set aside, with the same self-driving static pods."""
+    from kubectl_dr.etcd.restore import manage
+
+    opts, console = _restore_session(ctx)
+    result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
+                             console.say)
+    if isinstance(result, dict):
+        table = "\n".join(f"(dry run) would put {n['putBack']} back on node {n['node']}" for n in result["nodes"])
+        emit(result, opts.output, table=table + "\n")
+        return
+    _render_outcome(opts, result)

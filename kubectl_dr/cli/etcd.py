@@ -281,6 +281,9 @@ def restore(
     no_bump_revision: Annotated[bool, typer.Option("--no-bump-revision", help=(
         "Restore without moving the revision past the snapshot's (the only way with etcd 3.4 images). Watching "
         "clients then miss the change until restarted."))] = False,
+    node_timeout: Annotated[int, typer.Option("--node-timeout", metavar="SECONDS", min=10, help=(
+        "How long each node waits, after starting its restored member, for the new cluster to form (a quorum "
+        "and every peer) before it puts its old data dir back by itself."))] = 300,
     helper_image: HelperImageOption = "busybox",
 ) -> None:
     """Restore etcd on every control-plane node from one snapshot, with nothing but the kubeconfig.
@@ -325,7 +328,7 @@ def restore(
     kube = opts.kube()
     plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
                     no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
-                    dry_run=opts.dry_run == "client")
+                    dry_run=opts.dry_run == "client", node_timeout=node_timeout)
     book = runbook(plan)
     if opts.dry_run == "client":
         emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output, table=plan.summary() + "\n" + book)

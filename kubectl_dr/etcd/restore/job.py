@@ -72,6 +72,7 @@ class Plan:
     counts_before: dict[str, int] = field(default_factory=dict)
     nodes_before: list[str] = field(default_factory=list)
     pods_before: list[str] = field(default_factory=list)
+    node_timeout: int = 300  # how long each node waits for the new cluster to form before it rolls back
 
     def swap(self, target: Target, mode: str) -> NodeSwap:
         restored = f"{target.data_dir}.restored-{self.run.id}"
@@ -81,7 +82,7 @@ class Plan:
                         manifests_dir=MANIFESTS_DIR, data_dir=target.data_dir, incoming=incoming, aside=aside,
                         dr_dir=DR_DIR, health_url=f"{target.metrics_url}/health?serializable=false",
                         metrics_url=f"{target.metrics_url}/metrics", peers=len(self.targets) - 1,
-                        readyz_url=target.readyz_url)
+                        readyz_url=target.readyz_url, health_timeout=self.node_timeout)
 
     def restore_args(self, target: Target) -> list[str]:
         swap = self.swap(target, "restore")
@@ -186,7 +187,8 @@ def _names(kube: Kube, path: str) -> list[str]:
 
 
 def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_image: str | None,
-         no_bump: bool, helper_image: str, say: Callable[[str], None], dry_run: bool = False) -> Plan:
+         no_bump: bool, helper_image: str, say: Callable[[str], None], dry_run: bool = False,
+         node_timeout: int = 300) -> Plan:
     """Everything checked before anything changes. A dry run starts no pod: the versions then come from the
     image tags (kubeadm's registry.k8s.io/etcd:X.Y.Z-N), and the plan says so."""
     found = targets(kube)
@@ -199,8 +201,10 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
         if not tagged or tool is None:
             raise EtcdError("a client dry run reads the etcd versions from the image tags, and these have none: "
                             f"{', '.join(images)}", hint="Run without --dry-run to ask the members.")
-        return _decide(found, snapshot, tagged, tool, image, None, namespace, run, no_bump, helper_image, say,
-                       counts={}, nodes=[], pods=[])
+        planned = _decide(found, snapshot, tagged, tool, image, None, namespace, run, no_bump, helper_image, say,
+                          counts={}, nodes=[], pods=[])
+        planned.node_timeout = node_timeout
+        return planned
     status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace)
     versions = sorted({e.version for e in status.endpoints if e.version})
     if not versions:
@@ -216,10 +220,12 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
         say(f"warning: members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
     _check_snapshot(snapshot, cluster_version)
     tool_version = _tool(kube, found[0], namespace, image, run)
-    return _decide(found, snapshot, versions, tool_version, image,
-                   max((e.revision or 0 for e in status.endpoints), default=None), namespace, run, no_bump,
-                   helper_image, say, counts=_count(kube), nodes=_names(kube, "/api/v1/nodes"),
-                   pods=_names(kube, "/api/v1/pods"))
+    planned = _decide(found, snapshot, versions, tool_version, image,
+                      max((e.revision or 0 for e in status.endpoints), default=None), namespace, run, no_bump,
+                      helper_image, say, counts=_count(kube), nodes=_names(kube, "/api/v1/nodes"),
+                      pods=_names(kube, "/api/v1/pods"))
+    planned.node_timeout = node_timeout
+    return planned
 
 
 def _check_snapshot(snapshot: LocalSnapshot, cluster_version: str) -> None:

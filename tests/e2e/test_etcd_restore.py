@@ -163,8 +163,9 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
     result = json.loads(ok(restore(c, repo, snap)).stdout)
     check_restored(c, repo, "one", "3701", result, bump=True)
     runbook = next((repo / snap).glob("etcd-restore-runbook-*.sh")).read_text()
-    assert f"--initial-cluster-token {result['runID'].lower()}" not in runbook  # the token is random
-    assert "--bump-revision 1000000000 --mark-compacted" in runbook and "mv /etc/kubernetes/manifests/etcd.yaml" in runbook
+    assert f"--initial-cluster-token kubectl-dr-{result['runID'].lower()}-" in runbook
+    assert "--bump-revision 1000000000 --mark-compacted" in runbook
+    assert "mv /etc/kubernetes/manifests/etcd.yaml" in runbook
 
     status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
     [node] = status["nodes"]
@@ -285,3 +286,35 @@ def test_member_never_healthy_rolls_back_every_node(ha: Cluster, tmp_path: Path)
     all_healthy(c, repo)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
     c.kubectl("delete", "namespace", "unhealthy", "--wait=false")
+
+
+def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: Path) -> None:
+    """Ctrl-C while the snapshot is being restored on the node: the staging goes, the cluster never stopped."""
+    c, repo = single, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "interrupted", sleep_arg="3706")
+    node = c.control_planes[0]
+    env = clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+    from tests.cli_runner import executable
+
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, "--yes"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("restoring the snapshot into"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=180)[1]
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "handed over" not in rest
+    assert configmaps(c, "interrupted") == {"before", "after"} and sleeping("3706")
+    assert not leftover_pods(c)
+    assert sorted(p.name for p in c.layout.etcd_data(node).parent.iterdir() if p.name.startswith("etcd")) == ["etcd"]
+    assert not list(c.layout.host_path(node, DR_DIR).glob("*/snapshot.db*"))
+    assert not (c.layout.manifests(node) / "kubectl-dr-etcd-restore.yaml").exists()
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    assert status["nodes"][0]["state"] == "aborted before the hand-over (nothing changed)"
+    # The lease is free again: the next restore runs (and is dry here).
+    ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client"))
+    c.kubectl("delete", "namespace", "interrupted", "--wait=false")

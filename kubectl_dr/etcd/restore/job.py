@@ -37,7 +37,7 @@ from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, MANIFESTS_DIR, Targe
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY, HelperPod, managed_labels, pod_name
-from kubectl_dr.runs import Run
+from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
 
 DR_DIR = "/var/lib/kubectl-dr/restore"
 LAST = "LAST"
@@ -272,6 +272,13 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     t = node.target
     swap = p.swap(t, "restore")
     run_dir = f"{HOST_DR}/{p.run.id}"
+    # What runs killed before their hand-over left (we hold the restore lease, so no live run is staging): their
+    # snapshot copies and restored dirs. Runs that were handed over keep everything for status and rollback.
+    restored_prefix = shlex.quote(swap.in_pod(t.data_dir) + ".restored-")
+    node.sh(f"for d in {HOST_DR}/*/; do r=$(basename \"$d\"); [ -e \"$d/status-restore\" ] && continue; "
+            f"[ -e \"$d/record.json\" ] || continue; "
+            f"rm -rf \"$d/snapshot.db\" \"$d/snapshot.db.part\" {restored_prefix}\"$r\"; "
+            f"echo aborted > \"$d/aborted\"; done; true", what="removing what interrupted runs staged")
     node.sh(f"set -e; mkdir -p {run_dir}; test ! -e {shlex.quote(swap.in_pod(swap.incoming))}; "
             f"test ! -e {shlex.quote(swap.in_pod(swap.aside))}; test -d {shlex.quote(swap.in_pod(t.data_dir))}",
             what="checking the data dirs")
@@ -292,7 +299,8 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
 def _unstage(node: NodePod, p: Plan) -> None:
     swap = p.swap(node.target, "restore")
     node.sh(f"rm -rf {shlex.quote(swap.in_pod(swap.incoming))} {HOST_DR}/{p.run.id}/snapshot.db "
-            f"{HOST_DR}/{p.run.id}/snapshot.db.part; echo aborted > {HOST_DR}/{p.run.id}/aborted",
+            f"{HOST_DR}/{p.run.id}/snapshot.db.part; mkdir -p {HOST_DR}/{p.run.id}; "
+            f"echo aborted > {HOST_DR}/{p.run.id}/aborted",
             what="removing the staged restore")
 
 
@@ -383,28 +391,45 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:
     """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back."""
     say = console.say
     stack = cleanup.current()
+    lease = Lease(kube, p.namespace, lease_name("etcd", "restore"), p.run, what="the etcd restore")
+    lease.acquire()
+    heartbeat = Heartbeat(say)
+    heartbeat.hold(lease)
+    released = [stack.push("release the etcd restore lease", lambda: _release(lease, heartbeat))]
+    # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
+    # staged files on each node (through its node pod), the node pods, the lease.
     nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore")
     steps = []
-    try:
-        for node in nodes:
-            steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
-                                    lambda node=node: _unstage(node, p)))  # type: ignore[misc]
-            _stage(kube, p, node, say)
-        # The point of no return for the client: from the first manifest on, the nodes decide.
-        for node in nodes:
-            _hand_over(node, p, "restore")
-        for step in steps:
-            stack.discard(step)
-        say("handed over: every control-plane node now stops its API server and etcd, swaps the data dir and "
-            "starts again on its own; Ctrl-C no longer stops it (follow with `kubectl dr etcd restore status`)")
-        for node in nodes:
+    for node in nodes:
+        steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
+                                lambda node=node: _unstage(node, p)))  # type: ignore[misc]
+    for node in nodes:
+        _stage(kube, p, node, say)
+    # The point of no return for the client: from the first manifest on, the nodes decide. The lease goes
+    # first (the API server is about to stop); a manifest already in place refuses a second hand-over.
+    stack.run(released[0])
+    for node, step in zip(nodes, steps, strict=True):
+        # A node that has its manifest decides alone: its staged dir must never be removed under it. A node
+        # interrupted before its turn is unstaged; the ones already handed over then miss a peer and go back.
+        stack.discard(step)
+        _hand_over(node, p, "restore")
+    for node in nodes:
+        if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
+            stack.discard(node.pod.step)
+            node.pod.step = None
+    say("handed over: every control-plane node now stops its API server and etcd, swaps the data dir and "
+        "starts again on its own; Ctrl-C no longer stops it (follow with `kubectl dr etcd restore status`)")
+    for node in nodes:
+        # Pods made after the snapshot: the restored state does not have them and their kubelet stops them;
+        # asking now spares the wait where the API server still answers.
+        with contextlib.suppress(DrError):
             node.pod.request_delete()
-    except BaseException:
-        for node in nodes:
-            with contextlib.suppress(DrError):
-                node.delete()
-        raise
     return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, say, plan=p, runbook=runbook)
+
+
+def _release(lease: Lease, heartbeat: Heartbeat) -> None:
+    heartbeat.stop()
+    lease.release()
 
 
 def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str,

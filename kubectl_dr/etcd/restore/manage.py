@@ -33,6 +33,7 @@ class NodeState:
     restore: list[tuple[int, str, str]]
     rollback: list[tuple[int, str, str]]
     finalized: bool
+    aborted: bool
     before_present: bool
     restored_present: bool
 
@@ -45,7 +46,7 @@ class NodeState:
         for name, rows in (("rollback", self.rollback), ("restore", self.restore)):
             if rows:
                 return f"{name}: {rows[-1][1]}"
-        return "staged (never handed over)"
+        return "aborted before the hand-over (nothing changed)" if self.aborted else "staged (never handed over)"
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "runID": self.run_id, "state": self.state, "finalized": self.finalized,
@@ -59,7 +60,7 @@ def _read(node: NodePod) -> NodeState:
     text = node.sh(f"cat {HOST_DR}/{job.LAST} 2>/dev/null; true", what="reading the last restore")
     run_id = text.strip() or None
     if run_id is None or not all(c.isalnum() or c in "-_" for c in run_id):
-        return NodeState(node.target.node, None, None, [], [], False, False, False)
+        return NodeState(node.target.node, None, None, [], [], False, False, False, False)
     d = f"{HOST_DR}/{run_id}"
     raw = node.sh(f"cat {d}/record.json 2>/dev/null; true", what="reading the run record")
     try:
@@ -68,7 +69,8 @@ def _read(node: NodePod) -> NodeState:
         record = None
     restore = nodescript.parse_status(node.sh(f"cat {d}/status-restore 2>/dev/null; true", what="reading status"))
     rollback = nodescript.parse_status(node.sh(f"cat {d}/status-rollback 2>/dev/null; true", what="reading status"))
-    finalized = node.sh(f"test -e {d}/finalized && echo yes; true", what="reading status").strip() == "yes"
+    marks = node.sh(f"test -e {d}/finalized && echo finalized; test -e {d}/aborted && echo aborted; true",
+                    what="reading status").split()
     before = restored = False
     if record:
         member = next((m for m in record.get("members") or [] if m.get("node") == node.target.node), None)
@@ -78,7 +80,8 @@ def _read(node: NodePod) -> NodeState:
                               f"test -d {shlex.quote(swap.in_pod(member['restored']))} && echo restored; true",
                               what="looking at the data dirs")
             before, restored = "before" in present, "restored" in present
-    return NodeState(node.target.node, run_id, record, restore, rollback, finalized, before, restored)
+    return NodeState(node.target.node, run_id, record, restore, rollback, "finalized" in marks, "aborted" in marks,
+                     before, restored)
 
 
 def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:

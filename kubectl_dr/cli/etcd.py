@@ -250,10 +250,8 @@ def snapshot(
 
 
 # --- restore ------------------------------------------------------------------------------------------------
-restore_app = typer.Typer(
-    help="Restore every etcd member from one verified snapshot (kubeadm stacked control planes), and follow, "
-         "finalize or roll back the last restore.",
-)
+# The callback's docstring is the group's help (the restore itself), its subcommands follow the last restore.
+restore_app = typer.Typer()
 app.add_typer(restore_app, name="restore")
 HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
     "Image of the pods that stage files on the nodes and of the static pod that swaps the data dirs "

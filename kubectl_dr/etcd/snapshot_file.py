@@ -96,7 +96,7 @@ class SnapshotStatus:
     buckets: dict[str, int] = field(default_factory=dict)  # keys per top-level bucket
     consistent_index: int | None = None
     storage_version: str | None = None  # etcd >= 3.6 records it in the meta bucket
-    # The cluster version ("3.5.0") that etcd >= 3.5 keeps in the cluster bucket; None from etcd 3.4.
+    # The cluster version ("3.4.0", "3.5.0") etcd keeps in its cluster bucket; None if the key is missing.
     cluster_version: str | None = None
 
     def etcdctl_status(self) -> dict[str, int]:

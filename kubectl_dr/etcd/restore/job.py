@@ -231,8 +231,8 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
 def _check_snapshot(snapshot: LocalSnapshot, cluster_version: str) -> None:
     snap_minor = snapshot.minor
     if snap_minor is None and minor_of(cluster_version) not in ("3.4", "3.3"):
-        raise EtcdError(f"the snapshot does not say which etcd wrote it (no cluster version in the database: "
-                        f"etcd 3.4 or older), and the cluster runs etcd {cluster_version}",
+        raise EtcdError(f"the snapshot does not say which etcd wrote it (no cluster version in the database, no "
+                        f"backup manifest), and the cluster runs etcd {cluster_version}",
                         hint="A restore needs a snapshot of the same etcd major.minor as the cluster.")
     if snap_minor is not None and snap_minor != minor_of(cluster_version):
         raise EtcdError(f"the snapshot is from etcd {snapshot.version} but the cluster runs etcd {cluster_version}: "

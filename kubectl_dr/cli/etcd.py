@@ -376,10 +376,17 @@ def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybo
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
     found = manage.states(opts.kube(), _pod_namespace(opts), helper_image)
     table = render_table(
-        ["NODE", "RUN", "STATE", "LAST STEP", "OLD DATA DIR"],
+        ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
-          "kept" if s.before_present else ("removed" if s.run_id else "")] for s in found])
+          _set_aside(s)] for s in found])
     emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found]}, opts.output, table=table)
+
+
+def _set_aside(state: Any) -> str:
+    """Which data dir the node keeps beside the live one: what rollback (or finalize) works on."""
+    kept = [name for name, present in (("old data dir", state.before_present),
+                                       ("restored data dir", state.restored_present)) if present]
+    return ", ".join(kept) or ("none" if state.run_id else "")
 
 
 @restore_app.command("finalize")

@@ -279,6 +279,11 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
             f"[ -e \"$d/record.json\" ] || continue; "
             f"rm -rf \"$d/snapshot.db\" \"$d/snapshot.db.part\" {restored_prefix}\"$r\"; "
             f"echo aborted > \"$d/aborted\"; done; true", what="removing what interrupted runs staged")
+    earlier = node.sh(f"ls -d {shlex.quote(swap.in_pod(t.data_dir))}.before-* 2>/dev/null; true",
+                      what="looking for earlier restores").split()
+    if earlier:
+        say(f"warning: node {t.node} still keeps the old data dir of an earlier restore "
+            f"({', '.join(e.rsplit('/', 1)[-1] for e in earlier)}): `kubectl dr etcd restore finalize` removes it")
     node.sh(f"set -e; mkdir -p {run_dir}; test ! -e {shlex.quote(swap.in_pod(swap.incoming))}; "
             f"test ! -e {shlex.quote(swap.in_pod(swap.aside))}; test -d {shlex.quote(swap.in_pod(t.data_dir))}",
             what="checking the data dirs")
@@ -346,12 +351,19 @@ def read_statuses(nodes: list[NodePod], run_id: str, mode: str) -> dict[str, lis
 
 
 def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, say: Callable[[str], None],
-               timeout: float = 900.0) -> dict[str, list[tuple[int, str, str]]]:
+               timeout: float = 900.0, never_started: float = 120.0) -> dict[str, list[tuple[int, str, str]]]:
+    """Until every node's status is terminal. A node whose script never wrote a line (its pod did not start:
+    image, kubelet) is given up on `never_started` seconds after the others are done."""
     deadline = time.monotonic() + timeout
+    others_done: float | None = None
     while True:
         statuses = read_statuses(nodes, run_id, mode)
         pending = [n for n, rows in statuses.items() if not rows or rows[-1][1] not in nodescript.TERMINAL]
-        if not pending or time.monotonic() > deadline:
+        silent = [n for n in pending if not statuses[n]]
+        if pending and pending == silent:
+            others_done = others_done or time.monotonic()
+        if not pending or time.monotonic() > deadline or (
+                others_done is not None and time.monotonic() - others_done > never_started):
             return statuses
         say(f"waiting for node(s) {', '.join(pending)} to finish")
         time.sleep(3)
@@ -384,7 +396,8 @@ class Outcome:
 
 
 def _last_steps(statuses: dict[str, list[tuple[int, str, str]]]) -> str:
-    return ", ".join(f"{n}: {rows[-1][1] if rows else 'no status'}" for n, rows in statuses.items())
+    return ", ".join(f"{n}: {rows[-1][1] if rows else 'never started (its static pod did not run)'}"
+                     for n, rows in statuses.items())
 
 
 def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:

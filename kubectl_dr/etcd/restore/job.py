@@ -275,10 +275,12 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     # What runs killed before their hand-over left (we hold the restore lease, so no live run is staging): their
     # snapshot copies and restored dirs. Runs that were handed over keep everything for status and rollback.
     restored_prefix = shlex.quote(swap.in_pod(t.data_dir) + ".restored-")
-    node.sh(f"for d in {HOST_DR}/*/; do r=$(basename \"$d\"); [ -e \"$d/status-restore\" ] && continue; "
-            f"[ -e \"$d/record.json\" ] || continue; "
-            f"rm -rf \"$d/snapshot.db\" \"$d/snapshot.db.part\" {restored_prefix}\"$r\"; "
-            f"echo aborted > \"$d/aborted\"; done; true", what="removing what interrupted runs staged")
+    # Runs that rolled back everywhere are past use as well (normally the client already removed their dirs).
+    node.sh(f"for d in {HOST_DR}/*/; do r=$(basename \"$d\"); [ -e \"$d/record.json\" ] || continue; "
+            f"if [ -e \"$d/status-restore\" ]; then tail -n 1 \"$d/status-restore\" | "
+            f"grep -qE '^[0-9]+ (rolled-back|failed)( |$)' || continue; else echo aborted > \"$d/aborted\"; fi; "
+            f"rm -rf \"$d/snapshot.db\" \"$d/snapshot.db.part\" {restored_prefix}\"$r\"; done; true",
+            what="removing what interrupted runs staged")
     earlier = node.sh(f"ls -d {shlex.quote(swap.in_pod(t.data_dir))}.before-* 2>/dev/null; true",
                       what="looking for earlier restores").split()
     if earlier:
@@ -440,6 +442,19 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:
     return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, say, plan=p, runbook=runbook)
 
 
+def _discard_restored(node: NodePod, run_id: str, say: Callable[[str], None]) -> None:
+    restored = f"{node.target.data_dir}.restored-{run_id}"
+    swap = NodeSwap(run_id=run_id, mode="restore", node=node.target.node, kubernetes_dir=KUBERNETES_DIR,
+                    manifests_dir=MANIFESTS_DIR, data_dir=node.target.data_dir, incoming=restored, aside="",
+                    dr_dir=DR_DIR, health_url="", metrics_url="", peers=0, readyz_url="")
+    try:
+        node.sh(f"rm -rf {shlex.quote(swap.in_pod(restored))} {HOST_DR}/{run_id}/snapshot.db; "
+                f"rmdir {HOST_KUBERNETES}/kubectl-dr/{run_id}-restore {HOST_KUBERNETES}/kubectl-dr 2>/dev/null; true",
+                what="removing the restored data dir")
+    except DrError as exc:
+        say(f"warning: cannot remove {restored} on node {node.target.node}: {exc.message}")
+
+
 def _release(lease: Lease, heartbeat: Heartbeat) -> None:
     heartbeat.stop()
     lease.release()
@@ -459,6 +474,12 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
             for n in nodes:
                 n.sh(f"rm -f {HOST_DR}/{run_id}/snapshot.db; rmdir {HOST_KUBERNETES}/kubectl-dr/{run_id}-{mode} "
                      f"{HOST_KUBERNETES}/kubectl-dr 2>/dev/null; true", what="removing the staged snapshot")
+        elif mode == "restore" and all(rows and rows[-1][1] in (nodescript.ROLLED_BACK, nodescript.FAILED)
+                                       for rows in statuses.values()):
+            # Every node is back on its old data: the restored dirs and snapshot copies are of no use any more
+            # (a new restore stages afresh), and each is as large as the database. The status files stay.
+            for n in nodes:
+                _discard_restored(n, run_id, say)
     finally:
         for n in nodes:
             n.delete()

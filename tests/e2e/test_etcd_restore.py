@@ -91,7 +91,7 @@ def snapshot_with_changes(c: Cluster, repo: Path, ns: str, *, sleep_arg: str) ->
         pod("new", ns, command=["sleep", sleep_arg])))
     c.kubectl("-n", ns, "delete", "configmap", "deleted-later")
     c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/new", "--timeout=60s")
-    assert sleeping(sleep_arg)
+    eventually(lambda: sleeping(sleep_arg), what=f"the process of pod {ns}/new")
     return str(snap["id"])
 
 

@@ -252,12 +252,14 @@ def _decide(found: list[Target], snapshot: LocalSnapshot, versions: list[str], t
     if _version_tuple(tool_version) >= (3, 6):
         raise EtcdError(f"etcdctl {tool_version} no longer restores snapshots (etcd 3.6 moved it to etcdutl, which "
                         "the kubeadm etcd images do not ship)",
-                        hint="Give --etcd-image an image with etcdutl, or follow the break-glass runbook.")
+                        hint="kubectl dr restores with etcdctl of etcd 3.5 or 3.4 only; for etcd 3.6 follow the "
+                             "break-glass runbook (etcdutl on the nodes).")
     if not has_bump and not no_bump:
         raise EtcdError(f"no restore tool with --bump-revision: {image} has etcdctl {tool_version} (the bump needs "
-                        "etcdctl ≥ 3.5.10 or etcdutl)",
+                        "etcdctl ≥ 3.5.10)",
                         hint=f"{NO_BUMP_RISK} To restore anyway and restart those clients yourself, pass "
-                             "--no-bump-revision; or give --etcd-image an image of the same minor that has the bump.")
+                             "--no-bump-revision; or give --etcd-image an etcd image of the same minor whose etcdctl "
+                             "has the bump.")
     del say
     return Plan(run=run, targets=found, snapshot=snapshot, image=image, tool_version=tool_version,
                 bump=has_bump and not no_bump, token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",

@@ -10,7 +10,7 @@ import typer
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
 
@@ -270,3 +270,171 @@ def snapshot(
 
 def _ask_plaintext(question: str) -> bool:
     return bool(typer.confirm(question, default=False, err=True))
+
+
+# --- restore ------------------------------------------------------------------------------------------------
+# The callback's docstring is the group's help (the restore itself), its subcommands follow the last restore.
+restore_app = typer.Typer()
+app.add_typer(restore_app, name="restore")
+HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
+    "Image of the pods that stage files on the nodes and of the static pod that swaps the data dirs "
+    "(needs sh, mv, wget, sha256sum: busybox)."))]
+
+
+def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Any]:
+    from kubectl_dr.ui.console import TerminalConsole
+
+    opts = options(ctx)
+    return opts, TerminalConsole(yes=opts.yes)
+
+
+@restore_app.callback(invoke_without_command=True)
+def restore(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option("--from", metavar="ID|latest|FILE", help=(
+        "The snapshot: a backup ID (or unique prefix), `latest` (the newest etcd snapshot in the repository) or a "
+        "snapshot file."))] = None,
+    repo: RepoOption = None,
+    identity: IdentityOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    etcd_image: Annotated[str | None, typer.Option("--etcd-image", metavar="IMAGE", help=(
+        "etcd image that runs `etcdctl snapshot restore` (default: the etcd static pod's own image). Must be of "
+        "the cluster's etcd major.minor."))] = None,
+    no_bump_revision: Annotated[bool, typer.Option("--no-bump-revision", help=(
+        "Restore without moving the revision past the snapshot's (the only way with etcd 3.4 images). Watching "
+        "clients then miss the change until restarted."))] = False,
+    node_timeout: Annotated[int, typer.Option("--node-timeout", metavar="SECONDS", min=10, help=(
+        "How long each node waits, after starting its restored member, for the new cluster to form (a quorum "
+        "and every peer) before it puts its old data dir back by itself."))] = 300,
+    helper_image: HelperImageOption = "busybox",
+) -> None:
+    """Restore etcd on every control-plane node from one snapshot, with nothing but the kubeconfig.
+
+    Preflight (members from the static pods, the snapshot verified, same etcd major.minor, a restore tool with
+    --bump-revision in the etcd image) and staging (the snapshot copied to every control-plane node and checked
+    there, then restored into a new data dir beside the old one) run while the cluster still serves. Then a
+    static pod on each node stops the API server, controller-manager, scheduler and etcd, swaps the data dirs,
+    starts etcd and waits until the new cluster has formed, then starts the rest; a node that cannot finish
+    goes back to its old data dir by itself. The old data dirs stay until `finalize`; `rollback` puts them back.
+    Pods created after the snapshot are stopped by their kubelets; Nodes and pods the snapshot lacks are listed.
+
+    A break-glass runbook (the same restore as shell commands per node) is printed and written beside the
+    backup.
+
+    \b
+    Examples:
+      kubectl dr etcd restore --from latest --dry-run=client
+      kubectl dr etcd restore --from 20250101T000000Z-ab12cd --yes
+      kubectl dr etcd restore status
+      kubectl dr etcd restore finalize --yes
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if source is None:
+        raise UsageError("--from is required: a backup ID, `latest`, or a snapshot file",
+                         hint="See `kubectl dr etcd restore --help`; `kubectl dr backups list --type etcd-snapshot` "
+                              "lists the snapshots.")
+    from kubectl_dr.cli.backups import open_repo
+    from kubectl_dr.etcd.restore import job
+    from kubectl_dr.etcd.restore.runbook import runbook
+    from kubectl_dr.etcd.restore.source import local_snapshot
+    from kubectl_dr.runs import Run
+
+    opts, console = _restore_session(ctx)
+    if opts.dry_run == "server":
+        raise UsageError("etcd restore has no --dry-run=server: its pods would need to run (use --dry-run=client)")
+    snapshot = local_snapshot(source, open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), console)
+    console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
+                f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
+    run = Run(f"etcd restore --from {source}")
+    kube = opts.kube()
+    plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
+                    no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
+                    dry_run=opts.dry_run == "client", node_timeout=node_timeout)
+    book = runbook(plan)
+    if opts.dry_run == "client":
+        emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output, table=plan.summary() + "\n" + book)
+        return
+    path = snapshot.runbook_dir / f"etcd-restore-runbook-{run.id}.sh"
+    try:
+        path.write_text(book)
+        console.say(f"break-glass runbook written to {path}")
+    except OSError as exc:
+        console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
+    message(book)
+    if not plan.bump:
+        console.warn(job.NO_BUMP_RISK)
+    console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
+                    "API server stops for the duration, and everything written since the snapshot is set aside")
+    outcome = job.run(kube, plan, console, book)
+    _render_outcome(opts, outcome)
+
+
+def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
+    lines = [f"etcd {outcome.mode} {outcome.run_id} completed on every node"]
+    if outcome.revision_before is not None or outcome.revision_after is not None:
+        lines.append(f"revision: {outcome.revision_before} before, {outcome.revision_after} after")
+    if outcome.members:
+        lines.append(f"members: {', '.join(outcome.members)}")
+    for name, (before, after) in sorted(outcome.counts.items()):
+        lines.append(f"  {name}: {before} → {after}")
+    if outcome.nodes_gone:
+        lines.append(f"Nodes the restored state does not have (they register again when their kubelet next "
+                     f"reaches the API): {', '.join(outcome.nodes_gone)}")
+    if outcome.pods_gone:
+        lines.append(f"pods the restored state does not have (their kubelets stop them): "
+                     f"{', '.join(outcome.pods_gone[:50])}{' …' if len(outcome.pods_gone) > 50 else ''}")
+    if outcome.mode == "restore":
+        lines.append("the old data dirs stay on the nodes: `kubectl dr etcd restore finalize` removes them, "
+                     "`kubectl dr etcd restore rollback` puts them back")
+    emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")
+
+
+@restore_app.command("status")
+def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
+    """Show the last restore on every control-plane node: its steps, and whether the old data dir is kept."""
+    from kubectl_dr.etcd.restore import manage
+
+    opts = options(ctx)
+    if opts.dry_run != "none":
+        raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
+    found = manage.states(opts.kube(), _pod_namespace(opts), helper_image)
+    table = render_table(
+        ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
+        [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
+          _set_aside(s)] for s in found])
+    emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found]}, opts.output, table=table)
+
+
+def _set_aside(state: Any) -> str:
+    """Which data dir the node keeps beside the live one: what rollback (or finalize) works on."""
+    kept = [name for name, present in (("old data dir", state.before_present),
+                                       ("restored data dir", state.restored_present)) if present]
+    return ", ".join(kept) or ("none" if state.run_id else "")
+
+
+@restore_app.command("finalize")
+def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
+    """Delete the data dirs the last restore (or rollback) set aside; no rollback is possible afterwards."""
+    from kubectl_dr.etcd.restore import manage
+
+    opts, console = _restore_session(ctx)
+    result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none")
+    prefix = "(dry run) would remove" if opts.dry_run != "none" else "removed"
+    table = "\n".join(f"{prefix} {r['path']} on node {r['node']}" for r in result["remove"]) or "nothing to remove"
+    emit(result, opts.output, table=table + "\n")
+
+
+@restore_app.command("rollback")
+def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
+    """Put back the data dirs the last restore set aside, with the same self-driving static pods."""
+    from kubectl_dr.etcd.restore import manage
+
+    opts, console = _restore_session(ctx)
+    result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
+                             console.say)
+    if isinstance(result, dict):
+        table = "\n".join(f"(dry run) would put {n['putBack']} back on node {n['node']}" for n in result["nodes"])
+        emit(result, opts.output, table=table + "\n")
+        return
+    _render_outcome(opts, result)

@@ -96,6 +96,8 @@ class SnapshotStatus:
     buckets: dict[str, int] = field(default_factory=dict)  # keys per top-level bucket
     consistent_index: int | None = None
     storage_version: str | None = None  # etcd >= 3.6 records it in the meta bucket
+    # The cluster version ("3.4.0", "3.5.0") etcd keeps in its cluster bucket; None if the key is missing.
+    cluster_version: str | None = None
 
     def etcdctl_status(self) -> dict[str, int]:
         """Same keys and values as ``etcdctl snapshot status -w json``."""
@@ -118,6 +120,7 @@ class SnapshotStatus:
             "buckets": dict(self.buckets),
             "consistentIndex": self.consistent_index,
             "storageVersion": self.storage_version,
+            "clusterVersion": self.cluster_version,
         }
 
 
@@ -208,6 +211,7 @@ def _read_database(fd: int, name: str, size: int, data_size: int, has_trailer: b
     buckets: dict[str, int] = {}
     consistent_index: int | None = None
     storage_version: str | None = None
+    cluster_version: str | None = None
 
     for top in db.root_entries():
         if top.bucket is None:
@@ -216,6 +220,7 @@ def _read_database(fd: int, name: str, size: int, data_size: int, has_trailer: b
         crc = google_crc32c.extend(crc, top.key)
         is_key_bucket = top.key == b"key"
         is_meta_bucket = top.key == b"meta"
+        is_cluster_bucket = top.key == b"cluster"
         count = 0
         for entry in db.bucket_entries(top.key, top.bucket):
             crc = google_crc32c.extend(crc, entry.key)
@@ -229,6 +234,8 @@ def _read_database(fd: int, name: str, size: int, data_size: int, has_trailer: b
                     consistent_index = _BIG_U64.unpack(entry.value)[0]
                 elif entry.key == b"storageVersion":
                     storage_version = bytes(entry.value).decode("utf-8", "replace")
+            elif is_cluster_bucket and entry.key == b"clusterVersion" and entry.value is not None:
+                cluster_version = bytes(entry.value).decode("utf-8", "replace")
             # Drop the view now: it pins its page, which would otherwise stay alive while the next
             # page (possibly megabytes of overflow) is read.
             del entry
@@ -250,6 +257,7 @@ def _read_database(fd: int, name: str, size: int, data_size: int, has_trailer: b
         buckets=buckets,
         consistent_index=consistent_index,
         storage_version=storage_version,
+        cluster_version=cluster_version,
     )
 
 

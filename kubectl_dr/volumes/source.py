@@ -9,19 +9,16 @@ the same entries. A plain tar file has no record: its headers are all there is t
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.repo import Backup, BackupCorruptError, BackupNotFoundError, Repository
 from kubectl_dr.repo.crypto import Identity
-from kubectl_dr.units import count, size
+from kubectl_dr.repo.staging import local_parts
+from kubectl_dr.units import count
 from kubectl_dr.volumes.entries import HARDLINK, PART, Entries, Entry
 from kubectl_dr.volumes.tar_reader import Archive, ArchiveError, empty_archive_error, read_archive
 
@@ -91,9 +88,9 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
         raise DrError("--from-claim only goes with --from latest")
     backup = find_backup(repo, ref, namespace, claim, from_claim)
     part = backup.manifest.part(ARCHIVE_PART)
-    local = repo.local_file(backup, ARCHIVE_PART)
-    staged = local is None
-    path = local if local is not None else stage(repo, backup, console, identity)
+    parts = local_parts(repo, backup, [ARCHIVE_PART, PART], console, identity)
+    staged = parts.staged
+    path = parts.files[ARCHIVE_PART]
     # Listing reads every header (about 25 µs an entry): a volume of a million files takes a while.
     console.say(f"listing backup {backup.id} (every entry must land inside the volume)")
     try:
@@ -102,7 +99,7 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
         console.say(f"the archive of backup {backup.id} cannot be listed; checking it against its checksums")
         repo.verify(backup)
         raise
-    entries, recorded = read_entries(backup, path.parent / PART if staged else None), True
+    entries, recorded = read_entries(backup, parts.files.get(PART) if staged else None), True
     if entries is None:
         entries, recorded = from_headers(archive), False
     else:
@@ -110,35 +107,6 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
     if archive.empty and not allow_empty:
         raise empty_archive_error(f"backup {backup.id}")
     return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged)
-
-
-def stage(repo: Repository, backup: Backup, console: Console, identity: Sequence[Identity] | None) -> Path:
-    """Copy a backup that is not a plain local file (in S3, or encrypted) into a private directory here.
-
-    The archive is read twice (listed before the cluster is touched, then sent), so it must be a file;
-    each part is checked against the manifest's size and SHA-256 as it arrives, which also verifies the
-    backup. The directory (mode 0700: a volume's data, decrypted) goes away however the command ends.
-    """
-    parts = [p for p in backup.manifest.parts if p.name in (ARCHIVE_PART, PART)]
-    needed = sum(p.size for p in parts)
-    where = Path(tempfile.gettempdir())
-    free = shutil.disk_usage(where).free
-    if free < needed + 64 * 1024 * 1024:
-        raise DrError(f"backup {backup.id} must be copied here before it is restored ({size(needed)}), and "
-                      f"{where} has {size(free)} free", hint="Point TMPDIR at a directory with room and run again.")
-    directory = Path(tempfile.mkdtemp(prefix=f"kubectl-dr-{backup.id}-"))
-    cleanup.current().push(f"remove the staged copy of backup {backup.id} in {directory}",
-                           lambda: shutil.rmtree(directory, ignore_errors=True))
-    what = "decrypting and checking" if any(p.encrypted for p in parts) else "downloading and checking"
-    console.say(f"{what} backup {backup.id} from {backup.location} into {directory}")
-    for p in parts:
-        target = directory / p.name
-        with console.progress(f"stage {p.name}", p.size) as bar, repo.open_part(backup, p.name, identity) as src, \
-                open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-                bar.advance(len(chunk))
-    return directory / ARCHIVE_PART
 
 
 def read_entries(backup: Backup, staged: Path | None = None) -> Entries | None:

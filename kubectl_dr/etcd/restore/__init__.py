@@ -1,0 +1,1 @@
+"""etcd restore: preflight, staging, the self-driving node pods, and what comes after."""

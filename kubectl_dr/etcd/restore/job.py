@@ -1,0 +1,540 @@
+"""`kubectl dr etcd restore`: preflight and staging through the API, then a self-driving static pod per node.
+
+1. Preflight: the members and their nodes from the static pods, the snapshot verified, its etcd minor
+   equal to the cluster's, and the restore tool in the etcd image (`etcdctl version` in a pod of it).
+2. Staging, while the cluster still runs: the snapshot copied to every control-plane node (size and SHA-256
+   on both sides), then `etcdctl snapshot restore` in a pod of the etcd image into a new data dir beside the
+   old one, with the node's member name and peer URL, one --initial-cluster and a new cluster token. A record
+   of the run goes to every node (our directory there), not into the cluster: a ConfigMap written now would
+   not exist in the restored state.
+3. Hand-over: the node script (nodescript.py) goes into each node's manifests directory. From here the nodes
+   finish on their own (or roll back on their own); the client waits for the API server and reads their
+   status files, then reports and removes what it staged. The old data dirs stay until `finalize`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_dr import cleanup
+from kubectl_dr.console import Console
+from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.etcd import status as etcd_status
+from kubectl_dr.etcd.errors import EtcdError
+from kubectl_dr.etcd.restore import nodescript
+from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
+from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
+from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
+from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, MANIFESTS_DIR, Target, initial_cluster, targets
+from kubectl_dr.etcd.topology import Discovered
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY, HelperPod, managed_labels, pod_name
+from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
+
+DR_DIR = "/var/lib/kubectl-dr/restore"
+LAST = "LAST"
+BUMP = 1_000_000_000
+# etcdctl got `snapshot restore --bump-revision/--mark-compacted` in 3.5.10 and lost `snapshot restore` in 3.6.
+BUMP_SINCE = (3, 5, 10)
+DEFAULT_HELPER_IMAGE = "busybox"
+NO_BUMP_RISK = (
+    "Without --bump-revision the restored revision is lower than what every watching client (kubelets, "
+    "controllers, operators) has already seen: their informers do not notice the change, miss events and keep a "
+    "stale cache until they are restarted (kubernetes#107457, #118501).")
+API_WAIT_SECONDS = 1200.0
+COUNTED = ("namespaces", "nodes", "pods", "services", "configmaps", "secrets", "serviceaccounts",
+           "persistentvolumeclaims", "persistentvolumes", "deployments.apps", "statefulsets.apps",
+           "daemonsets.apps", "jobs.batch", "cronjobs.batch")
+
+
+@dataclass
+class Plan:
+    run: Run
+    targets: list[Target]
+    snapshot: LocalSnapshot | None  # None when a rollback replays a recorded run
+    image: str  # the etcd image that runs the restore
+    tool_version: str
+    bump: bool
+    token: str
+    initial_cluster: str
+    cluster_version: str
+    revision_before: int | None
+    helper_image: str
+    namespace: str
+    counts_before: dict[str, int] = field(default_factory=dict)
+    nodes_before: list[str] = field(default_factory=list)
+    pods_before: list[str] = field(default_factory=list)
+    node_timeout: int = 300  # how long each node waits for the new cluster to form before it rolls back
+
+    def swap(self, target: Target, mode: str) -> NodeSwap:
+        restored = f"{target.data_dir}.restored-{self.run.id}"
+        before = f"{target.data_dir}.before-{self.run.id}"
+        incoming, aside = (restored, before) if mode == "restore" else (before, restored)
+        return NodeSwap(run_id=self.run.id, mode=mode, node=target.node, kubernetes_dir=KUBERNETES_DIR,
+                        manifests_dir=MANIFESTS_DIR, data_dir=target.data_dir, incoming=incoming, aside=aside,
+                        dr_dir=DR_DIR, health_url=f"{target.metrics_url}/health?serializable=false",
+                        metrics_url=f"{target.metrics_url}/metrics", peers=len(self.targets) - 1,
+                        readyz_url=target.readyz_url, health_timeout=self.node_timeout)
+
+    def restore_args(self, target: Target) -> list[str]:
+        swap = self.swap(target, "restore")
+        args = ["etcdctl", "snapshot", "restore", f"{HOST_DR}/{self.run.id}/snapshot.db", f"--name={target.name}",
+                f"--data-dir={swap.in_pod(swap.incoming)}", f"--initial-cluster={self.initial_cluster}",
+                f"--initial-cluster-token={self.token}",
+                f"--initial-advertise-peer-urls={','.join(target.peer_urls)}"]
+        if self.bump:
+            args += [f"--bump-revision={BUMP}", "--mark-compacted"]
+        return args
+
+    def record(self) -> dict[str, Any]:
+        assert self.snapshot is not None
+        return {
+            "kind": "EtcdRestoreRecord", "runID": self.run.id, "run": self.run.describe(),
+            "snapshot": {"backupID": self.snapshot.backup_id, "path": str(self.snapshot.path),
+                         "sha256": self.snapshot.status.sha256, "revision": self.snapshot.status.revision,
+                         "etcdVersion": self.snapshot.version},
+            "image": self.image, "bumpRevision": BUMP if self.bump else None, "clusterToken": self.token,
+            "initialCluster": self.initial_cluster, "revisionBefore": self.revision_before,
+            "members": [{**t.to_dict(), "before": self.swap(t, "restore").aside,
+                         "restored": self.swap(t, "restore").incoming} for t in self.targets],
+            "countsBefore": self.counts_before, "nodesBefore": self.nodes_before,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "EtcdRestorePlan", **self.record(),
+                "steps": [s for t in self.targets for s in self.node_steps(t)]}
+
+    def node_steps(self, t: Target) -> list[str]:
+        swap = self.swap(t, "restore")
+        return [f"{t.node}: copy the snapshot to {DR_DIR}/{self.run.id}/snapshot.db (size and SHA-256 checked)",
+                f"{t.node}: {' '.join(self.restore_args(t))} (pod of {self.image})",
+                f"{t.node}: static pod {nodescript.MANIFEST_FILE}: park the control-plane manifests in "
+                f"{swap.parked_dir}, stop etcd, {t.data_dir} → {swap.aside}, {swap.incoming} → {t.data_dir}, etcd "
+                f"back, wait for a quorum and all {len(self.targets) - 1} peers, then the rest back"]
+
+    def summary(self) -> str:
+        assert self.snapshot is not None
+        lines = [f"(dry run) would restore etcd on {len(self.targets)} control-plane node(s) from "
+                 f"{self.snapshot.describe()} (revision {self.snapshot.status.revision}, etcd "
+                 f"{self.snapshot.version or 'unknown'}), with {self.image} ({self.tool_version}), "
+                 + (f"revision bumped by {BUMP:,}" if self.bump else "WITHOUT a revision bump")]
+        lines += [f"  {s}" for t in self.targets for s in self.node_steps(t)]
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- preflight
+def image_version(image: str) -> str | None:
+    """registry.k8s.io/etcd:3.5.16-0 → 3.5.16 (kubeadm tags its etcd images VERSION-N)."""
+    last = image.rsplit("/", 1)[-1]
+    match = re.match(r"v?(\d+\.\d+\.\d+)", last.rsplit(":", 1)[-1]) if ":" in last else None
+    return match.group(1) if match else None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def _image_pod(t: Target, namespace: str, image: str, run: Run, name: str, command: list[str],
+               volumes: list[tuple[str, str, str]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name(f"dr-etcd-{name}", t.node), "namespace": namespace,
+                     "labels": {**managed_labels(f"etcd-restore-{name}"), **run.labels()},
+                     "annotations": run.annotations()},
+        "spec": {"activeDeadlineSeconds": 3600, "nodeName": t.node, "restartPolicy": "Never",
+                 "automountServiceAccountToken": False, "enableServiceLinks": False,
+                 "terminationGracePeriodSeconds": 1, "tolerations": [{"operator": "Exists"}],
+                 "volumes": [{"name": n, "hostPath": {"path": p, "type": "Directory"}} for n, p, _ in volumes],
+                 "containers": [{"name": name, "image": image, "imagePullPolicy": "IfNotPresent",
+                                 "command": command, "env": [{"name": "ETCDCTL_API", "value": "3"}],
+                                 "volumeMounts": [{"name": n, "mountPath": m} for n, _, m in volumes]}]},
+    }
+
+
+def _tool(kube: Kube, t: Target, namespace: str, image: str, run: Run) -> str:
+    log = run_to_end(kube, _image_pod(t, namespace, image, run, "version", ["etcdctl", "version"], []), t,
+                     "etcdctl version", timeout=180)
+    match = re.search(r"etcdctl version:\s*(\S+)", log)
+    if not match:
+        raise EtcdError(f"`etcdctl version` in {image} printed no version: {log.strip()[:300]!r}")
+    return match.group(1)
+
+
+def _count(kube: Kube) -> dict[str, int]:
+    counts = {}
+    for resource in COUNTED:
+        name, _, group = resource.partition(".")
+        path = f"/apis/{group}/v1/{name}" if group else f"/api/v1/{name}"
+        try:
+            counts[resource] = len(kube.get(path).get("items") or [])
+        except DrError:
+            continue
+    return counts
+
+
+def _names(kube: Kube, path: str) -> list[str]:
+    items = kube.get(path).get("items") or []
+    return sorted(f"{i['metadata'].get('namespace') + '/' if i['metadata'].get('namespace') else ''}"
+                  f"{i['metadata']['name']}" for i in items)
+
+
+def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_image: str | None,
+         no_bump: bool, helper_image: str, say: Callable[[str], None], dry_run: bool = False,
+         node_timeout: int = 300) -> Plan:
+    """Everything checked before anything changes. A dry run starts no pod: the versions then come from the
+    image tags (kubeadm's registry.k8s.io/etcd:X.Y.Z-N), and the plan says so."""
+    found = targets(kube)
+    say(f"etcd members: {', '.join(f'{t.name} on {t.node}' for t in found)}")
+    images = sorted({t.member.image for t in found})
+    image = etcd_image or images[0]
+    if dry_run:
+        tagged = [v for v in (image_version(t.member.image) for t in found) if v]
+        tool = image_version(image)
+        if not tagged or tool is None:
+            raise EtcdError("a client dry run reads the etcd versions from the image tags, and these have none: "
+                            f"{', '.join(images)}", hint="Run without --dry-run to ask the members.")
+        planned = _decide(found, snapshot, tagged, tool, image, None, namespace, run, no_bump, helper_image, say,
+                          counts={}, nodes=[], pods=[])
+        planned.node_timeout = node_timeout
+        return planned
+    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace)
+    versions = sorted({e.version for e in status.endpoints if e.version})
+    if not versions:
+        raise EtcdError("no etcd member answered: cannot tell the cluster's etcd version",
+                        hint="kubectl dr etcd restore reads the cluster's version from its running members. "
+                             "With the API down, follow the break-glass runbook of an earlier restore.")
+    if len({minor_of(v) for v in versions}) != 1:
+        raise EtcdError(f"the members run different etcd versions ({', '.join(versions)}): finish the upgrade "
+                        "first")
+    cluster_version = versions[0]
+    unhealthy = [e.endpoint for e in status.endpoints if not e.healthy]
+    if unhealthy:
+        say(f"warning: members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
+    _check_snapshot(snapshot, cluster_version)
+    tool_version = _tool(kube, found[0], namespace, image, run)
+    planned = _decide(found, snapshot, versions, tool_version, image,
+                      max((e.revision or 0 for e in status.endpoints), default=None), namespace, run, no_bump,
+                      helper_image, say, counts=_count(kube), nodes=_names(kube, "/api/v1/nodes"),
+                      pods=_names(kube, "/api/v1/pods"))
+    planned.node_timeout = node_timeout
+    return planned
+
+
+def _check_snapshot(snapshot: LocalSnapshot, cluster_version: str) -> None:
+    snap_minor = snapshot.minor
+    if snap_minor is None and minor_of(cluster_version) not in ("3.4", "3.3"):
+        raise EtcdError(f"the snapshot does not say which etcd wrote it (no cluster version in the database, no "
+                        f"backup manifest), and the cluster runs etcd {cluster_version}",
+                        hint="A restore needs a snapshot of the same etcd major.minor as the cluster.")
+    if snap_minor is not None and snap_minor != minor_of(cluster_version):
+        raise EtcdError(f"the snapshot is from etcd {snapshot.version} but the cluster runs etcd {cluster_version}: "
+                        "a restore needs the same major.minor",
+                        hint="Restore it on a cluster of that etcd version, or take a snapshot of this one.")
+
+
+def _decide(found: list[Target], snapshot: LocalSnapshot, versions: list[str], tool_version: str, image: str,
+            revision: int | None, namespace: str, run: Run, no_bump: bool, helper_image: str,
+            say: Callable[[str], None], *, counts: dict[str, int], nodes: list[str], pods: list[str]) -> Plan:
+    cluster_version = versions[0]
+    _check_snapshot(snapshot, cluster_version)
+    if minor_of(tool_version) != minor_of(cluster_version):
+        raise EtcdError(f"{image} has etcdctl {tool_version}, the cluster runs etcd {cluster_version}",
+                        hint="--etcd-image must be an etcd image of the cluster's major.minor.")
+    has_bump = BUMP_SINCE <= _version_tuple(tool_version) < (3, 6)
+    if _version_tuple(tool_version) >= (3, 6):
+        raise EtcdError(f"etcdctl {tool_version} no longer restores snapshots (etcd 3.6 moved it to etcdutl, which "
+                        "the kubeadm etcd images do not ship)",
+                        hint="kubectl dr restores with etcdctl of etcd 3.5 or 3.4 only; for etcd 3.6 follow the "
+                             "break-glass runbook (etcdutl on the nodes).")
+    if not has_bump and not no_bump:
+        raise EtcdError(f"no restore tool with --bump-revision: {image} has etcdctl {tool_version} (the bump needs "
+                        "etcdctl ≥ 3.5.10)",
+                        hint=f"{NO_BUMP_RISK} To restore anyway and restart those clients yourself, pass "
+                             "--no-bump-revision; or give --etcd-image an etcd image of the same minor whose etcdctl "
+                             "has the bump.")
+    del say
+    return Plan(run=run, targets=found, snapshot=snapshot, image=image, tool_version=tool_version,
+                bump=has_bump and not no_bump, token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",
+                initial_cluster=initial_cluster(found), cluster_version=cluster_version, revision_before=revision,
+                helper_image=helper_image, namespace=namespace, counts_before=counts, nodes_before=nodes,
+                pods_before=pods)
+
+
+# --------------------------------------------------------------------------------------------- staging
+def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> None:
+    assert p.snapshot is not None
+    t = node.target
+    swap = p.swap(t, "restore")
+    run_dir = f"{HOST_DR}/{p.run.id}"
+    # What runs killed before their hand-over left (we hold the restore lease, so no live run is staging): their
+    # snapshot copies and restored dirs. Runs that were handed over keep everything for status and rollback.
+    restored_prefix = shlex.quote(swap.in_pod(t.data_dir) + ".restored-")
+    # Runs that rolled back everywhere are past use as well (normally the client already removed their dirs).
+    node.sh(f"for d in {HOST_DR}/*/; do r=$(basename \"$d\"); [ -e \"$d/record.json\" ] || continue; "
+            f"if [ -e \"$d/status-restore\" ]; then tail -n 1 \"$d/status-restore\" | "
+            f"grep -qE '^[0-9]+ (rolled-back|failed)( |$)' || continue; else echo aborted > \"$d/aborted\"; fi; "
+            f"rm -rf \"$d/snapshot.db\" \"$d/snapshot.db.part\" {restored_prefix}\"$r\"; done; true",
+            what="removing what interrupted runs staged")
+    earlier = node.sh(f"ls -d {shlex.quote(swap.in_pod(t.data_dir))}.before-* 2>/dev/null; true",
+                      what="looking for earlier restores").split()
+    if earlier:
+        say(f"warning: node {t.node} still keeps the old data dir of an earlier restore "
+            f"({', '.join(e.rsplit('/', 1)[-1] for e in earlier)}): `kubectl dr etcd restore finalize` removes it")
+    node.sh(f"set -e; mkdir -p {run_dir}; test ! -e {shlex.quote(swap.in_pod(swap.incoming))}; "
+            f"test ! -e {shlex.quote(swap.in_pod(swap.aside))}; test -d {shlex.quote(swap.in_pod(t.data_dir))}",
+            what="checking the data dirs")
+    record = json.dumps({**p.record(), "node": t.node}, indent=1).encode()
+    node.sh(f"cat > {run_dir}/record.json && echo {p.run.id} > {HOST_DR}/{LAST}", stdin=record,
+            what="writing the run record")
+    say(f"copying the snapshot ({p.snapshot.status.file_size} bytes) to node {t.node}")
+    node.send_file(p.snapshot.path, p.snapshot.status.file_size, p.snapshot.status.sha256, f"{run_dir}/snapshot.db")
+    say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
+    parent = t.data_dir.rsplit("/", 1)[0] or "/"
+    spec = _image_pod(t, p.namespace, p.image, p.run, "restore", p.restore_args(t),
+                      [("kubectl-dr", DR_DIR, HOST_DR), ("etcd-parent", parent, HOST_DATA_PARENT)])
+    run_to_end(kube, spec, t, "etcdctl snapshot restore")
+    incoming = shlex.quote(swap.in_pod(swap.incoming))
+    node.sh(f"set -e; test -s {incoming}/member/snap/db; chmod 700 {incoming}", what="checking the restored dir")
+
+
+def _unstage(node: NodePod, p: Plan) -> None:
+    swap = p.swap(node.target, "restore")
+    node.sh(f"rm -rf {shlex.quote(swap.in_pod(swap.incoming))} {HOST_DR}/{p.run.id}/snapshot.db "
+            f"{HOST_DR}/{p.run.id}/snapshot.db.part; mkdir -p {HOST_DR}/{p.run.id}; "
+            f"echo aborted > {HOST_DR}/{p.run.id}/aborted",
+            what="removing the staged restore")
+
+
+def _hand_over(node: NodePod, p: Plan, mode: str) -> None:
+    import yaml
+
+    manifest = yaml.safe_dump(nodescript.static_pod(p.swap(node.target, mode), p.helper_image)).encode()
+    dest = f"{HOST_KUBERNETES}/manifests/{nodescript.MANIFEST_FILE}"
+    # Written beside and renamed: the kubelet never reads half a file. A dot file is not a pod.
+    node.sh(f"set -e; test ! -e {dest}; cat > {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp && "
+            f"mv {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp {dest}", stdin=manifest, what="handing over")
+
+
+# ---------------------------------------------------------------------------------------------- after
+def wait_api(kube: Kube, say: Callable[[str], None], timeout: float = API_WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    down_seen = False
+    told = 0.0
+    while time.monotonic() < deadline:
+        try:
+            if kube.text("/readyz").strip() == "ok" and down_seen:
+                return
+        except DrError:
+            down_seen = True
+        if not down_seen and time.monotonic() > deadline - timeout + 120:
+            return  # never went down: the nodes gave up before stopping it; their status says why
+        if time.monotonic() - told > 30:
+            told = time.monotonic()
+            say("waiting for the API server (the nodes are working on their own; `kubectl dr etcd restore status` "
+                "shows their steps once it answers)")
+        time.sleep(2)
+    raise DrError(f"the API server did not come back within {timeout:.0f}s",
+                  hint="The nodes roll back by themselves when etcd does not form a cluster in time. Check each "
+                       "node's status file (see the break-glass runbook) or run `kubectl dr etcd restore status`.")
+
+
+def read_statuses(nodes: list[NodePod], run_id: str, mode: str) -> dict[str, list[tuple[int, str, str]]]:
+    out = {}
+    for n in nodes:
+        text = n.sh(f"cat {HOST_DR}/{run_id}/status-{mode} 2>/dev/null; true", what="reading the status")
+        out[n.target.node] = nodescript.parse_status(text)
+    return out
+
+
+def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, say: Callable[[str], None],
+               timeout: float = 900.0, never_started: float = 120.0) -> dict[str, list[tuple[int, str, str]]]:
+    """Until every node's status is terminal. A node whose script never wrote a line (its pod did not start:
+    image, kubelet) is given up on `never_started` seconds after the others are done."""
+    deadline = time.monotonic() + timeout
+    others_done: float | None = None
+    while True:
+        statuses = read_statuses(nodes, run_id, mode)
+        pending = [n for n, rows in statuses.items() if not rows or rows[-1][1] not in nodescript.TERMINAL]
+        silent = [n for n in pending if not statuses[n]]
+        if pending and pending == silent:
+            others_done = others_done or time.monotonic()
+        if not pending or time.monotonic() > deadline or (
+                others_done is not None and time.monotonic() - others_done > never_started):
+            return statuses
+        say(f"waiting for node(s) {', '.join(pending)} to finish")
+        time.sleep(3)
+
+
+@dataclass
+class Outcome:
+    mode: str
+    run_id: str
+    nodes: dict[str, list[tuple[int, str, str]]]
+    revision_before: int | None = None
+    revision_after: int | None = None
+    members: list[str] = field(default_factory=list)
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    nodes_gone: list[str] = field(default_factory=list)
+    pods_gone: list[str] = field(default_factory=list)
+    runbook: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(rows and rows[-1][1] == nodescript.DONE for rows in self.nodes.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "EtcdRestoreResult", "mode": self.mode, "runID": self.run_id, "succeeded": self.ok,
+                "nodes": {n: [{"time": t, "step": s, "detail": d} for t, s, d in rows]
+                          for n, rows in self.nodes.items()},
+                "revisionBefore": self.revision_before, "revisionAfter": self.revision_after,
+                "members": self.members, "counts": {k: {"before": b, "after": a} for k, (b, a) in self.counts.items()},
+                "nodesGone": self.nodes_gone, "podsGone": self.pods_gone, "runbook": self.runbook}
+
+
+def _last_steps(statuses: dict[str, list[tuple[int, str, str]]]) -> str:
+    return ", ".join(f"{n}: {rows[-1][1] if rows else 'never started (its static pod did not run)'}"
+                     for n, rows in statuses.items())
+
+
+def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:
+    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back."""
+    say = console.say
+    stack = cleanup.current()
+    lease = Lease(kube, p.namespace, lease_name("etcd", "restore"), p.run, what="the etcd restore")
+    lease.acquire()
+    heartbeat = Heartbeat(say)
+    heartbeat.hold(lease)
+    released = [stack.push("release the etcd restore lease", lambda: _release(lease, heartbeat))]
+    # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
+    # staged files on each node (through its node pod), the node pods, the lease.
+    nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore")
+    steps = []
+    for node in nodes:
+        steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
+                                lambda node=node: _unstage(node, p)))  # type: ignore[misc]
+    for node in nodes:
+        _stage(kube, p, node, say)
+    # The point of no return for the client: from the first manifest on, the nodes decide. The lease goes
+    # first (the API server is about to stop); a manifest already in place refuses a second hand-over.
+    stack.run(released[0])
+    for node, step in zip(nodes, steps, strict=True):
+        # A node that has its manifest decides alone: its staged dir must never be removed under it. A node
+        # interrupted before its turn is unstaged; the ones already handed over then miss a peer and go back.
+        stack.discard(step)
+        _hand_over(node, p, "restore")
+    for node in nodes:
+        if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
+            stack.discard(node.pod.step)
+            node.pod.step = None
+    say("handed over: every control-plane node now stops its API server and etcd, swaps the data dir and "
+        "starts again on its own; Ctrl-C no longer stops it (follow with `kubectl dr etcd restore status`)")
+    for node in nodes:
+        # Pods made after the snapshot: the restored state does not have them and their kubelet stops them;
+        # asking now spares the wait where the API server still answers.
+        with contextlib.suppress(DrError):
+            node.pod.request_delete()
+    return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, say, plan=p, runbook=runbook)
+
+
+def _discard_restored(node: NodePod, run_id: str, say: Callable[[str], None]) -> None:
+    restored = f"{node.target.data_dir}.restored-{run_id}"
+    swap = NodeSwap(run_id=run_id, mode="restore", node=node.target.node, kubernetes_dir=KUBERNETES_DIR,
+                    manifests_dir=MANIFESTS_DIR, data_dir=node.target.data_dir, incoming=restored, aside="",
+                    dr_dir=DR_DIR, health_url="", metrics_url="", peers=0, readyz_url="")
+    try:
+        node.sh(f"rm -rf {shlex.quote(swap.in_pod(restored))} {HOST_DR}/{run_id}/snapshot.db; "
+                f"rmdir {HOST_KUBERNETES}/kubectl-dr/{run_id}-restore {HOST_KUBERNETES}/kubectl-dr 2>/dev/null; true",
+                what="removing the restored data dir")
+    except DrError as exc:
+        say(f"warning: cannot remove {restored} on node {node.target.node}: {exc.message}")
+
+
+def _release(lease: Lease, heartbeat: Heartbeat) -> None:
+    heartbeat.stop()
+    lease.release()
+
+
+def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str,
+           say: Callable[[str], None], *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
+    wait_api(kube, say)
+    say("the API server answers; reading every node's status")
+    reader = Run(f"etcd restore {mode} (status)")
+    nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status")
+    try:
+        statuses = wait_nodes(nodes, run_id, mode, say)
+        outcome = Outcome(mode, run_id, statuses, runbook=runbook)
+        if outcome.ok:
+            # Our staging: the snapshot copies and the emptied parking directories. The data dirs set aside stay.
+            for n in nodes:
+                n.sh(f"rm -f {HOST_DR}/{run_id}/snapshot.db; rmdir {HOST_KUBERNETES}/kubectl-dr/{run_id}-{mode} "
+                     f"{HOST_KUBERNETES}/kubectl-dr 2>/dev/null; true", what="removing the staged snapshot")
+        elif mode == "restore" and all(rows and rows[-1][1] in (nodescript.ROLLED_BACK, nodescript.FAILED)
+                                       for rows in statuses.values()):
+            # Every node is back on its old data: the restored dirs and snapshot copies are of no use any more
+            # (a new restore stages afresh), and each is as large as the database. The status files stay.
+            for n in nodes:
+                _discard_restored(n, run_id, say)
+    finally:
+        for n in nodes:
+            n.delete()
+    _remove_restored_helpers(kube, namespace, say)
+    try:
+        st = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace)
+        outcome.revision_after = max((e.revision or 0 for e in st.endpoints), default=None)
+        outcome.members = [f"{m.name} ({'leader' if m.is_leader else 'follower'})" for m in st.members]
+    except DrError as exc:
+        say(f"warning: cannot read the etcd status after the {mode}: {exc.message}")
+    if plan is not None:
+        outcome.revision_before = plan.revision_before
+        after = _count(kube)
+        outcome.counts = {k: (plan.counts_before.get(k, 0), v) for k, v in after.items()
+                          if plan.counts_before.get(k, 0) != v}
+        try:
+            nodes_now, pods_now = set(_names(kube, "/api/v1/nodes")), set(_names(kube, "/api/v1/pods"))
+            outcome.nodes_gone = [n for n in plan.nodes_before if n not in nodes_now]
+            outcome.pods_gone = [x for x in plan.pods_before if x not in pods_now and "dr-etcd-" not in x]
+        except ApiError:
+            pass
+    if not outcome.ok:
+        raise RestoreFailed(outcome)
+    return outcome
+
+
+def _remove_restored_helpers(kube: Kube, namespace: str, say: Callable[[str], None]) -> None:
+    """Our etcd pods that came back with the data: a snapshot always contains the pod that took it. Their runs
+    ended long ago (the API was down until now), so they are deleted before their kubelets start them again."""
+    try:
+        items = kube.get(f"/api/v1/namespaces/{namespace}/pods",
+                         labelSelector=f"{LABEL_MANAGED}={MANAGED_BY}").get("items") or []
+    except DrError as exc:
+        say(f"warning: cannot list kubectl dr pods in {namespace}: {exc.message}")
+        return
+    for pod in items:
+        meta = pod.get("metadata") or {}
+        if not str((meta.get("labels") or {}).get(LABEL_PURPOSE, "")).startswith("etcd-"):
+            continue
+        if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+            continue  # a node's own restore pod: it removes its manifest itself, and the kubelet its mirror
+        say(f"deleting pod {namespace}/{meta.get('name')}: it came back with the restored data (a run that is over)")
+        HelperPod(kube, namespace, str(meta.get("name"))).request_delete()
+
+
+class RestoreFailed(EtcdError):
+    def __init__(self, outcome: Outcome) -> None:
+        rolled = [n for n, rows in outcome.nodes.items() if rows and rows[-1][1] == nodescript.ROLLED_BACK]
+        why = "; ".join(f"{n}: {next((d for _, s, d in reversed(rows) if s == 'rolling-back'), '')}"
+                        for n, rows in outcome.nodes.items() if n in rolled)
+        super().__init__(
+            f"the etcd {outcome.mode} did not complete ({_last_steps(outcome.nodes)})"
+            + (f"; rolled back: {why}" if why else ""),
+            hint="Nodes that rolled back run on their previous data dir again, nothing was lost. "
+                 "`kubectl dr etcd restore status` shows every node's steps.")
+        self.outcome = outcome

@@ -1,0 +1,330 @@
+"""`kubectl dr etcd restore` end to end on the loopback control plane: real etcd members in sandboxes of the
+etcd image, kubelets that run the static pods from each node's manifests directory, real kubectl.
+
+Each cluster is shared by the tests of one shape and put back in order between them: a restore, then a
+rollback and a finalize, then the injected failures (each must leave the cluster exactly as it was).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_runner import clean_env, dr
+from tests.cluster.fixture import Cluster, ClusterFactory
+from tests.conformance.kube import eventually, manifest, pod
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Clusters of their own (v5 exec only is what sets them apart): other modules' tests stop and start members on
+# the shared shapes and time them; a cluster restored many times over is not what they were written against.
+OWN = ("v5",)
+MANAGED = "app.kubernetes.io/managed-by=kubectl-dr"
+BUMP = 1_000_000_000
+DR_DIR = "/var/lib/kubectl-dr/restore"
+
+
+def run_dr(c: Cluster, repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return dr(*args, env=clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_REPO": str(repo)}),
+              timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result
+
+
+def configmaps(c: Cluster, ns: str) -> set[str]:
+    out = json.loads(c.kubectl("-n", ns, "get", "configmaps", "-o", "json").stdout)
+    return {i["metadata"]["name"] for i in out["items"]} - {"kube-root-ca.crt"}
+
+
+def leftover_pods(c: Cluster) -> list[str]:
+    out = json.loads(c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "json").stdout)
+    return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in out["items"]]
+
+
+def endpoint_status(c: Cluster, repo: Path) -> list[dict[str, Any]]:
+    out = json.loads(ok(run_dr(c, repo, "etcd", "status", "-o", "json")).stdout)
+    endpoints: list[dict[str, Any]] = out["endpoints"]
+    return endpoints
+
+
+def sleeping(arg: str) -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd[:2] == [b"sleep", arg.encode()]:
+            return True
+    return False
+
+
+def all_healthy(c: Cluster, repo: Path) -> None:
+    def healthy() -> list[dict[str, Any]] | None:
+        rows = endpoint_status(c, repo)
+        return rows if len(rows) == len(c.control_planes) and all(r["healthy"] for r in rows) else None
+
+    eventually(healthy, what="every etcd member healthy", timeout=120)
+
+
+def snapshot_with_changes(c: Cluster, repo: Path, ns: str, *, sleep_arg: str) -> str:
+    """Objects before a snapshot, the snapshot, then changes: a ConfigMap and a pod created, one ConfigMap deleted."""
+    c.kubectl("create", "namespace", ns)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns}}
+    c.kubectl("create", "-f", "-", input=manifest(
+        {**cm, "metadata": {**cm["metadata"], "name": "before"}, "data": {"k": "1"}},
+        {**cm, "metadata": {**cm["metadata"], "name": "deleted-later"}, "data": {"k": "2"}}))
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", "-o", "json")).stdout)
+    c.kubectl("create", "-f", "-", input=manifest(
+        {**cm, "metadata": {**cm["metadata"], "name": "after"}, "data": {"k": "3"}},
+        pod("new", ns, command=["sleep", sleep_arg])))
+    c.kubectl("-n", ns, "delete", "configmap", "deleted-later")
+    c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/new", "--timeout=60s")
+    eventually(lambda: sleeping(sleep_arg), what=f"the process of pod {ns}/new")
+    return str(snap["id"])
+
+
+def status_files(c: Cluster, node: str, mode: str = "restore") -> list[Path]:
+    return sorted(c.layout.host_path(node, DR_DIR).glob(f"*/status-{mode}"))
+
+
+@contextmanager
+def when_step(c: Cluster, node: str, step: str, action: Callable[[Path], None]) -> Iterator[list[str]]:
+    """Run `action(run_dir)` as soon as the node's newest status file shows `step` (the injected failure)."""
+    before = set(status_files(c, node))
+    done: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for path in set(status_files(c, node)) - before:
+                if any(line.split(" ")[1:2] == [step] for line in path.read_text().splitlines()):
+                    action(path.parent)
+                    done.append(path.parent.name)
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def restore(c: Cluster, repo: Path, ref: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_dr(c, repo, "etcd", "restore", "--from", ref, "--yes", "-o", "json", *args)
+
+
+def check_restored(c: Cluster, repo: Path, ns: str, sleep_arg: str, result: dict[str, Any], *, bump: bool) -> None:
+    assert result["succeeded"] is True
+    # Objects created after the snapshot are gone, the deleted one is back; real kubectl works.
+    assert configmaps(c, ns) == {"before", "deleted-later"}
+    gone = c.kubectl("-n", ns, "get", "pod", "new", check=False)
+    assert gone.returncode == 1 and 'pods "new" not found' in gone.stderr
+    eventually(lambda: not sleeping(sleep_arg), what="the kubelet to stop the pod created after the snapshot")
+    assert f"{ns}/new" in result["podsGone"]
+    if bump:
+        assert result["revisionAfter"] > BUMP + result["revisionBefore"] // 2
+        assert result["revisionAfter"] > BUMP
+    all_healthy(c, repo)
+    assert len(result["members"]) == len(c.control_planes)
+    eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
+    for node in c.control_planes:
+        manifests = sorted(p.name for p in c.layout.manifests(node).iterdir())
+        assert manifests == ["etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml",
+                             "kube-scheduler.yaml"], manifests
+        assert not list(c.layout.host_path(node, DR_DIR).glob("*/snapshot.db"))
+
+
+# ------------------------------------------------------------------------------------------ one member
+@pytest.fixture(scope="module")
+def single(cluster_factory: ClusterFactory) -> Cluster:
+    return cluster_factory(control_planes=1, workers=1, etcd_version="3.5", exec_protocols=OWN)
+
+
+def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -> None:
+    c, repo = single, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "one", sleep_arg="3701")
+    dry = run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client")
+    ok(dry)
+    assert "would restore etcd on 1 control-plane node(s)" in dry.stdout and "--bump-revision=1000000000" in dry.stdout
+    assert not leftover_pods(c) and configmaps(c, "one") == {"before", "after"}
+
+    result = json.loads(ok(restore(c, repo, snap)).stdout)
+    check_restored(c, repo, "one", "3701", result, bump=True)
+    runbook = next((repo / snap).glob("etcd-restore-runbook-*.sh")).read_text()
+    assert f"--initial-cluster-token kubectl-dr-{result['runID'].lower()}-" in runbook
+    assert "--bump-revision 1000000000 --mark-compacted" in runbook
+    assert "mv /etc/kubernetes/manifests/etcd.yaml" in runbook
+
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    [node] = status["nodes"]
+    assert node["state"] == "restore: done" and node["oldDataDirPresent"] is True
+    assert [r["step"] for r in node["restore"]][-3:] == ["committed", "started-control-plane", "done"]
+
+    # A rollback puts the data from before the restore back: "after" is there again, "deleted-later" gone.
+    c.kubectl("-n", "one", "create", "configmap", "made-after-restore")
+    rolled = json.loads(ok(run_dr(c, repo, "etcd", "restore", "rollback", "--yes", "-o", "json")).stdout)
+    assert rolled["succeeded"] is True and rolled["mode"] == "rollback"
+    assert configmaps(c, "one") == {"before", "after"}
+    all_healthy(c, repo)
+    eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left after the rollback")
+
+    # finalize removes what the rollback set aside; then nothing can be rolled back any more.
+    data = c.layout.etcd_data(c.control_planes[0])
+    assert (data.parent / f"etcd.restored-{result['runID']}").is_dir()
+    ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
+    assert sorted(p.name for p in data.parent.iterdir() if p.name.startswith("etcd")) == ["etcd"]
+    again = run_dr(c, repo, "etcd", "restore", "rollback", "--yes")
+    assert again.returncode == 1 and "cannot be rolled back" in again.stderr
+    assert not leftover_pods(c)
+    c.kubectl("delete", "namespace", "one", "--wait=false")
+
+
+def test_unwritable_data_dir_rolls_back(single: Cluster, tmp_path: Path) -> None:
+    """The data dir's parent turns immutable after staging: the swap fails, the node puts everything back."""
+    c, repo = single, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "locked", sleep_arg="3702")
+    node = c.control_planes[0]
+    parent = c.layout.etcd_data(node).parent
+    lock = lambda _run: subprocess.run(["chattr", "+i", str(parent)], check=True)  # noqa: E731
+    try:
+        with when_step(c, node, "stopped-control-plane", lock) as injected:
+            result = restore(c, repo, snap, "--node-timeout", "30")
+        assert injected, "the failure was never injected"
+    finally:
+        subprocess.run(["chattr", "-i", str(parent)], check=True)
+    assert result.returncode == 1, result.stderr
+    assert "rolled back" in result.stderr and "cannot move" in result.stderr
+    # Nothing lost: the data written after the snapshot is all there, the pod ran through, etcd is healthy.
+    assert configmaps(c, "locked") == {"before", "after"}
+    assert sleeping("3702")
+    all_healthy(c, repo)
+    eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
+    assert sorted(p.name for p in c.layout.manifests(node).iterdir()) == [
+        "etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
+    c.kubectl("delete", "namespace", "locked", "--wait=false")
+
+
+def _kill_node_script(run_dir: Path) -> None:
+    """SIGKILL the static pod's shell (its command line holds the script): the kubelet starts it again."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"sh\0-c\0") and f"RUN={run_dir.name}".encode() in cmd:
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_killed_node_pod_rolls_back(single: Cluster, tmp_path: Path) -> None:
+    """The self-driving pod dies right after etcd stopped: restarted by its kubelet, it puts the node back."""
+    c, repo = single, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "killed", sleep_arg="3703")
+    node = c.control_planes[0]
+    with when_step(c, node, "stopped-etcd", _kill_node_script) as injected:
+        result = restore(c, repo, snap)
+    assert injected
+    assert result.returncode == 1 and "this pod restarted before the commit" in result.stderr, result.stderr
+    assert configmaps(c, "killed") == {"before", "after"}
+    # Every node went back, so the restored dir is of no use: removed (with what earlier failed runs left).
+    assert not list(c.layout.etcd_data(node).parent.glob("etcd.restored-*"))
+    assert not list(c.layout.host_path(node, DR_DIR).glob("*/snapshot.db*"))
+    all_healthy(c, repo)
+    eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
+    c.kubectl("delete", "namespace", "killed", "--wait=false")
+
+
+# ----------------------------------------------------------------------------------------- three members
+@pytest.fixture(scope="module", params=["3.5", "3.4"])
+def ha(request: pytest.FixtureRequest, cluster_factory: ClusterFactory) -> Cluster:
+    return cluster_factory(control_planes=3, workers=1, etcd_version=str(request.param), exec_protocols=OWN)
+
+
+def test_restore_three_members(ha: Cluster, tmp_path: Path) -> None:
+    c, repo = ha, tmp_path / "repo"
+    bump = c.etcd.etcdutl is not None  # the 3.5 image's etcdctl has the bump, the 3.4 one none
+    snap = snapshot_with_changes(c, repo, "three", sleep_arg="3704")
+    if not bump:
+        refused = run_dr(c, repo, "etcd", "restore", "--from", snap, "--yes")
+        assert refused.returncode == 1 and "no restore tool with --bump-revision" in refused.stderr
+        assert "--no-bump-revision" in refused.stderr and "informers" in refused.stderr
+        assert not leftover_pods(c) and configmaps(c, "three") == {"before", "after"}
+    result = json.loads(ok(restore(c, repo, snap, *([] if bump else ["--no-bump-revision"]))).stdout)
+    check_restored(c, repo, "three", "3704", result, bump=bump)
+    ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
+    for node in c.control_planes:
+        assert not list(c.layout.etcd_data(node).parent.glob("etcd.before-*"))
+    c.kubectl("delete", "namespace", "three", "--wait=false")
+
+
+def test_member_never_healthy_rolls_back_every_node(ha: Cluster, tmp_path: Path) -> None:
+    """One node's restored member cannot start: the other two form a quorum but never see all their peers, so
+    every node times out and goes back; the old cluster returns whole with everything written before."""
+    c, repo = ha, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "unhealthy", sleep_arg="3705")
+    last = c.control_planes[-1]
+
+    def break_member(run_dir: Path) -> None:
+        db = c.layout.host_path(last, f"/var/lib/etcd.restored-{run_dir.name}/member/snap/db")
+        db.write_bytes(b"not a bbolt database")
+
+    with when_step(c, last, "start", break_member) as injected:
+        result = restore(c, repo, snap, "--node-timeout", "20", *([] if c.etcd.etcdutl else ["--no-bump-revision"]))
+    assert injected
+    assert result.returncode == 1 and "rolled back" in result.stderr, result.stderr
+    assert "was not healthy with all 2 peers" in result.stderr
+    assert configmaps(c, "unhealthy") == {"before", "after"}
+    for node in c.control_planes:
+        assert not list(c.layout.etcd_data(node).parent.glob(f"etcd.restored-{injected[0]}"))
+    assert sleeping("3705")
+    all_healthy(c, repo)
+    eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
+    c.kubectl("delete", "namespace", "unhealthy", "--wait=false")
+
+
+def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: Path) -> None:
+    """Ctrl-C while the snapshot is being restored on the node: the staging goes, the cluster never stopped."""
+    c, repo = single, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "interrupted", sleep_arg="3706")
+    node = c.control_planes[0]
+    parent = c.layout.etcd_data(node).parent
+    dirs_before = sorted(p.name for p in parent.iterdir())
+    env = clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+    from tests.cli_runner import executable
+
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, "--yes"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("restoring the snapshot into"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=180)[1]
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "handed over" not in rest
+    assert configmaps(c, "interrupted") == {"before", "after"} and sleeping("3706")
+    assert not leftover_pods(c)
+    assert sorted(p.name for p in parent.iterdir()) == dirs_before
+    assert not list(c.layout.host_path(node, DR_DIR).glob("*/snapshot.db*"))
+    assert not (c.layout.manifests(node) / "kubectl-dr-etcd-restore.yaml").exists()
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    assert status["nodes"][0]["state"] == "aborted before the hand-over (nothing changed)"
+    # The lease is free again: the next restore runs (and is dry here).
+    ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client"))
+    c.kubectl("delete", "namespace", "interrupted", "--wait=false")

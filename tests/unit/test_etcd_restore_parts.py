@@ -1,0 +1,198 @@
+"""The pure parts of `etcd restore`: version rules, paths the node pods see, the status file, the runbook; and
+the node script's refusals run by real busybox in a sandbox whose /host/... are temporary directories."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kubectl_dr.errors import DrError
+from kubectl_dr.etcd.restore import job, nodescript
+from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, minor_of
+from kubectl_dr.etcd.restore.targets import host_path_of
+from kubectl_dr.etcd.snapshot_file import verify_snapshot
+from kubectl_dr.repo import Repository
+from tests.unit.etcd_scratch import ScratchEtcd, etcd_available
+
+BUSYBOX = "/usr/bin/busybox"
+
+
+def swap(**changes: object) -> nodescript.NodeSwap:
+    values: dict[str, object] = dict(
+        run_id="20260101T000000Z-abcdef", mode="restore", node="cp-1", kubernetes_dir="/etc/kubernetes",
+        manifests_dir="/etc/kubernetes/manifests", data_dir="/var/lib/etcd",
+        incoming="/var/lib/etcd.restored-20260101T000000Z-abcdef", aside="/var/lib/etcd.before-20260101T000000Z-abcdef",
+        dr_dir="/var/lib/kubectl-dr/restore", health_url="http://127.0.0.1:1/health?serializable=false",
+        metrics_url="http://127.0.0.1:1/metrics", peers=2, readyz_url="https://127.0.0.1:1/readyz")
+    values.update(changes)
+    return nodescript.NodeSwap(**values)  # type: ignore[arg-type]
+
+
+def test_paths_inside_the_pods() -> None:
+    s = swap()
+    assert s.in_pod("/var/lib/etcd") == f"{nodescript.HOST_DATA_PARENT}/etcd"
+    assert s.in_pod("/var/lib/kubectl-dr/restore/x/status-restore") == f"{nodescript.HOST_DR}/x/status-restore"
+    assert s.in_pod("/etc/kubernetes/manifests") == f"{nodescript.HOST_KUBERNETES}/manifests"
+    assert s.parked_dir == "/etc/kubernetes/kubectl-dr/20260101T000000Z-abcdef-restore"
+    with pytest.raises(ValueError, match="outside"):
+        s.in_pod("/root/secret")
+    # The data dir deeper down: only its parent is mounted.
+    deep = swap(data_dir="/data/etcd/member0", incoming="/data/etcd/member0.restored-x",
+                aside="/data/etcd/member0.before-x")
+    assert deep.in_pod(deep.incoming) == f"{nodescript.HOST_DATA_PARENT}/member0.restored-x"
+
+
+def test_static_pod_mounts_and_restarts() -> None:
+    pod = nodescript.static_pod(swap(), "busybox:1.37")
+    spec = pod["spec"]
+    assert spec["hostNetwork"] is True and spec["restartPolicy"] == "Always"
+    assert {v["hostPath"]["path"] for v in spec["volumes"]} == {"/etc/kubernetes", "/var/lib",
+                                                                 "/var/lib/kubectl-dr/restore"}
+    command = spec["containers"][0]["command"]
+    assert command[:2] == ["sh", "-c"] and "PEERS=2\n" in command[2] and "MODE=restore\n" in command[2]
+
+
+def test_status_file_lines() -> None:
+    rows = nodescript.parse_status("1 start restore on cp-1\n2 stopped-etcd\ngarbage\n3 rolling-back why: a b\n")
+    assert rows == [(1, "start", "restore on cp-1"), (2, "stopped-etcd", ""), (3, "rolling-back", "why: a b")]
+
+
+def test_host_path_of_longest_mount() -> None:
+    pod = {"spec": {"volumes": [{"name": "data", "hostPath": {"path": "/mnt/etcd"}},
+                                {"name": "root", "hostPath": {"path": "/srv"}}]}}
+    container = {"volumeMounts": [{"name": "root", "mountPath": "/var"},
+                                  {"name": "data", "mountPath": "/var/lib/etcd"}]}
+    assert host_path_of(pod, container, "/var/lib/etcd") == "/mnt/etcd"
+    assert host_path_of(pod, container, "/var/lib/other") == "/srv/lib/other"
+    assert host_path_of(pod, container, "/opt/x") is None
+
+
+@pytest.mark.parametrize(("image", "version"), [("registry.k8s.io/etcd:3.5.16-0", "3.5.16"),
+                                                ("localhost:5000/etcd:v3.4.13-0", "3.4.13"),
+                                                ("registry.k8s.io/etcd", None),
+                                                ("quay.io/coreos/etcd:latest", None)])
+def test_image_versions(image: str, version: str | None) -> None:
+    assert job.image_version(image) == version
+
+
+def test_bump_needs_etcdctl_3_5_10() -> None:
+    assert job._version_tuple("3.5.9") < job.BUMP_SINCE <= job._version_tuple("3.5.10")
+    assert minor_of("3.5.16") == "3.5" and minor_of("v3.4.23") == "3.4" and minor_of(None) is None
+
+
+@pytest.fixture(scope="module")
+def snapshot_34(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not etcd_available():
+        pytest.skip("etcd not installed")
+    work = tmp_path_factory.mktemp("restore-snap")
+    with ScratchEtcd(work, name="v34") as etcd:
+        etcd.put(b"/registry/configmaps/a/b", b"x")
+        return etcd.snapshot_save(work / "s.db")
+
+
+def local(path: Path, version: str | None) -> LocalSnapshot:
+    return LocalSnapshot(path, verify_snapshot(path), version, None, path.parent, {})
+
+
+def test_snapshot_versions_must_match(snapshot_34: Path, tmp_path: Path) -> None:
+    found = local_snapshot(str(snapshot_34), Repository(tmp_path / "repo"))
+    # etcd keeps its cluster version in the database ("3.4.0", "3.5.0"): a plain file says where it is from.
+    assert found.version == "3.4.0" and found.backup_id is None and found.runbook_dir == snapshot_34.parent
+    job._check_snapshot(found, "3.4.23")
+    with pytest.raises(DrError, match=re.escape("the snapshot is from etcd 3.4.0 but the cluster runs etcd 3.5.16")):
+        job._check_snapshot(found, "3.5.16")
+    with pytest.raises(DrError, match="does not say which etcd wrote it"):
+        job._check_snapshot(local(snapshot_34, None), "3.5.16")
+    with pytest.raises(DrError, match=re.escape("the snapshot is from etcd 3.5.16 but the cluster runs etcd 3.4.23")):
+        job._check_snapshot(local(snapshot_34, "3.5.16"), "3.4.23")
+    job._check_snapshot(local(snapshot_34, "3.5.0"), "3.5.16")
+
+
+# ------------------------------------------------------------------------ the node script, run by busybox
+def run_script(tmp_path: Path, s: nodescript.NodeSwap) -> tuple[list[tuple[int, str, str]], Path]:
+    """The script in bwrap with the three host directories bound where the static pod mounts them; it ends by
+    removing its manifest and sleeping, so it is stopped once its last status line is terminal."""
+    host = tmp_path / "host"
+    dirs = {nodescript.HOST_KUBERNETES: host / "etc-kubernetes", nodescript.HOST_DATA_PARENT: host / "var-lib",
+            nodescript.HOST_DR: host / "kubectl-dr"}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    (dirs[nodescript.HOST_KUBERNETES] / "manifests").mkdir(exist_ok=True)
+    bind = [a for inside, outside in dirs.items() for a in ("--bind", str(outside), inside)]
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        pytest.skip("bwrap not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for applet in ("sh", "mv", "mkdir", "dirname", "date", "echo", "grep", "wget", "sleep", "rm", "hostname"):
+        (bin_dir / applet).symlink_to(BUSYBOX) if not (bin_dir / applet).exists() else None
+    status = dirs[nodescript.HOST_DR] / s.run_id / f"status-{s.mode}"
+    # Nothing but busybox and the three directories, as in the static pod's busybox image.
+    proc = subprocess.Popen([bwrap, "--tmpfs", "/", "--dev", "/dev", "--proc", "/proc", "--ro-bind", BUSYBOX, BUSYBOX,
+                             "--ro-bind", str(bin_dir), "/bin", *bind, "--setenv", "PATH", "/bin",
+                             "--die-with-parent", "sh", "-c", nodescript.script(s)],
+                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "script.log").open("wb"))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = nodescript.parse_status(status.read_text()) if status.exists() else []
+            if rows and rows[-1][1] in nodescript.TERMINAL:
+                time.sleep(0.3)  # the manifest goes right after the last line
+                return rows, host
+            time.sleep(0.1)
+        raise AssertionError(f"no terminal status: {status.read_text() if status.exists() else 'none'}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(not Path(BUSYBOX).exists(), reason="busybox not installed")
+def test_node_script_refuses_without_the_restored_dir(tmp_path: Path) -> None:
+    s = swap()
+    host = tmp_path / "host"
+    manifests = host / "etc-kubernetes" / "manifests"
+    manifests.mkdir(parents=True)
+    for name in ("etcd.yaml", *nodescript.OTHERS, nodescript.MANIFEST_FILE):
+        (manifests / name).write_text(name)
+    (host / "var-lib" / "etcd").mkdir(parents=True)
+    rows, _ = run_script(tmp_path, s)
+    assert [r[1] for r in rows] == ["start", "failed"]
+    assert "is missing: nothing was changed" in rows[-1][2]
+    # Nothing moved; only its own manifest is gone.
+    assert sorted(p.name for p in manifests.iterdir()) == sorted(["etcd.yaml", *nodescript.OTHERS])
+    assert (host / "var-lib" / "etcd").is_dir()
+
+
+@pytest.mark.skipif(not Path(BUSYBOX).exists(), reason="busybox not installed")
+def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
+    """A status file that says the swap started but never committed: the script puts everything back."""
+    s = swap(stop_timeout=2, health_timeout=1, api_timeout=1)
+    host = tmp_path / "host"
+    manifests = host / "etc-kubernetes" / "manifests"
+    parked = host / "etc-kubernetes" / "kubectl-dr" / f"{s.run_id}-restore"
+    var = host / "var-lib"
+    for d in (manifests, parked, var):
+        d.mkdir(parents=True)
+    (manifests / nodescript.MANIFEST_FILE).write_text("self")
+    for name in ("etcd.yaml", *nodescript.OTHERS):
+        (parked / name).write_text(name)
+    # Killed between the two moves: the old data aside, the restored one not yet in place.
+    (var / "etcd.before-20260101T000000Z-abcdef").mkdir()
+    (var / "etcd.before-20260101T000000Z-abcdef" / "old").write_text("old data")
+    (var / "etcd.restored-20260101T000000Z-abcdef").mkdir()
+    status = host / "kubectl-dr" / s.run_id / "status-restore"
+    status.parent.mkdir(parents=True)
+    status.write_text("1 start restore on cp-1\n2 stopped-control-plane\n3 stopped-etcd\n")
+    rows, _ = run_script(tmp_path, s)
+    steps = [r[1] for r in rows]
+    assert steps[3:5] == ["rolling-back", "restored-data-dir"] and steps[-1] == "rolled-back", rows
+    assert (var / "etcd" / "old").read_text() == "old data"
+    assert (var / "etcd.restored-20260101T000000Z-abcdef").is_dir()
+    assert not (var / "etcd.before-20260101T000000Z-abcdef").exists()
+    assert sorted(p.name for p in manifests.iterdir()) == sorted(["etcd.yaml", *nodescript.OTHERS])
+    assert not list(parked.iterdir())

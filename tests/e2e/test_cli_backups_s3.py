@@ -164,6 +164,17 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     assert made["path"] == f"{url}/{made['id']}" and made["encryption"]["recipients"] == [str(identity.to_public())]
     assert any(k.endswith("/snapshot.db.age") for k in seaweedfs.objects(url.split("/")[2]))
     _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
+    # A restore reads it from S3, decrypted into a private staging directory that is gone afterwards
+    # (a client dry run: staged, checked and planned, nothing in the cluster changed).
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    restore_env = {**env, "TMPDIR": str(staging)}
+    locked = _dr(restore_env, "etcd", "restore", "--from", made["id"], "--dry-run=client")
+    assert locked.returncode == 1 and "encrypted" in locked.stderr, locked.stderr
+    planned = _ok(_dr(restore_env, "etcd", "restore", "--from", made["id"], "--dry-run=client", "-i", str(key),
+                      "-o", "json"))
+    assert planned["dryRun"] == "client" and "snapshot restore" in planned["runbook"]
+    assert list(staging.iterdir()) == []
     plain = _ok(_dr(env, "etcd", "snapshot", "--yes", "-o", "json"))
     _ok(_dr(env, "backups", "verify", plain["id"]))
 

@@ -17,6 +17,7 @@ from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, minor_
 from kubectl_dr.etcd.restore.targets import host_path_of
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.repo import Repository
+from kubectl_dr.ui.console import TerminalConsole
 from tests.unit.etcd_scratch import ScratchEtcd, etcd_available
 
 BUSYBOX = "/usr/bin/busybox"
@@ -100,7 +101,7 @@ def local(path: Path, version: str | None) -> LocalSnapshot:
 
 
 def test_snapshot_versions_must_match(snapshot_34: Path, tmp_path: Path) -> None:
-    found = local_snapshot(str(snapshot_34), Repository(tmp_path / "repo"))
+    found = local_snapshot(str(snapshot_34), Repository(tmp_path / "repo"), TerminalConsole())
     # etcd keeps its cluster version in the database ("3.4.0", "3.5.0"): a plain file says where it is from.
     assert found.version == "3.4.0" and found.backup_id is None and found.runbook_dir == snapshot_34.parent
     job._check_snapshot(found, "3.4.23")

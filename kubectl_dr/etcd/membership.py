@@ -92,10 +92,10 @@ def initial_cluster(members: list[MemberInfo], name: str, peer_urls: list[str]) 
 
 
 # --- the etcd static pod's manifest -----------------------------------------------------------------
-def etcd_container(doc: dict[str, Any]) -> dict[str, Any]:
+def etcd_container(doc: dict[str, Any], name: str = "etcd") -> dict[str, Any]:
     containers = (doc.get("spec") or {}).get("containers") or []
     for c in containers:
-        if c.get("name") == "etcd":
+        if c.get("name") == name:
             return dict(c)
     if containers:
         return dict(containers[0])
@@ -133,9 +133,9 @@ def set_flags(doc: dict[str, Any], flags: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def host_path(doc: dict[str, Any], container_path: str) -> str:
-    """Where a path inside the etcd container is on the node (through its hostPath volume)."""
-    container = etcd_container(doc)
+def host_path(doc: dict[str, Any], container_path: str, container_name: str = "etcd") -> str:
+    """Where a path inside a static pod's container is on the node (through its hostPath volume)."""
+    container = etcd_container(doc, container_name)
     volumes = {v.get("name"): v for v in (doc.get("spec") or {}).get("volumes") or []}
     best: tuple[int, str, str] | None = None
     for mount in container.get("volumeMounts") or []:
@@ -145,8 +145,8 @@ def host_path(doc: dict[str, Any], container_path: str) -> str:
         if inside and "hostPath" in volume and (best is None or len(root) > best[0]):
             best = (len(root), root, str(volume["hostPath"]["path"]))
     if best is None:
-        raise EtcdError(f"the etcd static pod keeps {container_path} on no hostPath volume: its data is not on the "
-                        "node's disk where kubectl dr can move it aside")
+        raise EtcdError(f"the {container_name} static pod keeps {container_path} on no hostPath volume, so kubectl dr "
+                        "cannot reach it on the node's disk")
     _, root, host = best
     rest = container_path[len(root):].lstrip("/")
     return posixpath.normpath(posixpath.join(host, rest)) if rest else posixpath.normpath(host)

@@ -84,6 +84,6 @@ def test_set_flags_replaces_both_spellings_and_appends_missing() -> None:
 def test_host_path_follows_the_deepest_hostpath_mount() -> None:
     assert host_path(pod(["etcd"]), "/var/lib/etcd") == "/data/etcd"
     assert host_path(pod(["etcd"]), "/var/lib/etcd/member") == "/data/etcd/member"
-    with pytest.raises(EtcdError, match="no hostPath"):
+    with pytest.raises(EtcdError, match="on no hostPath"):
         host_path(pod(["etcd"]), "/srv/etcd")
     assert aside_name("/var/lib/etcd/", "20261202T220035Z-fec989") == "/var/lib/etcd.kubectl-dr-20261202T220035Z-fec989"

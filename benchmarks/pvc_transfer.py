@@ -36,6 +36,7 @@ CHECKED = "kubectl exec +checks"
 # kubectl dr's own timing of the stream alone (its JSON result), by run label: the rest of a run is
 # fixed work (verification, pods, listing, tree check).
 TRANSFER: dict[str, list[float]] = defaultdict(list)
+LISTING: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (listing seconds, run seconds)
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -216,6 +217,7 @@ class Bench:
                          stdout=out, env=self.env, profile=(label, self.server_pid))
         result = json.loads(out.read_text())
         TRANSFER[label].append(float(result["details"]["transfer"]["seconds"]))
+        LISTING[label].append((float(result["details"]["transfer"]["listingSeconds"]), s))
         return s, rss, result["id"]
 
     def checked_backup(self, out: Path) -> float:
@@ -240,7 +242,9 @@ class Bench:
         out = self.work / "dr.json"
         s, rss = measure([executable(), "pvc", "restore", "data", "-n", self.ns, "--repo", str(self.repo), "--from",
                           backup_id, "--yes", "-o", "json"], stdout=out, env=self.env, profile=(label, self.server_pid))
-        TRANSFER[label].append(float(json.loads(out.read_text())["seconds"]))
+        result = json.loads(out.read_text())
+        TRANSFER[label].append(float(result["seconds"]))
+        LISTING[label].append((float(result["listingSeconds"]), s))
         return s, rss
 
 
@@ -332,6 +336,10 @@ def run(args: argparse.Namespace) -> None:
         stream = {label: mib_s(statistics.median(times)) for label, times in TRANSFER.items() if "mixed" in label}
         print("kubectl dr's stream alone (median, from its JSON result): "
               + ", ".join(f"{label.split()[0]} {rate:.1f} MiB/s" for label, rate in stream.items()))
+        for label, pairs in LISTING.items():
+            if "mixed" in label:
+                share = statistics.median(listed / total for listed, total in pairs)
+                print(f"{label}: the pod's stat listings take {share:.1%} of the run (median)")
         print(f"\npeak RSS kubectl-dr at {size / GIB:.2f} GiB: backup {rss1 / 1024:.1f} MiB, "
               f"restore {rss1r / 1024:.1f} MiB")
 

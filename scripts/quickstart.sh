@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "--- installing the sandbox's Debian packages (etcd 3.4 and 3.5, bubblewrap, busybox, bash-static)"
+  echo "--- installing the sandbox's Debian packages (etcd 3.4 and 3.5, bubblewrap, busybox, bash-static, age)"
   # The same packages as .ci/run: busybox and etcd 3.5 from Debian 13 through a low-priority source.
   if ! grep -qs trixie /etc/apt/sources.list.d/debian-13-busybox.sources; then
     printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
@@ -14,7 +14,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    etcd-server etcd-client bubblewrap util-linux bash-static >/dev/null
+    etcd-server etcd-client bubblewrap util-linux bash-static age >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static/trixie >/dev/null
   if ! /opt/etcd-3.5/usr/bin/etcdutl version 2>/dev/null | grep -q "^etcdutl version: 3\.5\."; then
     etcd35=$(mktemp -d)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cluster.fixture import cluster, cluster_factory  # noqa: F401  (fixtures, used by name)
+from tests.s3server import S3Server, serve
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,3 +35,21 @@ def real_kubeconfig(pytestconfig: pytest.Config) -> Path:
     if not path.is_file():
         raise pytest.UsageError(f"--kubeconfig {path}: no such file")
     return path
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS server (master, volume, filer and S3 gateway) for the whole session."""
+    yield from serve("seaweedfs", tmp_path_factory.mktemp("seaweedfs"))
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 in server mode: a second, independent implementation of the protocol."""
+    yield from serve("moto", tmp_path_factory.mktemp("moto"))
+
+
+@pytest.fixture(params=["seaweedfs", "moto"])
+def s3(request: pytest.FixtureRequest) -> S3Server:
+    """Each S3 server in turn."""
+    return request.getfixturevalue("seaweedfs" if request.param == "seaweedfs" else "moto_s3")  # type: ignore[no-any-return]

@@ -1,49 +1,48 @@
-"""`kubectl dr backups`: the backup repository (list, show, verify, delete, prune)."""
+"""`kubectl dr backups`: the backup repository (list, show, verify, copy, delete, prune)."""
 
 from __future__ import annotations
 
-import os
+import sys
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import typer
 
+from kubectl_dr import units
 from kubectl_dr.cli.context import confirm, options
-from kubectl_dr.errors import DrError
-from kubectl_dr.repo import Backup, Repository, resolve_repo_path
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.cli.repo_options import (
+    REPO_HELP,
+    EncryptToOption,
+    IdentityOption,
+    RepoOption,
+    S3CaBundleOption,
+    S3EndpointOption,
+    open_repo,
+)
+from kubectl_dr.errors import DrError, UsageError
+from kubectl_dr.repo import Backup, Policy, Repository
+from kubectl_dr.ui.output import count, emit, message, render_table
 from kubectl_dr.ui.progress import Transfer
 
+__all__ = ["REPO_HELP", "app", "human_size", "open_repo"]
+
 app = typer.Typer(
-    help="List, inspect, delete and prune the backups in the backup repository (--repo or KUBECTL_DR_REPO).",
+    help="List, inspect, verify, copy, delete and prune the backups in a backup repository (a directory or "
+         "s3://BUCKET/PREFIX: --repo, KUBECTL_DR_REPO or the config file).",
     no_args_is_help=True,
 )
 
-REPO_HELP = (
-    "Backup repository directory. Defaults to $KUBECTL_DR_REPO, else $XDG_DATA_HOME/kubectl-dr/backups "
-    "(~/.local/share/kubectl-dr/backups)."
-)
 BackupArgument = Annotated[
     str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.", metavar="ID")
 ]
-RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH")]
 TypeOption = Annotated[
     str | None, typer.Option("--type", help="Only backups of this type (pvc, etcd-snapshot).", metavar="TYPE")
 ]
 
 
-def open_repo(repo: str | None) -> Repository:
-    """The repository named by --repo, $KUBECTL_DR_REPO or the XDG default (shared with other nouns)."""
-    return Repository(resolve_repo_path(repo, os.environ))
-
-
 def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{size}B"
+    """units.size without its space: a table cell must stay one word for awk and cut."""
+    return units.size(size).replace(" ", "")
 
 
 def age(moment: datetime, now: datetime | None = None) -> str:
@@ -68,7 +67,10 @@ def source_summary(source: dict[str, Any]) -> str:
 
 
 def _item(backup: Backup) -> dict[str, Any]:
-    return {**backup.manifest.to_dict(), "path": str(backup.path)}
+    data = {**backup.manifest.to_dict(), "location": backup.location}
+    if backup.path is not None:
+        data["path"] = str(backup.path)
+    return data
 
 
 def _warn_problems(problems: list[tuple[Any, str]]) -> None:
@@ -76,25 +78,31 @@ def _warn_problems(problems: list[tuple[Any, str]]) -> None:
         message(f"warning: skipped {why}")
 
 
+def _ask(question: str) -> bool:
+    return bool(typer.confirm(question, default=False, err=True))
+
+
 @app.command("list")
-def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None) -> None:
-    """List the backups, newest first."""
+def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
+                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
+    """List the backups, newest first (ENC: encrypted with age)."""
     opts = options(ctx)
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     found, problems = repository.scan()
     _warn_problems(problems)
     chosen = [b for b in found if b.manifest.matches(type)]
-    data = {"kind": "List", "repository": str(repository.path), "items": [_item(b) for b in chosen]}
+    data = {"kind": "List", "repository": repository.location, "items": [_item(b) for b in chosen]}
     now = datetime.now(timezone.utc)
     if chosen:
         table = render_table(
-            ["ID", "TYPE", "SOURCE", "SIZE", "AGE"],
+            ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE"],
             [
                 [
                     b.id,
                     b.manifest.type,
                     source_summary(b.manifest.source),
                     human_size(b.manifest.size),
+                    "age" if b.manifest.encryption else "-",
                     age(b.manifest.created_at, now),
                 ]
                 for b in chosen
@@ -103,7 +111,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     else:
         table = ""
         if opts.output == "table":
-            message(f"No backups found in {repository.path}.")
+            message(f"No backups found in {repository.location}.")
     emit(data, opts.output, table=table)
 
 
@@ -113,11 +121,18 @@ def show(
     backup: BackupArgument,
     repo: RepoOption = None,
     type: TypeOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
-    """Show a backup's manifest: what, where from, when, parts with sizes and SHA-256."""
+    """Show a backup's manifest (what, where from, when, parts with sizes and SHA-256) and its last check."""
     opts = options(ctx)
-    found = open_repo(repo).resolve(backup, type)
-    emit(_item(found), opts.output)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    found = repository.resolve(backup, type)
+    data = _item(found)
+    record = repository.verification(found)
+    if record is not None:
+        data["lastVerification"] = {k: v for k, v in record.items() if k not in ("apiVersion", "kind", "id")}
+    emit(data, opts.output)
 
 
 @app.command("verify")
@@ -126,17 +141,119 @@ def verify(
     backup: BackupArgument,
     repo: RepoOption = None,
     type: TypeOption = None,
+    identity: IdentityOption = None,
+    stored_only: Annotated[bool, typer.Option(
+        "--stored-only", help="For an encrypted backup: check only the stored (encrypted) bytes against their size "
+                              "and SHA-256, which needs no private key.")] = False,
+    s3_endpoint: S3EndpointOption = None,
+    s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
-    """Recompute every part's size and SHA-256 and compare them with the manifest."""
+    """Read every part back and compare its size and SHA-256 with the manifest.
+
+    An encrypted backup is decrypted with --identity and both its stored bytes and its contents are
+    checked. The outcome is recorded with the backup: prune never counts a backup found damaged as the
+    newest verified one of its series.
+    """
     opts = options(ctx)
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
     chosen = repository.resolve(backup, type)
-    with Transfer(f"verify {chosen.id}", sum(p.size for p in chosen.manifest.parts)) as bar:
-        found = repository.verify(chosen, progress=bar.advance)
+    encrypted = chosen.manifest.encryption is not None
+    total = sum(p.stored_size for p in chosen.manifest.parts)
+    with Transfer(f"verify {chosen.id}", total) as bar:
+        found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only)
     parts = [p.to_dict() for p in found.manifest.parts]
-    data = {"id": found.id, "path": str(found.path), "verified": True, "parts": parts}
+    contents = not (encrypted and stored_only)
+    data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,
+            "parts": parts}
+    if found.path is not None:
+        data["path"] = str(found.path)
     which = "its one part" if len(parts) == 1 else f"all {len(parts)} parts"
-    emit(data, opts.output, table=f'backup "{found.id}" verified: the size and SHA-256 of {which} match the manifest\n')
+    if contents:
+        what = "decrypted, the size and SHA-256" if encrypted else "the size and SHA-256"
+        text = f'backup "{found.id}" verified: {what} of {which} match the manifest\n'
+    else:
+        text = (f'backup "{found.id}" verified: the stored (encrypted) bytes of {which} match the manifest; '
+                "its contents were not decrypted (pass --identity to check them)\n")
+    emit(data, opts.output, table=text)
+
+
+@app.command("copy")
+def copy(
+    ctx: typer.Context,
+    backup: Annotated[str | None, typer.Argument(help="Backup ID, unique ID prefix or 'latest'.", metavar="ID")] = None,
+    to: Annotated[str, typer.Option("--to", metavar="PATH|s3://BUCKET/PREFIX",
+                                    help="The repository to copy into (a directory or s3://BUCKET/PREFIX).")] = "",
+    all_: Annotated[bool, typer.Option("--all", help="Copy every backup (of --type) the target does not have.")]
+    = False,
+    repo: RepoOption = None,
+    type: TypeOption = None,
+    encrypt_to: EncryptToOption = None,
+    identity: IdentityOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    s3_ca_bundle: S3CaBundleOption = None,
+    to_s3_endpoint: Annotated[str | None, typer.Option(
+        "--to-s3-endpoint", metavar="URL", help="S3 endpoint of the target, when it differs from the source's.")]
+    = None,
+    to_s3_ca_bundle: Annotated[str | None, typer.Option(
+        "--to-s3-ca-bundle", metavar="FILE", help="CA bundle for the target's S3 endpoint.")] = None,
+) -> None:
+    """Copy backups into another repository, under the same IDs, checked on the way.
+
+    Works between any two repositories (directory ↔ S3, S3 ↔ S3). The source is checked as it is read
+    and the copy as it is written (sizes and SHA-256 of every part); the copy becomes visible only when
+    complete. An interrupted copy leaves nothing visible: run the same command again to finish it
+    (backups already there are skipped). Encrypted backups are copied as they are; an unencrypted one is
+    encrypted on the way with --encrypt-to (or the config file's recipients).
+
+    \b
+    Examples:
+      kubectl dr backups copy latest --to s3://dr-backups/prod
+      kubectl dr backups copy --all --type etcd-snapshot --to s3://dr-backups/prod --encrypt-to age1…
+    """
+    from kubectl_dr.repo import open_repository
+    from kubectl_dr.repo.copying import copy_backup
+    from kubectl_dr.repo.safety import SECRET_BEARING_TYPES, confirm_plaintext_secrets
+
+    opts = options(ctx)
+    if not to:
+        raise UsageError("--to is required: the repository to copy into")
+    if (backup is None) == (not all_):
+        raise UsageError("give one backup ID, or --all")
+    source = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
+    import os
+
+    target = open_repository(to, os.environ, s3_endpoint=to_s3_endpoint or s3_endpoint,
+                             s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to)
+    if source.location == target.location:
+        raise UsageError(f"the source and the target are the same repository ({target.location})")
+    chosen = source.backups(type) if all_ else [source.resolve(backup or "", type)]
+    if all_:
+        _warn_problems(source.scan()[1])
+    secret = [b for b in chosen if b.manifest.type in SECRET_BEARING_TYPES and b.manifest.encryption is None]
+    if secret and opts.dry_run == "none":
+        what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
+        confirm_plaintext_secrets(target, what, yes=opts.yes, ask=_ask if sys.stdin.isatty() else None)
+    if opts.dry_run != "none":
+        planned = [f'backup "{b.id}" copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
+        emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},
+             opts.output, table="\n".join(planned) + "\n" if planned else "nothing to copy\n")
+        return
+    target.preflight(sum(b.manifest.size for b in chosen))
+    copied: list[str] = []
+    present: list[str] = []
+    lines: list[str] = []
+    for b in chosen:
+        with Transfer(f"copy {b.id}", sum(p.stored_size for p in b.manifest.parts)) as bar:
+            result = copy_backup(source, b, target, recipients=target.recipients, progress=bar.advance)
+        if result.status == "present":
+            present.append(result.id)
+            lines.append(f'backup "{result.id}" is already in {target.location}')
+        else:
+            copied.append(result.id)
+            enc = " (encrypted)" if result.encrypted and b.manifest.encryption is None else ""
+            lines.append(f'backup "{result.id}" copied to {result.location}{enc}')
+    emit({"copied": copied, "present": present, "dryRun": False, "target": target.location}, opts.output,
+         table="\n".join(lines) + "\n" if lines else "nothing to copy\n")
 
 
 @app.command("delete")
@@ -144,43 +261,94 @@ def delete(
     ctx: typer.Context,
     backup: Annotated[str, typer.Argument(help="Backup ID or unique ID prefix.")],
     repo: RepoOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Delete one backup from the repository (asks for confirmation unless --yes)."""
     opts = options(ctx)
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup)
-    if found.path.parent != repository.path:
+    if found.path is not None and found.path.parent != repository.path:
         raise DrError(f"{found.path} is not in the repository {repository.path}; delete it by hand if you mean to")
     if opts.dry_run != "none":
         emit({"deleted": [found.id], "dryRun": True}, opts.output, table=f'backup "{found.id}" deleted (dry run)\n')
         return
     confirm(f'delete backup "{found.id}" ({human_size(found.manifest.size)})', opts.yes)
-    repository.delete(found.id)
+    repository.delete(found)
     emit({"deleted": [found.id], "dryRun": False}, opts.output, table=f'backup "{found.id}" deleted\n')
+
+
+def _keep(rule: str, help: str) -> Any:
+    return typer.Option(f"--keep-{rule}", min=0, metavar="N", help=help)
 
 
 @app.command("prune")
 def prune(
     ctx: typer.Context,
-    keep_last: Annotated[
-        int,
-        typer.Option("--keep-last", min=0, help="Keep this many of the newest backups of each volume or cluster."),
-    ],
+    keep_last: Annotated[int | None, _keep("last", "Keep the N newest backups of each series.")] = None,
+    keep_hourly: Annotated[int | None, _keep("hourly", "Keep the newest backup of each of the last N hours that "
+                                                       "have one.")] = None,
+    keep_daily: Annotated[int | None, _keep("daily", "Keep the newest backup of each of the last N days that "
+                                                     "have one.")] = None,
+    keep_weekly: Annotated[int | None, _keep("weekly", "Keep the newest backup of each of the last N weeks (ISO) "
+                                                       "that have one.")] = None,
+    keep_monthly: Annotated[int | None, _keep("monthly", "Keep the newest backup of each of the last N months that "
+                                                         "have one.")] = None,
+    keep_yearly: Annotated[int | None, _keep("yearly", "Keep the newest backup of each of the last N years that "
+                                                       "have one.")] = None,
     repo: RepoOption = None,
     type: TypeOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
-    """Remove all but the newest N backups of each series, and leftovers of interrupted writes."""
+    """Remove the backups no --keep rule keeps, per series, and what interrupted writes left behind.
+
+    The rules mean what they mean in restic: a backup kept by any rule is kept; hours, days, weeks,
+    months and years are counted in local time, and only those that have a backup count. A series is
+    what a backup is of: a claim (namespace and name) for volumes, a cluster's member for etcd
+    snapshots. The newest backup of a series that is intact (every part there, not found damaged by
+    `backups verify`) is never removed. --dry-run=client lists what would go and removes nothing.
+
+    \b
+    Examples:
+      kubectl dr backups prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --dry-run=client
+      kubectl dr backups prune --keep-last 5 --type etcd-snapshot --yes
+    """
     opts = options(ctx)
-    repository = open_repo(repo)
+    try:
+        policy = Policy(last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
+                        monthly=keep_monthly, yearly=keep_yearly)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if policy.empty:
+        raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
+                         "--keep-monthly, --keep-yearly")
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
-    plan = repository.prune(keep_last, type=type, dry_run=True)
-    if not dry_run and (plan.removed or plan.stale_temp_dirs):
-        confirm(f"delete {len(plan.removed)} backups and keep {len(plan.kept)}", opts.yes)
-        plan = repository.prune(keep_last, type=type)
+    _warn_problems(repository.scan()[1])
+    plan = repository.prune(policy, type=type, dry_run=True)
+    if not dry_run and (plan.removed or plan.leftovers):
+        confirm(f"delete {count(len(plan.removed), 'backup')} and keep {len(plan.kept)}", opts.yes)
+        plan = repository.prune(policy, type=type)
+    _report_prune(plan, repository, dry_run, opts.output)
+
+
+def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str) -> None:
     suffix = " (dry run)" if dry_run else ""
-    lines = [f'backup "{i}" deleted{suffix}' for i in plan.removed]
-    lines += [f"removed leftover {n} of an interrupted write{suffix}" for n in plan.stale_temp_dirs]
+    failed = dict(plan.failed)
+    lines = [f'backup "{i}" deleted{suffix}' for i in plan.removed if i not in failed]
+    lines += [f"removed leftover {n} of an interrupted write{suffix}" for n in plan.leftovers if n not in failed]
+    for backup_id, reasons in plan.reasons.items():
+        if reasons == ["newest verified"]:
+            lines.append(f'backup "{backup_id}" kept: the newest verified backup of {plan.series[backup_id]}')
     if not lines:
-        lines = [f"nothing to prune: {len(plan.kept)} backups kept"]
-    data = {"removed": plan.removed, "kept": plan.kept, "staleTempDirs": plan.stale_temp_dirs, "dryRun": dry_run}
-    emit(data, opts.output, table="\n".join(lines) + "\n")
+        lines = [f"nothing to prune: {count(len(plan.kept), 'backup')} kept"]
+    data = {"removed": [i for i in plan.removed if i not in failed], "kept": plan.kept, "keptBecause": plan.reasons,
+            "staleTempDirs": plan.leftovers, "failed": [{"name": n, "error": e} for n, e in plan.failed],
+            "dryRun": dry_run, "repository": repository.location}
+    emit(data, output, table="\n".join(lines) + "\n")
+    if plan.failed:
+        for name, why in plan.failed:
+            message(f"error: could not remove {name}: {why}")
+        raise DrError(f"{count(len(plan.failed), 'item')} could not be removed; the rest of the prune was done",
+                      hint="Fix the cause and run the same prune again.")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubectl_dr.cli.context import options
+from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
+from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
 
@@ -183,7 +186,8 @@ def snapshot(
     ctx: typer.Context,
     node: NodeOption = None,
     repo: Annotated[str | None, typer.Option("--repo", metavar="PATH", help=(
-        "Backup repository directory. Defaults to $KUBECTL_DR_REPO, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
+        "Backup repository: a directory or s3://BUCKET/PREFIX. Defaults to $KUBECTL_DR_REPO, else the config "
+        "file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
     helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
         "Image of the container that serves the snapshot file from the pod (needs cat, sha256sum and wc)."))
     ] = "busybox",
@@ -191,6 +195,9 @@ def snapshot(
     cacert: CacertOption = None,
     cert: CertOption = None,
     key: KeyOption = None,
+    encrypt_to: EncryptToOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    copy_to: CopyToOption = None,
 ) -> None:
     """Snapshot etcd into the backup repository, verified end to end.
 
@@ -206,15 +213,22 @@ def snapshot(
     Examples:
       kubectl dr etcd snapshot
       kubectl dr etcd snapshot --node cp-2 --dry-run=server
+      kubectl dr etcd snapshot --encrypt-to age1… --copy-to s3://dr-backups/etcd
       kubectl dr etcd snapshot --endpoints https://10.0.0.10:2379 --cacert ca.crt --cert c.crt --key c.key
     """
     from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd import snapshot as etcd_snapshot
     from kubectl_dr.etcd.topology import Direct
+    from kubectl_dr.repo.safety import confirm_plaintext_secrets
     from kubectl_dr.runs import Run
 
     opts = options(ctx)
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
+    confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
+                              ask=_ask_plaintext if sys.stdin.isatty() else None)
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
+                           yes=opts.yes, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:
@@ -223,10 +237,10 @@ def snapshot(
             raise UsageError("--dry-run=server needs the API server; with --endpoints nothing goes through it "
                              "(use --dry-run=client)")
         if opts.dry_run == "client":
-            emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": str(repository.path),
+            emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": repository.location,
                   "endpoints": list(topo.endpoints)}, opts.output,
                  table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
-                       f"into {repository.path}\n")
+                       f"into {repository.location}\n")
             return
         result = etcd_snapshot.direct(topo, repository)
     else:
@@ -246,7 +260,14 @@ def snapshot(
           member.get("version") or "", result.status.revision, result.status.total_keys,
           _human(result.status.file_size), result.status.sha256[:16]]],
     )
-    emit(result.to_dict(), opts.output, table=table)
+    data = result.to_dict()
+    if targets:
+        data["copies"] = copy_new(repository, result.manifest.id, targets)
+    emit(data, opts.output, table=table)
+
+
+def _ask_plaintext(question: str) -> bool:
+    return bool(typer.confirm(question, default=False, err=True))
 
 
 # --- membership ----------------------------------------------------------------------------------------------
@@ -310,7 +331,6 @@ def member_replace(
         return
     done = job.execute(undo=undo)
     if isinstance(done, str):
-        message(done)
         emit({"kind": "EtcdMemberReplaceUndo", "node": node, "message": done}, opts.output, table=done + "\n")
         return
     if done.aside:

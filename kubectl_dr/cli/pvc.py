@@ -9,6 +9,8 @@ import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.context import options
+from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
+from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit
 from kubectl_dr.volumes import DEFAULT_IMAGE
@@ -71,6 +73,9 @@ def backup(
                                 "`kubectl dr backups show`), instead of failing.")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
+    encrypt_to: EncryptToOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    copy_to: CopyToOption = None,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -83,16 +88,24 @@ def backup(
       kubectl dr pvc backup data-db-0 -n shop
       kubectl dr pvc backup data-db-0 -n shop --quiesce --name before-upgrade
       kubectl dr pvc backup data-db-0 -n shop --dry-run=client -o json
+      kubectl dr pvc backup data-db-0 -n shop --copy-to s3://dr-backups/prod --encrypt-to age1…
     """
     from kubectl_dr.volumes import backup as job
 
     job.check_name(name)
-    repository = open_repo(repo)
+    dry_run = options(ctx).dry_run
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository.preflight(create=dry_run == "none")  # before the cluster is touched
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=dry_run,
+                           yes=options(ctx).yes, secret_what=None)
     opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
                                                           skip_unreadable=skip_unreadable, dry_run=opts.dry_run),
                      console, run)
-    emit(result.to_dict(), opts.output, table=result.summary())
+    data = result.to_dict()
+    if isinstance(result, job.BackupResult) and targets:
+        data["copies"] = copy_new(repository, result.manifest.id, targets)
+    emit(data, opts.output, table=result.summary())
 
 
 @app.command("restore")
@@ -110,6 +123,8 @@ def restore(
         bool, typer.Option("--allow-empty", help="Accept a backup or tar file with no entries (an empty volume).")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
+    identity: IdentityOption = None,
+    s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -125,10 +140,14 @@ def restore(
       kubectl dr pvc diff data-db-0 -n shop --from latest        # what it would change, first
       kubectl dr pvc restore data-new -n shop --from latest --from-claim shop/data-db-0
       kubectl dr pvc restore data-db-0 -n shop --from ./volume.tar --clean --yes
+      kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr/prod -i ~/.config/age/dr.key
+
+    A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
+    $TMPDIR and checked there against its manifest; the copy is removed however the command ends.
     """
     from kubectl_dr.volumes import restore as job
 
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
     opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
     result = job.run(kube, repository,
                      job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
@@ -146,6 +165,8 @@ def diff(
     from_claim: FromClaimOption = None,
     quiesce: QuiesceOption = False,
     image: ImageOption = DEFAULT_IMAGE,
+    identity: IdentityOption = None,
+    s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Compare the volume with a backup: what a restore would add (+), change (~), and --clean remove (-).
 
@@ -159,7 +180,7 @@ def diff(
     """
     from kubectl_dr.volumes import diff as job
 
-    repository = open_repo(repo)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
     opts, kube, namespace, run, console = _session(ctx, f"pvc diff {{ns}}/{claim}")
     if opts.dry_run != "none":
         raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "

@@ -13,7 +13,6 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kubectl_dr import cleanup
@@ -43,12 +42,12 @@ _SHA256 = re.compile(r"^([0-9a-f]{64})\b")
 @dataclass
 class SnapshotResult:
     manifest: Manifest
-    path: Path
+    path: str  # the backup's location: a directory or s3://bucket/prefix/ID
     status: SnapshotStatus
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.manifest.id, "path": str(self.path), "seconds": round(self.seconds, 3),
+        return {"id": self.manifest.id, "path": self.path, "seconds": round(self.seconds, 3),
                 **self.manifest.to_dict()}
 
 
@@ -124,7 +123,7 @@ def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: st
             pods.create(kube, podspec.snapshot_pod(member, namespace, helper_image, run,
                                                    lease_name("etcd", member.name)), what="etcd snapshot",
                         dry_run="server")
-        return SnapshotPlan(candidates, str(repo.path), dry_run, dead)
+        return SnapshotPlan(candidates, repo.location, dry_run, dead)
     for name in dead:
         message(f"deleting etcd snapshot pod {namespace}/{name} left behind by a run that is gone "
                 "(it holds a copy of every Secret of the cluster)")
@@ -254,7 +253,7 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
     message(f"copying {size} bytes from pod {pod.namespace}/{pod.name}")
     source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
     with repo.create(BACKUP_TYPE, source, name_hint=member.node) as writer:
-        part = writer.open_part(PART_NAME)
+        part = writer.open_part(PART_NAME, keep_local=True)
         copy_started = time.monotonic()
         # No idle limit beyond the default: cat sends as fast as we read.
         stream = open_exec(kube, pod.namespace, pod.name, ["cat", podspec.SNAPSHOT_FILE],
@@ -273,7 +272,7 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
                               "remoteSha256": digest, "remoteSize": size},
                  "encryption": keys.to_dict()}
         manifest_, status = _verify_and_commit(writer, part, extra, info)
-        path = repo.path / manifest_.id
+        path = repo.backup_location(manifest_.id)
     return SnapshotResult(manifest_, path, status, time.monotonic() - started)
 
 
@@ -305,7 +304,7 @@ def direct(topology: Direct, repo: Repository) -> SnapshotResult:
                 message(f"saving a snapshot of etcd member {name or info.member_id} at {url}")
                 source = {"etcdCluster": cluster_id, "endpoint": url, "member": name}
                 with repo.create(BACKUP_TYPE, source, name_hint=name or "etcd") as writer:
-                    part = writer.open_part(PART_NAME)
+                    part = writer.open_part(PART_NAME, keep_local=True)
                     size = ep.snapshot(part.write)
                     written = part.close()
                     if written.size != size:
@@ -316,7 +315,8 @@ def direct(topology: Direct, repo: Repository) -> SnapshotResult:
                                  "unknown", "", reason="taken directly through --endpoints: the API servers' "
                                                        "encryption config was not read").to_dict()}
                     manifest, status = _verify_and_commit(writer, part, extra, member)
-                    return SnapshotResult(manifest, repo.path / manifest.id, status, time.monotonic() - started)
+                    return SnapshotResult(manifest, repo.backup_location(manifest.id), status,
+                                          time.monotonic() - started)
         except MemberError as exc:
             failures.append(exc)
         except DrError:

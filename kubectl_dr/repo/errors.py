@@ -14,14 +14,14 @@ class RepoError(DrError):
 
 
 class BackupNotFoundError(RepoError):
-    def __init__(self, ref: str, repo: Path, what: str = "backup", message: str | None = None) -> None:
+    def __init__(self, ref: str, repo: Path | str, what: str = "backup", message: str | None = None) -> None:
         super().__init__(message or f'{what} "{ref}" not found in {repo}', hint=LIST_HINT)
         self.ref = ref
         self.repo = repo
 
 
 class AmbiguousBackupError(RepoError):
-    def __init__(self, ref: str, repo: Path, candidates: list[str]) -> None:
+    def __init__(self, ref: str, repo: Path | str, candidates: list[str]) -> None:
         shown = ", ".join(candidates[:5]) + (", …" if len(candidates) > 5 else "")
         super().__init__(
             f'"{ref}" matches {len(candidates)} backups in {repo}: {shown}',
@@ -55,7 +55,7 @@ class BackupCorruptError(VerificationError):
 class DiskFullError(RepoError):
     """The repository's file system ran out of space (or quota) while a backup was written."""
 
-    def __init__(self, where: Path, written: int, part: str) -> None:
+    def __init__(self, where: Path | str, written: int, part: str) -> None:
         super().__init__(
             f'no space left on the device holding {where}: wrote {written} bytes of part "{part}" '
             "before the disk filled up; the incomplete backup was removed",
@@ -69,3 +69,28 @@ class DiskFullError(RepoError):
 
 class WriterStateError(RepoError):
     """A backup writer was used out of order (a programming error, reported plainly)."""
+
+
+class EncryptedBackupError(RepoError):
+    """An encrypted part was asked for without an identity that opens it."""
+
+    def __init__(self, backup_id: str, recipients: list[str], doing: str) -> None:
+        to = ", ".join(_short_key(r) for r in recipients) or "unknown recipients"
+        super().__init__(
+            f'backup "{backup_id}" is encrypted (age, to {to}): {doing} needs the matching private key',
+            hint="Pass --identity FILE (an age identity file or an SSH private key), or set "
+            "encryption.identities in the kubectl-dr config file.",
+        )
+        self.backup_id = backup_id
+
+
+class StaleWriterError(RepoError):
+    """Another writer holds this backup ID (a copy or backup of it is running)."""
+
+
+def _short_key(key: str) -> str:
+    """age1abc…xyz or ssh-ed25519 AAAA…xyz: enough to tell keys apart in a message."""
+    fields = key.split()
+    body = fields[1] if len(fields) > 1 else fields[0] if fields else key
+    short = body if len(body) <= 20 else f"{body[:10]}…{body[-8:]}"
+    return f"{fields[0]} {short}" if len(fields) > 1 else short

@@ -18,6 +18,9 @@ MANIFEST_NAME = "manifest.json"
 TYPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Part names become file names next to the manifest: one path component, not hidden.
 PART_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# Files of a backup that are not parts: never a part's name.
+VERIFICATION_NAME = "verification.json"
+RESERVED_NAMES = frozenset({MANIFEST_NAME, VERIFICATION_NAME})
 
 
 def format_time(moment: datetime) -> str:
@@ -34,13 +37,66 @@ def parse_time(text: str) -> datetime:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """How a part is stored when that differs from its plaintext (an encrypted part): the file or object
+    name, and the size and SHA-256 of the stored bytes, which can be checked without the key."""
+
+    file: str
+    size: int
+    sha256: str
+    encryption: str = "age"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "size": self.size, "sha256": self.sha256, "encryption": self.encryption}
+
+
+@dataclass(frozen=True)
 class Part:
+    """One data file of a backup. ``size`` and ``sha256`` are of the plaintext (what the pod hashed)."""
+
     name: str
     size: int
     sha256: str
+    stored: Stored | None = None  # None: stored as is, under ``name``
+
+    @property
+    def stored_file(self) -> str:
+        return self.stored.file if self.stored else self.name
+
+    @property
+    def stored_size(self) -> int:
+        return self.stored.size if self.stored else self.size
+
+    @property
+    def stored_sha256(self) -> str:
+        return self.stored.sha256 if self.stored else self.sha256
+
+    @property
+    def encrypted(self) -> bool:
+        return self.stored is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+        data: dict[str, Any] = {"name": self.name, "size": self.size, "sha256": self.sha256}
+        if self.stored is not None:
+            data["stored"] = self.stored.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Part:
+        stored = data.get("stored")
+        part = cls(
+            name=str(data["name"]),
+            size=int(data["size"]),
+            sha256=str(data["sha256"]),
+            stored=Stored(str(stored["file"]), int(stored["size"]), str(stored["sha256"]),
+                          str(stored.get("encryption", "age"))) if stored else None,
+        )
+        for name in {part.name, part.stored_file}:
+            if not PART_PATTERN.match(name) or name in RESERVED_NAMES:
+                raise ValueError(f"invalid part name {name!r}")
+        if part.stored is not None and part.stored.encryption != "age":
+            raise ValueError(f"unknown encryption {part.stored.encryption!r} of part {part.name!r}")
+        return part
 
 
 @dataclass(frozen=True)
@@ -53,6 +109,8 @@ class Manifest:
     parts: tuple[Part, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
     completed_at: datetime | None = None
+    # {"format": "age", "recipients": [public keys]} when the parts are encrypted: which key opens them.
+    encryption: dict[str, Any] | None = None
 
     @property
     def size(self) -> int:
@@ -85,9 +143,11 @@ class Manifest:
                 "toolVersion": self.tool_version,
                 "source": self.source,
                 "parts": [p.to_dict() for p in self.parts],
-                "details": self.details,
             }
         )
+        if self.encryption is not None:
+            data["encryption"] = self.encryption
+        data["details"] = self.details
         return data
 
     def to_json(self) -> str:
@@ -104,12 +164,13 @@ class Manifest:
         if data.get("kind") != KIND:
             raise ManifestError(f"{where}: manifest kind is {data.get('kind')!r}, expected {KIND!r}")
         try:
-            parts = tuple(
-                Part(name=str(p["name"]), size=int(p["size"]), sha256=str(p["sha256"])) for p in data.get("parts", [])
-            )
-            for p in parts:
-                if not PART_PATTERN.match(p.name) or p.name == MANIFEST_NAME:
-                    raise ValueError(f"invalid part name {p.name!r}")
+            parts = tuple(Part.from_dict(p) for p in data.get("parts", []))
+            files = [p.stored_file for p in parts]
+            if len(set(files)) != len(files):
+                raise ValueError("two parts share one file")
+            encryption = data.get("encryption")
+            if encryption is not None and not isinstance(encryption, dict):
+                raise ValueError("encryption is not an object")
             completed = data.get("completedAt")
             return cls(
                 id=str(data["id"]),
@@ -120,9 +181,18 @@ class Manifest:
                 source=dict(data.get("source") or {}),
                 parts=parts,
                 details=dict(data.get("details") or {}),
+                encryption=dict(encryption) if encryption is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{where}: the manifest is malformed: {exc}") from exc
+
+    @classmethod
+    def parse(cls, raw: bytes, where: str) -> Manifest:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{where}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data, where)
 
     @classmethod
     def load(cls, backup_dir: Path) -> Manifest:

@@ -1,300 +1,478 @@
-"""The local backup repository: one directory per backup, each with ``manifest.json`` and its parts."""
+"""What every backup repository does, whatever holds it (a local directory, an S3 bucket).
+
+A backup is a container (a directory, or a key prefix) holding ``manifest.json`` and its parts. A
+backup's identity is the ID in its manifest, never the container's name: a copied directory is
+reported, not listed twice. Listing, resolving, verification, reading and retention live here; the
+subclasses hold the storage (`local.LocalRepository`, `s3.S3Repository`).
+"""
 
 from __future__ import annotations
 
 import builtins
-import errno
-import hashlib
+import contextlib
 import json
-import os
-import secrets
-import shutil
-import socket
-import time
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from kubectl_dr.repo import fsutil, ids
+from kubectl_dr import __version__
+from kubectl_dr.repo import ids
+from kubectl_dr.repo.crypto import Identity, Recipient, parse_recipients
 from kubectl_dr.repo.errors import (
     AmbiguousBackupError,
     BackupCorruptError,
     BackupNotFoundError,
+    EncryptedBackupError,
     ManifestError,
     RepoError,
     WrongBackupTypeError,
 )
-from kubectl_dr.repo.manifest import MANIFEST_NAME, TYPE_PATTERN, Manifest
-from kubectl_dr.repo.writer import OWNER_FILE, TEMP_PREFIX, BackupWriter
+from kubectl_dr.repo.manifest import MANIFEST_NAME, TYPE_PATTERN, Manifest, Part, format_time
+from kubectl_dr.repo.reading import PartReader, Progress, as_binary, read_stored
+from kubectl_dr.repo.retention import Decision, Policy, plan
+from kubectl_dr.repo.writer import BackupWriter, Staging
 
-DELETING_PREFIX = ".deleting-"
 LATEST = "latest"
-# A temp dir from another host cannot be checked for a live writer; after this long it is abandoned.
-FOREIGN_TEMP_MAX_AGE = 24 * 3600
-_CHUNK = 1 << 20
-
-# Source keys that say *how* a backup was taken, not *what* it is of: two etcd snapshots of one
-# cluster taken from different members belong to the same series for retention.
-VOLATILE_SOURCE_KEYS = frozenset({"node", "member", "endpoint", "context", "user", "pod"})
-
-
-@dataclass(frozen=True)
-class Backup:
-    manifest: Manifest
-    path: Path
-
-    @property
-    def id(self) -> str:
-        return self.manifest.id
-
-    def part_path(self, name: str) -> Path:
-        self.manifest.part(name)  # KeyError for a part the manifest does not list
-        return self.path / name
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    removed: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    stale_temp_dirs: list[str] = field(default_factory=list)  # names of abandoned partial writes
-
-
-def series_key(manifest: Manifest) -> str:
-    """What retention groups by: the type and the stable part of the source."""
-    stable = {k: v for k, v in manifest.source.items() if k not in VOLATILE_SOURCE_KEYS}
-    return json.dumps([manifest.type, stable], sort_keys=True, default=str)
+_MAX_COPIES = 10  # copies of one backup in one repository that prune removes in one run
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Repository:
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _utcnow) -> None:
-        self.path = Path(path)
+@dataclass(frozen=True)
+class Backup:
+    manifest: Manifest
+    location: str  # for messages: a directory, or s3://bucket/prefix/ID
+    path: Path | None = None  # the backup's directory, in a local repository
+    key: str = ""  # the container's name in its repository (directory name, or key prefix)
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    def part_path(self, name: str) -> Path:
+        """The part's file in a local repository (transition API: new code uses open_part/local_file)."""
+        part = self.manifest.part(name)  # KeyError for a part the manifest does not list
+        if self.path is None:
+            raise RepoError(f'backup "{self.id}" is in {self.location}, not in a local directory, and this '
+                            "command reads it as a local file",
+                            hint=f"Copy it into a local repository first: kubectl dr backups copy {self.id} --to DIR "
+                            "(then --repo DIR).")
+        if part.encrypted:
+            raise RepoError(f'backup "{self.id}" is encrypted (age), and this command reads it as a plain file',
+                            hint=f"Decrypt the part by hand and use the file: age -d -i KEY "
+                            f"{self.path / part.stored_file} > {name} (then --from ./{name}).")
+        return self.path / part.stored_file
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """What an interrupted write or delete left: invisible to listings, removed by prune once stale."""
+
+    name: str
+    what: str
+    stale: bool
+    handle: Any = None
+
+
+@dataclass
+class PruneResult:
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # what interrupted writes left, removed (or to be)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (ID or leftover, why) that could not go
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # kept ID → the rules that keep it
+    series: dict[str, str] = field(default_factory=dict)  # ID → series
+
+    @property
+    def stale_temp_dirs(self) -> list[str]:
+        return self.leftovers
+
+
+class Repository(ABC):
+    """A backup repository. ``open_repository`` returns the right kind for a path or an s3:// URL."""
+
+    kind = "abstract"
+    remote = False  # off this machine: Secret-bearing backups written there unencrypted need consent
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Repository:
+        # Transition: `Repository(path)` still opens a local repository, as it did before S3 existed.
+        if cls is Repository:
+            from kubectl_dr.repo.local import LocalRepository
+
+            return super().__new__(LocalRepository)
+        return super().__new__(cls)
+
+    def __init__(self, *, clock: Callable[[], datetime] = _utcnow, recipients: Sequence[Recipient | str] = (),
+                 identities: Sequence[Identity] = ()) -> None:
         self._clock = clock
+        self.recipients: tuple[Recipient, ...] = tuple(_recipients(recipients))
+        self.identities: tuple[Identity, ...] = tuple(identities)
+
+    # --- what subclasses provide --------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """The repository, for messages: a directory or s3://bucket/prefix."""
+
+    @abstractmethod
+    def backup_location(self, backup_id: str) -> str: ...
+
+    @abstractmethod
+    def _scan_raw(self) -> tuple[builtins.list[Backup], builtins.list[tuple[str, str]]]:
+        """Every container with a readable manifest (any order), and the ones that could not be read."""
+
+    @abstractmethod
+    def _fetch(self, backup_id: str) -> Backup | None:
+        """The backup whose container is named ``backup_id``, if there is one (a fast path)."""
+
+    @abstractmethod
+    def _new_staging(self, backup_id: str, *, exact: bool) -> Staging: ...
+
+    @abstractmethod
+    def _open_stored(self, backup: Backup, file: str) -> Any:
+        """A raw reader (``readinto``/``close``) of a stored file; BackupCorruptError if it is missing."""
+
+    @abstractmethod
+    def _stored_sizes(self, backup: Backup) -> dict[str, int]:
+        """The stored files of a backup and their sizes (cheap: a stat or a listing)."""
+
+    @abstractmethod
+    def _remove(self, backup: Backup) -> None: ...
+
+    @abstractmethod
+    def leftovers(self) -> builtins.list[Leftover]: ...
+
+    @abstractmethod
+    def _remove_leftover(self, leftover: Leftover) -> None: ...
+
+    @abstractmethod
+    def _write_record(self, backup: Backup, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _read_record(self, backup: Backup) -> bytes | None: ...
+
+    @abstractmethod
+    def preflight(self, expected_bytes: int | None = None, *, create: bool = True) -> None:
+        """Raise RepoError (what is wrong, what to do) unless a backup of about this size can be written."""
+
+    @property
+    def path(self) -> Path:
+        """The repository directory (local repositories only; transition API, use ``location``)."""
+        raise RepoError(f"the repository {self.location} is not a local directory")
 
     # --- writing -------------------------------------------------------------------------------------
 
-    def create(self, type: str, source: dict[str, Any], name_hint: str | None = None) -> BackupWriter:
-        """Start a backup; stream parts into ``open_part()`` and finish with ``commit()``."""
+    def create(self, type: str, source: dict[str, Any], name_hint: str | None = None,
+               recipients: Sequence[Recipient | str] | None = None) -> BackupWriter:
+        """Start a backup; stream parts into ``open_part()`` and finish with ``commit()``.
+
+        ``recipients``: the age/SSH public keys to encrypt to (default: the repository's, from
+        --encrypt-to or the config file); an empty list writes the backup unencrypted.
+        """
         if not TYPE_PATTERN.match(type):
             raise RepoError(f"invalid backup type {type!r}")
-        fsutil.make_private_dir(self.path)
+        keys = self.recipients if recipients is None else tuple(_recipients(recipients))
         now = self._clock()
-        backup_id = ids.base_id(now, type, name_hint)
-        while (self.path / backup_id).exists() or any(self.path.glob(f"{TEMP_PREFIX}{backup_id}-*")):
-            backup_id = ids.with_suffix(ids.base_id(now, type, name_hint))
-        return BackupWriter(self.path, backup_id, type, source, now, self._clock)
+        staging = self._new_staging(ids.base_id(now, type, name_hint), exact=False)
+        return BackupWriter(staging, type, source, now, self._clock, keys)
+
+    def create_copy(self, manifest: Manifest, recipients: Sequence[Recipient] = ()) -> BackupWriter:
+        """A writer for a copy of ``manifest``'s backup under the same ID (`backups copy`)."""
+        staging = self._new_staging(manifest.id, exact=True)
+        return BackupWriter(staging, manifest.type, manifest.source, manifest.created_at, self._clock,
+                            recipients, template=manifest)
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def scan(self) -> tuple[list[Backup], list[tuple[Path, str]]]:
-        """Every complete backup, newest first, and the directories that could not be read as one."""
-        backups: list[Backup] = []
-        problems: list[tuple[Path, str]] = []
-        try:
-            entries = sorted(os.scandir(self.path), key=lambda e: e.name)
-        except FileNotFoundError:
-            return [], []
-        except NotADirectoryError as exc:
-            raise RepoError(f"the backup repository {self.path} is not a directory") from exc
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-                continue  # temp dirs of unfinished writes, deletions in progress, stray files
-            try:
-                backups.append(Backup(Manifest.load(Path(entry.path)), Path(entry.path)))
-            except ManifestError as exc:
-                problems.append((Path(entry.path), exc.message))
+    def scan(self) -> tuple[builtins.list[Backup], builtins.list[tuple[str, str]]]:
+        """Every complete backup once, newest first, and what could not be read as one (with why)."""
+        raw, problems = self._scan_raw()
+        by_id: dict[str, builtins.list[Backup]] = {}
+        for backup in sorted(raw, key=lambda b: b.key):
+            by_id.setdefault(backup.id, []).append(backup)
+        backups: builtins.list[Backup] = []
+        for backup_id, found in by_id.items():
+            chosen = next((b for b in found if b.key == backup_id), found[0])
+            backups.append(chosen)
+            if chosen.key != backup_id:
+                problems.append((chosen.location, f"{chosen.location}: its name and its manifest disagree: it holds "
+                                 f"backup {backup_id} (listed under that ID)"))
+            for other in found:
+                if other is not chosen:
+                    problems.append((other.location, f"{other.location} holds another copy of backup {backup_id} "
+                                     f"(its manifest says {backup_id}): not listed; remove it, or copy it with "
+                                     "`kubectl dr backups copy`"))
         backups.sort(key=lambda b: (b.manifest.created_at, b.manifest.id), reverse=True)
         return backups, problems
 
-    def backups(self, type: str | None = None, source_match: dict[str, Any] | None = None) -> list[Backup]:
+    def backups(self, type: str | None = None, source_match: dict[str, Any] | None = None) -> builtins.list[Backup]:
         return [b for b in self.scan()[0] if b.manifest.matches(type, source_match)]
 
-    def list(self, type: str | None = None, source_match: dict[str, Any] | None = None) -> list[Manifest]:
+    def list(self, type: str | None = None, source_match: dict[str, Any] | None = None) -> builtins.list[Manifest]:
         """Manifests of the complete backups, newest first."""
         return [b.manifest for b in self.backups(type, source_match)]
 
     def get(self, backup_id: str) -> Backup:
+        """The backup with exactly this ID (from its manifest, wherever its container is)."""
         if not _is_plain_name(backup_id):
-            raise BackupNotFoundError(backup_id, self.path)
-        path = self.path / backup_id
-        if not (path / MANIFEST_NAME).is_file():
-            raise BackupNotFoundError(backup_id, self.path)
-        manifest = Manifest.load(path)
-        if manifest.id != backup_id:
-            raise ManifestError(f"{path}: the manifest says it is backup {manifest.id!r}; it was moved or renamed")
-        return Backup(manifest, path)
+            raise BackupNotFoundError(backup_id, self.location)
+        fast = self._fetch(backup_id)
+        if fast is not None and fast.id == backup_id:
+            return fast
+        for backup in self.scan()[0]:
+            if backup.id == backup_id:
+                return backup
+        raise BackupNotFoundError(backup_id, self.location)
 
     def resolve(self, ref: str, type: str | None = None, source_match: dict[str, Any] | None = None) -> Backup:
-        """A backup from an ID, a unique ID prefix, ``latest``, or the path of a backup directory.
+        """A backup from an ID, a unique ID prefix, or ``latest``.
 
         ``latest`` is the newest backup of ``type`` whose source contains ``source_match``; an ID or
         prefix must also be of ``type`` when it is given.
         """
-        if _looks_like_path(ref):
-            path = Path(ref).expanduser()
-            if not path.is_dir():
-                raise BackupNotFoundError(ref, self.path, what="backup directory")
-            backup = Backup(Manifest.load(path), path.absolute())
-        elif ref == LATEST:
+        if ref == LATEST:
             candidates = self.backups(type, source_match)
             if not candidates:
                 what = f"{type} backup" if type else "backup"
                 of = ", ".join(f"{k}={v}" for k, v in (source_match or {}).items())
-                raise BackupNotFoundError(LATEST, self.path,
-                                          message=f"there is no {what}{' of ' + of if of else ''} in {self.path}")
+                raise BackupNotFoundError(LATEST, self.location,
+                                          message=f"there is no {what}{' of ' + of if of else ''} in {self.location}")
             return candidates[0]
-        else:
-            backup = self._by_id_or_prefix(ref, type)
+        backup = self._by_id_or_prefix(ref, type)
         if type is not None and backup.manifest.type != type:
             raise WrongBackupTypeError(backup.id, backup.manifest.type, type)
         return backup
 
     def _by_id_or_prefix(self, ref: str, type: str | None) -> Backup:
-        if _is_plain_name(ref) and (self.path / ref / MANIFEST_NAME).is_file():
-            return self.get(ref)
+        if _is_plain_name(ref):
+            fast = self._fetch(ref)
+            if fast is not None and fast.id == ref:
+                return fast
         everything = self.scan()[0]
-        matches = [b for b in everything if b.id.startswith(ref)] if ref else []
+        exact = [b for b in everything if b.id == ref]
+        matches = exact or ([b for b in everything if b.id.startswith(ref)] if ref else [])
         if len(matches) > 1 and type is not None:
             # A prefix shared with backups of other types is still unique among the ones that fit.
             typed = [b for b in matches if b.manifest.type == type]
             matches = typed or matches
         if not matches:
-            raise BackupNotFoundError(ref, self.path)
+            raise BackupNotFoundError(ref, self.location)
         if len(matches) > 1:
-            raise AmbiguousBackupError(ref, self.path, [b.id for b in matches])
+            raise AmbiguousBackupError(ref, self.location, [b.id for b in matches])
         return matches[0]
+
+    def open_part(self, backup: Backup, name: str, identity: Sequence[Identity] | None = None,
+                  progress: Progress | None = None) -> BinaryIO:
+        """The plaintext of a part, streamed (decrypted with ``identity`` or the repository's identities).
+
+        Raises BackupCorruptError when the size or SHA-256 differs, at the latest on the read that
+        reaches the end: read it to the end before trusting what came out.
+        """
+        part = _part(backup, name)
+        raw = self._open_stored(backup, part.stored_file)
+        return as_binary(PartReader(raw, backup.manifest, part, self._identities(identity), progress))
+
+    def open_stored(self, backup: Backup, name: str, progress: Progress | None = None) -> Any:
+        """The stored bytes of a part as they are (the ciphertext of an encrypted part), as a reader whose
+        read that reaches the end raises BackupCorruptError if their size or SHA-256 differ (`copy`)."""
+        from kubectl_dr.repo.reading import StoredReader
+
+        part = _part(backup, name)
+        raw = self._open_stored(backup, part.stored_file)
+        return _StoredOnly(StoredReader(raw, backup.id, part, progress))
+
+    def local_file(self, backup: Backup, name: str) -> Path | None:
+        """The plaintext part as a local file when it is one (a local, unencrypted backup), else None."""
+        part = _part(backup, name)
+        if backup.path is None or part.encrypted:
+            return None
+        return backup.path / part.stored_file
+
+    def _identities(self, identity: Sequence[Identity] | None) -> tuple[Identity, ...]:
+        return tuple(identity) if identity else self.identities
 
     # --- checking ------------------------------------------------------------------------------------
 
-    def verify(self, ref: str | Backup, progress: Callable[[int], None] | None = None) -> Backup:
-        """Recompute every part's size and SHA-256 and compare with the manifest; raise on a difference.
+    def verify(self, ref: str | Backup, progress: Progress | None = None, identity: Sequence[Identity] | None = None,
+               *, stored_only: bool = False, record: bool = True) -> Backup:
+        """Read every part back and compare its size and SHA-256 with the manifest; raise on a difference.
 
-        `progress` is called with the number of bytes read each time: a large backup takes minutes.
+        An encrypted part is decrypted with ``identity`` (or the repository's identities) and both the
+        stored bytes and the plaintext are checked; ``stored_only`` checks only the stored bytes, which
+        needs no key. Without a key and without ``stored_only`` an encrypted backup is refused. The
+        outcome is recorded next to the manifest (prune keeps the newest backup not found damaged).
         """
         backup = ref if isinstance(ref, Backup) else self.resolve(ref)
-        for part in backup.manifest.parts:
-            path = backup.path / part.name
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise BackupCorruptError(backup.id, part.name, "is missing") from None
-            if size != part.size:
-                how = "truncated" if size < part.size else "longer than recorded"
-                raise BackupCorruptError(
-                    backup.id, part.name, f"is {size} bytes but the manifest says {part.size}: it is {how}"
-                )
-            try:
-                digest = _sha256_file(path, progress)
-            except OSError as exc:  # a failing disk (EIO), or something that is not a file
-                raise BackupCorruptError(backup.id, part.name, f"cannot be read: {exc.strerror}") from None
-            if digest != part.sha256:
-                raise BackupCorruptError(
-                    backup.id, part.name, f"has SHA-256 {digest} but the manifest says {part.sha256}"
-                )
+        keys = self._identities(identity)
+        encrypted = any(p.encrypted for p in backup.manifest.parts)
+        if encrypted and not keys and not stored_only:
+            raise EncryptedBackupError(backup.id, _manifest_recipients(backup.manifest), "checking its contents")
+        try:
+            for part in backup.manifest.parts:
+                raw = self._open_stored(backup, part.stored_file)
+                if part.encrypted and not stored_only:
+                    with PartReader(raw, backup.manifest, part, keys, progress) as reader:
+                        reader.read_to_end()
+                else:
+                    read_stored(raw, backup.manifest, part, progress)
+        except BackupCorruptError as exc:
+            if record:
+                self._record(backup, ok=False, contents=not stored_only, problem=exc.message)
+            raise
+        if record:
+            self._record(backup, ok=True, contents=not stored_only or not encrypted)
         return backup
+
+    def _record(self, backup: Backup, *, ok: bool, contents: bool, problem: str | None = None) -> None:
+        data = {"apiVersion": "kubectl-dr/v1", "kind": "Verification", "id": backup.id,
+                "verifiedAt": format_time(self._clock()), "ok": ok, "contentsChecked": contents,
+                "problem": problem, "toolVersion": __version__}
+        # A read-only copy of a repository can still be verified; the record is a convenience.
+        with contextlib.suppress(OSError, RepoError):
+            self._write_record(backup, (json.dumps(data, indent=2) + "\n").encode())
+
+    def verification(self, backup: Backup) -> dict[str, Any] | None:
+        """The last recorded verification of a backup, if any."""
+        try:
+            raw = self._read_record(backup)
+            return dict(json.loads(raw)) if raw else None
+        except (OSError, RepoError, ValueError, TypeError):
+            return None
+
+    def intact(self, backup: Backup) -> bool:
+        """Not found damaged by its last verification, and every part present with its stored size."""
+        record = self.verification(backup)
+        if record is not None and record.get("ok") is False:
+            return False
+        try:
+            sizes = self._stored_sizes(backup)
+        except (OSError, RepoError):
+            return False
+        return all(sizes.get(p.stored_file) == p.stored_size for p in backup.manifest.parts)
 
     # --- removing ------------------------------------------------------------------------------------
 
-    def delete(self, backup_id: str) -> Manifest:
+    def delete(self, ref: str | Backup) -> Manifest:
         """Remove one backup, given by its exact ID. It disappears from listings at once."""
-        backup = self.get(backup_id)
-        doomed = self.path / f"{DELETING_PREFIX}{backup_id}-{secrets.token_hex(3)}"
-        os.rename(backup.path, doomed)
-        fsutil.fsync_dir(self.path)
-        shutil.rmtree(doomed, ignore_errors=True)
+        backup = ref if isinstance(ref, Backup) else self.get(ref)
+        self._remove(backup)
         return backup.manifest
 
-    def prune(
-        self,
-        keep_last: int,
-        type: str | None = None,
-        source_match: dict[str, Any] | None = None,
-        dry_run: bool = False,
-    ) -> PruneResult:
-        """Keep the newest ``keep_last`` backups of each series (type + stable source), remove the rest.
+    def prune(self, policy: Policy | int | None = None, type: str | None = None,
+              source_match: dict[str, Any] | None = None, dry_run: bool = False, *, keep_last: int | None = None,
+              tz: tzinfo | None = None) -> PruneResult:
+        """Remove the backups no rule keeps, per series, and the stale leftovers of interrupted writes.
 
-        Also removes abandoned temp directories of writers that died (unless ``dry_run``).
+        ``policy`` is a retention Policy or, as before, a keep-last count. The newest backup of each
+        series that is intact (not found damaged, every part there) is always kept. A backup that cannot
+        be removed is reported in ``failed`` and the others are still removed.
         """
-        if keep_last < 0:
-            raise RepoError(f"--keep-last must be 0 or more, not {keep_last}")
+        if policy is None:
+            policy = Policy() if keep_last is None else keep_last
+        if isinstance(policy, int):
+            if policy < 0:
+                raise RepoError(f"--keep-last must be 0 or more, not {policy}")
+            policy = Policy(last=policy)
+        if policy.empty:
+            raise RepoError("no retention rule given: nothing would be kept",
+                            hint="Give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
+                            "--keep-monthly, --keep-yearly.")
+        chosen = self.backups(type, source_match)
+        by_id = {b.id: b for b in chosen}
+        decisions: builtins.list[Decision] = plan([b.manifest for b in chosen], policy, tz=tz,
+                                                  intact=lambda m: self.intact(by_id[m.id]))
         result = PruneResult()
-        seen: dict[str, int] = {}
-        for backup in self.backups(type, source_match):
-            key = series_key(backup.manifest)
-            seen[key] = seen.get(key, 0) + 1
-            if seen[key] <= keep_last:
-                result.kept.append(backup.id)
+        from kubectl_dr.repo.retention import series_key
+
+        for d in decisions:
+            result.series[d.manifest.id] = series_key(d.manifest)
+            if d.keep:
+                result.kept.append(d.manifest.id)
+                result.reasons[d.manifest.id] = d.reasons
             else:
-                result.removed.append(backup.id)
-        for name in self.stale_temp_dirs():
-            result.stale_temp_dirs.append(name)
+                result.removed.append(d.manifest.id)
+        stale = [lo for lo in self.leftovers() if lo.stale]
+        result.leftovers = [lo.name for lo in stale]
         if not dry_run:
-            for backup_id in result.removed:
-                self.delete(backup_id)
-            for name in result.stale_temp_dirs:
-                shutil.rmtree(self.path / name, ignore_errors=True)
+            doomed = [by_id[i] for i in result.removed]
+            for _ in range(_MAX_COPIES):
+                for backup in doomed:
+                    try:
+                        self._remove(backup)
+                    except (OSError, RepoError) as exc:
+                        result.failed.append((backup.id, getattr(exc, "message", None) or str(exc)))
+                # Another copy of a removed backup (a copied directory) surfaces once the first is gone.
+                failed = {name for name, _ in result.failed}
+                doomed = [b for b in self.scan()[0] if b.id in by_id and b.id in result.removed and b.id not in failed]
+                if not doomed:
+                    break
+            for leftover in stale:
+                try:
+                    self._remove_leftover(leftover)
+                except (OSError, RepoError) as exc:
+                    result.failed.append((leftover.name, getattr(exc, "message", None) or str(exc)))
         return result
 
     def stale_temp_dirs(self) -> builtins.list[str]:
-        """Hidden directories left by writers that no longer run, and deletions that were cut short."""
-        stale: builtins.list[str] = []
-        try:
-            entries = builtins.list(os.scandir(self.path))
-        except FileNotFoundError:
-            return []
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                continue
-            if entry.name.startswith(DELETING_PREFIX) or (
-                entry.name.startswith(TEMP_PREFIX) and not _writer_alive(Path(entry.path))
-            ):
-                stale.append(entry.name)
-        return sorted(stale)
+        """Names of what writers that no longer run (and deletions cut short) left behind."""
+        return [lo.name for lo in self.leftovers() if lo.stale]
 
 
-def _writer_alive(temp_dir: Path) -> bool:
+class _StoredOnly:
+    """Reads stored bytes (ciphertext) and checks only their size and SHA-256 at EOF."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._checked = False
+
+    def readinto(self, buffer: Any) -> int:
+        n = int(self._reader.readinto(memoryview(buffer).cast("B")))
+        if n == 0 and not self._checked:
+            self._checked = True
+            self._reader.check()
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        buf = bytearray(1 << 20 if size < 0 else size)
+        n = self.readinto(buf)
+        return bytes(buf[:n])
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> _StoredOnly:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _part(backup: Backup, name: str) -> Part:
     try:
-        owner = json.loads((temp_dir / OWNER_FILE).read_text())
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        # No owner record: either being committed right now or damaged; judge by age.
-        return _younger_than(temp_dir, 3600)
-    if host != socket.gethostname():
-        return _younger_than(temp_dir, FOREIGN_TEMP_MAX_AGE)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        return backup.manifest.part(name)
+    except KeyError:
+        raise RepoError(f'backup "{backup.id}" has no part "{name}" '
+                        f"(it has: {', '.join(p.name for p in backup.manifest.parts) or 'none'})") from None
 
 
-def _younger_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime < seconds
-    except OSError as exc:
-        return exc.errno != errno.ENOENT
+def _recipients(values: Sequence[Recipient | str]) -> builtins.list[Recipient]:
+    texts = [v for v in values if isinstance(v, str)]
+    parsed = parse_recipients(texts) if texts else []
+    return [v for v in values if isinstance(v, Recipient)] + parsed
 
 
-def _sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            if progress is not None:
-                progress(len(chunk))
-    return digest.hexdigest()
+def _manifest_recipients(manifest: Manifest) -> builtins.list[str]:
+    return [str(r) for r in (manifest.encryption or {}).get("recipients", [])]
 
 
 def _is_plain_name(ref: str) -> bool:
     return bool(ref) and "/" not in ref and ref not in (".", "..") and not ref.startswith(".")
 
 
-def _looks_like_path(ref: str) -> bool:
-    return os.sep in ref or ref.startswith(("~", "."))
+__all__ = ["LATEST", "MANIFEST_NAME", "Backup", "Leftover", "ManifestError", "PruneResult", "Repository"]

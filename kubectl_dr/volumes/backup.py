@@ -16,6 +16,7 @@ consumer's node for ReadWriteOnce, so the app keeps running), probed for its tar
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +102,7 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
     say_plan(console, access)
     if opts.dry_run == "client":
         claim_lease(kube, access, run, "client").acquire()  # says who holds it, writes nothing
-        return BackupPlan(access, str(repo.path), "client")
+        return BackupPlan(access, repo.location, "client")
     with Exposure(kube, access, run, console, opts.image, "pvc-backup", dry_run=opts.dry_run) as exposure:
         if access.stop and access.claim.single_pod and not opts.quiesce and opts.dry_run == "none":
             console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
@@ -111,13 +112,15 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
             exposure.stop_consumers()
         pod = exposure.start(read_only=True)
         if pod is None:
-            return BackupPlan(access, str(repo.path), opts.dry_run, pod_accepted=True)
+            return BackupPlan(access, repo.location, opts.dry_run, pod_accepted=True)
+        listed = time.monotonic()
         found = transfer.list_volume(kube, pod)
+        listing = time.monotonic() - listed
         skipped = _skipped(found, pod, opts, console)
-        manifest = _stream(kube, repo, pod, opts, access, found, skipped, console)
+        manifest = _stream(kube, repo, pod, opts, access, found, skipped, console, listing)
         exposure.finish()
     details = manifest.details
-    return BackupResult(manifest, str(repo.path / manifest.id),
+    return BackupResult(manifest, repo.backup_location(manifest.id),
                         [Skipped(**s) for s in details.get("skipped") or []], details.get("changedDuringBackup") or [])
 
 
@@ -144,10 +147,10 @@ def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOpt
 
 
 def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: BackupOptions, access: AccessPlan,
-            found: dict[str, Found], skipped: list[Skipped], console: Console) -> Manifest:
+            found: dict[str, Found], skipped: list[Skipped], console: Console, listing: float) -> Manifest:
     assert pod.tools is not None
     tools = pod.tools
-    expected = sum(f.size for f in found.values() if f.kind == "file") + 512 * (len(found) + 2)
+    expected = archive_size_estimate(found)
     claim = access.claim
     source: dict[str, Any] = {
         **claim.describe(),
@@ -156,6 +159,8 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
         "node": access.node,
         "consumers": [c.ref for c in access.consumers],
     }
+    # The listing says how much is coming: a repository without room for it fails now, not at 90 %.
+    repo.preflight(expected)
     writer: BackupWriter | None = None
     reader = TarReader(gnu_sparse=tools.tar == scripts.GNU)
     what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
@@ -179,7 +184,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                                         f"{exc.message}", hint=exc.hint) from None
             record = reconcile(archive, found, skipped)
             _judge(record, checked, access, opts, console, what)
-            details = _details(opts, access, pod, record, checked, seconds,
+            details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
             with writer.open_part(ENTRIES_PART) as listing_part:
                 for line in record.entries.lines({"tar": f"{tools.tar} {tools.tar_version}".strip()}):
@@ -219,7 +224,7 @@ def _judge(record: Reconciled, checked: transfer.Checked, access: AccessPlan, op
 
 
 def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod, record: Reconciled,
-             checked: transfer.Checked, seconds: float, *, gnu_sparse: bool) -> dict[str, Any]:
+             checked: transfer.Checked, seconds: float, listing: float, *, gnu_sparse: bool) -> dict[str, Any]:
     assert pod.tools is not None
     entries: Entries = record.entries
     return {
@@ -235,12 +240,26 @@ def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod,
         "transfer": {
             "size": checked.size, "sha256Pod": checked.sha256, "sha256Local": checked.sha256,
             "execProtocol": checked.protocol, "seconds": round(seconds, 3),
+            # The pod's stat listing before the stream (what the exact round trip costs on top of tar).
+            "listingSeconds": round(listing, 3),
         },
         "rescuePod": {"image": opts.image, "node": access.node, "securityContext": pod.security.describe(),
                       "tools": pod.tools.to_dict()},
         "quiesced": [c.ref for c in access.consumers] if access.stop else [],
         "toolVersion": __version__,
     }
+
+
+def archive_size_estimate(found: dict[str, Found]) -> int:
+    """About what tar will write for this listing: a header per entry (two more for a long name), data
+    rounded up to whole blocks, the end marker and the last record's padding. It errs on the large side
+    (a hard link's data counts each time): it sizes the repository check and the progress bar."""
+    total = 2 * 512 + 10240
+    for path, entry in found.items():
+        total += 512 + (1024 + len(path) if len(path) >= 100 else 0)
+        if entry.kind == "file":
+            total += (entry.size + 511) // 512 * 512
+    return total
 
 
 def check_name(name: str | None) -> None:

@@ -18,9 +18,11 @@ running it again: tar overwrites what it left half-written.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
@@ -96,10 +98,12 @@ class RestoreResult:
     consumers: list[str] = field(default_factory=list)
     security: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, Any] = field(default_factory=dict)
+    listing_seconds: float = 0.0  # the pod's stat listings (the plan, the check): the exact round trip's cost
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "PvcRestore", "namespace": self.namespace, "pvc": self.claim,
+            "listingSeconds": round(self.listing_seconds, 3),
             "backup": _backup_id(self.source), "archive": str(self.source.path), "size": self.checked.size,
             "sha256": self.checked.sha256, "execProtocol": self.checked.protocol, "seconds": round(self.seconds, 3),
             "entries": self.source.entries.summary(), "entryRecord": self.source.recorded,
@@ -173,7 +177,8 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
                         f"{opts.namespace}/{opts.claim}, {how} what the backup contains{stops}")
     with Exposure(kube, access, run, console, opts.image, "pvc-restore", dry_run=opts.dry_run) as exposure:
         pod = None
-        with Verification(repo, src.backup if opts.dry_run == "none" else None, console) as verification:
+        with Verification(repo, src.backup if opts.dry_run == "none" and not src.verified else None,
+                          console) as verification:
             # Nothing to stop: the pod (scheduling, image pull, volume attach) starts while the backup is
             # verified; it does not touch the volume before the transfer. Consumers are stopped only for a
             # backup known to be intact.
@@ -191,13 +196,14 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
 def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: RestoreOptions,
              console: Console) -> RestoreResult:
     assert pod.tools is not None
+    listings = _Stopwatch()
     sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
     if src.gnu_only and pod.tools.tar != scripts.GNU:
         raise DrError(f"{src.label} stores sparse files as GNU tar sparse members, which busybox tar cannot "
                       "extract; nothing was changed",
                       hint="Restore with an image that has GNU tar, e.g. --image debian (or the --image the "
                            "backup was made with).")
-    found = transfer.list_volume(kube, pod)
+    found = listings.run(transfer.list_volume, kube, pod)
     blocking = tree_check.conflicts(src.entries, found)
     extras = tree_check.extras(src.entries, found) if opts.clean else []
     if blocking and not opts.clean:
@@ -224,7 +230,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
         console.say(f"tar reported:\n{checked.warnings}")
     rules = tree_check.Rules(owners=sec.root, modes=sec.root,
                              times_of_uid=None if sec.root else pod.tools.uid, sparse=pod.tools.dig_holes)
-    found = transfer.list_volume(kube, pod)
+    found = listings.run(transfer.list_volume, kube, pod)
     comparison = tree_check.compare(src.entries, found, rules)
     what = f"the restored volume {opts.namespace}/{opts.claim} does not match"
     tree_check.require_match(comparison.problems, what)
@@ -233,7 +239,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
         console.say(f"setting owners, modes and times tar could not restore on "
                     f"{count(fixed, 'entry', 'entries')}")
         transfer.run_script(kube, pod, scripts.fix_script(comparison.fixes, strict=sec.root), "setting metadata")
-        found = transfer.list_volume(kube, pod)
+        found = listings.run(transfer.list_volume, kube, pod)
     problems = tree_check.differences(src.entries, found, rules)
     if opts.clean:
         problems += [f"{p!r} is not in the backup and was not removed" for p in tree_check.extras(src.entries, found)]
@@ -243,7 +249,24 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     exposure.finish()
     return RestoreResult(opts.namespace, opts.claim, src, checked, seconds, removed=doomed,
                          replaced_kinds=blocking, fixed=fixed, consumers=consumers, security=sec.describe(),
-                         tools=pod.tools.to_dict())
+                         tools=pod.tools.to_dict(), listing_seconds=listings.total)
+
+
+T = TypeVar("T")
+
+
+class _Stopwatch:
+    """Adds up the time of the calls it runs."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        started = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self.total += time.monotonic() - started
 
 
 def _kind_in(src: Source, path: str) -> str:

@@ -9,14 +9,19 @@ the same entries. A plain tar file has no record: its headers are all there is t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.repo import Backup, BackupCorruptError, BackupNotFoundError, Repository
-from kubectl_dr.units import count
+from kubectl_dr.repo.crypto import Identity
+from kubectl_dr.units import count, size
 from kubectl_dr.volumes.entries import HARDLINK, PART, Entries, Entry
 from kubectl_dr.volumes.tar_reader import Archive, ArchiveError, empty_archive_error, read_archive
 
@@ -33,6 +38,9 @@ class Source:
     archive: Archive
     entries: Entries
     recorded: bool  # the entries come from the pod's listing (False: from tar headers)
+    # Every part was read back here and matched the manifest's sizes and SHA-256 (staged from S3 or
+    # decrypted): verifying the backup again would only download it twice.
+    verified: bool = False
 
     @property
     def gnu_only(self) -> bool:
@@ -65,13 +73,14 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
         if others:
             shown = ", ".join(f"{b.id} ({b.manifest.source.get('namespace')}/{b.manifest.source.get('pvc')})"
                               for b in others[:5])
-            exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.path}, newest first: {shown}. Restore one "
+            exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.location}, newest first: {shown}. Restore one "
                         "with --from ID, or the newest of another claim with --from latest --from-claim NS/CLAIM.")
         raise
 
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
-            from_claim: str | None = None, allow_empty: bool = False) -> Source:
+            from_claim: str | None = None, allow_empty: bool = False,
+            identity: Sequence[Identity] | None = None) -> Source:
     candidate = Path(ref).expanduser()
     if candidate.is_file():
         console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
@@ -82,7 +91,9 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
         raise DrError("--from-claim only goes with --from latest")
     backup = find_backup(repo, ref, namespace, claim, from_claim)
     part = backup.manifest.part(ARCHIVE_PART)
-    path = backup.part_path(ARCHIVE_PART)
+    local = repo.local_file(backup, ARCHIVE_PART)
+    staged = local is None
+    path = local if local is not None else stage(repo, backup, console, identity)
     # Listing reads every header (about 25 µs an entry): a volume of a million files takes a while.
     console.say(f"listing backup {backup.id} (every entry must land inside the volume)")
     try:
@@ -91,23 +102,52 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
         console.say(f"the archive of backup {backup.id} cannot be listed; checking it against its checksums")
         repo.verify(backup)
         raise
-    entries, recorded = read_entries(backup), True
+    entries, recorded = read_entries(backup, path.parent / PART if staged else None), True
     if entries is None:
         entries, recorded = from_headers(archive), False
     else:
         check_record(backup.id, archive, entries)
     if archive.empty and not allow_empty:
         raise empty_archive_error(f"backup {backup.id}")
-    return Source(path, part.size, part.sha256, backup, archive, entries, recorded)
+    return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged)
 
 
-def read_entries(backup: Backup) -> Entries | None:
+def stage(repo: Repository, backup: Backup, console: Console, identity: Sequence[Identity] | None) -> Path:
+    """Copy a backup that is not a plain local file (in S3, or encrypted) into a private directory here.
+
+    The archive is read twice (listed before the cluster is touched, then sent), so it must be a file;
+    each part is checked against the manifest's size and SHA-256 as it arrives, which also verifies the
+    backup. The directory (mode 0700: a volume's data, decrypted) goes away however the command ends.
+    """
+    parts = [p for p in backup.manifest.parts if p.name in (ARCHIVE_PART, PART)]
+    needed = sum(p.size for p in parts)
+    where = Path(tempfile.gettempdir())
+    free = shutil.disk_usage(where).free
+    if free < needed + 64 * 1024 * 1024:
+        raise DrError(f"backup {backup.id} must be copied here before it is restored ({size(needed)}), and "
+                      f"{where} has {size(free)} free", hint="Point TMPDIR at a directory with room and run again.")
+    directory = Path(tempfile.mkdtemp(prefix=f"kubectl-dr-{backup.id}-"))
+    cleanup.current().push(f"remove the staged copy of backup {backup.id} in {directory}",
+                           lambda: shutil.rmtree(directory, ignore_errors=True))
+    what = "decrypting and checking" if any(p.encrypted for p in parts) else "downloading and checking"
+    console.say(f"{what} backup {backup.id} from {backup.location} into {directory}")
+    for p in parts:
+        target = directory / p.name
+        with console.progress(f"stage {p.name}", p.size) as bar, repo.open_part(backup, p.name, identity) as src, \
+                open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+                bar.advance(len(chunk))
+    return directory / ARCHIVE_PART
+
+
+def read_entries(backup: Backup, staged: Path | None = None) -> Entries | None:
     """The backup's entry record, checked against the manifest; None for backups made before it existed."""
     try:
         part = backup.manifest.part(PART)
     except KeyError:
         return None
-    path = backup.part_path(PART)
+    path = staged or backup.part_path(PART)
     digest = hashlib.sha256()
     total = 0
 

@@ -4,6 +4,7 @@ behind: no pod, no partial backup, the workloads as they were."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -194,32 +195,48 @@ def test_unreadable_restricted_namespace_rejection_then_compliant_pod(cluster: A
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    # CI runs as root, as the project's tests require: a tmpfs that cannot be mounted is a failure.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192m", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_local_disk_fills_up(cluster: Any, small_disk: Path) -> None:
+def test_local_disk_fills_up_during_the_backup(cluster: Any, small_disk: Path) -> None:
+    """The repository had room when the backup began (the check passes), and something else takes it
+    while the archive streams in: the backup fails saying so, keeps nothing, and starts the app again."""
+    from tests.e2e.test_pvc_consumers import _wait_mid_transfer
+
     ns = new_namespace(cluster, "full")
     make_claim(cluster, ns)
     app_running(cluster, ns)
     vol = volume_dir(cluster, ns)
-    (vol / "big").write_bytes(os.urandom(12 << 20))  # three times what the disk holds
+    (vol / "big").write_bytes(os.urandom(96 << 20))
     repo = small_disk / "repo"
+    filler = small_disk / "filler"
     for extra in ([], ["--quiesce"]):
-        result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), *extra)
-        assert result.returncode == 1, result.stderr
-        assert f"no space left on the device holding {repo}" in result.stderr
-        assert "the incomplete backup was removed" in result.stderr and "Traceback" not in result.stderr
+        env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0"})
+        proc = subprocess.Popen([executable(), "pvc", "backup", "data", "-n", ns, "--repo", str(repo), *extra],
+                                env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        seen = _wait_mid_transfer(proc, ns, "backup")
+        with open(filler, "wb", buffering=0) as f:  # another writer takes what is left
+            block = b"\0" * (1 << 20)
+            try:
+                while True:
+                    f.write(block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        _, rest = proc.communicate(timeout=180)
+        stderr = "".join(seen) + rest
+        assert proc.returncode == 1, stderr
+        assert f"no space left on the device holding {repo}" in stderr, stderr
+        assert "the incomplete backup was removed" in stderr and "Traceback" not in stderr
         assert repo_entries(repo) == []  # no .tmp-… directory, no backup
         assert managed_pods(cluster, ns) == []
         assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
-    assert os.statvfs(small_disk).f_bfree * os.statvfs(small_disk).f_bsize > 3 << 20  # the space came back
+        filler.unlink()
+    assert os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize > 180 << 20  # the space came back
 
 
 # --------------------------------------------------------------------------- our own pods are not consumers

@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("kubernetes", "etcd3", "grpc", "google.protobuf", "urllib3", "websocket", "rich.progress")
+HEAVY = ("kubernetes", "etcd3", "grpc", "google.protobuf", "urllib3", "websocket", "rich.progress", "boto3", "botocore",
+         "pyrage")
 PACKAGE = Path(__file__).resolve().parents[2] / "kubectl_dr"
 
 

@@ -259,7 +259,7 @@ def test_unreadable_backup_is_reported_not_fatal(repo: Repository, clock: Clock)
     (future / "manifest.json").write_text(json.dumps({"apiVersion": "kubectl-dr/v9", "kind": "Backup"}))
     backups, problems = repo.scan()
     assert [b.id for b in backups] == [good]
-    assert sorted(p.name for p, _ in problems) == [broken.name, future.name]
+    assert sorted(Path(p).name for p, _ in problems) == [broken.name, future.name]
     assert any("unsupported manifest apiVersion 'kubectl-dr/v9'" in why for _, why in problems)
 
 
@@ -267,28 +267,34 @@ def test_unreadable_backup_is_reported_not_fatal(repo: Repository, clock: Clock)
 
 
 def test_prune_keeps_last_n_per_series(repo: Repository, clock: Clock) -> None:
-    a = [_backup(repo, clock, "pvc", {"namespace": "shop", "pvc": "a"}, "a", b"a%d" % i) for i in range(4)]
+    # One claim is one series, whatever changed between its backups: consumers, API server, capacity.
+    a = [_backup(repo, clock, "pvc", {"namespace": "shop", "pvc": "a", "server": f"https://cp{i % 2}:6443",
+                                      "consumers": [f"StatefulSet/db{i}"], "capacity": f"{i + 1}Gi"}, "a", b"a%d" % i)
+         for i in range(4)]
     b = [_backup(repo, clock, "pvc", {"namespace": "shop", "pvc": "b"}, "b", b"b%d" % i) for i in range(2)]
-    # Snapshots taken from different members are one series: the member is how, not what.
+    # etcd snapshots: one series per cluster and member; the node they were taken on does not count.
     s = [
-        _backup(repo, clock, "etcd-snapshot", {"server": "https://cp:6443", "member": f"m{i}"}, "cp", b"s")
-        for i in range(3)
+        _backup(repo, clock, "etcd-snapshot", {"cluster": "https://cp:6443", "member": "m1", "node": f"n{i}"}, "cp",
+                b"s") for i in range(3)
     ]
+    other = _backup(repo, clock, "etcd-snapshot", {"cluster": "https://cp:6443", "member": "m2"}, "cp", b"s")
 
     dry = repo.prune(keep_last=2, dry_run=True)
     assert sorted(dry.removed) == sorted([a[0], a[1], s[0]])
-    assert len(repo.list()) == 9
+    assert len(repo.list()) == 10
 
     only_pvc_a = repo.prune(keep_last=1, type="pvc", source_match={"pvc": "a"})
     assert sorted(only_pvc_a.removed) == sorted(a[:3]) and only_pvc_a.kept == [a[3]]
-    assert [m.id for m in repo.list()] == [s[2], s[1], s[0], b[1], b[0], a[3]]
+    assert [m.id for m in repo.list()] == [other, s[2], s[1], s[0], b[1], b[0], a[3]]
 
     repo.prune(keep_last=1)
-    assert [m.id for m in repo.list()] == [s[2], b[1], a[3]]
+    assert [m.id for m in repo.list()] == [other, s[2], b[1], a[3]]
     assert all(not n.startswith(".") for n in _visible(repo))
 
-    repo.prune(keep_last=0, type="etcd-snapshot")
-    assert [m.id for m in repo.list()] == [b[1], a[3]]
+    # --keep-last 0 removes everything but the newest verified backup of each series, which is never removed.
+    result = repo.prune(keep_last=0, type="etcd-snapshot")
+    assert result.removed == [] and result.reasons == {other: ["newest verified"], s[2]: ["newest verified"]}
+    assert [m.id for m in repo.list()] == [other, s[2], b[1], a[3]]
 
 
 def test_delete(repo: Repository, clock: Clock) -> None:
@@ -400,7 +406,7 @@ def test_large_part_is_written_back_while_streaming_and_stays_exact(repo: Reposi
                 part.write(piece)
                 digest.update(piece)
                 written += len(piece)
-            assert part._written_back >= WRITEBACK_STEP * 2  # started twice during the stream
+            assert part._sink._written_back >= WRITEBACK_STEP * 2  # started twice during the stream
         manifest = writer.commit({})
     stored = repo.path / manifest.id / "data.tar"
     assert stored.stat().st_size == total

@@ -1,0 +1,43 @@
+"""The repository options every command that reads or writes backups shares, and the one way to open it."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from kubectl_dr.repo import Repository, open_repository
+
+REPO_HELP = (
+    "Backup repository: a directory, or s3://BUCKET/PREFIX. Defaults to $KUBECTL_DR_REPO, else the config "
+    "file's repository, else $XDG_DATA_HOME/kubectl-dr/backups (~/.local/share/kubectl-dr/backups)."
+)
+_PANEL = "Repository"
+
+RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH|s3://BUCKET/PREFIX",
+                                                rich_help_panel=_PANEL)]
+S3EndpointOption = Annotated[str | None, typer.Option(
+    "--s3-endpoint", metavar="URL", rich_help_panel=_PANEL,
+    help="S3 endpoint of a non-AWS server (MinIO, Ceph RGW, SeaweedFS…), addressed path-style. Defaults to "
+         "$AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, then s3.endpoint in the config file. Credentials and region "
+         "come from the standard AWS chain (AWS_ACCESS_KEY_ID…, AWS_PROFILE, ~/.aws).")]
+S3CaBundleOption = Annotated[str | None, typer.Option(
+    "--s3-ca-bundle", metavar="FILE", rich_help_panel=_PANEL,
+    help="CA certificates (PEM) to trust for the S3 endpoint. Defaults to $AWS_CA_BUNDLE, then s3.caBundle.")]
+EncryptToOption = Annotated[list[str] | None, typer.Option(
+    "--encrypt-to", metavar="RECIPIENT", rich_help_panel=_PANEL,
+    help="Encrypt the backup with age to this public key: age1…, 'ssh-ed25519 AAAA…', 'ssh-rsa AAAA…', or a file "
+         "of them (one a line). Repeat for several; any one of their private keys opens it. Defaults to "
+         "encryption.recipients in the config file.")]
+IdentityOption = Annotated[list[str] | None, typer.Option(
+    "--identity", "-i", metavar="FILE", rich_help_panel=_PANEL,
+    help="Private key to open encrypted backups: an age identity file (age-keygen) or an unencrypted OpenSSH "
+         "private key. Repeatable. Defaults to encryption.identities in the config file.")]
+
+
+def open_repo(repo: str | None, *, s3_endpoint: str | None = None, s3_ca_bundle: str | None = None,
+              encrypt_to: list[str] | None = None, identity: list[str] | None = None) -> Repository:
+    """The repository named by --repo, $KUBECTL_DR_REPO, the config file or the XDG default."""
+    return open_repository(repo, os.environ, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle,
+                           recipients=encrypt_to, identity_files=identity)

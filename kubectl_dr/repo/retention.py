@@ -1,0 +1,124 @@
+"""Which backups to keep: restic's `forget` rules, applied per series.
+
+A series is what a backup is *of*, never how it was taken: (type, namespace, claim) for volumes, so that
+a claim's backups stay one series when its consumers, the API server address or its capacity change;
+(type, cluster, member) for etcd snapshots; for any other type, the type and the source minus the keys
+that describe how it was taken.
+
+The rules mean what they mean in restic: ``last N`` keeps the N newest; ``hourly N`` keeps the newest
+backup of each of the N most recent hours that have one (and likewise days, ISO weeks, months, years).
+A backup kept by any rule is kept. Times are bucketed in the given time zone (local time, as restic).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+from kubectl_dr.repo.manifest import Manifest
+
+# Source keys that say *how* a backup was taken, not *what* it is of.
+VOLATILE_SOURCE_KEYS = frozenset({
+    "node", "endpoint", "context", "user", "pod", "server", "consumers", "capacity", "volume",
+    "storageClass", "accessModes",
+})
+
+
+def series_key(manifest: Manifest) -> str:
+    """What retention groups by; also shown to the user as the series' name."""
+    source = manifest.source
+    if manifest.type == "pvc":
+        return f"pvc {source.get('namespace', '')}/{source.get('pvc', '')}"
+    if manifest.type == "etcd-snapshot":
+        cluster = source.get("cluster") or source.get("etcdCluster") or ""
+        return f"etcd-snapshot {cluster} {source.get('member') or ''}".rstrip()
+    stable = {k: v for k, v in source.items() if k not in VOLATILE_SOURCE_KEYS}
+    return f"{manifest.type} {json.dumps(stable, sort_keys=True, default=str)}"
+
+
+RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+@dataclass(frozen=True)
+class Policy:
+    last: int | None = None
+    hourly: int | None = None
+    daily: int | None = None
+    weekly: int | None = None
+    monthly: int | None = None
+    yearly: int | None = None
+
+    def __post_init__(self) -> None:
+        for rule in RULES:
+            value = getattr(self, rule)
+            if value is not None and value < 0:
+                raise ValueError(f"--keep-{rule} must be 0 or more, not {value}")
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, rule) is None for rule in RULES)
+
+    def describe(self) -> str:
+        return ", ".join(f"{rule} {getattr(self, rule)}" for rule in RULES if getattr(self, rule) is not None)
+
+
+def _bucket(rule: str, moment: datetime, tz: tzinfo | None) -> Any:
+    local = moment.astimezone(tz)
+    if rule == "hourly":
+        return (local.year, local.month, local.day, local.hour)
+    if rule == "daily":
+        return (local.year, local.month, local.day)
+    if rule == "weekly":
+        iso = local.isocalendar()
+        return (iso[0], iso[1])
+    if rule == "monthly":
+        return (local.year, local.month)
+    return local.year
+
+
+@dataclass
+class Decision:
+    manifest: Manifest
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def plan(manifests: Sequence[Manifest], policy: Policy, *, tz: tzinfo | None = None,
+         intact: Callable[[Manifest], bool] = lambda m: True) -> list[Decision]:
+    """Keep or remove each backup, with the rules that keep it. ``intact(m)`` says whether a backup may
+    stand as its series' newest verified one (asked newest first, only until one answers yes)."""
+    groups: dict[str, list[Manifest]] = {}
+    for m in sorted(manifests, key=lambda m: (m.created_at, m.id), reverse=True):
+        groups.setdefault(series_key(m), []).append(m)
+    decisions: list[Decision] = []
+    for members in groups.values():
+        left = {rule: getattr(policy, rule) for rule in RULES if getattr(policy, rule)}
+        last_bucket: dict[str, Any] = {}
+        series: list[Decision] = []
+        for m in members:
+            decision = Decision(m, False)
+            for rule, count in left.items():
+                if count <= 0:
+                    continue
+                if rule == "last":
+                    decision.reasons.append("last")
+                else:
+                    bucket = _bucket(rule, m.created_at, tz)
+                    if last_bucket.get(rule) == bucket:
+                        continue
+                    last_bucket[rule] = bucket
+                    decision.reasons.append(rule)
+                left[rule] = count - 1
+            decision.keep = bool(decision.reasons)
+            series.append(decision)
+        for decision in series:  # the newest intact backup of a series is never removed
+            if intact(decision.manifest):
+                if not decision.keep:
+                    decision.keep = True
+                    decision.reasons.append("newest verified")
+                break
+        decisions += series
+    return decisions

@@ -6,13 +6,14 @@ No I/O here, so every rule is unit-tested on its own.
 from __future__ import annotations
 
 import copy
-import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_dr.errors import DrError
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.model import MemberInfo
+from kubectl_dr.nodes import staticpods
 
 
 class QuorumRefused(EtcdError):
@@ -92,19 +93,8 @@ def initial_cluster(members: list[MemberInfo], name: str, peer_urls: list[str]) 
 
 
 # --- the etcd static pod's manifest -----------------------------------------------------------------
-def etcd_container(doc: dict[str, Any], name: str = "etcd") -> dict[str, Any]:
-    containers = (doc.get("spec") or {}).get("containers") or []
-    for c in containers:
-        if c.get("name") == name:
-            return dict(c)
-    if containers:
-        return dict(containers[0])
-    raise EtcdError("the etcd static pod manifest has no containers")
-
-
 def command_of(doc: dict[str, Any]) -> list[str]:
-    c = etcd_container(doc)
-    return [str(a) for a in (c.get("command") or [])] + [str(a) for a in (c.get("args") or [])]
+    return staticpods.command_of(doc, "etcd")
 
 
 def set_flags(doc: dict[str, Any], flags: dict[str, str]) -> dict[str, Any]:
@@ -134,22 +124,11 @@ def set_flags(doc: dict[str, Any], flags: dict[str, str]) -> dict[str, Any]:
 
 
 def host_path(doc: dict[str, Any], container_path: str, container_name: str = "etcd") -> str:
-    """Where a path inside a static pod's container is on the node (through its hostPath volume)."""
-    container = etcd_container(doc, container_name)
-    volumes = {v.get("name"): v for v in (doc.get("spec") or {}).get("volumes") or []}
-    best: tuple[int, str, str] | None = None
-    for mount in container.get("volumeMounts") or []:
-        root = posixpath.normpath(str(mount.get("mountPath", "/")))
-        inside = container_path == root or container_path.startswith(root.rstrip("/") + "/")
-        volume = volumes.get(mount.get("name")) or {}
-        if inside and "hostPath" in volume and (best is None or len(root) > best[0]):
-            best = (len(root), root, str(volume["hostPath"]["path"]))
-    if best is None:
-        raise EtcdError(f"the {container_name} static pod keeps {container_path} on no hostPath volume, so kubectl dr "
-                        "cannot reach it on the node's disk")
-    _, root, host = best
-    rest = container_path[len(root):].lstrip("/")
-    return posixpath.normpath(posixpath.join(host, rest)) if rest else posixpath.normpath(host)
+    """Where a path inside the static pod's container is on the node (an EtcdError if on no hostPath)."""
+    try:
+        return staticpods.host_path(doc, container_path, container_name)
+    except DrError as exc:
+        raise EtcdError(exc.message) from None
 
 
 def aside_name(data_dir: str, run_id: str) -> str:

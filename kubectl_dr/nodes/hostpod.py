@@ -44,10 +44,11 @@ class HostMount:
 
     host_path: str
     read_only: bool = True
+    create: bool = False  # DirectoryOrCreate: for a write to a node that may not have the directory yet
 
     @property
     def mount_path(self) -> str:
-        return HOST_ROOT + posixpath.normpath("/" + self.host_path)
+        return HOST_ROOT + _norm(self.host_path)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class FileStat:
     uid: int
     gid: int
     size: int
+
+
+def _norm(path: str) -> str:
+    """An absolute, normalised path (a leading `//` stays `//` in POSIX normpath: strip it first)."""
+    return posixpath.normpath("/" + path.lstrip("/"))
 
 
 def dead_man(grace: int) -> str:
@@ -82,7 +88,8 @@ def manifest(node: str, namespace: str, mounts: list[HostMount], *, image: str, 
     for index, mount in enumerate(mounts):
         name = f"host-{index}"
         # Directory, not DirectoryOrCreate: a path that is not there is a finding, not something to make.
-        volumes.append({"name": name, "hostPath": {"path": mount.host_path, "type": "Directory"}})
+        kind = "DirectoryOrCreate" if mount.create else "Directory"
+        volumes.append({"name": name, "hostPath": {"path": mount.host_path, "type": kind}})
         volume_mounts.append({"name": name, "mountPath": mount.mount_path, "readOnly": mount.read_only})
     return {
         "apiVersion": "v1",
@@ -128,12 +135,12 @@ class HostPod:
 
     def path(self, host_path: str, *, write: bool = False) -> str:
         """Where the pod sees a host path (through the deepest mount that holds it)."""
-        clean = posixpath.normpath("/" + host_path)
+        clean = _norm(host_path)
         best: HostMount | None = None
         for mount in self.mounts:
-            root = posixpath.normpath("/" + mount.host_path)
+            root = _norm(mount.host_path)
             if (clean == root or clean.startswith(root.rstrip("/") + "/")) and (
-                    best is None or len(root) > len(posixpath.normpath("/" + best.host_path))):
+                    best is None or len(root) > len(_norm(best.host_path))):
                 best = mount
         if best is None:
             raise DrError(f"internal error: {host_path} is not under a directory the pod on {self.node} mounts")

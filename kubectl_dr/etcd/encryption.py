@@ -269,3 +269,14 @@ def _differences(snap: Fingerprint, now: Fingerprint) -> list[str]:
             problems.append(f"{resource}: node {now.node} ({now.path}) has no identity provider, so {resource} stored "
                             "in plain text in the snapshot could not be read")
     return problems
+
+
+def preflight(kube: Kube, snapshot_details: dict[str, Any], *, namespace: str, run: Run,
+              helper_image: str = "busybox") -> list[str]:
+    """For `etcd restore`'s preflight: read the cluster's encryption config on every API server node and
+    compare it with what the snapshot recorded (`manifest.details["encryption"]`).
+
+    Raises EncryptionMismatch (what cannot be decrypted, on which node, what to do) before anything is
+    changed; returns warnings to print when the check could not be made in full."""
+    return check(snapshot_details.get("encryption"), read_cluster(kube, namespace=namespace, run=run,
+                                                                  helper_image=helper_image))

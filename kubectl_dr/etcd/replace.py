@@ -42,7 +42,7 @@ from kubectl_dr.etcd.model import MemberInfo
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, Discovered, StaticMember, parse_flags
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.nodes import HostMount, HostPod, start_host_pod
+from kubectl_dr.nodes import HostMount, HostPod, start_host_pod, staticpods
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.run import RUN_ID_LABEL
 
@@ -56,7 +56,6 @@ STEPS = ("stopped", "removed", "moved-aside", "added", "started", "promoted", "m
 UNDOABLE = ("planned", "stopped")
 POLL = 1.0
 NOT_IN_SYNC = "can only promote a learner member which is in sync with leader"
-MIRROR_HASH = "kubernetes.io/config.hash"
 PURPOSE = "etcd-member-replace"
 
 
@@ -434,12 +433,10 @@ class Replacement:
             doc = membership.set_flags(yaml.safe_load(original), {
                 "initial-cluster-state": "existing",
                 "initial-cluster": membership.initial_cluster(members, name, peers)})
-            before = self._mirror_hash()
             message(f"starting {name} with --initial-cluster-state=existing")
             files.write(self.manifest_path, yaml.safe_dump(doc, sort_keys=False).encode(), mode=0o600)
             j.mark(files, "started")
-            self._wait(lambda: self._mirror_hash() not in (None, before), "the kubelet to start the new etcd pod",
-                       deadline)
+            self._wait_running(membership.command_of(doc), "the kubelet to start the new etcd pod", deadline)
         if not j.reached("promoted"):
             self._promote(ctl, j, deadline)
             j.mark(files, "promoted")
@@ -447,11 +444,12 @@ class Replacement:
             original = files.read(PARKED)
             current = files.read(self.manifest_path)
             if original is not None and current != original:
-                before = self._mirror_hash()
                 message(f"putting the original {self.manifest_path} back (etcd ignores --initial-cluster* now that "
                         "its data dir exists)")
                 files.write(self.manifest_path, original, mode=0o600)
-                self._wait(lambda: self._mirror_hash() not in (None, before), "the kubelet to restart etcd", deadline)
+            if original is not None:
+                self._wait_running(membership.command_of(yaml.safe_load(original)), "the kubelet to restart etcd",
+                                   deadline)
             j.mark(files, "manifest-restored")
         self._wait_all_healthy(ctl, deadline)
         if files.exists(PARKED):
@@ -459,14 +457,21 @@ class Replacement:
         j.mark(files, "done")
         files.rename(JOURNAL, f"{JOURNAL_DIR}/journal-{d.get('runID')}.done.json")
 
-    def _mirror_hash(self) -> str | None:
-        try:
-            pod = self.kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods/etcd-{self.node}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return str(((pod.get("metadata") or {}).get("annotations") or {}).get(MIRROR_HASH) or "") or None
+    def _wait_running(self, command: list[str], what: str, deadline: float) -> None:
+        """Until the mirror pod shows the etcd container with exactly this command line and Ready: the kubelet
+        runs the manifest we wrote (whether this run or an interrupted one wrote it)."""
+        def running() -> bool:
+            try:
+                pod = self.kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods/etcd-{self.node}")
+            except ApiError as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            if staticpods.command_of(pod, "etcd") != command:
+                return False
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            return any(c.get("name") == "etcd" and (c.get("state") or {}).get("running") for c in statuses)
+        self._wait(running, what, deadline)
 
     def _promote(self, ctl: Etcdctl, j: Journal, deadline: float) -> None:
         new_id, name = str(j.data["newID"]), str(j.data["name"])

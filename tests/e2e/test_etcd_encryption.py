@@ -134,6 +134,8 @@ def test_snapshot_records_key_fingerprint_and_changed_key_is_refused(one: Cluste
     manifest_text = (Path(data["path"]) / "manifest.json").read_text()
     assert KEY1 not in manifest_text and '"secret"' not in json.dumps(recorded)
     assert encryption.check(recorded, current(one)) == []
+    # The call the restore's preflight makes, on the backup's details as stored.
+    assert encryption.preflight(kube(one), data["details"], namespace="kube-system", run=Run("test preflight")) == []
 
     # Rotated the way the Kubernetes docs say (new key first, old one kept): still readable.
     set_config(one, config(("key2", KEY2), ("key1", KEY1)))

@@ -286,9 +286,9 @@ class Replacement:
             raw = files.read(JOURNAL)
             journal = Journal(json.loads(raw)) if raw else None
             if undo:
-                said = self._undo(files, journal)
+                undone = self._undo(files, journal)
                 files.helper.delete(wait=True)
-                return said
+                return undone
             ctl = self._etcdctl(self.node)
             if journal is None:
                 journal = self._begin(files, ctl)
@@ -298,9 +298,15 @@ class Replacement:
                 message(f"resuming the replacement of etcd member {journal.data['name']} on node {self.node} "
                         f"(run {journal.data.get('runID')}, last step done: {journal.step})")
             self._lease(str(journal.data["name"]), f"etcd member {journal.data['name']}")
+            # Ctrl-C or SIGTERM unwinds through the cleanup stack, not through the DrError below: say it there.
+            resume_note = stack.push("say how to go on", lambda: message(
+                f"the replacement on node {self.node} stopped after step {journal.step if journal else '?'}; its "
+                f"journal is {JOURNAL} on the node: run `kubectl dr etcd member replace {self.node}` again to resume"))
             try:
                 self._proceed(files, ctl, journal)
+                stack.discard(resume_note)
             except DrError as exc:
+                stack.discard(resume_note)
                 resume = (f"The journal on node {self.node} ({JOURNAL}) records the steps done (last: "
                           f"{journal.step}): run `kubectl dr etcd member replace {self.node}` again to resume"
                           + (", or with --undo to put the member back as it was." if journal.step in UNDOABLE
@@ -347,7 +353,7 @@ class Replacement:
                             hint="Nothing to replace; if it was removed by hand, add it back with etcdctl member add.")
         healthy = ctl.healthy(members)
         check = membership.check_quorum(members, healthy, old.id, target.name)
-        version = (ctl.status(self.topology.member(ctl.member.node).client_url) or {}).get("version") or ""
+        version = (ctl.status(ctl.member.client_url) or {}).get("version") or ""
         learner = _has_learners(str(version))
         message(f"etcd member {target.name} ({old.id}) on node {self.node} is "
                 f"{'healthy' if old.id in healthy else 'not healthy'}; without it {check.after_removal} voting members "

@@ -182,8 +182,9 @@ def test_without_confirmation_nothing_changes(three: Cluster) -> None:
     assert leftover_pods(three) == []
 
 
-def _kill_after(cluster: Cluster, node: str, line: str) -> None:
-    """Start a replacement and SIGKILL it as soon as it says `line` (a run that dies mid-way)."""
+def _kill_after(cluster: Cluster, node: str, line: str, sig: signal.Signals = signal.SIGKILL) -> str:
+    """Start a replacement and SIGKILL it (or `sig`) as soon as it says `line`: a run that dies mid-way.
+    Returns what it said."""
     proc = subprocess.Popen([executable(), "etcd", "member", "replace", node, "--yes"],
                             env=env(cluster, KUBECTL_DR_POD_GRACE_SECONDS="10"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -192,10 +193,12 @@ def _kill_after(cluster: Cluster, node: str, line: str) -> None:
     for text in proc.stderr:
         seen.append(text)
         if line in text:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == (-sig if sig == signal.SIGKILL else 130), "".join(seen) + rest
+    return "".join(seen) + rest
 
 
 def test_interrupted_run_resumes(three: Cluster) -> None:
@@ -226,7 +229,9 @@ def test_undo_before_removal(three: Cluster) -> None:
     node = three.control_planes[0]
     original_sha = sha(manifest(three, node))
     before = member_ids(three)
-    _kill_after(three, node, "stopping etcd member")
+    # Ctrl-C: the run cleans up its pods and leases and says how to go on; the journal stays.
+    said = _kill_after(three, node, "stopping etcd member", signal.SIGINT)
+    assert f"run `kubectl dr etcd member replace {node}` again to resume" in said
     journal_file = three.layout.host_path(node, "/" + JOURNAL_DIR) / "journal.json"
     assert json.loads(journal_file.read_text())["step"] in ("planned", "stopped")
     result = dr("etcd", "member", "replace", node, "--undo", env=env(three, KUBECTL_DR_POD_GRACE_SECONDS="10"),

@@ -258,7 +258,7 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def stop_member(layout: Layout, node: str, timeout: float = 30.0) -> None:
+def stop_member(layout: Layout, node: str, timeout: float = 120.0) -> None:
     """As on a kubeadm node: move etcd.yaml out of the manifests directory; the kubelet stops the member."""
     member = _member(layout, node)
     src = layout.manifests(node) / "etcd.yaml"
@@ -269,7 +269,7 @@ def stop_member(layout: Layout, node: str, timeout: float = 30.0) -> None:
     _wait(lambda: not listening(member.client_port), f"etcd on {node} to stop", timeout)
 
 
-def start_member(layout: Layout, node: str, timeout: float = 30.0) -> None:
+def start_member(layout: Layout, node: str, timeout: float = 120.0) -> None:
     """Move etcd.yaml back; the kubelet starts the member on whatever data dir is there then."""
     member = _member(layout, node)
     parked = layout.host_path(node, STOPPED_MANIFESTS) / "etcd.yaml"

@@ -207,7 +207,10 @@ def test_members_report_the_restored_cluster(ha: Cluster) -> None:
     # A restore makes a new logical cluster: every member agrees on one new cluster ID and one leader. A member
     # restored from a snapshot has no client URL in the member list until it has published it after its start.
     def members() -> list[dict[str, Any]] | None:
-        out = json.loads(node_etcdctl(ha, ha.control_planes[0], "endpoint", "status", "--cluster", "-w", "json"))
+        try:  # the node's own member may still be starting (its port refuses): ask again
+            out = json.loads(node_etcdctl(ha, ha.control_planes[0], "endpoint", "status", "--cluster", "-w", "json"))
+        except AssertionError:
+            return None
         return out if len(out) == 3 and all(s["Status"]["leader"] for s in out) else None
 
     status = eventually(members, what="three members with a leader")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli import backups, completion, etcd, pvc, scale, schedule, version
+from kubectl_dr.cli import backups, completion, controlplane, etcd, pvc, scale, schedule, version
 from kubectl_dr.cli.globals import DRY_RUN_MODES, HELP, OUTPUT_FORMATS, GlobalOptions, parse_request_timeout
 from kubectl_dr.errors import UsageError
 
@@ -97,5 +97,6 @@ app.add_typer(etcd.app, name="etcd")
 app.add_typer(scale.app, name="scale")
 app.add_typer(backups.app, name="backups")
 app.add_typer(schedule.app, name="schedule")
+app.add_typer(controlplane.app, name="control-plane")
 app.command("version")(version.version)
 app.command("completion")(completion.completion)

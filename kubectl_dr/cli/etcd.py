@@ -438,3 +438,76 @@ def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busy
         emit(result, opts.output, table=table + "\n")
         return
     _render_outcome(opts, result)
+
+
+# --- membership ----------------------------------------------------------------------------------------------
+member_app = typer.Typer(help="Change etcd's membership: replace a member whose data or node was lost.",
+                         no_args_is_help=True)
+app.add_typer(member_app, name="member")
+
+
+@member_app.command("replace")
+def member_replace(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="The control-plane node whose etcd member is replaced.")],
+    undo: Annotated[bool, typer.Option("--undo", help=(
+        "Put back what an interrupted replacement changed, as long as the member was not yet removed from etcd."))
+    ] = False,
+    manifests_dir: Annotated[str, typer.Option("--manifests-dir", metavar="DIR", help=(
+        "The kubelet's staticPodPath on the node."))] = "/etc/kubernetes/manifests",
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help=(
+        "How long to wait for the member to start and catch up with the leader."))] = 600.0,
+    helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
+        "Image of the pod that edits files on the node (needs sh, mv, cat, stat and sha256sum)."))] = "busybox",
+) -> None:
+    """Replace a stacked etcd member whose data is lost or whose node was rebuilt, without ssh.
+
+    \b
+    Refuses when the other members could not keep quorum without it. Then, each step written to a
+    journal on the node (/etc/kubernetes/kubectl-dr/etcd-member-replace):
+      1. moves its static pod manifest out of the manifests directory (the member stops)
+      2. etcdctl member remove, from a pod on a healthy member's node
+      3. keeps its old data dir beside it (/var/lib/etcd.kubectl-dr-RUN) and starts from an empty one
+      4. etcdctl member add --learner; the member starts with --initial-cluster-state=existing
+      5. promotes it once it caught up with the leader, puts kubeadm's manifest back unchanged,
+         and waits until every member is healthy.
+    An interrupted run is resumed by running the command again; before step 2 it can be undone with --undo.
+
+    \b
+    Examples:
+      kubectl dr etcd member replace cp-2 --dry-run=client
+      kubectl dr etcd member replace cp-2 --yes
+    """
+    from kubectl_dr.cli.context import confirm
+    from kubectl_dr.etcd.replace import Replacement
+    from kubectl_dr.runs import Run
+
+    opts = options(ctx)
+    if opts.dry_run == "server":
+        raise UsageError("etcd member replace has no server-side dry run: its checks need etcdctl in a pod "
+                         "(use --dry-run=client to see the plan)")
+    from kubectl_dr.etcd.topology import Direct
+
+    topo = _topology(opts, None, None, None, None)
+    assert not isinstance(topo, Direct)
+    job = Replacement(opts.kube(), topo, node, _pod_namespace(opts), Run(f"etcd member replace {node}"),
+                      helper_image, lambda question: confirm(question, opts.yes), manifests_dir=manifests_dir,
+                      timeout=timeout)
+    if opts.dry_run == "client":
+        if undo:
+            raise UsageError("--undo has no dry run")
+        plan = job.plan()
+        emit(plan.to_dict(), opts.output, table=plan.summary())
+        return
+    done = job.execute(undo=undo)
+    if isinstance(done, str):
+        emit({"kind": "EtcdMemberReplaceUndo", "node": node, "message": done}, opts.output, table=done + "\n")
+        return
+    if done.aside:
+        message(f"the old data dir of {done.name} is kept on node {node} as {done.aside}: delete it once you no "
+                "longer need it")
+    table = render_table(
+        ["NODE", "MEMBER", "OLD ID", "NEW ID", "LEARNER FIRST", "OLD DATA DIR", "SECONDS"],
+        [[done.node, done.name, done.old_id or "", done.new_id or "", "yes" if done.learner else "no",
+          done.aside or "(none: it was gone)", f"{done.seconds:.1f}"]])
+    emit(done.to_dict(), opts.output, table=table)

@@ -18,7 +18,7 @@ from typing import Any
 from kubectl_dr import cleanup
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import DrError, VerificationError
-from kubectl_dr.etcd import podrun, podspec
+from kubectl_dr.etcd import encryption, podrun, podspec
 from kubectl_dr.etcd.errors import MemberError, all_members_failed
 from kubectl_dr.etcd.model import EndpointInfo
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
@@ -223,13 +223,15 @@ def _from_member(kube: Kube, member: StaticMember, repo: Repository, namespace: 
     steps = [stack.push(f"release the lease on etcd member {member.name}", lease.release),
              stack.push("stop the heartbeat", heartbeat.stop)]
     try:
+        # Before the snapshot: the keys its Secrets were written with are the ones configured now.
+        keys = encryption.read_for_snapshot(kube, member.node, namespace=namespace, run=run, helper_image=helper_image)
         message(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
         manifest = podspec.snapshot_pod(member, namespace, helper_image, run, lease.name)
         pod = podrun.start(kube, manifest, member, "etcd snapshot", helper_image=helper_image, timeout=SAVE_TIMEOUT)
         heartbeat.add(f"pod {pod.name}", lambda: _touch(kube, pod))
         pod.on_delete.append(lambda: heartbeat.remove(f"pod {pod.name}"))
         try:
-            result = _copy(kube, pod, member, repo, helper_image, started)
+            result = _copy(kube, pod, member, repo, helper_image, started, keys)
         finally:
             pod.delete(wait=True)
     finally:
@@ -245,7 +247,7 @@ def _touch(kube: Kube, pod: HelperPod) -> None:
 
 
 def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, helper_image: str,
-          started: float) -> SnapshotResult:
+          started: float, keys: encryption.Fingerprint) -> SnapshotResult:
     info = _member_status(pod, member)
     size, digest = _remote_file(kube, pod, member)
     message(f"copying {size} bytes from pod {pod.namespace}/{pod.name}")
@@ -267,7 +269,8 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
         extra = {"mode": "pod", "server": kube.resolved.server, "pod": f"{pod.namespace}/{pod.name}",
                  "image": member.image, "helperImage": helper_image,
                  "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3),
-                              "remoteSha256": digest, "remoteSize": size}}
+                              "remoteSha256": digest, "remoteSize": size},
+                 "encryption": keys.to_dict()}
         manifest_, status = _verify_and_commit(writer, part, extra, info)
         path = repo.backup_location(manifest_.id)
     return SnapshotResult(manifest_, path, status, time.monotonic() - started)
@@ -307,7 +310,10 @@ def direct(topology: Direct, repo: Repository) -> SnapshotResult:
                     if written.size != size:
                         raise MemberError(url, f"wrote {written.size} of {size} bytes received from {url}")
                     extra = {"mode": "direct", "endpoint": url,
-                             "transfer": {"bytes": size, "seconds": round(time.monotonic() - started, 3)}}
+                             "transfer": {"bytes": size, "seconds": round(time.monotonic() - started, 3)},
+                             "encryption": encryption.Fingerprint(
+                                 "unknown", "", reason="taken directly through --endpoints: the API servers' "
+                                                       "encryption config was not read").to_dict()}
                     manifest, status = _verify_and_commit(writer, part, extra, member)
                     return SnapshotResult(manifest, repo.backup_location(manifest.id), status,
                                           time.monotonic() - started)

@@ -15,6 +15,9 @@ from urllib.parse import urlparse
 from kubectl_dr.errors import ApiError, UsageError
 from kubectl_dr.etcd.errors import DIRECT_HINT, TopologyError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.nodes.staticpods import parse_flags
+
+__all__ = ["parse_flags"]  # re-exported: the etcd modules read flags through here
 
 ETCD_NAMESPACE = "kube-system"
 ETCD_SELECTOR = "component=etcd,tier=control-plane"
@@ -95,26 +98,6 @@ class Direct:
 
 
 Topology = Discovered | Direct
-
-
-def parse_flags(command: list[str]) -> dict[str, str]:
-    """`--name=value` and `--name value` flags of a Go program's command line (last one wins)."""
-    flags: dict[str, str] = {}
-    i = 0
-    while i < len(command):
-        arg = command[i]
-        if arg.startswith("--") or (arg.startswith("-") and len(arg) > 1 and not arg[1].isdigit()):
-            name = arg.lstrip("-")
-            if "=" in name:
-                key, value = name.split("=", 1)
-                flags[key] = value
-            elif i + 1 < len(command) and not command[i + 1].startswith("-"):
-                flags[name] = command[i + 1]
-                i += 1
-            else:
-                flags[name] = "true"
-        i += 1
-    return flags
 
 
 def _urls(value: str | None) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from typing import Any
 from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.etcd import encryption
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.restore import nodescript
@@ -219,6 +220,10 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
     if unhealthy:
         say(f"warning: members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
     _check_snapshot(snapshot, cluster_version)
+    # Secrets the restored data holds must be readable with the keys the API servers have now.
+    for warning in encryption.preflight(kube, snapshot.details, namespace=namespace, run=run,
+                                        helper_image=helper_image):
+        say(f"warning: {warning}")
     tool_version = _tool(kube, found[0], namespace, image, run)
     planned = _decide(found, snapshot, versions, tool_version, image,
                       max((e.revision or 0 for e in status.endpoints), default=None), namespace, run, no_bump,

@@ -1,0 +1,140 @@
+"""`kubectl dr control-plane`: back up and restore the files a rebuilt kubeadm control-plane node needs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
+from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
+from kubectl_dr.errors import UsageError
+from kubectl_dr.ui.output import emit, message, render_table
+
+app = typer.Typer(
+    help="Back up a control-plane node's PKI, manifests, kubeconfigs and encryption config; put the shared CA "
+         "and keys back on a rebuilt node.",
+    no_args_is_help=True,
+)
+HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
+    "Image of the pod that reads and writes the node's files (needs sh, cat, stat and sha256sum)."))]
+
+
+def _namespace(ctx: typer.Context) -> str:
+    return options(ctx).namespace or "kube-system"
+
+
+def _ask(question: str) -> bool:
+    return bool(typer.confirm(question, default=False, err=True))
+
+
+@app.command("backup")
+def backup(
+    ctx: typer.Context,
+    node: Annotated[str | None, typer.Option("--node", metavar="NODE", help=(
+        "The control-plane node to read (default: the first node that runs kube-apiserver)."))] = None,
+    repo: RepoOption = None,
+    encrypt_to: EncryptToOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    copy_to: CopyToOption = None,
+    helper_image: HelperImageOption = "busybox",
+) -> None:
+    """Store /etc/kubernetes of a control-plane node in the repository (type control-plane).
+
+    \b
+    Kept: the shared CA and keys (pki/ca, sa, front-proxy-ca, etcd/ca), every other file of
+    /etc/kubernetes/manifests, the kubeconfigs and *.yaml beside them, the encryption-at-rest config named by
+    kube-apiserver's --encryption-provider-config (wherever it is), and the kubeadm-config ConfigMap.
+    Read through a pod with read-only hostPath mounts; each file is listed with mode, owner and SHA-256 in
+    the pod and must arrive with exactly that size and digest. Files are stored 0600, one part each.
+    They are the cluster's private keys: every backup that is not encrypted (--encrypt-to) says so.
+
+    \b
+    Examples:
+      kubectl dr control-plane backup --encrypt-to age1…
+      kubectl dr control-plane backup --node cp-2 --repo s3://dr/control-plane --encrypt-to ~/.ssh/id_ed25519.pub
+    """
+    from kubectl_dr.cli.repo_options import open_repo
+    from kubectl_dr.controlplane import backup as cp_backup
+    from kubectl_dr.repo.safety import confirm_plaintext_secrets
+    from kubectl_dr.runs import Run
+
+    opts = options(ctx)
+    if opts.dry_run != "none":
+        raise UsageError("control-plane backup has no dry run: it only reads (through one pod) and writes to the "
+                         "repository")
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository.preflight()
+    what = "a control-plane backup (the cluster's CA and service-account private keys)"
+    confirm_plaintext_secrets(repository, what, yes=opts.yes, ask=_ask if sys.stdin.isatty() else None)
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run="none",
+                           yes=opts.yes, secret_what=what)
+    result = cp_backup.backup(opts.kube(), repository, node=node, namespace=_namespace(ctx),
+                              run=Run(f"control-plane backup{' --node ' + node if node else ''}"),
+                              helper_image=helper_image)
+    details = result.manifest.details
+    message(f"control-plane backup {result.manifest.id} of node {details['node']} saved in {result.location} "
+            f"({result.seconds:.1f}s)")
+    data = result.to_dict()
+    if targets:
+        data["copies"] = copy_new(repository, result.manifest.id, targets)
+    table = render_table(["PATH", "MODE", "OWNER", "SIZE", "SHA256", "RESTORED"],
+                         [[f["path"], f.get("mode", ""), f"{f['uid']}:{f['gid']}" if "uid" in f else "",
+                           f["size"], f["sha256"][:16], "yes" if f.get("restore") else "no"]
+                          for f in details["files"]])
+    emit(data, opts.output, table=table)
+
+
+@app.command("restore")
+def restore(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", metavar="ID|latest", help="The control-plane backup.")],
+    node: Annotated[str, typer.Option("--node", metavar="NODE", help="The (rebuilt) node to write to.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=(
+        "Replace files the node already has with other content (the old ones are kept beside them)."))] = False,
+    with_encryption_config: Annotated[bool, typer.Option("--with-encryption-config", help=(
+        "Also write back the encryption-at-rest config (its keys decrypt every Secret in etcd)."))] = False,
+    repo: RepoOption = None,
+    identity: IdentityOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    helper_image: HelperImageOption = "busybox",
+) -> None:
+    """Write the shared CA and key set of a control-plane backup back onto a node, modes and owners kept.
+
+    \b
+    Written: pki/ca.crt|key, pki/sa.key|pub, pki/front-proxy-ca.crt|key, pki/etcd/ca.crt|key (and the
+    encryption config with --with-encryption-config). Every file is read back from the repository and
+    checked before the node is touched, written atomically, and checked on the node afterwards. A node that
+    already has other versions of them is refused unless --overwrite. Everything else is regenerated by
+    kubeadm on the node (the command says what).
+
+    \b
+    Examples:
+      kubectl dr control-plane restore --from latest --node cp-2 --dry-run=client
+      kubectl dr control-plane restore --from 20260101T000000Z-control-plane-cp-1 --node cp-2 -i key.txt --yes
+    """
+    from kubectl_dr.cli.repo_options import open_repo
+    from kubectl_dr.controlplane import restore as cp_restore
+    from kubectl_dr.runs import Run
+
+    opts = options(ctx)
+    if opts.dry_run == "server":
+        raise UsageError("control-plane restore has no server-side dry run (use --dry-run=client)")
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    result = cp_restore.restore(opts.kube(), repository, from_, node=node, namespace=_namespace(ctx),
+                                run=Run(f"control-plane restore --node {node}"), helper_image=helper_image,
+                                confirm=lambda q: confirm(q, opts.yes), overwrite=overwrite,
+                                with_encryption=with_encryption_config, dry_run=opts.dry_run == "client")
+    verb = "would write" if result.dry_run else "wrote"
+    message(f"{verb} {len(result.written)} file(s) of backup {result.backup_id} to node {node}"
+            + (f"; {len(result.unchanged)} already equal" if result.unchanged else ""))
+    for aside in result.kept_aside:
+        message(f"the previous file is kept as {aside}")
+    message(result.regenerated)
+    table = render_table(["PATH", "MODE", "OWNER", "SIZE", "ACTION"],
+                         [[p.path, f"{p.mode:04o}", f"{p.uid}:{p.gid}", p.size,
+                           ("would " if result.dry_run else "") + p.action]
+                          for p in result.written + result.unchanged])
+    emit(result.to_dict(), opts.output, table=table)

@@ -1,0 +1,264 @@
+"""A helper pod pinned to a node, with the node's directories mounted, and checked file operations in it.
+
+The pod runs the helper image (busybox by default: sh, cat, mv, sha256sum, stat) as root, on the host's
+node with every taint tolerated, and mounts only the directories it is given, each under /host (the node's
+`/etc/kubernetes` is `/host/etc/kubernetes` in the pod), read-only unless asked otherwise. Its main process
+is a dead-man loop: the pod ends by itself a few minutes after the run stops touching it, and at the
+latest after `DEADLINE_SECONDS`.
+
+Every read is compared with the size and SHA-256 the pod computed; every write goes to a dot-file beside
+the target (the kubelet ignores dot-files in its manifests directory), is checked there, and only then
+renamed over the target, so a broken stream never leaves half a file where a program reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.kube import pods
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.exec import ExecResult, Timeouts, bounded_input, open_exec
+from kubectl_dr.runs import Heartbeat, Run
+from kubectl_dr.runs.heartbeat import pod_grace_seconds
+
+HOST_ROOT = "/host"
+CONTAINER = "host"
+STATE_DIR = "/run/kubectl-dr"
+ALIVE = f"{STATE_DIR}/alive"
+DEADLINE_SECONDS = 2 * 3600
+STUCK_AFTER = 15.0
+_SHA256 = re.compile(r"^([0-9a-f]{64})\b")
+
+
+@dataclass(frozen=True)
+class HostMount:
+    """A directory of the node, mounted at /host/DIR in the pod."""
+
+    host_path: str
+    read_only: bool = True
+    create: bool = False  # DirectoryOrCreate: for a write to a node that may not have the directory yet
+
+    @property
+    def mount_path(self) -> str:
+        return HOST_ROOT + _norm(self.host_path)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    kind: str  # "regular file", "directory", "symbolic link", …
+    mode: int  # permission bits
+    uid: int
+    gid: int
+    size: int
+
+
+def _norm(path: str) -> str:
+    """An absolute, normalised path (a leading `//` stays `//` in POSIX normpath: strip it first)."""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def dead_man(grace: int) -> str:
+    return f"""\
+trap 'exit 0' TERM
+mkdir -p {STATE_DIR}
+touch {ALIVE}
+while :; do
+  age=$(( $(date +%s) - $(stat -c %Y {ALIVE} 2>/dev/null || echo 0) ))
+  if [ "$age" -ge {grace} ]; then
+    echo "kubectl dr: no heartbeat for ${{age}}s: the run that made this pod is gone; ending it" >&2
+    exit 0
+  fi
+  sleep 2 & wait $!
+done
+"""
+
+
+def manifest(node: str, namespace: str, mounts: list[HostMount], *, image: str, purpose: str, run: Run,
+             lease: str | None) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [{"name": "state", "emptyDir": {}}]
+    volume_mounts: list[dict[str, Any]] = [{"name": "state", "mountPath": STATE_DIR}]
+    for index, mount in enumerate(mounts):
+        name = f"host-{index}"
+        # Directory, not DirectoryOrCreate: a path that is not there is a finding, not something to make.
+        kind = "DirectoryOrCreate" if mount.create else "Directory"
+        volumes.append({"name": name, "hostPath": {"path": mount.host_path, "type": kind}})
+        volume_mounts.append({"name": name, "mountPath": mount.mount_path, "readOnly": mount.read_only})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pods.pod_name(f"dr-{purpose}", node),
+            "namespace": namespace,
+            "labels": {**pods.managed_labels(purpose), **run.labels()},
+            "annotations": run.annotations(lease),
+        },
+        "spec": {
+            "nodeName": node,
+            "activeDeadlineSeconds": DEADLINE_SECONDS,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 1,
+            # A NotReady node (its etcd is why) taints itself NoExecute: the pod must run there anyway.
+            "tolerations": [{"operator": "Exists"}],
+            # Root: the files it reads and writes are root's (0600 keys, 0700 data dirs).
+            "securityContext": {"runAsUser": 0, "runAsGroup": 0},
+            "volumes": volumes,
+            "containers": [{
+                "name": CONTAINER,
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", dead_man(pod_grace_seconds())],
+                "volumeMounts": volume_mounts,
+            }],
+        },
+    }
+
+
+class HostPod:
+    """File operations on the node through the pod; paths are the node's own (host) paths."""
+
+    def __init__(self, kube: Kube, helper: pods.HelperPod, node: str, mounts: list[HostMount]) -> None:
+        self.kube, self.helper, self.node, self.mounts = kube, helper, node, mounts
+
+    @property
+    def name(self) -> str:
+        return self.helper.name
+
+    def path(self, host_path: str, *, write: bool = False) -> str:
+        """Where the pod sees a host path (through the deepest mount that holds it)."""
+        clean = _norm(host_path)
+        best: HostMount | None = None
+        for mount in self.mounts:
+            root = _norm(mount.host_path)
+            if (clean == root or clean.startswith(root.rstrip("/") + "/")) and (
+                    best is None or len(root) > len(_norm(best.host_path))):
+                best = mount
+        if best is None:
+            raise DrError(f"internal error: {host_path} is not under a directory the pod on {self.node} mounts")
+        if write and best.read_only:
+            raise DrError(f"internal error: {host_path} is mounted read-only in the pod on {self.node}")
+        return HOST_ROOT + clean
+
+    # --- running commands ----------------------------------------------------------------------------
+    def exec(self, command: list[str], *, stdin: bytes | None = None) -> tuple[ExecResult, bytes]:
+        out = bytearray()
+        if stdin is not None:
+            command = bounded_input(command, len(stdin))
+        stream = open_exec(self.kube, self.helper.namespace, self.helper.name, command, container=CONTAINER,
+                           stdin=stdin is not None)
+        result = stream.run(stdin=[stdin] if stdin is not None else None, stdout=out.extend)
+        return result, bytes(out)
+
+    def sh(self, script: str, what: str, *, stdin: bytes | None = None) -> bytes:
+        """Run a shell script in the pod; its stdout, or a DrError saying what failed on which node."""
+        result, out = self.exec(["sh", "-c", script], stdin=stdin)
+        if not result.ok:
+            tail = result.stderr.decode(errors="replace").strip()[-1000:]
+            raise DrError(f"{what} on node {self.node} failed: {result.describe()}" + (f": {tail}" if tail else ""))
+        return out
+
+    def touch(self) -> None:
+        stream = open_exec(self.kube, self.helper.namespace, self.helper.name, ["touch", ALIVE],
+                           container=CONTAINER, timeouts=Timeouts(connect=10.0, idle=30.0))
+        stream.run().check(f"heartbeat of pod {self.helper.namespace}/{self.helper.name}")
+
+    # --- files ---------------------------------------------------------------------------------------
+    def stat(self, host_path: str) -> FileStat | None:
+        """The entry itself (a symlink is not followed), or None when nothing is there."""
+        p = shlex.quote(self.path(host_path))
+        out = self.sh(f"if [ -e {p} ] || [ -L {p} ]; then stat -c '%a %u %g %s %F' {p}; fi",
+                      f"stat {host_path}").decode(errors="replace").strip()
+        if not out:
+            return None
+        mode, uid, gid, size, kind = out.split(" ", 4)
+        return FileStat(kind, int(mode, 8), int(uid), int(gid), int(size))
+
+    def exists(self, host_path: str) -> bool:
+        return self.stat(host_path) is not None
+
+    def digest(self, host_path: str) -> tuple[int, str]:
+        p = shlex.quote(self.path(host_path))
+        out = self.sh(f"wc -c < {p} && sha256sum {p}", f"checksum of {host_path}").decode(errors="replace")
+        lines = out.strip().splitlines()
+        match = _SHA256.match(lines[-1]) if len(lines) == 2 and lines[0].strip().isdigit() else None
+        if match is None:
+            raise VerificationError(f"the pod on node {self.node} printed an unexpected size or digest for "
+                                    f"{host_path}: {out[:200]!r}",
+                                    hint="The helper image needs sh, wc and sha256sum (busybox has them).")
+        return int(lines[0].strip()), match.group(1)
+
+    def read(self, host_path: str) -> bytes | None:
+        """The whole file (None when it does not exist), checked against the pod's size and SHA-256."""
+        st = self.stat(host_path)
+        if st is None:
+            return None
+        if st.kind != "regular file":
+            raise DrError(f"{host_path} on node {self.node} is a {st.kind}, not a regular file")
+        size, sha = self.digest(host_path)
+        result, data = self.exec(["cat", self.path(host_path)])
+        result.check(f"reading {host_path} on node {self.node}")
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+            raise VerificationError(f"reading {host_path} from node {self.node}: got {len(data)} bytes with SHA-256 "
+                                    f"{hashlib.sha256(data).hexdigest()}, the pod has {size} bytes with {sha}")
+        return data
+
+    def write(self, host_path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
+        """Replace (or create) a file atomically, with this mode and owner, after checking what arrived."""
+        target = self.path(host_path, write=True)
+        directory, base = posixpath.split(target)
+        tmp = posixpath.join(directory, f".kubectl-dr-{base}.{secrets.token_hex(4)}")
+        q = shlex.quote
+        self.sh(f"umask 077 && cat > {q(tmp)}", f"writing {host_path}", stdin=data)
+        try:
+            size, sha = self.digest(posixpath.join(posixpath.dirname(host_path), posixpath.basename(tmp)))
+            if size != len(data) or sha != hashlib.sha256(data).hexdigest():
+                raise VerificationError(f"writing {host_path} on node {self.node}: the pod received {size} of "
+                                        f"{len(data)} bytes (SHA-256 {sha}); nothing was replaced")
+            self.sh(f"chown {uid}:{gid} {q(tmp)} && chmod {mode:o} {q(tmp)} && mv -f {q(tmp)} {q(target)} && sync",
+                    f"replacing {host_path}")
+        except BaseException:
+            self.exec(["rm", "-f", tmp])
+            raise
+
+    def rename(self, source: str, dest: str) -> None:
+        """Rename on the node; refuses to replace anything at `dest`."""
+        s, d = shlex.quote(self.path(source, write=True)), shlex.quote(self.path(dest, write=True))
+        self.sh(f"if [ -e {d} ] || [ -L {d} ]; then echo '{dest} already exists' >&2; exit 17; fi; "
+                f"mv {s} {d} && sync", f"renaming {source} to {dest}")
+
+    def mkdir(self, host_path: str, mode: int = 0o700) -> None:
+        p = shlex.quote(self.path(host_path, write=True))
+        self.sh(f"mkdir -p {p} && chmod {mode:o} {p}", f"creating {host_path}")
+
+    def remove(self, host_path: str) -> None:
+        """Remove one file (never a directory tree)."""
+        self.sh(f"rm -f {shlex.quote(self.path(host_path, write=True))}", f"removing {host_path}")
+
+
+def start_host_pod(kube: Kube, *, node: str, namespace: str, mounts: list[HostMount], image: str, purpose: str,
+                   run: Run, heartbeat: Heartbeat, lease: str | None = None) -> HostPod:
+    """Create the pod, wait until it runs (or say why it cannot), and keep it alive with the heartbeat.
+
+    Its deletion is registered with the command's cleanup stack before anything else happens."""
+    doc = manifest(node, namespace, mounts, image=image, purpose=purpose, run=run, lease=lease)
+    what = f"{purpose} (node {node})"
+    helper = pods.create(kube, doc, what=what)
+    try:
+        pods.wait_running(helper, timeout=180.0, stuck_after=STUCK_AFTER, progress=message)
+    except BaseException:
+        helper.delete(wait=True, timeout=60)
+        raise
+    pod = HostPod(kube, helper, node, mounts)
+    beat = f"pod {helper.name}"
+    heartbeat.add(beat, pod.touch)
+    helper.on_delete.append(lambda: heartbeat.remove(beat))
+    return pod

@@ -1,0 +1,154 @@
+"""`kubectl dr control-plane backup|restore` on the loopback cluster: the shared CA and key set of a
+control-plane node round-trips exactly (content, mode, owner) onto a rebuilt node, the backup is 0600 in
+the repository (age-encrypted with --encrypt-to, with a warning when not), a node that has other keys is
+refused, and nothing is left running.
+
+The loopback's nodes have kubeadm's etcd PKI but not the cluster CA; the test writes a kubeadm-style
+pki/ with real keys, modes and one non-root owner, as a real node's admin might have left it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyrage
+import pytest
+
+from tests.cli_runner import clean_env, dr
+from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
+from tests.e2e.test_etcd_snapshot import leftover_pods
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SHARED = ("ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt",
+          "etcd/ca.key")
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # Its own cluster: the test writes a CA onto its nodes.
+    require_prerequisites()
+    c = start_cluster(tmp_path_factory.mktemp("control-plane"), control_planes=1, workers=2)
+    try:
+        write_pki(c.layout.host_path(c.control_planes[0], "/etc/kubernetes/pki"))
+        yield c
+    finally:
+        c.down()
+
+
+def write_pki(pki: Path) -> None:
+    for stem in ("ca", "front-proxy-ca"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", str(pki / f"{stem}.key"), "-out", str(pki / f"{stem}.crt"), "-subj", f"/CN={stem}",
+                        "-days", "2"], check=True, capture_output=True)
+    subprocess.run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"], check=True, capture_output=True)
+    subprocess.run(["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+                   check=True, capture_output=True)
+    for key in pki.glob("*.key"):
+        key.chmod(0o600)
+    for public in (*pki.glob("*.crt"), pki / "sa.pub"):
+        public.chmod(0o644)
+    # An owner the restore must keep (an admin's group-readable public key), and an odd mode.
+    os.chown(pki / "sa.pub", 1000, 1000)
+    (pki / "front-proxy-ca.crt").chmod(0o640)
+
+
+def state(pki: Path) -> dict[str, tuple[str, int, int, int]]:
+    out = {}
+    for name in SHARED:
+        st = (pki / name).stat()
+        out[name] = (hashlib.sha256((pki / name).read_bytes()).hexdigest(), st.st_mode & 0o7777, st.st_uid,
+                     st.st_gid)
+    return out
+
+
+def env(cluster: Cluster, repo: Path) -> dict[str, str]:
+    return clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path) -> None:
+    cp, target = nodes.control_planes[0], nodes.workers[0]
+    repo = tmp_path / "repo"
+    result = dr("control-plane", "backup", "-o", "json", env=env(nodes, repo), timeout=300)
+    data = ok(result)
+    assert "NOT encrypted" in result.stderr and "private keys" in result.stderr
+    assert data["type"] == "control-plane" and data["details"]["node"] == cp
+    stored = Path(data["location"])
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in stored.iterdir() if p.is_file())
+    files = {f["path"]: f for f in data["details"]["files"]}
+    source = nodes.layout.host_path(cp, "/etc/kubernetes/pki")
+    expected = state(source)
+    for name, (sha, mode, uid, gid) in expected.items():
+        f = files[f"/etc/kubernetes/pki/{name}"]
+        assert (f["sha256"], int(f["mode"], 8), f["uid"], f["gid"], f["restore"]) == (sha, mode, uid, gid, True)
+    assert files["/etc/kubernetes/manifests/kube-apiserver.yaml"]["restore"] is False
+    assert leftover_pods(nodes) == []
+
+    # The rebuilt node has nothing: everything is written, exactly.
+    plan = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--dry-run=client", "-o", "json",
+                 env=env(nodes, repo)))
+    assert len(plan["written"]) == len(SHARED) and not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
+    restored = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", "-o", "json",
+                  env=env(nodes, repo), timeout=300)
+    out = ok(restored)
+    assert {w["action"] for w in out["written"]} == {"write"} and len(out["written"]) == len(SHARED)
+    assert "kubeadm join --control-plane" in restored.stderr
+    pki = nodes.layout.host_path(target, "/etc/kubernetes/pki")
+    assert state(pki) == expected
+    # Only the shared set: no manifests, kubeconfigs or the member's own certificates.
+    assert not nodes.layout.host_path(target, "/etc/kubernetes/manifests").exists()
+    assert not (pki / "etcd" / "server.key").exists()
+    assert leftover_pods(nodes) == []
+
+    # Again: all unchanged, nothing asked.
+    again = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "-o", "json",
+                  env=env(nodes, repo), timeout=300))
+    assert again["written"] == [] and len(again["unchanged"]) == len(SHARED)
+
+
+def test_encrypted_backup_and_a_node_with_other_keys(nodes: Cluster, tmp_path: Path) -> None:
+    target = nodes.workers[1]
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age.txt"
+    key_file.write_text(f"{identity}\n")
+    repo = tmp_path / "repo"
+    result = dr("control-plane", "backup", "--encrypt-to", str(identity.to_public()), "-o", "json",
+                env=env(nodes, repo), timeout=300)
+    data = ok(result)
+    assert "NOT encrypted" not in result.stderr
+    assert all(p.name.endswith(".age") for p in Path(data["location"]).iterdir() if p.name.startswith("f"))
+    ca = (nodes.layout.host_path(nodes.control_planes[0], "/etc/kubernetes/pki/ca.key")).read_bytes()
+    assert not any(ca in p.read_bytes() for p in Path(data["location"]).iterdir() if p.is_file())
+
+    # Without the identity nothing can be read, so nothing is written.
+    refused = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", env=env(nodes, repo),
+                 timeout=300)
+    assert refused.returncode == 1 and "--identity" in refused.stderr
+    assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
+
+    # A node with its own CA is not the rebuilt node: refused, untouched; --overwrite keeps the old files.
+    own = nodes.layout.host_path(target, "/etc/kubernetes/pki")
+    own.mkdir(parents=True)
+    (own / "ca.key").write_bytes(b"another CA\n")
+    (own / "ca.key").chmod(0o600)
+    conflict = dr("control-plane", "restore", "--from", data["id"], "--node", target, "-i", str(key_file), "--yes",
+                  env=env(nodes, repo), timeout=300)
+    assert conflict.returncode == 1
+    assert "/etc/kubernetes/pki/ca.key differs from the backup" in conflict.stderr
+    assert "Nothing was changed" in conflict.stderr
+    assert (own / "ca.key").read_bytes() == b"another CA\n" and not (own / "ca.crt").exists()
+    out = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "-i", str(key_file), "--yes",
+                "--overwrite", "-o", "json", env=env(nodes, repo), timeout=300))
+    assert state(own) == state(nodes.layout.host_path(nodes.control_planes[0], "/etc/kubernetes/pki"))
+    (aside,) = out["keptAside"]
+    assert nodes.layout.host_path(target, aside).read_bytes() == b"another CA\n"
+    assert leftover_pods(nodes) == []

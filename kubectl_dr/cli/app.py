@@ -36,6 +36,11 @@ Examples:
   # Snapshot etcd on the nodes every 12 hours (a plain CronJob), and pull the snapshots off-site
   kubectl dr schedule create etcd-snapshot --cron '0 */12 * * *' --keep 5
   kubectl dr etcd snapshots pull --to s3://dr-backups/prod
+\b
+  # Restore etcd on every control-plane node from one snapshot (plan first), then keep it or go back
+  kubectl dr etcd restore --from latest --dry-run=client
+  kubectl dr etcd restore --from latest
+  kubectl dr etcd restore finalize     # or: kubectl dr etcd restore rollback
 """
 
 app = typer.Typer(

@@ -1,7 +1,8 @@
 """Backup and restore throughput of `kubectl dr pvc` against `kubectl exec … tar` and `kubectl cp`, same data,
-same run, on a loopback cluster; plus the peak RSS of kubectl-dr at 1 GB and at 4 GB.
+same run, on a loopback cluster; plus the peak RSS of kubectl-dr at 1 GB and at 4 GB. The same backups also go
+to an S3 server (SeaweedFS, started for the run), plain and age-encrypted, side by side with the local ones.
 
-    python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--rounds 3] [--dir /tmp/bench] [--skip-big]
+    python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--rounds 3] [--dir /tmp/bench] [--skip-big] [--skip-s3]
 
 Not run by pytest. Every tool reads or writes the same volume through a busybox pod; the kubectl runs use
 real kubectl 1.33. Peak RSS is that of the measured process alone (VmHWM, see PeakRss).
@@ -28,6 +29,7 @@ from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
 from tests.cli_runner import clean_env, executable, kubectl
 from tests.cluster.fixture import start_cluster
 from tests.datasets import build_mixed, make_claim, new_namespace, volume_dir, wipe
+from tests.s3server import S3Server, start_seaweedfs, stop
 
 GIB = 1 << 30
 # kubectl exec running the pod script kubectl dr runs (tee, sha256sum and the counting dd around tar):
@@ -190,9 +192,24 @@ def du_bytes(path: Path) -> int:
 class Bench:
     def __init__(self, cluster, ns: str, work: Path) -> None:  # type: ignore[no-untyped-def]
         self.cluster, self.ns, self.work = cluster, ns, work
-        self.env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30"})
+        self.env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30",
+                              "KUBECTL_DR_CONFIG": os.devnull})
         self.k = [kubectl("1.33"), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
         self.repo = work / "repo"
+        self.s3_env: dict[str, str] = {}
+        self.s3_server: S3Server | None = None
+        self.recipient = ""
+        # kubectl-dr's own CPU seconds (user + system, from wait4) by run label.
+        self.cpu: dict[str, list[float]] = defaultdict(list)
+
+    def dr_backup_to(self, repo: str, label: str, *extra: str) -> tuple[float, int]:
+        """`kubectl dr pvc backup` into REPO (an s3:// one here): wall seconds and peak RSS; CPU in self.cpu."""
+        out = self.work / "dr.json"
+        s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", repo, *extra, "-o", "json"],
+                         stdout=out, env={**self.env, **self.s3_env}, profile=(label, self.server_pid))
+        self.cpu[label].append(PROFILES[label]["kubectl-dr"])
+        json.loads(out.read_text())  # a complete result, or the run failed
+        return s, rss
 
     def pod(self, up: bool) -> None:
         if not up:
@@ -218,6 +235,7 @@ class Bench:
         result = json.loads(out.read_text())
         TRANSFER[label].append(float(result["details"]["transfer"]["seconds"]))
         LISTING[label].append((float(result["details"]["transfer"]["listingSeconds"]), s))
+        self.cpu[label].append(PROFILES[label]["kubectl-dr"])
         return s, rss, result["id"]
 
     def checked_backup(self, out: Path) -> float:
@@ -248,12 +266,27 @@ class Bench:
         return s, rss
 
 
+def start_s3(b: Bench, work: Path) -> str:
+    """A SeaweedFS server for the run, a bucket warmed up, an age key pair: the s3:// repository to use."""
+    import pyrage
+
+    server = start_seaweedfs(work)
+    b.s3_server = server
+    bucket = server.new_bucket()
+    # SeaweedFS allocates its volumes on the first writes: not part of what is measured.
+    server.client().put_object(Bucket=bucket, Key="warm-up", Body=os.urandom(64 << 20))
+    b.s3_env = server.env()
+    b.recipient = str(pyrage.x25519.Identity.generate().to_public())
+    return f"s3://{bucket}/bench"
+
+
 def run(args: argparse.Namespace) -> None:
     work = Path(args.dir)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     cluster = start_cluster(work / "cluster", control_planes=1, workers=1)
+    s3 = None
     try:
         ns = new_namespace(cluster, "bench")
         make_claim(cluster, ns)
@@ -264,9 +297,15 @@ def run(args: argparse.Namespace) -> None:
         banner = subprocess.run(["busybox"], capture_output=True, text=True).stdout.splitlines()[:1]
         print(f"busybox image: {banner[0] if banner else 'unknown'}; kubectl 1.33; load {os.getloadavg()[0]:.2f}")
         b = Bench(cluster, ns, work)
+        s3_repo = ""
+        if not args.skip_s3:
+            s3_repo = start_s3(b, work)
+            s3 = b.s3_server
         # Each round runs every tool once, in the same order, so slow spells of the shared machine hit all
         # tools alike; the table shows the median round and the range.
         runs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        s3_runs: dict[str, list[float]] = defaultdict(list)
+        s3_rss: dict[str, int] = defaultdict(int)
         rss1 = rss1r = 0
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}/{args.rounds} (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
@@ -275,6 +314,13 @@ def run(args: argparse.Namespace) -> None:
             s, rss, backup_id = b.dr_backup("backup mixed")
             rss1 = max(rss1, rss)
             runs["kubectl dr"]["backup"].append(s)
+            if s3_repo:
+                s, rss = b.dr_backup_to(s3_repo, "backup mixed s3")
+                s3_runs["backup → S3"].append(s)
+                s3_rss["backup → S3"] = max(s3_rss["backup → S3"], rss)
+                s, rss = b.dr_backup_to(s3_repo, "backup mixed s3 age", "--encrypt-to", b.recipient)
+                s3_runs["backup → S3, age"].append(s)
+                s3_rss["backup → S3, age"] = max(s3_rss["backup → S3, age"], rss)
             b.pod(True)
             tarfile = work / "exec.tar"
             s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
@@ -342,6 +388,21 @@ def run(args: argparse.Namespace) -> None:
                 print(f"{label}: the pod's stat listings take {share:.1%} of the run (median)")
         print(f"\npeak RSS kubectl-dr at {size / GIB:.2f} GiB: backup {rss1 / 1024:.1f} MiB, "
               f"restore {rss1r / 1024:.1f} MiB")
+        if s3_runs:
+            local = statistics.median(runs["kubectl dr"]["backup"])
+            local_cpu = statistics.median(b.cpu["backup mixed"])
+            print(f"\nkubectl dr pvc backup of the same {size / GIB:.2f} GiB, same rounds (median; kubectl-dr's own "
+                  "CPU from wait4):")
+            print(f"  {'to the local repository':<26}{mib_s(local):8.1f} MiB/s  ×local 1.00  "
+                  f"{local_cpu / (size / GIB):5.2f} CPU-s/GiB  peak RSS {rss1 / 1024:.1f} MiB")
+            for name, times in s3_runs.items():
+                label = "backup mixed s3 age" if "age" in name else "backup mixed s3"
+                cpu = statistics.median(b.cpu[label])
+                print(f"  {name:<26}{mib_s(statistics.median(times)):8.1f} MiB/s  "
+                      f"×local {local / statistics.median(times):.2f}  {cpu / (size / GIB):5.2f} CPU-s/GiB  "
+                      f"peak RSS {s3_rss[name] / 1024:.1f} MiB")
+            age_cost = (statistics.median(b.cpu["backup mixed s3 age"]) - statistics.median(b.cpu["backup mixed s3"]))
+            print(f"  age encryption: {age_cost / (size / GIB):+.2f} CPU-s/GiB in kubectl-dr")
 
         if not args.skip_big:
             wipe(vol)
@@ -355,14 +416,24 @@ def run(args: argparse.Namespace) -> None:
             size4 = args.big_gb * GIB
             print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file): backup {rss4 / 1024:.1f} MiB "
                   f"({size4 / s4 / 2**20:.1f} MiB/s), restore {rss4r / 1024:.1f} MiB ({size4 / s4r / 2**20:.1f} MiB/s)")
-            print(f"RSS growth 1→{args.big_gb:g} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
+            print(f"RSS growth {size / GIB:.2f}→{args.big_gb:g} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
                   f"restore {(rss4r - rss1r) / 1024:+.1f} MiB")
+            if s3_repo:
+                wipe(vol)
+                subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
+                                "status=none"], check=True)
+                s4s, rss4s = b.dr_backup_to(s3_repo, "backup one big file s3")
+                print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to S3: {rss4s / 1024:.1f} MiB "
+                      f"({size4 / s4s / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB of mixed files: "
+                      f"{(rss4s - s3_rss['backup → S3']) / 1024:+.1f} MiB")
         print("\nCPU seconds by process during the kubectl dr runs (the rescue pod's processes, the loopback "
               "API server relaying the stream as `python`, and kubectl-dr itself):")
         for label, totals in PROFILES.items():
             shown = ", ".join(f"{comm} {cpu:.1f}" for comm, cpu in totals.items() if cpu >= 0.1)
             print(f"  {label}: {shown}")
     finally:
+        if s3 is not None:
+            stop(s3)
         cluster.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -376,6 +447,7 @@ def main() -> None:
     parser.add_argument("--skip-big", action="store_true", help="skip the 4 GiB run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every tool on the mixed data (median shown)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--skip-s3", action="store_true", help="no backups to the S3 server beside the local ones")
     run(parser.parse_args())
 
 

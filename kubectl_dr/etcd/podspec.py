@@ -21,7 +21,7 @@ from kubectl_dr.etcd import etcdctl
 from kubectl_dr.etcd.topology import StaticMember
 from kubectl_dr.kube.pods import managed_labels, pod_name
 from kubectl_dr.runs import Run
-from kubectl_dr.runs.heartbeat import pod_grace_seconds
+from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds
 
 SNAPSHOT_DIR = "/snapshot"
 SNAPSHOT_FILE = f"{SNAPSHOT_DIR}/etcd.db"
@@ -41,19 +41,7 @@ SNAPSHOT_DEADLINE_SECONDS = 4 * 3600
 
 def serve_script(grace: int) -> str:
     """The serve container's main process: holds the snapshot while the run is alive, then removes it."""
-    return f"""\
-gone() {{ rm -f {SNAPSHOT_FILE}; exit 0; }}
-trap gone TERM
-touch {ALIVE}
-while :; do
-  age=$(( $(date +%s) - $(stat -c %Y {ALIVE} 2>/dev/null || echo 0) ))
-  if [ "$age" -ge {grace} ]; then
-    echo "kubectl dr: no heartbeat for ${{age}}s: the run that made this pod is gone; removing the snapshot" >&2
-    gone
-  fi
-  sleep 2 & wait $!
-done
-"""
+    return dead_man_script(ALIVE, grace, on_expiry=f"rm -f {SNAPSHOT_FILE}", then="removing the snapshot")
 
 
 def _cert_volumes(member: StaticMember) -> list[dict[str, Any]]:

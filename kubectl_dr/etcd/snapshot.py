@@ -29,6 +29,7 @@ from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.kube.pods import HelperPod
 from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
+from kubectl_dr.runs.heartbeat import touch_pod
 from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL, Holder
 
 BACKUP_TYPE = "etcd-snapshot"
@@ -241,9 +242,7 @@ def _from_member(kube: Kube, member: StaticMember, repo: Repository, namespace: 
 
 
 def _touch(kube: Kube, pod: HelperPod) -> None:
-    stream = open_exec(kube, pod.namespace, pod.name, ["touch", podspec.ALIVE], container=podspec.SERVE_CONTAINER,
-                       timeouts=Timeouts(connect=10.0, idle=30.0))
-    stream.run().check(f"heartbeat of pod {pod.namespace}/{pod.name}")
+    touch_pod(kube, pod.namespace, pod.name, podspec.SERVE_CONTAINER, podspec.ALIVE)
 
 
 def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, helper_image: str,

@@ -25,9 +25,9 @@ from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.exec import ExecResult, Timeouts, bounded_input, open_exec
+from kubectl_dr.kube.exec import ExecResult, bounded_input, open_exec
 from kubectl_dr.runs import Heartbeat, Run
-from kubectl_dr.runs.heartbeat import pod_grace_seconds
+from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds, touch_pod
 
 HOST_ROOT = "/host"
 CONTAINER = "host"
@@ -65,22 +65,6 @@ def _norm(path: str) -> str:
     return posixpath.normpath("/" + path.lstrip("/"))
 
 
-def dead_man(grace: int) -> str:
-    return f"""\
-trap 'exit 0' TERM
-mkdir -p {STATE_DIR}
-touch {ALIVE}
-while :; do
-  age=$(( $(date +%s) - $(stat -c %Y {ALIVE} 2>/dev/null || echo 0) ))
-  if [ "$age" -ge {grace} ]; then
-    echo "kubectl dr: no heartbeat for ${{age}}s: the run that made this pod is gone; ending it" >&2
-    exit 0
-  fi
-  sleep 2 & wait $!
-done
-"""
-
-
 def manifest(node: str, namespace: str, mounts: list[HostMount], *, image: str, purpose: str, run: Run,
              lease: str | None) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [{"name": "state", "emptyDir": {}}]
@@ -116,7 +100,7 @@ def manifest(node: str, namespace: str, mounts: list[HostMount], *, image: str, 
                 "name": CONTAINER,
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", dead_man(pod_grace_seconds())],
+                "command": ["sh", "-c", dead_man_script(ALIVE, pod_grace_seconds())],
                 "volumeMounts": volume_mounts,
             }],
         },
@@ -167,9 +151,7 @@ class HostPod:
         return out
 
     def touch(self) -> None:
-        stream = open_exec(self.kube, self.helper.namespace, self.helper.name, ["touch", ALIVE],
-                           container=CONTAINER, timeouts=Timeouts(connect=10.0, idle=30.0))
-        stream.run().check(f"heartbeat of pod {self.helper.namespace}/{self.helper.name}")
+        touch_pod(self.kube, self.helper.namespace, self.helper.name, CONTAINER, ALIVE)
 
     # --- files ---------------------------------------------------------------------------------------
     def stat(self, host_path: str) -> FileStat | None:

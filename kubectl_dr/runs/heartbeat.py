@@ -1,6 +1,6 @@
 """The run's pulse: leases renewed and pods touched every few seconds, from one background thread.
 
-Each pod kubectl dr makes runs a dead-man loop (see `volumes.rescue_pod.dead_man`) that ends the pod
+Each pod kubectl dr makes runs a dead-man loop (`dead_man_script`) that ends the pod
 when its heartbeat file has not been touched for `pod_grace_seconds()`: a run killed with SIGKILL, a
 laptop that lost its network or went to sleep, leaves nothing running for long. The touches are exec
 calls; a missed one is retried at the next beat, and only a failure that lasts is reported.
@@ -9,10 +9,13 @@ calls; a missed one is retried at the next beat, and only a failure that lasts i
 from __future__ import annotations
 
 import os
+import posixpath
 import threading
 from collections.abc import Callable
 
 from kubectl_dr.errors import DrError
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.runs.leases import Lease, LeaseLost
 
 # A pod whose heartbeat file is older than this ends itself: long enough for a few missed beats (an
@@ -27,6 +30,37 @@ def pod_grace_seconds() -> int:
     except ValueError:
         value = DEFAULT_POD_GRACE_SECONDS
     return max(value, 10)
+
+
+def dead_man_script(alive: str, grace: int, *, on_expiry: str = "", then: str = "ending it") -> str:
+    """A pod's main process: ends the pod once the heartbeat file `alive` is `grace` seconds old.
+
+    `on_expiry` runs first, on expiry and on SIGTERM alike (a snapshot pod removes its copy of every
+    Secret); `then` finishes the message the pod logs. One loop for every pod kind, so that each ends the
+    same way when its run is gone.
+    """
+    cleanup = f"{on_expiry}; " if on_expiry else ""
+    return f"""\
+gone() {{ {cleanup}exit 0; }}
+trap gone TERM
+mkdir -p {posixpath.dirname(alive)}
+touch {alive}
+while :; do
+  age=$(( $(date +%s) - $(stat -c %Y {alive} 2>/dev/null || echo 0) ))
+  if [ "$age" -ge {grace} ]; then
+    echo "kubectl dr: no heartbeat for ${{age}}s: the run that made this pod is gone; {then}" >&2
+    gone
+  fi
+  sleep 2 & wait $!
+done
+"""
+
+
+def touch_pod(kube: Kube, namespace: str, name: str, container: str, alive: str) -> None:
+    """One beat: touch the pod's heartbeat file, so that its dead-man loop keeps it running."""
+    stream = open_exec(kube, namespace, name, ["touch", alive], container=container,
+                       timeouts=Timeouts(connect=10.0, idle=30.0))
+    stream.run().check(f"heartbeat of pod {namespace}/{name}")
 
 
 def beat_seconds() -> float:

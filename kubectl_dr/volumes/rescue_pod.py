@@ -24,9 +24,8 @@ from kubectl_dr import volumes
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.runs import Run
-from kubectl_dr.runs.heartbeat import pod_grace_seconds
+from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds, touch_pod
 from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
 from kubectl_dr.volumes.claims import Claim, node_ready
 from kubectl_dr.volumes.security import UNKNOWN, SecurityPlan, replan
@@ -44,22 +43,6 @@ OWN_SELECTOR = f"{pods.LABEL_MANAGED}={pods.MANAGED_BY}"
 # The outer bound of a rescue pod's life: a day covers a multi-terabyte transfer; the dead-man loop
 # ends it within minutes of its run going away.
 ACTIVE_DEADLINE_SECONDS = 24 * 3600
-
-
-def dead_man(grace: int) -> str:
-    """The container's main process: ends the pod once the heartbeat file is `grace` seconds old."""
-    return f"""\
-trap 'exit 0' TERM
-touch {ALIVE}
-while :; do
-  age=$(( $(date +%s) - $(stat -c %Y {ALIVE} 2>/dev/null || echo 0) ))
-  if [ "$age" -ge {grace} ]; then
-    echo "kubectl dr: no heartbeat for ${{age}}s: the run that made this pod is gone; ending it" >&2
-    exit 0
-  fi
-  sleep 2 & wait $!
-done
-"""
 
 
 @dataclass
@@ -93,9 +76,7 @@ class RescuePod:
 
     def touch(self) -> None:
         """The heartbeat that keeps the pod's dead-man loop from ending it."""
-        stream = open_exec(self.helper.kube, self.namespace, self.name, ["touch", ALIVE], container=CONTAINER,
-                           timeouts=Timeouts(connect=10.0, idle=30.0))
-        stream.run().check(f"heartbeat of pod {self.namespace}/{self.name}")
+        touch_pod(self.helper.kube, self.namespace, self.name, CONTAINER, ALIVE)
 
 
 def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bool, node: str | None,
@@ -111,7 +92,7 @@ def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bo
             "name": CONTAINER,
             "image": image,
             "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", dead_man(pod_grace_seconds())],
+            "command": ["sh", "-c", dead_man_script(ALIVE, pod_grace_seconds())],
             "workingDir": DATA,
             "securityContext": security.container,
             "volumeMounts": [

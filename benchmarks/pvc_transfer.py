@@ -22,7 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kubectl_dr.volumes import scripts
 from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
@@ -202,14 +202,13 @@ class Bench:
         # kubectl-dr's own CPU seconds (user + system, from wait4) by run label.
         self.cpu: dict[str, list[float]] = defaultdict(list)
 
-    def dr_backup_to(self, repo: str, label: str, *extra: str) -> tuple[float, int]:
-        """`kubectl dr pvc backup` into REPO (an s3:// one here): wall seconds and peak RSS; CPU in self.cpu."""
+    def dr_backup_to(self, repo: str, label: str, *extra: str) -> tuple[float, int, dict[str, Any]]:
+        """`kubectl dr pvc backup` into REPO: wall seconds, peak RSS and its JSON result; CPU in self.cpu."""
         out = self.work / "dr.json"
         s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", repo, *extra, "-o", "json"],
                          stdout=out, env={**self.env, **self.s3_env}, profile=(label, self.server_pid))
         self.cpu[label].append(PROFILES[label]["kubectl-dr"])
-        json.loads(out.read_text())  # a complete result, or the run failed
-        return s, rss
+        return s, rss, json.loads(out.read_text())
 
     def pod(self, up: bool) -> None:
         if not up:
@@ -229,13 +228,9 @@ class Bench:
         return int(self.cluster.state["server"]["pid"])
 
     def dr_backup(self, label: str) -> tuple[float, int, str]:
-        out = self.work / "dr.json"
-        s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", str(self.repo), "-o", "json"],
-                         stdout=out, env=self.env, profile=(label, self.server_pid))
-        result = json.loads(out.read_text())
+        s, rss, result = self.dr_backup_to(str(self.repo), label)
         TRANSFER[label].append(float(result["details"]["transfer"]["seconds"]))
         LISTING[label].append((float(result["details"]["transfer"]["listingSeconds"]), s))
-        self.cpu[label].append(PROFILES[label]["kubectl-dr"])
         return s, rss, result["id"]
 
     def checked_backup(self, out: Path) -> float:
@@ -315,10 +310,10 @@ def run(args: argparse.Namespace) -> None:
             rss1 = max(rss1, rss)
             runs["kubectl dr"]["backup"].append(s)
             if s3_repo:
-                s, rss = b.dr_backup_to(s3_repo, "backup mixed s3")
+                s, rss, _ = b.dr_backup_to(s3_repo, "backup mixed s3")
                 s3_runs["backup → S3"].append(s)
                 s3_rss["backup → S3"] = max(s3_rss["backup → S3"], rss)
-                s, rss = b.dr_backup_to(s3_repo, "backup mixed s3 age", "--encrypt-to", b.recipient)
+                s, rss, _ = b.dr_backup_to(s3_repo, "backup mixed s3 age", "--encrypt-to", b.recipient)
                 s3_runs["backup → S3, age"].append(s)
                 s3_rss["backup → S3, age"] = max(s3_rss["backup → S3, age"], rss)
             b.pod(True)
@@ -422,7 +417,7 @@ def run(args: argparse.Namespace) -> None:
                 wipe(vol)
                 subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
                                 "status=none"], check=True)
-                s4s, rss4s = b.dr_backup_to(s3_repo, "backup one big file s3")
+                s4s, rss4s, _ = b.dr_backup_to(s3_repo, "backup one big file s3")
                 print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to S3: {rss4s / 1024:.1f} MiB "
                       f"({size4 / s4s / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB of mixed files: "
                       f"{(rss4s - s3_rss['backup → S3']) / 1024:+.1f} MiB")

@@ -263,10 +263,15 @@ class Kubelet:
         async def no_blockers(_: Json) -> list[tuple[str, list[str]]]:
             return []
 
-        async def event(type_: str, reason: str, message: str, component: str = "kubelet") -> None:
+        async def post(type_: str, reason: str, message: str, component: str) -> None:
             with contextlib.suppress(Exception):
                 mirror = await self.store.get("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
                 await self.store.record_event(mirror, type_, reason, message, component)
+
+        async def event(type_: str, reason: str, message: str, component: str = "kubelet") -> None:
+            # As the kubelet's event recorder: fire and forget. Without quorum each post waits for the API
+            # server's timeout, and a static pod (etcd itself) must not wait for the API to start.
+            self._background(post(type_, reason, message, component))
 
         return PodWorker(
             pod, pod_dir=self.layout.pods / f"static-{uid}", node_root=self.layout.node(self.node_name),

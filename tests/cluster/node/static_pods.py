@@ -25,6 +25,7 @@ import copy
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,17 +195,26 @@ class StaticPods:
         a failed pass is retried on the next one."""
         if not self._mirror_pass_due():
             return
+        # A file change seen while this pass waits on the API must survive the pass: take the flag now.
+        files_changed, self._files_changed = self._files_changed, False
+        generation = self.hub.api.generation if self.hub is not None else 0
+        if not await self._mirror_pass():
+            self._files_changed = self._files_changed or files_changed
+            return
+        self._api_generation = generation
+        self._last_mirror_pass = time.monotonic()
+
+    async def _mirror_pass(self) -> bool:
         store = self.kubelet.store
         node_name = self.kubelet.node_name
-        generation = self.hub.api.generation if self.hub is not None else 0
         try:
             node = await store.get("nodes", None, node_name)
         except Exception:
-            return  # no API, or the Node is not registered (again) yet
+            return False  # no API, or the Node is not registered (again) yet
         try:
             existing, _ = await store.list("pods", None, field_selector=f"spec.nodeName={node_name}")
         except Exception:
-            return
+            return False
         mirrors = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in existing
                    if MIRROR_ANNOTATION in (p["metadata"].get("annotations") or {})}
         wanted: set[tuple[str, str]] = set()
@@ -221,9 +231,7 @@ class StaticPods:
             if key not in wanted:  # an orphaned mirror pod: its static pod is gone
                 with contextlib.suppress(Exception):
                     await store.delete("pods", key[0], key[1], grace_period_seconds=0)
-        self._files_changed = False
-        self._api_generation = generation
-        self._last_mirror_pass = time.monotonic()
+        return True
 
     async def _sync_mirror(self, pod: StaticPod, node: Json, current: Json | None) -> None:
         store = self.kubelet.store
@@ -291,10 +299,20 @@ def _scheduled(st: Json) -> None:
 
 
 async def run(static: StaticPods) -> None:
+    """Two loops, as in the kubelet: the file source never waits on the API. Without etcd's quorum every
+    mirror pod request waits for the API server's timeout, and etcd's own manifest must still be acted on."""
+    mirrors = asyncio.create_task(_every_poll(static, static.sync_mirrors))
+    try:
+        await _every_poll(static, static.sync_files)
+    finally:
+        mirrors.cancel()
+        await asyncio.gather(mirrors, return_exceptions=True)
+
+
+async def _every_poll(static: StaticPods, sync: Callable[[], Awaitable[None]]) -> None:
     while True:
         try:
-            await static.sync_files()
-            await static.sync_mirrors()
+            await sync()
         except asyncio.CancelledError:
             raise
         except Exception:

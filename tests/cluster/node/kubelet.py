@@ -41,6 +41,14 @@ log = logging.getLogger("tests.cluster.node")
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 KUBELET_VERSION = "v1.36.0"
 _TERMINAL = ("Succeeded", "Failed")
+_shutdown_lock: asyncio.Lock | None = None
+
+
+def _static_shutdown_lock() -> asyncio.Lock:
+    global _shutdown_lock
+    if _shutdown_lock is None:
+        _shutdown_lock = asyncio.Lock()
+    return _shutdown_lock
 
 
 class Kubelet:
@@ -87,7 +95,10 @@ class Kubelet:
         for worker in list(self.workers.values()):
             await worker.terminate(0)
         self.workers.clear()
-        await self.static.stop_all()
+        # The nodes' static pods one node after the other: an etcd leader stopped while its peers stop too
+        # waits seconds for a leadership transfer that cannot finish; in turn, each hands over at once.
+        async with _static_shutdown_lock():
+            await self.static.stop_all()
 
     def _node_status(self, previous: Json) -> Json:
         ts = now()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.fixture import cluster, cluster_factory  # noqa: F401  (fixtures, used by name)
+# Fixtures, used by name, and the hook that parks the factory's clusters between test modules.
+from tests.cluster.fixture import cluster, cluster_factory, pytest_runtest_teardown  # noqa: F401
 from tests.s3server import S3Server, serve
 
 

@@ -12,6 +12,7 @@ except under CI (environment variable CI set), where it fails: CI must never sil
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from tests.cluster.__main__ import down, parse_protocols, start_member, stop_mem
 from tests.cluster.control.etcd_members import Member, members_from_state
 from tests.cluster.control.kubeconfig import LIMITED_CONTEXT, write_policy
 from tests.cluster.control.layout import Layout
+from tests.cluster.control.processes import is_ours
 
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 KUBECTL_VERSIONS = ("1.30", "1.33")
@@ -149,6 +151,11 @@ class Cluster:
         """Replace the RBAC rules of non-admin users (the server re-reads the file)."""
         write_policy(self.layout, policy)
 
+    @property
+    def running(self) -> bool:
+        """Its server process is up (a test, or the pool between modules, may have stopped it)."""
+        return is_ours(self.state.get("server", {}).get("pid"), str(self.layout.root))
+
     def start(self) -> None:
         """Start again (after `down`) on the same etcd data, ports and options."""
         self.state = up(self.layout, 0, 0, [], {})
@@ -159,7 +166,9 @@ class Cluster:
         self.start()
 
     def down(self) -> list[str]:
-        return down(self.layout)
+        stopped = down(self.layout)
+        self.state = self.layout.read_state()
+        return stopped
 
 
 def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
@@ -184,25 +193,62 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 ClusterFactory = Callable[..., Cluster]
 
 
-@pytest.fixture(scope="session")
-def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
-    started: dict[tuple[Any, ...], Cluster] = {}
+class ClusterPool:
+    """The factory's clusters, one per set of options, parked between test modules.
 
-    def make(control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
-             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
-             cron_period_seconds: float | None = None) -> Cluster:
+    A dozen idle clusters (a server and one to three etcd members each, heartbeating) take about a core of
+    the 2-core CI machine, which slows every later test and makes the timing-sensitive ones flaky. So when a
+    module ends, every running cluster of the pool is stopped; the next module that asks for one starts it
+    again on its own etcd data, ports and options, as a rebooted control plane would."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.clusters: dict[tuple[Any, ...], Cluster] = {}
+
+    def get(self, control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
+            images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
+            cron_period_seconds: float | None = None) -> Cluster:
         key = (control_planes, workers, tuple(exec_protocols), tuple(sorted((images or {}).items())),
                etcd_version, cron_period_seconds)
-        if key not in started:
+        c = self.clusters.get(key)
+        if c is None:
             require_prerequisites()
-            started[key] = start_cluster(tmp_path_factory.mktemp(f"cluster-{control_planes}cp"),
-                                         control_planes=control_planes, workers=workers,
-                                         exec_protocols=exec_protocols, images=images,
-                                         etcd_version=etcd_version, cron_period_seconds=cron_period_seconds)
-        return started[key]
+            c = self.clusters[key] = start_cluster(
+                self.tmp_path_factory.mktemp(f"cluster-{control_planes}cp"), control_planes=control_planes,
+                workers=workers, exec_protocols=exec_protocols, images=images, etcd_version=etcd_version,
+                cron_period_seconds=cron_period_seconds)
+        elif not c.running:
+            c.start()
+        return c
 
+    def park(self) -> None:
+        """Stop every running cluster, side by side: each server gives its pods their grace periods."""
+        running = [c for c in self.clusters.values() if c.running]
+        if not running:
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(running)) as pool:
+            for done in [pool.submit(c.down) for c in running]:
+                done.result()
+
+
+_pools: list[ClusterPool] = []
+
+
+@pytest.fixture(scope="session")
+def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    pool = ClusterPool(tmp_path_factory)
+    _pools.append(pool)
     try:
-        yield make
+        yield pool.get
     finally:
-        for c in started.values():
-            c.down()
+        _pools.remove(pool)
+        pool.park()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the last test of a module, once its module fixtures are finalized: park the pool's clusters."""
+    yield
+    if nextitem is None or nextitem.module is not item.module:  # type: ignore[attr-defined]
+        for pool in _pools:
+            pool.park()

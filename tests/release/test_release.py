@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 import yaml
 
 from kubectl_dr import __version__
+from tests.release.build import ReleaseBuild, pyinstaller_installed
 from tests.release.krew_rules import validate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,18 +39,12 @@ def test_rules_catch_what_krew_refuses() -> None:
 
 
 @pytest.mark.slow
-def test_release_archive_builds_extracts_and_runs(tmp_path: Path) -> None:
-    if shutil.which("pyinstaller") is None and subprocess.run(
-        [sys.executable, "-c", "import PyInstaller"], capture_output=True
-    ).returncode != 0:
+def test_release_archive_builds_extracts_and_runs(release_build: ReleaseBuild, tmp_path: Path) -> None:
+    if not pyinstaller_installed():
         pytest.fail("PyInstaller is not installed: install the package with its `release` extra")
-    manifest = tmp_path / "plugin.yaml"
-    shutil.copy(REPO / "plugin.yaml", manifest)
-    out = tmp_path / "dist"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "release.py"), "--out", str(out), "--manifest",
-                    str(manifest)], check=True, timeout=900)
-    archive = out / f"kubectl-dr_v{__version__}_linux_amd64.tar.gz"
-    data = yaml.safe_load(manifest.read_text())
+    release_build.wait(timeout=900)
+    archive = release_build.out / f"kubectl-dr_v{__version__}_linux_amd64.tar.gz"
+    data = yaml.safe_load(release_build.manifest.read_text())
     assert validate("dr", data) == []
     assert data["spec"]["platforms"][0]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
 

@@ -345,7 +345,7 @@ def wait_api(kube: Kube, say: Callable[[str], None], timeout: float = API_WAIT_S
             told = time.monotonic()
             say("waiting for the API server (the nodes are working on their own; `kubectl dr etcd restore status` "
                 "shows their steps once it answers)")
-        time.sleep(2)
+        time.sleep(1)
     raise DrError(f"the API server did not come back within {timeout:.0f}s",
                   hint="The nodes roll back by themselves when etcd does not form a cluster in time. Check each "
                        "node's status file (see the break-glass runbook) or run `kubectl dr etcd restore status`.")

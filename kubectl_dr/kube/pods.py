@@ -120,24 +120,38 @@ def create(kube: Kube, manifest: dict[str, Any], *, what: str, dry_run: str = "n
     """
     namespace = manifest["metadata"]["namespace"]
     name = manifest["metadata"]["name"]
-    try:
-        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest,
-                     query={"dryRun": "All"} if dry_run == "server" else None)
-    except ApiError as exc:
-        raise _creation_error(exc, namespace, what) from None
     if dry_run == "server":
+        try:
+            kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest, query={"dryRun": "All"})
+        except ApiError as exc:
+            raise _creation_error(exc, namespace, what) from None
         return None
     pod = HelperPod(kube, namespace, name)
+    confirmed = False
 
     def remove() -> None:
         pod.step = None
         pod.delete(wait=True, timeout=60)
+        if not confirmed:
+            # Interrupted while the POST was in flight: the API server may create the pod just after our
+            # DELETE found nothing. Look once more, a moment later.
+            time.sleep(2)
+            pod.delete(wait=True, timeout=60)
 
+    # Registered before the POST: a signal that lands after the API server created the pod, but before its
+    # answer reached us, must still delete it (the name is ours alone: it ends in a random suffix).
     pod.step = cleanup.current().push(
         f"delete {what} pod {namespace}/{name}", remove,
         fallback_hint=(f"Delete it yourself: kubectl delete pod -n {namespace} {name} (it also ends by itself a "
                        "few minutes after this run stopped renewing it)"),
     )
+    try:
+        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest)
+    except ApiError as exc:
+        cleanup.current().discard(pod.step)  # refused: nothing of ours to delete (409 would be someone else's)
+        pod.step = None
+        raise _creation_error(exc, namespace, what) from None
+    confirmed = True
     return pod
 
 

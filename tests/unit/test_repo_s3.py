@@ -90,7 +90,7 @@ def test_server_checksums_reject_a_damaged_part(seaweedfs: S3Server) -> None:
 
         checksum = s3mod._b64sha(body)
         return repo.call("uploading a part", "upload_part", Key=sink._key, UploadId=sink._upload_id,
-                         PartNumber=number, Body=body[:-1] + b"!", ChecksumSHA256=checksum)
+                         PartNumber=number, Body=body[:-1] + bytes([body[-1] ^ 1]), ChecksumSHA256=checksum)
 
     sink._upload = corrupting
     with pytest.raises(RepoError, match="received different bytes than were sent"):
@@ -121,7 +121,7 @@ def test_verify_reads_back_and_catches_damage(seaweedfs: S3Server) -> None:
     with pytest.raises(BackupCorruptError, match=r'part "data\.tar" is missing'):
         repo.verify(backup_id)
     # A reader that runs into the damage fails at its last read, never silently.
-    client.put_object(Bucket=bucket, Key=key, Body=data[:-1] + b"?")
+    client.put_object(Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
     stream = repo.open_part(repo.get(backup_id), "data.tar")
     with pytest.raises(BackupCorruptError):
         while stream.read(1 << 16):

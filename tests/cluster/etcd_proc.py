@@ -86,6 +86,7 @@ def start_etcd(
     extra_args: list[str] | None = None,
     log_path: Path | None = None,
     timeout: float = 30.0,
+    binary: Path | str = ETCD_BINARY,
 ) -> EtcdProcess:
     """Start one etcd member and wait until it serves ``/health``.
 
@@ -102,7 +103,7 @@ def start_etcd(
     client_url = f"{scheme}://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     args = [
-        ETCD_BINARY,
+        str(binary),
         f"--name={name}",
         f"--data-dir={data_dir / 'member-data'}",
         f"--listen-client-urls={client_url}",

@@ -307,6 +307,14 @@ def restore(
         "How long each node waits, after starting its restored member, for the new cluster to form (a quorum "
         "and every peer) before it puts its old data dir back by itself."))] = 300,
     helper_image: HelperImageOption = "busybox",
+    endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    hold_timeout: Annotated[int, typer.Option("--hold-timeout", metavar="SECONDS", min=60, rich_help_panel=_DIRECT,
+                                              help=(
+        "External etcd: how long each node holds its API server down waiting for the rewrite to begin before it "
+        "starts it again by itself. Once the rewrite began, the nodes hold until it is finished."))] = 180,
 ) -> None:
     """Restore etcd on every control-plane node from one snapshot, with nothing but the kubeconfig.
 
@@ -321,12 +329,18 @@ def restore(
     A break-glass runbook (the same restore as shell commands per node) is printed and written beside the
     backup.
 
+    External etcd (--endpoints, members on hosts that are not nodes): the keys are restored through etcd's client
+    API from this machine. Static pods hold every API server down meanwhile; a safety snapshot of the live data
+    is saved first (`--from` it to go back); only the keys under the API servers' --etcd-prefix are rewritten, to
+    exactly the snapshot's (checked key by key), at a revision above the current one.
+
     \b
     Examples:
       kubectl dr etcd restore --from latest --dry-run=client
       kubectl dr etcd restore --from 20250101T000000Z-ab12cd --yes
       kubectl dr etcd restore status
       kubectl dr etcd restore finalize --yes
+      kubectl dr etcd restore --from latest --endpoints https://10.0.0.20:2379 --cacert ca.crt --cert c.crt --key c.key
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -343,10 +357,21 @@ def restore(
     opts, console = _restore_session(ctx)
     if opts.dry_run == "server":
         raise UsageError("etcd restore has no --dry-run=server: its pods would need to run (use --dry-run=client)")
-    snapshot = local_snapshot(source, open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), console)
+    direct = _topology(opts, endpoints, cacert, cert, key) if endpoints or cacert or cert or key else None
+    if direct is not None and no_bump_revision:
+        raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
+                         "always moves the revision forward")
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    snapshot = local_snapshot(source, repository, console)
     console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
                 f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
     run = Run(f"etcd restore --from {source}")
+    if direct is not None:
+        from kubectl_dr.etcd.topology import Direct
+
+        assert isinstance(direct, Direct)
+        _restore_external(opts, console, direct, repository, snapshot, run, etcd_image, helper_image, hold_timeout)
+        return
     kube = opts.kube()
     plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
                     no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
@@ -370,6 +395,57 @@ def restore(
     _render_outcome(opts, outcome)
 
 
+def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository: Any, snapshot: Any, run: Any,
+                      etcd_image: str | None, helper_image: str, hold_timeout: int) -> None:
+    from kubectl_dr.etcd import keyspace
+    from kubectl_dr.etcd import snapshot as etcd_snapshot
+    from kubectl_dr.etcd.restore import external
+    from kubectl_dr.etcd.restore.holdscript import run_prefix
+    from kubectl_dr.etcd.restore.runbook import external_runbook
+
+    with external.Etcd(direct) as etcd:
+        held = external.held_runs(etcd)
+        if held:
+            # The API servers are down because of that run: finish it from here, through etcd alone.
+            prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
+            if opts.dry_run == "client":
+                emit({"kind": "EtcdRestorePlan", "mode": "external", "finishes": held[0], "dryRun": "client"},
+                     opts.output, table=f"(dry run) would finish the held run {held[0]}: rewrite the keys under "
+                                        f"{prefix}/ to {snapshot.describe()}'s, then release the API servers\n")
+                return
+            space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
+            console.confirm(f"run {held[0]} stopped with the keys half rewritten and the API servers held down: "
+                            f"rewrite them to {snapshot.describe()} and start the API servers")
+            outcome = external.resume(etcd, held[0], space, prefix, opts.kube(), _pod_namespace(opts), console.say)
+            _render_outcome(opts, outcome)
+            return
+        kube = opts.kube()
+        plan = external.plan(kube, etcd, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
+                             helper_image=helper_image, hold_timeout=hold_timeout, say=console.say,
+                             dry_run=opts.dry_run == "client")
+        book = external_runbook(plan)
+        if opts.dry_run == "client":
+            emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output,
+                 table=plan.summary() + "\n" + book)
+            return
+        path = snapshot.runbook_dir / f"etcd-restore-runbook-{run.id}.sh"
+        try:
+            path.write_text(book)
+            console.say(f"break-glass runbook written to {path}")
+        except OSError as exc:
+            console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
+        message(book)
+        console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
+                        f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
+
+        def safety() -> str:
+            return str(etcd_snapshot.direct(direct, repository).manifest.id)
+
+        outcome = external.run(kube, plan, etcd, console, safety)
+        outcome.runbook = book
+    _render_outcome(opts, outcome)
+
+
 def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     lines = [f"etcd {outcome.mode} {outcome.run_id} completed on every node"]
     if outcome.revision_before is not None or outcome.revision_after is not None:
@@ -384,7 +460,14 @@ def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     if outcome.pods_gone:
         lines.append(f"pods the restored state does not have (their kubelets stop them): "
                      f"{', '.join(outcome.pods_gone[:50])}{' …' if len(outcome.pods_gone) > 50 else ''}")
-    if outcome.mode == "restore":
+    keys = outcome.details.get("keys")
+    if keys:
+        lines.append(f"keys: {keys['put']} written, {keys['deleted']} deleted, {keys['unchanged']} unchanged")
+    if outcome.details.get("etcdTopology") == "external":
+        if outcome.details.get("safetySnapshot"):
+            lines.append(f"the data as it was before is safety snapshot {outcome.details['safetySnapshot']}: "
+                         "restore --from it (with the same --endpoints) to go back")
+    elif outcome.mode == "restore":
         lines.append("the old data dirs stay on the nodes: `kubectl dr etcd restore finalize` removes them, "
                      "`kubectl dr etcd restore rollback` puts them back")
     emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")

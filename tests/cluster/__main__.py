@@ -155,8 +155,8 @@ def wait_ready(layout: Layout, pid: int, port: int, members: list[em.Member], no
 
 
 def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
-       images: dict[str, str], etcd_version: str | None = None, cron_period_seconds: float | None = None
-       ) -> dict[str, Any]:
+       images: dict[str, str], etcd_version: str | None = None, cron_period_seconds: float | None = None,
+       external_etcd: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = layout.read_state() if layout.state_file.exists() else {}
@@ -182,19 +182,21 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
         fresh = False
     else:
         cps, wks = node_names(control_planes, workers)
-        members = em.plan_members(cps)
+        # An external etcd runs on hosts of its own (etcd-1…, one per control plane), outside the cluster.
+        members = em.plan_members(em.external_hosts(len(cps)) if external_etcd else cps)
         api_port = free_ports(1)[0]
         options = {"exec_protocols": protocols or list(SUBPROTOCOLS.values()), "images": images,
                    "etcd_version": etcd_version or etcd_versions.DEFAULT,
-                   "cron_period_seconds": cron_period_seconds}
+                   "cron_period_seconds": cron_period_seconds, "external_etcd": external_etcd}
         fresh = True
     for d in (layout.pki, layout.images, layout.storage, layout.pods, layout.logs):
         d.mkdir(parents=True, exist_ok=True)
     for node in [*cps, *wks]:
         layout.node(node).mkdir(parents=True, exist_ok=True)
-    generate_cluster_pki(layout, cps)
+    external = bool(options.get("external_etcd"))
+    generate_cluster_pki(layout, [*cps, *(m.name for m in members if external)])
     if fresh:
-        write_manifests(layout, members, api_port, options["etcd_version"])
+        write_manifests(layout, members, api_port, options["etcd_version"], external_on=cps if external else None)
         for m in members:
             # etcd wants its data dir private (it warns about wider modes); kubeadm creates it 0700.
             layout.etcd_data(m.name).mkdir(parents=True, exist_ok=True)
@@ -262,7 +264,10 @@ def stop_member(layout: Layout, node: str, timeout: float = 120.0) -> None:
     """As on a kubeadm node: move etcd.yaml out of the manifests directory; the kubelet stops the member."""
     member = _member(layout, node)
     src = layout.manifests(node) / "etcd.yaml"
-    if src.exists():
+    if layout.read_state()["options"].get("external_etcd"):
+        em.disabled_flag(layout.node(node)).parent.mkdir(parents=True, exist_ok=True)
+        em.disabled_flag(layout.node(node)).touch()  # `systemctl stop etcd` on that host
+    elif src.exists():
         dest = layout.host_path(node, STOPPED_MANIFESTS) / "etcd.yaml"
         dest.parent.mkdir(parents=True, exist_ok=True)
         src.replace(dest)
@@ -273,6 +278,7 @@ def start_member(layout: Layout, node: str, timeout: float = 120.0) -> None:
     """Move etcd.yaml back; the kubelet starts the member on whatever data dir is there then."""
     member = _member(layout, node)
     parked = layout.host_path(node, STOPPED_MANIFESTS) / "etcd.yaml"
+    em.disabled_flag(layout.node(node)).unlink(missing_ok=True)
     if parked.exists():
         parked.replace(layout.manifests(node) / "etcd.yaml")
     _wait(lambda: em.healthy(member), f"etcd on {node} to be healthy", timeout)
@@ -310,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="serve image NAME from the busybox, debian or etcd root filesystem")
     p_up.add_argument("--etcd-version", choices=sorted(etcd_versions.VERSIONS), default=None,
                       help=f"etcd of the control plane (default {etcd_versions.DEFAULT}; a restart keeps its own)")
+    p_up.add_argument("--external-etcd", action="store_true",
+                      help="etcd on hosts of its own (etcd-1…, one per control plane) run by the server process, "
+                           "not as static pods; the API servers use every member")
     p_up.add_argument("--cron-period-seconds", type=float, default=None, metavar="N",
                       help="test-only: CronJob schedules run on a clock where one minute lasts N seconds")
     for name, text in (("down", "stop every process of the cluster in DIR (files are kept)"),
@@ -331,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cron_period_seconds is not None and args.cron_period_seconds <= 0:
                 raise ClusterError("--cron-period-seconds must be positive")
             state = up(layout, args.control_planes, args.workers, protocols, parse_images(args.image),
-                       args.etcd_version, args.cron_period_seconds)
+                       args.etcd_version, args.cron_period_seconds, args.external_etcd)
             print(f"loopback cluster up in {state['startup_seconds']}s: https://127.0.0.1:{state['server']['port']} "
                   f"(etcd {state['options']['etcd_version']})")
             print(f"  export KUBECONFIG={layout.kubeconfig}")

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from tests.cluster import etcd_versions
 from tests.cluster.api.bootstrap import bootstrap
 from tests.cluster.api.config import ApiConfig
 from tests.cluster.api.gated import GatedStore
@@ -34,6 +35,7 @@ from tests.cluster.control import etcd_members as em
 from tests.cluster.control.cronjob import CronJobController
 from tests.cluster.control.daemonset import DaemonSetController
 from tests.cluster.control.deployment import DeploymentController
+from tests.cluster.control.external_etcd import ExternalEtcd
 from tests.cluster.control.garbage_collector import GarbageCollector
 from tests.cluster.control.hub import APISERVER, CONTROLLER_MANAGER, SCHEDULER, Hub
 from tests.cluster.control.job import JobController
@@ -144,6 +146,12 @@ async def run(layout: Layout) -> None:
     client_store = open_store(layout, members, config.resolved_api_dir)
     gated = GatedStore(client_store, hub.api)
     node_side = node_runtime.build(gated, layout, [*cps, *workers], options, hub=hub, control_planes=cps)
+    external: ExternalEtcd | None = None
+    external_task: asyncio.Task[None] | None = None
+    if options.get("external_etcd"):
+        external = ExternalEtcd(layout, members, etcd_versions.VERSIONS[options.get("etcd_version", "3.4")])
+        await external.sync()
+        external_task = asyncio.create_task(external.run(), name="external-etcd")
     kubelets = [asyncio.create_task(k.run(), name=f"kubelet/{k.node_name}") for k in node_side.kubelets]
     api = ApiServer(config, layout, members, node_side.streams)
     cron_period = float(options.get("cron_period_seconds") or 0) or None
@@ -193,6 +201,10 @@ async def run(layout: Layout) -> None:
     with contextlib.suppress(Exception):
         await node_side.close()
     await client_store.close()
+    if external is not None and external_task is not None:
+        external_task.cancel()
+        await asyncio.gather(external_task, return_exceptions=True)
+        await external.stop_all()
 
 
 def _dump_tasks() -> None:

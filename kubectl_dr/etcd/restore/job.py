@@ -390,6 +390,7 @@ class Outcome:
     nodes_gone: list[str] = field(default_factory=list)
     pods_gone: list[str] = field(default_factory=list)
     runbook: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # what one kind of restore adds (external: keys)
 
     @property
     def ok(self) -> bool:
@@ -401,7 +402,7 @@ class Outcome:
                           for n, rows in self.nodes.items()},
                 "revisionBefore": self.revision_before, "revisionAfter": self.revision_after,
                 "members": self.members, "counts": {k: {"before": b, "after": a} for k, (b, a) in self.counts.items()},
-                "nodesGone": self.nodes_gone, "podsGone": self.pods_gone, "runbook": self.runbook}
+                "nodesGone": self.nodes_gone, "podsGone": self.pods_gone, "runbook": self.runbook, **self.details}
 
 
 def _last_steps(statuses: dict[str, list[tuple[int, str, str]]]) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import shlex
 
+from kubectl_dr.etcd.restore import holdscript
+from kubectl_dr.etcd.restore.external import ExternalPlan
+from kubectl_dr.etcd.restore.holdscript import run_prefix
 from kubectl_dr.etcd.restore.job import BUMP, DR_DIR, Plan
 from kubectl_dr.etcd.restore.nodescript import OTHERS
 from kubectl_dr.etcd.restore.targets import MANIFESTS_DIR
@@ -59,4 +62,35 @@ def runbook(p: Plan) -> str:
                   f"mv {q(t.data_dir)} {q(t.data_dir + '.restored-' + p.run.id)} && "
                   f"mv {q(t.data_dir + '.before-' + p.run.id)} {q(t.data_dir)}"]
     lines += ["", f"# Status files of the automatic run: {DR_DIR}/{p.run.id}/status-restore on each node."]
+    return "\n".join(lines) + "\n"
+
+
+def external_runbook(p: ExternalPlan) -> str:
+    """For a restore through the client API: how to release the held API servers by hand."""
+    base = run_prefix(p.run.id)
+    ctl = f"ETCDCTL_API=3 etcdctl --endpoints={','.join(p.direct.endpoints)} --cacert=CA --cert=CERT --key=KEY"
+    hold = p.nodes[0].hold(p.run.id, p.hold_timeout) if p.nodes else None
+    lines = [
+        f"# Break-glass runbook for etcd restore {p.run.id} (kubectl dr), external etcd {p.cluster_id}.",
+        f"# Snapshot: {p.snapshot.describe()}, SHA-256 {p.snapshot.status.sha256}, revision "
+        f"{p.snapshot.status.revision}. Keys under {p.prefix}/ are rewritten through the etcd API.",
+        f"# A static pod ({holdscript.MANIFEST_FILE}) on each control-plane node holds the API server down until",
+        f"# {base}/verdict exists in etcd. Where things stand: {ctl} get --prefix {base}/",
+        "",
+        "## The rewrite had not begun (no .../applying key): let the API servers start on the untouched data.",
+        f"{ctl} put {base}/verdict abandoned",
+        "",
+        "## The rewrite began (.../applying exists): finish it, or go back, from any machine that reaches etcd:",
+        f"kubectl dr etcd restore --from {p.snapshot.backup_id or p.snapshot.path} --endpoints "
+        f"{','.join(p.direct.endpoints)} --cacert CA --cert CERT --key KEY      # finishes this restore",
+        "kubectl dr etcd restore --from SAFETY-SNAPSHOT-ID --endpoints ... (same flags)   # or puts the old data back",
+        "",
+        "## If the hold pods are gone as well, on every control-plane node:",
+    ]
+    for n in p.nodes:
+        h = n.hold(p.run.id, p.hold_timeout)
+        lines += [f"# on {n.node}:",
+                  f"mv {h.parked_dir}/*.yaml {MANIFESTS_DIR}/ && rm -f {MANIFESTS_DIR}/{holdscript.MANIFEST_FILE}"]
+    if hold is not None:
+        lines += ["", f"# Status files: {hold.status_file} on each node."]
     return "\n".join(lines) + "\n"

@@ -43,6 +43,16 @@ class Member:
         return f"http://127.0.0.1:{self.metrics_port}"
 
 
+def external_hosts(count: int) -> list[str]:
+    """The hosts of an external etcd: not nodes of the cluster (no kubelet), each with its own directory."""
+    return [f"etcd-{i + 1}" for i in range(count)]
+
+
+def disabled_flag(host_root: Path) -> Path:
+    """An external member's host: while this file exists its etcd is stopped (`systemctl stop etcd`)."""
+    return host_root / "etc" / "etcd" / "disabled"
+
+
 def plan_members(nodes: list[str]) -> list[Member]:
     ports = free_ports(3 * len(nodes))
     return [Member(n, *ports[3 * i : 3 * i + 3]) for i, n in enumerate(nodes)]

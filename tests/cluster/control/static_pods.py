@@ -80,8 +80,8 @@ def etcd_manifest(member: Member, members: list[Member], etcd_version: str = etc
     }
 
 
-def apiserver_manifest(node: str, api_port: int, member: Member) -> dict[str, Any]:
-    # A stacked kubeadm control plane talks to its local member only.
+def apiserver_manifest(node: str, api_port: int, etcd_servers: str) -> dict[str, Any]:
+    # A stacked kubeadm control plane talks to its local member only; with an external etcd, to every member.
     flags = {
         "advertise-address": "127.0.0.1",
         "allow-privileged": "true",
@@ -92,7 +92,7 @@ def apiserver_manifest(node: str, api_port: int, member: Member) -> dict[str, An
         "etcd-cafile": "/etc/kubernetes/pki/etcd/ca.crt",
         "etcd-certfile": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
         "etcd-keyfile": "/etc/kubernetes/pki/apiserver-etcd-client.key",
-        "etcd-servers": member.client_url,
+        "etcd-servers": etcd_servers,
         "secure-port": str(api_port),
         "service-account-issuer": "https://kubernetes.default.svc.cluster.local",
         "service-account-key-file": "/etc/kubernetes/pki/sa.pub",
@@ -205,16 +205,28 @@ MANIFEST_FILES = ("etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.y
 
 
 def write_manifests(layout: Layout, members: list[Member], api_port: int,
-                    etcd_version: str = etcd_versions.DEFAULT) -> None:
-    for member in members:
-        d = layout.manifests(member.name)
-        d.mkdir(parents=True, exist_ok=True)
-        docs = {"etcd.yaml": etcd_manifest(member, members, etcd_version),
-                "kube-apiserver.yaml": apiserver_manifest(member.name, api_port, member),
-                "kube-controller-manager.yaml": controller_manager_manifest(),
-                "kube-scheduler.yaml": scheduler_manifest()}
-        for name, doc in docs.items():
-            (d / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+                    etcd_version: str = etcd_versions.DEFAULT, *, external_on: list[str] | None = None) -> None:
+    """kubeadm's manifests on each control-plane node: stacked (a member per node, named as the node), or,
+    with ``external_on`` (the control-plane nodes), no etcd.yaml and API servers that use every member."""
+    if external_on is not None:
+        every = ",".join(m.client_url for m in members)
+        for node in external_on:
+            _write(layout, node, {"kube-apiserver.yaml": apiserver_manifest(node, api_port, every),
+                                  "kube-controller-manager.yaml": controller_manager_manifest(),
+                                  "kube-scheduler.yaml": scheduler_manifest()})
+        return
+    for m in members:
+        _write(layout, m.name, {"etcd.yaml": etcd_manifest(m, members, etcd_version),
+                                "kube-apiserver.yaml": apiserver_manifest(m.name, api_port, m.client_url),
+                                "kube-controller-manager.yaml": controller_manager_manifest(),
+                                "kube-scheduler.yaml": scheduler_manifest()})
+
+
+def _write(layout: Layout, node: str, docs: dict[str, dict[str, Any]]) -> None:
+    d = layout.manifests(node)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, doc in docs.items():
+        (d / name).write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def read_manifests(layout: Layout, node: str) -> list[dict[str, Any]]:

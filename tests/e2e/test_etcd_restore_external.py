@@ -1,0 +1,173 @@
+"""`kubectl dr etcd restore --endpoints …` on a loopback cluster whose etcd runs outside it (external etcd:
+members on hosts of their own, no static pods, unreachable by any pod's hostPath), etcd 3.4 and 3.5.
+
+The keys are restored through the client API while static pods hold every API server down; the tests check
+the data with real kubectl and in etcd itself, the way back through the safety snapshot, an interruption
+before the rewrite (nothing changed, API servers back), one after it began (API servers held, the next run
+finishes it), and the refusal of an etcd that is not the cluster's storage.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import clean_env, dr, executable
+from tests.cluster.etcd_proc import start_etcd
+from tests.cluster.fixture import Cluster, ClusterFactory
+from tests.conformance.kube import eventually, manifest, pod
+from tests.e2e.test_etcd_restore import configmaps, leftover_pods, ok, sleeping
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SHAPES = [pytest.param(("3.5", 3), id="3.5-three-members"), pytest.param(("3.4", 1), id="3.4-one-member")]
+
+
+@pytest.fixture(scope="module", params=SHAPES)
+def external(request: pytest.FixtureRequest, cluster_factory: ClusterFactory) -> Cluster:
+    version, members = request.param
+    return cluster_factory(control_planes=members, workers=1, etcd_version=version, external_etcd=True)
+
+
+def flags(c: Cluster) -> list[str]:
+    pki = c.layout.pki
+    return ["--endpoints", ",".join(m.client_url for m in c.members), "--cacert", str(pki / "etcd-ca.crt"),
+            "--cert", str(pki / "apiserver-etcd-client.crt"), "--key", str(pki / "apiserver-etcd-client.key")]
+
+
+def env(c: Cluster, repo: Path) -> dict[str, str]:
+    return clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+
+
+def run_dr(c: Cluster, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return dr(*args, env=env(c, repo), timeout=600)
+
+
+def etcd_keys(c: Cluster, prefix: str) -> list[str]:
+    pki = c.layout.pki
+    out = subprocess.run([str(c.etcd.etcdctl), f"--endpoints={c.members[0].client_url}",
+                          f"--cacert={pki / 'etcd-ca.crt'}", f"--cert={pki / 'apiserver-etcd-client.crt'}",
+                          f"--key={pki / 'apiserver-etcd-client.key'}", "get", "--prefix", "--keys-only", prefix],
+                         capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"}, timeout=30)
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def api_answers(c: Cluster) -> bool:
+    return c.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0
+
+
+def prepare(c: Cluster, repo: Path, ns: str, sleep_arg: str) -> str:
+    """kept + gone-later before the snapshot (taken directly); then made-later and a pod, gone-later deleted."""
+    c.kubectl("create", "namespace", ns)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns}}
+    c.kubectl("create", "-f", "-", input=manifest({**cm, "metadata": {**cm["metadata"], "name": "kept"}},
+                                                  {**cm, "metadata": {**cm["metadata"], "name": "gone-later"}}))
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", *flags(c), "-o", "json")).stdout)
+    c.kubectl("create", "-f", "-", input=manifest({**cm, "metadata": {**cm["metadata"], "name": "made-later"}},
+                                                  pod("new", ns, command=["sleep", sleep_arg])))
+    c.kubectl("-n", ns, "delete", "configmap", "gone-later")
+    c.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/new", "--timeout=60s")
+    return str(snap["id"])
+
+
+def test_restore_then_back_through_the_safety_snapshot(external: Cluster, tmp_path: Path) -> None:
+    c, repo = external, tmp_path / "repo"
+    snap = prepare(c, repo, "ext-a", "7301")
+    dry = json.loads(ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client",
+                               "-o", "json")).stdout)
+    assert dry["mode"] == "external" and dry["keys"]["delete"] >= 2 and dry["keys"]["put"] >= 1
+    assert configmaps(c, "ext-a") == {"kept", "made-later"}  # the dry run changed nothing
+
+    result = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes", "-o", "json"))
+    out = json.loads(result.stdout)
+    assert out["succeeded"] and out["etcdTopology"] == "external" and out["keys"]["put"] >= 1
+    assert out["revisionAfter"] > out["revisionBefore"]  # forward, never back: watchers see events
+    assert set(out["nodes"]) == set(c.control_planes)
+    assert configmaps(c, "ext-a") == {"kept", "gone-later"}
+    eventually(lambda: not sleeping("7301"), what="the pod made after the snapshot killed by its kubelet")
+    assert "ext-a/new" in out["podsGone"]
+    assert leftover_pods(c) == [] and etcd_keys(c, "/kubectl-dr/") == []
+    status = json.loads(ok(run_dr(c, repo, "etcd", "status", *flags(c), "-o", "json")).stdout)
+    assert len(status["endpoints"]) == len(c.members) and all(e["healthy"] for e in status["endpoints"])
+    for node in c.control_planes:  # the manifests are back, ours gone, nothing parked
+        assert sorted(p.name for p in c.layout.manifests(node).iterdir()) == [
+            "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
+        assert not c.layout.host_path(node, "/etc/kubernetes/kubectl-dr").exists()
+
+    safety = out["safetySnapshot"]
+    back = json.loads(ok(run_dr(c, repo, "etcd", "restore", "--from", safety, *flags(c), "--yes",
+                                "-o", "json")).stdout)
+    assert back["succeeded"] and configmaps(c, "ext-a") == {"kept", "made-later"}
+    c.kubectl("delete", "namespace", "ext-a", "--wait=false")
+
+
+def test_ctrl_c_before_the_rewrite_changes_nothing(external: Cluster, tmp_path: Path) -> None:
+    c, repo = external, tmp_path / "repo"
+    snap = prepare(c, repo, "ext-b", "7302")
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, *flags(c), "--yes"],
+                            env=env(c, repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("handed over"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "nothing in etcd was changed" in err
+    eventually(lambda: api_answers(c), what="the API servers back", timeout=120)
+    assert configmaps(c, "ext-b") == {"kept", "made-later"}
+    eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
+    for node in c.control_planes:
+        eventually(lambda node=node: not (c.layout.manifests(node) / "kubectl-dr-etcd-hold.yaml").exists(),
+                   what=f"the hold pod of {node} gone")
+    c.kubectl("delete", "namespace", "ext-b", "--wait=false")
+
+
+def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(external: Cluster, tmp_path: Path) -> None:
+    c, repo = external, tmp_path / "repo"
+    snap = prepare(c, repo, "ext-c", "7303")
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, *flags(c), "--yes"],
+                            env=env(c, repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("saving a snapshot of etcd member"):  # the safety snapshot: after the claim
+            proc.kill()
+            break
+    proc.communicate(timeout=60)
+    assert not api_answers(c)  # a half-restored keyspace is never served
+    assert any(k.endswith("/applying") for k in etcd_keys(c, "/kubectl-dr/"))
+
+    finished = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes"))
+    assert "holds the API servers down with its rewrite unfinished" in finished.stderr
+    assert api_answers(c)
+    assert configmaps(c, "ext-c") == {"kept", "gone-later"}
+    assert etcd_keys(c, "/kubectl-dr/") == []
+    eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
+    c.kubectl("delete", "namespace", "ext-c", "--wait=false")
+
+
+@pytest.fixture
+def stranger(external: Cluster, tmp_path: Path) -> Iterator[str]:
+    """Another etcd of the same version, holding another cluster's kube-system."""
+    proc = start_etcd(tmp_path / "other", binary=external.etcd.etcd)
+    subprocess.run([str(external.etcd.etcdctl), f"--endpoints={proc.client_url}", "put",
+                    "/registry/namespaces/kube-system", '{"metadata":{"uid":"another-cluster"}}'],
+                   check=True, capture_output=True, env={"ETCDCTL_API": "3"}, timeout=30)
+    yield proc.client_url
+    proc.stop()
+
+
+def test_an_etcd_that_is_not_the_clusters_storage_is_refused(external: Cluster, tmp_path: Path,
+                                                             stranger: str) -> None:
+    c, repo = external, tmp_path / "repo"
+    snap = prepare(c, repo, "ext-d", "7304")
+    result = run_dr(c, repo, "etcd", "restore", "--from", snap, "--endpoints", stranger, "--yes")
+    assert result.returncode == 1
+    assert f"error: the etcd at {stranger} is not this cluster's storage" in result.stderr
+    assert "--etcd-servers" in result.stderr
+    assert configmaps(c, "ext-d") == {"kept", "made-later"} and leftover_pods(c) == []
+    c.kubectl("delete", "namespace", "ext-d", "--wait=false")

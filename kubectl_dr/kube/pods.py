@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from kubectl_dr import cleanup
-from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.errors import ApiError, DrError, ServerUnreachable
 from kubectl_dr.kube.client import Kube
 
 MANAGED_BY = "kubectl-dr"
@@ -151,6 +151,12 @@ def create(kube: Kube, manifest: dict[str, Any], *, what: str, dry_run: str = "n
         cleanup.current().discard(pod.step)  # refused: nothing of ours to delete (409 would be someone else's)
         pod.step = None
         raise _creation_error(exc, namespace, what) from None
+    except ServerUnreachable:
+        # Refused at connect: the request never reached a server, so there is no pod to delete (other transport
+        # errors, such as a timeout, leave that open and keep the step).
+        cleanup.current().discard(pod.step)
+        pod.step = None
+        raise
     confirmed = True
     return pod
 

@@ -118,12 +118,13 @@ def test_ctrl_c_before_the_rewrite_changes_nothing(external: Cluster, tmp_path: 
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     assert "nothing in etcd was changed" in err
+    for node in c.control_planes:  # each hold pod saw the verdict and removed itself
+        eventually(lambda node=node: not (c.layout.manifests(node) / "kubectl-dr-etcd-hold.yaml").exists(),
+                   what=f"the hold pod of {node} gone", timeout=120)
+        assert (c.layout.manifests(node) / "kube-apiserver.yaml").exists()
     eventually(lambda: api_answers(c), what="the API servers back", timeout=120)
     assert configmaps(c, "ext-b") == {"kept", "made-later"}
     eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
-    for node in c.control_planes:
-        eventually(lambda node=node: not (c.layout.manifests(node) / "kubectl-dr-etcd-hold.yaml").exists(),
-                   what=f"the hold pod of {node} gone")
     c.kubectl("delete", "namespace", "ext-b", "--wait=false")
 
 

@@ -136,6 +136,8 @@ refuse() { for g in $OTHERS; do unpark "$g"; done; report failed; finish failed 
 if has done || has failed; then rm -f "$MANIFESTS/$SELF"; exec sleep 3600; fi
 if ! has parked; then
   log start "hold on $(hostname)"
+  # Called off before this pod even ran (Ctrl-C right after the hand-over): no needless outage.
+  if [ "$(verdict)" = abandoned ]; then report done; finish done "abandoned before this node stopped anything"; fi
   [ -e "$MANIFESTS/kube-apiserver.yaml" ] || refuse "no kube-apiserver.yaml in the manifests directory"
   for f in $OTHERS; do park "$f" || refuse "cannot move $f out of the manifests directory"; done
   log parked

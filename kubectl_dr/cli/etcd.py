@@ -311,7 +311,7 @@ def restore(
     cacert: CacertOption = None,
     cert: CertOption = None,
     key: KeyOption = None,
-    hold_timeout: Annotated[int, typer.Option("--hold-timeout", metavar="SECONDS", min=60, rich_help_panel=_DIRECT,
+    hold_timeout: Annotated[int, typer.Option("--hold-timeout", metavar="SECONDS", min=30, rich_help_panel=_DIRECT,
                                               help=(
         "External etcd: how long each node holds its API server down waiting for the rewrite to begin before it "
         "starts it again by itself. Once the rewrite began, the nodes hold until it is finished."))] = 180,
@@ -403,7 +403,8 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
     from kubectl_dr.etcd.restore.holdscript import run_prefix
     from kubectl_dr.etcd.restore.runbook import external_runbook
 
-    with external.Etcd(direct) as etcd:
+    with external.etcd_errors(direct), external.Etcd(direct) as etcd:
+        etcd.check()  # every endpoint answers, as one cluster: said plainly before anything else
         held = external.held_runs(etcd)
         if held:
             # The API servers are down because of that run: finish it from here, through etcd alone.

@@ -172,3 +172,28 @@ def test_an_etcd_that_is_not_the_clusters_storage_is_refused(external: Cluster, 
     assert "--etcd-servers" in result.stderr
     assert configmaps(c, "ext-d") == {"kept", "made-later"} and leftover_pods(c) == []
     c.kubectl("delete", "namespace", "ext-d", "--wait=false")
+
+
+def test_a_client_killed_before_the_claim_is_outlived_by_the_nodes(external: Cluster, tmp_path: Path) -> None:
+    """No cleanup runs after SIGKILL: the nodes' own timer starts the API servers again, on untouched data."""
+    c, repo = external, tmp_path / "repo"
+    if len(c.members) > 1:
+        pytest.skip("the timer is the same on every shape; one is enough")
+    snap = prepare(c, repo, "ext-e", "7305")
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, *flags(c), "--yes",
+                             "--hold-timeout", "30"],
+                            env=env(c, repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("handed over"):
+            proc.kill()
+            break
+    proc.communicate(timeout=60)
+    eventually(lambda: all((c.layout.manifests(n) / "kube-apiserver.yaml").exists()
+                           and not (c.layout.manifests(n) / "kubectl-dr-etcd-hold.yaml").exists()
+                           for n in c.control_planes), what="the nodes giving up on their own", timeout=120)
+    eventually(lambda: api_answers(c), what="the API servers back", timeout=120)
+    assert configmaps(c, "ext-e") == {"kept", "made-later"}
+    assert any(k.endswith("/verdict") for k in etcd_keys(c, "/kubectl-dr/"))  # the node's abandon, kept for them
+    eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
+    c.kubectl("delete", "namespace", "ext-e", "--wait=false")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import encryption, keyspace
-from kubectl_dr.etcd.client import Endpoint, is_rpc_error, rpc_error_text
+from kubectl_dr.etcd.client import Endpoint, is_rpc_error, refused_certificate, rpc_error_text
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.keyspace import Keyspace
 from kubectl_dr.etcd.restore import holdscript
@@ -145,9 +145,14 @@ class Etcd:
             except Exception as exc:
                 if not is_rpc_error(exc):
                     raise
-                raise EtcdError(f"etcd at {e.url} does not answer: {rpc_error_text(exc)}",
-                                hint="A restore through the client API needs every given member to answer (it writes "
-                                     "through the first). Check --endpoints, --cacert, --cert and --key.") from None
+                text = rpc_error_text(exc)
+                raise EtcdError(f"etcd at {e.url} does not answer: {text}",
+                                hint=("etcd refused the client certificate, or we do not trust its server "
+                                      "certificate: check --cacert, --cert and --key."
+                                      if refused_certificate(text) else
+                                      "Every given member must answer (the rewrite goes through the first). A "
+                                      "member that is down can be left out of --endpoints: the rewrite needs only "
+                                      "a quorum, and the member catches up when it is back.")) from None
         if len(clusters) > 1:
             raise EtcdError(f"the endpoints belong to different etcd clusters ({', '.join(sorted(clusters))})")
         versions = sorted({i.version or "unknown" for i in infos})
@@ -178,6 +183,21 @@ class Etcd:
     def delete_prefix(self, prefix: bytes) -> None:
         rpc = self.ep.rpc
         self.ep.client.kvstub.DeleteRange(rpc.DeleteRangeRequest(key=prefix, range_end=prefix_end(prefix)), 5.0)
+
+
+@contextlib.contextmanager
+def etcd_errors(direct: Direct) -> Iterator[None]:
+    """gRPC failures in etcd's words, with what to check; anything else passes through."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_rpc_error(exc):
+            raise
+        text = rpc_error_text(exc)
+        hint = ("etcd refused the client certificate, or we do not trust its server certificate: check --cacert, "
+                "--cert and --key (the API servers' apiserver-etcd-client pair is accepted)."
+                if refused_certificate(text) else "Check that --endpoints reach the etcd members from this machine.")
+        raise EtcdError(f"etcd at {', '.join(direct.endpoints)}: {text}", hint=hint) from None
 
 
 def held_runs(etcd: Etcd) -> list[str]:
@@ -451,6 +471,26 @@ def resume(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, kube: Kube, na
                   namespace, say, changes=changes)
 
 
+def _wait_hold_pods_gone(kube: Kube, say: Say, timeout: float = 60.0) -> None:
+    """A node reports done just before it removes its manifest; its kubelet then stops the pod and deletes the
+    mirror pod. Leave nothing of ours behind: wait for that."""
+    selector = "app.kubernetes.io/managed-by=kubectl-dr,kubectl-dr.io/purpose=etcd-hold"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods", labelSelector=selector).get("items") or []
+        except DrError as exc:
+            say(f"warning: cannot check that the hold pods are gone: {exc.message}")
+            return
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            say(f"warning: hold pod(s) {', '.join(p['metadata']['name'] for p in left)} still exist; their nodes "
+                f"remove them once {holdscript.MANIFEST_FILE} has left the manifests directory")
+            return
+        time.sleep(0.5)
+
+
 def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace: str, say: Say, *,
            plan: ExternalPlan | None = None, changes: Changes | None = None, safety: str | None = None) -> Outcome:
     from kubectl_dr.etcd.restore.job import wait_api
@@ -469,6 +509,7 @@ def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace:
     outcome.details = {"etcdTopology": "external", "safetySnapshot": safety,
                        "keys": changes.to_dict() if changes else None}
     _remove_restored_helpers(kube, namespace, say)
+    _wait_hold_pods_gone(kube, say)
     try:
         _, _, outcome.revision_after = etcd.check()
     except DrError as exc:

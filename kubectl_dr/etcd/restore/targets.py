@@ -126,8 +126,11 @@ def targets(kube: Kube) -> list[Target]:
             initial_cluster=flags.get("initial-cluster", "")))
     if not found:
         raise TopologyError(f"no etcd static pods in {ETCD_NAMESPACE} ({ETCD_SELECTOR}): nothing to restore here",
-                            hint="kubectl dr etcd restore works on kubeadm-style control planes whose etcd runs as "
-                                 "static pods.")
+                            hint="Without --endpoints, a restore (and its status, finalize, rollback) works through "
+                                 "the etcd static pods of a kubeadm-style control plane. For an external etcd, "
+                                 "`kubectl dr etcd restore --from ID --endpoints URL,… --cacert … --cert … --key …` "
+                                 "restores through etcd's client API; to undo one, restore --from the safety "
+                                 "snapshot it saved.")
     names = [t.name for t in found]
     if len(set(names)) != len(names):
         raise TopologyError(f"two etcd members share a name ({', '.join(sorted(names))})")

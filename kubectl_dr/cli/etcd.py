@@ -377,22 +377,30 @@ def restore(
                     no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
                     dry_run=opts.dry_run == "client", node_timeout=node_timeout)
     book = runbook(plan)
-    if opts.dry_run == "client":
-        emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output, table=plan.summary() + "\n" + book)
+    if _plan_shown(opts, console, plan, book, snapshot, run.id):
         return
-    path = snapshot.runbook_dir / f"etcd-restore-runbook-{run.id}.sh"
-    try:
-        path.write_text(book)
-        console.say(f"break-glass runbook written to {path}")
-    except OSError as exc:
-        console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
-    message(book)
     if not plan.bump:
         console.warn(job.NO_BUMP_RISK)
     console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
                     "API server stops for the duration, and everything written since the snapshot is set aside")
     outcome = job.run(kube, plan, console, book)
     _render_outcome(opts, outcome)
+
+
+def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapshot: Any, run_id: str) -> bool:
+    """A dry run prints the plan and the runbook (True: stop here); a real run writes the runbook beside the
+    backup and prints it, before anything changes."""
+    if opts.dry_run == "client":
+        emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output, table=plan.summary() + "\n" + book)
+        return True
+    path = snapshot.runbook_dir / f"etcd-restore-runbook-{run_id}.sh"
+    try:
+        path.write_text(book)
+        console.say(f"break-glass runbook written to {path}")
+    except OSError as exc:
+        console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
+    message(book)
+    return False
 
 
 def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository: Any, snapshot: Any, run: Any,
@@ -425,17 +433,8 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
                              helper_image=helper_image, hold_timeout=hold_timeout, say=console.say,
                              dry_run=opts.dry_run == "client")
         book = external_runbook(plan)
-        if opts.dry_run == "client":
-            emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output,
-                 table=plan.summary() + "\n" + book)
+        if _plan_shown(opts, console, plan, book, snapshot, run.id):
             return
-        path = snapshot.runbook_dir / f"etcd-restore-runbook-{run.id}.sh"
-        try:
-            path.write_text(book)
-            console.say(f"break-glass runbook written to {path}")
-        except OSError as exc:
-            console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
-        message(book)
         console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
                         f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
 

@@ -78,6 +78,14 @@ def refused_certificate(text: str) -> bool:
                                       "tsi_data_corrupted", "unwrap failed"))
 
 
+def certificate_hint(text: str) -> str | None:
+    """What to check when gRPC's failure text says the TLS handshake failed; None for other failures."""
+    if not refused_certificate(text):
+        return None
+    return ("etcd refused the client certificate, or we do not trust its server certificate: check --cacert, "
+            "--cert and --key.")
+
+
 class Endpoint:
     """One etcd endpoint through its own channel (one member answers; no client-side balancing)."""
 

@@ -289,7 +289,7 @@ def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str)
 # ------------------------------------------------------------------------------------------ direct path
 def direct(topology: Direct, repo: Repository) -> SnapshotResult:
     """From the first given endpoint that answers; each failure is reported and the next one tried."""
-    from kubectl_dr.etcd.client import Endpoint, is_rpc_error, refused_certificate, rpc_error_text
+    from kubectl_dr.etcd.client import Endpoint, certificate_hint, is_rpc_error, rpc_error_text
 
     failures: list[MemberError] = []
     for url in topology.endpoints:
@@ -324,9 +324,7 @@ def direct(topology: Direct, repo: Repository) -> SnapshotResult:
             if not is_rpc_error(exc):
                 raise
             text = rpc_error_text(exc)
-            hint = ("The member refused the client certificate or we do not trust its server certificate: "
-                    "check --cacert, --cert and --key." if refused_certificate(text) else None)
-            failures.append(MemberError(url, f"etcd at {url}: {text}", hint=hint))
+            failures.append(MemberError(url, f"etcd at {url}: {text}", hint=certificate_hint(text)))
         message(f"warning: no snapshot from {url}: {failures[-1].message}")
     if len(failures) == 1:
         raise failures[0]

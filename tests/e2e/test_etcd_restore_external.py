@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,23 @@ def prepare(c: Cluster, repo: Path, ns: str, sleep_arg: str) -> str:
     return str(snap["id"])
 
 
+def interrupted(c: Cluster, repo: Path, snap: str, at: str, stop: Callable[[subprocess.Popen[str]], None],
+                *extra: str) -> str:
+    """Run a restore and `stop` it as soon as a stderr line starts with `at`; its whole stderr."""
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, *flags(c), "--yes", *extra],
+                            env=env(c, repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(at):
+            stop(proc)
+            break
+    _, rest = proc.communicate(timeout=300)
+    assert proc.returncode != 0, "".join(seen) + rest
+    return "".join(seen) + rest
+
+
 def test_restore_then_back_through_the_safety_snapshot(external: Cluster, tmp_path: Path) -> None:
     c, repo = external, tmp_path / "repo"
     snap = prepare(c, repo, "ext-a", "7301")
@@ -108,15 +125,7 @@ def test_restore_then_back_through_the_safety_snapshot(external: Cluster, tmp_pa
 def test_ctrl_c_before_the_rewrite_changes_nothing(external: Cluster, tmp_path: Path) -> None:
     c, repo = external, tmp_path / "repo"
     snap = prepare(c, repo, "ext-b", "7302")
-    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, *flags(c), "--yes"],
-                            env=env(c, repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("handed over"):
-            proc.send_signal(signal.SIGINT)
-            break
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0
+    err = interrupted(c, repo, snap, "handed over", lambda proc: proc.send_signal(signal.SIGINT))
     assert "nothing in etcd was changed" in err
     for node in c.control_planes:  # each hold pod saw the verdict and removed itself
         eventually(lambda node=node: not (c.layout.manifests(node) / "kubectl-dr-etcd-hold.yaml").exists(),
@@ -131,14 +140,8 @@ def test_ctrl_c_before_the_rewrite_changes_nothing(external: Cluster, tmp_path: 
 def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(external: Cluster, tmp_path: Path) -> None:
     c, repo = external, tmp_path / "repo"
     snap = prepare(c, repo, "ext-c", "7303")
-    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, *flags(c), "--yes"],
-                            env=env(c, repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("saving a snapshot of etcd member"):  # the safety snapshot: after the claim
-            proc.kill()
-            break
-    proc.communicate(timeout=60)
+    # The safety snapshot is taken after the claim: killed there, the run holds the API servers down.
+    interrupted(c, repo, snap, "saving a snapshot of etcd member", lambda proc: proc.kill())
     assert not api_answers(c)  # a half-restored keyspace is never served
     assert any(k.endswith("/applying") for k in etcd_keys(c, "/kubectl-dr/"))
 
@@ -180,15 +183,7 @@ def test_a_client_killed_before_the_claim_is_outlived_by_the_nodes(external: Clu
     if len(c.members) > 1:
         pytest.skip("the timer is the same on every shape; one is enough")
     snap = prepare(c, repo, "ext-e", "7305")
-    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, *flags(c), "--yes",
-                             "--hold-timeout", "30"],
-                            env=env(c, repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("handed over"):
-            proc.kill()
-            break
-    proc.communicate(timeout=60)
+    interrupted(c, repo, snap, "handed over", lambda proc: proc.kill(), "--hold-timeout", "30")
     eventually(lambda: all((c.layout.manifests(n) / "kube-apiserver.yaml").exists()
                            and not (c.layout.manifests(n) / "kubectl-dr-etcd-hold.yaml").exists()
                            for n in c.control_planes), what="the nodes giving up on their own", timeout=120)

@@ -33,12 +33,21 @@ from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import encryption, keyspace
-from kubectl_dr.etcd.client import Endpoint, is_rpc_error, refused_certificate, rpc_error_text
+from kubectl_dr.etcd.client import Endpoint, certificate_hint, is_rpc_error, rpc_error_text
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.keyspace import Keyspace
 from kubectl_dr.etcd.restore import holdscript
 from kubectl_dr.etcd.restore.holdscript import ABANDONED, DONE, PARKED, RESTORED, NodeHold, run_prefix
-from kubectl_dr.etcd.restore.job import DR_DIR, Outcome, _check_snapshot, _count, _names, _remove_restored_helpers
+from kubectl_dr.etcd.restore.job import (
+    DR_DIR,
+    Outcome,
+    _check_snapshot,
+    _count,
+    _names,
+    _remove_restored_helpers,
+    compare_with_before,
+    take_lease,
+)
 from kubectl_dr.etcd.restore.nodescript import HOST_DR, HOST_KUBERNETES
 from kubectl_dr.etcd.restore.rewrite import Changes, differences, digest, live, prefix_end, rewrite
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
@@ -48,7 +57,7 @@ from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
 from kubectl_dr.kube.pods import HelperPod, managed_labels, pod_name
-from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
+from kubectl_dr.runs import Run
 
 DEFAULT_PREFIX = "/registry"
 PARK_WAIT_MARGIN = 30  # the client stops waiting for the nodes this long before they stop waiting for it
@@ -147,9 +156,7 @@ class Etcd:
                     raise
                 text = rpc_error_text(exc)
                 raise EtcdError(f"etcd at {e.url} does not answer: {text}",
-                                hint=("etcd refused the client certificate, or we do not trust its server "
-                                      "certificate: check --cacert, --cert and --key."
-                                      if refused_certificate(text) else
+                                hint=(certificate_hint(text) or
                                       "Every given member must answer (the rewrite goes through the first). A "
                                       "member that is down can be left out of --endpoints: the rewrite needs only "
                                       "a quorum, and the member catches up when it is back.")) from None
@@ -194,10 +201,8 @@ def etcd_errors(direct: Direct) -> Iterator[None]:
         if not is_rpc_error(exc):
             raise
         text = rpc_error_text(exc)
-        hint = ("etcd refused the client certificate, or we do not trust its server certificate: check --cacert, "
-                "--cert and --key (the API servers' apiserver-etcd-client pair is accepted)."
-                if refused_certificate(text) else "Check that --endpoints reach the etcd members from this machine.")
-        raise EtcdError(f"etcd at {', '.join(direct.endpoints)}: {text}", hint=hint) from None
+        raise EtcdError(f"etcd at {', '.join(direct.endpoints)}: {text}", hint=certificate_hint(text) or
+                        "Check that --endpoints reach the etcd members from this machine.") from None
 
 
 def held_runs(etcd: Etcd) -> list[str]:
@@ -367,16 +372,7 @@ def _release(direct: Direct, run_id: str, say: Say) -> None:
 def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str]) -> Outcome:
     say = console.say
     stack = cleanup.current()
-    lease = Lease(kube, p.namespace, lease_name("etcd", "restore"), p.run, what="the etcd restore")
-    lease.acquire()
-    heartbeat = Heartbeat(say)
-    heartbeat.hold(lease)
-
-    def release_lease() -> None:
-        heartbeat.stop()
-        lease.release()
-
-    released = stack.push("release the etcd restore lease", release_lease)
+    released = take_lease(kube, p.namespace, p.run, say)
     for old in finished_runs(etcd):  # we hold the lease: these runs are over (a held one is never among them)
         etcd.delete_prefix(run_prefix(old).encode() + b"/")
     writers = [(n, _writer_pod(kube, p, n)) for n in p.nodes]
@@ -518,12 +514,7 @@ def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace:
         etcd.delete_prefix(run_prefix(run_id).encode() + b"/")
     if plan is not None:
         outcome.revision_before = plan.revision_before
-        after = _count(kube)
-        outcome.counts = {k: (plan.counts_before.get(k, 0), v) for k, v in after.items()
-                          if plan.counts_before.get(k, 0) != v}
-        nodes_now, pods_now = set(_names(kube, "/api/v1/nodes")), set(_names(kube, "/api/v1/pods"))
-        outcome.nodes_gone = [n for n in plan.nodes_before if n not in nodes_now]
-        outcome.pods_gone = [x for x in plan.pods_before if x not in pods_now and "dr-etcd-" not in x]
+        compare_with_before(kube, outcome, plan.counts_before, plan.nodes_before, plan.pods_before)
     if pending:
         raise EtcdError(f"etcd was restored, but node(s) {', '.join(pending)} did not report their API server back "
                         "within 300s", hint=f"See {DR_DIR}/{run_id}/status-hold on those nodes; their manifests are "

@@ -27,7 +27,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_dr.etcd.restore.nodescript import HOST_DR, HOST_KUBERNETES, OTHERS
+from kubectl_dr.etcd.restore.nodescript import COMMON, HOST_DR, HOST_KUBERNETES, OTHERS, host_volume, in_pod
 
 MANIFEST_FILE = "kubectl-dr-etcd-hold.yaml"
 POD_NAME = "kubectl-dr-etcd-hold"
@@ -65,17 +65,15 @@ class NodeHold:
         return f"{self.dr_dir}/{self.run_id}/status-hold"
 
     def in_pod(self, host_path: str) -> str:
-        for host, mount in ((self.dr_dir, HOST_DR), (self.kubernetes_dir, HOST_KUBERNETES)):
-            if host_path == host or host_path.startswith(host.rstrip("/") + "/"):
-                return mount + host_path[len(host):]
-        raise ValueError(f"{host_path} is outside the directories our pods mount")
+        return in_pod(host_path, ((self.dr_dir, HOST_DR), (self.kubernetes_dir, HOST_KUBERNETES)))
 
 
 def script(h: NodeHold) -> str:
     q = shlex.quote
     ca, cert, key = (h.in_pod(f) for f in h.etcd_files)
     values = {
-        "RUN": h.run_id, "NODE": h.node, "MANIFESTS": h.in_pod(h.manifests_dir), "PARK": h.in_pod(h.parked_dir),
+        "MODE": "hold", "RUN": h.run_id, "NODE": h.node, "MANIFESTS": h.in_pod(h.manifests_dir),
+        "PARK": h.in_pod(h.parked_dir),
         "STATUS": h.in_pod(h.status_file), "EPS": h.etcd_servers, "CACERT": ca, "CERT": cert, "KEY": key,
         "PREFIX": run_prefix(h.run_id), "READYZ": h.readyz_url, "SELF": MANIFEST_FILE, "OTHERS": " ".join(OTHERS),
         "HOLD_TIMEOUT": str(h.hold_timeout), "STOP_TIMEOUT": str(h.stop_timeout), "API_TIMEOUT": str(h.api_timeout),
@@ -83,11 +81,7 @@ def script(h: NodeHold) -> str:
     return "".join(f"{k}={q(v)}\n" for k, v in values.items()) + _BODY
 
 
-_BODY = r"""
-set -u
-mkdir -p "$PARK" "$(dirname "$STATUS")"
-log() { echo "$(date +%s) $*" >> "$STATUS"; echo "kubectl-dr hold: $*"; }
-has() { grep -q "^[0-9]* $1\( \|$\)" "$STATUS" 2>/dev/null; }
+_BODY = COMMON + r"""
 since() { grep -m 1 "^[0-9]* $1\( \|$\)" "$STATUS" | cut -d ' ' -f 1; }
 ctl() {
   ETCDCTL_API=3 etcdctl --endpoints="$EPS" --cacert="$CACERT" --cert="$CERT" --key="$KEY" \
@@ -99,27 +93,6 @@ verdict() { ctl get --print-value-only "$PREFIX/verdict" 2>/dev/null | head -n 1
 abandon() {
   printf 'create("%s") = "0"\n\nput %s %s\n\n\n' "$PREFIX/applying" "$PREFIX/verdict" abandoned |
     ctl txn --interactive=false >/dev/null 2>&1
-}
-api_up() { wget -q -T 3 --no-check-certificate -O /dev/null "$READYZ" 2>/dev/null; }
-wait_for() {
-  limit=$(( $(date +%s) + $1 )); shift
-  while :; do
-    "$@" && return 0
-    [ "$(date +%s)" -ge "$limit" ] && return 1
-    sleep 1
-  done
-}
-not() { ! "$@"; }
-park() { [ -e "$MANIFESTS/$1" ] || return 0; mv "$MANIFESTS/$1" "$PARK/$1"; }
-unpark() {
-  [ -e "$PARK/$1" ] || return 0
-  if [ -e "$MANIFESTS/$1" ]; then log warning "$1 is in both places; keeping the one in manifests/"; return 0; fi
-  mv "$PARK/$1" "$MANIFESTS/$1"
-}
-finish() {
-  log "$@"
-  rm -f "$MANIFESTS/$SELF"
-  exec sleep 3600
 }
 start_again() {  # VERDICT
   for f in $OTHERS; do unpark "$f"; done
@@ -166,10 +139,7 @@ start_again "$v"
 
 
 def static_pod(h: NodeHold, etcd_image: str, tools_image: str) -> dict[str, Any]:
-    def host(name: str, path: str, mount: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return ({"name": name, "hostPath": {"path": path, "type": "Directory"}}, {"name": name, "mountPath": mount})
-
-    pairs = [host("kubernetes", h.kubernetes_dir, HOST_KUBERNETES), host("kubectl-dr", h.dr_dir, HOST_DR)]
+    pairs = [host_volume("kubernetes", h.kubernetes_dir, HOST_KUBERNETES), host_volume("kubectl-dr", h.dr_dir, HOST_DR)]
     tools = {"name": "tools", "mountPath": TOOLS}
     # Again after a restart of the container (the emptyDir keeps the links, so --install may complain).
     install = (f"{TOOLS}/busybox mkdir -p {TOOLS}/bin; {TOOLS}/busybox --install -s {TOOLS}/bin 2>/dev/null; "

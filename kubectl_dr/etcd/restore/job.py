@@ -410,15 +410,21 @@ def _last_steps(statuses: dict[str, list[tuple[int, str, str]]]) -> str:
                      for n, rows in statuses.items())
 
 
+def take_lease(kube: Kube, namespace: str, run: Run, say: Callable[[str], None]) -> cleanup.UndoStep:
+    """The one lease every etcd restore holds (two at once would fight over the nodes), kept alive while held;
+    its release is the returned cleanup step."""
+    lease = Lease(kube, namespace, lease_name("etcd", "restore"), run, what="the etcd restore")
+    lease.acquire()
+    heartbeat = Heartbeat(say)
+    heartbeat.hold(lease)
+    return cleanup.current().push("release the etcd restore lease", lambda: _release(lease, heartbeat))
+
+
 def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:
     """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back."""
     say = console.say
     stack = cleanup.current()
-    lease = Lease(kube, p.namespace, lease_name("etcd", "restore"), p.run, what="the etcd restore")
-    lease.acquire()
-    heartbeat = Heartbeat(say)
-    heartbeat.hold(lease)
-    released = [stack.push("release the etcd restore lease", lambda: _release(lease, heartbeat))]
+    released = [take_lease(kube, p.namespace, p.run, say)]
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
     nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore")
@@ -500,18 +506,23 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
         say(f"warning: cannot read the etcd status after the {mode}: {exc.message}")
     if plan is not None:
         outcome.revision_before = plan.revision_before
-        after = _count(kube)
-        outcome.counts = {k: (plan.counts_before.get(k, 0), v) for k, v in after.items()
-                          if plan.counts_before.get(k, 0) != v}
-        try:
-            nodes_now, pods_now = set(_names(kube, "/api/v1/nodes")), set(_names(kube, "/api/v1/pods"))
-            outcome.nodes_gone = [n for n in plan.nodes_before if n not in nodes_now]
-            outcome.pods_gone = [x for x in plan.pods_before if x not in pods_now and "dr-etcd-" not in x]
-        except ApiError:
-            pass
+        compare_with_before(kube, outcome, plan.counts_before, plan.nodes_before, plan.pods_before)
     if not outcome.ok:
         raise RestoreFailed(outcome)
     return outcome
+
+
+def compare_with_before(kube: Kube, outcome: Outcome, counts_before: dict[str, int], nodes_before: list[str],
+                        pods_before: list[str]) -> None:
+    """Object counts that changed, and the Nodes and pods the restored state no longer has."""
+    after = _count(kube)
+    outcome.counts = {k: (counts_before.get(k, 0), v) for k, v in after.items() if counts_before.get(k, 0) != v}
+    try:
+        nodes_now, pods_now = set(_names(kube, "/api/v1/nodes")), set(_names(kube, "/api/v1/pods"))
+    except ApiError:
+        return
+    outcome.nodes_gone = [n for n in nodes_before if n not in nodes_now]
+    outcome.pods_gone = [x for x in pods_before if x not in pods_now and "dr-etcd-" not in x]
 
 
 def _remove_restored_helpers(kube: Kube, namespace: str, say: Callable[[str], None]) -> None:

@@ -80,11 +80,16 @@ class NodeSwap:
 
     def in_pod(self, host_path: str) -> str:
         """A host path as our pods see it through their three hostPath mounts."""
-        for host, mount in ((self.dr_dir, HOST_DR), (self.kubernetes_dir, HOST_KUBERNETES),
-                            (self.data_parent, HOST_DATA_PARENT)):
-            if host_path == host or host_path.startswith(host.rstrip("/") + "/"):
-                return mount + host_path[len(host):]
-        raise ValueError(f"{host_path} is outside the directories our pods mount")
+        return in_pod(host_path, ((self.dr_dir, HOST_DR), (self.kubernetes_dir, HOST_KUBERNETES),
+                                  (self.data_parent, HOST_DATA_PARENT)))
+
+
+def in_pod(host_path: str, mounts: tuple[tuple[str, str], ...]) -> str:
+    """A node path inside a pod that mounts (node directory, mount point) pairs."""
+    for host, mount in mounts:
+        if host_path == host or host_path.startswith(host.rstrip("/") + "/"):
+            return mount + host_path[len(host):]
+    raise ValueError(f"{host_path} is outside the directories our pods mount")
 
 
 def script(s: NodeSwap) -> str:
@@ -103,19 +108,14 @@ def script(s: NodeSwap) -> str:
     return header + _BODY
 
 
-_BODY = r"""
+# What both node scripts (this one and holdscript.py's) define first, in busybox sh, with MODE, STATUS,
+# MANIFESTS, PARK, SELF and READYZ set: a status file of `EPOCH STEP DETAIL` lines, waits that check once a
+# second, and manifest moves that never leave one manifest in two places.
+COMMON = r"""
 set -u
 mkdir -p "$PARK" "$(dirname "$STATUS")"
 log() { echo "$(date +%s) $*" >> "$STATUS"; echo "kubectl-dr $MODE: $*"; }
 has() { grep -q "^[0-9]* $1\( \|$\)" "$STATUS" 2>/dev/null; }
-get() { wget -q -T 3 -O - "$1" 2>/dev/null; }
-etcd_up() { get "$HEALTH" >/dev/null || get "${HEALTH%%\?*}" >/dev/null; }
-# A member of the new cluster is healthy with a quorum and connected to every other member.
-formed() {
-  get "$HEALTH" | grep -q '"health":"true"' || return 1
-  n=$(get "$METRICS" | grep -c '^etcd_network_active_peers{.*} 1$')
-  [ "$n" -ge "$PEERS" ]
-}
 api_up() { wget -q -T 3 --no-check-certificate -O /dev/null "$READYZ" 2>/dev/null; }
 wait_for() {  # TIMEOUT CHECK...: true once CHECK succeeds within TIMEOUT seconds
   limit=$(( $(date +%s) + $1 )); shift
@@ -136,6 +136,17 @@ finish() {  # STEP DETAIL: the last line, then our own manifest goes, and with i
   log "$@"
   rm -f "$MANIFESTS/$SELF"
   exec sleep 3600
+}
+"""
+
+_BODY = COMMON + r"""
+get() { wget -q -T 3 -O - "$1" 2>/dev/null; }
+etcd_up() { get "$HEALTH" >/dev/null || get "${HEALTH%%\?*}" >/dev/null; }
+# A member of the new cluster is healthy with a quorum and connected to every other member.
+formed() {
+  get "$HEALTH" | grep -q '"health":"true"' || return 1
+  n=$(get "$METRICS" | grep -c '^etcd_network_active_peers{.*} 1$')
+  [ "$n" -ge "$PEERS" ]
 }
 
 rollback() {
@@ -194,14 +205,17 @@ after_commit
 """
 
 
+def host_volume(name: str, path: str, mount: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A hostPath volume of an existing directory, and its mount."""
+    return ({"name": name, "hostPath": {"path": path, "type": "Directory"}}, {"name": name, "mountPath": mount})
+
+
 def static_pod(s: NodeSwap, image: str) -> dict[str, Any]:
     """The static pod that runs `script(s)`: hostNetwork (etcd's metrics and the API on loopback), the
     three host directories it works on, restarted by the kubelet if it dies (it resumes or undoes)."""
-    def host(name: str, path: str, mount: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return ({"name": name, "hostPath": {"path": path, "type": "Directory"}}, {"name": name, "mountPath": mount})
-
-    pairs = [host("kubernetes", s.kubernetes_dir, HOST_KUBERNETES),
-             host("etcd-parent", s.data_parent, HOST_DATA_PARENT), host("kubectl-dr", s.dr_dir, HOST_DR)]
+    pairs = [host_volume("kubernetes", s.kubernetes_dir, HOST_KUBERNETES),
+             host_volume("etcd-parent", s.data_parent, HOST_DATA_PARENT),
+             host_volume("kubectl-dr", s.dr_dir, HOST_DR)]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

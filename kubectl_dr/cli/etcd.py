@@ -11,7 +11,7 @@ from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
-from kubectl_dr.errors import UsageError
+from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, message, render_table
 
 if TYPE_CHECKING:
@@ -311,7 +311,12 @@ def restore(
     cacert: CacertOption = None,
     cert: CertOption = None,
     key: KeyOption = None,
-    hold_timeout: Annotated[int, typer.Option("--hold-timeout", metavar="SECONDS", min=30, rich_help_panel=_DIRECT,
+    restart_kubelets: Annotated[bool, typer.Option("--restart-kubelets", help=(
+        "After the restore, restart the kubelet on every node (eight at a time), as the kubernetes.io "
+        "procedure asks: a privileged hostPID pod with the node's root at /host runs `chroot /host systemctl "
+        "restart kubelet`; each restart counts once the node's new \"Starting kubelet.\" event is seen and the "
+        "Node is Ready."))] = False,
+    hold_timeout: Annotated[int, typer.Option("--hold-timeout", metavar="SECONDS", min=10, rich_help_panel=_DIRECT,
                                               help=(
         "External etcd: how long each node holds its API server down waiting for the rewrite to begin before it "
         "starts it again by itself. Once the rewrite began, the nodes hold until it is finished."))] = 180,
@@ -370,28 +375,35 @@ def restore(
         from kubectl_dr.etcd.topology import Direct
 
         assert isinstance(direct, Direct)
-        _restore_external(opts, console, direct, repository, snapshot, run, etcd_image, helper_image, hold_timeout)
+        _restore_external(opts, console, direct, repository, snapshot, run, etcd_image, helper_image, hold_timeout,
+                          restart_kubelets)
         return
     kube = opts.kube()
     plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
                     no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
                     dry_run=opts.dry_run == "client", node_timeout=node_timeout)
     book = runbook(plan)
-    if _plan_shown(opts, console, plan, book, snapshot, run.id):
+    if _plan_shown(opts, console, plan, book, snapshot, run.id, restart_kubelets):
         return
     if not plan.bump:
         console.warn(job.NO_BUMP_RISK)
     console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
                     "API server stops for the duration, and everything written since the snapshot is set aside")
     outcome = job.run(kube, plan, console, book)
-    _render_outcome(opts, outcome)
+    _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 
 
-def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapshot: Any, run_id: str) -> bool:
+def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapshot: Any, run_id: str,
+                restart_kubelets: bool) -> bool:
     """A dry run prints the plan and the runbook (True: stop here); a real run writes the runbook beside the
     backup and prints it, before anything changes."""
     if opts.dry_run == "client":
-        emit({**plan.to_dict(), "dryRun": "client", "runbook": book}, opts.output, table=plan.summary() + "\n" + book)
+        from kubectl_dr.nodes.kubelet_restart import COMMAND
+
+        extra = (f"  then on every node (eight at a time): {' '.join(COMMAND)} (privileged hostPID pod)\n"
+                 if restart_kubelets else "")
+        emit({**plan.to_dict(), "dryRun": "client", "restartKubelets": restart_kubelets, "runbook": book},
+             opts.output, table=plan.summary() + extra + "\n" + book)
         return True
     path = snapshot.runbook_dir / f"etcd-restore-runbook-{run_id}.sh"
     try:
@@ -403,8 +415,28 @@ def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapsho
     return False
 
 
+def _finish_restore(opts: GlobalOptions, console: Any, outcome: Any, run: Any, helper_image: str,
+                    restart_kubelets: bool) -> None:
+    """The outcome, after the kubelet restarts when asked for; a restart that failed fails the command (the
+    restore itself stands: the output says so)."""
+    failed = []
+    if restart_kubelets:
+        from kubectl_dr.nodes import kubelet_restart
+
+        done = kubelet_restart.restart_all(opts.kube(), namespace=_pod_namespace(opts), image=helper_image, run=run,
+                                           say=console.say)
+        outcome.details["kubeletRestarts"] = [r.to_dict() for r in done]
+        failed = [r for r in done if not r.ok]
+    _render_outcome(opts, outcome)
+    if failed:
+        raise DrError(f"etcd was restored, but the kubelet restart failed on {', '.join(r.node for r in failed)}: "
+                      + "; ".join(f"{r.node}: {r.detail}" for r in failed),
+                      hint="Restart those kubelets on the nodes themselves (`systemctl restart kubelet`); until then "
+                           "they may act on what they cached before the restore.")
+
+
 def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository: Any, snapshot: Any, run: Any,
-                      etcd_image: str | None, helper_image: str, hold_timeout: int) -> None:
+                      etcd_image: str | None, helper_image: str, hold_timeout: int, restart_kubelets: bool) -> None:
     from kubectl_dr.etcd import keyspace
     from kubectl_dr.etcd import snapshot as etcd_snapshot
     from kubectl_dr.etcd.restore import external
@@ -426,14 +458,14 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
             console.confirm(f"run {held[0]} stopped with the keys half rewritten and the API servers held down: "
                             f"rewrite them to {snapshot.describe()} and start the API servers")
             outcome = external.resume(etcd, held[0], space, prefix, opts.kube(), _pod_namespace(opts), console.say)
-            _render_outcome(opts, outcome)
+            _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
             return
         kube = opts.kube()
         plan = external.plan(kube, etcd, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
                              helper_image=helper_image, hold_timeout=hold_timeout, say=console.say,
                              dry_run=opts.dry_run == "client")
         book = external_runbook(plan)
-        if _plan_shown(opts, console, plan, book, snapshot, run.id):
+        if _plan_shown(opts, console, plan, book, snapshot, run.id, restart_kubelets):
             return
         console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
                         f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
@@ -443,7 +475,7 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
 
         outcome = external.run(kube, plan, etcd, console, safety)
         outcome.runbook = book
-    _render_outcome(opts, outcome)
+    _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 
 
 def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
@@ -460,6 +492,9 @@ def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     if outcome.pods_gone:
         lines.append(f"pods the restored state does not have (their kubelets stop them): "
                      f"{', '.join(outcome.pods_gone[:50])}{' …' if len(outcome.pods_gone) > 50 else ''}")
+    for r in outcome.details.get("kubeletRestarts") or []:
+        lines.append(f"kubelet on {r['node']}: {r['result'] if r['result'] != 'failed' else 'NOT restarted'} "
+                     f"({r['detail']})")
     keys = outcome.details.get("keys")
     if keys:
         lines.append(f"keys: {keys['put']} written, {keys['deleted']} deleted, {keys['unchanged']} unchanged")

@@ -46,6 +46,7 @@ from tests.cluster.control.replicaset import ReplicaSetController
 from tests.cluster.control.scheduler import Scheduler
 from tests.cluster.control.statefulset import StatefulSetController
 from tests.cluster.node import runtime as node_runtime
+from tests.cluster.node.host_init import HostInit
 from tests.cluster.node.streaming import NodeStreams
 
 log = logging.getLogger("tests.cluster.serve")
@@ -153,6 +154,9 @@ async def run(layout: Layout) -> None:
         await external.sync()
         external_task = asyncio.create_task(external.run(), name="external-etcd")
     kubelets = [asyncio.create_task(k.run(), name=f"kubelet/{k.node_name}") for k in node_side.kubelets]
+    # Each node's init: `chroot /host systemctl restart kubelet` from a privileged pod (node/host_init.py).
+    inits = [asyncio.create_task(HostInit(layout.node(k.node_name), k).run(), name=f"init/{k.node_name}")
+             for k in node_side.kubelets]
     api = ApiServer(config, layout, members, node_side.streams)
     cron_period = float(options.get("cron_period_seconds") or 0) or None
     controller_manager = Component(CONTROLLER_MANAGER, lambda: [
@@ -195,9 +199,9 @@ async def run(layout: Layout) -> None:
     await api.stop()
     await controller_manager.stop()
     await scheduler.stop()
-    for t in kubelets:
+    for t in [*inits, *kubelets]:
         t.cancel()
-    await asyncio.gather(*kubelets, return_exceptions=True)
+    await asyncio.gather(*inits, *kubelets, return_exceptions=True)
     with contextlib.suppress(Exception):
         await node_side.close()
     await client_store.close()

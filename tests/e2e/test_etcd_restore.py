@@ -263,8 +263,13 @@ def test_restore_three_members(ha: Cluster, tmp_path: Path) -> None:
         assert refused.returncode == 1 and "no restore tool with --bump-revision" in refused.stderr
         assert "--no-bump-revision" in refused.stderr and "informers" in refused.stderr
         assert not leftover_pods(c) and configmaps(c, "three") == {"before", "after"}
-    result = json.loads(ok(restore(c, repo, snap, *([] if bump else ["--no-bump-revision"]))).stdout)
+    result = json.loads(ok(restore(c, repo, snap, "--restart-kubelets",
+                                   *([] if bump else ["--no-bump-revision"]))).stdout)
     check_restored(c, repo, "three", "3704", result, bump=bump)
+    # As the kubernetes.io procedure asks: every kubelet restarted, each confirmed by its new Starting event.
+    assert [(r["node"], r["result"]) for r in result["kubeletRestarts"]] == [
+        (n, "restarted") for n in sorted([*c.control_planes, *c.workers])]
+    assert not leftover_pods(c)
     ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     for node in c.control_planes:
         assert not list(c.layout.etcd_data(node).parent.glob("etcd.before-*"))
@@ -283,7 +288,7 @@ def test_member_never_healthy_rolls_back_every_node(ha: Cluster, tmp_path: Path)
         db.write_bytes(b"not a bbolt database")
 
     with when_step(c, last, "start", break_member) as injected:
-        result = restore(c, repo, snap, "--node-timeout", "20", *([] if c.etcd.etcdutl else ["--no-bump-revision"]))
+        result = restore(c, repo, snap, "--node-timeout", "10", *([] if c.etcd.etcdutl else ["--no-bump-revision"]))
     assert injected
     assert result.returncode == 1 and "rolled back" in result.stderr, result.stderr
     assert "was not healthy with all 2 peers" in result.stderr

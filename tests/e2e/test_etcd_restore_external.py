@@ -117,8 +117,11 @@ def test_restore_then_back_through_the_safety_snapshot(external: Cluster, tmp_pa
 
     safety = out["safetySnapshot"]
     back = json.loads(ok(run_dr(c, repo, "etcd", "restore", "--from", safety, *flags(c), "--yes",
-                                "-o", "json")).stdout)
+                                "--restart-kubelets", "-o", "json")).stdout)
     assert back["succeeded"] and configmaps(c, "ext-a") == {"kept", "made-later"}
+    assert [(r["node"], r["result"]) for r in back["kubeletRestarts"]] == [
+        (n, "restarted") for n in sorted([*c.control_planes, *c.workers])]
+    assert leftover_pods(c) == []
     c.kubectl("delete", "namespace", "ext-a", "--wait=false")
 
 
@@ -183,7 +186,7 @@ def test_a_client_killed_before_the_claim_is_outlived_by_the_nodes(external: Clu
     if len(c.members) > 1:
         pytest.skip("the timer is the same on every shape; one is enough")
     snap = prepare(c, repo, "ext-e", "7305")
-    interrupted(c, repo, snap, "handed over", lambda proc: proc.kill(), "--hold-timeout", "30")
+    interrupted(c, repo, snap, "handed over", lambda proc: proc.kill(), "--hold-timeout", "10")
     eventually(lambda: all((c.layout.manifests(n) / "kube-apiserver.yaml").exists()
                            and not (c.layout.manifests(n) / "kubectl-dr-etcd-hold.yaml").exists()
                            for n in c.control_planes), what="the nodes giving up on their own", timeout=120)
@@ -192,3 +195,26 @@ def test_a_client_killed_before_the_claim_is_outlived_by_the_nodes(external: Clu
     assert any(k.endswith("/verdict") for k in etcd_keys(c, "/kubectl-dr/"))  # the node's abandon, kept for them
     eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
     c.kubectl("delete", "namespace", "ext-e", "--wait=false")
+
+
+def test_a_kubelet_that_cannot_be_restarted_fails_the_command_not_the_restore(external: Cluster,
+                                                                               tmp_path: Path) -> None:
+    c, repo = external, tmp_path / "repo"
+    if len(c.members) > 1:
+        pytest.skip("one shape is enough")
+    snap = prepare(c, repo, "ext-f", "7306")
+    worker = c.workers[0]
+    systemctl = c.layout.host_path(worker, "/usr/bin/systemctl")
+    hidden = systemctl.with_name(".systemctl")
+    systemctl.replace(hidden)  # a node whose host has no systemctl
+    try:
+        result = run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes", "--restart-kubelets")
+    finally:
+        hidden.replace(systemctl)
+    assert result.returncode == 1
+    assert f"error: etcd was restored, but the kubelet restart failed on {worker}" in result.stderr
+    assert "systemctl" in result.stderr and "systemctl restart kubelet" in result.stderr  # what failed, what to do
+    assert f"kubelet on {c.control_planes[0]}: restarted" in result.stdout
+    assert configmaps(c, "ext-f") == {"kept", "gone-later"}  # the restore itself stands
+    eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
+    c.kubectl("delete", "namespace", "ext-f", "--wait=false")

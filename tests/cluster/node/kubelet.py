@@ -71,6 +71,8 @@ class Kubelet:
         self._tasks: set[asyncio.Task[None]] = set()
         self.control_plane = control_plane
         self.static = static_pods.StaticPods(self, hub)
+        self._restart = asyncio.Event()
+        self._announced = False
 
     def _background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -79,15 +81,36 @@ class Kubelet:
 
     # ------------------------------------------------------------------------------------------ node
     async def run(self) -> None:
-        static = asyncio.create_task(static_pods.run(self.static))
-        heartbeat = asyncio.create_task(self._heartbeat())
+        """The kubelet process, started again by `restart` as often as asked; its end stops every pod."""
         try:
-            await self._watch_pods()
+            while True:
+                await self._run_once()
         finally:
-            static.cancel()
-            heartbeat.cancel()
-            await asyncio.gather(static, heartbeat, return_exceptions=True)
             await self.stop()
+
+    async def _run_once(self) -> None:
+        """One kubelet process: its loops run until the watch fails for good or a restart is asked for. The
+        pods are the container runtime's and outlive it; the next one finds them, as a real kubelet does."""
+        self._restart = asyncio.Event()
+        self._announced = False
+        loops = [asyncio.create_task(static_pods.run(self.static)), asyncio.create_task(self._heartbeat()),
+                 asyncio.create_task(self._watch_pods())]
+        restart = asyncio.create_task(self._restart.wait())
+        try:
+            done, _ = await asyncio.wait([loops[2], restart], return_when=asyncio.FIRST_COMPLETED)
+            if loops[2] in done:
+                loops[2].result()
+        finally:
+            for t in (*loops, restart):
+                t.cancel()
+            await asyncio.gather(*loops, restart, return_exceptions=True)
+        log.info("node %s: kubelet restarting", self.node_name)
+
+    async def restart(self) -> None:
+        """`systemctl restart kubelet`: returns once the new kubelet's loops run."""
+        self._restart.set()
+        while self._restart.is_set():
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         """End every pod process of this node (server shutdown): API pods at once, static pods (etcd)
@@ -156,6 +179,17 @@ class Kubelet:
                     raise
         await self._refresh_node()
 
+    async def _announce(self) -> None:
+        """pkg/kubelet: every kubelet start records a Normal "Starting" event on its Node."""
+        self._announced = True
+        node = await self.store.get("nodes", None, self.node_name)
+
+        async def post() -> None:
+            with contextlib.suppress(Exception):  # fire and forget, as the kubelet's event recorder
+                await self.store.record_event(node, "Normal", "Starting", "Starting kubelet.", "kubelet")
+
+        self._background(post())
+
     async def _refresh_node(self) -> None:
         def fn(node: Json) -> Json:
             node["status"] = {**(node.get("status") or {}), **self._node_status(node.get("status") or {})}
@@ -179,6 +213,8 @@ class Kubelet:
         while True:
             try:
                 await self.register()
+                if not self._announced:
+                    await self._announce()
                 items, revision = await self.store.list("pods", None, field_selector=selector)
                 await self._relist(items)
                 async for kind, pod in self.store.watch("pods", None, resource_version=revision,

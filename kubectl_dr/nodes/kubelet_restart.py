@@ -1,0 +1,135 @@
+"""Restart the kubelet of a node through the host's init system, from a pod, and see that it did restart.
+
+After an etcd restore every kubelet may hold a cache of the old state; the kubernetes.io restore procedure
+asks to restart them. Without ssh the way in is a privileged pod pinned to the node with the node's root
+at /host: `chroot /host systemctl restart kubelet` (as `oc debug node/NAME -- chroot /host …` does). The
+pod survives the restart (pods belong to the container runtime) and the new kubelet reports its exit. The pod
+needs hostPID too: systemctl compares its root with PID 1's and, in what looks like a chroot, prints "Running
+in chroot, ignoring request." and exits 0; with the host's PID 1 in view, the chroot is the host's own root.
+
+A zero exit is not taken as proof. Every kubelet records a Normal "Starting" event ("Starting kubelet.") on its
+Node when it starts; the restart counts once such an event is newer than the ones before (a new event, or a
+higher count of the same one), and the Node is Ready again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kubectl_dr.errors import DrError
+from kubectl_dr.kube import pods
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.pods import managed_labels, pod_name
+from kubectl_dr.runs import Run
+
+COMMAND = ["chroot", "/host", "systemctl", "restart", "kubelet"]
+PARALLEL = 8
+POD_TIMEOUT = 180.0
+CONFIRM_TIMEOUT = 120.0
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Restarted:
+    node: str
+    result: str  # "restarted", "skipped" (a NotReady node: no kubelet runs there to hold a stale cache), "failed"
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result != "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "result": self.result, "detail": self.detail}
+
+
+def _starts(kube: Kube, node: str) -> set[tuple[str, int, str]]:
+    """The node's "Starting kubelet." events as (name, count, last time): any change is a new start."""
+    items = kube.get("/api/v1/namespaces/default/events",
+                     fieldSelector=f"involvedObject.kind=Node,involvedObject.name={node},reason=Starting"
+                     ).get("items") or []
+    return {(str(e["metadata"]["name"]), int(e.get("count") or 1), str(e.get("lastTimestamp") or ""))
+            for e in items if "kubelet" in str(e.get("message", "")).lower()}
+
+
+def _ready(kube: Kube, node: str) -> bool:
+    conditions = ((kube.get(f"/api/v1/nodes/{node}").get("status") or {}).get("conditions")) or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _manifest(node: str, namespace: str, image: str, run: Run) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name("dr-kubelet-restart", node), "namespace": namespace,
+                     "labels": {**managed_labels("kubelet-restart"), **run.labels()}, "annotations": run.annotations()},
+        "spec": {
+            "nodeName": node, "restartPolicy": "Never", "activeDeadlineSeconds": 600,
+            "automountServiceAccountToken": False, "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
+            "hostPID": True, "hostNetwork": True, "tolerations": [{"operator": "Exists"}],
+            "volumes": [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}],
+            "containers": [{"name": "restart", "image": image, "imagePullPolicy": "IfNotPresent", "command": COMMAND,
+                            "securityContext": {"privileged": True},
+                            "volumeMounts": [{"name": "host", "mountPath": "/host"}]}],
+        },
+    }
+
+
+def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say: Say) -> Restarted:
+    """One node: the pod runs systemctl, then the new kubelet's Starting event and a Ready Node confirm it."""
+    before = _starts(kube, node)
+    pod = pods.create(kube, _manifest(node, namespace, image, run), what="kubelet restart")
+    try:
+        deadline = time.monotonic() + POD_TIMEOUT
+        first_seen: dict[str, float] = {}
+        while True:
+            obj = pod.get()
+            phase = (obj.get("status") or {}).get("phase")
+            if phase == "Succeeded":
+                break
+            problem = pods.diagnose(obj, first_seen, time.monotonic())
+            if phase == "Failed" or problem:
+                logs = pod.logs("restart", tail_lines=10).strip()
+                return Restarted(node, "failed", f"`{' '.join(COMMAND)}` failed: {logs or problem or phase}")
+            if time.monotonic() > deadline:
+                return Restarted(node, "failed", f"`{' '.join(COMMAND)}` did not finish within {POD_TIMEOUT:.0f}s")
+            time.sleep(0.5)
+    finally:
+        pod.delete(wait=True, timeout=60)
+    deadline = time.monotonic() + CONFIRM_TIMEOUT
+    while time.monotonic() < deadline:
+        if _starts(kube, node) - before and _ready(kube, node):
+            return Restarted(node, "restarted", "a new kubelet started and the Node is Ready")
+        time.sleep(1)
+    return Restarted(node, "failed", f"systemctl succeeded, but no new \"Starting kubelet.\" event and Ready Node "
+                                  f"within {CONFIRM_TIMEOUT:.0f}s")
+
+
+def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, say: Say) -> list[Restarted]:
+    """Every node, `PARALLEL` at a time: a kubelet restart leaves the pods running, so nodes need not wait for
+    each other (a thousand nodes one by one would take hours)."""
+    try:
+        nodes = sorted(str(n["metadata"]["name"]) for n in kube.get("/api/v1/nodes").get("items") or [])
+    except DrError as exc:
+        return [Restarted("*", "failed", f"cannot list the nodes: {exc.message}")]
+    say(f"restarting the kubelet on {len(nodes)} node(s), {PARALLEL} at a time")
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, max(len(nodes), 1))) as pool:
+        done = list(pool.map(lambda node: _one(kube, node, namespace, image, run, say), nodes))
+    return done
+
+
+def _one(kube: Kube, node: str, namespace: str, image: str, run: Run, say: Say) -> Restarted:
+    try:
+        if not _ready(kube, node):
+            skipped = Restarted(node, "skipped", "the Node is not Ready: no kubelet answers there now, and the "
+                                                 "one that comes back starts afresh")
+            say(f"node {node}: {skipped.detail}")
+            return skipped
+        result = restart(kube, node, namespace=namespace, image=image, run=run, say=say)
+    except DrError as exc:
+        result = Restarted(node, "failed", exc.message)
+    say(f"{'warning: ' if not result.ok else ''}node {node}: {result.detail}")
+    return result

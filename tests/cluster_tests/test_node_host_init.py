@@ -5,15 +5,13 @@ a "Starting kubelet." event; other units and verbs fail as systemctl fails."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cluster.fixture import Cluster
-from tests.conformance.kube import eventually, manifest, pod
+from tests.conformance.kube import eventually, manifest, pod, sleep_pids
 
 pytestmark = [pytest.mark.slow]
 
@@ -48,17 +46,6 @@ def _starts(cluster: Cluster, node: str) -> int:
     return sum(int(e.get("count") or 1) for e in out["items"] if e.get("message") == "Starting kubelet.")
 
 
-def _pid_of(arg: str) -> int | None:
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd[:2] == [b"sleep", arg.encode()]:
-            return int(pid)
-    return None
-
-
 def test_systemctl_restart_kubelet_keeps_the_pods_and_announces_the_new_kubelet(cluster: Cluster) -> None:
     node = cluster.workers[0]
     eventually(lambda: _starts(cluster, node) >= 1, what="the first kubelet's Starting event")
@@ -67,13 +54,13 @@ def test_systemctl_restart_kubelet_keeps_the_pods_and_announces_the_new_kubelet(
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("create", "-f", "-", input=manifest(pod("keeps", ns, command=["sleep", "7401"], nodeName=node)))
     cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/keeps", "--timeout=60s")
-    pid = eventually(lambda: _pid_of("7401"), what="the pod's process")
+    pid = eventually(lambda: sleep_pids("7401"), what="the pod's process")
 
     restart = ["chroot", "/host", "systemctl", "restart", "kubelet"]
     cluster.kubectl("create", "-f", "-", input=manifest(_host_pod("restart-kubelet", node, restart)))
     assert _finished(cluster, "restart-kubelet")[:2] == ("Succeeded", 0)
     eventually(lambda: _starts(cluster, node) > starts, what="a new Starting kubelet. event")
-    assert _pid_of("7401") == pid  # the runtime's pod outlived its kubelet
+    assert sleep_pids("7401") == pid  # the runtime's pod outlived its kubelet
     phase = cluster.kubectl("-n", ns, "get", "pod", "keeps", "-o", "jsonpath={.status.phase}").stdout
     assert phase == "Running"
     cluster.kubectl("delete", "namespace", ns, "--wait=false")

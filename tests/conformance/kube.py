@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -53,3 +55,16 @@ def eventually(check: Callable[[], Any], *, timeout: float = 60.0, interval: flo
 def events_for(cluster: Cluster, namespace: str, name: str, *, version: str) -> list[dict[str, Any]]:
     data = get_json(cluster, "events", "-n", namespace, version=version)
     return [e for e in data["items"] if e["involvedObject"].get("name") == name]
+
+
+def sleep_pids(arg: str) -> list[int]:
+    """Pids of container processes `sleep ARG` on this machine (a test's marker for "the pod's process")."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd[:2] == [b"sleep", arg.encode()]:
+            pids.append(int(pid))
+    return pids

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import eventually, get_json, manifest, pod
+from tests.conformance.kube import eventually, get_json, manifest, pod, sleep_pids
 
 pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 VERSION = "1.33"
@@ -56,19 +56,6 @@ def node_etcdctl(c: Cluster, node: str, *args: str) -> str:
         capture_output=True, text=True, env=etcd_env(), timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def sleeping(arg: str) -> list[int]:
-    """Pids of container processes `sleep ARG` on this machine."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd[:2] == [b"sleep", arg.encode()]:
-            pids.append(int(pid))
-    return pids
 
 
 def list_rv(c: Cluster) -> str:
@@ -115,7 +102,7 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
         pod("new", NS, command=["sleep", "3601"])))
     c.kubectl("-n", NS, "delete", "configmap", "deleted-later", version=VERSION)
     c.kubectl("-n", NS, "wait", "--for=condition=Ready", "pod/new", "--timeout=60s", version=VERSION)
-    assert sleeping("3601") and sleeping("3602")
+    assert sleep_pids("3601") and sleep_pids("3602")
     seen_rv = list_rv(c)
     watcher = subprocess.Popen([str(c.kubectl_path(VERSION)), f"--kubeconfig={c.kubeconfig}", "-n", NS, "get",
                                 "configmaps", "--watch", "-o", "name"], stdout=subprocess.PIPE,
@@ -137,7 +124,7 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
         c.park_manifest(node, "etcd.yaml")
     eventually(lambda: not any(_listening(m.client_port) for m in c.members), what="every etcd member to stop")
     # Pods outlive the control plane.
-    assert sleeping("3601") and sleeping("3602")
+    assert sleep_pids("3601") and sleep_pids("3602")
 
     # 3. The same snapshot restored for every member into a new data dir, then swapped in.
     initial = ",".join(f"{m.name}={m.peer_url}" for m in c.members)
@@ -170,8 +157,8 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
     gone = c.kubectl("-n", NS, "get", "pod", "new", check=False, version=VERSION)
     assert gone.returncode == 1 and 'pods "new" not found' in gone.stderr
     # The kubelet relisted: the pod the API no longer has is killed, the one it still has runs on.
-    eventually(lambda: not sleeping("3601"), what="the kubelet to kill the pod created after the snapshot")
-    assert sleeping("3602")
+    eventually(lambda: not sleep_pids("3601"), what="the kubelet to kill the pod created after the snapshot")
+    assert sleep_pids("3602")
     assert get_json(c, "-n", NS, "pod", "old", version=VERSION)["status"]["phase"] == "Running"
 
     code, first = raw_watch(c, seen_rv)

@@ -22,7 +22,7 @@ import pytest
 
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import eventually, manifest, pod
+from tests.conformance.kube import eventually, manifest, pod, sleep_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # Clusters of their own (v5 exec only is what sets them apart): other modules' tests stop and start members on
@@ -60,14 +60,7 @@ def endpoint_status(c: Cluster, repo: Path) -> list[dict[str, Any]]:
 
 
 def sleeping(arg: str) -> bool:
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd[:2] == [b"sleep", arg.encode()]:
-            return True
-    return False
+    return bool(sleep_pids(arg))
 
 
 def all_healthy(c: Cluster, repo: Path) -> None:

@@ -256,13 +256,15 @@ def test_restore_three_members(ha: Cluster, tmp_path: Path) -> None:
         assert refused.returncode == 1 and "no restore tool with --bump-revision" in refused.stderr
         assert "--no-bump-revision" in refused.stderr and "informers" in refused.stderr
         assert not leftover_pods(c) and configmaps(c, "three") == {"before", "after"}
-    result = json.loads(ok(restore(c, repo, snap, "--restart-kubelets",
-                                   *([] if bump else ["--no-bump-revision"]))).stdout)
+    # With the bump (3.5), also the kubelet restarts the kubernetes.io procedure asks for (once is enough: they
+    # do not depend on the etcd version).
+    restarts = ["--restart-kubelets"] if bump else ["--no-bump-revision"]
+    result = json.loads(ok(restore(c, repo, snap, *restarts)).stdout)
     check_restored(c, repo, "three", "3704", result, bump=bump)
-    # As the kubernetes.io procedure asks: every kubelet restarted, each confirmed by its new Starting event.
-    assert [(r["node"], r["result"]) for r in result["kubeletRestarts"]] == [
-        (n, "restarted") for n in sorted([*c.control_planes, *c.workers])]
-    assert not leftover_pods(c)
+    if bump:  # every kubelet restarted, each confirmed by its new Starting event
+        assert [(r["node"], r["result"]) for r in result["kubeletRestarts"]] == [
+            (n, "restarted") for n in sorted([*c.control_planes, *c.workers])]
+        assert not leftover_pods(c)
     ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     for node in c.control_planes:
         assert not list(c.layout.etcd_data(node).parent.glob("etcd.before-*"))

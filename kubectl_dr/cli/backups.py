@@ -152,7 +152,7 @@ def verify(
 
     An encrypted backup is decrypted with --identity and both its stored bytes and its contents are
     checked. The outcome is recorded with the backup: prune never counts a backup found damaged as the
-    newest verified one of its series.
+    newest verified one of its series. A dry run checks the same and records nothing.
     """
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
@@ -160,7 +160,9 @@ def verify(
     encrypted = chosen.manifest.encryption is not None
     total = sum(p.stored_size for p in chosen.manifest.parts)
     with Transfer(f"verify {chosen.id}", total) as bar:
-        found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only)
+        # A dry run writes nothing into the repository, not even the outcome of its check.
+        found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
+                                  record=opts.dry_run == "none")
     parts = [p.to_dict() for p in found.manifest.parts]
     contents = not (encrypted and stored_only)
     data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,
@@ -174,6 +176,9 @@ def verify(
     else:
         text = (f'backup "{found.id}" verified: the stored (encrypted) bytes of {which} match the manifest; '
                 "its contents were not decrypted (pass --identity to check them)\n")
+    if opts.dry_run != "none":
+        data["dryRun"] = True
+        text = text.rstrip("\n") + "; the outcome was not recorded (dry run)\n"
     emit(data, opts.output, table=text)
 
 

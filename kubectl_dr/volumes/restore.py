@@ -165,7 +165,7 @@ class Verification:
 def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult | RestorePlan:
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty)
+                         allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none")
     say_plan(console, access)
     if opts.dry_run == "client":
         claim_lease(kube, access, run, "client").acquire()

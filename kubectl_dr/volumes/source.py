@@ -77,7 +77,7 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
             from_claim: str | None = None, allow_empty: bool = False,
-            identity: Sequence[Identity] | None = None) -> Source:
+            identity: Sequence[Identity] | None = None, dry_run: bool = False) -> Source:
     candidate = Path(ref).expanduser()
     if candidate.is_file():
         console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
@@ -97,7 +97,7 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
         archive = read_archive(path, gnu_sparse=True, allow_empty=True)
     except DrError:
         console.say(f"the archive of backup {backup.id} cannot be listed; checking it against its checksums")
-        repo.verify(backup)
+        repo.verify(backup, record=not dry_run)  # a dry run writes nothing into the repository
         raise
     entries, recorded = read_entries(backup, parts.files.get(PART) if staged else None), True
     if entries is None:

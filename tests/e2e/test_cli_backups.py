@@ -103,6 +103,33 @@ def test_verify_shows_progress(repo: Repository) -> None:
     assert result.stdout == f'backup "{backup_id}" verified: the size and SHA-256 of its one part match the manifest\n'
 
 
+def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under root with its mode and contents: what a dry run must leave exactly as it was."""
+    return {str(p.relative_to(root)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(root.rglob("*"))}
+
+
+def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]) -> None:
+    """A client dry run checks the backup and says so, but writes no verification record, good or bad."""
+    before = _tree(repo.path)
+    checked = dr("backups", "verify", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f'backup "{filled["a1"]}" verified: ')
+    assert "not recorded (dry run)" in checked.stdout
+    assert _tree(repo.path) == before
+
+    part = repo.path / filled["a2"] / "data.tar"
+    stored = part.read_bytes()
+    part.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
+    before = _tree(repo.path)
+    damaged = dr("backups", "verify", filled["a2"], "--repo", str(repo.path), "--dry-run=client")
+    assert damaged.returncode == 1
+    assert f'backup "{filled["a2"]}" is damaged' in damaged.stderr
+    assert _tree(repo.path) == before
+    shown = dr("backups", "show", filled["a2"], "--repo", str(repo.path), "-o", "json")
+    assert "lastVerification" not in json.loads(shown.stdout)
+
+
 def test_delete_needs_yes_without_a_terminal(repo: Repository, filled: dict[str, str]) -> None:
     refused = dr("backups", "delete", filled["a1"], "--repo", str(repo.path))
     assert refused.returncode == 1

@@ -220,8 +220,9 @@ def print_(
     time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
         "IANA zone of --cron (systemd only; cron runs in the daemon's zone)."))] = None,
     repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
-        "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: as the command "
-        "would find it when it runs ($KUBECTL_DR_REPO, the config file)."))] = None,
+        "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: the one every "
+        "command finds now ($KUBECTL_DR_REPO, the config file, the default directory), written into the "
+        "entries."))] = None,
     pvc: Annotated[list[str] | None, typer.Option("--pvc", metavar="NAMESPACE/CLAIM", help=(
         "A claim to back up (pvc-backup; repeatable, one entry each)."))] = None,
     to: Annotated[str | None, typer.Option("--to", metavar="REPO", help="Where `copy` copies to.")] = None,
@@ -248,14 +249,15 @@ def print_(
 
     \b
     Examples:
-      kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr/prod --encrypt-to age1… | crontab -
+      kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr-backups/prod --encrypt-to age1… | crontab -
       kubectl dr schedule print --systemd --what pvc-backup --pvc shop/data-db-0 --cron '0 3 * * *'
-      kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr/offsite --what prune --keep-daily 14
+      kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr-offsite --what prune --keep-daily 14
     """
     import os
     import shutil
     import sys
 
+    from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.schedules import client_jobs
 
     opts = options(ctx)
@@ -266,8 +268,9 @@ def print_(
     exe = running or shutil.which("kubectl-dr") or "kubectl-dr"
     kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     kubeconfig = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p)
-    if repo and "://" not in repo:
-        repo = os.path.abspath(os.path.expanduser(repo))
+    # Resolved here, as every command resolves it, and written out: cron and systemd run without the
+    # user's KUBECTL_DR_REPO, and a prune of another repository than the user's would be silent.
+    repo = open_repo(repo).location
     if to and "://" not in to:
         to = os.path.abspath(os.path.expanduser(to))
     state = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kubectl-dr")

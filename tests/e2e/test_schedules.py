@@ -355,3 +355,25 @@ def test_print_entries_from_the_cli(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
     both = run([executable(), "schedule", "print", "--crontab", "--systemd"], env=env)
     assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr
+
+
+def test_print_finds_the_repository_as_every_command_does(tmp_path: Path) -> None:
+    """Without --repo the entries name the repository the user's commands use now: KUBECTL_DR_REPO, then the
+    config file, then the default; cron and systemd have neither the variable nor, perhaps, the same home."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"repository: {tmp_path}/from-config\n")
+    base = {"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": str(config),
+            "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    args = [executable(), "schedule", "print", "--crontab", "--what", "prune", "--keep-last", "3"]
+
+    def repo_of(env: dict[str, str], *extra: str) -> str:
+        printed = run([*args, *extra], env=clean_env(env), cwd=tmp_path)
+        assert printed.returncode == 0, printed.stderr
+        line = next(x for x in printed.stdout.splitlines() if x and not x.startswith("#"))
+        assert " backups prune --keep-last 3 --repo " in line, line
+        return line.split(" --repo ", 1)[1].split()[0]
+
+    assert repo_of({**base, "KUBECTL_DR_REPO": "s3://dr-backups/prod"}) == "s3://dr-backups/prod"
+    assert repo_of({**base, "KUBECTL_DR_REPO": "s3://dr-backups/prod"}, "--repo", "here") == f"{tmp_path}/here"
+    assert repo_of(base) == f"{tmp_path}/from-config"
+    assert repo_of({**base, "KUBECTL_DR_CONFIG": "/dev/null"}) == f"{tmp_path}/xdg/kubectl-dr/backups"

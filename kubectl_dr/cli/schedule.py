@@ -49,7 +49,9 @@ def create_etcd_snapshot(
         "Only snapshot the etcd member on this node (repeat for several; the scheduler picks one per run). "
         "Default: any etcd node."))] = None,
     directory: Annotated[str, typer.Option("--dir", metavar="PATH", help=(
-        "Directory on the nodes for the snapshots (created if missing)."))] = "/var/lib/kubectl-dr/snapshots",
+        "Directory on the nodes for the snapshots (created if missing): a directory of its own, not a system "
+        "directory, nor one of the control plane's, the kubelet's, etcd's data or kubectl dr's restore staging."))
+    ] = "/var/lib/kubectl-dr/snapshots",
     name: Annotated[str, typer.Option("--name", metavar="NAME", help=(
         "Name of the schedule (the CronJob's name).")
     )] = "kubectl-dr-etcd-snapshot",
@@ -105,6 +107,8 @@ def create_etcd_snapshot(
             "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
             "cluster does not run, put that command into cron on a machine that reaches it.")
         raise
+    # Known only now: where this cluster's members keep their data (kubeadm's /var/lib/etcd is checked above).
+    etcd_job.check_directory(directory, etcd_job.member_data_dirs(kube))
     members = etcd_job.members_for(found, tuple(node or ()))
     spec = etcd_job.EtcdScheduleSpec(name=name, namespace=_namespace(opts), cron=cron_expr.strip(), keep=keep,
                                      time_zone=time_zone, nodes=tuple(m.node for m in members),

@@ -377,3 +377,22 @@ def test_print_finds_the_repository_as_every_command_does(tmp_path: Path) -> Non
     assert repo_of({**base, "KUBECTL_DR_REPO": "s3://dr-backups/prod"}, "--repo", "here") == f"{tmp_path}/here"
     assert repo_of(base) == f"{tmp_path}/from-config"
     assert repo_of({**base, "KUBECTL_DR_CONFIG": "/dev/null"}) == f"{tmp_path}/xdg/kubectl-dr/backups"
+
+
+@pytest.mark.parametrize(("directory", "reason"), [
+    ("/", "is /, a system directory"),
+    ("/etc/kubernetes/pki/snaps", "is inside /etc/kubernetes, which the control plane owns"),
+    ("/usr/local/snapshots", "is inside /usr, a system directory"),
+    ("/var/lib/kubelet/pods", "is inside /var/lib/kubelet, which the kubelet owns"),
+    ("/var/lib/kubectl-dr/restore", "is /var/lib/kubectl-dr/restore, kubectl dr's own"),
+    ("snapshots", "is not an absolute path"),
+    ("/var/lib/kubectl-dr/snapshots/../../etcd", "contains '..'"),
+])
+def test_create_refuses_a_dir_that_is_not_its_own(tmp_path: Path, directory: str, reason: str) -> None:
+    """Refused as a usage error naming why, before the cluster is asked anything (its kubeconfig is absent)."""
+    env = clean_env({"KUBECONFIG": str(tmp_path / "absent")})
+    result = run([executable(), "schedule", "create", "etcd-snapshot", "--cron", "@daily", "--dir", directory],
+                 env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"--dir {directory!r} {reason}" in result.stderr, result.stderr
+    assert "a directory of their own on the node, e.g. /var/lib/kubectl-dr/snapshots" in result.stderr

@@ -120,7 +120,9 @@ def restore(
     ] = False,
     from_claim: FromClaimOption = None,
     allow_empty: Annotated[
-        bool, typer.Option("--allow-empty", help="Accept a backup or tar file with no entries (an empty volume).")
+        bool, typer.Option("--allow-empty", help="Accept a tar file with no entries (or a backup made before "
+                                                 "entry records). A backup of an empty volume needs no flag: its "
+                                                 "entry record says so.")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,

@@ -239,7 +239,7 @@ def copy(
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
         confirm_plaintext_secrets(target, what, yes=opts.yes, ask=_ask if sys.stdin.isatty() else None)
     if opts.dry_run != "none":
-        planned = [f'backup "{b.id}" copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
+        planned = [f'backup "{b.id}" would be copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
         emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},
              opts.output, table="\n".join(planned) + "\n" if planned else "nothing to copy\n")
         return
@@ -276,7 +276,8 @@ def delete(
     if found.path is not None and found.path.parent != repository.path:
         raise DrError(f"{found.path} is not in the repository {repository.path}; delete it by hand if you mean to")
     if opts.dry_run != "none":
-        emit({"deleted": [found.id], "dryRun": True}, opts.output, table=f'backup "{found.id}" deleted (dry run)\n')
+        emit({"deleted": [found.id], "dryRun": True}, opts.output,
+             table=f'backup "{found.id}" would be deleted (dry run)\n')
         return
     confirm(f'delete backup "{found.id}" ({human_size(found.manifest.size)})', opts.yes)
     repository.delete(found)
@@ -339,10 +340,13 @@ def prune(
 
 
 def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str) -> None:
-    suffix = " (dry run)" if dry_run else ""
     failed = dict(plan.failed)
-    lines = [f'backup "{i}" deleted{suffix}' for i in plan.removed if i not in failed]
-    lines += [f"removed leftover {n} of an interrupted write{suffix}" for n in plan.leftovers if n not in failed]
+    if dry_run:
+        lines = [f'backup "{i}" would be deleted (dry run)' for i in plan.removed]
+        lines += [f"would remove leftover {n} of an interrupted write (dry run)" for n in plan.leftovers]
+    else:
+        lines = [f'backup "{i}" deleted' for i in plan.removed if i not in failed]
+        lines += [f"removed leftover {n} of an interrupted write" for n in plan.leftovers if n not in failed]
     for backup_id, reasons in plan.reasons.items():
         if reasons == ["newest verified"]:
             lines.append(f'backup "{backup_id}" kept: the newest verified backup of {plan.series[backup_id]}')

@@ -119,15 +119,16 @@ def create_etcd_snapshot(
         emit(result.object, opts.output)
         return
     suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
+    action = f"would be {result.action}" if suffix else result.action
     nodes = ", ".join(spec.nodes)
     upcoming = cron.next_run(spec.cron, time_zone, _now())
-    message(f"schedule {spec.namespace}/{name} {result.action}{suffix}: etcd snapshots '{spec.cron}'"
+    message(f"schedule {spec.namespace}/{name} {action}{suffix}: etcd snapshots '{spec.cron}'"
             f"{' (' + time_zone + ')' if time_zone else ''} on one of {nodes}, into {spec.directory}, keeping "
             f"{keep} per node")
     if upcoming and not suffix:
         message(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the snapshots "
                 "off the nodes with `kubectl dr etcd snapshots pull --repo …`")
-    print(f"cronjob.batch/{name} {result.action}{suffix}")
+    print(f"cronjob.batch/{name} {action}{suffix}")
 
 
 def _now() -> datetime.datetime:
@@ -204,7 +205,7 @@ def delete(
         emit({"kind": "ScheduleDeleted", "name": name, "namespace": namespace, "dryRun": opts.dry_run,
               "snapshotDirectory": directory}, opts.output)
         return
-    print(f"cronjob.batch/{name} deleted{suffix}")
+    print(f"cronjob.batch/{name} {'would be deleted' if suffix else 'deleted'}{suffix}")
     if directory and not suffix:
         message(f"its snapshots stay in {directory} on the nodes: `kubectl dr etcd snapshots list` shows them")
 

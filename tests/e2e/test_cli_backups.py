@@ -156,3 +156,22 @@ def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
 
     bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path))
     assert bad.returncode == 2
+
+
+def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: Path) -> None:
+    """A dry run's results on stdout say what would happen, never that it happened; nothing changes."""
+    before = _tree(repo.path)
+    delete = dr("backups", "delete", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
+    assert delete.returncode == 0, delete.stderr
+    assert delete.stdout == f'backup "{filled["a1"]}" would be deleted (dry run)\n'
+
+    prune = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client")
+    assert prune.returncode == 0, prune.stderr
+    assert prune.stdout == f'backup "{filled["a1"]}" would be deleted (dry run)\n'
+
+    target = tmp_path / "copies"
+    copy = dr("backups", "copy", filled["s1"], "--repo", str(repo.path), "--to", str(target), "--dry-run=client")
+    assert copy.returncode == 0, copy.stderr
+    assert copy.stdout == f'backup "{filled["s1"]}" would be copied to {target / filled["s1"]} (dry run)\n'
+    assert not target.exists()
+    assert _tree(repo.path) == before

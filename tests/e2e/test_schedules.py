@@ -279,7 +279,13 @@ def test_schedule_refusals(fast: Cluster) -> None:
         assert obj["spec"]["schedule"] == "0 3 * * *" and obj["spec"]["timeZone"] == "Europe/Berlin"
         assert obj["metadata"]["annotations"]["kubectl-dr.io/keep"] == "9"
         dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=server")
-        assert dry.returncode == 0 and "server dry run" in dry.stdout
+        assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (server dry run)\n"
+        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=client")
+        assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (dry run)\n"
+        dry = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily", "--replace",
+                  "--dry-run=client")
+        assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be replaced (dry run)\n"
+        assert "would be replaced (dry run): etcd snapshots" in dry.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
     finally:
         _ok(_dr(c, "schedule", "delete", "dr-twice"))

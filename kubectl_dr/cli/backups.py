@@ -152,7 +152,7 @@ def verify(
 
     An encrypted backup is decrypted with --identity and both its stored bytes and its contents are
     checked. The outcome is recorded with the backup: prune never counts a backup found damaged as the
-    newest verified one of its series.
+    newest verified one of its series. A dry run checks the same and records nothing.
     """
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
@@ -160,7 +160,9 @@ def verify(
     encrypted = chosen.manifest.encryption is not None
     total = sum(p.stored_size for p in chosen.manifest.parts)
     with Transfer(f"verify {chosen.id}", total) as bar:
-        found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only)
+        # A dry run writes nothing into the repository, not even the outcome of its check.
+        found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
+                                  record=opts.dry_run == "none")
     parts = [p.to_dict() for p in found.manifest.parts]
     contents = not (encrypted and stored_only)
     data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,
@@ -174,6 +176,9 @@ def verify(
     else:
         text = (f'backup "{found.id}" verified: the stored (encrypted) bytes of {which} match the manifest; '
                 "its contents were not decrypted (pass --identity to check them)\n")
+    if opts.dry_run != "none":
+        data["dryRun"] = True
+        text = text.rstrip("\n") + "; the outcome was not recorded (dry run)\n"
     emit(data, opts.output, table=text)
 
 
@@ -234,7 +239,7 @@ def copy(
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
         confirm_plaintext_secrets(target, what, yes=opts.yes, ask=_ask if sys.stdin.isatty() else None)
     if opts.dry_run != "none":
-        planned = [f'backup "{b.id}" copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
+        planned = [f'backup "{b.id}" would be copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
         emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},
              opts.output, table="\n".join(planned) + "\n" if planned else "nothing to copy\n")
         return
@@ -271,7 +276,8 @@ def delete(
     if found.path is not None and found.path.parent != repository.path:
         raise DrError(f"{found.path} is not in the repository {repository.path}; delete it by hand if you mean to")
     if opts.dry_run != "none":
-        emit({"deleted": [found.id], "dryRun": True}, opts.output, table=f'backup "{found.id}" deleted (dry run)\n')
+        emit({"deleted": [found.id], "dryRun": True}, opts.output,
+             table=f'backup "{found.id}" would be deleted (dry run)\n')
         return
     confirm(f'delete backup "{found.id}" ({human_size(found.manifest.size)})', opts.yes)
     repository.delete(found)
@@ -334,10 +340,13 @@ def prune(
 
 
 def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str) -> None:
-    suffix = " (dry run)" if dry_run else ""
     failed = dict(plan.failed)
-    lines = [f'backup "{i}" deleted{suffix}' for i in plan.removed if i not in failed]
-    lines += [f"removed leftover {n} of an interrupted write{suffix}" for n in plan.leftovers if n not in failed]
+    if dry_run:
+        lines = [f'backup "{i}" would be deleted (dry run)' for i in plan.removed]
+        lines += [f"would remove leftover {n} of an interrupted write (dry run)" for n in plan.leftovers]
+    else:
+        lines = [f'backup "{i}" deleted' for i in plan.removed if i not in failed]
+        lines += [f"removed leftover {n} of an interrupted write" for n in plan.leftovers if n not in failed]
     for backup_id, reasons in plan.reasons.items():
         if reasons == ["newest verified"]:
             lines.append(f'backup "{backup_id}" kept: the newest verified backup of {plan.series[backup_id]}')

@@ -54,7 +54,7 @@ def backup(
     \b
     Examples:
       kubectl dr control-plane backup --encrypt-to age1…
-      kubectl dr control-plane backup --node cp-2 --repo s3://dr/control-plane --encrypt-to ~/.ssh/id_ed25519.pub
+      kubectl dr control-plane backup --node cp-2 --repo s3://dr-backups/cp --encrypt-to ~/.ssh/id_ed25519.pub
     """
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.controlplane import backup as cp_backup

@@ -120,7 +120,9 @@ def restore(
     ] = False,
     from_claim: FromClaimOption = None,
     allow_empty: Annotated[
-        bool, typer.Option("--allow-empty", help="Accept a backup or tar file with no entries (an empty volume).")
+        bool, typer.Option("--allow-empty", help="Accept a tar file with no entries (or a backup made before "
+                                                 "entry records). A backup of an empty volume needs no flag: its "
+                                                 "entry record says so.")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
@@ -140,7 +142,7 @@ def restore(
       kubectl dr pvc diff data-db-0 -n shop --from latest        # what it would change, first
       kubectl dr pvc restore data-new -n shop --from latest --from-claim shop/data-db-0
       kubectl dr pvc restore data-db-0 -n shop --from ./volume.tar --clean --yes
-      kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr/prod -i ~/.config/age/dr.key
+      kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr-backups/prod -i ~/.config/age/dr.key
 
     A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
     $TMPDIR and checked there against its manifest; the copy is removed however the command ends.

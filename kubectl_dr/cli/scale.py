@@ -177,6 +177,7 @@ def restore(
         message(f"no workloads with replicas recorded by kubectl dr in {where}; nothing to restore")
     data = {"kind": "List", "dryRun": opts.dry_run != "none",
             "items": [r.to_dict() for r in results]}
-    rows = [[r.namespace, r.kind, r.name, r.replicas, r.action] for r in results]
+    rows = [[r.namespace, r.kind, r.name, r.replicas, r.would if opts.dry_run != "none" else r.action]
+            for r in results]
     table = render_table(["NAMESPACE", "KIND", "NAME", "REPLICAS", "RESULT"], rows) if rows else ""
     emit(data, opts.output, table=table)

@@ -49,7 +49,9 @@ def create_etcd_snapshot(
         "Only snapshot the etcd member on this node (repeat for several; the scheduler picks one per run). "
         "Default: any etcd node."))] = None,
     directory: Annotated[str, typer.Option("--dir", metavar="PATH", help=(
-        "Directory on the nodes for the snapshots (created if missing)."))] = "/var/lib/kubectl-dr/snapshots",
+        "Directory on the nodes for the snapshots (created if missing): a directory of its own, not a system "
+        "directory, nor one of the control plane's, the kubelet's, etcd's data or kubectl dr's restore staging."))
+    ] = "/var/lib/kubectl-dr/snapshots",
     name: Annotated[str, typer.Option("--name", metavar="NAME", help=(
         "Name of the schedule (the CronJob's name).")
     )] = "kubectl-dr-etcd-snapshot",
@@ -105,6 +107,8 @@ def create_etcd_snapshot(
             "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
             "cluster does not run, put that command into cron on a machine that reaches it.")
         raise
+    # Known only now: where this cluster's members keep their data (kubeadm's /var/lib/etcd is checked above).
+    etcd_job.check_directory(directory, etcd_job.member_data_dirs(kube))
     members = etcd_job.members_for(found, tuple(node or ()))
     spec = etcd_job.EtcdScheduleSpec(name=name, namespace=_namespace(opts), cron=cron_expr.strip(), keep=keep,
                                      time_zone=time_zone, nodes=tuple(m.node for m in members),
@@ -115,15 +119,16 @@ def create_etcd_snapshot(
         emit(result.object, opts.output)
         return
     suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
+    action = f"would be {result.action}" if suffix else result.action
     nodes = ", ".join(spec.nodes)
     upcoming = cron.next_run(spec.cron, time_zone, _now())
-    message(f"schedule {spec.namespace}/{name} {result.action}{suffix}: etcd snapshots '{spec.cron}'"
+    message(f"schedule {spec.namespace}/{name} {action}{suffix}: etcd snapshots '{spec.cron}'"
             f"{' (' + time_zone + ')' if time_zone else ''} on one of {nodes}, into {spec.directory}, keeping "
             f"{keep} per node")
     if upcoming and not suffix:
         message(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the snapshots "
                 "off the nodes with `kubectl dr etcd snapshots pull --repo …`")
-    print(f"cronjob.batch/{name} {result.action}{suffix}")
+    print(f"cronjob.batch/{name} {action}{suffix}")
 
 
 def _now() -> datetime.datetime:
@@ -200,7 +205,7 @@ def delete(
         emit({"kind": "ScheduleDeleted", "name": name, "namespace": namespace, "dryRun": opts.dry_run,
               "snapshotDirectory": directory}, opts.output)
         return
-    print(f"cronjob.batch/{name} deleted{suffix}")
+    print(f"cronjob.batch/{name} {'would be deleted' if suffix else 'deleted'}{suffix}")
     if directory and not suffix:
         message(f"its snapshots stay in {directory} on the nodes: `kubectl dr etcd snapshots list` shows them")
 
@@ -220,8 +225,9 @@ def print_(
     time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
         "IANA zone of --cron (systemd only; cron runs in the daemon's zone)."))] = None,
     repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
-        "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: as the command "
-        "would find it when it runs ($KUBECTL_DR_REPO, the config file)."))] = None,
+        "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: the one every "
+        "command finds now ($KUBECTL_DR_REPO, the config file, the default directory), written into the "
+        "entries."))] = None,
     pvc: Annotated[list[str] | None, typer.Option("--pvc", metavar="NAMESPACE/CLAIM", help=(
         "A claim to back up (pvc-backup; repeatable, one entry each)."))] = None,
     to: Annotated[str | None, typer.Option("--to", metavar="REPO", help="Where `copy` copies to.")] = None,
@@ -248,14 +254,15 @@ def print_(
 
     \b
     Examples:
-      kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr/prod --encrypt-to age1… | crontab -
+      kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr-backups/prod --encrypt-to age1… | crontab -
       kubectl dr schedule print --systemd --what pvc-backup --pvc shop/data-db-0 --cron '0 3 * * *'
-      kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr/offsite --what prune --keep-daily 14
+      kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr-offsite --what prune --keep-daily 14
     """
     import os
     import shutil
     import sys
 
+    from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.schedules import client_jobs
 
     opts = options(ctx)
@@ -266,8 +273,9 @@ def print_(
     exe = running or shutil.which("kubectl-dr") or "kubectl-dr"
     kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     kubeconfig = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p)
-    if repo and "://" not in repo:
-        repo = os.path.abspath(os.path.expanduser(repo))
+    # Resolved here, as every command resolves it, and written out: cron and systemd run without the
+    # user's KUBECTL_DR_REPO, and a prune of another repository than the user's would be silent.
+    repo = open_repo(repo).location
     if to and "://" not in to:
         to = os.path.abspath(os.path.expanduser(to))
     state = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kubectl-dr")

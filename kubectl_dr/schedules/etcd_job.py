@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.etcd import etcdctl
-from kubectl_dr.etcd.topology import Discovered, StaticMember
+from kubectl_dr.etcd.restore.job import DR_DIR as RESTORE_DIR
+from kubectl_dr.etcd.restore.targets import host_path_of
+from kubectl_dr.etcd.topology import ETCD_NAMESPACE, ETCD_SELECTOR, Discovered, StaticMember, parse_flags
+from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY
 from kubectl_dr.schedules import scripts
 
@@ -69,14 +73,60 @@ def check_name(name: str) -> None:
                          f"with a letter or digit, at most {_NAME_MAX} characters (a CronJob's limit)")
 
 
-def check_directory(directory: str) -> None:
-    clean = posixpath.normpath(directory)
-    if not directory.startswith("/") or clean in ("/", "/etc", "/var", "/var/lib") or ".." in directory.split("/"):
-        raise UsageError(f"--dir {directory!r}: give an absolute directory of its own on the node, "
-                         f"e.g. {DEFAULT_DIR}")
-    if clean.startswith(("/etc/kubernetes", "/var/lib/etcd")):
-        raise UsageError(f"--dir {directory!r} is inside a directory the control plane owns; snapshots go next to "
-                         f"it, not into it (e.g. {DEFAULT_DIR})")
+# Where snapshots must never go, with why: the whole tree below each (or only the directory itself).
+_SYSTEM = "a system directory"
+_OWN = "kubectl dr's own (the staging of etcd restores)"
+_REFUSED_TREES = (
+    ("/etc/kubernetes", "which the control plane owns (kubeadm's manifests, PKI and configuration)"),
+    ("/var/lib/etcd", "which the control plane owns (etcd's data)"),
+    ("/var/lib/kubelet", "which the kubelet owns (the pods' volumes)"),
+    (RESTORE_DIR, _OWN),
+    *((top, _SYSTEM) for top in ("/usr", "/bin", "/sbin", "/boot", "/proc", "/sys", "/dev", "/run")),
+)
+_REFUSED_EXACT = {"/": _SYSTEM, "/etc": _SYSTEM, "/var": _SYSTEM, "/var/lib": _SYSTEM,
+                  posixpath.dirname(RESTORE_DIR): _OWN}
+
+
+def check_directory(directory: str, data_dirs: Sequence[str] = ()) -> None:
+    """Refuse a --dir that is not a directory of its own: the Job writes and prunes files there as root.
+
+    ``data_dirs`` are the members' etcd data directories on their nodes (wherever a cluster keeps them).
+    """
+    def refuse(why: str) -> UsageError:
+        return UsageError(f"--dir {directory!r} {why}; snapshots need a directory of their own on the node, "
+                          f"e.g. {DEFAULT_DIR}")
+
+    if not directory.startswith("/"):
+        raise refuse("is not an absolute path")
+    if ".." in directory.split("/"):
+        raise refuse("contains '..': give the directory itself")
+    # normpath keeps a leading "//" (POSIX leaves its meaning open): one slash is what the node sees.
+    clean = "/" + posixpath.normpath(directory).lstrip("/")
+    if clean in _REFUSED_EXACT:
+        raise refuse(f"is {clean}, {_REFUSED_EXACT[clean]}")
+    top = "/" + clean.split("/")[1]
+    libs = [(top, _SYSTEM)] if top in ("/lib", "/lib32", "/lib64", "/libx32") else []
+    data = [(d.rstrip("/"), "the etcd data directory of a member") for d in data_dirs if d.strip("/")]
+    for tree, why in [*_REFUSED_TREES, *libs, *data]:
+        if clean == tree or clean.startswith(tree.rstrip("/") + "/"):
+            raise refuse(f"is {'' if clean == tree else 'inside '}{tree}, {why}")
+
+
+def member_data_dirs(kube: Kube) -> list[str]:
+    """The etcd data directory of each member, on its node (through the static pod's hostPath volumes)."""
+    pods = kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods", labelSelector=ETCD_SELECTOR).get("items") or []
+    return [d for d in map(data_dir_of, pods) if d]
+
+
+def data_dir_of(pod: dict[str, Any]) -> str | None:
+    """The node path of an etcd pod's --data-dir, or None when it is not on a hostPath volume."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    container = next((c for c in containers if c.get("name") == "etcd"), containers[0] if containers else None)
+    if container is None:
+        return None
+    flags = parse_flags(list(container.get("command") or []) + list(container.get("args") or []))
+    in_pod = flags.get("data-dir")
+    return host_path_of(pod, container, in_pod) if in_pod else None
 
 
 def members_for(topology: Discovered, nodes: tuple[str, ...]) -> list[StaticMember]:

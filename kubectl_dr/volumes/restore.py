@@ -66,13 +66,17 @@ class RestorePlan:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "PvcRestorePlan", "dryRun": self.dry_run, "backup": _backup_id(self.source),
                 "archive": str(self.source.path), "size": self.source.size, "clean": self.clean,
-                "entries": self.source.entries.summary(), **self.access.to_dict(),
+                "entries": self.source.entries.summary(), "emptyVolume": self.source.empty_volume,
+                **self.access.to_dict(),
                 "podAcceptedByServer": self.pod_accepted or None}
 
     def summary(self) -> str:
         a, s = self.access, self.source
         lines = [f"(dry run) would restore {count(len(s.entries), 'entry', 'entries')} ({size(s.size)}) from "
                  f"{s.label} into {a.claim.namespace}/{a.claim.name}"]
+        if s.empty_volume:
+            lines.append("  the backup holds an empty volume: no entry would be written"
+                         + (", and --clean would remove everything the volume holds" if self.clean else ""))
         if a.consumers:
             lines.append(f"  stop {', '.join(c.ref for c in a.consumers)}, and start them again once the volume "
                          "checks out")
@@ -165,7 +169,7 @@ class Verification:
 def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult | RestorePlan:
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty)
+                         allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none")
     say_plan(console, access)
     if opts.dry_run == "client":
         claim_lease(kube, access, run, "client").acquire()

@@ -1,9 +1,10 @@
 """What a restore (or a diff) reads: a backup's archive and entry record, or a plain tar file.
 
 Everything here happens on this machine before anything is created in the cluster: the archive is read
-header by header (`tar_reader`: it must be one both tars extract alike, and not empty unless asked), the
-entry record is read and checked against the manifest's size and SHA-256, and the two must describe
-the same entries. A plain tar file has no record: its headers are all there is to restore and check.
+header by header (`tar_reader`: it must be one both tars extract alike, and not empty unless asked or
+the backup's entry record says the volume was empty), the entry record is read and checked against the
+manifest's size and SHA-256, and the two must describe the same entries. A plain tar file has no
+record: its headers are all there is to restore and check.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class Source:
         return any(m.sparse for m in self.archive.members.values())
 
     @property
+    def empty_volume(self) -> bool:
+        """A backup of an empty volume: its entry record says so (and the archive agrees)."""
+        return self.recorded and self.backup is not None and self.archive.empty
+
+    @property
     def label(self) -> str:
         return f"backup {self.backup.id}" if self.backup is not None else f"the tar file {self.path}"
 
@@ -77,7 +83,7 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
             from_claim: str | None = None, allow_empty: bool = False,
-            identity: Sequence[Identity] | None = None) -> Source:
+            identity: Sequence[Identity] | None = None, dry_run: bool = False) -> Source:
     candidate = Path(ref).expanduser()
     if candidate.is_file():
         console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
@@ -97,15 +103,20 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
         archive = read_archive(path, gnu_sparse=True, allow_empty=True)
     except DrError:
         console.say(f"the archive of backup {backup.id} cannot be listed; checking it against its checksums")
-        repo.verify(backup)
+        repo.verify(backup, record=not dry_run)  # a dry run writes nothing into the repository
         raise
     entries, recorded = read_entries(backup, parts.files.get(PART) if staged else None), True
     if entries is None:
         entries, recorded = from_headers(archive), False
     else:
         check_record(backup.id, archive, entries)
-    if archive.empty and not allow_empty:
-        raise empty_archive_error(f"backup {backup.id}")
+    if archive.empty:
+        # The pod's own listing of the volume says it was empty: that is what the user backed up, not a
+        # broken download. Only an archive without that record needs --allow-empty.
+        if not recorded and not allow_empty:
+            raise empty_archive_error(f"backup {backup.id}")
+        if recorded:
+            console.say(f"the backup holds an empty volume (backup {backup.id}: its entry record says so)")
     return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged)
 
 

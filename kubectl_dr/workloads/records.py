@@ -97,6 +97,7 @@ class RestorePlan:
     # left as that person set them and only the record is removed.
     action: str
     message: str
+    would: str = ""  # the message as a dry run says it: what would happen
 
 
 def restore_plan(obj: Json, *, run_id: str | None = None) -> RestorePlan | None:
@@ -117,7 +118,10 @@ def restore_plan(obj: Json, *, run_id: str | None = None) -> RestorePlan | None:
     if current == 0:
         return RestorePlan({"metadata": metadata, "spec": {"replicas": record.original_replicas}}, record,
                            record.original_replicas, "restored",
-                           f"replicas set back to {record.original_replicas}")
+                           f"replicas set back to {record.original_replicas}",
+                           f"replicas would be set back to {record.original_replicas}")
+    changed = f"replicas were changed to {current} after kubectl dr scaled it down"
     return RestorePlan({"metadata": metadata}, record, current, "kept",
-                       f"replicas were changed to {current} after kubectl dr scaled it down; left at {current} "
-                       f"(recorded original: {record.original_replicas}), record removed")
+                       f"{changed}; left at {current} (recorded original: {record.original_replicas}), record removed",
+                       f"{changed}; would be left at {current} (recorded original: {record.original_replicas}), "
+                       "record would be removed")

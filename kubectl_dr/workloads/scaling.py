@@ -85,6 +85,11 @@ class Restored:
     message: str
     run_id: str
 
+    @property
+    def would(self) -> str:
+        """The action as a dry run says it."""
+        return {"restored": "would restore", "kept": "would keep"}.get(self.action, f"would be {self.action}")
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "replicas": self.replicas,
                 "originalReplicas": self.original_replicas, "action": self.action, "message": self.message,
@@ -188,7 +193,7 @@ def restore_workload(kube: Kube, kind: kinds.Kind, namespace: str, name: str, *,
         if dry_run != "client":
             _patch(kube, kind, namespace, name, plan.patch, dry_run=dry_run == "server")
         return Restored(kind.kind, namespace, name, plan.replicas, plan.record.original_replicas, plan.action,
-                        plan.message, plan.record.run_id)
+                        plan.message if dry_run == "none" else plan.would, plan.record.run_id)
 
     result: Restored | None = _with_conflict_retries(kube, kind, namespace, name, attempt)
     return result
@@ -231,7 +236,11 @@ def scale_down(kube: Kube, consumers: list[Consumer], *, run_id: str, reason: st
             continue
         scaled.step = step
         record.workloads.append(scaled)
-        what = "already at 0, record kept" if not scaled.changed else f"scaled from {scaled.found_replicas} to 0"
+        if dry_run:  # the patch went with dryRun=All: nothing was scaled
+            what = ("is already at 0, record would be kept" if not scaled.changed
+                    else f"would be scaled from {scaled.found_replicas} to 0")
+        else:
+            what = "already at 0, record kept" if not scaled.changed else f"scaled from {scaled.found_replicas} to 0"
         progress(f"{resource_name(kind.kind)}/{consumer.name} {what} (original replicas: "
                  f"{scaled.original_replicas}){' (server dry run)' if dry_run else ''}")
     if not dry_run:

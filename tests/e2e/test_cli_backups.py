@@ -103,6 +103,33 @@ def test_verify_shows_progress(repo: Repository) -> None:
     assert result.stdout == f'backup "{backup_id}" verified: the size and SHA-256 of its one part match the manifest\n'
 
 
+def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under root with its mode and contents: what a dry run must leave exactly as it was."""
+    return {str(p.relative_to(root)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(root.rglob("*"))}
+
+
+def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]) -> None:
+    """A client dry run checks the backup and says so, but writes no verification record, good or bad."""
+    before = _tree(repo.path)
+    checked = dr("backups", "verify", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f'backup "{filled["a1"]}" verified: ')
+    assert "not recorded (dry run)" in checked.stdout
+    assert _tree(repo.path) == before
+
+    part = repo.path / filled["a2"] / "data.tar"
+    stored = part.read_bytes()
+    part.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
+    before = _tree(repo.path)
+    damaged = dr("backups", "verify", filled["a2"], "--repo", str(repo.path), "--dry-run=client")
+    assert damaged.returncode == 1
+    assert f'backup "{filled["a2"]}" is damaged' in damaged.stderr
+    assert _tree(repo.path) == before
+    shown = dr("backups", "show", filled["a2"], "--repo", str(repo.path), "-o", "json")
+    assert "lastVerification" not in json.loads(shown.stdout)
+
+
 def test_delete_needs_yes_without_a_terminal(repo: Repository, filled: dict[str, str]) -> None:
     refused = dr("backups", "delete", filled["a1"], "--repo", str(repo.path))
     assert refused.returncode == 1
@@ -129,3 +156,22 @@ def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
 
     bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path))
     assert bad.returncode == 2
+
+
+def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: Path) -> None:
+    """A dry run's results on stdout say what would happen, never that it happened; nothing changes."""
+    before = _tree(repo.path)
+    delete = dr("backups", "delete", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
+    assert delete.returncode == 0, delete.stderr
+    assert delete.stdout == f'backup "{filled["a1"]}" would be deleted (dry run)\n'
+
+    prune = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client")
+    assert prune.returncode == 0, prune.stderr
+    assert prune.stdout == f'backup "{filled["a1"]}" would be deleted (dry run)\n'
+
+    target = tmp_path / "copies"
+    copy = dr("backups", "copy", filled["s1"], "--repo", str(repo.path), "--to", str(target), "--dry-run=client")
+    assert copy.returncode == 0, copy.stderr
+    assert copy.stdout == f'backup "{filled["s1"]}" would be copied to {target / filled["s1"]} (dry run)\n'
+    assert not target.exists()
+    assert _tree(repo.path) == before

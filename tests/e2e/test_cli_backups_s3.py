@@ -57,6 +57,9 @@ def test_list_show_verify_delete_on_s3(seaweedfs: S3Server) -> None:
     assert listed["items"][0]["location"] == f"{url}/{ids[1]}"
     table = _ok(_dr(env, "backups", "list"))
     assert table.splitlines()[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE"]
+    # A client dry run checks as much and writes nothing under the prefix, not even its outcome.
+    assert "not recorded (dry run)" in _ok(_dr(env, "backups", "verify", ids[1], "--dry-run=client"))
+    assert "lastVerification" not in _ok(_dr(env, "backups", "show", ids[1], "-o", "json"))
     assert _ok(_dr(env, "backups", "verify", ids[0])) == (
         f'backup "{ids[0]}" verified: the size and SHA-256 of its one part match the manifest\n')
     shown = _ok(_dr(env, "backups", "show", ids[0], "-o", "json"))

@@ -138,6 +138,27 @@ def _big_backup(repo_path: Path, ns: str, size: int) -> str:
         return writer.commit({}).id
 
 
+def test_dry_run_of_a_damaged_backup_records_nothing(cluster: Any, tmp_path: Path) -> None:
+    """A damaged header breaks the listing, and the backup is checked to say why: in a client dry run that
+    check leaves no verification record (one found damaged would change what prune keeps)."""
+    ns = new_namespace(cluster, "drybad")
+    make_claim(cluster, ns)
+    repo = tmp_path / "repo"
+    backup_id = _big_backup(repo, ns, 1 << 20)
+    data = repo / backup_id / "data.tar"
+    raw = bytearray(data.read_bytes())
+    raw[148] ^= 0x01  # the first header's checksum
+    data.write_bytes(bytes(raw))
+    before = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+
+    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
+                "--dry-run=client")
+    assert result.returncode == 1
+    assert 'is damaged: part "data.tar" has SHA-256' in result.stderr, result.stderr
+    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == before
+    assert managed_pods(cluster, ns) == []
+
+
 def test_interrupt_during_verification_deletes_the_early_pod(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "verint")
     make_claim(cluster, ns)

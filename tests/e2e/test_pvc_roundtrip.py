@@ -92,3 +92,35 @@ def test_restore_without_yes_and_terminal_refuses(cluster, tmp_path: Path) -> No
     assert "--yes" in refused.stderr
     assert (vol / "file").read_text() == "two"
     assert managed_pods(cluster, ns) == []
+
+
+def test_a_backup_of_an_empty_volume_restores_without_allow_empty(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An empty volume is what the user backed up: its entry record says so, and the restore takes it as it is
+    (with --clean: the volume emptied). The same archive as a plain tar file has no record: --allow-empty."""
+    ns = new_namespace(cluster, "empty")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    repo = tmp_path / "repo"
+    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    backup_id = json.loads(backup.stdout)["id"]
+    (vol / "written-later").write_text("goes with --clean")
+
+    plan = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--clean",
+              "--dry-run=client")
+    assert plan.returncode == 0, plan.stderr
+    assert "the backup holds an empty volume" in plan.stdout, plan.stdout
+    assert (vol / "written-later").exists()
+
+    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--clean",
+                 "--yes")
+    assert restore.returncode == 0, restore.stderr
+    assert "the backup holds an empty volume" in restore.stderr
+    assert list(vol.iterdir()) == []
+    assert managed_pods(cluster, ns) == []
+
+    plain = tmp_path / "empty.tar"
+    plain.write_bytes((repo / backup_id / "data.tar").read_bytes())
+    refused = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", str(plain), "--yes")
+    assert refused.returncode == 1
+    assert "holds no entries" in refused.stderr and "--allow-empty" in refused.stderr

@@ -66,6 +66,8 @@ def test_dry_runs_change_nothing(cluster: Any, app: tuple[str, Path, Path], comm
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
     table = dr(cluster, *command[:3], "-n", ns, *repo_flag, f"--dry-run={mode}", *command[3:])
     assert table.returncode == 0 and "(dry run) would" in table.stdout
+    if mode == "server" and command[1] == "restore":  # the scale patches were sent with dryRun=All
+        assert "deployment.apps/app would be scaled from 1 to 0 (original replicas: 1) (server dry run)" in table.stderr
 
 
 def other_host(hostname: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:

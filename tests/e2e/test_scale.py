@@ -191,6 +191,13 @@ def test_scale_down_records_and_waits_then_restore_puts_replicas_back(cluster: C
         assert notes["kubectl-dr.io/scaled-down-by"] == result["runId"]
         assert notes["kubectl-dr.io/scaled-down-at"].endswith("Z")
 
+    dry = dr(cluster, "scale", "restore", "-n", namespace, "--dry-run=client")
+    assert dry.returncode == 0, dry.stderr
+    assert {tuple(line.split()[1:]) for line in dry.stdout.splitlines()[1:]} == {
+        ("Deployment", "web", "2", "would", "restore"), ("StatefulSet", "db", "3", "would", "restore")}
+    assert "replicas would be set back to 2 (client dry run)" in dry.stderr
+    assert replicas(cluster, namespace, "deployment/web") == 0
+
     restore = dr(cluster, "scale", "restore", "-n", namespace, "-o", "json")
     assert restore.returncode == 0, restore.stderr
     items = {(i["kind"], i["name"]): (i["replicas"], i["action"]) for i in json.loads(restore.stdout)["items"]}
@@ -226,6 +233,13 @@ def test_restore_keeps_replicas_someone_changed_since(cluster: Cluster, namespac
     wait_until(lambda: running(cluster, namespace, "solo") == 3, what="solo running")
     assert dr(cluster, "scale", "down", "solo", "-n", namespace, "--yes").returncode == 0
     cluster.kubectl("scale", "deployment/solo", "-n", namespace, "--replicas=1")
+
+    recorded = annotations(cluster, namespace, "deployment/solo")
+    dry = dr(cluster, "scale", "restore", "-n", namespace, "deploy/solo", "--dry-run=client")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[1].split() == [namespace, "Deployment", "solo", "1", "would", "keep"]
+    assert "would be left at 1 (recorded original: 3), record would be removed (client dry run)" in dry.stderr
+    assert annotations(cluster, namespace, "deployment/solo") == recorded
 
     restore = dr(cluster, "scale", "restore", "-n", namespace, "deploy/solo", "-o", "json")
     assert restore.returncode == 0, restore.stderr

@@ -279,7 +279,13 @@ def test_schedule_refusals(fast: Cluster) -> None:
         assert obj["spec"]["schedule"] == "0 3 * * *" and obj["spec"]["timeZone"] == "Europe/Berlin"
         assert obj["metadata"]["annotations"]["kubectl-dr.io/keep"] == "9"
         dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=server")
-        assert dry.returncode == 0 and "server dry run" in dry.stdout
+        assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (server dry run)\n"
+        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=client")
+        assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (dry run)\n"
+        dry = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily", "--replace",
+                  "--dry-run=client")
+        assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be replaced (dry run)\n"
+        assert "would be replaced (dry run): etcd snapshots" in dry.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
     finally:
         _ok(_dr(c, "schedule", "delete", "dr-twice"))
@@ -355,3 +361,44 @@ def test_print_entries_from_the_cli(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
     both = run([executable(), "schedule", "print", "--crontab", "--systemd"], env=env)
     assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr
+
+
+def test_print_finds_the_repository_as_every_command_does(tmp_path: Path) -> None:
+    """Without --repo the entries name the repository the user's commands use now: KUBECTL_DR_REPO, then the
+    config file, then the default; cron and systemd have neither the variable nor, perhaps, the same home."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"repository: {tmp_path}/from-config\n")
+    base = {"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": str(config),
+            "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    args = [executable(), "schedule", "print", "--crontab", "--what", "prune", "--keep-last", "3"]
+
+    def repo_of(env: dict[str, str], *extra: str) -> str:
+        printed = run([*args, *extra], env=clean_env(env), cwd=tmp_path)
+        assert printed.returncode == 0, printed.stderr
+        line = next(x for x in printed.stdout.splitlines() if x and not x.startswith("#"))
+        assert " backups prune --keep-last 3 --repo " in line, line
+        return line.split(" --repo ", 1)[1].split()[0]
+
+    assert repo_of({**base, "KUBECTL_DR_REPO": "s3://dr-backups/prod"}) == "s3://dr-backups/prod"
+    assert repo_of({**base, "KUBECTL_DR_REPO": "s3://dr-backups/prod"}, "--repo", "here") == f"{tmp_path}/here"
+    assert repo_of(base) == f"{tmp_path}/from-config"
+    assert repo_of({**base, "KUBECTL_DR_CONFIG": "/dev/null"}) == f"{tmp_path}/xdg/kubectl-dr/backups"
+
+
+@pytest.mark.parametrize(("directory", "reason"), [
+    ("/", "is /, a system directory"),
+    ("/etc/kubernetes/pki/snaps", "is inside /etc/kubernetes, which the control plane owns"),
+    ("/usr/local/snapshots", "is inside /usr, a system directory"),
+    ("/var/lib/kubelet/pods", "is inside /var/lib/kubelet, which the kubelet owns"),
+    ("/var/lib/kubectl-dr/restore", "is /var/lib/kubectl-dr/restore, kubectl dr's own"),
+    ("snapshots", "is not an absolute path"),
+    ("/var/lib/kubectl-dr/snapshots/../../etcd", "contains '..'"),
+])
+def test_create_refuses_a_dir_that_is_not_its_own(tmp_path: Path, directory: str, reason: str) -> None:
+    """Refused as a usage error naming why, before the cluster is asked anything (its kubeconfig is absent)."""
+    env = clean_env({"KUBECONFIG": str(tmp_path / "absent")})
+    result = run([executable(), "schedule", "create", "etcd-snapshot", "--cron", "@daily", "--dir", directory],
+                 env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"--dir {directory!r} {reason}" in result.stderr, result.stderr
+    assert "a directory of their own on the node, e.g. /var/lib/kubectl-dr/snapshots" in result.stderr

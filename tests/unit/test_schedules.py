@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kubectl_dr.errors import UsageError
-from kubectl_dr.schedules import client_jobs, cron, scripts
+from kubectl_dr.schedules import client_jobs, cron, etcd_job, scripts
 from kubectl_dr.schedules.node_snapshots import parse_listing
 from tests.cluster.fixture import BUSYBOX
 
@@ -97,6 +97,69 @@ def test_print_refuses_incomplete_jobs(whats: list[str], kwargs: dict[str, objec
     args: dict[str, object] = {"pvcs": [], "to": None, "encrypt_to": [], "keep": {}, **kwargs}
     with pytest.raises(UsageError, match=message):
         client_jobs.build(whats, ctx=_ctx(), cron_expr="@daily", **args)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- schedule --dir
+@pytest.mark.parametrize(("directory", "reason"), [
+    ("/", "a system directory"),
+    ("/etc", "a system directory"),
+    ("/etc/kubernetes", "the control plane owns"),
+    ("/etc/kubernetes/manifests/snaps", "the control plane owns"),
+    ("/etc/kubernetes/pki", "the control plane owns"),
+    ("/var/lib/etcd", "the control plane owns"),
+    ("/var/lib/etcd/member/snap", "the control plane owns"),
+    ("/srv/etcd-data", "the etcd data directory of a member"),
+    ("/srv/etcd-data/snapshots", "the etcd data directory of a member"),
+    ("/var/lib/kubelet/snaps", "the kubelet owns"),
+    ("/usr", "a system directory"),
+    ("/usr/local/snapshots", "a system directory"),
+    ("/bin", "a system directory"),
+    ("/sbin/x", "a system directory"),
+    ("/lib", "a system directory"),
+    ("/lib64/snaps", "a system directory"),
+    ("/libx32", "a system directory"),
+    ("/boot/etcd", "a system directory"),
+    ("/proc/1", "a system directory"),
+    ("/sys/fs", "a system directory"),
+    ("/dev/shm/snaps", "a system directory"),
+    ("/run/snapshots", "a system directory"),
+    ("/var/lib/kubectl-dr", "kubectl dr's own"),
+    ("/var/lib/kubectl-dr/restore", "kubectl dr's own"),
+    ("/var/lib/kubectl-dr/restore/run-1", "kubectl dr's own"),
+    ("snapshots", "not an absolute path"),
+    ("./var/lib/snaps", "not an absolute path"),
+    ("/var/lib/kubectl-dr/../etcd", "'..'"),
+    ("/srv/snaps/..", "'..'"),
+    ("//etc", "a system directory"),
+    ("/etc/kubernetes/", "the control plane owns"),
+])
+def test_schedule_dir_refuses_system_and_own_directories(directory: str, reason: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        etcd_job.check_directory(directory, data_dirs=["/srv/etcd-data"])
+    assert reason in caught.value.message and repr(directory) in caught.value.message
+
+
+@pytest.mark.parametrize("directory", [
+    etcd_job.DEFAULT_DIR, "/var/lib/kubectl-dr/other", "/srv/etcd-snapshots", "/var/backups/etcd",
+    "/etc-backups/etcd", "/var/lib/etcd-snapshots", "/var/lib/kubelet-snapshots", "/library/snaps", "/opt/dr",
+    "/srv/etcd-data-snapshots", "/var/snaps/", "/var/lib/kubectl-dr/restored",
+])
+def test_schedule_dir_accepts_a_directory_of_its_own(directory: str) -> None:
+    etcd_job.check_directory(directory, data_dirs=["/srv/etcd-data"])
+
+
+def test_schedule_dir_finds_a_members_data_dir_through_its_host_path() -> None:
+    """A cluster that keeps etcd's data elsewhere (kubeadm's etcd.local.dataDir): the node path is refused."""
+    pod = {"metadata": {"name": "etcd-cp-1"}, "spec": {
+        "volumes": [{"name": "etcd-data", "hostPath": {"path": "/srv/etcd", "type": "DirectoryOrCreate"}},
+                    {"name": "etcd-certs", "hostPath": {"path": "/etc/kubernetes/pki/etcd"}}],
+        "containers": [{"name": "etcd", "command": ["etcd", "--data-dir=/var/lib/etcd", "--name=cp-1"],
+                        "volumeMounts": [{"name": "etcd-data", "mountPath": "/var/lib/etcd"},
+                                         {"name": "etcd-certs", "mountPath": "/etc/kubernetes/pki/etcd"}]}]}}
+    assert etcd_job.data_dir_of(pod) == "/srv/etcd"
+    with pytest.raises(UsageError, match="is inside /srv/etcd, the etcd data directory of a member"):
+        etcd_job.check_directory("/srv/etcd/snapshots", [etcd_job.data_dir_of(pod) or ""])
+    etcd_job.check_directory("/srv/etcd-snapshots", ["/srv/etcd"])
 
 
 def _need_systemd_analyze() -> None:

@@ -129,3 +129,24 @@ def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
 
     bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path))
     assert bad.returncode == 2
+
+
+def test_a_crafted_id_is_reported_and_never_copied_out(repo: Repository, filled: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """`../../evilid` in a manifest: listed as a problem, skipped by `copy --all`, nothing outside the target."""
+    manifest = repo.path / filled["a1"] / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(f'"id": "{filled["a1"]}"', '"id": "../../evilid"'))
+    listed = dr("backups", "list", "--repo", str(repo.path), "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert "evilid" not in listed.stdout and "invalid backup ID '../../evilid'" in listed.stderr
+    target = tmp_path / "deep" / "er" / "target"
+    copied = dr("backups", "copy", "--all", "--to", str(target), "--repo", str(repo.path), "-o", "json")
+    assert copied.returncode == 0, copied.stderr
+    assert sorted(json.loads(copied.stdout)["copied"]) == sorted([filled["a2"], filled["s1"]])
+    assert sorted(os.listdir(target)) == sorted([filled["a2"], filled["s1"]])
+    assert not list(tmp_path.rglob("evilid"))
+
+    long = dr("backups", "show", "a" * 300, "--repo", str(repo.path))
+    assert long.returncode == 1
+    assert long.stderr.startswith("error: 'aaaa") and "is not a valid backup ID: it is 300 bytes long (at most 200)" \
+        in long.stderr and "unexpected" not in long.stderr

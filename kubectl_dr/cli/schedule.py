@@ -266,6 +266,11 @@ def print_(
     exe = running or shutil.which("kubectl-dr") or "kubectl-dr"
     kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     kubeconfig = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p)
+    from kubectl_dr.repo.location import check_scheme
+
+    for value, flag in ((repo, "--repo"), (to, "--to")):
+        if value:
+            check_scheme(value, flag)  # a job that would write a directory named "gs:" is refused now
     if repo and "://" not in repo:
         repo = os.path.abspath(os.path.expanduser(repo))
     if to and "://" not in to:

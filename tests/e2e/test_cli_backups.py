@@ -150,3 +150,20 @@ def test_a_crafted_id_is_reported_and_never_copied_out(repo: Repository, filled:
     assert long.returncode == 1
     assert long.stderr.startswith("error: 'aaaa") and "is not a valid backup ID: it is 300 bytes long (at most 200)" \
         in long.stderr and "unexpected" not in long.stderr
+
+
+def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """`--to gs://b/p` used to make a directory named `gs:` here and report a copy."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for args in (["backups", "copy", filled["a1"], "--repo", str(repo.path), "--to", "gs://b/p"],
+                 ["backups", "list", "--repo", "azure://c/p"],
+                 ["schedule", "print", "--crontab", "--what", "copy", "--repo", str(repo.path), "--to", "gs://b/p"]):
+        refused = run([executable(), *args], cwd=work)
+        assert refused.returncode == 2, refused.stdout
+        assert "unknown repository scheme" in refused.stderr and "s3://BUCKET/PREFIX" in refused.stderr
+    env = clean_env({"KUBECTL_DR_REPO": "restic:/x"})
+    refused = run([executable(), "backups", "list"], env=env, cwd=work)
+    assert refused.returncode == 2 and "KUBECTL_DR_REPO" in refused.stderr
+    assert os.listdir(work) == []

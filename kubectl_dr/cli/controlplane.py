@@ -132,6 +132,8 @@ def restore(
             + (f"; {len(result.unchanged)} already equal" if result.unchanged else ""))
     for aside in result.kept_aside:
         message(f"the previous file is kept as {aside}")
+    for note in result.notes:
+        message(f"note: {note}")
     message(result.regenerated)
     table = render_table(["PATH", "MODE", "OWNER", "SIZE", "ACTION"],
                          [[p.path, f"{p.mode:04o}", f"{p.uid}:{p.gid}", p.size,

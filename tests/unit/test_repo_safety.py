@@ -181,3 +181,22 @@ def test_part_names_and_keys_stay_inside(tmp_path: Path) -> None:
     for bad in ("..", "a/b", "", "a\u0000", "x" * 201):
         with pytest.raises(RepoError, match=r"outside|invalid"):
             where.key(bad, "manifest.json")
+
+
+def test_an_existing_repository_directory_keeps_its_mode(tmp_path: Path) -> None:
+    """A directory the user made (shared with a group, say) is theirs: writing and copying into it leaves its
+    mode alone; a directory the tool creates is private (0700)."""
+    from kubectl_dr.repo.copying import copy_backup
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o2750)
+    new = LocalRepository(tmp_path / "new")
+    backup_id = _one(new)
+    assert (tmp_path / "new").stat().st_mode & 0o7777 == 0o700
+    target = LocalRepository(shared)
+    target.preflight(1000)
+    copy_backup(new, new.get(backup_id), target)
+    _one(target)
+    assert shared.stat().st_mode & 0o7777 == 0o2750
+    assert (shared / backup_id).stat().st_mode & 0o7777 == 0o700  # each backup stays private

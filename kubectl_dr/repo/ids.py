@@ -56,7 +56,7 @@ def name_problem(name: str) -> str | None:
 def id_problem(backup_id: str) -> str | None:
     """Why ``backup_id`` is not a backup ID (None: it is one)."""
     problem = name_problem(backup_id)
-    if problem is None and not _ID.match(backup_id):
+    if problem is None and not _ID.fullmatch(backup_id):
         problem = "only letters, digits, '.', '_' and '-' are allowed, starting with a letter or a digit"
     return problem
 

@@ -26,7 +26,7 @@ RESERVED_NAMES = frozenset({MANIFEST_NAME, VERIFICATION_NAME})
 
 def part_name_ok(name: str) -> bool:
     """A part's name: one plain file name next to the manifest, never a hidden or reserved one."""
-    return bool(PART_PATTERN.match(name)) and name not in RESERVED_NAMES and ids.name_problem(name) is None
+    return bool(PART_PATTERN.fullmatch(name)) and name not in RESERVED_NAMES and ids.name_problem(name) is None
 
 
 def format_time(moment: datetime) -> str:

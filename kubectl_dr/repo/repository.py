@@ -178,7 +178,7 @@ class Repository(ABC):
         ``created_at``: when the data was taken, if that was before now (a snapshot made on a node by a
         schedule and pulled later): retention and ``latest`` go by it, and the ID carries it.
         """
-        if not TYPE_PATTERN.match(type):
+        if not TYPE_PATTERN.fullmatch(type):
             raise RepoError(f"invalid backup type {type!r}")
         keys = self.recipients if recipients is None else tuple(_recipients(recipients))
         now = created_at if created_at is not None else self._clock()

@@ -3,6 +3,7 @@ backup's identity from its manifest, never its directory's name."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -132,7 +133,8 @@ def _one(repo: LocalRepository) -> str:
         return w.commit({}).id
 
 
-@pytest.mark.parametrize("bad", ["../../evilid", "..", "a/b", "evil\u0000id", ".hidden", "x" * 201])
+@pytest.mark.parametrize("bad", ["../../evilid", "..", "a/b", "evil\u0000id", ".hidden", "x" * 201, "id\n",
+                                 "id\nrm -rf /"])
 def test_a_manifest_with_a_bad_id_is_a_problem_never_a_backup(tmp_path: Path, bad: str) -> None:
     from kubectl_dr.repo.copying import copy_backup
     from kubectl_dr.repo.manifest import Manifest
@@ -141,7 +143,7 @@ def test_a_manifest_with_a_bad_id_is_a_problem_never_a_backup(tmp_path: Path, ba
     repo = LocalRepository(tmp_path / "repo")
     backup_id = _one(repo)
     good = repo.get(backup_id).manifest
-    _tamper_id(repo, backup_id, bad.replace("\u0000", "\\u0000"))
+    _tamper_id(repo, backup_id, json.dumps(bad)[1:-1])
     backups, problems = repo.scan()
     assert backups == []
     assert len(problems) == 1 and "invalid backup ID" in problems[0][1], problems
@@ -174,8 +176,10 @@ def test_part_names_and_keys_stay_inside(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
     backup_id = _one(repo)
     manifest = repo.path / backup_id / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"name": "data.tar"', '"name": "x..y"'))
-    assert "invalid part name" in repo.scan()[1][0][1]
+    for bad in ("x..y", "data.tar\\n"):
+        manifest.write_text(manifest.read_text().replace('"name": "data.tar"', f'"name": "{bad}"'))
+        assert "invalid part name" in repo.scan()[1][0][1]
+        manifest.write_text(manifest.read_text().replace(f'"name": "{bad}"', '"name": "data.tar"'))
     where = S3Location("bucket", "team/prod")
     assert where.key("id", "data.tar") == "team/prod/id/data.tar"
     for bad in ("..", "a/b", "", "a\u0000", "x" * 201):

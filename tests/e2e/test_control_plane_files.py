@@ -243,3 +243,47 @@ def test_a_tampered_manifest_decides_nothing_s3_encrypted(nodes: Cluster, seawee
                  env=s3env, timeout=300)
     assert refused.returncode == 1 and "encrypted but has no index.json part" in refused.stderr
     assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
+
+
+def test_the_encryption_config_goes_where_the_cluster_reads_it(nodes: Cluster, tmp_path: Path) -> None:
+    """A writer who rewrites the whole file list (manifest and index) to put the encryption config into
+    manifests/ still gets it written only where this cluster's kube-apiserver reads it, 0600 root."""
+    from tests.e2e.test_etcd_encryption import CONFIG, KEY1, config, set_config
+
+    target = nodes.workers[0]
+    shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"), ignore_errors=True)
+    repo = tmp_path / "repo"
+    text = config(("key1", KEY1))
+    set_config(nodes, text)
+    try:
+        data = ok(dr("control-plane", "backup", "-o", "json", env=env(nodes, repo), timeout=300))
+        assert data["details"]["encryptionConfig"] == CONFIG
+        location = Path(data["location"])
+        evil = "/etc/kubernetes/manifests/evil.yaml"
+        index = json.loads((location / "index.json").read_text())
+        for f in index["files"]:
+            if f["role"] == "encryption-config":
+                f.update(path=evil, mode="4755", uid=1000)
+        raw = json.dumps(index).encode()
+        (location / "index.json").write_bytes(raw)
+        manifest = json.loads((location / "manifest.json").read_text())
+        for part in manifest["parts"]:
+            if part["name"] == "index.json":
+                part.update(size=len(raw), sha256=hashlib.sha256(raw).hexdigest())
+        for f in manifest["details"]["files"]:
+            if f.get("role") == "encryption-config":
+                f.update(path=evil, mode="4755", uid=1000)
+        (location / "manifest.json").write_text(json.dumps(manifest))
+
+        out = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "--with-encryption-config",
+                    "--yes", "-o", "json", env=env(nodes, repo), timeout=300))
+    finally:
+        set_config(nodes, None)
+    written = nodes.layout.host_path(target, CONFIG)
+    st = written.stat()
+    assert written.read_text() == text and (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 0, 0)
+    assert not nodes.layout.host_path(target, evil).exists()
+    assert any(f"was at {evil} on the backed-up node; it is written where this cluster's kube-apiserver reads it"
+               in n for n in out["notes"])
+    assert CONFIG in {w["path"] for w in out["written"]}
+    written.unlink()

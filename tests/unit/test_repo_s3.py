@@ -257,6 +257,11 @@ def test_a_crafted_id_never_makes_a_key_outside_the_prefix(seaweedfs: S3Server) 
     client.put_object(Bucket=bucket, Key=key, Body=raw.replace(f'"id": "{backup_id}"', '"id": "../../evilid"'))
     backups, problems = repo.scan()
     assert backups == [] and len(problems) == 1 and "invalid backup ID '../../evilid'" in problems[0][1]
+    # A prefix no ID can name (too long for one): reported, its manifest never read, nothing else breaks.
+    client.put_object(Bucket=bucket, Key=f"team/prod/{'x' * 201}/manifest.json", Body=raw.encode())
+    problems = repo.scan()[1]
+    assert any("not a backup ID: it is 201 bytes long" in why for _, why in problems), problems
+    assert repo.leftovers() == [] and repo.prune(keep_last=1).failed == []
 
     source = _repo(seaweedfs, bucket, prefix="other")
     good_id = _write(source, b"good")

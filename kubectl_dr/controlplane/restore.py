@@ -236,8 +236,8 @@ def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[
             if sha != p.sha256:
                 conflicts.append(f"{p.path} differs from the backup (SHA-256 {sha[:16]}…, backup {p.sha256[:16]}…)")
             else:
-                conflicts.append(f"{p.path} has mode {st.mode:04o} owner {st.uid}:{st.gid}, the backup "
-                                 f"{p.mode:04o} {p.uid}:{p.gid}")
+                conflicts.append(f"{p.path} has mode {st.mode:04o} owner {st.uid}:{st.gid}, a restore writes it "
+                                 f"{p.mode:04o} {p.uid}:{p.gid} (kubeadm's)")
     if conflicts and not overwrite:
         raise DrError(f"node {pod.node} already has other versions of files the backup would write:\n"
                       + "\n".join(f"  {c}" for c in conflicts),

@@ -123,6 +123,13 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
     again = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "-o", "json",
                   env=env(nodes, repo), timeout=300))
     assert again["written"] == [] and len(again["unchanged"]) == len(SHARED)
+    # The same content with another mode is a conflict, named with the mode a restore writes.
+    (pki / "ca.crt").chmod(0o640)
+    moded = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", env=env(nodes, repo),
+               timeout=300)
+    assert moded.returncode == 1
+    assert "/etc/kubernetes/pki/ca.crt has mode 0640 owner 0:0, a restore writes it 0644 0:0 (kubeadm's)" in \
+        moded.stderr
 
 
 def test_encrypted_backup_and_a_node_with_other_keys(nodes: Cluster, tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
                   env=env(nodes, repo), timeout=300)
     out = ok(restored)
     assert {w["action"] for w in out["written"]} == {"write"} and len(out["written"]) == len(SHARED)
+    assert not [n for n in out["notes"] if "ignored" in n or "differs" in n]  # an untouched backup: nothing to say
     assert "kubeadm join --control-plane" in restored.stderr
     pki = nodes.layout.host_path(target, "/etc/kubernetes/pki")
     # The contents of the backup, with kubeadm's modes and owner (the tool's table, not the recorded ones).

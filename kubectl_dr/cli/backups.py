@@ -228,7 +228,7 @@ def copy(
     import os
 
     target = open_repository(to, os.environ, s3_endpoint=to_s3_endpoint or s3_endpoint,
-                             s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to)
+                             s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to, option="--to")
     if source.location == target.location:
         raise UsageError(f"the source and the target are the same repository ({target.location})")
     chosen = source.backups(type) if all_ else [source.resolve(backup or "", type)]

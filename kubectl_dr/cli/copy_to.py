@@ -33,7 +33,7 @@ def open_targets(targets: list[str] | None, source: Repository, *, s3_endpoint: 
     """The --copy-to repositories, checked now; `secret_what` names a backup that carries Secrets."""
     opened = []
     for ref in targets or []:
-        target = open_repository(ref, os.environ, s3_endpoint=s3_endpoint, recipients=encrypt_to)
+        target = open_repository(ref, os.environ, s3_endpoint=s3_endpoint, recipients=encrypt_to, option="--copy-to")
         if target.location == source.location:
             raise DrError(f"--copy-to {ref} is the repository the backup is written to",
                           hint="Name another repository (an S3 bucket, another disk).")

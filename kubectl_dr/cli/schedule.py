@@ -273,8 +273,12 @@ def print_(
     exe = running or shutil.which("kubectl-dr") or "kubectl-dr"
     kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     kubeconfig = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p)
-    # Resolved here, as every command resolves it, and written out: cron and systemd run without the
-    # user's KUBECTL_DR_REPO, and a prune of another repository than the user's would be silent.
+    from kubectl_dr.repo.location import check_scheme
+
+    if to:
+        check_scheme(to, "--to")  # a job that would write a directory named "gs:" is refused now
+    # Resolved here, as every command resolves it (an unknown scheme refused), and written out: cron and
+    # systemd run without the user's KUBECTL_DR_REPO, and a prune of another repository would be silent.
     repo = open_repo(repo).location
     if to and "://" not in to:
         to = os.path.abspath(os.path.expanduser(to))

@@ -10,6 +10,7 @@ every file, which files a restore writes back, and the shared files that were mi
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import time
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def pick_node(kube: Kube, node: str | None) -> tuple[str, dict[str, Any] | None]
     return node, next((p for n, p in nodes if n == node), None)
 
 
-def _encryption_config(apiserver: dict[str, Any] | None) -> str | None:
+def encryption_config_path(apiserver: dict[str, Any] | None) -> str | None:
     if apiserver is None:
         return None
     inside = parse_flags(command_of(apiserver, "kube-apiserver")).get(ENCRYPTION_FLAG)
@@ -84,7 +85,7 @@ def backup(kube: Kube, repo: Repository, *, node: str | None, namespace: str, ru
            root: str = files.KUBERNETES_DIR) -> BackupResult:
     started = time.monotonic()
     node, apiserver = pick_node(kube, node)
-    encryption = _encryption_config(apiserver)
+    encryption = encryption_config_path(apiserver)
     mounts = [HostMount(root)]
     if encryption and not encryption.startswith(root.rstrip("/") + "/"):
         mounts.append(HostMount(posixpath.dirname(encryption)))
@@ -159,8 +160,13 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
             written = part.close()
             extra.append({"kind": "api", "path": "configmap kube-system/kubeadm-config", "part": "kubeadm-config.yaml",
                           "size": written.size, "sha256": written.sha256, "role": "kubeadm-config", "restore": False})
+        # The same list once more as a part: encrypted with the others when the backup is, so that a restore
+        # of an encrypted backup takes which part holds which file from it rather than from the manifest.
+        listing = {"root": root, "files": records, "encryptionConfig": encryption}
+        with writer.open_part(files.INDEX_PART) as index_part:
+            index_part.write(json.dumps(listing, indent=1, sort_keys=True).encode())
         details = {
-            "node": node, "root": root, "files": records + extra,
+            "node": node, "root": root, "files": records + extra, "index": files.INDEX_PART,
             "directories": [e.to_dict() for e in entries if e.kind == "dir"],
             "links": [e.to_dict() for e in entries if e.kind == "link"],
             "missingShared": missing, "encryptionConfig": encryption, "encrypted": bool(repo.recipients),

@@ -15,13 +15,30 @@ from dataclasses import dataclass
 from typing import Any
 
 KUBERNETES_DIR = "/etc/kubernetes"
-SHARED = (
-    "pki/ca.crt", "pki/ca.key",
-    "pki/sa.key", "pki/sa.pub",
-    "pki/front-proxy-ca.crt", "pki/front-proxy-ca.key",
-    "pki/etcd/ca.crt", "pki/etcd/ca.key",
-)
-DIRECTORIES = ("pki", "pki/etcd")
+# What a restore may write, and how: this table, never the backup's manifest, decides the path, mode and
+# owner of every file written as root on a node (a repository's writer must not choose them). The modes
+# are kubeadm's own: keyutil.WriteKey writes private keys and sa.pub 0600, certutil.WriteCert writes
+# certificates 0644, both create their directories 0755; everything owned by root.
+SHARED_MODES = {
+    "pki/ca.crt": 0o644, "pki/ca.key": 0o600,
+    "pki/sa.key": 0o600, "pki/sa.pub": 0o600,
+    "pki/front-proxy-ca.crt": 0o644, "pki/front-proxy-ca.key": 0o600,
+    "pki/etcd/ca.crt": 0o644, "pki/etcd/ca.key": 0o600,
+}
+SHARED = tuple(SHARED_MODES)
+DIRECTORY_MODES = {"pki": 0o755, "pki/etcd": 0o755}
+DIRECTORIES = tuple(DIRECTORY_MODES)
+# The encryption-at-rest config holds the keys to every Secret: readable by root only. Any directory
+# below /etc/kubernetes it needs that kubeadm does not make is created 0700.
+ENCRYPTION_CONFIG_MODE = 0o600
+OTHER_DIRECTORY_MODE = 0o700
+OWNER = (0, 0)
+# Where the encryption config may be written: below KUBERNETES_DIR, never where the kubelet or kubeadm
+# takes files from (a static pod manifest is a pod run as root).
+NOT_FOR_ENCRYPTION_CONFIG = ("manifests", "pki")
+# The list of files of a backup, stored as one more part (encrypted with the others): an encrypted
+# backup's restore takes which part holds which file from it, not from the plain-text manifest.
+INDEX_PART = "index.json"
 # Kept for reference and for a hand-made rebuild (their content says how the node was set up).
 KEPT_PATTERNS = ("manifests/*", "*.conf", "*.yaml", "*.yml")
 REGENERATED = (
@@ -58,6 +75,17 @@ class Entry:
 
 def shared_paths(root: str = KUBERNETES_DIR) -> list[str]:
     return [posixpath.join(root, p) for p in SHARED]
+
+
+def encryption_config_problem(path: str) -> str | None:
+    """Why the encryption config cannot be written to ``path`` (None: it can)."""
+    norm = posixpath.normpath(path)
+    if norm != path or not path.startswith(KUBERNETES_DIR + "/"):
+        return f"it is not a plain path below {KUBERNETES_DIR}"
+    rel = path[len(KUBERNETES_DIR) + 1:]
+    if rel.split("/")[0] in NOT_FOR_ENCRYPTION_CONFIG:
+        return f"it is in {KUBERNETES_DIR}/{rel.split('/')[0]}, where kubeadm and the kubelet take their own files from"
+    return None
 
 
 def listing_script(explicit: list[str], patterns: list[str]) -> str:

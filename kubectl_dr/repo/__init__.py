@@ -42,6 +42,7 @@ def open_repository(
     identity_files: Sequence[str] | None = None,
     config: Config | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    option: str = "--repo",
 ) -> Repository:
     """The repository named by ``ref`` (--repo), else $KUBECTL_DR_REPO, the config file, the XDG default.
 
@@ -50,7 +51,7 @@ def open_repository(
     identities unless a call passes others.
     """
     cfg = config if config is not None else load_config(env)
-    where = resolve_repo_ref(ref, env, cfg.repository)
+    where = resolve_repo_ref(ref, env, cfg.repository, option=option)
     keys = parse_recipients(recipients if recipients else cfg.recipients,
                             "--encrypt-to" if recipients else f"encryption.recipients in {cfg.path}")
     identities = load_identities(identity_files if identity_files else cfg.identities)

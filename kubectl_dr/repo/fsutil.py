@@ -11,8 +11,14 @@ DIR_MODE = 0o700
 
 
 def make_private_dir(path: Path) -> None:
-    """mkdir with 0700 regardless of umask (parents get 0700 too when created here)."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """mkdir with 0700 regardless of umask. A directory that is already there keeps its mode: a repository
+    the user made (shared with a group, say) is theirs to set; each backup inside it is private anyway."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True)
+    except FileExistsError:
+        if path.is_dir():
+            return
+        raise
     os.chmod(path, DIR_MODE)
 
 

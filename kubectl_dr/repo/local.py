@@ -150,6 +150,8 @@ class LocalRepository(Repository):
         return Backup(Manifest.load(directory), str(directory), directory, directory.name)
 
     def _fetch(self, backup_id: str) -> Backup | None:
+        if ids.id_problem(backup_id) is not None:
+            return None
         directory = self._path / backup_id
         if not (directory / MANIFEST_NAME).is_file():
             return None
@@ -159,7 +161,11 @@ class LocalRepository(Repository):
         """Also accepts the path of a backup directory, even outside the repository."""
         if _looks_like_path(ref):
             path = Path(ref).expanduser()
-            if not path.is_dir():
+            try:
+                found = path.is_dir()
+            except OSError:  # a name too long for the file system: no such backup directory either
+                found = False
+            if not found:
                 raise BackupNotFoundError(ref, self.location, what="backup directory")
             backup = self._backup(path.absolute())
             if type is not None and backup.manifest.type != type:
@@ -285,7 +291,7 @@ class FileSink(Sink):
 class LocalStaging(Staging):
     def __init__(self, repo: Path, backup_id: str, exact: bool) -> None:
         self.repo = repo
-        self.id = backup_id
+        self.id = ids.check_id(backup_id)  # the last guard: the directory written is repo / ID
         self.location = str(repo)
         self._exact = exact
         self.temp_path = repo / f"{TEMP_PREFIX}{backup_id}-{os.getpid()}"

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr.repo import ids
 from kubectl_dr.repo.errors import ManifestError
 
 API_VERSION = "kubectl-dr/v1"
@@ -21,6 +22,11 @@ PART_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 # Files of a backup that are not parts: never a part's name.
 VERIFICATION_NAME = "verification.json"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, VERIFICATION_NAME})
+
+
+def part_name_ok(name: str) -> bool:
+    """A part's name: one plain file name next to the manifest, never a hidden or reserved one."""
+    return bool(PART_PATTERN.fullmatch(name)) and name not in RESERVED_NAMES and ids.name_problem(name) is None
 
 
 def format_time(moment: datetime) -> str:
@@ -92,8 +98,8 @@ class Part:
                           str(stored.get("encryption", "age"))) if stored else None,
         )
         for name in {part.name, part.stored_file}:
-            if not PART_PATTERN.match(name) or name in RESERVED_NAMES:
-                raise ValueError(f"invalid part name {name!r}")
+            if not part_name_ok(name):
+                raise ValueError(f"invalid part name {name[:60]!r}")
         if part.stored is not None and part.stored.encryption != "age":
             raise ValueError(f"unknown encryption {part.stored.encryption!r} of part {part.name!r}")
         return part
@@ -172,6 +178,10 @@ class Manifest:
             if encryption is not None and not isinstance(encryption, dict):
                 raise ValueError("encryption is not an object")
             completed = data.get("completedAt")
+            problem = ids.id_problem(str(data["id"]))
+            if problem is not None:
+                # Reported as an unreadable manifest: never listed, resolved or copied (DESIGN §8).
+                raise ValueError(f"invalid backup ID {str(data['id'])[:60]!r}: {problem}")
             return cls(
                 id=str(data["id"]),
                 type=str(data["type"]),

@@ -178,16 +178,17 @@ class Repository(ABC):
         ``created_at``: when the data was taken, if that was before now (a snapshot made on a node by a
         schedule and pulled later): retention and ``latest`` go by it, and the ID carries it.
         """
-        if not TYPE_PATTERN.match(type):
+        if not TYPE_PATTERN.fullmatch(type):
             raise RepoError(f"invalid backup type {type!r}")
         keys = self.recipients if recipients is None else tuple(_recipients(recipients))
         now = created_at if created_at is not None else self._clock()
-        staging = self._new_staging(ids.base_id(now, type, name_hint), exact=False)
+        staging = self._new_staging(ids.check_id(ids.base_id(now, type, name_hint)), exact=False)
         return BackupWriter(staging, type, source, now, self._clock, keys)
 
     def create_copy(self, manifest: Manifest, recipients: Sequence[Recipient] = ()) -> BackupWriter:
         """A writer for a copy of ``manifest``'s backup under the same ID (`backups copy`)."""
-        staging = self._new_staging(manifest.id, exact=True)
+        # The ID names the directory or key prefix written: a crafted one must not reach outside the target.
+        staging = self._new_staging(ids.check_id(manifest.id), exact=True)
         return BackupWriter(staging, manifest.type, manifest.source, manifest.created_at, self._clock,
                             recipients, template=manifest)
 
@@ -223,6 +224,7 @@ class Repository(ABC):
 
     def get(self, backup_id: str) -> Backup:
         """The backup with exactly this ID (from its manifest, wherever its container is)."""
+        _check_ref(backup_id)
         if not _is_plain_name(backup_id):
             raise BackupNotFoundError(backup_id, self.location)
         fast = self._fetch(backup_id)
@@ -253,6 +255,7 @@ class Repository(ABC):
         return backup
 
     def _by_id_or_prefix(self, ref: str, type: str | None) -> Backup:
+        _check_ref(ref)
         if _is_plain_name(ref):
             fast = self._fetch(ref)
             if fast is not None and fast.id == ref:
@@ -475,7 +478,16 @@ def _manifest_recipients(manifest: Manifest) -> builtins.list[str]:
 
 
 def _is_plain_name(ref: str) -> bool:
-    return bool(ref) and "/" not in ref and ref not in (".", "..") and not ref.startswith(".")
+    return ids.id_problem(ref) is None
+
+
+def _check_ref(ref: str) -> None:
+    """An ID (or prefix) given by the user that no backup can have is a clear error, not a path to try."""
+    problem = ids.name_problem(ref) if ref else None
+    if problem is not None and ("bytes long" in problem or "NUL" in problem):
+        shown = ref if len(ref) <= 60 else f"{ref[:40]}…"
+        raise RepoError(f"{shown!r} is not a valid backup ID: {problem}", hint="Run \"kubectl dr backups list\" to "
+                        "see the backups.")
 
 
 __all__ = ["LATEST", "MANIFEST_NAME", "Backup", "Leftover", "ManifestError", "PruneResult", "Repository"]

@@ -156,7 +156,10 @@ class S3Repository(Repository):
         groups = self._groups()
         names = [n for n, g in groups.items() if MANIFEST_NAME in g.objects and DELETING_MARKER not in g.objects]
         backups: builtins.list[Backup] = []
-        problems: builtins.list[tuple[str, str]] = []
+        # A prefix no backup ID can name (".." and the like, written by someone else): reported, never read.
+        problems = [(self.backup_location(n), f"{self.backup_location(n)}: not a backup ID: {ids.id_problem(n)}")
+                    for n in names if ids.id_problem(n) is not None]
+        names = [n for n in names if ids.id_problem(n) is None]
         with ThreadPoolExecutor(_SCAN_THREADS, "s3-manifests") as pool:
             for name, loaded in zip(names, pool.map(self._load, names), strict=True):
                 if isinstance(loaded, Backup):
@@ -276,6 +279,8 @@ class S3Repository(Repository):
     def leftovers(self) -> builtins.list[Leftover]:
         found: builtins.list[Leftover] = []
         for name, group in sorted(self._groups().items()):
+            if ids.name_problem(name) is not None:
+                continue  # not ours to remove: no key under it can be formed safely
             committed = MANIFEST_NAME in group.objects and DELETING_MARKER not in group.objects
             if committed:
                 if group.uploads:  # an upload of a committed backup that was never aborted
@@ -321,7 +326,7 @@ def _ts(value: Any) -> float:
 class S3Staging(Staging):
     def __init__(self, repo: S3Repository, backup_id: str) -> None:
         self.repo = repo
-        self.id = backup_id
+        self.id = ids.check_id(backup_id)  # the last guard: every key written is PREFIX/ID/FILE
         self.location = repo.location
         self._sinks: builtins.list[MultipartSink] = []
         self._stop = threading.Event()

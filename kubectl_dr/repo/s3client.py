@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from kubectl_dr.repo import ids
 from kubectl_dr.repo.errors import RepoError
 
 SCHEME = "s3://"
@@ -31,6 +32,12 @@ class S3Location:
         return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
 
     def key(self, *names: str) -> str:
+        """The key of ``names`` (an ID, then a file) under the prefix; each one plain name, so that no
+        name read from the repository can make a key outside the prefix (DESIGN §8)."""
+        for name in names:
+            problem = ids.name_problem(name)
+            if problem is not None:
+                raise RepoError(f"invalid name {name[:60]!r} in {self.url}: {problem} (a key outside the prefix)")
         return "/".join([p for p in (self.prefix, *names) if p])
 
     @property

@@ -23,10 +23,10 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from kubectl_dr import __version__
-from kubectl_dr.repo import fsutil
+from kubectl_dr.repo import fsutil, ids
 from kubectl_dr.repo.crypto import AGE_SUFFIX, Encryptor, Recipient
 from kubectl_dr.repo.errors import DiskFullError, RepoError, WriterStateError
-from kubectl_dr.repo.manifest import PART_PATTERN, RESERVED_NAMES, Manifest, Part, Stored
+from kubectl_dr.repo.manifest import Manifest, Part, Stored, part_name_ok
 
 # Kept importable from here: the local repository's layout.
 TEMP_PREFIX = ".tmp-"
@@ -261,8 +261,9 @@ class BackupWriter:
     def open_part(self, name: str, *, keep_local: bool = False, size_hint: int | None = None) -> PartWriter:
         """A new part; ``size_hint`` (bytes expected, if known) lets an S3 upload pick its part size."""
         self._require_open()
-        if not PART_PATTERN.match(name) or name in RESERVED_NAMES or name.endswith(AGE_SUFFIX):
-            raise WriterStateError(f"invalid part name {name!r}: use letters, digits, '.', '_' and '-'")
+        if not part_name_ok(name) or name.endswith(AGE_SUFFIX):
+            raise WriterStateError(f"invalid part name {name[:60]!r}: use letters, digits, '.', '_' and '-' "
+                                   f"(no '..', at most {ids.MAX_NAME_BYTES} bytes)")
         if name in self._parts:
             raise WriterStateError(f'part "{name}" was already written in backup "{self.id}"')
         stored = name + AGE_SUFFIX if self.recipients else name
@@ -278,6 +279,8 @@ class BackupWriter:
     def open_copied_part(self, part: Part) -> PartWriter:
         """A part copied as stored (ciphertext stays ciphertext); it must match ``part``'s stored record."""
         self._require_open()
+        if not (part_name_ok(part.name) and part_name_ok(part.stored_file)):
+            raise WriterStateError(f"invalid part name {part.name[:60]!r} (stored as {part.stored_file[:60]!r})")
         if part.name in self._parts:
             raise WriterStateError(f'part "{part.name}" was already written in backup "{self.id}"')
         try:

@@ -32,6 +32,8 @@ PART = "entries.jsonl"
 # A file counts as sparse when at least this much of it is holes: small gaps (a file system's inline
 # data, a last partial block) are not what makes a restore run out of space.
 SPARSE_SLACK = 64 * 1024
+MAX_ID = 4_294_967_294  # (uid_t)-1 means "unchanged" to chown, so it is never an owner
+MAX_TIME = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -60,8 +62,35 @@ class Entry:
         path, kind, mode, uid, gid, size, mtime, target, blocks, major, minor = row
         if kind not in KINDS or not isinstance(path, str):
             raise ValueError(f"unknown entry kind {kind!r}")
-        return cls(path, kind, int(mode), int(uid), int(gid), int(size), int(mtime), str(target), int(blocks),
-                   (int(major), int(minor)))
+        entry = cls(path, kind, int(mode), int(uid), int(gid), int(size), int(mtime), str(target), int(blocks),
+                    (int(major), int(minor)))
+        # A record is repository content that a restore turns into chown, chmod and touch in the volume:
+        # each value must be one those take as a number, each path one inside the volume.
+        problem = path_problem(path) or _value_problem(entry)
+        if problem:
+            raise ValueError(problem)
+        return entry
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a relative, normalised path inside the volume ("" is its root)."""
+    if path == "":
+        return None
+    if "\0" in path:
+        return f"the path {path!r} contains a NUL character"
+    if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
+        return f"the path {path!r} is not a plain relative path inside the volume"
+    return None
+
+
+def _value_problem(e: Entry) -> str | None:
+    if not 0 <= e.mode <= 0o7777:
+        return f"{e.path!r}: mode {e.mode} is not a permission mode (0 to 07777)"
+    if not (0 <= e.uid <= MAX_ID and 0 <= e.gid <= MAX_ID):
+        return f"{e.path!r}: owner {e.uid}:{e.gid} is not a user and group ID (0 to {MAX_ID})"
+    if e.size < 0 or e.blocks < 0 or min(e.rdev) < 0 or not -MAX_TIME <= e.mtime <= MAX_TIME:
+        return f"{e.path!r}: a negative size, block count or device number, or a time out of range"
+    return None
 
 
 @dataclass

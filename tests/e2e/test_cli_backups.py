@@ -175,3 +175,41 @@ def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: 
     assert copy.stdout == f'backup "{filled["s1"]}" would be copied to {target / filled["s1"]} (dry run)\n'
     assert not target.exists()
     assert _tree(repo.path) == before
+
+
+def test_a_crafted_id_is_reported_and_never_copied_out(repo: Repository, filled: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """`../../evilid` in a manifest: listed as a problem, skipped by `copy --all`, nothing outside the target."""
+    manifest = repo.path / filled["a1"] / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(f'"id": "{filled["a1"]}"', '"id": "../../evilid"'))
+    listed = dr("backups", "list", "--repo", str(repo.path), "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert "evilid" not in listed.stdout and "invalid backup ID '../../evilid'" in listed.stderr
+    target = tmp_path / "deep" / "er" / "target"
+    copied = dr("backups", "copy", "--all", "--to", str(target), "--repo", str(repo.path), "-o", "json")
+    assert copied.returncode == 0, copied.stderr
+    assert sorted(json.loads(copied.stdout)["copied"]) == sorted([filled["a2"], filled["s1"]])
+    assert sorted(os.listdir(target)) == sorted([filled["a2"], filled["s1"]])
+    assert not list(tmp_path.rglob("evilid"))
+
+    long = dr("backups", "show", "a" * 300, "--repo", str(repo.path))
+    assert long.returncode == 1
+    assert long.stderr.startswith("error: 'aaaa") and "is not a valid backup ID: it is 300 bytes long (at most 200)" \
+        in long.stderr and "unexpected" not in long.stderr
+
+
+def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """`--to gs://b/p` used to make a directory named `gs:` here and report a copy."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for args in (["backups", "copy", filled["a1"], "--repo", str(repo.path), "--to", "gs://b/p"],
+                 ["backups", "list", "--repo", "azure://c/p"],
+                 ["schedule", "print", "--crontab", "--what", "copy", "--repo", str(repo.path), "--to", "gs://b/p"]):
+        refused = run([executable(), *args], cwd=work)
+        assert refused.returncode == 2, refused.stdout
+        assert "unknown repository scheme" in refused.stderr and "s3://BUCKET/PREFIX" in refused.stderr
+    env = clean_env({"KUBECTL_DR_REPO": "restic:/x"})
+    refused = run([executable(), "backups", "list"], env=env, cwd=work)
+    assert refused.returncode == 2 and "KUBECTL_DR_REPO" in refused.stderr
+    assert os.listdir(work) == []

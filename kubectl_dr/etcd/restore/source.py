@@ -7,6 +7,7 @@ stores, encryption), this function is the one to re-point.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
 from kubectl_dr.repo import Repository
 from kubectl_dr.repo.staging import local_parts
+
+# What etcd reports as its version ("3.5.16", "v3.4.23", "3.6.0-rc.1"): nothing else is taken from a manifest.
+VERSION = re.compile(r"v?[0-9]{1,4}\.[0-9]{1,4}(\.[0-9]{1,6})?(-[A-Za-z0-9.]{1,32})?")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ def local_snapshot(ref: str, repo: Repository, console: Console) -> LocalSnapsho
     status = verify_snapshot(path)
     details = dict(backup.manifest.details)
     recorded = details.get("etcdVersion") or (details.get("member") or {}).get("version")
+    if recorded and not VERSION.fullmatch(str(recorded)):
+        # The manifest is repository content, and this text ends up in the runbook's shell commands.
+        console.say(f"note: backup {backup.id} records etcd version {str(recorded)[:40]!r}, which is not a version: "
+                    "the snapshot's own cluster version is used")
+        recorded = None
     # The member's own version (what the snapshot pod read) beats the db's cluster version "3.5.0".
     return LocalSnapshot(path, status, str(recorded) if recorded else status.cluster_version, backup.id,
                          backup.path or Path.cwd(), details)

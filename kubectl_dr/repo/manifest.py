@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.repo.errors import ManifestError
 
 API_VERSION = "kubectl-dr/v1"
@@ -111,6 +112,8 @@ class Manifest:
     completed_at: datetime | None = None
     # {"format": "age", "recipients": [public keys]} when the parts are encrypted: which key opens them.
     encryption: dict[str, Any] | None = None
+    # The cluster it was taken from; None for backups written before kubectl-dr recorded it.
+    cluster: ClusterIdentity | None = None
 
     @property
     def size(self) -> int:
@@ -136,6 +139,8 @@ class Manifest:
             "type": self.type,
             "createdAt": format_time(self.created_at),
         }
+        if self.cluster is not None:
+            data["cluster"] = self.cluster.to_dict()
         if self.completed_at is not None:
             data["completedAt"] = format_time(self.completed_at)
         data.update(
@@ -172,6 +177,7 @@ class Manifest:
             if encryption is not None and not isinstance(encryption, dict):
                 raise ValueError("encryption is not an object")
             completed = data.get("completedAt")
+            cluster = data.get("cluster")
             return cls(
                 id=str(data["id"]),
                 type=str(data["type"]),
@@ -182,6 +188,7 @@ class Manifest:
                 parts=parts,
                 details=dict(data.get("details") or {}),
                 encryption=dict(encryption) if encryption is not None else None,
+                cluster=ClusterIdentity.from_dict(cluster) if cluster is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{where}: the manifest is malformed: {exc}") from exc

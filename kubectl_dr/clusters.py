@@ -30,7 +30,9 @@ class ClusterIdentity:
         return self.context or self.server or "unnamed"
 
     def label(self) -> str:
-        return f"cluster {self.name} (uid {self.uid})"
+        # kubeadm names every cluster's context kubernetes-admin@kubernetes: the server tells two apart.
+        at = f" at {self.server}" if self.context and self.server else ""
+        return f"cluster {self.name}{at} (uid {self.uid})"
 
     def matches(self, ref: str) -> bool:
         """``ref`` is this cluster's UID, context name or server URL."""

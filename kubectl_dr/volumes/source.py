@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubectl_dr.clusters import ClusterIdentity, latest_of, origin_note
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.repo import Backup, BackupCorruptError, BackupNotFoundError, Repository
@@ -38,6 +39,9 @@ class Source:
     # Every part was read back here and matched the manifest's sizes and SHA-256 (staged from S3 or
     # decrypted): verifying the backup again would only download it twice.
     verified: bool = False
+    # Where the backup came from when that is not this cluster ("backup X is of cluster A …, restoring
+    # into cluster B …"), or that it records no cluster; None for this cluster's own, or a tar file.
+    origin: str | None = None
 
     @property
     def gnu_only(self) -> bool:
@@ -57,17 +61,19 @@ def parse_claim_ref(text: str) -> tuple[str | None, str]:
     return namespace or None, claim
 
 
-def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_claim: str | None) -> Backup:
-    """`--from` as a backup: an ID, a prefix, a directory, or `latest` of this claim (or --from-claim's)."""
+def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_claim: str | None,
+                cluster: str | None = None) -> Backup:
+    """`--from` as a backup: an ID, a prefix, a directory, or `latest` of this claim (or --from-claim's) in
+    the cluster whose UID is ``cluster``."""
     if ref != "latest":
         return repo.resolve(ref, TYPE)
     of_namespace, of_claim = parse_claim_ref(from_claim) if from_claim else (namespace, claim)
     match = {"namespace": of_namespace or namespace, "pvc": of_claim}
     try:
-        return repo.resolve(ref, TYPE, match)
+        return repo.resolve(ref, TYPE, match, cluster=cluster)
     except BackupNotFoundError as exc:
         others = repo.backups(TYPE)
-        if others:
+        if others and not repo.backups(TYPE, match):
             shown = ", ".join(f"{b.id} ({b.manifest.source.get('namespace')}/{b.manifest.source.get('pvc')})"
                               for b in others[:5])
             exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.location}, newest first: {shown}. Restore one "
@@ -77,7 +83,9 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
             from_claim: str | None = None, allow_empty: bool = False,
-            identity: Sequence[Identity] | None = None) -> Source:
+            identity: Sequence[Identity] | None = None, current: ClusterIdentity | None = None,
+            unknown_why: str = "", from_cluster: str | None = None) -> Source:
+    """``current``: the cluster restored into (`latest` is its newest); ``from_cluster``: another one's."""
     candidate = Path(ref).expanduser()
     if candidate.is_file():
         console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
@@ -86,7 +94,11 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
                       False)
     if from_claim and ref != "latest":
         raise DrError("--from-claim only goes with --from latest")
-    backup = find_backup(repo, ref, namespace, claim, from_claim)
+    uid = latest_of(ref, current, from_cluster, repo.cluster_uid, unknown_why)
+    backup = find_backup(repo, ref, namespace, claim, from_claim, uid)
+    origin = _origin(backup, current)
+    if origin:
+        console.say(f"note: {origin}")
     part = backup.manifest.part(ARCHIVE_PART)
     parts = local_parts(repo, backup, [ARCHIVE_PART, PART], console, identity)
     staged = parts.staged
@@ -106,7 +118,13 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
         check_record(backup.id, archive, entries)
     if archive.empty and not allow_empty:
         raise empty_archive_error(f"backup {backup.id}")
-    return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged)
+    return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged, origin=origin)
+
+
+def _origin(backup: Backup, current: ClusterIdentity | None) -> str | None:
+    if current is None:
+        return origin_note(backup.id, None, ClusterIdentity("")) if backup.manifest.cluster is None else None
+    return origin_note(backup.id, backup.manifest.cluster, current)
 
 
 def read_entries(backup: Backup, staged: Path | None = None) -> Entries | None:

@@ -105,14 +105,16 @@ def test_restores_of_cluster_state_refuse_another_clusters_backup(repo: LocalRep
     assert choose(repo, "latest", "control-plane", current=A, what="x") == (repo.get(a), None)
     with pytest.raises(DrError) as refused:
         choose(repo, b, "control-plane", current=A, what="control-plane restore")
-    assert refused.value.message == (f"backup {b} is of cluster staging (uid uid-b), not of cluster prod (uid uid-a): "
-                                     "control-plane restore refuses to restore another cluster's backup")
+    assert refused.value.message == (f"backup {b} is of cluster staging at https://b:6443 (uid uid-b), not of "
+                                     "cluster prod at https://a:6443 (uid uid-a): control-plane restore refuses to "
+                                     "restore another cluster's backup")
     with pytest.raises(DrError, match="is of cluster staging"):
         choose(repo, "latest", "control-plane", current=A, what="x", from_cluster="staging")
     backup, note = choose(repo, "latest", "control-plane", current=A, what="x", from_cluster="uid-b",
                           from_other_cluster=True)
     assert backup.id == b
-    assert note == f"backup {b} is of cluster staging (uid uid-b), restoring into cluster prod (uid uid-a)"
+    assert note == (f"backup {b} is of cluster staging at https://b:6443 (uid uid-b), restoring into cluster prod at "
+                    "https://a:6443 (uid uid-a)")
     backup, note = choose(repo, older, "control-plane", current=A, what="x")
     assert (backup.id, note) == (older, f"backup {older} records no cluster; written by an older kubectl-dr")
 

@@ -56,7 +56,7 @@ def test_list_show_verify_delete_on_s3(seaweedfs: S3Server) -> None:
     assert listed["repository"] == url and [i["id"] for i in listed["items"]] == ids[::-1]
     assert listed["items"][0]["location"] == f"{url}/{ids[1]}"
     table = _ok(_dr(env, "backups", "list"))
-    assert table.splitlines()[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE"]
+    assert table.splitlines()[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"]
     assert _ok(_dr(env, "backups", "verify", ids[0])) == (
         f'backup "{ids[0]}" verified: the size and SHA-256 of its one part match the manifest\n')
     shown = _ok(_dr(env, "backups", "show", ids[0], "-o", "json"))

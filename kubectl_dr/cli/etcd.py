@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -386,7 +387,8 @@ def restore(
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    current, why = try_cluster_identity(opts.kube())
+    # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
+    current, why = (None, "") if os.path.isfile(source) else try_cluster_identity(opts.kube())
     snapshot = local_snapshot(source, repository, console, current=current, unknown_why=why,
                               from_cluster=from_cluster, from_other_cluster=from_other_cluster)
     console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "

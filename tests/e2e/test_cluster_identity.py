@@ -152,3 +152,18 @@ def test_a_backup_that_records_no_cluster_resolves_only_by_id(shared: Shared) ->
     assert ok(by_id)["origin"] == note and f"note: {note}" in by_id.stderr
     listed = dr(s.a, s.repo, "backups", "list")
     assert any(line.split()[0] == newest and line.split()[-1] == "-" for line in ok(listed).splitlines())
+
+
+def test_control_plane_restore_refuses_another_clusters_backup(shared: Shared) -> None:
+    s = shared
+    theirs = ok(dr(s.b, s.repo, "control-plane", "backup", "--yes", "-o", "json"))["id"]
+    assert manifest(s, theirs)["cluster"]["uid"] == s.uid_b
+    node = s.a.control_planes[0]
+    refused = dr(s.a, s.repo, "control-plane", "restore", "--from", theirs, "--node", node, "--dry-run=client")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert (f"error: backup {theirs} is of {label(s.b, s.uid_b)}, not of {label(s.a, s.uid_a)}: control-plane "
+            "restore refuses to restore another cluster's backup") in refused.stderr
+    # A has no control-plane backup of its own: latest says so, and names B's as another cluster's.
+    none = dr(s.a, s.repo, "control-plane", "restore", "--from", "latest", "--node", node, "--dry-run=client")
+    assert none.returncode == 1 and f"there is no control-plane backup of cluster uid {s.uid_a}" in none.stderr
+    assert f"backups of other clusters: uid {s.uid_b}" in none.stderr

@@ -84,7 +84,8 @@ def run(kube: Kube, repo: Repository, opts: DiffOptions, console: Console, run: 
     access = plan_access(kube, opts.namespace, opts.claim, job=DIFF, read_only=True, quiesce=opts.quiesce)
     current, why = try_cluster_identity(kube)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=True, current=current, unknown_why=why, from_cluster=opts.from_cluster)
+                         allow_empty=True, current=current, unknown_why=why, server=kube.resolved.server,
+                         from_cluster=opts.from_cluster)
     say_plan(console, access)
     with Exposure(kube, access, run, console, opts.image, "pvc-diff") as exposure:
         if access.stop:

@@ -172,7 +172,7 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
     current, why = try_cluster_identity(kube)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty, current=current, unknown_why=why,
+                         allow_empty=opts.allow_empty, current=current, unknown_why=why, server=kube.resolved.server,
                          from_cluster=opts.from_cluster)
     say_plan(console, access)
     if opts.dry_run == "client":

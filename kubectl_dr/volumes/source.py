@@ -84,8 +84,9 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
             from_claim: str | None = None, allow_empty: bool = False,
             identity: Sequence[Identity] | None = None, current: ClusterIdentity | None = None,
-            unknown_why: str = "", from_cluster: str | None = None) -> Source:
-    """``current``: the cluster restored into (`latest` is its newest); ``from_cluster``: another one's."""
+            unknown_why: str = "", server: str = "", from_cluster: str | None = None) -> Source:
+    """``current``: the cluster restored into (`latest` is its newest); ``from_cluster``: another one's.
+    ``current`` None: this user may not read kube-system (``unknown_why``), ``server`` is the API server."""
     candidate = Path(ref).expanduser()
     if candidate.is_file():
         console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
@@ -94,8 +95,11 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
                       False)
     if from_claim and ref != "latest":
         raise DrError("--from-claim only goes with --from latest")
-    uid = latest_of(ref, current, from_cluster, repo.cluster_uid, unknown_why)
-    backup = find_backup(repo, ref, namespace, claim, from_claim, uid)
+    if ref == "latest" and current is None and server and not from_cluster:
+        backup = _latest_by_server(repo, namespace, claim, from_claim, server, unknown_why, console)
+    else:
+        uid = latest_of(ref, current, from_cluster, repo.cluster_uid, unknown_why)
+        backup = find_backup(repo, ref, namespace, claim, from_claim, uid)
     origin = _origin(backup, current)
     if origin:
         console.say(f"note: {origin}")
@@ -119,6 +123,23 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
     if archive.empty and not allow_empty:
         raise empty_archive_error(f"backup {backup.id}")
     return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged, origin=origin)
+
+
+def _latest_by_server(repo: Repository, namespace: str, claim: str, from_claim: str | None, server: str, why: str,
+                      console: Console) -> Backup:
+    """`latest` for a user who may not read kube-system (a namespaced role): the cluster's uid is unknown, so
+    the server URL its backups record stands in for it, and so do the backups this user wrote (which could not
+    record a cluster either). Said, because a URL is a hint: a rebuilt cluster may answer at the same one."""
+    of_namespace, of_claim = parse_claim_ref(from_claim) if from_claim else (namespace, claim)
+    match = {"namespace": of_namespace or namespace, "pvc": of_claim}
+    fitting = [b for b in repo.backups(TYPE, match)
+               if b.manifest.cluster is None or b.manifest.cluster.server == server]
+    if not fitting:
+        raise BackupNotFoundError("latest", repo.location, message=f"there is no pvc backup of {match['namespace']}/"
+                                  f"{match['pvc']} taken through {server} in {repo.location}")
+    console.warn(f"warning: this cluster's identity is unknown (cannot read the kube-system namespace: {why}): "
+                 f"`latest` is the newest backup taken through {server}, or that records no cluster")
+    return fitting[0]
 
 
 def _origin(backup: Backup, current: ClusterIdentity | None) -> str | None:

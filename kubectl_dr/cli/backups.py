@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,10 @@ from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, Policy, Repository
 from kubectl_dr.ui.output import count, emit, message, render_table
 from kubectl_dr.ui.progress import Transfer
+
+if TYPE_CHECKING:
+    from kubectl_dr.cli.globals import GlobalOptions
+    from kubectl_dr.clusters import ClusterIdentity
 
 __all__ = ["REPO_HELP", "app", "human_size", "open_repo"]
 
@@ -82,20 +86,36 @@ def _ask(question: str) -> bool:
     return bool(typer.confirm(question, default=False, err=True))
 
 
+AllClustersOption = Annotated[bool, typer.Option(
+    "--all-clusters", help="List the backups of every cluster (default: those of the current cluster, when it "
+                           "answers, and those that record no cluster).")]
+
+
 @app.command("list")
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
+                 all_clusters: AllClustersOption = False,
                  s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
-    """List the backups, newest first (ENC: encrypted with age)."""
+    """List the backups, newest first (ENC: encrypted with age; CLUSTER: the context its backup recorded).
+
+    By default only the backups of the current cluster (kube-system's uid, asked of the kubeconfig's
+    cluster) and those that record no cluster (written by an older kubectl-dr) are listed, with a note on
+    stderr saying which cluster. --cluster NAME|UID lists another cluster's (its uid, or the context name
+    or server URL its backups record); --all-clusters every cluster's. Without a kubeconfig, or when its
+    cluster does not answer, every backup is listed, with a note.
+    """
     opts = options(ctx)
+    if all_clusters and opts.cluster:
+        raise UsageError("--cluster and --all-clusters exclude each other")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     found, problems = repository.scan()
     _warn_problems(problems)
     chosen = [b for b in found if b.manifest.matches(type)]
+    chosen = _of_cluster(opts, repository, chosen, all_clusters)
     data = {"kind": "List", "repository": repository.location, "items": [_item(b) for b in chosen]}
     now = datetime.now(timezone.utc)
     if chosen:
         table = render_table(
-            ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE"],
+            ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"],
             [
                 [
                     b.id,
@@ -104,6 +124,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
                     human_size(b.manifest.size),
                     "age" if b.manifest.encryption else "-",
                     age(b.manifest.created_at, now),
+                    b.manifest.cluster.name if b.manifest.cluster else "-",
                 ]
                 for b in chosen
             ],
@@ -113,6 +134,54 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
         if opts.output == "table":
             message(f"No backups found in {repository.location}.")
     emit(data, opts.output, table=table)
+
+
+def _of_cluster(opts: GlobalOptions, repository: Repository, backups: list[Backup],
+                all_clusters: bool) -> list[Backup]:
+    """The backups `backups list` shows: of --cluster's cluster, of every one, or of the current one."""
+    from kubectl_dr.clusters import describe
+
+    if all_clusters:
+        return backups
+    if opts.cluster:
+        # kubectl's global --cluster names a cluster; here it names whose backups to list (nothing is asked of
+        # any API server), matched against what the backups record.
+        uid = repository.cluster_uid(opts.cluster)
+        return [b for b in backups if b.manifest.cluster is not None and b.manifest.cluster.uid == uid]
+    current, why = _current_cluster(opts)
+    if current is None:
+        if any(b.manifest.cluster is not None for b in backups):
+            message(f"note: listing the backups of every cluster ({why}); --cluster NAME|UID lists one's")
+        return backups
+    mine = [b for b in backups if b.manifest.cluster is None or b.manifest.cluster.uid == current.uid]
+    hidden = len(backups) - len(mine)
+    message(f"note: listing the backups of the current cluster, {describe(current)}"
+            + (f"; {count(hidden, 'backup')} of other clusters not shown (--all-clusters, or --cluster NAME|UID)"
+               if hidden else ""))
+    return mine
+
+
+_PROBE_SECONDS = 5.0
+
+
+def _current_cluster(opts: GlobalOptions) -> tuple[ClusterIdentity | None, str]:
+    """The cluster the kubeconfig names, if it answers soon (a listing must not wait on a dead server)."""
+    from kubectl_dr.kube import kubeconfig
+    from kubectl_dr.kube.client import connect
+    from kubectl_dr.kube.identity import try_cluster_identity
+
+    try:
+        resolved = kubeconfig.resolve(opts.overrides())
+    except DrError:
+        return None, "no cluster is configured"
+    kube = connect(resolved, min(opts.request_timeout or _PROBE_SECONDS, _PROBE_SECONDS))
+    try:
+        identity, why = try_cluster_identity(kube)
+    except DrError as exc:
+        return None, f"the cluster of context {resolved.context_name} does not answer: {exc.message}"
+    finally:
+        kube.close()
+    return identity, f"cannot read its kube-system namespace: {why}"
 
 
 @app.command("show")

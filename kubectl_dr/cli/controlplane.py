@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import confirm, options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
@@ -100,8 +101,13 @@ def restore(
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
     helper_image: HelperImageOption = "busybox",
+    from_cluster: FromClusterOption = None,
+    from_other_cluster: FromOtherClusterOption = False,
 ) -> None:
     """Write the shared CA and key set of a control-plane backup back onto a node, with kubeadm's modes.
+
+    `latest` is the newest backup of this cluster (kube-system's uid). A backup of another cluster (by
+    its ID, or --from latest --from-cluster NAME|UID) is refused, naming both, unless --from-other-cluster.
 
     \b
     Written: pki/ca.crt|key, pki/sa.key|pub, pki/front-proxy-ca.crt|key, pki/etcd/ca.crt|key below
@@ -128,7 +134,8 @@ def restore(
     result = cp_restore.restore(opts.kube(), repository, from_, node=node, namespace=_namespace(ctx),
                                 run=Run(f"control-plane restore --node {node}"), helper_image=helper_image,
                                 confirm=lambda q: confirm(q, opts.yes), overwrite=overwrite,
-                                with_encryption=with_encryption_config, dry_run=opts.dry_run == "client")
+                                with_encryption=with_encryption_config, dry_run=opts.dry_run == "client",
+                                from_cluster=from_cluster, from_other_cluster=from_other_cluster)
     verb = "would write" if result.dry_run else "wrote"
     message(f"{verb} {len(result.written)} file(s) of backup {result.backup_id} to node {node}"
             + (f"; {len(result.unchanged)} already equal" if result.unchanged else ""))

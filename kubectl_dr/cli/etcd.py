@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubectl_dr.cli import etcd_snapshots
+from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
@@ -16,6 +18,7 @@ from kubectl_dr.ui.output import emit, message, render_table
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
+    from kubectl_dr.clusters import ClusterIdentity
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.topology import Topology
 
@@ -80,6 +83,17 @@ KeyOption = Annotated[str | None, typer.Option("--key", metavar="FILE", rich_hel
                                                help="Private key of the client certificate.")]
 NodeOption = Annotated[str | None, typer.Option("--node", metavar="NODE",
                                                 help="Use the etcd member on this control-plane node.")]
+
+
+def _api_identity(opts: GlobalOptions) -> ClusterIdentity | None:
+    """The cluster the kubeconfig reaches, if it answers: a snapshot taken through --endpoints keeps its server
+    and context as hints when the snapshot's own kube-system is this one."""
+    from kubectl_dr.kube.identity import try_cluster_identity
+
+    try:
+        return try_cluster_identity(opts.kube())[0]
+    except DrError:
+        return None  # no kubeconfig, or the API is down: the snapshot itself says which cluster it is of
 
 
 def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | None, cert: str | None,
@@ -244,7 +258,7 @@ def snapshot(
                  table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
                        f"into {repository.location}\n")
             return
-        result = etcd_snapshot.direct(topo, repository)
+        result = etcd_snapshot.direct(topo, repository, _api_identity(opts))
     else:
         run = Run(f"etcd snapshot{' --node ' + node if node else ''}")
         planned = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
@@ -292,8 +306,10 @@ def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Any]:
 def restore(
     ctx: typer.Context,
     source: Annotated[str | None, typer.Option("--from", metavar="ID|latest|FILE", help=(
-        "The snapshot: a backup ID (or unique prefix), `latest` (the newest etcd snapshot in the repository) or a "
-        "snapshot file."))] = None,
+        "The snapshot: a backup ID (or unique prefix), `latest` (the newest etcd snapshot of this cluster in the "
+        "repository) or a snapshot file."))] = None,
+    from_cluster: FromClusterOption = None,
+    from_other_cluster: FromOtherClusterOption = False,
     repo: RepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -334,6 +350,9 @@ def restore(
     A break-glass runbook (the same restore as shell commands per node) is printed and written beside the
     backup.
 
+    `latest` is the newest snapshot of this cluster (kube-system's uid). A snapshot of another cluster (by
+    its ID, or --from latest --from-cluster NAME|UID) is refused, naming both, unless --from-other-cluster.
+
     External etcd (--endpoints, members on hosts that are not nodes): the keys are restored through etcd's client
     API from this machine. Static pods hold every API server down meanwhile; a safety snapshot of the live data
     is saved first (`--from` it to go back); only the keys under the API servers' --etcd-prefix are rewritten, to
@@ -357,6 +376,7 @@ def restore(
     from kubectl_dr.etcd.restore import job
     from kubectl_dr.etcd.restore.runbook import runbook
     from kubectl_dr.etcd.restore.source import local_snapshot
+    from kubectl_dr.kube.identity import try_cluster_identity
     from kubectl_dr.runs import Run
 
     opts, console = _restore_session(ctx)
@@ -367,7 +387,10 @@ def restore(
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    snapshot = local_snapshot(source, repository, console)
+    # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
+    current, why = (None, "") if os.path.isfile(source) else try_cluster_identity(opts.kube())
+    snapshot = local_snapshot(source, repository, console, current=current, unknown_why=why,
+                              from_cluster=from_cluster, from_other_cluster=from_other_cluster)
     console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
                 f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
     run = Run(f"etcd restore --from {source}")
@@ -471,7 +494,7 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
                         f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
 
         def safety() -> str:
-            return str(etcd_snapshot.direct(direct, repository).manifest.id)
+            return str(etcd_snapshot.direct(direct, repository, _api_identity(opts)).manifest.id)
 
         outcome = external.run(kube, plan, etcd, console, safety)
         outcome.runbook = book

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
+from kubectl_dr.cli.cluster_options import FromClusterOption
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
@@ -119,6 +120,7 @@ def restore(
                                            "of another kind than the backup's that stand in the way.")
     ] = False,
     from_claim: FromClaimOption = None,
+    from_cluster: FromClusterOption = None,
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Accept a tar file with no entries (or a backup made before "
                                                  "entry records). A backup of an empty volume needs no flag: its "
@@ -130,7 +132,10 @@ def restore(
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
-    Without --clean nothing outside the backup is touched. Once the restore has begun writing, a failure
+    `latest` is the newest backup of this claim taken in this cluster (kube-system's uid); --from-cluster
+    picks another cluster's. A backup of another cluster given by its ID is restored, and the plan and
+    the result say so (restoring into a rebuilt cluster is a normal step). Without --clean nothing outside
+    the backup is touched. Once the restore has begun writing, a failure
     or an interruption leaves the consumers stopped (a half-written volume is never handed to the app):
     run the same restore again to finish it, or `kubectl dr scale restore` to start them as they are.
     A new claim of a WaitForFirstConsumer class is restored into too: the rescue pod is its first
@@ -153,7 +158,7 @@ def restore(
     opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
     result = job.run(kube, repository,
                      job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
-                                        from_claim=from_claim, dry_run=opts.dry_run),
+                                        from_claim=from_claim, dry_run=opts.dry_run, from_cluster=from_cluster),
                      console, run)
     emit(result.to_dict(), opts.output, table=result.summary())
 
@@ -165,6 +170,7 @@ def diff(
     source: FromOption,
     repo: RepoOption = None,
     from_claim: FromClaimOption = None,
+    from_cluster: FromClusterOption = None,
     quiesce: QuiesceOption = False,
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
@@ -188,7 +194,8 @@ def diff(
         raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "
                          "(and changes nothing else)")
     result = job.run(kube, repository, job.DiffOptions(namespace, claim, source, image=image, quiesce=quiesce,
-                                                       from_claim=from_claim), console, run)
+                                                       from_claim=from_claim, from_cluster=from_cluster),
+                     console, run)
     emit(result.to_dict(), opts.output, table=result.summary())
 
 

@@ -23,6 +23,7 @@ from kubectl_dr.controlplane import files
 from kubectl_dr.errors import ApiError, DrError, VerificationError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import open_exec
+from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.nodes import HostMount, HostPod, start_host_pod
 from kubectl_dr.nodes.hostpod import HOST_ROOT
 from kubectl_dr.nodes.staticpods import command_of, host_path, parse_flags
@@ -139,7 +140,8 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
         message(f"warning: node {node} lacks shared files a rebuilt node needs: {', '.join(missing)}")
     records: list[dict[str, Any]] = []
     source = {"cluster": kube.resolved.server, "node": node}
-    with repo.create(BACKUP_TYPE, source, name_hint=node) as writer:
+    cluster = identity_for_backup(kube, message)
+    with repo.create(BACKUP_TYPE, source, name_hint=node, cluster=cluster) as writer:
         for index, entry in enumerate(e for e in entries if e.kind == "file"):
             name = files.part_name(index, entry.path)
             data = _fetch(pod, entry)

@@ -26,8 +26,10 @@ from kubectl_dr.controlplane import files
 from kubectl_dr.controlplane.backup import BACKUP_TYPE, control_plane_nodes, encryption_config_path
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.nodes import HostMount, HostPod, start_host_pod
 from kubectl_dr.repo import Repository
+from kubectl_dr.repo.choice import choose
 from kubectl_dr.repo.repository import Backup
 from kubectl_dr.runs import Heartbeat, Run
 
@@ -185,9 +187,13 @@ def encryption_target(kube: Kube, node: str) -> str:
 
 def restore(kube: Kube, repo: Repository, ref: str, *, node: str, namespace: str, run: Run, helper_image: str,
             confirm: Callable[[str], None], overwrite: bool = False, with_encryption: bool = False,
-            dry_run: bool = False) -> RestoreResult:
+            dry_run: bool = False, from_cluster: str | None = None, from_other_cluster: bool = False) -> RestoreResult:
     started = time.monotonic()
-    backup = repo.resolve(ref, BACKUP_TYPE)
+    current, why = try_cluster_identity(kube)
+    backup, origin = choose(repo, ref, BACKUP_TYPE, current=current, what="control-plane restore",
+                            from_cluster=from_cluster, from_other_cluster=from_other_cluster, unknown_why=why)
+    if origin:
+        message(f"note: {origin}")
     listing, notes = _listing(repo, backup)
     planned = _plan(backup, listing, encryption_target(kube, node) if with_encryption else None, notes)
     # Every byte read and checked before the node is touched (and decrypted, if the backup is encrypted).

@@ -10,6 +10,7 @@ restore through the client API (external etcd, whose data dirs no pod can reach)
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from collections.abc import Iterator
@@ -120,3 +121,30 @@ def _varint(raw: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
+
+
+_PROTOBUF_MAGIC = b"k8s\x00"  # kube-apiserver's protobuf storage encoding (runtime.Unknown after it)
+_NAMESPACE_SUFFIX = b"/namespaces/kube-system"
+
+
+def kube_system_uid(space: Keyspace) -> str | None:
+    """The UID of the kube-system namespace stored in ``space`` (any prefix), as JSON or as protobuf.
+
+    It is the cluster's identity (what the API shows as kube-system's metadata.uid), so a snapshot taken
+    without the API still says which cluster it is of. None when the keyspace holds no single kube-system.
+    """
+    found = [v.data for k, v in space.keys.items() if k.endswith(_NAMESPACE_SUFFIX) and k.count(b"/") == 3]
+    if len(found) != 1:
+        return None
+    data = found[0]
+    try:
+        if data.startswith(_PROTOBUF_MAGIC):
+            # runtime.Unknown{raw: 2} → Namespace{metadata: 1} → ObjectMeta{uid: 5}
+            raw = _key_value(data[len(_PROTOBUF_MAGIC):]).get(2, b"")
+            meta = _key_value(raw).get(1, b"") if isinstance(raw, bytes) else b""
+            uid = _key_value(meta).get(5) if isinstance(meta, bytes) else None
+            return uid.decode() if isinstance(uid, bytes) and uid else None
+        value = json.loads(data).get("metadata", {}).get("uid")
+        return str(value) if value else None
+    except (bbolt.BoltError, ValueError, AttributeError, UnicodeDecodeError):
+        return None

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubectl_dr import cleanup
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import DrError, VerificationError
-from kubectl_dr.etcd import encryption, podrun, podspec
+from kubectl_dr.etcd import encryption, keyspace, podrun, podspec
 from kubectl_dr.etcd.errors import MemberError, all_members_failed
 from kubectl_dr.etcd.model import EndpointInfo
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
@@ -26,6 +27,7 @@ from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, open_exec
+from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.kube.pods import HelperPod
 from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
@@ -83,6 +85,21 @@ def _verify_and_commit(writer: BackupWriter, part: PartWriter, details: dict[str
                           f"etcd snapshot: {exc.message}", hint=exc.hint) from None
     manifest = writer.commit(_details(status, member, details))
     return manifest, status
+
+
+def _snapshot_identity(part: PartWriter, api: ClusterIdentity | None) -> ClusterIdentity | None:
+    """The cluster a snapshot taken through --endpoints is of: the kube-system it holds."""
+    try:
+        uid = keyspace.kube_system_uid(keyspace.read(part.path))
+    except DrError:
+        uid = None  # a damaged file: the check before the commit says so in its own words
+    if uid is None:
+        message("warning: the snapshot holds no kube-system namespace: it records no cluster, so `--from latest` "
+                "will not pick it; restore it by its ID")
+        return None
+    if api is not None and api.uid == uid:
+        return api
+    return ClusterIdentity(uid)
 
 
 # --------------------------------------------------------------------------------------------- pod path
@@ -251,7 +268,8 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
     size, digest = _remote_file(kube, pod, member)
     message(f"copying {size} bytes from pod {pod.namespace}/{pod.name}")
     source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
-    with repo.create(BACKUP_TYPE, source, name_hint=member.node) as writer:
+    cluster = identity_for_backup(kube, message)
+    with repo.create(BACKUP_TYPE, source, name_hint=member.node, cluster=cluster) as writer:
         part = writer.open_part(PART_NAME, keep_local=True)
         copy_started = time.monotonic()
         # No idle limit beyond the default: cat sends as fast as we read.
@@ -287,8 +305,12 @@ def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str)
 
 
 # ------------------------------------------------------------------------------------------ direct path
-def direct(topology: Direct, repo: Repository) -> SnapshotResult:
-    """From the first given endpoint that answers; each failure is reported and the next one tried."""
+def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = None) -> SnapshotResult:
+    """From the first given endpoint that answers; each failure is reported and the next one tried.
+
+    ``api``: the identity the API server shows, when it answers; the snapshot's own kube-system decides
+    which cluster it is of, the API's server URL and context name are kept as hints when they agree.
+    """
     from kubectl_dr.etcd.client import Endpoint, certificate_hint, is_rpc_error, rpc_error_text
 
     failures: list[MemberError] = []
@@ -308,6 +330,7 @@ def direct(topology: Direct, repo: Repository) -> SnapshotResult:
                     written = part.close()
                     if written.size != size:
                         raise MemberError(url, f"wrote {written.size} of {size} bytes received from {url}")
+                    writer.cluster = _snapshot_identity(part, api)
                     extra = {"mode": "direct", "endpoint": url,
                              "transfer": {"bytes": size, "seconds": round(time.monotonic() - started, 3)},
                              "encryption": encryption.Fingerprint(

@@ -157,7 +157,8 @@ class LocalRepository(Repository):
             return None
         return self._backup(directory)
 
-    def resolve(self, ref: str, type: str | None = None, source_match: dict[str, Any] | None = None) -> Backup:
+    def resolve(self, ref: str, type: str | None = None, source_match: dict[str, Any] | None = None, *,
+                cluster: str | None = None) -> Backup:
         """Also accepts the path of a backup directory, even outside the repository."""
         if _looks_like_path(ref):
             path = Path(ref).expanduser()
@@ -173,7 +174,7 @@ class LocalRepository(Repository):
 
                 raise WrongBackupTypeError(backup.id, backup.manifest.type, type)
             return backup
-        return super().resolve(ref, type, source_match)
+        return super().resolve(ref, type, source_match, cluster=cluster)
 
     def _open_stored(self, backup: Backup, file: str) -> Any:
         assert backup.path is not None

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.repo import ids
 from kubectl_dr.repo.errors import ManifestError
 
@@ -117,6 +118,8 @@ class Manifest:
     completed_at: datetime | None = None
     # {"format": "age", "recipients": [public keys]} when the parts are encrypted: which key opens them.
     encryption: dict[str, Any] | None = None
+    # The cluster it was taken from; None for backups written before kubectl-dr recorded it.
+    cluster: ClusterIdentity | None = None
 
     @property
     def size(self) -> int:
@@ -142,6 +145,8 @@ class Manifest:
             "type": self.type,
             "createdAt": format_time(self.created_at),
         }
+        if self.cluster is not None:
+            data["cluster"] = self.cluster.to_dict()
         if self.completed_at is not None:
             data["completedAt"] = format_time(self.completed_at)
         data.update(
@@ -182,6 +187,7 @@ class Manifest:
             if problem is not None:
                 # Reported as an unreadable manifest: never listed, resolved or copied (DESIGN §8).
                 raise ValueError(f"invalid backup ID {str(data['id'])[:60]!r}: {problem}")
+            cluster = data.get("cluster")
             return cls(
                 id=str(data["id"]),
                 type=str(data["type"]),
@@ -192,6 +198,7 @@ class Manifest:
                 parts=parts,
                 details=dict(data.get("details") or {}),
                 encryption=dict(encryption) if encryption is not None else None,
+                cluster=ClusterIdentity.from_dict(cluster) if cluster is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{where}: the manifest is malformed: {exc}") from exc

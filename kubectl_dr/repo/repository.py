@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kubectl_dr import __version__
+from kubectl_dr.clusters import OLDER_NOTE, ClusterIdentity, describe, pick
 from kubectl_dr.repo import ids
 from kubectl_dr.repo.crypto import Identity, Recipient, parse_recipients
 from kubectl_dr.repo.errors import (
@@ -170,20 +171,21 @@ class Repository(ABC):
 
     def create(self, type: str, source: dict[str, Any], name_hint: str | None = None,
                recipients: Sequence[Recipient | str] | None = None, *,
-               created_at: datetime | None = None) -> BackupWriter:
+               created_at: datetime | None = None, cluster: ClusterIdentity | None = None) -> BackupWriter:
         """Start a backup; stream parts into ``open_part()`` and finish with ``commit()``.
 
         ``recipients``: the age/SSH public keys to encrypt to (default: the repository's, from
         --encrypt-to or the config file); an empty list writes the backup unencrypted.
         ``created_at``: when the data was taken, if that was before now (a snapshot made on a node by a
         schedule and pulled later): retention and ``latest`` go by it, and the ID carries it.
+        ``cluster``: the cluster the data is of (``latest`` of a cluster picks only its own backups).
         """
         if not TYPE_PATTERN.fullmatch(type):
             raise RepoError(f"invalid backup type {type!r}")
         keys = self.recipients if recipients is None else tuple(_recipients(recipients))
         now = created_at if created_at is not None else self._clock()
         staging = self._new_staging(ids.check_id(ids.base_id(now, type, name_hint)), exact=False)
-        return BackupWriter(staging, type, source, now, self._clock, keys)
+        return BackupWriter(staging, type, source, now, self._clock, keys, cluster=cluster)
 
     def create_copy(self, manifest: Manifest, recipients: Sequence[Recipient] = ()) -> BackupWriter:
         """A writer for a copy of ``manifest``'s backup under the same ID (`backups copy`)."""
@@ -235,24 +237,49 @@ class Repository(ABC):
                 return backup
         raise BackupNotFoundError(backup_id, self.location)
 
-    def resolve(self, ref: str, type: str | None = None, source_match: dict[str, Any] | None = None) -> Backup:
+    def resolve(self, ref: str, type: str | None = None, source_match: dict[str, Any] | None = None, *,
+                cluster: str | None = None) -> Backup:
         """A backup from an ID, a unique ID prefix, or ``latest``.
 
-        ``latest`` is the newest backup of ``type`` whose source contains ``source_match``; an ID or
-        prefix must also be of ``type`` when it is given.
+        ``latest`` is the newest backup of ``type`` whose source contains ``source_match`` and, when
+        ``cluster`` (a kube-system UID) is given, that records this cluster: never another cluster's, nor
+        one that records none (written before backups recorded their cluster). An ID or prefix must also
+        be of ``type`` when it is given, and may be of any cluster: the caller says what that means.
         """
         if ref == LATEST:
             candidates = self.backups(type, source_match)
-            if not candidates:
+            mine = [b for b in candidates if cluster is None or (b.manifest.cluster is not None
+                                                                 and b.manifest.cluster.uid == cluster)]
+            if not mine:
                 what = f"{type} backup" if type else "backup"
                 of = ", ".join(f"{k}={v}" for k, v in (source_match or {}).items())
-                raise BackupNotFoundError(LATEST, self.location,
-                                          message=f"there is no {what}{' of ' + of if of else ''} in {self.location}")
-            return candidates[0]
+                where = f" of {self._cluster_text(cluster)}" if cluster is not None else ""
+                error = BackupNotFoundError(LATEST, self.location, message=f"there is no {what}"
+                                            f"{' of ' + of if of else ''}{where} in {self.location}")
+                if candidates:
+                    error.hint = _other_clusters_hint(candidates)
+                raise error
+            return mine[0]
         backup = self._by_id_or_prefix(ref, type)
         if type is not None and backup.manifest.type != type:
             raise WrongBackupTypeError(backup.id, backup.manifest.type, type)
         return backup
+
+    def clusters(self) -> builtins.list[ClusterIdentity]:
+        """The clusters the backups here record, newest backup's identity first, one per UID."""
+        seen: dict[str, ClusterIdentity] = {}
+        for backup in self.scan()[0]:
+            if backup.manifest.cluster is not None:
+                seen.setdefault(backup.manifest.cluster.uid, backup.manifest.cluster)
+        return builtins.list(seen.values())
+
+    def cluster_uid(self, ref: str) -> str:
+        """The UID of the cluster ``ref`` (a UID, or a recorded context name or server URL) names here."""
+        return pick(ref, self.clusters())
+
+    def _cluster_text(self, uid: str) -> str:
+        known = next((c for c in self.clusters() if c.uid == uid), None)
+        return f"cluster {describe(known) if known else 'uid ' + uid}"
 
     def _by_id_or_prefix(self, ref: str, type: str | None) -> Backup:
         _check_ref(ref)
@@ -475,6 +502,23 @@ def _recipients(values: Sequence[Recipient | str]) -> builtins.list[Recipient]:
 
 def _manifest_recipients(manifest: Manifest) -> builtins.list[str]:
     return [str(r) for r in (manifest.encryption or {}).get("recipients", [])]
+
+
+def _other_clusters_hint(candidates: builtins.list[Backup]) -> str:
+    """Where the backups that `latest` passed over are from, and how to pick one of them on purpose."""
+    older = [b.id for b in candidates if b.manifest.cluster is None]
+    others: dict[str, ClusterIdentity] = {}
+    for b in candidates:
+        if b.manifest.cluster is not None:
+            others.setdefault(b.manifest.cluster.uid, b.manifest.cluster)
+    said = []
+    if others:
+        said.append("backups of other clusters: " + "; ".join(describe(c) for c in others.values())
+                    + " (the newest of one: --from latest --from-cluster NAME|UID)")
+    if older:
+        shown = ", ".join(older[:3]) + (", …" if len(older) > 3 else "")
+        said.append(f"{len(older)} that {OLDER_NOTE} ({shown}): `latest` never picks those, give one by --from ID")
+    return "Here are " + "; ".join(said) + "."
 
 
 def _is_plain_name(ref: str) -> bool:

@@ -28,7 +28,16 @@ VOLATILE_SOURCE_KEYS = frozenset({
 
 
 def series_key(manifest: Manifest) -> str:
-    """What retention groups by; also shown to the user as the series' name."""
+    """What retention groups by; also shown to the user as the series' name.
+
+    Backups of one claim (or member) in two clusters sharing the repository are two series: one cluster's
+    newer backups must never count against the other's, nor its newest be the only one kept of both.
+    """
+    key = _what(manifest)
+    return f"{key} @{manifest.cluster.uid}" if manifest.cluster is not None else key
+
+
+def _what(manifest: Manifest) -> str:
     source = manifest.source
     if manifest.type == "pvc":
         return f"pvc {source.get('namespace', '')}/{source.get('pvc', '')}"

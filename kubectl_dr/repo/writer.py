@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from kubectl_dr import __version__
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.repo import fsutil, ids
 from kubectl_dr.repo.crypto import AGE_SUFFIX, Encryptor, Recipient
 from kubectl_dr.repo.errors import DiskFullError, RepoError, WriterStateError
@@ -228,6 +229,7 @@ class BackupWriter:
         clock: Callable[[], datetime],
         recipients: Sequence[Recipient] = (),
         template: Manifest | None = None,
+        cluster: ClusterIdentity | None = None,
     ) -> None:
         self._staging = staging
         self.type = type
@@ -235,7 +237,10 @@ class BackupWriter:
         self.created_at = created_at
         self._clock = clock
         self.recipients = tuple(recipients)
-        self._template = template  # a copy keeps the source's manifest (ID, times, details) exactly
+        self._template = template  # a copy keeps the source's manifest (ID, times, details, cluster) exactly
+        # The cluster the data is of; a job that learns it only from the data (an etcd snapshot taken
+        # through --endpoints) sets it before the commit.
+        self.cluster = cluster
         self._parts: dict[str, PartWriter] = {}
         self._spool: Path | None = None
         self.state = "open"  # open → committed | aborted
@@ -326,10 +331,10 @@ class BackupWriter:
             return Manifest(id=backup_id, type=template.type, created_at=template.created_at,
                             completed_at=template.completed_at, tool_version=template.tool_version,
                             source=template.source, parts=parts, details=template.details,
-                            encryption=self._encryption() or template.encryption)
+                            encryption=self._encryption() or template.encryption, cluster=template.cluster)
         return Manifest(id=backup_id, type=self.type, created_at=self.created_at, completed_at=self._clock(),
                         tool_version=__version__, source=self.source, parts=parts, details=details,
-                        encryption=self._encryption())
+                        encryption=self._encryption(), cluster=self.cluster)
 
     def _encryption(self) -> dict[str, Any] | None:
         if not self.recipients:

@@ -34,6 +34,7 @@ from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, open_exec
+from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import Repository
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
 from kubectl_dr.runs.heartbeat import pod_grace_seconds
@@ -404,7 +405,8 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
     message(f"pulling {where} ({size} bytes, taken {snap.taken_at})")
     taken = _parse_time(snap.taken_at)
     source = {"cluster": kube.resolved.server, "node": snap.node, "member": member_name}
-    with repo.create(BACKUP_TYPE, source, name_hint=snap.node, created_at=taken) as writer:
+    cluster = identity_for_backup(kube, message)
+    with repo.create(BACKUP_TYPE, source, name_hint=snap.node, created_at=taken, cluster=cluster) as writer:
         part = writer.open_part(PART_NAME, keep_local=True, size_hint=size)
         copy_started = time.monotonic()
         stream = open_exec(kube, reader.pod.namespace, reader.pod.name, ["cat", f"{MOUNT}/{snap.file}"],

@@ -24,6 +24,7 @@ from kubectl_dr import __version__
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, Interrupted, VerificationError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import BackupWriter, Manifest, Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count, size
@@ -161,11 +162,12 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
     }
     # The listing says how much is coming: a repository without room for it fails now, not at 90 %.
     repo.preflight(expected)
+    cluster = identity_for_backup(kube, console.warn)
     writer: BackupWriter | None = None
     reader = TarReader(gnu_sparse=tools.tar == scripts.GNU)
     what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
     try:
-        with repo.create(TYPE, source, opts.name or f"{opts.namespace}-{opts.claim}") as writer:
+        with repo.create(TYPE, source, opts.name or f"{opts.namespace}-{opts.claim}", cluster=cluster) as writer:
             with writer.open_part(PART) as part, console.progress(f"backup {opts.namespace}/{opts.claim}",
                                                                   expected) as bar:
                 def sink(data: bytes) -> None:

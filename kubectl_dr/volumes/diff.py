@@ -15,6 +15,7 @@ from typing import Any
 
 from kubectl_dr.console import Console
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count
@@ -35,6 +36,7 @@ class DiffOptions:
     image: str = rescue_pod.DEFAULT_IMAGE
     quiesce: bool = False
     from_claim: str | None = None
+    from_cluster: str | None = None  # --from latest of another cluster (NAME|UID)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class DiffResult:
     added: list[str] = field(default_factory=list)  # in the backup, not in the volume
     changed: list[Change] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # in the volume, not in the backup (top-most)
+    origin: str | None = None  # the backup is of another cluster, or records none
 
     @property
     def identical(self) -> bool:
@@ -62,7 +65,7 @@ class DiffResult:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "PvcDiff", "namespace": self.namespace, "pvc": self.claim, "backup": self.backup,
                 "identical": self.identical, "added": self.added, "changed": [c.to_dict() for c in self.changed],
-                "removed": self.removed,
+                "removed": self.removed, "origin": self.origin,
                 "summary": {"added": len(self.added), "changed": len(self.changed), "removed": len(self.removed)}}
 
     def summary(self) -> str:
@@ -72,14 +75,17 @@ class DiffResult:
         lines.append(f"{self.namespace}/{self.claim} against backup {self.backup}: "
                      + ("identical" if self.identical else
                         f"{count(len(self.added), 'entry', 'entries')} a restore adds, {len(self.changed)} it "
-                        f"changes, {len(self.removed)} only `restore --clean` removes"))
+                        f"changes, {len(self.removed)} only `restore --clean` removes")
+                     + (f" ({self.origin})" if self.origin else ""))
         return "\n".join(lines) + "\n"
 
 
 def run(kube: Kube, repo: Repository, opts: DiffOptions, console: Console, run: Run) -> DiffResult:
     access = plan_access(kube, opts.namespace, opts.claim, job=DIFF, read_only=True, quiesce=opts.quiesce)
+    current, why = try_cluster_identity(kube)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=True)
+                         allow_empty=True, current=current, unknown_why=why, server=kube.resolved.server,
+                         from_cluster=opts.from_cluster)
     say_plan(console, access)
     with Exposure(kube, access, run, console, opts.image, "pvc-diff") as exposure:
         if access.stop:
@@ -92,7 +98,9 @@ def run(kube: Kube, repo: Repository, opts: DiffOptions, console: Console, run: 
         assert pod is not None
         found = transfer.list_volume(kube, pod)
         exposure.finish()
-    return compare(opts.namespace, opts.claim, src.backup.id if src.backup else None, src.entries, found)
+    result = compare(opts.namespace, opts.claim, src.backup.id if src.backup else None, src.entries, found)
+    result.origin = src.origin
+    return result
 
 
 def compare(namespace: str, claim: str, backup: str | None, entries: Entries, found: dict[str, Found]) -> DiffResult:

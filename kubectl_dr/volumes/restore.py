@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Backup, Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count, size
@@ -53,6 +54,7 @@ class RestoreOptions:
     allow_empty: bool = False
     from_claim: str | None = None
     dry_run: str = "none"
+    from_cluster: str | None = None  # --from latest of another cluster (NAME|UID)
 
 
 @dataclass
@@ -68,12 +70,14 @@ class RestorePlan:
                 "archive": str(self.source.path), "size": self.source.size, "clean": self.clean,
                 "entries": self.source.entries.summary(), "emptyVolume": self.source.empty_volume,
                 **self.access.to_dict(),
-                "podAcceptedByServer": self.pod_accepted or None}
+                "podAcceptedByServer": self.pod_accepted or None, "origin": self.source.origin}
 
     def summary(self) -> str:
         a, s = self.access, self.source
         lines = [f"(dry run) would restore {count(len(s.entries), 'entry', 'entries')} ({size(s.size)}) from "
                  f"{s.label} into {a.claim.namespace}/{a.claim.name}"]
+        if s.origin:
+            lines.append(f"  {s.origin}")
         if s.empty_volume:
             lines.append("  the backup holds an empty volume: no entry would be written"
                          + (", and --clean would remove everything the volume holds" if self.clean else ""))
@@ -113,12 +117,14 @@ class RestoreResult:
             "entries": self.source.entries.summary(), "entryRecord": self.source.recorded,
             "removed": self.removed, "replacedKinds": self.replaced_kinds, "fixedAfterExtraction": self.fixed,
             "consumers": self.consumers, "securityContext": self.security, "tools": self.tools,
+            "origin": self.source.origin,
         }
 
     def summary(self) -> str:
         backup = _backup_id(self.source)
+        origin = f" ({self.source.origin})" if self.source.origin else ""
         return (f"restored {count(len(self.source.entries), 'entry', 'entries')} ({size(self.checked.size)}) into "
-                f"{self.namespace}/{self.claim}{' from backup ' + backup if backup else ''}\n")
+                f"{self.namespace}/{self.claim}{' from backup ' + backup if backup else ''}{origin}\n")
 
 
 def _backup_id(src: Source) -> str | None:
@@ -168,8 +174,10 @@ class Verification:
 
 def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult | RestorePlan:
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
+    current, why = try_cluster_identity(kube)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none")
+                         allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none", current=current,
+                         unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
     say_plan(console, access)
     if opts.dry_run == "client":
         claim_lease(kube, access, run, "client").acquire()

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubectl_dr.clusters import ClusterIdentity, latest_of, origin_note
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.repo import Backup, BackupCorruptError, BackupNotFoundError, Repository
@@ -39,6 +40,9 @@ class Source:
     # Every part was read back here and matched the manifest's sizes and SHA-256 (staged from S3 or
     # decrypted): verifying the backup again would only download it twice.
     verified: bool = False
+    # Where the backup came from when that is not this cluster ("backup X is of cluster A …, restoring
+    # into cluster B …"), or that it records no cluster; None for this cluster's own, or a tar file.
+    origin: str | None = None
 
     @property
     def gnu_only(self) -> bool:
@@ -63,17 +67,19 @@ def parse_claim_ref(text: str) -> tuple[str | None, str]:
     return namespace or None, claim
 
 
-def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_claim: str | None) -> Backup:
-    """`--from` as a backup: an ID, a prefix, a directory, or `latest` of this claim (or --from-claim's)."""
+def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_claim: str | None,
+                cluster: str | None = None) -> Backup:
+    """`--from` as a backup: an ID, a prefix, a directory, or `latest` of this claim (or --from-claim's) in
+    the cluster whose UID is ``cluster``."""
     if ref != "latest":
         return repo.resolve(ref, TYPE)
     of_namespace, of_claim = parse_claim_ref(from_claim) if from_claim else (namespace, claim)
     match = {"namespace": of_namespace or namespace, "pvc": of_claim}
     try:
-        return repo.resolve(ref, TYPE, match)
+        return repo.resolve(ref, TYPE, match, cluster=cluster)
     except BackupNotFoundError as exc:
         others = repo.backups(TYPE)
-        if others:
+        if others and not repo.backups(TYPE, match):
             shown = ", ".join(f"{b.id} ({b.manifest.source.get('namespace')}/{b.manifest.source.get('pvc')})"
                               for b in others[:5])
             exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.location}, newest first: {shown}. Restore one "
@@ -83,7 +89,11 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
             from_claim: str | None = None, allow_empty: bool = False,
-            identity: Sequence[Identity] | None = None, dry_run: bool = False) -> Source:
+            identity: Sequence[Identity] | None = None, dry_run: bool = False,
+            current: ClusterIdentity | None = None, unknown_why: str = "", server: str = "",
+            from_cluster: str | None = None) -> Source:
+    """``current``: the cluster restored into (`latest` is its newest); ``from_cluster``: another one's.
+    ``current`` None: this user may not read kube-system (``unknown_why``), ``server`` is the API server."""
     candidate = Path(ref).expanduser()
     if candidate.is_file():
         console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
@@ -92,7 +102,14 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
                       False)
     if from_claim and ref != "latest":
         raise DrError("--from-claim only goes with --from latest")
-    backup = find_backup(repo, ref, namespace, claim, from_claim)
+    if ref == "latest" and current is None and server and not from_cluster:
+        backup = _latest_by_server(repo, namespace, claim, from_claim, server, unknown_why, console)
+    else:
+        uid = latest_of(ref, current, from_cluster, repo.cluster_uid, unknown_why)
+        backup = find_backup(repo, ref, namespace, claim, from_claim, uid)
+    origin = _origin(backup, current)
+    if origin:
+        console.say(f"note: {origin}")
     part = backup.manifest.part(ARCHIVE_PART)
     parts = local_parts(repo, backup, [ARCHIVE_PART, PART], console, identity)
     staged = parts.staged
@@ -117,7 +134,30 @@ def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Con
             raise empty_archive_error(f"backup {backup.id}")
         if recorded:
             console.say(f"the backup holds an empty volume (backup {backup.id}: its entry record says so)")
-    return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged)
+    return Source(path, part.size, part.sha256, backup, archive, entries, recorded, verified=staged, origin=origin)
+
+
+def _latest_by_server(repo: Repository, namespace: str, claim: str, from_claim: str | None, server: str, why: str,
+                      console: Console) -> Backup:
+    """`latest` for a user who may not read kube-system (a namespaced role): the cluster's uid is unknown, so
+    the server URL its backups record stands in for it, and so do the backups this user wrote (which could not
+    record a cluster either). Said, because a URL is a hint: a rebuilt cluster may answer at the same one."""
+    of_namespace, of_claim = parse_claim_ref(from_claim) if from_claim else (namespace, claim)
+    match = {"namespace": of_namespace or namespace, "pvc": of_claim}
+    fitting = [b for b in repo.backups(TYPE, match)
+               if b.manifest.cluster is None or b.manifest.cluster.server == server]
+    if not fitting:
+        raise BackupNotFoundError("latest", repo.location, message=f"there is no pvc backup of {match['namespace']}/"
+                                  f"{match['pvc']} taken through {server} in {repo.location}")
+    console.warn(f"warning: this cluster's identity is unknown (cannot read the kube-system namespace: {why}): "
+                 f"`latest` is the newest backup taken through {server}, or that records no cluster")
+    return fitting[0]
+
+
+def _origin(backup: Backup, current: ClusterIdentity | None) -> str | None:
+    if current is None:
+        return origin_note(backup.id, None, ClusterIdentity("")) if backup.manifest.cluster is None else None
+    return origin_note(backup.id, backup.manifest.cluster, current)
 
 
 def read_entries(backup: Backup, staged: Path | None = None) -> Entries | None:

@@ -37,7 +37,7 @@ def test_list_table_json_and_env_var(repo: Repository, filled: dict[str, str]) -
     result = dr("backups", "list", "--repo", str(repo.path))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE"]
+    assert lines[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"]
     assert {line.split()[0] for line in lines[1:]} == set(filled.values())
     assert any(line.split()[1:3] == ["pvc", "shop/data-db-0"] for line in lines[1:])
 

@@ -56,7 +56,7 @@ def test_list_show_verify_delete_on_s3(seaweedfs: S3Server) -> None:
     assert listed["repository"] == url and [i["id"] for i in listed["items"]] == ids[::-1]
     assert listed["items"][0]["location"] == f"{url}/{ids[1]}"
     table = _ok(_dr(env, "backups", "list"))
-    assert table.splitlines()[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE"]
+    assert table.splitlines()[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"]
     # A client dry run checks as much and writes nothing under the prefix, not even its outcome.
     assert "not recorded (dry run)" in _ok(_dr(env, "backups", "verify", ids[1], "--dry-run=client"))
     assert "lastVerification" not in _ok(_dr(env, "backups", "show", ids[1], "-o", "json"))

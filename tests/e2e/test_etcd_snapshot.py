@@ -145,9 +145,13 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
         for i in range(300):
             etcd.put(f"/registry/secrets/ns/s-{i}".encode(), secrets.token_bytes(2000))
         etcd.put(b"/registry/configmaps/ext/marker", b"direct-marker")
+        # The cluster's identity, as an API server stores it: no API answers here, the snapshot names it.
+        etcd.put(b"/registry/namespaces/kube-system", json.dumps(
+            {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "kube-system", "uid": "4d1e-ext"}}).encode())
         env = clean_env({"KUBECTL_DR_REPO": str(repo)})
         data = ok_json(dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "-o", "json", env=env))
         part = assert_matches_etcdctl(data)
+        assert data["cluster"] == {"uid": "4d1e-ext"}
         assert data["details"]["mode"] == "direct" and data["details"]["member"]["name"] == "ext"
         status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env))
         raw = json.loads(etcd.ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]

@@ -166,11 +166,12 @@ def test_interrupt_during_verification_deletes_the_early_pod(cluster: Any, tmp_p
     (vol / "big").write_bytes(b"current")
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    _big_backup(repo, ns, 2 << 30)
+    # By its ID: a backup written here records no cluster, and `latest` picks only the cluster's own.
+    backup_id = _big_backup(repo, ns, 2 << 30)
 
     env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0.1"})
     proc = subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from",
-                             "latest", "--yes"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             backup_id, "--yes"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:

@@ -184,6 +184,9 @@ def test_unreadable_restricted_namespace_rejection_then_compliant_pod(cluster: A
                      context="loopback-limited")
         assert restore.returncode == 0, restore.stderr
         assert "instead of their archived owners" in restore.stderr  # the cost of the non-root restore, said
+        # kube-system is not readable either: the backup records no cluster, and `latest` says what it took.
+        assert "this backup records no cluster" in backup.stderr
+        assert "`latest` is the newest backup taken through https://127.0.0.1:" in restore.stderr
     assert (vol / "state").read_bytes() == b"v1"
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
     assert managed_pods(cluster, ns) == []

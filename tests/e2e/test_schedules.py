@@ -162,6 +162,9 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     assert len(pulled["pulled"]) == 2 and pulled["alreadyInRepository"] == []
     backups = _ok(_dr(c, "backups", "list", "--repo", url, "--type", "etcd-snapshot", "-o", "json", env=s3env))
     assert len(backups["items"]) == 2
+    # Pulled later, still of this cluster: `latest` of its restores finds them.
+    uid = c.kubectl("get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+    assert all(item["cluster"]["uid"] == uid for item in backups["items"])
     for item in backups["items"]:
         shown = _ok(_dr(c, "backups", "show", item["id"], "--repo", url, "-o", "json", env=s3env))
         details = shown["details"]

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.console import Console
 from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
 from kubectl_dr.repo import Repository
+from kubectl_dr.repo.choice import choose
 from kubectl_dr.repo.staging import local_parts
 
 # What etcd reports as its version ("3.5.16", "v3.4.23", "3.6.0-rc.1"): nothing else is taken from a manifest.
@@ -46,8 +48,13 @@ def minor_of(version: str | None) -> str | None:
     return ".".join(parts[:2]) if len(parts) >= 2 else None
 
 
-def local_snapshot(ref: str, repo: Repository, console: Console) -> LocalSnapshot:
+def local_snapshot(ref: str, repo: Repository, console: Console, *, current: ClusterIdentity | None = None,
+                   unknown_why: str = "", from_cluster: str | None = None,
+                   from_other_cluster: bool = False) -> LocalSnapshot:
     """Resolve and verify: a path to an existing file is a plain snapshot file, anything else a backup.
+
+    ``latest`` is the newest snapshot of ``current`` (or of ``from_cluster``); a snapshot of another cluster
+    is refused, naming both, unless ``from_other_cluster``.
 
     A backup in S3 or an encrypted one is staged here first (repo.staging), checked on the way; the
     runbook of such a backup is written to the current directory, the one place here the user sees.
@@ -56,7 +63,10 @@ def local_snapshot(ref: str, repo: Repository, console: Console) -> LocalSnapsho
         path = Path(ref).absolute()
         status = verify_snapshot(path)
         return LocalSnapshot(path, status, status.cluster_version, None, path.parent, {})
-    backup = repo.resolve(ref, type=BACKUP_TYPE)
+    backup, origin = choose(repo, ref, BACKUP_TYPE, current=current, what="etcd restore", from_cluster=from_cluster,
+                            from_other_cluster=from_other_cluster, unknown_why=unknown_why)
+    if origin:
+        console.say(f"note: {origin}")
     parts = local_parts(repo, backup, [PART_NAME], console)
     if not parts.staged:
         repo.verify(backup)

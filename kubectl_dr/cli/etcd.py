@@ -367,7 +367,7 @@ def restore(
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    snapshot = local_snapshot(source, repository, console)
+    snapshot = local_snapshot(source, repository, console, record=opts.dry_run == "none")
     console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
                 f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
     run = Run(f"etcd restore --from {source}")
@@ -402,8 +402,10 @@ def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapsho
 
         extra = (f"  then on every node (eight at a time): {' '.join(COMMAND)} (privileged hostPID pod)\n"
                  if restart_kubelets else "")
+        path = snapshot.runbook_dir / "etcd-restore-runbook-RUN.sh"
         emit({**plan.to_dict(), "dryRun": "client", "restartKubelets": restart_kubelets, "runbook": book},
-             opts.output, table=plan.summary() + extra + "\n" + book)
+             opts.output, table=plan.summary() + extra + f"(dry run) would write this break-glass runbook to {path} "
+                                                         "(RUN: the real run's ID) before anything changes:\n\n" + book)
         return True
     path = snapshot.runbook_dir / f"etcd-restore-runbook-{run_id}.sh"
     try:

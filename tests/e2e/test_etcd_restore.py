@@ -53,6 +53,25 @@ def leftover_pods(c: Cluster) -> list[str]:
     return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in out["items"]]
 
 
+def repo_files(repo: Path) -> list[str]:
+    return sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+
+
+# What a dry run may say on stderr: what it read and checked, never what it did.
+READ_ONLY = ("snapshot backup ", "etcd members: ", "API servers on ", "etcd at ")
+
+
+def dry_run_says_would(result: subprocess.CompletedProcess[str]) -> None:
+    """Every line of a table dry run: the plan's lines say "would" (or are its steps), the runbook is announced
+    as the one a run would write, and stderr only reports what was read."""
+    plan, _, book = result.stdout.partition(" before anything changes:\n")
+    assert book.startswith("\n# Break-glass runbook for etcd restore "), result.stdout
+    for line in plan.splitlines():
+        assert line.startswith(("(dry run) would ", "  ")), line
+    for line in result.stderr.splitlines():
+        assert line.startswith(READ_ONLY), line
+
+
 def endpoint_status(c: Cluster, repo: Path) -> list[dict[str, Any]]:
     out = json.loads(ok(run_dr(c, repo, "etcd", "status", "-o", "json")).stdout)
     endpoints: list[dict[str, Any]] = out["endpoints"]
@@ -151,9 +170,12 @@ def single(cluster_factory: ClusterFactory) -> Cluster:
 def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -> None:
     c, repo = single, tmp_path / "repo"
     snap = snapshot_with_changes(c, repo, "one", sleep_arg="3701")
+    files = repo_files(repo)
     dry = run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client")
     ok(dry)
     assert "would restore etcd on 1 control-plane node(s)" in dry.stdout and "--bump-revision=1000000000" in dry.stdout
+    dry_run_says_would(dry)
+    assert repo_files(repo) == files  # not even the record of the backup's verification
     assert not leftover_pods(c) and configmaps(c, "one") == {"before", "after"}
 
     result = json.loads(ok(restore(c, repo, snap)).stdout)

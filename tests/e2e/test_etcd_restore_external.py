@@ -21,7 +21,7 @@ from tests.cli_runner import clean_env, dr, executable
 from tests.cluster.etcd_proc import start_etcd
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import eventually, manifest, pod
-from tests.e2e.test_etcd_restore import configmaps, leftover_pods, ok, sleeping
+from tests.e2e.test_etcd_restore import configmaps, dry_run_says_would, leftover_pods, ok, repo_files, sleeping
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SHAPES = [pytest.param(("3.5", 3), id="3.5-three-members"), pytest.param(("3.4", 1), id="3.4-one-member")]
@@ -100,9 +100,12 @@ def interrupted(c: Cluster, repo: Path, snap: str, at: str, stop: Callable[[subp
 def test_restore_then_back_through_the_safety_snapshot(external: Cluster, tmp_path: Path) -> None:
     c, repo = external, tmp_path / "repo"
     snap = prepare(c, repo, "ext-a", "7301")
+    files = repo_files(repo)
     dry = json.loads(ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client",
                                "-o", "json")).stdout)
     assert dry["mode"] == "external" and dry["keys"]["delete"] >= 2 and dry["keys"]["put"] >= 1
+    dry_run_says_would(ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client")))
+    assert repo_files(repo) == files  # not even the record of the backup's verification
     assert configmaps(c, "ext-a") == {"kept", "made-later"}  # the dry run changed nothing
 
     result = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes", "-o", "json"))

@@ -42,11 +42,12 @@ def minor_of(version: str | None) -> str | None:
     return ".".join(parts[:2]) if len(parts) >= 2 else None
 
 
-def local_snapshot(ref: str, repo: Repository, console: Console) -> LocalSnapshot:
+def local_snapshot(ref: str, repo: Repository, console: Console, *, record: bool = True) -> LocalSnapshot:
     """Resolve and verify: a path to an existing file is a plain snapshot file, anything else a backup.
 
     A backup in S3 or an encrypted one is staged here first (repo.staging), checked on the way; the
     runbook of such a backup is written to the current directory, the one place here the user sees.
+    `record=False` (a dry run) checks the backup without writing the verification record beside it.
     """
     if os.path.isfile(ref):
         path = Path(ref).absolute()
@@ -55,7 +56,7 @@ def local_snapshot(ref: str, repo: Repository, console: Console) -> LocalSnapsho
     backup = repo.resolve(ref, type=BACKUP_TYPE)
     parts = local_parts(repo, backup, [PART_NAME], console)
     if not parts.staged:
-        repo.verify(backup)
+        repo.verify(backup, record=record)
     path = parts.files[PART_NAME]
     status = verify_snapshot(path)
     details = dict(backup.manifest.details)

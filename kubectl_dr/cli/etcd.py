@@ -383,20 +383,18 @@ def restore(
                     no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
                     dry_run=opts.dry_run == "client", node_timeout=node_timeout)
     book = runbook(plan)
-    if _plan_shown(opts, console, plan, book, snapshot, run.id, restart_kubelets):
+    if _plan_shown(opts, plan, book, snapshot, restart_kubelets):
         return
     if not plan.bump:
         console.warn(job.NO_BUMP_RISK)
     console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
                     "API server stops for the duration, and everything written since the snapshot is set aside")
-    outcome = job.run(kube, plan, console, book)
+    outcome = job.run(kube, plan, console, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
     _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 
 
-def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapshot: Any, run_id: str,
-                restart_kubelets: bool) -> bool:
-    """A dry run prints the plan and the runbook (True: stop here); a real run writes the runbook beside the
-    backup and prints it, before anything changes."""
+def _plan_shown(opts: GlobalOptions, plan: Any, book: str, snapshot: Any, restart_kubelets: bool) -> bool:
+    """A dry run prints the plan and the runbook (True: stop here)."""
     if opts.dry_run == "client":
         from kubectl_dr.nodes.kubelet_restart import COMMAND
 
@@ -407,6 +405,12 @@ def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapsho
              opts.output, table=plan.summary() + extra + f"(dry run) would write this break-glass runbook to {path} "
                                                          "(RUN: the real run's ID) before anything changes:\n\n" + book)
         return True
+    return False
+
+
+def _write_runbook(console: Any, book: str, snapshot: Any, run_id: str) -> None:
+    """Beside the backup, and on stderr, once the run holds the restore lease and before it changes anything: a
+    run refused before that (confirmation, lease, preflight) leaves no runbook of a restore that never ran."""
     path = snapshot.runbook_dir / f"etcd-restore-runbook-{run_id}.sh"
     try:
         path.write_text(book)
@@ -414,7 +418,6 @@ def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapsho
     except OSError as exc:
         console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
     message(book)
-    return False
 
 
 def _finish_restore(opts: GlobalOptions, console: Any, outcome: Any, run: Any, helper_image: str,
@@ -467,7 +470,7 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
                              helper_image=helper_image, hold_timeout=hold_timeout, say=console.say,
                              dry_run=opts.dry_run == "client")
         book = external_runbook(plan)
-        if _plan_shown(opts, console, plan, book, snapshot, run.id, restart_kubelets):
+        if _plan_shown(opts, plan, book, snapshot, restart_kubelets):
             return
         console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
                         f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
@@ -475,7 +478,8 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
         def safety() -> str:
             return str(etcd_snapshot.direct(direct, repository).manifest.id)
 
-        outcome = external.run(kube, plan, etcd, console, safety)
+        outcome = external.run(kube, plan, etcd, console, safety,
+                               on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
         outcome.runbook = book
     _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 

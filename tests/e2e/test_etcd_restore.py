@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,30 @@ def configmaps(c: Cluster, ns: str) -> set[str]:
 def leftover_pods(c: Cluster) -> list[str]:
     out = json.loads(c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "json").stdout)
     return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in out["items"]]
+
+
+RESTORE_LEASE = "kubectl-dr-etcd-restore"
+
+
+@contextmanager
+def restore_lease_held(c: Cluster, command: str = "etcd restore --from latest") -> Iterator[str]:
+    """The restore Lease as a live run on another machine holds it (just renewed); yields that run's ID."""
+    run_id = "20261201T000000Z-0a0b0c"
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    c.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": RESTORE_LEASE, "namespace": "kube-system",
+                     "annotations": {"kubectl-dr.io/command": command}},
+        "spec": {"holderIdentity": f"elsewhere/4242/{run_id}", "leaseDurationSeconds": 600, "acquireTime": now,
+                 "renewTime": now}}))
+    try:
+        yield run_id
+    finally:
+        c.kubectl("delete", "lease", "-n", "kube-system", RESTORE_LEASE, "--ignore-not-found")
+
+
+def runbooks(repo: Path) -> list[Path]:
+    return sorted(repo.rglob("etcd-restore-runbook-*"))
 
 
 def repo_files(repo: Path) -> list[str]:
@@ -207,6 +232,20 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
     assert again.returncode == 1 and "cannot be rolled back" in again.stderr
     assert not leftover_pods(c)
     c.kubectl("delete", "namespace", "one", "--wait=false")
+
+
+def test_a_refused_run_writes_no_runbook(single: Cluster, tmp_path: Path) -> None:
+    """Refused before it held the lease (no confirmation, another run's lease): no runbook of a restore that never
+    ran, nothing else either."""
+    c, repo = single, tmp_path / "repo"
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", "-o", "json")).stdout)["id"]
+    unconfirmed = run_dr(c, repo, "etcd", "restore", "--from", snap)  # no --yes and no terminal
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+    with restore_lease_held(c) as other:
+        held = run_dr(c, repo, "etcd", "restore", "--from", snap, "--yes")
+    assert held.returncode == 1 and f"run {other} on host elsewhere" in held.stderr, held.stderr
+    assert runbooks(repo) == [] and "runbook" not in held.stderr + unconfirmed.stderr
+    assert not leftover_pods(c)
 
 
 def test_unwritable_data_dir_rolls_back(single: Cluster, tmp_path: Path) -> None:

@@ -21,7 +21,16 @@ from tests.cli_runner import clean_env, dr, executable
 from tests.cluster.etcd_proc import start_etcd
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import eventually, manifest, pod
-from tests.e2e.test_etcd_restore import configmaps, dry_run_says_would, leftover_pods, ok, repo_files, sleeping
+from tests.e2e.test_etcd_restore import (
+    configmaps,
+    dry_run_says_would,
+    leftover_pods,
+    ok,
+    repo_files,
+    restore_lease_held,
+    runbooks,
+    sleeping,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SHAPES = [pytest.param(("3.5", 3), id="3.5-three-members"), pytest.param(("3.4", 1), id="3.4-one-member")]
@@ -166,6 +175,19 @@ def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(extern
     assert etcd_keys(c, "/kubectl-dr/") == []
     eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
     c.kubectl("delete", "namespace", "ext-c", "--wait=false")
+
+
+def test_a_refused_run_writes_no_runbook(external: Cluster, tmp_path: Path) -> None:
+    c, repo = external, tmp_path / "repo"
+    one_shape(c, 1)
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", *flags(c), "-o", "json")).stdout)["id"]
+    unconfirmed = run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c))  # no --yes and no terminal
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+    with restore_lease_held(c) as other:
+        held = run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes")
+    assert held.returncode == 1 and f"run {other} on host elsewhere" in held.stderr, held.stderr
+    assert runbooks(repo) == [] and "runbook" not in held.stderr + unconfirmed.stderr
+    assert api_answers(c) and leftover_pods(c) == [] and etcd_keys(c, "/kubectl-dr/") == []
 
 
 @pytest.fixture

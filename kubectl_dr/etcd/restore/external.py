@@ -369,10 +369,12 @@ def _release(direct: Direct, run_id: str, say: Say) -> None:
             say("the nodes were told to start their API servers again; nothing in etcd was changed")
 
 
-def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str]) -> Outcome:
+def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str], *,
+        on_lease: Callable[[], None] = lambda: None) -> Outcome:
     say = console.say
     stack = cleanup.current()
     released = take_lease(kube, p.namespace, p.run, say)
+    on_lease()  # the runbook: only for a run that holds the lease, before anything changes
     for old in finished_runs(etcd):  # we hold the lease: these runs are over (a held one is never among them)
         etcd.delete_prefix(run_prefix(old).encode() + b"/")
     writers = [(n, _writer_pod(kube, p, n)) for n in p.nodes]

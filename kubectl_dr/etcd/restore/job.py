@@ -420,11 +420,14 @@ def take_lease(kube: Kube, namespace: str, run: Run, say: Callable[[str], None])
     return cleanup.current().push("release the etcd restore lease", lambda: _release(lease, heartbeat))
 
 
-def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:
-    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back."""
+def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
+        ) -> Outcome:
+    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
+    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none)."""
     say = console.say
     stack = cleanup.current()
     released = [take_lease(kube, p.namespace, p.run, say)]
+    on_lease()
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
     nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore")

@@ -238,6 +238,9 @@ def snapshot(
         if opts.dry_run == "server":
             raise UsageError("--dry-run=server needs the API server; with --endpoints nothing goes through it "
                              "(use --dry-run=client)")
+        from kubectl_dr.etcd.restore.external import refuse_snapshot_while_held
+
+        refuse_snapshot_while_held(topo)
         if opts.dry_run == "client":
             emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": repository.location,
                   "endpoints": list(topo.endpoints)}, opts.output,
@@ -376,7 +379,7 @@ def restore(
 
         assert isinstance(direct, Direct)
         _restore_external(opts, console, direct, repository, snapshot, run, etcd_image, helper_image, hold_timeout,
-                          restart_kubelets)
+                          restart_kubelets, source)
         return
     kube = opts.kube()
     plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
@@ -441,7 +444,8 @@ def _finish_restore(opts: GlobalOptions, console: Any, outcome: Any, run: Any, h
 
 
 def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository: Any, snapshot: Any, run: Any,
-                      etcd_image: str | None, helper_image: str, hold_timeout: int, restart_kubelets: bool) -> None:
+                      etcd_image: str | None, helper_image: str, hold_timeout: int, restart_kubelets: bool,
+                      source: str) -> None:
     from kubectl_dr.etcd import keyspace
     from kubectl_dr.etcd import snapshot as etcd_snapshot
     from kubectl_dr.etcd.restore import external
@@ -454,6 +458,7 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
         if held:
             # The API servers are down because of that run: finish it from here, through etcd alone.
             prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
+            external.check_bound(etcd, held[0], snapshot, source)
             if opts.dry_run == "client":
                 emit({"kind": "EtcdRestorePlan", "mode": "external", "finishes": held[0], "dryRun": "client"},
                      opts.output, table=f"(dry run) would finish the held run {held[0]}: rewrite the keys under "
@@ -476,7 +481,8 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
                         f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
 
         def safety() -> str:
-            return str(etcd_snapshot.direct(direct, repository).manifest.id)
+            # Named as this run's: a rerun with `--from latest` must not take it for the snapshot to restore.
+            return str(etcd_snapshot.direct(direct, repository, details={"safetySnapshotOf": run.id}).manifest.id)
 
         outcome = external.run(kube, plan, etcd, console, safety,
                                on_lease=lambda: _write_runbook(console, book, snapshot, run.id))

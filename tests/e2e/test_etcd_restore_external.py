@@ -159,20 +159,54 @@ def test_ctrl_c_before_the_rewrite_changes_nothing(external: Cluster, tmp_path: 
     c.kubectl("delete", "namespace", "ext-b", "--wait=false")
 
 
+def flood(c: Cluster, prefix: str, count: int) -> None:
+    """`count` small keys under `prefix`, straight into etcd (a rewrite that deletes them takes a while)."""
+    from kubectl_dr.etcd.client import Endpoint
+    from kubectl_dr.etcd.topology import direct
+
+    pki = c.layout.pki
+    topo = direct([c.members[0].client_url], str(pki / "etcd-ca.crt"), str(pki / "apiserver-etcd-client.crt"),
+                  str(pki / "apiserver-etcd-client.key"))
+    with Endpoint(c.members[0].client_url, topo) as ep:
+        rpc = ep.rpc
+        for start in range(0, count, 100):
+            ops = [rpc.RequestOp(request_put=rpc.PutRequest(key=f"{prefix}{i:06d}".encode(), value=b"x"))
+                   for i in range(start, min(count, start + 100))]
+            ep.client.kvstub.Txn(rpc.TxnRequest(compare=[], success=ops, failure=[]), 30.0)
+
+
 def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(external: Cluster, tmp_path: Path) -> None:
     c, repo = external, tmp_path / "repo"
     one_shape(c, 1)
     snap = prepare(c, repo, "ext-c", "7303")
-    # The safety snapshot is taken after the claim: killed there, the run holds the API servers down.
-    interrupted(c, repo, snap, "saving a snapshot of etcd member", lambda proc: proc.kill())
+    # Thousands of keys the snapshot lacks: the rewrite is still deleting them when the kill comes.
+    flood(c, "/registry/kubectl-dr-test-flood/", 5000)
+    # The safety snapshot is taken after the claim: killed once it is saved, the run holds the API servers down.
+    err = interrupted(c, repo, snap, "safety snapshot ", lambda proc: proc.kill())
+    safety = err.split("safety snapshot ", 1)[1].split()[0]
     assert not api_answers(c)  # a half-restored keyspace is never served
     assert any(k.endswith("/applying") for k in etcd_keys(c, "/kubectl-dr/"))
+    held_run = next(k for k in etcd_keys(c, "/kubectl-dr/") if k.endswith("/applying")).split("/")[3]
+
+    # Nor is it snapshotted: the snapshot would be half restored, and the newest backup.
+    snapshot = run_dr(c, repo, "etcd", "snapshot", *flags(c))
+    assert snapshot.returncode == 1, snapshot.stderr
+    assert f"an etcd restore holds the API servers down with its rewrite unfinished: run {held_run} on host" in \
+        snapshot.stderr and f"etcd restore --from {snap}" in snapshot.stderr
+    # `latest` is the safety snapshot now: finishing the held run with it would restore nothing.
+    for extra in (["--yes"], ["--dry-run=client"]):
+        latest = run_dr(c, repo, "etcd", "restore", "--from", "latest", *flags(c), *extra)
+        assert latest.returncode == 1, latest.stderr
+        assert f"run {held_run} holds the API servers down with its rewrite to backup {snap} " in latest.stderr
+        assert f"--from latest is backup {safety} " in latest.stderr and "own safety snapshot" in latest.stderr
+        assert f"Pass --from {snap} to finish that restore, or --from {safety} (by its ID)" in latest.stderr
+    assert not api_answers(c)
 
     finished = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes"))
     assert "holds the API servers down with its rewrite unfinished" in finished.stderr
     assert api_answers(c)
     assert configmaps(c, "ext-c") == {"kept", "gone-later"}
-    assert etcd_keys(c, "/kubectl-dr/") == []
+    assert etcd_keys(c, "/kubectl-dr/") == [] and etcd_keys(c, "/registry/kubectl-dr-test-flood/") == []
     eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
     c.kubectl("delete", "namespace", "ext-c", "--wait=false")
 

@@ -205,6 +205,9 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
 
     result = json.loads(ok(restore(c, repo, snap)).stdout)
     check_restored(c, repo, "one", "3701", result, bump=True)
+    # The snapshot held its member's lease while it ran: it came back with the data, and went with the pod.
+    member_lease = c.kubectl("-n", "kube-system", "get", "lease", f"kubectl-dr-etcd-{c.control_planes[0]}", check=False)
+    assert member_lease.returncode == 1 and "NotFound" in member_lease.stderr, member_lease.stdout
     runbook = next((repo / snap).glob("etcd-restore-runbook-*.sh")).read_text()
     assert f"--initial-cluster-token kubectl-dr-{result['runID'].lower()}-" in runbook
     assert "--bump-revision 1000000000 --mark-compacted" in runbook

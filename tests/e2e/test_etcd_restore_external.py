@@ -180,7 +180,7 @@ def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(extern
     one_shape(c, 1)
     snap = prepare(c, repo, "ext-c", "7303")
     # Thousands of keys the snapshot lacks: the rewrite is still deleting them when the kill comes.
-    flood(c, "/registry/kubectl-dr-test-flood/", 5000)
+    flood(c, "/registry/kubectl-dr-test-flood/", 2000)
     # The safety snapshot is taken after the claim: killed once it is saved, the run holds the API servers down.
     err = interrupted(c, repo, snap, "safety snapshot ", lambda proc: proc.kill())
     safety = err.split("safety snapshot ", 1)[1].split()[0]

@@ -270,8 +270,8 @@ def refuse_snapshot_while_held(direct: Direct) -> None:
             held = held_runs(etcd)
             record = run_record(etcd, held[0]) if held else {}
     except Exception as exc:
-        if is_rpc_error(exc):
-            return  # not answering: the snapshot itself says so, per endpoint
+        if is_rpc_error(exc) or isinstance(exc, DrError):
+            return  # not answering, or not reachable so: the snapshot itself says why, per endpoint
         raise
     if not held:
         return

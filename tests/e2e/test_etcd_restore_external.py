@@ -22,6 +22,7 @@ from tests.cluster.etcd_proc import start_etcd
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import eventually, manifest, pod
 from tests.e2e.test_etcd_restore import (
+    READ_ONLY,
     configmaps,
     dry_run_says_would,
     leftover_pods,
@@ -201,6 +202,9 @@ def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(extern
         assert f"--from latest is backup {safety} " in latest.stderr and "own safety snapshot" in latest.stderr
         assert f"Pass --from {snap} to finish that restore, or --from {safety} (by its ID)" in latest.stderr
     assert not api_answers(c)
+    dry = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client"))
+    assert dry.stdout.startswith(f"(dry run) would finish the held run {held_run}: ")
+    assert dry.stdout.count("\n") == 1 and all(line.startswith(READ_ONLY) for line in dry.stderr.splitlines())
 
     finished = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes"))
     assert "holds the API servers down with its rewrite unfinished" in finished.stderr

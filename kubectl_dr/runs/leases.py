@@ -230,8 +230,9 @@ class Lease:
 
 def remove_restored(kube: Kube, namespace: str, name: str, run_id: str) -> bool:
     """Delete the lease `name` if the run `run_id` holds it: a run that is over, whose lease came back with data
-    restored from a snapshot taken while it ran (it would keep its claim blocked for a lease term, and forever
-    look held from another host). A lease another run holds now is left alone. True if deleted."""
+    restored from a snapshot taken while it ran (a leftover that, restored from a recent snapshot, looks held and
+    keeps its claim blocked for up to a lease term). A lease another run holds now is left alone. True if
+    deleted."""
     path = f"{API}/namespaces/{namespace}/leases/{name}"
     try:
         obj = kube.get(path)

@@ -223,10 +223,12 @@ def run_record(etcd: Etcd, run_id: str) -> dict[str, Any]:
         record = json.loads(etcd.get(f"{base}/record".encode()) or b"{}")
     except ValueError:
         record = {}
+    if not isinstance(record, dict):
+        record = {}
     safety = etcd.get(f"{base}/safety".encode())
     if safety:
         record["safety"] = safety.decode()
-    return record if isinstance(record, dict) else {}
+    return record
 
 
 def _record(p: ExternalPlan) -> bytes:

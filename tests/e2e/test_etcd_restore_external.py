@@ -10,6 +10,7 @@ finishes it), and the refusal of an etcd that is not the cluster's storage.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -201,6 +202,12 @@ def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(extern
         assert f"run {held_run} holds the API servers down with its rewrite to backup {snap} " in latest.stderr
         assert f"--from latest is backup {safety} " in latest.stderr and "own safety snapshot" in latest.stderr
         assert f"Pass --from {snap} to finish that restore, or --from {safety} (by its ID)" in latest.stderr
+    # Any other snapshot is refused too (here a plain file: a copy of the safety snapshot's database).
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(repo / safety / "snapshot.db", copy)
+    other = run_dr(c, repo, "etcd", "restore", "--from", str(copy), *flags(c), "--yes")
+    assert other.returncode == 1 and f"--from {copy} is file {copy} " in other.stderr, other.stderr
+    assert ", another snapshot: a held run is finished only with the snapshot it began with" in other.stderr
     assert not api_answers(c)
     dry = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client"))
     assert dry.stdout.startswith(f"(dry run) would finish the held run {held_run}: ")

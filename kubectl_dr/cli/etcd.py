@@ -252,6 +252,9 @@ def snapshot(
         if opts.dry_run == "server":
             raise UsageError("--dry-run=server needs the API server; with --endpoints nothing goes through it "
                              "(use --dry-run=client)")
+        from kubectl_dr.etcd.restore.external import refuse_snapshot_while_held
+
+        refuse_snapshot_while_held(topo)
         if opts.dry_run == "client":
             emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": repository.location,
                   "endpoints": list(topo.endpoints)}, opts.output,
@@ -390,7 +393,8 @@ def restore(
     # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
     current, why = (None, "") if os.path.isfile(source) else try_cluster_identity(opts.kube())
     snapshot = local_snapshot(source, repository, console, current=current, unknown_why=why,
-                              from_cluster=from_cluster, from_other_cluster=from_other_cluster)
+                              from_cluster=from_cluster, from_other_cluster=from_other_cluster,
+                              record=opts.dry_run == "none")
     console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
                 f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
     run = Run(f"etcd restore --from {source}")
@@ -399,35 +403,41 @@ def restore(
 
         assert isinstance(direct, Direct)
         _restore_external(opts, console, direct, repository, snapshot, run, etcd_image, helper_image, hold_timeout,
-                          restart_kubelets)
+                          restart_kubelets, source)
         return
     kube = opts.kube()
     plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
                     no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
                     dry_run=opts.dry_run == "client", node_timeout=node_timeout)
     book = runbook(plan)
-    if _plan_shown(opts, console, plan, book, snapshot, run.id, restart_kubelets):
+    if _plan_shown(opts, plan, book, snapshot, restart_kubelets):
         return
     if not plan.bump:
         console.warn(job.NO_BUMP_RISK)
     console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
                     "API server stops for the duration, and everything written since the snapshot is set aside")
-    outcome = job.run(kube, plan, console, book)
+    outcome = job.run(kube, plan, console, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
     _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 
 
-def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapshot: Any, run_id: str,
-                restart_kubelets: bool) -> bool:
-    """A dry run prints the plan and the runbook (True: stop here); a real run writes the runbook beside the
-    backup and prints it, before anything changes."""
+def _plan_shown(opts: GlobalOptions, plan: Any, book: str, snapshot: Any, restart_kubelets: bool) -> bool:
+    """A dry run prints the plan and the runbook (True: stop here)."""
     if opts.dry_run == "client":
         from kubectl_dr.nodes.kubelet_restart import COMMAND
 
         extra = (f"  then on every node (eight at a time): {' '.join(COMMAND)} (privileged hostPID pod)\n"
                  if restart_kubelets else "")
+        path = snapshot.runbook_dir / "etcd-restore-runbook-RUN.sh"
         emit({**plan.to_dict(), "dryRun": "client", "restartKubelets": restart_kubelets, "runbook": book},
-             opts.output, table=plan.summary() + extra + "\n" + book)
+             opts.output, table=plan.summary() + extra + f"(dry run) would write this break-glass runbook to {path} "
+                                                         "(RUN: the real run's ID) before anything changes:\n\n" + book)
         return True
+    return False
+
+
+def _write_runbook(console: Any, book: str, snapshot: Any, run_id: str) -> None:
+    """Beside the backup, and on stderr, once the run holds the restore lease and before it changes anything: a
+    run refused before that (confirmation, lease, preflight) leaves no runbook of a restore that never ran."""
     path = snapshot.runbook_dir / f"etcd-restore-runbook-{run_id}.sh"
     try:
         path.write_text(book)
@@ -435,7 +445,6 @@ def _plan_shown(opts: GlobalOptions, console: Any, plan: Any, book: str, snapsho
     except OSError as exc:
         console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
     message(book)
-    return False
 
 
 def _finish_restore(opts: GlobalOptions, console: Any, outcome: Any, run: Any, helper_image: str,
@@ -459,7 +468,8 @@ def _finish_restore(opts: GlobalOptions, console: Any, outcome: Any, run: Any, h
 
 
 def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository: Any, snapshot: Any, run: Any,
-                      etcd_image: str | None, helper_image: str, hold_timeout: int, restart_kubelets: bool) -> None:
+                      etcd_image: str | None, helper_image: str, hold_timeout: int, restart_kubelets: bool,
+                      source: str) -> None:
     from kubectl_dr.etcd import keyspace
     from kubectl_dr.etcd import snapshot as etcd_snapshot
     from kubectl_dr.etcd.restore import external
@@ -472,6 +482,7 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
         if held:
             # The API servers are down because of that run: finish it from here, through etcd alone.
             prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
+            external.check_bound(etcd, held[0], snapshot, source)
             if opts.dry_run == "client":
                 emit({"kind": "EtcdRestorePlan", "mode": "external", "finishes": held[0], "dryRun": "client"},
                      opts.output, table=f"(dry run) would finish the held run {held[0]}: rewrite the keys under "
@@ -488,15 +499,18 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
                              helper_image=helper_image, hold_timeout=hold_timeout, say=console.say,
                              dry_run=opts.dry_run == "client")
         book = external_runbook(plan)
-        if _plan_shown(opts, console, plan, book, snapshot, run.id, restart_kubelets):
+        if _plan_shown(opts, plan, book, snapshot, restart_kubelets):
             return
         console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
                         f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
 
         def safety() -> str:
-            return str(etcd_snapshot.direct(direct, repository, _api_identity(opts)).manifest.id)
+            # Named as this run's: a rerun with `--from latest` must not take it for the snapshot to restore.
+            return str(etcd_snapshot.direct(direct, repository, _api_identity(opts),
+                                            details={"safetySnapshotOf": run.id}).manifest.id)
 
-        outcome = external.run(kube, plan, etcd, console, safety)
+        outcome = external.run(kube, plan, etcd, console, safety,
+                               on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
         outcome.runbook = book
     _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 

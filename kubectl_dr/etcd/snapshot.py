@@ -20,7 +20,7 @@ from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd import encryption, keyspace, podrun, podspec
-from kubectl_dr.etcd.errors import MemberError, all_members_failed
+from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import EndpointInfo
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
 from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
@@ -32,13 +32,15 @@ from kubectl_dr.kube.pods import HelperPod
 from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.heartbeat import touch_pod
-from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL, Holder
+from kubectl_dr.runs.run import COMMAND_ANNOTATION, LEASE_ANNOTATION, RUN_ID_LABEL, Holder
 
 BACKUP_TYPE = "etcd-snapshot"
 PART_NAME = "snapshot.db"
 DEFAULT_HELPER_IMAGE = "busybox"
 # Saving a multi-GB database runs inside the init container before the pod counts as running.
 SAVE_TIMEOUT = 3600.0
+# The lease every etcd restore holds (restore/job.py takes it under this name).
+RESTORE_LEASE = lease_name("etcd", "restore")
 _SHA256 = re.compile(r"^([0-9a-f]{64})\b")
 
 
@@ -134,6 +136,7 @@ def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: st
             helper_image: str = DEFAULT_HELPER_IMAGE, dry_run: str = "none") -> SnapshotResult | SnapshotPlan:
     """From the given node's member, or the first member that works (Ready members first)."""
     candidates = topology.candidates(node)
+    refuse_during_restore(kube, namespace, run)
     dead = dead_snapshot_pods(kube, namespace, run)
     if dry_run != "none":
         if dry_run == "server":
@@ -157,6 +160,22 @@ def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: st
             if index + 1 < len(candidates):  # the last failure is the error itself
                 message(f"warning: no snapshot from node {member.node}: {exc.message}")
     raise all_members_failed("etcd snapshot", failures)
+
+
+def refuse_during_restore(kube: Kube, namespace: str, run: Run) -> None:
+    """No snapshot while a restore holds its lease: it would capture the data the restore is replacing (or half
+    of it), and become the newest backup that `--from latest` picks next."""
+    lease = Lease(kube, namespace, RESTORE_LEASE, run, what="the etcd restore")
+    obj = lease.read()
+    if obj is None or lease.expired(obj):
+        return
+    who = Holder.parse(str((obj.get("spec") or {}).get("holderIdentity") or ""))
+    command = ((obj.get("metadata") or {}).get("annotations") or {}).get(COMMAND_ANNOTATION)
+    raise EtcdError(f"an etcd restore is running: run {who.run_id or '(unknown)'} on host {who.host} "
+                    f"(pid {who.pid}){f' ({command})' if command else ''} holds the lease {namespace}/{lease.name}; "
+                    "a snapshot now would save the data it is replacing",
+                    hint="See its state with `kubectl dr etcd restore status`, and take the snapshot once it has "
+                         "finished. Nothing was changed.")
 
 
 def dead_snapshot_pods(kube: Kube, namespace: str, run: Run) -> list[str]:
@@ -305,11 +324,13 @@ def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str)
 
 
 # ------------------------------------------------------------------------------------------ direct path
-def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = None) -> SnapshotResult:
+def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = None, *,
+           details: dict[str, Any] | None = None) -> SnapshotResult:
     """From the first given endpoint that answers; each failure is reported and the next one tried.
 
     ``api``: the identity the API server shows, when it answers; the snapshot's own kube-system decides
     which cluster it is of, the API's server URL and context name are kept as hints when they agree.
+    ``details`` go into the manifest as well (a restore's safety snapshot names its run).
     """
     from kubectl_dr.etcd.client import Endpoint, certificate_hint, is_rpc_error, rpc_error_text
 
@@ -335,7 +356,8 @@ def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = Non
                              "transfer": {"bytes": size, "seconds": round(time.monotonic() - started, 3)},
                              "encryption": encryption.Fingerprint(
                                  "unknown", "", reason="taken directly through --endpoints: the API servers' "
-                                                       "encryption config was not read").to_dict()}
+                                                       "encryption config was not read").to_dict(),
+                             **(details or {})}
                     manifest, status = _verify_and_commit(writer, part, extra, member)
                     return SnapshotResult(manifest, repo.backup_location(manifest.id), status,
                                           time.monotonic() - started)

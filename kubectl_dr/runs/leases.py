@@ -226,3 +226,27 @@ class Lease:
             if current is None or (current.get("spec") or {}).get("holderIdentity") != self.run.holder:
                 return
             self.obj = current
+
+
+def remove_restored(kube: Kube, namespace: str, name: str, run_id: str) -> bool:
+    """Delete the lease `name` if the run `run_id` holds it: a run that is over, whose lease came back with data
+    restored from a snapshot taken while it ran (a leftover that, restored from a recent snapshot, looks held and
+    keeps its claim blocked for up to a lease term). A lease another run holds now is left alone. True if
+    deleted."""
+    path = f"{API}/namespaces/{namespace}/leases/{name}"
+    try:
+        obj = kube.get(path)
+    except ApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    if Holder.parse(str((obj.get("spec") or {}).get("holderIdentity") or "")).run_id != run_id:
+        return False
+    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        kube.request("DELETE", path, body={"preconditions": {"resourceVersion": rv}})
+    except ApiError as exc:
+        if exc.status in (404, 409):  # gone, or taken by another run meanwhile
+            return False
+        raise
+    return True

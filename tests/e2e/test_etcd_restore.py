@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,49 @@ def configmaps(c: Cluster, ns: str) -> set[str]:
 def leftover_pods(c: Cluster) -> list[str]:
     out = json.loads(c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "json").stdout)
     return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in out["items"]]
+
+
+RESTORE_LEASE = "kubectl-dr-etcd-restore"
+
+
+@contextmanager
+def restore_lease_held(c: Cluster, command: str = "etcd restore --from latest") -> Iterator[str]:
+    """The restore Lease as a live run on another machine holds it (just renewed); yields that run's ID."""
+    run_id = "20261201T000000Z-0a0b0c"
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    c.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": RESTORE_LEASE, "namespace": "kube-system",
+                     "annotations": {"kubectl-dr.io/command": command}},
+        "spec": {"holderIdentity": f"elsewhere/4242/{run_id}", "leaseDurationSeconds": 600, "acquireTime": now,
+                 "renewTime": now}}))
+    try:
+        yield run_id
+    finally:
+        c.kubectl("delete", "lease", "-n", "kube-system", RESTORE_LEASE, "--ignore-not-found")
+
+
+def runbooks(repo: Path) -> list[Path]:
+    return sorted(repo.rglob("etcd-restore-runbook-*"))
+
+
+def repo_files(repo: Path) -> list[str]:
+    return sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+
+
+# What a dry run may say on stderr: what it read and checked, never what it did.
+READ_ONLY = ("snapshot backup ", "etcd members: ", "API servers on ", "etcd at ")
+
+
+def dry_run_says_would(result: subprocess.CompletedProcess[str]) -> None:
+    """Every line of a table dry run: the plan's lines say "would" (or are its steps), the runbook is announced
+    as the one a run would write, and stderr only reports what was read."""
+    plan, _, book = result.stdout.partition(" before anything changes:\n")
+    assert book.startswith("\n# Break-glass runbook for etcd restore "), result.stdout
+    for line in plan.splitlines():
+        assert line.startswith(("(dry run) would ", "  ")), line
+    for line in result.stderr.splitlines():
+        assert line.startswith(READ_ONLY), line
 
 
 def endpoint_status(c: Cluster, repo: Path) -> list[dict[str, Any]]:
@@ -151,13 +195,19 @@ def single(cluster_factory: ClusterFactory) -> Cluster:
 def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -> None:
     c, repo = single, tmp_path / "repo"
     snap = snapshot_with_changes(c, repo, "one", sleep_arg="3701")
+    files = repo_files(repo)
     dry = run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client")
     ok(dry)
     assert "would restore etcd on 1 control-plane node(s)" in dry.stdout and "--bump-revision=1000000000" in dry.stdout
+    dry_run_says_would(dry)
+    assert repo_files(repo) == files  # not even the record of the backup's verification
     assert not leftover_pods(c) and configmaps(c, "one") == {"before", "after"}
 
     result = json.loads(ok(restore(c, repo, snap)).stdout)
     check_restored(c, repo, "one", "3701", result, bump=True)
+    # The snapshot held its member's lease while it ran: it came back with the data, and went with the pod.
+    member_lease = c.kubectl("-n", "kube-system", "get", "lease", f"kubectl-dr-etcd-{c.control_planes[0]}", check=False)
+    assert member_lease.returncode == 1 and "NotFound" in member_lease.stderr, member_lease.stdout
     runbook = next((repo / snap).glob("etcd-restore-runbook-*.sh")).read_text()
     assert f"--initial-cluster-token kubectl-dr-{result['runID'].lower()}-" in runbook
     assert "--bump-revision 1000000000 --mark-compacted" in runbook
@@ -185,6 +235,20 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
     assert again.returncode == 1 and "cannot be rolled back" in again.stderr
     assert not leftover_pods(c)
     c.kubectl("delete", "namespace", "one", "--wait=false")
+
+
+def test_a_refused_run_writes_no_runbook(single: Cluster, tmp_path: Path) -> None:
+    """Refused before it held the lease (no confirmation, another run's lease): no runbook of a restore that never
+    ran, nothing else either."""
+    c, repo = single, tmp_path / "repo"
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", "-o", "json")).stdout)["id"]
+    unconfirmed = run_dr(c, repo, "etcd", "restore", "--from", snap)  # no --yes and no terminal
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+    with restore_lease_held(c) as other:
+        held = run_dr(c, repo, "etcd", "restore", "--from", snap, "--yes")
+    assert held.returncode == 1 and f"run {other} on host elsewhere" in held.stderr, held.stderr
+    assert runbooks(repo) == [] and "runbook" not in held.stderr + unconfirmed.stderr
+    assert not leftover_pods(c)
 
 
 def test_unwritable_data_dir_rolls_back(single: Cluster, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ finishes it), and the refusal of an etcd that is not the cluster's storage.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -21,7 +22,17 @@ from tests.cli_runner import clean_env, dr, executable
 from tests.cluster.etcd_proc import start_etcd
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import eventually, manifest, pod
-from tests.e2e.test_etcd_restore import configmaps, leftover_pods, ok, sleeping
+from tests.e2e.test_etcd_restore import (
+    READ_ONLY,
+    configmaps,
+    dry_run_says_would,
+    leftover_pods,
+    ok,
+    repo_files,
+    restore_lease_held,
+    runbooks,
+    sleeping,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SHAPES = [pytest.param(("3.5", 3), id="3.5-three-members"), pytest.param(("3.4", 1), id="3.4-one-member")]
@@ -100,9 +111,12 @@ def interrupted(c: Cluster, repo: Path, snap: str, at: str, stop: Callable[[subp
 def test_restore_then_back_through_the_safety_snapshot(external: Cluster, tmp_path: Path) -> None:
     c, repo = external, tmp_path / "repo"
     snap = prepare(c, repo, "ext-a", "7301")
+    files = repo_files(repo)
     dry = json.loads(ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client",
                                "-o", "json")).stdout)
     assert dry["mode"] == "external" and dry["keys"]["delete"] >= 2 and dry["keys"]["put"] >= 1
+    dry_run_says_would(ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client")))
+    assert repo_files(repo) == files  # not even the record of the backup's verification
     assert configmaps(c, "ext-a") == {"kept", "made-later"}  # the dry run changed nothing
 
     result = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes", "-o", "json"))
@@ -147,22 +161,78 @@ def test_ctrl_c_before_the_rewrite_changes_nothing(external: Cluster, tmp_path: 
     c.kubectl("delete", "namespace", "ext-b", "--wait=false")
 
 
+def flood(c: Cluster, prefix: str, count: int) -> None:
+    """`count` small keys under `prefix`, straight into etcd (a rewrite that deletes them takes a while)."""
+    from kubectl_dr.etcd.client import Endpoint
+    from kubectl_dr.etcd.topology import direct
+
+    pki = c.layout.pki
+    topo = direct([c.members[0].client_url], str(pki / "etcd-ca.crt"), str(pki / "apiserver-etcd-client.crt"),
+                  str(pki / "apiserver-etcd-client.key"))
+    with Endpoint(c.members[0].client_url, topo) as ep:
+        rpc = ep.rpc
+        for start in range(0, count, 100):
+            ops = [rpc.RequestOp(request_put=rpc.PutRequest(key=f"{prefix}{i:06d}".encode(), value=b"x"))
+                   for i in range(start, min(count, start + 100))]
+            ep.client.kvstub.Txn(rpc.TxnRequest(compare=[], success=ops, failure=[]), 30.0)
+
+
 def test_killed_after_the_claim_holds_the_api_until_the_next_run_finishes(external: Cluster, tmp_path: Path) -> None:
     c, repo = external, tmp_path / "repo"
     one_shape(c, 1)
     snap = prepare(c, repo, "ext-c", "7303")
-    # The safety snapshot is taken after the claim: killed there, the run holds the API servers down.
-    interrupted(c, repo, snap, "saving a snapshot of etcd member", lambda proc: proc.kill())
+    # Thousands of keys the snapshot lacks: the rewrite is still deleting them when the kill comes.
+    flood(c, "/registry/kubectl-dr-test-flood/", 2000)
+    # The safety snapshot is taken after the claim: killed once it is saved, the run holds the API servers down.
+    err = interrupted(c, repo, snap, "safety snapshot ", lambda proc: proc.kill())
+    safety = err.split("safety snapshot ", 1)[1].split()[0]
     assert not api_answers(c)  # a half-restored keyspace is never served
     assert any(k.endswith("/applying") for k in etcd_keys(c, "/kubectl-dr/"))
+    held_run = next(k for k in etcd_keys(c, "/kubectl-dr/") if k.endswith("/applying")).split("/")[3]
+
+    # Nor is it snapshotted: the snapshot would be half restored, and the newest backup.
+    snapshot = run_dr(c, repo, "etcd", "snapshot", *flags(c))
+    assert snapshot.returncode == 1, snapshot.stderr
+    assert f"an etcd restore holds the API servers down with its rewrite unfinished: run {held_run} on host" in \
+        snapshot.stderr and f"etcd restore --from {snap}" in snapshot.stderr
+    # `latest` is the safety snapshot now: finishing the held run with it would restore nothing.
+    for extra in (["--yes"], ["--dry-run=client"]):
+        latest = run_dr(c, repo, "etcd", "restore", "--from", "latest", *flags(c), *extra)
+        assert latest.returncode == 1, latest.stderr
+        assert f"run {held_run} holds the API servers down with its rewrite to backup {snap} " in latest.stderr
+        assert f"--from latest is backup {safety} " in latest.stderr and "own safety snapshot" in latest.stderr
+        assert f"Pass --from {snap} to finish that restore, or --from {safety} (by its ID)" in latest.stderr
+    # Any other snapshot is refused too (here a plain file: a copy of the safety snapshot's database).
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(repo / safety / "snapshot.db", copy)
+    other = run_dr(c, repo, "etcd", "restore", "--from", str(copy), *flags(c), "--yes")
+    assert other.returncode == 1 and f"--from {copy} is file {copy} " in other.stderr, other.stderr
+    assert ", another snapshot: a held run is finished only with the snapshot it began with" in other.stderr
+    assert not api_answers(c)
+    dry = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--dry-run=client"))
+    assert dry.stdout.startswith(f"(dry run) would finish the held run {held_run}: ")
+    assert dry.stdout.count("\n") == 1 and all(line.startswith(READ_ONLY) for line in dry.stderr.splitlines())
 
     finished = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes"))
     assert "holds the API servers down with its rewrite unfinished" in finished.stderr
     assert api_answers(c)
     assert configmaps(c, "ext-c") == {"kept", "gone-later"}
-    assert etcd_keys(c, "/kubectl-dr/") == []
+    assert etcd_keys(c, "/kubectl-dr/") == [] and etcd_keys(c, "/registry/kubectl-dr-test-flood/") == []
     eventually(lambda: leftover_pods(c) == [], what="no kubectl dr pod left", timeout=60)
     c.kubectl("delete", "namespace", "ext-c", "--wait=false")
+
+
+def test_a_refused_run_writes_no_runbook(external: Cluster, tmp_path: Path) -> None:
+    c, repo = external, tmp_path / "repo"
+    one_shape(c, 1)
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", *flags(c), "-o", "json")).stdout)["id"]
+    unconfirmed = run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c))  # no --yes and no terminal
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+    with restore_lease_held(c) as other:
+        held = run_dr(c, repo, "etcd", "restore", "--from", snap, *flags(c), "--yes")
+    assert held.returncode == 1 and f"run {other} on host elsewhere" in held.stderr, held.stderr
+    assert runbooks(repo) == [] and "runbook" not in held.stderr + unconfirmed.stderr
+    assert api_answers(c) and leftover_pods(c) == [] and etcd_keys(c, "/kubectl-dr/") == []
 
 
 @pytest.fixture

@@ -230,3 +230,17 @@ def test_a_killed_snapshot_run_leaves_no_snapshot_behind(cluster: Cluster, tmp_p
     ok_json(again)
     assert "deleting etcd snapshot pod kube-system/" in again.stderr and "every Secret" in again.stderr
     assert leftover_pods(cluster) == []
+
+
+def test_a_snapshot_during_a_restore_is_refused_by_name(cluster: Cluster, tmp_path: Path) -> None:
+    from tests.e2e.test_etcd_restore import restore_lease_held
+
+    repo = tmp_path / "repo"
+    with restore_lease_held(cluster, "etcd restore --from latest") as other:
+        for extra in ([], ["--dry-run=client"]):
+            result = run_dr(cluster, repo, "etcd", "snapshot", *extra)
+            assert result.returncode == 1, result.stderr
+            assert (f"error: an etcd restore is running: run {other} on host elsewhere (pid 4242) (etcd restore "
+                    "--from latest) holds the lease kube-system/kubectl-dr-etcd-restore") in result.stderr
+            assert "`kubectl dr etcd restore status`" in result.stderr
+    assert not list(repo.rglob("manifest.json")) and leftover_pods(cluster) == []

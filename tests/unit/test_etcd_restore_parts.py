@@ -13,10 +13,13 @@ import pytest
 
 from kubectl_dr.errors import DrError
 from kubectl_dr.etcd.restore import job, nodescript
+from kubectl_dr.etcd.restore.runbook import runbook
 from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, minor_of
-from kubectl_dr.etcd.restore.targets import host_path_of
+from kubectl_dr.etcd.restore.targets import Target, host_path_of
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
+from kubectl_dr.etcd.topology import StaticMember
 from kubectl_dr.repo import Repository
+from kubectl_dr.runs import Run
 from kubectl_dr.ui.console import TerminalConsole
 from tests.unit.etcd_scratch import ScratchEtcd, etcd_available
 
@@ -212,3 +215,42 @@ def test_a_recorded_version_is_a_version_or_ignored(snapshot_34: Path, tmp_path:
     assert local_snapshot(ids["good"], repo, TerminalConsole()).version == "v3.4.23"
     evil = local_snapshot(ids["evil"], repo, TerminalConsole())
     assert evil.version == "3.4.0"
+
+
+# ----------------------------------------------------------------------------------------------- the runbook
+def plan_for(version: str, data_dir: Path, snapshot: Path) -> job.Plan:
+    peer = "https://10.0.0.1:2380"
+    member = StaticMember(node="cp-1", pod="etcd-cp-1", image=f"registry.k8s.io/etcd:{version}-0", ready=True,
+                          name="cp-1", client_url="https://10.0.0.1:2379", advertise_client_urls=(),
+                          listen_client_urls=(), server_files={}, client_files=(), certs_volume={})
+    target = Target(member=member, peer_urls=(peer,), data_dir=str(data_dir), data_dir_in_pod="/var/lib/etcd",
+                    metrics_url="http://127.0.0.1:2381", readyz_url="https://10.0.0.1:6443/readyz",
+                    initial_cluster=f"cp-1={peer}")
+    bump = job._version_tuple(version) >= job.BUMP_SINCE
+    return job.Plan(run=Run("etcd restore --from latest"), targets=[target], snapshot=local(snapshot, version),
+                    image=member.image, tool_version=version, bump=bump, token="kubectl-dr-test-0000",
+                    initial_cluster=f"cp-1={peer}", cluster_version=version, revision_before=None,
+                    helper_image="busybox", namespace="kube-system")
+
+
+@pytest.mark.parametrize(("version", "tools", "command"), [
+    ("3.4.23", "/usr/bin", "ETCDCTL_API=3 etcdctl snapshot restore "),
+    ("3.5.16", "/opt/etcd-3.5/usr/bin", "etcdutl snapshot restore "),
+])
+def test_runbook_restores_with_the_tool_of_the_etcd_version(snapshot_34: Path, tmp_path: Path, version: str,
+                                                             tools: str, command: str) -> None:
+    """etcd 3.4 has no etcdutl: its runbook restores with etcdctl; 3.5's with etcdutl (and the bump). The restore
+    line, as printed, runs with that version's own binaries."""
+    if not Path(tools, command.split()[-3]).exists():
+        pytest.skip(f"etcd {version} binaries not installed")
+    p = plan_for(version, tmp_path / "etcd", snapshot_34)
+    book = runbook(p)
+    [line] = [x for x in book.splitlines() if "snapshot restore" in x]
+    assert line.startswith(command), line
+    assert ("--bump-revision 1000000000 --mark-compacted" in line) == version.startswith("3.5"), line
+    assert ("etcdutl" in book) == version.startswith("3.5"), book
+    line = line.replace(f"{job.DR_DIR}/{p.run.id}/snapshot.db", str(snapshot_34))
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{tools}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / f"etcd.restored-{p.run.id}" / "member" / "snap" / "db").is_file()

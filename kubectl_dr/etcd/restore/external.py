@@ -24,6 +24,7 @@ safety snapshot to go back.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
 from kubectl_dr.kube.pods import HelperPod, managed_labels, pod_name
 from kubectl_dr.runs import Run
+from kubectl_dr.runs.run import Holder
 
 DEFAULT_PREFIX = "/registry"
 PARK_WAIT_MARGIN = 30  # the client stops waiting for the nodes this long before they stop waiting for it
@@ -211,6 +213,77 @@ def held_runs(etcd: Etcd) -> list[str]:
     runs = {k.decode().split("/")[3] for k in keys if k.count(b"/") >= 4}
     return sorted(r for r in runs if f"{run_prefix(r)}/applying".encode() in keys
                   and f"{run_prefix(r)}/verdict".encode() not in keys)
+
+
+def run_record(etcd: Etcd, run_id: str) -> dict[str, Any]:
+    """What a run wrote about itself in etcd: who runs it, with which snapshot, its safety snapshot once saved.
+    Empty for a run of a version that wrote none."""
+    base = run_prefix(run_id)
+    try:
+        record = json.loads(etcd.get(f"{base}/record".encode()) or b"{}")
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    safety = etcd.get(f"{base}/safety".encode())
+    if safety:
+        record["safety"] = safety.decode()
+    return record
+
+
+def _record(p: ExternalPlan) -> bytes:
+    return json.dumps({"runID": p.run.id, "holder": p.run.holder, "command": p.run.command,
+                       "snapshot": {"backupID": p.snapshot.backup_id, "path": str(p.snapshot.path),
+                                    "sha256": p.snapshot.status.sha256}}).encode()
+
+
+def _snapshot_words(snapshot: dict[str, Any]) -> str:
+    what = f"backup {snapshot['backupID']}" if snapshot.get("backupID") else f"file {snapshot.get('path')}"
+    return f"{what} (SHA-256 {str(snapshot.get('sha256'))[:16]}…)"
+
+
+def check_bound(etcd: Etcd, run_id: str, snapshot: LocalSnapshot, source: str) -> None:
+    """A held run is finished with the snapshot it started with, or undone with its own safety snapshot named by
+    its ID; anything else (`latest` finds the safety snapshot: it is the newest backup now) would release the API
+    servers with nothing restored, or with another restore than the one begun."""
+    record = run_record(etcd, run_id)
+    held = record.get("snapshot") or {}
+    if not held.get("sha256") or held["sha256"] == snapshot.status.sha256:
+        return  # the same snapshot (or a run that recorded none: nothing to compare with)
+    safety = snapshot.details.get("safetySnapshotOf") == run_id
+    if safety and source != "latest":
+        return
+    given = _snapshot_words({"backupID": snapshot.backup_id, "path": str(snapshot.path),
+                             "sha256": snapshot.status.sha256})
+    back = record.get("safety") or ("this one" if safety else None)
+    raise EtcdError(
+        f"run {run_id} holds the API servers down with its rewrite to {_snapshot_words(held)} unfinished, and "
+        f"--from {source} is {given}" + (", the run's own safety snapshot" if safety else ", another snapshot")
+        + ": a held run is finished only with the snapshot it began with",
+        hint=f"Pass --from {held.get('backupID') or held.get('path')} to finish that restore"
+             + (f", or --from {back} (by its ID) to put back the data from before it" if back else "") + ".")
+
+
+def refuse_snapshot_while_held(direct: Direct) -> None:
+    """`etcd snapshot --endpoints` while a restore holds the API servers down with its rewrite unfinished: the
+    snapshot would save a half-rewritten keyspace, and be the newest backup `--from latest` picks next."""
+    try:
+        with Etcd(direct) as etcd:
+            held = held_runs(etcd)
+            record = run_record(etcd, held[0]) if held else {}
+    except Exception as exc:
+        if is_rpc_error(exc) or isinstance(exc, DrError):
+            return  # not answering, or not reachable so: the snapshot itself says why, per endpoint
+        raise
+    if not held:
+        return
+    who = Holder.parse(str(record.get("holder") or ""))
+    holder = f" on host {who.host} (pid {who.pid}), `{record['command']}`" if record.get("holder") else ""
+    raise EtcdError(f"an etcd restore holds the API servers down with its rewrite unfinished: run {held[0]}{holder}; "
+                    "a snapshot now would save a half-restored keyspace",
+                    hint=f"Its state: `etcdctl get --prefix {run_prefix(held[0])}/` (or `kubectl dr etcd restore "
+                         "status` once the API servers are back). Finish it with the same `kubectl dr etcd restore "
+                         "--endpoints …` command first. Nothing was changed.")
 
 
 def finished_runs(etcd: Etcd) -> list[str]:
@@ -369,16 +442,19 @@ def _release(direct: Direct, run_id: str, say: Say) -> None:
             say("the nodes were told to start their API servers again; nothing in etcd was changed")
 
 
-def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str]) -> Outcome:
+def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str], *,
+        on_lease: Callable[[], None] = lambda: None) -> Outcome:
     say = console.say
     stack = cleanup.current()
     released = take_lease(kube, p.namespace, p.run, say)
+    on_lease()  # the runbook: only for a run that holds the lease, before anything changes
     for old in finished_runs(etcd):  # we hold the lease: these runs are over (a held one is never among them)
         etcd.delete_prefix(run_prefix(old).encode() + b"/")
     writers = [(n, _writer_pod(kube, p, n)) for n in p.nodes]
     base = run_prefix(p.run.id).encode()
     etcd.put(base + b"/run", p.run.id.encode())
     etcd.put(base + b"/prefix", p.prefix.encode())  # what a second run needs to finish this one without the API
+    etcd.put(base + b"/record", _record(p))  # and with which snapshot only (check_bound)
     release = stack.push("start the API servers again (the rewrite had not begun)",
                          lambda: _release(etcd.direct, p.run.id, say))
     stack.run(released)  # the API server is about to stop
@@ -405,6 +481,7 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
         etcd.put(base + b"/verdict", ABANDONED.encode())
         say("no safety snapshot, so no rewrite: the nodes start their API servers again on the untouched data")
         raise
+    etcd.put(base + b"/safety", safety.encode())
     say(f"safety snapshot {safety} saved: `kubectl dr etcd restore --from {safety} --endpoints …` puts this data "
         "back")
     changes = _apply(etcd, p.run.id, p.space, p.prefix, say)

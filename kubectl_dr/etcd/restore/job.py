@@ -39,6 +39,8 @@ from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY, HelperPod, managed_labels, pod_name
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
+from kubectl_dr.runs.leases import remove_restored
+from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
 
 DR_DIR = "/var/lib/kubectl-dr/restore"
 LAST = "LAST"
@@ -420,11 +422,14 @@ def take_lease(kube: Kube, namespace: str, run: Run, say: Callable[[str], None])
     return cleanup.current().push("release the etcd restore lease", lambda: _release(lease, heartbeat))
 
 
-def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:
-    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back."""
+def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
+        ) -> Outcome:
+    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
+    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none)."""
     say = console.say
     stack = cleanup.current()
     released = [take_lease(kube, p.namespace, p.run, say)]
+    on_lease()
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
     nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore")
@@ -542,6 +547,20 @@ def _remove_restored_helpers(kube: Kube, namespace: str, say: Callable[[str], No
             continue  # a node's own restore pod: it removes its manifest itself, and the kubelet its mirror
         say(f"deleting pod {namespace}/{meta.get('name')}: it came back with the restored data (a run that is over)")
         HelperPod(kube, namespace, str(meta.get("name"))).request_delete()
+        _remove_restored_lease(kube, namespace, meta, say)
+
+
+def _remove_restored_lease(kube: Kube, namespace: str, meta: dict[str, Any], say: Callable[[str], None]) -> None:
+    """The lease of that pod's run (a snapshot's `kubectl-dr-etcd-MEMBER`) came back with it: it goes too."""
+    lease = (meta.get("annotations") or {}).get(LEASE_ANNOTATION)
+    run_id = (meta.get("labels") or {}).get(RUN_ID_LABEL)
+    if not lease or not run_id:
+        return
+    try:
+        if remove_restored(kube, namespace, str(lease), str(run_id)):
+            say(f"deleting lease {namespace}/{lease}: it came back with the restored data (run {run_id} is over)")
+    except DrError as exc:
+        say(f"warning: cannot delete lease {namespace}/{lease} of run {run_id}: {exc.message}")
 
 
 class RestoreFailed(EtcdError):

@@ -10,11 +10,21 @@ from kubectl_dr.etcd.restore.external import ExternalPlan
 from kubectl_dr.etcd.restore.holdscript import run_prefix
 from kubectl_dr.etcd.restore.job import BUMP, DR_DIR, Plan
 from kubectl_dr.etcd.restore.nodescript import OTHERS
+from kubectl_dr.etcd.restore.source import minor_of
 from kubectl_dr.etcd.restore.targets import MANIFESTS_DIR
+
+
+def restore_tool(cluster_version: str) -> tuple[str, str]:
+    """The command that restores a snapshot on a node of this etcd version, and what the node needs for it.
+    etcd 3.4 has no etcdutl (its etcdctl restores, with the v3 API); 3.5 has both and deprecates the etcdctl way."""
+    if minor_of(cluster_version) in ("3.3", "3.4"):
+        return "ETCDCTL_API=3 etcdctl", f"etcdctl of etcd {minor_of(cluster_version)}"
+    return "etcdutl", "etcdutl of the cluster's etcd minor (or etcdctl 3.5.x)"
 
 
 def runbook(p: Plan) -> str:
     assert p.snapshot is not None
+    tool, needs = restore_tool(p.cluster_version)
     snap = f"{DR_DIR}/{p.run.id}/snapshot.db"
     park = f"/etc/kubernetes/kubectl-dr/{p.run.id}-manual"
     q = shlex.quote
@@ -23,7 +33,7 @@ def runbook(p: Plan) -> str:
         f"# Snapshot: {p.snapshot.describe()}, SHA-256 {p.snapshot.status.sha256}, revision "
         f"{p.snapshot.status.revision}, etcd {p.snapshot.version or 'unknown'}.",
         "# Run each block as root on the node it names, in order: all nodes finish a step before the next.",
-        "# Needs on each node: etcdutl of the cluster's etcd minor (or etcdctl 3.5.x) in PATH, sha256sum, mv.",
+        f"# Needs on each node: {needs} in PATH, sha256sum, mv.",
         "",
         "## 1. Copy the snapshot to every node and check it (the digest must match exactly).",
     ]
@@ -43,7 +53,7 @@ def runbook(p: Plan) -> str:
         new = f"{t.data_dir}.restored-{p.run.id}"
         bump = f" --bump-revision {BUMP} --mark-compacted" if p.bump else ""
         lines += [f"# on {t.node}:",
-                  f"etcdutl snapshot restore {snap} --name {q(t.name)} --data-dir {q(new)} "
+                  f"{tool} snapshot restore {snap} --name {q(t.name)} --data-dir {q(new)} "
                   f"--initial-cluster {q(p.initial_cluster)} --initial-cluster-token {q(p.token)} "
                   f"--initial-advertise-peer-urls {q(','.join(t.peer_urls))}{bump}",
                   f"chmod 700 {q(new)}",

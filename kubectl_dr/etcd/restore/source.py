@@ -50,7 +50,7 @@ def minor_of(version: str | None) -> str | None:
 
 def local_snapshot(ref: str, repo: Repository, console: Console, *, current: ClusterIdentity | None = None,
                    unknown_why: str = "", from_cluster: str | None = None,
-                   from_other_cluster: bool = False) -> LocalSnapshot:
+                   from_other_cluster: bool = False, record: bool = True) -> LocalSnapshot:
     """Resolve and verify: a path to an existing file is a plain snapshot file, anything else a backup.
 
     ``latest`` is the newest snapshot of ``current`` (or of ``from_cluster``); a snapshot of another cluster
@@ -58,6 +58,7 @@ def local_snapshot(ref: str, repo: Repository, console: Console, *, current: Clu
 
     A backup in S3 or an encrypted one is staged here first (repo.staging), checked on the way; the
     runbook of such a backup is written to the current directory, the one place here the user sees.
+    `record=False` (a dry run) checks the backup without writing the verification record beside it.
     """
     if os.path.isfile(ref):
         path = Path(ref).absolute()
@@ -69,7 +70,7 @@ def local_snapshot(ref: str, repo: Repository, console: Console, *, current: Clu
         console.say(f"note: {origin}")
     parts = local_parts(repo, backup, [PART_NAME], console)
     if not parts.staged:
-        repo.verify(backup)
+        repo.verify(backup, record=record)
     path = parts.files[PART_NAME]
     status = verify_snapshot(path)
     details = dict(backup.manifest.details)

@@ -35,8 +35,25 @@ app = typer.Typer(
 BackupArgument = Annotated[
     str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.", metavar="ID")
 ]
+# The types the commands write (volumes, etcd, control plane), and the word a user naturally types for one.
+BACKUP_TYPES = ("pvc", "etcd-snapshot", "control-plane")
+TYPE_ALIASES = {"etcd": "etcd-snapshot"}
+
+
+def _backup_type(value: str | None) -> str | None:
+    """A type no backup can have is a typo, not an empty result: say so, with the valid ones."""
+    if value is None or value in BACKUP_TYPES:
+        return value
+    if value in TYPE_ALIASES:
+        return TYPE_ALIASES[value]
+    raise typer.BadParameter(f"{value!r} is not a backup type; use one of: {', '.join(BACKUP_TYPES)} "
+                             "(etcd means etcd-snapshot)")
+
+
 TypeOption = Annotated[
-    str | None, typer.Option("--type", help="Only backups of this type (pvc, etcd-snapshot).", metavar="TYPE")
+    str | None,
+    typer.Option("--type", help="Only backups of this type: pvc, etcd-snapshot (or etcd), control-plane.",
+                 metavar="TYPE", callback=_backup_type),
 ]
 
 

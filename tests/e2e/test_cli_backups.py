@@ -175,3 +175,22 @@ def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: 
     assert copy.stdout == f'backup "{filled["s1"]}" would be copied to {target / filled["s1"]} (dry run)\n'
     assert not target.exists()
     assert _tree(repo.path) == before
+
+
+@pytest.mark.parametrize("command", [["list"], ["prune", "--keep-last", "1", "--dry-run=client"]])
+def test_an_unknown_type_is_a_usage_error_naming_the_valid_ones(
+    repo: Repository, filled: dict[str, str], command: list[str]
+) -> None:
+    result = dr("backups", *command, "--type", "bogus", "--repo", str(repo.path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert "bogus" in result.stderr
+    for valid in ("pvc", "etcd-snapshot", "control-plane"):
+        assert valid in result.stderr
+    assert "No backups found" not in result.stderr
+
+
+def test_type_etcd_means_etcd_snapshots(repo: Repository, filled: dict[str, str]) -> None:
+    result = dr("backups", "list", "--type", "etcd", "--repo", str(repo.path), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert [i["id"] for i in json.loads(result.stdout)["items"]] == [filled["s1"]]

@@ -20,7 +20,7 @@ from kubectl_dr.cli.repo_options import (
     open_repo,
 )
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.repo import Backup, Policy, Repository
+from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.ui.output import count, emit, message, render_table
 from kubectl_dr.ui.progress import Transfer
 
@@ -176,10 +176,15 @@ def verify(
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None
     total = sum(p.stored_size for p in chosen.manifest.parts)
-    with Transfer(f"verify {chosen.id}", total) as bar:
-        # A dry run writes nothing into the repository, not even the outcome of its check.
-        found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
-                                  record=opts.dry_run == "none")
+    try:
+        with Transfer(f"verify {chosen.id}", total) as bar:
+            # A dry run writes nothing into the repository, not even the outcome of its check.
+            found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
+                                      record=opts.dry_run == "none")
+    except EncryptedBackupError as exc:
+        # Whoever holds no key can still check what is stored: say how, where the key is asked for.
+        exc.hint = f"{exc.hint}\nWithout the key, --stored-only checks the stored (encrypted) bytes."
+        raise
     parts = [p.to_dict() for p in found.manifest.parts]
     contents = not (encrypted and stored_only)
     data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,

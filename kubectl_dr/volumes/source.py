@@ -83,10 +83,13 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
             from_claim: str | None = None, allow_empty: bool = False,
-            identity: Sequence[Identity] | None = None, dry_run: bool = False) -> Source:
+            identity: Sequence[Identity] | None = None, dry_run: bool = False, purpose: str = "restore") -> Source:
     candidate = Path(ref).expanduser()
     if candidate.is_file():
-        console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
+        if purpose == "restore":
+            console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
+        else:
+            console.say(f"reading the tar file {candidate} (no manifest: its headers are all there is to compare)")
         archive = read_archive(candidate, gnu_sparse=True, allow_empty=allow_empty)
         return Source(candidate.absolute(), candidate.stat().st_size, None, None, archive, from_headers(archive),
                       False)

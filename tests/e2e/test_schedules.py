@@ -418,3 +418,17 @@ def test_client_dry_run_prints_the_cronjob_of_an_existing_schedule(fast: Cluster
         assert obj["spec"]["schedule"] == "@daily"
     finally:
         _ok(_dr(c, "schedule", "delete", "dr-exists"))
+
+
+def test_snapshots_list_before_any_schedule_ran_is_the_normal_first_state(fast: Cluster) -> None:
+    c = fast
+    result = _dr(c, "etcd", "snapshots", "list", "--dir", "/var/lib/kubectl-dr/never-written")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    # No kubelet event in its raw words: the directory is simply not there yet.
+    assert "FailedMount" not in result.stderr and "is not a directory" not in result.stderr, result.stderr
+    node = c.control_planes[0]
+    assert (f"no schedule has written snapshots on node {node} yet (no directory "
+            "/var/lib/kubectl-dr/never-written there)") in result.stderr, result.stderr
+    assert "warning" not in result.stderr and "error" not in result.stderr
+    assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""

@@ -423,4 +423,5 @@ def test_restore_of_a_workload_that_does_not_exist_is_not_found(cluster: Cluster
         assert "nothing to restore" not in result.stderr
     everywhere = dr(cluster, "scale", "restore", "-A", f"web-{namespace}")
     assert everywhere.returncode == 1
-    assert f'"web-{namespace}" not found' in everywhere.stderr
+    assert f'"web-{namespace}" not found in any namespace' in everywhere.stderr
+    assert dr(cluster, "scale", "restore", "-A", "deploy/idle").returncode == 0

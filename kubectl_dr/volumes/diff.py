@@ -86,6 +86,7 @@ class DiffResult:
     file: str | None = None  # the tar file, as given
     entries: int = 0  # what a restore writes: every entry of the backup, as the restore plan counts them
     differences: list[Difference] = field(default_factory=list)
+    blocking: list[str] = field(default_factory=list)  # entries of another kind in the way: restore needs --clean
 
     def _count(self, change: str) -> int:
         return sum(1 for d in self.differences if d.change == change)
@@ -108,7 +109,8 @@ class DiffResult:
                 "file": self.file, "old": self.volume_label, "new": self.source_label, "identical": self.identical,
                 "differences": [d.to_dict() for d in self.differences],
                 "summary": {"entries": self.entries, "added": added, "changed": changed,
-                            "unchanged": self.entries - added - changed, "removed": self._count(REMOVED)}}
+                            "unchanged": self.entries - added - changed, "removed": self._count(REMOVED),
+                            "needsClean": len(self.blocking)}}
 
     def summary(self) -> str:
         """diff -u's shape: the sides labelled (old: the live volume, new: what a restore writes), one line an
@@ -127,6 +129,12 @@ class DiffResult:
                 f"{self.entries - added - changed} as they are")
         if removed:
             text += f"; with --clean it would also remove {count(removed, 'entry', 'entries')} only the volume holds"
+        if self.blocking:
+            # Said here, not first at restore time: without --clean such a restore stops before its first byte.
+            shown = ", ".join(repr(p or ".") for p in self.blocking[:3]) + (", …" if len(self.blocking) > 3 else "")
+            verb = "needs" if len(self.blocking) == 1 else "need"
+            text += (f"; {count(len(self.blocking), 'entry', 'entries')} of another kind in the way ({shown}) "
+                     f"{verb} --clean")
         return text
 
 
@@ -170,6 +178,7 @@ def compare(namespace: str, claim: str, backup: str | None, entries: Entries, fo
     out += [Difference(p, REMOVED, found[p].kind) for p in tree_check.extras(entries, found)
             if not excluded(p) and not any(p.startswith(r + "/") for r in replaced)]
     result.differences = sorted(out, key=lambda d: d.path.split("/") if d.path else [])
+    result.blocking = sorted(tree_check.conflicts(entries, found))
     return result
 
 

@@ -158,7 +158,8 @@ def test_diff_against_a_tar_file_reads_like_diff_u(cluster, tmp_path: Path) -> N
 
     as_json = json.loads(dr(cluster, "pvc", "diff", "data", "-n", ns, "--from", str(tar), "-o", "json").stdout)
     assert as_json["file"] == str(tar) and as_json["backup"] is None
-    assert as_json["summary"] == {"entries": 3, "added": 2, "changed": 1, "unchanged": 0, "removed": 1}
+    assert as_json["summary"] == {"entries": 3, "added": 2, "changed": 1, "unchanged": 0, "removed": 1,
+                                  "needsClean": 0}
     assert as_json["differences"][-1]["fields"]["size"] == {"old": 1, "new": 3}
 
     # The restore plan counts the same entries.

@@ -43,7 +43,7 @@ def test_every_entry_a_restore_writes_is_counted_and_listed_in_path_order() -> N
 
     data = result.to_dict()
     assert data["backup"] is None and data["file"] == "./volume.tar"
-    assert data["summary"] == {"entries": 4, "added": 2, "changed": 1, "unchanged": 1, "removed": 2}
+    assert data["summary"] == {"entries": 4, "added": 2, "changed": 1, "unchanged": 1, "removed": 2, "needsClean": 0}
     grows = next(d for d in data["differences"] if d["path"] == "grows")
     assert grows == {"path": "grows", "change": "changed", "kind": "file",
                      "fields": {"size": {"old": 1, "new": 3},
@@ -61,6 +61,8 @@ def test_fields_carry_old_and_new_values() -> None:
     assert by_path["was-dir"]["fields"] == {"kind": {"old": "dir", "new": "file"}}
     assert "was-dir/inside" not in by_path  # part of the change of kind, not listed apart
     assert result.summary().splitlines()[1] == "+++ backup 20261202T101500Z-pvc-shop-data (what a restore writes)"
+    # tar cannot put a file where a directory stands: the diff says a restore needs --clean, as the restore would.
+    assert result.summary().splitlines()[-1].endswith("; 1 entry of another kind in the way ('was-dir') needs --clean")
 
 
 def test_identical_says_so_with_the_count() -> None:

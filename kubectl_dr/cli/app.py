@@ -11,8 +11,17 @@ from typing import Annotated
 import typer
 
 from kubectl_dr.cli import backups, completion, controlplane, etcd, pvc, scale, schedule, version
-from kubectl_dr.cli.globals import DRY_RUN_MODES, HELP, OUTPUT_FORMATS, GlobalOptions, parse_request_timeout
+from kubectl_dr.cli.globals import (
+    DRY_RUN_BARE,
+    DRY_RUN_BARE_WARNING,
+    DRY_RUN_MODES,
+    HELP,
+    OUTPUT_FORMATS,
+    GlobalOptions,
+    parse_request_timeout,
+)
 from kubectl_dr.errors import UsageError
+from kubectl_dr.ui.output import message
 
 DESCRIPTION = """\
 Disaster recovery for Kubernetes, from the terminal, with nothing installed in the cluster.
@@ -80,6 +89,9 @@ def root(
     if output not in OUTPUT_FORMATS:
         raise UsageError(f'unable to match a printer suitable for the output format "{output}", '
                          f"allowed formats are: {','.join(OUTPUT_FORMATS)}")
+    if dry_run == DRY_RUN_BARE:
+        message(f"warning: {DRY_RUN_BARE_WARNING}")
+        dry_run = "client"
     if dry_run not in DRY_RUN_MODES:
         raise UsageError(f'Invalid dry-run value ({dry_run}). Must be "none", "server", or "client".')
     ctx.obj = GlobalOptions(

@@ -20,7 +20,7 @@ from kubectl_dr.cli.repo_options import (
     open_repo,
 )
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.repo import Backup, Policy, Repository
+from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.ui.output import count, emit, message, render_table
 from kubectl_dr.ui.progress import Transfer
 
@@ -39,8 +39,25 @@ app = typer.Typer(
 BackupArgument = Annotated[
     str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.", metavar="ID")
 ]
+# The types the commands write (volumes, etcd, control plane), and the word a user naturally types for one.
+BACKUP_TYPES = ("pvc", "etcd-snapshot", "control-plane")
+TYPE_ALIASES = {"etcd": "etcd-snapshot"}
+
+
+def _backup_type(value: str | None) -> str | None:
+    """A type no backup can have is a typo, not an empty result: say so, with the valid ones."""
+    if value is None or value in BACKUP_TYPES:
+        return value
+    if value in TYPE_ALIASES:
+        return TYPE_ALIASES[value]
+    raise typer.BadParameter(f"{value!r} is not a backup type; use one of: {', '.join(BACKUP_TYPES)} "
+                             "(etcd means etcd-snapshot)")
+
+
 TypeOption = Annotated[
-    str | None, typer.Option("--type", help="Only backups of this type (pvc, etcd-snapshot).", metavar="TYPE")
+    str | None,
+    typer.Option("--type", help="Only backups of this type: pvc, etcd-snapshot (or etcd), control-plane.",
+                 metavar="TYPE", callback=_backup_type),
 ]
 
 
@@ -228,10 +245,15 @@ def verify(
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None
     total = sum(p.stored_size for p in chosen.manifest.parts)
-    with Transfer(f"verify {chosen.id}", total) as bar:
-        # A dry run writes nothing into the repository, not even the outcome of its check.
-        found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
-                                  record=opts.dry_run == "none")
+    try:
+        with Transfer(f"verify {chosen.id}", total) as bar:
+            # A dry run writes nothing into the repository, not even the outcome of its check.
+            found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
+                                      record=opts.dry_run == "none")
+    except EncryptedBackupError as exc:
+        # Whoever holds no key can still check what is stored: say how, where the key is asked for.
+        exc.hint = f"{exc.hint}\nWithout the key, --stored-only checks the stored (encrypted) bytes."
+        raise
     parts = [p.to_dict() for p in found.manifest.parts]
     contents = not (encrypted and stored_only)
     data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,

@@ -55,6 +55,12 @@ def _human(size: int | None) -> str:
     return "" if size is None else human_size(size)
 
 
+def _say_missing(missing: list[tuple[str, str]]) -> None:
+    """A node without the directory has had no schedule run there yet: the first state, not a failure."""
+    for n, d in missing:
+        message(f"no schedule has written snapshots on node {n} yet (no directory {d} there)")
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
@@ -95,10 +101,12 @@ def list_(
     listing = node_snapshots.list_snapshots(kube, topology.discover(kube), namespace=namespace,
                                             run=Run("etcd snapshots list"), directories=dirs, nodes=node,
                                             image=helper_image, repo=repository)
-    for n, d in listing.missing:
-        message(f"node {n} has no directory {d}")
+    _say_missing(listing.missing)
     if not listing.snapshots and opts.output == "table":
-        message("No etcd snapshots on the nodes.")
+        message("No etcd snapshots on the nodes."
+                + ("" if not listing.missing else
+                   " Make a schedule with `kubectl dr schedule create etcd-snapshot --cron EXPR`, or take one now "
+                   "with `kubectl dr etcd snapshot`."))
         return
     headers = ["NODE", "FILE", "TAKEN", "SIZE", "REVISION", "SHA256", "SCHEDULE", "STATE"]
     if repository is not None:
@@ -180,8 +188,7 @@ def pull(
         return
     result = node_snapshots.pull(kube, topo, repository, namespace=namespace, run=run, directories=dirs,
                                  nodes=node, image=helper_image)
-    for n, d in result.missing:
-        message(f"node {n} has no directory {d}")
+    _say_missing(result.missing)
     message(f"pulled {len(result.pulled)} snapshot(s) into {result.repository}; {len(result.already)} already "
             f"there; {len(result.incomplete)} incomplete skipped")
     rows = [[r.manifest.id, r.manifest.source.get("node", ""), r.manifest.details.get("nodeFile", ""),

@@ -38,6 +38,10 @@ GLOBAL_FLAGS: dict[str, bool] = {
 
 OUTPUT_FORMATS = ("table", "json", "yaml")
 DRY_RUN_MODES = ("none", "client", "server")
+# What pflag gives kubectl's --dry-run when it stands without a value (its NoOptDefVal); kubectl reads it as
+# client and warns that the spelling is deprecated.
+DRY_RUN_BARE = "unchanged"
+DRY_RUN_BARE_WARNING = "--dry-run is deprecated and can be replaced with --dry-run=client."
 
 HELP = {
     "kubeconfig": "Path to the kubeconfig file to use for CLI requests.",
@@ -71,7 +75,10 @@ def hoist(argv: list[str]) -> list[str]:
             rest.extend(argv[i:])
             break
         name, has_inline = _flag_name(arg)
-        if name is not None:
+        if name == "--dry-run" and not has_inline and (i + 1 == len(argv) or argv[i + 1] not in DRY_RUN_MODES):
+            # A bare --dry-run must not swallow the next word (`--dry-run backups list`), as in kubectl.
+            front.append(f"--dry-run={DRY_RUN_BARE}")
+        elif name is not None:
             takes_value = GLOBAL_FLAGS[name]
             front.append(arg)
             if takes_value and not has_inline and i + 1 < len(argv):

@@ -31,11 +31,18 @@ def prog_name(env: dict[str, str] | None = None) -> str:
 
 
 def _usage_message(exc: click.UsageError) -> str:
-    text = exc.format_message()
+    text = _once(exc.format_message(), " Did you mean ")
     # Say it the way pflag says it: "unknown flag: --bogus".
     if isinstance(exc, click.NoSuchOption):
         text = f"unknown flag: {exc.option_name}"
     return text
+
+
+def _once(text: str, marker: str) -> str:
+    """Keep the first sentence that starts with ``marker``: Typer and Click (from 8.4) each append their own
+    "Did you mean …?" to an unknown command, and a suggestion is said once."""
+    head, sep, tail = text.partition(marker)
+    return head + sep + tail.split(marker, 1)[0] if sep else text
 
 
 def _report_undo_failures(failures: list[cleanup.UndoFailure]) -> None:

@@ -169,22 +169,34 @@ def diff(
     claim: ClaimArg,
     source: FromOption,
     repo: RepoOption = None,
-    from_claim: FromClaimOption = None,
+    from_claim: Annotated[
+        str | None, typer.Option("--from-claim", metavar="[NS/]CLAIM",
+                                 help="With --from latest: compare with the newest backup of this claim instead of "
+                                      "PVC's own (what restoring it into PVC would change).")
+    ] = None,
     from_cluster: FromClusterOption = None,
     quiesce: QuiesceOption = False,
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
-    """Compare the volume with a backup: what a restore would add (+), change (~), and --clean remove (-).
+    """Compare the volume with a backup, as `diff -u` does: what a restore would add (+) and change (~), and
+    --clean remove (-).
 
-    A read-only rescue pod lists the volume; contents are compared by size and mtime. Exit code 0 whether
-    or not they differ (scripts read `identical` from -o json).
+    A read-only rescue pod lists the volume. The output labels its sides: --- the live volume (old),
+    +++ the backup or tar file (new, what a restore writes); a changed entry shows each field as
+    old → new (size, mode, uid, gid, mtime in RFC 3339 UTC, kind, link target). Contents are compared
+    by size and mtime, as rsync's quick check does. Entries are listed in path order, every one a
+    restore would add (also those inside a new directory), and the last line says what a restore would
+    do. Exit code 0 whether or not they differ: scripts read `identical` and `differences` (each with
+    path, change and per field old and new) from -o json.
 
     \b
     Examples:
       kubectl dr pvc diff data-db-0 -n shop --from latest
       kubectl dr pvc diff data-db-0 -n shop --from 20261202T101500Z-pvc-shop-data-db-0 -o json
+      kubectl dr pvc diff data-new -n shop --from latest --from-claim shop/data-db-0
+      kubectl dr pvc diff data-db-0 -n shop --from ./volume.tar
     """
     from kubectl_dr.volumes import diff as job
 

@@ -45,6 +45,7 @@ Put back the replicas that kubectl dr recorded on workloads, and remove the reco
 
 Idempotent: workloads without a record are left alone, so it is safe to run again. A workload whose
 replicas someone changed after it was scaled down keeps that person's replicas; only the record goes.
+A named workload that does not exist is an error (NotFound), and then nothing is changed.
 
 \b
 Examples:
@@ -156,7 +157,7 @@ def restore(
     ] = None,
 ) -> None:
     from kubectl_dr.workloads import scale_restore
-    from kubectl_dr.workloads.scaling import parse_workload
+    from kubectl_dr.workloads.scaling import parse_workload, require_workloads
 
     opts = options(ctx)
     names = list(workloads or [])
@@ -166,6 +167,7 @@ def restore(
     if namespace is not None and not _namespace_may_exist(kube, namespace):
         raise DrError(f'namespaces "{namespace}" not found',
                       hint="Check the namespace (-n NAMESPACE), or use -A for all namespaces.")
+    require_workloads(kube, namespace, names)
     results = scale_restore(kube, namespace, names=names, run_id=run_id, progress=message, dry_run=opts.dry_run)
     for kind, name in wanted:
         if not any(r.name == name and kind in (None, r.kind) for r in results):

@@ -115,6 +115,8 @@ def create_etcd_snapshot(
                                      directory=directory.rstrip("/") or "/", helper_image=helper_image)
     manifest = etcd_job.cronjob(spec, members)
     result = manage.create(kube, manifest, replace=replace, dry_run=opts.dry_run)
+    if result.note:
+        message(f"warning: {result.note}")
     if opts.output != "table":
         emit(result.object, opts.output)
         return

@@ -36,6 +36,7 @@ class Created:
     object: dict[str, Any]
     action: str  # created | replaced | (dry run) …
     dry_run: str
+    note: str | None = None  # a client dry run's word on what the real run would meet (it changes nothing)
 
 
 def create(kube: Kube, manifest: dict[str, Any], *, replace: bool, dry_run: str) -> Created:
@@ -48,15 +49,14 @@ def create(kube: Kube, manifest: dict[str, Any], *, replace: bool, dry_run: str)
         if exc.status != 404:
             raise
         existing = None
-    if existing is not None:
-        if not is_ours(existing):
-            raise _not_ours(namespace, name, "replacing")
-        if not replace:
-            raise DrError(f'schedule "{name}" already exists in namespace {namespace}',
-                          hint="Pass --replace to replace it with this one (its node-local snapshots stay), or "
-                               "choose another --name.")
+    refusal = _refusal(existing, namespace, name, replace)
     if dry_run == "client":
-        return Created(manifest, "replaced" if existing else "created", dry_run)
+        # kubectl's client dry run prints the object whatever the server holds: print it, and say what a real
+        # run would meet.
+        note = f"{refusal.message}: without --dry-run this would stop here. {refusal.hint}" if refusal else None
+        return Created(manifest, "replaced" if existing and not refusal else "created", dry_run, note)
+    if refusal:
+        raise refusal
     query = {"dryRun": "All"} if dry_run == "server" else None
     query = {**(query or {}), "fieldValidation": "Strict"}
     if existing is not None:
@@ -66,6 +66,19 @@ def create(kube: Kube, manifest: dict[str, Any], *, replace: bool, dry_run: str)
         return Created(obj, "replaced", dry_run)
     obj = kube.request("POST", _path(namespace), body=manifest, query=query)
     return Created(obj, "created", dry_run)
+
+
+def _refusal(existing: dict[str, Any] | None, namespace: str, name: str, replace: bool) -> DrError | None:
+    """Why a CronJob of that name stops the create: not ours, or ours without --replace."""
+    if existing is None:
+        return None
+    if not is_ours(existing):
+        return _not_ours(namespace, name, "replacing")
+    if not replace:
+        return DrError(f'schedule "{name}" already exists in namespace {namespace}',
+                       hint="Pass --replace to replace it with this one (its node-local snapshots stay), or "
+                            "choose another --name.")
+    return None
 
 
 @dataclass

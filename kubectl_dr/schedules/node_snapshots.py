@@ -146,10 +146,15 @@ class Readers:
                                          what="etcd snapshots reader")) for node, d in places]
         for node, directory, pod in started:
             try:
-                pods.wait_running(pod, timeout=180, stuck_after=8, progress=message)
+                pods.wait_running(pod, timeout=180, stuck_after=8, progress=_unless_no_directory)
+            except _NoDirectory:
+                # No schedule has written there yet: the normal first state, not the kubelet's failure to report.
+                pod.delete(wait=True, timeout=60)
+                self.missing.append((node, directory))
+                continue
             except pods.PodStartError as exc:
                 pod.delete(wait=True, timeout=60)
-                if "hostPath type check failed" in exc.message and "is not a directory" in exc.message:
+                if _no_directory(exc.message):
                     self.missing.append((node, directory))
                     continue
                 # A node that is down must not keep the others' snapshots from being read: that is when
@@ -166,6 +171,21 @@ class Readers:
         self.heartbeat.stop()
         for reader in self.readers:
             reader.pod.delete(wait=True, timeout=60)
+
+
+class _NoDirectory(Exception):
+    """The kubelet said the snapshot directory is not there: known at once, no need to wait for more."""
+
+
+def _no_directory(text: str) -> bool:
+    return "hostPath type check failed" in text and "is not a directory" in text
+
+
+def _unless_no_directory(text: str) -> None:
+    """Progress, except the kubelet's FailedMount for a directory no schedule has made yet: that ends the wait."""
+    if _no_directory(text):
+        raise _NoDirectory(text)
+    message(text)
 
 
 def _toucher(kube: Kube, pod: pods.HelperPod) -> Callable[[], None]:

@@ -53,6 +53,20 @@ class AccessPlan:
         }
 
 
+def refs(consumers: list[Consumer]) -> str:
+    return ", ".join(c.ref for c in consumers)
+
+
+def them(consumers: list[Consumer]) -> str:
+    """The pronoun a plan's "start … again" takes: one workload is "it"."""
+    return "it" if len(consumers) == 1 else "them"
+
+
+def accepted(scaled: bool) -> str:
+    """What a server dry run sent and the API server accepted: the pod, and scale changes only where there are."""
+    return "the API server accepted the pod" + (" and the scale changes" if scaled else "")
+
+
 def consumers_of(kube: Kube, namespace: str, claim: str) -> tuple[list[Consumer], list[OwnPod]]:
     """The claim's consumers, and kubectl dr's own pods that mount it (never taken for consumers).
 

@@ -30,11 +30,12 @@ from kubectl_dr.runs import Run
 from kubectl_dr.units import count, size
 from kubectl_dr.volumes import entries as entries_module
 from kubectl_dr.volumes import rescue_pod, scripts, transfer
-from kubectl_dr.volumes.access import BACKUP, AccessPlan, plan_access
+from kubectl_dr.volumes.access import BACKUP, AccessPlan, accepted, plan_access, refs, them
 from kubectl_dr.volumes.entries import Entries
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.reconcile import Identity, Reconciled, Skipped, reconcile, skipped_by_plan
+from kubectl_dr.volumes.security import SecurityPlan
 from kubectl_dr.volumes.tar_reader import ArchiveError, TarReader
 
 PART = "data.tar"
@@ -65,20 +66,36 @@ class BackupPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "PvcBackupPlan", "dryRun": self.dry_run, "repository": self.repository,
-                **self.access.to_dict(), "podAcceptedByServer": self.pod_accepted or None}
+                **self.access.to_dict(), "writesAtMost": self.access.claim.capacity,
+                "podAcceptedByServer": self.pod_accepted or None}
 
     def summary(self) -> str:
         a = self.access
         lines = [f"(dry run) would back up {a.claim.namespace}/{a.claim.name} into {self.repository}"]
         if a.stop:
-            lines.append(f"  stop {', '.join(c.ref for c in a.consumers)} ({a.why_stop}), then start them again")
+            lines.append(f"  stop {refs(a.consumers)} ({a.why_stop}), then start {them(a.consumers)} again")
         where = f"on node {a.node}" if a.node else "where the scheduler puts it"
-        lines.append(f"  start a read-only rescue pod {where} ({'root' if a.security.root else 'non-root'})")
+        lines.append(f"  start a read-only rescue pod {where} {runs_as(a.security)}")
         if a.own:
             lines.append(f"  delete {count(len(a.own), 'pod')} of earlier runs that still mount the claim")
+        # No pod has looked at the volume in a dry run, so how full it is is not known: the claim's capacity
+        # is the bound.
+        if a.claim.capacity:
+            lines.append(f"  write at most {a.claim.capacity}, the claim's capacity (what the volume uses is known "
+                         "once the pod lists it)")
         if self.pod_accepted:
-            lines.append("  the API server accepted the pod and the scale changes (nothing was persisted)")
+            lines.append(f"  {accepted(a.stop and bool(a.consumers))} (nothing was persisted)")
         return "\n".join(lines) + "\n"
+
+
+def runs_as(security: SecurityPlan) -> str:
+    """Who the backup's rescue pod is, and why: root reads every file whatever its owner."""
+    if security.root:
+        return ("as root, to read every file whatever its owner (the volume mounted read-only, no "
+                "service-account token)")
+    whose = "the app's" if security.identity.get("runAsUser") else "nobody's"
+    return (f"as uid {security.pod.get('runAsUser')}, gid {security.pod.get('runAsGroup')} ({whose}: Pod Security "
+            f"\"{security.level}\" allows no root; the volume mounted read-only, no service-account token)")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from kubectl_dr.repo import Backup, Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count, size
 from kubectl_dr.volumes import rescue_pod, scripts, source, transfer, tree_check
-from kubectl_dr.volumes.access import RESTORE, AccessPlan, plan_access
+from kubectl_dr.volumes.access import RESTORE, AccessPlan, accepted, plan_access, refs, them
 from kubectl_dr.volumes.entries import DIR, FILE
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
@@ -82,14 +82,14 @@ class RestorePlan:
             lines.append("  the backup holds an empty volume: no entry would be written"
                          + (", and --clean would remove everything the volume holds" if self.clean else ""))
         if a.consumers:
-            lines.append(f"  stop {', '.join(c.ref for c in a.consumers)}, and start them again once the volume "
+            lines.append(f"  stop {refs(a.consumers)}, and start {them(a.consumers)} again once the volume "
                          "checks out")
         lines.append(f"  start a read-write rescue pod ({'root' if a.security.root else 'non-root'})"
                      + (": the claim's first consumer" if a.claim.pending else ""))
         if self.clean:
             lines.append("  remove what the volume holds and the backup does not (see `kubectl dr pvc diff`)")
         if self.pod_accepted:
-            lines.append("  the API server accepted the pod and the scale changes (nothing was persisted)")
+            lines.append(f"  {accepted(bool(a.consumers))} (nothing was persisted)")
         return "\n".join(lines) + "\n"
 
 

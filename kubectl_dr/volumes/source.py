@@ -89,14 +89,17 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,
             from_claim: str | None = None, allow_empty: bool = False,
-            identity: Sequence[Identity] | None = None, dry_run: bool = False,
+            identity: Sequence[Identity] | None = None, dry_run: bool = False, purpose: str = "restore",
             current: ClusterIdentity | None = None, unknown_why: str = "", server: str = "",
             from_cluster: str | None = None) -> Source:
     """``current``: the cluster restored into (`latest` is its newest); ``from_cluster``: another one's.
     ``current`` None: this user may not read kube-system (``unknown_why``), ``server`` is the API server."""
     candidate = Path(ref).expanduser()
     if candidate.is_file():
-        console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
+        if purpose == "restore":
+            console.say(f"restoring from the tar file {candidate} (no manifest: it is checked as it is sent)")
+        else:
+            console.say(f"reading the tar file {candidate} (no manifest: its headers are all there is to compare)")
         archive = read_archive(candidate, gnu_sparse=True, allow_empty=allow_empty)
         return Source(candidate.absolute(), candidate.stat().st_size, None, None, archive, from_headers(archive),
                       False)

@@ -323,6 +323,34 @@ def parse_workload(text: str) -> tuple[str | None, str]:
     return kind, name
 
 
+def require_workloads(kube: Kube, namespace: str | None, names: list[str]) -> None:
+    """Raise NotFound, in kubectl's words, for a named workload that exists nowhere it is looked for.
+
+    A workload without a record is fine to name (restore is idempotent); one that does not exist is a typo or
+    the wrong namespace, and "nothing to restore" would hide that. Checked before anything is changed.
+    """
+    for text in names:
+        kind, name = parse_workload(text)
+        candidates = [kinds.KINDS[kind]] if kind else list(kinds.SCALABLE)
+        if not any(_exists(kube, k, namespace, name) for k in candidates):
+            where = "" if namespace is not None else " in any namespace"
+            # One line per kind looked at, as `kubectl get deploy,sts,rs,rc NAME` prints them.
+            lines = [f'{_resource(k)} "{name}" not found{where}' for k in candidates]
+            raise ApiError(404, "NotFound", "\nError from server (NotFound): ".join(lines))
+
+
+def _resource(kind: kinds.Kind) -> str:
+    group = kind.api_version.rpartition("/")[0]
+    return f"{kind.plural}.{group}" if group else kind.plural
+
+
+def _exists(kube: Kube, kind: kinds.Kind, namespace: str | None, name: str) -> bool:
+    if namespace is not None:
+        return kube.exists(kind.object_path(namespace, name))
+    found = kube.get(kind.collection_path(None), fieldSelector=f"metadata.name={name}").get("items") or []
+    return bool(found)
+
+
 def recorded_workloads(kube: Kube, namespace: str | None) -> list[Json]:
     """Every scalable workload carrying a kubectl dr record, in one namespace or all (`None`)."""
     found: list[Json] = []

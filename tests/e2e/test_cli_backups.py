@@ -213,3 +213,36 @@ def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled:
     refused = run([executable(), "backups", "list"], env=env, cwd=work)
     assert refused.returncode == 2 and "KUBECTL_DR_REPO" in refused.stderr
     assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("command", [["list"], ["prune", "--keep-last", "1", "--dry-run=client"]])
+def test_an_unknown_type_is_a_usage_error_naming_the_valid_ones(
+    repo: Repository, filled: dict[str, str], command: list[str]
+) -> None:
+    result = dr("backups", *command, "--type", "bogus", "--repo", str(repo.path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert "bogus" in result.stderr
+    for valid in ("pvc", "etcd-snapshot", "control-plane"):
+        assert valid in result.stderr
+    assert "No backups found" not in result.stderr
+
+
+def test_type_etcd_means_etcd_snapshots(repo: Repository, filled: dict[str, str]) -> None:
+    result = dr("backups", "list", "--type", "etcd", "--repo", str(repo.path), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert [i["id"] for i in json.loads(result.stdout)["items"]] == [filled["s1"]]
+
+
+def test_verify_of_an_encrypted_backup_without_a_key_names_stored_only(repo: Repository, tmp_path: Path) -> None:
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db", recipients=[recipient]) as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(b"secret" * 100)
+        backup_id = writer.commit({"files": 1}).id
+    env = clean_env({"XDG_CONFIG_HOME": str(tmp_path / "no-config")})
+    refused = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    assert refused.returncode == 1
+    assert "--identity" in refused.stderr and "--stored-only" in refused.stderr, refused.stderr

@@ -180,3 +180,21 @@ def test_kubectl_plugin_completion_uses_kubectl_complete_dr() -> None:
     names = [line.split("\t")[0] for line in result.stdout.splitlines()]
     assert "pvc" in names and "etcd" in names
     assert names[-1] == ":4"
+
+
+def test_bare_dry_run_is_client_with_kubectls_warning(tmp_path: Path) -> None:
+    # kubectl reads a bare --dry-run as client (deprecated): the next word stays the sub-command.
+    result = dr("--dry-run", "backups", "list", "--repo", str(tmp_path / "repo"), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["items"] == []
+    assert "--dry-run is deprecated and can be replaced with --dry-run=client." in result.stderr
+    # A client dry run creates nothing, not even the repository directory.
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize(("args", "suggestion"), [(["pvc", "bakup"], "'backup'"), (["pvcs"], "'pvc'")])
+def test_an_unknown_command_suggests_once(args: list[str], suggestion: str) -> None:
+    result = dr(*args)
+    assert result.returncode == 2
+    assert result.stderr.count("Did you mean") == 1, result.stderr
+    assert f"Did you mean {suggestion}?" in result.stderr

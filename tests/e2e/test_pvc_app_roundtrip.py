@@ -143,9 +143,10 @@ def test_a_volume_the_app_wrote_comes_back_exactly(cluster: Any, tmp_path: Path,
                           "chmod 600 node_modules/tool/bin.js && echo changed > future")
     diff = dr(cluster, "pvc", "diff", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "-o", "json")
     assert diff.returncode == 0, diff.stderr
-    found = json.loads(diff.stdout)
-    assert found["removed"] == ["extra"] and "deep/a" in found["added"]
-    changed = {c["path"] for c in found["changed"]}
+    found = json.loads(diff.stdout)["differences"]
+    assert [d["path"] for d in found if d["change"] == "removed"] == ["extra"]
+    assert {"path": "deep/a", "change": "added", "kind": "dir"} in found
+    changed = {d["path"] for d in found if d["change"] == "changed"}
     assert {"data.db", "deep", "node_modules/tool/bin.js", "future", "dirlink"} <= changed
 
     refused = dr(cluster, "pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")

@@ -241,3 +241,37 @@ def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["parts"][0]["size"] > 160 << 20
     assert managed_pods(cluster, ns) == []
+
+
+def test_plans_say_what_they_would_do_in_plain_words(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "plan")
+    make_claim(cluster, ns)
+    repo = tmp_path / "repo"
+    # Without consumers: a server dry run sends the pod, and no scale change, so it names none.
+    server = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--dry-run=server")
+    assert server.returncode == 0, server.stderr
+    assert "the API server accepted the pod (nothing was persisted)" in server.stdout, server.stdout
+    assert "scale changes" not in server.stdout
+
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    plan = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "--dry-run=client")
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    assert any(line.startswith("  stop Deployment/app (") and line.endswith("then start it again") for line in lines)
+    assert "start them again" not in plan.stdout
+    assert any(line.endswith("as root, to read every file whatever its owner (the volume mounted read-only, no "
+                             "service-account token)") for line in lines), plan.stdout
+    assert "  write at most 1Gi, the claim's capacity (what the volume uses is known once the pod lists it)" in lines
+    assert json.loads(dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--dry-run=client",
+                         "-o", "json").stdout)["writesAtMost"] == "1Gi"
+
+    tar = tmp_path / "volume.tar"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("f")
+    subprocess.run(["tar", "--format=ustar", "-cf", str(tar), "-C", str(tmp_path / "src"), "f"], check=True)
+    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--from", str(tar), "--dry-run=client")
+    assert restore.returncode == 0, restore.stderr
+    assert "  stop Deployment/app, and start it again once the volume checks out" in restore.stdout.splitlines()
+    assert managed_pods(cluster, ns) == []
+    assert not repo.exists()

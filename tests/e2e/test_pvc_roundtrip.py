@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -124,3 +125,45 @@ def test_a_backup_of_an_empty_volume_restores_without_allow_empty(cluster, tmp_p
     refused = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", str(plain), "--yes")
     assert refused.returncode == 1
     assert "holds no entries" in refused.stderr and "--allow-empty" in refused.stderr
+
+
+def test_diff_against_a_tar_file_reads_like_diff_u(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ns = new_namespace(cluster, "diff")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "grows").write_text("a")
+    (vol / "extra").write_text("x")
+    os.utime(vol / "grows", (1_764_590_400, 1_764_590_400))
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "new").write_text("n")
+    (src / "grows").write_text("abc")
+    os.utime(src / "grows", (1_764_590_460, 1_764_590_460))
+    tar = tmp_path / "volume.tar"
+    subprocess.run(["tar", "--format=ustar", "-cf", str(tar), "-C", str(src), "grows", "dir"], check=True)
+
+    text = dr(cluster, "pvc", "diff", "data", "-n", ns, "--from", str(tar))
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines() == [
+        f"--- volume {ns}/data (live)",
+        f"+++ tar file {tar} (what a restore writes)",
+        "+ dir/",
+        "+ dir/new",
+        "- extra",
+        "~ grows  size 1 → 3, mtime 2025-12-01T12:00:00Z → 2025-12-01T12:01:00Z",
+        f"a restore would write the 3 entries of the tar file {tar}: 2 new, 1 changed, 0 as they are; "
+        "with --clean it would also remove 1 entry only the volume holds",
+    ]
+    assert "restoring" not in text.stderr
+
+    as_json = json.loads(dr(cluster, "pvc", "diff", "data", "-n", ns, "--from", str(tar), "-o", "json").stdout)
+    assert as_json["file"] == str(tar) and as_json["backup"] is None
+    assert as_json["summary"] == {"entries": 3, "added": 2, "changed": 1, "unchanged": 0, "removed": 1,
+                                  "needsClean": 0}
+    assert as_json["differences"][-1]["fields"]["size"] == {"old": 1, "new": 3}
+
+    # The restore plan counts the same entries.
+    plan = dr(cluster, "pvc", "restore", "data", "-n", ns, "--from", str(tar), "--dry-run=client")
+    assert plan.returncode == 0, plan.stderr
+    assert "would restore 3 entries" in plan.stdout
+    assert managed_pods(cluster, ns) == []

@@ -403,3 +403,25 @@ def test_a_namespace_admin_can_undo_a_run(cluster: Cluster, namespace: str) -> N
         cluster.write_policy(DEFAULT_POLICY)
     assert replicas(cluster, namespace, "deployment/web") == 2
     assert annotations(cluster, namespace, "deployment/web") == {}
+
+
+def test_restore_of_a_workload_that_does_not_exist_is_not_found(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, namespace, deployment("idle", 0, pod_spec(FAST_STOP, {})))
+    # A workload that exists without a record: nothing to do, and that is fine (idempotent).
+    present = dr(cluster, "scale", "restore", "-n", namespace, "idle")
+    assert present.returncode == 0, present.stderr
+    assert "idle: no replicas recorded" in present.stderr
+    # One that does not exist is a mistake in the name, said in kubectl's words.
+    for args, expected in ((["web"], 'deployments.apps "web" not found'),
+                           (["deploy/web"], 'deployments.apps "web" not found'),
+                           (["sts/idle"], 'statefulsets.apps "idle" not found'),
+                           (["idle", "rc/web"], 'replicationcontrollers "web" not found')):
+        result = dr(cluster, "scale", "restore", "-n", namespace, *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stdout == ""
+        assert f"Error from server (NotFound): {expected}" in result.stderr, result.stderr
+        assert "nothing to restore" not in result.stderr
+    everywhere = dr(cluster, "scale", "restore", "-A", f"web-{namespace}")
+    assert everywhere.returncode == 1
+    assert f'"web-{namespace}" not found in any namespace' in everywhere.stderr
+    assert dr(cluster, "scale", "restore", "-A", "deploy/idle").returncode == 0

@@ -405,3 +405,33 @@ def test_create_refuses_a_dir_that_is_not_its_own(tmp_path: Path, directory: str
     assert result.returncode == 2, result.stderr
     assert f"--dir {directory!r} {reason}" in result.stderr, result.stderr
     assert "a directory of their own on the node, e.g. /var/lib/kubectl-dr/snapshots" in result.stderr
+
+
+def test_client_dry_run_prints_the_cronjob_of_an_existing_schedule(fast: Cluster) -> None:
+    c = fast
+    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-exists", "--cron", "@daily"))
+    try:
+        # As kubectl's client dry run does: the object is printed whatever the server holds, with a note.
+        dry = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-exists", "--cron", "@hourly",
+                  "--dry-run=client", "-o", "yaml")
+        assert dry.returncode == 0, dry.stderr
+        assert "kind: CronJob" in dry.stdout and "name: dr-exists" in dry.stdout and "@hourly" in dry.stdout
+        assert 'schedule "dr-exists" already exists' in dry.stderr and "--replace" in dry.stderr
+        obj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", "dr-exists", "-o", "json").stdout)
+        assert obj["spec"]["schedule"] == "@daily"
+    finally:
+        _ok(_dr(c, "schedule", "delete", "dr-exists"))
+
+
+def test_snapshots_list_before_any_schedule_ran_is_the_normal_first_state(fast: Cluster) -> None:
+    c = fast
+    result = _dr(c, "etcd", "snapshots", "list", "--dir", "/var/lib/kubectl-dr/never-written")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    # No kubelet event in its raw words: the directory is simply not there yet.
+    assert "FailedMount" not in result.stderr and "is not a directory" not in result.stderr, result.stderr
+    node = c.control_planes[0]
+    assert (f"no schedule has written snapshots on node {node} yet (no directory "
+            "/var/lib/kubectl-dr/never-written there)") in result.stderr, result.stderr
+    assert "warning" not in result.stderr and "error" not in result.stderr
+    assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""

@@ -254,3 +254,31 @@ def test_runbook_restores_with_the_tool_of_the_etcd_version(snapshot_34: Path, t
                           env={"PATH": f"{tools}:/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / f"etcd.restored-{p.run.id}" / "member" / "snap" / "db").is_file()
+
+
+def _plan(members: int) -> job.Plan:
+    from types import SimpleNamespace
+
+    from kubectl_dr.etcd.restore.targets import Target
+    from kubectl_dr.runs import Run
+
+    targets = [Target(member=SimpleNamespace(node=f"cp-{i}", name=f"cp-{i}"),  # type: ignore[arg-type]
+                      peer_urls=(f"https://10.0.0.{i}:2380",), data_dir="/var/lib/etcd",
+                      data_dir_in_pod="/var/lib/etcd",
+                      metrics_url=f"http://10.0.0.{i}:2381", readyz_url=f"https://10.0.0.{i}:6443/readyz",
+                      initial_cluster="") for i in range(1, members + 1)]
+    return job.Plan(run=Run("etcd restore"), targets=targets, snapshot=None, image="registry.k8s.io/etcd:3.5.16-0",
+                    tool_version="3.5.16", bump=True, token="t", initial_cluster="", cluster_version="3.5",
+                    revision_before=None, helper_image="busybox", namespace="kube-system")
+
+
+@pytest.mark.parametrize(("members", "words"), [
+    (1, "wait until it is healthy (the only member: no peers to wait for)"),
+    (2, "wait for a quorum and its peer"),
+    (3, "wait for a quorum and all 2 peers"),
+])
+def test_the_plan_waits_for_the_peers_there_are(members: int, words: str) -> None:
+    plan = _plan(members)
+    step = plan.node_steps(plan.targets[0])[-1]
+    assert f"etcd back, {words}, then the rest back" in step
+    assert "0 peers" not in step

@@ -20,6 +20,11 @@ from kubectl_dr.errors import UsageError
         ),
         (["backups", "list", "--repo", "/r"], ["backups", "list", "--repo", "/r"]),
         (["version", "--kubeconfig"], ["--kubeconfig", "version"]),
+        # A bare --dry-run is kubectl's deprecated spelling of client: it takes no value from the next word.
+        (["--dry-run", "backups", "list"], ["--dry-run=unchanged", "backups", "list"]),
+        (["pvc", "backup", "data", "--dry-run"], ["--dry-run=unchanged", "pvc", "backup", "data"]),
+        (["pvc", "backup", "--dry-run", "data"], ["--dry-run=unchanged", "pvc", "backup", "data"]),
+        (["pvc", "backup", "--dry-run", "server", "data"], ["--dry-run", "server", "pvc", "backup", "data"]),
     ],
 )
 def test_hoist_moves_global_flags_to_the_front(argv: list[str], expected: list[str]) -> None:

@@ -121,7 +121,14 @@ class Plan:
                 f"{t.node}: {' '.join(self.restore_args(t))} (pod of {self.image})",
                 f"{t.node}: static pod {nodescript.MANIFEST_FILE}: park the control-plane manifests in "
                 f"{swap.parked_dir}, stop etcd, {t.data_dir} → {swap.aside}, {swap.incoming} → {t.data_dir}, etcd "
-                f"back, wait for a quorum and all {len(self.targets) - 1} peers, then the rest back"]
+                f"back, {self._wait_words()}, then the rest back"]
+
+    def _wait_words(self) -> str:
+        """A member of one has no peers to wait for: only its own health."""
+        peers = len(self.targets) - 1
+        if peers == 0:
+            return "wait until it is healthy (the only member: no peers to wait for)"
+        return f"wait for a quorum and {'its peer' if peers == 1 else f'all {peers} peers'}"
 
     def summary(self) -> str:
         assert self.snapshot is not None

@@ -1,0 +1,13 @@
+"""The --type choices of `backups` are exactly the types the commands write."""
+
+from __future__ import annotations
+
+from kubectl_dr.cli.backups import BACKUP_TYPES, TYPE_ALIASES
+from kubectl_dr.controlplane.backup import BACKUP_TYPE as CONTROL_PLANE
+from kubectl_dr.etcd.snapshot import BACKUP_TYPE as ETCD
+from kubectl_dr.volumes.backup import TYPE as PVC
+
+
+def test_backup_types_are_the_written_ones() -> None:
+    assert set(BACKUP_TYPES) == {PVC, ETCD, CONTROL_PLANE}
+    assert set(TYPE_ALIASES.values()) <= set(BACKUP_TYPES)

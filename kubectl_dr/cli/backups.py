@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import typer
 
 from kubectl_dr import units
-from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.context import confirm, options, terminal_ask
 from kubectl_dr.cli.repo_options import (
     REPO_HELP,
     EncryptToOption,
@@ -77,9 +76,6 @@ def _warn_problems(problems: list[tuple[Any, str]]) -> None:
     for _, why in problems:
         message(f"warning: skipped {why}")
 
-
-def _ask(question: str) -> bool:
-    return bool(typer.confirm(question, default=False, err=True))
 
 
 @app.command("list")
@@ -237,7 +233,7 @@ def copy(
     secret = [b for b in chosen if b.manifest.type in SECRET_BEARING_TYPES and b.manifest.encryption is None]
     if secret and opts.dry_run == "none":
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
-        confirm_plaintext_secrets(target, what, yes=opts.yes, ask=_ask if sys.stdin.isatty() else None)
+        confirm_plaintext_secrets(target, what, yes=opts.yes, ask=terminal_ask())
     if opts.dry_run != "none":
         planned = [f'backup "{b.id}" would be copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
         emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},

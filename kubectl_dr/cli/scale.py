@@ -10,6 +10,7 @@ from kubectl_dr.cli.context import confirm, options
 from kubectl_dr.cli.globals import GlobalOptions, parse_request_timeout
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.units import count
 
 app = typer.Typer(
     help=(
@@ -119,13 +120,13 @@ def down(
         plan = {"namespace": namespace, "claim": claim, "dryRun": True,
                 "workloads": [c.to_dict() for c in consumers]}
         table = render_table(["KIND", "NAME", "REPLICAS", "PODS", "NODES"], rows)
-        table += f"(dry run) would scale {len(consumers)} workload(s) to 0 replicas\n"
+        table += f"(dry run) would scale {count(len(consumers), 'workload')} to 0 replicas\n"
         emit(plan, opts.output, table=table)
         return
 
     server_dry_run = opts.dry_run == "server"
     if not server_dry_run:
-        listing = ", ".join(f"{c.ref} ({c.replicas} replicas)" for c in consumers)
+        listing = ", ".join(f"{c.ref} ({count(c.replicas or 0, 'replica')})" for c in consumers)
         confirm(f'scale down {listing} in namespace "{namespace}" to stop their use of claim "{claim}"',
                  opts.yes)
     record = scale_down(kube, consumers, run_id=new_run_id(), reason=f"kubectl dr scale down {claim}",

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.context import confirm, namespace_may_exist, options
 from kubectl_dr.cli.globals import GlobalOptions, parse_request_timeout
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, message, render_table
@@ -61,19 +61,6 @@ Examples:
   # Only what one run scaled down (the run id is in the kubectl-dr.io/scaled-down-by annotation)
   kubectl dr scale restore -n shop --run-id 20250101T120000Z-1a2b3c
 """
-
-
-def _namespace_may_exist(kube: Any, namespace: str) -> bool:
-    """False only when the API says the namespace does not exist; an admin of that namespace alone may not
-    read Namespace objects (403), and must still be able to undo a run."""
-    from kubectl_dr.errors import ApiError
-
-    try:
-        return bool(kube.exists(f"/api/v1/namespaces/{namespace}"))
-    except ApiError as exc:
-        if exc.status == 403:
-            return True
-        raise
 
 
 def _namespace(opts: GlobalOptions) -> str:
@@ -164,7 +151,7 @@ def restore(
     wanted = [parse_workload(n) for n in names]  # usage errors before any request
     kube = opts.kube()
     namespace = None if all_namespaces else _namespace(opts)
-    if namespace is not None and not _namespace_may_exist(kube, namespace):
+    if namespace is not None and not namespace_may_exist(kube, namespace):
         raise DrError(f'namespaces "{namespace}" not found',
                       hint="Check the namespace (-n NAMESPACE), or use -A for all namespaces.")
     results = scale_restore(kube, namespace, names=names, run_id=run_id, progress=message, dry_run=opts.dry_run)

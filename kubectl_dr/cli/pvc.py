@@ -205,6 +205,8 @@ def rescue(
 ) -> None:
     """A shell (or COMMAND) in a pod that mounts the claim at /data; the pod is deleted on exit.
 
+    What you type while the consumers stop and the pod starts is held, and goes to the shell once it is up.
+
     \b
     Examples:
       kubectl dr pvc rescue data-db-0 -n shop

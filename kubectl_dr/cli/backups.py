@@ -309,7 +309,8 @@ def prune(
     months and years are counted in local time, and only those that have a backup count. A series is
     what a backup is of: a claim (namespace and name) for volumes, a cluster's member for etcd
     snapshots. The newest backup of a series that is intact (every part there, not found damaged by
-    `backups verify`) is never removed. --dry-run=client lists what would go and removes nothing.
+    `backups verify`) is never removed. --dry-run=client removes nothing and shows, series by series as
+    `restic forget --dry-run` does, what is kept with the rules that keep it, and what would go.
 
     \b
     Examples:
@@ -327,28 +328,52 @@ def prune(
                          "--keep-monthly, --keep-yearly")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
-    _warn_problems(repository.scan()[1])
+    found, problems = repository.scan()
+    _warn_problems(problems)
     plan = repository.prune(policy, type=type, dry_run=True)
     if not dry_run and (plan.removed or plan.leftovers):
         confirm(f"delete {count(len(plan.removed), 'backup')} and keep {len(plan.kept)}", opts.yes)
         plan = repository.prune(policy, type=type)
-    _report_prune(plan, repository, dry_run, opts.output)
+    _report_prune(plan, repository, dry_run, opts.output, {b.id: b.manifest.created_at for b in found})
 
 
-def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str) -> None:
+def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
+    """What a dry run keeps and why, series by series, as `restic forget --dry-run` shows it (local times:
+    the rules count hours and days in local time)."""
+    def when(backup_id: str) -> str:
+        moment = created.get(backup_id)
+        return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+    lines: list[str] = []
+    for series in sorted(set(plan.series.values())):
+        kept = [i for i in plan.kept if plan.series.get(i) == series]
+        removed = [i for i in plan.removed if plan.series.get(i) == series]
+        lines.append(f"series {' '.join(series.split())}: keep {len(kept)}, would delete {len(removed)} (dry run)")
+        if kept:
+            lines += render_table(["KEEP", "CREATED", "REASONS"],
+                                  [[i, when(i), ", ".join(plan.reasons.get(i, []))] for i in kept]).splitlines()
+        if removed:
+            lines += render_table(["DELETE", "CREATED"], [[i, when(i)] for i in removed]).splitlines()
+        lines.append("")
+    lines += [f"would remove leftover {n} of an interrupted write (dry run)" for n in plan.leftovers]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
+def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str,
+                  created: dict[str, datetime]) -> None:
     failed = dict(plan.failed)
     if dry_run:
-        lines = [f'backup "{i}" would be deleted (dry run)' for i in plan.removed]
-        lines += [f"would remove leftover {n} of an interrupted write (dry run)" for n in plan.leftovers]
+        lines = _prune_plan_text(plan, created)
     else:
         lines = [f'backup "{i}" deleted' for i in plan.removed if i not in failed]
         lines += [f"removed leftover {n} of an interrupted write" for n in plan.leftovers if n not in failed]
     for backup_id, reasons in plan.reasons.items():
-        if reasons == ["newest verified"]:
+        if reasons == ["newest verified"] and not dry_run:  # a dry run's table says it
             lines.append(f'backup "{backup_id}" kept: the newest verified backup of {plan.series[backup_id]}')
     if not lines:
         lines = [f"nothing to prune: {count(len(plan.kept), 'backup')} kept"]
     data = {"removed": [i for i in plan.removed if i not in failed], "kept": plan.kept, "keptBecause": plan.reasons,
+            "series": plan.series,
             "staleTempDirs": plan.leftovers, "failed": [{"name": n, "error": e} for n, e in plan.failed],
             "dryRun": dry_run, "repository": repository.location}
     emit(data, output, table="\n".join(lines) + "\n")

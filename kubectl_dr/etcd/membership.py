@@ -70,8 +70,9 @@ def check_quorum(members: list[MemberInfo], healthy_ids: set[str], target_id: st
         down = ", ".join(check.unhealthy_others) or "none"
         raise QuorumRefused(
             f"replacing the etcd member {target_name} would lose quorum: without it the cluster has "
-            f"{count(check.after_removal, 'voting member')}, needing {check.needed} healthy to agree, and only "
-            f"{len(check.healthy_others)} are healthy (unhealthy besides {target_name}: {down})",
+            f"{count(check.after_removal, 'voting member')}, which need {check.needed} healthy to agree, and only "
+            f"{len(check.healthy_others)} {'is' if len(check.healthy_others) == 1 else 'are'} healthy "
+            f"(unhealthy besides {target_name}: {down})",
             hint="Bring the unhealthy members back first (or restore the cluster from a snapshot if they are "
                  "lost). Nothing was changed.")
     return check

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_dr.errors import DrError
-from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.client import CachedReads, Kube
 from kubectl_dr.repo import Backup
 from kubectl_dr.volumes import security
 from kubectl_dr.volumes.access import consumers_of
@@ -96,6 +96,7 @@ def list_claims(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
 
 def summarize(kube: Kube, claims: Iterable[dict[str, Any]], backups: list[Backup] | None) -> list[ClaimSummary]:
     """One summary per claim object; `backups` are the repository's pvc backups newest first (None: unknown)."""
+    kube = CachedReads.of(kube)  # each claim's consumers are found from the same namespace-wide lists
     levels: dict[str, str] = {}
     found: list[ClaimSummary] = []
     for obj in claims:

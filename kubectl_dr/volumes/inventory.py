@@ -96,6 +96,7 @@ def list_claims(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
 
 def summarize(kube: Kube, claims: Iterable[dict[str, Any]], backups: list[Backup] | None) -> list[ClaimSummary]:
     """One summary per claim object; `backups` are the repository's pvc backups newest first (None: unknown)."""
+    server = kube.resolved.server
     kube = CachedReads.of(kube)  # each claim's consumers are found from the same namespace-wide lists
     levels: dict[str, str] = {}
     found: list[ClaimSummary] = []
@@ -118,12 +119,16 @@ def summarize(kube: Kube, claims: Iterable[dict[str, Any]], backups: list[Backup
             access_modes=tuple(status.get("accessModes") or spec.get("accessModes") or ()),
             consumers=consumers,
             security=security.plan(levels[namespace], identity, write=False),
-            last_backup=_newest(backups or [], namespace, name),
+            last_backup=_newest(backups or [], namespace, name, server),
             notes=[note for c in consumers for note in c.notes],
         ))
     return found
 
 
-def _newest(backups: list[Backup], namespace: str, claim: str) -> Backup | None:
-    # The same match `--from latest` uses (volumes/source.py): the claim's namespace and name.
-    return next((b for b in backups if b.manifest.matches(PVC_TYPE, {"namespace": namespace, "pvc": claim})), None)
+def _newest(backups: list[Backup], namespace: str, claim: str, server: str) -> Backup | None:
+    """The claim's newest backup: the match `--from latest` uses (volumes/source.py), the claim's namespace
+    and name, of this cluster as far as the backup says: one that names another API server is another
+    cluster's claim of the same name, and must not pass for this one's backup."""
+    match = {"namespace": namespace, "pvc": claim}
+    return next((b for b in backups if b.manifest.matches(PVC_TYPE, match)
+                 and b.manifest.source.get("server") in (None, "", server)), None)

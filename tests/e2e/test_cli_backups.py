@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -195,3 +198,40 @@ def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: 
     assert copy.stdout == f'backup "{filled["s1"]}" would be copied to {target / filled["s1"]} (dry run)\n'
     assert not target.exists()
     assert _tree(repo.path) == before
+
+
+def _on_terminal(args: list[str], answer: bytes) -> tuple[int, bytes]:
+    """Run kubectl-dr with a pseudo-terminal as stdin and stderr, answer its question, return (exit, screen)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([executable(), *args], stdin=slave, stdout=subprocess.PIPE, stderr=slave,
+                            env=clean_env())
+    os.close(slave)
+    screen = bytearray()
+    answered = False
+    while proc.poll() is None or select.select([master], [], [], 0.2)[0]:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        if not answered and b"[y/N]:" in screen:
+            os.write(master, answer)
+            answered = True
+    proc.wait(timeout=30)
+    os.close(master)
+    return proc.returncode, bytes(screen)
+
+
+def test_delete_asks_on_a_terminal(repo: Repository, filled: dict[str, str]) -> None:
+    """The one gate asks on a terminal: no keeps the backup, yes deletes it."""
+    args = ["backups", "delete", filled["a1"], "--repo", str(repo.path)]
+    code, screen = _on_terminal(args, b"n\n")
+    assert code == 1 and f'Delete backup "{filled["a1"]}"'.encode() in screen, screen
+    assert b"aborted: nothing was changed" in screen
+    assert (repo.path / filled["a1"]).is_dir()
+    code, screen = _on_terminal(args, b"y\n")
+    assert code == 0, screen
+    assert not (repo.path / filled["a1"]).exists()

@@ -258,11 +258,8 @@ def list_(
       kubectl dr pvc list -A
       kubectl dr pvc list -n shop -o json
     """
-    from datetime import datetime, timezone
-
-    from kubectl_dr.cli.backups import age
     from kubectl_dr.repo import RepoError
-    from kubectl_dr.ui.output import message, render_table
+    from kubectl_dr.ui.output import message
     from kubectl_dr.volumes import inventory
     from kubectl_dr.volumes.source import TYPE
 
@@ -289,16 +286,28 @@ def list_(
             message(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
         emit(data, opts.output, table="")
         return
+    emit(data, opts.output, table=_claims_table(found, every_namespace=namespace is None,
+                                                 backups_known=backups is not None))
+
+
+def _claims_table(found: list[ClaimSummary], *, every_namespace: bool, backups_known: bool) -> str:
+    """kubectl get's shape: one word a cell ("<none>", "-", "?" for a repository that could not be read)."""
+    from datetime import datetime, timezone
+
+    from kubectl_dr.cli.backups import age
+    from kubectl_dr.ui.output import render_table
+    from kubectl_dr.volumes.inventory import MODE_SHORT
+
     now = datetime.now(timezone.utc)
-    rows = [[*([c.namespace] if namespace is None else []), c.name, c.phase, c.capacity or "-",
-             ",".join(inventory.MODE_SHORT.get(m, m) for m in c.access_modes) or "-", c.storage_class or "-",
+    rows = [[*([c.namespace] if every_namespace else []), c.name, c.phase, c.capacity or "-",
+             ",".join(MODE_SHORT.get(m, m) for m in c.access_modes) or "-", c.storage_class or "-",
              ",".join(x.ref for x in c.consumers) or "<none>", _stops(c),
-             "?" if backups is None else c.last_backup.id if c.last_backup else "<none>",
+             "?" if not backups_known else c.last_backup.id if c.last_backup else "<none>",
              age(c.last_backup.manifest.created_at, now) if c.last_backup else "-", _runs_as(c)]
             for c in found]
-    headers = [*(["NAMESPACE"] if namespace is None else []), "NAME", "STATUS", "CAPACITY", "ACCESS MODES",
+    headers = [*(["NAMESPACE"] if every_namespace else []), "NAME", "STATUS", "CAPACITY", "ACCESS MODES",
                "STORAGECLASS", "CONSUMERS", "STOPPED FOR", "LAST BACKUP", "BACKUP AGE", "BACKUP AS"]
-    emit(data, opts.output, table=render_table(headers, rows))
+    return render_table(headers, rows)
 
 
 def _stops(claim: ClaimSummary) -> str:

@@ -38,13 +38,23 @@ class Console(Protocol):
     def progress(self, description: str, total: int | None) -> AbstractContextManager[Progress]: ...
 
 
-def refuse_without_yes(question: str) -> DrError:
-    return DrError(f"refusing to {question} without confirmation",
-                   hint="Pass --yes to confirm (there is no terminal to ask on).")
+NO_TERMINAL = "there is no terminal to ask on and --yes was not given"
 
 
-def declined() -> DrError:
-    return DrError("aborted: nothing was changed")
+def refuse_without_yes(question: str, *, reason: str = "", hint: str = "") -> DrError:
+    """The one refusal of every destructive step asked for without a terminal and without --yes.
+
+    ``question`` is what would be done ("delete backup …"), ``reason`` why it needs consent when that
+    is not obvious, ``hint`` another way out than --yes. One wording, so scripts and people learn it once.
+    """
+    because = f" ({reason})" if reason else ""
+    return DrError(f"refusing to {question}{because} without confirmation: {NO_TERMINAL}",
+                   hint=hint or "Pass --yes to confirm, or run the command on a terminal to be asked.")
+
+
+def declined(hint: str = "") -> DrError:
+    """The person answered no: nothing was done."""
+    return DrError("aborted: nothing was changed", hint=hint or None)
 
 
 Say = Callable[[str], None]

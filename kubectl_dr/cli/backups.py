@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubectl_dr import units
-from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.context import confirm, options, terminal_ask
 from kubectl_dr.cli.repo_options import (
     REPO_HELP,
     EncryptToOption,
@@ -98,9 +97,6 @@ def _warn_problems(problems: list[tuple[Any, str]]) -> None:
     for _, why in problems:
         message(f"warning: skipped {why}")
 
-
-def _ask(question: str) -> bool:
-    return bool(typer.confirm(question, default=False, err=True))
 
 
 AllClustersOption = Annotated[bool, typer.Option(
@@ -328,7 +324,7 @@ def copy(
     secret = [b for b in chosen if b.manifest.type in SECRET_BEARING_TYPES and b.manifest.encryption is None]
     if secret and opts.dry_run == "none":
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
-        confirm_plaintext_secrets(target, what, yes=opts.yes, ask=_ask if sys.stdin.isatty() else None)
+        confirm_plaintext_secrets(target, what, yes=opts.yes, ask=terminal_ask())
     if opts.dry_run != "none":
         planned = [f'backup "{b.id}" would be copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
         emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},
@@ -404,7 +400,8 @@ def prune(
     months and years are counted in local time, and only those that have a backup count. A series is
     what a backup is of: a claim (namespace and name) for volumes, a cluster's member for etcd
     snapshots. The newest backup of a series that is intact (every part there, not found damaged by
-    `backups verify`) is never removed. --dry-run=client lists what would go and removes nothing.
+    `backups verify`) is never removed. --dry-run=client removes nothing and shows, series by series as
+    `restic forget --dry-run` does, what is kept with the rules that keep it, and what would go.
 
     \b
     Examples:
@@ -422,28 +419,52 @@ def prune(
                          "--keep-monthly, --keep-yearly")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
-    _warn_problems(repository.scan()[1])
+    found, problems = repository.scan()
+    _warn_problems(problems)
     plan = repository.prune(policy, type=type, dry_run=True)
     if not dry_run and (plan.removed or plan.leftovers):
         confirm(f"delete {count(len(plan.removed), 'backup')} and keep {len(plan.kept)}", opts.yes)
         plan = repository.prune(policy, type=type)
-    _report_prune(plan, repository, dry_run, opts.output)
+    _report_prune(plan, repository, dry_run, opts.output, {b.id: b.manifest.created_at for b in found})
 
 
-def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str) -> None:
+def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
+    """What a dry run keeps and why, series by series, as `restic forget --dry-run` shows it (local times:
+    the rules count hours and days in local time)."""
+    def when(backup_id: str) -> str:
+        moment = created.get(backup_id)
+        return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+    lines: list[str] = []
+    for series in sorted(set(plan.series.values())):
+        kept = [i for i in plan.kept if plan.series.get(i) == series]
+        removed = [i for i in plan.removed if plan.series.get(i) == series]
+        lines.append(f"series {' '.join(series.split())}: keep {len(kept)}, would delete {len(removed)} (dry run)")
+        if kept:
+            lines += render_table(["KEEP", "CREATED", "REASONS"],
+                                  [[i, when(i), ", ".join(plan.reasons.get(i, []))] for i in kept]).splitlines()
+        if removed:
+            lines += render_table(["DELETE", "CREATED"], [[i, when(i)] for i in removed]).splitlines()
+        lines.append("")
+    lines += [f"would remove leftover {n} of an interrupted write (dry run)" for n in plan.leftovers]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
+def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str,
+                  created: dict[str, datetime]) -> None:
     failed = dict(plan.failed)
     if dry_run:
-        lines = [f'backup "{i}" would be deleted (dry run)' for i in plan.removed]
-        lines += [f"would remove leftover {n} of an interrupted write (dry run)" for n in plan.leftovers]
+        lines = _prune_plan_text(plan, created)
     else:
         lines = [f'backup "{i}" deleted' for i in plan.removed if i not in failed]
         lines += [f"removed leftover {n} of an interrupted write" for n in plan.leftovers if n not in failed]
     for backup_id, reasons in plan.reasons.items():
-        if reasons == ["newest verified"]:
+        if reasons == ["newest verified"] and not dry_run:  # a dry run's table says it
             lines.append(f'backup "{backup_id}" kept: the newest verified backup of {plan.series[backup_id]}')
     if not lines:
         lines = [f"nothing to prune: {count(len(plan.kept), 'backup')} kept"]
     data = {"removed": [i for i in plan.removed if i not in failed], "kept": plan.kept, "keptBecause": plan.reasons,
+            "series": plan.series,
             "staleTempDirs": plan.leftovers, "failed": [{"name": n, "error": e} for n, e in plan.failed],
             "dryRun": dry_run, "repository": repository.location}
     emit(data, output, table="\n".join(lines) + "\n")

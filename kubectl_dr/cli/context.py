@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import typer
 
 from kubectl_dr.cli.globals import GlobalOptions
-from kubectl_dr.errors import DrError
+from kubectl_dr.ui.console import confirm, terminal_ask
+
+__all__ = ["confirm", "namespace_may_exist", "options", "terminal_ask"]
 
 
 def options(ctx: typer.Context) -> GlobalOptions:
@@ -17,11 +19,14 @@ def options(ctx: typer.Context) -> GlobalOptions:
     return root.obj
 
 
-def confirm(question: str, yes: bool) -> None:
-    """Destructive steps need --yes, or a "y" typed on a terminal; never wait on a pipe."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise DrError(f"refusing to {question} without confirmation", hint="Pass --yes to confirm.")
-    if not typer.confirm(f"{question[0].upper()}{question[1:]}?", default=False, err=True):
-        raise DrError("aborted: nothing was changed")
+def namespace_may_exist(kube: Any, namespace: str) -> bool:
+    """False only when the API says the namespace does not exist; an admin of that namespace alone may not
+    read Namespace objects (403), and must still be able to work in it."""
+    from kubectl_dr.errors import ApiError
+
+    try:
+        return bool(kube.exists(f"/api/v1/namespaces/{namespace}"))
+    except ApiError as exc:
+        if exc.status == 403:
+            return True
+        raise

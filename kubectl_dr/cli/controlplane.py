@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
-from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.context import confirm, options, terminal_ask
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.units import count
 
 app = typer.Typer(
     help="Back up a control-plane node's PKI, manifests, kubeconfigs and encryption config; put the shared CA "
@@ -26,9 +26,6 @@ HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE
 def _namespace(ctx: typer.Context) -> str:
     return options(ctx).namespace or "kube-system"
 
-
-def _ask(question: str) -> bool:
-    return bool(typer.confirm(question, default=False, err=True))
 
 
 @app.command("backup")
@@ -69,7 +66,7 @@ def backup(
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight()
     what = "a control-plane backup (the cluster's CA and service-account private keys)"
-    confirm_plaintext_secrets(repository, what, yes=opts.yes, ask=_ask if sys.stdin.isatty() else None)
+    confirm_plaintext_secrets(repository, what, yes=opts.yes, ask=terminal_ask())
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run="none",
                            yes=opts.yes, secret_what=what)
     result = cp_backup.backup(opts.kube(), repository, node=node, namespace=_namespace(ctx),
@@ -137,7 +134,7 @@ def restore(
                                 with_encryption=with_encryption_config, dry_run=opts.dry_run == "client",
                                 from_cluster=from_cluster, from_other_cluster=from_other_cluster)
     verb = "would write" if result.dry_run else "wrote"
-    message(f"{verb} {len(result.written)} file(s) of backup {result.backup_id} to node {node}"
+    message(f"{verb} {count(len(result.written), 'file')} of backup {result.backup_id} to node {node}"
             + (f"; {len(result.unchanged)} already equal" if result.unchanged else ""))
     for aside in result.kept_aside:
         message(f"the previous file is kept as {aside}")

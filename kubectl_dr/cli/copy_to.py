@@ -10,7 +10,6 @@ job.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +17,7 @@ import typer
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import Repository, open_repository
 from kubectl_dr.repo.safety import confirm_plaintext_secrets
+from kubectl_dr.ui.console import terminal_ask
 from kubectl_dr.ui.output import message
 from kubectl_dr.ui.progress import Transfer
 
@@ -39,7 +39,7 @@ def open_targets(targets: list[str] | None, source: Repository, *, s3_endpoint: 
                           hint="Name another repository (an S3 bucket, another disk).")
         target.preflight(create=dry_run == "none")
         if secret_what is not None and dry_run == "none":
-            confirm_plaintext_secrets(target, secret_what, yes=yes, ask=_ask if sys.stdin.isatty() else None)
+            confirm_plaintext_secrets(target, secret_what, yes=yes, ask=terminal_ask())
         opened.append(target)
     return opened
 
@@ -63,6 +63,3 @@ def copy_new(source: Repository, backup_id: str, targets: list[Repository]) -> l
         done.append({"repository": target.location, "location": result.location, "encrypted": result.encrypted})
     return done
 
-
-def _ask(question: str) -> bool:
-    return bool(typer.confirm(question, default=False, err=True))

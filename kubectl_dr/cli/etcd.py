@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
-from kubectl_dr.cli.context import options
+from kubectl_dr.cli.context import options, terminal_ask
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
@@ -242,7 +241,7 @@ def snapshot(
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
     confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
-                              ask=_ask_plaintext if sys.stdin.isatty() else None)
+                              ask=terminal_ask())
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
                            yes=opts.yes, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
@@ -284,9 +283,6 @@ def snapshot(
         data["copies"] = copy_new(repository, result.manifest.id, targets)
     emit(data, opts.output, table=table)
 
-
-def _ask_plaintext(question: str) -> bool:
-    return bool(typer.confirm(question, default=False, err=True))
 
 
 # --- restore ------------------------------------------------------------------------------------------------

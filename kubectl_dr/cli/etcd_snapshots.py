@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubectl_dr.cli.context import options
+from kubectl_dr.cli.context import options, terminal_ask
 from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.units import count
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
@@ -162,7 +162,7 @@ def pull(
     repository = open_repo(to, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")
     confirm_plaintext_secrets(repository, "etcd snapshots", yes=opts.yes,
-                              ask=_ask if sys.stdin.isatty() else None)
+                              ask=terminal_ask())
     kube = opts.kube()
     namespace = _namespace(opts)
     topo = topology.discover(kube)
@@ -189,7 +189,7 @@ def pull(
     result = node_snapshots.pull(kube, topo, repository, namespace=namespace, run=run, directories=dirs,
                                  nodes=node, image=helper_image)
     _say_missing(result.missing)
-    message(f"pulled {len(result.pulled)} snapshot(s) into {result.repository}; {len(result.already)} already "
+    message(f"pulled {count(len(result.pulled), 'snapshot')} into {result.repository}; {len(result.already)} already "
             f"there; {len(result.incomplete)} incomplete skipped")
     rows = [[r.manifest.id, r.manifest.source.get("node", ""), r.manifest.details.get("nodeFile", ""),
              r.manifest.details.get("takenAt", ""), r.status.revision, _human(r.status.file_size),
@@ -197,6 +197,3 @@ def pull(
     table = render_table(["ID", "NODE", "FILE", "TAKEN", "REVISION", "SIZE", "SHA256"], rows) if rows else ""
     emit(result.to_dict(), opts.output, table=table)
 
-
-def _ask(question: str) -> bool:
-    return bool(typer.confirm(question, default=False, err=True))

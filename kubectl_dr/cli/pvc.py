@@ -9,7 +9,7 @@ import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.cluster_options import FromClusterOption
-from kubectl_dr.cli.context import options
+from kubectl_dr.cli.context import namespace_may_exist, options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
     from kubectl_dr.runs import Run
     from kubectl_dr.ui.console import TerminalConsole
+    from kubectl_dr.volumes.inventory import ClaimSummary
 
 app = typer.Typer(
     help=(
-        "Back up, restore, compare and rescue volume contents through short-lived rescue pods that mount the "
-        "claim and stream tar over exec; owners are scaled down and back up safely."
+        "List claims with their consumers and newest backup; back up, restore, compare and rescue volume contents "
+        "through short-lived rescue pods that mount the claim and stream tar over exec; owners are scaled down "
+        "and back up safely."
     ),
     no_args_is_help=True,
 )
@@ -222,6 +224,8 @@ def rescue(
 ) -> None:
     """A shell (or COMMAND) in a pod that mounts the claim at /data; the pod is deleted on exit.
 
+    What you type while the consumers stop and the pod starts is held, and goes to the shell once it is up.
+
     \b
     Examples:
       kubectl dr pvc rescue data-db-0 -n shop
@@ -248,3 +252,93 @@ def rescue(
     if result.exit_code is None or result.exit_code < 0:
         raise DrError(f"the command in the rescue pod: {result.describe()}")
     raise typer.Exit(result.exit_code)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="Claims in every namespace.")] = False,
+    repo: RepoOption = None,
+    s3_endpoint: S3EndpointOption = None,
+) -> None:
+    """The claims, with what a backup or a restore of each would involve. Reads only: no pod is created.
+
+    Per claim: its size, storage class and access modes; the workloads and pods that mount it, and
+    whether a backup or a restore stops them (STOPPED FOR: a restore stops every consumer, a backup only
+    those of a ReadWriteOncePod claim; "unstoppable": a consumer kubectl dr cannot stop, so it would
+    refuse); its newest backup in the repository and that backup's age (one that names another API
+    server is another cluster's claim, not shown); and the user a backup's rescue pod would run as
+    (BACKUP AS: root where the namespace's Pod Security level allows it, else the app's own uid, which
+    reads only what the app can read).
+
+    \b
+    Examples:
+      kubectl dr pvc list -n shop
+      kubectl dr pvc list -A
+      kubectl dr pvc list -n shop -o json
+    """
+    from kubectl_dr.repo import RepoError
+    from kubectl_dr.ui.output import message
+    from kubectl_dr.volumes import inventory
+    from kubectl_dr.volumes.source import TYPE
+
+    opts = options(ctx)
+    kube = opts.kube()
+    namespace = None if all_namespaces else opts.namespace or kube.namespace
+    claims = inventory.list_claims(kube, namespace)
+    if namespace and not claims and not namespace_may_exist(kube, namespace):
+        raise DrError(f'namespaces "{namespace}" not found',
+                      hint="Check the namespace (-n NAMESPACE); `kubectl get namespaces` lists them, -A lists every "
+                           "namespace's claims.")
+    repository = open_repo(repo, s3_endpoint=s3_endpoint)
+    backups = None
+    if claims:
+        try:
+            backups = repository.backups(TYPE)
+        except RepoError as exc:  # the claims are still worth seeing; say what is unknown and why
+            message(f"warning: cannot read the repository {repository.location}: {exc.message}; LAST BACKUP unknown")
+    found = inventory.summarize(kube, claims, backups)
+    data = {"kind": "ClaimList", "repository": repository.location, "repositoryRead": backups is not None,
+            "items": [c.to_dict() for c in found]}
+    if not found:
+        if opts.output == "table":
+            message(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
+        emit(data, opts.output, table="")
+        return
+    emit(data, opts.output, table=_claims_table(found, every_namespace=namespace is None,
+                                                 backups_known=backups is not None))
+
+
+def _claims_table(found: list[ClaimSummary], *, every_namespace: bool, backups_known: bool) -> str:
+    """kubectl get's shape: one word a cell ("<none>", "-", "?" for a repository that could not be read)."""
+    from datetime import datetime, timezone
+
+    from kubectl_dr.cli.backups import age
+    from kubectl_dr.ui.output import render_table
+    from kubectl_dr.volumes.inventory import MODE_SHORT
+
+    now = datetime.now(timezone.utc)
+    rows = [[*([c.namespace] if every_namespace else []), c.name, c.phase, c.capacity or "-",
+             ",".join(MODE_SHORT.get(m, m) for m in c.access_modes) or "-", c.storage_class or "-",
+             ",".join(x.ref for x in c.consumers) or "<none>", _stops(c),
+             "?" if not backups_known else c.last_backup.id if c.last_backup else "<none>",
+             age(c.last_backup.manifest.created_at, now) if c.last_backup else "-", _runs_as(c)]
+            for c in found]
+    headers = [*(["NAMESPACE"] if every_namespace else []), "NAME", "STATUS", "CAPACITY", "ACCESS MODES",
+               "STORAGECLASS", "CONSUMERS", "STOPPED FOR", "LAST BACKUP", "BACKUP AGE", "BACKUP AS"]
+    return render_table(headers, rows)
+
+
+def _stops(claim: ClaimSummary) -> str:
+    if claim.unstoppable:
+        return "unstoppable"
+    jobs = [job for job, stops in (("backup", claim.backup_stops), ("restore", claim.restore_stops)) if stops]
+    return ",".join(jobs) or "-"
+
+
+def _runs_as(claim: ClaimSummary) -> str:
+    """One word, so the column survives awk: root, uid=1000(app) (the app's own user), uid=65534."""
+    if claim.security.root:
+        return "root"
+    uid = claim.security.pod.get("runAsUser")
+    return f"uid={uid}(app)" if claim.app_user is not None and uid == claim.app_user else f"uid={uid}"

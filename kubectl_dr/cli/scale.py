@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.context import confirm, namespace_may_exist, options
 from kubectl_dr.cli.globals import GlobalOptions, parse_request_timeout
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.units import count
 
 app = typer.Typer(
     help=(
@@ -63,19 +64,6 @@ Examples:
 """
 
 
-def _namespace_may_exist(kube: Any, namespace: str) -> bool:
-    """False only when the API says the namespace does not exist; an admin of that namespace alone may not
-    read Namespace objects (403), and must still be able to undo a run."""
-    from kubectl_dr.errors import ApiError
-
-    try:
-        return bool(kube.exists(f"/api/v1/namespaces/{namespace}"))
-    except ApiError as exc:
-        if exc.status == 403:
-            return True
-        raise
-
-
 def _namespace(opts: GlobalOptions) -> str:
     return opts.namespace or opts.kube().namespace
 
@@ -120,13 +108,13 @@ def down(
         plan = {"namespace": namespace, "claim": claim, "dryRun": True,
                 "workloads": [c.to_dict() for c in consumers]}
         table = render_table(["KIND", "NAME", "REPLICAS", "PODS", "NODES"], rows)
-        table += f"(dry run) would scale {len(consumers)} workload(s) to 0 replicas\n"
+        table += f"(dry run) would scale {count(len(consumers), 'workload')} to 0 replicas\n"
         emit(plan, opts.output, table=table)
         return
 
     server_dry_run = opts.dry_run == "server"
     if not server_dry_run:
-        listing = ", ".join(f"{c.ref} ({c.replicas} replicas)" for c in consumers)
+        listing = ", ".join(f"{c.ref} ({count(c.replicas or 0, 'replica')})" for c in consumers)
         confirm(f'scale down {listing} in namespace "{namespace}" to stop their use of claim "{claim}"',
                  opts.yes)
     record = scale_down(kube, consumers, run_id=new_run_id(), reason=f"kubectl dr scale down {claim}",
@@ -164,7 +152,7 @@ def restore(
     wanted = [parse_workload(n) for n in names]  # usage errors before any request
     kube = opts.kube()
     namespace = None if all_namespaces else _namespace(opts)
-    if namespace is not None and not _namespace_may_exist(kube, namespace):
+    if namespace is not None and not namespace_may_exist(kube, namespace):
         raise DrError(f'namespaces "{namespace}" not found',
                       hint="Check the namespace (-n NAMESPACE), or use -A for all namespaces.")
     require_workloads(kube, namespace, names)

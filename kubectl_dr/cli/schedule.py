@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubectl_dr.cli.context import options
+from kubectl_dr.cli.context import confirm, options
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
 
@@ -188,19 +188,22 @@ def delete(
 ) -> None:
     """Delete one of our schedules: the CronJob, its Jobs and their pods. Snapshots already on the nodes stay.
 
-    Refuses a CronJob that kubectl dr did not make. Remove old snapshots from the nodes after pulling them,
-    or keep them: the next schedule with the same name and directory applies its retention to them.
+    Asks first on a terminal; without one it needs --yes. Refuses a CronJob that kubectl dr did not make.
+    Remove old snapshots from the nodes after pulling them, or keep them: the next schedule with the same
+    name and directory applies its retention to them.
 
     \b
     Examples:
       kubectl dr schedule delete kubectl-dr-etcd-snapshot
+      kubectl dr schedule delete kubectl-dr-etcd-snapshot --yes    # in a script: no prompt
       kubectl dr schedule delete kubectl-dr-etcd-snapshot --dry-run=server
     """
     from kubectl_dr.schedules import manage
 
     opts = options(ctx)
     namespace = _namespace(opts)
-    obj = manage.delete(opts.kube(), namespace, name, dry_run=opts.dry_run)
+    obj = manage.delete(opts.kube(), namespace, name, dry_run=opts.dry_run,
+                        confirm=lambda question: confirm(question, opts.yes))
     suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
     directory = ((obj.get("metadata") or {}).get("annotations") or {}).get("kubectl-dr.io/snapshot-dir")
     if opts.output != "table":

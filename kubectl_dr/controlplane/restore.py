@@ -32,6 +32,7 @@ from kubectl_dr.repo import Repository
 from kubectl_dr.repo.choice import choose
 from kubectl_dr.repo.repository import Backup
 from kubectl_dr.runs import Heartbeat, Run
+from kubectl_dr.units import count
 
 
 @dataclass
@@ -252,7 +253,7 @@ def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[
     todo = [p for p in planned if p.action != "unchanged"]
     kept: list[str] = []
     if todo:
-        confirm(f"write {len(todo)} file(s) of backup {backup.id} to node {pod.node}"
+        confirm(f"write {count(len(todo), 'file')} of backup {backup.id} to node {pod.node}"
                 + (f", replacing {len(conflicts)}" if conflicts else ""))
     for p in todo:
         _ensure_dirs(pod, posixpath.dirname(p.path), root)

@@ -14,6 +14,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.model import MemberInfo
 from kubectl_dr.nodes import staticpods
+from kubectl_dr.units import count
 
 
 class QuorumRefused(EtcdError):
@@ -68,9 +69,10 @@ def check_quorum(members: list[MemberInfo], healthy_ids: set[str], target_id: st
     if not check.ok:
         down = ", ".join(check.unhealthy_others) or "none"
         raise QuorumRefused(
-            f"replacing the etcd member {target_name} would lose quorum: without it {check.after_removal} voting "
-            f"member(s) remain, which need {check.needed} healthy to agree, and only "
-            f"{len(check.healthy_others)} are healthy (unhealthy besides {target_name}: {down})",
+            f"replacing the etcd member {target_name} would lose quorum: without it the cluster has "
+            f"{count(check.after_removal, 'voting member')}, which need {check.needed} healthy to agree, and only "
+            f"{len(check.healthy_others)} {'is' if len(check.healthy_others) == 1 else 'are'} healthy "
+            f"(unhealthy besides {target_name}: {down})",
             hint="Bring the unhealthy members back first (or restore the cluster from a snapshot if they are "
                  "lost). Nothing was changed.")
     return check

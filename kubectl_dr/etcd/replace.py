@@ -45,6 +45,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.nodes import HostMount, HostPod, start_host_pod, staticpods
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.run import RUN_ID_LABEL
+from kubectl_dr.units import count
 
 KUBERNETES_DIR = "/etc/kubernetes"
 DEFAULT_MANIFESTS_DIR = "/etc/kubernetes/manifests"
@@ -356,8 +357,9 @@ class Replacement:
         version = (ctl.status(ctl.member.client_url) or {}).get("version") or ""
         learner = _has_learners(str(version))
         message(f"etcd member {target.name} ({old.id}) on node {self.node} is "
-                f"{'healthy' if old.id in healthy else 'not healthy'}; without it {check.after_removal} voting members "
-                f"remain, {len(check.healthy_others)} healthy (quorum {check.needed})")
+                f"{'healthy' if old.id in healthy else 'not healthy'}; without it the cluster has "
+                f"{count(check.after_removal, 'voting member')}, {len(check.healthy_others)} healthy "
+                f"(quorum {check.needed})")
         aside = membership.aside_name(data_dir, self.run.id)
         self.confirm(f"replace the etcd member {target.name} on node {self.node} (its data dir {data_dir} is kept as "
                      f"{aside})")

@@ -6,11 +6,12 @@ Everything that can go wrong talking to the API server ends up as one of the err
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -116,6 +117,29 @@ class Kube:
 
     def close(self) -> None:
         self.api.close()
+
+
+@dataclass
+class CachedReads(Kube):
+    """The same connection, answering a GET it has answered before (same path and query) from a copy of
+    that answer. For read-only overviews that would ask the same lists once per item: `pvc list` needs a
+    namespace's pods and workloads for every claim. Anything but a GET goes to the server."""
+
+    answers: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, kube: Kube) -> CachedReads:
+        return cls(kube.api, kube.resolved, kube.request_timeout)
+
+    def request(self, method: str, path: str, *, query: dict[str, Any] | list[tuple[str, Any]] | None = None,
+                body: Any = None, content_type: str = "application/json") -> Any:
+        if method != "GET" or body is not None:
+            return super().request(method, path, query=query, body=body, content_type=content_type)
+        key = (path, json.dumps(query, sort_keys=True, default=str))
+        if key not in self.answers:
+            self.answers[key] = super().request(method, path, query=query)
+        # A copy: callers annotate what they get (a list item's kind), and must not see each other's notes.
+        return copy.deepcopy(self.answers[key])
 
 
 def connect(resolved: ResolvedConfig, request_timeout: float | None = None) -> Kube:

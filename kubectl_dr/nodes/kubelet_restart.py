@@ -25,6 +25,7 @@ from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import managed_labels, pod_name
 from kubectl_dr.runs import Run
+from kubectl_dr.units import count
 
 COMMAND = ["chroot", "/host", "systemctl", "restart", "kubelet"]
 PARALLEL = 8
@@ -115,7 +116,7 @@ def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, say: Say) -
         nodes = sorted(str(n["metadata"]["name"]) for n in kube.get("/api/v1/nodes").get("items") or [])
     except DrError as exc:
         return [Restarted("*", "failed", f"cannot list the nodes: {exc.message}")]
-    say(f"restarting the kubelet on {len(nodes)} node(s), {PARALLEL} at a time")
+    say(f"restarting the kubelet on {count(len(nodes), 'node')}, {PARALLEL} at a time")
     with ThreadPoolExecutor(max_workers=min(PARALLEL, max(len(nodes), 1))) as pool:
         done = list(pool.map(lambda node: _one(kube, node, namespace, image, run, say), nodes))
     return done

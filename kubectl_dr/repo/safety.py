@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from kubectl_dr.errors import DrError
+from kubectl_dr.console import declined, refuse_without_yes
 from kubectl_dr.repo.crypto import Recipient
 from kubectl_dr.repo.repository import Repository
 
@@ -27,7 +27,7 @@ def confirm_plaintext_secrets(repo: Repository, what: str, *, recipients: Sequen
     hint = ("Encrypt it with --encrypt-to RECIPIENT (an age or SSH public key; or encryption.recipients in the "
             "kubectl-dr config file), or pass --yes to store it in plain text.")
     if ask is None:
-        raise DrError(f"refusing to {question} without confirmation: it holds every Secret of the cluster", hint=hint)
+        raise refuse_without_yes(question, reason="it holds every Secret of the cluster", hint=hint)
     if not ask(f"{what[0].upper()}{what[1:]} holds every Secret of the cluster. Write it unencrypted to "
                f"{repo.location}?"):
-        raise DrError("aborted: nothing was written", hint=hint)
+        raise declined(hint)

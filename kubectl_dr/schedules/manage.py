@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,8 +168,8 @@ def list_schedules(kube: Kube, namespace: str | None, now: dt.datetime | None = 
     return out
 
 
-def delete(kube: Kube, namespace: str, name: str, *, dry_run: str) -> dict[str, Any]:
-    """Delete our CronJob (its Jobs and pods go with it); refuse anything else."""
+def delete(kube: Kube, namespace: str, name: str, *, dry_run: str, confirm: Callable[[str], None]) -> dict[str, Any]:
+    """Delete our CronJob (its Jobs and pods go with it) once `confirm` agrees; refuse anything else."""
     try:
         obj: dict[str, Any] = kube.get(_path(namespace, name))
     except ApiError as exc:
@@ -181,6 +182,8 @@ def delete(kube: Kube, namespace: str, name: str, *, dry_run: str) -> dict[str, 
         raise
     if not is_ours(obj):
         raise _not_ours(namespace, name, "deleting")
+    if dry_run == "none":
+        confirm(f'delete schedule "{name}" in namespace {namespace} (the CronJob, its Jobs and their pods)')
     if dry_run != "client":
         kube.request("DELETE", _path(namespace, name), body={"propagationPolicy": "Background"},
                      query={"dryRun": "All"} if dry_run == "server" else None)

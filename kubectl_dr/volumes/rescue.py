@@ -67,6 +67,8 @@ def run(kube: Kube, opts: RescueOptions, console: Console, run: Run, interactive
         claim_lease(kube, access, run, "client").acquire()
         return RescuePlan(access, "client")
     with Exposure(kube, access, run, console, opts.image, "pvc-rescue", dry_run=opts.dry_run) as exposure:
+        if interactive:
+            console.say("starting the rescue pod; what you type meanwhile is held until the shell is up")
         if access.stop:
             console.say("the consumers start again when the session ends")
             exposure.stop_consumers()
@@ -95,12 +97,14 @@ def run_command(kube: Kube, pod: RescuePod, command: list[str]) -> ExecResult:
 
 @contextlib.contextmanager
 def raw_terminal(fd: int) -> Iterator[None]:
+    """Raw mode for the session; keys typed before it (while the consumers stopped and the pod started) stay
+    queued and go to the shell first. tty.setraw's default TCSAFLUSH would discard them."""
     import termios
     import tty
 
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSANOW)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)

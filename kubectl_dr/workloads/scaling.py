@@ -24,6 +24,7 @@ from typing import Any
 from kubectl_dr import cleanup
 from kubectl_dr.errors import ApiError, DrError, UsageError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.units import count
 from kubectl_dr.workloads import kinds
 from kubectl_dr.workloads.claims import Json, pod_uses_claim
 from kubectl_dr.workloads.consumers import Consumer
@@ -296,7 +297,7 @@ def wait_for_claim_released(kube: Kube, namespace: str, claim: str, *, timeout: 
         now = time.monotonic()
         # A line when anything changes (a pod starts terminating, one is gone), else one every few seconds.
         if states != last_states or now - last_report >= PROGRESS_EVERY_SECONDS:
-            progress(f'waiting for {len(pods)} pod(s) using claim "{claim}" to stop: {states}')
+            progress(f'waiting for {count(len(pods), "pod")} using claim "{claim}" to stop: {states}')
             last_states, last_report = states, now
         if now >= deadline:
             raise DrError(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -133,7 +136,7 @@ def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]
 def test_delete_needs_yes_without_a_terminal(repo: Repository, filled: dict[str, str]) -> None:
     refused = dr("backups", "delete", filled["a1"], "--repo", str(repo.path))
     assert refused.returncode == 1
-    assert "without confirmation" in refused.stderr and "--yes" in refused.stderr
+    assert "without confirmation: there is no terminal to ask on and --yes was not given" in refused.stderr
     assert (repo.path / filled["a1"]).is_dir()
 
     done = dr("backups", "delete", filled["a1"], "--repo", str(repo.path), "--yes")
@@ -158,6 +161,26 @@ def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
     assert bad.returncode == 2
 
 
+def test_prune_dry_run_shows_what_is_kept_and_the_rule_that_keeps_it(repo: Repository, filled: dict[str, str]
+                                                                      ) -> None:
+    """As `restic forget --dry-run`: per series, the backups kept with the rules that keep them, then the
+    ones that would go; nothing is removed."""
+    before = _tree(repo.path)
+    prune = dr("backups", "prune", "--keep-last", "1", "--keep-daily", "1", "--repo", str(repo.path),
+               "--dry-run=client")
+    assert prune.returncode == 0, prune.stderr
+    blocks = prune.stdout.rstrip("\n").split("\n\n")
+    assert len(blocks) == 2, prune.stdout
+    etcd, pvc = (block.splitlines() for block in blocks)  # series in name order
+    assert pvc[0] == "series pvc shop/data-db-0: keep 1, would delete 1 (dry run)"
+    assert pvc[1].split() == ["KEEP", "CREATED", "REASONS"]
+    assert pvc[2].split()[0] == filled["a2"] and pvc[2].endswith("   last, daily")
+    assert pvc[3].split() == ["DELETE", "CREATED"] and pvc[4].split()[0] == filled["a1"]
+    assert etcd[0] == "series etcd-snapshot cp-1: keep 1, would delete 0 (dry run)"
+    assert etcd[2].split()[0] == filled["s1"] and etcd[2].endswith("   last, daily") and len(etcd) == 3
+    assert _tree(repo.path) == before
+
+
 def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: Path) -> None:
     """A dry run's results on stdout say what would happen, never that it happened; nothing changes."""
     before = _tree(repo.path)
@@ -167,7 +190,7 @@ def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: 
 
     prune = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client")
     assert prune.returncode == 0, prune.stderr
-    assert prune.stdout == f'backup "{filled["a1"]}" would be deleted (dry run)\n'
+    assert "would delete 1 (dry run)" in prune.stdout and " deleted" not in prune.stdout
 
     target = tmp_path / "copies"
     copy = dr("backups", "copy", filled["s1"], "--repo", str(repo.path), "--to", str(target), "--dry-run=client")
@@ -246,3 +269,40 @@ def test_verify_of_an_encrypted_backup_without_a_key_names_stored_only(repo: Rep
     refused = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
     assert refused.returncode == 1
     assert "--identity" in refused.stderr and "--stored-only" in refused.stderr, refused.stderr
+
+
+def _on_terminal(args: list[str], answer: bytes) -> tuple[int, bytes]:
+    """Run kubectl-dr with a pseudo-terminal as stdin and stderr, answer its question, return (exit, screen)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([executable(), *args], stdin=slave, stdout=subprocess.PIPE, stderr=slave,
+                            env=clean_env())
+    os.close(slave)
+    screen = bytearray()
+    answered = False
+    while proc.poll() is None or select.select([master], [], [], 0.2)[0]:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        if not answered and b"[y/N]:" in screen:
+            os.write(master, answer)
+            answered = True
+    proc.wait(timeout=30)
+    os.close(master)
+    return proc.returncode, bytes(screen)
+
+
+def test_delete_asks_on_a_terminal(repo: Repository, filled: dict[str, str]) -> None:
+    """The one gate asks on a terminal: no keeps the backup, yes deletes it."""
+    args = ["backups", "delete", filled["a1"], "--repo", str(repo.path)]
+    code, screen = _on_terminal(args, b"n\n")
+    assert code == 1 and f'Delete backup "{filled["a1"]}"'.encode() in screen, screen
+    assert b"aborted: nothing was changed" in screen
+    assert (repo.path / filled["a1"]).is_dir()
+    code, screen = _on_terminal(args, b"y\n")
+    assert code == 0, screen
+    assert not (repo.path / filled["a1"]).exists()

@@ -134,3 +134,23 @@ def test_ctrl_c_keys_go_to_the_shell_sigint_ends_the_session_and_scales_back(clu
     assert managed_pods(cluster, ns) == []
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
     wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
+
+
+def test_keys_typed_while_the_consumers_stop_reach_the_shell(cluster: Any) -> None:
+    """A person types while the app is stopping: the keys are held and the shell runs them once it is up."""
+    ns = new_namespace(cluster, "ttyahead")
+    make_claim(cluster, ns)
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
+    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    with terminal(cluster, "pvc", "rescue", "data", "-n", ns, "--quiesce") as term:
+        term.expect(b"held until the shell is up")  # said before anything is stopped
+        assert b"/data # " not in term.seen
+        term.type(b"echo typed-$((40+2)) | tee /data/ahead\r")
+        term.expect(b"/data # ", timeout=150)
+        term.expect(b"typed-42")  # the held line ran in the shell (the local echo shows only $((40+2)))
+        wait_for(lambda: (volume_dir(cluster, ns) / "ahead").exists(), timeout=30, what="the held line to run")
+        term.type(b"exit\r")
+        assert term.wait() == 0, bytes(term.seen)
+    assert (volume_dir(cluster, ns) / "ahead").read_text() == "typed-42\n"
+    assert managed_pods(cluster, ns) == []
+    assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})

@@ -90,7 +90,8 @@ def test_restore_without_yes_and_terminal_refuses(cluster, tmp_path: Path) -> No
     (vol / "file").write_text("two")
     refused = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest")
     assert refused.returncode == 1
-    assert "--yes" in refused.stderr
+    assert "error: refusing to restore " in refused.stderr, refused.stderr
+    assert "without confirmation: there is no terminal to ask on and --yes was not given" in refused.stderr
     assert (vol / "file").read_text() == "two"
     assert managed_pods(cluster, ns) == []
 

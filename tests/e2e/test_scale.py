@@ -327,7 +327,10 @@ def test_without_terminal_and_without_yes_it_refuses(cluster: Cluster, namespace
     apply(cluster, namespace, [claim("solo"), deployment("solo", 1, spec)])
     result = dr(cluster, "scale", "down", "solo", "-n", namespace, timeout=30)
     assert result.returncode == 1
-    assert "without confirmation" in result.stderr and "--yes" in result.stderr
+    # One wording for every destructive step; counts in words ("1 replica", not "1 replicas").
+    assert (f'error: refusing to scale down Deployment/solo (1 replica) in namespace "{namespace}" to stop their '
+            'use of claim "solo" without confirmation: there is no terminal to ask on and --yes was not given\n'
+            ) in result.stderr, result.stderr
     assert replicas(cluster, namespace, "deployment/solo") == 1
     assert annotations(cluster, namespace, "deployment/solo") == {}
 

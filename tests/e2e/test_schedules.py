@@ -41,8 +41,9 @@ def fast(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
 
 def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180
         ) -> subprocess.CompletedProcess[str]:
+    # stdin is a pipe (no terminal), as in cron or CI: destructive steps need --yes.
     return run([executable(), *args], env=clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_CONFIG": "/dev/null",
-                                                      **(env or {})}), timeout=timeout)
+                                                      **(env or {})}), timeout=timeout, input=b"")
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -131,7 +132,7 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     # Suspended, the schedule lets its running Job finish; deleted, it is gone and its snapshots stay.
     c.kubectl("patch", "cronjob", "-n", "kube-system", NAME, "--type", "merge", "-p", '{"spec":{"suspend":true}}')
     _eventually(lambda: not [j for j in _jobs(c) if not _succeeded(j)], 120, "the running Job to finish")
-    deleted = _dr(c, "schedule", "delete", NAME)
+    deleted = _dr(c, "schedule", "delete", NAME, "--yes")
     assert deleted.returncode == 0 and f"cronjob.batch/{NAME} deleted" in deleted.stdout, deleted.stderr
     assert NAME not in _ok(_dr(c, "schedule", "list", "-o", "json"))["items"].__repr__()
     _eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={NAME}",
@@ -290,8 +291,15 @@ def test_schedule_refusals(fast: Cluster) -> None:
         assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be replaced (dry run)\n"
         assert "would be replaced (dry run): etcd snapshots" in dry.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
+        # Without a terminal and without --yes the delete is refused in the words of every destructive step.
+        unasked = _dr(c, "schedule", "delete", "dr-twice")
+        assert unasked.returncode == 1 and unasked.stdout == "", unasked.stdout
+        assert unasked.stderr.startswith('error: refusing to delete schedule "dr-twice" in namespace kube-system '
+                                         "(the CronJob, its Jobs and their pods) without confirmation: "
+                                         "there is no terminal to ask on and --yes was not given\n"), unasked.stderr
+        assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
     finally:
-        _ok(_dr(c, "schedule", "delete", "dr-twice"))
+        _ok(_dr(c, "schedule", "delete", "dr-twice", "--yes"))
 
 
 def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: ClusterFactory,
@@ -313,7 +321,7 @@ def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: 
     try:
         _eventually(runs, 120, "three successful runs")
     finally:
-        _ok(_dr(c, "schedule", "delete", name))
+        _ok(_dr(c, "schedule", "delete", name, "--yes"))
     _eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
                                       "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
     members = {m.name for m in c.members}  # kubeadm names each member after its node

@@ -34,7 +34,8 @@ def test_dead_member_of_three_can_be_replaced() -> None:
 
 
 def test_healthy_member_while_another_is_down_is_refused() -> None:
-    with pytest.raises(QuorumRefused, match=r"lose quorum.*2 voting.*need 2.*only 1.*besides cp-1: cp-3"):
+    with pytest.raises(QuorumRefused,
+                       match=r"lose quorum.*2 voting members, which need 2.*only 1 is healthy.*besides cp-1: cp-3"):
         check_quorum(members(3), {"1a", "2a"}, "1a", "cp-1")
 
 

@@ -111,7 +111,7 @@ def test_plaintext_secrets_to_a_remote_repository_need_consent(tmp_path: Path) -
         confirm_plaintext_secrets(remote, "an etcd snapshot", yes=False, ask=None)
     confirm_plaintext_secrets(remote, "an etcd snapshot", yes=True, ask=None)
     asked: list[str] = []
-    with pytest.raises(DrError, match="aborted: nothing was written"):
+    with pytest.raises(DrError, match="aborted: nothing was changed"):
         confirm_plaintext_secrets(remote, "an etcd snapshot", yes=False, ask=lambda q: bool(asked.append(q)))
     assert "holds every Secret of the cluster" in asked[0]
     confirm_plaintext_secrets(remote, "an etcd snapshot", yes=False, ask=lambda q: True)

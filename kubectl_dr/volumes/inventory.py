@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import CachedReads, Kube
+from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Backup
 from kubectl_dr.volumes import security
 from kubectl_dr.volumes.access import consumers_of
@@ -96,6 +98,7 @@ def list_claims(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
 
 def summarize(kube: Kube, claims: Iterable[dict[str, Any]], backups: list[Backup] | None) -> list[ClaimSummary]:
     """One summary per claim object; `backups` are the repository's pvc backups newest first (None: unknown)."""
+    current, _why = try_cluster_identity(kube)
     server = kube.resolved.server
     kube = CachedReads.of(kube)  # each claim's consumers are found from the same namespace-wide lists
     levels: dict[str, str] = {}
@@ -119,16 +122,24 @@ def summarize(kube: Kube, claims: Iterable[dict[str, Any]], backups: list[Backup
             access_modes=tuple(status.get("accessModes") or spec.get("accessModes") or ()),
             consumers=consumers,
             security=security.plan(levels[namespace], identity, write=False),
-            last_backup=_newest(backups or [], namespace, name, server),
+            last_backup=_newest(backups or [], namespace, name, current, server),
             notes=[note for c in consumers for note in c.notes],
         ))
     return found
 
 
-def _newest(backups: list[Backup], namespace: str, claim: str, server: str) -> Backup | None:
-    """The claim's newest backup: the match `--from latest` uses (volumes/source.py), the claim's namespace
-    and name, of this cluster as far as the backup says: one that names another API server is another
-    cluster's claim of the same name, and must not pass for this one's backup."""
+def _newest(backups: list[Backup], namespace: str, claim: str, current: ClusterIdentity | None,
+            server: str) -> Backup | None:
+    """The claim's newest backup as `pvc restore --from latest` picks it (volumes/source.py): of the claim's
+    namespace and name, and of this cluster (its kube-system uid); a user who may not read kube-system gets
+    the newest taken through this API server or recording no cluster, as that restore falls back to."""
     match = {"namespace": namespace, "pvc": claim}
-    return next((b for b in backups if b.manifest.matches(PVC_TYPE, match)
-                 and b.manifest.source.get("server") in (None, "", server)), None)
+    for b in backups:
+        if not b.manifest.matches(PVC_TYPE, match):
+            continue
+        recorded = b.manifest.cluster
+        if current is not None and recorded is not None and recorded.uid == current.uid:
+            return b
+        if current is None and (recorded is None or recorded.server == server):
+            return b
+    return None

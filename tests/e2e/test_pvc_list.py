@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.repo import Repository
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import make_claim, managed_pods, new_namespace, wait_for
@@ -40,12 +41,14 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     assert backup.returncode == 0, backup.stderr
     backup_id = json.loads(backup.stdout)["id"]
     wait_for(lambda: managed_pods(cluster, ns) == [], what="the backup's pod gone")
-    # A newer backup of a claim of the same name in another cluster (another API server) is not this one's.
-    with Repository(repo).create("pvc", {"namespace": ns, "pvc": "spare", "server": "https://elsewhere:6443"},
-                                 "elsewhere") as writer:
-        with writer.open_part("volume.tar") as part:
-            part.write(b"\0" * 1024)
-        writer.commit({})
+    # Newer backups of a claim of the same name in another cluster, and one that records no cluster (an older
+    # kubectl-dr's), are not this one's: `pvc restore --from latest` would not take them either.
+    for recorded in (ClusterIdentity("another-uid", "https://elsewhere:6443", "elsewhere"), None):
+        with Repository(repo).create("pvc", {"namespace": ns, "pvc": "spare", "server": "https://elsewhere:6443"},
+                                     "elsewhere", cluster=recorded) as writer:
+            with writer.open_part("volume.tar") as part:
+                part.write(b"\0" * 1024)
+            writer.commit({})
     pods_before = _pods(cluster, ns)
 
     table = dr(cluster, "pvc", "list", "-n", ns, "--repo", str(repo))

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
     from kubectl_dr.clusters import ClusterIdentity
 
-__all__ = ["REPO_HELP", "app", "human_size", "open_repo"]
+__all__ = ["REPO_HELP", "app", "open_repo"]
 
 app = typer.Typer(
     help="List, inspect, verify, copy, delete and prune the backups in a backup repository (a directory or "
@@ -60,21 +60,9 @@ TypeOption = Annotated[
 ]
 
 
-def human_size(size: int) -> str:
-    """units.size without its space: a table cell must stay one word for awk and cut."""
-    return units.size(size).replace(" ", "")
-
-
 def age(moment: datetime, now: datetime | None = None) -> str:
-    """kubectl's AGE column: 45s, 12m, 5h, 3d."""
-    seconds = int(((now or datetime.now(timezone.utc)) - moment).total_seconds())
-    if seconds < 120:
-        return f"{max(seconds, 0)}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+    """kubectl's AGE column (45s, 12m, 5h, 3d) for a moment in the past."""
+    return units.age(((now or datetime.now(timezone.utc)) - moment).total_seconds())
 
 
 def source_summary(source: dict[str, Any]) -> str:
@@ -134,7 +122,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
                     b.id,
                     b.manifest.type,
                     source_summary(b.manifest.source),
-                    human_size(b.manifest.size),
+                    units.size(b.manifest.size),
                     "age" if b.manifest.encryption else "-",
                     age(b.manifest.created_at, now),
                     b.manifest.cluster.name if b.manifest.cluster else "-",
@@ -366,7 +354,7 @@ def delete(
         emit({"deleted": [found.id], "dryRun": True}, opts.output,
              table=f'backup "{found.id}" would be deleted (dry run)\n')
         return
-    confirm(f'delete backup "{found.id}" ({human_size(found.manifest.size)})', opts.yes)
+    confirm(f'delete backup "{found.id}" ({units.size(found.manifest.size)})', opts.yes)
     repository.delete(found)
     emit({"deleted": [found.id], "dryRun": False}, opts.output, table=f'backup "{found.id}" deleted\n')
 

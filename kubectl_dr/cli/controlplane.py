@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from kubectl_dr import units
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import confirm, options, terminal_ask
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
@@ -74,7 +75,7 @@ def backup(
                               helper_image=helper_image)
     details = result.manifest.details
     message(f"control-plane backup {result.manifest.id} of node {details['node']} saved in {result.location} "
-            f"({result.seconds:.1f}s)")
+            f"({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kubectl_dr import units
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options, terminal_ask
@@ -61,7 +62,7 @@ def verify(
     data = {"valid": True, **status.to_dict()}
     table = render_table(
         ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE", "SHA256"],
-        [[f"{status.hash:x}", status.revision, status.total_keys, status.total_size, status.sha256[:16]]],
+        [[f"{status.hash:x}", status.revision, status.total_keys, _human(status.total_size), status.sha256[:16]]],
     )
     emit(data, opts.output, table=table)
 
@@ -134,9 +135,7 @@ def _pod_namespace(opts: GlobalOptions) -> str:
 
 
 def _human(size: int | None) -> str:
-    from kubectl_dr.cli.backups import human_size
-
-    return "" if size is None else human_size(size)
+    return "" if size is None else units.size(size)
 
 
 def _status_tables(status: ClusterStatus) -> str:
@@ -271,7 +270,7 @@ def snapshot(
         result = planned
     details: dict[str, Any] = result.manifest.details
     member = details.get("member") or {}
-    message(f"snapshot {result.manifest.id} saved in {result.path} ({result.seconds:.1f}s)")
+    message(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
     table = render_table(
         ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"],
         [[result.manifest.id, member.get("name") or member.get("endpoint", ""), member.get("node", ""),
@@ -658,7 +657,7 @@ def member_replace(
         message(f"the old data dir of {done.name} is kept on node {node} as {done.aside}: delete it once you no "
                 "longer need it")
     table = render_table(
-        ["NODE", "MEMBER", "OLD ID", "NEW ID", "LEARNER FIRST", "OLD DATA DIR", "SECONDS"],
+        ["NODE", "MEMBER", "OLD ID", "NEW ID", "LEARNER FIRST", "OLD DATA DIR", "DURATION"],
         [[done.node, done.name, done.old_id or "", done.new_id or "", "yes" if done.learner else "no",
-          done.aside or "(none: it was gone)", f"{done.seconds:.1f}"]])
+          done.aside or "(none: it was gone)", units.duration(done.seconds)]])
     emit(done.to_dict(), opts.output, table=table)

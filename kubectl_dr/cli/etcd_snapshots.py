@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kubectl_dr import units
 from kubectl_dr.cli.context import options, terminal_ask
 from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
@@ -50,9 +51,7 @@ def _directories(kube: Kube, namespace: str, given: list[str] | None) -> list[st
 
 
 def _human(size: int | None) -> str:
-    from kubectl_dr.cli.backups import human_size
-
-    return "" if size is None else human_size(size)
+    return "" if size is None else units.size(size)
 
 
 def _say_missing(missing: list[tuple[str, str]]) -> None:

@@ -138,7 +138,8 @@ def _now() -> datetime.datetime:
 
 
 def _age(text: str | None) -> str:
-    from kubectl_dr.units import duration
+    """kubectl's age (`12m ago`), as the LAST SCHEDULE of `kubectl get cronjob` says it."""
+    from kubectl_dr.units import age
 
     if not text:
         return "<none>"
@@ -147,7 +148,7 @@ def _age(text: str | None) -> str:
     except ValueError:
         return text
     delta = (_now() - moment).total_seconds()
-    return f"{duration(abs(delta))} {'ago' if delta >= 0 else 'ahead'}"
+    return f"{age(abs(delta))} {'ago' if delta >= 0 else 'ahead'}"
 
 
 @app.command("list")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_dr import cleanup
+from kubectl_dr import cleanup, units
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, _details, _image_version
@@ -422,7 +422,7 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
                                      "look at it before trusting it.")
     member_obj = next((m for m in topology.members if m.node == snap.node), None)
     member_name = member_obj.name if member_obj else snap.node
-    message(f"pulling {where} ({size} bytes, taken {snap.taken_at})")
+    message(f"pulling {where} ({units.size(size)}, taken {snap.taken_at})")
     taken = _parse_time(snap.taken_at)
     source = {"cluster": kube.resolved.server, "node": snap.node, "member": member_name}
     cluster = identity_for_backup(kube, message)

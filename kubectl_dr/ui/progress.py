@@ -14,8 +14,7 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
-from kubectl_dr.units import duration as human_duration
-from kubectl_dr.units import size as human_bytes
+from kubectl_dr import units
 
 
 class Transfer:
@@ -45,21 +44,7 @@ class Transfer:
     def __enter__(self) -> Transfer:
         self._start = self._last_line = time.monotonic()
         if self.stream.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self._rich = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                TransferSpeedColumn(), TimeRemainingColumn(),
-                console=Console(file=self.stream), transient=False,
-            )
+            self._rich = _rich_progress(self.stream)
             self._rich.start()
             self._task = self._rich.add_task(self.description, total=self.total)
         return self
@@ -76,14 +61,14 @@ class Transfer:
                 self._line()
 
     def _line(self, final: bool = False) -> None:
-        text = f"{self.description}: {human_bytes(self.done)}"
+        text = f"{self.description}: {units.size(self.done)}"
         if self.total and not final:
             share = min(self.done / self.total, 1.0)
             left = (self.total - self.done) / self.rate if self.rate > 0 and self.total > self.done else 0.0
-            text += (f" of ~{human_bytes(self.total)} ({share:.0%}), {human_bytes(self.rate)}/s, "
-                     f"ETA {human_duration(left)}")
+            text += (f" of ~{units.size(self.total)} ({share:.0%}), {units.rate(self.rate)}, "
+                     f"ETA {units.duration(left)}")
         else:
-            text += f" in {human_duration(self.elapsed)}, {human_bytes(self.rate)}/s"
+            text += f" in {units.duration(self.elapsed)}, {units.rate(self.rate)}"
             if final:
                 text += " (done)"
         print(text, file=self.stream, flush=True)
@@ -96,3 +81,30 @@ class Transfer:
             self._rich.stop()
         elif exc_type is None:
             self._line(final=True)
+
+
+def _rich_progress(stream: TextIO) -> Any:
+    """The terminal bar, its numbers in kubectl_dr.units (rich's own speed column counts in MB/s)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+    from rich.text import Text
+
+    class Sizes(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            total = f" / {units.size(task.total)}" if task.total is not None else ""
+            return Text(f"{units.size(task.completed)}{total}", style="progress.download")
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else units.rate(speed), style="progress.data.speed")
+
+    class Remaining(ProgressColumn):
+        max_refresh = 0.5  # an ETA that changes every frame cannot be read
+
+        def render(self, task: Task) -> Text:
+            left = task.time_remaining
+            return Text("ETA ?" if left is None else f"ETA {units.duration(left)}", style="progress.remaining")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), Sizes(), Rate(), Remaining(),
+                    console=Console(file=stream), transient=False)

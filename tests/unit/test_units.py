@@ -1,0 +1,61 @@
+"""One set of units: sizes, rates, durations and ages as every message, table and progress line says them."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import pytest
+
+from kubectl_dr import units
+from kubectl_dr.ui.progress import Transfer
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, "0 B"), (512, "512 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (65536, "64.0 KiB"),
+     (int(20.1 * 2**20), "20.1 MiB"), (3 * 2**30 // 2, "1.5 GiB"), (5 * 2**40, "5.0 TiB"), (2**60, "1024.0 PiB")],
+)
+def test_size_in_binary_units_with_a_space(value: int, expected: str) -> None:
+    assert units.size(value) == expected
+
+
+def test_rate_uses_the_units_of_sizes() -> None:
+    assert units.rate(12.5 * 2**20) == "12.5 MiB/s"
+    assert units.rate(0) == "0 B/s"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(0.04, "0.0s"), (2.34, "2.3s"), (9.9, "9.9s"), (9.97, "10s"), (45, "45s"), (185, "3m05s"),
+     (7800, "2h10m"), (-1, "0.0s")],
+)
+def test_duration(seconds: float, expected: str) -> None:
+    assert units.duration(seconds) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(-5, "0s"), (45, "45s"), (119, "119s"), (12 * 60, "12m"), (5 * 3600, "5h"), (3 * 86400, "3d")],
+)
+def test_age_as_kubectl_prints_it(seconds: float, expected: str) -> None:
+    assert units.age(seconds) == expected
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_counts_in_binary_units() -> None:
+    """rich's own speed column says MB/s (decimal) beside MiB: the bar speaks the one set of units."""
+    screen = _Terminal()
+    with Transfer("backup shop/data", 4 << 20, stream=screen) as bar:
+        for _ in range(4):
+            bar.advance(1 << 20)
+            time.sleep(0.02)
+    text = screen.getvalue()
+    assert "4.0 MiB / 4.0 MiB" in text, text
+    assert re.search(r"\d+\.\d (KiB|MiB|GiB)/s", text), text
+    assert not re.search(r"\d ?(kB|MB|GB)(/s)?\b", text), text

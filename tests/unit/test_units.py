@@ -59,3 +59,37 @@ def test_progress_bar_on_a_terminal_counts_in_binary_units() -> None:
     assert "4.0 MiB / 4.0 MiB" in text, text
     assert re.search(r"\d+\.\d (KiB|MiB|GiB)/s", text), text
     assert not re.search(r"\d ?(kB|MB|GB)(/s)?\b", text), text
+
+
+def test_progress_lines_without_a_terminal_come_from_a_timer() -> None:
+    """A stream that stalls still gets its line every interval (with a rate), not silence until it ends."""
+    log = io.StringIO()
+    with Transfer("restore shop/data", 10 << 20, stream=log, interval=0.1) as bar:
+        bar.advance(1 << 20)  # then nothing more arrives for a while
+        time.sleep(0.45)
+    lines = log.getvalue().splitlines()
+    assert len(lines) >= 3, lines
+    assert lines[0].startswith("restore shop/data: 1.0 MiB of ~10.0 MiB (10%), ") and "/s, ETA " in lines[0], lines
+    assert lines[-1].startswith("restore shop/data: 1.0 MiB in ") and lines[-1].endswith("/s (done)"), lines
+
+
+def test_no_eta_before_the_first_byte() -> None:
+    log = io.StringIO()
+    with Transfer("backup shop/data", 1 << 20, stream=log, interval=0.05):
+        time.sleep(0.2)
+    first = log.getvalue().splitlines()[0]
+    assert first == "backup shop/data: 0 B of ~1.0 MiB (0%), 0 B/s", first
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, 10.0), ({"KUBECTL_DR_PROGRESS_SECONDS": "0.2"}, 0.2), ({"KUBECTL_DR_PROGRESS_SECONDS": "soon"}, 10.0),
+     ({"KUBECTL_DR_PROGRESS_INTERVAL": "3"}, 3.0), ({"KUBECTL_DR_PROGRESS_SECONDS": "-1"}, 10.0)],
+)
+def test_progress_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str],
+                                                expected: float) -> None:
+    for name in ("KUBECTL_DR_PROGRESS_SECONDS", "KUBECTL_DR_PROGRESS_INTERVAL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert Transfer("x", None).interval == expected

@@ -92,7 +92,7 @@ AllClustersOption = Annotated[bool, typer.Option(
                            "answers, and those that record no cluster).")]
 
 
-@app.command("list")
+@app.command("list", short_help="List the backups, newest first")
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
                  s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
@@ -185,7 +185,7 @@ def _current_cluster(opts: GlobalOptions) -> tuple[ClusterIdentity | None, str]:
     return identity, f"cannot read its kube-system namespace: {why}"
 
 
-@app.command("show")
+@app.command("show", short_help="Show a backup's manifest and its last check")
 def show(
     ctx: typer.Context,
     backup: BackupArgument,
@@ -205,7 +205,7 @@ def show(
     emit(data, opts.output)
 
 
-@app.command("verify")
+@app.command("verify", short_help="Check every part's size and SHA-256")
 def verify(
     ctx: typer.Context,
     backup: BackupArgument,
@@ -257,7 +257,7 @@ def verify(
     emit(data, opts.output, table=text)
 
 
-@app.command("copy")
+@app.command("copy", short_help="Copy backups into another repository")
 def copy(
     ctx: typer.Context,
     backup: Annotated[str | None, typer.Argument(help="Backup ID, unique ID prefix or 'latest'.", metavar="ID")] = None,
@@ -336,7 +336,7 @@ def copy(
          table="\n".join(lines) + "\n" if lines else "nothing to copy\n")
 
 
-@app.command("delete")
+@app.command("delete", short_help="Delete one backup")
 def delete(
     ctx: typer.Context,
     backup: Annotated[str, typer.Argument(help="Backup ID or unique ID prefix.")],
@@ -363,7 +363,7 @@ def _keep(rule: str, help: str) -> Any:
     return typer.Option(f"--keep-{rule}", min=0, metavar="N", help=help)
 
 
-@app.command("prune")
+@app.command("prune", short_help="Remove the backups no --keep rule keeps")
 def prune(
     ctx: typer.Context,
     keep_last: Annotated[int | None, _keep("last", "Keep the N newest backups of each series.")] = None,

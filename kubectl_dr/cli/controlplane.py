@@ -29,7 +29,7 @@ def _namespace(ctx: typer.Context) -> str:
 
 
 
-@app.command("backup")
+@app.command("backup", short_help="Store a control-plane node's /etc/kubernetes")
 def backup(
     ctx: typer.Context,
     node: Annotated[str | None, typer.Option("--node", metavar="NODE", help=(
@@ -86,7 +86,7 @@ def backup(
     emit(data, opts.output, table=table)
 
 
-@app.command("restore")
+@app.command("restore", short_help="Put the shared CA and keys back on a rebuilt node")
 def restore(
     ctx: typer.Context,
     from_: Annotated[str, typer.Option("--from", metavar="ID|latest", help="The control-plane backup.")],

@@ -29,10 +29,11 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-app.add_typer(etcd_snapshots.app, name="snapshots")
+app.add_typer(etcd_snapshots.app, name="snapshots",
+              short_help="List and pull the snapshots schedules left on the nodes")
 
 
-@app.command("verify")
+@app.command("verify", short_help="Check a snapshot file offline")
 def verify(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="The snapshot file (as written by etcdctl snapshot save).")],
@@ -163,7 +164,7 @@ def _status_tables(status: ClusterStatus) -> str:
     return members + "\n" + endpoints
 
 
-@app.command("status")
+@app.command("status", short_help="Show members, health, DB size and revision")
 def status(
     ctx: typer.Context,
     node: NodeOption = None,
@@ -195,7 +196,7 @@ def status(
     emit(result.to_dict(), opts.output, table=_status_tables(result))
 
 
-@app.command("snapshot")
+@app.command("snapshot", short_help="Snapshot etcd into the repository, verified")
 def snapshot(
     ctx: typer.Context,
     node: NodeOption = None,
@@ -287,7 +288,8 @@ def snapshot(
 # --- restore ------------------------------------------------------------------------------------------------
 # The callback's docstring is the group's help (the restore itself), its subcommands follow the last restore.
 restore_app = typer.Typer()
-app.add_typer(restore_app, name="restore")
+app.add_typer(restore_app, name="restore",
+              short_help="Restore etcd on every control-plane node from a snapshot")
 HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
     "Image of the pods that stage files on the nodes and of the static pod that swaps the data dirs "
     "(needs sh, mv, wget, sha256sum: busybox)."))]
@@ -540,7 +542,7 @@ def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")
 
 
-@restore_app.command("status")
+@restore_app.command("status", short_help="Show the last restore on every control-plane node")
 def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
     """Show the last restore on every control-plane node: its steps, and whether the old data dir is kept."""
     from kubectl_dr.etcd.restore import manage
@@ -563,7 +565,7 @@ def _set_aside(state: Any) -> str:
     return ", ".join(kept) or ("none" if state.run_id else "")
 
 
-@restore_app.command("finalize")
+@restore_app.command("finalize", short_help="Delete the data dirs the last restore set aside")
 def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
     """Delete the data dirs the last restore (or rollback) set aside; no rollback is possible afterwards."""
     from kubectl_dr.etcd.restore import manage
@@ -575,7 +577,7 @@ def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busy
     emit(result, opts.output, table=table + "\n")
 
 
-@restore_app.command("rollback")
+@restore_app.command("rollback", short_help="Put back the data dirs the last restore set aside")
 def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
     """Put back the data dirs the last restore set aside, with the same self-driving static pods."""
     from kubectl_dr.etcd.restore import manage
@@ -593,10 +595,10 @@ def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busy
 # --- membership ----------------------------------------------------------------------------------------------
 member_app = typer.Typer(help="Change etcd's membership: replace a member whose data or node was lost.",
                          no_args_is_help=True)
-app.add_typer(member_app, name="member")
+app.add_typer(member_app, name="member", short_help="Change etcd's membership")
 
 
-@member_app.command("replace")
+@member_app.command("replace", short_help="Replace a member whose data or node was lost")
 def member_replace(
     ctx: typer.Context,
     node: Annotated[str, typer.Argument(help="The control-plane node whose etcd member is replaced.")],

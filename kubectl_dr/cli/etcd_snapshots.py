@@ -60,7 +60,7 @@ def _say_missing(missing: list[tuple[str, str]]) -> None:
         message(f"no schedule has written snapshots on node {n} yet (no directory {d} there)")
 
 
-@app.command("list")
+@app.command("list", short_help="List the snapshots on every etcd node")
 def list_(
     ctx: typer.Context,
     node: NodeOption = None,
@@ -120,7 +120,7 @@ def list_(
     emit(listing.to_dict(), opts.output, table=render_table(headers, rows))
 
 
-@app.command("pull")
+@app.command("pull", short_help="Copy the new node snapshots into the repository")
 def pull(
     ctx: typer.Context,
     to: Annotated[str | None, typer.Option("--to", "--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(

@@ -58,6 +58,8 @@ def declined(hint: str = "") -> DrError:
 
 
 Say = Callable[[str], None]
+ProgressFactory = Callable[[str, "int | None"], AbstractContextManager[Progress]]
+"""`Console.progress` alone, for jobs that only report a transfer: (description, expected total)."""
 
 
 def say_on_stderr(text: str) -> None:

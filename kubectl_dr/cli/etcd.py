@@ -236,6 +236,7 @@ def snapshot(
     from kubectl_dr.etcd.topology import Direct
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
     from kubectl_dr.runs import Run
+    from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
@@ -260,11 +261,12 @@ def snapshot(
                  table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
                        f"into {repository.location}\n")
             return
-        result = etcd_snapshot.direct(topo, repository, _api_identity(opts))
+        result = etcd_snapshot.direct(topo, repository, _api_identity(opts), progress=Transfer)
     else:
         run = Run(f"etcd snapshot{' --node ' + node if node else ''}")
         planned = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
-                                        helper_image=helper_image, run=run, dry_run=opts.dry_run)
+                                        helper_image=helper_image, run=run, dry_run=opts.dry_run,
+                                        progress=Transfer)
         if isinstance(planned, etcd_snapshot.SnapshotPlan):
             emit(planned.to_dict(), opts.output, table=planned.summary())
             return

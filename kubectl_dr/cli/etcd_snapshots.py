@@ -156,6 +156,7 @@ def pull(
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
     from kubectl_dr.runs import Run
     from kubectl_dr.schedules import node_snapshots
+    from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
     repository = open_repo(to, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
@@ -186,7 +187,7 @@ def pull(
                               if opts.dry_run == "server" else "")))
         return
     result = node_snapshots.pull(kube, topo, repository, namespace=namespace, run=run, directories=dirs,
-                                 nodes=node, image=helper_image)
+                                 nodes=node, image=helper_image, progress=Transfer)
     _say_missing(result.missing)
     message(f"pulled {count(len(result.pulled), 'snapshot')} into {result.repository}; {len(result.already)} already "
             f"there; {len(result.incomplete)} incomplete skipped")

@@ -9,17 +9,15 @@ with `verify_snapshot` before anything is committed. Direct path: the same from 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kubectl_dr import cleanup, units
 from kubectl_dr.clusters import ClusterIdentity
-from kubectl_dr.console import ProgressFactory
+from kubectl_dr.console import ProgressFactory, counted
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd import encryption, keyspace, podrun, podspec
@@ -299,7 +297,7 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
         # No idle limit beyond the default: cat sends as fast as we read.
         stream = open_exec(kube, pod.namespace, pod.name, ["cat", podspec.SNAPSHOT_FILE],
                            container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
-        with _counted(part.write, progress, f"etcd snapshot {member.node}", size) as write:
+        with counted(part.write, progress, f"etcd snapshot {member.node}", size) as write:
             result = stream.run(stdout=write)
         written = part.close()
         try:
@@ -316,21 +314,6 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
         manifest_, status = _verify_and_commit(writer, part, extra, info)
         path = repo.backup_location(manifest_.id)
     return SnapshotResult(manifest_, path, status, time.monotonic() - started)
-
-
-@contextlib.contextmanager
-def _counted(write: Callable[[bytes], None], progress: ProgressFactory | None, description: str,
-             total: int | None) -> Iterator[Callable[[bytes], None]]:
-    """``write``, reporting every chunk to a progress display when the caller gave one."""
-    if progress is None:
-        yield write
-        return
-    with progress(description, total) as bar:
-        def counted(chunk: bytes) -> None:
-            write(chunk)
-            bar.advance(len(chunk))
-
-        yield counted
 
 
 def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str) -> None:
@@ -368,7 +351,7 @@ def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = Non
                 source = {"etcdCluster": cluster_id, "endpoint": url, "member": name}
                 with repo.create(BACKUP_TYPE, source, name_hint=name or "etcd") as writer:
                     part = writer.open_part(PART_NAME, keep_local=True)
-                    with _counted(part.write, progress, f"etcd snapshot {name or url}", info.db_size) as write:
+                    with counted(part.write, progress, f"etcd snapshot {name or url}", info.db_size) as write:
                         size = ep.snapshot(write)
                     written = part.close()
                     if written.size != size:

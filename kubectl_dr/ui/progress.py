@@ -134,12 +134,17 @@ def _rich_progress(stream: TextIO) -> Any:
     class Rate(ProgressColumn):
         def render(self, task: Task) -> Text:
             speed = task.finished_speed or task.speed
+            if task.finished and task.finished_time:  # the whole transfer's rate, as the plain lines end
+                speed = task.completed / task.finished_time
             return Text("?" if speed is None else units.rate(speed), style="progress.data.speed")
 
     class Remaining(ProgressColumn):
         max_refresh = 0.5  # an ETA that changes every frame cannot be read
 
         def render(self, task: Task) -> Text:
+            if task.finished:
+                return Text(f"in {units.duration(task.finished_time or task.elapsed or 0)}",
+                            style="progress.elapsed")
             left = task.time_remaining
             return Text("ETA ?" if left is None else f"ETA {units.duration(left)}", style="progress.remaining")
 

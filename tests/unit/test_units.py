@@ -59,6 +59,8 @@ def test_progress_bar_on_a_terminal_counts_in_binary_units() -> None:
     assert "4.0 MiB / 4.0 MiB" in text, text
     assert re.search(r"\d+\.\d (KiB|MiB|GiB)/s", text), text
     assert not re.search(r"\d ?(kB|MB|GB)(/s)?\b", text), text
+    last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.rsplit("\r", 1)[-1])
+    assert re.search(r"4\.0 MiB / 4\.0 MiB \d+\.\d (KiB|MiB|GiB)/s in \d+\.\ds$", last.strip()), last
 
 
 def test_progress_lines_without_a_terminal_come_from_a_timer() -> None:

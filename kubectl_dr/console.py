@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -58,6 +58,8 @@ def declined(hint: str = "") -> DrError:
 
 
 Say = Callable[[str], None]
+ProgressFactory = Callable[[str, int | None], AbstractContextManager[Progress]]
+"""`Console.progress` alone, for jobs that only report a transfer: (description, expected total)."""
 
 
 def say_on_stderr(text: str) -> None:
@@ -66,3 +68,18 @@ def say_on_stderr(text: str) -> None:
     them."""
     with contextlib.suppress(OSError):
         print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def counted(write: Callable[[bytes], None], progress: ProgressFactory | None, description: str,
+            total: int | None) -> Iterator[Callable[[bytes], None]]:
+    """``write``, reporting every chunk to a progress display when the caller gave one."""
+    if progress is None:
+        yield write
+        return
+    with progress(description, total) as bar:
+        def counting(chunk: bytes) -> None:
+            write(chunk)
+            bar.advance(len(chunk))
+
+        yield counting

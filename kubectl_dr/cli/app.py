@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli import backups, completion, controlplane, etcd, pvc, scale, schedule, version
+from kubectl_dr.cli import backups, completion, controlplane, etcd, help, pvc, scale, schedule, version
 from kubectl_dr.cli.globals import (
     DRY_RUN_BARE,
     DRY_RUN_BARE_WARNING,
@@ -54,6 +54,7 @@ Examples:
 
 app = typer.Typer(
     name="kubectl dr",
+    cls=help.RootGroup,
     help=DESCRIPTION,
     no_args_is_help=True,
     add_completion=False,
@@ -109,11 +110,20 @@ def root(
     )
 
 
-app.add_typer(pvc.app, name="pvc")
-app.add_typer(etcd.app, name="etcd")
-app.add_typer(scale.app, name="scale")
-app.add_typer(backups.app, name="backups")
-app.add_typer(schedule.app, name="schedule")
-app.add_typer(controlplane.app, name="control-plane")
-app.command("version")(version.version)
-app.command("completion")(completion.completion)
+# In the order of `kubectl dr --help`: sections appear as their first command does.
+app.add_typer(pvc.app, name="pvc", rich_help_panel=help.VOLUMES,
+              short_help="List, back up, restore, compare and rescue volumes")
+app.add_typer(scale.app, name="scale", rich_help_panel=help.VOLUMES,
+              short_help="Scale a claim's workloads down, and put replicas back")
+app.add_typer(etcd.app, name="etcd", rich_help_panel=help.ETCD,
+              short_help="Snapshot, verify, restore and inspect etcd")
+app.add_typer(controlplane.app, name="control-plane", rich_help_panel=help.ETCD,
+              short_help="Back up and restore a control-plane node's files")
+app.add_typer(backups.app, name="backups", rich_help_panel=help.REPOSITORY,
+              short_help="List, verify, copy, delete and prune backups")
+app.add_typer(schedule.app, name="schedule", rich_help_panel=help.SCHEDULES,
+              short_help="Snapshot etcd on a schedule; cron entries for the rest")
+app.command("completion", rich_help_panel=help.OTHER,
+            short_help="Print a shell completion script")(completion.completion)
+app.command("version", rich_help_panel=help.OTHER,
+            short_help="Print the plugin, client and server versions")(version.version)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
     from kubectl_dr.clusters import ClusterIdentity
 
-__all__ = ["REPO_HELP", "app", "human_size", "open_repo"]
+__all__ = ["REPO_HELP", "app", "open_repo"]
 
 app = typer.Typer(
     help="List, inspect, verify, copy, delete and prune the backups in a backup repository (a directory or "
@@ -60,21 +60,9 @@ TypeOption = Annotated[
 ]
 
 
-def human_size(size: int) -> str:
-    """units.size without its space: a table cell must stay one word for awk and cut."""
-    return units.size(size).replace(" ", "")
-
-
 def age(moment: datetime, now: datetime | None = None) -> str:
-    """kubectl's AGE column: 45s, 12m, 5h, 3d."""
-    seconds = int(((now or datetime.now(timezone.utc)) - moment).total_seconds())
-    if seconds < 120:
-        return f"{max(seconds, 0)}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+    """kubectl's AGE column (45s, 12m, 5h, 3d) for a moment in the past."""
+    return units.age(((now or datetime.now(timezone.utc)) - moment).total_seconds())
 
 
 def source_summary(source: dict[str, Any]) -> str:
@@ -104,7 +92,7 @@ AllClustersOption = Annotated[bool, typer.Option(
                            "answers, and those that record no cluster).")]
 
 
-@app.command("list")
+@app.command("list", short_help="List the backups, newest first")
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
                  s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
@@ -134,7 +122,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
                     b.id,
                     b.manifest.type,
                     source_summary(b.manifest.source),
-                    human_size(b.manifest.size),
+                    units.size(b.manifest.size),
                     "age" if b.manifest.encryption else "-",
                     age(b.manifest.created_at, now),
                     b.manifest.cluster.name if b.manifest.cluster else "-",
@@ -197,7 +185,7 @@ def _current_cluster(opts: GlobalOptions) -> tuple[ClusterIdentity | None, str]:
     return identity, f"cannot read its kube-system namespace: {why}"
 
 
-@app.command("show")
+@app.command("show", short_help="Show a backup's manifest and its last check")
 def show(
     ctx: typer.Context,
     backup: BackupArgument,
@@ -217,7 +205,7 @@ def show(
     emit(data, opts.output)
 
 
-@app.command("verify")
+@app.command("verify", short_help="Check every part's size and SHA-256")
 def verify(
     ctx: typer.Context,
     backup: BackupArgument,
@@ -269,7 +257,7 @@ def verify(
     emit(data, opts.output, table=text)
 
 
-@app.command("copy")
+@app.command("copy", short_help="Copy backups into another repository")
 def copy(
     ctx: typer.Context,
     backup: Annotated[str | None, typer.Argument(help="Backup ID, unique ID prefix or 'latest'.", metavar="ID")] = None,
@@ -348,7 +336,7 @@ def copy(
          table="\n".join(lines) + "\n" if lines else "nothing to copy\n")
 
 
-@app.command("delete")
+@app.command("delete", short_help="Delete one backup")
 def delete(
     ctx: typer.Context,
     backup: Annotated[str, typer.Argument(help="Backup ID or unique ID prefix.")],
@@ -366,7 +354,7 @@ def delete(
         emit({"deleted": [found.id], "dryRun": True}, opts.output,
              table=f'backup "{found.id}" would be deleted (dry run)\n')
         return
-    confirm(f'delete backup "{found.id}" ({human_size(found.manifest.size)})', opts.yes)
+    confirm(f'delete backup "{found.id}" ({units.size(found.manifest.size)})', opts.yes)
     repository.delete(found)
     emit({"deleted": [found.id], "dryRun": False}, opts.output, table=f'backup "{found.id}" deleted\n')
 
@@ -375,7 +363,7 @@ def _keep(rule: str, help: str) -> Any:
     return typer.Option(f"--keep-{rule}", min=0, metavar="N", help=help)
 
 
-@app.command("prune")
+@app.command("prune", short_help="Remove the backups no --keep rule keeps")
 def prune(
     ctx: typer.Context,
     keep_last: Annotated[int | None, _keep("last", "Keep the N newest backups of each series.")] = None,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from kubectl_dr import units
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import confirm, options, terminal_ask
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
@@ -28,7 +29,7 @@ def _namespace(ctx: typer.Context) -> str:
 
 
 
-@app.command("backup")
+@app.command("backup", short_help="Store a control-plane node's /etc/kubernetes")
 def backup(
     ctx: typer.Context,
     node: Annotated[str | None, typer.Option("--node", metavar="NODE", help=(
@@ -74,7 +75,7 @@ def backup(
                               helper_image=helper_image)
     details = result.manifest.details
     message(f"control-plane backup {result.manifest.id} of node {details['node']} saved in {result.location} "
-            f"({result.seconds:.1f}s)")
+            f"({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets)
@@ -85,7 +86,7 @@ def backup(
     emit(data, opts.output, table=table)
 
 
-@app.command("restore")
+@app.command("restore", short_help="Put the shared CA and keys back on a rebuilt node")
 def restore(
     ctx: typer.Context,
     from_: Annotated[str, typer.Option("--from", metavar="ID|latest", help="The control-plane backup.")],

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kubectl_dr import units
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options, terminal_ask
@@ -28,10 +29,11 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-app.add_typer(etcd_snapshots.app, name="snapshots")
+app.add_typer(etcd_snapshots.app, name="snapshots",
+              short_help="List and pull the snapshots schedules left on the nodes")
 
 
-@app.command("verify")
+@app.command("verify", short_help="Check a snapshot file offline")
 def verify(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="The snapshot file (as written by etcdctl snapshot save).")],
@@ -61,7 +63,7 @@ def verify(
     data = {"valid": True, **status.to_dict()}
     table = render_table(
         ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE", "SHA256"],
-        [[f"{status.hash:x}", status.revision, status.total_keys, status.total_size, status.sha256[:16]]],
+        [[f"{status.hash:x}", status.revision, status.total_keys, _human(status.total_size), status.sha256[:16]]],
     )
     emit(data, opts.output, table=table)
 
@@ -134,9 +136,7 @@ def _pod_namespace(opts: GlobalOptions) -> str:
 
 
 def _human(size: int | None) -> str:
-    from kubectl_dr.cli.backups import human_size
-
-    return "" if size is None else human_size(size)
+    return "" if size is None else units.size(size)
 
 
 def _status_tables(status: ClusterStatus) -> str:
@@ -164,7 +164,7 @@ def _status_tables(status: ClusterStatus) -> str:
     return members + "\n" + endpoints
 
 
-@app.command("status")
+@app.command("status", short_help="Show members, health, DB size and revision")
 def status(
     ctx: typer.Context,
     node: NodeOption = None,
@@ -196,7 +196,7 @@ def status(
     emit(result.to_dict(), opts.output, table=_status_tables(result))
 
 
-@app.command("snapshot")
+@app.command("snapshot", short_help="Snapshot etcd into the repository, verified")
 def snapshot(
     ctx: typer.Context,
     node: NodeOption = None,
@@ -236,6 +236,7 @@ def snapshot(
     from kubectl_dr.etcd.topology import Direct
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
     from kubectl_dr.runs import Run
+    from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
@@ -260,18 +261,19 @@ def snapshot(
                  table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
                        f"into {repository.location}\n")
             return
-        result = etcd_snapshot.direct(topo, repository, _api_identity(opts))
+        result = etcd_snapshot.direct(topo, repository, _api_identity(opts), progress=Transfer)
     else:
         run = Run(f"etcd snapshot{' --node ' + node if node else ''}")
         planned = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
-                                        helper_image=helper_image, run=run, dry_run=opts.dry_run)
+                                        helper_image=helper_image, run=run, dry_run=opts.dry_run,
+                                        progress=Transfer)
         if isinstance(planned, etcd_snapshot.SnapshotPlan):
             emit(planned.to_dict(), opts.output, table=planned.summary())
             return
         result = planned
     details: dict[str, Any] = result.manifest.details
     member = details.get("member") or {}
-    message(f"snapshot {result.manifest.id} saved in {result.path} ({result.seconds:.1f}s)")
+    message(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
     table = render_table(
         ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"],
         [[result.manifest.id, member.get("name") or member.get("endpoint", ""), member.get("node", ""),
@@ -288,7 +290,8 @@ def snapshot(
 # --- restore ------------------------------------------------------------------------------------------------
 # The callback's docstring is the group's help (the restore itself), its subcommands follow the last restore.
 restore_app = typer.Typer()
-app.add_typer(restore_app, name="restore")
+app.add_typer(restore_app, name="restore",
+              short_help="Restore etcd on every control-plane node from a snapshot")
 HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
     "Image of the pods that stage files on the nodes and of the static pod that swaps the data dirs "
     "(needs sh, mv, wget, sha256sum: busybox)."))]
@@ -541,7 +544,7 @@ def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")
 
 
-@restore_app.command("status")
+@restore_app.command("status", short_help="Show the last restore on every control-plane node")
 def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
     """Show the last restore on every control-plane node: its steps, and whether the old data dir is kept."""
     from kubectl_dr.etcd.restore import manage
@@ -564,7 +567,7 @@ def _set_aside(state: Any) -> str:
     return ", ".join(kept) or ("none" if state.run_id else "")
 
 
-@restore_app.command("finalize")
+@restore_app.command("finalize", short_help="Delete the data dirs the last restore set aside")
 def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
     """Delete the data dirs the last restore (or rollback) set aside; no rollback is possible afterwards."""
     from kubectl_dr.etcd.restore import manage
@@ -576,7 +579,7 @@ def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busy
     emit(result, opts.output, table=table + "\n")
 
 
-@restore_app.command("rollback")
+@restore_app.command("rollback", short_help="Put back the data dirs the last restore set aside")
 def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
     """Put back the data dirs the last restore set aside, with the same self-driving static pods."""
     from kubectl_dr.etcd.restore import manage
@@ -594,10 +597,10 @@ def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busy
 # --- membership ----------------------------------------------------------------------------------------------
 member_app = typer.Typer(help="Change etcd's membership: replace a member whose data or node was lost.",
                          no_args_is_help=True)
-app.add_typer(member_app, name="member")
+app.add_typer(member_app, name="member", short_help="Change etcd's membership")
 
 
-@member_app.command("replace")
+@member_app.command("replace", short_help="Replace a member whose data or node was lost")
 def member_replace(
     ctx: typer.Context,
     node: Annotated[str, typer.Argument(help="The control-plane node whose etcd member is replaced.")],
@@ -658,7 +661,7 @@ def member_replace(
         message(f"the old data dir of {done.name} is kept on node {node} as {done.aside}: delete it once you no "
                 "longer need it")
     table = render_table(
-        ["NODE", "MEMBER", "OLD ID", "NEW ID", "LEARNER FIRST", "OLD DATA DIR", "SECONDS"],
+        ["NODE", "MEMBER", "OLD ID", "NEW ID", "LEARNER FIRST", "OLD DATA DIR", "DURATION"],
         [[done.node, done.name, done.old_id or "", done.new_id or "", "yes" if done.learner else "no",
-          done.aside or "(none: it was gone)", f"{done.seconds:.1f}"]])
+          done.aside or "(none: it was gone)", units.duration(done.seconds)]])
     emit(done.to_dict(), opts.output, table=table)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kubectl_dr import units
 from kubectl_dr.cli.context import options, terminal_ask
 from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
@@ -50,9 +51,7 @@ def _directories(kube: Kube, namespace: str, given: list[str] | None) -> list[st
 
 
 def _human(size: int | None) -> str:
-    from kubectl_dr.cli.backups import human_size
-
-    return "" if size is None else human_size(size)
+    return "" if size is None else units.size(size)
 
 
 def _say_missing(missing: list[tuple[str, str]]) -> None:
@@ -61,7 +60,7 @@ def _say_missing(missing: list[tuple[str, str]]) -> None:
         message(f"no schedule has written snapshots on node {n} yet (no directory {d} there)")
 
 
-@app.command("list")
+@app.command("list", short_help="List the snapshots on every etcd node")
 def list_(
     ctx: typer.Context,
     node: NodeOption = None,
@@ -121,7 +120,7 @@ def list_(
     emit(listing.to_dict(), opts.output, table=render_table(headers, rows))
 
 
-@app.command("pull")
+@app.command("pull", short_help="Copy the new node snapshots into the repository")
 def pull(
     ctx: typer.Context,
     to: Annotated[str | None, typer.Option("--to", "--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
@@ -157,6 +156,7 @@ def pull(
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
     from kubectl_dr.runs import Run
     from kubectl_dr.schedules import node_snapshots
+    from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
     repository = open_repo(to, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
@@ -187,7 +187,7 @@ def pull(
                               if opts.dry_run == "server" else "")))
         return
     result = node_snapshots.pull(kube, topo, repository, namespace=namespace, run=run, directories=dirs,
-                                 nodes=node, image=helper_image)
+                                 nodes=node, image=helper_image, progress=Transfer)
     _say_missing(result.missing)
     message(f"pulled {count(len(result.pulled), 'snapshot')} into {result.repository}; {len(result.already)} already "
             f"there; {len(result.incomplete)} incomplete skipped")

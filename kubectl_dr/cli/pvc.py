@@ -63,7 +63,7 @@ def _session(ctx: typer.Context, command: str) -> tuple[GlobalOptions, Any, str,
     return opts, kube, namespace, Run(command.format(ns=namespace)), TerminalConsole(yes=opts.yes)
 
 
-@app.command("backup")
+@app.command("backup", short_help="Back up a volume's contents into the repository")
 def backup(
     ctx: typer.Context,
     claim: ClaimArg,
@@ -111,7 +111,7 @@ def backup(
     emit(data, opts.output, table=result.summary())
 
 
-@app.command("restore")
+@app.command("restore", short_help="Restore a backup into a volume, its consumers stopped")
 def restore(
     ctx: typer.Context,
     claim: ClaimArg,
@@ -165,7 +165,7 @@ def restore(
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
-@app.command("diff")
+@app.command("diff", short_help="Compare a volume with a backup, as diff -u does")
 def diff(
     ctx: typer.Context,
     claim: ClaimArg,
@@ -213,7 +213,7 @@ def diff(
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
-@app.command("rescue")
+@app.command("rescue", short_help="Open a shell in a pod that mounts the claim")
 def rescue(
     ctx: typer.Context,
     claim: ClaimArg,
@@ -254,7 +254,7 @@ def rescue(
     raise typer.Exit(result.exit_code)
 
 
-@app.command("list")
+@app.command("list", short_help="List claims with their consumers and last backup")
 def list_(
     ctx: typer.Context,
     all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="Claims in every namespace.")] = False,

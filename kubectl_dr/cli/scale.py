@@ -75,7 +75,7 @@ def _timeout_seconds(text: str) -> float:
     return seconds
 
 
-@app.command("down", help=DOWN_HELP)
+@app.command("down", help=DOWN_HELP, short_help="Scale a claim's workloads to 0, replicas recorded")
 def down(
     ctx: typer.Context,
     claim: Annotated[str, typer.Argument(metavar="PVC", help="The PersistentVolumeClaim whose users to stop.")],
@@ -129,7 +129,7 @@ def down(
         message(restore_hint(namespace))
 
 
-@app.command("restore", help=RESTORE_HELP)
+@app.command("restore", help=RESTORE_HELP, short_help="Put back the replicas kubectl dr recorded")
 def restore(
     ctx: typer.Context,
     workloads: Annotated[

@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 create_app = typer.Typer(help="Create a schedule (a CronJob labelled as kubectl dr's).", no_args_is_help=True)
-app.add_typer(create_app, name="create")
+app.add_typer(create_app, name="create", short_help="Create a schedule (a CronJob)")
 
 NAMESPACE_NOTE = "kube-system, or -n NAMESPACE (it must allow hostNetwork and hostPath pods: Pod Security privileged)"
 
@@ -33,7 +33,7 @@ def _namespace(opts: GlobalOptions) -> str:
     return opts.namespace or ETCD_NAMESPACE
 
 
-@create_app.command("etcd-snapshot")
+@create_app.command("etcd-snapshot", short_help="Snapshot etcd into a directory on its nodes")
 def create_etcd_snapshot(
     ctx: typer.Context,
     cron_expr: Annotated[str, typer.Option("--cron", metavar="EXPR", help=(
@@ -138,7 +138,8 @@ def _now() -> datetime.datetime:
 
 
 def _age(text: str | None) -> str:
-    from kubectl_dr.units import duration
+    """kubectl's age (`12m ago`), as the LAST SCHEDULE of `kubectl get cronjob` says it."""
+    from kubectl_dr.units import age
 
     if not text:
         return "<none>"
@@ -147,10 +148,10 @@ def _age(text: str | None) -> str:
     except ValueError:
         return text
     delta = (_now() - moment).total_seconds()
-    return f"{duration(abs(delta))} {'ago' if delta >= 0 else 'ahead'}"
+    return f"{age(abs(delta))} {'ago' if delta >= 0 else 'ahead'}"
 
 
-@app.command("list")
+@app.command("list", short_help="List the schedules kubectl dr created")
 def list_(
     ctx: typer.Context,
     all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="Schedules in every namespace.")
@@ -181,7 +182,7 @@ def list_(
          table=render_table(headers, rows))
 
 
-@app.command("delete")
+@app.command("delete", short_help="Delete a schedule with its Jobs and pods")
 def delete(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The schedule (as `kubectl dr schedule list` names it).")],
@@ -215,7 +216,7 @@ def delete(
         message(f"its snapshots stay in {directory} on the nodes: `kubectl dr etcd snapshots list` shows them")
 
 
-@app.command("print")
+@app.command("print", short_help="Print cron or systemd entries for client-side jobs")
 def print_(
     ctx: typer.Context,
     crontab: Annotated[bool, typer.Option("--crontab", help="Print crontab lines (add them with `crontab -e`).")

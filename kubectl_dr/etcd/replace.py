@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from kubectl_dr import cleanup
+from kubectl_dr import cleanup, units
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.etcd import etcdctl, membership, podrun, podspec
@@ -503,7 +503,7 @@ class Replacement:
                 message(f"waiting for learner {name} to catch up with the leader")
                 said = True
             if time.monotonic() > deadline:
-                raise EtcdError(f"learner {name} did not catch up within {self.timeout:.0f}s: {err[-300:]}",
+                raise EtcdError(f"learner {name} did not catch up within {units.duration(self.timeout)}: {err[-300:]}",
                                 hint=f"Check its log (kubectl logs -n {ETCD_NAMESPACE} etcd-{self.node}); run the "
                                      "command again to go on waiting (it resumes).")
             time.sleep(2 * POLL)

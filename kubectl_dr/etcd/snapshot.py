@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_dr import cleanup
+from kubectl_dr import cleanup, units
 from kubectl_dr.clusters import ClusterIdentity
+from kubectl_dr.console import ProgressFactory, counted
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd import encryption, keyspace, podrun, podspec
@@ -133,8 +134,10 @@ class SnapshotPlan:
 
 
 def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, run: Run, node: str | None = None,
-            helper_image: str = DEFAULT_HELPER_IMAGE, dry_run: str = "none") -> SnapshotResult | SnapshotPlan:
-    """From the given node's member, or the first member that works (Ready members first)."""
+            helper_image: str = DEFAULT_HELPER_IMAGE, dry_run: str = "none",
+            progress: ProgressFactory | None = None) -> SnapshotResult | SnapshotPlan:
+    """From the given node's member, or the first member that works (Ready members first). ``progress``
+    reports the copy (a snapshot of a large cluster takes a while to cross the exec stream)."""
     candidates = topology.candidates(node)
     refuse_during_restore(kube, namespace, run)
     dead = dead_snapshot_pods(kube, namespace, run)
@@ -152,7 +155,7 @@ def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: st
     failures: list[MemberError] = []
     for index, member in enumerate(candidates):
         try:
-            return _from_member(kube, member, repo, namespace, helper_image, run)
+            return _from_member(kube, member, repo, namespace, helper_image, run, progress)
         except MemberError as exc:
             if exc.fatal or node is not None:
                 raise
@@ -247,7 +250,7 @@ def _remote_file(kube: Kube, pod: HelperPod, member: StaticMember) -> tuple[int,
 
 
 def _from_member(kube: Kube, member: StaticMember, repo: Repository, namespace: str,
-                 helper_image: str, run: Run) -> SnapshotResult:
+                 helper_image: str, run: Run, progress: ProgressFactory | None = None) -> SnapshotResult:
     started = time.monotonic()
     lease = Lease(kube, namespace, lease_name("etcd", member.name), run, what=f"etcd member {member.name}")
     try:
@@ -268,7 +271,7 @@ def _from_member(kube: Kube, member: StaticMember, repo: Repository, namespace: 
         heartbeat.add(f"pod {pod.name}", lambda: _touch(kube, pod))
         pod.on_delete.append(lambda: heartbeat.remove(f"pod {pod.name}"))
         try:
-            result = _copy(kube, pod, member, repo, helper_image, started, keys)
+            result = _copy(kube, pod, member, repo, helper_image, started, keys, progress)
         finally:
             pod.delete(wait=True)
     finally:
@@ -282,10 +285,10 @@ def _touch(kube: Kube, pod: HelperPod) -> None:
 
 
 def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, helper_image: str,
-          started: float, keys: encryption.Fingerprint) -> SnapshotResult:
+          started: float, keys: encryption.Fingerprint, progress: ProgressFactory | None = None) -> SnapshotResult:
     info = _member_status(pod, member)
     size, digest = _remote_file(kube, pod, member)
-    message(f"copying {size} bytes from pod {pod.namespace}/{pod.name}")
+    message(f"copying {units.size(size)} from pod {pod.namespace}/{pod.name}")
     source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
     cluster = identity_for_backup(kube, message)
     with repo.create(BACKUP_TYPE, source, name_hint=member.node, cluster=cluster) as writer:
@@ -294,7 +297,8 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
         # No idle limit beyond the default: cat sends as fast as we read.
         stream = open_exec(kube, pod.namespace, pod.name, ["cat", podspec.SNAPSHOT_FILE],
                            container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
-        result = stream.run(stdout=part.write)
+        with counted(part.write, progress, f"etcd snapshot {member.node}", size) as write:
+            result = stream.run(stdout=write)
         written = part.close()
         try:
             result.check(f"streaming the snapshot from node {member.node}")
@@ -325,7 +329,7 @@ def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str)
 
 # ------------------------------------------------------------------------------------------ direct path
 def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = None, *,
-           details: dict[str, Any] | None = None) -> SnapshotResult:
+           details: dict[str, Any] | None = None, progress: ProgressFactory | None = None) -> SnapshotResult:
     """From the first given endpoint that answers; each failure is reported and the next one tried.
 
     ``api``: the identity the API server shows, when it answers; the snapshot's own kube-system decides
@@ -347,7 +351,8 @@ def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = Non
                 source = {"etcdCluster": cluster_id, "endpoint": url, "member": name}
                 with repo.create(BACKUP_TYPE, source, name_hint=name or "etcd") as writer:
                     part = writer.open_part(PART_NAME, keep_local=True)
-                    size = ep.snapshot(part.write)
+                    with counted(part.write, progress, f"etcd snapshot {name or url}", info.db_size) as write:
+                        size = ep.snapshot(write)
                     written = part.close()
                     if written.size != size:
                         raise MemberError(url, f"wrote {written.size} of {size} bytes received from {url}")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from kubectl_dr import cleanup
+from kubectl_dr import cleanup, units
 from kubectl_dr.errors import ApiError, DrError, ServerUnreachable
 from kubectl_dr.kube.client import Kube
 
@@ -98,7 +98,8 @@ class HelperPod:
             deadline = time.monotonic() + timeout
             while self.kube.exists(self.path):
                 if time.monotonic() > deadline:
-                    raise DrError(f"pod {self.namespace}/{self.name} is still terminating after {timeout:.0f}s",
+                    raise DrError(f"pod {self.namespace}/{self.name} is still terminating after "
+                                  f"{units.duration(timeout)}",
                                   hint=f"Check it with `kubectl get pod -n {self.namespace} {self.name}`.")
                 time.sleep(0.3)
         if self.step is not None:
@@ -287,7 +288,7 @@ def wait_running(
         if blocked and now - start > stuck_after:
             raise PodStartError(f"pod {pod.namespace}/{pod.name} cannot start: {blocked}")
         if now - start > timeout:
-            raise PodStartError(f"pod {pod.namespace}/{pod.name} did not start within {timeout:.0f}s "
+            raise PodStartError(f"pod {pod.namespace}/{pod.name} did not start within {units.duration(timeout)} "
                                 f"(phase {status.get('phase', 'unknown')}){': ' + blocked if blocked else ''}")
         polls += 1
         # Quick looks first (a pod on a warm node runs within a fraction of a second), then every 0.25 s.

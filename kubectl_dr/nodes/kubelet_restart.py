@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_dr import units
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -96,7 +97,8 @@ def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say:
                 logs = pod.logs("restart", tail_lines=10).strip()
                 return Restarted(node, "failed", f"`{' '.join(COMMAND)}` failed: {logs or problem or phase}")
             if time.monotonic() > deadline:
-                return Restarted(node, "failed", f"`{' '.join(COMMAND)}` did not finish within {POD_TIMEOUT:.0f}s")
+                return Restarted(node, "failed",
+                                 f"`{' '.join(COMMAND)}` did not finish within {units.duration(POD_TIMEOUT)}")
             time.sleep(0.5)
     finally:
         pod.delete(wait=True, timeout=60)
@@ -106,7 +108,7 @@ def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say:
             return Restarted(node, "restarted", "a new kubelet started and the Node is Ready")
         time.sleep(1)
     return Restarted(node, "failed", f"systemctl succeeded, but no new \"Starting kubelet.\" event and Ready Node "
-                                  f"within {CONFIRM_TIMEOUT:.0f}s")
+                                  f"within {units.duration(CONFIRM_TIMEOUT)}")
 
 
 def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, say: Say) -> list[Restarted]:

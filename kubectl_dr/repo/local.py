@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr import units
 from kubectl_dr.repo import fsutil, ids
 from kubectl_dr.repo.crypto import Identity, Recipient
 from kubectl_dr.repo.errors import (
@@ -92,8 +93,8 @@ class LocalRepository(Repository):
             free = stats.f_bavail * stats.f_frsize
             if free < expected_bytes + expected_bytes // 50 + SPACE_MARGIN:
                 raise RepoError(
-                    f"not enough space for this backup in {path}: about {_human(expected_bytes)} needed, "
-                    f"{_human(free)} free on its file system",
+                    f"not enough space for this backup in {path}: about {units.size(expected_bytes)} needed, "
+                    f"{units.size(free)} free on its file system",
                     hint="Free some space (kubectl dr backups prune --keep-last N), or choose another repository "
                     "with --repo or KUBECTL_DR_REPO.",
                 )
@@ -407,14 +408,6 @@ def _unwritable(path: Path, exc: OSError) -> RepoError:
                          hint="Free some space (kubectl dr backups prune --keep-last N) or choose another repository "
                          "with --repo or KUBECTL_DR_REPO.")
     return RepoError(f"the backup repository {path} cannot be written: {exc.strerror or exc}", hint=hint)
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
 
 
 def _looks_like_path(ref: str) -> bool:

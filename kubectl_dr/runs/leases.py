@@ -15,6 +15,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from kubectl_dr import units
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs.run import COMMAND_ANNOTATION, Holder, Run
@@ -61,10 +62,7 @@ def parse_time(text: str | None) -> datetime | None:
 def _ago(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "at an unknown time"
-    seconds = max(int((now - moment).total_seconds()), 0)
-    if seconds < 120:
-        return f"{seconds}s ago"
-    return f"{seconds // 60}m ago" if seconds < 7200 else f"{seconds // 3600}h ago"
+    return f"{units.age((now - moment).total_seconds())} ago"
 
 
 class Lease:
@@ -203,7 +201,7 @@ class Lease:
             if (current.get("spec") or {}).get("holderIdentity") != self.run.holder:
                 self.held = False
                 raise LeaseLost(f"another run took the lease on {self.what}: this run stalled for longer than "
-                                f"{self.duration}s")
+                                f"{units.duration(self.duration)}")
             self.obj = current
         raise DrError(f"the lease {self.namespace}/{self.name} kept changing while kubectl dr renewed it")
 

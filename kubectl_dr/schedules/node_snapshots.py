@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_dr import cleanup
+from kubectl_dr import cleanup, units
+from kubectl_dr.console import ProgressFactory, counted
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, _details, _image_version
@@ -350,7 +351,7 @@ def pull_lease_name(repo: Repository) -> str:
 
 
 def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, run: Run, directories: list[str],
-         nodes: list[str] | None, image: str) -> PullResult:
+         nodes: list[str] | None, image: str, progress: ProgressFactory | None = None) -> PullResult:
     lease = Lease(kube, namespace, pull_lease_name(repo), run, what=f"pulls into {repo.location}")
     lease.acquire()  # LeaseHeld names the other pull's host, pid and run
     stack = cleanup.current()
@@ -374,7 +375,7 @@ def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, 
                 result.already.append((snap, known[snap.sha256 or ""]))
                 continue
             reader = by_node[snap.node + "\0" + snap.directory]
-            pulled = _pull_one(kube, topology, repo, reader, snap)
+            pulled = _pull_one(kube, topology, repo, reader, snap, progress)
             if pulled is None:
                 result.vanished.append(snap)
                 continue
@@ -406,7 +407,7 @@ def _remote_sha(kube: Kube, reader: Reader, snap: NodeSnapshot) -> tuple[int, st
 
 
 def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader,
-              snap: NodeSnapshot) -> SnapshotResult | None:
+              snap: NodeSnapshot, progress: ProgressFactory | None = None) -> SnapshotResult | None:
     started = time.monotonic()
     where = f"{snap.path} on node {snap.node}"
     remote = _remote_sha(kube, reader, snap)
@@ -422,7 +423,7 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
                                      "look at it before trusting it.")
     member_obj = next((m for m in topology.members if m.node == snap.node), None)
     member_name = member_obj.name if member_obj else snap.node
-    message(f"pulling {where} ({size} bytes, taken {snap.taken_at})")
+    message(f"pulling {where} ({units.size(size)}, taken {snap.taken_at})")
     taken = _parse_time(snap.taken_at)
     source = {"cluster": kube.resolved.server, "node": snap.node, "member": member_name}
     cluster = identity_for_backup(kube, message)
@@ -431,7 +432,8 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
         copy_started = time.monotonic()
         stream = open_exec(kube, reader.pod.namespace, reader.pod.name, ["cat", f"{MOUNT}/{snap.file}"],
                            container=READER_CONTAINER, timeouts=Timeouts())
-        exec_result = stream.run(stdout=part.write)
+        with counted(part.write, progress, f"pull {snap.node}:{snap.file}", size) as write:
+            exec_result = stream.run(stdout=write)
         written = part.close()
         exec_result.check(f"streaming {where}")
         if written.size != size or written.sha256 != digest:

@@ -1,7 +1,7 @@
 """Results on stdout in the format `-o` asked for.
 
 Tables look like kubectl's (upper-case headers, columns padded with three spaces) so they read the same
-and survive `grep`/`awk`; json and yaml carry the full data for scripts.
+and survive `grep`; json and yaml carry the full data (exact bytes and times) for scripts.
 """
 
 from __future__ import annotations

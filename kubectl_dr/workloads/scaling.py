@@ -24,7 +24,7 @@ from typing import Any
 from kubectl_dr import cleanup
 from kubectl_dr.errors import ApiError, DrError, UsageError
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.units import count
+from kubectl_dr.units import count, duration
 from kubectl_dr.workloads import kinds
 from kubectl_dr.workloads.claims import Json, pod_uses_claim
 from kubectl_dr.workloads.consumers import Consumer
@@ -301,15 +301,10 @@ def wait_for_claim_released(kube: Kube, namespace: str, claim: str, *, timeout: 
             last_states, last_report = states, now
         if now >= deadline:
             raise DrError(
-                f'timed out after {_duration(timeout)} waiting for the pods using claim "{claim}" to stop: {states}',
+                f'timed out after {duration(timeout)} waiting for the pods using claim "{claim}" to stop: {states}',
                 hint=(f"kubectl dr puts the replicas back as it exits. See why the pods do not stop with "
                       f"`kubectl describe pod {names[0]} -n {namespace}`, or give them longer with --timeout."))
         time.sleep(min(POLL_SECONDS, max(deadline - now, 0.05)))
-
-
-def _duration(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
 
 
 def parse_workload(text: str) -> tuple[str | None, str]:

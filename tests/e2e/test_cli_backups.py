@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 from pathlib import Path
@@ -104,6 +105,31 @@ def test_verify_shows_progress(repo: Repository) -> None:
                for line in lines), lines
     assert lines[-1].startswith(f"verify {backup_id}: 24.0 MiB in ") and lines[-1].endswith("(done)"), lines
     assert result.stdout == f'backup "{backup_id}" verified: the size and SHA-256 of its one part match the manifest\n'
+
+
+def test_progress_without_a_terminal_every_few_seconds(repo: Repository) -> None:
+    """KUBECTL_DR_PROGRESS_SECONDS sets how often a line comes when stderr is no terminal (0: with every
+    chunk); each line says the bytes so far of the total, a rate and an ETA, in binary units."""
+    backup_id = _make(repo, "pvc", {"namespace": "shop", "pvc": "big"}, "big", os.urandom(8 << 20))
+    env = clean_env({"KUBECTL_DR_PROGRESS_SECONDS": "0"})
+    result = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"verify {backup_id}: ")]
+    assert any(re.fullmatch(rf"verify {backup_id}: \d+\.\d MiB of ~8\.0 MiB \(\d+%\), \d+\.\d [KMG]iB/s, ETA \S+",
+                            line) for line in lines[:-1]), lines
+    assert re.fullmatch(rf"verify {backup_id}: 8\.0 MiB in \S+, \d+\.\d [KMG]iB/s \(done\)", lines[-1]), lines
+
+
+def test_list_and_delete_say_sizes_in_binary_units(repo: Repository) -> None:
+    """One style for sizes in tables and sentences alike: `20.1 MiB`, the unit after a space."""
+    backup_id = _make(repo, "pvc", {"namespace": "shop", "pvc": "data"}, "data", b"x" * (3 << 19))
+    listed = dr("backups", "list", "--repo", str(repo.path))
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert dict(zip(re.split(r" {3,}", header), re.split(r" {3,}", row), strict=True))["SIZE"] == "1.5 MiB", row
+    refused = run([executable(), "backups", "delete", backup_id, "--repo", str(repo.path)], input=b"")
+    assert refused.returncode == 1
+    assert f'delete backup "{backup_id}" (1.5 MiB)' in refused.stderr, refused.stderr
 
 
 def _tree(root: Path) -> dict[str, tuple[int, bytes]]:

@@ -49,6 +49,74 @@ def test_help_lists_nouns_and_kubectl_global_flags() -> None:
     assert result.stderr == ""
 
 
+SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
+            ("Backup Repository Commands:", ["backups"]), ("Schedule Commands:", ["schedule"]),
+            ("Other Commands:", ["completion", "version"])]
+
+
+def _command_rows(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Each section of a help text ("Commands:", "Volume Commands:" …) with its (name, summary) rows."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for line in text.splitlines():
+        if line.endswith("Commands:") and not line.startswith(" "):
+            current = sections.setdefault(line, [])
+        elif current is not None and line.startswith("  ") and not line.startswith("   "):
+            name, _, summary = line.strip().partition(" ")
+            current.append((name, summary.strip()))
+        elif current is not None and line.strip():
+            current = None if not line.startswith(" ") else current
+            assert not line.startswith("   "), f"a summary runs over one line: {line!r}"
+    return sections
+
+
+def _whole(summary: str) -> bool:
+    """Not cut: no ellipsis, ends on a whole word (Click cuts at 45 characters and appends "...")."""
+    return bool(summary) and not summary.endswith(("...", "…")) and (summary[-1].isalnum() or summary[-1] == ")")
+
+
+def test_help_groups_commands_as_kubectl_does() -> None:
+    """`kubectl dr --help`: the commands first, in titled sections in a fixed order, each with a one-line
+    summary that is whole; then the global flags."""
+    result = dr("--help")
+    assert result.returncode == 0, result.stderr
+    sections = _command_rows(result.stdout)
+    assert [(title, [name for name, _ in rows]) for title, rows in sections.items()] == SECTIONS
+    for title, rows in sections.items():
+        for name, summary in rows:
+            assert _whole(summary) and len(summary) <= 60, (title, name, summary)
+    commands = result.stdout[result.stdout.index("Volume Commands:"):result.stdout.index("Global flags:")]
+    assert "..." not in commands and "…" not in commands, commands
+
+
+@pytest.mark.parametrize("group", ["pvc", "etcd", "etcd snapshots", "etcd restore", "etcd member", "scale",
+                                   "backups", "schedule", "schedule create", "control-plane"])
+def test_every_group_lists_whole_one_line_summaries(group: str) -> None:
+    result = dr(*group.split(), "--help")
+    assert result.returncode == 0, result.stderr
+    rows = _command_rows(result.stdout)["Commands:"]
+    assert rows, result.stdout
+    for name, summary in rows:
+        assert _whole(summary) and len(summary) <= 60, (group, name, summary)
+
+
+def test_every_command_has_a_summary_of_its_own() -> None:
+    """A command added without a short_help would show Click's cut first sentence again."""
+    import click
+    import typer
+
+    from kubectl_dr.cli.app import app
+
+    def walk(command: click.Command, path: str) -> list[str]:
+        missing = [] if command.short_help or not path else [path]
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                missing += walk(sub, f"{path} {name}".strip())
+        return missing
+
+    assert walk(typer.main.get_command(app), "") == []
+
+
 def test_no_arguments_prints_help_and_succeeds() -> None:
     result = dr()
     assert result.returncode == 0

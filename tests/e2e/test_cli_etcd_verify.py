@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kubectl_dr import units
 from tests.cli_runner import dr
 from tests.unit.etcd_scratch import ScratchEtcd, etcd_available, snapshot_status
 
@@ -40,18 +42,20 @@ def test_verify_json_agrees_with_etcdctl(snapshot: Path) -> None:
 
 
 def test_verify_table(snapshot: Path) -> None:
+    """The table says the size as every table does (binary units); the exact bytes are in -o json."""
     result = dr("etcd", "verify", str(snapshot))
     assert result.returncode == 0, result.stderr
     header, row = result.stdout.splitlines()
     assert header.split()[:2] == ["HASH", "REVISION"]
     expected = snapshot_status(snapshot)
-    # etcdctl's own table prints the hash in hex as well
-    assert row.split()[:4] == [
+    # etcdctl's own table prints the hash in hex as well; columns are three spaces apart, a size holds one
+    assert re.split(r" {3,}", row)[:4] == [
         f"{expected['hash']:x}",
         str(expected["revision"]),
         str(expected["totalKey"]),
-        str(expected["totalSize"]),
+        units.size(expected["totalSize"]),
     ]
+    assert units.size(expected["totalSize"]).endswith(" MiB")
 
 
 def test_truncated_file_exits_1_with_verdict(snapshot: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -128,7 +129,13 @@ def test_snapshot_equals_etcdctl_and_restores(cluster: Cluster, cluster_factory:
 
 def test_snapshots_are_listed_and_pruned(cluster: Cluster, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    first = ok_json(run_dr(cluster, repo, "etcd", "snapshot", "-o", "json"))
+    # Without a terminal the copy says how it goes, as every transfer does (0: a line for every chunk).
+    taken = dr("etcd", "snapshot", "-o", "json", env={**env_for(cluster, repo), "KUBECTL_DR_PROGRESS_SECONDS": "0"})
+    first = ok_json(taken)
+    assert re.search(r"^etcd snapshot cp-\d: \d+\.\d [KM]iB of ~\d+\.\d [KM]iB \(\d+%\), \d+\.\d [KMG]iB/s, ETA ",
+                     taken.stderr, re.M), taken.stderr
+    assert re.search(r"^etcd snapshot cp-\d: \d+\.\d [KM]iB in \S+, \d+\.\d [KMG]iB/s \(done\)$", taken.stderr,
+                     re.M), taken.stderr
     second = ok_json(run_dr(cluster, repo, "etcd", "snapshot", "--node", "cp-1", "-o", "json"))
     table = run_dr(cluster, repo, "backups", "list")
     assert first["id"] in table.stdout and second["id"] in table.stdout and "etcd-snapshot" in table.stdout
@@ -149,8 +156,12 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
         etcd.put(b"/registry/namespaces/kube-system", json.dumps(
             {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "kube-system", "uid": "4d1e-ext"}}).encode())
         env = clean_env({"KUBECTL_DR_REPO": str(repo)})
-        data = ok_json(dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "-o", "json", env=env))
+        taken = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "-o", "json", env=env)
+        data = ok_json(taken)
         part = assert_matches_etcdctl(data)
+        # The size etcd reports is the estimate; the last line is what crossed.
+        assert re.search(r"^etcd snapshot ext: \d+\.\d [KM]iB in \S+, \d+\.\d [KMG]iB/s \(done\)$", taken.stderr,
+                         re.M), taken.stderr
         assert data["cluster"] == {"uid": "4d1e-ext"}
         assert data["details"]["mode"] == "direct" and data["details"]["member"]["name"] == "ext"
         status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env))

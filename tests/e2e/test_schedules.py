@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -159,8 +160,14 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     s3env = {**seaweedfs.env(), "TZ": "UTC"}
     refused = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, env=s3env)
     assert refused.returncode == 1 and "unencrypted" in refused.stderr and "pulling" not in refused.stderr
-    pulled = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json", env=s3env))
+    pulling = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json",
+                  env={**s3env, "KUBECTL_DR_PROGRESS_SECONDS": "0"})
+    pulled = _ok(pulling)
     assert len(pulled["pulled"]) == 2 and pulled["alreadyInRepository"] == []
+    # Each copy says how it went, as every transfer does without a terminal.
+    done = [line for line in pulling.stderr.splitlines() if line.startswith(f"pull {c.control_planes[0]}:")
+            and re.search(r": \d+\.\d [KM]iB in \S+, \d+\.\d [KMG]iB/s \(done\)$", line)]
+    assert len(done) == 2, pulling.stderr
     backups = _ok(_dr(c, "backups", "list", "--repo", url, "--type", "etcd-snapshot", "-o", "json", env=s3env))
     assert len(backups["items"]) == 2
     # Pulled later, still of this cluster: `latest` of its restores finds them.

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_dr import cleanup
+from kubectl_dr import cleanup, units
 from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.etcd import encryption
@@ -355,7 +355,7 @@ def wait_api(kube: Kube, say: Callable[[str], None], timeout: float = API_WAIT_S
             say("waiting for the API server (the nodes are working on their own; `kubectl dr etcd restore status` "
                 "shows their steps once it answers)")
         time.sleep(1)
-    raise DrError(f"the API server did not come back within {timeout:.0f}s",
+    raise DrError(f"the API server did not come back within {units.duration(timeout)}",
                   hint="The nodes roll back by themselves when etcd does not form a cluster in time. Check each "
                        "node's status file (see the break-glass runbook) or run `kubectl dr etcd restore status`.")
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr import units
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd import podrun
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES
@@ -149,7 +150,8 @@ def run_to_end(kube: Kube, spec: dict[str, Any], target: Target, what: str, time
                 raise MemberError(target.node, f"{what} on node {target.node} failed: {problem or phase}",
                                   hint=pod.logs(container, tail_lines=30).strip() or None)
             if time.monotonic() > deadline:
-                raise MemberError(target.node, f"{what} on node {target.node} did not finish in {timeout:.0f}s")
+                raise MemberError(target.node,
+                                  f"{what} on node {target.node} did not finish in {units.duration(timeout)}")
             time.sleep(0.5)
     finally:
         pod.delete(wait=True, timeout=60)

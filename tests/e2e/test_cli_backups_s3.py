@@ -56,7 +56,8 @@ def test_list_show_verify_delete_on_s3(seaweedfs: S3Server) -> None:
     assert listed["repository"] == url and [i["id"] for i in listed["items"]] == ids[::-1]
     assert listed["items"][0]["location"] == f"{url}/{ids[1]}"
     table = _ok(_dr(env, "backups", "list"))
-    assert table.splitlines()[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"]
+    assert table.splitlines()[0].split() == ["ID", "NAME", "TYPE", "SOURCE", "SIZE", "ENC", "SKIPPED", "VERIFIED",
+                                             "AGE", "CLUSTER"]
     # A client dry run checks as much and writes nothing under the prefix, not even its outcome.
     assert "not recorded (dry run)" in _ok(_dr(env, "backups", "verify", ids[1], "--dry-run=client"))
     assert "lastVerification" not in _ok(_dr(env, "backups", "show", ids[1], "-o", "json"))
@@ -64,6 +65,8 @@ def test_list_show_verify_delete_on_s3(seaweedfs: S3Server) -> None:
         f'backup "{ids[0]}" verified: the size and SHA-256 of its one part match the manifest\n')
     shown = _ok(_dr(env, "backups", "show", ids[0], "-o", "json"))
     assert shown["lastVerification"]["ok"] is True
+    verified = {line.split()[0]: line.split()[7] for line in _ok(_dr(env, "backups", "list")).splitlines()[1:]}
+    assert verified == {ids[0]: "ok", ids[1]: "-"}  # the record is read back from the bucket too
     assert _ok(_dr(env, "backups", "delete", ids[0], "--yes")) == f'backup "{ids[0]}" deleted\n'
     assert [i["id"] for i in _ok(_dr(env, "backups", "list", "-o", "json"))["items"]] == [ids[1]]
 
@@ -131,7 +134,7 @@ def test_copy_both_ways_with_encryption_from_the_config_file(seaweedfs: S3Server
     again = _ok(_dr(env, "backups", "copy", "--all", "--repo", str(local.path), "--to", url, "-o", "json"))
     assert again["present"] == [backup_id] and again["copied"] == []
     listed = _ok(_dr(env, "backups", "list", "--repo", url))
-    assert listed.splitlines()[1].split()[4] == "age"
+    assert listed.splitlines()[1].split()[5] == "age"  # ENC
 
     # Verify without a key: refused, or --stored-only; with the config file's identity: contents checked.
     no_key = _env(seaweedfs)

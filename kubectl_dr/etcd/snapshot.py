@@ -51,9 +51,13 @@ class SnapshotResult:
     status: SnapshotStatus
     seconds: float
 
+    repository: str = ""
+
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.manifest.id, "path": self.path, "seconds": round(self.seconds, 3),
-                **self.manifest.to_dict()}
+        # The keys every command's result uses: where (repository, location), how much (size in bytes), which
+        # bytes (sha256) and how long (seconds).
+        return {**self.manifest.to_dict(), "repository": self.repository, "location": self.path,
+                "size": self.status.file_size, "sha256": self.status.sha256, "seconds": round(self.seconds, 3)}
 
 
 def _image_version(image: str) -> str | None:
@@ -309,7 +313,7 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
                  "encryption": keys.to_dict()}
         manifest_, status = _verify_and_commit(writer, part, extra, info)
         path = repo.backup_location(manifest_.id)
-    return SnapshotResult(manifest_, path, status, time.monotonic() - started)
+    return SnapshotResult(manifest_, path, status, time.monotonic() - started, repo.location)
 
 
 def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str) -> None:
@@ -360,7 +364,7 @@ def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = Non
                              **(details or {})}
                     manifest, status = _verify_and_commit(writer, part, extra, member)
                     return SnapshotResult(manifest, repo.backup_location(manifest.id), status,
-                                          time.monotonic() - started)
+                                          time.monotonic() - started, repo.location)
         except MemberError as exc:
             failures.append(exc)
         except DrError:

@@ -167,7 +167,8 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     key = tmp_path / "age.txt"
     key.write_text(f"{identity}\n")
     made = _ok(_dr(env, "etcd", "snapshot", "--encrypt-to", str(identity.to_public()), "-o", "json"))
-    assert made["path"] == f"{url}/{made['id']}" and made["encryption"]["recipients"] == [str(identity.to_public())]
+    assert made["location"] == f"{url}/{made['id']}" and made["repository"] == url and "path" not in made
+    assert made["encryption"]["recipients"] == [str(identity.to_public())]
     assert any(k.endswith("/snapshot.db.age") for k in seaweedfs.objects(url.split("/")[2]))
     _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
     # A restore reads it from S3, decrypted into a private staging directory that is gone afterwards
@@ -226,7 +227,8 @@ def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_pat
 
     made = _ok(_dr(env, "pvc", "backup", "data", "-n", ns, "--encrypt-to", str(identity.to_public()), "-o", "json",
                    timeout=300))
-    assert made["path"] == f"{url}/{made['id']}" and made["details"]["archive"]["entries"] >= 4
+    assert made["location"] == f"{url}/{made['id']}" and made["repository"] == url and "path" not in made
+    assert made["details"]["archive"]["entries"] >= 4 and made["size"] == made["parts"][0]["size"]
     part = made["parts"][0]
     assert part["stored"]["file"] == "data.tar.age" and part["size"] > 40 << 20
     refused = _dr(env, "backups", "verify", made["id"])

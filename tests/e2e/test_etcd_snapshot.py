@@ -85,7 +85,7 @@ def sha256_file(path: Path) -> str:
 
 
 def assert_matches_etcdctl(data: dict[str, Any]) -> Path:
-    part = Path(data["path"]) / "snapshot.db"
+    part = Path(data["location"]) / "snapshot.db"
     expected = snapshot_status(part)
     details = data["details"]
     assert (details["revision"], details["totalKeys"], details["totalSize"], details["hash"]) == (

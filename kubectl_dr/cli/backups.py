@@ -309,23 +309,20 @@ def verify(
         # Whoever holds no key can still check what is stored: say how, where the key is asked for.
         exc.hint = f"{exc.hint}\nWithout the key, --stored-only checks the stored (encrypted) bytes."
         raise
-    parts = [p.to_dict() for p in found.manifest.parts]
     contents = not (encrypted and stored_only)
     data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,
-            "parts": parts}
-    if found.path is not None:
-        data["path"] = str(found.path)
-    which = "its one part" if len(parts) == 1 else f"all {len(parts)} parts"
-    if contents:
-        what = "decrypted, the size and SHA-256" if encrypted else "the size and SHA-256"
-        text = f'backup "{found.id}" verified: {what} of {which} match the manifest\n'
-    else:
-        text = (f'backup "{found.id}" verified: the stored (encrypted) bytes of {which} match the manifest; '
-                "its contents were not decrypted (pass --identity to check them)\n")
+            "size": found.manifest.size, "parts": [p.to_dict() for p in found.manifest.parts],
+            "dryRun": opts.dry_run != "none"}
+    if not contents:
+        message(f'note: backup "{found.id}": only the stored (encrypted) bytes were checked; its contents were not '
+                "decrypted (pass --identity to check them)")
     if opts.dry_run != "none":
-        data["dryRun"] = True
-        text = text.rstrip("\n") + "; the outcome was not recorded (dry run)\n"
-    emit(data, opts.output, table=text)
+        message("note: the outcome was not recorded (dry run)")
+    checked = ("decrypted" if encrypted else "size,sha256") if contents else "stored-only"
+    emit(data, opts.output, table=render_table(
+        ["ID", "VERIFIED", "PARTS", "SIZE", "CHECKED", "RECORDED"],
+        [[found.id, "ok", len(found.manifest.parts), human_size(found.manifest.size), checked,
+          "no" if opts.dry_run != "none" else "yes"]]))
 
 
 @app.command("copy")
@@ -385,26 +382,34 @@ def copy(
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
         confirm_plaintext_secrets(target, what, yes=opts.yes, ask=terminal_ask())
     if opts.dry_run != "none":
-        planned = [f'backup "{b.id}" would be copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
+        if not chosen:
+            message("nothing to copy")
         emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},
-             opts.output, table="\n".join(planned) + "\n" if planned else "nothing to copy\n")
+             opts.output, table=_copy_table([(b.id, "would copy", target.backup_location(b.id)) for b in chosen]))
         return
     target.preflight(sum(b.manifest.size for b in chosen))
     copied: list[str] = []
     present: list[str] = []
-    lines: list[str] = []
+    rows: list[tuple[str, str, str]] = []
     for b in chosen:
         with Transfer(f"copy {b.id}", sum(p.stored_size for p in b.manifest.parts)) as bar:
             result = copy_backup(source, b, target, recipients=target.recipients, progress=bar.advance)
         if result.status == "present":
             present.append(result.id)
-            lines.append(f'backup "{result.id}" is already in {target.location}')
+            rows.append((result.id, "present", target.backup_location(result.id)))
         else:
             copied.append(result.id)
             enc = " (encrypted)" if result.encrypted and b.manifest.encryption is None else ""
-            lines.append(f'backup "{result.id}" copied to {result.location}{enc}')
+            rows.append((result.id, f"copied{enc}", result.location))
+    if not rows:
+        message("nothing to copy")
     emit({"copied": copied, "present": present, "dryRun": False, "target": target.location}, opts.output,
-         table="\n".join(lines) + "\n" if lines else "nothing to copy\n")
+         table=_copy_table(rows))
+
+
+def _copy_table(rows: list[tuple[str, str, str]]) -> str:
+    """ID, what happened to it (copied, copied (encrypted), present: already there; would copy), where it is."""
+    return render_table(["ID", "RESULT", "LOCATION"], [list(r) for r in rows]) if rows else ""
 
 
 @app.command("delete")

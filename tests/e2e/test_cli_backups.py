@@ -170,7 +170,9 @@ def test_verify_shows_progress(repo: Repository) -> None:
     assert any(line.startswith(f"verify {backup_id}: ") and "of ~24.0 MiB" in line and "ETA" in line
                for line in lines), lines
     assert lines[-1].startswith(f"verify {backup_id}: 24.0 MiB in ") and lines[-1].endswith("(done)"), lines
-    assert result.stdout == f'backup "{backup_id}" verified: the size and SHA-256 of its one part match the manifest\n'
+    assert result.stdout.splitlines() == [
+        "ID" + " " * (len(backup_id) + 1) + "VERIFIED   PARTS   SIZE      CHECKED       RECORDED",
+        f"{backup_id}   ok         1       24.0MiB   size,sha256   yes"]
 
 
 def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -184,8 +186,9 @@ def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]
     before = _tree(repo.path)
     checked = dr("backups", "verify", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.startswith(f'backup "{filled["a1"]}" verified: ')
-    assert "not recorded (dry run)" in checked.stdout
+    row = dict(zip(checked.stdout.splitlines()[0].split(), checked.stdout.splitlines()[1].split(), strict=True))
+    assert (row["ID"], row["VERIFIED"], row["RECORDED"]) == (filled["a1"], "ok", "no")
+    assert "the outcome was not recorded (dry run)" in checked.stderr
     assert _tree(repo.path) == before
 
     part = repo.path / filled["a2"] / "data.tar"
@@ -262,7 +265,8 @@ def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: 
     target = tmp_path / "copies"
     copy = dr("backups", "copy", filled["s1"], "--repo", str(repo.path), "--to", str(target), "--dry-run=client")
     assert copy.returncode == 0, copy.stderr
-    assert copy.stdout == f'backup "{filled["s1"]}" would be copied to {target / filled["s1"]} (dry run)\n'
+    assert [line.split() for line in copy.stdout.splitlines()] == [
+        ["ID", "RESULT", "LOCATION"], [filled["s1"], "would", "copy", str(target / filled["s1"])]]
     assert not target.exists()
     assert _tree(repo.path) == before
 

@@ -98,7 +98,8 @@ def test_pvc_latest_is_this_clusters_and_another_clusters_by_id_says_so(shared: 
     assert s.uid_b in ambiguous.stderr
 
     diff = ok(dr(s.a, s.repo, "pvc", "diff", "data", "-n", s.ns, "--from", s.pvc_b, "-o", "json"))
-    assert diff["backup"] == s.pvc_b and diff["origin"] == said and diff["changed"][0]["path"] == "who"
+    assert diff["backup"] == s.pvc_b and diff["origin"] == said
+    assert [(d["path"], d["change"]) for d in diff["differences"]] == [("who", "changed")]
 
     # A real restore of B's backup by its ID into A: accepted (a rebuilt cluster is a normal DR step), said.
     vol = volume_dir(s.a, s.ns)

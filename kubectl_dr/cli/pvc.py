@@ -170,7 +170,10 @@ def restore(
                      job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
                                         from_claim=from_claim, dry_run=opts.dry_run, from_cluster=from_cluster),
                      console, run)
-    emit(result.to_dict(), opts.output, table=result.summary())
+    if isinstance(result, job.RestoreResult):
+        show(result, opts.output)
+    else:
+        emit(result.to_dict(), opts.output, table=result.summary())
 
 
 @app.command("diff")

@@ -33,6 +33,7 @@ from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.heartbeat import touch_pod
 from kubectl_dr.runs.run import COMMAND_ANNOTATION, LEASE_ANNOTATION, RUN_ID_LABEL, Holder
+from kubectl_dr.units import size
 
 BACKUP_TYPE = "etcd-snapshot"
 PART_NAME = "snapshot.db"
@@ -58,6 +59,16 @@ class SnapshotResult:
         # bytes (sha256) and how long (seconds).
         return {**self.manifest.to_dict(), "repository": self.repository, "location": self.path,
                 "size": self.status.file_size, "sha256": self.status.sha256, "seconds": round(self.seconds, 3)}
+
+    def columns(self) -> list[str]:
+        return ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]
+
+    def rows(self) -> list[list[Any]]:
+        member = self.manifest.details.get("member") or {}
+        # One word a cell: the size without its space; the digest's first 16 digits (the whole one in -o json).
+        return [[self.manifest.id, member.get("name") or member.get("endpoint") or "-", member.get("node") or "-",
+                 member.get("version") or "-", self.status.revision, self.status.total_keys,
+                 size(self.status.file_size).replace(" ", ""), self.status.sha256[:16]]]
 
 
 def _image_version(image: str) -> str | None:

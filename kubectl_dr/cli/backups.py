@@ -257,7 +257,7 @@ def _show_table(backup: Backup, record: dict[str, Any] | None) -> str:
         ("cluster", f"{m.cluster.name} (uid {m.cluster.uid})" if m.cluster else None),
         ("location", backup.location), ("toolVersion", m.tool_version),
         *([("skippedUnreadable", skipped)] if skipped is not None else []),
-        ("verified", _verification_cell(record)),
+        ("verified", _verification_cell(record, m.id)),
     ]
     parts = render_table(["PART", "SIZE", "SHA256", "STORED"],
                          [[p.name, human_size(p.size), p.sha256,
@@ -266,10 +266,10 @@ def _show_table(backup: Backup, record: dict[str, Any] | None) -> str:
     return render_fields(fields) + "\n" + parts
 
 
-def _verification_cell(record: dict[str, Any] | None) -> str:
+def _verification_cell(record: dict[str, Any] | None, backup_id: str) -> str:
     """ok/damaged, when, and what was wrong: the VERIFIED word of `backups list` with its record."""
     if record is None:
-        return "- (never verified: kubectl dr backups verify ID)"
+        return f"- (never verified: kubectl dr backups verify {backup_id})"
     what = "contents checked" if record.get("contentsChecked") else "stored bytes only"
     if record.get("ok"):
         return f"ok at {record.get('verifiedAt')} ({what})"

@@ -148,6 +148,8 @@ def test_show_is_a_table_of_fields_then_parts(repo: Repository, filled: dict[str
 
     as_table = dr("backups", "show", filled["a1"], "--repo", str(repo.path), "-o", "table")
     assert as_table.stdout == result.stdout
+    never = dr("backups", "show", filled["s1"], "--repo", str(repo.path))
+    assert f"verified      - (never verified: kubectl dr backups verify {filled['s1']})\n" in never.stdout
 
 
 def test_verify_catches_damage(repo: Repository, filled: dict[str, str]) -> None:

@@ -20,7 +20,8 @@ from kubectl_dr.cli.repo_options import (
 )
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
-from kubectl_dr.ui.output import count, emit, message, render_table
+from kubectl_dr.repo.manifest import format_time
+from kubectl_dr.ui.output import count, emit, message, render_fields, render_table
 from kubectl_dr.ui.progress import Transfer
 
 if TYPE_CHECKING:
@@ -75,10 +76,30 @@ def source_summary(source: dict[str, Any]) -> str:
 
 
 def _item(backup: Backup) -> dict[str, Any]:
-    data = {**backup.manifest.to_dict(), "location": backup.location}
-    if backup.path is not None:
-        data["path"] = str(backup.path)
-    return data
+    # `location` is the backup's directory or s3:// URL: one key says where, for every command.
+    return {**backup.manifest.to_dict(), "location": backup.location}
+
+
+def backup_name(backup: Backup) -> str:
+    """The --name given at backup time, else what its source names (NS/PVC, member, node)."""
+    return str(backup.manifest.details.get("name") or source_summary(backup.manifest.source))
+
+
+def _skipped(backup: Backup) -> int | None:
+    from kubectl_dr.volumes.reconcile import unreadable_count
+
+    return unreadable_count(backup.manifest.details)
+
+
+def _verified(record: dict[str, Any] | None) -> str:
+    """The VERIFIED cell: ok, damaged, or - for a backup never checked."""
+    if record is None:
+        return "-"
+    return "ok" if record.get("ok") else "damaged"
+
+
+def _last_verification(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if record is None else {k: v for k, v in record.items() if k not in ("apiVersion", "kind", "id")}
 
 
 def _warn_problems(problems: list[tuple[Any, str]]) -> None:
@@ -96,7 +117,9 @@ AllClustersOption = Annotated[bool, typer.Option(
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
                  s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
-    """List the backups, newest first (ENC: encrypted with age; CLUSTER: the context its backup recorded).
+    """List the backups, newest first (NAME: the --name given, else what the source names; ENC: encrypted with
+    age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, or - never
+    checked; CLUSTER: the context its backup recorded).
 
     By default only the backups of the current cluster (kube-system's uid, asked of the kubeconfig's
     cluster) and those that record no cluster (written by an older kubectl-dr) are listed, with a note on
@@ -112,28 +135,31 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     _warn_problems(problems)
     chosen = [b for b in found if b.manifest.matches(type)]
     chosen = _of_cluster(opts, repository, chosen, all_clusters)
-    data = {"kind": "List", "repository": repository.location, "items": [_item(b) for b in chosen]}
+    records = {b.id: repository.verification(b) for b in chosen}
+    data = {"kind": "List", "repository": repository.location,
+            "items": [{**_item(b), "name": backup_name(b), "skippedUnreadable": _skipped(b),
+                       "lastVerification": _last_verification(records[b.id])} for b in chosen]}
     now = datetime.now(timezone.utc)
-    if chosen:
-        table = render_table(
-            ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"],
+    if not chosen and opts.output == "table":
+        message(f"No backups found in {repository.location}.")
+    table = render_table(
+        ["ID", "NAME", "TYPE", "SOURCE", "SIZE", "ENC", "SKIPPED", "VERIFIED", "AGE", "CLUSTER"],
+        [
             [
-                [
-                    b.id,
-                    b.manifest.type,
-                    source_summary(b.manifest.source),
-                    units.size(b.manifest.size),
-                    "age" if b.manifest.encryption else "-",
-                    age(b.manifest.created_at, now),
-                    b.manifest.cluster.name if b.manifest.cluster else "-",
-                ]
-                for b in chosen
-            ],
-        )
-    else:
-        table = ""
-        if opts.output == "table":
-            message(f"No backups found in {repository.location}.")
+                b.id,
+                backup_name(b),
+                b.manifest.type,
+                source_summary(b.manifest.source),
+                units.size(b.manifest.size),
+                "age" if b.manifest.encryption else "-",
+                "-" if _skipped(b) is None else _skipped(b),
+                _verified(records[b.id]),
+                age(b.manifest.created_at, now),
+                b.manifest.cluster.name if b.manifest.cluster else "-",
+            ]
+            for b in chosen
+        ],
+    ) if chosen else ""
     emit(data, opts.output, table=table)
 
 
@@ -194,15 +220,48 @@ def show(
     s3_endpoint: S3EndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
-    """Show a backup's manifest (what, where from, when, parts with sizes and SHA-256) and its last check."""
+    """Show a backup: its main fields (what, where from, when, where it is, its last check), then its parts
+    with sizes and SHA-256. -o json|yaml prints the whole manifest, with `location` and `lastVerification`."""
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup, type)
     data = _item(found)
     record = repository.verification(found)
     if record is not None:
-        data["lastVerification"] = {k: v for k, v in record.items() if k not in ("apiVersion", "kind", "id")}
-    emit(data, opts.output)
+        data["lastVerification"] = _last_verification(record)
+    emit(data, opts.output, table=_show_table(found, record))
+
+
+def _show_table(backup: Backup, record: dict[str, Any] | None) -> str:
+    """A FIELD/VALUE table of the manifest's main fields, a blank line, then one row per part."""
+    m = backup.manifest
+    skipped = _skipped(backup)
+    fields: list[tuple[str, Any]] = [
+        ("id", m.id), ("name", backup_name(backup)), ("type", m.type), ("source", source_summary(m.source)),
+        ("created", format_time(m.created_at)),
+        ("completed", format_time(m.completed_at) if m.completed_at else None),
+        ("size", f"{units.size(m.size)} ({count(m.size, 'byte')})"),
+        ("encryption", f"age, to {', '.join(m.encryption.get('recipients') or [])}" if m.encryption else None),
+        ("cluster", f"{m.cluster.name} (uid {m.cluster.uid})" if m.cluster else None),
+        ("location", backup.location), ("toolVersion", m.tool_version),
+        *([("skippedUnreadable", skipped)] if skipped is not None else []),
+        ("verified", _verification_cell(record, m.id)),
+    ]
+    parts = render_table(["PART", "SIZE", "SHA256", "STORED"],
+                         [[p.name, units.size(p.size), p.sha256,
+                           f"{p.stored_file} (age, {units.size(p.stored_size)})" if p.stored else "as is"]
+                          for p in m.parts])
+    return render_fields(fields) + "\n" + parts
+
+
+def _verification_cell(record: dict[str, Any] | None, backup_id: str) -> str:
+    """ok/damaged, when, and what was wrong: the VERIFIED word of `backups list` with its record."""
+    if record is None:
+        return f"- (never verified: kubectl dr backups verify {backup_id})"
+    what = "contents checked" if record.get("contentsChecked") else "stored bytes only"
+    if record.get("ok"):
+        return f"ok at {record.get('verifiedAt')} ({what})"
+    return f"damaged at {record.get('verifiedAt')}: {record.get('problem')}"
 
 
 @app.command("verify", short_help="Check every part's size and SHA-256")
@@ -238,23 +297,20 @@ def verify(
         # Whoever holds no key can still check what is stored: say how, where the key is asked for.
         exc.hint = f"{exc.hint}\nWithout the key, --stored-only checks the stored (encrypted) bytes."
         raise
-    parts = [p.to_dict() for p in found.manifest.parts]
     contents = not (encrypted and stored_only)
     data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,
-            "parts": parts}
-    if found.path is not None:
-        data["path"] = str(found.path)
-    which = "its one part" if len(parts) == 1 else f"all {len(parts)} parts"
-    if contents:
-        what = "decrypted, the size and SHA-256" if encrypted else "the size and SHA-256"
-        text = f'backup "{found.id}" verified: {what} of {which} match the manifest\n'
-    else:
-        text = (f'backup "{found.id}" verified: the stored (encrypted) bytes of {which} match the manifest; '
-                "its contents were not decrypted (pass --identity to check them)\n")
+            "size": found.manifest.size, "parts": [p.to_dict() for p in found.manifest.parts],
+            "dryRun": opts.dry_run != "none"}
+    if not contents:
+        message(f'note: backup "{found.id}": only the stored (encrypted) bytes were checked; its contents were not '
+                "decrypted (pass --identity to check them)")
     if opts.dry_run != "none":
-        data["dryRun"] = True
-        text = text.rstrip("\n") + "; the outcome was not recorded (dry run)\n"
-    emit(data, opts.output, table=text)
+        message("note: the outcome was not recorded (dry run)")
+    checked = ("decrypted" if encrypted else "size,sha256") if contents else "stored-only"
+    emit(data, opts.output, table=render_table(
+        ["ID", "VERIFIED", "PARTS", "SIZE", "CHECKED", "RECORDED"],
+        [[found.id, "ok", len(found.manifest.parts), units.size(found.manifest.size), checked,
+          "no" if opts.dry_run != "none" else "yes"]]))
 
 
 @app.command("copy", short_help="Copy backups into another repository")
@@ -314,26 +370,34 @@ def copy(
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
         confirm_plaintext_secrets(target, what, yes=opts.yes, ask=terminal_ask())
     if opts.dry_run != "none":
-        planned = [f'backup "{b.id}" would be copied to {target.backup_location(b.id)} (dry run)' for b in chosen]
+        if not chosen:
+            message("nothing to copy")
         emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},
-             opts.output, table="\n".join(planned) + "\n" if planned else "nothing to copy\n")
+             opts.output, table=_copy_table([(b.id, "would copy", target.backup_location(b.id)) for b in chosen]))
         return
     target.preflight(sum(b.manifest.size for b in chosen))
     copied: list[str] = []
     present: list[str] = []
-    lines: list[str] = []
+    rows: list[tuple[str, str, str]] = []
     for b in chosen:
         with Transfer(f"copy {b.id}", sum(p.stored_size for p in b.manifest.parts)) as bar:
             result = copy_backup(source, b, target, recipients=target.recipients, progress=bar.advance)
         if result.status == "present":
             present.append(result.id)
-            lines.append(f'backup "{result.id}" is already in {target.location}')
+            rows.append((result.id, "present", target.backup_location(result.id)))
         else:
             copied.append(result.id)
             enc = " (encrypted)" if result.encrypted and b.manifest.encryption is None else ""
-            lines.append(f'backup "{result.id}" copied to {result.location}{enc}')
+            rows.append((result.id, f"copied{enc}", result.location))
+    if not rows:
+        message("nothing to copy")
     emit({"copied": copied, "present": present, "dryRun": False, "target": target.location}, opts.output,
-         table="\n".join(lines) + "\n" if lines else "nothing to copy\n")
+         table=_copy_table(rows))
+
+
+def _copy_table(rows: list[tuple[str, str, str]]) -> str:
+    """ID, what happened to it (copied, copied (encrypted), present: already there; would copy), where it is."""
+    return render_table(["ID", "RESULT", "LOCATION"], [list(r) for r in rows]) if rows else ""
 
 
 @app.command("delete", short_help="Delete one backup")

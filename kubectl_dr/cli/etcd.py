@@ -14,7 +14,7 @@ from kubectl_dr.cli.context import options, terminal_ask
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, message, render_table, show
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
@@ -271,19 +271,11 @@ def snapshot(
             emit(planned.to_dict(), opts.output, table=planned.summary())
             return
         result = planned
-    details: dict[str, Any] = result.manifest.details
-    member = details.get("member") or {}
     message(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
-    table = render_table(
-        ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"],
-        [[result.manifest.id, member.get("name") or member.get("endpoint", ""), member.get("node", ""),
-          member.get("version") or "", result.status.revision, result.status.total_keys,
-          _human(result.status.file_size), result.status.sha256[:16]]],
-    )
     data = result.to_dict()
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets)
-    emit(data, opts.output, table=table)
+    show(result, opts.output, data=data)
 
 
 

@@ -13,7 +13,7 @@ from kubectl_dr.cli.context import namespace_may_exist, options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import emit
+from kubectl_dr.ui.output import count, emit, message, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
@@ -72,8 +72,9 @@ def backup(
     quiesce: QuiesceOption = False,
     skip_unreadable: Annotated[
         bool, typer.Option("--skip-unreadable",
-                           help="Back up what the rescue pod can read and record the rest as skipped (shown by "
-                                "`kubectl dr backups show`), instead of failing.")
+                           help="Back up what the rescue pod can read and record the rest as skipped (counted "
+                                "in SKIPPED here and in `backups list`, named by `backups show -o yaml`), instead "
+                                "of failing.")
     ] = False,
     image: ImageOption = DEFAULT_IMAGE,
     encrypt_to: EncryptToOption = None,
@@ -105,10 +106,17 @@ def backup(
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
                                                           skip_unreadable=skip_unreadable, dry_run=opts.dry_run),
                      console, run)
+    if isinstance(result, job.BackupPlan):
+        emit(result.to_dict(), opts.output, table=result.summary())
+        return
     data = result.to_dict()
-    if isinstance(result, job.BackupResult) and targets:
+    if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets)
-    emit(data, opts.output, table=result.summary())
+    if result.unreadable:
+        message(f"note: {count(result.unreadable, 'entry', 'entries')} could not be read and "
+                f"{'was' if result.unreadable == 1 else 'were'} left out (--skip-unreadable): "
+                f"kubectl dr backups show {result.manifest.id} -o yaml lists them")
+    show(result, opts.output, data=data)
 
 
 @app.command("restore", short_help="Restore a backup into a volume, its consumers stopped")
@@ -162,7 +170,10 @@ def restore(
                      job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
                                         from_claim=from_claim, dry_run=opts.dry_run, from_cluster=from_cluster),
                      console, run)
-    emit(result.to_dict(), opts.output, table=result.summary())
+    if isinstance(result, job.RestoreResult):
+        show(result, opts.output)
+    else:
+        emit(result.to_dict(), opts.output, table=result.summary())
 
 
 @app.command("diff", short_help="Compare a volume with a backup, as diff -u does")
@@ -278,7 +289,6 @@ def list_(
       kubectl dr pvc list -n shop -o json
     """
     from kubectl_dr.repo import RepoError
-    from kubectl_dr.ui.output import message
     from kubectl_dr.volumes import inventory
     from kubectl_dr.volumes.source import TYPE
 
@@ -314,7 +324,6 @@ def _claims_table(found: list[ClaimSummary], *, every_namespace: bool, backups_k
     from datetime import datetime, timezone
 
     from kubectl_dr.cli.backups import age
-    from kubectl_dr.ui.output import render_table
     from kubectl_dr.volumes.inventory import MODE_SHORT
 
     now = datetime.now(timezone.utc)

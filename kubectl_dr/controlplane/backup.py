@@ -45,10 +45,12 @@ class BackupResult:
     manifest: Manifest
     location: str
     seconds: float
+    repository: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.manifest.id, "location": self.location, "seconds": round(self.seconds, 3),
-                **self.manifest.to_dict()}
+        # The keys of every command's result: repository, location, size in bytes, seconds.
+        return {**self.manifest.to_dict(), "repository": self.repository, "location": self.location,
+                "size": self.manifest.size, "seconds": round(self.seconds, 3)}
 
 
 def control_plane_nodes(kube: Kube) -> list[tuple[str, dict[str, Any]]]:
@@ -175,7 +177,7 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
             "pod": f"{pod.helper.namespace}/{pod.name}",
         }
         manifest = writer.commit(details)
-    return BackupResult(manifest, repo.backup_location(manifest.id), time.monotonic() - started)
+    return BackupResult(manifest, repo.backup_location(manifest.id), time.monotonic() - started, repo.location)
 
 
 def _fetch(pod: HostPod, entry: files.Entry) -> bytes:

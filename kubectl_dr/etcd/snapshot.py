@@ -34,6 +34,7 @@ from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.heartbeat import touch_pod
 from kubectl_dr.runs.run import COMMAND_ANNOTATION, LEASE_ANNOTATION, RUN_ID_LABEL, Holder
+from kubectl_dr.units import size
 
 BACKUP_TYPE = "etcd-snapshot"
 PART_NAME = "snapshot.db"
@@ -52,9 +53,23 @@ class SnapshotResult:
     status: SnapshotStatus
     seconds: float
 
+    repository: str = ""
+
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.manifest.id, "path": self.path, "seconds": round(self.seconds, 3),
-                **self.manifest.to_dict()}
+        # The keys every command's result uses: where (repository, location), how much (size in bytes), which
+        # bytes (sha256) and how long (seconds).
+        return {**self.manifest.to_dict(), "repository": self.repository, "location": self.path,
+                "size": self.status.file_size, "sha256": self.status.sha256, "seconds": round(self.seconds, 3)}
+
+    def columns(self) -> list[str]:
+        return ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]
+
+    def rows(self) -> list[list[Any]]:
+        member = self.manifest.details.get("member") or {}
+        # One word a cell: the size without its space; the digest's first 16 digits (the whole one in -o json).
+        return [[self.manifest.id, member.get("name") or member.get("endpoint") or "-", member.get("node") or "-",
+                 member.get("version") or "-", self.status.revision, self.status.total_keys,
+                 size(self.status.file_size).replace(" ", ""), self.status.sha256[:16]]]
 
 
 def _image_version(image: str) -> str | None:
@@ -313,7 +328,7 @@ def _copy(kube: Kube, pod: HelperPod, member: StaticMember, repo: Repository, he
                  "encryption": keys.to_dict()}
         manifest_, status = _verify_and_commit(writer, part, extra, info)
         path = repo.backup_location(manifest_.id)
-    return SnapshotResult(manifest_, path, status, time.monotonic() - started)
+    return SnapshotResult(manifest_, path, status, time.monotonic() - started, repo.location)
 
 
 def _compare(where: str, remote_size: int, remote_sha: str, size: int, sha: str) -> None:
@@ -365,7 +380,7 @@ def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = Non
                              **(details or {})}
                     manifest, status = _verify_and_commit(writer, part, extra, member)
                     return SnapshotResult(manifest, repo.backup_location(manifest.id), status,
-                                          time.monotonic() - started)
+                                          time.monotonic() - started, repo.location)
         except MemberError as exc:
             failures.append(exc)
         except DrError:

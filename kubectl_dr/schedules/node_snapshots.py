@@ -457,7 +457,8 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
                               "remoteSize": size}}
         manifest = writer.commit(_details(status, {k: v for k, v in member.items() if v is not None}, extra))
     message(f"  saved as {manifest.id}")
-    return SnapshotResult(manifest, repo.backup_location(manifest.id), status, time.monotonic() - started)
+    return SnapshotResult(manifest, repo.backup_location(manifest.id), status, time.monotonic() - started,
+                          repo.location)
 
 
 def _parse_time(text: str | None) -> dt.datetime | None:

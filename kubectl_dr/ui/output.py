@@ -9,12 +9,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from kubectl_dr.console import say_on_stderr
 from kubectl_dr.units import count
 
-__all__ = ["count", "emit", "message", "render_data", "render_table"]
+__all__ = ["Tabular", "count", "emit", "message", "render_data", "render_fields", "render_table", "show"]
+
+
+class Tabular(Protocol):
+    """A command's result: rows under columns for people, a dict with the same facts for scripts."""
+
+    def columns(self) -> Sequence[str]: ...
+
+    def rows(self) -> Sequence[Sequence[Any]]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -25,6 +35,12 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         padded = [row[i].ljust(widths[i]) for i in range(len(row) - 1)] + [row[-1]]
         lines.append("   ".join(padded).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def render_fields(fields: Sequence[tuple[str, Any]]) -> str:
+    """One thing's main facts as a two-column table (FIELD, VALUE), each value one cell."""
+    return render_table(["FIELD", "VALUE"], [[name, "-" if value in (None, "") else value]
+                                              for name, value in fields])
 
 
 def render_data(data: Any, fmt: str) -> str:
@@ -45,6 +61,13 @@ def emit(data: Any, fmt: str, *, table: str | None = None, out: TextIO | None = 
     else:
         stream.write(render_data(data, fmt))
     stream.flush()
+
+
+def show(result: Tabular, fmt: str, *, data: dict[str, Any] | None = None, out: TextIO | None = None) -> None:
+    """The one way a result reaches stdout: its table by default, its dict (or `data`, the dict with what
+    the command added) for -o json|yaml."""
+    emit(result.to_dict() if data is None else data, fmt, table=render_table(result.columns(), result.rows()),
+         out=out)
 
 
 def message(text: str) -> None:

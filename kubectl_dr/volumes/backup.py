@@ -34,7 +34,7 @@ from kubectl_dr.volumes.access import BACKUP, AccessPlan, accepted, plan_access,
 from kubectl_dr.volumes.entries import Entries
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
-from kubectl_dr.volumes.reconcile import Identity, Reconciled, Skipped, reconcile, skipped_by_plan
+from kubectl_dr.volumes.reconcile import Identity, Reconciled, Skipped, reconcile, skipped_by_plan, unreadable_count
 from kubectl_dr.volumes.security import SecurityPlan
 from kubectl_dr.volumes.tar_reader import ArchiveError, TarReader
 
@@ -104,15 +104,34 @@ class BackupResult:
     location: str
     skipped: list[Skipped] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    repository: str = ""
+
+    @property
+    def name(self) -> str:
+        """What `backups list` calls it: the --name given, else NS/CLAIM."""
+        return str(self.manifest.details.get("name") or
+                   f"{self.manifest.source.get('namespace')}/{self.manifest.source.get('pvc')}")
+
+    @property
+    def unreadable(self) -> int:
+        return unreadable_count(self.manifest.details) or 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.manifest.id, "path": self.location, **self.manifest.to_dict()}
-
-    def summary(self) -> str:
-        record = self.manifest.details["archive"]
         data = self.manifest.part(PART)
-        return (f'backup "{self.manifest.id}" created: {count(record["entries"], "entry", "entries")}, '
-                f"{size(data.size)}, sha256 {data.sha256}\n")
+        return {**self.manifest.to_dict(), "name": self.name, "repository": self.repository,
+                "location": self.location, "size": data.size, "sha256": data.sha256,
+                "seconds": self.manifest.details.get("transfer", {}).get("seconds"),
+                "skippedUnreadable": self.unreadable}
+
+    def columns(self) -> list[str]:
+        return ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
+
+    def rows(self) -> list[list[Any]]:
+        data = self.manifest.part(PART)
+        # A table cell stays one word (awk, cut): the size without its space; the digest's first 16 digits, as in
+        # every result table (the whole one is in -o json and `backups show`).
+        return [[self.manifest.id, self.name, self.manifest.details["archive"]["entries"], self.unreadable,
+                 size(data.size).replace(" ", ""), data.sha256[:16]]]
 
 
 def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run: Run) -> BackupResult | BackupPlan:
@@ -139,7 +158,8 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
         exposure.finish()
     details = manifest.details
     return BackupResult(manifest, repo.backup_location(manifest.id),
-                        [Skipped(**s) for s in details.get("skipped") or []], details.get("changedDuringBackup") or [])
+                        [Skipped(**s) for s in details.get("skipped") or []], details.get("changedDuringBackup") or [],
+                        repo.location)
 
 
 def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOptions,

@@ -13,6 +13,7 @@ error instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubectl_dr.volumes.entries import DIR, FILE, HARDLINK, SOCKET, SYMLINK, Entries, Entry
 from kubectl_dr.volumes.listing import Found
@@ -55,6 +56,9 @@ class Skipped:
     def to_dict(self) -> dict[str, str]:
         return {"path": self.path, "why": self.why}
 
+# The first word of the reason recorded for an entry the rescue pod's user could not read.
+UNREADABLE = "unreadable"
+
 
 @dataclass
 class Reconciled:
@@ -86,11 +90,21 @@ def skipped_by_plan(listing: dict[str, Found], identity: Identity) -> list[Skipp
             out.append(Skipped(path, "a socket (the app makes it again when it starts)"))
         elif not identity.can_read(found):
             what = "directory (and its contents)" if found.kind == DIR else "file"
-            out.append(Skipped(path, f"unreadable {what} for uid {identity.uid} "
+            out.append(Skipped(path, f"{UNREADABLE} {what} for uid {identity.uid} "
                                      f"(owner {found.uid}:{found.gid}, mode {found.mode:04o})"))
             if found.kind == DIR:
                 unreadable_dirs.append(path)
     return out
+
+
+def unreadable_count(details: dict[str, Any]) -> int | None:
+    """How many entries a backup left out because its pod could not read them (--skip-unreadable), from the
+    manifest's details; None for a backup that records no skipped entries (another type). lost+found and
+    sockets are left out by design and are not counted: the count says what the backup is missing."""
+    skipped = details.get("skipped")
+    if not isinstance(skipped, list):
+        return None
+    return sum(1 for s in skipped if isinstance(s, dict) and str(s.get("why", "")).startswith(UNREADABLE))
 
 
 def _beneath(path: str, dirs: list[str]) -> bool:

@@ -120,11 +120,15 @@ class RestoreResult:
             "origin": self.source.origin,
         }
 
-    def summary(self) -> str:
-        backup = _backup_id(self.source)
-        origin = f" ({self.source.origin})" if self.source.origin else ""
-        return (f"restored {count(len(self.source.entries), 'entry', 'entries')} ({size(self.checked.size)}) into "
-                f"{self.namespace}/{self.claim}{' from backup ' + backup if backup else ''}{origin}\n")
+    def columns(self) -> list[str]:
+        return ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
+
+    def rows(self) -> list[list[Any]]:
+        # FROM: the backup's ID, or the tar file given; ORIGIN last, where a cell may be words: another cluster's
+        # backup restored here is said in the result, not only in the plan.
+        return [[f"{self.namespace}/{self.claim}", _backup_id(self.source) or str(self.source.path),
+                 len(self.source.entries), len(self.removed), size(self.checked.size).replace(" ", ""),
+                 self.checked.sha256[:16], self.source.origin or "-"]]
 
 
 def _backup_id(src: Source) -> str | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kubectl_dr.errors import DrError
 from kubectl_dr.repo import Repository
 from tests.cli_runner import clean_env, dr, executable, run
 
@@ -37,13 +38,16 @@ def filled(repo: Repository) -> dict[str, str]:
     return ids
 
 
+HEADERS = ["ID", "NAME", "TYPE", "SOURCE", "SIZE", "ENC", "SKIPPED", "VERIFIED", "AGE", "CLUSTER"]
+
+
 def test_list_table_json_and_env_var(repo: Repository, filled: dict[str, str]) -> None:
     result = dr("backups", "list", "--repo", str(repo.path))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"]
+    assert lines[0].split() == HEADERS
     assert {line.split()[0] for line in lines[1:]} == set(filled.values())
-    assert any(line.split()[1:3] == ["pvc", "shop/data-db-0"] for line in lines[1:])
+    assert any(line.split()[1:4] == ["shop/data-db-0", "pvc", "shop/data-db-0"] for line in lines[1:])
 
     env = clean_env({"KUBECTL_DR_REPO": str(repo.path)})
     as_json = run([executable(), "backups", "list", "-o", "json", "--type", "pvc"], env=env)
@@ -51,6 +55,44 @@ def test_list_table_json_and_env_var(repo: Repository, filled: dict[str, str]) -
     items = json.loads(as_json.stdout)["items"]
     assert [i["id"] for i in items] == [m.id for m in repo.list(type="pvc")]
     assert all(i["apiVersion"] == "kubectl-dr/v1" and i["parts"][0]["name"] == "data.tar" for i in items)
+
+
+def test_list_shows_name_skipped_entries_and_verification(repo: Repository, filled: dict[str, str]) -> None:
+    """NAME is --name (else what the source names), SKIPPED counts the entries left out as unreadable (not
+    lost+found, left out by design), VERIFIED the last check: ok, damaged, or - never checked."""
+    skipped = [{"path": "lost+found", "why": "lost+found at the volume root (mkfs and fsck make it again)"},
+               {"path": "locked", "why": "unreadable file for uid 1000 (owner 0:0, mode 0600)"},
+               {"path": "secret", "why": "unreadable directory (and its contents) for uid 1000 (owner 0:0, mode 0700)"}]
+    with repo.create("pvc", {"namespace": "shop", "pvc": "data-db-0"}, "before-upgrade") as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(b"named" * 100)
+        named = writer.commit({"name": "before-upgrade", "skipped": skipped}).id
+    repo.verify(filled["a1"])
+    part = repo.path / filled["a2"] / "data.tar"
+    part.write_bytes(part.read_bytes()[:-1] + b"X")
+    with pytest.raises(DrError):
+        repo.verify(filled["a2"])
+
+    result = dr("backups", "list", "--repo", str(repo.path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == HEADERS
+    rows = {line.split()[0]: dict(zip(HEADERS, line.split(), strict=True)) for line in lines[1:]}
+    assert {i: (r["NAME"], r["SKIPPED"], r["VERIFIED"]) for i, r in rows.items()} == {
+        named: ("before-upgrade", "2", "-"),
+        filled["a1"]: ("shop/data-db-0", "-", "ok"),
+        filled["a2"]: ("shop/data-db-0", "-", "damaged"),
+        filled["s1"]: ("cp-1", "-", "-"),
+    }
+
+    listed = dr("backups", "list", "--repo", str(repo.path), "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    items = {i["id"]: i for i in json.loads(listed.stdout)["items"]}
+    assert (items[named]["name"], items[named]["skippedUnreadable"]) == ("before-upgrade", 2)
+    assert items[named]["lastVerification"] is None and items[filled["s1"]]["skippedUnreadable"] is None
+    assert items[filled["a1"]]["lastVerification"]["ok"] is True
+    assert items[filled["a2"]]["lastVerification"]["ok"] is False
+    assert all("path" not in i and i["location"] == str(repo.path / i["id"]) for i in items.values())
 
 
 def test_list_default_location_is_xdg(tmp_path: Path) -> None:
@@ -75,6 +117,7 @@ def test_show_by_prefix_and_unknown_id(repo: Repository, filled: dict[str, str])
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["id"] == filled["s1"] and shown["type"] == "etcd-snapshot"
+    assert shown["location"] == str(repo.path / filled["s1"]) and "path" not in shown
 
     missing = dr("backups", "show", "nope", "--repo", str(repo.path))
     assert missing.returncode == 1
@@ -82,6 +125,32 @@ def test_show_by_prefix_and_unknown_id(repo: Repository, filled: dict[str, str])
         f'error: backup "nope" not found in {repo.path}',
         'Run "kubectl dr backups list" to see the backups.',
     ]
+
+
+def test_show_is_a_table_of_fields_then_parts(repo: Repository, filled: dict[str, str]) -> None:
+    """Like every result, `backups show` is a table by default: FIELD/VALUE rows of the manifest's main
+    fields, a blank line, then one row per part; its location once (no `path` beside it)."""
+    repo.verify(filled["a1"])
+    result = dr("backups", "show", filled["a1"], "--repo", str(repo.path))
+    assert result.returncode == 0, result.stderr
+    fields_text, parts_text = result.stdout.rstrip("\n").split("\n\n")
+    fields = [line.split(None, 1) for line in fields_text.splitlines()]
+    assert fields[0] == ["FIELD", "VALUE"]
+    values = dict((f[0], f[1]) for f in fields[1:])
+    manifest = repo.get(filled["a1"]).manifest
+    assert values["id"] == filled["a1"] and values["type"] == "pvc" and values["source"] == "shop/data-db-0"
+    assert values["name"] == "shop/data-db-0" and values["size"] == "2.9KiB (3000 bytes)"
+    assert values["location"] == str(repo.path / filled["a1"]) and "path" not in values
+    assert values["verified"].startswith("ok at ") and values["encryption"] == "-"
+    assert "apiVersion" not in result.stdout  # not the YAML of before
+    parts = [line.split() for line in parts_text.splitlines()]
+    assert parts == [["PART", "SIZE", "SHA256", "STORED"],
+                     ["data.tar", "2.9KiB", manifest.part("data.tar").sha256, "as", "is"]]
+
+    as_table = dr("backups", "show", filled["a1"], "--repo", str(repo.path), "-o", "table")
+    assert as_table.stdout == result.stdout
+    never = dr("backups", "show", filled["s1"], "--repo", str(repo.path))
+    assert f"verified      - (never verified: kubectl dr backups verify {filled['s1']})\n" in never.stdout
 
 
 def test_verify_catches_damage(repo: Repository, filled: dict[str, str]) -> None:
@@ -104,7 +173,9 @@ def test_verify_shows_progress(repo: Repository) -> None:
     assert any(line.startswith(f"verify {backup_id}: ") and "of ~24.0 MiB" in line and "ETA" in line
                for line in lines), lines
     assert lines[-1].startswith(f"verify {backup_id}: 24.0 MiB in ") and lines[-1].endswith("(done)"), lines
-    assert result.stdout == f'backup "{backup_id}" verified: the size and SHA-256 of its one part match the manifest\n'
+    assert result.stdout.splitlines() == [
+        "ID" + " " * (len(backup_id) + 1) + "VERIFIED   PARTS   SIZE      CHECKED       RECORDED",
+        f"{backup_id}   ok         1       24.0MiB   size,sha256   yes"]
 
 
 def test_progress_without_a_terminal_every_few_seconds(repo: Repository) -> None:
@@ -143,8 +214,9 @@ def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]
     before = _tree(repo.path)
     checked = dr("backups", "verify", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.startswith(f'backup "{filled["a1"]}" verified: ')
-    assert "not recorded (dry run)" in checked.stdout
+    row = dict(zip(checked.stdout.splitlines()[0].split(), checked.stdout.splitlines()[1].split(), strict=True))
+    assert (row["ID"], row["VERIFIED"], row["RECORDED"]) == (filled["a1"], "ok", "no")
+    assert "the outcome was not recorded (dry run)" in checked.stderr
     assert _tree(repo.path) == before
 
     part = repo.path / filled["a2"] / "data.tar"
@@ -221,7 +293,8 @@ def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: 
     target = tmp_path / "copies"
     copy = dr("backups", "copy", filled["s1"], "--repo", str(repo.path), "--to", str(target), "--dry-run=client")
     assert copy.returncode == 0, copy.stderr
-    assert copy.stdout == f'backup "{filled["s1"]}" would be copied to {target / filled["s1"]} (dry run)\n'
+    assert [line.split() for line in copy.stdout.splitlines()] == [
+        ["ID", "RESULT", "LOCATION"], [filled["s1"], "would", "copy", str(target / filled["s1"])]]
     assert not target.exists()
     assert _tree(repo.path) == before
 

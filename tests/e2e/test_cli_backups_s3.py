@@ -56,14 +56,19 @@ def test_list_show_verify_delete_on_s3(seaweedfs: S3Server) -> None:
     assert listed["repository"] == url and [i["id"] for i in listed["items"]] == ids[::-1]
     assert listed["items"][0]["location"] == f"{url}/{ids[1]}"
     table = _ok(_dr(env, "backups", "list"))
-    assert table.splitlines()[0].split() == ["ID", "TYPE", "SOURCE", "SIZE", "ENC", "AGE", "CLUSTER"]
+    assert table.splitlines()[0].split() == ["ID", "NAME", "TYPE", "SOURCE", "SIZE", "ENC", "SKIPPED", "VERIFIED",
+                                             "AGE", "CLUSTER"]
     # A client dry run checks as much and writes nothing under the prefix, not even its outcome.
-    assert "not recorded (dry run)" in _ok(_dr(env, "backups", "verify", ids[1], "--dry-run=client"))
+    dry = _dr(env, "backups", "verify", ids[1], "--dry-run=client")
+    assert dry.returncode == 0 and dry.stdout.splitlines()[1].split()[-1] == "no", dry.stdout  # RECORDED
+    assert "the outcome was not recorded (dry run)" in dry.stderr
     assert "lastVerification" not in _ok(_dr(env, "backups", "show", ids[1], "-o", "json"))
-    assert _ok(_dr(env, "backups", "verify", ids[0])) == (
-        f'backup "{ids[0]}" verified: the size and SHA-256 of its one part match the manifest\n')
+    assert _ok(_dr(env, "backups", "verify", ids[0])).splitlines()[1].split() == [
+        ids[0], "ok", "1", "6B", "size,sha256", "yes"]
     shown = _ok(_dr(env, "backups", "show", ids[0], "-o", "json"))
     assert shown["lastVerification"]["ok"] is True
+    verified = {line.split()[0]: line.split()[7] for line in _ok(_dr(env, "backups", "list")).splitlines()[1:]}
+    assert verified == {ids[0]: "ok", ids[1]: "-"}  # the record is read back from the bucket too
     assert _ok(_dr(env, "backups", "delete", ids[0], "--yes")) == f'backup "{ids[0]}" deleted\n'
     assert [i["id"] for i in _ok(_dr(env, "backups", "list", "-o", "json"))["items"]] == [ids[1]]
 
@@ -127,25 +132,28 @@ def test_copy_both_ways_with_encryption_from_the_config_file(seaweedfs: S3Server
     # With the config file's recipients it is encrypted on the way.
     env = _env(seaweedfs, KUBECTL_DR_CONFIG=str(config))
     copied = _ok(_dr(env, "backups", "copy", backup_id, "--repo", str(local.path), "--to", url))
-    assert copied == f'backup "{backup_id}" copied to {url}/{backup_id} (encrypted)\n'
+    assert copied.splitlines()[1].split() == [backup_id, "copied", "(encrypted)", f"{url}/{backup_id}"]
     again = _ok(_dr(env, "backups", "copy", "--all", "--repo", str(local.path), "--to", url, "-o", "json"))
     assert again["present"] == [backup_id] and again["copied"] == []
     listed = _ok(_dr(env, "backups", "list", "--repo", url))
-    assert listed.splitlines()[1].split()[4] == "age"
+    assert listed.splitlines()[1].split()[5] == "age"  # ENC
 
     # Verify without a key: refused, or --stored-only; with the config file's identity: contents checked.
     no_key = _env(seaweedfs)
     refused = _dr(no_key, "backups", "verify", backup_id, "--repo", url)
     assert refused.returncode == 1 and "is encrypted (age, to age1" in refused.stderr, refused.stderr
-    stored = _ok(_dr(no_key, "backups", "verify", backup_id, "--repo", url, "--stored-only"))
-    assert "stored (encrypted) bytes of its one part match" in stored
-    assert "decrypted, the size and SHA-256" in _ok(_dr(env, "backups", "verify", backup_id, "--repo", url))
-    assert "decrypted" in _ok(_dr(no_key, "backups", "verify", backup_id, "--repo", url, "--identity", str(key)))
+    stored = _dr(no_key, "backups", "verify", backup_id, "--repo", url, "--stored-only")
+    assert stored.returncode == 0 and stored.stdout.splitlines()[1].split()[4] == "stored-only", stored.stdout
+    assert "its contents were not decrypted (pass --identity to check them)" in stored.stderr
+    checked = _ok(_dr(env, "backups", "verify", backup_id, "--repo", url))
+    assert checked.splitlines()[1].split()[4] == "decrypted"
+    keyed = _ok(_dr(no_key, "backups", "verify", backup_id, "--repo", url, "--identity", str(key)))
+    assert keyed.splitlines()[1].split()[4] == "decrypted"
 
     # And back, S3 → a new local repository (copied as stored: still encrypted there).
     back = tmp_path / "back"
-    assert _ok(_dr(env, "backups", "copy", "latest", "--repo", url, "--to", str(back))) == (
-        f'backup "{backup_id}" copied to {back / backup_id}\n')
+    assert _ok(_dr(env, "backups", "copy", "latest", "--repo", url, "--to", str(back))).splitlines()[1].split() == [
+        backup_id, "copied", str(back / backup_id)]
     assert (back / backup_id / "snapshot.db.age").is_file()
     _ok(_dr(env, "backups", "verify", backup_id, "--repo", str(back)))
 
@@ -164,7 +172,8 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     key = tmp_path / "age.txt"
     key.write_text(f"{identity}\n")
     made = _ok(_dr(env, "etcd", "snapshot", "--encrypt-to", str(identity.to_public()), "-o", "json"))
-    assert made["path"] == f"{url}/{made['id']}" and made["encryption"]["recipients"] == [str(identity.to_public())]
+    assert made["location"] == f"{url}/{made['id']}" and made["repository"] == url and "path" not in made
+    assert made["encryption"]["recipients"] == [str(identity.to_public())]
     assert any(k.endswith("/snapshot.db.age") for k in seaweedfs.objects(url.split("/")[2]))
     _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
     # A restore reads it from S3, decrypted into a private staging directory that is gone afterwards
@@ -223,7 +232,8 @@ def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_pat
 
     made = _ok(_dr(env, "pvc", "backup", "data", "-n", ns, "--encrypt-to", str(identity.to_public()), "-o", "json",
                    timeout=300))
-    assert made["path"] == f"{url}/{made['id']}" and made["details"]["archive"]["entries"] >= 4
+    assert made["location"] == f"{url}/{made['id']}" and made["repository"] == url and "path" not in made
+    assert made["details"]["archive"]["entries"] >= 4 and made["size"] == made["parts"][0]["size"]
     part = made["parts"][0]
     assert part["stored"]["file"] == "data.tar.age" and part["size"] > 40 << 20
     refused = _dr(env, "backups", "verify", made["id"])

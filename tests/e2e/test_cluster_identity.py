@@ -98,12 +98,16 @@ def test_pvc_latest_is_this_clusters_and_another_clusters_by_id_says_so(shared: 
     assert s.uid_b in ambiguous.stderr
 
     diff = ok(dr(s.a, s.repo, "pvc", "diff", "data", "-n", s.ns, "--from", s.pvc_b, "-o", "json"))
-    assert diff["backup"] == s.pvc_b and diff["origin"] == said and diff["changed"][0]["path"] == "who"
+    assert diff["backup"] == s.pvc_b and diff["origin"] == said
+    assert [(d["path"], d["change"]) for d in diff["differences"]] == [("who", "changed")]
 
     # A real restore of B's backup by its ID into A: accepted (a rebuilt cluster is a normal DR step), said.
     vol = volume_dir(s.a, s.ns)
     restored = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", s.pvc_b, "--yes"))
-    assert f"from backup {s.pvc_b} ({said})" in restored and (vol / "who").read_text() == "b"
+    header, row = restored.splitlines()
+    assert header.split() == ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
+    assert row.split()[:2] == [f"{s.ns}/data", s.pvc_b] and row.endswith(f"   {said}"), restored
+    assert (vol / "who").read_text() == "b"
     back = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--yes", "-o", "json"))
     assert back["backup"] == s.pvc_a and back["origin"] is None and (vol / "who").read_text() == "a"
 

@@ -91,6 +91,7 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
     assert "NOT encrypted" in result.stderr and "private keys" in result.stderr
     assert data["type"] == "control-plane" and data["details"]["node"] == cp
     stored = Path(data["location"])
+    assert (data["repository"], data["size"]) == (str(repo), sum(p["size"] for p in data["parts"]))
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in stored.iterdir() if p.is_file())
     files = {f["path"]: f for f in data["details"]["files"]}
     source = nodes.layout.host_path(cp, "/etc/kubernetes/pki")

@@ -131,7 +131,7 @@ def test_snapshot_records_key_fingerprint_and_changed_key_is_refused(one: Cluste
     assert recorded["fingerprint"] == expected.fingerprint and len(expected.fingerprint) == 64
     assert [k["name"] for k in recorded["groups"][0]["keys"]] == ["key1"]
     # Only fingerprints leave the node: the key itself is in no file of the backup.
-    manifest_text = (Path(data["path"]) / "manifest.json").read_text()
+    manifest_text = (Path(data["location"]) / "manifest.json").read_text()
     assert KEY1 not in manifest_text and '"secret"' not in json.dumps(recorded)
     assert encryption.check(recorded, current(one)) == []
     # The call the restore's preflight makes, on the backup's details as stored.

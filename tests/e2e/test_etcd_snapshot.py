@@ -86,7 +86,7 @@ def sha256_file(path: Path) -> str:
 
 
 def assert_matches_etcdctl(data: dict[str, Any]) -> Path:
-    part = Path(data["path"]) / "snapshot.db"
+    part = Path(data["location"]) / "snapshot.db"
     expected = snapshot_status(part)
     details = data["details"]
     assert (details["revision"], details["totalKeys"], details["totalSize"], details["hash"]) == (
@@ -164,6 +164,14 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
                          re.M), taken.stderr
         assert data["cluster"] == {"uid": "4d1e-ext"}
         assert data["details"]["mode"] == "direct" and data["details"]["member"]["name"] == "ext"
+        assert (data["location"], data["repository"]) == (str(repo / data["id"]), str(repo))
+        assert data["size"] == part.stat().st_size and data["sha256"] == sha256_file(part)
+        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, env=env)
+        assert table.returncode == 0, table.stderr
+        header, row = (line.split() for line in table.stdout.splitlines())
+        assert header == ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]
+        assert len(row) == len(header) and row[1:3] == ["ext", "-"]  # every cell one word, "-" for none
+        assert row[-1] == sha256_file(repo / row[0] / "snapshot.db")[:16]
         status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env))
         raw = json.loads(etcd.ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
         row = status["endpoints"][0]

@@ -96,6 +96,30 @@ def test_restore_without_yes_and_terminal_refuses(cluster, tmp_path: Path) -> No
     assert managed_pods(cluster, ns) == []
 
 
+def test_backup_and_restore_print_their_results_as_tables(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """kubectl get's shape for results: one header, one row, the same facts as -o json; SHA256 ties them."""
+    ns = new_namespace(cluster, "shape")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "file").write_text("one")
+    repo = tmp_path / "repo"
+    made = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--name", "before-upgrade")
+    assert made.returncode == 0, made.stderr
+    header, row = (line.split() for line in made.stdout.splitlines())
+    backup = dict(zip(header, row, strict=True))
+    assert header == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
+    assert (backup["NAME"], backup["ENTRIES"], backup["SKIPPED"]) == ("before-upgrade", "2", "0"), made.stdout
+    assert backup["ID"].endswith("-pvc-before-upgrade") and "note:" not in made.stderr
+
+    (vol / "file").write_text("two")
+    restored = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup["ID"], "--yes")
+    assert restored.returncode == 0, restored.stderr
+    header, row = (line.split() for line in restored.stdout.splitlines())
+    assert header == ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
+    assert row == [f"{ns}/data", backup["ID"], "2", "0", backup["SIZE"], backup["SHA256"], "-"]
+    assert (vol / "file").read_text() == "one"
+
+
 def test_a_backup_of_an_empty_volume_restores_without_allow_empty(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """An empty volume is what the user backed up: its entry record says so, and the restore takes it as it is
     (with --clean: the volume emptied). The same archive as a plain tar file has no record: --allow-empty."""

@@ -14,6 +14,7 @@ import pytest
 
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import Repository
+from tests import tables
 from tests.cli_runner import clean_env, dr, executable, run
 
 
@@ -76,8 +77,8 @@ def test_list_shows_name_skipped_entries_and_verification(repo: Repository, fill
     result = dr("backups", "list", "--repo", str(repo.path))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == HEADERS
-    rows = {line.split()[0]: dict(zip(HEADERS, line.split(), strict=True)) for line in lines[1:]}
+    assert [name for name, _ in tables.columns(lines[0])] == HEADERS
+    rows = {row["ID"]: row for row in tables.rows(result.stdout)}
     assert {i: (r["NAME"], r["SKIPPED"], r["VERIFIED"]) for i, r in rows.items()} == {
         named: ("before-upgrade", "2", "-"),
         filled["a1"]: ("shop/data-db-0", "-", "ok"),
@@ -139,13 +140,12 @@ def test_show_is_a_table_of_fields_then_parts(repo: Repository, filled: dict[str
     values = dict((f[0], f[1]) for f in fields[1:])
     manifest = repo.get(filled["a1"]).manifest
     assert values["id"] == filled["a1"] and values["type"] == "pvc" and values["source"] == "shop/data-db-0"
-    assert values["name"] == "shop/data-db-0" and values["size"] == "2.9KiB (3000 bytes)"
+    assert values["name"] == "shop/data-db-0" and values["size"] == "2.9 KiB (3000 bytes)"
     assert values["location"] == str(repo.path / filled["a1"]) and "path" not in values
     assert values["verified"].startswith("ok at ") and values["encryption"] == "-"
     assert "apiVersion" not in result.stdout  # not the YAML of before
-    parts = [line.split() for line in parts_text.splitlines()]
-    assert parts == [["PART", "SIZE", "SHA256", "STORED"],
-                     ["data.tar", "2.9KiB", manifest.part("data.tar").sha256, "as", "is"]]
+    assert tables.rows(parts_text) == [{"PART": "data.tar", "SIZE": "2.9 KiB",
+                                        "SHA256": manifest.part("data.tar").sha256, "STORED": "as is"}]
 
     as_table = dr("backups", "show", filled["a1"], "--repo", str(repo.path), "-o", "table")
     assert as_table.stdout == result.stdout
@@ -173,9 +173,8 @@ def test_verify_shows_progress(repo: Repository) -> None:
     assert any(line.startswith(f"verify {backup_id}: ") and "of ~24.0 MiB" in line and "ETA" in line
                for line in lines), lines
     assert lines[-1].startswith(f"verify {backup_id}: 24.0 MiB in ") and lines[-1].endswith("(done)"), lines
-    assert result.stdout.splitlines() == [
-        "ID" + " " * (len(backup_id) + 1) + "VERIFIED   PARTS   SIZE      CHECKED       RECORDED",
-        f"{backup_id}   ok         1       24.0MiB   size,sha256   yes"]
+    assert tables.rows(result.stdout) == [{"ID": backup_id, "VERIFIED": "ok", "PARTS": "1", "SIZE": "24.0 MiB",
+                                           "CHECKED": "size,sha256", "RECORDED": "yes"}]
 
 
 def test_progress_without_a_terminal_every_few_seconds(repo: Repository) -> None:
@@ -214,7 +213,7 @@ def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]
     before = _tree(repo.path)
     checked = dr("backups", "verify", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
     assert checked.returncode == 0, checked.stderr
-    row = dict(zip(checked.stdout.splitlines()[0].split(), checked.stdout.splitlines()[1].split(), strict=True))
+    row = tables.rows(checked.stdout)[0]
     assert (row["ID"], row["VERIFIED"], row["RECORDED"]) == (filled["a1"], "ok", "no")
     assert "the outcome was not recorded (dry run)" in checked.stderr
     assert _tree(repo.path) == before

@@ -14,6 +14,7 @@ import pyrage
 import pytest
 
 from kubectl_dr.repo import LocalRepository, open_repository
+from tests import tables
 from tests.cli_runner import clean_env, executable, run
 from tests.s3server import S3Server
 
@@ -60,14 +61,14 @@ def test_list_show_verify_delete_on_s3(seaweedfs: S3Server) -> None:
                                              "AGE", "CLUSTER"]
     # A client dry run checks as much and writes nothing under the prefix, not even its outcome.
     dry = _dr(env, "backups", "verify", ids[1], "--dry-run=client")
-    assert dry.returncode == 0 and dry.stdout.splitlines()[1].split()[-1] == "no", dry.stdout  # RECORDED
+    assert dry.returncode == 0 and tables.rows(dry.stdout)[0]["RECORDED"] == "no", dry.stdout
     assert "the outcome was not recorded (dry run)" in dry.stderr
     assert "lastVerification" not in _ok(_dr(env, "backups", "show", ids[1], "-o", "json"))
-    assert _ok(_dr(env, "backups", "verify", ids[0])).splitlines()[1].split() == [
-        ids[0], "ok", "1", "6B", "size,sha256", "yes"]
+    assert list(tables.rows(_ok(_dr(env, "backups", "verify", ids[0])))[0].values()) == [
+        ids[0], "ok", "1", "6 B", "size,sha256", "yes"]
     shown = _ok(_dr(env, "backups", "show", ids[0], "-o", "json"))
     assert shown["lastVerification"]["ok"] is True
-    verified = {line.split()[0]: line.split()[7] for line in _ok(_dr(env, "backups", "list")).splitlines()[1:]}
+    verified = {row["ID"]: row["VERIFIED"] for row in tables.rows(_ok(_dr(env, "backups", "list")))}
     assert verified == {ids[0]: "ok", ids[1]: "-"}  # the record is read back from the bucket too
     assert _ok(_dr(env, "backups", "delete", ids[0], "--yes")) == f'backup "{ids[0]}" deleted\n'
     assert [i["id"] for i in _ok(_dr(env, "backups", "list", "-o", "json"))["items"]] == [ids[1]]
@@ -136,19 +137,19 @@ def test_copy_both_ways_with_encryption_from_the_config_file(seaweedfs: S3Server
     again = _ok(_dr(env, "backups", "copy", "--all", "--repo", str(local.path), "--to", url, "-o", "json"))
     assert again["present"] == [backup_id] and again["copied"] == []
     listed = _ok(_dr(env, "backups", "list", "--repo", url))
-    assert listed.splitlines()[1].split()[5] == "age"  # ENC
+    assert tables.rows(listed)[0]["ENC"] == "age"
 
     # Verify without a key: refused, or --stored-only; with the config file's identity: contents checked.
     no_key = _env(seaweedfs)
     refused = _dr(no_key, "backups", "verify", backup_id, "--repo", url)
     assert refused.returncode == 1 and "is encrypted (age, to age1" in refused.stderr, refused.stderr
     stored = _dr(no_key, "backups", "verify", backup_id, "--repo", url, "--stored-only")
-    assert stored.returncode == 0 and stored.stdout.splitlines()[1].split()[4] == "stored-only", stored.stdout
+    assert stored.returncode == 0 and tables.rows(stored.stdout)[0]["CHECKED"] == "stored-only", stored.stdout
     assert "its contents were not decrypted (pass --identity to check them)" in stored.stderr
     checked = _ok(_dr(env, "backups", "verify", backup_id, "--repo", url))
-    assert checked.splitlines()[1].split()[4] == "decrypted"
+    assert tables.rows(checked)[0]["CHECKED"] == "decrypted"
     keyed = _ok(_dr(no_key, "backups", "verify", backup_id, "--repo", url, "--identity", str(key)))
-    assert keyed.splitlines()[1].split()[4] == "decrypted"
+    assert tables.rows(keyed)[0]["CHECKED"] == "decrypted"
 
     # And back, S3 → a new local repository (copied as stored: still encrypted there).
     back = tmp_path / "back"

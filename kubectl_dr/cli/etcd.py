@@ -508,49 +508,58 @@ def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")
 
 
+RunOption = Annotated[str | None, typer.Option("--run", metavar="RUN", help=(
+    "The restore to act on, by its run ID (default: every node's last restore); settles nodes that disagree "
+    "about their last restore."))]
+
+
 @restore_app.command("status")
-def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
-    """Show the last restore on every control-plane node: its steps, and whether the old data dir is kept."""
+def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
+    """Show the last restore on every control-plane node: its steps, and every data dir a restore set aside."""
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
-    found = manage.states(opts.kube(), _pod_namespace(opts), helper_image)
+    found, settle = manage.states(opts.kube(), _pod_namespace(opts), helper_image, run)
     table = render_table(
         ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
           _set_aside(s)] for s in found])
-    emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found]}, opts.output, table=table)
+    table += "".join(f"{s.node}: {a.path}: {a.what}\n" for s in found for a in s.set_aside)
+    if settle:
+        message(f"the nodes disagree about their last restore; {settle}")
+    emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found], "settle": settle}, opts.output,
+         table=table)
 
 
 def _set_aside(state: Any) -> str:
-    """Which data dir the node keeps beside the live one: what rollback (or finalize) works on."""
-    kept = [name for name, present in (("old data dir", state.before_present),
-                                       ("restored data dir", state.restored_present)) if present]
-    return ", ".join(kept) or ("none" if state.run_id else "")
+    """The data dirs the node keeps beside the live one, by name (what each is follows the table)."""
+    return ", ".join(a.path.rsplit("/", 1)[-1] for a in state.set_aside) or "none"
 
 
 @restore_app.command("finalize")
-def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
-    """Delete the data dirs the last restore (or rollback) set aside; no rollback is possible afterwards."""
+def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
+    """Delete every data dir the restores (and rollbacks) set aside; no rollback is possible afterwards."""
     from kubectl_dr.etcd.restore import manage
 
     opts, console = _restore_session(ctx)
-    result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none")
+    result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none", run)
     prefix = "(dry run) would remove" if opts.dry_run != "none" else "removed"
-    table = "\n".join(f"{prefix} {r['path']} on node {r['node']}" for r in result["remove"]) or "nothing to remove"
+    table = "\n".join(f"{prefix} {r['path']} on node {r['node']} ({r['what']})" for r in result["remove"])
+    table = (table or "nothing to remove") + "".join(f"\nkept {r['path']} on node {r['node']}: {r['what']}"
+                                                     for r in result["kept"])
     emit(result, opts.output, table=table + "\n")
 
 
 @restore_app.command("rollback")
-def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
+def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
     """Put back the data dirs the last restore set aside, with the same self-driving static pods."""
     from kubectl_dr.etcd.restore import manage
 
     opts, console = _restore_session(ctx)
     result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
-                             console.say)
+                             console.say, run)
     if isinstance(result, dict):
         table = "\n".join(f"(dry run) would put {n['putBack']} back on node {n['node']}" for n in result["nodes"])
         emit(result, opts.output, table=table + "\n")

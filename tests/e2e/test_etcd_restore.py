@@ -241,6 +241,56 @@ def test_killed_node_pod_rolls_back(single: Cluster, tmp_path: Path) -> None:
     c.kubectl("delete", "namespace", "killed", "--wait=false")
 
 
+def _stop_while_staging(c: Cluster, repo: Path, snap: str, sig: signal.Signals) -> str:
+    """A restore stopped by `sig` while the snapshot is restored on the node (after its record was written)."""
+    from tests.cli_runner import executable
+
+    env = clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, "--yes"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("restoring the snapshot into"):
+            proc.send_signal(sig)
+            break
+    rest = proc.communicate(timeout=180)[1]
+    assert proc.returncode == 130 and "handed over" not in rest, "".join(seen) + rest
+    return "".join(seen) + rest
+
+
+def test_aborted_restore_keeps_the_last_one(single: Cluster, tmp_path: Path) -> None:
+    """A restore stopped during staging does not become the node's last restore: the finished one before it can
+    still be rolled back; a later restore leaves the first one's old data dir, and finalize removes both."""
+    c, repo = single, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "orders", sleep_arg="3707")
+    node = c.control_planes[0]
+    parent = c.layout.etcd_data(node).parent
+    first = json.loads(ok(restore(c, repo, snap)).stdout)["runID"]
+    _stop_while_staging(c, repo, snap, signal.SIGTERM)
+
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    [row] = status["nodes"]
+    assert (row["runID"], row["state"], row["oldDataDirPresent"]) == (first, "restore: done", True), row
+    assert [(a["path"].rsplit("/", 1)[-1], a["finalizeRemoves"]) for a in row["setAside"]] == [
+        (f"etcd.before-{first}", True)]
+    assert "the last restore: `rollback` puts it back" in row["setAside"][0]["what"]
+    dry = ok(run_dr(c, repo, "etcd", "restore", "rollback", "--dry-run=client"))
+    assert f"would put /var/lib/etcd.before-{first} back on node {node}" in dry.stdout
+
+    # A second finished restore: the first one's old data dir is now of an earlier restore, still named.
+    second = json.loads(ok(restore(c, repo, snap)).stdout)["runID"]
+    table = ok(run_dr(c, repo, "etcd", "restore", "status")).stdout
+    assert f"etcd.before-{first}: the data from before restore {first}, an earlier restore" in table, table
+    assert f"etcd.before-{second}: the data from before restore {second}, the last restore" in table, table
+    done = ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
+    assert f"removed /var/lib/etcd.before-{first} on node {node}" in done.stdout, done.stdout
+    assert sorted(p.name for p in parent.iterdir() if p.name.startswith("etcd")) == ["etcd"]
+    assert not leftover_pods(c)
+    c.kubectl("delete", "namespace", "orders", "--wait=false")
+
+
 # ----------------------------------------------------------------------------------------- three members
 @pytest.fixture(scope="module", params=["3.5", "3.4"])
 def ha(request: pytest.FixtureRequest, cluster_factory: ClusterFactory) -> Cluster:
@@ -325,7 +375,11 @@ def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: P
         [d for d in dirs_before if d != "kubectl-dr"]
     assert not list(c.layout.host_path(node, DR_DIR).glob("*/snapshot.db*"))
     assert not (c.layout.manifests(node) / "kubectl-dr-etcd-restore.yaml").exists()
+    # The aborted run is not the node's last restore; asked for by its ID, it says what happened.
+    aborted = next((repo / snap).glob("etcd-restore-runbook-*.sh")).stem.removeprefix("etcd-restore-runbook-")
     status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    assert status["nodes"][0]["runID"] != aborted
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "--run", aborted, "-o", "json")).stdout)
     assert status["nodes"][0]["state"] == "aborted before the hand-over (nothing changed)"
     # The lease is free again: the next restore runs (and is dry here).
     ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client"))

@@ -34,7 +34,13 @@ from kubectl_dr.etcd.restore import nodescript
 from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
-from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, MANIFESTS_DIR, Target, initial_cluster, targets
+from kubectl_dr.etcd.restore.targets import (
+    KUBERNETES_DIR,
+    MANIFESTS_DIR,
+    Target,
+    initial_cluster,
+    targets,
+)
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY, HelperPod, managed_labels, pod_name
@@ -296,9 +302,10 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     node.sh(f"set -e; mkdir -p {run_dir}; test ! -e {shlex.quote(swap.in_pod(swap.incoming))}; "
             f"test ! -e {shlex.quote(swap.in_pod(swap.aside))}; test -d {shlex.quote(swap.in_pod(t.data_dir))}",
             what="checking the data dirs")
+    # The record only: LAST keeps naming the previous restore until this one is handed over (_hand_over), so an
+    # attempt that ends here leaves the earlier restore's rollback and finalize as they were.
     record = json.dumps({**p.record(), "node": t.node}, indent=1).encode()
-    node.sh(f"cat > {run_dir}/record.json && echo {p.run.id} > {HOST_DR}/{LAST}", stdin=record,
-            what="writing the run record")
+    node.sh(f"cat > {run_dir}/record.json", stdin=record, what="writing the run record")
     say(f"copying the snapshot ({p.snapshot.status.file_size} bytes) to node {t.node}")
     node.send_file(p.snapshot.path, p.snapshot.status.file_size, p.snapshot.status.sha256, f"{run_dir}/snapshot.db")
     say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
@@ -323,9 +330,12 @@ def _hand_over(node: NodePod, p: Plan, mode: str) -> None:
 
     manifest = yaml.safe_dump(nodescript.static_pod(p.swap(node.target, mode), p.helper_image)).encode()
     dest = f"{HOST_KUBERNETES}/manifests/{nodescript.MANIFEST_FILE}"
-    # Written beside and renamed: the kubelet never reads half a file. A dot file is not a pod.
+    # Written beside and renamed: the kubelet never reads half a file. A dot file is not a pod. LAST moves in the
+    # same command, right after the manifest: from then on this run is the node's last restore (its data dirs
+    # change), and not a moment before (a run that never got here changed nothing).
     node.sh(f"set -e; test ! -e {dest}; cat > {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp && "
-            f"mv {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp {dest}", stdin=manifest, what="handing over")
+            f"mv {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp {dest} && echo {p.run.id} > {HOST_DR}/{LAST}.tmp && "
+            f"mv {HOST_DR}/{LAST}.tmp {HOST_DR}/{LAST}", stdin=manifest, what="handing over")
 
 
 # ---------------------------------------------------------------------------------------------- after

@@ -11,9 +11,10 @@ import contextlib
 import json
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.etcd.errors import EtcdError
@@ -23,6 +24,52 @@ from kubectl_dr.etcd.restore.nodescript import HOST_DR
 from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, Target, targets
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Run
+
+# The two states a node of a finished run can be in: on the restored data, or on the data from before it.
+ON_RESTORED = ("restore: done", "rollback: rolled-back", "rollback: failed")
+ON_BEFORE = ("rollback: done", "restore: rolled-back", "restore: failed")
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A data dir a run set aside beside the live one (`etcd.before-RUN`, `etcd.restored-RUN`), and what it is."""
+
+    path: str  # on the node
+    run_id: str
+    what: str
+    removable: bool  # by finalize: no run in progress needs it, and no rollback of the last restore after finalize
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "runID": self.run_id, "what": self.what, "finalizeRemoves": self.removable}
+
+
+def describe(kind: str, run_id: str, restore: str, rollback: str, flags: str,
+             current: str | None) -> tuple[str, bool]:
+    """What a set-aside dir is, and whether finalize may remove it: from the last steps of its run's status files
+    on that node (empty: none) and the run's marks (a: aborted, f: finalized, r: record present)."""
+    name = f"restore {run_id}"
+    steps = f"restore {restore or 'never handed over'}, rollback {rollback or 'none'}"
+    if "r" not in flags and not restore:
+        return f"no record of {name} on this node: left alone", False
+    if (restore and restore not in nodescript.TERMINAL) or (rollback and rollback not in nodescript.TERMINAL):
+        return f"in use by {name}, still in progress on this node ({steps})", False
+    if "rollback-failed" in (restore, rollback):
+        return (f"{name} could not put its data dirs back on this node ({steps}): left alone, see "
+                "`kubectl dr etcd restore status -o yaml`"), False
+    if kind == "before":
+        if restore == nodescript.DONE and rollback in ("", nodescript.ROLLED_BACK, nodescript.FAILED):
+            if run_id == current:
+                return f"the data from before {name}, the last restore: `rollback` puts it back", True
+            return f"the data from before {name}, an earlier restore a later one replaced", True
+        return f"the data from before {name} ({steps}): left alone", False
+    if rollback == nodescript.DONE:
+        return f"the data {name} restored, set aside by its rollback", True
+    if restore in (nodescript.ROLLED_BACK, nodescript.FAILED):
+        return f"the data {name} restored, never in use ({restore} on this node)", True
+    if not restore:
+        why = "aborted before its hand-over" if "a" in flags else "killed before its hand-over, or staging now"
+        return f"the data {name} staged, never in use ({why})", True
+    return f"the data {name} restored ({steps}): left alone", False
 
 
 @dataclass
@@ -36,6 +83,7 @@ class NodeState:
     aborted: bool
     before_present: bool
     restored_present: bool
+    set_aside: list[SetAside] = field(default_factory=list)
 
     @property
     def state(self) -> str:
@@ -51,16 +99,24 @@ class NodeState:
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "runID": self.run_id, "state": self.state, "finalized": self.finalized,
                 "oldDataDirPresent": self.before_present, "restoredDataDirPresent": self.restored_present,
+                "setAside": [a.to_dict() for a in self.set_aside],
                 "restore": [{"time": t, "step": s, "detail": d} for t, s, d in self.restore],
                 "rollback": [{"time": t, "step": s, "detail": d} for t, s, d in self.rollback],
                 "record": self.record}
 
 
-def _read(node: NodePod) -> NodeState:
-    text = node.sh(f"cat {HOST_DR}/{job.LAST} 2>/dev/null; true", what="reading the last restore")
-    run_id = text.strip() or None
-    if run_id is None or not all(c.isalnum() or c in "-_" for c in run_id):
-        return NodeState(node.target.node, None, None, [], [], False, False, False, False)
+def _valid_run(run_id: str) -> bool:
+    return bool(run_id) and all(c.isalnum() or c in "-_" for c in run_id)
+
+
+def _read(node: NodePod, run: str | None = None) -> NodeState:
+    """The node's state of `run` (default: its last restore, LAST), and every data dir any run set aside."""
+    if run is None:
+        run = node.sh(f"cat {HOST_DR}/{job.LAST} 2>/dev/null; true", what="reading the last restore").strip()
+    run_id = run if _valid_run(run) else None
+    aside = _set_aside(node, run_id)
+    if run_id is None:
+        return NodeState(node.target.node, None, None, [], [], False, False, False, False, aside)
     d = f"{HOST_DR}/{run_id}"
     raw = node.sh(f"cat {d}/record.json 2>/dev/null; true", what="reading the run record")
     try:
@@ -81,7 +137,53 @@ def _read(node: NodePod) -> NodeState:
                               what="looking at the data dirs")
             before, restored = "before" in present, "restored" in present
     return NodeState(node.target.node, run_id, record, restore, rollback, "finalized" in marks, "aborted" in marks,
-                     before, restored)
+                     before, restored, aside)
+
+
+# One line per set-aside dir: KIND|RUN|last restore step|last rollback step|marks (a: aborted, f: finalized,
+# r: record present). P is the data dir as our pods see it, D our directory.
+_SET_ASIDE = r"""
+last() { tail -n 1 "$x/$1" 2>/dev/null | cut -d' ' -f2; }
+for d in "$P".before-* "$P".restored-*; do
+  [ -d "$d" ] || continue
+  case "$d" in "$P".before-*) k=before; r=${d#"$P".before-};; *) k=restored; r=${d#"$P".restored-};; esac
+  x="$D/$r"; f=
+  [ -e "$x/aborted" ] && f=a; [ -e "$x/finalized" ] && f="${f}f"; [ -e "$x/record.json" ] && f="${f}r"
+  printf '%s|%s|%s|%s|%s\n' "$k" "$r" "$(last status-restore)" "$(last status-rollback)" "$f"
+done
+true
+"""
+
+
+def _set_aside(node: NodePod, current: str | None) -> list[SetAside]:
+    """Every `DATA.before-RUN` and `DATA.restored-RUN` beside the node's data dir, whichever run left it."""
+    t = node.target
+    mounts = ((job.DR_DIR, HOST_DR), (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT))
+    prefix = nodescript.in_pod(t.data_dir, mounts)
+    out = node.sh(set_aside_script(prefix, HOST_DR), what="looking for data dirs set aside")
+    return parse_set_aside(out, t.data_dir, current)
+
+
+def set_aside_script(data_dir: str, dr_dir: str) -> str:
+    """The listing script for a data dir and our directory, both as the pod sees them."""
+    return f"P={shlex.quote(data_dir)}; D={shlex.quote(dr_dir)}\n{_SET_ASIDE}"
+
+
+def parse_set_aside(out: str, data_dir: str, current: str | None) -> list[SetAside]:
+    """The listing's lines, each described; `data_dir` is the node's path of the live data dir."""
+    found = []
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) != 5 or parts[0] not in ("before", "restored"):
+            continue
+        kind, run_id, restore, rollback, flags = parts
+        path = f"{data_dir}.{kind}-{run_id}"
+        if not _valid_run(run_id):
+            found.append(SetAside(path, run_id, "not named like a run of kubectl dr: left alone", False))
+            continue
+        what, removable = describe(kind, run_id, restore, rollback, flags, current)
+        found.append(SetAside(path, run_id, what, removable))
+    return found
 
 
 def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
@@ -92,73 +194,106 @@ def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
                                health_url="", metrics_url="", peers=0, readyz_url="")
 
 
-def states(kube: Kube, namespace: str, helper_image: str) -> list[NodeState]:
+def states(kube: Kube, namespace: str, helper_image: str, run: str | None = None) -> tuple[list[NodeState], str | None]:
+    """Every node's state of the run (default: its last restore), and when the nodes disagree about their last
+    restore, what settles it."""
     found = targets(kube)
     nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore status"), job.DR_DIR, KUBERNETES_DIR,
                       "etcd-restore-status")
     try:
-        return [_read(n) for n in nodes]
+        st = [_read(n, run) for n in nodes]
+        runs = {s.run_id for s in st}
+        return st, (_settle(nodes, st) if len(runs) > 1 else None)
     finally:
         for n in nodes:
             n.delete()
 
 
-def _one_run(found: list[NodeState]) -> str:
+def _settle(nodes: list[NodePod], st: list[NodeState]) -> str:
+    """Which of the runs the nodes name is finished on every node (each node on its restored data, or each on
+    the data from before it): the command that makes it every node's last restore. Newest first."""
+    for run_id in sorted({s.run_id for s in st if s.run_id}, reverse=True):  # run IDs begin with their time
+        there = {s.state for s in (_read(n, run_id) for n in nodes)} - {"finalized"}
+        if there and there <= set(ON_RESTORED):
+            return (f"every node finished restore {run_id}: `kubectl dr etcd restore finalize --run {run_id}` makes "
+                    f"it the last restore everywhere and removes what is set aside, `kubectl dr etcd restore rollback "
+                    f"--run {run_id}` puts the data from before it back")
+        if there and there <= set(ON_BEFORE):
+            return (f"every node is back on the data from before restore {run_id}: `kubectl dr etcd restore "
+                    f"finalize --run {run_id}` makes it the last restore everywhere and removes what is set aside")
+    return ("no restore finished on every node: `kubectl dr etcd restore status --run RUN` shows one run's steps on "
+            "every node; follow the break-glass runbook written by that restore")
+
+
+def _one_run(nodes: list[NodePod], found: list[NodeState]) -> str:
     runs = {s.run_id for s in found}
     if runs == {None}:
         raise EtcdError("no etcd restore was made on this cluster's control-plane nodes")
     if len(runs) != 1:
-        raise EtcdError(f"the control-plane nodes disagree about the last restore: "
-                        f"{', '.join(f'{s.node}: {s.run_id}' for s in found)}",
-                        hint="Follow the break-glass runbook written by that restore.")
+        raise EtcdError("the control-plane nodes disagree about the last restore: "
+                        + ", ".join(f"{s.node}: {s.run_id or 'none'} ({s.state})" for s in found),
+                        hint=_settle(nodes, found))
     return str(next(iter(runs)))
 
 
-def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool) -> dict[str, Any]:
-    """Remove the old data dirs of the last restore, once every node finished it."""
+def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
+             run: str | None = None) -> dict[str, Any]:
+    """Remove every data dir a finished run set aside, once every node finished the last restore (or `run`)."""
     found = targets(kube)
-    nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore finalize"), job.DR_DIR,
-                      KUBERNETES_DIR, "etcd-restore-finalize")
+    me = Run("etcd restore finalize")
+    # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
+    lease = None if dry_run else job.take_lease(kube, namespace, me, console.say)
+    nodes = start_all(kube, found, namespace, helper_image, me, job.DR_DIR, KUBERNETES_DIR, "etcd-restore-finalize")
     try:
-        st = [_read(n) for n in nodes]
-        run_id = _one_run(st)
-        bad = [f"{s.node} ({s.state})" for s in st if s.state not in ("restore: done", "rollback: done",
-                                                                          "finalized")]
-        if bad:
-            raise EtcdError(f"restore {run_id} did not finish on every node: {', '.join(bad)}",
-                            hint="Only a restore (or rollback) that finished everywhere can be finalized.")
-        removals = []
-        for n, s in zip(nodes, st, strict=True):
-            if s.finalized:
-                continue
-            swap = _swap(s.record or {}, n.target)
-            # After a restore the old data sits aside; after a rollback the restored one does.
-            gone = swap.aside if s.state == "restore: done" else swap.incoming
-            removals.append((n, swap.in_pod(gone), gone))
+        st = [_read(n, run) for n in nodes]
+        run_id = _one_run(nodes, st)
+        there = {s.state for s in st} - {"finalized"}
+        if not (there <= set(ON_RESTORED) or there <= set(ON_BEFORE)):
+            raise EtcdError(f"restore {run_id} did not finish the same way on every node: "
+                            f"{', '.join(f'{s.node} ({s.state})' for s in st)}",
+                            hint="Only a restore (or rollback) that finished everywhere can be finalized; "
+                                 "`kubectl dr etcd restore status` shows each node's steps.")
+        removals = [(n, a) for n, s in zip(nodes, st, strict=True) for a in s.set_aside if a.removable]
         plan = {"kind": "EtcdRestoreFinalize", "runID": run_id, "dryRun": dry_run,
-                "remove": [{"node": n.target.node, "path": host} for n, _, host in removals]}
-        if dry_run or not removals:
+                "remove": [{"node": n.target.node, "path": a.path, "what": a.what} for n, a in removals],
+                "kept": [{"node": s.node, "path": a.path, "what": a.what}
+                         for s in st for a in s.set_aside if not a.removable]}
+        if dry_run:
             return plan
-        console.confirm(f"delete the old etcd data dirs of restore {run_id} on "
-                        f"{', '.join(n.target.node for n, _, _ in removals)} (no rollback after this)")
-        for n, path, host in removals:
-            console.say(f"removing {host} on node {n.target.node}")
-            n.sh(f"rm -rf {shlex.quote(path)} && touch {HOST_DR}/{run_id}/finalized", what="finalizing")
+        if removals:
+            where = ", ".join(sorted({n.target.node for n, _ in removals}))
+            console.confirm(f"delete the etcd data dirs set aside on {where} ({len(removals)} in all; no rollback "
+                            f"of restore {run_id} after this)")
+        for n, a in removals:
+            console.say(f"removing {a.path} on node {n.target.node}")
+            n.sh(f"rm -rf {shlex.quote(_in_pod(n.target, a.path))}", what="finalizing")
+        for n in nodes:
+            # The run is settled as this node's last restore, and marked done with.
+            n.sh(f"set -e; mkdir -p {HOST_DR}/{run_id}; touch {HOST_DR}/{run_id}/finalized; "
+                 f"echo {run_id} > {HOST_DR}/{job.LAST}.tmp; mv {HOST_DR}/{job.LAST}.tmp {HOST_DR}/{job.LAST}",
+                 what="finalizing")
         return plan
     finally:
         for n in nodes:
             n.delete()
+        if lease is not None:
+            cleanup.current().run(lease)
+
+
+def _in_pod(t: Target, host_path: str) -> str:
+    return nodescript.in_pod(host_path, ((job.DR_DIR, HOST_DR),
+                                         (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT)))
 
 
 def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
-             say: Callable[[str], None]) -> job.Outcome | dict[str, Any]:
+             say: Callable[[str], None], run_id: str | None = None) -> job.Outcome | dict[str, Any]:
     """Put the old data dirs back with the same self-driving static pods, the other way round."""
     found = targets(kube)
     run = Run("etcd restore rollback")
     nodes = start_all(kube, found, namespace, helper_image, run, job.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback")
     try:
-        st = [_read(n) for n in nodes]
-        run_id = _one_run(st)
+        st = [_read(n, run_id) for n in nodes]
+        run_id = _one_run(nodes, st)
         bad = [f"{s.node} ({s.state}{'' if s.before_present else ', old data dir gone'})" for s in st
                if s.state != "restore: done" or not s.before_present]
         if bad:

@@ -321,6 +321,47 @@ def test_restore_three_members(ha: Cluster, tmp_path: Path) -> None:
     c.kubectl("delete", "namespace", "three", "--wait=false")
 
 
+@pytest.fixture(scope="module")
+def ha35(cluster_factory: ClusterFactory) -> Cluster:
+    """The 3.5 cluster of `ha`, for what does not depend on the etcd version."""
+    return cluster_factory(control_planes=3, workers=1, etcd_version="3.5", exec_protocols=OWN)
+
+
+def _mirror(c: Cluster, name: str) -> bool:
+    out = c.kubectl("get", "pod", "-n", "kube-system", name, "--ignore-not-found", "-o", "name")
+    return bool(out.stdout.strip())
+
+
+def test_member_down_is_refused(ha35: Cluster, tmp_path: Path) -> None:
+    """One etcd static pod stopped: the restore names it and refuses before anything changes, from the API
+    servers' side (its node still runs one) and, with that stopped too, from etcd's own member list."""
+    c, repo = ha35, tmp_path / "repo"
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", "-o", "json")).stdout)["id"]
+    last = c.control_planes[-1]
+    records = {n: sorted(c.layout.host_path(n, DR_DIR).glob("*")) for n in c.control_planes}
+    parked = []
+    try:
+        for name in ("etcd.yaml", "kube-apiserver.yaml"):
+            c.park_manifest(last, name)
+            parked.append(name)
+            pod_name = f"{name.removesuffix('.yaml')}-{last}"
+            eventually(lambda pod_name=pod_name: not _mirror(c, pod_name), what=f"{pod_name} to stop")  # type: ignore[misc]
+            for dry in (("--dry-run=client",), ()) if name == "etcd.yaml" else ((),):
+                refused = run_dr(c, repo, "etcd", "restore", "--from", snap, "--yes", "--node-timeout", "10", *dry)
+                assert refused.returncode == 1, refused.stdout + refused.stderr
+                why = (f"node {last} runs a kube-apiserver static pod but no etcd static pod"
+                       if name == "etcd.yaml" else f"etcd member {last} (")
+                assert why in refused.stderr and f"kubectl dr etcd member replace {last}" in refused.stderr, \
+                    refused.stderr
+    finally:
+        for name in reversed(parked):
+            c.unpark_manifest(last, name)
+    # Nothing changed: no record of a run on any node, no pod of ours.
+    assert {n: sorted(c.layout.host_path(n, DR_DIR).glob("*")) for n in c.control_planes} == records
+    assert not leftover_pods(c)
+    all_healthy(c, repo)
+
+
 def test_member_never_healthy_rolls_back_every_node(ha: Cluster, tmp_path: Path) -> None:
     """One node's restored member cannot start: the other two form a quorum but never see all their peers, so
     every node times out and goes back; the old cluster returns whole with everything written before."""

@@ -30,6 +30,7 @@ from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.etcd import encryption
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
+from kubectl_dr.etcd.model import MemberInfo
 from kubectl_dr.etcd.restore import nodescript
 from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
@@ -38,7 +39,9 @@ from kubectl_dr.etcd.restore.targets import (
     KUBERNETES_DIR,
     MANIFESTS_DIR,
     Target,
+    apiserver_nodes,
     initial_cluster,
+    left_out,
     targets,
 )
 from kubectl_dr.etcd.topology import Discovered
@@ -200,6 +203,7 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
     image tags (kubeadm's registry.k8s.io/etcd:X.Y.Z-N), and the plan says so."""
     found = targets(kube)
     say(f"etcd members: {', '.join(f'{t.name} on {t.node}' for t in found)}")
+    _refuse_left_out(found, apiserver_nodes(kube), None)
     images = sorted({t.member.image for t in found})
     image = etcd_image or images[0]
     if dry_run:
@@ -222,6 +226,7 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
         raise EtcdError(f"the members run different etcd versions ({', '.join(versions)}): finish the upgrade "
                         "first")
     cluster_version = versions[0]
+    _refuse_left_out(found, [], status.members)
     unhealthy = [e.endpoint for e in status.endpoints if not e.healthy]
     if unhealthy:
         say(f"warning: members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
@@ -237,6 +242,19 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
                       pods=_names(kube, "/api/v1/pods"))
     planned.node_timeout = node_timeout
     return planned
+
+
+def _refuse_left_out(found: list[Target], api_nodes: list[str], members: list[MemberInfo] | None) -> None:
+    missing = left_out(found, api_nodes, members)
+    if missing:
+        # kubeadm names each member after its node: that is the node to look at.
+        nodes = sorted(set(api_nodes) - {t.node for t in found}) or sorted(
+            m.name for m in members or [] if m.name and m.name not in {t.name for t in found})
+        node = nodes[0] if nodes else "NODE"
+        raise EtcdError(f"the restore would leave out part of the control plane: {'; '.join(missing)}",
+                        hint=f"Every member must be restored at once. Start its etcd static pod again ({MANIFESTS_DIR}"
+                             f"/etcd.yaml on node {node}) and wait until `kubectl dr etcd status` shows it healthy, "
+                             f"or replace the member first: `kubectl dr etcd member replace {node}`.")
 
 
 def _check_snapshot(snapshot: LocalSnapshot, cluster_version: str) -> None:

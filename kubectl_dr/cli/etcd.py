@@ -478,10 +478,16 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
     _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 
 
+def _revision(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
 def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     lines = [f"etcd {outcome.mode} {outcome.run_id} completed on every node"]
     if outcome.revision_before is not None or outcome.revision_after is not None:
-        lines.append(f"revision: {outcome.revision_before} before, {outcome.revision_after} after")
+        # A revision nobody could read is said so, not printed as "None".
+        lines.append(f"revision: {_revision(outcome.revision_before)} before, {_revision(outcome.revision_after)} "
+                     "after")
     if outcome.members:
         lines.append(f"members: {', '.join(outcome.members)}")
     for name, (before, after) in sorted(outcome.counts.items()):
@@ -553,18 +559,37 @@ def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busy
 
 
 @restore_app.command("rollback")
-def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
-    """Put back the data dirs the last restore set aside, with the same self-driving static pods."""
+def restore_rollback(
+    ctx: typer.Context,
+    helper_image: HelperImageOption = "busybox",
+    run: RunOption = None,
+    no_bump_revision: Annotated[bool, typer.Option("--no-bump-revision", help=(
+        "Put the old data dirs back as they are, without moving the revision past the restored cluster's (the only "
+        "way with etcd 3.4 images). Watching clients then miss the change until restarted."))] = False,
+    node_timeout: Annotated[int, typer.Option("--node-timeout", metavar="SECONDS", min=10, help=(
+        "How long each node waits for the cluster to form again before it goes back to the restored data."))] = 300,
+    restart_kubelets: Annotated[bool, typer.Option("--restart-kubelets", help=(
+        "After the rollback, restart the kubelet on every node, as after a restore."))] = False,
+) -> None:
+    """Put back the data from before the last restore, with the same self-driving static pods.
+
+    Like the restore, the revision moves past the restored cluster's (--bump-revision): every node starts from
+    the newest of the nodes' old databases, rebuilt beside the live data dir. The old data dirs stay until
+    `finalize`."""
     from kubectl_dr.etcd.restore import manage
+    from kubectl_dr.runs import Run
 
     opts, console = _restore_session(ctx)
     result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
-                             console.say, run)
+                             console.say, run, no_bump=no_bump_revision, node_timeout=node_timeout)
     if isinstance(result, dict):
-        table = "\n".join(f"(dry run) would put {n['putBack']} back on node {n['node']}" for n in result["nodes"])
+        bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
+                else ", WITHOUT a revision bump")
+        table = "\n".join(f"(dry run) would put {n['putBack']} back on node {n['node']} (as {n['as']}{bump})"
+                          for n in result["nodes"])
         emit(result, opts.output, table=table + "\n")
         return
-    _render_outcome(opts, result)
+    _finish_restore(opts, console, result, Run("etcd restore rollback"), helper_image, restart_kubelets)
 
 
 # --- membership ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -170,8 +171,15 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
 
     # A rollback puts the data from before the restore back: "after" is there again, "deleted-later" gone.
     c.kubectl("-n", "one", "create", "configmap", "made-after-restore")
-    rolled = json.loads(ok(run_dr(c, repo, "etcd", "restore", "rollback", "--yes", "-o", "json")).stdout)
-    assert rolled["succeeded"] is True and rolled["mode"] == "rollback"
+    # It moves the revision past the restored cluster's, as the restore did (the clients saw those revisions),
+    # and restarts the kubelets when asked to.
+    dry = ok(run_dr(c, repo, "etcd", "restore", "rollback", "--dry-run=client")).stdout
+    assert f"/var/lib/etcd.rollback-{result['runID']}, revision moved forward by at least 1,000,000,000" in dry
+    table = ok(run_dr(c, repo, "etcd", "restore", "rollback", "--yes", "--restart-kubelets")).stdout
+    assert f"etcd rollback {result['runID']} completed on every node" in table and "None" not in table, table
+    before, after = map(int, re.search(r"revision: (\d+) before, (\d+) after", table).groups())  # type: ignore[union-attr]
+    assert after > before + BUMP // 2 and before > BUMP, table
+    assert "kubelet on cp-1: restarted" in table, table
     assert configmaps(c, "one") == {"before", "after"}
     all_healthy(c, repo)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left after the rollback")
@@ -315,9 +323,22 @@ def test_restore_three_members(ha: Cluster, tmp_path: Path) -> None:
         assert [(r["node"], r["result"]) for r in result["kubeletRestarts"]] == [
             (n, "restarted") for n in sorted([*c.control_planes, *c.workers])]
         assert not leftover_pods(c)
+    # The rollback on every member: with the bump (3.5) from one node's old database; with 3.4 refused, with the
+    # reason, unless the user accepts putting the old data back as it was.
+    if not bump:
+        refused = run_dr(c, repo, "etcd", "restore", "rollback", "--yes")
+        assert refused.returncode == 1 and "no rollback tool with --bump-revision" in refused.stderr, refused.stderr
+        assert "--no-bump-revision" in refused.stderr and configmaps(c, "three") == {"before", "deleted-later"}
+    rolled = json.loads(ok(run_dr(c, repo, "etcd", "restore", "rollback", "--yes", "-o", "json",
+                                  *([] if bump else ["--no-bump-revision"]))).stdout)
+    assert configmaps(c, "three") == {"before", "after"}
+    if bump:
+        assert rolled["revisionAfter"] > rolled["revisionBefore"] > BUMP
+    all_healthy(c, repo)
     ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     for node in c.control_planes:
-        assert not list(c.layout.etcd_data(node).parent.glob("etcd.before-*"))
+        assert sorted(p.name for p in c.layout.etcd_data(node).parent.iterdir() if p.name.startswith("etcd")) == \
+            ["etcd"]
     c.kubectl("delete", "namespace", "three", "--wait=false")
 
 

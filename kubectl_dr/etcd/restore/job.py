@@ -83,11 +83,17 @@ class Plan:
     nodes_before: list[str] = field(default_factory=list)
     pods_before: list[str] = field(default_factory=list)
     node_timeout: int = 300  # how long each node waits for the new cluster to form before it rolls back
+    bump_by: int = BUMP  # a rollback moves the revision past the current one by BUMP
 
     def swap(self, target: Target, mode: str) -> NodeSwap:
         restored = f"{target.data_dir}.restored-{self.run.id}"
         before = f"{target.data_dir}.before-{self.run.id}"
-        incoming, aside = (restored, before) if mode == "restore" else (before, restored)
+        if mode == "restore":
+            incoming, aside = restored, before
+        elif self.bump:  # a rollback that moves the revision forward runs on a copy of the old data, rebuilt
+            incoming, aside = rollback_dir(target.data_dir, self.run.id), restored
+        else:
+            incoming, aside = before, restored
         return NodeSwap(run_id=self.run.id, mode=mode, node=target.node, kubernetes_dir=KUBERNETES_DIR,
                         manifests_dir=MANIFESTS_DIR, data_dir=target.data_dir, incoming=incoming, aside=aside,
                         dr_dir=DR_DIR, health_url=f"{target.metrics_url}/health?serializable=false",
@@ -138,6 +144,24 @@ class Plan:
                  + (f"revision bumped by {BUMP:,}" if self.bump else "WITHOUT a revision bump")]
         lines += [f"  {s}" for t in self.targets for s in self.node_steps(t)]
         return "\n".join(lines) + "\n"
+
+
+def rollback_dir(data_dir: str, run_id: str) -> str:
+    """Where a rollback that bumps the revision rebuilds the data from before a restore."""
+    return f"{data_dir}.rollback-{run_id}"
+
+
+def can_bump(tool_version: str, image: str, no_bump: bool, what: str = "restore") -> bool:
+    """Whether the etcdctl of `image` bumps the revision; refused (with the reason) when it cannot and the user did
+    not accept that with --no-bump-revision."""
+    has_bump = BUMP_SINCE <= _version_tuple(tool_version) < (3, 6)
+    if not has_bump and not no_bump:
+        raise EtcdError(f"no {what} tool with --bump-revision: {image} has etcdctl {tool_version} (the bump needs "
+                        "etcdctl ≥ 3.5.10)",
+                        hint=f"{NO_BUMP_RISK} To {what} anyway and restart those clients yourself, pass "
+                             "--no-bump-revision" + ("; or give --etcd-image an etcd image of the same minor whose "
+                                                     "etcdctl has the bump." if what == "restore" else "."))
+    return has_bump and not no_bump
 
 
 # ------------------------------------------------------------------------------------------- preflight
@@ -277,21 +301,15 @@ def _decide(found: list[Target], snapshot: LocalSnapshot, versions: list[str], t
     if minor_of(tool_version) != minor_of(cluster_version):
         raise EtcdError(f"{image} has etcdctl {tool_version}, the cluster runs etcd {cluster_version}",
                         hint="--etcd-image must be an etcd image of the cluster's major.minor.")
-    has_bump = BUMP_SINCE <= _version_tuple(tool_version) < (3, 6)
     if _version_tuple(tool_version) >= (3, 6):
         raise EtcdError(f"etcdctl {tool_version} no longer restores snapshots (etcd 3.6 moved it to etcdutl, which "
                         "the kubeadm etcd images do not ship)",
                         hint="kubectl dr restores with etcdctl of etcd 3.5 or 3.4 only; for etcd 3.6 follow the "
                              "break-glass runbook (etcdutl on the nodes).")
-    if not has_bump and not no_bump:
-        raise EtcdError(f"no restore tool with --bump-revision: {image} has etcdctl {tool_version} (the bump needs "
-                        "etcdctl ≥ 3.5.10)",
-                        hint=f"{NO_BUMP_RISK} To restore anyway and restart those clients yourself, pass "
-                             "--no-bump-revision; or give --etcd-image an etcd image of the same minor whose etcdctl "
-                             "has the bump.")
+    bump = can_bump(tool_version, image, no_bump)
     del say
-    return Plan(run=run, targets=found, snapshot=snapshot, image=image, tool_version=tool_version,
-                bump=has_bump and not no_bump, token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",
+    return Plan(run=run, targets=found, snapshot=snapshot, image=image, tool_version=tool_version, bump=bump,
+                token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",
                 initial_cluster=initial_cluster(found), cluster_version=cluster_version, revision_before=revision,
                 helper_image=helper_image, namespace=namespace, counts_before=counts, nodes_before=nodes,
                 pods_before=pods)

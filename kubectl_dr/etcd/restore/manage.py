@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import shlex
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
+from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.restore import job, nodescript
-from kubectl_dr.etcd.restore.nodepod import NodePod, start_all
+from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DR
-from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, Target, targets
+from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, Target, initial_cluster, targets
+from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
+from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Run
 
@@ -56,7 +62,14 @@ def describe(kind: str, run_id: str, restore: str, rollback: str, flags: str,
     if "rollback-failed" in (restore, rollback):
         return (f"{name} could not put its data dirs back on this node ({steps}): left alone, see "
                 "`kubectl dr etcd restore status -o yaml`"), False
+    if kind == "rollback":
+        if rollback in ("", nodescript.ROLLED_BACK, nodescript.FAILED):
+            why = f"the rollback {rollback} on this node" if rollback else "the rollback was never handed over"
+            return f"the data from before {name} as its rollback rebuilt it, never in use ({why})", True
+        return f"the data from before {name} as its rollback rebuilt it ({steps}): left alone", False
     if kind == "before":
+        if restore == nodescript.DONE and rollback == nodescript.DONE:
+            return f"the data from before {name}, as it was (its rollback runs on a copy, revision moved)", True
         if restore == nodescript.DONE and rollback in ("", nodescript.ROLLED_BACK, nodescript.FAILED):
             if run_id == current:
                 return f"the data from before {name}, the last restore: `rollback` puts it back", True
@@ -144,9 +157,13 @@ def _read(node: NodePod, run: str | None = None) -> NodeState:
 # r: record present). P is the data dir as our pods see it, D our directory.
 _SET_ASIDE = r"""
 last() { tail -n 1 "$x/$1" 2>/dev/null | cut -d' ' -f2; }
-for d in "$P".before-* "$P".restored-*; do
+for d in "$P".before-* "$P".restored-* "$P".rollback-*; do
   [ -d "$d" ] || continue
-  case "$d" in "$P".before-*) k=before; r=${d#"$P".before-};; *) k=restored; r=${d#"$P".restored-};; esac
+  case "$d" in
+    "$P".before-*) k=before; r=${d#"$P".before-};;
+    "$P".restored-*) k=restored; r=${d#"$P".restored-};;
+    *) k=rollback; r=${d#"$P".rollback-};;
+  esac
   x="$D/$r"; f=
   [ -e "$x/aborted" ] && f=a; [ -e "$x/finalized" ] && f="${f}f"; [ -e "$x/record.json" ] && f="${f}r"
   printf '%s|%s|%s|%s|%s\n' "$k" "$r" "$(last status-restore)" "$(last status-rollback)" "$f"
@@ -156,7 +173,8 @@ true
 
 
 def _set_aside(node: NodePod, current: str | None) -> list[SetAside]:
-    """Every `DATA.before-RUN` and `DATA.restored-RUN` beside the node's data dir, whichever run left it."""
+    """Every `DATA.before-RUN`, `DATA.restored-RUN` and `DATA.rollback-RUN` beside the node's data dir, whichever
+    run left it."""
     t = node.target
     mounts = ((job.DR_DIR, HOST_DR), (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT))
     prefix = nodescript.in_pod(t.data_dir, mounts)
@@ -174,7 +192,7 @@ def parse_set_aside(out: str, data_dir: str, current: str | None) -> list[SetAsi
     found = []
     for line in out.splitlines():
         parts = line.split("|")
-        if len(parts) != 5 or parts[0] not in ("before", "restored"):
+        if len(parts) != 5 or parts[0] not in ("before", "restored", "rollback"):
             continue
         kind, run_id, restore, rollback, flags = parts
         path = f"{data_dir}.{kind}-{run_id}"
@@ -286,11 +304,16 @@ def _in_pod(t: Target, host_path: str) -> str:
 
 
 def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
-             say: Callable[[str], None], run_id: str | None = None) -> job.Outcome | dict[str, Any]:
-    """Put the old data dirs back with the same self-driving static pods, the other way round."""
+             say: Callable[[str], None], run_id: str | None = None, *, no_bump: bool = False,
+             node_timeout: int = 300) -> job.Outcome | dict[str, Any]:
+    """Put the data from before the restore back with the same self-driving static pods, the other way round.
+
+    The clients saw the restored cluster's revisions, so the old data comes back with its revision moved past
+    them, as a restore does: one node's old database (the newest) is restored with --bump-revision into a new
+    data dir on every node, and that dir is swapped in. The old data dirs themselves stay until `finalize`."""
     found = targets(kube)
-    run = Run("etcd restore rollback")
-    nodes = start_all(kube, found, namespace, helper_image, run, job.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback")
+    me = Run("etcd restore rollback")
+    nodes = start_all(kube, found, namespace, helper_image, me, job.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback")
     try:
         st = [_read(n, run_id) for n in nodes]
         run_id = _one_run(nodes, st)
@@ -301,35 +324,116 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
                             hint="A rollback needs a restore that finished on every node and its old data dirs "
                                  "(kept until `finalize`).")
         record = st[0].record or {}
+        image = str(record.get("image") or "")
+        # A dry run starts no pod: the tool's version then comes from the image tag, as for a restore.
+        tool = (job.image_version(image) or "unknown") if dry_run else job._tool(kube, found[0], namespace, image, me)
+        bump = job.can_bump(tool, image, no_bump, "rollback")
+        p = _plan_from_record(record, found, namespace, helper_image, bump=bump, node_timeout=node_timeout)
         plan = {"kind": "EtcdRestoreRollback", "runID": run_id, "dryRun": dry_run,
-                "nodes": [{"node": n.target.node, "putBack": _swap(s.record or {}, n.target).aside}
-                          for n, s in zip(nodes, st, strict=True)]}
+                "bumpRevision": job.BUMP if bump else None,
+                "nodes": [{"node": n.target.node, "putBack": _swap(s.record or {}, n.target).aside,
+                           "as": p.swap(n.target, "rollback").incoming} for n, s in zip(nodes, st, strict=True)]}
         if dry_run:
             return plan
+        if not bump:
+            console.warn(job.NO_BUMP_RISK)
         console.confirm(f"roll etcd back to the data it had before restore {run_id} on every control-plane node "
                         "(the API server is down meanwhile; changes made since the restore are set aside)")
-        p = _plan_from_record(record, found, namespace, helper_image)
-        for n in nodes:
-            _hand_over_rollback(n, p)
-        say("handed over: the nodes put their old data dirs back on their own")
+        _hand_over_all(kube, p, nodes, st, say)
     finally:
         for n in nodes:
             with contextlib.suppress(DrError):
                 n.delete()
-    return job.finish(kube, run_id, "rollback", found, namespace, helper_image, say)
+    return job.finish(kube, run_id, "rollback", found, namespace, helper_image, say, plan=p)
 
 
-def _plan_from_record(record: dict[str, Any], found: list[Target], namespace: str, helper_image: str) -> job.Plan:
+def _hand_over_all(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeState],
+                   say: Callable[[str], None]) -> None:
+    """What the rollback compares with afterwards, the rebuilt data dirs (when bumped), then the hand-over under
+    the restore lease (no restore or rollback stages beside us)."""
+    stack = cleanup.current()
+    lease = job.take_lease(kube, p.namespace, p.run, say)
+    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace)
+    p.revision_before = max((e.revision or 0 for e in status.endpoints), default=None)
+    p.counts_before, p.nodes_before = job._count(kube), job._names(kube, "/api/v1/nodes")
+    p.pods_before = job._names(kube, "/api/v1/pods")
+    steps: list[cleanup.UndoStep | None] = [None] * len(nodes)
+    if p.bump:
+        steps = list(_stage_rollback(kube, p, nodes, st, say))
+    stack.run(lease)
+    for node, step in zip(nodes, steps, strict=True):
+        if step is not None:
+            stack.discard(step)  # handed over: the node decides about its rebuilt dir from here
+        job._hand_over(node, p, "rollback")
+    say("handed over: the nodes put the data from before the restore back on their own")
+
+
+def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeState],
+                    say: Callable[[str], None]) -> list[cleanup.UndoStep]:
+    """Every node gets the same database: the newest of the nodes' old ones (all members must start from one
+    state), restored with the revision moved past the current one into `DATA.rollback-RUN`."""
+    with tempfile.TemporaryDirectory(prefix="kubectl-dr-rollback-") as tmp:
+        best: tuple[Path, SnapshotStatus, str] | None = None
+        for n, s in zip(nodes, st, strict=True):
+            before = _swap(s.record or {}, n.target).aside
+            local = Path(tmp) / f"{n.target.node}.db"
+            say(f"reading the database of {before} on node {n.target.node}")
+            n.fetch(_in_pod(n.target, f"{before}/member/snap/db"), local)
+            status = verify_snapshot(local, require_trailer=False)
+            if best is None or status.revision > best[1].revision:
+                best = (local, status, n.target.node)
+        assert best is not None
+        local, status, source = best
+        p.bump_by = max((p.revision_before or 0) - status.revision, 0) + job.BUMP
+        say(f"every member starts from node {source}'s old database (revision {status.revision}), revision "
+            f"moved forward by {p.bump_by:,}")
+        stack = cleanup.current()
+        steps = []
+        for n in nodes:
+            steps.append(stack.push(f"remove the staged rollback on node {n.target.node}",
+                                    lambda n=n: _unstage_rollback(n, p)))  # type: ignore[misc]
+        for n in nodes:
+            _restore_copy(kube, p, n, local, status, say)
+    return steps
+
+
+def _restore_copy(kube: Kube, p: job.Plan, n: NodePod, local: Path, status: SnapshotStatus,
+                  say: Callable[[str], None]) -> None:
+    t = n.target
+    swap = p.swap(t, "rollback")
+    run_dir = f"{HOST_DR}/{p.run.id}"
+    incoming = shlex.quote(swap.in_pod(swap.incoming))
+    n.sh(f"set -e; rm -rf {incoming}; test ! -e {shlex.quote(swap.in_pod(swap.aside))}", what="checking the data dirs")
+    n.send_file(local, status.file_size, status.sha256, f"{run_dir}/rollback.db")
+    say(f"rebuilding the old data into {swap.incoming} on node {t.node}")
+    args = ["etcdctl", "snapshot", "restore", f"{nodescript.HOST_DR}/{p.run.id}/rollback.db", "--skip-hash-check",
+            f"--name={t.name}", f"--data-dir={swap.in_pod(swap.incoming)}", f"--initial-cluster={p.initial_cluster}",
+            f"--initial-cluster-token={p.token}", f"--initial-advertise-peer-urls={','.join(t.peer_urls)}",
+            f"--bump-revision={p.bump_by}", "--mark-compacted"]
+    parent = t.data_dir.rsplit("/", 1)[0] or "/"
+    spec = job._image_pod(t, p.namespace, p.image, p.run, "rollback", args,
+                          [("kubectl-dr", job.DR_DIR, nodescript.HOST_DR),
+                           ("etcd-parent", parent, nodescript.HOST_DATA_PARENT)])
+    run_to_end(kube, spec, t, "etcdctl snapshot restore (rollback)")
+    n.sh(f"set -e; test -s {incoming}/member/snap/db; chmod 700 {incoming}; rm -f {run_dir}/rollback.db",
+         what="checking the rebuilt dir")
+
+
+def _unstage_rollback(n: NodePod, p: job.Plan) -> None:
+    swap = p.swap(n.target, "rollback")
+    n.sh(f"rm -rf {shlex.quote(swap.in_pod(swap.incoming))} {HOST_DR}/{p.run.id}/rollback.db "
+         f"{HOST_DR}/{p.run.id}/rollback.db.part", what="removing the staged rollback")
+
+
+def _plan_from_record(record: dict[str, Any], found: list[Target], namespace: str, helper_image: str, *,
+                      bump: bool, node_timeout: int) -> job.Plan:
     run = Run("etcd restore rollback", id=str(record["runID"]))
     by_node = {m["node"]: m for m in record.get("members") or []}
     for t in found:
         if t.node not in by_node or by_node[t.node]["dataDir"] != t.data_dir:
             raise EtcdError(f"node {t.node} is not the member restore {record['runID']} recorded",
                             hint="The control plane changed since the restore; follow the runbook by hand.")
-    return job.Plan(run=run, targets=found, snapshot=None, image="",
-                    tool_version="", bump=False, token="", initial_cluster="", cluster_version="",
-                    revision_before=None, helper_image=helper_image, namespace=namespace)
-
-
-def _hand_over_rollback(node: NodePod, p: job.Plan) -> None:
-    job._hand_over(node, p, "rollback")
+    token = f"kubectl-dr-{run.id.lower()}-rollback-{secrets.token_hex(2)}"
+    return job.Plan(run=run, targets=found, snapshot=None, image=str(record.get("image") or ""), tool_version="",
+                    bump=bump, token=token, initial_cluster=initial_cluster(found), cluster_version="",
+                    revision_before=None, helper_image=helper_image, namespace=namespace, node_timeout=node_timeout)

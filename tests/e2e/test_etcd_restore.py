@@ -383,6 +383,75 @@ def test_member_down_is_refused(ha35: Cluster, tmp_path: Path) -> None:
     all_healthy(c, repo)
 
 
+def test_early_failure_calls_the_run_off_everywhere(ha35: Cluster, tmp_path: Path) -> None:
+    """One node's script refuses at its first checks: every node ends at once, before any API server stopped,
+    and the final message gives that node's reason; the earlier restore stays the last one."""
+    c, repo = ha35, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "early", sleep_arg="3708")
+    last = c.control_planes[-1]
+    parent = c.layout.host_path(last, "/var/lib")
+    staged_before = set(parent.glob("etcd.restored-*"))
+    status_before = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    injected: list[Path] = []
+    stop = threading.Event()
+
+    def block_the_swap() -> None:  # once the node's restored dir is complete, its aside name is taken
+        while not stop.is_set() and not injected:
+            for staged in set(parent.glob("etcd.restored-*")) - staged_before:
+                if (staged / "member" / "snap" / "db").exists():
+                    aside = parent / staged.name.replace(".restored-", ".before-")
+                    aside.mkdir()
+                    injected.append(aside)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=block_the_swap, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        result = restore(c, repo, snap, "--node-timeout", "120")
+    finally:
+        stop.set()
+        watcher.join(10)
+    took = time.monotonic() - started
+    try:
+        assert injected, "the failure was never injected"
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{last}: " in result.stderr and "already exists: nothing was changed" in result.stderr, result.stderr
+        assert took < 100, f"the run took {took:.0f}s: the other nodes waited for their timeouts"
+        run_id = injected[0].name.rsplit("before-", 1)[-1]
+        for node in c.control_planes:
+            [status] = c.layout.host_path(node, DR_DIR).glob(f"{run_id}/status-restore")
+            steps = [line.split(" ")[1] for line in status.read_text().splitlines()]
+            assert "stopped-control-plane" not in steps and steps[-1] == "failed", (node, steps)
+            assert not list(c.layout.host_path(node, "/var/lib").glob(f"etcd.restored-{run_id}"))
+        assert configmaps(c, "early") == {"before", "after"} and sleeping("3708")
+        status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+        assert [n["runID"] for n in status["nodes"]] == [n["runID"] for n in status_before["nodes"]]
+
+        # A client killed between two nodes' go leaves them naming different last restores: each node is shown,
+        # with the command that settles it (the run every node finished; this one changed nothing).
+        pointer = c.layout.host_path(last, f"{DR_DIR}/LAST")
+        previous = status_before["nodes"][0]["runID"]
+        pointer.write_text(run_id + "\n")
+        shown = ok(run_dr(c, repo, "etcd", "restore", "status"))
+        assert "the nodes disagree about their last restore" in shown.stderr and run_id in shown.stdout
+        refused = run_dr(c, repo, "etcd", "restore", "rollback", "--yes")
+        assert refused.returncode == 1 and f"{last}: {run_id} (restore: failed)" in refused.stderr, refused.stderr
+        if previous:
+            assert f"kubectl dr etcd restore finalize --run {previous}" in refused.stderr, refused.stderr
+            ok(run_dr(c, repo, "etcd", "restore", "finalize", "--run", previous, "--yes"))
+            assert pointer.read_text().strip() == previous
+        else:
+            assert "no restore finished on every node" in refused.stderr, refused.stderr
+            pointer.unlink()
+    finally:
+        for aside in injected:
+            aside.rmdir()
+    all_healthy(c, repo)
+    eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
+    c.kubectl("delete", "namespace", "early", "--wait=false")
+
+
 def test_member_never_healthy_rolls_back_every_node(ha: Cluster, tmp_path: Path) -> None:
     """One node's restored member cannot start: the other two form a quorum but never see all their peers, so
     every node times out and goes back; the old cluster returns whole with everything written before."""

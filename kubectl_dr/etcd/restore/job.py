@@ -98,7 +98,10 @@ class Plan:
                         manifests_dir=MANIFESTS_DIR, data_dir=target.data_dir, incoming=incoming, aside=aside,
                         dr_dir=DR_DIR, health_url=f"{target.metrics_url}/health?serializable=false",
                         metrics_url=f"{target.metrics_url}/metrics", peers=len(self.targets) - 1,
-                        readyz_url=target.readyz_url, health_timeout=self.node_timeout)
+                        readyz_url=target.readyz_url, health_timeout=self.node_timeout,
+                        # --node-timeout bounds every wait on the node; stopping a loaded API server gets a minute.
+                        stop_timeout=max(self.node_timeout, 60), api_timeout=self.node_timeout,
+                        go_timeout=self.node_timeout + 60)
 
     def restore_args(self, target: Target) -> list[str]:
         swap = self.swap(target, "restore")
@@ -366,12 +369,82 @@ def _hand_over(node: NodePod, p: Plan, mode: str) -> None:
 
     manifest = yaml.safe_dump(nodescript.static_pod(p.swap(node.target, mode), p.helper_image)).encode()
     dest = f"{HOST_KUBERNETES}/manifests/{nodescript.MANIFEST_FILE}"
-    # Written beside and renamed: the kubelet never reads half a file. A dot file is not a pod. LAST moves in the
-    # same command, right after the manifest: from then on this run is the node's last restore (its data dirs
-    # change), and not a moment before (a run that never got here changed nothing).
+    # Written beside and renamed: the kubelet never reads half a file. A dot file is not a pod.
     node.sh(f"set -e; test ! -e {dest}; cat > {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp && "
-            f"mv {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp {dest} && echo {p.run.id} > {HOST_DR}/{LAST}.tmp && "
-            f"mv {HOST_DR}/{LAST}.tmp {HOST_DR}/{LAST}", stdin=manifest, what="handing over")
+            f"mv {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp {dest}", stdin=manifest, what="handing over")
+
+
+def _go(node: NodePod, p: Plan, mode: str) -> None:
+    """LAST moves with the go, in one command: from here the node's data dirs change, so this run is its last
+    restore; not a moment before (a run that ended earlier changed nothing)."""
+    swap = p.swap(node.target, mode)
+    node.sh(f"set -e; echo {p.run.id} > {HOST_DR}/{LAST}.tmp; mv {HOST_DR}/{LAST}.tmp {HOST_DR}/{LAST}; "
+            f"touch {shlex.quote(swap.in_pod(swap.go_file))}", what="giving the go")
+
+
+def _call_off(nodes: list[NodePod], p: Plan, mode: str, reason: str) -> None:
+    """Tell every node's script, still waiting for the go, to end without changing anything, and why."""
+    for node in nodes:
+        swap = p.swap(node.target, mode)
+        with contextlib.suppress(DrError):
+            node.sh(f"cat > {shlex.quote(swap.in_pod(swap.abort_file))}", stdin=reason.encode(),
+                    what="calling the run off")
+
+
+def await_ready(nodes: list[NodePod], p: Plan, mode: str, say: Callable[[str], None]) -> str | None:
+    """Until every node's script passed its own checks (None), or why the run must be called off: a node that
+    failed them, or one not ready within --node-timeout (its static pod did not start)."""
+    deadline = time.monotonic() + p.node_timeout
+    told = 0.0
+    while True:
+        statuses = read_statuses(nodes, p.run.id, mode)
+        ended = {n: rows[-1] for n, rows in statuses.items() if rows and rows[-1][1] in nodescript.TERMINAL}
+        if ended:
+            return "; ".join(f"node {n} {step}: {detail}" for n, (_, step, detail) in ended.items())
+        waiting = [n for n, rows in statuses.items() if not any(step == "ready" for _, step, _ in rows)]
+        if not waiting:
+            return None
+        if time.monotonic() > deadline:
+            return "; ".join(f"node {n} not ready within {p.node_timeout}s of the hand-over ("
+                             + (f"last step {statuses[n][-1][1]})" if statuses[n] else "its static pod did not start)")
+                             for n in waiting)
+        if time.monotonic() - told > 10:
+            told = time.monotonic()
+            say(f"waiting for node(s) {', '.join(waiting)} to be ready")
+        time.sleep(1)
+
+
+def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, say: Callable[[str], None],
+                  unstage: list[cleanup.UndoStep | None], lease: cleanup.UndoStep) -> None:
+    """The manifests on every node; once every node's script is ready, the go on each (the point of no return).
+    A node that fails before that ends the run everywhere at once, nothing changed: RestoreFailed with its
+    reason. Until the go an interruption calls the run off the same way."""
+    stack = cleanup.current()
+    call_off = stack.push("call the run off on every node",
+                          lambda: _call_off(nodes, p, mode, "kubectl dr was interrupted before the go"))
+    for node in nodes:
+        _hand_over(node, p, mode)
+    reason = await_ready(nodes, p, mode, say)
+    if reason is not None:
+        say(f"calling the {mode} off on every node: {reason}")
+        stack.discard(call_off)
+        _call_off(nodes, p, mode, reason)
+        statuses = wait_nodes(nodes, p.run.id, mode, say, timeout=p.node_timeout + 30.0, never_started=10.0)
+        for node in nodes:
+            rows = statuses[node.target.node]
+            if not rows or rows[-1][1] not in nodescript.TERMINAL:  # never started: its manifest goes
+                node.sh(f"rm -f {HOST_KUBERNETES}/manifests/{nodescript.MANIFEST_FILE}", what="removing the manifest")
+        for step in unstage:
+            if step is not None:
+                stack.run(step)
+        raise RestoreFailed(Outcome(mode, p.run.id, statuses))
+    # The API servers stop from here on: the lease goes first.
+    stack.run(lease)
+    for node, step in zip(nodes, unstage, strict=True):
+        if step is not None:  # a node that has the go decides alone: its staged dir is never removed under it
+            stack.discard(step)
+        _go(node, p, mode)
+    stack.discard(call_off)
 
 
 # ---------------------------------------------------------------------------------------------- after
@@ -480,14 +553,9 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str) -> Outcome:
                                 lambda node=node: _unstage(node, p)))  # type: ignore[misc]
     for node in nodes:
         _stage(kube, p, node, say)
-    # The point of no return for the client: from the first manifest on, the nodes decide. The lease goes
-    # first (the API server is about to stop); a manifest already in place refuses a second hand-over.
-    stack.run(released[0])
-    for node, step in zip(nodes, steps, strict=True):
-        # A node that has its manifest decides alone: its staged dir must never be removed under it. A node
-        # interrupted before its turn is unstaged; the ones already handed over then miss a peer and go back.
-        stack.discard(step)
-        _hand_over(node, p, "restore")
+    # The point of no return for the client is each node's go: from there the node decides. A node interrupted
+    # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
+    hand_over_all(kube, p, nodes, "restore", say, list(steps), released[0])
     for node in nodes:
         if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
             stack.discard(node.pod.step)
@@ -522,7 +590,10 @@ def _release(lease: Lease, heartbeat: Heartbeat) -> None:
 
 def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str,
            say: Callable[[str], None], *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
-    wait_api(kube, say)
+    # Bounded by --node-timeout: each node stops its control plane, forms the cluster and starts the API server
+    # within its own waits, each at most that long (stopping at least a minute).
+    wait_api(kube, say, API_WAIT_SECONDS if plan is None else
+             float(max(plan.node_timeout, 60) + 2 * plan.node_timeout + 120))
     say("the API server answers; reading every node's status")
     reader = Run(f"etcd restore {mode} (status)")
     nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status")
@@ -595,9 +666,13 @@ class RestoreFailed(EtcdError):
         rolled = [n for n, rows in outcome.nodes.items() if rows and rows[-1][1] == nodescript.ROLLED_BACK]
         why = "; ".join(f"{n}: {next((d for _, s, d in reversed(rows) if s == 'rolling-back'), '')}"
                         for n, rows in outcome.nodes.items() if n in rolled)
+        # A node that refused says why, first; the ones called off because of it follow.
+        refused = "; ".join(f"{n}: {rows[-1][2]}" for n, rows in sorted(
+            outcome.nodes.items(), key=lambda item: item[1][-1][2].startswith("called off") if item[1] else True)
+            if rows and rows[-1][1] == nodescript.FAILED)
         super().__init__(
             f"the etcd {outcome.mode} did not complete ({_last_steps(outcome.nodes)})"
-            + (f"; rolled back: {why}" if why else ""),
+            + (f"; failed: {refused}" if refused else "") + (f"; rolled back: {why}" if why else ""),
             hint="Nodes that rolled back run on their previous data dir again, nothing was lost. "
                  "`kubectl dr etcd restore status` shows every node's steps.")
         self.outcome = outcome

@@ -228,17 +228,24 @@ def states(kube: Kube, namespace: str, helper_image: str, run: str | None = None
 
 
 def _settle(nodes: list[NodePod], st: list[NodeState]) -> str:
-    """Which of the runs the nodes name is finished on every node (each node on its restored data, or each on
-    the data from before it): the command that makes it every node's last restore. Newest first."""
+    """The newest of the runs the nodes name that changed the data and finished on every node (each node on its
+    restored data, or each back on the data from before it): the command that makes it every node's last
+    restore. A run that changed nothing anywhere (refused, called off, rolled back on every node) is skipped."""
+    unchanged = {"restore: failed", "restore: rolled-back", "aborted before the hand-over (nothing changed)",
+                 "staged (never handed over)"}
     for run_id in sorted({s.run_id for s in st if s.run_id}, reverse=True):  # run IDs begin with their time
-        there = {s.state for s in (_read(n, run_id) for n in nodes)} - {"finalized"}
-        if there and there <= set(ON_RESTORED):
+        there = {s.state for s in (_read(n, run_id) for n in nodes)}
+        if there <= unchanged:
+            continue
+        if there <= {*ON_RESTORED, "finalized"}:
             return (f"every node finished restore {run_id}: `kubectl dr etcd restore finalize --run {run_id}` makes "
-                    f"it the last restore everywhere and removes what is set aside, `kubectl dr etcd restore rollback "
-                    f"--run {run_id}` puts the data from before it back")
-        if there and there <= set(ON_BEFORE):
+                    f"it the last restore everywhere and removes what is set aside"
+                    + ("" if "finalized" in there else f", `kubectl dr etcd restore rollback --run {run_id}` puts "
+                                                         "the data from before it back"))
+        if there <= {"rollback: done", "finalized"}:
             return (f"every node is back on the data from before restore {run_id}: `kubectl dr etcd restore "
                     f"finalize --run {run_id}` makes it the last restore everywhere and removes what is set aside")
+        break
     return ("no restore finished on every node: `kubectl dr etcd restore status --run RUN` shows one run's steps on "
             "every node; follow the break-glass runbook written by that restore")
 
@@ -351,7 +358,6 @@ def _hand_over_all(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeS
                    say: Callable[[str], None]) -> None:
     """What the rollback compares with afterwards, the rebuilt data dirs (when bumped), then the hand-over under
     the restore lease (no restore or rollback stages beside us)."""
-    stack = cleanup.current()
     lease = job.take_lease(kube, p.namespace, p.run, say)
     status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace)
     p.revision_before = max((e.revision or 0 for e in status.endpoints), default=None)
@@ -360,11 +366,7 @@ def _hand_over_all(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeS
     steps: list[cleanup.UndoStep | None] = [None] * len(nodes)
     if p.bump:
         steps = list(_stage_rollback(kube, p, nodes, st, say))
-    stack.run(lease)
-    for node, step in zip(nodes, steps, strict=True):
-        if step is not None:
-            stack.discard(step)  # handed over: the node decides about its rebuilt dir from here
-        job._hand_over(node, p, "rollback")
+    job.hand_over_all(kube, p, nodes, "rollback", say, steps, lease)
     say("handed over: the nodes put the data from before the restore back on their own")
 
 

@@ -286,6 +286,11 @@ def test_aborted_restore_keeps_the_last_one(single: Cluster, tmp_path: Path) -> 
     assert "the last restore: `rollback` puts it back" in row["setAside"][0]["what"]
     dry = ok(run_dr(c, repo, "etcd", "restore", "rollback", "--dry-run=client"))
     assert f"would put /var/lib/etcd.before-{first} back on node {node}" in dry.stdout
+    # Where an earlier version already pointed LAST at the stopped run, the node still reads the finished one.
+    aborted = next(d.name for d in c.layout.host_path(node, DR_DIR).iterdir() if d.is_dir() and d.name > first)
+    (c.layout.host_path(node, DR_DIR) / "LAST").write_text(aborted + "\n")
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    assert (status["nodes"][0]["runID"], status["nodes"][0]["state"]) == (first, "restore: done")
 
     # A second finished restore: the first one's old data dir is now of an earlier restore, still named.
     second = json.loads(ok(restore(c, repo, snap)).stdout)["runID"]

@@ -125,7 +125,13 @@ def _valid_run(run_id: str) -> bool:
 def _read(node: NodePod, run: str | None = None) -> NodeState:
     """The node's state of `run` (default: its last restore, LAST), and every data dir any run set aside."""
     if run is None:
-        run = node.sh(f"cat {HOST_DR}/{job.LAST} 2>/dev/null; true", what="reading the last restore").strip()
+        # LAST; or, when it names a run that was never handed over (earlier versions moved it at staging), the
+        # newest run that was: that one is what the node's data dirs are about.
+        run = node.sh(f"r=$(cat {HOST_DR}/{job.LAST} 2>/dev/null); "
+                      f"if [ -n \"$r\" ] && [ ! -e \"{HOST_DR}/$r/status-restore\" ]; then "
+                      f"for d in $(ls -1 {HOST_DR} | sort -r); do "
+                      f"[ -e \"{HOST_DR}/$d/status-restore\" ] && {{ r=$d; break; }}; done; fi; echo \"$r\"",
+                      what="reading the last restore").strip()
     run_id = run if _valid_run(run) else None
     aside = _set_aside(node, run_id)
     if run_id is None:

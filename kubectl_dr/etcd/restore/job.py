@@ -598,7 +598,8 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
     reader = Run(f"etcd restore {mode} (status)")
     nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status")
     try:
-        statuses = wait_nodes(nodes, run_id, mode, say)
+        # With the API back, a node is at most its API wait (--node-timeout) from its last line.
+        statuses = wait_nodes(nodes, run_id, mode, say, timeout=900.0 if plan is None else plan.node_timeout + 60.0)
         outcome = Outcome(mode, run_id, statuses, runbook=runbook)
         if outcome.ok:
             # Our staging: the snapshot copies and the emptied parking directories. The data dirs set aside stay.

@@ -107,6 +107,8 @@ class NodeState:
         for name, rows in (("rollback", self.rollback), ("restore", self.restore)):
             if rows:
                 return f"{name}: {rows[-1][1]}"
+        if self.record is None and not self.aborted:
+            return "no record of this run on the node"
         return "aborted before the hand-over (nothing changed)" if self.aborted else "staged (never handed over)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +122,13 @@ class NodeState:
 
 def _valid_run(run_id: str) -> bool:
     return bool(run_id) and all(c.isalnum() or c in "-_" for c in run_id)
+
+
+def check_run(run: str | None) -> None:
+    """A --run that cannot be a run ID is refused before any pod starts."""
+    if run is not None and not _valid_run(run):
+        raise EtcdError(f"--run {run!r} is not a run ID (letters, digits, '-' and '_')",
+                        hint="`kubectl dr etcd restore status` shows each node's run ID.")
 
 
 def _read(node: NodePod, run: str | None = None) -> NodeState:
@@ -221,6 +230,7 @@ def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
 def states(kube: Kube, namespace: str, helper_image: str, run: str | None = None) -> tuple[list[NodeState], str | None]:
     """Every node's state of the run (default: its last restore), and when the nodes disagree about their last
     restore, what settles it."""
+    check_run(run)
     found = targets(kube)
     nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore status"), job.DR_DIR, KUBERNETES_DIR,
                       "etcd-restore-status")
@@ -238,7 +248,7 @@ def _settle(nodes: list[NodePod], st: list[NodeState]) -> str:
     restored data, or each back on the data from before it): the command that makes it every node's last
     restore. A run that changed nothing anywhere (refused, called off, rolled back on every node) is skipped."""
     unchanged = {"restore: failed", "restore: rolled-back", "aborted before the hand-over (nothing changed)",
-                 "staged (never handed over)"}
+                 "staged (never handed over)", "no record of this run on the node"}
     for run_id in sorted({s.run_id for s in st if s.run_id}, reverse=True):  # run IDs begin with their time
         there = {s.state for s in (_read(n, run_id) for n in nodes)}
         if there <= unchanged:
@@ -270,6 +280,7 @@ def _one_run(nodes: list[NodePod], found: list[NodeState]) -> str:
 def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
              run: str | None = None) -> dict[str, Any]:
     """Remove every data dir a finished run set aside, once every node finished the last restore (or `run`)."""
+    check_run(run)
     found = targets(kube)
     me = Run("etcd restore finalize")
     # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
@@ -324,6 +335,7 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
     The clients saw the restored cluster's revisions, so the old data comes back with its revision moved past
     them, as a restore does: one node's old database (the newest) is restored with --bump-revision into a new
     data dir on every node, and that dir is swapped in. The old data dirs themselves stay until `finalize`."""
+    check_run(run_id)
     found = targets(kube)
     me = Run("etcd restore rollback")
     nodes = start_all(kube, found, namespace, helper_image, me, job.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback")

@@ -434,21 +434,25 @@ def test_early_failure_calls_the_run_off_everywhere(ha35: Cluster, tmp_path: Pat
         assert [n["runID"] for n in status["nodes"]] == [n["runID"] for n in status_before["nodes"]]
 
         # A client killed between two nodes' go leaves them naming different last restores: each node is shown,
-        # with the command that settles it (the run every node finished; this one changed nothing).
+        # with the command that settles it (the newest run that changed the data; this one changed nothing).
         pointer = c.layout.host_path(last, f"{DR_DIR}/LAST")
-        previous = status_before["nodes"][0]["runID"]
+        saved = pointer.read_text() if pointer.exists() else None
         pointer.write_text(run_id + "\n")
         shown = ok(run_dr(c, repo, "etcd", "restore", "status"))
         assert "the nodes disagree about their last restore" in shown.stderr and run_id in shown.stdout
         refused = run_dr(c, repo, "etcd", "restore", "rollback", "--yes")
         assert refused.returncode == 1 and f"{last}: {run_id} (restore: failed)" in refused.stderr, refused.stderr
-        if previous:
-            assert f"kubectl dr etcd restore finalize --run {previous}" in refused.stderr, refused.stderr
-            ok(run_dr(c, repo, "etcd", "restore", "finalize", "--run", previous, "--yes"))
-            assert pointer.read_text().strip() == previous
-        else:
-            assert "no restore finished on every node" in refused.stderr, refused.stderr
+        settle = re.search(r"`kubectl dr etcd restore finalize --run (\S+)`", refused.stderr)
+        assert settle or "no restore finished on every node" in refused.stderr, refused.stderr
+        assert not settle or settle.group(1) != run_id
+        if settle:  # followed, it makes every node agree
+            ok(run_dr(c, repo, "etcd", "restore", "finalize", "--run", settle.group(1), "--yes"))
+            agreed = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+            assert {n["runID"] for n in agreed["nodes"]} == {settle.group(1)} and agreed["settle"] is None
+        elif saved is None:
             pointer.unlink()
+        else:
+            pointer.write_text(saved)
     finally:
         for aside in injected:
             aside.rmdir()

@@ -244,12 +244,15 @@ def states(kube: Kube, namespace: str, helper_image: str, run: str | None = None
 
 
 def _settle(nodes: list[NodePod], st: list[NodeState]) -> str:
-    """The newest of the runs the nodes name that changed the data and finished on every node (each node on its
-    restored data, or each back on the data from before it): the command that makes it every node's last
-    restore. A run that changed nothing anywhere (refused, called off, rolled back on every node) is skipped."""
+    """The newest run that changed the data, when it finished on every node (each node on its restored data, or
+    each back on the data from before it): the command that makes it every node's last restore. A run that
+    changed nothing anywhere (refused, called off, rolled back on every node) is passed over."""
     unchanged = {"restore: failed", "restore: rolled-back", "aborted before the hand-over (nothing changed)",
                  "staged (never handed over)", "no record of this run on the node"}
-    for run_id in sorted({s.run_id for s in st if s.run_id}, reverse=True):  # run IDs begin with their time
+    # The runs the nodes name, and the ones recorded before them (a run named may have changed nothing).
+    recorded = nodes[0].sh(f"ls -1 {HOST_DR} 2>/dev/null; true", what="listing the runs").split() if nodes else []
+    named = {s.run_id for s in st if s.run_id} | {r for r in recorded if _valid_run(r) and r != job.LAST}
+    for run_id in sorted(named, reverse=True):  # run IDs begin with their time
         there = {s.state for s in (_read(n, run_id) for n in nodes)}
         if there <= unchanged:
             continue

@@ -506,10 +506,16 @@ def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository
     _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
 
 
+def _revision(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
 def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     lines = [f"etcd {outcome.mode} {outcome.run_id} completed on every node"]
     if outcome.revision_before is not None or outcome.revision_after is not None:
-        lines.append(f"revision: {outcome.revision_before} before, {outcome.revision_after} after")
+        # A revision nobody could read is said so, not printed as "None".
+        lines.append(f"revision: {_revision(outcome.revision_before)} before, {_revision(outcome.revision_after)} "
+                     "after")
     if outcome.members:
         lines.append(f"members: {', '.join(outcome.members)}")
     for name, (before, after) in sorted(outcome.counts.items()):
@@ -536,54 +542,82 @@ def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
     emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")
 
 
+RunOption = Annotated[str | None, typer.Option("--run", metavar="RUN", help=(
+    "The restore to act on, by its run ID (default: every node's last restore); settles nodes that disagree "
+    "about their last restore."))]
+
+
 @restore_app.command("status", short_help="Show the last restore on every control-plane node")
-def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
-    """Show the last restore on every control-plane node: its steps, and whether the old data dir is kept."""
+def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
+    """Show the last restore on every control-plane node: its steps, and every data dir a restore set aside."""
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
-    found = manage.states(opts.kube(), _pod_namespace(opts), helper_image)
+    found, settle = manage.states(opts.kube(), _pod_namespace(opts), helper_image, run)
     table = render_table(
         ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
           _set_aside(s)] for s in found])
-    emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found]}, opts.output, table=table)
+    table += "".join(f"{s.node}: {a.path}: {a.what}\n" for s in found for a in s.set_aside)
+    if settle:
+        message(f"the nodes disagree about their last restore; {settle}")
+    emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found], "settle": settle}, opts.output,
+         table=table)
 
 
 def _set_aside(state: Any) -> str:
-    """Which data dir the node keeps beside the live one: what rollback (or finalize) works on."""
-    kept = [name for name, present in (("old data dir", state.before_present),
-                                       ("restored data dir", state.restored_present)) if present]
-    return ", ".join(kept) or ("none" if state.run_id else "")
+    """The data dirs the node keeps beside the live one, by name (what each is follows the table)."""
+    return ", ".join(a.path.rsplit("/", 1)[-1] for a in state.set_aside) or "none"
 
 
-@restore_app.command("finalize", short_help="Delete the data dirs the last restore set aside")
-def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
-    """Delete the data dirs the last restore (or rollback) set aside; no rollback is possible afterwards."""
+@restore_app.command("finalize", short_help="Delete the data dirs the restores set aside")
+def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
+    """Delete every data dir the restores (and rollbacks) set aside; no rollback is possible afterwards."""
     from kubectl_dr.etcd.restore import manage
 
     opts, console = _restore_session(ctx)
-    result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none")
+    result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none", run)
     prefix = "(dry run) would remove" if opts.dry_run != "none" else "removed"
-    table = "\n".join(f"{prefix} {r['path']} on node {r['node']}" for r in result["remove"]) or "nothing to remove"
+    table = "\n".join(f"{prefix} {r['path']} on node {r['node']} ({r['what']})" for r in result["remove"])
+    table = (table or "nothing to remove") + "".join(f"\nkept {r['path']} on node {r['node']}: {r['what']}"
+                                                     for r in result["kept"])
     emit(result, opts.output, table=table + "\n")
 
 
-@restore_app.command("rollback", short_help="Put back the data dirs the last restore set aside")
-def restore_rollback(ctx: typer.Context, helper_image: HelperImageOption = "busybox") -> None:
-    """Put back the data dirs the last restore set aside, with the same self-driving static pods."""
+@restore_app.command("rollback", short_help="Put back the data from before the last restore")
+def restore_rollback(
+    ctx: typer.Context,
+    helper_image: HelperImageOption = "busybox",
+    run: RunOption = None,
+    no_bump_revision: Annotated[bool, typer.Option("--no-bump-revision", help=(
+        "Put the old data dirs back as they are, without moving the revision past the restored cluster's (the only "
+        "way with etcd 3.4 images). Watching clients then miss the change until restarted."))] = False,
+    node_timeout: Annotated[int, typer.Option("--node-timeout", metavar="SECONDS", min=10, help=(
+        "How long each node waits for the cluster to form again before it goes back to the restored data."))] = 300,
+    restart_kubelets: Annotated[bool, typer.Option("--restart-kubelets", help=(
+        "After the rollback, restart the kubelet on every node, as after a restore."))] = False,
+) -> None:
+    """Put back the data from before the last restore, with the same self-driving static pods.
+
+    Like the restore, the revision moves past the restored cluster's (--bump-revision): every node starts from
+    the newest of the nodes' old databases, rebuilt beside the live data dir. The old data dirs stay until
+    `finalize`."""
     from kubectl_dr.etcd.restore import manage
+    from kubectl_dr.runs import Run
 
     opts, console = _restore_session(ctx)
     result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
-                             console.say)
+                             console.say, run, no_bump=no_bump_revision, node_timeout=node_timeout)
     if isinstance(result, dict):
-        table = "\n".join(f"(dry run) would put {n['putBack']} back on node {n['node']}" for n in result["nodes"])
+        bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
+                else ", WITHOUT a revision bump")
+        table = "\n".join(f"(dry run) would put {n['putBack']} back on node {n['node']} (as {n['as']}{bump})"
+                          for n in result["nodes"])
         emit(result, opts.output, table=table + "\n")
         return
-    _render_outcome(opts, result)
+    _finish_restore(opts, console, result, Run("etcd restore rollback"), helper_image, restart_kubelets)
 
 
 # --- membership ----------------------------------------------------------------------------------------------

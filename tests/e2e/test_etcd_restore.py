@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -220,8 +221,15 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
 
     # A rollback puts the data from before the restore back: "after" is there again, "deleted-later" gone.
     c.kubectl("-n", "one", "create", "configmap", "made-after-restore")
-    rolled = json.loads(ok(run_dr(c, repo, "etcd", "restore", "rollback", "--yes", "-o", "json")).stdout)
-    assert rolled["succeeded"] is True and rolled["mode"] == "rollback"
+    # It moves the revision past the restored cluster's, as the restore did (the clients saw those revisions),
+    # and restarts the kubelets when asked to.
+    dry = ok(run_dr(c, repo, "etcd", "restore", "rollback", "--dry-run=client")).stdout
+    assert f"/var/lib/etcd.rollback-{result['runID']}, revision moved forward by at least 1,000,000,000" in dry
+    table = ok(run_dr(c, repo, "etcd", "restore", "rollback", "--yes", "--restart-kubelets")).stdout
+    assert f"etcd rollback {result['runID']} completed on every node" in table and "None" not in table, table
+    before, after = map(int, re.search(r"revision: (\d+) before, (\d+) after", table).groups())  # type: ignore[union-attr]
+    assert after > before + BUMP // 2 and before > BUMP, table
+    assert "kubelet on cp-1: restarted" in table, table
     assert configmaps(c, "one") == {"before", "after"}
     all_healthy(c, repo)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left after the rollback")
@@ -305,6 +313,61 @@ def test_killed_node_pod_rolls_back(single: Cluster, tmp_path: Path) -> None:
     c.kubectl("delete", "namespace", "killed", "--wait=false")
 
 
+def _stop_while_staging(c: Cluster, repo: Path, snap: str, sig: signal.Signals) -> str:
+    """A restore stopped by `sig` while the snapshot is restored on the node (after its record was written)."""
+    from tests.cli_runner import executable
+
+    env = clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+    proc = subprocess.Popen([executable(), "etcd", "restore", "--from", snap, "--yes"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("restoring the snapshot into"):
+            proc.send_signal(sig)
+            break
+    rest = proc.communicate(timeout=180)[1]
+    assert proc.returncode == 130 and "handed over" not in rest, "".join(seen) + rest
+    return "".join(seen) + rest
+
+
+def test_aborted_restore_keeps_the_last_one(single: Cluster, tmp_path: Path) -> None:
+    """A restore stopped during staging does not become the node's last restore: the finished one before it can
+    still be rolled back; a later restore leaves the first one's old data dir, and finalize removes both."""
+    c, repo = single, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "orders", sleep_arg="3707")
+    node = c.control_planes[0]
+    parent = c.layout.etcd_data(node).parent
+    first = json.loads(ok(restore(c, repo, snap)).stdout)["runID"]
+    _stop_while_staging(c, repo, snap, signal.SIGTERM)
+
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    [row] = status["nodes"]
+    assert (row["runID"], row["state"], row["oldDataDirPresent"]) == (first, "restore: done", True), row
+    assert [(a["path"].rsplit("/", 1)[-1], a["finalizeRemoves"]) for a in row["setAside"]] == [
+        (f"etcd.before-{first}", True)]
+    assert "the last restore: `rollback` puts it back" in row["setAside"][0]["what"]
+    dry = ok(run_dr(c, repo, "etcd", "restore", "rollback", "--dry-run=client"))
+    assert f"would put /var/lib/etcd.before-{first} back on node {node}" in dry.stdout
+    # Where an earlier version already pointed LAST at the stopped run, the node still reads the finished one.
+    aborted = next(d.name for d in c.layout.host_path(node, DR_DIR).iterdir() if d.is_dir() and d.name > first)
+    (c.layout.host_path(node, DR_DIR) / "LAST").write_text(aborted + "\n")
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    assert (status["nodes"][0]["runID"], status["nodes"][0]["state"]) == (first, "restore: done")
+
+    # A second finished restore: the first one's old data dir is now of an earlier restore, still named.
+    second = json.loads(ok(restore(c, repo, snap)).stdout)["runID"]
+    table = ok(run_dr(c, repo, "etcd", "restore", "status")).stdout
+    assert f"etcd.before-{first}: the data from before restore {first}, an earlier restore" in table, table
+    assert f"etcd.before-{second}: the data from before restore {second}, the last restore" in table, table
+    done = ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
+    assert f"removed /var/lib/etcd.before-{first} on node {node}" in done.stdout, done.stdout
+    assert sorted(p.name for p in parent.iterdir() if p.name.startswith("etcd")) == ["etcd"]
+    assert not leftover_pods(c)
+    c.kubectl("delete", "namespace", "orders", "--wait=false")
+
+
 # ----------------------------------------------------------------------------------------- three members
 @pytest.fixture(scope="module", params=["3.5", "3.4"])
 def ha(request: pytest.FixtureRequest, cluster_factory: ClusterFactory) -> Cluster:
@@ -329,10 +392,137 @@ def test_restore_three_members(ha: Cluster, tmp_path: Path) -> None:
         assert [(r["node"], r["result"]) for r in result["kubeletRestarts"]] == [
             (n, "restarted") for n in sorted([*c.control_planes, *c.workers])]
         assert not leftover_pods(c)
+    # The rollback on every member: with the bump (3.5) from one node's old database; with 3.4 refused, with the
+    # reason, unless the user accepts putting the old data back as it was.
+    if not bump:
+        refused = run_dr(c, repo, "etcd", "restore", "rollback", "--yes")
+        assert refused.returncode == 1 and "no rollback tool with --bump-revision" in refused.stderr, refused.stderr
+        assert "--no-bump-revision" in refused.stderr and configmaps(c, "three") == {"before", "deleted-later"}
+    rolled = json.loads(ok(run_dr(c, repo, "etcd", "restore", "rollback", "--yes", "-o", "json",
+                                  *([] if bump else ["--no-bump-revision"]))).stdout)
+    assert configmaps(c, "three") == {"before", "after"}
+    if bump:
+        assert rolled["revisionAfter"] > rolled["revisionBefore"] > BUMP
+    all_healthy(c, repo)
     ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     for node in c.control_planes:
-        assert not list(c.layout.etcd_data(node).parent.glob("etcd.before-*"))
+        assert sorted(p.name for p in c.layout.etcd_data(node).parent.iterdir() if p.name.startswith("etcd")) == \
+            ["etcd"]
     c.kubectl("delete", "namespace", "three", "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def ha35(cluster_factory: ClusterFactory) -> Cluster:
+    """The 3.5 cluster of `ha`, for what does not depend on the etcd version."""
+    return cluster_factory(control_planes=3, workers=1, etcd_version="3.5", exec_protocols=OWN)
+
+
+def _mirror(c: Cluster, name: str) -> bool:
+    out = c.kubectl("get", "pod", "-n", "kube-system", name, "--ignore-not-found", "-o", "name")
+    return bool(out.stdout.strip())
+
+
+def test_member_down_is_refused(ha35: Cluster, tmp_path: Path) -> None:
+    """One etcd static pod stopped: the restore names it and refuses before anything changes, from the API
+    servers' side (its node still runs one) and, with that stopped too, from etcd's own member list."""
+    c, repo = ha35, tmp_path / "repo"
+    snap = json.loads(ok(run_dr(c, repo, "etcd", "snapshot", "-o", "json")).stdout)["id"]
+    last = c.control_planes[-1]
+    records = {n: sorted(c.layout.host_path(n, DR_DIR).glob("*")) for n in c.control_planes}
+    parked = []
+    try:
+        for name in ("etcd.yaml", "kube-apiserver.yaml"):
+            c.park_manifest(last, name)
+            parked.append(name)
+            pod_name = f"{name.removesuffix('.yaml')}-{last}"
+            eventually(lambda pod_name=pod_name: not _mirror(c, pod_name), what=f"{pod_name} to stop")  # type: ignore[misc]
+            for dry in (("--dry-run=client",), ()) if name == "etcd.yaml" else ((),):
+                refused = run_dr(c, repo, "etcd", "restore", "--from", snap, "--yes", "--node-timeout", "10", *dry)
+                assert refused.returncode == 1, refused.stdout + refused.stderr
+                why = (f"node {last} runs a kube-apiserver static pod but no etcd static pod"
+                       if name == "etcd.yaml" else f"etcd member {last} (")
+                assert why in refused.stderr and f"kubectl dr etcd member replace {last}" in refused.stderr, \
+                    refused.stderr
+    finally:
+        for name in reversed(parked):
+            c.unpark_manifest(last, name)
+    # Nothing changed: no record of a run on any node, no pod of ours.
+    assert {n: sorted(c.layout.host_path(n, DR_DIR).glob("*")) for n in c.control_planes} == records
+    assert not leftover_pods(c)
+    all_healthy(c, repo)
+
+
+def test_early_failure_calls_the_run_off_everywhere(ha35: Cluster, tmp_path: Path) -> None:
+    """One node's script refuses at its first checks: every node ends at once, before any API server stopped,
+    and the final message gives that node's reason; the earlier restore stays the last one."""
+    c, repo = ha35, tmp_path / "repo"
+    snap = snapshot_with_changes(c, repo, "early", sleep_arg="3708")
+    last = c.control_planes[-1]
+    parent = c.layout.host_path(last, "/var/lib")
+    staged_before = set(parent.glob("etcd.restored-*"))
+    status_before = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    injected: list[Path] = []
+    stop = threading.Event()
+
+    def block_the_swap() -> None:  # once the node's restored dir is complete, its aside name is taken
+        while not stop.is_set() and not injected:
+            for staged in set(parent.glob("etcd.restored-*")) - staged_before:
+                if (staged / "member" / "snap" / "db").exists():
+                    aside = parent / staged.name.replace(".restored-", ".before-")
+                    aside.mkdir()
+                    injected.append(aside)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=block_the_swap, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        result = restore(c, repo, snap, "--node-timeout", "120")
+    finally:
+        stop.set()
+        watcher.join(10)
+    took = time.monotonic() - started
+    try:
+        assert injected, "the failure was never injected"
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{last}: " in result.stderr and "already exists: nothing was changed" in result.stderr, result.stderr
+        assert took < 100, f"the run took {took:.0f}s: the other nodes waited for their timeouts"
+        run_id = injected[0].name.rsplit("before-", 1)[-1]
+        for node in c.control_planes:
+            [status] = c.layout.host_path(node, DR_DIR).glob(f"{run_id}/status-restore")
+            steps = [line.split(" ")[1] for line in status.read_text().splitlines()]
+            assert "stopped-control-plane" not in steps and steps[-1] == "failed", (node, steps)
+            assert not list(c.layout.host_path(node, "/var/lib").glob(f"etcd.restored-{run_id}"))
+        assert configmaps(c, "early") == {"before", "after"} and sleeping("3708")
+        status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+        assert [n["runID"] for n in status["nodes"]] == [n["runID"] for n in status_before["nodes"]]
+
+        # A client killed between two nodes' go leaves them naming different last restores: each node is shown,
+        # with the command that settles it (the newest run that changed the data; this one changed nothing).
+        pointer = c.layout.host_path(last, f"{DR_DIR}/LAST")
+        saved = pointer.read_text() if pointer.exists() else None
+        pointer.write_text(run_id + "\n")
+        shown = ok(run_dr(c, repo, "etcd", "restore", "status"))
+        assert "the nodes disagree about their last restore" in shown.stderr and run_id in shown.stdout
+        refused = run_dr(c, repo, "etcd", "restore", "rollback", "--yes")
+        assert refused.returncode == 1 and f"{last}: {run_id} (restore: failed)" in refused.stderr, refused.stderr
+        settle = re.search(r"`kubectl dr etcd restore finalize --run (\S+)`", refused.stderr)
+        assert settle or "no restore finished on every node" in refused.stderr, refused.stderr
+        assert not settle or settle.group(1) != run_id
+        if settle:  # followed, it makes every node agree
+            ok(run_dr(c, repo, "etcd", "restore", "finalize", "--run", settle.group(1), "--yes"))
+            agreed = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+            assert {n["runID"] for n in agreed["nodes"]} == {settle.group(1)} and agreed["settle"] is None
+        elif saved is None:
+            pointer.unlink()
+        else:
+            pointer.write_text(saved)
+    finally:
+        for aside in injected:
+            aside.rmdir()
+    all_healthy(c, repo)
+    eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
+    c.kubectl("delete", "namespace", "early", "--wait=false")
 
 
 def test_member_never_healthy_rolls_back_every_node(ha: Cluster, tmp_path: Path) -> None:
@@ -389,7 +579,11 @@ def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: P
         [d for d in dirs_before if d != "kubectl-dr"]
     assert not list(c.layout.host_path(node, DR_DIR).glob("*/snapshot.db*"))
     assert not (c.layout.manifests(node) / "kubectl-dr-etcd-restore.yaml").exists()
+    # The aborted run is not the node's last restore; asked for by its ID, it says what happened.
+    aborted = next((repo / snap).glob("etcd-restore-runbook-*.sh")).stem.removeprefix("etcd-restore-runbook-")
     status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
+    assert status["nodes"][0]["runID"] != aborted
+    status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "--run", aborted, "-o", "json")).stdout)
     assert status["nodes"][0]["state"] == "aborted before the hand-over (nothing changed)"
     # The lease is free again: the next restore runs (and is dry here).
     ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client"))

@@ -282,3 +282,42 @@ def test_the_plan_waits_for_the_peers_there_are(members: int, words: str) -> Non
     step = plan.node_steps(plan.targets[0])[-1]
     assert f"etcd back, {words}, then the rest back" in step
     assert "0 peers" not in step
+
+
+@pytest.mark.skipif(not Path(BUSYBOX).exists(), reason="busybox not installed")
+def test_every_set_aside_dir_is_found_and_named(tmp_path: Path) -> None:
+    """The listing (real busybox sh) finds each run's dirs beside the data dir, and each is told for what it is:
+    only what no run in progress needs, and no later step can use, is finalize's to remove."""
+    from kubectl_dr.etcd.restore import manage
+
+    data, dr = tmp_path / "etcd-parent", tmp_path / "dr"
+    runs = {  # run: (dir set aside, status-restore, status-rollback, marks)
+        "A": ("before", "done", "", ""), "B": ("restored", "", "", "aborted"), "C": ("restored", "done", "done", ""),
+        "D": ("before", "stopped-etcd", "", ""), "E": ("before", "done", "", ""), "F": ("restored", "", "", ""),
+        "G": ("restored", "rolled-back", "", ""), "H": ("before", "done", "rollback-failed", "")}
+    (data / "etcd").mkdir(parents=True)
+    for run, (kind, restore, rollback, marks) in runs.items():
+        (data / f"etcd.{kind}-{run}").mkdir()
+        d = dr / run
+        d.mkdir(parents=True)
+        (d / "record.json").write_text("{}")
+        for mode, step in (("restore", restore), ("rollback", rollback)):
+            if step:
+                (d / f"status-{mode}").write_text(f"1 start\n2 {step} detail words\n")
+        if marks:
+            (d / marks).touch()
+    (data / "etcd.before-x y").mkdir()  # not a run of ours: listed, never removed
+    out = subprocess.run([BUSYBOX, "sh", "-c", manage.set_aside_script(str(data / "etcd"), str(dr))],
+                         capture_output=True, text=True, check=True).stdout
+    found = {a.path: a for a in manage.parse_set_aside(out, "/var/lib/etcd", current="E")}
+    removable = {p.rsplit("/", 1)[-1] for p, a in found.items() if a.removable}
+    assert removable == {"etcd.before-A", "etcd.restored-B", "etcd.restored-C", "etcd.before-E",
+                         "etcd.restored-F", "etcd.restored-G"}
+    assert set(found) - {f"/var/lib/{r}" for r in removable} == {
+        "/var/lib/etcd.before-D", "/var/lib/etcd.before-H", "/var/lib/etcd.before-x y"}
+    what = {p.rsplit("-", 1)[-1]: a.what for p, a in found.items()}
+    assert "the last restore: `rollback` puts it back" in what["E"]
+    assert "an earlier restore a later one replaced" in what["A"]
+    assert "set aside by its rollback" in what["C"] and "aborted before its hand-over" in what["B"]
+    assert "still in progress" in what["D"] and "could not put its data dirs back" in what["H"]
+    assert "killed before its hand-over" in what["F"] and "rolled-back on this node" in what["G"]

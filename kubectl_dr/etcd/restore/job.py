@@ -30,11 +30,20 @@ from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.etcd import encryption
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
+from kubectl_dr.etcd.model import MemberInfo
 from kubectl_dr.etcd.restore import nodescript
 from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
-from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, MANIFESTS_DIR, Target, initial_cluster, targets
+from kubectl_dr.etcd.restore.targets import (
+    KUBERNETES_DIR,
+    MANIFESTS_DIR,
+    Target,
+    apiserver_nodes,
+    initial_cluster,
+    left_out,
+    targets,
+)
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY, HelperPod, managed_labels, pod_name
@@ -76,16 +85,25 @@ class Plan:
     nodes_before: list[str] = field(default_factory=list)
     pods_before: list[str] = field(default_factory=list)
     node_timeout: int = 300  # how long each node waits for the new cluster to form before it rolls back
+    bump_by: int = BUMP  # a rollback moves the revision past the current one by BUMP
 
     def swap(self, target: Target, mode: str) -> NodeSwap:
         restored = f"{target.data_dir}.restored-{self.run.id}"
         before = f"{target.data_dir}.before-{self.run.id}"
-        incoming, aside = (restored, before) if mode == "restore" else (before, restored)
+        if mode == "restore":
+            incoming, aside = restored, before
+        elif self.bump:  # a rollback that moves the revision forward runs on a copy of the old data, rebuilt
+            incoming, aside = rollback_dir(target.data_dir, self.run.id), restored
+        else:
+            incoming, aside = before, restored
         return NodeSwap(run_id=self.run.id, mode=mode, node=target.node, kubernetes_dir=KUBERNETES_DIR,
                         manifests_dir=MANIFESTS_DIR, data_dir=target.data_dir, incoming=incoming, aside=aside,
                         dr_dir=DR_DIR, health_url=f"{target.metrics_url}/health?serializable=false",
                         metrics_url=f"{target.metrics_url}/metrics", peers=len(self.targets) - 1,
-                        readyz_url=target.readyz_url, health_timeout=self.node_timeout)
+                        readyz_url=target.readyz_url, health_timeout=self.node_timeout,
+                        # --node-timeout bounds every wait on the node; stopping a loaded API server gets a minute.
+                        stop_timeout=max(self.node_timeout, 60), api_timeout=self.node_timeout,
+                        go_timeout=self.node_timeout + 60)
 
     def restore_args(self, target: Target) -> list[str]:
         swap = self.swap(target, "restore")
@@ -138,6 +156,24 @@ class Plan:
                  + (f"revision bumped by {BUMP:,}" if self.bump else "WITHOUT a revision bump")]
         lines += [f"  {s}" for t in self.targets for s in self.node_steps(t)]
         return "\n".join(lines) + "\n"
+
+
+def rollback_dir(data_dir: str, run_id: str) -> str:
+    """Where a rollback that bumps the revision rebuilds the data from before a restore."""
+    return f"{data_dir}.rollback-{run_id}"
+
+
+def can_bump(tool_version: str, image: str, no_bump: bool, what: str = "restore") -> bool:
+    """Whether the etcdctl of `image` bumps the revision; refused (with the reason) when it cannot and the user did
+    not accept that with --no-bump-revision."""
+    has_bump = BUMP_SINCE <= _version_tuple(tool_version) < (3, 6)
+    if not has_bump and not no_bump:
+        raise EtcdError(f"no {what} tool with --bump-revision: {image} has etcdctl {tool_version} (the bump needs "
+                        "etcdctl ≥ 3.5.10)",
+                        hint=f"{NO_BUMP_RISK} To {what} anyway and restart those clients yourself, pass "
+                             "--no-bump-revision" + ("; or give --etcd-image an etcd image of the same minor whose "
+                                                     "etcdctl has the bump." if what == "restore" else "."))
+    return has_bump and not no_bump
 
 
 # ------------------------------------------------------------------------------------------- preflight
@@ -203,6 +239,7 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
     image tags (kubeadm's registry.k8s.io/etcd:X.Y.Z-N), and the plan says so."""
     found = targets(kube)
     say(f"etcd members: {', '.join(f'{t.name} on {t.node}' for t in found)}")
+    _refuse_left_out(found, apiserver_nodes(kube), None)
     images = sorted({t.member.image for t in found})
     image = etcd_image or images[0]
     if dry_run:
@@ -225,6 +262,7 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
         raise EtcdError(f"the members run different etcd versions ({', '.join(versions)}): finish the upgrade "
                         "first")
     cluster_version = versions[0]
+    _refuse_left_out(found, [], status.members)
     unhealthy = [e.endpoint for e in status.endpoints if not e.healthy]
     if unhealthy:
         say(f"warning: members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
@@ -240,6 +278,19 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
                       pods=_names(kube, "/api/v1/pods"))
     planned.node_timeout = node_timeout
     return planned
+
+
+def _refuse_left_out(found: list[Target], api_nodes: list[str], members: list[MemberInfo] | None) -> None:
+    missing = left_out(found, api_nodes, members)
+    if missing:
+        # kubeadm names each member after its node: that is the node to look at.
+        nodes = sorted(set(api_nodes) - {t.node for t in found}) or sorted(
+            m.name for m in members or [] if m.name and m.name not in {t.name for t in found})
+        node = nodes[0] if nodes else "NODE"
+        raise EtcdError(f"the restore would leave out part of the control plane: {'; '.join(missing)}",
+                        hint=f"Every member must be restored at once. Start its etcd static pod again ({MANIFESTS_DIR}"
+                             f"/etcd.yaml on node {node}) and wait until `kubectl dr etcd status` shows it healthy, "
+                             f"or replace the member first: `kubectl dr etcd member replace {node}`.")
 
 
 def _check_snapshot(snapshot: LocalSnapshot, cluster_version: str) -> None:
@@ -262,21 +313,15 @@ def _decide(found: list[Target], snapshot: LocalSnapshot, versions: list[str], t
     if minor_of(tool_version) != minor_of(cluster_version):
         raise EtcdError(f"{image} has etcdctl {tool_version}, the cluster runs etcd {cluster_version}",
                         hint="--etcd-image must be an etcd image of the cluster's major.minor.")
-    has_bump = BUMP_SINCE <= _version_tuple(tool_version) < (3, 6)
     if _version_tuple(tool_version) >= (3, 6):
         raise EtcdError(f"etcdctl {tool_version} no longer restores snapshots (etcd 3.6 moved it to etcdutl, which "
                         "the kubeadm etcd images do not ship)",
                         hint="kubectl dr restores with etcdctl of etcd 3.5 or 3.4 only; for etcd 3.6 follow the "
                              "break-glass runbook (etcdutl on the nodes).")
-    if not has_bump and not no_bump:
-        raise EtcdError(f"no restore tool with --bump-revision: {image} has etcdctl {tool_version} (the bump needs "
-                        "etcdctl ≥ 3.5.10)",
-                        hint=f"{NO_BUMP_RISK} To restore anyway and restart those clients yourself, pass "
-                             "--no-bump-revision; or give --etcd-image an etcd image of the same minor whose etcdctl "
-                             "has the bump.")
+    bump = can_bump(tool_version, image, no_bump)
     del say
-    return Plan(run=run, targets=found, snapshot=snapshot, image=image, tool_version=tool_version,
-                bump=has_bump and not no_bump, token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",
+    return Plan(run=run, targets=found, snapshot=snapshot, image=image, tool_version=tool_version, bump=bump,
+                token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",
                 initial_cluster=initial_cluster(found), cluster_version=cluster_version, revision_before=revision,
                 helper_image=helper_image, namespace=namespace, counts_before=counts, nodes_before=nodes,
                 pods_before=pods)
@@ -305,9 +350,10 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     node.sh(f"set -e; mkdir -p {run_dir}; test ! -e {shlex.quote(swap.in_pod(swap.incoming))}; "
             f"test ! -e {shlex.quote(swap.in_pod(swap.aside))}; test -d {shlex.quote(swap.in_pod(t.data_dir))}",
             what="checking the data dirs")
+    # The record only: LAST keeps naming the previous restore until this one is handed over (_hand_over), so an
+    # attempt that ends here leaves the earlier restore's rollback and finalize as they were.
     record = json.dumps({**p.record(), "node": t.node}, indent=1).encode()
-    node.sh(f"cat > {run_dir}/record.json && echo {p.run.id} > {HOST_DR}/{LAST}", stdin=record,
-            what="writing the run record")
+    node.sh(f"cat > {run_dir}/record.json", stdin=record, what="writing the run record")
     say(f"copying the snapshot ({p.snapshot.status.file_size} bytes) to node {t.node}")
     node.send_file(p.snapshot.path, p.snapshot.status.file_size, p.snapshot.status.sha256, f"{run_dir}/snapshot.db")
     say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
@@ -335,6 +381,79 @@ def _hand_over(node: NodePod, p: Plan, mode: str) -> None:
     # Written beside and renamed: the kubelet never reads half a file. A dot file is not a pod.
     node.sh(f"set -e; test ! -e {dest}; cat > {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp && "
             f"mv {HOST_KUBERNETES}/manifests/.kubectl-dr.tmp {dest}", stdin=manifest, what="handing over")
+
+
+def _go(node: NodePod, p: Plan, mode: str) -> None:
+    """LAST moves with the go, in one command: from here the node's data dirs change, so this run is its last
+    restore; not a moment before (a run that ended earlier changed nothing)."""
+    swap = p.swap(node.target, mode)
+    node.sh(f"set -e; echo {p.run.id} > {HOST_DR}/{LAST}.tmp; mv {HOST_DR}/{LAST}.tmp {HOST_DR}/{LAST}; "
+            f"touch {shlex.quote(swap.in_pod(swap.go_file))}", what="giving the go")
+
+
+def _call_off(nodes: list[NodePod], p: Plan, mode: str, reason: str) -> None:
+    """Tell every node's script, still waiting for the go, to end without changing anything, and why."""
+    for node in nodes:
+        swap = p.swap(node.target, mode)
+        with contextlib.suppress(DrError):
+            node.sh(f"cat > {shlex.quote(swap.in_pod(swap.abort_file))}", stdin=reason.encode(),
+                    what="calling the run off")
+
+
+def await_ready(nodes: list[NodePod], p: Plan, mode: str, say: Callable[[str], None]) -> str | None:
+    """Until every node's script passed its own checks (None), or why the run must be called off: a node that
+    failed them, or one not ready within --node-timeout (its static pod did not start)."""
+    deadline = time.monotonic() + p.node_timeout
+    told = 0.0
+    while True:
+        statuses = read_statuses(nodes, p.run.id, mode)
+        ended = {n: rows[-1] for n, rows in statuses.items() if rows and rows[-1][1] in nodescript.TERMINAL}
+        if ended:
+            return "; ".join(f"node {n} {step}: {detail}" for n, (_, step, detail) in ended.items())
+        waiting = [n for n, rows in statuses.items() if not any(step == "ready" for _, step, _ in rows)]
+        if not waiting:
+            return None
+        if time.monotonic() > deadline:
+            return "; ".join(f"node {n} not ready within {p.node_timeout}s of the hand-over ("
+                             + (f"last step {statuses[n][-1][1]})" if statuses[n] else "its static pod did not start)")
+                             for n in waiting)
+        if time.monotonic() - told > 10:
+            told = time.monotonic()
+            say(f"waiting for node(s) {', '.join(waiting)} to be ready")
+        time.sleep(1)
+
+
+def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, say: Callable[[str], None],
+                  unstage: list[cleanup.UndoStep | None], lease: cleanup.UndoStep) -> None:
+    """The manifests on every node; once every node's script is ready, the go on each (the point of no return).
+    A node that fails before that ends the run everywhere at once, nothing changed: RestoreFailed with its
+    reason. Until the go an interruption calls the run off the same way."""
+    stack = cleanup.current()
+    call_off = stack.push("call the run off on every node",
+                          lambda: _call_off(nodes, p, mode, "kubectl dr was interrupted before the go"))
+    for node in nodes:
+        _hand_over(node, p, mode)
+    reason = await_ready(nodes, p, mode, say)
+    if reason is not None:
+        say(f"calling the {mode} off on every node: {reason}")
+        stack.discard(call_off)
+        _call_off(nodes, p, mode, reason)
+        statuses = wait_nodes(nodes, p.run.id, mode, say, timeout=p.node_timeout + 30.0, never_started=10.0)
+        for node in nodes:
+            rows = statuses[node.target.node]
+            if not rows or rows[-1][1] not in nodescript.TERMINAL:  # never started: its manifest goes
+                node.sh(f"rm -f {HOST_KUBERNETES}/manifests/{nodescript.MANIFEST_FILE}", what="removing the manifest")
+        for step in unstage:
+            if step is not None:
+                stack.run(step)
+        raise RestoreFailed(Outcome(mode, p.run.id, statuses))
+    # The API servers stop from here on: the lease goes first.
+    stack.run(lease)
+    for node, step in zip(nodes, unstage, strict=True):
+        if step is not None:  # a node that has the go decides alone: its staged dir is never removed under it
+            stack.discard(step)
+        _go(node, p, mode)
+    stack.discard(call_off)
 
 
 # ---------------------------------------------------------------------------------------------- after
@@ -446,14 +565,9 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callab
                                 lambda node=node: _unstage(node, p)))  # type: ignore[misc]
     for node in nodes:
         _stage(kube, p, node, say)
-    # The point of no return for the client: from the first manifest on, the nodes decide. The lease goes
-    # first (the API server is about to stop); a manifest already in place refuses a second hand-over.
-    stack.run(released[0])
-    for node, step in zip(nodes, steps, strict=True):
-        # A node that has its manifest decides alone: its staged dir must never be removed under it. A node
-        # interrupted before its turn is unstaged; the ones already handed over then miss a peer and go back.
-        stack.discard(step)
-        _hand_over(node, p, "restore")
+    # The point of no return for the client is each node's go: from there the node decides. A node interrupted
+    # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
+    hand_over_all(kube, p, nodes, "restore", say, list(steps), released[0])
     for node in nodes:
         if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
             stack.discard(node.pod.step)
@@ -488,12 +602,16 @@ def _release(lease: Lease, heartbeat: Heartbeat) -> None:
 
 def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str,
            say: Callable[[str], None], *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
-    wait_api(kube, say)
+    # Bounded by --node-timeout: each node stops its control plane, forms the cluster and starts the API server
+    # within its own waits, each at most that long (stopping at least a minute).
+    wait_api(kube, say, API_WAIT_SECONDS if plan is None else
+             float(max(plan.node_timeout, 60) + 2 * plan.node_timeout + 120))
     say("the API server answers; reading every node's status")
     reader = Run(f"etcd restore {mode} (status)")
     nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status")
     try:
-        statuses = wait_nodes(nodes, run_id, mode, say)
+        # With the API back, a node is at most its API wait (--node-timeout) from its last line.
+        statuses = wait_nodes(nodes, run_id, mode, say, timeout=900.0 if plan is None else plan.node_timeout + 60.0)
         outcome = Outcome(mode, run_id, statuses, runbook=runbook)
         if outcome.ok:
             # Our staging: the snapshot copies and the emptied parking directories. The data dirs set aside stay.
@@ -575,9 +693,13 @@ class RestoreFailed(EtcdError):
         rolled = [n for n, rows in outcome.nodes.items() if rows and rows[-1][1] == nodescript.ROLLED_BACK]
         why = "; ".join(f"{n}: {next((d for _, s, d in reversed(rows) if s == 'rolling-back'), '')}"
                         for n, rows in outcome.nodes.items() if n in rolled)
+        # A node that refused says why, first; the ones called off because of it follow.
+        refused = "; ".join(f"{n}: {rows[-1][2]}" for n, rows in sorted(
+            outcome.nodes.items(), key=lambda item: item[1][-1][2].startswith("called off") if item[1] else True)
+            if rows and rows[-1][1] == nodescript.FAILED)
         super().__init__(
             f"the etcd {outcome.mode} did not complete ({_last_steps(outcome.nodes)})"
-            + (f"; rolled back: {why}" if why else ""),
+            + (f"; failed: {refused}" if refused else "") + (f"; rolled back: {why}" if why else ""),
             hint="Nodes that rolled back run on their previous data dir again, nothing was lost. "
                  "`kubectl dr etcd restore status` shows every node's steps.")
         self.outcome = outcome

@@ -112,6 +112,28 @@ class NodePod:
         if match.group(1) != sha256:
             raise VerificationError(f"{where} is damaged: SHA-256 {match.group(1)} there, {sha256} here")
 
+    def fetch(self, remote: str, local: Path) -> None:
+        """Copy a file from the node (a data dir's database), checked: what arrived against the size and SHA-256
+        the pod reads there."""
+        q = shlex.quote(remote)
+        lines = self.sh(f"sha256sum {q} && wc -c < {q}", what=f"reading {remote}").split("\n")
+        match = _SHA.match(lines[0] + " ") if lines else None
+        digest = hashlib.sha256()
+        size = 0
+        with open(local, "wb") as f:
+            def sink(block: bytes) -> None:
+                nonlocal size
+                f.write(block)
+                digest.update(block)
+                size += len(block)
+
+            stream = open_exec(self.kube, self.pod.namespace, self.pod.name, ["cat", remote], container=CONTAINER,
+                               stdin=False, timeouts=Timeouts(idle=300.0))
+            stream.run(stdout=sink).check(f"copying {remote} from node {self.target.node}")
+        if match is None or len(lines) < 2 or lines[1].strip() != str(size) or match.group(1) != digest.hexdigest():
+            raise VerificationError(f"{remote} copied from node {self.target.node} differs from the file there "
+                                    f"({size} bytes arrived, the pod printed {' '.join(lines)[:200]!r})")
+
     def delete(self) -> None:
         self.pod.delete(wait=True, timeout=60)
 

@@ -64,6 +64,7 @@ class NodeSwap:
     stop_timeout: int = 180
     health_timeout: int = 300
     api_timeout: int = 300
+    go_timeout: int = 360  # how long a ready node waits for the client's go (or its call-off)
 
     @property
     def data_parent(self) -> str:
@@ -77,6 +78,16 @@ class NodeSwap:
     @property
     def status_file(self) -> str:
         return f"{self.dr_dir}/{self.run_id}/status-{self.mode}"
+
+    @property
+    def go_file(self) -> str:
+        """Written by the client once every node is ready: from here the nodes change things."""
+        return f"{self.dr_dir}/{self.run_id}/go-{self.mode}"
+
+    @property
+    def abort_file(self) -> str:
+        """Written by the client instead when a node failed before changing anything; it holds the reason."""
+        return f"{self.dr_dir}/{self.run_id}/abort-{self.mode}"
 
     def in_pod(self, host_path: str) -> str:
         """A host path as our pods see it through their three hostPath mounts."""
@@ -102,7 +113,8 @@ def script(s: NodeSwap) -> str:
         "STATUS": s.in_pod(s.status_file), "HEALTH": s.health_url, "METRICS": s.metrics_url,
         "PEERS": str(s.peers), "READYZ": s.readyz_url, "SELF": MANIFEST_FILE, "OTHERS": " ".join(OTHERS),
         "STOP_TIMEOUT": str(s.stop_timeout), "HEALTH_TIMEOUT": str(s.health_timeout),
-        "API_TIMEOUT": str(s.api_timeout),
+        "API_TIMEOUT": str(s.api_timeout), "GO": s.in_pod(s.go_file), "ABORT": s.in_pod(s.abort_file),
+        "GO_TIMEOUT": str(s.go_timeout),
     }
     header = "".join(f"{k}={q(v)}\n" for k, v in values.items())
     return header + _BODY
@@ -185,6 +197,14 @@ log start "$MODE on $(hostname)"
 [ -d "$INCOMING" ] || finish failed "the new data dir $INCOMING is missing: nothing was changed"
 [ -e "$ASIDE" ] && finish failed "$ASIDE already exists: nothing was changed"
 [ -e "$MANIFESTS/etcd.yaml" ] || finish failed "no etcd.yaml in the manifests directory: nothing was changed"
+# Every node checks the above first, and waits for the client's word: one node that cannot start calls the run
+# off everywhere before any API server stops, instead of leaving the others to their timeouts.
+log ready "waiting for every node to be ready"
+called() { [ -e "$GO" ] || [ -e "$ABORT" ]; }
+wait_for "$GO_TIMEOUT" called ||
+  finish failed "no word from kubectl dr within ${GO_TIMEOUT}s of the hand-over: nothing was changed"
+[ -e "$ABORT" ] && finish failed "called off: $(head -c 500 "$ABORT"): nothing was changed"
+log go
 for f in $OTHERS; do park "$f" || rollback "cannot move $f out of the manifests directory"; done
 log stopped-control-plane
 wait_for "$STOP_TIMEOUT" not api_up || rollback "the API server still answers ${STOP_TIMEOUT}s after its manifest left"

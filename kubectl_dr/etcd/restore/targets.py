@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kubectl_dr.etcd.errors import TopologyError
+from kubectl_dr.etcd.model import MemberInfo
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, ETCD_SELECTOR, StaticMember, member_from_pod, parse_flags
 from kubectl_dr.kube.client import Kube
 
@@ -91,7 +92,8 @@ def targets(kube: Kube) -> list[Target]:
     etcd_pods = kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods", labelSelector=ETCD_SELECTOR).get("items") or []
     api_pods = kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods",
                         labelSelector=APISERVER_SELECTOR).get("items") or []
-    api_by_node = {str((p.get("spec") or {}).get("nodeName")): p for p in api_pods}
+    api_by_node = {str((p.get("spec") or {}).get("nodeName")): p for p in api_pods
+                   if not (p.get("metadata") or {}).get("deletionTimestamp")}
     found = []
     for pod in etcd_pods:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
@@ -140,3 +142,24 @@ def targets(kube: Kube) -> list[Target]:
 def initial_cluster(targets: list[Target]) -> str:
     """The one --initial-cluster every restored member gets: NAME=PEER_URL for each member."""
     return ",".join(f"{t.name}={u}" for t in targets for u in t.peer_urls)
+
+
+def apiserver_nodes(kube: Kube) -> list[str]:
+    """The nodes that run a kube-apiserver static pod now."""
+    pods = kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods", labelSelector=APISERVER_SELECTOR).get("items") or []
+    return sorted({str((p.get("spec") or {}).get("nodeName")) for p in pods
+                   if not (p.get("metadata") or {}).get("deletionTimestamp")})
+
+
+def left_out(found: list[Target], api_nodes: list[str], members: list[MemberInfo] | None) -> list[str]:
+    """What a restore of `found` would leave out, each said in full: a member etcd lists (when asked) that has
+    no etcd static pod, and an API server on a node without one. Left out, that node keeps its API server (and
+    its member) on the old data while the others swap, and the new cluster never forms."""
+    names = {t.name for t in found}
+    peers = {u.rstrip("/") for t in found for u in t.peer_urls}
+    nodes = {t.node for t in found}
+    out = [f"etcd member {m.name or '(not started)'} ({', '.join(m.peer_urls) or 'no peer URL'}) has no etcd static "
+           "pod running" for m in members or []
+           if m.name not in names and not {u.rstrip("/") for u in m.peer_urls} & peers]
+    out += [f"node {n} runs a kube-apiserver static pod but no etcd static pod" for n in api_nodes if n not in nodes]
+    return out

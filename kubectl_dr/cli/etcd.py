@@ -370,7 +370,6 @@ def restore(
     from kubectl_dr.etcd.restore import job
     from kubectl_dr.etcd.restore.runbook import runbook
     from kubectl_dr.etcd.restore.source import local_snapshot
-    from kubectl_dr.kube.identity import try_cluster_identity
     from kubectl_dr.runs import Run
 
     opts, console = _restore_session(ctx)
@@ -382,7 +381,7 @@ def restore(
                          "always moves the revision forward")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
     # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
-    current, why = (None, "") if os.path.isfile(source) else try_cluster_identity(opts.kube())
+    current, why = (None, "") if os.path.isfile(source) else _restore_identity(opts, direct)
     snapshot = local_snapshot(source, repository, console, current=current, unknown_why=why,
                               from_cluster=from_cluster, from_other_cluster=from_other_cluster,
                               record=opts.dry_run == "none")
@@ -456,6 +455,25 @@ def _finish_restore(opts: GlobalOptions, console: Any, outcome: Any, run: Any, h
                       + "; ".join(f"{r.node}: {r.detail}" for r in failed),
                       hint="Restart those kubelets on the nodes themselves (`systemctl restart kubelet`); until then "
                            "they may act on what they cached before the restore.")
+
+
+def _restore_identity(opts: GlobalOptions, direct: Any) -> tuple[ClusterIdentity | None, str]:
+    """The cluster `--from latest` resolves against: the API's answer, or with --endpoints while a held run
+    keeps the API servers down, the kube-system stored in etcd itself (a rerun is made exactly then)."""
+    from kubectl_dr.kube.identity import try_cluster_identity
+
+    try:
+        return try_cluster_identity(opts.kube())
+    except DrError:
+        if direct is None:
+            raise
+        from kubectl_dr.clusters import ClusterIdentity
+        from kubectl_dr.etcd.restore.external import held_cluster_uid
+
+        uid = held_cluster_uid(direct)
+        if uid is None:
+            raise
+        return ClusterIdentity(uid), ""
 
 
 def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository: Any, snapshot: Any, run: Any,

@@ -134,9 +134,11 @@ def kube_system_uid(space: Keyspace) -> str | None:
     without the API still says which cluster it is of. None when the keyspace holds no single kube-system.
     """
     found = [v.data for k, v in space.keys.items() if k.endswith(_NAMESPACE_SUFFIX) and k.count(b"/") == 3]
-    if len(found) != 1:
-        return None
-    data = found[0]
+    return namespace_uid(found[0]) if len(found) == 1 else None
+
+
+def namespace_uid(data: bytes) -> str | None:
+    """The metadata.uid of a Namespace as the API server stores it, JSON or protobuf; None if unreadable."""
     try:
         if data.startswith(_PROTOBUF_MAGIC):
             # runtime.Unknown{raw: 2} → Namespace{metadata: 1} → ObjectMeta{uid: 5}

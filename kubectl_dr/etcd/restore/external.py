@@ -215,6 +215,18 @@ def held_runs(etcd: Etcd) -> list[str]:
                   and f"{run_prefix(r)}/verdict".encode() not in keys)
 
 
+def held_cluster_uid(direct: Direct) -> str | None:
+    """The cluster whose API servers a held run keeps down, from etcd itself (its kube-system under the run's
+    prefix): with no API server to ask, this is what `--from latest` resolves against. None without a held run."""
+    with etcd_errors(direct), Etcd(direct) as etcd:
+        held = held_runs(etcd)
+        if not held:
+            return None
+        prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
+        stored = etcd.get(f"{prefix}/namespaces/kube-system".encode())
+        return keyspace.namespace_uid(stored) if stored else None
+
+
 def run_record(etcd: Etcd, run_id: str) -> dict[str, Any]:
     """What a run wrote about itself in etcd: who runs it, with which snapshot, its safety snapshot once saved.
     Empty for a run of a version that wrote none."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -55,13 +56,18 @@ def build_bundle(work: Path) -> Path:
         "--strip",
         # Sub-commands import their modules lazily (fast --help); collect them explicitly.
         "--collect-submodules", "kubectl_dr",
+        # etcd3 (and gRPC, protobuf) load through importlib, only for `--endpoints`: PyInstaller cannot see them.
+        "--collect-submodules", "etcd3", "--hidden-import", "grpc", "--hidden-import", "google.protobuf.unknown_fields",
         # `version` reads the client library's version from its installed metadata.
         "--copy-metadata", "kubernetes",
         "--distpath", str(work / "dist"), "--workpath", str(work / "build"), "--specpath", str(work),
     ]
     for module in EXCLUDED_MODULES:
         args += ["--exclude-module", module]
-    subprocess.run([*args, str(ENTRY)], check=True, cwd=REPO)
+    # etcd3's generated modules import only under protobuf's pure-Python implementation (as at run time, see
+    # kubectl_dr/etcd/client.py); without it PyInstaller's probe of etcd3 fails and collects nothing.
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    subprocess.run([*args, str(ENTRY)], check=True, cwd=REPO, env=env)
     bundle = work / "dist" / "kubectl-dr"
     prune_botocore(bundle / "_internal" / "botocore" / "data")
     return bundle

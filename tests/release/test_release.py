@@ -116,6 +116,12 @@ def test_release_archive_installs_with_krew_and_starts_fast(release_build: Relea
     assert result.stdout.splitlines()[0] == f"Plugin Version: v{__version__}"
     assert "not installed" not in result.stdout
 
+    # etcd3 and gRPC load lazily, through importlib, for an external etcd: they must be in the archive too.
+    direct = subprocess.run([link.name, "etcd", "status", "--endpoints", "http://127.0.0.1:1"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert direct.returncode == 1
+    assert "no etcd endpoint answered" in direct.stderr and "UNAVAILABLE" in direct.stderr, direct.stderr
+
     # kubectl completes through `kubectl_complete-dr`: the same executable under that name.
     (link.parent / "kubectl_complete-dr").symlink_to(link.name)
     completed = subprocess.run(["kubectl_complete-dr", "version", "--cl"], capture_output=True, text=True,

@@ -83,6 +83,17 @@ def test_committed_manifest_installs_the_one_directory_layout(tmp_path: Path) ->
     assert result.stdout == "kubectl-dr --help\n"
 
 
+def test_release_archive_refuses_a_linked_directory_and_leaves_nothing(tmp_path: Path) -> None:
+    # The walk does not enter a linked directory: packed, it would arrive empty and the build start broken.
+    bundle = tmp_path / "bundle"
+    (bundle / "_internal" / "lib").mkdir(parents=True)
+    (bundle / "_internal" / "lib" / "libx.so.1").write_bytes(b"\x7fELF")
+    (bundle / "_internal" / "alias").symlink_to("lib")
+    with pytest.raises(SystemExit, match="_internal/alias links to a directory"):
+        load_release_script().make_archive(bundle, tmp_path / "dist", __version__)
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
 def test_krew_install_refuses_what_krew_refuses(tmp_path: Path) -> None:
     platform = {"bin": "kubectl-dr", "files": [{"from": "kubectl-dr", "to": "."}]}
     bad = (("kubectl-dr", tarfile.SYMTYPE), ("a..b", tarfile.REGTYPE), ("/kubectl-dr", tarfile.REGTYPE))

@@ -12,7 +12,7 @@ import pytest
 
 from tests.release.build import ReleaseBuild, pyinstaller_installed
 
-BUILD_TEST = "test_release_archive_builds_extracts_and_runs"
+BUILD_TEST = "test_release_archive_installs_with_krew_and_starts_fast"
 _early: list[ReleaseBuild] = []
 
 

@@ -66,10 +66,10 @@ class SnapshotResult:
 
     def rows(self) -> list[list[Any]]:
         member = self.manifest.details.get("member") or {}
-        # One word a cell: the size without its space; the digest's first 16 digits (the whole one in -o json).
+        # Sizes as every table writes them (units.size); the digest's first 16 digits (the whole one in -o json).
         return [[self.manifest.id, member.get("name") or member.get("endpoint") or "-", member.get("node") or "-",
                  member.get("version") or "-", self.status.revision, self.status.total_keys,
-                 size(self.status.file_size).replace(" ", ""), self.status.sha256[:16]]]
+                 size(self.status.file_size), self.status.sha256[:16]]]
 
 
 def _image_version(image: str) -> str | None:

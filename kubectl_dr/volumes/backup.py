@@ -128,10 +128,10 @@ class BackupResult:
 
     def rows(self) -> list[list[Any]]:
         data = self.manifest.part(PART)
-        # A table cell stays one word (awk, cut): the size without its space; the digest's first 16 digits, as in
-        # every result table (the whole one is in -o json and `backups show`).
+        # Sizes as every table writes them (units.size); the digest's first 16 digits, as in every result table
+        # (the whole one, and the size in bytes, are in -o json and `backups show`).
         return [[self.manifest.id, self.name, self.manifest.details["archive"]["entries"], self.unreadable,
-                 size(data.size).replace(" ", ""), data.sha256[:16]]]
+                 size(data.size), data.sha256[:16]]]
 
 
 def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run: Run) -> BackupResult | BackupPlan:

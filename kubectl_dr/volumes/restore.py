@@ -127,7 +127,7 @@ class RestoreResult:
         # FROM: the backup's ID, or the tar file given; ORIGIN last, where a cell may be words: another cluster's
         # backup restored here is said in the result, not only in the plan.
         return [[f"{self.namespace}/{self.claim}", _backup_id(self.source) or str(self.source.path),
-                 len(self.source.entries), len(self.removed), size(self.checked.size).replace(" ", ""),
+                 len(self.source.entries), len(self.removed), size(self.checked.size),
                  self.checked.sha256[:16], self.source.origin or "-"]]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests import tables
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster
 from tests.unit.etcd_scratch import ETCDCTL, ScratchEtcd, snapshot_status
@@ -168,10 +169,11 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
         assert data["size"] == part.stat().st_size and data["sha256"] == sha256_file(part)
         table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, env=env)
         assert table.returncode == 0, table.stderr
-        header, row = (line.split() for line in table.stdout.splitlines())
-        assert header == ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]
-        assert len(row) == len(header) and row[1:3] == ["ext", "-"]  # every cell one word, "-" for none
-        assert row[-1] == sha256_file(repo / row[0] / "snapshot.db")[:16]
+        [cells] = tables.rows(table.stdout)
+        assert list(cells) == ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]
+        assert (cells["MEMBER"], cells["NODE"]) == ("ext", "-")  # "-" for none, never an empty cell
+        assert cells["SIZE"].endswith((" KiB", " MiB")) and cells["SHA256"] == sha256_file(
+            repo / cells["ID"] / "snapshot.db")[:16]
         status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env))
         raw = json.loads(etcd.ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
         row = status["endpoints"][0]

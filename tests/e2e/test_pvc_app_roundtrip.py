@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests import tables
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
 from tests.e2e.test_pvc_consumers import replicas_and_records, running_pods
@@ -200,9 +201,8 @@ def test_restricted_namespace_names_what_it_cannot_read(cluster: Any, tmp_path: 
     # (lost+found is left out by design and not counted).
     backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--skip-unreadable")
     assert backup.returncode == 0, backup.stderr
-    header, *rows = (line.split() for line in backup.stdout.splitlines())
-    assert header == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"] and len(rows) == 1
-    row = dict(zip(header, rows[0], strict=True))
+    [row] = tables.rows(backup.stdout)
+    assert list(row) == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
     assert row["NAME"] == f"{ns}/data" and row["SKIPPED"] == "1", backup.stdout
     assert "note: 1 entry could not be read and was left out (--skip-unreadable)" in backup.stderr
     backup_id = row["ID"]

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests import tables
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import (
     build_roundtrip,
@@ -105,18 +106,17 @@ def test_backup_and_restore_print_their_results_as_tables(cluster, tmp_path: Pat
     repo = tmp_path / "repo"
     made = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--name", "before-upgrade")
     assert made.returncode == 0, made.stderr
-    header, row = (line.split() for line in made.stdout.splitlines())
-    backup = dict(zip(header, row, strict=True))
-    assert header == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
+    [backup] = tables.rows(made.stdout)
+    assert list(backup) == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
     assert (backup["NAME"], backup["ENTRIES"], backup["SKIPPED"]) == ("before-upgrade", "2", "0"), made.stdout
     assert backup["ID"].endswith("-pvc-before-upgrade") and "note:" not in made.stderr
 
     (vol / "file").write_text("two")
     restored = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup["ID"], "--yes")
     assert restored.returncode == 0, restored.stderr
-    header, row = (line.split() for line in restored.stdout.splitlines())
-    assert header == ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
-    assert row == [f"{ns}/data", backup["ID"], "2", "0", backup["SIZE"], backup["SHA256"], "-"]
+    [row] = tables.rows(restored.stdout)
+    assert list(row) == ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
+    assert list(row.values()) == [f"{ns}/data", backup["ID"], "2", "0", backup["SIZE"], backup["SHA256"], "-"]
     assert (vol / "file").read_text() == "one"
 
 

@@ -199,7 +199,8 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
     files = repo_files(repo)
     dry = run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client")
     ok(dry)
-    assert "would restore etcd on 1 control-plane node(s)" in dry.stdout and "--bump-revision=1000000000" in dry.stdout
+    assert "would restore etcd on 1 control-plane node from" in dry.stdout
+    assert "--bump-revision=1000000000" in dry.stdout
     dry_run_says_would(dry)
     assert repo_files(repo) == files  # not even the record of the backup's verification
     assert not leftover_pods(c) and configmaps(c, "one") == {"before", "after"}
@@ -585,6 +586,9 @@ def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: P
     assert status["nodes"][0]["runID"] != aborted
     status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "--run", aborted, "-o", "json")).stdout)
     assert status["nodes"][0]["state"] == "aborted before the hand-over (nothing changed)"
-    # The lease is free again: the next restore runs (and is dry here).
-    ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client"))
+    # Sizes in messages in binary units, as everywhere: not a raw byte count.
+    assert any(re.fullmatch(rf"copying the snapshot \(\d+\.\d KiB\) to node {node}\n", line) for line in seen), seen
+    # The lease is free again: the next restore runs (and is dry here), its plan in plain words.
+    dry = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client")).stdout
+    assert "would restore etcd on 1 control-plane node from" in dry and "node(s)" not in dry.splitlines()[0], dry
     c.kubectl("delete", "namespace", "interrupted", "--wait=false")

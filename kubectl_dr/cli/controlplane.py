@@ -156,5 +156,5 @@ def restore_table(result: RestoreResult) -> str:
     """What a restore wrote (or would write) and what it found already equal, sizes as every table gives them."""
     return render_table(["PATH", "MODE", "OWNER", "SIZE", "ACTION"],
                         [[p.path, f"{p.mode:04o}", f"{p.uid}:{p.gid}", units.size(p.size),
-                          ("would " if result.dry_run else "") + p.action]
+                          ("would " if result.dry_run and p.action != "unchanged" else "") + p.action]
                          for p in result.written + result.unchanged])

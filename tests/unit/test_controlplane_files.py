@@ -41,5 +41,7 @@ def test_result_tables_give_sizes_in_binary_units() -> None:
          "restore": True}]))
     assert [row["SIZE"] for row in backup] == ["550 B", "1.5 KiB"]
     planned = Planned("/etc/kubernetes/pki/ca.crt", "pki-ca.crt", 0o644, 0, 0, 550, "a" * 64)
-    restore = tables.rows(restore_table(RestoreResult("ID", "cp-2", [planned], [], [], 0.1, dry_run=True)))
-    assert [(row["SIZE"], row["ACTION"]) for row in restore] == [("550 B", "would write")]
+    same = Planned("/etc/kubernetes/pki/ca.key", "pki-ca.key", 0o600, 0, 0, 1536, "b" * 64, action="unchanged")
+    restore = tables.rows(restore_table(RestoreResult("ID", "cp-2", [planned], [same], [], 0.1, dry_run=True)))
+    # A dry run's plan says "would" for what it would do, and an equal file is simply unchanged.
+    assert [(row["SIZE"], row["ACTION"]) for row in restore] == [("550 B", "would write"), ("1.5 KiB", "unchanged")]

@@ -364,6 +364,8 @@ def test_aborted_restore_keeps_the_last_one(single: Cluster, tmp_path: Path) -> 
     assert f"etcd.before-{second}: the data from before restore {second}, the last restore" in table, table
     done = ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     assert f"removed /var/lib/etcd.before-{first} on node {node}" in done.stdout, done.stdout
+    # What was removed cannot be rolled back any more: the result does not say that `rollback` puts it back.
+    assert "rollback" not in done.stdout, done.stdout
     assert sorted(p.name for p in parent.iterdir() if p.name.startswith("etcd")) == ["etcd"]
     assert not leftover_pods(c)
     c.kubectl("delete", "namespace", "orders", "--wait=false")

@@ -347,7 +347,7 @@ def copy(
       kubectl dr backups copy --all --type etcd-snapshot --to s3://dr-backups/prod --encrypt-to age1…
     """
     from kubectl_dr.repo import open_repository
-    from kubectl_dr.repo.copying import copy_backup
+    from kubectl_dr.repo.copying import copy_backup, present_in
     from kubectl_dr.repo.safety import SECRET_BEARING_TYPES, confirm_plaintext_secrets
 
     opts = options(ctx)
@@ -372,8 +372,11 @@ def copy(
     if opts.dry_run != "none":
         if not chosen:
             message("nothing to copy")
-        emit({"copied": [b.id for b in chosen], "present": [], "dryRun": True, "target": target.location},
-             opts.output, table=_copy_table([(b.id, "would copy", target.backup_location(b.id)) for b in chosen]))
+        there = {b.id for b in chosen if present_in(target, b)}
+        emit({"copied": [b.id for b in chosen if b.id not in there], "present": [b.id for b in chosen if b.id in there],
+              "dryRun": True, "target": target.location}, opts.output,
+             table=_copy_table([(b.id, "present" if b.id in there else "would copy", target.backup_location(b.id))
+                                for b in chosen]))
         return
     target.preflight(sum(b.manifest.size for b in chosen))
     copied: list[str] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOpt
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
 from kubectl_dr.units import count
+
+if TYPE_CHECKING:
+    from kubectl_dr.controlplane.restore import RestoreResult
 
 app = typer.Typer(
     help="Back up a control-plane node's PKI, manifests, kubeconfigs and encryption config; put the shared CA "
@@ -79,11 +82,15 @@ def backup(
     data = result.to_dict()
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets)
-    table = render_table(["PATH", "MODE", "OWNER", "SIZE", "SHA256", "RESTORED"],
-                         [[f["path"], f.get("mode", ""), f"{f['uid']}:{f['gid']}" if "uid" in f else "",
-                           f["size"], f["sha256"][:16], "yes" if f.get("restore") else "no"]
-                          for f in details["files"]])
-    emit(data, opts.output, table=table)
+    emit(data, opts.output, table=backup_table(details["files"]))
+
+
+def backup_table(files: list[dict[str, Any]]) -> str:
+    """The files a backup holds, sizes in the units of every other table."""
+    return render_table(["PATH", "MODE", "OWNER", "SIZE", "SHA256", "RESTORED"],
+                        [[f["path"], f.get("mode", ""), f"{f['uid']}:{f['gid']}" if "uid" in f else "",
+                          units.size(f["size"]), f["sha256"][:16], "yes" if f.get("restore") else "no"]
+                         for f in files])
 
 
 @app.command("restore", short_help="Put the shared CA and keys back on a rebuilt node")
@@ -142,8 +149,12 @@ def restore(
     for note in result.notes:
         message(f"note: {note}")
     message(result.regenerated)
-    table = render_table(["PATH", "MODE", "OWNER", "SIZE", "ACTION"],
-                         [[p.path, f"{p.mode:04o}", f"{p.uid}:{p.gid}", p.size,
-                           ("would " if result.dry_run else "") + p.action]
-                          for p in result.written + result.unchanged])
-    emit(result.to_dict(), opts.output, table=table)
+    emit(result.to_dict(), opts.output, table=restore_table(result))
+
+
+def restore_table(result: RestoreResult) -> str:
+    """What a restore wrote (or would write) and what it found already equal, sizes as every table gives them."""
+    return render_table(["PATH", "MODE", "OWNER", "SIZE", "ACTION"],
+                        [[p.path, f"{p.mode:04o}", f"{p.uid}:{p.gid}", units.size(p.size),
+                          ("would " if result.dry_run and p.action != "unchanged" else "") + p.action]
+                         for p in result.written + result.unchanged])

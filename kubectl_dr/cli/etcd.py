@@ -597,8 +597,12 @@ def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busy
 
     opts, console = _restore_session(ctx)
     result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none", run)
-    prefix = "(dry run) would remove" if opts.dry_run != "none" else "removed"
-    table = "\n".join(f"{prefix} {r['path']} on node {r['node']} ({r['what']})" for r in result["remove"])
+    dry = opts.dry_run != "none"
+    prefix = "(dry run) would remove" if dry else "removed"
+    # Once removed, no rollback puts a data dir back: the result says what it was, not what rollback would do.
+    table = "\n".join(f"{prefix} {r['path']} on node {r['node']} "
+                      f"({r['what'] if dry else r['what'].removesuffix(manage.ROLLBACK_PUTS_IT_BACK)})"
+                      for r in result["remove"])
     table = (table or "nothing to remove") + "".join(f"\nkept {r['path']} on node {r['node']}: {r['what']}"
                                                      for r in result["kept"])
     emit(result, opts.output, table=table + "\n")

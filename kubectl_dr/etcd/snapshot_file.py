@@ -160,10 +160,13 @@ def _verify(fd: int, name: str, require_trailer: bool, progress: Progress | None
     if not has_trailer and (require_trailer or not looks_like_bbolt):
         if not looks_like_bbolt:
             raise NotASnapshotError(name, "not an etcd snapshot: the file does not start with a bbolt database")
+        # Page-aligned is what a member's own db file is: say how to read it rather than only "truncated".
+        bare = ("; a database file copied from a data dir has none: --allow-missing-trailer checks it without"
+                if size % SECTOR == 0 else "")
         raise SnapshotTruncatedError(
             name,
             f"snapshot is truncated: {size} bytes is not 32 more than a multiple of 512 "
-            "(an etcd snapshot is a page-aligned database followed by a 32-byte SHA-256)",
+            f"(an etcd snapshot is a page-aligned database followed by a 32-byte SHA-256{bare})",
         )
     data_size = size - TRAILER_SIZE if has_trailer else size
 

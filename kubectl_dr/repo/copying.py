@@ -54,6 +54,12 @@ def copy_backup(source: Repository, backup: Backup, target: Repository, *, recip
     return CopyResult(written.id, "copied", target.backup_location(written.id), written.encryption is not None)
 
 
+def present_in(target: Repository, backup: Backup) -> bool:
+    """Whether the target already has this backup: what a dry run reports as `present` rather than
+    `would copy`, so that its rows are the real copy's."""
+    return _present(target, backup) is not None
+
+
 def _present(target: Repository, backup: Backup) -> bool | None:
     """Whether the target already has this backup (and if it is encrypted there); an ID that is there
     with other contents is an error, never overwritten."""

@@ -298,6 +298,23 @@ def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: 
     assert _tree(repo.path) == before
 
 
+def test_copy_dry_run_says_present_for_a_backup_the_target_has(repo: Repository, filled: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """A dry run's rows are what the real copy would print: `present`, not `would copy`, for one already there."""
+    target = tmp_path / "copies"
+    first = dr("backups", "copy", filled["a1"], "--repo", str(repo.path), "--to", str(target))
+    assert first.returncode == 0, first.stderr
+    before = _tree(target)
+    copy = dr("backups", "copy", "--all", "--type", "pvc", "--repo", str(repo.path), "--to", str(target),
+              "--dry-run=client")
+    assert copy.returncode == 0, copy.stderr
+    rows = {line.split()[0]: line.split()[1:-1] for line in copy.stdout.splitlines()[1:]}
+    assert rows == {filled["a1"]: ["present"], filled["a2"]: ["would", "copy"]}
+    assert json.loads(dr("backups", "copy", "--all", "--type", "pvc", "--repo", str(repo.path), "--to", str(target),
+                         "--dry-run=client", "-o", "json").stdout)["present"] == [filled["a1"]]
+    assert _tree(target) == before
+
+
 def test_a_crafted_id_is_reported_and_never_copied_out(repo: Repository, filled: dict[str, str],
                                                        tmp_path: Path) -> None:
     """`../../evilid` in a manifest: listed as a problem, skipped by `copy --all`, nothing outside the target."""

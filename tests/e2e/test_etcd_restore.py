@@ -199,7 +199,8 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
     files = repo_files(repo)
     dry = run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client")
     ok(dry)
-    assert "would restore etcd on 1 control-plane node(s)" in dry.stdout and "--bump-revision=1000000000" in dry.stdout
+    assert "would restore etcd on 1 control-plane node from" in dry.stdout
+    assert "--bump-revision=1000000000" in dry.stdout
     dry_run_says_would(dry)
     assert repo_files(repo) == files  # not even the record of the backup's verification
     assert not leftover_pods(c) and configmaps(c, "one") == {"before", "after"}
@@ -363,6 +364,8 @@ def test_aborted_restore_keeps_the_last_one(single: Cluster, tmp_path: Path) -> 
     assert f"etcd.before-{second}: the data from before restore {second}, the last restore" in table, table
     done = ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     assert f"removed /var/lib/etcd.before-{first} on node {node}" in done.stdout, done.stdout
+    # What was removed cannot be rolled back any more: the result does not say that `rollback` puts it back.
+    assert "rollback" not in done.stdout, done.stdout
     assert sorted(p.name for p in parent.iterdir() if p.name.startswith("etcd")) == ["etcd"]
     assert not leftover_pods(c)
     c.kubectl("delete", "namespace", "orders", "--wait=false")
@@ -571,6 +574,9 @@ def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: P
     assert status["nodes"][0]["runID"] != aborted
     status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "--run", aborted, "-o", "json")).stdout)
     assert status["nodes"][0]["state"] == "aborted before the hand-over (nothing changed)"
-    # The lease is free again: the next restore runs (and is dry here).
-    ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client"))
+    # Sizes in messages in binary units, as everywhere: not a raw byte count.
+    assert any(re.fullmatch(rf"copying the snapshot \(\d+\.\d KiB\) to node {node}\n", line) for line in seen), seen
+    # The lease is free again: the next restore runs (and is dry here), its plan in plain words.
+    dry = ok(run_dr(c, repo, "etcd", "restore", "--from", snap, "--dry-run=client")).stdout
+    assert "would restore etcd on 1 control-plane node from" in dry and "node(s)" not in dry.splitlines()[0], dry
     c.kubectl("delete", "namespace", "interrupted", "--wait=false")

@@ -25,3 +25,23 @@ def test_modes_are_kubeadms() -> None:
     assert {p: m for p, m in files.SHARED_MODES.items() if m == 0o644} == {
         "pki/ca.crt": 0o644, "pki/front-proxy-ca.crt": 0o644, "pki/etcd/ca.crt": 0o644}
     assert files.OWNER == (0, 0) and set(files.DIRECTORY_MODES.values()) == {0o755}
+
+
+def test_result_tables_give_sizes_in_binary_units() -> None:
+    """The backup's and the restore's file tables write SIZE as every other table does (`550 B`, `1.5 KiB`),
+    not raw byte counts."""
+    from kubectl_dr.cli.controlplane import backup_table, restore_table
+    from kubectl_dr.controlplane.restore import Planned, RestoreResult
+    from tests import tables
+
+    backup = tables.rows(backup_table([
+        {"path": "/etc/kubernetes/pki/ca.crt", "mode": "0644", "uid": 0, "gid": 0, "size": 550, "sha256": "a" * 64,
+         "restore": True},
+        {"path": "/etc/kubernetes/pki/ca.key", "mode": "0600", "uid": 0, "gid": 0, "size": 1536, "sha256": "b" * 64,
+         "restore": True}]))
+    assert [row["SIZE"] for row in backup] == ["550 B", "1.5 KiB"]
+    planned = Planned("/etc/kubernetes/pki/ca.crt", "pki-ca.crt", 0o644, 0, 0, 550, "a" * 64)
+    same = Planned("/etc/kubernetes/pki/ca.key", "pki-ca.key", 0o600, 0, 0, 1536, "b" * 64, action="unchanged")
+    restore = tables.rows(restore_table(RestoreResult("ID", "cp-2", [planned], [same], [], 0.1, dry_run=True)))
+    # A dry run's plan says "would" for what it would do, and an equal file is simply unchanged.
+    assert [(row["SIZE"], row["ACTION"]) for row in restore] == [("550 B", "would write"), ("1.5 KiB", "unchanged")]

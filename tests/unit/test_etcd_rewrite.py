@@ -77,7 +77,9 @@ def test_round_trip_writes_only_the_difference_and_keeps_other_prefixes(member: 
 
         again = rewrite(ep, space, b"/registry/", lines.append)
         assert (again.put, again.deleted) == (0, 0)
-        assert lines[0] == "2 key(s) to write, 1 to delete, 2 already as in the snapshot"
+        # Counted in words, as every message counts: "2 keys", "1 key", never "key(s)".
+        assert lines[0] == "2 keys to write, 1 to delete, 2 already as in the snapshot"
+        assert lines[-1] == "0 keys to write, 0 to delete, 4 already as in the snapshot"
 
 
 def test_many_and_large_keys_go_in_several_transactions(member: EtcdProcess, tmp_path: Path) -> None:

@@ -168,8 +168,10 @@ def test_snapshot_without_trailer_matches_with_trailer(good: Path, tmp_path: Pat
     with_trailer = verify_snapshot(good)
     without = verify_snapshot(bare, require_trailer=False)
     assert without.etcdctl_status() == with_trailer.etcdctl_status()
-    with pytest.raises(SnapshotTruncatedError, match=r"is not 32 more than a multiple of 512"):
+    with pytest.raises(SnapshotTruncatedError, match=r"is not 32 more than a multiple of 512") as info:
         verify_snapshot(bare)
+    # Page-aligned without a trailer is what a data dir's db looks like: the error names the flag that reads it.
+    assert "a database file copied from a data dir has none: --allow-missing-trailer" in str(info.value)
 
 
 def test_progress_reports_bytes_hashed(good: Path) -> None:

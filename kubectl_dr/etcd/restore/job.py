@@ -150,7 +150,7 @@ class Plan:
 
     def summary(self) -> str:
         assert self.snapshot is not None
-        lines = [f"(dry run) would restore etcd on {len(self.targets)} control-plane node(s) from "
+        lines = [f"(dry run) would restore etcd on {units.count(len(self.targets), 'control-plane node')} from "
                  f"{self.snapshot.describe()} (revision {self.snapshot.status.revision}, etcd "
                  f"{self.snapshot.version or 'unknown'}), with {self.image} ({self.tool_version}), "
                  + (f"revision bumped by {BUMP:,}" if self.bump else "WITHOUT a revision bump")]
@@ -354,7 +354,7 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     # attempt that ends here leaves the earlier restore's rollback and finalize as they were.
     record = json.dumps({**p.record(), "node": t.node}, indent=1).encode()
     node.sh(f"cat > {run_dir}/record.json", stdin=record, what="writing the run record")
-    say(f"copying the snapshot ({p.snapshot.status.file_size} bytes) to node {t.node}")
+    say(f"copying the snapshot ({units.size(p.snapshot.status.file_size)}) to node {t.node}")
     node.send_file(p.snapshot.path, p.snapshot.status.file_size, p.snapshot.status.sha256, f"{run_dir}/snapshot.db")
     say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
     parent = t.data_dir.rsplit("/", 1)[0] or "/"

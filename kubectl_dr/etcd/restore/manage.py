@@ -34,6 +34,8 @@ from kubectl_dr.runs import Run
 # The two states a node of a finished run can be in: on the restored data, or on the data from before it.
 ON_RESTORED = ("restore: done", "rollback: rolled-back", "rollback: failed")
 ON_BEFORE = ("rollback: done", "restore: rolled-back", "restore: failed")
+# Said of the last restore's old data dir while it is there; finalize, once it removed it, leaves it out.
+ROLLBACK_PUTS_IT_BACK = ": `rollback` puts it back"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def describe(kind: str, run_id: str, restore: str, rollback: str, flags: str,
             return f"the data from before {name}, as it was (its rollback runs on a copy, revision moved)", True
         if restore == nodescript.DONE and rollback in ("", nodescript.ROLLED_BACK, nodescript.FAILED):
             if run_id == current:
-                return f"the data from before {name}, the last restore: `rollback` puts it back", True
+                return f"the data from before {name}, the last restore{ROLLBACK_PUTS_IT_BACK}", True
             return f"the data from before {name}, an earlier restore a later one replaced", True
         return f"the data from before {name} ({steps}): left alone", False
     if rollback == nodescript.DONE:

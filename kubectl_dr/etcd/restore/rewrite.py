@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_dr import units
 from kubectl_dr.etcd.client import REQUEST_TIMEOUT, Endpoint
 from kubectl_dr.etcd.keyspace import Keyspace, Value
 
@@ -88,7 +89,7 @@ def rewrite(ep: Endpoint, target: Keyspace, prefix: bytes, say: Progress) -> Cha
     target = target.under(prefix)
     put, delete, unchanged = differences(target, live(ep, prefix))
     changes = Changes(unchanged=unchanged)
-    say(f"{len(put)} key(s) to write, {len(delete)} to delete, {unchanged} already as in the snapshot")
+    say(f"{units.count(len(put), 'key')} to write, {len(delete)} to delete, {unchanged} already as in the snapshot")
     leases: dict[int, int] = {}
     for old in sorted({target.keys[k].lease for k in put if target.keys[k].lease}):
         ttl = max(target.lease_ttls.get(old, 0), 60)  # a lease the snapshot does not list: short-lived anyway

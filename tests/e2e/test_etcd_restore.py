@@ -560,7 +560,7 @@ def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: P
     node = c.control_planes[0]
     parent = c.layout.etcd_data(node).parent
     dirs_before = sorted(p.name for p in parent.iterdir())
-    _stop_while_staging(c, repo, snap, signal.SIGINT)
+    seen = _stop_while_staging(c, repo, snap, signal.SIGINT).splitlines(keepends=True)
     assert configmaps(c, "interrupted") == {"before", "after"} and sleeping("3706")
     assert not leftover_pods(c)
     # Beside the data dir only the run's record may be new (/var/lib/kubectl-dr: `restore status` reads it).

@@ -435,7 +435,7 @@ def test_client_dry_run_prints_the_cronjob_of_an_existing_schedule(fast: Cluster
         obj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", "dr-exists", "-o", "json").stdout)
         assert obj["spec"]["schedule"] == "@daily"
     finally:
-        _ok(_dr(c, "schedule", "delete", "dr-exists"))
+        _ok(_dr(c, "schedule", "delete", "dr-exists", "--yes"))
 
 
 def test_snapshots_list_before_any_schedule_ran_is_the_normal_first_state(fast: Cluster) -> None:

@@ -95,7 +95,9 @@ def root(
         dry_run = "client"
     if dry_run not in DRY_RUN_MODES:
         raise UsageError(f'Invalid dry-run value ({dry_run}). Must be "none", "server", or "client".')
+    given = ctx.obj.argv if isinstance(ctx.obj, GlobalOptions) else ()
     ctx.obj = GlobalOptions(
+        argv=given,
         kubeconfig=kubeconfig,
         context=context,
         namespace=namespace,

@@ -108,7 +108,7 @@ def run(argv: Sequence[str]) -> int:
 def main() -> None:
     # The release archive ships one executable; linked as `kubectl_complete-dr` it answers completions.
     if os.path.basename(sys.argv[0]).startswith("kubectl_complete-"):
-        from kubectl_dr.cli.completion import complete_main
+        from kubectl_dr.cli.complete import complete_main
 
         complete_main()
         return

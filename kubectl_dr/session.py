@@ -47,33 +47,39 @@ class Session:
     def dry(self) -> bool:
         return self.dry_run != DRY_RUN_NONE
 
-    def command_line(self, *, drop: Sequence[str] = (), add: Sequence[str] = ()) -> str:
-        """This command as a line to paste: `kubectl dr` and the arguments as typed, without the flags in
-        ``drop`` (with their values) and with ``add`` appended. What a "run it again" hint says."""
-        return shlex.join(["kubectl", "dr", *without(self.argv, drop), *add])
+    def command_line(self, *, drop: Sequence[str] = (), add: Sequence[str] = (), default: Sequence[str] = ()) -> str:
+        """This command as a line to paste: `kubectl dr` and the arguments as typed (``default`` when the
+        session was made without them), without the flags in ``drop`` (with their values) and with ``add``
+        appended. What a "run it again" hint says, so that it is the command to paste, not a description."""
+        return shlex.join(["kubectl", "dr", *without(self.argv or default, drop), *add])
 
 
 def without(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
-    """``argv`` less every flag of ``flags`` ("--dry-run", "-o") and its value, in any of its spellings
-    (`--flag value`, `--flag=value`; a value-less flag alone)."""
+    """``argv`` less every flag of ``flags`` ("--from", "-n") with its value, in each of pflag's spellings
+    (`--flag value`, `--flag=value`, `-nshop`; a flag that takes no value alone). After `--` nothing is a flag."""
     kept: list[str] = []
-    skip_next = False
-    for arg in argv:
-        if skip_next:
-            skip_next = False
-            continue
-        name = arg.split("=", 1)[0]
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            kept.extend(argv[i:])
+            break
+        name, inline, _ = arg.partition("=")
         if name in flags:
-            skip_next = "=" not in arg and arg.startswith("--") and name not in _BOOLEAN
-            if not arg.startswith("--") and len(arg) == 2:
-                skip_next = name not in _BOOLEAN
+            takes_value = not inline and name not in _NO_VALUE
+            if name == "--dry-run" and (i + 1 == len(argv) or argv[i + 1] not in _DRY_RUN_MODES):
+                takes_value = False  # a bare --dry-run, as the parser reads it
+            i += 2 if takes_value else 1
             continue
-        if len(arg) > 2 and arg[:2] in flags and not arg.startswith("--"):
-            continue  # -ojson, -nshop
+        if not arg.startswith("--") and len(arg) > 2 and arg[:2] in flags:  # -nshop, -ojson
+            i += 1
+            continue
         kept.append(arg)
+        i += 1
     return kept
 
 
-# Flags that take no value: dropping them must not drop the next word.
-_BOOLEAN = frozenset({"--yes", "-y", "--traceback", "--quiesce", "--overwrite", "--skip-unreadable",
-                      "--from-other-cluster", "--with-encryption-config", "--no-bump-revision", "--force"})
+# Flags that take no value: dropping one must not drop the next word.
+_NO_VALUE = frozenset({"--yes", "-y", "--traceback", "--quiesce", "--clean", "--allow-empty", "--overwrite",
+                       "--skip-unreadable", "--from-other-cluster", "--with-encryption-config", "--read-only"})
+_DRY_RUN_MODES = ("none", "client", "server")

@@ -8,8 +8,8 @@ consumers scaled back, heartbeat stopped, lease released last.
 
 A restore calls `mark_torn()` before it writes the first byte. From then on a failure or a signal
 leaves the consumers stopped (their replica records stay on the workloads): a half-written volume is
-never handed to the app. The error then says how to go on — run the same restore again, or
-`kubectl dr scale restore` to start the app on the partial data.
+never handed to the app. The error then says how to go on — the exact command that finishes the restore,
+or `kubectl dr scale restore` to start the app on the partial data.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Exposure:
     stopped: ScaleRecord | None = None
     pods: list[RescuePod] = field(default_factory=list)
     torn: bool = False
+    rerun: str = ""  # the command that finishes a torn restore, as the user can paste it
     removed_leftovers: list[str] = field(default_factory=list)
     _steps: list[cleanup.UndoStep] = field(default_factory=list)
 
@@ -103,8 +104,8 @@ class Exposure:
         if not self.torn:
             return
         note = (f"The volume of {self.namespace}/{self.claim} is partly restored, so its consumers stay stopped "
-                f"(their replicas are recorded on them). Run the same restore again to finish it, or "
-                f"`kubectl dr scale restore -n {self.namespace}` to start them on the partial data.")
+                f"(their replicas are recorded on them). To finish the restore, run it again:\n  {self.rerun}\n"
+                f"or `kubectl dr scale restore -n {self.namespace}` to start them on the partial data.")
         if isinstance(exc, (DrError, Interrupted)):
             exc.hint = f"{exc.hint}\n{note}" if exc.hint else note
         else:
@@ -160,9 +161,10 @@ class Exposure:
             self.stopped.restore()
         self.stopped = None
 
-    def mark_torn(self) -> None:
-        """The first byte is about to be written: from here on, failures keep the consumers stopped."""
-        self.torn = True
+    def mark_torn(self, rerun: str) -> None:
+        """The first byte is about to be written: from here on, failures keep the consumers stopped, and the
+        error names ``rerun``, the command that finishes the restore."""
+        self.torn, self.rerun = True, rerun
         if self.stopped is not None:
             self.stopped.keep()
 

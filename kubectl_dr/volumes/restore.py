@@ -209,6 +209,17 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
         return _restore(kube, exposure, pod, src, opts, console)
 
 
+def _rerun(session: Session, src: Source, opts: RestoreOptions) -> str:
+    """The command that finishes this restore: the user's own, with the namespace spelled out and the backup
+    pinned by its ID (a `latest` could name a newer backup by then, and --from-claim/--from-cluster only
+    choose one for `latest`)."""
+    pinned = src.backup is not None
+    drop = ["-n", "--namespace", "--dry-run", *(["--from", "--from-claim", "--from-cluster"] if pinned else [])]
+    add = ["-n", opts.namespace, *(["--from", src.backup.id] if src.backup is not None else [])]
+    return session.command_line(drop=drop, add=add,
+                                default=["pvc", "restore", opts.claim, "--from", opts.source])
+
+
 def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: RestoreOptions,
              console: Console) -> RestoreResult:
     assert pod.tools is not None
@@ -233,7 +244,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     _check_room(kube, pod, src, found, set(blocking) | set(extras), sparse_kept=src.gnu_only,
                 label=f"{opts.namespace}/{opts.claim}")
     doomed = sorted(set(blocking) | set(extras))
-    exposure.mark_torn()
+    exposure.mark_torn(_rerun(exposure.session, src, opts))
     if doomed:
         console.say(f"--clean: removing {count(len(doomed), 'entry', 'entries')} the backup does not hold"
                     + (f" ({len(blocking)} of another kind than the backup's)" if blocking else ""))

@@ -40,7 +40,7 @@ LATEST = "latest"
 _MAX_COPIES = 10  # copies of one backup in one repository that prune removes in one run
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -100,15 +100,7 @@ class Repository(ABC):
     kind = "abstract"
     remote = False  # off this machine: Secret-bearing backups written there unencrypted need consent
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Repository:
-        # Transition: `Repository(path)` still opens a local repository, as it did before S3 existed.
-        if cls is Repository:
-            from kubectl_dr.repo.local import LocalRepository
-
-            return super().__new__(LocalRepository)
-        return super().__new__(cls)
-
-    def __init__(self, *, clock: Callable[[], datetime] = _utcnow, recipients: Sequence[Recipient | str] = (),
+    def __init__(self, *, clock: Callable[[], datetime] = utcnow, recipients: Sequence[Recipient | str] = (),
                  identities: Sequence[Identity] = ()) -> None:
         self._clock = clock
         self.recipients: tuple[Recipient, ...] = tuple(_recipients(recipients))

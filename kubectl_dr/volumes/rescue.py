@@ -23,7 +23,7 @@ from typing import Any
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import RESIZE, ExecResult, ExecStream, Timeouts, open_exec
 from kubectl_dr.session import Session
-from kubectl_dr.volumes import rescue_pod
+from kubectl_dr.volumes import rescue_pod, scripts
 from kubectl_dr.volumes.access import RESCUE, AccessPlan, plan_access
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod
@@ -74,7 +74,7 @@ def run(session: Session, opts: RescueOptions, interactive: bool) -> ExecResult 
         pod = exposure.start(read_only=opts.read_only)
         if pod is None:
             return RescuePlan(access, dry_run)
-        console.say(f"the volume is at {rescue_pod.DATA}")
+        console.say(f"the volume is at {scripts.DATA}")
         result = interactive_session(kube, pod, ["sh"]) if interactive else run_command(kube, pod, opts.command)
         exposure.finish()
     return result

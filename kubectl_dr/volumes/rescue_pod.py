@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubectl_dr import volumes
 from kubectl_dr.console import Console
@@ -28,16 +28,12 @@ from kubectl_dr.runs import Run
 from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds, touch_pod
 from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
 from kubectl_dr.volumes.claims import Claim, node_ready
+from kubectl_dr.volumes.scripts import DATA, SCRATCH, Probe
 from kubectl_dr.volumes.security import UNKNOWN, SecurityPlan, replan
 from kubectl_dr.workloads.claims import pod_uses_claim
 
-if TYPE_CHECKING:
-    from kubectl_dr.volumes.scripts import Probe
-
 DEFAULT_IMAGE = volumes.DEFAULT_IMAGE
 CONTAINER = "rescue"
-DATA = "/data"
-SCRATCH = "/scratch"
 ALIVE = f"{SCRATCH}/.kubectl-dr-alive"
 OWN_SELECTOR = f"{pods.LABEL_MANAGED}={pods.MANAGED_BY}"
 # The outer bound of a rescue pod's life: a day covers a multi-terabyte transfer; the dead-man loop

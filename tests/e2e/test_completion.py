@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository
 from tests.cli_runner import clean_env, executable, kubectl, run
 from tests.datasets import make_claim, new_namespace
 
@@ -59,7 +59,7 @@ def test_flags_and_arguments_complete_from_the_cluster(cluster: Any, tmp_path: P
     repo = tmp_path / "repo"
     backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
     assert backup.returncode == 0, backup.stderr
-    ids = [b.id for b in Repository(repo).backups()]
+    ids = [b.id for b in LocalRepository(repo).backups()]
     assert len(ids) == 1
     names, directive = complete(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "")
     assert names == ["latest", *ids] and directive == ":4"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir, wait_for
 
@@ -188,7 +188,7 @@ def test_an_interrupted_restore_never_hands_a_torn_volume_to_the_app(cluster: An
     else:
         # The hint is the command to paste: the restore's own arguments, the backup pinned by its ID.
         hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
-        backup_id = Repository(repo).backups()[0].id
+        backup_id = LocalRepository(repo).backups()[0].id
         assert hinted == ["kubectl", "dr", "pvc", "restore", "data", "--repo", str(repo), "--yes", "-n", ns,
                           "--from", backup_id], rest
         again = dr(cluster, *hinted[2:])

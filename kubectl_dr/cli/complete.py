@@ -28,7 +28,7 @@ DIRECTIVE_NO_FILE = 4
 API_TIMEOUT = 2.0  # seconds for each lookup in the cluster while someone waits at <TAB>
 
 # The Click parameter (by its flag or its argument's name) → what its values are.
-Source = Callable[[dict[str, Any], click.Context, str], list[tuple[str, str]]]
+Source = Callable[[dict[str, Any], click.Context], list[tuple[str, str]]]
 
 
 def candidates(args: list[str]) -> tuple[list[tuple[str, str]], int]:
@@ -40,7 +40,7 @@ def candidates(args: list[str]) -> tuple[list[tuple[str, str]], int]:
     *done, incomplete = args or [""]
     flag, value = _global_flag_value(done, incomplete)
     if flag is not None:
-        found = _global_values(flag, _globals_of(done), value)
+        found = _global_values(flag, _globals_of(done))
         return [(c, d) for c, d in found if c.startswith(value)], DIRECTIVE_NO_FILE
     command = typer.main.get_command(app)
     _attach_sources(command)
@@ -99,7 +99,7 @@ def _globals_of(done: list[str]) -> dict[str, Any]:
     return found
 
 
-def _global_values(flag: str, given: dict[str, Any], value: str) -> list[tuple[str, str]]:
+def _global_values(flag: str, given: dict[str, Any]) -> list[tuple[str, str]]:
     if flag in ("-o", "--output"):
         return [(f, "") for f in OUTPUT_FORMATS]
     if flag == "--dry-run":
@@ -145,22 +145,22 @@ def _source_for(command: click.Command, param: click.Parameter, noun: str) -> So
 
 
 def _completer(source: Source) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:
-    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def complete(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
         given = dict(ctx.find_root().params)
-        found = _quietly(lambda: source(given, ctx, incomplete))
+        found = _quietly(lambda: source(given, ctx))
         return [CompletionItem(v, help=d or None) for v, d in found if v.startswith(incomplete)]
 
     return complete
 
 
-def _claims(given: dict[str, Any], ctx: click.Context, incomplete: str) -> list[tuple[str, str]]:
+def _claims(given: dict[str, Any], ctx: click.Context | None = None) -> list[tuple[str, str]]:
     kube = _kube(given)
     namespace = given.get("namespace") or kube.namespace
     return _names(kube, f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
                   lambda item: str((item.get("status") or {}).get("phase") or ""))
 
 
-def _nodes(given: dict[str, Any], ctx: click.Context, incomplete: str) -> list[tuple[str, str]]:
+def _nodes(given: dict[str, Any], ctx: click.Context | None = None) -> list[tuple[str, str]]:
     def roles(item: dict[str, Any]) -> str:
         labels = (item.get("metadata") or {}).get("labels") or {}
         found = [k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")]
@@ -169,7 +169,7 @@ def _nodes(given: dict[str, Any], ctx: click.Context, incomplete: str) -> list[t
     return _names(_kube(given), "/api/v1/nodes", roles)
 
 
-def _schedules(given: dict[str, Any], ctx: click.Context, incomplete: str) -> list[tuple[str, str]]:
+def _schedules(given: dict[str, Any], ctx: click.Context | None = None) -> list[tuple[str, str]]:
     from kubectl_dr.etcd.topology import ETCD_NAMESPACE
     from kubectl_dr.schedules import manage
 
@@ -177,8 +177,7 @@ def _schedules(given: dict[str, Any], ctx: click.Context, incomplete: str) -> li
     return [(s.name, f"{s.what} {s.cron}") for s in found]
 
 
-def _backup_ids(kind: str | None, given: dict[str, Any], ctx: click.Context,
-                incomplete: str) -> list[tuple[str, str]]:
+def _backup_ids(kind: str | None, given: dict[str, Any], ctx: click.Context) -> list[tuple[str, str]]:
     """The IDs in the command's repository (--repo, else the default), newest first; `latest` for --from."""
     from kubectl_dr.repo import open_repository
 

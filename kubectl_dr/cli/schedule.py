@@ -24,9 +24,6 @@ app = typer.Typer(
 create_app = typer.Typer(help="Create a schedule (a CronJob labelled as kubectl dr's).", no_args_is_help=True)
 app.add_typer(create_app, name="create", short_help="Create a schedule (a CronJob)")
 
-NAMESPACE_NOTE = "kube-system, or -n NAMESPACE (it must allow hostNetwork and hostPath pods: Pod Security privileged)"
-
-
 def _namespace(opts: GlobalOptions) -> str:
     from kubectl_dr.etcd.topology import ETCD_NAMESPACE
 
@@ -299,7 +296,7 @@ def print_(
             return
         sys.stdout.write(text)
         return
-    files = client_jobs.systemd(jobs, context, time_zone, user=not system)
+    files = client_jobs.systemd(jobs, time_zone, user=not system)
     if opts.output != "table":
         emit({"kind": "SystemdUnits", "jobs": [j.to_dict() for j in jobs], "files": files}, opts.output)
         return

@@ -222,7 +222,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                 raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
                                         f"{exc.message}", hint=exc.hint) from None
             record = reconcile(archive, found, skipped)
-            _judge(record, checked, access, opts, console, what)
+            _judge(record, checked, access, console, what)
             details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
             with writer.open_part(ENTRIES_PART) as listing_part:
@@ -237,8 +237,8 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
         raise
 
 
-def _judge(record: Reconciled, checked: transfer.Checked, access: AccessPlan, opts: BackupOptions,
-           console: Console, what: str) -> None:
+def _judge(record: Reconciled, checked: transfer.Checked, access: AccessPlan, console: Console,
+           what: str) -> None:
     """tar's exit and the reconciliation together: every missing or changed entry must be explained."""
     if checked.tar_exit != 0 and not scripts.harmless_tar_messages(checked.warnings):
         raise VerificationError(f"{what}: tar exited with code {checked.tar_exit}:\n{checked.warnings}",

@@ -25,10 +25,9 @@ from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
 from kubectl_dr.session import Session
-from kubectl_dr.units import count
 from kubectl_dr.volumes import rescue_pod, scripts
 from kubectl_dr.volumes.access import AccessPlan
-from kubectl_dr.volumes.rescue_pod import CONTAINER, OwnPod, RescuePod, own_pods
+from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod, own_pods
 from kubectl_dr.workloads import ScaleRecord, scale_down
 from kubectl_dr.workloads.scaling import restore_hint
 
@@ -225,10 +224,6 @@ def _holder_run(obj: dict[str, Any]) -> str:
 def say_plan(console: Console, access: AccessPlan) -> None:
     for note in access.notes:
         console.say(f"note: {note}")
-
-
-def leftovers_note(own: list[OwnPod]) -> str:
-    return count(len(own), "pod") + " of earlier runs"
 
 
 __all__ = ["CONTAINER", "Exposure", "VerificationError", "claim_lease", "probe", "restore_hint", "say_plan"]

@@ -6,7 +6,6 @@ protocol); this module only prints scripts, from the root command of the invocat
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from typing import Annotated
 
@@ -42,4 +41,4 @@ def completion(ctx: typer.Context,
         raise typer.BadParameter(f"unsupported shell {shell.value}")
     # The root command of this very invocation: no import of the app that registers this command.
     script = cls(ctx.find_root().command, {}, "kubectl-dr", "_KUBECTL_DR_COMPLETE").source()
-    sys.stdout.write(script)
+    typer.echo(script, nl=False)

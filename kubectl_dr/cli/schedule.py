@@ -291,19 +291,12 @@ def print_(
                              encrypt_to=encrypt_to or [], keep=keep)
     if crontab:
         text = client_jobs.crontab(jobs, context, time_zone)
-        if opts.output != "table":
-            emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output)
-            return
-        sys.stdout.write(text)
+        emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output, table=text)
         return
     files = client_jobs.systemd(jobs, time_zone, user=not system)
-    if opts.output != "table":
-        emit({"kind": "SystemdUnits", "jobs": [j.to_dict() for j in jobs], "files": files}, opts.output)
-        return
     enable = " ".join(f"{j.name}.timer" for j in jobs)
     flag = "" if system else " --user"
-    sys.stdout.write(f"# Save each file below, then: systemctl{flag} daemon-reload && systemctl{flag} enable --now "
-                     f"{enable}\n")
-    for path, body in files.items():
-        sys.stdout.write(f"\n# ---- {path}\n{body}")
+    table = (f"# Save each file below, then: systemctl{flag} daemon-reload && systemctl{flag} enable --now {enable}\n"
+             + "".join(f"\n# ---- {path}\n{body}" for path, body in files.items()))
+    emit({"kind": "SystemdUnits", "jobs": [j.to_dict() for j in jobs], "files": files}, opts.output, table=table)
 

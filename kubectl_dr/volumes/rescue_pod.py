@@ -30,7 +30,7 @@ from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
 from kubectl_dr.volumes.claims import Claim, node_ready
 from kubectl_dr.volumes.scripts import DATA, SCRATCH, Probe
 from kubectl_dr.volumes.security import UNKNOWN, SecurityPlan, replan
-from kubectl_dr.workloads.claims import pod_uses_claim
+from kubectl_dr.workloads.specs import pod_uses_claim
 
 DEFAULT_IMAGE = volumes.DEFAULT_IMAGE
 CONTAINER = "rescue"

@@ -27,7 +27,6 @@ from kubectl_dr.errors import ApiError, DrError, UsageError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.units import count, duration
 from kubectl_dr.workloads import kinds
-from kubectl_dr.workloads.claims import Json, pod_uses_claim
 from kubectl_dr.workloads.consumers import Consumer
 from kubectl_dr.workloads.records import (
     RestorePlan,
@@ -36,6 +35,7 @@ from kubectl_dr.workloads.records import (
     restore_plan,
     scale_down_patch,
 )
+from kubectl_dr.workloads.specs import Json, pod_uses_claim
 
 MERGE_PATCH = "application/merge-patch+json"
 # A 409 means someone wrote the object between our read and our patch; re-read and recompute. More

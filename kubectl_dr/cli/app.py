@@ -22,7 +22,6 @@ from kubectl_dr.cli.globals import (
 )
 from kubectl_dr.errors import UsageError
 from kubectl_dr.kube import trace
-from kubectl_dr.ui.output import message
 
 DESCRIPTION = """\
 Disaster recovery for Kubernetes, from the terminal, with nothing installed in the cluster.
@@ -91,13 +90,11 @@ def root(
     if output not in OUTPUT_FORMATS:
         raise UsageError(f'unable to match a printer suitable for the output format "{output}", '
                          f"allowed formats are: {','.join(OUTPUT_FORMATS)}")
-    if dry_run == DRY_RUN_BARE:
-        message(f"warning: {DRY_RUN_BARE_WARNING}")
+    bare_dry_run = dry_run == DRY_RUN_BARE
+    if bare_dry_run:
         dry_run = "client"
     if dry_run not in DRY_RUN_MODES:
         raise UsageError(f'Invalid dry-run value ({dry_run}). Must be "none", "server", or "client".')
-    # kubectl's -v: 6 logs every API request, 8 also the scripts our pods run (on stderr, as messages are).
-    trace.configure(verbosity, message if verbosity > 0 else None)
     given = ctx.obj.argv if isinstance(ctx.obj, GlobalOptions) else ()
     ctx.obj = GlobalOptions(
         argv=given,
@@ -113,6 +110,11 @@ def root(
         verbosity=verbosity,
         traceback=traceback,
     )
+    console = ctx.obj.session().console
+    if bare_dry_run:
+        console.warn(DRY_RUN_BARE_WARNING)
+    # kubectl's -v: 6 logs every API request, 8 also the scripts our pods run, through the console to stderr.
+    trace.configure(verbosity, console.say if verbosity > 0 else None)
 
 
 # In the order of `kubectl dr --help`: sections appear as their first command does.

@@ -480,7 +480,8 @@ def prune(
     if not dry_run and (plan.removed or plan.leftovers):
         console.confirm(f"delete {count(len(plan.removed), 'backup')} and keep {len(plan.kept)}")
         plan = repository.prune(policy, type=type)
-    _report_prune(plan, console, repository, dry_run, opts.output, {b.id: b.manifest.created_at for b in found})
+    _report_prune(plan, console, repository, dry_run, opts.output, {b.id: b.manifest.created_at for b in found},
+                  session(ctx).command_line(default=["backups", "prune"]))
 
 
 def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
@@ -506,7 +507,7 @@ def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
 
 
 def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: bool, output: str,
-                  created: dict[str, datetime]) -> None:
+                  created: dict[str, datetime], rerun: str) -> None:
     failed = dict(plan.failed)
     if dry_run:
         lines = _prune_plan_text(plan, created)
@@ -527,4 +528,4 @@ def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: 
         for name, why in plan.failed:
             console.say(f"error: could not remove {name}: {why}")
         raise DrError(f"{count(len(plan.failed), 'item')} could not be removed; the rest of the prune was done",
-                      hint="Fix the cause and run the same prune again.")
+                      hint=f"Fix the cause and run the prune again: {rerun}")

@@ -12,7 +12,7 @@ from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import count, emit, message, render_table, show
+from kubectl_dr.ui.output import count, emit, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def backup(
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets, current.console)
     if result.unreadable:
-        message(f"note: {count(result.unreadable, 'entry', 'entries')} could not be read and "
+        current.console.say(f"note: {count(result.unreadable, 'entry', 'entries')} could not be read and "
                 f"{'was' if result.unreadable == 1 else 'were'} left out (--skip-unreadable): "
                 f"kubectl dr backups show {result.manifest.id} -o yaml lists them")
     show(result, opts.output, data=data)
@@ -277,7 +277,7 @@ def list_(
     from kubectl_dr.volumes import inventory
     from kubectl_dr.volumes.source import TYPE
 
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     kube = opts.kube()
     namespace = None if all_namespaces else opts.namespace or kube.namespace
     claims = inventory.list_claims(kube, namespace)
@@ -291,13 +291,13 @@ def list_(
         try:
             backups = repository.backups(TYPE)
         except RepoError as exc:  # the claims are still worth seeing; say what is unknown and why
-            message(f"warning: cannot read the repository {repository.location}: {exc.message}; LAST BACKUP unknown")
+            console.warn(f"cannot read the repository {repository.location}: {exc.message}; LAST BACKUP unknown")
     found = inventory.summarize(kube, claims, backups)
     data = {"kind": "ClaimList", "repository": repository.location, "repositoryRead": backups is not None,
             "items": [c.to_dict() for c in found]}
     if not found:
         if opts.output == "table":
-            message(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
+            console.say(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
         emit(data, opts.output, table="")
         return
     emit(data, opts.output, table=_claims_table(found, every_namespace=namespace is None,

@@ -168,7 +168,7 @@ def list_(
                                                                                    else ""),
              s.keep, ",".join(s.nodes), s.directory, "suspended" if s.suspended else (f"{s.active} active" if s.active
                                                                                       else ""),
-             _age(s.last_schedule), _age(s.last_success), (s.last_job or {}).get("result", "<none>"),
+             _age(s.last_schedule), _age(s.last_success), s.last_job.result if s.last_job else "<none>",
              s.next_run or "<none>"] for s in found]
     headers = [*(["NAMESPACE"] if all_namespaces else []), "NAME", "KIND", "SCHEDULE", "KEEP", "NODES", "DIR",
                "STATE", "LAST RUN", "LAST SUCCESS", "LAST RESULT", "NEXT RUN"]

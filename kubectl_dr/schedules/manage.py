@@ -97,13 +97,14 @@ class ScheduleInfo:
     last_schedule: str | None
     last_success: str | None
     next_run: str | None
-    last_job: dict[str, Any] | None = field(default=None)
+    last_job: JobResult | None = field(default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "namespace": self.namespace, "kind": self.what, "schedule": self.cron,
                 "timeZone": self.time_zone, "keep": self.keep, "directory": self.directory, "nodes": self.nodes,
                 "suspended": self.suspended, "active": self.active, "lastScheduleTime": self.last_schedule,
-                "lastSuccessfulTime": self.last_success, "nextRun": self.next_run, "lastJob": self.last_job}
+                "lastSuccessfulTime": self.last_success, "nextRun": self.next_run,
+                "lastJob": self.last_job.to_dict() if self.last_job else None}
 
 
 def _nodes(cj: dict[str, Any]) -> list[str]:
@@ -124,16 +125,31 @@ def _parse(text: str | None) -> dt.datetime | None:
         return None
 
 
-def _job_result(job: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class JobResult:
+    """The newest Job of a schedule: Running, Succeeded or Failed (with the Job's reason and message)."""
+
+    name: str
+    result: str
+    reason: str | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "result": self.result}
+        if self.result == "Failed":
+            out.update(reason=self.reason, message=self.message)
+        return out
+
+
+def _job_result(job: dict[str, Any]) -> JobResult:
     status = job.get("status") or {}
     state = "Running"
     for c in status.get("conditions") or []:
         if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
             state = "Succeeded" if c["type"] == "Complete" else "Failed"
             if c["type"] == "Failed":
-                return {"name": job["metadata"]["name"], "result": state,
-                        "reason": c.get("reason"), "message": c.get("message")}
-    return {"name": job["metadata"]["name"], "result": state}
+                return JobResult(job["metadata"]["name"], state, c.get("reason"), c.get("message"))
+    return JobResult(job["metadata"]["name"], state)
 
 
 def list_schedules(kube: Kube, namespace: str | None, now: dt.datetime | None = None) -> list[ScheduleInfo]:

@@ -22,6 +22,7 @@ from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.repo.manifest import format_time
+from kubectl_dr.repo.repository import Verification
 from kubectl_dr.ui.output import count, emit, render_fields, render_table
 
 if TYPE_CHECKING:
@@ -91,15 +92,15 @@ def _skipped(backup: Backup) -> int | None:
     return unreadable_count(backup.manifest.details)
 
 
-def _verified(record: dict[str, Any] | None) -> str:
+def _verified(record: Verification | None) -> str:
     """The VERIFIED cell: ok, damaged, or - for a backup never checked."""
     if record is None:
         return "-"
-    return "ok" if record.get("ok") else "damaged"
+    return "ok" if record.ok else "damaged"
 
 
-def _last_verification(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if record is None else {k: v for k, v in record.items() if k not in ("apiVersion", "kind", "id")}
+def _last_verification(record: Verification | None) -> dict[str, Any] | None:
+    return None if record is None else record.to_dict()
 
 
 def _warn_problems(console: Console, problems: list[tuple[Any, str]]) -> None:
@@ -232,7 +233,7 @@ def show(
     emit(data, opts.output, table=_show_table(found, record))
 
 
-def _show_table(backup: Backup, record: dict[str, Any] | None) -> str:
+def _show_table(backup: Backup, record: Verification | None) -> str:
     """A FIELD/VALUE table of the manifest's main fields, a blank line, then one row per part."""
     m = backup.manifest
     skipped = _skipped(backup)
@@ -254,14 +255,14 @@ def _show_table(backup: Backup, record: dict[str, Any] | None) -> str:
     return render_fields(fields) + "\n" + parts
 
 
-def _verification_cell(record: dict[str, Any] | None, backup_id: str) -> str:
+def _verification_cell(record: Verification | None, backup_id: str) -> str:
     """ok/damaged, when, and what was wrong: the VERIFIED word of `backups list` with its record."""
     if record is None:
         return f"- (never verified: kubectl dr backups verify {backup_id})"
-    what = "contents checked" if record.get("contentsChecked") else "stored bytes only"
-    if record.get("ok"):
-        return f"ok at {record.get('verifiedAt')} ({what})"
-    return f"damaged at {record.get('verifiedAt')}: {record.get('problem')}"
+    what = "contents checked" if record.contents_checked else "stored bytes only"
+    if record.ok:
+        return f"ok at {record.verified_at} ({what})"
+    return f"damaged at {record.verified_at}: {record.problem}"
 
 
 @app.command("verify", short_help="Check every part's size and SHA-256")

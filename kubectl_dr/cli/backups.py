@@ -28,6 +28,7 @@ from kubectl_dr.ui.output import count, emit, render_fields, render_table
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
     from kubectl_dr.clusters import ClusterIdentity
+    from kubectl_dr.repo.copying import CopyRun
 
 __all__ = ["REPO_HELP", "app", "open_repo"]
 
@@ -348,7 +349,7 @@ def copy(
       kubectl dr backups copy --all --type etcd-snapshot --to s3://dr-backups/prod --encrypt-to age1…
     """
     from kubectl_dr.repo import open_repository
-    from kubectl_dr.repo.copying import copy_backup, present_in
+    from kubectl_dr.repo.copying import copy_all
     from kubectl_dr.repo.safety import SECRET_BEARING_TYPES, confirm_plaintext_secrets
 
     opts, console = options(ctx), session(ctx).console
@@ -370,38 +371,16 @@ def copy(
     if secret and opts.dry_run == "none":
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
         confirm_plaintext_secrets(target, what, console)
-    if opts.dry_run != "none":
-        if not chosen:
-            console.say("nothing to copy")
-        there = {b.id for b in chosen if present_in(target, b)}
-        emit({"copied": [b.id for b in chosen if b.id not in there], "present": [b.id for b in chosen if b.id in there],
-              "dryRun": True, "target": target.location}, opts.output,
-             table=_copy_table([(b.id, "present" if b.id in there else "would copy", target.backup_location(b.id))
-                                for b in chosen]))
-        return
-    target.preflight(sum(b.manifest.size for b in chosen))
-    copied: list[str] = []
-    present: list[str] = []
-    rows: list[tuple[str, str, str]] = []
-    for b in chosen:
-        with console.progress(f"copy {b.id}", sum(p.stored_size for p in b.manifest.parts)) as bar:
-            result = copy_backup(source, b, target, recipients=target.recipients, progress=bar.advance)
-        if result.status == "present":
-            present.append(result.id)
-            rows.append((result.id, "present", target.backup_location(result.id)))
-        else:
-            copied.append(result.id)
-            enc = " (encrypted)" if result.encrypted and b.manifest.encryption is None else ""
-            rows.append((result.id, f"copied{enc}", result.location))
-    if not rows:
+    run = copy_all(source, chosen, target, console, dry_run=opts.dry_run != "none")
+    if not run.rows:
         console.say("nothing to copy")
-    emit({"copied": copied, "present": present, "dryRun": False, "target": target.location}, opts.output,
-         table=_copy_table(rows))
+    emit(run.to_dict(), opts.output, table=_copy_table(run))
 
 
-def _copy_table(rows: list[tuple[str, str, str]]) -> str:
+def _copy_table(run: CopyRun) -> str:
     """ID, what happened to it (copied, copied (encrypted), present: already there; would copy), where it is."""
-    return render_table(["ID", "RESULT", "LOCATION"], [list(r) for r in rows]) if rows else ""
+    return render_table(["ID", "RESULT", "LOCATION"],
+                        [[r.id, r.result, r.location] for r in run.rows]) if run.rows else ""
 
 
 @app.command("delete", short_help="Delete one backup")

@@ -26,8 +26,6 @@ from kubectl_dr.repo.repository import Verification
 from kubectl_dr.ui.output import count, emit, render_fields, render_table
 
 if TYPE_CHECKING:
-    from kubectl_dr.cli.globals import GlobalOptions
-    from kubectl_dr.clusters import ClusterIdentity
     from kubectl_dr.repo.copying import CopyRun
 
 __all__ = ["REPO_HELP", "app", "open_repo"]
@@ -132,12 +130,12 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     opts, console = options(ctx), session(ctx).console
     if all_clusters and opts.cluster:
         raise UsageError("--cluster and --all-clusters exclude each other")
+    from kubectl_dr import catalog
+
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
-    found, problems = repository.scan()
-    _warn_problems(console, problems)
-    chosen = [b for b in found if b.manifest.matches(type)]
-    chosen = _of_cluster(opts, console, repository, chosen, all_clusters)
-    records = {b.id: repository.verification(b) for b in chosen}
+    listed = catalog.list_backups(repository, console, type=type, cluster=opts.cluster, all_clusters=all_clusters,
+                                  kubeconfig=opts.overrides(), request_timeout=opts.request_timeout)
+    chosen, records = listed.backups, listed.verifications
     data = {"kind": "List", "repository": repository.location,
             "items": [{**_item(b), "name": backup_name(b), "skippedUnreadable": _skipped(b),
                        "lastVerification": _last_verification(records[b.id])} for b in chosen]}
@@ -163,54 +161,6 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
         ],
     ) if chosen else ""
     emit(data, opts.output, table=table)
-
-
-def _of_cluster(opts: GlobalOptions, console: Console, repository: Repository, backups: list[Backup],
-                all_clusters: bool) -> list[Backup]:
-    """The backups `backups list` shows: of --cluster's cluster, of every one, or of the current one."""
-    from kubectl_dr.clusters import describe
-
-    if all_clusters:
-        return backups
-    if opts.cluster:
-        # kubectl's global --cluster names a cluster; here it names whose backups to list (nothing is asked of
-        # any API server), matched against what the backups record.
-        uid = repository.cluster_uid(opts.cluster)
-        return [b for b in backups if b.manifest.cluster is not None and b.manifest.cluster.uid == uid]
-    current, why = _current_cluster(opts)
-    if current is None:
-        if any(b.manifest.cluster is not None for b in backups):
-            console.say(f"note: listing the backups of every cluster ({why}); --cluster NAME|UID lists one's")
-        return backups
-    mine = [b for b in backups if b.manifest.cluster is None or b.manifest.cluster.uid == current.uid]
-    hidden = len(backups) - len(mine)
-    console.say(f"note: listing the backups of the current cluster, {describe(current)}"
-            + (f"; {count(hidden, 'backup')} of other clusters not shown (--all-clusters, or --cluster NAME|UID)"
-               if hidden else ""))
-    return mine
-
-
-_PROBE_SECONDS = 5.0
-
-
-def _current_cluster(opts: GlobalOptions) -> tuple[ClusterIdentity | None, str]:
-    """The cluster the kubeconfig names, if it answers soon (a listing must not wait on a dead server)."""
-    from kubectl_dr.kube import kubeconfig
-    from kubectl_dr.kube.client import connect
-    from kubectl_dr.kube.identity import try_cluster_identity
-
-    try:
-        resolved = kubeconfig.resolve(opts.overrides())
-    except DrError:
-        return None, "no cluster is configured"
-    kube = connect(resolved, min(opts.request_timeout or _PROBE_SECONDS, _PROBE_SECONDS))
-    try:
-        identity, why = try_cluster_identity(kube)
-    except DrError as exc:
-        return None, f"the cluster of context {resolved.context_name} does not answer: {exc.message}"
-    finally:
-        kube.close()
-    return identity, f"cannot read its kube-system namespace: {why}"
 
 
 @app.command("show", short_help="Show a backup's manifest and its last check")

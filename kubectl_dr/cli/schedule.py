@@ -83,35 +83,14 @@ def create_etcd_snapshot(
       kubectl dr schedule create etcd-snapshot --cron '30 2 * * *' --time-zone Europe/Berlin --node cp-1
       kubectl dr schedule create etcd-snapshot --cron @hourly --dry-run=client -o yaml   # the CronJob only
     """
-    from kubectl_dr.etcd import topology
-    from kubectl_dr.schedules import cron, etcd_job, manage
+    from kubectl_dr.schedules import cron, manage
 
     opts = options(ctx)
-    cron.parse(cron_expr)
-    if time_zone is not None:
-        cron.zone(time_zone)
-    if keep < 1:
-        raise UsageError(f"--keep must be at least 1, not {keep}: the snapshot a run just made is always kept")
-    etcd_job.check_name(name)
-    etcd_job.check_directory(directory)
-    from kubectl_dr.etcd.errors import TopologyError
-
-    kube = opts.kube()
-    try:
-        found = topology.discover(kube)
-    except TopologyError as exc:
-        exc.hint = ((exc.hint + "\n") if exc.hint else "") + (
-            "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
-            "cluster does not run, put that command into cron on a machine that reaches it.")
-        raise
-    # Known only now: where this cluster's members keep their data (kubeadm's /var/lib/etcd is checked above).
-    etcd_job.check_directory(directory, etcd_job.member_data_dirs(kube))
-    members = etcd_job.members_for(found, tuple(node or ()))
-    spec = etcd_job.EtcdScheduleSpec(name=name, namespace=_namespace(opts), cron=cron_expr.strip(), keep=keep,
-                                     time_zone=time_zone, nodes=tuple(m.node for m in members),
-                                     directory=directory.rstrip("/") or "/", helper_image=helper_image)
-    manifest = etcd_job.cronjob(spec, members)
-    result = manage.create(kube, manifest, replace=replace, dry_run=opts.dry_run)
+    result = manage.create_etcd_snapshot(session(ctx), name=name, namespace=_namespace(opts), cron_expr=cron_expr,
+                                         keep=keep, time_zone=time_zone, nodes=tuple(node or ()), directory=directory,
+                                         helper_image=helper_image, replace=replace)
+    spec = result.spec
+    assert spec is not None
     console = session(ctx).console
     if result.note:
         console.warn(result.note)

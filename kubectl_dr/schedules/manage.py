@@ -6,11 +6,17 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.errors import ApiError, DrError, UsageError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, MANAGED_BY
-from kubectl_dr.schedules import cron
-from kubectl_dr.schedules.etcd_job import DIR_ANNOTATION, KEEP_ANNOTATION, SCHEDULE_LABEL, WHAT_LABEL
+from kubectl_dr.schedules import cron, etcd_job
+from kubectl_dr.schedules.etcd_job import (
+    DIR_ANNOTATION,
+    KEEP_ANNOTATION,
+    SCHEDULE_LABEL,
+    WHAT_LABEL,
+    EtcdScheduleSpec,
+)
 from kubectl_dr.session import Session
 
 SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY},{SCHEDULE_LABEL}"
@@ -38,6 +44,41 @@ class Created:
     action: str  # created | replaced | (dry run) …
     dry_run: str
     note: str | None = None  # a client dry run's word on what the real run would meet (it changes nothing)
+    spec: EtcdScheduleSpec | None = None  # what an etcd snapshot schedule was made of
+
+
+def create_etcd_snapshot(session: Session, *, name: str, namespace: str, cron_expr: str, keep: int,
+                         time_zone: str | None, nodes: tuple[str, ...], directory: str, helper_image: str,
+                         replace: bool) -> Created:
+    """An etcd snapshot schedule, checked (name, directory, time zone, --keep, the etcd members it may run on)
+    before the CronJob is sent."""
+    from kubectl_dr.etcd import topology
+    from kubectl_dr.etcd.errors import TopologyError
+
+    cron.parse(cron_expr)
+    if time_zone is not None:
+        cron.zone(time_zone)
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1, not {keep}: the snapshot a run just made is always kept")
+    etcd_job.check_name(name)
+    etcd_job.check_directory(directory)
+    kube = session.kube
+    try:
+        found = topology.discover(kube)
+    except TopologyError as exc:
+        exc.hint = ((exc.hint + "\n") if exc.hint else "") + (
+            "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
+            "cluster does not run, put that command into cron on a machine that reaches it.")
+        raise
+    # Known only now: where this cluster's members keep their data (kubeadm's /var/lib/etcd is checked above).
+    etcd_job.check_directory(directory, etcd_job.member_data_dirs(kube))
+    members = etcd_job.members_for(found, nodes)
+    spec = etcd_job.EtcdScheduleSpec(name=name, namespace=namespace, cron=cron_expr.strip(), keep=keep,
+                                     time_zone=time_zone, nodes=tuple(m.node for m in members),
+                                     directory=directory.rstrip("/") or "/", helper_image=helper_image)
+    created = create(kube, etcd_job.cronjob(spec, members), replace=replace, dry_run=session.dry_run)
+    created.spec = spec
+    return created
 
 
 def create(kube: Kube, manifest: dict[str, Any], *, replace: bool, dry_run: str) -> Created:

@@ -11,7 +11,7 @@ import pytest
 from tests.cluster.fixture import Cluster
 from tests.conformance.kube import events_for, eventually, get_json, manifest, pod
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 MESSAGE = "Pod was active on the node longer than the specified deadline"
 

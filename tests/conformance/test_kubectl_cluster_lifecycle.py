@@ -21,7 +21,7 @@ from tests.cluster.control.processes import cmdline
 from tests.cluster.fixture import KUBECTL_VERSIONS, Cluster, ClusterFactory
 from tests.conformance.kube import eventually, get_json, manifest
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 STARTUP_TARGET_SECONDS = 20.0
 
 

@@ -13,7 +13,7 @@ import pytest
 from tests.cluster.fixture import KUBECTL_VERSIONS, Cluster
 from tests.conformance.kube import BUSYBOX, CONTROL_PLANE_TOLERATION, eventually, get_json, manifest, pod
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", params=KUBECTL_VERSIONS)

@@ -15,7 +15,7 @@ import pytest
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import BUSYBOX, events_for, eventually, get_json, manifest
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 PERIOD = 2.0
 

@@ -12,7 +12,7 @@ import pytest
 from tests.cluster.fixture import Cluster
 from tests.conformance.kube import CONTROL_PLANE_TOLERATION, events_for, eventually, get_json, manifest, pod
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 
 

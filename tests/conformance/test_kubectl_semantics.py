@@ -23,7 +23,7 @@ from tests.conformance.kube import (
     pod,
 )
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", params=KUBECTL_VERSIONS)

@@ -19,7 +19,7 @@ import yaml
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import eventually, get_json, manifest, pod
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 
 

@@ -17,7 +17,7 @@ from tests.cli_runner import clean_env, executable, run
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.datasets import make_claim, volume_dir
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 @dataclass

@@ -21,8 +21,6 @@ from tests.cluster.control.pki import issue, new_ca, write_pair
 from tests.cluster.fixture import Cluster
 from tests.e2e.test_etcd_snapshot import leftover_pods, member_endpoints, run_dr
 
-pytestmark = pytest.mark.e2e
-
 
 def failed(result: object, *needles: str) -> str:
     assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"  # type: ignore[attr-defined]

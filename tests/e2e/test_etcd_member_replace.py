@@ -15,29 +15,23 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cli_runner import clean_env, dr, executable
-from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
+from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods, make_marker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 JOURNAL_DIR = "etc/kubernetes/kubectl-dr/etcd-member-replace"
 
 
 @pytest.fixture(scope="module", params=["3.5", "3.4"])
-def three(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_prerequisites()
-    c = start_cluster(tmp_path_factory.mktemp(f"replace-{request.param}"), control_planes=3, workers=1,
-                      etcd_version=request.param)
-    try:
-        yield c
-    finally:
-        c.down()
+def three(request: pytest.FixtureRequest, cluster_factory: ClusterFactory) -> Cluster:
+    # Its own cluster: the tests replace members.
+    return cluster_factory(control_planes=3, workers=1, etcd_version=str(request.param), private="member-replace")
 
 
 def env(cluster: Cluster, **extra: str) -> dict[str, str]:

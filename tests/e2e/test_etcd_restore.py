@@ -26,7 +26,7 @@ from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import eventually, manifest, pod, sleep_pids
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 # Clusters of their own (v5 exec only is what sets them apart): other modules' tests stop and start members on
 # the shared shapes and time them; a cluster restored many times over is not what they were written against.
 OWN = ("v5",)

@@ -11,8 +11,6 @@ from tests.cluster.fixture import Cluster
 from tests.conformance.kube import eventually
 from tests.e2e.test_exec_layer import busybox_pod, kube_for
 
-pytestmark = [pytest.mark.e2e]
-
 
 def _answers(cluster: Cluster) -> bool:
     return cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0

@@ -22,7 +22,7 @@ from tests.cluster.control.kubeconfig import DEFAULT_POLICY, LIMITED_CONTEXT
 from tests.cluster.control.pki import LIMITED_USER
 from tests.cluster.fixture import Cluster
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 FAST_STOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 SLOW_STOP = ["sleep", "3600"]

@@ -28,7 +28,7 @@ from tests.cli_runner import clean_env, executable, run
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.s3server import S3Server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 PERIOD = 2.0  # seconds per cron minute: the shape test_kubectl_cronjobs.py uses, so one cluster serves both
 NAME = "dr-test-etcd"
 DIR = "/var/lib/kubectl-dr/test-snapshots"

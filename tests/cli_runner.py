@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 
@@ -48,10 +49,12 @@ def run(
     timeout: float = 120,
     cwd: str | Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run a command with no terminal: stdin is `input`, or empty (as in cron or CI)."""
     return subprocess.run(
         args,
         env=dict(env) if env is not None else clean_env(),
         input=input.decode() if input is not None else None,
+        stdin=subprocess.DEVNULL if input is None else None,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -59,5 +62,29 @@ def run(
     )
 
 
-def dr(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=env, timeout=timeout)
+class HasKubeconfig(Protocol):
+    @property
+    def kubeconfig(self) -> Path: ...
+
+
+def dr(
+    *args: str,
+    cluster: HasKubeconfig | None = None,
+    repo: str | Path | None = None,
+    context: str | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = 300,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The suite's one way to run `kubectl dr ARGS` as a subprocess: against `cluster`'s kubeconfig, with
+    `repo` as KUBECTL_DR_REPO and `--context CONTEXT` when given, in `env` (else clean_env()) plus `extra_env`."""
+    full = dict(env) if env is not None else clean_env()
+    if cluster is not None:
+        full["KUBECONFIG"] = str(cluster.kubeconfig)
+    if repo is not None:
+        full["KUBECTL_DR_REPO"] = str(repo)
+    full.update(extra_env or {})
+    flags = ["--context", context] if context else []
+    return run([executable(), *flags, *args], env=full, input=input, timeout=timeout, cwd=cwd)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.fixture import Cluster
-from tests.conformance.kube import events_for, eventually, get_json, manifest, pod
+from tests.conformance.kube import events_for, get_json, manifest, pod
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 VERSION = "1.33"

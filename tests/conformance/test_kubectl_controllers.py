@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import KUBECTL_VERSIONS, Cluster
-from tests.conformance.kube import BUSYBOX, CONTROL_PLANE_TOLERATION, eventually, get_json, manifest, pod
+from tests.conformance.kube import BUSYBOX, CONTROL_PLANE_TOLERATION, get_json, manifest, pod
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import BUSYBOX, events_for, eventually, get_json, manifest
+from tests.conformance.kube import BUSYBOX, events_for, get_json, manifest
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 VERSION = "1.33"

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import eventually, get_json, manifest, pod, sleep_pids
+from tests.conformance.kube import get_json, manifest, pod, sleep_pids
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 VERSION = "1.33"

@@ -15,7 +15,8 @@ import pytest
 
 from kubectl_dr.repo import LocalRepository, open_repository
 from tests import tables
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import clean_env, executable
+from tests.cli_runner import dr as run_cli
 from tests.s3server import S3Server
 
 T0 = datetime(2026, 3, 1, 0, 30, tzinfo=timezone.utc)
@@ -26,7 +27,7 @@ def _env(server: S3Server, **extra: str) -> dict[str, str]:
 
 
 def _dr(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=env, timeout=timeout)
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:

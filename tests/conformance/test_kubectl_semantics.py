@@ -17,11 +17,11 @@ from tests.conformance.kube import (
     CONTROL_PLANE_TOLERATION,
     ETCD_IMAGE,
     events_for,
-    eventually,
     get_json,
     manifest,
     pod,
 )
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 

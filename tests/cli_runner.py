@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -77,9 +79,15 @@ def dr(
     input: bytes | None = None,
     timeout: float = 300,
     cwd: str | Path | None = None,
+    in_process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """The suite's one way to run `kubectl dr ARGS` as a subprocess: against `cluster`'s kubeconfig, with
-    `repo` as KUBECTL_DR_REPO and `--context CONTEXT` when given, in `env` (else clean_env()) plus `extra_env`."""
+    """The suite's one way to run `kubectl dr ARGS`: against `cluster`'s kubeconfig, with `repo` as
+    KUBECTL_DR_REPO and `--context CONTEXT` when given, in `env` (else clean_env()) plus `extra_env`.
+
+    A subprocess, as a user runs it; `in_process` runs the same entry point (`kubectl_dr.cli.main.run`) in
+    this interpreter instead, for what ends before any I/O (usage errors, dry runs, output formats), where
+    the interpreter's start is most of the time. Signals, terminals, exit codes of the executable and the
+    plugin protocol stay subprocesses."""
     full = dict(env) if env is not None else clean_env()
     if cluster is not None:
         full["KUBECONFIG"] = str(cluster.kubeconfig)
@@ -87,4 +95,23 @@ def dr(
         full["KUBECTL_DR_REPO"] = str(repo)
     full.update(extra_env or {})
     flags = ["--context", context] if context else []
+    if in_process:
+        assert input is None and cwd is None, "in_process runs take no stdin and no working directory"
+        return _in_process([*flags, *args], full)
     return run([executable(), *flags, *args], env=full, input=input, timeout=timeout, cwd=cwd)
+
+
+def _in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    from kubectl_dr.cli.main import run as main_run
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main_run(args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["kubectl-dr", *args], code, out.getvalue(), err.getvalue())

@@ -254,7 +254,7 @@ def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
     assert result.stdout == f'backup "{filled["a1"]}" deleted\n'
     assert sorted(os.listdir(repo.path)) == sorted([filled["a2"], filled["s1"]])
 
-    bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path))
+    bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path), in_process=True)
     assert bad.returncode == 2
 
 
@@ -357,7 +357,7 @@ def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled:
 def test_an_unknown_type_is_a_usage_error_naming_the_valid_ones(
     repo: Repository, filled: dict[str, str], command: list[str]
 ) -> None:
-    result = dr("backups", *command, "--type", "bogus", "--repo", str(repo.path))
+    result = dr("backups", *command, "--type", "bogus", "--repo", str(repo.path), in_process=True)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     assert "bogus" in result.stderr

@@ -135,20 +135,20 @@ def test_version_client_needs_no_cluster() -> None:
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
-    result = dr("version", "--bogus")
+    result = dr("version", "--bogus", in_process=True)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == ["error: unknown flag: --bogus", "See 'kubectl-dr version --help' for usage."]
 
 
 def test_bad_output_format_is_a_usage_error() -> None:
-    result = dr("version", "--client", "-o", "xml")
+    result = dr("version", "--client", "-o", "xml", in_process=True)
     assert result.returncode == 2
     assert 'unable to match a printer suitable for the output format "xml"' in result.stderr
 
 
 def test_bad_request_timeout_uses_kubectls_words() -> None:
-    result = dr("version", "--request-timeout", "soon")
+    result = dr("version", "--request-timeout", "soon", in_process=True)
     assert result.returncode == 2
     assert "Invalid timeout value. Timeout must be a single integer in seconds" in result.stderr
 
@@ -262,7 +262,7 @@ def test_bare_dry_run_is_client_with_kubectls_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "suggestion"), [(["pvc", "bakup"], "'backup'"), (["pvcs"], "'pvc'")])
 def test_an_unknown_command_suggests_once(args: list[str], suggestion: str) -> None:
-    result = dr(*args)
+    result = dr(*args, in_process=True)
     assert result.returncode == 2
     assert result.stderr.count("Did you mean") == 1, result.stderr
     assert f"Did you mean {suggestion}?" in result.stderr

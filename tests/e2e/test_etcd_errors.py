@@ -138,7 +138,7 @@ def test_no_etcd_static_pods_then_no_control_plane(cluster: Cluster, tmp_path: P
 
 def test_flags_and_files(tmp_path: Path) -> None:
     env = clean_env({"KUBECTL_DR_REPO": str(tmp_path)})
-    usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env)
+    usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env, in_process=True)
     assert usage.returncode == 2 and "--cert and --key go together" in usage.stderr
     down = dr("etcd", "snapshot", "--endpoints", "http://127.0.0.1:1", env=env)
     failed(down, "etcd at http://127.0.0.1:1: UNAVAILABLE")

@@ -364,9 +364,9 @@ def test_print_entries_from_the_cli(tmp_path: Path) -> None:
         checked = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / Path(p).name) for p in files)],
                                  capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
-    usage = run([executable(), "schedule", "print", "--crontab", "--what", "copy"], env=env)
+    usage = run_cli("schedule", "print", "--crontab", "--what", "copy", env=env, in_process=True)
     assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
-    both = run([executable(), "schedule", "print", "--crontab", "--systemd"], env=env)
+    both = run_cli("schedule", "print", "--crontab", "--systemd", env=env, in_process=True)
     assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr
 
 

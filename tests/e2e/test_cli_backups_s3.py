@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
-import pytest
 
 from kubectl_dr.repo import LocalRepository, open_repository
 from tests import tables
@@ -160,7 +159,6 @@ def test_copy_both_ways_with_encryption_from_the_config_file(seaweedfs: S3Server
     _ok(_dr(env, "backups", "verify", backup_id, "--repo", str(back)))
 
 
-@pytest.mark.e2e
 def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path) -> None:
     """A real snapshot through a pod, into S3: unencrypted only with --yes; encrypted with --encrypt-to,
     then verified with the identity."""
@@ -209,7 +207,6 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     assert both["id"] in str(local)
 
 
-@pytest.mark.e2e
 def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_path: Path) -> None:
     """A volume backup (files written as uid 1000) streamed into S3 with encryption, large enough for a
     multipart upload; checked with its identity, refused without it; restored from S3 with the identity

@@ -128,7 +128,7 @@ def test_version_client_needs_no_cluster() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Plugin Version: v")
     assert "Server Version" not in result.stdout
-    as_json = dr("version", "--client", "-o", "json")
+    as_json = dr("version", "--client", "-o", "json", in_process=True)
     data = json.loads(as_json.stdout)
     assert data["pluginVersion"].startswith("v")
     assert data["clientLibraryVersion"][0].isdigit()
@@ -252,7 +252,7 @@ def test_kubectl_plugin_completion_uses_kubectl_complete_dr() -> None:
 
 def test_bare_dry_run_is_client_with_kubectls_warning(tmp_path: Path) -> None:
     # kubectl reads a bare --dry-run as client (deprecated): the next word stays the sub-command.
-    result = dr("--dry-run", "backups", "list", "--repo", str(tmp_path / "repo"), "-o", "json")
+    result = dr("--dry-run", "backups", "list", "--repo", str(tmp_path / "repo"), "-o", "json", in_process=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["items"] == []
     assert "--dry-run is deprecated and can be replaced with --dry-run=client." in result.stderr

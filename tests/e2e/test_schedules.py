@@ -41,10 +41,11 @@ def fast(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     yield cluster_factory(control_planes=1, workers=1, cron_period_seconds=PERIOD)
 
 
-def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180, in_process: bool = False
         ) -> subprocess.CompletedProcess[str]:
     # stdin is empty (no terminal), as in cron or CI: destructive steps need --yes.
-    return run_cli(*args, cluster=c, extra_env={"KUBECTL_DR_CONFIG": "/dev/null", **(env or {})}, timeout=timeout)
+    return run_cli(*args, cluster=c, extra_env={"KUBECTL_DR_CONFIG": "/dev/null", **(env or {})}, timeout=timeout,
+                   in_process=in_process)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -230,15 +231,17 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
 
 def test_schedule_refusals(fast: Cluster) -> None:
     c = fast
-    bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *")
+    bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *",
+                   in_process=True)
     assert bad_cron.returncode == 2 and "hour field '25' is out of range" in bad_cron.stderr
-    keep0 = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0")
+    keep0 = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0",
+                in_process=True)
     assert keep0.returncode == 2 and "--keep must be at least 1" in keep0.stderr
     bad_zone = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                   "--time-zone", "Mars/Olympus")
+                   "--time-zone", "Mars/Olympus", in_process=True)
     assert bad_zone.returncode == 2 and "unknown time zone" in bad_zone.stderr
     bad_dir = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                  "--dir", "/var/lib/etcd/snaps")
+                  "--dir", "/var/lib/etcd/snaps", in_process=True)
     assert bad_dir.returncode == 2 and "control plane owns" in bad_dir.stderr
     bad_node = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
                    "--node", c.workers[0])

@@ -27,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="kubeconfig of a real cluster: runs the tests marked real_cluster against it")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers reorder() sets
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reorder(items)
     if config.getoption("--kubeconfig"):

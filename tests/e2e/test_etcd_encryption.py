@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,10 @@ from kubectl_dr.kube import kubeconfig
 from kubectl_dr.kube.client import Kube, connect
 from kubectl_dr.runs import Run
 from tests.cli_runner import clean_env, dr
-from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
+from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 CONFIG = "/etc/kubernetes/encryption/config.yaml"
 KEY1 = base64.b64encode(b"k" * 32).decode()
 KEY2 = base64.b64encode(b"z" * 32).decode()
@@ -43,14 +42,9 @@ def config(*keys: tuple[str, str], identity: bool = True) -> str:
 
 
 @pytest.fixture(scope="module")
-def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def one(cluster_factory: ClusterFactory) -> Cluster:
     # Its own cluster: editing kube-apiserver.yaml restarts the API server under other tests.
-    require_prerequisites()
-    c = start_cluster(tmp_path_factory.mktemp("encryption"), control_planes=1, workers=0)
-    try:
-        yield c
-    finally:
-        c.down()
+    return cluster_factory(control_planes=1, workers=0, private="encryption")
 
 
 def kube(cluster: Cluster) -> Kube:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.cli_runner import clean_env, executable, run
-from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir, wait_for
+from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
+from tests.polling import eventually
 
 REQUEST = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ request\.go\] (GET|POST|PUT|PATCH|DELETE) (\S+) "
                      r"(\d{3}) [A-Za-z ]+ in (\d+) milliseconds$")
@@ -37,7 +38,7 @@ def test_v6_logs_every_request_and_v8_the_pod_scripts(cluster: Any, tmp_path: Pa
     quiet = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
     assert quiet.returncode == 0, quiet.stderr
     assert requests(quiet.stderr) == [] and "request.go]" not in quiet.stderr
-    wait_for(lambda: managed_pods(cluster, ns) == [], what="the first backup's pod gone")
+    eventually(lambda: managed_pods(cluster, ns) == [], what="the first backup's pod gone")
 
     six = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", "-v", "6")
     assert six.returncode == 0, six.stderr
@@ -50,7 +51,7 @@ def test_v6_logs_every_request_and_v8_the_pod_scripts(cluster: Any, tmp_path: Pa
     assert any(v == "DELETE" and f"/api/v1/namespaces/{ns}/pods/" in u for v, u, _ in seen)
     assert all(u.startswith(server + "/") for _, u, _ in seen)
     assert "script.go]" not in six.stderr  # scripts come at 8
-    wait_for(lambda: managed_pods(cluster, ns) == [], what="the second backup's pod gone")
+    eventually(lambda: managed_pods(cluster, ns) == [], what="the second backup's pod gone")
 
     eight = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", "--v=8")
     assert eight.returncode == 0, eight.stderr

@@ -14,10 +14,11 @@ from typer.core import TyperGroup
 
 VOLUMES = "Volume Commands"
 ETCD = "etcd and Control-Plane Commands"
+ROOK = "Rook-Ceph Commands"
 REPOSITORY = "Backup Repository Commands"
 SCHEDULES = "Schedule Commands"
 OTHER = "Other Commands"
-SECTIONS = (VOLUMES, ETCD, REPOSITORY, SCHEDULES, OTHER)
+SECTIONS = (VOLUMES, ETCD, ROOK, REPOSITORY, SCHEDULES, OTHER)
 GLOBAL_FLAGS = "Global flags"
 
 

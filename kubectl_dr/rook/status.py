@@ -56,7 +56,10 @@ class RookStatus:
     @property
     def quorum(self) -> list[str]:
         seen: list[tuple[str, ...]] = [m.status.quorum for m in self.mons if m.status and m.status.in_quorum]
-        return sorted(max(seen, key=len)) if seen else []
+        if not seen:
+            return []
+        largest: tuple[str, ...] = max(seen, key=len)
+        return sorted(largest)
 
     def to_dict(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "fsid": self.fsid, "quorum": self.quorum,

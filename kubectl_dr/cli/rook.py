@@ -8,8 +8,9 @@ import typer
 
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.globals import GlobalOptions
+from kubectl_dr.cli.repo_options import EncryptToOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
-from kubectl_dr.ui.output import emit, render_table
+from kubectl_dr.ui.output import emit, message, render_table
 
 DEFAULT_NAMESPACE = "rook-ceph"
 
@@ -79,3 +80,85 @@ def status(ctx: typer.Context, operator_namespace: OperatorNamespaceOption = Non
     emit(data, opts.output, table=status_table(data))
 
 
+
+
+RESTORE_HELP = """\
+Restore the quorum of Rook-Ceph's mons from one healthy mon, GOOD: Rook's "Restoring Mon Quorum", checked.
+
+Refused unless GOOD answers on its admin socket and no other mon that answers has a newer monmap or
+election epoch (it says which and why), and while the mons still have a quorum. Then, each step recorded in
+the ConfigMap kubectl-dr-rook-restore-quorum before the next: the operator and the other mons are scaled to
+0; GOOD's Deployment is replaced by a maintenance copy that sleeps; GOOD's store and every object the run
+changes are copied into the repository (byte count and SHA-256 checked on both sides, with a break-glass
+runbook of the same steps as kubectl commands); the monmap is extracted, the other mons are removed, it is
+injected, and read back each time with monmaptool --print; rook-ceph-mon-endpoints and rook-ceph-config name
+GOOD alone; the maintenance copy goes and GOOD's Deployment is put back exactly as saved; once GOOD is the
+leader of a quorum of one, the operator is scaled back so Rook grows the quorum again.
+
+The other mons' Deployments (at 0), Services and claims are left in place and named: Rook replaces them.
+An interrupted run is resumed by running the same command again. --undo, before the inject, puts every
+object back as it was (the backup stays).
+
+\b
+Examples:
+  kubectl dr rook status
+  kubectl dr rook mon restore-quorum a --dry-run=client
+  kubectl dr rook mon restore-quorum a --yes
+  kubectl dr rook mon restore-quorum a --undo
+"""
+
+
+def _result_table(data: dict[str, Any]) -> str:
+    fields = [["good mon", data["good"]], ["removed from the monmap", ",".join(data["bad"]) or "-"],
+              ["quorum", ",".join(data["quorum"]) or "-"], ["backup", data["backup"] or "-"],
+              ["location", data["location"] or "-"], ["steps done", ",".join(data["steps"]) or "-"],
+              ["left for Rook to replace", ", ".join(data["leftForRook"]) or "-"]]
+    return render_table(["FIELD", "VALUE"], fields)
+
+
+@mon_app.command("restore-quorum", help=RESTORE_HELP,
+                 short_help="Force a quorum of one on a healthy mon, backed up, journaled, undoable")
+def restore_quorum(
+    ctx: typer.Context,
+    good: Annotated[str, typer.Argument(metavar="GOOD", help="The mon (a, b, …) whose store becomes the quorum.")],
+    undo: Annotated[bool, typer.Option("--undo", help=(
+        "Put every object back as it was before the run (only before the monmap was injected)."))] = False,
+    operator_namespace: OperatorNamespaceOption = None,
+    repo: RepoOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    encrypt_to: EncryptToOption = None,
+    timeout: Annotated[str, typer.Option("--timeout", metavar="DURATION", help=(
+        "How long to wait for each pod and for the quorum of one."))] = "5m",
+) -> None:
+    from kubectl_dr.cli.globals import parse_request_timeout
+    from kubectl_dr.cli.repo_options import open_repo
+    from kubectl_dr.rook.restore import Job
+    from kubectl_dr.ui.console import TerminalConsole
+
+    opts = options(ctx)
+    if opts.dry_run == "server":
+        raise UsageError("restore-quorum has no server-side dry run (its steps run in a pod): use --dry-run=client")
+    seconds = parse_request_timeout(timeout)
+    if seconds is None:
+        raise UsageError("--timeout must be greater than 0 (e.g. 90s, 5m)")
+    console = TerminalConsole(yes=opts.yes)
+    job = Job(opts.kube(), _namespace(opts), good, console, operator_namespace=operator_namespace, timeout=seconds)
+    if undo:
+        if opts.dry_run == "client":
+            journal = job.read_journal()
+            message(f"(dry run) would undo the run {journal.get('runId') if journal else '(none in progress)'}")
+            return
+        console.confirm(f"undo the restore-quorum run to mon {good} (put every object back)")
+        result = job.undo()
+    else:
+        repository = None
+        if opts.dry_run == "none":
+            repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+            repository.preflight()
+        result = job.run(repository, dry_run=opts.dry_run == "client")
+        if result.dry_run:
+            message(result.runbook)
+            message(f"(dry run) would restore the quorum to mon {good} alone, removing {', '.join(result.bad)}; "
+                    "nothing was changed")
+    data = result.to_dict()
+    emit(data, opts.output, table=_result_table(data))

@@ -120,19 +120,20 @@ class Objects:
     def operator(self) -> dict[str, Any] | None:
         return self.find("deployments", OPERATOR, self.operator_namespace)
 
-    def pods(self, selector: dict[str, str]) -> list[dict[str, Any]]:
+    def pods(self, selector: dict[str, str], namespace: str | None = None) -> list[dict[str, Any]]:
         text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        found = self.kube.get(self._path("pods"), labelSelector=text)
+        found = self.kube.get(self._path("pods", namespace=namespace), labelSelector=text)
         return list(found.get("items") or [])
 
     def scale(self, name: str, replicas: int, namespace: str | None = None) -> None:
         self.kube.request("PATCH", self._path("deployments", name, namespace), body={"spec": {"replicas": replicas}},
                           content_type=MERGE_PATCH)
 
-    def wait_no_pods(self, selector: dict[str, str], what: str, timeout: float = 180.0) -> None:
+    def wait_no_pods(self, selector: dict[str, str], what: str, timeout: float = 180.0,
+                     namespace: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            left = [p["metadata"]["name"] for p in self.pods(selector)]
+            left = [p["metadata"]["name"] for p in self.pods(selector, namespace)]
             if not left:
                 return
             if time.monotonic() > deadline:

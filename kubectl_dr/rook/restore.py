@@ -99,12 +99,23 @@ class Job:
                           hint="Inspect it; delete it only if no restore-quorum run is in progress.") from None
         return data
 
-    def _write_journal(self) -> None:
+    def _write_journal(self, *, create: bool = False) -> None:
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": JOURNAL, "namespace": self.namespace,
                              "labels": {"app.kubernetes.io/managed-by": "kubectl-dr"}},
                 "data": {"journal": json.dumps(self.journal, sort_keys=True)}}
         path = f"/api/v1/namespaces/{self.namespace}/configmaps"
+        if create:
+            # The first write creates: of two runs started at once, the second gets 409 and stops here.
+            try:
+                self.kube.request("POST", path, body=body)
+            except ApiError as exc:
+                if exc.status == 409:
+                    raise DrError(f"another restore-quorum run started in namespace {self.namespace} just now "
+                                  f"(ConfigMap {JOURNAL} exists)", hint="Let it finish, or run this command again "
+                                  "to resume it once it has stopped.") from None
+                raise
+            return
         try:
             self.kube.request("PUT", f"{path}/{JOURNAL}", body=body)
         except ApiError as exc:
@@ -116,9 +127,10 @@ class Job:
         return step in self.journal.get("steps", [])
 
     def _record(self, step: str, **facts: Any) -> None:
+        first = not self.journal.get("steps")
         self.journal.setdefault("steps", []).append(step)
         self.journal.update(facts)
-        self._write_journal()
+        self._write_journal(create=first)
         self.console.say(f"step {len(self.journal['steps'])}/{len(STEPS)} done: {step}")
         if os.environ.get(INTERRUPT_AFTER_ENV) == step:
             raise Interrupted("SIGINT")
@@ -218,7 +230,7 @@ class Job:
             if saved["operator"] is not None:
                 self.objs.scale(objects.OPERATOR, 0, self.objs.operator_namespace)
                 self.objs.wait_no_pods(saved["operator"]["spec"]["selector"]["matchLabels"],
-                                       "scaling the operator down", self.timeout)
+                                       "scaling the operator down", self.timeout, self.objs.operator_namespace)
             self._record("operator-down")
         if not self._done("bad-mons-down"):
             for mon in self.journal["bad"]:
@@ -417,7 +429,7 @@ class Job:
         self._exec(pod, ["rm", "-f", STORE_TAR], "removing the archive")
         location = repo.backup_location(manifest.id)
         self.console.say(f"backup {manifest.id}: mon {self.good}'s store and the objects this run changes, in "
-                         f"{location}")
+                         f"{location}; the break-glass runbook is its part runbook.sh")
         return manifest.id, location
 
     def _write_endpoints(self, saved: dict[str, Any]) -> None:

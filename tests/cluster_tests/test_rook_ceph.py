@@ -13,7 +13,9 @@ from tests.cluster.fixture import Cluster, ClusterFactory
 
 @pytest.fixture(scope="module")
 def rook(cluster_factory: ClusterFactory) -> Cluster:
-    return cluster_factory(control_planes=1, workers=1, rook_ceph=3)
+    # Two workers: the mons spread over them; and a cluster of its own, apart from the e2e tests' one, which
+    # leaves a quorum of one behind.
+    return cluster_factory(control_planes=1, workers=2, rook_ceph=3)
 
 
 def _get(c: Cluster, *args: str) -> Any:
@@ -32,6 +34,9 @@ def test_objects_as_rook_makes_them_and_a_real_quorum(rook: Cluster) -> None:
     assert mon_a["metadata"]["labels"]["ceph_daemon_id"] == "a"
     pod_spec = mon_a["spec"]["template"]["spec"]
     assert pod_spec["hostNetwork"] is True
+    assert pod_spec["nodeSelector"] == {"kubernetes.io/hostname": "worker-1"}
+    assert deployments["rook-ceph-mon-b"]["spec"]["template"]["spec"]["nodeSelector"] == {
+        "kubernetes.io/hostname": "worker-2"}
     container = pod_spec["containers"][0]
     assert container["name"] == "mon" and container["command"] == ["ceph-mon"]
     assert "--mon-host=$(ROOK_CEPH_MON_HOST)" in container["args"]

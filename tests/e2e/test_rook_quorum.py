@@ -88,6 +88,8 @@ def test_status_and_a_wrong_good_is_refused(rook: Cluster, repo: Path) -> None:
     assert data["quorum"] == ["a", "b", "c"]
     assert [m["monStatus"]["state"] in ("leader", "peon") for m in data["mons"]] == [True] * 3
     assert data["operator"]["replicas"] == 1
+    elsewhere = dr(rook, "-n", "default", "rook", "status")
+    assert elsewhere.returncode == 1 and "no Rook-Ceph mons in namespace default" in elsewhere.stderr
     rook.stop_mon("c")
     wait_until(lambda: quorum_of(rook, "a") == ["a", "b"], "a and b to form a quorum without c")
     rook.stop_mon("b", delete_store=True)
@@ -143,6 +145,9 @@ def test_interrupted_at_every_step_it_finishes_on_rerun_with_a_quorum_of_one(roo
         assert f"done: {step}" in done.stderr
         if step == "store-backup":
             store_at_backup = store_digest(rook.mon_store("a"))  # the mon is stopped: the store is still
+        if step == "maintenance":
+            other = dr(rook, "rook", "mon", "restore-quorum", "b", "--yes", "--repo", str(repo))
+            assert other.returncode == 1 and "a restore-quorum run to mon a is in progress" in other.stderr
         if step == "inject-started":
             refused = dr(rook, "rook", "mon", "restore-quorum", "a", "--undo", "--yes")
             assert refused.returncode == 1 and "--undo only puts objects back before that" in refused.stderr

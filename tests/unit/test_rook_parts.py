@@ -8,7 +8,8 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.rook import objects
 from kubectl_dr.rook.monexec import MonStatus
 from kubectl_dr.rook.monmap import Monmap, check_good
-from kubectl_dr.rook.restore import runbook, store_path
+from kubectl_dr.rook.restore import store_path
+from kubectl_dr.rook.runbook import runbook
 
 # monmaptool --print of Debian 12's 16.2.15, as the loopback's mons print it.
 PRINTED = """monmaptool: monmap file /tmp/kubectl-dr-monmap

@@ -10,7 +10,7 @@ from kubectl_dr.cli.context import options
 from kubectl_dr.cli.globals import GlobalOptions
 from kubectl_dr.cli.repo_options import EncryptToOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, render_table
 
 DEFAULT_NAMESPACE = "rook-ceph"
 
@@ -75,7 +75,7 @@ def status(ctx: typer.Context, operator_namespace: OperatorNamespaceOption = Non
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("rook status changes nothing: it has no dry run")
-    result = rook_status.gather(opts.kube(), _namespace(opts), operator_namespace)
+    result = rook_status.gather(opts.session().kube, _namespace(opts), operator_namespace)
     data = result.to_dict()
     emit(data, opts.output, table=status_table(data))
 
@@ -130,23 +130,28 @@ def restore_quorum(
     timeout: Annotated[str, typer.Option("--timeout", metavar="DURATION", help=(
         "How long to wait for each pod and for the quorum of one."))] = "5m",
 ) -> None:
+    from pathlib import Path
+
     from kubectl_dr.cli.globals import parse_request_timeout
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.rook.restore import Job
-    from kubectl_dr.ui.console import TerminalConsole
 
     opts = options(ctx)
+    session = opts.session()
     if opts.dry_run == "server":
         raise UsageError("restore-quorum has no server-side dry run (its steps run in a pod): use --dry-run=client")
     seconds = parse_request_timeout(timeout)
     if seconds is None:
         raise UsageError("--timeout must be greater than 0 (e.g. 90s, 5m)")
-    console = TerminalConsole(yes=opts.yes)
-    job = Job(opts.kube(), _namespace(opts), good, console, operator_namespace=operator_namespace, timeout=seconds)
+    console = session.console
+    # The runbook file goes beside the command's output, where the operator is: the copy in the backup may be
+    # in a bucket out of reach when it is needed.
+    job = Job(session, _namespace(opts), good, operator_namespace=operator_namespace, timeout=seconds,
+              runbook_dir=Path.cwd())
     if undo:
         if opts.dry_run == "client":
             journal = job.read_journal()
-            message(f"(dry run) would undo the run {journal.get('runId') if journal else '(none in progress)'}")
+            console.say(f"(dry run) would undo the run {journal.get('runId') if journal else '(none in progress)'}")
             return
         console.confirm(f"undo the restore-quorum run to mon {good} (put every object back)")
         result = job.undo()
@@ -155,10 +160,13 @@ def restore_quorum(
         if opts.dry_run == "none":
             repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
             repository.preflight()
-        result = job.run(repository, dry_run=opts.dry_run == "client")
+        result = job.run(repository)
         if result.dry_run:
-            message(result.runbook)
-            message(f"(dry run) would restore the quorum to mon {good} alone, removing {', '.join(result.bad)}; "
-                    "nothing was changed")
+            console.say(result.runbook)
+            console.say(f"(dry run) would write this break-glass runbook to "
+                        f"{Path.cwd() / 'rook-restore-quorum-runbook-RUN.sh'} (RUN: the run's ID) before anything "
+                        "changes")
+            console.say(f"(dry run) would restore the quorum to mon {good} alone, removing {', '.join(result.bad)}; "
+                        "nothing was changed")
     data = result.to_dict()
     emit(data, opts.output, table=_result_table(data))

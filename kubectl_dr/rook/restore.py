@@ -16,14 +16,15 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from kubectl_dr.console import Console
+from kubectl_dr import cleanup
 from kubectl_dr.errors import ApiError, DrError, Interrupted, VerificationError
-from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import Repository
@@ -31,6 +32,8 @@ from kubectl_dr.rook import monexec, objects
 from kubectl_dr.rook.monmap import Monmap, check_good
 from kubectl_dr.rook.runbook import MONMAP, runbook
 from kubectl_dr.rook.status import MAINTENANCE_LABEL, ask, mon_pod, pod_state
+from kubectl_dr.runs import Heartbeat, Lease, lease_name
+from kubectl_dr.session import Session
 
 BACKUP_TYPE = "rook-mon-quorum"
 JOURNAL = "kubectl-dr-rook-restore-quorum"
@@ -41,6 +44,7 @@ INTERRUPT_AFTER_ENV = "KUBECTL_DR_TEST_INTERRUPT_AFTER"
 STEPS = ("saved", "operator-down", "bad-mons-down", "maintenance", "store-backup", "monmap-edited",
          "inject-started", "monmap-injected", "endpoints", "maintenance-removed", "deployment-restored", "quorum",
          "operator-up")
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _VOLATILE = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
 
 
@@ -76,15 +80,51 @@ def clean(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Job:
-    def __init__(self, kube: Kube, namespace: str, good: str, console: Console, *,
-                 operator_namespace: str | None = None, timeout: float = 300.0) -> None:
-        self.kube = kube
+    def __init__(self, session: Session, namespace: str, good: str, *, operator_namespace: str | None = None,
+                 timeout: float = 300.0, runbook_dir: Path | None = None) -> None:
+        self.session = session
+        self.kube = session.kube
         self.namespace = namespace
         self.good = objects.valid_mon_id(good)
-        self.console = console
-        self.objs = objects.Objects(kube, namespace, operator_namespace)
+        self.console = session.console
+        self.objs = objects.Objects(self.kube, namespace, operator_namespace)
         self.timeout = timeout
+        self.runbook_dir = runbook_dir  # where the break-glass runbook is written as a file (None: not written)
         self.journal: dict[str, Any] = {}
+
+    # --- lease and runbook --------------------------------------------------------------------------------
+
+    def _take_lease(self) -> None:
+        """The run lease of this namespace's restore-quorum, kept alive while the run changes things and
+        released at exit: a second run (or an --undo) started meanwhile stops naming the run that holds it,
+        where the journal alone would have let both act on the same objects."""
+        lease = Lease(self.kube, self.namespace, lease_name("rook", "restore-quorum"), self.session.run,
+                      what=f"the restore-quorum of namespace {self.namespace}")
+        lease.acquire()
+        heartbeat = Heartbeat(self.console.warn)
+        heartbeat.hold(lease)
+
+        def release() -> None:
+            heartbeat.stop()
+            lease.release()
+
+        cleanup.current().push("release the restore-quorum lease", release)
+
+    def _write_runbook(self, book: str) -> None:
+        """The runbook as a local file too: the copy in the backup is out of reach if the repository is remote
+        and the tool cannot run. Written once the run holds the lease, before it changes anything."""
+        if self.runbook_dir is None:
+            return
+        run_id = str(self.journal.get("runId"))
+        if not RUN_ID.fullmatch(run_id):  # the journal is a ConfigMap anyone may edit: no path from it
+            run_id = self.session.run.id
+        path = self.runbook_dir / f"rook-restore-quorum-runbook-{run_id}.sh"
+        try:
+            path.write_text(book)
+            self.console.say(f"break-glass runbook written to {path}")
+        except OSError as exc:
+            self.console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it is part runbook.sh of "
+                              "the backup")
 
     # --- journal ----------------------------------------------------------------------------------------
 
@@ -185,7 +225,8 @@ class Job:
 
     # --- the run ----------------------------------------------------------------------------------------
 
-    def run(self, repo: Repository | None, *, dry_run: bool, confirm: bool = True) -> Result:
+    def run(self, repo: Repository | None, *, confirm: bool = True) -> Result:
+        dry_run = self.session.dry
         journal = self.read_journal()
         if journal is not None and journal.get("good") != self.good:
             raise DrError(f"a restore-quorum run to mon {journal.get('good')} is in progress (ConfigMap "
@@ -204,17 +245,28 @@ class Job:
                           dry_run=True)
         if repo is None:
             raise DrError("restore-quorum needs a repository for its backup")
+        if journal is None and confirm:
+            self.console.confirm(f"restore the quorum of {self.namespace}'s mons to mon {self.good} alone, "
+                                 f"removing mon(s) {', '.join(bad)} from its monmap")
+        self._take_lease()
+        # Read again under the lease: a run that held it until just now may have started or finished one.
+        journal = self.read_journal()
+        if journal is not None and journal.get("good") != self.good:
+            raise DrError(f"a restore-quorum run to mon {journal.get('good')} started meanwhile (ConfigMap "
+                          f"{self.namespace}/{JOURNAL})", hint=f"kubectl dr rook mon restore-quorum "
+                                                                f"{journal.get('good')} [--undo]")
         if journal is None:
-            assert plan is not None
-            if confirm:
-                self.console.confirm(f"restore the quorum of {self.namespace}'s mons to mon {self.good} alone, "
-                                     f"removing mon(s) {', '.join(bad)} from its monmap")
+            if plan is None:
+                raise DrError(f"the restore-quorum run to mon {self.good} finished or was undone meanwhile",
+                              hint="`kubectl dr rook status` shows the mons as they are now.")
             self.journal = {"version": 1, "good": self.good, "bad": bad, "runId": time.strftime("%Y%m%dT%H%M%SZ",
                             time.gmtime()), "address": plan["address"], "monHost": plan["monHost"],
                             "fsid": plan["fsid"], "steps": []}
+            self._write_runbook(book)
             self._record("saved", saved=self._saved(plan))
         else:
             self.journal = journal
+            self._write_runbook(book)
         return self._steps(repo, book)
 
     def _saved(self, plan: dict[str, Any]) -> dict[str, Any]:
@@ -302,6 +354,10 @@ class Job:
             raise DrError(f"no restore-quorum run to undo in namespace {self.namespace} (no ConfigMap {JOURNAL})")
         if journal.get("good") != self.good:
             raise DrError(f"the run in progress restores to mon {journal.get('good')}, not {self.good}")
+        self._take_lease()
+        journal = self.read_journal()
+        if journal is None:
+            raise DrError(f"the restore-quorum run in namespace {self.namespace} finished or was undone meanwhile")
         self.journal = journal
         if self._done("inject-started"):
             raise DrError(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import signal
 import subprocess
 import tarfile
 import time
@@ -36,11 +38,41 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("rook-repo")
 
 
+# Where the commands run: the break-glass runbook file is written in the current directory.
+WORKDIR: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    WORKDIR[:] = [tmp_path_factory.mktemp("rook-cwd")]
+    return WORKDIR[0]
+
+
 def dr(c: Cluster, *args: str, interrupt_after: str | None = None, timeout: float = 600
        ) -> subprocess.CompletedProcess[str]:
     env = clean_env({"KUBECTL_DR_TEST_INTERRUPT_AFTER": interrupt_after} if interrupt_after else None)
     return subprocess.run([executable(), f"--kubeconfig={c.kubeconfig}", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=WORKDIR[0])
+
+
+def dr_sigint_after(c: Cluster, line: str, *args: str) -> tuple[int, str]:
+    """Run the CLI and send it a real SIGINT (Ctrl-C) as soon as its stderr shows ``line``; exit code and stderr."""
+    proc = subprocess.Popen([executable(), f"--kubeconfig={c.kubeconfig}", *args], env=clean_env(None),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            cwd=WORKDIR[0])
+    assert proc.stderr is not None
+    seen = []
+    for text in proc.stderr:
+        seen.append(text)
+        if line in text:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=300)
+    return proc.returncode, "".join(seen) + rest
+
+
+def leases(c: Cluster) -> str:
+    return c.kubectl("-n", NS, "get", "leases", "-o", "name").stdout
 
 
 def status(c: Cluster) -> dict[str, Any]:
@@ -139,10 +171,31 @@ def test_interrupted_at_every_step_it_finishes_on_rerun_with_a_quorum_of_one(roo
     the inject has begun. The end: a quorum of one on a, Rook's objects name a alone, the operator back, the bad
     mons at 0 and left in place, no maintenance pod, and the backup holds a's store exactly."""
     store_at_backup: dict[str, str] = {}
+    backups_before = sorted(p.name for p in repo.iterdir())
     for step in STEPS[:-1]:
-        done = dr(rook, "rook", "mon", "restore-quorum", "a", "--yes", "--repo", str(repo), interrupt_after=step)
-        assert done.returncode == 130, f"{step}: {done.stderr}"
-        assert f"done: {step}" in done.stderr
+        if step == "maintenance":
+            # A real Ctrl-C, in the middle of the next step (store-backup waits for the maintenance pod to run):
+            # exit 130, the journal ends at the step done, no backup, the lease released; the rerun goes on.
+            code, stderr = dr_sigint_after(rook, f"done: {step}", "rook", "mon", "restore-quorum", "a", "--yes",
+                                           "--repo", str(repo))
+            assert code == 130, stderr
+            assert "interrupted by SIGINT" in stderr and "done: store-backup" not in stderr
+            journal = json.loads(json.loads(rook.kubectl("-n", NS, "get", "configmap", "kubectl-dr-rook-restore-quorum",
+                                                         "-o", "json").stdout)["data"]["journal"])
+            assert journal["steps"][-1] == "maintenance"
+            assert sorted(p.name for p in repo.iterdir()) == backups_before
+            assert "kubectl-dr-rook-restore-quorum" not in leases(rook)
+        else:
+            done = dr(rook, "rook", "mon", "restore-quorum", "a", "--yes", "--repo", str(repo), interrupt_after=step)
+            assert done.returncode == 130, f"{step}: {done.stderr}"
+            assert f"done: {step}" in done.stderr
+            stderr = done.stderr
+        if step == "saved":
+            named = re.search(r"break-glass runbook written to (\S+)", stderr)
+            assert named, stderr
+            runbook = Path(named.group(1))
+            assert runbook.parent == WORKDIR[0] and runbook.name.startswith("rook-restore-quorum-runbook-")
+            assert "ceph-mon --id=a --mon-data=/var/lib/ceph/mon/ceph-a --inject-monmap" in runbook.read_text()
         if step == "store-backup":
             store_at_backup = store_digest(rook.mon_store("a"))  # the mon is stopped: the store is still
         if step == "maintenance":
@@ -165,6 +218,7 @@ def test_interrupted_at_every_step_it_finishes_on_rerun_with_a_quorum_of_one(roo
     deployments = rook.kubectl("-n", NS, "get", "deployments", "-o", "name").stdout.split()
     assert "deployment.apps/rook-ceph-mon-b" in deployments and not any("maintenance" in d for d in deployments)
     assert "kubectl-dr-rook-restore-quorum" not in rook.kubectl("-n", NS, "get", "configmaps").stdout
+    assert "kubectl-dr-rook-restore-quorum" not in leases(rook)
     pods = json.loads(rook.kubectl("-n", NS, "get", "pods", "-o", "json").stdout)["items"]
     assert not [p for p in pods if "kubectl-dr.io/maintenance" in (p["metadata"].get("labels") or {})]
     # The backup: a's store exactly as it was while stopped, and what the listing in the pod said.

@@ -26,7 +26,8 @@ TIERS = {"unit": "unit", "cluster_tests": "loopback", "conformance": "conformanc
 FAST = "unit"
 # The pool's defaults (ClusterPool.get): a keyword left out has this value.
 DEFAULTS = {"control_planes": 3, "workers": 1, "exec_protocols": ("v5", "v4"), "images": None,
-            "etcd_version": "3.5", "cron_period_seconds": None, "external_etcd": False, "private": None}
+            "etcd_version": "3.5", "cron_period_seconds": None, "external_etcd": False, "rook_ceph": 0,
+            "private": None}
 WILDCARD = "*"
 
 Shape = tuple[tuple[str, str], ...]

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli import backups, completion, controlplane, etcd, help, pvc, scale, schedule, version
+from kubectl_dr.cli import backups, completion, controlplane, etcd, help, pvc, rook, scale, schedule, version
 from kubectl_dr.cli.globals import (
     DRY_RUN_BARE,
     DRY_RUN_BARE_WARNING,
@@ -126,6 +126,8 @@ app.add_typer(etcd.app, name="etcd", rich_help_panel=help.ETCD,
               short_help="Snapshot, verify, restore and inspect etcd")
 app.add_typer(controlplane.app, name="control-plane", rich_help_panel=help.ETCD,
               short_help="Back up and restore a control-plane node's files")
+app.add_typer(rook.app, name="rook", rich_help_panel=help.ROOK,
+              short_help="Rook-Ceph mons: status, and quorum restored from one mon")
 app.add_typer(backups.app, name="backups", rich_help_panel=help.REPOSITORY,
               short_help="List, verify, copy, delete and prune backups")
 app.add_typer(schedule.app, name="schedule", rich_help_panel=help.SCHEDULES,

@@ -15,10 +15,11 @@ from typer.core import TyperCommand, TyperGroup
 
 VOLUMES = "Volume Commands"
 ETCD = "etcd and Control-Plane Commands"
+ROOK = "Rook-Ceph Commands"
 REPOSITORY = "Backup Repository Commands"
 SCHEDULES = "Schedule Commands"
 OTHER = "Other Commands"
-SECTIONS = (VOLUMES, ETCD, REPOSITORY, SCHEDULES, OTHER)
+SECTIONS = (VOLUMES, ETCD, ROOK, REPOSITORY, SCHEDULES, OTHER)
 GLOBAL_FLAGS = "Global flags"
 
 

@@ -6,7 +6,8 @@
   every test asking for the same shape (``private``: by none), parked when the tests need another shape (see
   ClusterPool), stopped at session end. ``etcd_version`` is "3.4" or "3.5" (default);
   ``cron_period_seconds`` makes one CronJob minute last that many seconds (control/cronjob.py);
-  ``external_etcd`` runs etcd on hosts of its own, outside the cluster (control/external_etcd.py).
+  ``external_etcd`` runs etcd on hosts of its own, outside the cluster (control/external_etcd.py);
+  ``rook_ceph=3`` adds Rook-Ceph's objects and a real quorum of 3 ceph-mon (rook_ceph.py).
 
 A missing prerequisite (etcd, bwrap that can create sandboxes, busybox, kubectl) skips with the reason,
 except under CI (environment variable CI set), where it fails: CI must never silently skip them.
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import etcd_versions
+from tests.cluster import rook_ceph as rook_shape
 from tests.cluster.__main__ import down, parse_protocols, start_member, stop_member, up
 from tests.cluster.control.etcd_members import Member, members_from_state
 from tests.cluster.control.kubeconfig import LIMITED_CONTEXT, write_policy
@@ -44,8 +46,12 @@ def kubectl_path(version: str) -> Path:
     return KUBECTL_DIR / f"kubectl.{version}"
 
 
-def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) -> list[str]:
-    binaries = [BUSYBOX, BASH_STATIC, *(b for v in etcd_versions.VERSIONS.values() for b in v.binaries())]
+CEPH_BINARIES = ("/usr/bin/ceph-mon", "/usr/bin/monmaptool", "/usr/bin/ceph-authtool", "/usr/bin/ceph")
+
+
+def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS, ceph: bool = False) -> list[str]:
+    binaries = [BUSYBOX, BASH_STATIC, *(b for v in etcd_versions.VERSIONS.values() for b in v.binaries()),
+                *(CEPH_BINARIES if ceph else ())]
     missing = [f"{p} not found" for p in binaries if not Path(p).exists()]
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -59,8 +65,8 @@ def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) ->
     return missing
 
 
-def require_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) -> None:
-    missing = missing_prerequisites(kubectl_versions)
+def require_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS, ceph: bool = False) -> None:
+    missing = missing_prerequisites(kubectl_versions, ceph)
     if not missing:
         return
     reason = "loopback cluster prerequisites missing: " + "; ".join(missing)
@@ -162,6 +168,24 @@ class Cluster:
             os.utime(path, ns=(later, later))
 
     @property
+    def rook(self) -> dict[str, Any]:
+        rook: dict[str, Any] = self.layout.read_state()["rook_ceph"]
+        return rook
+
+    def stop_mon(self, mon_id: str, delete_store: bool = False) -> None:
+        rook_shape.stop_mon(self.layout, self.rook, mon_id, delete_store)
+
+    def start_mon(self, mon_id: str) -> None:
+        rook_shape.start_mon(self.layout, self.rook, mon_id)
+
+    def mon_status(self, mon_id: str) -> dict[str, Any] | None:
+        return rook_shape.mon_status(self.rook, mon_id)
+
+    def mon_store(self, mon_id: str) -> Path:
+        m = next(m for m in rook_shape.mons_from_state(self.layout.read_state()) if m.id == mon_id)
+        return self.layout.host_path(m.node, m.store_host_path)
+
+    @property
     def running(self) -> bool:
         """Its server process is up (a test, or the pool between modules, may have stopped it)."""
         return is_ours(self.state.get("server", {}).get("pid"), str(self.layout.root))
@@ -184,10 +208,10 @@ class Cluster:
 def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
                   exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None,
                   etcd_version: str = etcd_versions.DEFAULT, cron_period_seconds: float | None = None,
-                  external_etcd: bool = False) -> Cluster:
+                  external_etcd: bool = False, rook_ceph: int = 0) -> Cluster:
     protocols = parse_protocols(",".join(exec_protocols)) if exec_protocols else []
     state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}),
-               etcd_version, cron_period_seconds, external_etcd)
+               etcd_version, cron_period_seconds, external_etcd, rook_ceph)
     return Cluster(directory.resolve(), state)
 
 
@@ -251,22 +275,22 @@ class ClusterPool:
 
     def get(self, control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
-            cron_period_seconds: float | None = None, external_etcd: bool = False,
+            cron_period_seconds: float | None = None, external_etcd: bool = False, rook_ceph: int = 0,
             private: str | None = None) -> Cluster:
         key = shape({"control_planes": control_planes, "workers": workers, "exec_protocols": exec_protocols,
                      "images": images, "etcd_version": etcd_version, "cron_period_seconds": cron_period_seconds,
-                     "external_etcd": external_etcd, "private": private})
+                     "external_etcd": external_etcd, "rook_ceph": rook_ceph, "private": private})
         self.used.add(key)
         c = self.clusters.get(key)
         if c is None:
-            require_prerequisites()
+            require_prerequisites(ceph=bool(rook_ceph))
             self.park(keep=self.used)
             name = private or f"cluster-{control_planes}cp"
             began = time.monotonic()
             c = self.clusters[key] = start_cluster(
                 self.tmp_path_factory.mktemp(name), control_planes=control_planes,
                 workers=workers, exec_protocols=exec_protocols, images=images, etcd_version=etcd_version,
-                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd)
+                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd, rook_ceph=rook_ceph)
             self.counts.cold_starts.append((c.dir.name, time.monotonic() - began))
         elif not c.running:
             self.park(keep=self.used)

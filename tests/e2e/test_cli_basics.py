@@ -50,7 +50,8 @@ def test_help_lists_nouns_and_kubectl_global_flags() -> None:
 
 
 SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
-            ("Backup Repository Commands:", ["backups"]), ("Schedule Commands:", ["schedule"]),
+            ("Rook-Ceph Commands:", ["rook"]), ("Backup Repository Commands:", ["backups"]),
+            ("Schedule Commands:", ["schedule"]),
             ("Other Commands:", ["completion", "version", "options"])]
 
 

@@ -25,7 +25,7 @@ def restic(repo: str | Path, *args: str, check: bool = True, env: dict[str, str]
                 **(env or {})}
     full_env.pop("RESTIC_REPOSITORY", None)
     proc = subprocess.run([restic_binary(), "-r", str(repo), "--no-lock" if "--no-lock" in args else "-q", *[
-        a for a in args if a != "--no-lock"]], capture_output=True, text=True, env=full_env, timeout=300)
+        a for a in args if a != "--no-lock"]], capture_output=True, text=True, env=full_env, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"restic {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -11,8 +11,15 @@ from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.cluster_options import FromClusterOption
 from kubectl_dr.cli.context import namespace_may_exist, options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import (
+    EncryptToOption,
+    IdentityOption,
+    PasswordFileOption,
+    S3EndpointOption,
+    open_restic,
+)
 from kubectl_dr.errors import DrError, UsageError
+from kubectl_dr.repo.restic.location import is_restic
 from kubectl_dr.ui.output import count, emit, message, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
@@ -32,7 +39,7 @@ app = typer.Typer(
 )
 
 ClaimArg = Annotated[str, typer.Argument(help="Name of the PersistentVolumeClaim.", metavar="PVC")]
-RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH")]
+RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH|restic:REPO")]
 ImageOption = Annotated[
     str, typer.Option("--image", metavar="IMAGE",
                       help="Image of the rescue pod: needs sh, tar, find and stat (busybox, or GNU tools: an image "
@@ -80,6 +87,7 @@ def backup(
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
     copy_to: CopyToOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -93,11 +101,18 @@ def backup(
       kubectl dr pvc backup data-db-0 -n shop --quiesce --name before-upgrade
       kubectl dr pvc backup data-db-0 -n shop --dry-run=client -o json
       kubectl dr pvc backup data-db-0 -n shop --copy-to s3://dr-backups/prod --encrypt-to age1…
+      RESTIC_PASSWORD_FILE=~/.restic-pw kubectl dr pvc backup data-db-0 -n shop --repo restic:/srv/restic
     """
     from kubectl_dr.volumes import backup as job
 
     job.check_name(name)
     dry_run = options(ctx).dry_run
+    if is_restic(repo):
+        assert repo is not None
+        _restic_backup(ctx, claim, repo, job.BackupOptions(
+            "", claim, image=image, name=name, quiesce=quiesce, skip_unreadable=skip_unreadable, dry_run=dry_run),
+            password_file=password_file, s3_endpoint=s3_endpoint, copy_to=copy_to, encrypt_to=encrypt_to)
+        return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=dry_run == "none")  # before the cluster is touched
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=dry_run,
@@ -117,6 +132,32 @@ def backup(
                 f"{'was' if result.unreadable == 1 else 'were'} left out (--skip-unreadable): "
                 f"kubectl dr backups show {result.manifest.id} -o yaml lists them")
     show(result, opts.output, data=data)
+
+
+def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, password_file: str | None,
+                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any) -> None:
+    from kubectl_dr.volumes import restic_backup
+
+    if copy_to or encrypt_to:
+        raise DrError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                      "repository; restic copy copies snapshots)")
+    opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
+    job_opts.namespace = namespace
+
+    def create(where: str) -> bool:
+        if opts.dry_run != "none":
+            return False
+        console.confirm(f"create a new restic repository at {where} (restic init)")
+        return True
+
+    repository = None
+    if opts.dry_run == "none":
+        repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+    outcome = restic_backup.run(kube, repository, repo, job_opts, console, run)
+    if isinstance(outcome, restic_backup.ResticBackupResult):
+        show(outcome, opts.output)
+    else:
+        emit(outcome.to_dict(), opts.output, table=outcome.summary())
 
 
 @app.command("restore", short_help="Restore a backup into a volume, its consumers stopped")

@@ -180,6 +180,7 @@ def restore(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -200,17 +201,39 @@ def restore(
       kubectl dr pvc restore data-db-0 -n shop --from ./volume.tar --clean --yes
       kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr-backups/prod -i ~/.config/age/dr.key
 
+    With --repo restic:REPO, --from is a restic snapshot ID (or latest: the claim's newest, host NS/CLAIM),
+    ours or one `restic backup` made of a directory; it is read and checked here, then restored the same way.
+
     A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
     $TMPDIR and checked there against its manifest; the copy is removed however the command ends.
     """
+    import tempfile
+    from pathlib import Path
+
+    from kubectl_dr.volumes import restic_source
     from kubectl_dr.volumes import restore as job
 
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
-    result = job.run(kube, repository,
-                     job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
-                                        from_claim=from_claim, dry_run=opts.dry_run, from_cluster=from_cluster),
-                     console, run)
+    if is_restic(repo):
+        assert repo is not None
+        if from_claim or from_cluster or identity:
+            raise UsageError("--from-claim, --from-cluster and --identity do not apply to a restic repository: "
+                             "give the snapshot's ID (restic snapshots) or latest (this claim's newest)")
+        restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
+        with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
+            result = job.run(kube, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
+                                                            dry_run=opts.dry_run),
+                             console, run, prepared=lambda: restic_source.build(
+                                 restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
+                                 Path(work), console))
+    else:
+        repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+        opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
+        result = job.run(kube, repository,
+                         job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
+                                            allow_empty=allow_empty, from_claim=from_claim, dry_run=opts.dry_run,
+                                            from_cluster=from_cluster),
+                         console, run)
     if isinstance(result, job.RestoreResult):
         show(result, opts.output)
     else:

@@ -146,7 +146,7 @@ class Verification:
     Leaving the block early (an error or Ctrl-C in the main thread) stops the pass at its next chunk.
     """
 
-    def __init__(self, repo: Repository, backup: Backup | None, console: Console) -> None:
+    def __init__(self, repo: Repository | None, backup: Backup | None, console: Console) -> None:
         self.repo, self.backup, self.console = repo, backup, console
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(1, "verify-backup")
@@ -165,6 +165,7 @@ class Verification:
                     raise _Cancelled
                 bar.advance(n)
 
+            assert self.repo is not None
             self.repo.verify(backup, progress=advance)
 
     def wait(self) -> None:
@@ -176,12 +177,19 @@ class Verification:
         self._pool.shutdown(wait=True)
 
 
-def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult | RestorePlan:
+def run(kube: Kube, repo: Repository | None, opts: RestoreOptions, console: Console, run: Run, *,
+        prepared: Callable[[], Source] | None = None) -> RestoreResult | RestorePlan:
+    """`prepared` makes the Source another way (a restic snapshot, read and checked here); `repo` is
+    then not used."""
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
-    current, why = try_cluster_identity(kube)
-    src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none", current=current,
-                         unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
+    if prepared is not None:
+        src = prepared()
+    else:
+        assert repo is not None
+        current, why = try_cluster_identity(kube)
+        src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
+                             allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none", current=current,
+                             unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
     say_plan(console, access)
     if opts.dry_run == "client":
         claim_lease(kube, access, run, "client").acquire()

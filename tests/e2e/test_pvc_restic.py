@@ -64,3 +64,37 @@ def test_backup_into_a_restic_repository_restic_checks_and_restores_exactly(clus
     wrong = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", env={"RESTIC_PASSWORD": "no"})
     assert wrong.returncode == 1 and "wrong password" in wrong.stderr
     restic(repo, "check", "--read-data")
+
+    # And back through kubectl dr: the app's volume damaged, restored from its latest snapshot with --clean.
+    (vol / "data.db").write_bytes(b"damaged")
+    os.unlink(vol / "old")
+    (vol / "extra").write_text("new")
+    back = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
+              "--clean", env={"RESTIC_PASSWORD": PASSWORD})
+    assert back.returncode == 0, back.stderr
+    assert differences(before, snapshot(vol)) == []
+
+
+def test_a_snapshot_restic_made_of_a_directory_is_restored_into_a_claim(cluster: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_app_tree(src)
+    (src / "blob").write_bytes(os.urandom(2 * (1 << 20) + 9))
+    os.utime(src / "blob", (1_500_000_000, 1_500_000_000))
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src), "--host", "laptop")
+    (theirs,) = restic_json(repo, "snapshots")
+    ns = new_namespace(cluster, "restic")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "stray").write_text("not in the snapshot")
+
+    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
+              theirs["short_id"], "--clean", env={"RESTIC_PASSWORD": PASSWORD})
+    assert done.returncode == 0, done.stderr
+    assert differences(snapshot(src), snapshot(vol)) == []
+
+    # latest of this claim means a snapshot of host NS/data: restic's own has another host.
+    none = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
+              env={"RESTIC_PASSWORD": PASSWORD})
+    assert none.returncode == 1 and f"no snapshot of {ns}/data" in none.stderr, none.stderr

@@ -14,7 +14,6 @@ as in every backup, because busybox tar cannot hold large uids or times before 1
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from pathlib import Path
 
@@ -66,6 +65,26 @@ def _entry(path: str, node: nodes.Node, first_of_inode: dict[tuple[int, int], st
     return Entry(path, kind, node.perm, node.uid, node.gid, size, secs, target, (size + 511) // 512, rdev)
 
 
+class _Content:
+    """A file's blobs read one at a time (memory: one blob, ≤ 8 MiB, whatever the file's size)."""
+
+    def __init__(self, repo: Repository, node: nodes.Node) -> None:
+        self._blobs = iter(node.content)
+        self._repo = repo
+        self._buffer = b""
+        self.given = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while len(self._buffer) < (n if n >= 0 else 1 << 62):
+            blob = next(self._blobs, None)
+            if blob is None:
+                break
+            self._buffer += self._repo.load_blob(blob)
+        out, self._buffer = (self._buffer, b"") if n < 0 else (self._buffer[:n], self._buffer[n:])
+        self.given += len(out)
+        return out
+
+
 def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console) -> Source:
     """The snapshot as an archive and entry record in `workdir` (private, removed by the caller)."""
     root = archiver.volume_root(repo, snap.tree, snap.paths)
@@ -85,10 +104,10 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console) -> 
             info.mode, info.uid, info.gid, info.mtime = entry.mode, 0, 0, max(entry.mtime, 0)
             if entry.kind == entries_module.FILE:
                 info.type, info.size = tarfile.REGTYPE, entry.size
-                data = b"".join(repo.file_content(node))  # a file at a time; see the note in the report
-                if len(data) != entry.size:
-                    raise DrError(f"{rel!r}: the snapshot's content is {len(data)} bytes, its node says {entry.size}")
-                tar.addfile(info, io.BytesIO(data))
+                content = _Content(repo, node)
+                tar.addfile(info, content)
+                if content.read(1) or content.given != entry.size:
+                    raise DrError(f"{rel!r}: the snapshot's content is not the {entry.size} bytes its node says")
                 continue
             if entry.kind == entries_module.DIR:
                 info.type = tarfile.DIRTYPE

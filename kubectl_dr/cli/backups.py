@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kubectl_dr import units
+from kubectl_dr.cli import restic_backups
 from kubectl_dr.cli.context import confirm, options, terminal_ask
 from kubectl_dr.cli.repo_options import (
     REPO_HELP,
     EncryptToOption,
     IdentityOption,
+    PasswordFileOption,
     RepoOption,
     S3CaBundleOption,
     S3EndpointOption,
@@ -21,6 +23,7 @@ from kubectl_dr.cli.repo_options import (
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.repo.manifest import format_time
+from kubectl_dr.repo.restic.location import is_restic
 from kubectl_dr.ui.output import count, emit, message, render_fields, render_table
 from kubectl_dr.ui.progress import Transfer
 
@@ -116,7 +119,8 @@ AllClustersOption = Annotated[bool, typer.Option(
 @app.command("list", short_help="List the backups, newest first")
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
-                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
+                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None,
+                 password_file: PasswordFileOption = None) -> None:
     """List the backups, newest first (NAME: the --name given, else what the source names; ENC: encrypted with
     age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, or - never
     checked; CLUSTER: the context its backup recorded).
@@ -126,8 +130,14 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     stderr saying which cluster. --cluster NAME|UID lists another cluster's (its uid, or the context name
     or server URL its backups record); --all-clusters every cluster's. Without a kubeconfig, or when its
     cluster does not answer, every backup is listed, with a note.
+
+    With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own).
     """
     opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.list_snapshots(repo, opts.output, password_file=password_file, s3_endpoint=s3_endpoint)
+        return
     if all_clusters and opts.cluster:
         raise UsageError("--cluster and --all-clusters exclude each other")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
@@ -528,3 +538,37 @@ def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str,
             message(f"error: could not remove {name}: {why}")
         raise DrError(f"{count(len(plan.failed), 'item')} could not be removed; the rest of the prune was done",
                       hint="Fix the cause and run the same prune again.")
+
+
+@app.command("ls", short_help="List a backup's entries like ls -l", rich_help_panel="Inspect")
+def ls(ctx: typer.Context, backup: BackupArgument,
+       path: Annotated[str, typer.Argument(help="A directory or file inside the backup (default: its root).")] = "",
+       repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+       password_file: PasswordFileOption = None) -> None:
+    """List the entries of a directory of a backup (owner, mode, size, time, link target), like ls -l.
+
+    \b
+    Examples:
+      kubectl dr backups ls latest etc --repo restic:/srv/restic
+    """
+    if not is_restic(repo):
+        raise UsageError("backups ls reads restic repositories (--repo restic:REPO) in this version")
+    assert repo is not None
+    restic_backups.ls(repo, backup, path, options(ctx).output, password_file=password_file, s3_endpoint=s3_endpoint)
+
+
+@app.command("cat", short_help="Write one file of a backup to stdout", rich_help_panel="Inspect")
+def cat(backup: BackupArgument,
+        path: Annotated[str, typer.Argument(help="The file inside the backup.")],
+        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+        password_file: PasswordFileOption = None) -> None:
+    """Write one file of a backup to stdout, every block checked against its ID first.
+
+    \b
+    Examples:
+      kubectl dr backups cat 1a2b3c4d etc/app.conf --repo restic:/srv/restic > app.conf
+    """
+    if not is_restic(repo):
+        raise UsageError("backups cat reads restic repositories (--repo restic:REPO) in this version")
+    assert repo is not None
+    restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint)

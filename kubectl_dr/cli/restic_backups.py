@@ -1,0 +1,81 @@
+"""`kubectl dr backups …` on a restic repository (`--repo restic:REPO`): its snapshots, whoever wrote them."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from kubectl_dr import units
+from kubectl_dr.cli.repo_options import open_restic
+from kubectl_dr.errors import DrError
+from kubectl_dr.ui.output import emit, message, render_table
+
+
+def list_snapshots(repo: str, output: str, *, password_file: str | None, s3_endpoint: str | None) -> None:
+    from kubectl_dr.repo.restic import nodes
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    snaps = list(reversed(repository.snapshots()))  # newest first, as every list of backups
+    now = datetime.now(timezone.utc).timestamp()
+    data = {"kind": "List", "repository": repository.backend.describe(),
+            "items": [{"id": s.id, "shortId": s.short_id, "time": nodes.format_time(s.time), "hostname": s.hostname,
+                       "paths": s.paths, "tags": s.tags, "parent": s.parent, "program": s.program_version,
+                       "bytes": (s.summary or {}).get("total_bytes_processed")} for s in snaps]}
+    if not snaps and output == "table":
+        message(f"No snapshots found in {repository.backend.describe()}.")
+    table = render_table(
+        ["ID", "HOST", "PATHS", "TAGS", "SIZE", "AGE", "WRITER"],
+        [[s.short_id, s.hostname or "-", ",".join(s.paths), ",".join(s.tags) or "-",
+          units.size(int((s.summary or {}).get("total_bytes_processed") or 0)) if s.summary else "-",
+          units.age(max(0.0, now - s.time / nodes.NS)),
+          "kubectl-dr" if s.program_version.startswith("kubectl-dr") else "restic"]
+         for s in snaps]) if snaps else ""
+    emit(data, output, table=table)
+
+
+def _mode_text(node: Any) -> str:
+    from kubectl_dr.repo.restic import nodes
+
+    kinds = {nodes.DIR: stat.S_IFDIR, nodes.SYMLINK: stat.S_IFLNK, nodes.FIFO: stat.S_IFIFO,
+             nodes.CHARDEV: stat.S_IFCHR, nodes.DEV: stat.S_IFBLK, nodes.SOCKET: stat.S_IFSOCK}
+    return stat.filemode(kinds.get(node.type, stat.S_IFREG) | node.perm)
+
+
+def ls(repo: str, snapshot: str, path: str, output: str, *, password_file: str | None,
+       s3_endpoint: str | None) -> None:
+    """Entries under PATH of a snapshot, like `ls -l` (one level; a file lists itself)."""
+    from kubectl_dr.repo.restic import archiver, nodes
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    snap = repository.find_snapshot(snapshot)
+    root = archiver.volume_root(repository, snap.tree, snap.paths)
+    node = archiver.find(repository, root, path)
+    prefix = "/".join(p for p in path.split("/") if p not in ("", "."))
+    listed = ([(f"{prefix}/{n.name}" if prefix else n.name, n) for n in repository.load_tree(node.subtree or "")]
+              if node.type == nodes.DIR else [(prefix, node)])
+    items: list[dict[str, Any]] = [
+        {"path": p, "type": n.type, "mode": _mode_text(n), "uid": n.uid, "gid": n.gid, "size": n.size,
+         "mtime": nodes.format_time(n.mtime), "links": n.links, "target": n.linktarget or None}
+        for p, n in listed]
+    table = render_table(
+        ["MODE", "UID", "GID", "SIZE", "MTIME", "PATH"],
+        [[i["mode"], i["uid"], i["gid"], units.size(i["size"]) if i["type"] == nodes.FILE else "-",
+          i["mtime"], i["path"] + (f" -> {i['target']}" if i["target"] else "")] for i in items])
+    emit({"kind": "List", "snapshot": snap.id, "items": items}, output, table=table)
+
+
+def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_endpoint: str | None) -> None:
+    """One file of a snapshot to stdout, every blob checked against its ID before it is written."""
+    from kubectl_dr.repo.restic import archiver, nodes
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    snap = repository.find_snapshot(snapshot)
+    node = archiver.find(repository, archiver.volume_root(repository, snap.tree, snap.paths), path)
+    if node.type != nodes.FILE:
+        raise DrError(f"{path!r} in snapshot {snap.short_id} is a {node.type}, not a file")
+    out = sys.stdout.buffer
+    for piece in repository.file_content(node):
+        out.write(piece)
+    out.flush()

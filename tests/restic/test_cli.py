@@ -1,0 +1,54 @@
+"""`backups list | ls | cat --repo restic:REPO` on repositories restic wrote (no cluster needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests import tables
+from tests.cli_runner import clean_env, executable, run
+from tests.restic.oracle import PASSWORD, restic, restic_json
+
+
+def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run([executable(), *args], env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
+
+
+def test_list_ls_and_cat_read_a_snapshot_restic_wrote(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    big = os.urandom(3 * (1 << 20) + 1)
+    (src / "etc" / "app.conf").write_bytes(big)
+    os.symlink("app.conf", src / "etc" / "link")
+    os.chown(src / "etc" / "app.conf", 1000, 2000)
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src), "--host", "laptop", "--tag", "nightly")
+    (snap,) = restic_json(repo, "snapshots")
+
+    listed = dr("backups", "list", "--repo", f"restic:{repo}")
+    assert listed.returncode == 0, listed.stderr
+    rows = tables.rows(listed.stdout)
+    assert [(r["ID"], r["HOST"], r["TAGS"], r["WRITER"]) for r in rows] == [(snap["short_id"], "laptop", "nightly",
+                                                                            "restic")]
+
+    ls = dr("backups", "ls", snap["short_id"], "etc", "--repo", f"restic:{repo}", "-o", "json")
+    assert ls.returncode == 0, ls.stderr
+    items = {i["path"]: i for i in json.loads(ls.stdout)["items"]}
+    assert items["etc/app.conf"]["uid"] == 1000 and items["etc/app.conf"]["size"] == len(big)
+    assert items["etc/link"]["target"] == "app.conf" and items["etc/link"]["mode"].startswith("l")
+
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        proc = subprocess.run([executable(), "backups", "cat", "latest", "etc/app.conf", "--repo",
+                                             f"restic:{repo}"], stdout=f, stderr=-1,
+                                            env=clean_env({"RESTIC_PASSWORD": PASSWORD}), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == big
+
+    missing = dr("backups", "cat", "latest", "etc/nope", "--repo", f"restic:{repo}")
+    assert missing.returncode == 1 and "not in the backup" in missing.stderr
+    wrong = dr("backups", "list", "--repo", f"restic:{repo}", env={"RESTIC_PASSWORD": "nope"})
+    assert wrong.returncode == 1 and "wrong password" in wrong.stderr

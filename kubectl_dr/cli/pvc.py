@@ -88,6 +88,9 @@ def backup(
     s3_endpoint: S3EndpointOption = None,
     copy_to: CopyToOption = None,
     password_file: PasswordFileOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="restic:REPO only: read every file, even those the claim's last snapshot has unchanged "
+                        "(same size, mtime, ctime and inode).")] = False,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -111,8 +114,12 @@ def backup(
         assert repo is not None
         _restic_backup(ctx, claim, repo, job.BackupOptions(
             "", claim, image=image, name=name, quiesce=quiesce, skip_unreadable=skip_unreadable, dry_run=dry_run),
-            password_file=password_file, s3_endpoint=s3_endpoint, copy_to=copy_to, encrypt_to=encrypt_to)
+            password_file=password_file, s3_endpoint=s3_endpoint, copy_to=copy_to, encrypt_to=encrypt_to,
+            force=force)
         return
+    if force:
+        raise UsageError("--force applies to restic repositories (--repo restic:REPO): every other backup reads "
+                         "every file")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=dry_run == "none")  # before the cluster is touched
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=dry_run,
@@ -135,7 +142,7 @@ def backup(
 
 
 def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, password_file: str | None,
-                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any) -> None:
+                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any, force: bool) -> None:
     from kubectl_dr.volumes import restic_backup
 
     if copy_to or encrypt_to:
@@ -153,7 +160,7 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, 
     repository = None
     if opts.dry_run == "none":
         repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
-    outcome = restic_backup.run(kube, repository, repo, job_opts, console, run)
+    outcome = restic_backup.run(kube, repository, repo, job_opts, console, run, force=force)
     if isinstance(outcome, restic_backup.ResticBackupResult):
         show(outcome, opts.output)
     else:

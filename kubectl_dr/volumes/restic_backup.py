@@ -36,7 +36,7 @@ from kubectl_dr.runs import Run
 from kubectl_dr.units import size
 from kubectl_dr.volumes import backup as tar_backup
 from kubectl_dr.volumes import entries as entries_module
-from kubectl_dr.volumes import scripts, transfer
+from kubectl_dr.volumes import restic_incremental, scripts, transfer
 from kubectl_dr.volumes.access import BACKUP, plan_access
 from kubectl_dr.volumes.entries import Entry
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
@@ -60,19 +60,22 @@ class ResticBackupResult:
     stored_bytes: int
     seconds: float
     changed: list[str] = field(default_factory=list)
+    received_bytes: int = 0  # what crossed the API (the tar stream)
+    incremental: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "ResticSnapshot", "id": self.snapshot.id, "shortId": self.snapshot.short_id,
                 "repository": self.repository, "hostname": self.snapshot.hostname, "paths": self.snapshot.paths,
                 "tags": self.snapshot.tags, "parent": self.snapshot.parent, "entries": self.entries,
-                "contentBytes": self.content_bytes, "storedBytes": self.stored_bytes, "seconds": self.seconds}
+                "contentBytes": self.content_bytes, "storedBytes": self.stored_bytes, "seconds": self.seconds,
+                "receivedBytes": self.received_bytes, "incremental": self.incremental}
 
     def columns(self) -> list[str]:
-        return ["ID", "HOST", "ENTRIES", "SIZE", "ADDED"]
+        return ["ID", "HOST", "ENTRIES", "SIZE", "READ", "ADDED"]
 
     def rows(self) -> list[list[Any]]:
         return [[self.snapshot.short_id, self.snapshot.hostname, self.entries, size(self.content_bytes),
-                 size(self.stored_bytes)]]
+                 size(self.received_bytes), size(self.stored_bytes)]]
 
 
 def tags_for(cluster_uid: str | None, namespace: str, claim: str) -> list[str]:
@@ -81,8 +84,9 @@ def tags_for(cluster_uid: str | None, namespace: str, claim: str) -> list[str]:
 
 
 def run(kube: Kube, repo: Repository | None, where: str, opts: tar_backup.BackupOptions, console: Console,
-        run: Run) -> ResticBackupResult | tar_backup.BackupPlan:
-    """`repo` is None only in a dry run (which opens or creates no repository)."""
+        run: Run, *, force: bool = False) -> ResticBackupResult | tar_backup.BackupPlan:
+    """`repo` is None only in a dry run (which opens or creates no repository); `force` reads every file
+    even when the claim has a parent snapshot."""
     access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
     say_plan(console, access)
     if opts.dry_run == "client" or repo is None:
@@ -100,50 +104,83 @@ def run(kube: Kube, repo: Repository | None, where: str, opts: tar_backup.Backup
             return tar_backup.BackupPlan(access, where, opts.dry_run, pod_accepted=True)
         assert pod.tools is not None
         started = time.time_ns()
-        found = transfer.list_volume(kube, pod)
+        clock = time.monotonic()
+        found = transfer.list_volume(kube, pod, ctime=True)
         skipped = tar_backup._skipped(found, pod, opts, console)
         cluster = identity_for_backup(kube, console.warn)
-        with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool, Lock(repo, wait=LOCK_WAIT):
-            digest = hashlib.sha256()
-            reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
-            what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
-            with console.progress(f"backup {opts.namespace}/{opts.claim}",
-                                  tar_backup.archive_size_estimate(found)) as bar:
-                def sink(data: bytes) -> None:
-                    spool.write(data)
-                    digest.update(data)
-                    reader.feed(data)
-                    bar.advance(len(data))
-
-                checked = transfer.receive(kube, pod, scripts.backup_script(pod.tools.tar), sink,
-                                           lambda: (spool.tell(), digest.hexdigest()), what)
+        what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
+        with Lock(repo, wait=LOCK_WAIT):
+            parent = latest_of(repo, opts.namespace, opts.claim)
+            plan = None
+            if parent is not None and not force:
+                plan = restic_incremental.plan(repo, parent, found, skipped)
+                if not restic_incremental.fits(plan, pod.tools.tar):
+                    console.say(f"{len(plan.send)} changed entries are too many to name in one command: reading "
+                                "the whole volume")
+                    plan = None
+            changed: list[str] = []
+            if plan is not None:
+                assert parent is not None
+                console.say(f"parent snapshot {parent.short_id}: {len(plan.reuse)} unchanged files "
+                            f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read")
+                contents, targets, received = restic_incremental.stream(kube, repo, pod, plan, console, what)
                 pod.release()
-            try:
-                archive = reader.finish()
-            except ArchiveError as exc:
-                raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can read: "
-                                        f"{exc.message}", hint=exc.hint) from None
-            record = reconcile(archive, found, skipped)
-            tar_backup._judge(record, checked, access, opts, console, what)
-            spool.seek(0)
-            contents = _store_contents(repo, spool)
-            items = [_item(e, found.get(e.path), contents, record.entries) for e in record.entries]
+                items = restic_incremental.items(plan, contents, targets)
+                files = [f for f in plan.keep.values() if f.kind == entries_module.FILE]
+                entry_count, content_bytes, file_count = len(plan.keep), sum(f.size for f in files), len(files)
+            else:
+                items, record, received = _full(kube, repo, pod, opts, access, found, skipped, console, what)
+                changed = record.changed
+                entry_count, content_bytes = len(record.entries), record.entries.content_bytes
+                file_count = record.entries.count(entries_module.FILE)
             tree = archiver.save_trees(repo, items, f"/{opts.claim}", started)
             repo.flush()  # packs and index before the snapshot
-            parent = latest_of(repo, opts.namespace, opts.claim)
             snap = Snapshot(time=started, tree=tree, paths=[f"/{opts.claim}"],
                             hostname=f"{opts.namespace}/{opts.claim}", username=os.environ.get("USER", ""),
                             tags=tags_for(cluster.uid if cluster else None, opts.namespace, opts.claim),
                             parent=parent.id if parent else None, program_version=f"kubectl-dr {__version__}",
                             summary={"backup_start": nodes.format_time(started),
                                      "backup_end": nodes.format_time(time.time_ns()),
-                                     "total_files_processed": record.entries.count(entries_module.FILE),
-                                     "total_bytes_processed": record.entries.content_bytes,
+                                     "total_files_processed": file_count,
+                                     "total_bytes_processed": content_bytes,
                                      "data_added_packed": repo.bytes_stored})
             repo.save_snapshot(snap)
         exposure.finish()
-    return ResticBackupResult(snap, where, len(record.entries), record.entries.content_bytes, repo.bytes_stored,
-                              round(bar.elapsed, 3), record.changed)
+    return ResticBackupResult(snap, where, entry_count, content_bytes, repo.bytes_stored,
+                              round(time.monotonic() - clock, 3), changed, received, plan is not None)
+
+
+def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions, access: Any,
+          found: dict[str, Found], skipped: list[Any], console: Console,
+          what: str) -> tuple[list[archiver.Item], Any, int]:
+    """The whole volume as one checked tar stream (a first backup, --force, or too many changes to name)."""
+    assert pod.tools is not None
+    with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool:
+        digest = hashlib.sha256()
+        reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
+        with console.progress(f"backup {opts.namespace}/{opts.claim}",
+                              tar_backup.archive_size_estimate(found)) as bar:
+            def sink(data: bytes) -> None:
+                spool.write(data)
+                digest.update(data)
+                reader.feed(data)
+                bar.advance(len(data))
+
+            checked = transfer.receive(kube, pod, scripts.backup_script(pod.tools.tar), sink,
+                                       lambda: (spool.tell(), digest.hexdigest()), what)
+            pod.release()
+        try:
+            archive = reader.finish()
+        except ArchiveError as exc:
+            raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can read: "
+                                    f"{exc.message}", hint=exc.hint) from None
+        record = reconcile(archive, found, skipped)
+        tar_backup._judge(record, checked, access, opts, console, what)
+        received = spool.tell()
+        spool.seek(0)
+        contents = _store_contents(repo, spool)
+    items = [_item(e, found.get(e.path), contents, record.entries) for e in record.entries]
+    return items, record, received
 
 
 def latest_of(repo: Repository, namespace: str, claim: str) -> Snapshot | None:
@@ -191,8 +228,9 @@ def _item(entry: Entry, seen: Found | None, contents: dict[str, list[str]],
     mtime = entry.mtime * nodes.NS
     node = nodes.Node(
         name=entry.path.rsplit("/", 1)[-1], type=node_type, mode=nodes.go_mode(node_type, entry.mode),
-        mtime=mtime, atime=mtime, ctime=mtime, uid=entry.uid, gid=entry.gid,
+        mtime=mtime, atime=mtime, uid=entry.uid, gid=entry.gid,
         inode=seen.inode if seen else 0, links=seen.links if seen else 0,
+        ctime=seen.ctime * nodes.NS if seen and seen.ctime else mtime,
         size=entry_size, linktarget=entry.target if node_type == nodes.SYMLINK else "",
         device=os.makedev(*entry.rdev) if node_type in (nodes.DEV, nodes.CHARDEV) else 0, content=content)
     if node_type == nodes.DIR:

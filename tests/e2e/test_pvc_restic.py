@@ -98,3 +98,40 @@ def test_a_snapshot_restic_made_of_a_directory_is_restored_into_a_claim(cluster:
     none = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
               env={"RESTIC_PASSWORD": PASSWORD})
     assert none.returncode == 1 and f"no snapshot of {ns}/data" in none.stderr, none.stderr
+
+
+def test_an_incremental_backup_reads_only_what_changed(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "restic")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    build_app_tree(vol)
+    for i in range(40):
+        (vol / f"f{i:02d}").write_bytes(os.urandom(256 * 1024))
+        os.chown(vol / f"f{i:02d}", 1000, 2000)
+    repo = f"restic:{tmp_path / 'repo'}"
+    env = {"RESTIC_PASSWORD": PASSWORD}
+    first = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", repo, "-o", "json", env=env)
+    assert first.returncode == 0, first.stderr
+    full = json.loads(first.stdout)
+    assert not full["incremental"]
+
+    (vol / "f07").write_bytes(os.urandom(256 * 1024))  # changed content, same size
+    (vol / "new").write_text("a new file")
+    os.unlink(vol / "f08")
+    os.symlink("f09", vol / "new-link")
+    second = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, "-o", "json", env=env)
+    assert second.returncode == 0, second.stderr
+    inc = json.loads(second.stdout)
+    assert inc["incremental"] and inc["parent"] == full["id"]
+    assert inc["receivedBytes"] < full["receivedBytes"] / 10, (inc["receivedBytes"], full["receivedBytes"])
+    assert "unchanged files" in second.stderr
+
+    restic(tmp_path / "repo", "check", "--read-data")
+    restic(tmp_path / "repo", "restore", inc["id"], "--target", str(tmp_path / "out"))
+    before = snapshot(vol)
+    assert differences({k: v for k, v in before.items() if not k.startswith(b"lost+found")},
+                       snapshot(tmp_path / "out" / "data")) == []
+
+    forced = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, "--force", "-o", "json", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert not json.loads(forced.stdout)["incremental"] and json.loads(forced.stdout)["storedBytes"] < 100_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -167,6 +168,28 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, 
         emit(outcome.to_dict(), opts.output, table=outcome.summary())
 
 
+def _restic_to_dir(ctx: typer.Context, repo: Any, source: str, claim: str, include: list[str] | None,
+                   dest: Path) -> None:
+    """A restic snapshot (or some of its paths) into a local directory: names checked, no write follows a link."""
+    from kubectl_dr.repo.restic import archiver, localfs
+    from kubectl_dr.volumes import restic_source
+
+    opts = options(ctx)
+    namespace = opts.namespace or ""
+    if source == "latest" and not namespace:
+        namespace = opts.kube().namespace
+    snap = restic_source.find_snapshot(repo, source, namespace, claim)
+    root = archiver.volume_root(repo, snap.tree, snap.paths)
+    wanted = restic_source.normalise_includes(include)
+    for path in wanted:
+        archiver.find(repo, root, path)
+    if opts.dry_run != "none":
+        message(f"(dry run) would write snapshot {snap.short_id} into {dest}")
+        return
+    files = localfs.restore_to_dir(repo, root, dest, keep=lambda p: restic_source.included(p, wanted))
+    message(f"wrote {count(files, 'file')} of snapshot {snap.short_id} into {dest}")
+
+
 @app.command("restore", short_help="Restore a backup into a volume, its consumers stopped")
 def restore(
     ctx: typer.Context,
@@ -188,6 +211,13 @@ def restore(
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
     password_file: PasswordFileOption = None,
+    include: Annotated[list[str] | None, typer.Option(
+        "--include", metavar="PATH", help="restic:REPO only: restore this file or directory of the backup (and "
+                                          "the directories leading to it); repeatable. Not with --clean.")] = None,
+    to_dir: Annotated[str | None, typer.Option(
+        "--to-dir", metavar="DIR", help="restic:REPO only: write the backup (or --include's paths) into this new "
+                                        "or empty local directory instead of the volume; nothing in the cluster "
+                                        "is touched.")] = None,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -215,7 +245,6 @@ def restore(
     $TMPDIR and checked there against its manifest; the copy is removed however the command ends.
     """
     import tempfile
-    from pathlib import Path
 
     from kubectl_dr.volumes import restic_source
     from kubectl_dr.volumes import restore as job
@@ -225,15 +254,23 @@ def restore(
         if from_claim or from_cluster or identity:
             raise UsageError("--from-claim, --from-cluster and --identity do not apply to a restic repository: "
                              "give the snapshot's ID (restic snapshots) or latest (this claim's newest)")
+        if include and clean:
+            raise UsageError("--include and --clean exclude each other: --clean would remove everything the "
+                             "included paths do not hold")
         restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        if to_dir is not None:
+            _restic_to_dir(ctx, restic_repo, source, claim, include, Path(to_dir))
+            return
         opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
         with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
             result = job.run(kube, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
                                                             dry_run=opts.dry_run),
                              console, run, prepared=lambda: restic_source.build(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
-                                 Path(work), console))
+                                 Path(work), console, include))
     else:
+        if include or to_dir:
+            raise UsageError("--include and --to-dir read restic repositories (--repo restic:REPO) in this version")
         repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
         opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
         result = job.run(kube, repository,

@@ -85,9 +85,30 @@ class _Content:
         return out
 
 
-def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console) -> Source:
-    """The snapshot as an archive and entry record in `workdir` (private, removed by the caller)."""
+def normalise_includes(includes: list[str] | None) -> list[str]:
+    """--include paths as the snapshot names them: relative, no `.`/`..` (a path outside is refused)."""
+    out = []
+    for raw in includes or []:
+        parts = [p for p in raw.split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise DrError(f"--include {raw!r}: give a path inside the backup, such as etc/app.conf")
+        out.append("/".join(parts))
+    return out
+
+
+def included(path: str, includes: list[str]) -> bool:
+    """The path is an included one, beneath one, or a directory on the way to one."""
+    return not includes or any(path == i or path.startswith(i + "/") or i.startswith(path + "/") for i in includes)
+
+
+def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
+          includes: list[str] | None = None) -> Source:
+    """The snapshot as an archive and entry record in `workdir` (private, removed by the caller); with
+    `includes`, only those paths (and the directories leading to them)."""
     root = archiver.volume_root(repo, snap.tree, snap.paths)
+    wanted = normalise_includes(includes)
+    for inc in wanted:
+        archiver.find(repo, root, inc)  # a path the snapshot does not have is an error, not an empty restore
     entries = Entries()
     entries.items[""] = _entry("", root, {})
     first_of_inode: dict[tuple[int, int], str] = {}
@@ -98,6 +119,8 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console) -> 
     with open(path, "wb") as out, tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT,
                                                encoding=ENCODING, errors=ERRORS) as tar:
         for rel, node in archiver.walk(repo, root):
+            if not included(rel, wanted):
+                continue
             entry = _entry(rel, node, first_of_inode)
             entries.items[rel] = entry
             info = tarfile.TarInfo("./" + rel)

@@ -135,3 +135,29 @@ def test_an_incremental_backup_reads_only_what_changed(cluster: Any, tmp_path: P
     forced = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, "--force", "-o", "json", env=env)
     assert forced.returncode == 0, forced.stderr
     assert not json.loads(forced.stdout)["incremental"] and json.loads(forced.stdout)["storedBytes"] < 100_000
+
+
+def test_include_restores_only_some_paths_into_a_claim(cluster: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_app_tree(src)
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src))
+    (theirs,) = restic_json(repo, "snapshots")
+    ns = new_namespace(cluster, "restic")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "keep-me").write_text("outside the included paths: untouched")
+    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
+              theirs["short_id"], "--include", "node_modules/tool", "--include", "old",
+              env={"RESTIC_PASSWORD": PASSWORD})
+    assert done.returncode == 0, done.stderr
+    got = snapshot(vol, root_entry=False)
+    want = snapshot(src, root_entry=False)
+    assert sorted(os.fsdecode(p) for p in got) == ["keep-me", "node_modules", "node_modules/tool",
+                                                    "node_modules/tool/bin.js", "old"]
+    for key in (b"node_modules/tool/bin.js", b"old", b"node_modules/tool"):
+        assert got[key] == want[key], key
+    clean = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
+               theirs["short_id"], "--include", "old", "--clean", env={"RESTIC_PASSWORD": PASSWORD})
+    assert clean.returncode == 2 and "exclude each other" in clean.stderr

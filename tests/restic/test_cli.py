@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests import tables
+from tests import datasets, tables
 from tests.cli_runner import clean_env, executable, run
 from tests.restic.oracle import PASSWORD, restic, restic_json
 
@@ -52,3 +52,31 @@ def test_list_ls_and_cat_read_a_snapshot_restic_wrote(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "not in the backup" in missing.stderr
     wrong = dr("backups", "list", "--repo", f"restic:{repo}", env={"RESTIC_PASSWORD": "nope"})
     assert wrong.returncode == 1 and "wrong password" in wrong.stderr
+
+
+def test_restore_to_a_local_directory_whole_or_some_paths(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    datasets.build_app_tree(src)
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src))
+    (snap,) = restic_json(repo, "snapshots")
+
+    whole = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+               str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    assert datasets.differences(datasets.snapshot(src, root_entry=False),
+                                datasets.snapshot(tmp_path / "whole", root_entry=False)) == []
+
+    some = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+              str(tmp_path / "some"), "--include", "node_modules/tool", "--include", "./old")
+    assert some.returncode == 0, some.stderr
+    got = sorted(os.fsdecode(p) for p in datasets.snapshot(tmp_path / "some", root_entry=False))
+    assert got == ["node_modules", "node_modules/tool", "node_modules/tool/bin.js", "old"]
+
+    escape = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+                str(tmp_path / "x"), "--include", "../etc")
+    assert escape.returncode == 1 and "inside the backup" in escape.stderr
+    again = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+               str(tmp_path / "some"))
+    assert again.returncode == 1 and "not empty" in again.stderr

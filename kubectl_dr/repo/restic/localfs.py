@@ -12,7 +12,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kubectl_dr.repo.restic import archiver, chunking, nodes
@@ -68,9 +68,10 @@ def backup_dir(repo: Repository, src: Path, *, snapshot_path: str, hostname: str
     return snap
 
 
-def restore_to_dir(repo: Repository, root: Node, dest: Path, *, owners: bool | None = None) -> int:
+def restore_to_dir(repo: Repository, root: Node, dest: Path, *, owners: bool | None = None,
+                   keep: Callable[[str], bool] | None = None) -> int:
     """Writes the entries under `root` into `dest` (created, must not exist or be empty); returns the file count.
-    Owners are applied when running as root (or when `owners` says so)."""
+    Owners are applied when running as root (or when `owners` says so); `keep` chooses paths (None: all)."""
     if owners is None:
         owners = os.geteuid() == 0
     dest.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,8 @@ def restore_to_dir(repo: Repository, root: Node, dest: Path, *, owners: bool | N
     dirs: list[tuple[Path, Node]] = [(dest, root)]
     count = 0
     for rel, node in archiver.walk(repo, root):
+        if keep is not None and not keep(rel):
+            continue
         path = dest / rel
         if node.type == DIR:
             path.mkdir(mode=0o700)

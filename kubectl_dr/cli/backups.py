@@ -286,14 +286,26 @@ def verify(
                               "and SHA-256, which needs no private key.")] = False,
     s3_endpoint: S3EndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
+    password_file: PasswordFileOption = None,
+    read_data_subset: Annotated[float, typer.Option(
+        "--read-data-subset", min=0.0001, max=1.0, metavar="SHARE",
+        help="restic:REPO only: read this share (0–1] of the snapshot's data blobs; every tree is read.")] = 1.0,
 ) -> None:
     """Read every part back and compare its size and SHA-256 with the manifest.
+
+    With --repo restic:REPO: read every tree and data blob the snapshot references and check each one
+    (MAC, SHA-256 against its ID), as restic check --read-data does for the whole repository.
 
     An encrypted backup is decrypted with --identity and both its stored bytes and its contents are
     checked. The outcome is recorded with the backup: prune never counts a backup found damaged as the
     newest verified one of its series. A dry run checks the same and records nothing.
     """
     opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.verify(repo, backup, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
+                              subset=read_data_subset)
+        return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None

@@ -79,3 +79,17 @@ def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_en
     for piece in repository.file_content(node):
         out.write(piece)
     out.flush()
+
+
+def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, s3_endpoint: str | None,
+           subset: float) -> None:
+    from kubectl_dr.repo.restic.verify import verify as verify_snapshot
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    found = verify_snapshot(repository, repository.find_snapshot(snapshot), subset=subset)
+    data = {"id": found.snapshot.id, "verified": True, "trees": found.trees, "dataBlobs": found.data_blobs,
+            "dataBytes": found.data_bytes, "unreadBlobs": found.skipped_blobs, "readDataSubset": subset}
+    emit(data, output, table=render_table(
+        ["ID", "VERIFIED", "TREES", "BLOBS", "SIZE", "UNREAD"],
+        [[found.snapshot.short_id, "ok", found.trees, found.data_blobs, units.size(found.data_bytes),
+          found.skipped_blobs]]))

@@ -80,3 +80,25 @@ def test_restore_to_a_local_directory_whole_or_some_paths(tmp_path: Path) -> Non
     again = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
                str(tmp_path / "some"))
     assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_verify_reads_every_blob_of_a_snapshot_and_finds_damage(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(3 << 20))
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src))
+    ok = dr("backups", "verify", "latest", "--repo", f"restic:{repo}", "-o", "json")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["verified"] and result["dataBytes"] == 3 << 20 and result["unreadBlobs"] == 0
+
+    packs = sorted((repo / "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    biggest = packs[-1]  # the data pack
+    biggest.chmod(0o600)
+    data = bytearray(biggest.read_bytes())
+    data[100] ^= 0xFF
+    biggest.write_bytes(bytes(data))
+    bad = dr("backups", "verify", "latest", "--repo", f"restic:{repo}")
+    assert bad.returncode == 1 and ("verification failed" in bad.stderr or "damaged" in bad.stderr), bad.stderr

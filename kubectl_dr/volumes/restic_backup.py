@@ -19,6 +19,7 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,15 +193,21 @@ def latest_of(repo: Repository, namespace: str, claim: str) -> Snapshot | None:
 def _store_contents(repo: Repository, spool: Any) -> dict[str, list[str]]:
     """Every regular file of the (already verified) archive cut into data blobs: path → blob IDs."""
     contents: dict[str, list[str]] = {}
-    with tarfile.open(fileobj=spool, mode="r|", encoding=ENCODING, errors=ERRORS) as tar:
-        for member in tar:
-            if not member.isreg():
-                continue
-            f = tar.extractfile(member)
-            assert f is not None
-            path = member.name[2:] if member.name.startswith("./") else member.name
-            contents[path.rstrip("/")] = [repo.save_blob(DATA_BLOB, piece)
-                                          for piece in chunking.chunks(f.read, member.size)]
+
+    def pieces() -> Iterator[tuple[str, bytes]]:
+        with tarfile.open(fileobj=spool, mode="r|", encoding=ENCODING, errors=ERRORS) as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                f = tar.extractfile(member)
+                assert f is not None
+                path = (member.name[2:] if member.name.startswith("./") else member.name).rstrip("/")
+                contents[path] = []
+                for piece in chunking.chunks(f.read, member.size):
+                    yield path, piece
+
+    for path, blob_id in repo.save_keyed_blobs(DATA_BLOB, pieces()):
+        contents[path].append(blob_id)
     return contents
 
 

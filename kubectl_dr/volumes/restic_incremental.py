@@ -128,8 +128,7 @@ def stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, p: Plan, con
                 elif member.isreg():
                     f = tar.extractfile(member)
                     assert f is not None
-                    contents[path] = [repo.save_blob(DATA_BLOB, piece)
-                                      for piece in chunking.chunks(f.read, member.size)]
+                    contents[path] = repo.save_blobs(DATA_BLOB, chunking.chunks(f.read, member.size))
                     if member.size != p.keep[path].size:
                         console.warn(f"{path!r} changed while the backup read it ({p.keep[path].size} bytes listed, "
                                      f"{member.size} read): kept as read")

@@ -161,3 +161,16 @@ def test_include_restores_only_some_paths_into_a_claim(cluster: Any, tmp_path: P
     clean = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
                theirs["short_id"], "--include", "old", "--clean", env={"RESTIC_PASSWORD": PASSWORD})
     assert clean.returncode == 2 and "exclude each other" in clean.stderr
+
+
+def test_a_client_dry_run_creates_no_repository_and_no_pod(cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "restic")
+    make_claim(cluster, ns)
+    repo = tmp_path / "repo"
+    plan = dr(cluster, "--dry-run=client", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
+              env={"RESTIC_PASSWORD": PASSWORD})
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["dryRun"] == "client" and json.loads(plan.stdout)["repository"] == f"restic:{repo}"
+    assert not repo.exists()
+    pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "name").stdout
+    assert pods.strip() == ""

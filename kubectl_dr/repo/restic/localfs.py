@@ -58,7 +58,7 @@ def backup_dir(repo: Repository, src: Path, *, snapshot_path: str, hostname: str
                 node.content = list(prev.content)
             else:
                 with open(src / rel, "rb") as f:
-                    node.content = [repo.save_blob(DATA_BLOB, piece) for piece in chunking.chunks(f.read, node.size)]
+                    node.content = repo.save_blobs(DATA_BLOB, chunking.chunks(f.read, node.size))
         items.append(archiver.Item(rel, node))
     tree = archiver.save_trees(repo, items, snapshot_path, start)
     repo.flush()

@@ -54,8 +54,11 @@ class PackWriter:
             _PLAIN_ENTRY.pack(_TYPE_CODE[e.type, False], e.length, bytes.fromhex(e.id))
             for e in self.entries)
         sealed_header = self._key.seal(header)
-        data = b"".join([*self._parts, sealed_header, struct.pack("<I", len(sealed_header))])
-        return hashlib.sha256(data).hexdigest(), data
+        self._parts += [sealed_header, struct.pack("<I", len(sealed_header))]
+        digest = hashlib.sha256()
+        for part in self._parts:
+            digest.update(part)
+        return digest.hexdigest(), b"".join(self._parts)
 
 
 def read_header(key: crypto.Key, tail: bytes, pack_size: int) -> list[BlobEntry]:

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import zstandard
 
@@ -27,6 +31,8 @@ from kubectl_dr.repo.restic.snapshots import Snapshot
 _ZSTD_LEVEL = 3  # restic's "auto" compression is zstd's default speed
 _MAX_UNPACKED = 1 << 30  # a metadata file larger than this when decompressed is refused, not inflated
 _COMPRESSED_PREFIX = 2
+K = TypeVar("K")
+_AHEAD = 4  # blobs prepared ahead of the one being added: 2 threads busy, memory a few MiB
 
 
 class Repository:
@@ -38,6 +44,8 @@ class Repository:
         self._writers: dict[str, packs.PackWriter] = {}
         self._unindexed: list[tuple[str, list[packs.BlobEntry]]] = []
         self._compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(2, "restic-blobs")
         self.bytes_stored = 0  # pack bytes written by this process (what an incremental backup added)
 
     # -- opening -----------------------------------------------------------------------------------
@@ -108,18 +116,49 @@ class Repository:
     def has_blob(self, blob_id: str) -> bool:
         return blob_id in self.index
 
-    def save_blob(self, blob_type: str, plain: bytes, blob_id: str | None = None) -> str:
-        """Stores a blob unless the repository (or this run) already has it; returns its ID."""
-        blob_id = blob_id or hashlib.sha256(plain).hexdigest()
-        if blob_id in self.index:
-            return blob_id
+    def _prepare(self, plain: bytes) -> tuple[str, bytes, int]:
+        """(ID, sealed payload, uncompressed length or 0): the CPU work of a blob. Hashing, zstd and AES
+        release the GIL, so `save_blobs` runs this on two threads."""
+        blob_id = hashlib.sha256(plain).hexdigest()
         ulen = 0
         payload = plain
         if self.config.version >= 2 and plain:
-            packed = self._compressor.compress(plain)
+            compressor = getattr(self._local, "zstd", None)
+            if compressor is None:  # a ZstdCompressor must not be shared between threads
+                compressor = self._local.zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+            packed = compressor.compress(plain)
             if len(packed) < len(plain):  # incompressible data is stored as is, as restic does
                 payload, ulen = packed, len(plain)
-        sealed = self.key.seal(payload)
+        return blob_id, self.key.seal(payload), ulen
+
+    def save_blobs(self, blob_type: str, pieces: Iterable[bytes]) -> list[str]:
+        """Stores each piece (in order) as save_blob does; see `save_keyed_blobs`."""
+        return [blob_id for _, blob_id in self.save_keyed_blobs(blob_type, ((None, p) for p in pieces))]
+
+    def save_keyed_blobs(self, blob_type: str, pieces: Iterable[tuple[K, bytes]]) -> Iterator[tuple[K, str]]:
+        """(key, ID) of each (key, piece) in order, stored as save_blob does, preparing a few pieces ahead
+        on two threads (across keys: many small files keep both busy). A piece the repository already
+        has is prepared for nothing, which costs only CPU."""
+        pending: deque[tuple[K, Future[tuple[str, bytes, int]]]] = deque()
+        for key, piece in pieces:
+            pending.append((key, self._pool.submit(self._prepare, piece)))
+            if len(pending) >= _AHEAD:
+                done_key, future = pending.popleft()
+                yield done_key, self._add(blob_type, *future.result())
+        while pending:
+            done_key, future = pending.popleft()
+            yield done_key, self._add(blob_type, *future.result())
+
+    def save_blob(self, blob_type: str, plain: bytes) -> str:
+        """Stores a blob unless the repository (or this run) already has it; returns its ID."""
+        blob_id = hashlib.sha256(plain).hexdigest()
+        if blob_id in self.index:
+            return blob_id
+        return self._add(blob_type, *self._prepare(plain))
+
+    def _add(self, blob_type: str, blob_id: str, sealed: bytes, ulen: int) -> str:
+        if blob_id in self.index:
+            return blob_id
         writer = self._writers.get(blob_type)
         if writer is None:
             writer = self._writers[blob_type] = packs.PackWriter(self.key)

@@ -21,11 +21,13 @@ def restic_binary() -> str:
 
 def restic(repo: str | Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
            password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "RESTIC_PASSWORD": password, "RESTIC_CACHE_DIR": str(Path(str(repo)).parent / ".cache"),
-                **(env or {})}
+    # restic's cache beside a local repository; none for a remote one (its string is no path to put it by).
+    cache = {"RESTIC_CACHE_DIR": str(Path(str(repo)).parent / ".cache")} if Path(str(repo)).is_absolute() else {}
+    full_env = {**os.environ, "RESTIC_PASSWORD": password, **cache, **(env or {})}
+    extra = [] if cache else ["--no-cache"]
     full_env.pop("RESTIC_REPOSITORY", None)
-    proc = subprocess.run([restic_binary(), "-r", str(repo), "--no-lock" if "--no-lock" in args else "-q", *[
-        a for a in args if a != "--no-lock"]], capture_output=True, text=True, env=full_env, timeout=120)
+    proc = subprocess.run([restic_binary(), "-r", str(repo), "-q", *extra, *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"restic {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import stat
-import sys
 from datetime import datetime, timezone
 from typing import Any
 
 from kubectl_dr import units
 from kubectl_dr.cli.repo_options import open_restic
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, render_table, write_bytes
 
 
-def list_snapshots(repo: str, output: str, *, password_file: str | None, s3_endpoint: str | None) -> None:
+def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
+                   s3_endpoint: str | None) -> None:
     from kubectl_dr.repo.restic import nodes
 
     repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
@@ -24,7 +25,7 @@ def list_snapshots(repo: str, output: str, *, password_file: str | None, s3_endp
                        "paths": s.paths, "tags": s.tags, "parent": s.parent, "program": s.program_version,
                        "bytes": (s.summary or {}).get("total_bytes_processed")} for s in snaps]}
     if not snaps and output == "table":
-        message(f"No snapshots found in {repository.backend.describe()}.")
+        console.say(f"No snapshots found in {repository.backend.describe()}.")
     table = render_table(
         ["ID", "HOST", "PATHS", "TAGS", "SIZE", "AGE", "WRITER"],
         [[s.short_id, s.hostname or "-", ",".join(s.paths), ",".join(s.tags) or "-",
@@ -75,10 +76,7 @@ def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_en
     node = archiver.find(repository, archiver.volume_root(repository, snap.tree, snap.paths), path)
     if node.type != nodes.FILE:
         raise DrError(f"{path!r} in snapshot {snap.short_id} is a {node.type}, not a file")
-    out = sys.stdout.buffer
-    for piece in repository.file_content(node):
-        out.write(piece)
-    out.flush()
+    write_bytes(repository.file_content(node))
 
 
 def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, s3_endpoint: str | None,

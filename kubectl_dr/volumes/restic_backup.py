@@ -33,7 +33,7 @@ from kubectl_dr.repo.restic.locks import Lock
 from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
-from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import size
 from kubectl_dr.volumes import backup as tar_backup
 from kubectl_dr.volumes import entries as entries_module
@@ -84,17 +84,18 @@ def tags_for(cluster_uid: str | None, namespace: str, claim: str) -> list[str]:
             f"kind={KIND}"]
 
 
-def run(kube: Kube, repo: Repository | None, where: str, opts: tar_backup.BackupOptions, console: Console,
-        run: Run, *, force: bool = False) -> ResticBackupResult | tar_backup.BackupPlan:
+def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.BackupOptions, *,
+        force: bool = False) -> ResticBackupResult | tar_backup.BackupPlan:
     """`repo` is None only in a dry run (which opens or creates no repository); `force` reads every file
     even when the claim has a parent snapshot."""
+    kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
     say_plan(console, access)
-    if opts.dry_run == "client" or repo is None:
-        claim_lease(kube, access, run, "client").acquire()
+    if dry_run == "client" or repo is None:
+        claim_lease(kube, access, session.run, "client").acquire()
         return tar_backup.BackupPlan(access, where, "client")
-    with Exposure(kube, access, run, console, opts.image, "pvc-backup", dry_run=opts.dry_run) as exposure:
-        if access.stop and access.claim.single_pod and not opts.quiesce and opts.dry_run == "none":
+    with Exposure(session, access, opts.image, "pvc-backup") as exposure:
+        if access.stop and access.claim.single_pod and not opts.quiesce and dry_run == "none":
             console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
                             f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and start "
                             "them again after")
@@ -102,12 +103,12 @@ def run(kube: Kube, repo: Repository | None, where: str, opts: tar_backup.Backup
             exposure.stop_consumers()
         pod = exposure.start(read_only=True)
         if pod is None:
-            return tar_backup.BackupPlan(access, where, opts.dry_run, pod_accepted=True)
+            return tar_backup.BackupPlan(access, where, dry_run, pod_accepted=True)
         assert pod.tools is not None
         started = time.time_ns()
         clock = time.monotonic()
         found = transfer.list_volume(kube, pod, ctime=True)
-        skipped = tar_backup._skipped(found, pod, opts, console)
+        skipped = tar_backup.skipped_entries(found, pod, opts, console)
         cluster = identity_for_backup(kube, console.warn)
         what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
         with Lock(repo, wait=LOCK_WAIT):
@@ -176,7 +177,7 @@ def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions
             raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can read: "
                                     f"{exc.message}", hint=exc.hint) from None
         record = reconcile(archive, found, skipped)
-        tar_backup._judge(record, checked, access, opts, console, what)
+        tar_backup.judge_transfer(record, checked, access, console, what)
         received = spool.tell()
         spool.seek(0)
         contents = _store_contents(repo, spool)

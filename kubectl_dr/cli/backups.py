@@ -403,6 +403,7 @@ def prune(
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Remove the backups no --keep rule keeps, per series, and what interrupted writes left behind.
 
@@ -417,6 +418,12 @@ def prune(
     Examples:
       kubectl dr backups prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --dry-run=client
       kubectl dr backups prune --keep-last 5 --type etcd-snapshot --yes
+      kubectl dr backups prune --keep-daily 7 --keep-weekly 4 --repo restic:/srv/restic
+
+    With --repo restic:REPO it is `restic forget` and `restic prune` in one: restic's policy per claim
+    (restic's default grouping by host and paths), then what no kept snapshot uses is removed and packs
+    mostly unused are rewritten, under restic's exclusive lock. Interrupted at any step, the repository
+    stays valid for `restic check`; running the prune again finishes it.
     """
     opts, console = options(ctx), session(ctx).console
     try:
@@ -427,6 +434,14 @@ def prune(
     if policy.empty:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
                          "--keep-monthly, --keep-yearly")
+    if is_restic(repo):
+        assert repo is not None
+        if type:
+            raise UsageError("--type does not apply to a restic repository: every snapshot is grouped by host "
+                             "and paths, as restic forget does")
+        restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
+                             password_file=password_file, s3_endpoint=s3_endpoint)
+        return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
     found, problems = repository.scan()

@@ -10,7 +10,9 @@ from kubectl_dr import units
 from kubectl_dr.cli.repo_options import open_restic
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
+from kubectl_dr.repo.retention import Policy
 from kubectl_dr.ui.output import emit, render_table, write_bytes
+from kubectl_dr.units import count
 
 
 def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
@@ -91,3 +93,41 @@ def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, 
         ["ID", "VERIFIED", "TREES", "BLOBS", "SIZE", "UNREAD"],
         [[found.snapshot.short_id, "ok", found.trees, found.data_blobs, units.size(found.data_bytes),
           found.skipped_blobs]]))
+
+
+def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: bool, password_file: str | None,
+          s3_endpoint: str | None) -> None:
+    """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first."""
+    from kubectl_dr.repo.restic import nodes
+    from kubectl_dr.repo.restic.prune import prune as prune_repository
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    plan = prune_repository(repository, policy, dry_run=True)
+    done = plan
+    if not dry_run and plan.forgotten:
+        console.confirm(f"forget {count(len(plan.forgotten), 'snapshot')} and remove the data only they use "
+                        f"({units.size(plan.bytes_freed)} in {count(plan.packs_removed, 'pack')})")
+    if not dry_run:
+        done = prune_repository(repository, policy, dry_run=False, say=console.say)
+    verb = "would forget" if dry_run else "forgot"
+    lines: list[str] = []
+    for group in sorted({d.group for d in done.decisions}):
+        members = [d for d in done.decisions if d.group == group]
+        kept = [d for d in members if d.keep]
+        lines.append(f"group {group}: keep {len(kept)}, {verb} {len(members) - len(kept)}")
+        lines += render_table(["ID", "TIME", "KEEP", "REASONS"],
+                              [[d.snapshot.short_id, nodes.format_time(d.snapshot.time), "yes" if d.keep else "no",
+                                ", ".join(d.reasons) or "-"] for d in members]).splitlines()
+        lines.append("")
+    removes = "would remove" if dry_run else "removed"
+    copied = "would copy" if dry_run else "copied"
+    lines.append(f"{removes} {count(done.packs_removed, 'pack')} ({units.size(done.bytes_freed)}); {copied} the "
+                 f"used blobs of {count(done.packs_repacked, 'pack')} into new ones; {units.size(done.unused_kept)} "
+                 "unused left in packs mostly used")
+    data = {"dryRun": dry_run, "repository": repository.backend.describe(),
+            "snapshots": [{"id": d.snapshot.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
+                          for d in done.decisions],
+            "packsRemoved": done.packs_removed, "bytesFreed": done.bytes_freed,
+            "packsRepacked": done.packs_repacked, "packsWritten": done.packs_written,
+            "unusedBytesKept": done.unused_kept}
+    emit(data, output, table="\n".join(lines) + "\n")

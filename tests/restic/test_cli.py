@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -102,3 +103,33 @@ def test_verify_reads_every_blob_of_a_snapshot_and_finds_damage(tmp_path: Path) 
     biggest.write_bytes(bytes(data))
     bad = dr("backups", "verify", "latest", "--repo", f"restic:{repo}")
     assert bad.returncode == 1 and ("verification failed" in bad.stderr or "damaged" in bad.stderr), bad.stderr
+
+
+def test_prune_applies_restic_forget_per_claim_and_restic_check_passes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    src = tmp_path / "src"
+    src.mkdir()
+    for host in ("shop/db", "shop/cache"):
+        for _ in range(3):
+            (src / "data").write_bytes(os.urandom(300_000))
+            restic(repo, "backup", str(src), "--host", host)
+    before = restic_json(repo, "snapshots")
+    expected = {s["id"] for g in restic_json(repo, "forget", "--dry-run", "--keep-last", "2") for s in g["keep"]}
+
+    dry = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}", "--dry-run=client", "-o", "json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert {s["id"] for s in planned["snapshots"] if s["keep"]} == expected and planned["dryRun"]
+    assert len(restic_json(repo, "snapshots")) == len(before)  # nothing changed
+
+    refused = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}")
+    assert refused.returncode == 1 and "--yes" in refused.stderr, refused.stderr
+    done = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"group shop/db {src}: keep 2, forgot 1" in done.stdout, done.stdout
+    assert re.search(r"^removed [1-9][0-9]* packs? \(", done.stdout, re.M), done.stdout
+    assert {s["id"] for s in restic_json(repo, "snapshots")} == expected
+    restic(repo, "check", "--read-data")
+    again = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}", "--yes", "-o", "json")
+    assert again.returncode == 0 and json.loads(again.stdout)["packsRemoved"] == 0, again.stderr

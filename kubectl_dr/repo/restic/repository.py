@@ -113,6 +113,10 @@ class Repository:
             self._index = idx
         return self._index
 
+    def reload_index(self) -> None:
+        """Read the index files again on next use (after a prune replaced them)."""
+        self._index = None
+
     def has_blob(self, blob_id: str) -> bool:
         return blob_id in self.index
 

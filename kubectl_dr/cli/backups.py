@@ -26,7 +26,7 @@ from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.repo.manifest import format_time
 from kubectl_dr.repo.repository import Verification
 from kubectl_dr.repo.restic.location import is_restic
-from kubectl_dr.ui.output import count, emit, render_fields, render_table
+from kubectl_dr.ui.output import count, emit, render_fields, render_table, write_bytes
 
 if TYPE_CHECKING:
     from kubectl_dr.repo.copying import CopyRun
@@ -505,31 +505,65 @@ def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: 
 def ls(ctx: typer.Context, backup: BackupArgument,
        path: Annotated[str, typer.Argument(help="A directory or file inside the backup (default: its root).")] = "",
        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
-       password_file: PasswordFileOption = None) -> None:
+       password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
     """List the entries of a directory of a backup (owner, mode, size, time, link target), like ls -l.
+
+    A volume backup of a kubectl-dr repository is checked against its manifest first (a copy in S3 or an
+    encrypted one is staged under $TMPDIR and removed after).
 
     \b
     Examples:
+      kubectl dr backups ls 1a2b3c4d etc
       kubectl dr backups ls latest etc --repo restic:/srv/restic
     """
-    if not is_restic(repo):
-        raise UsageError("backups ls reads restic repositories (--repo restic:REPO) in this version")
-    assert repo is not None
-    restic_backups.ls(repo, backup, path, options(ctx).output, password_file=password_file, s3_endpoint=s3_endpoint)
+    opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.ls(repo, backup, path, opts.output, password_file=password_file, s3_endpoint=s3_endpoint)
+        return
+    from kubectl_dr.volumes import browse
+
+    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
+                                 session(ctx).console)
+    listed = browse.list_dir(browsed, path)
+    items = [{"path": e.path, "type": e.kind, "mode": _mode_text(e.kind, e.mode), "uid": e.uid, "gid": e.gid,
+              "size": e.size, "mtime": format_time(datetime.fromtimestamp(e.mtime, timezone.utc)),
+              "target": e.target or None} for e in listed]
+    table = render_table(
+        ["MODE", "UID", "GID", "SIZE", "MTIME", "PATH"],
+        [[_mode_text(e.kind, e.mode), e.uid, e.gid, units.size(e.size) if e.kind == "file" else "-",
+          item["mtime"], (e.path or ".") + (f" -> {e.target}" if e.target else "")]
+         for e, item in zip(listed, items, strict=True)])
+    emit({"kind": "List", "backup": browsed.backup.id, "items": items}, opts.output, table=table)
+
+
+def _mode_text(kind: str, mode: int) -> str:
+    import stat
+
+    kinds = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO, "char": stat.S_IFCHR,
+             "block": stat.S_IFBLK, "socket": stat.S_IFSOCK}
+    return stat.filemode(kinds.get(kind, stat.S_IFREG) | (mode & 0o7777))
 
 
 @app.command("cat", short_help="Write one file of a backup to stdout", rich_help_panel="Inspect")
-def cat(backup: BackupArgument,
+def cat(ctx: typer.Context, backup: BackupArgument,
         path: Annotated[str, typer.Argument(help="The file inside the backup.")],
         repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
-        password_file: PasswordFileOption = None) -> None:
-    """Write one file of a backup to stdout, every block checked against its ID first.
+        password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
+    """Write one file of a backup to stdout, checked first (restic: every block against its ID; a
+    kubectl-dr backup: its archive against the manifest's SHA-256).
 
     \b
     Examples:
+      kubectl dr backups cat 1a2b3c4d etc/app.conf > app.conf
       kubectl dr backups cat 1a2b3c4d etc/app.conf --repo restic:/srv/restic > app.conf
     """
-    if not is_restic(repo):
-        raise UsageError("backups cat reads restic repositories (--repo restic:REPO) in this version")
-    assert repo is not None
-    restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint)
+        return
+    from kubectl_dr.volumes import browse
+
+    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
+                                 session(ctx).console)
+    write_bytes(browse.file_bytes(browsed, path))

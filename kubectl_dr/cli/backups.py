@@ -534,7 +534,7 @@ def ls(ctx: typer.Context, backup: BackupArgument,
         [[_mode_text(e.kind, e.mode), e.uid, e.gid, units.size(e.size) if e.kind == "file" else "-",
           item["mtime"], (e.path or ".") + (f" -> {e.target}" if e.target else "")]
          for e, item in zip(listed, items, strict=True)])
-    emit({"kind": "List", "backup": browsed.backup.id, "items": items}, opts.output, table=table)
+    emit({"kind": "List", "backup": browsed.id, "items": items}, opts.output, table=table)
 
 
 def _mode_text(kind: str, mode: int) -> str:

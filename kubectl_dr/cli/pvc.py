@@ -154,6 +154,28 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, 
         emit(outcome.to_dict(), opts.output, table=outcome.summary())
 
 
+def _plain_to_dir(ctx: typer.Context, repository: Any, source: str, claim: str, from_claim: str | None,
+                  include: list[str] | None, dest: Path) -> None:
+    """A kubectl-dr backup (or some of its paths) into a local directory, its archive checked first."""
+    from kubectl_dr.volumes import browse, restic_source
+    from kubectl_dr.volumes.source import find_backup
+
+    current = session(ctx)
+    namespace = current.namespace_flag or ""
+    if (source == "latest" or from_claim) and not namespace:
+        namespace = current.namespace
+    backup = find_backup(repository, source, namespace, claim, from_claim)
+    browsed = browse.open_backup(repository, backup, current.console)
+    wanted = restic_source.normalise_includes(include)
+    for path in wanted:
+        browse.find(browsed, path)
+    if current.dry:
+        current.console.say(f"(dry run) would write backup {backup.id} into {dest}")
+        return
+    files = browse.write_to_dir(browsed, dest, wanted)
+    current.console.say(f"wrote {count(files, 'file')} of backup {backup.id} into {dest}")
+
+
 def _restic_to_dir(ctx: typer.Context, repo: Any, source: str, claim: str, include: list[str] | None,
                    dest: Path) -> None:
     """A restic snapshot (or some of its paths) into a local directory: names checked, no write follows a link."""
@@ -198,10 +220,10 @@ def restore(
     s3_endpoint: S3EndpointOption = None,
     password_file: PasswordFileOption = None,
     include: Annotated[list[str] | None, typer.Option(
-        "--include", metavar="PATH", help="restic:REPO only: restore this file or directory of the backup (and "
+        "--include", metavar="PATH", help="Restore only this file or directory of the backup (and "
                                           "the directories leading to it); repeatable. Not with --clean.")] = None,
     to_dir: Annotated[str | None, typer.Option(
-        "--to-dir", metavar="DIR", help="restic:REPO only: write the backup (or --include's paths) into this new "
+        "--to-dir", metavar="DIR", help="Write the backup (or --include's paths) into this new "
                                         "or empty local directory instead of the volume; nothing in the cluster "
                                         "is touched.")] = None,
 ) -> None:
@@ -236,14 +258,14 @@ def restore(
     from kubectl_dr.volumes import restore as job
 
     opts, current = options(ctx), session(ctx)
+    if include and clean:
+        raise UsageError("--include and --clean exclude each other: --clean would remove everything the "
+                         "included paths do not hold")
     if is_restic(repo):
         assert repo is not None
         if from_claim or from_cluster or identity:
             raise UsageError("--from-claim, --from-cluster and --identity do not apply to a restic repository: "
                              "give the snapshot's ID (restic snapshots) or latest (this claim's newest)")
-        if include and clean:
-            raise UsageError("--include and --clean exclude each other: --clean would remove everything the "
-                             "included paths do not hold")
         restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
         if to_dir is not None:
             _restic_to_dir(ctx, restic_repo, source, claim, include, Path(to_dir))
@@ -255,13 +277,14 @@ def restore(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
                                  Path(work), current.console, include))
     else:
-        if include or to_dir:
-            raise UsageError("--include and --to-dir read restic repositories (--repo restic:REPO) in this version")
         repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+        if to_dir is not None:
+            _plain_to_dir(ctx, repository, source, claim, from_claim, include, Path(to_dir))
+            return
         result = job.run(current, repository,
                          job.RestoreOptions(current.namespace, claim, source, image=image, clean=clean,
                                             allow_empty=allow_empty, from_claim=from_claim,
-                                            from_cluster=from_cluster))
+                                            from_cluster=from_cluster, include=include))
     if isinstance(result, job.RestoreResult):
         show(result, opts.output)
     else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests import tables
 from tests.cli_runner import clean_env, executable
-from tests.datasets import build_app_tree, make_claim, new_namespace, volume_dir
+from tests.datasets import build_app_tree, differences, make_claim, new_namespace, snapshot, volume_dir
 
 
 def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -57,6 +57,38 @@ def test_ls_and_cat_read_a_plain_backup_and_refuse_a_damaged_one(cluster: Any, t
     assert not_file.returncode == 1 and b"not a file" in not_file.stderr and not_file.stdout == b""
     missing = dr(cluster, "backups", "ls", backup_id, "nope", "--repo", str(repo))
     assert missing.returncode == 1 and b"not in backup" in missing.stderr
+
+    # --to-dir: the whole backup into a local directory, exactly as the app sees the volume (we run as root)
+    before = {k: v for k, v in snapshot(vol).items() if not k.startswith(b"lost+found")}
+    out = tmp_path / "out"
+    whole = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
+               "--to-dir", str(out))
+    assert whole.returncode == 0, whole.stderr
+    assert differences({k: v for k, v in before.items() if k != b"."}, snapshot(out, root_entry=False)) == []
+    some = tmp_path / "some"
+    part = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest",
+              "--include", "big-uid", "--include", "data.db.hardlink", "--to-dir", str(some))
+    assert part.returncode == 0, part.stderr
+    assert sorted(p.name for p in some.iterdir()) == ["big-uid", "data.db.hardlink"]
+    assert (some / "data.db.hardlink").read_bytes() == (vol / "data.db").read_bytes()  # a link made the file
+    assert os.readlink(some / "big-uid" / "link") == "owned" and os.lstat(some / "big-uid" / "link").st_uid == \
+        1_000_680_000
+    again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
+               "--to-dir", str(some))
+    assert again.returncode == 1 and b"not empty" in again.stderr
+
+    # --include into the claim: only those paths come back, the rest of the volume stays as the app left it
+    (vol / "big-uid" / "owned").write_bytes(b"damaged")
+    (vol / "blob").write_bytes(b"damaged too")
+    (vol / "old").write_bytes(b"changed since")
+    into = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
+              "--include", "big-uid", "--include", "blob")
+    assert into.returncode == 0, into.stderr
+    assert (vol / "blob").read_bytes() == blob and (vol / "big-uid" / "owned").read_bytes() == b"openshift"
+    assert (vol / "old").read_bytes() == b"changed since"
+    clean = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
+               "--include", "blob", "--clean")
+    assert clean.returncode == 2, clean.stderr
 
     (archive,) = [p for p in (repo).rglob("data.tar*") if p.is_file()]
     data = bytearray(archive.read_bytes())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,7 @@ from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
 
 if TYPE_CHECKING:
+    from kubectl_dr.controlplane.backup import StoredFile
     from kubectl_dr.controlplane.restore import RestoreResult
 
 app = typer.Typer(
@@ -73,20 +74,18 @@ def backup(
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run="none",
                            console=current.console, secret_what=what)
     result = cp_backup.backup(current, repository, node=node, namespace=_namespace(ctx), helper_image=helper_image)
-    details = result.manifest.details
-    current.console.say(f"control-plane backup {result.manifest.id} of node {details['node']} saved in "
+    current.console.say(f"control-plane backup {result.manifest.id} of node {result.node} saved in "
                         f"{result.location} ({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets, current.console)
-    emit(data, opts.output, table=backup_table(details["files"]))
+    emit(data, opts.output, table=backup_table(result.files))
 
 
-def backup_table(files: list[dict[str, Any]]) -> str:
+def backup_table(files: list[StoredFile]) -> str:
     """The files a backup holds, sizes in the units of every other table."""
     return render_table(["PATH", "MODE", "OWNER", "SIZE", "SHA256", "RESTORED"],
-                        [[f["path"], f.get("mode", ""), f"{f['uid']}:{f['gid']}" if "uid" in f else "",
-                          units.size(f["size"]), f["sha256"][:16], "yes" if f.get("restore") else "no"]
+                        [[f.path, f.mode, f.owner, units.size(f.size), f.sha256[:16], "yes" if f.restore else "no"]
                          for f in files])
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import posixpath
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -41,12 +41,32 @@ UNENCRYPTED_WARNING = (
     "private, or back up with --encrypt-to RECIPIENT.")
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """One file of a control-plane backup as its table shows it (the kubeadm-config ConfigMap has no mode)."""
+
+    path: str
+    mode: str
+    owner: str
+    size: int
+    sha256: str
+    restore: bool
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> StoredFile:
+        owner = f"{record['uid']}:{record['gid']}" if "uid" in record else ""
+        return cls(record["path"], record.get("mode", ""), owner, record["size"], record["sha256"],
+                   bool(record.get("restore")))
+
+
 @dataclass
 class BackupResult:
     manifest: Manifest
     location: str
     seconds: float
     repository: str = ""
+    node: str = ""
+    files: list[StoredFile] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         # The keys of every command's result: repository, location, size in bytes, seconds.
@@ -179,7 +199,8 @@ def _store(kube: Kube, console: Console, repo: Repository, pod: HostPod, node: s
             "pod": f"{pod.helper.namespace}/{pod.name}",
         }
         manifest = writer.commit(details)
-    return BackupResult(manifest, repo.backup_location(manifest.id), time.monotonic() - started, repo.location)
+    return BackupResult(manifest, repo.backup_location(manifest.id), time.monotonic() - started, repo.location,
+                        node, [StoredFile.of(r) for r in records + extra])
 
 
 def _fetch(pod: HostPod, entry: files.Entry) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-TIERS = {"unit": "unit", "cluster_tests": "loopback", "conformance": "conformance", "e2e": "e2e",
+TIERS = {"unit": "unit", "restic": "unit", "cluster_tests": "loopback", "conformance": "conformance", "e2e": "e2e",
          "release": "release"}
 FAST = "unit"
 # The pool's defaults (ClusterPool.get): a keyword left out has this value.

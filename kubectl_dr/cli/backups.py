@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kubectl_dr import units
+from kubectl_dr.cli import restic_backups
 from kubectl_dr.cli.context import options, session
 from kubectl_dr.cli.repo_options import (
     REPO_HELP,
     EncryptToOption,
     IdentityOption,
+    PasswordFileOption,
     RepoOption,
     S3CaBundleOption,
     S3EndpointOption,
@@ -23,7 +25,8 @@ from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.repo.manifest import format_time
 from kubectl_dr.repo.repository import Verification
-from kubectl_dr.ui.output import count, emit, render_fields, render_table
+from kubectl_dr.repo.restic.location import is_restic
+from kubectl_dr.ui.output import count, emit, render_fields, render_table, write_bytes
 
 if TYPE_CHECKING:
     from kubectl_dr.repo.copying import CopyRun
@@ -116,7 +119,8 @@ AllClustersOption = Annotated[bool, typer.Option(
 @app.command("list", short_help="List the backups, newest first")
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
-                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
+                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None,
+                 password_file: PasswordFileOption = None) -> None:
     """List the backups, newest first (NAME: the --name given, else what the source names; ENC: encrypted with
     age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, or - never
     checked; CLUSTER: the context its backup recorded).
@@ -126,8 +130,16 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     stderr saying which cluster. --cluster NAME|UID lists another cluster's (its uid, or the context name
     or server URL its backups record); --all-clusters every cluster's. Without a kubeconfig, or when its
     cluster does not answer, every backup is listed, with a note.
+
+    With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own).
     """
-    opts, console = options(ctx), session(ctx).console
+    opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.list_snapshots(session(ctx).console, repo, opts.output, password_file=password_file,
+                                      s3_endpoint=s3_endpoint)
+        return
+    console = session(ctx).console
     if all_clusters and opts.cluster:
         raise UsageError("--cluster and --all-clusters exclude each other")
     from kubectl_dr import catalog
@@ -228,14 +240,27 @@ def verify(
                               "and SHA-256, which needs no private key.")] = False,
     s3_endpoint: S3EndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
+    password_file: PasswordFileOption = None,
+    read_data_subset: Annotated[float, typer.Option(
+        "--read-data-subset", min=0.0001, max=1.0, metavar="SHARE",
+        help="restic:REPO only: read this share (0–1] of the snapshot's data blobs; every tree is read.")] = 1.0,
 ) -> None:
     """Read every part back and compare its size and SHA-256 with the manifest.
+
+    With --repo restic:REPO: read every tree and data blob the snapshot references and check each one
+    (MAC, SHA-256 against its ID), as restic check --read-data does for the whole repository.
 
     An encrypted backup is decrypted with --identity and both its stored bytes and its contents are
     checked. The outcome is recorded with the backup: prune never counts a backup found damaged as the
     newest verified one of its series. A dry run checks the same and records nothing.
     """
-    opts, console = options(ctx), session(ctx).console
+    opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.verify(repo, backup, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
+                              subset=read_data_subset)
+        return
+    console = session(ctx).console
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None
@@ -378,6 +403,7 @@ def prune(
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Remove the backups no --keep rule keeps, per series, and what interrupted writes left behind.
 
@@ -392,6 +418,12 @@ def prune(
     Examples:
       kubectl dr backups prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --dry-run=client
       kubectl dr backups prune --keep-last 5 --type etcd-snapshot --yes
+      kubectl dr backups prune --keep-daily 7 --keep-weekly 4 --repo restic:/srv/restic
+
+    With --repo restic:REPO it is `restic forget` and `restic prune` in one: restic's policy per claim
+    (restic's default grouping by host and paths), then what no kept snapshot uses is removed and packs
+    mostly unused are rewritten, under restic's exclusive lock. Interrupted at any step, the repository
+    stays valid for `restic check`; running the prune again finishes it.
     """
     opts, console = options(ctx), session(ctx).console
     try:
@@ -402,6 +434,14 @@ def prune(
     if policy.empty:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
                          "--keep-monthly, --keep-yearly")
+    if is_restic(repo):
+        assert repo is not None
+        if type:
+            raise UsageError("--type does not apply to a restic repository: every snapshot is grouped by host "
+                             "and paths, as restic forget does")
+        restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
+                             password_file=password_file, s3_endpoint=s3_endpoint)
+        return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
     found, problems = repository.scan()
@@ -459,3 +499,71 @@ def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: 
             console.say(f"error: could not remove {name}: {why}")
         raise DrError(f"{count(len(plan.failed), 'item')} could not be removed; the rest of the prune was done",
                       hint=f"Fix the cause and run the prune again: {rerun}")
+
+
+@app.command("ls", short_help="List a backup's entries like ls -l", rich_help_panel="Inspect")
+def ls(ctx: typer.Context, backup: BackupArgument,
+       path: Annotated[str, typer.Argument(help="A directory or file inside the backup (default: its root).")] = "",
+       repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+       password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
+    """List the entries of a directory of a backup (owner, mode, size, time, link target), like ls -l.
+
+    A volume backup of a kubectl-dr repository is checked against its manifest first (a copy in S3 or an
+    encrypted one is staged under $TMPDIR and removed after).
+
+    \b
+    Examples:
+      kubectl dr backups ls 1a2b3c4d etc
+      kubectl dr backups ls latest etc --repo restic:/srv/restic
+    """
+    opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.ls(repo, backup, path, opts.output, password_file=password_file, s3_endpoint=s3_endpoint)
+        return
+    from kubectl_dr.volumes import browse
+
+    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
+                                 session(ctx).console)
+    listed = browse.list_dir(browsed, path)
+    items = [{"path": e.path, "type": e.kind, "mode": _mode_text(e.kind, e.mode), "uid": e.uid, "gid": e.gid,
+              "size": e.size, "mtime": format_time(datetime.fromtimestamp(e.mtime, timezone.utc)),
+              "target": e.target or None} for e in listed]
+    table = render_table(
+        ["MODE", "UID", "GID", "SIZE", "MTIME", "PATH"],
+        [[_mode_text(e.kind, e.mode), e.uid, e.gid, units.size(e.size) if e.kind == "file" else "-",
+          item["mtime"], (e.path or ".") + (f" -> {e.target}" if e.target else "")]
+         for e, item in zip(listed, items, strict=True)])
+    emit({"kind": "List", "backup": browsed.id, "items": items}, opts.output, table=table)
+
+
+def _mode_text(kind: str, mode: int) -> str:
+    import stat
+
+    kinds = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO, "char": stat.S_IFCHR,
+             "block": stat.S_IFBLK, "socket": stat.S_IFSOCK}
+    return stat.filemode(kinds.get(kind, stat.S_IFREG) | (mode & 0o7777))
+
+
+@app.command("cat", short_help="Write one file of a backup to stdout", rich_help_panel="Inspect")
+def cat(ctx: typer.Context, backup: BackupArgument,
+        path: Annotated[str, typer.Argument(help="The file inside the backup.")],
+        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+        password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
+    """Write one file of a backup to stdout, checked first (restic: every block against its ID; a
+    kubectl-dr backup: its archive against the manifest's SHA-256).
+
+    \b
+    Examples:
+      kubectl dr backups cat 1a2b3c4d etc/app.conf > app.conf
+      kubectl dr backups cat 1a2b3c4d etc/app.conf --repo restic:/srv/restic > app.conf
+    """
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint)
+        return
+    from kubectl_dr.volumes import browse
+
+    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
+                                 session(ctx).console)
+    write_bytes(browse.file_bytes(browsed, path))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,8 +11,15 @@ from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.cluster_options import FromClusterOption
 from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import (
+    EncryptToOption,
+    IdentityOption,
+    PasswordFileOption,
+    S3EndpointOption,
+    open_restic,
+)
 from kubectl_dr.errors import DrError, UsageError
+from kubectl_dr.repo.restic.location import is_restic
 from kubectl_dr.ui.output import count, emit, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
@@ -28,7 +36,7 @@ app = typer.Typer(
 )
 
 ClaimArg = Annotated[str, typer.Argument(help="Name of the PersistentVolumeClaim.", metavar="PVC")]
-RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH")]
+RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH|restic:REPO")]
 ImageOption = Annotated[
     str, typer.Option("--image", metavar="IMAGE",
                       help="Image of the rescue pod: needs sh, tar, find and stat (busybox, or GNU tools: an image "
@@ -68,6 +76,10 @@ def backup(
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
     copy_to: CopyToOption = None,
+    password_file: PasswordFileOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="restic:REPO only: read every file, even those the claim's last snapshot has unchanged "
+                        "(same size, mtime, ctime and inode).")] = False,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -81,11 +93,22 @@ def backup(
       kubectl dr pvc backup data-db-0 -n shop --quiesce --name before-upgrade
       kubectl dr pvc backup data-db-0 -n shop --dry-run=client -o json
       kubectl dr pvc backup data-db-0 -n shop --copy-to s3://dr-backups/prod --encrypt-to age1…
+      RESTIC_PASSWORD_FILE=~/.restic-pw kubectl dr pvc backup data-db-0 -n shop --repo restic:/srv/restic
     """
     from kubectl_dr.volumes import backup as job
 
     job.check_name(name)
     opts, current = options(ctx), session(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        _restic_backup(ctx, claim, repo, job.BackupOptions(
+            "", claim, image=image, name=name, quiesce=quiesce, skip_unreadable=skip_unreadable),
+            password_file=password_file, s3_endpoint=s3_endpoint, copy_to=copy_to, encrypt_to=encrypt_to,
+            force=force)
+        return
+    if force:
+        raise UsageError("--force applies to restic repositories (--repo restic:REPO): every other backup reads "
+                         "every file")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=not current.dry)  # before the cluster is touched
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to,
@@ -103,6 +126,76 @@ def backup(
                 f"{'was' if result.unreadable == 1 else 'were'} left out (--skip-unreadable): "
                 f"kubectl dr backups show {result.manifest.id} -o yaml lists them")
     show(result, opts.output, data=data)
+
+
+def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, password_file: str | None,
+                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any, force: bool) -> None:
+    from kubectl_dr.volumes import restic_backup
+
+    if copy_to or encrypt_to:
+        raise DrError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                      "repository; restic copy copies snapshots)")
+    opts, current = options(ctx), session(ctx)
+    job_opts.namespace = current.namespace
+
+    def create(where: str) -> bool:
+        if current.dry:
+            return False
+        current.console.confirm(f"create a new restic repository at {where} (restic init)")
+        return True
+
+    repository = None
+    if not current.dry:
+        repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+    outcome = restic_backup.run(current, repository, repo, job_opts, force=force)
+    if isinstance(outcome, restic_backup.ResticBackupResult):
+        show(outcome, opts.output)
+    else:
+        emit(outcome.to_dict(), opts.output, table=outcome.summary())
+
+
+def _plain_to_dir(ctx: typer.Context, repository: Any, source: str, claim: str, from_claim: str | None,
+                  include: list[str] | None, dest: Path) -> None:
+    """A kubectl-dr backup (or some of its paths) into a local directory, its archive checked first."""
+    from kubectl_dr.volumes import browse, restic_source
+    from kubectl_dr.volumes.source import find_backup
+
+    current = session(ctx)
+    namespace = current.namespace_flag or ""
+    if (source == "latest" or from_claim) and not namespace:
+        namespace = current.namespace
+    backup = find_backup(repository, source, namespace, claim, from_claim)
+    browsed = browse.open_backup(repository, backup, current.console)
+    wanted = restic_source.normalise_includes(include)
+    for path in wanted:
+        browse.find(browsed, path)
+    if current.dry:
+        current.console.say(f"(dry run) would write backup {backup.id} into {dest}")
+        return
+    files = browse.write_to_dir(browsed, dest, wanted)
+    current.console.say(f"wrote {count(files, 'file')} of backup {backup.id} into {dest}")
+
+
+def _restic_to_dir(ctx: typer.Context, repo: Any, source: str, claim: str, include: list[str] | None,
+                   dest: Path) -> None:
+    """A restic snapshot (or some of its paths) into a local directory: names checked, no write follows a link."""
+    from kubectl_dr.repo.restic import archiver, localfs
+    from kubectl_dr.volumes import restic_source
+
+    current = session(ctx)
+    namespace = current.namespace_flag or ""
+    if source == "latest" and not namespace:
+        namespace = current.namespace
+    snap = restic_source.find_snapshot(repo, source, namespace, claim)
+    root = archiver.volume_root(repo, snap.tree, snap.paths)
+    wanted = restic_source.normalise_includes(include)
+    for path in wanted:
+        archiver.find(repo, root, path)
+    if current.dry:
+        current.console.say(f"(dry run) would write snapshot {snap.short_id} into {dest}")
+        return
+    files = localfs.restore_to_dir(repo, root, dest, keep=lambda p: restic_source.included(p, wanted))
+    current.console.say(f"wrote {count(files, 'file')} of snapshot {snap.short_id} into {dest}")
 
 
 @app.command("restore", short_help="Restore a backup into a volume, its consumers stopped")
@@ -125,6 +218,14 @@ def restore(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    password_file: PasswordFileOption = None,
+    include: Annotated[list[str] | None, typer.Option(
+        "--include", metavar="PATH", help="Restore only this file or directory of the backup (and "
+                                          "the directories leading to it); repeatable. Not with --clean.")] = None,
+    to_dir: Annotated[str | None, typer.Option(
+        "--to-dir", metavar="DIR", help="Write the backup (or --include's paths) into this new "
+                                        "or empty local directory instead of the volume; nothing in the cluster "
+                                        "is touched.")] = None,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -145,16 +246,45 @@ def restore(
       kubectl dr pvc restore data-db-0 -n shop --from ./volume.tar --clean --yes
       kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr-backups/prod -i ~/.config/age/dr.key
 
+    With --repo restic:REPO, --from is a restic snapshot ID (or latest: the claim's newest, host NS/CLAIM),
+    ours or one `restic backup` made of a directory; it is read and checked here, then restored the same way.
+
     A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
     $TMPDIR and checked there against its manifest; the copy is removed however the command ends.
     """
+    import tempfile
+
+    from kubectl_dr.volumes import restic_source
     from kubectl_dr.volumes import restore as job
 
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
     opts, current = options(ctx), session(ctx)
-    result = job.run(current, repository,
-                     job.RestoreOptions(current.namespace, claim, source, image=image, clean=clean,
-                                        allow_empty=allow_empty, from_claim=from_claim, from_cluster=from_cluster))
+    if include and clean:
+        raise UsageError("--include and --clean exclude each other: --clean would remove everything the "
+                         "included paths do not hold")
+    if is_restic(repo):
+        assert repo is not None
+        if from_claim or from_cluster or identity:
+            raise UsageError("--from-claim, --from-cluster and --identity do not apply to a restic repository: "
+                             "give the snapshot's ID (restic snapshots) or latest (this claim's newest)")
+        restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        if to_dir is not None:
+            _restic_to_dir(ctx, restic_repo, source, claim, include, Path(to_dir))
+            return
+        namespace = current.namespace
+        with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
+            result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean),
+                             prepared=lambda: restic_source.build(
+                                 restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
+                                 Path(work), current.console, include))
+    else:
+        repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+        if to_dir is not None:
+            _plain_to_dir(ctx, repository, source, claim, from_claim, include, Path(to_dir))
+            return
+        result = job.run(current, repository,
+                         job.RestoreOptions(current.namespace, claim, source, image=image, clean=clean,
+                                            allow_empty=allow_empty, from_claim=from_claim,
+                                            from_cluster=from_cluster, include=include))
     if isinstance(result, job.RestoreResult):
         show(result, opts.output)
     else:

@@ -153,7 +153,7 @@ def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult
         listed = time.monotonic()
         found = transfer.list_volume(kube, pod)
         listing = time.monotonic() - listed
-        skipped = _skipped(found, pod, opts, console)
+        skipped = skipped_entries(found, pod, opts, console)
         manifest = _stream(kube, repo, pod, opts, access, found, skipped, console, listing)
         exposure.finish()
     details = manifest.details
@@ -162,8 +162,10 @@ def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult
                         repo.location)
 
 
-def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOptions,
-             console: Console) -> list[Skipped]:
+def skipped_entries(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOptions,
+                    console: Console) -> list[Skipped]:
+    """What the pod's listing says the backup cannot or will not read (said on the console); an error when
+    it cannot read something and --skip-unreadable was not given. Every backup kind asks this."""
     assert pod.tools is not None
     identity = Identity(pod.tools.uid, frozenset(pod.tools.gids))
     skipped = skipped_by_plan(found, identity)
@@ -222,7 +224,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                 raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
                                         f"{exc.message}", hint=exc.hint) from None
             record = reconcile(archive, found, skipped)
-            _judge(record, checked, access, console, what)
+            judge_transfer(record, checked, access, console, what)
             details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
             with writer.open_part(ENTRIES_PART) as listing_part:
@@ -237,9 +239,10 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
         raise
 
 
-def _judge(record: Reconciled, checked: transfer.Checked, access: AccessPlan, console: Console,
-           what: str) -> None:
-    """tar's exit and the reconciliation together: every missing or changed entry must be explained."""
+def judge_transfer(record: Reconciled, checked: transfer.Checked, access: AccessPlan, console: Console,
+                   what: str) -> None:
+    """tar's exit and the reconciliation together: every missing or changed entry must be explained. Every
+    backup kind that reads the volume as tar judges its stream this way."""
     if checked.tar_exit != 0 and not scripts.harmless_tar_messages(checked.warnings):
         raise VerificationError(f"{what}: tar exited with code {checked.tar_exit}:\n{checked.warnings}",
                                 hint="Nothing was kept. Fix the cause (a failing disk, a file system error) "

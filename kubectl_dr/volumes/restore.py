@@ -17,11 +17,14 @@ running it again: tar overwrites what it left half-written.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubectl_dr.console import Console
@@ -54,6 +57,7 @@ class RestoreOptions:
     allow_empty: bool = False
     from_claim: str | None = None
     from_cluster: str | None = None  # --from latest of another cluster (NAME|UID)
+    include: list[str] | None = None  # only these paths (and the directories leading to them)
 
 
 @dataclass
@@ -145,7 +149,7 @@ class Verification:
     Leaving the block early (an error or Ctrl-C in the main thread) stops the pass at its next chunk.
     """
 
-    def __init__(self, repo: Repository, backup: Backup | None, console: Console) -> None:
+    def __init__(self, repo: Repository | None, backup: Backup | None, console: Console) -> None:
         self.repo, self.backup, self.console = repo, backup, console
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(1, "verify-backup")
@@ -164,6 +168,7 @@ class Verification:
                     raise _Cancelled
                 bar.advance(n)
 
+            assert self.repo is not None
             self.repo.verify(backup, progress=advance)
 
     def wait(self) -> None:
@@ -175,13 +180,35 @@ class Verification:
         self._pool.shutdown(wait=True)
 
 
-def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResult | RestorePlan:
+def _subset(src: Source, include: list[str], console: Console) -> Source:
+    """--include: the checked archive cut down to those paths in a private directory removed at the end."""
+    from kubectl_dr import cleanup
+    from kubectl_dr.volumes import browse
+    from kubectl_dr.volumes.restic_source import normalise_includes
+
+    work = Path(tempfile.mkdtemp(prefix="kubectl-dr-include-"))
+    cleanup.current().push(f"remove the included paths' archive in {work}", lambda: shutil.rmtree(work, True))
+    cut = browse.subset(browse.Browsed.of(src), normalise_includes(include), work)
+    console.say(f"{src.label}: {count(len(cut.entries), 'entry', 'entries')} of {len(src.entries)} included")
+    return cut
+
+
+def run(session: Session, repo: Repository | None, opts: RestoreOptions, *,
+        prepared: Callable[[], Source] | None = None) -> RestoreResult | RestorePlan:
+    """`prepared` makes the Source another way (a restic snapshot, read and checked here); `repo` is
+    then not used."""
     kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
-    current, why = try_cluster_identity(kube)
-    src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty, dry_run=dry_run != "none", current=current,
-                         unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
+    if prepared is not None:
+        src = prepared()
+    else:
+        assert repo is not None
+        current, why = try_cluster_identity(kube)
+        src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
+                             allow_empty=opts.allow_empty, dry_run=dry_run != "none", current=current,
+                             unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
+        if opts.include:
+            src = _subset(src, opts.include, console)
     say_plan(console, access)
     if dry_run == "client":
         claim_lease(kube, access, session.run, "client").acquire()

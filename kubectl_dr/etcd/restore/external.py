@@ -38,21 +38,23 @@ from kubectl_dr.etcd.client import Endpoint, certificate_hint, is_rpc_error, rpc
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.keyspace import Keyspace
 from kubectl_dr.etcd.restore import holdscript
-from kubectl_dr.etcd.restore.holdscript import ABANDONED, DONE, PARKED, RESTORED, NodeHold, run_prefix
-from kubectl_dr.etcd.restore.job import (
+from kubectl_dr.etcd.restore.common import (
     DR_DIR,
     Outcome,
-    _check_snapshot,
-    _count,
-    _names,
-    _remove_restored_helpers,
+    check_snapshot,
     compare_with_before,
+    count_objects,
+    names,
+    remove_restored_helpers,
     take_lease,
+    wait_api,
 )
+from kubectl_dr.etcd.restore.holdscript import ABANDONED, DONE, PARKED, RESTORED, NodeHold, run_prefix
 from kubectl_dr.etcd.restore.nodescript import HOST_DR, HOST_KUBERNETES
+from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.rewrite import Changes, differences, digest, live, prefix_end, rewrite
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
-from kubectl_dr.etcd.restore.targets import APISERVER_SELECTOR, KUBERNETES_DIR, MANIFESTS_DIR, _readyz, host_path_of
+from kubectl_dr.etcd.restore.targets import APISERVER_SELECTOR, KUBERNETES_DIR, MANIFESTS_DIR, host_path_of, readyz
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, Direct, parse_flags
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -107,7 +109,7 @@ def api_nodes(kube: Kube) -> list[ApiNode]:
             files.append(host)
         found.append(ApiNode(node, servers, (files[0], files[1], files[2]),
                              flags.get("etcd-prefix", DEFAULT_PREFIX).rstrip("/") or DEFAULT_PREFIX,
-                             _readyz(pod, node)))
+                             readyz(pod, node)))
     if not found:
         raise EtcdError(f"no kube-apiserver static pods in {ETCD_NAMESPACE} ({APISERVER_SELECTOR})",
                         hint="kubectl dr restores etcd for kubeadm-style control planes, whose API servers run as "
@@ -215,16 +217,15 @@ def held_runs(etcd: Etcd) -> list[str]:
                   and f"{run_prefix(r)}/verdict".encode() not in keys)
 
 
-def held_cluster_uid(direct: Direct) -> str | None:
+def held_cluster_uid(etcd: Etcd) -> str | None:
     """The cluster whose API servers a held run keeps down, from etcd itself (its kube-system under the run's
     prefix): with no API server to ask, this is what `--from latest` resolves against. None without a held run."""
-    with etcd_errors(direct), Etcd(direct) as etcd:
-        held = held_runs(etcd)
-        if not held:
-            return None
-        prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
-        stored = etcd.get(f"{prefix}/namespaces/kube-system".encode())
-        return keyspace.namespace_uid(stored) if stored else None
+    held = held_runs(etcd)
+    if not held:
+        return None
+    prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
+    stored = etcd.get(f"{prefix}/namespaces/kube-system".encode())
+    return keyspace.namespace_uid(stored) if stored else None
 
 
 def run_record(etcd: Etcd, run_id: str) -> dict[str, Any]:
@@ -371,14 +372,15 @@ def _identity(kube: Kube, etcd: Etcd, prefix: str, say: Say) -> None:
     say(f"etcd at {etcd.direct.endpoints[0]} holds this cluster's objects (kube-system {uid})")
 
 
-def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_image: str | None,
-         helper_image: str, hold_timeout: int, say: Say, dry_run: bool) -> ExternalPlan:
+def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run,
+         console: Console) -> ExternalPlan:
+    say, namespace, dry_run = console.say, opts.namespace, opts.client_dry_run
     nodes = api_nodes(kube)
     prefix = nodes[0].prefix
     say(f"API servers on {', '.join(n.node for n in nodes)} (their etcd: {nodes[0].etcd_servers}, prefix {prefix})")
     version, cluster_id, revision = etcd.check()
     _identity(kube, etcd, prefix, say)  # first: a wrong etcd is the cause of anything else that differs
-    _check_snapshot(snapshot, version)
+    check_snapshot(snapshot, version)
     space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
     if f"{prefix}/namespaces/kube-system".encode() not in space.keys:
         raise EtcdError(f"the snapshot holds no {prefix}/namespaces/kube-system: it is not a snapshot of a Kubernetes "
@@ -386,16 +388,17 @@ def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, *, namespace: str, run
     put, delete, unchanged = differences(space, live(etcd.ep, prefix.encode() + b"/"))
     if not dry_run:
         for warning in encryption.preflight(kube, snapshot.details, namespace=namespace, run=run,
-                                            helper_image=helper_image):
-            say(f"warning: {warning}")
-    image = etcd_image or f"registry.k8s.io/etcd:{version}-0"
+                                            helper_image=opts.helper_image):
+            console.warn(warning)
+    image = opts.etcd_image or f"registry.k8s.io/etcd:{version}-0"
     return ExternalPlan(
         run=run, direct=etcd.direct, snapshot=snapshot, space=space, nodes=nodes, prefix=prefix,
         cluster_version=version, cluster_id=cluster_id, revision_before=revision, to_put=len(put),
-        to_delete=len(delete), unchanged=unchanged, etcd_image=image, helper_image=helper_image,
-        namespace=namespace, hold_timeout=hold_timeout,
-        counts_before={} if dry_run else _count(kube), nodes_before=[] if dry_run else _names(kube, "/api/v1/nodes"),
-        pods_before=[] if dry_run else _names(kube, "/api/v1/pods"))
+        to_delete=len(delete), unchanged=unchanged, etcd_image=image, helper_image=opts.helper_image,
+        namespace=namespace, hold_timeout=opts.hold_timeout,
+        counts_before={} if dry_run else count_objects(kube),
+        nodes_before=[] if dry_run else names(kube, "/api/v1/nodes"),
+        pods_before=[] if dry_run else names(kube, "/api/v1/pods"))
 
 
 # ----------------------------------------------------------------------------------------------------- run
@@ -578,8 +581,6 @@ def _wait_hold_pods_gone(kube: Kube, say: Say, timeout: float = 60.0) -> None:
 
 def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace: str, say: Say, *,
            plan: ExternalPlan | None = None, changes: Changes | None = None, safety: str | None = None) -> Outcome:
-    from kubectl_dr.etcd.restore.job import wait_api
-
     wait_api(kube, say)
     deadline = time.monotonic() + 300
     while True:
@@ -593,7 +594,7 @@ def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace:
                                                      states.get(n.node, "never started"), "")] for n in nodes})
     outcome.details = {"etcdTopology": "external", "safetySnapshot": safety,
                        "keys": changes.to_dict() if changes else None}
-    _remove_restored_helpers(kube, namespace, say)
+    remove_restored_helpers(kube, namespace, say)
     _wait_hold_pods_gone(kube, say)
     try:
         _, _, outcome.revision_after = etcd.check()

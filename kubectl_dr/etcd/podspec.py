@@ -19,7 +19,7 @@ from typing import Any
 
 from kubectl_dr.etcd import etcdctl
 from kubectl_dr.etcd.topology import StaticMember
-from kubectl_dr.kube.pods import managed_labels, pod_name
+from kubectl_dr.kube.pods import pod_manifest, pod_name
 from kubectl_dr.runs import Run
 from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds
 
@@ -69,28 +69,11 @@ def _etcd_container(member: StaticMember, name: str, cmd: list[str], extra_mount
 
 def _pod(member: StaticMember, namespace: str, prefix: str, purpose: str, run: Run | None, lease: str | None,
          deadline: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod_name(prefix, member.node),
-            "namespace": namespace,
-            "labels": {**managed_labels(purpose), **(run.labels() if run else {})},
-            "annotations": run.annotations(lease) if run else {},
-        },
-        "spec": {
-            "activeDeadlineSeconds": deadline,
-            "nodeName": member.node,
-            "hostNetwork": True,
-            "dnsPolicy": "ClusterFirstWithHostNet",
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": _cert_volumes(member),
-        },
-    }
+    """Containers are added by the callers: a status pod and a snapshot pod differ only there."""
+    return pod_manifest(pod_name(prefix, member.node), namespace, purpose=purpose, node=member.node,
+                        deadline=deadline, labels=run.labels() if run else {},
+                        annotations=run.annotations(lease) if run else {}, volumes=_cert_volumes(member),
+                        hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet", containers=[])
 
 
 def status_pod(member: StaticMember, namespace: str, run: Run | None = None) -> dict[str, Any]:

@@ -75,36 +75,14 @@ def manifest(node: str, namespace: str, mounts: list[HostMount], *, image: str, 
         kind = "DirectoryOrCreate" if mount.create else "Directory"
         volumes.append({"name": name, "hostPath": {"path": mount.host_path, "type": kind}})
         volume_mounts.append({"name": name, "mountPath": mount.mount_path, "readOnly": mount.read_only})
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pods.pod_name(f"dr-{purpose}", node),
-            "namespace": namespace,
-            "labels": {**pods.managed_labels(purpose), **run.labels()},
-            "annotations": run.annotations(lease),
-        },
-        "spec": {
-            "nodeName": node,
-            "activeDeadlineSeconds": DEADLINE_SECONDS,
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 1,
-            # A NotReady node (its etcd is why) taints itself NoExecute: the pod must run there anyway.
-            "tolerations": [{"operator": "Exists"}],
-            # Root: the files it reads and writes are root's (0600 keys, 0700 data dirs).
-            "securityContext": {"runAsUser": 0, "runAsGroup": 0},
-            "volumes": volumes,
-            "containers": [{
-                "name": CONTAINER,
-                "image": image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", dead_man_script(ALIVE, pod_grace_seconds())],
-                "volumeMounts": volume_mounts,
-            }],
-        },
-    }
+    # Root: the files it reads and writes are root's (0600 keys, 0700 data dirs).
+    return pods.pod_manifest(
+        pods.pod_name(f"dr-{purpose}", node), namespace, purpose=purpose, node=node, deadline=DEADLINE_SECONDS,
+        labels=run.labels(), annotations=run.annotations(lease), volumes=volumes,
+        securityContext={"runAsUser": 0, "runAsGroup": 0},
+        containers=[{"name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", dead_man_script(ALIVE, pod_grace_seconds())],
+                     "volumeMounts": volume_mounts}])
 
 
 class HostPod:

@@ -24,7 +24,7 @@ from kubectl_dr import units
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.pods import managed_labels, pod_name
+from kubectl_dr.kube.pods import pod_name
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count
 
@@ -64,20 +64,13 @@ def _ready(kube: Kube, node: str) -> bool:
 
 
 def _manifest(node: str, namespace: str, image: str, run: Run) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name("dr-kubelet-restart", node), "namespace": namespace,
-                     "labels": {**managed_labels("kubelet-restart"), **run.labels()}, "annotations": run.annotations()},
-        "spec": {
-            "nodeName": node, "restartPolicy": "Never", "activeDeadlineSeconds": 600,
-            "automountServiceAccountToken": False, "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "hostPID": True, "hostNetwork": True, "tolerations": [{"operator": "Exists"}],
-            "volumes": [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}],
-            "containers": [{"name": "restart", "image": image, "imagePullPolicy": "IfNotPresent", "command": COMMAND,
-                            "securityContext": {"privileged": True},
-                            "volumeMounts": [{"name": "host", "mountPath": "/host"}]}],
-        },
-    }
+    return pods.pod_manifest(
+        pod_name("dr-kubelet-restart", node), namespace, purpose="kubelet-restart", node=node, deadline=600,
+        labels=run.labels(), annotations=run.annotations(), hostPID=True, hostNetwork=True,
+        volumes=[pods.host_path_volume("host", "/")],
+        containers=[{"name": "restart", "image": image, "imagePullPolicy": "IfNotPresent", "command": COMMAND,
+                     "securityContext": {"privileged": True},
+                     "volumeMounts": [{"name": "host", "mountPath": "/host"}]}])
 
 
 def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say: Say) -> Restarted:

@@ -104,25 +104,14 @@ def reader_pod(node: str, directory: str, namespace: str, run: Run, image: str) 
     # Ends itself once nobody touched the alive file for `grace` seconds (a killed run leaves nothing).
     script = (f"touch {ALIVE_DIR}/beat\nwhile :; do\n  age=$(( $(date +%s) - $(stat -c %Y {ALIVE_DIR}/beat) ))\n"
               f"  [ \"$age\" -lt {grace} ] || exit 0\n  sleep 2 & wait $!\ndone\n")
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pods.pod_name("dr-etcd-snapshots", node), "namespace": namespace,
-                     "labels": {**pods.managed_labels(READER_PURPOSE), **run.labels()},
-                     "annotations": run.annotations()},
-        "spec": {
-            "nodeName": node, "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "activeDeadlineSeconds": READER_DEADLINE_SECONDS, "tolerations": [{"operator": "Exists"}],
-            "volumes": [{"name": "snapshots", "hostPath": {"path": directory, "type": "Directory"}},
-                        {"name": "alive", "emptyDir": {}}],
-            "containers": [{
-                "name": READER_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "snapshots", "mountPath": MOUNT, "readOnly": True},
-                                 {"name": "alive", "mountPath": ALIVE_DIR}],
-            }],
-        },
-    }
+    return pods.pod_manifest(
+        pods.pod_name("dr-etcd-snapshots", node), namespace, purpose=READER_PURPOSE, node=node,
+        deadline=READER_DEADLINE_SECONDS, labels=run.labels(), annotations=run.annotations(),
+        volumes=[pods.host_path_volume("snapshots", directory), {"name": "alive", "emptyDir": {}}],
+        containers=[{"name": READER_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", script],
+                     "volumeMounts": [{"name": "snapshots", "mountPath": MOUNT, "readOnly": True},
+                                      {"name": "alive", "mountPath": ALIVE_DIR}]}])
 
 
 @dataclass

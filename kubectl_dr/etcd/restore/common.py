@@ -22,7 +22,15 @@ from kubectl_dr.etcd.restore.nodepod import run_to_end
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
 from kubectl_dr.etcd.restore.targets import Target
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY, HelperPod, managed_labels, pod_name
+from kubectl_dr.kube.pods import (
+    LABEL_MANAGED,
+    LABEL_PURPOSE,
+    MANAGED_BY,
+    HelperPod,
+    host_path_volume,
+    pod_manifest,
+    pod_name,
+)
 from kubectl_dr.nodes import kubelet_restart
 from kubectl_dr.nodes.kubelet_restart import Restarted
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
@@ -42,20 +50,14 @@ def version_tuple(text: str) -> tuple[int, ...]:
 
 
 def image_pod(t: Target, namespace: str, image: str, run: Run, name: str, command: list[str],
-               volumes: list[tuple[str, str, str]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name(f"dr-etcd-{name}", t.node), "namespace": namespace,
-                     "labels": {**managed_labels(f"etcd-restore-{name}"), **run.labels()},
-                     "annotations": run.annotations()},
-        "spec": {"activeDeadlineSeconds": 3600, "nodeName": t.node, "restartPolicy": "Never",
-                 "automountServiceAccountToken": False, "enableServiceLinks": False,
-                 "terminationGracePeriodSeconds": 1, "tolerations": [{"operator": "Exists"}],
-                 "volumes": [{"name": n, "hostPath": {"path": p, "type": "Directory"}} for n, p, _ in volumes],
-                 "containers": [{"name": name, "image": image, "imagePullPolicy": "IfNotPresent",
-                                 "command": command, "env": [{"name": "ETCDCTL_API", "value": "3"}],
-                                 "volumeMounts": [{"name": n, "mountPath": m} for n, _, m in volumes]}]},
-    }
+              volumes: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """A pod of the cluster's own etcd image on the target's node that runs etcdctl once and exits."""
+    return pod_manifest(
+        pod_name(f"dr-etcd-{name}", t.node), namespace, purpose=f"etcd-restore-{name}", node=t.node, deadline=3600,
+        labels=run.labels(), annotations=run.annotations(), volumes=[host_path_volume(n, p) for n, p, _ in volumes],
+        containers=[{"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "command": command,
+                     "env": [{"name": "ETCDCTL_API", "value": "3"}],
+                     "volumeMounts": [{"name": n, "mountPath": m} for n, _, m in volumes]}])
 
 
 def tool_version(kube: Kube, t: Target, namespace: str, image: str, run: Run) -> str:

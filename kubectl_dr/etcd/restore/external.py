@@ -59,7 +59,7 @@ from kubectl_dr.etcd.topology import ETCD_NAMESPACE, Direct, parse_flags
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
-from kubectl_dr.kube.pods import HelperPod, managed_labels, pod_name
+from kubectl_dr.kube.pods import HelperPod, pod_name
 from kubectl_dr.runs import Run
 from kubectl_dr.runs.run import Holder
 
@@ -404,23 +404,15 @@ def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions, 
 # ----------------------------------------------------------------------------------------------------- run
 def _writer_pod(kube: Kube, p: ExternalPlan, node: ApiNode) -> HelperPod:
     """A busybox pod on the node with /etc/kubernetes and our directory: it writes the hold manifest."""
-    spec = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name("dr-etcd-hold", node.node), "namespace": p.namespace,
-                     "labels": {**managed_labels("etcd-hold-writer"), **p.run.labels()},
-                     "annotations": p.run.annotations()},
-        "spec": {
-            "activeDeadlineSeconds": 3600, "nodeName": node.node, "restartPolicy": "Never",
-            "automountServiceAccountToken": False, "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": [{"name": "kubernetes", "hostPath": {"path": KUBERNETES_DIR, "type": "Directory"}},
-                        {"name": "kubectl-dr", "hostPath": {"path": DR_DIR, "type": "DirectoryOrCreate"}}],
-            "containers": [{"name": "node", "image": p.helper_image, "imagePullPolicy": "IfNotPresent",
-                            "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
-                            "volumeMounts": [{"name": "kubernetes", "mountPath": HOST_KUBERNETES},
-                                             {"name": "kubectl-dr", "mountPath": HOST_DR}]}],
-        },
-    }
+    spec = pods.pod_manifest(
+        pod_name("dr-etcd-hold", node.node), p.namespace, purpose="etcd-hold-writer", node=node.node, deadline=3600,
+        labels=p.run.labels(), annotations=p.run.annotations(),
+        volumes=[pods.host_path_volume("kubernetes", KUBERNETES_DIR),
+                 pods.host_path_volume("kubectl-dr", DR_DIR, "DirectoryOrCreate")],
+        containers=[{"name": "node", "image": p.helper_image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
+                     "volumeMounts": [{"name": "kubernetes", "mountPath": HOST_KUBERNETES},
+                                      {"name": "kubectl-dr", "mountPath": HOST_DR}]}])
     pod = pods.create(kube, spec, what=f"etcd hold on {node.node}")
     try:
         pods.wait_running(pod, timeout=180, stuck_after=15)

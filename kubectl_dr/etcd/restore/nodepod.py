@@ -19,7 +19,7 @@ from kubectl_dr.etcd.restore.targets import Target
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
-from kubectl_dr.kube.pods import HelperPod, managed_labels, pod_name
+from kubectl_dr.kube.pods import HelperPod, pod_name
 from kubectl_dr.runs import Run
 
 CONTAINER = "node"
@@ -29,7 +29,7 @@ _SHA = re.compile(r"^([0-9a-f]{64})\s")
 
 
 def _hostpath(name: str, path: str, mount: str, kind: str = "Directory") -> tuple[dict[str, Any], dict[str, Any]]:
-    return {"name": name, "hostPath": {"path": path, "type": kind}}, {"name": name, "mountPath": mount}
+    return pods.host_path_volume(name, path, kind), {"name": name, "mountPath": mount}
 
 
 def manifest(target: Target, namespace: str, image: str, run: Run, dr_dir: str, kubernetes_dir: str,
@@ -38,22 +38,13 @@ def manifest(target: Target, namespace: str, image: str, run: Run, dr_dir: str, 
     pairs = [_hostpath("kubectl-dr", dr_dir, HOST_DR, "DirectoryOrCreate"),
              _hostpath("kubernetes", kubernetes_dir, HOST_KUBERNETES),
              _hostpath("etcd-parent", parent, HOST_DATA_PARENT)]
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name("dr-etcd-restore", target.node), "namespace": namespace,
-                     "labels": {**managed_labels(purpose), **run.labels()}, "annotations": run.annotations()},
-        "spec": {
-            # Ends by itself even if the run that made it is killed and never deletes it.
-            "activeDeadlineSeconds": DEADLINE_SECONDS,
-            "nodeName": target.node, "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": [v for v, _ in pairs],
-            "containers": [{"name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-                            "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
-                            "volumeMounts": [m for _, m in pairs]}],
-        },
-    }
+    # Ends by itself (the deadline) even if the run that made it is killed and never deletes it.
+    return pods.pod_manifest(
+        pod_name("dr-etcd-restore", target.node), namespace, purpose=purpose, node=target.node,
+        deadline=DEADLINE_SECONDS, labels=run.labels(), annotations=run.annotations(), volumes=[v for v, _ in pairs],
+        containers=[{"name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
+                     "volumeMounts": [m for _, m in pairs]}])
 
 
 class NodePod:

@@ -29,7 +29,8 @@ from kubectl_dr import cleanup, units
 from kubectl_dr.console import ProgressFactory, counted
 from kubectl_dr.console import say_on_stderr as message
 from kubectl_dr.errors import VerificationError
-from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, _details, _image_version
+from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, manifest_details
+from kubectl_dr.etcd.snapshot_exposure import image_version
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube import pods
@@ -435,7 +436,7 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
             raise VerificationError(f"{where}: the database's revision is {status.revision}, etcdctl on the node "
                                     f"read {snap.revision}; nothing was kept")
         member: dict[str, Any] = {"name": member_name, "node": snap.node, "image": snap.image,
-                                  "version": _image_version(snap.image or "") or snap.etcdctl_version,
+                                  "version": image_version(snap.image or "") or snap.etcdctl_version,
                                   "id": snap.member_id, "clusterID": snap.cluster_id}
         if member_obj is not None:
             member["endpoint"] = member_obj.client_url
@@ -444,7 +445,7 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
                  "image": snap.image, "pod": f"{reader.pod.namespace}/{reader.pod.name}",
                  "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3), "remoteSha256": digest,
                               "remoteSize": size}}
-        manifest = writer.commit(_details(status, {k: v for k, v in member.items() if v is not None}, extra))
+        manifest = writer.commit(manifest_details(status, {k: v for k, v in member.items() if v is not None}, extra))
     message(f"  saved as {manifest.id}")
     return SnapshotResult(manifest, repo.backup_location(manifest.id), status, time.monotonic() - started,
                           repo.location)

@@ -21,6 +21,7 @@ from kubectl_dr.cli.globals import (
     parse_request_timeout,
 )
 from kubectl_dr.errors import UsageError
+from kubectl_dr.kube import trace
 from kubectl_dr.ui.output import message
 
 DESCRIPTION = """\
@@ -95,7 +96,11 @@ def root(
         dry_run = "client"
     if dry_run not in DRY_RUN_MODES:
         raise UsageError(f'Invalid dry-run value ({dry_run}). Must be "none", "server", or "client".')
+    # kubectl's -v: 6 logs every API request, 8 also the scripts our pods run (on stderr, as messages are).
+    trace.configure(verbosity, message if verbosity > 0 else None)
+    given = ctx.obj.argv if isinstance(ctx.obj, GlobalOptions) else ()
     ctx.obj = GlobalOptions(
+        argv=given,
         kubeconfig=kubeconfig,
         context=context,
         namespace=namespace,
@@ -127,3 +132,18 @@ app.command("completion", rich_help_panel=help.OTHER,
             short_help="Print a shell completion script")(completion.completion)
 app.command("version", rich_help_panel=help.OTHER,
             short_help="Print the plugin, client and server versions")(version.version)
+
+
+@app.command("options", rich_help_panel=help.OTHER, short_help="Print the global options every command takes")
+def options(ctx: typer.Context) -> None:
+    """Print the list of flags inherited by all commands (kubeconfig, context, namespace, output, dry run…).
+
+    \b
+    Examples:
+      kubectl dr options
+    """
+    typer.echo(help.global_options(ctx))
+
+
+# Every help below the root ends, as kubectl's do, by naming `kubectl dr options`.
+help.adopt(app)

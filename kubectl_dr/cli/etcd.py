@@ -9,7 +9,7 @@ import typer
 from kubectl_dr import units
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
-from kubectl_dr.cli.context import options, terminal_ask
+from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
@@ -18,11 +18,11 @@ from kubectl_dr.ui.output import emit, message, render_table, show
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
     from kubectl_dr.clusters import ClusterIdentity
+    from kubectl_dr.console import Console
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
     from kubectl_dr.etcd.topology import Topology
-    from kubectl_dr.ui.console import TerminalConsole
 
 app = typer.Typer(
     help=(
@@ -242,10 +242,9 @@ def snapshot(
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
-    confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
-                              ask=terminal_ask())
+    confirm_plaintext_secrets(repository, "an etcd snapshot", opts.session().console)
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
-                           yes=opts.yes, secret_what="an etcd snapshot")
+                           console=opts.session().console, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:
@@ -275,7 +274,7 @@ def snapshot(
     message(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets)
+        data["copies"] = copy_new(repository, result.manifest.id, targets, opts.session().console)
     show(result, opts.output, data=data)
 
 
@@ -290,11 +289,9 @@ HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE
     "(needs sh, mv, wget, sha256sum: busybox)."))]
 
 
-def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, TerminalConsole]:
-    from kubectl_dr.ui.console import TerminalConsole
-
+def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Console]:
     opts = options(ctx)
-    return opts, TerminalConsole(yes=opts.yes)
+    return opts, opts.session().console
 
 
 @restore_app.callback(invoke_without_command=True)
@@ -371,9 +368,8 @@ def restore(
     from kubectl_dr.etcd.restore import run as job
     from kubectl_dr.etcd.restore.options import RestoreOptions
     from kubectl_dr.etcd.topology import Direct
-    from kubectl_dr.runs import Run
 
-    opts, console = _restore_session(ctx)
+    opts = options(ctx)
     if opts.dry_run == "server":
         raise UsageError("etcd restore has no --dry-run=server: its pods would need to run (use --dry-run=client)")
     direct = _topology(opts, endpoints, cacert, cert, key) if endpoints or cacert or cert or key else None
@@ -382,11 +378,10 @@ def restore(
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    result = job.run(opts.kube(), repository, RestoreOptions(
+    result = job.run(opts.session(), repository, RestoreOptions(
         source, _pod_namespace(opts), from_cluster=from_cluster, from_other_cluster=from_other_cluster,
         etcd_image=etcd_image, no_bump=no_bump_revision, node_timeout=node_timeout, helper_image=helper_image,
-        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run),
-        console, Run(f"etcd restore --from {source}"))
+        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run))
     _render_restore(opts, result)
 
 
@@ -472,7 +467,7 @@ def restore_rollback(
 
     opts, console = _restore_session(ctx)
     result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
-                             console.say, run, no_bump=no_bump_revision, node_timeout=node_timeout)
+                             run, no_bump=no_bump_revision, node_timeout=node_timeout)
     if isinstance(result, dict):
         bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
                 else ", WITHOUT a revision bump")
@@ -524,7 +519,6 @@ def member_replace(
       kubectl dr etcd member replace cp-2 --dry-run=client
       kubectl dr etcd member replace cp-2 --yes
     """
-    from kubectl_dr.cli.context import confirm
     from kubectl_dr.etcd.replace import Replacement
     from kubectl_dr.runs import Run
 
@@ -537,7 +531,7 @@ def member_replace(
     topo = _topology(opts, None, None, None, None)
     assert not isinstance(topo, Direct)
     job = Replacement(opts.kube(), topo, node, _pod_namespace(opts), Run(f"etcd member replace {node}"),
-                      helper_image, lambda question: confirm(question, opts.yes), manifests_dir=manifests_dir,
+                      helper_image, opts.session().console.confirm, manifests_dir=manifests_dir,
                       timeout=timeout)
     if opts.dry_run == "client":
         if undo:

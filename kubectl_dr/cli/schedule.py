@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.context import options, session
 from kubectl_dr.errors import UsageError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, render_table
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
@@ -115,8 +115,9 @@ def create_etcd_snapshot(
                                      directory=directory.rstrip("/") or "/", helper_image=helper_image)
     manifest = etcd_job.cronjob(spec, members)
     result = manage.create(kube, manifest, replace=replace, dry_run=opts.dry_run)
+    console = session(ctx).console
     if result.note:
-        message(f"warning: {result.note}")
+        console.warn(result.note)
     if opts.output != "table":
         emit(result.object, opts.output)
         return
@@ -124,13 +125,13 @@ def create_etcd_snapshot(
     action = f"would be {result.action}" if suffix else result.action
     nodes = ", ".join(spec.nodes)
     upcoming = cron.next_run(spec.cron, time_zone, _now())
-    message(f"schedule {spec.namespace}/{name} {action}{suffix}: etcd snapshots '{spec.cron}'"
+    console.say(f"schedule {spec.namespace}/{name} {action}{suffix}: etcd snapshots '{spec.cron}'"
             f"{' (' + time_zone + ')' if time_zone else ''} on one of {nodes}, into {spec.directory}, keeping "
             f"{keep} per node")
     if upcoming and not suffix:
-        message(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the snapshots "
-                "off the nodes with `kubectl dr etcd snapshots pull --repo …`")
-    print(f"cronjob.batch/{name} {action}{suffix}")
+        console.say(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the "
+                    "snapshots off the nodes with `kubectl dr etcd snapshots pull --repo …`")
+    emit(result.object, opts.output, table=f"cronjob.batch/{name} {action}{suffix}\n")
 
 
 def _now() -> datetime.datetime:
@@ -176,7 +177,7 @@ def list_(
                "STATE", "LAST RUN", "LAST SUCCESS", "LAST RESULT", "NEXT RUN"]
     if not found and opts.output == "table":
         where = "any namespace" if all_namespaces else f"namespace {_namespace(opts)}"
-        message(f"No kubectl dr schedules found in {where}.")
+        session(ctx).console.say(f"No kubectl dr schedules found in {where}.")
         return
     emit({"kind": "ScheduleList", "items": [s.to_dict() for s in found]}, opts.output,
          table=render_table(headers, rows))
@@ -202,18 +203,14 @@ def delete(
     from kubectl_dr.schedules import manage
 
     opts = options(ctx)
-    namespace = _namespace(opts)
-    obj = manage.delete(opts.kube(), namespace, name, dry_run=opts.dry_run,
-                        confirm=lambda question: confirm(question, opts.yes))
-    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
-    directory = ((obj.get("metadata") or {}).get("annotations") or {}).get("kubectl-dr.io/snapshot-dir")
-    if opts.output != "table":
-        emit({"kind": "ScheduleDeleted", "name": name, "namespace": namespace, "dryRun": opts.dry_run,
-              "snapshotDirectory": directory}, opts.output)
-        return
-    print(f"cronjob.batch/{name} {'would be deleted' if suffix else 'deleted'}{suffix}")
-    if directory and not suffix:
-        message(f"its snapshots stay in {directory} on the nodes: `kubectl dr etcd snapshots list` shows them")
+    current = session(ctx)
+    result = manage.delete(current, _namespace(opts), name)
+    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(result.dry_run, "")
+    emit(result.to_dict(), opts.output,
+         table=f"cronjob.batch/{name} {'would be deleted' if suffix else 'deleted'}{suffix}\n")
+    if result.snapshot_directory and not suffix and opts.output == "table":
+        current.console.say(f"its snapshots stay in {result.snapshot_directory} on the nodes: "
+                            "`kubectl dr etcd snapshots list` shows them")
 
 
 @app.command("print", short_help="Print cron or systemd entries for client-side jobs")

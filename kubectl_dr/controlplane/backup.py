@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.controlplane import files
 from kubectl_dr.errors import ApiError, DrError, VerificationError
 from kubectl_dr.kube.client import Kube
@@ -28,7 +28,8 @@ from kubectl_dr.nodes import HostMount, HostPod, start_host_pod
 from kubectl_dr.nodes.hostpod import HOST_ROOT
 from kubectl_dr.nodes.staticpods import command_of, host_path, parse_flags
 from kubectl_dr.repo import Manifest, Repository
-from kubectl_dr.runs import Heartbeat, Run
+from kubectl_dr.runs import Heartbeat
+from kubectl_dr.session import Session
 
 BACKUP_TYPE = "control-plane"
 NAMESPACE = "kube-system"
@@ -84,23 +85,24 @@ def encryption_config_path(apiserver: dict[str, Any] | None) -> str | None:
     return host_path(apiserver, inside, "kube-apiserver") if inside else None
 
 
-def backup(kube: Kube, repo: Repository, *, node: str | None, namespace: str, run: Run, helper_image: str,
+def backup(session: Session, repo: Repository, *, node: str | None, namespace: str, helper_image: str,
            root: str = files.KUBERNETES_DIR) -> BackupResult:
     started = time.monotonic()
+    kube, console = session.kube, session.console
     node, apiserver = pick_node(kube, node)
     encryption = encryption_config_path(apiserver)
     mounts = [HostMount(root)]
     if encryption and not encryption.startswith(root.rstrip("/") + "/"):
         mounts.append(HostMount(posixpath.dirname(encryption)))
     if not repo.recipients:
-        message(UNENCRYPTED_WARNING)
-    message(f"reading {root} of node {node} through a pod with read-only mounts")
-    heartbeat = Heartbeat(message)
+        console.warn(UNENCRYPTED_WARNING)
+    console.say(f"reading {root} of node {node} through a pod with read-only mounts")
+    heartbeat = Heartbeat(console.warn)
     pod = start_host_pod(kube, node=node, namespace=namespace, mounts=mounts, image=helper_image,
-                         purpose="control-plane-backup", run=run, heartbeat=heartbeat)
+                         purpose="control-plane-backup", run=session.run, heartbeat=heartbeat)
     try:
         entries = _list(pod, root, encryption)
-        result = _store(kube, repo, pod, node, root, entries, encryption, started)
+        result = _store(kube, console, repo, pod, node, root, entries, encryption, started)
         pod.helper.delete(wait=True)
         return result
     finally:
@@ -116,20 +118,20 @@ def _list(pod: HostPod, root: str, encryption: str | None) -> list[files.Entry]:
     return files.parse_listing(out.decode(errors="replace"), HOST_ROOT)
 
 
-def _kubeadm_config(kube: Kube) -> bytes | None:
+def _kubeadm_config(kube: Kube, console: Console) -> bytes | None:
     """kubeadm's ClusterConfiguration lives in the kubeadm-config ConfigMap, not on disk."""
     try:
         cm = kube.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/kubeadm-config")
     except ApiError as exc:
         if exc.status in (403, 404):
-            message(f"note: the kubeadm-config ConfigMap is not in the backup ({exc.reason or exc.status})")
+            console.say(f"note: the kubeadm-config ConfigMap is not in the backup ({exc.reason or exc.status})")
             return None
         raise
     return yaml.safe_dump(cm.get("data") or {}, sort_keys=True).encode()
 
 
-def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, entries: list[files.Entry],
-           encryption: str | None, started: float) -> BackupResult:
+def _store(kube: Kube, console: Console, repo: Repository, pod: HostPod, node: str, root: str,
+           entries: list[files.Entry], encryption: str | None, started: float) -> BackupResult:
     shared = set(files.shared_paths(root))
     restore = shared | ({encryption} if encryption else set())
     missing = sorted(e.path for e in entries if e.kind == "missing" and e.path in shared)
@@ -137,12 +139,12 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
         raise DrError(f"kube-apiserver on node {node} names --{ENCRYPTION_FLAG}, but {encryption} is not there")
     for e in entries:
         if e.kind == "link":
-            message(f"note: {e.path} is a symbolic link to {e.target}; recorded, not followed")
+            console.say(f"note: {e.path} is a symbolic link to {e.target}; recorded, not followed")
     if missing:
-        message(f"warning: node {node} lacks shared files a rebuilt node needs: {', '.join(missing)}")
+        console.warn(f"node {node} lacks shared files a rebuilt node needs: {', '.join(missing)}")
     records: list[dict[str, Any]] = []
     source = {"cluster": kube.resolved.server, "node": node}
-    cluster = identity_for_backup(kube, message)
+    cluster = identity_for_backup(kube, console.say)
     with repo.create(BACKUP_TYPE, source, name_hint=node, cluster=cluster) as writer:
         for index, entry in enumerate(e for e in entries if e.kind == "file"):
             name = files.part_name(index, entry.path)
@@ -157,7 +159,7 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
                     "shared" if entry.path in shared else "kept")
             records.append({**entry.to_dict(), "part": name, "role": role, "restore": entry.path in restore})
         extra: list[dict[str, Any]] = []
-        kubeadm = _kubeadm_config(kube)
+        kubeadm = _kubeadm_config(kube, console)
         if kubeadm is not None:
             part = writer.open_part("kubeadm-config.yaml")
             part.write(kubeadm)

@@ -15,12 +15,12 @@ higher count of the same one), and the Node is Ready again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from kubectl_dr import units
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -32,7 +32,6 @@ COMMAND = ["chroot", "/host", "systemctl", "restart", "kubelet"]
 PARALLEL = 8
 POD_TIMEOUT = 180.0
 CONFIRM_TIMEOUT = 120.0
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def _manifest(node: str, namespace: str, image: str, run: Run) -> dict[str, Any]
                      "volumeMounts": [{"name": "host", "mountPath": "/host"}]}])
 
 
-def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say: Say) -> Restarted:
+def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, console: Console) -> Restarted:
     """One node: the pod runs systemctl, then the new kubelet's Starting event and a Ready Node confirm it."""
     before = _starts(kube, node)
     pod = pods.create(kube, _manifest(node, namespace, image, run), what="kubelet restart")
@@ -104,28 +103,28 @@ def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say:
                                   f"within {units.duration(CONFIRM_TIMEOUT)}")
 
 
-def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, say: Say) -> list[Restarted]:
+def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, console: Console) -> list[Restarted]:
     """Every node, `PARALLEL` at a time: a kubelet restart leaves the pods running, so nodes need not wait for
     each other (a thousand nodes one by one would take hours)."""
     try:
         nodes = sorted(str(n["metadata"]["name"]) for n in kube.get("/api/v1/nodes").get("items") or [])
     except DrError as exc:
         return [Restarted("*", "failed", f"cannot list the nodes: {exc.message}")]
-    say(f"restarting the kubelet on {count(len(nodes), 'node')}, {PARALLEL} at a time")
+    console.say(f"restarting the kubelet on {count(len(nodes), 'node')}, {PARALLEL} at a time")
     with ThreadPoolExecutor(max_workers=min(PARALLEL, max(len(nodes), 1))) as pool:
-        done = list(pool.map(lambda node: _one(kube, node, namespace, image, run, say), nodes))
+        done = list(pool.map(lambda node: _one(kube, node, namespace, image, run, console), nodes))
     return done
 
 
-def _one(kube: Kube, node: str, namespace: str, image: str, run: Run, say: Say) -> Restarted:
+def _one(kube: Kube, node: str, namespace: str, image: str, run: Run, console: Console) -> Restarted:
     try:
         if not _ready(kube, node):
             skipped = Restarted(node, "skipped", "the Node is not Ready: no kubelet answers there now, and the "
                                                  "one that comes back starts afresh")
-            say(f"node {node}: {skipped.detail}")
+            console.say(f"node {node}: {skipped.detail}")
             return skipped
-        result = restart(kube, node, namespace=namespace, image=image, run=run, say=say)
+        result = restart(kube, node, namespace=namespace, image=image, run=run, console=console)
     except DrError as exc:
         result = Restarted(node, "failed", exc.message)
-    say(f"{'warning: ' if not result.ok else ''}node {node}: {result.detail}")
+    console.say(f"{'warning: ' if not result.ok else ''}node {node}: {result.detail}")
     return result

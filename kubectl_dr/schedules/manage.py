@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +11,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, MANAGED_BY
 from kubectl_dr.schedules import cron
 from kubectl_dr.schedules.etcd_job import DIR_ANNOTATION, KEEP_ANNOTATION, SCHEDULE_LABEL, WHAT_LABEL
+from kubectl_dr.session import Session
 
 SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY},{SCHEDULE_LABEL}"
 
@@ -168,8 +168,24 @@ def list_schedules(kube: Kube, namespace: str | None, now: dt.datetime | None = 
     return out
 
 
-def delete(kube: Kube, namespace: str, name: str, *, dry_run: str, confirm: Callable[[str], None]) -> dict[str, Any]:
-    """Delete our CronJob (its Jobs and pods go with it) once `confirm` agrees; refuse anything else."""
+@dataclass(frozen=True)
+class Deleted:
+    """A schedule deleted (or that would be): where its snapshots stay on the nodes."""
+
+    name: str
+    namespace: str
+    dry_run: str
+    snapshot_directory: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "ScheduleDeleted", "name": self.name, "namespace": self.namespace, "dryRun": self.dry_run,
+                "snapshotDirectory": self.snapshot_directory}
+
+
+def delete(session: Session, namespace: str, name: str) -> Deleted:
+    """Delete our CronJob (its Jobs and pods go with it) once the console's confirmation agrees; refuse
+    anything else."""
+    kube, dry_run = session.kube, session.dry_run
     try:
         obj: dict[str, Any] = kube.get(_path(namespace, name))
     except ApiError as exc:
@@ -183,8 +199,10 @@ def delete(kube: Kube, namespace: str, name: str, *, dry_run: str, confirm: Call
     if not is_ours(obj):
         raise _not_ours(namespace, name, "deleting")
     if dry_run == "none":
-        confirm(f'delete schedule "{name}" in namespace {namespace} (the CronJob, its Jobs and their pods)')
+        session.console.confirm(f'delete schedule "{name}" in namespace {namespace} (the CronJob, its Jobs and '
+                                "their pods)")
     if dry_run != "client":
         kube.request("DELETE", _path(namespace, name), body={"propagationPolicy": "Background"},
                      query={"dryRun": "All"} if dry_run == "server" else None)
-    return obj
+    notes = (obj.get("metadata") or {}).get("annotations") or {}
+    return Deleted(name, namespace, dry_run, notes.get(DIR_ANNOTATION))

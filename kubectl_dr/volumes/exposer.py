@@ -24,6 +24,7 @@ from kubectl_dr.errors import DrError, Interrupted, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
+from kubectl_dr.session import Session
 from kubectl_dr.units import count
 from kubectl_dr.volumes import rescue_pod, scripts
 from kubectl_dr.volumes.access import AccessPlan
@@ -40,13 +41,10 @@ def claim_lease(kube: Kube, access: AccessPlan, run: Run, dry_run: str = "none")
 
 @dataclass
 class Exposure:
-    kube: Kube
+    session: Session
     access: AccessPlan
-    run: Run
-    console: Console
     image: str
     purpose: str
-    dry_run: str = "none"
     lease: Lease | None = None
     heartbeat: Heartbeat | None = None
     stopped: ScaleRecord | None = None
@@ -54,6 +52,22 @@ class Exposure:
     torn: bool = False
     removed_leftovers: list[str] = field(default_factory=list)
     _steps: list[cleanup.UndoStep] = field(default_factory=list)
+
+    @property
+    def kube(self) -> Kube:
+        return self.session.kube
+
+    @property
+    def run(self) -> Run:
+        return self.session.run
+
+    @property
+    def console(self) -> Console:
+        return self.session.console
+
+    @property
+    def dry_run(self) -> str:
+        return self.session.dry_run
 
     @property
     def namespace(self) -> str:
@@ -138,7 +152,7 @@ class Exposure:
             self.console.say(f"stopping {', '.join(c.ref for c in consumers)} ({self.access.why_stop})")
         self.stopped = scale_down(self.kube, consumers, run_id=self.run.id,
                                   reason=f"kubectl dr {self.run.command}", timeout=300.0,
-                                  progress=self.console.say, dry_run=server)
+                                  console=self.console, dry_run=server)
 
     def restart_consumers(self) -> None:
         if self.stopped is not None and self.stopped.workloads and self.dry_run == "none":
@@ -173,7 +187,7 @@ class Exposure:
         assert self.lease is not None
         pod = rescue_pod.start(self.kube, plan.claim, image=self.image, purpose=self.purpose, read_only=read_only,
                                node=plan.node, security=security, run=self.run, lease=self.lease.name,
-                               progress=self.console.say, dry_run=self.dry_run)
+                               console=self.console, dry_run=self.dry_run)
         if pod is None:
             return None
         assert self.heartbeat is not None

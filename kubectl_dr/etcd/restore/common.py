@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +98,7 @@ def check_snapshot(snapshot: LocalSnapshot, cluster_version: str) -> None:
                         hint="Restore it on a cluster of that etcd version, or take a snapshot of this one.")
 
 
-def wait_api(kube: Kube, say: Callable[[str], None], timeout: float = API_WAIT_SECONDS) -> None:
+def wait_api(kube: Kube, console: Console, timeout: float = API_WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     down_seen = False
     told = 0.0
@@ -113,8 +112,8 @@ def wait_api(kube: Kube, say: Callable[[str], None], timeout: float = API_WAIT_S
             return  # never went down: the nodes gave up before stopping it; their status says why
         if time.monotonic() - told > 30:
             told = time.monotonic()
-            say("waiting for the API server (the nodes are working on their own; `kubectl dr etcd restore status` "
-                "shows their steps once it answers)")
+            console.say("waiting for the API server (the nodes are working on their own; `kubectl dr etcd restore "
+                        "status` shows their steps once it answers)")
         time.sleep(1)
     raise DrError(f"the API server did not come back within {units.duration(timeout)}",
                   hint="The nodes roll back by themselves when etcd does not form a cluster in time. Check each "
@@ -191,7 +190,7 @@ def restart_kubelets(kube: Kube, namespace: str, image: str, run: Run, console: 
     """After a restore or rollback, as the kubernetes.io procedure asks. A restart that failed is the outcome's
     failure: the restore itself stands, and the output says so before the command fails."""
     outcome.kubelet_restarts = kubelet_restart.restart_all(kube, namespace=namespace, image=image, run=run,
-                                                           say=console.say)
+                                                           console=console)
     failed = [r for r in outcome.kubelet_restarts if not r.ok]
     if failed:
         outcome.failure = DrError(
@@ -206,12 +205,12 @@ def _last_steps(statuses: dict[str, list[tuple[int, str, str]]]) -> str:
                      for n, rows in statuses.items())
 
 
-def take_lease(kube: Kube, namespace: str, run: Run, say: Callable[[str], None]) -> cleanup.UndoStep:
+def take_lease(kube: Kube, namespace: str, run: Run, console: Console) -> cleanup.UndoStep:
     """The one lease every etcd restore holds (two at once would fight over the nodes), kept alive while held;
     its release is the returned cleanup step."""
     lease = Lease(kube, namespace, lease_name("etcd", "restore"), run, what="the etcd restore")
     lease.acquire()
-    heartbeat = Heartbeat(say)
+    heartbeat = Heartbeat(console.warn)
     heartbeat.hold(lease)
     return cleanup.current().push("release the etcd restore lease", lambda: _release_lease(lease, heartbeat))
 
@@ -234,14 +233,14 @@ def compare_with_before(kube: Kube, outcome: Outcome, counts_before: dict[str, i
     outcome.pods_gone = [x for x in pods_before if x not in pods_now and "dr-etcd-" not in x]
 
 
-def remove_restored_helpers(kube: Kube, namespace: str, say: Callable[[str], None]) -> None:
+def remove_restored_helpers(kube: Kube, namespace: str, console: Console) -> None:
     """Our etcd pods that came back with the data: a snapshot always contains the pod that took it. Their runs
     ended long ago (the API was down until now), so they are deleted before their kubelets start them again."""
     try:
         items = kube.get(f"/api/v1/namespaces/{namespace}/pods",
                          labelSelector=f"{LABEL_MANAGED}={MANAGED_BY}").get("items") or []
     except DrError as exc:
-        say(f"warning: cannot list kubectl dr pods in {namespace}: {exc.message}")
+        console.warn(f"cannot list kubectl dr pods in {namespace}: {exc.message}")
         return
     for pod in items:
         meta = pod.get("metadata") or {}
@@ -249,12 +248,13 @@ def remove_restored_helpers(kube: Kube, namespace: str, say: Callable[[str], Non
             continue
         if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
             continue  # a node's own restore pod: it removes its manifest itself, and the kubelet its mirror
-        say(f"deleting pod {namespace}/{meta.get('name')}: it came back with the restored data (a run that is over)")
+        console.say(f"deleting pod {namespace}/{meta.get('name')}: it came back with the restored data (a run that "
+                    "is over)")
         HelperPod(kube, namespace, str(meta.get("name"))).request_delete()
-        _remove_restored_lease(kube, namespace, meta, say)
+        _remove_restored_lease(kube, namespace, meta, console)
 
 
-def _remove_restored_lease(kube: Kube, namespace: str, meta: dict[str, Any], say: Callable[[str], None]) -> None:
+def _remove_restored_lease(kube: Kube, namespace: str, meta: dict[str, Any], console: Console) -> None:
     """The lease of that pod's run (a snapshot's `kubectl-dr-etcd-MEMBER`) came back with it: it goes too."""
     lease = (meta.get("annotations") or {}).get(LEASE_ANNOTATION)
     run_id = (meta.get("labels") or {}).get(RUN_ID_LABEL)
@@ -262,9 +262,10 @@ def _remove_restored_lease(kube: Kube, namespace: str, meta: dict[str, Any], say
         return
     try:
         if remove_restored(kube, namespace, str(lease), str(run_id)):
-            say(f"deleting lease {namespace}/{lease}: it came back with the restored data (run {run_id} is over)")
+            console.say(f"deleting lease {namespace}/{lease}: it came back with the restored data (run {run_id} is "
+                        "over)")
     except DrError as exc:
-        say(f"warning: cannot delete lease {namespace}/{lease} of run {run_id}: {exc.message}")
+        console.warn(f"cannot delete lease {namespace}/{lease} of run {run_id}: {exc.message}")
 
 
 class RestoreFailed(EtcdError):

@@ -280,7 +280,7 @@ def _decide(found: Preflight, snapshot: LocalSnapshot, opts: RestoreOptions, run
 
 
 # --------------------------------------------------------------------------------------------- staging
-def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> None:
+def _stage(kube: Kube, p: Plan, node: NodePod, console: Console) -> None:
     assert p.snapshot is not None
     t = node.target
     swap = p.swap(t, "restore")
@@ -297,7 +297,7 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     earlier = node.sh(f"ls -d {shlex.quote(swap.in_pod(t.data_dir))}.before-* 2>/dev/null; true",
                       what="looking for earlier restores").split()
     if earlier:
-        say(f"warning: node {t.node} still keeps the old data dir of an earlier restore "
+        console.warn(f"node {t.node} still keeps the old data dir of an earlier restore "
             f"({', '.join(e.rsplit('/', 1)[-1] for e in earlier)}): `kubectl dr etcd restore finalize` removes it")
     node.sh(f"set -e; mkdir -p {run_dir}; test ! -e {shlex.quote(swap.in_pod(swap.incoming))}; "
             f"test ! -e {shlex.quote(swap.in_pod(swap.aside))}; test -d {shlex.quote(swap.in_pod(t.data_dir))}",
@@ -306,9 +306,9 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     # attempt that ends here leaves the earlier restore's rollback and finalize as they were.
     record = json.dumps({**p.record(), "node": t.node}, indent=1).encode()
     node.sh(f"cat > {run_dir}/record.json", stdin=record, what="writing the run record")
-    say(f"copying the snapshot ({units.size(p.snapshot.status.file_size)}) to node {t.node}")
+    console.say(f"copying the snapshot ({units.size(p.snapshot.status.file_size)}) to node {t.node}")
     node.send_file(p.snapshot.path, p.snapshot.status.file_size, p.snapshot.status.sha256, f"{run_dir}/snapshot.db")
-    say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
+    console.say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
     parent = t.data_dir.rsplit("/", 1)[0] or "/"
     spec = image_pod(t, p.namespace, p.image, p.run, "restore", p.restore_args(t),
                       [("kubectl-dr", DR_DIR, HOST_DR), ("etcd-parent", parent, HOST_DATA_PARENT)])
@@ -352,7 +352,7 @@ def _call_off(nodes: list[NodePod], p: Plan, mode: str, reason: str) -> None:
                     what="calling the run off")
 
 
-def await_ready(nodes: list[NodePod], p: Plan, mode: str, say: Callable[[str], None]) -> str | None:
+def await_ready(nodes: list[NodePod], p: Plan, mode: str, console: Console) -> str | None:
     """Until every node's script passed its own checks (None), or why the run must be called off: a node that
     failed them, or one not ready within --node-timeout (its static pod did not start)."""
     deadline = time.monotonic() + p.node_timeout
@@ -371,11 +371,11 @@ def await_ready(nodes: list[NodePod], p: Plan, mode: str, say: Callable[[str], N
                              for n in waiting)
         if time.monotonic() - told > 10:
             told = time.monotonic()
-            say(f"waiting for node(s) {', '.join(waiting)} to be ready")
+            console.say(f"waiting for node(s) {', '.join(waiting)} to be ready")
         time.sleep(1)
 
 
-def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, say: Callable[[str], None],
+def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, console: Console,
                   unstage: list[cleanup.UndoStep | None], lease: cleanup.UndoStep) -> None:
     """The manifests on every node; once every node's script is ready, the go on each (the point of no return).
     A node that fails before that ends the run everywhere at once, nothing changed: RestoreFailed with its
@@ -385,12 +385,12 @@ def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, say: Cal
                           lambda: _call_off(nodes, p, mode, "kubectl dr was interrupted before the go"))
     for node in nodes:
         _hand_over(node, p, mode)
-    reason = await_ready(nodes, p, mode, say)
+    reason = await_ready(nodes, p, mode, console)
     if reason is not None:
-        say(f"calling the {mode} off on every node: {reason}")
+        console.say(f"calling the {mode} off on every node: {reason}")
         stack.discard(call_off)
         _call_off(nodes, p, mode, reason)
-        statuses = wait_nodes(nodes, p.run.id, mode, say, timeout=p.node_timeout + 30.0, never_started=10.0)
+        statuses = wait_nodes(nodes, p.run.id, mode, console, timeout=p.node_timeout + 30.0, never_started=10.0)
         for node in nodes:
             rows = statuses[node.target.node]
             if not rows or rows[-1][1] not in nodescript.TERMINAL:  # never started: its manifest goes
@@ -417,7 +417,7 @@ def read_statuses(nodes: list[NodePod], run_id: str, mode: str) -> dict[str, lis
     return out
 
 
-def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, say: Callable[[str], None],
+def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
                timeout: float = 900.0, never_started: float = 120.0) -> dict[str, list[tuple[int, str, str]]]:
     """Until every node's status is terminal. A node whose script never wrote a line (its pod did not start:
     image, kubelet) is given up on `never_started` seconds after the others are done."""
@@ -432,7 +432,7 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, say: Callable[[str]
         if not pending or time.monotonic() > deadline or (
                 others_done is not None and time.monotonic() - others_done > never_started):
             return statuses
-        say(f"waiting for node(s) {', '.join(pending)} to finish")
+        console.say(f"waiting for node(s) {', '.join(pending)} to finish")
         time.sleep(3)
 
 
@@ -440,9 +440,8 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callab
         ) -> Outcome:
     """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
     run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none)."""
-    say = console.say
     stack = cleanup.current()
-    released = [take_lease(kube, p.namespace, p.run, say)]
+    released = [take_lease(kube, p.namespace, p.run, console)]
     on_lease()
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
@@ -452,25 +451,25 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callab
         steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
                                 lambda node=node: _unstage(node, p)))  # type: ignore[misc]
     for node in nodes:
-        _stage(kube, p, node, say)
+        _stage(kube, p, node, console)
     # The point of no return for the client is each node's go: from there the node decides. A node interrupted
     # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
-    hand_over_all(kube, p, nodes, "restore", say, list(steps), released[0])
+    hand_over_all(kube, p, nodes, "restore", console, list(steps), released[0])
     for node in nodes:
         if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
             stack.discard(node.pod.step)
             node.pod.step = None
-    say("handed over: every control-plane node now stops its API server and etcd, swaps the data dir and "
+    console.say("handed over: every control-plane node now stops its API server and etcd, swaps the data dir and "
         "starts again on its own; Ctrl-C no longer stops it (follow with `kubectl dr etcd restore status`)")
     for node in nodes:
         # Pods made after the snapshot: the restored state does not have them and their kubelet stops them;
         # asking now spares the wait where the API server still answers.
         with contextlib.suppress(DrError):
             node.pod.request_delete()
-    return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, say, plan=p, runbook=runbook)
+    return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, console, plan=p, runbook=runbook)
 
 
-def _discard_restored(node: NodePod, run_id: str, say: Callable[[str], None]) -> None:
+def _discard_restored(node: NodePod, run_id: str, console: Console) -> None:
     restored = f"{node.target.data_dir}.restored-{run_id}"
     swap = NodeSwap(run_id=run_id, mode="restore", node=node.target.node, kubernetes_dir=KUBERNETES_DIR,
                     manifests_dir=MANIFESTS_DIR, data_dir=node.target.data_dir, incoming=restored, aside="",
@@ -480,21 +479,21 @@ def _discard_restored(node: NodePod, run_id: str, say: Callable[[str], None]) ->
                 f"rmdir {HOST_KUBERNETES}/kubectl-dr/{run_id}-restore {HOST_KUBERNETES}/kubectl-dr 2>/dev/null; true",
                 what="removing the restored data dir")
     except DrError as exc:
-        say(f"warning: cannot remove {restored} on node {node.target.node}: {exc.message}")
+        console.warn(f"cannot remove {restored} on node {node.target.node}: {exc.message}")
 
 
 def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str,
-           say: Callable[[str], None], *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
+           console: Console, *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
     # Bounded by --node-timeout: each node stops its control plane, forms the cluster and starts the API server
     # within its own waits, each at most that long (stopping at least a minute).
-    wait_api(kube, say, API_WAIT_SECONDS if plan is None else
+    wait_api(kube, console, API_WAIT_SECONDS if plan is None else
              float(max(plan.node_timeout, 60) + 2 * plan.node_timeout + 120))
-    say("the API server answers; reading every node's status")
+    console.say("the API server answers; reading every node's status")
     reader = Run(f"etcd restore {mode} (status)")
     nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status")
     try:
         # With the API back, a node is at most its API wait (--node-timeout) from its last line.
-        statuses = wait_nodes(nodes, run_id, mode, say, timeout=900.0 if plan is None else plan.node_timeout + 60.0)
+        statuses = wait_nodes(nodes, run_id, mode, console, timeout=900.0 if plan is None else plan.node_timeout + 60.0)
         outcome = Outcome(mode, run_id, statuses, runbook=runbook)
         if outcome.ok:
             # Our staging: the snapshot copies and the emptied parking directories. The data dirs set aside stay.
@@ -506,17 +505,17 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
             # Every node is back on its old data: the restored dirs and snapshot copies are of no use any more
             # (a new restore stages afresh), and each is as large as the database. The status files stay.
             for n in nodes:
-                _discard_restored(n, run_id, say)
+                _discard_restored(n, run_id, console)
     finally:
         for n in nodes:
             n.delete()
-    remove_restored_helpers(kube, namespace, say)
+    remove_restored_helpers(kube, namespace, console)
     try:
         st = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace)
         outcome.revision_after = max((e.revision or 0 for e in st.endpoints), default=None)
         outcome.members = [f"{m.name} ({'leader' if m.is_leader else 'follower'})" for m in st.members]
     except DrError as exc:
-        say(f"warning: cannot read the etcd status after the {mode}: {exc.message}")
+        console.warn(f"cannot read the etcd status after the {mode}: {exc.message}")
     if plan is not None:
         outcome.revision_before = plan.revision_before
         compare_with_before(kube, outcome, plan.counts_before, plan.nodes_before, plan.pods_before)

@@ -12,7 +12,6 @@ import json
 import secrets
 import shlex
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,7 +288,7 @@ def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dr
     found = targets(kube)
     me = Run("etcd restore finalize")
     # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
-    lease = None if dry_run else common.take_lease(kube, namespace, me, console.say)
+    lease = None if dry_run else common.take_lease(kube, namespace, me, console)
     nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-finalize")
     try:
         st = [_read(n, run) for n in nodes]
@@ -333,7 +332,7 @@ def _in_pod(t: Target, host_path: str) -> str:
 
 
 def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
-             say: Callable[[str], None], run_id: str | None = None, *, no_bump: bool = False,
+             run_id: str | None = None, *, no_bump: bool = False,
              node_timeout: int = 300) -> common.Outcome | dict[str, Any]:
     """Put the data from before the restore back with the same self-driving static pods, the other way round.
 
@@ -370,32 +369,32 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
             console.warn(job.NO_BUMP_RISK)
         console.confirm(f"roll etcd back to the data it had before restore {run_id} on every control-plane node "
                         "(the API server is down meanwhile; changes made since the restore are set aside)")
-        _hand_over_all(kube, p, nodes, st, say)
+        _hand_over_all(kube, p, nodes, st, console)
     finally:
         for n in nodes:
             with contextlib.suppress(DrError):
                 n.delete()
-    return job.finish(kube, run_id, "rollback", found, namespace, helper_image, say, plan=p)
+    return job.finish(kube, run_id, "rollback", found, namespace, helper_image, console, plan=p)
 
 
 def _hand_over_all(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeState],
-                   say: Callable[[str], None]) -> None:
+                   console: Console) -> None:
     """What the rollback compares with afterwards, the rebuilt data dirs (when bumped), then the hand-over under
     the restore lease (no restore or rollback stages beside us)."""
-    lease = common.take_lease(kube, p.namespace, p.run, say)
+    lease = common.take_lease(kube, p.namespace, p.run, console)
     status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace)
     p.revision_before = max((e.revision or 0 for e in status.endpoints), default=None)
     p.counts_before, p.nodes_before = common.count_objects(kube), common.names(kube, "/api/v1/nodes")
     p.pods_before = common.names(kube, "/api/v1/pods")
     steps: list[cleanup.UndoStep | None] = [None] * len(nodes)
     if p.bump:
-        steps = list(_stage_rollback(kube, p, nodes, st, say))
-    job.hand_over_all(kube, p, nodes, "rollback", say, steps, lease)
-    say("handed over: the nodes put the data from before the restore back on their own")
+        steps = list(_stage_rollback(kube, p, nodes, st, console))
+    job.hand_over_all(kube, p, nodes, "rollback", console, steps, lease)
+    console.say("handed over: the nodes put the data from before the restore back on their own")
 
 
 def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeState],
-                    say: Callable[[str], None]) -> list[cleanup.UndoStep]:
+                    console: Console) -> list[cleanup.UndoStep]:
     """Every node gets the same database: the newest of the nodes' old ones (all members must start from one
     state), restored with the revision moved past the current one into `DATA.rollback-RUN`."""
     with tempfile.TemporaryDirectory(prefix="kubectl-dr-rollback-") as tmp:
@@ -403,7 +402,7 @@ def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[Node
         for n, s in zip(nodes, st, strict=True):
             before = _swap(s.record or {}, n.target).aside
             local = Path(tmp) / f"{n.target.node}.db"
-            say(f"reading the database of {before} on node {n.target.node}")
+            console.say(f"reading the database of {before} on node {n.target.node}")
             n.fetch(_in_pod(n.target, f"{before}/member/snap/db"), local)
             status = verify_snapshot(local, require_trailer=False)
             if best is None or status.revision > best[1].revision:
@@ -411,7 +410,7 @@ def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[Node
         assert best is not None
         local, status, source = best
         p.bump_by = max((p.revision_before or 0) - status.revision, 0) + job.BUMP
-        say(f"every member starts from node {source}'s old database (revision {status.revision}), revision "
+        console.say(f"every member starts from node {source}'s old database (revision {status.revision}), revision "
             f"moved forward by {p.bump_by:,}")
         stack = cleanup.current()
         steps = []
@@ -419,19 +418,19 @@ def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[Node
             steps.append(stack.push(f"remove the staged rollback on node {n.target.node}",
                                     lambda n=n: _unstage_rollback(n, p)))  # type: ignore[misc]
         for n in nodes:
-            _restore_copy(kube, p, n, local, status, say)
+            _restore_copy(kube, p, n, local, status, console)
     return steps
 
 
 def _restore_copy(kube: Kube, p: job.Plan, n: NodePod, local: Path, status: SnapshotStatus,
-                  say: Callable[[str], None]) -> None:
+                  console: Console) -> None:
     t = n.target
     swap = p.swap(t, "rollback")
     run_dir = f"{HOST_DR}/{p.run.id}"
     incoming = shlex.quote(swap.in_pod(swap.incoming))
     n.sh(f"set -e; rm -rf {incoming}; test ! -e {shlex.quote(swap.in_pod(swap.aside))}", what="checking the data dirs")
     n.send_file(local, status.file_size, status.sha256, f"{run_dir}/rollback.db")
-    say(f"rebuilding the old data into {swap.incoming} on node {t.node}")
+    console.say(f"rebuilding the old data into {swap.incoming} on node {t.node}")
     args = ["etcdctl", "snapshot", "restore", f"{nodescript.HOST_DR}/{p.run.id}/rollback.db", "--skip-hash-check",
             f"--name={t.name}", f"--data-dir={swap.in_pod(swap.incoming)}", f"--initial-cluster={p.initial_cluster}",
             f"--initial-cluster-token={p.token}", f"--initial-advertise-peer-urls={','.join(t.peer_urls)}",

@@ -32,6 +32,7 @@ from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.nodes.kubelet_restart import COMMAND
 from kubectl_dr.repo import Repository
 from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 
 RUNBOOK_NAME = "etcd-restore-runbook-{run}.sh"
 
@@ -75,9 +76,10 @@ class FinishPlan:
 Result = Outcome | RestorePlan | FinishPlan
 
 
-def run(kube: Kube, repository: Repository, opts: RestoreOptions, console: Console, run: Run) -> Result:
+def run(session: Session, repository: Repository, opts: RestoreOptions) -> Result:
     """The restore, verified before and after. An outcome with `failure` set is a restore that stands with
     something after it failed (a kubelet restart): render it, then raise the failure."""
+    kube, console, run = session.kube, session.console, session.run
     if opts.direct is None:
         snapshot = _snapshot(kube, repository, opts, console, None)
         result: Result = _stacked(kube, snapshot, opts, console, run)
@@ -161,7 +163,7 @@ def _finish_held(kube: Kube, snapshot: LocalSnapshot, etcd: Etcd, held: str, opt
     space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
     console.confirm(f"run {held} stopped with the keys half rewritten and the API servers held down: "
                     f"rewrite them to {snapshot.describe()} and start the API servers")
-    return external.resume(etcd, held, space, prefix, kube, opts.namespace, console.say)
+    return external.resume(etcd, held, space, prefix, kube, opts.namespace, console)
 
 
 def _api_identity(kube: Kube) -> ClusterIdentity | None:

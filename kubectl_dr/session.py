@@ -1,0 +1,79 @@
+"""One invocation of kubectl dr: what every job needs, made once by the CLI and handed to the job.
+
+A job takes a `Session` instead of a kube client, a console, a run identity and loose flags: the CLI
+resolves the global options once (`kubectl_dr.cli.context.session`), and a test or a library caller builds
+its own with its own console. The kube client is made on first use, so a job that fails its local checks
+(a bad --from, an unreadable repository) never connects.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kubectl_dr.console import Console
+from kubectl_dr.runs.run import Run
+
+if TYPE_CHECKING:
+    from kubectl_dr.kube.client import Kube
+
+DRY_RUN_NONE = "none"
+
+
+@dataclass
+class Session:
+    console: Console
+    run: Run
+    connect: Callable[[], Kube]
+    dry_run: str = DRY_RUN_NONE  # none | client | server, as --dry-run
+    namespace_flag: str | None = None  # -n as given (None: the kubeconfig context's)
+    argv: Sequence[str] = ()  # the arguments after `kubectl dr`, as typed: rerun hints repeat them
+    _kube: Kube | None = field(default=None, repr=False)
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = self.connect()
+        return self._kube
+
+    @property
+    def namespace(self) -> str:
+        """-n, else the namespace of the kubeconfig context (which connects)."""
+        return self.namespace_flag or self.kube.namespace
+
+    @property
+    def dry(self) -> bool:
+        return self.dry_run != DRY_RUN_NONE
+
+    def command_line(self, *, drop: Sequence[str] = (), add: Sequence[str] = ()) -> str:
+        """This command as a line to paste: `kubectl dr` and the arguments as typed, without the flags in
+        ``drop`` (with their values) and with ``add`` appended. What a "run it again" hint says."""
+        return shlex.join(["kubectl", "dr", *without(self.argv, drop), *add])
+
+
+def without(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """``argv`` less every flag of ``flags`` ("--dry-run", "-o") and its value, in any of its spellings
+    (`--flag value`, `--flag=value`; a value-less flag alone)."""
+    kept: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in flags:
+            skip_next = "=" not in arg and arg.startswith("--") and name not in _BOOLEAN
+            if not arg.startswith("--") and len(arg) == 2:
+                skip_next = name not in _BOOLEAN
+            continue
+        if len(arg) > 2 and arg[:2] in flags and not arg.startswith("--"):
+            continue  # -ojson, -nshop
+        kept.append(arg)
+    return kept
+
+
+# Flags that take no value: dropping them must not drop the next word.
+_BOOLEAN = frozenset({"--yes", "-y", "--traceback", "--quiesce", "--overwrite", "--skip-unreadable",
+                      "--from-other-cluster", "--with-encryption-config", "--no-bump-revision", "--force"})

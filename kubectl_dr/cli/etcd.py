@@ -13,7 +13,7 @@ from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import emit, message, render_table, show
+from kubectl_dr.ui.output import emit, render_table, show
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
@@ -193,7 +193,7 @@ def status(
             raise UsageError("--node does not apply with --endpoints")
         result = etcd_status.direct(topo)
     else:
-        result = etcd_status.via_pod(opts.kube(), topo, _pod_namespace(opts), node)
+        result = etcd_status.via_pod(opts.kube(), topo, _pod_namespace(opts), opts.session().console, node)
     emit(result.to_dict(), opts.output, table=_status_tables(result))
 
 
@@ -236,8 +236,6 @@ def snapshot(
     from kubectl_dr.etcd import snapshot as etcd_snapshot
     from kubectl_dr.etcd.topology import Direct
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
-    from kubectl_dr.runs import Run
-    from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
@@ -261,17 +259,16 @@ def snapshot(
                  table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
                        f"into {repository.location}\n")
             return
-        result = etcd_snapshot.direct(topo, repository, _api_identity(opts), progress=Transfer)
+        result = etcd_snapshot.direct(topo, repository, opts.session().console, _api_identity(opts))
     else:
-        run = Run(f"etcd snapshot{' --node ' + node if node else ''}")
-        planned = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
-                                        helper_image=helper_image, run=run, dry_run=opts.dry_run,
-                                        progress=Transfer)
+        planned = etcd_snapshot.via_pod(opts.session(), topo, repository, namespace=_pod_namespace(opts), node=node,
+                                        helper_image=helper_image)
         if isinstance(planned, etcd_snapshot.SnapshotPlan):
             emit(planned.to_dict(), opts.output, table=planned.summary())
             return
         result = planned
-    message(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
+    opts.session().console.say(f"snapshot {result.manifest.id} saved in {result.path} "
+                               f"({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets, opts.session().console)
@@ -408,14 +405,14 @@ def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybo
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
-    found, settle = manage.states(opts.kube(), _pod_namespace(opts), helper_image, run)
+    found, settle = manage.states(opts.kube(), _pod_namespace(opts), helper_image, opts.session().console, run)
     table = render_table(
         ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
           _set_aside(s)] for s in found])
     table += "".join(f"{s.node}: {a.path}: {a.what}\n" for s in found for a in s.set_aside)
     if settle:
-        message(f"the nodes disagree about their last restore; {settle}")
+        opts.session().console.say(f"the nodes disagree about their last restore; {settle}")
     emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found], "settle": settle}, opts.output,
          table=table)
 
@@ -531,7 +528,7 @@ def member_replace(
     topo = _topology(opts, None, None, None, None)
     assert not isinstance(topo, Direct)
     job = Replacement(opts.kube(), topo, node, _pod_namespace(opts), Run(f"etcd member replace {node}"),
-                      helper_image, opts.session().console.confirm, manifests_dir=manifests_dir,
+                      helper_image, opts.session().console, manifests_dir=manifests_dir,
                       timeout=timeout)
     if opts.dry_run == "client":
         if undo:
@@ -544,8 +541,8 @@ def member_replace(
         emit({"kind": "EtcdMemberReplaceUndo", "node": node, "message": done}, opts.output, table=done + "\n")
         return
     if done.aside:
-        message(f"the old data dir of {done.name} is kept on node {node} as {done.aside}: delete it once you no "
-                "longer need it")
+        opts.session().console.say(f"the old data dir of {done.name} is kept on node {node} as {done.aside}: delete "
+                                   "it once you no longer need it")
     table = render_table(
         ["NODE", "MEMBER", "OLD ID", "NEW ID", "LEARNER FIRST", "OLD DATA DIR", "DURATION"],
         [[done.node, done.name, done.old_id or "", done.new_id or "", "yes" if done.learner else "no",

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.membership import host_path
@@ -180,7 +180,8 @@ def config_path(kube: Kube, node: str) -> str | Fingerprint:
     return host_path(pod, inside, str(container.get("name")))
 
 
-def read(kube: Kube, node: str, *, namespace: str, run: Run, helper_image: str = "busybox") -> Fingerprint:
+def read(kube: Kube, node: str, *, namespace: str, run: Run, console: Console, helper_image: str = "busybox",
+         ) -> Fingerprint:
     """The fingerprint of the encryption config kube-apiserver uses on this node.
 
     The file is read (checked by size and SHA-256) through a short-lived pod that mounts its directory
@@ -188,9 +189,10 @@ def read(kube: Kube, node: str, *, namespace: str, run: Run, helper_image: str =
     path = config_path(kube, node)
     if isinstance(path, Fingerprint):
         return path
-    heartbeat = Heartbeat(message)
+    heartbeat = Heartbeat(console.warn)
     host = start_host_pod(kube, node=node, namespace=namespace, mounts=[HostMount(posixpath.dirname(path))],
-                          image=helper_image, purpose="encryption-config", run=run, heartbeat=heartbeat)
+                          image=helper_image, purpose="encryption-config", run=run, heartbeat=heartbeat,
+                          console=console)
     try:
         data = host.read(path)
     finally:
@@ -201,7 +203,8 @@ def read(kube: Kube, node: str, *, namespace: str, run: Run, helper_image: str =
     return fingerprint_config(data, node=node, path=path)
 
 
-def read_cluster(kube: Kube, *, namespace: str, run: Run, helper_image: str = "busybox") -> list[Fingerprint]:
+def read_cluster(kube: Kube, *, namespace: str, run: Run, console: Console, helper_image: str = "busybox",
+                 ) -> list[Fingerprint]:
     """The current fingerprint on every node that runs kube-apiserver (each must be able to read the data)."""
     try:
         nodes = sorted({str(p["spec"].get("nodeName")) for p in _apiserver_pods(kube)})
@@ -212,7 +215,7 @@ def read_cluster(kube: Kube, *, namespace: str, run: Run, helper_image: str = "b
     if not nodes:
         raise EtcdError("no kube-apiserver static pods in kube-system: cannot tell which encryption-at-rest keys "
                         "the API servers use")
-    return [read(kube, n, namespace=namespace, run=run, helper_image=helper_image) for n in nodes]
+    return [read(kube, n, namespace=namespace, run=run, console=console, helper_image=helper_image) for n in nodes]
 
 
 # --- the check ----------------------------------------------------------------------------------------
@@ -269,7 +272,7 @@ def _differences(snap: Fingerprint, now: Fingerprint) -> list[str]:
     return problems
 
 
-def preflight(kube: Kube, snapshot_details: dict[str, Any], *, namespace: str, run: Run,
+def preflight(kube: Kube, snapshot_details: dict[str, Any], *, namespace: str, run: Run, console: Console,
               helper_image: str = "busybox") -> list[str]:
     """For `etcd restore`'s preflight: read the cluster's encryption config on every API server node and
     compare it with what the snapshot recorded (`manifest.details["encryption"]`).
@@ -277,4 +280,4 @@ def preflight(kube: Kube, snapshot_details: dict[str, Any], *, namespace: str, r
     Raises EncryptionMismatch (what cannot be decrypted, on which node, what to do) before anything is
     changed; returns warnings to print when the check could not be made in full."""
     return check(snapshot_details.get("encryption"), read_cluster(kube, namespace=namespace, run=run,
-                                                                  helper_image=helper_image))
+                                                                  console=console, helper_image=helper_image))

@@ -17,8 +17,7 @@ from typing import Any
 
 from kubectl_dr import units
 from kubectl_dr.clusters import ClusterIdentity
-from kubectl_dr.console import ProgressFactory, counted
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console, counted
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd import encryption, keyspace, podspec
 from kubectl_dr.etcd import snapshot_exposure as exposure
@@ -30,7 +29,8 @@ from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
-from kubectl_dr.runs import Run, lease_name
+from kubectl_dr.runs import lease_name
+from kubectl_dr.session import Session
 from kubectl_dr.units import size
 
 BACKUP_TYPE = "etcd-snapshot"
@@ -96,14 +96,14 @@ def _verify_and_commit(writer: BackupWriter, part: PartWriter, details: dict[str
     return manifest, status
 
 
-def _snapshot_identity(part: PartWriter, api: ClusterIdentity | None) -> ClusterIdentity | None:
+def _snapshot_identity(part: PartWriter, api: ClusterIdentity | None, console: Console) -> ClusterIdentity | None:
     """The cluster a snapshot taken through --endpoints is of: the kube-system it holds."""
     try:
         uid = keyspace.kube_system_uid(keyspace.read(part.path))
     except DrError:
         uid = None  # a damaged file: the check before the commit says so in its own words
     if uid is None:
-        message("warning: the snapshot holds no kube-system namespace: it records no cluster, so `--from latest` "
+        console.warn("the snapshot holds no kube-system namespace: it records no cluster, so `--from latest` "
                 "will not pick it; restore it by its ID")
         return None
     if api is not None and api.uid == uid:
@@ -139,11 +139,11 @@ class SnapshotPlan:
         return "\n".join(lines) + "\n"
 
 
-def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, run: Run, node: str | None = None,
-            helper_image: str = DEFAULT_HELPER_IMAGE, dry_run: str = "none",
-            progress: ProgressFactory | None = None) -> SnapshotResult | SnapshotPlan:
+def via_pod(session: Session, topology: Discovered, repo: Repository, *, namespace: str, node: str | None = None,
+            helper_image: str = DEFAULT_HELPER_IMAGE) -> SnapshotResult | SnapshotPlan:
     """From the given node's member, or the first member that works (Ready members first). ``progress``
     reports the copy (a snapshot of a large cluster takes a while to cross the exec stream)."""
+    kube, run, dry_run, console = session.kube, session.run, session.dry_run, session.console
     candidates = topology.candidates(node)
     exposure.refuse_during_restore(kube, namespace, run)
     dead = exposure.dead_snapshot_pods(kube, namespace, run)
@@ -154,33 +154,32 @@ def via_pod(kube: Kube, topology: Discovered, repo: Repository, *, namespace: st
                                                    lease_name("etcd", member.name)), what="etcd snapshot",
                         dry_run="server")
         return SnapshotPlan(candidates, repo.location, dry_run, dead)
-    sweep = exposure.sweep_in_background(kube, namespace, dead)
+    sweep = exposure.sweep_in_background(kube, namespace, dead, console)
     try:
         failures: list[MemberError] = []
         for index, member in enumerate(candidates):
             try:
                 started = time.monotonic()
-                with SnapshotExposure(kube, member, namespace, run, helper_image) as exposed:
-                    return _copy(kube, exposed, repo, started, progress)
+                with SnapshotExposure(kube, member, namespace, run, helper_image, console) as exposed:
+                    return _copy(kube, exposed, repo, started)
             except MemberError as exc:
                 if exc.fatal or node is not None:
                     raise
                 failures.append(exc)
                 if index + 1 < len(candidates):  # the last failure is the error itself
-                    message(f"warning: no snapshot from node {member.node}: {exc.message}")
+                    console.warn(f"no snapshot from node {member.node}: {exc.message}")
         raise all_members_failed("etcd snapshot", failures)
     finally:
         if sweep is not None:
             sweep.join()
 
 
-def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: float,
-          progress: ProgressFactory | None = None) -> SnapshotResult:
-    member = exposed.member
-    message(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
+def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: float) -> SnapshotResult:
+    member, console = exposed.member, exposed.console
+    console.say(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
     # The repository's backup and the cluster's identity are made while the pod saves the snapshot.
     with ThreadPoolExecutor(1) as pool:
-        cluster = pool.submit(identity_for_backup, kube, message)
+        cluster = pool.submit(identity_for_backup, kube, console.say)
         pod = exposed.start()
         info = exposed.member_status()
         keys = exposed.fingerprint()
@@ -189,10 +188,10 @@ def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: floa
     with repo.create(BACKUP_TYPE, source, name_hint=member.node, cluster=identity) as writer:
         part = writer.open_part(PART_NAME, keep_local=True)
         expected = info.get("dbSize")
-        message(f"copying the snapshot from pod {pod.namespace}/{pod.name}"
+        console.say(f"copying the snapshot from pod {pod.namespace}/{pod.name}"
                 + (f" (about {units.size(int(expected))})" if isinstance(expected, int) else ""))
         copy_started = time.monotonic()
-        with counted(part.write, progress, f"etcd snapshot {member.node}", expected) as write:
+        with counted(part.write, console.progress, f"etcd snapshot {member.node}", expected) as write:
             served = exposed.stream(write)
         written = part.close()
         try:
@@ -211,8 +210,8 @@ def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: floa
 
 
 # ------------------------------------------------------------------------------------------ direct path
-def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = None, *,
-           details: dict[str, Any] | None = None, progress: ProgressFactory | None = None) -> SnapshotResult:
+def direct(topology: Direct, repo: Repository, console: Console, api: ClusterIdentity | None = None, *,
+           details: dict[str, Any] | None = None) -> SnapshotResult:
     """From the first given endpoint that answers; each failure is reported and the next one tried.
 
     ``api``: the identity the API server shows, when it answers; the snapshot's own kube-system decides
@@ -230,16 +229,16 @@ def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = Non
                 cluster_id, members = ep.members()
                 name = next((m.name for m in members if m.id == info.member_id), "")
                 member = {"name": name, "endpoint": url, "clusterID": cluster_id, **endpoint_fields(info)}
-                message(f"saving a snapshot of etcd member {name or info.member_id} at {url}")
+                console.say(f"saving a snapshot of etcd member {name or info.member_id} at {url}")
                 source = {"etcdCluster": cluster_id, "endpoint": url, "member": name}
                 with repo.create(BACKUP_TYPE, source, name_hint=name or "etcd") as writer:
                     part = writer.open_part(PART_NAME, keep_local=True)
-                    with counted(part.write, progress, f"etcd snapshot {name or url}", info.db_size) as write:
+                    with counted(part.write, console.progress, f"etcd snapshot {name or url}", info.db_size) as write:
                         size = ep.snapshot(write)
                     written = part.close()
                     if written.size != size:
                         raise MemberError(url, f"wrote {written.size} of {size} bytes received from {url}")
-                    writer.cluster = _snapshot_identity(part, api)
+                    writer.cluster = _snapshot_identity(part, api, console)
                     extra = {"mode": "direct", "endpoint": url,
                              "transfer": {"bytes": size, "seconds": round(time.monotonic() - started, 3)},
                              "encryption": encryption.Fingerprint(
@@ -258,7 +257,7 @@ def direct(topology: Direct, repo: Repository, api: ClusterIdentity | None = Non
                 raise
             text = rpc_error_text(exc)
             failures.append(MemberError(url, f"etcd at {url}: {text}", hint=certificate_hint(text)))
-        message(f"warning: no snapshot from {url}: {failures[-1].message}")
+        console.warn(f"no snapshot from {url}: {failures[-1].message}")
     if len(failures) == 1:
         raise failures[0]
     raise all_members_failed("etcd snapshot", failures)

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from kubectl_dr import cleanup
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd import encryption, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError
@@ -67,6 +67,7 @@ class SnapshotExposure:
     namespace: str
     run: Run
     helper_image: str
+    console: Console
     timings: dict[str, float] = field(default_factory=dict)  # where the fixed seconds go (into the manifest)
     pod: HelperPod | None = None
     lease: Lease | None = None
@@ -84,7 +85,7 @@ class SnapshotExposure:
             except LeaseHeld as exc:
                 raise MemberError(self.member.node, exc.message, hint=exc.hint) from None
         self._steps.append(stack.push(f"release the lease on etcd member {self.member.name}", self.lease.release))
-        self.heartbeat = Heartbeat(message)
+        self.heartbeat = Heartbeat(self.console.warn)
         self._steps.append(stack.push("stop the heartbeat", self.heartbeat.stop))
         self.heartbeat.hold(self.lease)
         return self
@@ -114,7 +115,8 @@ class SnapshotExposure:
         manifest = podspec.snapshot_pod(self.member, self.namespace, self.helper_image, self.run, self.lease.name,
                                         encryption_config=config if isinstance(config, str) else None)
         with self._timed("pod start and etcdctl snapshot save"):
-            self.pod = podrun.start(self.kube, manifest, self.member, "etcd snapshot", helper_image=self.helper_image,
+            self.pod = podrun.start(self.kube, manifest, self.member, "etcd snapshot", console=self.console,
+                                    helper_image=self.helper_image,
                                     timeout=SAVE_TIMEOUT)
         pod = self.pod
         self.heartbeat.add(f"pod {pod.name}", lambda: touch_pod(self.kube, pod.namespace, pod.name,
@@ -155,7 +157,7 @@ class SnapshotExposure:
                 data = self._read(podspec.ENCRYPTION_COPY, config)
             return encryption.fingerprint_config(data, node=node, path=config)
         except DrError as exc:
-            message(f"warning: cannot fingerprint the encryption-at-rest config on node {node}: {exc.message}; the "
+            self.console.warn(f"cannot fingerprint the encryption-at-rest config on node {node}: {exc.message}; the "
                     "snapshot records it as unknown")
             return encryption.Fingerprint("unknown", "", node, reason=exc.message)
 
@@ -242,7 +244,8 @@ def _cluster_id(line: str) -> str | None:
         return None
 
 
-def sweep_in_background(kube: Kube, namespace: str, names: list[str]) -> threading.Thread | None:
+def sweep_in_background(kube: Kube, namespace: str, names: list[str], console: Console,
+                        ) -> threading.Thread | None:
     """Delete the snapshot pods of runs that are gone while this run's pod starts (they are other pods); the
     caller joins the thread before it ends."""
     if not names:
@@ -250,12 +253,12 @@ def sweep_in_background(kube: Kube, namespace: str, names: list[str]) -> threadi
 
     def sweep() -> None:
         for name in names:
-            message(f"deleting etcd snapshot pod {namespace}/{name} left behind by a run that is gone "
+            console.say(f"deleting etcd snapshot pod {namespace}/{name} left behind by a run that is gone "
                     "(it holds a copy of every Secret of the cluster)")
             try:
                 pods.HelperPod(kube, namespace, name).delete(wait=True)
             except DrError as exc:
-                message(f"warning: cannot delete pod {namespace}/{name}: {exc.message}")
+                console.warn(f"cannot delete pod {namespace}/{name}: {exc.message}")
 
     thread = threading.Thread(target=sweep, name="sweep snapshot pods", daemon=True)
     thread.start()

@@ -21,7 +21,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -204,8 +204,8 @@ class HostPod:
         self.sh(f"rm -f {shlex.quote(self.path(host_path, write=True))}", f"removing {host_path}")
 
 
-def start_host_pod(kube: Kube, *, node: str, namespace: str, mounts: list[HostMount], image: str, purpose: str,
-                   run: Run, heartbeat: Heartbeat, lease: str | None = None) -> HostPod:
+def start_host_pod(kube: Kube, *, console: Console, node: str, namespace: str, mounts: list[HostMount], image: str,
+                   purpose: str, run: Run, heartbeat: Heartbeat, lease: str | None = None) -> HostPod:
     """Create the pod, wait until it runs (or say why it cannot), and keep it alive with the heartbeat.
 
     Its deletion is registered with the command's cleanup stack before anything else happens."""
@@ -213,7 +213,7 @@ def start_host_pod(kube: Kube, *, node: str, namespace: str, mounts: list[HostMo
     what = f"{purpose} (node {node})"
     helper = pods.create(kube, doc, what=what)
     try:
-        pods.wait_running(helper, timeout=180.0, stuck_after=STUCK_AFTER, progress=message)
+        pods.wait_running(helper, timeout=180.0, stuck_after=STUCK_AFTER, progress=console.say)
     except BaseException:
         helper.delete(wait=True, timeout=60)
         raise

@@ -22,6 +22,7 @@ from kubectl_dr.etcd import encryption
 from kubectl_dr.kube import kubeconfig
 from kubectl_dr.kube.client import Kube, connect
 from kubectl_dr.runs import Run
+from kubectl_dr.ui.console import TerminalConsole
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
 from tests.e2e.test_etcd_snapshot import leftover_pods
@@ -103,7 +104,8 @@ def snapshot(cluster: Cluster, repo: Path) -> dict[str, Any]:
 
 
 def current(cluster: Cluster) -> list[encryption.Fingerprint]:
-    return encryption.read_cluster(kube(cluster), namespace="kube-system", run=Run("test encryption check"))
+    return encryption.read_cluster(kube(cluster), namespace="kube-system", run=Run("test encryption check"),
+                                   console=TerminalConsole(yes=True))
 
 
 def test_snapshot_without_encryption_records_none(one: Cluster, tmp_path: Path) -> None:

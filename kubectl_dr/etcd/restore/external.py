@@ -387,7 +387,7 @@ def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions, 
                         f"cluster that stores its objects under {prefix}")
     put, delete, unchanged = differences(space, live(etcd.ep, prefix.encode() + b"/"))
     if not dry_run:
-        for warning in encryption.preflight(kube, snapshot.details, namespace=namespace, run=run,
+        for warning in encryption.preflight(kube, snapshot.details, namespace=namespace, run=run, console=console,
                                             helper_image=opts.helper_image):
             console.warn(warning)
     image = opts.etcd_image or f"registry.k8s.io/etcd:{version}-0"

@@ -221,7 +221,7 @@ def plan(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run, co
             raise EtcdError("a client dry run reads the etcd versions from the image tags, and these have none: "
                             f"{', '.join(images)}", hint="Run without --dry-run to ask the members.")
         return _decide(Preflight(found, tagged, tool, image), snapshot, opts, run)
-    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), opts.namespace)
+    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), opts.namespace, console)
     versions = sorted({e.version for e in status.endpoints if e.version})
     if not versions:
         raise EtcdError("no etcd member answered: cannot tell the cluster's etcd version",
@@ -236,7 +236,7 @@ def plan(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run, co
         console.warn(f"members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
     check_snapshot(snapshot, versions[0])
     # Secrets the restored data holds must be readable with the keys the API servers have now.
-    for warning in encryption.preflight(kube, snapshot.details, namespace=opts.namespace, run=run,
+    for warning in encryption.preflight(kube, snapshot.details, namespace=opts.namespace, run=run, console=console,
                                         helper_image=opts.helper_image):
         console.warn(warning)
     return _decide(Preflight(found, versions, tool_version(kube, found[0], opts.namespace, image, run), image,
@@ -445,7 +445,8 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callab
     on_lease()
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
-    nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore")
+    nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore",
+                      console)
     steps = []
     for node in nodes:
         steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
@@ -490,7 +491,8 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
              float(max(plan.node_timeout, 60) + 2 * plan.node_timeout + 120))
     console.say("the API server answers; reading every node's status")
     reader = Run(f"etcd restore {mode} (status)")
-    nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status")
+    nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status",
+                      console)
     try:
         # With the API back, a node is at most its API wait (--node-timeout) from its last line.
         statuses = wait_nodes(nodes, run_id, mode, console, timeout=900.0 if plan is None else plan.node_timeout + 60.0)
@@ -511,7 +513,7 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
             n.delete()
     remove_restored_helpers(kube, namespace, console)
     try:
-        st = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace)
+        st = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace, console)
         outcome.revision_after = max((e.revision or 0 for e in st.endpoints), default=None)
         outcome.members = [f"{m.name} ({'leader' if m.is_leader else 'follower'})" for m in st.members]
     except DrError as exc:

@@ -228,13 +228,14 @@ def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
                                health_url="", metrics_url="", peers=0, readyz_url="")
 
 
-def states(kube: Kube, namespace: str, helper_image: str, run: str | None = None) -> tuple[list[NodeState], str | None]:
+def states(kube: Kube, namespace: str, helper_image: str, console: Console, run: str | None = None,
+           ) -> tuple[list[NodeState], str | None]:
     """Every node's state of the run (default: its last restore), and when the nodes disagree about their last
     restore, what settles it."""
     check_run(run)
     found = targets(kube)
     nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore status"), common.DR_DIR, KUBERNETES_DIR,
-                      "etcd-restore-status")
+                      "etcd-restore-status", console)
     try:
         st = [_read(n, run) for n in nodes]
         runs = {s.run_id for s in st}
@@ -289,7 +290,8 @@ def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dr
     me = Run("etcd restore finalize")
     # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
     lease = None if dry_run else common.take_lease(kube, namespace, me, console)
-    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-finalize")
+    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-finalize",
+                      console)
     try:
         st = [_read(n, run) for n in nodes]
         run_id = _one_run(nodes, st)
@@ -342,7 +344,8 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
     check_run(run_id)
     found = targets(kube)
     me = Run("etcd restore rollback")
-    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback")
+    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback",
+                      console)
     try:
         st = [_read(n, run_id) for n in nodes]
         run_id = _one_run(nodes, st)
@@ -382,7 +385,7 @@ def _hand_over_all(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeS
     """What the rollback compares with afterwards, the rebuilt data dirs (when bumped), then the hand-over under
     the restore lease (no restore or rollback stages beside us)."""
     lease = common.take_lease(kube, p.namespace, p.run, console)
-    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace)
+    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace, console)
     p.revision_before = max((e.revision or 0 for e in status.endpoints), default=None)
     p.counts_before, p.nodes_before = common.count_objects(kube), common.names(kube, "/api/v1/nodes")
     p.pods_before = common.names(kube, "/api/v1/pods")

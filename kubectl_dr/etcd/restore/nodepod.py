@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_dr import units
+from kubectl_dr.console import Console
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd import podrun
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES
@@ -53,9 +54,9 @@ class NodePod:
 
     @classmethod
     def start(cls, kube: Kube, target: Target, namespace: str, image: str, run: Run, dr_dir: str,
-              kubernetes_dir: str, purpose: str) -> NodePod:
+              kubernetes_dir: str, purpose: str, console: Console) -> NodePod:
         spec = manifest(target, namespace, image, run, dr_dir, kubernetes_dir, purpose)
-        pod = podrun.start(kube, spec, target.member, f"etcd {purpose}", helper_image=image)
+        pod = podrun.start(kube, spec, target.member, f"etcd {purpose}", console=console, helper_image=image)
         return cls(kube, pod, target)
 
     def sh(self, script: str, *, stdin: bytes | None = None, what: str = "command") -> str:
@@ -130,11 +131,11 @@ class NodePod:
 
 
 def start_all(kube: Kube, targets: list[Target], namespace: str, image: str, run: Run, dr_dir: str,
-              kubernetes_dir: str, purpose: str) -> list[NodePod]:
+              kubernetes_dir: str, purpose: str, console: Console) -> list[NodePod]:
     started: list[NodePod] = []
     try:
         for t in targets:
-            started.append(NodePod.start(kube, t, namespace, image, run, dr_dir, kubernetes_dir, purpose))
+            started.append(NodePod.start(kube, t, namespace, image, run, dr_dir, kubernetes_dir, purpose, console))
     except BaseException:
         for p in started:
             p.delete()

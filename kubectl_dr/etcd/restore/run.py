@@ -144,7 +144,7 @@ def _external(kube: Kube, repository: Repository, snapshot: LocalSnapshot, etcd:
     def safety() -> str:
         # Named as this run's: a rerun with `--from latest` must not take it for the snapshot to restore.
         identity = _api_identity(kube)
-        return str(etcd_snapshot.direct(etcd.direct, repository, identity,
+        return str(etcd_snapshot.direct(etcd.direct, repository, console, identity,
                                         details={"safetySnapshotOf": run.id}).manifest.id)
 
     outcome = external.run(kube, plan, etcd, console, safety,

@@ -47,7 +47,7 @@ _SHA256 = re.compile(r"^([0-9a-f]{64})\s")
 _SIZE = re.compile(r"^([0-9]+)$")
 # The file on stdout; its size first and its SHA-256 (computed beside the stream, on another core) on stderr.
 # The exit status is cat's and sha256sum's together.
-_SERVE = ("f={file}; wc -c < $f >&2 || exit 1; sha256sum $f >&2 & h=$!; cat $f || {{ kill $h; exit 1; }}; "
+SERVE_SCRIPT = ("f={file}; wc -c < $f >&2 || exit 1; sha256sum $f >&2 & h=$!; cat $f || {{ kill $h; exit 1; }}; "
           "wait $h")
 
 
@@ -165,13 +165,13 @@ class SnapshotExposure:
         """A small file from the serve container, checked against the size and SHA-256 the pod computed."""
         assert self.pod is not None
         out = bytearray()
-        script = f"[ -e {path} ] || {{ cat {path}.error >&2; exit 3; }}; " + _SERVE.format(file=path)
+        script = f"[ -e {path} ] || {{ cat {path}.error >&2; exit 3; }}; " + SERVE_SCRIPT.format(file=path)
         result = open_exec(self.kube, self.pod.namespace, self.pod.name, ["sh", "-c", script],
                            container=podspec.SERVE_CONTAINER).run(stdout=out.extend)
         if result.exit_code == 3:
             raise EtcdError(f"{host_path} could not be read on the node: "
                             f"{result.stderr.decode(errors='replace').strip()[:300] or 'no such file'}")
-        served = _parse(result)
+        served = parse_served(result)
         data = bytes(out)
         compare(self.member.node, served, len(data), hashlib.sha256(data).hexdigest(), host_path)
         return data
@@ -182,9 +182,9 @@ class SnapshotExposure:
         assert self.pod is not None
         with self._timed("stream (hash beside it)"):
             stream = open_exec(self.kube, self.pod.namespace, self.pod.name,
-                               ["sh", "-c", _SERVE.format(file=podspec.SNAPSHOT_FILE)],
+                               ["sh", "-c", SERVE_SCRIPT.format(file=podspec.SNAPSHOT_FILE)],
                                container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
-            return _parse(stream.run(stdout=write))
+            return parse_served(stream.run(stdout=write))
 
 
 class _Timer:
@@ -198,7 +198,7 @@ class _Timer:
         self.timings[self.what] = round(self.timings.get(self.what, 0.0) + time.monotonic() - self.started, 3)
 
 
-def _parse(result: ExecResult) -> Served:
+def parse_served(result: ExecResult) -> Served:
     size = sha = None
     for line in result.stderr.decode(errors="replace").splitlines():
         if size is None and (m := _SIZE.match(line.strip())):

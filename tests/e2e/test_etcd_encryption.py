@@ -137,7 +137,8 @@ def test_snapshot_records_key_fingerprint_and_changed_key_is_refused(one: Cluste
     assert KEY1 not in manifest_text and '"secret"' not in json.dumps(recorded)
     assert encryption.check(recorded, current(one)) == []
     # The call the restore's preflight makes, on the backup's details as stored.
-    assert encryption.preflight(kube(one), data["details"], namespace="kube-system", run=Run("test preflight")) == []
+    assert encryption.preflight(kube(one), data["details"], namespace="kube-system", run=Run("test preflight"),
+                                console=TerminalConsole(yes=True)) == []
 
     # Rotated the way the Kubernetes docs say (new key first, old one kept): still readable.
     set_config(one, config(("key2", KEY2), ("key1", KEY1)))

@@ -119,7 +119,8 @@ def backup(session: Session, repo: Repository, *, node: str | None, namespace: s
     console.say(f"reading {root} of node {node} through a pod with read-only mounts")
     heartbeat = Heartbeat(console.warn)
     pod = start_host_pod(kube, node=node, namespace=namespace, mounts=mounts, image=helper_image,
-                         purpose="control-plane-backup", run=session.run, heartbeat=heartbeat)
+                         purpose="control-plane-backup", run=session.run, heartbeat=heartbeat,
+                         console=console)
     try:
         entries = _list(pod, root, encryption)
         result = _store(kube, console, repo, pod, node, root, entries, encryption, started)

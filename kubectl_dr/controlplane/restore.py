@@ -207,7 +207,8 @@ def restore(session: Session, repo: Repository, ref: str, *, node: str, namespac
     mounts = [HostMount(root, read_only=False, create=True)]
     heartbeat = Heartbeat(console.warn)
     pod = start_host_pod(kube, node=node, namespace=namespace, mounts=mounts, image=helper_image,
-                         purpose="control-plane-restore", run=run, heartbeat=heartbeat)
+                         purpose="control-plane-restore", run=run, heartbeat=heartbeat,
+                         console=console)
     try:
         result = _apply(pod, backup, planned, contents, root, run, console, overwrite, started)
         result.notes[:0] = notes

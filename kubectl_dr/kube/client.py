@@ -23,7 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
-from kubectl_dr.errors import ApiError, ConfigError, DrError, ServerUnreachable, UnauthorizedError
+from kubectl_dr.errors import ApiError, ConfigError, DrError, ServerTimeout, ServerUnreachable, UnauthorizedError
 from kubectl_dr.kube import trace
 from kubectl_dr.kube.kubeconfig import ResolvedConfig
 
@@ -224,8 +224,7 @@ def _unreachable(host: str, exc: BaseException) -> DrError:
         if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
             return ServerUnreachable(host)
         if isinstance(cause, ReadTimeoutError):
-            return DrError(f"the server {host} did not answer in time (request timeout)",
-                           hint="Raise --request-timeout, or check the API server's health.")
+            return ServerTimeout(host)
         cause = cause.__cause__ or cause.__context__ or getattr(cause, "reason", None)
         if cause is exc:
             break

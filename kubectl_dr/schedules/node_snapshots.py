@@ -28,7 +28,8 @@ from typing import Any
 from kubectl_dr import cleanup, units
 from kubectl_dr.console import Console, counted
 from kubectl_dr.errors import VerificationError
-from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, image_version, snapshot_details
+from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, manifest_details
+from kubectl_dr.etcd.snapshot_exposure import image_version
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube import pods
@@ -104,25 +105,14 @@ def reader_pod(node: str, directory: str, namespace: str, run: Run, image: str) 
     # Ends itself once nobody touched the alive file for `grace` seconds (a killed run leaves nothing).
     script = (f"touch {ALIVE_DIR}/beat\nwhile :; do\n  age=$(( $(date +%s) - $(stat -c %Y {ALIVE_DIR}/beat) ))\n"
               f"  [ \"$age\" -lt {grace} ] || exit 0\n  sleep 2 & wait $!\ndone\n")
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pods.pod_name("dr-etcd-snapshots", node), "namespace": namespace,
-                     "labels": {**pods.managed_labels(READER_PURPOSE), **run.labels()},
-                     "annotations": run.annotations()},
-        "spec": {
-            "nodeName": node, "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "activeDeadlineSeconds": READER_DEADLINE_SECONDS, "tolerations": [{"operator": "Exists"}],
-            "volumes": [{"name": "snapshots", "hostPath": {"path": directory, "type": "Directory"}},
-                        {"name": "alive", "emptyDir": {}}],
-            "containers": [{
-                "name": READER_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "snapshots", "mountPath": MOUNT, "readOnly": True},
-                                 {"name": "alive", "mountPath": ALIVE_DIR}],
-            }],
-        },
-    }
+    return pods.pod_manifest(
+        pods.pod_name("dr-etcd-snapshots", node), namespace, purpose=READER_PURPOSE, node=node,
+        deadline=READER_DEADLINE_SECONDS, labels=run.labels(), annotations=run.annotations(),
+        volumes=[pods.host_path_volume("snapshots", directory), {"name": "alive", "emptyDir": {}}],
+        containers=[{"name": READER_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", script],
+                     "volumeMounts": [{"name": "snapshots", "mountPath": MOUNT, "readOnly": True},
+                                      {"name": "alive", "mountPath": ALIVE_DIR}]}])
 
 
 @dataclass
@@ -457,7 +447,7 @@ def _pull_one(kube: Kube, console: Console, topology: Discovered, repo: Reposito
                  "image": snap.image, "pod": f"{reader.pod.namespace}/{reader.pod.name}",
                  "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3), "remoteSha256": digest,
                               "remoteSize": size}}
-        manifest = writer.commit(snapshot_details(status, {k: v for k, v in member.items() if v is not None}, extra))
+        manifest = writer.commit(manifest_details(status, {k: v for k, v in member.items() if v is not None}, extra))
     console.say(f"  saved as {manifest.id}")
     return SnapshotResult(manifest, repo.backup_location(manifest.id), status, time.monotonic() - started,
                           repo.location)

@@ -21,6 +21,7 @@ from kubectl_dr.etcd import encryption
 from kubectl_dr.kube import kubeconfig
 from kubectl_dr.kube.client import Kube, connect
 from kubectl_dr.runs import Run
+from kubectl_dr.ui.console import TerminalConsole
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods
@@ -97,7 +98,8 @@ def snapshot(cluster: Cluster, repo: Path) -> dict[str, Any]:
 
 
 def current(cluster: Cluster) -> list[encryption.Fingerprint]:
-    return encryption.read_cluster(kube(cluster), namespace="kube-system", run=Run("test encryption check"))
+    return encryption.read_cluster(kube(cluster), namespace="kube-system", run=Run("test encryption check"),
+                                   console=TerminalConsole(yes=True))
 
 
 def test_snapshot_without_encryption_records_none(one: Cluster, tmp_path: Path) -> None:
@@ -129,7 +131,8 @@ def test_snapshot_records_key_fingerprint_and_changed_key_is_refused(one: Cluste
     assert KEY1 not in manifest_text and '"secret"' not in json.dumps(recorded)
     assert encryption.check(recorded, current(one)) == []
     # The call the restore's preflight makes, on the backup's details as stored.
-    assert encryption.preflight(kube(one), data["details"], namespace="kube-system", run=Run("test preflight")) == []
+    assert encryption.preflight(kube(one), data["details"], namespace="kube-system", run=Run("test preflight"),
+                                console=TerminalConsole(yes=True)) == []
 
     # Rotated the way the Kubernetes docs say (new key first, old one kept): still readable.
     set_config(one, config(("key2", KEY2), ("key1", KEY1)))

@@ -11,6 +11,7 @@ from kubectl_dr import units
 from kubectl_dr.cli.context import confirm, options, terminal_ask
 from kubectl_dr.cli.repo_options import (
     REPO_HELP,
+    AzureEndpointOption,
     EncryptToOption,
     IdentityOption,
     RepoOption,
@@ -32,7 +33,7 @@ __all__ = ["REPO_HELP", "app", "open_repo"]
 
 app = typer.Typer(
     help="List, inspect, verify, copy, delete and prune the backups in a backup repository (a directory or "
-         "s3://BUCKET/PREFIX: --repo, KUBECTL_DR_REPO or the config file).",
+         "s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX: --repo, KUBECTL_DR_REPO or the config file).",
     no_args_is_help=True,
 )
 
@@ -116,7 +117,8 @@ AllClustersOption = Annotated[bool, typer.Option(
 @app.command("list", short_help="List the backups, newest first")
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
-                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
+                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None,
+                 azure_endpoint: AzureEndpointOption = None) -> None:
     """List the backups, newest first (NAME: the --name given, else what the source names; ENC: encrypted with
     age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, or - never
     checked; CLUSTER: the context its backup recorded).
@@ -130,7 +132,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     opts = options(ctx)
     if all_clusters and opts.cluster:
         raise UsageError("--cluster and --all-clusters exclude each other")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     found, problems = repository.scan()
     _warn_problems(problems)
     chosen = [b for b in found if b.manifest.matches(type)]
@@ -218,12 +220,13 @@ def show(
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Show a backup: its main fields (what, where from, when, where it is, its last check), then its parts
     with sizes and SHA-256. -o json|yaml prints the whole manifest, with `location` and `lastVerification`."""
     opts = options(ctx)
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup, type)
     data = _item(found)
     record = repository.verification(found)
@@ -275,6 +278,7 @@ def verify(
         "--stored-only", help="For an encrypted backup: check only the stored (encrypted) bytes against their size "
                               "and SHA-256, which needs no private key.")] = False,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Read every part back and compare its size and SHA-256 with the manifest.
@@ -284,7 +288,8 @@ def verify(
     newest verified one of its series. A dry run checks the same and records nothing.
     """
     opts = options(ctx)
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle,
+                           identity=identity)
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None
     total = sum(p.stored_size for p in chosen.manifest.parts)
@@ -317,8 +322,9 @@ def verify(
 def copy(
     ctx: typer.Context,
     backup: Annotated[str | None, typer.Argument(help="Backup ID, unique ID prefix or 'latest'.", metavar="ID")] = None,
-    to: Annotated[str, typer.Option("--to", metavar="PATH|s3://BUCKET/PREFIX",
-                                    help="The repository to copy into (a directory or s3://BUCKET/PREFIX).")] = "",
+    to: Annotated[str, typer.Option("--to", metavar="PATH|s3://…|azure://…",
+                                    help="The repository to copy into (a directory, s3://BUCKET/PREFIX or "
+                                    "azure://CONTAINER/PREFIX).")] = "",
     all_: Annotated[bool, typer.Option("--all", help="Copy every backup (of --type) the target does not have.")]
     = False,
     repo: RepoOption = None,
@@ -326,6 +332,7 @@ def copy(
     encrypt_to: EncryptToOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
     to_s3_endpoint: Annotated[str | None, typer.Option(
         "--to-s3-endpoint", metavar="URL", help="S3 endpoint of the target, when it differs from the source's.")]
@@ -355,10 +362,11 @@ def copy(
         raise UsageError("--to is required: the repository to copy into")
     if (backup is None) == (not all_):
         raise UsageError("give one backup ID, or --all")
-    source = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
+    source = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle,
+                       identity=identity)
     import os
 
-    target = open_repository(to, os.environ, s3_endpoint=to_s3_endpoint or s3_endpoint,
+    target = open_repository(to, os.environ, s3_endpoint=to_s3_endpoint or s3_endpoint, azure_endpoint=azure_endpoint,
                              s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to, option="--to")
     if source.location == target.location:
         raise UsageError(f"the source and the target are the same repository ({target.location})")
@@ -409,11 +417,12 @@ def delete(
     backup: Annotated[str, typer.Argument(help="Backup ID or unique ID prefix.")],
     repo: RepoOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Delete one backup from the repository (asks for confirmation unless --yes)."""
     opts = options(ctx)
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup)
     if found.path is not None and found.path.parent != repository.path:
         raise DrError(f"{found.path} is not in the repository {repository.path}; delete it by hand if you mean to")
@@ -447,6 +456,7 @@ def prune(
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Remove the backups no --keep rule keeps, per series, and what interrupted writes left behind.
@@ -472,7 +482,7 @@ def prune(
     if policy.empty:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
                          "--keep-monthly, --keep-yearly")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
     found, problems = repository.scan()
     _warn_problems(problems)

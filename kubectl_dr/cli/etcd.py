@@ -12,7 +12,13 @@ from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options, terminal_ask
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import (
+    AzureEndpointOption,
+    EncryptToOption,
+    IdentityOption,
+    RepoOption,
+    S3EndpointOption,
+)
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, message, render_table, show
 
@@ -201,8 +207,8 @@ def snapshot(
     ctx: typer.Context,
     node: NodeOption = None,
     repo: Annotated[str | None, typer.Option("--repo", metavar="PATH", help=(
-        "Backup repository: a directory or s3://BUCKET/PREFIX. Defaults to $KUBECTL_DR_REPO, else the config "
-        "file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
+        "Backup repository: a directory, s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX. Defaults to "
+        "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
     helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
         "Image of the container that serves the snapshot file from the pod (needs cat, sha256sum and wc)."))
     ] = "busybox",
@@ -212,6 +218,7 @@ def snapshot(
     key: KeyOption = None,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     copy_to: CopyToOption = None,
 ) -> None:
     """Snapshot etcd into the backup repository, verified end to end.
@@ -239,12 +246,12 @@ def snapshot(
     from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
     confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
                               ask=terminal_ask())
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
-                           yes=opts.yes, secret_what="an etcd snapshot")
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                           encrypt_to=encrypt_to, dry_run=opts.dry_run, yes=opts.yes, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:
@@ -307,6 +314,7 @@ def restore(
     repo: RepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     etcd_image: Annotated[str | None, typer.Option("--etcd-image", metavar="IMAGE", help=(
         "etcd image that runs `etcdctl snapshot restore` (default: the etcd static pod's own image). Must be of "
         "the cluster's etcd major.minor."))] = None,
@@ -379,7 +387,7 @@ def restore(
     if direct is not None and no_bump_revision:
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
     current, why = (None, "") if os.path.isfile(source) else _restore_identity(opts, direct)
     snapshot = local_snapshot(source, repository, console, current=current, unknown_why=why,

@@ -11,7 +11,7 @@ from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.cluster_options import FromClusterOption
 from kubectl_dr.cli.context import namespace_may_exist, options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import AzureEndpointOption, EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import count, emit, message, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
@@ -79,6 +79,7 @@ def backup(
     image: ImageOption = DEFAULT_IMAGE,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     copy_to: CopyToOption = None,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
@@ -98,10 +99,10 @@ def backup(
 
     job.check_name(name)
     dry_run = options(ctx).dry_run
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=dry_run == "none")  # before the cluster is touched
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=dry_run,
-                           yes=options(ctx).yes, secret_what=None)
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                           encrypt_to=encrypt_to, dry_run=dry_run, yes=options(ctx).yes, secret_what=None)
     opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
     result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
                                                           skip_unreadable=skip_unreadable, dry_run=opts.dry_run),
@@ -139,6 +140,7 @@ def restore(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -164,7 +166,7 @@ def restore(
     """
     from kubectl_dr.volumes import restore as job
 
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
     result = job.run(kube, repository,
                      job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
@@ -192,6 +194,7 @@ def diff(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
 ) -> None:
     """Compare the volume with a backup, as `diff -u` does: what a restore would add (+) and change (~), and
     --clean remove (-).
@@ -213,7 +216,7 @@ def diff(
     """
     from kubectl_dr.volumes import diff as job
 
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     opts, kube, namespace, run, console = _session(ctx, f"pvc diff {{ns}}/{claim}")
     if opts.dry_run != "none":
         raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "
@@ -271,6 +274,7 @@ def list_(
     all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="Claims in every namespace.")] = False,
     repo: RepoOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
 ) -> None:
     """The claims, with what a backup or a restore of each would involve. Reads only: no pod is created.
 
@@ -300,7 +304,7 @@ def list_(
         raise DrError(f'namespaces "{namespace}" not found',
                       hint="Check the namespace (-n NAMESPACE); `kubectl get namespaces` lists them, -A lists every "
                            "namespace's claims.")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint)
     backups = None
     if claims:
         try:

@@ -230,7 +230,7 @@ def print_(
         "When the jobs run (cron syntax; converted to OnCalendar for systemd)."))] = "15 */12 * * *",
     time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
         "IANA zone of --cron (systemd only; cron runs in the daemon's zone)."))] = None,
-    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…", help=(
         "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: the one every "
         "command finds now ($KUBECTL_DR_REPO, the config file, the default directory), written into the "
         "entries."))] = None,

@@ -1,6 +1,7 @@
 """Entries for cron or systemd that run the jobs needing this client (PVC backups, pulls, copies, prune).
 
-They hold paths and names, never secrets: S3 credentials stay in ~/.aws (or AWS_PROFILE), and a systemd
+They hold paths and names, never secrets: S3 credentials stay in ~/.aws (or AWS_PROFILE), Azure keys in the
+files the config file's azure section names (or the environment file), and a systemd
 service also reads an optional environment file the user keeps private. Every entry takes a lock with
 flock(1) on a file named after the entry, so a slow run and the next one (or one started by hand with the
 same lock) never overlap; kubectl dr's own Leases keep runs from different machines apart as well.
@@ -18,7 +19,8 @@ from kubectl_dr.schedules import cron
 WHATS = ("etcd-pull", "pvc-backup", "copy", "prune")
 # Names passed through when set where `print` runs: where things are, never credentials.
 PASS_ENV = ("KUBECTL_DR_CONFIG", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+            "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+            "AZURE_STORAGE_ACCOUNT")
 _DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 
 
@@ -110,7 +112,9 @@ def crontab(jobs: list[ClientJob], ctx: Context, time_zone: str | None) -> str:
                          "with --systemd (OnCalendar takes a zone)")
     lines = ["# kubectl dr: client-side jobs (add with `crontab -e`, or: kubectl dr schedule print … | crontab -)",
              f"# Logs: {ctx.state_dir}/NAME.log. A run that finds the previous one still going skips (flock -n).",
-             "# S3 credentials come from ~/.aws or AWS_PROFILE; none are written here."]
+             "# S3 credentials come from ~/.aws or AWS_PROFILE, Azure keys from the config file's azure.keyFile "
+             "(or sasTokenFile,",
+             "# connectionStringFile); none are written here."]
     for job in jobs:
         lock = f"{ctx.state_dir}/{job.name}.lock"
         log = f"{ctx.state_dir}/{job.name}.log"

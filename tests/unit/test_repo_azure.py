@@ -304,15 +304,6 @@ def test_errors_are_clear(azurite: Azurite, tmp_path: Path) -> None:
     down = open_repository("azure://c1x/p", {**bare, "AZURE_STORAGE_ACCOUNT": DEV_ACCOUNT,
                                                "AZURE_STORAGE_KEY": DEV_KEY},
                            azure_endpoint=f"http://127.0.0.1:9/{DEV_ACCOUNT}")
-    assert isinstance(down, AzureRepository)
-    down._client = None
-    from azure.storage.blob import ContainerClient
-
-    from kubectl_dr.repo.azureclient import make_container_client
-
-    client: ContainerClient = make_container_client(down.settings, down.where)
-    client._config.retry_policy.total_retries = 0
-    down._client = client
     with pytest.raises(RepoError, match=r"cannot reach the Azure storage endpoint http://127\.0\.0\.1:9"):
         down.preflight()
     for bad in ("azure://Bad_Container/x", "azure://ab/x", "azure://a--b/x", "azure://c1x/a/../b"):

@@ -41,9 +41,9 @@ from kubectl_dr.repo.writer import OWNER_FILE, Sink, Staging
 DELETING_MARKER = ".deleting"
 HEARTBEAT = 300.0  # seconds between rewrites of a live writer's .owner
 STALE_AGE = 3600.0  # a writer silent this long (or a manifest-less prefix this old) is gone
-MIN_BLOCK = 8 << 20
+MIN_BLOCK = 4 << 20
 MAX_BLOCKS = 50_000  # Azure's limit of committed blocks in one blob
-BLOCKS_PER_STEP = 5_000  # the block size doubles after this many blocks, up to MAX_BLOCK: ~7.6 TiB in all
+BLOCKS_PER_STEP = 5_000  # the block size doubles after this many blocks, up to MAX_BLOCK: ~6 TiB in all
 MAX_BLOCK = 256 << 20
 IN_FLIGHT = 4  # blocks staging while the next fills: memory is about (IN_FLIGHT + 1) × block size
 _SCAN_THREADS = 8
@@ -373,9 +373,9 @@ class AzureStaging(Staging):
 
 
 def block_size_for(number: int, size_hint: int | None) -> int:
-    """The size of block ``number`` (1-based): at least 8 MiB, more for large expected sizes, doubling
-    every 5000 blocks up to 256 MiB, so that 50 000 blocks reach ~7.6 TiB whatever the hint said (memory
-    stays a few blocks: 40 MiB for anything under 300 GiB)."""
+    """The size of block ``number`` (1-based): at least 4 MiB, more for large expected sizes, doubling
+    every 5000 blocks up to 256 MiB, so that 50 000 blocks reach ~6 TiB whatever the hint said (memory
+    stays a few blocks: 20 MiB for anything under 150 GiB)."""
     base = MIN_BLOCK
     if size_hint:
         wanted = -(-size_hint * 5 // 4 // (MAX_BLOCKS - 5_000))  # 25% over the hint in 45 000 blocks
@@ -384,7 +384,8 @@ def block_size_for(number: int, size_hint: int | None) -> int:
 
 
 def block_id(number: int) -> str:
-    # Every block ID of a blob must have the same length: a fixed-width counter, base64 as the API wants.
+    # Every block ID of a blob must have the same length: a fixed-width counter (base64, and the SDK
+    # encodes it once more on the wire; the same for staging and for the block list).
     return base64.b64encode(f"kubectl-dr-{number:08d}".encode()).decode()
 
 

@@ -108,7 +108,7 @@ def test_copy_local_azure_s3_and_back_encrypted(azurite: Azurite, seaweedfs: S3S
     local = LocalRepository(tmp_path / "local")
     with local.create("etcd-snapshot", {"cluster": "https://cp:6443", "member": "m1"}, "cp") as writer:
         with writer.open_part("snapshot.db") as part:
-            for i in range(20):  # 20 MiB: three blocks
+            for i in range(20):  # 20 MiB: five blocks
                 part.write(bytes([i]) * (1 << 20))
         backup_id = writer.commit({}).id
     az = f"azure://{azurite.new_container()}/offsite"

@@ -369,3 +369,44 @@ def test_locations_and_block_sizes() -> None:
     assert max(block_size_for(n, None) for n in range(1, 50_001)) == 256 << 20
     # A known large size starts with larger blocks, so that 45 000 of them hold it with room to spare.
     assert block_size_for(1, 1 << 40) * 45_000 > 1.2 * (1 << 40)
+
+
+def test_an_interrupted_copy_into_azure_is_invisible_and_finished_by_running_it_again(
+        azurite: Azurite, tmp_path: Path) -> None:
+    local = LocalRepository(tmp_path / "local", clock=Clock())
+    data = os.urandom(3 * MIN_BLOCK + 4321)
+    with local.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(data)
+        backup_id = writer.commit({}).id
+    container = azurite.new_container()
+    url = f"azure://{container}/copies"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from kubectl_dr.repo import open_repository
+        from kubectl_dr.repo.copying import copy_backup
+        source = open_repository({str(local.path)!r}, dict(os.environ))
+        target = open_repository({url!r}, dict(os.environ))
+        done = 0
+        def progress(n):
+            global done
+            done += n
+            if done > {2 * MIN_BLOCK + (1 << 20)}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        copy_backup(source, source.get({backup_id!r}), target, progress=progress)
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           env=_env(azurite))
+    assert child.returncode == -9, child.stderr
+    target = _repo(azurite, container, prefix="copies")
+    assert target.list() == []  # nothing half-copied is visible
+    assert [lo.stale for lo in target.leftovers()] == [True]
+
+    result = copy_backup(local, local.get(backup_id), target)  # the same copy again finishes it
+    assert result.status == "copied"
+    assert target.leftovers() == [] and azurite.uncommitted(container) == []
+    target.verify(backup_id)
+    with target.open_part(target.get(backup_id), "data.tar") as stream:
+        assert stream.read() == data

@@ -218,3 +218,45 @@ def test_etcd_snapshots_pull_into_azure(fast: Any, azurite: Azurite) -> None:
         assert len(again["alreadyInRepository"]) >= len(pulled["pulled"])
     finally:
         _dr(env, "schedule", "delete", name, "--yes")
+
+
+@pytest.mark.e2e
+def test_pvc_backup_into_azure_and_restore_from_it(cluster: Any, azurite: Azurite, tmp_path: Path) -> None:
+    """A volume (files of uid 1000, a symlink) backed up into Azure with encryption, in several blocks;
+    restored from Azure with the identity through a private staging directory that is gone afterwards."""
+    from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
+
+    ns = new_namespace(cluster, "azpvc")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "big.bin").write_bytes(os.urandom(20 << 20))
+    (vol / "dir").mkdir()
+    (vol / "dir" / "note.txt").write_text("hello\n")
+    os.symlink("dir/note.txt", vol / "link")
+    for path in (vol / "big.bin", vol / "dir", vol / "dir" / "note.txt"):
+        os.chown(path, 1000, 1000)
+    os.utime(vol / "dir" / "note.txt", (1_000_000_000, 1_000_000_000))
+    identity = pyrage.x25519.Identity.generate()
+    key = tmp_path / "age.txt"
+    key.write_text(f"{identity}\n")
+    url = f"azure://{azurite.new_container()}/volumes"
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    env = _env(azurite, KUBECONFIG=str(cluster.kubeconfig), KUBECTL_DR_REPO=url, TMPDIR=str(staging))
+    at = ("--azure-endpoint", azurite.endpoint)
+
+    made = _ok(_dr(env, "pvc", "backup", "data", "-n", ns, *at, "--encrypt-to", str(identity.to_public()),
+                   "-o", "json", timeout=300))
+    assert made["location"] == f"{url}/{made['id']}" and made["parts"][0]["stored"]["file"] == "data.tar.age"
+    _ok(_dr(env, "backups", "verify", made["id"], *at, "--identity", str(key)))
+    assert managed_pods(cluster, ns) == []
+
+    (vol / "dir" / "note.txt").write_text("changed by the app after the backup\n")
+    (vol / "big.bin").unlink()
+    restored = _ok(_dr(env, "pvc", "restore", "data", "-n", ns, *at, "--from", made["id"], "--yes", "-i", str(key),
+                       "-o", "json", timeout=300))
+    assert restored["backup"] == made["id"]
+    assert (vol / "dir" / "note.txt").read_text() == "hello\n" and (vol / "big.bin").stat().st_size == 20 << 20
+    assert (vol / "dir" / "note.txt").stat().st_uid == 1000 and os.readlink(vol / "link") == "dir/note.txt"
+    assert (vol / "dir" / "note.txt").stat().st_mtime == 1_000_000_000
+    assert list(staging.iterdir()) == [] and managed_pods(cluster, ns) == []

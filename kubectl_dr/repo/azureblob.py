@@ -30,14 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubectl_dr.repo import ids
-from kubectl_dr.repo.azureclient import (
-    AzureLocation,
-    AzureSettings,
-    error_code,
-    is_not_found,
-    make_container_client,
-    translate,
-)
+from kubectl_dr.repo.azureclient import AzureLocation, AzureSettings, is_not_found, make_container_client, translate
 from kubectl_dr.repo.crypto import Identity, Recipient
 from kubectl_dr.repo.errors import BackupCorruptError, ManifestError, RepoError, StaleWriterError
 from kubectl_dr.repo.local import pid_alive
@@ -489,60 +482,49 @@ class BlockBlobSink(Sink):
 
 
 class AzureReader:
-    """A stored blob read in 2 MiB ranges, three fetched ahead on their own connections while the caller
-    consumes one (memory stays four ranges); a range whose connection breaks is fetched again."""
+    """A stored blob streamed in 4 MiB ranges; a connection that breaks is resumed where it stopped."""
 
     RETRIES = 3
-    RANGE = 2 << 20
-    AHEAD = 3
 
     def __init__(self, repo: AzureRepository, key: str, size: int) -> None:
         self._repo = repo
         self._key = key
-        self._blob = repo.blob(key)
         self.size = size
-        self._next = 0  # the offset of the next range to ask for
-        self._ranges: deque[Future[bytes]] = deque()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pos = 0
+        self._chunks: Iterator[bytes] | None = None
         self._pending = memoryview(b"")
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         if not self._pending:
-            self._pending = memoryview(self._next_range())
+            if self._pos >= self.size:
+                return 0
+            self._pending = memoryview(self._next_chunk())
             if not self._pending:
                 return 0
         n = min(len(view), len(self._pending))
         view[:n] = self._pending[:n]
         self._pending = self._pending[n:]
+        self._pos += n
         return n
 
-    def _next_range(self) -> bytes:
-        if self._pool is None and self._next < self.size:
-            self._pool = ThreadPoolExecutor(self.AHEAD, "azure-read")
-        while self._pool is not None and len(self._ranges) < self.AHEAD and self._next < self.size:
-            length = min(self.RANGE, self.size - self._next)
-            self._ranges.append(self._pool.submit(self._fetch, self._next, length))
-            self._next += length
-        if not self._ranges:
-            return b""
-        # A blob replaced by a shorter one while it is read ends early: the size check after the last
-        # read reports it (never a gap filled with anything).
-        return self._ranges.popleft().result()
-
-    def _fetch(self, offset: int, length: int) -> bytes:
+    def _next_chunk(self) -> bytes:
         for attempt in range(self.RETRIES + 1):
             try:
-                downloader = self._blob.download_blob(offset=offset, length=length, max_concurrency=1)
-                return bytes(downloader.readall())
-            except Exception as exc:
-                if is_not_found(exc):
-                    raise RepoError(f"{self._key} disappeared while it was read") from None
-                if error_code(exc) == "InvalidRange":
-                    return b""
+                if self._chunks is None:
+                    downloader = self._repo.call("reading a part", self._repo.blob(self._key).download_blob,
+                                                 offset=self._pos, max_concurrency=1)
+                    self._chunks = iter(downloader.chunks())
+                return next(self._chunks, b"")
+            except _NotFound:
+                raise RepoError(f"{self._key} disappeared while it was read") from None
+            except RepoError:
+                raise
+            except Exception as exc:  # a broken connection: resume where it stopped
+                self._chunks = None
                 if attempt == self.RETRIES:
                     raise translate(exc, self._repo.where, "reading a part", self._repo.settings) from None
-                time.sleep(0.5 * (attempt + 1))  # a broken connection: the same range again
+                time.sleep(0.5 * (attempt + 1))
         return b""
 
     def read(self, size: int = -1) -> bytes:
@@ -551,10 +533,5 @@ class AzureReader:
         return bytes(buf[:n])
 
     def close(self) -> None:
-        for future in self._ranges:
-            future.cancel()
-        self._ranges.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._chunks = None
         self._pending = memoryview(b"")

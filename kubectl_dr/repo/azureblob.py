@@ -35,7 +35,7 @@ from kubectl_dr.repo.crypto import Identity, Recipient
 from kubectl_dr.repo.errors import BackupCorruptError, ManifestError, RepoError, StaleWriterError
 from kubectl_dr.repo.local import pid_alive
 from kubectl_dr.repo.manifest import MANIFEST_NAME, VERIFICATION_NAME, Manifest
-from kubectl_dr.repo.repository import Backup, Leftover, Repository, _utcnow
+from kubectl_dr.repo.repository import Backup, Leftover, Repository, utcnow
 from kubectl_dr.repo.writer import OWNER_FILE, Sink, Staging
 
 DELETING_MARKER = ".deleting"
@@ -71,7 +71,7 @@ class AzureRepository(Repository):
     remote = True
 
     def __init__(self, where: AzureLocation, settings: AzureSettings | None = None, *,
-                 clock: Callable[[], datetime] = _utcnow, recipients: Sequence[Recipient | str] = (),
+                 clock: Callable[[], datetime] = utcnow, recipients: Sequence[Recipient | str] = (),
                  identities: Sequence[Identity] = (), client: Any = None) -> None:
         super().__init__(clock=clock, recipients=recipients, identities=identities)
         self.where = where

@@ -123,7 +123,8 @@ def test_verify_reads_back_and_catches_damage(azurite: Azurite) -> None:
     blob.upload_blob(data[:1000] + bytes([data[1000] ^ 1]) + data[1001:], overwrite=True)
     with pytest.raises(BackupCorruptError, match=r'part "data.tar" has SHA-256 [0-9a-f]{64} but the manifest says'):
         repo.verify(backup_id)
-    assert repo.verification(repo.get(backup_id))["ok"] is False  # type: ignore[index]
+    found = repo.verification(repo.get(backup_id))
+    assert found is not None and found.ok is False
     assert not repo.intact(repo.get(backup_id))
     blob.upload_blob(data[:-10], overwrite=True)
     with pytest.raises(BackupCorruptError, match="it is truncated"):

@@ -291,6 +291,10 @@ def copy(
     = None,
     to_s3_ca_bundle: Annotated[str | None, typer.Option(
         "--to-s3-ca-bundle", metavar="FILE", help="CA bundle for the target's S3 endpoint.")] = None,
+    to_azure_endpoint: Annotated[str | None, typer.Option(
+        "--to-azure-endpoint", metavar="URL", help=(
+            "Blob service URL of the target's Azure storage account, when it differs from the source's "
+            "(e.g. a copy from Azurite or a sovereign cloud into public Azure)."))] = None,
 ) -> None:
     """Copy backups into another repository, under the same IDs, checked on the way.
 
@@ -318,9 +322,10 @@ def copy(
                        identity=identity)
     import os
 
-    target = open_repository(to, os.environ, s3_endpoint=to_s3_endpoint or s3_endpoint, azure_endpoint=azure_endpoint,
+    target = open_repository(to, os.environ, s3_endpoint=to_s3_endpoint or s3_endpoint,
+                             azure_endpoint=to_azure_endpoint or azure_endpoint,
                              s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to, option="--to")
-    if source.location == target.location:
+    if source.place == target.place:
         raise UsageError(f"the source and the target are the same repository ({target.location})")
     chosen = source.backups(type) if all_ else [source.resolve(backup or "", type)]
     if all_:

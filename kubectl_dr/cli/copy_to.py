@@ -34,7 +34,7 @@ def open_targets(targets: list[str] | None, source: Repository, *, s3_endpoint: 
     for ref in targets or []:
         target = open_repository(ref, os.environ, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
                                  recipients=encrypt_to, option="--copy-to")
-        if target.location == source.location:
+        if target.place == source.place:
             raise DrError(f"--copy-to {ref} is the repository the backup is written to",
                           hint="Name another repository (an S3 bucket, an Azure container, another disk).")
         target.preflight(create=dry_run == "none")

@@ -88,6 +88,11 @@ class AzureRepository(Repository):
     def location(self) -> str:
         return self.where.url
 
+    @property
+    def place(self) -> str:
+        # azure://CONTAINER/PREFIX names no account: the same container in Azurite and in Azure are two.
+        return f"{self.settings.account_url} {self.where.url}"
+
     def backup_location(self, backup_id: str) -> str:
         return f"{self.where.url}/{backup_id}"
 

@@ -138,6 +138,12 @@ class Repository(ABC):
     def location(self) -> str:
         """The repository, for messages: a directory or s3://bucket/prefix."""
 
+    @property
+    def place(self) -> str:
+        """What makes two repositories the same one (a copy into itself is refused): the location, and
+        for a service that is addressed by an endpoint besides its name, that endpoint too."""
+        return self.location
+
     @abstractmethod
     def backup_location(self, backup_id: str) -> str: ...
 

@@ -45,6 +45,7 @@ class Context:
     repo: str | None
     env: dict[str, str]
     state_dir: str  # lock files and crontab logs
+    azure_endpoint: str | None = None  # --azure-endpoint of an azure:// repository (no secret: a URL)
 
 
 def _slug(text: str) -> str:
@@ -54,7 +55,7 @@ def _slug(text: str) -> str:
 
 
 def build(whats: list[str], *, ctx: Context, cron_expr: str, pvcs: list[str], to: str | None,
-          encrypt_to: list[str], keep: dict[str, int]) -> list[ClientJob]:
+          encrypt_to: list[str], keep: dict[str, int], to_azure_endpoint: str | None = None) -> list[ClientJob]:
     """One job per entry asked for, with the exact command line it runs."""
     cron.parse(cron_expr)
     unknown = [w for w in whats if w not in WHATS]
@@ -66,6 +67,8 @@ def build(whats: list[str], *, ctx: Context, cron_expr: str, pvcs: list[str], to
     if ctx.kube_context:
         base += ["--context", ctx.kube_context]
     repo = ["--repo", ctx.repo] if ctx.repo else []
+    if ctx.azure_endpoint:
+        repo += ["--azure-endpoint", ctx.azure_endpoint]
     enc = [a for r in encrypt_to for a in ("--encrypt-to", r)]
     env = {k: v for k, v in ctx.env.items() if k in PASS_ENV and v}
     where = ctx.repo or "the default repository"
@@ -90,7 +93,9 @@ def build(whats: list[str], *, ctx: Context, cron_expr: str, pvcs: list[str], to
                 raise UsageError("--what copy needs --to REPO (where the copies go, e.g. s3://BUCKET/PREFIX)")
             jobs.append(ClientJob(f"kubectl-dr-copy-{_slug(to)}"[:60].rstrip("-"),
                                   f"copy new backups from {where} to {to}", cron_expr,
-                                  [*base, "backups", "copy", "--all", "--to", to, *repo], env))
+                                  [*base, "backups", "copy", "--all", "--to", to, *repo,
+                                   *(["--to-azure-endpoint", to_azure_endpoint] if to_azure_endpoint else [])],
+                                  env))
         elif what == "prune":
             if not keep:
                 raise UsageError("--what prune needs at least one of --keep-last, --keep-daily, --keep-weekly, "

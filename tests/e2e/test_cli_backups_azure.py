@@ -153,6 +153,29 @@ def test_schedule_print_names_the_account_never_the_key(tmp_path: Path) -> None:
     assert "backups copy --all --to azure://offsite/prod --repo azure://drb/prod" in text.stdout
 
 
+def test_schedule_print_carries_the_azure_endpoints(tmp_path: Path) -> None:
+    env = clean_env({"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": os.devnull,
+                     "AZURE_STORAGE_ACCOUNT": "drbackups", "XDG_STATE_HOME": str(tmp_path / "state")})
+    text = run([executable(), "schedule", "print", "--crontab", "--what", "etcd-pull", "--what", "copy",
+                "--what", "prune", "--keep-last", "3", "--repo", "azure://drb/prod",
+                "--azure-endpoint", "https://drbackups.blob.core.usgovcloudapi.net",
+                "--to", "azure://offsite/prod", "--to-azure-endpoint", "http://127.0.0.1:10000/devstoreaccount1"],
+               env=env)
+    assert text.returncode == 0, text.stderr
+    near = "--repo azure://drb/prod --azure-endpoint https://drbackups.blob.core.usgovcloudapi.net"
+    assert f"etcd snapshots pull {near} --yes" in text.stdout
+    assert f"backups prune --keep-last 3 {near} --yes" in text.stdout
+    assert (f"backups copy --all --to azure://offsite/prod {near} "
+            "--to-azure-endpoint http://127.0.0.1:10000/devstoreaccount1") in text.stdout
+    # A target endpoint without an Azure target, or an endpoint that is no URL, is refused before anything prints.
+    wrong = run([executable(), "schedule", "print", "--crontab", "--what", "copy", "--repo", "azure://drb/prod",
+                 "--to", "s3://offsite/prod", "--to-azure-endpoint", "http://127.0.0.1:10000/x"], env=env)
+    assert wrong.returncode == 2 and "--to-azure-endpoint" in wrong.stderr and not wrong.stdout
+    bad = run([executable(), "schedule", "print", "--crontab", "--repo", "azure://drb/prod",
+               "--azure-endpoint", "drbackups.blob.core.windows.net"], env=env)
+    assert bad.returncode == 1 and "not an http(s) URL" in bad.stderr and not bad.stdout
+
+
 @pytest.mark.e2e
 def test_etcd_snapshot_into_azure_with_a_copy(cluster: Any, azurite: Azurite, seaweedfs: S3Server,
                                               tmp_path: Path) -> None:

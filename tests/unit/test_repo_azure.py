@@ -411,3 +411,14 @@ def test_an_interrupted_copy_into_azure_is_invisible_and_finished_by_running_it_
     target.verify(backup_id)
     with target.open_part(target.get(backup_id), "data.tar") as stream:
         assert stream.read() == data
+
+
+def test_the_same_container_on_two_endpoints_is_two_repositories() -> None:
+    # A copy from Azurite (or a sovereign cloud) into public Azure may keep CONTAINER/PREFIX: not "itself".
+    where = parse_azure_url("azure://drb/prod")
+    public = AzureRepository(where, AzureSettings(account="drbackups", key=DEV_KEY))
+    gov = AzureRepository(where, AzureSettings(account="drbackups", key=DEV_KEY,
+                                               endpoint="https://drbackups.blob.core.usgovcloudapi.net"))
+    again = AzureRepository(where, AzureSettings(account="drbackups", key=DEV_KEY))
+    assert public.location == gov.location == "azure://drb/prod"
+    assert public.place != gov.place and public.place == again.place

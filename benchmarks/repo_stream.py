@@ -1,7 +1,8 @@
-"""The repository layer alone: a PVC-backup-sized stream written to the local repository and to a real
-S3 server (SeaweedFS) side by side in one run, read back, with and without age encryption.
+"""The repository layer alone: a PVC-backup-sized stream written to the local repository, to a real
+S3 server (SeaweedFS) and to Azure Blob storage (Azurite) side by side in one run, read back, with and
+without age encryption.
 
-    python -m benchmarks.repo_stream                  # 1 GiB each way, plus 4 GiB to S3 for peak RSS (~4 min)
+    python -m benchmarks.repo_stream                  # 1 GiB each way, plus 4 GiB to S3 and Azure for peak RSS
     python -m benchmarks.repo_stream --gib 0.25 --big-gib 0   # quick look
 
 Each case runs in a fresh process that streams generated data (1 MiB chunks, as the exec layer hands
@@ -63,22 +64,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=1.0, help="size of the main cases (default 1 GiB)")
     parser.add_argument("--big-gib", type=float, default=4.0, help="size of the S3 peak-RSS case (0: skip)")
+    parser.add_argument("--kinds", default="local,s3,azure",
+                        help="the repositories to measure, comma-separated (default local,s3,azure)")
     args = parser.parse_args()
 
     import pyrage
 
+    from tests import azurite as azurite_server
     from tests.s3server import start_seaweedfs, stop
 
     size = int(args.gib * (1 << 30)) >> 20 << 20
     big = int(args.big_gib * (1 << 30)) >> 20 << 20
     with tempfile.TemporaryDirectory(prefix="kubectl-dr-bench-") as tmp:
         work = Path(tmp)
-        server = start_seaweedfs(work)
+        kinds = set(args.kinds.split(","))
+        server = start_seaweedfs(work) if "s3" in kinds else None
+        azurite = azurite_server.start(work) if "azure" in kinds else None
         try:
-            bucket = server.new_bucket()
-            env = {**os.environ, **server.env(), "KUBECTL_DR_CONFIG": os.devnull}
-            # SeaweedFS allocates its volumes on the first writes: not part of what is measured.
-            server.client().put_object(Bucket=bucket, Key="warm-up", Body=os.urandom(64 << 20))
+            env = {**os.environ, "KUBECTL_DR_CONFIG": os.devnull}
+            bucket = container = ""
+            if server is not None:
+                bucket = server.new_bucket()
+                env.update(server.env())
+                # SeaweedFS allocates its volumes on the first writes: not part of what is measured.
+                server.client().put_object(Bucket=bucket, Key="warm-up", Body=os.urandom(64 << 20))
+            if azurite is not None:
+                container = azurite.new_container()
+                env.update(azurite.env())
             identity = pyrage.x25519.Identity.generate()
             key = work / "age.txt"
             key.write_text(f"{identity}\n")
@@ -88,13 +100,18 @@ def main() -> int:
                 ("s3", f"s3://{bucket}/bench", size, ""),
                 ("local + age", str(work / "repo"), size, recipient),
                 ("s3 + age", f"s3://{bucket}/bench", size, recipient),
+                ("azure", f"azure://{container}/bench", size, ""),
+                ("azure + age", f"azure://{container}/bench", size, recipient),
             ]
             if big:
                 cases.append(("s3 (peak RSS)", f"s3://{bucket}/bench", big, ""))
+                cases.append(("azure (peak RSS)", f"azure://{container}/bench", big, ""))
             print(f"{'case':16} {'GiB':>5} {'write MiB/s':>12} {'read MiB/s':>11} {'write CPU-s/GiB':>16} "
                   f"{'read CPU-s/GiB':>15} {'peak RSS MiB':>13}")
             results = {}
             for name, ref, n, rec in cases:
+                if name.split()[0] not in kinds:
+                    continue
                 r = run_case(ref, n, env, rec, str(key) if rec else "")
                 gib = n / (1 << 30)
                 results[name] = r
@@ -102,12 +119,25 @@ def main() -> int:
                       f"{r['write_cpu'] / gib:16.2f} {r['read_cpu'] / gib:15.2f} {r['peak_rss_kib'] / 1024:13.1f}",
                       flush=True)
             gib = size / (1 << 30)
-            for base in ("local", "s3"):
+            for base in ("local", "s3", "azure"):
+                if f"{base} + age" not in results or "local" not in results:
+                    continue
                 plain, enc = results[base], results[f"{base} + age"]
                 print(f"age encryption, {base}: +{(enc['write_cpu'] - plain['write_cpu']) / gib:.2f} CPU-s/GiB to "
                       f"write, +{(enc['read_cpu'] - plain['read_cpu']) / gib:.2f} CPU-s/GiB to read back and decrypt")
+            for remote in ("s3", "azure", "s3 + age", "azure + age"):
+                if remote not in results or "local" not in results:
+                    continue
+                local = results["local + age" if remote.endswith("age") else "local"]
+                if remote in results:
+                    r = results[remote]
+                    print(f"{remote} against the local repository: write {local['write_s'] / r['write_s']:.2f}×, "
+                          f"read back {local['read_s'] / r['read_s']:.2f}×")
         finally:
-            stop(server)
+            if azurite is not None:
+                azurite_server.stop(azurite)
+            if server is not None:
+                stop(server)
     return 0
 
 

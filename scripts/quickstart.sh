@@ -24,6 +24,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     for deb in "$etcd35"/*.deb; do dpkg-deb -x "$deb" /opt/etcd-3.5; done
     rm -rf "$etcd35"
   fi
+  # Azurite (the Azure Storage emulator, from npm) for the Azure Blob tests, as .ci/run installs it.
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  if [ "$(azurite-blob --version 2>/dev/null || true)" != "3.35.0" ]; then
+    npm install -g --silent --no-audit --no-fund azurite@3.35.0 >/dev/null
+  fi
 fi
 
 echo "--- installing kubectl-dr into .venv"

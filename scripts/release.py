@@ -37,10 +37,10 @@ def package_version() -> str:
 
 
 # Modules that optional imports of our dependencies reach but kubectl-dr never loads: the standard library's
-# GUI and tooling, build tools, and the test extra's packages (cryptography is installed only for the tests,
-# and with it the archive would differ by 12 MB depending on the machine that built it).
+# GUI and tooling, build tools, and the test extra's packages. (cryptography stays: azure-storage-blob imports
+# it when an Azure repository is opened.)
 EXCLUDED_MODULES = ("tkinter", "pydoc_data", "lib2to3", "setuptools", "pkg_resources", "pip", "PyInstaller",
-                    "pytest", "_pytest", "mypy", "IPython", "cryptography", "moto", "flask", "werkzeug", "jinja2",
+                    "pytest", "_pytest", "mypy", "IPython", "moto", "flask", "werkzeug", "jinja2",
                     "markupsafe", "aiohttp")
 # botocore ships the API models of ~400 AWS services (tens of MB); kubectl-dr makes S3 clients only. STS and
 # SSO stay because an AWS profile may take its credentials from an assumed role or from SSO.

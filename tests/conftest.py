@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import azurite as azurite_server
+
 # Fixtures, used by name, the hook that tells the pool which module asks, and the pool's counts in the summary.
 from tests.cluster.fixture import (  # noqa: F401
     cluster,
@@ -74,6 +76,12 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """moto's S3 in server mode: a second, independent implementation of the protocol."""
     yield from serve("moto", tmp_path_factory.mktemp("moto"))
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[azurite_server.Azurite]:
+    """Azurite (the Azure Storage emulator) serving Blob storage for the whole session."""
+    yield from azurite_server.serve(tmp_path_factory.mktemp("azurite"))
 
 
 @pytest.fixture(params=["seaweedfs", "moto"])

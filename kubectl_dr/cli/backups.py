@@ -12,6 +12,7 @@ from kubectl_dr.cli import restic_backups
 from kubectl_dr.cli.context import options, session
 from kubectl_dr.cli.repo_options import (
     REPO_HELP,
+    AzureEndpointOption,
     EncryptToOption,
     IdentityOption,
     PasswordFileOption,
@@ -35,7 +36,7 @@ __all__ = ["REPO_HELP", "app", "open_repo"]
 
 app = typer.Typer(
     help="List, inspect, verify, copy, delete and prune the backups in a backup repository (a directory or "
-         "s3://BUCKET/PREFIX: --repo, KUBECTL_DR_REPO or the config file).",
+         "s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX: --repo, KUBECTL_DR_REPO or the config file).",
     no_args_is_help=True,
 )
 
@@ -120,7 +121,7 @@ AllClustersOption = Annotated[bool, typer.Option(
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
                  s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None,
-                 password_file: PasswordFileOption = None) -> None:
+                 password_file: PasswordFileOption = None, azure_endpoint: AzureEndpointOption = None) -> None:
     """List the backups, newest first (NAME: the --name given, else what the source names; ENC: encrypted with
     age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, or - never
     checked; CLUSTER: the context its backup recorded).
@@ -144,7 +145,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
         raise UsageError("--cluster and --all-clusters exclude each other")
     from kubectl_dr import catalog
 
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     listed = catalog.list_backups(repository, console, type=type, cluster=opts.cluster, all_clusters=all_clusters,
                                   kubeconfig=opts.overrides(), request_timeout=opts.request_timeout)
     chosen, records = listed.backups, listed.verifications
@@ -182,12 +183,13 @@ def show(
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Show a backup: its main fields (what, where from, when, where it is, its last check), then its parts
     with sizes and SHA-256. -o json|yaml prints the whole manifest, with `location` and `lastVerification`."""
     opts = options(ctx)
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup, type)
     data = _item(found)
     record = repository.verification(found)
@@ -239,6 +241,7 @@ def verify(
         "--stored-only", help="For an encrypted backup: check only the stored (encrypted) bytes against their size "
                               "and SHA-256, which needs no private key.")] = False,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
     password_file: PasswordFileOption = None,
     read_data_subset: Annotated[float, typer.Option(
@@ -261,7 +264,8 @@ def verify(
                               subset=read_data_subset)
         return
     console = session(ctx).console
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle,
+                           identity=identity)
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None
     total = sum(p.stored_size for p in chosen.manifest.parts)
@@ -294,8 +298,9 @@ def verify(
 def copy(
     ctx: typer.Context,
     backup: Annotated[str | None, typer.Argument(help="Backup ID, unique ID prefix or 'latest'.", metavar="ID")] = None,
-    to: Annotated[str, typer.Option("--to", metavar="PATH|s3://BUCKET/PREFIX",
-                                    help="The repository to copy into (a directory or s3://BUCKET/PREFIX).")] = "",
+    to: Annotated[str, typer.Option("--to", metavar="PATH|s3://…|azure://…",
+                                    help="The repository to copy into (a directory, s3://BUCKET/PREFIX or "
+                                    "azure://CONTAINER/PREFIX).")] = "",
     all_: Annotated[bool, typer.Option("--all", help="Copy every backup (of --type) the target does not have.")]
     = False,
     repo: RepoOption = None,
@@ -303,12 +308,17 @@ def copy(
     encrypt_to: EncryptToOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
     to_s3_endpoint: Annotated[str | None, typer.Option(
         "--to-s3-endpoint", metavar="URL", help="S3 endpoint of the target, when it differs from the source's.")]
     = None,
     to_s3_ca_bundle: Annotated[str | None, typer.Option(
         "--to-s3-ca-bundle", metavar="FILE", help="CA bundle for the target's S3 endpoint.")] = None,
+    to_azure_endpoint: Annotated[str | None, typer.Option(
+        "--to-azure-endpoint", metavar="URL", help=(
+            "Blob service URL of the target's Azure storage account, when it differs from the source's "
+            "(e.g. a copy from Azurite or a sovereign cloud into public Azure)."))] = None,
 ) -> None:
     """Copy backups into another repository, under the same IDs, checked on the way.
 
@@ -332,12 +342,14 @@ def copy(
         raise UsageError("--to is required: the repository to copy into")
     if (backup is None) == (not all_):
         raise UsageError("give one backup ID, or --all")
-    source = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
+    source = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle,
+                       identity=identity)
     import os
 
     target = open_repository(to, os.environ, s3_endpoint=to_s3_endpoint or s3_endpoint,
+                             azure_endpoint=to_azure_endpoint or azure_endpoint,
                              s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to, option="--to")
-    if source.location == target.location:
+    if source.place == target.place:
         raise UsageError(f"the source and the target are the same repository ({target.location})")
     chosen = source.backups(type) if all_ else [source.resolve(backup or "", type)]
     if all_:
@@ -364,11 +376,12 @@ def delete(
     backup: Annotated[str, typer.Argument(help="Backup ID or unique ID prefix.")],
     repo: RepoOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Delete one backup from the repository (asks for confirmation unless --yes)."""
     opts, console = options(ctx), session(ctx).console
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup)
     if found.path is not None and found.path.parent != repository.path:
         raise DrError(f"{found.path} is not in the repository {repository.path}; delete it by hand if you mean to")
@@ -402,6 +415,7 @@ def prune(
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
     password_file: PasswordFileOption = None,
 ) -> None:
@@ -442,7 +456,7 @@ def prune(
         restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
                              password_file=password_file, s3_endpoint=s3_endpoint)
         return
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
     found, problems = repository.scan()
     _warn_problems(console, problems)

@@ -181,7 +181,8 @@ def _backup_ids(kind: str | None, given: dict[str, Any], ctx: click.Context) -> 
     """The IDs in the command's repository (--repo, else the default), newest first; `latest` for --from."""
     from kubectl_dr.repo import open_repository
 
-    repo = open_repository(ctx.params.get("repo"), os.environ, s3_endpoint=ctx.params.get("s3_endpoint"))
+    repo = open_repository(ctx.params.get("repo"), os.environ, s3_endpoint=ctx.params.get("s3_endpoint"),
+                           azure_endpoint=ctx.params.get("azure_endpoint"))
     now = datetime.now(timezone.utc)
     found = [(b.id, f"{b.manifest.type}, {units.size(b.manifest.size)}, "
                     f"{units.age((now - b.manifest.created_at).total_seconds())} old") for b in repo.backups(kind)]

@@ -10,7 +10,13 @@ from kubectl_dr import units
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import (
+    AzureEndpointOption,
+    EncryptToOption,
+    IdentityOption,
+    RepoOption,
+    S3EndpointOption,
+)
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
@@ -41,6 +47,7 @@ def backup(
     repo: RepoOption = None,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     copy_to: CopyToOption = None,
     helper_image: HelperImageOption = "busybox",
 ) -> None:
@@ -67,11 +74,12 @@ def backup(
     if opts.dry_run != "none":
         raise UsageError("control-plane backup has no dry run: it only reads (through one pod) and writes to the "
                          "repository")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight()
     what = "a control-plane backup (the cluster's CA and service-account private keys)"
     confirm_plaintext_secrets(repository, what, current.console)
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run="none",
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                           encrypt_to=encrypt_to, dry_run="none",
                            console=current.console, secret_what=what)
     result = cp_backup.backup(current, repository, node=node, namespace=_namespace(ctx), helper_image=helper_image)
     current.console.say(f"control-plane backup {result.manifest.id} of node {result.node} saved in "
@@ -101,6 +109,7 @@ def restore(
     repo: RepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     helper_image: HelperImageOption = "busybox",
     from_cluster: FromClusterOption = None,
     from_other_cluster: FromOtherClusterOption = False,
@@ -130,7 +139,7 @@ def restore(
     opts, current = options(ctx), session(ctx)
     if opts.dry_run == "server":
         raise UsageError("control-plane restore has no server-side dry run (use --dry-run=client)")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     result = cp_restore.restore(current, repository, from_, node=node, namespace=_namespace(ctx),
                                 helper_image=helper_image, overwrite=overwrite, with_encryption=with_encryption_config,
                                 from_cluster=from_cluster, from_other_cluster=from_other_cluster)

@@ -20,22 +20,23 @@ from kubectl_dr.repo import Repository, open_repository
 from kubectl_dr.repo.safety import confirm_plaintext_secrets
 
 CopyToOption = Annotated[list[str] | None, typer.Option(
-    "--copy-to", metavar="PATH|s3://BUCKET/PREFIX", rich_help_panel="Repository",
+    "--copy-to", metavar="PATH|s3://…|azure://…", rich_help_panel="Repository",
     help="Also copy the new backup into this repository once it is stored and verified (repeatable). The "
          "target is checked before the cluster is touched; a failed copy keeps the backup and says how to "
          "finish the copy.")]
 
 
 def open_targets(targets: list[str] | None, source: Repository, *, s3_endpoint: str | None,
-                 encrypt_to: list[str] | None, dry_run: str, console: Console,
+                 azure_endpoint: str | None = None, encrypt_to: list[str] | None, dry_run: str, console: Console,
                  secret_what: str | None) -> list[Repository]:
     """The --copy-to repositories, checked now; `secret_what` names a backup that carries Secrets."""
     opened = []
     for ref in targets or []:
-        target = open_repository(ref, os.environ, s3_endpoint=s3_endpoint, recipients=encrypt_to, option="--copy-to")
-        if target.location == source.location:
+        target = open_repository(ref, os.environ, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                                 recipients=encrypt_to, option="--copy-to")
+        if target.place == source.place:
             raise DrError(f"--copy-to {ref} is the repository the backup is written to",
-                          hint="Name another repository (an S3 bucket, another disk).")
+                          hint="Name another repository (an S3 bucket, an Azure container, another disk).")
         target.preflight(create=dry_run == "none")
         if secret_what is not None and dry_run == "none":
             confirm_plaintext_secrets(target, secret_what, console)

@@ -11,7 +11,13 @@ from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import (
+    AzureEndpointOption,
+    EncryptToOption,
+    IdentityOption,
+    RepoOption,
+    S3EndpointOption,
+)
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit, render_table, show
 
@@ -202,8 +208,8 @@ def snapshot(
     ctx: typer.Context,
     node: NodeOption = None,
     repo: Annotated[str | None, typer.Option("--repo", metavar="PATH", help=(
-        "Backup repository: a directory or s3://BUCKET/PREFIX. Defaults to $KUBECTL_DR_REPO, else the config "
-        "file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
+        "Backup repository: a directory, s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX. Defaults to "
+        "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
     helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
         "Image of the container that serves the snapshot file from the pod (needs cat, sha256sum and wc)."))
     ] = "busybox",
@@ -213,6 +219,7 @@ def snapshot(
     key: KeyOption = None,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     copy_to: CopyToOption = None,
 ) -> None:
     """Snapshot etcd into the backup repository, verified end to end.
@@ -238,10 +245,11 @@ def snapshot(
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
 
     opts = options(ctx)
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
     confirm_plaintext_secrets(repository, "an etcd snapshot", opts.session().console)
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                           encrypt_to=encrypt_to, dry_run=opts.dry_run,
                            console=opts.session().console, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
@@ -302,6 +310,7 @@ def restore(
     repo: RepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     etcd_image: Annotated[str | None, typer.Option("--etcd-image", metavar="IMAGE", help=(
         "etcd image that runs `etcdctl snapshot restore` (default: the etcd static pod's own image). Must be of "
         "the cluster's etcd major.minor."))] = None,
@@ -374,7 +383,7 @@ def restore(
     if direct is not None and no_bump_revision:
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     result = job.run(opts.session(), repository, RestoreOptions(
         source, _pod_namespace(opts), from_cluster=from_cluster, from_other_cluster=from_other_cluster,
         etcd_image=etcd_image, no_bump=no_bump_revision, node_timeout=node_timeout, helper_image=helper_image,

@@ -8,7 +8,7 @@ import typer
 
 from kubectl_dr import units
 from kubectl_dr.cli.context import options
-from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import AzureEndpointOption, EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
 from kubectl_dr.units import count
@@ -65,9 +65,10 @@ def list_(
     ctx: typer.Context,
     node: NodeOption = None,
     directory: DirOption = None,
-    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…", help=(
         "Also say which snapshots this repository already holds (column IN REPO)."))] = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     helper_image: ImageOption = "busybox",
 ) -> None:
     """The snapshots on every etcd node, newest first: what a pull would copy.
@@ -92,7 +93,7 @@ def list_(
     if repo is not None:
         from kubectl_dr.cli.repo_options import open_repo
 
-        repository = open_repo(repo, s3_endpoint=s3_endpoint)
+        repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint)
     kube = opts.kube()
     namespace = _namespace(opts)
     dirs = _directories(kube, namespace, directory)
@@ -122,13 +123,14 @@ def list_(
 @app.command("pull", short_help="Copy the new node snapshots into the repository")
 def pull(
     ctx: typer.Context,
-    to: Annotated[str | None, typer.Option("--to", "--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
-        "The repository to copy into: a directory or s3://BUCKET/PREFIX. Defaults to $KUBECTL_DR_REPO, else the "
-        "config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
+    to: Annotated[str | None, typer.Option("--to", "--repo", metavar="PATH|s3://…|azure://…", help=(
+        "The repository to copy into: a directory, s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX. Defaults to "
+        "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
     node: NodeOption = None,
     directory: DirOption = None,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     helper_image: ImageOption = "busybox",
 ) -> None:
     """Copy the node-local snapshots the repository does not hold yet into it, each verified end to end.
@@ -157,7 +159,7 @@ def pull(
     from kubectl_dr.schedules import node_snapshots
 
     opts = options(ctx)
-    repository = open_repo(to, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository = open_repo(to, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")
     confirm_plaintext_secrets(repository, "etcd snapshots", opts.session().console)
     kube = opts.kube()

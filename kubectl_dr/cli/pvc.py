@@ -12,6 +12,7 @@ from kubectl_dr.cli.cluster_options import FromClusterOption
 from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import (
+    AzureEndpointOption,
     EncryptToOption,
     IdentityOption,
     PasswordFileOption,
@@ -75,6 +76,7 @@ def backup(
     image: ImageOption = DEFAULT_IMAGE,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     copy_to: CopyToOption = None,
     password_file: PasswordFileOption = None,
     force: Annotated[bool, typer.Option(
@@ -109,10 +111,10 @@ def backup(
     if force:
         raise UsageError("--force applies to restic repositories (--repo restic:REPO): every other backup reads "
                          "every file")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=not current.dry)  # before the cluster is touched
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to,
-                           dry_run=current.dry_run, console=current.console, secret_what=None)
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                           encrypt_to=encrypt_to, dry_run=current.dry_run, console=current.console, secret_what=None)
     result = job.run(current, repository, job.BackupOptions(current.namespace, claim, image=image, name=name,
                                                              quiesce=quiesce, skip_unreadable=skip_unreadable))
     if isinstance(result, job.BackupPlan):
@@ -218,6 +220,7 @@ def restore(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
     password_file: PasswordFileOption = None,
     include: Annotated[list[str] | None, typer.Option(
         "--include", metavar="PATH", help="Restore only this file or directory of the backup (and "
@@ -277,7 +280,7 @@ def restore(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
                                  Path(work), current.console, include))
     else:
-        repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+        repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
         if to_dir is not None:
             _plain_to_dir(ctx, repository, source, claim, from_claim, include, Path(to_dir))
             return
@@ -307,6 +310,7 @@ def diff(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
 ) -> None:
     """Compare the volume with a backup, as `diff -u` does: what a restore would add (+) and change (~), and
     --clean remove (-).
@@ -328,7 +332,7 @@ def diff(
     """
     from kubectl_dr.volumes import diff as job
 
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     opts, current = options(ctx), session(ctx)
     if current.dry:
         raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "
@@ -386,6 +390,7 @@ def list_(
     all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="Claims in every namespace.")] = False,
     repo: RepoOption = None,
     s3_endpoint: S3EndpointOption = None,
+    azure_endpoint: AzureEndpointOption = None,
 ) -> None:
     """The claims, with what a backup or a restore of each would involve. Reads only: no pod is created.
 
@@ -415,7 +420,7 @@ def list_(
         raise DrError(f'namespaces "{namespace}" not found',
                       hint="Check the namespace (-n NAMESPACE); `kubectl get namespaces` lists them, -A lists every "
                            "namespace's claims.")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint)
     backups = None
     if claims:
         try:

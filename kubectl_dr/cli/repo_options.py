@@ -14,13 +14,14 @@ if TYPE_CHECKING:
     from kubectl_dr.repo.restic.repository import Repository as ResticRepository
 
 REPO_HELP = (
-    "Backup repository: a directory, s3://BUCKET/PREFIX, or restic:REPO (a restic repository, REPO as restic -r "
-    "takes it: a path or s3:https://HOST/BUCKET/PREFIX). Defaults to $KUBECTL_DR_REPO, else the config "
-    "file's repository, else $XDG_DATA_HOME/kubectl-dr/backups (~/.local/share/kubectl-dr/backups)."
+    "Backup repository: a directory, s3://BUCKET/PREFIX, azure://CONTAINER/PREFIX, or restic:REPO (a restic "
+    "repository, REPO as restic -r takes it: a path or s3:https://HOST/BUCKET/PREFIX). Defaults to "
+    "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups "
+    "(~/.local/share/kubectl-dr/backups)."
 )
 _PANEL = "Repository"
 
-RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH|s3://BUCKET/PREFIX",
+RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH|s3://…|azure://…",
                                                 rich_help_panel=_PANEL)]
 S3EndpointOption = Annotated[str | None, typer.Option(
     "--s3-endpoint", metavar="URL", rich_help_panel=_PANEL,
@@ -30,6 +31,13 @@ S3EndpointOption = Annotated[str | None, typer.Option(
 S3CaBundleOption = Annotated[str | None, typer.Option(
     "--s3-ca-bundle", metavar="FILE", rich_help_panel=_PANEL,
     help="CA certificates (PEM) to trust for the S3 endpoint. Defaults to $AWS_CA_BUNDLE, then s3.caBundle.")]
+AzureEndpointOption = Annotated[str | None, typer.Option(
+    "--azure-endpoint", metavar="URL", rich_help_panel=_PANEL,
+    help="Blob service URL of the Azure storage account, for Azurite (http://127.0.0.1:10000/devstoreaccount1) "
+         "or a sovereign cloud. Defaults to azure.endpoint in the config file, the connection string's "
+         "BlobEndpoint, then https://ACCOUNT.blob.core.windows.net. Account and credentials come from "
+         "AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or "
+         "AZURE_STORAGE_SAS_TOKEN, or the config file's azure section.")]
 EncryptToOption = Annotated[list[str] | None, typer.Option(
     "--encrypt-to", metavar="RECIPIENT", rich_help_panel=_PANEL,
     help="Encrypt the backup with age to this public key: age1…, 'ssh-ed25519 AAAA…', 'ssh-rsa AAAA…', or a file "
@@ -57,7 +65,9 @@ def open_restic(repo: str, *, password_file: str | None, s3_endpoint: str | None
 
 
 def open_repo(repo: str | None, *, s3_endpoint: str | None = None, s3_ca_bundle: str | None = None,
-              encrypt_to: list[str] | None = None, identity: list[str] | None = None) -> Repository:
+              azure_endpoint: str | None = None, encrypt_to: list[str] | None = None,
+              identity: list[str] | None = None) -> Repository:
     """The repository named by --repo, $KUBECTL_DR_REPO, the config file or the XDG default."""
     return open_repository(repo, os.environ, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle,
+                           azure_endpoint=azure_endpoint,
                            recipients=encrypt_to, identity_files=identity)

@@ -203,7 +203,7 @@ def print_(
         "When the jobs run (cron syntax; converted to OnCalendar for systemd)."))] = "15 */12 * * *",
     time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
         "IANA zone of --cron (systemd only; cron runs in the daemon's zone)."))] = None,
-    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://BUCKET/PREFIX", help=(
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…", help=(
         "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: the one every "
         "command finds now ($KUBECTL_DR_REPO, the config file, the default directory), written into the "
         "entries."))] = None,
@@ -221,6 +221,11 @@ def print_(
     keep_monthly: Annotated[int | None, typer.Option("--keep-monthly", metavar="N",
                                                      help="prune: one a month for N months.")] = None,
     system: Annotated[bool, typer.Option("--system", help="systemd: system units instead of user units.")] = False,
+    azure_endpoint: Annotated[str | None, typer.Option("--azure-endpoint", metavar="URL", help=(
+        "Blob service URL of --repo's Azure storage account (Azurite, a sovereign cloud), written into the "
+        "entries."))] = None,
+    to_azure_endpoint: Annotated[str | None, typer.Option("--to-azure-endpoint", metavar="URL", help=(
+        "copy: blob service URL of --to's Azure storage account, when it differs from --repo's."))] = None,
 ) -> None:
     """Print cron or systemd entries that run client-side jobs from a machine you control.
 
@@ -258,16 +263,19 @@ def print_(
         check_scheme(to, "--to")  # a job that would write a directory named "gs:" is refused now
     # Resolved here, as every command resolves it (an unknown scheme refused), and written out: cron and
     # systemd run without the user's KUBECTL_DR_REPO, and a prune of another repository would be silent.
-    repo = open_repo(repo).location
+    repo = open_repo(repo, azure_endpoint=azure_endpoint).location
+    if to_azure_endpoint and not (to or "").startswith("azure://"):
+        raise UsageError("--to-azure-endpoint is for a copy to azure://CONTAINER/PREFIX (give --to azure://…)")
     if to and "://" not in to:
         to = os.path.abspath(os.path.expanduser(to))
     state = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kubectl-dr")
     context = client_jobs.Context(executable=os.path.abspath(exe), kubeconfig=kubeconfig, kube_context=opts.context,
-                                  repo=repo, env=dict(os.environ), state_dir=state)
+                                  repo=repo, env=dict(os.environ), state_dir=state,
+                                  azure_endpoint=azure_endpoint if repo.startswith("azure://") else None)
     keep = {k: v for k, v in (("last", keep_last), ("daily", keep_daily), ("weekly", keep_weekly),
                               ("monthly", keep_monthly)) if v is not None}
     jobs = client_jobs.build(what or ["etcd-pull"], ctx=context, cron_expr=cron_expr.strip(), pvcs=pvc or [], to=to,
-                             encrypt_to=encrypt_to or [], keep=keep)
+                             encrypt_to=encrypt_to or [], keep=keep, to_azure_endpoint=to_azure_endpoint)
     if crontab:
         text = client_jobs.crontab(jobs, context, time_zone)
         emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output, table=text)

@@ -1,8 +1,8 @@
 """The backup repository: where backups are written atomically, listed, resolved, verified, copied and pruned.
 
-``open_repository(ref, env)`` opens a local directory or an ``s3://BUCKET/PREFIX`` URL; both kinds are
-a `Repository` with the same interface (create → BackupWriter → PartWriter, resolve, verify,
-open_part, local_file, delete, prune, preflight).
+``open_repository(ref, env)`` opens a local directory, an ``s3://BUCKET/PREFIX`` or an
+``azure://CONTAINER/PREFIX`` URL; every kind is a `Repository` with the same interface (create →
+BackupWriter → PartWriter, resolve, verify, open_part, local_file, delete, prune, preflight).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kubectl_dr.repo.errors import (
     WrongBackupTypeError,
 )
 from kubectl_dr.repo.local import LocalRepository
-from kubectl_dr.repo.location import ENV_VAR, is_s3, resolve_repo_path, resolve_repo_ref
+from kubectl_dr.repo.location import ENV_VAR, is_azure, is_s3, resolve_repo_path, resolve_repo_ref
 from kubectl_dr.repo.manifest import API_VERSION, Manifest, Part, Stored
 from kubectl_dr.repo.repository import LATEST, Backup, Leftover, PruneResult, Repository, utcnow
 from kubectl_dr.repo.retention import Policy, series_key
@@ -38,6 +38,7 @@ def open_repository(
     *,
     s3_endpoint: str | None = None,
     s3_ca_bundle: str | None = None,
+    azure_endpoint: str | None = None,
     recipients: Sequence[str] | None = None,
     identity_files: Sequence[str] | None = None,
     config: Config | None = None,
@@ -61,6 +62,13 @@ def open_repository(
 
         settings = S3Settings.resolve(endpoint=s3_endpoint, ca_bundle=s3_ca_bundle, config=cfg.s3, env=env)
         return S3Repository(parse_s3_url(where), settings, clock=clock, recipients=keys, identities=identities)
+    if is_azure(where):
+        from kubectl_dr.repo.azureblob import AzureRepository
+        from kubectl_dr.repo.azureclient import AzureSettings, parse_azure_url
+
+        location = parse_azure_url(where)
+        azure = AzureSettings.resolve(endpoint=azure_endpoint, config=cfg.azure, env=env)
+        return AzureRepository(location, azure, clock=clock, recipients=keys, identities=identities)
     return LocalRepository(Path(where), clock=clock, recipients=keys, identities=identities)
 
 

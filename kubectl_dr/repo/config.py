@@ -10,6 +10,11 @@ A missing file means no defaults; a malformed one is an error that names the key
       profile: backups                     # a profile of ~/.aws/config and ~/.aws/credentials
       caBundle: ~/.config/kubectl-dr/minio-ca.pem
       addressingStyle: path                # path | virtual | auto (path when an endpoint is set)
+    azure:                                 # for azure://CONTAINER/PREFIX (AZURE_STORAGE_* variables win)
+      account: mystorageaccount
+      endpoint: https://mystorageaccount.blob.core.windows.net   # Azurite, a sovereign cloud
+      keyFile: ~/.config/kubectl-dr/azure-key          # or sasTokenFile, or connectionStringFile:
+                                                       # files the user keeps private, never the secret here
     encryption:
       recipients:                          # every backup is encrypted to these (age or SSH public keys,
         - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p   #  or files of them)
@@ -33,6 +38,7 @@ _KEYS: dict[str, set[str] | None] = {
     "kind": None,
     "repository": None,
     "s3": {"endpoint", "region", "profile", "caBundle", "addressingStyle"},
+    "azure": {"account", "endpoint", "keyFile", "sasTokenFile", "connectionStringFile"},
     "encryption": {"recipients", "identities"},
 }
 
@@ -42,6 +48,7 @@ class Config:
     path: Path | None = None
     repository: str | None = None
     s3: dict[str, Any] = field(default_factory=dict)
+    azure: dict[str, Any] = field(default_factory=dict)
     recipients: tuple[str, ...] = ()
     identities: tuple[str, ...] = ()
 
@@ -87,11 +94,12 @@ def load_config(env: Mapping[str, str]) -> Config:
     encryption = data.get("encryption") or {}
     repository = data.get("repository")
     if repository is not None and not isinstance(repository, str):
-        raise RepoError(f"repository in the config file {path} must be a path or an s3:// URL")
+        raise RepoError(f"repository in the config file {path} must be a path, an s3:// or an azure:// URL")
     return Config(
         path=path,
         repository=repository,
         s3=dict(data.get("s3") or {}),
+        azure=dict(data.get("azure") or {}),
         recipients=_strings(encryption.get("recipients"), "encryption.recipients", path),
         identities=tuple(str(Path(p).expanduser()) for p in _strings(encryption.get("identities"),
                                                                      "encryption.identities", path)),

@@ -1,9 +1,10 @@
-"""What every backup repository does, whatever holds it (a local directory, an S3 bucket).
+"""What every backup repository does, whatever holds it (a local directory, an S3 bucket, an Azure container).
 
 A backup is a container (a directory, or a key prefix) holding ``manifest.json`` and its parts. A
 backup's identity is the ID in its manifest, never the container's name: a copied directory is
 reported, not listed twice. Listing, resolving, verification, reading and retention live here; the
-subclasses hold the storage (`local.LocalRepository`, `s3.S3Repository`).
+subclasses hold the storage (`local.LocalRepository`, `s3.S3Repository`,
+`azureblob.AzureRepository`).
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ class Repository(ABC):
     @abstractmethod
     def location(self) -> str:
         """The repository, for messages: a directory or s3://bucket/prefix."""
+
+    @property
+    def place(self) -> str:
+        """What makes two repositories the same one (a copy into itself is refused): the location, and
+        for a service that is addressed by an endpoint besides its name, that endpoint too."""
+        return self.location
 
     @abstractmethod
     def backup_location(self, backup_id: str) -> str: ...

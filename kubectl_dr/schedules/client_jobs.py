@@ -1,6 +1,7 @@
 """Entries for cron or systemd that run the jobs needing this client (PVC backups, pulls, copies, prune).
 
-They hold paths and names, never secrets: S3 credentials stay in ~/.aws (or AWS_PROFILE), and a systemd
+They hold paths and names, never secrets: S3 credentials stay in ~/.aws (or AWS_PROFILE), Azure keys in the
+files the config file's azure section names (or the environment file), and a systemd
 service also reads an optional environment file the user keeps private. Every entry takes a lock with
 flock(1) on a file named after the entry, so a slow run and the next one (or one started by hand with the
 same lock) never overlap; kubectl dr's own Leases keep runs from different machines apart as well.
@@ -18,7 +19,8 @@ from kubectl_dr.schedules import cron
 WHATS = ("etcd-pull", "pvc-backup", "copy", "prune")
 # Names passed through when set where `print` runs: where things are, never credentials.
 PASS_ENV = ("KUBECTL_DR_CONFIG", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+            "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+            "AZURE_STORAGE_ACCOUNT")
 _DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 
 
@@ -43,6 +45,7 @@ class Context:
     repo: str | None
     env: dict[str, str]
     state_dir: str  # lock files and crontab logs
+    azure_endpoint: str | None = None  # --azure-endpoint of an azure:// repository (no secret: a URL)
 
 
 def _slug(text: str) -> str:
@@ -52,7 +55,7 @@ def _slug(text: str) -> str:
 
 
 def build(whats: list[str], *, ctx: Context, cron_expr: str, pvcs: list[str], to: str | None,
-          encrypt_to: list[str], keep: dict[str, int]) -> list[ClientJob]:
+          encrypt_to: list[str], keep: dict[str, int], to_azure_endpoint: str | None = None) -> list[ClientJob]:
     """One job per entry asked for, with the exact command line it runs."""
     cron.parse(cron_expr)
     unknown = [w for w in whats if w not in WHATS]
@@ -64,6 +67,8 @@ def build(whats: list[str], *, ctx: Context, cron_expr: str, pvcs: list[str], to
     if ctx.kube_context:
         base += ["--context", ctx.kube_context]
     repo = ["--repo", ctx.repo] if ctx.repo else []
+    if ctx.azure_endpoint:
+        repo += ["--azure-endpoint", ctx.azure_endpoint]
     enc = [a for r in encrypt_to for a in ("--encrypt-to", r)]
     env = {k: v for k, v in ctx.env.items() if k in PASS_ENV and v}
     where = ctx.repo or "the default repository"
@@ -88,7 +93,9 @@ def build(whats: list[str], *, ctx: Context, cron_expr: str, pvcs: list[str], to
                 raise UsageError("--what copy needs --to REPO (where the copies go, e.g. s3://BUCKET/PREFIX)")
             jobs.append(ClientJob(f"kubectl-dr-copy-{_slug(to)}"[:60].rstrip("-"),
                                   f"copy new backups from {where} to {to}", cron_expr,
-                                  [*base, "backups", "copy", "--all", "--to", to, *repo], env))
+                                  [*base, "backups", "copy", "--all", "--to", to, *repo,
+                                   *(["--to-azure-endpoint", to_azure_endpoint] if to_azure_endpoint else [])],
+                                  env))
         elif what == "prune":
             if not keep:
                 raise UsageError("--what prune needs at least one of --keep-last, --keep-daily, --keep-weekly, "
@@ -110,7 +117,9 @@ def crontab(jobs: list[ClientJob], ctx: Context, time_zone: str | None) -> str:
                          "with --systemd (OnCalendar takes a zone)")
     lines = ["# kubectl dr: client-side jobs (add with `crontab -e`, or: kubectl dr schedule print … | crontab -)",
              f"# Logs: {ctx.state_dir}/NAME.log. A run that finds the previous one still going skips (flock -n).",
-             "# S3 credentials come from ~/.aws or AWS_PROFILE; none are written here."]
+             "# S3 credentials come from ~/.aws or AWS_PROFILE, Azure keys from the config file's azure.keyFile "
+             "(or sasTokenFile,",
+             "# connectionStringFile); none are written here."]
     for job in jobs:
         lock = f"{ctx.state_dir}/{job.name}.lock"
         log = f"{ctx.state_dir}/{job.name}.log"

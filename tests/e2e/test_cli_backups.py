@@ -345,7 +345,7 @@ def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled:
     work = tmp_path / "work"
     work.mkdir()
     for args in (["backups", "copy", filled["a1"], "--repo", str(repo.path), "--to", "gs://b/p"],
-                 ["backups", "list", "--repo", "azure://c/p"],
+                 ["backups", "list", "--repo", "gs://c/p"],
                  ["schedule", "print", "--crontab", "--what", "copy", "--repo", str(repo.path), "--to", "gs://b/p"]):
         refused = run([executable(), *args], cwd=work)
         assert refused.returncode == 2, refused.stdout

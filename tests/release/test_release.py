@@ -18,6 +18,7 @@ import yaml
 
 from kubectl_dr import __version__
 from kubectl_dr.repo import open_repository
+from tests.azurite import Azurite
 from tests.cli_runner import clean_env, executable, kubectl
 from tests.release.build import ReleaseBuild, pyinstaller_installed
 from tests.release.krew_install import KrewRefuses
@@ -110,7 +111,7 @@ def test_krew_install_refuses_what_krew_refuses(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_release_archive_installs_with_krew_and_starts_fast(release_build: ReleaseBuild, seaweedfs: S3Server,
-                                                            tmp_path: Path) -> None:
+                                                            azurite: Azurite, tmp_path: Path) -> None:
     if not pyinstaller_installed():
         pytest.fail("PyInstaller is not installed: install the package with its `release` extra")
     release_build.wait(timeout=900)
@@ -150,6 +151,18 @@ def test_release_archive_installs_with_krew_and_starts_fast(release_build: Relea
                             text=True, timeout=60, env={**env, **s3_env})
     assert listed.returncode == 0, listed.stderr
     assert [item["id"] for item in json.loads(listed.stdout)["items"]] == [backup_id]
+    # And the Azure SDK (with the cryptography it imports) is in the archive: Azurite lists one too.
+    az_url = f"azure://{azurite.new_container()}/release"
+    az_env = {**azurite.env(), "KUBECTL_DR_CONFIG": os.devnull}
+    with open_repository(az_url, {**os.environ, **az_env}).create("pvc", {"namespace": "shop", "pvc": "db"},
+                                                                 "shop-db") as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(b"data")
+        az_id = writer.commit({}).id
+    az_listed = subprocess.run([link.name, "backups", "list", "--repo", az_url, "-o", "json"], capture_output=True,
+                               text=True, timeout=60, env={**env, **az_env})
+    assert az_listed.returncode == 0, az_listed.stderr
+    assert [item["id"] for item in json.loads(az_listed.stdout)["items"]] == [az_id]
 
     # kubectl completes through `kubectl_complete-dr`: the same executable under that name.
     (link.parent / "kubectl_complete-dr").symlink_to(link.name)

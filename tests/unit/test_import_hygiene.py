@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HEAVY = ("kubernetes", "etcd3", "grpc", "google.protobuf", "urllib3", "websocket", "rich.progress", "boto3", "botocore",
-         "pyrage")
+         "pyrage", "azure")
 PACKAGE = Path(__file__).resolve().parents[2] / "kubectl_dr"
 
 

@@ -68,7 +68,7 @@ def test_a_named_config_file_must_exist(tmp_path: Path) -> None:
     assert load_config({"HOME": str(tmp_path)}).path is None
 
 
-@pytest.mark.parametrize("ref", ["azure://c/p", "gs://b/p", "restic:/x", "S3://b/p", "s3:/b/p", "file:///srv/dr"])
+@pytest.mark.parametrize("ref", ["gs://b/p", "restic:/x", "S3://b/p", "s3:/b/p", "Azure://c/p", "azure:/c/p", "file:///srv/dr"])
 def test_an_unknown_repository_scheme_is_refused_wherever_it_comes_from(tmp_path: Path, ref: str) -> None:
     from kubectl_dr.errors import UsageError
 

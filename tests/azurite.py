@@ -1,0 +1,117 @@
+"""Azurite, the Azure Storage emulator (npm: azurite), as the Azure Blob server of the tests.
+
+It listens on 127.0.0.1 with a free port and serves the development account ``devstoreaccount1`` with
+its well-known key, addressed path-style (``http://127.0.0.1:PORT/devstoreaccount1``) as Azurite wants.
+A missing Azurite skips its tests on a developer's machine and fails them under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY
+from tests.s3server import free_port, missing
+
+
+@dataclass
+class Azurite:
+    endpoint: str  # the account's blob service URL
+    process: subprocess.Popen[bytes]
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """What a kubectl-dr process needs to reach this server: account and key, the endpoint in a
+        connection string (the standard variables only, no config file)."""
+        values = {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+        values.update(extra or {})
+        return values
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+                f"BlobEndpoint={self.endpoint};")
+
+    def service(self) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def container(self, name: str) -> Any:
+        return self.service().get_container_client(name)
+
+    def new_container(self) -> str:
+        name = f"t{secrets.token_hex(6)}"
+        self.container(name).create_container()
+        return name
+
+    def blobs(self, container: str, prefix: str = "") -> dict[str, int]:
+        return {b.name: b.size for b in self.container(container).list_blobs(name_starts_with=prefix or None)}
+
+    def uncommitted(self, container: str) -> list[str]:
+        """Names that have staged blocks but no committed blob."""
+        committed = set(self.blobs(container))
+        listed = self.container(container).list_blobs(include=["uncommittedblobs"])
+        return sorted(b.name for b in listed if b.name not in committed)
+
+
+def azurite_binary() -> str | None:
+    return shutil.which("azurite-blob")
+
+
+def start(workdir: Path) -> Azurite:
+    binary = azurite_binary()
+    if binary is None:
+        missing("Azurite is not installed (npm install -g azurite)")
+        raise AssertionError("unreachable")
+    data = workdir / "azurite"
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # --skipApiVersionCheck: the Python SDK may speak a newer service version than this Azurite knows;
+    # --loose: Azurite ignores the headers it does not implement instead of failing the request.
+    args = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(data),
+            "--skipApiVersionCheck", "--loose", "--silent"]
+    log = workdir / "azurite.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Azurite(f"http://127.0.0.1:{port}/{DEV_ACCOUNT}", proc)
+    deadline = time.monotonic() + 60
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            stop(server)
+            raise RuntimeError(f"azurite exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            next(iter(server.service().list_containers()), None)
+            return server
+        except Exception as exc:
+            last = exc
+            time.sleep(0.3)
+    stop(server)
+    raise RuntimeError(f"azurite did not answer on {server.endpoint} within 60s: {last}")
+
+
+def stop(server: Azurite) -> None:
+    proc = server.process
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def serve(workdir: Path) -> Iterator[Azurite]:
+    server = start(workdir)
+    try:
+        yield server
+    finally:
+        stop(server)

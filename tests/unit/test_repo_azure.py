@@ -1,0 +1,424 @@
+"""The Azure Blob repository against Azurite: block blobs staged block by block with their MD5, the manifest
+written last, interrupted writes invisible and pruned, deletes, damage found, errors in words, and where
+the account, its credential and endpoint come from."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from kubectl_dr.repo import BackupCorruptError, LocalRepository, RepoError, open_repository
+from kubectl_dr.repo.azureblob import MIN_BLOCK, AzureRepository, block_id, block_size_for
+from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY, AzureSettings, parse_azure_url
+from kubectl_dr.repo.copying import copy_backup
+from tests.azurite import Azurite
+
+T0 = datetime(2026, 11, 22, 1, 55, 12, tzinfo=timezone.utc)
+NO_CONFIG = {"KUBECTL_DR_CONFIG": os.devnull}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float = 60) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def _env(server: Azurite) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_STORAGE_")}
+    return {**clean, **NO_CONFIG, **server.env()}
+
+
+def _repo(server: Azurite, container: str, prefix: str = "team/prod", clock: Clock | None = None) -> AzureRepository:
+    repo = open_repository(f"azure://{container}/{prefix}", _env(server), clock=clock or Clock())
+    assert isinstance(repo, AzureRepository)
+    return repo
+
+
+def _write(repo: AzureRepository, data: bytes, chunk: int = 1 << 20) -> str:
+    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
+        with writer.open_part("data.tar") as part:
+            for i in range(0, len(data), chunk):
+                part.write(data[i : i + chunk])
+        return writer.commit({"files": 1}).id
+
+
+def test_blocks_roundtrip_manifest_last_and_checks(azurite: Azurite) -> None:
+    """Large enough for three staged blocks, written in odd-sized chunks; read back byte for byte."""
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    repo.preflight(1 << 30)
+    data = os.urandom(2 * MIN_BLOCK + 12345)
+    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
+        with writer.open_part("data.tar") as part:
+            for i in range(0, len(data), 777_777):
+                part.write(data[i : i + 777_777])
+        with writer.open_part("entries.json") as small:
+            small.write(b'{"entries": []}')
+        assert repo.list() == []  # parts are there, the manifest is not: nothing to see
+        assert any(k.endswith("/.owner") for k in azurite.blobs(container))
+        manifest = writer.commit({"files": 1})
+    assert manifest.part("data.tar").sha256 == hashlib.sha256(data).hexdigest()
+    assert azurite.blobs(container) == {f"team/prod/{manifest.id}/data.tar": len(data),
+                                        f"team/prod/{manifest.id}/entries.json": 15,
+                                        f"team/prod/{manifest.id}/manifest.json": len(manifest.to_json().encode())}
+    blocks = azurite.container(container).get_blob_client(f"team/prod/{manifest.id}/data.tar").get_block_list()
+    assert [b.size for b in blocks[0]] == [MIN_BLOCK, MIN_BLOCK, 12345] and blocks[1] == []
+    assert azurite.uncommitted(container) == []
+
+    backup = repo.resolve("latest", "pvc", {"namespace": "shop", "pvc": "db"})
+    assert backup.location == f"azure://{container}/team/prod/{manifest.id}"
+    assert repo.verify(backup).id == manifest.id
+    with repo.open_part(backup, "data.tar") as stream:
+        assert stream.read() == data
+    assert repo.local_file(backup, "data.tar") is None
+    with pytest.raises(RepoError, match="not in a local directory"):
+        backup.part_path("data.tar")
+
+
+def test_a_block_damaged_on_the_way_is_refused(azurite: Azurite) -> None:
+    """Each block goes with its MD5; bytes that differ from it are refused by the service, said in words,
+    and the backup is removed (nothing staged stays)."""
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
+    part = writer.open_part("data.tar")
+    sink = part._sink
+    original = sink._stage
+
+    def corrupting(ident: str, body: bytes) -> None:
+        sink._stage = original  # only the first block
+        md5 = hashlib.md5(body).digest()
+        damaged = body[:-1] + bytes([body[-1] ^ 1])
+        repo.call("staging a block", sink._blob._client.block_blob.stage_block, block_id=ident,
+                  content_length=len(damaged), body=damaged, transactional_content_md5=md5)
+
+    sink._stage = corrupting
+    with pytest.raises(RepoError, match="received different bytes than were sent"):
+        part.write(memoryview(os.urandom(MIN_BLOCK + 10)))
+        part.close()
+    assert writer.state == "aborted"
+    assert azurite.blobs(container) == {} and azurite.uncommitted(container) == []
+
+
+def test_verify_reads_back_and_catches_damage(azurite: Azurite) -> None:
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    data = os.urandom(9_000_000)  # more than one 4 MiB read
+    backup_id = _write(repo, data)
+    blob = azurite.container(container).get_blob_client(f"team/prod/{backup_id}/data.tar")
+
+    blob.upload_blob(data[:1000] + bytes([data[1000] ^ 1]) + data[1001:], overwrite=True)
+    with pytest.raises(BackupCorruptError, match=r'part "data.tar" has SHA-256 [0-9a-f]{64} but the manifest says'):
+        repo.verify(backup_id)
+    found = repo.verification(repo.get(backup_id))
+    assert found is not None and found.ok is False
+    assert not repo.intact(repo.get(backup_id))
+    blob.upload_blob(data[:-10], overwrite=True)
+    with pytest.raises(BackupCorruptError, match="it is truncated"):
+        repo.verify(backup_id)
+    blob.delete_blob()
+    with pytest.raises(BackupCorruptError, match=r'part "data\.tar" is missing'):
+        repo.verify(backup_id)
+    # A reader that runs into the damage fails at its last read, never silently.
+    blob.upload_blob(data[:-1] + bytes([data[-1] ^ 1]), overwrite=True)
+    stream = repo.open_part(repo.get(backup_id), "data.tar")
+    with pytest.raises(BackupCorruptError):
+        while stream.read(1 << 16):
+            pass
+
+
+def _killed_writer(server: Azurite, url: str, size: int) -> str:
+    """A real writer process, SIGKILLed after `size` bytes (past the first staged block)."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from kubectl_dr.repo import open_repository
+        repo = open_repository({url!r}, dict(os.environ))
+        w = repo.create("pvc", {{"namespace": "shop", "pvc": "db"}}, "shop-db")
+        part = w.open_part("data.tar")
+        chunk = os.urandom(1 << 20)
+        for _ in range({size} >> 20):
+            part.write(chunk)
+        for future in list(part._sink._inflight):
+            future.result()
+        print(w.id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           env=_env(server))
+    assert child.returncode == -9, child.stderr
+    return child.stdout.strip()
+
+
+def test_an_interrupted_write_is_invisible_and_pruned(azurite: Azurite) -> None:
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    kept = _write(repo, b"complete")
+    dead = _killed_writer(azurite, f"azure://{container}/team/prod", 2 * MIN_BLOCK + (1 << 20))
+    assert f"team/prod/{dead}/.owner" in azurite.blobs(container)
+    assert azurite.uncommitted(container) == [f"team/prod/{dead}/data.tar"]
+
+    assert [m.id for m in repo.list()] == [kept]
+    (leftover,) = repo.leftovers()
+    assert leftover.stale and leftover.name.startswith(f"{dead}/") and "1 with staged blocks only" in leftover.name
+    dry = repo.prune(keep_last=5, dry_run=True)
+    assert dry.leftovers == [leftover.name] and azurite.uncommitted(container)
+    result = repo.prune(keep_last=5)
+    assert result.leftovers == [leftover.name] and result.removed == [] and result.failed == []
+    assert azurite.uncommitted(container) == []
+    assert all(k.startswith(f"team/prod/{kept}/") for k in azurite.blobs(container))
+
+
+def test_a_live_writer_is_not_pruned(azurite: Azurite) -> None:
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
+    part = writer.open_part("data.tar")
+    part.write(os.urandom(MIN_BLOCK + 1))
+    (leftover,) = repo.leftovers()
+    assert not leftover.stale
+    repo.prune(keep_last=0)
+    assert azurite.blobs(container, f"team/prod/{writer.id}/")
+    part.close()
+    writer.commit()
+    assert [m.id for m in repo.list()] == [writer.id]
+
+
+def test_delete_and_an_interrupted_delete(azurite: Azurite) -> None:
+    container = azurite.new_container()
+    clock = Clock()
+    repo = _repo(azurite, container, clock=clock)
+    one = _write(repo, b"1")
+    clock.tick()
+    two = _write(repo, b"2")
+    assert repo.delete(one).id == one
+    assert [m.id for m in repo.list()] == [two]
+    assert not azurite.blobs(container, f"team/prod/{one}/")
+    # A delete cut short after its marker: the backup is gone for listings, and prune finishes the job.
+    azurite.container(container).upload_blob(f"team/prod/{two}/.deleting", b"")
+    assert repo.list() == []
+    assert [lo.stale for lo in repo.leftovers()] == [True]
+    repo.prune(keep_last=1)
+    assert azurite.blobs(container) == {}
+
+
+def test_a_crafted_id_never_makes_a_blob_outside_the_prefix(azurite: Azurite) -> None:
+    """A manifest whose ID climbs out of the prefix is reported, not listed; copying it is refused."""
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    backup_id = _write(repo, b"data")
+    client = azurite.container(container)
+    key = f"team/prod/{backup_id}/manifest.json"
+    raw = client.download_blob(key).readall().decode()
+    client.upload_blob(key, raw.replace(f'"id": "{backup_id}"', '"id": "../../evilid"'), overwrite=True)
+    backups, problems = repo.scan()
+    assert backups == [] and len(problems) == 1 and "invalid backup ID '../../evilid'" in problems[0][1]
+    client.upload_blob(f"team/prod/{'x' * 201}/manifest.json", raw.encode())
+    problems = repo.scan()[1]
+    assert any("not a backup ID: it is 201 bytes long" in why for _, why in problems), problems
+    assert repo.leftovers() == [] and repo.prune(keep_last=1).failed == []
+
+    source = _repo(azurite, container, prefix="other")
+    good = source.get(_write(source, b"good"))
+    crafted = type(good)(replace(good.manifest, id="../team/evilid"), good.location, None, good.key)
+    target = _repo(azurite, container, prefix="copies/x")
+    with pytest.raises(RepoError, match="invalid backup ID"):
+        copy_backup(source, crafted, target)
+    assert not [k for k in azurite.blobs(container) if "evilid" in k or k.startswith("copies/")]
+
+
+def test_copy_local_to_azure_and_back_encrypting_on_the_way(azurite: Azurite, tmp_path: Path) -> None:
+    import pyrage
+
+    from kubectl_dr.repo import load_identities, parse_recipients
+
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(f"{identity}\n")
+    keys = load_identities([str(key_file)])
+    local = LocalRepository(tmp_path / "local", clock=Clock())
+    data = os.urandom(MIN_BLOCK + 5000)
+    with local.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(data)
+        backup_id = writer.commit({}).id
+    repo = _repo(azurite, azurite.new_container())
+    result = copy_backup(local, local.get(backup_id), repo, recipients=parse_recipients([str(identity.to_public())]))
+    assert result.status == "copied" and result.encrypted and result.location.startswith("azure://")
+    there = repo.get(backup_id)
+    assert there.manifest.part("data.tar").sha256 == hashlib.sha256(data).hexdigest()
+    with repo.open_part(there, "data.tar", keys) as stream:
+        assert stream.read() == data
+    assert copy_backup(local, local.get(backup_id), repo).status == "present"
+
+    back = LocalRepository(tmp_path / "back")
+    assert copy_backup(repo, there, back).status == "copied"  # as stored: still encrypted
+    with back.open_part(back.get(backup_id), "data.tar", keys) as stream:
+        assert stream.read() == data
+
+
+def test_errors_are_clear(azurite: Azurite, tmp_path: Path) -> None:
+    env = _env(azurite)
+    with pytest.raises(RepoError, match=r"the container 'no-such-container' does not exist at http://127.0.0.1:"):
+        open_repository("azure://no-such-container/x", env).preflight()
+    container = azurite.new_container()
+    wrong_key = {**env, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string.replace(DEV_KEY[:8], "A" * 8)}
+    # Azure says AuthenticationFailed, Azurite AuthorizationFailure: both a 403 that names the variables.
+    with pytest.raises(RepoError, match=r"refused the credentials|access denied to azure://.*listing the repository") \
+            as refused:
+        open_repository(f"azure://{container}/x", wrong_key).preflight()
+    assert "AZURE_STORAGE_ACCOUNT" in (refused.value.hint or "")
+
+    # A SAS token that can only read: the write probe is refused with what to do.
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    sas = generate_container_sas(DEV_ACCOUNT, container, account_key=DEV_KEY,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    reader = {k: v for k, v in env.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    reader |= {"AZURE_STORAGE_ACCOUNT": DEV_ACCOUNT, "AZURE_STORAGE_SAS_TOKEN": "?" + sas}
+    read_only = open_repository(f"azure://{container}/x", reader, azure_endpoint=azurite.endpoint)
+    read_only.preflight(create=False)  # listing is allowed
+    with pytest.raises(RepoError, match=r"access denied to azure://.*writing a test blob") as denied:
+        read_only.preflight()
+    assert "racwdl" in (denied.value.hint or "")
+
+    bare = {k: v for k, v in env.items() if not k.startswith("AZURE_STORAGE_")}
+    with pytest.raises(RepoError, match="no Azure storage account for azure://c1x/p"):
+        open_repository("azure://c1x/p", bare).preflight()
+    with pytest.raises(RepoError, match="no Azure credentials for azure://c1x/p"):
+        open_repository("azure://c1x/p", {**bare, "AZURE_STORAGE_ACCOUNT": "acct1"}).preflight()
+    down = open_repository("azure://c1x/p", {**bare, "AZURE_STORAGE_ACCOUNT": DEV_ACCOUNT,
+                                               "AZURE_STORAGE_KEY": DEV_KEY},
+                           azure_endpoint=f"http://127.0.0.1:9/{DEV_ACCOUNT}")
+    with pytest.raises(RepoError, match=r"cannot reach the Azure storage endpoint http://127\.0\.0\.1:9"):
+        down.preflight()
+    for bad in ("azure://Bad_Container/x", "azure://ab/x", "azure://a--b/x", "azure://c1x/a/../b"):
+        with pytest.raises(RepoError, match=r"not a valid container name|must not contain"):
+            open_repository(bad, env)
+
+
+def test_settings_come_from_the_variables_then_the_config_file(tmp_path: Path) -> None:
+    """The connection string wins; then account with key or SAS; then the config file's files. The
+    endpoint: the flag, azure.endpoint, the connection string's, then the public cloud's."""
+    conn = (f"DefaultEndpointsProtocol=https;AccountName=acct1;AccountKey={DEV_KEY};"
+            "EndpointSuffix=core.chinacloudapi.cn")
+    s = AzureSettings.resolve(endpoint=None, config={}, env={"AZURE_STORAGE_CONNECTION_STRING": conn,
+                                                              "AZURE_STORAGE_ACCOUNT": "other"})
+    assert (s.account, s.key, s.account_url) == ("acct1", DEV_KEY, "https://acct1.blob.core.chinacloudapi.cn")
+    s = AzureSettings.resolve(endpoint=None, config={}, env={"AZURE_STORAGE_ACCOUNT": "acct1",
+                                                              "AZURE_STORAGE_SAS_TOKEN": "?sv=2024&sig=x%3D"})
+    assert (s.key, s.sas_token, s.account_url) == (None, "sv=2024&sig=x%3D", "https://acct1.blob.core.windows.net")
+    s = AzureSettings.resolve(endpoint=None, config={}, env={"AZURE_STORAGE_CONNECTION_STRING":
+                                                              "UseDevelopmentStorage=true"})
+    assert (s.account, s.account_url) == (DEV_ACCOUNT, f"http://127.0.0.1:10000/{DEV_ACCOUNT}")
+
+    key_file = tmp_path / "key"
+    key_file.write_text(DEV_KEY + "\n")
+    config = {"account": "acct2", "endpoint": "https://acct2.blob.core.usgovcloudapi.net", "keyFile": str(key_file)}
+    s = AzureSettings.resolve(endpoint=None, config=config, env={})
+    assert (s.account, s.key, s.account_url) == ("acct2", DEV_KEY, "https://acct2.blob.core.usgovcloudapi.net")
+    s = AzureSettings.resolve(endpoint="http://127.0.0.1:10000/acct2/", config=config,
+                              env={"AZURE_STORAGE_KEY": "ZW52"})
+    assert (s.key, s.account_url) == ("ZW52", "http://127.0.0.1:10000/acct2")
+
+    with pytest.raises(RepoError, match=r"cannot read azure.keyFile"):
+        AzureSettings.resolve(endpoint=None, config={"keyFile": str(tmp_path / "none")}, env={})
+    with pytest.raises(RepoError, match="not an http"):
+        AzureSettings.resolve(endpoint="acct.blob.core.windows.net", config={}, env={})
+    with pytest.raises(RepoError, match="not a valid Azure storage account name"):
+        AzureSettings.resolve(endpoint=None, config={}, env={"AZURE_STORAGE_ACCOUNT": "Bad_Name"})
+    with pytest.raises(RepoError, match="field without '='"):
+        AzureSettings.resolve(endpoint=None, config={}, env={"AZURE_STORAGE_CONNECTION_STRING": "garbage"})
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(f"repository: azure://backups/prod\nazure:\n  account: acct2\n  keyFile: {key_file}\n")
+    repo = open_repository(None, {"KUBECTL_DR_CONFIG": str(config_file)})
+    assert isinstance(repo, AzureRepository) and repo.location == "azure://backups/prod"
+    assert repo.settings.key == DEV_KEY
+    config_file.write_text("azure:\n  accountKey: x\n")
+    with pytest.raises(RepoError, match=r"unknown key azure.accountKey"):
+        open_repository(None, {"KUBECTL_DR_CONFIG": str(config_file)})
+
+
+def test_locations_and_block_sizes() -> None:
+    where = parse_azure_url("azure://backups//team/prod/")
+    assert (where.container, where.prefix, where.url) == ("backups", "team/prod", "azure://backups/team/prod")
+    assert where.key("20261122T015512Z-pvc-x", "data.tar") == "team/prod/20261122T015512Z-pvc-x/data.tar"
+    with pytest.raises(RepoError, match="a blob outside the prefix"):
+        where.key("..", "data.tar")
+    assert parse_azure_url("azure://backups").prefix == ""
+    assert len({len(block_id(n)) for n in (1, 9, 10_000, 50_000)}) == 1  # one length for every block ID
+    assert block_size_for(1, None) == MIN_BLOCK
+    assert block_size_for(5001, None) == 2 * MIN_BLOCK
+    total = sum(block_size_for(n, None) for n in range(1, 50_001))
+    assert total > 6 * (1 << 40)
+    assert max(block_size_for(n, None) for n in range(1, 50_001)) == 256 << 20
+    # A known large size starts with larger blocks, so that 45 000 of them hold it with room to spare.
+    assert block_size_for(1, 1 << 40) * 45_000 > 1.2 * (1 << 40)
+
+
+def test_an_interrupted_copy_into_azure_is_invisible_and_finished_by_running_it_again(
+        azurite: Azurite, tmp_path: Path) -> None:
+    local = LocalRepository(tmp_path / "local", clock=Clock())
+    data = os.urandom(3 * MIN_BLOCK + 4321)
+    with local.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(data)
+        backup_id = writer.commit({}).id
+    container = azurite.new_container()
+    url = f"azure://{container}/copies"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from kubectl_dr.repo import open_repository
+        from kubectl_dr.repo.copying import copy_backup
+        source = open_repository({str(local.path)!r}, dict(os.environ))
+        target = open_repository({url!r}, dict(os.environ))
+        done = 0
+        def progress(n):
+            global done
+            done += n
+            if done > {2 * MIN_BLOCK + (1 << 20)}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        copy_backup(source, source.get({backup_id!r}), target, progress=progress)
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           env=_env(azurite))
+    assert child.returncode == -9, child.stderr
+    target = _repo(azurite, container, prefix="copies")
+    assert target.list() == []  # nothing half-copied is visible
+    assert [lo.stale for lo in target.leftovers()] == [True]
+
+    result = copy_backup(local, local.get(backup_id), target)  # the same copy again finishes it
+    assert result.status == "copied"
+    assert target.leftovers() == [] and azurite.uncommitted(container) == []
+    target.verify(backup_id)
+    with target.open_part(target.get(backup_id), "data.tar") as stream:
+        assert stream.read() == data
+
+
+def test_the_same_container_on_two_endpoints_is_two_repositories() -> None:
+    # A copy from Azurite (or a sovereign cloud) into public Azure may keep CONTAINER/PREFIX: not "itself".
+    where = parse_azure_url("azure://drb/prod")
+    public = AzureRepository(where, AzureSettings(account="drbackups", key=DEV_KEY))
+    gov = AzureRepository(where, AzureSettings(account="drbackups", key=DEV_KEY,
+                                               endpoint="https://drbackups.blob.core.usgovcloudapi.net"))
+    again = AzureRepository(where, AzureSettings(account="drbackups", key=DEV_KEY))
+    assert public.location == gov.location == "azure://drb/prod"
+    assert public.place != gov.place and public.place == again.place

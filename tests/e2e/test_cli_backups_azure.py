@@ -176,7 +176,6 @@ def test_schedule_print_carries_the_azure_endpoints(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "not an http(s) URL" in bad.stderr and not bad.stdout
 
 
-@pytest.mark.e2e
 def test_etcd_snapshot_into_azure_with_a_copy(cluster: Any, azurite: Azurite, seaweedfs: S3Server,
                                               tmp_path: Path) -> None:
     """A real snapshot through a pod into Azure, encrypted, with --copy-to S3; verified with the identity."""
@@ -209,7 +208,6 @@ def fast(cluster_factory: Any) -> Iterator[Any]:
     yield cluster_factory(control_planes=1, workers=1, cron_period_seconds=2.0)
 
 
-@pytest.mark.e2e
 @pytest.mark.slow
 def test_etcd_snapshots_pull_into_azure(fast: Any, azurite: Azurite) -> None:
     """Snapshots a schedule took on the node, pulled into Azure, each verified; a second pull copies nothing."""
@@ -243,7 +241,6 @@ def test_etcd_snapshots_pull_into_azure(fast: Any, azurite: Azurite) -> None:
         _dr(env, "schedule", "delete", name, "--yes")
 
 
-@pytest.mark.e2e
 def test_pvc_backup_into_azure_and_restore_from_it(cluster: Any, azurite: Azurite, tmp_path: Path) -> None:
     """A volume (files of uid 1000, a symlink) backed up into Azure with encryption, in several blocks;
     restored from Azure with the identity through a private staging directory that is gone afterwards."""

@@ -5,7 +5,8 @@
   cron_period_seconds=2.0, external_etcd=True)``: other shapes, started on first use, shared by every test
   asking for the same shape, stopped at session end. ``etcd_version`` is "3.4" or "3.5" (default);
   ``cron_period_seconds`` makes one CronJob minute last that many seconds (control/cronjob.py);
-  ``external_etcd`` runs etcd on hosts of its own, outside the cluster (control/external_etcd.py).
+  ``external_etcd`` runs etcd on hosts of its own, outside the cluster (control/external_etcd.py);
+  ``link_mbit`` limits every exec stream to that many Mbit/s each way (node/link.py).
 
 A missing prerequisite (etcd, bwrap that can create sandboxes, busybox, kubectl) skips with the reason,
 except under CI (environment variable CI set), where it fails: CI must never silently skip them.
@@ -175,10 +176,10 @@ class Cluster:
 def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
                   exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None,
                   etcd_version: str = etcd_versions.DEFAULT, cron_period_seconds: float | None = None,
-                  external_etcd: bool = False) -> Cluster:
+                  external_etcd: bool = False, link_mbit: float | None = None) -> Cluster:
     protocols = parse_protocols(",".join(exec_protocols)) if exec_protocols else []
     state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}),
-               etcd_version, cron_period_seconds, external_etcd)
+               etcd_version, cron_period_seconds, external_etcd, link_mbit)
     return Cluster(directory.resolve(), state)
 
 
@@ -209,16 +210,17 @@ class ClusterPool:
 
     def get(self, control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
-            cron_period_seconds: float | None = None, external_etcd: bool = False) -> Cluster:
+            cron_period_seconds: float | None = None, external_etcd: bool = False,
+            link_mbit: float | None = None) -> Cluster:
         key = (control_planes, workers, tuple(exec_protocols), tuple(sorted((images or {}).items())),
-               etcd_version, cron_period_seconds, external_etcd)
+               etcd_version, cron_period_seconds, external_etcd, link_mbit)
         c = self.clusters.get(key)
         if c is None:
             require_prerequisites()
             c = self.clusters[key] = start_cluster(
                 self.tmp_path_factory.mktemp(f"cluster-{control_planes}cp"), control_planes=control_planes,
                 workers=workers, exec_protocols=exec_protocols, images=images, etcd_version=etcd_version,
-                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd)
+                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd, link_mbit=link_mbit)
         elif not c.running:
             c.start()
         return c

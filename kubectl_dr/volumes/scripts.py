@@ -137,7 +137,7 @@ def link_out_script(size: int) -> str:
     return f"head -c {int(size)} /dev/zero"
 
 
-LINK_IN_SCRIPT = "cat > /dev/null"
+LINK_IN_SCRIPT = "echo ready; cat > /dev/null"  # the line says the reader is there: the timing starts
 _DECODERS = {"gzip": "gzip -dc", "xz": "xz -dc"}
 
 

@@ -10,6 +10,7 @@ then accounts for).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -141,25 +142,39 @@ def _chunks(path: Path, progress: Progress, digest: hashlib._Hash | None) -> Ite
 def link_rate(kube: Kube, pod: RescuePod, *, into_pod: bool) -> float | None:
     """Bytes per second over the exec link, one way, timed with `LINK_PROBE` bytes (None: unusable).
 
-    Out of the pod: from the first byte to the last, so the exec's start is not counted. Into it: until
-    the pod said it read them all, so what waits in socket buffers is not counted as sent.
+    Only the bytes are timed, not the exec's start (a sandbox, a process): out of the pod from the first
+    byte to the last; into it from the pod's "ready" line until it says it read them all, so what waits
+    in socket buffers is not counted as sent.
     """
-    if into_pod:
-        started = time.monotonic()
-        capture(kube, pod, scripts.LINK_IN_SCRIPT, stdin=bytes(LINK_PROBE), what="timing the link")
-        return LINK_PROBE / max(time.monotonic() - started, 1e-6)
+    target = f"timing the link through pod {pod.namespace}/{pod.name}"
     first: list[float] = []
-    got = [0]
+    got, skipped = [0], [0]
+    ready = threading.Event()
 
     def sink(data: bytes) -> None:
-        if not first:
-            first.append(time.monotonic())
-        else:
+        # Out of the pod the clock starts after the first quarter: what buffers on the way held back
+        # (and then let go at once) is not the link's rate. Into it, at the pod's "ready" line.
+        ready.set()
+        if first:
             got[0] += len(data)
+            return
+        skipped[0] += len(data)
+        if into_pod or skipped[0] >= LINK_PROBE // 4:
+            first.append(time.monotonic())
 
+    if into_pod:
+        def probe() -> Iterator[bytes]:
+            if ready.wait(60):  # the pod is listening: from here on only the bytes take time
+                yield bytes(LINK_PROBE)
+
+        command = bounded_input(scripts.sh(scripts.LINK_IN_SCRIPT), LINK_PROBE)
+        stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True)
+        stream.run(stdin=probe(), stdout=sink).check(target)
+        elapsed = time.monotonic() - first[0] if first else 0.0
+        return LINK_PROBE / elapsed if elapsed > 0 else None
     stream = open_exec(kube, pod.namespace, pod.name, scripts.sh(scripts.link_out_script(LINK_PROBE)),
                        container=CONTAINER)
-    stream.run(stdout=sink).check(f"timing the link through pod {pod.namespace}/{pod.name}")
+    stream.run(stdout=sink).check(target)
     elapsed = time.monotonic() - first[0] if first else 0.0
     return got[0] / elapsed if elapsed > 0 and got[0] else None
 
@@ -171,10 +186,12 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
     `verified_sha256`: the archive's SHA-256 as our side computed it just before (a backup's verification
     pass). The pod's hash of what it received must equal it, which also catches an archive that changed
     since, so the file is not hashed a second time here. Without it (a plain tar file) we hash as we send.
+    `compress` (gzip, xz): compressed here, decompressed in the pod before its count and hash, so both
+    sides still compare the tar stream.
     """
     tar = pod.tools.tar if pod.tools is not None else scripts.BUSYBOX
     # The script reads exactly `size` bytes itself (dd count_bytes), which is what v4 needs.
-    command = scripts.sh(scripts.restore_script(size, tar=tar, keep_owners=keep_owners))
+    command = scripts.sh(scripts.restore_script(size, tar=tar, keep_owners=keep_owners, compress=compress))
     # The pod says nothing until the end, so there is no idle limit: our own writes show the link is alive.
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True,
                        timeouts=Timeouts(idle=None))

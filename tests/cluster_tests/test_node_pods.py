@@ -372,7 +372,7 @@ def test_link_mbit_limits_exec_both_ways(cluster_factory: ClusterFactory) -> Non
                           timeout=120, check=True)
     download = time.monotonic() - started
     assert down.stdout == bytes(size)
-    # 16 Mbit/s is 2 MB/s; the bucket lends at most a tenth of a second. Only the floor is asserted: a
+    # 16 Mbit/s is 2 MB/s; the bucket lends at most 20 ms. Only the floor is asserted: a
     # loaded machine may be slower than the link, never faster.
     print(f"link 16 Mbit/s: 2 MB up in {upload:.2f}s, down in {download:.2f}s")
     assert upload >= 0.9, upload

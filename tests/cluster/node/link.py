@@ -2,7 +2,7 @@
 
 A token bucket per direction, as a full-duplex link of that speed has: the bytes of every frame (the
 channel byte included) wait for their share of the rate before they are written or handed to the
-process. The bucket holds at most a tenth of a second of traffic, so a stream cannot save up idle time
+process. The bucket holds at most 20 ms of traffic, so a stream cannot save up idle time
 and burst past the rate; the process and the client see back-pressure exactly as on a slow network,
 through the same drains that bound memory.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-BURST_SECONDS = 0.1
+BURST_SECONDS = 0.02
 
 
 class Bucket:

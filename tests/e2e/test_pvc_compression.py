@@ -148,3 +148,22 @@ def test_a_damaged_compressed_stream_is_caught_in_the_pod(cluster: Cluster, resc
     with Transfer("test", size) as bar, pytest.raises(VerificationError):
         transfer.send(kube, rescue, archive, size, keep_owners=True, progress=bar, verified_sha256=digest,
                       compress=compression.GZIP)
+
+
+def test_compressed_round_trip_on_a_v4_only_server(cluster_factory: ClusterFactory, tmp_path: Path) -> None:
+    """v4 exec cannot close stdin: the pod's decoder is ended after the count, and nothing hangs."""
+    v4 = cluster_factory(control_planes=1, workers=1, exec_protocols=("v4",))
+    ns, vol = _volume(v4, "gz-v4", 40_000)
+    before = snapshot(vol)
+    repo = tmp_path / "repo"
+    backup = dr(v4, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "gzip", "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    moved = json.loads(backup.stdout)["details"]["transfer"]
+    assert moved["execProtocol"] == "v4.channel.k8s.io" and moved["compression"]["method"] == "gzip"
+    for method in ("gzip", "xz"):
+        wipe(vol)
+        restore = dr(v4, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                     "--compress", method, "-o", "json", timeout=180)
+        assert restore.returncode == 0, restore.stderr
+        assert json.loads(restore.stdout)["compression"]["method"] == method
+        _restored_exactly(vol, before)

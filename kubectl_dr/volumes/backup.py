@@ -204,7 +204,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
     writer: BackupWriter | None = None
     reader = TarReader(gnu_sparse=tools.tar == scripts.GNU)
     what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
-    choice = choose_compression(kube, pod, opts.compress, console)
+    choice = choose_compression(kube, pod, opts.compress, console, found)
     try:
         with repo.create(TYPE, source, opts.name or f"{opts.namespace}-{opts.claim}", cluster=cluster) as writer:
             with writer.open_part(PART) as part, console.progress(f"backup {opts.namespace}/{opts.claim}",
@@ -293,14 +293,32 @@ def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod,
     }
 
 
-def choose_compression(kube: Kube, pod: rescue_pod.RescuePod, requested: str, console: Console) -> compression.Choice:
-    """`auto` times the link out of the pod first; gzip is said, since it costs the pod's CPU."""
-    rate = transfer.link_rate(kube, pod, into_pod=False) if requested == compression.AUTO else None
-    choice = compression.choose(requested, rate)
+def choose_compression(kube: Kube, pod: rescue_pod.RescuePod, requested: str, console: Console,
+                       found: dict[str, Found]) -> compression.Choice:
+    """`auto` times the link out of the pod, and on a slow one samples the largest files with the pod's
+    gzip (data that does not shrink is sent as it is). gzip is said, since it costs the pod's CPU."""
+    rate = ratio = None
+    if requested == compression.AUTO:
+        rate = transfer.link_rate(kube, pod, into_pod=False)
+        if rate is not None and rate < compression.AUTO_BELOW:
+            largest = sorted((f for f in found.values() if f.kind == "file" and f.size and _plain(f.path)),
+                             key=lambda f: -f.size)
+            if largest:
+                ratio = transfer.sample_ratio(kube, pod, [f.path for f in largest[:compression.SAMPLES]])
+    choice = compression.choose(requested, rate, ratio)
     if choice.method != compression.NONE:
         console.say(f"compressing the stream with {choice.method} in the pod ({choice.why}); "
                     "size and SHA-256 are checked on the tar stream")
     return choice
+
+
+def _plain(path: str) -> bool:
+    """A name that goes into a command line as it is (sampling needs no odd names)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return path.isprintable()
 
 
 def archive_size_estimate(found: dict[str, Found]) -> int:

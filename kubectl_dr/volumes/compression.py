@@ -8,8 +8,9 @@ uncompressed stream: the pod counts and hashes what tar wrote or what tar reads,
 same bytes here, so a damaged compressed stream is caught by the comparison whichever tool misread it.
 
 `auto` measures the link first (a few MiB through the pod, `transfer.link_rate`): below what the pod's
-gzip can keep up with, compression pays on anything compressible and costs little on the rest. A
-restore also compresses samples of the archive here and leaves incompressible data alone.
+gzip can keep up with, compression pays on anything compressible. Samples say whether the data is: a
+backup's pod gzips the first MiB of the largest files, a restore compresses samples of the archive here;
+data that does not shrink by a fifth is sent as it is.
 """
 
 from __future__ import annotations

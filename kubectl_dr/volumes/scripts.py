@@ -137,6 +137,13 @@ def link_out_script(size: int) -> str:
     return f"head -c {int(size)} /dev/zero"
 
 
+def sample_script(paths: list[str], each: int) -> str:
+    """The first `each` bytes of a few files, raw size then gzip's size (`--compress auto` on a backup)."""
+    files = " ".join(quote_path(p) for p in paths)
+    return (f"cd {SCRATCH} && for f in {files}; do head -c {int(each)} \"$f\" 2>/dev/null; done > sample; "
+            "wc -c < sample; gzip -c < sample | wc -c; rm -f sample")
+
+
 LINK_IN_SCRIPT = "echo ready; cat > /dev/null"  # the line says the reader is there: the timing starts
 _DECODERS = {"gzip": "gzip -dc", "xz": "xz -dc"}
 

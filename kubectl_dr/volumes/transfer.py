@@ -179,6 +179,16 @@ def link_rate(kube: Kube, pod: RescuePod, *, into_pod: bool) -> float | None:
     return got[0] / elapsed if elapsed > 0 and got[0] else None
 
 
+def sample_ratio(kube: Kube, pod: RescuePod, paths: list[str]) -> float | None:
+    """How far gzip in the pod shrinks the first MiB of each of `paths` (None: nothing to sample)."""
+    out, _ = capture(kube, pod, scripts.sample_script(paths, compression.SAMPLE), what="sampling the data")
+    try:
+        raw, packed = (int(v) for v in out.split()[:2])
+    except ValueError:
+        return None
+    return packed / raw if raw else None
+
+
 def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool, progress: Progress,
          verified_sha256: str | None = None, compress: str = compression.NONE) -> Checked:
     """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded.

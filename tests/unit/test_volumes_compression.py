@@ -181,3 +181,17 @@ def test_samples_tell_text_from_noise(tmp_path: Path) -> None:
     noise.write_bytes(os.urandom(6 << 20))
     assert compression.sample_ratio(text, text.stat().st_size) < 0.2
     assert compression.sample_ratio(noise, noise.stat().st_size) > 0.99
+
+
+def test_the_pods_sample_tells_text_from_noise(tmp_path: Path) -> None:
+    path = _busybox(tmp_path)
+    data, scratch = tmp_path / "data", tmp_path / "scratch"
+    for d in (data, scratch):
+        d.mkdir()
+    (data / "dump with space.sql").write_bytes(b"INSERT INTO t VALUES (1, 'x');\n" * 100_000)
+    (data / "noise").write_bytes(os.urandom(2 << 20))
+    for files, low, high in ((["dump with space.sql"], 0.0, 0.2), (["noise"], 0.99, 1.01)):
+        out = _run(scripts.sample_script(files, compression.SAMPLE), data, scratch, path).stdout.split()
+        raw, packed = int(out[0]), int(out[1])
+        assert raw == compression.SAMPLE and low < packed / raw < high
+    assert not (scratch / "sample").exists()

@@ -10,7 +10,7 @@ import typer
 from kubectl_dr import units
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
-from kubectl_dr.cli.context import options, terminal_ask
+from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
@@ -241,10 +241,9 @@ def snapshot(
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
-    confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
-                              ask=terminal_ask())
+    confirm_plaintext_secrets(repository, "an etcd snapshot", opts.session().console)
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
-                           yes=opts.yes, secret_what="an etcd snapshot")
+                           console=opts.session().console, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:
@@ -274,7 +273,7 @@ def snapshot(
     message(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets)
+        data["copies"] = copy_new(repository, result.manifest.id, targets, opts.session().console)
     show(result, opts.output, data=data)
 
 
@@ -290,10 +289,8 @@ HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE
 
 
 def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Any]:
-    from kubectl_dr.ui.console import TerminalConsole
-
     opts = options(ctx)
-    return opts, TerminalConsole(yes=opts.yes)
+    return opts, opts.session().console
 
 
 @restore_app.callback(invoke_without_command=True)
@@ -680,7 +677,6 @@ def member_replace(
       kubectl dr etcd member replace cp-2 --dry-run=client
       kubectl dr etcd member replace cp-2 --yes
     """
-    from kubectl_dr.cli.context import confirm
     from kubectl_dr.etcd.replace import Replacement
     from kubectl_dr.runs import Run
 
@@ -693,7 +689,7 @@ def member_replace(
     topo = _topology(opts, None, None, None, None)
     assert not isinstance(topo, Direct)
     job = Replacement(opts.kube(), topo, node, _pod_namespace(opts), Run(f"etcd member replace {node}"),
-                      helper_image, lambda question: confirm(question, opts.yes), manifests_dir=manifests_dir,
+                      helper_image, opts.session().console.confirm, manifests_dir=manifests_dir,
                       timeout=timeout)
     if opts.dry_run == "client":
         if undo:

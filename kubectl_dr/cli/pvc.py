@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.cluster_options import FromClusterOption
-from kubectl_dr.cli.context import namespace_may_exist, options
+from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import count, emit, message, render_table, show
+from kubectl_dr.ui.output import count, emit, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
-    from kubectl_dr.cli.globals import GlobalOptions
-    from kubectl_dr.runs import Run
-    from kubectl_dr.ui.console import TerminalConsole
     from kubectl_dr.volumes.inventory import ClaimSummary
 
 app = typer.Typer(
@@ -65,14 +61,6 @@ FromClaimOption = Annotated[
 ]
 
 
-def _session(ctx: typer.Context, command: str) -> tuple[GlobalOptions, Any, str, Run, TerminalConsole]:
-    from kubectl_dr.runs import Run
-    from kubectl_dr.ui.console import TerminalConsole
-
-    opts = options(ctx)
-    kube = opts.kube()
-    namespace = opts.namespace or kube.namespace
-    return opts, kube, namespace, Run(command.format(ns=namespace)), TerminalConsole(yes=opts.yes)
 
 
 @app.command("backup", short_help="Back up a volume's contents into the repository")
@@ -112,24 +100,22 @@ def backup(
 
     job.check_name(name)
     compression.check(compress, compression.BACKUP_METHODS)
-    dry_run = options(ctx).dry_run
+    opts, current = options(ctx), session(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
-    repository.preflight(create=dry_run == "none")  # before the cluster is touched
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=dry_run,
-                           yes=options(ctx).yes, secret_what=None)
-    opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
-    result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
-                                                          skip_unreadable=skip_unreadable, dry_run=opts.dry_run,
-                                                          compress=compress),
-                     console, run)
+    repository.preflight(create=not current.dry)  # before the cluster is touched
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to,
+                           dry_run=current.dry_run, console=current.console, secret_what=None)
+    result = job.run(current, repository, job.BackupOptions(current.namespace, claim, image=image, name=name,
+                                                             quiesce=quiesce, skip_unreadable=skip_unreadable,
+                                                             compress=compress))
     if isinstance(result, job.BackupPlan):
         emit(result.to_dict(), opts.output, table=result.summary())
         return
     data = result.to_dict()
     if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets)
+        data["copies"] = copy_new(repository, result.manifest.id, targets, current.console)
     if result.unreadable:
-        message(f"note: {count(result.unreadable, 'entry', 'entries')} could not be read and "
+        current.console.say(f"note: {count(result.unreadable, 'entry', 'entries')} could not be read and "
                 f"{'was' if result.unreadable == 1 else 'were'} left out (--skip-unreadable): "
                 f"kubectl dr backups show {result.manifest.id} -o yaml lists them")
     show(result, opts.output, data=data)
@@ -184,12 +170,11 @@ def restore(
 
     compression.check(compress, compression.RESTORE_METHODS)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
-    result = job.run(kube, repository,
-                     job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
-                                        from_claim=from_claim, dry_run=opts.dry_run, from_cluster=from_cluster,
-                                        compress=compress),
-                     console, run)
+    opts, current = options(ctx), session(ctx)
+    result = job.run(current, repository,
+                     job.RestoreOptions(current.namespace, claim, source, image=image, clean=clean,
+                                        allow_empty=allow_empty, from_claim=from_claim, from_cluster=from_cluster,
+                                        compress=compress))
     if isinstance(result, job.RestoreResult):
         show(result, opts.output)
     else:
@@ -234,13 +219,13 @@ def diff(
     from kubectl_dr.volumes import diff as job
 
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, namespace, run, console = _session(ctx, f"pvc diff {{ns}}/{claim}")
-    if opts.dry_run != "none":
+    opts, current = options(ctx), session(ctx)
+    if current.dry:
         raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "
                          "(and changes nothing else)")
-    result = job.run(kube, repository, job.DiffOptions(namespace, claim, source, image=image, quiesce=quiesce,
-                                                       from_claim=from_claim, from_cluster=from_cluster),
-                     console, run)
+    result = job.run(current, repository, job.DiffOptions(current.namespace, claim, source, image=image,
+                                                          quiesce=quiesce, from_claim=from_claim,
+                                                          from_cluster=from_cluster))
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
@@ -271,12 +256,12 @@ def rescue(
     if argv[:1] == ["--"]:  # a second separator ("-- -- cmd") is part of nothing: drop it
         argv = argv[1:]
     interactive = not argv
-    if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
+    opts, current = options(ctx), session(ctx)
+    if interactive and not current.console.is_interactive:
         raise UsageError("an interactive shell needs a terminal; give a command after --, "
                          "e.g. kubectl dr pvc rescue PVC -- ls -la /data")
-    opts, kube, namespace, run, console = _session(ctx, f"pvc rescue {{ns}}/{claim}")
-    result = job.run(kube, job.RescueOptions(namespace, claim, argv, image=image, quiesce=quiesce,
-                                             read_only=read_only, dry_run=opts.dry_run), console, run, interactive)
+    result = job.run(current, job.RescueOptions(current.namespace, claim, argv, image=image, quiesce=quiesce,
+                                                read_only=read_only), interactive)
     if isinstance(result, job.RescuePlan):
         emit(result.to_dict(), opts.output, table=result.summary())
         return
@@ -312,7 +297,7 @@ def list_(
     from kubectl_dr.volumes import inventory
     from kubectl_dr.volumes.source import TYPE
 
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     kube = opts.kube()
     namespace = None if all_namespaces else opts.namespace or kube.namespace
     claims = inventory.list_claims(kube, namespace)
@@ -326,13 +311,13 @@ def list_(
         try:
             backups = repository.backups(TYPE)
         except RepoError as exc:  # the claims are still worth seeing; say what is unknown and why
-            message(f"warning: cannot read the repository {repository.location}: {exc.message}; LAST BACKUP unknown")
+            console.warn(f"cannot read the repository {repository.location}: {exc.message}; LAST BACKUP unknown")
     found = inventory.summarize(kube, claims, backups)
     data = {"kind": "ClaimList", "repository": repository.location, "repositoryRead": backups is not None,
             "items": [c.to_dict() for c in found]}
     if not found:
         if opts.output == "table":
-            message(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
+            console.say(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
         emit(data, opts.output, table="")
         return
     emit(data, opts.output, table=_claims_table(found, every_namespace=namespace is None,

@@ -72,14 +72,14 @@ class SnapshotResult:
                  size(self.status.file_size), self.status.sha256[:16]]]
 
 
-def _image_version(image: str) -> str | None:
+def image_version(image: str) -> str | None:
     """registry.k8s.io/etcd:3.5.15-0 → 3.5.15 (kubeadm's tags are VERSION-N)."""
     tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
     match = re.match(r"v?(\d+\.\d+\.\d+)", tag)
     return match.group(1) if match else None
 
 
-def _details(status: SnapshotStatus, member: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def snapshot_details(status: SnapshotStatus, member: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "member": member,
         "etcdVersion": member.get("version"),
@@ -101,7 +101,7 @@ def _verify_and_commit(writer: BackupWriter, part: PartWriter, details: dict[str
         raise MemberError(str(member.get("name") or member.get("endpoint")),
                           f"the snapshot from {member.get('node') or member.get('endpoint')} is not a good "
                           f"etcd snapshot: {exc.message}", hint=exc.hint) from None
-    manifest = writer.commit(_details(status, member, details))
+    manifest = writer.commit(snapshot_details(status, member, details))
     return manifest, status
 
 
@@ -220,7 +220,7 @@ def dead_snapshot_pods(kube: Kube, namespace: str, run: Run) -> list[str]:
 def _member_status(pod: HelperPod, member: StaticMember) -> dict[str, Any]:
     """What the member-status init container printed: ID, version, revision (best effort: logs only)."""
     info: dict[str, Any] = {"name": member.name, "node": member.node, "endpoint": member.client_url,
-                            "image": member.image, "version": _image_version(member.image)}
+                            "image": member.image, "version": image_version(member.image)}
     for line in reversed(pod.logs(podspec.MEMBER_STATUS_INIT, tail_lines=50).splitlines()):
         if line.startswith("["):
             from kubectl_dr.etcd.etcdctl import parse_endpoint_status

@@ -35,10 +35,8 @@ SCHEDULE_LABEL = "kubectl-dr.io/schedule"
 WHAT_LABEL = "kubectl-dr.io/schedule-kind"
 KEEP_ANNOTATION = "kubectl-dr.io/keep"
 DIR_ANNOTATION = "kubectl-dr.io/snapshot-dir"
-DEFAULT_NAME = "kubectl-dr-etcd-snapshot"
 DEFAULT_DIR = "/var/lib/kubectl-dr/snapshots"
 DEFAULT_HELPER_IMAGE = "busybox"
-DEFAULT_KEEP = 5
 # A run saves, reads back and hashes the database: an hour covers many GB; a hung member fails the run.
 JOB_DEADLINE_SECONDS = 3600
 PURPOSE = "etcd-snapshot-schedule"

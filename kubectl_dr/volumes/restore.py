@@ -29,7 +29,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Backup, Repository
-from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
 from kubectl_dr.volumes import compression, rescue_pod, scripts, source, transfer, tree_check
 from kubectl_dr.volumes.access import RESTORE, AccessPlan, accepted, plan_access, refs, them
@@ -53,7 +53,6 @@ class RestoreOptions:
     clean: bool = False
     allow_empty: bool = False
     from_claim: str | None = None
-    dry_run: str = "none"
     from_cluster: str | None = None  # --from latest of another cluster (NAME|UID)
     compress: str = compression.NONE  # auto|none|gzip|xz: on the link only
 
@@ -178,37 +177,49 @@ class Verification:
         self._pool.shutdown(wait=True)
 
 
-def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult | RestorePlan:
+def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResult | RestorePlan:
+    kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
     current, why = try_cluster_identity(kube)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none", current=current,
+                         allow_empty=opts.allow_empty, dry_run=dry_run != "none", current=current,
                          unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
     say_plan(console, access)
-    if opts.dry_run == "client":
-        claim_lease(kube, access, run, "client").acquire()
+    if dry_run == "client":
+        claim_lease(kube, access, session.run, "client").acquire()
         return RestorePlan(access, src, opts.clean, "client")
     stops = f", stopping {', '.join(c.ref for c in access.consumers)}" if access.consumers else ""
     how = "replacing" if not opts.clean else "replacing it and removing everything else in"
-    if opts.dry_run == "none":
+    if dry_run == "none":
         console.confirm(f"restore {count(len(src.entries), 'entry', 'entries')} ({size(src.size)}) into "
                         f"{opts.namespace}/{opts.claim}, {how} what the backup contains{stops}")
-    with Exposure(kube, access, run, console, opts.image, "pvc-restore", dry_run=opts.dry_run) as exposure:
+    with Exposure(session, access, opts.image, "pvc-restore") as exposure:
         pod = None
-        with Verification(repo, src.backup if opts.dry_run == "none" and not src.verified else None,
+        with Verification(repo, src.backup if dry_run == "none" and not src.verified else None,
                           console) as verification:
             # Nothing to stop: the pod (scheduling, image pull, volume attach) starts while the backup is
             # verified; it does not touch the volume before the transfer. Consumers are stopped only for a
             # backup known to be intact.
-            if not access.consumers and src.backup is not None and opts.dry_run == "none":
+            if not access.consumers and src.backup is not None and dry_run == "none":
                 pod = exposure.start(read_only=False, meanwhile=" (while the backup is verified)")
             verification.wait()
         exposure.stop_consumers()
         if pod is None:
             pod = exposure.start(read_only=False)
         if pod is None:
-            return RestorePlan(access, src, opts.clean, opts.dry_run, pod_accepted=True)
+            return RestorePlan(access, src, opts.clean, dry_run, pod_accepted=True)
         return _restore(kube, exposure, pod, src, opts, console)
+
+
+def _rerun(session: Session, src: Source, opts: RestoreOptions) -> str:
+    """The command that finishes this restore: the user's own, with the namespace spelled out and the backup
+    pinned by its ID (a `latest` could name a newer backup by then, and --from-claim/--from-cluster only
+    choose one for `latest`)."""
+    pinned = src.backup is not None
+    drop = ["-n", "--namespace", "--dry-run", *(["--from", "--from-claim", "--from-cluster"] if pinned else [])]
+    add = ["-n", opts.namespace, *(["--from", src.backup.id] if src.backup is not None else [])]
+    return session.command_line(drop=drop, add=add,
+                                default=["pvc", "restore", opts.claim, "--from", opts.source])
 
 
 def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: RestoreOptions,
@@ -236,7 +247,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                 label=f"{opts.namespace}/{opts.claim}")
     doomed = sorted(set(blocking) | set(extras))
     choice = _choose_compression(kube, pod, src, opts.compress, console)  # before the volume is touched
-    exposure.mark_torn()
+    exposure.mark_torn(_rerun(exposure.session, src, opts))
     if doomed:
         console.say(f"--clean: removing {count(len(doomed), 'entry', 'entries')} the backup does not hold"
                     + (f" ({len(blocking)} of another kind than the backup's)" if blocking else ""))

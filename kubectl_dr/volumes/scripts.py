@@ -41,9 +41,11 @@ from dataclasses import dataclass
 
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.volumes.listing import STAT_FORMAT
-from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
 from kubectl_dr.volumes.tree_check import Fixes
 
+# Where the rescue pod mounts the claim and its scratch space: every script is written against these paths.
+DATA = "/data"
+SCRATCH = "/scratch"
 MARKER = "kubectl-dr-result"
 _RESULT = re.compile(rb"kubectl-dr-result big=(\d+)\+(\d+) small=(\d+)\+(\d+) sha256=([0-9a-f]{64}) tar=(\d+)")
 BIG = 65536  # the counting dd's block: few read calls (a 512-byte block costs 2 million reads per GiB)

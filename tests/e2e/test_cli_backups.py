@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kubectl_dr.errors import DrError
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository, Repository
 from tests import tables
 from tests.cli_runner import clean_env, dr, executable, run
 
@@ -27,7 +27,7 @@ def _make(repo: Repository, type: str, source: dict[str, str], hint: str, data: 
 
 @pytest.fixture()
 def repo(tmp_path: Path) -> Repository:
-    return Repository(tmp_path / "repo")
+    return LocalRepository(tmp_path / "repo")
 
 
 @pytest.fixture()
@@ -98,7 +98,7 @@ def test_list_shows_name_skipped_entries_and_verification(repo: Repository, fill
 
 def test_list_default_location_is_xdg(tmp_path: Path) -> None:
     xdg = tmp_path / "xdg"
-    repo = Repository(xdg / "kubectl-dr" / "backups")
+    repo = LocalRepository(xdg / "kubectl-dr" / "backups")
     backup_id = _make(repo, "pvc", {"pvc": "x"}, "x", b"x")
     env = clean_env({"XDG_DATA_HOME": str(xdg)})
     result = run([executable(), "backups", "list", "-o", "json"], env=env)

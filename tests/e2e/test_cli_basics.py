@@ -51,7 +51,7 @@ def test_help_lists_nouns_and_kubectl_global_flags() -> None:
 
 SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
             ("Backup Repository Commands:", ["backups"]), ("Schedule Commands:", ["schedule"]),
-            ("Other Commands:", ["completion", "version"])]
+            ("Other Commands:", ["completion", "version", "options"])]
 
 
 def _command_rows(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -87,6 +87,30 @@ def test_help_groups_commands_as_kubectl_does() -> None:
             assert _whole(summary) and len(summary) <= 60, (title, name, summary)
     commands = result.stdout[result.stdout.index("Volume Commands:"):result.stdout.index("Global flags:")]
     assert "..." not in commands and "…" not in commands, commands
+
+
+@pytest.mark.parametrize("command", ["pvc", "pvc backup", "etcd restore finalize", "schedule create etcd-snapshot",
+                                     "backups prune", "version"])
+def test_sub_command_help_ends_naming_the_global_options(command: str) -> None:
+    # As kubectl's does: the global flags are not repeated in every help, the last line says where they are.
+    result = dr(*command.split(), "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().splitlines()[-1] == (
+        'Use "kubectl-dr options" for a list of global command-line options (applies to all commands).')
+
+
+def test_options_lists_every_global_flag_in_kubectls_layout() -> None:
+    result = dr("options")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "The following options can be passed to any command:"
+    for flag, text in (("    --kubeconfig='':", "\tPath to the kubeconfig file to use for CLI requests."),
+                       ("    -n, --namespace='':", "\tIf present, the namespace scope for this CLI request"),
+                       ("    -o, --output='table':", "\tOutput format. One of: (table, json, yaml)."),
+                       ("    -y, --yes=false:", None), ("    -v, --v=0:", "\tnumber for the log level verbosity")):
+        assert flag in lines, result.stdout
+        if text:
+            assert lines[lines.index(flag) + 1] == text
 
 
 @pytest.mark.parametrize("group", ["pvc", "etcd", "etcd snapshots", "etcd restore", "etcd member", "scale",

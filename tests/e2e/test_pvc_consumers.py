@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kubectl_dr.repo import LocalRepository
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir, wait_for
 
@@ -178,11 +180,18 @@ def test_an_interrupted_restore_never_hands_a_torn_volume_to_the_app(cluster: An
     else:
         assert proc.returncode == 130, rest
         assert f"interrupted by {sig.name}" in rest
-        assert "partly restored" in rest and "Run the same restore again" in rest
-        assert f"kubectl dr scale restore -n {ns}" in rest
+        assert "partly restored" in rest and f"kubectl dr scale restore -n {ns}" in rest
         assert managed_pods(cluster, ns) == []
 
-    again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    if sig == signal.SIGKILL:
+        again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    else:
+        # The hint is the command to paste: the restore's own arguments, the backup pinned by its ID.
+        hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
+        backup_id = LocalRepository(repo).backups()[0].id
+        assert hinted == ["kubectl", "dr", "pvc", "restore", "data", "--repo", str(repo), "--yes", "-n", ns,
+                          "--from", backup_id], rest
+        again = dr(cluster, *hinted[2:])
     assert again.returncode == 0, again.stderr
     assert (vol / "big").read_bytes() == payload
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
@@ -125,7 +125,7 @@ def test_corrupted_backup_of_an_unused_claim(cluster: Any, tmp_path: Path, offse
 def _big_backup(repo_path: Path, ns: str, size: int) -> str:
     """A backup of one file of zeros, written straight into the repository: large enough that its
     checksum pass lasts a while, without moving it through a pod first."""
-    repo = Repository(repo_path)
+    repo = LocalRepository(repo_path)
     info = tarfile.TarInfo("big")
     info.size, info.mtime, info.mode = size, 1_700_000_000, 0o644
     zeros = bytes(1 << 20)

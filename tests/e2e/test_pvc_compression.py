@@ -90,14 +90,34 @@ def test_auto_follows_the_measured_link(cluster: Cluster, tmp_path: Path) -> Non
     ns, vol = _volume(cluster, "auto-fast", 20_000)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")  # auto: the default
+    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto",
+                "-o", "json")
     assert backup.returncode == 0, backup.stderr
     _follows_the_rule(json.loads(backup.stdout)["details"]["transfer"]["compression"])
     wipe(vol)
     restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "-o", "json")
+                 "--compress", "auto", "-o", "json")
     assert restore.returncode == 0, restore.stderr
     _follows_the_rule(json.loads(restore.stdout)["compression"])
+    _restored_exactly(vol, before)
+
+
+def test_the_default_sends_the_tar_as_it_is_without_timing_the_link(cluster: Cluster, tmp_path: Path) -> None:
+    """`none` is the default: no probe exec before the stream, and no gzip on a fast link by mistake."""
+    ns, vol = _volume(cluster, "default-none", 20_000)
+    before = snapshot(vol)
+    repo = tmp_path / "repo"
+    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    chosen = json.loads(backup.stdout)["details"]["transfer"]["compression"]
+    assert (chosen["requested"], chosen["method"], chosen["linkBytesPerSecond"]) == ("none", "none", None), chosen
+    assert chosen["wireBytes"] == json.loads(backup.stdout)["details"]["transfer"]["size"], chosen
+    wipe(vol)
+    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "-o", "json")
+    assert restore.returncode == 0, restore.stderr
+    done = json.loads(restore.stdout)["compression"]
+    assert (done["requested"], done["method"], done["linkBytesPerSecond"]) == ("none", "none", None), done
     _restored_exactly(vol, before)
 
 
@@ -113,7 +133,7 @@ def test_auto_compresses_on_a_slow_link(cluster_factory: ClusterFactory, tmp_pat
     assert chosen["linkBytesPerSecond"] <= 100e6 / 8 * 1.25  # measured, not assumed
     wipe(vol)
     restore = dr(slow, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "-o", "json")
+                 "--compress", "auto", "-o", "json")
     assert restore.returncode == 0, restore.stderr
     assert json.loads(restore.stdout)["compression"]["method"] == "gzip"
     _restored_exactly(vol, before)
@@ -122,7 +142,8 @@ def test_auto_compresses_on_a_slow_link(cluster_factory: ClusterFactory, tmp_pat
     wipe(vol)
     for n in range(3):
         (vol / f"media-{n}.bin").write_bytes(os.urandom(3 << 20))
-    noise = dr(slow, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    noise = dr(slow, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto",
+               "-o", "json")
     assert noise.returncode == 0, noise.stderr
     chosen = json.loads(noise.stdout)["details"]["transfer"]["compression"]
     assert chosen["method"] == "none" and "shrink only" in chosen["why"], chosen

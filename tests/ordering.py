@@ -27,6 +27,7 @@ FAST = "unit"
 # The pool's defaults (ClusterPool.get): a keyword left out has this value.
 DEFAULTS = {"control_planes": 3, "workers": 1, "exec_protocols": ("v5", "v4"), "images": None,
             "etcd_version": "3.5", "cron_period_seconds": None, "external_etcd": False, "rook_ceph": 0,
+            "link_mbit": None,
             "private": None}
 WILDCARD = "*"
 

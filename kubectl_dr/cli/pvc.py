@@ -51,6 +51,18 @@ FromOption = Annotated[
                       help="Backup ID, unique ID prefix, 'latest' (of this claim, or of --from-claim's), a backup "
                            "directory, or a tar file.")
 ]
+CompressBackupOption = Annotated[
+    str, typer.Option("--compress", metavar="auto|none|gzip",
+                      help="Compress the stream on its way out of the pod (busybox gzip). auto, for slow links: "
+                           "when the link, timed first, is slower than gzip in the pod. The repository keeps the "
+                           "tar; sizes and SHA-256 are checked on it.")
+]
+CompressRestoreOption = Annotated[
+    str, typer.Option("--compress", metavar="auto|none|gzip|xz",
+                      help="Compress the stream here, decompressed in the pod. auto, for slow links: gzip when "
+                           "samples of the archive shrink and the link, timed first, is slower than gzip. Sizes "
+                           "and SHA-256 are checked on the tar stream.")
+]
 FromClaimOption = Annotated[
     str | None, typer.Option("--from-claim", metavar="[NS/]CLAIM",
                              help="With --from latest: the newest backup of this claim instead (restoring into a "
@@ -82,6 +94,7 @@ def backup(
     force: Annotated[bool, typer.Option(
         "--force", help="restic:REPO only: read every file, even those the claim's last snapshot has unchanged "
                         "(same size, mtime, ctime and inode).")] = False,
+    compress: CompressBackupOption = "none",
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -98,11 +111,16 @@ def backup(
       RESTIC_PASSWORD_FILE=~/.restic-pw kubectl dr pvc backup data-db-0 -n shop --repo restic:/srv/restic
     """
     from kubectl_dr.volumes import backup as job
+    from kubectl_dr.volumes import compression
 
     job.check_name(name)
+    compression.check(compress, compression.BACKUP_METHODS)
     opts, current = options(ctx), session(ctx)
     if is_restic(repo):
         assert repo is not None
+        if compress != "none":
+            raise UsageError("--compress applies to the stream of a plain repository's backup; a restic backup "
+                             "sends only the changed files and compresses its blobs with zstd itself")
         _restic_backup(ctx, claim, repo, job.BackupOptions(
             "", claim, image=image, name=name, quiesce=quiesce, skip_unreadable=skip_unreadable),
             password_file=password_file, s3_endpoint=s3_endpoint, copy_to=copy_to, encrypt_to=encrypt_to,
@@ -116,7 +134,8 @@ def backup(
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
                            encrypt_to=encrypt_to, dry_run=current.dry_run, console=current.console, secret_what=None)
     result = job.run(current, repository, job.BackupOptions(current.namespace, claim, image=image, name=name,
-                                                             quiesce=quiesce, skip_unreadable=skip_unreadable))
+                                                             quiesce=quiesce, skip_unreadable=skip_unreadable,
+                                                             compress=compress))
     if isinstance(result, job.BackupPlan):
         emit(result.to_dict(), opts.output, table=result.summary())
         return
@@ -229,6 +248,7 @@ def restore(
         "--to-dir", metavar="DIR", help="Write the backup (or --include's paths) into this new "
                                         "or empty local directory instead of the volume; nothing in the cluster "
                                         "is touched.")] = None,
+    compress: CompressRestoreOption = "none",
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -257,9 +277,10 @@ def restore(
     """
     import tempfile
 
-    from kubectl_dr.volumes import restic_source
+    from kubectl_dr.volumes import compression, restic_source
     from kubectl_dr.volumes import restore as job
 
+    compression.check(compress, compression.RESTORE_METHODS)
     opts, current = options(ctx), session(ctx)
     if include and clean:
         raise UsageError("--include and --clean exclude each other: --clean would remove everything the "
@@ -275,7 +296,8 @@ def restore(
             return
         namespace = current.namespace
         with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
-            result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean),
+            result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
+                                                                compress=compress),
                              prepared=lambda: restic_source.build(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
                                  Path(work), current.console, include))
@@ -287,7 +309,8 @@ def restore(
         result = job.run(current, repository,
                          job.RestoreOptions(current.namespace, claim, source, image=image, clean=clean,
                                             allow_empty=allow_empty, from_claim=from_claim,
-                                            from_cluster=from_cluster, include=include))
+                                            from_cluster=from_cluster, include=include,
+                                            compress=compress))
     if isinstance(result, job.RestoreResult):
         show(result, opts.output)
     else:

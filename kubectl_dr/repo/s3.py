@@ -8,7 +8,8 @@ multipart uploads under it, only once that writer is gone (dead on this host, or
 A deletion first writes ``PREFIX/ID/.deleting`` (from then on the backup is gone), then removes the
 manifest and the parts.
 
-Parts stream up as multipart uploads with a bounded buffer (three parts in flight at most), each part
+Parts stream up as multipart uploads from a fixed pool of part buffers (three parts uploading at once
+while a fourth fills, so memory stays flat whatever the size), each part
 sent with its SHA-256 (x-amz-checksum-sha256), which servers that know it check on receipt and echo;
 the complete object's size is read back with HEAD. Where a server does not check, `backups verify`
 reads everything back.
@@ -372,7 +373,7 @@ class S3Staging(Staging):
             pass  # the owner record stays: prune removes the rest once this process is gone
 
 
-def _b64sha(data: bytes | memoryview) -> str:
+def _b64sha(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
@@ -388,34 +389,61 @@ def part_size_for(number: int, size_hint: int | None) -> int:
 
 
 class MultipartSink(Sink):
-    """A part streamed to S3: one PUT if it is small, else a multipart upload with bounded memory."""
+    """A part streamed to S3: one PUT if it is small, else a multipart upload with flat memory.
+
+    Parts fill buffers of a fixed pool (IN_FLIGHT + 1 of one part size) in place and are uploaded from them
+    by IN_FLIGHT threads while the next fills: no buffer grows, none is copied to be sent, and a writer that
+    outruns the network waits for the oldest upload to hand its buffer back."""
 
     def __init__(self, repo: S3Repository, key: str, hash_stored: bool, size_hint: int | None) -> None:
         self._repo = repo
         self._key = key
         self._hint = size_hint
         self._hash = hashlib.sha256() if hash_stored else None
-        self._buffer = bytearray()
+        self._limit = part_size_for(1, size_hint)
+        self._free: builtins.list[bytearray] = []  # buffers handed back by finished uploads
+        self._made = 0  # buffers of this part size in the pool (free, filling or uploading)
+        self._buffer = self._take()
+        self._fill = 0
         self._upload_id: str | None = None
         self._done: builtins.list[dict[str, Any]] = []
         self._inflight: deque[Future[dict[str, Any]]] = deque()
+        self._lent: deque[bytearray] = deque()  # the buffer of each upload in _inflight, in the same order
         self._pool: ThreadPoolExecutor | None = None
         self._number = 0
-        self._limit = part_size_for(1, size_hint)
         self.size = 0
         self.server_checked = True  # every part's SHA-256 echoed back by the server
         self._closed = False
+
+    def _take(self) -> bytearray:
+        """A buffer of the current part size: a free one, a new one while the pool is not full, else the
+        oldest upload's once it is done."""
+        while True:
+            while self._free:
+                buffer = self._free.pop()
+                if len(buffer) == self._limit:
+                    return buffer
+                self._made -= 1  # the part size grew: this smaller one is dropped
+            if self._made < IN_FLIGHT + 1:
+                self._made += 1
+                return bytearray(self._limit)
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        self._done.append(self._inflight.popleft().result())
+        self._free.append(self._lent.popleft())
 
     def write(self, data: memoryview) -> None:
         if self._hash is not None:
             self._hash.update(data)
         self.size += len(data)
-        view = data
+        view = memoryview(data).cast("B")
         while view:
-            room = self._limit - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) >= self._limit:
+            n = min(self._limit - self._fill, len(view))
+            self._buffer[self._fill:self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._limit:
                 self._send_part()
 
     def _send_part(self) -> None:
@@ -425,16 +453,20 @@ class MultipartSink(Sink):
             self._upload_id = str(created["UploadId"])
             self._pool = ThreadPoolExecutor(IN_FLIGHT, "s3-upload")
         while len(self._inflight) >= IN_FLIGHT:
-            self._done.append(self._inflight.popleft().result())
+            self._settle_oldest()
         self._number += 1
         if self._number > MAX_PARTS:
             raise RepoError(f"{self._key} is larger than an S3 object can be made of ({MAX_PARTS} parts)")
-        body, self._buffer = bytes(self._buffer), bytearray()
+        buffer, fill = self._buffer, self._fill
+        # A full buffer goes as it is; only a short last part is copied out (the body must be its exact size).
+        body: bytes | bytearray = buffer if fill == len(buffer) else bytes(memoryview(buffer)[:fill])
         assert self._pool is not None
         self._inflight.append(self._pool.submit(self._upload, self._number, body))
+        self._lent.append(buffer)
         self._limit = part_size_for(self._number + 1, self._hint)
+        self._buffer, self._fill = self._take(), 0
 
-    def _upload(self, number: int, body: bytes) -> dict[str, Any]:
+    def _upload(self, number: int, body: bytes | bytearray) -> dict[str, Any]:
         checksum = _b64sha(body)
         response = self._repo.call("uploading a part", "upload_part", Key=self._key, UploadId=self._upload_id,
                                    PartNumber=number, Body=body, ChecksumSHA256=checksum)
@@ -453,16 +485,16 @@ class MultipartSink(Sink):
         if self._closed:
             return self._hash.hexdigest() if self._hash is not None else None
         if self._upload_id is None:
-            body = bytes(self._buffer)
+            body = bytes(memoryview(self._buffer)[:self._fill])
             checksum = _b64sha(body)
             response = self._repo.call("uploading a part", "put_object", Key=self._key, Body=body,
                                        ChecksumSHA256=checksum)
             self._check_echo(response, checksum, self._key)
         else:
-            if self._buffer or (not self._inflight and not self._done):
+            if self._fill or (not self._inflight and not self._done):
                 self._send_part()
             while self._inflight:
-                self._done.append(self._inflight.popleft().result())
+                self._settle_oldest()
             parts = sorted(self._done, key=lambda p: int(p["PartNumber"]))
             if not self.server_checked:
                 parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
@@ -470,7 +502,7 @@ class MultipartSink(Sink):
                             UploadId=self._upload_id, MultipartUpload={"Parts": parts})
             self._upload_id = None
             self._shutdown()
-        self._buffer = bytearray()
+        self._release()
         head = self._repo.call("checking an upload", "head_object", Key=self._key)
         if int(head["ContentLength"]) != self.size:
             raise RepoError(f"the S3 server holds {head['ContentLength']} bytes of {self._key}, not the "
@@ -479,16 +511,23 @@ class MultipartSink(Sink):
         return self._hash.hexdigest() if self._hash is not None else None
 
     def abort(self) -> None:
-        self._buffer = bytearray()
         for future in self._inflight:
             future.cancel()
         self._shutdown()
         self._inflight.clear()
+        self._release()
         if self._upload_id is not None:
             with contextlib.suppress(RepoError):  # prune finds it by its prefix
                 self._repo.call("aborting an upload", "abort_multipart_upload", Key=self._key,
                                 UploadId=self._upload_id)
             self._upload_id = None
+
+    def _release(self) -> None:
+        """The pool's memory goes back as soon as the part is done with (a backup writes several parts)."""
+        self._buffer, self._fill = bytearray(), 0
+        self._free.clear()
+        self._lent.clear()
+        self._made = 0
 
     def _shutdown(self) -> None:
         if self._pool is not None:

@@ -28,8 +28,8 @@ from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import BackupWriter, Manifest, Repository
 from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
+from kubectl_dr.volumes import compression, rescue_pod, scripts, transfer
 from kubectl_dr.volumes import entries as entries_module
-from kubectl_dr.volumes import rescue_pod, scripts, transfer
 from kubectl_dr.volumes.access import BACKUP, AccessPlan, accepted, plan_access, refs, them
 from kubectl_dr.volumes.entries import Entries
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
@@ -52,6 +52,7 @@ class BackupOptions:
     name: str | None = None
     quiesce: bool = False
     skip_unreadable: bool = False
+    compress: str = compression.NONE  # auto|none|gzip: on the link only, the repository keeps the tar
 
 
 @dataclass
@@ -205,6 +206,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
     writer: BackupWriter | None = None
     reader = TarReader(gnu_sparse=tools.tar == scripts.GNU)
     what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
+    choice = choose_compression(kube, pod, opts.compress, console, found)
     try:
         with repo.create(TYPE, source, opts.name or f"{opts.namespace}-{opts.claim}", cluster=cluster) as writer:
             with writer.open_part(PART) as part, console.progress(f"backup {opts.namespace}/{opts.claim}",
@@ -214,8 +216,9 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                     reader.feed(data)
                     bar.advance(len(data))
 
-                checked = transfer.receive(kube, pod, scripts.backup_script(tools.tar), sink,
-                                           lambda: (part.size, part.sha256), what)
+                checked = transfer.receive(kube, pod, scripts.backup_script(tools.tar, choice.method), sink,
+                                           lambda: (part.size, part.sha256), what,
+                                           gzipped=choice.method == compression.GZIP)
                 pod.release()  # nothing more runs in it: it terminates while we finish
                 seconds = bar.elapsed
             try:
@@ -227,6 +230,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
             judge_transfer(record, checked, access, console, what)
             details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
+            details["transfer"]["compression"] = {**choice.to_dict(), "wireBytes": checked.wire}
             with writer.open_part(ENTRIES_PART) as listing_part:
                 for line in record.entries.lines({"tar": f"{tools.tar} {tools.tar_version}".strip()}):
                     listing_part.write(line)
@@ -290,6 +294,34 @@ def _details(opts: BackupOptions, access: AccessPlan, pod: rescue_pod.RescuePod,
         "quiesced": [c.ref for c in access.consumers] if access.stop else [],
         "toolVersion": __version__,
     }
+
+
+def choose_compression(kube: Kube, pod: rescue_pod.RescuePod, requested: str, console: Console,
+                       found: dict[str, Found]) -> compression.Choice:
+    """`auto` times the link out of the pod, and on a slow one samples the largest files with the pod's
+    gzip (data that does not shrink is sent as it is). gzip is said, since it costs the pod's CPU."""
+    rate = ratio = None
+    if requested == compression.AUTO:
+        rate = transfer.link_rate(kube, pod, into_pod=False)
+        if rate is not None and rate < compression.AUTO_BELOW:
+            largest = sorted((f for f in found.values() if f.kind == "file" and f.size and _plain(f.path)),
+                             key=lambda f: -f.size)
+            if largest:
+                ratio = transfer.sample_ratio(kube, pod, [f.path for f in largest[:compression.SAMPLES]])
+    choice = compression.choose(requested, rate, ratio)
+    if choice.method != compression.NONE:
+        console.say(f"compressing the stream with {choice.method} in the pod ({choice.why}); "
+                    "size and SHA-256 are checked on the tar stream")
+    return choice
+
+
+def _plain(path: str) -> bool:
+    """A name that goes into a command line as it is (sampling needs no odd names)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return path.isprintable()
 
 
 def archive_size_estimate(found: dict[str, Found]) -> int:

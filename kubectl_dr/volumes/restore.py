@@ -34,7 +34,7 @@ from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Backup, Repository
 from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
-from kubectl_dr.volumes import rescue_pod, scripts, source, transfer, tree_check
+from kubectl_dr.volumes import compression, rescue_pod, scripts, source, transfer, tree_check
 from kubectl_dr.volumes.access import RESTORE, AccessPlan, accepted, plan_access, refs, them
 from kubectl_dr.volumes.entries import DIR, FILE
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
@@ -58,6 +58,7 @@ class RestoreOptions:
     from_claim: str | None = None
     from_cluster: str | None = None  # --from latest of another cluster (NAME|UID)
     include: list[str] | None = None  # only these paths (and the directories leading to them)
+    compress: str = compression.NONE  # auto|none|gzip|xz: on the link only
 
 
 @dataclass
@@ -110,6 +111,7 @@ class RestoreResult:
     security: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, Any] = field(default_factory=dict)
     listing_seconds: float = 0.0  # the pod's stat listings (the plan, the check): the exact round trip's cost
+    compression: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,7 +122,7 @@ class RestoreResult:
             "entries": self.source.entries.summary(), "entryRecord": self.source.recorded,
             "removed": self.removed, "replacedKinds": self.replaced_kinds, "fixedAfterExtraction": self.fixed,
             "consumers": self.consumers, "securityContext": self.security, "tools": self.tools,
-            "origin": self.source.origin,
+            "origin": self.source.origin, "compression": self.compression or None,
         }
 
     def columns(self) -> list[str]:
@@ -271,6 +273,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     _check_room(kube, pod, src, found, set(blocking) | set(extras), sparse_kept=src.gnu_only,
                 label=f"{opts.namespace}/{opts.claim}")
     doomed = sorted(set(blocking) | set(extras))
+    choice = _choose_compression(kube, pod, src, opts.compress, console)  # before the volume is touched
     exposure.mark_torn(_rerun(exposure.session, src, opts))
     if doomed:
         console.say(f"--clean: removing {count(len(doomed), 'entry', 'entries')} the backup does not hold"
@@ -278,7 +281,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
         transfer.run_script(kube, pod, scripts.remove_script(doomed), "removal")
     with console.progress(f"restore {opts.namespace}/{opts.claim}", src.size) as bar:
         checked = transfer.send(kube, pod, src.path, src.size, keep_owners=sec.root, progress=bar,
-                                verified_sha256=src.sha256)
+                                verified_sha256=src.sha256, compress=choice.method)
         seconds = bar.elapsed
     if checked.warnings:
         console.say(f"tar reported:\n{checked.warnings}")
@@ -303,7 +306,24 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     exposure.finish()
     return RestoreResult(opts.namespace, opts.claim, src, checked, seconds, removed=doomed,
                          replaced_kinds=blocking, fixed=fixed, consumers=consumers, security=sec.describe(),
-                         tools=pod.tools.to_dict(), listing_seconds=listings.total)
+                         tools=pod.tools.to_dict(), listing_seconds=listings.total,
+                         compression={**choice.to_dict(), "wireBytes": checked.wire})
+
+
+def _choose_compression(kube: Kube, pod: RescuePod, src: Source, requested: str,
+                        console: Console) -> compression.Choice:
+    """`auto`: samples of the archive first (free), then, if they shrink, the link into the pod timed."""
+    if requested != compression.AUTO:
+        choice = compression.choose(requested, None)
+    else:
+        ratio = compression.sample_ratio(src.path, src.size)
+        rate = transfer.link_rate(kube, pod, into_pod=True) if ratio <= compression.WORTH else None
+        choice = compression.choose(requested, rate, ratio) if rate is not None else compression.Choice(
+            compression.NONE, requested, f"samples of the archive shrink only to {ratio:.0%}")
+    if choice.method != compression.NONE:
+        console.say(f"compressing the stream with {choice.method} here, decompressed in the pod ({choice.why}); "
+                    "size and SHA-256 are checked on the tar stream")
+    return choice
 
 
 T = TypeVar("T")

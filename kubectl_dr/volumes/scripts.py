@@ -25,6 +25,11 @@ its large-count option as Debian's is, wraps at 4 GiB; dd's record counters are 
 
 After `tar -x`, the rest of the input is drained (`cat >/dev/null`): tar stops at the end-of-archive
 blocks, and a tee writing padding into a closed pipe would die and cut the hash short.
+
+Compressed on the link (`compression.py`): out, `tee`'s stdout goes through `gzip -c`; in, the decoder
+writes into a fifo that the counting `dd` reads, so count and hash are still those of the tar stream.
+The decoder runs beside the script and is ended after the count: on v4 its stdin never closes, and
+`gzip -d` would wait for another member for ever.
 """
 
 from __future__ import annotations
@@ -116,13 +121,33 @@ def parse_probe(output: bytes) -> Probe:
                                 hint="--image needs sh, tar, id, and busybox or GNU tools.") from None
 
 
-def _out(producer: str) -> str:
-    """A producer's stdout counted and hashed on its way out; its exit code is the reported one."""
+def _out(producer: str, compress: str = "none") -> str:
+    """A producer's stdout counted and hashed on its way out; its exit code is the reported one.
+
+    With `compress` (gzip, the one busybox compressor) what leaves the pod is compressed after the
+    count and the hash: the checks are on the producer's own bytes.
+    """
     return ("direction=out\n" + _FIFOS
             + f"{{ {producer}; echo $? > {SCRATCH}/tar.rc; }}"
             + f" | dd bs={BIG} iflag=fullblock conv=sync 2> big"
-            + " | tee hash.fifo\n"
+            + " | tee hash.fifo" + (" | gzip -c" if compress == "gzip" else "") + "\n"
             + _REPORT)
+
+
+def link_out_script(size: int) -> str:
+    """`size` bytes out of the pod, to time the link (`--compress auto`)."""
+    return f"head -c {int(size)} /dev/zero"
+
+
+def sample_script(paths: list[str], each: int) -> str:
+    """The first `each` bytes of a few files, raw size then gzip's size (`--compress auto` on a backup)."""
+    files = " ".join(quote_path(p) for p in paths)
+    return (f"cd {SCRATCH} && for f in {files}; do head -c {int(each)} \"$f\" 2>/dev/null; done > sample; "
+            "wc -c < sample; gzip -c < sample | wc -c; rm -f sample")
+
+
+LINK_IN_SCRIPT = "echo ready; cat > /dev/null"  # the line says the reader is there: the timing starts
+_DECODERS = {"gzip": "gzip -dc", "xz": "xz -dc"}
 
 
 def listing_script(*, ctime: bool = False) -> str:
@@ -137,7 +162,7 @@ def listing_script(*, ctime: bool = False) -> str:
                 "find . -xdev -print0; true")
 
 
-def backup_script(tar: str) -> str:
+def backup_script(tar: str, compress: str = "none") -> str:
     """tar the volume's root entries to stdout, all but lost+found (whose skipping is said elsewhere).
 
     The root directory's own owner, mode and time come from the listing, so the archive holds the root's
@@ -151,7 +176,7 @@ def backup_script(tar: str) -> str:
   if [ "$f" = ./lost+found ] && [ -d "$f" ] && [ ! -L "$f" ]; then continue; fi
   set -- "$@" "$f"
 done
-if [ $# -eq 0 ]; then {command} --no-recursion . ; else {command} -- "$@" ; fi""")
+if [ $# -eq 0 ]; then {command} --no-recursion . ; else {command} -- "$@" ; fi""", compress)
 
 
 def paths_backup_script(tar: str, paths: list[str]) -> str:
@@ -162,11 +187,13 @@ def paths_backup_script(tar: str, paths: list[str]) -> str:
     return _out(f"cd {DATA} && {command} -- {words}")
 
 
-def restore_script(size: int, *, tar: str, keep_owners: bool) -> str:
+def restore_script(size: int, *, tar: str, keep_owners: bool, compress: str = "none") -> str:
     """Read exactly `size` bytes of stdin, whatever follows them (v4 exec cannot close stdin).
 
     Two dd in turn, each bounded by its count: the whole 64 KiB blocks, then the rest in tar's
-    512-byte blocks, so the count is exact without two million reads per GiB.
+    512-byte blocks, so the count is exact without two million reads per GiB. Compressed (gzip, xz),
+    the dd read the decoder's output, so `size` and the hash are those of the tar stream; what the
+    decoder said on stderr is passed on after the count.
     """
     if tar == GNU:
         owner = "--numeric-owner --same-owner" if keep_owners else "--no-same-owner"
@@ -175,10 +202,18 @@ def restore_script(size: int, *, tar: str, keep_owners: bool) -> str:
         command = f"tar -x {'--numeric-owner' if keep_owners else '-o'} -f - -C {DATA}"
     big, rest = divmod(int(size), BIG)
     tail = f"; dd bs={SMALL} iflag=fullblock,count_bytes count={rest} 2> small" if rest else ""
-    return ("direction=in\n" + _FIFOS
-            + f"{{ dd bs={BIG} iflag=fullblock count={big} 2> big{tail}; }} | tee hash.fifo | "
+    decoder = _DECODERS.get(compress)
+    start = after = source = ""
+    if decoder is not None:
+        # A command run with & reads /dev/null unless told otherwise: stdin is handed over as fd 3.
+        start = (f"rm -f plain.fifo decode.err; mkfifo plain.fifo\nexec 3<&0\n"
+                 f"{decoder} <&3 > plain.fifo 2> decode.err &\ndecoder=$!\nexec 3<&-\n")
+        source = " < plain.fifo"
+        after = "kill $decoder 2>/dev/null; sed 's/^/decompressing: /' decode.err >&2\n"
+    return ("direction=in\n" + _FIFOS + start
+            + f"{{ dd bs={BIG} iflag=fullblock count={big} 2> big{tail}; }}{source} | tee hash.fifo | "
             + f"{{ {command}; echo $? > {SCRATCH}/tar.rc; cat > /dev/null; }}\n"
-            + _REPORT)
+            + after + _REPORT)
 
 
 def parse_report(stderr: bytes) -> StreamReport:

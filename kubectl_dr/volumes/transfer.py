@@ -10,6 +10,8 @@ then accounts for).
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,13 @@ from kubectl_dr.console import Progress
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import ExecResult, Timeouts, bounded_input, open_exec
-from kubectl_dr.volumes import listing, scripts
+from kubectl_dr.volumes import compression, listing, scripts
 from kubectl_dr.volumes.listing import Found, ListingChanged
 from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod
 
 CHUNK = 1 << 20
 LISTING_ATTEMPTS = 3
+LINK_PROBE = 4 << 20  # bytes timed each way for --compress auto: a third of a second at 100 Mbit/s
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Checked:
     protocol: str
     tar_exit: int
     warnings: str  # tar's messages on stderr
+    wire: int = 0  # bytes that crossed the link (compressed), when not `size`
 
 
 def capture(kube: Kube, pod: RescuePod, script: str, *, stdin: bytes | None = None,
@@ -65,20 +69,28 @@ def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,
 
 
 def receive(kube: Kube, pod: RescuePod, script: str, sink: Callable[[bytes], None],
-            local: Callable[[], tuple[int, str]], what: str) -> Checked:
+            local: Callable[[], tuple[int, str]], what: str, *, gzipped: bool = False) -> Checked:
     """Run an out-script, give its stdout to `sink`; raise unless the pod's count and digest equal
-    `local()` (what the sink counted and hashed) and the exec succeeded."""
+    `local()` (what the sink counted and hashed) and the exec succeeded.
+
+    `gzipped`: the script compresses after its count and hash; `sink` gets the decompressed stream, so
+    both sides compare the same bytes, and the compressed stream must end exactly where gzip ended it.
+    """
     stream = open_exec(kube, pod.namespace, pod.name, scripts.sh(script), container=CONTAINER)
-    result = stream.run(stdout=sink)
+    decoder = compression.Decoder(sink) if gzipped else None
+    result = stream.run(stdout=decoder.feed if decoder is not None else sink)
     if result.status is None or result.exit_code is None or result.exit_code < 0:
         result.check(what)  # the stream or the pod broke: that is the error, not a missing report
     report = scripts.parse_report(result.stderr)
     warnings = scripts.strip_report(result.stderr)
     if result.exit_code != report.tar_exit:
         result.check(what)  # the script itself failed after reporting
+    if decoder is not None:
+        decoder.finish()
     size, digest = local()
     _compare(report, size, digest, what)
-    return Checked(size, digest, result.protocol, report.tar_exit, warnings)
+    return Checked(size, digest, result.protocol, report.tar_exit, warnings,
+                   wire=decoder.wire if decoder is not None else size)
 
 
 class _Buffer:
@@ -128,22 +140,78 @@ def _chunks(path: Path, progress: Progress, digest: hashlib._Hash | None) -> Ite
             yield chunk
 
 
+def link_rate(kube: Kube, pod: RescuePod, *, into_pod: bool) -> float | None:
+    """Bytes per second over the exec link, one way, timed with `LINK_PROBE` bytes (None: unusable).
+
+    Only the bytes are timed, not the exec's start (a sandbox, a process): out of the pod from the first
+    byte to the last; into it from the pod's "ready" line until it says it read them all, so what waits
+    in socket buffers is not counted as sent.
+    """
+    target = f"timing the link through pod {pod.namespace}/{pod.name}"
+    first: list[float] = []
+    got, skipped = [0], [0]
+    ready = threading.Event()
+
+    def sink(data: bytes) -> None:
+        # Out of the pod the clock starts after the first quarter: what buffers on the way held back
+        # (and then let go at once) is not the link's rate. Into it, at the pod's "ready" line.
+        ready.set()
+        if first:
+            got[0] += len(data)
+            return
+        skipped[0] += len(data)
+        if into_pod or skipped[0] >= LINK_PROBE // 4:
+            first.append(time.monotonic())
+
+    if into_pod:
+        def probe() -> Iterator[bytes]:
+            if ready.wait(60):  # the pod is listening: from here on only the bytes take time
+                yield bytes(LINK_PROBE)
+
+        command = bounded_input(scripts.sh(scripts.LINK_IN_SCRIPT), LINK_PROBE)
+        stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True)
+        stream.run(stdin=probe(), stdout=sink).check(target)
+        elapsed = time.monotonic() - first[0] if first else 0.0
+        return LINK_PROBE / elapsed if elapsed > 0 else None
+    stream = open_exec(kube, pod.namespace, pod.name, scripts.sh(scripts.link_out_script(LINK_PROBE)),
+                       container=CONTAINER)
+    stream.run(stdout=sink).check(target)
+    elapsed = time.monotonic() - first[0] if first else 0.0
+    return got[0] / elapsed if elapsed > 0 and got[0] else None
+
+
+def sample_ratio(kube: Kube, pod: RescuePod, paths: list[str]) -> float | None:
+    """How far gzip in the pod shrinks the first MiB of each of `paths` (None: nothing to sample)."""
+    out, _ = capture(kube, pod, scripts.sample_script(paths, compression.SAMPLE), what="sampling the data")
+    try:
+        raw, packed = (int(v) for v in out.split()[:2])
+    except ValueError:
+        return None
+    return packed / raw if raw else None
+
+
 def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool, progress: Progress,
-         verified_sha256: str | None = None) -> Checked:
+         verified_sha256: str | None = None, compress: str = compression.NONE) -> Checked:
     """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded.
 
     `verified_sha256`: the archive's SHA-256 as our side computed it just before (a backup's verification
     pass). The pod's hash of what it received must equal it, which also catches an archive that changed
     since, so the file is not hashed a second time here. Without it (a plain tar file) we hash as we send.
+    `compress` (gzip, xz): compressed here, decompressed in the pod before its count and hash, so both
+    sides still compare the tar stream.
     """
     tar = pod.tools.tar if pod.tools is not None else scripts.BUSYBOX
     # The script reads exactly `size` bytes itself (dd count_bytes), which is what v4 needs.
-    command = scripts.sh(scripts.restore_script(size, tar=tar, keep_owners=keep_owners))
+    command = scripts.sh(scripts.restore_script(size, tar=tar, keep_owners=keep_owners, compress=compress))
     # The pod says nothing until the end, so there is no idle limit: our own writes show the link is alive.
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True,
                        timeouts=Timeouts(idle=None))
     digest = hashlib.sha256() if verified_sha256 is None else None
-    result = stream.run(stdin=_chunks(archive, progress, digest))
+    wire = [0]
+    chunks: Iterator[bytes | memoryview] = _chunks(archive, progress, digest)
+    if compress != compression.NONE:
+        chunks = compression.compressed(chunks, compress, wire)
+    result = stream.run(stdin=chunks)
     what = f"restore into the volume through pod {pod.namespace}/{pod.name}"
     report = scripts.parse_report(result.stderr)
     warnings = scripts.strip_report(result.stderr)
@@ -162,4 +230,4 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
         raise VerificationError(f"{what}: the archive is {size} bytes but {progress.done} were read from it"
                                 + (" (it changed after it was verified)" if hint else ""), hint=hint)
     _compare(report, size, ours, what, cause, hint)
-    return Checked(size, ours, result.protocol, 0, warnings)
+    return Checked(size, ours, result.protocol, 0, warnings, wire=wire[0] if compress != compression.NONE else size)

@@ -157,7 +157,7 @@ def wait_ready(layout: Layout, pid: int, port: int, members: list[em.Member], no
 
 def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
        images: dict[str, str], etcd_version: str | None = None, cron_period_seconds: float | None = None,
-       external_etcd: bool = False, rook_ceph: int = 0) -> dict[str, Any]:
+       external_etcd: bool = False, rook_ceph: int = 0, link_mbit: float | None = None) -> dict[str, Any]:
     started = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = layout.read_state() if layout.state_file.exists() else {}
@@ -182,6 +182,8 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
             options["cron_period_seconds"] = cron_period_seconds
         if rook_ceph and not state.get("rook_ceph"):
             raise ClusterError(f"the cluster in {layout.root} was made without Rook-Ceph; it cannot restart with it")
+        if link_mbit is not None:
+            options["link_mbit"] = link_mbit or None  # 0 on a restart: unlimited again
         fresh = False
     else:
         cps, wks = node_names(control_planes, workers)
@@ -190,7 +192,8 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
         api_port = free_ports(1)[0]
         options = {"exec_protocols": protocols or list(SUBPROTOCOLS.values()), "images": images,
                    "etcd_version": etcd_version or etcd_versions.DEFAULT,
-                   "cron_period_seconds": cron_period_seconds, "external_etcd": external_etcd}
+                   "cron_period_seconds": cron_period_seconds, "external_etcd": external_etcd,
+                   "link_mbit": link_mbit or None}
         fresh = True
     for d in (layout.pki, layout.images, layout.storage, layout.pods, layout.logs):
         d.mkdir(parents=True, exist_ok=True)
@@ -336,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                            "not as static pods; the API servers use every member")
     p_up.add_argument("--cron-period-seconds", type=float, default=None, metavar="N",
                       help="test-only: CronJob schedules run on a clock where one minute lasts N seconds")
+    p_up.add_argument("--link-mbit", type=float, default=None, metavar="N",
+                      help="test-only: exec streams move at most N Mbit/s each way, as over a slow network "
+                           "link (0 on a restart: unlimited again)")
     for name, text in (("down", "stop every process of the cluster in DIR (files are kept)"),
                        ("status", "show the cluster's processes and health")):
         sub.add_parser(name, help=text).add_argument("--dir", required=True, type=Path)
@@ -363,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
             protocols = parse_protocols(args.exec_protocols) if args.exec_protocols else []
             if args.cron_period_seconds is not None and args.cron_period_seconds <= 0:
                 raise ClusterError("--cron-period-seconds must be positive")
+            if args.link_mbit is not None and args.link_mbit < 0:
+                raise ClusterError("--link-mbit must be positive (or 0 for unlimited)")
             state = up(layout, args.control_planes, args.workers, protocols, parse_images(args.image),
-                       args.etcd_version, args.cron_period_seconds, args.external_etcd, args.rook_ceph)
+                       args.etcd_version, args.cron_period_seconds, args.external_etcd, args.rook_ceph,
+                       args.link_mbit)
             print(f"loopback cluster up in {state['startup_seconds']}s: https://127.0.0.1:{state['server']['port']} "
                   f"(etcd {state['options']['etcd_version']})")
             print(f"  export KUBECONFIG={layout.kubeconfig}")

@@ -7,7 +7,8 @@
   ClusterPool), stopped at session end. ``etcd_version`` is "3.4" or "3.5" (default);
   ``cron_period_seconds`` makes one CronJob minute last that many seconds (control/cronjob.py);
   ``external_etcd`` runs etcd on hosts of its own, outside the cluster (control/external_etcd.py);
-  ``rook_ceph=3`` adds Rook-Ceph's objects and a real quorum of 3 ceph-mon (rook_ceph.py).
+  ``rook_ceph=3`` adds Rook-Ceph's objects and a real quorum of 3 ceph-mon (rook_ceph.py);
+  ``link_mbit`` limits every exec stream to that many Mbit/s each way (node/link.py).
 
 A missing prerequisite (etcd, bwrap that can create sandboxes, busybox, kubectl) skips with the reason,
 except under CI (environment variable CI set), where it fails: CI must never silently skip them.
@@ -208,10 +209,10 @@ class Cluster:
 def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
                   exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None,
                   etcd_version: str = etcd_versions.DEFAULT, cron_period_seconds: float | None = None,
-                  external_etcd: bool = False, rook_ceph: int = 0) -> Cluster:
+                  external_etcd: bool = False, rook_ceph: int = 0, link_mbit: float | None = None) -> Cluster:
     protocols = parse_protocols(",".join(exec_protocols)) if exec_protocols else []
     state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}),
-               etcd_version, cron_period_seconds, external_etcd, rook_ceph)
+               etcd_version, cron_period_seconds, external_etcd, rook_ceph, link_mbit)
     return Cluster(directory.resolve(), state)
 
 
@@ -276,10 +277,11 @@ class ClusterPool:
     def get(self, control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
             cron_period_seconds: float | None = None, external_etcd: bool = False, rook_ceph: int = 0,
-            private: str | None = None) -> Cluster:
+            link_mbit: float | None = None, private: str | None = None) -> Cluster:
         key = shape({"control_planes": control_planes, "workers": workers, "exec_protocols": exec_protocols,
                      "images": images, "etcd_version": etcd_version, "cron_period_seconds": cron_period_seconds,
-                     "external_etcd": external_etcd, "rook_ceph": rook_ceph, "private": private})
+                     "external_etcd": external_etcd, "rook_ceph": rook_ceph, "link_mbit": link_mbit,
+                     "private": private})
         self.used.add(key)
         c = self.clusters.get(key)
         if c is None:
@@ -290,7 +292,8 @@ class ClusterPool:
             c = self.clusters[key] = start_cluster(
                 self.tmp_path_factory.mktemp(name), control_planes=control_planes,
                 workers=workers, exec_protocols=exec_protocols, images=images, etcd_version=etcd_version,
-                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd, rook_ceph=rook_ceph)
+                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd, rook_ceph=rook_ceph,
+                link_mbit=link_mbit)
             self.counts.cold_starts.append((c.dir.name, time.monotonic() - began))
         elif not c.running:
             self.park(keep=self.used)

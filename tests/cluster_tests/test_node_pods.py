@@ -1,11 +1,14 @@
 """The loopback nodes as clients see them: exec (Python client, v5 and v4-only servers, tty), volumes
 (configMap, secret, hostPath checks, service-account token), Multi-Attach, graceful deletion, logs and
-crash-loop back-off, against a running cluster whose directory is closed to other users (0700)."""
+crash-loop back-off, a slowed link (`up --link-mbit`), against a running cluster whose directory is
+closed to other users (0700)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from tests.cluster.fixture import Cluster, ClusterFactory
+from tests.cluster.fixture import Cluster, ClusterFactory, kubectl_path
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
@@ -335,3 +338,31 @@ def test_non_root_pod_writes_its_volume(cluster: Cluster, core: Core) -> None:
                  command=["sh", "-c", "cat /data/id; stat -c %u:%g /data/id; id -G"],
                  stdin=False, stdout=True, stderr=True, tty=False)
     assert out.split("\n")[:4] == ["1000", "3000", "1000:2000", "3000 2000"]
+
+
+def test_link_mbit_limits_exec_both_ways(cluster_factory: ClusterFactory) -> None:
+    """`up --link-mbit 16`: 2 MB take at least a second each way (2 MB/s), and arrive whole."""
+    slow = cluster_factory(control_planes=1, workers=1, link_mbit=16)
+    assert slow.state["options"]["link_mbit"] == 16
+    api = core_api(slow)
+    api.create_namespace({"metadata": {"name": "slow-link"}})
+    make_pod(api, "link", ["sleep", "3600"], namespace="slow-link")
+    wait_running(api, "link", "slow-link")
+    kubectl = [str(kubectl_path("1.33")), "--kubeconfig", str(slow.kubeconfig), "-n", "slow-link", "exec"]
+    size = 2_000_000
+    data = os.urandom(size)
+    started = time.monotonic()
+    up = subprocess.run([*kubectl, "-i", "link", "--", "sh", "-c", "sha256sum | cut -d' ' -f1"], input=data,
+                        capture_output=True, timeout=120, check=True)
+    upload = time.monotonic() - started
+    assert up.stdout.decode().strip() == hashlib.sha256(data).hexdigest()
+    started = time.monotonic()
+    down = subprocess.run([*kubectl, "link", "--", "head", "-c", str(size), "/dev/zero"], capture_output=True,
+                          timeout=120, check=True)
+    download = time.monotonic() - started
+    assert down.stdout == bytes(size)
+    # 16 Mbit/s is 2 MB/s; the bucket lends at most 20 ms. Only the floor is asserted: a
+    # loaded machine may be slower than the link, never faster.
+    print(f"link 16 Mbit/s: 2 MB up in {upload:.2f}s, down in {download:.2f}s")
+    assert upload >= 0.9, upload
+    assert download >= 0.9, download

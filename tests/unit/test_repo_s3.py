@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from kubectl_dr.repo import BackupCorruptError, RepoError, open_repository
-from kubectl_dr.repo.s3 import MIN_PART, S3Repository, part_size_for
+from kubectl_dr.repo.s3 import IN_FLIGHT, MIN_PART, S3Repository, part_size_for
 from tests.s3server import S3Server
 
 T0 = datetime(2026, 11, 22, 1, 55, 12, tzinfo=timezone.utc)
@@ -73,6 +74,34 @@ def test_multipart_roundtrip_manifest_last_and_checks(s3: S3Server) -> None:
     assert repo.local_file(backup, "data.tar") is None
     with pytest.raises(RepoError, match="not in a local directory"):
         backup.part_path("data.tar")
+
+
+def test_memory_stays_flat_over_many_parts(seaweedfs: S3Server) -> None:
+    """Seven parts uploaded IN_FLIGHT at a time: Python's allocations peak at the pool (IN_FLIGHT + 1 parts)
+    plus a little, not at what was written, and the object is the exact bytes."""
+    bucket = seaweedfs.new_bucket()
+    repo = _repo(seaweedfs, bucket)
+    assert repo.list() == []  # the client and its service model are made before memory is traced
+    chunk = bytearray(os.urandom(1 << 20))
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
+            with writer.open_part("data.tar") as part:
+                for i in range(7 * (MIN_PART >> 20)):
+                    chunk[:8] = i.to_bytes(8, "little")
+                    digest.update(chunk)
+                    part.write(chunk)
+                part.write(b"tail")
+                digest.update(b"tail")
+            manifest = writer.commit({"files": 1})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < (IN_FLIGHT + 1) * MIN_PART + (4 << 20), f"peak {peak / (1 << 20):.1f} MiB"
+    assert manifest.part("data.tar").sha256 == digest.hexdigest()
+    assert repo.verify(repo.get(manifest.id)).id == manifest.id  # read back from the server and hashed
+    assert seaweedfs.uploads(bucket) == []
 
 
 def test_server_checksums_reject_a_damaged_part(seaweedfs: S3Server) -> None:

@@ -2,7 +2,8 @@
 
 ``serve.py`` calls ``build(store, layout, nodes, options, hub=…, control_planes=…)``
 and runs ``NodeSide.kubelets`` next to the controllers; ``options`` are those given to ``up``
-(``exec_protocols``: allowed exec subprotocols, ``images``: NAME → busybox|etcd aliases).
+(``exec_protocols``: allowed exec subprotocols, ``images``: NAME → busybox|etcd aliases, ``link_mbit``:
+the exec streams' rate per direction, none for unlimited).
 """
 
 from __future__ import annotations
@@ -38,4 +39,5 @@ def build(store: Any, layout: Layout, nodes: list[str], options: dict[str, Any],
     by_name = {k.node_name: k for k in kubelets}
     # `up --exec-protocols v5,v4` stores the short names; the subprotocols are their full names.
     protocols = [p if "." in p else f"{p}.channel.k8s.io" for p in options.get("exec_protocols") or []]
-    return NodeSide(kubelets, NodeStreams(by_name.get, protocols or [V5, V4]))
+    link = options.get("link_mbit")
+    return NodeSide(kubelets, NodeStreams(by_name.get, protocols or [V5, V4], float(link) if link else None))

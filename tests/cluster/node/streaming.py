@@ -10,7 +10,8 @@ Exec follows the kubelet/API server remotecommand WebSocket server (wsstream):
   (stdout, else stderr, else status), as createWebSocketStreams does;
 - the exit status is one JSON ``metav1.Status`` on channel 3, built as remotecommand.ServeExec does.
 Data moves in bounded chunks and each side waits for the other (drain), so memory stays constant
-whatever the size of the transfer.
+whatever the size of the transfer. A test-only rate limit per direction (``up --link-mbit N``,
+``link.py``) makes the stream as slow as a real network link.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiohttp import WSMsgType, web
 
 from tests.cluster.node import logs, sandbox
 from tests.cluster.node.kubelet import Kubelet, since_time
+from tests.cluster.node.link import Link
 from tests.cluster.node.pod_worker import PodWorker
 
 Json = dict[str, Any]
@@ -59,9 +61,10 @@ class NodeStreams:
     """Serves pod subresources for the kubelets returned by ``kubelet_for(node_name)``."""
 
     def __init__(self, kubelet_for: Callable[[str], Kubelet | None],
-                 protocols: Sequence[str] = (V5, V4)) -> None:
+                 protocols: Sequence[str] = (V5, V4), link_mbit: float | None = None) -> None:
         self.kubelet_for = kubelet_for
         self.protocols = list(protocols)
+        self.link_mbit = link_mbit
 
     def _worker(self, pod: Json) -> PodWorker | None:
         kubelet = self.kubelet_for((pod.get("spec") or {}).get("nodeName") or "")
@@ -92,7 +95,7 @@ class NodeStreams:
         first = STDOUT if stdout else STDERR if stderr else STATUS
         await ws.send_bytes(bytes([first]))
         process = record.process
-        code = await _run_exec(ws, chosen, process, command, stdin, stdout, stderr, tty)
+        code = await _run_exec(ws, chosen, process, command, stdin, stdout, stderr, tty, Link(self.link_mbit))
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_bytes(bytes([STATUS]) + json.dumps(exit_status(command, code),
                                                               separators=(",", ":")).encode())
@@ -135,7 +138,8 @@ class NodeStreams:
 
 
 async def _run_exec(ws: web.WebSocketResponse, protocol: str, container: sandbox.ContainerProcess,
-                    command: list[str], stdin: bool, stdout: bool, stderr: bool, tty: bool) -> int:
+                    command: list[str], stdin: bool, stdout: bool, stderr: bool, tty: bool,
+                    link: Link) -> int:
     loop = asyncio.get_running_loop()
     args = sandbox.exec_args(container, command, tty=tty)
     env = sandbox.exec_env(container)
@@ -163,6 +167,7 @@ async def _run_exec(ws: web.WebSocketResponse, protocol: str, container: sandbox
                 return
             if not data:
                 return
+            await link.send(len(data) + 1)
             await ws.send_bytes(bytes([channel]) + data)  # awaits the socket's drain: back-pressure
 
     async def pump_in() -> None:
@@ -176,6 +181,7 @@ async def _run_exec(ws: web.WebSocketResponse, protocol: str, container: sandbox
                 continue
             if not raw:
                 continue
+            await link.receive(len(raw))  # reading no further meanwhile: the client's writes back up
             channel, data = raw[0], raw[1:]
             if channel == STDIN and stdin:
                 if tty:

@@ -39,6 +39,9 @@ Examples:
   kubectl dr etcd snapshot
   kubectl dr etcd verify ./snapshot.db
 \b
+  # Incremental backups in a restic repository (restic itself can check, list and restore them)
+  kubectl dr pvc backup data-db-0 -n shop --repo restic:s3:https://s3.example/dr/shop
+\b
   # Put replicas back after an interrupted run
   kubectl dr scale restore -n shop
 \b
@@ -50,6 +53,10 @@ Examples:
   kubectl dr etcd restore --from latest --dry-run=client
   kubectl dr etcd restore --from latest
   kubectl dr etcd restore finalize     # or: kubectl dr etcd restore rollback
+\b
+  # Rook-Ceph mons lost quorum: see them, then rebuild the quorum from the one healthy mon
+  kubectl dr rook status
+  kubectl dr rook mon restore-quorum b --dry-run=client
 """
 
 app = typer.Typer(

@@ -13,11 +13,12 @@ import click
 from typer.core import TyperGroup
 
 VOLUMES = "Volume Commands"
+APPS = "Application Commands"
 ETCD = "etcd and Control-Plane Commands"
 REPOSITORY = "Backup Repository Commands"
 SCHEDULES = "Schedule Commands"
 OTHER = "Other Commands"
-SECTIONS = (VOLUMES, ETCD, REPOSITORY, SCHEDULES, OTHER)
+SECTIONS = (VOLUMES, APPS, ETCD, REPOSITORY, SCHEDULES, OTHER)
 GLOBAL_FLAGS = "Global flags"
 
 

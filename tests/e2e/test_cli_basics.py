@@ -49,7 +49,8 @@ def test_help_lists_nouns_and_kubectl_global_flags() -> None:
     assert result.stderr == ""
 
 
-SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
+SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("Application Commands:", ["namespace"]),
+            ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
             ("Backup Repository Commands:", ["backups"]), ("Schedule Commands:", ["schedule"]),
             ("Other Commands:", ["completion", "version"])]
 

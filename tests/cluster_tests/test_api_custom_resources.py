@@ -134,3 +134,16 @@ def test_node_ports_and_cluster_ips_are_allocated_once(api: ApiHarness) -> None:
     assert json.loads(ok(api.kubectl("get", "svc", "web", "-o", "json")))["spec"]["ports"][0]["nodePort"] == 30080
     ok(api.kubectl("delete", "svc", "web"))
     ok(api.kubectl("create", "-f", "-", stdin=_service("other", 30080)))
+
+
+def test_custom_resources_pass_kubectl_validation_beside_builtin_ones(api: ApiHarness) -> None:
+    """kubectl validates through /openapi/v3: a definition's versions are published there, with its schema and
+    the fieldValidation parameter on the kind's PATCH operation."""
+    ok(api.kubectl("apply", "-f", "-", stdin=CRD.format(scope="Namespaced")))
+    items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "default"}},
+             {"apiVersion": "shop.example.com/v1", "kind": "BackupPlan",
+              "metadata": {"name": "weekly", "namespace": "default"}, "spec": {"keep": 2}}]
+    out = ok(api.kubectl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(i) for i in items)))
+    assert "backupplan.shop.example.com/weekly created" in out
+    root = json.loads(api.request("GET", "/openapi/v3")[2])
+    assert "apis/shop.example.com/v1" in root["paths"] and "apis/shop.example.com/v1beta1" in root["paths"]

@@ -95,6 +95,7 @@ class Registry:
         self._load_groups(self.aggregated)
         self._builtin_groups = {item["metadata"]["name"] for item in self.aggregated["items"]}
         self.custom_crds: dict[str, str] = {}  # Store name of a custom resource → its CRD's name
+        self.custom_definitions: dict[str, dict[str, Any]] = {}  # the same → the definition itself
 
     def _load_core(self, doc: dict[str, Any]) -> None:
         subs: list[dict[str, Any]] = []
@@ -167,6 +168,7 @@ class Registry:
             res.subresources["scale"] = Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update"))
         self.by_key[res.key] = res
         self.custom_crds[res.key] = crd["metadata"]["name"]
+        self.custom_definitions[res.key] = crd
         self._sync_aggregated()
         return res
 
@@ -175,6 +177,7 @@ class Registry:
         for key, crd_name in list(self.custom_crds.items()):
             if crd_name == name:
                 del self.custom_crds[key]
+                self.custom_definitions.pop(key, None)
                 self.by_key.pop(key, None)
         self._sync_aggregated()
 

@@ -1,0 +1,273 @@
+"""An application backed up and restored as its users run it: objects and volumes together.
+
+The app is written as its users would: a StatefulSet database whose data its non-root uid (1000) writes
+(a symlink, an old mtime), a Deployment reading a ConfigMap and a Secret, a Service with a node port and
+the database's headless Service, a ServiceAccount with a Role and RoleBinding, a CRD with a custom
+resource, an HPA and a NetworkPolicy. It is backed up once (module-scoped), then restored under another
+name in the same cluster, refused by the server dry run (a taken node port) without leaving anything,
+checked against existing objects three ways, and, after the namespace is deleted, restored into a
+second loopback cluster. Objects are compared as a restore should leave them, data from the app's side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_runner import clean_env, executable, run
+from tests.datasets import differences, new_namespace, snapshot, volume_dir, wait_for
+
+NODE_PORT = 30777
+DB_WRITER = r"""
+set -e
+cd /data
+if [ ! -e done ]; then
+  mkdir -p tables
+  seq 1 5000 > tables/orders
+  printf 'v3' > schema_version
+  ln -s tables/orders current
+  touch -d @1000000000 schema_version
+  touch done
+fi
+exec sleep 3600
+"""
+WEB = r"""
+cat /config/greeting > /tmp/seen
+printf '%s' "$API_TOKEN" >> /tmp/seen
+exec sleep 3600
+"""
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "backupplans.shop.example.com"},
+    "spec": {"group": "shop.example.com", "scope": "Namespaced",
+             "names": {"plural": "backupplans", "singular": "backupplan", "kind": "BackupPlan"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def app_objects(ns: str) -> list[dict[str, Any]]:
+    labels = {"app": "web"}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config", "namespace": ns},
+         "data": {"greeting": "hello from the config"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "web-secret", "namespace": ns},
+         "type": "Opaque", "stringData": {"token": "s3cr3t"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web", "namespace": ns}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "read-config",
+                                                                                    "namespace": ns},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "web-reads-config", "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config"},
+         "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": ns}]},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+         "spec": {"type": "NodePort", "selector": labels, "ports": [{"port": 80, "nodePort": NODE_PORT}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": ns},
+         "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+             "metadata": {"labels": labels},
+             "spec": {"serviceAccountName": "web", "terminationGracePeriodSeconds": 1,
+                      "securityContext": {"runAsUser": 1000680000, "runAsGroup": 1000680000},
+                      "containers": [{"name": "web", "image": "busybox", "command": ["sh", "-c", WEB],
+                                      "env": [{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {
+                                          "name": "web-secret", "key": "token"}}}],
+                                      "volumeMounts": [{"name": "config", "mountPath": "/config"}]}],
+                      "volumes": [{"name": "config", "configMap": {"name": "web-config"}}]}}}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": ns},
+         "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                  "template": {"metadata": {"labels": {"app": "db"}},
+                               "spec": {"terminationGracePeriodSeconds": 1,
+                                        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+                                        "containers": [{"name": "db", "image": "busybox",
+                                                        "command": ["sh", "-c", DB_WRITER],
+                                                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                  "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                      "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}},
+        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web",
+                                                                                         "namespace": ns},
+         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                  "minReplicas": 2, "maxReplicas": 4}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "db-from-web",
+                                                                                     "namespace": ns},
+         "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": labels}}]}]}},
+        {"apiVersion": "shop.example.com/v1", "kind": "BackupPlan", "metadata": {"name": "nightly", "namespace": ns},
+         "spec": {"schedule": "0 3 * * *", "keep": 7}},
+    ]
+
+
+def dr(cluster: Any, repo: Path, *args: str, timeout: float = 300) -> Any:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+    return run([executable(), *args], env=env, timeout=timeout)
+
+
+def ok(result: Any) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return str(result.stdout)
+
+
+def get(cluster: Any, *args: str) -> Any:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def pods_running(cluster: Any, ns: str, selector: str, n: int) -> bool:
+    pods = get(cluster, "pods", "-n", ns, "-l", selector)["items"]
+    return sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running") == n
+
+
+def seen_by_web(cluster: Any, ns: str) -> str:
+    pod = get(cluster, "pods", "-n", ns, "-l", "app=web")["items"][0]["metadata"]["name"]
+    return str(cluster.kubectl("exec", "-n", ns, pod, "--", "cat", "/tmp/seen").stdout)
+
+
+@pytest.fixture(scope="module")
+def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    repo = tmp_path_factory.mktemp("app-repo")
+    ns = new_namespace(cluster, "shop")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/backupplans.shop.example.com")
+    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in app_objects(ns)))
+    wait_for(lambda: pods_running(cluster, ns, "app=db", 1) and pods_running(cluster, ns, "app=web", 2),
+             timeout=120, what="the app running")
+    wait_for(lambda: (volume_dir(cluster, ns, "data-db-0") / "done").exists(), timeout=60, what="the db's data")
+    data = snapshot(volume_dir(cluster, ns, "data-db-0"))
+    out = ok(dr(cluster, repo, "namespace", "backup", ns, "-o", "json", timeout=600))
+    backup = json.loads(out)
+    yield {"ns": ns, "repo": repo, "backup": backup, "id": backup["id"], "data": data}
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_backup_holds_the_objects_and_the_claim(app: dict[str, Any], cluster: Any) -> None:
+    backup = app["backup"]
+    kinds = backup["kinds"]
+    for kind in ("ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "Service", "Deployment",
+                 "StatefulSet", "HorizontalPodAutoscaler", "NetworkPolicy", "BackupPlan", "PersistentVolumeClaim",
+                 "Namespace", "CustomResourceDefinition", "StorageClass"):
+        assert kinds.get(kind), (kind, kinds)
+    assert kinds["Service"] == 2 and "Pod" not in kinds and "ReplicaSet" not in kinds
+    reasons = {e["object"].split("/")[0]: e["reason"] for e in backup["excluded"]}
+    assert "made by the ReplicaSet controller" in reasons["Pod"] or "made by the StatefulSet" in reasons["Pod"]
+    assert "made by the Deployment controller" in reasons["ReplicaSet"]
+    assert "CustomResourceDefinition/backupplans.shop.example.com" in backup["clusterScoped"]
+    [claim] = backup["claims"]
+    assert claim["name"] == "data-db-0" and claim["entries"] >= 5 and claim["backup"]
+
+    shown = ok(dr(cluster, app["repo"], "backups", "show", app["id"]))
+    assert "objects.json" in shown and "record.json" in shown
+    assert "BackupPlan" in shown and "data-db-0" in shown
+
+
+def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
+    ns, target = app["ns"], f"{app['ns']}-copy"
+    out = ok(dr(cluster, app["repo"], "namespace", "restore", ns, "--from", app["id"], "--to", target, "--yes",
+                "-o", "json", timeout=600))
+    result = json.loads(out)
+    assert result["counts"]["create"] >= 14
+    actions = {o["object"]: o for o in result["objects"]}
+    assert actions["CustomResourceDefinition/backupplans.shop.example.com"]["action"] == "skip"
+    assert all(o["serverDryRun"] in ("accepted", None) or o["action"] == "skip" for o in result["objects"]), result
+    [claim] = result["claims"]
+    assert claim["state"].startswith("restored") and claim["entries"] == app["backup"]["claims"][0]["entries"]
+
+    # Objects as the restore leaves them: same content, the namespace mapped, allocated fields new.
+    assert get(cluster, "configmap", "web-config", "-n", target)["data"] == {"greeting": "hello from the config"}
+    assert get(cluster, "secret", "web-secret", "-n", target)["data"] == get(cluster, "secret", "web-secret", "-n",
+                                                                               ns)["data"]
+    binding = get(cluster, "rolebinding", "web-reads-config", "-n", target)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "web", "namespace": target}]
+    web = get(cluster, "service", "web", "-n", target)
+    assert web["spec"]["ports"][0]["nodePort"] != NODE_PORT  # the original still holds it
+    assert web["spec"]["clusterIP"] != get(cluster, "service", "web", "-n", ns)["spec"]["clusterIP"]
+    assert get(cluster, "service", "db", "-n", target)["spec"]["clusterIP"] == "None"
+    assert get(cluster, "backupplan", "nightly", "-n", target)["spec"] == {"schedule": "0 3 * * *", "keep": 7}
+    deployment = get(cluster, "deployment", "web", "-n", target)
+    assert deployment["spec"]["replicas"] == 2
+    assert not any(k.startswith("kubectl-dr.io/original") for k in deployment["metadata"].get("annotations") or {})
+    assert get(cluster, "statefulset", "db", "-n", target)["spec"]["replicas"] == 1
+    assert get(cluster, "hpa", "web", "-n", target)["spec"]["maxReplicas"] == 4
+    assert get(cluster, "networkpolicy", "db-from-web", "-n", target)["spec"]["podSelector"] == {
+        "matchLabels": {"app": "db"}}
+
+    # Data from the app's side: the database's volume as its uid wrote it, the web pods read their config.
+    assert differences(app["data"], snapshot(volume_dir(cluster, target, "data-db-0"))) == []
+    wait_for(lambda: pods_running(cluster, target, "app=web", 2) and pods_running(cluster, target, "app=db", 1),
+             timeout=120, what="the restored app running")
+    wait_for(lambda: "s3cr3t" in seen_by_web(cluster, target), what="web read its config")
+    assert seen_by_web(cluster, target) == "hello from the configs3cr3t"
+
+    # A rerun finds everything done: nothing created, the claim not written again.
+    again = json.loads(ok(dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target,
+                             "--yes", "-o", "json")))
+    assert again["counts"]["create"] == 0
+    assert again["claims"][0]["state"] == "data restored by an earlier run"
+
+    # diff: the restored namespace equals the backup but for what the target allocates.
+    diff = json.loads(ok(dr(cluster, app["repo"], "ns", "diff", ns, "--from", app["id"], "--to", target, "-o",
+                            "json")))
+    changed = {o["object"]: o["fields"] for o in diff["objects"] if o["change"] != "same"}
+    assert set(changed) <= {f"Service/{target}/web"}, changed
+
+
+def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], cluster: Any) -> None:
+    ns, target = app["ns"], f"{app['ns']}-ports"
+    result = dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target, "--yes",
+                "--preserve-nodeports", "--no-volumes")
+    assert result.returncode == 1, result
+    assert f"Service/{target}/web" in result.stderr and "provided port is already allocated" in result.stderr
+    gone = cluster.kubectl("get", "namespace", target, "-o", "jsonpath={.status.phase}", check=False)
+    assert gone.returncode != 0 or gone.stdout == "Terminating"
+    assert cluster.kubectl("get", "deployments", "-n", target, "-o", "name", check=False).stdout == ""
+
+
+def test_existing_objects_three_ways(app: dict[str, Any], cluster: Any) -> None:
+    ns = app["ns"]
+    target = new_namespace(cluster, "shop-existing")
+    cluster.kubectl("create", "configmap", "web-config", "-n", target, "--from-literal=greeting=mine")
+    args = ("ns", "restore", ns, "--from", app["id"], "--to", target, "--yes", "--no-volumes")
+    failed = dr(cluster, app["repo"], *args)
+    assert failed.returncode == 1
+    assert f"ConfigMap/{target}/web-config" in failed.stderr and "--existing=fail: nothing was created" in \
+        failed.stderr
+    assert cluster.kubectl("get", "secrets,deployments", "-n", target, "-o", "name").stdout.strip() == ""
+
+    skipped = json.loads(ok(dr(cluster, app["repo"], *args, "--existing", "skip", "-o", "json", timeout=300)))
+    assert {o["object"]: o["action"] for o in skipped["objects"]}[f"ConfigMap/{target}/web-config"] == "skip"
+    assert get(cluster, "configmap", "web-config", "-n", target)["data"] == {"greeting": "mine"}
+
+    updated = json.loads(ok(dr(cluster, app["repo"], *args, "--existing", "update", "-o", "json", timeout=300)))
+    actions = {o["object"]: o["action"] for o in updated["objects"]}
+    assert actions[f"ConfigMap/{target}/web-config"] == "update"
+    assert get(cluster, "configmap", "web-config", "-n", target)["data"] == {"greeting": "hello from the config"}
+
+
+def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str, Any], cluster: Any,
+                                                                    cluster_factory: Any) -> None:
+    ns = app["ns"]
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    other = cluster_factory(control_planes=1, workers=1)
+    assert other.kubeconfig != cluster.kubeconfig
+    latest = dr(other, app["repo"], "ns", "restore", ns, "--from", "latest", "--yes")
+    assert latest.returncode == 1 and app["id"] in latest.stderr  # another cluster's: named, not picked
+    plan = json.loads(ok(dr(other, app["repo"], "--dry-run=server", "ns", "restore", ns, "--from", app["id"],
+                            "-o", "json")))
+    assert plan["kind"] == "NamespaceRestorePlan"
+    assert other.kubectl("get", "namespace", ns, check=False).returncode != 0  # a dry run created nothing
+    result = json.loads(ok(dr(other, app["repo"], "ns", "restore", ns, "--from", app["id"], "--yes", "-o", "json",
+                              timeout=600)))
+    actions = {o["object"]: o["action"] for o in result["objects"]}
+    assert actions["CustomResourceDefinition/backupplans.shop.example.com"] == "create"
+    assert get(other, "backupplan", "nightly", "-n", ns)["spec"]["keep"] == 7
+    assert get(other, "service", "web", "-n", ns)["spec"]["ports"][0]["nodePort"] != 0
+    assert differences(app["data"], snapshot(volume_dir(other, ns, "data-db-0"))) == []
+    wait_for(lambda: pods_running(other, ns, "app=web", 2) and pods_running(other, ns, "app=db", 1), timeout=120,
+             what="the app running in the second cluster")
+    wait_for(lambda: "s3cr3t" in seen_by_web(other, ns), what="web read its config")
+    assert os.path.basename(str(volume_dir(other, ns, "data-db-0"))).startswith("pv-")

@@ -103,7 +103,7 @@ def run(kube: Kube, repo: Repository, opts: DiffOptions) -> DiffResult:
     catalog = discover(kube)
     results: list[ObjectDiff] = []
     for obj in app.of_namespace(opts.namespace):
-        wanted = _mapped(obj, maps)
+        wanted = mapping.map_names(obj, maps)
         rtype = catalog.for_object(wanted)
         live = apply.current(kube, rtype, wanted) if rtype is not None else None
         if live is None:
@@ -116,18 +116,3 @@ def run(kube: Kube, repo: Repository, opts: DiffOptions) -> DiffResult:
                "compare": f"kubectl dr pvc diff {c['name']} -n {target} --from {c['backup']}"}
               for c in app.claims(opts.namespace)]
     return DiffResult(app.id, target, results, claims)
-
-
-def _mapped(obj: Json, maps: mapping.Mapping) -> Json:
-    """The backup's object with the namespace mapped, as a restore with --existing=update would send it
-    (without the replicas-0 step, which is undone once the volumes are in)."""
-    import copy
-
-    out = copy.deepcopy(obj)
-    meta = out.setdefault("metadata", {})
-    if meta.get("namespace"):
-        meta["namespace"] = maps.namespace(meta["namespace"])
-    if out.get("kind") == "Namespace":
-        meta["name"] = maps.namespace(meta["name"])
-        out.pop("spec", None)
-    return out

@@ -49,13 +49,9 @@ def _claim_spec(spec: Json, mapping: Mapping) -> None:
         spec["storageClassName"] = mapping.storage_class(spec["storageClassName"])
 
 
-def shape(obj: Json, mapping: Mapping, backup_id: str, *, static_volumes: set[str], run_id: str,
-          now: str) -> Json:
-    """The object to create: mapped, with the cluster-allocated fields cleared, and marked as restored
-    from ``backup_id`` (a rerun recognises what an earlier run created). Workloads get replicas 0 and
-    the replica record `scale restore` reads (``run_id``)."""
-    from kubectl_dr.workloads import records
-
+def map_names(obj: Json, mapping: Mapping) -> Json:
+    """A copy of ``obj`` with every namespace it names mapped: its own, a namespace's name (and the
+    label the server keeps equal to it), binding subjects, a volume's claim reference."""
     out = copy.deepcopy(obj)
     meta = out.setdefault("metadata", {})
     kind = out.get("kind")
@@ -63,7 +59,29 @@ def shape(obj: Json, mapping: Mapping, backup_id: str, *, static_volumes: set[st
         meta["namespace"] = mapping.namespace(meta["namespace"])
     if kind == "Namespace":
         meta["name"] = mapping.namespace(meta["name"])
+        if "kubernetes.io/metadata.name" in (meta.get("labels") or {}):
+            meta["labels"]["kubernetes.io/metadata.name"] = meta["name"]
         out.pop("spec", None)  # finalizers: the server sets its own
+    if kind in ("RoleBinding", "ClusterRoleBinding"):
+        for subject in out.get("subjects") or []:
+            if subject.get("namespace"):
+                subject["namespace"] = mapping.namespace(subject["namespace"])
+    claim = (out.get("spec") or {}).get("claimRef") if kind == "PersistentVolume" else None
+    if claim and claim.get("namespace"):
+        claim["namespace"] = mapping.namespace(claim["namespace"])
+    return out
+
+
+def shape(obj: Json, mapping: Mapping, backup_id: str, *, static_volumes: set[str], run_id: str,
+          now: str) -> Json:
+    """The object to create: mapped, with the cluster-allocated fields cleared, and marked as restored
+    from ``backup_id`` (a rerun recognises what an earlier run created). Workloads get replicas 0 and
+    the replica record `scale restore` reads (``run_id``)."""
+    from kubectl_dr.workloads import records
+
+    out = map_names(obj, mapping)
+    meta = out["metadata"]
+    kind = out.get("kind")
     annotations = meta.setdefault("annotations", {})
     annotations[RESTORED_FROM] = backup_id
     spec = out.get("spec") or {}
@@ -84,8 +102,6 @@ def shape(obj: Json, mapping: Mapping, backup_id: str, *, static_volumes: set[st
         claim = spec.get("claimRef") or {}
         for key in ("uid", "resourceVersion"):
             claim.pop(key, None)
-        if claim.get("namespace"):
-            claim["namespace"] = mapping.namespace(claim["namespace"])
         if spec.get("storageClassName"):
             spec["storageClassName"] = mapping.storage_class(spec["storageClassName"])
         for key in CLAIM_BIND_ANNOTATIONS:
@@ -100,10 +116,6 @@ def shape(obj: Json, mapping: Mapping, backup_id: str, *, static_volumes: set[st
                 labels.pop(key, None)
         if spec.get("manualSelector") is not True:
             spec.pop("selector", None)
-    elif kind in ("RoleBinding", "ClusterRoleBinding"):
-        for subject in out.get("subjects") or []:
-            if subject.get("namespace"):
-                subject["namespace"] = mapping.namespace(subject["namespace"])
     if kind == "StatefulSet":
         for template in spec.get("volumeClaimTemplates") or []:
             _claim_spec(template.setdefault("spec", {}), mapping)

@@ -85,7 +85,8 @@ def app_objects(ns: str) -> list[dict[str, Any]]:
          "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
                   "template": {"metadata": {"labels": {"app": "db"}},
                                "spec": {"terminationGracePeriodSeconds": 1,
-                                        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+                                        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                                                            "fsGroupChangePolicy": "OnRootMismatch"},
                                         "containers": [{"name": "db", "image": "busybox",
                                                         "command": ["sh", "-c", DB_WRITER],
                                                         "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
@@ -197,7 +198,8 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
         "matchLabels": {"app": "db"}}
 
     # Data from the app's side: the database's volume as its uid wrote it, the web pods read their config.
-    assert differences(app["data"], snapshot(volume_dir(cluster, target, "data-db-0"))) == []
+    diffs = differences(app["data"], snapshot(volume_dir(cluster, target, "data-db-0")))
+    assert not diffs, "\n".join(diffs)
     wait_for(lambda: pods_running(cluster, target, "app=web", 2) and pods_running(cluster, target, "app=db", 1),
              timeout=120, what="the restored app running")
     wait_for(lambda: "s3cr3t" in seen_by_web(cluster, target), what="web read its config")
@@ -266,7 +268,8 @@ def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str
     assert actions["CustomResourceDefinition/backupplans.shop.example.com"] == "create"
     assert get(other, "backupplan", "nightly", "-n", ns)["spec"]["keep"] == 7
     assert get(other, "service", "web", "-n", ns)["spec"]["ports"][0]["nodePort"] != 0
-    assert differences(app["data"], snapshot(volume_dir(other, ns, "data-db-0"))) == []
+    diffs = differences(app["data"], snapshot(volume_dir(other, ns, "data-db-0")))
+    assert not diffs, "\n".join(diffs)
     wait_for(lambda: pods_running(other, ns, "app=web", 2) and pods_running(other, ns, "app=db", 1), timeout=120,
              what="the app running in the second cluster")
     wait_for(lambda: "s3cr3t" in seen_by_web(other, ns), what="web read its config")

@@ -153,6 +153,8 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
     claims = [{**c, "name": c["name"], "state": "would be restored" if opts.volumes else "left out (--no-volumes)"}
               for c in app.claims(opts.namespace)]
     excluded = list(app.record.get("excluded") or [])
+    if opts.volumes:
+        _claim_backups_present(repo, app, claims)
     result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=opts.dry_run)
     collisions = [s for s in steps if s.action == "collision"]
     if collisions:
@@ -173,6 +175,23 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
     restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), progress=console.say)
     result.scaled = [f"{scaling.resource_name(r.kind)}/{r.name}: {r.message}" for r in restored]
     return result
+
+
+def _claim_backups_present(repo: Repository, app: AppBackup, claims: list[Json]) -> None:
+    """Every claim's data is a `pvc` backup of its own: check each is there before any object is created
+    (retention or `backups delete` may have removed one)."""
+    from kubectl_dr.repo import BackupNotFoundError
+
+    missing = []
+    for claim in claims:
+        try:
+            repo.get(str(claim.get("backup")))
+        except BackupNotFoundError:
+            missing.append(f"{claim['name']} (backup {claim.get('backup')})")
+    if missing:
+        raise DrError(f"backup {app.id} names the data of {', '.join(missing)}, which {repo.location} no longer "
+                      "holds: nothing was created",
+                      hint="Restore the objects alone with --no-volumes, or choose a complete backup with --from.")
 
 
 def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mapping, target: str) -> list[Step]:
@@ -235,7 +254,8 @@ def _checkable_now(step: Step, created_namespaces: set[str], pending_kinds: set[
     return (step.rtype.group, step.rtype.kind) not in pending_kinds
 
 
-def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: bool) -> None:
+def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: bool,
+                    undone: list[str] | None = None) -> None:
     """Every create and update with dryRun=All; all refusals are collected, then raised together."""
     created = {s.obj["metadata"]["name"] for s in steps if s.obj.get("kind") == "Namespace" and s.action == "create"}
     pending = {(apply.type_of_definition(s.obj).group, apply.type_of_definition(s.obj).kind) for s in steps
@@ -260,8 +280,9 @@ def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: b
         step.checked = "accepted"
         checked += 1
     if refused:
-        raise DrError(f"the server dry run refused {count(len(refused), 'object')}; nothing was created:\n  "
-                      + "\n  ".join(refused),
+        left = (f"; {', '.join(undone)}, created first so the rest could be checked, deleted again"
+                if undone else "; nothing was created")
+        raise DrError(f"the server dry run refused {count(len(refused), 'object')}{left}:\n  " + "\n  ".join(refused),
                       hint="Fix what the server says (quota, admission, Pod Security, RBAC, a taken node port), "
                            "or leave the objects out, then run the restore again.")
     console.say(f"server dry run: {count(checked, 'object')} accepted")
@@ -279,7 +300,7 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
     rest = [s for s in steps if s not in first and s.action in ("create", "update")]
     if not opts.skip_server_dry_run and any(not s.checked.startswith("accepted") for s in rest):
         try:
-            _server_dry_run(kube, rest, console, early=False)
+            _server_dry_run(kube, rest, console, early=False, undone=[s.ref for s in made])
         except DrError:
             for step in reversed(made):  # empty and ours: leave nothing behind
                 apply.delete(kube, step.rtype, step.obj)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.cli_runner import clean_env, executable, run
-from tests.datasets import differences, new_namespace, snapshot, volume_dir, wait_for
+from tests.datasets import differences, managed_pods, new_namespace, snapshot, volume_dir, wait_for
 
 NODE_PORT = 30777
 DB_WRITER = r"""
@@ -224,9 +226,41 @@ def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], 
                 "--preserve-nodeports", "--no-volumes")
     assert result.returncode == 1, result
     assert f"Service/{target}/web" in result.stderr and "provided port is already allocated" in result.stderr
+    assert f"Namespace/{target}, created first so the rest could be checked, deleted again" in result.stderr
     gone = cluster.kubectl("get", "namespace", target, "-o", "jsonpath={.status.phase}", check=False)
     assert gone.returncode != 0 or gone.stdout == "Terminating"
     assert cluster.kubectl("get", "deployments", "-n", target, "-o", "name", check=False).stdout == ""
+
+
+def test_an_interrupted_restore_leaves_workloads_at_zero_and_a_rerun_finishes(app: dict[str, Any],
+                                                                              cluster: Any) -> None:
+    ns, target = app["ns"], f"{app['ns']}-cut"
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(app["repo"])})
+    proc = subprocess.Popen([executable(), "ns", "restore", ns, "--from", app["id"], "--to", target, "--yes"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Cut it while the claim's data is being restored: the objects exist, the rescue pod runs.
+        wait_for(lambda: proc.poll() is not None or bool(managed_pods(cluster, target)), timeout=120,
+                 what="the claim's restore started")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    web = get(cluster, "deployment", "web", "-n", target)
+    assert web["spec"]["replicas"] == 0
+    assert web["metadata"]["annotations"]["kubectl-dr.io/original-replicas"] == "2"
+    assert get(cluster, "statefulset", "db", "-n", target)["spec"]["replicas"] == 0
+    wait_for(lambda: not managed_pods(cluster, target), what="the rescue pod removed")
+
+    result = json.loads(ok(dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target,
+                              "--yes", "-o", "json", timeout=600)))
+    assert result["counts"]["create"] == 0 and result["claims"][0]["state"].startswith("restored")
+    assert get(cluster, "deployment", "web", "-n", target)["spec"]["replicas"] == 2
+    diffs = differences(app["data"], snapshot(volume_dir(cluster, target, "data-db-0")))
+    assert not diffs, "\n".join(diffs)
 
 
 def test_existing_objects_three_ways(app: dict[str, Any], cluster: Any) -> None:

@@ -6,8 +6,9 @@
 2. The server dry-run pass: every create sent with dryRun=All, in order, before the first real one.
    Objects in a namespace (or of a definition) that does not exist yet are checked right after the
    namespace and definitions are created; a refusal then deletes those again, so nothing is left.
-3. Creates in Velero's order, definitions waited for; workloads at 0 replicas with the replica record.
-4. Claims' data through the `pvc restore` job, then the workloads scaled to their recorded replicas.
+3. Creates in Velero's order, definitions waited for; the workloads (Velero's order, last) wait for step 4.
+4. Claims' data through the `pvc restore` job (no workload exists yet, so none can start on a volume
+   being restored), then the workloads, created at 0 replicas with their records and scaled up.
 A rerun after an interruption finds what the earlier run created (marked with the backup's ID), and
 finishes: claims not yet restored, then the scale-up.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from kubectl_dr.apps import apply, mapping
 from kubectl_dr.apps.cleaning import ref
-from kubectl_dr.apps.ordering import order_key
+from kubectl_dr.apps.ordering import WORKLOADS, order_key
 from kubectl_dr.apps.resources import Catalog, ResourceType, discover
 from kubectl_dr.apps.source import AppBackup, find, read
 from kubectl_dr.console import Console, Progress
@@ -172,6 +173,11 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
                     f"into namespace {target} ({result.counts()['create']} to create)")
     _apply(kube, steps, opts, console)
     _claims(kube, repo, app, opts, target, result, console, run)
+    # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
+    # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
+    # consumers it stopped).
+    _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")])
+    console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
     restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), progress=console.say)
     result.scaled = [f"{scaling.resource_name(r.kind)}/{r.name}: {r.message}" for r in restored]
     return result
@@ -305,7 +311,11 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
             for step in reversed(made):  # empty and ours: leave nothing behind
                 apply.delete(kube, step.rtype, step.obj)
             raise
-    for step in rest:
+    _write(kube, [s for s in rest if s.rtype.name not in WORKLOADS])
+
+
+def _write(kube: Kube, steps: list[Step]) -> None:
+    for step in steps:
         if step.action == "update" and step.live is not None:
             live = apply.current(kube, step.rtype, step.obj) or step.live
             apply.update(kube, step.rtype, step.obj, live, dry_run=False)
@@ -316,7 +326,6 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
                 if exc.status != 409:
                     raise
                 step.action, step.reason = "skip", "created meanwhile by the cluster (AlreadyExists)"
-    console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
 
 
 def _claims(kube: Kube, repo: Repository, app: AppBackup, opts: RestoreOptions, target: str, result: RestoreResult,

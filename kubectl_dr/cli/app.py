@@ -116,7 +116,7 @@ app.add_typer(pvc.app, name="pvc", rich_help_panel=help.VOLUMES,
 app.add_typer(scale.app, name="scale", rich_help_panel=help.VOLUMES,
               short_help="Scale a claim's workloads down, and put replicas back")
 app.add_typer(namespace.app, name="namespace", rich_help_panel=help.APPS,
-              short_help="Back up, restore and compare an application (objects and volumes)")
+              short_help="Back up and restore an app: objects and volumes")
 app.add_typer(namespace.app, name="ns", rich_help_panel=help.APPS, hidden=True,
               short_help="Alias of namespace")
 app.add_typer(etcd.app, name="etcd", rich_help_panel=help.ETCD,

@@ -40,7 +40,7 @@ def _session(ctx: typer.Context, command: str) -> tuple[Any, Any, Any, Any]:
     return opts, opts.kube(), Run(command), TerminalConsole(yes=opts.yes)
 
 
-@app.command("backup", short_help="Back up namespaces' objects and their claims' data as one backup")
+@app.command("backup", short_help="Back up namespaces' objects and claims' data together")
 def backup(
     ctx: typer.Context,
     namespaces: Annotated[list[str], typer.Argument(help="Namespaces to back up.", metavar="NS...")],
@@ -96,7 +96,7 @@ def backup(
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
-@app.command("restore", short_help="Restore a namespace backup, checked by a server dry run first")
+@app.command("restore", short_help="Restore a namespace backup, server dry run first")
 def restore(
     ctx: typer.Context,
     namespace: Annotated[str, typer.Argument(help="The namespace in the backup.", metavar="NS")],
@@ -153,7 +153,7 @@ def restore(
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
-@app.command("diff", short_help="What restoring a namespace backup would create, change and leave alone")
+@app.command("diff", short_help="Compare a namespace backup with the live namespace")
 def diff(
     ctx: typer.Context,
     namespace: Annotated[str, typer.Argument(help="The namespace in the backup.", metavar="NS")],

@@ -91,7 +91,7 @@ def test_help_groups_commands_as_kubectl_does() -> None:
 
 
 @pytest.mark.parametrize("group", ["pvc", "etcd", "etcd snapshots", "etcd restore", "etcd member", "scale",
-                                   "backups", "schedule", "schedule create", "control-plane"])
+                                   "backups", "schedule", "schedule create", "control-plane", "namespace"])
 def test_every_group_lists_whole_one_line_summaries(group: str) -> None:
     result = dr(*group.split(), "--help")
     assert result.returncode == 0, result.stderr

@@ -69,11 +69,12 @@ def app_objects(ns: str) -> list[dict[str, Any]]:
          "metadata": {"name": "web-reads-config", "namespace": ns},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config"},
          "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": ns}]},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns, "labels": labels},
          "spec": {"type": "NodePort", "selector": labels, "ports": [{"port": 80, "nodePort": NODE_PORT}]}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": ns},
          "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns,
+                                                                    "labels": labels},
          "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
              "metadata": {"labels": labels},
              "spec": {"serviceAccountName": "web", "terminationGracePeriodSeconds": 1,
@@ -260,6 +261,40 @@ def test_an_interrupted_restore_starts_no_app_and_a_rerun_finishes(app: dict[str
     assert get(cluster, "deployment", "web", "-n", target)["spec"]["replicas"] == 2
     diffs = differences(app["data"], snapshot(volume_dir(cluster, target, "data-db-0")))
     assert not diffs, "\n".join(diffs)
+
+
+def stored_objects(repo: Path, backup_id: str) -> list[dict[str, Any]]:
+    [path] = [p for p in repo.rglob("objects.json") if backup_id in str(p)]
+    return list(json.loads(path.read_text()))
+
+
+def test_backup_options(app: dict[str, Any], cluster: Any) -> None:
+    ns, repo = app["ns"], app["repo"]
+    before = ok(dr(cluster, repo, "backups", "list", "-o", "json"))
+    plan = json.loads(ok(dr(cluster, repo, "--dry-run=client", "ns", "backup", ns, "-o", "json")))
+    assert plan["kind"] == "NamespaceBackupPlan" and plan["claims"][0]["name"] == "data-db-0"
+    assert ok(dr(cluster, repo, "backups", "list", "-o", "json")) == before  # nothing written
+
+    lean = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "--no-volumes", "--exclude-resources", "secrets",
+                            "-o", "json")))
+    assert "Secret" not in lean["kinds"] and lean["claims"] == []
+    picked = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "-l", "app=web", "--no-volumes",
+                              "--include-resources", "deployments,svc", "-o", "json")))
+    assert picked["kinds"] == {"Deployment": 1, "Namespace": 1, "Service": 1}
+
+    unknown = dr(cluster, repo, "ns", "backup", ns, "--include-resources", "gizmos")
+    assert unknown.returncode == 2 and 'resource type "gizmos"' in unknown.stderr
+    missing = dr(cluster, repo, "ns", "backup", "no-such-namespace")
+    assert missing.returncode == 1 and 'namespaces "no-such-namespace" not found' in missing.stderr
+
+    # --quiesce: the app stopped for the whole backup, recorded as it runs, started again after.
+    quiet = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "--quiesce", "-o", "json", timeout=600)))
+    stored = {o["kind"]: o for o in stored_objects(repo, quiet["id"]) if o["kind"] in ("Deployment", "StatefulSet")}
+    assert stored["Deployment"]["spec"]["replicas"] == 2 and stored["StatefulSet"]["spec"]["replicas"] == 1
+    assert not any(k.startswith("kubectl-dr.io/") for k in stored["Deployment"]["metadata"].get("annotations") or {})
+    assert get(cluster, "deployment", "web", "-n", ns)["spec"]["replicas"] == 2
+    assert get(cluster, "statefulset", "db", "-n", ns)["spec"]["replicas"] == 1
+    assert quiet["claims"][0]["entries"] == app["backup"]["claims"][0]["entries"]
 
 
 def test_existing_objects_three_ways(app: dict[str, Any], cluster: Any) -> None:

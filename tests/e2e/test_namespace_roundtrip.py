@@ -297,6 +297,28 @@ def test_backup_options(app: dict[str, Any], cluster: Any) -> None:
     assert quiet["claims"][0]["entries"] == app["backup"]["claims"][0]["entries"]
 
 
+def test_encrypted_backup_keeps_the_secrets_secret(app: dict[str, Any], cluster: Any, tmp_path: Path) -> None:
+    import pyrage
+
+    ns = app["ns"]
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age.txt"
+    key_file.write_text(f"{identity}\n")
+    repo = tmp_path / "repo"
+    made = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "--no-volumes", "--encrypt-to",
+                            str(identity.to_public()), "-o", "json")))
+    secret_b64 = get(cluster, "secret", "web-secret", "-n", ns)["data"]["token"].encode()
+    files = [p for p in repo.rglob("*") if p.is_file()]
+    assert files and not any(secret_b64 in p.read_bytes() or b"s3cr3t" in p.read_bytes() for p in files)
+    refused = dr(cluster, repo, "ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes",
+                 "--no-volumes")
+    assert refused.returncode == 1 and "--identity" in refused.stderr
+    assert cluster.kubectl("get", "namespace", f"{ns}-enc", check=False).returncode != 0
+    ok(dr(cluster, repo, "ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes", "--no-volumes",
+          "-i", str(key_file)))
+    assert get(cluster, "secret", "web-secret", "-n", f"{ns}-enc")["data"]["token"].encode() == secret_b64
+
+
 def test_existing_objects_three_ways(app: dict[str, Any], cluster: Any) -> None:
     ns = app["ns"]
     target = new_namespace(cluster, "shop-existing")

@@ -147,3 +147,25 @@ def test_custom_resources_pass_kubectl_validation_beside_builtin_ones(api: ApiHa
     assert "backupplan.shop.example.com/weekly created" in out
     root = json.loads(api.request("GET", "/openapi/v3")[2])
     assert "apis/shop.example.com/v1" in root["paths"] and "apis/shop.example.com/v1beta1" in root["paths"]
+
+
+def test_resource_quota_refuses_with_the_plugins_words(api: ApiHarness) -> None:
+    ok(api.kubectl("create", "namespace", "quota"))
+    ok(api.kubectl("create", "-f", "-", stdin=(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: small, namespace: quota}\n"
+        "spec: {hard: {configmaps: '2', count/deployments.apps: '0', requests.storage: 1Gi}}\n")))
+    ok(api.kubectl("create", "configmap", "a", "-n", "quota"))
+    ok(api.kubectl("create", "configmap", "b", "-n", "quota"))
+    dry = api.kubectl("create", "configmap", "c", "-n", "quota", "--dry-run=server")
+    assert dry.returncode == 1
+    assert ('configmaps "c" is forbidden: exceeded quota: small, requested: configmaps=1, used: configmaps=2, '
+            "limited: configmaps=2") in dry.stderr
+    deploy = api.kubectl("create", "deployment", "web", "-n", "quota", "--image=busybox")
+    assert ("exceeded quota: small, requested: count/deployments.apps=1, used: count/deployments.apps=0, "
+            "limited: count/deployments.apps=0") in deploy.stderr
+    claim = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: big, namespace: quota}\n"
+             "spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}\n")
+    refused = api.kubectl("create", "-f", "-", stdin=claim)
+    assert ("requested: requests.storage=2Gi, used: requests.storage=0, limited: requests.storage=1Gi"
+            in refused.stderr)
+    ok(api.kubectl("create", "secret", "generic", "s", "-n", "quota"))  # not limited

@@ -232,6 +232,19 @@ def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], 
     assert gone.returncode != 0 or gone.stdout == "Terminating"
     assert cluster.kubectl("get", "deployments", "-n", target, "-o", "name", check=False).stdout == ""
 
+    # Into a namespace that exists, with a quota: the dry run meets the quota before the first create.
+    quoted = new_namespace(cluster, "shop-quota")
+    cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-statefulsets", "namespace": quoted},
+        "spec": {"hard": {"count/statefulsets.apps": "0"}}}))
+    refused = dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", quoted, "--yes")
+    assert refused.returncode == 1, refused
+    assert (f'StatefulSet/{quoted}/db: statefulsets.apps "db" is forbidden: exceeded quota: no-statefulsets, '
+            "requested: count/statefulsets.apps=1, used: count/statefulsets.apps=0, limited: "
+            "count/statefulsets.apps=0") in refused.stderr
+    assert "; nothing was created" in refused.stderr
+    assert cluster.kubectl("get", "configmaps,secrets,services,pvc", "-n", quoted, "-o", "name").stdout == ""
+
 
 def test_an_interrupted_restore_starts_no_app_and_a_rerun_finishes(app: dict[str, Any],
                                                                               cluster: Any) -> None:

@@ -79,9 +79,10 @@ class Store:
         self.registry = registry
         if admission is None:
             from tests.cluster.api.podsecurity import pod_security_admission
+            from tests.cluster.api.quota import quota_admission
             from tests.cluster.api.service_ports import service_allocation
 
-            admission = [pod_security_admission, service_allocation]
+            admission = [pod_security_admission, service_allocation, quota_admission]
         self.admission = admission
         self._event_names: dict[tuple[str, ...], str] = {}
 

@@ -25,6 +25,23 @@ def current(kube: Kube, rtype: ResourceType, obj: Json) -> Json | None:
     return found
 
 
+class Existing:
+    """What exists in the target, one list per type and namespace (not a GET per object: a thousand
+    objects are a few dozen requests)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.listed: dict[tuple[str, str | None], dict[str, Json]] = {}
+
+    def find(self, rtype: ResourceType, obj: Json) -> Json | None:
+        namespace = obj["metadata"].get("namespace") if rtype.namespaced else None
+        key = (rtype.name, namespace)
+        if key not in self.listed:
+            items = self.kube.get(rtype.collection_path(namespace)).get("items") or []
+            self.listed[key] = {i["metadata"]["name"]: i for i in items}
+        return self.listed[key].get(obj["metadata"]["name"])
+
+
 def create(kube: Kube, rtype: ResourceType, obj: Json, *, dry_run: bool) -> Json:
     query = {"dryRun": "All"} if dry_run else None
     created: Json = kube.request("POST", rtype.collection_path(obj["metadata"].get("namespace")), body=obj,

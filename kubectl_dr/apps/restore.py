@@ -209,6 +209,7 @@ def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mappin
     now = records.rfc3339()
     steps: list[Step] = []
     unknown: list[str] = []
+    lookup = apply.Existing(kube)
     cluster_scoped = set(app.record.get("clusterScoped") or [])
     for obj in objects:
         shaped = mapping.shape(obj, maps, app.id, static_volumes=static, run_id=run_id_for(app.id), now=now)
@@ -217,7 +218,7 @@ def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mappin
             unknown.append(f"{shaped.get('kind')} ({shaped.get('apiVersion')})")
             continue
         shaped["apiVersion"] = rtype.api_version
-        live = apply.current(kube, rtype, shaped) if catalog.for_object(shaped) is not None else None
+        live = lookup.find(rtype, shaped) if catalog.for_object(shaped) is not None else None
         steps.append(_decide(shaped, rtype, live, opts.existing, app.id, ref(obj) in cluster_scoped))
     if unknown:
         raise DrError(f"the target cluster does not serve {', '.join(sorted(set(unknown)))}: nothing was created",

@@ -169,3 +169,32 @@ def test_resource_quota_refuses_with_the_plugins_words(api: ApiHarness) -> None:
     assert ("requested: requests.storage=2Gi, used: requests.storage=0, limited: requests.storage=1Gi"
             in refused.stderr)
     ok(api.kubectl("create", "secret", "generic", "s", "-n", "quota"))  # not limited
+
+
+def test_immutable_fields_are_refused_on_update(api: ApiHarness) -> None:
+    claim = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: default}\n"
+             "spec: {accessModes: [ReadWriteOnce], storageClassName: standard, "
+             "resources: {requests: {storage: 1Gi}}}\n")
+    ok(api.kubectl("apply", "-f", "-", stdin=claim))
+    changed = api.kubectl("apply", "-f", "-", stdin=claim.replace("standard", "fast"))
+    assert changed.returncode == 1
+    assert ('PersistentVolumeClaim "data" is invalid: spec: Forbidden: spec is immutable after creation except '
+            "resources.requests and volumeAttributesClassName for bound claims") in changed.stderr
+    ok(api.kubectl("apply", "-f", "-", stdin=claim.replace("1Gi", "2Gi")))  # expansion is allowed
+
+    sts = ("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: default}\n"
+           "spec: {serviceName: db, replicas: 0, selector: {matchLabels: {app: db}}, template: {metadata: "
+           "{labels: {app: db}}, spec: {containers: [{name: db, image: busybox}]}}, volumeClaimTemplates: "
+           "[{metadata: {name: data}, spec: {accessModes: [ReadWriteOnce], resources: {requests: "
+           "{storage: 1Gi}}}}]}\n")
+    ok(api.kubectl("apply", "-f", "-", stdin=sts))
+    ok(api.kubectl("scale", "statefulset", "db", "--replicas=0"))
+    refused = api.kubectl("apply", "-f", "-", stdin=sts.replace("storage: 1Gi", "storage: 5Gi"))
+    assert "spec: Forbidden: updates to statefulset spec for fields other than 'replicas'" in refused.stderr
+
+    job = ("apiVersion: batch/v1\nkind: Job\nmetadata: {name: once, namespace: default}\n"
+           "spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}}}\n")
+    ok(api.kubectl("apply", "-f", "-", stdin=job))
+    retemplated = api.kubectl("apply", "-f", "-", stdin=job.replace("image: busybox", "image: debian"))
+    assert 'The Job "once" is invalid: spec.template: Invalid value:' in retemplated.stderr
+    assert "field is immutable" in retemplated.stderr

@@ -35,6 +35,7 @@ from typing import Any
 from tests.cluster.api import crds, defaults, errors
 from tests.cluster.api.errors import ApiError, FieldError
 from tests.cluster.api.etcd_client import EtcdClient, EtcdCompacted, EtcdError, KeyValue
+from tests.cluster.api.immutable import immutable_errors
 from tests.cluster.api.names import validate_name
 from tests.cluster.api.podvalidation import pod_errors
 from tests.cluster.api.resources import Registry, Resource
@@ -287,6 +288,10 @@ class Store:
             new = self._merge_update(res, current, obj, subresource)
             if new == current:
                 return current
+            if subresource is None:
+                fixed = immutable_errors(res.key, current, new)
+                if fixed:
+                    raise errors.invalid(res.kind, res.group, name, fixed)
             if dry_run:
                 return new
             for step in self.admission:

@@ -1,0 +1,50 @@
+"""Fields an update may not change, refused as the real validation refuses them (422 Invalid).
+
+ValidatePersistentVolumeClaimUpdate, ValidateStatefulSetUpdate, ValidateJobUpdate and
+ValidateDeploymentUpdate, for what restores run into: a claim's spec (only requests and the volume
+attributes class may change), a StatefulSet's spec outside the fields it lists, a Job's selector and
+template, a Deployment's selector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.cluster.api.errors import FieldError
+
+Json = dict[str, Any]
+_STATEFULSET_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds")
+
+
+def _without(spec: Json, keys: tuple[str, ...]) -> Json:
+    return {k: v for k, v in spec.items() if k not in keys}
+
+
+def immutable_errors(resource: str, current: Json, new: Json) -> list[FieldError]:
+    old_spec, new_spec = current.get("spec") or {}, new.get("spec") or {}
+    if resource == "persistentvolumeclaims":
+        def fixed(spec: Json) -> Json:
+            out = _without(spec, ("volumeAttributesClassName",))
+            out["resources"] = _without(spec.get("resources") or {}, ("requests",))
+            return out
+
+        # A bound claim's volumeName is set by the binder; an update that leaves it out keeps it.
+        if not new_spec.get("volumeName") and old_spec.get("volumeName"):
+            new_spec["volumeName"] = old_spec["volumeName"]
+        if fixed(old_spec) != fixed(new_spec):
+            return [FieldError("FieldValueForbidden", "spec", "spec is immutable after creation except "
+                               "resources.requests and volumeAttributesClassName for bound claims")]
+    if resource == "statefulsets.apps" and _without(old_spec, _STATEFULSET_MUTABLE) != _without(
+            new_spec, _STATEFULSET_MUTABLE):
+        return [FieldError("FieldValueForbidden", "spec", "updates to statefulset spec for fields other than "
+                           "'replicas', 'ordinals', 'template', 'updateStrategy', "
+                           "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden")]
+    problems = []
+    if resource in ("jobs.batch", "deployments.apps") and new_spec.get("selector") != old_spec.get("selector"):
+        problems.append(FieldError("FieldValueInvalid", "spec.selector", "field is immutable",
+                                   new_spec.get("selector"), show_value=False))
+    if resource == "jobs.batch" and new_spec.get("template") != old_spec.get("template"):
+        problems.append(FieldError("FieldValueInvalid", "spec.template", "field is immutable",
+                                   new_spec.get("template"), show_value=False))
+    return problems

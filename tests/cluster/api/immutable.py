@@ -22,16 +22,16 @@ def _without(spec: Json, keys: tuple[str, ...]) -> Json:
 
 
 def immutable_errors(resource: str, current: Json, new: Json) -> list[FieldError]:
-    old_spec, new_spec = current.get("spec") or {}, new.get("spec") or {}
+    old_spec = current.get("spec") or {}
+    # A field the update leaves out is defaulted again by a real server before validation (volumeMode,
+    # podManagementPolicy …): compare what it sets, with the rest as it was.
+    new_spec = {**old_spec, **(new.get("spec") or {})}
     if resource == "persistentvolumeclaims":
         def fixed(spec: Json) -> Json:
             out = _without(spec, ("volumeAttributesClassName",))
             out["resources"] = _without(spec.get("resources") or {}, ("requests",))
             return out
 
-        # A bound claim's volumeName is set by the binder; an update that leaves it out keeps it.
-        if not new_spec.get("volumeName") and old_spec.get("volumeName"):
-            new_spec["volumeName"] = old_spec["volumeName"]
         if fixed(old_spec) != fixed(new_spec):
             return [FieldError("FieldValueForbidden", "spec", "spec is immutable after creation except "
                                "resources.requests and volumeAttributesClassName for bound claims")]

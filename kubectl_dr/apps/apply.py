@@ -52,6 +52,10 @@ def create(kube: Kube, rtype: ResourceType, obj: Json, *, dry_run: bool) -> Json
 def update(kube: Kube, rtype: ResourceType, obj: Json, live: Json, *, dry_run: bool) -> Json:
     body = dict(obj)
     body["metadata"] = {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
+    bound = (live.get("spec") or {}).get("volumeName")
+    if obj.get("kind") == "PersistentVolumeClaim" and bound and not (obj.get("spec") or {}).get("volumeName"):
+        # The claim stays bound to its volume: a claim's spec is immutable but for its requests.
+        body["spec"] = {**obj["spec"], "volumeName": bound}
     query = {"dryRun": "All"} if dry_run else None
     meta = obj["metadata"]
     updated: Json = kube.request("PUT", rtype.object_path(meta.get("namespace"), meta["name"]), body=body, query=query)

@@ -1,8 +1,8 @@
 """`namespace diff`: what a restore of a backup would create, change (field by field) and leave alone.
 
 Only the fields the backup holds are compared: what the server fills in (defaults, allocated IPs) is not
-a difference a restore would make. Reads only; the claims' contents are compared by `pvc diff`, which
-this command names for each claim (it needs a pod of its own per claim).
+a difference a restore would make. Reads only; the claims' contents are compared by the `pvc diff` job
+(a read-only pod per claim that exists; --no-volumes leaves them out).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from kubectl_dr.apps import apply, mapping
 from kubectl_dr.apps.cleaning import clean, ref
 from kubectl_dr.apps.resources import discover
 from kubectl_dr.apps.source import find, read
+from kubectl_dr.console import Console
+from kubectl_dr.errors import ApiError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Repository
+from kubectl_dr.runs import Run
 from kubectl_dr.units import count
 
 Json = dict[str, Any]
@@ -29,6 +32,8 @@ class DiffOptions:
     namespace: str
     source: str
     to: str | None = None
+    volumes: bool = True  # compare the claims' contents too (a read-only pod per claim)
+    image: str | None = None
 
 
 @dataclass
@@ -95,7 +100,8 @@ def _walk(value: Any, keys: list[str]) -> list[tuple[str, list[str], Any]]:
     return [(".".join(keys), keys, value)]
 
 
-def run(kube: Kube, repo: Repository, opts: DiffOptions) -> DiffResult:
+def run(kube: Kube, repo: Repository, opts: DiffOptions, console: Console | None = None,
+        run: Run | None = None) -> DiffResult:
     identity, _ = try_cluster_identity(kube)
     app = read(repo, find(repo, opts.source, opts.namespace, identity.uid if identity else None))
     target = opts.to or opts.namespace
@@ -112,7 +118,32 @@ def run(kube: Kube, repo: Repository, opts: DiffOptions) -> DiffResult:
         live_clean, _ = clean(live)
         fields = compare(wanted, live_clean)
         results.append(ObjectDiff(ref(wanted), "change" if fields else "same", fields))
-    claims = [{"name": c["name"], "backup": c["backup"],
-               "compare": f"kubectl dr pvc diff {c['name']} -n {target} --from {c['backup']}"}
-              for c in app.claims(opts.namespace)]
+    claims = [_claim(kube, repo, c, target, opts, console, run) for c in app.claims(opts.namespace)]
     return DiffResult(app.id, target, results, claims)
+
+
+def _claim(kube: Kube, repo: Repository, claim: Json, target: str, opts: DiffOptions, console: Console | None,
+           run: Run | None) -> Json:
+    """The claim's contents against its backup, as `pvc diff` compares them (a read-only pod), when the claim
+    exists and ``opts.volumes``; else what a restore would do."""
+    out: Json = {"name": claim["name"], "backup": claim["backup"]}
+    try:
+        kube.get(f"/api/v1/namespaces/{target}/persistentvolumeclaims/{claim['name']}")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        entries = count(int(claim.get("entries") or 0), "entry", "entries")
+        out["compare"] = f"the claim would be created and its {entries} restored"
+        return out
+    if not opts.volumes or console is None or run is None:
+        out["compare"] = f"kubectl dr pvc diff {claim['name']} -n {target} --from {claim['backup']}"
+        return out
+    from kubectl_dr.volumes import diff as pvc_diff
+
+    options = pvc_diff.DiffOptions(target, claim["name"], claim["backup"])
+    if opts.image:
+        options.image = opts.image
+    result = pvc_diff.run(kube, repo, options, console, run)
+    out["compare"] = result.summary().strip().splitlines()[-1]
+    out["pvcDiff"] = result.to_dict()
+    return out

@@ -159,12 +159,16 @@ def diff(
     namespace: Annotated[str, typer.Argument(help="The namespace in the backup.", metavar="NS")],
     source: FromOption,
     to: Annotated[str | None, typer.Option("--to", metavar="NEW", help="Compare with this namespace instead.")] = None,
+    no_volumes: Annotated[bool, typer.Option("--no-volumes", help="Objects only: no pod compares the claims' "
+                                                                  "contents.")] = False,
+    image: ImageOption = DEFAULT_IMAGE,
     repo: RepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Compare a namespace backup with the live namespace: objects a restore would create, objects that differ
-    (field by field: backup's value against the live one), and objects equal to the backup. Reads only.
+    (field by field: backup's value against the live one), and objects equal to the backup; each claim's
+    contents as `pvc diff` compares them (a read-only pod per claim). Reads only.
 
     \b
     Examples:
@@ -174,6 +178,9 @@ def diff(
     from kubectl_dr.apps import diff as job
 
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, _run, _console = _session(ctx, f"namespace diff {namespace}")
-    result = job.run(kube, repository, job.DiffOptions(namespace, source, to=to))
+    opts, kube, run, console = _session(ctx, f"namespace diff {namespace}")
+    if opts.dry_run != "none":
+        raise UsageError("namespace diff cannot run as a dry run: it only reads (and its pods only read)")
+    result = job.run(kube, repository, job.DiffOptions(namespace, source, to=to, volumes=not no_volumes, image=image),
+                     console, run)
     emit(result.to_dict(), opts.output, table=result.summary())

@@ -219,6 +219,8 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
                             "json")))
     changed = {o["object"]: o["fields"] for o in diff["objects"] if o["change"] != "same"}
     assert set(changed) <= {f"Service/{target}/web"}, changed
+    [claim_diff] = diff["claims"]
+    assert claim_diff["pvcDiff"]["identical"] is True, claim_diff
 
 
 def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], cluster: Any) -> None:

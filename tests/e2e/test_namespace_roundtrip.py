@@ -140,7 +140,7 @@ def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     cluster.kubectl("wait", "--for=condition=Established", "crd/backupplans.shop.example.com")
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in app_objects(ns)))
     wait_for(lambda: pods_running(cluster, ns, "app=db", 1) and pods_running(cluster, ns, "app=web", 2),
-             timeout=120, what="the app running")
+             timeout=240, what="the app running")
     wait_for(lambda: (volume_dir(cluster, ns, "data-db-0") / "done").exists(), timeout=60, what="the db's data")
     data = snapshot(volume_dir(cluster, ns, "data-db-0"))
     out = ok(dr(cluster, repo, "namespace", "backup", ns, "-o", "json", timeout=600))

@@ -27,8 +27,12 @@ def immutable_errors(resource: str, current: Json, new: Json) -> list[FieldError
     # podManagementPolicy …): compare what it sets, with the rest as it was.
     new_spec = {**old_spec, **(new.get("spec") or {})}
     if resource == "persistentvolumeclaims":
+        # Set once, as the real validation allows: volumeName (the binder binds a pending claim) and
+        # storageClassName (a default class assigned retroactively).
+        once = tuple(k for k in ("volumeName", "storageClassName") if not old_spec.get(k))
+
         def fixed(spec: Json) -> Json:
-            out = _without(spec, ("volumeAttributesClassName",))
+            out = _without(spec, ("volumeAttributesClassName", *once))
             out["resources"] = _without(spec.get("resources") or {}, ("requests",))
             return out
 

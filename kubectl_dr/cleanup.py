@@ -12,9 +12,7 @@ twice must not leave a workload scaled to zero because the second press killed t
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -137,8 +135,3 @@ def scope(log: Callable[[str], None], report: Callable[[list[UndoFailure]], None
                 signal.signal(sig, handler)
         _current = previous
 
-
-def stderr_log(message: str) -> None:
-    # After SIGHUP the terminal may be gone (EIO): the cleanup must go on without anyone to tell.
-    with contextlib.suppress(OSError):
-        print(message, file=sys.stderr, flush=True)

@@ -28,14 +28,23 @@ class Progress(Protocol):
 
 
 class Console(Protocol):
+    """The only way a job speaks to the person running it (the CLI's writes to stderr)."""
+
     def say(self, text: str) -> None: ...
 
     def warn(self, text: str) -> None: ...
 
-    def confirm(self, question: str) -> None:
-        """Return if the user agrees (or gave --yes); raise DrError otherwise. Never waits on a pipe."""
+    def confirm(self, question: str, *, reason: str = "", hint: str = "", prompt: str = "") -> None:
+        """Return if the user agrees (or gave --yes); raise DrError otherwise. Never waits on a pipe.
+
+        ``question`` is what would be done ("delete backup …"); ``reason`` and ``hint`` go into the refusal
+        without a terminal (see `refuse_without_yes`); ``prompt`` replaces the question asked on a terminal."""
 
     def progress(self, description: str, total: int | None) -> AbstractContextManager[Progress]: ...
+
+    @property
+    def is_interactive(self) -> bool:
+        """A person is at a terminal (stdin and stdout): an interactive shell may be opened for them."""
 
 
 NO_TERMINAL = "there is no terminal to ask on and --yes was not given"

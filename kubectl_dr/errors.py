@@ -74,6 +74,15 @@ class ServerUnreachable(DrError):
         return self.message
 
 
+class ServerTimeout(DrError):
+    """The server took the connection but did not answer within the request timeout."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"the server {host} did not answer in time (request timeout)",
+                         hint="Raise --request-timeout, or check the API server's health.")
+        self.host = host
+
+
 class VerificationError(DrError):
     """Data did not check out (checksum, size, remote exit status). Nothing destructive follows one."""
 

@@ -1,4 +1,5 @@
-"""Shared pytest setup: the loopback cluster fixtures, and `--kubeconfig` for opt-in real-cluster tests."""
+"""Shared pytest setup: tiers and order (tests/ordering.py), the loopback cluster fixtures, and `--kubeconfig`
+for opt-in real-cluster tests."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ from pathlib import Path
 
 import pytest
 
-# Fixtures, used by name, and the hook that parks the factory's clusters between test modules.
-from tests.cluster.fixture import cluster, cluster_factory, pytest_runtest_teardown  # noqa: F401
+# Fixtures, used by name, the hook that tells the pool which module asks, and the pool's counts in the summary.
+from tests.cluster.fixture import (  # noqa: F401
+    cluster,
+    cluster_factory,
+    pytest_runtest_setup,
+    pytest_runtest_teardown,
+    pytest_terminal_summary,
+)
+from tests.ordering import FAST, reorder, tier
 from tests.s3server import S3Server, serve
+
+_fast_failures: list[str] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,13 +27,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="kubeconfig of a real cluster: runs the tests marked real_cluster against it")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers reorder() sets
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reorder(items)
     if config.getoption("--kubeconfig"):
         return
     skip = pytest.mark.skip(reason="needs a real cluster: pass --kubeconfig PATH to run it")
     for item in items:
         if "real_cluster" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and FAST in report.keywords:
+        _fast_failures.append(report.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The fast tier runs first; when one of its tests failed, the run stops where it ends (minutes sooner)."""
+    yield
+    if _fast_failures and tier(item) == FAST and (nextitem is None or tier(nextitem) != FAST):
+        item.session.shouldfail = (f"{len(_fast_failures)} test(s) of the fast tier (tests/unit) failed: "
+                                   "the loopback tiers did not run")
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,11 @@ import os
 import random
 import stat
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.polling import eventually
 
 MTIME = 1_600_000_000  # a fixed past time: a restore that forgets mtimes cannot pass by luck
 CHUNK = 1 << 20
@@ -235,15 +236,6 @@ def differences(before: dict[bytes, Node], after: dict[bytes, Node], limit: int 
             out.append(f"{key!r}: {before.get(key)} != {after.get(key)}")
     return out[:limit]
 
-
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
-
-
 # --------------------------------------------------------------------------- loopback cluster helpers
 
 def new_namespace(cluster: Any, prefix: str, labels: dict[str, str] | None = None) -> str:
@@ -265,7 +257,7 @@ def make_claim(cluster: Any, namespace: str, name: str = "data", *, modes: tuple
             "spec": spec}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
     if wait:
-        wait_for(lambda: cluster.kubectl("get", "pvc", "-n", namespace, name, "-o",
+        eventually(lambda: cluster.kubectl("get", "pvc", "-n", namespace, name, "-o",
                                          "jsonpath={.status.phase}").stdout == "Bound", what=f"claim {name} bound")
 
 

@@ -23,6 +23,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import Manifest, Repository
 from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
 from kubectl_dr.workloads import records, scaling
 from kubectl_dr.workloads.consumers import find_consumers
@@ -39,7 +40,6 @@ class BackupOptions:
     quiesce: bool = False
     name: str | None = None
     image: str | None = None
-    dry_run: str = "none"
 
 
 @dataclass
@@ -75,25 +75,26 @@ class BackupResult:
         return "\n".join(lines) + "\n"
 
 
-def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run: Run) -> BackupResult:
+def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult:
+    kube, console, run, dry_run = session.kube, session.console, session.run, session.dry_run
     catalog = discover(kube)
     check_filters(catalog, opts.filters)
     quiesced: list[scaling.ScaleRecord] = []
     try:
-        if opts.quiesce and opts.dry_run == "none":
+        if opts.quiesce and dry_run == "none":
             quiesced = _quiesce(kube, opts, console, run)
         collected = collect(kube, catalog, opts.namespaces, opts.filters)
         if quiesced:
             _as_before_quiesce(collected, run.id)
         console.say(f"read {count(len(collected.objects), 'object')} from {', '.join(opts.namespaces)}; "
                     f"{count(len(collected.excluded), 'object')} left out (the record says why)")
-        if opts.dry_run != "none":
-            return BackupResult(None, collected, [dict(c) for c in collected.claims], opts.dry_run)
-        claims = _claims(kube, repo, opts, collected, console, run) if opts.volumes else []
+        if dry_run != "none":
+            return BackupResult(None, collected, [dict(c) for c in collected.claims], dry_run)
+        claims = _claims(session, repo, opts, collected) if opts.volumes else []
         manifest = _write(kube, repo, opts, collected, claims, console)
     finally:
         for record in reversed(quiesced):
-            record.restore(console.say)
+            record.restore(console)
     return BackupResult(manifest, collected, claims)
 
 
@@ -105,7 +106,7 @@ def _quiesce(kube: Kube, opts: BackupOptions, console: Console, run: Run) -> lis
         for claim in claims:
             consumers = find_consumers(kube, namespace, claim["metadata"]["name"])
             record = scaling.scale_down(kube, consumers, run_id=run.id, reason="namespace backup --quiesce",
-                                        timeout=QUIESCE_TIMEOUT, progress=console.say)
+                                        timeout=QUIESCE_TIMEOUT, console=console)
             done.append(record)
     return done
 
@@ -124,8 +125,7 @@ def _as_before_quiesce(collected: Collected, run_id: str) -> None:
             obj["metadata"].pop("annotations", None)
 
 
-def _claims(kube: Kube, repo: Repository, opts: BackupOptions, collected: Collected, console: Console,
-            run: Run) -> list[Json]:
+def _claims(session: Session, repo: Repository, opts: BackupOptions, collected: Collected) -> list[Json]:
     from kubectl_dr.volumes import backup as pvc_backup
 
     done = []
@@ -133,8 +133,7 @@ def _claims(kube: Kube, repo: Repository, opts: BackupOptions, collected: Collec
         kwargs: dict[str, Any] = {"name": f"{opts.name or 'app'}-{claim['namespace']}-{claim['name']}"}
         if opts.image:
             kwargs["image"] = opts.image
-        result = pvc_backup.run(kube, repo, pvc_backup.BackupOptions(claim["namespace"], claim["name"], **kwargs),
-                                console, run)
+        result = pvc_backup.run(session, repo, pvc_backup.BackupOptions(claim["namespace"], claim["name"], **kwargs))
         assert isinstance(result, pvc_backup.BackupResult)
         part = result.manifest.part(pvc_backup.PART)
         entries = int((result.manifest.details.get("archive") or {}).get("entries") or 0)

@@ -14,12 +14,10 @@ from kubectl_dr.apps import apply, mapping
 from kubectl_dr.apps.cleaning import clean, ref
 from kubectl_dr.apps.resources import discover
 from kubectl_dr.apps.source import find, read
-from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError
-from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Repository
-from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count
 
 Json = dict[str, Any]
@@ -100,8 +98,8 @@ def _walk(value: Any, keys: list[str]) -> list[tuple[str, list[str], Any]]:
     return [(".".join(keys), keys, value)]
 
 
-def run(kube: Kube, repo: Repository, opts: DiffOptions, console: Console | None = None,
-        run: Run | None = None) -> DiffResult:
+def run(session: Session, repo: Repository, opts: DiffOptions) -> DiffResult:
+    kube = session.kube
     identity, _ = try_cluster_identity(kube)
     app = read(repo, find(repo, opts.source, opts.namespace, identity.uid if identity else None))
     target = opts.to or opts.namespace
@@ -118,14 +116,14 @@ def run(kube: Kube, repo: Repository, opts: DiffOptions, console: Console | None
         live_clean, _ = clean(live)
         fields = compare(wanted, live_clean)
         results.append(ObjectDiff(ref(wanted), "change" if fields else "same", fields))
-    claims = [_claim(kube, repo, c, target, opts, console, run) for c in app.claims(opts.namespace)]
+    claims = [_claim(session, repo, c, target, opts) for c in app.claims(opts.namespace)]
     return DiffResult(app.id, target, results, claims)
 
 
-def _claim(kube: Kube, repo: Repository, claim: Json, target: str, opts: DiffOptions, console: Console | None,
-           run: Run | None) -> Json:
+def _claim(session: Session, repo: Repository, claim: Json, target: str, opts: DiffOptions) -> Json:
     """The claim's contents against its backup, as `pvc diff` compares them (a read-only pod), when the claim
     exists and ``opts.volumes``; else what a restore would do."""
+    kube = session.kube
     out: Json = {"name": claim["name"], "backup": claim["backup"]}
     try:
         kube.get(f"/api/v1/namespaces/{target}/persistentvolumeclaims/{claim['name']}")
@@ -135,7 +133,7 @@ def _claim(kube: Kube, repo: Repository, claim: Json, target: str, opts: DiffOpt
         entries = count(int(claim.get("entries") or 0), "entry", "entries")
         out["compare"] = f"the claim would be created and its {entries} restored"
         return out
-    if not opts.volumes or console is None or run is None:
+    if not opts.volumes:
         out["compare"] = f"kubectl dr pvc diff {claim['name']} -n {target} --from {claim['backup']}"
         return out
     from kubectl_dr.volumes import diff as pvc_diff
@@ -143,7 +141,7 @@ def _claim(kube: Kube, repo: Repository, claim: Json, target: str, opts: DiffOpt
     options = pvc_diff.DiffOptions(target, claim["name"], claim["backup"])
     if opts.image:
         options.image = opts.image
-    result = pvc_diff.run(kube, repo, options, console, run)
+    result = pvc_diff.run(session, repo, options)
     out["compare"] = result.summary().strip().splitlines()[-1]
     out["pvcDiff"] = result.to_dict()
     return out

@@ -15,6 +15,7 @@ finishes: claims not yet restored, then the scale-up.
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Repository
-from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
 from kubectl_dr.workloads import records, scaling
 
@@ -53,7 +54,6 @@ class RestoreOptions:
     skip_server_dry_run: bool = False
     volumes: bool = True
     image: str | None = None
-    dry_run: str = "none"
 
 
 @dataclass
@@ -129,11 +129,15 @@ class _Confirmed:
     def warn(self, text: str) -> None:
         self.console.warn(text)
 
-    def confirm(self, question: str) -> None:
+    def confirm(self, question: str, *, reason: str = "", hint: str = "", prompt: str = "") -> None:
         return None
 
     def progress(self, description: str, total: int | None) -> AbstractContextManager[Progress]:
         return self.console.progress(description, total)
+
+    @property
+    def is_interactive(self) -> bool:
+        return self.console.is_interactive
 
 
 def run_id_for(backup_id: str) -> str:
@@ -141,7 +145,8 @@ def run_id_for(backup_id: str) -> str:
     return f"restore-{backup_id}"
 
 
-def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult:
+def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResult:
+    kube, console, dry_run = session.kube, session.console, session.dry_run
     if opts.existing not in EXISTING:
         raise DrError(f"--existing must be one of {', '.join(EXISTING)}, not {opts.existing!r}")
     identity, _ = try_cluster_identity(kube)
@@ -156,29 +161,29 @@ def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, ru
     excluded = list(app.record.get("excluded") or [])
     if opts.volumes:
         _claim_backups_present(repo, app, claims)
-    result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=opts.dry_run)
+    result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=dry_run)
     collisions = [s for s in steps if s.action == "collision"]
     if collisions:
         names = "\n  ".join(f"{s.ref} ({s.reason})" for s in collisions)
         raise DrError(f"{count(len(collisions), 'object')} of the backup already exist in the target, and "
                       f"--existing=fail: nothing was created:\n  {names}",
                       hint="Restore into another namespace (--to NEW), or choose --existing skip|update.")
-    if opts.dry_run == "client":
+    if dry_run == "client":
         return result
-    if opts.dry_run == "server" or not opts.skip_server_dry_run:
+    if dry_run == "server" or not opts.skip_server_dry_run:
         _server_dry_run(kube, [s for s in steps if s.action in ("create", "update")], console, early=True)
-    if opts.dry_run == "server":
+    if dry_run == "server":
         return result
     console.confirm(f"restore {count(len(steps), 'object')} and {count(len(claims), 'claim')} of backup {app.id} "
                     f"into namespace {target} ({result.counts()['create']} to create)")
     _apply(kube, steps, opts, console)
-    _claims(kube, repo, app, opts, target, result, console, run)
+    _claims(session, repo, app, opts, target, result)
     # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
     # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
     # consumers it stopped).
     _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")])
     console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
-    restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), progress=console.say)
+    restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
     result.scaled = [f"{scaling.resource_name(r.kind)}/{r.name}: {r.message}" for r in restored]
     return result
 
@@ -329,9 +334,12 @@ def _write(kube: Kube, steps: list[Step]) -> None:
                 step.action, step.reason = "skip", "created meanwhile by the cluster (AlreadyExists)"
 
 
-def _claims(kube: Kube, repo: Repository, app: AppBackup, opts: RestoreOptions, target: str, result: RestoreResult,
-            console: Console, run: Run) -> None:
+def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOptions, target: str,
+            result: RestoreResult) -> None:
     from kubectl_dr.volumes import restore as pvc_restore
+
+    kube = session.kube
+    confirmed = dataclasses.replace(session, console=_Confirmed(session.console))
 
     skipped = {s.obj["metadata"]["name"] for s in result.steps
                if s.obj.get("kind") == "PersistentVolumeClaim" and s.action == "skip"
@@ -348,8 +356,8 @@ def _claims(kube: Kube, repo: Repository, app: AppBackup, opts: RestoreOptions, 
             claim["state"] = "data restored by an earlier run"
             continue
         kwargs: dict[str, Any] = {"image": opts.image} if opts.image else {}
-        done = pvc_restore.run(kube, repo, pvc_restore.RestoreOptions(target, claim["name"], claim["backup"],
-                                                                      **kwargs), _Confirmed(console), run)
+        done = pvc_restore.run(confirmed, repo, pvc_restore.RestoreOptions(target, claim["name"], claim["backup"],
+                                                                           **kwargs))
         assert isinstance(done, pvc_restore.RestoreResult)
         kube.request("PATCH", path, body={"metadata": {"annotations": {DATA_RESTORED: app.id}}},
                      content_type="application/merge-patch+json")

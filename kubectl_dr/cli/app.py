@@ -10,7 +10,19 @@ from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli import backups, completion, controlplane, etcd, help, namespace, pvc, scale, schedule, version
+from kubectl_dr.cli import (
+    backups,
+    completion,
+    controlplane,
+    etcd,
+    help,
+    namespace,
+    pvc,
+    rook,
+    scale,
+    schedule,
+    version,
+)
 from kubectl_dr.cli.globals import (
     DRY_RUN_BARE,
     DRY_RUN_BARE_WARNING,
@@ -21,7 +33,7 @@ from kubectl_dr.cli.globals import (
     parse_request_timeout,
 )
 from kubectl_dr.errors import UsageError
-from kubectl_dr.ui.output import message
+from kubectl_dr.kube import trace
 
 DESCRIPTION = """\
 Disaster recovery for Kubernetes, from the terminal, with nothing installed in the cluster.
@@ -90,12 +102,14 @@ def root(
     if output not in OUTPUT_FORMATS:
         raise UsageError(f'unable to match a printer suitable for the output format "{output}", '
                          f"allowed formats are: {','.join(OUTPUT_FORMATS)}")
-    if dry_run == DRY_RUN_BARE:
-        message(f"warning: {DRY_RUN_BARE_WARNING}")
+    bare_dry_run = dry_run == DRY_RUN_BARE
+    if bare_dry_run:
         dry_run = "client"
     if dry_run not in DRY_RUN_MODES:
         raise UsageError(f'Invalid dry-run value ({dry_run}). Must be "none", "server", or "client".')
+    given = ctx.obj.argv if isinstance(ctx.obj, GlobalOptions) else ()
     ctx.obj = GlobalOptions(
+        argv=given,
         kubeconfig=kubeconfig,
         context=context,
         namespace=namespace,
@@ -108,6 +122,11 @@ def root(
         verbosity=verbosity,
         traceback=traceback,
     )
+    console = ctx.obj.session().console
+    if bare_dry_run:
+        console.warn(DRY_RUN_BARE_WARNING)
+    # kubectl's -v: 6 logs every API request, 8 also the scripts our pods run, through the console to stderr.
+    trace.configure(verbosity, console.say if verbosity > 0 else None)
 
 
 # In the order of `kubectl dr --help`: sections appear as their first command does.
@@ -123,6 +142,8 @@ app.add_typer(etcd.app, name="etcd", rich_help_panel=help.ETCD,
               short_help="Snapshot, verify, restore and inspect etcd")
 app.add_typer(controlplane.app, name="control-plane", rich_help_panel=help.ETCD,
               short_help="Back up and restore a control-plane node's files")
+app.add_typer(rook.app, name="rook", rich_help_panel=help.ROOK,
+              short_help="Rook-Ceph mons: status, and quorum restored from one mon")
 app.add_typer(backups.app, name="backups", rich_help_panel=help.REPOSITORY,
               short_help="List, verify, copy, delete and prune backups")
 app.add_typer(schedule.app, name="schedule", rich_help_panel=help.SCHEDULES,
@@ -131,3 +152,18 @@ app.command("completion", rich_help_panel=help.OTHER,
             short_help="Print a shell completion script")(completion.completion)
 app.command("version", rich_help_panel=help.OTHER,
             short_help="Print the plugin, client and server versions")(version.version)
+
+
+@app.command("options", rich_help_panel=help.OTHER, short_help="Print the global options every command takes")
+def options(ctx: typer.Context) -> None:
+    """Print the list of flags inherited by all commands (kubeconfig, context, namespace, output, dry run…).
+
+    \b
+    Examples:
+      kubectl dr options
+    """
+    typer.echo(help.global_options(ctx))
+
+
+# Every help below the root ends, as kubectl's do, by naming `kubectl dr options`.
+help.adopt(app)

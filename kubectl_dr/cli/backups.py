@@ -8,25 +8,28 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kubectl_dr import units
-from kubectl_dr.cli.context import confirm, options, terminal_ask
+from kubectl_dr.cli import restic_backups
+from kubectl_dr.cli.context import options, session
 from kubectl_dr.cli.repo_options import (
     REPO_HELP,
     EncryptToOption,
     IdentityOption,
+    PasswordFileOption,
     RepoOption,
     S3CaBundleOption,
     S3EndpointOption,
     open_repo,
 )
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.repo.manifest import format_time
-from kubectl_dr.ui.output import count, emit, message, render_fields, render_table
-from kubectl_dr.ui.progress import Transfer
+from kubectl_dr.repo.repository import Verification
+from kubectl_dr.repo.restic.location import is_restic
+from kubectl_dr.ui.output import count, emit, render_fields, render_table, write_bytes
 
 if TYPE_CHECKING:
-    from kubectl_dr.cli.globals import GlobalOptions
-    from kubectl_dr.clusters import ClusterIdentity
+    from kubectl_dr.repo.copying import CopyRun
 
 __all__ = ["REPO_HELP", "app", "open_repo"]
 
@@ -93,20 +96,20 @@ def _skipped(backup: Backup) -> int | None:
     return unreadable_count(backup.manifest.details)
 
 
-def _verified(record: dict[str, Any] | None) -> str:
+def _verified(record: Verification | None) -> str:
     """The VERIFIED cell: ok, damaged, or - for a backup never checked."""
     if record is None:
         return "-"
-    return "ok" if record.get("ok") else "damaged"
+    return "ok" if record.ok else "damaged"
 
 
-def _last_verification(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if record is None else {k: v for k, v in record.items() if k not in ("apiVersion", "kind", "id")}
+def _last_verification(record: Verification | None) -> dict[str, Any] | None:
+    return None if record is None else record.to_dict()
 
 
-def _warn_problems(problems: list[tuple[Any, str]]) -> None:
+def _warn_problems(console: Console, problems: list[tuple[Any, str]]) -> None:
     for _, why in problems:
-        message(f"warning: skipped {why}")
+        console.warn(f"skipped {why}")
 
 
 
@@ -118,7 +121,8 @@ AllClustersOption = Annotated[bool, typer.Option(
 @app.command("list", short_help="List the backups, newest first")
 def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption = None,
                  all_clusters: AllClustersOption = False,
-                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None) -> None:
+                 s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None,
+                 password_file: PasswordFileOption = None) -> None:
     """List the backups, newest first (NAME: the --name given, else what the source names; ENC: encrypted with
     age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, or - never
     checked; CLUSTER: the context its backup recorded).
@@ -128,22 +132,30 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     stderr saying which cluster. --cluster NAME|UID lists another cluster's (its uid, or the context name
     or server URL its backups record); --all-clusters every cluster's. Without a kubeconfig, or when its
     cluster does not answer, every backup is listed, with a note.
+
+    With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own).
     """
     opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.list_snapshots(session(ctx).console, repo, opts.output, password_file=password_file,
+                                      s3_endpoint=s3_endpoint)
+        return
+    console = session(ctx).console
     if all_clusters and opts.cluster:
         raise UsageError("--cluster and --all-clusters exclude each other")
+    from kubectl_dr import catalog
+
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
-    found, problems = repository.scan()
-    _warn_problems(problems)
-    chosen = [b for b in found if b.manifest.matches(type)]
-    chosen = _of_cluster(opts, repository, chosen, all_clusters)
-    records = {b.id: repository.verification(b) for b in chosen}
+    listed = catalog.list_backups(repository, console, type=type, cluster=opts.cluster, all_clusters=all_clusters,
+                                  kubeconfig=opts.overrides(), request_timeout=opts.request_timeout)
+    chosen, records = listed.backups, listed.verifications
     data = {"kind": "List", "repository": repository.location,
             "items": [{**_item(b), "name": backup_name(b), "skippedUnreadable": _skipped(b),
                        "lastVerification": _last_verification(records[b.id])} for b in chosen]}
     now = datetime.now(timezone.utc)
     if not chosen and opts.output == "table":
-        message(f"No backups found in {repository.location}.")
+        console.say(f"No backups found in {repository.location}.")
     table = render_table(
         ["ID", "NAME", "TYPE", "SOURCE", "SIZE", "ENC", "SKIPPED", "VERIFIED", "AGE", "CLUSTER"],
         [
@@ -163,54 +175,6 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
         ],
     ) if chosen else ""
     emit(data, opts.output, table=table)
-
-
-def _of_cluster(opts: GlobalOptions, repository: Repository, backups: list[Backup],
-                all_clusters: bool) -> list[Backup]:
-    """The backups `backups list` shows: of --cluster's cluster, of every one, or of the current one."""
-    from kubectl_dr.clusters import describe
-
-    if all_clusters:
-        return backups
-    if opts.cluster:
-        # kubectl's global --cluster names a cluster; here it names whose backups to list (nothing is asked of
-        # any API server), matched against what the backups record.
-        uid = repository.cluster_uid(opts.cluster)
-        return [b for b in backups if b.manifest.cluster is not None and b.manifest.cluster.uid == uid]
-    current, why = _current_cluster(opts)
-    if current is None:
-        if any(b.manifest.cluster is not None for b in backups):
-            message(f"note: listing the backups of every cluster ({why}); --cluster NAME|UID lists one's")
-        return backups
-    mine = [b for b in backups if b.manifest.cluster is None or b.manifest.cluster.uid == current.uid]
-    hidden = len(backups) - len(mine)
-    message(f"note: listing the backups of the current cluster, {describe(current)}"
-            + (f"; {count(hidden, 'backup')} of other clusters not shown (--all-clusters, or --cluster NAME|UID)"
-               if hidden else ""))
-    return mine
-
-
-_PROBE_SECONDS = 5.0
-
-
-def _current_cluster(opts: GlobalOptions) -> tuple[ClusterIdentity | None, str]:
-    """The cluster the kubeconfig names, if it answers soon (a listing must not wait on a dead server)."""
-    from kubectl_dr.kube import kubeconfig
-    from kubectl_dr.kube.client import connect
-    from kubectl_dr.kube.identity import try_cluster_identity
-
-    try:
-        resolved = kubeconfig.resolve(opts.overrides())
-    except DrError:
-        return None, "no cluster is configured"
-    kube = connect(resolved, min(opts.request_timeout or _PROBE_SECONDS, _PROBE_SECONDS))
-    try:
-        identity, why = try_cluster_identity(kube)
-    except DrError as exc:
-        return None, f"the cluster of context {resolved.context_name} does not answer: {exc.message}"
-    finally:
-        kube.close()
-    return identity, f"cannot read its kube-system namespace: {why}"
 
 
 @app.command("show", short_help="Show a backup's manifest and its last check")
@@ -234,7 +198,7 @@ def show(
     emit(data, opts.output, table=_show_table(found, record))
 
 
-def _show_table(backup: Backup, record: dict[str, Any] | None) -> str:
+def _show_table(backup: Backup, record: Verification | None) -> str:
     """A FIELD/VALUE table of the manifest's main fields, a blank line, then one row per part."""
     m = backup.manifest
     skipped = _skipped(backup)
@@ -270,14 +234,14 @@ def _app_tables(details: dict[str, Any]) -> str:
     return out
 
 
-def _verification_cell(record: dict[str, Any] | None, backup_id: str) -> str:
+def _verification_cell(record: Verification | None, backup_id: str) -> str:
     """ok/damaged, when, and what was wrong: the VERIFIED word of `backups list` with its record."""
     if record is None:
         return f"- (never verified: kubectl dr backups verify {backup_id})"
-    what = "contents checked" if record.get("contentsChecked") else "stored bytes only"
-    if record.get("ok"):
-        return f"ok at {record.get('verifiedAt')} ({what})"
-    return f"damaged at {record.get('verifiedAt')}: {record.get('problem')}"
+    what = "contents checked" if record.contents_checked else "stored bytes only"
+    if record.ok:
+        return f"ok at {record.verified_at} ({what})"
+    return f"damaged at {record.verified_at}: {record.problem}"
 
 
 @app.command("verify", short_help="Check every part's size and SHA-256")
@@ -292,20 +256,33 @@ def verify(
                               "and SHA-256, which needs no private key.")] = False,
     s3_endpoint: S3EndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
+    password_file: PasswordFileOption = None,
+    read_data_subset: Annotated[float, typer.Option(
+        "--read-data-subset", min=0.0001, max=1.0, metavar="SHARE",
+        help="restic:REPO only: read this share (0–1] of the snapshot's data blobs; every tree is read.")] = 1.0,
 ) -> None:
     """Read every part back and compare its size and SHA-256 with the manifest.
+
+    With --repo restic:REPO: read every tree and data blob the snapshot references and check each one
+    (MAC, SHA-256 against its ID), as restic check --read-data does for the whole repository.
 
     An encrypted backup is decrypted with --identity and both its stored bytes and its contents are
     checked. The outcome is recorded with the backup: prune never counts a backup found damaged as the
     newest verified one of its series. A dry run checks the same and records nothing.
     """
     opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.verify(repo, backup, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
+                              subset=read_data_subset)
+        return
+    console = session(ctx).console
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, identity=identity)
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None
     total = sum(p.stored_size for p in chosen.manifest.parts)
     try:
-        with Transfer(f"verify {chosen.id}", total) as bar:
+        with console.progress(f"verify {chosen.id}", total) as bar:
             # A dry run writes nothing into the repository, not even the outcome of its check.
             found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
                                       record=opts.dry_run == "none")
@@ -318,10 +295,10 @@ def verify(
             "size": found.manifest.size, "parts": [p.to_dict() for p in found.manifest.parts],
             "dryRun": opts.dry_run != "none"}
     if not contents:
-        message(f'note: backup "{found.id}": only the stored (encrypted) bytes were checked; its contents were not '
+        console.say(f'note: backup "{found.id}": only the stored (encrypted) bytes were checked; its contents were not '
                 "decrypted (pass --identity to check them)")
     if opts.dry_run != "none":
-        message("note: the outcome was not recorded (dry run)")
+        console.say("note: the outcome was not recorded (dry run)")
     checked = ("decrypted" if encrypted else "size,sha256") if contents else "stored-only"
     emit(data, opts.output, table=render_table(
         ["ID", "VERIFIED", "PARTS", "SIZE", "CHECKED", "RECORDED"],
@@ -363,10 +340,10 @@ def copy(
       kubectl dr backups copy --all --type etcd-snapshot --to s3://dr-backups/prod --encrypt-to age1…
     """
     from kubectl_dr.repo import open_repository
-    from kubectl_dr.repo.copying import copy_backup, present_in
+    from kubectl_dr.repo.copying import copy_all
     from kubectl_dr.repo.safety import SECRET_BEARING_TYPES, confirm_plaintext_secrets
 
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     if not to:
         raise UsageError("--to is required: the repository to copy into")
     if (backup is None) == (not all_):
@@ -380,43 +357,21 @@ def copy(
         raise UsageError(f"the source and the target are the same repository ({target.location})")
     chosen = source.backups(type) if all_ else [source.resolve(backup or "", type)]
     if all_:
-        _warn_problems(source.scan()[1])
+        _warn_problems(console, source.scan()[1])
     secret = [b for b in chosen if b.manifest.type in SECRET_BEARING_TYPES and b.manifest.encryption is None]
     if secret and opts.dry_run == "none":
         what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
-        confirm_plaintext_secrets(target, what, yes=opts.yes, ask=terminal_ask())
-    if opts.dry_run != "none":
-        if not chosen:
-            message("nothing to copy")
-        there = {b.id for b in chosen if present_in(target, b)}
-        emit({"copied": [b.id for b in chosen if b.id not in there], "present": [b.id for b in chosen if b.id in there],
-              "dryRun": True, "target": target.location}, opts.output,
-             table=_copy_table([(b.id, "present" if b.id in there else "would copy", target.backup_location(b.id))
-                                for b in chosen]))
-        return
-    target.preflight(sum(b.manifest.size for b in chosen))
-    copied: list[str] = []
-    present: list[str] = []
-    rows: list[tuple[str, str, str]] = []
-    for b in chosen:
-        with Transfer(f"copy {b.id}", sum(p.stored_size for p in b.manifest.parts)) as bar:
-            result = copy_backup(source, b, target, recipients=target.recipients, progress=bar.advance)
-        if result.status == "present":
-            present.append(result.id)
-            rows.append((result.id, "present", target.backup_location(result.id)))
-        else:
-            copied.append(result.id)
-            enc = " (encrypted)" if result.encrypted and b.manifest.encryption is None else ""
-            rows.append((result.id, f"copied{enc}", result.location))
-    if not rows:
-        message("nothing to copy")
-    emit({"copied": copied, "present": present, "dryRun": False, "target": target.location}, opts.output,
-         table=_copy_table(rows))
+        confirm_plaintext_secrets(target, what, console)
+    run = copy_all(source, chosen, target, console, dry_run=opts.dry_run != "none")
+    if not run.rows:
+        console.say("nothing to copy")
+    emit(run.to_dict(), opts.output, table=_copy_table(run))
 
 
-def _copy_table(rows: list[tuple[str, str, str]]) -> str:
+def _copy_table(run: CopyRun) -> str:
     """ID, what happened to it (copied, copied (encrypted), present: already there; would copy), where it is."""
-    return render_table(["ID", "RESULT", "LOCATION"], [list(r) for r in rows]) if rows else ""
+    return render_table(["ID", "RESULT", "LOCATION"],
+                        [[r.id, r.result, r.location] for r in run.rows]) if run.rows else ""
 
 
 @app.command("delete", short_help="Delete one backup")
@@ -428,7 +383,7 @@ def delete(
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Delete one backup from the repository (asks for confirmation unless --yes)."""
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup)
     if found.path is not None and found.path.parent != repository.path:
@@ -437,7 +392,7 @@ def delete(
         emit({"deleted": [found.id], "dryRun": True}, opts.output,
              table=f'backup "{found.id}" would be deleted (dry run)\n')
         return
-    confirm(f'delete backup "{found.id}" ({units.size(found.manifest.size)})', opts.yes)
+    console.confirm(f'delete backup "{found.id}" ({units.size(found.manifest.size)})')
     repository.delete(found)
     emit({"deleted": [found.id], "dryRun": False}, opts.output, table=f'backup "{found.id}" deleted\n')
 
@@ -464,6 +419,7 @@ def prune(
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Remove the backups no --keep rule keeps, per series, and what interrupted writes left behind.
 
@@ -478,8 +434,14 @@ def prune(
     Examples:
       kubectl dr backups prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --dry-run=client
       kubectl dr backups prune --keep-last 5 --type etcd-snapshot --yes
+      kubectl dr backups prune --keep-daily 7 --keep-weekly 4 --repo restic:/srv/restic
+
+    With --repo restic:REPO it is `restic forget` and `restic prune` in one: restic's policy per claim
+    (restic's default grouping by host and paths), then what no kept snapshot uses is removed and packs
+    mostly unused are rewritten, under restic's exclusive lock. Interrupted at any step, the repository
+    stays valid for `restic check`; running the prune again finishes it.
     """
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     try:
         policy = Policy(last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
                         monthly=keep_monthly, yearly=keep_yearly)
@@ -488,15 +450,24 @@ def prune(
     if policy.empty:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
                          "--keep-monthly, --keep-yearly")
+    if is_restic(repo):
+        assert repo is not None
+        if type:
+            raise UsageError("--type does not apply to a restic repository: every snapshot is grouped by host "
+                             "and paths, as restic forget does")
+        restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
+                             password_file=password_file, s3_endpoint=s3_endpoint)
+        return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
     found, problems = repository.scan()
-    _warn_problems(problems)
+    _warn_problems(console, problems)
     plan = repository.prune(policy, type=type, dry_run=True)
     if not dry_run and (plan.removed or plan.leftovers):
-        confirm(f"delete {count(len(plan.removed), 'backup')} and keep {len(plan.kept)}", opts.yes)
+        console.confirm(f"delete {count(len(plan.removed), 'backup')} and keep {len(plan.kept)}")
         plan = repository.prune(policy, type=type)
-    _report_prune(plan, repository, dry_run, opts.output, {b.id: b.manifest.created_at for b in found})
+    _report_prune(plan, console, repository, dry_run, opts.output, {b.id: b.manifest.created_at for b in found},
+                  session(ctx).command_line(default=["backups", "prune"]))
 
 
 def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
@@ -521,8 +492,8 @@ def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
     return lines[:-1] if lines and not lines[-1] else lines
 
 
-def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str,
-                  created: dict[str, datetime]) -> None:
+def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: bool, output: str,
+                  created: dict[str, datetime], rerun: str) -> None:
     failed = dict(plan.failed)
     if dry_run:
         lines = _prune_plan_text(plan, created)
@@ -541,6 +512,74 @@ def _report_prune(plan: Any, repository: Repository, dry_run: bool, output: str,
     emit(data, output, table="\n".join(lines) + "\n")
     if plan.failed:
         for name, why in plan.failed:
-            message(f"error: could not remove {name}: {why}")
+            console.say(f"error: could not remove {name}: {why}")
         raise DrError(f"{count(len(plan.failed), 'item')} could not be removed; the rest of the prune was done",
-                      hint="Fix the cause and run the same prune again.")
+                      hint=f"Fix the cause and run the prune again: {rerun}")
+
+
+@app.command("ls", short_help="List a backup's entries like ls -l", rich_help_panel="Inspect")
+def ls(ctx: typer.Context, backup: BackupArgument,
+       path: Annotated[str, typer.Argument(help="A directory or file inside the backup (default: its root).")] = "",
+       repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+       password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
+    """List the entries of a directory of a backup (owner, mode, size, time, link target), like ls -l.
+
+    A volume backup of a kubectl-dr repository is checked against its manifest first (a copy in S3 or an
+    encrypted one is staged under $TMPDIR and removed after).
+
+    \b
+    Examples:
+      kubectl dr backups ls 1a2b3c4d etc
+      kubectl dr backups ls latest etc --repo restic:/srv/restic
+    """
+    opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.ls(repo, backup, path, opts.output, password_file=password_file, s3_endpoint=s3_endpoint)
+        return
+    from kubectl_dr.volumes import browse
+
+    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
+                                 session(ctx).console)
+    listed = browse.list_dir(browsed, path)
+    items = [{"path": e.path, "type": e.kind, "mode": _mode_text(e.kind, e.mode), "uid": e.uid, "gid": e.gid,
+              "size": e.size, "mtime": format_time(datetime.fromtimestamp(e.mtime, timezone.utc)),
+              "target": e.target or None} for e in listed]
+    table = render_table(
+        ["MODE", "UID", "GID", "SIZE", "MTIME", "PATH"],
+        [[_mode_text(e.kind, e.mode), e.uid, e.gid, units.size(e.size) if e.kind == "file" else "-",
+          item["mtime"], (e.path or ".") + (f" -> {e.target}" if e.target else "")]
+         for e, item in zip(listed, items, strict=True)])
+    emit({"kind": "List", "backup": browsed.id, "items": items}, opts.output, table=table)
+
+
+def _mode_text(kind: str, mode: int) -> str:
+    import stat
+
+    kinds = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO, "char": stat.S_IFCHR,
+             "block": stat.S_IFBLK, "socket": stat.S_IFSOCK}
+    return stat.filemode(kinds.get(kind, stat.S_IFREG) | (mode & 0o7777))
+
+
+@app.command("cat", short_help="Write one file of a backup to stdout", rich_help_panel="Inspect")
+def cat(ctx: typer.Context, backup: BackupArgument,
+        path: Annotated[str, typer.Argument(help="The file inside the backup.")],
+        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+        password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
+    """Write one file of a backup to stdout, checked first (restic: every block against its ID; a
+    kubectl-dr backup: its archive against the manifest's SHA-256).
+
+    \b
+    Examples:
+      kubectl dr backups cat 1a2b3c4d etc/app.conf > app.conf
+      kubectl dr backups cat 1a2b3c4d etc/app.conf --repo restic:/srv/restic > app.conf
+    """
+    if is_restic(repo):
+        assert repo is not None
+        restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint)
+        return
+    from kubectl_dr.volumes import browse
+
+    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
+                                 session(ctx).console)
+    write_bytes(browse.file_bytes(browsed, path))

@@ -1,15 +1,18 @@
-"""Access to the global options from inside a command."""
+"""Access to the global options, and the one `Session` of this invocation, from inside a command."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from kubectl_dr.cli.globals import GlobalOptions
-from kubectl_dr.ui.console import confirm, terminal_ask
 
-__all__ = ["confirm", "namespace_may_exist", "options", "terminal_ask"]
+if TYPE_CHECKING:
+    from kubectl_dr.kube.client import Kube
+    from kubectl_dr.session import Session
+
+__all__ = ["namespace_may_exist", "options", "session"]
 
 
 def options(ctx: typer.Context) -> GlobalOptions:
@@ -19,7 +22,12 @@ def options(ctx: typer.Context) -> GlobalOptions:
     return root.obj
 
 
-def namespace_may_exist(kube: Any, namespace: str) -> bool:
+def session(ctx: typer.Context) -> Session:
+    """The session every job of this command takes: made once, on first use."""
+    return options(ctx).session()
+
+
+def namespace_may_exist(kube: Kube, namespace: str) -> bool:
     """False only when the API says the namespace does not exist; an admin of that namespace alone may not
     read Namespace objects (403), and must still be able to work in it."""
     from kubectl_dr.errors import ApiError

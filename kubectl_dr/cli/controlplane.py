@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubectl_dr import units
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
-from kubectl_dr.cli.context import confirm, options, terminal_ask
+from kubectl_dr.cli.context import options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
 
 if TYPE_CHECKING:
+    from kubectl_dr.controlplane.backup import StoredFile
     from kubectl_dr.controlplane.restore import RestoreResult
 
 app = typer.Typer(
@@ -61,35 +62,30 @@ def backup(
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.controlplane import backup as cp_backup
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
-    from kubectl_dr.runs import Run
 
-    opts = options(ctx)
+    opts, current = options(ctx), session(ctx)
     if opts.dry_run != "none":
         raise UsageError("control-plane backup has no dry run: it only reads (through one pod) and writes to the "
                          "repository")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight()
     what = "a control-plane backup (the cluster's CA and service-account private keys)"
-    confirm_plaintext_secrets(repository, what, yes=opts.yes, ask=terminal_ask())
+    confirm_plaintext_secrets(repository, what, current.console)
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run="none",
-                           yes=opts.yes, secret_what=what)
-    result = cp_backup.backup(opts.kube(), repository, node=node, namespace=_namespace(ctx),
-                              run=Run(f"control-plane backup{' --node ' + node if node else ''}"),
-                              helper_image=helper_image)
-    details = result.manifest.details
-    message(f"control-plane backup {result.manifest.id} of node {details['node']} saved in {result.location} "
-            f"({units.duration(result.seconds)})")
+                           console=current.console, secret_what=what)
+    result = cp_backup.backup(current, repository, node=node, namespace=_namespace(ctx), helper_image=helper_image)
+    current.console.say(f"control-plane backup {result.manifest.id} of node {result.node} saved in "
+                        f"{result.location} ({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets)
-    emit(data, opts.output, table=backup_table(details["files"]))
+        data["copies"] = copy_new(repository, result.manifest.id, targets, current.console)
+    emit(data, opts.output, table=backup_table(result.files))
 
 
-def backup_table(files: list[dict[str, Any]]) -> str:
+def backup_table(files: list[StoredFile]) -> str:
     """The files a backup holds, sizes in the units of every other table."""
     return render_table(["PATH", "MODE", "OWNER", "SIZE", "SHA256", "RESTORED"],
-                        [[f["path"], f.get("mode", ""), f"{f['uid']}:{f['gid']}" if "uid" in f else "",
-                          units.size(f["size"]), f["sha256"][:16], "yes" if f.get("restore") else "no"]
+                        [[f.path, f.mode, f.owner, units.size(f.size), f.sha256[:16], "yes" if f.restore else "no"]
                          for f in files])
 
 
@@ -130,25 +126,23 @@ def restore(
     """
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.controlplane import restore as cp_restore
-    from kubectl_dr.runs import Run
 
-    opts = options(ctx)
+    opts, current = options(ctx), session(ctx)
     if opts.dry_run == "server":
         raise UsageError("control-plane restore has no server-side dry run (use --dry-run=client)")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    result = cp_restore.restore(opts.kube(), repository, from_, node=node, namespace=_namespace(ctx),
-                                run=Run(f"control-plane restore --node {node}"), helper_image=helper_image,
-                                confirm=lambda q: confirm(q, opts.yes), overwrite=overwrite,
-                                with_encryption=with_encryption_config, dry_run=opts.dry_run == "client",
+    result = cp_restore.restore(current, repository, from_, node=node, namespace=_namespace(ctx),
+                                helper_image=helper_image, overwrite=overwrite, with_encryption=with_encryption_config,
                                 from_cluster=from_cluster, from_other_cluster=from_other_cluster)
+    say = current.console.say
     verb = "would write" if result.dry_run else "wrote"
-    message(f"{verb} {count(len(result.written), 'file')} of backup {result.backup_id} to node {node}"
+    say(f"{verb} {count(len(result.written), 'file')} of backup {result.backup_id} to node {node}"
             + (f"; {len(result.unchanged)} already equal" if result.unchanged else ""))
     for aside in result.kept_aside:
-        message(f"the previous file is kept as {aside}")
+        say(f"the previous file is kept as {aside}")
     for note in result.notes:
-        message(f"note: {note}")
-    message(result.regenerated)
+        say(f"note: {note}")
+    say(result.regenerated)
     emit(result.to_dict(), opts.output, table=restore_table(result))
 
 

@@ -14,12 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import Repository, open_repository
 from kubectl_dr.repo.safety import confirm_plaintext_secrets
-from kubectl_dr.ui.console import terminal_ask
-from kubectl_dr.ui.output import message
-from kubectl_dr.ui.progress import Transfer
 
 CopyToOption = Annotated[list[str] | None, typer.Option(
     "--copy-to", metavar="PATH|s3://BUCKET/PREFIX", rich_help_panel="Repository",
@@ -29,7 +27,8 @@ CopyToOption = Annotated[list[str] | None, typer.Option(
 
 
 def open_targets(targets: list[str] | None, source: Repository, *, s3_endpoint: str | None,
-                 encrypt_to: list[str] | None, dry_run: str, yes: bool, secret_what: str | None) -> list[Repository]:
+                 encrypt_to: list[str] | None, dry_run: str, console: Console,
+                 secret_what: str | None) -> list[Repository]:
     """The --copy-to repositories, checked now; `secret_what` names a backup that carries Secrets."""
     opened = []
     for ref in targets or []:
@@ -39,12 +38,13 @@ def open_targets(targets: list[str] | None, source: Repository, *, s3_endpoint: 
                           hint="Name another repository (an S3 bucket, another disk).")
         target.preflight(create=dry_run == "none")
         if secret_what is not None and dry_run == "none":
-            confirm_plaintext_secrets(target, secret_what, yes=yes, ask=terminal_ask())
+            confirm_plaintext_secrets(target, secret_what, console)
         opened.append(target)
     return opened
 
 
-def copy_new(source: Repository, backup_id: str, targets: list[Repository]) -> list[dict[str, Any]]:
+def copy_new(source: Repository, backup_id: str, targets: list[Repository],
+             console: Console) -> list[dict[str, Any]]:
     """Copy the backup just made into every target; what was copied where, for the command's output."""
     from kubectl_dr.repo.copying import copy_backup
 
@@ -52,14 +52,14 @@ def copy_new(source: Repository, backup_id: str, targets: list[Repository]) -> l
     for target in targets:
         backup = source.get(backup_id)
         try:
-            with Transfer(f"copy {backup_id}", sum(p.stored_size for p in backup.manifest.parts)) as bar:
+            with console.progress(f"copy {backup_id}", sum(p.stored_size for p in backup.manifest.parts)) as bar:
                 result = copy_backup(source, backup, target, recipients=target.recipients, progress=bar.advance)
         except DrError as exc:
             exc.hint = ((exc.hint + " ") if exc.hint else "") + (
                 f"The backup itself is stored in {source.location}; finish the copy with: kubectl dr backups copy "
                 f"{backup_id} --repo {source.location} --to {target.location}")
             raise
-        message(f'backup "{backup_id}" copied to {result.location}' + (" (encrypted)" if result.encrypted else ""))
+        console.say(f'backup "{backup_id}" copied to {result.location}' + (" (encrypted)" if result.encrypted else ""))
         done.append({"repository": target.location, "location": result.location, "encrypted": result.encrypted})
     return done
 

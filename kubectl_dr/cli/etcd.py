@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubectl_dr import units
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
-from kubectl_dr.cli.context import options, terminal_ask
+from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import emit, message, render_table, show
+from kubectl_dr.ui.output import emit, render_table, show
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
     from kubectl_dr.clusters import ClusterIdentity
+    from kubectl_dr.console import Console
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
+    from kubectl_dr.etcd.restore.manage import NodeState
+    from kubectl_dr.etcd.restore.run import Result as RestoreResult
     from kubectl_dr.etcd.topology import Topology
 
 app = typer.Typer(
@@ -105,7 +107,7 @@ def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | No
         return topology.direct(endpoints, cacert, cert, key)
     if cacert or cert or key:
         raise UsageError("--cacert, --cert and --key only apply with --endpoints")
-    from kubectl_dr.errors import ApiError, DrError
+    from kubectl_dr.errors import ApiError, ServerTimeout, ServerUnreachable
 
     try:
         return topology.discover(opts.kube())
@@ -114,9 +116,8 @@ def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | No
             raise
         exc.hint = API_DOWN_HINT
         raise
-    except DrError as exc:
-        if "did not answer in time" in exc.message or "refused" in exc.message:
-            exc.hint = API_DOWN_HINT
+    except (ServerUnreachable, ServerTimeout) as exc:
+        exc.hint = API_DOWN_HINT
         raise
 
 
@@ -192,7 +193,7 @@ def status(
             raise UsageError("--node does not apply with --endpoints")
         result = etcd_status.direct(topo)
     else:
-        result = etcd_status.via_pod(opts.kube(), topo, _pod_namespace(opts), node)
+        result = etcd_status.via_pod(opts.kube(), topo, _pod_namespace(opts), opts.session().console, node)
     emit(result.to_dict(), opts.output, table=_status_tables(result))
 
 
@@ -235,16 +236,13 @@ def snapshot(
     from kubectl_dr.etcd import snapshot as etcd_snapshot
     from kubectl_dr.etcd.topology import Direct
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
-    from kubectl_dr.runs import Run
-    from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
-    confirm_plaintext_secrets(repository, "an etcd snapshot", yes=opts.yes,
-                              ask=terminal_ask())
+    confirm_plaintext_secrets(repository, "an etcd snapshot", opts.session().console)
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=opts.dry_run,
-                           yes=opts.yes, secret_what="an etcd snapshot")
+                           console=opts.session().console, secret_what="an etcd snapshot")
     topo = _topology(opts, endpoints, cacert, cert, key)
     if isinstance(topo, Direct):
         if node:
@@ -261,20 +259,19 @@ def snapshot(
                  table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
                        f"into {repository.location}\n")
             return
-        result = etcd_snapshot.direct(topo, repository, _api_identity(opts), progress=Transfer)
+        result = etcd_snapshot.direct(topo, repository, opts.session().console, _api_identity(opts))
     else:
-        run = Run(f"etcd snapshot{' --node ' + node if node else ''}")
-        planned = etcd_snapshot.via_pod(opts.kube(), topo, repository, namespace=_pod_namespace(opts), node=node,
-                                        helper_image=helper_image, run=run, dry_run=opts.dry_run,
-                                        progress=Transfer)
+        planned = etcd_snapshot.via_pod(opts.session(), topo, repository, namespace=_pod_namespace(opts), node=node,
+                                        helper_image=helper_image)
         if isinstance(planned, etcd_snapshot.SnapshotPlan):
             emit(planned.to_dict(), opts.output, table=planned.summary())
             return
         result = planned
-    message(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
+    opts.session().console.say(f"snapshot {result.manifest.id} saved in {result.path} "
+                               f"({units.duration(result.seconds)})")
     data = result.to_dict()
     if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets)
+        data["copies"] = copy_new(repository, result.manifest.id, targets, opts.session().console)
     show(result, opts.output, data=data)
 
 
@@ -289,11 +286,9 @@ HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE
     "(needs sh, mv, wget, sha256sum: busybox)."))]
 
 
-def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Any]:
-    from kubectl_dr.ui.console import TerminalConsole
-
+def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Console]:
     opts = options(ctx)
-    return opts, TerminalConsole(yes=opts.yes)
+    return opts, opts.session().console
 
 
 @restore_app.callback(invoke_without_command=True)
@@ -367,197 +362,34 @@ def restore(
                          hint="See `kubectl dr etcd restore --help`; `kubectl dr backups list --type etcd-snapshot` "
                               "lists the snapshots.")
     from kubectl_dr.cli.backups import open_repo
-    from kubectl_dr.etcd.restore import job
-    from kubectl_dr.etcd.restore.runbook import runbook
-    from kubectl_dr.etcd.restore.source import local_snapshot
-    from kubectl_dr.runs import Run
+    from kubectl_dr.etcd.restore import run as job
+    from kubectl_dr.etcd.restore.options import RestoreOptions
+    from kubectl_dr.etcd.topology import Direct
 
-    opts, console = _restore_session(ctx)
+    opts = options(ctx)
     if opts.dry_run == "server":
         raise UsageError("etcd restore has no --dry-run=server: its pods would need to run (use --dry-run=client)")
     direct = _topology(opts, endpoints, cacert, cert, key) if endpoints or cacert or cert or key else None
+    assert direct is None or isinstance(direct, Direct)
     if direct is not None and no_bump_revision:
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
-    current, why = (None, "") if os.path.isfile(source) else _restore_identity(opts, direct)
-    snapshot = local_snapshot(source, repository, console, current=current, unknown_why=why,
-                              from_cluster=from_cluster, from_other_cluster=from_other_cluster,
-                              record=opts.dry_run == "none")
-    console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
-                f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
-    run = Run(f"etcd restore --from {source}")
-    if direct is not None:
-        from kubectl_dr.etcd.topology import Direct
-
-        assert isinstance(direct, Direct)
-        _restore_external(opts, console, direct, repository, snapshot, run, etcd_image, helper_image, hold_timeout,
-                          restart_kubelets, source)
-        return
-    kube = opts.kube()
-    plan = job.plan(kube, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
-                    no_bump=no_bump_revision, helper_image=helper_image, say=console.say,
-                    dry_run=opts.dry_run == "client", node_timeout=node_timeout)
-    book = runbook(plan)
-    if _plan_shown(opts, plan, book, snapshot, restart_kubelets):
-        return
-    if not plan.bump:
-        console.warn(job.NO_BUMP_RISK)
-    console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
-                    "API server stops for the duration, and everything written since the snapshot is set aside")
-    outcome = job.run(kube, plan, console, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
-    _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
+    result = job.run(opts.session(), repository, RestoreOptions(
+        source, _pod_namespace(opts), from_cluster=from_cluster, from_other_cluster=from_other_cluster,
+        etcd_image=etcd_image, no_bump=no_bump_revision, node_timeout=node_timeout, helper_image=helper_image,
+        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run))
+    _render_restore(opts, result)
 
 
-def _plan_shown(opts: GlobalOptions, plan: Any, book: str, snapshot: Any, restart_kubelets: bool) -> bool:
-    """A dry run prints the plan and the runbook (True: stop here)."""
-    if opts.dry_run == "client":
-        from kubectl_dr.nodes.kubelet_restart import COMMAND
+def _render_restore(opts: GlobalOptions, result: RestoreResult) -> None:
+    """A plan or an outcome; an outcome that carries a failure (the restore stands, a kubelet restart failed) is
+    shown, then fails the command."""
+    from kubectl_dr.etcd.restore.common import Outcome
 
-        extra = (f"  then on every node (eight at a time): {' '.join(COMMAND)} (privileged hostPID pod)\n"
-                 if restart_kubelets else "")
-        path = snapshot.runbook_dir / "etcd-restore-runbook-RUN.sh"
-        emit({**plan.to_dict(), "dryRun": "client", "restartKubelets": restart_kubelets, "runbook": book},
-             opts.output, table=plan.summary() + extra + f"(dry run) would write this break-glass runbook to {path} "
-                                                         "(RUN: the real run's ID) before anything changes:\n\n" + book)
-        return True
-    return False
-
-
-def _write_runbook(console: Any, book: str, snapshot: Any, run_id: str) -> None:
-    """Beside the backup, and on stderr, once the run holds the restore lease and before it changes anything: a
-    run refused before that (confirmation, lease, preflight) leaves no runbook of a restore that never ran."""
-    path = snapshot.runbook_dir / f"etcd-restore-runbook-{run_id}.sh"
-    try:
-        path.write_text(book)
-        console.say(f"break-glass runbook written to {path}")
-    except OSError as exc:
-        console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
-    message(book)
-
-
-def _finish_restore(opts: GlobalOptions, console: Any, outcome: Any, run: Any, helper_image: str,
-                    restart_kubelets: bool) -> None:
-    """The outcome, after the kubelet restarts when asked for; a restart that failed fails the command (the
-    restore itself stands: the output says so)."""
-    failed = []
-    if restart_kubelets:
-        from kubectl_dr.nodes import kubelet_restart
-
-        done = kubelet_restart.restart_all(opts.kube(), namespace=_pod_namespace(opts), image=helper_image, run=run,
-                                           say=console.say)
-        outcome.details["kubeletRestarts"] = [r.to_dict() for r in done]
-        failed = [r for r in done if not r.ok]
-    _render_outcome(opts, outcome)
-    if failed:
-        raise DrError(f"etcd was restored, but the kubelet restart failed on {', '.join(r.node for r in failed)}: "
-                      + "; ".join(f"{r.node}: {r.detail}" for r in failed),
-                      hint="Restart those kubelets on the nodes themselves (`systemctl restart kubelet`); until then "
-                           "they may act on what they cached before the restore.")
-
-
-def _restore_identity(opts: GlobalOptions, direct: Any) -> tuple[ClusterIdentity | None, str]:
-    """The cluster `--from latest` resolves against: the API's answer, or with --endpoints while a held run
-    keeps the API servers down, the kube-system stored in etcd itself (a rerun is made exactly then)."""
-    from kubectl_dr.kube.identity import try_cluster_identity
-
-    try:
-        return try_cluster_identity(opts.kube())
-    except DrError:
-        if direct is None:
-            raise
-        from kubectl_dr.clusters import ClusterIdentity
-        from kubectl_dr.etcd.restore.external import held_cluster_uid
-
-        uid = held_cluster_uid(direct)
-        if uid is None:
-            raise
-        return ClusterIdentity(uid), ""
-
-
-def _restore_external(opts: GlobalOptions, console: Any, direct: Any, repository: Any, snapshot: Any, run: Any,
-                      etcd_image: str | None, helper_image: str, hold_timeout: int, restart_kubelets: bool,
-                      source: str) -> None:
-    from kubectl_dr.etcd import keyspace
-    from kubectl_dr.etcd import snapshot as etcd_snapshot
-    from kubectl_dr.etcd.restore import external
-    from kubectl_dr.etcd.restore.holdscript import run_prefix
-    from kubectl_dr.etcd.restore.runbook import external_runbook
-
-    with external.etcd_errors(direct), external.Etcd(direct) as etcd:
-        etcd.check()  # every endpoint answers, as one cluster: said plainly before anything else
-        held = external.held_runs(etcd)
-        if held:
-            # The API servers are down because of that run: finish it from here, through etcd alone.
-            prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
-            external.check_bound(etcd, held[0], snapshot, source)
-            if opts.dry_run == "client":
-                emit({"kind": "EtcdRestorePlan", "mode": "external", "finishes": held[0], "dryRun": "client"},
-                     opts.output, table=f"(dry run) would finish the held run {held[0]}: rewrite the keys under "
-                                        f"{prefix}/ to {snapshot.describe()}'s, then release the API servers\n")
-                return
-            space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
-            console.confirm(f"run {held[0]} stopped with the keys half rewritten and the API servers held down: "
-                            f"rewrite them to {snapshot.describe()} and start the API servers")
-            outcome = external.resume(etcd, held[0], space, prefix, opts.kube(), _pod_namespace(opts), console.say)
-            _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
-            return
-        kube = opts.kube()
-        plan = external.plan(kube, etcd, snapshot, namespace=_pod_namespace(opts), run=run, etcd_image=etcd_image,
-                             helper_image=helper_image, hold_timeout=hold_timeout, say=console.say,
-                             dry_run=opts.dry_run == "client")
-        book = external_runbook(plan)
-        if _plan_shown(opts, plan, book, snapshot, restart_kubelets):
-            return
-        console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
-                        f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
-
-        def safety() -> str:
-            # Named as this run's: a rerun with `--from latest` must not take it for the snapshot to restore.
-            return str(etcd_snapshot.direct(direct, repository, _api_identity(opts),
-                                            details={"safetySnapshotOf": run.id}).manifest.id)
-
-        outcome = external.run(kube, plan, etcd, console, safety,
-                               on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
-        outcome.runbook = book
-    _finish_restore(opts, console, outcome, run, helper_image, restart_kubelets)
-
-
-def _revision(value: int | None) -> str:
-    return "unknown" if value is None else str(value)
-
-
-def _render_outcome(opts: GlobalOptions, outcome: Any) -> None:
-    lines = [f"etcd {outcome.mode} {outcome.run_id} completed on every node"]
-    if outcome.revision_before is not None or outcome.revision_after is not None:
-        # A revision nobody could read is said so, not printed as "None".
-        lines.append(f"revision: {_revision(outcome.revision_before)} before, {_revision(outcome.revision_after)} "
-                     "after")
-    if outcome.members:
-        lines.append(f"members: {', '.join(outcome.members)}")
-    for name, (before, after) in sorted(outcome.counts.items()):
-        lines.append(f"  {name}: {before} → {after}")
-    if outcome.nodes_gone:
-        lines.append(f"Nodes the restored state does not have (they register again when their kubelet next "
-                     f"reaches the API): {', '.join(outcome.nodes_gone)}")
-    if outcome.pods_gone:
-        lines.append(f"pods the restored state does not have (their kubelets stop them): "
-                     f"{', '.join(outcome.pods_gone[:50])}{' …' if len(outcome.pods_gone) > 50 else ''}")
-    for r in outcome.details.get("kubeletRestarts") or []:
-        lines.append(f"kubelet on {r['node']}: {r['result'] if r['result'] != 'failed' else 'NOT restarted'} "
-                     f"({r['detail']})")
-    keys = outcome.details.get("keys")
-    if keys:
-        lines.append(f"keys: {keys['put']} written, {keys['deleted']} deleted, {keys['unchanged']} unchanged")
-    if outcome.details.get("etcdTopology") == "external":
-        if outcome.details.get("safetySnapshot"):
-            lines.append(f"the data as it was before is safety snapshot {outcome.details['safetySnapshot']}: "
-                         "restore --from it (with the same --endpoints) to go back")
-    elif outcome.mode == "restore":
-        lines.append("the old data dirs stay on the nodes: `kubectl dr etcd restore finalize` removes them, "
-                     "`kubectl dr etcd restore rollback` puts them back")
-    emit(outcome.to_dict(), opts.output, table="\n".join(lines) + "\n")
+    emit(result.to_dict(), opts.output, table=result.summary())
+    if isinstance(result, Outcome) and result.failure is not None:
+        raise result.failure
 
 
 RunOption = Annotated[str | None, typer.Option("--run", metavar="RUN", help=(
@@ -573,19 +405,19 @@ def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybo
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
-    found, settle = manage.states(opts.kube(), _pod_namespace(opts), helper_image, run)
+    found, settle = manage.states(opts.kube(), _pod_namespace(opts), helper_image, opts.session().console, run)
     table = render_table(
         ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
           _set_aside(s)] for s in found])
     table += "".join(f"{s.node}: {a.path}: {a.what}\n" for s in found for a in s.set_aside)
     if settle:
-        message(f"the nodes disagree about their last restore; {settle}")
+        opts.session().console.say(f"the nodes disagree about their last restore; {settle}")
     emit({"kind": "EtcdRestoreStatus", "nodes": [s.to_dict() for s in found], "settle": settle}, opts.output,
          table=table)
 
 
-def _set_aside(state: Any) -> str:
+def _set_aside(state: NodeState) -> str:
     """The data dirs the node keeps beside the live one, by name (what each is follows the table)."""
     return ", ".join(a.path.rsplit("/", 1)[-1] for a in state.set_aside) or "none"
 
@@ -627,11 +459,12 @@ def restore_rollback(
     the newest of the nodes' old databases, rebuilt beside the live data dir. The old data dirs stay until
     `finalize`."""
     from kubectl_dr.etcd.restore import manage
+    from kubectl_dr.etcd.restore.common import restart_kubelets as restart_kubelets_after
     from kubectl_dr.runs import Run
 
     opts, console = _restore_session(ctx)
     result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
-                             console.say, run, no_bump=no_bump_revision, node_timeout=node_timeout)
+                             run, no_bump=no_bump_revision, node_timeout=node_timeout)
     if isinstance(result, dict):
         bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
                 else ", WITHOUT a revision bump")
@@ -639,7 +472,10 @@ def restore_rollback(
                           for n in result["nodes"])
         emit(result, opts.output, table=table + "\n")
         return
-    _finish_restore(opts, console, result, Run("etcd restore rollback"), helper_image, restart_kubelets)
+    if restart_kubelets:
+        restart_kubelets_after(opts.kube(), _pod_namespace(opts), helper_image, Run("etcd restore rollback"), console,
+                               result)
+    _render_restore(opts, result)
 
 
 # --- membership ----------------------------------------------------------------------------------------------
@@ -680,7 +516,6 @@ def member_replace(
       kubectl dr etcd member replace cp-2 --dry-run=client
       kubectl dr etcd member replace cp-2 --yes
     """
-    from kubectl_dr.cli.context import confirm
     from kubectl_dr.etcd.replace import Replacement
     from kubectl_dr.runs import Run
 
@@ -693,7 +528,7 @@ def member_replace(
     topo = _topology(opts, None, None, None, None)
     assert not isinstance(topo, Direct)
     job = Replacement(opts.kube(), topo, node, _pod_namespace(opts), Run(f"etcd member replace {node}"),
-                      helper_image, lambda question: confirm(question, opts.yes), manifests_dir=manifests_dir,
+                      helper_image, opts.session().console, manifests_dir=manifests_dir,
                       timeout=timeout)
     if opts.dry_run == "client":
         if undo:
@@ -706,8 +541,8 @@ def member_replace(
         emit({"kind": "EtcdMemberReplaceUndo", "node": node, "message": done}, opts.output, table=done + "\n")
         return
     if done.aside:
-        message(f"the old data dir of {done.name} is kept on node {node} as {done.aside}: delete it once you no "
-                "longer need it")
+        opts.session().console.say(f"the old data dir of {done.name} is kept on node {node} as {done.aside}: delete "
+                                   "it once you no longer need it")
     table = render_table(
         ["NODE", "MEMBER", "OLD ID", "NEW ID", "LEARNER FIRST", "OLD DATA DIR", "DURATION"],
         [[done.node, done.name, done.old_id or "", done.new_id or "", "yes" if done.learner else "no",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kubectl_dr import units
-from kubectl_dr.cli.context import options, terminal_ask
+from kubectl_dr.cli.context import options
 from kubectl_dr.cli.repo_options import EncryptToOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
@@ -82,7 +82,6 @@ def list_(
       kubectl dr etcd snapshots list --repo s3://dr-backups/prod -o json
     """
     from kubectl_dr.etcd import topology
-    from kubectl_dr.runs import Run
     from kubectl_dr.schedules import node_snapshots
 
     opts = options(ctx)
@@ -97,8 +96,8 @@ def list_(
     kube = opts.kube()
     namespace = _namespace(opts)
     dirs = _directories(kube, namespace, directory)
-    listing = node_snapshots.list_snapshots(kube, topology.discover(kube), namespace=namespace,
-                                            run=Run("etcd snapshots list"), directories=dirs, nodes=node,
+    listing = node_snapshots.list_snapshots(opts.session(), topology.discover(kube), namespace=namespace,
+                                            directories=dirs, nodes=node,
                                             image=helper_image, repo=repository)
     _say_missing(listing.missing)
     if not listing.snapshots and opts.output == "table":
@@ -156,13 +155,11 @@ def pull(
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
     from kubectl_dr.runs import Run
     from kubectl_dr.schedules import node_snapshots
-    from kubectl_dr.ui.progress import Transfer
 
     opts = options(ctx)
     repository = open_repo(to, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")
-    confirm_plaintext_secrets(repository, "etcd snapshots", yes=opts.yes,
-                              ask=terminal_ask())
+    confirm_plaintext_secrets(repository, "etcd snapshots", opts.session().console)
     kube = opts.kube()
     namespace = _namespace(opts)
     topo = topology.discover(kube)
@@ -186,8 +183,8 @@ def pull(
             "snapshots)\n" + ("  the API server accepted the reader pods (nothing was persisted)\n"
                               if opts.dry_run == "server" else "")))
         return
-    result = node_snapshots.pull(kube, topo, repository, namespace=namespace, run=run, directories=dirs,
-                                 nodes=node, image=helper_image, progress=Transfer)
+    result = node_snapshots.pull(opts.session(), topo, repository, namespace=namespace, directories=dirs,
+                                 nodes=node, image=helper_image)
     _say_missing(result.missing)
     message(f"pulled {count(len(result.pulled), 'snapshot')} into {result.repository}; {len(result.already)} already "
             f"there; {len(result.incomplete)} incomplete skipped")

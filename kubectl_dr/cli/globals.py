@@ -16,6 +16,7 @@ from kubectl_dr.kube.kubeconfig import Overrides
 
 if TYPE_CHECKING:
     from kubectl_dr.kube.client import Kube
+    from kubectl_dr.session import Session
 
 # flag → does it take a value
 GLOBAL_FLAGS: dict[str, bool] = {
@@ -134,7 +135,9 @@ class GlobalOptions:
     yes: bool = False
     verbosity: int = 0
     traceback: bool = False
+    argv: tuple[str, ...] = ()  # the arguments after `kubectl dr` as typed (rerun hints, the run's command)
     _kube: Kube | None = field(default=None, repr=False)
+    _session: Session | None = field(default=None, repr=False)
 
     def overrides(self) -> Overrides:
         return Overrides(self.kubeconfig, self.context, self.cluster, self.user, self.namespace)
@@ -147,3 +150,17 @@ class GlobalOptions:
 
             self._kube = connect(kubeconfig.resolve(self.overrides()), self.request_timeout)
         return self._kube
+
+    def session(self) -> Session:
+        """The one Session of this invocation: its console, run identity and (lazy) kube client."""
+        if self._session is None:
+            import shlex
+
+            from kubectl_dr.runs.run import Run
+            from kubectl_dr.session import Session
+            from kubectl_dr.ui.console import TerminalConsole
+
+            self._session = Session(console=TerminalConsole(yes=self.yes), run=Run(shlex.join(self.argv)),
+                                    connect=self.kube, dry_run=self.dry_run, namespace_flag=self.namespace,
+                                    argv=self.argv)
+        return self._session

@@ -10,15 +10,17 @@ renders with rich, which this CLI does not). Sections come in the order of SECTI
 from __future__ import annotations
 
 import click
-from typer.core import TyperGroup
+import typer
+from typer.core import TyperCommand, TyperGroup
 
 VOLUMES = "Volume Commands"
 APPS = "Application Commands"
 ETCD = "etcd and Control-Plane Commands"
+ROOK = "Rook-Ceph Commands"
 REPOSITORY = "Backup Repository Commands"
 SCHEDULES = "Schedule Commands"
 OTHER = "Other Commands"
-SECTIONS = (VOLUMES, APPS, ETCD, REPOSITORY, SCHEDULES, OTHER)
+SECTIONS = (VOLUMES, APPS, ETCD, ROOK, REPOSITORY, SCHEDULES, OTHER)
 GLOBAL_FLAGS = "Global flags"
 
 
@@ -48,3 +50,57 @@ class RootGroup(TyperGroup):
         for title, rows in ordered:
             with formatter.section(title):
                 formatter.write_dl([(name.ljust(width), text) for name, text in rows])
+
+
+def options_hint(ctx: click.Context) -> str:
+    """The last line of every sub-command's help, as kubectl ends its own: where the global flags are."""
+    root = ctx.find_root().info_name or "kubectl dr"
+    return f'Use "{root} options" for a list of global command-line options (applies to all commands).'
+
+
+class SubCommand(TyperCommand):
+    """A command below the root: its help ends by saying where the global flags are listed."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write(options_hint(ctx) + "\n")
+
+
+class SubGroup(TyperGroup):
+    """A group below the root (`kubectl dr pvc`): its help ends like a command's."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write(options_hint(ctx) + "\n")
+
+
+def adopt(app: typer.Typer) -> None:
+    """Make every command and group below the root app a SubCommand/SubGroup, unless it chose its own class
+    (Typer records the default as TyperCommand, or as a placeholder for groups)."""
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = SubCommand
+    for group in app.registered_groups:
+        if not isinstance(group.cls, type):
+            group.cls = SubGroup
+        if group.typer_instance is not None:
+            adopt(group.typer_instance)
+
+
+def global_options(ctx: click.Context) -> str:
+    """`kubectl dr options`: the flags every command takes, in `kubectl options`' layout."""
+    root = ctx.find_root().command
+    lines = ["The following options can be passed to any command:", ""]
+    for param in root.params:
+        if not isinstance(param, click.Option) or param.hidden:
+            continue
+        names = ", ".join(sorted(param.opts + param.secondary_opts, key=lambda o: (len(o) > 2, o)))
+        default = param.default
+        shown = ("false" if default is False else "true" if default is True
+                 else "''" if default is None else f"{default!r}" if isinstance(default, str) else str(default))
+        lines.append(f"    {names}={shown}:")
+        lines.append(f"\t{' '.join((param.help or '').split())}")
+        lines.append("")
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ import click
 
 from kubectl_dr import cleanup
 from kubectl_dr.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DrError, Interrupted
+from kubectl_dr.ui.output import message
 
 
 def prog_name(env: dict[str, str] | None = None) -> str:
@@ -47,25 +48,25 @@ def _once(text: str, marker: str) -> str:
 
 def _report_undo_failures(failures: list[cleanup.UndoFailure]) -> None:
     for failure in failures:
-        print(f"error: could not undo \"{failure.step.description}\": {failure.error}", file=sys.stderr)
+        message(f"error: could not undo \"{failure.step.description}\": {failure.error}")
         if failure.step.fallback_hint:
-            print(f"  {failure.step.fallback_hint}", file=sys.stderr)
-    sys.stderr.flush()
+            message(f"  {failure.step.fallback_hint}")
 
 
 def run(argv: Sequence[str]) -> int:
     import typer
 
     from kubectl_dr.cli.app import app
-    from kubectl_dr.cli.globals import hoist
+    from kubectl_dr.cli.globals import GlobalOptions, hoist
 
     command = typer.main.get_command(app)
     args = hoist(list(argv))
     name = prog_name()
     show_traceback = "--traceback" in args or any(a in ("-v=9", "--v=9") for a in args)
     try:
-        with cleanup.scope(cleanup.stderr_log, _report_undo_failures):
-            result = command.main(args=args, prog_name=name, standalone_mode=False)
+        with cleanup.scope(message, _report_undo_failures):
+            result = command.main(args=args, prog_name=name, standalone_mode=False,
+                                 obj=GlobalOptions(argv=tuple(argv)))
         return int(result or 0) if isinstance(result, int) else EXIT_OK
     except click.exceptions.NoArgsIsHelpError as exc:
         # `kubectl dr` and `kubectl dr pvc` print their help, as kubectl does, and that is not an error.
@@ -73,24 +74,24 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_OK
     except click.UsageError as exc:
         cmd_path = exc.ctx.command_path if exc.ctx else name
-        print(f"error: {_usage_message(exc)}", file=sys.stderr)
-        print(f"See '{cmd_path} --help' for usage.", file=sys.stderr)
+        message(f"error: {_usage_message(exc)}")
+        message(f"See '{cmd_path} --help' for usage.")
         return EXIT_USAGE
     except Interrupted as exc:
-        print(exc.render(), file=sys.stderr)
+        message(exc.render())
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("error: interrupted by SIGINT", file=sys.stderr)
+        message("error: interrupted by SIGINT")
         return EXIT_INTERRUPTED
     except click.exceptions.Abort:
-        print("error: aborted", file=sys.stderr)
+        message("error: aborted")
         return EXIT_ERROR
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except DrError as exc:
         if show_traceback:
             tb.print_exc()
-        print(exc.render(), file=sys.stderr)
+        message(exc.render())
         return exc.exit_code
     except BrokenPipeError:
         # `kubectl dr backups list | head`: the reader went away; not our error.
@@ -99,15 +100,15 @@ def run(argv: Sequence[str]) -> int:
     except Exception as exc:
         if show_traceback:
             tb.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("Run again with --traceback for details, and please report it.", file=sys.stderr)
+        message(f"error: unexpected {type(exc).__name__}: {exc}")
+        message("Run again with --traceback for details, and please report it.")
         return EXIT_ERROR
 
 
 def main() -> None:
     # The release archive ships one executable; linked as `kubectl_complete-dr` it answers completions.
     if os.path.basename(sys.argv[0]).startswith("kubectl_complete-"):
-        from kubectl_dr.cli.completion import complete_main
+        from kubectl_dr.cli.complete import complete_main
 
         complete_main()
         return

@@ -3,11 +3,11 @@ into this cluster or another."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli.context import options
+from kubectl_dr.cli.context import options, session
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption, open_repo
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit
@@ -30,14 +30,6 @@ ImageOption = Annotated[str, typer.Option("--image", metavar="IMAGE",
 
 def _split(values: list[str] | None) -> list[str]:
     return [w.strip() for v in values or [] for w in v.split(",") if w.strip()]
-
-
-def _session(ctx: typer.Context, command: str) -> tuple[Any, Any, Any, Any]:
-    from kubectl_dr.runs import Run
-    from kubectl_dr.ui.console import TerminalConsole
-
-    opts = options(ctx)
-    return opts, opts.kube(), Run(command), TerminalConsole(yes=opts.yes)
 
 
 @app.command("backup", short_help="Back up namespaces' objects and claims' data together")
@@ -80,19 +72,17 @@ def backup(
     from kubectl_dr.apps import backup as job
     from kubectl_dr.apps.collect import Filters
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
-    from kubectl_dr.ui.console import terminal_ask
     from kubectl_dr.volumes.backup import check_name
 
     check_name(name)
-    opts = options(ctx)
+    opts, current = options(ctx), session(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
-    repository.preflight(create=opts.dry_run == "none")
-    if opts.dry_run == "none":
-        confirm_plaintext_secrets(repository, "a namespace backup (its Secrets)", yes=opts.yes, ask=terminal_ask())
-    opts, kube, run, console = _session(ctx, f"namespace backup {' '.join(namespaces)}")
-    result = job.run(kube, repository, job.BackupOptions(
+    repository.preflight(create=not current.dry)
+    if not current.dry:
+        confirm_plaintext_secrets(repository, "a namespace backup (its Secrets)", current.console)
+    result = job.run(current, repository, job.BackupOptions(
         namespaces, Filters(selector, _split(include), _split(exclude)), volumes=not no_volumes, quiesce=quiesce,
-        name=name, image=image, dry_run=opts.dry_run), console, run)
+        name=name, image=image))
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
@@ -144,12 +134,12 @@ def restore(
     if existing not in job.EXISTING:
         raise UsageError(f"--existing must be one of fail, skip, update, not {existing!r}")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, run, console = _session(ctx, f"namespace restore {namespace}")
-    result = job.run(kube, repository, job.RestoreOptions(
+    opts, current = options(ctx), session(ctx)
+    result = job.run(current, repository, job.RestoreOptions(
         namespace, source, to=to, namespace_mapping=parse_pairs(namespace_mapping, "namespace mapping"),
         storage_class_mapping=parse_pairs(storage_class_mapping, "storage class mapping"), existing=existing,
         preserve_node_ports=preserve_nodeports, skip_server_dry_run=skip_server_dry_run, volumes=not no_volumes,
-        image=image, dry_run=opts.dry_run), console, run)
+        image=image))
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
@@ -178,9 +168,9 @@ def diff(
     from kubectl_dr.apps import diff as job
 
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, run, console = _session(ctx, f"namespace diff {namespace}")
-    if opts.dry_run != "none":
+    opts, current = options(ctx), session(ctx)
+    if current.dry:
         raise UsageError("namespace diff cannot run as a dry run: it only reads (and its pods only read)")
-    result = job.run(kube, repository, job.DiffOptions(namespace, source, to=to, volumes=not no_volumes, image=image),
-                     console, run)
+    result = job.run(current, repository, job.DiffOptions(namespace, source, to=to, volumes=not no_volumes,
+                                                          image=image))
     emit(result.to_dict(), opts.output, table=result.summary())

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.cluster_options import FromClusterOption
-from kubectl_dr.cli.context import namespace_may_exist, options
+from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import (
+    EncryptToOption,
+    IdentityOption,
+    PasswordFileOption,
+    S3EndpointOption,
+    open_restic,
+)
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import count, emit, message, render_table, show
+from kubectl_dr.repo.restic.location import is_restic
+from kubectl_dr.ui.output import count, emit, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
-    from kubectl_dr.cli.globals import GlobalOptions
-    from kubectl_dr.runs import Run
-    from kubectl_dr.ui.console import TerminalConsole
     from kubectl_dr.volumes.inventory import ClaimSummary
 
 app = typer.Typer(
@@ -32,7 +36,7 @@ app = typer.Typer(
 )
 
 ClaimArg = Annotated[str, typer.Argument(help="Name of the PersistentVolumeClaim.", metavar="PVC")]
-RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH")]
+RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH|restic:REPO")]
 ImageOption = Annotated[
     str, typer.Option("--image", metavar="IMAGE",
                       help="Image of the rescue pod: needs sh, tar, find and stat (busybox, or GNU tools: an image "
@@ -53,14 +57,6 @@ FromClaimOption = Annotated[
 ]
 
 
-def _session(ctx: typer.Context, command: str) -> tuple[GlobalOptions, Any, str, Run, TerminalConsole]:
-    from kubectl_dr.runs import Run
-    from kubectl_dr.ui.console import TerminalConsole
-
-    opts = options(ctx)
-    kube = opts.kube()
-    namespace = opts.namespace or kube.namespace
-    return opts, kube, namespace, Run(command.format(ns=namespace)), TerminalConsole(yes=opts.yes)
 
 
 @app.command("backup", short_help="Back up a volume's contents into the repository")
@@ -80,6 +76,10 @@ def backup(
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
     copy_to: CopyToOption = None,
+    password_file: PasswordFileOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="restic:REPO only: read every file, even those the claim's last snapshot has unchanged "
+                        "(same size, mtime, ctime and inode).")] = False,
 ) -> None:
     """Stream the volume's contents, and the owner, mode and time of every entry, into the repository.
 
@@ -93,30 +93,109 @@ def backup(
       kubectl dr pvc backup data-db-0 -n shop --quiesce --name before-upgrade
       kubectl dr pvc backup data-db-0 -n shop --dry-run=client -o json
       kubectl dr pvc backup data-db-0 -n shop --copy-to s3://dr-backups/prod --encrypt-to age1…
+      RESTIC_PASSWORD_FILE=~/.restic-pw kubectl dr pvc backup data-db-0 -n shop --repo restic:/srv/restic
     """
     from kubectl_dr.volumes import backup as job
 
     job.check_name(name)
-    dry_run = options(ctx).dry_run
+    opts, current = options(ctx), session(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        _restic_backup(ctx, claim, repo, job.BackupOptions(
+            "", claim, image=image, name=name, quiesce=quiesce, skip_unreadable=skip_unreadable),
+            password_file=password_file, s3_endpoint=s3_endpoint, copy_to=copy_to, encrypt_to=encrypt_to,
+            force=force)
+        return
+    if force:
+        raise UsageError("--force applies to restic repositories (--repo restic:REPO): every other backup reads "
+                         "every file")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
-    repository.preflight(create=dry_run == "none")  # before the cluster is touched
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to, dry_run=dry_run,
-                           yes=options(ctx).yes, secret_what=None)
-    opts, kube, namespace, run, console = _session(ctx, f"pvc backup {{ns}}/{claim}")
-    result = job.run(kube, repository, job.BackupOptions(namespace, claim, image=image, name=name, quiesce=quiesce,
-                                                          skip_unreadable=skip_unreadable, dry_run=opts.dry_run),
-                     console, run)
+    repository.preflight(create=not current.dry)  # before the cluster is touched
+    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to,
+                           dry_run=current.dry_run, console=current.console, secret_what=None)
+    result = job.run(current, repository, job.BackupOptions(current.namespace, claim, image=image, name=name,
+                                                             quiesce=quiesce, skip_unreadable=skip_unreadable))
     if isinstance(result, job.BackupPlan):
         emit(result.to_dict(), opts.output, table=result.summary())
         return
     data = result.to_dict()
     if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets)
+        data["copies"] = copy_new(repository, result.manifest.id, targets, current.console)
     if result.unreadable:
-        message(f"note: {count(result.unreadable, 'entry', 'entries')} could not be read and "
+        current.console.say(f"note: {count(result.unreadable, 'entry', 'entries')} could not be read and "
                 f"{'was' if result.unreadable == 1 else 'were'} left out (--skip-unreadable): "
                 f"kubectl dr backups show {result.manifest.id} -o yaml lists them")
     show(result, opts.output, data=data)
+
+
+def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, password_file: str | None,
+                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any, force: bool) -> None:
+    from kubectl_dr.volumes import restic_backup
+
+    if copy_to or encrypt_to:
+        raise DrError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                      "repository; restic copy copies snapshots)")
+    opts, current = options(ctx), session(ctx)
+    job_opts.namespace = current.namespace
+
+    def create(where: str) -> bool:
+        if current.dry:
+            return False
+        current.console.confirm(f"create a new restic repository at {where} (restic init)")
+        return True
+
+    repository = None
+    if not current.dry:
+        repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+    outcome = restic_backup.run(current, repository, repo, job_opts, force=force)
+    if isinstance(outcome, restic_backup.ResticBackupResult):
+        show(outcome, opts.output)
+    else:
+        emit(outcome.to_dict(), opts.output, table=outcome.summary())
+
+
+def _plain_to_dir(ctx: typer.Context, repository: Any, source: str, claim: str, from_claim: str | None,
+                  include: list[str] | None, dest: Path) -> None:
+    """A kubectl-dr backup (or some of its paths) into a local directory, its archive checked first."""
+    from kubectl_dr.volumes import browse, restic_source
+    from kubectl_dr.volumes.source import find_backup
+
+    current = session(ctx)
+    namespace = current.namespace_flag or ""
+    if (source == "latest" or from_claim) and not namespace:
+        namespace = current.namespace
+    backup = find_backup(repository, source, namespace, claim, from_claim)
+    browsed = browse.open_backup(repository, backup, current.console)
+    wanted = restic_source.normalise_includes(include)
+    for path in wanted:
+        browse.find(browsed, path)
+    if current.dry:
+        current.console.say(f"(dry run) would write backup {backup.id} into {dest}")
+        return
+    files = browse.write_to_dir(browsed, dest, wanted)
+    current.console.say(f"wrote {count(files, 'file')} of backup {backup.id} into {dest}")
+
+
+def _restic_to_dir(ctx: typer.Context, repo: Any, source: str, claim: str, include: list[str] | None,
+                   dest: Path) -> None:
+    """A restic snapshot (or some of its paths) into a local directory: names checked, no write follows a link."""
+    from kubectl_dr.repo.restic import archiver, localfs
+    from kubectl_dr.volumes import restic_source
+
+    current = session(ctx)
+    namespace = current.namespace_flag or ""
+    if source == "latest" and not namespace:
+        namespace = current.namespace
+    snap = restic_source.find_snapshot(repo, source, namespace, claim)
+    root = archiver.volume_root(repo, snap.tree, snap.paths)
+    wanted = restic_source.normalise_includes(include)
+    for path in wanted:
+        archiver.find(repo, root, path)
+    if current.dry:
+        current.console.say(f"(dry run) would write snapshot {snap.short_id} into {dest}")
+        return
+    files = localfs.restore_to_dir(repo, root, dest, keep=lambda p: restic_source.included(p, wanted))
+    current.console.say(f"wrote {count(files, 'file')} of snapshot {snap.short_id} into {dest}")
 
 
 @app.command("restore", short_help="Restore a backup into a volume, its consumers stopped")
@@ -139,6 +218,14 @@ def restore(
     image: ImageOption = DEFAULT_IMAGE,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    password_file: PasswordFileOption = None,
+    include: Annotated[list[str] | None, typer.Option(
+        "--include", metavar="PATH", help="Restore only this file or directory of the backup (and "
+                                          "the directories leading to it); repeatable. Not with --clean.")] = None,
+    to_dir: Annotated[str | None, typer.Option(
+        "--to-dir", metavar="DIR", help="Write the backup (or --include's paths) into this new "
+                                        "or empty local directory instead of the volume; nothing in the cluster "
+                                        "is touched.")] = None,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -159,17 +246,45 @@ def restore(
       kubectl dr pvc restore data-db-0 -n shop --from ./volume.tar --clean --yes
       kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr-backups/prod -i ~/.config/age/dr.key
 
+    With --repo restic:REPO, --from is a restic snapshot ID (or latest: the claim's newest, host NS/CLAIM),
+    ours or one `restic backup` made of a directory; it is read and checked here, then restored the same way.
+
     A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
     $TMPDIR and checked there against its manifest; the copy is removed however the command ends.
     """
+    import tempfile
+
+    from kubectl_dr.volumes import restic_source
     from kubectl_dr.volumes import restore as job
 
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, namespace, run, console = _session(ctx, f"pvc restore {{ns}}/{claim}")
-    result = job.run(kube, repository,
-                     job.RestoreOptions(namespace, claim, source, image=image, clean=clean, allow_empty=allow_empty,
-                                        from_claim=from_claim, dry_run=opts.dry_run, from_cluster=from_cluster),
-                     console, run)
+    opts, current = options(ctx), session(ctx)
+    if include and clean:
+        raise UsageError("--include and --clean exclude each other: --clean would remove everything the "
+                         "included paths do not hold")
+    if is_restic(repo):
+        assert repo is not None
+        if from_claim or from_cluster or identity:
+            raise UsageError("--from-claim, --from-cluster and --identity do not apply to a restic repository: "
+                             "give the snapshot's ID (restic snapshots) or latest (this claim's newest)")
+        restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        if to_dir is not None:
+            _restic_to_dir(ctx, restic_repo, source, claim, include, Path(to_dir))
+            return
+        namespace = current.namespace
+        with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
+            result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean),
+                             prepared=lambda: restic_source.build(
+                                 restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
+                                 Path(work), current.console, include))
+    else:
+        repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
+        if to_dir is not None:
+            _plain_to_dir(ctx, repository, source, claim, from_claim, include, Path(to_dir))
+            return
+        result = job.run(current, repository,
+                         job.RestoreOptions(current.namespace, claim, source, image=image, clean=clean,
+                                            allow_empty=allow_empty, from_claim=from_claim,
+                                            from_cluster=from_cluster, include=include))
     if isinstance(result, job.RestoreResult):
         show(result, opts.output)
     else:
@@ -214,13 +329,13 @@ def diff(
     from kubectl_dr.volumes import diff as job
 
     repository = open_repo(repo, s3_endpoint=s3_endpoint, identity=identity)
-    opts, kube, namespace, run, console = _session(ctx, f"pvc diff {{ns}}/{claim}")
-    if opts.dry_run != "none":
+    opts, current = options(ctx), session(ctx)
+    if current.dry:
         raise UsageError("pvc diff cannot run as a dry run: it needs its read-only pod to look at the volume "
                          "(and changes nothing else)")
-    result = job.run(kube, repository, job.DiffOptions(namespace, claim, source, image=image, quiesce=quiesce,
-                                                       from_claim=from_claim, from_cluster=from_cluster),
-                     console, run)
+    result = job.run(current, repository, job.DiffOptions(current.namespace, claim, source, image=image,
+                                                          quiesce=quiesce, from_claim=from_claim,
+                                                          from_cluster=from_cluster))
     emit(result.to_dict(), opts.output, table=result.summary())
 
 
@@ -251,12 +366,12 @@ def rescue(
     if argv[:1] == ["--"]:  # a second separator ("-- -- cmd") is part of nothing: drop it
         argv = argv[1:]
     interactive = not argv
-    if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
+    opts, current = options(ctx), session(ctx)
+    if interactive and not current.console.is_interactive:
         raise UsageError("an interactive shell needs a terminal; give a command after --, "
                          "e.g. kubectl dr pvc rescue PVC -- ls -la /data")
-    opts, kube, namespace, run, console = _session(ctx, f"pvc rescue {{ns}}/{claim}")
-    result = job.run(kube, job.RescueOptions(namespace, claim, argv, image=image, quiesce=quiesce,
-                                             read_only=read_only, dry_run=opts.dry_run), console, run, interactive)
+    result = job.run(current, job.RescueOptions(current.namespace, claim, argv, image=image, quiesce=quiesce,
+                                                read_only=read_only), interactive)
     if isinstance(result, job.RescuePlan):
         emit(result.to_dict(), opts.output, table=result.summary())
         return
@@ -292,7 +407,7 @@ def list_(
     from kubectl_dr.volumes import inventory
     from kubectl_dr.volumes.source import TYPE
 
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     kube = opts.kube()
     namespace = None if all_namespaces else opts.namespace or kube.namespace
     claims = inventory.list_claims(kube, namespace)
@@ -306,13 +421,13 @@ def list_(
         try:
             backups = repository.backups(TYPE)
         except RepoError as exc:  # the claims are still worth seeing; say what is unknown and why
-            message(f"warning: cannot read the repository {repository.location}: {exc.message}; LAST BACKUP unknown")
+            console.warn(f"cannot read the repository {repository.location}: {exc.message}; LAST BACKUP unknown")
     found = inventory.summarize(kube, claims, backups)
     data = {"kind": "ClaimList", "repository": repository.location, "repositoryRead": backups is not None,
             "items": [c.to_dict() for c in found]}
     if not found:
         if opts.output == "table":
-            message(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
+            console.say(f"No persistentvolumeclaims found in {'any namespace' if namespace is None else namespace}.")
         emit(data, opts.output, table="")
         return
     emit(data, opts.output, table=_claims_table(found, every_namespace=namespace is None,

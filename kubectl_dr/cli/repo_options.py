@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubectl_dr.repo import Repository, open_repository
 
+if TYPE_CHECKING:
+    from kubectl_dr.repo.restic.repository import Repository as ResticRepository
+
 REPO_HELP = (
-    "Backup repository: a directory, or s3://BUCKET/PREFIX. Defaults to $KUBECTL_DR_REPO, else the config "
+    "Backup repository: a directory, s3://BUCKET/PREFIX, or restic:REPO (a restic repository, REPO as restic -r "
+    "takes it: a path or s3:https://HOST/BUCKET/PREFIX). Defaults to $KUBECTL_DR_REPO, else the config "
     "file's repository, else $XDG_DATA_HOME/kubectl-dr/backups (~/.local/share/kubectl-dr/backups)."
 )
 _PANEL = "Repository"
@@ -34,6 +39,21 @@ IdentityOption = Annotated[list[str] | None, typer.Option(
     "--identity", "-i", metavar="FILE", rich_help_panel=_PANEL,
     help="Private key to open encrypted backups: an age identity file (age-keygen) or an unencrypted OpenSSH "
          "private key. Repeatable. Defaults to encryption.identities in the config file.")]
+
+PasswordFileOption = Annotated[str | None, typer.Option(
+    "--password-file", metavar="FILE", rich_help_panel=_PANEL,
+    help="File holding the password of a restic:REPO repository. Defaults to $RESTIC_PASSWORD_FILE, then "
+         "$RESTIC_PASSWORD_COMMAND's output, then $RESTIC_PASSWORD (restic's own order).")]
+
+
+def open_restic(repo: str, *, password_file: str | None, s3_endpoint: str | None = None,
+                s3_ca_bundle: str | None = None, create: Callable[[str], bool] | None = None) -> ResticRepository:
+    """The restic repository of --repo restic:REPO; `create` decides on `init` when it does not exist."""
+    from kubectl_dr.repo.restic.location import open_repository as open_restic_repository
+    from kubectl_dr.repo.s3client import S3Settings
+
+    s3 = S3Settings.resolve(endpoint=s3_endpoint, ca_bundle=s3_ca_bundle, config={}, env=os.environ)
+    return open_restic_repository(repo, os.environ, password_file=password_file, s3=s3, create=create)
 
 
 def open_repo(repo: str | None, *, s3_endpoint: str | None = None, s3_ca_bundle: str | None = None,

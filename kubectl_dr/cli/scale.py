@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from kubectl_dr.cli.context import confirm, namespace_may_exist, options
+from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.globals import GlobalOptions, parse_request_timeout
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
 
 app = typer.Typer(
@@ -87,17 +87,17 @@ def down(
     from kubectl_dr.workloads import find_consumers, scale_down
     from kubectl_dr.workloads.scaling import new_run_id, refuse_unstoppable, restore_hint
 
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     seconds = _timeout_seconds(timeout)
     kube = opts.kube()
     namespace = _namespace(opts)
     consumers = find_consumers(kube, namespace, claim)
     for consumer in consumers:
         for note in consumer.notes:
-            message(f"warning: {consumer.ref}: {note}")
+            console.warn(f"{consumer.ref}: {note}")
     if not consumers:
         if opts.output == "table":
-            message(f'no workload uses claim "{claim}" in namespace "{namespace}"; nothing to scale down')
+            console.say(f'no workload uses claim "{claim}" in namespace "{namespace}"; nothing to scale down')
         emit({"namespace": namespace, "claim": claim, "workloads": [], "dryRun": opts.dry_run != "none"},
              opts.output, table="")
         return
@@ -115,10 +115,9 @@ def down(
     server_dry_run = opts.dry_run == "server"
     if not server_dry_run:
         listing = ", ".join(f"{c.ref} ({count(c.replicas or 0, 'replica')})" for c in consumers)
-        confirm(f'scale down {listing} in namespace "{namespace}" to stop their use of claim "{claim}"',
-                 opts.yes)
+        console.confirm(f'scale down {listing} in namespace "{namespace}" to stop their use of claim "{claim}"')
     record = scale_down(kube, consumers, run_id=new_run_id(), reason=f"kubectl dr scale down {claim}",
-                        timeout=seconds, progress=message, dry_run=server_dry_run)
+                        timeout=seconds, console=console, dry_run=server_dry_run)
     # The command's job is to leave them stopped: the undo steps must not run at exit.
     record.keep()
     data: dict[str, Any] = {**record.to_dict(), "dryRun": server_dry_run}
@@ -126,7 +125,7 @@ def down(
     table = render_table(["KIND", "NAME", "ORIGINAL", "REPLICAS"], rows) if rows else ""
     emit(data, opts.output, table=table)
     if not server_dry_run and record.workloads:
-        message(restore_hint(namespace))
+        console.say(restore_hint(namespace))
 
 
 @app.command("restore", help=RESTORE_HELP, short_help="Put back the replicas kubectl dr recorded")
@@ -147,7 +146,7 @@ def restore(
     from kubectl_dr.workloads import scale_restore
     from kubectl_dr.workloads.scaling import parse_workload, require_workloads
 
-    opts = options(ctx)
+    opts, console = options(ctx), session(ctx).console
     names = list(workloads or [])
     wanted = [parse_workload(n) for n in names]  # usage errors before any request
     kube = opts.kube()
@@ -156,15 +155,15 @@ def restore(
         raise DrError(f'namespaces "{namespace}" not found',
                       hint="Check the namespace (-n NAMESPACE), or use -A for all namespaces.")
     require_workloads(kube, namespace, names)
-    results = scale_restore(kube, namespace, names=names, run_id=run_id, progress=message, dry_run=opts.dry_run)
+    results = scale_restore(kube, namespace, names=names, run_id=run_id, console=console, dry_run=opts.dry_run)
     for kind, name in wanted:
         if not any(r.name == name and kind in (None, r.kind) for r in results):
             what = f"{kind.lower()}/{name}" if kind else name
-            message(f"warning: {what}: no replicas recorded by kubectl dr{' for that run' if run_id else ''}; "
+            console.warn(f"{what}: no replicas recorded by kubectl dr{' for that run' if run_id else ''}; "
                     "nothing to restore")
     where = "any namespace" if namespace is None else f'namespace "{namespace}"'
     if not results and opts.output == "table":
-        message(f"no workloads with replicas recorded by kubectl dr in {where}; nothing to restore")
+        console.say(f"no workloads with replicas recorded by kubectl dr in {where}; nothing to restore")
     data = {"kind": "List", "dryRun": opts.dry_run != "none",
             "items": [r.to_dict() for r in results]}
     rows = [[r.namespace, r.kind, r.name, r.replicas, r.would if opts.dry_run != "none" else r.action]

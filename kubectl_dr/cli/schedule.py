@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubectl_dr.cli.context import confirm, options
+from kubectl_dr.cli.context import options, session
 from kubectl_dr.errors import UsageError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, render_table
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
@@ -23,9 +23,6 @@ app = typer.Typer(
 )
 create_app = typer.Typer(help="Create a schedule (a CronJob labelled as kubectl dr's).", no_args_is_help=True)
 app.add_typer(create_app, name="create", short_help="Create a schedule (a CronJob)")
-
-NAMESPACE_NOTE = "kube-system, or -n NAMESPACE (it must allow hostNetwork and hostPath pods: Pod Security privileged)"
-
 
 def _namespace(opts: GlobalOptions) -> str:
     from kubectl_dr.etcd.topology import ETCD_NAMESPACE
@@ -86,37 +83,17 @@ def create_etcd_snapshot(
       kubectl dr schedule create etcd-snapshot --cron '30 2 * * *' --time-zone Europe/Berlin --node cp-1
       kubectl dr schedule create etcd-snapshot --cron @hourly --dry-run=client -o yaml   # the CronJob only
     """
-    from kubectl_dr.etcd import topology
-    from kubectl_dr.schedules import cron, etcd_job, manage
+    from kubectl_dr.schedules import cron, manage
 
     opts = options(ctx)
-    cron.parse(cron_expr)
-    if time_zone is not None:
-        cron.zone(time_zone)
-    if keep < 1:
-        raise UsageError(f"--keep must be at least 1, not {keep}: the snapshot a run just made is always kept")
-    etcd_job.check_name(name)
-    etcd_job.check_directory(directory)
-    from kubectl_dr.etcd.errors import TopologyError
-
-    kube = opts.kube()
-    try:
-        found = topology.discover(kube)
-    except TopologyError as exc:
-        exc.hint = ((exc.hint + "\n") if exc.hint else "") + (
-            "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
-            "cluster does not run, put that command into cron on a machine that reaches it.")
-        raise
-    # Known only now: where this cluster's members keep their data (kubeadm's /var/lib/etcd is checked above).
-    etcd_job.check_directory(directory, etcd_job.member_data_dirs(kube))
-    members = etcd_job.members_for(found, tuple(node or ()))
-    spec = etcd_job.EtcdScheduleSpec(name=name, namespace=_namespace(opts), cron=cron_expr.strip(), keep=keep,
-                                     time_zone=time_zone, nodes=tuple(m.node for m in members),
-                                     directory=directory.rstrip("/") or "/", helper_image=helper_image)
-    manifest = etcd_job.cronjob(spec, members)
-    result = manage.create(kube, manifest, replace=replace, dry_run=opts.dry_run)
+    result = manage.create_etcd_snapshot(session(ctx), name=name, namespace=_namespace(opts), cron_expr=cron_expr,
+                                         keep=keep, time_zone=time_zone, nodes=tuple(node or ()), directory=directory,
+                                         helper_image=helper_image, replace=replace)
+    spec = result.spec
+    assert spec is not None
+    console = session(ctx).console
     if result.note:
-        message(f"warning: {result.note}")
+        console.warn(result.note)
     if opts.output != "table":
         emit(result.object, opts.output)
         return
@@ -124,13 +101,13 @@ def create_etcd_snapshot(
     action = f"would be {result.action}" if suffix else result.action
     nodes = ", ".join(spec.nodes)
     upcoming = cron.next_run(spec.cron, time_zone, _now())
-    message(f"schedule {spec.namespace}/{name} {action}{suffix}: etcd snapshots '{spec.cron}'"
+    console.say(f"schedule {spec.namespace}/{name} {action}{suffix}: etcd snapshots '{spec.cron}'"
             f"{' (' + time_zone + ')' if time_zone else ''} on one of {nodes}, into {spec.directory}, keeping "
             f"{keep} per node")
     if upcoming and not suffix:
-        message(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the snapshots "
-                "off the nodes with `kubectl dr etcd snapshots pull --repo …`")
-    print(f"cronjob.batch/{name} {action}{suffix}")
+        console.say(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the "
+                    "snapshots off the nodes with `kubectl dr etcd snapshots pull --repo …`")
+    emit(result.object, opts.output, table=f"cronjob.batch/{name} {action}{suffix}\n")
 
 
 def _now() -> datetime.datetime:
@@ -170,13 +147,13 @@ def list_(
                                                                                    else ""),
              s.keep, ",".join(s.nodes), s.directory, "suspended" if s.suspended else (f"{s.active} active" if s.active
                                                                                       else ""),
-             _age(s.last_schedule), _age(s.last_success), (s.last_job or {}).get("result", "<none>"),
+             _age(s.last_schedule), _age(s.last_success), s.last_job.result if s.last_job else "<none>",
              s.next_run or "<none>"] for s in found]
     headers = [*(["NAMESPACE"] if all_namespaces else []), "NAME", "KIND", "SCHEDULE", "KEEP", "NODES", "DIR",
                "STATE", "LAST RUN", "LAST SUCCESS", "LAST RESULT", "NEXT RUN"]
     if not found and opts.output == "table":
         where = "any namespace" if all_namespaces else f"namespace {_namespace(opts)}"
-        message(f"No kubectl dr schedules found in {where}.")
+        session(ctx).console.say(f"No kubectl dr schedules found in {where}.")
         return
     emit({"kind": "ScheduleList", "items": [s.to_dict() for s in found]}, opts.output,
          table=render_table(headers, rows))
@@ -202,18 +179,14 @@ def delete(
     from kubectl_dr.schedules import manage
 
     opts = options(ctx)
-    namespace = _namespace(opts)
-    obj = manage.delete(opts.kube(), namespace, name, dry_run=opts.dry_run,
-                        confirm=lambda question: confirm(question, opts.yes))
-    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(opts.dry_run, "")
-    directory = ((obj.get("metadata") or {}).get("annotations") or {}).get("kubectl-dr.io/snapshot-dir")
-    if opts.output != "table":
-        emit({"kind": "ScheduleDeleted", "name": name, "namespace": namespace, "dryRun": opts.dry_run,
-              "snapshotDirectory": directory}, opts.output)
-        return
-    print(f"cronjob.batch/{name} {'would be deleted' if suffix else 'deleted'}{suffix}")
-    if directory and not suffix:
-        message(f"its snapshots stay in {directory} on the nodes: `kubectl dr etcd snapshots list` shows them")
+    current = session(ctx)
+    result = manage.delete(current, _namespace(opts), name)
+    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(result.dry_run, "")
+    emit(result.to_dict(), opts.output,
+         table=f"cronjob.batch/{name} {'would be deleted' if suffix else 'deleted'}{suffix}\n")
+    if result.snapshot_directory and not suffix and opts.output == "table":
+        current.console.say(f"its snapshots stay in {result.snapshot_directory} on the nodes: "
+                            "`kubectl dr etcd snapshots list` shows them")
 
 
 @app.command("print", short_help="Print cron or systemd entries for client-side jobs")
@@ -297,19 +270,12 @@ def print_(
                              encrypt_to=encrypt_to or [], keep=keep)
     if crontab:
         text = client_jobs.crontab(jobs, context, time_zone)
-        if opts.output != "table":
-            emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output)
-            return
-        sys.stdout.write(text)
+        emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output, table=text)
         return
-    files = client_jobs.systemd(jobs, context, time_zone, user=not system)
-    if opts.output != "table":
-        emit({"kind": "SystemdUnits", "jobs": [j.to_dict() for j in jobs], "files": files}, opts.output)
-        return
+    files = client_jobs.systemd(jobs, time_zone, user=not system)
     enable = " ".join(f"{j.name}.timer" for j in jobs)
     flag = "" if system else " --user"
-    sys.stdout.write(f"# Save each file below, then: systemctl{flag} daemon-reload && systemctl{flag} enable --now "
-                     f"{enable}\n")
-    for path, body in files.items():
-        sys.stdout.write(f"\n# ---- {path}\n{body}")
+    table = (f"# Save each file below, then: systemctl{flag} daemon-reload && systemctl{flag} enable --now {enable}\n"
+             + "".join(f"\n# ---- {path}\n{body}" for path, body in files.items()))
+    emit({"kind": "SystemdUnits", "jobs": [j.to_dict() for j in jobs], "files": files}, opts.output, table=table)
 

@@ -13,12 +13,12 @@ import hashlib
 import json
 import posixpath
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.controlplane import files
 from kubectl_dr.errors import ApiError, DrError, VerificationError
 from kubectl_dr.kube.client import Kube
@@ -28,7 +28,8 @@ from kubectl_dr.nodes import HostMount, HostPod, start_host_pod
 from kubectl_dr.nodes.hostpod import HOST_ROOT
 from kubectl_dr.nodes.staticpods import command_of, host_path, parse_flags
 from kubectl_dr.repo import Manifest, Repository
-from kubectl_dr.runs import Heartbeat, Run
+from kubectl_dr.runs import Heartbeat
+from kubectl_dr.session import Session
 
 BACKUP_TYPE = "control-plane"
 NAMESPACE = "kube-system"
@@ -40,12 +41,32 @@ UNENCRYPTED_WARNING = (
     "private, or back up with --encrypt-to RECIPIENT.")
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """One file of a control-plane backup as its table shows it (the kubeadm-config ConfigMap has no mode)."""
+
+    path: str
+    mode: str
+    owner: str
+    size: int
+    sha256: str
+    restore: bool
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> StoredFile:
+        owner = f"{record['uid']}:{record['gid']}" if "uid" in record else ""
+        return cls(record["path"], record.get("mode", ""), owner, record["size"], record["sha256"],
+                   bool(record.get("restore")))
+
+
 @dataclass
 class BackupResult:
     manifest: Manifest
     location: str
     seconds: float
     repository: str = ""
+    node: str = ""
+    files: list[StoredFile] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         # The keys of every command's result: repository, location, size in bytes, seconds.
@@ -84,23 +105,25 @@ def encryption_config_path(apiserver: dict[str, Any] | None) -> str | None:
     return host_path(apiserver, inside, "kube-apiserver") if inside else None
 
 
-def backup(kube: Kube, repo: Repository, *, node: str | None, namespace: str, run: Run, helper_image: str,
+def backup(session: Session, repo: Repository, *, node: str | None, namespace: str, helper_image: str,
            root: str = files.KUBERNETES_DIR) -> BackupResult:
     started = time.monotonic()
+    kube, console = session.kube, session.console
     node, apiserver = pick_node(kube, node)
     encryption = encryption_config_path(apiserver)
     mounts = [HostMount(root)]
     if encryption and not encryption.startswith(root.rstrip("/") + "/"):
         mounts.append(HostMount(posixpath.dirname(encryption)))
     if not repo.recipients:
-        message(UNENCRYPTED_WARNING)
-    message(f"reading {root} of node {node} through a pod with read-only mounts")
-    heartbeat = Heartbeat(message)
+        console.warn(UNENCRYPTED_WARNING)
+    console.say(f"reading {root} of node {node} through a pod with read-only mounts")
+    heartbeat = Heartbeat(console.warn)
     pod = start_host_pod(kube, node=node, namespace=namespace, mounts=mounts, image=helper_image,
-                         purpose="control-plane-backup", run=run, heartbeat=heartbeat)
+                         purpose="control-plane-backup", run=session.run, heartbeat=heartbeat,
+                         console=console)
     try:
         entries = _list(pod, root, encryption)
-        result = _store(kube, repo, pod, node, root, entries, encryption, started)
+        result = _store(kube, console, repo, pod, node, root, entries, encryption, started)
         pod.helper.delete(wait=True)
         return result
     finally:
@@ -116,20 +139,20 @@ def _list(pod: HostPod, root: str, encryption: str | None) -> list[files.Entry]:
     return files.parse_listing(out.decode(errors="replace"), HOST_ROOT)
 
 
-def _kubeadm_config(kube: Kube) -> bytes | None:
+def _kubeadm_config(kube: Kube, console: Console) -> bytes | None:
     """kubeadm's ClusterConfiguration lives in the kubeadm-config ConfigMap, not on disk."""
     try:
         cm = kube.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/kubeadm-config")
     except ApiError as exc:
         if exc.status in (403, 404):
-            message(f"note: the kubeadm-config ConfigMap is not in the backup ({exc.reason or exc.status})")
+            console.say(f"note: the kubeadm-config ConfigMap is not in the backup ({exc.reason or exc.status})")
             return None
         raise
     return yaml.safe_dump(cm.get("data") or {}, sort_keys=True).encode()
 
 
-def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, entries: list[files.Entry],
-           encryption: str | None, started: float) -> BackupResult:
+def _store(kube: Kube, console: Console, repo: Repository, pod: HostPod, node: str, root: str,
+           entries: list[files.Entry], encryption: str | None, started: float) -> BackupResult:
     shared = set(files.shared_paths(root))
     restore = shared | ({encryption} if encryption else set())
     missing = sorted(e.path for e in entries if e.kind == "missing" and e.path in shared)
@@ -137,12 +160,12 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
         raise DrError(f"kube-apiserver on node {node} names --{ENCRYPTION_FLAG}, but {encryption} is not there")
     for e in entries:
         if e.kind == "link":
-            message(f"note: {e.path} is a symbolic link to {e.target}; recorded, not followed")
+            console.say(f"note: {e.path} is a symbolic link to {e.target}; recorded, not followed")
     if missing:
-        message(f"warning: node {node} lacks shared files a rebuilt node needs: {', '.join(missing)}")
+        console.warn(f"node {node} lacks shared files a rebuilt node needs: {', '.join(missing)}")
     records: list[dict[str, Any]] = []
     source = {"cluster": kube.resolved.server, "node": node}
-    cluster = identity_for_backup(kube, message)
+    cluster = identity_for_backup(kube, console.say)
     with repo.create(BACKUP_TYPE, source, name_hint=node, cluster=cluster) as writer:
         for index, entry in enumerate(e for e in entries if e.kind == "file"):
             name = files.part_name(index, entry.path)
@@ -157,7 +180,7 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
                     "shared" if entry.path in shared else "kept")
             records.append({**entry.to_dict(), "part": name, "role": role, "restore": entry.path in restore})
         extra: list[dict[str, Any]] = []
-        kubeadm = _kubeadm_config(kube)
+        kubeadm = _kubeadm_config(kube, console)
         if kubeadm is not None:
             part = writer.open_part("kubeadm-config.yaml")
             part.write(kubeadm)
@@ -177,7 +200,8 @@ def _store(kube: Kube, repo: Repository, pod: HostPod, node: str, root: str, ent
             "pod": f"{pod.helper.namespace}/{pod.name}",
         }
         manifest = writer.commit(details)
-    return BackupResult(manifest, repo.backup_location(manifest.id), time.monotonic() - started, repo.location)
+    return BackupResult(manifest, repo.backup_location(manifest.id), time.monotonic() - started, repo.location,
+                        node, [StoredFile.of(r) for r in records + extra])
 
 
 def _fetch(pod: HostPod, entry: files.Entry) -> bytes:

@@ -17,11 +17,10 @@ import json
 import posixpath
 import shlex
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.controlplane import files
 from kubectl_dr.controlplane.backup import BACKUP_TYPE, control_plane_nodes, encryption_config_path
 from kubectl_dr.errors import DrError, VerificationError
@@ -32,6 +31,7 @@ from kubectl_dr.repo import Repository
 from kubectl_dr.repo.choice import choose
 from kubectl_dr.repo.repository import Backup
 from kubectl_dr.runs import Heartbeat, Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count
 
 
@@ -186,15 +186,16 @@ def encryption_target(kube: Kube, node: str) -> str:
                        "back by hand from the backup.")
 
 
-def restore(kube: Kube, repo: Repository, ref: str, *, node: str, namespace: str, run: Run, helper_image: str,
-            confirm: Callable[[str], None], overwrite: bool = False, with_encryption: bool = False,
-            dry_run: bool = False, from_cluster: str | None = None, from_other_cluster: bool = False) -> RestoreResult:
+def restore(session: Session, repo: Repository, ref: str, *, node: str, namespace: str, helper_image: str,
+            overwrite: bool = False, with_encryption: bool = False, from_cluster: str | None = None,
+            from_other_cluster: bool = False) -> RestoreResult:
     started = time.monotonic()
+    kube, console, run, dry_run = session.kube, session.console, session.run, session.dry_run == "client"
     current, why = try_cluster_identity(kube)
     backup, origin = choose(repo, ref, BACKUP_TYPE, current=current, what="control-plane restore",
                             from_cluster=from_cluster, from_other_cluster=from_other_cluster, unknown_why=why)
     if origin:
-        message(f"note: {origin}")
+        console.say(f"note: {origin}")
     listing, notes = _listing(repo, backup)
     planned = _plan(backup, listing, encryption_target(kube, node) if with_encryption else None, notes)
     # Every byte read and checked before the node is touched (and decrypted, if the backup is encrypted).
@@ -204,11 +205,12 @@ def restore(kube: Kube, repo: Repository, ref: str, *, node: str, namespace: str
         return RestoreResult(backup.id, node, planned, [], [], time.monotonic() - started, dry_run=True,
                              notes=[*notes, "(dry run) nothing was read from or written to the node"])
     mounts = [HostMount(root, read_only=False, create=True)]
-    heartbeat = Heartbeat(message)
+    heartbeat = Heartbeat(console.warn)
     pod = start_host_pod(kube, node=node, namespace=namespace, mounts=mounts, image=helper_image,
-                         purpose="control-plane-restore", run=run, heartbeat=heartbeat)
+                         purpose="control-plane-restore", run=run, heartbeat=heartbeat,
+                         console=console)
     try:
-        result = _apply(pod, backup, planned, contents, root, run, confirm, overwrite, started)
+        result = _apply(pod, backup, planned, contents, root, run, console, overwrite, started)
         result.notes[:0] = notes
         pod.helper.delete(wait=True)
         return result
@@ -226,7 +228,7 @@ def _read_part(repo: Repository, backup: Backup, p: Planned) -> bytes:
 
 
 def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[str, bytes], root: str, run: Run,
-           confirm: Callable[[str], None], overwrite: bool, started: float) -> RestoreResult:
+           console: Console, overwrite: bool, started: float) -> RestoreResult:
     conflicts: list[str] = []
     for p in planned:
         st = pod.stat(p.path)
@@ -253,7 +255,7 @@ def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[
     todo = [p for p in planned if p.action != "unchanged"]
     kept: list[str] = []
     if todo:
-        confirm(f"write {count(len(todo), 'file')} of backup {backup.id} to node {pod.node}"
+        console.confirm(f"write {count(len(todo), 'file')} of backup {backup.id} to node {pod.node}"
                 + (f", replacing {len(conflicts)}" if conflicts else ""))
     for p in todo:
         _ensure_dirs(pod, posixpath.dirname(p.path), root)
@@ -261,7 +263,7 @@ def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[
             aside = f"{p.path}.kubectl-dr-{run.id}"
             pod.rename(p.path, aside)
             kept.append(aside)
-        message(f"writing {p.path} ({p.mode:04o} {p.uid}:{p.gid})")
+        console.say(f"writing {p.path} ({p.mode:04o} {p.uid}:{p.gid})")
         pod.write(p.path, contents[p.path], mode=p.mode, uid=p.uid, gid=p.gid)
         st = pod.stat(p.path)
         size, sha = pod.digest(p.path)

@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from kubectl_dr.console import say_on_stderr as message
-from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.console import Console
+from kubectl_dr.errors import ApiError
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.membership import host_path
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, parse_flags
@@ -165,11 +165,9 @@ def _apiserver_pods(kube: Kube) -> list[dict[str, Any]]:
     return [p for p in found.get("items") or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
 
 
-def read(kube: Kube, node: str, *, namespace: str, run: Run, helper_image: str = "busybox") -> Fingerprint:
-    """The fingerprint of the encryption config kube-apiserver uses on this node.
-
-    The flag and its hostPath come from the API server's mirror pod; the file is read (checked by size and
-    SHA-256) through a short-lived pod that mounts its directory read-only. No flag: "none", no pod."""
+def config_path(kube: Kube, node: str) -> str | Fingerprint:
+    """Where on the node the API server reads its encryption config (from its mirror pod's flag and hostPath),
+    or the fingerprint itself when there is nothing to read ("none": no flag; "unknown": no API server)."""
     pod = next((p for p in _apiserver_pods(kube) if (p.get("spec") or {}).get("nodeName") == node), None)
     if pod is None:
         return Fingerprint("unknown", "", node, reason=f"no kube-apiserver static pod runs on node {node}")
@@ -179,31 +177,34 @@ def read(kube: Kube, node: str, *, namespace: str, run: Run, helper_image: str =
     inside = flags.get(FLAG)
     if not inside:
         return Fingerprint(NONE, NONE, node)
-    path = host_path(pod, inside, str(container.get("name")))
-    heartbeat = Heartbeat(message)
+    return host_path(pod, inside, str(container.get("name")))
+
+
+def read(kube: Kube, node: str, *, namespace: str, run: Run, console: Console, helper_image: str = "busybox",
+         ) -> Fingerprint:
+    """The fingerprint of the encryption config kube-apiserver uses on this node.
+
+    The file is read (checked by size and SHA-256) through a short-lived pod that mounts its directory
+    read-only. No flag: "none", no pod. (A snapshot reads it in its own pod: snapshot_exposure.py.)"""
+    path = config_path(kube, node)
+    if isinstance(path, Fingerprint):
+        return path
+    heartbeat = Heartbeat(console.warn)
     host = start_host_pod(kube, node=node, namespace=namespace, mounts=[HostMount(posixpath.dirname(path))],
-                          image=helper_image, purpose="encryption-config", run=run, heartbeat=heartbeat)
+                          image=helper_image, purpose="encryption-config", run=run, heartbeat=heartbeat,
+                          console=console)
     try:
         data = host.read(path)
     finally:
         heartbeat.stop()
         host.helper.delete(wait=True)
     if data is None:
-        raise EtcdError(f"kube-apiserver on node {node} names {FLAG}={inside}, but {path} is not on the node")
+        raise EtcdError(f"kube-apiserver on node {node} names {FLAG} {path}, but that file is not on the node")
     return fingerprint_config(data, node=node, path=path)
 
 
-def read_for_snapshot(kube: Kube, node: str, *, namespace: str, run: Run, helper_image: str) -> Fingerprint:
-    """For a snapshot's manifest: a failure to read is recorded (and said), not fatal to the snapshot."""
-    try:
-        return read(kube, node, namespace=namespace, run=run, helper_image=helper_image)
-    except DrError as exc:
-        message(f"warning: cannot fingerprint the encryption-at-rest config on node {node}: {exc.message}; the "
-                "snapshot records it as unknown")
-        return Fingerprint("unknown", "", node, reason=exc.message)
-
-
-def read_cluster(kube: Kube, *, namespace: str, run: Run, helper_image: str = "busybox") -> list[Fingerprint]:
+def read_cluster(kube: Kube, *, namespace: str, run: Run, console: Console, helper_image: str = "busybox",
+                 ) -> list[Fingerprint]:
     """The current fingerprint on every node that runs kube-apiserver (each must be able to read the data)."""
     try:
         nodes = sorted({str(p["spec"].get("nodeName")) for p in _apiserver_pods(kube)})
@@ -214,7 +215,7 @@ def read_cluster(kube: Kube, *, namespace: str, run: Run, helper_image: str = "b
     if not nodes:
         raise EtcdError("no kube-apiserver static pods in kube-system: cannot tell which encryption-at-rest keys "
                         "the API servers use")
-    return [read(kube, n, namespace=namespace, run=run, helper_image=helper_image) for n in nodes]
+    return [read(kube, n, namespace=namespace, run=run, console=console, helper_image=helper_image) for n in nodes]
 
 
 # --- the check ----------------------------------------------------------------------------------------
@@ -271,7 +272,7 @@ def _differences(snap: Fingerprint, now: Fingerprint) -> list[str]:
     return problems
 
 
-def preflight(kube: Kube, snapshot_details: dict[str, Any], *, namespace: str, run: Run,
+def preflight(kube: Kube, snapshot_details: dict[str, Any], *, namespace: str, run: Run, console: Console,
               helper_image: str = "busybox") -> list[str]:
     """For `etcd restore`'s preflight: read the cluster's encryption config on every API server node and
     compare it with what the snapshot recorded (`manifest.details["encryption"]`).
@@ -279,4 +280,4 @@ def preflight(kube: Kube, snapshot_details: dict[str, Any], *, namespace: str, r
     Raises EncryptionMismatch (what cannot be decrypted, on which node, what to do) before anything is
     changed; returns warnings to print when the check could not be made in full."""
     return check(snapshot_details.get("encryption"), read_cluster(kube, namespace=namespace, run=run,
-                                                                  helper_image=helper_image))
+                                                                  console=console, helper_image=helper_image))

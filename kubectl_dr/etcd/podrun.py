@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.etcd import etcdctl
 from kubectl_dr.etcd.errors import MemberError
 from kubectl_dr.etcd.topology import HEALTHCHECK_CERT, StaticMember
@@ -25,12 +25,12 @@ _MISSING_FILE = re.compile(r"hostPath type check failed: (\S+) is not a file")
 _IMAGE = re.compile(r'image "([^"]+)"')
 
 
-def start(kube: Any, manifest: dict[str, Any], member: StaticMember, what: str, *, helper_image: str | None = None,
-          timeout: float = 180.0) -> pods.HelperPod:
+def start(kube: Any, manifest: dict[str, Any], member: StaticMember, what: str, *, console: Console,
+          helper_image: str | None = None, timeout: float = 180.0) -> pods.HelperPod:
     """Create the pod and wait until its containers run; delete it again if it cannot."""
     pod = pods.create(kube, manifest, what=what)
     try:
-        pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=message)
+        pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=console.say)
     except pods.PodStartError as exc:
         pod.delete(wait=True, timeout=60)
         raise explain(member, exc, helper_image) from None

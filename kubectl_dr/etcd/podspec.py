@@ -15,11 +15,13 @@ file's path in the kubelet's message instead of an obscure TLS error later.
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 from typing import Any
 
 from kubectl_dr.etcd import etcdctl
 from kubectl_dr.etcd.topology import StaticMember
-from kubectl_dr.kube.pods import managed_labels, pod_name
+from kubectl_dr.kube.pods import host_path_volume, pod_manifest, pod_name
 from kubectl_dr.runs import Run
 from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds
 
@@ -39,9 +41,16 @@ STATUS_DEADLINE_SECONDS = 600
 SNAPSHOT_DEADLINE_SECONDS = 4 * 3600
 
 
+ENCRYPTION_DIR = "/encryption-config"  # the API server's encryption config directory, read-only
+ENCRYPTION_COPY = f"{SNAPSHOT_DIR}/encryption-config"
+ENCRYPTION_INIT = "encryption-config"
+
+
 def serve_script(grace: int) -> str:
-    """The serve container's main process: holds the snapshot while the run is alive, then removes it."""
-    return dead_man_script(ALIVE, grace, on_expiry=f"rm -f {SNAPSHOT_FILE}", then="removing the snapshot")
+    """The serve container's main process: holds the snapshot while the run is alive, then removes it (and the
+    copy of the encryption config: its keys decrypt every Secret in the snapshot)."""
+    return dead_man_script(ALIVE, grace, on_expiry=f"rm -f {SNAPSHOT_FILE} {ENCRYPTION_COPY}",
+                           then="removing the snapshot")
 
 
 def _cert_volumes(member: StaticMember) -> list[dict[str, Any]]:
@@ -69,28 +78,11 @@ def _etcd_container(member: StaticMember, name: str, cmd: list[str], extra_mount
 
 def _pod(member: StaticMember, namespace: str, prefix: str, purpose: str, run: Run | None, lease: str | None,
          deadline: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod_name(prefix, member.node),
-            "namespace": namespace,
-            "labels": {**managed_labels(purpose), **(run.labels() if run else {})},
-            "annotations": run.annotations(lease) if run else {},
-        },
-        "spec": {
-            "activeDeadlineSeconds": deadline,
-            "nodeName": member.node,
-            "hostNetwork": True,
-            "dnsPolicy": "ClusterFirstWithHostNet",
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": _cert_volumes(member),
-        },
-    }
+    """Containers are added by the callers: a status pod and a snapshot pod differ only there."""
+    return pod_manifest(pod_name(prefix, member.node), namespace, purpose=purpose, node=member.node,
+                        deadline=deadline, labels=run.labels() if run else {},
+                        annotations=run.annotations(lease) if run else {}, volumes=_cert_volumes(member),
+                        hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet", containers=[])
 
 
 def status_pod(member: StaticMember, namespace: str, run: Run | None = None) -> dict[str, Any]:
@@ -110,13 +102,26 @@ def _member_status(member: StaticMember) -> dict[str, Any]:
 
 
 def snapshot_pod(member: StaticMember, namespace: str, helper_image: str, run: Run | None = None,
-                 lease: str | None = None) -> dict[str, Any]:
-    """Init containers ask the member's status and save the snapshot; a helper container serves the file."""
+                 lease: str | None = None, encryption_config: str | None = None) -> dict[str, Any]:
+    """Init containers ask the member's status and save the snapshot; a helper container serves the file.
+
+    `encryption_config`: the API server's encryption config on the node. Copied first (the keys the snapshot's
+    Secrets were written with are the ones configured before it is taken), in this pod, so the snapshot needs
+    no second pod for its fingerprint. A copy that fails is recorded, not fatal (its error file says why)."""
     pod = _pod(member, namespace, "dr-etcd-snapshot", "etcd-snapshot", run, lease, SNAPSHOT_DEADLINE_SECONDS)
     out = {"name": "snapshot", "mountPath": SNAPSHOT_DIR}
     endpoint = [member.client_url]
     pod["spec"]["volumes"].append({"name": "snapshot", "emptyDir": {}})
-    pod["spec"]["initContainers"] = [
+    first: list[dict[str, Any]] = []
+    if encryption_config is not None:
+        directory, name = posixpath.split(encryption_config)
+        pod["spec"]["volumes"].append(host_path_volume("encryption-config", directory))
+        first = [{"name": ENCRYPTION_INIT, "image": helper_image, "imagePullPolicy": "IfNotPresent",
+                  "command": ["sh", "-c", f"cp {shlex.quote(posixpath.join(ENCRYPTION_DIR, name))} {ENCRYPTION_COPY} "
+                                          f"2>{ENCRYPTION_COPY}.error || true"],
+                  "volumeMounts": [out, {"name": "encryption-config", "mountPath": ENCRYPTION_DIR,
+                                         "readOnly": True}]}]
+    pod["spec"]["initContainers"] = [*first,
         # First, so a member that is down or refuses our certificate fails before a snapshot is attempted,
         # and so the manifest can record the member's ID, version and revision (read from this log).
         _member_status(member),

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from kubectl_dr import cleanup, units
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.etcd import etcdctl, membership, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
@@ -186,12 +186,15 @@ class Replacement:
     namespace: str
     run: Run
     helper_image: str
-    confirm: Callable[[str], None]
+    console: Console
     manifests_dir: str = DEFAULT_MANIFESTS_DIR
     timeout: float = 600.0
-    heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(message))
+    heartbeat: Heartbeat = field(init=False)
     _steps: list[cleanup.UndoStep] = field(default_factory=list)
     _pods: list[pods.HelperPod] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.heartbeat = Heartbeat(self.console.warn)
 
     @property
     def manifest_path(self) -> str:
@@ -207,14 +210,14 @@ class Replacement:
             try:
                 doc = podspec.status_pod(member, self.namespace, self.run)
                 doc["metadata"]["labels"][pods.LABEL_PURPOSE] = PURPOSE
-                pod = podrun.start(self.kube, doc, member, "etcd member replace")
+                pod = podrun.start(self.kube, doc, member, "etcd member replace", console=self.console)
                 self._pods.append(pod)
                 return Etcdctl(self.kube, pod, member)
             except MemberError as exc:
                 if exc.fatal:
                     raise
                 failures.append(exc)
-                message(f"warning: cannot ask etcd from node {member.node}: {exc.message}")
+                self.console.warn(f"cannot ask etcd from node {member.node}: {exc.message}")
         if not failures:
             raise EtcdError(f"no etcd member runs on a node other than {avoid}: a single-member etcd cannot be "
                             "repaired by replacing its member", hint="Restore it from a snapshot instead.")
@@ -223,7 +226,7 @@ class Replacement:
     def _host(self, mounts: list[HostMount]) -> HostPod:
         pod = start_host_pod(self.kube, node=self.node, namespace=self.namespace, mounts=mounts,
                              image=self.helper_image, purpose=PURPOSE, run=self.run,
-                             heartbeat=self.heartbeat)
+                             heartbeat=self.heartbeat, console=self.console)
         self._pods.append(pod.helper)
         return pod
 
@@ -243,7 +246,8 @@ class Replacement:
         for pod in found.get("items") or []:
             meta = pod.get("metadata") or {}
             if (meta.get("labels") or {}).get(RUN_ID_LABEL) != self.run.id:
-                message(f"deleting pod {self.namespace}/{meta.get('name')} of an earlier replacement run that is gone")
+                self.console.say(f"deleting pod {self.namespace}/{meta.get('name')} of an earlier replacement run "
+                                 "that is gone")
                 pods.HelperPod(self.kube, self.namespace, str(meta.get("name"))).delete(wait=True)
 
     # --- planning ------------------------------------------------------------------------------------
@@ -296,11 +300,11 @@ class Replacement:
                 resumed = False
             else:
                 resumed = True
-                message(f"resuming the replacement of etcd member {journal.data['name']} on node {self.node} "
+                self.console.say(f"resuming the replacement of etcd member {journal.data['name']} on node {self.node} "
                         f"(run {journal.data.get('runID')}, last step done: {journal.step})")
             self._lease(str(journal.data["name"]), f"etcd member {journal.data['name']}")
             # Ctrl-C or SIGTERM unwinds through the cleanup stack, not through the DrError below: say it there.
-            resume_note = stack.push("say how to go on", lambda: message(
+            resume_note = stack.push("say how to go on", lambda: self.console.say(
                 f"the replacement on node {self.node} stopped after step {journal.step if journal else '?'}; its "
                 f"journal is {JOURNAL} on the node: run `kubectl dr etcd member replace {self.node}` again to resume"))
             try:
@@ -356,12 +360,13 @@ class Replacement:
         check = membership.check_quorum(members, healthy, old.id, target.name)
         version = (ctl.status(ctl.member.client_url) or {}).get("version") or ""
         learner = _has_learners(str(version))
-        message(f"etcd member {target.name} ({old.id}) on node {self.node} is "
+        self.console.say(f"etcd member {target.name} ({old.id}) on node {self.node} is "
                 f"{'healthy' if old.id in healthy else 'not healthy'}; without it the cluster has "
                 f"{count(check.after_removal, 'voting member')}, {len(check.healthy_others)} healthy "
                 f"(quorum {check.needed})")
         aside = membership.aside_name(data_dir, self.run.id)
-        self.confirm(f"replace the etcd member {target.name} on node {self.node} (its data dir {data_dir} is kept as "
+        self.console.confirm(f"replace the etcd member {target.name} on node {self.node} (its data dir {data_dir} is "
+                             "kept as "
                      f"{aside})")
         files.mkdir(JOURNAL_DIR)
         journal = Journal({"version": 1, "runID": self.run.id, "node": self.node, "name": target.name,
@@ -393,7 +398,7 @@ class Replacement:
         deadline = time.monotonic() + self.timeout
         if not j.reached("stopped"):
             mirror = f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods/etcd-{self.node}"
-            message(f"stopping etcd member {name}: moving {self.manifest_path} to {PARKED}")
+            self.console.say(f"stopping etcd member {name}: moving {self.manifest_path} to {PARKED}")
             if files.exists(self.manifest_path):
                 files.rename(self.manifest_path, PARKED)
             j.mark(files, "stopped")
@@ -402,7 +407,7 @@ class Replacement:
         if not j.reached("removed"):
             members = ctl.members()
             if any(m.id == d["oldID"] for m in members):
-                message(f"removing member {name} ({d['oldID']}) from etcd")
+                self.console.say(f"removing member {name} ({d['oldID']}) from etcd")
                 ctl.must([ctl.member.client_url], "member", "remove", str(d["oldID"]))
             j.mark(files, "removed")
         if not j.reached("moved-aside"):
@@ -412,7 +417,7 @@ class Replacement:
                 moved: str | None = None
                 if host.exists(data_dir):
                     if not host.exists(aside):
-                        message(f"keeping the old data dir {data_dir} of {name} as {aside}")
+                        self.console.say(f"keeping the old data dir {data_dir} of {name} as {aside}")
                         host.rename(data_dir, aside)
                     moved = aside
                 host.mkdir(data_dir, 0o700)
@@ -426,7 +431,7 @@ class Replacement:
                 args = ["member", "add", name, f"--peer-urls={','.join(peers)}", "-w", "json"]
                 if d.get("learner"):
                     args.insert(3, "--learner")
-                message(f"adding {name} back to etcd{' as a learner' if d.get('learner') else ''}")
+                self.console.say(f"adding {name} back to etcd{' as a learner' if d.get('learner') else ''}")
                 added = json.loads(ctl.must([ctl.member.client_url], *args) or b"{}")
                 new_id = f"{int((added.get('member') or {}).get('ID', 0)):x}"
             else:
@@ -441,7 +446,7 @@ class Replacement:
             doc = membership.set_flags(yaml.safe_load(original), {
                 "initial-cluster-state": "existing",
                 "initial-cluster": membership.initial_cluster(members, name, peers)})
-            message(f"starting {name} with --initial-cluster-state=existing")
+            self.console.say(f"starting {name} with --initial-cluster-state=existing")
             files.write(self.manifest_path, yaml.safe_dump(doc, sort_keys=False).encode(), mode=0o600)
             j.mark(files, "started")
             self._wait_running(membership.command_of(doc), "the kubelet to start the new etcd pod", deadline)
@@ -452,7 +457,8 @@ class Replacement:
             original = files.read(PARKED)
             current = files.read(self.manifest_path)
             if original is not None and current != original:
-                message(f"putting the original {self.manifest_path} back (etcd ignores --initial-cluster* now that "
+                self.console.say(f"putting the original {self.manifest_path} back (etcd ignores --initial-cluster* "
+                                 "now that "
                         "its data dir exists)")
                 files.write(self.manifest_path, original, mode=0o600)
             if original is not None:
@@ -495,12 +501,12 @@ class Replacement:
                 return
             ok, _, err = ctl([ctl.member.client_url], "member", "promote", new_id)
             if ok:
-                message(f"promoted {name} ({new_id}) to a voting member")
+                self.console.say(f"promoted {name} ({new_id}) to a voting member")
                 return
             if NOT_IN_SYNC not in err and "not started" not in err:
                 raise EtcdError(f"etcdctl member promote {new_id} failed: {err[-800:]}")
             if not said:
-                message(f"waiting for learner {name} to catch up with the leader")
+                self.console.say(f"waiting for learner {name} to catch up with the leader")
                 said = True
             if time.monotonic() > deadline:
                 raise EtcdError(f"learner {name} did not catch up within {units.duration(self.timeout)}: {err[-300:]}",
@@ -516,7 +522,7 @@ class Replacement:
         self._wait(ok, "every etcd member to be healthy", deadline)
 
     def _wait(self, done: Callable[[], bool], what: str, deadline: float) -> None:
-        message(f"waiting for {what}")
+        self.console.say(f"waiting for {what}")
         while not done():
             self.heartbeat.check()
             if time.monotonic() > deadline:

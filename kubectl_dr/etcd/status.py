@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.etcd import etcdctl, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import Alarm, ClusterStatus, EndpointInfo, MemberInfo
@@ -13,25 +13,26 @@ from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
 from kubectl_dr.kube.client import Kube
 
 
-def via_pod(kube: Kube, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:
+def via_pod(kube: Kube, topology: Discovered, namespace: str, console: Console, node: str | None = None,
+            ) -> ClusterStatus:
     """Ask from a pod on a control-plane node; if that member cannot be used, from the next one."""
     failures: list[MemberError] = []
     candidates = topology.candidates(node)
     for index, member in enumerate(candidates):
         try:
-            return _from_member(kube, member, namespace)
+            return _from_member(kube, member, namespace, console)
         except MemberError as exc:
             if exc.fatal:
                 raise
             failures.append(exc)
             if index + 1 < len(candidates):  # the last failure is the error itself
-                message(f"warning: cannot ask etcd from node {member.node}: {exc.message}")
+                console.warn(f"cannot ask etcd from node {member.node}: {exc.message}")
     raise all_members_failed("etcd status", failures)
 
 
-def _from_member(kube: Kube, member: StaticMember, namespace: str) -> ClusterStatus:
-    message(f"asking etcd from a pod on node {member.node}")
-    pod = podrun.start(kube, podspec.status_pod(member, namespace), member, "etcd status")
+def _from_member(kube: Kube, member: StaticMember, namespace: str, console: Console) -> ClusterStatus:
+    console.say(f"asking etcd from a pod on node {member.node}")
+    pod = podrun.start(kube, podspec.status_pod(member, namespace), member, "etcd status", console=console)
     try:
         def ask(endpoints: list[str], *args: str) -> tuple[bool, bytes, bytes]:
             result, out = podrun.run(kube, pod, podspec.STATUS_CONTAINER, etcdctl.command(member, endpoints, *args))

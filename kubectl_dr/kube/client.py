@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,7 +23,8 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
-from kubectl_dr.errors import ApiError, ConfigError, DrError, ServerUnreachable, UnauthorizedError
+from kubectl_dr.errors import ApiError, ConfigError, DrError, ServerTimeout, ServerUnreachable, UnauthorizedError
+from kubectl_dr.kube import trace
 from kubectl_dr.kube.kubeconfig import ResolvedConfig
 
 T = TypeVar("T")
@@ -44,13 +46,6 @@ class Kube:
     def host(self) -> str:
         parsed = urlparse(self.resolved.server)
         return parsed.netloc or self.resolved.server
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call a generated API method with the request timeout, translating every failure."""
-        if self.request_timeout and "_request_timeout" not in kwargs:
-            kwargs["_request_timeout"] = self.request_timeout
-        with translate_errors(self.host):
-            return fn(*args, **kwargs)
 
     def request(
         self,
@@ -75,13 +70,24 @@ class Kube:
             method=method, resource_path=path, query_params=pairs or None, header_params=headers, body=body,
             auth_settings=["BearerToken"],
         )
-        with translate_errors(self.host):
-            response = self.api.call_api(method_, url, header_params, body_, post_params,
-                                         _request_timeout=self.request_timeout)
-            data = response.read()
-            if not 200 <= response.status <= 299:
-                raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+        trace.pod_body(body)
+        data = self._send(method_, url, header_params, body_, post_params)
         return json.loads(data) if data else None
+
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Any, post: Any) -> bytes:
+        """One request on the wire: errors translated, and traced at -v6 (verb, URL, status, time)."""
+        started, status = time.monotonic(), None
+        try:
+            with translate_errors(self.host):
+                response = self.api.call_api(method, url, headers, body, post, _request_timeout=self.request_timeout)
+                status = response.status
+                data: bytes = response.read()
+                if not 200 <= response.status <= 299:
+                    raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"),
+                                                     data=None)
+            return data
+        finally:
+            trace.request(method, url, status, started)
 
     def text(self, path: str, **query: Any) -> str:
         """GET a plain-text answer (pod logs); errors translated like every other call."""
@@ -90,13 +96,7 @@ class Kube:
             method="GET", resource_path=path, query_params=pairs or None, header_params={"Accept": "*/*"},
             auth_settings=["BearerToken"],
         )
-        with translate_errors(self.host):
-            response = self.api.call_api(method_, url, header_params, body_, post_params,
-                                         _request_timeout=self.request_timeout)
-            data: bytes = response.read()
-            if not 200 <= response.status <= 299:
-                raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
-        return data.decode(errors="replace")
+        return self._send(method_, url, header_params, body_, post_params).decode(errors="replace")
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query)
@@ -224,8 +224,7 @@ def _unreachable(host: str, exc: BaseException) -> DrError:
         if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
             return ServerUnreachable(host)
         if isinstance(cause, ReadTimeoutError):
-            return DrError(f"the server {host} did not answer in time (request timeout)",
-                           hint="Raise --request-timeout, or check the API server's health.")
+            return ServerTimeout(host)
         cause = cause.__cause__ or cause.__context__ or getattr(cause, "reason", None)
         if cause is exc:
             break

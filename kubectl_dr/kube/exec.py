@@ -34,6 +34,7 @@ import certifi
 from websocket import ABNF, WebSocket, WebSocketConnectionClosedException, WebSocketException
 
 from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.kube import trace
 from kubectl_dr.kube.client import Kube, translate_errors
 
 _c_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None
@@ -488,13 +489,19 @@ def open_exec(
         method="GET", resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query_params=query,
         header_params={}, auth_settings=["BearerToken"],
     )
+    trace.script(f"exec in {target}" + (f" container {container}" if container else ""), command)
+    started, status = time.monotonic(), None
     try:
         with translate_errors(kube.host):
             ws = _connect(kube.api.configuration, url, {k.lower(): v for k, v in headers.items()}, offered, timeouts)
+        status = ws.getstatus()
     except WebSocketException as exc:
+        status = getattr(exc, "status_code", None)
         raise _upgrade_error(exc, target) from None
     except OSError as exc:  # includes socket timeouts
         raise DrError(f"exec in {target}: cannot connect to the API server: {exc}") from None
+    finally:
+        trace.request("GET", url, status, started)
     protocol = ws.getsubprotocol() or ""
     if protocol not in (V5, V4):
         ws.close()

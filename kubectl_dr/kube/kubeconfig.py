@@ -94,6 +94,13 @@ def config_paths(overrides: Overrides, env: Mapping[str, str]) -> tuple[list[Pat
     return [home / ".kube" / "config"], False
 
 
+def names(overrides: Overrides, section: str, env: Mapping[str, str]) -> list[str]:
+    """The names of the kubeconfig's contexts, clusters or users (``section``), as kubectl merges its files."""
+    paths, _ = config_paths(overrides, env)
+    merged = merge([(p, _load_file(p)) for p in paths if p.exists()])
+    return [str(e["name"]) for e in merged.get(section) or [] if isinstance(e, dict) and e.get("name")]
+
+
 def merge(files: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     merged: dict[str, Any] = {"clusters": [], "contexts": [], "users": [], "current-context": ""}
     for _path, data in files:

@@ -50,6 +50,40 @@ def managed_labels(purpose: str) -> dict[str, str]:
     return {LABEL_MANAGED: MANAGED_BY, LABEL_PURPOSE: purpose}
 
 
+def pod_manifest(name: str, namespace: str, *, purpose: str, containers: list[dict[str, Any]],
+                 node: str | None = None, volumes: list[dict[str, Any]] | None = None,
+                 labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+                 deadline: int | None = None, **spec: Any) -> dict[str, Any]:
+    """The one Pod manifest of every helper pod: ours by label, no service-account token, no service links,
+    gone at once when deleted, never restarted, and ended by the kubelet after `deadline` seconds even if the
+    run that made it was killed. Pinned to `node`, it tolerates every taint: a NotReady node (its etcd is why)
+    taints itself NoExecute and the pod must run there anyway. `spec` adds fields (hostNetwork, initContainers,
+    securityContext …)."""
+    body: dict[str, Any] = {
+        "restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 1,
+    }
+    if deadline is not None:
+        body["activeDeadlineSeconds"] = deadline
+    if node is not None:
+        body["nodeName"] = node
+        body["tolerations"] = [{"operator": "Exists"}]
+    body.update(spec)
+    body["volumes"] = list(volumes or [])
+    body["containers"] = containers
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {**managed_labels(purpose), **(labels or {})}, "annotations": dict(annotations or {})},
+        "spec": body,
+    }
+
+
+def host_path_volume(name: str, path: str, kind: str = "Directory") -> dict[str, Any]:
+    """A node directory as a volume; `Directory`: a path that is not there is a finding, not something to make."""
+    return {"name": name, "hostPath": {"path": path, "type": kind}}
+
+
 class PodStartError(DrError):
     """The helper pod cannot run; the message says why in the cluster's own words."""
 

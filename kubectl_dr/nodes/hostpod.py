@@ -21,7 +21,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -75,36 +75,14 @@ def manifest(node: str, namespace: str, mounts: list[HostMount], *, image: str, 
         kind = "DirectoryOrCreate" if mount.create else "Directory"
         volumes.append({"name": name, "hostPath": {"path": mount.host_path, "type": kind}})
         volume_mounts.append({"name": name, "mountPath": mount.mount_path, "readOnly": mount.read_only})
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pods.pod_name(f"dr-{purpose}", node),
-            "namespace": namespace,
-            "labels": {**pods.managed_labels(purpose), **run.labels()},
-            "annotations": run.annotations(lease),
-        },
-        "spec": {
-            "nodeName": node,
-            "activeDeadlineSeconds": DEADLINE_SECONDS,
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 1,
-            # A NotReady node (its etcd is why) taints itself NoExecute: the pod must run there anyway.
-            "tolerations": [{"operator": "Exists"}],
-            # Root: the files it reads and writes are root's (0600 keys, 0700 data dirs).
-            "securityContext": {"runAsUser": 0, "runAsGroup": 0},
-            "volumes": volumes,
-            "containers": [{
-                "name": CONTAINER,
-                "image": image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", dead_man_script(ALIVE, pod_grace_seconds())],
-                "volumeMounts": volume_mounts,
-            }],
-        },
-    }
+    # Root: the files it reads and writes are root's (0600 keys, 0700 data dirs).
+    return pods.pod_manifest(
+        pods.pod_name(f"dr-{purpose}", node), namespace, purpose=purpose, node=node, deadline=DEADLINE_SECONDS,
+        labels=run.labels(), annotations=run.annotations(lease), volumes=volumes,
+        securityContext={"runAsUser": 0, "runAsGroup": 0},
+        containers=[{"name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", dead_man_script(ALIVE, pod_grace_seconds())],
+                     "volumeMounts": volume_mounts}])
 
 
 class HostPod:
@@ -226,8 +204,8 @@ class HostPod:
         self.sh(f"rm -f {shlex.quote(self.path(host_path, write=True))}", f"removing {host_path}")
 
 
-def start_host_pod(kube: Kube, *, node: str, namespace: str, mounts: list[HostMount], image: str, purpose: str,
-                   run: Run, heartbeat: Heartbeat, lease: str | None = None) -> HostPod:
+def start_host_pod(kube: Kube, *, console: Console, node: str, namespace: str, mounts: list[HostMount], image: str,
+                   purpose: str, run: Run, heartbeat: Heartbeat, lease: str | None = None) -> HostPod:
     """Create the pod, wait until it runs (or say why it cannot), and keep it alive with the heartbeat.
 
     Its deletion is registered with the command's cleanup stack before anything else happens."""
@@ -235,7 +213,7 @@ def start_host_pod(kube: Kube, *, node: str, namespace: str, mounts: list[HostMo
     what = f"{purpose} (node {node})"
     helper = pods.create(kube, doc, what=what)
     try:
-        pods.wait_running(helper, timeout=180.0, stuck_after=STUCK_AFTER, progress=message)
+        pods.wait_running(helper, timeout=180.0, stuck_after=STUCK_AFTER, progress=console.say)
     except BaseException:
         helper.delete(wait=True, timeout=60)
         raise

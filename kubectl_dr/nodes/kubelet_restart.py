@@ -15,16 +15,16 @@ higher count of the same one), and the Node is Ready again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from kubectl_dr import units
+from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.pods import managed_labels, pod_name
+from kubectl_dr.kube.pods import pod_name
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count
 
@@ -32,7 +32,6 @@ COMMAND = ["chroot", "/host", "systemctl", "restart", "kubelet"]
 PARALLEL = 8
 POD_TIMEOUT = 180.0
 CONFIRM_TIMEOUT = 120.0
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -64,23 +63,16 @@ def _ready(kube: Kube, node: str) -> bool:
 
 
 def _manifest(node: str, namespace: str, image: str, run: Run) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name("dr-kubelet-restart", node), "namespace": namespace,
-                     "labels": {**managed_labels("kubelet-restart"), **run.labels()}, "annotations": run.annotations()},
-        "spec": {
-            "nodeName": node, "restartPolicy": "Never", "activeDeadlineSeconds": 600,
-            "automountServiceAccountToken": False, "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "hostPID": True, "hostNetwork": True, "tolerations": [{"operator": "Exists"}],
-            "volumes": [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}],
-            "containers": [{"name": "restart", "image": image, "imagePullPolicy": "IfNotPresent", "command": COMMAND,
-                            "securityContext": {"privileged": True},
-                            "volumeMounts": [{"name": "host", "mountPath": "/host"}]}],
-        },
-    }
+    return pods.pod_manifest(
+        pod_name("dr-kubelet-restart", node), namespace, purpose="kubelet-restart", node=node, deadline=600,
+        labels=run.labels(), annotations=run.annotations(), hostPID=True, hostNetwork=True,
+        volumes=[pods.host_path_volume("host", "/")],
+        containers=[{"name": "restart", "image": image, "imagePullPolicy": "IfNotPresent", "command": COMMAND,
+                     "securityContext": {"privileged": True},
+                     "volumeMounts": [{"name": "host", "mountPath": "/host"}]}])
 
 
-def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say: Say) -> Restarted:
+def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, console: Console) -> Restarted:
     """One node: the pod runs systemctl, then the new kubelet's Starting event and a Ready Node confirm it."""
     before = _starts(kube, node)
     pod = pods.create(kube, _manifest(node, namespace, image, run), what="kubelet restart")
@@ -111,28 +103,28 @@ def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, say:
                                   f"within {units.duration(CONFIRM_TIMEOUT)}")
 
 
-def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, say: Say) -> list[Restarted]:
+def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, console: Console) -> list[Restarted]:
     """Every node, `PARALLEL` at a time: a kubelet restart leaves the pods running, so nodes need not wait for
     each other (a thousand nodes one by one would take hours)."""
     try:
         nodes = sorted(str(n["metadata"]["name"]) for n in kube.get("/api/v1/nodes").get("items") or [])
     except DrError as exc:
         return [Restarted("*", "failed", f"cannot list the nodes: {exc.message}")]
-    say(f"restarting the kubelet on {count(len(nodes), 'node')}, {PARALLEL} at a time")
+    console.say(f"restarting the kubelet on {count(len(nodes), 'node')}, {PARALLEL} at a time")
     with ThreadPoolExecutor(max_workers=min(PARALLEL, max(len(nodes), 1))) as pool:
-        done = list(pool.map(lambda node: _one(kube, node, namespace, image, run, say), nodes))
+        done = list(pool.map(lambda node: _one(kube, node, namespace, image, run, console), nodes))
     return done
 
 
-def _one(kube: Kube, node: str, namespace: str, image: str, run: Run, say: Say) -> Restarted:
+def _one(kube: Kube, node: str, namespace: str, image: str, run: Run, console: Console) -> Restarted:
     try:
         if not _ready(kube, node):
             skipped = Restarted(node, "skipped", "the Node is not Ready: no kubelet answers there now, and the "
                                                  "one that comes back starts afresh")
-            say(f"node {node}: {skipped.detail}")
+            console.say(f"node {node}: {skipped.detail}")
             return skipped
-        result = restart(kube, node, namespace=namespace, image=image, run=run, say=say)
+        result = restart(kube, node, namespace=namespace, image=image, run=run, console=console)
     except DrError as exc:
         result = Restarted(node, "failed", exc.message)
-    say(f"{'warning: ' if not result.ok else ''}node {node}: {result.detail}")
+    console.say(f"{'warning: ' if not result.ok else ''}node {node}: {result.detail}")
     return result

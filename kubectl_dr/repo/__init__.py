@@ -27,7 +27,7 @@ from kubectl_dr.repo.errors import (
 from kubectl_dr.repo.local import LocalRepository
 from kubectl_dr.repo.location import ENV_VAR, is_s3, resolve_repo_path, resolve_repo_ref
 from kubectl_dr.repo.manifest import API_VERSION, Manifest, Part, Stored
-from kubectl_dr.repo.repository import LATEST, Backup, Leftover, PruneResult, Repository, _utcnow
+from kubectl_dr.repo.repository import LATEST, Backup, Leftover, PruneResult, Repository, utcnow
 from kubectl_dr.repo.retention import Policy, series_key
 from kubectl_dr.repo.writer import BackupWriter, PartWriter
 
@@ -41,7 +41,7 @@ def open_repository(
     recipients: Sequence[str] | None = None,
     identity_files: Sequence[str] | None = None,
     config: Config | None = None,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
     option: str = "--repo",
 ) -> Repository:
     """The repository named by ``ref`` (--repo), else $KUBECTL_DR_REPO, the config file, the XDG default.

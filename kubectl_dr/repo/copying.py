@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from kubectl_dr.console import Console
 from kubectl_dr.repo.crypto import Identity, Recipient
 from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.reading import CHUNK, Progress
@@ -73,3 +75,53 @@ def _present(target: Repository, backup: Backup) -> bool | None:
         raise RepoError(f"{target.backup_location(backup.id)} holds a different backup under the ID {backup.id}",
                         hint="Nothing was overwritten; compare them with kubectl dr backups show.")
     return there.manifest.encryption is not None
+
+
+@dataclass(frozen=True)
+class CopyRow:
+    """One backup of a `backups copy`: what happened to it (copied, copied (encrypted), present, would copy)."""
+
+    id: str
+    result: str
+    location: str
+
+
+@dataclass
+class CopyRun:
+    """Every backup of one `backups copy`, in order, for the command to render."""
+
+    target: str
+    dry_run: bool
+    rows: list[CopyRow]
+
+    @property
+    def copied(self) -> list[str]:
+        return [r.id for r in self.rows if r.result not in ("present",)]
+
+    @property
+    def present(self) -> list[str]:
+        return [r.id for r in self.rows if r.result == "present"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"copied": self.copied, "present": self.present, "dryRun": self.dry_run, "target": self.target}
+
+
+def copy_all(source: Repository, chosen: Sequence[Backup], target: Repository, console: Console, *,
+             dry_run: bool = False) -> CopyRun:
+    """Copy every chosen backup the target does not have yet (a dry run only says which it would), each with
+    a progress display; the target is checked for room first."""
+    if dry_run:
+        there = {b.id for b in chosen if present_in(target, b)}
+        return CopyRun(target.location, True, [
+            CopyRow(b.id, "present" if b.id in there else "would copy", target.backup_location(b.id)) for b in chosen])
+    target.preflight(sum(b.manifest.size for b in chosen))
+    rows: list[CopyRow] = []
+    for b in chosen:
+        with console.progress(f"copy {b.id}", sum(p.stored_size for p in b.manifest.parts)) as bar:
+            result = copy_backup(source, b, target, recipients=target.recipients, progress=bar.advance)
+        if result.status == "present":
+            rows.append(CopyRow(result.id, "present", target.backup_location(result.id)))
+        else:
+            enc = " (encrypted)" if result.encrypted and b.manifest.encryption is None else ""
+            rows.append(CopyRow(result.id, f"copied{enc}", result.location))
+    return CopyRun(target.location, False, rows)

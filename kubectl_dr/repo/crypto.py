@@ -9,7 +9,6 @@ same in reverse.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -343,13 +342,3 @@ class NoMatchingIdentity(CryptoError):
     """None of the identities given opens the file."""
 
 
-def identity_file_hint() -> str:
-    return "age-keygen -o key.txt makes an identity; age-keygen -y key.txt prints its recipient (age1…)."
-
-
-def private_file_mode_ok(path: Path) -> bool:
-    """An identity readable by others deserves a warning, as ssh gives one."""
-    try:
-        return (os.stat(path).st_mode & 0o077) == 0
-    except OSError:
-        return True

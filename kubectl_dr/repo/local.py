@@ -33,7 +33,7 @@ from kubectl_dr.repo.errors import (
     StaleWriterError,
 )
 from kubectl_dr.repo.manifest import MANIFEST_NAME, VERIFICATION_NAME, Manifest
-from kubectl_dr.repo.repository import Backup, Leftover, Repository, _utcnow
+from kubectl_dr.repo.repository import Backup, Leftover, Repository, utcnow
 from kubectl_dr.repo.writer import OWNER_FILE, TEMP_PREFIX, WRITEBACK_STEP, Sink, Staging
 
 DELETING_PREFIX = ".deleting-"
@@ -48,7 +48,7 @@ class LocalRepository(Repository):
     kind = "local"
     remote = False
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], datetime] = _utcnow,
+    def __init__(self, path: Path | str, *, clock: Callable[[], datetime] = utcnow,
                  recipients: Sequence[Recipient | str] = (), identities: Sequence[Identity] = ()) -> None:
         super().__init__(clock=clock, recipients=recipients, identities=identities)
         self._path = Path(path)

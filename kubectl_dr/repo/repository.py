@@ -40,7 +40,7 @@ LATEST = "latest"
 _MAX_COPIES = 10  # copies of one backup in one repository that prune removes in one run
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -94,21 +94,37 @@ class PruneResult:
         return self.leftovers
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What `backups verify` last recorded beside a backup: whether it was intact, when, and what was checked."""
+
+    ok: bool
+    contents_checked: bool
+    verified_at: str
+    problem: str | None = None
+    tool_version: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Verification:
+        """A record read back from the repository (untrusted): a wrong shape is a ValueError, never a guess."""
+        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+            raise ValueError("not a verification record")
+        problem, version = data.get("problem"), data.get("toolVersion")
+        return cls(data["ok"], data.get("contentsChecked") is True, str(data.get("verifiedAt") or ""),
+                   str(problem) if problem is not None else None, str(version) if version is not None else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verifiedAt": self.verified_at, "ok": self.ok, "contentsChecked": self.contents_checked,
+                "problem": self.problem, "toolVersion": self.tool_version}
+
+
 class Repository(ABC):
     """A backup repository. ``open_repository`` returns the right kind for a path or an s3:// URL."""
 
     kind = "abstract"
     remote = False  # off this machine: Secret-bearing backups written there unencrypted need consent
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Repository:
-        # Transition: `Repository(path)` still opens a local repository, as it did before S3 existed.
-        if cls is Repository:
-            from kubectl_dr.repo.local import LocalRepository
-
-            return super().__new__(LocalRepository)
-        return super().__new__(cls)
-
-    def __init__(self, *, clock: Callable[[], datetime] = _utcnow, recipients: Sequence[Recipient | str] = (),
+    def __init__(self, *, clock: Callable[[], datetime] = utcnow, recipients: Sequence[Recipient | str] = (),
                  identities: Sequence[Identity] = ()) -> None:
         self._clock = clock
         self.recipients: tuple[Recipient, ...] = tuple(_recipients(recipients))
@@ -370,18 +386,18 @@ class Repository(ABC):
         with contextlib.suppress(OSError, RepoError):
             self._write_record(backup, (json.dumps(data, indent=2) + "\n").encode())
 
-    def verification(self, backup: Backup) -> dict[str, Any] | None:
-        """The last recorded verification of a backup, if any."""
+    def verification(self, backup: Backup) -> Verification | None:
+        """The last recorded verification of a backup, if any (a record that does not read as one: none)."""
         try:
             raw = self._read_record(backup)
-            return dict(json.loads(raw)) if raw else None
+            return Verification.from_dict(json.loads(raw)) if raw else None
         except (OSError, RepoError, ValueError, TypeError):
             return None
 
     def intact(self, backup: Backup) -> bool:
         """Not found damaged by its last verification, and every part present with its stored size."""
         record = self.verification(backup)
-        if record is not None and record.get("ok") is False:
+        if record is not None and not record.ok:
             return False
         try:
             sizes = self._stored_sizes(backup)

@@ -37,7 +37,7 @@ from kubectl_dr.repo.crypto import Identity, Recipient
 from kubectl_dr.repo.errors import BackupCorruptError, ManifestError, RepoError, StaleWriterError
 from kubectl_dr.repo.local import pid_alive
 from kubectl_dr.repo.manifest import MANIFEST_NAME, VERIFICATION_NAME, Manifest
-from kubectl_dr.repo.repository import Backup, Leftover, Repository, _utcnow
+from kubectl_dr.repo.repository import Backup, Leftover, Repository, utcnow
 from kubectl_dr.repo.s3client import S3Location, S3Settings, is_not_found, make_client, translate
 from kubectl_dr.repo.writer import OWNER_FILE, Sink, Staging
 
@@ -70,7 +70,7 @@ class S3Repository(Repository):
     remote = True
 
     def __init__(self, where: S3Location, settings: S3Settings | None = None, *,
-                 clock: Callable[[], datetime] = _utcnow, recipients: Sequence[Recipient | str] = (),
+                 clock: Callable[[], datetime] = utcnow, recipients: Sequence[Recipient | str] = (),
                  identities: Sequence[Identity] = (), client: Any = None) -> None:
         super().__init__(clock=clock, recipients=recipients, identities=identities)
         self.where = where

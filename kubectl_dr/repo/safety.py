@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from kubectl_dr.console import declined, refuse_without_yes
+from kubectl_dr.console import Console
 from kubectl_dr.repo.crypto import Recipient
 from kubectl_dr.repo.repository import Repository
 
@@ -12,22 +12,20 @@ from kubectl_dr.repo.repository import Repository
 SECRET_BEARING_TYPES = frozenset({"etcd-snapshot", "control-plane"})
 
 
-def confirm_plaintext_secrets(repo: Repository, what: str, *, recipients: Sequence[Recipient] | None = None,
-                              yes: bool, ask: Callable[[str], bool] | None) -> None:
+def confirm_plaintext_secrets(repo: Repository, what: str, console: Console, *,
+                              recipients: Sequence[Recipient] | None = None) -> None:
     """Call before writing ``what`` (an etcd snapshot, a control-plane backup: every Secret) to ``repo``.
 
     Encrypted (``recipients``, default the repository's) or local: nothing to ask. Unencrypted to a
-    remote repository: ``--yes``, or a yes typed at ``ask``; without a terminal (``ask`` None) it
-    refuses. Raises DrError when refused, before anything is written or any pod started.
+    remote repository: the console's confirmation (--yes, or a yes typed on a terminal; without one it
+    refuses). Raises DrError when refused, before anything is written or any pod started.
     """
     keys = repo.recipients if recipients is None else recipients
-    if keys or not repo.remote or yes:
+    if keys or not repo.remote:
         return
-    question = f"write {what} unencrypted to the remote repository {repo.location}"
-    hint = ("Encrypt it with --encrypt-to RECIPIENT (an age or SSH public key; or encryption.recipients in the "
-            "kubectl-dr config file), or pass --yes to store it in plain text.")
-    if ask is None:
-        raise refuse_without_yes(question, reason="it holds every Secret of the cluster", hint=hint)
-    if not ask(f"{what[0].upper()}{what[1:]} holds every Secret of the cluster. Write it unencrypted to "
-               f"{repo.location}?"):
-        raise declined(hint)
+    console.confirm(f"write {what} unencrypted to the remote repository {repo.location}",
+                    reason="it holds every Secret of the cluster",
+                    hint=("Encrypt it with --encrypt-to RECIPIENT (an age or SSH public key; or encryption.recipients "
+                          "in the kubectl-dr config file), or pass --yes to store it in plain text."),
+                    prompt=(f"{what[0].upper()}{what[1:]} holds every Secret of the cluster. Write it unencrypted to "
+                            f"{repo.location}?"))

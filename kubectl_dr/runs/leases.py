@@ -74,7 +74,6 @@ class Lease:
         self.dry_run = dry_run
         self.obj: dict[str, Any] | None = None
         self.previous: Holder | None = None  # the dead run we took the lease over from
-        self.previous_renewed: datetime | None = None
         self.held = False
 
     @property
@@ -175,7 +174,6 @@ class Lease:
                 holder = ((existing.get("spec") or {}).get("holderIdentity"))
                 if holder and holder != self.run.holder:
                     self.previous = Holder.parse(str(holder))
-                    self.previous_renewed = parse_time((existing.get("spec") or {}).get("renewTime"))
             self.held = self.dry_run == "none"
             return
         raise DrError(f"the lease {self.namespace}/{self.name} kept changing while kubectl dr tried to take it")

@@ -139,7 +139,7 @@ def on_calendar(expr: str, time_zone: str | None) -> str:
     return f"{dow}{date} {clock}" + (f" {time_zone}" if time_zone else "")
 
 
-def systemd(jobs: list[ClientJob], ctx: Context, time_zone: str | None, user: bool = True) -> dict[str, str]:
+def systemd(jobs: list[ClientJob], time_zone: str | None, user: bool = True) -> dict[str, str]:
     """File name → contents: a oneshot service and its timer per job."""
     if time_zone:
         cron.zone(time_zone)

@@ -24,7 +24,7 @@ from typing import Any
 
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.etcd import etcdctl
-from kubectl_dr.etcd.restore.job import DR_DIR as RESTORE_DIR
+from kubectl_dr.etcd.restore.common import DR_DIR as RESTORE_DIR
 from kubectl_dr.etcd.restore.targets import host_path_of
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, ETCD_SELECTOR, Discovered, StaticMember, parse_flags
 from kubectl_dr.kube.client import Kube
@@ -35,10 +35,8 @@ SCHEDULE_LABEL = "kubectl-dr.io/schedule"
 WHAT_LABEL = "kubectl-dr.io/schedule-kind"
 KEEP_ANNOTATION = "kubectl-dr.io/keep"
 DIR_ANNOTATION = "kubectl-dr.io/snapshot-dir"
-DEFAULT_NAME = "kubectl-dr-etcd-snapshot"
 DEFAULT_DIR = "/var/lib/kubectl-dr/snapshots"
 DEFAULT_HELPER_IMAGE = "busybox"
-DEFAULT_KEEP = 5
 # A run saves, reads back and hashes the database: an hour covers many GB; a hung member fails the run.
 JOB_DEADLINE_SECONDS = 3600
 PURPOSE = "etcd-snapshot-schedule"

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.errors import ApiError, DrError, UsageError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import LABEL_MANAGED, MANAGED_BY
-from kubectl_dr.schedules import cron
-from kubectl_dr.schedules.etcd_job import DIR_ANNOTATION, KEEP_ANNOTATION, SCHEDULE_LABEL, WHAT_LABEL
+from kubectl_dr.schedules import cron, etcd_job
+from kubectl_dr.schedules.etcd_job import (
+    DIR_ANNOTATION,
+    KEEP_ANNOTATION,
+    SCHEDULE_LABEL,
+    WHAT_LABEL,
+    EtcdScheduleSpec,
+)
+from kubectl_dr.session import Session
 
 SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY},{SCHEDULE_LABEL}"
 
@@ -38,6 +44,41 @@ class Created:
     action: str  # created | replaced | (dry run) …
     dry_run: str
     note: str | None = None  # a client dry run's word on what the real run would meet (it changes nothing)
+    spec: EtcdScheduleSpec | None = None  # what an etcd snapshot schedule was made of
+
+
+def create_etcd_snapshot(session: Session, *, name: str, namespace: str, cron_expr: str, keep: int,
+                         time_zone: str | None, nodes: tuple[str, ...], directory: str, helper_image: str,
+                         replace: bool) -> Created:
+    """An etcd snapshot schedule, checked (name, directory, time zone, --keep, the etcd members it may run on)
+    before the CronJob is sent."""
+    from kubectl_dr.etcd import topology
+    from kubectl_dr.etcd.errors import TopologyError
+
+    cron.parse(cron_expr)
+    if time_zone is not None:
+        cron.zone(time_zone)
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1, not {keep}: the snapshot a run just made is always kept")
+    etcd_job.check_name(name)
+    etcd_job.check_directory(directory)
+    kube = session.kube
+    try:
+        found = topology.discover(kube)
+    except TopologyError as exc:
+        exc.hint = ((exc.hint + "\n") if exc.hint else "") + (
+            "A schedule runs on the etcd nodes and needs their static pods (kubeadm's layout). For an etcd this "
+            "cluster does not run, put that command into cron on a machine that reaches it.")
+        raise
+    # Known only now: where this cluster's members keep their data (kubeadm's /var/lib/etcd is checked above).
+    etcd_job.check_directory(directory, etcd_job.member_data_dirs(kube))
+    members = etcd_job.members_for(found, nodes)
+    spec = etcd_job.EtcdScheduleSpec(name=name, namespace=namespace, cron=cron_expr.strip(), keep=keep,
+                                     time_zone=time_zone, nodes=tuple(m.node for m in members),
+                                     directory=directory.rstrip("/") or "/", helper_image=helper_image)
+    created = create(kube, etcd_job.cronjob(spec, members), replace=replace, dry_run=session.dry_run)
+    created.spec = spec
+    return created
 
 
 def create(kube: Kube, manifest: dict[str, Any], *, replace: bool, dry_run: str) -> Created:
@@ -97,13 +138,14 @@ class ScheduleInfo:
     last_schedule: str | None
     last_success: str | None
     next_run: str | None
-    last_job: dict[str, Any] | None = field(default=None)
+    last_job: JobResult | None = field(default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "namespace": self.namespace, "kind": self.what, "schedule": self.cron,
                 "timeZone": self.time_zone, "keep": self.keep, "directory": self.directory, "nodes": self.nodes,
                 "suspended": self.suspended, "active": self.active, "lastScheduleTime": self.last_schedule,
-                "lastSuccessfulTime": self.last_success, "nextRun": self.next_run, "lastJob": self.last_job}
+                "lastSuccessfulTime": self.last_success, "nextRun": self.next_run,
+                "lastJob": self.last_job.to_dict() if self.last_job else None}
 
 
 def _nodes(cj: dict[str, Any]) -> list[str]:
@@ -124,16 +166,31 @@ def _parse(text: str | None) -> dt.datetime | None:
         return None
 
 
-def _job_result(job: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class JobResult:
+    """The newest Job of a schedule: Running, Succeeded or Failed (with the Job's reason and message)."""
+
+    name: str
+    result: str
+    reason: str | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "result": self.result}
+        if self.result == "Failed":
+            out.update(reason=self.reason, message=self.message)
+        return out
+
+
+def _job_result(job: dict[str, Any]) -> JobResult:
     status = job.get("status") or {}
     state = "Running"
     for c in status.get("conditions") or []:
         if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
             state = "Succeeded" if c["type"] == "Complete" else "Failed"
             if c["type"] == "Failed":
-                return {"name": job["metadata"]["name"], "result": state,
-                        "reason": c.get("reason"), "message": c.get("message")}
-    return {"name": job["metadata"]["name"], "result": state}
+                return JobResult(job["metadata"]["name"], state, c.get("reason"), c.get("message"))
+    return JobResult(job["metadata"]["name"], state)
 
 
 def list_schedules(kube: Kube, namespace: str | None, now: dt.datetime | None = None) -> list[ScheduleInfo]:
@@ -168,8 +225,24 @@ def list_schedules(kube: Kube, namespace: str | None, now: dt.datetime | None = 
     return out
 
 
-def delete(kube: Kube, namespace: str, name: str, *, dry_run: str, confirm: Callable[[str], None]) -> dict[str, Any]:
-    """Delete our CronJob (its Jobs and pods go with it) once `confirm` agrees; refuse anything else."""
+@dataclass(frozen=True)
+class Deleted:
+    """A schedule deleted (or that would be): where its snapshots stay on the nodes."""
+
+    name: str
+    namespace: str
+    dry_run: str
+    snapshot_directory: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "ScheduleDeleted", "name": self.name, "namespace": self.namespace, "dryRun": self.dry_run,
+                "snapshotDirectory": self.snapshot_directory}
+
+
+def delete(session: Session, namespace: str, name: str) -> Deleted:
+    """Delete our CronJob (its Jobs and pods go with it) once the console's confirmation agrees; refuse
+    anything else."""
+    kube, dry_run = session.kube, session.dry_run
     try:
         obj: dict[str, Any] = kube.get(_path(namespace, name))
     except ApiError as exc:
@@ -183,8 +256,10 @@ def delete(kube: Kube, namespace: str, name: str, *, dry_run: str, confirm: Call
     if not is_ours(obj):
         raise _not_ours(namespace, name, "deleting")
     if dry_run == "none":
-        confirm(f'delete schedule "{name}" in namespace {namespace} (the CronJob, its Jobs and their pods)')
+        session.console.confirm(f'delete schedule "{name}" in namespace {namespace} (the CronJob, its Jobs and '
+                                "their pods)")
     if dry_run != "client":
         kube.request("DELETE", _path(namespace, name), body={"propagationPolicy": "Background"},
                      query={"dryRun": "All"} if dry_run == "server" else None)
-    return obj
+    notes = (obj.get("metadata") or {}).get("annotations") or {}
+    return Deleted(name, namespace, dry_run, notes.get(DIR_ANNOTATION))

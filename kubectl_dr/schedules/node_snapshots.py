@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_dr import cleanup, units
-from kubectl_dr.console import ProgressFactory, counted
-from kubectl_dr.console import say_on_stderr as message
+from kubectl_dr.console import Console, counted
 from kubectl_dr.errors import VerificationError
-from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, _details, _image_version
+from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult, manifest_details
+from kubectl_dr.etcd.snapshot_exposure import image_version
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube import pods
@@ -40,6 +40,7 @@ from kubectl_dr.repo import Repository
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
 from kubectl_dr.runs.heartbeat import pod_grace_seconds
 from kubectl_dr.schedules import scripts
+from kubectl_dr.session import Session
 
 READER_PURPOSE = "etcd-snapshots-reader"
 MOUNT = "/snapshots"
@@ -104,25 +105,14 @@ def reader_pod(node: str, directory: str, namespace: str, run: Run, image: str) 
     # Ends itself once nobody touched the alive file for `grace` seconds (a killed run leaves nothing).
     script = (f"touch {ALIVE_DIR}/beat\nwhile :; do\n  age=$(( $(date +%s) - $(stat -c %Y {ALIVE_DIR}/beat) ))\n"
               f"  [ \"$age\" -lt {grace} ] || exit 0\n  sleep 2 & wait $!\ndone\n")
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pods.pod_name("dr-etcd-snapshots", node), "namespace": namespace,
-                     "labels": {**pods.managed_labels(READER_PURPOSE), **run.labels()},
-                     "annotations": run.annotations()},
-        "spec": {
-            "nodeName": node, "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "activeDeadlineSeconds": READER_DEADLINE_SECONDS, "tolerations": [{"operator": "Exists"}],
-            "volumes": [{"name": "snapshots", "hostPath": {"path": directory, "type": "Directory"}},
-                        {"name": "alive", "emptyDir": {}}],
-            "containers": [{
-                "name": READER_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "snapshots", "mountPath": MOUNT, "readOnly": True},
-                                 {"name": "alive", "mountPath": ALIVE_DIR}],
-            }],
-        },
-    }
+    return pods.pod_manifest(
+        pods.pod_name("dr-etcd-snapshots", node), namespace, purpose=READER_PURPOSE, node=node,
+        deadline=READER_DEADLINE_SECONDS, labels=run.labels(), annotations=run.annotations(),
+        volumes=[pods.host_path_volume("snapshots", directory), {"name": "alive", "emptyDir": {}}],
+        containers=[{"name": READER_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", script],
+                     "volumeMounts": [{"name": "snapshots", "mountPath": MOUNT, "readOnly": True},
+                                      {"name": "alive", "mountPath": ALIVE_DIR}]}])
 
 
 @dataclass
@@ -135,19 +125,20 @@ class Reader:
 class Readers:
     """One reader pod per (node, directory), started together, removed however the command ends."""
 
-    def __init__(self, kube: Kube, namespace: str, run: Run, image: str) -> None:
-        self.kube, self.namespace, self.run, self.image = kube, namespace, run, image
+    def __init__(self, session: Session, namespace: str, image: str) -> None:
+        self.kube, self.namespace, self.run, self.image = session.kube, namespace, session.run, image
+        self.console = session.console
         self.readers: list[Reader] = []
         self.missing: list[tuple[str, str]] = []
         self.unreachable: list[tuple[str, str, pods.PodStartError]] = []
-        self.heartbeat = Heartbeat(message)
+        self.heartbeat = Heartbeat(self.console.warn)
 
     def start(self, places: list[tuple[str, str]]) -> None:
         started = [(node, d, pods.create(self.kube, reader_pod(node, d, self.namespace, self.run, self.image),
                                          what="etcd snapshots reader")) for node, d in places]
         for node, directory, pod in started:
             try:
-                pods.wait_running(pod, timeout=180, stuck_after=8, progress=_unless_no_directory)
+                pods.wait_running(pod, timeout=180, stuck_after=8, progress=self._unless_no_directory)
             except _NoDirectory:
                 # No schedule has written there yet: the normal first state, not the kubelet's failure to report.
                 pod.delete(wait=True, timeout=60)
@@ -160,13 +151,20 @@ class Readers:
                     continue
                 # A node that is down must not keep the others' snapshots from being read: that is when
                 # they matter most. Said, recorded, and fatal only when no node could be read at all.
-                message(f"warning: cannot read {directory} on node {node}: {exc.message}")
+                self.console.warn(f"cannot read {directory} on node {node}: {exc.message}")
                 self.unreachable.append((node, directory, exc))
                 continue
             self.heartbeat.add(f"pod {pod.name}", _toucher(self.kube, pod))
             self.readers.append(Reader(node, directory, pod))
         if self.unreachable and not self.readers:
             raise self.unreachable[0][2]
+
+    def _unless_no_directory(self, text: str) -> None:
+        """Progress, except the kubelet's FailedMount for a directory no schedule has made yet: that ends the
+        wait."""
+        if _no_directory(text):
+            raise _NoDirectory(text)
+        self.console.say(text)
 
     def close(self) -> None:
         self.heartbeat.stop()
@@ -180,13 +178,6 @@ class _NoDirectory(Exception):
 
 def _no_directory(text: str) -> bool:
     return "hostPath type check failed" in text and "is not a directory" in text
-
-
-def _unless_no_directory(text: str) -> None:
-    """Progress, except the kubelet's FailedMount for a directory no schedule has made yet: that ends the wait."""
-    if _no_directory(text):
-        raise _NoDirectory(text)
-    message(text)
 
 
 def _toucher(kube: Kube, pod: pods.HelperPod) -> Callable[[], None]:
@@ -308,9 +299,9 @@ def _known(repo: Repository) -> dict[str, str]:
     return out
 
 
-def list_snapshots(kube: Kube, topology: Discovered, *, namespace: str, run: Run, directories: list[str],
+def list_snapshots(session: Session, topology: Discovered, *, namespace: str, directories: list[str],
                    nodes: list[str] | None, image: str, repo: Repository | None = None) -> NodeListing:
-    readers = Readers(kube, namespace, run, image)
+    readers = Readers(session, namespace, image)
     step = cleanup.current().push("delete the reader pods", readers.close)
     try:
         readers.start(_places(topology, nodes, directories))
@@ -350,13 +341,14 @@ def pull_lease_name(repo: Repository) -> str:
     return lease_name("etcd-pull", hashlib.sha256(repo.location.encode()).hexdigest()[:16])
 
 
-def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, run: Run, directories: list[str],
-         nodes: list[str] | None, image: str, progress: ProgressFactory | None = None) -> PullResult:
-    lease = Lease(kube, namespace, pull_lease_name(repo), run, what=f"pulls into {repo.location}")
+def pull(session: Session, topology: Discovered, repo: Repository, *, namespace: str, directories: list[str],
+         nodes: list[str] | None, image: str) -> PullResult:
+    kube, console = session.kube, session.console
+    lease = Lease(kube, namespace, pull_lease_name(repo), session.run, what=f"pulls into {repo.location}")
     lease.acquire()  # LeaseHeld names the other pull's host, pid and run
     stack = cleanup.current()
     release = stack.push(f"release the lease {lease.name}", lease.release)
-    readers = Readers(kube, namespace, run, image)
+    readers = Readers(session, namespace, image)
     readers.heartbeat.hold(lease)
     step = stack.push("delete the reader pods", readers.close)
     try:
@@ -369,13 +361,13 @@ def pull(kube: Kube, topology: Discovered, repo: Repository, *, namespace: str, 
         for snap in sorted(found, key=lambda s: (s.taken_at or "", s.node, s.file)):
             if not snap.complete:
                 result.incomplete.append(snap)
-                message(f"warning: skipping {snap.path} on node {snap.node}: {snap.problem}")
+                console.warn(f"skipping {snap.path} on node {snap.node}: {snap.problem}")
                 continue
             if snap.sha256 in known:
                 result.already.append((snap, known[snap.sha256 or ""]))
                 continue
             reader = by_node[snap.node + "\0" + snap.directory]
-            pulled = _pull_one(kube, topology, repo, reader, snap, progress)
+            pulled = _pull_one(kube, console, topology, repo, reader, snap)
             if pulled is None:
                 result.vanished.append(snap)
                 continue
@@ -406,14 +398,14 @@ def _remote_sha(kube: Kube, reader: Reader, snap: NodeSnapshot) -> tuple[int, st
     return int(out[0]), out[1]
 
 
-def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader,
-              snap: NodeSnapshot, progress: ProgressFactory | None = None) -> SnapshotResult | None:
+def _pull_one(kube: Kube, console: Console, topology: Discovered, repo: Repository, reader: Reader,
+              snap: NodeSnapshot) -> SnapshotResult | None:
     started = time.monotonic()
     where = f"{snap.path} on node {snap.node}"
     remote = _remote_sha(kube, reader, snap)
     if remote is None:
         # A schedule run's retention removed it after we listed it: there are newer ones.
-        message(f"warning: {where} was removed since the listing (by the schedule's retention); skipped")
+        console.warn(f"{where} was removed since the listing (by the schedule's retention); skipped")
         return None
     size, digest = remote
     if size != snap.size or digest != snap.sha256:
@@ -423,16 +415,16 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
                                      "look at it before trusting it.")
     member_obj = next((m for m in topology.members if m.node == snap.node), None)
     member_name = member_obj.name if member_obj else snap.node
-    message(f"pulling {where} ({units.size(size)}, taken {snap.taken_at})")
+    console.say(f"pulling {where} ({units.size(size)}, taken {snap.taken_at})")
     taken = _parse_time(snap.taken_at)
     source = {"cluster": kube.resolved.server, "node": snap.node, "member": member_name}
-    cluster = identity_for_backup(kube, message)
+    cluster = identity_for_backup(kube, console.say)
     with repo.create(BACKUP_TYPE, source, name_hint=snap.node, created_at=taken, cluster=cluster) as writer:
         part = writer.open_part(PART_NAME, keep_local=True, size_hint=size)
         copy_started = time.monotonic()
         stream = open_exec(kube, reader.pod.namespace, reader.pod.name, ["cat", f"{MOUNT}/{snap.file}"],
                            container=READER_CONTAINER, timeouts=Timeouts())
-        with counted(part.write, progress, f"pull {snap.node}:{snap.file}", size) as write:
+        with counted(part.write, console.progress, f"pull {snap.node}:{snap.file}", size) as write:
             exec_result = stream.run(stdout=write)
         written = part.close()
         exec_result.check(f"streaming {where}")
@@ -446,7 +438,7 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
             raise VerificationError(f"{where}: the database's revision is {status.revision}, etcdctl on the node "
                                     f"read {snap.revision}; nothing was kept")
         member: dict[str, Any] = {"name": member_name, "node": snap.node, "image": snap.image,
-                                  "version": _image_version(snap.image or "") or snap.etcdctl_version,
+                                  "version": image_version(snap.image or "") or snap.etcdctl_version,
                                   "id": snap.member_id, "clusterID": snap.cluster_id}
         if member_obj is not None:
             member["endpoint"] = member_obj.client_url
@@ -455,8 +447,8 @@ def _pull_one(kube: Kube, topology: Discovered, repo: Repository, reader: Reader
                  "image": snap.image, "pod": f"{reader.pod.namespace}/{reader.pod.name}",
                  "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3), "remoteSha256": digest,
                               "remoteSize": size}}
-        manifest = writer.commit(_details(status, {k: v for k, v in member.items() if v is not None}, extra))
-    message(f"  saved as {manifest.id}")
+        manifest = writer.commit(manifest_details(status, {k: v for k, v in member.items() if v is not None}, extra))
+    console.say(f"  saved as {manifest.id}")
     return SnapshotResult(manifest, repo.backup_location(manifest.id), status, time.monotonic() - started,
                           repo.location)
 

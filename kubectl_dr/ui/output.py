@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, TextIO
 
 from kubectl_dr.console import say_on_stderr
 from kubectl_dr.units import count
 
-__all__ = ["Tabular", "count", "emit", "message", "render_data", "render_fields", "render_table", "show"]
+__all__ = ["Tabular", "count", "emit", "message", "render_data", "render_fields", "render_table", "show", "write_bytes"]
 
 
 class Tabular(Protocol):
@@ -68,6 +68,14 @@ def show(result: Tabular, fmt: str, *, data: dict[str, Any] | None = None, out: 
     the command added) for -o json|yaml."""
     emit(result.to_dict() if data is None else data, fmt, table=render_table(result.columns(), result.rows()),
          out=out)
+
+
+def write_bytes(pieces: Iterable[bytes]) -> None:
+    """A file's bytes to stdout as they come (`backups cat`): one piece in memory at a time."""
+    out = sys.stdout.buffer
+    for piece in pieces:
+        out.write(piece)
+    out.flush()
 
 
 def message(text: str) -> None:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from kubectl_dr import units
+from kubectl_dr.ui.terminals import is_terminal
 
 INTERVAL_VARIABLE = "KUBECTL_DR_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 10.0
@@ -39,11 +40,13 @@ class Transfer:
     """`with Transfer("backup shop/data", total) as t: t.advance(n)`; total may be an estimate or None."""
 
     def __init__(self, description: str, total: int | None, *, stream: TextIO | None = None,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None, bar: bool | None = None) -> None:
         self.description = description
         self.total = total
         self.done = 0
         self.stream = stream or sys.stderr
+        # The console says whether stderr is a terminal (read once per command); standalone, ask the stream.
+        self.bar = is_terminal(self.stream) if bar is None else bar
         self.interval = interval if interval is not None else interval_from_environment()
         self._lock = threading.Lock()
         self._start = time.monotonic()
@@ -63,7 +66,7 @@ class Transfer:
 
     def __enter__(self) -> Transfer:
         self._start = self._last_line = time.monotonic()
-        if self.stream.isatty():
+        if self.bar:
             self._rich = _rich_progress(self.stream)
             self._rich.start()
             self._task = self._rich.add_task(self.description, total=self.total)

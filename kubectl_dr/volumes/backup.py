@@ -26,7 +26,7 @@ from kubectl_dr.errors import DrError, Interrupted, VerificationError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import BackupWriter, Manifest, Repository
-from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
 from kubectl_dr.volumes import entries as entries_module
 from kubectl_dr.volumes import rescue_pod, scripts, transfer
@@ -52,7 +52,6 @@ class BackupOptions:
     name: str | None = None
     quiesce: bool = False
     skip_unreadable: bool = False
-    dry_run: str = "none"
 
 
 @dataclass
@@ -134,14 +133,15 @@ class BackupResult:
                  size(data.size), data.sha256[:16]]]
 
 
-def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run: Run) -> BackupResult | BackupPlan:
+def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult | BackupPlan:
+    kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
     say_plan(console, access)
-    if opts.dry_run == "client":
-        claim_lease(kube, access, run, "client").acquire()  # says who holds it, writes nothing
+    if dry_run == "client":
+        claim_lease(kube, access, session.run, "client").acquire()  # says who holds it, writes nothing
         return BackupPlan(access, repo.location, "client")
-    with Exposure(kube, access, run, console, opts.image, "pvc-backup", dry_run=opts.dry_run) as exposure:
-        if access.stop and access.claim.single_pod and not opts.quiesce and opts.dry_run == "none":
+    with Exposure(session, access, opts.image, "pvc-backup") as exposure:
+        if access.stop and access.claim.single_pod and not opts.quiesce and dry_run == "none":
             console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
                             f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and start "
                             "them again after")
@@ -149,11 +149,11 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
             exposure.stop_consumers()
         pod = exposure.start(read_only=True)
         if pod is None:
-            return BackupPlan(access, repo.location, opts.dry_run, pod_accepted=True)
+            return BackupPlan(access, repo.location, dry_run, pod_accepted=True)
         listed = time.monotonic()
         found = transfer.list_volume(kube, pod)
         listing = time.monotonic() - listed
-        skipped = _skipped(found, pod, opts, console)
+        skipped = skipped_entries(found, pod, opts, console)
         manifest = _stream(kube, repo, pod, opts, access, found, skipped, console, listing)
         exposure.finish()
     details = manifest.details
@@ -162,8 +162,10 @@ def run(kube: Kube, repo: Repository, opts: BackupOptions, console: Console, run
                         repo.location)
 
 
-def _skipped(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOptions,
-             console: Console) -> list[Skipped]:
+def skipped_entries(found: dict[str, Found], pod: rescue_pod.RescuePod, opts: BackupOptions,
+                    console: Console) -> list[Skipped]:
+    """What the pod's listing says the backup cannot or will not read (said on the console); an error when
+    it cannot read something and --skip-unreadable was not given. Every backup kind asks this."""
     assert pod.tools is not None
     identity = Identity(pod.tools.uid, frozenset(pod.tools.gids))
     skipped = skipped_by_plan(found, identity)
@@ -222,7 +224,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                 raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
                                         f"{exc.message}", hint=exc.hint) from None
             record = reconcile(archive, found, skipped)
-            _judge(record, checked, access, opts, console, what)
+            judge_transfer(record, checked, access, console, what)
             details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
             with writer.open_part(ENTRIES_PART) as listing_part:
@@ -237,9 +239,10 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
         raise
 
 
-def _judge(record: Reconciled, checked: transfer.Checked, access: AccessPlan, opts: BackupOptions,
-           console: Console, what: str) -> None:
-    """tar's exit and the reconciliation together: every missing or changed entry must be explained."""
+def judge_transfer(record: Reconciled, checked: transfer.Checked, access: AccessPlan, console: Console,
+                   what: str) -> None:
+    """tar's exit and the reconciliation together: every missing or changed entry must be explained. Every
+    backup kind that reads the volume as tar judges its stream this way."""
     if checked.tar_exit != 0 and not scripts.harmless_tar_messages(checked.warnings):
         raise VerificationError(f"{what}: tar exited with code {checked.tar_exit}:\n{checked.warnings}",
                                 hint="Nothing was kept. Fix the cause (a failing disk, a file system error) "

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from kubectl_dr.console import Console
-from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Repository
-from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count
 from kubectl_dr.volumes import rescue_pod, source, transfer, tree_check
 from kubectl_dr.volumes.access import DIFF, plan_access
@@ -141,14 +139,15 @@ class DiffResult:
         return text
 
 
-def run(kube: Kube, repo: Repository, opts: DiffOptions, console: Console, run: Run) -> DiffResult:
+def run(session: Session, repo: Repository, opts: DiffOptions) -> DiffResult:
+    kube, console = session.kube, session.console
     access = plan_access(kube, opts.namespace, opts.claim, job=DIFF, read_only=True, quiesce=opts.quiesce)
     current, why = try_cluster_identity(kube)
     src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
                          allow_empty=True, purpose="compare", current=current, unknown_why=why,
                          server=kube.resolved.server, from_cluster=opts.from_cluster)
     say_plan(console, access)
-    with Exposure(kube, access, run, console, opts.image, "pvc-diff") as exposure:
+    with Exposure(session, access, opts.image, "pvc-diff") as exposure:
         if access.stop:
             if access.claim.single_pod and not opts.quiesce:
                 console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} to compare "

@@ -8,8 +8,8 @@ consumers scaled back, heartbeat stopped, lease released last.
 
 A restore calls `mark_torn()` before it writes the first byte. From then on a failure or a signal
 leaves the consumers stopped (their replica records stay on the workloads): a half-written volume is
-never handed to the app. The error then says how to go on — run the same restore again, or
-`kubectl dr scale restore` to start the app on the partial data.
+never handed to the app. The error then says how to go on — the exact command that finishes the restore,
+or `kubectl dr scale restore` to start the app on the partial data.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from kubectl_dr.errors import DrError, Interrupted, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
-from kubectl_dr.units import count
+from kubectl_dr.session import Session
 from kubectl_dr.volumes import rescue_pod, scripts
 from kubectl_dr.volumes.access import AccessPlan
-from kubectl_dr.volumes.rescue_pod import CONTAINER, OwnPod, RescuePod, own_pods
+from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod, own_pods
 from kubectl_dr.workloads import ScaleRecord, scale_down
 from kubectl_dr.workloads.scaling import restore_hint
 
@@ -40,20 +40,34 @@ def claim_lease(kube: Kube, access: AccessPlan, run: Run, dry_run: str = "none")
 
 @dataclass
 class Exposure:
-    kube: Kube
+    session: Session
     access: AccessPlan
-    run: Run
-    console: Console
     image: str
     purpose: str
-    dry_run: str = "none"
     lease: Lease | None = None
     heartbeat: Heartbeat | None = None
     stopped: ScaleRecord | None = None
     pods: list[RescuePod] = field(default_factory=list)
     torn: bool = False
+    rerun: str = ""  # the command that finishes a torn restore, as the user can paste it
     removed_leftovers: list[str] = field(default_factory=list)
     _steps: list[cleanup.UndoStep] = field(default_factory=list)
+
+    @property
+    def kube(self) -> Kube:
+        return self.session.kube
+
+    @property
+    def run(self) -> Run:
+        return self.session.run
+
+    @property
+    def console(self) -> Console:
+        return self.session.console
+
+    @property
+    def dry_run(self) -> str:
+        return self.session.dry_run
 
     @property
     def namespace(self) -> str:
@@ -89,8 +103,8 @@ class Exposure:
         if not self.torn:
             return
         note = (f"The volume of {self.namespace}/{self.claim} is partly restored, so its consumers stay stopped "
-                f"(their replicas are recorded on them). Run the same restore again to finish it, or "
-                f"`kubectl dr scale restore -n {self.namespace}` to start them on the partial data.")
+                f"(their replicas are recorded on them). To finish the restore, run it again:\n  {self.rerun}\n"
+                f"or `kubectl dr scale restore -n {self.namespace}` to start them on the partial data.")
         if isinstance(exc, (DrError, Interrupted)):
             exc.hint = f"{exc.hint}\n{note}" if exc.hint else note
         else:
@@ -138,7 +152,7 @@ class Exposure:
             self.console.say(f"stopping {', '.join(c.ref for c in consumers)} ({self.access.why_stop})")
         self.stopped = scale_down(self.kube, consumers, run_id=self.run.id,
                                   reason=f"kubectl dr {self.run.command}", timeout=300.0,
-                                  progress=self.console.say, dry_run=server)
+                                  console=self.console, dry_run=server)
 
     def restart_consumers(self) -> None:
         if self.stopped is not None and self.stopped.workloads and self.dry_run == "none":
@@ -146,9 +160,10 @@ class Exposure:
             self.stopped.restore()
         self.stopped = None
 
-    def mark_torn(self) -> None:
-        """The first byte is about to be written: from here on, failures keep the consumers stopped."""
-        self.torn = True
+    def mark_torn(self, rerun: str) -> None:
+        """The first byte is about to be written: from here on, failures keep the consumers stopped, and the
+        error names ``rerun``, the command that finishes the restore."""
+        self.torn, self.rerun = True, rerun
         if self.stopped is not None:
             self.stopped.keep()
 
@@ -173,7 +188,7 @@ class Exposure:
         assert self.lease is not None
         pod = rescue_pod.start(self.kube, plan.claim, image=self.image, purpose=self.purpose, read_only=read_only,
                                node=plan.node, security=security, run=self.run, lease=self.lease.name,
-                               progress=self.console.say, dry_run=self.dry_run)
+                               console=self.console, dry_run=self.dry_run)
         if pod is None:
             return None
         assert self.heartbeat is not None
@@ -209,10 +224,6 @@ def _holder_run(obj: dict[str, Any]) -> str:
 def say_plan(console: Console, access: AccessPlan) -> None:
     for note in access.notes:
         console.say(f"note: {note}")
-
-
-def leftovers_note(own: list[OwnPod]) -> str:
-    return count(len(own), "pod") + " of earlier runs"
 
 
 __all__ = ["CONTAINER", "Exposure", "VerificationError", "claim_lease", "probe", "restore_hint", "say_plan"]

@@ -20,6 +20,8 @@ from kubectl_dr.volumes.entries import BLOCKDEV, CHAR, DIR, FIFO, FILE, SOCKET, 
 from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS
 
 STAT_FORMAT = "%f %s %h %i %u %g %Y %b %B %t %T %n"
+# restic's rule for reusing a file's content from the parent snapshot also compares the change time.
+STAT_FORMAT_CTIME = "%f %s %h %i %u %g %Y %b %B %t %T %Z %n"
 _FIELDS = 11
 _KINDS = {st.S_IFREG: FILE, st.S_IFDIR: DIR, st.S_IFLNK: SYMLINK, st.S_IFIFO: FIFO, st.S_IFCHR: CHAR,
           st.S_IFBLK: BLOCKDEV, st.S_IFSOCK: SOCKET}
@@ -44,6 +46,7 @@ class Found:
     mtime: int
     blocks: int  # allocated 512-byte blocks
     rdev: tuple[int, int] = (0, 0)
+    ctime: int = 0  # seconds; listed only when asked for (restic repositories)
 
 
 def normalise(raw: bytes) -> str:
@@ -55,8 +58,10 @@ def normalise(raw: bytes) -> str:
     return raw[2:].decode(ENCODING, ERRORS)
 
 
-def parse(stream: bytes) -> dict[str, Found]:
-    """The listing's bytes (trailing zero padding allowed) → every entry, in walk order."""
+def parse(stream: bytes, *, ctime: bool = False) -> dict[str, Found]:
+    """The listing's bytes (trailing zero padding allowed) → every entry, in walk order. `ctime`: the lines
+    were printed with STAT_FORMAT_CTIME."""
+    wanted = _FIELDS + (1 if ctime else 0)
     split = stream.find(b"\0")
     if split < 0:
         raise VerificationError("the pod's listing of the volume is incomplete (no name list)")
@@ -67,7 +72,7 @@ def parse(stream: bytes) -> dict[str, Found]:
     cursor = 0
     for name in names:
         fields = []
-        for _ in range(_FIELDS):
+        for _ in range(wanted):
             space = stream.find(b" ", cursor, split)
             if space < 0:
                 raise ListingChanged("the volume changed while it was listed (a listing line is cut short)")
@@ -81,7 +86,8 @@ def parse(stream: bytes) -> dict[str, Found]:
             mode = int(fields[0], 16)
             entry = Found(normalise(name), _KINDS.get(st.S_IFMT(mode), "unknown"), mode & 0o7777, int(fields[1]),
                           int(fields[2]), int(fields[3]), int(fields[4]), int(fields[5]), int(fields[6]),
-                          int(fields[7]) * int(fields[8]) // 512, (int(fields[9], 16), int(fields[10], 16)))
+                          int(fields[7]) * int(fields[8]) // 512, (int(fields[9], 16), int(fields[10], 16)),
+                          int(fields[11]) if ctime else 0)
         except ValueError:
             raise VerificationError(f"the pod's listing has an unreadable line for {name[:200]!r}: "
                                     f"{b' '.join(fields)[:200]!r}") from None

@@ -121,7 +121,7 @@ def reconcile(archive: Archive, listing: dict[str, Found], skipped: list[Skipped
         entries[""] = _from_listing(root, None)
     for path, member in archive.members.items():
         found = listing.get(path)
-        if found is None or not _same_object(member, found, listing, archive):
+        if found is None or not _same_object(member, found, listing):
             result.changed.append(path)
             entries[path] = _from_header(member, found)
         else:
@@ -136,7 +136,7 @@ def reconcile(archive: Archive, listing: dict[str, Found], skipped: list[Skipped
     return result
 
 
-def _same_object(member: Member, found: Found, listing: dict[str, Found], archive: Archive) -> bool:
+def _same_object(member: Member, found: Found, listing: dict[str, Found]) -> bool:
     if member.kind == HARDLINK:
         target = listing.get(member.target)
         return found.kind == FILE and target is not None and target.inode == found.inode

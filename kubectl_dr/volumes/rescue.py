@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from kubectl_dr.console import Console
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import RESIZE, ExecResult, ExecStream, Timeouts, open_exec
-from kubectl_dr.runs import Run
-from kubectl_dr.volumes import rescue_pod
+from kubectl_dr.session import Session
+from kubectl_dr.volumes import rescue_pod, scripts
 from kubectl_dr.volumes.access import RESCUE, AccessPlan, plan_access
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod
@@ -38,7 +37,6 @@ class RescueOptions:
     image: str = rescue_pod.DEFAULT_IMAGE
     quiesce: bool = False
     read_only: bool = False
-    dry_run: str = "none"
 
 
 @dataclass
@@ -59,14 +57,15 @@ class RescuePlan:
         return "\n".join(lines) + "\n"
 
 
-def run(kube: Kube, opts: RescueOptions, console: Console, run: Run, interactive: bool) -> ExecResult | RescuePlan:
+def run(session: Session, opts: RescueOptions, interactive: bool) -> ExecResult | RescuePlan:
+    kube, console, dry_run = session.kube, session.console, session.dry_run
     """The pod, the session in it (a shell or the command), and everything put back afterwards."""
     access = plan_access(kube, opts.namespace, opts.claim, job=RESCUE, read_only=opts.read_only, quiesce=opts.quiesce)
     say_plan(console, access)
-    if opts.dry_run == "client":
-        claim_lease(kube, access, run, "client").acquire()
+    if dry_run == "client":
+        claim_lease(kube, access, session.run, "client").acquire()
         return RescuePlan(access, "client")
-    with Exposure(kube, access, run, console, opts.image, "pvc-rescue", dry_run=opts.dry_run) as exposure:
+    with Exposure(session, access, opts.image, "pvc-rescue") as exposure:
         if interactive:
             console.say("starting the rescue pod; what you type meanwhile is held until the shell is up")
         if access.stop:
@@ -74,8 +73,8 @@ def run(kube: Kube, opts: RescueOptions, console: Console, run: Run, interactive
             exposure.stop_consumers()
         pod = exposure.start(read_only=opts.read_only)
         if pod is None:
-            return RescuePlan(access, opts.dry_run)
-        console.say(f"the volume is at {rescue_pod.DATA}")
+            return RescuePlan(access, dry_run)
+        console.say(f"the volume is at {scripts.DATA}")
         result = interactive_session(kube, pod, ["sh"]) if interactive else run_command(kube, pod, opts.command)
         exposure.finish()
     return result

@@ -16,11 +16,11 @@ would for the app.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubectl_dr import volumes
+from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -28,16 +28,12 @@ from kubectl_dr.runs import Run
 from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds, touch_pod
 from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
 from kubectl_dr.volumes.claims import Claim, node_ready
+from kubectl_dr.volumes.scripts import DATA, SCRATCH, Probe
 from kubectl_dr.volumes.security import UNKNOWN, SecurityPlan, replan
-from kubectl_dr.workloads.claims import pod_uses_claim
-
-if TYPE_CHECKING:
-    from kubectl_dr.volumes.scripts import Probe
+from kubectl_dr.workloads.specs import pod_uses_claim
 
 DEFAULT_IMAGE = volumes.DEFAULT_IMAGE
 CONTAINER = "rescue"
-DATA = "/data"
-SCRATCH = "/scratch"
 ALIVE = f"{SCRATCH}/.kubectl-dr-alive"
 OWN_SELECTOR = f"{pods.LABEL_MANAGED}={pods.MANAGED_BY}"
 # The outer bound of a rescue pod's life: a day covers a multi-terabyte transfer; the dead-man loop
@@ -161,7 +157,7 @@ def _mounts(pod: dict[str, Any], claim: str) -> bool:
 
 
 def start(kube: Kube, claim: Claim, *, image: str, purpose: str, read_only: bool, node: str | None,
-          security: SecurityPlan, run: Run, lease: str, progress: Callable[[str], None] | None = None,
+          security: SecurityPlan, run: Run, lease: str, console: Console | None = None,
           timeout: float = 180.0, dry_run: str = "none") -> RescuePod | None:
     """Create the pod (its deletion registered first thing) and wait until it runs, or say why not.
 
@@ -182,34 +178,34 @@ def start(kube: Kube, claim: Claim, *, image: str, purpose: str, read_only: bool
             helper = pods.create(kube, body, what="rescue", dry_run=dry_run)
             break
         except ApiError as exc:
-            better = _pod_security_retry(exc, plan, claim, progress)
+            better = _pod_security_retry(exc, plan, claim, console)
             if better is None:
                 raise
             plan = better
     if helper is None:
         return None
-    pods.wait_running(helper, timeout=timeout, progress=progress)
+    pods.wait_running(helper, timeout=timeout, progress=console.say if console else None)
     return RescuePod(helper, node, image, plan, read_only)
 
 
 def _pod_security_retry(exc: ApiError, plan: SecurityPlan, claim: Claim,
-                        progress: Callable[[str], None] | None) -> SecurityPlan | None:
+                        console: Console | None) -> SecurityPlan | None:
     """After a Pod Security rejection: the restricted plan if we had not tried it, else a clear error."""
     if exc.status != 403 or "violates PodSecurity" not in exc.message:
         return None
     better = replan(plan)
     if better is not None:
-        if progress is not None:
+        if console is not None:
             import re
 
             level = re.search(r'violates PodSecurity "([a-z]+)', exc.message)
             enforced = f'"{level.group(1)}"' if level else "a level"
             seen = ("we may not read the namespace" if plan.level == UNKNOWN
                     else f'its label says "{plan.level}"; a cluster-wide default may apply')
-            progress(f"note: namespace {claim.namespace} enforces Pod Security {enforced} ({seen}), which "
+            console.say(f"note: namespace {claim.namespace} enforces Pod Security {enforced} ({seen}), which "
                      'rejected a root rescue pod: trying again with one that meets "restricted"')
             for note in better.notes:
-                progress(f"note: {note}")
+                console.say(f"note: {note}")
         return better
     raise ApiError(
         exc.status, exc.reason, exc.message,

@@ -17,11 +17,14 @@ running it again: tar overwrites what it left half-written.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubectl_dr.console import Console
@@ -29,7 +32,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Backup, Repository
-from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
 from kubectl_dr.volumes import rescue_pod, scripts, source, transfer, tree_check
 from kubectl_dr.volumes.access import RESTORE, AccessPlan, accepted, plan_access, refs, them
@@ -53,8 +56,8 @@ class RestoreOptions:
     clean: bool = False
     allow_empty: bool = False
     from_claim: str | None = None
-    dry_run: str = "none"
     from_cluster: str | None = None  # --from latest of another cluster (NAME|UID)
+    include: list[str] | None = None  # only these paths (and the directories leading to them)
 
 
 @dataclass
@@ -146,7 +149,7 @@ class Verification:
     Leaving the block early (an error or Ctrl-C in the main thread) stops the pass at its next chunk.
     """
 
-    def __init__(self, repo: Repository, backup: Backup | None, console: Console) -> None:
+    def __init__(self, repo: Repository | None, backup: Backup | None, console: Console) -> None:
         self.repo, self.backup, self.console = repo, backup, console
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(1, "verify-backup")
@@ -165,6 +168,7 @@ class Verification:
                     raise _Cancelled
                 bar.advance(n)
 
+            assert self.repo is not None
             self.repo.verify(backup, progress=advance)
 
     def wait(self) -> None:
@@ -176,37 +180,71 @@ class Verification:
         self._pool.shutdown(wait=True)
 
 
-def run(kube: Kube, repo: Repository, opts: RestoreOptions, console: Console, run: Run) -> RestoreResult | RestorePlan:
+def _subset(src: Source, include: list[str], console: Console) -> Source:
+    """--include: the checked archive cut down to those paths in a private directory removed at the end."""
+    from kubectl_dr import cleanup
+    from kubectl_dr.volumes import browse
+    from kubectl_dr.volumes.restic_source import normalise_includes
+
+    work = Path(tempfile.mkdtemp(prefix="kubectl-dr-include-"))
+    cleanup.current().push(f"remove the included paths' archive in {work}", lambda: shutil.rmtree(work, True))
+    cut = browse.subset(browse.Browsed.of(src), normalise_includes(include), work)
+    console.say(f"{src.label}: {count(len(cut.entries), 'entry', 'entries')} of {len(src.entries)} included")
+    return cut
+
+
+def run(session: Session, repo: Repository | None, opts: RestoreOptions, *,
+        prepared: Callable[[], Source] | None = None) -> RestoreResult | RestorePlan:
+    """`prepared` makes the Source another way (a restic snapshot, read and checked here); `repo` is
+    then not used."""
+    kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
-    current, why = try_cluster_identity(kube)
-    src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                         allow_empty=opts.allow_empty, dry_run=opts.dry_run != "none", current=current,
-                         unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
+    if prepared is not None:
+        src = prepared()
+    else:
+        assert repo is not None
+        current, why = try_cluster_identity(kube)
+        src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
+                             allow_empty=opts.allow_empty, dry_run=dry_run != "none", current=current,
+                             unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
+        if opts.include:
+            src = _subset(src, opts.include, console)
     say_plan(console, access)
-    if opts.dry_run == "client":
-        claim_lease(kube, access, run, "client").acquire()
+    if dry_run == "client":
+        claim_lease(kube, access, session.run, "client").acquire()
         return RestorePlan(access, src, opts.clean, "client")
     stops = f", stopping {', '.join(c.ref for c in access.consumers)}" if access.consumers else ""
     how = "replacing" if not opts.clean else "replacing it and removing everything else in"
-    if opts.dry_run == "none":
+    if dry_run == "none":
         console.confirm(f"restore {count(len(src.entries), 'entry', 'entries')} ({size(src.size)}) into "
                         f"{opts.namespace}/{opts.claim}, {how} what the backup contains{stops}")
-    with Exposure(kube, access, run, console, opts.image, "pvc-restore", dry_run=opts.dry_run) as exposure:
+    with Exposure(session, access, opts.image, "pvc-restore") as exposure:
         pod = None
-        with Verification(repo, src.backup if opts.dry_run == "none" and not src.verified else None,
+        with Verification(repo, src.backup if dry_run == "none" and not src.verified else None,
                           console) as verification:
             # Nothing to stop: the pod (scheduling, image pull, volume attach) starts while the backup is
             # verified; it does not touch the volume before the transfer. Consumers are stopped only for a
             # backup known to be intact.
-            if not access.consumers and src.backup is not None and opts.dry_run == "none":
+            if not access.consumers and src.backup is not None and dry_run == "none":
                 pod = exposure.start(read_only=False, meanwhile=" (while the backup is verified)")
             verification.wait()
         exposure.stop_consumers()
         if pod is None:
             pod = exposure.start(read_only=False)
         if pod is None:
-            return RestorePlan(access, src, opts.clean, opts.dry_run, pod_accepted=True)
+            return RestorePlan(access, src, opts.clean, dry_run, pod_accepted=True)
         return _restore(kube, exposure, pod, src, opts, console)
+
+
+def _rerun(session: Session, src: Source, opts: RestoreOptions) -> str:
+    """The command that finishes this restore: the user's own, with the namespace spelled out and the backup
+    pinned by its ID (a `latest` could name a newer backup by then, and --from-claim/--from-cluster only
+    choose one for `latest`)."""
+    pinned = src.backup is not None
+    drop = ["-n", "--namespace", "--dry-run", *(["--from", "--from-claim", "--from-cluster"] if pinned else [])]
+    add = ["-n", opts.namespace, *(["--from", src.backup.id] if src.backup is not None else [])]
+    return session.command_line(drop=drop, add=add,
+                                default=["pvc", "restore", opts.claim, "--from", opts.source])
 
 
 def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: RestoreOptions,
@@ -233,7 +271,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     _check_room(kube, pod, src, found, set(blocking) | set(extras), sparse_kept=src.gnu_only,
                 label=f"{opts.namespace}/{opts.claim}")
     doomed = sorted(set(blocking) | set(extras))
-    exposure.mark_torn()
+    exposure.mark_torn(_rerun(exposure.session, src, opts))
     if doomed:
         console.say(f"--clean: removing {count(len(doomed), 'entry', 'entries')} the backup does not hold"
                     + (f" ({len(blocking)} of another kind than the backup's)" if blocking else ""))

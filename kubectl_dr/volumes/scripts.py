@@ -35,10 +35,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from kubectl_dr.errors import VerificationError
-from kubectl_dr.volumes.listing import STAT_FORMAT
-from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
+from kubectl_dr.volumes.listing import STAT_FORMAT, STAT_FORMAT_CTIME
 from kubectl_dr.volumes.tree_check import Fixes
 
+# Where the rescue pod mounts the claim and its scratch space: every script is written against these paths.
+DATA = "/data"
+SCRATCH = "/scratch"
 MARKER = "kubectl-dr-result"
 _RESULT = re.compile(rb"kubectl-dr-result big=(\d+)\+(\d+) small=(\d+)\+(\d+) sha256=([0-9a-f]{64}) tar=(\d+)")
 BIG = 65536  # the counting dd's block: few read calls (a 512-byte block costs 2 million reads per GiB)
@@ -123,14 +125,15 @@ def _out(producer: str) -> str:
             + _REPORT)
 
 
-def listing_script() -> str:
+def listing_script(*, ctime: bool = False) -> str:
     """Every entry of the volume: `stat` lines, a NUL, then the names NUL-terminated (see `listing`).
 
     Not `xargs -0 stat`: busybox xargs runs stat in-process and mangles names at its buffer boundaries
     (seen with 13 000 names). find's exit code is not the listing's: an unreadable directory makes it 1,
     and what it could not see, tar cannot read either.
     """
-    return _out(f"cd {DATA} && find . -xdev -exec stat -c '{STAT_FORMAT}' {{}} + ; printf '\\0'; "
+    fmt = STAT_FORMAT_CTIME if ctime else STAT_FORMAT
+    return _out(f"cd {DATA} && find . -xdev -exec stat -c '{fmt}' {{}} + ; printf '\\0'; "
                 "find . -xdev -print0; true")
 
 
@@ -149,6 +152,14 @@ def backup_script(tar: str) -> str:
   set -- "$@" "$f"
 done
 if [ $# -eq 0 ]; then {command} --no-recursion . ; else {command} -- "$@" ; fi""")
+
+
+def paths_backup_script(tar: str, paths: list[str]) -> str:
+    """tar exactly these volume paths (files and symlinks, no recursion) to stdout: an incremental backup's
+    changed entries. The caller keeps the script under one argument's limit (128 KiB)."""
+    command = "tar -c --format=gnu --sparse --no-recursion -f -" if tar == GNU else "tar -c --no-recursion -f -"
+    words = " ".join(shlex.quote("./" + p) for p in paths)
+    return _out(f"cd {DATA} && {command} -- {words}")
 
 
 def restore_script(size: int, *, tar: str, keep_owners: bool) -> str:

@@ -21,7 +21,7 @@ from kubectl_dr.repo import Backup, BackupCorruptError, BackupNotFoundError, Rep
 from kubectl_dr.repo.crypto import Identity
 from kubectl_dr.repo.staging import local_parts
 from kubectl_dr.units import count
-from kubectl_dr.volumes.entries import HARDLINK, PART, Entries, Entry
+from kubectl_dr.volumes.entries import PART, Entries, Entry
 from kubectl_dr.volumes.tar_reader import Archive, ArchiveError, empty_archive_error, read_archive
 
 ARCHIVE_PART = "data.tar"
@@ -216,10 +216,6 @@ def check_record(backup_id: str, archive: Archive, entries: Entries) -> None:
         raise VerificationError(f"backup {backup_id}: its archive and its entry record disagree: "
                                 + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
                                 hint="Do not restore from it; use another backup (kubectl dr backups list).")
-
-
-def hard_link_groups(entries: Entries) -> int:
-    return sum(1 for e in entries if e.kind == HARDLINK)
 
 
 __all__ = ["ArchiveError", "Source", "check_record", "find_backup", "from_headers", "read_entries", "resolve"]

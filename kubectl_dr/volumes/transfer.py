@@ -94,7 +94,8 @@ class _Buffer:
         return len(self.data), self.hash.hexdigest()
 
 
-def list_volume(kube: Kube, pod: RescuePod, *, attempts: int = LISTING_ATTEMPTS) -> dict[str, Found]:
+def list_volume(kube: Kube, pod: RescuePod, *, attempts: int = LISTING_ATTEMPTS,
+                ctime: bool = False) -> dict[str, Found]:
     """Every entry of the volume as the pod's `stat` sees it, the transfer checked like any other.
 
     A volume an app keeps changing may list differently in the listing's two walks: listed again, a
@@ -103,9 +104,9 @@ def list_volume(kube: Kube, pod: RescuePod, *, attempts: int = LISTING_ATTEMPTS)
     what = f"listing of the volume through pod {pod.namespace}/{pod.name}"
     for attempt in range(attempts):
         buffer = _Buffer()
-        receive(kube, pod, scripts.listing_script(), buffer.write, buffer.local, what)
+        receive(kube, pod, scripts.listing_script(ctime=ctime), buffer.write, buffer.local, what)
         try:
-            return listing.parse(bytes(buffer.data))
+            return listing.parse(bytes(buffer.data), ctime=ctime)
         except ListingChanged:
             if attempt + 1 == attempts:
                 raise ListingChanged(f"{what}: the volume kept changing while it was listed "

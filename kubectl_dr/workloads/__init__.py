@@ -3,9 +3,9 @@
 Public API:
 - `find_consumers(kube, namespace, claim) -> list[Consumer]`, `consumer_nodes`, `claim_security_context`,
   `security_context_conflicts`;
-- `scale_down(kube, consumers, *, run_id, reason, timeout, progress) -> ScaleRecord` and
+- `scale_down(kube, consumers, *, run_id, reason, timeout, console) -> ScaleRecord` and
   `ScaleRecord.restore()` / `.keep()`;
-- `scale_restore(kube, namespace | None, *, names, run_id, progress) -> list[Restored]`.
+- `scale_restore(kube, namespace | None, *, names, run_id, console) -> list[Restored]`.
 """
 
 from kubectl_dr.workloads.consumers import (

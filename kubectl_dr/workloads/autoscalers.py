@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from kubectl_dr.errors import ApiError
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.workloads.claims import Json
+from kubectl_dr.workloads.specs import Json
 
 HPA_PATH = "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
 

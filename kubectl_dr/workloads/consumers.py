@@ -14,7 +14,9 @@ from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.workloads import kinds
 from kubectl_dr.workloads.autoscalers import Autoscalers, load_autoscalers
-from kubectl_dr.workloads.claims import (
+from kubectl_dr.workloads.owners import Top, climb, describe_ref
+from kubectl_dr.workloads.security import effective_security_context
+from kubectl_dr.workloads.specs import (
     Json,
     consumer_pod_spec,
     controller_ref,
@@ -22,8 +24,6 @@ from kubectl_dr.workloads.claims import (
     pod_uses_claim,
     template_uses_claim,
 )
-from kubectl_dr.workloads.owners import Top, climb, describe_ref
-from kubectl_dr.workloads.security import effective_security_context
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubectl_dr.workloads import kinds
-from kubectl_dr.workloads.claims import Json, controller_ref
+from kubectl_dr.workloads.specs import Json, controller_ref
 
 # Which controller kinds may own which kinds (as the built-in controllers create them).
 PARENTS: dict[str, tuple[str, ...]] = {

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubectl_dr.errors import DrError
-from kubectl_dr.workloads.claims import Json
+from kubectl_dr.workloads.specs import Json
 
 PREFIX = "kubectl-dr.io/"
 ORIGINAL_REPLICAS = PREFIX + "original-replicas"

@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubectl_dr import cleanup
+from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError, DrError, UsageError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.units import count, duration
 from kubectl_dr.workloads import kinds
-from kubectl_dr.workloads.claims import Json, pod_uses_claim
 from kubectl_dr.workloads.consumers import Consumer
 from kubectl_dr.workloads.records import (
     RestorePlan,
@@ -35,8 +35,8 @@ from kubectl_dr.workloads.records import (
     restore_plan,
     scale_down_patch,
 )
+from kubectl_dr.workloads.specs import Json, pod_uses_claim
 
-Progress = Callable[[str], None]
 MERGE_PATCH = "application/merge-patch+json"
 # A 409 means someone wrote the object between our read and our patch; re-read and recompute. More
 # than a few in a row means something keeps writing it (a controller fighting us): stop and say so.
@@ -107,7 +107,7 @@ class ScaleRecord:
     run_id: str
     workloads: list[Scaled] = field(default_factory=list)
 
-    def restore(self, progress: Progress | None = None) -> list[Restored]:
+    def restore(self, console: Console | None = None) -> list[Restored]:
         """Put every workload back (newest first) and drop the undo steps that would have done it."""
         results: list[Restored] = []
         for item in reversed(self.workloads):
@@ -118,8 +118,8 @@ class ScaleRecord:
                 item.step = None
             if done is not None:
                 results.append(done)
-                if progress:
-                    progress(f"{resource_name(item.kind)}/{item.name} {done.message}")
+                if console:
+                    console.say(f"{resource_name(item.kind)}/{item.name} {done.message}")
         return results
 
     def keep(self) -> None:
@@ -201,7 +201,7 @@ def restore_workload(kube: Kube, kind: kinds.Kind, namespace: str, name: str, *,
 
 
 def scale_down(kube: Kube, consumers: list[Consumer], *, run_id: str, reason: str, timeout: float,
-               progress: Progress, dry_run: bool = False) -> ScaleRecord:
+               console: Console, dry_run: bool = False) -> ScaleRecord:
     """Scale every consumer to 0 with a record on the object, then wait until no pod uses the claim.
 
     `dry_run` sends the patches with dryRun=All (the server validates and authorizes them, persists
@@ -221,7 +221,7 @@ def scale_down(kube: Kube, consumers: list[Consumer], *, run_id: str, reason: st
         if not dry_run:
             step = stack.push(
                 f"scale {resource_name(kind.kind)}/{consumer.name} back to its recorded replicas",
-                functools.partial(_undo, kube, kind, namespace, consumer.name, run_id),
+                functools.partial(_undo, kube, kind, namespace, consumer.name, run_id, console),
                 fallback_hint=restore_hint(namespace))
         try:
             scaled = _scale_one(kube, kind, namespace, consumer.name, run_id=run_id, reason=reason,
@@ -242,17 +242,17 @@ def scale_down(kube: Kube, consumers: list[Consumer], *, run_id: str, reason: st
                     else f"would be scaled from {scaled.found_replicas} to 0")
         else:
             what = "already at 0, record kept" if not scaled.changed else f"scaled from {scaled.found_replicas} to 0"
-        progress(f"{resource_name(kind.kind)}/{consumer.name} {what} (original replicas: "
+        console.say(f"{resource_name(kind.kind)}/{consumer.name} {what} (original replicas: "
                  f"{scaled.original_replicas}){' (server dry run)' if dry_run else ''}")
     if not dry_run:
-        wait_for_claim_released(kube, namespace, claim, timeout=timeout, progress=progress)
+        wait_for_claim_released(kube, namespace, claim, timeout=timeout, console=console)
     return record
 
 
-def _undo(kube: Kube, kind: kinds.Kind, namespace: str, name: str, run_id: str) -> None:
+def _undo(kube: Kube, kind: kinds.Kind, namespace: str, name: str, run_id: str, console: Console) -> None:
     restored = restore_workload(kube, kind, namespace, name, run_id=run_id)
     if restored is not None:
-        cleanup.stderr_log(f"{resource_name(kind.kind)}/{name} {restored.message}")
+        console.say(f"{resource_name(kind.kind)}/{name} {restored.message}")
 
 
 def _scale_one(kube: Kube, kind: kinds.Kind, namespace: str, name: str, *, run_id: str, reason: str,
@@ -281,7 +281,7 @@ def _pod_state(pod: Json) -> str:
     return f"{meta['name']} ({state}{' on ' + node if node else ''})"
 
 
-def wait_for_claim_released(kube: Kube, namespace: str, claim: str, *, timeout: float, progress: Progress) -> None:
+def wait_for_claim_released(kube: Kube, namespace: str, claim: str, *, timeout: float, console: Console) -> None:
     """Poll until no pod (running or terminating) mounts the claim; DrError naming the pods on timeout."""
     deadline = time.monotonic() + timeout
     last_states: str | None = None
@@ -290,14 +290,14 @@ def wait_for_claim_released(kube: Kube, namespace: str, claim: str, *, timeout: 
         pods = pods_using_claim(kube, namespace, claim)
         if not pods:
             if last_states:
-                progress(f'no pod uses claim "{claim}" any more')
+                console.say(f'no pod uses claim "{claim}" any more')
             return
         names = sorted(p["metadata"]["name"] for p in pods)
         states = ", ".join(_pod_state(p) for p in sorted(pods, key=lambda p: str(p["metadata"]["name"])))
         now = time.monotonic()
         # A line when anything changes (a pod starts terminating, one is gone), else one every few seconds.
         if states != last_states or now - last_report >= PROGRESS_EVERY_SECONDS:
-            progress(f'waiting for {count(len(pods), "pod")} using claim "{claim}" to stop: {states}')
+            console.say(f'waiting for {count(len(pods), "pod")} using claim "{claim}" to stop: {states}')
             last_states, last_report = states, now
         if now >= deadline:
             raise DrError(
@@ -360,7 +360,7 @@ def recorded_workloads(kube: Kube, namespace: str | None) -> list[Json]:
 
 
 def scale_restore(kube: Kube, namespace: str | None, *, names: list[str] | None = None, run_id: str | None = None,
-                  progress: Progress, dry_run: str = "none") -> list[Restored]:
+                  console: Console, dry_run: str = "none") -> list[Restored]:
     """Put back every recorded workload (optionally only `names`, or only those of `run_id`). Idempotent."""
     wanted = [parse_workload(n) for n in names or []]
     results: list[Restored] = []
@@ -373,5 +373,5 @@ def scale_restore(kube: Kube, namespace: str | None, *, names: list[str] | None 
         if done is not None:
             results.append(done)
             suffix = f" ({dry_run} dry run)" if dry_run != "none" else ""
-            progress(f"{resource_name(kind)}/{name} -n {done.namespace}: {done.message}{suffix}")
+            console.say(f"{resource_name(kind)}/{name} -n {done.namespace}: {done.message}{suffix}")
     return results

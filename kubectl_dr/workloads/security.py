@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubectl_dr.workloads.claims import Json, claim_volume_names
+from kubectl_dr.workloads.specs import Json, claim_volume_names
 
 POD_FIELDS = ("runAsUser", "runAsGroup", "fsGroup", "supplementalGroups", "fsGroupChangePolicy")
 CONTAINER_FIELDS = ("runAsUser", "runAsGroup")

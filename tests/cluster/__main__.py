@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from tests.cluster import etcd_versions
+from tests.cluster import rook_ceph as rook_ceph_shape
 from tests.cluster.control import etcd_members as em
 from tests.cluster.control.kubeconfig import ensure_default_policy, write_kubeconfig
 from tests.cluster.control.layout import Layout
@@ -156,7 +157,7 @@ def wait_ready(layout: Layout, pid: int, port: int, members: list[em.Member], no
 
 def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
        images: dict[str, str], etcd_version: str | None = None, cron_period_seconds: float | None = None,
-       external_etcd: bool = False) -> dict[str, Any]:
+       external_etcd: bool = False, rook_ceph: int = 0) -> dict[str, Any]:
     started = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = layout.read_state() if layout.state_file.exists() else {}
@@ -179,6 +180,8 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
             options["images"] = {**options.get("images", {}), **images}
         if cron_period_seconds is not None:
             options["cron_period_seconds"] = cron_period_seconds
+        if rook_ceph and not state.get("rook_ceph"):
+            raise ClusterError(f"the cluster in {layout.root} was made without Rook-Ceph; it cannot restart with it")
         fresh = False
     else:
         cps, wks = node_names(control_planes, workers)
@@ -203,12 +206,15 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
             layout.etcd_data(m.name).chmod(0o700)
     write_kubeconfig(layout, api_port)
     ensure_default_policy(layout)
+    # Rook's mons go to the workers (control planes are tainted), round robin; a restart keeps its own.
+    rook = rook_ceph_shape.plan(rook_ceph, wks or cps) if fresh and rook_ceph else state.get("rook_ceph")
     state = {
         "dir": str(layout.root),
         "nodes": {"control_planes": cps, "workers": wks},
         "etcd": {"members": em.members_to_state(members)},
         "server": {"port": api_port, "pid": None},
         "options": options,
+        **({"rook_ceph": rook} if rook else {}),
     }
     layout.write_state(state)
     server_pid = start_server(layout)
@@ -216,7 +222,9 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
     layout.write_state(state)
     try:
         wait_ready(layout, server_pid, api_port, members, [*cps, *wks])
-    except ClusterError:
+        if rook and fresh:
+            rook_ceph_shape.deploy(layout, rook)
+    except (ClusterError, rook_ceph_shape.RookError):
         down(layout)
         raise
     state["startup_seconds"] = round(time.monotonic() - started, 2)
@@ -304,6 +312,13 @@ def status(layout: Layout) -> dict[str, Any]:
     }
 
 
+def _rook_state(layout: Layout) -> dict[str, Any]:
+    rook: dict[str, Any] | None = layout.read_state().get("rook_ceph")
+    if not rook:
+        raise ClusterError(f"the cluster in {layout.root} has no Rook-Ceph (start it with up --rook-ceph N)")
+    return rook
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -330,6 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--dir", required=True, type=Path)
         p.add_argument("node")
+    p_up.add_argument("--rook-ceph", type=int, default=0, metavar="N",
+                      help="Rook-Ceph's objects in namespace rook-ceph with a real quorum of N ceph-mon (rook_ceph.py)")
+    for name, text in (("stop-mon", "take a Rook mon away: kill its process, move its store aside (or delete it)"),
+                       ("start-mon", "put a stopped mon's store back and restart its pod")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--dir", required=True, type=Path)
+        p.add_argument("mon", metavar="NAME", help="the mon's id (a, b, …)")
+        if name == "stop-mon":
+            p.add_argument("--delete-store", action="store_true", help="delete the store instead of keeping it")
     args = parser.parse_args(argv)
     layout = Layout(args.dir.resolve())
     try:
@@ -340,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cron_period_seconds is not None and args.cron_period_seconds <= 0:
                 raise ClusterError("--cron-period-seconds must be positive")
             state = up(layout, args.control_planes, args.workers, protocols, parse_images(args.image),
-                       args.etcd_version, args.cron_period_seconds, args.external_etcd)
+                       args.etcd_version, args.cron_period_seconds, args.external_etcd, args.rook_ceph)
             print(f"loopback cluster up in {state['startup_seconds']}s: https://127.0.0.1:{state['server']['port']} "
                   f"(etcd {state['options']['etcd_version']})")
             print(f"  export KUBECONFIG={layout.kubeconfig}")
@@ -356,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
             stop_member(layout, args.node)
         elif args.command == "start-member":
             start_member(layout, args.node)
-    except (ClusterError, TimeoutError, RuntimeError, FileNotFoundError) as exc:
+        elif args.command == "stop-mon":
+            rook_ceph_shape.stop_mon(layout, _rook_state(layout), args.mon, args.delete_store)
+        elif args.command == "start-mon":
+            rook_ceph_shape.start_mon(layout, _rook_state(layout), args.mon)
+    except (ClusterError, rook_ceph_shape.RookError, TimeoutError, RuntimeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

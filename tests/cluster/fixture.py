@@ -2,10 +2,12 @@
 
 - ``cluster``: one per session, 1 control plane + 1 worker, both exec protocols, etcd 3.5;
 - ``cluster_factory(control_planes=3, workers=1, exec_protocols=("v4",), images=…, etcd_version="3.4",
-  cron_period_seconds=2.0, external_etcd=True)``: other shapes, started on first use, shared by every test
-  asking for the same shape, stopped at session end. ``etcd_version`` is "3.4" or "3.5" (default);
+  cron_period_seconds=2.0, external_etcd=True, private="name")``: other shapes, started on first use, shared by
+  every test asking for the same shape (``private``: by none), parked when the tests need another shape (see
+  ClusterPool), stopped at session end. ``etcd_version`` is "3.4" or "3.5" (default);
   ``cron_period_seconds`` makes one CronJob minute last that many seconds (control/cronjob.py);
-  ``external_etcd`` runs etcd on hosts of its own, outside the cluster (control/external_etcd.py).
+  ``external_etcd`` runs etcd on hosts of its own, outside the cluster (control/external_etcd.py);
+  ``rook_ceph=3`` adds Rook-Ceph's objects and a real quorum of 3 ceph-mon (rook_ceph.py).
 
 A missing prerequisite (etcd, bwrap that can create sandboxes, busybox, kubectl) skips with the reason,
 except under CI (environment variable CI set), where it fails: CI must never silently skip them.
@@ -17,7 +19,8 @@ import concurrent.futures
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,13 @@ from typing import Any
 import pytest
 
 from tests.cluster import etcd_versions
+from tests.cluster import rook_ceph as rook_shape
 from tests.cluster.__main__ import down, parse_protocols, start_member, stop_member, up
 from tests.cluster.control.etcd_members import Member, members_from_state
 from tests.cluster.control.kubeconfig import LIMITED_CONTEXT, write_policy
 from tests.cluster.control.layout import Layout
 from tests.cluster.control.processes import is_ours
+from tests.ordering import Shape, matches, module_shapes, shape
 
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 KUBECTL_VERSIONS = ("1.30", "1.33")
@@ -41,8 +46,12 @@ def kubectl_path(version: str) -> Path:
     return KUBECTL_DIR / f"kubectl.{version}"
 
 
-def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) -> list[str]:
-    binaries = [BUSYBOX, BASH_STATIC, *(b for v in etcd_versions.VERSIONS.values() for b in v.binaries())]
+CEPH_BINARIES = ("/usr/bin/ceph-mon", "/usr/bin/monmaptool", "/usr/bin/ceph-authtool", "/usr/bin/ceph")
+
+
+def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS, ceph: bool = False) -> list[str]:
+    binaries = [BUSYBOX, BASH_STATIC, *(b for v in etcd_versions.VERSIONS.values() for b in v.binaries()),
+                *(CEPH_BINARIES if ceph else ())]
     missing = [f"{p} not found" for p in binaries if not Path(p).exists()]
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -56,8 +65,8 @@ def missing_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) ->
     return missing
 
 
-def require_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS) -> None:
-    missing = missing_prerequisites(kubectl_versions)
+def require_prerequisites(kubectl_versions: Sequence[str] = KUBECTL_VERSIONS, ceph: bool = False) -> None:
+    missing = missing_prerequisites(kubectl_versions, ceph)
     if not missing:
         return
     reason = "loopback cluster prerequisites missing: " + "; ".join(missing)
@@ -149,8 +158,32 @@ class Cluster:
         (self.parked(node) / name).replace(self.layout.manifests(node) / name)
 
     def write_policy(self, policy: dict[str, Any]) -> None:
-        """Replace the RBAC rules of non-admin users (the server re-reads the file)."""
+        """Replace the RBAC rules of non-admin users: the server re-reads the file on the next request when its
+        modification time changed, so the new file gets a later one even when written within the same tick."""
+        path = self.layout.rbac_policy
+        before = path.stat().st_mtime_ns if path.exists() else 0
         write_policy(self.layout, policy)
+        if path.stat().st_mtime_ns <= before:
+            later = before + 1_000_000
+            os.utime(path, ns=(later, later))
+
+    @property
+    def rook(self) -> dict[str, Any]:
+        rook: dict[str, Any] = self.layout.read_state()["rook_ceph"]
+        return rook
+
+    def stop_mon(self, mon_id: str, delete_store: bool = False) -> None:
+        rook_shape.stop_mon(self.layout, self.rook, mon_id, delete_store)
+
+    def start_mon(self, mon_id: str) -> None:
+        rook_shape.start_mon(self.layout, self.rook, mon_id)
+
+    def mon_status(self, mon_id: str) -> dict[str, Any] | None:
+        return rook_shape.mon_status(self.rook, mon_id)
+
+    def mon_store(self, mon_id: str) -> Path:
+        m = next(m for m in rook_shape.mons_from_state(self.layout.read_state()) if m.id == mon_id)
+        return self.layout.host_path(m.node, m.store_host_path)
 
     @property
     def running(self) -> bool:
@@ -175,17 +208,37 @@ class Cluster:
 def start_cluster(directory: Path, *, control_planes: int = 1, workers: int = 1,
                   exec_protocols: Sequence[str] = (), images: dict[str, str] | None = None,
                   etcd_version: str = etcd_versions.DEFAULT, cron_period_seconds: float | None = None,
-                  external_etcd: bool = False) -> Cluster:
+                  external_etcd: bool = False, rook_ceph: int = 0) -> Cluster:
     protocols = parse_protocols(",".join(exec_protocols)) if exec_protocols else []
     state = up(Layout(directory.resolve()), control_planes, workers, protocols, dict(images or {}),
-               etcd_version, cron_period_seconds, external_etcd)
+               etcd_version, cron_period_seconds, external_etcd, rook_ceph)
     return Cluster(directory.resolve(), state)
+
+
+@dataclass
+class PoolCounts:
+    """What the pool's clusters cost a run: printed in the terminal summary, compared across runs."""
+
+    cold_starts: list[tuple[str, float]] = field(default_factory=list)
+    restarts: list[tuple[str, float]] = field(default_factory=list)
+    parks: int = 0
+
+    def summary(self) -> str:
+        cold = sum(s for _, s in self.cold_starts)
+        warm = sum(s for _, s in self.restarts)
+        return (f"loopback cluster pool: {len(self.cold_starts)} cold starts ({cold:.0f}s), "
+                f"{len(self.restarts)} restarts ({warm:.0f}s), {self.parks} clusters parked")
+
+
+COUNTS = PoolCounts()
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_prerequisites()
+    began = time.monotonic()
     c = start_cluster(tmp_path_factory.mktemp("cluster"))
+    COUNTS.cold_starts.append((c.dir.name, time.monotonic() - began))
     try:
         yield c
     finally:
@@ -196,38 +249,64 @@ ClusterFactory = Callable[..., Cluster]
 
 
 class ClusterPool:
-    """The factory's clusters, one per set of options, parked between test modules.
+    """The factory's clusters, one per set of options, parked only when the tests need another shape.
 
     A dozen idle clusters (a server and one to three etcd members each, heartbeating) take about a core of
-    the 2-core CI machine, which slows every later test and makes the timing-sensitive ones flaky. So when a
-    module ends, every running cluster of the pool is stopped; the next module that asks for one starts it
-    again on its own etcd data, ports and options, as a rebooted control plane would."""
+    the 2-core CI machine, which slows every later test and makes the timing-sensitive ones flaky; starting
+    one again costs seconds. So a cluster keeps running from module to module while the tests use it, and is
+    parked (stopped, its etcd data, ports and options kept) when a module asks for a shape that is not
+    running and has not used it: the next module that asks for it starts it again, as a rebooted control
+    plane would. The test ordering in tests/conftest.py puts the modules of one shape next to each other.
+
+    `private` gives a module a cluster of its own that no other module shares (its tests change the nodes),
+    still started, parked and stopped by the pool."""
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self.tmp_path_factory = tmp_path_factory
-        self.clusters: dict[tuple[Any, ...], Cluster] = {}
+        self.clusters: dict[Shape, Cluster] = {}
+        self.counts = COUNTS
+        self.module: str | None = None
+        self.used: set[Shape] = set()
+
+    def enter(self, module: str) -> None:
+        """A test of `module` is about to be set up: what this module uses starts from nothing."""
+        if module != self.module:
+            self.module, self.used = module, set()
 
     def get(self, control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),
             images: dict[str, str] | None = None, etcd_version: str = etcd_versions.DEFAULT,
-            cron_period_seconds: float | None = None, external_etcd: bool = False) -> Cluster:
-        key = (control_planes, workers, tuple(exec_protocols), tuple(sorted((images or {}).items())),
-               etcd_version, cron_period_seconds, external_etcd)
+            cron_period_seconds: float | None = None, external_etcd: bool = False, rook_ceph: int = 0,
+            private: str | None = None) -> Cluster:
+        key = shape({"control_planes": control_planes, "workers": workers, "exec_protocols": exec_protocols,
+                     "images": images, "etcd_version": etcd_version, "cron_period_seconds": cron_period_seconds,
+                     "external_etcd": external_etcd, "rook_ceph": rook_ceph, "private": private})
+        self.used.add(key)
         c = self.clusters.get(key)
         if c is None:
-            require_prerequisites()
+            require_prerequisites(ceph=bool(rook_ceph))
+            self.park(keep=self.used)
+            name = private or f"cluster-{control_planes}cp"
+            began = time.monotonic()
             c = self.clusters[key] = start_cluster(
-                self.tmp_path_factory.mktemp(f"cluster-{control_planes}cp"), control_planes=control_planes,
+                self.tmp_path_factory.mktemp(name), control_planes=control_planes,
                 workers=workers, exec_protocols=exec_protocols, images=images, etcd_version=etcd_version,
-                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd)
+                cron_period_seconds=cron_period_seconds, external_etcd=external_etcd, rook_ceph=rook_ceph)
+            self.counts.cold_starts.append((c.dir.name, time.monotonic() - began))
         elif not c.running:
+            self.park(keep=self.used)
+            began = time.monotonic()
             c.start()
+            self.counts.restarts.append((c.dir.name, time.monotonic() - began))
         return c
 
-    def park(self) -> None:
-        """Stop every running cluster, side by side: each server gives its pods their grace periods."""
-        running = [c for c in self.clusters.values() if c.running]
+    def park(self, keep: Collection[Shape] = ()) -> None:
+        """Stop every running cluster but those of a shape in `keep` (wildcards match), side by side: each
+        server gives its pods their grace periods."""
+        running = [c for key, c in self.clusters.items()
+                   if c.running and not any(matches(key, k) for k in keep)]
         if not running:
             return
+        self.counts.parks += len(running)
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(running)) as pool:
             for done in [pool.submit(c.down) for c in running]:
                 done.result()
@@ -249,8 +328,22 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """After the last test of a module, once its module fixtures are finalized: park the pool's clusters."""
+    """After the last test of a module, once its module fixtures are finalized: park the pool's clusters the
+    next module does not ask for."""
     yield
-    if nextitem is None or nextitem.module is not item.module:  # type: ignore[attr-defined]
+    if nextitem is not None and nextitem.module is not item.module:  # type: ignore[attr-defined]
+        wanted = module_shapes(nextitem.module)  # type: ignore[attr-defined]
         for pool in _pools:
-            pool.park()
+            pool.park(keep=wanted)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test's fixtures are set up: tell the pool which module asks (see ClusterPool)."""
+    for pool in _pools:
+        pool.enter(item.module.__name__)  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if COUNTS.cold_starts:
+        terminalreporter.write_line(COUNTS.summary())

@@ -6,13 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from tests.cluster.api.testing import ApiHarness
-
-pytestmark = pytest.mark.conformance
-
-
 
 
 def ok(result: Any) -> str:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import Cluster
-from tests.conformance.kube import eventually, manifest, pod, sleep_pids
+from tests.conformance.kube import manifest, pod, sleep_pids
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from tests.cluster.fixture import Cluster, ClusterFactory
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 Json = dict[str, Any]
@@ -24,18 +25,6 @@ Core = Any  # client.CoreV1Api, used with plain dict bodies and raw responses
 BUSYBOX = "busybox:1.36"
 NS = "node-tests"
 CP_TOLERATION = {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
 
 def core_api(cluster: Cluster) -> Core:
     api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +35,6 @@ def get_json(cluster: Cluster, *args: str, version: str) -> dict[str, Any]:
     out = cluster.kubectl("get", *args, "-o", "json", version=version).stdout
     data: dict[str, Any] = json.loads(out)
     return data
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.5,
-               what: str = "condition") -> Any:
-    """Poll until check() returns a truthy value; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
 
 def events_for(cluster: Cluster, namespace: str, name: str, *, version: str) -> list[dict[str, Any]]:
     data = get_json(cluster, "events", "-n", namespace, version=version)

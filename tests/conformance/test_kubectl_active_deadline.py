@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.fixture import Cluster
-from tests.conformance.kube import events_for, eventually, get_json, manifest, pod
+from tests.conformance.kube import events_for, get_json, manifest, pod
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 MESSAGE = "Pod was active on the node longer than the specified deadline"
 

@@ -19,9 +19,10 @@ from tests.cluster.__main__ import listening
 from tests.cluster.control.etcd_members import healthy
 from tests.cluster.control.processes import cmdline
 from tests.cluster.fixture import KUBECTL_VERSIONS, Cluster, ClusterFactory
-from tests.conformance.kube import eventually, get_json, manifest
+from tests.conformance.kube import get_json, manifest
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 STARTUP_TARGET_SECONDS = 20.0
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import KUBECTL_VERSIONS, Cluster
-from tests.conformance.kube import BUSYBOX, CONTROL_PLANE_TOLERATION, eventually, get_json, manifest, pod
+from tests.conformance.kube import BUSYBOX, CONTROL_PLANE_TOLERATION, get_json, manifest, pod
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", params=KUBECTL_VERSIONS)

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import BUSYBOX, events_for, eventually, get_json, manifest
+from tests.conformance.kube import BUSYBOX, events_for, get_json, manifest
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 PERIOD = 2.0
 

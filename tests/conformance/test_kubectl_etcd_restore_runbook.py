@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import eventually, get_json, manifest, pod, sleep_pids
+from tests.conformance.kube import get_json, manifest, pod, sleep_pids
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 NS = "runbook"
 OTHERS = ("kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml")

@@ -17,7 +17,6 @@ import yaml
 from tests.cluster.fixture import Cluster
 from tests.conformance.kube import get_json, manifest
 
-pytestmark = [pytest.mark.conformance]
 VERSION = "1.33"
 NS = "lease-test"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixture import Cluster
-from tests.conformance.kube import CONTROL_PLANE_TOLERATION, events_for, eventually, get_json, manifest, pod
+from tests.conformance.kube import CONTROL_PLANE_TOLERATION, events_for, get_json, manifest, pod
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 
 

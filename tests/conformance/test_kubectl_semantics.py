@@ -17,13 +17,13 @@ from tests.conformance.kube import (
     CONTROL_PLANE_TOLERATION,
     ETCD_IMAGE,
     events_for,
-    eventually,
     get_json,
     manifest,
     pod,
 )
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", params=KUBECTL_VERSIONS)

@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import eventually, get_json, manifest, pod
+from tests.conformance.kube import get_json, manifest, pod
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 VERSION = "1.33"
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.cluster.fixture import KUBECTL_VERSIONS, Cluster
 from tests.conformance.kube import BUSYBOX, get_json, manifest
 
-pytestmark = [pytest.mark.conformance, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 def workload_manifest(ns: str) -> str:

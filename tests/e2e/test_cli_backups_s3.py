@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
-import pytest
 
 from kubectl_dr.repo import LocalRepository, open_repository
 from tests import tables
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import clean_env, executable
+from tests.cli_runner import dr as run_cli
 from tests.s3server import S3Server
 
 T0 = datetime(2026, 3, 1, 0, 30, tzinfo=timezone.utc)
@@ -26,7 +26,7 @@ def _env(server: S3Server, **extra: str) -> dict[str, str]:
 
 
 def _dr(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=env, timeout=timeout)
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -159,7 +159,6 @@ def test_copy_both_ways_with_encryption_from_the_config_file(seaweedfs: S3Server
     _ok(_dr(env, "backups", "verify", backup_id, "--repo", str(back)))
 
 
-@pytest.mark.e2e
 def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path) -> None:
     """A real snapshot through a pod, into S3: unencrypted only with --yes; encrypted with --encrypt-to,
     then verified with the identity."""
@@ -208,7 +207,6 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     assert both["id"] in str(local)
 
 
-@pytest.mark.e2e
 def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_path: Path) -> None:
     """A volume backup (files written as uid 1000) streamed into S3 with encryption, large enough for a
     multipart upload; checked with its identity, refused without it; restored from S3 with the identity

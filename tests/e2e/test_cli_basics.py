@@ -51,8 +51,9 @@ def test_help_lists_nouns_and_kubectl_global_flags() -> None:
 
 SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("Application Commands:", ["namespace"]),
             ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
-            ("Backup Repository Commands:", ["backups"]), ("Schedule Commands:", ["schedule"]),
-            ("Other Commands:", ["completion", "version"])]
+            ("Rook-Ceph Commands:", ["rook"]), ("Backup Repository Commands:", ["backups"]),
+            ("Schedule Commands:", ["schedule"]),
+            ("Other Commands:", ["completion", "version", "options"])]
 
 
 def _command_rows(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -88,6 +89,30 @@ def test_help_groups_commands_as_kubectl_does() -> None:
             assert _whole(summary) and len(summary) <= 60, (title, name, summary)
     commands = result.stdout[result.stdout.index("Volume Commands:"):result.stdout.index("Global flags:")]
     assert "..." not in commands and "…" not in commands, commands
+
+
+@pytest.mark.parametrize("command", ["pvc", "pvc backup", "etcd restore finalize", "schedule create etcd-snapshot",
+                                     "backups prune", "version"])
+def test_sub_command_help_ends_naming_the_global_options(command: str) -> None:
+    # As kubectl's does: the global flags are not repeated in every help, the last line says where they are.
+    result = dr(*command.split(), "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().splitlines()[-1] == (
+        'Use "kubectl-dr options" for a list of global command-line options (applies to all commands).')
+
+
+def test_options_lists_every_global_flag_in_kubectls_layout() -> None:
+    result = dr("options")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "The following options can be passed to any command:"
+    for flag, text in (("    --kubeconfig='':", "\tPath to the kubeconfig file to use for CLI requests."),
+                       ("    -n, --namespace='':", "\tIf present, the namespace scope for this CLI request"),
+                       ("    -o, --output='table':", "\tOutput format. One of: (table, json, yaml)."),
+                       ("    -y, --yes=false:", None), ("    -v, --v=0:", "\tnumber for the log level verbosity")):
+        assert flag in lines, result.stdout
+        if text:
+            assert lines[lines.index(flag) + 1] == text
 
 
 @pytest.mark.parametrize("group", ["pvc", "etcd", "etcd snapshots", "etcd restore", "etcd member", "scale",
@@ -129,27 +154,27 @@ def test_version_client_needs_no_cluster() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Plugin Version: v")
     assert "Server Version" not in result.stdout
-    as_json = dr("version", "--client", "-o", "json")
+    as_json = dr("version", "--client", "-o", "json", in_process=True)
     data = json.loads(as_json.stdout)
     assert data["pluginVersion"].startswith("v")
     assert data["clientLibraryVersion"][0].isdigit()
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
-    result = dr("version", "--bogus")
+    result = dr("version", "--bogus", in_process=True)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == ["error: unknown flag: --bogus", "See 'kubectl-dr version --help' for usage."]
 
 
 def test_bad_output_format_is_a_usage_error() -> None:
-    result = dr("version", "--client", "-o", "xml")
+    result = dr("version", "--client", "-o", "xml", in_process=True)
     assert result.returncode == 2
     assert 'unable to match a printer suitable for the output format "xml"' in result.stderr
 
 
 def test_bad_request_timeout_uses_kubectls_words() -> None:
-    result = dr("version", "--request-timeout", "soon")
+    result = dr("version", "--request-timeout", "soon", in_process=True)
     assert result.returncode == 2
     assert "Invalid timeout value. Timeout must be a single integer in seconds" in result.stderr
 
@@ -253,7 +278,7 @@ def test_kubectl_plugin_completion_uses_kubectl_complete_dr() -> None:
 
 def test_bare_dry_run_is_client_with_kubectls_warning(tmp_path: Path) -> None:
     # kubectl reads a bare --dry-run as client (deprecated): the next word stays the sub-command.
-    result = dr("--dry-run", "backups", "list", "--repo", str(tmp_path / "repo"), "-o", "json")
+    result = dr("--dry-run", "backups", "list", "--repo", str(tmp_path / "repo"), "-o", "json", in_process=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["items"] == []
     assert "--dry-run is deprecated and can be replaced with --dry-run=client." in result.stderr
@@ -263,7 +288,7 @@ def test_bare_dry_run_is_client_with_kubectls_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "suggestion"), [(["pvc", "bakup"], "'backup'"), (["pvcs"], "'pvc'")])
 def test_an_unknown_command_suggests_once(args: list[str], suggestion: str) -> None:
-    result = dr(*args)
+    result = dr(*args, in_process=True)
     assert result.returncode == 2
     assert result.stderr.count("Did you mean") == 1, result.stderr
     assert f"Did you mean {suggestion}?" in result.stderr

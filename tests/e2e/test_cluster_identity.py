@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr as run_cli
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.datasets import make_claim, volume_dir
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 @dataclass
@@ -35,8 +35,7 @@ class Shared:
 
 
 def dr(cluster: Cluster | None, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    extra = {"KUBECTL_DR_REPO": str(repo)} | ({"KUBECONFIG": str(cluster.kubeconfig)} if cluster else {})
-    return run([executable(), *args], env=clean_env(extra), timeout=300)
+    return run_cli(*args, cluster=cluster, repo=repo)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> Any:

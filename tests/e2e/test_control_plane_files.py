@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,21 @@ import pyrage
 import pytest
 
 from tests.cli_runner import clean_env, dr
-from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
+from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods
 from tests.s3server import S3Server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 SHARED = ("ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt",
           "etcd/ca.key")
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def nodes(cluster_factory: ClusterFactory) -> Cluster:
     # Its own cluster: the test writes a CA onto its nodes.
-    require_prerequisites()
-    c = start_cluster(tmp_path_factory.mktemp("control-plane"), control_planes=1, workers=2)
-    try:
-        write_pki(c.layout.host_path(c.control_planes[0], "/etc/kubernetes/pki"))
-        yield c
-    finally:
-        c.down()
+    c = cluster_factory(control_planes=1, workers=2, private="control-plane")
+    write_pki(c.layout.host_path(c.control_planes[0], "/etc/kubernetes/pki"))
+    return c
 
 
 def write_pki(pki: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,12 @@ from kubectl_dr.etcd import encryption
 from kubectl_dr.kube import kubeconfig
 from kubectl_dr.kube.client import Kube, connect
 from kubectl_dr.runs import Run
+from kubectl_dr.ui.console import TerminalConsole
 from tests.cli_runner import clean_env, dr
-from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
+from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 CONFIG = "/etc/kubernetes/encryption/config.yaml"
 KEY1 = base64.b64encode(b"k" * 32).decode()
 KEY2 = base64.b64encode(b"z" * 32).decode()
@@ -43,14 +43,9 @@ def config(*keys: tuple[str, str], identity: bool = True) -> str:
 
 
 @pytest.fixture(scope="module")
-def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def one(cluster_factory: ClusterFactory) -> Cluster:
     # Its own cluster: editing kube-apiserver.yaml restarts the API server under other tests.
-    require_prerequisites()
-    c = start_cluster(tmp_path_factory.mktemp("encryption"), control_planes=1, workers=0)
-    try:
-        yield c
-    finally:
-        c.down()
+    return cluster_factory(control_planes=1, workers=0, private="encryption")
 
 
 def kube(cluster: Cluster) -> Kube:
@@ -103,7 +98,8 @@ def snapshot(cluster: Cluster, repo: Path) -> dict[str, Any]:
 
 
 def current(cluster: Cluster) -> list[encryption.Fingerprint]:
-    return encryption.read_cluster(kube(cluster), namespace="kube-system", run=Run("test encryption check"))
+    return encryption.read_cluster(kube(cluster), namespace="kube-system", run=Run("test encryption check"),
+                                   console=TerminalConsole(yes=True))
 
 
 def test_snapshot_without_encryption_records_none(one: Cluster, tmp_path: Path) -> None:
@@ -135,7 +131,8 @@ def test_snapshot_records_key_fingerprint_and_changed_key_is_refused(one: Cluste
     assert KEY1 not in manifest_text and '"secret"' not in json.dumps(recorded)
     assert encryption.check(recorded, current(one)) == []
     # The call the restore's preflight makes, on the backup's details as stored.
-    assert encryption.preflight(kube(one), data["details"], namespace="kube-system", run=Run("test preflight")) == []
+    assert encryption.preflight(kube(one), data["details"], namespace="kube-system", run=Run("test preflight"),
+                                console=TerminalConsole(yes=True)) == []
 
     # Rotated the way the Kubernetes docs say (new key first, old one kept): still readable.
     set_config(one, config(("key2", KEY2), ("key1", KEY1)))

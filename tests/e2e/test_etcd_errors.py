@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from tests.cli_runner import clean_env, dr
 from tests.cluster.control.pki import issue, new_ca, write_pair
 from tests.cluster.fixture import Cluster
 from tests.e2e.test_etcd_snapshot import leftover_pods, member_endpoints, run_dr
-
-pytestmark = pytest.mark.e2e
+from tests.polling import eventually
 
 
 def failed(result: object, *needles: str) -> str:
@@ -98,14 +96,12 @@ def test_rbac_forbidden(cluster: Cluster, tmp_path: Path, no_leftovers: None) ->
                                           "namespaces": ["kube-system"]})
     cluster.write_policy(policy)
     try:
-        time.sleep(1.5)  # the server re-reads the policy file
         failed(dr(*limited, "etcd", "snapshot", env=env),
                "Error from server (Forbidden)", 'cannot get resource "leases"',
                "it needs get, create, update and delete on leases (coordination.k8s.io) there")
         policy["users"]["dr-limited"].append({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                                               "verbs": ["*"], "namespaces": ["kube-system"]})
         cluster.write_policy(policy)
-        time.sleep(1.5)
         failed(dr(*limited, "etcd", "snapshot", env=env),
                "Error from server (Forbidden)",
                "kubectl dr needs to create pods (and pods/exec) in namespace kube-system")
@@ -123,10 +119,8 @@ def test_no_etcd_static_pods_then_no_control_plane(cluster: Cluster, tmp_path: P
     doc["metadata"]["name"], doc["metadata"]["labels"] = "external-etcd", {"app": "external-etcd"}
     manifest.write_text(yaml.safe_dump(doc))
     try:
-        deadline = time.monotonic() + 60
-        while cluster.kubectl("-n", "kube-system", "get", "pod", "external-etcd-cp-1", check=False).returncode != 0:
-            assert time.monotonic() < deadline, "the relabelled etcd did not come back"
-            time.sleep(0.5)
+        eventually(lambda: cluster.kubectl("-n", "kube-system", "get", "pod", "external-etcd-cp-1",
+                                           check=False).returncode == 0, what="the relabelled etcd to come back")
         failed(run_dr(cluster, tmp_path, "etcd", "snapshot"),
                "control-plane nodes cp-1 exist but no etcd static pods in kube-system", "external etcd",
                "--endpoints https://ETCD_HOST:2379")
@@ -138,15 +132,13 @@ def test_no_etcd_static_pods_then_no_control_plane(cluster: Cluster, tmp_path: P
             cluster.kubectl("label", "node", "cp-1", f"{role}=")
     finally:
         manifest.write_text(original)
-        deadline = time.monotonic() + 60
-        while cluster.kubectl("-n", "kube-system", "get", "pod", "etcd-cp-1", check=False).returncode != 0:
-            assert time.monotonic() < deadline, "mirror pod etcd-cp-1 did not come back"
-            time.sleep(0.5)
+        eventually(lambda: cluster.kubectl("-n", "kube-system", "get", "pod", "etcd-cp-1",
+                                           check=False).returncode == 0, what="mirror pod etcd-cp-1 to come back")
 
 
 def test_flags_and_files(tmp_path: Path) -> None:
     env = clean_env({"KUBECTL_DR_REPO": str(tmp_path)})
-    usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env)
+    usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env, in_process=True)
     assert usage.returncode == 2 and "--cert and --key go together" in usage.stderr
     down = dr("etcd", "snapshot", "--endpoints", "http://127.0.0.1:1", env=env)
     failed(down, "etcd at http://127.0.0.1:1: UNAVAILABLE")

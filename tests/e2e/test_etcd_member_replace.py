@@ -14,30 +14,24 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cli_runner import clean_env, dr, executable
-from tests.cluster.fixture import Cluster, require_prerequisites, start_cluster
+from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods, make_marker
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 JOURNAL_DIR = "etc/kubernetes/kubectl-dr/etcd-member-replace"
 
 
 @pytest.fixture(scope="module", params=["3.5", "3.4"])
-def three(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_prerequisites()
-    c = start_cluster(tmp_path_factory.mktemp(f"replace-{request.param}"), control_planes=3, workers=1,
-                      etcd_version=request.param)
-    try:
-        yield c
-    finally:
-        c.down()
+def three(request: pytest.FixtureRequest, cluster_factory: ClusterFactory) -> Cluster:
+    # Its own cluster: the tests replace members.
+    return cluster_factory(control_planes=3, workers=1, etcd_version=str(request.param), private="member-replace")
 
 
 def env(cluster: Cluster, **extra: str) -> dict[str, str]:
@@ -66,13 +60,6 @@ def all_healthy(cluster: Cluster) -> bool:
     return all(h["health"] for h in etcdctl(cluster, "endpoint", "health"))
 
 
-def wait(predicate: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def manifest(cluster: Cluster, node: str) -> Path:
     return cluster.layout.manifests(node) / "etcd.yaml"
 
@@ -84,10 +71,10 @@ def data_dir(cluster: Cluster, node: str) -> Path:
 def lose_data(cluster: Cluster, node: str) -> None:
     """The member's data dir deleted under it; the kubelet restarts it on an empty dir and it crashes."""
     cluster.park_manifest(node, "etcd.yaml")
-    wait(lambda: not _mirror(cluster, node), f"etcd pod on {node} to stop")
+    eventually(lambda: not _mirror(cluster, node), what=f"etcd pod on {node} to stop")
     shutil.rmtree(data_dir(cluster, node))
     cluster.unpark_manifest(node, "etcd.yaml")
-    wait(lambda: _mirror(cluster, node), f"etcd pod on {node} to be back")
+    eventually(lambda: _mirror(cluster, node), what=f"etcd pod on {node} to be back")
 
 
 def _mirror(cluster: Cluster, node: str) -> bool:
@@ -168,7 +155,7 @@ def test_refuses_when_quorum_would_be_lost(three: Cluster) -> None:
     finally:
         three.start_member(down)
     assert member_ids(three) == before
-    wait(lambda: all_healthy(three), "every member healthy")
+    eventually(lambda: all_healthy(three), what="every member healthy")
 
 
 def test_without_confirmation_nothing_changes(three: Cluster) -> None:
@@ -222,7 +209,7 @@ def test_interrupted_run_resumes(three: Cluster) -> None:
     data = json.loads(result.stdout)
     assert data["resumed"] is True
     # The dead run's pods end by themselves (their dead-man loop), its leases were taken over.
-    wait(lambda: leftover_pods(three) == [], "the killed run's pods to end", timeout=90)
+    eventually(lambda: leftover_pods(three) == [], what="the killed run's pods to end", timeout=90)
     assert_replaced(three, node, data, before, original_sha)
     assert_marker(three, node, ns, token)
 
@@ -241,9 +228,9 @@ def test_undo_before_removal(three: Cluster) -> None:
     assert result.returncode == 0, result.stderr
     assert "undone" in result.stdout
     assert sha(manifest(three, node)) == original_sha and not journal_file.exists()
-    wait(lambda: all_healthy(three), "the member back on its own data")
+    eventually(lambda: all_healthy(three), what="the member back on its own data")
     assert member_ids(three) == before
-    wait(lambda: leftover_pods(three) == [], "the killed run's pods to end", timeout=90)
+    eventually(lambda: leftover_pods(three) == [], what="the killed run's pods to end", timeout=90)
 
 
 def test_single_member_is_refused(cluster: Cluster) -> None:

@@ -24,9 +24,10 @@ import pytest
 
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import eventually, manifest, pod, sleep_pids
+from tests.conformance.kube import manifest, pod, sleep_pids
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 # Clusters of their own (v5 exec only is what sets them apart): other modules' tests stop and start members on
 # the shared shapes and time them; a cluster restored many times over is not what they were written against.
 OWN = ("v5",)
@@ -36,8 +37,7 @@ DR_DIR = "/var/lib/kubectl-dr/restore"
 
 
 def run_dr(c: Cluster, repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return dr(*args, env=clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_REPO": str(repo)}),
-              timeout=timeout)
+    return dr(*args, cluster=c, repo=repo, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ import pytest
 from tests.cli_runner import clean_env, dr, executable
 from tests.cluster.etcd_proc import start_etcd
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import eventually, manifest, pod
+from tests.conformance.kube import manifest, pod
 from tests.e2e.test_etcd_restore import (
     READ_ONLY,
     configmaps,
@@ -33,8 +33,9 @@ from tests.e2e.test_etcd_restore import (
     runbooks,
     sleeping,
 )
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 SHAPES = [pytest.param(("3.5", 3), id="3.5-three-members"), pytest.param(("3.4", 1), id="3.4-one-member")]
 
 

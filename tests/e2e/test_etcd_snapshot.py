@@ -20,7 +20,6 @@ from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster
 from tests.unit.etcd_scratch import ETCDCTL, ScratchEtcd, snapshot_status
 
-pytestmark = pytest.mark.e2e
 MANAGED = "app.kubernetes.io/managed-by=kubectl-dr"
 
 

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.cluster.fixture import Cluster
 from tests.e2e.test_etcd_snapshot import (
     assert_matches_etcdctl,
@@ -19,8 +17,6 @@ from tests.e2e.test_etcd_snapshot import (
     ok_json,
     run_dr,
 )
-
-pytestmark = pytest.mark.e2e
 
 
 def etcdctl_view(c: Cluster) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.cli_runner import clean_env, executable, run
-from tests.datasets import differences, managed_pods, new_namespace, snapshot, volume_dir, wait_for
+from tests import cli_runner
+from tests.cli_runner import clean_env, executable
+from tests.datasets import differences, managed_pods, new_namespace, snapshot, volume_dir
+from tests.polling import eventually
 
 NODE_PORT = 30777
 DB_WRITER = r"""
@@ -109,8 +111,7 @@ def app_objects(ns: str) -> list[dict[str, Any]]:
 
 
 def dr(cluster: Any, repo: Path, *args: str, timeout: float = 300) -> Any:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
-    return run([executable(), *args], env=env, timeout=timeout)
+    return cli_runner.dr(*args, cluster=cluster, repo=repo, timeout=timeout)
 
 
 def ok(result: Any) -> str:
@@ -139,9 +140,9 @@ def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     cluster.kubectl("apply", "-f", "-", input=json.dumps(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/backupplans.shop.example.com")
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in app_objects(ns)))
-    wait_for(lambda: pods_running(cluster, ns, "app=db", 1) and pods_running(cluster, ns, "app=web", 2),
+    eventually(lambda: pods_running(cluster, ns, "app=db", 1) and pods_running(cluster, ns, "app=web", 2),
              timeout=240, what="the app running")
-    wait_for(lambda: (volume_dir(cluster, ns, "data-db-0") / "done").exists(), timeout=60, what="the db's data")
+    eventually(lambda: (volume_dir(cluster, ns, "data-db-0") / "done").exists(), timeout=60, what="the db's data")
     data = snapshot(volume_dir(cluster, ns, "data-db-0"))
     out = ok(dr(cluster, repo, "namespace", "backup", ns, "-o", "json", timeout=600))
     backup = json.loads(out)
@@ -203,9 +204,9 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
     # Data from the app's side: the database's volume as its uid wrote it, the web pods read their config.
     diffs = differences(app["data"], snapshot(volume_dir(cluster, target, "data-db-0")))
     assert not diffs, "\n".join(diffs)
-    wait_for(lambda: pods_running(cluster, target, "app=web", 2) and pods_running(cluster, target, "app=db", 1),
+    eventually(lambda: pods_running(cluster, target, "app=web", 2) and pods_running(cluster, target, "app=db", 1),
              timeout=120, what="the restored app running")
-    wait_for(lambda: "s3cr3t" in seen_by_web(cluster, target), what="web read its config")
+    eventually(lambda: "s3cr3t" in seen_by_web(cluster, target), what="web read its config")
     assert seen_by_web(cluster, target) == "hello from the configs3cr3t"
 
     # A rerun finds everything done: nothing created, the claim not written again.
@@ -256,7 +257,7 @@ def test_an_interrupted_restore_starts_no_app_and_a_rerun_finishes(app: dict[str
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Cut it while the claim's data is being restored: the objects exist, the rescue pod runs.
-        wait_for(lambda: proc.poll() is not None or bool(managed_pods(cluster, target)), timeout=120,
+        eventually(lambda: proc.poll() is not None or bool(managed_pods(cluster, target)), timeout=120,
                  what="the claim's restore started")
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
@@ -268,7 +269,7 @@ def test_an_interrupted_restore_starts_no_app_and_a_rerun_finishes(app: dict[str
     # The objects are there, the claim half restored: no workload exists yet, so nothing started on it.
     assert get(cluster, "configmap", "web-config", "-n", target)["data"]["greeting"] == "hello from the config"
     assert cluster.kubectl("get", "deployments,statefulsets", "-n", target, "-o", "name").stdout == ""
-    wait_for(lambda: not managed_pods(cluster, target), what="the rescue pod removed")
+    eventually(lambda: not managed_pods(cluster, target), what="the rescue pod removed")
 
     result = json.loads(ok(dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target,
                               "--yes", "-o", "json", timeout=600)))
@@ -376,7 +377,7 @@ def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str
     assert get(other, "service", "web", "-n", ns)["spec"]["ports"][0]["nodePort"] != 0
     diffs = differences(app["data"], snapshot(volume_dir(other, ns, "data-db-0")))
     assert not diffs, "\n".join(diffs)
-    wait_for(lambda: pods_running(other, ns, "app=web", 2) and pods_running(other, ns, "app=db", 1), timeout=120,
+    eventually(lambda: pods_running(other, ns, "app=web", 2) and pods_running(other, ns, "app=db", 1), timeout=120,
              what="the app running in the second cluster")
-    wait_for(lambda: "s3cr3t" in seen_by_web(other, ns), what="web read its config")
+    eventually(lambda: "s3cr3t" in seen_by_web(other, ns), what="web read its config")
     assert os.path.basename(str(volume_dir(other, ns, "data-db-0"))).startswith("pv-")

@@ -8,10 +8,8 @@ from kubectl_dr import cleanup
 from kubectl_dr.errors import ServerUnreachable
 from kubectl_dr.kube import pods
 from tests.cluster.fixture import Cluster
-from tests.conformance.kube import eventually
 from tests.e2e.test_exec_layer import busybox_pod, kube_for
-
-pytestmark = [pytest.mark.e2e]
+from tests.polling import eventually
 
 
 def _answers(cluster: Cluster) -> bool:

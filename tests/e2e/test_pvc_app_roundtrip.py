@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import tables
-from tests.cli_runner import clean_env, executable, run
-from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
+from tests.cli_runner import dr as run_cli
+from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import replicas_and_records, running_pods
+from tests.polling import eventually
 
 OPENSHIFT = 1_000_680_000
 # What the app writes, as itself, with the rescue image's own busybox.
@@ -56,9 +58,8 @@ exec sleep 3600
 """
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> Any:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1"})
-    return run([executable(), *args], env=env, timeout=timeout)
+def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout)
 
 
 def pod_spec(uid: int, gid: int, fs_group: int, claim: str | None) -> dict[str, Any]:
@@ -93,11 +94,11 @@ def start_app(cluster: Any, ns: str, kind: str) -> tuple[str, str, str]:
                              "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}
         workload, claim = "statefulset/app", "data-app-0"
     cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
-    wait_for(lambda: cluster.kubectl("get", "pvc", "-n", ns, claim, "-o", "jsonpath={.status.phase}",
+    eventually(lambda: cluster.kubectl("get", "pvc", "-n", ns, claim, "-o", "jsonpath={.status.phase}",
                                      check=False).stdout == "Bound", what="claim bound")
     if kind != "Deployment":
         lost_and_found(cluster, ns, claim)
-    wait_for(lambda: (volume_dir(cluster, ns, claim) / "done").exists(), timeout=120, what="the app wrote its data")
+    eventually(lambda: (volume_dir(cluster, ns, claim) / "done").exists(), timeout=120, what="the app wrote its data")
     return workload, claim, "app=app"
 
 
@@ -185,7 +186,7 @@ def test_restricted_namespace_names_what_it_cannot_read(cluster: Any, tmp_path: 
                      "template": {"metadata": {"labels": {"app": "app"}}, "spec": spec}}}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
     vol = volume_dir(cluster, ns)
-    wait_for(lambda: (vol / "done").exists(), timeout=120, what="the app wrote its data")
+    eventually(lambda: (vol / "done").exists(), timeout=120, what="the app wrote its data")
     repo = tmp_path / "repo"
 
     refused = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -12,13 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.cli_runner import clean_env, executable, run
-from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir, wait_for
+from kubectl_dr.repo import LocalRepository
+from tests.cli_runner import clean_env, executable
+from tests.cli_runner import dr as run_cli
+from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
+from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1"})
-    return run([executable(), *args], env=env, timeout=timeout)
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout)
 
 
 def deployment(ns: str, security: dict[str, Any], container_security: dict[str, Any] | None = None) -> str:
@@ -49,7 +52,7 @@ def test_deployment_with_fsgroup(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "dep")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {"runAsUser": 1000, "fsGroup": 2000}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     app_pod = running_pods(cluster, ns, "app=app")[0]
     vol = volume_dir(cluster, ns)
     (vol / "db").mkdir()
@@ -72,11 +75,11 @@ def test_deployment_with_fsgroup(cluster: Any, tmp_path: Path) -> None:
     assert result["securityContext"]["pod"]["fsGroup"] == 2000
     assert "Deployment/app" in restore.stderr or "deployment" in restore.stderr.lower()
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
     assert running_pods(cluster, ns, "app=app") != [app_pod]  # it was stopped during the restore
     assert (vol / "db" / "table").stat().st_size == 3 << 20
     # The app's fsGroup owns what was restored once the app runs again.
-    wait_for(lambda: (vol / "db" / "table").stat().st_gid == 2000, what="fsGroup applied")
+    eventually(lambda: (vol / "db" / "table").stat().st_gid == 2000, what="fsGroup applied")
     assert managed_pods(cluster, ns) == []
 
 
@@ -92,7 +95,7 @@ def test_statefulset(cluster: Any, tmp_path: Path) -> None:
                  "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
                      "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(sts))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=db")) == 1, what="db-0 running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=db")) == 1, what="db-0 running")
     vol = volume_dir(cluster, ns, "data-db-0")
     (vol / "pgdata").write_text("v1")
     repo = tmp_path / "repo"
@@ -102,8 +105,8 @@ def test_statefulset(cluster: Any, tmp_path: Path) -> None:
     assert restore.returncode == 0, restore.stderr
     assert (vol / "pgdata").read_text() == "v1"
     assert replicas_and_records(cluster, ns, "statefulset/db") == (1, {})
-    wait_for(lambda: len(running_pods(cluster, ns, "app=db")) == 1, what="db-0 running again")
-    wait_for(lambda: (vol / "pgdata").stat().st_gid == 3000, what="fsGroup applied")
+    eventually(lambda: len(running_pods(cluster, ns, "app=db")) == 1, what="db-0 running again")
+    eventually(lambda: (vol / "pgdata").stat().st_gid == 3000, what="fsGroup applied")
 
 
 def _start_restore(cluster: Any, ns: str, repo: Path, **env: str) -> subprocess.Popen[str]:
@@ -145,7 +148,7 @@ def test_an_interrupted_restore_never_hands_a_torn_volume_to_the_app(cluster: An
     ns = new_namespace(cluster, "int")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     vol = volume_dir(cluster, ns)
     payload = os.urandom(48 << 20)
     (vol / "big").write_bytes(payload)
@@ -172,17 +175,24 @@ def test_an_interrupted_restore_never_hands_a_torn_volume_to_the_app(cluster: An
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
         # Nothing deleted the rescue pod: its dead-man loop ends it once the heartbeats stop.
-        wait_for(lambda: cluster.kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/managed-by=kubectl-dr",
+        eventually(lambda: cluster.kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/managed-by=kubectl-dr",
                                          "-o", "jsonpath={.items[*].status.phase}").stdout in ("Succeeded", ""),
                  timeout=60, what="the killed run's rescue pod ended by itself")
     else:
         assert proc.returncode == 130, rest
         assert f"interrupted by {sig.name}" in rest
-        assert "partly restored" in rest and "Run the same restore again" in rest
-        assert f"kubectl dr scale restore -n {ns}" in rest
+        assert "partly restored" in rest and f"kubectl dr scale restore -n {ns}" in rest
         assert managed_pods(cluster, ns) == []
 
-    again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    if sig == signal.SIGKILL:
+        again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    else:
+        # The hint is the command to paste: the restore's own arguments, the backup pinned by its ID.
+        hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
+        backup_id = LocalRepository(repo).backups()[0].id
+        assert hinted == ["kubectl", "dr", "pvc", "restore", "data", "--repo", str(repo), "--yes", "-n", ns,
+                          "--from", backup_id], rest
+        again = dr(cluster, *hinted[2:])
     assert again.returncode == 0, again.stderr
     assert (vol / "big").read_bytes() == payload
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
@@ -201,7 +211,7 @@ def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster
     ns = new_namespace(cluster, "bint")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     vol = volume_dir(cluster, ns)
     (vol / "big").write_bytes(os.urandom(160 << 20))
     repo = tmp_path / "repo"
@@ -236,7 +246,7 @@ def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster
         assert f"removed leftover {leftover}" in pruned.stdout + pruned.stderr
         assert list(repo.iterdir()) == []
 
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
     again = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "-o", "json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["parts"][0]["size"] > 160 << 20
@@ -254,7 +264,7 @@ def test_plans_say_what_they_would_do_in_plain_words(cluster: Any, tmp_path: Pat
     assert "scale changes" not in server.stdout
 
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     plan = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "--dry-run=client")
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.splitlines()

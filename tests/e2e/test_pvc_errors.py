@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository
 from tests.cli_runner import clean_env, executable, run
-from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
+from tests.cli_runner import dr as run_cli
+from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
+from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig)})
-    return run([executable(), *args], env=env, timeout=timeout)
+    return run_cli(*args, cluster=cluster, timeout=timeout)
 
 
 def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:
@@ -42,6 +43,7 @@ def test_user_who_cannot_read_namespaces_gets_the_claims_message(cluster: Any, t
     assert result.returncode == 1
     assert 'persistentvolumeclaims "nope" not found in namespace "default"' in result.stderr
     assert "Forbidden" not in result.stderr
+
 
 def test_pending_claim(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "pend")
@@ -69,7 +71,7 @@ def test_corrupted_backup_is_refused_before_anything_is_touched(cluster: Any, tm
     ns = new_namespace(cluster, "bad")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     app_pod = running_pods(cluster, ns, "app=app")[0]
     vol = volume_dir(cluster, ns)
     (vol / "file").write_bytes(b"x" * 100_000)
@@ -125,7 +127,7 @@ def test_corrupted_backup_of_an_unused_claim(cluster: Any, tmp_path: Path, offse
 def _big_backup(repo_path: Path, ns: str, size: int) -> str:
     """A backup of one file of zeros, written straight into the repository: large enough that its
     checksum pass lasts a while, without moving it through a pod first."""
-    repo = Repository(repo_path)
+    repo = LocalRepository(repo_path)
     info = tarfile.TarInfo("big")
     info.size, info.mtime, info.mode = size, 1_700_000_000, 0o644
     zeros = bytes(1 << 20)
@@ -178,7 +180,7 @@ def test_interrupt_during_verification_deletes_the_early_pod(cluster: Any, tmp_p
         seen.append(line)
         if line.startswith("verify ") and "(done)" not in line:
             break
-    wait_for(lambda: managed_pods(cluster, ns) != [], what="the rescue pod created during the checksum pass")
+    eventually(lambda: managed_pods(cluster, ns) != [], what="the rescue pod created during the checksum pass")
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
     proc.wait(60)

@@ -19,22 +19,22 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cli_runner import clean_env, executable, run
-from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
+from tests.cli_runner import clean_env, executable
+from tests.cli_runner import dr as run_cli
+from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
 from tests.e2e.test_pvc_security_protocols import RESTRICTED_APP, RESTRICTED_CONTAINER, _traversable
+from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, context: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig)})
-    extra = ["--context", context] if context else []
-    return run([executable(), *extra, *args], env=env, timeout=timeout)
+    return run_cli(*args, cluster=cluster, context=context, timeout=timeout)
 
 
 def app_running(cluster: Any, ns: str, security: dict[str, Any] | None = None,
                 container: dict[str, Any] | None = None) -> str:
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, security or {}, container))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     return running_pods(cluster, ns, "app=app")[0]
 
 
@@ -65,7 +65,7 @@ def node_not_ready(cluster: Any, node: str) -> Iterator[None]:
         "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
         "message": "Kubelet stopped posting node status."}]}})
     first = _heartbeat(cluster, node)
-    wait_for(lambda: _heartbeat(cluster, node) != first, timeout=30, what="a kubelet heartbeat")
+    eventually(lambda: _heartbeat(cluster, node) != first, timeout=30, what="a kubelet heartbeat")
     stop = threading.Event()
 
     def keep_down() -> None:
@@ -82,7 +82,7 @@ def node_not_ready(cluster: Any, node: str) -> Iterator[None]:
     finally:
         stop.set()
         keeper.join()
-        wait_for(lambda: _ready(cluster, node) == "True", timeout=60, what=f"node {node} ready again")
+        eventually(lambda: _ready(cluster, node) == "True", timeout=60, what=f"node {node} ready again")
 
 
 def test_node_not_ready(cluster: Any, tmp_path: Path) -> None:
@@ -248,7 +248,7 @@ def _leave_rescue_pod(cluster: Any, ns: str, *, kill: bool) -> tuple[subprocess.
     env = clean_env({"KUBECONFIG": str(cluster.kubeconfig)})
     proc = subprocess.Popen([executable(), "pvc", "rescue", "data", "-n", ns, "--read-only", "--", "sleep", "600"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    wait_for(lambda: managed_pods(cluster, ns) != [] and cluster.kubectl(
+    eventually(lambda: managed_pods(cluster, ns) != [] and cluster.kubectl(
         "get", "pod", "-n", ns, managed_pods(cluster, ns)[0], "-o", "jsonpath={.status.phase}").stdout == "Running",
         timeout=120, what="the rescue pod running")
     pod = managed_pods(cluster, ns)[0]

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_dr.clusters import ClusterIdentity
-from kubectl_dr.repo import Repository
-from tests.cli_runner import clean_env, executable, run
-from tests.datasets import make_claim, managed_pods, new_namespace, wait_for
+from kubectl_dr.repo import LocalRepository
+from tests.cli_runner import dr as run_cli
+from tests.datasets import make_claim, managed_pods, new_namespace
 from tests.e2e.test_pvc_consumers import deployment, running_pods
 from tests.e2e.test_pvc_security_protocols import RESTRICTED_APP, RESTRICTED_CONTAINER, _traversable
+from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=clean_env({"KUBECONFIG": str(cluster.kubeconfig),
-                                                    "KUBECTL_DR_CONFIG": "/dev/null"}), timeout=timeout)
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_CONFIG": "/dev/null"}, timeout=timeout)
 
 
 def _pods(cluster: Any, ns: str) -> list[str]:
@@ -33,18 +33,18 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     make_claim(cluster, ns)
     make_claim(cluster, ns, "spare", modes=("ReadWriteOncePod",))
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, RESTRICTED_APP, RESTRICTED_CONTAINER))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     other = new_namespace(cluster, "list-other")
     make_claim(cluster, other, "cache", modes=("ReadWriteMany",))
     repo = tmp_path / "repo"
     backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
     assert backup.returncode == 0, backup.stderr
     backup_id = json.loads(backup.stdout)["id"]
-    wait_for(lambda: managed_pods(cluster, ns) == [], what="the backup's pod gone")
+    eventually(lambda: managed_pods(cluster, ns) == [], what="the backup's pod gone")
     # Newer backups of a claim of the same name in another cluster, and one that records no cluster (an older
     # kubectl-dr's), are not this one's: `pvc restore --from latest` would not take them either.
     for recorded in (ClusterIdentity("another-uid", "https://elsewhere:6443", "elsewhere"), None):
-        with Repository(repo).create("pvc", {"namespace": ns, "pvc": "spare", "server": "https://elsewhere:6443"},
+        with LocalRepository(repo).create("pvc", {"namespace": ns, "pvc": "spare", "server": "https://elsewhere:6443"},
                                      "elsewhere", cluster=recorded) as writer:
             with writer.open_part("volume.tar") as part:
                 part.write(b"\0" * 1024)

@@ -4,15 +4,17 @@ workload, the volume untouched — each with what is wrong with it."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import tarcraft as tc
-from tests.cli_runner import clean_env, executable, run
-from tests.datasets import make_claim, new_namespace, snapshot, volume_dir, wait_for
+from tests.cli_runner import dr as run_cli
+from tests.datasets import make_claim, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
+from tests.polling import eventually
 
 FILE = tc.entry(b"./f", b"content")
 CASES = {
@@ -27,8 +29,8 @@ CASES = {
 }
 
 
-def dr(cluster: Any, *args: str) -> Any:
-    return run([executable(), *args], env=clean_env({"KUBECONFIG": str(cluster.kubeconfig)}), timeout=120)
+def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cluster=cluster, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def app(cluster: Any) -> tuple[str, Path]:
     ns = new_namespace(cluster, "bad")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     vol = volume_dir(cluster, ns)
     (vol / "f").write_text("the app's data")
     return ns, vol

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from tests.cli_runner import clean_env, executable
-from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir, wait_for
+from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, running_pods
+from tests.polling import eventually
 
 
 def dr_on_tmpfs(cluster: Any, mount: Path, options: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,7 +33,7 @@ def app(cluster: Any) -> str:
     ns = new_namespace(cluster, "limits")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     vol = volume_dir(cluster, ns)
     (vol / "big").write_bytes(os.urandom(6 << 20))
     os.chown(vol / "big", 1000, 1000)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.cli_runner import clean_env, executable
-from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir, wait_for
+from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
+from tests.polling import eventually
 
 
 @dataclass
@@ -110,7 +111,7 @@ def test_ctrl_c_keys_go_to_the_shell_sigint_ends_the_session_and_scales_back(clu
     ns = new_namespace(cluster, "ttyint")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     with terminal(cluster, "pvc", "rescue", "data", "-n", ns, "--quiesce") as term:
         saved = termios.tcgetattr(term.slave)
         term.expect(b"/data # ", timeout=150)
@@ -133,7 +134,7 @@ def test_ctrl_c_keys_go_to_the_shell_sigint_ends_the_session_and_scales_back(clu
         assert termios.tcgetattr(term.slave) == saved
     assert managed_pods(cluster, ns) == []
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
 
 
 def test_keys_typed_while_the_consumers_stop_reach_the_shell(cluster: Any) -> None:
@@ -141,14 +142,14 @@ def test_keys_typed_while_the_consumers_stop_reach_the_shell(cluster: Any) -> No
     ns = new_namespace(cluster, "ttyahead")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     with terminal(cluster, "pvc", "rescue", "data", "-n", ns, "--quiesce") as term:
         term.expect(b"held until the shell is up")  # said before anything is stopped
         assert b"/data # " not in term.seen
         term.type(b"echo typed-$((40+2)) | tee /data/ahead\r")
         term.expect(b"/data # ", timeout=150)
         term.expect(b"typed-42")  # the held line ran in the shell (the local echo shows only $((40+2)))
-        wait_for(lambda: (volume_dir(cluster, ns) / "ahead").exists(), timeout=30, what="the held line to run")
+        eventually(lambda: (volume_dir(cluster, ns) / "ahead").exists(), timeout=30, what="the held line to run")
         term.type(b"exit\r")
         assert term.wait() == 0, bytes(term.seen)
     assert (volume_dir(cluster, ns) / "ahead").read_text() == "typed-42\n"

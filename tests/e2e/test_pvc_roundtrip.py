@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests import tables
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr as run_cli
 from tests.datasets import (
     build_roundtrip,
     differences,
@@ -21,9 +22,8 @@ from tests.datasets import (
 )
 
 
-def dr(cluster, *args: str, timeout: float = 300):  # type: ignore[no-untyped-def]
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1"})
-    return run([executable(), *args], env=env, timeout=timeout)
+def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout)
 
 
 def test_backup_wipe_restore_is_identical(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

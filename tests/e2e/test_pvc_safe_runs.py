@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.cli_runner import clean_env, executable, run
-from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir, wait_for
+from tests.cli_runner import clean_env, executable
+from tests.cli_runner import dr as run_cli
+from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import _wait_for_line, deployment, replicas_and_records, running_pods
+from tests.polling import eventually
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> Any:
-    return run([executable(), *args], env=clean_env({"KUBECONFIG": str(cluster.kubeconfig)}), timeout=timeout)
+def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cluster=cluster, timeout=timeout)
 
 
 def cluster_state(cluster: Any, ns: str) -> dict[str, Any]:
@@ -35,7 +37,7 @@ def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Pa
     ns = new_namespace(cluster, "dry")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     vol = volume_dir(cluster, ns)
     (vol / "data").write_bytes(os.urandom(1 << 20))
     repo = tmp_path_factory.mktemp("repo")
@@ -84,7 +86,7 @@ def test_two_runs_from_two_hosts_exclude_each_other(cluster: Any, tmp_path: Path
     ns = new_namespace(cluster, "two")
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     vol = volume_dir(cluster, ns)
     payload = os.urandom(64 << 20)
     (vol / "big").write_bytes(payload)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr as run_cli
 from tests.datasets import (
     build_roundtrip,
     differences,
@@ -17,10 +17,10 @@ from tests.datasets import (
     new_namespace,
     snapshot,
     volume_dir,
-    wait_for,
     wipe,
 )
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
+from tests.polling import eventually
 
 RESTRICTED_APP = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000,
                   "seccompProfile": {"type": "RuntimeDefault"}}
@@ -28,8 +28,7 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"dro
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig)})
-    return run([executable(), *args], env=env, timeout=timeout)
+    return run_cli(*args, cluster=cluster, timeout=timeout)
 
 
 def _traversable(path: Path) -> None:
@@ -48,7 +47,7 @@ def test_restricted_namespace(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "psa", {"pod-security.kubernetes.io/enforce": "restricted"})
     make_claim(cluster, ns)
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, RESTRICTED_APP, RESTRICTED_CONTAINER))
-    wait_for(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
+    eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
     vol = volume_dir(cluster, ns)
     (vol / "app").mkdir()
     os.chown(vol / "app", 1000, 2000)

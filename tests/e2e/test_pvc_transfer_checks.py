@@ -20,7 +20,8 @@ from kubectl_dr.errors import VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.ui.progress import Transfer
 from kubectl_dr.volumes import transfer
-from kubectl_dr.volumes.rescue_pod import CONTAINER, DATA, SCRATCH, RescuePod
+from kubectl_dr.volumes.rescue_pod import CONTAINER, RescuePod
+from kubectl_dr.volumes.scripts import DATA, SCRATCH
 from kubectl_dr.volumes.security import plan
 from tests.cluster.fixture import Cluster
 from tests.e2e.test_exec_layer import create_namespace, kube_for

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr as run_cli
 from tests.datasets import build_app_tree, differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 
 
-def dr(cluster: Any, *args: str) -> Any:
-    result = run([executable(), *args], env=clean_env({"KUBECONFIG": str(cluster.kubeconfig)}), timeout=300)
+def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_cli(*args, cluster=cluster)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
     return result
 

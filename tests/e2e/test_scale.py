@@ -11,18 +11,19 @@ import json
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.cli_runner import clean_env, executable
+from tests.cli_runner import dr as run_cli
 from tests.cluster.control.kubeconfig import DEFAULT_POLICY, LIMITED_CONTEXT
 from tests.cluster.control.pki import LIMITED_USER
 from tests.cluster.fixture import Cluster
+from tests.polling import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 FAST_STOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 SLOW_STOP = ["sleep", "3600"]
@@ -34,17 +35,12 @@ ANNOTATIONS = ("kubectl-dr.io/original-replicas", "kubectl-dr.io/scaled-down-by"
 
 def wait_until(check: Callable[[], Any], timeout: float = 90.0, what: str = "condition",
                cluster: Cluster | None = None, namespace: str | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            state = ""
-            if cluster is not None and namespace is not None:
-                state = cluster.kubectl("get", "all,pvc,events", "-n", namespace, "-o", "wide", check=False).stdout
-            raise AssertionError(f"timed out waiting for {what}\n{state}")
-        time.sleep(0.3)
+    """eventually(), naming on timeout what the namespace holds."""
+    def state() -> str:
+        if cluster is None or namespace is None:
+            return ""
+        return str(cluster.kubectl("get", "all,pvc,events", "-n", namespace, "-o", "wide", check=False).stdout)
+    return eventually(check, timeout, what, explain=state)
 
 
 def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any] | list[dict[str, Any]]) -> None:
@@ -89,9 +85,8 @@ def pods_using(cluster: Cluster, namespace: str, claim: str) -> list[str]:
 
 def dr(cluster: Cluster, *args: str, context: str | None = None, timeout: float = 120
        ) -> subprocess.CompletedProcess[str]:
-    cmd = [executable(), f"--kubeconfig={cluster.kubeconfig}", *([f"--context={context}"] if context else []), *args]
-    return subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return run_cli(f"--kubeconfig={cluster.kubeconfig}", *([f"--context={context}"] if context else []), *args,
+                   timeout=timeout)
 
 
 def claim(name: str, mode: str = "ReadWriteMany") -> dict[str, Any]:

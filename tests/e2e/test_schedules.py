@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,12 @@ from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.repo import open_repository
 from kubectl_dr.schedules.node_snapshots import pull_lease_name
 from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr as run_cli
 from tests.cluster.fixture import Cluster, ClusterFactory
+from tests.polling import eventually
 from tests.s3server import S3Server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 PERIOD = 2.0  # seconds per cron minute: the shape test_kubectl_cronjobs.py uses, so one cluster serves both
 NAME = "dr-test-etcd"
 DIR = "/var/lib/kubectl-dr/test-snapshots"
@@ -40,27 +41,16 @@ def fast(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     yield cluster_factory(control_planes=1, workers=1, cron_period_seconds=PERIOD)
 
 
-def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180, in_process: bool = False
         ) -> subprocess.CompletedProcess[str]:
-    # stdin is a pipe (no terminal), as in cron or CI: destructive steps need --yes.
-    return run([executable(), *args], env=clean_env({"KUBECONFIG": str(c.kubeconfig), "KUBECTL_DR_CONFIG": "/dev/null",
-                                                      **(env or {})}), timeout=timeout, input=b"")
+    # stdin is empty (no terminal), as in cron or CI: destructive steps need --yes.
+    return run_cli(*args, cluster=c, extra_env={"KUBECTL_DR_CONFIG": "/dev/null", **(env or {})}, timeout=timeout,
+                   in_process=in_process)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     return json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else result.stdout
-
-
-def _eventually(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def _jobs(c: Cluster) -> list[dict[str, Any]]:
@@ -122,7 +112,7 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
         assert not failed, f"schedule runs failed: {failed}: " + c.kubectl(
             "logs", "-n", "kube-system", f"job/{failed[0]}", "--all-containers", check=False).stdout
         return len(seen) >= 4
-    _eventually(four_done, 120, "four successful schedule runs")
+    eventually(four_done, 120, "four successful schedule runs")
     listed = _ok(_dr(c, "schedule", "list", "-o", "json"))
     mine = [s for s in listed["items"] if s["name"] == NAME]
     assert mine and mine[0]["keep"] == 2 and mine[0]["directory"] == DIR and mine[0]["nodes"] == c.control_planes
@@ -132,11 +122,11 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
 
     # Suspended, the schedule lets its running Job finish; deleted, it is gone and its snapshots stay.
     c.kubectl("patch", "cronjob", "-n", "kube-system", NAME, "--type", "merge", "-p", '{"spec":{"suspend":true}}')
-    _eventually(lambda: not [j for j in _jobs(c) if not _succeeded(j)], 120, "the running Job to finish")
+    eventually(lambda: not [j for j in _jobs(c) if not _succeeded(j)], 120, "the running Job to finish")
     deleted = _dr(c, "schedule", "delete", NAME, "--yes")
     assert deleted.returncode == 0 and f"cronjob.batch/{NAME} deleted" in deleted.stdout, deleted.stderr
     assert NAME not in _ok(_dr(c, "schedule", "list", "-o", "json"))["items"].__repr__()
-    _eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={NAME}",
+    eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={NAME}",
                                       "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
     files = _files(c)
     snaps = [f for f in files if f.endswith(".db")]
@@ -241,15 +231,17 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
 
 def test_schedule_refusals(fast: Cluster) -> None:
     c = fast
-    bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *")
+    bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *",
+                   in_process=True)
     assert bad_cron.returncode == 2 and "hour field '25' is out of range" in bad_cron.stderr
-    keep0 = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0")
+    keep0 = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0",
+                in_process=True)
     assert keep0.returncode == 2 and "--keep must be at least 1" in keep0.stderr
     bad_zone = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                   "--time-zone", "Mars/Olympus")
+                   "--time-zone", "Mars/Olympus", in_process=True)
     assert bad_zone.returncode == 2 and "unknown time zone" in bad_zone.stderr
     bad_dir = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                  "--dir", "/var/lib/etcd/snaps")
+                  "--dir", "/var/lib/etcd/snaps", in_process=True)
     assert bad_dir.returncode == 2 and "control plane owns" in bad_dir.stderr
     bad_node = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
                    "--node", c.workers[0])
@@ -326,10 +318,10 @@ def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: 
         seen.update(j["metadata"]["name"] for j in jobs if _succeeded(j))
         return len(seen) >= 3
     try:
-        _eventually(runs, 120, "three successful runs")
+        eventually(runs, 120, "three successful runs")
     finally:
         _ok(_dr(c, "schedule", "delete", name, "--yes"))
-    _eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
+    eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
                                       "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
     members = {m.name for m in c.members}  # kubeadm names each member after its node
     found = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))["items"]
@@ -375,9 +367,9 @@ def test_print_entries_from_the_cli(tmp_path: Path) -> None:
         checked = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / Path(p).name) for p in files)],
                                  capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
-    usage = run([executable(), "schedule", "print", "--crontab", "--what", "copy"], env=env)
+    usage = run_cli("schedule", "print", "--crontab", "--what", "copy", env=env, in_process=True)
     assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
-    both = run([executable(), "schedule", "print", "--crontab", "--systemd"], env=env)
+    both = run_cli("schedule", "print", "--crontab", "--systemd", env=env, in_process=True)
     assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr
 
 

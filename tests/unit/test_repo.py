@@ -22,6 +22,7 @@ from kubectl_dr.repo import (
     BackupCorruptError,
     BackupNotFoundError,
     DiskFullError,
+    LocalRepository,
     ManifestError,
     Repository,
     WrongBackupTypeError,
@@ -51,7 +52,7 @@ def clock() -> Clock:
 
 @pytest.fixture()
 def repo(tmp_path: Path, clock: Clock) -> Repository:
-    return Repository(tmp_path / "backups", clock=clock)
+    return LocalRepository(tmp_path / "backups", clock=clock)
 
 
 def _backup(repo: Repository, clock: Clock, type: str, source: dict[str, str], hint: str, data: bytes) -> str:
@@ -164,8 +165,8 @@ def test_crash_leaves_hidden_temp_dir_that_list_ignores_and_prune_removes(repo: 
         f"""
         import os, signal, sys
         from pathlib import Path
-        from kubectl_dr.repo import Repository
-        w = Repository(Path({str(repo.path)!r})).create("pvc", {{"pvc": "b"}}, "b")
+        from kubectl_dr.repo import LocalRepository, Repository
+        w = LocalRepository(Path({str(repo.path)!r})).create("pvc", {{"pvc": "b"}}, "b")
         w.open_part("data.tar").write(b"half of it")
         print(w.temp_path.name, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -370,7 +371,7 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_disk_full_is_reported_and_leaves_nothing(small_tmpfs: Path, clock: Clock) -> None:
-    repo = Repository(small_tmpfs / "repo", clock=clock)
+    repo = LocalRepository(small_tmpfs / "repo", clock=clock)
     writer = repo.create("pvc", {"pvc": "big"}, "big")
     part = writer.open_part("data.tar")
     chunk = b"z" * 65536

@@ -112,7 +112,8 @@ def test_verify_reads_back_and_catches_damage(seaweedfs: S3Server) -> None:
     client.put_object(Bucket=bucket, Key=key, Body=data[:1000] + bytes([data[1000] ^ 1]) + data[1001:])
     with pytest.raises(BackupCorruptError, match=r'part "data.tar" has SHA-256 [0-9a-f]{64} but the manifest says'):
         repo.verify(backup_id)
-    assert repo.verification(repo.get(backup_id))["ok"] is False  # type: ignore[index]
+    record = repo.verification(repo.get(backup_id))
+    assert record is not None and record.ok is False
     assert not repo.intact(repo.get(backup_id))
 
     client.put_object(Bucket=bucket, Key=key, Body=data[:-10])

@@ -15,6 +15,8 @@ import pytest
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import LocalRepository, RepoError
 from kubectl_dr.repo.safety import confirm_plaintext_secrets
+from kubectl_dr.ui.console import TerminalConsole
+from kubectl_dr.ui.terminals import Terminals
 
 
 def _mount(tmp_path: Path, name: str, options: str) -> Iterator[Path]:
@@ -104,21 +106,30 @@ def test_plaintext_secrets_to_a_remote_repository_need_consent(tmp_path: Path) -
     class Remote(LocalRepository):
         remote = True
 
+    def console(yes: bool = False, terminal: bool = False, answer: bool = False,
+                asked: list[str] | None = None) -> TerminalConsole:
+        def ask(question: str) -> bool:
+            (asked if asked is not None else []).append(question)
+            return answer
+
+        return TerminalConsole(yes=yes, terminals=Terminals(stdin=terminal, stdout=terminal, stderr=terminal), ask=ask)
+
     local = LocalRepository(tmp_path / "a")
     remote = Remote(tmp_path / "b")
-    confirm_plaintext_secrets(local, "an etcd snapshot", yes=False, ask=None)  # local: fine
-    with pytest.raises(DrError, match="refusing to write an etcd snapshot unencrypted to the remote repository"):
-        confirm_plaintext_secrets(remote, "an etcd snapshot", yes=False, ask=None)
-    confirm_plaintext_secrets(remote, "an etcd snapshot", yes=True, ask=None)
+    confirm_plaintext_secrets(local, "an etcd snapshot", console())  # local: fine
+    with pytest.raises(DrError, match="refusing to write an etcd snapshot unencrypted to the remote repository") as no:
+        confirm_plaintext_secrets(remote, "an etcd snapshot", console())
+    assert "it holds every Secret of the cluster" in no.value.message and "--encrypt-to" in (no.value.hint or "")
+    confirm_plaintext_secrets(remote, "an etcd snapshot", console(yes=True))
     asked: list[str] = []
     with pytest.raises(DrError, match="aborted: nothing was changed"):
-        confirm_plaintext_secrets(remote, "an etcd snapshot", yes=False, ask=lambda q: bool(asked.append(q)))
+        confirm_plaintext_secrets(remote, "an etcd snapshot", console(terminal=True, asked=asked))
     assert "holds every Secret of the cluster" in asked[0]
-    confirm_plaintext_secrets(remote, "an etcd snapshot", yes=False, ask=lambda q: True)
+    confirm_plaintext_secrets(remote, "an etcd snapshot", console(terminal=True, answer=True))
     import pyrage
 
     key = str(pyrage.x25519.Identity.generate().to_public())
-    confirm_plaintext_secrets(Remote(tmp_path / "c", recipients=[key]), "an etcd snapshot", yes=False, ask=None)
+    confirm_plaintext_secrets(Remote(tmp_path / "c", recipients=[key]), "an etcd snapshot", console())
 
 
 def _tamper_id(repo: LocalRepository, backup_id: str, new_id: str) -> None:

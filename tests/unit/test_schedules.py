@@ -197,7 +197,7 @@ def test_systemd_timers_fire_when_cron_would(expr: str) -> None:
 def test_systemd_units_verify(tmp_path: Path) -> None:
     ctx = _ctx()
     jobs = client_jobs.build(["etcd-pull"], ctx=ctx, cron_expr="30 2 * * *", pvcs=[], to=None, encrypt_to=[], keep={})
-    files = client_jobs.systemd(jobs, ctx, "Europe/Berlin", user=False)
+    files = client_jobs.systemd(jobs, "Europe/Berlin", user=False)
     assert sorted(Path(p).name for p in files) == ["kubectl-dr-etcd-pull.service", "kubectl-dr-etcd-pull.timer"]
     service, timer = (files[p] for p in sorted(files))
     assert "Type=oneshot" in service and "ExecStart=/usr/bin/flock -n /run/kubectl-dr-etcd-pull.lock " in service

@@ -38,32 +38,33 @@ from kubectl_dr.etcd.client import Endpoint, certificate_hint, is_rpc_error, rpc
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.keyspace import Keyspace
 from kubectl_dr.etcd.restore import holdscript
-from kubectl_dr.etcd.restore.holdscript import ABANDONED, DONE, PARKED, RESTORED, NodeHold, run_prefix
-from kubectl_dr.etcd.restore.job import (
+from kubectl_dr.etcd.restore.common import (
     DR_DIR,
     Outcome,
-    _check_snapshot,
-    _count,
-    _names,
-    _remove_restored_helpers,
+    check_snapshot,
     compare_with_before,
+    count_objects,
+    names,
+    remove_restored_helpers,
     take_lease,
+    wait_api,
 )
+from kubectl_dr.etcd.restore.holdscript import ABANDONED, DONE, PARKED, RESTORED, NodeHold, run_prefix
 from kubectl_dr.etcd.restore.nodescript import HOST_DR, HOST_KUBERNETES
+from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.rewrite import Changes, differences, digest, live, prefix_end, rewrite
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
-from kubectl_dr.etcd.restore.targets import APISERVER_SELECTOR, KUBERNETES_DIR, MANIFESTS_DIR, _readyz, host_path_of
+from kubectl_dr.etcd.restore.targets import APISERVER_SELECTOR, KUBERNETES_DIR, MANIFESTS_DIR, host_path_of, readyz
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, Direct, parse_flags
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
-from kubectl_dr.kube.pods import HelperPod, managed_labels, pod_name
+from kubectl_dr.kube.pods import HelperPod, pod_name
 from kubectl_dr.runs import Run
 from kubectl_dr.runs.run import Holder
 
 DEFAULT_PREFIX = "/registry"
 PARK_WAIT_MARGIN = 30  # the client stops waiting for the nodes this long before they stop waiting for it
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def api_nodes(kube: Kube) -> list[ApiNode]:
             files.append(host)
         found.append(ApiNode(node, servers, (files[0], files[1], files[2]),
                              flags.get("etcd-prefix", DEFAULT_PREFIX).rstrip("/") or DEFAULT_PREFIX,
-                             _readyz(pod, node)))
+                             readyz(pod, node)))
     if not found:
         raise EtcdError(f"no kube-apiserver static pods in {ETCD_NAMESPACE} ({APISERVER_SELECTOR})",
                         hint="kubectl dr restores etcd for kubeadm-style control planes, whose API servers run as "
@@ -215,16 +216,15 @@ def held_runs(etcd: Etcd) -> list[str]:
                   and f"{run_prefix(r)}/verdict".encode() not in keys)
 
 
-def held_cluster_uid(direct: Direct) -> str | None:
+def held_cluster_uid(etcd: Etcd) -> str | None:
     """The cluster whose API servers a held run keeps down, from etcd itself (its kube-system under the run's
     prefix): with no API server to ask, this is what `--from latest` resolves against. None without a held run."""
-    with etcd_errors(direct), Etcd(direct) as etcd:
-        held = held_runs(etcd)
-        if not held:
-            return None
-        prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
-        stored = etcd.get(f"{prefix}/namespaces/kube-system".encode())
-        return keyspace.namespace_uid(stored) if stored else None
+    held = held_runs(etcd)
+    if not held:
+        return None
+    prefix = (etcd.get(f"{run_prefix(held[0])}/prefix".encode()) or b"/registry").decode()
+    stored = etcd.get(f"{prefix}/namespaces/kube-system".encode())
+    return keyspace.namespace_uid(stored) if stored else None
 
 
 def run_record(etcd: Etcd, run_id: str) -> dict[str, Any]:
@@ -357,7 +357,7 @@ class ExternalPlan:
         return "\n".join(lines + [f"  {s}" for s in self.steps()]) + "\n"
 
 
-def _identity(kube: Kube, etcd: Etcd, prefix: str, say: Say) -> None:
+def _identity(kube: Kube, etcd: Etcd, prefix: str, console: Console) -> None:
     """Refuse unless this etcd is the cluster's storage: it holds kube-system with the UID the API shows."""
     uid = str(kube.get("/api/v1/namespaces/kube-system")["metadata"]["uid"])
     key = f"{prefix}/namespaces/kube-system".encode()
@@ -368,56 +368,51 @@ def _identity(kube: Kube, etcd: Etcd, prefix: str, say: Say) -> None:
             + (f"it has no {key.decode()}" if value is None else f"its {key.decode()} is not the kube-system "
                f"namespace (UID {uid}) the API server shows"),
             hint="Give --endpoints of the etcd the API servers use (their --etcd-servers).")
-    say(f"etcd at {etcd.direct.endpoints[0]} holds this cluster's objects (kube-system {uid})")
+    console.say(f"etcd at {etcd.direct.endpoints[0]} holds this cluster's objects (kube-system {uid})")
 
 
-def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_image: str | None,
-         helper_image: str, hold_timeout: int, say: Say, dry_run: bool) -> ExternalPlan:
+def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run,
+         console: Console) -> ExternalPlan:
+    namespace, dry_run = opts.namespace, opts.client_dry_run
     nodes = api_nodes(kube)
     prefix = nodes[0].prefix
-    say(f"API servers on {', '.join(n.node for n in nodes)} (their etcd: {nodes[0].etcd_servers}, prefix {prefix})")
+    console.say(f"API servers on {', '.join(n.node for n in nodes)} (their etcd: {nodes[0].etcd_servers}, prefix "
+                f"{prefix})")
     version, cluster_id, revision = etcd.check()
-    _identity(kube, etcd, prefix, say)  # first: a wrong etcd is the cause of anything else that differs
-    _check_snapshot(snapshot, version)
+    _identity(kube, etcd, prefix, console)  # first: a wrong etcd is the cause of anything else that differs
+    check_snapshot(snapshot, version)
     space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
     if f"{prefix}/namespaces/kube-system".encode() not in space.keys:
         raise EtcdError(f"the snapshot holds no {prefix}/namespaces/kube-system: it is not a snapshot of a Kubernetes "
                         f"cluster that stores its objects under {prefix}")
     put, delete, unchanged = differences(space, live(etcd.ep, prefix.encode() + b"/"))
     if not dry_run:
-        for warning in encryption.preflight(kube, snapshot.details, namespace=namespace, run=run,
-                                            helper_image=helper_image):
-            say(f"warning: {warning}")
-    image = etcd_image or f"registry.k8s.io/etcd:{version}-0"
+        for warning in encryption.preflight(kube, snapshot.details, namespace=namespace, run=run, console=console,
+                                            helper_image=opts.helper_image):
+            console.warn(warning)
+    image = opts.etcd_image or f"registry.k8s.io/etcd:{version}-0"
     return ExternalPlan(
         run=run, direct=etcd.direct, snapshot=snapshot, space=space, nodes=nodes, prefix=prefix,
         cluster_version=version, cluster_id=cluster_id, revision_before=revision, to_put=len(put),
-        to_delete=len(delete), unchanged=unchanged, etcd_image=image, helper_image=helper_image,
-        namespace=namespace, hold_timeout=hold_timeout,
-        counts_before={} if dry_run else _count(kube), nodes_before=[] if dry_run else _names(kube, "/api/v1/nodes"),
-        pods_before=[] if dry_run else _names(kube, "/api/v1/pods"))
+        to_delete=len(delete), unchanged=unchanged, etcd_image=image, helper_image=opts.helper_image,
+        namespace=namespace, hold_timeout=opts.hold_timeout,
+        counts_before={} if dry_run else count_objects(kube),
+        nodes_before=[] if dry_run else names(kube, "/api/v1/nodes"),
+        pods_before=[] if dry_run else names(kube, "/api/v1/pods"))
 
 
 # ----------------------------------------------------------------------------------------------------- run
 def _writer_pod(kube: Kube, p: ExternalPlan, node: ApiNode) -> HelperPod:
     """A busybox pod on the node with /etc/kubernetes and our directory: it writes the hold manifest."""
-    spec = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name("dr-etcd-hold", node.node), "namespace": p.namespace,
-                     "labels": {**managed_labels("etcd-hold-writer"), **p.run.labels()},
-                     "annotations": p.run.annotations()},
-        "spec": {
-            "activeDeadlineSeconds": 3600, "nodeName": node.node, "restartPolicy": "Never",
-            "automountServiceAccountToken": False, "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": [{"name": "kubernetes", "hostPath": {"path": KUBERNETES_DIR, "type": "Directory"}},
-                        {"name": "kubectl-dr", "hostPath": {"path": DR_DIR, "type": "DirectoryOrCreate"}}],
-            "containers": [{"name": "node", "image": p.helper_image, "imagePullPolicy": "IfNotPresent",
-                            "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
-                            "volumeMounts": [{"name": "kubernetes", "mountPath": HOST_KUBERNETES},
-                                             {"name": "kubectl-dr", "mountPath": HOST_DR}]}],
-        },
-    }
+    spec = pods.pod_manifest(
+        pod_name("dr-etcd-hold", node.node), p.namespace, purpose="etcd-hold-writer", node=node.node, deadline=3600,
+        labels=p.run.labels(), annotations=p.run.annotations(),
+        volumes=[pods.host_path_volume("kubernetes", KUBERNETES_DIR),
+                 pods.host_path_volume("kubectl-dr", DR_DIR, "DirectoryOrCreate")],
+        containers=[{"name": "node", "image": p.helper_image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
+                     "volumeMounts": [{"name": "kubernetes", "mountPath": HOST_KUBERNETES},
+                                      {"name": "kubectl-dr", "mountPath": HOST_DR}]}])
     pod = pods.create(kube, spec, what=f"etcd hold on {node.node}")
     try:
         pods.wait_running(pod, timeout=180, stuck_after=15)
@@ -445,20 +440,19 @@ def node_states(etcd: Etcd, run_id: str) -> dict[str, str]:
     return {k[len(prefix):].decode(): v.decode() for k, v in etcd.under(prefix).items()}
 
 
-def _release(direct: Direct, run_id: str, say: Say) -> None:
+def _release(direct: Direct, run_id: str, console: Console) -> None:
     """Tell the nodes to start their API servers on the untouched data (only while nobody claimed the run).
     A connection of its own: the cleanup runs after the command's connection is closed."""
     base = run_prefix(run_id).encode()
     with Etcd(direct) as etcd:
         if etcd.put_if_absent(base + b"/applying", base + b"/verdict", ABANDONED.encode()):
-            say("the nodes were told to start their API servers again; nothing in etcd was changed")
+            console.say("the nodes were told to start their API servers again; nothing in etcd was changed")
 
 
 def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str], *,
         on_lease: Callable[[], None] = lambda: None) -> Outcome:
-    say = console.say
     stack = cleanup.current()
-    released = take_lease(kube, p.namespace, p.run, say)
+    released = take_lease(kube, p.namespace, p.run, console)
     on_lease()  # the runbook: only for a run that holds the lease, before anything changes
     for old in finished_runs(etcd):  # we hold the lease: these runs are over (a held one is never among them)
         etcd.delete_prefix(run_prefix(old).encode() + b"/")
@@ -468,7 +462,7 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
     etcd.put(base + b"/prefix", p.prefix.encode())  # what a second run needs to finish this one without the API
     etcd.put(base + b"/record", _record(p))  # and with which snapshot only (check_bound)
     release = stack.push("start the API servers again (the rewrite had not begun)",
-                         lambda: _release(etcd.direct, p.run.id, say))
+                         lambda: _release(etcd.direct, p.run.id, console))
     stack.run(released)  # the API server is about to stop
     for node, pod in writers:
         _hand_over(kube, pod, p, node)
@@ -478,9 +472,10 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
             pod.step = None
         with contextlib.suppress(DrError):
             pod.request_delete()
-    say(f"handed over: every control-plane node stops its API server and holds it down (at most {p.hold_timeout}s "
+    console.say(f"handed over: every control-plane node stops its API server and holds it down (at most "
+                f"{p.hold_timeout}s "
         "unless the rewrite begins)")
-    _wait_parked(etcd, p, say)
+    _wait_parked(etcd, p, console)
     if not etcd.put_if_absent(base + b"/verdict", base + b"/applying", p.run.id.encode()):
         stack.discard(release)
         raise EtcdError("a node gave up waiting before the rewrite began: its API server runs again on the old data, "
@@ -491,16 +486,17 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
         safety = take_safety()
     except BaseException:
         etcd.put(base + b"/verdict", ABANDONED.encode())
-        say("no safety snapshot, so no rewrite: the nodes start their API servers again on the untouched data")
+        console.say("no safety snapshot, so no rewrite: the nodes start their API servers again on the untouched data")
         raise
     etcd.put(base + b"/safety", safety.encode())
-    say(f"safety snapshot {safety} saved: `kubectl dr etcd restore --from {safety} --endpoints …` puts this data "
+    console.say(f"safety snapshot {safety} saved: `kubectl dr etcd restore --from {safety} --endpoints …` puts this "
+                "data "
         "back")
-    changes = _apply(etcd, p.run.id, p.space, p.prefix, say)
-    return finish(kube, etcd, p.run.id, p.nodes, p.namespace, say, plan=p, changes=changes, safety=safety)
+    changes = _apply(etcd, p.run.id, p.space, p.prefix, console)
+    return finish(kube, etcd, p.run.id, p.nodes, p.namespace, console, plan=p, changes=changes, safety=safety)
 
 
-def _wait_parked(etcd: Etcd, p: ExternalPlan, say: Say) -> None:
+def _wait_parked(etcd: Etcd, p: ExternalPlan, console: Console) -> None:
     deadline = time.monotonic() + max(p.hold_timeout - PARK_WAIT_MARGIN, 10)
     told = 0.0
     while True:
@@ -520,15 +516,15 @@ def _wait_parked(etcd: Etcd, p: ExternalPlan, say: Say) -> None:
                                  f"{DR_DIR}/{p.run.id}/status-hold on the node.")
         if time.monotonic() - told > 15:
             told = time.monotonic()
-            say(f"waiting for node(s) {', '.join(waiting)} to stop their API server")
+            console.say(f"waiting for node(s) {', '.join(waiting)} to stop their API server")
         time.sleep(1)
 
 
-def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, say: Say) -> Changes:
+def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Console) -> Changes:
     """The claimed part: rewrite, check, verdict. An interruption here leaves the API servers held."""
     try:
-        say(f"rewriting the keys under {prefix}/ in etcd")
-        changes = rewrite(etcd.ep, space, prefix.encode() + b"/", say)
+        console.say(f"rewriting the keys under {prefix}/ in etcd")
+        changes = rewrite(etcd.ep, space, prefix.encode() + b"/", console.say)
         now = live(etcd.ep, prefix.encode() + b"/")
         if digest(now) != digest(space.keys) or {k: bool(v.lease) for k, v in now.items()} != {
                 k: bool(v.lease) for k, v in space.keys.items()}:
@@ -537,26 +533,29 @@ def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, say: Say) -> C
                             f"{len(delete)} too many): something else writes to it",
                             hint="The API servers stay stopped. Stop the other writer, then run the same command "
                                  "again.")
-        say(f"etcd holds exactly the snapshot's {len(space.keys)} keys under {prefix}/ (every key and value checked)")
+        console.say(f"etcd holds exactly the snapshot's {len(space.keys)} keys under {prefix}/ (every key and value "
+                    "checked)")
         etcd.put(f"{run_prefix(run_id)}/verdict".encode(), RESTORED.encode())
         return changes
     except BaseException as exc:
-        say(f"error: the rewrite did not finish ({type(exc).__name__}): the API servers stay stopped so that nothing "
+        console.say(f"error: the rewrite did not finish ({type(exc).__name__}): the API servers stay stopped so that "
+                    "nothing "
             "serves a half-restored state. Run the same `kubectl dr etcd restore --endpoints …` again to finish it "
             "(it needs no API server), or `--from` the safety snapshot to go back.")
         raise
 
 
-def resume(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, kube: Kube, namespace: str, say: Say) -> Outcome:
+def resume(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, kube: Kube, namespace: str,
+           console: Console) -> Outcome:
     """A held run (claimed, no verdict): finish it with this snapshot, then release its nodes."""
-    say(f"run {run_id} holds the API servers down with its rewrite unfinished: finishing it with this snapshot")
-    changes = _apply(etcd, run_id, space, prefix, say)
+    console.say(f"run {run_id} holds the API servers down with its rewrite unfinished: finishing it with this snapshot")
+    changes = _apply(etcd, run_id, space, prefix, console)
     states = node_states(etcd, run_id)
     return finish(kube, etcd, run_id, [ApiNode(n, "", ("", "", ""), prefix, "") for n in sorted(states)],
-                  namespace, say, changes=changes)
+                  namespace, console, changes=changes)
 
 
-def _wait_hold_pods_gone(kube: Kube, say: Say, timeout: float = 60.0) -> None:
+def _wait_hold_pods_gone(kube: Kube, console: Console, timeout: float = 60.0) -> None:
     """A node reports done just before it removes its manifest; its kubelet then stops the pod and deletes the
     mirror pod. Leave nothing of ours behind: wait for that."""
     selector = "app.kubernetes.io/managed-by=kubectl-dr,kubectl-dr.io/purpose=etcd-hold"
@@ -565,22 +564,20 @@ def _wait_hold_pods_gone(kube: Kube, say: Say, timeout: float = 60.0) -> None:
         try:
             left = kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods", labelSelector=selector).get("items") or []
         except DrError as exc:
-            say(f"warning: cannot check that the hold pods are gone: {exc.message}")
+            console.warn(f"cannot check that the hold pods are gone: {exc.message}")
             return
         if not left:
             return
         if time.monotonic() > deadline:
-            say(f"warning: hold pod(s) {', '.join(p['metadata']['name'] for p in left)} still exist; their nodes "
+            console.warn(f"hold pod(s) {', '.join(p['metadata']['name'] for p in left)} still exist; their nodes "
                 f"remove them once {holdscript.MANIFEST_FILE} has left the manifests directory")
             return
         time.sleep(0.5)
 
 
-def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace: str, say: Say, *,
+def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace: str, console: Console, *,
            plan: ExternalPlan | None = None, changes: Changes | None = None, safety: str | None = None) -> Outcome:
-    from kubectl_dr.etcd.restore.job import wait_api
-
-    wait_api(kube, say)
+    wait_api(kube, console)
     deadline = time.monotonic() + 300
     while True:
         states = node_states(etcd, run_id)
@@ -593,12 +590,12 @@ def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace:
                                                      states.get(n.node, "never started"), "")] for n in nodes})
     outcome.details = {"etcdTopology": "external", "safetySnapshot": safety,
                        "keys": changes.to_dict() if changes else None}
-    _remove_restored_helpers(kube, namespace, say)
-    _wait_hold_pods_gone(kube, say)
+    remove_restored_helpers(kube, namespace, console)
+    _wait_hold_pods_gone(kube, console)
     try:
         _, _, outcome.revision_after = etcd.check()
     except DrError as exc:
-        say(f"warning: cannot read the etcd status after the restore: {exc.message}")
+        console.warn(f"cannot read the etcd status after the restore: {exc.message}")
     if not pending:
         etcd.delete_prefix(run_prefix(run_id).encode() + b"/")
     if plan is not None:

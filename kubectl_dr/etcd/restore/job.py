@@ -26,14 +26,32 @@ from typing import Any
 
 from kubectl_dr import cleanup, units
 from kubectl_dr.console import Console
-from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import encryption
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.model import MemberInfo
 from kubectl_dr.etcd.restore import nodescript
+from kubectl_dr.etcd.restore.common import (
+    API_WAIT_SECONDS,
+    DR_DIR,
+    LAST,
+    Outcome,
+    RestoreFailed,
+    check_snapshot,
+    compare_with_before,
+    count_objects,
+    image_pod,
+    names,
+    remove_restored_helpers,
+    take_lease,
+    tool_version,
+    version_tuple,
+    wait_api,
+)
 from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
+from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
 from kubectl_dr.etcd.restore.targets import (
     KUBERNETES_DIR,
@@ -46,25 +64,15 @@ from kubectl_dr.etcd.restore.targets import (
 )
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.pods import LABEL_MANAGED, LABEL_PURPOSE, MANAGED_BY, HelperPod, managed_labels, pod_name
-from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
-from kubectl_dr.runs.leases import remove_restored
-from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
+from kubectl_dr.runs import Run
 
-DR_DIR = "/var/lib/kubectl-dr/restore"
-LAST = "LAST"
 BUMP = 1_000_000_000
 # etcdctl got `snapshot restore --bump-revision/--mark-compacted` in 3.5.10 and lost `snapshot restore` in 3.6.
 BUMP_SINCE = (3, 5, 10)
-DEFAULT_HELPER_IMAGE = "busybox"
 NO_BUMP_RISK = (
     "Without --bump-revision the restored revision is lower than what every watching client (kubelets, "
     "controllers, operators) has already seen: their informers do not notice the change, miss events and keep a "
     "stale cache until they are restarted (kubernetes#107457, #118501).")
-API_WAIT_SECONDS = 1200.0
-COUNTED = ("namespaces", "nodes", "pods", "services", "configmaps", "secrets", "serviceaccounts",
-           "persistentvolumeclaims", "persistentvolumes", "deployments.apps", "statefulsets.apps",
-           "daemonsets.apps", "jobs.batch", "cronjobs.batch")
 
 
 @dataclass
@@ -166,7 +174,7 @@ def rollback_dir(data_dir: str, run_id: str) -> str:
 def can_bump(tool_version: str, image: str, no_bump: bool, what: str = "restore") -> bool:
     """Whether the etcdctl of `image` bumps the revision; refused (with the reason) when it cannot and the user did
     not accept that with --no-bump-revision."""
-    has_bump = BUMP_SINCE <= _version_tuple(tool_version) < (3, 6)
+    has_bump = BUMP_SINCE <= version_tuple(tool_version) < (3, 6)
     if not has_bump and not no_bump:
         raise EtcdError(f"no {what} tool with --bump-revision: {image} has etcdctl {tool_version} (the bump needs "
                         "etcdctl ≥ 3.5.10)",
@@ -184,75 +192,36 @@ def image_version(image: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+@dataclass(frozen=True)
+class Preflight:
+    """What preflight read from the cluster: the plan is decided from this and the options alone."""
+
+    targets: list[Target]
+    versions: list[str]  # the members' etcd versions, one major.minor
+    tool_version: str  # etcdctl's version in the image that restores
+    image: str
+    revision: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)
+    pods: list[str] = field(default_factory=list)
 
 
-def _image_pod(t: Target, namespace: str, image: str, run: Run, name: str, command: list[str],
-               volumes: list[tuple[str, str, str]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name(f"dr-etcd-{name}", t.node), "namespace": namespace,
-                     "labels": {**managed_labels(f"etcd-restore-{name}"), **run.labels()},
-                     "annotations": run.annotations()},
-        "spec": {"activeDeadlineSeconds": 3600, "nodeName": t.node, "restartPolicy": "Never",
-                 "automountServiceAccountToken": False, "enableServiceLinks": False,
-                 "terminationGracePeriodSeconds": 1, "tolerations": [{"operator": "Exists"}],
-                 "volumes": [{"name": n, "hostPath": {"path": p, "type": "Directory"}} for n, p, _ in volumes],
-                 "containers": [{"name": name, "image": image, "imagePullPolicy": "IfNotPresent",
-                                 "command": command, "env": [{"name": "ETCDCTL_API", "value": "3"}],
-                                 "volumeMounts": [{"name": n, "mountPath": m} for n, _, m in volumes]}]},
-    }
-
-
-def _tool(kube: Kube, t: Target, namespace: str, image: str, run: Run) -> str:
-    log = run_to_end(kube, _image_pod(t, namespace, image, run, "version", ["etcdctl", "version"], []), t,
-                     "etcdctl version", timeout=180)
-    match = re.search(r"etcdctl version:\s*(\S+)", log)
-    if not match:
-        raise EtcdError(f"`etcdctl version` in {image} printed no version: {log.strip()[:300]!r}")
-    return match.group(1)
-
-
-def _count(kube: Kube) -> dict[str, int]:
-    counts = {}
-    for resource in COUNTED:
-        name, _, group = resource.partition(".")
-        path = f"/apis/{group}/v1/{name}" if group else f"/api/v1/{name}"
-        try:
-            counts[resource] = len(kube.get(path).get("items") or [])
-        except DrError:
-            continue
-    return counts
-
-
-def _names(kube: Kube, path: str) -> list[str]:
-    items = kube.get(path).get("items") or []
-    return sorted(f"{i['metadata'].get('namespace') + '/' if i['metadata'].get('namespace') else ''}"
-                  f"{i['metadata']['name']}" for i in items)
-
-
-def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_image: str | None,
-         no_bump: bool, helper_image: str, say: Callable[[str], None], dry_run: bool = False,
-         node_timeout: int = 300) -> Plan:
+def plan(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run, console: Console) -> Plan:
     """Everything checked before anything changes. A dry run starts no pod: the versions then come from the
     image tags (kubeadm's registry.k8s.io/etcd:X.Y.Z-N), and the plan says so."""
     found = targets(kube)
-    say(f"etcd members: {', '.join(f'{t.name} on {t.node}' for t in found)}")
+    console.say(f"etcd members: {', '.join(f'{t.name} on {t.node}' for t in found)}")
     _refuse_left_out(found, apiserver_nodes(kube), None)
     images = sorted({t.member.image for t in found})
-    image = etcd_image or images[0]
-    if dry_run:
+    image = opts.etcd_image or images[0]
+    if opts.client_dry_run:
         tagged = [v for v in (image_version(t.member.image) for t in found) if v]
         tool = image_version(image)
         if not tagged or tool is None:
             raise EtcdError("a client dry run reads the etcd versions from the image tags, and these have none: "
                             f"{', '.join(images)}", hint="Run without --dry-run to ask the members.")
-        planned = _decide(found, snapshot, tagged, tool, image, None, namespace, run, no_bump, helper_image, say,
-                          counts={}, nodes=[], pods=[])
-        planned.node_timeout = node_timeout
-        return planned
-    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace)
+        return _decide(Preflight(found, tagged, tool, image), snapshot, opts, run)
+    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), opts.namespace, console)
     versions = sorted({e.version for e in status.endpoints if e.version})
     if not versions:
         raise EtcdError("no etcd member answered: cannot tell the cluster's etcd version",
@@ -261,23 +230,20 @@ def plan(kube: Kube, snapshot: LocalSnapshot, *, namespace: str, run: Run, etcd_
     if len({minor_of(v) for v in versions}) != 1:
         raise EtcdError(f"the members run different etcd versions ({', '.join(versions)}): finish the upgrade "
                         "first")
-    cluster_version = versions[0]
     _refuse_left_out(found, [], status.members)
     unhealthy = [e.endpoint for e in status.endpoints if not e.healthy]
     if unhealthy:
-        say(f"warning: members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
-    _check_snapshot(snapshot, cluster_version)
+        console.warn(f"members not healthy now: {', '.join(unhealthy)} (the restore replaces their data too)")
+    check_snapshot(snapshot, versions[0])
     # Secrets the restored data holds must be readable with the keys the API servers have now.
-    for warning in encryption.preflight(kube, snapshot.details, namespace=namespace, run=run,
-                                        helper_image=helper_image):
-        say(f"warning: {warning}")
-    tool_version = _tool(kube, found[0], namespace, image, run)
-    planned = _decide(found, snapshot, versions, tool_version, image,
-                      max((e.revision or 0 for e in status.endpoints), default=None), namespace, run, no_bump,
-                      helper_image, say, counts=_count(kube), nodes=_names(kube, "/api/v1/nodes"),
-                      pods=_names(kube, "/api/v1/pods"))
-    planned.node_timeout = node_timeout
-    return planned
+    for warning in encryption.preflight(kube, snapshot.details, namespace=opts.namespace, run=run, console=console,
+                                        helper_image=opts.helper_image):
+        console.warn(warning)
+    return _decide(Preflight(found, versions, tool_version(kube, found[0], opts.namespace, image, run), image,
+                             revision=max((e.revision or 0 for e in status.endpoints), default=None),
+                             counts=count_objects(kube), nodes=names(kube, "/api/v1/nodes"),
+                             pods=names(kube, "/api/v1/pods")),
+                   snapshot, opts, run)
 
 
 def _refuse_left_out(found: list[Target], api_nodes: list[str], members: list[MemberInfo] | None) -> None:
@@ -293,42 +259,28 @@ def _refuse_left_out(found: list[Target], api_nodes: list[str], members: list[Me
                              f"or replace the member first: `kubectl dr etcd member replace {node}`.")
 
 
-def _check_snapshot(snapshot: LocalSnapshot, cluster_version: str) -> None:
-    snap_minor = snapshot.minor
-    if snap_minor is None and minor_of(cluster_version) not in ("3.4", "3.3"):
-        raise EtcdError(f"the snapshot does not say which etcd wrote it (no cluster version in the database, no "
-                        f"backup manifest), and the cluster runs etcd {cluster_version}",
-                        hint="A restore needs a snapshot of the same etcd major.minor as the cluster.")
-    if snap_minor is not None and snap_minor != minor_of(cluster_version):
-        raise EtcdError(f"the snapshot is from etcd {snapshot.version} but the cluster runs etcd {cluster_version}: "
-                        "a restore needs the same major.minor",
-                        hint="Restore it on a cluster of that etcd version, or take a snapshot of this one.")
-
-
-def _decide(found: list[Target], snapshot: LocalSnapshot, versions: list[str], tool_version: str, image: str,
-            revision: int | None, namespace: str, run: Run, no_bump: bool, helper_image: str,
-            say: Callable[[str], None], *, counts: dict[str, int], nodes: list[str], pods: list[str]) -> Plan:
-    cluster_version = versions[0]
-    _check_snapshot(snapshot, cluster_version)
-    if minor_of(tool_version) != minor_of(cluster_version):
-        raise EtcdError(f"{image} has etcdctl {tool_version}, the cluster runs etcd {cluster_version}",
+def _decide(found: Preflight, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run) -> Plan:
+    cluster_version = found.versions[0]
+    check_snapshot(snapshot, cluster_version)
+    tool, image = found.tool_version, found.image
+    if minor_of(tool) != minor_of(cluster_version):
+        raise EtcdError(f"{image} has etcdctl {tool}, the cluster runs etcd {cluster_version}",
                         hint="--etcd-image must be an etcd image of the cluster's major.minor.")
-    if _version_tuple(tool_version) >= (3, 6):
-        raise EtcdError(f"etcdctl {tool_version} no longer restores snapshots (etcd 3.6 moved it to etcdutl, which "
+    if version_tuple(tool) >= (3, 6):
+        raise EtcdError(f"etcdctl {tool} no longer restores snapshots (etcd 3.6 moved it to etcdutl, which "
                         "the kubeadm etcd images do not ship)",
                         hint="kubectl dr restores with etcdctl of etcd 3.5 or 3.4 only; for etcd 3.6 follow the "
                              "break-glass runbook (etcdutl on the nodes).")
-    bump = can_bump(tool_version, image, no_bump)
-    del say
-    return Plan(run=run, targets=found, snapshot=snapshot, image=image, tool_version=tool_version, bump=bump,
-                token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",
-                initial_cluster=initial_cluster(found), cluster_version=cluster_version, revision_before=revision,
-                helper_image=helper_image, namespace=namespace, counts_before=counts, nodes_before=nodes,
-                pods_before=pods)
+    return Plan(run=run, targets=found.targets, snapshot=snapshot, image=image, tool_version=tool,
+                bump=can_bump(tool, image, opts.no_bump), token=f"kubectl-dr-{run.id.lower()}-{secrets.token_hex(2)}",
+                initial_cluster=initial_cluster(found.targets), cluster_version=cluster_version,
+                revision_before=found.revision, helper_image=opts.helper_image, namespace=opts.namespace,
+                counts_before=found.counts, nodes_before=found.nodes, pods_before=found.pods,
+                node_timeout=opts.node_timeout)
 
 
 # --------------------------------------------------------------------------------------------- staging
-def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> None:
+def _stage(kube: Kube, p: Plan, node: NodePod, console: Console) -> None:
     assert p.snapshot is not None
     t = node.target
     swap = p.swap(t, "restore")
@@ -345,7 +297,7 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     earlier = node.sh(f"ls -d {shlex.quote(swap.in_pod(t.data_dir))}.before-* 2>/dev/null; true",
                       what="looking for earlier restores").split()
     if earlier:
-        say(f"warning: node {t.node} still keeps the old data dir of an earlier restore "
+        console.warn(f"node {t.node} still keeps the old data dir of an earlier restore "
             f"({', '.join(e.rsplit('/', 1)[-1] for e in earlier)}): `kubectl dr etcd restore finalize` removes it")
     node.sh(f"set -e; mkdir -p {run_dir}; test ! -e {shlex.quote(swap.in_pod(swap.incoming))}; "
             f"test ! -e {shlex.quote(swap.in_pod(swap.aside))}; test -d {shlex.quote(swap.in_pod(t.data_dir))}",
@@ -354,11 +306,11 @@ def _stage(kube: Kube, p: Plan, node: NodePod, say: Callable[[str], None]) -> No
     # attempt that ends here leaves the earlier restore's rollback and finalize as they were.
     record = json.dumps({**p.record(), "node": t.node}, indent=1).encode()
     node.sh(f"cat > {run_dir}/record.json", stdin=record, what="writing the run record")
-    say(f"copying the snapshot ({units.size(p.snapshot.status.file_size)}) to node {t.node}")
+    console.say(f"copying the snapshot ({units.size(p.snapshot.status.file_size)}) to node {t.node}")
     node.send_file(p.snapshot.path, p.snapshot.status.file_size, p.snapshot.status.sha256, f"{run_dir}/snapshot.db")
-    say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
+    console.say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
     parent = t.data_dir.rsplit("/", 1)[0] or "/"
-    spec = _image_pod(t, p.namespace, p.image, p.run, "restore", p.restore_args(t),
+    spec = image_pod(t, p.namespace, p.image, p.run, "restore", p.restore_args(t),
                       [("kubectl-dr", DR_DIR, HOST_DR), ("etcd-parent", parent, HOST_DATA_PARENT)])
     run_to_end(kube, spec, t, "etcdctl snapshot restore")
     incoming = shlex.quote(swap.in_pod(swap.incoming))
@@ -400,7 +352,7 @@ def _call_off(nodes: list[NodePod], p: Plan, mode: str, reason: str) -> None:
                     what="calling the run off")
 
 
-def await_ready(nodes: list[NodePod], p: Plan, mode: str, say: Callable[[str], None]) -> str | None:
+def await_ready(nodes: list[NodePod], p: Plan, mode: str, console: Console) -> str | None:
     """Until every node's script passed its own checks (None), or why the run must be called off: a node that
     failed them, or one not ready within --node-timeout (its static pod did not start)."""
     deadline = time.monotonic() + p.node_timeout
@@ -419,11 +371,11 @@ def await_ready(nodes: list[NodePod], p: Plan, mode: str, say: Callable[[str], N
                              for n in waiting)
         if time.monotonic() - told > 10:
             told = time.monotonic()
-            say(f"waiting for node(s) {', '.join(waiting)} to be ready")
+            console.say(f"waiting for node(s) {', '.join(waiting)} to be ready")
         time.sleep(1)
 
 
-def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, say: Callable[[str], None],
+def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, console: Console,
                   unstage: list[cleanup.UndoStep | None], lease: cleanup.UndoStep) -> None:
     """The manifests on every node; once every node's script is ready, the go on each (the point of no return).
     A node that fails before that ends the run everywhere at once, nothing changed: RestoreFailed with its
@@ -433,12 +385,12 @@ def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, say: Cal
                           lambda: _call_off(nodes, p, mode, "kubectl dr was interrupted before the go"))
     for node in nodes:
         _hand_over(node, p, mode)
-    reason = await_ready(nodes, p, mode, say)
+    reason = await_ready(nodes, p, mode, console)
     if reason is not None:
-        say(f"calling the {mode} off on every node: {reason}")
+        console.say(f"calling the {mode} off on every node: {reason}")
         stack.discard(call_off)
         _call_off(nodes, p, mode, reason)
-        statuses = wait_nodes(nodes, p.run.id, mode, say, timeout=p.node_timeout + 30.0, never_started=10.0)
+        statuses = wait_nodes(nodes, p.run.id, mode, console, timeout=p.node_timeout + 30.0, never_started=10.0)
         for node in nodes:
             rows = statuses[node.target.node]
             if not rows or rows[-1][1] not in nodescript.TERMINAL:  # never started: its manifest goes
@@ -457,28 +409,6 @@ def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, say: Cal
 
 
 # ---------------------------------------------------------------------------------------------- after
-def wait_api(kube: Kube, say: Callable[[str], None], timeout: float = API_WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    down_seen = False
-    told = 0.0
-    while time.monotonic() < deadline:
-        try:
-            if kube.text("/readyz").strip() == "ok" and down_seen:
-                return
-        except DrError:
-            down_seen = True
-        if not down_seen and time.monotonic() > deadline - timeout + 120:
-            return  # never went down: the nodes gave up before stopping it; their status says why
-        if time.monotonic() - told > 30:
-            told = time.monotonic()
-            say("waiting for the API server (the nodes are working on their own; `kubectl dr etcd restore status` "
-                "shows their steps once it answers)")
-        time.sleep(1)
-    raise DrError(f"the API server did not come back within {units.duration(timeout)}",
-                  hint="The nodes roll back by themselves when etcd does not form a cluster in time. Check each "
-                       "node's status file (see the break-glass runbook) or run `kubectl dr etcd restore status`.")
-
-
 def read_statuses(nodes: list[NodePod], run_id: str, mode: str) -> dict[str, list[tuple[int, str, str]]]:
     out = {}
     for n in nodes:
@@ -487,7 +417,7 @@ def read_statuses(nodes: list[NodePod], run_id: str, mode: str) -> dict[str, lis
     return out
 
 
-def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, say: Callable[[str], None],
+def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
                timeout: float = 900.0, never_started: float = 120.0) -> dict[str, list[tuple[int, str, str]]]:
     """Until every node's status is terminal. A node whose script never wrote a line (its pod did not start:
     image, kubelet) is given up on `never_started` seconds after the others are done."""
@@ -502,87 +432,45 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, say: Callable[[str]
         if not pending or time.monotonic() > deadline or (
                 others_done is not None and time.monotonic() - others_done > never_started):
             return statuses
-        say(f"waiting for node(s) {', '.join(pending)} to finish")
+        console.say(f"waiting for node(s) {', '.join(pending)} to finish")
         time.sleep(3)
-
-
-@dataclass
-class Outcome:
-    mode: str
-    run_id: str
-    nodes: dict[str, list[tuple[int, str, str]]]
-    revision_before: int | None = None
-    revision_after: int | None = None
-    members: list[str] = field(default_factory=list)
-    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
-    nodes_gone: list[str] = field(default_factory=list)
-    pods_gone: list[str] = field(default_factory=list)
-    runbook: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # what one kind of restore adds (external: keys)
-
-    @property
-    def ok(self) -> bool:
-        return all(rows and rows[-1][1] == nodescript.DONE for rows in self.nodes.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "EtcdRestoreResult", "mode": self.mode, "runID": self.run_id, "succeeded": self.ok,
-                "nodes": {n: [{"time": t, "step": s, "detail": d} for t, s, d in rows]
-                          for n, rows in self.nodes.items()},
-                "revisionBefore": self.revision_before, "revisionAfter": self.revision_after,
-                "members": self.members, "counts": {k: {"before": b, "after": a} for k, (b, a) in self.counts.items()},
-                "nodesGone": self.nodes_gone, "podsGone": self.pods_gone, "runbook": self.runbook, **self.details}
-
-
-def _last_steps(statuses: dict[str, list[tuple[int, str, str]]]) -> str:
-    return ", ".join(f"{n}: {rows[-1][1] if rows else 'never started (its static pod did not run)'}"
-                     for n, rows in statuses.items())
-
-
-def take_lease(kube: Kube, namespace: str, run: Run, say: Callable[[str], None]) -> cleanup.UndoStep:
-    """The one lease every etcd restore holds (two at once would fight over the nodes), kept alive while held;
-    its release is the returned cleanup step."""
-    lease = Lease(kube, namespace, lease_name("etcd", "restore"), run, what="the etcd restore")
-    lease.acquire()
-    heartbeat = Heartbeat(say)
-    heartbeat.hold(lease)
-    return cleanup.current().push("release the etcd restore lease", lambda: _release(lease, heartbeat))
 
 
 def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
         ) -> Outcome:
     """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
     run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none)."""
-    say = console.say
     stack = cleanup.current()
-    released = [take_lease(kube, p.namespace, p.run, say)]
+    released = [take_lease(kube, p.namespace, p.run, console)]
     on_lease()
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
-    nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore")
+    nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore",
+                      console)
     steps = []
     for node in nodes:
         steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
                                 lambda node=node: _unstage(node, p)))  # type: ignore[misc]
     for node in nodes:
-        _stage(kube, p, node, say)
+        _stage(kube, p, node, console)
     # The point of no return for the client is each node's go: from there the node decides. A node interrupted
     # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
-    hand_over_all(kube, p, nodes, "restore", say, list(steps), released[0])
+    hand_over_all(kube, p, nodes, "restore", console, list(steps), released[0])
     for node in nodes:
         if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
             stack.discard(node.pod.step)
             node.pod.step = None
-    say("handed over: every control-plane node now stops its API server and etcd, swaps the data dir and "
+    console.say("handed over: every control-plane node now stops its API server and etcd, swaps the data dir and "
         "starts again on its own; Ctrl-C no longer stops it (follow with `kubectl dr etcd restore status`)")
     for node in nodes:
         # Pods made after the snapshot: the restored state does not have them and their kubelet stops them;
         # asking now spares the wait where the API server still answers.
         with contextlib.suppress(DrError):
             node.pod.request_delete()
-    return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, say, plan=p, runbook=runbook)
+    return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, console, plan=p, runbook=runbook)
 
 
-def _discard_restored(node: NodePod, run_id: str, say: Callable[[str], None]) -> None:
+def _discard_restored(node: NodePod, run_id: str, console: Console) -> None:
     restored = f"{node.target.data_dir}.restored-{run_id}"
     swap = NodeSwap(run_id=run_id, mode="restore", node=node.target.node, kubernetes_dir=KUBERNETES_DIR,
                     manifests_dir=MANIFESTS_DIR, data_dir=node.target.data_dir, incoming=restored, aside="",
@@ -592,26 +480,22 @@ def _discard_restored(node: NodePod, run_id: str, say: Callable[[str], None]) ->
                 f"rmdir {HOST_KUBERNETES}/kubectl-dr/{run_id}-restore {HOST_KUBERNETES}/kubectl-dr 2>/dev/null; true",
                 what="removing the restored data dir")
     except DrError as exc:
-        say(f"warning: cannot remove {restored} on node {node.target.node}: {exc.message}")
-
-
-def _release(lease: Lease, heartbeat: Heartbeat) -> None:
-    heartbeat.stop()
-    lease.release()
+        console.warn(f"cannot remove {restored} on node {node.target.node}: {exc.message}")
 
 
 def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str,
-           say: Callable[[str], None], *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
+           console: Console, *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
     # Bounded by --node-timeout: each node stops its control plane, forms the cluster and starts the API server
     # within its own waits, each at most that long (stopping at least a minute).
-    wait_api(kube, say, API_WAIT_SECONDS if plan is None else
+    wait_api(kube, console, API_WAIT_SECONDS if plan is None else
              float(max(plan.node_timeout, 60) + 2 * plan.node_timeout + 120))
-    say("the API server answers; reading every node's status")
+    console.say("the API server answers; reading every node's status")
     reader = Run(f"etcd restore {mode} (status)")
-    nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status")
+    nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status",
+                      console)
     try:
         # With the API back, a node is at most its API wait (--node-timeout) from its last line.
-        statuses = wait_nodes(nodes, run_id, mode, say, timeout=900.0 if plan is None else plan.node_timeout + 60.0)
+        statuses = wait_nodes(nodes, run_id, mode, console, timeout=900.0 if plan is None else plan.node_timeout + 60.0)
         outcome = Outcome(mode, run_id, statuses, runbook=runbook)
         if outcome.ok:
             # Our staging: the snapshot copies and the emptied parking directories. The data dirs set aside stay.
@@ -623,17 +507,17 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
             # Every node is back on its old data: the restored dirs and snapshot copies are of no use any more
             # (a new restore stages afresh), and each is as large as the database. The status files stay.
             for n in nodes:
-                _discard_restored(n, run_id, say)
+                _discard_restored(n, run_id, console)
     finally:
         for n in nodes:
             n.delete()
-    _remove_restored_helpers(kube, namespace, say)
+    remove_restored_helpers(kube, namespace, console)
     try:
-        st = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace)
+        st = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace, console)
         outcome.revision_after = max((e.revision or 0 for e in st.endpoints), default=None)
         outcome.members = [f"{m.name} ({'leader' if m.is_leader else 'follower'})" for m in st.members]
     except DrError as exc:
-        say(f"warning: cannot read the etcd status after the {mode}: {exc.message}")
+        console.warn(f"cannot read the etcd status after the {mode}: {exc.message}")
     if plan is not None:
         outcome.revision_before = plan.revision_before
         compare_with_before(kube, outcome, plan.counts_before, plan.nodes_before, plan.pods_before)
@@ -641,65 +525,3 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
         raise RestoreFailed(outcome)
     return outcome
 
-
-def compare_with_before(kube: Kube, outcome: Outcome, counts_before: dict[str, int], nodes_before: list[str],
-                        pods_before: list[str]) -> None:
-    """Object counts that changed, and the Nodes and pods the restored state no longer has."""
-    after = _count(kube)
-    outcome.counts = {k: (counts_before.get(k, 0), v) for k, v in after.items() if counts_before.get(k, 0) != v}
-    try:
-        nodes_now, pods_now = set(_names(kube, "/api/v1/nodes")), set(_names(kube, "/api/v1/pods"))
-    except ApiError:
-        return
-    outcome.nodes_gone = [n for n in nodes_before if n not in nodes_now]
-    outcome.pods_gone = [x for x in pods_before if x not in pods_now and "dr-etcd-" not in x]
-
-
-def _remove_restored_helpers(kube: Kube, namespace: str, say: Callable[[str], None]) -> None:
-    """Our etcd pods that came back with the data: a snapshot always contains the pod that took it. Their runs
-    ended long ago (the API was down until now), so they are deleted before their kubelets start them again."""
-    try:
-        items = kube.get(f"/api/v1/namespaces/{namespace}/pods",
-                         labelSelector=f"{LABEL_MANAGED}={MANAGED_BY}").get("items") or []
-    except DrError as exc:
-        say(f"warning: cannot list kubectl dr pods in {namespace}: {exc.message}")
-        return
-    for pod in items:
-        meta = pod.get("metadata") or {}
-        if not str((meta.get("labels") or {}).get(LABEL_PURPOSE, "")).startswith("etcd-"):
-            continue
-        if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
-            continue  # a node's own restore pod: it removes its manifest itself, and the kubelet its mirror
-        say(f"deleting pod {namespace}/{meta.get('name')}: it came back with the restored data (a run that is over)")
-        HelperPod(kube, namespace, str(meta.get("name"))).request_delete()
-        _remove_restored_lease(kube, namespace, meta, say)
-
-
-def _remove_restored_lease(kube: Kube, namespace: str, meta: dict[str, Any], say: Callable[[str], None]) -> None:
-    """The lease of that pod's run (a snapshot's `kubectl-dr-etcd-MEMBER`) came back with it: it goes too."""
-    lease = (meta.get("annotations") or {}).get(LEASE_ANNOTATION)
-    run_id = (meta.get("labels") or {}).get(RUN_ID_LABEL)
-    if not lease or not run_id:
-        return
-    try:
-        if remove_restored(kube, namespace, str(lease), str(run_id)):
-            say(f"deleting lease {namespace}/{lease}: it came back with the restored data (run {run_id} is over)")
-    except DrError as exc:
-        say(f"warning: cannot delete lease {namespace}/{lease} of run {run_id}: {exc.message}")
-
-
-class RestoreFailed(EtcdError):
-    def __init__(self, outcome: Outcome) -> None:
-        rolled = [n for n, rows in outcome.nodes.items() if rows and rows[-1][1] == nodescript.ROLLED_BACK]
-        why = "; ".join(f"{n}: {next((d for _, s, d in reversed(rows) if s == 'rolling-back'), '')}"
-                        for n, rows in outcome.nodes.items() if n in rolled)
-        # A node that refused says why, first; the ones called off because of it follow.
-        refused = "; ".join(f"{n}: {rows[-1][2]}" for n, rows in sorted(
-            outcome.nodes.items(), key=lambda item: item[1][-1][2].startswith("called off") if item[1] else True)
-            if rows and rows[-1][1] == nodescript.FAILED)
-        super().__init__(
-            f"the etcd {outcome.mode} did not complete ({_last_steps(outcome.nodes)})"
-            + (f"; failed: {refused}" if refused else "") + (f"; rolled back: {why}" if why else ""),
-            hint="Nodes that rolled back run on their previous data dir again, nothing was lost. "
-                 "`kubectl dr etcd restore status` shows every node's steps.")
-        self.outcome = outcome

@@ -12,7 +12,6 @@ import json
 import secrets
 import shlex
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
-from kubectl_dr.etcd.restore import job, nodescript
+from kubectl_dr.etcd.restore import common, job, nodescript
 from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DR
 from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, Target, initial_cluster, targets
@@ -138,7 +137,7 @@ def _read(node: NodePod, run: str | None = None) -> NodeState:
     if run is None:
         # LAST; or, when it names a run that was never handed over (earlier versions moved it at staging), the
         # newest run that was: that one is what the node's data dirs are about.
-        run = node.sh(f"r=$(cat {HOST_DR}/{job.LAST} 2>/dev/null); "
+        run = node.sh(f"r=$(cat {HOST_DR}/{common.LAST} 2>/dev/null); "
                       f"if [ -n \"$r\" ] && [ ! -e \"{HOST_DR}/$r/status-restore\" ]; then "
                       f"for d in $(ls -1 {HOST_DR} | sort -r); do "
                       f"[ -e \"{HOST_DR}/$d/status-restore\" ] && {{ r=$d; break; }}; done; fi; echo \"$r\"",
@@ -193,7 +192,7 @@ def _set_aside(node: NodePod, current: str | None) -> list[SetAside]:
     """Every `DATA.before-RUN`, `DATA.restored-RUN` and `DATA.rollback-RUN` beside the node's data dir, whichever
     run left it."""
     t = node.target
-    mounts = ((job.DR_DIR, HOST_DR), (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT))
+    mounts = ((common.DR_DIR, HOST_DR), (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT))
     prefix = nodescript.in_pod(t.data_dir, mounts)
     out = node.sh(set_aside_script(prefix, HOST_DR), what="looking for data dirs set aside")
     return parse_set_aside(out, t.data_dir, current)
@@ -225,17 +224,18 @@ def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
     member = next(m for m in record["members"] if m["node"] == t.node)
     return nodescript.NodeSwap(run_id=record["runID"], mode="restore", node=t.node, kubernetes_dir=KUBERNETES_DIR,
                                manifests_dir=f"{KUBERNETES_DIR}/manifests", data_dir=member["dataDir"],
-                               incoming=member["restored"], aside=member["before"], dr_dir=job.DR_DIR,
+                               incoming=member["restored"], aside=member["before"], dr_dir=common.DR_DIR,
                                health_url="", metrics_url="", peers=0, readyz_url="")
 
 
-def states(kube: Kube, namespace: str, helper_image: str, run: str | None = None) -> tuple[list[NodeState], str | None]:
+def states(kube: Kube, namespace: str, helper_image: str, console: Console, run: str | None = None,
+           ) -> tuple[list[NodeState], str | None]:
     """Every node's state of the run (default: its last restore), and when the nodes disagree about their last
     restore, what settles it."""
     check_run(run)
     found = targets(kube)
-    nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore status"), job.DR_DIR, KUBERNETES_DIR,
-                      "etcd-restore-status")
+    nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore status"), common.DR_DIR, KUBERNETES_DIR,
+                      "etcd-restore-status", console)
     try:
         st = [_read(n, run) for n in nodes]
         runs = {s.run_id for s in st}
@@ -253,7 +253,7 @@ def _settle(nodes: list[NodePod], st: list[NodeState]) -> str:
                  "staged (never handed over)", "no record of this run on the node"}
     # The runs the nodes name, and the ones recorded before them (a run named may have changed nothing).
     recorded = nodes[0].sh(f"ls -1 {HOST_DR} 2>/dev/null; true", what="listing the runs").split() if nodes else []
-    named = {s.run_id for s in st if s.run_id} | {r for r in recorded if _valid_run(r) and r != job.LAST}
+    named = {s.run_id for s in st if s.run_id} | {r for r in recorded if _valid_run(r) and r != common.LAST}
     for run_id in sorted(named, reverse=True):  # run IDs begin with their time
         there = {s.state for s in (_read(n, run_id) for n in nodes)}
         if there <= unchanged:
@@ -289,8 +289,9 @@ def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dr
     found = targets(kube)
     me = Run("etcd restore finalize")
     # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
-    lease = None if dry_run else job.take_lease(kube, namespace, me, console.say)
-    nodes = start_all(kube, found, namespace, helper_image, me, job.DR_DIR, KUBERNETES_DIR, "etcd-restore-finalize")
+    lease = None if dry_run else common.take_lease(kube, namespace, me, console)
+    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-finalize",
+                      console)
     try:
         st = [_read(n, run) for n in nodes]
         run_id = _one_run(nodes, st)
@@ -317,7 +318,7 @@ def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dr
         for n in nodes:
             # The run is settled as this node's last restore, and marked done with.
             n.sh(f"set -e; mkdir -p {HOST_DR}/{run_id}; touch {HOST_DR}/{run_id}/finalized; "
-                 f"echo {run_id} > {HOST_DR}/{job.LAST}.tmp; mv {HOST_DR}/{job.LAST}.tmp {HOST_DR}/{job.LAST}",
+                 f"echo {run_id} > {HOST_DR}/{common.LAST}.tmp; mv {HOST_DR}/{common.LAST}.tmp {HOST_DR}/{common.LAST}",
                  what="finalizing")
         return plan
     finally:
@@ -328,13 +329,13 @@ def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dr
 
 
 def _in_pod(t: Target, host_path: str) -> str:
-    return nodescript.in_pod(host_path, ((job.DR_DIR, HOST_DR),
+    return nodescript.in_pod(host_path, ((common.DR_DIR, HOST_DR),
                                          (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT)))
 
 
 def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
-             say: Callable[[str], None], run_id: str | None = None, *, no_bump: bool = False,
-             node_timeout: int = 300) -> job.Outcome | dict[str, Any]:
+             run_id: str | None = None, *, no_bump: bool = False,
+             node_timeout: int = 300) -> common.Outcome | dict[str, Any]:
     """Put the data from before the restore back with the same self-driving static pods, the other way round.
 
     The clients saw the restored cluster's revisions, so the old data comes back with its revision moved past
@@ -343,7 +344,8 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
     check_run(run_id)
     found = targets(kube)
     me = Run("etcd restore rollback")
-    nodes = start_all(kube, found, namespace, helper_image, me, job.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback")
+    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback",
+                      console)
     try:
         st = [_read(n, run_id) for n in nodes]
         run_id = _one_run(nodes, st)
@@ -356,7 +358,8 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
         record = st[0].record or {}
         image = str(record.get("image") or "")
         # A dry run starts no pod: the tool's version then comes from the image tag, as for a restore.
-        tool = (job.image_version(image) or "unknown") if dry_run else job._tool(kube, found[0], namespace, image, me)
+        tool = ((job.image_version(image) or "unknown") if dry_run
+                else common.tool_version(kube, found[0], namespace, image, me))
         bump = job.can_bump(tool, image, no_bump, "rollback")
         p = _plan_from_record(record, found, namespace, helper_image, bump=bump, node_timeout=node_timeout)
         plan = {"kind": "EtcdRestoreRollback", "runID": run_id, "dryRun": dry_run,
@@ -369,32 +372,32 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
             console.warn(job.NO_BUMP_RISK)
         console.confirm(f"roll etcd back to the data it had before restore {run_id} on every control-plane node "
                         "(the API server is down meanwhile; changes made since the restore are set aside)")
-        _hand_over_all(kube, p, nodes, st, say)
+        _hand_over_all(kube, p, nodes, st, console)
     finally:
         for n in nodes:
             with contextlib.suppress(DrError):
                 n.delete()
-    return job.finish(kube, run_id, "rollback", found, namespace, helper_image, say, plan=p)
+    return job.finish(kube, run_id, "rollback", found, namespace, helper_image, console, plan=p)
 
 
 def _hand_over_all(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeState],
-                   say: Callable[[str], None]) -> None:
+                   console: Console) -> None:
     """What the rollback compares with afterwards, the rebuilt data dirs (when bumped), then the hand-over under
     the restore lease (no restore or rollback stages beside us)."""
-    lease = job.take_lease(kube, p.namespace, p.run, say)
-    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace)
+    lease = common.take_lease(kube, p.namespace, p.run, console)
+    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace, console)
     p.revision_before = max((e.revision or 0 for e in status.endpoints), default=None)
-    p.counts_before, p.nodes_before = job._count(kube), job._names(kube, "/api/v1/nodes")
-    p.pods_before = job._names(kube, "/api/v1/pods")
+    p.counts_before, p.nodes_before = common.count_objects(kube), common.names(kube, "/api/v1/nodes")
+    p.pods_before = common.names(kube, "/api/v1/pods")
     steps: list[cleanup.UndoStep | None] = [None] * len(nodes)
     if p.bump:
-        steps = list(_stage_rollback(kube, p, nodes, st, say))
-    job.hand_over_all(kube, p, nodes, "rollback", say, steps, lease)
-    say("handed over: the nodes put the data from before the restore back on their own")
+        steps = list(_stage_rollback(kube, p, nodes, st, console))
+    job.hand_over_all(kube, p, nodes, "rollback", console, steps, lease)
+    console.say("handed over: the nodes put the data from before the restore back on their own")
 
 
 def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeState],
-                    say: Callable[[str], None]) -> list[cleanup.UndoStep]:
+                    console: Console) -> list[cleanup.UndoStep]:
     """Every node gets the same database: the newest of the nodes' old ones (all members must start from one
     state), restored with the revision moved past the current one into `DATA.rollback-RUN`."""
     with tempfile.TemporaryDirectory(prefix="kubectl-dr-rollback-") as tmp:
@@ -402,7 +405,7 @@ def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[Node
         for n, s in zip(nodes, st, strict=True):
             before = _swap(s.record or {}, n.target).aside
             local = Path(tmp) / f"{n.target.node}.db"
-            say(f"reading the database of {before} on node {n.target.node}")
+            console.say(f"reading the database of {before} on node {n.target.node}")
             n.fetch(_in_pod(n.target, f"{before}/member/snap/db"), local)
             status = verify_snapshot(local, require_trailer=False)
             if best is None or status.revision > best[1].revision:
@@ -410,7 +413,7 @@ def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[Node
         assert best is not None
         local, status, source = best
         p.bump_by = max((p.revision_before or 0) - status.revision, 0) + job.BUMP
-        say(f"every member starts from node {source}'s old database (revision {status.revision}), revision "
+        console.say(f"every member starts from node {source}'s old database (revision {status.revision}), revision "
             f"moved forward by {p.bump_by:,}")
         stack = cleanup.current()
         steps = []
@@ -418,26 +421,26 @@ def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[Node
             steps.append(stack.push(f"remove the staged rollback on node {n.target.node}",
                                     lambda n=n: _unstage_rollback(n, p)))  # type: ignore[misc]
         for n in nodes:
-            _restore_copy(kube, p, n, local, status, say)
+            _restore_copy(kube, p, n, local, status, console)
     return steps
 
 
 def _restore_copy(kube: Kube, p: job.Plan, n: NodePod, local: Path, status: SnapshotStatus,
-                  say: Callable[[str], None]) -> None:
+                  console: Console) -> None:
     t = n.target
     swap = p.swap(t, "rollback")
     run_dir = f"{HOST_DR}/{p.run.id}"
     incoming = shlex.quote(swap.in_pod(swap.incoming))
     n.sh(f"set -e; rm -rf {incoming}; test ! -e {shlex.quote(swap.in_pod(swap.aside))}", what="checking the data dirs")
     n.send_file(local, status.file_size, status.sha256, f"{run_dir}/rollback.db")
-    say(f"rebuilding the old data into {swap.incoming} on node {t.node}")
+    console.say(f"rebuilding the old data into {swap.incoming} on node {t.node}")
     args = ["etcdctl", "snapshot", "restore", f"{nodescript.HOST_DR}/{p.run.id}/rollback.db", "--skip-hash-check",
             f"--name={t.name}", f"--data-dir={swap.in_pod(swap.incoming)}", f"--initial-cluster={p.initial_cluster}",
             f"--initial-cluster-token={p.token}", f"--initial-advertise-peer-urls={','.join(t.peer_urls)}",
             f"--bump-revision={p.bump_by}", "--mark-compacted"]
     parent = t.data_dir.rsplit("/", 1)[0] or "/"
-    spec = job._image_pod(t, p.namespace, p.image, p.run, "rollback", args,
-                          [("kubectl-dr", job.DR_DIR, nodescript.HOST_DR),
+    spec = common.image_pod(t, p.namespace, p.image, p.run, "rollback", args,
+                          [("kubectl-dr", common.DR_DIR, nodescript.HOST_DR),
                            ("etcd-parent", parent, nodescript.HOST_DATA_PARENT)])
     run_to_end(kube, spec, t, "etcdctl snapshot restore (rollback)")
     n.sh(f"set -e; test -s {incoming}/member/snap/db; chmod 700 {incoming}; rm -f {run_dir}/rollback.db",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_dr import units
+from kubectl_dr.console import Console
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd import podrun
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES
@@ -19,7 +20,7 @@ from kubectl_dr.etcd.restore.targets import Target
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
-from kubectl_dr.kube.pods import HelperPod, managed_labels, pod_name
+from kubectl_dr.kube.pods import HelperPod, pod_name
 from kubectl_dr.runs import Run
 
 CONTAINER = "node"
@@ -29,7 +30,7 @@ _SHA = re.compile(r"^([0-9a-f]{64})\s")
 
 
 def _hostpath(name: str, path: str, mount: str, kind: str = "Directory") -> tuple[dict[str, Any], dict[str, Any]]:
-    return {"name": name, "hostPath": {"path": path, "type": kind}}, {"name": name, "mountPath": mount}
+    return pods.host_path_volume(name, path, kind), {"name": name, "mountPath": mount}
 
 
 def manifest(target: Target, namespace: str, image: str, run: Run, dr_dir: str, kubernetes_dir: str,
@@ -38,22 +39,13 @@ def manifest(target: Target, namespace: str, image: str, run: Run, dr_dir: str, 
     pairs = [_hostpath("kubectl-dr", dr_dir, HOST_DR, "DirectoryOrCreate"),
              _hostpath("kubernetes", kubernetes_dir, HOST_KUBERNETES),
              _hostpath("etcd-parent", parent, HOST_DATA_PARENT)]
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name("dr-etcd-restore", target.node), "namespace": namespace,
-                     "labels": {**managed_labels(purpose), **run.labels()}, "annotations": run.annotations()},
-        "spec": {
-            # Ends by itself even if the run that made it is killed and never deletes it.
-            "activeDeadlineSeconds": DEADLINE_SECONDS,
-            "nodeName": target.node, "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": [v for v, _ in pairs],
-            "containers": [{"name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-                            "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
-                            "volumeMounts": [m for _, m in pairs]}],
-        },
-    }
+    # Ends by itself (the deadline) even if the run that made it is killed and never deletes it.
+    return pods.pod_manifest(
+        pod_name("dr-etcd-restore", target.node), namespace, purpose=purpose, node=target.node,
+        deadline=DEADLINE_SECONDS, labels=run.labels(), annotations=run.annotations(), volumes=[v for v, _ in pairs],
+        containers=[{"name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 5 & wait $!; done"],
+                     "volumeMounts": [m for _, m in pairs]}])
 
 
 class NodePod:
@@ -62,9 +54,9 @@ class NodePod:
 
     @classmethod
     def start(cls, kube: Kube, target: Target, namespace: str, image: str, run: Run, dr_dir: str,
-              kubernetes_dir: str, purpose: str) -> NodePod:
+              kubernetes_dir: str, purpose: str, console: Console) -> NodePod:
         spec = manifest(target, namespace, image, run, dr_dir, kubernetes_dir, purpose)
-        pod = podrun.start(kube, spec, target.member, f"etcd {purpose}", helper_image=image)
+        pod = podrun.start(kube, spec, target.member, f"etcd {purpose}", console=console, helper_image=image)
         return cls(kube, pod, target)
 
     def sh(self, script: str, *, stdin: bytes | None = None, what: str = "command") -> str:
@@ -139,11 +131,11 @@ class NodePod:
 
 
 def start_all(kube: Kube, targets: list[Target], namespace: str, image: str, run: Run, dr_dir: str,
-              kubernetes_dir: str, purpose: str) -> list[NodePod]:
+              kubernetes_dir: str, purpose: str, console: Console) -> list[NodePod]:
     started: list[NodePod] = []
     try:
         for t in targets:
-            started.append(NodePod.start(kube, t, namespace, image, run, dr_dir, kubernetes_dir, purpose))
+            started.append(NodePod.start(kube, t, namespace, image, run, dr_dir, kubernetes_dir, purpose, console))
     except BaseException:
         for p in started:
             p.delete()

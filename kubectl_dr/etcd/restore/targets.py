@@ -72,7 +72,7 @@ def host_path_of(pod: dict[str, Any], container: dict[str, Any], path: str) -> s
     return best[1] if best else None
 
 
-def _readyz(pod: dict[str, Any] | None, node: str) -> str:
+def readyz(pod: dict[str, Any] | None, node: str) -> str:
     if pod is None:
         raise TopologyError(f"node {node} runs an etcd member but no kube-apiserver static pod",
                             hint="kubectl dr etcd restore works on kubeadm's stacked control planes, where every "
@@ -123,7 +123,7 @@ def targets(kube: Kube) -> list[Target]:
             host = "127.0.0.1"
         found.append(Target(
             member=member, peer_urls=peers, data_dir=data.rstrip("/"), data_dir_in_pod=data_in_pod,
-            metrics_url=f"http://{host}:{parsed.port or 2381}", readyz_url=_readyz(api_by_node.get(member.node),
+            metrics_url=f"http://{host}:{parsed.port or 2381}", readyz_url=readyz(api_by_node.get(member.node),
                                                                                   member.node),
             initial_cluster=flags.get("initial-cluster", "")))
     if not found:

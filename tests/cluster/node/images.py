@@ -18,6 +18,14 @@ each a directory that becomes a container's root filesystem.
   image has and this one lacks (the older bundled etcd versions, ``migrate``) is listed in the README.
   The tag's major.minor picks the version (3.4.x → Debian 12's 3.4.23, 3.5.x → Debian 13's 3.5.16).
 
+- ``ceph``: as ``quay.io/ceph/ceph:vX`` (the image Rook runs its mons from, a full distribution userland):
+  the ``debian`` userland plus Debian 12's Ceph 16.2.15 programs (``ceph-mon``, ``ceph-monstore-tool``,
+  ``monmaptool``, ``ceph-authtool``, ``ceph-conf`` and the ``ceph`` CLI with its Python 3.11 and the
+  ``rados``/``ceph_argparse``/``ceph_daemon`` modules) and their libraries; ``/var/run`` → ``/run`` with
+  ``/run/ceph`` where the daemons put their admin sockets.
+- ``rook``: a stand-in for ``rook/ceph:vX`` (the operator): the busybox userland and a
+  ``/usr/local/bin/rook`` entrypoint that only idles: the loopback does not reconcile anything.
+
 Anything else is not pullable (``ErrImagePull`` then ``ImagePullBackOff``) unless registered as an
 alias of one of the kinds (``up --image NAME=busybox|debian|etcd``; ``etcd`` is the cluster's version).
 """
@@ -37,10 +45,19 @@ from tests.cluster import etcd_versions
 
 BUSYBOX_BINARY = Path("/usr/bin/busybox")
 BASH_STATIC = Path("/bin/bash-static")  # Debian's bash-static: the real etcd image's /bin/sh
-KINDS = ("busybox", "debian", "etcd", *(f"etcd-{v}" for v in etcd_versions.VERSIONS))
+KINDS = ("busybox", "debian", "ceph", "rook", "etcd", *(f"etcd-{v}" for v in etcd_versions.VERSIONS))
 # The Debian packages whose programs make up the ``debian`` image.
 DEBIAN_PACKAGES = ("dash", "bash", "coreutils", "tar", "findutils", "sed", "grep", "gzip", "diffutils",
                    "util-linux")
+# The Ceph programs the ``ceph`` image adds (Debian 12's ceph-mon, ceph-base, ceph-common): the monitor
+# and its tools, not the whole distribution (radosgw-admin, rbd… would triple every pod's copy).
+CEPH_PROGRAMS = tuple(Path("/usr/bin") / p for p in ("ceph-mon", "ceph-monstore-tool", "monmaptool",
+                                                      "ceph-authtool", "ceph-conf", "ceph", "rados"))
+CEPH_PYTHON = Path("/usr/bin/python3.11")
+CEPH_PYTHON_MODULES = ("rados.cpython-311-x86_64-linux-gnu.so", "ceph_argparse.py", "ceph_daemon.py",
+                       "prettytable", "prettytable-*.dist-info", "wcwidth", "wcwidth-*.egg-info")
+# Parts of the standard library the ``ceph`` CLI never loads (tests, GUI, installers): left out of the image.
+_STDLIB_SKIP = ("test", "idlelib", "tkinter", "lib2to3", "ensurepip", "__pycache__", "turtledemo")
 
 # What an image declares besides its files (its "config"): the real busybox image has Cmd ["sh"] and
 # no Entrypoint; the etcd image has neither (kubeadm always gives a command).
@@ -116,6 +133,10 @@ class ImageStore:
             return "busybox"
         if repo in ("debian", "ubuntu"):
             return "debian"
+        if repo == "ceph/ceph":  # quay.io/ceph/ceph and docker.io/ceph/ceph
+            return "ceph"
+        if repo == "rook/ceph":
+            return "rook"
         if name.startswith("registry.k8s.io/etcd:") or name.startswith("k8s.gcr.io/etcd:"):
             version = etcd_versions.for_image(name)
             return f"etcd-{version.minor}" if version else None
@@ -129,10 +150,11 @@ class ImageStore:
         digest = hashlib.sha256(f"{kind}:{rootfs}".encode()).hexdigest()
         repo = normalized_name(name).rsplit(":", 1)[0] if "@" not in name else name.split("@", 1)[0]
         env = (("PATH", _DEFAULT_PATH),)
-        cmd: tuple[str, ...] = {"busybox": ("sh",), "debian": ("bash",)}.get(kind, ())
+        cmd: tuple[str, ...] = {"busybox": ("sh",), "debian": ("bash",), "ceph": ("bash",)}.get(kind, ())
+        entrypoint: tuple[str, ...] = ("/usr/local/bin/rook",) if kind == "rook" else ()
         if kind.startswith("etcd-"):
             cmd = ("/usr/local/bin/etcd",)
-        return Image(name=name, kind=kind, rootfs=rootfs, entrypoint=(), cmd=cmd, env=env,
+        return Image(name=name, kind=kind, rootfs=rootfs, entrypoint=entrypoint, cmd=cmd, env=env,
                      image_id=f"{repo}@sha256:{digest}")
 
     def build(self, kind: str) -> Path:
@@ -151,6 +173,10 @@ class ImageStore:
                 _build_busybox(staging)
             elif kind == "debian":
                 _build_debian(staging)
+            elif kind == "ceph":
+                _build_ceph(staging)
+            elif kind == "rook":
+                _build_rook(staging)
             else:
                 _build_etcd(staging, etcd_versions.VERSIONS[kind.split("-", 1)[1]])
             # Marker outside the visible tree would be nicer, but containers never see the image
@@ -259,3 +285,64 @@ def _build_debian(root: Path) -> None:
                 _copy_with_links(lib, root)
     if not (root / "usr" / "bin" / "sh").exists():
         (root / "usr" / "bin" / "sh").symlink_to("dash")  # made by dash's maintainer script, not listed
+
+
+def _build_ceph(root: Path) -> None:
+    _build_debian(root)
+    for program in [*CEPH_PROGRAMS, CEPH_PYTHON]:
+        _copy_with_links(program, root)
+        if not program.is_symlink():
+            for lib in _linked_files(program):
+                _copy_with_links(lib, root)
+    (root / "usr" / "bin" / "python3").symlink_to(CEPH_PYTHON.name)
+    # The plugins ceph-mon loads at start (erasure-code, compressor, crypto), with their libraries.
+    plugins = Path("/usr/lib/x86_64-linux-gnu/ceph")
+    for plugin in plugins.rglob("*.so*"):
+        _copy_with_links(plugin, root)
+        if not plugin.is_symlink():
+            for lib in _linked_files(plugin):
+                _copy_with_links(lib, root)
+    stdlib = Path("/usr/lib/python3.11")
+    shutil.copytree(stdlib, root / stdlib.relative_to("/"), symlinks=True,
+                    ignore=shutil.ignore_patterns(*_STDLIB_SKIP))
+    for so in (stdlib / "lib-dynload").glob("*.so"):
+        for lib in _linked_files(so):
+            _copy_with_links(lib, root)
+    site = Path("/usr/lib/python3/dist-packages")
+    (root / site.relative_to("/")).mkdir(parents=True, exist_ok=True)
+    for module in (found for pattern in CEPH_PYTHON_MODULES for found in site.glob(pattern)):
+        if module.is_dir():
+            shutil.copytree(module, root / module.relative_to("/"), ignore=shutil.ignore_patterns("__pycache__"))
+            continue
+        _copy_with_links(module, root)
+        if module.suffix == ".so":
+            for lib in _linked_files(module):
+                _copy_with_links(lib, root)
+    # The ceph image's /var/run is /run (as on the host distribution), and /run/ceph is where every
+    # daemon puts its admin socket (Rook's liveness probe reads /run/ceph/ceph-mon.ID.asok).
+    (root / "run" / "ceph").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root / "var" / "run", ignore_errors=True)
+    (root / "var" / "run").symlink_to("../run")
+    for d in ("etc/ceph", "var/lib/ceph/mon", "var/log/ceph", "var/lib/ceph/crash"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/etc/os-release", root / "etc" / "os-release")  # the mon records the distribution
+    with open(root / "etc" / "passwd", "a") as passwd:
+        passwd.write("ceph:x:167:167:Ceph storage service:/var/lib/ceph:/sbin/nologin\n")
+    with open(root / "etc" / "group", "a") as group:
+        group.write("ceph:x:167:\n")
+
+
+ROOK_ENTRYPOINT = """#!/bin/sh
+# Loopback stand-in for Rook's operator binary: the loopback cluster does not reconcile CephClusters,
+# so the operator only idles (its replicas are what the tests and the product look at).
+echo "rook stand-in: $* (no reconciliation in the loopback cluster)"
+exec sleep 2147483647
+"""
+
+
+def _build_rook(root: Path) -> None:
+    _build_busybox(root)
+    entry = root / "usr" / "local" / "bin" / "rook"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(ROOK_ENTRYPOINT)
+    entry.chmod(0o755)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from kubectl_dr.workloads.autoscalers import Autoscalers
-from kubectl_dr.workloads.claims import (
+from kubectl_dr.workloads.consumers import Consumer, claim_security_context, security_context_conflicts
+from kubectl_dr.workloads.security import effective_security_context
+from kubectl_dr.workloads.specs import (
     consumer_pod_spec,
     pod_uses_claim,
     statefulset_claim_ordinal,
     template_uses_claim,
 )
-from kubectl_dr.workloads.consumers import Consumer, claim_security_context, security_context_conflicts
-from kubectl_dr.workloads.security import effective_security_context
 
 Json = dict[str, Any]
 

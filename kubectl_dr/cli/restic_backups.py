@@ -1,0 +1,133 @@
+"""`kubectl dr backups …` on a restic repository (`--repo restic:REPO`): its snapshots, whoever wrote them."""
+
+from __future__ import annotations
+
+import stat
+from datetime import datetime, timezone
+from typing import Any
+
+from kubectl_dr import units
+from kubectl_dr.cli.repo_options import open_restic
+from kubectl_dr.console import Console
+from kubectl_dr.errors import DrError
+from kubectl_dr.repo.retention import Policy
+from kubectl_dr.ui.output import emit, render_table, write_bytes
+from kubectl_dr.units import count
+
+
+def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
+                   s3_endpoint: str | None) -> None:
+    from kubectl_dr.repo.restic import nodes
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    snaps = list(reversed(repository.snapshots()))  # newest first, as every list of backups
+    now = datetime.now(timezone.utc).timestamp()
+    data = {"kind": "List", "repository": repository.backend.describe(),
+            "items": [{"id": s.id, "shortId": s.short_id, "time": nodes.format_time(s.time), "hostname": s.hostname,
+                       "paths": s.paths, "tags": s.tags, "parent": s.parent, "program": s.program_version,
+                       "bytes": (s.summary or {}).get("total_bytes_processed")} for s in snaps]}
+    if not snaps and output == "table":
+        console.say(f"No snapshots found in {repository.backend.describe()}.")
+    table = render_table(
+        ["ID", "HOST", "PATHS", "TAGS", "SIZE", "AGE", "WRITER"],
+        [[s.short_id, s.hostname or "-", ",".join(s.paths), ",".join(s.tags) or "-",
+          units.size(int((s.summary or {}).get("total_bytes_processed") or 0)) if s.summary else "-",
+          units.age(max(0.0, now - s.time / nodes.NS)),
+          "kubectl-dr" if s.program_version.startswith("kubectl-dr") else "restic"]
+         for s in snaps]) if snaps else ""
+    emit(data, output, table=table)
+
+
+def _mode_text(node: Any) -> str:
+    from kubectl_dr.repo.restic import nodes
+
+    kinds = {nodes.DIR: stat.S_IFDIR, nodes.SYMLINK: stat.S_IFLNK, nodes.FIFO: stat.S_IFIFO,
+             nodes.CHARDEV: stat.S_IFCHR, nodes.DEV: stat.S_IFBLK, nodes.SOCKET: stat.S_IFSOCK}
+    return stat.filemode(kinds.get(node.type, stat.S_IFREG) | node.perm)
+
+
+def ls(repo: str, snapshot: str, path: str, output: str, *, password_file: str | None,
+       s3_endpoint: str | None) -> None:
+    """Entries under PATH of a snapshot, like `ls -l` (one level; a file lists itself)."""
+    from kubectl_dr.repo.restic import archiver, nodes
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    snap = repository.find_snapshot(snapshot)
+    root = archiver.volume_root(repository, snap.tree, snap.paths)
+    node = archiver.find(repository, root, path)
+    prefix = "/".join(p for p in path.split("/") if p not in ("", "."))
+    listed = ([(f"{prefix}/{n.name}" if prefix else n.name, n) for n in repository.load_tree(node.subtree or "")]
+              if node.type == nodes.DIR else [(prefix, node)])
+    items: list[dict[str, Any]] = [
+        {"path": p, "type": n.type, "mode": _mode_text(n), "uid": n.uid, "gid": n.gid, "size": n.size,
+         "mtime": nodes.format_time(n.mtime), "links": n.links, "target": n.linktarget or None}
+        for p, n in listed]
+    table = render_table(
+        ["MODE", "UID", "GID", "SIZE", "MTIME", "PATH"],
+        [[i["mode"], i["uid"], i["gid"], units.size(i["size"]) if i["type"] == nodes.FILE else "-",
+          i["mtime"], i["path"] + (f" -> {i['target']}" if i["target"] else "")] for i in items])
+    emit({"kind": "List", "snapshot": snap.id, "items": items}, output, table=table)
+
+
+def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_endpoint: str | None) -> None:
+    """One file of a snapshot to stdout, every blob checked against its ID before it is written."""
+    from kubectl_dr.repo.restic import archiver, nodes
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    snap = repository.find_snapshot(snapshot)
+    node = archiver.find(repository, archiver.volume_root(repository, snap.tree, snap.paths), path)
+    if node.type != nodes.FILE:
+        raise DrError(f"{path!r} in snapshot {snap.short_id} is a {node.type}, not a file")
+    write_bytes(repository.file_content(node))
+
+
+def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, s3_endpoint: str | None,
+           subset: float) -> None:
+    from kubectl_dr.repo.restic.verify import verify as verify_snapshot
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    found = verify_snapshot(repository, repository.find_snapshot(snapshot), subset=subset)
+    data = {"id": found.snapshot.id, "verified": True, "trees": found.trees, "dataBlobs": found.data_blobs,
+            "dataBytes": found.data_bytes, "unreadBlobs": found.skipped_blobs, "readDataSubset": subset}
+    emit(data, output, table=render_table(
+        ["ID", "VERIFIED", "TREES", "BLOBS", "SIZE", "UNREAD"],
+        [[found.snapshot.short_id, "ok", found.trees, found.data_blobs, units.size(found.data_bytes),
+          found.skipped_blobs]]))
+
+
+def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: bool, password_file: str | None,
+          s3_endpoint: str | None) -> None:
+    """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first."""
+    from kubectl_dr.repo.restic import nodes
+    from kubectl_dr.repo.restic.prune import prune as prune_repository
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    plan = prune_repository(repository, policy, dry_run=True)
+    done = plan
+    if not dry_run and plan.forgotten:
+        console.confirm(f"forget {count(len(plan.forgotten), 'snapshot')} and remove the data only they use "
+                        f"({units.size(plan.bytes_freed)} in {count(plan.packs_removed, 'pack')})")
+    if not dry_run:
+        done = prune_repository(repository, policy, dry_run=False, say=console.say)
+    verb = "would forget" if dry_run else "forgot"
+    lines: list[str] = []
+    for group in sorted({d.group for d in done.decisions}):
+        members = [d for d in done.decisions if d.group == group]
+        kept = [d for d in members if d.keep]
+        lines.append(f"group {group}: keep {len(kept)}, {verb} {len(members) - len(kept)}")
+        lines += render_table(["ID", "TIME", "KEEP", "REASONS"],
+                              [[d.snapshot.short_id, nodes.format_time(d.snapshot.time), "yes" if d.keep else "no",
+                                ", ".join(d.reasons) or "-"] for d in members]).splitlines()
+        lines.append("")
+    removes = "would remove" if dry_run else "removed"
+    copied = "would copy" if dry_run else "copied"
+    lines.append(f"{removes} {count(done.packs_removed, 'pack')} ({units.size(done.bytes_freed)}); {copied} the "
+                 f"used blobs of {count(done.packs_repacked, 'pack')} into new ones; {units.size(done.unused_kept)} "
+                 "unused left in packs mostly used")
+    data = {"dryRun": dry_run, "repository": repository.backend.describe(),
+            "snapshots": [{"id": d.snapshot.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
+                          for d in done.decisions],
+            "packsRemoved": done.packs_removed, "bytesFreed": done.bytes_freed,
+            "packsRepacked": done.packs_repacked, "packsWritten": done.packs_written,
+            "unusedBytesKept": done.unused_kept}
+    emit(data, output, table="\n".join(lines) + "\n")

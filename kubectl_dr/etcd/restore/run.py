@@ -1,0 +1,191 @@
+"""`kubectl dr etcd restore`: options → a plan (a client dry run) or the outcome, stacked or external.
+
+The one entry of the restore. It resolves the snapshot against the right cluster, then either
+- a stacked etcd (members in static pods on the control-plane nodes): job.py stages and hands over to the nodes;
+- an external etcd (`--endpoints`): external.py holds the API servers down and rewrites the keys through the
+  client API; a run that stopped with the keys half rewritten (its API servers still held) is finished first.
+Either way the break-glass runbook is written once the run holds the restore lease, and the kubelets are
+restarted afterwards when asked for. The CLI renders what this returns.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubectl_dr.clusters import ClusterIdentity
+from kubectl_dr.console import Console
+from kubectl_dr.errors import DrError
+from kubectl_dr.etcd import keyspace
+from kubectl_dr.etcd import snapshot as etcd_snapshot
+from kubectl_dr.etcd.restore import external, job
+from kubectl_dr.etcd.restore.common import Outcome, restart_kubelets
+from kubectl_dr.etcd.restore.external import Etcd, ExternalPlan
+from kubectl_dr.etcd.restore.holdscript import run_prefix
+from kubectl_dr.etcd.restore.options import RestoreOptions
+from kubectl_dr.etcd.restore.runbook import external_runbook, runbook
+from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.identity import try_cluster_identity
+from kubectl_dr.nodes.kubelet_restart import COMMAND
+from kubectl_dr.repo import Repository
+from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
+
+RUNBOOK_NAME = "etcd-restore-runbook-{run}.sh"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A client dry run: what would be done, and the runbook that would be written before anything changes."""
+
+    plan: job.Plan | ExternalPlan
+    runbook: str
+    runbook_path: Path
+    restart_kubelets: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.plan.to_dict(), "dryRun": "client", "restartKubelets": self.restart_kubelets,
+                "runbook": self.runbook}
+
+    def summary(self) -> str:
+        extra = (f"  then on every node (eight at a time): {' '.join(COMMAND)} (privileged hostPID pod)\n"
+                 if self.restart_kubelets else "")
+        return (self.plan.summary() + extra + f"(dry run) would write this break-glass runbook to "
+                f"{self.runbook_path} (RUN: the real run's ID) before anything changes:\n\n" + self.runbook)
+
+
+@dataclass(frozen=True)
+class FinishPlan:
+    """A client dry run while a run holds the API servers down with its rewrite unfinished."""
+
+    run_id: str
+    prefix: str
+    snapshot: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "EtcdRestorePlan", "mode": "external", "finishes": self.run_id, "dryRun": "client"}
+
+    def summary(self) -> str:
+        return (f"(dry run) would finish the held run {self.run_id}: rewrite the keys under {self.prefix}/ to "
+                f"{self.snapshot}'s, then release the API servers\n")
+
+
+Result = Outcome | RestorePlan | FinishPlan
+
+
+def run(session: Session, repository: Repository, opts: RestoreOptions) -> Result:
+    """The restore, verified before and after. An outcome with `failure` set is a restore that stands with
+    something after it failed (a kubelet restart): render it, then raise the failure."""
+    kube, console, run = session.kube, session.console, session.run
+    if opts.direct is None:
+        snapshot = _snapshot(kube, repository, opts, console, None)
+        result: Result = _stacked(kube, snapshot, opts, console, run)
+    else:
+        with external.etcd_errors(opts.direct), Etcd(opts.direct) as etcd:
+            snapshot = _snapshot(kube, repository, opts, console, etcd)
+            result = _external(kube, repository, snapshot, etcd, opts, console, run)
+    if isinstance(result, Outcome) and opts.restart_kubelets:
+        restart_kubelets(kube, opts.namespace, opts.helper_image, run, console, result)
+    return result
+
+
+def _snapshot(kube: Kube, repository: Repository, opts: RestoreOptions, console: Console,
+              etcd: Etcd | None) -> LocalSnapshot:
+    # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
+    current, why = (None, "") if os.path.isfile(opts.source) else _identity(kube, etcd)
+    snapshot = local_snapshot(opts.source, repository, console, current=current, unknown_why=why,
+                              from_cluster=opts.from_cluster, from_other_cluster=opts.from_other_cluster,
+                              record=opts.dry_run == "none")
+    console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
+                f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
+    return snapshot
+
+
+def _identity(kube: Kube, etcd: Etcd | None) -> tuple[ClusterIdentity | None, str]:
+    """The cluster `--from latest` resolves against: the API's answer, or with --endpoints while a held run
+    keeps the API servers down, the kube-system stored in etcd itself (a rerun is made exactly then)."""
+    try:
+        return try_cluster_identity(kube)
+    except DrError:
+        uid = None if etcd is None else external.held_cluster_uid(etcd)
+        if uid is None:
+            raise
+        return ClusterIdentity(uid), ""
+
+
+def _stacked(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, console: Console, run: Run) -> Result:
+    plan = job.plan(kube, snapshot, opts, run, console)
+    book = runbook(plan)
+    if opts.client_dry_run:
+        return RestorePlan(plan, book, _runbook_path(snapshot, "RUN"), opts.restart_kubelets)
+    if not plan.bump:
+        console.warn(job.NO_BUMP_RISK)
+    console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
+                    "API server stops for the duration, and everything written since the snapshot is set aside")
+    return job.run(kube, plan, console, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
+
+
+def _external(kube: Kube, repository: Repository, snapshot: LocalSnapshot, etcd: Etcd, opts: RestoreOptions,
+              console: Console, run: Run) -> Result:
+    etcd.check()  # every endpoint answers, as one cluster: said plainly before anything else
+    held = external.held_runs(etcd)
+    if held:
+        return _finish_held(kube, snapshot, etcd, held[0], opts, console)
+    plan = external.plan(kube, etcd, snapshot, opts, run, console)
+    book = external_runbook(plan)
+    if opts.client_dry_run:
+        return RestorePlan(plan, book, _runbook_path(snapshot, "RUN"), opts.restart_kubelets)
+    console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
+                    f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
+
+    def safety() -> str:
+        # Named as this run's: a rerun with `--from latest` must not take it for the snapshot to restore.
+        identity = _api_identity(kube)
+        return str(etcd_snapshot.direct(etcd.direct, repository, console, identity,
+                                        details={"safetySnapshotOf": run.id}).manifest.id)
+
+    outcome = external.run(kube, plan, etcd, console, safety,
+                           on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
+    outcome.runbook = book
+    return outcome
+
+
+def _finish_held(kube: Kube, snapshot: LocalSnapshot, etcd: Etcd, held: str, opts: RestoreOptions,
+                 console: Console) -> Result:
+    """The API servers are down because of that run: finish it from here, through etcd alone."""
+    prefix = (etcd.get(f"{run_prefix(held)}/prefix".encode()) or b"/registry").decode()
+    external.check_bound(etcd, held, snapshot, opts.source)
+    if opts.client_dry_run:
+        return FinishPlan(held, prefix, snapshot.describe())
+    space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
+    console.confirm(f"run {held} stopped with the keys half rewritten and the API servers held down: "
+                    f"rewrite them to {snapshot.describe()} and start the API servers")
+    return external.resume(etcd, held, space, prefix, kube, opts.namespace, console)
+
+
+def _api_identity(kube: Kube) -> ClusterIdentity | None:
+    """The cluster the kubeconfig reaches, if it answers: the safety snapshot keeps its server and context as
+    hints when the snapshot's own kube-system is this one."""
+    try:
+        return try_cluster_identity(kube)[0]
+    except DrError:
+        return None  # the API is down: the snapshot itself says which cluster it is of
+
+
+def _runbook_path(snapshot: LocalSnapshot, run_id: str) -> Path:
+    return snapshot.runbook_dir / RUNBOOK_NAME.format(run=run_id)
+
+
+def _write_runbook(console: Console, book: str, snapshot: LocalSnapshot, run_id: str) -> None:
+    """Beside the backup, and on stderr, once the run holds the restore lease and before it changes anything: a
+    run refused before that (confirmation, lease, preflight) leaves no runbook of a restore that never ran."""
+    path = _runbook_path(snapshot, run_id)
+    try:
+        path.write_text(book)
+        console.say(f"break-glass runbook written to {path}")
+    except OSError as exc:
+        console.warn(f"cannot write the runbook to {path} ({exc.strerror}); it follows on stderr")
+    console.say(book)

@@ -1,0 +1,101 @@
+"""restic's authenticated encryption: AES-256-CTR, then Poly1305-AES over the ciphertext.
+
+Every stored file and every blob is `IV(16) || ciphertext || MAC(16)`. The IV is random and is the whole
+128-bit counter block of CTR mode (restic increments all 128 bits, as `cryptography`'s CTR does). The
+MAC is Poly1305 keyed with `r` (clamped by Poly1305 itself) and `s = AES-128_k(IV)`, over the ciphertext
+only; `k` and `r` are the two halves of the 32-byte MAC key. The MAC is checked before anything is
+decrypted, so a tampered repository is refused rather than parsed.
+
+Keys come from the password through scrypt (N, r, p and salt stored in the key file): 64 bytes, of which
+the first 32 encrypt and the next 32 are the MAC key as `k || r`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+from kubectl_dr.repo.errors import RepoError
+
+IV_SIZE = 16
+MAC_SIZE = 16
+OVERHEAD = IV_SIZE + MAC_SIZE
+
+
+class ResticCryptoError(RepoError):
+    """Data that does not authenticate with the repository's key (wrong key, or damaged/tampered bytes)."""
+
+
+@dataclass(frozen=True)
+class Key:
+    encrypt: bytes  # 32 bytes, AES-256
+    mac_k: bytes  # 16 bytes, AES-128 key that makes the Poly1305 pad from the IV
+    mac_r: bytes  # 16 bytes, Poly1305's r (clamped when used)
+
+    @classmethod
+    def random(cls) -> Key:
+        return cls(os.urandom(32), os.urandom(16), os.urandom(16))
+
+    @classmethod
+    def from_kdf(cls, raw: bytes) -> Key:
+        if len(raw) != 64:
+            raise ValueError("a restic key is 64 bytes")
+        return cls(raw[:32], raw[32:48], raw[48:64])
+
+    def to_json(self) -> dict[str, Any]:
+        """The master key as a key file stores it (inside its encrypted `data`)."""
+        return {"mac": {"k": _b64(self.mac_k), "r": _b64(self.mac_r)}, "encrypt": _b64(self.encrypt)}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Key:
+        try:
+            key = cls(_unb64(doc["encrypt"]), _unb64(doc["mac"]["k"]), _unb64(doc["mac"]["r"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResticCryptoError(f"the repository's master key is malformed ({exc})") from exc
+        if (len(key.encrypt), len(key.mac_k), len(key.mac_r)) != (32, 16, 16):
+            raise ResticCryptoError("the repository's master key has the wrong length")
+        return key
+
+    def _mac(self, iv: bytes, ciphertext: bytes) -> bytes:
+        enc = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
+        s = enc.update(iv) + enc.finalize()
+        return Poly1305.generate_tag(self.mac_r + s, ciphertext)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        iv = os.urandom(IV_SIZE)
+        enc = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).encryptor()
+        ciphertext = enc.update(plaintext) + enc.finalize()
+        return iv + ciphertext + self._mac(iv, ciphertext)
+
+    def open(self, sealed: bytes | memoryview) -> bytes:
+        data = bytes(sealed)
+        if len(data) < OVERHEAD:
+            raise ResticCryptoError(f"an encrypted item of {len(data)} bytes is shorter than its IV and MAC")
+        iv, ciphertext, tag = data[:IV_SIZE], data[IV_SIZE:-MAC_SIZE], data[-MAC_SIZE:]
+        if not hmac.compare_digest(self._mac(iv, ciphertext), tag):
+            raise ResticCryptoError("ciphertext verification failed (wrong key, or the data is damaged)")
+        dec = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).decryptor()
+        return dec.update(ciphertext) + dec.finalize()
+
+
+def kdf(password: bytes, salt: bytes, n: int, r: int, p: int) -> Key:
+    # hashlib's scrypt refuses more memory than maxmem; restic's defaults (N=2^15, r=8) need 32 MiB.
+    maxmem = 128 * r * (n + p + 2) + 1024 * 1024
+    return Key.from_kdf(hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=64))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("not base64 text")
+    return base64.b64decode(text, validate=True)

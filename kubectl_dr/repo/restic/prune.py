@@ -1,0 +1,162 @@
+"""`restic forget` and `restic prune` in one pass, under restic's exclusive lock.
+
+The order is the one that keeps the repository valid whenever the process stops (every step is a file
+written or removed, and `restic check` accepts the repository between any two of them):
+
+1. the forgotten snapshot files are removed (what they alone referenced becomes unreferenced data);
+2. the blobs the remaining snapshots use are found by walking their trees; a used blob that no index
+   names stops the prune before anything else changes (the repository is damaged: nothing is removed);
+3. the used blobs of packs that go (wholly unused, or partly used with more unused bytes than
+   `repack_over`) are copied, still sealed, into new packs, which are stored;
+4. one new index naming every kept and new pack is stored, then the old index files are removed;
+5. last, the packs nothing indexes any more are removed (also those an interrupted backup left).
+
+Until step 4 the old index still names every old pack; after it, unreferenced packs are only
+"additional files" to `restic check`, which the next prune removes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubectl_dr.repo.restic import forget, index, nodes, packs
+from kubectl_dr.repo.restic.backend import DATA, INDEX, SNAPSHOTS
+from kubectl_dr.repo.restic.locks import Lock
+from kubectl_dr.repo.restic.nodes import ResticFormatError
+from kubectl_dr.repo.restic.repository import Repository
+from kubectl_dr.repo.retention import Policy
+from kubectl_dr.units import count
+
+# A partly used pack is rewritten when more than this share of its bytes is unused: below it the space
+# is not worth the copy (restic's own default, --max-unused 5 %, is for the whole repository).
+REPACK_OVER = 0.2
+LOCK_WAIT = 0.0  # a prune does not queue behind a backup: it says who holds the repository
+
+
+@dataclass
+class PruneResult:
+    decisions: list[forget.Decision]
+    dry_run: bool
+    packs_removed: int = 0
+    packs_repacked: int = 0
+    packs_written: int = 0
+    bytes_freed: int = 0
+    bytes_kept: int = 0
+    unused_kept: int = 0  # unused bytes left in partly used packs under the threshold
+    indexes_replaced: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def forgotten(self) -> list[forget.Decision]:
+        return [d for d in self.decisions if not d.keep]
+
+
+def used_blobs(repo: Repository, snapshots: list[str]) -> set[str]:
+    """Every tree and data blob the given snapshot trees reach (each tree read once, checked)."""
+    used: set[str] = set()
+    pending = list(snapshots)
+    while pending:
+        tree_id = pending.pop()
+        if tree_id in used:
+            continue
+        used.add(tree_id)
+        for node in repo.load_tree(tree_id):
+            if node.type == nodes.DIR and node.subtree:
+                pending.append(node.subtree)
+            used.update(node.content)
+    return used
+
+
+def prune(repo: Repository, policy: Policy, *, dry_run: bool, repack_over: float = REPACK_OVER,
+          say: Callable[[str], None] = lambda _: None) -> PruneResult:
+    with Lock(repo, exclusive=True, wait=LOCK_WAIT):
+        decisions = forget.apply(repo.snapshots(), policy)
+        result = PruneResult(decisions, dry_run)
+        kept = [d.snapshot for d in decisions if d.keep]
+        used = used_blobs(repo, [s.tree for s in kept])
+
+        index_files = {name: index.decode(repo.load_unpacked(INDEX, name)) for name, _ in repo.backend.list(INDEX)}
+        in_pack: dict[str, list[packs.BlobEntry]] = {}
+        for entries_of in index_files.values():
+            for pack, entries in entries_of:
+                in_pack.setdefault(pack, entries)
+        on_disk = dict(repo.backend.list(DATA))
+        indexed = {b.id for entries in in_pack.values() for b in entries}
+        missing = used - indexed
+        if missing:
+            raise ResticFormatError(
+                f"{len(missing)} blob(s) the kept snapshots use are in no index (first {sorted(missing)[0][:8]}…): "
+                "the repository is damaged; nothing was removed",
+                hint="Run `restic check` and `restic repair index`, then prune again.")
+
+        keep_packs: dict[str, list[packs.BlobEntry]] = {}
+        for pack, entries in in_pack.items():
+            if pack not in on_disk:
+                continue  # named by an index but gone: the new index drops it (restic repair index does too)
+            total = sum(e.length for e in entries)
+            unused = sum(e.length for e in entries if e.id not in used)
+            if unused == 0 or (unused < total and unused <= repack_over * total):
+                keep_packs[pack] = entries
+                result.unused_kept += unused
+        have = {b.id for entries in keep_packs.values() for b in entries}
+        to_copy: dict[str, tuple[str, packs.BlobEntry]] = {}
+        for pack, entries in in_pack.items():
+            if pack in keep_packs or pack not in on_disk:
+                continue
+            for e in entries:
+                if e.id in used and e.id not in have and e.id not in to_copy:
+                    to_copy[e.id] = (pack, e)
+        missing = used - have - set(to_copy)
+        if missing:
+            raise ResticFormatError(
+                f"{len(missing)} blob(s) the kept snapshots use are in no pack file (first {sorted(missing)[0][:8]}…):"
+                " the repository is damaged; nothing was removed",
+                hint="Run `restic check` and `restic repair packs`/`restic repair snapshots`.")
+        removed_packs = [p for p in on_disk if p not in keep_packs]
+        result.packs_repacked = len({p for p, _ in to_copy.values()})
+        result.packs_removed = len(removed_packs)
+        result.bytes_freed = sum(on_disk[p] for p in removed_packs)
+        result.bytes_kept = sum(on_disk[p] for p in keep_packs)
+        result.indexes_replaced = len(index_files)
+        if dry_run:
+            return result
+
+        for d in result.forgotten:
+            repo.backend.remove(SNAPSHOTS, d.snapshot.id)
+        say(f"forgot {count(len(result.forgotten), 'snapshot')}")
+
+        new_packs: list[tuple[str, list[packs.BlobEntry]]] = []
+        writers: dict[str, packs.PackWriter] = {}
+
+        def store(blob_type: str) -> None:
+            writer = writers.pop(blob_type, None)
+            if writer is not None and writer.entries:
+                pack_id, data = writer.finish()
+                repo.backend.save(DATA, pack_id, data)
+                new_packs.append((pack_id, writer.entries))
+                result.bytes_kept += len(data)
+
+        # Copied sealed, pack by pack in offset order: each blob is encrypted on its own, so it moves as is.
+        for blob_id, (pack, e) in sorted(to_copy.items(), key=lambda kv: (kv[1][0], kv[1][1].offset)):
+            sealed = repo.backend.load(DATA, pack, e.offset, e.length)
+            repo.key.open(sealed)  # the MAC checked before the copy is trusted
+            writer = writers.setdefault(e.type, packs.PackWriter(repo.key))
+            writer.add(blob_id, e.type, sealed, e.uncompressed_length)
+            if writer.size >= packs.TARGET_PACK_SIZE:
+                store(e.type)
+        for blob_type in list(writers):
+            store(blob_type)
+        result.packs_written = len(new_packs)
+        if not removed_packs and not new_packs and len(index_files) <= 1:
+            return result  # nothing unreferenced: the index stays as it is
+
+        repo.save_unpacked(INDEX, index.encode([*keep_packs.items(), *new_packs]))
+        for name in index_files:
+            repo.backend.remove(INDEX, name)
+        for pack in removed_packs:
+            repo.backend.remove(DATA, pack)
+        repo.reload_index()
+        say(f"removed {count(len(removed_packs), 'pack')}, wrote {count(len(new_packs), 'new pack')}")
+        return result
+

@@ -1,0 +1,246 @@
+"""`pvc backup --repo restic:REPO`: the volume into a restic snapshot, through the same read-only rescue pod.
+
+The pod lists the volume (the truth about every entry), then streams `tar -c` of it. The stream is
+checked end to end as every backup's is (size and SHA-256 in the pod and here, tar's exit, the archive
+read as the restoring tar reads it, reconciled with the listing) while it is spooled to a private
+temporary file; only then are its files cut into blobs. Tree nodes take owners, modes, times, inodes
+and links from the listing (tar headers lose large uids, symlink owners and times before 1970).
+
+Written in restic's order: data packs, trees, the index, then the snapshot, under a non-exclusive
+restic lock (so `restic prune` waits for us and we refuse to write under its exclusive lock). An
+interruption leaves at most unreferenced packs, which `restic check` accepts and `restic prune` removes.
+The snapshot: path `/CLAIM`, host `NS/CLAIM`, tags naming the cluster, namespace, claim and kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_dr import __version__
+from kubectl_dr.console import Console
+from kubectl_dr.errors import VerificationError
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.identity import identity_for_backup
+from kubectl_dr.repo.restic import archiver, chunking, nodes
+from kubectl_dr.repo.restic.locks import Lock
+from kubectl_dr.repo.restic.packs import DATA_BLOB
+from kubectl_dr.repo.restic.repository import Repository
+from kubectl_dr.repo.restic.snapshots import Snapshot
+from kubectl_dr.session import Session
+from kubectl_dr.units import size
+from kubectl_dr.volumes import backup as tar_backup
+from kubectl_dr.volumes import entries as entries_module
+from kubectl_dr.volumes import restic_incremental, scripts, transfer
+from kubectl_dr.volumes.access import BACKUP, plan_access
+from kubectl_dr.volumes.entries import Entry
+from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
+from kubectl_dr.volumes.listing import Found
+from kubectl_dr.volumes.reconcile import reconcile
+from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, ArchiveError, TarReader
+
+KIND = "pvc"
+LOCK_WAIT = 300.0  # seconds we wait for another client's exclusive lock (a prune) to go
+_TYPES = {entries_module.FILE: nodes.FILE, entries_module.HARDLINK: nodes.FILE, entries_module.DIR: nodes.DIR,
+          entries_module.SYMLINK: nodes.SYMLINK, entries_module.FIFO: nodes.FIFO, entries_module.CHAR: nodes.CHARDEV,
+          entries_module.BLOCKDEV: nodes.DEV, entries_module.SOCKET: nodes.SOCKET}
+
+
+@dataclass
+class ResticBackupResult:
+    snapshot: Snapshot
+    repository: str
+    entries: int
+    content_bytes: int
+    stored_bytes: int
+    seconds: float
+    changed: list[str] = field(default_factory=list)
+    received_bytes: int = 0  # what crossed the API (the tar stream)
+    incremental: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "ResticSnapshot", "id": self.snapshot.id, "shortId": self.snapshot.short_id,
+                "repository": self.repository, "hostname": self.snapshot.hostname, "paths": self.snapshot.paths,
+                "tags": self.snapshot.tags, "parent": self.snapshot.parent, "entries": self.entries,
+                "contentBytes": self.content_bytes, "storedBytes": self.stored_bytes, "seconds": self.seconds,
+                "receivedBytes": self.received_bytes, "incremental": self.incremental}
+
+    def columns(self) -> list[str]:
+        return ["ID", "HOST", "ENTRIES", "SIZE", "READ", "ADDED"]
+
+    def rows(self) -> list[list[Any]]:
+        return [[self.snapshot.short_id, self.snapshot.hostname, self.entries, size(self.content_bytes),
+                 size(self.received_bytes), size(self.stored_bytes)]]
+
+
+def tags_for(cluster_uid: str | None, namespace: str, claim: str) -> list[str]:
+    return [*([f"cluster={cluster_uid}"] if cluster_uid else []), f"namespace={namespace}", f"claim={claim}",
+            f"kind={KIND}"]
+
+
+def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.BackupOptions, *,
+        force: bool = False) -> ResticBackupResult | tar_backup.BackupPlan:
+    """`repo` is None only in a dry run (which opens or creates no repository); `force` reads every file
+    even when the claim has a parent snapshot."""
+    kube, console, dry_run = session.kube, session.console, session.dry_run
+    access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
+    say_plan(console, access)
+    if dry_run == "client" or repo is None:
+        claim_lease(kube, access, session.run, "client").acquire()
+        return tar_backup.BackupPlan(access, where, "client")
+    with Exposure(session, access, opts.image, "pvc-backup") as exposure:
+        if access.stop and access.claim.single_pod and not opts.quiesce and dry_run == "none":
+            console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
+                            f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and start "
+                            "them again after")
+        if access.stop:
+            exposure.stop_consumers()
+        pod = exposure.start(read_only=True)
+        if pod is None:
+            return tar_backup.BackupPlan(access, where, dry_run, pod_accepted=True)
+        assert pod.tools is not None
+        started = time.time_ns()
+        clock = time.monotonic()
+        found = transfer.list_volume(kube, pod, ctime=True)
+        skipped = tar_backup.skipped_entries(found, pod, opts, console)
+        cluster = identity_for_backup(kube, console.warn)
+        what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
+        with Lock(repo, wait=LOCK_WAIT):
+            parent = latest_of(repo, opts.namespace, opts.claim)
+            plan = None
+            if parent is not None and not force:
+                plan = restic_incremental.plan(repo, parent, found, skipped)
+                if not restic_incremental.fits(plan, pod.tools.tar):
+                    console.say(f"{len(plan.send)} changed entries are too many to name in one command: reading "
+                                "the whole volume")
+                    plan = None
+            changed: list[str] = []
+            if plan is not None:
+                assert parent is not None
+                console.say(f"parent snapshot {parent.short_id}: {len(plan.reuse)} unchanged files "
+                            f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read")
+                contents, targets, received = restic_incremental.stream(kube, repo, pod, plan, console, what)
+                pod.release()
+                items = restic_incremental.items(plan, contents, targets)
+                files = [f for f in plan.keep.values() if f.kind == entries_module.FILE]
+                entry_count, content_bytes, file_count = len(plan.keep), sum(f.size for f in files), len(files)
+            else:
+                items, record, received = _full(kube, repo, pod, opts, access, found, skipped, console, what)
+                changed = record.changed
+                entry_count, content_bytes = len(record.entries), record.entries.content_bytes
+                file_count = record.entries.count(entries_module.FILE)
+            tree = archiver.save_trees(repo, items, f"/{opts.claim}", started)
+            repo.flush()  # packs and index before the snapshot
+            snap = Snapshot(time=started, tree=tree, paths=[f"/{opts.claim}"],
+                            hostname=f"{opts.namespace}/{opts.claim}", username=os.environ.get("USER", ""),
+                            tags=tags_for(cluster.uid if cluster else None, opts.namespace, opts.claim),
+                            parent=parent.id if parent else None, program_version=f"kubectl-dr {__version__}",
+                            summary={"backup_start": nodes.format_time(started),
+                                     "backup_end": nodes.format_time(time.time_ns()),
+                                     "total_files_processed": file_count,
+                                     "total_bytes_processed": content_bytes,
+                                     "data_added_packed": repo.bytes_stored})
+            repo.save_snapshot(snap)
+        exposure.finish()
+    return ResticBackupResult(snap, where, entry_count, content_bytes, repo.bytes_stored,
+                              round(time.monotonic() - clock, 3), changed, received, plan is not None)
+
+
+def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions, access: Any,
+          found: dict[str, Found], skipped: list[Any], console: Console,
+          what: str) -> tuple[list[archiver.Item], Any, int]:
+    """The whole volume as one checked tar stream (a first backup, --force, or too many changes to name)."""
+    assert pod.tools is not None
+    with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool:
+        digest = hashlib.sha256()
+        reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
+        with console.progress(f"backup {opts.namespace}/{opts.claim}",
+                              tar_backup.archive_size_estimate(found)) as bar:
+            def sink(data: bytes) -> None:
+                spool.write(data)
+                digest.update(data)
+                reader.feed(data)
+                bar.advance(len(data))
+
+            checked = transfer.receive(kube, pod, scripts.backup_script(pod.tools.tar), sink,
+                                       lambda: (spool.tell(), digest.hexdigest()), what)
+            pod.release()
+        try:
+            archive = reader.finish()
+        except ArchiveError as exc:
+            raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can read: "
+                                    f"{exc.message}", hint=exc.hint) from None
+        record = reconcile(archive, found, skipped)
+        tar_backup.judge_transfer(record, checked, access, console, what)
+        received = spool.tell()
+        spool.seek(0)
+        contents = _store_contents(repo, spool)
+    items = [_item(e, found.get(e.path), contents, record.entries) for e in record.entries]
+    return items, record, received
+
+
+def latest_of(repo: Repository, namespace: str, claim: str) -> Snapshot | None:
+    mine = [s for s in repo.snapshots()
+            if s.hostname == f"{namespace}/{claim}" and s.paths == [f"/{claim}"]]
+    return mine[-1] if mine else None
+
+
+def _store_contents(repo: Repository, spool: Any) -> dict[str, list[str]]:
+    """Every regular file of the (already verified) archive cut into data blobs: path → blob IDs."""
+    contents: dict[str, list[str]] = {}
+
+    def pieces() -> Iterator[tuple[str, bytes]]:
+        with tarfile.open(fileobj=spool, mode="r|", encoding=ENCODING, errors=ERRORS) as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                f = tar.extractfile(member)
+                assert f is not None
+                path = (member.name[2:] if member.name.startswith("./") else member.name).rstrip("/")
+                contents[path] = []
+                for piece in chunking.chunks(f.read, member.size):
+                    yield path, piece
+
+    for path, blob_id in repo.save_keyed_blobs(DATA_BLOB, pieces()):
+        contents[path].append(blob_id)
+    return contents
+
+
+def _item(entry: Entry, seen: Found | None, contents: dict[str, list[str]],
+          record: entries_module.Entries) -> archiver.Item:
+    node_type = _TYPES[entry.kind]
+    try:
+        nodes.check_node_name(entry.path.rsplit("/", 1)[-1] or "root")
+        entry.path.encode("utf-8")
+    except (nodes.ResticFormatError, UnicodeEncodeError):
+        raise VerificationError(f"{entry.path!r} is not a name a restic tree can hold (not UTF-8)",
+                                hint="Back this volume up into a kubectl-dr repository instead.") from None
+    content: list[str] = []
+    entry_size = 0
+    if node_type == nodes.FILE:
+        source = entry.target if entry.kind == entries_module.HARDLINK else entry.path
+        if source not in contents and entry.size:
+            raise VerificationError(f"{entry.path!r}: the archive holds no content for it")
+        content = contents.get(source, [])
+        if entry.kind == entries_module.HARDLINK:
+            target = record.get(entry.target)
+            entry_size = target.size if target else entry.size
+        else:
+            entry_size = entry.size
+    mtime = entry.mtime * nodes.NS
+    node = nodes.Node(
+        name=entry.path.rsplit("/", 1)[-1], type=node_type, mode=nodes.go_mode(node_type, entry.mode),
+        mtime=mtime, atime=mtime, uid=entry.uid, gid=entry.gid,
+        inode=seen.inode if seen else 0, links=seen.links if seen else 0,
+        ctime=seen.ctime * nodes.NS if seen and seen.ctime else mtime,
+        size=entry_size, linktarget=entry.target if node_type == nodes.SYMLINK else "",
+        device=os.makedev(*entry.rdev) if node_type in (nodes.DEV, nodes.CHARDEV) else 0, content=content)
+    if node_type == nodes.DIR:
+        node.subtree = ""
+    return archiver.Item(entry.path, node)

@@ -1,0 +1,113 @@
+"""The order the suite runs in: the fast tier first, then the loopback tests grouped by cluster shape.
+
+Markers come from the directory a test lives in (one table here, so they cannot drift from the layout):
+`unit`, `loopback` (the loopback cluster's own parts), `conformance`, `e2e`, `release`.
+
+Inside the loopback tiers, modules are ordered so that the modules asking the cluster pool for one shape
+run next to each other: the pool then parks a cluster only when the next module wants another shape
+(tests/cluster/fixture.py). A module's shapes are read from its `cluster_factory(...)` calls, their
+keywords evaluated against the factory's defaults and the module's own constants; what cannot be evaluated
+there (a fixture parameter) stays a wildcard. The order is only an optimization: every test still gets the
+cluster it asks for, whatever order it runs in.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+TIERS = {"unit": "unit", "restic": "unit", "cluster_tests": "loopback", "conformance": "conformance", "e2e": "e2e",
+         "release": "release"}
+FAST = "unit"
+# The pool's defaults (ClusterPool.get): a keyword left out has this value.
+DEFAULTS = {"control_planes": 3, "workers": 1, "exec_protocols": ("v5", "v4"), "images": None,
+            "etcd_version": "3.5", "cron_period_seconds": None, "external_etcd": False, "rook_ceph": 0,
+            "private": None}
+WILDCARD = "*"
+
+Shape = tuple[tuple[str, str], ...]
+
+
+def tier(item: pytest.Item) -> str | None:
+    """The tier of a test: the directory below tests/ it lives in."""
+    try:
+        below = item.path.relative_to(item.config.rootpath / "tests").parts
+    except ValueError:
+        return None
+    return TIERS.get(below[0]) if len(below) > 1 else None
+
+
+def _value(node: ast.expr, module: ModuleType) -> Any:
+    if isinstance(node, ast.Name):
+        return getattr(module, node.id, WILDCARD)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return WILDCARD
+
+
+def shape(values: dict[str, Any]) -> Shape:
+    """The shape of the factory's keywords (the pool's key): every keyword, defaults filled in."""
+    full = {**DEFAULTS, **{k: v for k, v in values.items() if k in DEFAULTS}}
+    if isinstance(full["exec_protocols"], (list, tuple)):
+        full["exec_protocols"] = tuple(full["exec_protocols"])
+    if isinstance(full["images"], dict):
+        full["images"] = tuple(sorted(full["images"].items())) or None
+    return tuple(sorted((k, v if v == WILDCARD else repr(v)) for k, v in full.items()))
+
+
+def matches(a: Shape, b: Shape) -> bool:
+    """Whether two shapes may be the same cluster (a wildcard matches any value)."""
+    return all(va == vb or WILDCARD in (va, vb) for (_, va), (_, vb) in zip(a, b, strict=True))
+
+
+def module_shapes(module: ModuleType) -> frozenset[Shape]:
+    """The shapes a module asks the pool for (its `cluster_factory(...)` calls)."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError, SyntaxError):
+        return frozenset()
+    return frozenset(
+        shape({k.arg: _value(k.value, module) for k in node.keywords if k.arg})
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "cluster_factory")
+
+
+def _alike(a: frozenset[Shape], b: frozenset[Shape]) -> int:
+    """How many shapes of `a` are among those of `b`."""
+    return sum(1 for x in a if any(matches(x, y) for y in b))
+
+
+def order_modules(modules: Sequence[ModuleType]) -> list[ModuleType]:
+    """Modules that use no pooled cluster first (in their usual order), then, greedily, each next module
+    the one sharing the most shapes with the one before (ties keep the usual order)."""
+    shapes = {m: module_shapes(m) for m in modules}
+    ordered = [m for m in modules if not shapes[m]]
+    rest = [m for m in modules if shapes[m]]
+    while rest:
+        last = shapes[ordered[-1]] if ordered and shapes[ordered[-1]] else frozenset()
+        best = max(rest, key=lambda m: _alike(last, shapes[m]))
+        ordered.append(best)
+        rest.remove(best)
+    return ordered
+
+
+def reorder(items: list[pytest.Item]) -> None:
+    """Mark every item with its tier, then order: unit, the loopback tiers by shape, release, the rest."""
+    for item in items:
+        name = tier(item)
+        if name:
+            item.add_marker(name)
+    first = [i for i in items if tier(i) == FAST]
+    loop = [i for i in items if tier(i) in ("loopback", "conformance", "e2e")]
+    last = [i for i in items if i not in first and i not in loop]
+    by_module: dict[ModuleType, list[pytest.Item]] = {}
+    for item in loop:
+        by_module.setdefault(item.module, []).append(item)  # type: ignore[attr-defined]
+    grouped = [i for m in order_modules(list(by_module)) for i in by_module[m]]
+    items[:] = [*first, *grouped, *last]

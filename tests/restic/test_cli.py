@@ -1,0 +1,135 @@
+"""`backups list | ls | cat --repo restic:REPO` on repositories restic wrote (no cluster needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from tests import datasets, tables
+from tests.cli_runner import clean_env, executable, run
+from tests.restic.oracle import PASSWORD, restic, restic_json
+
+
+def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run([executable(), *args], env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
+
+
+def test_list_ls_and_cat_read_a_snapshot_restic_wrote(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    big = os.urandom(3 * (1 << 20) + 1)
+    (src / "etc" / "app.conf").write_bytes(big)
+    os.symlink("app.conf", src / "etc" / "link")
+    os.chown(src / "etc" / "app.conf", 1000, 2000)
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src), "--host", "laptop", "--tag", "nightly")
+    (snap,) = restic_json(repo, "snapshots")
+
+    listed = dr("backups", "list", "--repo", f"restic:{repo}")
+    assert listed.returncode == 0, listed.stderr
+    rows = tables.rows(listed.stdout)
+    assert [(r["ID"], r["HOST"], r["TAGS"], r["WRITER"]) for r in rows] == [(snap["short_id"], "laptop", "nightly",
+                                                                            "restic")]
+
+    ls = dr("backups", "ls", snap["short_id"], "etc", "--repo", f"restic:{repo}", "-o", "json")
+    assert ls.returncode == 0, ls.stderr
+    items = {i["path"]: i for i in json.loads(ls.stdout)["items"]}
+    assert items["etc/app.conf"]["uid"] == 1000 and items["etc/app.conf"]["size"] == len(big)
+    assert items["etc/link"]["target"] == "app.conf" and items["etc/link"]["mode"].startswith("l")
+
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        proc = subprocess.run([executable(), "backups", "cat", "latest", "etc/app.conf", "--repo",
+                                             f"restic:{repo}"], stdout=f, stderr=-1,
+                                            env=clean_env({"RESTIC_PASSWORD": PASSWORD}), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == big
+
+    missing = dr("backups", "cat", "latest", "etc/nope", "--repo", f"restic:{repo}")
+    assert missing.returncode == 1 and "not in the backup" in missing.stderr
+    wrong = dr("backups", "list", "--repo", f"restic:{repo}", env={"RESTIC_PASSWORD": "nope"})
+    assert wrong.returncode == 1 and "wrong password" in wrong.stderr
+
+
+def test_restore_to_a_local_directory_whole_or_some_paths(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    datasets.build_app_tree(src)
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src))
+    (snap,) = restic_json(repo, "snapshots")
+
+    whole = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+               str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    assert datasets.differences(datasets.snapshot(src, root_entry=False),
+                                datasets.snapshot(tmp_path / "whole", root_entry=False)) == []
+
+    some = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+              str(tmp_path / "some"), "--include", "node_modules/tool", "--include", "./old")
+    assert some.returncode == 0, some.stderr
+    got = sorted(os.fsdecode(p) for p in datasets.snapshot(tmp_path / "some", root_entry=False))
+    assert got == ["node_modules", "node_modules/tool", "node_modules/tool/bin.js", "old"]
+
+    escape = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+                str(tmp_path / "x"), "--include", "../etc")
+    assert escape.returncode == 1 and "inside the backup" in escape.stderr
+    again = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
+               str(tmp_path / "some"))
+    assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_verify_reads_every_blob_of_a_snapshot_and_finds_damage(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(3 << 20))
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src))
+    ok = dr("backups", "verify", "latest", "--repo", f"restic:{repo}", "-o", "json")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["verified"] and result["dataBytes"] == 3 << 20 and result["unreadBlobs"] == 0
+
+    packs = sorted((repo / "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    biggest = packs[-1]  # the data pack
+    biggest.chmod(0o600)
+    data = bytearray(biggest.read_bytes())
+    data[100] ^= 0xFF
+    biggest.write_bytes(bytes(data))
+    bad = dr("backups", "verify", "latest", "--repo", f"restic:{repo}")
+    assert bad.returncode == 1 and ("verification failed" in bad.stderr or "damaged" in bad.stderr), bad.stderr
+
+
+def test_prune_applies_restic_forget_per_claim_and_restic_check_passes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    src = tmp_path / "src"
+    src.mkdir()
+    for host in ("shop/db", "shop/cache"):
+        for _ in range(3):
+            (src / "data").write_bytes(os.urandom(300_000))
+            restic(repo, "backup", str(src), "--host", host)
+    before = restic_json(repo, "snapshots")
+    expected = {s["id"] for g in restic_json(repo, "forget", "--dry-run", "--keep-last", "2") for s in g["keep"]}
+
+    dry = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}", "--dry-run=client", "-o", "json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert {s["id"] for s in planned["snapshots"] if s["keep"]} == expected and planned["dryRun"]
+    assert len(restic_json(repo, "snapshots")) == len(before)  # nothing changed
+
+    refused = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}")
+    assert refused.returncode == 1 and "--yes" in refused.stderr, refused.stderr
+    done = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"group shop/db {src}: keep 2, forgot 1" in done.stdout, done.stdout
+    assert re.search(r"^removed [1-9][0-9]* packs? \(", done.stdout, re.M), done.stdout
+    assert {s["id"] for s in restic_json(repo, "snapshots")} == expected
+    restic(repo, "check", "--read-data")
+    again = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}", "--yes", "-o", "json")
+    assert again.returncode == 0 and json.loads(again.stdout)["packsRemoved"] == 0, again.stderr

@@ -1,0 +1,134 @@
+"""Forget and prune of a restic repository, judged by the real restic CLI: the same snapshots kept as
+`restic forget` keeps, `restic check --read-data` passes after a prune and after a prune cut before any
+of its writes or removals, and what the kept snapshots hold restores unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import os
+from pathlib import Path
+
+from kubectl_dr.repo.restic import localfs, prune
+from kubectl_dr.repo.restic.backend import DATA, LOCKS, LocalBackend
+from kubectl_dr.repo.restic.nodes import NS
+from kubectl_dr.repo.restic.repository import Repository
+from kubectl_dr.repo.retention import Policy
+from tests.restic.oracle import PASSWORD, restic, restic_json
+
+PW = PASSWORD.encode()
+DAY = 86_400 * NS
+
+
+class _Cut(Exception):
+    pass
+
+
+class CutAfter(LocalBackend):
+    """A local backend whose process 'dies' (raises) instead of making its n-th change (a file written
+    or removed); its lock still goes, as it does when a prune is interrupted by a signal."""
+
+    def __init__(self, root: Path, changes: int) -> None:
+        super().__init__(root)
+        self.left = changes
+
+    def _step(self, what: str) -> None:
+        if self.left == 0:
+            raise _Cut(f"cut before {what}")
+        self.left -= 1
+
+    def save(self, kind: str, name: str, data: bytes) -> None:
+        if kind != LOCKS:
+            self._step(f"writing {kind}/{name[:8]}")
+        super().save(kind, name, data)
+
+    def remove(self, kind: str, name: str) -> None:
+        if kind != LOCKS:
+            self._step(f"removing {kind}/{name[:8]}")
+        super().remove(kind, name)
+
+
+def _volume(root: Path, seed: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        (root / f"f{i}").write_bytes(os.urandom(200_000 + seed * 1000 + i))
+    (root / "shared").write_bytes(b"same in every backup" * 5000)
+    return root
+
+
+def _three_backups(tmp_path: Path) -> Path:
+    repo_dir = tmp_path / "repo"
+    Repository.init(LocalBackend(repo_dir), PW)
+    parent = None
+    for seed in range(3):
+        repo = Repository.open(LocalBackend(repo_dir), PW)
+        parent = localfs.backup_dir(repo, _volume(tmp_path / "v", seed), snapshot_path="/v", hostname="shop/db",
+                                    parent=parent)
+    return repo_dir
+
+
+def test_forget_keeps_what_restic_forget_keeps(tmp_path: Path) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = Repository.init(LocalBackend(repo_dir), PW)
+    first = localfs.backup_dir(repo, _volume(tmp_path / "v", 0), snapshot_path="/v", hostname="shop/db")
+    base = first.time - 400 * DAY
+    # Two claims; several snapshots a day, across weeks, months and a year boundary.
+    offsets = [0, 1, 2, 3, 7, 8, 14, 15, 30, 31, 45, 60, 61, 90, 200, 365, 366, 380, 399]
+    for host in ("shop/db", "shop/cache"):
+        for k, days in enumerate(offsets):
+            for hour in (1, 13) if k % 3 == 0 else (5,):
+                snap = dataclasses.replace(first, time=base + days * DAY + hour * 3600 * NS + k, id="",
+                                           hostname=host)
+                repo.save_snapshot(snap)
+    policies = [Policy(last=3), Policy(daily=4, weekly=3), Policy(last=1, monthly=5, yearly=2),
+                Policy(hourly=5, daily=2), Policy(weekly=40)]
+    for policy in policies:
+        flags = [a for rule in ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+                 if getattr(policy, rule) for a in (f"--keep-{rule}", str(getattr(policy, rule)))]
+        groups = restic_json(repo_dir, "forget", "--dry-run", *flags)
+        theirs = {s["id"] for g in groups for s in g["keep"] or []}
+        ours = {d.snapshot.id for d in prune.forget.apply(repo.snapshots(), policy) if d.keep}
+        assert ours == theirs, policy
+        assert 0 < len(ours) < len(repo.snapshots())
+
+
+def test_prune_removes_what_only_forgotten_snapshots_used(tmp_path: Path) -> None:
+    repo_dir = _three_backups(tmp_path)
+    before = sum(size for _, size in LocalBackend(repo_dir).list(DATA))
+    repo = Repository.open(LocalBackend(repo_dir), PW)
+    plan = prune.prune(repo, Policy(last=1), dry_run=True)
+    assert len(plan.forgotten) == 2 and len(restic_json(repo_dir, "snapshots")) == 3  # a dry run changes nothing
+    done = prune.prune(repo, Policy(last=1), dry_run=False)
+    assert done.packs_removed >= 1 and done.bytes_freed > 0
+    restic(repo_dir, "check", "--read-data")
+    after = sum(size for _, size in LocalBackend(repo_dir).list(DATA))
+    assert after < before * 0.6, (before, after)  # two of three volumes' unique data went
+    snaps = restic_json(repo_dir, "snapshots")
+    assert len(snaps) == 1
+    restic(repo_dir, "restore", snaps[0]["id"], "--target", str(tmp_path / "out"))
+    cmp = filecmp.dircmp(tmp_path / "v", tmp_path / "out" / "v")
+    assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
+    # restic finds nothing left to prune, and a second prune of ours changes nothing
+    again = prune.prune(Repository.open(LocalBackend(repo_dir), PW), Policy(last=1), dry_run=False)
+    assert again.packs_removed == 0 and not again.forgotten
+
+
+def test_a_prune_cut_at_every_step_leaves_a_valid_repository(tmp_path: Path) -> None:
+    cuts = 0
+    for changes in range(0, 40):
+        repo_dir = _three_backups(tmp_path / str(changes))
+        try:
+            prune.prune(Repository.open(CutAfter(repo_dir, changes), PW), Policy(last=1), dry_run=False,
+                        repack_over=0.0)
+        except _Cut:
+            cuts += 1
+            restic(repo_dir, "check", "--read-data")
+            assert list(LocalBackend(repo_dir).list(LOCKS)) == []
+            # whatever step it stopped at, running the prune again finishes it
+            prune.prune(Repository.open(LocalBackend(repo_dir), PW), Policy(last=1), dry_run=False)
+            restic(repo_dir, "check", "--read-data")
+            assert len(restic_json(repo_dir, "snapshots")) == 1
+            continue
+        restic(repo_dir, "check", "--read-data")
+        break  # this run needed fewer changes than allowed: every cut point has been tried
+    assert cuts >= 5  # two snapshots, a new pack, the index, old indexes, old packs

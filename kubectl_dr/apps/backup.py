@@ -9,8 +9,15 @@ backup exists only when every claim it names was backed up.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import dataclasses
 import json
+import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,18 +25,21 @@ from kubectl_dr.apps import OBJECTS_PART, RECORD_PART, TYPE
 from kubectl_dr.apps.cleaning import ref
 from kubectl_dr.apps.collect import Collected, Filters, check_filters, collect
 from kubectl_dr.apps.resources import discover
-from kubectl_dr.console import Console
+from kubectl_dr.console import Console, Progress
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import Manifest, Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.session import Session
-from kubectl_dr.units import count, size
+from kubectl_dr.units import count, duration, size
 from kubectl_dr.workloads import records, scaling
 from kubectl_dr.workloads.consumers import find_consumers
 
 Json = dict[str, Any]
 QUIESCE_TIMEOUT = 300.0
+# Claims backed up side by side: each is a pod reading its volume and a stream through the API server;
+# a few at once overlap pod start-up and checks without flooding the server or the repository.
+CLAIMS_AT_ONCE = 3
 
 
 @dataclass
@@ -40,6 +50,7 @@ class BackupOptions:
     quiesce: bool = False
     name: str | None = None
     image: str | None = None
+    parallel: int = CLAIMS_AT_ONCE
 
 
 @dataclass
@@ -126,20 +137,96 @@ def _as_before_quiesce(collected: Collected, run_id: str) -> None:
 
 
 def _claims(session: Session, repo: Repository, opts: BackupOptions, collected: Collected) -> list[Json]:
+    """Every claim through `pvc backup`, up to ``opts.parallel`` side by side (each its own pod, lease and
+    checks). A failure or an interruption starts no further claim and waits for the ones under way, so
+    that every pod they made is theirs to remove before the command's cleanup runs; then it is raised."""
+    claims = collected.claims
+    workers = max(1, min(opts.parallel, len(claims)))
+    if workers == 1:
+        return [_claim(session, repo, opts, claim) for claim in claims]
+    shared = dataclasses.replace(session, console=_SideBySide(session.console))
+    console = session.console
+    console.say(f"backing up {count(len(claims), 'claim')}, {workers} at a time")
+    pool = ThreadPoolExecutor(workers, "claim-backup")
+    futures = [pool.submit(_claim, shared, repo, opts, claim) for claim in claims]
+    try:
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+    except BaseException:
+        running = sum(1 for f in futures if f.running())
+        if running:
+            console.say(f"stopping: waiting for the {count(running, 'claim backup')} under way to finish or fail")
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
+    return [f.result() for f in futures]  # the first failure, in the claims' order, is raised here
+
+
+def _claim(session: Session, repo: Repository, opts: BackupOptions, claim: Json) -> Json:
     from kubectl_dr.volumes import backup as pvc_backup
 
-    done = []
-    for claim in collected.claims:
-        kwargs: dict[str, Any] = {"name": f"{opts.name or 'app'}-{claim['namespace']}-{claim['name']}"}
-        if opts.image:
-            kwargs["image"] = opts.image
-        result = pvc_backup.run(session, repo, pvc_backup.BackupOptions(claim["namespace"], claim["name"], **kwargs))
-        assert isinstance(result, pvc_backup.BackupResult)
-        part = result.manifest.part(pvc_backup.PART)
-        entries = int((result.manifest.details.get("archive") or {}).get("entries") or 0)
-        done.append({**claim, "backup": result.manifest.id, "size": part.size, "sha256": part.sha256,
-                     "entries": entries})
-    return done
+    kwargs: dict[str, Any] = {"name": f"{opts.name or 'app'}-{claim['namespace']}-{claim['name']}"}
+    if opts.image:
+        kwargs["image"] = opts.image
+    result = pvc_backup.run(session, repo, pvc_backup.BackupOptions(claim["namespace"], claim["name"], **kwargs))
+    assert isinstance(result, pvc_backup.BackupResult)
+    part = result.manifest.part(pvc_backup.PART)
+    entries = int((result.manifest.details.get("archive") or {}).get("entries") or 0)
+    return {**claim, "backup": result.manifest.id, "size": part.size, "sha256": part.sha256, "entries": entries}
+
+
+class _SideBySide:
+    """The console of claim backups running side by side: one question at a time, and one live progress
+    display at a time (a terminal holds one; the others say when they start and end instead)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._asking = threading.Lock()
+        self._showing = threading.Lock()
+
+    def say(self, text: str) -> None:
+        self.console.say(text)
+
+    def warn(self, text: str) -> None:
+        self.console.warn(text)
+
+    def confirm(self, question: str, *, reason: str = "", hint: str = "", prompt: str = "") -> None:
+        with self._asking:
+            self.console.confirm(question, reason=reason, hint=hint, prompt=prompt)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Progress]:
+        if self._showing.acquire(blocking=False):
+            try:
+                with self.console.progress(description, total) as shown:
+                    yield shown
+            finally:
+                self._showing.release()
+            return
+        quiet = _Counted()
+        self.console.say(f"{description}: started")
+        yield quiet
+        self.console.say(f"{description}: {size(quiet.done)} in {duration(quiet.elapsed)} (done)")
+
+    @property
+    def is_interactive(self) -> bool:
+        return self.console.is_interactive
+
+
+class _Counted:
+    """A progress that counts and shows nothing (another claim's progress has the display)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self._start = time.monotonic()
+        self._lock = threading.Lock()
+
+    def advance(self, size: int) -> None:
+        with self._lock:
+            self.done += size
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self._start, 1e-9)
 
 
 def _write(kube: Kube, repo: Repository, opts: BackupOptions, collected: Collected, claims: list[Json],

@@ -48,13 +48,15 @@ def backup(
         "--quiesce", help="Stop the claims' consumers for the whole backup (objects and data of one moment), "
                           "start them again after.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="A name for the backup (part of its ID).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=8, metavar="N",
+                                          help="Claims backed up side by side.")] = 3,
     image: ImageOption = DEFAULT_IMAGE,
     repo: RepoOption = None,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Back up every listable object of the namespaces, cleaned as a restore needs them, and by default the data
-    of every bound claim in them (through `pvc backup`, one claim after another).
+    of every bound claim in them (through `pvc backup`, up to --parallel claims side by side).
 
     Left out, each with its reason in the backup's record: Events, objects a controller makes from another one
     in the backup (Pods of ReplicaSets, ReplicaSets of Deployments, …), service-account tokens, mirror pods,
@@ -82,7 +84,7 @@ def backup(
         confirm_plaintext_secrets(repository, "a namespace backup (its Secrets)", current.console)
     result = job.run(current, repository, job.BackupOptions(
         namespaces, Filters(selector, _split(include), _split(exclude)), volumes=not no_volumes, quiesce=quiesce,
-        name=name, image=image))
+        name=name, image=image, parallel=parallel))
     emit(result.to_dict(), opts.output, table=result.summary())
 
 

@@ -23,7 +23,17 @@ import pytest
 
 from tests import cli_runner
 from tests.cli_runner import clean_env, executable
-from tests.datasets import differences, managed_pods, new_namespace, snapshot, volume_dir
+from tests.datasets import (
+    APP_GID,
+    APP_UID,
+    build_app_tree,
+    differences,
+    make_claim,
+    managed_pods,
+    new_namespace,
+    snapshot,
+    volume_dir,
+)
 from tests.polling import eventually
 
 NODE_PORT = 30777
@@ -381,3 +391,34 @@ def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str
              what="the app running in the second cluster")
     eventually(lambda: "s3cr3t" in seen_by_web(other, ns), what="web read its config")
     assert os.path.basename(str(volume_dir(other, ns, "data-db-0"))).startswith("pv-")
+
+
+def test_claims_are_backed_up_side_by_side_and_restored_whole(cluster: Any, tmp_path: Path) -> None:
+    # Three claims, two at a time: every claim's data in the backup as its app wrote it (uid 1000), no pod left.
+    ns = new_namespace(cluster, "many")
+    names = ("alpha", "beta", "gamma")
+    before = {}
+    for i, name in enumerate(names):
+        make_claim(cluster, ns, name)
+        vol = volume_dir(cluster, ns, name)
+        build_app_tree(vol)
+        (vol / "own").write_bytes(os.urandom((i + 1) * 300_007))
+        os.chown(vol / "own", APP_UID, APP_GID)
+        # build_app_tree's lost+found is mkfs's: never backed up, so not compared
+        before[name] = {k: v for k, v in snapshot(vol).items() if not k.startswith(b"lost+found")}
+    repo = tmp_path / "repo"
+    made = dr(cluster, repo, "ns", "backup", ns, "--parallel", "2", "-o", "json", timeout=600)
+    backup = json.loads(ok(made))
+    assert "backing up 3 claims, 2 at a time" in made.stderr
+    assert sorted(c["name"] for c in backup["claims"]) == list(names)
+    assert len({c["backup"] for c in backup["claims"]}) == 3
+    assert not managed_pods(cluster, ns)
+
+    target = f"{ns}-back"
+    restored = json.loads(ok(dr(cluster, repo, "ns", "restore", ns, "--from", backup["id"], "--to", target,
+                                "--yes", "-o", "json", timeout=600)))
+    assert all(c["state"].startswith("restored") for c in restored["claims"]), restored["claims"]
+    for name in names:
+        assert differences(before[name], snapshot(volume_dir(cluster, target, name))) == [], name
+    for namespace in (ns, target):
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -128,3 +128,29 @@ def test_mapping_pairs() -> None:
     assert mapping.parse_pairs(None, "x") == {}
     with pytest.raises(UsageError, match="invalid storage class mapping 'fast'"):
         mapping.parse_pairs("fast", "storage class mapping")
+
+
+def test_claims_side_by_side_share_one_progress_display_and_ask_one_at_a_time(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Two claim backups at once: the first holds the (one) live display, the second counts quietly and says
+    # when it starts and ends; a question still goes through the real console (and its --yes).
+    from kubectl_dr.apps.backup import _SideBySide
+    from kubectl_dr.errors import DrError
+    from kubectl_dr.ui.console import TerminalConsole
+    from kubectl_dr.ui.terminals import Terminals
+
+    quiet = Terminals(False, False, False)
+    console = _SideBySide(TerminalConsole(terminals=quiet))
+    with console.progress("backup ns/a", 10) as first:
+        with console.progress("backup ns/b", 10) as second:
+            second.advance(2048)
+            first.advance(5)
+        assert second.done == 2048
+    with console.progress("backup ns/c", None) as third:  # the display is free again
+        third.advance(1)
+    err = capsys.readouterr().err
+    assert "backup ns/b: started" in err and "backup ns/b: 2.0 KiB in" in err and "(done)" in err
+    assert "backup ns/a: started" not in err and "backup ns/c: started" not in err
+    with pytest.raises(DrError):
+        console.confirm("stop the app")
+    _SideBySide(TerminalConsole(yes=True, terminals=quiet)).confirm("stop the app")

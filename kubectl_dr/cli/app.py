@@ -10,7 +10,19 @@ from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli import backups, completion, controlplane, etcd, help, pvc, rook, scale, schedule, version
+from kubectl_dr.cli import (
+    backups,
+    completion,
+    controlplane,
+    etcd,
+    help,
+    namespace,
+    pvc,
+    rook,
+    scale,
+    schedule,
+    version,
+)
 from kubectl_dr.cli.globals import (
     DRY_RUN_BARE,
     DRY_RUN_BARE_WARNING,
@@ -129,6 +141,10 @@ app.add_typer(pvc.app, name="pvc", rich_help_panel=help.VOLUMES,
               short_help="List, back up, restore, compare and rescue volumes")
 app.add_typer(scale.app, name="scale", rich_help_panel=help.VOLUMES,
               short_help="Scale a claim's workloads down, and put replicas back")
+app.add_typer(namespace.app, name="namespace", rich_help_panel=help.APPS,
+              short_help="Back up and restore an app: objects and volumes")
+app.add_typer(namespace.app, name="ns", rich_help_panel=help.APPS, hidden=True,
+              short_help="Alias of namespace")
 app.add_typer(etcd.app, name="etcd", rich_help_panel=help.ETCD,
               short_help="Snapshot, verify, restore and inspect etcd")
 app.add_typer(controlplane.app, name="control-plane", rich_help_panel=help.ETCD,

@@ -73,6 +73,8 @@ def age(moment: datetime, now: datetime | None = None) -> str:
 def source_summary(source: dict[str, Any]) -> str:
     if "pvc" in source:
         return f"{source.get('namespace', '')}/{source['pvc']}".lstrip("/")
+    if isinstance(source.get("namespaces"), list):  # an application backup
+        return "namespaces " + ",".join(str(n) for n in source["namespaces"])
     for key in ("member", "node", "server", "cluster"):
         if source.get(key):
             return str(source[key])
@@ -217,7 +219,21 @@ def _show_table(backup: Backup, record: Verification | None) -> str:
                          [[p.name, units.size(p.size), p.sha256,
                            f"{p.stored_file} (age, {units.size(p.stored_size)})" if p.stored else "as is"]
                           for p in m.parts])
-    return render_fields(fields) + "\n" + parts
+    return render_fields(fields) + "\n" + parts + _app_tables(m.details)
+
+
+def _app_tables(details: dict[str, Any]) -> str:
+    """What an application backup holds: objects by kind, and the claims with their data's backups."""
+    kinds = details.get("kinds")
+    if not isinstance(kinds, dict):
+        return ""
+    out = "\n" + render_table(["KIND", "OBJECTS"], [[k, n] for k, n in kinds.items()])
+    claims = [c for c in details.get("claims") or [] if isinstance(c, dict)]
+    if claims:
+        out += "\n" + render_table(["CLAIM", "SIZE", "ENTRIES", "BACKUP"],
+                                   [[f"{c.get('namespace')}/{c.get('name')}", units.size(int(c.get("size") or 0)),
+                                     c.get("entries"), c.get("backup")] for c in claims])
+    return out
 
 
 def _verification_cell(record: Verification | None, backup_id: str) -> str:

@@ -14,12 +14,13 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 VOLUMES = "Volume Commands"
+APPS = "Application Commands"
 ETCD = "etcd and Control-Plane Commands"
 ROOK = "Rook-Ceph Commands"
 REPOSITORY = "Backup Repository Commands"
 SCHEDULES = "Schedule Commands"
 OTHER = "Other Commands"
-SECTIONS = (VOLUMES, ETCD, ROOK, REPOSITORY, SCHEDULES, OTHER)
+SECTIONS = (VOLUMES, APPS, ETCD, ROOK, REPOSITORY, SCHEDULES, OTHER)
 GLOBAL_FLAGS = "Global flags"
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from tests.cluster import etcd_versions
 from tests.cluster.api.bootstrap import bootstrap
 from tests.cluster.api.config import ApiConfig
+from tests.cluster.api.crds import serve_stored as serve_stored_crds
 from tests.cluster.api.gated import GatedStore
 from tests.cluster.api.server import RunningServer, serve
 from tests.cluster.api.store import Store
@@ -111,6 +112,7 @@ class ApiServer:
         try:
             await asyncio.wait_for(store.etcd.get(ETCD_HEALTH_KEY), 3.0)
             await bootstrap(store, api_port=self.config.port)  # the port is fixed in state.json before start
+            await serve_stored_crds(store)  # the custom resources of the definitions etcd holds now
             if not self._classes_done:
                 await ensure_default_class(store)  # an add-on, created once (kind ships local-path likewise)
                 self._classes_done = True

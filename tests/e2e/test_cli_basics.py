@@ -49,7 +49,8 @@ def test_help_lists_nouns_and_kubectl_global_flags() -> None:
     assert result.stderr == ""
 
 
-SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
+SECTIONS = [("Volume Commands:", ["pvc", "scale"]), ("Application Commands:", ["namespace"]),
+            ("etcd and Control-Plane Commands:", ["etcd", "control-plane"]),
             ("Rook-Ceph Commands:", ["rook"]), ("Backup Repository Commands:", ["backups"]),
             ("Schedule Commands:", ["schedule"]),
             ("Other Commands:", ["completion", "version", "options"])]
@@ -115,7 +116,7 @@ def test_options_lists_every_global_flag_in_kubectls_layout() -> None:
 
 
 @pytest.mark.parametrize("group", ["pvc", "etcd", "etcd snapshots", "etcd restore", "etcd member", "scale",
-                                   "backups", "schedule", "schedule create", "control-plane"])
+                                   "backups", "schedule", "schedule create", "control-plane", "namespace"])
 def test_every_group_lists_whole_one_line_summaries(group: str) -> None:
     result = dr(*group.split(), "--help")
     assert result.returncode == 0, result.stderr

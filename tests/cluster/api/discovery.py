@@ -127,7 +127,10 @@ class Discovery:
             media = _wants_aggregated(request)
             if media:
                 return _json(self.aggregated, media)
-            return _json(self._file("apis"))
+            doc = self._file("apis") or {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+            for name in self.registry.custom_groups():
+                doc["groups"].append(self._group_doc(name))
+            return _json(doc)
 
         async def group(request: web.Request) -> web.StreamResponse:
             return _json(self._group_doc(request.match_info["group"]))

@@ -40,6 +40,54 @@ class OpenAPI:
     def __init__(self, v2_path: Path) -> None:
         self.v2_path = v2_path
         self._v3_cache: dict[str, bytes] = {}
+        self.registry: Any = None  # the served custom resources publish their schemas (set by build_app)
+
+    def _custom(self) -> dict[str, list[Json]]:
+        """``apis/GROUP/VERSION`` → the definitions served at it."""
+        out: dict[str, list[Json]] = {}
+        for crd in (self.registry.custom_definitions.values() if self.registry is not None else ()):
+            for version in crd["spec"].get("versions") or []:
+                if version.get("served", True):
+                    out.setdefault(f"apis/{crd['spec']['group']}/{version['name']}", []).append(crd)
+        return out
+
+    def _custom_document(self, group_version: str, crds: list[Json]) -> bytes:
+        """What apiextensions-apiserver publishes for a version of its definitions: each kind's schema with
+        its group-version-kind, and the paths with the query parameters kubectl looks for (fieldValidation)."""
+        group, version = group_version.split("/")[1:3]
+        schemas: Json = {}
+        paths: Json = {}
+        params = [{"name": n, "in": "query", "schema": {"type": "string"}}
+                  for n in ("dryRun", "fieldManager", "fieldValidation")]
+        for crd in crds:
+            names, spec = crd["spec"]["names"], crd["spec"]
+            served = next(v for v in spec["versions"] if v["name"] == version)
+            schema = dict((served.get("schema") or {}).get("openAPIV3Schema") or {"type": "object"})
+            properties = dict(schema.get("properties") or {})
+            properties.update({"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                               "metadata": {"$ref": "#/components/schemas/"
+                                                    "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}})
+            schema["properties"] = properties
+            schema["x-kubernetes-group-version-kind"] = [{"group": group, "kind": names["kind"], "version": version}]
+            reverse = ".".join(reversed(group.split(".")))
+            ref_name = f"{reverse}.{version}.{names['kind']}"
+            schemas[ref_name] = schema
+            body = {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref_name}"}}}}
+            base = f"/apis/{group}/{version}" + ("/namespaces/{namespace}" if spec.get("scope") == "Namespaced"
+                                                 else "")
+            # kubectl finds the operations of a kind by this extension (queryparams_v3.go).
+            gvk = {"x-kubernetes-group-version-kind": {"group": group, "kind": names["kind"], "version": version}}
+            paths[f"{base}/{names['plural']}"] = {"post": {"parameters": params, "requestBody": body, **gvk},
+                                                  "get": {"parameters": [], **gvk}}
+            paths[f"{base}/{names['plural']}/{{name}}"] = {
+                m: {"parameters": params, "requestBody": body, **gvk} for m in ("put", "patch")}
+        seen: set[str] = set()
+        self._referenced({"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}, seen)
+        for name in sorted(seen):
+            schemas[name] = _rewrite_refs(self.definitions[name])
+        doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+               "paths": paths, "components": {"schemas": schemas}}
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     @cached_property
     def v2(self) -> Json:
@@ -120,6 +168,9 @@ class OpenAPI:
                 self._referenced(value, seen)
 
     def v3_document(self, group_version: str) -> bytes:
+        custom = self._custom()
+        if group_version in custom:
+            return self._custom_document(group_version, custom[group_version])
         if group_version in self._v3_cache:
             return self._v3_cache[group_version]
         paths = self.group_versions.get(group_version)
@@ -143,8 +194,13 @@ class OpenAPI:
         return data
 
     def v3_root(self) -> Json:
-        return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={self._hash(gv)}"}
-                          for gv in sorted(self.group_versions)}}
+        custom = self._custom()
+        hashes = {gv: self._hash(gv) for gv in self.group_versions}
+        for gv, crds in custom.items():
+            text = json.dumps(crds, sort_keys=True)
+            hashes[gv] = hashlib.sha512((gv + text).encode()).hexdigest()[:128].upper()
+        return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={hashes[gv]}"}
+                          for gv in sorted(hashes)}}
 
     def _hash(self, gv: str) -> str:
         # Stable per document and data file, like the real server's content hash.

@@ -7,6 +7,7 @@ Built from the real discovery responses (``discovery/api__v1.json`` for the core
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +55,7 @@ class Resource:
     categories: tuple[str, ...] = ()
     versions: tuple[str, ...] = ()
     subresources: dict[str, Subresource] = field(default_factory=dict)
+    custom: bool = False  # served for a CustomResourceDefinition (its objects live under /registry/GROUP/PLURAL)
 
     @property
     def key(self) -> str:
@@ -66,6 +68,9 @@ class Resource:
 
     @cached_property
     def etcd_prefix(self) -> str:
+        if self.custom:
+            # apiextensions-apiserver's storage: /registry/<group>/<plural>/<namespace>/<name>.
+            return f"/registry/{self.group}/{self.plural}/"
         return "/registry/" + _ETCD_PREFIX.get((self.group, self.plural), self.plural) + "/"
 
     def etcd_key(self, namespace: str | None, name: str) -> str:
@@ -88,6 +93,9 @@ class Registry:
         self._load_core(json.loads((discovery_dir / "api__v1.json").read_text()))
         self.aggregated: dict[str, Any] = json.loads((discovery_dir / "aggregated_v2.json").read_text())
         self._load_groups(self.aggregated)
+        self._builtin_groups = {item["metadata"]["name"] for item in self.aggregated["items"]}
+        self.custom_crds: dict[str, str] = {}  # Store name of a custom resource → its CRD's name
+        self.custom_definitions: dict[str, dict[str, Any]] = {}  # the same → the definition itself
 
     def _load_core(self, doc: dict[str, Any]) -> None:
         subs: list[dict[str, Any]] = []
@@ -134,6 +142,64 @@ class Registry:
                             rk.get("version", ""), tuple(sub.get("verbs", ())))
                     self.by_key[key] = res
 
+    # ------------------------------------------------------------------- custom resources
+    def serve_crd(self, crd: dict[str, Any]) -> Resource:
+        """Serve the resource a CustomResourceDefinition defines (discovery and REST), at its preferred
+        version: the served version of highest priority, as the real discovery orders them."""
+        spec = crd["spec"]
+        names = spec["names"]
+        served = [v for v in spec.get("versions") or [] if v.get("served", True)]
+        served.sort(key=lambda v: version_priority(v["name"]))
+        if not served:
+            raise ValueError(f"{crd['metadata']['name']} serves no version")
+        preferred = served[0]
+        res = Resource(
+            group=spec["group"], version=preferred["name"], plural=names["plural"],
+            singular=names.get("singular") or names["kind"].lower(), kind=names["kind"],
+            namespaced=spec.get("scope", "Namespaced") == "Namespaced", verbs=CUSTOM_VERBS,
+            short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
+            versions=tuple(v["name"] for v in served), custom=True,
+        )
+        subresources = preferred.get("subresources") or {}
+        if "status" in subresources:
+            res.subresources["status"] = Subresource("status", names["kind"], spec["group"], preferred["name"],
+                                                     ("get", "patch", "update"))
+        if "scale" in subresources:
+            res.subresources["scale"] = Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update"))
+        self.by_key[res.key] = res
+        self.custom_crds[res.key] = crd["metadata"]["name"]
+        self.custom_definitions[res.key] = crd
+        self._sync_aggregated()
+        return res
+
+    def forget_crd(self, name: str) -> None:
+        """Stop serving the resource of the CustomResourceDefinition ``name`` (deleted)."""
+        for key, crd_name in list(self.custom_crds.items()):
+            if crd_name == name:
+                del self.custom_crds[key]
+                self.custom_definitions.pop(key, None)
+                self.by_key.pop(key, None)
+        self._sync_aggregated()
+
+    def custom_groups(self) -> list[str]:
+        return sorted({self.by_key[k].group for k in self.custom_crds} - self._builtin_groups)
+
+    def _sync_aggregated(self) -> None:
+        """The aggregated discovery document: the built-in groups as loaded, then one item per custom group."""
+        items = [item for item in self.aggregated["items"] if item["metadata"]["name"] in self._builtin_groups]
+        by_group: dict[str, dict[str, list[Resource]]] = {}
+        for key in self.custom_crds:
+            res = self.by_key[key]
+            for version in res.versions:
+                by_group.setdefault(res.group, {}).setdefault(version, []).append(res)
+        for group in sorted(by_group):
+            versions = sorted(by_group[group], key=version_priority)
+            items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": [
+                {"version": v, "freshness": "Current",
+                 "resources": [_aggregated_entry(r, v) for r in sorted(by_group[group][v], key=lambda r: r.plural)]}
+                for v in versions]})
+        self.aggregated["items"] = items
+
     def get(self, key: str) -> Resource:
         """Look up a Store resource name (``pods``, ``deployments.apps``)."""
         try:
@@ -149,6 +215,35 @@ class Registry:
         if res is None or version not in res.versions:
             raise not_found_path()
         return res
+
+
+CUSTOM_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
+_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Kubernetes' version order (GA > beta > alpha, higher numbers first, then anything else by name)."""
+    match = _VERSION.match(version)
+    if not match:
+        return (3, 0, 0, version)
+    major, stage, minor = int(match[1]), match[2], int(match[3] or 0)
+    return ({None: 0, "beta": 1, "alpha": 2}[stage], -major, -minor, version)
+
+
+def _aggregated_entry(res: Resource, version: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "resource": res.plural, "responseKind": {"group": res.group, "kind": res.kind, "version": version},
+        "scope": "Namespaced" if res.namespaced else "Cluster", "singularResource": res.singular,
+        "verbs": list(res.verbs)}
+    if res.short_names:
+        entry["shortNames"] = list(res.short_names)
+    if res.categories:
+        entry["categories"] = list(res.categories)
+    subs = [{"subresource": sub.name, "responseKind": {"group": sub.group, "kind": sub.kind, "version": sub.version},
+             "verbs": list(sub.verbs)} for sub in res.subresources.values()]
+    if subs:
+        entry["subresources"] = subs
+    return entry
 
 
 def not_found_path() -> ApiError:

@@ -129,7 +129,9 @@ def build_app(config: ApiConfig, store: Store, streams: PodStreams) -> web.Appli
     app[STATE_KEY] = ServerState(config)
     docs = discovery.Discovery(config.resolved_api_dir, store.registry, config.git_version)
     docs.add_routes(app, store)
-    openapi_for(config.resolved_api_dir / "openapi-v2.json").add_routes(app)
+    openapi = openapi_for(config.resolved_api_dir / "openapi-v2.json")
+    openapi.registry = store.registry
+    openapi.add_routes(app)
     app.router.add_route("*", "/api/{tail:.*}", rest.handle)
     app.router.add_route("*", "/apis/{tail:.*}", rest.handle)
     return app

@@ -32,9 +32,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.api import defaults, errors
+from tests.cluster.api import crds, defaults, errors
 from tests.cluster.api.errors import ApiError, FieldError
 from tests.cluster.api.etcd_client import EtcdClient, EtcdCompacted, EtcdError, KeyValue
+from tests.cluster.api.immutable import immutable_errors
 from tests.cluster.api.names import validate_name
 from tests.cluster.api.podvalidation import pod_errors
 from tests.cluster.api.resources import Registry, Resource
@@ -67,6 +68,9 @@ def _meta(obj: Json) -> Json:
     return meta
 
 
+_REGISTRIES: dict[tuple[str, tuple[str, ...]], Registry] = {}
+
+
 class Store:
     """See the module docstring and the cluster README for the contract."""
 
@@ -76,8 +80,10 @@ class Store:
         self.registry = registry
         if admission is None:
             from tests.cluster.api.podsecurity import pod_security_admission
+            from tests.cluster.api.quota import quota_admission
+            from tests.cluster.api.service_ports import service_allocation
 
-            admission = [pod_security_admission]
+            admission = [pod_security_admission, service_allocation, quota_admission]
         self.admission = admission
         self._event_names: dict[tuple[str, ...], str] = {}
 
@@ -86,7 +92,12 @@ class Store:
              cert_file: Path | None = None, key_file: Path | None = None) -> Store:
         """A Store on the etcd ``endpoints`` (TLS client cert when given), resources from ``discovery_dir``."""
         etcd = EtcdClient(endpoints, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
-        return cls(etcd, Registry(discovery_dir))
+        # One registry per cluster in this process: the API server's Store and the controllers' see the
+        # same custom resources the moment a definition is stored.
+        shared = (str(discovery_dir), tuple(endpoints))
+        if shared not in _REGISTRIES:
+            _REGISTRIES[shared] = Registry(discovery_dir)
+        return cls(etcd, _REGISTRIES[shared])
 
     async def close(self) -> None:
         await self.etcd.close()
@@ -219,6 +230,8 @@ class Store:
                                         "daemonsets.apps", "jobs.batch", "pods"):
             meta["generation"] = 1
         defaults.apply_defaults(res.key, obj, uid=meta["uid"])
+        if res.key == crds.KEY:
+            crds.prepare(obj, meta["creationTimestamp"])
         field_errors = pod_errors(res.key, obj)
         if field_errors:
             raise errors.invalid(res.kind, res.group, name, field_errors)
@@ -233,6 +246,8 @@ class Store:
         if revision is None:
             raise errors.already_exists(res.plural, res.group, name)
         meta["resourceVersion"] = str(revision)
+        if res.key == crds.KEY:
+            self.registry.serve_crd(obj)
         return obj
 
     async def _check_namespace(self, res: Resource, namespace: str, name: str) -> None:
@@ -273,6 +288,10 @@ class Store:
             new = self._merge_update(res, current, obj, subresource)
             if new == current:
                 return current
+            if subresource is None:
+                fixed = immutable_errors(res.key, current, new)
+                if fixed:
+                    raise errors.invalid(res.kind, res.group, name, fixed)
             if dry_run:
                 return new
             for step in self.admission:
@@ -414,6 +433,9 @@ class Store:
             if new is None:
                 revision = await self.etcd.delete(key, mod_rev)
                 if revision is not None:
+                    if res.key == crds.KEY:
+                        await crds.remove_objects(self, current)
+                        self.registry.forget_crd(name)
                     return current
                 continue
             if new == current:

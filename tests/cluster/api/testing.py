@@ -22,6 +22,7 @@ import yaml
 
 from tests.cluster.api.bootstrap import bootstrap
 from tests.cluster.api.config import ApiConfig, default_api_dir
+from tests.cluster.api.crds import serve_stored as serve_stored_crds
 from tests.cluster.api.server import RunningServer, serve
 from tests.cluster.api.store import Store
 from tests.cluster.api.streams import PodStreams
@@ -81,6 +82,7 @@ class ApiHarness:
         async def up() -> tuple[Store, RunningServer]:
             store = Store.open([self.etcd.client_url], self.config.resolved_api_dir / "discovery")
             await bootstrap(store)
+            await serve_stored_crds(store)
             server = await serve(self.config, store, self.streams)
             await bootstrap(store, api_port=server.port)  # port 0: known once listening
             return store, server

@@ -1,0 +1,367 @@
+"""`namespace restore`: an application backup into this cluster or another, checked before it begins.
+
+1. Preflight: the backup's parts checked (size, SHA-256); the target's discovery read; every object
+   mapped (namespace, storage classes) and looked up; `--existing` decides on collisions (fail: nothing
+   is created, and every collision is named).
+2. The server dry-run pass: every create sent with dryRun=All, in order, before the first real one.
+   Objects in a namespace (or of a definition) that does not exist yet are checked right after the
+   namespace and definitions are created; a refusal then deletes those again, so nothing is left.
+3. Creates in Velero's order, definitions waited for; the workloads (Velero's order, last) wait for step 4.
+4. Claims' data through the `pvc restore` job (no workload exists yet, so none can start on a volume
+   being restored), then the workloads, created at 0 replicas with their records and scaled up.
+A rerun after an interruption finds what the earlier run created (marked with the backup's ID), and
+finishes: claims not yet restored, then the scale-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_dr.apps import apply, mapping
+from kubectl_dr.apps.cleaning import ref
+from kubectl_dr.apps.ordering import WORKLOADS, order_key
+from kubectl_dr.apps.resources import Catalog, ResourceType, discover
+from kubectl_dr.apps.source import AppBackup, find, read
+from kubectl_dr.console import Console, Progress
+from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.identity import try_cluster_identity
+from kubectl_dr.repo import Repository
+from kubectl_dr.session import Session
+from kubectl_dr.units import count, size
+from kubectl_dr.workloads import records, scaling
+
+Json = dict[str, Any]
+DATA_RESTORED = "kubectl-dr.io/data-restored-from"
+EXISTING = ("fail", "skip", "update")
+CRD = "customresourcedefinitions.apiextensions.k8s.io"
+# Made by the cluster in every new namespace: found there, it is not a collision.
+MADE_BY_CLUSTER = {("ServiceAccount", "default")}
+
+
+@dataclass
+class RestoreOptions:
+    namespace: str
+    source: str
+    to: str | None = None
+    namespace_mapping: dict[str, str] = field(default_factory=dict)
+    storage_class_mapping: dict[str, str] = field(default_factory=dict)
+    existing: str = "fail"
+    preserve_node_ports: bool = False
+    skip_server_dry_run: bool = False
+    volumes: bool = True
+    image: str | None = None
+
+
+@dataclass
+class Step:
+    obj: Json
+    rtype: ResourceType
+    action: str  # create, skip, update
+    reason: str = ""
+    live: Json | None = None
+    checked: str = ""  # the server dry run: "accepted", "deferred: ...", or the refusal
+
+    @property
+    def ref(self) -> str:
+        return ref(self.obj)
+
+    def to_dict(self) -> Json:
+        return {"object": self.ref, "action": self.action, "reason": self.reason or None,
+                "serverDryRun": self.checked or None}
+
+
+@dataclass
+class RestoreResult:
+    backup: str
+    namespace: str
+    steps: list[Step]
+    claims: list[Json]
+    excluded: list[Json]
+    scaled: list[str] = field(default_factory=list)
+    dry_run: str = "none"
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "skip": 0, "update": 0}
+        for step in self.steps:
+            out[step.action] += 1
+        return out
+
+    def to_dict(self) -> Json:
+        return {"kind": "NamespaceRestore" if self.dry_run == "none" else "NamespaceRestorePlan",
+                "dryRun": self.dry_run, "backup": self.backup, "namespace": self.namespace,
+                "counts": self.counts(), "objects": [s.to_dict() for s in self.steps], "claims": self.claims,
+                "scaled": self.scaled, "leftOutAtBackup": self.excluded}
+
+    def summary(self) -> str:
+        c = self.counts()
+        would = "(dry run) would restore" if self.dry_run != "none" else "restored"
+        verbs = ("create", "skip", "update") if self.dry_run != "none" else ("created", "skipped", "updated")
+        lines = [f"{would} backup {self.backup} into namespace {self.namespace}: "
+                 f"{c['create']} {verbs[0]}, {c['skip']} {verbs[1]}, {c['update']} {verbs[2]}"]
+        for step in self.steps:
+            if step.action != "create" or (step.checked and step.checked != "accepted"):
+                why = f" ({step.reason})" if step.reason else ""
+                check = f" [server dry run: {step.checked}]" if step.checked and step.checked != "accepted" else ""
+                lines.append(f"  {step.action} {step.ref}{why}{check}")
+        for claim in self.claims:
+            lines.append(f"  claim {claim['name']}: {claim['state']}")
+        for item in self.scaled:
+            lines.append(f"  {item}")
+        if self.excluded:
+            lines.append(f"  left out at backup time: {count(len(self.excluded), 'object')} "
+                         "(-o yaml lists them with the reasons)")
+        return "\n".join(lines) + "\n"
+
+
+class _Confirmed:
+    """The console the claims' restores get: the user confirmed the whole restore once."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def say(self, text: str) -> None:
+        self.console.say(text)
+
+    def warn(self, text: str) -> None:
+        self.console.warn(text)
+
+    def confirm(self, question: str, *, reason: str = "", hint: str = "", prompt: str = "") -> None:
+        return None
+
+    def progress(self, description: str, total: int | None) -> AbstractContextManager[Progress]:
+        return self.console.progress(description, total)
+
+    @property
+    def is_interactive(self) -> bool:
+        return self.console.is_interactive
+
+
+def run_id_for(backup_id: str) -> str:
+    """The replica records' run: the same for every run of one restore, so a rerun finishes the first."""
+    return f"restore-{backup_id}"
+
+
+def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResult:
+    kube, console, dry_run = session.kube, session.console, session.dry_run
+    if opts.existing not in EXISTING:
+        raise DrError(f"--existing must be one of {', '.join(EXISTING)}, not {opts.existing!r}")
+    identity, _ = try_cluster_identity(kube)
+    backup = find(repo, opts.source, opts.namespace, identity.uid if identity else None)
+    app = read(repo, backup)
+    target = opts.to or opts.namespace_mapping.get(opts.namespace, opts.namespace)
+    maps = mapping.Mapping({**opts.namespace_mapping, opts.namespace: target}, opts.storage_class_mapping,
+                           opts.preserve_node_ports)
+    steps = _plan(kube, app, opts, maps, target)
+    claims = [{**c, "name": c["name"], "state": "would be restored" if opts.volumes else "left out (--no-volumes)"}
+              for c in app.claims(opts.namespace)]
+    excluded = list(app.record.get("excluded") or [])
+    if opts.volumes:
+        _claim_backups_present(repo, app, claims)
+    result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=dry_run)
+    collisions = [s for s in steps if s.action == "collision"]
+    if collisions:
+        names = "\n  ".join(f"{s.ref} ({s.reason})" for s in collisions)
+        raise DrError(f"{count(len(collisions), 'object')} of the backup already exist in the target, and "
+                      f"--existing=fail: nothing was created:\n  {names}",
+                      hint="Restore into another namespace (--to NEW), or choose --existing skip|update.")
+    if dry_run == "client":
+        return result
+    if dry_run == "server" or not opts.skip_server_dry_run:
+        _server_dry_run(kube, [s for s in steps if s.action in ("create", "update")], console, early=True)
+    if dry_run == "server":
+        return result
+    console.confirm(f"restore {count(len(steps), 'object')} and {count(len(claims), 'claim')} of backup {app.id} "
+                    f"into namespace {target} ({result.counts()['create']} to create)")
+    _apply(kube, steps, opts, console)
+    _claims(session, repo, app, opts, target, result)
+    # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
+    # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
+    # consumers it stopped).
+    _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")])
+    console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
+    restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
+    result.scaled = [f"{scaling.resource_name(r.kind)}/{r.name}: {r.message}" for r in restored]
+    return result
+
+
+def _claim_backups_present(repo: Repository, app: AppBackup, claims: list[Json]) -> None:
+    """Every claim's data is a `pvc` backup of its own: check each is there before any object is created
+    (retention or `backups delete` may have removed one)."""
+    from kubectl_dr.repo import BackupNotFoundError
+
+    missing = []
+    for claim in claims:
+        try:
+            repo.get(str(claim.get("backup")))
+        except BackupNotFoundError:
+            missing.append(f"{claim['name']} (backup {claim.get('backup')})")
+    if missing:
+        raise DrError(f"backup {app.id} names the data of {', '.join(missing)}, which {repo.location} no longer "
+                      "holds: nothing was created",
+                      hint="Restore the objects alone with --no-volumes, or choose a complete backup with --from.")
+
+
+def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mapping, target: str) -> list[Step]:
+    catalog = discover(kube)
+    objects = app.of_namespace(opts.namespace)
+    static = {o["metadata"]["name"] for o in objects if o.get("kind") == "PersistentVolume"}
+    pending = {(apply.type_of_definition(o).group, apply.type_of_definition(o).kind): apply.type_of_definition(o)
+               for o in objects if o.get("kind") == "CustomResourceDefinition"}
+    now = records.rfc3339()
+    steps: list[Step] = []
+    unknown: list[str] = []
+    lookup = apply.Existing(kube)
+    cluster_scoped = set(app.record.get("clusterScoped") or [])
+    for obj in objects:
+        shaped = mapping.shape(obj, maps, app.id, static_volumes=static, run_id=run_id_for(app.id), now=now)
+        rtype = _type(catalog, pending, shaped)
+        if rtype is None:
+            unknown.append(f"{shaped.get('kind')} ({shaped.get('apiVersion')})")
+            continue
+        shaped["apiVersion"] = rtype.api_version
+        live = lookup.find(rtype, shaped) if catalog.for_object(shaped) is not None else None
+        steps.append(_decide(shaped, rtype, live, opts.existing, app.id, ref(obj) in cluster_scoped))
+    if unknown:
+        raise DrError(f"the target cluster does not serve {', '.join(sorted(set(unknown)))}: nothing was created",
+                      hint="Install the definitions or API services these objects need, or leave them out with "
+                           "`namespace backup --exclude-resources`.")
+    steps.sort(key=lambda s: order_key(s.rtype.name, s.obj))
+    return steps
+
+
+def _type(catalog: Catalog, pending: dict[tuple[str, str], ResourceType], obj: Json) -> ResourceType | None:
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    found = catalog.for_object(obj) or pending.get((group, str(obj.get("kind"))))
+    return found
+
+
+def _decide(obj: Json, rtype: ResourceType, live: Json | None, existing: str, backup_id: str,
+            cluster_scoped: bool) -> Step:
+    if live is None:
+        return Step(obj, rtype, "create")
+    meta = live.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(mapping.RESTORED_FROM) == backup_id:
+        return Step(obj, rtype, "skip", "restored by an earlier run of this restore", live)
+    if obj.get("kind") == "Namespace":
+        return Step(obj, rtype, "skip", "the namespace exists; its objects are restored into it", live)
+    if cluster_scoped:
+        return Step(obj, rtype, "skip", "cluster-scoped and present: restored only where missing", live)
+    if (obj.get("kind"), meta.get("name")) in MADE_BY_CLUSTER:
+        return Step(obj, rtype, "skip", "made by the cluster in every namespace", live)
+    if existing == "skip":
+        return Step(obj, rtype, "skip", "exists (--existing=skip): left as it is", live)
+    if existing == "update":
+        return Step(obj, rtype, "update", "exists (--existing=update): replaced by the backup's", live)
+    return Step(obj, rtype, "collision", "exists", live)
+
+
+def _checkable_now(step: Step, created_namespaces: set[str], pending_kinds: set[tuple[str, str]]) -> bool:
+    namespace = step.obj["metadata"].get("namespace")
+    if namespace and namespace in created_namespaces:
+        return False
+    return (step.rtype.group, step.rtype.kind) not in pending_kinds
+
+
+def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: bool,
+                    undone: list[str] | None = None) -> None:
+    """Every create and update with dryRun=All; all refusals are collected, then raised together."""
+    created = {s.obj["metadata"]["name"] for s in steps if s.obj.get("kind") == "Namespace" and s.action == "create"}
+    pending = {(apply.type_of_definition(s.obj).group, apply.type_of_definition(s.obj).kind) for s in steps
+               if s.obj.get("kind") == "CustomResourceDefinition" and s.action == "create"}
+    refused: list[str] = []
+    checked = 0
+    for step in steps:
+        if step.checked == "accepted":
+            continue
+        if early and not _checkable_now(step, created, pending):
+            step.checked = "deferred: checked once its namespace or definition exists"
+            continue
+        try:
+            if step.action == "update" and step.live is not None:
+                apply.update(kube, step.rtype, step.obj, step.live, dry_run=True)
+            else:
+                apply.create(kube, step.rtype, step.obj, dry_run=True)
+        except ApiError as exc:
+            step.checked = exc.message
+            refused.append(f"{step.ref}: {exc.message}")
+            continue
+        step.checked = "accepted"
+        checked += 1
+    if refused:
+        left = (f"; {', '.join(undone)}, created first so the rest could be checked, deleted again"
+                if undone else "; nothing was created")
+        raise DrError(f"the server dry run refused {count(len(refused), 'object')}{left}:\n  " + "\n  ".join(refused),
+                      hint="Fix what the server says (quota, admission, Pod Security, RBAC, a taken node port), "
+                           "or leave the objects out, then run the restore again.")
+    console.say(f"server dry run: {count(checked, 'object')} accepted")
+
+
+def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console) -> None:
+    first = [s for s in steps
+             if s.action == "create" and s.obj.get("kind") in ("Namespace", "CustomResourceDefinition")]
+    made: list[Step] = []
+    for step in first:
+        apply.create(kube, step.rtype, step.obj, dry_run=False)
+        made.append(step)
+        if step.obj.get("kind") == "CustomResourceDefinition":
+            apply.wait_established(kube, step.obj, apply.type_of_definition(step.obj))
+    rest = [s for s in steps if s not in first and s.action in ("create", "update")]
+    if not opts.skip_server_dry_run and any(not s.checked.startswith("accepted") for s in rest):
+        try:
+            _server_dry_run(kube, rest, console, early=False, undone=[s.ref for s in made])
+        except DrError:
+            for step in reversed(made):  # empty and ours: leave nothing behind
+                apply.delete(kube, step.rtype, step.obj)
+            raise
+    _write(kube, [s for s in rest if s.rtype.name not in WORKLOADS])
+
+
+def _write(kube: Kube, steps: list[Step]) -> None:
+    for step in steps:
+        if step.action == "update" and step.live is not None:
+            live = apply.current(kube, step.rtype, step.obj) or step.live
+            apply.update(kube, step.rtype, step.obj, live, dry_run=False)
+        else:
+            try:
+                apply.create(kube, step.rtype, step.obj, dry_run=False)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                step.action, step.reason = "skip", "created meanwhile by the cluster (AlreadyExists)"
+
+
+def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOptions, target: str,
+            result: RestoreResult) -> None:
+    from kubectl_dr.volumes import restore as pvc_restore
+
+    kube = session.kube
+    confirmed = dataclasses.replace(session, console=_Confirmed(session.console))
+
+    skipped = {s.obj["metadata"]["name"] for s in result.steps
+               if s.obj.get("kind") == "PersistentVolumeClaim" and s.action == "skip"
+               and s.reason != "restored by an earlier run of this restore"}
+    for claim in result.claims:
+        if not opts.volumes:
+            continue
+        if claim["name"] in skipped:
+            claim["state"] = "left alone: the claim existed and was skipped"
+            continue
+        path = f"/api/v1/namespaces/{target}/persistentvolumeclaims/{claim['name']}"
+        live = kube.get(path)
+        if (live["metadata"].get("annotations") or {}).get(DATA_RESTORED) == app.id:
+            claim["state"] = "data restored by an earlier run"
+            continue
+        kwargs: dict[str, Any] = {"image": opts.image} if opts.image else {}
+        done = pvc_restore.run(confirmed, repo, pvc_restore.RestoreOptions(target, claim["name"], claim["backup"],
+                                                                           **kwargs))
+        assert isinstance(done, pvc_restore.RestoreResult)
+        kube.request("PATCH", path, body={"metadata": {"annotations": {DATA_RESTORED: app.id}}},
+                     content_type="application/merge-patch+json")
+        claim["state"] = (f"restored {size(done.checked.size)}, {count(len(done.source.entries), 'entry', 'entries')}"
+                          f" from {claim['backup']}")
+        claim["bytes"], claim["entries"] = done.checked.size, len(done.source.entries)
+

@@ -7,6 +7,7 @@ a difference a restore would make. Reads only; the claims' contents are compared
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,20 @@ def compare(wanted: Json, live: Json) -> list[Json]:
     return differences
 
 
+def comparable(obj: Json) -> Json:
+    """A Service without the node ports the server allocates: a restore clears them (unless
+    --preserve-nodeports) and the target allocates its own, so a different number is not a change."""
+    if obj.get("kind") != "Service":
+        return obj
+    out = copy.deepcopy(obj)
+    spec = out.get("spec") or {}
+    spec.pop("healthCheckNodePort", None)
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.pop("nodePort", None)
+    return out
+
+
 def _walk(value: Any, keys: list[str]) -> list[tuple[str, list[str], Any]]:
     if isinstance(value, dict) and value:
         out = []
@@ -114,7 +129,7 @@ def run(session: Session, repo: Repository, opts: DiffOptions) -> DiffResult:
             results.append(ObjectDiff(ref(wanted), "create"))
             continue
         live_clean, _ = clean(live)
-        fields = compare(wanted, live_clean)
+        fields = compare(comparable(wanted), comparable(live_clean))
         results.append(ObjectDiff(ref(wanted), "change" if fields else "same", fields))
     claims = [_claim(session, repo, c, target, opts) for c in app.claims(opts.namespace)]
     return DiffResult(app.id, target, results, claims)

@@ -154,3 +154,18 @@ def test_claims_side_by_side_share_one_progress_display_and_ask_one_at_a_time(
     with pytest.raises(DrError):
         console.confirm("stop the app")
     _SideBySide(TerminalConsole(yes=True, terminals=quiet)).confirm("stop the app")
+
+
+def test_a_diff_ignores_the_node_ports_a_restore_leaves_to_the_server() -> None:
+    from kubectl_dr.apps.diff import comparable, compare
+
+    def service(node_port: int, port: int = 80) -> dict[str, object]:
+        return {"kind": "Service", "metadata": {"name": "web"},
+                "spec": {"type": "NodePort", "ports": [{"port": port, "nodePort": node_port}]}}
+
+    assert compare(comparable(service(32549)), comparable(service(30357))) == []
+    # A change the restore would make is still one.
+    assert [d["field"] for d in compare(comparable(service(32549, 81)), comparable(service(30357)))] == ["spec.ports"]
+    # Other kinds are compared as they are.
+    other = {"kind": "ConfigMap", "data": {"a": "1"}}
+    assert comparable(other) is other

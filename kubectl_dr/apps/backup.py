@@ -81,8 +81,15 @@ class BackupResult:
             lines.append(f"  claim {claim['namespace']}/{claim['name']}: {data}")
         if c.cluster_scoped:
             lines.append(f"  cluster-scoped, restored only where missing: {', '.join(c.cluster_scoped)}")
+        # One line per kind and reason: a namespace holds dozens of Events, each left out for the same reason
+        # (-o yaml lists every object).
+        grouped: dict[tuple[str, str], list[str]] = {}
         for item in c.excluded:
-            lines.append(f"  left out {item['object']}: {item['reason']}")
+            kind = str(item["object"]).split("/", 1)[0]
+            grouped.setdefault((kind, str(item["reason"])), []).append(str(item["object"]))
+        for (kind, reason), names in grouped.items():
+            what = names[0] if len(names) == 1 else f"{len(names)} {kind} objects"
+            lines.append(f"  left out {what}: {reason}")
         return "\n".join(lines) + "\n"
 
 

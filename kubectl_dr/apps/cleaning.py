@@ -70,7 +70,8 @@ def exclusion(obj: Json, uids: set[str], services_with_selector: set[str]) -> st
         return never
     owner = _controller(obj)
     if owner and owner.get("kind") in MADE_BY.get(kind, ()) and owner.get("uid") in uids:
-        return f"made by the {owner['kind']} controller from {owner['kind']}/{owner.get('name')}, which is backed up"
+        return (f"made by the {owner['kind']} controller from {owner['kind']}/{owner.get('name')}, which the restore "
+                "brings back (or its own owner does)")
     if kind == "Pod" and "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
         return "a mirror pod: the kubelet makes it for a static pod of a node"
     if _finished(obj):

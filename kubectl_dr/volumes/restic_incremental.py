@@ -24,6 +24,7 @@ from kubectl_dr.repo.restic import archiver, chunking, nodes
 from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
+from kubectl_dr.units import count
 from kubectl_dr.volumes import entries as entries_module
 from kubectl_dr.volumes import rescue_pod, scripts, transfer
 from kubectl_dr.volumes.listing import Found
@@ -97,7 +98,7 @@ def stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, p: Plan, con
     reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
     expected = sum(p.keep[s].size + 1024 for s in p.send)
     with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool:
-        with console.progress(f"backup {len(p.send)} changed entries", expected) as bar:
+        with console.progress(f"backup {count(len(p.send), 'changed entry', 'changed entries')}", expected) as bar:
             def sink(data: bytes) -> None:
                 spool.write(data)
                 digest.update(data)

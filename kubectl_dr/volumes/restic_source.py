@@ -151,4 +151,4 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
     check_record(snap.short_id, archive, entries)
     console.say(f"snapshot {snap.short_id}: {count(len(entries), 'entry', 'entries')} ready to restore")
     return Source(path, path.stat().st_size, digest.hexdigest(), None, archive, entries, True, verified=True,
-                  origin=None)
+                  origin=None, snapshot=snap.id)

@@ -137,7 +137,7 @@ class RestoreResult:
 
 
 def _backup_id(src: Source) -> str | None:
-    return src.backup.id if src.backup is not None else None
+    return src.backup.id if src.backup is not None else src.snapshot
 
 
 class _Cancelled(Exception):

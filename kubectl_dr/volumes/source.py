@@ -43,6 +43,8 @@ class Source:
     # Where the backup came from when that is not this cluster ("backup X is of cluster A …, restoring
     # into cluster B …"), or that it records no cluster; None for this cluster's own, or a tar file.
     origin: str | None = None
+    # A restic snapshot's ID, when the archive was built from one (it is no backup of the plain repository).
+    snapshot: str | None = None
 
     @property
     def gnu_only(self) -> bool:

@@ -18,9 +18,8 @@ import builtins
 import contextlib
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,12 +35,13 @@ from kubectl_dr.repo.objectstore import (
     NotFound,
     ObjectStoreRepository,
     ObjectStoreStaging,
+    PooledPartSink,
     growing_part_size,
     split_key,
     timestamp,
 )
 from kubectl_dr.repo.repository import Backup, Leftover, utcnow
-from kubectl_dr.repo.writer import Sink, Staging
+from kubectl_dr.repo.writer import Staging
 
 MIN_BLOCK = 4 << 20
 MAX_BLOCKS = 50_000  # Azure's limit of committed blocks in one blob
@@ -239,96 +239,48 @@ def block_id(number: int) -> str:
     return base64.b64encode(f"kubectl-dr-{number:08d}".encode()).decode()
 
 
-class BlockBlobSink(Sink):
-    """A part streamed into a block blob: one Put Blob if it is small, else staged blocks with bounded
-    memory and the block list committed at the end."""
+class BlockBlobSink(PooledPartSink):
+    """A part streamed into a block blob: one Put Blob if it is small, else blocks staged from a fixed pool
+    of buffers and the block list committed at the end."""
+
+    in_flight = IN_FLIGHT
+    most_parts = MAX_BLOCKS
+    unit = "blocks"
+    whole = "a block blob"
+    service = "the Azure storage service"
+    thread_name = "azure-stage"
 
     def __init__(self, repo: AzureRepository, key: str, hash_stored: bool, size_hint: int | None) -> None:
-        import hashlib
-
         self._repo = repo
-        self._key = key
         self._blob = repo.blob(key)
-        self._hint = size_hint
-        self._hash = hashlib.sha256() if hash_stored else None
-        self._buffer = bytearray()
-        self._blocks: builtins.list[str] = []
-        self._inflight: deque[Future[None]] = deque()
-        self._pool: ThreadPoolExecutor | None = None
-        self._number = 0
-        self._limit = block_size_for(1, size_hint)
-        self.size = 0
-        self._closed = False
+        super().__init__(key, hash_stored, size_hint)
 
-    def write(self, data: memoryview) -> None:
-        if self._hash is not None:
-            self._hash.update(data)
-        self.size += len(data)
-        view = data
-        while view:
-            room = self._limit - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) >= self._limit:
-                self._send_block()
+    def _part_size(self, number: int, size_hint: int | None) -> int:
+        return block_size_for(number, size_hint)
 
-    def _send_block(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(IN_FLIGHT, "azure-stage")
-        while len(self._inflight) >= IN_FLIGHT:
-            self._inflight.popleft().result()
-        self._number += 1
-        if self._number > MAX_BLOCKS:
-            raise RepoError(f"{self._key} is larger than a block blob can be made of ({MAX_BLOCKS} blocks)")
-        body, self._buffer = bytes(self._buffer), bytearray()
-        ident = block_id(self._number)
-        self._blocks.append(ident)
-        self._inflight.append(self._pool.submit(self._stage, ident, body))
-        self._limit = block_size_for(self._number + 1, self._hint)
-
-    def _stage(self, ident: str, body: bytes) -> None:
-        # validate_content: the block goes with its MD5, which the service checks before it keeps it.
-        self._repo.call("staging a block", self._blob.stage_block, ident, body, length=len(body),
+    def _send(self, number: int, body: bytes | bytearray) -> str:
+        ident = block_id(number)
+        # validate_content: the block goes with its MD5, which the service checks before it keeps it (the
+        # SDK computes it over bytes only).
+        self._repo.call("staging a block", self._blob.stage_block, ident, bytes(body), length=len(body),
                         validate_content=True)
+        return ident
 
-    def close(self) -> str | None:
-        if self._closed:
-            return self._hash.hexdigest() if self._hash is not None else None
-        if self._pool is None:
-            body, self._buffer = bytes(self._buffer), bytearray()
-            self._repo.call("uploading a part", self._blob.upload_blob, body, overwrite=True, validate_content=True)
-        else:
-            if self._buffer:
-                self._send_block()
-            while self._inflight:
-                self._inflight.popleft().result()
-            self._repo.call("committing the block list", self._blob.commit_block_list, self._blocks)
-            self._shutdown()
+    def _finish(self, parts: builtins.list[Any]) -> None:
+        self._repo.call("committing the block list", self._blob.commit_block_list, parts)
+
+    def _put_whole(self, body: bytes) -> None:
+        self._repo.call("uploading a part", self._blob.upload_blob, body, overwrite=True, validate_content=True)
+
+    def _stored_size(self) -> int:
         try:
-            props = self._repo.call("checking an upload", self._blob.get_blob_properties)
+            return int(self._repo.call("checking an upload", self._blob.get_blob_properties).size)
         except NotFound:
             raise RepoError(f"{self._key} is not in {self._repo.location} after its upload",
                             hint="Run the command again.") from None
-        if int(props.size) != self.size:
-            raise RepoError(f"the Azure storage service holds {props.size} bytes of {self._key}, not the "
-                            f"{self.size} that were sent", hint="Run the command again.")
-        self._closed = True
-        return self._hash.hexdigest() if self._hash is not None else None
 
-    def abort(self) -> None:
-        self._buffer = bytearray()
-        for future in self._inflight:
-            future.cancel()
-        self._inflight.clear()
-        self._shutdown()
-        if self._blocks and not self._closed:
-            self._repo.discard_blocks(self._key)
-            self._blocks = []
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def _discard(self) -> None:
+        self._repo.discard_blocks(self._key)
 
 
 class AzureReader:

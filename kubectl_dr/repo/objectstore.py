@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import json
 import os
 import socket
 import threading
 import time
 from abc import abstractmethod
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -282,3 +284,159 @@ class ObjectStoreStaging(Staging):
                 self.repo._remove_group(self.id, group)
         except RepoError:
             pass  # the owner record stays: prune removes the rest once this process is gone
+
+
+class PooledPartSink(Sink):
+    """A part streamed into an object the store builds from parts: one request if it is small, else parts
+    sent ``in_flight`` at a time while the next fills, then put together.
+
+    Parts fill buffers of a fixed pool (``in_flight`` + 1 of one part size) in place and are sent from them
+    while the next fills: no buffer grows, and a writer that outruns the network waits for the oldest
+    part to hand its buffer back, so memory stays flat whatever the size."""
+
+    in_flight: int  # parts being sent while the next fills
+    most_parts: int  # the store's limit of parts in one object
+    unit = "parts"  # what the store calls them, for messages
+    whole = "an object"  # what it makes of them, for messages
+    service = "the storage service"
+    thread_name = "upload"
+
+    def __init__(self, key: str, hash_stored: bool, size_hint: int | None) -> None:
+        self._key = key
+        self._hint = size_hint
+        self._hash = hashlib.sha256() if hash_stored else None
+        self._limit = self._part_size(1, size_hint)
+        self._free: builtins.list[bytearray] = []  # buffers handed back by parts that were sent
+        self._made = 0  # buffers of this part size in the pool (free, filling or being sent)
+        self._buffer = self._take()
+        self._fill = 0
+        self._started = False  # parts were sent: the object is put together at the end (or discarded)
+        self._done: builtins.list[Any] = []  # what _send returned, in part order (parts settle oldest first)
+        self._inflight: deque[Future[Any]] = deque()
+        self._lent: deque[bytearray] = deque()  # the buffer of each part in _inflight, in the same order
+        self._pool: ThreadPoolExecutor | None = None
+        self._number = 0
+        self.size = 0
+        self._closed = False
+
+    # --- the store's part --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _part_size(self, number: int, size_hint: int | None) -> int: ...
+
+    def _begin(self) -> None:
+        """Before the first part is sent (S3 starts its multipart upload)."""
+
+    @abstractmethod
+    def _send(self, number: int, body: bytes | bytearray) -> Any:
+        """Send part ``number`` (in a pool thread); what it returns is handed to ``_finish``."""
+
+    @abstractmethod
+    def _finish(self, parts: builtins.list[Any]) -> None:
+        """Put the object together from its parts (what ``_send`` returned, in order)."""
+
+    @abstractmethod
+    def _put_whole(self, body: bytes) -> None:
+        """Store a part small enough for one request."""
+
+    @abstractmethod
+    def _stored_size(self) -> int: ...
+
+    @abstractmethod
+    def _discard(self) -> None:
+        """Drop the parts sent so far (best effort: prune finds what stays)."""
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def _take(self) -> bytearray:
+        """A buffer of the current part size: a free one, a new one while the pool is not full, else the
+        oldest part's once it is sent."""
+        while True:
+            while self._free:
+                buffer = self._free.pop()
+                if len(buffer) == self._limit:
+                    return buffer
+                self._made -= 1  # the part size grew: this smaller one is dropped
+            if self._made < self.in_flight + 1:
+                self._made += 1
+                return bytearray(self._limit)
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        self._done.append(self._inflight.popleft().result())
+        self._free.append(self._lent.popleft())
+
+    def write(self, data: memoryview) -> None:
+        if self._hash is not None:
+            self._hash.update(data)
+        self.size += len(data)
+        view = memoryview(data).cast("B")
+        while view:
+            n = min(self._limit - self._fill, len(view))
+            self._buffer[self._fill:self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._limit:
+                self._send_part()
+
+    def _send_part(self) -> None:
+        if not self._started:
+            self._begin()
+            self._started = True
+            self._pool = ThreadPoolExecutor(self.in_flight, self.thread_name)
+        while len(self._inflight) >= self.in_flight:
+            self._settle_oldest()
+        self._number += 1
+        if self._number > self.most_parts:
+            raise RepoError(f"{self._key} is larger than {self.whole} can be made of ({self.most_parts} {self.unit})")
+        buffer, fill = self._buffer, self._fill
+        # A full buffer goes as it is; only a short last part is copied out (the body must be its exact size).
+        body: bytes | bytearray = buffer if fill == len(buffer) else bytes(memoryview(buffer)[:fill])
+        assert self._pool is not None
+        self._inflight.append(self._pool.submit(self._send, self._number, body))
+        self._lent.append(buffer)
+        self._limit = self._part_size(self._number + 1, self._hint)
+        self._buffer, self._fill = self._take(), 0
+
+    def close(self) -> str | None:
+        if self._closed:
+            return self._hash.hexdigest() if self._hash is not None else None
+        if not self._started:
+            self._put_whole(bytes(memoryview(self._buffer)[:self._fill]))
+        else:
+            if self._fill or (not self._inflight and not self._done):
+                self._send_part()
+            while self._inflight:
+                self._settle_oldest()
+            self._finish(self._done)
+            self._started = False  # put together: nothing staged is left to discard
+            self._shutdown()
+        self._release()
+        stored = self._stored_size()
+        if stored != self.size:
+            raise RepoError(f"{self.service} holds {stored} bytes of {self._key}, not the {self.size} that were sent",
+                            hint="Run the command again.")
+        self._closed = True
+        return self._hash.hexdigest() if self._hash is not None else None
+
+    def abort(self) -> None:
+        for future in self._inflight:
+            future.cancel()
+        self._shutdown()
+        self._inflight.clear()
+        self._release()
+        if self._started and not self._closed:
+            self._discard()
+            self._started = False
+
+    def _release(self) -> None:
+        """The pool's memory goes back as soon as the part is done with (a backup writes several parts)."""
+        self._buffer, self._fill = bytearray(), 0
+        self._free.clear()
+        self._lent.clear()
+        self._made = 0
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -19,9 +19,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,13 +35,14 @@ from kubectl_dr.repo.objectstore import (
     NotFound,
     ObjectStoreRepository,
     ObjectStoreStaging,
+    PooledPartSink,
     growing_part_size,
     split_key,
     timestamp,
 )
 from kubectl_dr.repo.repository import Backup, Leftover, utcnow
 from kubectl_dr.repo.s3client import S3Location, S3Settings, is_not_found, make_client, translate
-from kubectl_dr.repo.writer import Sink, Staging
+from kubectl_dr.repo.writer import Staging
 
 MIN_PART = 16 << 20  # S3 needs ≥ 5 MiB for every part but the last
 MAX_PARTS = 10_000
@@ -245,85 +244,31 @@ def part_size_for(number: int, size_hint: int | None) -> int:
                              per_step=PARTS_PER_STEP)
 
 
-class MultipartSink(Sink):
-    """A part streamed to S3: one PUT if it is small, else a multipart upload with flat memory.
+class MultipartSink(PooledPartSink):
+    """A part streamed to S3: one PUT if it is small, else a multipart upload from a fixed pool of part
+    buffers, each part sent with its SHA-256."""
 
-    Parts fill buffers of a fixed pool (IN_FLIGHT + 1 of one part size) in place and are uploaded from them
-    by IN_FLIGHT threads while the next fills: no buffer grows, none is copied to be sent, and a writer that
-    outruns the network waits for the oldest upload to hand its buffer back."""
+    in_flight = IN_FLIGHT
+    most_parts = MAX_PARTS
+    whole = "an S3 object"
+    service = "the S3 server"
+    thread_name = "s3-upload"
 
     def __init__(self, repo: S3Repository, key: str, hash_stored: bool, size_hint: int | None) -> None:
         self._repo = repo
-        self._key = key
-        self._hint = size_hint
-        self._hash = hashlib.sha256() if hash_stored else None
-        self._limit = part_size_for(1, size_hint)
-        self._free: builtins.list[bytearray] = []  # buffers handed back by finished uploads
-        self._made = 0  # buffers of this part size in the pool (free, filling or uploading)
-        self._buffer = self._take()
-        self._fill = 0
         self._upload_id: str | None = None
-        self._done: builtins.list[dict[str, Any]] = []
-        self._inflight: deque[Future[dict[str, Any]]] = deque()
-        self._lent: deque[bytearray] = deque()  # the buffer of each upload in _inflight, in the same order
-        self._pool: ThreadPoolExecutor | None = None
-        self._number = 0
-        self.size = 0
         self.server_checked = True  # every part's SHA-256 echoed back by the server
-        self._closed = False
+        super().__init__(key, hash_stored, size_hint)
 
-    def _take(self) -> bytearray:
-        """A buffer of the current part size: a free one, a new one while the pool is not full, else the
-        oldest upload's once it is done."""
-        while True:
-            while self._free:
-                buffer = self._free.pop()
-                if len(buffer) == self._limit:
-                    return buffer
-                self._made -= 1  # the part size grew: this smaller one is dropped
-            if self._made < IN_FLIGHT + 1:
-                self._made += 1
-                return bytearray(self._limit)
-            self._settle_oldest()
+    def _part_size(self, number: int, size_hint: int | None) -> int:
+        return part_size_for(number, size_hint)
 
-    def _settle_oldest(self) -> None:
-        self._done.append(self._inflight.popleft().result())
-        self._free.append(self._lent.popleft())
+    def _begin(self) -> None:
+        created = self._repo.call("starting a multipart upload", "create_multipart_upload", Key=self._key,
+                                  ChecksumAlgorithm="SHA256")
+        self._upload_id = str(created["UploadId"])
 
-    def write(self, data: memoryview) -> None:
-        if self._hash is not None:
-            self._hash.update(data)
-        self.size += len(data)
-        view = memoryview(data).cast("B")
-        while view:
-            n = min(self._limit - self._fill, len(view))
-            self._buffer[self._fill:self._fill + n] = view[:n]
-            self._fill += n
-            view = view[n:]
-            if self._fill == self._limit:
-                self._send_part()
-
-    def _send_part(self) -> None:
-        if self._upload_id is None:
-            created = self._repo.call("starting a multipart upload", "create_multipart_upload", Key=self._key,
-                                      ChecksumAlgorithm="SHA256")
-            self._upload_id = str(created["UploadId"])
-            self._pool = ThreadPoolExecutor(IN_FLIGHT, "s3-upload")
-        while len(self._inflight) >= IN_FLIGHT:
-            self._settle_oldest()
-        self._number += 1
-        if self._number > MAX_PARTS:
-            raise RepoError(f"{self._key} is larger than an S3 object can be made of ({MAX_PARTS} parts)")
-        buffer, fill = self._buffer, self._fill
-        # A full buffer goes as it is; only a short last part is copied out (the body must be its exact size).
-        body: bytes | bytearray = buffer if fill == len(buffer) else bytes(memoryview(buffer)[:fill])
-        assert self._pool is not None
-        self._inflight.append(self._pool.submit(self._upload, self._number, body))
-        self._lent.append(buffer)
-        self._limit = part_size_for(self._number + 1, self._hint)
-        self._buffer, self._fill = self._take(), 0
-
-    def _upload(self, number: int, body: bytes | bytearray) -> dict[str, Any]:
+    def _send(self, number: int, body: bytes | bytearray) -> dict[str, Any]:
         checksum = _b64sha(body)
         response = self._repo.call("uploading a part", "upload_part", Key=self._key, UploadId=self._upload_id,
                                    PartNumber=number, Body=body, ChecksumSHA256=checksum)
@@ -338,58 +283,28 @@ class MultipartSink(Sink):
             raise RepoError(f"the S3 server stored {what} with SHA-256 {echoed}, not the {checksum} we sent",
                             hint="The upload was damaged on the way; run the command again.")
 
-    def close(self) -> str | None:
-        if self._closed:
-            return self._hash.hexdigest() if self._hash is not None else None
-        if self._upload_id is None:
-            body = bytes(memoryview(self._buffer)[:self._fill])
-            checksum = _b64sha(body)
-            response = self._repo.call("uploading a part", "put_object", Key=self._key, Body=body,
-                                       ChecksumSHA256=checksum)
-            self._check_echo(response, checksum, self._key)
-        else:
-            if self._fill or (not self._inflight and not self._done):
-                self._send_part()
-            while self._inflight:
-                self._settle_oldest()
-            parts = sorted(self._done, key=lambda p: int(p["PartNumber"]))
-            if not self.server_checked:
-                parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
-            self._repo.call("completing a multipart upload", "complete_multipart_upload", Key=self._key,
-                            UploadId=self._upload_id, MultipartUpload={"Parts": parts})
-            self._upload_id = None
-            self._shutdown()
-        self._release()
-        head = self._repo.call("checking an upload", "head_object", Key=self._key)
-        if int(head["ContentLength"]) != self.size:
-            raise RepoError(f"the S3 server holds {head['ContentLength']} bytes of {self._key}, not the "
-                            f"{self.size} that were sent", hint="Run the command again.")
-        self._closed = True
-        return self._hash.hexdigest() if self._hash is not None else None
+    def _finish(self, parts: builtins.list[Any]) -> None:
+        if not self.server_checked:
+            parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
+        self._repo.call("completing a multipart upload", "complete_multipart_upload", Key=self._key,
+                        UploadId=self._upload_id, MultipartUpload={"Parts": parts})
+        self._upload_id = None
 
-    def abort(self) -> None:
-        for future in self._inflight:
-            future.cancel()
-        self._shutdown()
-        self._inflight.clear()
-        self._release()
+    def _put_whole(self, body: bytes) -> None:
+        checksum = _b64sha(body)
+        response = self._repo.call("uploading a part", "put_object", Key=self._key, Body=body,
+                                   ChecksumSHA256=checksum)
+        self._check_echo(response, checksum, self._key)
+
+    def _stored_size(self) -> int:
+        return int(self._repo.call("checking an upload", "head_object", Key=self._key)["ContentLength"])
+
+    def _discard(self) -> None:
         if self._upload_id is not None:
             with contextlib.suppress(RepoError):  # prune finds it by its prefix
                 self._repo.call("aborting an upload", "abort_multipart_upload", Key=self._key,
                                 UploadId=self._upload_id)
             self._upload_id = None
-
-    def _release(self) -> None:
-        """The pool's memory goes back as soon as the part is done with (a backup writes several parts)."""
-        self._buffer, self._fill = bytearray(), 0
-        self._free.clear()
-        self._lent.clear()
-        self._made = 0
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
 
 class S3Reader:

@@ -96,16 +96,18 @@ def test_a_block_damaged_on_the_way_is_refused(azurite: Azurite) -> None:
     writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
     part = writer.open_part("data.tar")
     sink = part._sink
-    original = sink._stage
+    original = sink._send
 
-    def corrupting(ident: str, body: bytes) -> None:
-        sink._stage = original  # only the first block
+    def corrupting(number: int, body: bytes) -> str:
+        sink._send = original  # only the first block
+        ident = block_id(number)
         md5 = hashlib.md5(body).digest()
-        damaged = body[:-1] + bytes([body[-1] ^ 1])
+        damaged = bytes(body[:-1]) + bytes([body[-1] ^ 1])
         repo.call("staging a block", sink._blob._client.block_blob.stage_block, block_id=ident,
                   content_length=len(damaged), body=damaged, transactional_content_md5=md5)
+        return ident
 
-    sink._stage = corrupting
+    sink._send = corrupting
     with pytest.raises(RepoError, match="received different bytes than were sent"):
         part.write(memoryview(os.urandom(MIN_BLOCK + 10)))
         part.close()

@@ -112,17 +112,17 @@ def test_server_checksums_reject_a_damaged_part(seaweedfs: S3Server) -> None:
     writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
     part = writer.open_part("data.tar")
     sink = part._sink
-    original = sink._upload
+    original = sink._send
 
     def corrupting(number: int, body: bytes) -> object:
-        sink._upload = original  # only the first part
+        sink._send = original  # only the first part
         import kubectl_dr.repo.s3 as s3mod
 
         checksum = s3mod._b64sha(body)
         return repo.call("uploading a part", "upload_part", Key=sink._key, UploadId=sink._upload_id,
                          PartNumber=number, Body=body[:-1] + bytes([body[-1] ^ 1]), ChecksumSHA256=checksum)
 
-    sink._upload = corrupting
+    sink._send = corrupting
     with pytest.raises(RepoError, match="received different bytes than were sent"):
         part.write(os.urandom(MIN_PART + 10))
         part.close()

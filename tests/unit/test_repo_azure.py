@@ -20,20 +20,9 @@ from kubectl_dr.repo.azureblob import MIN_BLOCK, AzureRepository, block_id, bloc
 from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY, AzureSettings, parse_azure_url
 from kubectl_dr.repo.copying import copy_backup
 from tests.azurite import Azurite
+from tests.objectstores import Clock, write_backup
 
-T0 = datetime(2026, 11, 22, 1, 55, 12, tzinfo=timezone.utc)
 NO_CONFIG = {"KUBECTL_DR_CONFIG": os.devnull}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 60) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def _env(server: Azurite) -> dict[str, str]:
@@ -45,14 +34,6 @@ def _repo(server: Azurite, container: str, prefix: str = "team/prod", clock: Clo
     repo = open_repository(f"azure://{container}/{prefix}", _env(server), clock=clock or Clock())
     assert isinstance(repo, AzureRepository)
     return repo
-
-
-def _write(repo: AzureRepository, data: bytes, chunk: int = 1 << 20) -> str:
-    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-        with writer.open_part("data.tar") as part:
-            for i in range(0, len(data), chunk):
-                part.write(data[i : i + chunk])
-        return writer.commit({"files": 1}).id
 
 
 def test_blocks_roundtrip_manifest_last_and_checks(azurite: Azurite) -> None:
@@ -119,7 +100,7 @@ def test_verify_reads_back_and_catches_damage(azurite: Azurite) -> None:
     container = azurite.new_container()
     repo = _repo(azurite, container)
     data = os.urandom(9_000_000)  # more than one 4 MiB read
-    backup_id = _write(repo, data)
+    backup_id = write_backup(repo, data)
     blob = azurite.container(container).get_blob_client(f"team/prod/{backup_id}/data.tar")
 
     blob.upload_blob(data[:1000] + bytes([data[1000] ^ 1]) + data[1001:], overwrite=True)
@@ -142,87 +123,11 @@ def test_verify_reads_back_and_catches_damage(azurite: Azurite) -> None:
             pass
 
 
-def _killed_writer(server: Azurite, url: str, size: int) -> str:
-    """A real writer process, SIGKILLed after `size` bytes (past the first staged block)."""
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        from kubectl_dr.repo import open_repository
-        repo = open_repository({url!r}, dict(os.environ))
-        w = repo.create("pvc", {{"namespace": "shop", "pvc": "db"}}, "shop-db")
-        part = w.open_part("data.tar")
-        chunk = os.urandom(1 << 20)
-        for _ in range({size} >> 20):
-            part.write(chunk)
-        for future in list(part._sink._inflight):
-            future.result()
-        print(w.id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
-    )
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                           env=_env(server))
-    assert child.returncode == -9, child.stderr
-    return child.stdout.strip()
-
-
-def test_an_interrupted_write_is_invisible_and_pruned(azurite: Azurite) -> None:
-    container = azurite.new_container()
-    repo = _repo(azurite, container)
-    kept = _write(repo, b"complete")
-    dead = _killed_writer(azurite, f"azure://{container}/team/prod", 2 * MIN_BLOCK + (1 << 20))
-    assert f"team/prod/{dead}/.owner" in azurite.blobs(container)
-    assert azurite.uncommitted(container) == [f"team/prod/{dead}/data.tar"]
-
-    assert [m.id for m in repo.list()] == [kept]
-    (leftover,) = repo.leftovers()
-    assert leftover.stale and leftover.name.startswith(f"{dead}/") and "1 with staged blocks only" in leftover.name
-    dry = repo.prune(keep_last=5, dry_run=True)
-    assert dry.leftovers == [leftover.name] and azurite.uncommitted(container)
-    result = repo.prune(keep_last=5)
-    assert result.leftovers == [leftover.name] and result.removed == [] and result.failed == []
-    assert azurite.uncommitted(container) == []
-    assert all(k.startswith(f"team/prod/{kept}/") for k in azurite.blobs(container))
-
-
-def test_a_live_writer_is_not_pruned(azurite: Azurite) -> None:
-    container = azurite.new_container()
-    repo = _repo(azurite, container)
-    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
-    part = writer.open_part("data.tar")
-    part.write(os.urandom(MIN_BLOCK + 1))
-    (leftover,) = repo.leftovers()
-    assert not leftover.stale
-    repo.prune(keep_last=0)
-    assert azurite.blobs(container, f"team/prod/{writer.id}/")
-    part.close()
-    writer.commit()
-    assert [m.id for m in repo.list()] == [writer.id]
-
-
-def test_delete_and_an_interrupted_delete(azurite: Azurite) -> None:
-    container = azurite.new_container()
-    clock = Clock()
-    repo = _repo(azurite, container, clock=clock)
-    one = _write(repo, b"1")
-    clock.tick()
-    two = _write(repo, b"2")
-    assert repo.delete(one).id == one
-    assert [m.id for m in repo.list()] == [two]
-    assert not azurite.blobs(container, f"team/prod/{one}/")
-    # A delete cut short after its marker: the backup is gone for listings, and prune finishes the job.
-    azurite.container(container).upload_blob(f"team/prod/{two}/.deleting", b"")
-    assert repo.list() == []
-    assert [lo.stale for lo in repo.leftovers()] == [True]
-    repo.prune(keep_last=1)
-    assert azurite.blobs(container) == {}
-
-
 def test_a_crafted_id_never_makes_a_blob_outside_the_prefix(azurite: Azurite) -> None:
     """A manifest whose ID climbs out of the prefix is reported, not listed; copying it is refused."""
     container = azurite.new_container()
     repo = _repo(azurite, container)
-    backup_id = _write(repo, b"data")
+    backup_id = write_backup(repo, b"data")
     client = azurite.container(container)
     key = f"team/prod/{backup_id}/manifest.json"
     raw = client.download_blob(key).readall().decode()
@@ -235,7 +140,7 @@ def test_a_crafted_id_never_makes_a_blob_outside_the_prefix(azurite: Azurite) ->
     assert repo.leftovers() == [] and repo.prune(keep_last=1).failed == []
 
     source = _repo(azurite, container, prefix="other")
-    good = source.get(_write(source, b"good"))
+    good = source.get(write_backup(source, b"good"))
     crafted = type(good)(replace(good.manifest, id="../team/evilid"), good.location, None, good.key)
     target = _repo(azurite, container, prefix="copies/x")
     with pytest.raises(RepoError, match="invalid backup ID"):

@@ -134,6 +134,20 @@ class BackupResult:
                  size(data.size), data.sha256[:16]]]
 
 
+def start_reader(session: Session, exposure: Exposure, access: AccessPlan,
+                 opts: BackupOptions) -> rescue_pod.RescuePod | None:
+    """The pod that reads the volume for a backup (None when the dry run ends there), after the consumers
+    the plan must stop are stopped: with consent when the claim admits one pod at a time and they are
+    not merely quiesced."""
+    if access.stop and access.claim.single_pod and not opts.quiesce and session.dry_run == "none":
+        session.console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
+                                f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and "
+                                "start them again after")
+    if access.stop:
+        exposure.stop_consumers()
+    return exposure.start(read_only=True)
+
+
 def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult | BackupPlan:
     kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
@@ -142,13 +156,7 @@ def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult
         claim_lease(kube, access, session.run, "client").acquire()  # says who holds it, writes nothing
         return BackupPlan(access, repo.location, "client")
     with Exposure(session, access, opts.image, "pvc-backup") as exposure:
-        if access.stop and access.claim.single_pod and not opts.quiesce and dry_run == "none":
-            console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
-                            f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and start "
-                            "them again after")
-        if access.stop:
-            exposure.stop_consumers()
-        pod = exposure.start(read_only=True)
+        pod = start_reader(session, exposure, access, opts)
         if pod is None:
             return BackupPlan(access, repo.location, dry_run, pod_accepted=True)
         listed = time.monotonic()

@@ -22,36 +22,6 @@ def _repo(server: S3Server, bucket: str, prefix: str = "team/prod", clock: Clock
     return repo
 
 
-def test_multipart_roundtrip_manifest_last_and_checks(s3: S3Server) -> None:
-    """Large enough for three upload parts, written in odd-sized chunks; read back byte for byte."""
-    bucket = s3.new_bucket()
-    repo = _repo(s3, bucket)
-    repo.preflight(1 << 30)
-    data = os.urandom(2 * MIN_PART + 12345)
-    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-        with writer.open_part("data.tar") as part:
-            for i in range(0, len(data), 777_777):
-                part.write(data[i : i + 777_777])
-        with writer.open_part("entries.json") as small:
-            small.write(b'{"entries": []}')
-        assert repo.list() == []  # parts are there, the manifest is not: nothing to see
-        assert any(k.endswith("/.owner") for k in s3.objects(bucket))
-        manifest = writer.commit({"files": 1})
-    assert manifest.part("data.tar").sha256 == hashlib.sha256(data).hexdigest()
-    assert sorted(s3.objects(bucket)) == sorted(f"team/prod/{manifest.id}/{n}"
-                                                for n in ("data.tar", "entries.json", "manifest.json"))
-    assert s3.uploads(bucket) == []
-
-    backup = repo.resolve("latest", "pvc", {"namespace": "shop", "pvc": "db"})
-    assert backup.location == f"s3://{bucket}/team/prod/{manifest.id}"
-    assert repo.verify(backup).id == manifest.id
-    with repo.open_part(backup, "data.tar") as stream:
-        assert stream.read() == data
-    assert repo.local_file(backup, "data.tar") is None
-    with pytest.raises(RepoError, match="not in a local directory"):
-        backup.part_path("data.tar")
-
-
 def test_memory_stays_flat_over_many_parts(seaweedfs: S3Server) -> None:
     """Seven parts uploaded IN_FLIGHT at a time: Python's allocations peak at the pool (IN_FLIGHT + 1 parts)
     plus a little, not at what was written, and the object is the exact bytes."""

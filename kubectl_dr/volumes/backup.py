@@ -36,7 +36,7 @@ from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.reconcile import Identity, Reconciled, Skipped, reconcile, skipped_by_plan, unreadable_count
 from kubectl_dr.volumes.security import SecurityPlan
-from kubectl_dr.volumes.tar_reader import ArchiveError, TarReader
+from kubectl_dr.volumes.tar_reader import Archive, ArchiveError, TarReader
 
 PART = "data.tar"
 ENTRIES_PART = entries_module.PART
@@ -229,13 +229,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                                            gzipped=choice.method == compression.GZIP)
                 pod.release()  # nothing more runs in it: it terminates while we finish
                 seconds = bar.elapsed
-            try:
-                archive = reader.finish()
-            except ArchiveError as exc:
-                raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
-                                        f"{exc.message}", hint=exc.hint) from None
-            record = reconcile(archive, found, skipped)
-            judge_transfer(record, checked, access, console, what)
+            archive, record = judged_archive(reader, found, skipped, checked, access, console, what)
             details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
             details["transfer"]["compression"] = {**choice.to_dict(), "wireBytes": checked.wire}
@@ -249,6 +243,19 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
         if writer is not None and writer.state == "aborted":
             console.say("the incomplete backup was removed: nothing was kept in the repository")
         raise
+
+
+def judged_archive(reader: TarReader, found: dict[str, Found], skipped: list[Skipped], checked: transfer.Checked,
+                   access: AccessPlan, console: Console, what: str) -> tuple[Archive, Reconciled]:
+    """The archive tar wrote, read to its end, reconciled with the listing, and the transfer judged."""
+    try:
+        archive = reader.finish()
+    except ArchiveError as exc:
+        raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
+                                f"{exc.message}", hint=exc.hint) from None
+    record = reconcile(archive, found, skipped)
+    judge_transfer(record, checked, access, console, what)
+    return archive, record
 
 
 def judge_transfer(record: Reconciled, checked: transfer.Checked, access: AccessPlan, console: Console,

@@ -41,8 +41,7 @@ from kubectl_dr.volumes.access import BACKUP, plan_access
 from kubectl_dr.volumes.entries import Entry
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
-from kubectl_dr.volumes.reconcile import reconcile
-from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, ArchiveError, TarReader
+from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, TarReader
 
 KIND = "pvc"
 LOCK_WAIT = 300.0  # seconds we wait for another client's exclusive lock (a prune) to go
@@ -157,13 +156,7 @@ def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions
             checked = transfer.receive_spooled(kube, pod, scripts.backup_script(pod.tools.tar), spool, reader.feed,
                                                bar, what)
             pod.release()
-        try:
-            archive = reader.finish()
-        except ArchiveError as exc:
-            raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can read: "
-                                    f"{exc.message}", hint=exc.hint) from None
-        record = reconcile(archive, found, skipped)
-        tar_backup.judge_transfer(record, checked, access, console, what)
+        record = tar_backup.judged_archive(reader, found, skipped, checked, access, console, what)[1]
         received = spool.tell()
         spool.seek(0)
         contents = _store_contents(repo, spool)

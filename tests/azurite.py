@@ -7,12 +7,9 @@ A missing Azurite skips its tests on a developer's machine and fails them under 
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY
 from tests.s3server import free_port, missing
+from tests.serverproc import stop_group, wait_answering
 
 
 @dataclass
@@ -82,31 +80,17 @@ def start(workdir: Path) -> Azurite:
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = Azurite(f"http://127.0.0.1:{port}/{DEV_ACCOUNT}", proc)
-    deadline = time.monotonic() + 60
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            stop(server)
-            raise RuntimeError(f"azurite exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            next(iter(server.service().list_containers()), None)
-            return server
-        except Exception as exc:
-            last = exc
-            time.sleep(0.3)
-    stop(server)
-    raise RuntimeError(f"azurite did not answer on {server.endpoint} within 60s: {last}")
+    try:
+        wait_answering("azurite", server.endpoint, lambda: next(iter(server.service().list_containers()), None),
+                       proc, log, 60)
+    except BaseException:
+        stop(server)
+        raise
+    return server
 
 
 def stop(server: Azurite) -> None:
-    proc = server.process
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_group(server.process, 5)
 
 
 def serve(workdir: Path) -> Iterator[Azurite]:

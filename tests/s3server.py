@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.serverproc import stop_group, wait_answering
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "kubectl-dr-test", "AWS_SECRET_ACCESS_KEY": "kubectl-dr-test-secret",
                "AWS_DEFAULT_REGION": "us-east-1"}
@@ -93,20 +94,8 @@ class S3Server:
 
 
 def _wait_ready(server: S3Server, proc: subprocess.Popen[bytes] | None, log: Path | None, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
     client = server.client()
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            text = log.read_text(errors="replace")[-3000:] if log else ""
-            raise RuntimeError(f"{server.name} exited with {proc.returncode}:\n{text}")
-        try:
-            client.list_buckets()
-            return
-        except Exception as exc:
-            last = exc
-            time.sleep(0.3)
-    raise RuntimeError(f"{server.name} did not answer on {server.endpoint} within {timeout}s: {last}")
+    wait_answering(server.name, server.endpoint, client.list_buckets, proc, log, timeout)
 
 
 def weed_binary() -> str | None:
@@ -156,13 +145,7 @@ def start_moto() -> S3Server:
 def stop(server: S3Server) -> None:
     proc = server.process
     if isinstance(proc, subprocess.Popen):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=3)  # weed takes its time to stop; its data is thrown away
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, 3)  # weed takes its time to stop; its data is thrown away
     elif proc is not None:
         proc.stop()
 

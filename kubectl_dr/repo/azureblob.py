@@ -1,9 +1,8 @@
 """An Azure Blob Storage backup repository: ``azure://CONTAINER/PREFIX``.
 
-The layout is the S3 repository's: ``PREFIX/ID/manifest.json`` next to the parts ``PREFIX/ID/data.tar``
-(``data.tar.age`` when encrypted), the manifest written last (a backup without it is invisible),
-``PREFIX/ID/.owner`` naming a live writer (rewritten every few minutes), ``PREFIX/ID/.deleting`` written
-first by a deletion.
+The layout and its rules are every object store's, in ``objectstore``: ``PREFIX/ID/manifest.json``
+next to the parts, the manifest written last (a backup without it is invisible), ``PREFIX/ID/.owner``
+naming a live writer (rewritten every few minutes), ``PREFIX/ID/.deleting`` written first by a deletion.
 
 A part is a block blob built from staged blocks: each block is sent with its MD5 (Content-MD5, which the
 service checks on receipt) while the next one fills, a few in flight at most, so memory stays a few blocks
@@ -17,58 +16,50 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
-import json
 import os
-import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from kubectl_dr.repo import ids
 from kubectl_dr.repo.azureclient import AzureLocation, AzureSettings, is_not_found, make_container_client, translate
 from kubectl_dr.repo.crypto import Identity, Recipient
-from kubectl_dr.repo.errors import BackupCorruptError, ManifestError, RepoError, StaleWriterError
-from kubectl_dr.repo.local import pid_alive
-from kubectl_dr.repo.manifest import MANIFEST_NAME, VERIFICATION_NAME, Manifest
-from kubectl_dr.repo.repository import Backup, Leftover, Repository, utcnow
-from kubectl_dr.repo.writer import OWNER_FILE, Sink, Staging
+from kubectl_dr.repo.errors import BackupCorruptError, RepoError
+from kubectl_dr.repo.manifest import MANIFEST_NAME
+from kubectl_dr.repo.objectstore import (
+    DELETING_MARKER,
+    Group,
+    NotFound,
+    ObjectStoreRepository,
+    ObjectStoreStaging,
+    PooledPartSink,
+    growing_part_size,
+    split_key,
+    timestamp,
+)
+from kubectl_dr.repo.repository import Backup, Leftover, utcnow
+from kubectl_dr.repo.writer import Staging
 
-DELETING_MARKER = ".deleting"
-HEARTBEAT = 300.0  # seconds between rewrites of a live writer's .owner
-STALE_AGE = 3600.0  # a writer silent this long (or a manifest-less prefix this old) is gone
 MIN_BLOCK = 4 << 20
 MAX_BLOCKS = 50_000  # Azure's limit of committed blocks in one blob
 BLOCKS_PER_STEP = 5_000  # the block size doubles after this many blocks, up to MAX_BLOCK: ~6 TiB in all
 MAX_BLOCK = 256 << 20
 IN_FLIGHT = 4  # blocks staging while the next fills: memory is about (IN_FLIGHT + 1) × block size
-_SCAN_THREADS = 8
 _DELETE_THREADS = 8
 
 
 @dataclass
-class _Group:
-    """What a listing shows under one ``PREFIX/NAME/``."""
+class _Group(Group):
+    """What a listing shows under one ``PREFIX/NAME/``, with the names that have only staged blocks."""
 
-    objects: dict[str, tuple[int, float]] = field(default_factory=dict)  # file → (size, mtime)
-    uncommitted: builtins.list[str] = field(default_factory=builtins.list)  # blob names with only staged blocks
-
-    @property
-    def newest(self) -> float:
-        return max((t for _, t in self.objects.values()), default=0.0)
+    uncommitted: builtins.list[str] = field(default_factory=builtins.list)
 
 
-class _NotFound(Exception):
-    pass
-
-
-class AzureRepository(Repository):
+class AzureRepository(ObjectStoreRepository):
     kind = "azure"
-    remote = True
 
     def __init__(self, where: AzureLocation, settings: AzureSettings | None = None, *,
                  clock: Callable[[], datetime] = utcnow, recipients: Sequence[Recipient | str] = (),
@@ -85,19 +76,12 @@ class AzureRepository(Repository):
         return self._client
 
     @property
-    def location(self) -> str:
-        return self.where.url
-
-    @property
     def place(self) -> str:
         # azure://CONTAINER/PREFIX names no account: the same container in Azurite and in Azure are two.
         return f"{self.settings.account_url} {self.where.url}"
 
-    def backup_location(self, backup_id: str) -> str:
-        return f"{self.where.url}/{backup_id}"
-
     def call(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One request, its failure translated into a RepoError that says what to do (_NotFound for a
+        """One request, its failure translated into a RepoError that says what to do (NotFound for a
         missing blob, which callers decide about)."""
         try:
             return fn(*args, **kwargs)
@@ -105,13 +89,15 @@ class AzureRepository(Repository):
             raise
         except Exception as exc:
             if is_not_found(exc):
-                raise _NotFound(doing) from None
+                raise NotFound(doing) from None
             raise translate(exc, self.where, doing, self.settings) from None
 
     def blob(self, key: str) -> Any:
         return self.container.get_blob_client(key)
 
-    def put(self, doing: str, key: str, data: bytes, content_type: str | None = None) -> None:
+    # --- the store's primitives ----------------------------------------------------------------------
+
+    def put_bytes(self, doing: str, key: str, data: bytes, content_type: str | None = None) -> None:
         from azure.storage.blob import ContentSettings
 
         settings = ContentSettings(content_type=content_type) if content_type else None
@@ -121,6 +107,17 @@ class AzureRepository(Repository):
     def get_bytes(self, key: str, doing: str) -> bytes:
         downloader = self.call(doing, self.blob(key).download_blob, max_concurrency=1)
         return bytes(self.call(doing, downloader.readall))
+
+    def has(self, key: str, doing: str) -> bool:
+        try:
+            self.call(doing, self.blob(key).get_blob_properties)
+            return True
+        except NotFound:
+            return False
+
+    def delete_key(self, key: str, doing: str = "deleting a blob") -> None:
+        with contextlib.suppress(NotFound):  # already gone: what was wanted
+            self.call(doing, self.blob(key).delete_blob)
 
     def names(self, prefix: str, *, uncommitted: bool = False, page: int | None = None) -> Iterator[Any]:
         """The blobs under ``prefix`` (BlobProperties), paged lazily; with ``uncommitted``, also the names
@@ -143,7 +140,7 @@ class AzureRepository(Repository):
         if not create:
             return
         probe = self.where.key(f".probe-{os.getpid()}-{ids.with_suffix('w')}")
-        self.put("writing a test blob", probe, b"kubectl-dr write check\n")
+        self.put_bytes("writing a test blob", probe, b"kubectl-dr write check\n")
         self.call("removing the test blob", self.blob(probe).delete_blob)
 
     # --- listing -------------------------------------------------------------------------------------
@@ -152,57 +149,24 @@ class AzureRepository(Repository):
         groups: dict[str, _Group] = {}
         base = self.where.base
         for blob in self.names(prefix if prefix is not None else base):
-            name, file = _split(str(blob.name)[len(base):])
+            name, file = split_key(str(blob.name)[len(base):])
             if name:
-                groups.setdefault(name, _Group()).objects[file] = (int(blob.size), _ts(blob.last_modified))
+                groups.setdefault(name, _Group()).objects[file] = (int(blob.size), timestamp(blob.last_modified))
         if uncommitted:
             for blob in self.names(prefix if prefix is not None else base, uncommitted=True):
-                name, file = _split(str(blob.name)[len(base):])
+                name, file = split_key(str(blob.name)[len(base):])
                 if name and file not in groups.get(name, _Group()).objects:
                     groups.setdefault(name, _Group()).uncommitted.append(str(blob.name))
         return groups
 
-    def _scan_raw(self) -> tuple[builtins.list[Backup], builtins.list[tuple[str, str]]]:
-        groups = self._groups()
-        names = [n for n, g in groups.items() if MANIFEST_NAME in g.objects and DELETING_MARKER not in g.objects]
-        backups: builtins.list[Backup] = []
-        # A prefix no backup ID can name (".." and the like, written by someone else): reported, never read.
-        problems = [(self.backup_location(n), f"{self.backup_location(n)}: not a backup ID: {ids.id_problem(n)}")
-                    for n in names if ids.id_problem(n) is not None]
-        names = [n for n in names if ids.id_problem(n) is None]
-        with ThreadPoolExecutor(_SCAN_THREADS, "azure-manifests") as pool:
-            for name, loaded in zip(names, pool.map(self._load, names), strict=True):
-                if isinstance(loaded, Backup):
-                    backups.append(loaded)
-                else:
-                    problems.append((self.backup_location(name), loaded))
-        return backups, problems
-
-    def _load(self, name: str) -> Backup | str:
-        where = f"{self.backup_location(name)}/{MANIFEST_NAME}"
-        try:
-            raw = self.get_bytes(self.where.key(name, MANIFEST_NAME), "reading a manifest")
-            return Backup(Manifest.parse(raw, where), self.backup_location(name), None, name)
-        except _NotFound:
-            return f"{where} disappeared while the repository was listed"
-        except ManifestError as exc:
-            return exc.message
-
-    def _fetch(self, backup_id: str) -> Backup | None:
-        loaded = self._load(backup_id)
-        if not isinstance(loaded, Backup):
-            return None
-        try:
-            self.call("checking a backup", self.blob(self.where.key(backup_id, DELETING_MARKER)).get_blob_properties)
-            return None  # being deleted: gone
-        except _NotFound:
-            return loaded
+    def _group(self, name: str) -> _Group | None:
+        return self._groups(self.where.key(name) + "/", uncommitted=True).get(name)
 
     def _open_stored(self, backup: Backup, file: str) -> Any:
         key = self.where.key(backup.key, file)
         try:
             props = self.call("reading a part", self.blob(key).get_blob_properties)
-        except _NotFound:
+        except NotFound:
             raise BackupCorruptError(backup.id, file, "is missing") from None
         return AzureReader(self, key, int(props.size))
 
@@ -210,182 +174,63 @@ class AzureRepository(Repository):
         prefix = self.where.key(backup.key) + "/"
         return {str(b.name)[len(prefix):]: int(b.size) for b in self.names(prefix)}
 
-    def _write_record(self, backup: Backup, data: bytes) -> None:
-        self.put("recording the verification", self.where.key(backup.key, VERIFICATION_NAME), data,
-                 "application/json")
-
-    def _read_record(self, backup: Backup) -> bytes | None:
-        try:
-            return self.get_bytes(self.where.key(backup.key, VERIFICATION_NAME), "reading a verification record")
-        except _NotFound:
-            return None
-
     # --- writing -------------------------------------------------------------------------------------
 
-    def _new_staging(self, backup_id: str, *, exact: bool) -> Staging:
-        if exact:
-            self._clear_dead_writer(backup_id)
-        else:
-            base = backup_id
-            while self._exists(backup_id):
-                backup_id = ids.with_suffix(base)
-        return AzureStaging(self, backup_id)
+    def _staging(self, backup_id: str) -> Staging:
+        return ObjectStoreStaging(self, backup_id, lambda key, hashed, hint: BlockBlobSink(self, key, hashed, hint))
 
     def _exists(self, name: str) -> bool:
         return next(iter(self.names(self.where.key(name) + "/", uncommitted=True, page=1)), None) is not None
 
-    def _clear_dead_writer(self, backup_id: str) -> None:
-        """Before a copy under a fixed ID: what a killed copy of it left goes; a live writer is an error."""
-        group = self._groups(self.where.key(backup_id) + "/", uncommitted=True).get(backup_id)
-        if group is None:
-            return
-        if MANIFEST_NAME in group.objects and DELETING_MARKER not in group.objects:
-            raise StaleWriterError(f"backup {backup_id} already exists in {self.location}")
-        if not self._stale(backup_id, group):
-            raise StaleWriterError(f"backup {backup_id} is being written into {self.location} by another process",
-                                   hint="Wait for it to finish, or stop it, and run this again.")
-        self._remove_group(backup_id, group)
-
     # --- removing ------------------------------------------------------------------------------------
 
-    def _remove(self, backup: Backup) -> None:
-        self.put("deleting a backup", self.where.key(backup.key, DELETING_MARKER), b"")
-        group = self._groups(self.where.key(backup.key) + "/", uncommitted=True).get(backup.key, _Group())
-        self._remove_group(backup.key, group)
-
-    def _remove_group(self, name: str, group: _Group) -> None:
-        for key in group.uncommitted:
+    def _remove_group(self, name: str, group: Group) -> None:
+        for key in group.uncommitted if isinstance(group, _Group) else ():
             self.discard_blocks(key)
         # The manifest first (the backup is invisible from then on), the marker last.
         files = sorted(group.objects, key=lambda f: (f != MANIFEST_NAME, f == DELETING_MARKER, f))
         if files and files[0] == MANIFEST_NAME:
-            self._delete(self.where.key(name, MANIFEST_NAME))
+            self.delete_key(self.where.key(name, MANIFEST_NAME))
             files = files[1:]
         last = [f for f in files if f == DELETING_MARKER]
         middle = [f for f in files if f != DELETING_MARKER]
         with ThreadPoolExecutor(_DELETE_THREADS, "azure-delete") as pool:
-            builtins.list(pool.map(lambda f: self._delete(self.where.key(name, f)), middle))
+            builtins.list(pool.map(lambda f: self.delete_key(self.where.key(name, f)), middle))
         for f in last:
-            self._delete(self.where.key(name, f))
-
-    def _delete(self, key: str) -> None:
-        with contextlib.suppress(_NotFound):  # already gone: what was wanted
-            self.call("deleting a blob", self.blob(key).delete_blob)
+            self.delete_key(self.where.key(name, f))
 
     def discard_blocks(self, key: str) -> None:
         """Drop the uncommitted blocks staged for ``key``: committing an empty block list discards them
         (Azure has no call that does only that), and the empty blob it makes is deleted. Only for a name
         with no committed blob: a committed one would be emptied."""
-        with contextlib.suppress(_NotFound, RepoError):  # Azure discards them within a week anyway
+        with contextlib.suppress(NotFound, RepoError):  # Azure discards them within a week anyway
             self.call("discarding staged blocks", self.blob(key).commit_block_list, [])
-            self._delete(key)
+            self.delete_key(key)
 
     def leftovers(self) -> builtins.list[Leftover]:
         found: builtins.list[Leftover] = []
         for name, group in sorted(self._groups(uncommitted=True).items()):
             if ids.name_problem(name) is not None:
                 continue  # not ours to remove: no name under it can be formed safely
-            committed = MANIFEST_NAME in group.objects and DELETING_MARKER not in group.objects
-            if committed:
+            if group.committed:
                 continue  # staged blocks left under a committed backup's names are discarded by Azure
             what = "an interrupted delete" if DELETING_MARKER in group.objects else "an interrupted write"
             shown = f"{name}/ ({len(group.objects)} blobs, {len(group.uncommitted)} with staged blocks only)"
             found.append(Leftover(shown, what, self._stale(name, group), (name, group)))
         return found
 
-    def _stale(self, name: str, group: _Group) -> bool:
-        if DELETING_MARKER in group.objects:
-            return True
-        if OWNER_FILE in group.objects:
-            try:
-                owner = json.loads(self.get_bytes(self.where.key(name, OWNER_FILE), "reading a writer's record"))
-                pid, host = int(owner["pid"]), str(owner["host"])
-            except (_NotFound, ValueError, KeyError, TypeError):
-                return time.time() - group.newest > STALE_AGE
-            if host == socket.gethostname():
-                return not pid_alive(pid)
-            return time.time() - group.objects[OWNER_FILE][1] > STALE_AGE
+    def _stale_unowned(self, group: Group) -> bool:
         # Only staged blocks (no owner record, no time to judge by): Azure lists no age for them, so
         # they count as stale; a live writer always has its .owner blob beside them.
-        return not group.objects or time.time() - group.newest > STALE_AGE
-
-    def _remove_leftover(self, leftover: Leftover) -> None:
-        name, group = leftover.handle
-        self._remove_group(name, group)
-
-
-def _split(rel: str) -> tuple[str, str]:
-    """(backup name, file) of a blob name relative to the prefix; ("", "") when it is not a backup's file."""
-    name, sep, file = rel.partition("/")
-    if not sep or not file or "/" in file:
-        return "", ""  # not a backup's file (a probe, or something of someone else's)
-    return name, file
-
-
-def _ts(value: Any) -> float:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-    return float(value or 0)
-
-
-class AzureStaging(Staging):
-    def __init__(self, repo: AzureRepository, backup_id: str) -> None:
-        self.repo = repo
-        self.id = ids.check_id(backup_id)  # the last guard: every blob written is PREFIX/ID/FILE
-        self.location = repo.location
-        self._sinks: builtins.list[BlockBlobSink] = []
-        self._stop = threading.Event()
-        self._owner_key = repo.where.key(backup_id, OWNER_FILE)
-        self._write_owner()
-        self._heartbeat = threading.Thread(target=self._beat, name="azure-owner-heartbeat", daemon=True)
-        self._heartbeat.start()
-
-    def _write_owner(self) -> None:
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "id": self.id,
-                 "heartbeat": datetime.now(timezone.utc).isoformat()}
-        self.repo.put("recording the writer", self._owner_key, json.dumps(owner).encode())
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT):
-            with contextlib.suppress(RepoError):  # the next block staged will report a lasting problem
-                self._write_owner()
-
-    def open_sink(self, file: str, *, hash_stored: bool, size_hint: int | None) -> Sink:
-        sink = BlockBlobSink(self.repo, self.repo.where.key(self.id, file), hash_stored, size_hint)
-        self._sinks.append(sink)
-        return sink
-
-    def commit(self, manifest_for: Callable[[str], Manifest]) -> Manifest:
-        manifest = manifest_for(self.id)
-        self.repo.put("writing the manifest", self.repo.where.key(self.id, MANIFEST_NAME),
-                      manifest.to_json().encode(), "application/json")
-        self._stop.set()
-        # The backup is complete and visible; a stray .owner next to a manifest is ignored.
-        with contextlib.suppress(RepoError):
-            self.repo._delete(self._owner_key)
-        return manifest
-
-    def abort(self) -> None:
-        self._stop.set()
-        for sink in self._sinks:
-            sink.abort()
-        try:
-            prefix = self.repo.where.key(self.id) + "/"
-            group = self.repo._groups(prefix, uncommitted=True).get(self.id, _Group())
-            self.repo._remove_group(self.id, group)
-        except RepoError:
-            pass  # the owner record stays: prune removes the rest once this process is gone
+        return not group.objects or super()._stale_unowned(group)
 
 
 def block_size_for(number: int, size_hint: int | None) -> int:
     """The size of block ``number`` (1-based): at least 4 MiB, more for large expected sizes, doubling
     every 5000 blocks up to 256 MiB, so that 50 000 blocks reach ~6 TiB whatever the hint said (memory
     stays a few blocks: 20 MiB for anything under 150 GiB)."""
-    base = MIN_BLOCK
-    if size_hint:
-        wanted = -(-size_hint * 5 // 4 // (MAX_BLOCKS - 5_000))  # 25% over the hint in 45 000 blocks
-        base = max(base, -(-wanted // (1 << 20)) << 20)
-    return max(base, min(base << ((number - 1) // BLOCKS_PER_STEP), MAX_BLOCK))
+    return growing_part_size(number, size_hint, smallest=MIN_BLOCK, largest=MAX_BLOCK, most=MAX_BLOCKS,
+                             per_step=BLOCKS_PER_STEP)
 
 
 def block_id(number: int) -> str:
@@ -394,96 +239,48 @@ def block_id(number: int) -> str:
     return base64.b64encode(f"kubectl-dr-{number:08d}".encode()).decode()
 
 
-class BlockBlobSink(Sink):
-    """A part streamed into a block blob: one Put Blob if it is small, else staged blocks with bounded
-    memory and the block list committed at the end."""
+class BlockBlobSink(PooledPartSink):
+    """A part streamed into a block blob: one Put Blob if it is small, else blocks staged from a fixed pool
+    of buffers and the block list committed at the end."""
+
+    in_flight = IN_FLIGHT
+    most_parts = MAX_BLOCKS
+    unit = "blocks"
+    whole = "a block blob"
+    service = "the Azure storage service"
+    thread_name = "azure-stage"
 
     def __init__(self, repo: AzureRepository, key: str, hash_stored: bool, size_hint: int | None) -> None:
-        import hashlib
-
         self._repo = repo
-        self._key = key
         self._blob = repo.blob(key)
-        self._hint = size_hint
-        self._hash = hashlib.sha256() if hash_stored else None
-        self._buffer = bytearray()
-        self._blocks: builtins.list[str] = []
-        self._inflight: deque[Future[None]] = deque()
-        self._pool: ThreadPoolExecutor | None = None
-        self._number = 0
-        self._limit = block_size_for(1, size_hint)
-        self.size = 0
-        self._closed = False
+        super().__init__(key, hash_stored, size_hint)
 
-    def write(self, data: memoryview) -> None:
-        if self._hash is not None:
-            self._hash.update(data)
-        self.size += len(data)
-        view = data
-        while view:
-            room = self._limit - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) >= self._limit:
-                self._send_block()
+    def _part_size(self, number: int, size_hint: int | None) -> int:
+        return block_size_for(number, size_hint)
 
-    def _send_block(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(IN_FLIGHT, "azure-stage")
-        while len(self._inflight) >= IN_FLIGHT:
-            self._inflight.popleft().result()
-        self._number += 1
-        if self._number > MAX_BLOCKS:
-            raise RepoError(f"{self._key} is larger than a block blob can be made of ({MAX_BLOCKS} blocks)")
-        body, self._buffer = bytes(self._buffer), bytearray()
-        ident = block_id(self._number)
-        self._blocks.append(ident)
-        self._inflight.append(self._pool.submit(self._stage, ident, body))
-        self._limit = block_size_for(self._number + 1, self._hint)
-
-    def _stage(self, ident: str, body: bytes) -> None:
-        # validate_content: the block goes with its MD5, which the service checks before it keeps it.
-        self._repo.call("staging a block", self._blob.stage_block, ident, body, length=len(body),
+    def _send(self, number: int, body: bytes | bytearray) -> str:
+        ident = block_id(number)
+        # validate_content: the block goes with its MD5, which the service checks before it keeps it (the
+        # SDK computes it over bytes only).
+        self._repo.call("staging a block", self._blob.stage_block, ident, bytes(body), length=len(body),
                         validate_content=True)
+        return ident
 
-    def close(self) -> str | None:
-        if self._closed:
-            return self._hash.hexdigest() if self._hash is not None else None
-        if self._pool is None:
-            body, self._buffer = bytes(self._buffer), bytearray()
-            self._repo.call("uploading a part", self._blob.upload_blob, body, overwrite=True, validate_content=True)
-        else:
-            if self._buffer:
-                self._send_block()
-            while self._inflight:
-                self._inflight.popleft().result()
-            self._repo.call("committing the block list", self._blob.commit_block_list, self._blocks)
-            self._shutdown()
+    def _finish(self, parts: builtins.list[Any]) -> None:
+        self._repo.call("committing the block list", self._blob.commit_block_list, parts)
+
+    def _put_whole(self, body: bytes) -> None:
+        self._repo.call("uploading a part", self._blob.upload_blob, body, overwrite=True, validate_content=True)
+
+    def _stored_size(self) -> int:
         try:
-            props = self._repo.call("checking an upload", self._blob.get_blob_properties)
-        except _NotFound:
+            return int(self._repo.call("checking an upload", self._blob.get_blob_properties).size)
+        except NotFound:
             raise RepoError(f"{self._key} is not in {self._repo.location} after its upload",
                             hint="Run the command again.") from None
-        if int(props.size) != self.size:
-            raise RepoError(f"the Azure storage service holds {props.size} bytes of {self._key}, not the "
-                            f"{self.size} that were sent", hint="Run the command again.")
-        self._closed = True
-        return self._hash.hexdigest() if self._hash is not None else None
 
-    def abort(self) -> None:
-        self._buffer = bytearray()
-        for future in self._inflight:
-            future.cancel()
-        self._inflight.clear()
-        self._shutdown()
-        if self._blocks and not self._closed:
-            self._repo.discard_blocks(self._key)
-            self._blocks = []
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def _discard(self) -> None:
+        self._repo.discard_blocks(self._key)
 
 
 class AzureReader:
@@ -521,7 +318,7 @@ class AzureReader:
                                                  offset=self._pos, max_concurrency=1)
                     self._chunks = iter(downloader.chunks())
                 return next(self._chunks, b"")
-            except _NotFound:
+            except NotFound:
                 raise RepoError(f"{self._key} disappeared while it was read") from None
             except RepoError:
                 raise

@@ -13,10 +13,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kubectl_dr.repo import ids
 from kubectl_dr.repo.errors import RepoError
+from kubectl_dr.repo.prefixed import PrefixedNames
 
 SCHEME = "azure://"
 # Azure's container names: 3-63 lower-case letters, digits and single hyphens, starting and ending with
@@ -32,27 +33,16 @@ CREDENTIALS_HINT = ("Credentials come from AZURE_STORAGE_CONNECTION_STRING, or A
 
 
 @dataclass(frozen=True)
-class AzureLocation:
+class AzureLocation(PrefixedNames):
     container: str
     prefix: str  # no leading or trailing slash; may be empty
 
-    @property
-    def url(self) -> str:
-        return f"{SCHEME}{self.container}/{self.prefix}".rstrip("/")
-
-    def key(self, *names: str) -> str:
-        """The blob name of ``names`` (an ID, then a file) under the prefix; each one plain name, so that
-        no name read from the repository can make a blob name outside the prefix (DESIGN §8)."""
-        for name in names:
-            problem = ids.name_problem(name)
-            if problem is not None:
-                raise RepoError(f"invalid name {name[:60]!r} in {self.url}: {problem} (a blob outside the prefix)")
-        return "/".join([p for p in (self.prefix, *names) if p])
+    scheme: ClassVar[str] = SCHEME
+    noun: ClassVar[str] = "blob"
 
     @property
-    def base(self) -> str:
-        """The name prefix of everything in the repository ("" or "prefix/")."""
-        return f"{self.prefix}/" if self.prefix else ""
+    def top(self) -> str:
+        return self.container
 
 
 def parse_azure_url(url: str) -> AzureLocation:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
-from kubectl_dr.repo import ids
 from kubectl_dr.repo.errors import RepoError
+from kubectl_dr.repo.prefixed import PrefixedNames
 
 SCHEME = "s3://"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -23,27 +23,16 @@ CREDENTIALS_HINT = ("Credentials come from the standard AWS chain: AWS_ACCESS_KE
 
 
 @dataclass(frozen=True)
-class S3Location:
+class S3Location(PrefixedNames):
     bucket: str
     prefix: str  # no leading or trailing slash; may be empty
 
-    @property
-    def url(self) -> str:
-        return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
-
-    def key(self, *names: str) -> str:
-        """The key of ``names`` (an ID, then a file) under the prefix; each one plain name, so that no
-        name read from the repository can make a key outside the prefix (DESIGN §8)."""
-        for name in names:
-            problem = ids.name_problem(name)
-            if problem is not None:
-                raise RepoError(f"invalid name {name[:60]!r} in {self.url}: {problem} (a key outside the prefix)")
-        return "/".join([p for p in (self.prefix, *names) if p])
+    scheme: ClassVar[str] = SCHEME
+    noun: ClassVar[str] = "key"
 
     @property
-    def base(self) -> str:
-        """The key prefix of everything in the repository ("" or "prefix/")."""
-        return f"{self.prefix}/" if self.prefix else ""
+    def top(self) -> str:
+        return self.bucket
 
 
 def parse_s3_url(url: str) -> S3Location:

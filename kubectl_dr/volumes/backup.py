@@ -36,7 +36,7 @@ from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.reconcile import Identity, Reconciled, Skipped, reconcile, skipped_by_plan, unreadable_count
 from kubectl_dr.volumes.security import SecurityPlan
-from kubectl_dr.volumes.tar_reader import ArchiveError, TarReader
+from kubectl_dr.volumes.tar_reader import Archive, ArchiveError, TarReader
 
 PART = "data.tar"
 ENTRIES_PART = entries_module.PART
@@ -134,6 +134,20 @@ class BackupResult:
                  size(data.size), data.sha256[:16]]]
 
 
+def start_reader(session: Session, exposure: Exposure, access: AccessPlan,
+                 opts: BackupOptions) -> rescue_pod.RescuePod | None:
+    """The pod that reads the volume for a backup (None when the dry run ends there), after the consumers
+    the plan must stop are stopped: with consent when the claim admits one pod at a time and they are
+    not merely quiesced."""
+    if access.stop and access.claim.single_pod and not opts.quiesce and session.dry_run == "none":
+        session.console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
+                                f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and "
+                                "start them again after")
+    if access.stop:
+        exposure.stop_consumers()
+    return exposure.start(read_only=True)
+
+
 def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult | BackupPlan:
     kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
@@ -142,13 +156,7 @@ def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult
         claim_lease(kube, access, session.run, "client").acquire()  # says who holds it, writes nothing
         return BackupPlan(access, repo.location, "client")
     with Exposure(session, access, opts.image, "pvc-backup") as exposure:
-        if access.stop and access.claim.single_pod and not opts.quiesce and dry_run == "none":
-            console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
-                            f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and start "
-                            "them again after")
-        if access.stop:
-            exposure.stop_consumers()
-        pod = exposure.start(read_only=True)
+        pod = start_reader(session, exposure, access, opts)
         if pod is None:
             return BackupPlan(access, repo.location, dry_run, pod_accepted=True)
         listed = time.monotonic()
@@ -221,13 +229,7 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
                                            gzipped=choice.method == compression.GZIP)
                 pod.release()  # nothing more runs in it: it terminates while we finish
                 seconds = bar.elapsed
-            try:
-                archive = reader.finish()
-            except ArchiveError as exc:
-                raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
-                                        f"{exc.message}", hint=exc.hint) from None
-            record = reconcile(archive, found, skipped)
-            judge_transfer(record, checked, access, console, what)
+            archive, record = judged_archive(reader, found, skipped, checked, access, console, what)
             details = _details(opts, access, pod, record, checked, seconds, listing,
                                gnu_sparse=any(m.sparse for m in archive.members.values()))
             details["transfer"]["compression"] = {**choice.to_dict(), "wireBytes": checked.wire}
@@ -241,6 +243,19 @@ def _stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, opts: Backu
         if writer is not None and writer.state == "aborted":
             console.say("the incomplete backup was removed: nothing was kept in the repository")
         raise
+
+
+def judged_archive(reader: TarReader, found: dict[str, Found], skipped: list[Skipped], checked: transfer.Checked,
+                   access: AccessPlan, console: Console, what: str) -> tuple[Archive, Reconciled]:
+    """The archive tar wrote, read to its end, reconciled with the listing, and the transfer judged."""
+    try:
+        archive = reader.finish()
+    except ArchiveError as exc:
+        raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can restore: "
+                                f"{exc.message}", hint=exc.hint) from None
+    record = reconcile(archive, found, skipped)
+    judge_transfer(record, checked, access, console, what)
+    return archive, record
 
 
 def judge_transfer(record: Reconciled, checked: transfer.Checked, access: AccessPlan, console: Console,

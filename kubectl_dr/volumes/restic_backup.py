@@ -14,7 +14,6 @@ The snapshot: path `/CLAIM`, host `NS/CLAIM`, tags naming the cluster, namespace
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import tempfile
@@ -42,8 +41,7 @@ from kubectl_dr.volumes.access import BACKUP, plan_access
 from kubectl_dr.volumes.entries import Entry
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
-from kubectl_dr.volumes.reconcile import reconcile
-from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, ArchiveError, TarReader
+from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, TarReader
 
 KIND = "pvc"
 LOCK_WAIT = 300.0  # seconds we wait for another client's exclusive lock (a prune) to go
@@ -95,13 +93,7 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
         claim_lease(kube, access, session.run, "client").acquire()
         return tar_backup.BackupPlan(access, where, "client")
     with Exposure(session, access, opts.image, "pvc-backup") as exposure:
-        if access.stop and access.claim.single_pod and not opts.quiesce and dry_run == "none":
-            console.confirm(f"stop {', '.join(c.ref for c in access.consumers)} for the backup of "
-                            f"{opts.namespace}/{opts.claim} (ReadWriteOncePod: one pod at a time) and start "
-                            "them again after")
-        if access.stop:
-            exposure.stop_consumers()
-        pod = exposure.start(read_only=True)
+        pod = tar_backup.start_reader(session, exposure, access, opts)
         if pod is None:
             return tar_backup.BackupPlan(access, where, dry_run, pod_accepted=True)
         assert pod.tools is not None
@@ -158,26 +150,13 @@ def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions
     """The whole volume as one checked tar stream (a first backup, --force, or too many changes to name)."""
     assert pod.tools is not None
     with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool:
-        digest = hashlib.sha256()
         reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
         with console.progress(f"backup {opts.namespace}/{opts.claim}",
                               tar_backup.archive_size_estimate(found)) as bar:
-            def sink(data: bytes) -> None:
-                spool.write(data)
-                digest.update(data)
-                reader.feed(data)
-                bar.advance(len(data))
-
-            checked = transfer.receive(kube, pod, scripts.backup_script(pod.tools.tar), sink,
-                                       lambda: (spool.tell(), digest.hexdigest()), what)
+            checked = transfer.receive_spooled(kube, pod, scripts.backup_script(pod.tools.tar), spool, reader.feed,
+                                               bar, what)
             pod.release()
-        try:
-            archive = reader.finish()
-        except ArchiveError as exc:
-            raise VerificationError(f"{what}: the archive tar wrote is not one kubectl dr can read: "
-                                    f"{exc.message}", hint=exc.hint) from None
-        record = reconcile(archive, found, skipped)
-        tar_backup.judge_transfer(record, checked, access, console, what)
+        record = tar_backup.judged_archive(reader, found, skipped, checked, access, console, what)[1]
         received = spool.tell()
         spool.seek(0)
         contents = _store_contents(repo, spool)

@@ -11,7 +11,6 @@ listing; what tar read of a file that changed meanwhile is what is kept, with a 
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -94,19 +93,11 @@ def stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, p: Plan, con
     assert pod.tools is not None
     if not p.send:
         return {}, {}, 0
-    digest = hashlib.sha256()
     reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
     expected = sum(p.keep[s].size + 1024 for s in p.send)
     with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool:
         with console.progress(f"backup {count(len(p.send), 'changed entry', 'changed entries')}", expected) as bar:
-            def sink(data: bytes) -> None:
-                spool.write(data)
-                digest.update(data)
-                reader.feed(data)
-                bar.advance(len(data))
-
-            checked = transfer.receive(kube, pod, p.script(pod.tools.tar), sink,
-                                       lambda: (spool.tell(), digest.hexdigest()), what)
+            checked = transfer.receive_spooled(kube, pod, p.script(pod.tools.tar), spool, reader.feed, bar, what)
         if checked.tar_exit != 0:
             raise VerificationError(f"{what}: tar exited with code {checked.tar_exit}:\n{checked.warnings}",
                                     hint="Nothing was kept. A file that vanished since the listing: run it again.")

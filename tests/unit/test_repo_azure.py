@@ -20,20 +20,9 @@ from kubectl_dr.repo.azureblob import MIN_BLOCK, AzureRepository, block_id, bloc
 from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY, AzureSettings, parse_azure_url
 from kubectl_dr.repo.copying import copy_backup
 from tests.azurite import Azurite
+from tests.objectstores import Clock, write_backup
 
-T0 = datetime(2026, 11, 22, 1, 55, 12, tzinfo=timezone.utc)
 NO_CONFIG = {"KUBECTL_DR_CONFIG": os.devnull}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 60) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def _env(server: Azurite) -> dict[str, str]:
@@ -47,45 +36,17 @@ def _repo(server: Azurite, container: str, prefix: str = "team/prod", clock: Clo
     return repo
 
 
-def _write(repo: AzureRepository, data: bytes, chunk: int = 1 << 20) -> str:
-    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-        with writer.open_part("data.tar") as part:
-            for i in range(0, len(data), chunk):
-                part.write(data[i : i + chunk])
-        return writer.commit({"files": 1}).id
-
-
-def test_blocks_roundtrip_manifest_last_and_checks(azurite: Azurite) -> None:
-    """Large enough for three staged blocks, written in odd-sized chunks; read back byte for byte."""
+def test_a_large_part_is_committed_from_blocks_of_the_block_size(azurite: Azurite) -> None:
+    """The blob is its staged blocks, full ones and the short last one, with nothing left uncommitted."""
     container = azurite.new_container()
     repo = _repo(azurite, container)
-    repo.preflight(1 << 30)
     data = os.urandom(2 * MIN_BLOCK + 12345)
-    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-        with writer.open_part("data.tar") as part:
-            for i in range(0, len(data), 777_777):
-                part.write(data[i : i + 777_777])
-        with writer.open_part("entries.json") as small:
-            small.write(b'{"entries": []}')
-        assert repo.list() == []  # parts are there, the manifest is not: nothing to see
-        assert any(k.endswith("/.owner") for k in azurite.blobs(container))
-        manifest = writer.commit({"files": 1})
-    assert manifest.part("data.tar").sha256 == hashlib.sha256(data).hexdigest()
-    assert azurite.blobs(container) == {f"team/prod/{manifest.id}/data.tar": len(data),
-                                        f"team/prod/{manifest.id}/entries.json": 15,
-                                        f"team/prod/{manifest.id}/manifest.json": len(manifest.to_json().encode())}
-    blocks = azurite.container(container).get_blob_client(f"team/prod/{manifest.id}/data.tar").get_block_list()
+    backup_id = write_backup(repo, data, chunk=777_777)
+    blocks = azurite.container(container).get_blob_client(f"team/prod/{backup_id}/data.tar").get_block_list()
     assert [b.size for b in blocks[0]] == [MIN_BLOCK, MIN_BLOCK, 12345] and blocks[1] == []
     assert azurite.uncommitted(container) == []
-
-    backup = repo.resolve("latest", "pvc", {"namespace": "shop", "pvc": "db"})
-    assert backup.location == f"azure://{container}/team/prod/{manifest.id}"
-    assert repo.verify(backup).id == manifest.id
-    with repo.open_part(backup, "data.tar") as stream:
+    with repo.open_part(repo.get(backup_id), "data.tar") as stream:
         assert stream.read() == data
-    assert repo.local_file(backup, "data.tar") is None
-    with pytest.raises(RepoError, match="not in a local directory"):
-        backup.part_path("data.tar")
 
 
 def test_a_block_damaged_on_the_way_is_refused(azurite: Azurite) -> None:
@@ -96,16 +57,18 @@ def test_a_block_damaged_on_the_way_is_refused(azurite: Azurite) -> None:
     writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
     part = writer.open_part("data.tar")
     sink = part._sink
-    original = sink._stage
+    original = sink._send
 
-    def corrupting(ident: str, body: bytes) -> None:
-        sink._stage = original  # only the first block
+    def corrupting(number: int, body: bytes) -> str:
+        sink._send = original  # only the first block
+        ident = block_id(number)
         md5 = hashlib.md5(body).digest()
-        damaged = body[:-1] + bytes([body[-1] ^ 1])
+        damaged = bytes(body[:-1]) + bytes([body[-1] ^ 1])
         repo.call("staging a block", sink._blob._client.block_blob.stage_block, block_id=ident,
                   content_length=len(damaged), body=damaged, transactional_content_md5=md5)
+        return ident
 
-    sink._stage = corrupting
+    sink._send = corrupting
     with pytest.raises(RepoError, match="received different bytes than were sent"):
         part.write(memoryview(os.urandom(MIN_BLOCK + 10)))
         part.close()
@@ -117,7 +80,7 @@ def test_verify_reads_back_and_catches_damage(azurite: Azurite) -> None:
     container = azurite.new_container()
     repo = _repo(azurite, container)
     data = os.urandom(9_000_000)  # more than one 4 MiB read
-    backup_id = _write(repo, data)
+    backup_id = write_backup(repo, data)
     blob = azurite.container(container).get_blob_client(f"team/prod/{backup_id}/data.tar")
 
     blob.upload_blob(data[:1000] + bytes([data[1000] ^ 1]) + data[1001:], overwrite=True)
@@ -140,87 +103,11 @@ def test_verify_reads_back_and_catches_damage(azurite: Azurite) -> None:
             pass
 
 
-def _killed_writer(server: Azurite, url: str, size: int) -> str:
-    """A real writer process, SIGKILLed after `size` bytes (past the first staged block)."""
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        from kubectl_dr.repo import open_repository
-        repo = open_repository({url!r}, dict(os.environ))
-        w = repo.create("pvc", {{"namespace": "shop", "pvc": "db"}}, "shop-db")
-        part = w.open_part("data.tar")
-        chunk = os.urandom(1 << 20)
-        for _ in range({size} >> 20):
-            part.write(chunk)
-        for future in list(part._sink._inflight):
-            future.result()
-        print(w.id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
-    )
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                           env=_env(server))
-    assert child.returncode == -9, child.stderr
-    return child.stdout.strip()
-
-
-def test_an_interrupted_write_is_invisible_and_pruned(azurite: Azurite) -> None:
-    container = azurite.new_container()
-    repo = _repo(azurite, container)
-    kept = _write(repo, b"complete")
-    dead = _killed_writer(azurite, f"azure://{container}/team/prod", 2 * MIN_BLOCK + (1 << 20))
-    assert f"team/prod/{dead}/.owner" in azurite.blobs(container)
-    assert azurite.uncommitted(container) == [f"team/prod/{dead}/data.tar"]
-
-    assert [m.id for m in repo.list()] == [kept]
-    (leftover,) = repo.leftovers()
-    assert leftover.stale and leftover.name.startswith(f"{dead}/") and "1 with staged blocks only" in leftover.name
-    dry = repo.prune(keep_last=5, dry_run=True)
-    assert dry.leftovers == [leftover.name] and azurite.uncommitted(container)
-    result = repo.prune(keep_last=5)
-    assert result.leftovers == [leftover.name] and result.removed == [] and result.failed == []
-    assert azurite.uncommitted(container) == []
-    assert all(k.startswith(f"team/prod/{kept}/") for k in azurite.blobs(container))
-
-
-def test_a_live_writer_is_not_pruned(azurite: Azurite) -> None:
-    container = azurite.new_container()
-    repo = _repo(azurite, container)
-    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
-    part = writer.open_part("data.tar")
-    part.write(os.urandom(MIN_BLOCK + 1))
-    (leftover,) = repo.leftovers()
-    assert not leftover.stale
-    repo.prune(keep_last=0)
-    assert azurite.blobs(container, f"team/prod/{writer.id}/")
-    part.close()
-    writer.commit()
-    assert [m.id for m in repo.list()] == [writer.id]
-
-
-def test_delete_and_an_interrupted_delete(azurite: Azurite) -> None:
-    container = azurite.new_container()
-    clock = Clock()
-    repo = _repo(azurite, container, clock=clock)
-    one = _write(repo, b"1")
-    clock.tick()
-    two = _write(repo, b"2")
-    assert repo.delete(one).id == one
-    assert [m.id for m in repo.list()] == [two]
-    assert not azurite.blobs(container, f"team/prod/{one}/")
-    # A delete cut short after its marker: the backup is gone for listings, and prune finishes the job.
-    azurite.container(container).upload_blob(f"team/prod/{two}/.deleting", b"")
-    assert repo.list() == []
-    assert [lo.stale for lo in repo.leftovers()] == [True]
-    repo.prune(keep_last=1)
-    assert azurite.blobs(container) == {}
-
-
 def test_a_crafted_id_never_makes_a_blob_outside_the_prefix(azurite: Azurite) -> None:
     """A manifest whose ID climbs out of the prefix is reported, not listed; copying it is refused."""
     container = azurite.new_container()
     repo = _repo(azurite, container)
-    backup_id = _write(repo, b"data")
+    backup_id = write_backup(repo, b"data")
     client = azurite.container(container)
     key = f"team/prod/{backup_id}/manifest.json"
     raw = client.download_blob(key).readall().decode()
@@ -233,7 +120,7 @@ def test_a_crafted_id_never_makes_a_blob_outside_the_prefix(azurite: Azurite) ->
     assert repo.leftovers() == [] and repo.prune(keep_last=1).failed == []
 
     source = _repo(azurite, container, prefix="other")
-    good = source.get(_write(source, b"good"))
+    good = source.get(write_backup(source, b"good"))
     crafted = type(good)(replace(good.manifest, id="../team/evilid"), good.location, None, good.key)
     target = _repo(azurite, container, prefix="copies/x")
     with pytest.raises(RepoError, match="invalid backup ID"):

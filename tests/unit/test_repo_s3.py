@@ -5,75 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
-import textwrap
 import tracemalloc
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from kubectl_dr.repo import BackupCorruptError, RepoError, open_repository
 from kubectl_dr.repo.s3 import IN_FLIGHT, MIN_PART, S3Repository, part_size_for
+from tests.objectstores import Clock, write_backup
 from tests.s3server import S3Server
-
-T0 = datetime(2026, 11, 22, 1, 55, 12, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 60) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def _repo(server: S3Server, bucket: str, prefix: str = "team/prod", clock: Clock | None = None) -> S3Repository:
     repo = open_repository(f"s3://{bucket}/{prefix}", {**os.environ, **server.env()}, clock=clock or Clock())
     assert isinstance(repo, S3Repository)
     return repo
-
-
-def _write(repo: S3Repository, data: bytes, source: dict[str, str] | None = None, chunk: int = 1 << 20) -> str:
-    with repo.create("pvc", source or {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-        with writer.open_part("data.tar") as part:
-            for i in range(0, len(data), chunk):
-                part.write(data[i : i + chunk])
-        return writer.commit({"files": 1}).id
-
-
-def test_multipart_roundtrip_manifest_last_and_checks(s3: S3Server) -> None:
-    """Large enough for three upload parts, written in odd-sized chunks; read back byte for byte."""
-    bucket = s3.new_bucket()
-    repo = _repo(s3, bucket)
-    repo.preflight(1 << 30)
-    data = os.urandom(2 * MIN_PART + 12345)
-    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-        with writer.open_part("data.tar") as part:
-            for i in range(0, len(data), 777_777):
-                part.write(data[i : i + 777_777])
-        with writer.open_part("entries.json") as small:
-            small.write(b'{"entries": []}')
-        assert repo.list() == []  # parts are there, the manifest is not: nothing to see
-        assert any(k.endswith("/.owner") for k in s3.objects(bucket))
-        manifest = writer.commit({"files": 1})
-    assert manifest.part("data.tar").sha256 == hashlib.sha256(data).hexdigest()
-    assert sorted(s3.objects(bucket)) == sorted(f"team/prod/{manifest.id}/{n}"
-                                                for n in ("data.tar", "entries.json", "manifest.json"))
-    assert s3.uploads(bucket) == []
-
-    backup = repo.resolve("latest", "pvc", {"namespace": "shop", "pvc": "db"})
-    assert backup.location == f"s3://{bucket}/team/prod/{manifest.id}"
-    assert repo.verify(backup).id == manifest.id
-    with repo.open_part(backup, "data.tar") as stream:
-        assert stream.read() == data
-    assert repo.local_file(backup, "data.tar") is None
-    with pytest.raises(RepoError, match="not in a local directory"):
-        backup.part_path("data.tar")
 
 
 def test_memory_stays_flat_over_many_parts(seaweedfs: S3Server) -> None:
@@ -112,17 +58,17 @@ def test_server_checksums_reject_a_damaged_part(seaweedfs: S3Server) -> None:
     writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
     part = writer.open_part("data.tar")
     sink = part._sink
-    original = sink._upload
+    original = sink._send
 
     def corrupting(number: int, body: bytes) -> object:
-        sink._upload = original  # only the first part
+        sink._send = original  # only the first part
         import kubectl_dr.repo.s3 as s3mod
 
         checksum = s3mod._b64sha(body)
         return repo.call("uploading a part", "upload_part", Key=sink._key, UploadId=sink._upload_id,
                          PartNumber=number, Body=body[:-1] + bytes([body[-1] ^ 1]), ChecksumSHA256=checksum)
 
-    sink._upload = corrupting
+    sink._send = corrupting
     with pytest.raises(RepoError, match="received different bytes than were sent"):
         part.write(os.urandom(MIN_PART + 10))
         part.close()
@@ -134,7 +80,7 @@ def test_verify_reads_back_and_catches_damage(seaweedfs: S3Server) -> None:
     bucket = seaweedfs.new_bucket()
     repo = _repo(seaweedfs, bucket)
     data = os.urandom(3_000_000)
-    backup_id = _write(repo, data)
+    backup_id = write_backup(repo, data)
     key = f"team/prod/{backup_id}/data.tar"
     client = seaweedfs.client()
 
@@ -159,86 +105,10 @@ def test_verify_reads_back_and_catches_damage(seaweedfs: S3Server) -> None:
             pass
 
 
-def _killed_writer(server: S3Server, url: str, size: int) -> str:
-    """A real writer process, SIGKILLed after `size` bytes (past the first upload part)."""
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        from kubectl_dr.repo import open_repository
-        repo = open_repository({url!r}, dict(os.environ))
-        w = repo.create("pvc", {{"namespace": "shop", "pvc": "db"}}, "shop-db")
-        part = w.open_part("data.tar")
-        chunk = os.urandom(1 << 20)
-        for _ in range({size} >> 20):
-            part.write(chunk)
-        for future in list(part._sink._inflight):
-            future.result()
-        print(w.id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
-    )
-    env = {**os.environ, **server.env()}
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
-    assert child.returncode == -9, child.stderr
-    return child.stdout.strip()
-
-
-def test_interrupted_upload_is_invisible_and_pruned(seaweedfs: S3Server) -> None:
-    bucket = seaweedfs.new_bucket()
-    repo = _repo(seaweedfs, bucket)
-    kept = _write(repo, b"complete")
-    dead = _killed_writer(seaweedfs, f"s3://{bucket}/team/prod", 2 * MIN_PART + (1 << 20))
-    assert any(k.startswith(f"team/prod/{dead}/") for k in seaweedfs.objects(bucket))
-    assert seaweedfs.uploads(bucket) == [f"team/prod/{dead}/data.tar"]
-
-    assert [m.id for m in repo.list()] == [kept]
-    (leftover,) = repo.leftovers()
-    assert leftover.stale and leftover.name.startswith(f"{dead}/") and "1 incomplete uploads" in leftover.name
-    dry = repo.prune(keep_last=5, dry_run=True)
-    assert dry.leftovers == [leftover.name] and seaweedfs.uploads(bucket)
-    result = repo.prune(keep_last=5)
-    assert result.leftovers == [leftover.name] and result.removed == [] and result.failed == []
-    assert seaweedfs.uploads(bucket) == []
-    assert all(k.startswith(f"team/prod/{kept}/") for k in seaweedfs.objects(bucket))
-
-
-def test_a_live_writer_is_not_pruned(seaweedfs: S3Server) -> None:
-    bucket = seaweedfs.new_bucket()
-    repo = _repo(seaweedfs, bucket)
-    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
-    part = writer.open_part("data.tar")
-    part.write(os.urandom(MIN_PART + 1))
-    (leftover,) = repo.leftovers()
-    assert not leftover.stale
-    repo.prune(keep_last=0)
-    assert seaweedfs.objects(bucket, f"team/prod/{writer.id}/")
-    part.close()
-    writer.commit()
-    assert [m.id for m in repo.list()] == [writer.id]
-
-
-def test_delete_and_an_interrupted_delete(seaweedfs: S3Server) -> None:
-    bucket = seaweedfs.new_bucket()
-    clock = Clock()
-    repo = _repo(seaweedfs, bucket, clock=clock)
-    one = _write(repo, b"1")
-    clock.tick()
-    two = _write(repo, b"2")
-    assert repo.delete(one).id == one
-    assert [m.id for m in repo.list()] == [two]
-    assert not seaweedfs.objects(bucket, f"team/prod/{one}/")
-    # A delete cut short after its marker: the backup is gone for listings, and prune finishes the job.
-    seaweedfs.client().put_object(Bucket=bucket, Key=f"team/prod/{two}/.deleting", Body=b"")
-    assert repo.list() == []
-    assert [lo.stale for lo in repo.leftovers()] == [True]
-    repo.prune(keep_last=1)
-    assert seaweedfs.objects(bucket) == {}
-
-
 def test_a_copied_prefix_is_reported_not_listed_twice(seaweedfs: S3Server) -> None:
     bucket = seaweedfs.new_bucket()
     repo = _repo(seaweedfs, bucket)
-    backup_id = _write(repo, b"data")
+    backup_id = write_backup(repo, b"data")
     client = seaweedfs.client()
     for name in ("data.tar", "manifest.json"):
         client.copy_object(Bucket=bucket, Key=f"team/prod/{backup_id}-copy/{name}",
@@ -280,7 +150,7 @@ def test_a_crafted_id_never_makes_a_key_outside_the_prefix(seaweedfs: S3Server) 
 
     bucket = seaweedfs.new_bucket()
     repo = _repo(seaweedfs, bucket)
-    backup_id = _write(repo, b"data")
+    backup_id = write_backup(repo, b"data")
     client = seaweedfs.client()
     key = f"team/prod/{backup_id}/manifest.json"
     raw = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
@@ -294,7 +164,7 @@ def test_a_crafted_id_never_makes_a_key_outside_the_prefix(seaweedfs: S3Server) 
     assert repo.leftovers() == [] and repo.prune(keep_last=1).failed == []
 
     source = _repo(seaweedfs, bucket, prefix="other")
-    good_id = _write(source, b"good")
+    good_id = write_backup(source, b"good")
     good = source.get(good_id)
     crafted = type(good)(replace(good.manifest, id="../team/evilid"), good.location, None, good.key)
     target = _repo(seaweedfs, bucket, prefix="copies/x")

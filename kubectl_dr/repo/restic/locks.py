@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_dr.repo.local import pid_alive
 from kubectl_dr.repo.restic import keys
 from kubectl_dr.repo.restic.backend import LOCKS
 from kubectl_dr.repo.restic.nodes import NS, ResticFormatError, format_time, parse_time
@@ -41,14 +42,7 @@ class LockInfo:
     def stale(self, now_ns: int) -> bool:
         if now_ns - self.time > STALE_AFTER * NS:
             return True
-        if self.hostname == socket.gethostname() and self.pid > 0:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-        return False
+        return self.hostname == socket.gethostname() and self.pid > 0 and not pid_alive(self.pid)
 
 
 def read_locks(repo: Repository) -> list[LockInfo]:

@@ -290,7 +290,9 @@ def test_rescue_pod_of_a_live_run_is_not_taken_away(cluster: Any, tmp_path: Path
         result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "--quiesce")
         assert result.returncode == 1, result.stderr
         assert f"another kubectl dr run is working on claim {ns}/data: run " in result.stderr
-        assert f"(pid {proc.pid}) (pvc rescue {ns}/data)" in result.stderr and "Nothing was changed" in result.stderr
+        # The holder's command is the other run's own, as typed: what its user would recognise.
+        assert (f"(pid {proc.pid}) (pvc rescue data -n {ns} --read-only -- sleep 600)" in result.stderr
+                and "Nothing was changed" in result.stderr)
         assert managed_pods(cluster, ns) == [live]
         assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
     finally:

@@ -107,7 +107,8 @@ def test_two_runs_from_two_hosts_exclude_each_other(cluster: Any, tmp_path: Path
                      *second[3:])
         assert refused.returncode == 1, refused.stderr
         assert f"another kubectl dr run is working on claim {ns}/data" in refused.stderr
-        assert "on host laptop-b" in refused.stderr and f"(pvc restore {ns}/data)" in refused.stderr
+        assert "on host laptop-b" in refused.stderr and (f"(pvc restore data -n {ns} --repo {repo} --from latest --yes)"
+                                                    in refused.stderr)
         assert managed_pods(cluster, ns) == theirs, "the other run's pod is not taken from it"
     first.send_signal(signal.SIGCONT)
     _, rest = first.communicate(timeout=300)

@@ -28,8 +28,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   fi
-  if [ "$(azurite-blob --version 2>/dev/null || true)" != "3.35.0" ]; then
-    npm install -g --silent --no-audit --no-fund azurite@3.35.0 >/dev/null
+  AZURITE_VERSION=3.35.0  # as .ci/run pins it: the last Azurite that runs on Debian 12's Node.js 18
+  if [ "$(azurite-blob --version 2>/dev/null || true)" != "$AZURITE_VERSION" ]; then
+    npm install -g --silent --no-audit --no-fund "azurite@$AZURITE_VERSION" >/dev/null
   fi
 fi
 

@@ -88,3 +88,15 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[azurite_server
 def s3(request: pytest.FixtureRequest) -> S3Server:
     """Each S3 server in turn."""
     return request.getfixturevalue("seaweedfs" if request.param == "seaweedfs" else "moto_s3")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def _put_back_opened_dirs() -> Iterator[None]:
+    """The modes a test opened for non-root sandboxes, restored after it (tests.datasets.OPENED)."""
+    yield
+    from tests.datasets import OPENED
+
+    while OPENED:
+        path, mode = OPENED.pop()
+        if path.exists():
+            path.chmod(mode)

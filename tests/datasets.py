@@ -21,6 +21,9 @@ from tests.polling import eventually
 
 MTIME = 1_600_000_000  # a fixed past time: a restore that forgets mtimes cannot pass by luck
 CHUNK = 1 << 20
+# Directories a test opened for non-root sandboxes (path, mode before): put back after each test by an autouse
+# fixture of tests/conftest.py, so the order tests run in cannot leave pytest's 0700 temp dirs opened for others.
+OPENED: list[tuple[Path, int]] = []
 
 
 def _write(path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] = (0, 0)) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.cli_runner import dr as run_cli
 from tests.datasets import (
+    OPENED,
     build_roundtrip,
     differences,
     make_claim,
@@ -33,13 +34,13 @@ def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedPr
 
 def _traversable(path: Path) -> None:
     """Non-root sandboxes must reach their rootfs under the cluster dir; pytest makes its tmp dirs 0700.
-
-    (A limitation of the loopback fixture, reported: tests/cluster is not ours to change.)
-    """
+    The modes are put back after the test (tests/conftest.py), so no later test meets them opened."""
     for parent in [path, *path.parents]:
         if parent == Path("/tmp") or parent == Path("/"):
             break
-        parent.chmod(parent.stat().st_mode | 0o111)
+        mode = parent.stat().st_mode
+        OPENED.append((parent, mode))
+        parent.chmod(mode | 0o111)
 
 
 def test_restricted_namespace(cluster: Any, tmp_path: Path) -> None:

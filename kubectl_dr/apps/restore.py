@@ -16,6 +16,7 @@ finishes: claims not yet restored, then the scale-up.
 from __future__ import annotations
 
 import dataclasses
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -351,7 +352,7 @@ def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOpt
             claim["state"] = "left alone: the claim existed and was skipped"
             continue
         path = f"/api/v1/namespaces/{target}/persistentvolumeclaims/{claim['name']}"
-        live = kube.get(path)
+        live = _bound(kube, session.console, path, claim["name"])
         if (live["metadata"].get("annotations") or {}).get(DATA_RESTORED) == app.id:
             claim["state"] = "data restored by an earlier run"
             continue
@@ -365,3 +366,26 @@ def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOpt
                           f" from {claim['backup']}")
         claim["bytes"], claim["entries"] = done.checked.size, len(done.source.entries)
 
+
+BIND_TIMEOUT = 120.0
+
+
+def _bound(kube: Kube, console: Console, path: str, name: str) -> Any:
+    """The claim once its provisioner has bound it: this run has just created it, and a claim of an Immediate
+    class is Pending until its volume exists (a pvc restore refuses a claim without a volume). A claim of a
+    WaitForFirstConsumer class stays Pending on purpose: the pvc restore's own pod binds it."""
+    from kubectl_dr.volumes.claims import binding_mode
+
+    deadline = time.monotonic() + BIND_TIMEOUT
+    said = False
+    while True:
+        live = kube.get(path)
+        spec, status = live.get("spec") or {}, live.get("status") or {}
+        if (status.get("phase") == "Bound" and spec.get("volumeName")) or time.monotonic() > deadline:
+            return live  # past the deadline the pvc restore says why the claim has no volume
+        if binding_mode(kube, spec.get("storageClassName")) == "WaitForFirstConsumer":
+            return live
+        if not said:
+            console.say(f"waiting for claim {name} to be bound by its provisioner")
+            said = True
+        time.sleep(0.5)

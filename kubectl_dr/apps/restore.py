@@ -378,12 +378,15 @@ def _bound(kube: Kube, console: Console, path: str, name: str) -> Any:
 
     deadline = time.monotonic() + BIND_TIMEOUT
     said = False
+    mode: str | None = None
     while True:
         live = kube.get(path)
         spec, status = live.get("spec") or {}, live.get("status") or {}
         if (status.get("phase") == "Bound" and spec.get("volumeName")) or time.monotonic() > deadline:
             return live  # past the deadline the pvc restore says why the claim has no volume
-        if binding_mode(kube, spec.get("storageClassName")) == "WaitForFirstConsumer":
+        if not said:  # the class does not change while we wait: read it once
+            mode = binding_mode(kube, spec.get("storageClassName"))
+        if mode == "WaitForFirstConsumer":
             return live
         if not said:
             console.say(f"waiting for claim {name} to be bound by its provisioner")

@@ -12,6 +12,7 @@ two runs racing for one lease cannot both win.
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -75,6 +76,9 @@ class Lease:
         self.obj: dict[str, Any] | None = None
         self.previous: Holder | None = None  # the dead run we took the lease over from
         self.held = False
+        # The heartbeat renews from its own thread while the run may be releasing: a renewal that found the
+        # lease gone would take it again, leaving a released run's lease behind. One at a time.
+        self._lock = threading.Lock()
 
     @property
     def path(self) -> str:
@@ -180,6 +184,10 @@ class Lease:
 
     def renew(self) -> None:
         """Push the renewal time on; LeaseLost if another run has taken the lease meanwhile."""
+        with self._lock:
+            self._renew()
+
+    def _renew(self) -> None:
         if not self.held or self.obj is None:
             return
         for _ in range(ATTEMPTS):
@@ -205,6 +213,10 @@ class Lease:
 
     def release(self) -> None:
         """Delete the lease if it is still ours (precondition on its resourceVersion)."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
         if not self.held or self.obj is None:
             return
         self.held = False

@@ -380,6 +380,7 @@ def restore(
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
+    password_file: PasswordFileOption = None,
     etcd_image: Annotated[str | None, typer.Option("--etcd-image", metavar="IMAGE", help=(
         "etcd image that runs `etcdctl snapshot restore` (default: the etcd static pod's own image). Must be of "
         "the cluster's etcd major.minor."))] = None,
@@ -417,6 +418,10 @@ def restore(
     A break-glass runbook (the same restore as shell commands per node) is printed and written beside the
     backup.
 
+    With --repo restic:REPO, --from is a one-file restic snapshot (as `etcd snapshot --repo restic:REPO` or
+    `restic backup --stdin` stores one), read and checked here first; `latest` is the newest one tagged
+    kind=etcd-snapshot and cluster=<this cluster's uid>.
+
     `latest` is the newest snapshot of this cluster (kube-system's uid). A snapshot of another cluster (by
     its ID, or --from latest --from-cluster NAME|UID) is refused, naming both, unless --from-other-cluster.
 
@@ -429,6 +434,7 @@ def restore(
     Examples:
       kubectl dr etcd restore --from latest --dry-run=client
       kubectl dr etcd restore --from 20250101T000000Z-ab12cd --yes
+      kubectl dr etcd restore --from latest --repo restic:/srv/restic --yes
       kubectl dr etcd restore status
       kubectl dr etcd restore finalize --yes
       kubectl dr etcd restore --from latest --endpoints https://10.0.0.20:2379 --cacert ca.crt --cert c.crt --key c.key
@@ -442,7 +448,9 @@ def restore(
     from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd.restore import run as job
     from kubectl_dr.etcd.restore.options import RestoreOptions
+    from kubectl_dr.etcd.snapshot import PART_NAME
     from kubectl_dr.etcd.topology import Direct
+    from kubectl_dr.repo.restic.location import is_restic
 
     opts = options(ctx)
     if opts.dry_run == "server":
@@ -452,11 +460,28 @@ def restore(
     if direct is not None and no_bump_revision:
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
+    restic = None
+    if is_restic(repo):
+        assert repo is not None
+        if direct is not None:
+            raise UsageError("--repo restic:REPO does not go with --endpoints: an external etcd's restore keeps its "
+                             "safety snapshot in a kubectl-dr repository",
+                             hint=f"Copy the snapshot out first (restic -r REPO restore ID --target DIR) and give "
+                                  f"--from DIR/{PART_NAME}.")
+        if os.path.isfile(source):
+            raise UsageError(f"--from {source} is a file here; with --repo restic:REPO give a snapshot ID or latest")
+        from kubectl_dr.cli.repo_options import open_restic
+
+        restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        repo = None  # nothing else of the restore reads a repository
+    elif password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     result = job.run(opts.session(), repository, RestoreOptions(
         source, _pod_namespace(opts), from_cluster=from_cluster, from_other_cluster=from_other_cluster,
         etcd_image=etcd_image, no_bump=no_bump_revision, node_timeout=node_timeout, helper_image=helper_image,
-        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run))
+        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run),
+        restic=restic)
     _render_restore(opts, result)
 
 

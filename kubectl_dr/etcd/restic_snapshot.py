@@ -75,23 +75,50 @@ def host_for(taken: SnapshotResult) -> str:
     return str(source.get("node") or source.get("member") or "etcd")
 
 
+def staging_repository() -> tuple[LocalRepository, Callable[[], None]]:
+    """A private kubectl-dr repository here (mode 0700: an etcd snapshot holds every Secret) that the
+    snapshots pass through on their way into a restic repository, and how to remove it (also done by the
+    command's cleanup, however it ends)."""
+    staging = Path(tempfile.mkdtemp(prefix="kubectl-dr-etcd-"))
+    step = cleanup.current().push(f"remove the staged etcd snapshots in {staging}",
+                                  lambda: shutil.rmtree(staging, ignore_errors=True))
+    local = LocalRepository(staging / "repo")
+    local.preflight(create=True)
+    return local, lambda: cleanup.current().run(step)
+
+
+def store_taken(restic: ResticRepository, taken: SnapshotResult) -> Snapshot:
+    """The checked snapshot file of `taken` (in a local repository) as a one-file restic snapshot, with the
+    time it was taken."""
+    from kubectl_dr.repo.restic import singlefile
+
+    stored = singlefile.store(restic, Path(taken.path) / PART_NAME, PART_NAME, hostname=host_for(taken),
+                              tags=tags_for(taken), sha256=taken.status.sha256,
+                              taken=int(taken.manifest.created_at.timestamp() * 1e9))
+    return stored.snapshot
+
+
+def known_sha256(restic: ResticRepository) -> dict[str, str]:
+    """SHA-256 of every etcd snapshot the restic repository holds (its sha256= tag) → its short ID."""
+    from kubectl_dr.repo.restic import singlefile
+
+    out: dict[str, str] = {}
+    for snap in restic.snapshots():
+        digest = singlefile.recorded_sha256(snap)
+        if KIND_TAG in snap.tags and digest:
+            out.setdefault(digest, snap.short_id)
+    return out
+
+
 def take(restic: ResticRepository, console: Console, snapshot: Callable[[Repository], SnapshotResult]
          ) -> ResticSnapshotResult:
     """Runs `snapshot` into a private staging repository, then stores its checked file in `restic`."""
-    from kubectl_dr.repo.restic import singlefile
-
-    staging = Path(tempfile.mkdtemp(prefix="kubectl-dr-etcd-"))  # mode 0700: it holds every Secret
-    step = cleanup.current().push(f"remove the staged etcd snapshot in {staging}",
-                                  lambda: shutil.rmtree(staging, ignore_errors=True))
+    local, remove = staging_repository()
     try:
-        local = LocalRepository(staging / "repo")
-        local.preflight(create=True)
         taken = snapshot(local)
         where = restic.backend.describe()
         console.say(f"storing the snapshot in the restic repository {where}")
-        stored = singlefile.store(restic, Path(taken.path) / PART_NAME, PART_NAME, hostname=host_for(taken),
-                                  tags=tags_for(taken), sha256=taken.status.sha256,
-                                  taken=int(taken.manifest.created_at.timestamp() * 1e9))
+        stored = store_taken(restic, taken)
     finally:
-        cleanup.current().run(step)  # removed now, not said at the end
-    return ResticSnapshotResult(stored.snapshot, where, taken)
+        remove()  # now, not said at the end
+    return ResticSnapshotResult(stored, where, taken)

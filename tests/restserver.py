@@ -43,12 +43,14 @@ def binary() -> str | None:
     return shutil.which("restic-rest-server")
 
 
-def start(workdir: Path) -> RestServer:
+def start(workdir: Path, *extra: str) -> RestServer:
+    """`extra`: more flags, such as --append-only."""
     found = binary()
     if found is None:
         missing("restic-rest-server is not installed (apt-get install -t trixie restic-rest-server)")
         raise AssertionError("unreachable")
     password = secrets.token_hex(8)
+    workdir.mkdir(parents=True, exist_ok=True)
     htpasswd = workdir / "htpasswd"
     htpasswd.write_text(f"{USER}:{{SHA}}{base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()}\n")
     data = workdir / "data"
@@ -56,8 +58,8 @@ def start(workdir: Path) -> RestServer:
     host = f"127.0.0.1:{free_port()}"
     log = workdir / "rest-server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([found, "--path", str(data), "--listen", host, "--htpasswd-file", str(htpasswd)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        args = [found, "--path", str(data), "--listen", host, "--htpasswd-file", str(htpasswd), *extra]
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = RestServer(host, password, data, proc)
 
     def probe() -> None:
@@ -75,8 +77,8 @@ def start(workdir: Path) -> RestServer:
     return server
 
 
-def serve(workdir: Path) -> Iterator[RestServer]:
-    server = start(workdir)
+def serve(workdir: Path, *extra: str) -> Iterator[RestServer]:
+    server = start(workdir, *extra)
     try:
         yield server
     finally:

@@ -4,7 +4,9 @@ server that is down, refuses the credentials or has no repository at the path is
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -80,3 +82,26 @@ def test_the_cli_reads_a_rest_repository_and_says_what_is_wrong(rest_server: Res
     down = dr("backups", "list", "--repo", f"restic:rest:http://127.0.0.1:{free_port()}/r/")
     assert down.returncode == 1 and "cannot reach the rest server" in down.stderr, down.stderr
     assert "rest-server is running" in down.stderr
+
+
+def test_an_append_only_server_takes_backups_and_refuses_a_prune_clearly(tmp_path: Path) -> None:
+    """rest-server --append-only (a repository ransomware on the client cannot wipe): our backups work (lock
+    files may go), a prune is refused at its first delete with what to do, and the repository stays valid."""
+    from tests import restserver
+
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(contextlib.contextmanager(restserver.serve)(tmp_path / "srv", "--append-only"))
+        url = server.url("repo")
+        src = tmp_path / "src"
+        src.mkdir()
+        for i in range(3):
+            (src / "f").write_bytes(os.urandom(400_000 + i))
+            repo = Repository.init(RestBackend(url), PW) if i == 0 else Repository.open(RestBackend(url), PW)
+            localfs.backup_dir(repo, src, snapshot_path="/src", hostname="shop/db")
+        restic(url, "check", "--read-data")
+        refused = dr("backups", "prune", "--keep-last", "1", "--repo", f"restic:{url}", "--yes")
+        assert refused.returncode == 1 and "(403)" in refused.stderr and "append-only" in refused.stderr, refused.stderr
+        assert server.password not in refused.stderr
+        restic(url, "check", "--read-data")
+        assert len(restic_json(url, "snapshots")) == 3
+        assert list(RestBackend(url).list("locks")) == []  # our lock went, even so

@@ -380,7 +380,9 @@ def test_restore_from_a_restic_snapshot(single: Cluster, tmp_path: Path) -> None
     env = {"RESTIC_PASSWORD": PASSWORD}
 
     def with_restic(*args: str) -> subprocess.CompletedProcess[str]:
-        return dr(*args, "--repo", f"restic:{restic_repo}", cluster=c, repo=repo, extra_env=env, timeout=900)
+        # The break-glass runbook of a restore from a restic repository is written to the current directory.
+        return dr(*args, "--repo", f"restic:{restic_repo}", cluster=c, repo=repo, extra_env=env, timeout=900,
+                  cwd=tmp_path)
 
     c.kubectl("create", "namespace", "rs")
     c.kubectl("-n", "rs", "create", "configmap", "before")
@@ -395,6 +397,8 @@ def test_restore_from_a_restic_snapshot(single: Cluster, tmp_path: Path) -> None
     result = json.loads(ok(with_restic("etcd", "restore", "--from", "latest", "--yes", "-o", "json")).stdout)
     assert result["succeeded"] is True
     assert configmaps(c, "rs") == {"before"}
+    [book] = tmp_path.glob("etcd-restore-runbook-*.sh")
+    assert f"--initial-cluster-token kubectl-dr-{result['runID'].lower()}-" in book.read_text()
     all_healthy(c, repo)
     ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     assert not leftover_pods(c)

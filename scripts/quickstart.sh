@@ -16,7 +16,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     etcd-server etcd-client bubblewrap util-linux bash-static age systemd e2fsprogs openssl \
     ceph-mon ceph-common python3-prettytable python3-rados >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static/trixie restic/trixie >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static/trixie restic/trixie restic-rest-server/trixie >/dev/null
   if ! /opt/etcd-3.5/usr/bin/etcdutl version 2>/dev/null | grep -q "^etcdutl version: 3\.5\."; then
     etcd35=$(mktemp -d)
     (cd "$etcd35" && apt-get download -qq etcd-server/trixie etcd-client/trixie 2>/dev/null)

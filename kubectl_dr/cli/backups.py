@@ -27,6 +27,7 @@ from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.repo.manifest import format_time
 from kubectl_dr.repo.repository import Verification
 from kubectl_dr.repo.restic.location import is_restic
+from kubectl_dr.repo.retention import Duration
 from kubectl_dr.ui.output import count, emit, render_fields, render_table, write_bytes
 
 if TYPE_CHECKING:
@@ -428,6 +429,14 @@ def prune(
                                                          "have one.")] = None,
     keep_yearly: Annotated[int | None, _keep("yearly", "Keep the newest backup of each of the last N years that "
                                                        "have one.")] = None,
+    keep_within: Annotated[str | None, typer.Option(
+        "--keep-within", metavar="DURATION",
+        help="restic repositories: keep every snapshot taken within DURATION (restic's format: 7d, 1y6m, 36h) of "
+             "the newest snapshot of its group (not of now, as in restic).")] = None,
+    keep_tag: Annotated[list[str] | None, typer.Option(
+        "--keep-tag", metavar="TAG[,TAG…]",
+        help="restic repositories: keep every snapshot that has all these tags. Repeat for several lists; a "
+             "snapshot that matches any one is kept.")] = None,
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -449,21 +458,28 @@ def prune(
       kubectl dr backups prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --dry-run=client
       kubectl dr backups prune --keep-last 5 --type etcd-snapshot --yes
       kubectl dr backups prune --keep-daily 7 --keep-weekly 4 --repo restic:/srv/restic
+      kubectl dr backups prune --keep-within 14d --keep-tag kind=etcd-snapshot --repo restic:/srv/restic
 
     With --repo restic:REPO it is `restic forget` and `restic prune` in one: restic's policy per claim
     (restic's default grouping by host and paths), then what no kept snapshot uses is removed and packs
-    mostly unused are rewritten, under restic's exclusive lock. Interrupted at any step, the repository
+    mostly unused are rewritten, under restic's exclusive lock. --keep-within and --keep-tag (restic
+    repositories only) keep what restic forget keeps with the same flags. Interrupted at any step, the repository
     stays valid for `restic check`; running the prune again finishes it.
     """
     opts, console = options(ctx), session(ctx).console
     try:
         policy = Policy(last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
-                        monthly=keep_monthly, yearly=keep_yearly)
+                        monthly=keep_monthly, yearly=keep_yearly,
+                        within=Duration.parse(keep_within) if keep_within is not None else None,
+                        tags=tuple(tuple(t.strip() for t in value.split(",")) for value in keep_tag or []))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--keep-within: {exc}" if "duration" in str(exc) else str(exc)) from None
     if policy.empty:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
-                         "--keep-monthly, --keep-yearly")
+                         "--keep-monthly, --keep-yearly (or, for a restic repository, --keep-within or --keep-tag)")
+    if (keep_within is not None or keep_tag) and not is_restic(repo):
+        raise UsageError("--keep-within and --keep-tag apply to restic repositories (--repo restic:REPO), whose "
+                         "snapshots carry tags; use --keep-last, --keep-daily… here")
     if is_restic(repo):
         assert repo is not None
         if type:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,6 +17,7 @@ from kubectl_dr.cli.repo_options import (
     AzureEndpointOption,
     EncryptToOption,
     IdentityOption,
+    PasswordFileOption,
     RepoOption,
     S3EndpointOption,
 )
@@ -28,7 +31,9 @@ if TYPE_CHECKING:
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
+    from kubectl_dr.etcd.snapshot import SnapshotResult
     from kubectl_dr.etcd.topology import Topology
+    from kubectl_dr.repo import Repository
 
 app = typer.Typer(
     help=(
@@ -208,8 +213,9 @@ def snapshot(
     ctx: typer.Context,
     node: NodeOption = None,
     repo: Annotated[str | None, typer.Option("--repo", metavar="PATH", help=(
-        "Backup repository: a directory, s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX. Defaults to "
-        "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
+        "Backup repository: a directory, s3://BUCKET/PREFIX, azure://CONTAINER/PREFIX or restic:REPO (a restic "
+        "repository as restic -r names it). Defaults to $KUBECTL_DR_REPO, else the config file's repository, "
+        "else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
     helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
         "Image of the container that serves the snapshot file from the pod (needs cat, sha256sum and wc)."))
     ] = "busybox",
@@ -221,6 +227,7 @@ def snapshot(
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
     copy_to: CopyToOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Snapshot etcd into the backup repository, verified end to end.
 
@@ -232,16 +239,29 @@ def snapshot(
     keeps two snapshots off one member. If a member fails and another is healthy, the next one is used.
     With --endpoints the snapshot streams through the etcd3 client instead, with no pod.
 
+    With --repo restic:REPO the checked file is stored as a one-file restic snapshot (path /snapshot.db, host
+    the member's node, tags cluster=, kind=etcd-snapshot, member=, etcd=, revision=, sha256=): `restic restore`
+    gives it back, and `kubectl dr etcd restore --from ID --repo restic:REPO` restores it.
+
     \b
     Examples:
       kubectl dr etcd snapshot
+      kubectl dr etcd snapshot --repo restic:rest:https://backup:PASSWORD@backups.example:8000/etcd/
       kubectl dr etcd snapshot --node cp-2 --dry-run=server
       kubectl dr etcd snapshot --encrypt-to age1… --copy-to s3://dr-backups/etcd
       kubectl dr etcd snapshot --endpoints https://10.0.0.10:2379 --cacert ca.crt --cert c.crt --key c.key
     """
+    from kubectl_dr.repo.restic.location import is_restic
+
+    if is_restic(repo):
+        assert repo is not None
+        _restic_snapshot(ctx, repo, node=node, helper_image=helper_image, endpoints=endpoints, cacert=cacert,
+                         cert=cert, key=key, password_file=password_file, s3_endpoint=s3_endpoint,
+                         other_flags=bool(encrypt_to or copy_to))
+        return
+    if password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
     from kubectl_dr.cli.backups import open_repo
-    from kubectl_dr.etcd import snapshot as etcd_snapshot
-    from kubectl_dr.etcd.topology import Direct
     from kubectl_dr.repo.safety import confirm_plaintext_secrets
 
     opts = options(ctx)
@@ -251,7 +271,26 @@ def snapshot(
     targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
                            encrypt_to=encrypt_to, dry_run=opts.dry_run,
                            console=opts.session().console, secret_what="an etcd snapshot")
-    topo = _topology(opts, endpoints, cacert, cert, key)
+    result = _take_snapshot(opts, repository, node=node, helper_image=helper_image,
+                            topo=_topology(opts, endpoints, cacert, cert, key))
+    if result is None:
+        return
+    opts.session().console.say(f"snapshot {result.manifest.id} saved in {result.path} "
+                               f"({units.duration(result.seconds)})")
+    data = result.to_dict()
+    if targets:
+        data["copies"] = copy_new(repository, result.manifest.id, targets, opts.session().console)
+    show(result, opts.output, data=data)
+
+
+def _take_snapshot(opts: GlobalOptions, repository: Repository, *, node: str | None, helper_image: str,
+                   topo: Topology, shown_as: str | None = None) -> SnapshotResult | None:
+    """The snapshot into `repository`, or (a dry run) its plan shown and None. `shown_as`: the repository
+    a plan names (a restic repository, which the staging directory stands in for)."""
+    from kubectl_dr.etcd import snapshot as etcd_snapshot
+    from kubectl_dr.etcd.topology import Direct
+
+    where = shown_as or repository.location
     if isinstance(topo, Direct):
         if node:
             raise UsageError("--node does not apply with --endpoints")
@@ -262,26 +301,56 @@ def snapshot(
 
         refuse_snapshot_while_held(topo)
         if opts.dry_run == "client":
-            emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": repository.location,
+            emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": where,
                   "endpoints": list(topo.endpoints)}, opts.output,
                  table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
-                       f"into {repository.location}\n")
-            return
-        result = etcd_snapshot.direct(topo, repository, opts.session().console, _api_identity(opts))
-    else:
-        planned = etcd_snapshot.via_pod(opts.session(), topo, repository, namespace=_pod_namespace(opts), node=node,
-                                        helper_image=helper_image)
-        if isinstance(planned, etcd_snapshot.SnapshotPlan):
-            emit(planned.to_dict(), opts.output, table=planned.summary())
-            return
-        result = planned
-    opts.session().console.say(f"snapshot {result.manifest.id} saved in {result.path} "
-                               f"({units.duration(result.seconds)})")
-    data = result.to_dict()
-    if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets, opts.session().console)
-    show(result, opts.output, data=data)
+                       f"into {where}\n")
+            return None
+        return etcd_snapshot.direct(topo, repository, opts.session().console, _api_identity(opts))
+    planned = etcd_snapshot.via_pod(opts.session(), topo, repository, namespace=_pod_namespace(opts), node=node,
+                                    helper_image=helper_image)
+    if isinstance(planned, etcd_snapshot.SnapshotPlan):
+        planned.repository = where
+        emit(planned.to_dict(), opts.output, table=planned.summary())
+        return None
+    return planned
 
+
+def _restic_snapshot(ctx: typer.Context, repo: str, *, node: str | None, helper_image: str,
+                     endpoints: list[str] | None, cacert: str | None, cert: str | None, key: str | None,
+                     password_file: str | None, s3_endpoint: str | None, other_flags: bool) -> None:
+    """`etcd snapshot --repo restic:REPO`: the checked snapshot file as a one-file restic snapshot."""
+    from kubectl_dr.cli.repo_options import open_restic
+    from kubectl_dr.etcd import restic_snapshot
+    from kubectl_dr.repo import LocalRepository
+    from kubectl_dr.repo.restic.location import backend_for
+
+    if other_flags:
+        raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                         "repository; restic copy copies snapshots)")
+    opts = options(ctx)
+    console = opts.session().console
+    topo = _topology(opts, endpoints, cacert, cert, key)
+    if opts.dry_run != "none":
+        _take_snapshot(opts, LocalRepository(tempfile.gettempdir()), node=node, helper_image=helper_image,
+                       topo=topo, shown_as=backend_for(repo, env=os.environ).describe())
+        return
+
+    def create(where: str) -> bool:
+        console.confirm(f"create a new restic repository at {where} (restic init)")
+        return True
+
+    restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+
+    def take(staging: Repository) -> SnapshotResult:
+        result = _take_snapshot(opts, staging, node=node, helper_image=helper_image, topo=topo)
+        assert result is not None  # not a dry run
+        return result
+
+    stored = restic_snapshot.take(restic, console, take)
+    console.say(f"snapshot {stored.snapshot.short_id} saved in {stored.repository} "
+                f"({units.duration(stored.taken.seconds)})")
+    show(stored, opts.output)
 
 
 # --- restore ------------------------------------------------------------------------------------------------
@@ -311,6 +380,7 @@ def restore(
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
+    password_file: PasswordFileOption = None,
     etcd_image: Annotated[str | None, typer.Option("--etcd-image", metavar="IMAGE", help=(
         "etcd image that runs `etcdctl snapshot restore` (default: the etcd static pod's own image). Must be of "
         "the cluster's etcd major.minor."))] = None,
@@ -348,6 +418,10 @@ def restore(
     A break-glass runbook (the same restore as shell commands per node) is printed and written beside the
     backup.
 
+    With --repo restic:REPO, --from is a one-file restic snapshot (as `etcd snapshot --repo restic:REPO` or
+    `restic backup --stdin` stores one), read and checked here first; `latest` is the newest one tagged
+    kind=etcd-snapshot and cluster=<this cluster's uid>.
+
     `latest` is the newest snapshot of this cluster (kube-system's uid). A snapshot of another cluster (by
     its ID, or --from latest --from-cluster NAME|UID) is refused, naming both, unless --from-other-cluster.
 
@@ -360,6 +434,7 @@ def restore(
     Examples:
       kubectl dr etcd restore --from latest --dry-run=client
       kubectl dr etcd restore --from 20250101T000000Z-ab12cd --yes
+      kubectl dr etcd restore --from latest --repo restic:/srv/restic --yes
       kubectl dr etcd restore status
       kubectl dr etcd restore finalize --yes
       kubectl dr etcd restore --from latest --endpoints https://10.0.0.20:2379 --cacert ca.crt --cert c.crt --key c.key
@@ -373,7 +448,9 @@ def restore(
     from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd.restore import run as job
     from kubectl_dr.etcd.restore.options import RestoreOptions
+    from kubectl_dr.etcd.snapshot import PART_NAME
     from kubectl_dr.etcd.topology import Direct
+    from kubectl_dr.repo.restic.location import is_restic
 
     opts = options(ctx)
     if opts.dry_run == "server":
@@ -383,11 +460,28 @@ def restore(
     if direct is not None and no_bump_revision:
         raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
                          "always moves the revision forward")
+    restic = None
+    if is_restic(repo):
+        assert repo is not None
+        if direct is not None:
+            raise UsageError("--repo restic:REPO does not go with --endpoints: an external etcd's restore keeps its "
+                             "safety snapshot in a kubectl-dr repository",
+                             hint=f"Copy the snapshot out first (restic -r REPO restore ID --target DIR) and give "
+                                  f"--from DIR/{PART_NAME}.")
+        if os.path.isfile(source):
+            raise UsageError(f"--from {source} is a file here; with --repo restic:REPO give a snapshot ID or latest")
+        from kubectl_dr.cli.repo_options import open_restic
+
+        restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        repo = None  # nothing else of the restore reads a repository
+    elif password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     result = job.run(opts.session(), repository, RestoreOptions(
         source, _pod_namespace(opts), from_cluster=from_cluster, from_other_cluster=from_other_cluster,
         etcd_image=etcd_image, no_bump=no_bump_revision, node_timeout=node_timeout, helper_image=helper_image,
-        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run))
+        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run),
+        restic=restic)
     _render_restore(opts, result)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubectl_dr import units
 from kubectl_dr.cli.context import options
-from kubectl_dr.cli.repo_options import AzureEndpointOption, EncryptToOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import AzureEndpointOption, EncryptToOption, PasswordFileOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, message, render_table
 from kubectl_dr.units import count
@@ -124,7 +126,8 @@ def list_(
 def pull(
     ctx: typer.Context,
     to: Annotated[str | None, typer.Option("--to", "--repo", metavar="PATH|s3://…|azure://…", help=(
-        "The repository to copy into: a directory, s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX. Defaults to "
+        "The repository to copy into: a directory, s3://BUCKET/PREFIX, azure://CONTAINER/PREFIX or restic:REPO (each "
+        "snapshot a one-file restic snapshot, as etcd snapshot --repo restic:REPO stores it). Defaults to "
         "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
     node: NodeOption = None,
     directory: DirOption = None,
@@ -132,6 +135,7 @@ def pull(
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
     helper_image: ImageOption = "busybox",
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Copy the node-local snapshots the repository does not hold yet into it, each verified end to end.
 
@@ -151,6 +155,7 @@ def pull(
     Examples:
       kubectl dr etcd snapshots pull --to s3://dr-backups/prod --encrypt-to age1…
       kubectl dr etcd snapshots pull --to /srv/dr --node cp-1
+      kubectl dr etcd snapshots pull --to restic:rest:https://backup:PASSWORD@backups.example:8000/etcd/
     """
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.etcd import topology
@@ -159,6 +164,17 @@ def pull(
     from kubectl_dr.schedules import node_snapshots
 
     opts = options(ctx)
+    from kubectl_dr.repo.restic.location import is_restic
+
+    if is_restic(to):
+        assert to is not None
+        if encrypt_to:
+            raise UsageError("--encrypt-to does not apply to a restic repository (restic encrypts every repository)")
+        _restic_pull(opts, to, node=node, directory=directory, helper_image=helper_image,
+                     password_file=password_file, s3_endpoint=s3_endpoint)
+        return
+    if password_file:
+        raise UsageError("--password-file applies to a restic repository (--to restic:REPO)")
     repository = open_repo(to, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=opts.dry_run == "none")
     confirm_plaintext_secrets(repository, "etcd snapshots", opts.session().console)
@@ -195,4 +211,63 @@ def pull(
              r.status.sha256[:16]] for r in result.pulled]
     table = render_table(["ID", "NODE", "FILE", "TAKEN", "REVISION", "SIZE", "SHA256"], rows) if rows else ""
     emit(result.to_dict(), opts.output, table=table)
+
+
+def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, directory: list[str] | None,
+                 helper_image: str, password_file: str | None, s3_endpoint: str | None) -> None:
+    """`pull --to restic:REPO`: each new node snapshot checked as for any repository (staged here), then
+    stored as a one-file restic snapshot; a snapshot whose SHA-256 the restic repository has is not copied."""
+    from kubectl_dr.cli.repo_options import open_restic
+    from kubectl_dr.etcd import restic_snapshot, topology
+    from kubectl_dr.etcd.snapshot import SnapshotResult
+    from kubectl_dr.repo.restic.location import backend_for
+    from kubectl_dr.schedules import node_snapshots
+
+    console = opts.session().console
+    kube = opts.kube()
+    namespace = _namespace(opts)
+    topo = topology.discover(kube)
+    dirs = _directories(kube, namespace, directory)
+    if opts.dry_run != "none":
+        nodes = [topo.member(n).node for n in node] if node else [m.node for m in topo.members]
+        where = backend_for(to, env=os.environ).describe()
+        emit({"kind": "NodeEtcdSnapshotPullPlan", "dryRun": opts.dry_run, "repository": where, "nodes": nodes,
+              "directories": dirs}, opts.output,
+             table=f"(dry run) would read {', '.join(dirs)} on {', '.join(nodes)} through a read-only pod per node, "
+                   f"and store the snapshots the restic repository {where} does not hold yet as one-file "
+                   "snapshots\n")
+        return
+
+    def create(where: str) -> bool:
+        console.confirm(f"create a new restic repository at {where} (restic init)")
+        return True
+
+    restic = open_restic(to, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+    where = restic.backend.describe()
+    stored: dict[str, str] = {}
+
+    def keep(pulled: SnapshotResult) -> str:
+        snap = restic_snapshot.store_taken(restic, pulled)
+        shutil.rmtree(pulled.path, ignore_errors=True)  # the staged copy: one snapshot's room at a time
+        stored[pulled.manifest.id] = snap.id
+        return snap.short_id
+
+    local, remove = restic_snapshot.staging_repository()
+    try:
+        result = node_snapshots.pull(
+            opts.session(), topo, local, namespace=namespace, directories=dirs, nodes=node, image=helper_image,
+            destination=node_snapshots.Destination(where, restic_snapshot.known_sha256(restic), keep))
+    finally:
+        remove()
+    _say_missing(result.missing)
+    message(f"pulled {count(len(result.pulled), 'snapshot')} into {where}; {len(result.already)} already "
+            f"there; {len(result.incomplete)} incomplete skipped")
+    data = result.to_dict()
+    for item, r in zip(data["pulled"], result.pulled, strict=True):
+        item.update(id=stored[r.manifest.id], location=where, repository=where)
+    rows = [[stored[r.manifest.id][:8], r.manifest.source.get("node", ""), r.manifest.details.get("nodeFile", ""),
+             r.manifest.details.get("takenAt", ""), r.status.revision, _human(r.status.file_size),
+             r.status.sha256[:16]] for r in result.pulled]
+    emit(data, opts.output,
+         table=render_table(["ID", "NODE", "FILE", "TAKEN", "REVISION", "SIZE", "SHA256"], rows) if rows else "")
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 REPO_HELP = (
     "Backup repository: a directory, s3://BUCKET/PREFIX, azure://CONTAINER/PREFIX, or restic:REPO (a restic "
-    "repository, REPO as restic -r takes it: a path or s3:https://HOST/BUCKET/PREFIX). Defaults to "
+    "repository, REPO as restic -r takes it: a path, s3:https://HOST/BUCKET/PREFIX or "
+    "rest:https://USER:PASSWORD@HOST:PORT/PATH/). Defaults to "
     "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups "
     "(~/.local/share/kubectl-dr/backups)."
 )

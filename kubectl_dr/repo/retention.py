@@ -13,9 +13,10 @@ A backup kept by any rule is kept. Times are bucketed in the given time zone (lo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from kubectl_dr.repo.manifest import Manifest
@@ -49,6 +50,55 @@ def _what(manifest: Manifest) -> str:
 
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+_DURATION = re.compile(r"(\d+)([ymdh])")
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Duration:
+    """restic's `--keep-within` duration: years, months, days and hours (`1y6m`, `14d`, `36h`), counted
+    back from a moment as Go's AddDate counts (months and days overflow into the next: Mar 31 - 1m = Mar 3)."""
+
+    years: int = 0
+    months: int = 0
+    days: int = 0
+    hours: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        spec = text.strip()
+        values: dict[str, int] = {}
+        at = 0
+        for match in _DURATION.finditer(spec):
+            if match.start() != at:
+                break
+            values[match.group(2)] = int(match.group(1))  # a unit given twice: the last one counts, as in restic
+            at = match.end()
+        if not spec or at != len(spec):
+            raise ValueError(f"{text!r} is not a duration: give numbers with units y, m, d, h, such as 7d, "
+                             "1y6m or 36h (restic's format)")
+        return cls(values.get("y", 0), values.get("m", 0), values.get("d", 0), values.get("h", 0))
+
+    @property
+    def zero(self) -> bool:
+        return not (self.years or self.months or self.days or self.hours)
+
+    def __str__(self) -> str:
+        return "".join(f"{n}{unit}" for n, unit in ((self.years, "y"), (self.months, "m"), (self.days, "d"),
+                                                     (self.hours, "h")) if n)
+
+    def before_ns(self, moment_ns: int) -> int | None:
+        """The moment this long before `moment_ns` (ns since the epoch, UTC); None before year 1."""
+        seconds, rest = divmod(moment_ns, _NS)
+        t = datetime.fromtimestamp(seconds, timezone.utc)
+        months = (t.year - self.years) * 12 + (t.month - 1) - self.months
+        year, month0 = divmod(months, 12)
+        try:
+            start = datetime(year, month0 + 1, 1, t.hour, t.minute, t.second, tzinfo=timezone.utc)
+            back = start + timedelta(days=t.day - 1 - self.days, hours=-self.hours)
+        except (ValueError, OverflowError):
+            return None
+        return (int(back.timestamp()) * _NS) + rest
 
 
 @dataclass(frozen=True)
@@ -59,6 +109,10 @@ class Policy:
     weekly: int | None = None
     monthly: int | None = None
     yearly: int | None = None
+    # restic's --keep-within and --keep-tag (each a list of tags a snapshot must all have); restic
+    # repositories only, where snapshots carry tags.
+    within: Duration | None = None
+    tags: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         for rule in RULES:
@@ -68,10 +122,15 @@ class Policy:
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, rule) is None for rule in RULES)
+        return (all(getattr(self, rule) is None for rule in RULES) and (self.within is None or self.within.zero)
+                and not self.tags)
 
     def describe(self) -> str:
-        return ", ".join(f"{rule} {getattr(self, rule)}" for rule in RULES if getattr(self, rule) is not None)
+        parts = [f"{rule} {getattr(self, rule)}" for rule in RULES if getattr(self, rule) is not None]
+        if self.within is not None and not self.within.zero:
+            parts.append(f"within {self.within}")
+        parts += [f"tag {','.join(tags)}" for tags in self.tags]
+        return ", ".join(parts)
 
 
 def _bucket(rule: str, moment: datetime, tz: tzinfo | None) -> Any:
@@ -99,6 +158,8 @@ def plan(manifests: Sequence[Manifest], policy: Policy, *, tz: tzinfo | None = N
          intact: Callable[[Manifest], bool] = lambda m: True) -> list[Decision]:
     """Keep or remove each backup, with the rules that keep it. ``intact(m)`` says whether a backup may
     stand as its series' newest verified one (asked newest first, only until one answers yes)."""
+    if policy.within is not None or policy.tags:
+        raise ValueError("--keep-within and --keep-tag apply to restic repositories only")
     groups: dict[str, list[Manifest]] = {}
     for m in sorted(manifests, key=lambda m: (m.created_at, m.id), reverse=True):
         groups.setdefault(series_key(m), []).append(m)

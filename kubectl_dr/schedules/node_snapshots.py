@@ -337,14 +337,27 @@ class PullResult:
                 "missingDirectories": [{"node": n, "directory": d} for n, d in self.missing]}
 
 
-def pull_lease_name(repo: Repository) -> str:
-    return lease_name("etcd-pull", hashlib.sha256(repo.location.encode()).hexdigest()[:16])
+def pull_lease_name(repo: Repository | str) -> str:
+    location = repo if isinstance(repo, str) else repo.location
+    return lease_name("etcd-pull", hashlib.sha256(location.encode()).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where pulled snapshots end up when `repo` is only their staging place (a restic repository): its
+    name (the lease is per destination), the SHA-256s it holds already, and how one checked snapshot is
+    handed over (returns the ID it has there)."""
+
+    location: str
+    known: dict[str, str]
+    keep: Callable[[SnapshotResult], str]
 
 
 def pull(session: Session, topology: Discovered, repo: Repository, *, namespace: str, directories: list[str],
-         nodes: list[str] | None, image: str) -> PullResult:
+         nodes: list[str] | None, image: str, destination: Destination | None = None) -> PullResult:
     kube, console = session.kube, session.console
-    lease = Lease(kube, namespace, pull_lease_name(repo), session.run, what=f"pulls into {repo.location}")
+    where = destination.location if destination else repo.location
+    lease = Lease(kube, namespace, pull_lease_name(where), session.run, what=f"pulls into {where}")
     lease.acquire()  # LeaseHeld names the other pull's host, pid and run
     stack = cleanup.current()
     release = stack.push(f"release the lease {lease.name}", lease.release)
@@ -354,9 +367,9 @@ def pull(session: Session, topology: Discovered, repo: Repository, *, namespace:
     try:
         readers.start(_places(topology, nodes, directories))
         found = read_all(readers)
-        result = PullResult(repo.location, missing=readers.missing,
+        result = PullResult(where, missing=readers.missing,
                             unreachable=[(n, d, e.message) for n, d, e in readers.unreachable])
-        known = _known(repo)
+        known = dict(destination.known) if destination else _known(repo)
         by_node = {r.node + "\0" + r.directory: r for r in readers.readers}
         for snap in sorted(found, key=lambda s: (s.taken_at or "", s.node, s.file)):
             if not snap.complete:
@@ -371,7 +384,7 @@ def pull(session: Session, topology: Discovered, repo: Repository, *, namespace:
             if pulled is None:
                 result.vanished.append(snap)
                 continue
-            known[snap.sha256 or ""] = pulled.manifest.id
+            known[snap.sha256 or ""] = destination.keep(pulled) if destination else pulled.manifest.id
             result.pulled.append(pulled)
     finally:
         stack.run(step)

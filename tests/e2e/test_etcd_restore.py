@@ -371,6 +371,40 @@ def test_aborted_restore_keeps_the_last_one(single: Cluster, tmp_path: Path) -> 
     c.kubectl("delete", "namespace", "orders", "--wait=false")
 
 
+def test_restore_from_a_restic_snapshot(single: Cluster, tmp_path: Path) -> None:
+    """`etcd snapshot --repo restic:REPO` through the pod, then `etcd restore --from latest --repo restic:REPO`:
+    the one-file snapshot is found by this cluster's tag, read and checked, and restored like any other."""
+    from tests.restic.oracle import PASSWORD, restic_json
+
+    c, repo, restic_repo = single, tmp_path / "repo", tmp_path / "restic"
+    env = {"RESTIC_PASSWORD": PASSWORD}
+
+    def with_restic(*args: str) -> subprocess.CompletedProcess[str]:
+        # The break-glass runbook of a restore from a restic repository is written to the current directory.
+        return dr(*args, "--repo", f"restic:{restic_repo}", cluster=c, repo=repo, extra_env=env, timeout=900,
+                  cwd=tmp_path)
+
+    c.kubectl("create", "namespace", "rs")
+    c.kubectl("-n", "rs", "create", "configmap", "before")
+    taken = json.loads(ok(with_restic("etcd", "snapshot", "--yes", "-o", "json")).stdout)
+    assert taken["hostname"] == c.control_planes[0] and "kind=etcd-snapshot" in taken["tags"]
+    c.kubectl("-n", "rs", "create", "configmap", "after")
+    assert [s["id"] for s in restic_json(restic_repo, "snapshots")] == [taken["id"]]
+
+    dry = ok(with_restic("etcd", "restore", "--from", "latest", "--dry-run=client"))
+    assert "would restore etcd on 1 control-plane node from" in dry.stdout, dry.stdout
+    assert f"restic snapshot {taken['shortId']}" in dry.stderr and configmaps(c, "rs") == {"after", "before"}
+    result = json.loads(ok(with_restic("etcd", "restore", "--from", "latest", "--yes", "-o", "json")).stdout)
+    assert result["succeeded"] is True
+    assert configmaps(c, "rs") == {"before"}
+    [book] = tmp_path.glob("etcd-restore-runbook-*.sh")
+    assert f"--initial-cluster-token kubectl-dr-{result['runID'].lower()}-" in book.read_text()
+    all_healthy(c, repo)
+    ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
+    assert not leftover_pods(c)
+    c.kubectl("delete", "namespace", "rs", "--wait=false")
+
+
 # ----------------------------------------------------------------------------------------- three members
 @pytest.fixture(scope="module", params=["3.5", "3.4"])
 def ha(request: pytest.FixtureRequest, cluster_factory: ClusterFactory) -> Cluster:

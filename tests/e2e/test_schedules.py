@@ -229,6 +229,49 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
 
 
+def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path: Path) -> None:
+    """`pull --to restic:REPO`: each node snapshot a one-file restic snapshot with the time the node took it,
+    restored by the real restic to the node's very bytes; a second pull finds them by their sha256 tags."""
+    from tests.restic.oracle import PASSWORD, restic, restic_json
+
+    c, name, directory = fast, "dr-test-restic", "/var/lib/kubectl-dr/test-restic-snapshots"
+    env = {"RESTIC_PASSWORD": PASSWORD, "TZ": "UTC"}
+    repo = tmp_path / "restic"
+    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "2",
+            "--dir", directory))
+    node_dir = c.layout.host_path(c.control_planes[0], directory)
+    try:
+        eventually(lambda: len(list(node_dir.glob("*.json"))) >= 1, 120, "a snapshot of the schedule on the node")
+    finally:
+        _ok(_dr(c, "schedule", "delete", name, "--yes"))
+    eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
+                                      "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
+    sidecars = {json.loads(p.read_text())["sha256"]: json.loads(p.read_text()) for p in node_dir.glob("*.json")}
+
+    dry = _dr(c, "etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "--dry-run=client",
+              env=env)
+    assert dry.returncode == 0 and "(dry run) would read" in dry.stdout and not repo.exists(), dry.stderr
+    pulled = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "--yes", "-o",
+                     "json", env=env))
+    assert len(pulled["pulled"]) == len(sidecars) and pulled["repository"] == str(repo)
+    restic(repo, "check", "--read-data")
+    snaps = {s["id"]: s for s in restic_json(repo, "snapshots")}
+    uid = c.kubectl("get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
+    for item in pulled["pulled"]:
+        snap = snaps[item["id"]]
+        sidecar = sidecars[item["sha256"]]
+        assert snap["hostname"] == c.control_planes[0] and snap["paths"] == ["/snapshot.db"]
+        assert {f"cluster={uid}", "kind=etcd-snapshot", f"sha256={item['sha256']}"} <= set(snap["tags"])
+        assert snap["time"].startswith(sidecar["takenAt"][:-1])  # the time the node took it
+        out = tmp_path / item["id"]
+        restic(repo, "restore", item["id"], "--target", str(out))
+        assert _sha256(out / "snapshot.db") == item["sha256"] == _sha256(node_dir / sidecar["file"])
+    again = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "-o", "json",
+                    env=env))
+    assert again["pulled"] == [] and len(again["alreadyInRepository"]) == len(sidecars)
+    assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
+
+
 def test_schedule_refusals(fast: Cluster) -> None:
     c = fast
     bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *",

@@ -133,3 +133,28 @@ def test_prune_applies_restic_forget_per_claim_and_restic_check_passes(tmp_path:
     restic(repo, "check", "--read-data")
     again = dr("backups", "prune", "--keep-last", "2", "--repo", f"restic:{repo}", "--yes", "-o", "json")
     assert again.returncode == 0 and json.loads(again.stdout)["packsRemoved"] == 0, again.stderr
+
+
+def test_prune_keep_within_and_keep_tag_keep_what_restic_forget_keeps(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, (when, tag) in enumerate([("2026-01-01 10:00:00", "monthly"), ("2026-02-20 10:00:00", "x"),
+                                     ("2026-03-01 10:00:00", "x"), ("2026-03-05 10:00:00", "x")]):
+        (src / "data").write_bytes(os.urandom(100_000 + i))
+        restic(repo, "backup", str(src), "--host", "shop/db", "--time", when, "--tag", tag)
+    flags = ["--keep-within", "10d", "--keep-tag", "monthly"]
+    expected = {s["id"] for g in restic_json(repo, "forget", "--dry-run", *flags) for s in g["keep"]}
+    assert len(expected) == 3  # 2026-02-20 is 13 days before the newest: forgotten
+    done = dr("backups", "prune", *flags, "--repo", f"restic:{repo}", "--yes", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert {s["id"] for s in restic_json(repo, "snapshots")} == expected
+    reasons = {r for s in json.loads(done.stdout)["snapshots"] for r in s["reasons"]}
+    assert {"within 10d", "has tags [monthly]"} <= reasons, reasons
+    restic(repo, "check", "--read-data")
+
+    bad = dr("backups", "prune", "--keep-within", "10 days", "--repo", f"restic:{repo}")
+    assert bad.returncode == 2 and "--keep-within" in bad.stderr and "7d" in bad.stderr, bad.stderr
+    plain = dr("backups", "prune", "--keep-within", "10d", "--repo", str(tmp_path / "plain"))
+    assert plain.returncode == 2 and "restic repositories" in plain.stderr, plain.stderr

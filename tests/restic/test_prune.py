@@ -7,13 +7,16 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import os
+from datetime import datetime, timezone
 from pathlib import Path
+
+import pytest
 
 from kubectl_dr.repo.restic import localfs, prune
 from kubectl_dr.repo.restic.backend import DATA, LOCKS, LocalBackend
 from kubectl_dr.repo.restic.nodes import NS
 from kubectl_dr.repo.restic.repository import Repository
-from kubectl_dr.repo.retention import Policy
+from kubectl_dr.repo.retention import Duration, Policy
 from tests.restic.oracle import PASSWORD, restic, restic_json
 
 PW = PASSWORD.encode()
@@ -77,14 +80,24 @@ def test_forget_keeps_what_restic_forget_keeps(tmp_path: Path) -> None:
     for host in ("shop/db", "shop/cache"):
         for k, days in enumerate(offsets):
             for hour in (1, 13) if k % 3 == 0 else (5,):
+                tags = ["nightly", "keep"] if k % 5 == 0 else ["nightly"] if k % 2 == 0 else []
                 snap = dataclasses.replace(first, time=base + days * DAY + hour * 3600 * NS + k, id="",
-                                           hostname=host)
+                                           hostname=host, tags=tags)
                 repo.save_snapshot(snap)
+    within = Duration.parse
     policies = [Policy(last=3), Policy(daily=4, weekly=3), Policy(last=1, monthly=5, yearly=2),
-                Policy(hourly=5, daily=2), Policy(weekly=40)]
+                Policy(hourly=5, daily=2), Policy(weekly=40),
+                # restic's --keep-within counts back from each group's newest snapshot, months as Go's AddDate
+                Policy(within=within("30d")), Policy(within=within("1m5d")), Policy(within=within("1y1m")),
+                Policy(within=within("36h"), weekly=2), Policy(within=within("2m10d12h"), last=2),
+                # --keep-tag: all of a list's tags, any of the lists; an empty tag keeps untagged snapshots
+                Policy(tags=(("keep",),)), Policy(tags=(("nightly", "keep"), ("absent",)), last=2),
+                Policy(tags=(("",),)), Policy(tags=(("nightly",),), within=within("3m"), monthly=2)]
     for policy in policies:
         flags = [a for rule in ("last", "hourly", "daily", "weekly", "monthly", "yearly")
                  if getattr(policy, rule) for a in (f"--keep-{rule}", str(getattr(policy, rule)))]
+        flags += ["--keep-within", str(policy.within)] if policy.within else []
+        flags += [a for tags in policy.tags for a in ("--keep-tag", ",".join(tags))]
         groups = restic_json(repo_dir, "forget", "--dry-run", *flags)
         theirs = {s["id"] for g in groups for s in g["keep"] or []}
         ours = {d.snapshot.id for d in prune.forget.apply(repo.snapshots(), policy) if d.keep}
@@ -132,3 +145,17 @@ def test_a_prune_cut_at_every_step_leaves_a_valid_repository(tmp_path: Path) -> 
         restic(repo_dir, "check", "--read-data")
         break  # this run needed fewer changes than allowed: every cut point has been tried
     assert cuts >= 5  # two snapshots, a new pack, the index, old indexes, old packs
+
+
+def test_durations_read_as_restic_reads_them_and_count_back_as_go_does() -> None:
+    assert Duration.parse("1y2m3d4h") == Duration(1, 2, 3, 4) and str(Duration.parse(" 14d ")) == "14d"
+    assert Duration.parse("2d3d") == Duration(days=3)  # a unit given twice: the last counts, as in restic
+    for bad in ("", "7", "7w", "d", "-1d", "1.5d", "1d 2h"):
+        with pytest.raises(ValueError, match="not a duration"):
+            Duration.parse(bad)
+    march31 = int(datetime(2025, 3, 31, 12, tzinfo=timezone.utc).timestamp()) * NS + 7
+    # Go's AddDate(0, -1, 0) of March 31 is "February 31", which is March 3 (2025 is no leap year)
+    march3 = int(datetime(2025, 3, 3, 12, tzinfo=timezone.utc).timestamp()) * NS + 7
+    assert Duration(months=1).before_ns(march31) == march3
+    assert Duration(days=1, hours=13).before_ns(march31) == march31 - 37 * 3600 * NS
+    assert Duration(years=3000).before_ns(march31) is None

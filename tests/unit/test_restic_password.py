@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.restic.backend import LocalBackend
 from kubectl_dr.repo.restic.location import backend_for, is_restic, read_password
+from kubectl_dr.repo.restic.restbackend import RestBackend
 
 
 def test_command_then_file_then_environment(tmp_path: Path) -> None:
@@ -34,6 +36,15 @@ def test_repository_strings() -> None:
     backend = backend_for("restic:/srv/r")
     assert isinstance(backend, LocalBackend) and backend.root == Path("/srv/r")
     with pytest.raises(RepoError, match="not supported"):
-        backend_for("restic:rest:http://host:8000/")
+        backend_for("restic:sftp:user@host:/srv/restic")
+    rest = backend_for("restic:rest:http://ann:s%3Acret@host:8000/a//b")
+    assert isinstance(rest, RestBackend) and rest.base == "http://host:8000/a/b/"
+    assert rest.describe() == "rest:http://ann:***@host:8000/a//b"  # as restic prints it: no password
+    assert rest.headers["Authorization"] == "Basic " + base64.b64encode(b"ann:s:cret").decode()
+    from_env = backend_for("restic:rest:https://host/", env={"RESTIC_REST_USERNAME": "u", "RESTIC_REST_PASSWORD": "p"})
+    assert isinstance(from_env, RestBackend) and from_env.user == "u" and from_env.base == "https://host/"
+    for bad in ("restic:rest:unix:/run/rest.sock", "restic:rest:http://host/a/../b/", "restic:rest:ftp://host/"):
+        with pytest.raises(RepoError, match="rest:http"):
+            backend_for(bad)
     with pytest.raises(RepoError, match="needs restic's repository string"):
         backend_for("restic:")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.console import Console
@@ -26,13 +26,16 @@ from kubectl_dr.etcd.restore.external import Etcd, ExternalPlan
 from kubectl_dr.etcd.restore.holdscript import run_prefix
 from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.runbook import external_runbook, runbook
-from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot
+from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, restic_snapshot
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.nodes.kubelet_restart import COMMAND
 from kubectl_dr.repo import Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.session import Session
+
+if TYPE_CHECKING:
+    from kubectl_dr.repo.restic.repository import Repository as ResticRepository
 
 RUNBOOK_NAME = "etcd-restore-runbook-{run}.sh"
 
@@ -76,16 +79,17 @@ class FinishPlan:
 Result = Outcome | RestorePlan | FinishPlan
 
 
-def run(session: Session, repository: Repository, opts: RestoreOptions) -> Result:
+def run(session: Session, repository: Repository, opts: RestoreOptions, *,
+        restic: ResticRepository | None = None) -> Result:
     """The restore, verified before and after. An outcome with `failure` set is a restore that stands with
     something after it failed (a kubelet restart): render it, then raise the failure."""
     kube, console, run = session.kube, session.console, session.run
     if opts.direct is None:
-        snapshot = _snapshot(kube, repository, opts, console, None)
+        snapshot = _snapshot(kube, repository, opts, console, None, restic)
         result: Result = _stacked(kube, snapshot, opts, console, run)
     else:
         with external.etcd_errors(opts.direct), Etcd(opts.direct) as etcd:
-            snapshot = _snapshot(kube, repository, opts, console, etcd)
+            snapshot = _snapshot(kube, repository, opts, console, etcd, restic)
             result = _external(kube, repository, snapshot, etcd, opts, console, run)
     if isinstance(result, Outcome) and opts.restart_kubelets:
         restart_kubelets(kube, opts.namespace, opts.helper_image, run, console, result)
@@ -93,7 +97,14 @@ def run(session: Session, repository: Repository, opts: RestoreOptions) -> Resul
 
 
 def _snapshot(kube: Kube, repository: Repository, opts: RestoreOptions, console: Console,
-              etcd: Etcd | None) -> LocalSnapshot:
+              etcd: Etcd | None, restic: ResticRepository | None = None) -> LocalSnapshot:
+    if restic is not None:  # `--from` names a snapshot of the restic repository, never a file
+        current, why = _identity(kube, etcd)
+        snapshot = restic_snapshot(opts.source, restic, console, current=current, unknown_why=why,
+                                   from_cluster=opts.from_cluster, from_other_cluster=opts.from_other_cluster)
+        console.say(f"snapshot {snapshot.describe()} verified: revision {snapshot.status.revision}, "
+                    f"{snapshot.status.total_keys} keys, etcd {snapshot.version or 'unknown'}")
+        return snapshot
     # A snapshot file names no cluster to choose among: the API is asked only for a backup of the repository.
     current, why = (None, "") if os.path.isfile(opts.source) else _identity(kube, etcd)
     snapshot = local_snapshot(opts.source, repository, console, current=current, unknown_why=why,

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubectl_dr.clusters import ClusterIdentity
+from kubectl_dr import cleanup
+from kubectl_dr.clusters import ClusterIdentity, latest_of, origin_note, refuse_other
 from kubectl_dr.console import Console
+from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
 from kubectl_dr.repo import Repository
 from kubectl_dr.repo.choice import choose
 from kubectl_dr.repo.staging import local_parts
+
+if TYPE_CHECKING:
+    from kubectl_dr.repo.restic.repository import Repository as ResticRepository
+    from kubectl_dr.repo.restic.snapshots import Snapshot
 
 # What etcd reports as its version ("3.5.16", "v3.4.23", "3.6.0-rc.1"): nothing else is taken from a manifest.
 VERSION = re.compile(r"v?[0-9]{1,4}\.[0-9]{1,4}(\.[0-9]{1,6})?(-[A-Za-z0-9.]{1,32})?")
@@ -83,3 +91,66 @@ def local_snapshot(ref: str, repo: Repository, console: Console, *, current: Clu
     # The member's own version (what the snapshot pod read) beats the db's cluster version "3.5.0".
     return LocalSnapshot(path, status, str(recorded) if recorded else status.cluster_version, backup.id,
                          backup.path or Path.cwd(), details)
+
+
+# The tags `etcd snapshot --repo restic:REPO` gives its snapshots (kubectl_dr/etcd/restic_snapshot.py).
+KIND_TAG = f"kind={BACKUP_TYPE}"
+
+
+def _tag(snap: Snapshot, key: str) -> str | None:
+    values = [t.split("=", 1)[1] for t in snap.tags if t.startswith(f"{key}=")]
+    return values[0] if len(values) == 1 else None
+
+
+def restic_snapshot(ref: str, restic: ResticRepository, console: Console, *, current: ClusterIdentity | None = None,
+                    unknown_why: str = "", from_cluster: str | None = None,
+                    from_other_cluster: bool = False) -> LocalSnapshot:
+    """`--from ID|latest --repo restic:REPO`: a one-file snapshot (ours, or restic's `backup --stdin`), copied
+    into a private directory here with every blob checked, its SHA-256 against its `sha256=` tag, then read
+    as an etcd snapshot. `latest` is the newest `kind=etcd-snapshot` snapshot tagged with this cluster."""
+    from kubectl_dr.repo.restic import singlefile
+
+    snaps = [s for s in restic.snapshots() if KIND_TAG in s.tags]
+    uids = sorted({u for s in snaps if (u := _tag(s, "cluster"))})
+
+    def pick_uid(name: str) -> str:
+        if name in uids:
+            return name
+        raise DrError(f"no etcd snapshot of cluster {name!r} in {restic.backend.describe()}",
+                      hint=f"The clusters with etcd snapshots there: {', '.join(uids) or 'none'} (restic repositories "
+                           "record a cluster by its kube-system UID only).")
+
+    uid = latest_of(ref, current, from_cluster, pick_uid, unknown_why)
+    if uid is not None:
+        mine = [s for s in snaps if _tag(s, "cluster") == uid]
+        if not mine:
+            raise DrError(f"no etcd snapshot of cluster uid {uid} in {restic.backend.describe()}",
+                          hint="Take one with kubectl dr etcd snapshot --repo restic:REPO, or give a snapshot's ID.")
+        snap = mine[-1]
+    else:
+        snap = restic.find_snapshot(ref)
+    tagged = _tag(snap, "cluster")
+    recorded = ClusterIdentity(tagged) if tagged else None
+    if current is not None and not from_other_cluster:
+        refuse_other(snap.short_id, recorded, current, "etcd restore")
+    if recorded is None:
+        note: str | None = f"restic snapshot {snap.short_id} names no cluster (it has no cluster= tag)"
+    else:
+        note = origin_note(snap.short_id, recorded, current) if current is not None else None
+    if note:
+        console.say(f"note: {note}")
+    directory = Path(tempfile.mkdtemp(prefix=f"kubectl-dr-{snap.short_id}-"))  # 0700: every Secret of a cluster
+    cleanup.current().push(f"remove the staged copy of restic snapshot {snap.short_id} in {directory}",
+                           lambda: shutil.rmtree(directory, ignore_errors=True))
+    path = directory / PART_NAME
+    console.say(f"reading and checking restic snapshot {snap.short_id} from {restic.backend.describe()} "
+                f"into {directory}")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        size, sha256 = singlefile.write_to(restic, snap, out)
+    status = verify_snapshot(path)
+    if (status.file_size, status.sha256) != (size, sha256):
+        raise VerificationError(f"restic snapshot {snap.short_id} changed on disk here after it was checked")
+    recorded_version = _tag(snap, "etcd")
+    version = recorded_version if recorded_version and VERSION.fullmatch(recorded_version) else None
+    details = {"resticSnapshot": snap.id, "tags": list(snap.tags), "hostname": snap.hostname}
+    return LocalSnapshot(path, status, version or status.cluster_version, snap.short_id, Path.cwd(), details)

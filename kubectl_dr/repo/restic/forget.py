@@ -10,6 +10,7 @@ we write are UTC, and restic reads a snapshot's time in the zone it was written 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -58,11 +59,20 @@ def apply(snapshots: Sequence[Snapshot], policy: Policy) -> list[Decision]:
     for snap in sorted(snapshots, key=lambda s: (-s.time, s.id)):
         groups.setdefault(group_of(snap), []).append(snap)
     decisions: list[Decision] = []
+    now = time.time_ns()
     for group, members in groups.items():
         left = {rule: getattr(policy, rule) for rule in RULES if getattr(policy, rule)}
         last: dict[str, int] = {}
+        cutoff = _within_cutoff(members, policy, now)
         for nr, snap in enumerate(members):
             decision = Decision(snap, policy.empty, group)
+            for tags in policy.tags:  # not counted: every snapshot that has all of a list's tags
+                if has_tags(snap, tags):
+                    decision.reasons.append(f"has tags [{', '.join(tags)}]")
+                    decision.keep = True
+            if policy.within is not None and not policy.within.zero and (cutoff is None or snap.time > cutoff):
+                decision.reasons.append(f"within {policy.within}")
+                decision.keep = True
             for rule in list(left):
                 if left[rule] <= 0:
                     continue
@@ -76,3 +86,24 @@ def apply(snapshots: Sequence[Snapshot], policy: Policy) -> list[Decision]:
                     decision.keep = True
             decisions.append(decision)
     return decisions
+
+
+def has_tags(snap: Snapshot, tags: Sequence[str]) -> bool:
+    """restic's HasTags: every tag of the list is on the snapshot (an empty tag: a snapshot without tags)."""
+    for tag in tags:
+        if tag == "" and not snap.tags:
+            return True
+        if tag not in snap.tags:
+            return False
+    return True
+
+
+def _within_cutoff(members: Sequence[Snapshot], policy: Policy, now: int) -> int | None:
+    """--keep-within counts back from the group's newest snapshot that is not in the future (restic's
+    findLatestTimestamp), not from now: a group whose backups stopped keeps its last stretch."""
+    if policy.within is None or policy.within.zero:
+        return None
+    past = [s.time for s in members if s.time < now]
+    if not past:  # restic's zero time: every snapshot is after it
+        return None
+    return policy.within.before_ns(max(past))

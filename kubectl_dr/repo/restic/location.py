@@ -1,4 +1,5 @@
-"""`--repo restic:REPO`: REPO is restic's own repository string (a path, or `s3:https://host/bucket/prefix`),
+"""`--repo restic:REPO`: REPO is restic's own repository string (a path, `s3:https://host/bucket/prefix` or
+`rest:https://user:pass@host:port/path/`),
 so the same string works with `restic -r REPO`. The password is found as restic finds it: a password
 command, else a password file (--password-file or RESTIC_PASSWORD_FILE), else RESTIC_PASSWORD.
 """
@@ -27,7 +28,7 @@ def is_restic(ref: str | None) -> bool:
     return bool(ref) and str(ref).startswith(PREFIX)
 
 
-def backend_for(ref: str, s3: S3Settings | None = None) -> Backend:
+def backend_for(ref: str, s3: S3Settings | None = None, env: Mapping[str, str] | None = None) -> Backend:
     spec = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref
     if not spec:
         raise RepoError("--repo restic: needs restic's repository string after it, e.g. restic:/srv/restic or "
@@ -36,11 +37,15 @@ def backend_for(ref: str, s3: S3Settings | None = None) -> Backend:
         from kubectl_dr.repo.restic.s3backend import S3Backend
 
         return S3Backend(spec, s3 or S3Settings())
+    if spec.startswith("rest:"):
+        from kubectl_dr.repo.restic.restbackend import RestBackend
+
+        return RestBackend(spec, env)
     if ":" in spec.split("/", 1)[0]:
         scheme = spec.split(":", 1)[0]
         raise RepoError(f"restic repositories of kind {scheme!r} are not supported by kubectl dr yet",
-                        hint="Use a local path or s3:https://HOST/BUCKET/PREFIX (restic copy moves snapshots "
-                             "between repositories).")
+                        hint="Use a local path, s3:https://HOST/BUCKET/PREFIX or rest:https://HOST/PATH/ "
+                             "(restic copy moves snapshots between repositories).")
     return LocalBackend(Path(spec).expanduser())
 
 
@@ -77,7 +82,7 @@ def open_repository(ref: str, env: Mapping[str, str], *, password_file: str | No
     (None: it must exist)."""
     from kubectl_dr.repo.restic.repository import Repository
 
-    backend = backend_for(ref, s3)
+    backend = backend_for(ref, s3, env)
     password = read_password(env, password_file)
     if backend.exists():
         return Repository.open(backend, password)

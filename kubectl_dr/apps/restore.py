@@ -16,6 +16,7 @@ finishes: claims not yet restored, then the scale-up.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
     # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
     # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
     # consumers it stopped).
-    _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")])
+    _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")], console)
     console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
     restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
     result.scaled = [f"{scaling.resource_name(r.kind)}/{r.name}: {r.message}" for r in restored]
@@ -310,6 +311,9 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
         made.append(step)
         if step.obj.get("kind") == "CustomResourceDefinition":
             apply.wait_established(kube, step.obj, apply.type_of_definition(step.obj))
+            console.say(f"created {step.ref}, established and served")
+        else:
+            console.say(f"created {step.ref}")
     rest = [s for s in steps if s not in first and s.action in ("create", "update")]
     if not opts.skip_server_dry_run and any(not s.checked.startswith("accepted") for s in rest):
         try:
@@ -318,21 +322,35 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
             for step in reversed(made):  # empty and ours: leave nothing behind
                 apply.delete(kube, step.rtype, step.obj)
             raise
-    _write(kube, [s for s in rest if s.rtype.name not in WORKLOADS])
+    _write(kube, [s for s in rest if s.rtype.name not in WORKLOADS], console)
 
 
-def _write(kube: Kube, steps: list[Step]) -> None:
-    for step in steps:
-        if step.action == "update" and step.live is not None:
-            live = apply.current(kube, step.rtype, step.obj) or step.live
-            apply.update(kube, step.rtype, step.obj, live, dry_run=False)
-        else:
-            try:
-                apply.create(kube, step.rtype, step.obj, dry_run=False)
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-                step.action, step.reason = "skip", "created meanwhile by the cluster (AlreadyExists)"
+def _write(kube: Kube, steps: list[Step], console: Console) -> None:
+    """Create (or update) the steps in their order, saying so after each resource type: the user sees how
+    far a restore got, and an interrupted one is known to have got at least that far."""
+    for _, group in itertools.groupby(steps, key=lambda s: s.rtype.name):
+        done = list(group)
+        for step in done:
+            _write_one(kube, step)
+        for action in ("create", "update", "skip"):
+            names = [s.obj["metadata"]["name"] for s in done if s.action == action]
+            if names:
+                verb = {"create": "created", "update": "updated", "skip": "found"}[action]
+                rtype = done[0].rtype
+                console.say(f"{verb} {rtype.name}: {', '.join(names)}")
+
+
+def _write_one(kube: Kube, step: Step) -> None:
+    if step.action == "update" and step.live is not None:
+        live = apply.current(kube, step.rtype, step.obj) or step.live
+        apply.update(kube, step.rtype, step.obj, live, dry_run=False)
+    else:
+        try:
+            apply.create(kube, step.rtype, step.obj, dry_run=False)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            step.action, step.reason = "skip", "created meanwhile by the cluster (AlreadyExists)"
 
 
 def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOptions, target: str,

@@ -11,8 +11,10 @@ or lease of ours left behind.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,17 @@ from kubectl_dr.apps.restore import DATA_RESTORED, run_id_for
 from kubectl_dr.workloads.records import ORIGINAL_REPLICAS, SCALED_DOWN_BY
 from tests import cli_runner
 from tests.cli_runner import clean_env, executable
-from tests.datasets import differences, managed_pods, new_namespace, snapshot, volume_dir
+from tests.datasets import (
+    APP_GID,
+    APP_UID,
+    build_app_tree,
+    differences,
+    make_claim,
+    managed_pods,
+    new_namespace,
+    snapshot,
+    volume_dir,
+)
 from tests.polling import eventually
 
 DB_WRITER = r"""
@@ -253,3 +265,154 @@ def test_restore_interrupted_after_each_step_is_finished_by_a_rerun(app: dict[st
     eventually(lambda: pods_running(cluster, target, "app=db") and pods_running(cluster, target, "app=web"),
                timeout=180, what="the restored app running")
     cluster.kubectl("delete", "namespace", target, "--wait=false", check=False)
+
+
+# --- namespace backup ---------------------------------------------------------------------------------------
+
+CLAIMS = ("alpha", "beta", "gamma")
+
+
+def fill_claims(cluster: Any, ns: str, size: int) -> None:
+    for i, name in enumerate(CLAIMS):
+        make_claim(cluster, ns, name)
+        vol = volume_dir(cluster, ns, name)
+        build_app_tree(vol)
+        (vol / "own").write_bytes(os.urandom((i + 1) * size))
+        os.chown(vol / "own", APP_UID, APP_GID)
+
+
+@pytest.fixture(scope="module")
+def busy(cluster: Any) -> Iterator[dict[str, Any]]:
+    """Three claims written as their app (uid 1000) writes them, a few megabytes each so a transfer takes a
+    moment, and a Deployment using the first (the consumer --quiesce stops)."""
+    ns = new_namespace(cluster, "cutb")
+    fill_claims(cluster, ns, 1_000_003)
+    reader = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "reader", "namespace": ns},
+              "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "reader"}}, "template": {
+                  "metadata": {"labels": {"app": "reader"}},
+                  "spec": {"terminationGracePeriodSeconds": 1,
+                           "securityContext": {"runAsUser": APP_UID, "runAsGroup": APP_GID},
+                           "containers": [{"name": "r", "image": "busybox", "command": ["sleep", "3600"],
+                                           "volumeMounts": [{"name": "a", "mountPath": "/a"}]}],
+                           "volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "alpha"}}]}}}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(reader))
+    eventually(lambda: pods_running(cluster, ns, "app=reader"), timeout=180, what="the reader running")
+    yield {"ns": ns}
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def app_backups(cluster: Any, repo: Path) -> list[dict[str, Any]]:
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo)))
+    items = listed if isinstance(listed, list) else listed.get("items") or listed.get("backups") or []
+    return [b for b in items if b.get("type") == "app"]
+
+
+def all_verify(cluster: Any, repo: Path) -> None:
+    """Every backup the repository lists is whole: sizes and SHA-256 of every part as recorded."""
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo)))
+    items = listed if isinstance(listed, list) else listed.get("items") or listed.get("backups") or []
+    for item in items:
+        ok(cli_runner.dr("backups", "verify", item["id"], cluster=cluster, repo=repo, timeout=300))
+
+
+def assert_backup_whole(cluster: Any, repo: Path, made: dict[str, Any]) -> None:
+    assert sorted(c["name"] for c in made["claims"]) == list(CLAIMS)
+    stored = {o["kind"]: o for o in stored_objects(repo, made["id"]) if o["kind"] == "Deployment"}
+    assert stored["Deployment"]["spec"]["replicas"] == 1  # as the app runs, whatever held it at 0
+    assert not any(k.startswith("kubectl-dr.io/") for k in stored["Deployment"]["metadata"].get("annotations") or {})
+
+
+def stored_objects(repo: Path, backup_id: str) -> list[dict[str, Any]]:
+    [path] = [p for p in repo.rglob("objects.json") if backup_id in str(p)]
+    return list(json.loads(path.read_text()))
+
+
+def reader_back(cluster: Any, ns: str) -> bool:
+    obj = get(cluster, "deployment", "reader", "-n", ns)
+    return bool(obj["spec"]["replicas"] == 1 and ORIGINAL_REPLICAS not in (obj["metadata"].get("annotations") or {}))
+
+
+BACKUP_CUTS = {
+    "objects-read": ("read ", signal.SIGKILL, ()),
+    "claim-half-sent": ("starting rescue pod", signal.SIGKILL, ("--parallel", "1")),
+    "manifest-written": ("wrote backup", signal.SIGKILL, ()),
+    "quiesced-ctrl-c": ("scaled from 1 to 0", signal.SIGINT, ("--quiesce",)),
+    "quiesced-killed": ("scaled from 1 to 0", signal.SIGKILL, ("--quiesce",)),
+}
+
+
+@pytest.mark.parametrize("step", list(BACKUP_CUTS))
+def test_backup_interrupted_is_never_listed_and_a_rerun_makes_a_good_one(busy: dict[str, Any], cluster: Any,
+                                                                          tmp_path: Path, step: str) -> None:
+    line, sig, flags = BACKUP_CUTS[step]
+    ns, repo = busy["ns"], tmp_path / "repo"
+    code, said = run_until(cluster, repo, ["ns", "backup", ns, *flags], line, sig)
+    assert code == (-sig if sig == signal.SIGKILL else 130), said
+    listed = app_backups(cluster, repo) if repo.exists() else []
+    if step == "manifest-written":
+        assert len(listed) == 1, listed  # written whole before it said so
+    else:
+        assert listed == [], listed
+    if repo.exists():
+        all_verify(cluster, repo)  # what a killed run left is either whole or not listed at all
+    if sig == signal.SIGINT:
+        assert reader_back(cluster, ns), said  # its cleanup put the consumer back
+        assert managed_pods(cluster, ns) == [] and our_leases(cluster, ns) == [], said
+
+    # The rerun, as the user types it again: a whole backup, the consumer running again at the end.
+    rerun = cli_runner.dr("ns", "backup", ns, *flags, "-o", "json", cluster=cluster, repo=repo, timeout=600)
+    made = json.loads(ok(rerun))
+    assert_backup_whole(cluster, repo, made)
+    assert reader_back(cluster, ns)
+    all_verify(cluster, repo)
+    assert len(app_backups(cluster, repo)) == len(listed) + 1
+    eventually(lambda: managed_pods(cluster, ns) == [] and our_leases(cluster, ns) == [], timeout=120,
+               what="no pod or lease of ours left")
+
+
+def test_backup_after_a_killed_quiesce_says_the_app_is_still_stopped(busy: dict[str, Any], cluster: Any,
+                                                                      tmp_path: Path) -> None:
+    # A --quiesce run killed: the consumer stays at 0 with its record. A plain backup after it must not
+    # record the app as stopped (a restore would bring it back at 0 for good), and says how to start it.
+    ns, repo = busy["ns"], tmp_path / "repo"
+    code, said = run_until(cluster, repo, ["ns", "backup", ns, "--quiesce"], "scaled from 1 to 0", signal.SIGKILL)
+    assert code == -signal.SIGKILL, said
+    assert get(cluster, "deployment", "reader", "-n", ns)["spec"]["replicas"] == 0
+    plain = cli_runner.dr("ns", "backup", ns, "--no-volumes", "-o", "json", cluster=cluster, repo=repo)
+    made = json.loads(ok(plain))
+    assert "deployment.apps/reader -n " + ns in plain.stderr and "is held at 0 by run" in plain.stderr, plain.stderr
+    assert f"kubectl dr scale restore -n {ns}" in plain.stderr
+    stored = {o["kind"]: o for o in stored_objects(repo, made["id"]) if o["kind"] == "Deployment"}
+    assert stored["Deployment"]["spec"]["replicas"] == 1
+    ok(cli_runner.dr("scale", "restore", "-n", ns, cluster=cluster))
+    assert reader_back(cluster, ns)
+    eventually(lambda: pods_running(cluster, ns, "app=reader"), timeout=120, what="the reader running again")
+
+
+def test_ctrl_c_stops_claims_backed_up_side_by_side_promptly(cluster_factory: Any, tmp_path: Path) -> None:
+    # A slow link (4 Mbit/s per stream): each claim takes half a minute to send. Ctrl-C must not wait for them.
+    slow = cluster_factory(control_planes=1, workers=1, link_mbit=4)
+    ns, repo = new_namespace(slow, "cutp"), tmp_path / "repo"
+    fill_claims(slow, ns, 16_000_000)
+    env = clean_env({"KUBECONFIG": str(slow.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
+    proc = subprocess.Popen([executable(), "ns", "backup", ns, "--parallel", "3"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        eventually(lambda: proc.poll() is not None or len(managed_pods(slow, ns)) == 3, timeout=120,
+                   what="three rescue pods at once")
+        time.sleep(2)  # the streams under way
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "stopping: removing the rescue pods of the 3 claim backups under way" in err, err
+    assert took < 20, f"Ctrl-C took {took:.0f}s to stop the claims under way:\n{err}"
+    assert managed_pods(slow, ns) == [] and our_leases(slow, ns) == [], err
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=slow, repo=repo)))
+    assert not listed or not (listed if isinstance(listed, list) else listed.get("items")), listed

@@ -28,7 +28,7 @@ from kubectl_dr.apps.ordering import WORKLOADS, order_key
 from kubectl_dr.apps.resources import Catalog, ResourceType, discover
 from kubectl_dr.apps.source import AppBackup, find, read
 from kubectl_dr.console import Console, Progress
-from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.errors import ApiError, DrError, Interrupted
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Repository
@@ -42,6 +42,10 @@ EXISTING = ("fail", "skip", "update")
 CRD = "customresourcedefinitions.apiextensions.k8s.io"
 # Made by the cluster in every new namespace: found there, it is not a collision.
 MADE_BY_CLUSTER = {("ServiceAccount", "default")}
+
+
+class DryRunRefused(DrError):
+    """The server dry run refused objects; nothing of the restore is left in the cluster."""
 
 
 @dataclass
@@ -178,16 +182,39 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
         return result
     console.confirm(f"restore {count(len(steps), 'object')} and {count(len(claims), 'claim')} of backup {app.id} "
                     f"into namespace {target} ({result.counts()['create']} to create)")
-    _apply(kube, steps, opts, console)
-    _claims(session, repo, app, opts, target, result)
-    # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
-    # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
-    # consumers it stopped).
-    _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")], console)
-    console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
-    restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
+    try:
+        _apply(kube, steps, opts, console)
+        _claims(session, repo, app, opts, target, result)
+        # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
+        # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
+        # consumers it stopped).
+        _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")], console)
+        console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
+        restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
+    except DryRunRefused:
+        raise  # what it created to check the rest it deleted again: nothing to finish
+    except (DrError, Interrupted) as exc:
+        _how_to_finish(session, exc, app.id, opts, target)
+        raise
     result.scaled = [f"{scaling.resource_name(r.kind)}/{r.name}: {r.message}" for r in restored]
     return result
+
+
+def _how_to_finish(session: Session, exc: DrError | Interrupted, backup_id: str, opts: RestoreOptions,
+                   target: str) -> None:
+    """What an error or an interruption after the first create tells the user: the same restore, run again,
+    finishes it (what exists carries the backup's ID and is skipped; claims not marked restored are restored
+    again; the workloads, at 0 with their records, are scaled up last). The backup is pinned by its ID, as a
+    `latest` could name a newer one by then.
+
+    An interruption's hint is replaced, not extended: the only one it can carry is a claim's `pvc restore`
+    note about consumers kept stopped, and a namespace restore has none yet."""
+    rerun = session.command_line(drop=["--from", "--dry-run"], add=["--from", backup_id],
+                                 default=["namespace", "restore", opts.namespace, "--to", target, "--yes"])
+    note = (f"Namespace {target} is partly restored: no workload runs before every claim's data is restored "
+            f"(they are created at 0 replicas, with their records, and scaled up last). To finish, run the "
+            f"restore again:\n  {rerun}")
+    exc.hint = f"{exc.hint}\n{note}" if exc.hint and isinstance(exc, DrError) else note
 
 
 def _claim_backups_present(repo: Repository, app: AppBackup, claims: list[Json]) -> None:
@@ -296,9 +323,10 @@ def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: b
     if refused:
         left = (f"; {', '.join(undone)}, created first so the rest could be checked, deleted again"
                 if undone else "; nothing was created")
-        raise DrError(f"the server dry run refused {count(len(refused), 'object')}{left}:\n  " + "\n  ".join(refused),
-                      hint="Fix what the server says (quota, admission, Pod Security, RBAC, a taken node port), "
-                           "or leave the objects out, then run the restore again.")
+        raise DryRunRefused(f"the server dry run refused {count(len(refused), 'object')}{left}:\n  "
+                            + "\n  ".join(refused),
+                            hint="Fix what the server says (quota, admission, Pod Security, RBAC, a taken node "
+                                 "port), or leave the objects out, then run the restore again.")
     console.say(f"server dry run: {count(checked, 'object')} accepted")
 
 
@@ -358,7 +386,8 @@ def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOpt
     from kubectl_dr.volumes import restore as pvc_restore
 
     kube = session.kube
-    confirmed = dataclasses.replace(session, console=_Confirmed(session.console))
+    # argv left out: a claim's own rerun hint then names its `pvc restore`, not this command with its flags.
+    confirmed = dataclasses.replace(session, console=_Confirmed(session.console), argv=())
 
     skipped = {s.obj["metadata"]["name"] for s in result.steps
                if s.obj.get("kind") == "PersistentVolumeClaim" and s.action == "skip"

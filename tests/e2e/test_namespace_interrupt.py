@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -231,6 +232,7 @@ RESTORE_CUTS = {
     "config-and-rbac": ("created secrets:", signal.SIGKILL),
     "services": ("created services:", signal.SIGINT),
     "claim-data-under-way": ("starting rescue pod", signal.SIGKILL),
+    "claim-data-ctrl-c": ("setting owners, modes and times", signal.SIGINT),
     "claim-data-restored": ("against the backup: all match", signal.SIGKILL),
     "workloads-created": ("created deployments.apps:", signal.SIGKILL),
     "scaled-up": ("replicas set back to", signal.SIGKILL),
@@ -253,6 +255,11 @@ def test_restore_interrupted_after_each_step_is_finished_by_a_rerun(app: dict[st
     assert_nothing_started_early(cluster, target, backup_id)
     if sig == signal.SIGINT and namespace_exists(cluster, target):  # its own cleanup ran: nothing of ours runs on
         assert managed_pods(cluster, target) == [] and our_leases(cluster, target) == [], said
+        # It says how to finish: this very command, the backup pinned by its ID (the rerun below is that line).
+        hint = f"To finish, run the restore again:\n  kubectl dr ns restore {ns} --to {target} --yes --from {backup_id}"
+        assert hint in said, said
+        assert "consumers stay stopped" not in said, said  # a claim's note: this restore has no consumers yet
+        args = shlex.split(said.split(hint.split("\n")[0])[1].strip().splitlines()[0])[2:]
 
     rerun = cli_runner.dr(*args, "-o", "json", cluster=cluster, repo=app["repo"], timeout=600)
     result = json.loads(ok(rerun))

@@ -40,6 +40,7 @@ Json = dict[str, Any]
 DATA_RESTORED = "kubectl-dr.io/data-restored-from"
 EXISTING = ("fail", "skip", "update")
 CRD = "customresourcedefinitions.apiextensions.k8s.io"
+EARLIER_RUN = "restored by an earlier run of this restore"
 # Made by the cluster in every new namespace: found there, it is not a collision.
 MADE_BY_CLUSTER = {("ServiceAccount", "default")}
 
@@ -168,6 +169,10 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
     if opts.volumes:
         _claim_backups_present(repo, app, claims)
     result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=dry_run)
+    earlier = sum(1 for s in steps if s.reason == EARLIER_RUN)
+    if earlier:
+        console.say(f"finishing an earlier run of this restore: {count(earlier, 'object')} of it already in "
+                    f"{target}; claims not marked restored are restored again, workloads scaled up last")
     collisions = [s for s in steps if s.action == "collision"]
     if collisions:
         names = "\n  ".join(f"{s.ref} ({s.reason})" for s in collisions)
@@ -274,7 +279,7 @@ def _decide(obj: Json, rtype: ResourceType, live: Json | None, existing: str, ba
         return Step(obj, rtype, "create")
     meta = live.get("metadata") or {}
     if (meta.get("annotations") or {}).get(mapping.RESTORED_FROM) == backup_id:
-        return Step(obj, rtype, "skip", "restored by an earlier run of this restore", live)
+        return Step(obj, rtype, "skip", EARLIER_RUN, live)
     if obj.get("kind") == "Namespace":
         return Step(obj, rtype, "skip", "the namespace exists; its objects are restored into it", live)
     if cluster_scoped:
@@ -391,7 +396,7 @@ def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOpt
 
     skipped = {s.obj["metadata"]["name"] for s in result.steps
                if s.obj.get("kind") == "PersistentVolumeClaim" and s.action == "skip"
-               and s.reason != "restored by an earlier run of this restore"}
+               and s.reason != EARLIER_RUN}
     for claim in result.claims:
         if not opts.volumes:
             continue

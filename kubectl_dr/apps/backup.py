@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubectl_dr import cleanup
 from kubectl_dr.apps import OBJECTS_PART, RECORD_PART, TYPE
 from kubectl_dr.apps.cleaning import ref
 from kubectl_dr.apps.collect import Collected, Filters, check_filters, collect
@@ -102,8 +103,7 @@ def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult
         if opts.quiesce and dry_run == "none":
             quiesced = _quiesce(kube, opts, console, run)
         collected = collect(kube, catalog, opts.namespaces, opts.filters)
-        if quiesced:
-            _as_before_quiesce(collected, run.id)
+        _as_before_scale_down(collected, run.id, console)
         console.say(f"read {count(len(collected.objects), 'object')} from {', '.join(opts.namespaces)}; "
                     f"{count(len(collected.excluded), 'object')} left out (the record says why)")
         if dry_run != "none":
@@ -129,12 +129,23 @@ def _quiesce(kube: Kube, opts: BackupOptions, console: Console, run: Run) -> lis
     return done
 
 
-def _as_before_quiesce(collected: Collected, run_id: str) -> None:
-    """The objects as they were before --quiesce stopped them: their recorded replicas, no record."""
+def _as_before_scale_down(collected: Collected, run_id: str, console: Console) -> None:
+    """The objects as they run when kubectl dr is not holding them at 0: their recorded replicas, no record.
+
+    This run's own --quiesce records silently. A record of another run means that run stopped the
+    workload for a while and did not start it again (it was killed, or is still working): backed up at
+    0 with that record, the app would be restored stopped for good, so it is backed up as recorded and
+    the user is told the workload is still stopped here."""
     for obj in collected.objects:
         record = records.read_record(obj)
-        if record is None or record.run_id != run_id:
+        if record is None:
             continue
+        if record.run_id != run_id:
+            meta = obj["metadata"]
+            console.warn(f"{scaling.resource_name(str(obj.get('kind')))}/{meta['name']} -n {meta.get('namespace')} "
+                         f"is held at 0 by run {record.run_id} ({record.reason}, since {record.at}), which did not "
+                         f"start it again: backed up with its recorded {count(record.original_replicas, 'replica')}. "
+                         f"{scaling.restore_hint(str(meta.get('namespace')))}")
         obj.setdefault("spec", {})["replicas"] = record.original_replicas
         annotations = obj["metadata"].get("annotations") or {}
         for key in records.ANNOTATIONS:
@@ -145,8 +156,9 @@ def _as_before_quiesce(collected: Collected, run_id: str) -> None:
 
 def _claims(session: Session, repo: Repository, opts: BackupOptions, collected: Collected) -> list[Json]:
     """Every claim through `pvc backup`, up to ``opts.parallel`` side by side (each its own pod, lease and
-    checks). A failure or an interruption starts no further claim and waits for the ones under way, so
-    that every pod they made is theirs to remove before the command's cleanup runs; then it is raised."""
+    checks). A failure starts no further claim and waits for the ones under way, so that every pod they
+    made is theirs to remove before the command's cleanup runs; then it is raised. An interruption (Ctrl-C)
+    does not wait for them to finish: see `_stop`."""
     claims = collected.claims
     workers = max(1, min(opts.parallel, len(claims)))
     if workers == 1:
@@ -159,13 +171,28 @@ def _claims(session: Session, repo: Repository, opts: BackupOptions, collected: 
     try:
         concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
     except BaseException:
+        for future in futures:
+            future.cancel()  # the claims not started yet never start
         running = sum(1 for f in futures if f.running())
         if running:
-            console.say(f"stopping: waiting for the {count(running, 'claim backup')} under way to finish or fail")
+            _stop(console, running)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True, cancel_futures=True)
     return [f.result() for f in futures]  # the first failure, in the claims' order, is raised here
+
+
+def _stop(console: Console, running: int) -> None:
+    """Interrupted while claims are backed up side by side: their threads cannot be interrupted, and a claim of
+    many gigabytes would hold the Ctrl-C for minutes. So the command's undo steps run now rather than once the
+    threads end: their rescue pods are deleted (which cuts the streams, so each thread fails within moments),
+    their consumers scaled back, their leases released. A step that fails goes back on the stack, for the
+    command's own cleanup to try again and report."""
+    console.say(f"stopping: removing the rescue pods of the {count(running, 'claim backup')} under way")
+    stack = cleanup.current()
+    for failure in stack.unwind(console.say):
+        step = failure.step
+        stack.push(step.description, step.action, fallback_hint=step.fallback_hint)
 
 
 def _claim(session: Session, repo: Repository, opts: BackupOptions, claim: Json) -> Json:

@@ -16,6 +16,7 @@ finishes: claims not yet restored, then the scale-up.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from kubectl_dr.apps.ordering import WORKLOADS, order_key
 from kubectl_dr.apps.resources import Catalog, ResourceType, discover
 from kubectl_dr.apps.source import AppBackup, find, read
 from kubectl_dr.console import Console, Progress
-from kubectl_dr.errors import ApiError, DrError
+from kubectl_dr.errors import ApiError, DrError, Interrupted
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Repository
@@ -39,8 +40,13 @@ Json = dict[str, Any]
 DATA_RESTORED = "kubectl-dr.io/data-restored-from"
 EXISTING = ("fail", "skip", "update")
 CRD = "customresourcedefinitions.apiextensions.k8s.io"
+EARLIER_RUN = "restored by an earlier run of this restore"
 # Made by the cluster in every new namespace: found there, it is not a collision.
 MADE_BY_CLUSTER = {("ServiceAccount", "default")}
+
+
+class DryRunRefused(DrError):
+    """The server dry run refused objects; nothing of the restore is left in the cluster."""
 
 
 @dataclass
@@ -163,6 +169,10 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
     if opts.volumes:
         _claim_backups_present(repo, app, claims)
     result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=dry_run)
+    earlier = sum(1 for s in steps if s.reason == EARLIER_RUN)
+    if earlier:
+        console.say(f"finishing an earlier run of this restore: {count(earlier, 'object')} of it already in "
+                    f"{target}; claims not marked restored are restored again, workloads scaled up last")
     collisions = [s for s in steps if s.action == "collision"]
     if collisions:
         names = "\n  ".join(f"{s.ref} ({s.reason})" for s in collisions)
@@ -177,16 +187,39 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
         return result
     console.confirm(f"restore {count(len(steps), 'object')} and {count(len(claims), 'claim')} of backup {app.id} "
                     f"into namespace {target} ({result.counts()['create']} to create)")
-    _apply(kube, steps, opts, console)
-    _claims(session, repo, app, opts, target, result)
-    # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
-    # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
-    # consumers it stopped).
-    _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")])
-    console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
-    restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
+    try:
+        _apply(kube, steps, opts, console)
+        _claims(session, repo, app, opts, target, result)
+        # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
+        # existed, so no `pvc restore` could start one on a volume it had not finished (its undo starts the
+        # consumers it stopped).
+        _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")], console)
+        console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
+        restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
+    except DryRunRefused:
+        raise  # what it created to check the rest it deleted again: nothing to finish
+    except (DrError, Interrupted) as exc:
+        _how_to_finish(session, exc, app.id, opts, target)
+        raise
     result.scaled = [f"{scaling.resource_name(r.kind)}/{r.name}: {r.message}" for r in restored]
     return result
+
+
+def _how_to_finish(session: Session, exc: DrError | Interrupted, backup_id: str, opts: RestoreOptions,
+                   target: str) -> None:
+    """What an error or an interruption after the first create tells the user: the same restore, run again,
+    finishes it (what exists carries the backup's ID and is skipped; claims not marked restored are restored
+    again; the workloads, at 0 with their records, are scaled up last). The backup is pinned by its ID, as a
+    `latest` could name a newer one by then.
+
+    An interruption's hint is replaced, not extended: the only one it can carry is a claim's `pvc restore`
+    note about consumers kept stopped, and a namespace restore has none yet."""
+    rerun = session.command_line(drop=["--from", "--dry-run"], add=["--from", backup_id],
+                                 default=["namespace", "restore", opts.namespace, "--to", target, "--yes"])
+    note = (f"Namespace {target} is partly restored: no workload runs before every claim's data is restored "
+            f"(they are created at 0 replicas, with their records, and scaled up last). To finish, run the "
+            f"restore again:\n  {rerun}")
+    exc.hint = f"{exc.hint}\n{note}" if exc.hint and isinstance(exc, DrError) else note
 
 
 def _claim_backups_present(repo: Repository, app: AppBackup, claims: list[Json]) -> None:
@@ -246,7 +279,7 @@ def _decide(obj: Json, rtype: ResourceType, live: Json | None, existing: str, ba
         return Step(obj, rtype, "create")
     meta = live.get("metadata") or {}
     if (meta.get("annotations") or {}).get(mapping.RESTORED_FROM) == backup_id:
-        return Step(obj, rtype, "skip", "restored by an earlier run of this restore", live)
+        return Step(obj, rtype, "skip", EARLIER_RUN, live)
     if obj.get("kind") == "Namespace":
         return Step(obj, rtype, "skip", "the namespace exists; its objects are restored into it", live)
     if cluster_scoped:
@@ -295,9 +328,10 @@ def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: b
     if refused:
         left = (f"; {', '.join(undone)}, created first so the rest could be checked, deleted again"
                 if undone else "; nothing was created")
-        raise DrError(f"the server dry run refused {count(len(refused), 'object')}{left}:\n  " + "\n  ".join(refused),
-                      hint="Fix what the server says (quota, admission, Pod Security, RBAC, a taken node port), "
-                           "or leave the objects out, then run the restore again.")
+        raise DryRunRefused(f"the server dry run refused {count(len(refused), 'object')}{left}:\n  "
+                            + "\n  ".join(refused),
+                            hint="Fix what the server says (quota, admission, Pod Security, RBAC, a taken node "
+                                 "port), or leave the objects out, then run the restore again.")
     console.say(f"server dry run: {count(checked, 'object')} accepted")
 
 
@@ -310,6 +344,9 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
         made.append(step)
         if step.obj.get("kind") == "CustomResourceDefinition":
             apply.wait_established(kube, step.obj, apply.type_of_definition(step.obj))
+            console.say(f"created {step.ref}, established and served")
+        else:
+            console.say(f"created {step.ref}")
     rest = [s for s in steps if s not in first and s.action in ("create", "update")]
     if not opts.skip_server_dry_run and any(not s.checked.startswith("accepted") for s in rest):
         try:
@@ -318,21 +355,35 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
             for step in reversed(made):  # empty and ours: leave nothing behind
                 apply.delete(kube, step.rtype, step.obj)
             raise
-    _write(kube, [s for s in rest if s.rtype.name not in WORKLOADS])
+    _write(kube, [s for s in rest if s.rtype.name not in WORKLOADS], console)
 
 
-def _write(kube: Kube, steps: list[Step]) -> None:
-    for step in steps:
-        if step.action == "update" and step.live is not None:
-            live = apply.current(kube, step.rtype, step.obj) or step.live
-            apply.update(kube, step.rtype, step.obj, live, dry_run=False)
-        else:
-            try:
-                apply.create(kube, step.rtype, step.obj, dry_run=False)
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-                step.action, step.reason = "skip", "created meanwhile by the cluster (AlreadyExists)"
+def _write(kube: Kube, steps: list[Step], console: Console) -> None:
+    """Create (or update) the steps in their order, saying so after each resource type: the user sees how
+    far a restore got, and an interrupted one is known to have got at least that far."""
+    for _, group in itertools.groupby(steps, key=lambda s: s.rtype.name):
+        done = list(group)
+        for step in done:
+            _write_one(kube, step)
+        for action in ("create", "update", "skip"):
+            names = [s.obj["metadata"]["name"] for s in done if s.action == action]
+            if names:
+                verb = {"create": "created", "update": "updated", "skip": "found"}[action]
+                rtype = done[0].rtype
+                console.say(f"{verb} {rtype.name}: {', '.join(names)}")
+
+
+def _write_one(kube: Kube, step: Step) -> None:
+    if step.action == "update" and step.live is not None:
+        live = apply.current(kube, step.rtype, step.obj) or step.live
+        apply.update(kube, step.rtype, step.obj, live, dry_run=False)
+    else:
+        try:
+            apply.create(kube, step.rtype, step.obj, dry_run=False)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            step.action, step.reason = "skip", "created meanwhile by the cluster (AlreadyExists)"
 
 
 def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOptions, target: str,
@@ -340,11 +391,12 @@ def _claims(session: Session, repo: Repository, app: AppBackup, opts: RestoreOpt
     from kubectl_dr.volumes import restore as pvc_restore
 
     kube = session.kube
-    confirmed = dataclasses.replace(session, console=_Confirmed(session.console))
+    # argv left out: a claim's own rerun hint then names its `pvc restore`, not this command with its flags.
+    confirmed = dataclasses.replace(session, console=_Confirmed(session.console), argv=())
 
     skipped = {s.obj["metadata"]["name"] for s in result.steps
                if s.obj.get("kind") == "PersistentVolumeClaim" and s.action == "skip"
-               and s.reason != "restored by an earlier run of this restore"}
+               and s.reason != EARLIER_RUN}
     for claim in result.claims:
         if not opts.volumes:
             continue

@@ -169,3 +169,30 @@ def test_a_diff_ignores_the_node_ports_a_restore_leaves_to_the_server() -> None:
     # Other kinds are compared as they are.
     other = {"kind": "ConfigMap", "data": {"a": "1"}}
     assert comparable(other) is other
+
+
+def test_a_backup_stores_workloads_as_they_run_when_kubectl_dr_holds_them_at_0(capsys: pytest.CaptureFixture[str]
+                                                                               ) -> None:
+    # Its own --quiesce record silently; another run's (a --quiesce killed before it started the app again) named,
+    # with the command that starts it: stored at 0 with that record, a restore would bring the app back stopped.
+    from kubectl_dr.apps.backup import _as_before_scale_down
+    from kubectl_dr.apps.collect import Collected
+    from kubectl_dr.ui.console import TerminalConsole
+    from kubectl_dr.ui.terminals import Terminals
+
+    def held(name: str, run_id: str, original: int) -> dict[str, Any]:
+        patch, _ = records.scale_down_patch(obj("Deployment", name, "apps/v1", spec={"replicas": original}),
+                                            run_id=run_id, reason="namespace backup --quiesce")
+        return obj("Deployment", name, "apps/v1", spec={"replicas": 0},
+                   metadata={"annotations": {**patch["metadata"]["annotations"], "team": "shop"}})
+
+    mine, killed, free = held("web", "run-now", 2), held("db", "run-killed", 3), obj("Deployment", "free", "apps/v1",
+                                                                                     spec={"replicas": 0})
+    _as_before_scale_down(Collected(objects=[mine, killed, free]), "run-now",
+                          TerminalConsole(terminals=Terminals(False, False, False)))
+    assert mine["spec"]["replicas"] == 2 and killed["spec"]["replicas"] == 3 and free["spec"]["replicas"] == 0
+    assert mine["metadata"]["annotations"] == {"team": "shop"} == killed["metadata"]["annotations"]
+    err = capsys.readouterr().err
+    assert "web" not in err
+    assert ("deployment.apps/db -n shop is held at 0 by run run-killed (namespace backup --quiesce, since" in err
+            and "backed up with its recorded 3 replicas" in err and "kubectl dr scale restore -n shop" in err), err

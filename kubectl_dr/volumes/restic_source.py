@@ -73,13 +73,16 @@ class _Content:
         self._repo = repo
         self._buffer = b""
         self.given = 0
+        self.digest = hashlib.sha256()  # the file's own SHA-256, for an incremental restore's comparison
 
     def read(self, n: int = -1) -> bytes:
         while len(self._buffer) < (n if n >= 0 else 1 << 62):
             blob = next(self._blobs, None)
             if blob is None:
                 break
-            self._buffer += self._repo.load_blob(blob)
+            data = self._repo.load_blob(blob)
+            self.digest.update(data)
+            self._buffer += data
         out, self._buffer = (self._buffer, b"") if n < 0 else (self._buffer[:n], self._buffer[n:])
         self.given += len(out)
         return out
@@ -112,6 +115,7 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
     entries = Entries()
     entries.items[""] = _entry("", root, {})
     first_of_inode: dict[tuple[int, int], str] = {}
+    hashes: dict[str, str] = {}
     path = workdir / "data.tar"
     digest = hashlib.sha256()
     console.say(f"reading restic snapshot {snap.short_id} ({snap.hostname}:{','.join(snap.paths)}), every blob "
@@ -131,6 +135,7 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
                 tar.addfile(info, content)
                 if content.read(1) or content.given != entry.size:
                     raise DrError(f"{rel!r}: the snapshot's content is not the {entry.size} bytes its node says")
+                hashes[rel] = content.digest.hexdigest()
                 continue
             if entry.kind == entries_module.DIR:
                 info.type = tarfile.DIRTYPE
@@ -151,4 +156,4 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
     check_record(snap.short_id, archive, entries)
     console.say(f"snapshot {snap.short_id}: {count(len(entries), 'entry', 'entries')} ready to restore")
     return Source(path, path.stat().st_size, digest.hexdigest(), None, archive, entries, True, verified=True,
-                  origin=None, snapshot=snap.id)
+                  origin=None, snapshot=snap.id, file_sha256=hashes)

@@ -289,6 +289,20 @@ def _script(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
+HASHES = f"{SCRATCH}/hashes.sh"
+
+
+def hash_list_script(paths: list[str]) -> bytes:
+    """`sha256sum` of these volume files, in this order, a command line per batch. A file it cannot read
+    prints no line (and the caller sends that file); the script itself always ends with 0."""
+    return _script([line + " || true" for line in _batches("sha256sum", paths)] + ["true"])
+
+
+def hashes_script() -> str:
+    """Run the uploaded hash list, its output counted and hashed on the way out like every stream."""
+    return _out(f"sh {HASHES}")
+
+
 FREE_SPACE = f"df -Pk {DATA} | tail -n 1"
 
 

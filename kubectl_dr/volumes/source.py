@@ -45,6 +45,9 @@ class Source:
     origin: str | None = None
     # A restic snapshot's ID, when the archive was built from one (it is no backup of the plain repository).
     snapshot: str | None = None
+    # path → SHA-256 of each regular file's content, when the source computed it while reading (a restic
+    # snapshot's blobs): what an incremental restore compares the volume's files with.
+    file_sha256: dict[str, str] | None = None
 
     @property
     def gnu_only(self) -> bool:

@@ -285,8 +285,8 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                 shown = ", ".join(repr(p) for p in delta.kept_extras[:tree_check.SHOWN])
                 more = f" and {len(delta.kept_extras) - tree_check.SHOWN} more" \
                     if len(delta.kept_extras) > tree_check.SHOWN else ""
-                console.say(f"keeping {count(len(delta.kept_extras), 'entry', 'entries')} the snapshot does not "
-                            f"hold (--clean removes them): {shown}{more}")
+                console.say(f"keeping {count(len(delta.kept_extras), 'entry', 'entries')} that are not in what is "
+                            f"restored (a whole restore with --clean removes them): {shown}{more}")
         wire = incremental_restore.cut(src, delta.send, incremental_restore.workdir())
     choice = _choose_compression(kube, pod, wire, opts.compress, console)  # before the volume is touched
     exposure.mark_torn(_rerun(exposure.session, src, opts))

@@ -277,7 +277,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                 label=f"{opts.namespace}/{opts.claim}")
     doomed = sorted(set(blocking) | set(extras))
     wire, delta = src, None
-    if src.file_sha256 is not None and not opts.full:  # still before the volume is touched
+    if src.chunks is not None and not opts.full:  # still before the volume is touched
         delta = incremental_restore.decide(kube, pod, src, found, set(doomed), console)
         if not opts.clean:
             delta.kept_extras = tree_check.extras(src.entries, found)
@@ -287,7 +287,8 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                     if len(delta.kept_extras) > tree_check.SHOWN else ""
                 console.say(f"keeping {count(len(delta.kept_extras), 'entry', 'entries')} that are not in what is "
                             f"restored (a whole restore with --clean removes them): {shown}{more}")
-        wire = incremental_restore.cut(src, delta.send, incremental_restore.workdir())
+    if src.materialize is not None:  # the archive, of what is sent only, its blobs read and checked now
+        wire = src.materialize(delta.send if delta is not None else None)
     choice = _choose_compression(kube, pod, wire, opts.compress, console)  # before the volume is touched
     exposure.mark_torn(_rerun(exposure.session, src, opts))
     if doomed:
@@ -319,7 +320,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     console.say(f"checked {count(len(src.entries), 'entry', 'entries')} in the volume against the backup: all match")
     consumers = [c.ref for c in exposure.access.consumers]
     exposure.finish()
-    return RestoreResult(opts.namespace, opts.claim, src, checked, seconds, removed=doomed,
+    return RestoreResult(opts.namespace, opts.claim, wire, checked, seconds, removed=doomed,
                          replaced_kinds=blocking, fixed=fixed, consumers=consumers, security=sec.describe(),
                          tools=pod.tools.to_dict(), listing_seconds=listings.total,
                          compression={**choice.to_dict(), "wireBytes": checked.wire},

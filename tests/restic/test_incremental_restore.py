@@ -25,7 +25,7 @@ def _tools(tmp_path: Path, flavour: str) -> dict[str, str]:
     bin_dir.mkdir()
     busybox = shutil.which("busybox")
     assert busybox is not None, "busybox is installed by .ci/run"
-    for applet in ("sh", "sha256sum", "true"):
+    for applet in ("sh", "sha256sum", "dd", "true"):
         (bin_dir / applet).symlink_to(busybox)
     return {"PATH": str(bin_dir)}
 
@@ -43,12 +43,25 @@ def test_hashes_of_odd_names_are_read_back_exactly_and_an_unreadable_file_has_no
         want[name] = hashlib.sha256(content).hexdigest()
     monkeypatch.setattr(scripts, "DATA", str(data))
     asked = [*NAMES[:3], "gone", *NAMES[3:]]  # a file that vanished: sha256sum prints no line for it
+    # And chunk by chunk at offsets, as a restic file of several blobs is compared: pieces of a file with an
+    # odd name, one past its end (hashes as empty), and one of a file that is gone.
+    big = os.urandom(3 * 65536 + 100)
+    with open(os.path.join(os.fsencode(data), b"big\nfile"), "wb") as f:
+        f.write(big)
+    pieces = [(0, 65536 + 7), (65536 + 7, 2 * 65536 + 93), (len(big), 10)]
+    chunked = [("big\nfile", pieces), ("gone-too", [(0, 5)])]
     script = tmp_path / "hashes.sh"
-    script.write_bytes(scripts.hash_list_script(asked))
+    script.write_bytes(scripts.hash_list_script(asked, chunked))
     out = subprocess.run(["sh", str(script)], capture_output=True, env=_tools(tmp_path, flavour), check=True).stdout
-    assert incremental_restore.parse_hashes(out + b"\0" * 300, asked) == want  # the stream's zero padding too
+    hashes, cursor = incremental_restore.parse_hashes(out + b"\0" * 300, asked)  # the stream's zero padding too
+    assert hashes == want
+    empty = hashlib.sha256().hexdigest()
+    assert incremental_restore.parse_pieces(out + b"\0" * 300, cursor, 4) == [
+        hashlib.sha256(big[o:o + n]).hexdigest() for o, n in pieces] + [empty]
     with pytest.raises(Exception, match="name no file asked for"):
-        incremental_restore.parse_hashes(out, asked[:2])
+        incremental_restore.parse_pieces(out, cursor, 3)
+    with pytest.raises(Exception, match="cut short or garbled"):
+        incremental_restore.parse_pieces(out[:-10], cursor, 4)
 
 
 def _entries(*items: Entry) -> Entries:

@@ -68,7 +68,8 @@ class Delta:
                 "bytesHashedInPod": self.hashed_bytes, "streamBytes": stream, "keptExtras": len(self.kept_extras)}
 
 
-def _under(path: str, roots: set[str]) -> bool:
+def under(path: str, roots: set[str]) -> bool:
+    """The path is one of `roots` or below one."""
     while path:
         if path in roots:
             return True
@@ -106,7 +107,7 @@ def _other_needs(entry: Entry, f: Found | None) -> bool:
 
 def plan(entries: Entries, found: dict[str, Found], removed: set[str]) -> tuple[Delta, list[str]]:
     """The sends metadata alone decides, and the files to hash in the pod (same path, kind and size)."""
-    have = {p: f for p, f in found.items() if not _under(p, removed)}
+    have = {p: f for p, f in found.items() if not under(p, removed)}
     delta = Delta()
     candidates: list[str] = []
     groups = _groups(entries)

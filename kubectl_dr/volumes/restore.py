@@ -389,7 +389,8 @@ def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found]
             if entry.sparse:
                 expanded += whole - entry.blocks * 512
     freed = sum(f.blocks * 512 for p, f in found.items()
-                if f.kind == FILE and f.links == 1 and (p in src.entries.items or _under(p, removed)))
+                if f.kind == FILE and f.links == 1
+                and (p in src.entries.items or incremental_restore.under(p, removed)))
     freed += sum(f.blocks * 512 for p, f in found.items() if f.kind == DIR and p in removed)
     if needed * SPACE_MARGIN > free + freed:
         sparse = (f", of which {size(expanded)} are the holes of sparse files this image's tar writes out in full "
@@ -397,11 +398,3 @@ def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found]
         raise DrError(f"the volume of {label} has {size(free)} free; restoring needs about {size(needed)} "
                       f"more than the files it replaces give back ({size(freed)}){sparse}. Nothing was written.",
                       hint="Expand the claim (if its storage class allows it), or restore into a larger claim.")
-
-
-def _under(path: str, roots: set[str]) -> bool:
-    while path:
-        if path in roots:
-            return True
-        path = path.rpartition("/")[0]
-    return False

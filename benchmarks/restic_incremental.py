@@ -1,6 +1,8 @@
 """restic repositories against the plain repository, same data, same run, on a loopback cluster: the first
 backup's time, then rounds of "change 1 % of the files, back up again" (time and bytes that crossed the
-API), the repository's size after all rounds against one full backup, and restore of a snapshot.
+API), the repository's size after all rounds against one full backup, and restores of the latest snapshot
+onto the volume after 1 % of its files changed: incremental (bytes sent, time), --full, and `kubectl cp` of
+the whole tree into a pod (kubectl 1.33) in the same run.
 
     python -m benchmarks.restic_incremental [--gb 0.25] [--rounds 3] [--dir /tmp/bench-restic]
 
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import clean_env, executable
+from tests.cli_runner import clean_env, executable, kubectl
 from tests.cluster.fixture import start_cluster
 from tests.datasets import build_mixed, make_claim, new_namespace, volume_dir
 
@@ -56,6 +58,24 @@ def change_files(vol: Path, share: float, rng: random.Random) -> int:
     return changed
 
 
+def kubectl_cp(cluster: Any, ns: str, tree: Path) -> float:
+    """`kubectl cp` of a local copy of the whole tree into a pod that mounts the claim (then removed)."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cp", "namespace": ns},
+           "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+               "name": "c", "image": "busybox", "command": ["sleep", "36000"],
+               "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
+               "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/cp", "--timeout=120s")
+    start = time.monotonic()
+    subprocess.run([kubectl("1.33"), f"--kubeconfig={cluster.kubeconfig}", "-n", ns, "cp", str(tree), "cp:/data/cp"],
+                   check=True, capture_output=True, timeout=3600)
+    took = time.monotonic() - start
+    cluster.kubectl("exec", "-n", ns, "cp", "--", "rm", "-rf", "/data/cp")
+    cluster.kubectl("delete", "pod", "-n", ns, "cp", "--grace-period=0")
+    return took
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gb", type=float, default=0.25)
@@ -84,8 +104,17 @@ def main() -> None:
             changed = change_files(vol, 0.01, rng)
             took, result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}")
             rounds.append((took, result["receivedBytes"], result["storedBytes"], changed))
-        restore_s, _ = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
-                          "--from", "latest")
+        # The restore case: 1 % of the files changed once more, then the latest snapshot restored onto them.
+        copy = work / "tree"
+        shutil.copytree(vol, copy, symlinks=True)
+        changed = change_files(vol, 0.01, rng)
+        load = os.getloadavg()[0]
+        inc_s, inc = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
+                        "--from", "latest")
+        change_files(vol, 0.01, random.Random(11))
+        full_s, full = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
+                          "--from", "latest", "--full")
+        cp_s = kubectl_cp(cluster, ns, copy)
         print(f"first backup: plain repository {plain_s:.1f}s, restic {first_s:.1f}s "
               f"(throughput ratio {plain_s / first_s:.2f}x), {first['receivedBytes'] / GIB:.3f} GiB read")
         for i, (took, received, stored, changed) in enumerate(rounds, 1):
@@ -93,7 +122,12 @@ def main() -> None:
                   f"({took / first_s:.0%} of the first), {received / (1 << 20):.1f} MiB crossed the API "
                   f"({received / first['receivedBytes']:.1%}), {stored / (1 << 20):.1f} MiB stored")
         print(f"repository after {args.rounds + 1} backups: {du(restic_repo) / one_full:.2f}x one full backup")
-        print(f"full restore of the latest snapshot: {restore_s:.1f}s")
+        moved = inc["incremental"]["streamBytes"]
+        print(f"restore after 1 % of the files changed ({changed / (1 << 20):.1f} MiB of them; load {load:.2f}): "
+              f"incremental {inc_s:.1f}s, {moved / (1 << 20):.2f} MiB sent ({moved / full['size']:.2%} of the full "
+              f"restore's {full['size'] / GIB:.3f} GiB), {inc['incremental']['filesSent']} files sent, "
+              f"{inc['incremental']['filesSkipped']} skipped; --full {full_s:.1f}s; kubectl cp of the tree "
+              f"{cp_s:.1f}s (incremental is {cp_s / inc_s:.1f}x faster than kubectl cp)")
     finally:
         cluster.down()
 

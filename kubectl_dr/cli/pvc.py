@@ -249,6 +249,9 @@ def restore(
                                         "or empty local directory instead of the volume; nothing in the cluster "
                                         "is touched.")] = None,
     compress: CompressRestoreOption = "none",
+    full: Annotated[bool, typer.Option(
+        "--full", help="restic:REPO only: send every file again. Without it, files the volume already holds "
+                       "(same size and SHA-256, computed in the pod) are not sent.")] = False,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -270,7 +273,9 @@ def restore(
       kubectl dr pvc restore data-db-0 -n shop --from latest --repo s3://dr-backups/prod -i ~/.config/age/dr.key
 
     With --repo restic:REPO, --from is a restic snapshot ID (or latest: the claim's newest, host NS/CLAIM),
-    ours or one `restic backup` made of a directory; it is read and checked here, then restored the same way.
+    ours or one `restic backup` made of a directory; it is read and checked here, then restored the same way,
+    incrementally: the volume's files of the same size are hashed in the pod, and only what differs is sent
+    (--full sends everything). Owners, modes and times are set and checked on every entry afterwards.
 
     A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
     $TMPDIR and checked there against its manifest; the copy is removed however the command ends.
@@ -297,11 +302,14 @@ def restore(
         namespace = current.namespace
         with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
             result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
-                                                                compress=compress),
+                                                                compress=compress, full=full),
                              prepared=lambda: restic_source.build(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
                                  Path(work), current.console, include))
     else:
+        if full:
+            raise UsageError("--full applies to restic repositories (--repo restic:REPO): a restore from any "
+                             "other repository sends every file")
         repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
         if to_dir is not None:
             _plain_to_dir(ctx, repository, source, claim, from_claim, include, Path(to_dir))

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
-from kubectl_dr.repo.restic import archiver, nodes
+from kubectl_dr.repo.restic import archiver, crypto, nodes
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
 from kubectl_dr.units import count
 from kubectl_dr.volumes import entries as entries_module
 from kubectl_dr.volumes.entries import Entries, Entry
 from kubectl_dr.volumes.source import Source, check_record
-from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, read_archive
+from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, Archive, read_archive
 
 _KINDS = {nodes.FILE: entries_module.FILE, nodes.DIR: entries_module.DIR, nodes.SYMLINK: entries_module.SYMLINK,
           nodes.FIFO: entries_module.FIFO, nodes.CHARDEV: entries_module.CHAR, nodes.DEV: entries_module.BLOCKDEV}
@@ -101,9 +102,20 @@ def included(path: str, includes: list[str]) -> bool:
     return not includes or any(path == i or path.startswith(i + "/") or i.startswith(path + "/") for i in includes)
 
 
+def blob_length(repo: Repository, blob_id: str) -> int:
+    """A data blob's plaintext length as the index says (-1: not in the index). Only an expectation: a
+    file whose chunks are hashed in the pod matches only if every chunk's SHA-256 is its blob's ID."""
+    loc = repo.index.blobs.get(blob_id)
+    if loc is None:
+        return -1
+    return loc.uncompressed_length or loc.length - crypto.OVERHEAD
+
+
 def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
           includes: list[str] | None = None) -> Source:
-    """The snapshot as an archive and entry record in `workdir` (private, removed by the caller); with
+    """The snapshot's entry record, read from its trees alone; no file content is read yet. The Source's
+    `materialize` writes the archive into `workdir` (private, removed by the caller), of every entry or
+    of those an incremental restore chose, and reads (and checks) only those files' blobs. With
     `includes`, only those paths (and the directories leading to them)."""
     root = archiver.volume_root(repo, snap.tree, snap.paths)
     wanted = normalise_includes(includes)
@@ -112,17 +124,40 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
     entries = Entries()
     entries.items[""] = _entry("", root, {})
     first_of_inode: dict[tuple[int, int], str] = {}
-    path = workdir / "data.tar"
+    walked: list[tuple[Entry, nodes.Node]] = []
+    chunks: dict[str, list[tuple[str, int]]] = {}
+    console.say(f"reading restic snapshot {snap.short_id} ({snap.hostname}:{','.join(snap.paths)})")
+    for rel, node in archiver.walk(repo, root):
+        if not included(rel, wanted):
+            continue
+        entry = _entry(rel, node, first_of_inode)
+        entries.items[rel] = entry
+        walked.append((entry, node))
+        if entry.kind == entries_module.FILE:
+            chunks[rel] = [(b, blob_length(repo, b)) for b in node.content]
+    console.say(f"snapshot {snap.short_id}: {count(len(entries), 'entry', 'entries')} ready to restore")
+    content = sum(e.size for e, _ in walked if e.kind == entries_module.FILE)
+
+    def materialize(send: set[str] | None) -> Source:
+        return _write(repo, snap, workdir, entries, walked, send, chunks, materialize)
+
+    return Source(workdir / "data.tar", content, None, None, Archive(), entries, True, verified=True, origin=None,
+                  snapshot=snap.id, chunks=chunks, materialize=materialize)
+
+
+def _write(repo: Repository, snap: Snapshot, workdir: Path, entries: Entries, walked: list[tuple[Entry, nodes.Node]],
+           send: set[str] | None, chunks: dict[str, list[tuple[str, int]]],
+           materialize: Callable[[set[str] | None], Source]) -> Source:
+    """The archive of every entry (`send` None) or of those in `send`, every blob read checked (MAC, then
+    SHA-256 against its ID); read back as the pod's tar reads it and held against the entry record."""
+    path = workdir / ("data.tar" if send is None else "delta.tar")
     digest = hashlib.sha256()
-    console.say(f"reading restic snapshot {snap.short_id} ({snap.hostname}:{','.join(snap.paths)}), every blob "
-                "checked against its ID")
     with open(path, "wb") as out, tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT,
                                                encoding=ENCODING, errors=ERRORS) as tar:
-        for rel, node in archiver.walk(repo, root):
-            if not included(rel, wanted):
+        for entry, node in walked:
+            rel = entry.path
+            if send is not None and rel not in send:
                 continue
-            entry = _entry(rel, node, first_of_inode)
-            entries.items[rel] = entry
             info = tarfile.TarInfo("./" + rel)
             info.mode, info.uid, info.gid, info.mtime = entry.mode, 0, 0, max(entry.mtime, 0)
             if entry.kind == entries_module.FILE:
@@ -148,7 +183,15 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     archive = read_archive(path, gnu_sparse=False, allow_empty=True)
-    check_record(snap.short_id, archive, entries)
-    console.say(f"snapshot {snap.short_id}: {count(len(entries), 'entry', 'entries')} ready to restore")
+    if send is None:
+        check_record(snap.short_id, archive, entries)
+    else:
+        check_record(snap.short_id, archive, _subset(entries, send))
     return Source(path, path.stat().st_size, digest.hexdigest(), None, archive, entries, True, verified=True,
-                  origin=None, snapshot=snap.id)
+                  origin=None, snapshot=snap.id, chunks=chunks, materialize=materialize)
+
+
+def _subset(entries: Entries, paths: set[str]) -> Entries:
+    out = Entries()
+    out.items.update({p: e for p, e in entries.items.items() if p in paths})
+    return out

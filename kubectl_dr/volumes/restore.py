@@ -34,7 +34,7 @@ from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Backup, Repository
 from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
-from kubectl_dr.volumes import compression, rescue_pod, scripts, source, transfer, tree_check
+from kubectl_dr.volumes import compression, incremental_restore, rescue_pod, scripts, source, transfer, tree_check
 from kubectl_dr.volumes.access import RESTORE, AccessPlan, accepted, plan_access, refs, them
 from kubectl_dr.volumes.entries import DIR, FILE
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
@@ -59,6 +59,7 @@ class RestoreOptions:
     from_cluster: str | None = None  # --from latest of another cluster (NAME|UID)
     include: list[str] | None = None  # only these paths (and the directories leading to them)
     compress: str = compression.NONE  # auto|none|gzip|xz: on the link only
+    full: bool = False  # send every entry, even what the volume already holds (no incremental restore)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class RestoreResult:
     tools: dict[str, Any] = field(default_factory=dict)
     listing_seconds: float = 0.0  # the pod's stat listings (the plan, the check): the exact round trip's cost
     compression: dict[str, Any] = field(default_factory=dict)
+    incremental: dict[str, Any] | None = None  # files and bytes sent and skipped (incremental restores)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +125,7 @@ class RestoreResult:
             "removed": self.removed, "replacedKinds": self.replaced_kinds, "fixedAfterExtraction": self.fixed,
             "consumers": self.consumers, "securityContext": self.security, "tools": self.tools,
             "origin": self.source.origin, "compression": self.compression or None,
+            "incremental": self.incremental,
         }
 
     def columns(self) -> list[str]:
@@ -273,15 +276,28 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     _check_room(kube, pod, src, found, set(blocking) | set(extras), sparse_kept=src.gnu_only,
                 label=f"{opts.namespace}/{opts.claim}")
     doomed = sorted(set(blocking) | set(extras))
-    choice = _choose_compression(kube, pod, src, opts.compress, console)  # before the volume is touched
+    wire, delta = src, None
+    if src.chunks is not None and not opts.full:  # still before the volume is touched
+        delta = incremental_restore.decide(kube, pod, src, found, set(doomed), console)
+        if not opts.clean:
+            delta.kept_extras = tree_check.extras(src.entries, found)
+            if delta.kept_extras:
+                shown = ", ".join(repr(p) for p in delta.kept_extras[:tree_check.SHOWN])
+                more = f" and {len(delta.kept_extras) - tree_check.SHOWN} more" \
+                    if len(delta.kept_extras) > tree_check.SHOWN else ""
+                console.say(f"keeping {count(len(delta.kept_extras), 'entry', 'entries')} that are not in what is "
+                            f"restored (a whole restore with --clean removes them): {shown}{more}")
+    if src.materialize is not None:  # the archive, of what is sent only, its blobs read and checked now
+        wire = src.materialize(delta.send if delta is not None else None)
+    choice = _choose_compression(kube, pod, wire, opts.compress, console)  # before the volume is touched
     exposure.mark_torn(_rerun(exposure.session, src, opts))
     if doomed:
         console.say(f"--clean: removing {count(len(doomed), 'entry', 'entries')} the backup does not hold"
                     + (f" ({len(blocking)} of another kind than the backup's)" if blocking else ""))
         transfer.run_script(kube, pod, scripts.remove_script(doomed), "removal")
-    with console.progress(f"restore {opts.namespace}/{opts.claim}", src.size) as bar:
-        checked = transfer.send(kube, pod, src.path, src.size, keep_owners=sec.root, progress=bar,
-                                verified_sha256=src.sha256, compress=choice.method)
+    with console.progress(f"restore {opts.namespace}/{opts.claim}", wire.size) as bar:
+        checked = transfer.send(kube, pod, wire.path, wire.size, keep_owners=sec.root, progress=bar,
+                                verified_sha256=wire.sha256, compress=choice.method)
         seconds = bar.elapsed
     if checked.warnings:
         console.say(f"tar reported:\n{checked.warnings}")
@@ -304,10 +320,11 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     console.say(f"checked {count(len(src.entries), 'entry', 'entries')} in the volume against the backup: all match")
     consumers = [c.ref for c in exposure.access.consumers]
     exposure.finish()
-    return RestoreResult(opts.namespace, opts.claim, src, checked, seconds, removed=doomed,
+    return RestoreResult(opts.namespace, opts.claim, wire, checked, seconds, removed=doomed,
                          replaced_kinds=blocking, fixed=fixed, consumers=consumers, security=sec.describe(),
                          tools=pod.tools.to_dict(), listing_seconds=listings.total,
-                         compression={**choice.to_dict(), "wireBytes": checked.wire})
+                         compression={**choice.to_dict(), "wireBytes": checked.wire},
+                         incremental=delta.to_dict(checked.size) if delta is not None else None)
 
 
 def _choose_compression(kube: Kube, pod: RescuePod, src: Source, requested: str,
@@ -372,7 +389,8 @@ def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found]
             if entry.sparse:
                 expanded += whole - entry.blocks * 512
     freed = sum(f.blocks * 512 for p, f in found.items()
-                if f.kind == FILE and f.links == 1 and (p in src.entries.items or _under(p, removed)))
+                if f.kind == FILE and f.links == 1
+                and (p in src.entries.items or incremental_restore.under(p, removed)))
     freed += sum(f.blocks * 512 for p, f in found.items() if f.kind == DIR and p in removed)
     if needed * SPACE_MARGIN > free + freed:
         sparse = (f", of which {size(expanded)} are the holes of sparse files this image's tar writes out in full "
@@ -380,11 +398,3 @@ def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found]
         raise DrError(f"the volume of {label} has {size(free)} free; restoring needs about {size(needed)} "
                       f"more than the files it replaces give back ({size(freed)}){sparse}. Nothing was written.",
                       hint="Expand the claim (if its storage class allows it), or restore into a larger claim.")
-
-
-def _under(path: str, roots: set[str]) -> bool:
-    while path:
-        if path in roots:
-            return True
-        path = path.rpartition("/")[0]
-    return False

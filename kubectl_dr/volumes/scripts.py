@@ -289,6 +289,26 @@ def _script(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
+HASHES = f"{SCRATCH}/hashes.sh"
+
+
+def hash_list_script(paths: list[str], chunked: list[tuple[str, list[tuple[int, int]]]]) -> bytes:
+    """`sha256sum` of these volume files, in this order, a command line per batch (a file it cannot read
+    prints no line, and the caller sends that file); then, for each file of `chunked`, the SHA-256 of each
+    (offset, length) piece, one `hash  -` line each whatever happens (an unreadable piece hashes as empty).
+    The script itself always ends with 0."""
+    lines = [line + " || true" for line in _batches("sha256sum", paths)]
+    for path, pieces in chunked:
+        lines += [f"dd if={quote_path(path)} bs={BIG} iflag=skip_bytes,count_bytes skip={int(offset)} "
+                  f"count={int(length)} 2>/dev/null | sha256sum" for offset, length in pieces]
+    return _script([*lines, "true"])
+
+
+def hashes_script() -> str:
+    """Run the uploaded hash list, its output counted and hashed on the way out like every stream."""
+    return _out(f"sh {HASHES}")
+
+
 FREE_SPACE = f"df -Pk {DATA} | tail -n 1"
 
 

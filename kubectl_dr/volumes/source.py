@@ -10,7 +10,7 @@ record: its headers are all there is to restore and check.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,12 @@ class Source:
     origin: str | None = None
     # A restic snapshot's ID, when the archive was built from one (it is no backup of the plain repository).
     snapshot: str | None = None
+    # path → each regular file's chunks (blob ID = SHA-256 of the chunk, and its length), when the source
+    # has them (a restic snapshot): what an incremental restore compares the volume's files with, in the pod.
+    chunks: dict[str, list[tuple[str, int]]] | None = None
+    # A source whose archive is written only when asked (a restic snapshot): of every entry (None) or of
+    # the given paths only, so that an incremental restore reads only the blobs it sends.
+    materialize: Callable[[set[str] | None], Source] | None = None
 
     @property
     def gnu_only(self) -> bool:

@@ -20,6 +20,7 @@ import posixpath
 import re
 import secrets
 import shlex
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,44 @@ def start_pod(kube: Kube, manifest: dict[str, Any], *, what: str, console: Conso
         pod.delete(wait=True, timeout=60)
         raise
     return pod
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a pod that runs one command to its end ended (`run_to_end`)."""
+
+    succeeded: bool
+    problem: str  # why it did not: the cluster's reason or the phase; "" when it ran out of time
+    logs: str  # the last lines of its container (up to `tail_lines`)
+
+    @property
+    def timed_out(self) -> bool:
+        return not self.succeeded and not self.problem
+
+
+def run_to_end(kube: Kube, manifest: dict[str, Any], *, what: str, timeout: float, tail_lines: int = 30,
+               poll: float = 0.5) -> Ended:
+    """A pod whose one container does its work and exits: wait for it (at most `timeout`), read its log, and
+    delete it whatever happened. Failing fast where the cluster already says why (an image that cannot be
+    pulled, a crash), never taking an exit 0 for more than it is."""
+    pod = pods.create(kube, manifest, what=what)
+    container = str(manifest["spec"]["containers"][0]["name"])
+    try:
+        deadline = time.monotonic() + timeout
+        first_seen: dict[str, float] = {}
+        while True:
+            obj = pod.get()
+            phase = str((obj.get("status") or {}).get("phase") or "")
+            if phase == "Succeeded":
+                return Ended(True, "", pod.logs(container, tail_lines=tail_lines))
+            problem = pods.diagnose(obj, first_seen, time.monotonic())
+            if phase == "Failed" or problem:
+                return Ended(False, problem or phase, pod.logs(container, tail_lines=tail_lines).strip())
+            if time.monotonic() > deadline:
+                return Ended(False, "", "")
+            time.sleep(poll)
+    finally:
+        pod.delete(wait=True, timeout=60)
 
 
 def run_in(kube: Kube, pod: pods.HelperPod, container: str, command: list[str], *, stdin: bytes | None = None,

@@ -91,27 +91,13 @@ def start_all(kube: Kube, targets: list[Target], namespace: str, image: str, run
 
 def run_to_end(kube: Kube, spec: dict[str, Any], target: Target, what: str, timeout: float = 1800.0) -> str:
     """A pod whose one container does its work and exits: its log when it succeeded, else an error."""
-    import time
-
     from kubectl_dr.etcd.errors import MemberError
 
-    pod = pods.create(kube, spec, what=what)
-    try:
-        deadline = time.monotonic() + timeout
-        first_seen: dict[str, float] = {}
-        while True:
-            obj = pod.get()
-            phase = (obj.get("status") or {}).get("phase")
-            container = spec["spec"]["containers"][0]["name"]
-            if phase == "Succeeded":
-                return pod.logs(container, tail_lines=200)
-            problem = pods.diagnose(obj, first_seen, time.monotonic())
-            if phase == "Failed" or problem:
-                raise MemberError(target.node, f"{what} on node {target.node} failed: {problem or phase}",
-                                  hint=pod.logs(container, tail_lines=30).strip() or None)
-            if time.monotonic() > deadline:
-                raise MemberError(target.node,
-                                  f"{what} on node {target.node} did not finish in {units.duration(timeout)}")
-            time.sleep(0.5)
-    finally:
-        pod.delete(wait=True, timeout=60)
+    ended = hostpod.run_to_end(kube, spec, what=what, timeout=timeout, tail_lines=200)
+    if ended.succeeded:
+        return ended.logs
+    if ended.timed_out:
+        raise MemberError(target.node, f"{what} on node {target.node} did not finish in {units.duration(timeout)}")
+    # The last 30 lines: the hint is read on a terminal.
+    tail = "\n".join(ended.logs.splitlines()[-30:]).strip()
+    raise MemberError(target.node, f"{what} on node {target.node} failed: {ended.problem}", hint=tail or None)

@@ -438,13 +438,18 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
         time.sleep(3)
 
 
-def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None] = lambda: None) -> Outcome:
+def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
+        rerun: str = "the same `kubectl dr etcd restore`") -> Outcome:
     """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
-    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none)."""
+    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none).
+    `rerun`: the command that starts this restore afresh, said when an interruption calls it off."""
     kube, console = session.kube, session.console
     stack = cleanup.current()
     released = [take_lease(kube, p.namespace, p.run, console)]
     on_lease()
+    # Pushed first, so said last on Ctrl-C or SIGTERM: after the cleanup that undid the staging. Gone at the go.
+    note = stack.push("say how to go on", lambda: console.say(
+        f"the restore was called off before any node began: etcd was not changed; `{rerun}` starts it again"))
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
     nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore",
@@ -457,7 +462,10 @@ def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None]
         _stage(kube, p, node, console)
     # The point of no return for the client is each node's go: from there the node decides. A node interrupted
     # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
-    hand_over_all(kube, p, nodes, "restore", console, list(steps), released[0])
+    try:
+        hand_over_all(kube, p, nodes, "restore", console, list(steps), released[0])
+    finally:
+        stack.discard(note)  # a refusal (DrError) says why itself; past the go the nodes decide
     for node in nodes:
         if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
             stack.discard(node.pod.step)

@@ -125,7 +125,8 @@ def _stacked(session: Session, snapshot: LocalSnapshot, opts: RestoreOptions) ->
         console.warn(job.NO_BUMP_RISK)
     console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
                     "API server stops for the duration, and everything written since the snapshot is set aside")
-    return job.run(session, plan, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
+    return job.run(session, plan, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id),
+                   rerun=rerun(session, snapshot))
 
 
 def _external(session: Session, repository: Repository, snapshot: LocalSnapshot, etcd: Etcd,

@@ -14,13 +14,16 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem, ShellComplete
 
 from kubectl_dr import units
 from kubectl_dr.cli.globals import DRY_RUN_MODES, GLOBAL_FLAGS, OUTPUT_FORMATS, hoist
+
+if TYPE_CHECKING:
+    from kubectl_dr.kube.client import Kube
 
 # Cobra's ShellCompDirective values.
 DIRECTIVE_DEFAULT = 0  # the shell may fall back to file names
@@ -202,7 +205,7 @@ def _quietly(lookup: Callable[[], list[tuple[str, str]]]) -> list[tuple[str, str
         return []
 
 
-def _kube(given: dict[str, Any]) -> Any:
+def _kube(given: dict[str, Any]) -> Kube:
     from kubectl_dr.kube import kubeconfig
     from kubectl_dr.kube.client import connect
 
@@ -211,7 +214,7 @@ def _kube(given: dict[str, Any]) -> Any:
     return connect(kubeconfig.resolve(overrides), API_TIMEOUT)
 
 
-def _names(kube: Any, path: str, describe: Callable[[dict[str, Any]], str] | None = None) -> list[tuple[str, str]]:
+def _names(kube: Kube, path: str, describe: Callable[[dict[str, Any]], str] | None = None) -> list[tuple[str, str]]:
     items = (kube.get(path) or {}).get("items") or []
     return sorted((str(i["metadata"]["name"]), describe(i) if describe else "") for i in items)
 

@@ -27,7 +27,6 @@ from kubectl_dr.ui.output import emit, render_table, show
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
     from kubectl_dr.clusters import ClusterIdentity
-    from kubectl_dr.console import Console
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
@@ -204,7 +203,7 @@ def status(
             raise UsageError("--node does not apply with --endpoints")
         result = etcd_status.direct(topo)
     else:
-        result = etcd_status.via_pod(opts.kube(), topo, _pod_namespace(opts), opts.session().console, node)
+        result = etcd_status.via_pod(opts.session(), topo, _pod_namespace(opts), node)
     emit(result.to_dict(), opts.output, table=_status_tables(result))
 
 
@@ -363,11 +362,6 @@ HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE
     "(needs sh, mv, wget, sha256sum: busybox)."))]
 
 
-def _restore_session(ctx: typer.Context) -> tuple[GlobalOptions, Console]:
-    opts = options(ctx)
-    return opts, opts.session().console
-
-
 @restore_app.callback(invoke_without_command=True)
 def restore(
     ctx: typer.Context,
@@ -508,7 +502,7 @@ def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybo
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
-    found, settle = manage.states(opts.kube(), _pod_namespace(opts), helper_image, opts.session().console, run)
+    found, settle = manage.states(opts.session(), _pod_namespace(opts), helper_image, run)
     table = render_table(
         ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
@@ -530,8 +524,8 @@ def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busy
     """Delete every data dir the restores (and rollbacks) set aside; no rollback is possible afterwards."""
     from kubectl_dr.etcd.restore import manage
 
-    opts, console = _restore_session(ctx)
-    result = manage.finalize(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none", run)
+    opts = options(ctx)
+    result = manage.finalize(opts.session(), _pod_namespace(opts), helper_image, run)
     dry = opts.dry_run != "none"
     prefix = "(dry run) would remove" if dry else "removed"
     # Once removed, no rollback puts a data dir back: the result says what it was, not what rollback would do.
@@ -562,12 +556,10 @@ def restore_rollback(
     the newest of the nodes' old databases, rebuilt beside the live data dir. The old data dirs stay until
     `finalize`."""
     from kubectl_dr.etcd.restore import manage
-    from kubectl_dr.etcd.restore.common import restart_kubelets as restart_kubelets_after
-    from kubectl_dr.runs import Run
 
-    opts, console = _restore_session(ctx)
-    result = manage.rollback(opts.kube(), _pod_namespace(opts), helper_image, console, opts.dry_run != "none",
-                             run, no_bump=no_bump_revision, node_timeout=node_timeout)
+    opts = options(ctx)
+    result = manage.rollback(opts.session(), _pod_namespace(opts), helper_image, run, no_bump=no_bump_revision,
+                             node_timeout=node_timeout, restart_kubelets=restart_kubelets)
     if isinstance(result, dict):
         bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
                 else ", WITHOUT a revision bump")
@@ -575,9 +567,6 @@ def restore_rollback(
                           for n in result["nodes"])
         emit(result, opts.output, table=table + "\n")
         return
-    if restart_kubelets:
-        restart_kubelets_after(opts.kube(), _pod_namespace(opts), helper_image, Run("etcd restore rollback"), console,
-                               result)
     _render_restore(opts, result)
 
 
@@ -620,7 +609,6 @@ def member_replace(
       kubectl dr etcd member replace cp-2 --yes
     """
     from kubectl_dr.etcd.replace import Replacement
-    from kubectl_dr.runs import Run
 
     opts = options(ctx)
     if opts.dry_run == "server":
@@ -630,8 +618,7 @@ def member_replace(
 
     topo = _topology(opts, None, None, None, None)
     assert not isinstance(topo, Direct)
-    job = Replacement(opts.kube(), topo, node, _pod_namespace(opts), Run(f"etcd member replace {node}"),
-                      helper_image, opts.session().console, manifests_dir=manifests_dir,
+    job = Replacement(opts.session(), topo, node, _pod_namespace(opts), helper_image, manifests_dir=manifests_dir,
                       timeout=timeout)
     if opts.dry_run == "client":
         if undo:

@@ -1,4 +1,4 @@
-"""Start an etcd helper pod on a member's node and turn start failures into what they mean for etcd.
+"""An etcd helper pod on a member's node: the node pod of `nodes.hostpod`, its start failures said in etcd's terms.
 
 The kube layer says *that* a pod cannot run, in the cluster's words; here that becomes *why* in etcd's
 terms: a certificate file missing on the node, a member that refuses our client certificate or does not
@@ -16,28 +16,19 @@ from kubectl_dr.etcd import etcdctl
 from kubectl_dr.etcd.errors import MemberError
 from kubectl_dr.etcd.topology import HEALTHCHECK_CERT, StaticMember
 from kubectl_dr.kube import pods
-from kubectl_dr.kube.exec import ExecResult, open_exec
+from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.exec import ExecResult
+from kubectl_dr.nodes import hostpod
 
-# A pinned pod has no scheduling or attach delays to wait out: a mount failure or a NotReady node now
-# will not fix itself in the time an on-call engineer is willing to wait.
-STUCK_AFTER = 15.0
 _MISSING_FILE = re.compile(r"hostPath type check failed: (\S+) is not a file")
 _IMAGE = re.compile(r'image "([^"]+)"')
 
 
-def start(kube: Any, manifest: dict[str, Any], member: StaticMember, what: str, *, console: Console,
+def start(kube: Kube, manifest: dict[str, Any], member: StaticMember, what: str, *, console: Console,
           helper_image: str | None = None, timeout: float = 180.0) -> pods.HelperPod:
-    """Create the pod and wait until its containers run; delete it again if it cannot."""
-    pod = pods.create(kube, manifest, what=what)
-    try:
-        pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=console.say)
-    except pods.PodStartError as exc:
-        pod.delete(wait=True, timeout=60)
-        raise explain(member, exc, helper_image) from None
-    except BaseException:
-        pod.delete(wait=True, timeout=60)
-        raise
-    return pod
+    """Create the pod and wait until its containers run; delete it again if it cannot, saying why for etcd."""
+    return hostpod.start_pod(kube, manifest, what=what, console=console, timeout=timeout,
+                             explain=lambda exc: explain(member, exc, helper_image))
 
 
 def explain(member: StaticMember, exc: pods.PodStartError, helper_image: str | None) -> MemberError:
@@ -73,8 +64,6 @@ def explain(member: StaticMember, exc: pods.PodStartError, helper_image: str | N
     return MemberError(member.node, text, hint=exc.hint, fatal=fatal)
 
 
-def run(kube: Any, pod: pods.HelperPod, container: str, command: list[str]) -> tuple[ExecResult, bytes]:
+def run(kube: Kube, pod: pods.HelperPod, container: str, command: list[str]) -> tuple[ExecResult, bytes]:
     """One command in the pod: its result (status channel, stderr tail) and its whole stdout."""
-    out = bytearray()
-    result = open_exec(kube, pod.namespace, pod.name, command, container=container).run(stdout=out.extend)
-    return result, bytes(out)
+    return hostpod.run_in(kube, pod, container, command)

@@ -45,6 +45,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.nodes import HostMount, HostPod, start_host_pod, staticpods
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.run import RUN_ID_LABEL
+from kubectl_dr.session import Session
 from kubectl_dr.units import count
 
 KUBERNETES_DIR = "/etc/kubernetes"
@@ -180,13 +181,11 @@ class Etcdctl:
 # ------------------------------------------------------------------------------------------- the job
 @dataclass
 class Replacement:
-    kube: Kube
+    session: Session
     topology: Discovered
     node: str
     namespace: str
-    run: Run
     helper_image: str
-    console: Console
     manifests_dir: str = DEFAULT_MANIFESTS_DIR
     timeout: float = 600.0
     heartbeat: Heartbeat = field(init=False)
@@ -195,6 +194,23 @@ class Replacement:
 
     def __post_init__(self) -> None:
         self.heartbeat = Heartbeat(self.console.warn)
+
+    @property
+    def kube(self) -> Kube:
+        return self.session.kube
+
+    @property
+    def console(self) -> Console:
+        return self.session.console
+
+    @property
+    def run(self) -> Run:
+        return self.session.run
+
+    def rerun(self, *, undo: bool = False) -> str:
+        """The command that goes on from the journal (or, with `undo`, puts the member back): the user's own."""
+        return self.session.command_line(drop=["--undo", "--dry-run"], add=["--undo"] if undo else [],
+                                         default=["etcd", "member", "replace", self.node, "--yes"])
 
     @property
     def manifest_path(self) -> str:
@@ -306,16 +322,16 @@ class Replacement:
             # Ctrl-C or SIGTERM unwinds through the cleanup stack, not through the DrError below: say it there.
             resume_note = stack.push("say how to go on", lambda: self.console.say(
                 f"the replacement on node {self.node} stopped after step {journal.step if journal else '?'}; its "
-                f"journal is {JOURNAL} on the node: run `kubectl dr etcd member replace {self.node}` again to resume"))
+                f"journal is {JOURNAL} on the node: run `{self.rerun()}` again to resume"))
             try:
                 self._proceed(files, ctl, journal)
                 stack.discard(resume_note)
             except DrError as exc:
                 stack.discard(resume_note)
                 resume = (f"The journal on node {self.node} ({JOURNAL}) records the steps done (last: "
-                          f"{journal.step}): run `kubectl dr etcd member replace {self.node}` again to resume"
-                          + (", or with --undo to put the member back as it was." if journal.step in UNDOABLE
-                             else "."))
+                          f"{journal.step}): run `{self.rerun()}` again to resume"
+                          + (f", or `{self.rerun(undo=True)}` to put the member back as it was."
+                             if journal.step in UNDOABLE else "."))
                 exc.hint = f"{exc.hint}\n{resume}" if exc.hint and "journal" not in exc.hint else (exc.hint or resume)
                 raise
             members = ctl.members()
@@ -390,7 +406,7 @@ class Replacement:
         raise DrError(f"the replacement on node {self.node} cannot be undone: member {journal.data['name']} "
                       f"({journal.data.get('oldID')}) was already removed from etcd (last step: {journal.step}), "
                       "so its old data cannot rejoin",
-                      hint=f"Run `kubectl dr etcd member replace {self.node}` again to finish it.")
+                      hint=f"Run `{self.rerun()}` again to finish it.")
 
     def _proceed(self, files: HostPod, ctl: Etcdctl, j: Journal) -> None:
         d = j.data
@@ -495,8 +511,8 @@ class Replacement:
             me = next((m for m in members if m.id == new_id), None)
             if me is None:
                 raise EtcdError(f"member {name} ({new_id}) is no longer in etcd's member list",
-                                hint=f"Someone removed it meanwhile; run `kubectl dr etcd member replace {self.node}` "
-                                     "again after checking `kubectl dr etcd status`.")
+                                hint=f"Someone removed it meanwhile; run `{self.rerun()}` again after checking "
+                                     "`kubectl dr etcd status`.")
             if not me.is_learner:
                 return
             ok, _, err = ctl([ctl.member.client_url], "member", "promote", new_id)
@@ -510,8 +526,8 @@ class Replacement:
                 said = True
             if time.monotonic() > deadline:
                 raise EtcdError(f"learner {name} did not catch up within {units.duration(self.timeout)}: {err[-300:]}",
-                                hint=f"Check its log (kubectl logs -n {ETCD_NAMESPACE} etcd-{self.node}); run the "
-                                     "command again to go on waiting (it resumes).")
+                                hint=f"Check its log (kubectl logs -n {ETCD_NAMESPACE} etcd-{self.node}); run "
+                                     f"`{self.rerun()}` again to go on waiting (it resumes).")
             time.sleep(2 * POLL)
 
     def _wait_all_healthy(self, ctl: Etcdctl, deadline: float) -> None:
@@ -528,7 +544,7 @@ class Replacement:
             if time.monotonic() > deadline:
                 raise EtcdError(f"timed out waiting for {what}",
                                 hint=f"The journal on node {self.node} ({JOURNAL}) records every step done: run "
-                                     f"`kubectl dr etcd member replace {self.node}` again to resume.")
+                                     f"`{self.rerun()}` again to resume.")
             time.sleep(POLL)
 
 

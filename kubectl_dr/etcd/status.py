@@ -11,11 +11,12 @@ from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import Alarm, ClusterStatus, EndpointInfo, MemberInfo
 from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.session import Session
 
 
-def via_pod(kube: Kube, topology: Discovered, namespace: str, console: Console, node: str | None = None,
-            ) -> ClusterStatus:
+def via_pod(session: Session, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:
     """Ask from a pod on a control-plane node; if that member cannot be used, from the next one."""
+    kube, console = session.kube, session.console
     failures: list[MemberError] = []
     candidates = topology.candidates(node)
     for index, member in enumerate(candidates):

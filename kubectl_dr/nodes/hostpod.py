@@ -1,4 +1,6 @@
-"""A helper pod pinned to a node, with the node's directories mounted, and checked file operations in it.
+"""The one way to work on a node: a helper pod pinned to it, with the node's directories mounted, and checked
+operations in it (run a script, read and write a file, send and fetch a large one, each compared by size and
+SHA-256 on both sides), started with a reason when it cannot run (`start_pod`, in the caller's terms).
 
 The pod runs the helper image (busybox by default: sh, cat, mv, sha256sum, stat) as root, on the host's
 node with every taint tolerated, and mounts only the directories it is given, each under /host (the node's
@@ -18,14 +20,17 @@ import posixpath
 import re
 import secrets
 import shlex
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.exec import ExecResult, bounded_input, open_exec
+from kubectl_dr.kube.exec import ExecResult, Timeouts, bounded_input, open_exec
 from kubectl_dr.runs import Heartbeat, Run
 from kubectl_dr.runs.heartbeat import dead_man_script, pod_grace_seconds, touch_pod
 
@@ -36,6 +41,139 @@ ALIVE = f"{STATE_DIR}/alive"
 DEADLINE_SECONDS = 2 * 3600
 STUCK_AFTER = 15.0
 _SHA256 = re.compile(r"^([0-9a-f]{64})\b")
+CHUNK = 1 << 20  # stdin frames stay at most 1 MiB
+
+
+# --- any helper pod on a node ------------------------------------------------------------------------------
+def start_pod(kube: Kube, manifest: dict[str, Any], *, what: str, console: Console,
+              explain: Callable[[pods.PodStartError], DrError] | None = None,
+              timeout: float = 180.0) -> pods.HelperPod:
+    """Create the pod and wait until its containers run; delete it again if it cannot, and say why: in the
+    cluster's words, or in the caller's (`explain`: an etcd member's certificate missing on the node, say)."""
+    pod = pods.create(kube, manifest, what=what)
+    try:
+        pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=console.say)
+    except pods.PodStartError as exc:
+        pod.delete(wait=True, timeout=60)
+        if explain is None:
+            raise
+        raise explain(exc) from None
+    except BaseException:
+        pod.delete(wait=True, timeout=60)
+        raise
+    return pod
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a pod that runs one command to its end ended (`run_to_end`)."""
+
+    succeeded: bool
+    problem: str  # why it did not: the cluster's reason or the phase; "" when it ran out of time
+    logs: str  # the last lines of its container (up to `tail_lines`)
+
+    @property
+    def timed_out(self) -> bool:
+        return not self.succeeded and not self.problem
+
+
+def run_to_end(kube: Kube, manifest: dict[str, Any], *, what: str, timeout: float, tail_lines: int = 30,
+               poll: float = 0.5) -> Ended:
+    """A pod whose one container does its work and exits: wait for it (at most `timeout`), read its log, and
+    delete it whatever happened. Failing fast where the cluster already says why (an image that cannot be
+    pulled, a crash), never taking an exit 0 for more than it is."""
+    pod = pods.create(kube, manifest, what=what)
+    container = str(manifest["spec"]["containers"][0]["name"])
+    try:
+        deadline = time.monotonic() + timeout
+        first_seen: dict[str, float] = {}
+        while True:
+            obj = pod.get()
+            phase = str((obj.get("status") or {}).get("phase") or "")
+            if phase == "Succeeded":
+                return Ended(True, "", pod.logs(container, tail_lines=tail_lines))
+            problem = pods.diagnose(obj, first_seen, time.monotonic())
+            if phase == "Failed" or problem:
+                return Ended(False, problem or phase, pod.logs(container, tail_lines=tail_lines).strip())
+            if time.monotonic() > deadline:
+                return Ended(False, "", "")
+            time.sleep(poll)
+    finally:
+        pod.delete(wait=True, timeout=60)
+
+
+def run_in(kube: Kube, pod: pods.HelperPod, container: str, command: list[str], *, stdin: bytes | None = None,
+           timeouts: Timeouts | None = None) -> tuple[ExecResult, bytes]:
+    """One command in the pod: its result (status channel, stderr tail) and its whole stdout. `stdin` is sent
+    bounded (`head -c N` where the protocol cannot close stdin)."""
+    out = bytearray()
+    if stdin is not None:
+        command = bounded_input(command, len(stdin))
+    stream = open_exec(kube, pod.namespace, pod.name, command, container=container, stdin=stdin is not None,
+                       timeouts=timeouts)
+    result = stream.run(stdin=[stdin] if stdin is not None else None, stdout=out.extend)
+    return result, bytes(out)
+
+
+def send_file(kube: Kube, pod: pods.HelperPod, container: str, local: Path, size: int, sha256: str, remote: str,
+              *, where: str, what: str) -> None:
+    """Copy a large file into the pod (`remote`, a path the pod sees), streamed, checked on both sides: byte count
+    and SHA-256 here and in the pod, and only then renamed from `remote.part`. `size` and `sha256` are what the
+    caller verified: a file that changed since is refused too. `where`: the node, for the messages."""
+    q = shlex.quote(remote)
+    script = f"cat > {q}.part && sha256sum {q}.part && wc -c < {q}.part && mv {q}.part {q}"
+    stream = open_exec(kube, pod.namespace, pod.name, bounded_input(["sh", "-c", script], size),
+                       container=container, stdin=True, timeouts=Timeouts(idle=None))
+    digest = hashlib.sha256()
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        with open(local, "rb") as f:
+            while block := f.read(CHUNK):
+                digest.update(block)
+                sent += len(block)
+                yield block
+
+    out = bytearray()
+    result = stream.run(stdin=chunks(), stdout=out.extend)
+    result.check(f"copying {what} to node {where}")
+    lines = out.decode(errors="replace").split("\n")
+    match = _SHA256.match(lines[0]) if lines else None
+    remote_size = lines[1].strip() if len(lines) > 1 else ""
+    copied = f"{what} copied to node {where}"
+    if sent != size or digest.hexdigest() != sha256:
+        raise VerificationError(f"{local} changed after it was verified ({sent} bytes read, {size} expected)")
+    if match is None or not remote_size.isdigit():
+        raise VerificationError(f"{copied}: the pod printed no size and digest ({bytes(out[:200])!r})")
+    if int(remote_size) % 2**32 != size % 2**32:
+        raise VerificationError(f"{copied} is incomplete: {remote_size} of {size} bytes arrived")
+    if match.group(1) != sha256:
+        raise VerificationError(f"{copied} is damaged: SHA-256 {match.group(1)} there, {sha256} here")
+
+
+def fetch_file(kube: Kube, pod: pods.HelperPod, container: str, remote: str, local: Path, *, where: str,
+               sh: Callable[[str], str]) -> None:
+    """Copy a file from the pod (a data dir's database) to `local`, checked: what arrived against the size and
+    SHA-256 the pod reads there (`sh`: the caller's way to run a script in the pod, with its error texts)."""
+    q = shlex.quote(remote)
+    lines = sh(f"sha256sum {q} && wc -c < {q}").split("\n")
+    match = _SHA256.match(lines[0]) if lines else None
+    digest = hashlib.sha256()
+    size = 0
+    with open(local, "wb") as f:
+        def sink(block: bytes) -> None:
+            nonlocal size
+            f.write(block)
+            digest.update(block)
+            size += len(block)
+
+        stream = open_exec(kube, pod.namespace, pod.name, ["cat", remote], container=container, stdin=False,
+                           timeouts=Timeouts(idle=300.0))
+        stream.run(stdout=sink).check(f"copying {remote} from node {where}")
+    if match is None or len(lines) < 2 or lines[1].strip() != str(size) or match.group(1) != digest.hexdigest():
+        raise VerificationError(f"{remote} copied from node {where} differs from the file there "
+                                f"({size} bytes arrived, the pod printed {' '.join(lines)[:200]!r})")
 
 
 @dataclass(frozen=True)
@@ -112,13 +250,7 @@ class HostPod:
 
     # --- running commands ----------------------------------------------------------------------------
     def exec(self, command: list[str], *, stdin: bytes | None = None) -> tuple[ExecResult, bytes]:
-        out = bytearray()
-        if stdin is not None:
-            command = bounded_input(command, len(stdin))
-        stream = open_exec(self.kube, self.helper.namespace, self.helper.name, command, container=CONTAINER,
-                           stdin=stdin is not None)
-        result = stream.run(stdin=[stdin] if stdin is not None else None, stdout=out.extend)
-        return result, bytes(out)
+        return run_in(self.kube, self.helper, CONTAINER, command, stdin=stdin)
 
     def sh(self, script: str, what: str, *, stdin: bytes | None = None) -> bytes:
         """Run a shell script in the pod; its stdout, or a DrError saying what failed on which node."""
@@ -210,13 +342,7 @@ def start_host_pod(kube: Kube, *, console: Console, node: str, namespace: str, m
 
     Its deletion is registered with the command's cleanup stack before anything else happens."""
     doc = manifest(node, namespace, mounts, image=image, purpose=purpose, run=run, lease=lease)
-    what = f"{purpose} (node {node})"
-    helper = pods.create(kube, doc, what=what)
-    try:
-        pods.wait_running(helper, timeout=180.0, stuck_after=STUCK_AFTER, progress=console.say)
-    except BaseException:
-        helper.delete(wait=True, timeout=60)
-        raise
+    helper = start_pod(kube, doc, what=f"{purpose} (node {node})", console=console)
     pod = HostPod(kube, helper, node, mounts)
     beat = f"pod {helper.name}"
     heartbeat.add(beat, pod.touch)

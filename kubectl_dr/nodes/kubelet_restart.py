@@ -25,6 +25,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import pod_name
+from kubectl_dr.nodes.hostpod import run_to_end
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count
 
@@ -75,25 +76,12 @@ def _manifest(node: str, namespace: str, image: str, run: Run) -> dict[str, Any]
 def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, console: Console) -> Restarted:
     """One node: the pod runs systemctl, then the new kubelet's Starting event and a Ready Node confirm it."""
     before = _starts(kube, node)
-    pod = pods.create(kube, _manifest(node, namespace, image, run), what="kubelet restart")
-    try:
-        deadline = time.monotonic() + POD_TIMEOUT
-        first_seen: dict[str, float] = {}
-        while True:
-            obj = pod.get()
-            phase = (obj.get("status") or {}).get("phase")
-            if phase == "Succeeded":
-                break
-            problem = pods.diagnose(obj, first_seen, time.monotonic())
-            if phase == "Failed" or problem:
-                logs = pod.logs("restart", tail_lines=10).strip()
-                return Restarted(node, "failed", f"`{' '.join(COMMAND)}` failed: {logs or problem or phase}")
-            if time.monotonic() > deadline:
-                return Restarted(node, "failed",
-                                 f"`{' '.join(COMMAND)}` did not finish within {units.duration(POD_TIMEOUT)}")
-            time.sleep(0.5)
-    finally:
-        pod.delete(wait=True, timeout=60)
+    ended = run_to_end(kube, _manifest(node, namespace, image, run), what="kubelet restart", timeout=POD_TIMEOUT,
+                       tail_lines=10)
+    if ended.timed_out:
+        return Restarted(node, "failed", f"`{' '.join(COMMAND)}` did not finish within {units.duration(POD_TIMEOUT)}")
+    if not ended.succeeded:
+        return Restarted(node, "failed", f"`{' '.join(COMMAND)}` failed: {ended.logs or ended.problem}")
     deadline = time.monotonic() + CONFIRM_TIMEOUT
     while time.monotonic() < deadline:
         if _starts(kube, node) - before and _ready(kube, node):

@@ -77,14 +77,17 @@ class RescuePod:
 
 def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bool, node: str | None,
              security: SecurityPlan, run: Run, lease: str) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": 1,
-        "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": security.pod,
-        "containers": [{
+    # Pinned to `node` (tolerating every taint), it skips the scheduler and can share a control-plane node too.
+    return pods.pod_manifest(
+        name, claim.namespace, purpose=purpose, node=node or None, deadline=ACTIVE_DEADLINE_SECONDS,
+        labels={**run.labels(), "kubectl-dr.io/pvc": claim.name[:63]},
+        annotations={"kubectl-dr.io/claim": claim.name, **run.annotations(lease)},
+        securityContext=security.pod,
+        volumes=[
+            {"name": "data", "persistentVolumeClaim": {"claimName": claim.name, "readOnly": read_only}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}},
+        ],
+        containers=[{
             "name": CONTAINER,
             "image": image,
             "imagePullPolicy": "IfNotPresent",
@@ -95,24 +98,7 @@ def manifest(claim: Claim, name: str, *, image: str, purpose: str, read_only: bo
                 {"name": "data", "mountPath": DATA, "readOnly": read_only},
                 {"name": "scratch", "mountPath": SCRATCH},
             ],
-        }],
-        "volumes": [
-            {"name": "data", "persistentVolumeClaim": {"claimName": claim.name, "readOnly": read_only}},
-            {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}},
-        ],
-    }
-    if node:
-        spec["nodeName"] = node
-        # A pinned pod skips the scheduler; tolerate taints so it can share a control-plane node too.
-        spec["tolerations"] = [{"operator": "Exists"}]
-    labels = {**pods.managed_labels(purpose), **run.labels(), "kubectl-dr.io/pvc": claim.name[:63]}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": claim.namespace, "labels": labels,
-                     "annotations": {"kubectl-dr.io/claim": claim.name, **run.annotations(lease)}},
-        "spec": spec,
-    }
+        }])
 
 
 @dataclass(frozen=True)

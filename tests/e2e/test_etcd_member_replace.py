@@ -201,7 +201,9 @@ def test_interrupted_run_resumes(three: Cluster) -> None:
     journal = json.loads((three.layout.host_path(node, "/" + JOURNAL_DIR) / "journal.json").read_text())
     assert journal["step"] in ("removed", "moved-aside") and journal["oldID"] == before[node][0]
     undo = dr("etcd", "member", "replace", node, "--undo", env=env(three), timeout=300)
-    assert undo.returncode == 1 and "cannot be undone" in undo.stderr and "again to finish" in undo.stderr
+    assert undo.returncode == 1 and "cannot be undone" in undo.stderr
+    # The hint is the command to paste: the user's own, less the --undo that cannot help any more.
+    assert f"Run `kubectl dr etcd member replace {node}` again to finish it" in undo.stderr
     result = dr("etcd", "member", "replace", node, "--yes", "-o", "json",
                 env=env(three, KUBECTL_DR_POD_GRACE_SECONDS="10"), timeout=600)
     assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
@@ -220,7 +222,7 @@ def test_undo_before_removal(three: Cluster) -> None:
     before = member_ids(three)
     # Ctrl-C: the run cleans up its pods and leases and says how to go on; the journal stays.
     said = _kill_after(three, node, "stopping etcd member", signal.SIGINT)
-    assert f"run `kubectl dr etcd member replace {node}` again to resume" in said
+    assert f"run `kubectl dr etcd member replace {node} --yes` again to resume" in said  # as typed
     journal_file = three.layout.host_path(node, "/" + JOURNAL_DIR) / "journal.json"
     assert json.loads(journal_file.read_text())["step"] in ("planned", "stopped")
     result = dr("etcd", "member", "replace", node, "--undo", env=env(three, KUBECTL_DR_POD_GRACE_SECONDS="10"),

@@ -596,6 +596,8 @@ def test_interrupt_before_hand_over_changes_nothing(single: Cluster, tmp_path: P
     dirs_before = sorted(p.name for p in parent.iterdir())
     seen = _stop_while_staging(c, repo, snap, signal.SIGINT).splitlines(keepends=True)
     assert configmaps(c, "interrupted") == {"before", "after"} and sleeping("3706")
+    # How to go on is the command to paste: the user's own, the snapshot pinned by its ID.
+    assert f"etcd was not changed; `kubectl dr etcd restore --yes --from {snap}` starts it again" in "".join(seen)
     assert not leftover_pods(c)
     # Beside the data dir only the run's record may be new (/var/lib/kubectl-dr: `restore status` reads it).
     assert sorted(p.name for p in parent.iterdir() if p.name != "kubectl-dr") == \

@@ -294,8 +294,14 @@ def refuse_snapshot_while_held(direct: Direct) -> None:
     raise EtcdError(f"an etcd restore holds the API servers down with its rewrite unfinished: run {held[0]}{holder}; "
                     "a snapshot now would save a half-restored keyspace",
                     hint=f"Its state: `etcdctl get --prefix {run_prefix(held[0])}/` (or `kubectl dr etcd restore "
-                         "status` once the API servers are back). Finish it with the same `kubectl dr etcd restore "
-                         "--endpoints …` command first. Nothing was changed.")
+                         f"status` once the API servers are back). Finish it first with its own command: "
+                         f"`{_its_command(record)}`. Nothing was changed.")
+
+
+def _its_command(record: dict[str, Any]) -> str:
+    """The held run's command line as its user typed it (recorded with the run), else its shape."""
+    command = str(record.get("command") or "")
+    return f"kubectl dr {command}" if command.startswith("etcd restore") else SAME_COMMAND
 
 
 def finished_runs(etcd: Etcd) -> list[str]:
@@ -449,8 +455,21 @@ def _release(direct: Direct, run_id: str, console: Console) -> None:
             console.say("the nodes were told to start their API servers again; nothing in etcd was changed")
 
 
+SAME_COMMAND = "kubectl dr etcd restore --from SNAPSHOT --endpoints … (the same command)"
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """The commands to paste after a run that stopped: the same one, and the same with a longer hold."""
+
+    same: str = SAME_COMMAND
+    longer_hold: str = SAME_COMMAND + " --hold-timeout SECONDS"
+
+
 def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str], *,
-        on_lease: Callable[[], None] = lambda: None) -> Outcome:
+        on_lease: Callable[[], None] = lambda: None, rerun: Rerun | None = None) -> Outcome:
+    """`rerun`: the commands a hint tells to paste (this run's own, the snapshot pinned)."""
+    again = rerun or Rerun()
     stack = cleanup.current()
     released = take_lease(kube, p.namespace, p.run, console)
     on_lease()  # the runbook: only for a run that holds the lease, before anything changes
@@ -479,7 +498,7 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
     if not etcd.put_if_absent(base + b"/verdict", base + b"/applying", p.run.id.encode()):
         stack.discard(release)
         raise EtcdError("a node gave up waiting before the rewrite began: its API server runs again on the old data, "
-                        "nothing was changed", hint="Run the restore again; `--hold-timeout` gives the nodes longer.")
+                        "nothing was changed", hint=f"Run it again with a longer hold: `{again.longer_hold}`")
     stack.discard(release)
     # Claimed, nothing written yet: the safety snapshot is exactly what the rewrite is about to replace.
     try:
@@ -492,7 +511,7 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
     console.say(f"safety snapshot {safety} saved: `kubectl dr etcd restore --from {safety} --endpoints …` puts this "
                 "data "
         "back")
-    changes = _apply(etcd, p.run.id, p.space, p.prefix, console)
+    changes = _apply(etcd, p.run.id, p.space, p.prefix, console, again.same)
     return finish(kube, etcd, p.run.id, p.nodes, p.namespace, console, plan=p, changes=changes, safety=safety)
 
 
@@ -520,7 +539,7 @@ def _wait_parked(etcd: Etcd, p: ExternalPlan, console: Console) -> None:
         time.sleep(1)
 
 
-def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Console) -> Changes:
+def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Console, rerun: str) -> Changes:
     """The claimed part: rewrite, check, verdict. An interruption here leaves the API servers held."""
     try:
         console.say(f"rewriting the keys under {prefix}/ in etcd")
@@ -531,8 +550,7 @@ def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Conso
             put, delete, _ = differences(space, now)
             raise EtcdError(f"after the rewrite etcd still differs from the snapshot ({len(put)} key(s) differ, "
                             f"{len(delete)} too many): something else writes to it",
-                            hint="The API servers stay stopped. Stop the other writer, then run the same command "
-                                 "again.")
+                            hint=f"The API servers stay stopped. Stop the other writer, then run `{rerun}` again.")
         console.say(f"etcd holds exactly the snapshot's {len(space.keys)} keys under {prefix}/ (every key and value "
                     "checked)")
         etcd.put(f"{run_prefix(run_id)}/verdict".encode(), RESTORED.encode())
@@ -540,16 +558,16 @@ def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Conso
     except BaseException as exc:
         console.say(f"error: the rewrite did not finish ({type(exc).__name__}): the API servers stay stopped so that "
                     "nothing "
-            "serves a half-restored state. Run the same `kubectl dr etcd restore --endpoints …` again to finish it "
-            "(it needs no API server), or `--from` the safety snapshot to go back.")
+            f"serves a half-restored state. Run `{rerun}` again to finish it (it needs no API server), or `--from` "
+            "the safety snapshot to go back.")
         raise
 
 
 def resume(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, kube: Kube, namespace: str,
-           console: Console) -> Outcome:
+           console: Console, rerun: str = SAME_COMMAND) -> Outcome:
     """A held run (claimed, no verdict): finish it with this snapshot, then release its nodes."""
     console.say(f"run {run_id} holds the API servers down with its rewrite unfinished: finishing it with this snapshot")
-    changes = _apply(etcd, run_id, space, prefix, console)
+    changes = _apply(etcd, run_id, space, prefix, console, rerun)
     states = node_states(etcd, run_id)
     return finish(kube, etcd, run_id, [ApiNode(n, "", ("", "", ""), prefix, "") for n in sorted(states)],
                   namespace, console, changes=changes)

@@ -27,7 +27,17 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_dr.etcd.restore.nodescript import COMMON, HOST_DR, HOST_KUBERNETES, OTHERS, host_volume, in_pod
+from kubectl_dr.etcd.restore.nodescript import (
+    COMMON,
+    HOST_DR,
+    HOST_KUBERNETES,
+    OTHERS,
+    STATIC,
+    host_volume,
+    in_pod,
+)
+from kubectl_dr.kube import pods
+from kubectl_dr.runs.run import RUN_ID_LABEL
 
 MANIFEST_FILE = "kubectl-dr-etcd-hold.yaml"
 POD_NAME = "kubectl-dr-etcd-hold"
@@ -144,33 +154,18 @@ def static_pod(h: NodeHold, etcd_image: str, tools_image: str) -> dict[str, Any]
     # Again after a restart of the container (the emptyDir keeps the links, so --install may complain).
     install = (f"{TOOLS}/busybox mkdir -p {TOOLS}/bin; {TOOLS}/busybox --install -s {TOOLS}/bin 2>/dev/null; "
                f"PATH={TOOLS}/bin:/usr/local/bin:$PATH; export PATH\n")
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": POD_NAME,
-            "namespace": "kube-system",
-            "labels": {"app.kubernetes.io/managed-by": "kubectl-dr", "kubectl-dr.io/purpose": "etcd-hold",
-                       "kubectl-dr.io/run-id": h.run_id},
-        },
-        "spec": {
-            "hostNetwork": True,
-            "restartPolicy": "Always",
-            "priorityClassName": "system-node-critical",
-            "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": [v for v, _ in pairs] + [{"name": "tools", "emptyDir": {}}],
-            "initContainers": [{
-                "name": "tools", "image": tools_image, "imagePullPolicy": "IfNotPresent",
-                "command": ["cp", "/bin/busybox", f"{TOOLS}/busybox"], "volumeMounts": [tools],
-            }],
-            "containers": [{
-                "name": "hold",
-                "image": etcd_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": [f"{TOOLS}/busybox", "sh", "-c", install + script(h)],
-                "securityContext": {"privileged": True},
-                "volumeMounts": [m for _, m in pairs] + [tools],
-            }],
-        },
-    }
+    return pods.pod_manifest(
+        POD_NAME, "kube-system", purpose="etcd-hold", labels={RUN_ID_LABEL: h.run_id},
+        volumes=[v for v, _ in pairs] + [{"name": "tools", "emptyDir": {}}], **STATIC,
+        initContainers=[{
+            "name": "tools", "image": tools_image, "imagePullPolicy": "IfNotPresent",
+            "command": ["cp", "/bin/busybox", f"{TOOLS}/busybox"], "volumeMounts": [tools],
+        }],
+        containers=[{
+            "name": "hold",
+            "image": etcd_image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": [f"{TOOLS}/busybox", "sh", "-c", install + script(h)],
+            "securityContext": {"privileged": True},
+            "volumeMounts": [m for _, m in pairs] + [tools],
+        }])

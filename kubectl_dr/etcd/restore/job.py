@@ -65,6 +65,7 @@ from kubectl_dr.etcd.restore.targets import (
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 
 BUMP = 1_000_000_000
 # etcdctl got `snapshot restore --bump-revision/--mark-compacted` in 3.5.10 and lost `snapshot restore` in 3.6.
@@ -206,9 +207,10 @@ class Preflight:
     pods: list[str] = field(default_factory=list)
 
 
-def plan(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run, console: Console) -> Plan:
+def plan(session: Session, snapshot: LocalSnapshot, opts: RestoreOptions) -> Plan:
     """Everything checked before anything changes. A dry run starts no pod: the versions then come from the
     image tags (kubeadm's registry.k8s.io/etcd:X.Y.Z-N), and the plan says so."""
+    kube, console, run = session.kube, session.console, session.run
     found = targets(kube)
     console.say(f"etcd members: {', '.join(f'{t.name} on {t.node}' for t in found)}")
     _refuse_left_out(found, apiserver_nodes(kube), None)
@@ -221,7 +223,7 @@ def plan(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run, co
             raise EtcdError("a client dry run reads the etcd versions from the image tags, and these have none: "
                             f"{', '.join(images)}", hint="Run without --dry-run to ask the members.")
         return _decide(Preflight(found, tagged, tool, image), snapshot, opts, run)
-    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), opts.namespace, console)
+    status = etcd_status.via_pod(session, Discovered(tuple(t.member for t in found)), opts.namespace)
     versions = sorted({e.version for e in status.endpoints if e.version})
     if not versions:
         raise EtcdError("no etcd member answered: cannot tell the cluster's etcd version",
@@ -436,13 +438,18 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
         time.sleep(3)
 
 
-def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
-        ) -> Outcome:
+def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
+        rerun: str = "the same `kubectl dr etcd restore`") -> Outcome:
     """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
-    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none)."""
+    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none).
+    `rerun`: the command that starts this restore afresh, said when an interruption calls it off."""
+    kube, console = session.kube, session.console
     stack = cleanup.current()
     released = [take_lease(kube, p.namespace, p.run, console)]
     on_lease()
+    # Pushed first, so said last on Ctrl-C or SIGTERM: after the cleanup that undid the staging. Gone at the go.
+    note = stack.push("say how to go on", lambda: console.say(
+        f"the restore was called off before any node began: etcd was not changed; `{rerun}` starts it again"))
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
     nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore",
@@ -455,7 +462,10 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callab
         _stage(kube, p, node, console)
     # The point of no return for the client is each node's go: from there the node decides. A node interrupted
     # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
-    hand_over_all(kube, p, nodes, "restore", console, list(steps), released[0])
+    try:
+        hand_over_all(kube, p, nodes, "restore", console, list(steps), released[0])
+    finally:
+        stack.discard(note)  # a refusal (DrError) says why itself; past the go the nodes decide
     for node in nodes:
         if node.pod.step is not None:  # the API server is going away: no deletion to wait for at exit
             stack.discard(node.pod.step)
@@ -467,7 +477,7 @@ def run(kube: Kube, p: Plan, console: Console, runbook: str, *, on_lease: Callab
         # asking now spares the wait where the API server still answers.
         with contextlib.suppress(DrError):
             node.pod.request_delete()
-    return finish(kube, p.run.id, "restore", p.targets, p.namespace, p.helper_image, console, plan=p, runbook=runbook)
+    return finish(session, p.run.id, "restore", p.targets, p.namespace, p.helper_image, plan=p, runbook=runbook)
 
 
 def _discard_restored(node: NodePod, run_id: str, console: Console) -> None:
@@ -483,8 +493,9 @@ def _discard_restored(node: NodePod, run_id: str, console: Console) -> None:
         console.warn(f"cannot remove {restored} on node {node.target.node}: {exc.message}")
 
 
-def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str,
-           console: Console, *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
+def finish(session: Session, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str, *,
+           plan: Plan | None = None, runbook: str | None = None) -> Outcome:
+    kube, console = session.kube, session.console
     # Bounded by --node-timeout: each node stops its control plane, forms the cluster and starts the API server
     # within its own waits, each at most that long (stopping at least a minute).
     wait_api(kube, console, API_WAIT_SECONDS if plan is None else
@@ -513,7 +524,7 @@ def finish(kube: Kube, run_id: str, mode: str, found: list[Target], namespace: s
             n.delete()
     remove_restored_helpers(kube, namespace, console)
     try:
-        st = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in found)), namespace, console)
+        st = etcd_status.via_pod(session, Discovered(tuple(t.member for t in found)), namespace)
         outcome.revision_after = max((e.revision or 0 for e in st.endpoints), default=None)
         outcome.members = [f"{m.name} ({'leader' if m.is_leader else 'follower'})" for m in st.members]
     except DrError as exc:

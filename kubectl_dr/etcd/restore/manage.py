@@ -29,6 +29,7 @@ from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Run
+from kubectl_dr.session import Session
 
 # The two states a node of a finished run can be in: on the restored data, or on the data from before it.
 ON_RESTORED = ("restore: done", "rollback: rolled-back", "rollback: failed")
@@ -228,11 +229,12 @@ def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
                                health_url="", metrics_url="", peers=0, readyz_url="")
 
 
-def states(kube: Kube, namespace: str, helper_image: str, console: Console, run: str | None = None,
+def states(session: Session, namespace: str, helper_image: str, run: str | None = None,
            ) -> tuple[list[NodeState], str | None]:
     """Every node's state of the run (default: its last restore), and when the nodes disagree about their last
     restore, what settles it."""
     check_run(run)
+    kube, console = session.kube, session.console
     found = targets(kube)
     nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore status"), common.DR_DIR, KUBERNETES_DIR,
                       "etcd-restore-status", console)
@@ -282,10 +284,10 @@ def _one_run(nodes: list[NodePod], found: list[NodeState]) -> str:
     return str(next(iter(runs)))
 
 
-def finalize(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
-             run: str | None = None) -> dict[str, Any]:
+def finalize(session: Session, namespace: str, helper_image: str, run: str | None = None) -> dict[str, Any]:
     """Remove every data dir a finished run set aside, once every node finished the last restore (or `run`)."""
     check_run(run)
+    kube, console, dry_run = session.kube, session.console, session.dry
     found = targets(kube)
     me = Run("etcd restore finalize")
     # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
@@ -333,15 +335,17 @@ def _in_pod(t: Target, host_path: str) -> str:
                                          (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT)))
 
 
-def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dry_run: bool,
-             run_id: str | None = None, *, no_bump: bool = False,
-             node_timeout: int = 300) -> common.Outcome | dict[str, Any]:
+def rollback(session: Session, namespace: str, helper_image: str, run_id: str | None = None, *,
+             no_bump: bool = False, node_timeout: int = 300,
+             restart_kubelets: bool = False) -> common.Outcome | dict[str, Any]:
     """Put the data from before the restore back with the same self-driving static pods, the other way round.
 
     The clients saw the restored cluster's revisions, so the old data comes back with its revision moved past
     them, as a restore does: one node's old database (the newest) is restored with --bump-revision into a new
-    data dir on every node, and that dir is swapped in. The old data dirs themselves stay until `finalize`."""
+    data dir on every node, and that dir is swapped in. The old data dirs themselves stay until `finalize`.
+    `restart_kubelets`: afterwards, as after a restore."""
     check_run(run_id)
+    kube, console, dry_run = session.kube, session.console, session.dry
     found = targets(kube)
     me = Run("etcd restore rollback")
     nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback",
@@ -372,20 +376,23 @@ def rollback(kube: Kube, namespace: str, helper_image: str, console: Console, dr
             console.warn(job.NO_BUMP_RISK)
         console.confirm(f"roll etcd back to the data it had before restore {run_id} on every control-plane node "
                         "(the API server is down meanwhile; changes made since the restore are set aside)")
-        _hand_over_all(kube, p, nodes, st, console)
+        _hand_over_all(session, p, nodes, st)
     finally:
         for n in nodes:
             with contextlib.suppress(DrError):
                 n.delete()
-    return job.finish(kube, run_id, "rollback", found, namespace, helper_image, console, plan=p)
+    outcome = job.finish(session, run_id, "rollback", found, namespace, helper_image, plan=p)
+    if restart_kubelets:
+        common.restart_kubelets(kube, namespace, helper_image, me, console, outcome)
+    return outcome
 
 
-def _hand_over_all(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[NodeState],
-                   console: Console) -> None:
+def _hand_over_all(session: Session, p: job.Plan, nodes: list[NodePod], st: list[NodeState]) -> None:
     """What the rollback compares with afterwards, the rebuilt data dirs (when bumped), then the hand-over under
     the restore lease (no restore or rollback stages beside us)."""
+    kube, console = session.kube, session.console
     lease = common.take_lease(kube, p.namespace, p.run, console)
-    status = etcd_status.via_pod(kube, Discovered(tuple(t.member for t in p.targets)), p.namespace, console)
+    status = etcd_status.via_pod(session, Discovered(tuple(t.member for t in p.targets)), p.namespace)
     p.revision_before = max((e.revision or 0 for e in status.endpoints), default=None)
     p.counts_before, p.nodes_before = common.count_objects(kube), common.names(kube, "/api/v1/nodes")
     p.pods_before = common.names(kube, "/api/v1/pods")

@@ -1,32 +1,27 @@
 """A short-lived busybox pod on one control-plane node that mounts the three host directories a restore
 works on (our directory, the data dir's parent, /etc/kubernetes): staging, handing over, reading the status
-files, finalizing. Every command runs through our exec layer and must exit 0."""
+files, finalizing. Every command runs through our exec layer and must exit 0; the work itself (exec, checked
+copies both ways, a start that says why it cannot run) is the one node pod's, `nodes.hostpod`."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kubectl_dr import units
 from kubectl_dr.console import Console
-from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd import podrun
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES
 from kubectl_dr.etcd.restore.targets import Target
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
+from kubectl_dr.kube.exec import Timeouts
 from kubectl_dr.kube.pods import HelperPod, pod_name
+from kubectl_dr.nodes import hostpod
 from kubectl_dr.runs import Run
 
 CONTAINER = "node"
 DEADLINE_SECONDS = 2 * 3600
-CHUNK = 1 << 20
-_SHA = re.compile(r"^([0-9a-f]{64})\s")
 
 
 def _hostpath(name: str, path: str, mount: str, kind: str = "Directory") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -61,70 +56,21 @@ class NodePod:
 
     def sh(self, script: str, *, stdin: bytes | None = None, what: str = "command") -> str:
         """Run a script in the pod; its stdout, exit status 0 required."""
-        out = bytearray()
-        command = ["sh", "-c", script]
-        if stdin is not None:
-            command = bounded_input(command, len(stdin))
-        stream = open_exec(self.kube, self.pod.namespace, self.pod.name, command, container=CONTAINER,
-                           stdin=stdin is not None, timeouts=Timeouts(idle=300.0))
-        result = stream.run(stdin=[stdin] if stdin is not None else None, stdout=out.extend)
+        result, out = hostpod.run_in(self.kube, self.pod, CONTAINER, ["sh", "-c", script], stdin=stdin,
+                                     timeouts=Timeouts(idle=300.0))
         result.check(f"{what} on node {self.target.node}")
         return out.decode(errors="replace")
 
     def send_file(self, local: Path, size: int, sha256: str, remote: str) -> None:
         """Copy a file to the node, checked on both sides: byte count and SHA-256 here and in the pod."""
-        q = shlex.quote(remote)
-        script = f"cat > {q}.part && sha256sum {q}.part && wc -c < {q}.part && mv {q}.part {q}"
-        stream = open_exec(self.kube, self.pod.namespace, self.pod.name, bounded_input(["sh", "-c", script], size),
-                           container=CONTAINER, stdin=True, timeouts=Timeouts(idle=None))
-        digest = hashlib.sha256()
-        sent = 0
-
-        def chunks() -> Iterator[bytes]:
-            nonlocal sent
-            with open(local, "rb") as f:
-                while block := f.read(CHUNK):
-                    digest.update(block)
-                    sent += len(block)
-                    yield block
-
-        out = bytearray()
-        result = stream.run(stdin=chunks(), stdout=out.extend)
-        result.check(f"copying the snapshot to node {self.target.node}")
-        lines = out.decode(errors="replace").split("\n")
-        match = _SHA.match(lines[0] + " ") if lines else None
-        remote_size = lines[1].strip() if len(lines) > 1 else ""
-        where = f"the snapshot copied to node {self.target.node}"
-        if sent != size or digest.hexdigest() != sha256:
-            raise VerificationError(f"{local} changed after it was verified ({sent} bytes read, {size} expected)")
-        if match is None or not remote_size.isdigit():
-            raise VerificationError(f"{where}: the pod printed no size and digest ({bytes(out[:200])!r})")
-        if int(remote_size) % 2**32 != size % 2**32:
-            raise VerificationError(f"{where} is incomplete: {remote_size} of {size} bytes arrived")
-        if match.group(1) != sha256:
-            raise VerificationError(f"{where} is damaged: SHA-256 {match.group(1)} there, {sha256} here")
+        hostpod.send_file(self.kube, self.pod, CONTAINER, local, size, sha256, remote, where=self.target.node,
+                          what="the snapshot")
 
     def fetch(self, remote: str, local: Path) -> None:
         """Copy a file from the node (a data dir's database), checked: what arrived against the size and SHA-256
         the pod reads there."""
-        q = shlex.quote(remote)
-        lines = self.sh(f"sha256sum {q} && wc -c < {q}", what=f"reading {remote}").split("\n")
-        match = _SHA.match(lines[0] + " ") if lines else None
-        digest = hashlib.sha256()
-        size = 0
-        with open(local, "wb") as f:
-            def sink(block: bytes) -> None:
-                nonlocal size
-                f.write(block)
-                digest.update(block)
-                size += len(block)
-
-            stream = open_exec(self.kube, self.pod.namespace, self.pod.name, ["cat", remote], container=CONTAINER,
-                               stdin=False, timeouts=Timeouts(idle=300.0))
-            stream.run(stdout=sink).check(f"copying {remote} from node {self.target.node}")
-        if match is None or len(lines) < 2 or lines[1].strip() != str(size) or match.group(1) != digest.hexdigest():
-            raise VerificationError(f"{remote} copied from node {self.target.node} differs from the file there "
-                                    f"({size} bytes arrived, the pod printed {' '.join(lines)[:200]!r})")
+        hostpod.fetch_file(self.kube, self.pod, CONTAINER, remote, local, where=self.target.node,
+                           sh=lambda script: self.sh(script, what=f"reading {remote}"))
 
     def delete(self) -> None:
         self.pod.delete(wait=True, timeout=60)
@@ -145,27 +91,13 @@ def start_all(kube: Kube, targets: list[Target], namespace: str, image: str, run
 
 def run_to_end(kube: Kube, spec: dict[str, Any], target: Target, what: str, timeout: float = 1800.0) -> str:
     """A pod whose one container does its work and exits: its log when it succeeded, else an error."""
-    import time
-
     from kubectl_dr.etcd.errors import MemberError
 
-    pod = pods.create(kube, spec, what=what)
-    try:
-        deadline = time.monotonic() + timeout
-        first_seen: dict[str, float] = {}
-        while True:
-            obj = pod.get()
-            phase = (obj.get("status") or {}).get("phase")
-            container = spec["spec"]["containers"][0]["name"]
-            if phase == "Succeeded":
-                return pod.logs(container, tail_lines=200)
-            problem = pods.diagnose(obj, first_seen, time.monotonic())
-            if phase == "Failed" or problem:
-                raise MemberError(target.node, f"{what} on node {target.node} failed: {problem or phase}",
-                                  hint=pod.logs(container, tail_lines=30).strip() or None)
-            if time.monotonic() > deadline:
-                raise MemberError(target.node,
-                                  f"{what} on node {target.node} did not finish in {units.duration(timeout)}")
-            time.sleep(0.5)
-    finally:
-        pod.delete(wait=True, timeout=60)
+    ended = hostpod.run_to_end(kube, spec, what=what, timeout=timeout, tail_lines=200)
+    if ended.succeeded:
+        return ended.logs
+    if ended.timed_out:
+        raise MemberError(target.node, f"{what} on node {target.node} did not finish in {units.duration(timeout)}")
+    # The last 30 lines: the hint is read on a terminal.
+    tail = "\n".join(ended.logs.splitlines()[-30:]).strip()
+    raise MemberError(target.node, f"{what} on node {target.node} failed: {ended.problem}", hint=tail or None)

@@ -28,6 +28,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_dr.kube import pods
+from kubectl_dr.runs.run import RUN_ID_LABEL
+
 MANIFEST_FILE = "kubectl-dr-etcd-restore.yaml"
 POD_NAME = "kubectl-dr-etcd-restore"
 OTHERS = ("kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml")
@@ -236,32 +239,23 @@ def static_pod(s: NodeSwap, image: str) -> dict[str, Any]:
     pairs = [host_volume("kubernetes", s.kubernetes_dir, HOST_KUBERNETES),
              host_volume("etcd-parent", s.data_parent, HOST_DATA_PARENT),
              host_volume("kubectl-dr", s.dr_dir, HOST_DR)]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": POD_NAME,
-            "namespace": "kube-system",
-            "labels": {"app.kubernetes.io/managed-by": "kubectl-dr", "kubectl-dr.io/purpose": f"etcd-{s.mode}",
-                       "kubectl-dr.io/run-id": s.run_id},
-        },
-        "spec": {
-            "hostNetwork": True,
-            "restartPolicy": "Always",
-            "priorityClassName": "system-node-critical",
-            "terminationGracePeriodSeconds": 1,
-            "tolerations": [{"operator": "Exists"}],
-            "volumes": [v for v, _ in pairs],
-            "containers": [{
-                "name": "swap",
-                "image": image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script(s)],
-                "securityContext": {"privileged": True},
-                "volumeMounts": [m for _, m in pairs],
-            }],
-        },
-    }
+    return pods.pod_manifest(
+        POD_NAME, "kube-system", purpose=f"etcd-{s.mode}", labels={RUN_ID_LABEL: s.run_id},
+        volumes=[v for v, _ in pairs], **STATIC,
+        containers=[{
+            "name": "swap",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", script(s)],
+            "securityContext": {"privileged": True},
+            "volumeMounts": [m for _, m in pairs],
+        }])
+
+
+# What a static pod of ours adds to a helper pod: the kubelet restarts it (it resumes or undoes), it runs
+# before anything else on a node short of room, on every node whatever its taints, on the host's network.
+STATIC: dict[str, Any] = {"hostNetwork": True, "restartPolicy": "Always", "priorityClassName": "system-node-critical",
+                          "tolerations": [{"operator": "Exists"}]}
 
 
 def parse_status(text: str) -> list[tuple[int, str, str]]:

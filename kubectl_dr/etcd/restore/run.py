@@ -31,7 +31,6 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.nodes.kubelet_restart import COMMAND
 from kubectl_dr.repo import Repository
-from kubectl_dr.runs import Run
 from kubectl_dr.session import Session
 
 if TYPE_CHECKING:
@@ -86,11 +85,11 @@ def run(session: Session, repository: Repository, opts: RestoreOptions, *,
     kube, console, run = session.kube, session.console, session.run
     if opts.direct is None:
         snapshot = _snapshot(kube, repository, opts, console, None, restic)
-        result: Result = _stacked(kube, snapshot, opts, console, run)
+        result: Result = _stacked(session, snapshot, opts)
     else:
         with external.etcd_errors(opts.direct), Etcd(opts.direct) as etcd:
             snapshot = _snapshot(kube, repository, opts, console, etcd, restic)
-            result = _external(kube, repository, snapshot, etcd, opts, console, run)
+            result = _external(session, repository, snapshot, etcd, opts)
     if isinstance(result, Outcome) and opts.restart_kubelets:
         restart_kubelets(kube, opts.namespace, opts.helper_image, run, console, result)
     return result
@@ -127,8 +126,9 @@ def _identity(kube: Kube, etcd: Etcd | None) -> tuple[ClusterIdentity | None, st
         return ClusterIdentity(uid), ""
 
 
-def _stacked(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, console: Console, run: Run) -> Result:
-    plan = job.plan(kube, snapshot, opts, run, console)
+def _stacked(session: Session, snapshot: LocalSnapshot, opts: RestoreOptions) -> Result:
+    console, run = session.console, session.run
+    plan = job.plan(session, snapshot, opts)
     book = runbook(plan)
     if opts.client_dry_run:
         return RestorePlan(plan, book, _runbook_path(snapshot, "RUN"), opts.restart_kubelets)
@@ -136,15 +136,17 @@ def _stacked(kube: Kube, snapshot: LocalSnapshot, opts: RestoreOptions, console:
         console.warn(job.NO_BUMP_RISK)
     console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
                     "API server stops for the duration, and everything written since the snapshot is set aside")
-    return job.run(kube, plan, console, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
+    return job.run(session, plan, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id),
+                   rerun=rerun(session, snapshot))
 
 
-def _external(kube: Kube, repository: Repository, snapshot: LocalSnapshot, etcd: Etcd, opts: RestoreOptions,
-              console: Console, run: Run) -> Result:
+def _external(session: Session, repository: Repository, snapshot: LocalSnapshot, etcd: Etcd,
+              opts: RestoreOptions) -> Result:
+    kube, console, run = session.kube, session.console, session.run
     etcd.check()  # every endpoint answers, as one cluster: said plainly before anything else
     held = external.held_runs(etcd)
     if held:
-        return _finish_held(kube, snapshot, etcd, held[0], opts, console)
+        return _finish_held(session, snapshot, etcd, held[0], opts)
     plan = external.plan(kube, etcd, snapshot, opts, run, console)
     book = external_runbook(plan)
     if opts.client_dry_run:
@@ -159,14 +161,16 @@ def _external(kube: Kube, repository: Repository, snapshot: LocalSnapshot, etcd:
                                         details={"safetySnapshotOf": run.id}).manifest.id)
 
     outcome = external.run(kube, plan, etcd, console, safety,
-                           on_lease=lambda: _write_runbook(console, book, snapshot, run.id))
+                           on_lease=lambda: _write_runbook(console, book, snapshot, run.id),
+                           rerun=external.Rerun(rerun(session, snapshot),
+                                                rerun(session, snapshot, hold_timeout=2 * opts.hold_timeout)))
     outcome.runbook = book
     return outcome
 
 
-def _finish_held(kube: Kube, snapshot: LocalSnapshot, etcd: Etcd, held: str, opts: RestoreOptions,
-                 console: Console) -> Result:
+def _finish_held(session: Session, snapshot: LocalSnapshot, etcd: Etcd, held: str, opts: RestoreOptions) -> Result:
     """The API servers are down because of that run: finish it from here, through etcd alone."""
+    kube, console = session.kube, session.console
     prefix = (etcd.get(f"{run_prefix(held)}/prefix".encode()) or b"/registry").decode()
     external.check_bound(etcd, held, snapshot, opts.source)
     if opts.client_dry_run:
@@ -174,7 +178,23 @@ def _finish_held(kube: Kube, snapshot: LocalSnapshot, etcd: Etcd, held: str, opt
     space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
     console.confirm(f"run {held} stopped with the keys half rewritten and the API servers held down: "
                     f"rewrite them to {snapshot.describe()} and start the API servers")
-    return external.resume(etcd, held, space, prefix, kube, opts.namespace, console)
+    return external.resume(etcd, held, space, prefix, kube, opts.namespace, console, rerun(session, snapshot))
+
+
+def rerun(session: Session, snapshot: LocalSnapshot, *, hold_timeout: int | None = None) -> str:
+    """This restore as the command to paste: the user's own, with the snapshot pinned by its ID (a `latest` could
+    name a newer snapshot by then, and --from-cluster only chooses one for `latest`), and no --dry-run."""
+    return command_line(session, snapshot.backup_id, snapshot.path, hold_timeout=hold_timeout)
+
+
+def command_line(session: Session, backup_id: str | None, path: Path, *, hold_timeout: int | None = None) -> str:
+    """`rerun` for a snapshot that is backup `backup_id` (None: the file at `path`)."""
+    pinned = [] if backup_id is None else ["--from", backup_id]
+    drop = ["--dry-run", *(["--from", "--from-cluster"] if pinned else []),
+            *(["--hold-timeout"] if hold_timeout is not None else [])]
+    add = [*pinned, *(["--hold-timeout", str(hold_timeout)] if hold_timeout is not None else [])]
+    return session.command_line(drop=drop, add=add,
+                                default=["etcd", "restore", *(pinned or ["--from", str(path)])])
 
 
 def _api_identity(kube: Kube) -> ClusterIdentity | None:

@@ -332,3 +332,24 @@ def test_statefulset_adopts_its_orphan_pod(cluster: Cluster, ns: str) -> None:
     eventually(lambda: [s["metadata"]["labels"].get("service.kubernetes.io/headless") for s in
                         slices(cluster, ns, "kv")] == [""], timeout=30, what="the headless slice")
     assert json.loads(cluster.kubectl("get", "sts", "kv", "-n", ns, "-o", "json").stdout)["status"]["replicas"] == 1
+
+
+def test_daemonset_adopts_the_orphan_pod_on_its_node(cluster: Cluster, ns: str) -> None:
+    labels = {"app": "node-agent"}
+    orphan = web("agent-orphan", ns, labels, ports=False, nodeName="worker-1")
+    create(cluster, orphan)
+    create(cluster, {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": ns},
+                     "spec": {"selector": {"matchLabels": labels}, "updateStrategy": {"type": "OnDelete"},
+                              "template": {"metadata": {"labels": labels},
+                                           "spec": {k: v for k, v in orphan["spec"].items() if k != "nodeName"}}}})
+    ds = get_json(cluster, "ds", "agent", "-n", ns, version=KUBECTL_VERSIONS[-1])
+
+    def adopted() -> bool:
+        pods = items(cluster, "pods", "-n", ns, "-l", "app=node-agent")
+        return [p["metadata"]["name"] for p in pods] == ["agent-orphan"] and \
+            (controller(pods[0]) or {}).get("uid") == ds["metadata"]["uid"]
+
+    eventually(adopted, timeout=30, what="the orphan adopted as worker-1's daemon pod")
+    time.sleep(2)  # and no second pod made for worker-1
+    assert [p["metadata"]["name"] for p in items(cluster, "pods", "-n", ns, "-l", "app=node-agent")] == [
+        "agent-orphan"]

@@ -293,9 +293,29 @@ def _decide(obj: Json, rtype: ResourceType, live: Json | None, existing: str, ba
     return Step(obj, rtype, "collision", "exists", live)
 
 
-def _checkable_now(step: Step, created_namespaces: set[str], pending_kinds: set[tuple[str, str]]) -> bool:
+def _account_of(step: Step) -> tuple[str, str] | None:
+    """(namespace, service account) a Pod step runs as: ServiceAccount admission refuses the pod, dry run
+    included, while that account does not exist."""
+    if step.obj.get("kind") != "Pod":
+        return None
+    spec = step.obj.get("spec") or {}
+    return (str(step.obj["metadata"].get("namespace", "")),
+            str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"))
+
+
+def _accounts_pods_need(steps: list[Step]) -> set[tuple[str, str]]:
+    """The ServiceAccounts this restore creates that a Pod of it runs as."""
+    created = {(str(s.obj["metadata"].get("namespace", "")), str(s.obj["metadata"].get("name")))
+               for s in steps if s.obj.get("kind") == "ServiceAccount" and s.action == "create"}
+    return {a for s in steps if s.action in ("create", "update") and (a := _account_of(s)) in created}
+
+
+def _checkable_now(step: Step, created_namespaces: set[str], pending_kinds: set[tuple[str, str]],
+                   pending_accounts: set[tuple[str, str]]) -> bool:
     namespace = step.obj["metadata"].get("namespace")
     if namespace and namespace in created_namespaces:
+        return False
+    if _account_of(step) in pending_accounts:
         return False
     return (step.rtype.group, step.rtype.kind) not in pending_kinds
 
@@ -306,13 +326,14 @@ def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: b
     created = {s.obj["metadata"]["name"] for s in steps if s.obj.get("kind") == "Namespace" and s.action == "create"}
     pending = {(apply.type_of_definition(s.obj).group, apply.type_of_definition(s.obj).kind) for s in steps
                if s.obj.get("kind") == "CustomResourceDefinition" and s.action == "create"}
+    accounts = _accounts_pods_need(steps)
     refused: list[str] = []
     checked = 0
     for step in steps:
         if step.checked == "accepted":
             continue
-        if early and not _checkable_now(step, created, pending):
-            step.checked = "deferred: checked once its namespace or definition exists"
+        if early and not _checkable_now(step, created, pending, accounts):
+            step.checked = "deferred: checked once its namespace, definition or service account exists"
             continue
         try:
             if step.action == "update" and step.live is not None:
@@ -336,8 +357,13 @@ def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: b
 
 
 def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console) -> None:
+    # Created before the second dry run, and deleted again if it refuses anything: namespaces, definitions,
+    # and the service accounts pods of the restore run as (without them the server refuses those pods).
+    accounts = _accounts_pods_need(steps)
     first = [s for s in steps
-             if s.action == "create" and s.obj.get("kind") in ("Namespace", "CustomResourceDefinition")]
+             if s.action == "create" and (s.obj.get("kind") in ("Namespace", "CustomResourceDefinition") or (
+                 s.obj.get("kind") == "ServiceAccount"
+                 and (s.obj["metadata"].get("namespace"), s.obj["metadata"].get("name")) in accounts))]
     made: list[Step] = []
     for step in first:
         apply.create(kube, step.rtype, step.obj, dry_run=False)

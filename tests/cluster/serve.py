@@ -36,6 +36,7 @@ from tests.cluster.control import etcd_members as em
 from tests.cluster.control.cronjob import CronJobController
 from tests.cluster.control.daemonset import DaemonSetController
 from tests.cluster.control.deployment import DeploymentController
+from tests.cluster.control.endpoints import EndpointsController, EndpointSliceController
 from tests.cluster.control.external_etcd import ExternalEtcd
 from tests.cluster.control.garbage_collector import GarbageCollector
 from tests.cluster.control.hub import APISERVER, CONTROLLER_MANAGER, SCHEDULER, Hub
@@ -45,6 +46,7 @@ from tests.cluster.control.namespaces import NamespaceController
 from tests.cluster.control.provisioner import VolumeController, ensure_default_class
 from tests.cluster.control.replicaset import ReplicaSetController
 from tests.cluster.control.scheduler import Scheduler
+from tests.cluster.control.serviceaccounts import ServiceAccountsController
 from tests.cluster.control.statefulset import StatefulSetController
 from tests.cluster.node import runtime as node_runtime
 from tests.cluster.node.host_init import HostInit
@@ -165,7 +167,9 @@ async def run(layout: Layout) -> None:
         ReplicaSetController(gated, layout), DeploymentController(gated, layout),
         StatefulSetController(gated, layout), DaemonSetController(gated, layout), JobController(gated, layout),
         CronJobController(gated, layout, period_seconds=cron_period), GarbageCollector(gated, layout),
-        NamespaceController(gated, layout), VolumeController(gated, layout)])
+        NamespaceController(gated, layout), VolumeController(gated, layout),
+        EndpointSliceController(gated, layout), EndpointsController(gated, layout),
+        ServiceAccountsController(gated, layout)])
     scheduler = Component(SCHEDULER, lambda: [Scheduler(gated, layout)])
 
     stop = asyncio.Event()

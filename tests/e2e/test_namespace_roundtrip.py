@@ -143,6 +143,42 @@ def seen_by_web(cluster: Any, ns: str) -> str:
     return str(cluster.kubectl("exec", "-n", ns, pod, "--", "cat", "/tmp/seen").stdout)
 
 
+def controlled_and_served(cluster: Any, ns: str) -> bool:
+    """The restored app as its controllers leave it: the restore creates objects without ownerReferences,
+    the cluster's controllers own what they made (ReplicaSets by the Deployment, pods by the ReplicaSet and
+    the StatefulSet) and every Service with a selector has EndpointSlices listing its ready pods."""
+    def controller(obj: dict[str, Any]) -> tuple[str, str] | None:
+        ref = next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+        return (ref["kind"], ref["uid"]) if ref and ref.get("blockOwnerDeletion") else None
+
+    deployment = get(cluster, "deployment", "web", "-n", ns)
+    sts = get(cluster, "statefulset", "db", "-n", ns)
+    sets = get(cluster, "replicasets", "-n", ns)["items"]
+    if not sets or any(controller(rs) != ("Deployment", deployment["metadata"]["uid"]) for rs in sets):
+        return False
+    pods = get(cluster, "pods", "-n", ns)["items"]
+    set_uids = {rs["metadata"]["uid"] for rs in sets}
+    for p in pods:
+        owner = controller(p)
+        if p["metadata"]["labels"].get("app") == "web" and (owner is None or owner[1] not in set_uids):
+            return False
+        if p["metadata"]["labels"].get("app") == "db" and owner != ("StatefulSet", sts["metadata"]["uid"]):
+            return False
+    for service, app_label in (("web", "web"), ("db", "db")):
+        svc = get(cluster, "service", service, "-n", ns)
+        slices = get(cluster, "endpointslices", "-n", ns, "-l", f"kubernetes.io/service-name={service}")["items"]
+        if not slices or any(s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by")
+                             != "endpointslice-controller.k8s.io"
+                             or s["metadata"]["ownerReferences"][0]["uid"] != svc["metadata"]["uid"] for s in slices):
+            return False
+        ready = sorted(e["addresses"][0] for s in slices for e in s.get("endpoints") or [] if e["conditions"]["ready"])
+        want = sorted(p["status"]["podIP"] for p in pods if p["metadata"]["labels"].get("app") == app_label
+                      and p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
+        if not want or ready != want:
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     repo = tmp_path_factory.mktemp("app-repo")
@@ -218,6 +254,8 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
              timeout=120, what="the restored app running")
     eventually(lambda: "s3cr3t" in seen_by_web(cluster, target), what="web read its config")
     assert seen_by_web(cluster, target) == "hello from the configs3cr3t"
+    eventually(lambda: controlled_and_served(cluster, target), timeout=60,
+               what="ReplicaSets and pods owned by their controllers, EndpointSlices for the Services")
 
     # A rerun finds everything done: nothing created, the claim not written again.
     again = json.loads(ok(dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target,
@@ -390,6 +428,8 @@ def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str
     eventually(lambda: pods_running(other, ns, "app=web", 2) and pods_running(other, ns, "app=db", 1), timeout=120,
              what="the app running in the second cluster")
     eventually(lambda: "s3cr3t" in seen_by_web(other, ns), what="web read its config")
+    eventually(lambda: controlled_and_served(other, ns), timeout=60,
+               what="ReplicaSets and pods owned by their controllers, EndpointSlices for the Services")
     assert os.path.basename(str(volume_dir(other, ns, "data-db-0"))).startswith("pv-")
 
 

@@ -152,6 +152,15 @@ def apply_defaults(resource: str, obj: Json, *, uid: str = "") -> None:
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port.get("port"))
         obj.setdefault("status", {}).setdefault("loadBalancer", {})
+    elif resource == "endpoints":
+        for subset in obj.get("subsets") or []:
+            for port in subset.get("ports") or []:
+                port.setdefault("protocol", "TCP")
+    elif resource == "endpointslices.discovery.k8s.io":
+        # SetDefaults_EndpointPort (discovery/v1): name "" and protocol TCP.
+        for port in obj.get("ports") or []:
+            port.setdefault("name", "")
+            port.setdefault("protocol", "TCP")
     elif resource == "deployments.apps" and isinstance(spec, dict):
         spec.setdefault("replicas", 1)
         strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})

@@ -74,17 +74,23 @@ _REGISTRIES: dict[tuple[str, tuple[str, ...]], Registry] = {}
 class Store:
     """See the module docstring and the cluster README for the contract."""
 
-    def __init__(self, etcd: EtcdClient, registry: Registry, *, admission: list[Admission] | None = None
-                 ) -> None:
+    def __init__(self, etcd: EtcdClient, registry: Registry, *, admission: list[Admission] | None = None,
+                 mutating_admission: list[Admission] | None = None) -> None:
         self.etcd = etcd
         self.registry = registry
         if admission is None:
             from tests.cluster.api.podsecurity import pod_security_admission
             from tests.cluster.api.quota import quota_admission
             from tests.cluster.api.service_ports import service_allocation
+            from tests.cluster.api.serviceaccounts import service_account_admission
 
             admission = [pod_security_admission, service_allocation, quota_admission]
+            if mutating_admission is None:
+                mutating_admission = [service_account_admission]
         self.admission = admission
+        # Run as a real server runs mutating admission: after NamespaceLifecycle, before the name is
+        # generated (a refusal names a generateName-only object by its prefix, `pods "web-7d9f-" is forbidden`).
+        self.mutating_admission = mutating_admission or []
         self._event_names: dict[tuple[str, ...], str] = {}
 
     @classmethod
@@ -206,6 +212,11 @@ class Store:
         obj = copy.deepcopy(obj)
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         meta = _meta(obj)
+        if res.namespaced and self.mutating_admission:
+            meta["namespace"] = meta.get("namespace") or "default"
+            await self._check_namespace(res, meta["namespace"], meta.get("name") or meta.get("generateName") or "")
+            for step in self.mutating_admission:
+                await step(self, res, "CREATE", obj, None, warnings if warnings is not None else [])
         if not meta.get("name"):
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + "".join(random.choices(_GENERATE_ALPHABET, k=5))
@@ -248,7 +259,23 @@ class Store:
         meta["resourceVersion"] = str(revision)
         if res.key == crds.KEY:
             self.registry.serve_crd(obj)
+        if res.key == "namespaces":
+            await self._default_service_account(name)
         return obj
+
+    async def _default_service_account(self, namespace: str) -> None:
+        """The namespace's ``default`` ServiceAccount, written with the namespace.
+
+        A real cluster's serviceaccounts controller writes it a moment later (the ServiceAccount admission
+        plugin waits for it up to about 2 s); writing it here keeps pod creation in a fresh namespace
+        deterministic on a loaded machine, and works while no controller manager runs. The controller
+        (control/serviceaccounts.py) recreates it when deleted.
+        """
+        try:
+            await self.create("serviceaccounts", {"metadata": {"name": "default", "namespace": namespace}})
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
 
     async def _check_namespace(self, res: Resource, namespace: str, name: str) -> None:
         """NamespaceLifecycle admission: the namespace must exist and not be terminating."""

@@ -291,6 +291,37 @@ def _storageclass_row(obj: Json) -> Row:
             _created(obj)]
 
 
+def _more(items: list[str], count: int, unset: str = "<unset>") -> str:
+    # listWithMoreString: at most 3 shown, then "+ N more...".
+    text = ",".join(items[:3])
+    if count > 3:
+        return f"{text} + {count - 3} more..."
+    return text or unset
+
+
+def _endpoints_row(obj: Json) -> Row:
+    # formatEndpoints: the ready addresses, IP:PORT for every port of their subset (bare IPs without ports).
+    subsets = obj.get("subsets") or []
+    shown: list[str] = []
+    for ss in subsets:
+        addresses = [a.get("ip", "") for a in ss.get("addresses") or []]
+        ports = ss.get("ports") or []
+        if not ports:
+            shown += addresses
+        for p in ports:
+            shown += [f"[{ip}]:{p.get('port')}" if ":" in ip else f"{ip}:{p.get('port')}" for ip in addresses]
+    text = _more(shown, len(shown), "") if subsets else "<none>"
+    return [obj["metadata"]["name"], text, _created(obj)]
+
+
+def _endpointslice_row(obj: Json) -> Row:
+    # formatDiscoveryPorts / formatDiscoveryEndpoints.
+    ports = [str(p["port"]) if p.get("port") is not None else (p.get("name") or "*") for p in obj.get("ports") or []]
+    addresses = [a for ep in obj.get("endpoints") or [] for a in ep.get("addresses") or []]
+    return [obj["metadata"]["name"], obj.get("addressType", ""), _more(ports, len(ports)),
+            _more(addresses, len(addresses)), _created(obj)]
+
+
 def _default_row(obj: Json) -> Row:
     return [obj["metadata"]["name"], _created(obj)]
 
@@ -330,6 +361,9 @@ _PRINTERS: dict[str, tuple[list[Column], Callable[[Json], Row]]] = {
     "services": ([_NAME, _c("Type"), _c("Cluster-IP"), _c("External-IP"), _c("Port(s)"), _AGE,
                   _c("Selector", 1)], _service_row),
     "configmaps": ([_NAME, _c("Data", kind="integer"), _AGE], _configmap_row),
+    "endpoints": ([_NAME, _c("Endpoints"), _AGE], _endpoints_row),
+    "endpointslices.discovery.k8s.io": ([_NAME, _c("AddressType"), _c("Ports"), _c("Endpoints"), _AGE],
+                                        _endpointslice_row),
     "secrets": ([_NAME, _c("Type"), _c("Data", kind="integer"), _AGE], _secret_row),
     "storageclasses.storage.k8s.io": ([_NAME, _c("Provisioner"), _c("ReclaimPolicy"), _c("VolumeBindingMode"),
                                        _c("AllowVolumeExpansion", kind="boolean"), _AGE], _storageclass_row),

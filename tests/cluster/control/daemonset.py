@@ -3,11 +3,11 @@ as the real controller does, so the scheduler binds it."""
 
 from __future__ import annotations
 
+from tests.cluster.control.adoption import claim
 from tests.cluster.control.base import Controller
 from tests.cluster.control.objects import (
     Json,
     matches_selector,
-    owned_by,
     pod_active,
     pod_from_template,
     pod_ready,
@@ -51,7 +51,13 @@ class DaemonSetController(Controller):
         nodes, _ = await self.store.list("nodes")
         for ds in sets:
             if not ds["metadata"].get("deletionTimestamp"):
-                await self.sync(ds, owned_by(pods, ds), nodes)
+                # getDaemonPods: orphan pods the selector matches are adopted, relabelled ones released.
+                candidates = [p for p in pods if p["metadata"].get("namespace") == ds["metadata"]["namespace"]]
+                selector = ds["spec"].get("selector")
+                mine = await claim(self.store, "pods", ds, candidates,
+                                   lambda p, s=selector: matches_selector(p["metadata"].get("labels"), s),
+                                   "daemonsets.apps")
+                await self.sync(ds, mine, nodes)
 
     async def sync(self, ds: Json, pods: list[Json], nodes: list[Json]) -> None:
         ns, name = ds["metadata"]["namespace"], ds["metadata"]["name"]

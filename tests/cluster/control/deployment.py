@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 
+from tests.cluster.control.adoption import claim
 from tests.cluster.control.base import Controller
 from tests.cluster.control.objects import (
     Json,
+    by_namespace,
     controller_ref,
-    owned_by,
+    matches_selector,
     scaled_int_or_percent,
     set_condition,
     template_hash,
@@ -39,9 +41,17 @@ class DeploymentController(Controller):
     async def reconcile(self) -> None:
         deployments, _ = await self.store.list("deployments.apps")
         sets, _ = await self.store.list("replicasets.apps")
+        sets_in = by_namespace(sets)
         for d in deployments:
-            if not d["metadata"].get("deletionTimestamp"):
-                await self.sync(d, owned_by(sets, d))
+            if d["metadata"].get("deletionTimestamp"):
+                continue
+            # getReplicaSetsForDeployment: orphan ReplicaSets the selector matches are adopted, owned ones
+            # whose labels stopped matching are released.
+            selector = d["spec"].get("selector")
+            mine = await claim(self.store, "replicasets.apps", d, sets_in.get(d["metadata"]["namespace"], []),
+                               lambda rs, s=selector: matches_selector(rs["metadata"].get("labels"), s),
+                               "deployments.apps")
+            await self.sync(d, mine)
 
     async def sync(self, d: Json, sets: list[Json]) -> None:
         ns, name = d["metadata"]["namespace"], d["metadata"]["name"]

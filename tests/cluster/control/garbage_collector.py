@@ -15,7 +15,8 @@ from tests.cluster.control.base import Controller
 from tests.cluster.control.objects import KIND_RESOURCES, Json, is_terminating
 
 DEPENDENT_RESOURCES = ("pods", "replicasets.apps", "controllerrevisions.apps", "jobs.batch",
-                       "persistentvolumeclaims", "statefulsets.apps", "deployments.apps", "daemonsets.apps")
+                       "persistentvolumeclaims", "statefulsets.apps", "deployments.apps", "daemonsets.apps",
+                       "endpointslices.discovery.k8s.io")
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 
@@ -27,7 +28,7 @@ def _key(obj: Json) -> tuple[str, str, str]:
 class GarbageCollector(Controller):
     name = "garbage-collector-controller"
     watches = ("replicasets.apps", "deployments.apps", "statefulsets.apps", "daemonsets.apps", "jobs.batch",
-               "nodes")
+               "nodes", "services")
     resync_seconds = 3.0
 
     async def reconcile(self) -> None:

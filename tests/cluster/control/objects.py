@@ -20,6 +20,7 @@ KIND_RESOURCES = {
     ("v1", "Node"): "nodes",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("v1", "ReplicationController"): "replicationcontrollers",
+    ("v1", "Service"): "services",
     ("apps/v1", "Deployment"): "deployments.apps",
     ("apps/v1", "ReplicaSet"): "replicasets.apps",
     ("apps/v1", "StatefulSet"): "statefulsets.apps",
@@ -83,6 +84,13 @@ def controller_of(obj: Json) -> Json | None:
 def owned_by(objs: list[Json], owner: Json) -> list[Json]:
     want = uid(owner)
     return [o for o in objs if (ref := controller_of(o)) is not None and ref.get("uid") == want]
+
+
+def by_namespace(objs: list[Json]) -> dict[str, list[Json]]:
+    out: dict[str, list[Json]] = {}
+    for o in objs:
+        out.setdefault(o["metadata"].get("namespace", ""), []).append(o)
+    return out
 
 
 def matches_selector(labels: dict[str, str] | None, selector: Json | None) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import copy
 
+from tests.cluster.control.adoption import claim
 from tests.cluster.control.base import Controller
 from tests.cluster.control.objects import (
     Json,
+    by_namespace,
     controller_ref,
+    matches_selector,
     owned_by,
     pod_from_template,
     pod_phase,
@@ -31,9 +34,18 @@ class StatefulSetController(Controller):
     async def reconcile(self) -> None:
         sets, _ = await self.store.list("statefulsets.apps")
         pods, _ = await self.store.list("pods")
+        pods_in = by_namespace(pods)
         for sts in sets:
-            if not sts["metadata"].get("deletionTimestamp"):
-                await self.sync(sts, owned_by(pods, sts))
+            if sts["metadata"].get("deletionTimestamp"):
+                continue
+            # getPodsForStatefulSet: only the set's members (NAME-ORDINAL) are claimed, matched by selector.
+            name, selector = sts["metadata"]["name"], sts["spec"].get("selector")
+            members = [p for p in pods_in.get(sts["metadata"]["namespace"], []) if ordinal(p, name) >= 0
+                       and p["metadata"]["name"] == f"{name}-{ordinal(p, name)}"]
+            mine = await claim(self.store, "pods", sts, members,
+                               lambda p, s=selector: matches_selector(p["metadata"].get("labels"), s),
+                               "statefulsets.apps")
+            await self.sync(sts, mine)
 
     async def _revision(self, sts: Json) -> str:
         ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]

@@ -114,11 +114,11 @@ def _collect_namespace(kube: Kube, catalog: Catalog, namespace: str, filters: Fi
         if why:
             out.excluded.append({"object": ref(obj), "reason": why})
             continue
-        _keep(out, obj, rtype.kind, rtype.api_version)
         if rtype.name == "persistentvolumeclaims" and (obj.get("status") or {}).get("phase") == "Bound":
             out.claims.append({"namespace": namespace, "name": obj["metadata"]["name"],
                                "storageClass": (obj.get("spec") or {}).get("storageClassName"),
                                "volumeName": (obj.get("spec") or {}).get("volumeName")})
+        _keep(out, obj, rtype.kind, rtype.api_version)  # last: it cleans the object (its status goes aside)
 
 
 def _template_specs(obj: Json) -> list[Json]:

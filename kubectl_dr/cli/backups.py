@@ -345,7 +345,8 @@ def copy(
     Works between any two repositories (directory ↔ S3, S3 ↔ S3). The source is checked as it is read
     and the copy as it is written (sizes and SHA-256 of every part); the copy becomes visible only when
     complete. An interrupted copy leaves nothing visible: run the same command again to finish it
-    (backups already there are skipped). Encrypted backups are copied as they are; an unencrypted one is
+    (backups already there are skipped). An application backup is copied with its claims' backups (they
+    first, so the target never holds it without them). Encrypted backups are copied as they are; an unencrypted one is
     encrypted on the way with --encrypt-to (or the config file's recipients).
 
     \b
@@ -371,7 +372,8 @@ def copy(
                              s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to, option="--to")
     if source.place == target.place:
         raise UsageError(f"the source and the target are the same repository ({target.location})")
-    chosen = source.backups(type) if all_ else [source.resolve(backup or "", type)]
+    # An application backup goes with its claims' backups, copied before it.
+    chosen = source.with_claims(source.backups(type) if all_ else [source.resolve(backup or "", type)])
     if all_:
         _warn_problems(console, source.scan()[1])
     secret = [b for b in chosen if b.manifest.type in SECRET_BEARING_TYPES and b.manifest.encryption is None]

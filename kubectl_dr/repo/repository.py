@@ -479,6 +479,19 @@ class Repository(ABC):
                 self._remove(claim)
         self._remove(plan.backup)
 
+    def with_claims(self, chosen: Sequence[Backup]) -> builtins.list[Backup]:
+        """``chosen``, each application backup preceded by its claims' backups (once each): what a copy
+        takes, in the order that never shows an application backup whose claims' data is not there yet."""
+        everything = self.scan()[0]
+        by_id = {b.id: b for b in everything}
+        family = families.families(b.manifest for b in everything)
+        out: dict[str, Backup] = {}
+        for backup in chosen:
+            for claim in family.claims.get(backup.id, []):
+                out.setdefault(claim, by_id[claim])
+            out.setdefault(backup.id, backup)
+        return builtins.list(out.values())
+
     def _mark_deleting(self, backup: Backup, claims: builtins.list[str]) -> None:
         record = families.deletion_record(backup.manifest, claims, format_time(self._clock()), __version__)
         self._write_record(backup, (json.dumps(record, indent=2) + "\n").encode(), DELETION_NAME)

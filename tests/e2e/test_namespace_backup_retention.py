@@ -189,3 +189,16 @@ def _tables(text: str, first: str) -> list[dict[str, str]]:
                         or lines[j].startswith(("KEEP ", "DELETE ", "series "))), len(lines))
             rows += tables.rows("\n".join(lines[i:end]))
     return rows
+
+
+def test_an_app_backup_is_copied_with_its_claims_backups(pristine: dict[str, Any], cluster: Any,
+                                                         tmp_path: Path) -> None:
+    old = pristine["old"]
+    target = tmp_path / "offsite"
+    copied = json.loads(ok(cli_runner.dr("backups", "copy", old["id"], "--to", str(target), "-o", "json",
+                                         cluster=cluster, repo=pristine["repo"])))
+    # Its claims' backups first: the target never holds the application backup without its claims' data.
+    assert copied["copied"] == [*old["claims"], old["id"]], copied
+    there = Repo(cluster, str(target), {})
+    assert set(there.listed()) == family(pristine, "old")
+    ok(there.restorable(pristine, old["id"]))

@@ -155,3 +155,10 @@ def test_a_claims_backup_two_app_backups_name_stays_with_the_other(repo: Reposit
         repo.delete(db)
     repo.delete(two)
     assert ids(repo) == set()
+
+
+def test_a_copy_takes_an_app_backups_claims_backups_first(repo: Repository) -> None:
+    parent, db, cache = family(repo)
+    alone = pvc(repo, "db")
+    chosen = repo.with_claims([repo.get(alone), repo.get(parent), repo.get(db)])
+    assert [b.id for b in chosen] == [alone, db, cache, parent]

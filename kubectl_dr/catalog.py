@@ -15,6 +15,7 @@ from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.kubeconfig import Overrides
 from kubectl_dr.repo import Backup, Repository
+from kubectl_dr.repo.families import APP_TYPE, families
 from kubectl_dr.repo.repository import Verification
 from kubectl_dr.units import count
 
@@ -26,6 +27,9 @@ class Catalog:
     repository: str
     backups: list[Backup]
     verifications: dict[str, Verification | None] = field(default_factory=dict)
+    # A claim's backup → the application backups that name it (it is kept and deleted with them).
+    part_of: dict[str, list[str]] = field(default_factory=dict)
+    deleting: set[str] = field(default_factory=set)  # application backups whose delete did not finish
 
 
 def list_backups(repository: Repository, console: Console, *, type: str | None, cluster: str | None,
@@ -38,7 +42,10 @@ def list_backups(repository: Repository, console: Console, *, type: str | None, 
     chosen = [b for b in found if b.manifest.matches(type)]
     if not all_clusters:
         chosen = _of_cluster(repository, console, chosen, cluster, kubeconfig, request_timeout)
-    return Catalog(repository.location, chosen, {b.id: repository.verification(b) for b in chosen})
+    owners = families(b.manifest for b in found).owners
+    deleting = {b.id for b in chosen if b.manifest.type == APP_TYPE and repository.deleting(b)}
+    return Catalog(repository.location, chosen, {b.id: repository.verification(b) for b in chosen},
+                   {b.id: owners[b.id] for b in chosen if b.id in owners}, deleting)
 
 
 def _of_cluster(repository: Repository, console: Console, backups: list[Backup], cluster: str | None,

@@ -279,10 +279,13 @@ def _write(kube: Kube, repo: Repository, opts: BackupOptions, collected: Collect
                "claims": [{k: c[k] for k in ("namespace", "name", "backup", "size", "entries")} for c in claims]}
     name_hint = opts.name or "-".join(opts.namespaces)
     with repo.create(TYPE, source, name_hint, cluster=cluster) as writer:
+        # One object per line: readable with grep and `backups cat`, and written by json's C encoder (an
+        # indent makes json fall back to its pure-Python encoder, ten times slower on a thousand objects).
         with writer.open_part(OBJECTS_PART) as part:
-            part.write(json.dumps(collected.objects, sort_keys=True, indent=1).encode())
+            part.write(("[\n" + ",\n".join(json.dumps(o, sort_keys=True) for o in collected.objects)
+                        + "\n]\n").encode())
         with writer.open_part(RECORD_PART) as part:
-            part.write(json.dumps(record, sort_keys=True, indent=1).encode())
+            part.write(json.dumps(record, sort_keys=True).encode())
         manifest = writer.commit(details)
     console.say(f"wrote backup {manifest.id}: {count(len(collected.objects), 'object')}"
                 f"{', ' + count(len(claims), 'claim') if claims else ''}")

@@ -90,9 +90,12 @@ def exclusion(obj: Json, uids: set[str], services_with_selector: set[str]) -> st
     return None
 
 
-def clean(obj: Json) -> tuple[Json, Json | None]:
-    """The object as a restore creates it (server fields removed), and its status kept aside."""
-    out = copy.deepcopy(obj)
+def clean(obj: Json, *, in_place: bool = False) -> tuple[Json, Json | None]:
+    """The object as a restore creates it (server fields removed), and its status kept aside.
+
+    ``in_place``: ``obj`` is the caller's own (just read off a list) and is cleaned as it is, not copied
+    (a namespace backup of a thousand objects spent more on the copies than on the list requests)."""
+    out = obj if in_place else copy.deepcopy(obj)
     meta = out.setdefault("metadata", {})
     for key in SERVER_FIELDS:
         meta.pop(key, None)

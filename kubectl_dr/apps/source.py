@@ -55,6 +55,12 @@ def find(repo: Repository, ref: str, namespace: str, cluster_uid: str | None) ->
 
 
 def read(repo: Repository, backup: Backup) -> AppBackup:
+    if repo.deleting(backup):
+        # Its claims' backups may be gone already: restoring it would bring the objects back without data.
+        raise DrError(f"backup {backup.id} is being deleted (a delete of it and its claims' backups began and did "
+                      "not finish): it is not restored",
+                      hint=f"Finish the delete: kubectl dr backups delete {backup.id}; restore another backup "
+                      "with --from ID.")
     def part(name: str) -> Any:
         with repo.open_part(backup, name) as stream:
             return json.loads(stream.read())  # read to the end: size and SHA-256 checked

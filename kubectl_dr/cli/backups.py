@@ -45,7 +45,7 @@ BackupArgument = Annotated[
     str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.", metavar="ID")
 ]
 # The types the commands write (volumes, etcd, control plane), and the word a user naturally types for one.
-BACKUP_TYPES = ("pvc", "etcd-snapshot", "control-plane")
+BACKUP_TYPES = ("pvc", "etcd-snapshot", "control-plane", "app")
 TYPE_ALIASES = {"etcd": "etcd-snapshot"}
 
 
@@ -61,7 +61,7 @@ def _backup_type(value: str | None) -> str | None:
 
 TypeOption = Annotated[
     str | None,
-    typer.Option("--type", help="Only backups of this type: pvc, etcd-snapshot (or etcd), control-plane.",
+    typer.Option("--type", help="Only backups of this type: pvc, etcd-snapshot (or etcd), control-plane, app.",
                  metavar="TYPE", callback=_backup_type),
 ]
 
@@ -126,8 +126,10 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
                  s3_endpoint: S3EndpointOption = None, s3_ca_bundle: S3CaBundleOption = None,
                  password_file: PasswordFileOption = None, azure_endpoint: AzureEndpointOption = None) -> None:
     """List the backups, newest first (NAME: the --name given, else what the source names; ENC: encrypted with
-    age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, or - never
-    checked; CLUSTER: the context its backup recorded).
+    age; SKIPPED: entries left out as unreadable by --skip-unreadable; VERIFIED: ok, damaged, - never
+    checked, or deleting (a delete that did not finish: run it again); CLUSTER: the context its backup
+    recorded). -o json|yaml says of each claim's backup which application backups it belongs to (partOf):
+    it is kept and deleted with them.
 
     By default only the backups of the current cluster (kube-system's uid, asked of the kubeconfig's
     cluster) and those that record no cluster (written by an older kubectl-dr) are listed, with a note on
@@ -154,7 +156,9 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     chosen, records = listed.backups, listed.verifications
     data = {"kind": "List", "repository": repository.location,
             "items": [{**_item(b), "name": backup_name(b), "skippedUnreadable": _skipped(b),
-                       "lastVerification": _last_verification(records[b.id])} for b in chosen]}
+                       "lastVerification": _last_verification(records[b.id]),
+                       "partOf": listed.part_of.get(b.id, []), "deleting": b.id in listed.deleting}
+                      for b in chosen]}
     now = datetime.now(timezone.utc)
     if not chosen and opts.output == "table":
         console.say(f"No backups found in {repository.location}.")
@@ -169,7 +173,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
                 units.size(b.manifest.size),
                 "age" if b.manifest.encryption else "-",
                 "-" if _skipped(b) is None else _skipped(b),
-                _verified(records[b.id]),
+                "deleting" if b.id in listed.deleting else _verified(records[b.id]),
                 age(b.manifest.created_at, now),
                 b.manifest.cluster.name if b.manifest.cluster else "-",
             ]
@@ -342,7 +346,8 @@ def copy(
     Works between any two repositories (directory ↔ S3, S3 ↔ S3). The source is checked as it is read
     and the copy as it is written (sizes and SHA-256 of every part); the copy becomes visible only when
     complete. An interrupted copy leaves nothing visible: run the same command again to finish it
-    (backups already there are skipped). Encrypted backups are copied as they are; an unencrypted one is
+    (backups already there are skipped). An application backup is copied with its claims' backups (they
+    first, so the target never holds it without them). Encrypted backups are copied as they are; an unencrypted one is
     encrypted on the way with --encrypt-to (or the config file's recipients).
 
     \b
@@ -368,7 +373,8 @@ def copy(
                              s3_ca_bundle=to_s3_ca_bundle or s3_ca_bundle, recipients=encrypt_to, option="--to")
     if source.place == target.place:
         raise UsageError(f"the source and the target are the same repository ({target.location})")
-    chosen = source.backups(type) if all_ else [source.resolve(backup or "", type)]
+    # An application backup goes with its claims' backups, copied before it.
+    chosen = source.with_claims(source.backups(type) if all_ else [source.resolve(backup or "", type)])
     if all_:
         _warn_problems(console, source.scan()[1])
     secret = [b for b in chosen if b.manifest.type in SECRET_BEARING_TYPES and b.manifest.encryption is None]
@@ -387,7 +393,7 @@ def _copy_table(run: CopyRun) -> str:
                         [[r.id, r.result, r.location] for r in run.rows]) if run.rows else ""
 
 
-@app.command("delete", short_help="Delete one backup")
+@app.command("delete", short_help="Delete one backup (an app backup with its claims' backups)")
 def delete(
     ctx: typer.Context,
     backup: Annotated[str, typer.Argument(help="Backup ID or unique ID prefix.")],
@@ -396,19 +402,37 @@ def delete(
     azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
-    """Delete one backup from the repository (asks for confirmation unless --yes)."""
+    """Delete one backup from the repository (asks for confirmation unless --yes).
+
+    An application backup (`namespace backup`) goes with the backups of its claims' data, which are listed
+    first: it is marked as being deleted, then its claims' backups go, then itself, so that an interruption
+    never leaves an application backup that names data that is gone (run the delete again, or a prune, to
+    finish it). A claim's backup that an application backup names is refused on its own: delete the
+    application backup.
+    """
     opts, console = options(ctx), session(ctx).console
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup)
     if found.path is not None and found.path.parent != repository.path:
         raise DrError(f"{found.path} is not in the repository {repository.path}; delete it by hand if you mean to")
+    plan = repository.deletion_plan(found)
+    for claim, others in plan.shared.items():
+        console.say(f'note: claim backup "{claim}" is kept: application backup(s) {", ".join(others)} name it too')
+    for claim in plan.missing:
+        console.say(f'note: claim backup "{claim}" that "{found.id}" names is gone already')
+    total = found.manifest.size + sum(c.manifest.size for c in plan.claims)
+    data = {"deleted": plan.ids, "claimBackups": [c.id for c in plan.claims], "keptShared": plan.shared,
+            "missing": plan.missing, "finishing": repository.deleting(found), "dryRun": opts.dry_run != "none"}
     if opts.dry_run != "none":
-        emit({"deleted": [found.id], "dryRun": True}, opts.output,
-             table=f'backup "{found.id}" would be deleted (dry run)\n')
+        emit(data, opts.output, table="".join(f'backup "{i}" would be deleted (dry run)\n' for i in plan.ids))
         return
-    console.confirm(f'delete backup "{found.id}" ({units.size(found.manifest.size)})')
-    repository.delete(found)
-    emit({"deleted": [found.id], "dryRun": False}, opts.output, table=f'backup "{found.id}" deleted\n')
+    what = f'backup "{found.id}"'
+    if plan.claims:
+        what += (f" and the {count(len(plan.claims), 'backup')} of its claims' data "
+                 f"({', '.join(c.id for c in plan.claims)})")
+    console.confirm(f"delete {what} ({units.size(total)})")
+    repository.delete_planned(plan)
+    emit(data, opts.output, table="".join(f'backup "{i}" deleted\n' for i in plan.ids))
 
 
 def _keep(rule: str, help: str) -> Any:
@@ -515,11 +539,22 @@ def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
         if kept:
             lines += render_table(["KEEP", "CREATED", "REASONS"],
                                   [[i, when(i), ", ".join(plan.reasons.get(i, []))] for i in kept]).splitlines()
-        if removed:
+        if removed and any(i in plan.follows or i in plan.finishing for i in removed):
+            lines += render_table(["DELETE", "CREATED", "WHY"], [[i, when(i), _why_removed(plan, i)]
+                                                                 for i in removed]).splitlines()
+        elif removed:
             lines += render_table(["DELETE", "CREATED"], [[i, when(i)] for i in removed]).splitlines()
         lines.append("")
     lines += [f"would remove leftover {n} of an interrupted write (dry run)" for n in plan.leftovers]
     return lines[:-1] if lines and not lines[-1] else lines
+
+
+def _why_removed(plan: Any, backup_id: str) -> str:
+    if backup_id in plan.follows:
+        return f"claim of app backup {plan.follows[backup_id]}, which goes"
+    if backup_id in plan.finishing:
+        return "finishing an interrupted delete"
+    return "no rule keeps it"
 
 
 def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: bool, output: str,
@@ -536,7 +571,7 @@ def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: 
     if not lines:
         lines = [f"nothing to prune: {count(len(plan.kept), 'backup')} kept"]
     data = {"removed": [i for i in plan.removed if i not in failed], "kept": plan.kept, "keptBecause": plan.reasons,
-            "series": plan.series,
+            "series": plan.series, "removedWith": plan.follows, "finishedDeletes": plan.finishing,
             "staleTempDirs": plan.leftovers, "failed": [{"name": n, "error": e} for n, e in plan.failed],
             "dryRun": dry_run, "repository": repository.location}
     emit(data, output, table="\n".join(lines) + "\n")

@@ -94,3 +94,18 @@ def _short_key(key: str) -> str:
     body = fields[1] if len(fields) > 1 else fields[0] if fields else key
     short = body if len(body) <= 20 else f"{body[:10]}…{body[-8:]}"
     return f"{fields[0]} {short}" if len(fields) > 1 else short
+
+
+class PartOfAppBackupError(RepoError):
+    """A claim's backup that an application backup names: it goes with that backup, never alone."""
+
+    def __init__(self, backup_id: str, apps: list[str]) -> None:
+        which = ", ".join(f'"{a}"' for a in apps)
+        super().__init__(
+            f'backup "{backup_id}" holds a claim\'s data for application backup {which}: deleting it alone would '
+            "leave that backup unrestorable",
+            hint=f"Delete the application backup, which takes its claims' backups with it: kubectl dr backups "
+                 f"delete {apps[0]}" + (" (and the others named)" if len(apps) > 1 else ""),
+        )
+        self.backup_id = backup_id
+        self.apps = apps

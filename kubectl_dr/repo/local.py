@@ -200,16 +200,17 @@ class LocalRepository(Repository):
             sizes[part.stored_file] = st.st_size
         return sizes
 
-    def _write_record(self, backup: Backup, data: bytes) -> None:
+    def _write_record(self, backup: Backup, data: bytes, name: str = VERIFICATION_NAME) -> None:
         assert backup.path is not None
-        temp = backup.path / f".{VERIFICATION_NAME}.{secrets.token_hex(3)}"
+        temp = backup.path / f".{name}.{secrets.token_hex(3)}"
         fsutil.write_private_file(temp, data)
-        os.replace(temp, backup.path / VERIFICATION_NAME)
+        os.replace(temp, backup.path / name)
+        fsutil.fsync_dir(backup.path)
 
-    def _read_record(self, backup: Backup) -> bytes | None:
+    def _read_record(self, backup: Backup, name: str = VERIFICATION_NAME) -> bytes | None:
         assert backup.path is not None
         try:
-            return (backup.path / VERIFICATION_NAME).read_bytes()
+            return (backup.path / name).read_bytes()
         except FileNotFoundError:
             return None
 

@@ -22,7 +22,10 @@ TYPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PART_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 # Files of a backup that are not parts: never a part's name.
 VERIFICATION_NAME = "verification.json"
-RESERVED_NAMES = frozenset({MANIFEST_NAME, VERIFICATION_NAME})
+# Written beside an application backup before its claims' backups are deleted: from then on it is being
+# deleted (never restored), so an interrupted delete never leaves it pointing at data that is gone.
+DELETION_NAME = "deletion.json"
+RESERVED_NAMES = frozenset({MANIFEST_NAME, VERIFICATION_NAME, DELETION_NAME})
 
 
 def part_name_ok(name: str) -> bool:

@@ -173,13 +173,12 @@ class ObjectStoreRepository(Repository):
             return None  # being deleted: gone
         return loaded
 
-    def _write_record(self, backup: Backup, data: bytes) -> None:
-        self.put_bytes("recording the verification", self.where.key(backup.key, VERIFICATION_NAME), data,
-                       "application/json")
+    def _write_record(self, backup: Backup, data: bytes, name: str = VERIFICATION_NAME) -> None:
+        self.put_bytes(f"recording {name}", self.where.key(backup.key, name), data, "application/json")
 
-    def _read_record(self, backup: Backup) -> bytes | None:
+    def _read_record(self, backup: Backup, name: str = VERIFICATION_NAME) -> bytes | None:
         try:
-            return self.get_bytes(self.where.key(backup.key, VERIFICATION_NAME), "reading a verification record")
+            return self.get_bytes(self.where.key(backup.key, name), f"reading {name}")
         except NotFound:
             return None
 

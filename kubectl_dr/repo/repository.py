@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from kubectl_dr import __version__
 from kubectl_dr.clusters import OLDER_NOTE, ClusterIdentity, describe, pick
-from kubectl_dr.repo import ids
+from kubectl_dr.repo import families, ids
 from kubectl_dr.repo.crypto import Identity, Recipient, parse_recipients
 from kubectl_dr.repo.errors import (
     AmbiguousBackupError,
@@ -29,10 +29,19 @@ from kubectl_dr.repo.errors import (
     BackupNotFoundError,
     EncryptedBackupError,
     ManifestError,
+    PartOfAppBackupError,
     RepoError,
     WrongBackupTypeError,
 )
-from kubectl_dr.repo.manifest import MANIFEST_NAME, TYPE_PATTERN, Manifest, Part, format_time
+from kubectl_dr.repo.manifest import (
+    DELETION_NAME,
+    MANIFEST_NAME,
+    TYPE_PATTERN,
+    VERIFICATION_NAME,
+    Manifest,
+    Part,
+    format_time,
+)
 from kubectl_dr.repo.reading import PartReader, Progress, as_binary, read_stored
 from kubectl_dr.repo.retention import Decision, Policy, plan
 from kubectl_dr.repo.writer import BackupWriter, Staging
@@ -89,10 +98,26 @@ class PruneResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (ID or leftover, why) that could not go
     reasons: dict[str, list[str]] = field(default_factory=dict)  # kept ID → the rules that keep it
     series: dict[str, str] = field(default_factory=dict)  # ID → series
+    follows: dict[str, str] = field(default_factory=dict)  # claim backup removed → the app backup it goes with
+    finishing: list[str] = field(default_factory=list)  # app backups whose interrupted delete is finished
 
     @property
     def stale_temp_dirs(self) -> list[str]:
         return self.leftovers
+
+
+@dataclass(frozen=True)
+class DeletionPlan:
+    """What `backups delete` of one backup takes with it."""
+
+    backup: Backup
+    claims: list[Backup] = field(default_factory=list)  # its claims' backups: deleted after it is marked
+    missing: list[str] = field(default_factory=list)  # claims' backups it names that are gone already
+    shared: dict[str, list[str]] = field(default_factory=dict)  # claim backup → other app backups: kept
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.claims] + [self.backup.id]
 
 
 @dataclass(frozen=True)
@@ -176,10 +201,11 @@ class Repository(ABC):
     def _remove_leftover(self, leftover: Leftover) -> None: ...
 
     @abstractmethod
-    def _write_record(self, backup: Backup, data: bytes) -> None: ...
+    def _write_record(self, backup: Backup, data: bytes, name: str = VERIFICATION_NAME) -> None:
+        """Write a small record file beside the manifest (the verification, or a deletion under way)."""
 
     @abstractmethod
-    def _read_record(self, backup: Backup) -> bytes | None: ...
+    def _read_record(self, backup: Backup, name: str = VERIFICATION_NAME) -> bytes | None: ...
 
     @abstractmethod
     def preflight(self, expected_bytes: int | None = None, *, create: bool = True) -> None:
@@ -415,10 +441,68 @@ class Repository(ABC):
     # --- removing ------------------------------------------------------------------------------------
 
     def delete(self, ref: str | Backup) -> Manifest:
-        """Remove one backup, given by its exact ID. It disappears from listings at once."""
+        """Remove one backup, given by its exact ID, and, for an application backup, its claims' backups
+        (`deletion_plan`). It disappears from listings at once; a claim's backup that an application
+        backup names is refused (PartOfAppBackupError)."""
         backup = ref if isinstance(ref, Backup) else self.get(ref)
-        self._remove(backup)
+        self.delete_planned(self.deletion_plan(backup))
         return backup.manifest
+
+    def deletion_plan(self, backup: Backup) -> DeletionPlan:
+        """What deleting ``backup`` takes: itself and, for an application backup, its claims' backups that
+        no other application backup names. Refused for a claim's backup that a live application backup names."""
+        everything = self.scan()[0]
+        by_id = {b.id: b for b in everything}
+        family = families.families(b.manifest for b in everything)
+        dying = {b.id for b in everything if b.manifest.type == families.APP_TYPE and self.deleting(b)}
+        owners = family.owners_except(backup.id, dying)
+        if owners:
+            raise PartOfAppBackupError(backup.id, owners)
+        claims: builtins.list[Backup] = []
+        shared: dict[str, builtins.list[str]] = {}
+        for claim in family.claims.get(backup.id, []):
+            others = family.owners_except(claim, dying | {backup.id})
+            if others:
+                shared[claim] = others
+            else:
+                claims.append(by_id[claim])
+        return DeletionPlan(backup, claims, family.missing.get(backup.id, []), shared)
+
+    def delete_planned(self, plan: DeletionPlan) -> None:
+        """Delete in the order that leaves, at every step, either a whole application backup or one marked
+        as being deleted: the mark first, then its claims' backups, then the backup itself. A rerun (or a
+        prune) finishes what an interruption left."""
+        if plan.claims:
+            self._mark_deleting(plan.backup, [c.id for c in plan.claims])
+        for claim in plan.claims:
+            with contextlib.suppress(BackupNotFoundError):  # gone already: a rerun after an interruption
+                self._remove(claim)
+        self._remove(plan.backup)
+
+    def with_claims(self, chosen: Sequence[Backup]) -> builtins.list[Backup]:
+        """``chosen``, each application backup preceded by its claims' backups (once each): what a copy
+        takes, in the order that never shows an application backup whose claims' data is not there yet."""
+        everything = self.scan()[0]
+        by_id = {b.id: b for b in everything}
+        family = families.families(b.manifest for b in everything)
+        out: dict[str, Backup] = {}
+        for backup in chosen:
+            for claim in family.claims.get(backup.id, []):
+                out.setdefault(claim, by_id[claim])
+            out.setdefault(backup.id, backup)
+        return builtins.list(out.values())
+
+    def _mark_deleting(self, backup: Backup, claims: builtins.list[str]) -> None:
+        record = families.deletion_record(backup.manifest, claims, format_time(self._clock()), __version__)
+        self._write_record(backup, (json.dumps(record, indent=2) + "\n").encode(), DELETION_NAME)
+
+    def deleting(self, backup: Backup) -> bool:
+        """Whether a delete of this backup (and its claims' backups) began and did not finish: it is never
+        to be restored, and a delete or a prune finishes it. Any record there counts, whatever it holds."""
+        try:
+            return self._read_record(backup, DELETION_NAME) is not None
+        except (OSError, RepoError):
+            return False
 
     def prune(self, policy: Policy | int | None = None, type: str | None = None,
               source_match: dict[str, Any] | None = None, dry_run: bool = False, *, keep_last: int | None = None,
@@ -439,10 +523,22 @@ class Repository(ABC):
             raise RepoError("no retention rule given: nothing would be kept",
                             hint="Give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
                             "--keep-monthly, --keep-yearly.")
-        chosen = self.backups(type, source_match)
-        by_id = {b.id: b for b in chosen}
+        everything = self.scan()[0]
+        by_id = {b.id: b for b in everything}
+        family = families.families(b.manifest for b in everything)
+        # Interrupted deletes of application backups are finished, whatever the rules (they are never
+        # restored again); a claim's backup goes or stays with the application backups that name it.
+        dying = [b.id for b in everything if b.manifest.type == families.APP_TYPE and self.deleting(b)]
+        chosen = [b for b in everything if b.manifest.matches(type, source_match)
+                  and b.id not in family.owners and b.id not in dying]
+
+        def whole(backup: Backup) -> bool:
+            claims = family.claims.get(backup.id, [])
+            return (self.intact(backup) and backup.id not in family.missing
+                    and all(self.intact(by_id[c]) for c in claims))
+
         decisions: builtins.list[Decision] = plan([b.manifest for b in chosen], policy, tz=tz,
-                                                  intact=lambda m: self.intact(by_id[m.id]))
+                                                  intact=lambda m: whole(by_id[m.id]))
         result = PruneResult()
         from kubectl_dr.repo.retention import series_key
 
@@ -453,27 +549,65 @@ class Repository(ABC):
                 result.reasons[d.manifest.id] = d.reasons
             else:
                 result.removed.append(d.manifest.id)
+        for app in dying:
+            result.series[app] = series_key(by_id[app].manifest)
+            result.removed.append(app)
+            result.finishing.append(app)
+        going = set(result.removed)
+        for claim, apps in family.owners.items():
+            result.series[claim] = series_key(by_id[claim].manifest)
+            staying = [a for a in apps if a not in going]
+            if staying:
+                result.kept.append(claim)
+                result.reasons[claim] = [f"claim of app backup {a}" for a in staying]
+            else:
+                result.removed.append(claim)
+                result.follows[claim] = apps[0]
         stale = [lo for lo in self.leftovers() if lo.stale]
         result.leftovers = [lo.name for lo in stale]
         if not dry_run:
-            doomed = [by_id[i] for i in result.removed]
-            for _ in range(_MAX_COPIES):
-                for backup in doomed:
-                    try:
-                        self._remove(backup)
-                    except (OSError, RepoError) as exc:
-                        result.failed.append((backup.id, getattr(exc, "message", None) or str(exc)))
-                # Another copy of a removed backup (a copied directory) surfaces once the first is gone.
-                failed = {name for name, _ in result.failed}
-                doomed = [b for b in self.scan()[0] if b.id in by_id and b.id in result.removed and b.id not in failed]
-                if not doomed:
-                    break
+            self._remove_pruned(result, by_id, family)
             for leftover in stale:
                 try:
                     self._remove_leftover(leftover)
                 except (OSError, RepoError) as exc:
                     result.failed.append((leftover.name, getattr(exc, "message", None) or str(exc)))
         return result
+
+    def _remove_pruned(self, result: PruneResult, by_id: dict[str, Backup], family: families.Families) -> None:
+        """Application backups first marked, then every other backup removed (their claims' backups among
+        them), then the application backups whose claims' backups all went: an interruption anywhere leaves
+        each application backup whole or marked as being deleted, which the next prune finishes."""
+        apps = [i for i in result.removed if by_id[i].manifest.type == families.APP_TYPE]
+        for app in apps:
+            claims = [c for c in family.claims.get(app, []) if c in result.follows]
+            if claims and app not in result.finishing:
+                try:
+                    self._mark_deleting(by_id[app], claims)
+                except (OSError, RepoError) as exc:  # unmarked: neither it nor its claims' backups may go
+                    result.failed.append((app, getattr(exc, "message", None) or str(exc)))
+        unmarked = {name for name, _ in result.failed}
+        others = [i for i in result.removed if i not in apps and result.follows.get(i) not in unmarked]
+        self._remove_all(others, result, by_id)
+        failed = {name for name, _ in result.failed}
+        ready = [a for a in apps if a not in failed
+                 and not any(c in failed for c in family.claims.get(a, []) if c in result.follows)]
+        self._remove_all(ready, result, by_id)
+
+    def _remove_all(self, names: builtins.list[str], result: PruneResult, by_id: dict[str, Backup]) -> None:
+        doomed = [by_id[i] for i in names]
+        wanted = set(names)
+        for _ in range(_MAX_COPIES):
+            for backup in doomed:
+                try:
+                    self._remove(backup)
+                except (OSError, RepoError) as exc:
+                    result.failed.append((backup.id, getattr(exc, "message", None) or str(exc)))
+            # Another copy of a removed backup (a copied directory) surfaces once the first is gone.
+            failed = {name for name, _ in result.failed}
+            doomed = [b for b in self.scan()[0] if b.id in wanted and b.id not in failed]
+            if not doomed:
+                break
 
     def stale_temp_dirs(self) -> builtins.list[str]:
         """Names of what writers that no longer run (and deletions cut short) left behind."""

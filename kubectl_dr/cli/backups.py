@@ -357,7 +357,7 @@ def copy(
     """
     from kubectl_dr.repo import open_repository
     from kubectl_dr.repo.copying import copy_all
-    from kubectl_dr.repo.safety import SECRET_BEARING_TYPES, confirm_plaintext_secrets
+    from kubectl_dr.repo.safety import SECRETS_HELD, confirm_plaintext_secrets
 
     opts, console = options(ctx), session(ctx).console
     if not to:
@@ -377,10 +377,14 @@ def copy(
     chosen = source.with_claims(source.backups(type) if all_ else [source.resolve(backup or "", type)])
     if all_:
         _warn_problems(console, source.scan()[1])
-    secret = [b for b in chosen if b.manifest.type in SECRET_BEARING_TYPES and b.manifest.encryption is None]
+    secret = [b for b in chosen if b.manifest.type in SECRETS_HELD and b.manifest.encryption is None]
     if secret and opts.dry_run == "none":
-        what = "an etcd snapshot" if len(secret) == 1 else f"{len(secret)} etcd snapshots or control-plane backups"
-        confirm_plaintext_secrets(target, what, console)
+        kinds = sorted({b.manifest.type for b in secret})
+        what = (f"backup {secret[0].id} ({kinds[0]})" if len(secret) == 1
+                else f"{len(secret)} backups ({', '.join(kinds)})")
+        holds = SECRETS_HELD[kinds[0]] if len(kinds) == 1 else "Secrets (" + "; ".join(
+            f"{kind}: {SECRETS_HELD[kind]}" for kind in kinds) + ")"
+        confirm_plaintext_secrets(target, what, console, holds=holds)
     run = copy_all(source, chosen, target, console, dry_run=opts.dry_run != "none")
     if not run.rows:
         console.say("nothing to copy")

@@ -81,7 +81,8 @@ def backup(
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=not current.dry)
     if not current.dry:
-        confirm_plaintext_secrets(repository, "a namespace backup (its Secrets)", current.console)
+        confirm_plaintext_secrets(repository, "a namespace backup", current.console,
+                                  holds="the Secrets of its namespaces")
     result = job.run(current, repository, job.BackupOptions(
         namespaces, Filters(selector, _split(include), _split(exclude)), volumes=not no_volumes, quiesce=quiesce,
         name=name, image=image, parallel=parallel))

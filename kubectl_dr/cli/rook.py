@@ -160,6 +160,10 @@ def restore_quorum(
         if opts.dry_run == "none":
             repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
             repository.preflight()
+            from kubectl_dr.repo.safety import SECRETS_HELD, confirm_plaintext_secrets
+
+            confirm_plaintext_secrets(repository, f"the backup of mon {good}'s store", console,
+                                      holds=SECRETS_HELD["rook-mon-quorum"])
         result = job.run(repository)
         if result.dry_run:
             console.say(result.runbook)

@@ -8,12 +8,19 @@ from kubectl_dr.console import Console
 from kubectl_dr.repo.crypto import Recipient
 from kubectl_dr.repo.repository import Repository
 
-# Backup types that hold every Secret of the cluster.
-SECRET_BEARING_TYPES = frozenset({"etcd-snapshot", "control-plane"})
+# Backup types that carry secrets, and what they carry (for the question asked before they go out in plain text).
+SECRETS_HELD = {
+    "etcd-snapshot": "every Secret of the cluster",
+    "control-plane": "every Secret of the cluster",
+    "app": "the Secrets of its namespaces",
+    "rook-mon-quorum": "the Ceph cluster's keys (its mon store and keyring Secrets)",
+}
+SECRET_BEARING_TYPES = frozenset(SECRETS_HELD)
 
 
 def confirm_plaintext_secrets(repo: Repository, what: str, console: Console, *,
-                              recipients: Sequence[Recipient] | None = None) -> None:
+                              recipients: Sequence[Recipient] | None = None,
+                              holds: str = "every Secret of the cluster") -> None:
     """Call before writing ``what`` (an etcd snapshot, a control-plane backup: every Secret) to ``repo``.
 
     Encrypted (``recipients``, default the repository's) or local: nothing to ask. Unencrypted to a
@@ -24,8 +31,8 @@ def confirm_plaintext_secrets(repo: Repository, what: str, console: Console, *,
     if keys or not repo.remote:
         return
     console.confirm(f"write {what} unencrypted to the remote repository {repo.location}",
-                    reason="it holds every Secret of the cluster",
+                    reason=f"it holds {holds}",
                     hint=("Encrypt it with --encrypt-to RECIPIENT (an age or SSH public key; or encryption.recipients "
                           "in the kubectl-dr config file), or pass --yes to store it in plain text."),
-                    prompt=(f"{what[0].upper()}{what[1:]} holds every Secret of the cluster. Write it unencrypted to "
+                    prompt=(f"{what[0].upper()}{what[1:]} holds {holds}. Write it unencrypted to "
                             f"{repo.location}?"))

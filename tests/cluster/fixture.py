@@ -270,8 +270,13 @@ class ClusterPool:
         self.used: set[Shape] = set()
 
     def enter(self, module: str) -> None:
-        """A test of `module` is about to be set up: what this module uses starts from nothing."""
-        if module != self.module:
+        """A test of `module` is about to be set up: what this module uses starts from nothing. The pool is
+        made by the first test that asks for a cluster, after that test was entered: what it got before its
+        first `enter` belongs to that same module and is kept (else the module's first cluster was parked
+        under it when it asked for a second shape)."""
+        if self.module is None:
+            self.module = module
+        elif module != self.module:
             self.module, self.used = module, set()
 
     def get(self, control_planes: int = 3, workers: int = 1, exec_protocols: Sequence[str] = ("v5", "v4"),

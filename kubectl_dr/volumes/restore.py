@@ -129,14 +129,23 @@ class RestoreResult:
         }
 
     def columns(self) -> list[str]:
-        return ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
+        return ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"] + (
+            ["SENT"] if self.incremental is not None else [])
 
     def rows(self) -> list[list[Any]]:
-        # FROM: the backup's ID, or the tar file given; ORIGIN last, where a cell may be words: another cluster's
-        # backup restored here is said in the result, not only in the plan.
-        return [[f"{self.namespace}/{self.claim}", _backup_id(self.source) or str(self.source.path),
-                 len(self.source.entries), len(self.removed), size(self.checked.size),
-                 self.checked.sha256[:16], self.source.origin or "-"]]
+        # FROM: the backup's ID, or the tar file given; ORIGIN, where a cell may be words: another cluster's
+        # backup restored here is said in the result, not only in the plan. SIZE is always what the volume now
+        # holds from the backup; an incremental restore says in SENT how little of it crossed (and SHA256 is then
+        # the digest of that stream).
+        row = [f"{self.namespace}/{self.claim}", _backup_id(self.source) or str(self.source.path),
+               len(self.source.entries), len(self.removed), size(self.checked.size),
+               self.checked.sha256[:16], self.source.origin or "-"]
+        if self.incremental is not None:
+            delta = self.incremental
+            row[4] = size(int(delta["bytesSent"]) + int(delta["bytesSkipped"]))
+            row.append(f"{size(self.checked.size)}: {count(int(delta['filesSent']), 'file', 'files')} sent, "
+                       f"{int(delta['filesSkipped'])} already there")
+        return [row]
 
 
 def _backup_id(src: Source) -> str | None:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubectl_dr import units
+from tests import tables
 from tests.cli_runner import clean_env, executable, run
 from tests.datasets import build_app_tree, differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.polling import eventually
@@ -97,6 +99,13 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     assert json.loads(full.stdout)["incremental"] is None
     assert json.loads(full.stdout)["size"] > 30 * FILE
     assert differences(before, snapshot(vol)) == []
+    # As a user reads it: SIZE is what the volume holds from the snapshot, SENT how little of it crossed.
+    again = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap)
+    assert again.returncode == 0, again.stderr
+    row = tables.rows(again.stdout)[0]
+    whole = second["incremental"]["bytesSent"] + second["incremental"]["bytesSkipped"]
+    assert row["SIZE"] == units.size(whole), row
+    assert ": 0 files sent, " in row["SENT"] and row["SENT"].endswith(" already there"), row
     plain = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", str(tmp_path / "plain"),
                "--from", "latest", "--full")
     assert plain.returncode == 2 and "--full applies to restic repositories" in plain.stderr

@@ -38,6 +38,20 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def check_kind(kind: str) -> str:
+    """A listing's file type, one of restic's own."""
+    if kind not in KINDS:
+        raise ResticBackendError(f"unknown restic file type {kind!r}")
+    return kind
+
+
+def check_length(data: bytes, kind: str, name: str, offset: int, length: int | None) -> bytes:
+    """A ranged read that came back short is a damaged or truncated file, never a smaller blob."""
+    if length is not None and len(data) != length:
+        raise ResticBackendError(f"{kind}/{name} is shorter than expected ({offset}+{length} bytes)")
+    return data
+
+
 def relative_path(kind: str, name: str) -> str:
     check_name(kind, name)
     if kind == CONFIG:
@@ -110,13 +124,10 @@ class LocalBackend:
             raise ResticBackendError(f"{kind}/{name} is missing from the restic repository {self.root}") from exc
         except OSError as exc:
             raise ResticBackendError(f"cannot read {path}: {exc.strerror}") from exc
-        if length is not None and len(data) != length:
-            raise ResticBackendError(f"{kind}/{name} is shorter than expected ({offset}+{length} bytes)")
-        return data
+        return check_length(data, kind, name, offset, length)
 
     def list(self, kind: str) -> Iterator[tuple[str, int]]:
-        if kind not in KINDS:
-            raise ResticBackendError(f"unknown restic file type {kind!r}")
+        check_kind(kind)
         base = self.root / kind
         dirs = sorted(p for p in base.iterdir() if p.is_dir()) if kind == DATA and base.is_dir() else [base]
         for d in dirs:

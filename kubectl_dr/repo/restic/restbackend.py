@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import urllib3
 
 from kubectl_dr.repo.errors import RepoError
-from kubectl_dr.repo.restic.backend import CONFIG, KINDS, ResticBackendError, check_name
+from kubectl_dr.repo.restic.backend import CONFIG, ResticBackendError, check_kind, check_length, check_name
 
 V2 = "application/vnd.x.restic.rest.v2"
 _TIMEOUT = urllib3.Timeout(connect=15, read=300)
@@ -151,13 +151,10 @@ class RestBackend:
             data = data[offset:] if length is None else data[offset:offset + length]
         elif resp.status == 200 and length is not None:
             data = data[:length]
-        if length is not None and len(data) != length:
-            raise ResticBackendError(f"{kind}/{name} is shorter than expected ({offset}+{length} bytes)")
-        return data
+        return check_length(data, kind, name, offset, length)
 
     def list(self, kind: str) -> Iterator[tuple[str, int]]:
-        if kind not in KINDS:
-            raise ResticBackendError(f"unknown restic file type {kind!r}")
+        check_kind(kind)
         doing = f"listing {kind}"
         resp = self._request("GET", f"{self.base}{kind}/", doing, headers={"Accept": V2})
         if resp.status == 404:

@@ -16,7 +16,15 @@ from urllib.parse import urlsplit
 
 from kubectl_dr.repo import s3client
 from kubectl_dr.repo.errors import RepoError
-from kubectl_dr.repo.restic.backend import CONFIG, DATA, KINDS, ResticBackendError, check_name, relative_path
+from kubectl_dr.repo.restic.backend import (
+    CONFIG,
+    DATA,
+    ResticBackendError,
+    check_kind,
+    check_length,
+    check_name,
+    relative_path,
+)
 
 _ID = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -100,13 +108,10 @@ class S3Backend:
             if s3client.is_not_found(exc):
                 raise ResticBackendError(f"{kind}/{name} is missing from the restic repository {self.ref}") from exc
             raise self._fail(exc, f"reading {kind}/{name[:8]}") from exc
-        if length is not None and len(data) != length:
-            raise ResticBackendError(f"{kind}/{name} is shorter than expected ({offset}+{length} bytes)")
-        return data
+        return check_length(data, kind, name, offset, length)
 
     def list(self, kind: str) -> Iterator[tuple[str, int]]:
-        if kind not in KINDS:
-            raise ResticBackendError(f"unknown restic file type {kind!r}")
+        check_kind(kind)
         base = "/".join(p for p in (self.prefix, kind) if p) + "/"
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):

@@ -15,6 +15,7 @@ from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.kube.kubeconfig import Overrides
 from kubectl_dr.repo import Backup, Repository
+from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.families import APP_TYPE, families
 from kubectl_dr.repo.repository import Verification
 from kubectl_dr.units import count
@@ -43,9 +44,18 @@ def list_backups(repository: Repository, console: Console, *, type: str | None, 
     if not all_clusters:
         chosen = _of_cluster(repository, console, chosen, cluster, kubeconfig, request_timeout)
     owners = families(b.manifest for b in found).owners
-    deleting = {b.id for b in chosen if b.manifest.type == APP_TYPE and repository.deleting(b)}
+    deleting = {b.id for b in chosen if b.manifest.type == APP_TYPE and _deleting(repository, b)}
     return Catalog(repository.location, chosen, {b.id: repository.verification(b) for b in chosen},
                    {b.id: owners[b.id] for b in chosen if b.id in owners}, deleting)
+
+
+def _deleting(repository: Repository, backup: Backup) -> bool:
+    """A listing goes on when one backup's deletion mark cannot be read: that backup is shown as being
+    deleted (not to be restored) rather than as whole."""
+    try:
+        return repository.deleting(backup)
+    except RepoError:
+        return True
 
 
 def _of_cluster(repository: Repository, console: Console, backups: list[Backup], cluster: str | None,

@@ -8,6 +8,7 @@ its own with its own console. The kube client is made on first use, so a job tha
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,16 @@ class Session:
         """This command as a line to paste: `kubectl dr` and the arguments as typed (``default`` when the
         session was made without them), without the flags in ``drop`` (with their values) and with ``add``
         appended. What a "run it again" hint says, so that it is the command to paste, not a description."""
-        return shlex.join(["kubectl", "dr", *without(self.argv or default, drop), *add])
+        return shlex.join(["kubectl", "dr", *(redact(a) for a in without(self.argv or default, drop)), *add])
+
+
+# `scheme://user:password@host`: a password typed into a URL (a restic REST server's, say) never reaches a hint,
+# a terminal's scrollback or a CI log; the hint shows *** where the user puts it back, as restic prints it.
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]+:)[^/@\s]+@")
+
+
+def redact(arg: str) -> str:
+    return _URL_PASSWORD.sub(r"\1***@", arg)
 
 
 def without(argv: Sequence[str], flags: Sequence[str]) -> list[str]:

@@ -157,10 +157,12 @@ class GlobalOptions:
             import shlex
 
             from kubectl_dr.runs.run import Run
-            from kubectl_dr.session import Session
+            from kubectl_dr.session import Session, redact
             from kubectl_dr.ui.console import TerminalConsole
 
-            self._session = Session(console=TerminalConsole(yes=self.yes), run=Run(shlex.join(self.argv)),
+            # The run's command is written into Leases and pod annotations in the cluster: no password in it.
+            command = shlex.join(redact(a) for a in self.argv)
+            self._session = Session(console=TerminalConsole(yes=self.yes), run=Run(command),
                                     connect=self.kube, dry_run=self.dry_run, namespace_flag=self.namespace,
                                     argv=self.argv)
         return self._session

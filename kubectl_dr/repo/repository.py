@@ -485,6 +485,21 @@ class Repository(ABC):
         everything = self.scan()[0]
         by_id = {b.id: b for b in everything}
         family = families.families(b.manifest for b in everything)
+        # Copied without its claims' data, or without the mark of a delete under way, an application backup
+        # would look whole in the target, where nothing finishes the delete: refused, by name.
+        broken = []
+        for b in chosen:
+            if b.manifest.type != families.APP_TYPE:
+                continue
+            if self.deleting(b):
+                broken.append(f"{b.id} (being deleted)")
+            elif b.id in family.missing:
+                broken.append(f"{b.id} (its claims' backups {', '.join(family.missing[b.id])} are gone)")
+        if broken:
+            raise RepoError(f"not copying application backups that are not whole: {'; '.join(broken)}",
+                            hint="Finish a delete under way with `kubectl dr backups delete ID`; an application "
+                                 "backup whose claims' backups are gone cannot be restored anywhere. Copy the "
+                                 "other backups by ID.")
         out: dict[str, Backup] = {}
         for backup in chosen:
             for claim in family.claims.get(backup.id, []):
@@ -501,8 +516,11 @@ class Repository(ABC):
         to be restored, and a delete or a prune finishes it. Any record there counts, whatever it holds."""
         try:
             return self._read_record(backup, DELETION_NAME) is not None
-        except (OSError, RepoError):
-            return False
+        except (OSError, RepoError) as exc:  # absent reads as None; anything else is not a "no"
+            raise RepoError(f"cannot tell whether backup {backup.id} is being deleted: reading its "
+                            f"{DELETION_NAME} failed: {getattr(exc, 'message', None) or exc}",
+                            hint="Check the repository's permissions and connection, then run the command again.") \
+                from None
 
     def prune(self, policy: Policy | int | None = None, type: str | None = None,
               source_match: dict[str, Any] | None = None, dry_run: bool = False, *, keep_last: int | None = None,
@@ -587,7 +605,8 @@ class Repository(ABC):
                 except (OSError, RepoError) as exc:  # unmarked: neither it nor its claims' backups may go
                     result.failed.append((app, getattr(exc, "message", None) or str(exc)))
         unmarked = {name for name, _ in result.failed}
-        others = [i for i in result.removed if i not in apps and result.follows.get(i) not in unmarked]
+        # A claim's backup goes only when every application backup naming it was marked (not only the first).
+        others = [i for i in result.removed if i not in apps and not unmarked.intersection(family.owners.get(i, []))]
         self._remove_all(others, result, by_id)
         failed = {name for name, _ in result.failed}
         ready = [a for a in apps if a not in failed

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kubectl_dr.repo import LocalRepository, Repository
-from kubectl_dr.repo.errors import PartOfAppBackupError
+from kubectl_dr.repo.errors import PartOfAppBackupError, RepoError
 from tests.objectstores import Clock
 from tests.unit.test_repo_objectstores import _store
 
@@ -95,6 +95,9 @@ def test_an_interrupted_delete_is_marked_and_finished_by_a_rerun_or_a_prune(repo
         repo._remove(plan.claims[0])
         assert repo.deleting(repo.get(target))
     assert ids(repo) == {first, cache1, second, cache2} and not {db1, db2} & ids(repo)
+    # Copied now, it would look whole in the target, where nothing finishes the delete: refused by name.
+    with pytest.raises(RepoError, match=f"{first} \\(being deleted\\)"):
+        repo.with_claims([repo.get(first)])
     # Its remaining claims' backups are no longer held by it: they may go alone now.
     assert [c.id for c in repo.deletion_plan(repo.get(first)).claims] == [cache1]
     repo.delete(first)  # the rerun
@@ -162,3 +165,11 @@ def test_a_copy_takes_an_app_backups_claims_backups_first(repo: Repository) -> N
     alone = pvc(repo, "db")
     chosen = repo.with_claims([repo.get(alone), repo.get(parent), repo.get(db)])
     assert [b.id for b in chosen] == [alone, db, cache, parent]
+
+
+def test_an_app_backup_whose_claims_backup_is_gone_is_not_copied(repo: Repository) -> None:
+    app, db, cache = family(repo)
+    repo._remove(repo.get(db))  # gone by hand, past every rule of ours
+    with pytest.raises(RepoError, match=f"its claims' backups {db} are gone"):
+        repo.with_claims([repo.get(app)])
+    assert [b.id for b in repo.with_claims([repo.get(cache)])] == [cache]

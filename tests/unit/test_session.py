@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from kubectl_dr.runs.run import Run
-from kubectl_dr.session import Session, without
+from kubectl_dr.session import Session, redact, without
 from kubectl_dr.ui.console import TerminalConsole
 from kubectl_dr.ui.terminals import Terminals
 
@@ -41,3 +41,12 @@ def test_command_line_is_pasteable() -> None:
                     "--from 20260101T000000Z-pvc-shop-data")
     assert shlex.split(line)[6] == "/srv/my backups"
     assert session().command_line(default=["pvc", "restore", "data"]) == "kubectl dr pvc restore data"
+
+
+def test_a_password_in_a_url_never_reaches_a_hint() -> None:
+    """A restic REST server's password typed into --repo: the hint shows *** where the user puts it back."""
+    s = session("pvc", "restore", "data", "--repo", "restic:rest:https://dr:s3cr%40t@backup:8000/prod/",
+                "--from=latest")
+    line = s.command_line()
+    assert "s3cr" not in line and "restic:rest:https://dr:***@backup:8000/prod/" in line
+    assert redact("s3://bucket/prefix") == "s3://bucket/prefix" and redact("/data/a:b@c") == "/data/a:b@c"

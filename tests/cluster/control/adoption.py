@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.cluster.api.errors import ApiError
-from tests.cluster.control.objects import Json, controller_of, controller_ref, is_terminating, uid
+from tests.cluster.control.objects import Json, controller_of, controller_ref, drop_owner, is_terminating, uid
 
 
 class OwnerGone(Exception):
@@ -87,15 +87,7 @@ async def _release(store: Any, resource: str, owner: Json, obj: Json) -> None:
     owner_uid, want_uid = uid(owner), uid(obj)
 
     def edit(o: Json) -> Json | None:
-        refs = o["metadata"].get("ownerReferences") or []
-        kept = [r for r in refs if r.get("uid") != owner_uid]
-        if uid(o) != want_uid or kept == refs:
-            return None
-        if kept:
-            o["metadata"]["ownerReferences"] = kept
-        else:
-            o["metadata"].pop("ownerReferences", None)
-        return o
+        return o if uid(o) == want_uid and drop_owner(o, owner_uid) else None
 
     try:
         await store.mutate(resource, obj["metadata"]["namespace"],

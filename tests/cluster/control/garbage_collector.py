@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tests.cluster.api.errors import ApiError
 from tests.cluster.control.base import Controller
-from tests.cluster.control.objects import KIND_RESOURCES, Json, is_terminating
+from tests.cluster.control.objects import KIND_RESOURCES, Json, drop_owner, is_terminating
 
 DEPENDENT_RESOURCES = ("pods", "replicasets.apps", "controllerrevisions.apps", "jobs.batch",
                        "persistentvolumeclaims", "statefulsets.apps", "deployments.apps", "daemonsets.apps",
@@ -107,15 +107,7 @@ class GarbageCollector(Controller):
                     continue
 
                 def drop(o: Json) -> Json | None:
-                    refs = o["metadata"].get("ownerReferences") or []
-                    kept = [r for r in refs if r.get("uid") != uid]
-                    if kept == refs:
-                        return None
-                    if kept:
-                        o["metadata"]["ownerReferences"] = kept
-                    else:
-                        o["metadata"].pop("ownerReferences", None)
-                    return o
+                    return o if drop_owner(o, uid) else None
 
                 ns, name, _ = _key(dep)
                 try:

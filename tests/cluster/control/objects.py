@@ -81,6 +81,20 @@ def controller_of(obj: Json) -> Json | None:
     return None
 
 
+def drop_owner(obj: Json, owner_uid: str) -> bool:
+    """Remove the owner reference to `owner_uid` from `obj` (the field too when none is left): whether one was
+    there (an adoption released, a dependent orphaned)."""
+    refs = obj["metadata"].get("ownerReferences") or []
+    kept = [r for r in refs if r.get("uid") != owner_uid]
+    if kept == refs:
+        return False
+    if kept:
+        obj["metadata"]["ownerReferences"] = kept
+    else:
+        obj["metadata"].pop("ownerReferences", None)
+    return True
+
+
 def owned_by(objs: list[Json], owner: Json) -> list[Json]:
     want = uid(owner)
     return [o for o in objs if (ref := controller_of(o)) is not None and ref.get("uid") == want]

@@ -43,6 +43,9 @@ class Cleanup:
 
     steps: list[UndoStep] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # How many unwinds are running. A command may unwind early (an interrupted parallel backup removes its
+    # rescue pods at once, before its own cleanup): a second Ctrl-C then must not tear a step it has popped.
+    unwinding: int = 0
 
     def push(self, description: str, action: Callable[[], None], *, fallback_hint: str | None = None) -> UndoStep:
         step = UndoStep(description, action, fallback_hint)
@@ -65,19 +68,23 @@ class Cleanup:
     def unwind(self, log: Callable[[str], None]) -> list[UndoFailure]:
         """Run every pending step, newest first; return the ones that failed."""
         failures: list[UndoFailure] = []
-        while True:
-            with self._lock:
-                if not self.steps:
-                    break
-                step = self.steps.pop()
-            if step.done:
-                continue
-            log(f"cleaning up: {step.description}")
-            try:
-                step.action()
-            except BaseException as exc:
-                failures.append(UndoFailure(step, exc))
-            step.done = True
+        self.unwinding += 1
+        try:
+            while True:
+                with self._lock:
+                    if not self.steps:
+                        break
+                    step = self.steps.pop()
+                if step.done:
+                    continue
+                log(f"cleaning up: {step.description}")
+                try:
+                    step.action()
+                except BaseException as exc:
+                    failures.append(UndoFailure(step, exc))
+                step.done = True
+        finally:
+            self.unwinding -= 1
         return failures
 
 
@@ -110,7 +117,7 @@ def scope(log: Callable[[str], None], report: Callable[[list[UndoFailure]], None
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         state.received.append(name)
-        if state.unwinding:
+        if state.unwinding or stack.unwinding:
             log(f"received {name} while cleaning up; finishing the cleanup first so nothing is left behind")
             return
         raise Interrupted(name)

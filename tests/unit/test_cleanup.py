@@ -41,6 +41,16 @@ def test_discarded_steps_do_not_run() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_unwinds_and_a_second_signal_does_not_stop_the_cleanup(tmp_path: Path, sig: signal.Signals) -> None:
+    _interrupt_twice(tmp_path, sig, early=False)
+
+
+def test_a_second_signal_does_not_tear_an_early_unwind(tmp_path: Path) -> None:
+    """An interrupted parallel backup unwinds at once, inside the command (before its scope's own cleanup):
+    a second Ctrl-C arriving then must not drop the step being undone (a workload left at 0)."""
+    _interrupt_twice(tmp_path, signal.SIGINT, early=True)
+
+
+def _interrupt_twice(tmp_path: Path, sig: signal.Signals, *, early: bool) -> None:
     marker = tmp_path / "undone"
     ready = tmp_path / "ready"
     script = textwrap.dedent(
@@ -54,11 +64,19 @@ def test_signal_unwinds_and_a_second_signal_does_not_stop_the_cleanup(tmp_path: 
             time.sleep(1.0)  # the test sends a second signal now
             pathlib.Path({str(marker)!r}).write_text("done")
 
+        def say(m):
+            print(m, file=sys.stderr, flush=True)
+
         try:
-            with cleanup.scope(lambda m: print(m, file=sys.stderr, flush=True), lambda f: None) as stack:
+            with cleanup.scope(say, lambda f: None) as stack:
                 stack.push("restore replicas", slow_undo)
                 pathlib.Path({str(ready)!r}).write_text("running")
-                time.sleep(30)
+                try:
+                    time.sleep(30)
+                except Interrupted:
+                    if {early!r}:
+                        stack.unwind(say)
+                    raise
         except Interrupted as exc:
             print(exc.render(), file=sys.stderr)
             sys.exit(exc.exit_code)

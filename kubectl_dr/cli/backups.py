@@ -143,7 +143,8 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     if is_restic(repo):
         assert repo is not None
         restic_backups.list_snapshots(session(ctx).console, repo, opts.output, password_file=password_file,
-                                      s3_endpoint=s3_endpoint)
+                                      s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
         return
     console = session(ctx).console
     if all_clusters and opts.cluster:
@@ -282,6 +283,7 @@ def verify(
     if is_restic(repo):
         assert repo is not None
         restic_backups.verify(repo, backup, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
+                              azure_endpoint=azure_endpoint,
                               subset=read_data_subset)
         return
     console = session(ctx).console
@@ -514,7 +516,8 @@ def prune(
             raise UsageError("--type does not apply to a restic repository: every snapshot is grouped by host "
                              "and paths, as restic forget does")
         restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
-                             password_file=password_file, s3_endpoint=s3_endpoint)
+                             password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
         return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
@@ -589,7 +592,7 @@ def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: 
 @app.command("ls", short_help="List a backup's entries like ls -l", rich_help_panel="Inspect")
 def ls(ctx: typer.Context, backup: BackupArgument,
        path: Annotated[str, typer.Argument(help="A directory or file inside the backup (default: its root).")] = "",
-       repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+       repo: RepoOption = None, s3_endpoint: S3EndpointOption = None, azure_endpoint: AzureEndpointOption = None,
        password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
     """List the entries of a directory of a backup (owner, mode, size, time, link target), like ls -l.
 
@@ -604,12 +607,13 @@ def ls(ctx: typer.Context, backup: BackupArgument,
     opts = options(ctx)
     if is_restic(repo):
         assert repo is not None
-        restic_backups.ls(repo, backup, path, opts.output, password_file=password_file, s3_endpoint=s3_endpoint)
+        restic_backups.ls(repo, backup, path, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
         return
     from kubectl_dr.volumes import browse
 
-    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
-                                 session(ctx).console)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
+    browsed = browse.open_backup(repository, backup, session(ctx).console)
     listed = browse.list_dir(browsed, path)
     items = [{"path": e.path, "type": e.kind, "mode": _mode_text(e.kind, e.mode), "uid": e.uid, "gid": e.gid,
               "size": e.size, "mtime": format_time(datetime.fromtimestamp(e.mtime, timezone.utc)),
@@ -633,7 +637,7 @@ def _mode_text(kind: str, mode: int) -> str:
 @app.command("cat", short_help="Write one file of a backup to stdout", rich_help_panel="Inspect")
 def cat(ctx: typer.Context, backup: BackupArgument,
         path: Annotated[str, typer.Argument(help="The file inside the backup.")],
-        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None, azure_endpoint: AzureEndpointOption = None,
         password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
     """Write one file of a backup to stdout, checked first (restic: every block against its ID; a
     kubectl-dr backup: its archive against the manifest's SHA-256).
@@ -645,10 +649,11 @@ def cat(ctx: typer.Context, backup: BackupArgument,
     """
     if is_restic(repo):
         assert repo is not None
-        restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint)
+        restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
         return
     from kubectl_dr.volumes import browse
 
-    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
-                                 session(ctx).console)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
+    browsed = browse.open_backup(repository, backup, session(ctx).console)
     write_bytes(browse.file_bytes(browsed, path))

@@ -171,7 +171,7 @@ def pull(
         if encrypt_to:
             raise UsageError("--encrypt-to does not apply to a restic repository (restic encrypts every repository)")
         _restic_pull(opts, to, node=node, directory=directory, helper_image=helper_image,
-                     password_file=password_file, s3_endpoint=s3_endpoint)
+                     password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint)
         return
     if password_file:
         raise UsageError("--password-file applies to a restic repository (--to restic:REPO)")
@@ -214,7 +214,8 @@ def pull(
 
 
 def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, directory: list[str] | None,
-                 helper_image: str, password_file: str | None, s3_endpoint: str | None) -> None:
+                 helper_image: str, password_file: str | None, s3_endpoint: str | None,
+                 azure_endpoint: str | None = None) -> None:
     """`pull --to restic:REPO`: each new node snapshot checked as for any repository (staged here), then
     stored as a one-file restic snapshot; a snapshot whose SHA-256 the restic repository has is not copied."""
     from kubectl_dr.cli.repo_options import open_restic
@@ -242,7 +243,8 @@ def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, direct
         console.confirm(f"create a new restic repository at {where} (restic init)")
         return True
 
-    restic = open_restic(to, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+    restic = open_restic(to, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                         create=create)
     where = restic.backend.describe()
     stored: dict[str, str] = {}
 

@@ -16,10 +16,11 @@ from kubectl_dr.units import count
 
 
 def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
-                   s3_endpoint: str | None) -> None:
+                   s3_endpoint: str | None, azure_endpoint: str | None = None) -> None:
     from kubectl_dr.repo.restic import nodes
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     snaps = list(reversed(repository.snapshots()))  # newest first, as every list of backups
     now = datetime.now(timezone.utc).timestamp()
     data = {"kind": "List", "repository": repository.backend.describe(),
@@ -47,11 +48,13 @@ def _mode_text(node: Any) -> str:
 
 
 def ls(repo: str, snapshot: str, path: str, output: str, *, password_file: str | None,
-       s3_endpoint: str | None) -> None:
+       s3_endpoint: str | None,
+        azure_endpoint: str | None = None) -> None:
     """Entries under PATH of a snapshot, like `ls -l` (one level; a file lists itself)."""
     from kubectl_dr.repo.restic import archiver, nodes
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     snap = repository.find_snapshot(snapshot)
     root = archiver.volume_root(repository, snap.tree, snap.paths)
     node = archiver.find(repository, root, path)
@@ -69,11 +72,13 @@ def ls(repo: str, snapshot: str, path: str, output: str, *, password_file: str |
     emit({"kind": "List", "snapshot": snap.id, "items": items}, output, table=table)
 
 
-def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_endpoint: str | None) -> None:
+def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_endpoint: str | None,
+        azure_endpoint: str | None = None) -> None:
     """One file of a snapshot to stdout, every blob checked against its ID before it is written."""
     from kubectl_dr.repo.restic import archiver, nodes
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     snap = repository.find_snapshot(snapshot)
     node = archiver.find(repository, archiver.volume_root(repository, snap.tree, snap.paths), path)
     if node.type != nodes.FILE:
@@ -82,10 +87,11 @@ def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_en
 
 
 def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, s3_endpoint: str | None,
-           subset: float) -> None:
+           subset: float, azure_endpoint: str | None = None) -> None:
     from kubectl_dr.repo.restic.verify import verify as verify_snapshot
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     found = verify_snapshot(repository, repository.find_snapshot(snapshot), subset=subset)
     data = {"id": found.snapshot.id, "verified": True, "trees": found.trees, "dataBlobs": found.data_blobs,
             "dataBytes": found.data_bytes, "unreadBlobs": found.skipped_blobs, "readDataSubset": subset}
@@ -96,12 +102,14 @@ def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, 
 
 
 def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: bool, password_file: str | None,
-          s3_endpoint: str | None) -> None:
+          s3_endpoint: str | None,
+        azure_endpoint: str | None = None) -> None:
     """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first."""
     from kubectl_dr.repo.restic import nodes
     from kubectl_dr.repo.restic.prune import prune as prune_repository
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     plan = prune_repository(repository, policy, dry_run=True)
     done = plan
     if not dry_run and plan.forgotten:

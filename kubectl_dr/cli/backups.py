@@ -137,14 +137,14 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     or server URL its backups record); --all-clusters every cluster's. Without a kubeconfig, or when its
     cluster does not answer, every backup is listed, with a note.
 
-    With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own).
+    With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own); --type TYPE
+    those tagged kind=TYPE (etcd snapshots with their member, revision, size and SHA-256).
     """
     opts = options(ctx)
     if is_restic(repo):
         assert repo is not None
         restic_backups.list_snapshots(session(ctx).console, repo, opts.output, password_file=password_file,
-                                      s3_endpoint=s3_endpoint,
-                             azure_endpoint=azure_endpoint)
+                                      s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, type=type)
         return
     console = session(ctx).console
     if all_clusters and opts.cluster:

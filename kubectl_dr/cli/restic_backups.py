@@ -15,13 +15,39 @@ from kubectl_dr.ui.output import emit, render_table, write_bytes
 from kubectl_dr.units import count
 
 
-def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
-                   s3_endpoint: str | None, azure_endpoint: str | None = None) -> None:
-    from kubectl_dr.repo.restic import nodes
+def list_etcd_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
+                        s3_endpoint: str | None, azure_endpoint: str | None = None,
+                        nodes: list[str] | None = None) -> None:
+    """The etcd snapshots kept in a restic repository (kind=etcd-snapshot), newest first."""
+    from kubectl_dr.etcd import restic_snapshot
 
     repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                              azure_endpoint=azure_endpoint)
-    snaps = list(reversed(repository.snapshots()))  # newest first, as every list of backups
+    where = repository.backend.describe()
+    found = [k for k in restic_snapshot.kept(repository) if not nodes or k.node in nodes]
+    if not found and output == "table":
+        console.say(f"No etcd snapshots in {where}" + (f" of node {', '.join(nodes)}" if nodes else "") + ".")
+        return
+    emit({"kind": "List", "repository": where, "items": [k.to_dict() for k in found]}, output, table=render_table(
+        ["ID", "TAKEN", "NODE", "MEMBER", "REVISION", "SIZE", "SHA256"],
+        [[k.short_id, k.to_dict()["time"], k.node or "-", k.member or "-",
+          k.revision if k.revision is not None else "-", units.size(k.size) if k.size is not None else "-",
+          (k.sha256 or "-")[:16]] for k in found]))
+
+
+def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
+                   s3_endpoint: str | None, azure_endpoint: str | None = None, type: str | None = None) -> None:
+    """Every snapshot (of kind=TYPE with a type), newest first; etcd snapshots with their own columns."""
+    from kubectl_dr.repo.restic import nodes
+
+    if type == "etcd-snapshot":
+        list_etcd_snapshots(console, repo, output, password_file=password_file, s3_endpoint=s3_endpoint,
+                            azure_endpoint=azure_endpoint)
+        return
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
+    # newest first, as every list of backups
+    snaps = [s for s in reversed(repository.snapshots()) if type is None or f"kind={type}" in s.tags]
     now = datetime.now(timezone.utc).timestamp()
     data = {"kind": "List", "repository": repository.backend.describe(),
             "items": [{"id": s.id, "shortId": s.short_id, "time": nodes.format_time(s.time), "hostname": s.hostname,

@@ -467,6 +467,12 @@ def prune(
         "--keep-tag", metavar="TAG[,TAG…]",
         help="restic repositories: keep every snapshot that has all these tags. Repeat for several lists; a "
              "snapshot that matches any one is kept.")] = None,
+    max_unused: Annotated[str | None, typer.Option(
+        "--max-unused", metavar="LIMIT",
+        help="restic repositories: restic prune's --max-unused: repack partly used packs until the unused space "
+             "left is under LIMIT, a percentage of the repository's size after the prune (5%), a size (100M) or "
+             "unlimited. Without it, packs more than 20 % unused are repacked. Alone, without a --keep rule, it "
+             "forgets nothing and only prunes.")] = None,
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -489,6 +495,7 @@ def prune(
       kubectl dr backups prune --keep-last 5 --type etcd-snapshot --yes
       kubectl dr backups prune --keep-daily 7 --keep-weekly 4 --repo restic:/srv/restic
       kubectl dr backups prune --keep-within 14d --keep-tag kind=etcd-snapshot --repo restic:/srv/restic
+      kubectl dr backups prune --max-unused 5% --repo restic:/srv/restic --yes
 
     With --repo restic:REPO it is `restic forget` and `restic prune` in one: restic's policy per claim
     (restic's default grouping by host and paths), then what no kept snapshot uses is removed and packs
@@ -504,9 +511,13 @@ def prune(
                         tags=tuple(tuple(t.strip() for t in value.split(",")) for value in keep_tag or []))
     except ValueError as exc:
         raise UsageError(f"--keep-within: {exc}" if "duration" in str(exc) else str(exc)) from None
-    if policy.empty:
+    if max_unused is not None and not is_restic(repo):
+        raise UsageError("--max-unused applies to restic repositories (--repo restic:REPO), which store backups in "
+                         "shared packs; a kubectl-dr repository removes a backup's files whole")
+    if policy.empty and max_unused is None:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
-                         "--keep-monthly, --keep-yearly (or, for a restic repository, --keep-within or --keep-tag)")
+                         "--keep-monthly, --keep-yearly (or, for a restic repository, --keep-within, --keep-tag or "
+                         "--max-unused)")
     if (keep_within is not None or keep_tag) and not is_restic(repo):
         raise UsageError("--keep-within and --keep-tag apply to restic repositories (--repo restic:REPO), whose "
                          "snapshots carry tags; use --keep-last, --keep-daily… here")
@@ -517,7 +528,7 @@ def prune(
                              "and paths, as restic forget does")
         restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
                              password_file=password_file, s3_endpoint=s3_endpoint,
-                             azure_endpoint=azure_endpoint)
+                             azure_endpoint=azure_endpoint, max_unused=max_unused)
         return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"

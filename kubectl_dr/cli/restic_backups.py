@@ -9,7 +9,7 @@ from typing import Any
 from kubectl_dr import units
 from kubectl_dr.cli.repo_options import open_restic
 from kubectl_dr.console import Console
-from kubectl_dr.errors import DrError
+from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo.retention import Policy
 from kubectl_dr.ui.output import emit, render_table, write_bytes
 from kubectl_dr.units import count
@@ -128,21 +128,27 @@ def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, 
 
 
 def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: bool, password_file: str | None,
-          s3_endpoint: str | None,
-        azure_endpoint: str | None = None) -> None:
-    """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first."""
+          s3_endpoint: str | None, azure_endpoint: str | None = None, max_unused: str | None = None) -> None:
+    """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first.
+    `max_unused` is restic prune's --max-unused (5%, 100M, unlimited): which partly used packs are repacked."""
     from kubectl_dr.repo.restic import nodes
+    from kubectl_dr.repo.restic.prune import parse_max_unused
     from kubectl_dr.repo.restic.prune import prune as prune_repository
 
+    try:
+        limit = parse_max_unused(max_unused) if max_unused is not None else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                              azure_endpoint=azure_endpoint)
-    plan = prune_repository(repository, policy, dry_run=True)
+    plan = prune_repository(repository, policy, dry_run=True, max_unused=limit)
     done = plan
-    if not dry_run and plan.forgotten:
-        console.confirm(f"forget {count(len(plan.forgotten), 'snapshot')} and remove the data only they use "
-                        f"({units.size(plan.bytes_freed)} in {count(plan.packs_removed, 'pack')})")
+    if not dry_run and (plan.forgotten or plan.packs_removed or plan.packs_repacked):
+        console.confirm(f"forget {count(len(plan.forgotten), 'snapshot')}, remove the data no kept snapshot uses "
+                        f"({units.size(plan.bytes_freed)} in {count(plan.packs_removed, 'pack')}, of which "
+                        f"{count(plan.packs_repacked, 'pack')} repacked first)")
     if not dry_run:
-        done = prune_repository(repository, policy, dry_run=False, say=console.say)
+        done = prune_repository(repository, policy, dry_run=False, max_unused=limit, say=console.say)
     verb = "would forget" if dry_run else "forgot"
     lines: list[str] = []
     for group in sorted({d.group for d in done.decisions}):
@@ -157,11 +163,12 @@ def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: 
     copied = "would copy" if dry_run else "copied"
     lines.append(f"{removes} {count(done.packs_removed, 'pack')} ({units.size(done.bytes_freed)}); {copied} the "
                  f"used blobs of {count(done.packs_repacked, 'pack')} into new ones; {units.size(done.unused_kept)} "
-                 "unused left in packs mostly used")
+                 "unused left in packs mostly used"
+                 + (f" (--max-unused {max_unused})" if max_unused is not None else ""))
     data = {"dryRun": dry_run, "repository": repository.backend.describe(),
             "snapshots": [{"id": d.snapshot.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
                           for d in done.decisions],
             "packsRemoved": done.packs_removed, "bytesFreed": done.bytes_freed,
             "packsRepacked": done.packs_repacked, "packsWritten": done.packs_written,
-            "unusedBytesKept": done.unused_kept}
+            "unusedBytesKept": done.unused_kept, "maxUnused": max_unused}
     emit(data, output, table="\n".join(lines) + "\n")

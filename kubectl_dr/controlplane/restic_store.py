@@ -18,6 +18,7 @@ of paths and modes, its conflict checks and its checks on the node stay the only
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -25,7 +26,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,7 @@ def _read_part(staged: Repository, backup: Backup, record: dict[str, Any]) -> by
 
 def store(restic: ResticRepository, staged: Repository, backup: Backup) -> Snapshot:
     """The staged backup's files as one restic snapshot (see the module's note); returns it once written."""
-    from kubectl_dr.repo.restic import chunking, nodes
+    from kubectl_dr.repo.restic import chunking, nodes, singlefile
     from kubectl_dr.repo.restic.locks import Lock
     from kubectl_dr.repo.restic.nodes import DIR, FILE, Node
     from kubectl_dr.repo.restic.packs import DATA_BLOB
@@ -108,16 +109,16 @@ def store(restic: ResticRepository, staged: Repository, backup: Backup) -> Snaps
             else:
                 rel = _relative(str(record["path"]))
                 mode, uid, gid = int(str(record["mode"]), 8), int(record["uid"]), int(record["gid"])
-            content = restic.save_blobs(DATA_BLOB, chunking.chunks(_reader(data), len(data)))
+            content = restic.save_blobs(DATA_BLOB, chunking.chunks(io.BytesIO(data).read, len(data)))
             placed[rel] = Node(name=posixpath.basename(rel), type=FILE, mode=nodes.go_mode(FILE, mode), mtime=taken,
                                atime=taken, ctime=taken, uid=uid, gid=gid, size=len(data), links=1, content=content)
         listing = json.dumps({"node": backup.manifest.details.get("node"), "root": backup.manifest.details.get("root"),
                               "encryptionConfig": backup.manifest.details.get("encryptionConfig"),
                               "backup": backup.id, "files": records}, indent=1, sort_keys=True).encode()
         rel = f"{META_DIR}/{LIST_NAME}"
+        listed = restic.save_blobs(DATA_BLOB, chunking.chunks(io.BytesIO(listing).read, len(listing)))
         placed[rel] = Node(name=LIST_NAME, type=FILE, mode=nodes.go_mode(FILE, 0o600), mtime=taken, atime=taken,
-                           ctime=taken, size=len(listing), links=1,
-                           content=restic.save_blobs(DATA_BLOB, chunking.chunks(_reader(listing), len(listing))))
+                           ctime=taken, size=len(listing), links=1, content=listed)
         # Directories from the files' paths, bottom-up; their modes as the node listed them (else 0755).
         children: dict[str, list[Node]] = {}
         for rel, node in placed.items():
@@ -137,7 +138,7 @@ def store(restic: ResticRepository, staged: Repository, backup: Backup) -> Snaps
         for rel, node in placed.items():  # read back through the repository, each against what was stored
             expected = (hashlib.sha256(listing).hexdigest() if rel.endswith(LIST_NAME) else
                         next(r["sha256"] for r in records if _snapshot_path(r) == rel))
-            if _sha256(restic.file_content(node), node.size) != expected:
+            if singlefile.sha256_of(restic.file_content(node), node.size) != expected:
                 raise VerificationError(f"/{rel} read back from {restic.backend.describe()} is not what was stored: "
                                         "the snapshot was not written")
         roots = sorted({_top_dir(str(r["path"])) for r in records if r.get("kind") != "api"})
@@ -168,27 +169,6 @@ def _snapshot_path(record: dict[str, Any]) -> str:
     return f"{META_DIR}/{KUBEADM_NAME}" if record.get("kind") == "api" else _relative(str(record["path"]))
 
 
-def _reader(data: bytes) -> Callable[[int], bytes]:
-    offset = 0
-
-    def read(n: int) -> bytes:
-        nonlocal offset
-        piece = data[offset:offset + n]
-        offset += len(piece)
-        return piece
-    return read
-
-
-def _sha256(pieces: Iterator[bytes], size: int) -> str:
-    digest, seen = hashlib.sha256(), 0
-    for piece in pieces:
-        digest.update(piece)
-        seen += len(piece)
-    if seen != size:
-        raise VerificationError(f"read back {seen} bytes of {size}")
-    return digest.hexdigest()
-
-
 def backup(restic: ResticRepository, console: Console, take: Callable[[Repository], BackupResult]
            ) -> tuple[Snapshot, BackupResult]:
     """Runs `take` into a private staging repository, then stores its checked files in `restic`."""
@@ -205,16 +185,11 @@ def backup(restic: ResticRepository, console: Console, take: Callable[[Repositor
 # --- restore ----------------------------------------------------------------------------------------
 
 
-def _tag(snap: Snapshot, key: str) -> str | None:
-    values = [t.split("=", 1)[1] for t in snap.tags if t.startswith(f"{key}=")]
-    return values[0] if len(values) == 1 else None
-
-
 def pick(restic: ResticRepository, ref: str, console: Console, *, current: ClusterIdentity | None,
          unknown_why: str = "", from_cluster: str | None = None, from_other_cluster: bool = False) -> Snapshot:
     """`--from ID|latest`: latest is the newest `kind=control-plane` snapshot tagged with this cluster."""
     snaps = [s for s in restic.snapshots() if KIND_TAG in s.tags]
-    uids = sorted({u for s in snaps if (u := _tag(s, "cluster"))})
+    uids = sorted({u for s in snaps if (u := s.tag_value("cluster"))})
 
     def pick_uid(name: str) -> str:
         if name in uids:
@@ -225,7 +200,7 @@ def pick(restic: ResticRepository, ref: str, console: Console, *, current: Clust
 
     uid = latest_of(ref, current, from_cluster, pick_uid, unknown_why)
     if uid is not None:
-        mine = [s for s in snaps if _tag(s, "cluster") == uid]
+        mine = [s for s in snaps if s.tag_value("cluster") == uid]
         if not mine:
             raise DrError(f"no control-plane backup of cluster uid {uid} in {restic.backend.describe()}",
                           hint="Take one with kubectl dr control-plane backup --repo restic:REPO, or give an ID.")
@@ -234,7 +209,7 @@ def pick(restic: ResticRepository, ref: str, console: Console, *, current: Clust
         snap = restic.find_snapshot(ref)
         if KIND_TAG not in snap.tags:
             raise DrError(f"restic snapshot {snap.short_id} is not a control-plane backup (it has no {KIND_TAG} tag)")
-    tagged = _tag(snap, "cluster")
+    tagged = snap.tag_value("cluster")
     recorded = ClusterIdentity(tagged) if tagged else None
     if current is not None and not from_other_cluster:
         refuse_other(snap.short_id, recorded, current, "control-plane restore")
@@ -273,7 +248,7 @@ def stage(restic: ResticRepository, snap: Snapshot, console: Console) -> tuple[L
         raise DrError(f"restic snapshot {snap.short_id}: its {META_DIR}/{LIST_NAME} is not a list of files ({exc})"
                       ) from None
     local, _remove = staging_repository()
-    tagged = _tag(snap, "cluster")
+    tagged = snap.tag_value("cluster")
     source = {"node": str(listing.get("node") or snap.hostname), "resticSnapshot": snap.id}
     with local.create(BACKUP_TYPE, source, name_hint=source["node"],
                       cluster=ClusterIdentity(tagged) if tagged else None, recipients=[],

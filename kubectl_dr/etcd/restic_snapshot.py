@@ -148,11 +148,6 @@ class KeptSnapshot:
                 "size": self.size, "sha256": self.sha256}
 
 
-def _tag(snap: Snapshot, key: str) -> str | None:
-    values = [t.split("=", 1)[1] for t in snap.tags if t.startswith(f"{key}=")]
-    return values[0] if len(values) == 1 else None
-
-
 def kept(restic: ResticRepository) -> list[KeptSnapshot]:
     """Every `kind=etcd-snapshot` snapshot of the repository, newest first. The size is the snapshot's own
     summary (what was stored); the tags are the writer's word, shown, never trusted for a restore (that
@@ -163,10 +158,10 @@ def kept(restic: ResticRepository) -> list[KeptSnapshot]:
     for snap in restic.snapshots():
         if KIND_TAG not in snap.tags:
             continue
-        revision = _tag(snap, "revision")
+        revision = snap.tag_value("revision")
         processed = (snap.summary or {}).get("total_bytes_processed")
-        out.append(KeptSnapshot(snap.id, snap.short_id, snap.time, snap.hostname, _tag(snap, "cluster"),
-                                _tag(snap, "member"), _tag(snap, "etcd"),
+        out.append(KeptSnapshot(snap.id, snap.short_id, snap.time, snap.hostname, snap.tag_value("cluster"),
+                                snap.tag_value("member"), snap.tag_value("etcd"),
                                 int(revision) if revision and revision.isdigit() else None,
                                 int(processed) if isinstance(processed, int) else None,
                                 singlefile.recorded_sha256(snap)))

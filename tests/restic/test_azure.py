@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,20 @@ def test_the_cli_with_restics_or_our_variables_and_clear_errors(azurite: Azurite
     assert refused.returncode == 1, refused.stderr
     assert "refused the credentials" in refused.stderr or "access denied to" in refused.stderr, refused.stderr
     assert ref[len("restic:"):] in refused.stderr and "AZURE_ACCOUNT_KEY" in refused.stderr
+
+    # restic's SAS variable: a read-only token lists and reads; a backup's write is refused with what to do
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    sas = generate_container_sas(DEV_ACCOUNT, container, account_key=DEV_KEY,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    reader = {"AZURE_ACCOUNT_NAME": DEV_ACCOUNT, "AZURE_ACCOUNT_SAS": "?" + sas}
+    shown = dr("backups", "cat", snap.short_id, "big-uid/owned", "--repo", ref, *endpoint, env=reader)
+    assert shown.returncode == 0 and shown.stdout == "openshift", shown.stderr
+    read_only = Repository.open(AzureBackend(ref[len("restic:"):], settings_for(reader, azurite.endpoint)), PW)
+    with pytest.raises(RepoError, match=r"access denied to azure:.*writing") as denied:
+        localfs.backup_dir(read_only, src, snapshot_path="/data", hostname="shop/db")
+    assert "racwdl" in (denied.value.hint or "") and sas not in str(denied.value)
 
     missing = dr("backups", "list", "--repo", "restic:azure:no-such-container:/r", *endpoint, env=restics)
     assert missing.returncode == 1 and "there is no restic repository" in missing.stderr, missing.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,4 +78,32 @@ def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) 
     refused = dr("control-plane", "restore", "--from", other["short_id"], "--node", target, "--repo",
                  f"restic:{repo}", "--yes", env=env, timeout=120)
     assert refused.returncode == 1 and "is not a control-plane backup" in refused.stderr, refused.stderr
+    assert leftover_pods(nodes) == []
+
+
+def test_the_encryption_config_through_a_restic_repository(nodes: Cluster, tmp_path: Path) -> None:
+    """The encryption-at-rest config kube-apiserver names is in the snapshot at its own path; a restore with
+    --with-encryption-config writes it where this cluster's kube-apiserver reads it, 0600 root."""
+    from tests.e2e.test_etcd_encryption import CONFIG, KEY1, config, set_config
+
+    target = nodes.workers[0]
+    shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"), ignore_errors=True)
+    repo = tmp_path / "restic"
+    env = clean_env({"KUBECONFIG": str(nodes.kubeconfig), "RESTIC_PASSWORD": PASSWORD})
+    text = config(("key1", KEY1))
+    set_config(nodes, text)
+    try:
+        data = ok(dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env,
+                     timeout=300))
+        assert CONFIG in restic(repo, "ls", data["id"]).stdout.splitlines()
+        restic(repo, "restore", data["id"], "--target", str(tmp_path / "theirs"), "--include", CONFIG)
+        assert (tmp_path / "theirs" / CONFIG.lstrip("/")).read_text() == text
+        out = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--repo", f"restic:{repo}",
+                    "--with-encryption-config", "--yes", "-o", "json", env=env, timeout=300))
+    finally:
+        set_config(nodes, None)
+    written = nodes.layout.host_path(target, CONFIG)
+    st = written.stat()
+    assert written.read_text() == text and (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 0, 0)
+    assert CONFIG in {w["path"] for w in out["written"]}
     assert leftover_pods(nodes) == []

@@ -15,7 +15,6 @@ path-style http://127.0.0.1:10000/devstoreaccount1, which restic itself cannot a
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,15 +23,13 @@ from kubectl_dr.repo.azureclient import AzureLocation, AzureSettings
 from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.restic.backend import (
     CONFIG,
-    DATA,
     ResticBackendError,
     check_kind,
     check_length,
-    check_name,
+    listed_name,
     relative_path,
 )
 
-_ID = re.compile(r"[0-9a-f]{64}\Z")
 RESTIC_VARIABLES = ("AZURE_ACCOUNT_NAME", "AZURE_ACCOUNT_KEY", "AZURE_ACCOUNT_SAS", "AZURE_ENDPOINT_SUFFIX")
 CREDENTIALS_HINT = ("Set restic's AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY or AZURE_ACCOUNT_SAS (these win), or "
                     "AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or "
@@ -151,11 +148,9 @@ class AzureBackend:
         base = "/".join(p for p in (self.prefix, kind) if p) + "/"
         try:
             for blob in self.client.list_blobs(name_starts_with=base):
-                rest = str(blob.name)[len(base):]
-                name = rest.rsplit("/", 1)[-1]
-                depth_ok = rest.count("/") == (1 if kind == DATA else 0)
-                if depth_ok and _ID.match(name):
-                    yield check_name(kind, name), int(blob.size)
+                name = listed_name(kind, str(blob.name)[len(base):])
+                if name is not None:
+                    yield name, int(blob.size)
         except (ResticBackendError, RepoError):
             raise
         except Exception as exc:

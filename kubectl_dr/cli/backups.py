@@ -137,13 +137,14 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     or server URL its backups record); --all-clusters every cluster's. Without a kubeconfig, or when its
     cluster does not answer, every backup is listed, with a note.
 
-    With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own).
+    With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own); --type TYPE
+    those tagged kind=TYPE (etcd snapshots with their member, revision, size and SHA-256).
     """
     opts = options(ctx)
     if is_restic(repo):
         assert repo is not None
         restic_backups.list_snapshots(session(ctx).console, repo, opts.output, password_file=password_file,
-                                      s3_endpoint=s3_endpoint)
+                                      s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, type=type)
         return
     console = session(ctx).console
     if all_clusters and opts.cluster:
@@ -282,6 +283,7 @@ def verify(
     if is_restic(repo):
         assert repo is not None
         restic_backups.verify(repo, backup, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
+                              azure_endpoint=azure_endpoint,
                               subset=read_data_subset)
         return
     console = session(ctx).console
@@ -465,6 +467,12 @@ def prune(
         "--keep-tag", metavar="TAG[,TAG…]",
         help="restic repositories: keep every snapshot that has all these tags. Repeat for several lists; a "
              "snapshot that matches any one is kept.")] = None,
+    max_unused: Annotated[str | None, typer.Option(
+        "--max-unused", metavar="LIMIT",
+        help="restic repositories: restic prune's --max-unused: repack partly used packs until the unused space "
+             "left is under LIMIT, a percentage of the repository's size after the prune (5%), a size (100M) or "
+             "unlimited. Without it, packs more than 20 % unused are repacked. Alone, without a --keep rule, it "
+             "forgets nothing and only prunes.")] = None,
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -487,6 +495,7 @@ def prune(
       kubectl dr backups prune --keep-last 5 --type etcd-snapshot --yes
       kubectl dr backups prune --keep-daily 7 --keep-weekly 4 --repo restic:/srv/restic
       kubectl dr backups prune --keep-within 14d --keep-tag kind=etcd-snapshot --repo restic:/srv/restic
+      kubectl dr backups prune --max-unused 5% --repo restic:/srv/restic --yes
 
     With --repo restic:REPO it is `restic forget` and `restic prune` in one: restic's policy per claim
     (restic's default grouping by host and paths), then what no kept snapshot uses is removed and packs
@@ -502,9 +511,13 @@ def prune(
                         tags=tuple(tuple(t.strip() for t in value.split(",")) for value in keep_tag or []))
     except ValueError as exc:
         raise UsageError(f"--keep-within: {exc}" if "duration" in str(exc) else str(exc)) from None
-    if policy.empty:
+    if max_unused is not None and not is_restic(repo):
+        raise UsageError("--max-unused applies to restic repositories (--repo restic:REPO), which store backups in "
+                         "shared packs; a kubectl-dr repository removes a backup's files whole")
+    if policy.empty and max_unused is None:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
-                         "--keep-monthly, --keep-yearly (or, for a restic repository, --keep-within or --keep-tag)")
+                         "--keep-monthly, --keep-yearly (or, for a restic repository, --keep-within, --keep-tag or "
+                         "--max-unused)")
     if (keep_within is not None or keep_tag) and not is_restic(repo):
         raise UsageError("--keep-within and --keep-tag apply to restic repositories (--repo restic:REPO), whose "
                          "snapshots carry tags; use --keep-last, --keep-daily… here")
@@ -514,7 +527,8 @@ def prune(
             raise UsageError("--type does not apply to a restic repository: every snapshot is grouped by host "
                              "and paths, as restic forget does")
         restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
-                             password_file=password_file, s3_endpoint=s3_endpoint)
+                             password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint, max_unused=max_unused)
         return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"
@@ -589,7 +603,7 @@ def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: 
 @app.command("ls", short_help="List a backup's entries like ls -l", rich_help_panel="Inspect")
 def ls(ctx: typer.Context, backup: BackupArgument,
        path: Annotated[str, typer.Argument(help="A directory or file inside the backup (default: its root).")] = "",
-       repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+       repo: RepoOption = None, s3_endpoint: S3EndpointOption = None, azure_endpoint: AzureEndpointOption = None,
        password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
     """List the entries of a directory of a backup (owner, mode, size, time, link target), like ls -l.
 
@@ -604,12 +618,13 @@ def ls(ctx: typer.Context, backup: BackupArgument,
     opts = options(ctx)
     if is_restic(repo):
         assert repo is not None
-        restic_backups.ls(repo, backup, path, opts.output, password_file=password_file, s3_endpoint=s3_endpoint)
+        restic_backups.ls(repo, backup, path, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
         return
     from kubectl_dr.volumes import browse
 
-    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
-                                 session(ctx).console)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
+    browsed = browse.open_backup(repository, backup, session(ctx).console)
     listed = browse.list_dir(browsed, path)
     items = [{"path": e.path, "type": e.kind, "mode": _mode_text(e.kind, e.mode), "uid": e.uid, "gid": e.gid,
               "size": e.size, "mtime": format_time(datetime.fromtimestamp(e.mtime, timezone.utc)),
@@ -633,7 +648,7 @@ def _mode_text(kind: str, mode: int) -> str:
 @app.command("cat", short_help="Write one file of a backup to stdout", rich_help_panel="Inspect")
 def cat(ctx: typer.Context, backup: BackupArgument,
         path: Annotated[str, typer.Argument(help="The file inside the backup.")],
-        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None,
+        repo: RepoOption = None, s3_endpoint: S3EndpointOption = None, azure_endpoint: AzureEndpointOption = None,
         password_file: PasswordFileOption = None, identity: IdentityOption = None) -> None:
     """Write one file of a backup to stdout, checked first (restic: every block against its ID; a
     kubectl-dr backup: its archive against the manifest's SHA-256).
@@ -645,10 +660,11 @@ def cat(ctx: typer.Context, backup: BackupArgument,
     """
     if is_restic(repo):
         assert repo is not None
-        restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint)
+        restic_backups.cat(repo, backup, path, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
         return
     from kubectl_dr.volumes import browse
 
-    browsed = browse.open_backup(open_repo(repo, s3_endpoint=s3_endpoint, identity=identity), backup,
-                                 session(ctx).console)
+    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
+    browsed = browse.open_backup(repository, backup, session(ctx).console)
     write_bytes(browse.file_bytes(browsed, path))

@@ -14,6 +14,7 @@ from kubectl_dr.cli.repo_options import (
     AzureEndpointOption,
     EncryptToOption,
     IdentityOption,
+    PasswordFileOption,
     RepoOption,
     S3EndpointOption,
 )
@@ -24,6 +25,7 @@ from kubectl_dr.units import count
 if TYPE_CHECKING:
     from kubectl_dr.controlplane.backup import StoredFile
     from kubectl_dr.controlplane.restore import RestoreResult
+    from kubectl_dr.repo import Repository
 
 app = typer.Typer(
     help="Back up a control-plane node's PKI, manifests, kubeconfigs and encryption config; put the shared CA "
@@ -50,6 +52,7 @@ def backup(
     azure_endpoint: AzureEndpointOption = None,
     copy_to: CopyToOption = None,
     helper_image: HelperImageOption = "busybox",
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Store /etc/kubernetes of a control-plane node in the repository (type control-plane).
 
@@ -65,6 +68,12 @@ def backup(
     Examples:
       kubectl dr control-plane backup --encrypt-to age1…
       kubectl dr control-plane backup --node cp-2 --repo s3://dr-backups/cp --encrypt-to ~/.ssh/id_ed25519.pub
+      kubectl dr control-plane backup --repo restic:/srv/restic
+
+    With --repo restic:REPO the checked files become one restic snapshot (host NODE, tags cluster=UID,
+    kind=control-plane, node=NODE) holding them at their own paths with their modes and owners, plus
+    /kubectl-dr/control-plane.json (each file's size, SHA-256 and role) and /kubectl-dr/kubeadm-config.yaml;
+    every file is read back and compared before the snapshot is written. restic encrypts it.
     """
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.controlplane import backup as cp_backup
@@ -74,6 +83,18 @@ def backup(
     if opts.dry_run != "none":
         raise UsageError("control-plane backup has no dry run: it only reads (through one pod) and writes to the "
                          "repository")
+    from kubectl_dr.repo.restic.location import is_restic
+
+    if is_restic(repo):
+        assert repo is not None
+        if encrypt_to or copy_to:
+            raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                             "repository; restic copy copies snapshots)")
+        _restic_backup(ctx, repo, node=node, helper_image=helper_image, password_file=password_file,
+                       s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint)
+        return
+    if password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
     repository.preflight()
     what = "a control-plane backup (the cluster's CA and service-account private keys)"
@@ -87,6 +108,32 @@ def backup(
     data = result.to_dict()
     if targets:
         data["copies"] = copy_new(repository, result.manifest.id, targets, current.console)
+    emit(data, opts.output, table=backup_table(result.files))
+
+
+def _restic_backup(ctx: typer.Context, repo: str, *, node: str | None, helper_image: str, password_file: str | None,
+                   s3_endpoint: str | None, azure_endpoint: str | None) -> None:
+    from kubectl_dr.cli.repo_options import open_restic
+    from kubectl_dr.controlplane import backup as cp_backup
+    from kubectl_dr.controlplane import restic_store
+
+    opts, current = options(ctx), session(ctx)
+
+    def create(where: str) -> bool:
+        current.console.confirm(f"create a new restic repository at {where} (restic init)")
+        return True
+
+    restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                         create=create)
+    snap, result = restic_store.backup(restic, current.console, lambda staging: cp_backup.backup(
+        current, staging, node=node, namespace=_namespace(ctx), helper_image=helper_image, encrypted_elsewhere=True))
+    where = restic.backend.describe()
+    current.console.say(f"control-plane files of node {result.node} saved as restic snapshot {snap.short_id} in "
+                        f"{where} ({units.duration(result.seconds)})")
+    data = {"kind": "ResticSnapshot", "id": snap.id, "shortId": snap.short_id, "repository": where,
+            "hostname": snap.hostname, "paths": snap.paths, "tags": snap.tags, "type": cp_backup.BACKUP_TYPE,
+            "node": result.node, "files": [f.__dict__ for f in result.files],
+            "size": sum(f.size for f in result.files), "seconds": round(result.seconds, 3)}
     emit(data, opts.output, table=backup_table(result.files))
 
 
@@ -113,6 +160,7 @@ def restore(
     helper_image: HelperImageOption = "busybox",
     from_cluster: FromClusterOption = None,
     from_other_cluster: FromOtherClusterOption = False,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Write the shared CA and key set of a control-plane backup back onto a node, with kubeadm's modes.
 
@@ -132,6 +180,11 @@ def restore(
     Examples:
       kubectl dr control-plane restore --from latest --node cp-2 --dry-run=client
       kubectl dr control-plane restore --from 20260101T000000Z-control-plane-cp-1 --node cp-2 -i key.txt --yes
+      kubectl dr control-plane restore --from latest --node cp-2 --repo restic:/srv/restic
+
+    With --repo restic:REPO, --from is a restic snapshot ID or latest (the newest kind=control-plane snapshot
+    of this cluster); every file is read and checked against the snapshot's list (size, SHA-256) into a
+    private directory here first, then restored the same way.
     """
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.controlplane import restore as cp_restore
@@ -139,7 +192,20 @@ def restore(
     opts, current = options(ctx), session(ctx)
     if opts.dry_run == "server":
         raise UsageError("control-plane restore has no server-side dry run (use --dry-run=client)")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
+    from kubectl_dr.repo.restic.location import is_restic
+
+    if is_restic(repo):
+        assert repo is not None
+        if identity:
+            raise UsageError("--identity does not apply to a restic repository (its password opens it)")
+        repository, from_ = _restic_staged(ctx, repo, from_, password_file=password_file, s3_endpoint=s3_endpoint,
+                                           azure_endpoint=azure_endpoint, from_cluster=from_cluster,
+                                           from_other_cluster=from_other_cluster)
+        from_cluster = None
+    elif password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
+    else:
+        repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
     result = cp_restore.restore(current, repository, from_, node=node, namespace=_namespace(ctx),
                                 helper_image=helper_image, overwrite=overwrite, with_encryption=with_encryption_config,
                                 from_cluster=from_cluster, from_other_cluster=from_other_cluster)
@@ -153,6 +219,22 @@ def restore(
         say(f"note: {note}")
     say(result.regenerated)
     emit(result.to_dict(), opts.output, table=restore_table(result))
+
+
+def _restic_staged(ctx: typer.Context, repo: str, ref: str, *, password_file: str | None, s3_endpoint: str | None,
+                   azure_endpoint: str | None, from_cluster: str | None, from_other_cluster: bool
+                   ) -> tuple[Repository, str]:
+    """The restic snapshot `ref` read and checked into a private staging repository: (it, the backup's ID)."""
+    from kubectl_dr.cli.repo_options import open_restic
+    from kubectl_dr.controlplane import restic_store
+    from kubectl_dr.kube.identity import try_cluster_identity
+
+    current = session(ctx)
+    restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint)
+    cluster, why = try_cluster_identity(current.kube)
+    snap = restic_store.pick(restic, ref, current.console, current=cluster, unknown_why=why, from_cluster=from_cluster,
+                             from_other_cluster=from_other_cluster)
+    return restic_store.stage(restic, snap, current.console)
 
 
 def restore_table(result: RestoreResult) -> str:

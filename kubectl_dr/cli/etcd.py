@@ -256,7 +256,7 @@ def snapshot(
         assert repo is not None
         _restic_snapshot(ctx, repo, node=node, helper_image=helper_image, endpoints=endpoints, cacert=cacert,
                          cert=cert, key=key, password_file=password_file, s3_endpoint=s3_endpoint,
-                         other_flags=bool(encrypt_to or copy_to))
+                         azure_endpoint=azure_endpoint, other_flags=bool(encrypt_to or copy_to))
         return
     if password_file:
         raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
@@ -317,7 +317,8 @@ def _take_snapshot(opts: GlobalOptions, repository: Repository, *, node: str | N
 
 def _restic_snapshot(ctx: typer.Context, repo: str, *, node: str | None, helper_image: str,
                      endpoints: list[str] | None, cacert: str | None, cert: str | None, key: str | None,
-                     password_file: str | None, s3_endpoint: str | None, other_flags: bool) -> None:
+                     password_file: str | None, s3_endpoint: str | None, other_flags: bool,
+                     azure_endpoint: str | None = None) -> None:
     """`etcd snapshot --repo restic:REPO`: the checked snapshot file as a one-file restic snapshot."""
     from kubectl_dr.cli.repo_options import open_restic
     from kubectl_dr.etcd import restic_snapshot
@@ -339,7 +340,8 @@ def _restic_snapshot(ctx: typer.Context, repo: str, *, node: str | None, helper_
         console.confirm(f"create a new restic repository at {where} (restic init)")
         return True
 
-    restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+    restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                         create=create)
 
     def take(staging: Repository) -> SnapshotResult:
         result = _take_snapshot(opts, staging, node=node, helper_image=helper_image, topo=topo)
@@ -466,7 +468,8 @@ def restore(
             raise UsageError(f"--from {source} is a file here; with --repo restic:REPO give a snapshot ID or latest")
         from kubectl_dr.cli.repo_options import open_restic
 
-        restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
         repo = None  # nothing else of the restore reads a repository
     elif password_file:
         raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")

@@ -67,11 +67,13 @@ def list_(
     ctx: typer.Context,
     node: NodeOption = None,
     directory: DirOption = None,
-    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…", help=(
-        "Also say which snapshots this repository already holds (column IN REPO)."))] = None,
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…|restic:REPO", help=(
+        "Also say which snapshots this repository already holds (column IN REPO). With restic:REPO, list the "
+        "etcd snapshots kept in the restic repository instead (no pods)."))] = None,
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
     helper_image: ImageOption = "busybox",
+    password_file: PasswordFileOption = None,
 ) -> None:
     """The snapshots on every etcd node, newest first: what a pull would copy.
 
@@ -83,11 +85,29 @@ def list_(
     Examples:
       kubectl dr etcd snapshots list
       kubectl dr etcd snapshots list --repo s3://dr-backups/prod -o json
+      kubectl dr etcd snapshots list --repo restic:/srv/restic
+
+    With --repo restic:REPO it lists the etcd snapshots the restic repository keeps (ID, time taken, node,
+    member, revision, size, SHA-256; --node filters by node), read from their snapshot files and tags:
+    nothing runs in the cluster.
     """
     from kubectl_dr.etcd import topology
+    from kubectl_dr.repo.restic.location import is_restic
     from kubectl_dr.schedules import node_snapshots
 
     opts = options(ctx)
+    if is_restic(repo):
+        assert repo is not None
+        if directory:
+            raise UsageError("--dir applies to the nodes' snapshot directories; with --repo restic:REPO the "
+                             "snapshots listed are the restic repository's")
+        from kubectl_dr.cli import restic_backups
+
+        restic_backups.list_etcd_snapshots(opts.session().console, repo, opts.output, password_file=password_file,
+                                           s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, nodes=node)
+        return
+    if password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
     if opts.dry_run != "none":
         raise UsageError("etcd snapshots list cannot run as a dry run: it needs its pods to look (and changes "
                          "nothing else)")
@@ -171,7 +191,7 @@ def pull(
         if encrypt_to:
             raise UsageError("--encrypt-to does not apply to a restic repository (restic encrypts every repository)")
         _restic_pull(opts, to, node=node, directory=directory, helper_image=helper_image,
-                     password_file=password_file, s3_endpoint=s3_endpoint)
+                     password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint)
         return
     if password_file:
         raise UsageError("--password-file applies to a restic repository (--to restic:REPO)")
@@ -214,7 +234,8 @@ def pull(
 
 
 def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, directory: list[str] | None,
-                 helper_image: str, password_file: str | None, s3_endpoint: str | None) -> None:
+                 helper_image: str, password_file: str | None, s3_endpoint: str | None,
+                 azure_endpoint: str | None = None) -> None:
     """`pull --to restic:REPO`: each new node snapshot checked as for any repository (staged here), then
     stored as a one-file restic snapshot; a snapshot whose SHA-256 the restic repository has is not copied."""
     from kubectl_dr.cli.repo_options import open_restic
@@ -242,7 +263,8 @@ def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, direct
         console.confirm(f"create a new restic repository at {where} (restic init)")
         return True
 
-    restic = open_restic(to, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+    restic = open_restic(to, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                         create=create)
     where = restic.backend.describe()
     stored: dict[str, str] = {}
 

@@ -124,7 +124,7 @@ def backup(
         _restic_backup(ctx, claim, repo, job.BackupOptions(
             "", claim, image=image, name=name, quiesce=quiesce, skip_unreadable=skip_unreadable),
             password_file=password_file, s3_endpoint=s3_endpoint, copy_to=copy_to, encrypt_to=encrypt_to,
-            force=force)
+            force=force, azure_endpoint=azure_endpoint)
         return
     if force:
         raise UsageError("--force applies to restic repositories (--repo restic:REPO): every other backup reads "
@@ -150,7 +150,8 @@ def backup(
 
 
 def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, password_file: str | None,
-                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any, force: bool) -> None:
+                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any, force: bool,
+                   azure_endpoint: str | None = None) -> None:
     from kubectl_dr.volumes import restic_backup
 
     if copy_to or encrypt_to:
@@ -167,7 +168,8 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, 
 
     repository = None
     if not current.dry:
-        repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create)
+        repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                                 azure_endpoint=azure_endpoint, create=create)
     outcome = restic_backup.run(current, repository, repo, job_opts, force=force)
     if isinstance(outcome, restic_backup.ResticBackupResult):
         show(outcome, opts.output)
@@ -295,7 +297,8 @@ def restore(
         if from_claim or from_cluster or identity:
             raise UsageError("--from-claim, --from-cluster and --identity do not apply to a restic repository: "
                              "give the snapshot's ID (restic snapshots) or latest (this claim's newest)")
-        restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+        restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                                  azure_endpoint=azure_endpoint)
         if to_dir is not None:
             _restic_to_dir(ctx, restic_repo, source, claim, include, Path(to_dir))
             return

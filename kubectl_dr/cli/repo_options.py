@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 REPO_HELP = (
     "Backup repository: a directory, s3://BUCKET/PREFIX, azure://CONTAINER/PREFIX, or restic:REPO (a restic "
-    "repository, REPO as restic -r takes it: a path, s3:https://HOST/BUCKET/PREFIX or "
+    "repository, REPO as restic -r takes it: a path, s3:https://HOST/BUCKET/PREFIX, azure:CONTAINER:/PREFIX or "
     "rest:https://USER:PASSWORD@HOST:PORT/PATH/). Defaults to "
     "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups "
     "(~/.local/share/kubectl-dr/backups)."
@@ -38,7 +38,9 @@ AzureEndpointOption = Annotated[str | None, typer.Option(
          "or a sovereign cloud. Defaults to azure.endpoint in the config file, the connection string's "
          "BlobEndpoint, then https://ACCOUNT.blob.core.windows.net. Account and credentials come from "
          "AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or "
-         "AZURE_STORAGE_SAS_TOKEN, or the config file's azure section.")]
+         "AZURE_STORAGE_SAS_TOKEN, or the config file's azure section. For restic:azure:CONTAINER:/PREFIX, restic's "
+         "own AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY or AZURE_ACCOUNT_SAS (and AZURE_ENDPOINT_SUFFIX) win when "
+         "set; this flag wins over the suffix.")]
 EncryptToOption = Annotated[list[str] | None, typer.Option(
     "--encrypt-to", metavar="RECIPIENT", rich_help_panel=_PANEL,
     help="Encrypt the backup with age to this public key: age1…, 'ssh-ed25519 AAAA…', 'ssh-rsa AAAA…', or a file "
@@ -56,13 +58,17 @@ PasswordFileOption = Annotated[str | None, typer.Option(
 
 
 def open_restic(repo: str, *, password_file: str | None, s3_endpoint: str | None = None,
-                s3_ca_bundle: str | None = None, create: Callable[[str], bool] | None = None) -> ResticRepository:
+                s3_ca_bundle: str | None = None, azure_endpoint: str | None = None,
+                create: Callable[[str], bool] | None = None) -> ResticRepository:
     """The restic repository of --repo restic:REPO; `create` decides on `init` when it does not exist."""
+    from kubectl_dr.repo.restic.azurebackend import settings_for
     from kubectl_dr.repo.restic.location import open_repository as open_restic_repository
     from kubectl_dr.repo.s3client import S3Settings
 
     s3 = S3Settings.resolve(endpoint=s3_endpoint, ca_bundle=s3_ca_bundle, config={}, env=os.environ)
-    return open_restic_repository(repo, os.environ, password_file=password_file, s3=s3, create=create)
+    azure = settings_for(os.environ, azure_endpoint) if "azure:" in repo else None
+    return open_restic_repository(repo, os.environ, password_file=password_file, s3=s3, azure=azure,
+                                  create=create)
 
 
 def open_repo(repo: str | None, *, s3_endpoint: str | None = None, s3_ca_bundle: str | None = None,

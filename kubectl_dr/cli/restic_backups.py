@@ -9,18 +9,45 @@ from typing import Any
 from kubectl_dr import units
 from kubectl_dr.cli.repo_options import open_restic
 from kubectl_dr.console import Console
-from kubectl_dr.errors import DrError
+from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo.retention import Policy
 from kubectl_dr.ui.output import emit, render_table, write_bytes
 from kubectl_dr.units import count
 
 
+def list_etcd_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
+                        s3_endpoint: str | None, azure_endpoint: str | None = None,
+                        nodes: list[str] | None = None) -> None:
+    """The etcd snapshots kept in a restic repository (kind=etcd-snapshot), newest first."""
+    from kubectl_dr.etcd import restic_snapshot
+
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
+    where = repository.backend.describe()
+    found = [k for k in restic_snapshot.kept(repository) if not nodes or k.node in nodes]
+    if not found and output == "table":
+        console.say(f"No etcd snapshots in {where}" + (f" of node {', '.join(nodes)}" if nodes else "") + ".")
+        return
+    emit({"kind": "List", "repository": where, "items": [k.to_dict() for k in found]}, output, table=render_table(
+        ["ID", "TAKEN", "NODE", "MEMBER", "REVISION", "SIZE", "SHA256"],
+        [[k.short_id, k.to_dict()["time"], k.node or "-", k.member or "-",
+          k.revision if k.revision is not None else "-", units.size(k.size) if k.size is not None else "-",
+          (k.sha256 or "-")[:16]] for k in found]))
+
+
 def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
-                   s3_endpoint: str | None) -> None:
+                   s3_endpoint: str | None, azure_endpoint: str | None = None, type: str | None = None) -> None:
+    """Every snapshot (of kind=TYPE with a type), newest first; etcd snapshots with their own columns."""
     from kubectl_dr.repo.restic import nodes
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
-    snaps = list(reversed(repository.snapshots()))  # newest first, as every list of backups
+    if type == "etcd-snapshot":
+        list_etcd_snapshots(console, repo, output, password_file=password_file, s3_endpoint=s3_endpoint,
+                            azure_endpoint=azure_endpoint)
+        return
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
+    # newest first, as every list of backups
+    snaps = [s for s in reversed(repository.snapshots()) if type is None or f"kind={type}" in s.tags]
     now = datetime.now(timezone.utc).timestamp()
     data = {"kind": "List", "repository": repository.backend.describe(),
             "items": [{"id": s.id, "shortId": s.short_id, "time": nodes.format_time(s.time), "hostname": s.hostname,
@@ -47,11 +74,13 @@ def _mode_text(node: Any) -> str:
 
 
 def ls(repo: str, snapshot: str, path: str, output: str, *, password_file: str | None,
-       s3_endpoint: str | None) -> None:
+       s3_endpoint: str | None,
+        azure_endpoint: str | None = None) -> None:
     """Entries under PATH of a snapshot, like `ls -l` (one level; a file lists itself)."""
     from kubectl_dr.repo.restic import archiver, nodes
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     snap = repository.find_snapshot(snapshot)
     root = archiver.volume_root(repository, snap.tree, snap.paths)
     node = archiver.find(repository, root, path)
@@ -69,11 +98,13 @@ def ls(repo: str, snapshot: str, path: str, output: str, *, password_file: str |
     emit({"kind": "List", "snapshot": snap.id, "items": items}, output, table=table)
 
 
-def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_endpoint: str | None) -> None:
+def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_endpoint: str | None,
+        azure_endpoint: str | None = None) -> None:
     """One file of a snapshot to stdout, every blob checked against its ID before it is written."""
     from kubectl_dr.repo.restic import archiver, nodes
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     snap = repository.find_snapshot(snapshot)
     node = archiver.find(repository, archiver.volume_root(repository, snap.tree, snap.paths), path)
     if node.type != nodes.FILE:
@@ -82,10 +113,11 @@ def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_en
 
 
 def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, s3_endpoint: str | None,
-           subset: float) -> None:
+           subset: float, azure_endpoint: str | None = None) -> None:
     from kubectl_dr.repo.restic.verify import verify as verify_snapshot
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
     found = verify_snapshot(repository, repository.find_snapshot(snapshot), subset=subset)
     data = {"id": found.snapshot.id, "verified": True, "trees": found.trees, "dataBlobs": found.data_blobs,
             "dataBytes": found.data_bytes, "unreadBlobs": found.skipped_blobs, "readDataSubset": subset}
@@ -96,19 +128,27 @@ def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, 
 
 
 def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: bool, password_file: str | None,
-          s3_endpoint: str | None) -> None:
-    """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first."""
+          s3_endpoint: str | None, azure_endpoint: str | None = None, max_unused: str | None = None) -> None:
+    """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first.
+    `max_unused` is restic prune's --max-unused (5%, 100M, unlimited): which partly used packs are repacked."""
     from kubectl_dr.repo.restic import nodes
+    from kubectl_dr.repo.restic.prune import parse_max_unused
     from kubectl_dr.repo.restic.prune import prune as prune_repository
 
-    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint)
-    plan = prune_repository(repository, policy, dry_run=True)
+    try:
+        limit = parse_max_unused(max_unused) if max_unused is not None else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                             azure_endpoint=azure_endpoint)
+    plan = prune_repository(repository, policy, dry_run=True, max_unused=limit)
     done = plan
-    if not dry_run and plan.forgotten:
-        console.confirm(f"forget {count(len(plan.forgotten), 'snapshot')} and remove the data only they use "
-                        f"({units.size(plan.bytes_freed)} in {count(plan.packs_removed, 'pack')})")
+    if not dry_run and (plan.forgotten or plan.packs_removed or plan.packs_repacked):
+        console.confirm(f"forget {count(len(plan.forgotten), 'snapshot')}, remove the data no kept snapshot uses "
+                        f"({units.size(plan.bytes_freed)} in {count(plan.packs_removed, 'pack')}, of which "
+                        f"{count(plan.packs_repacked, 'pack')} repacked first)")
     if not dry_run:
-        done = prune_repository(repository, policy, dry_run=False, say=console.say)
+        done = prune_repository(repository, policy, dry_run=False, max_unused=limit, say=console.say)
     verb = "would forget" if dry_run else "forgot"
     lines: list[str] = []
     for group in sorted({d.group for d in done.decisions}):
@@ -123,11 +163,12 @@ def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: 
     copied = "would copy" if dry_run else "copied"
     lines.append(f"{removes} {count(done.packs_removed, 'pack')} ({units.size(done.bytes_freed)}); {copied} the "
                  f"used blobs of {count(done.packs_repacked, 'pack')} into new ones; {units.size(done.unused_kept)} "
-                 "unused left in packs mostly used")
+                 "unused left in packs mostly used"
+                 + (f" (--max-unused {max_unused})" if max_unused is not None else ""))
     data = {"dryRun": dry_run, "repository": repository.backend.describe(),
             "snapshots": [{"id": d.snapshot.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
                           for d in done.decisions],
             "packsRemoved": done.packs_removed, "bytesFreed": done.bytes_freed,
             "packsRepacked": done.packs_repacked, "packsWritten": done.packs_written,
-            "unusedBytesKept": done.unused_kept}
+            "unusedBytesKept": done.unused_kept, "maxUnused": max_unused}
     emit(data, output, table="\n".join(lines) + "\n")

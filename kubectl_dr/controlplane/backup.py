@@ -106,7 +106,9 @@ def encryption_config_path(apiserver: dict[str, Any] | None) -> str | None:
 
 
 def backup(session: Session, repo: Repository, *, node: str | None, namespace: str, helper_image: str,
-           root: str = files.KUBERNETES_DIR) -> BackupResult:
+           root: str = files.KUBERNETES_DIR, encrypted_elsewhere: bool = False) -> BackupResult:
+    """`encrypted_elsewhere`: the repository is a private staging place on the way into an encrypted one (a
+    restic repository), so no warning that the backup is not encrypted."""
     started = time.monotonic()
     kube, console = session.kube, session.console
     node, apiserver = pick_node(kube, node)
@@ -114,7 +116,7 @@ def backup(session: Session, repo: Repository, *, node: str | None, namespace: s
     mounts = [HostMount(root)]
     if encryption and not encryption.startswith(root.rstrip("/") + "/"):
         mounts.append(HostMount(posixpath.dirname(encryption)))
-    if not repo.recipients:
+    if not repo.recipients and not encrypted_elsewhere:
         console.warn(UNENCRYPTED_WARNING)
     console.say(f"reading {root} of node {node} through a pod with read-only mounts")
     heartbeat = Heartbeat(console.warn)

@@ -122,3 +122,47 @@ def take(restic: ResticRepository, console: Console, snapshot: Callable[[Reposit
     finally:
         remove()  # now, not said at the end
     return ResticSnapshotResult(stored, where, taken)
+
+
+@dataclass(frozen=True)
+class KeptSnapshot:
+    """An etcd snapshot kept in a restic repository, as its snapshot file and tags describe it (a snapshot
+    `restic backup --stdin` made carries no member or revision: those are None)."""
+
+    id: str
+    short_id: str
+    time: int  # ns since the epoch: when it was taken
+    node: str
+    cluster: str | None
+    member: str | None
+    etcd: str | None
+    revision: int | None
+    size: int | None
+    sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        from kubectl_dr.repo.restic import nodes
+
+        return {"id": self.id, "shortId": self.short_id, "time": nodes.format_time(self.time), "node": self.node,
+                "cluster": self.cluster, "member": self.member, "etcdVersion": self.etcd, "revision": self.revision,
+                "size": self.size, "sha256": self.sha256}
+
+
+def kept(restic: ResticRepository) -> list[KeptSnapshot]:
+    """Every `kind=etcd-snapshot` snapshot of the repository, newest first. The size is the snapshot's own
+    summary (what was stored); the tags are the writer's word, shown, never trusted for a restore (that
+    reads the file and checks it against its SHA-256)."""
+    from kubectl_dr.repo.restic import singlefile
+
+    out = []
+    for snap in restic.snapshots():
+        if KIND_TAG not in snap.tags:
+            continue
+        revision = snap.tag_value("revision")
+        processed = (snap.summary or {}).get("total_bytes_processed")
+        out.append(KeptSnapshot(snap.id, snap.short_id, snap.time, snap.hostname, snap.tag_value("cluster"),
+                                snap.tag_value("member"), snap.tag_value("etcd"),
+                                int(revision) if revision and revision.isdigit() else None,
+                                int(processed) if isinstance(processed, int) else None,
+                                singlefile.recorded_sha256(snap)))
+    return sorted(out, key=lambda k: k.time, reverse=True)

@@ -83,6 +83,22 @@ def test_an_etcd_snapshot_is_a_one_file_restic_snapshot(where: str, tmp_path: Pa
     assert status["revision"] == data["details"]["revision"] and status["totalKey"] == data["details"]["totalKeys"]
     assert f"revision={status['revision']}" in data["tags"]
 
+    # both listings of etcd snapshots read them from the restic repository, newest first, without a cluster
+    listed = dr("etcd", "snapshots", "list", "--repo", f"restic:{repo}", "-o", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)["items"]
+    assert [i["id"] for i in items] == [snaps[1]["id"], data["id"]]
+    assert {k: items[1][k] for k in ("node", "member", "revision", "size", "sha256", "cluster")} == {
+        "node": "ext", "member": "ext", "revision": status["revision"], "size": data["size"],
+        "sha256": data["sha256"], "cluster": "4d1e-restic"}
+    assert items[0]["revision"] > items[1]["revision"]
+    by_type = dr("backups", "list", "--repo", f"restic:{repo}", "--type", "etcd", "-o", "json", env=env)
+    assert by_type.returncode == 0 and json.loads(by_type.stdout)["items"] == items, by_type.stderr
+    table = dr("etcd", "snapshots", "list", "--repo", f"restic:{repo}", "--node", "ext", env=env)
+    assert table.returncode == 0 and data["id"][:8] in table.stdout and "REVISION" in table.stdout, table.stderr
+    none = dr("etcd", "snapshots", "list", "--repo", f"restic:{repo}", "--node", "elsewhere", env=env)
+    assert none.returncode == 0 and "No etcd snapshots in" in none.stderr, none.stderr
+
     # restic forget groups them by host and path, as it would the same file backed up with --stdin
     groups = restic_json(repo, "forget", "--dry-run", "--keep-last", "1")
     assert [(g["host"], g["paths"], len(g["keep"]), len(g["remove"] or [])) for g in groups] == [

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import json
 import os
+import re
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,7 +20,8 @@ from kubectl_dr.repo.restic.backend import DATA, LOCKS, LocalBackend
 from kubectl_dr.repo.restic.nodes import NS
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.retention import Duration, Policy
-from tests.restic.oracle import PASSWORD, restic, restic_json
+from tests.cli_runner import clean_env, dr
+from tests.restic.oracle import PASSWORD, restic, restic_binary, restic_json
 
 PW = PASSWORD.encode()
 DAY = 86_400 * NS
@@ -159,3 +163,75 @@ def test_durations_read_as_restic_reads_them_and_count_back_as_go_does() -> None
     assert Duration(months=1).before_ns(march31) == march3
     assert Duration(days=1, hours=13).before_ns(march31) == march31 - 37 * 3600 * NS
     assert Duration(years=3000).before_ns(march31) is None
+
+
+def _restic_would_prune(repo_dir: Path, max_unused: str) -> tuple[str, str]:
+    """What `restic prune --dry-run --max-unused LIMIT` would repack and in total prune ("0 blobs / 0 B": nothing)."""
+    # not through tests.restic.oracle.restic: its -q silences the very summary read here
+    proc = subprocess.run([restic_binary(), "-r", str(repo_dir), "prune", "--dry-run", "--max-unused", max_unused],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "RESTIC_PASSWORD": PASSWORD,
+                               "RESTIC_CACHE_DIR": str(repo_dir.parent / ".cache")})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    found = dict(re.findall(r"^(to repack|total prune):\s+(.+?)\s*$", out, re.M))
+    assert set(found) == {"to repack", "total prune"}, out
+    return found["to repack"], found["total prune"]
+
+
+def test_max_unused_repacks_as_restic_prune_does_and_restic_finds_nothing_left(tmp_path: Path) -> None:
+    """Three files in one pack; a second backup replaces one; the first is forgotten, which leaves that pack
+    a third unused. Under --max-unused 50 % it stays (restic agrees there is nothing to do); under 0 % it is
+    repacked (and restic agrees again); the CLI takes the flag alone (no --keep rule: nothing forgotten)."""
+    repo_dir = tmp_path / "repo"
+    src = tmp_path / "v"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        (src / name).write_bytes(os.urandom(3_000_000))
+    repo = Repository.init(LocalBackend(repo_dir), PW)
+    first = localfs.backup_dir(repo, src, snapshot_path="/v", hostname="shop/db")
+    (src / "b").write_bytes(os.urandom(3_000_000))
+    second = localfs.backup_dir(Repository.open(LocalBackend(repo_dir), PW), src, snapshot_path="/v",
+                                hostname="shop/db", parent=first)
+    packs_before = {name for name, _ in LocalBackend(repo_dir).list(DATA)}
+
+    half = prune.prune(Repository.open(LocalBackend(repo_dir), PW), Policy(last=1), dry_run=False,
+                       max_unused=prune.parse_max_unused("50%"))
+    assert [d.snapshot.id for d in half.forgotten] == [first.id]
+    assert half.packs_repacked == 0 and half.unused_kept >= 3_000_000
+    restic(repo_dir, "check", "--read-data")
+    assert _restic_would_prune(repo_dir, "50%") == ("0 blobs / 0 B", "0 blobs / 0 B")
+    # ours and restic's decide alike around the share left unused (a quarter of the repository here)
+    for limit in ("0%", "10%", "20%", "30%", "40%", "8M", "1M", "unlimited"):
+        ours = prune.prune(Repository.open(LocalBackend(repo_dir), PW), Policy(), dry_run=True,
+                           max_unused=prune.parse_max_unused(limit))
+        theirs = _restic_would_prune(repo_dir, limit)[0]
+        assert (ours.packs_repacked > 0) == (theirs != "0 blobs / 0 B"), (limit, ours, theirs)
+
+    env = clean_env({"RESTIC_PASSWORD": PASSWORD})
+    bad = dr("backups", "prune", "--max-unused", "120%", "--repo", f"restic:{repo_dir}", env=env)
+    assert bad.returncode == 2 and "below 100" in bad.stderr, bad.stderr
+    plain = dr("backups", "prune", "--max-unused", "5%", "--repo", str(tmp_path / "plain"), env=env)
+    assert plain.returncode == 2 and "restic repositories" in plain.stderr, plain.stderr
+    done = dr("backups", "prune", "--max-unused", "0%", "--repo", f"restic:{repo_dir}", "--yes", "-o", "json",
+              env=env)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["packsRepacked"] >= 1 and data["unusedBytesKept"] == 0 and data["maxUnused"] == "0%"
+    assert all(s["keep"] for s in data["snapshots"])  # no --keep rule: nothing forgotten
+    restic(repo_dir, "check", "--read-data")
+    assert _restic_would_prune(repo_dir, "0%") == ("0 blobs / 0 B", "0 blobs / 0 B")
+    assert packs_before - {name for name, _ in LocalBackend(repo_dir).list(DATA)}  # the partly used pack went
+    restic(repo_dir, "restore", second.id, "--target", str(tmp_path / "out"))
+    cmp = filecmp.dircmp(src, tmp_path / "out" / "v")
+    assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
+
+
+def test_max_unused_reads_restics_forms() -> None:
+    assert prune.parse_max_unused("5%")(95_000) == 5_000
+    assert prune.parse_max_unused("0%")(10**9) == 0
+    assert prune.parse_max_unused("100M")(1) == 100 << 20 and prune.parse_max_unused("2k")(0) == 2048
+    assert prune.parse_max_unused("unlimited")(0) > 10**18
+    for bad in ("100%", "-1%", "x%", "5 MB", ""):
+        with pytest.raises(ValueError, match="max-unused"):
+            prune.parse_max_unused(bad)

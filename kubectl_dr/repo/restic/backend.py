@@ -52,6 +52,15 @@ def check_length(data: bytes, kind: str, name: str, offset: int, length: int | N
     return data
 
 
+def listed_name(kind: str, rest: str) -> str | None:
+    """The file name an object store lists as `rest` below PREFIX/KIND/ (None: not a repository file:
+    a temporary or foreign object, or one at the wrong depth: data files sit one level down)."""
+    name = rest.rsplit("/", 1)[-1]
+    if rest.count("/") == (1 if kind == DATA else 0) and _ID.match(name):
+        return check_name(kind, name)
+    return None
+
+
 def relative_path(kind: str, name: str) -> str:
     check_name(kind, name)
     if kind == CONFIG:

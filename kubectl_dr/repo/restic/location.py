@@ -1,5 +1,5 @@
-"""`--repo restic:REPO`: REPO is restic's own repository string (a path, `s3:https://host/bucket/prefix` or
-`rest:https://user:pass@host:port/path/`),
+"""`--repo restic:REPO`: REPO is restic's own repository string (a path, `s3:https://host/bucket/prefix`,
+`azure:container:/prefix` or `rest:https://user:pass@host:port/path/`),
 so the same string works with `restic -r REPO`. The password is found as restic finds it: a password
 command, else a password file (--password-file or RESTIC_PASSWORD_FILE), else RESTIC_PASSWORD.
 """
@@ -17,6 +17,7 @@ from kubectl_dr.repo.restic.backend import Backend, LocalBackend
 from kubectl_dr.repo.s3client import S3Settings
 
 if TYPE_CHECKING:  # the format (cryptography, zstandard) is imported only when a restic repository is used
+    from kubectl_dr.repo.azureclient import AzureSettings
     from kubectl_dr.repo.restic.repository import Repository
 
 PREFIX = "restic:"
@@ -28,7 +29,8 @@ def is_restic(ref: str | None) -> bool:
     return bool(ref) and str(ref).startswith(PREFIX)
 
 
-def backend_for(ref: str, s3: S3Settings | None = None, env: Mapping[str, str] | None = None) -> Backend:
+def backend_for(ref: str, s3: S3Settings | None = None, env: Mapping[str, str] | None = None,
+                azure: AzureSettings | None = None) -> Backend:
     spec = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref
     if not spec:
         raise RepoError("--repo restic: needs restic's repository string after it, e.g. restic:/srv/restic or "
@@ -37,6 +39,10 @@ def backend_for(ref: str, s3: S3Settings | None = None, env: Mapping[str, str] |
         from kubectl_dr.repo.restic.s3backend import S3Backend
 
         return S3Backend(spec, s3 or S3Settings())
+    if spec.startswith("azure:"):
+        from kubectl_dr.repo.restic.azurebackend import AzureBackend, settings_for
+
+        return AzureBackend(spec, azure or settings_for(env or {}))
     if spec.startswith("rest:"):
         from kubectl_dr.repo.restic.restbackend import RestBackend
 
@@ -44,7 +50,8 @@ def backend_for(ref: str, s3: S3Settings | None = None, env: Mapping[str, str] |
     if ":" in spec.split("/", 1)[0]:
         scheme = spec.split(":", 1)[0]
         raise RepoError(f"restic repositories of kind {scheme!r} are not supported by kubectl dr yet",
-                        hint="Use a local path, s3:https://HOST/BUCKET/PREFIX or rest:https://HOST/PATH/ "
+                        hint="Use a local path, s3:https://HOST/BUCKET/PREFIX, azure:CONTAINER:/PREFIX or "
+                             "rest:https://HOST/PATH/ "
                              "(restic copy moves snapshots between repositories).")
     return LocalBackend(Path(spec).expanduser())
 
@@ -77,17 +84,21 @@ def read_password(env: Mapping[str, str], password_file: str | None = None) -> b
 
 
 def open_repository(ref: str, env: Mapping[str, str], *, password_file: str | None = None,
-                    s3: S3Settings | None = None, create: Callable[[str], bool] | None = None) -> Repository:
+                    s3: S3Settings | None = None, azure: AzureSettings | None = None,
+                    create: Callable[[str], bool] | None = None) -> Repository:
     """Opens the repository; when it does not exist, `create(description)` decides whether to `init` it
     (None: it must exist)."""
     from kubectl_dr.repo.restic.repository import Repository
 
-    backend = backend_for(ref, s3, env)
+    backend = backend_for(ref, s3, env, azure)
     password = read_password(env, password_file)
     if backend.exists():
         return Repository.open(backend, password)
     if create is None or not create(backend.describe()):
+        # A backend may know why (Azure: the container itself is missing).
+        why = str(getattr(backend, "missing_hint", "") or "")
+        hint = (f"Create it with `restic -r {backend.describe()} init`, or back up into it with kubectl dr pvc "
+                "backup (which offers to create it).")
         raise RepoError(f"there is no restic repository at {backend.describe()}",
-                        hint=f"Create it with `restic -r {backend.describe()} init`, or back up into it with "
-                             "kubectl dr pvc backup (which offers to create it).")
+                        hint=f"{why} {hint}" if why else hint)
     return Repository.init(backend, password)

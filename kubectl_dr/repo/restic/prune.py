@@ -32,6 +32,7 @@ from kubectl_dr.units import count
 # is not worth the copy (restic's own default, --max-unused 5 %, is for the whole repository).
 REPACK_OVER = 0.2
 LOCK_WAIT = 0.0  # a prune does not queue behind a backup: it says who holds the repository
+MIN_PACK_SIZE = 4 << 20  # restic's MinPackSize, the floor of its "small pack" size
 
 
 @dataclass
@@ -68,8 +69,109 @@ def used_blobs(repo: Repository, snapshots: list[str]) -> set[str]:
     return used
 
 
+def parse_max_unused(text: str) -> Callable[[int], int]:
+    """restic's --max-unused: `unlimited`, a percentage below 100 (of the repository's size after the prune:
+    p/(100-p) of the used bytes, as restic computes it) or a number of bytes (k/K, m/M, g/G, t/T suffixes:
+    powers of 1024, as restic's ParseBytes)."""
+    value = text.strip()
+    if value == "unlimited":
+        return lambda _used: 1 << 63
+    if value.endswith("%"):
+        try:
+            p = float(value[:-1])
+        except ValueError:
+            raise ValueError(f"--max-unused {text!r}: not a percentage (e.g. 5%)") from None
+        if not 0 <= p < 100:
+            raise ValueError(f"--max-unused {text!r}: the percentage must be at least 0 and below 100")
+        return lambda used: int(p / (100 - p) * used)
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    factor = units.get(value[-1:].lower(), 1) if value else 1
+    digits = value[:-1] if value[-1:].lower() in units else value
+    if not digits.isdigit():
+        raise ValueError(f"--max-unused {text!r}: give a percentage (5%), a size (100M) or unlimited, as restic")
+    limit = int(digits) * factor
+    return lambda _used: limit
+
+
+def _keep_over_share(present: dict[str, list[packs.BlobEntry]], used: set[str], repack_over: float) -> set[str]:
+    """Without --max-unused: a pack is kept when wholly used, or partly used with at most `repack_over` of
+    its bytes unused."""
+    kept = set()
+    for pack, entries in present.items():
+        total = sum(e.length for e in entries)
+        unused = sum(e.length for e in entries if e.id not in used)
+        if unused == 0 or (unused < total and unused <= repack_over * total):
+            kept.add(pack)
+    return kept
+
+
+def keep_within_unused(present: dict[str, list[packs.BlobEntry]], sizes: dict[str, int], used: set[str],
+                       max_unused: Callable[[int], int]) -> set[str]:
+    """restic prune's choice (internal/repository/prune.go, decidePackAction), so that a `restic prune
+    --dry-run` with the same --max-unused finds nothing left to do: packs nothing uses go; partly used
+    packs (tree packs and small ones first, then by their share of unused bytes) are repacked until the
+    unused bytes left are under the limit; tree packs with unused blobs always; ten or more small packs
+    (under 4/5 of the 3rd percentile's size, at least 4 MiB) are repacked together. A blob in several packs
+    counts as used in the first only."""
+    counted: set[str] = set()
+    info: dict[str, tuple[int, int, str]] = {}  # pack -> (used bytes and header, unused bytes, type or "mixed")
+    nothing_used: list[str] = []
+    total_used = total_unused = 0
+    for pack, entries in present.items():
+        used_len = unused_len = 0
+        for e in entries:
+            if e.id in used and e.id not in counted:
+                counted.add(e.id)
+                used_len += e.length
+            else:
+                unused_len += e.length
+        types = {e.type for e in entries}
+        header = sizes[pack] - sum(e.length for e in entries)
+        info[pack] = (used_len + header, unused_len, types.pop() if len(types) == 1 else "mixed")
+        if not used_len:
+            nothing_used.append(pack)
+        total_used += used_len
+        total_unused += unused_len
+    ordered = sorted(used_size + unused for used_size, unused, _ in info.values())
+    target = max(MIN_PACK_SIZE, ordered[len(ordered) * 3 // 100]) * 4 // 5 if ordered else 0
+    kept: set[str] = set()
+    candidates: list[str] = []
+    small: list[str] = []
+    removed_unused = sum(info[pack][1] for pack in nothing_used)
+    for pack, (used_size, unused, blob_type) in info.items():
+        if pack in nothing_used:
+            continue
+        if unused == 0 and blob_type != "mixed":
+            if used_size < target:
+                small.append(pack)
+            else:
+                kept.add(pack)
+        else:
+            candidates.append(pack)
+    if len(small) < 10:  # too few to be worth the copy (restic's rule; it also stops endless repacking)
+        kept.update(small)
+    else:
+        candidates.extend(small)
+
+    def order(pack: str) -> tuple[int, int, float]:
+        used_size, unused, blob_type = info[pack]
+        return (blob_type == packs.DATA_BLOB, used_size + unused >= target, -unused / max(1, used_size))
+
+    limit = max_unused(total_used)
+    repacked_unused = 0
+    for pack in sorted(candidates, key=order):
+        used_size, unused, blob_type = info[pack]
+        remaining = total_unused - removed_unused - repacked_unused
+        if blob_type == packs.DATA_BLOB and remaining < limit and used_size + unused >= target:
+            kept.add(pack)
+        else:
+            repacked_unused += unused
+    return kept
+
+
 def prune(repo: Repository, policy: Policy, *, dry_run: bool, repack_over: float = REPACK_OVER,
-          say: Callable[[str], None] = lambda _: None) -> PruneResult:
+          max_unused: Callable[[int], int] | None = None, say: Callable[[str], None] = lambda _: None
+          ) -> PruneResult:
     with Lock(repo, exclusive=True, wait=LOCK_WAIT):
         decisions = forget.apply(repo.snapshots(), policy)
         result = PruneResult(decisions, dry_run)
@@ -90,15 +192,14 @@ def prune(repo: Repository, policy: Policy, *, dry_run: bool, repack_over: float
                 "the repository is damaged; nothing was removed",
                 hint="Run `restic check` and `restic repair index`, then prune again.")
 
-        keep_packs: dict[str, list[packs.BlobEntry]] = {}
-        for pack, entries in in_pack.items():
-            if pack not in on_disk:
-                continue  # named by an index but gone: the new index drops it (restic repair index does too)
-            total = sum(e.length for e in entries)
-            unused = sum(e.length for e in entries if e.id not in used)
-            if unused == 0 or (unused < total and unused <= repack_over * total):
-                keep_packs[pack] = entries
-                result.unused_kept += unused
+        present = {pack: entries for pack, entries in in_pack.items() if pack in on_disk}
+        # A pack named by an index but gone is dropped by the new index (restic repair index does too).
+        if max_unused is None:
+            kept_ids = _keep_over_share(present, used, repack_over)
+        else:
+            kept_ids = keep_within_unused(present, on_disk, used, max_unused)
+        keep_packs = {pack: present[pack] for pack in kept_ids}
+        result.unused_kept = sum(e.length for entries in keep_packs.values() for e in entries if e.id not in used)
         have = {b.id for entries in keep_packs.values() for b in entries}
         to_copy: dict[str, tuple[str, packs.BlobEntry]] = {}
         for pack, entries in in_pack.items():

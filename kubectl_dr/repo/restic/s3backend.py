@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,15 +17,12 @@ from kubectl_dr.repo import s3client
 from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.restic.backend import (
     CONFIG,
-    DATA,
     ResticBackendError,
     check_kind,
     check_length,
-    check_name,
+    listed_name,
     relative_path,
 )
-
-_ID = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def parse(ref: str) -> tuple[str, str, str]:
@@ -116,11 +112,9 @@ class S3Backend:
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents") or []:
-                    rest = obj["Key"][len(base):]
-                    name = rest.rsplit("/", 1)[-1]
-                    depth_ok = rest.count("/") == (1 if kind == DATA else 0)
-                    if depth_ok and _ID.match(name):
-                        yield check_name(kind, name), int(obj["Size"])
+                    name = listed_name(kind, obj["Key"][len(base):])
+                    if name is not None:
+                        yield name, int(obj["Size"])
         except ResticBackendError:
             raise
         except Exception as exc:

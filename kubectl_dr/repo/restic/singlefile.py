@@ -69,7 +69,7 @@ def store(repo: Repository, source: Path, name: str, *, hostname: str = "", tags
                     size=st.st_size, links=1, content=content)
         tree = repo.save_tree([node])
         repo.flush()  # packs and index first: the snapshot is written only when everything it names is there
-        back = _sha256(repo.file_content(node), st.st_size)
+        back = sha256_of(repo.file_content(node), st.st_size)
         if back != actual:
             raise ResticFormatError(f"{name} read back from {repo.backend.describe()} has SHA-256 {back}, "
                                     f"not {actual}: the snapshot was not written")
@@ -116,7 +116,8 @@ def write_to(repo: Repository, snap: Snapshot, out: BinaryIO) -> tuple[int, str]
     return written, actual
 
 
-def _sha256(pieces: Iterator[bytes], size: int) -> str:
+def sha256_of(pieces: Iterator[bytes], size: int) -> str:
+    """SHA-256 of a file read back in pieces, which must add up to `size` bytes."""
     digest, seen = hashlib.sha256(), 0
     for piece in pieces:
         digest.update(piece)

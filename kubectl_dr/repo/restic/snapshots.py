@@ -28,6 +28,11 @@ class Snapshot:
     def short_id(self) -> str:
         return self.id[:8]
 
+    def tag_value(self, key: str) -> str | None:
+        """The value of the one `KEY=VALUE` tag (None when there is none, or more than one)."""
+        values = [t.split("=", 1)[1] for t in self.tags if t.startswith(f"{key}=")]
+        return values[0] if len(values) == 1 else None
+
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"time": format_time(self.time)}
         if self.parent:

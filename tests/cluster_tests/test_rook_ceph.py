@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
 from tests.cluster.fixture import Cluster, ClusterFactory
+from tests.polling import eventually
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +60,14 @@ def test_a_stopped_mon_crash_loops_and_comes_back_with_its_store(rook: Cluster) 
     rook.stop_mon("c")
     assert rook.mon_status("c") is None
     assert not any(rook.mon_store("c").iterdir())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pod = _get(rook, "pods", "-l", "mon=c")["items"][0]
-        if pod["status"]["containerStatuses"][0]["restartCount"] >= 1:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("the kubelet never restarted mon c")
+    eventually(lambda: _get(rook, "pods", "-l", "mon=c")["items"][0]["status"]["containerStatuses"][0]
+               ["restartCount"] >= 1, 60, "the kubelet to restart mon c")
     assert rook.mon_status("c") is None  # no store: every restart fails
     rook.start_mon("c")
     assert sorted(p.name for p in rook.mon_store("c").iterdir()) == before
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+
+    def rejoined() -> bool:
         status = rook.mon_status("c")
-        if status and _quorum_names(status) == ["a", "b", "c"]:
-            return
-        time.sleep(1)
-    pytest.fail(f"mon c did not rejoin: {rook.mon_status('c')}")
+        return bool(status) and _quorum_names(status) == ["a", "b", "c"]
+
+    eventually(rejoined, 90, "mon c to rejoin the quorum", interval=0.5, explain=lambda: str(rook.mon_status("c")))

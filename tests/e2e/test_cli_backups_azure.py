@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY
 from tests import tables
 from tests.azurite import Azurite
 from tests.cli_runner import clean_env, executable, run
+from tests.polling import eventually
 from tests.s3server import S3Server
 
 T0 = datetime(2026, 3, 1, 0, 30, tzinfo=timezone.utc)
@@ -217,13 +217,11 @@ def test_etcd_snapshots_pull_into_azure(fast: Any, azurite: Azurite) -> None:
     _ok(_dr(env, "schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "2",
             "--dir", directory))
     try:
-        deadline = time.monotonic() + 120
-        while True:
+        def complete() -> list[dict[str, Any]]:
             found = _ok(_dr(env, "etcd", "snapshots", "list", "--dir", directory, "-o", "json"))
-            if [s for s in found["items"] if s["complete"]]:
-                break
-            assert time.monotonic() < deadline, f"no snapshot from the schedule: {found}"
-            time.sleep(2)
+            return [s for s in found["items"] if s["complete"]]
+
+        eventually(complete, 120, "a complete snapshot from the schedule", interval=1.0)
         c.kubectl("patch", "cronjob", "-n", "kube-system", name, "--type", "merge", "-p", '{"spec":{"suspend":true}}')
         url = f"azure://{azurite.new_container()}/etcd"
         at = ("--azure-endpoint", azurite.endpoint)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from kubectl_dr.ui.console import TerminalConsole
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
 CONFIG = "/etc/kubernetes/encryption/config.yaml"
@@ -79,13 +79,11 @@ def set_config(cluster: Cluster, text: str | None) -> None:
                                                                           "type": "DirectoryOrCreate"}})
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     want = f"--encryption-provider-config={CONFIG}" if text is not None else None
-    deadline = time.monotonic() + 60
-    while True:
+    def back() -> bool:
         flags = apiserver_flags(cluster, node)
-        if flags and ((want in flags) if want else not any("encryption-provider" in f for f in flags)):
-            return
-        assert time.monotonic() < deadline, "kube-apiserver did not come back with the new flags"
-        time.sleep(0.3)
+        return bool(flags) and ((want in flags) if want else not any("encryption-provider" in f for f in flags))
+
+    eventually(back, 60, "kube-apiserver to come back with the new flags")
 
 
 def snapshot(cluster: Cluster, repo: Path) -> dict[str, Any]:

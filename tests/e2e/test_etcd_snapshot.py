@@ -18,6 +18,7 @@ import pytest
 from tests import tables
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster
+from tests.polling import eventually
 from tests.unit.etcd_scratch import ETCDCTL, ScratchEtcd, snapshot_status
 
 MANAGED = "app.kubernetes.io/managed-by=kubectl-dr"
@@ -219,7 +220,6 @@ def test_a_killed_snapshot_run_leaves_no_snapshot_behind(cluster: Cluster, tmp_p
     """SIGKILL while the snapshot pod serves the file: its serve container deletes the snapshot (every
     Secret of the cluster) and ends the pod once the heartbeats stop; the next run deletes the pod."""
     import signal
-    import time
 
     from tests.cli_runner import executable
 
@@ -231,14 +231,13 @@ def test_a_killed_snapshot_run_leaves_no_snapshot_behind(cluster: Cluster, tmp_p
             break
     proc.send_signal(signal.SIGSTOP)  # held mid-copy: no more heartbeats, no cleanup
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            pods = _pods(cluster, "etcd-snapshot")
-            assert len(pods) == 1
-            if pods[0]["status"].get("phase") in ("Succeeded", "Failed"):
-                break
-            assert time.monotonic() < deadline, pods[0]["status"]
-            time.sleep(1)
+        def ended() -> list[dict[str, Any]]:
+            found = _pods(cluster, "etcd-snapshot")
+            assert len(found) == 1
+            return found if found[0]["status"].get("phase") in ("Succeeded", "Failed") else []
+
+        pods = eventually(ended, 90, "the snapshot pod to end by itself",
+                          explain=lambda: str([p["status"] for p in _pods(cluster, "etcd-snapshot")]))
         serve = next(c for c in pods[0]["status"]["containerStatuses"] if c["name"] == "serve")
         assert serve["state"]["terminated"]["exitCode"] == 0
         logs = cluster.kubectl("logs", "-n", "kube-system", pods[0]["metadata"]["name"], "-c", "serve").stdout

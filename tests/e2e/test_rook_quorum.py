@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from tests.cli_runner import clean_env, executable
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.cluster.rook_ceph import store_digest
+from tests.polling import eventually
 
 NS = "rook-ceph"
 STEPS = ("saved", "operator-down", "bad-mons-down", "maintenance", "store-backup", "monmap-edited",
@@ -83,11 +83,8 @@ def status(c: Cluster) -> dict[str, Any]:
 
 
 def wait_until(check: Any, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(1.0)
+    """eventually(), every half second: most checks run the ceph CLI against a mon, which costs CPU."""
+    eventually(check, timeout, what, interval=0.5)
 
 
 def objects(c: Cluster) -> dict[str, Any]:

@@ -334,9 +334,13 @@ def _build_ceph(root: Path) -> None:
 
 ROOK_ENTRYPOINT = """#!/bin/sh
 # Loopback stand-in for Rook's operator binary: the loopback cluster does not reconcile CephClusters,
-# so the operator only idles (its replicas are what the tests and the product look at).
+# so the operator only idles (its replicas are what the tests and the product look at). Like the real
+# operator (a Go program that stops on SIGTERM), it ends when its pod is deleted or scaled down: an idle
+# `sleep` as the container's PID 1 would ignore SIGTERM and hold every scale-down for the 30 s grace period.
 echo "rook stand-in: $* (no reconciliation in the loopback cluster)"
-exec sleep 2147483647
+trap 'echo "rook stand-in: stopping"; exit 0' TERM INT
+sleep 2147483647 &
+wait
 """
 
 

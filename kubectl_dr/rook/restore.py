@@ -402,7 +402,9 @@ class Job:
         container = template["spec"]["containers"][0]
         for probe in ("livenessProbe", "startupProbe", "readinessProbe"):
             container.pop(probe, None)
-        container["command"] = ["sleep", "infinity"]
+        # Not a bare `sleep infinity`: as PID 1 it ignores SIGTERM, so removing the maintenance pod would wait
+        # out the whole grace period (30 s by default) at a step where the cluster has no quorum.
+        container["command"] = ["bash", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
         container["args"] = []
         self.console.say(f"starting {name}: mon {self.good}'s pod with its store, sleeping instead of ceph-mon")
         self.kube.request("POST", f"/apis/apps/v1/namespaces/{self.namespace}/deployments", body=d)

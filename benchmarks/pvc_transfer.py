@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.installed import as_installed
 from kubectl_dr.volumes import scripts
 from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
 from tests.cli_runner import clean_env, executable, kubectl
@@ -196,8 +197,8 @@ def du_bytes(path: Path) -> int:
 class Bench:
     def __init__(self, cluster, ns: str, work: Path) -> None:  # type: ignore[no-untyped-def]
         self.cluster, self.ns, self.work = cluster, ns, work
-        self.env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30",
-                              "KUBECTL_DR_CONFIG": os.devnull})
+        self.env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30",
+                                           "KUBECTL_DR_CONFIG": os.devnull}), work)
         self.k = [kubectl("1.33"), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
         self.repo = work / "repo"
         self.s3_env: dict[str, str] = {}

@@ -79,7 +79,7 @@ def main() -> None:
         print(f"filled {args.mb} MiB in {time.monotonic() - t0:.1f}s", file=sys.stderr)
 
         repo = work / "repo"
-        env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)}), work)
+        env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)}))
         dr = executable()
         direct = ["--endpoints", member.client_url, "--cacert", str(pki / "ca.crt"),
                   "--cert", str(pki / "healthcheck-client.crt"), "--key", str(pki / "healthcheck-client.key")]

@@ -92,8 +92,7 @@ def main() -> None:
         for i in range(args.claims):
             make_claim(cluster, ns, f"data-{i}")
             (volume_dir(cluster, ns, f"data-{i}") / "file").write_bytes(bytes(range(256)) * 4096)
-        env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(work / "repo")}),
-                           work)
+        env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(work / "repo")}))
         kube = [kubectl(), f"--kubeconfig={cluster.kubeconfig}"]
         rows = []
         get_s, listed = timed([*kube, "get", KINDS, "-n", ns, "-o", "json"], env)

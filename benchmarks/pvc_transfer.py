@@ -198,7 +198,7 @@ class Bench:
     def __init__(self, cluster, ns: str, work: Path) -> None:  # type: ignore[no-untyped-def]
         self.cluster, self.ns, self.work = cluster, ns, work
         self.env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30",
-                                           "KUBECTL_DR_CONFIG": os.devnull}), work)
+                                           "KUBECTL_DR_CONFIG": os.devnull}))
         self.k = [kubectl("1.33"), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
         self.repo = work / "repo"
         self.s3_env: dict[str, str] = {}

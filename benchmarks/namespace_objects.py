@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.installed import as_installed
 from tests.cli_runner import clean_env, executable, kubectl
 from tests.cluster.fixture import start_cluster
 from tests.datasets import make_claim, new_namespace, volume_dir
@@ -91,12 +92,7 @@ def main() -> None:
         for i in range(args.claims):
             make_claim(cluster, ns, f"data-{i}")
             (volume_dir(cluster, ns, f"data-{i}") / "file").write_bytes(bytes(range(256)) * 4096)
-        env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(work / "repo")})
-        # kubectl dr as a wheel install runs it: from compiled bytecode (pip compiles at install time; an
-        # editable checkout under PYTHONDONTWRITEBYTECODE would compile every module on every run, ~1 s).
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-        timed([executable(), "--dry-run=client", "ns", "backup", ns, "-o", "json"], env)  # warm-up: compiles
+        env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(work / "repo")}))
         kube = [kubectl(), f"--kubeconfig={cluster.kubeconfig}"]
         rows = []
         get_s, listed = timed([*kube, "get", KINDS, "-n", ns, "-o", "json"], env)

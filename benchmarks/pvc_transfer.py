@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.installed import as_installed
 from kubectl_dr.volumes import scripts
 from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
 from tests.cli_runner import clean_env, executable, kubectl
@@ -39,6 +40,8 @@ CHECKED = "kubectl exec +checks"
 # fixed work (verification, pods, listing, tree check).
 TRANSFER: dict[str, list[float]] = defaultdict(list)
 LISTING: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (listing seconds, run seconds)
+# The measured client's own CPU seconds by (way, tool): kubectl-dr's beside kubectl's during kubectl cp.
+CLIENT_CPU: dict[tuple[str, str], list[float]] = defaultdict(list)
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -179,7 +182,9 @@ def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None =
         if sampler is not None and profile is not None:
             sampler.__exit__()
             PROFILES[profile[0]] = sampler.by_command()
-            PROFILES[profile[0]]["kubectl-dr"] = usage.ru_utime + usage.ru_stime  # exact, from wait4
+            # The measured process itself (kubectl-dr, or kubectl for the kubectl cp rows): exact, from wait4.
+            name = Path(args[0]).name
+            PROFILES[profile[0]]["kubectl" if name.startswith("kubectl.") else name] = usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])}… failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
     return seconds, peak.kib
@@ -192,8 +197,8 @@ def du_bytes(path: Path) -> int:
 class Bench:
     def __init__(self, cluster, ns: str, work: Path) -> None:  # type: ignore[no-untyped-def]
         self.cluster, self.ns, self.work = cluster, ns, work
-        self.env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30",
-                              "KUBECTL_DR_CONFIG": os.devnull})
+        self.env = as_installed(clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "30",
+                                           "KUBECTL_DR_CONFIG": os.devnull}))
         self.k = [kubectl("1.33"), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
         self.repo = work / "repo"
         self.s3_env: dict[str, str] = {}
@@ -324,7 +329,9 @@ def run(args: argparse.Namespace) -> None:
             cpdir = work / "cp"
             if cpdir.exists():
                 shutil.rmtree(cpdir)
-            s, _ = measure([*b.k, "cp", f"{ns}/bench:/data", str(cpdir)])
+            s, _ = measure([*b.k, "cp", f"{ns}/bench:/data", str(cpdir)], profile=("kubectl cp out", b.server_pid))
+            CLIENT_CPU["backup", "kubectl cp"].append(PROFILES["kubectl cp out"]["kubectl"])
+            CLIENT_CPU["backup", "kubectl dr"].append(PROFILES["backup mixed"]["kubectl-dr"])
             runs["kubectl cp"]["backup"].append(s)
             if round_no == 1:
                 print(f"kubectl cp copied {du_bytes(cpdir) / GIB:.2f} GiB", file=sys.stderr)
@@ -345,7 +352,9 @@ def run(args: argparse.Namespace) -> None:
             wipe(vol)
             runs[CHECKED]["restore"].append(b.checked_restore(work / "checked.tar"))
             wipe(vol)
-            s, _ = measure([*b.k, "cp", str(cpdir), f"{ns}/bench:/data/cp"])
+            s, _ = measure([*b.k, "cp", str(cpdir), f"{ns}/bench:/data/cp"], profile=("kubectl cp in", b.server_pid))
+            CLIENT_CPU["restore", "kubectl cp"].append(PROFILES["kubectl cp in"]["kubectl"])
+            CLIENT_CPU["restore", "kubectl dr"].append(PROFILES["restore mixed"]["kubectl-dr"])
             runs["kubectl cp"]["restore"].append(s)
             b.pod(False)
             tarfile.unlink()
@@ -381,6 +390,11 @@ def run(args: argparse.Namespace) -> None:
             if "mixed" in label:
                 share = statistics.median(listed / total for listed, total in pairs)
                 print(f"{label}: the pod's stat listings take {share:.1%} of the run (median)")
+        print("client CPU-s per GiB (median; user + system from wait4), kubectl-dr beside kubectl during "
+              "kubectl cp of the same data: "
+              + "; ".join(f"{way} {statistics.median(CLIENT_CPU[way, 'kubectl dr']) / (size / GIB):.2f} against "
+                          f"{statistics.median(CLIENT_CPU[way, 'kubectl cp']) / (size / GIB):.2f}"
+                          for way in ("backup", "restore")))
         print(f"\npeak RSS kubectl-dr at {size / GIB:.2f} GiB: backup {rss1 / 1024:.1f} MiB, "
               f"restore {rss1r / 1024:.1f} MiB")
         if s3_runs:

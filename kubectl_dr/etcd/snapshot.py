@@ -23,7 +23,7 @@ from kubectl_dr.etcd import encryption, keyspace, podspec
 from kubectl_dr.etcd import snapshot_exposure as exposure
 from kubectl_dr.etcd.errors import MemberError, all_members_failed
 from kubectl_dr.etcd.snapshot_exposure import SnapshotExposure, compare, endpoint_fields
-from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
+from kubectl_dr.etcd.snapshot_file import SnapshotStatus, StreamedHashes, verify_snapshot
 from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -79,10 +79,11 @@ def manifest_details(status: SnapshotStatus, member: dict[str, Any], extra: dict
 
 
 def _verify_and_commit(writer: BackupWriter, part: PartWriter, details: dict[str, Any], member: dict[str, Any],
-                       timings: dict[str, float] | None = None) -> tuple[Manifest, SnapshotStatus]:
+                       timings: dict[str, float] | None = None,
+                       streamed: StreamedHashes | None = None) -> tuple[Manifest, SnapshotStatus]:
     started = time.monotonic()
     try:
-        status = verify_snapshot(part.path)
+        status = verify_snapshot(part.path, streamed=(streamed, part.sha256) if streamed is not None else None)
     except VerificationError as exc:
         raise MemberError(str(member.get("name") or member.get("endpoint")),
                           f"the snapshot from {member.get('node') or member.get('endpoint')} is not a good "
@@ -191,7 +192,13 @@ def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: floa
         console.say(f"copying the snapshot from pod {pod.namespace}/{pod.name}"
                 + (f" (about {units.size(int(expected))})" if isinstance(expected, int) else ""))
         copy_started = time.monotonic()
-        with counted(part.write, console.progress, f"etcd snapshot {member.node}", expected) as write:
+        hashes = StreamedHashes()  # the trailer's hash taken while the stream waits on the pod
+
+        def keep(data: bytes) -> None:
+            part.write(data)
+            hashes.update(data)
+
+        with counted(keep, console.progress, f"etcd snapshot {member.node}", expected) as write:
             served = exposed.stream(write)
         written = part.close()
         try:
@@ -204,7 +211,7 @@ def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: floa
                  "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3),
                               "remoteSha256": served.remote_sha256, "remoteSize": served.remote_size},
                  "encryption": keys.to_dict()}
-        manifest_, status = _verify_and_commit(writer, part, extra, info, exposed.timings)
+        manifest_, status = _verify_and_commit(writer, part, extra, info, exposed.timings, hashes)
         path = repo.backup_location(manifest_.id)
     return SnapshotResult(manifest_, path, status, time.monotonic() - started, repo.location)
 

@@ -124,17 +124,48 @@ class SnapshotStatus:
         }
 
 
+class StreamedHashes:
+    """The hashes `verify_snapshot` needs, taken from the bytes as they are written to the file: SHA-256 of
+    all but the last 32 (the trailer's place) here, of the whole file by the caller (a repository part
+    hashes what it stores). Given both, the verification reads the file's database pages but does not
+    read and hash the whole file a second time (~0.2 s per 200 MiB, in the fixed seconds of a snapshot)."""
+
+    def __init__(self) -> None:
+        self._body = hashlib.sha256()
+        self._held = b""  # the last TRAILER_SIZE bytes seen: not in the body hash unless more follow
+        self.size = 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        self.size += len(view)
+        if len(view) >= TRAILER_SIZE:
+            self._body.update(self._held)
+            self._body.update(view[:-TRAILER_SIZE])
+            self._held = bytes(view[-TRAILER_SIZE:])
+        else:
+            held = self._held + bytes(view)
+            self._body.update(held[:-TRAILER_SIZE])
+            self._held = held[-TRAILER_SIZE:]
+
+    def body(self) -> bytes:
+        """SHA-256 of every byte but the last TRAILER_SIZE."""
+        return self._body.digest()
+
+
 def verify_snapshot(
     path: str | os.PathLike[str],
     *,
     require_trailer: bool = True,
     progress: Progress | None = None,
+    streamed: tuple[StreamedHashes, str] | None = None,
 ) -> SnapshotStatus:
     """Verify the snapshot at ``path`` and report its status, or raise a ``SnapshotError``.
 
     ``require_trailer=False`` also accepts a bare database without the SHA-256 trailer (a ``db`` file
     copied out of a data directory, which etcd restores only with ``--skip-hash-check``).
     ``progress`` is called with the number of bytes hashed so far.
+    ``streamed``: the hashes of the bytes written to ``path`` (``StreamedHashes`` and the whole file's
+    SHA-256, hex), used instead of a hashing pass when they cover exactly the file's size.
     """
     name = os.fspath(path)
     try:
@@ -142,12 +173,13 @@ def verify_snapshot(
     except OSError as exc:
         raise SnapshotUnreadableError(name, f"cannot open the file: {exc.strerror}") from exc
     try:
-        return _verify(fd, name, require_trailer, progress)
+        return _verify(fd, name, require_trailer, progress, streamed)
     finally:
         os.close(fd)
 
 
-def _verify(fd: int, name: str, require_trailer: bool, progress: Progress | None) -> SnapshotStatus:
+def _verify(fd: int, name: str, require_trailer: bool, progress: Progress | None,
+            streamed: tuple[StreamedHashes, str] | None) -> SnapshotStatus:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise SnapshotUnreadableError(name, "not a regular file")
@@ -170,18 +202,23 @@ def _verify(fd: int, name: str, require_trailer: bool, progress: Progress | None
         )
     data_size = size - TRAILER_SIZE if has_trailer else size
 
-    body_hash, whole_hash, trailer = _hash_file(fd, name, data_size, size, progress)
-    if has_trailer and body_hash.digest() != trailer:
+    if streamed is not None and has_trailer and streamed[0].size == size:
+        body, whole = streamed[0].body(), streamed[1]
+        trailer = os.pread(fd, TRAILER_SIZE, data_size)
+    else:
+        body_hash, whole_hash, trailer = _hash_file(fd, name, data_size, size, progress)
+        body, whole = body_hash.digest(), whole_hash.hexdigest()
+    if has_trailer and body != trailer:
         if not looks_like_bbolt:
             raise NotASnapshotError(name, "not an etcd snapshot: the file does not start with a bbolt database")
         raise SnapshotChecksumError(
             name,
             "SHA-256 trailer does not match the contents: the file was altered or damaged "
-            f"(trailer {trailer.hex()}, contents {body_hash.hexdigest()})",
+            f"(trailer {trailer.hex()}, contents {body.hex()})",
         )
 
     try:
-        return _read_database(fd, name, size, data_size, has_trailer, whole_hash.hexdigest())
+        return _read_database(fd, name, size, data_size, has_trailer, whole)
     except bbolt.BoltError as exc:
         raise SnapshotCorruptError(name, f"the bbolt database is damaged: {exc}") from exc
 

@@ -21,6 +21,7 @@ from kubectl_dr.etcd.snapshot_file import (
     SnapshotError,
     SnapshotTruncatedError,
     SnapshotUnreadableError,
+    StreamedHashes,
     verify_snapshot,
 )
 
@@ -230,6 +231,40 @@ def test_flipped_byte_in_trailer(good: Path, tmp_path: Path) -> None:
     _flip(bad, bad.stat().st_size - 5)
     with pytest.raises(SnapshotChecksumError, match="SHA-256 trailer does not match the contents"):
         verify_snapshot(bad)
+
+
+def _streamed(data: bytes, sizes: list[int]) -> tuple[StreamedHashes, str]:
+    """The hashes of `data` fed in pieces of these sizes, in turn, as a stream hands them over."""
+    hashes, whole, at, i = StreamedHashes(), hashlib.sha256(), 0, 0
+    while at < len(data):
+        piece = data[at : at + sizes[i % len(sizes)]]
+        hashes.update(memoryview(piece))
+        whole.update(piece)
+        at, i = at + len(piece), i + 1
+    return hashes, whole.hexdigest()
+
+
+@pytest.mark.parametrize("sizes", [[1 << 20], [1, 31, 32, 33, 4096], [7], [65536, 3]])
+def test_hashes_taken_from_the_stream_give_the_same_status(good: Path, sizes: list[int]) -> None:
+    """Whatever the pieces (shorter than the trailer, or ending inside it), the status is the one a
+    hashing pass over the file gives, and the file is still checked against its trailer."""
+    streamed = _streamed(good.read_bytes(), sizes)
+    assert verify_snapshot(good, streamed=streamed) == verify_snapshot(good)
+
+
+def test_a_damaged_stream_still_fails_the_trailer_check(good: Path, tmp_path: Path) -> None:
+    bad = _copy(good, tmp_path / "flip-streamed.db")
+    _flip(bad, bad.stat().st_size // 2)
+    with pytest.raises(SnapshotChecksumError, match="SHA-256 trailer does not match the contents"):
+        verify_snapshot(bad, streamed=_streamed(bad.read_bytes(), [1 << 16]))
+
+
+def test_hashes_of_another_size_are_not_trusted(good: Path, tmp_path: Path) -> None:
+    """Hashes that do not cover exactly the file (it grew or shrank after the stream) are not used: the
+    file is read and hashed as it is."""
+    data = good.read_bytes()
+    streamed = _streamed(data[:-512], [1 << 16])
+    assert verify_snapshot(good, streamed=streamed) == verify_snapshot(good)
 
 
 @pytest.mark.parametrize("meta_page", [0, 1])

@@ -75,7 +75,8 @@ def dr(cluster: Any, *args: str, label: str = "") -> tuple[float, dict[str, Any]
                 _cluster_cpu(cluster) - theirs))
     if proc.returncode != 0:
         raise SystemExit(f"kubectl dr {' '.join(args)} failed (exit {proc.returncode})")
-    return took, json.loads(stdout[0])
+    # py-spy says what it does on stdout too: the result is the JSON document after its lines
+    return took, json.loads("".join(line for line in stdout[0].splitlines(True) if not line.startswith("py-spy>")))
 
 
 def change_files(vol: Path, share: float, rng: random.Random) -> int:

@@ -172,11 +172,12 @@ def parse_pieces(out: bytes, cursor: int, total: int) -> list[str]:
 
 
 def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str],
-                chunked: list[tuple[str, list[tuple[int, int]]]]) -> tuple[dict[str, str], list[str]]:
+                chunked: list[tuple[str, list[tuple[int, int]]]]) -> tuple[dict[str, str], list[str], int]:
     """SHA-256 of the `whole` files, and of each (offset, length) piece of the `chunked` ones, computed in
-    the pod; only the hashes cross, checked as a stream. Returns (path → hash, the pieces' hashes in order)."""
+    the pod; only the hashes cross, checked as a stream. Returns (path → hash, the pieces' hashes in order,
+    the bytes that crossed)."""
     if not whole and not chunked:
-        return {}, []
+        return {}, [], 0
     transfer.capture(kube, pod, f"cat > {scripts.HASHES}", stdin=scripts.hash_list_script(whole, chunked),
                      what="uploading the list of files to hash")
     buffer = bytearray()
@@ -190,7 +191,7 @@ def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str],
                      f"hashing the volume's files in pod {pod.namespace}/{pod.name}")
     out = bytes(buffer)
     hashes, cursor = parse_hashes(out, whole)
-    return hashes, parse_pieces(out, cursor, sum(len(pieces) for _, pieces in chunked))
+    return hashes, parse_pieces(out, cursor, sum(len(pieces) for _, pieces in chunked)), len(out)
 
 
 def _pieces(chunks: list[tuple[str, int]]) -> list[tuple[int, int]]:
@@ -224,7 +225,7 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
     if delta.hashed_files:
         console.say(f"comparing {count(delta.hashed_files, 'file')} ({size(delta.hashed_bytes)}) of the volume "
                     "with the snapshot: SHA-256 of each chunk computed in the pod, only the hashes cross")
-    got, pieces = hash_in_pod(kube, pod, whole, chunked)
+    got, pieces, _ = hash_in_pod(kube, pod, whole, chunked)
     for p in whole:
         if got.get(p) != chunks[p][0][0]:
             delta.send.update(groups[p])

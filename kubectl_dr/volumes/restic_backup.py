@@ -36,7 +36,7 @@ from kubectl_dr.session import Session
 from kubectl_dr.units import size
 from kubectl_dr.volumes import backup as tar_backup
 from kubectl_dr.volumes import entries as entries_module
-from kubectl_dr.volumes import restic_incremental, scripts, transfer
+from kubectl_dr.volumes import restic_blocks, restic_incremental, scripts, transfer
 from kubectl_dr.volumes.access import BACKUP, plan_access
 from kubectl_dr.volumes.entries import Entry
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
@@ -61,13 +61,15 @@ class ResticBackupResult:
     changed: list[str] = field(default_factory=list)
     received_bytes: int = 0  # what crossed the API (the tar stream)
     incremental: bool = False
+    blocks: dict[str, int] = field(default_factory=dict)  # large changed files compared chunk by chunk
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "ResticSnapshot", "id": self.snapshot.id, "shortId": self.snapshot.short_id,
                 "repository": self.repository, "hostname": self.snapshot.hostname, "paths": self.snapshot.paths,
                 "tags": self.snapshot.tags, "parent": self.snapshot.parent, "entries": self.entries,
                 "contentBytes": self.content_bytes, "storedBytes": self.stored_bytes, "seconds": self.seconds,
-                "receivedBytes": self.received_bytes, "incremental": self.incremental}
+                "receivedBytes": self.received_bytes, "incremental": self.incremental,
+                **({"blocks": self.blocks} if self.blocks else {})}
 
     def columns(self) -> list[str]:
         return ["ID", "HOST", "ENTRIES", "SIZE", "READ", "ADDED"]
@@ -113,12 +115,18 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
                                 "the whole volume")
                     plan = None
             changed: list[str] = []
+            blocks: dict[str, int] = {}
             if plan is not None:
                 assert parent is not None
                 console.say(f"parent snapshot {parent.short_id}: {len(plan.reuse)} unchanged files "
-                            f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read")
+                            f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read"
+                            + (f", {len(plan.blocks)} large files to compare chunk by chunk" if plan.blocks else ""))
                 contents, targets, received = restic_incremental.stream(kube, repo, pod, plan, console, what)
+                blocked = restic_blocks.back_up(kube, repo, pod, list(plan.blocks.values()), console, what)
                 pod.release()
+                contents.update(blocked.contents)
+                received += blocked.received_bytes
+                blocks = blocked.to_dict() if plan.blocks else {}
                 items = restic_incremental.items(plan, contents, targets)
                 files = [f for f in plan.keep.values() if f.kind == entries_module.FILE]
                 entry_count, content_bytes, file_count = len(plan.keep), sum(f.size for f in files), len(files)
@@ -141,7 +149,7 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
             repo.save_snapshot(snap)
         exposure.finish()
     return ResticBackupResult(snap, where, entry_count, content_bytes, repo.bytes_stored,
-                              round(time.monotonic() - clock, 3), changed, received, plan is not None)
+                              round(time.monotonic() - clock, 3), changed, received, plan is not None, blocks)
 
 
 def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions, access: Any,

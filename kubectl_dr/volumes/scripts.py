@@ -306,7 +306,12 @@ def hash_list_script(paths: list[str], chunked: list[tuple[str, list[tuple[int, 
 
 def hashes_script() -> str:
     """Run the uploaded hash list, its output counted and hashed on the way out like every stream."""
-    return _out(f"sh {HASHES}")
+    return uploaded_out(HASHES)
+
+
+def uploaded_out(script: str) -> str:
+    """Run a script uploaded into the scratch directory, its output counted and hashed on the way out."""
+    return _out(f"sh {script}")
 
 
 FREE_SPACE = f"df -Pk {DATA} | tail -n 1"

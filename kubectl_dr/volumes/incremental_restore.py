@@ -171,14 +171,15 @@ def parse_pieces(out: bytes, cursor: int, total: int) -> list[str]:
     return hashes
 
 
-def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str],
-                chunked: list[tuple[str, list[tuple[int, int]]]]) -> tuple[dict[str, str], list[str], int]:
+def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str], chunked: list[tuple[str, list[tuple[int, int]]]],
+                sizes: dict[str, int]) -> tuple[dict[str, str], list[str], int]:
     """SHA-256 of the `whole` files, and of each (offset, length) piece of the `chunked` ones, computed in
     the pod; only the hashes cross, checked as a stream. Returns (path → hash, the pieces' hashes in order,
-    the bytes that crossed)."""
+    the bytes that crossed). `sizes` of the `whole` files share the work out among the pod's hashing
+    processes."""
     if not whole and not chunked:
         return {}, [], 0
-    transfer.capture(kube, pod, f"cat > {scripts.HASHES}", stdin=scripts.hash_list_script(whole, chunked),
+    transfer.capture(kube, pod, f"cat > {scripts.HASHES}", stdin=scripts.hash_list_script(whole, chunked, sizes=sizes),
                      what="uploading the list of files to hash")
     buffer = bytearray()
     digest = hashlib.sha256()
@@ -225,7 +226,7 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
     if delta.hashed_files:
         console.say(f"comparing {count(delta.hashed_files, 'file')} ({size(delta.hashed_bytes)}) of the volume "
                     "with the snapshot: SHA-256 of each chunk computed in the pod, only the hashes cross")
-    got, pieces, _ = hash_in_pod(kube, pod, whole, chunked)
+    got, pieces, _ = hash_in_pod(kube, pod, whole, chunked, {p: found[p].size for p in whole})
     for p in whole:
         if got.get(p) != chunks[p][0][0]:
             delta.send.update(groups[p])

@@ -162,7 +162,7 @@ def back_up(kube: Kube, repo: Repository, pod: RescuePod, files: list[BlockFile]
     result.hashed_bytes = sum(f.covered for f in files)
     console.say(f"comparing {count(len(files), 'large changed file')} ({size(result.hashed_bytes)}) with the "
                 "parent snapshot block by block: SHA-256 of each chunk computed in the pod, only the hashes cross")
-    _, hashes, crossed = incremental_restore.hash_in_pod(kube, pod, [], [(f.path, f.pieces()) for f in files])
+    _, hashes, crossed = incremental_restore.hash_in_pod(kube, pod, [], [(f.path, f.pieces()) for f in files], {})
     result.received_bytes += crossed
     plans, at = [], 0
     for f in files:

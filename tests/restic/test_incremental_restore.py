@@ -25,7 +25,7 @@ def _tools(tmp_path: Path, flavour: str) -> dict[str, str]:
     bin_dir.mkdir()
     busybox = shutil.which("busybox")
     assert busybox is not None, "busybox is installed by .ci/run"
-    for applet in ("sh", "sha256sum", "dd", "true"):
+    for applet in ("sh", "sha256sum", "dd", "true", "cat", "rm"):
         (bin_dir / applet).symlink_to(busybox)
     return {"PATH": str(bin_dir)}
 
@@ -42,6 +42,7 @@ def test_hashes_of_odd_names_are_read_back_exactly_and_an_unreadable_file_has_no
             f.write(content)
         want[name] = hashlib.sha256(content).hexdigest()
     monkeypatch.setattr(scripts, "DATA", str(data))
+    monkeypatch.setattr(scripts, "SCRATCH", str(tmp_path))
     asked = [*NAMES[:3], "gone", *NAMES[3:]]  # a file that vanished: sha256sum prints no line for it
     # And chunk by chunk at offsets, as a restic file of several blobs is compared: pieces of a file with an
     # odd name, one past its end (hashes as empty), and one of a file that is gone.
@@ -52,7 +53,13 @@ def test_hashes_of_odd_names_are_read_back_exactly_and_an_unreadable_file_has_no
     chunked = [("big\nfile", pieces), ("gone-too", [(0, 5)])]
     script = tmp_path / "hashes.sh"
     script.write_bytes(scripts.hash_list_script(asked, chunked))
-    out = subprocess.run(["sh", str(script)], capture_output=True, env=_tools(tmp_path, flavour), check=True).stdout
+    env = _tools(tmp_path, flavour)
+    out = subprocess.run(["sh", str(script)], capture_output=True, env=env, check=True).stdout
+    # The lines shared out among one, two (the default) or five hashing processes: the same output, in order.
+    for workers in (1, 5):
+        script.write_bytes(scripts.hash_list_script(asked, chunked, sizes={n: 100 for n in asked}, workers=workers))
+        assert subprocess.run(["sh", str(script)], capture_output=True, env=env, check=True).stdout == out
+    assert not list(tmp_path.glob("hashes.[0-9]"))
     hashes, cursor = incremental_restore.parse_hashes(out + b"\0" * 300, asked)  # the stream's zero padding too
     assert hashes == want
     empty = hashlib.sha256().hexdigest()

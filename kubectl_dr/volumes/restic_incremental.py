@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,25 @@ class Plan:
         return scripts.paths_backup_script(tar, self.send)
 
 
-def plan(repo: Repository, parent: Snapshot, found: dict[str, Found], skipped: list[Skipped]) -> Plan:
-    old = archiver.parent_files(repo, archiver.volume_root(repo, parent.tree, parent.paths))
+def parent_files(repo: Repository, parent: Snapshot,
+                 cancelled: Callable[[], bool] = lambda: False) -> dict[str, nodes.Node]:
+    """The parent snapshot's files by path (what `plan` compares the listing with); stops with
+    `Cancelled` as soon as `cancelled()` says so (the backup failed while this ran beside it)."""
+    out: dict[str, nodes.Node] = {}
+    for path, node in archiver.walk(repo, archiver.volume_root(repo, parent.tree, parent.paths)):
+        if cancelled():
+            raise Cancelled
+        if node.type == nodes.FILE:
+            out[path] = node
+    return out
+
+
+class Cancelled(Exception):
+    """The parent's trees were not read to the end: the backup stopped meanwhile."""
+
+
+def plan(repo: Repository, old: dict[str, nodes.Node], found: dict[str, Found], skipped: list[Skipped]) -> Plan:
+    """`old`: the parent snapshot's files (`parent_files`)."""
     gone = {s.path for s in skipped}
     keep = {p: f for p, f in found.items()
             if not (p and (excluded(p) or any(p == g or p.startswith(g + "/") for g in gone)))}

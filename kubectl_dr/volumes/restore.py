@@ -212,10 +212,15 @@ def run(session: Session, repo: Repository | None, opts: RestoreOptions, *,
     """`prepared` makes the Source another way (a restic snapshot, read and checked here); `repo` is
     then not used."""
     kube, console, dry_run = session.kube, session.console, session.dry_run
-    access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
     if prepared is not None:
-        src = prepared()
+        # The snapshot's trees are read (repository and CPU) while the claim and its consumers are looked
+        # up (the API server).
+        with ThreadPoolExecutor(1, "restore-source") as pool:
+            reading = pool.submit(prepared)
+            access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
+            src = reading.result()
     else:
+        access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
         assert repo is not None
         current, why = try_cluster_identity(kube)
         src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,

@@ -305,7 +305,7 @@ def restore(
                                                                 compress=compress, full=full),
                              prepared=lambda: restic_source.build(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
-                                 Path(work), current.console, include))
+                                 Path(work), current.console, include, target=f"{namespace}/{claim}"))
     else:
         if full:
             raise UsageError("--full applies to restic repositories (--repo restic:REPO): a restore from any "

@@ -251,7 +251,8 @@ def restore(
     compress: CompressRestoreOption = "none",
     full: Annotated[bool, typer.Option(
         "--full", help="restic:REPO only: send every file again. Without it, files the volume already holds "
-                       "(same size and SHA-256, computed in the pod) are not sent.")] = False,
+                       "(same size and SHA-256, computed in the pod; or, restoring a claim's own snapshot, "
+                       "the very files its backup read: same inode and change time) are not sent.")] = False,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 

@@ -110,12 +110,22 @@ def kubectl_cp(cluster: Any, ns: str, tree: Path) -> float:
     return took
 
 
+def print_cpu() -> None:
+    print("CPU-seconds per command (wall, kubectl dr, cluster incl. pods):")
+    for label, wall, ours, theirs in CPU:
+        print(f"  {label:20} {wall:6.1f}s wall {ours:6.1f} CPU-s ours {theirs:6.1f} CPU-s cluster")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gb", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/bench-restic")
     parser.add_argument("--profile", help="a directory for one py-spy flame graph per kubectl dr command")
+    parser.add_argument("--database", type=int, default=0, metavar="N",
+                        help="then a round that rewrites four 4 KiB pages in each of N of the 64 MiB files only "
+                             "(a database's few changed pages: compared chunk by chunk in the pod)")
+    parser.add_argument("--no-restore", action="store_true", help="backups only")
     args = parser.parse_args()
     global PROFILE
     if args.profile:
@@ -146,6 +156,22 @@ def main() -> None:
             took, result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
                               label="backup-incremental")
             rounds.append((took, result["receivedBytes"], result["storedBytes"], changed))
+        if args.database:
+            big = sorted(p for p in vol.rglob("*") if p.is_file() and p.stat().st_size >= 64 << 20)[:args.database]
+            for path in big:
+                with open(path, "r+b") as f:
+                    for _ in range(4):
+                        f.seek(rng.randrange(path.stat().st_size - 4096))
+                        f.write(rng.randbytes(4096))
+            took, result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
+                              label="backup-database")
+            print(f"database round ({len(big)} files of 64 MiB, four 4 KiB pages rewritten in each): {took:.1f}s "
+                  f"({took / first_s:.0%} of the first), {result['receivedBytes'] / (1 << 20):.1f} MiB crossed the "
+                  f"API, {result['storedBytes'] / (1 << 20):.1f} MiB stored; block comparison: "
+                  f"{result.get('blocks') or 'none'}")
+        if args.no_restore:
+            print_cpu()
+            return
         # The restore case: 1 % of the files changed once more, then the latest snapshot restored onto them.
         copy = work / "tree"
         shutil.copytree(vol, copy, symlinks=True)
@@ -170,9 +196,7 @@ def main() -> None:
               f"restore's {full['size'] / GIB:.3f} GiB), {inc['incremental']['filesSent']} files sent, "
               f"{inc['incremental']['filesSkipped']} skipped; --full {full_s:.1f}s; kubectl cp of the tree "
               f"{cp_s:.1f}s (incremental is {cp_s / inc_s:.1f}x faster than kubectl cp)")
-        print("CPU-seconds per command (wall, kubectl dr, cluster incl. pods):")
-        for label, wall, ours, theirs in CPU:
-            print(f"  {label:20} {wall:6.1f}s wall {ours:6.1f} CPU-s ours {theirs:6.1f} CPU-s cluster")
+        print_cpu()
     finally:
         cluster.down()
 

@@ -36,7 +36,7 @@ from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
 from kubectl_dr.session import Session
-from kubectl_dr.units import size
+from kubectl_dr.units import count, size
 from kubectl_dr.volumes import backup as tar_backup
 from kubectl_dr.volumes import entries as entries_module
 from kubectl_dr.volumes import restic_blocks, restic_incremental, scripts, transfer
@@ -125,9 +125,9 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
         blocks: dict[str, int] = {}
         if plan is not None:
             assert parent is not None
+            compared = f", {count(len(plan.blocks), 'large file')} to compare chunk by chunk" if plan.blocks else ""
             console.say(f"parent snapshot {parent.short_id}: {len(plan.reuse)} unchanged files "
-                        f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read"
-                        + (f", {len(plan.blocks)} large files to compare chunk by chunk" if plan.blocks else ""))
+                        f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read{compared}")
             contents, targets, received = restic_incremental.stream(kube, repo, pod, plan, console, what)
             blocked = restic_blocks.back_up(kube, repo, pod, list(plan.blocks.values()), console, what)
             pod.release()

@@ -63,7 +63,7 @@ def test_a_large_file_with_a_few_changed_pages_sends_only_their_chunks(cluster: 
     assert second.returncode == 0, second.stderr
     inc = json.loads(second.stdout)
     assert inc["incremental"] and inc["parent"] == full["id"]
-    assert "1 large files to compare chunk by chunk" in second.stderr, second.stderr
+    assert "1 large file to compare chunk by chunk" in second.stderr, second.stderr
     changed_chunks = 4  # chunks 3, 49, 50 and 99
     blocks = inc["blocks"]
     assert blocks["files"] == 1 and blocks["hashedBytes"] == 100 * MIB

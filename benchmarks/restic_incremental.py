@@ -4,9 +4,13 @@ API), the repository's size after all rounds against one full backup, and restor
 onto the volume after 1 % of its files changed: incremental (bytes sent, time), --full, and `kubectl cp` of
 the whole tree into a pod (kubectl 1.33) in the same run.
 
-    python -m benchmarks.restic_incremental [--gb 0.25] [--rounds 3] [--dir /tmp/bench-restic]
+    python -m benchmarks.restic_incremental [--gb 0.25] [--rounds 3] [--dir /tmp/bench-restic] [--profile DIR]
 
-Not run by pytest. Every backup is `kubectl dr pvc backup` as a user runs it (a process of its own).
+Not run by pytest. Every backup is `kubectl dr pvc backup` as a user runs it (a process of its own). Each
+command's CPU-seconds are given beside its time, ours (the `kubectl dr` process) and the cluster's (the
+loopback API server and every pod process it reaped: what the rescue pod's tar, stat and sha256sum cost),
+because the shared machine's load makes wall-clock times vary. `--profile DIR` runs each `kubectl dr`
+under py-spy and leaves one flame graph (SVG) per command in DIR.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,15 +40,43 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def dr(cluster: Any, *args: str) -> tuple[float, dict[str, Any]]:
+PROFILE: Path | None = None
+CPU: list[tuple[str, float, float, float]] = []  # (label, wall s, our CPU s, the cluster's CPU s)
+
+
+def _cluster_cpu(cluster: Any) -> float:
+    """CPU-seconds of the loopback cluster's server and of the children it reaped (the pods' processes)."""
+    pid = cluster.state.get("server", {}).get("pid")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+def dr(cluster: Any, *args: str, label: str = "") -> tuple[float, dict[str, Any]]:
     env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "RESTIC_PASSWORD": PASSWORD})
+    command = [executable(), "--yes", *args, "-o", "json"]
+    if PROFILE is not None:
+        svg = PROFILE / f"{len(CPU):02d}-{label or args[1]}.svg"
+        spy = str(Path(sys.executable).parent / "py-spy")
+        command = [spy, "record", "--subprocesses", "--nonblocking", "-o", str(svg), "--", *command]
+    ours, theirs = resource.getrusage(resource.RUSAGE_CHILDREN), _cluster_cpu(cluster)
     start = time.monotonic()
-    proc = subprocess.run([executable(), "--yes", *args, "-o", "json"], env=env, capture_output=True, text=True,
-                          timeout=3600)
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        out = threading.Thread(target=lambda: stdout.append(proc.stdout.read() if proc.stdout else ""))
+        stdout: list[str] = []
+        out.start()
+        assert proc.stderr is not None
+        for line in proc.stderr:  # each message with the time it came: where a command's time goes
+            print(f"  +{time.monotonic() - start:6.1f}s {line.rstrip()}", file=sys.stderr)
+        out.join()
+        proc.wait(3600)
     took = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append((label or " ".join(args[:2]), took, after.ru_utime + after.ru_stime - ours.ru_utime - ours.ru_stime,
+                _cluster_cpu(cluster) - theirs))
     if proc.returncode != 0:
-        raise SystemExit(f"kubectl dr {' '.join(args)} failed:\n{proc.stderr}")
-    return took, json.loads(proc.stdout)
+        raise SystemExit(f"kubectl dr {' '.join(args)} failed (exit {proc.returncode})")
+    # py-spy says what it does on stdout too: the result is the JSON document after its lines
+    return took, json.loads("".join(line for line in stdout[0].splitlines(True) if not line.startswith("py-spy>")))
 
 
 def change_files(vol: Path, share: float, rng: random.Random) -> int:
@@ -76,12 +110,27 @@ def kubectl_cp(cluster: Any, ns: str, tree: Path) -> float:
     return took
 
 
+def print_cpu() -> None:
+    print("CPU-seconds per command (wall, kubectl dr, cluster incl. pods):")
+    for label, wall, ours, theirs in CPU:
+        print(f"  {label:20} {wall:6.1f}s wall {ours:6.1f} CPU-s ours {theirs:6.1f} CPU-s cluster")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gb", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", default="/tmp/bench-restic")
+    parser.add_argument("--profile", help="a directory for one py-spy flame graph per kubectl dr command")
+    parser.add_argument("--database", type=int, default=0, metavar="N",
+                        help="then a round that rewrites four 4 KiB pages in each of N of the 64 MiB files only "
+                             "(a database's few changed pages: compared chunk by chunk in the pod)")
+    parser.add_argument("--no-restore", action="store_true", help="backups only")
     args = parser.parse_args()
+    global PROFILE
+    if args.profile:
+        PROFILE = Path(args.profile)
+        PROFILE.mkdir(parents=True, exist_ok=True)
     work = Path(args.dir)
     if work.exists():
         shutil.rmtree(work)
@@ -94,26 +143,45 @@ def main() -> None:
         info = build_mixed(vol, int(args.gb * GIB))
         data = du(vol)
         print(f"data set: {info['files']} files, {data / GIB:.3f} GiB; load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-        plain_s, _ = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(work / "plain"))
+        plain_s, _ = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(work / "plain"),
+                         label="backup-plain")
         restic_repo = work / "restic"
-        first_s, first = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}")
+        first_s, first = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
+                           label="backup-first")
         one_full = du(restic_repo)
         rng = random.Random(7)
         rounds = []
         for _ in range(args.rounds):
             changed = change_files(vol, 0.01, rng)
-            took, result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}")
+            took, result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
+                              label="backup-incremental")
             rounds.append((took, result["receivedBytes"], result["storedBytes"], changed))
+        if args.database:
+            big = sorted(p for p in vol.rglob("*") if p.is_file() and p.stat().st_size >= 64 << 20)[:args.database]
+            for path in big:
+                with open(path, "r+b") as f:
+                    for _ in range(4):
+                        f.seek(rng.randrange(path.stat().st_size - 4096))
+                        f.write(rng.randbytes(4096))
+            took, result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
+                              label="backup-database")
+            print(f"database round ({len(big)} files of 64 MiB, four 4 KiB pages rewritten in each): {took:.1f}s "
+                  f"({took / first_s:.0%} of the first), {result['receivedBytes'] / (1 << 20):.1f} MiB crossed the "
+                  f"API, {result['storedBytes'] / (1 << 20):.1f} MiB stored; block comparison: "
+                  f"{result.get('blocks') or 'none'}")
+        if args.no_restore:
+            print_cpu()
+            return
         # The restore case: 1 % of the files changed once more, then the latest snapshot restored onto them.
         copy = work / "tree"
         shutil.copytree(vol, copy, symlinks=True)
         changed = change_files(vol, 0.01, rng)
         load = os.getloadavg()[0]
         inc_s, inc = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
-                        "--from", "latest")
+                        "--from", "latest", label="restore-incremental")
         change_files(vol, 0.01, random.Random(11))
         full_s, full = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
-                          "--from", "latest", "--full")
+                          "--from", "latest", "--full", label="restore-full")
         cp_s = kubectl_cp(cluster, ns, copy)
         print(f"first backup: plain repository {plain_s:.1f}s, restic {first_s:.1f}s "
               f"(throughput ratio {plain_s / first_s:.2f}x), {first['receivedBytes'] / GIB:.3f} GiB read")
@@ -128,6 +196,7 @@ def main() -> None:
               f"restore's {full['size'] / GIB:.3f} GiB), {inc['incremental']['filesSent']} files sent, "
               f"{inc['incremental']['filesSkipped']} skipped; --full {full_s:.1f}s; kubectl cp of the tree "
               f"{cp_s:.1f}s (incremental is {cp_s / inc_s:.1f}x faster than kubectl cp)")
+        print_cpu()
     finally:
         cluster.down()
 

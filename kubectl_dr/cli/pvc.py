@@ -253,7 +253,8 @@ def restore(
     compress: CompressRestoreOption = "none",
     full: Annotated[bool, typer.Option(
         "--full", help="restic:REPO only: send every file again. Without it, files the volume already holds "
-                       "(same size and SHA-256, computed in the pod) are not sent.")] = False,
+                       "(same size and SHA-256, computed in the pod; or, restoring a claim's own snapshot, "
+                       "the very files its backup read: same inode and change time) are not sent.")] = False,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -308,7 +309,7 @@ def restore(
                                                                 compress=compress, full=full),
                              prepared=lambda: restic_source.build(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
-                                 Path(work), current.console, include))
+                                 Path(work), current.console, include, target=f"{namespace}/{claim}"))
     else:
         if full:
             raise UsageError("--full applies to restic repositories (--repo restic:REPO): a restore from any "

@@ -4,18 +4,25 @@ The volume has been listed (the plan's listing) and what --clean removes is know
 first write:
 
 - A regular file of the backup whose path holds a regular file of the same size in the volume is a
-  candidate. Its metadata cannot prove its content: a restore's target is no parent snapshot (an app
-  writes the same size within the same second, a restore of another claim's backup, a clock set back),
-  so every candidate is hashed in the pod and only the hashes cross (about 80 bytes a file, the stream
-  counted and hashed both sides like every transfer). What they are compared with costs no read of
-  the repository: a snapshot's file is a list of blobs whose IDs are the SHA-256 of its chunks, and
-  the index says each chunk's length. A file of one chunk (all files up to 1 MiB, as we write them)
-  is one `sha256sum` in a batch of 200, to equal its blob's ID; a larger file is hashed chunk by chunk
-  at the index's offsets (`dd skip_bytes,count_bytes | sha256sum`, a process pair per chunk, ~1 MiB).
-  Per-chunk is cheaper here than whole-file hashes, which would need every blob of the snapshot read,
-  decrypted and hashed on this side first (at 1 GiB that was 50 of the restore's 75 s); and a match is
-  exact whatever the index claims, since every chunk must hash to its own ID and the lengths must add
-  up to the file's size. Only the blobs of the files sent are read.
+  candidate. Size and mtime cannot prove its content (an app writes the same size within the same
+  second and may set the mtime back; a restore of another claim's backup), so a candidate is hashed in
+  the pod and only the hashes cross (about 80 bytes a file, the stream counted and hashed both sides
+  like every transfer) — unless it is the very file the snapshot's own backup read, untouched since:
+  same inode, size, mtime and change time as the snapshot's node, whose change time is at least a whole
+  second before the snapshot began (`Source.unchanged_since`). The change time cannot be set from user
+  space; any write, truncate, chmod or rename moves it to the current second, which after the backup's
+  listing is that second or later, so an equal one means no change since (restic's own rule for reusing a
+  file unread, which our backups rely on already). Another claim's volume has other inodes and change
+  times; a file restic itself backed up has nanosecond change times our listing cannot equal (hashed).
+  What remains is a system clock set back between the backup and the restore (`--full` sends all).
+  What the hashes are compared with costs no read of the repository: a snapshot's file is a list of blobs
+  whose IDs are the SHA-256 of its chunks, and the index says each chunk's length. A file of one chunk (all
+  files up to 1 MiB, as we write them) is one `sha256sum` in a batch of 200, to equal its blob's ID; a
+  larger file is hashed chunk by chunk at the index's offsets (`dd skip_bytes,count_bytes | sha256sum`, a
+  process pair per chunk, ~1 MiB). Per-chunk is cheaper here than whole-file hashes, which would need every
+  blob of the snapshot read, decrypted and hashed on this side first (at 1 GiB that was 50 of the restore's
+  75 s); and a match is exact whatever the index claims, since every chunk must hash to its own ID and the
+  lengths must add up to the file's size. Only the blobs of the files sent are read.
 - A file whose hash differs, or that is missing, of another size or kind, or whose hard links are not
   the backup's (another inode count, a link to another path) is sent, with every path of its hard-link
   group. Directories, fifos and devices are sent only when missing; symlinks always (the listing has no
@@ -56,6 +63,8 @@ class Delta:
     send: set[str] = field(default_factory=set)  # entry paths whose archive members are sent
     hashed_files: int = 0
     hashed_bytes: int = 0
+    trusted_files: int = 0  # untouched since the snapshot's own backup listed them: not hashed
+    trusted_bytes: int = 0
     sent_files: int = 0
     sent_bytes: int = 0
     skipped_files: int = 0
@@ -65,7 +74,8 @@ class Delta:
     def to_dict(self, stream: int) -> dict[str, Any]:
         return {"filesSent": self.sent_files, "bytesSent": self.sent_bytes, "filesSkipped": self.skipped_files,
                 "bytesSkipped": self.skipped_bytes, "filesHashedInPod": self.hashed_files,
-                "bytesHashedInPod": self.hashed_bytes, "streamBytes": stream, "keptExtras": len(self.kept_extras)}
+                "bytesHashedInPod": self.hashed_bytes, "filesTrusted": self.trusted_files,
+                "bytesTrusted": self.trusted_bytes, "streamBytes": stream, "keptExtras": len(self.kept_extras)}
 
 
 def under(path: str, roots: set[str]) -> bool:
@@ -171,13 +181,15 @@ def parse_pieces(out: bytes, cursor: int, total: int) -> list[str]:
     return hashes
 
 
-def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str],
-                chunked: list[tuple[str, list[tuple[int, int]]]]) -> tuple[dict[str, str], list[str]]:
+def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str], chunked: list[tuple[str, list[tuple[int, int]]]],
+                sizes: dict[str, int]) -> tuple[dict[str, str], list[str], int]:
     """SHA-256 of the `whole` files, and of each (offset, length) piece of the `chunked` ones, computed in
-    the pod; only the hashes cross, checked as a stream. Returns (path → hash, the pieces' hashes in order)."""
+    the pod; only the hashes cross, checked as a stream. Returns (path → hash, the pieces' hashes in order,
+    the bytes that crossed). `sizes` of the `whole` files share the work out among the pod's hashing
+    processes."""
     if not whole and not chunked:
-        return {}, []
-    transfer.capture(kube, pod, f"cat > {scripts.HASHES}", stdin=scripts.hash_list_script(whole, chunked),
+        return {}, [], 0
+    transfer.capture(kube, pod, f"cat > {scripts.HASHES}", stdin=scripts.hash_list_script(whole, chunked, sizes=sizes),
                      what="uploading the list of files to hash")
     buffer = bytearray()
     digest = hashlib.sha256()
@@ -190,7 +202,7 @@ def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str],
                      f"hashing the volume's files in pod {pod.namespace}/{pod.name}")
     out = bytes(buffer)
     hashes, cursor = parse_hashes(out, whole)
-    return hashes, parse_pieces(out, cursor, sum(len(pieces) for _, pieces in chunked))
+    return hashes, parse_pieces(out, cursor, sum(len(pieces) for _, pieces in chunked)), len(out)
 
 
 def _pieces(chunks: list[tuple[str, int]]) -> list[tuple[int, int]]:
@@ -210,7 +222,13 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
     groups = _groups(src.entries)
     whole: list[str] = []
     chunked: list[tuple[str, list[tuple[int, int]]]] = []
+    unchanged = src.unchanged_since or {}
     for p in candidates:
+        f = found[p]
+        if unchanged.get(p) == (f.inode, f.size, f.mtime, f.ctime) and f.ctime:
+            delta.trusted_files += 1
+            delta.trusted_bytes += f.size
+            continue
         mine = chunks.get(p, [])
         if sum(length for _, length in mine) != src.entries.items[p].size or any(n < 0 for _, n in mine):
             delta.send.update(groups[p])  # the index does not account for the file: send it
@@ -221,10 +239,13 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
         # no chunk: an empty file, equal by its size
     delta.hashed_files = len(whole) + len(chunked)
     delta.hashed_bytes = sum(found[p].size for p in whole) + sum(found[p].size for p, _ in chunked)
+    if delta.trusted_files:
+        console.say(f"{count(delta.trusted_files, 'file')} ({size(delta.trusted_bytes)}) of the volume are the very "
+                    "files the snapshot's backup read (same inode, size, mtime and change time): not hashed")
     if delta.hashed_files:
         console.say(f"comparing {count(delta.hashed_files, 'file')} ({size(delta.hashed_bytes)}) of the volume "
                     "with the snapshot: SHA-256 of each chunk computed in the pod, only the hashes cross")
-    got, pieces = hash_in_pod(kube, pod, whole, chunked)
+    got, pieces, _ = hash_in_pod(kube, pod, whole, chunked, {p: found[p].size for p in whole})
     for p in whole:
         if got.get(p) != chunks[p][0][0]:
             delta.send.update(groups[p])

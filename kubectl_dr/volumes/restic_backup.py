@@ -14,11 +14,14 @@ The snapshot: path `/CLAIM`, host `NS/CLAIM`, tags naming the cluster, namespace
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +36,10 @@ from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
 from kubectl_dr.session import Session
-from kubectl_dr.units import size
+from kubectl_dr.units import count, size
 from kubectl_dr.volumes import backup as tar_backup
 from kubectl_dr.volumes import entries as entries_module
-from kubectl_dr.volumes import restic_incremental, scripts, transfer
+from kubectl_dr.volumes import restic_blocks, restic_incremental, scripts, transfer
 from kubectl_dr.volumes.access import BACKUP, plan_access
 from kubectl_dr.volumes.entries import Entry
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
@@ -61,13 +64,15 @@ class ResticBackupResult:
     changed: list[str] = field(default_factory=list)
     received_bytes: int = 0  # what crossed the API (the tar stream)
     incremental: bool = False
+    blocks: dict[str, int] = field(default_factory=dict)  # large changed files compared chunk by chunk
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "ResticSnapshot", "id": self.snapshot.id, "shortId": self.snapshot.short_id,
                 "repository": self.repository, "hostname": self.snapshot.hostname, "paths": self.snapshot.paths,
                 "tags": self.snapshot.tags, "parent": self.snapshot.parent, "entries": self.entries,
                 "contentBytes": self.content_bytes, "storedBytes": self.stored_bytes, "seconds": self.seconds,
-                "receivedBytes": self.received_bytes, "incremental": self.incremental}
+                "receivedBytes": self.received_bytes, "incremental": self.incremental,
+                **({"blocks": self.blocks} if self.blocks else {})}
 
     def columns(self) -> list[str]:
         return ["ID", "HOST", "ENTRIES", "SIZE", "READ", "ADDED"]
@@ -92,7 +97,12 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
     if dry_run == "client" or repo is None:
         claim_lease(kube, access, session.run, "client").acquire()
         return tar_backup.BackupPlan(access, where, "client")
-    with Exposure(session, access, opts.image, "pvc-backup") as exposure:
+    # The lock first, as restic takes it: the parent's trees are then read (in a thread, while the pod
+    # starts and lists the volume) against the index this backup writes against, which no prune can
+    # change under us. A server dry run starts no pod and takes no lock.
+    with Exposure(session, access, opts.image, "pvc-backup") as exposure, \
+            (Lock(repo, wait=LOCK_WAIT) if dry_run == "none" else contextlib.nullcontext()), \
+            _ParentRead(repo, opts.namespace, opts.claim, force) as parent_read:
         pod = tar_backup.start_reader(session, exposure, access, opts)
         if pod is None:
             return tar_backup.BackupPlan(access, where, dry_run, pod_accepted=True)
@@ -103,45 +113,50 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
         skipped = tar_backup.skipped_entries(found, pod, opts, console)
         cluster = identity_for_backup(kube, console.warn)
         what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
-        with Lock(repo, wait=LOCK_WAIT):
-            parent = latest_of(repo, opts.namespace, opts.claim)
-            plan = None
-            if parent is not None and not force:
-                plan = restic_incremental.plan(repo, parent, found, skipped)
-                if not restic_incremental.fits(plan, pod.tools.tar):
-                    console.say(f"{len(plan.send)} changed entries are too many to name in one command: reading "
-                                "the whole volume")
-                    plan = None
-            changed: list[str] = []
-            if plan is not None:
-                assert parent is not None
-                console.say(f"parent snapshot {parent.short_id}: {len(plan.reuse)} unchanged files "
-                            f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read")
-                contents, targets, received = restic_incremental.stream(kube, repo, pod, plan, console, what)
-                pod.release()
-                items = restic_incremental.items(plan, contents, targets)
-                files = [f for f in plan.keep.values() if f.kind == entries_module.FILE]
-                entry_count, content_bytes, file_count = len(plan.keep), sum(f.size for f in files), len(files)
-            else:
-                items, record, received = _full(kube, repo, pod, opts, access, found, skipped, console, what)
-                changed = record.changed
-                entry_count, content_bytes = len(record.entries), record.entries.content_bytes
-                file_count = record.entries.count(entries_module.FILE)
-            tree = archiver.save_trees(repo, items, f"/{opts.claim}", started)
-            repo.flush()  # packs and index before the snapshot
-            snap = Snapshot(time=started, tree=tree, paths=[f"/{opts.claim}"],
-                            hostname=f"{opts.namespace}/{opts.claim}", username=os.environ.get("USER", ""),
-                            tags=tags_for(cluster.uid if cluster else None, opts.namespace, opts.claim),
-                            parent=parent.id if parent else None, program_version=f"kubectl-dr {__version__}",
-                            summary={"backup_start": nodes.format_time(started),
-                                     "backup_end": nodes.format_time(time.time_ns()),
-                                     "total_files_processed": file_count,
-                                     "total_bytes_processed": content_bytes,
-                                     "data_added_packed": repo.bytes_stored})
-            repo.save_snapshot(snap)
+        parent, old = parent_read.result()
+        plan = None
+        if parent is not None and not force:
+            plan = restic_incremental.plan(repo, old, found, skipped)
+            if not restic_incremental.fits(plan, pod.tools.tar):
+                console.say(f"{len(plan.send)} changed entries are too many to name in one command: reading "
+                            "the whole volume")
+                plan = None
+        changed: list[str] = []
+        blocks: dict[str, int] = {}
+        if plan is not None:
+            assert parent is not None
+            compared = f", {count(len(plan.blocks), 'large file')} to compare chunk by chunk" if plan.blocks else ""
+            console.say(f"parent snapshot {parent.short_id}: {len(plan.reuse)} unchanged files "
+                        f"({size(plan.reused_bytes)}) reused unread; {len(plan.send)} entries to read{compared}")
+            contents, targets, received = restic_incremental.stream(kube, repo, pod, plan, console, what)
+            blocked = restic_blocks.back_up(kube, repo, pod, list(plan.blocks.values()), console, what)
+            pod.release()
+            contents.update(blocked.contents)
+            received += blocked.received_bytes
+            blocks = blocked.to_dict() if plan.blocks else {}
+            items = restic_incremental.items(plan, contents, targets)
+            files = [f for f in plan.keep.values() if f.kind == entries_module.FILE]
+            entry_count, content_bytes, file_count = len(plan.keep), sum(f.size for f in files), len(files)
+        else:
+            items, record, received = _full(kube, repo, pod, opts, access, found, skipped, console, what)
+            changed = record.changed
+            entry_count, content_bytes = len(record.entries), record.entries.content_bytes
+            file_count = record.entries.count(entries_module.FILE)
+        tree = archiver.save_trees(repo, items, f"/{opts.claim}", started)
+        repo.flush()  # packs and index before the snapshot
+        snap = Snapshot(time=started, tree=tree, paths=[f"/{opts.claim}"],
+                        hostname=f"{opts.namespace}/{opts.claim}", username=os.environ.get("USER", ""),
+                        tags=tags_for(cluster.uid if cluster else None, opts.namespace, opts.claim),
+                        parent=parent.id if parent else None, program_version=f"kubectl-dr {__version__}",
+                        summary={"backup_start": nodes.format_time(started),
+                                 "backup_end": nodes.format_time(time.time_ns()),
+                                 "total_files_processed": file_count,
+                                 "total_bytes_processed": content_bytes,
+                                 "data_added_packed": repo.bytes_stored})
+        repo.save_snapshot(snap)
         exposure.finish()
     return ResticBackupResult(snap, where, entry_count, content_bytes, repo.bytes_stored,
-                              round(time.monotonic() - clock, 3), changed, received, plan is not None)
+                              round(time.monotonic() - clock, 3), changed, received, plan is not None, blocks)
 
 
 def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions, access: Any,
@@ -162,6 +177,36 @@ def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions
         contents = _store_contents(repo, spool)
     items = [_item(e, found.get(e.path), contents, record.entries) for e in record.entries]
     return items, record, received
+
+
+class _ParentRead:
+    """The claim's latest snapshot and its files, read in a thread beside the pod's start and listing (they
+    wait on the cluster, this on the repository and the CPU). Leaving the block early stops the reading at
+    its next entry."""
+
+    def __init__(self, repo: Repository, namespace: str, claim: str, force: bool) -> None:
+        self._repo, self._namespace, self._claim, self._force = repo, namespace, claim, force
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(1, "restic-parent")
+        self._future: Future[tuple[Snapshot | None, dict[str, nodes.Node]]] | None = None
+
+    def __enter__(self) -> _ParentRead:
+        self._future = self._pool.submit(self._read)
+        return self
+
+    def _read(self) -> tuple[Snapshot | None, dict[str, nodes.Node]]:
+        parent = latest_of(self._repo, self._namespace, self._claim)
+        if parent is None or self._force:  # --force still names the parent; it reads every file
+            return parent, {}
+        return parent, restic_incremental.parent_files(self._repo, parent, self._cancel.is_set)
+
+    def result(self) -> tuple[Snapshot | None, dict[str, nodes.Node]]:
+        assert self._future is not None
+        return self._future.result()
+
+    def __exit__(self, *exc: object) -> None:
+        self._cancel.set()
+        self._pool.shutdown(wait=True)
 
 
 def latest_of(repo: Repository, namespace: str, claim: str) -> Snapshot | None:

@@ -6,13 +6,15 @@ its node in the parent snapshot (restic's rule) keeps the parent's content, unre
 path per hard-linked inode, and every symlink (the listing has no link targets) are streamed as one tar
 of exactly those paths, checked like every transfer (size and SHA-256 in the pod and here, the archive
 read as a tar reads it, nothing in it that was not asked for). Nodes take their metadata from the
-listing; what tar read of a file that changed meanwhile is what is kept, with a warning.
+listing; what tar read of a file that changed meanwhile is what is kept, with a warning. A large file
+that changed is compared with the parent chunk by chunk in the pod instead (restic_blocks).
 """
 
 from __future__ import annotations
 
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +27,7 @@ from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
 from kubectl_dr.units import count
 from kubectl_dr.volumes import entries as entries_module
-from kubectl_dr.volumes import rescue_pod, scripts, transfer
+from kubectl_dr.volumes import rescue_pod, restic_blocks, scripts, transfer
 from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.reconcile import Skipped, excluded
 from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, ArchiveError, TarReader
@@ -44,6 +46,7 @@ class Plan:
     reuse: dict[str, list[str]] = field(default_factory=dict)  # path → the parent's content
     send: list[str] = field(default_factory=list)  # paths to stream (changed files, symlinks)
     same_inode: dict[str, str] = field(default_factory=dict)  # hard link → the path whose content it shares
+    blocks: dict[str, restic_blocks.BlockFile] = field(default_factory=dict)  # large files compared by chunk
 
     @property
     def reused_bytes(self) -> int:
@@ -53,8 +56,25 @@ class Plan:
         return scripts.paths_backup_script(tar, self.send)
 
 
-def plan(repo: Repository, parent: Snapshot, found: dict[str, Found], skipped: list[Skipped]) -> Plan:
-    old = archiver.parent_files(repo, archiver.volume_root(repo, parent.tree, parent.paths))
+def parent_files(repo: Repository, parent: Snapshot,
+                 cancelled: Callable[[], bool] = lambda: False) -> dict[str, nodes.Node]:
+    """The parent snapshot's files by path (what `plan` compares the listing with); stops with
+    `Cancelled` as soon as `cancelled()` says so (the backup failed while this ran beside it)."""
+    out: dict[str, nodes.Node] = {}
+    for path, node in archiver.walk(repo, archiver.volume_root(repo, parent.tree, parent.paths)):
+        if cancelled():
+            raise Cancelled
+        if node.type == nodes.FILE:
+            out[path] = node
+    return out
+
+
+class Cancelled(Exception):
+    """The parent's trees were not read to the end: the backup stopped meanwhile."""
+
+
+def plan(repo: Repository, old: dict[str, nodes.Node], found: dict[str, Found], skipped: list[Skipped]) -> Plan:
+    """`old`: the parent snapshot's files (`parent_files`)."""
     gone = {s.path for s in skipped}
     keep = {p: f for p, f in found.items()
             if not (p and (excluded(p) or any(p == g or p.startswith(g + "/") for g in gone)))}
@@ -76,6 +96,8 @@ def plan(repo: Repository, parent: Snapshot, found: dict[str, Found], skipped: l
             result.reuse[path] = reused_inode[f.inode]
         elif f.links > 1 and f.inode in sent_inode:
             result.same_inode[path] = sent_inode[f.inode]
+        elif (block := restic_blocks.candidate(repo, path, f, prev)) is not None:
+            result.blocks[path] = block
         else:
             result.send.append(path)
             if f.links > 1:

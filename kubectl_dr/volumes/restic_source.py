@@ -112,11 +112,14 @@ def blob_length(repo: Repository, blob_id: str) -> int:
 
 
 def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
-          includes: list[str] | None = None) -> Source:
+          includes: list[str] | None = None, *, target: str = "") -> Source:
     """The snapshot's entry record, read from its trees alone; no file content is read yet. The Source's
     `materialize` writes the archive into `workdir` (private, removed by the caller), of every entry or
     of those an incremental restore chose, and reads (and checks) only those files' blobs. With
-    `includes`, only those paths (and the directories leading to them)."""
+    `includes`, only those paths (and the directories leading to them). `target` (NS/CLAIM): the claim
+    restored into; a snapshot of that claim (its host) that names its cluster lists the files an
+    incremental restore may trust by their metadata (`Source.unchanged_since`), once the cluster is
+    known to be that one."""
     root = archiver.volume_root(repo, snap.tree, snap.paths)
     wanted = normalise_includes(includes)
     for inc in wanted:
@@ -126,6 +129,9 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
     first_of_inode: dict[tuple[int, int], str] = {}
     walked: list[tuple[Entry, nodes.Node]] = []
     chunks: dict[str, list[tuple[str, int]]] = {}
+    unchanged: dict[str, tuple[int, int, int, int]] = {}
+    cluster = next((t.partition("=")[2] for t in snap.tags if t.startswith("cluster=")), "")
+    own = bool(target) and snap.hostname == target and bool(cluster)
     console.say(f"reading restic snapshot {snap.short_id} ({snap.hostname}:{','.join(snap.paths)})")
     for rel, node in archiver.walk(repo, root):
         if not included(rel, wanted):
@@ -135,6 +141,8 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
         walked.append((entry, node))
         if entry.kind == entries_module.FILE:
             chunks[rel] = [(b, blob_length(repo, b)) for b in node.content]
+            if own and (stat_key := _stat_key(node, snap)):
+                unchanged[rel] = stat_key
     console.say(f"snapshot {snap.short_id}: {count(len(entries), 'entry', 'entries')} ready to restore")
     content = sum(e.size for e, _ in walked if e.kind == entries_module.FILE)
 
@@ -142,7 +150,18 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
         return _write(repo, snap, workdir, entries, walked, send, chunks, materialize)
 
     return Source(workdir / "data.tar", content, None, None, Archive(), entries, True, verified=True, origin=None,
-                  snapshot=snap.id, chunks=chunks, materialize=materialize)
+                  snapshot=snap.id, chunks=chunks, materialize=materialize, unchanged_since=unchanged,
+                  unchanged_cluster=cluster)
+
+
+def _stat_key(node: nodes.Node, snap: Snapshot) -> tuple[int, int, int, int] | None:
+    """(inode, size, mtime, ctime in seconds) of a file whose change time is whole seconds (our listing's,
+    so a volume's `stat` can equal it) and at least a second before the snapshot began: a write after the
+    backup's listing would have moved the change time to that second or later."""
+    if (not node.inode or node.ctime <= 0 or node.ctime % nodes.NS or node.mtime % nodes.NS
+            or node.ctime // nodes.NS >= snap.time // nodes.NS):
+        return None
+    return node.inode, node.size, node.mtime // nodes.NS, node.ctime // nodes.NS
 
 
 def _write(repo: Repository, snap: Snapshot, workdir: Path, entries: Entries, walked: list[tuple[Entry, nodes.Node]],

@@ -212,10 +212,19 @@ def run(session: Session, repo: Repository | None, opts: RestoreOptions, *,
     """`prepared` makes the Source another way (a restic snapshot, read and checked here); `repo` is
     then not used."""
     kube, console, dry_run = session.kube, session.console, session.dry_run
-    access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
     if prepared is not None:
-        src = prepared()
+        # The snapshot's trees are read (repository and CPU) while the claim and its consumers are looked
+        # up (the API server).
+        with ThreadPoolExecutor(1, "restore-source") as pool:
+            reading = pool.submit(prepared)
+            access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
+            src = reading.result()
+        if src.unchanged_since:  # trusted only in the cluster the snapshot's backup ran in (the same claim)
+            current, _ = try_cluster_identity(kube)
+            if current is None or current.uid != src.unchanged_cluster:
+                src.unchanged_since = None
     else:
+        access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
         assert repo is not None
         current, why = try_cluster_identity(kube)
         src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
@@ -271,7 +280,9 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                       "extract; nothing was changed",
                       hint="Restore with an image that has GNU tar, e.g. --image debian (or the --image the "
                            "backup was made with).")
-    found = listings.run(transfer.list_volume, kube, pod)
+    # With change times when the snapshot has files whose metadata an incremental restore can trust.
+    trust = bool(src.unchanged_since) and src.chunks is not None and not opts.full
+    found = listings.run(lambda: transfer.list_volume(kube, pod, ctime=trust))
     blocking = tree_check.conflicts(src.entries, found)
     extras = tree_check.extras(src.entries, found) if opts.clean else []
     if blocking and not opts.clean:

@@ -51,6 +51,11 @@ class Source:
     # A source whose archive is written only when asked (a restic snapshot): of every entry (None) or of
     # the given paths only, so that an incremental restore reads only the blobs it sends.
     materialize: Callable[[set[str] | None], Source] | None = None
+    # path → (inode, size, mtime s, ctime s) of each regular file the snapshot's own backup listed with a
+    # change time a whole second before the backup began (a restic snapshot we wrote): a volume file with
+    # exactly these is that file, untouched since (see incremental_restore), and is not hashed.
+    unchanged_since: dict[str, tuple[int, int, int, int]] | None = None
+    unchanged_cluster: str = ""  # and only in the claim of that backup, in its cluster (this uid)
 
     @property
     def gnu_only(self) -> bool:

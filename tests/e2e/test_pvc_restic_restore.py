@@ -73,8 +73,11 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     inc = json.loads(kept.stdout)["incremental"]
     # Exact accounting: f03 (hash), f05 (missing) and data.db with its link (their hard link broken).
     assert (inc["filesSent"], inc["bytesSent"]) == (3, 2 * FILE + 4000), inc
-    # f03 was hashed and sent; data.db's broken link decided without a hash.
-    assert inc["filesHashedInPod"] == inc["filesSkipped"] + 1
+    # f03 was hashed and sent; data.db's broken link decided without a hash. f03, f04 and f06 changed since
+    # the backup (their change times say so: a write, a chmod, a utime) and only they were hashed; the files
+    # nobody touched since the backup listed them are those very files (inode, size, mtime, change time).
+    assert inc["filesHashedInPod"] == 3 and inc["filesTrusted"] == inc["filesSkipped"] - 2, inc
+    assert "are the very files the snapshot's backup read" in kept.stderr
     assert inc["keptExtras"] == 2 and "keeping 2 entries that are not in what is restored" in kept.stderr
     assert "'extra'" in kept.stderr and "'extra-dir'" in kept.stderr
     assert inc["streamBytes"] < 2 * FILE + 4000 + 64 * 1024, inc  # headers of symlinks and the sent files only
@@ -109,6 +112,18 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     plain = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", str(tmp_path / "plain"),
                "--from", "latest", "--full")
     assert plain.returncode == 2 and "--full applies to restic repositories" in plain.stderr
+
+    # Into another claim holding the same files: nothing there is trusted by its metadata (it is no volume the
+    # snapshot's backup read), every file of the same size is hashed, and nothing needs sending.
+    make_claim(cluster, ns, "copy")
+    copy = volume_dir(cluster, ns, "copy")
+    subprocess.run(["cp", "-a", f"{vol}/.", str(copy)], check=True)
+    other = dr(cluster, "--yes", "pvc", "restore", "copy", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+               "-o", "json")
+    assert other.returncode == 0, other.stderr
+    elsewhere = json.loads(other.stdout)["incremental"]
+    assert elsewhere["filesTrusted"] == 0 and elsewhere["filesSent"] == 0, elsewhere
+    assert elsewhere["filesHashedInPod"] == elsewhere["filesSkipped"], elsewhere
 
 
 def deployment(ns: str) -> str:

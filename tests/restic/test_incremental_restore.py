@@ -25,7 +25,7 @@ def _tools(tmp_path: Path, flavour: str) -> dict[str, str]:
     bin_dir.mkdir()
     busybox = shutil.which("busybox")
     assert busybox is not None, "busybox is installed by .ci/run"
-    for applet in ("sh", "sha256sum", "dd", "true"):
+    for applet in ("sh", "sha256sum", "dd", "true", "cat", "rm"):
         (bin_dir / applet).symlink_to(busybox)
     return {"PATH": str(bin_dir)}
 
@@ -42,6 +42,7 @@ def test_hashes_of_odd_names_are_read_back_exactly_and_an_unreadable_file_has_no
             f.write(content)
         want[name] = hashlib.sha256(content).hexdigest()
     monkeypatch.setattr(scripts, "DATA", str(data))
+    monkeypatch.setattr(scripts, "SCRATCH", str(tmp_path))
     asked = [*NAMES[:3], "gone", *NAMES[3:]]  # a file that vanished: sha256sum prints no line for it
     # And chunk by chunk at offsets, as a restic file of several blobs is compared: pieces of a file with an
     # odd name, one past its end (hashes as empty), and one of a file that is gone.
@@ -52,7 +53,13 @@ def test_hashes_of_odd_names_are_read_back_exactly_and_an_unreadable_file_has_no
     chunked = [("big\nfile", pieces), ("gone-too", [(0, 5)])]
     script = tmp_path / "hashes.sh"
     script.write_bytes(scripts.hash_list_script(asked, chunked))
-    out = subprocess.run(["sh", str(script)], capture_output=True, env=_tools(tmp_path, flavour), check=True).stdout
+    env = _tools(tmp_path, flavour)
+    out = subprocess.run(["sh", str(script)], capture_output=True, env=env, check=True).stdout
+    # The lines shared out among one, two (the default) or five hashing processes: the same output, in order.
+    for workers in (1, 5):
+        script.write_bytes(scripts.hash_list_script(asked, chunked, sizes={n: 100 for n in asked}, workers=workers))
+        assert subprocess.run(["sh", str(script)], capture_output=True, env=env, check=True).stdout == out
+    assert not list(tmp_path.glob("hashes.[0-9]"))
     hashes, cursor = incremental_restore.parse_hashes(out + b"\0" * 300, asked)  # the stream's zero padding too
     assert hashes == want
     empty = hashlib.sha256().hexdigest()
@@ -100,3 +107,48 @@ def test_the_plan_hashes_only_files_of_the_same_size_and_sends_broken_hard_links
     assert candidates == ["d/same", "intact"]
     assert delta.send == {"d/resized", "d/missing", "link", "db", "db.hard", "linked-elsewhere", "under-removed/x",
                           "empty-dir"}
+
+
+def test_only_the_very_files_the_snapshots_backup_read_are_trusted_without_a_hash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typing import Any, cast
+
+    from kubectl_dr.repo.restic import nodes
+    from kubectl_dr.repo.restic.snapshots import Snapshot
+    from kubectl_dr.ui.console import TerminalConsole
+    from kubectl_dr.ui.terminals import Terminals
+    from kubectl_dr.volumes.restic_source import _stat_key
+    from kubectl_dr.volumes.source import Source
+    from kubectl_dr.volumes.tar_reader import Archive
+
+    ns = nodes.NS
+    snap = Snapshot(time=2_000_000_000 * ns + 5, tree="0" * 64, paths=["/data"])
+
+    def node(ctime: int, mtime: int = 1_500_000_000 * ns) -> nodes.Node:
+        return nodes.Node(name="f", type=nodes.FILE, mtime=mtime, ctime=ctime, inode=42, size=10)
+
+    assert _stat_key(node(1_999_999_999 * ns), snap) == (42, 10, 1_500_000_000, 1_999_999_999)
+    assert _stat_key(node(2_000_000_000 * ns), snap) is None  # the snapshot's own second: a write after the
+    assert _stat_key(node(1_999_999_999 * ns + 1), snap) is None  # listing could keep it; restic's ns times
+    assert _stat_key(node(1_000 * ns, mtime=5), snap) is None
+    assert _stat_key(nodes.Node(name="f", type=nodes.FILE, ctime=ns, size=10), snap) is None  # no inode
+
+    entries = _entries(Entry("same", FILE, 0o644, 0, 0, 10, 1_500_000_000, "", 1, (0, 0)))
+    listed = {"same": Found("same", FILE, 0o644, 10, 1, 42, 0, 0, 1_500_000_000, 1, (0, 0), 1_999_999_999)}
+    src = Source(Path("unused"), 10, None, None, Archive(), entries, True, chunks={"same": [("a" * 64, 10)]},
+                 unchanged_since={"same": (42, 10, 1_500_000_000, 1_999_999_999)})
+    console = TerminalConsole(terminals=Terminals(False, False, False))
+    # Nothing to hash, so no pod is asked: the kube client and the pod are never touched.
+    delta = incremental_restore.decide(cast(Any, None), cast(Any, None), src, listed, set(), console)
+    assert (delta.trusted_files, delta.hashed_files, delta.skipped_files, delta.send) == (1, 0, 1, set())
+    # Changed since (another change time): hashed in the pod (here: what would be asked of it, answered).
+    asked: list[list[str]] = []
+
+    def hash_in_pod(kube: Any, pod: Any, whole: list[str], chunked: Any, sizes: Any) -> Any:
+        asked.append(whole)
+        return {p: "a" * 64 for p in whole}, [], 100
+
+    monkeypatch.setattr(incremental_restore, "hash_in_pod", hash_in_pod)
+    listed["same"].ctime += 1
+    delta = incremental_restore.decide(cast(Any, None), cast(Any, None), src, listed, set(), console)
+    assert asked == [["same"]] and (delta.trusted_files, delta.hashed_files, delta.skipped_files) == (0, 1, 1)

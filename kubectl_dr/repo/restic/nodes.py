@@ -13,6 +13,7 @@ empty, `.`, `..` or holds `/` or NUL is refused before it can become a path.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -41,7 +42,8 @@ GO_IRREGULAR = 1 << 19
 _GO_TYPE = {DIR: GO_DIR, SYMLINK: GO_SYMLINK, DEV: GO_DEVICE, CHARDEV: GO_DEVICE | GO_CHAR_DEVICE,
             FIFO: GO_NAMED_PIPE, SOCKET: GO_SOCKET, FILE: 0, IRREGULAR: GO_IRREGULAR}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z")
+_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(Z|[+-]\d\d:\d\d)\Z")  # after the fraction
+_ID = re.compile(r"[0-9a-f]{64}")
 NS = 1_000_000_000
 
 
@@ -76,31 +78,56 @@ def unix_perm(mode: int) -> int:
 def format_time(ns: int) -> str:
     """Go's time.Time JSON (RFC 3339, nanoseconds with trailing zeros trimmed) in UTC."""
     secs, frac = divmod(ns, NS)
-    when = _EPOCH + timedelta(seconds=secs)
-    if not 1 <= when.year <= 9999:
-        raise ResticFormatError(f"time {ns} ns is outside the years restic can store")
-    text = when.strftime("%Y-%m-%dT%H:%M:%S")
-    if when.year < 1000:
-        text = f"{when.year:04d}" + text[text.index("-"):]
+    text = _format_seconds(secs)
     if frac:
         text += "." + f"{frac:09d}".rstrip("0")
     return text + "Z"
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _format_seconds(secs: int) -> str:
+    # Cached: a tree's nodes share their seconds often (mtime = atime, files written together), and a
+    # volume's trees are encoded on every backup.
+    when = _EPOCH + timedelta(seconds=secs)
+    if not 1 <= when.year <= 9999:
+        raise ResticFormatError(f"time {secs} s is outside the years restic can store")
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if when.year < 1000:
+        text = f"{when.year:04d}" + text[text.index("-"):]
+    return text
+
+
 def parse_time(text: Any) -> int:
     """Nanoseconds since the epoch of a Go RFC 3339 time, any offset."""
-    m = _TIME.match(text) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        raise ResticFormatError(f"not a restic time: {text!r}")
+    # The whole seconds and the zone (the text without its fraction) parsed once each: reading a
+    # volume's trees parses three times per node, and most nodes share their seconds with others.
+    dot = text.find(".", 19)
+    if dot < 0:
+        return _parse_seconds(text) * NS
+    end = dot + 1
+    while end < len(text) and "0" <= text[end] <= "9" and end - dot <= 9:
+        end += 1
+    frac = text[dot + 1:end]
+    if not frac:
+        raise ResticFormatError(f"not a restic time: {text!r}")
+    return _parse_seconds(text[:dot] + text[end:]) * NS + int(frac.ljust(9, "0"))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_seconds(text: str) -> int:
+    m = _TIME.match(text)
     if not m:
         raise ResticFormatError(f"not a restic time: {text!r}")
-    y, mo, d, h, mi, s, frac, zone = m.groups()
+    y, mo, d, h, mi, s, zone = m.groups()
     offset = 0 if zone == "Z" else (int(zone[1:3]) * 60 + int(zone[4:6])) * (1 if zone[0] == "+" else -1)
     try:
         when = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone.utc)
     except ValueError as exc:
         raise ResticFormatError(f"not a restic time: {text!r}") from exc
     delta = when - _EPOCH - timedelta(minutes=offset)
-    secs = delta.days * 86400 + delta.seconds
-    return secs * NS + (int(frac.ljust(9, "0")) if frac else 0)
+    return delta.days * 86400 + delta.seconds
 
 
 def check_node_name(name: Any) -> str:
@@ -184,7 +211,7 @@ class Node:
 
 
 def check_id(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ResticFormatError(f"not a restic ID: {value!r}")
     return value
 

@@ -32,6 +32,7 @@ _ZSTD_LEVEL = 3  # restic's "auto" compression is zstd's default speed
 _MAX_UNPACKED = 1 << 30  # a metadata file larger than this when decompressed is refused, not inflated
 _COMPRESSED_PREFIX = 2
 K = TypeVar("K")
+_LOADERS = 8  # index and snapshot files read at once
 _AHEAD = 4  # blobs prepared ahead of the one being added: 2 threads busy, memory a few MiB
 
 
@@ -94,6 +95,16 @@ class Repository:
             return _decompress(plain[1:], _MAX_UNPACKED)
         raise ResticFormatError(f"{kind}/{name[:8]}… has an unknown encoding (first byte {plain[:1]!r})")
 
+    def _load_all(self, kind: str, names: list[str]) -> Iterator[bytes]:
+        """`load_unpacked` of each name, in order, several at once: a remote repository's index and snapshot
+        files are many small requests, each mostly a round trip (the backend was already used by the
+        listing, so a client it makes lazily exists before the threads share it)."""
+        if len(names) <= 1:
+            yield from (self.load_unpacked(kind, name) for name in names)
+            return
+        with ThreadPoolExecutor(min(_LOADERS, len(names)), "restic-load") as pool:
+            yield from pool.map(lambda name: self.load_unpacked(kind, name), names)
+
     def save_unpacked(self, kind: str, plain: bytes) -> str:
         if self.config.version >= 2:
             plain = bytes([_COMPRESSED_PREFIX]) + self._compressor.compress(plain)
@@ -108,8 +119,8 @@ class Repository:
     def index(self) -> index.Index:
         if self._index is None:
             idx = index.Index()
-            for name, _size in self.backend.list(INDEX):
-                idx.merge(self.load_unpacked(INDEX, name))
+            for data in self._load_all(INDEX, [name for name, _size in self.backend.list(INDEX)]):
+                idx.merge(data)
             self._index = idx
         return self._index
 
@@ -222,8 +233,9 @@ class Repository:
         return snap.id
 
     def snapshots(self) -> list[Snapshot]:
-        snaps = [Snapshot.from_bytes(self.load_unpacked(SNAPSHOTS, name), name)
-                 for name, _size in self.backend.list(SNAPSHOTS)]
+        names = [name for name, _size in self.backend.list(SNAPSHOTS)]
+        snaps = [Snapshot.from_bytes(data, name) for name, data in zip(names, self._load_all(SNAPSHOTS, names),
+                                                                        strict=True)]
         return sorted(snaps, key=lambda s: (s.time, s.id))
 
     def find_snapshot(self, ref: str) -> Snapshot:

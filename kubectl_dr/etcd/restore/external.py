@@ -62,6 +62,7 @@ from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
 from kubectl_dr.kube.pods import HelperPod, pod_name
 from kubectl_dr.runs import Run
 from kubectl_dr.runs.run import Holder
+from kubectl_dr.session import Session
 
 DEFAULT_PREFIX = "/registry"
 PARK_WAIT_MARGIN = 30  # the client stops waiting for the nodes this long before they stop waiting for it
@@ -377,8 +378,10 @@ def _identity(kube: Kube, etcd: Etcd, prefix: str, console: Console) -> None:
     console.say(f"etcd at {etcd.direct.endpoints[0]} holds this cluster's objects (kube-system {uid})")
 
 
-def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run,
-         console: Console) -> ExternalPlan:
+def plan(session: Session, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions) -> ExternalPlan:
+    """Everything checked before anything changes: the API servers and their etcd, this etcd the cluster's storage,
+    the snapshot of its version and of a Kubernetes cluster, the keys to write and delete."""
+    kube, console, run = session.kube, session.console, session.run
     namespace, dry_run = opts.namespace, opts.client_dry_run
     nodes = api_nodes(kube)
     prefix = nodes[0].prefix
@@ -466,9 +469,10 @@ class Rerun:
     longer_hold: str = SAME_COMMAND + " --hold-timeout SECONDS"
 
 
-def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str], *,
+def run(session: Session, p: ExternalPlan, etcd: Etcd, take_safety: Callable[[], str], *,
         on_lease: Callable[[], None] = lambda: None, rerun: Rerun | None = None) -> Outcome:
     """`rerun`: the commands a hint tells to paste (this run's own, the snapshot pinned)."""
+    kube, console = session.kube, session.console
     again = rerun or Rerun()
     stack = cleanup.current()
     released = take_lease(kube, p.namespace, p.run, console)
@@ -563,9 +567,10 @@ def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Conso
         raise
 
 
-def resume(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, kube: Kube, namespace: str,
-           console: Console, rerun: str = SAME_COMMAND) -> Outcome:
+def resume(session: Session, etcd: Etcd, run_id: str, space: Keyspace, prefix: str, namespace: str,
+           rerun: str = SAME_COMMAND) -> Outcome:
     """A held run (claimed, no verdict): finish it with this snapshot, then release its nodes."""
+    kube, console = session.kube, session.console
     console.say(f"run {run_id} holds the API servers down with its rewrite unfinished: finishing it with this snapshot")
     changes = _apply(etcd, run_id, space, prefix, console, rerun)
     states = node_states(etcd, run_id)

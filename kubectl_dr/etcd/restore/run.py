@@ -147,7 +147,7 @@ def _external(session: Session, repository: Repository, snapshot: LocalSnapshot,
     held = external.held_runs(etcd)
     if held:
         return _finish_held(session, snapshot, etcd, held[0], opts)
-    plan = external.plan(kube, etcd, snapshot, opts, run, console)
+    plan = external.plan(session, etcd, snapshot, opts)
     book = external_runbook(plan)
     if opts.client_dry_run:
         return RestorePlan(plan, book, _runbook_path(snapshot, "RUN"), opts.restart_kubelets)
@@ -160,7 +160,7 @@ def _external(session: Session, repository: Repository, snapshot: LocalSnapshot,
         return str(etcd_snapshot.direct(etcd.direct, repository, console, identity,
                                         details={"safetySnapshotOf": run.id}).manifest.id)
 
-    outcome = external.run(kube, plan, etcd, console, safety,
+    outcome = external.run(session, plan, etcd, safety,
                            on_lease=lambda: _write_runbook(console, book, snapshot, run.id),
                            rerun=external.Rerun(rerun(session, snapshot),
                                                 rerun(session, snapshot, hold_timeout=2 * opts.hold_timeout)))
@@ -170,7 +170,7 @@ def _external(session: Session, repository: Repository, snapshot: LocalSnapshot,
 
 def _finish_held(session: Session, snapshot: LocalSnapshot, etcd: Etcd, held: str, opts: RestoreOptions) -> Result:
     """The API servers are down because of that run: finish it from here, through etcd alone."""
-    kube, console = session.kube, session.console
+    console = session.console
     prefix = (etcd.get(f"{run_prefix(held)}/prefix".encode()) or b"/registry").decode()
     external.check_bound(etcd, held, snapshot, opts.source)
     if opts.client_dry_run:
@@ -178,7 +178,7 @@ def _finish_held(session: Session, snapshot: LocalSnapshot, etcd: Etcd, held: st
     space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
     console.confirm(f"run {held} stopped with the keys half rewritten and the API servers held down: "
                     f"rewrite them to {snapshot.describe()} and start the API servers")
-    return external.resume(etcd, held, space, prefix, kube, opts.namespace, console, rerun(session, snapshot))
+    return external.resume(session, etcd, held, space, prefix, opts.namespace, rerun(session, snapshot))
 
 
 def rerun(session: Session, snapshot: LocalSnapshot, *, hold_timeout: int | None = None) -> str:

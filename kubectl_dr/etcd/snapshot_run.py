@@ -117,8 +117,9 @@ def _take(session: Session, repository: Repository, topo: Topology, opts: Snapsh
         if session.dry_run == "client":
             return DirectPlan(where, topo.endpoints)
         return etcd_snapshot.direct(topo, repository, session.console, _api_identity(session))
-    planned = etcd_snapshot.via_pod(session, topo, repository, namespace=opts.namespace, node=opts.node,
-                                    helper_image=opts.helper_image)
+    planned = etcd_snapshot.via_pod(session.kube, session.console, session.run, topo, repository,
+                                    namespace=opts.namespace, node=opts.node, helper_image=opts.helper_image,
+                                    dry_run=session.dry_run)
     if isinstance(planned, SnapshotPlan):
         planned.repository = where
     return planned

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
-    from kubectl_dr.etcd.snapshot_run import SnapshotOptions
+    from kubectl_dr.etcd.snapshot_run import Restic
     from kubectl_dr.etcd.topology import Topology
+    from kubectl_dr.repo import Repository
     from kubectl_dr.session import Session
 
 app = typer.Typer(
@@ -217,6 +218,7 @@ def snapshot(
     """
     from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd import snapshot_run
+    from kubectl_dr.etcd.restic_snapshot import ResticSnapshotResult
     from kubectl_dr.etcd.snapshot import SnapshotResult
     from kubectl_dr.repo.restic.location import is_restic
 
@@ -226,52 +228,48 @@ def snapshot(
                                          endpoints=endpoints, cacert=cacert, cert=cert, key=key)
     if is_restic(repo):
         assert repo is not None
-        _restic_snapshot(session, repo, asked, opts.output, password_file=password_file, s3_endpoint=s3_endpoint,
-                         other_flags=bool(encrypt_to or copy_to))
-        return
-    if password_file:
-        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
-    snapshot_run.check_repository(session, repository)
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
-                           encrypt_to=encrypt_to, dry_run=session.dry_run, console=session.console,
-                           secret_what="an etcd snapshot")
-    result = snapshot_run.run(session, repository, asked)
-    if not isinstance(result, SnapshotResult):
+        if encrypt_to or copy_to:
+            raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                             "repository; restic copy copies snapshots)")
+        into: Repository | snapshot_run.Restic = _restic(session, repo, password_file, s3_endpoint)
+        targets = []
+    else:
+        if password_file:
+            raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
+        into = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
+        snapshot_run.check_repository(session, into)
+        targets = open_targets(copy_to, into, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                               encrypt_to=encrypt_to, dry_run=session.dry_run, console=session.console,
+                               secret_what="an etcd snapshot")
+    result = snapshot_run.run(session, into, asked)
+    if isinstance(result, ResticSnapshotResult):
+        session.console.say(f"snapshot {result.snapshot.short_id} saved in {result.repository} "
+                            f"({units.duration(result.taken.seconds)})")
+        show(result, opts.output)
+    elif isinstance(result, SnapshotResult):
+        session.console.say(f"snapshot {result.manifest.id} saved in {result.path} "
+                            f"({units.duration(result.seconds)})")
+        data = result.to_dict()
+        if targets:
+            assert not isinstance(into, snapshot_run.Restic)
+            data["copies"] = copy_new(into, result.manifest.id, targets, session.console)
+        show(result, opts.output, data=data)
+    else:
         emit(result.to_dict(), opts.output, table=result.summary())
-        return
-    session.console.say(f"snapshot {result.manifest.id} saved in {result.path} ({units.duration(result.seconds)})")
-    data = result.to_dict()
-    if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets, session.console)
-    show(result, opts.output, data=data)
 
 
-def _restic_snapshot(session: Session, repo: str, asked: SnapshotOptions, output: str, *,
-                     password_file: str | None, s3_endpoint: str | None, other_flags: bool) -> None:
-    """`etcd snapshot --repo restic:REPO`: the checked snapshot file as a one-file restic snapshot."""
+def _restic(session: Session, repo: str, password_file: str | None, s3_endpoint: str | None) -> Restic:
+    """`--repo restic:REPO`: named now, opened by the job once the members are known (it may ask to init one)."""
     from kubectl_dr.cli.repo_options import open_restic
-    from kubectl_dr.etcd import snapshot_run
+    from kubectl_dr.etcd.snapshot_run import Restic
     from kubectl_dr.repo.restic.location import backend_for
-
-    if other_flags:
-        raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
-                         "repository; restic copy copies snapshots)")
-    if session.dry:
-        planned = snapshot_run.plan_restic(session, backend_for(repo, env=os.environ).describe(), asked)
-        emit(planned.to_dict(), output, table=planned.summary())
-        return
 
     def create(where: str) -> bool:
         session.console.confirm(f"create a new restic repository at {where} (restic init)")
         return True
 
-    stored = snapshot_run.into_restic(
-        session, lambda: open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create),
-        asked)
-    session.console.say(f"snapshot {stored.snapshot.short_id} saved in {stored.repository} "
-                        f"({units.duration(stored.taken.seconds)})")
-    show(stored, output)
+    return Restic(lambda: backend_for(repo, env=os.environ).describe(),
+                  lambda: open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, create=create))
 
 
 # --- restore ------------------------------------------------------------------------------------------------

@@ -71,25 +71,26 @@ def check_repository(session: Session, repository: Repository) -> None:
     confirm_plaintext_secrets(repository, "an etcd snapshot", session.console)
 
 
-def run(session: Session, repository: Repository, opts: SnapshotOptions) -> SnapshotResult | Plan:
-    """The snapshot into `repository` (checked first: check_repository), verified end to end; a dry run's plan."""
-    return _take(session, repository, _members(session, opts), opts)
+@dataclass(frozen=True)
+class Restic:
+    """A restic repository as the snapshot's destination: `where` names it (what a dry run's plan shows), `open`
+    opens it (and may ask to create one) once the members are known, as for any repository. Both only when
+    needed: a dry run opens nothing."""
+
+    where: Callable[[], str]
+    open: Callable[[], ResticRepository]
 
 
-def plan_restic(session: Session, where: str, opts: SnapshotOptions) -> Plan:
-    """A dry run into a restic repository (named `where`): nothing is opened or written; a repository in the
-    temporary directory stands in, only its location is read."""
-    planned = _take(session, LocalRepository(tempfile.gettempdir()), _members(session, opts), opts, shown_as=where)
-    assert not isinstance(planned, SnapshotResult)  # a dry run
-    return planned
-
-
-def into_restic(session: Session, open_restic: Callable[[], ResticRepository],
-                opts: SnapshotOptions) -> ResticSnapshotResult:
-    """The checked snapshot file as a one-file restic snapshot. The repository is opened (`open_restic`: it may
-    ask to create one) once the members are known, as for any repository."""
+def run(session: Session, into: Repository | Restic,
+        opts: SnapshotOptions) -> SnapshotResult | ResticSnapshotResult | Plan:
+    """The snapshot, verified end to end, into a repository (checked first: check_repository) or a restic one
+    (staged locally, then stored as a one-file restic snapshot); a dry run's plan."""
     topo = _members(session, opts)
-    restic = open_restic()
+    if not isinstance(into, Restic):
+        return _take(session, into, topo, opts)
+    if session.dry:  # nothing is opened or written: a repository in the temporary directory stands in
+        return _take(session, LocalRepository(tempfile.gettempdir()), topo, opts, shown_as=into.where())
+    restic = into.open()
 
     def take(staging: Repository) -> SnapshotResult:
         result = _take(session, staging, topo, opts)

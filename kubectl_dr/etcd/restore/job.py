@@ -20,7 +20,6 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +43,6 @@ from kubectl_dr.etcd.restore.common import (
     image_pod,
     names,
     remove_restored_helpers,
-    take_lease,
     tool_version,
     version_tuple,
     wait_api,
@@ -438,15 +436,14 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
         time.sleep(3)
 
 
-def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
+def run(session: Session, p: Plan, runbook: str, lease: cleanup.UndoStep, *,
         rerun: str = "the same `kubectl dr etcd restore`") -> Outcome:
-    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
-    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none).
-    `rerun`: the command that starts this restore afresh, said when an interruption calls it off."""
+    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `lease`: the
+    release of the restore lease the caller holds (common.take_lease), run before the API servers stop; the
+    caller wrote what must exist before anything changes (the runbook). `rerun`: the command that starts this
+    restore afresh, said when an interruption calls it off."""
     kube, console = session.kube, session.console
     stack = cleanup.current()
-    released = [take_lease(kube, p.namespace, p.run, console)]
-    on_lease()
     # Pushed first, so said last on Ctrl-C or SIGTERM: after the cleanup that undid the staging. Gone at the go.
     note = stack.push("say how to go on", lambda: console.say(
         f"the restore was called off before any node began: etcd was not changed; `{rerun}` starts it again"))
@@ -463,7 +460,7 @@ def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None]
     # The point of no return for the client is each node's go: from there the node decides. A node interrupted
     # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
     try:
-        hand_over_all(p, nodes, "restore", console, list(steps), released[0])
+        hand_over_all(p, nodes, "restore", console, list(steps), lease)
     finally:
         stack.discard(note)  # a refusal (DrError) says why itself; past the go the nodes decide
     for node in nodes:

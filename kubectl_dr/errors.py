@@ -71,7 +71,9 @@ class ServerUnreachable(DrError):
         self.host = host
 
     def render(self) -> str:
-        return self.message
+        # kubectl's sentence alone, as kubectl prints it; a hint a command added (etcd: ask the members
+        # directly when the API is down) follows on its own line.
+        return self.message + (f"\n{self.hint}" if self.hint else "")
 
 
 class ServerTimeout(DrError):

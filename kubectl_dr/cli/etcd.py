@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,18 +20,18 @@ from kubectl_dr.cli.repo_options import (
     RepoOption,
     S3EndpointOption,
 )
-from kubectl_dr.errors import DrError, UsageError
+from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, render_table, show
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
-    from kubectl_dr.clusters import ClusterIdentity
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
-    from kubectl_dr.etcd.snapshot import SnapshotResult
+    from kubectl_dr.etcd.snapshot_run import Restic
     from kubectl_dr.etcd.topology import Topology
     from kubectl_dr.repo import Repository
+    from kubectl_dr.session import Session
 
 app = typer.Typer(
     help=(
@@ -98,44 +97,11 @@ NodeOption = Annotated[str | None, typer.Option("--node", metavar="NODE",
                                                 help="Use the etcd member on this control-plane node.")]
 
 
-def _api_identity(opts: GlobalOptions) -> ClusterIdentity | None:
-    """The cluster the kubeconfig reaches, if it answers: a snapshot taken through --endpoints keeps its server
-    and context as hints when the snapshot's own kube-system is this one."""
-    from kubectl_dr.kube.identity import try_cluster_identity
-
-    try:
-        return try_cluster_identity(opts.kube())[0]
-    except DrError:
-        return None  # no kubeconfig, or the API is down: the snapshot itself says which cluster it is of
-
-
 def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | None, cert: str | None,
               key: str | None) -> Topology:
     from kubectl_dr.etcd import topology
 
-    if endpoints:
-        return topology.direct(endpoints, cacert, cert, key)
-    if cacert or cert or key:
-        raise UsageError("--cacert, --cert and --key only apply with --endpoints")
-    from kubectl_dr.errors import ApiError, ServerTimeout, ServerUnreachable
-
-    try:
-        return topology.discover(opts.kube())
-    except ApiError as exc:
-        if exc.status < 500:
-            raise
-        exc.hint = API_DOWN_HINT
-        raise
-    except (ServerUnreachable, ServerTimeout) as exc:
-        exc.hint = API_DOWN_HINT
-        raise
-
-
-API_DOWN_HINT = (
-    "kubectl dr reaches etcd through the API server, which needs etcd's quorum to answer. If etcd lost it, "
-    "ask the members directly from a machine that reaches them (a control-plane node): kubectl dr etcd status "
-    "--endpoints https://NODE-IP:2379,... --cacert /etc/kubernetes/pki/etcd/ca.crt "
-    "--cert /etc/kubernetes/pki/etcd/healthcheck-client.crt --key /etc/kubernetes/pki/etcd/healthcheck-client.key")
+    return topology.resolve(opts.kube, endpoints, cacert, cert, key)
 
 
 def _pod_namespace(opts: GlobalOptions) -> str:
@@ -250,108 +216,62 @@ def snapshot(
       kubectl dr etcd snapshot --encrypt-to age1… --copy-to s3://dr-backups/etcd
       kubectl dr etcd snapshot --endpoints https://10.0.0.10:2379 --cacert ca.crt --cert c.crt --key c.key
     """
+    from kubectl_dr.cli.backups import open_repo
+    from kubectl_dr.etcd import snapshot_run
+    from kubectl_dr.etcd.restic_snapshot import ResticSnapshotResult
+    from kubectl_dr.etcd.snapshot import SnapshotResult
     from kubectl_dr.repo.restic.location import is_restic
 
+    opts = options(ctx)
+    session = opts.session()
+    asked = snapshot_run.SnapshotOptions(_pod_namespace(opts), node=node, helper_image=helper_image,
+                                         endpoints=endpoints, cacert=cacert, cert=cert, key=key)
     if is_restic(repo):
         assert repo is not None
-        _restic_snapshot(ctx, repo, node=node, helper_image=helper_image, endpoints=endpoints, cacert=cacert,
-                         cert=cert, key=key, password_file=password_file, s3_endpoint=s3_endpoint,
-                         azure_endpoint=azure_endpoint, other_flags=bool(encrypt_to or copy_to))
-        return
-    if password_file:
-        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
-    from kubectl_dr.cli.backups import open_repo
-    from kubectl_dr.repo.safety import confirm_plaintext_secrets
-
-    opts = options(ctx)
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
-    repository.preflight(create=opts.dry_run == "none")  # before the cluster is touched
-    confirm_plaintext_secrets(repository, "an etcd snapshot", opts.session().console)
-    targets = open_targets(copy_to, repository, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
-                           encrypt_to=encrypt_to, dry_run=opts.dry_run,
-                           console=opts.session().console, secret_what="an etcd snapshot")
-    result = _take_snapshot(opts, repository, node=node, helper_image=helper_image,
-                            topo=_topology(opts, endpoints, cacert, cert, key))
-    if result is None:
-        return
-    opts.session().console.say(f"snapshot {result.manifest.id} saved in {result.path} "
-                               f"({units.duration(result.seconds)})")
-    data = result.to_dict()
-    if targets:
-        data["copies"] = copy_new(repository, result.manifest.id, targets, opts.session().console)
-    show(result, opts.output, data=data)
-
-
-def _take_snapshot(opts: GlobalOptions, repository: Repository, *, node: str | None, helper_image: str,
-                   topo: Topology, shown_as: str | None = None) -> SnapshotResult | None:
-    """The snapshot into `repository`, or (a dry run) its plan shown and None. `shown_as`: the repository
-    a plan names (a restic repository, which the staging directory stands in for)."""
-    from kubectl_dr.etcd import snapshot as etcd_snapshot
-    from kubectl_dr.etcd.topology import Direct
-
-    where = shown_as or repository.location
-    if isinstance(topo, Direct):
-        if node:
-            raise UsageError("--node does not apply with --endpoints")
-        if opts.dry_run == "server":
-            raise UsageError("--dry-run=server needs the API server; with --endpoints nothing goes through it "
-                             "(use --dry-run=client)")
-        from kubectl_dr.etcd.restore.external import refuse_snapshot_while_held
-
-        refuse_snapshot_while_held(topo)
-        if opts.dry_run == "client":
-            emit({"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": where,
-                  "endpoints": list(topo.endpoints)}, opts.output,
-                 table=f"(dry run) would stream a snapshot from the first of {', '.join(topo.endpoints)} that answers "
-                       f"into {where}\n")
-            return None
-        return etcd_snapshot.direct(topo, repository, opts.session().console, _api_identity(opts))
-    planned = etcd_snapshot.via_pod(opts.session(), topo, repository, namespace=_pod_namespace(opts), node=node,
-                                    helper_image=helper_image)
-    if isinstance(planned, etcd_snapshot.SnapshotPlan):
-        planned.repository = where
-        emit(planned.to_dict(), opts.output, table=planned.summary())
-        return None
-    return planned
+        if encrypt_to or copy_to:
+            raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                             "repository; restic copy copies snapshots)")
+        into: Repository | snapshot_run.Restic = _restic(session, repo, password_file, s3_endpoint, azure_endpoint)
+        targets = []
+    else:
+        if password_file:
+            raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
+        into = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
+        snapshot_run.check_repository(session, into)
+        targets = open_targets(copy_to, into, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                               encrypt_to=encrypt_to, dry_run=session.dry_run, console=session.console,
+                               secret_what="an etcd snapshot")
+    result = snapshot_run.run(session, into, asked)
+    if isinstance(result, ResticSnapshotResult):
+        session.console.say(f"snapshot {result.snapshot.short_id} saved in {result.repository} "
+                            f"({units.duration(result.taken.seconds)})")
+        show(result, opts.output)
+    elif isinstance(result, SnapshotResult):
+        session.console.say(f"snapshot {result.manifest.id} saved in {result.path} "
+                            f"({units.duration(result.seconds)})")
+        data = result.to_dict()
+        if targets:
+            assert not isinstance(into, snapshot_run.Restic)
+            data["copies"] = copy_new(into, result.manifest.id, targets, session.console)
+        show(result, opts.output, data=data)
+    else:
+        emit(result.to_dict(), opts.output, table=result.summary())
 
 
-def _restic_snapshot(ctx: typer.Context, repo: str, *, node: str | None, helper_image: str,
-                     endpoints: list[str] | None, cacert: str | None, cert: str | None, key: str | None,
-                     password_file: str | None, s3_endpoint: str | None, other_flags: bool,
-                     azure_endpoint: str | None = None) -> None:
-    """`etcd snapshot --repo restic:REPO`: the checked snapshot file as a one-file restic snapshot."""
+def _restic(session: Session, repo: str, password_file: str | None, s3_endpoint: str | None,
+            azure_endpoint: str | None) -> Restic:
+    """`--repo restic:REPO`: named now, opened by the job once the members are known (it may ask to init one)."""
     from kubectl_dr.cli.repo_options import open_restic
-    from kubectl_dr.etcd import restic_snapshot
-    from kubectl_dr.repo import LocalRepository
+    from kubectl_dr.etcd.snapshot_run import Restic
     from kubectl_dr.repo.restic.location import backend_for
 
-    if other_flags:
-        raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
-                         "repository; restic copy copies snapshots)")
-    opts = options(ctx)
-    console = opts.session().console
-    topo = _topology(opts, endpoints, cacert, cert, key)
-    if opts.dry_run != "none":
-        _take_snapshot(opts, LocalRepository(tempfile.gettempdir()), node=node, helper_image=helper_image,
-                       topo=topo, shown_as=backend_for(repo, env=os.environ).describe())
-        return
-
     def create(where: str) -> bool:
-        console.confirm(f"create a new restic repository at {where} (restic init)")
+        session.console.confirm(f"create a new restic repository at {where} (restic init)")
         return True
 
-    restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
-                         create=create)
-
-    def take(staging: Repository) -> SnapshotResult:
-        result = _take_snapshot(opts, staging, node=node, helper_image=helper_image, topo=topo)
-        assert result is not None  # not a dry run
-        return result
-
-    stored = restic_snapshot.take(restic, console, take)
-    console.say(f"snapshot {stored.snapshot.short_id} saved in {stored.repository} "
-                f"({units.duration(stored.taken.seconds)})")
-    show(stored, opts.output)
+    return Restic(lambda: backend_for(repo, env=os.environ).describe(),
+                  lambda: open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                                      azure_endpoint=azure_endpoint, create=create))
 
 
 # --- restore ------------------------------------------------------------------------------------------------

@@ -29,8 +29,7 @@ from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import identity_for_backup
 from kubectl_dr.repo import BackupWriter, Manifest, PartWriter, Repository
-from kubectl_dr.runs import lease_name
-from kubectl_dr.session import Session
+from kubectl_dr.runs import Run, lease_name
 from kubectl_dr.units import size
 
 BACKUP_TYPE = "etcd-snapshot"
@@ -140,11 +139,12 @@ class SnapshotPlan:
         return "\n".join(lines) + "\n"
 
 
-def via_pod(session: Session, topology: Discovered, repo: Repository, *, namespace: str, node: str | None = None,
-            helper_image: str = DEFAULT_HELPER_IMAGE) -> SnapshotResult | SnapshotPlan:
-    """From the given node's member, or the first member that works (Ready members first). ``progress``
-    reports the copy (a snapshot of a large cluster takes a while to cross the exec stream)."""
-    kube, run, dry_run, console = session.kube, session.run, session.dry_run, session.console
+def via_pod(kube: Kube, console: Console, run: Run, topology: Discovered, repo: Repository, *, namespace: str,
+            node: str | None = None, helper_image: str = DEFAULT_HELPER_IMAGE,
+            dry_run: str = "none") -> SnapshotResult | SnapshotPlan:
+    """From the given node's member, or the first member that works (Ready members first); the console's
+    progress reports the copy (a snapshot of a large cluster takes a while to cross the exec stream). `run`:
+    the command's run, which the lease and the pod name."""
     candidates = topology.candidates(node)
     exposure.refuse_during_restore(kube, namespace, run)
     dead = exposure.dead_snapshot_pods(kube, namespace, run)

@@ -15,8 +15,13 @@ from kubectl_dr.session import Session
 
 
 def via_pod(session: Session, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:
-    """Ask from a pod on a control-plane node; if that member cannot be used, from the next one."""
-    kube, console = session.kube, session.console
+    """`kubectl dr etcd status`: ask from a pod on a control-plane node; if that member cannot be used, from the
+    next one."""
+    return ask(session.kube, session.console, topology, namespace, node)
+
+
+def ask(kube: Kube, console: Console, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:
+    """`via_pod` for a job that asks on its way (a restore, before and after): the kube handle and console only."""
     failures: list[MemberError] = []
     candidates = topology.candidates(node)
     for index, member in enumerate(candidates):

@@ -8,11 +8,12 @@ line (`--endpoints`, `--cacert`, `--cert`, `--key`) for an etcd we reach directl
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from kubectl_dr.errors import ApiError, UsageError
+from kubectl_dr.errors import ApiError, ServerTimeout, ServerUnreachable, UsageError
 from kubectl_dr.etcd.errors import DIRECT_HINT, TopologyError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.nodes.staticpods import parse_flags
@@ -237,3 +238,30 @@ def direct(endpoints: list[str], cacert: str | None, cert: str | None, key: str 
                 raise UsageError(f"{flag} {path}: {exc.strerror}") from None
     normalized = tuple(u if "://" in u else f"https://{u}" for u in urls)
     return Direct(normalized, cacert, cert, key)
+
+
+def resolve(kube: Callable[[], Kube], endpoints: list[str] | None, cacert: str | None, cert: str | None,
+            key: str | None) -> Topology:
+    """The members a command works on: the given --endpoints, else the static pods the API shows. ``kube``
+    connects only when it is asked (a direct command never reads a kubeconfig)."""
+    if endpoints:
+        return direct(endpoints, cacert, cert, key)
+    if cacert or cert or key:
+        raise UsageError("--cacert, --cert and --key only apply with --endpoints")
+    try:
+        return discover(kube())
+    except ApiError as exc:
+        if exc.status < 500:
+            raise
+        exc.hint = API_DOWN_HINT
+        raise
+    except (ServerUnreachable, ServerTimeout) as exc:
+        exc.hint = API_DOWN_HINT
+        raise
+
+
+API_DOWN_HINT = (
+    "kubectl dr reaches etcd through the API server, which needs etcd's quorum to answer. If etcd lost it, "
+    "ask the members directly from a machine that reaches them (a control-plane node): kubectl dr etcd status "
+    "--endpoints https://NODE-IP:2379,... --cacert /etc/kubernetes/pki/etcd/ca.crt "
+    "--cert /etc/kubernetes/pki/etcd/healthcheck-client.crt --key /etc/kubernetes/pki/etcd/healthcheck-client.key")

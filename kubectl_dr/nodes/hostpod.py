@@ -152,12 +152,14 @@ def send_file(kube: Kube, pod: pods.HelperPod, container: str, local: Path, size
         raise VerificationError(f"{copied} is damaged: SHA-256 {match.group(1)} there, {sha256} here")
 
 
-def fetch_file(kube: Kube, pod: pods.HelperPod, container: str, remote: str, local: Path, *, where: str,
-               sh: Callable[[str], str]) -> None:
+def fetch_file(kube: Kube, pod: pods.HelperPod, container: str, remote: str, local: Path, *, where: str) -> None:
     """Copy a file from the pod (a data dir's database) to `local`, checked: what arrived against the size and
-    SHA-256 the pod reads there (`sh`: the caller's way to run a script in the pod, with its error texts)."""
+    SHA-256 the pod reads there. `where`: the node, for the messages."""
     q = shlex.quote(remote)
-    lines = sh(f"sha256sum {q} && wc -c < {q}").split("\n")
+    result, out = run_in(kube, pod, container, ["sh", "-c", f"sha256sum {q} && wc -c < {q}"],
+                         timeouts=Timeouts(idle=300.0))
+    result.check(f"reading {remote} on node {where}")
+    lines = out.decode(errors="replace").split("\n")
     match = _SHA256.match(lines[0]) if lines else None
     digest = hashlib.sha256()
     size = 0

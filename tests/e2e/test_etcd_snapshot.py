@@ -184,6 +184,42 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
     assert restore_and_read(part, b"/registry/configmaps/ext/marker", tmp_path) == b"direct-marker"
 
 
+def test_direct_mode_plans_and_refusals(tmp_path: Path) -> None:
+    """The snapshot job's checks before anything is taken, against a real etcd and no cluster: a client dry run
+    with --endpoints names the endpoints and the repository (a restic one included) and writes nothing; flags that
+    do not go together are usage errors; an API that does not answer is explained with the way around it."""
+    repo, restic_repo = tmp_path / "repo", tmp_path / "restic"
+    env = clean_env({"KUBECTL_DR_REPO": str(repo)})
+    with ScratchEtcd(tmp_path, name="ext") as etcd:
+        plan = ok_json(dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--dry-run=client", "-o", "json",
+                          env=env, in_process=True))
+        assert plan == {"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": str(repo),
+                        "endpoints": [etcd.endpoint]}
+        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--dry-run=client", env=env, in_process=True)
+        assert table.returncode == 0, table.stderr
+        assert table.stdout == (f"(dry run) would stream a snapshot from the first of {etcd.endpoint} that answers "
+                                f"into {repo}\n")
+        into_restic = ok_json(dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--repo", f"restic:{restic_repo}",
+                                 "--dry-run=client", "-o", "json", env=env, in_process=True))
+        assert into_restic["repository"] == str(restic_repo) and into_restic["endpoints"] == [etcd.endpoint]
+        assert not repo.exists() and not restic_repo.exists()
+        node = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--node", "cp-1", env=env, in_process=True)
+        assert node.returncode == 2 and "--node does not apply with --endpoints" in node.stderr
+    alone = dr("etcd", "snapshot", "--cacert", str(tmp_path / "ca.crt"), env=env, in_process=True)
+    assert alone.returncode == 2 and "--cacert, --cert and --key only apply with --endpoints" in alone.stderr
+    # An API server that does not answer: etcd may have lost its quorum, so the error says how to ask it directly.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "down",
+        "clusters": [{"name": "down", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "contexts": [{"name": "down", "context": {"cluster": "down", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    down = dr("etcd", "snapshot", env={**env, "KUBECONFIG": str(kubeconfig)}, timeout=120)
+    assert down.returncode == 1, down.stderr
+    assert "kubectl dr etcd status --endpoints https://NODE-IP:2379" in down.stderr
+    assert not repo.exists() or list(repo.iterdir()) == []
+
+
 def test_direct_mode_against_tls_members(cluster_factory: Any, tmp_path: Path) -> None:
     c = cluster_factory(control_planes=3)
     ca, cert, key = certs(c, "cp-2")

@@ -26,14 +26,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_dr import cleanup
+from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import encryption, keyspace
+from kubectl_dr.etcd import snapshot as etcd_snapshot
 from kubectl_dr.etcd.client import Endpoint, certificate_hint, is_rpc_error, rpc_error_text
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.keyspace import Keyspace
@@ -46,7 +48,6 @@ from kubectl_dr.etcd.restore.common import (
     count_objects,
     names,
     remove_restored_helpers,
-    take_lease,
     wait_api,
 )
 from kubectl_dr.etcd.restore.holdscript import ABANDONED, DONE, PARKED, RESTORED, NodeHold, run_prefix
@@ -59,9 +60,12 @@ from kubectl_dr.etcd.topology import ETCD_NAMESPACE, Direct, parse_flags
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
+from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.kube.pods import HelperPod, pod_name
+from kubectl_dr.repo import Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.runs.run import Holder
+from kubectl_dr.session import Session
 
 DEFAULT_PREFIX = "/registry"
 PARK_WAIT_MARGIN = 30  # the client stops waiting for the nodes this long before they stop waiting for it
@@ -377,8 +381,10 @@ def _identity(kube: Kube, etcd: Etcd, prefix: str, console: Console) -> None:
     console.say(f"etcd at {etcd.direct.endpoints[0]} holds this cluster's objects (kube-system {uid})")
 
 
-def plan(kube: Kube, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions, run: Run,
-         console: Console) -> ExternalPlan:
+def plan(session: Session, etcd: Etcd, snapshot: LocalSnapshot, opts: RestoreOptions) -> ExternalPlan:
+    """Everything checked before anything changes: the API servers and their etcd, this etcd the cluster's storage,
+    the snapshot of its version and of a Kubernetes cluster, the keys to write and delete."""
+    kube, console, run = session.kube, session.console, session.run
     namespace, dry_run = opts.namespace, opts.client_dry_run
     nodes = api_nodes(kube)
     prefix = nodes[0].prefix
@@ -466,13 +472,15 @@ class Rerun:
     longer_hold: str = SAME_COMMAND + " --hold-timeout SECONDS"
 
 
-def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: Callable[[], str], *,
-        on_lease: Callable[[], None] = lambda: None, rerun: Rerun | None = None) -> Outcome:
-    """`rerun`: the commands a hint tells to paste (this run's own, the snapshot pinned)."""
+def run(session: Session, p: ExternalPlan, etcd: Etcd, released: cleanup.UndoStep, repository: Repository, *,
+        rerun: Rerun | None = None) -> Outcome:
+    """Hold the API servers down, take the safety snapshot into `repository`, rewrite the keys, let the API
+    servers go. `released`: the release of the restore lease the caller holds (common.take_lease; it wrote the
+    runbook then), run before the API servers stop. `rerun`: the commands a hint tells to paste (this run's own,
+    the snapshot pinned)."""
+    kube, console = session.kube, session.console
     again = rerun or Rerun()
     stack = cleanup.current()
-    released = take_lease(kube, p.namespace, p.run, console)
-    on_lease()  # the runbook: only for a run that holds the lease, before anything changes
     for old in finished_runs(etcd):  # we hold the lease: these runs are over (a held one is never among them)
         etcd.delete_prefix(run_prefix(old).encode() + b"/")
     writers = [(n, _writer_pod(kube, p, n)) for n in p.nodes]
@@ -502,7 +510,7 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
     stack.discard(release)
     # Claimed, nothing written yet: the safety snapshot is exactly what the rewrite is about to replace.
     try:
-        safety = take_safety()
+        safety = _safety_snapshot(kube, console, etcd, repository, p.run.id)
     except BaseException:
         etcd.put(base + b"/verdict", ABANDONED.encode())
         console.say("no safety snapshot, so no rewrite: the nodes start their API servers again on the untouched data")
@@ -513,6 +521,22 @@ def run(kube: Kube, p: ExternalPlan, etcd: Etcd, console: Console, take_safety: 
         "back")
     changes = _apply(etcd, p.run.id, p.space, p.prefix, console, again.same)
     return finish(kube, etcd, p.run.id, p.nodes, p.namespace, console, plan=p, changes=changes, safety=safety)
+
+
+def _safety_snapshot(kube: Kube, console: Console, etcd: Etcd, repository: Repository, run_id: str) -> str:
+    """The data as it is before the rewrite, as a snapshot of the repository: its ID. Named as this run's: a rerun
+    with `--from latest` must not take it for the snapshot to restore."""
+    return str(etcd_snapshot.direct(etcd.direct, repository, console, _api_identity(kube),
+                                    details={"safetySnapshotOf": run_id}).manifest.id)
+
+
+def _api_identity(kube: Kube) -> ClusterIdentity | None:
+    """The cluster the kubeconfig reaches, if it answers: the safety snapshot keeps its server and context as
+    hints when the snapshot's own kube-system is this one."""
+    try:
+        return try_cluster_identity(kube)[0]
+    except DrError:
+        return None  # the API is down: the snapshot itself says which cluster it is of
 
 
 def _wait_parked(etcd: Etcd, p: ExternalPlan, console: Console) -> None:
@@ -563,9 +587,10 @@ def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Conso
         raise
 
 
-def resume(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, kube: Kube, namespace: str,
-           console: Console, rerun: str = SAME_COMMAND) -> Outcome:
+def resume(session: Session, etcd: Etcd, run_id: str, space: Keyspace, prefix: str, namespace: str,
+           rerun: str = SAME_COMMAND) -> Outcome:
     """A held run (claimed, no verdict): finish it with this snapshot, then release its nodes."""
+    kube, console = session.kube, session.console
     console.say(f"run {run_id} holds the API servers down with its rewrite unfinished: finishing it with this snapshot")
     changes = _apply(etcd, run_id, space, prefix, console, rerun)
     states = node_states(etcd, run_id)

@@ -20,7 +20,6 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +43,11 @@ from kubectl_dr.etcd.restore.common import (
     image_pod,
     names,
     remove_restored_helpers,
-    take_lease,
     tool_version,
     version_tuple,
     wait_api,
 )
-from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
+from kubectl_dr.etcd.restore.nodepod import NodePod, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
 from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
@@ -223,7 +221,7 @@ def plan(session: Session, snapshot: LocalSnapshot, opts: RestoreOptions) -> Pla
             raise EtcdError("a client dry run reads the etcd versions from the image tags, and these have none: "
                             f"{', '.join(images)}", hint="Run without --dry-run to ask the members.")
         return _decide(Preflight(found, tagged, tool, image), snapshot, opts, run)
-    status = etcd_status.via_pod(session, Discovered(tuple(t.member for t in found)), opts.namespace)
+    status = etcd_status.ask(kube, console, Discovered(tuple(t.member for t in found)), opts.namespace)
     versions = sorted({e.version for e in status.endpoints if e.version})
     if not versions:
         raise EtcdError("no etcd member answered: cannot tell the cluster's etcd version",
@@ -282,7 +280,7 @@ def _decide(found: Preflight, snapshot: LocalSnapshot, opts: RestoreOptions, run
 
 
 # --------------------------------------------------------------------------------------------- staging
-def _stage(kube: Kube, p: Plan, node: NodePod, console: Console) -> None:
+def _stage(p: Plan, node: NodePod, console: Console) -> None:
     assert p.snapshot is not None
     t = node.target
     swap = p.swap(t, "restore")
@@ -314,7 +312,7 @@ def _stage(kube: Kube, p: Plan, node: NodePod, console: Console) -> None:
     parent = t.data_dir.rsplit("/", 1)[0] or "/"
     spec = image_pod(t, p.namespace, p.image, p.run, "restore", p.restore_args(t),
                       [("kubectl-dr", DR_DIR, HOST_DR), ("etcd-parent", parent, HOST_DATA_PARENT)])
-    run_to_end(kube, spec, t, "etcdctl snapshot restore")
+    node.run_beside(spec, "etcdctl snapshot restore")
     incoming = shlex.quote(swap.in_pod(swap.incoming))
     node.sh(f"set -e; test -s {incoming}/member/snap/db; chmod 700 {incoming}", what="checking the restored dir")
 
@@ -377,7 +375,7 @@ def await_ready(nodes: list[NodePod], p: Plan, mode: str, console: Console) -> s
         time.sleep(1)
 
 
-def hand_over_all(kube: Kube, p: Plan, nodes: list[NodePod], mode: str, console: Console,
+def hand_over_all(p: Plan, nodes: list[NodePod], mode: str, console: Console,
                   unstage: list[cleanup.UndoStep | None], lease: cleanup.UndoStep) -> None:
     """The manifests on every node; once every node's script is ready, the go on each (the point of no return).
     A node that fails before that ends the run everywhere at once, nothing changed: RestoreFailed with its
@@ -438,15 +436,14 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
         time.sleep(3)
 
 
-def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None] = lambda: None,
+def run(session: Session, p: Plan, runbook: str, lease: cleanup.UndoStep, *,
         rerun: str = "the same `kubectl dr etcd restore`") -> Outcome:
-    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `on_lease`: the
-    run holds the lease and has changed nothing yet (where the runbook is written: a refused run has none).
-    `rerun`: the command that starts this restore afresh, said when an interruption calls it off."""
+    """Stage on every node, hand over, wait, report, clean up. Raises if the nodes rolled back. `lease`: the
+    release of the restore lease the caller holds (common.take_lease), run before the API servers stop; the
+    caller wrote what must exist before anything changes (the runbook). `rerun`: the command that starts this
+    restore afresh, said when an interruption calls it off."""
     kube, console = session.kube, session.console
     stack = cleanup.current()
-    released = [take_lease(kube, p.namespace, p.run, console)]
-    on_lease()
     # Pushed first, so said last on Ctrl-C or SIGTERM: after the cleanup that undid the staging. Gone at the go.
     note = stack.push("say how to go on", lambda: console.say(
         f"the restore was called off before any node began: etcd was not changed; `{rerun}` starts it again"))
@@ -459,11 +456,11 @@ def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None]
         steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
                                 lambda node=node: _unstage(node, p)))  # type: ignore[misc]
     for node in nodes:
-        _stage(kube, p, node, console)
+        _stage(p, node, console)
     # The point of no return for the client is each node's go: from there the node decides. A node interrupted
     # before its go is called off and unstaged; the ones that had it then miss a peer and go back.
     try:
-        hand_over_all(kube, p, nodes, "restore", console, list(steps), released[0])
+        hand_over_all(p, nodes, "restore", console, list(steps), lease)
     finally:
         stack.discard(note)  # a refusal (DrError) says why itself; past the go the nodes decide
     for node in nodes:
@@ -477,7 +474,7 @@ def run(session: Session, p: Plan, runbook: str, *, on_lease: Callable[[], None]
         # asking now spares the wait where the API server still answers.
         with contextlib.suppress(DrError):
             node.pod.request_delete()
-    return finish(session, p.run.id, "restore", p.targets, p.namespace, p.helper_image, plan=p, runbook=runbook)
+    return finish(kube, console, p.run.id, "restore", p.targets, p.namespace, p.helper_image, plan=p, runbook=runbook)
 
 
 def _discard_restored(node: NodePod, run_id: str, console: Console) -> None:
@@ -493,9 +490,10 @@ def _discard_restored(node: NodePod, run_id: str, console: Console) -> None:
         console.warn(f"cannot remove {restored} on node {node.target.node}: {exc.message}")
 
 
-def finish(session: Session, run_id: str, mode: str, found: list[Target], namespace: str, helper_image: str, *,
-           plan: Plan | None = None, runbook: str | None = None) -> Outcome:
-    kube, console = session.kube, session.console
+def finish(kube: Kube, console: Console, run_id: str, mode: str, found: list[Target], namespace: str,
+           helper_image: str, *, plan: Plan | None = None, runbook: str | None = None) -> Outcome:
+    """After the hand-over: the API back, every node's status read, what was staged removed, the outcome compared
+    with what was there before."""
     # Bounded by --node-timeout: each node stops its control plane, forms the cluster and starts the API server
     # within its own waits, each at most that long (stopping at least a minute).
     wait_api(kube, console, API_WAIT_SECONDS if plan is None else
@@ -524,7 +522,7 @@ def finish(session: Session, run_id: str, mode: str, found: list[Target], namesp
             n.delete()
     remove_restored_helpers(kube, namespace, console)
     try:
-        st = etcd_status.via_pod(session, Discovered(tuple(t.member for t in found)), namespace)
+        st = etcd_status.ask(kube, console, Discovered(tuple(t.member for t in found)), namespace)
         outcome.revision_after = max((e.revision or 0 for e in st.endpoints), default=None)
         outcome.members = [f"{m.name} ({'leader' if m.is_leader else 'follower'})" for m in st.members]
     except DrError as exc:

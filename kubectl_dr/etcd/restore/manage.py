@@ -22,7 +22,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.restore import common, job, nodescript
-from kubectl_dr.etcd.restore.nodepod import NodePod, run_to_end, start_all
+from kubectl_dr.etcd.restore.nodepod import NodePod, start_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DR
 from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, Target, initial_cluster, targets
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
@@ -376,30 +376,29 @@ def rollback(session: Session, namespace: str, helper_image: str, run_id: str | 
             console.warn(job.NO_BUMP_RISK)
         console.confirm(f"roll etcd back to the data it had before restore {run_id} on every control-plane node "
                         "(the API server is down meanwhile; changes made since the restore are set aside)")
-        _hand_over_all(session, p, nodes, st)
+        _hand_over_all(kube, console, p, nodes, st)
     finally:
         for n in nodes:
             with contextlib.suppress(DrError):
                 n.delete()
-    outcome = job.finish(session, run_id, "rollback", found, namespace, helper_image, plan=p)
+    outcome = job.finish(kube, console, run_id, "rollback", found, namespace, helper_image, plan=p)
     if restart_kubelets:
         common.restart_kubelets(kube, namespace, helper_image, me, console, outcome)
     return outcome
 
 
-def _hand_over_all(session: Session, p: job.Plan, nodes: list[NodePod], st: list[NodeState]) -> None:
+def _hand_over_all(kube: Kube, console: Console, p: job.Plan, nodes: list[NodePod], st: list[NodeState]) -> None:
     """What the rollback compares with afterwards, the rebuilt data dirs (when bumped), then the hand-over under
     the restore lease (no restore or rollback stages beside us)."""
-    kube, console = session.kube, session.console
     lease = common.take_lease(kube, p.namespace, p.run, console)
-    status = etcd_status.via_pod(session, Discovered(tuple(t.member for t in p.targets)), p.namespace)
+    status = etcd_status.ask(kube, console, Discovered(tuple(t.member for t in p.targets)), p.namespace)
     p.revision_before = max((e.revision or 0 for e in status.endpoints), default=None)
     p.counts_before, p.nodes_before = common.count_objects(kube), common.names(kube, "/api/v1/nodes")
     p.pods_before = common.names(kube, "/api/v1/pods")
     steps: list[cleanup.UndoStep | None] = [None] * len(nodes)
     if p.bump:
         steps = list(_stage_rollback(kube, p, nodes, st, console))
-    job.hand_over_all(kube, p, nodes, "rollback", console, steps, lease)
+    job.hand_over_all(p, nodes, "rollback", console, steps, lease)
     console.say("handed over: the nodes put the data from before the restore back on their own")
 
 
@@ -428,12 +427,11 @@ def _stage_rollback(kube: Kube, p: job.Plan, nodes: list[NodePod], st: list[Node
             steps.append(stack.push(f"remove the staged rollback on node {n.target.node}",
                                     lambda n=n: _unstage_rollback(n, p)))  # type: ignore[misc]
         for n in nodes:
-            _restore_copy(kube, p, n, local, status, console)
+            _restore_copy(p, n, local, status, console)
     return steps
 
 
-def _restore_copy(kube: Kube, p: job.Plan, n: NodePod, local: Path, status: SnapshotStatus,
-                  console: Console) -> None:
+def _restore_copy(p: job.Plan, n: NodePod, local: Path, status: SnapshotStatus, console: Console) -> None:
     t = n.target
     swap = p.swap(t, "rollback")
     run_dir = f"{HOST_DR}/{p.run.id}"
@@ -449,7 +447,7 @@ def _restore_copy(kube: Kube, p: job.Plan, n: NodePod, local: Path, status: Snap
     spec = common.image_pod(t, p.namespace, p.image, p.run, "rollback", args,
                           [("kubectl-dr", common.DR_DIR, nodescript.HOST_DR),
                            ("etcd-parent", parent, nodescript.HOST_DATA_PARENT)])
-    run_to_end(kube, spec, t, "etcdctl snapshot restore (rollback)")
+    n.run_beside(spec, "etcdctl snapshot restore (rollback)")
     n.sh(f"set -e; test -s {incoming}/member/snap/db; chmod 700 {incoming}; rm -f {run_dir}/rollback.db",
          what="checking the rebuilt dir")
 

@@ -69,8 +69,12 @@ class NodePod:
     def fetch(self, remote: str, local: Path) -> None:
         """Copy a file from the node (a data dir's database), checked: what arrived against the size and SHA-256
         the pod reads there."""
-        hostpod.fetch_file(self.kube, self.pod, CONTAINER, remote, local, where=self.target.node,
-                           sh=lambda script: self.sh(script, what=f"reading {remote}"))
+        hostpod.fetch_file(self.kube, self.pod, CONTAINER, remote, local, where=self.target.node)
+
+    def run_beside(self, spec: dict[str, Any], what: str, timeout: float = 1800.0) -> str:
+        """A pod of its own on this node (etcdctl of the cluster's etcd image) that does its work and exits:
+        its log, else an error that names the node."""
+        return run_to_end(self.kube, spec, self.target, what, timeout)
 
     def delete(self) -> None:
         self.pod.delete(wait=True, timeout=60)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubectl_dr.cleanup import UndoStep
 from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import keyspace
-from kubectl_dr.etcd import snapshot as etcd_snapshot
 from kubectl_dr.etcd.restore import external, job
-from kubectl_dr.etcd.restore.common import Outcome, restart_kubelets
+from kubectl_dr.etcd.restore.common import Outcome, restart_kubelets, take_lease
 from kubectl_dr.etcd.restore.external import Etcd, ExternalPlan
 from kubectl_dr.etcd.restore.holdscript import run_prefix
 from kubectl_dr.etcd.restore.options import RestoreOptions
@@ -127,7 +127,7 @@ def _identity(kube: Kube, etcd: Etcd | None) -> tuple[ClusterIdentity | None, st
 
 
 def _stacked(session: Session, snapshot: LocalSnapshot, opts: RestoreOptions) -> Result:
-    console, run = session.console, session.run
+    console = session.console
     plan = job.plan(session, snapshot, opts)
     book = runbook(plan)
     if opts.client_dry_run:
@@ -136,32 +136,26 @@ def _stacked(session: Session, snapshot: LocalSnapshot, opts: RestoreOptions) ->
         console.warn(job.NO_BUMP_RISK)
     console.confirm(f"restore etcd on {', '.join(t.node for t in plan.targets)} from {snapshot.describe()}: every "
                     "API server stops for the duration, and everything written since the snapshot is set aside")
-    return job.run(session, plan, book, on_lease=lambda: _write_runbook(console, book, snapshot, run.id),
-                   rerun=rerun(session, snapshot))
+    lease = _hold_lease(session, opts.namespace, book, snapshot)
+    return job.run(session, plan, book, lease, rerun=rerun(session, snapshot))
 
 
 def _external(session: Session, repository: Repository, snapshot: LocalSnapshot, etcd: Etcd,
               opts: RestoreOptions) -> Result:
-    kube, console, run = session.kube, session.console, session.run
+    console = session.console
     etcd.check()  # every endpoint answers, as one cluster: said plainly before anything else
     held = external.held_runs(etcd)
     if held:
         return _finish_held(session, snapshot, etcd, held[0], opts)
-    plan = external.plan(kube, etcd, snapshot, opts, run, console)
+    plan = external.plan(session, etcd, snapshot, opts)
     book = external_runbook(plan)
     if opts.client_dry_run:
         return RestorePlan(plan, book, _runbook_path(snapshot, "RUN"), opts.restart_kubelets)
     console.confirm(f"restore the external etcd {plan.cluster_id} from {snapshot.describe()}: every API server "
                     f"stops for the duration; {plan.to_put} key(s) are written and {plan.to_delete} deleted")
 
-    def safety() -> str:
-        # Named as this run's: a rerun with `--from latest` must not take it for the snapshot to restore.
-        identity = _api_identity(kube)
-        return str(etcd_snapshot.direct(etcd.direct, repository, console, identity,
-                                        details={"safetySnapshotOf": run.id}).manifest.id)
-
-    outcome = external.run(kube, plan, etcd, console, safety,
-                           on_lease=lambda: _write_runbook(console, book, snapshot, run.id),
+    lease = _hold_lease(session, plan.namespace, book, snapshot)
+    outcome = external.run(session, plan, etcd, lease, repository,
                            rerun=external.Rerun(rerun(session, snapshot),
                                                 rerun(session, snapshot, hold_timeout=2 * opts.hold_timeout)))
     outcome.runbook = book
@@ -170,7 +164,7 @@ def _external(session: Session, repository: Repository, snapshot: LocalSnapshot,
 
 def _finish_held(session: Session, snapshot: LocalSnapshot, etcd: Etcd, held: str, opts: RestoreOptions) -> Result:
     """The API servers are down because of that run: finish it from here, through etcd alone."""
-    kube, console = session.kube, session.console
+    console = session.console
     prefix = (etcd.get(f"{run_prefix(held)}/prefix".encode()) or b"/registry").decode()
     external.check_bound(etcd, held, snapshot, opts.source)
     if opts.client_dry_run:
@@ -178,7 +172,7 @@ def _finish_held(session: Session, snapshot: LocalSnapshot, etcd: Etcd, held: st
     space = keyspace.read(snapshot.path).under(prefix.encode() + b"/")
     console.confirm(f"run {held} stopped with the keys half rewritten and the API servers held down: "
                     f"rewrite them to {snapshot.describe()} and start the API servers")
-    return external.resume(etcd, held, space, prefix, kube, opts.namespace, console, rerun(session, snapshot))
+    return external.resume(session, etcd, held, space, prefix, opts.namespace, rerun(session, snapshot))
 
 
 def rerun(session: Session, snapshot: LocalSnapshot, *, hold_timeout: int | None = None) -> str:
@@ -197,13 +191,12 @@ def command_line(session: Session, backup_id: str | None, path: Path, *, hold_ti
                                 default=["etcd", "restore", *(pinned or ["--from", str(path)])])
 
 
-def _api_identity(kube: Kube) -> ClusterIdentity | None:
-    """The cluster the kubeconfig reaches, if it answers: the safety snapshot keeps its server and context as
-    hints when the snapshot's own kube-system is this one."""
-    try:
-        return try_cluster_identity(kube)[0]
-    except DrError:
-        return None  # the API is down: the snapshot itself says which cluster it is of
+def _hold_lease(session: Session, namespace: str, book: str, snapshot: LocalSnapshot) -> UndoStep:
+    """The one restore lease, then the runbook: a run refused before that (confirmation, lease, preflight) leaves
+    no runbook of a restore that never ran. The job runs the returned release before the API servers stop."""
+    lease = take_lease(session.kube, namespace, session.run, session.console)
+    _write_runbook(session.console, book, snapshot, session.run.id)
+    return lease
 
 
 def _runbook_path(snapshot: LocalSnapshot, run_id: str) -> Path:

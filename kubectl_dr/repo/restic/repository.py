@@ -44,7 +44,6 @@ class Repository:
         self._index: index.Index | None = None
         self._writers: dict[str, packs.PackWriter] = {}
         self._unindexed: list[tuple[str, list[packs.BlobEntry]]] = []
-        self._compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(2, "restic-blobs")
         self.bytes_stored = 0  # pack bytes written by this process (what an incremental backup added)
@@ -107,7 +106,8 @@ class Repository:
 
     def save_unpacked(self, kind: str, plain: bytes) -> str:
         if self.config.version >= 2:
-            plain = bytes([_COMPRESSED_PREFIX]) + self._compressor.compress(plain)
+            # The lock's refresh thread saves lock files while this thread saves an index or a snapshot.
+            plain = bytes([_COMPRESSED_PREFIX]) + self._zstd().compress(plain)
         stored = self.key.seal(plain)
         name = hashlib.sha256(stored).hexdigest()
         self.backend.save(kind, name, stored)
@@ -131,6 +131,13 @@ class Repository:
     def has_blob(self, blob_id: str) -> bool:
         return blob_id in self.index
 
+    def _zstd(self) -> zstandard.ZstdCompressor:
+        """This thread's compressor: a ZstdCompressor must not be shared between threads."""
+        compressor: zstandard.ZstdCompressor | None = getattr(self._local, "zstd", None)
+        if compressor is None:
+            compressor = self._local.zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+        return compressor
+
     def _prepare(self, plain: bytes) -> tuple[str, bytes, int]:
         """(ID, sealed payload, uncompressed length or 0): the CPU work of a blob. Hashing, zstd and AES
         release the GIL, so `save_blobs` runs this on two threads."""
@@ -138,10 +145,7 @@ class Repository:
         ulen = 0
         payload = plain
         if self.config.version >= 2 and plain:
-            compressor = getattr(self._local, "zstd", None)
-            if compressor is None:  # a ZstdCompressor must not be shared between threads
-                compressor = self._local.zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
-            packed = compressor.compress(plain)
+            packed = self._zstd().compress(plain)
             if len(packed) < len(plain):  # incompressible data is stored as is, as restic does
                 payload, ulen = packed, len(plain)
         return blob_id, self.key.seal(payload), ulen

@@ -109,7 +109,7 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
         assert pod.tools is not None
         started = time.time_ns()
         clock = time.monotonic()
-        found = transfer.list_volume(kube, pod, ctime=True)
+        found, listed_at = transfer.list_volume_clocked(kube, pod)
         skipped = tar_backup.skipped_entries(found, pod, opts, console)
         cluster = identity_for_backup(kube, console.warn)
         what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
@@ -142,6 +142,7 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
             changed = record.changed
             entry_count, content_bytes = len(record.entries), record.entries.content_bytes
             file_count = record.entries.count(entries_module.FILE)
+        mark_racy(items, listed_at)
         tree = archiver.save_trees(repo, items, f"/{opts.claim}", started)
         repo.flush()  # packs and index before the snapshot
         snap = Snapshot(time=started, tree=tree, paths=[f"/{opts.claim}"],
@@ -157,6 +158,26 @@ def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.
         exposure.finish()
     return ResticBackupResult(snap, where, entry_count, content_bytes, repo.bytes_stored,
                               round(time.monotonic() - clock, 3), changed, received, plan is not None, blocks)
+
+
+# A change time this close to the listing's own second may not be the file's last: `stat` shows whole
+# seconds, and the kernel stamps change times from a coarse clock that can lag the `date` read just
+# before the listing. A write in that second after the listing (or after tar read the file) leaves the
+# change time as listed, so size, mtime, ctime and inode would all match while the content does not.
+RACY_SECONDS = 1
+
+
+def mark_racy(items: list[archiver.Item], listed_at: int) -> None:
+    """Change times at or after `listed_at - RACY_SECONDS` (the node's clock, read just before the listing)
+    are stored one nanosecond on, a value our whole-second listing can never equal: the next backup reads
+    such a file again instead of reusing its content, and a restore hashes it instead of trusting it (git's
+    answer to the same "racy" files). restic itself reads a change time only to compare it; nothing restores
+    one."""
+    limit = (listed_at - RACY_SECONDS) * nodes.NS
+    for item in items:
+        node = item.node
+        if node.type == nodes.FILE and node.ctime >= limit and node.ctime % nodes.NS == 0:
+            node.ctime += 1
 
 
 def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions, access: Any,

@@ -156,8 +156,9 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
 
 def _stat_key(node: nodes.Node, snap: Snapshot) -> tuple[int, int, int, int] | None:
     """(inode, size, mtime, ctime in seconds) of a file whose change time is whole seconds (our listing's,
-    so a volume's `stat` can equal it) and at least a second before the snapshot began: a write after the
-    backup's listing would have moved the change time to that second or later."""
+    so a volume's `stat` can equal it; a change time near the listing's second by the node's own clock was
+    stored a nanosecond on, `restic_backup.mark_racy`) and at least a second before the snapshot began: a
+    write after the backup's listing would have moved the change time to that second or later."""
     if (not node.inode or node.ctime <= 0 or node.ctime % nodes.NS or node.mtime % nodes.NS
             or node.ctime // nodes.NS >= snap.time // nodes.NS):
         return None

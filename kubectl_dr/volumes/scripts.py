@@ -150,15 +150,20 @@ LINK_IN_SCRIPT = "echo ready; cat > /dev/null"  # the line says the reader is th
 _DECODERS = {"gzip": "gzip -dc", "xz": "xz -dc"}
 
 
-def listing_script(*, ctime: bool = False) -> str:
+def listing_script(*, ctime: bool = False, clock: bool = False) -> str:
     """Every entry of the volume: `stat` lines, a NUL, then the names NUL-terminated (see `listing`).
 
     Not `xargs -0 stat`: busybox xargs runs stat in-process and mangles names at its buffer boundaries
     (seen with 13 000 names). find's exit code is not the listing's: an unreadable directory makes it 1,
     and what it could not see, tar cannot read either.
+
+    `clock`: first a line with the node's clock (`date +%s`) read just before the walk, the second change
+    times are judged against (`restic_backup.mark_racy`): the node's own clock, as the change times are,
+    not this machine's, which may be seconds off.
     """
     fmt = STAT_FORMAT_CTIME if ctime else STAT_FORMAT
-    return _out(f"cd {DATA} && find . -xdev -exec stat -c '{fmt}' {{}} + ; printf '\\0'; "
+    first = "date +%s && " if clock else ""
+    return _out(f"{first}cd {DATA} && find . -xdev -exec stat -c '{fmt}' {{}} + ; printf '\\0'; "
                 "find . -xdev -print0; true")
 
 

@@ -129,12 +129,30 @@ def list_volume(kube: Kube, pod: RescuePod, *, attempts: int = LISTING_ATTEMPTS,
     A volume an app keeps changing may list differently in the listing's two walks: listed again, a
     few times, before that is an error.
     """
+    return _listed(kube, pod, scripts.listing_script(ctime=ctime), attempts, ctime=ctime)[0]
+
+
+def list_volume_clocked(kube: Kube, pod: RescuePod, *,
+                        attempts: int = LISTING_ATTEMPTS) -> tuple[dict[str, Found], int]:
+    """`list_volume` with change times, and the node's clock (whole seconds) read just before the listing."""
+    script = scripts.listing_script(ctime=True, clock=True)
+    return _listed(kube, pod, script, attempts, ctime=True, clocked=True)
+
+
+def _listed(kube: Kube, pod: RescuePod, script: str, attempts: int, *, ctime: bool,
+            clocked: bool = False) -> tuple[dict[str, Found], int]:
     what = f"listing of the volume through pod {pod.namespace}/{pod.name}"
     for attempt in range(attempts):
         buffer = _Buffer()
-        receive(kube, pod, scripts.listing_script(ctime=ctime), buffer.write, buffer.local, what)
+        receive(kube, pod, script, buffer.write, buffer.local, what)
+        data, clock = bytes(buffer.data), 0
+        if clocked:
+            first, newline, rest = data.partition(b"\n")
+            if not newline or not first.isdigit():
+                raise VerificationError(f"{what}: the node's clock did not come first ({first[:40]!r})")
+            data, clock = rest, int(first)
         try:
-            return listing.parse(bytes(buffer.data), ctime=ctime)
+            return listing.parse(data, ctime=ctime), clock
         except ListingChanged:
             if attempt + 1 == attempts:
                 raise ListingChanged(f"{what}: the volume kept changing while it was listed "

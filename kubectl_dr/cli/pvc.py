@@ -307,9 +307,10 @@ def restore(
         with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
             result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
                                                                 compress=compress, full=full),
-                             prepared=lambda: restic_source.build(
+                             prepared=lambda stop: restic_source.build(
                                  restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
-                                 Path(work), current.console, include, target=f"{namespace}/{claim}"))
+                                 Path(work), current.console, include, target=f"{namespace}/{claim}",
+                                 cancelled=stop))
     else:
         if full:
             raise UsageError("--full applies to restic repositories (--repo restic:REPO): a restore from any "

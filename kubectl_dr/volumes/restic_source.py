@@ -111,8 +111,13 @@ def blob_length(repo: Repository, blob_id: str) -> int:
     return loc.uncompressed_length or loc.length - crypto.OVERHEAD
 
 
+class Stopped(Exception):
+    """The snapshot was not read to the end: the restore stopped meanwhile."""
+
+
 def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
-          includes: list[str] | None = None, *, target: str = "") -> Source:
+          includes: list[str] | None = None, *, target: str = "",
+          cancelled: Callable[[], bool] = lambda: False) -> Source:
     """The snapshot's entry record, read from its trees alone; no file content is read yet. The Source's
     `materialize` writes the archive into `workdir` (private, removed by the caller), of every entry or
     of those an incremental restore chose, and reads (and checks) only those files' blobs. With
@@ -134,6 +139,8 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
     own = bool(target) and snap.hostname == target and bool(cluster)
     console.say(f"reading restic snapshot {snap.short_id} ({snap.hostname}:{','.join(snap.paths)})")
     for rel, node in archiver.walk(repo, root):
+        if cancelled():
+            raise Stopped  # the restore stopped meanwhile (what it raised is what the user sees)
         if not included(rel, wanted):
             continue
         entry = _entry(rel, node, first_of_inode)

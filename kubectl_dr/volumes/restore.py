@@ -208,17 +208,24 @@ def _subset(src: Source, include: list[str], console: Console) -> Source:
 
 
 def run(session: Session, repo: Repository | None, opts: RestoreOptions, *,
-        prepared: Callable[[], Source] | None = None) -> RestoreResult | RestorePlan:
-    """`prepared` makes the Source another way (a restic snapshot, read and checked here); `repo` is
-    then not used."""
+        prepared: Callable[[Callable[[], bool]], Source] | None = None) -> RestoreResult | RestorePlan:
+    """`prepared` makes the Source another way (a restic snapshot, read and checked here; it stops at the
+    next entry once the callable it is given says so); `repo` is then not used."""
     kube, console, dry_run = session.kube, session.console, session.dry_run
     if prepared is not None:
         # The snapshot's trees are read (repository and CPU) while the claim and its consumers are looked
         # up (the API server).
+        # A refusal or a Ctrl-C meanwhile stops the reading at its next entry rather than waiting for the
+        # whole snapshot (minutes for a million files on a remote repository).
+        stop = threading.Event()
         with ThreadPoolExecutor(1, "restore-source") as pool:
-            reading = pool.submit(prepared)
-            access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
-            src = reading.result()
+            reading = pool.submit(prepared, stop.is_set)
+            try:
+                access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
+                src = reading.result()
+            except BaseException:
+                stop.set()
+                raise
         if src.unchanged_since:  # trusted only in the cluster the snapshot's backup ran in (the same claim)
             current, _ = try_cluster_identity(kube)
             if current is None or current.uid != src.unchanged_cluster:

@@ -152,3 +152,38 @@ def test_only_the_very_files_the_snapshots_backup_read_are_trusted_without_a_has
     listed["same"].ctime += 1
     delta = incremental_restore.decide(cast(Any, None), cast(Any, None), src, listed, set(), console)
     assert asked == [["same"]] and (delta.trusted_files, delta.hashed_files, delta.skipped_files) == (0, 1, 1)
+
+
+def test_reading_a_snapshot_stops_at_the_next_entry_once_the_restore_stopped(tmp_path: Path) -> None:
+    """A refusal or a Ctrl-C while the snapshot's trees are read beside the claim's lookup stops the reading
+    (a million files on a remote repository would otherwise hold the exit for minutes)."""
+    from kubectl_dr.repo.restic.backend import LocalBackend
+    from kubectl_dr.repo.restic.repository import Repository
+    from kubectl_dr.ui.console import TerminalConsole
+    from kubectl_dr.ui.terminals import Terminals
+    from kubectl_dr.volumes import restic_source
+    from tests.restic.oracle import PASSWORD, restic
+
+    volume = tmp_path / "vol"
+    for d in range(3):
+        (volume / f"d{d}").mkdir(parents=True)
+        for f in range(20):
+            (volume / f"d{d}" / f"f{f}").write_bytes(os.urandom(f + 1))
+    restic(tmp_path / "repo", "init")
+    restic(tmp_path / "repo", "backup", str(volume), "--host", "ns/claim")
+    repo = Repository.open(LocalBackend(tmp_path / "repo"), PASSWORD.encode())
+    (snap,) = repo.snapshots()
+    console = TerminalConsole(terminals=Terminals(False, False, False))
+    whole = restic_source.build(repo, snap, tmp_path / "w1", console)
+    assert len(whole.entries) == 64  # the root, 3 directories, 60 files
+
+    asked = 0
+
+    def stop_after_ten() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 10
+
+    with pytest.raises(restic_source.Stopped):
+        restic_source.build(repo, snap, tmp_path / "w2", console, cancelled=stop_after_ten)
+    assert asked == 11  # asked before each entry, stopped at the eleventh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from datetime import datetime, timezone
 from typing import Any
@@ -30,9 +31,14 @@ def list_etcd_snapshots(console: Console, repo: str, output: str, *, password_fi
         return
     emit({"kind": "List", "repository": where, "items": [k.to_dict() for k in found]}, output, table=render_table(
         ["ID", "TAKEN", "NODE", "MEMBER", "REVISION", "SIZE", "SHA256"],
-        [[k.short_id, k.to_dict()["time"], k.node or "-", k.member or "-",
+        [[k.short_id, _to_second(k.to_dict()["time"]), k.node or "-", k.member or "-",
           k.revision if k.revision is not None else "-", units.size(k.size) if k.size is not None else "-",
           (k.sha256 or "-")[:16]] for k in found]))
+
+
+def _to_second(stamp: str) -> str:
+    """restic's nanosecond time as the table shows times (to the second, its zone kept); JSON keeps restic's."""
+    return re.sub(r"(T\d\d:\d\d:\d\d)\.\d+", r"\1", stamp, count=1)
 
 
 def list_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +43,10 @@ class Keyspace:
         return Keyspace(self.revision, keys, {i: t for i, t in self.lease_ttls.items() if i in used})
 
 
-def read(path: Path, *, has_trailer: bool = True) -> Keyspace:
-    """The keyspace of a snapshot file (verify it first: this reads, it does not check the trailer)."""
+def read(path: Path, *, has_trailer: bool = True, wanted: Callable[[bytes], bool] | None = None) -> Keyspace:
+    """The keyspace of a snapshot file (verify it first: this reads, it does not check the trailer). With
+    `wanted`, only the keys it accepts are kept: every value of a snapshot held at once is the database's
+    size in memory, for a caller that needs one key."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size - (TRAILER_SIZE if has_trailer else 0)
@@ -60,6 +62,8 @@ def read(path: Path, *, has_trailer: bool = True) -> Keyspace:
             kv = _key_value(bytes(entry.value))
             key = kv.get(1, b"")
             assert isinstance(key, bytes)
+            if wanted is not None and not wanted(key):
+                continue
             if entry.key[17:18] == b"t":
                 space.keys.pop(key, None)
             else:
@@ -133,8 +137,13 @@ def kube_system_uid(space: Keyspace) -> str | None:
     It is the cluster's identity (what the API shows as kube-system's metadata.uid), so a snapshot taken
     without the API still says which cluster it is of. None when the keyspace holds no single kube-system.
     """
-    found = [v.data for k, v in space.keys.items() if k.endswith(_NAMESPACE_SUFFIX) and k.count(b"/") == 3]
+    found = [v.data for k, v in space.keys.items() if is_kube_system_key(k)]
     return namespace_uid(found[0]) if len(found) == 1 else None
+
+
+def is_kube_system_key(key: bytes) -> bool:
+    """The key of a kube-system Namespace under any one-part prefix (/registry/namespaces/kube-system)."""
+    return key.endswith(_NAMESPACE_SUFFIX) and key.count(b"/") == 3
 
 
 def namespace_uid(data: bytes) -> str | None:

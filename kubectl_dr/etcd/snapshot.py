@@ -99,7 +99,7 @@ def _verify_and_commit(writer: BackupWriter, part: PartWriter, details: dict[str
 def _snapshot_identity(part: PartWriter, api: ClusterIdentity | None, console: Console) -> ClusterIdentity | None:
     """The cluster a snapshot taken through --endpoints is of: the kube-system it holds."""
     try:
-        uid = keyspace.kube_system_uid(keyspace.read(part.path))
+        uid = keyspace.kube_system_uid(keyspace.read(part.path, wanted=keyspace.is_kube_system_key))
     except DrError:
         uid = None  # a damaged file: the check before the commit says so in its own words
     if uid is None:

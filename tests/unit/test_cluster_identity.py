@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -146,3 +147,28 @@ def test_kube_system_uid_from_a_snapshot_keyspace_as_json_or_protobuf() -> None:
     as_json = json.dumps({"kind": "Namespace", "metadata": {"name": "kube-system", "uid": "9ab"}}).encode()
     assert kube_system_uid(Keyspace(7, {b"/k8s/namespaces/kube-system": Value(as_json, 0)})) == "9ab"
     assert kube_system_uid(Keyspace(7, {b"/registry/namespaces/default": Value(as_json, 0)})) is None
+
+
+def test_a_snapshots_identity_is_read_without_holding_its_values(tmp_path: Path) -> None:
+    """`etcd snapshot --endpoints` reads kube-system's UID from the snapshot it took: only that key is kept,
+    not every value (the database's size in memory), and the answer is the same; a deleted and re-created
+    kube-system is the latest one."""
+    from kubectl_dr.etcd import keyspace
+    from tests.unit.etcd_scratch import ScratchEtcd, etcd_available
+
+    if not etcd_available():
+        pytest.skip("etcd not installed")
+    with ScratchEtcd(tmp_path, name="ident") as etcd:
+        ns = b"/registry/namespaces/kube-system"
+        etcd.put(ns, json.dumps({"metadata": {"name": "kube-system", "uid": "old-uid"}}).encode())
+        etcd.delete(ns)
+        etcd.put(ns, json.dumps({"metadata": {"name": "kube-system", "uid": "c0ffee-uid"}}).encode())
+        for i in range(20):
+            etcd.put(f"/registry/configmaps/app/c{i}".encode(), os.urandom(4096))
+        etcd.put(b"/registry/namespaces/kube-system-not", b"{}")
+        path = etcd.snapshot_save(tmp_path / "s.db")
+    whole = keyspace.read(path)
+    only = keyspace.read(path, wanted=keyspace.is_kube_system_key)
+    assert list(only.keys) == [ns] and len(whole.keys) == 22
+    assert keyspace.kube_system_uid(only) == keyspace.kube_system_uid(whole) == "c0ffee-uid"
+    assert only.revision == whole.revision

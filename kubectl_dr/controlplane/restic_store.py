@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubectl_dr import cleanup
-from kubectl_dr.clusters import ClusterIdentity, latest_of, origin_note, refuse_other
+from kubectl_dr.clusters import ClusterIdentity, origin_note
 from kubectl_dr.console import Console
 from kubectl_dr.controlplane import files
 from kubectl_dr.controlplane.backup import BACKUP_TYPE, BackupResult
@@ -188,31 +188,13 @@ def backup(restic: ResticRepository, console: Console, take: Callable[[Repositor
 def pick(restic: ResticRepository, ref: str, console: Console, *, current: ClusterIdentity | None,
          unknown_why: str = "", from_cluster: str | None = None, from_other_cluster: bool = False) -> Snapshot:
     """`--from ID|latest`: latest is the newest `kind=control-plane` snapshot tagged with this cluster."""
-    snaps = [s for s in restic.snapshots() if KIND_TAG in s.tags]
-    uids = sorted({u for s in snaps if (u := s.tag_value("cluster"))})
+    from kubectl_dr.repo.restic import choice
 
-    def pick_uid(name: str) -> str:
-        if name in uids:
-            return name
-        raise DrError(f"no control-plane backup of cluster {name!r} in {restic.backend.describe()}",
-                      hint=f"The clusters with control-plane backups there: {', '.join(uids) or 'none'} (restic "
-                           "repositories record a cluster by its kube-system UID only).")
-
-    uid = latest_of(ref, current, from_cluster, pick_uid, unknown_why)
-    if uid is not None:
-        mine = [s for s in snaps if s.tag_value("cluster") == uid]
-        if not mine:
-            raise DrError(f"no control-plane backup of cluster uid {uid} in {restic.backend.describe()}",
-                          hint="Take one with kubectl dr control-plane backup --repo restic:REPO, or give an ID.")
-        snap = mine[-1]
-    else:
-        snap = restic.find_snapshot(ref)
-        if KIND_TAG not in snap.tags:
-            raise DrError(f"restic snapshot {snap.short_id} is not a control-plane backup (it has no {KIND_TAG} tag)")
-    tagged = snap.tag_value("cluster")
-    recorded = ClusterIdentity(tagged) if tagged else None
-    if current is not None and not from_other_cluster:
-        refuse_other(snap.short_id, recorded, current, "control-plane restore")
+    snap, recorded = choice.choose(restic, ref, BACKUP_TYPE, what="control-plane backup",
+                                   take="kubectl dr control-plane backup --repo restic:REPO",
+                                   restore="control-plane restore",
+                                   current=current, unknown_why=unknown_why, from_cluster=from_cluster,
+                                   from_other_cluster=from_other_cluster, id_needs_kind=True)
     note = origin_note(snap.short_id, recorded, current) if current is not None and recorded is not None else None
     if note:
         console.say(f"note: {note}")

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubectl_dr import cleanup
-from kubectl_dr.clusters import ClusterIdentity, latest_of, origin_note, refuse_other
+from kubectl_dr.clusters import ClusterIdentity, origin_note
 from kubectl_dr.console import Console
-from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.errors import VerificationError
 from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
 from kubectl_dr.repo import Repository
@@ -26,7 +26,6 @@ from kubectl_dr.repo.staging import local_parts
 
 if TYPE_CHECKING:
     from kubectl_dr.repo.restic.repository import Repository as ResticRepository
-    from kubectl_dr.repo.restic.snapshots import Snapshot
 
 # What etcd reports as its version ("3.5.16", "v3.4.23", "3.6.0-rc.1"): nothing else is taken from a manifest.
 VERSION = re.compile(r"v?[0-9]{1,4}\.[0-9]{1,4}(\.[0-9]{1,6})?(-[A-Za-z0-9.]{1,32})?")
@@ -93,14 +92,6 @@ def local_snapshot(ref: str, repo: Repository, console: Console, *, current: Clu
                          backup.path or Path.cwd(), details)
 
 
-# The tags `etcd snapshot --repo restic:REPO` gives its snapshots (kubectl_dr/etcd/restic_snapshot.py).
-KIND_TAG = f"kind={BACKUP_TYPE}"
-
-
-def _tag(snap: Snapshot, key: str) -> str | None:
-    values = [t.split("=", 1)[1] for t in snap.tags if t.startswith(f"{key}=")]
-    return values[0] if len(values) == 1 else None
-
 
 def restic_snapshot(ref: str, restic: ResticRepository, console: Console, *, current: ClusterIdentity | None = None,
                     unknown_why: str = "", from_cluster: str | None = None,
@@ -108,31 +99,12 @@ def restic_snapshot(ref: str, restic: ResticRepository, console: Console, *, cur
     """`--from ID|latest --repo restic:REPO`: a one-file snapshot (ours, or restic's `backup --stdin`), copied
     into a private directory here with every blob checked, its SHA-256 against its `sha256=` tag, then read
     as an etcd snapshot. `latest` is the newest `kind=etcd-snapshot` snapshot tagged with this cluster."""
-    from kubectl_dr.repo.restic import singlefile
+    from kubectl_dr.repo.restic import choice, singlefile
 
-    snaps = [s for s in restic.snapshots() if KIND_TAG in s.tags]
-    uids = sorted({u for s in snaps if (u := _tag(s, "cluster"))})
-
-    def pick_uid(name: str) -> str:
-        if name in uids:
-            return name
-        raise DrError(f"no etcd snapshot of cluster {name!r} in {restic.backend.describe()}",
-                      hint=f"The clusters with etcd snapshots there: {', '.join(uids) or 'none'} (restic repositories "
-                           "record a cluster by its kube-system UID only).")
-
-    uid = latest_of(ref, current, from_cluster, pick_uid, unknown_why)
-    if uid is not None:
-        mine = [s for s in snaps if _tag(s, "cluster") == uid]
-        if not mine:
-            raise DrError(f"no etcd snapshot of cluster uid {uid} in {restic.backend.describe()}",
-                          hint="Take one with kubectl dr etcd snapshot --repo restic:REPO, or give a snapshot's ID.")
-        snap = mine[-1]
-    else:
-        snap = restic.find_snapshot(ref)
-    tagged = _tag(snap, "cluster")
-    recorded = ClusterIdentity(tagged) if tagged else None
-    if current is not None and not from_other_cluster:
-        refuse_other(snap.short_id, recorded, current, "etcd restore")
+    snap, recorded = choice.choose(restic, ref, BACKUP_TYPE, what="etcd snapshot",
+                                   take="kubectl dr etcd snapshot --repo restic:REPO", restore="etcd restore",
+                                   current=current, unknown_why=unknown_why, from_cluster=from_cluster,
+                                   from_other_cluster=from_other_cluster)
     if recorded is None:
         note: str | None = f"restic snapshot {snap.short_id} names no cluster (it has no cluster= tag)"
     else:
@@ -150,7 +122,7 @@ def restic_snapshot(ref: str, restic: ResticRepository, console: Console, *, cur
     status = verify_snapshot(path)
     if (status.file_size, status.sha256) != (size, sha256):
         raise VerificationError(f"restic snapshot {snap.short_id} changed on disk here after it was checked")
-    recorded_version = _tag(snap, "etcd")
+    recorded_version = snap.tag_value("etcd")
     version = recorded_version if recorded_version and VERSION.fullmatch(recorded_version) else None
     details = {"resticSnapshot": snap.id, "tags": list(snap.tags), "hostname": snap.hostname}
     return LocalSnapshot(path, status, version or status.cluster_version, snap.short_id, Path.cwd(), details)

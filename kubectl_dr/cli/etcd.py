@@ -11,7 +11,7 @@ from kubectl_dr import units
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options
-from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
+from kubectl_dr.cli.copy_to import CopyToOption
 from kubectl_dr.cli.repo_options import (
     AzureEndpointOption,
     EncryptToOption,
@@ -28,10 +28,7 @@ if TYPE_CHECKING:
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
-    from kubectl_dr.etcd.snapshot_run import Restic
     from kubectl_dr.etcd.topology import Topology
-    from kubectl_dr.repo import Repository
-    from kubectl_dr.session import Session
 
 app = typer.Typer(
     help=(
@@ -105,11 +102,9 @@ def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | No
 
 
 def _pod_namespace(opts: GlobalOptions) -> str:
-    # The helper pods need hostNetwork and hostPath, which kube-system allows on kubeadm clusters;
-    # -n picks another namespace whose Pod Security level allows them.
-    from kubectl_dr.etcd.topology import ETCD_NAMESPACE
+    from kubectl_dr.etcd.topology import pod_namespace
 
-    return opts.namespace or ETCD_NAMESPACE
+    return pod_namespace(opts.namespace)
 
 
 def _human(size: int | None) -> str:
@@ -216,62 +211,23 @@ def snapshot(
       kubectl dr etcd snapshot --encrypt-to age1… --copy-to s3://dr-backups/etcd
       kubectl dr etcd snapshot --endpoints https://10.0.0.10:2379 --cacert ca.crt --cert c.crt --key c.key
     """
-    from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd import snapshot_run
-    from kubectl_dr.etcd.restic_snapshot import ResticSnapshotResult
-    from kubectl_dr.etcd.snapshot import SnapshotResult
-    from kubectl_dr.repo.restic.location import is_restic
+    from kubectl_dr.repo.ref import RepoRef
 
     opts = options(ctx)
-    session = opts.session()
-    asked = snapshot_run.SnapshotOptions(_pod_namespace(opts), node=node, helper_image=helper_image,
-                                         endpoints=endpoints, cacert=cacert, cert=cert, key=key)
-    if is_restic(repo):
-        assert repo is not None
-        if encrypt_to or copy_to:
-            raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
-                             "repository; restic copy copies snapshots)")
-        into: Repository | snapshot_run.Restic = _restic(session, repo, password_file, s3_endpoint, azure_endpoint)
-        targets = []
-    else:
-        if password_file:
-            raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
-        into = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
-        snapshot_run.check_repository(session, into)
-        targets = open_targets(copy_to, into, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
-                               encrypt_to=encrypt_to, dry_run=session.dry_run, console=session.console,
-                               secret_what="an etcd snapshot")
-    result = snapshot_run.run(session, into, asked)
-    if isinstance(result, ResticSnapshotResult):
-        session.console.say(f"snapshot {result.snapshot.short_id} saved in {result.repository} "
-                            f"({units.duration(result.taken.seconds)})")
-        show(result, opts.output)
-    elif isinstance(result, SnapshotResult):
-        session.console.say(f"snapshot {result.manifest.id} saved in {result.path} "
-                            f"({units.duration(result.seconds)})")
-        data = result.to_dict()
-        if targets:
-            assert not isinstance(into, snapshot_run.Restic)
-            data["copies"] = copy_new(into, result.manifest.id, targets, session.console)
-        show(result, opts.output, data=data)
-    else:
+    result = snapshot_run.run(opts.session(), RepoRef(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                                                      encrypt_to=_tuple(encrypt_to), password_file=password_file),
+                              snapshot_run.SnapshotOptions(node=node, helper_image=helper_image, endpoints=endpoints,
+                                                           cacert=cacert, cert=cert, key=key,
+                                                           copy_to=tuple(copy_to or ())))
+    if isinstance(result, snapshot_run.Plan):
         emit(result.to_dict(), opts.output, table=result.summary())
+    else:
+        show(result, opts.output)
 
 
-def _restic(session: Session, repo: str, password_file: str | None, s3_endpoint: str | None,
-            azure_endpoint: str | None) -> Restic:
-    """`--repo restic:REPO`: named now, opened by the job once the members are known (it may ask to init one)."""
-    from kubectl_dr.cli.repo_options import open_restic
-    from kubectl_dr.etcd.snapshot_run import Restic
-    from kubectl_dr.repo.restic.location import backend_for
-
-    def create(where: str) -> bool:
-        session.console.confirm(f"create a new restic repository at {where} (restic init)")
-        return True
-
-    return Restic(lambda: backend_for(repo, env=os.environ).describe(),
-                  lambda: open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
-                                      azure_endpoint=azure_endpoint, create=create))
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 # --- restore ------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -317,44 +316,22 @@ def restore(
         raise UsageError("--from is required: a backup ID, `latest`, or a snapshot file",
                          hint="See `kubectl dr etcd restore --help`; `kubectl dr backups list --type etcd-snapshot` "
                               "lists the snapshots.")
-    from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd.restore import run as job
     from kubectl_dr.etcd.restore.options import RestoreOptions
-    from kubectl_dr.etcd.snapshot import PART_NAME
-    from kubectl_dr.etcd.topology import Direct
-    from kubectl_dr.repo.restic.location import is_restic
+    from kubectl_dr.repo.ref import RepoRef
 
     opts = options(ctx)
     if opts.dry_run == "server":
         raise UsageError("etcd restore has no --dry-run=server: its pods would need to run (use --dry-run=client)")
-    direct = _topology(opts, endpoints, cacert, cert, key) if endpoints or cacert or cert or key else None
-    assert direct is None or isinstance(direct, Direct)
-    if direct is not None and no_bump_revision:
-        raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
-                         "always moves the revision forward")
-    restic = None
-    if is_restic(repo):
-        assert repo is not None
-        if direct is not None:
-            raise UsageError("--repo restic:REPO does not go with --endpoints: an external etcd's restore keeps its "
-                             "safety snapshot in a kubectl-dr repository",
-                             hint=f"Copy the snapshot out first (restic -r REPO restore ID --target DIR) and give "
-                                  f"--from DIR/{PART_NAME}.")
-        if os.path.isfile(source):
-            raise UsageError(f"--from {source} is a file here; with --repo restic:REPO give a snapshot ID or latest")
-        from kubectl_dr.cli.repo_options import open_restic
-
-        restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
-                             azure_endpoint=azure_endpoint)
-        repo = None  # nothing else of the restore reads a repository
-    elif password_file:
-        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
-    result = job.run(opts.session(), repository, RestoreOptions(
-        source, _pod_namespace(opts), from_cluster=from_cluster, from_other_cluster=from_other_cluster,
-        etcd_image=etcd_image, no_bump=no_bump_revision, node_timeout=node_timeout, helper_image=helper_image,
-        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run),
-        restic=restic)
+    result = job.run(
+        opts.session(),
+        RepoRef(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=_tuple(identity),
+                password_file=password_file),
+        RestoreOptions(source, namespace_flag=opts.namespace, from_cluster=from_cluster,
+                       from_other_cluster=from_other_cluster, etcd_image=etcd_image, no_bump=no_bump_revision,
+                       node_timeout=node_timeout, helper_image=helper_image, restart_kubelets=restart_kubelets,
+                       hold_timeout=hold_timeout, endpoints=_tuple(endpoints), cacert=cacert, cert=cert, key=key,
+                       dry_run=opts.dry_run))
     _render_restore(opts, result)
 
 

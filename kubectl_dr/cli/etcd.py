@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
-    from kubectl_dr.etcd.topology import Topology
 
 app = typer.Typer(
     help=(
@@ -93,19 +92,6 @@ NodeOption = Annotated[str | None, typer.Option("--node", metavar="NODE",
                                                 help="Use the etcd member on this control-plane node.")]
 
 
-def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | None, cert: str | None,
-              key: str | None) -> Topology:
-    from kubectl_dr.etcd import topology
-
-    return topology.resolve(opts.kube, endpoints, cacert, cert, key)
-
-
-def _pod_namespace(opts: GlobalOptions) -> str:
-    from kubectl_dr.etcd.topology import pod_namespace
-
-    return pod_namespace(opts.namespace)
-
-
 def _human(size: int | None) -> str:
     return "" if size is None else units.size(size)
 
@@ -151,19 +137,9 @@ def status(
     the reason. Exits 0 whenever the cluster could be asked.
     """
     from kubectl_dr.etcd import status as etcd_status
-    from kubectl_dr.etcd.topology import Direct
 
     opts = options(ctx)
-    if opts.dry_run != "none":
-        raise UsageError("etcd status cannot run as a dry run: it needs its pod to ask etcd (and changes nothing "
-                         "else)")
-    topo = _topology(opts, endpoints, cacert, cert, key)
-    if isinstance(topo, Direct):
-        if node:
-            raise UsageError("--node does not apply with --endpoints")
-        result = etcd_status.direct(topo)
-    else:
-        result = etcd_status.via_pod(opts.session(), topo, _pod_namespace(opts), node)
+    result = etcd_status.run(opts.session(), etcd_status.StatusOptions(node, endpoints, cacert, cert, key))
     emit(result.to_dict(), opts.output, table=_status_tables(result))
 
 
@@ -358,7 +334,7 @@ def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybo
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
-    found, settle = manage.states(opts.session(), _pod_namespace(opts), helper_image, run)
+    found, settle = manage.states(opts.session(), helper_image, run)
     table = render_table(
         ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
@@ -381,7 +357,7 @@ def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busy
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
-    result = manage.finalize(opts.session(), _pod_namespace(opts), helper_image, run)
+    result = manage.finalize(opts.session(), helper_image, run)
     dry = opts.dry_run != "none"
     prefix = "(dry run) would remove" if dry else "removed"
     # Once removed, no rollback puts a data dir back: the result says what it was, not what rollback would do.
@@ -414,7 +390,7 @@ def restore_rollback(
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
-    result = manage.rollback(opts.session(), _pod_namespace(opts), helper_image, run, no_bump=no_bump_revision,
+    result = manage.rollback(opts.session(), helper_image, run, no_bump=no_bump_revision,
                              node_timeout=node_timeout, restart_kubelets=restart_kubelets)
     if isinstance(result, dict):
         bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
@@ -470,12 +446,7 @@ def member_replace(
     if opts.dry_run == "server":
         raise UsageError("etcd member replace has no server-side dry run: its checks need etcdctl in a pod "
                          "(use --dry-run=client to see the plan)")
-    from kubectl_dr.etcd.topology import Direct
-
-    topo = _topology(opts, None, None, None, None)
-    assert not isinstance(topo, Direct)
-    job = Replacement(opts.session(), topo, node, _pod_namespace(opts), helper_image, manifests_dir=manifests_dir,
-                      timeout=timeout)
+    job = Replacement.of(opts.session(), node, helper_image, manifests_dir=manifests_dir, timeout=timeout)
     if opts.dry_run == "client":
         if undo:
             raise UsageError("--undo has no dry run")

@@ -26,7 +26,7 @@ from kubectl_dr.etcd.restore.nodepod import NodePod, NodePods
 from kubectl_dr.etcd.restore.nodescript import HOST_DR
 from kubectl_dr.etcd.restore.targets import DR_DIR, KUBERNETES_DIR, Target, initial_cluster, targets
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
-from kubectl_dr.etcd.topology import Discovered
+from kubectl_dr.etcd.topology import Discovered, pod_namespace
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Run
 from kubectl_dr.session import Session
@@ -229,12 +229,11 @@ def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
                                health_url="", metrics_url="", peers=0, readyz_url="")
 
 
-def states(session: Session, namespace: str, helper_image: str, run: str | None = None,
-           ) -> tuple[list[NodeState], str | None]:
+def states(session: Session, helper_image: str, run: str | None = None) -> tuple[list[NodeState], str | None]:
     """Every node's state of the run (default: its last restore), and when the nodes disagree about their last
     restore, what settles it."""
     check_run(run)
-    kube, console = session.kube, session.console
+    kube, console, namespace = session.kube, session.console, pod_namespace(session.namespace_flag)
     found = targets(kube)
     nodes = NodePods(kube, namespace, helper_image, console).start(found, Run("etcd restore status"),
                                                                    "etcd-restore-status")
@@ -284,10 +283,11 @@ def _one_run(nodes: list[NodePod], found: list[NodeState]) -> str:
     return str(next(iter(runs)))
 
 
-def finalize(session: Session, namespace: str, helper_image: str, run: str | None = None) -> dict[str, Any]:
+def finalize(session: Session, helper_image: str, run: str | None = None) -> dict[str, Any]:
     """Remove every data dir a finished run set aside, once every node finished the last restore (or `run`)."""
     check_run(run)
     kube, console, dry_run = session.kube, session.console, session.dry
+    namespace = pod_namespace(session.namespace_flag)
     found = targets(kube)
     me = Run("etcd restore finalize")
     # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
@@ -334,7 +334,7 @@ def _in_pod(t: Target, host_path: str) -> str:
                                          (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT)))
 
 
-def rollback(session: Session, namespace: str, helper_image: str, run_id: str | None = None, *,
+def rollback(session: Session, helper_image: str, run_id: str | None = None, *,
              no_bump: bool = False, node_timeout: int = 300,
              restart_kubelets: bool = False) -> common.Outcome | dict[str, Any]:
     """Put the data from before the restore back with the same self-driving static pods, the other way round.
@@ -344,6 +344,7 @@ def rollback(session: Session, namespace: str, helper_image: str, run_id: str | 
     data dir on every node, and that dir is swapped in. The old data dirs themselves stay until `finalize`.
     `restart_kubelets`: afterwards, as after a restore."""
     check_run(run_id)
+    namespace = pod_namespace(session.namespace_flag)
     kube, console, dry_run = session.kube, session.console, session.dry
     found = targets(kube)
     me = Run("etcd restore rollback")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -11,7 +10,7 @@ from kubectl_dr import units
 from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options
-from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
+from kubectl_dr.cli.copy_to import CopyToOption
 from kubectl_dr.cli.repo_options import (
     AzureEndpointOption,
     EncryptToOption,
@@ -28,10 +27,6 @@ if TYPE_CHECKING:
     from kubectl_dr.etcd.model import ClusterStatus, EndpointInfo
     from kubectl_dr.etcd.restore.manage import NodeState
     from kubectl_dr.etcd.restore.run import Result as RestoreResult
-    from kubectl_dr.etcd.snapshot_run import Restic
-    from kubectl_dr.etcd.topology import Topology
-    from kubectl_dr.repo import Repository
-    from kubectl_dr.session import Session
 
 app = typer.Typer(
     help=(
@@ -97,21 +92,6 @@ NodeOption = Annotated[str | None, typer.Option("--node", metavar="NODE",
                                                 help="Use the etcd member on this control-plane node.")]
 
 
-def _topology(opts: GlobalOptions, endpoints: list[str] | None, cacert: str | None, cert: str | None,
-              key: str | None) -> Topology:
-    from kubectl_dr.etcd import topology
-
-    return topology.resolve(opts.kube, endpoints, cacert, cert, key)
-
-
-def _pod_namespace(opts: GlobalOptions) -> str:
-    # The helper pods need hostNetwork and hostPath, which kube-system allows on kubeadm clusters;
-    # -n picks another namespace whose Pod Security level allows them.
-    from kubectl_dr.etcd.topology import ETCD_NAMESPACE
-
-    return opts.namespace or ETCD_NAMESPACE
-
-
 def _human(size: int | None) -> str:
     return "" if size is None else units.size(size)
 
@@ -157,19 +137,9 @@ def status(
     the reason. Exits 0 whenever the cluster could be asked.
     """
     from kubectl_dr.etcd import status as etcd_status
-    from kubectl_dr.etcd.topology import Direct
 
     opts = options(ctx)
-    if opts.dry_run != "none":
-        raise UsageError("etcd status cannot run as a dry run: it needs its pod to ask etcd (and changes nothing "
-                         "else)")
-    topo = _topology(opts, endpoints, cacert, cert, key)
-    if isinstance(topo, Direct):
-        if node:
-            raise UsageError("--node does not apply with --endpoints")
-        result = etcd_status.direct(topo)
-    else:
-        result = etcd_status.via_pod(opts.session(), topo, _pod_namespace(opts), node)
+    result = etcd_status.run(opts.session(), etcd_status.StatusOptions(node, endpoints, cacert, cert, key))
     emit(result.to_dict(), opts.output, table=_status_tables(result))
 
 
@@ -216,62 +186,23 @@ def snapshot(
       kubectl dr etcd snapshot --encrypt-to age1… --copy-to s3://dr-backups/etcd
       kubectl dr etcd snapshot --endpoints https://10.0.0.10:2379 --cacert ca.crt --cert c.crt --key c.key
     """
-    from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd import snapshot_run
-    from kubectl_dr.etcd.restic_snapshot import ResticSnapshotResult
-    from kubectl_dr.etcd.snapshot import SnapshotResult
-    from kubectl_dr.repo.restic.location import is_restic
+    from kubectl_dr.repo.ref import RepoRef
 
     opts = options(ctx)
-    session = opts.session()
-    asked = snapshot_run.SnapshotOptions(_pod_namespace(opts), node=node, helper_image=helper_image,
-                                         endpoints=endpoints, cacert=cacert, cert=cert, key=key)
-    if is_restic(repo):
-        assert repo is not None
-        if encrypt_to or copy_to:
-            raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
-                             "repository; restic copy copies snapshots)")
-        into: Repository | snapshot_run.Restic = _restic(session, repo, password_file, s3_endpoint, azure_endpoint)
-        targets = []
-    else:
-        if password_file:
-            raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
-        into = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, encrypt_to=encrypt_to)
-        snapshot_run.check_repository(session, into)
-        targets = open_targets(copy_to, into, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
-                               encrypt_to=encrypt_to, dry_run=session.dry_run, console=session.console,
-                               secret_what="an etcd snapshot")
-    result = snapshot_run.run(session, into, asked)
-    if isinstance(result, ResticSnapshotResult):
-        session.console.say(f"snapshot {result.snapshot.short_id} saved in {result.repository} "
-                            f"({units.duration(result.taken.seconds)})")
-        show(result, opts.output)
-    elif isinstance(result, SnapshotResult):
-        session.console.say(f"snapshot {result.manifest.id} saved in {result.path} "
-                            f"({units.duration(result.seconds)})")
-        data = result.to_dict()
-        if targets:
-            assert not isinstance(into, snapshot_run.Restic)
-            data["copies"] = copy_new(into, result.manifest.id, targets, session.console)
-        show(result, opts.output, data=data)
-    else:
+    result = snapshot_run.run(opts.session(), RepoRef(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                                                      encrypt_to=_tuple(encrypt_to), password_file=password_file),
+                              snapshot_run.SnapshotOptions(node=node, helper_image=helper_image, endpoints=endpoints,
+                                                           cacert=cacert, cert=cert, key=key,
+                                                           copy_to=tuple(copy_to or ())))
+    if isinstance(result, snapshot_run.Plan):
         emit(result.to_dict(), opts.output, table=result.summary())
+    else:
+        show(result, opts.output)
 
 
-def _restic(session: Session, repo: str, password_file: str | None, s3_endpoint: str | None,
-            azure_endpoint: str | None) -> Restic:
-    """`--repo restic:REPO`: named now, opened by the job once the members are known (it may ask to init one)."""
-    from kubectl_dr.cli.repo_options import open_restic
-    from kubectl_dr.etcd.snapshot_run import Restic
-    from kubectl_dr.repo.restic.location import backend_for
-
-    def create(where: str) -> bool:
-        session.console.confirm(f"create a new restic repository at {where} (restic init)")
-        return True
-
-    return Restic(lambda: backend_for(repo, env=os.environ).describe(),
-                  lambda: open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
-                                      azure_endpoint=azure_endpoint, create=create))
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 # --- restore ------------------------------------------------------------------------------------------------
@@ -361,44 +292,22 @@ def restore(
         raise UsageError("--from is required: a backup ID, `latest`, or a snapshot file",
                          hint="See `kubectl dr etcd restore --help`; `kubectl dr backups list --type etcd-snapshot` "
                               "lists the snapshots.")
-    from kubectl_dr.cli.backups import open_repo
     from kubectl_dr.etcd.restore import run as job
     from kubectl_dr.etcd.restore.options import RestoreOptions
-    from kubectl_dr.etcd.snapshot import PART_NAME
-    from kubectl_dr.etcd.topology import Direct
-    from kubectl_dr.repo.restic.location import is_restic
+    from kubectl_dr.repo.ref import RepoRef
 
     opts = options(ctx)
     if opts.dry_run == "server":
         raise UsageError("etcd restore has no --dry-run=server: its pods would need to run (use --dry-run=client)")
-    direct = _topology(opts, endpoints, cacert, cert, key) if endpoints or cacert or cert or key else None
-    assert direct is None or isinstance(direct, Direct)
-    if direct is not None and no_bump_revision:
-        raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
-                         "always moves the revision forward")
-    restic = None
-    if is_restic(repo):
-        assert repo is not None
-        if direct is not None:
-            raise UsageError("--repo restic:REPO does not go with --endpoints: an external etcd's restore keeps its "
-                             "safety snapshot in a kubectl-dr repository",
-                             hint=f"Copy the snapshot out first (restic -r REPO restore ID --target DIR) and give "
-                                  f"--from DIR/{PART_NAME}.")
-        if os.path.isfile(source):
-            raise UsageError(f"--from {source} is a file here; with --repo restic:REPO give a snapshot ID or latest")
-        from kubectl_dr.cli.repo_options import open_restic
-
-        restic = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
-                             azure_endpoint=azure_endpoint)
-        repo = None  # nothing else of the restore reads a repository
-    elif password_file:
-        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
-    repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
-    result = job.run(opts.session(), repository, RestoreOptions(
-        source, _pod_namespace(opts), from_cluster=from_cluster, from_other_cluster=from_other_cluster,
-        etcd_image=etcd_image, no_bump=no_bump_revision, node_timeout=node_timeout, helper_image=helper_image,
-        restart_kubelets=restart_kubelets, hold_timeout=hold_timeout, direct=direct, dry_run=opts.dry_run),
-        restic=restic)
+    result = job.run(
+        opts.session(),
+        RepoRef(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=_tuple(identity),
+                password_file=password_file),
+        RestoreOptions(source, namespace_flag=opts.namespace, from_cluster=from_cluster,
+                       from_other_cluster=from_other_cluster, etcd_image=etcd_image, no_bump=no_bump_revision,
+                       node_timeout=node_timeout, helper_image=helper_image, restart_kubelets=restart_kubelets,
+                       hold_timeout=hold_timeout, endpoints=_tuple(endpoints), cacert=cacert, cert=cert, key=key,
+                       dry_run=opts.dry_run))
     _render_restore(opts, result)
 
 
@@ -425,7 +334,7 @@ def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybo
     opts = options(ctx)
     if opts.dry_run != "none":
         raise UsageError("restore status reads the nodes through a pod; it has no dry run (and changes nothing)")
-    found, settle = manage.states(opts.session(), _pod_namespace(opts), helper_image, run)
+    found, settle = manage.states(opts.session(), helper_image, run)
     table = render_table(
         ["NODE", "RUN", "STATE", "LAST STEP", "SET ASIDE"],
         [[s.node, s.run_id or "", s.state, (s.rollback or s.restore or [(0, "", "")])[-1][2][:60],
@@ -448,7 +357,7 @@ def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busy
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
-    result = manage.finalize(opts.session(), _pod_namespace(opts), helper_image, run)
+    result = manage.finalize(opts.session(), helper_image, run)
     dry = opts.dry_run != "none"
     prefix = "(dry run) would remove" if dry else "removed"
     # Once removed, no rollback puts a data dir back: the result says what it was, not what rollback would do.
@@ -481,7 +390,7 @@ def restore_rollback(
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
-    result = manage.rollback(opts.session(), _pod_namespace(opts), helper_image, run, no_bump=no_bump_revision,
+    result = manage.rollback(opts.session(), helper_image, run, no_bump=no_bump_revision,
                              node_timeout=node_timeout, restart_kubelets=restart_kubelets)
     if isinstance(result, dict):
         bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
@@ -537,12 +446,7 @@ def member_replace(
     if opts.dry_run == "server":
         raise UsageError("etcd member replace has no server-side dry run: its checks need etcdctl in a pod "
                          "(use --dry-run=client to see the plan)")
-    from kubectl_dr.etcd.topology import Direct
-
-    topo = _topology(opts, None, None, None, None)
-    assert not isinstance(topo, Direct)
-    job = Replacement(opts.session(), topo, node, _pod_namespace(opts), helper_image, manifests_dir=manifests_dir,
-                      timeout=timeout)
+    job = Replacement.of(opts.session(), node, helper_image, manifests_dir=manifests_dir, timeout=timeout)
     if opts.dry_run == "client":
         if undo:
             raise UsageError("--undo has no dry run")

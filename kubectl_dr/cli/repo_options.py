@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kubectl_dr.repo import Repository, open_repository
+from kubectl_dr.repo.ref import RepoRef
 
 if TYPE_CHECKING:
     from kubectl_dr.repo.restic.repository import Repository as ResticRepository
@@ -61,19 +62,8 @@ def open_restic(repo: str, *, password_file: str | None, s3_endpoint: str | None
                 s3_ca_bundle: str | None = None, azure_endpoint: str | None = None,
                 create: Callable[[str], bool] | None = None) -> ResticRepository:
     """The restic repository of --repo restic:REPO; `create` decides on `init` when it does not exist."""
-    from kubectl_dr.repo.config import load_config
-    from kubectl_dr.repo.restic.azurebackend import settings_for
-    from kubectl_dr.repo.restic.location import open_repository as open_restic_repository
-    from kubectl_dr.repo.s3client import S3Settings
-
-    s3 = S3Settings.resolve(endpoint=s3_endpoint, ca_bundle=s3_ca_bundle, config={}, env=os.environ)
-    # The config file's azure: section (account, endpoint, key and SAS files) applies as it does to azure://
-    # repositories: restic's string names the container only.
-    azure = None
-    if repo.removeprefix("restic:").startswith("azure:"):
-        azure = settings_for(os.environ, azure_endpoint, load_config(os.environ).azure)
-    return open_restic_repository(repo, os.environ, password_file=password_file, s3=s3, azure=azure,
-                                  create=create)
+    return RepoRef(repo, s3_endpoint=s3_endpoint, s3_ca_bundle=s3_ca_bundle, azure_endpoint=azure_endpoint,
+                   password_file=password_file).open_restic(create)
 
 
 def open_repo(repo: str | None, *, s3_endpoint: str | None = None, s3_ca_bundle: str | None = None,

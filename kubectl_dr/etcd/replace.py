@@ -39,7 +39,14 @@ from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.etcd import etcdctl, membership, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import MemberInfo
-from kubectl_dr.etcd.topology import ETCD_NAMESPACE, Discovered, StaticMember, parse_flags
+from kubectl_dr.etcd.topology import (
+    ETCD_NAMESPACE,
+    Discovered,
+    StaticMember,
+    parse_flags,
+    pod_namespace,
+    resolve,
+)
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.nodes import HostMount, HostPod, start_host_pod, staticpods
@@ -194,6 +201,16 @@ class Replacement:
 
     def __post_init__(self) -> None:
         self.heartbeat = Heartbeat(self.console.warn)
+
+    @classmethod
+    def of(cls, session: Session, node: str, helper_image: str, *, manifests_dir: str = DEFAULT_MANIFESTS_DIR,
+           timeout: float = 600.0) -> Replacement:
+        """`kubectl dr etcd member replace NODE`: the members from the static pods, our pods in kube-system (or -n)."""
+        # resolve, not discover: an API that does not answer gets the hint to ask the members directly.
+        members = resolve(lambda: session.kube, None, None, None, None)
+        assert isinstance(members, Discovered)
+        return cls(session, members, node, pod_namespace(session.namespace_flag), helper_image,
+                   manifests_dir=manifests_dir, timeout=timeout)
 
     @property
     def kube(self) -> Kube:

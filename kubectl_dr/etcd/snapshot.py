@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_dr import units
@@ -45,12 +45,14 @@ class SnapshotResult:
     seconds: float
 
     repository: str = ""
+    copies: list[dict[str, Any]] = field(default_factory=list)  # --copy-to: where a copy went
 
     def to_dict(self) -> dict[str, Any]:
         # The keys every command's result uses: where (repository, location), how much (size in bytes), which
         # bytes (sha256) and how long (seconds).
         return {**self.manifest.to_dict(), "repository": self.repository, "location": self.path,
-                "size": self.status.file_size, "sha256": self.status.sha256, "seconds": round(self.seconds, 3)}
+                "size": self.status.file_size, "sha256": self.status.sha256, "seconds": round(self.seconds, 3),
+                **({"copies": self.copies} if self.copies else {})}
 
     def columns(self) -> list[str]:
         return ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]

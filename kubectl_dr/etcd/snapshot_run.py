@@ -1,19 +1,21 @@
 """`kubectl dr etcd snapshot`: options → a plan (a dry run) or the snapshot, into a repository or a restic one.
 
 The one entry of the snapshot, as restore/run.py is the restore's: the CLI parses, calls once and renders. It
+opens the repository the CLI named and checks it (and every --copy-to target) before the cluster is touched,
 resolves the members (--endpoints, else the static pods), checks what does not go with --endpoints, and takes
 the snapshot through a pod on a member's node (snapshot.via_pod) or straight from the endpoints
-(snapshot.direct). With a restic repository the checked file is staged locally and then stored there
-(restic_snapshot.take).
+(snapshot.direct), then copies it to the targets. With a restic repository the checked file is staged locally
+and then stored there (restic_snapshot.take).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kubectl_dr import units
 from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.etcd import restic_snapshot
@@ -25,24 +27,23 @@ from kubectl_dr.etcd.snapshot import SnapshotPlan, SnapshotResult
 from kubectl_dr.etcd.topology import Direct, Topology
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import LocalRepository, Repository
+from kubectl_dr.repo.copies import copy_new, open_targets
+from kubectl_dr.repo.ref import RepoRef
 from kubectl_dr.repo.safety import confirm_plaintext_secrets
 from kubectl_dr.session import Session
-
-if TYPE_CHECKING:
-    from kubectl_dr.repo.restic.repository import Repository as ResticRepository
 
 
 @dataclass(frozen=True)
 class SnapshotOptions:
     """What `etcd snapshot` was asked, as plain values."""
 
-    namespace: str  # of the helper pod (kube-system unless -n)
     node: str | None = None
     helper_image: str = etcd_snapshot.DEFAULT_HELPER_IMAGE
     endpoints: list[str] | None = None
     cacert: str | None = None
     cert: str | None = None
     key: str | None = None
+    copy_to: tuple[str, ...] = ()  # --copy-to: repositories that get a copy once the snapshot is stored
 
 
 @dataclass(frozen=True)
@@ -64,41 +65,64 @@ class DirectPlan:
 Plan = SnapshotPlan | DirectPlan
 
 
-def check_repository(session: Session, repository: Repository) -> None:
+def run(session: Session, where: RepoRef, opts: SnapshotOptions) -> SnapshotResult | ResticSnapshotResult | Plan:
+    """The snapshot, verified end to end, into a repository (checked first, with its --copy-to targets, then
+    copied to them) or a restic one (staged locally, then stored as a one-file restic snapshot); a dry run's plan."""
+    if where.is_restic:
+        if where.encrypt_to or opts.copy_to:
+            raise UsageError("--copy-to and --encrypt-to do not apply to a restic repository (restic encrypts every "
+                             "repository; restic copy copies snapshots)")
+        return _into_restic(session, where, opts)
+    if where.password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
+    repository = where.open()
+    _check_repository(session, repository)
+    targets = open_targets(list(opts.copy_to), repository, s3_endpoint=where.s3_endpoint,
+                           azure_endpoint=where.azure_endpoint,
+                           encrypt_to=None if where.encrypt_to is None else list(where.encrypt_to),
+                           dry_run=session.dry_run, console=session.console, secret_what="an etcd snapshot")
+    result = _take(session, repository, _members(session, opts), opts)
+    if isinstance(result, SnapshotResult):
+        session.console.say(f"snapshot {result.manifest.id} saved in {result.path} "
+                            f"({units.duration(result.seconds)})")
+        if targets:
+            result = dataclasses.replace(result, copies=copy_new(repository, result.manifest.id, targets,
+                                                                 session.console))
+    return result
+
+
+def _check_repository(session: Session, repository: Repository) -> None:
     """Before the cluster is touched (and before any --copy-to target is opened): the repository can take the
     snapshot, and an unencrypted remote one has the user's consent to hold every Secret."""
     repository.preflight(create=not session.dry)
     confirm_plaintext_secrets(repository, "an etcd snapshot", session.console)
 
 
-@dataclass(frozen=True)
-class Restic:
-    """A restic repository as the snapshot's destination: `where` names it (what a dry run's plan shows), `open`
-    opens it (and may ask to create one) once the members are known, as for any repository. Both only when
-    needed: a dry run opens nothing."""
-
-    where: Callable[[], str]
-    open: Callable[[], ResticRepository]
-
-
-def run(session: Session, into: Repository | Restic,
-        opts: SnapshotOptions) -> SnapshotResult | ResticSnapshotResult | Plan:
-    """The snapshot, verified end to end, into a repository (checked first: check_repository) or a restic one
-    (staged locally, then stored as a one-file restic snapshot); a dry run's plan."""
+def _into_restic(session: Session, where: RepoRef, opts: SnapshotOptions) -> ResticSnapshotResult | Plan:
+    """A restic repository is opened (and may be created, after asking) once the members are known, as any
+    repository is checked before the cluster is touched; a dry run opens nothing: a repository in the temporary
+    directory stands in, and the plan names the restic one."""
     topo = _members(session, opts)
-    if not isinstance(into, Restic):
-        return _take(session, into, topo, opts)
-    if session.dry:  # nothing is opened or written: a repository in the temporary directory stands in
-        return _take(session, LocalRepository(tempfile.gettempdir()), topo, opts, shown_as=into.where())
-    restic = into.open()
+    if session.dry:
+        planned = _take(session, LocalRepository(tempfile.gettempdir()), topo, opts, shown_as=where.restic_where())
+        assert not isinstance(planned, SnapshotResult)
+        return planned
+
+    def create(place: str) -> bool:
+        session.console.confirm(f"create a new restic repository at {place} (restic init)")
+        return True
+
+    restic = where.open_restic(create)
 
     def take(staging: Repository) -> SnapshotResult:
         result = _take(session, staging, topo, opts)
         assert isinstance(result, SnapshotResult)  # not a dry run
         return result
 
-    return restic_snapshot.take(restic, session.console, take)
-
+    result = restic_snapshot.take(restic, session.console, take)
+    session.console.say(f"snapshot {result.snapshot.short_id} saved in {result.repository} "
+                        f"({units.duration(result.taken.seconds)})")
+    return result
 
 def _members(session: Session, opts: SnapshotOptions) -> Topology:
     return etcd_topology.resolve(lambda: session.kube, opts.endpoints, opts.cacert, opts.cert, opts.key)
@@ -119,7 +143,8 @@ def _take(session: Session, repository: Repository, topo: Topology, opts: Snapsh
             return DirectPlan(where, topo.endpoints)
         return etcd_snapshot.direct(topo, repository, session.console, _api_identity(session))
     planned = etcd_snapshot.via_pod(session.kube, session.console, session.run, topo, repository,
-                                    namespace=opts.namespace, node=opts.node, helper_image=opts.helper_image,
+                                    namespace=etcd_topology.pod_namespace(session.namespace_flag), node=opts.node,
+                                    helper_image=opts.helper_image,
                                     dry_run=session.dry_run)
     if isinstance(planned, SnapshotPlan):
         planned.repository = where

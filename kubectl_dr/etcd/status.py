@@ -4,24 +4,45 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from kubectl_dr.console import Console
+from kubectl_dr.errors import UsageError
 from kubectl_dr.etcd import etcdctl, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import Alarm, ClusterStatus, EndpointInfo, MemberInfo
-from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember
+from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember, pod_namespace, resolve
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.session import Session
 
 
-def via_pod(session: Session, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:
-    """`kubectl dr etcd status`: ask from a pod on a control-plane node; if that member cannot be used, from the
-    next one."""
-    return ask(session.kube, session.console, topology, namespace, node)
+@dataclass(frozen=True)
+class StatusOptions:
+    """What `etcd status` was asked, as plain values."""
+
+    node: str | None = None
+    endpoints: list[str] | None = None
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+def run(session: Session, opts: StatusOptions) -> ClusterStatus:
+    """`kubectl dr etcd status`: the members from --endpoints (asked directly) or from the static pods (asked from a
+    pod on a control-plane node; if that member cannot be used, from the next one)."""
+    if session.dry:
+        raise UsageError("etcd status cannot run as a dry run: it needs its pod to ask etcd (and changes nothing "
+                         "else)")
+    topo = resolve(lambda: session.kube, opts.endpoints, opts.cacert, opts.cert, opts.key)
+    if isinstance(topo, Direct):
+        if opts.node:
+            raise UsageError("--node does not apply with --endpoints")
+        return direct(topo)
+    return ask(session.kube, session.console, topo, pod_namespace(session.namespace_flag), opts.node)
 
 
 def ask(kube: Kube, console: Console, topology: Discovered, namespace: str, node: str | None = None) -> ClusterStatus:
-    """`via_pod` for a job that asks on its way (a restore, before and after): the kube handle and console only."""
+    """`run` for a job that asks on its way (a restore, before and after): the kube handle and console only."""
     failures: list[MemberError] = []
     candidates = topology.candidates(node)
     for index, member in enumerate(candidates):

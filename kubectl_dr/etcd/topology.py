@@ -21,6 +21,14 @@ from kubectl_dr.nodes.staticpods import parse_flags
 __all__ = ["parse_flags"]  # re-exported: the etcd modules read flags through here
 
 ETCD_NAMESPACE = "kube-system"
+
+
+def pod_namespace(flag: str | None) -> str:
+    """Where our pods on control-plane nodes go: they need hostNetwork and hostPath, which kube-system allows on
+    kubeadm clusters; -n (`flag`) picks another namespace whose Pod Security level allows them."""
+    return flag or ETCD_NAMESPACE
+
+
 ETCD_SELECTOR = "component=etcd,tier=control-plane"
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 # kubeadm issues this client certificate next to the member's CA for probes and tools like ours: using

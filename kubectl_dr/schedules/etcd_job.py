@@ -24,7 +24,7 @@ from typing import Any
 
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.etcd import etcdctl
-from kubectl_dr.etcd.restore.common import DR_DIR as RESTORE_DIR
+from kubectl_dr.etcd.restore.targets import DR_DIR as RESTORE_DIR
 from kubectl_dr.etcd.restore.targets import host_path_of
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, ETCD_SELECTOR, Discovered, StaticMember, parse_flags
 from kubectl_dr.kube.client import Kube

@@ -15,7 +15,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.etcd.restore import common, job, nodescript
 from kubectl_dr.etcd.restore.runbook import runbook
 from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, minor_of
-from kubectl_dr.etcd.restore.targets import Target, host_path_of
+from kubectl_dr.etcd.restore.targets import DR_DIR, Target, host_path_of
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.etcd.topology import StaticMember
 from kubectl_dr.repo import LocalRepository
@@ -249,7 +249,7 @@ def test_runbook_restores_with_the_tool_of_the_etcd_version(snapshot_34: Path, t
     assert line.startswith(command), line
     assert ("--bump-revision 1000000000 --mark-compacted" in line) == version.startswith("3.5"), line
     assert ("etcdutl" in book) == version.startswith("3.5"), book
-    line = line.replace(f"{common.DR_DIR}/{p.run.id}/snapshot.db", str(snapshot_34))
+    line = line.replace(f"{DR_DIR}/{p.run.id}/snapshot.db", str(snapshot_34))
     done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=60,
                           env={"PATH": f"{tools}:/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

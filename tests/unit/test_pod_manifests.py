@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kubectl_dr.etcd import podspec
-from kubectl_dr.etcd.restore import common, nodepod
+from kubectl_dr.etcd.restore import nodepod
 from kubectl_dr.etcd.restore.targets import Target
 from kubectl_dr.etcd.topology import member_from_pod
 from kubectl_dr.kube import pods
@@ -31,7 +31,7 @@ MANIFESTS: dict[str, Any] = {
                                          image="busybox", purpose="controlplane-backup", run=RUN, lease=None),
     "restore node pod": lambda: nodepod.manifest(_target(), "kube-system", "busybox", RUN, "/var/lib/kubectl-dr",
                                                  "/etc/kubernetes", "etcd-restore"),
-    "etcdctl image pod": lambda: common.image_pod(_target(), "kube-system", "registry.k8s.io/etcd:3.5.16-0", RUN,
+    "etcdctl image pod": lambda: nodepod.image_pod(_target(), "kube-system", "registry.k8s.io/etcd:3.5.16-0", RUN,
                                                   "version", ["etcdctl", "version"], []),
     "kubelet restart": lambda: kubelet_restart._manifest("cp-1", "kube-system", "busybox", RUN),
     "etcd snapshot": lambda: podspec.snapshot_pod(member_from_pod(kubeadm_pod()), "kube-system", "busybox", RUN),

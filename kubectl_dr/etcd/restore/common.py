@@ -17,18 +17,13 @@ from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.restore import nodescript
-from kubectl_dr.etcd.restore.nodepod import run_to_end
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
-from kubectl_dr.etcd.restore.targets import Target
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import (
     LABEL_MANAGED,
     LABEL_PURPOSE,
     MANAGED_BY,
     HelperPod,
-    host_path_volume,
-    pod_manifest,
-    pod_name,
 )
 from kubectl_dr.nodes import kubelet_restart
 from kubectl_dr.nodes.kubelet_restart import Restarted
@@ -36,7 +31,6 @@ from kubectl_dr.runs import Heartbeat, Lease, Run, lease_name
 from kubectl_dr.runs.leases import remove_restored
 from kubectl_dr.runs.run import LEASE_ANNOTATION, RUN_ID_LABEL
 
-DR_DIR = "/var/lib/kubectl-dr/restore"
 LAST = "LAST"
 API_WAIT_SECONDS = 1200.0
 COUNTED = ("namespaces", "nodes", "pods", "services", "configmaps", "secrets", "serviceaccounts",
@@ -46,26 +40,6 @@ COUNTED = ("namespaces", "nodes", "pods", "services", "configmaps", "secrets", "
 
 def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
-
-
-def image_pod(t: Target, namespace: str, image: str, run: Run, name: str, command: list[str],
-              volumes: list[tuple[str, str, str]]) -> dict[str, Any]:
-    """A pod of the cluster's own etcd image on the target's node that runs etcdctl once and exits."""
-    return pod_manifest(
-        pod_name(f"dr-etcd-{name}", t.node), namespace, purpose=f"etcd-restore-{name}", node=t.node, deadline=3600,
-        labels=run.labels(), annotations=run.annotations(), volumes=[host_path_volume(n, p) for n, p, _ in volumes],
-        containers=[{"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "command": command,
-                     "env": [{"name": "ETCDCTL_API", "value": "3"}],
-                     "volumeMounts": [{"name": n, "mountPath": m} for n, _, m in volumes]}])
-
-
-def tool_version(kube: Kube, t: Target, namespace: str, image: str, run: Run) -> str:
-    log = run_to_end(kube, image_pod(t, namespace, image, run, "version", ["etcdctl", "version"], []), t,
-                     "etcdctl version", timeout=180)
-    match = re.search(r"etcdctl version:\s*(\S+)", log)
-    if not match:
-        raise EtcdError(f"`etcdctl version` in {image} printed no version: {log.strip()[:300]!r}")
-    return match.group(1)
 
 
 def count_objects(kube: Kube) -> dict[str, int]:

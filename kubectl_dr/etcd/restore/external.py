@@ -41,7 +41,6 @@ from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.keyspace import Keyspace
 from kubectl_dr.etcd.restore import holdscript
 from kubectl_dr.etcd.restore.common import (
-    DR_DIR,
     Outcome,
     check_snapshot,
     compare_with_before,
@@ -55,7 +54,14 @@ from kubectl_dr.etcd.restore.nodescript import HOST_DR, HOST_KUBERNETES
 from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.rewrite import Changes, differences, digest, live, prefix_end, rewrite
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
-from kubectl_dr.etcd.restore.targets import APISERVER_SELECTOR, KUBERNETES_DIR, MANIFESTS_DIR, host_path_of, readyz
+from kubectl_dr.etcd.restore.targets import (
+    APISERVER_SELECTOR,
+    DR_DIR,
+    KUBERNETES_DIR,
+    MANIFESTS_DIR,
+    host_path_of,
+    readyz,
+)
 from kubectl_dr.etcd.topology import ETCD_NAMESPACE, Direct, parse_flags
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube

@@ -33,25 +33,23 @@ from kubectl_dr.etcd.model import MemberInfo
 from kubectl_dr.etcd.restore import nodescript
 from kubectl_dr.etcd.restore.common import (
     API_WAIT_SECONDS,
-    DR_DIR,
     LAST,
     Outcome,
     RestoreFailed,
     check_snapshot,
     compare_with_before,
     count_objects,
-    image_pod,
     names,
     remove_restored_helpers,
-    tool_version,
     version_tuple,
     wait_api,
 )
-from kubectl_dr.etcd.restore.nodepod import NodePod, start_all
+from kubectl_dr.etcd.restore.nodepod import NodePod, NodePods
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
 from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
 from kubectl_dr.etcd.restore.targets import (
+    DR_DIR,
     KUBERNETES_DIR,
     MANIFESTS_DIR,
     Target,
@@ -239,7 +237,8 @@ def plan(session: Session, snapshot: LocalSnapshot, opts: RestoreOptions) -> Pla
     for warning in encryption.preflight(kube, snapshot.details, namespace=opts.namespace, run=run, console=console,
                                         helper_image=opts.helper_image):
         console.warn(warning)
-    return _decide(Preflight(found, versions, tool_version(kube, found[0], opts.namespace, image, run), image,
+    tool = NodePods(kube, opts.namespace, opts.helper_image, console).tool_version(found[0], image, run)
+    return _decide(Preflight(found, versions, tool, image,
                              revision=max((e.revision or 0 for e in status.endpoints), default=None),
                              counts=count_objects(kube), nodes=names(kube, "/api/v1/nodes"),
                              pods=names(kube, "/api/v1/pods")),
@@ -310,9 +309,9 @@ def _stage(p: Plan, node: NodePod, console: Console) -> None:
     node.send_file(p.snapshot.path, p.snapshot.status.file_size, p.snapshot.status.sha256, f"{run_dir}/snapshot.db")
     console.say(f"restoring the snapshot into {swap.incoming} on node {t.node}")
     parent = t.data_dir.rsplit("/", 1)[0] or "/"
-    spec = image_pod(t, p.namespace, p.image, p.run, "restore", p.restore_args(t),
-                      [("kubectl-dr", DR_DIR, HOST_DR), ("etcd-parent", parent, HOST_DATA_PARENT)])
-    node.run_beside(spec, "etcdctl snapshot restore")
+    node.etcdctl(p.image, p.run, "restore", p.restore_args(t),
+                 [("kubectl-dr", DR_DIR, HOST_DR), ("etcd-parent", parent, HOST_DATA_PARENT)],
+                 "etcdctl snapshot restore")
     incoming = shlex.quote(swap.in_pod(swap.incoming))
     node.sh(f"set -e; test -s {incoming}/member/snap/db; chmod 700 {incoming}", what="checking the restored dir")
 
@@ -449,8 +448,7 @@ def run(session: Session, p: Plan, runbook: str, lease: cleanup.UndoStep, *,
         f"the restore was called off before any node began: etcd was not changed; `{rerun}` starts it again"))
     # Interrupted or failed before the hand-over, the cleanup stack undoes it newest first: the restore pod, the
     # staged files on each node (through its node pod), the node pods, the lease.
-    nodes = start_all(kube, p.targets, p.namespace, p.helper_image, p.run, DR_DIR, KUBERNETES_DIR, "etcd-restore",
-                      console)
+    nodes = NodePods(kube, p.namespace, p.helper_image, console).start(p.targets, p.run, "etcd-restore")
     steps = []
     for node in nodes:
         steps.append(stack.push(f"remove the staged restore on node {node.target.node}",
@@ -500,8 +498,7 @@ def finish(kube: Kube, console: Console, run_id: str, mode: str, found: list[Tar
              float(max(plan.node_timeout, 60) + 2 * plan.node_timeout + 120))
     console.say("the API server answers; reading every node's status")
     reader = Run(f"etcd restore {mode} (status)")
-    nodes = start_all(kube, found, namespace, helper_image, reader, DR_DIR, KUBERNETES_DIR, "etcd-restore-status",
-                      console)
+    nodes = NodePods(kube, namespace, helper_image, console).start(found, reader, "etcd-restore-status")
     try:
         # With the API back, a node is at most its API wait (--node-timeout) from its last line.
         statuses = wait_nodes(nodes, run_id, mode, console, timeout=900.0 if plan is None else plan.node_timeout + 60.0)

@@ -22,11 +22,11 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.restore import common, job, nodescript
-from kubectl_dr.etcd.restore.nodepod import NodePod, start_all
+from kubectl_dr.etcd.restore.nodepod import NodePod, NodePods
 from kubectl_dr.etcd.restore.nodescript import HOST_DR
-from kubectl_dr.etcd.restore.targets import KUBERNETES_DIR, Target, initial_cluster, targets
+from kubectl_dr.etcd.restore.targets import DR_DIR, KUBERNETES_DIR, Target, initial_cluster, targets
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
-from kubectl_dr.etcd.topology import Discovered
+from kubectl_dr.etcd.topology import Discovered, pod_namespace
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs import Run
 from kubectl_dr.session import Session
@@ -193,7 +193,7 @@ def _set_aside(node: NodePod, current: str | None) -> list[SetAside]:
     """Every `DATA.before-RUN`, `DATA.restored-RUN` and `DATA.rollback-RUN` beside the node's data dir, whichever
     run left it."""
     t = node.target
-    mounts = ((common.DR_DIR, HOST_DR), (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT))
+    mounts = ((DR_DIR, HOST_DR), (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT))
     prefix = nodescript.in_pod(t.data_dir, mounts)
     out = node.sh(set_aside_script(prefix, HOST_DR), what="looking for data dirs set aside")
     return parse_set_aside(out, t.data_dir, current)
@@ -225,19 +225,18 @@ def _swap(record: dict[str, Any], t: Target) -> nodescript.NodeSwap:
     member = next(m for m in record["members"] if m["node"] == t.node)
     return nodescript.NodeSwap(run_id=record["runID"], mode="restore", node=t.node, kubernetes_dir=KUBERNETES_DIR,
                                manifests_dir=f"{KUBERNETES_DIR}/manifests", data_dir=member["dataDir"],
-                               incoming=member["restored"], aside=member["before"], dr_dir=common.DR_DIR,
+                               incoming=member["restored"], aside=member["before"], dr_dir=DR_DIR,
                                health_url="", metrics_url="", peers=0, readyz_url="")
 
 
-def states(session: Session, namespace: str, helper_image: str, run: str | None = None,
-           ) -> tuple[list[NodeState], str | None]:
+def states(session: Session, helper_image: str, run: str | None = None) -> tuple[list[NodeState], str | None]:
     """Every node's state of the run (default: its last restore), and when the nodes disagree about their last
     restore, what settles it."""
     check_run(run)
-    kube, console = session.kube, session.console
+    kube, console, namespace = session.kube, session.console, pod_namespace(session.namespace_flag)
     found = targets(kube)
-    nodes = start_all(kube, found, namespace, helper_image, Run("etcd restore status"), common.DR_DIR, KUBERNETES_DIR,
-                      "etcd-restore-status", console)
+    nodes = NodePods(kube, namespace, helper_image, console).start(found, Run("etcd restore status"),
+                                                                   "etcd-restore-status")
     try:
         st = [_read(n, run) for n in nodes]
         runs = {s.run_id for s in st}
@@ -284,16 +283,16 @@ def _one_run(nodes: list[NodePod], found: list[NodeState]) -> str:
     return str(next(iter(runs)))
 
 
-def finalize(session: Session, namespace: str, helper_image: str, run: str | None = None) -> dict[str, Any]:
+def finalize(session: Session, helper_image: str, run: str | None = None) -> dict[str, Any]:
     """Remove every data dir a finished run set aside, once every node finished the last restore (or `run`)."""
     check_run(run)
     kube, console, dry_run = session.kube, session.console, session.dry
+    namespace = pod_namespace(session.namespace_flag)
     found = targets(kube)
     me = Run("etcd restore finalize")
     # Under the restore lease no restore is staging: what a run staged and never handed over is then a leftover.
     lease = None if dry_run else common.take_lease(kube, namespace, me, console)
-    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-finalize",
-                      console)
+    nodes = NodePods(kube, namespace, helper_image, console).start(found, me, "etcd-restore-finalize")
     try:
         st = [_read(n, run) for n in nodes]
         run_id = _one_run(nodes, st)
@@ -331,11 +330,11 @@ def finalize(session: Session, namespace: str, helper_image: str, run: str | Non
 
 
 def _in_pod(t: Target, host_path: str) -> str:
-    return nodescript.in_pod(host_path, ((common.DR_DIR, HOST_DR),
+    return nodescript.in_pod(host_path, ((DR_DIR, HOST_DR),
                                          (t.data_dir.rsplit("/", 1)[0] or "/", nodescript.HOST_DATA_PARENT)))
 
 
-def rollback(session: Session, namespace: str, helper_image: str, run_id: str | None = None, *,
+def rollback(session: Session, helper_image: str, run_id: str | None = None, *,
              no_bump: bool = False, node_timeout: int = 300,
              restart_kubelets: bool = False) -> common.Outcome | dict[str, Any]:
     """Put the data from before the restore back with the same self-driving static pods, the other way round.
@@ -345,11 +344,11 @@ def rollback(session: Session, namespace: str, helper_image: str, run_id: str | 
     data dir on every node, and that dir is swapped in. The old data dirs themselves stay until `finalize`.
     `restart_kubelets`: afterwards, as after a restore."""
     check_run(run_id)
+    namespace = pod_namespace(session.namespace_flag)
     kube, console, dry_run = session.kube, session.console, session.dry
     found = targets(kube)
     me = Run("etcd restore rollback")
-    nodes = start_all(kube, found, namespace, helper_image, me, common.DR_DIR, KUBERNETES_DIR, "etcd-restore-rollback",
-                      console)
+    nodes = NodePods(kube, namespace, helper_image, console).start(found, me, "etcd-restore-rollback")
     try:
         st = [_read(n, run_id) for n in nodes]
         run_id = _one_run(nodes, st)
@@ -363,7 +362,7 @@ def rollback(session: Session, namespace: str, helper_image: str, run_id: str | 
         image = str(record.get("image") or "")
         # A dry run starts no pod: the tool's version then comes from the image tag, as for a restore.
         tool = ((job.image_version(image) or "unknown") if dry_run
-                else common.tool_version(kube, found[0], namespace, image, me))
+                else NodePods(kube, namespace, helper_image, console).tool_version(found[0], image, me))
         bump = job.can_bump(tool, image, no_bump, "rollback")
         p = _plan_from_record(record, found, namespace, helper_image, bump=bump, node_timeout=node_timeout)
         plan = {"kind": "EtcdRestoreRollback", "runID": run_id, "dryRun": dry_run,
@@ -444,10 +443,9 @@ def _restore_copy(p: job.Plan, n: NodePod, local: Path, status: SnapshotStatus, 
             f"--initial-cluster-token={p.token}", f"--initial-advertise-peer-urls={','.join(t.peer_urls)}",
             f"--bump-revision={p.bump_by}", "--mark-compacted"]
     parent = t.data_dir.rsplit("/", 1)[0] or "/"
-    spec = common.image_pod(t, p.namespace, p.image, p.run, "rollback", args,
-                          [("kubectl-dr", common.DR_DIR, nodescript.HOST_DR),
-                           ("etcd-parent", parent, nodescript.HOST_DATA_PARENT)])
-    n.run_beside(spec, "etcdctl snapshot restore (rollback)")
+    n.etcdctl(p.image, p.run, "rollback", args,
+              [("kubectl-dr", DR_DIR, nodescript.HOST_DR), ("etcd-parent", parent, nodescript.HOST_DATA_PARENT)],
+              "etcdctl snapshot restore (rollback)")
     n.sh(f"set -e; test -s {incoming}/member/snap/db; chmod 700 {incoming}; rm -f {run_dir}/rollback.db",
          what="checking the rebuilt dir")
 

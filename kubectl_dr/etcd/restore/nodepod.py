@@ -1,18 +1,25 @@
-"""A short-lived busybox pod on one control-plane node that mounts the three host directories a restore
-works on (our directory, the data dir's parent, /etc/kubernetes): staging, handing over, reading the status
-files, finalizing. Every command runs through our exec layer and must exit 0; the work itself (exec, checked
-copies both ways, a start that says why it cannot run) is the one node pod's, `nodes.hostpod`."""
+"""The one place the restore, its status, finalize and rollback make pods on the control-plane nodes (`NodePods`).
+
+A `NodePod` is a short-lived busybox pod on one control-plane node that mounts the three host directories a
+restore works on (our directory, the data dir's parent, /etc/kubernetes): staging, handing over, reading the
+status files, finalizing. Every command runs through our exec layer and must exit 0. Beside it, a pod of the
+cluster's own etcd image runs etcdctl once and exits (the restore itself, `etcdctl version`). The work itself
+(exec, checked copies both ways, a start that says why it cannot run) is the one node pod's, `nodes.hostpod`:
+the kube handle goes down from here only."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubectl_dr import units
 from kubectl_dr.console import Console
 from kubectl_dr.etcd import podrun
+from kubectl_dr.etcd.errors import EtcdError, MemberError
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES
-from kubectl_dr.etcd.restore.targets import Target
+from kubectl_dr.etcd.restore.targets import DR_DIR, KUBERNETES_DIR, Target
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts
@@ -44,15 +51,15 @@ def manifest(target: Target, namespace: str, image: str, run: Run, dr_dir: str, 
 
 
 class NodePod:
-    def __init__(self, kube: Kube, pod: HelperPod, target: Target) -> None:
-        self.kube, self.pod, self.target = kube, pod, target
+    def __init__(self, kube: Kube, pod: HelperPod, target: Target, namespace: str) -> None:
+        self.kube, self.pod, self.target, self.namespace = kube, pod, target, namespace
 
     @classmethod
     def start(cls, kube: Kube, target: Target, namespace: str, image: str, run: Run, dr_dir: str,
               kubernetes_dir: str, purpose: str, console: Console) -> NodePod:
         spec = manifest(target, namespace, image, run, dr_dir, kubernetes_dir, purpose)
         pod = podrun.start(kube, spec, target.member, f"etcd {purpose}", console=console, helper_image=image)
-        return cls(kube, pod, target)
+        return cls(kube, pod, target, namespace)
 
     def sh(self, script: str, *, stdin: bytes | None = None, what: str = "command") -> str:
         """Run a script in the pod; its stdout, exit status 0 required."""
@@ -71,32 +78,70 @@ class NodePod:
         the pod reads there."""
         hostpod.fetch_file(self.kube, self.pod, CONTAINER, remote, local, where=self.target.node)
 
-    def run_beside(self, spec: dict[str, Any], what: str, timeout: float = 1800.0) -> str:
+    def etcdctl(self, image: str, run: Run, name: str, command: list[str], volumes: list[tuple[str, str, str]],
+                what: str) -> str:
         """A pod of its own on this node (etcdctl of the cluster's etcd image) that does its work and exits:
         its log, else an error that names the node."""
-        return run_to_end(self.kube, spec, self.target, what, timeout)
+        return run_to_end(self.kube, image_pod(self.target, self.namespace, image, run, name, command, volumes),
+                          self.target, what)
 
     def delete(self) -> None:
         self.pod.delete(wait=True, timeout=60)
 
 
-def start_all(kube: Kube, targets: list[Target], namespace: str, image: str, run: Run, dr_dir: str,
-              kubernetes_dir: str, purpose: str, console: Console) -> list[NodePod]:
-    started: list[NodePod] = []
-    try:
-        for t in targets:
-            started.append(NodePod.start(kube, t, namespace, image, run, dr_dir, kubernetes_dir, purpose, console))
-    except BaseException:
-        for p in started:
-            p.delete()
-        raise
-    return started
+@dataclass(frozen=True)
+class NodePods:
+    """Makes the pods a restore runs on the control-plane nodes: the kube handle, the namespace they run in and
+    the helper image, given once."""
+
+    kube: Kube
+    namespace: str
+    helper_image: str
+    console: Console
+
+    def start(self, targets: list[Target], run: Run, purpose: str) -> list[NodePod]:
+        """A node pod on every target's node, running; none left behind when one cannot start."""
+        started: list[NodePod] = []
+        try:
+            for t in targets:
+                started.append(NodePod.start(self.kube, t, self.namespace, self.helper_image, run, DR_DIR,
+                                             KUBERNETES_DIR, purpose, self.console))
+        except BaseException:
+            for p in started:
+                p.delete()
+            raise
+        return started
+
+    def etcdctl(self, t: Target, image: str, run: Run, name: str, command: list[str],
+                volumes: list[tuple[str, str, str]], what: str, timeout: float = 1800.0) -> str:
+        """etcdctl once in a pod of the cluster's own etcd image on the target's node: its log, else an error that
+        names the node."""
+        return run_to_end(self.kube, image_pod(t, self.namespace, image, run, name, command, volumes), t, what,
+                          timeout)
+
+    def tool_version(self, t: Target, image: str, run: Run) -> str:
+        """The version of etcdctl in `image`, asked on the target's node (where the image is already pulled)."""
+        log = self.etcdctl(t, image, run, "version", ["etcdctl", "version"], [], "etcdctl version", timeout=180)
+        match = re.search(r"etcdctl version:\s*(\S+)", log)
+        if not match:
+            raise EtcdError(f"`etcdctl version` in {image} printed no version: {log.strip()[:300]!r}")
+        return match.group(1)
+
+
+def image_pod(t: Target, namespace: str, image: str, run: Run, name: str, command: list[str],
+              volumes: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """A pod of the cluster's own etcd image on the target's node that runs etcdctl once and exits."""
+    return pods.pod_manifest(
+        pod_name(f"dr-etcd-{name}", t.node), namespace, purpose=f"etcd-restore-{name}", node=t.node, deadline=3600,
+        labels=run.labels(), annotations=run.annotations(),
+        volumes=[pods.host_path_volume(n, p) for n, p, _ in volumes],
+        containers=[{"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "command": command,
+                     "env": [{"name": "ETCDCTL_API", "value": "3"}],
+                     "volumeMounts": [{"name": n, "mountPath": m} for n, _, m in volumes]}])
 
 
 def run_to_end(kube: Kube, spec: dict[str, Any], target: Target, what: str, timeout: float = 1800.0) -> str:
     """A pod whose one container does its work and exits: its log when it succeeded, else an error."""
-    from kubectl_dr.etcd.errors import MemberError
-
     ended = hostpod.run_to_end(kube, spec, what=what, timeout=timeout, tail_lines=200)
     if ended.succeeded:
         return ended.logs

@@ -10,6 +10,7 @@ restarted afterwards when asked for. The CLI renders what this returns.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kubectl_dr.cleanup import UndoStep
 from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.console import Console
-from kubectl_dr.errors import DrError
+from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.etcd import keyspace
 from kubectl_dr.etcd.restore import external, job
 from kubectl_dr.etcd.restore.common import Outcome, restart_kubelets, take_lease
@@ -27,10 +28,13 @@ from kubectl_dr.etcd.restore.holdscript import run_prefix
 from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.runbook import external_runbook, runbook
 from kubectl_dr.etcd.restore.source import LocalSnapshot, local_snapshot, restic_snapshot
+from kubectl_dr.etcd.snapshot import PART_NAME
+from kubectl_dr.etcd.topology import Direct, resolve
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.nodes.kubelet_restart import COMMAND
 from kubectl_dr.repo import Repository
+from kubectl_dr.repo.ref import RepoRef
 from kubectl_dr.session import Session
 
 if TYPE_CHECKING:
@@ -78,21 +82,55 @@ class FinishPlan:
 Result = Outcome | RestorePlan | FinishPlan
 
 
-def run(session: Session, repository: Repository, opts: RestoreOptions, *,
-        restic: ResticRepository | None = None) -> Result:
-    """The restore, verified before and after. An outcome with `failure` set is a restore that stands with
-    something after it failed (a kubelet restart): render it, then raise the failure."""
+def run(session: Session, where: RepoRef, opts: RestoreOptions) -> Result:
+    """The restore, verified before and after, from the repository `where` names. An outcome with `failure` set is
+    a restore that stands with something after it failed (a kubelet restart): render it, then raise the failure."""
+    direct = _direct(session, opts)
+    repository, restic = _open(where, opts, direct)
     kube, console, run = session.kube, session.console, session.run
-    if opts.direct is None:
+    if direct is None:
         snapshot = _snapshot(kube, repository, opts, console, None, restic)
         result: Result = _stacked(session, snapshot, opts)
     else:
-        with external.etcd_errors(opts.direct), Etcd(opts.direct) as etcd:
+        with external.etcd_errors(direct), Etcd(direct) as etcd:
             snapshot = _snapshot(kube, repository, opts, console, etcd, restic)
             result = _external(session, repository, snapshot, etcd, opts)
     if isinstance(result, Outcome) and opts.restart_kubelets:
         restart_kubelets(kube, opts.namespace, opts.helper_image, run, console, result)
     return result
+
+
+def _direct(session: Session, opts: RestoreOptions) -> Direct | None:
+    """--endpoints (checked before anything connects): an external etcd, reached from this machine."""
+    if not opts.external:
+        return None
+    # Never connects: with --endpoints the members are those, and --cacert without them is refused.
+    topo = resolve(lambda: session.kube, list(opts.endpoints or []), opts.cacert, opts.cert, opts.key)
+    assert isinstance(topo, Direct)
+    if opts.no_bump:
+        raise UsageError("--no-bump-revision does not apply with --endpoints: a restore through the client API "
+                         "always moves the revision forward")
+    return topo
+
+
+def _open(where: RepoRef, opts: RestoreOptions, direct: Direct | None) -> tuple[Repository, ResticRepository | None]:
+    """The repository the snapshot comes from; with restic:REPO the restic one holds it, and the other (the
+    default) is only where the runbook goes."""
+    restic = None
+    if where.is_restic:
+        if direct is not None:
+            raise UsageError("--repo restic:REPO does not go with --endpoints: an external etcd's restore keeps its "
+                             "safety snapshot in a kubectl-dr repository",
+                             hint=f"Copy the snapshot out first (restic -r REPO restore ID --target DIR) and give "
+                                  f"--from DIR/{PART_NAME}.")
+        if os.path.isfile(opts.source):
+            raise UsageError(f"--from {opts.source} is a file here; with --repo restic:REPO give a snapshot ID or "
+                             "latest")
+        restic = where.open_restic()
+        where = dataclasses.replace(where, repo=None)  # nothing else of the restore reads a repository
+    elif where.password_file:
+        raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
+    return where.open(), restic
 
 
 def _snapshot(kube: Kube, repository: Repository, opts: RestoreOptions, console: Console,

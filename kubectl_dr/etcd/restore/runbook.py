@@ -6,13 +6,12 @@ from __future__ import annotations
 import shlex
 
 from kubectl_dr.etcd.restore import holdscript
-from kubectl_dr.etcd.restore.common import DR_DIR
 from kubectl_dr.etcd.restore.external import ExternalPlan
 from kubectl_dr.etcd.restore.holdscript import run_prefix
 from kubectl_dr.etcd.restore.job import BUMP, Plan
 from kubectl_dr.etcd.restore.nodescript import OTHERS
 from kubectl_dr.etcd.restore.source import minor_of
-from kubectl_dr.etcd.restore.targets import MANIFESTS_DIR
+from kubectl_dr.etcd.restore.targets import DR_DIR, MANIFESTS_DIR
 
 
 def restore_tool(cluster_version: str) -> tuple[str, str]:

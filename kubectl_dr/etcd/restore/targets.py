@@ -20,6 +20,7 @@ from kubectl_dr.kube.client import Kube
 APISERVER_SELECTOR = "component=kube-apiserver,tier=control-plane"
 # kubeadm's static pod directory and the directory that holds it and the PKI.
 KUBERNETES_DIR = "/etc/kubernetes"
+DR_DIR = "/var/lib/kubectl-dr/restore"  # our directory on every control-plane node: records, status, snapshot
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
 
 

@@ -37,10 +37,10 @@ class Azurite:
         return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
                 f"BlobEndpoint={self.endpoint};")
 
-    def service(self) -> Any:
+    def service(self, **options: Any) -> Any:
         from azure.storage.blob import BlobServiceClient
 
-        return BlobServiceClient.from_connection_string(self.connection_string)
+        return BlobServiceClient.from_connection_string(self.connection_string, **options)
 
     def container(self, name: str) -> Any:
         return self.service().get_container_client(name)
@@ -81,8 +81,10 @@ def start(workdir: Path) -> Azurite:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = Azurite(f"http://127.0.0.1:{port}/{DEV_ACCOUNT}", proc)
     try:
-        wait_answering("azurite", server.endpoint, lambda: next(iter(server.service().list_containers()), None),
-                       proc, log, 60)
+        # No retries inside the probe: the SDK's own first back-off (15 s) would outlast the start itself;
+        # wait_answering asks again every 0.3 s.
+        wait_answering("azurite", server.endpoint,
+                       lambda: next(iter(server.service(retry_total=0).list_containers()), None), proc, log, 60)
     except BaseException:
         stop(server)
         raise

@@ -287,7 +287,8 @@ def wait_running(
     """Wait until every container runs; fail fast with the cluster's reason when it cannot.
 
     Scheduling and attach problems get `stuck_after` seconds (a volume may still be detaching from the
-    pod we just stopped) before we give up with the scheduler's or attacher's message.
+    pod we just stopped) before we give up with the scheduler's or attacher's message; a hostPath the node
+    does not have, none.
     """
     start = time.monotonic()
     first_seen: dict[str, float] = {}
@@ -319,7 +320,7 @@ def wait_running(
         if blocked and progress and blocked not in told:
             told.add(blocked)
             progress(f"waiting for pod {pod.name}: {blocked}")
-        if blocked and now - start > stuck_after:
+        if blocked and (now - start > stuck_after or _final(blocked)):
             raise PodStartError(f"pod {pod.namespace}/{pod.name} cannot start: {blocked}")
         if now - start > timeout:
             raise PodStartError(f"pod {pod.namespace}/{pod.name} did not start within {units.duration(timeout)} "
@@ -327,6 +328,12 @@ def wait_running(
         polls += 1
         # Quick looks first (a pod on a warm node runs within a fraction of a second), then every 0.25 s.
         time.sleep(min(0.25, 0.03 * 2**polls) if now - start < 5 else 0.75)
+
+
+def _final(blocked: str) -> bool:
+    """A blocking reason that waiting does not change: the kubelet checked a hostPath on the node and it is not
+    there (or not of its type). Nothing is detaching; the user hears it at once instead of after `stuck_after`."""
+    return blocked.startswith("FailedMount:") and "hostPath type check failed" in blocked
 
 
 def _blocking_message(pod: HelperPod, obj: dict[str, Any], node: str | None) -> str | None:

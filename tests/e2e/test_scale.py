@@ -264,7 +264,9 @@ def test_interrupt_while_waiting_scales_back_and_exits_130(cluster: Cluster, nam
 
 
 def test_sigkill_leaves_records_rerun_keeps_original_and_restore_recovers(cluster: Cluster, namespace: str) -> None:
-    spec = pod_spec(SLOW_STOP, {"d": "slow"}, grace=30)
+    # 10 s of grace keep the pods terminating while the rerun starts and waits for them; the default 30 s
+    # only made that wait longer.
+    spec = pod_spec(SLOW_STOP, {"d": "slow"}, grace=10)
     apply(cluster, namespace, [claim("slow"), deployment("slow", 2, spec)])
     wait_until(lambda: running(cluster, namespace, "slow") == 2, what="slow running")
 

@@ -98,7 +98,7 @@ class EtcdClient:
             if cert_file and key_file:
                 ctx.load_cert_chain(str(cert_file), str(key_file))
             self._ssl = ctx
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout, connect=min(request_timeout, 3.0))
+        self._request_timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -116,12 +116,19 @@ class EtcdClient:
         return [self.endpoints[(self._current + i) % n] for i in range(n)]
 
     async def _call(self, path: str, body: Json) -> Json:
+        # One deadline for the whole request, retries included, as the API server's etcd client has its
+        # request's context (a real one: --request-timeout, 60 s): a member that lost quorum holds a read
+        # until the deadline once, not once per pass.
+        deadline = asyncio.get_running_loop().time() + self._request_timeout
         last: Exception | None = None
         for attempt in range(2):
             for endpoint in self._order():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise EtcdUnavailable(f"no etcd member answered within {self._request_timeout:g}s: {last}")
+                timeout = aiohttp.ClientTimeout(total=left, connect=min(left, 3.0))
                 try:
-                    async with self._get_session().post(endpoint + path, json=body,
-                                                        timeout=self._timeout) as resp:
+                    async with self._get_session().post(endpoint + path, json=body, timeout=timeout) as resp:
                         text = await resp.text()
                         doc: Json = json.loads(text) if text else {}
                         if resp.status == 200:

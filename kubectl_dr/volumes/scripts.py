@@ -192,15 +192,19 @@ def paths_backup_script(tar: str, paths: list[str]) -> str:
     return _out(f"cd {DATA} && {command} -- {words}")
 
 
-def restore_script(size: int, *, tar: str, keep_owners: bool, compress: str = "none") -> str:
+def restore_script(size: int, *, tar: str, keep_owners: bool, compress: str = "none",
+                   command: str | None = None) -> str:
     """Read exactly `size` bytes of stdin, whatever follows them (v4 exec cannot close stdin).
 
     Two dd in turn, each bounded by its count: the whole 64 KiB blocks, then the rest in tar's
     512-byte blocks, so the count is exact without two million reads per GiB. Compressed (gzip, xz),
     the dd read the decoder's output, so `size` and the hash are those of the tar stream; what the
-    decoder said on stderr is passed on after the count.
+    decoder said on stderr is passed on after the count. `command`: what reads the stream instead of
+    tar (a script writing chunks into files in place); its exit code is reported as tar's is.
     """
-    if tar == GNU:
+    if command is not None:
+        pass
+    elif tar == GNU:
         owner = "--numeric-owner --same-owner" if keep_owners else "--no-same-owner"
         command = f"tar -x -p {owner} -f - -C {DATA}"
     else:

@@ -1,0 +1,126 @@
+"""A restore's large files written in place, without a cluster: which files qualify, which chunks are written,
+and the writer run inside the real restore stream script by real busybox and GNU sh/dd/tee/sha256sum, fed the
+chunks read back from a real repository — the file grown, shrunk or rewritten in pages ends equal to the
+snapshot's, and a stream cut short stops the writer with an error."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubectl_dr.repo.restic.backend import LocalBackend
+from kubectl_dr.repo.restic.packs import DATA_BLOB
+from kubectl_dr.repo.restic.repository import Repository
+from kubectl_dr.volumes import incremental_restore, restic_in_place, scripts
+from kubectl_dr.volumes.entries import FILE, Entry
+from kubectl_dr.volumes.incremental_restore import InPlace
+from kubectl_dr.volumes.listing import Found
+
+MIB = 1 << 20
+PAGE = 4096
+
+
+def _found(size: int, links: int = 1) -> Found:
+    return Found("db", "file", 0o600, size, links, 7, 1000, 1000, 1_700_000_000, (size + 511) // 512, (0, 0), 1)
+
+
+def test_only_large_single_link_files_the_index_accounts_for_are_written_in_place() -> None:
+    chunks = [("a" * 64, MIB)] * 70
+    entry = Entry("db", FILE, 0o600, 1000, 1000, 70 * MIB, 0, blocks=70 * MIB // 512)
+    block = incremental_restore._in_place(entry, _found(3), ["db"], chunks, restic_in_place.THRESHOLD)
+    assert block is not None and block.have == 3 and block.size == 70 * MIB
+    assert incremental_restore._in_place(entry, _found(70 * MIB, links=2), ["db"], chunks, 64 * MIB) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db", "db.link"], chunks, 64 * MIB) is None
+    assert incremental_restore._in_place(entry, None, ["db"], chunks, 64 * MIB) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, None) is None  # --full, tar kind
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, 71 * MIB) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks[:-1], 64 * MIB) is None
+    sparse = Entry("db", FILE, 0o600, 1000, 1000, 70 * MIB, 0, blocks=8)
+    assert incremental_restore._in_place(sparse, _found(70 * MIB), ["db"], chunks, 64 * MIB) is None
+
+
+def test_the_chunks_written_are_those_that_differ_and_those_beyond_the_volume_copy() -> None:
+    chunks = [(str(i) * 64, MIB) for i in range(4)]
+    grown = InPlace("db", 4 * MIB, 2 * MIB + 5, chunks)  # the volume holds two whole chunks and a bit
+    assert grown.within() == [(0, MIB), (MIB, MIB)]
+    grown.same = [True, False]
+    assert grown.writes() == [(MIB, MIB, "1" * 64), (2 * MIB, MIB, "2" * 64), (3 * MIB, MIB, "3" * 64)]
+    assert grown.written == 3 * MIB
+    shrunk = InPlace("db", 4 * MIB, 9 * MIB, chunks, [True, True, True, True])
+    assert shrunk.writes() == [] and shrunk.written == 0  # only cut to the snapshot's size
+
+
+def _tools(tmp_path: Path, flavour: str) -> dict[str, str]:
+    if flavour == "gnu":
+        return {**os.environ}
+    bin_dir = tmp_path / "bb"
+    bin_dir.mkdir()
+    busybox = shutil.which("busybox")
+    assert busybox is not None, "busybox is installed by .ci/run"
+    for applet in ("sh", "dd", "tee", "cat", "rm", "mkfifo", "sha256sum", "sed", "cut", "grep"):
+        (bin_dir / applet).symlink_to(busybox)
+    return {"PATH": str(bin_dir)}
+
+
+@pytest.mark.parametrize("flavour", ["busybox", "gnu"])
+def test_the_writer_in_the_restore_stream_makes_each_file_the_snapshots(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavour: str) -> None:
+    data, scratch = tmp_path / "data", tmp_path / "scratch"
+    data.mkdir()
+    scratch.mkdir()
+    monkeypatch.setattr(scripts, "DATA", str(data))
+    monkeypatch.setattr(scripts, "SCRATCH", str(scratch))
+    # The stream script's fixed part names the pod's scratch directory: here, this test's.
+    monkeypatch.setattr(scripts, "_FIFOS", scripts._FIFOS.replace("/scratch", str(scratch)))
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), b"pw")
+    # Odd chunk lengths, as restic's content-defined chunker makes them: offsets never whole blocks.
+    lengths = [MIB + 17, 700_001, 2 * MIB - 3, 65536, 123_457]
+    pieces = [os.urandom(n) for n in lengths]
+    want = b"".join(pieces)
+    chunks = list(zip(repo.save_blobs(DATA_BLOB, pieces), lengths, strict=True))
+    repo.flush()
+    offsets = incremental_restore.chunk_offsets(chunks)
+
+    def volume_copy(name: str, content: bytes) -> InPlace:
+        (data / name).write_bytes(content)
+        block = InPlace(name, len(want), len(content), chunks)
+        block.same = [hashlib.sha256(content[o:o + n]).hexdigest() == b for (o, n), (b, _)
+                      in zip(block.within(), chunks, strict=False)]
+        return block
+
+    paged = bytearray(want)
+    paged[MIB - 50:MIB - 50 + PAGE] = os.urandom(PAGE)  # a page straddling chunks 0 and 1
+    paged[offsets[3][0] + 5:offsets[3][0] + 9] = b"XXXX"
+    files = [volume_copy("paged", bytes(paged)),
+             volume_copy("grown", want + os.urandom(3 * MIB)),
+             volume_copy("shrunk odd\nname", want[:offsets[2][0] + 10])]
+    assert [f.same for f in files] == [[False, False, True, False, True], [True] * 5, [True, True]]
+    script = tmp_path / "writer.sh"
+    script.write_bytes(restic_in_place.writer_script(files))
+    spool = tmp_path / "chunks"
+    size, digest = restic_in_place.spool(files, repo.load_blob, spool)
+    assert size % 512 == 0 and size - sum(f.written for f in files) < 512
+    assert hashlib.sha256(spool.read_bytes()).hexdigest() == digest
+    stream = scripts.restore_script(size, tar=scripts.BUSYBOX, keep_owners=False, command=f"sh {script}")
+    env = _tools(tmp_path, flavour)
+    # What follows the stream (v4 exec cannot close stdin) is not read as chunks.
+    run = subprocess.run(["sh", "-c", stream], input=spool.read_bytes() + b"trailing", capture_output=True, env=env)
+    report = scripts.parse_report(run.stderr)
+    assert run.returncode == 0 and report.tar_exit == 0, run.stderr
+    assert (report.size, report.sha256, report.partial_blocks) == (size, digest, 0)
+    for f in files:
+        assert (data / f.path).read_bytes() == want, f.path
+
+    # The stream ends early: the writer's dd counts fewer records than asked and the script fails.
+    files = [volume_copy("cut", os.urandom(len(want)))]
+    script.write_bytes(restic_in_place.writer_script(files))
+    size, _ = restic_in_place.spool(files, repo.load_blob, spool)
+    short = scripts.restore_script(size, tar=scripts.BUSYBOX, keep_owners=False, command=f"sh {script}")
+    run = subprocess.run(["sh", "-c", short], input=spool.read_bytes()[:MIB], capture_output=True, env=env)
+    assert run.returncode != 0 and scripts.parse_report(run.stderr).tar_exit != 0
+    assert b"writing " in run.stderr and b"at byte" in run.stderr, run.stderr

@@ -1,0 +1,162 @@
+"""A restore from a restic repository of a large file that differs in part, against the loopback cluster: a
+100 MiB "database" an app (uid 1000) changed in a few pages, grew or truncated gets only the differing 1 MiB
+chunks written in place (counted exactly on the wire), a hard-linked large file is sent whole, and the volume
+then equals the snapshot byte for byte and in metadata. A rescue pod killed while it writes in place leaves
+the app stopped; the rerun finishes the file exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.cli_runner import clean_env, executable, run
+from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
+from tests.e2e.test_pvc_restic_restore import deployment, replicas
+from tests.polling import eventually
+from tests.restic.oracle import PASSWORD
+
+MIB = 1 << 20
+PAGE = 4096
+ENV = {"RESTIC_PASSWORD": PASSWORD}
+
+
+def dr(cluster: Any, *args: str, timeout: float = 300) -> Any:
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1", **ENV})
+    return run([executable(), *args], env=env, timeout=timeout)
+
+
+def app_file(path: Path, mib: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MIB))
+    os.chown(path, 1000, 1000)
+    os.utime(path, (1_500_000_000, 1_500_000_123))
+
+
+def write_pages(path: Path, offsets: list[int], *, keep_time: bool = True) -> None:
+    """What a database does: rewrite pages in place (the owner, uid 1000, stays); with the old mtime put back,
+    as an app may, so that only the hashes tell."""
+    old = os.stat(path)
+    with open(path, "r+b") as f:
+        for offset in offsets:
+            f.seek(offset)
+            f.write(os.urandom(PAGE))
+    if keep_time:
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+
+def restore(cluster: Any, ns: str, repo: Path, snap: str) -> dict[str, Any]:
+    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "-o", "json")
+    assert done.returncode == 0, done.stderr
+    inc: dict[str, Any] = json.loads(done.stdout)["incremental"]
+    return inc
+
+
+def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_place(cluster: Any,
+                                                                                      tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "rinplace")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    (vol / "pgdata").mkdir()
+    os.chown(vol / "pgdata", 1000, 1000)
+    db = vol / "pgdata" / "base.db"
+    app_file(db, 100)
+    linked = vol / "pgdata" / "wal.seg"
+    app_file(linked, 70)
+    os.link(linked, vol / "pgdata" / "wal.link")
+    (vol / "pgdata" / "small.conf").write_text("shared_buffers = 128MB\n")
+    os.chown(vol / "pgdata" / "small.conf", 1000, 1000)
+    repo = tmp_path / "repo"
+    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    snap = json.loads(backup.stdout)["id"]
+    before = snapshot(vol)
+
+    # Pages in chunks 3, 49 and 50 (one straddles them) and 99; 10 KiB appended (cut off again); and a page
+    # of the hard-linked file (sent whole: writing its inode in place would change both names anyway, but a
+    # link group is restored as a whole by tar).
+    write_pages(db, [3 * MIB + 5 * PAGE, 50 * MIB - PAGE // 2, 99 * MIB + 17 * PAGE])
+    with open(db, "ab") as f:
+        f.write(os.urandom(10 * 1024))
+    write_pages(linked, [7 * MIB])
+    inc = restore(cluster, ns, repo, snap)
+    assert inc["filesInPlace"] == 1, inc
+    assert (inc["bytesWrittenInPlace"], inc["bytesReusedInPlace"]) == (4 * MIB, 96 * MIB), inc
+    assert inc["inPlaceStreamBytes"] == 4 * MIB, inc  # exactly the chunks (whole 512-byte blocks already)
+    assert (inc["filesSent"], inc["bytesSent"]) == (2, 4 * MIB + 70 * MIB), inc
+    assert inc["streamBytes"] > 70 * MIB  # the linked file, whole, in the tar stream
+    assert differences(before, snapshot(vol)) == []
+
+    # Truncated and a page changed: chunk 10, and chunks 80 (cut) to 99 written; the file extended first.
+    os.truncate(db, 80 * MIB + 123)
+    write_pages(db, [10 * MIB + PAGE], keep_time=False)
+    again = restore(cluster, ns, repo, snap)
+    assert (again["bytesWrittenInPlace"], again["bytesReusedInPlace"]) == (21 * MIB, 79 * MIB), again
+    assert again["inPlaceStreamBytes"] == 21 * MIB and again["streamBytes"] < 64 * 1024, again
+    assert differences(before, snapshot(vol)) == []
+
+    # Nothing differs: nothing written in place, nothing sent but the tar stream's end.
+    same = restore(cluster, ns, repo, snap)
+    assert same["filesInPlace"] == 0 and same["filesSent"] == 0, same
+
+    # --full sends everything, as before.
+    write_pages(db, [20 * MIB])
+    full = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "--full", "-o", "json")
+    assert full.returncode == 0, full.stderr
+    assert json.loads(full.stdout)["incremental"] is None and json.loads(full.stdout)["size"] > 170 * MIB
+    assert differences(before, snapshot(vol)) == []
+
+
+def test_a_rescue_pod_killed_while_writing_in_place_leaves_the_app_stopped_and_a_rerun_finishes(
+        cluster: Any, tmp_path: Path) -> None:
+    ns = new_namespace(cluster, "rinkill")
+    make_claim(cluster, ns)
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns))
+    vol = volume_dir(cluster, ns)
+    db = vol / "base.db"
+    app_file(db, 100)
+    repo = tmp_path / "repo"
+    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    before = snapshot(vol)
+    write_pages(db, list(range(0, 100 * MIB, MIB)))  # a page in every chunk: all 100 MiB written in place
+    eventually(lambda: "Running" in cluster.kubectl("get", "pods", "-n", ns, "-l", "app=app", "-o",
+                                                    "jsonpath={.items[*].status.phase}").stdout, what="app running")
+
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0", **ENV})
+    proc = subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}",
+                             "--from", "latest", "--yes"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 180
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(f"restore {ns}/data (chunks in place): ") and "(done)" not in line:
+            break
+        assert time.monotonic() < deadline, seen
+    else:
+        raise AssertionError(f"the restore ended before it wrote in place: {seen}")
+    pods = managed_pods(cluster, ns)
+    assert pods, seen
+    cluster.kubectl("delete", "pod", "-n", ns, *pods, "--grace-period=0", "--force", "--wait=false")
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 1, "".join(seen) + rest
+    count, records = replicas(cluster, ns)
+    assert count == 0 and records, rest  # a half-written file is never handed to the app
+    assert "partly restored" in rest
+    hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
+    again = dr(cluster, *hinted[2:], "-o", "json")
+    assert again.returncode == 0, again.stderr
+    inc = json.loads(again.stdout)["incremental"]
+    assert inc["filesInPlace"] == 1 and inc["bytesWrittenInPlace"] <= 100 * MIB, inc
+    assert differences(before, snapshot(vol)) == []
+    assert replicas(cluster, ns) == (1, {})
+    assert managed_pods(cluster, ns) == []

@@ -6,6 +6,7 @@ the app stopped; the rerun finishes the file exactly."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -14,9 +15,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from kubectl_dr.errors import VerificationError
+from kubectl_dr.repo.restic.backend import LocalBackend
+from kubectl_dr.repo.restic.packs import DATA_BLOB
+from kubectl_dr.repo.restic.repository import Repository
+from kubectl_dr.ui.console import TerminalConsole
+from kubectl_dr.volumes import restic_in_place, transfer
+from kubectl_dr.volumes.incremental_restore import InPlace
+from kubectl_dr.volumes.rescue_pod import RescuePod
+from kubectl_dr.volumes.scripts import DATA
 from tests.cli_runner import clean_env, executable, run
+from tests.cluster.fixture import Cluster
 from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
+from tests.e2e.test_exec_layer import kube_for
 from tests.e2e.test_pvc_restic_restore import deployment, replicas
+from tests.e2e.test_pvc_transfer_checks import rescue  # noqa: F401 (the fixture: a rescue-style pod)
 from tests.polling import eventually
 from tests.restic.oracle import PASSWORD
 
@@ -160,3 +175,40 @@ def test_a_rescue_pod_killed_while_writing_in_place_leaves_the_app_stopped_and_a
     assert differences(before, snapshot(vol)) == []
     assert replicas(cluster, ns) == (1, {})
     assert managed_pods(cluster, ns) == []
+
+
+def test_a_file_that_changed_after_it_was_hashed_fails_the_check_and_is_removed_for_a_whole_rerun(
+        cluster: Cluster, rescue: RescuePod, tmp_path: Path) -> None:  # noqa: F811 (the imported fixture)
+    """Writing in place trusts the chunks hashed before as equal; if one changed meanwhile (an app that was not
+    stopped), the hashes of every chunk afterwards tell, the file is removed (a rerun finds it missing and
+    sends it whole) and the restore fails."""
+    kube = kube_for(cluster)
+    console = TerminalConsole(yes=True)
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), b"pw")
+    lengths = [300_001, 250_000, 77_777]
+    pieces = [os.urandom(n) for n in lengths]
+    chunks = list(zip(repo.save_blobs(DATA_BLOB, pieces), lengths, strict=True))
+    repo.flush()
+    want = b"".join(pieces)
+
+    def volume(content: bytes) -> None:
+        transfer.capture(kube, rescue, f"cat > {DATA}/db", stdin=content, what="writing the volume's file")
+
+    def volume_hash() -> bytes:
+        out, _ = transfer.capture(kube, rescue, f"sha256sum {DATA}/db || echo missing", what="hashing")
+        return out
+
+    # Chunk 0 equal, chunk 1 differs, chunk 2 missing (the volume copy is shorter): written, then checked.
+    volume(pieces[0] + os.urandom(lengths[1]))
+    good = InPlace("db", len(want), lengths[0] + lengths[1], chunks, [True, False])
+    assert restic_in_place.write(kube, rescue, [good], repo.load_blob, console, "test") == 512 * (
+        (lengths[1] + lengths[2] + 511) // 512)
+    assert volume_hash().startswith(hashlib.sha256(want).hexdigest().encode())
+
+    # Chunk 0 was hashed equal, then changed before the writes: the check after them catches it.
+    volume(os.urandom(lengths[0]) + pieces[1] + pieces[2] + b"longer")
+    stale = InPlace("db", len(want), len(want) + 6, chunks, [True, True, False])
+    with pytest.raises(VerificationError, match="do not hash to the snapshot's chunks") as err:
+        restic_in_place.write(kube, rescue, [stale], repo.load_blob, console, "test")
+    assert err.value.hint is not None and "sends these files whole" in err.value.hint
+    assert volume_hash().strip() == b"missing"

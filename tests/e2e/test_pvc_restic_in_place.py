@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from kubectl_dr import units
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.repo.restic.backend import LocalBackend
 from kubectl_dr.repo.restic.packs import DATA_BLOB
@@ -26,6 +27,7 @@ from kubectl_dr.volumes import restic_in_place, transfer
 from kubectl_dr.volumes.incremental_restore import InPlace
 from kubectl_dr.volumes.rescue_pod import RescuePod
 from kubectl_dr.volumes.scripts import DATA
+from tests import tables
 from tests.cli_runner import clean_env, executable, run
 from tests.cluster.fixture import Cluster
 from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
@@ -119,6 +121,15 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
     # Nothing differs: nothing written in place, nothing sent but the tar stream's end.
     same = restore(cluster, ns, repo, snap)
     assert same["filesInPlace"] == 0 and same["filesSent"] == 0, same
+
+    # As a user reads it: SENT says what crossed and how much of the large file was reused in place.
+    write_pages(db, [30 * MIB])
+    shown = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap)
+    assert shown.returncode == 0, shown.stderr
+    row = tables.rows(shown.stdout)[0]
+    assert row["SENT"].endswith(f", {units.size(99 * MIB)} of 1 large file reused in place"), row
+    assert ": 1 file sent, " in row["SENT"], row  # the large file: its one chunk of 1 MiB
+    assert "99.0 MiB of them already match" in shown.stderr, shown.stderr
 
     # --full sends everything, as before.
     write_pages(db, [20 * MIB])

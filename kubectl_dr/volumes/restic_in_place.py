@@ -64,7 +64,7 @@ def writer_script(files: list[InPlace]) -> bytes:
         path = scripts.quote_path(f.path)
         # Without conv=notrunc, dd sets the file's size to seek × bs and writes nothing (count=0).
         lines.append(f"dd if=/dev/null of={path} bs=1 seek={int(f.size)} count=0 2> w.err "
-                     f"|| {{ echo 'setting the size of {f.path!r}:'; cat w.err; exit 1; }} >&2")
+                     f"|| {{ echo setting the size of {path}:; cat w.err; exit 1; }} >&2")
         for offset, length in _merged(f.writes()):
             blocks, rest = divmod(length, scripts.BIG)
             if blocks:

@@ -97,7 +97,7 @@ def test_the_writer_in_the_restore_stream_makes_each_file_the_snapshots(
     paged[MIB - 50:MIB - 50 + PAGE] = os.urandom(PAGE)  # a page straddling chunks 0 and 1
     paged[offsets[3][0] + 5:offsets[3][0] + 9] = b"XXXX"
     files = [volume_copy("paged", bytes(paged)),
-             volume_copy("grown", want + os.urandom(3 * MIB)),
+             volume_copy("grown it's", want + os.urandom(3 * MIB)),
              volume_copy("shrunk odd\nname", want[:offsets[2][0] + 10])]
     assert [f.same for f in files] == [[False, False, True, False, True], [True] * 5, [True, True]]
     script = tmp_path / "writer.sh"

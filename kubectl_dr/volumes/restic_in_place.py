@@ -19,6 +19,11 @@ Torn volumes: this runs after `Exposure.mark_torn`, like the tar stream before i
 stopped and the rerun command is recorded until the volume has been checked entry by entry. A pod killed
 mid-write leaves a file that a rerun hashes again and finishes. Only a file of one link is written in
 place (`incremental_restore._in_place`): writing into a hard-linked inode would change its other names.
+
+Sparse files: a snapshot's file restored whole is written out in full (a restic snapshot records no holes
+we restore); here every chunk written is written in full too, and a file extended is extended by the
+chunks written over it. Holes the volume copy already had inside chunks equal to the snapshot's stay, as
+they do in every file an incremental restore leaves alone.
 """
 
 from __future__ import annotations

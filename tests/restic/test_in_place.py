@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from kubectl_dr.volumes import incremental_restore, restic_in_place, scripts
 from kubectl_dr.volumes.entries import FILE, Entry
 from kubectl_dr.volumes.incremental_restore import InPlace
 from kubectl_dr.volumes.listing import Found
+from tests.restic import shells
 
 MIB = 1 << 20
 PAGE = 4096
@@ -54,17 +54,6 @@ def test_the_chunks_written_are_those_that_differ_and_those_beyond_the_volume_co
     shrunk = InPlace("db", 4 * MIB, 9 * MIB, chunks, [True, True, True, True])
     assert shrunk.writes() == [] and shrunk.written == 0  # only cut to the snapshot's size
 
-
-def _tools(tmp_path: Path, flavour: str) -> dict[str, str]:
-    if flavour == "gnu":
-        return {**os.environ}
-    bin_dir = tmp_path / "bb"
-    bin_dir.mkdir()
-    busybox = shutil.which("busybox")
-    assert busybox is not None, "busybox is installed by .ci/run"
-    for applet in ("sh", "dd", "tee", "cat", "rm", "mkfifo", "sha256sum", "sed", "cut", "grep"):
-        (bin_dir / applet).symlink_to(busybox)
-    return {"PATH": str(bin_dir)}
 
 
 @pytest.mark.parametrize("flavour", ["busybox", "gnu"])
@@ -107,7 +96,7 @@ def test_the_writer_in_the_restore_stream_makes_each_file_the_snapshots(
     assert size % 512 == 0 and size - sum(f.written for f in files) < 512
     assert hashlib.sha256(spool.read_bytes()).hexdigest() == digest
     stream = scripts.restore_script(size, tar=scripts.BUSYBOX, keep_owners=False, command=f"sh {script}")
-    env = _tools(tmp_path, flavour)
+    env = shells.tools(tmp_path, flavour)
     # What follows the stream (v4 exec cannot close stdin) is not read as chunks.
     run = subprocess.run(["sh", "-c", stream], input=spool.read_bytes() + b"trailing", capture_output=True, env=env)
     report = scripts.parse_report(run.stderr)

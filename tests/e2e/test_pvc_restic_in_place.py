@@ -10,8 +10,6 @@ import hashlib
 import json
 import os
 import shlex
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from tests.cli_runner import clean_env, executable, run
 from tests.cluster.fixture import Cluster
 from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_exec_layer import kube_for
-from tests.e2e.test_pvc_restic_restore import deployment, replicas
+from tests.e2e.test_pvc_restic_restore import deployment, replicas, restore_until
 from tests.e2e.test_pvc_transfer_checks import rescue  # noqa: F401 (the fixture: a rescue-style pod)
 from tests.polling import eventually
 from tests.restic.oracle import PASSWORD
@@ -156,20 +154,7 @@ def test_a_rescue_pod_killed_while_writing_in_place_leaves_the_app_stopped_and_a
     eventually(lambda: "Running" in cluster.kubectl("get", "pods", "-n", ns, "-l", "app=app", "-o",
                                                     "jsonpath={.items[*].status.phase}").stdout, what="app running")
 
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0", **ENV})
-    proc = subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}",
-                             "--from", "latest", "--yes"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stderr is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + 180
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith(f"restore {ns}/data (chunks in place): ") and "(done)" not in line:
-            break
-        assert time.monotonic() < deadline, seen
-    else:
-        raise AssertionError(f"the restore ended before it wrote in place: {seen}")
+    proc, seen = restore_until(cluster, ns, repo, f"restore {ns}/data (chunks in place): ")
     pods = managed_pods(cluster, ns)
     assert pods, seen
     cluster.kubectl("delete", "pod", "-n", ns, *pods, "--grace-period=0", "--force", "--wait=false")

@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,13 +254,24 @@ def chunk_offsets(chunks: list[tuple[str, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def writable(f: Found, uid: int, gids: tuple[int, ...]) -> bool:
+    """The pod (running as `uid` with `gids`) can open the volume's file for writing. tar replaces a file by
+    unlinking it (the directory's permission), a write in place needs the file's own: a read-only file of
+    the app's, restored by a pod that is not root, is sent whole instead."""
+    if uid == 0:
+        return True
+    if f.uid == uid:
+        return bool(f.mode & 0o200)
+    return bool(f.mode & 0o020) if f.gid in gids else bool(f.mode & 0o002)
+
+
 def _in_place(entry: Entry, f: Found | None, group: list[str], mine: list[tuple[str, int]],
-              threshold: int | None) -> InPlace | None:
+              threshold: int | None, can_write: Callable[[Found], bool]) -> InPlace | None:
     """The file written in place if it differs, or None: large, one link on both sides, a regular file in
-    the volume, chunks the index accounts for (their lengths add up to the file's size)."""
+    the volume that the pod can write, chunks the index accounts for (their lengths add up to the size)."""
     if (threshold is None or entry.size < threshold or f is None or f.kind != FILE or f.links != 1
             or group != [entry.path] or entry.sparse or not mine or any(n <= 0 for _, n in mine)
-            or sum(n for _, n in mine) != entry.size):
+            or sum(n for _, n in mine) != entry.size or not can_write(f)):
         return None
     return InPlace(entry.path, entry.size, f.size, mine)
 
@@ -268,6 +280,12 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
            console: Console, *, threshold: int | None = None) -> Delta:
     """The plan, the candidates hashed in the pod and compared with the snapshot's blob IDs. With
     `threshold`, a differing file of at least that size that can be is written in place (`InPlace`)."""
+    tools = pod.tools
+    assert tools is not None
+
+    def can_write(f: Found) -> bool:
+        return writable(f, tools.uid, tools.gids)
+
     chunks = src.chunks
     assert chunks is not None
     delta, candidates = plan(src.entries, found, removed)
@@ -280,7 +298,7 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
     for p in sorted(delta.send):  # sent for their size: a large one is compared chunk by chunk instead
         entry = src.entries.items.get(p)
         if entry is not None and entry.kind == FILE:
-            block = _in_place(entry, have.get(p), groups[p], chunks.get(p, []), threshold)
+            block = _in_place(entry, have.get(p), groups[p], chunks.get(p, []), threshold, can_write)
             if block is not None:
                 delta.send.discard(p)
                 large[p] = block
@@ -291,7 +309,7 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
             delta.trusted_bytes += f.size
             continue
         mine = chunks.get(p, [])
-        block = _in_place(src.entries.items[p], f, groups[p], mine, threshold)
+        block = _in_place(src.entries.items[p], f, groups[p], mine, threshold, can_write)
         if block is not None:
             large[p] = block
         elif sum(length for _, length in mine) != src.entries.items[p].size or any(n < 0 for _, n in mine):

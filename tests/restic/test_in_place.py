@@ -29,19 +29,36 @@ def _found(size: int, links: int = 1) -> Found:
     return Found("db", "file", 0o600, size, links, 7, 1000, 1000, 1_700_000_000, (size + 511) // 512, (0, 0), 1)
 
 
+def anyone(_f: Found) -> bool:
+    return True
+
+
 def test_only_large_single_link_files_the_index_accounts_for_are_written_in_place() -> None:
     chunks = [("a" * 64, MIB)] * 70
     entry = Entry("db", FILE, 0o600, 1000, 1000, 70 * MIB, 0, blocks=70 * MIB // 512)
-    block = incremental_restore._in_place(entry, _found(3), ["db"], chunks, restic_in_place.THRESHOLD)
+    block = incremental_restore._in_place(entry, _found(3), ["db"], chunks, restic_in_place.THRESHOLD, anyone)
     assert block is not None and block.have == 3 and block.size == 70 * MIB
-    assert incremental_restore._in_place(entry, _found(70 * MIB, links=2), ["db"], chunks, 64 * MIB) is None
-    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db", "db.link"], chunks, 64 * MIB) is None
-    assert incremental_restore._in_place(entry, None, ["db"], chunks, 64 * MIB) is None
-    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, None) is None  # --full, tar kind
-    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, 71 * MIB) is None
-    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks[:-1], 64 * MIB) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB, links=2), ["db"], chunks, 64 * MIB, anyone) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db", "db.link"], chunks, 64 * MIB, anyone) is None
+    assert incremental_restore._in_place(entry, None, ["db"], chunks, 64 * MIB, anyone) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, None, anyone) is None  # --full
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, 71 * MIB, anyone) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks[:-1], 64 * MIB, anyone) is None
     sparse = Entry("db", FILE, 0o600, 1000, 1000, 70 * MIB, 0, blocks=8)
-    assert incremental_restore._in_place(sparse, _found(70 * MIB), ["db"], chunks, 64 * MIB) is None
+    assert incremental_restore._in_place(sparse, _found(70 * MIB), ["db"], chunks, 64 * MIB, anyone) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, 64 * MIB, lambda f: False) is None
+
+
+def test_a_file_the_pod_cannot_open_for_writing_is_not_written_in_place() -> None:
+    def mode(m: int, uid: int = 1000, gid: int = 1000) -> Found:
+        return Found("db", "file", m, 1, 1, 7, uid, gid, 0, 1)
+
+    assert incremental_restore.writable(mode(0o400), 0, ())  # root writes any file
+    assert incremental_restore.writable(mode(0o600), 1000, ())
+    assert not incremental_restore.writable(mode(0o444), 1000, (1000,))  # the app's read-only file
+    assert incremental_restore.writable(mode(0o460, uid=5), 1000, (1000,))  # by its group
+    assert not incremental_restore.writable(mode(0o604, uid=5, gid=6), 1000, (1000,))
+    assert incremental_restore.writable(mode(0o602, uid=5, gid=6), 1000, (1000,))
 
 
 def test_the_chunks_written_are_those_that_differ_and_those_beyond_the_volume_copy() -> None:

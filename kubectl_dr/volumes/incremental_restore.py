@@ -280,11 +280,10 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
            console: Console, *, threshold: int | None = None) -> Delta:
     """The plan, the candidates hashed in the pod and compared with the snapshot's blob IDs. With
     `threshold`, a differing file of at least that size that can be is written in place (`InPlace`)."""
-    tools = pod.tools
-    assert tools is not None
+    tools = pod.tools if threshold is not None else None  # who the pod runs as: only asked for in-place writes
 
     def can_write(f: Found) -> bool:
-        return writable(f, tools.uid, tools.gids)
+        return tools is not None and writable(f, tools.uid, tools.gids)
 
     chunks = src.chunks
     assert chunks is not None

@@ -47,9 +47,11 @@ _PAD = scripts.SMALL  # the stream is counted in whole 512-byte blocks: padded, 
 
 # One range of stdin into a file at a byte offset: $1 block size, $2 blocks, $3 offset, $4 file. fullblock
 # makes each dd take exactly its share of the pipe; its own count of whole records out must be $2, else
-# the stream ended early (or dd could not write) and the script stops.
-_WRITE = ('w() { dd bs="$1" iflag=fullblock count="$2" oflag=seek_bytes seek="$3" conv=notrunc of="$4" 2> w.err '
-          '&& grep -qx "$2+0 records out" w.err || { echo "writing $4 at byte $3:"; cat w.err; exit 1; } >&2; }')
+# the stream ended early (or dd could not write) and the script stops. LC_ALL=C: that count's words are
+# the C locale's (a translated dd would never match).
+_WRITE = ('w() { LC_ALL=C dd bs="$1" iflag=fullblock count="$2" oflag=seek_bytes seek="$3" conv=notrunc of="$4" '
+          '2> w.err && grep -qx "$2+0 records out" w.err '
+          '|| { echo "writing $4 at byte $3:"; cat w.err; exit 1; } >&2; }')
 
 
 def _merged(writes: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
@@ -67,6 +69,11 @@ def writer_script(files: list[InPlace]) -> bytes:
     lines = ["set -e", f"cd {scripts.SCRATCH}", _WRITE]
     for f in files:
         path = scripts.quote_path(f.path)
+        # Rechecked right before the first write: the listing that chose this file is minutes old, and dd
+        # follows a symlink and creates a missing file. Anything but a regular file of one link now (an
+        # app not stopped, a volume shared) stops the writer: nothing written, the restore fails loudly.
+        lines.append(f'[ -f {path} ] && [ ! -h {path} ] && [ "$(stat -c %h {path})" = 1 ] '
+                     f"|| {{ echo {path} is no longer a regular file of one link: not written in place; exit 1; }} >&2")
         # Without conv=notrunc, dd sets the file's size to seek × bs and writes nothing (count=0).
         lines.append(f"dd if=/dev/null of={path} bs=1 seek={int(f.size)} count=0 2> w.err "
                      f"|| {{ echo setting the size of {path}:; cat w.err; exit 1; }} >&2")

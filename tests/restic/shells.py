@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-APPLETS = ("sh", "dd", "wc", "tee", "cat", "rm", "mkfifo", "sha256sum", "true", "sed", "cut", "grep")
+APPLETS = ("sh", "dd", "wc", "tee", "cat", "rm", "mkfifo", "sha256sum", "true", "sed", "cut", "grep", "stat")
 
 
 def tools(tmp_path: Path, flavour: str) -> dict[str, str]:

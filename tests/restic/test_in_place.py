@@ -130,3 +130,40 @@ def test_the_writer_in_the_restore_stream_makes_each_file_the_snapshots(
     run = subprocess.run(["sh", "-c", short], input=spool.read_bytes()[:MIB], capture_output=True, env=env)
     assert run.returncode != 0 and scripts.parse_report(run.stderr).tar_exit != 0
     assert b"writing " in run.stderr and b"at byte" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("flavour", ["busybox", "gnu"])
+def test_the_writer_touches_nothing_unless_the_target_is_still_a_regular_file_of_one_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavour: str) -> None:
+    """Chosen from a listing made minutes before: if the path became a symlink, another hard link, or went
+    away, dd would write through the link, into the other name, or create the file. The writer stops first."""
+    data, scratch = tmp_path / "data", tmp_path / "scratch"
+    data.mkdir()
+    scratch.mkdir()
+    monkeypatch.setattr(scripts, "DATA", str(data))
+    monkeypatch.setattr(scripts, "SCRATCH", str(scratch))
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), b"pw")
+    pieces = [os.urandom(70_001), os.urandom(5_000)]
+    chunks = list(zip(repo.save_blobs(DATA_BLOB, pieces), [len(p) for p in pieces], strict=True))
+    repo.flush()
+    elsewhere = tmp_path / "elsewhere"
+    env = shells.tools(tmp_path, flavour)
+
+    def attempt(name: str, make: str) -> subprocess.CompletedProcess[bytes]:
+        elsewhere.write_bytes(b"the app's other file")
+        if make == "symlink":
+            (data / name).symlink_to(elsewhere)
+        elif make == "hardlink":
+            os.link(elsewhere, data / name)
+        files = [InPlace(name, sum(len(p) for p in pieces), 0, chunks)]
+        script = tmp_path / "writer.sh"
+        script.write_bytes(restic_in_place.writer_script(files))
+        spool = tmp_path / "chunks"
+        restic_in_place.spool(files, repo.load_blob, spool)
+        return subprocess.run(["sh", str(script)], stdin=spool.open("rb"), capture_output=True, env=env)
+
+    for name, make in [("link", "symlink"), ("second name", "hardlink"), ("gone", "missing")]:
+        run = attempt(name, make)
+        assert run.returncode != 0 and b"no longer a regular file of one link" in run.stderr, (make, run.stderr)
+        assert elsewhere.read_bytes() == b"the app's other file", make
+        assert (data / name).exists() == (make != "missing"), make  # a missing file is not created

@@ -230,8 +230,8 @@ def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str], chunked: list[tupl
     processes."""
     if not whole and not chunked:
         return {}, [], 0
-    transfer.capture(kube, pod, f"cat > {scripts.HASHES}", stdin=scripts.hash_list_script(whole, chunked, sizes=sizes),
-                     what="uploading the list of files to hash")
+    transfer.upload(kube, pod, scripts.HASHES, scripts.hash_list_script(whole, chunked, sizes=sizes),
+                    "uploading the list of files to hash")
     buffer = bytearray()
     digest = hashlib.sha256()
 

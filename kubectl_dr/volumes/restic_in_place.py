@@ -116,8 +116,7 @@ def write(kube: Kube, pod: RescuePod, files: list[InPlace], load_blob: Callable[
     written = sum(f.written for f in files)
     console.say(f"writing {size(written)} of differing chunks into {count(len(files), 'large file')} in place; "
                 f"{size(sum(f.size for f in files) - written)} already there")
-    transfer.capture(kube, pod, f"cat > {WRITER}", stdin=writer_script(files),
-                     what="uploading the list of chunks to write in place")
+    transfer.upload(kube, pod, WRITER, writer_script(files), "uploading the list of chunks to write in place")
     with tempfile.TemporaryDirectory(prefix="kubectl-dr-in-place-") as work:
         path = Path(work) / "chunks"
         stream, digest = spool(files, load_blob, path)

@@ -340,6 +340,16 @@ def hashes_script() -> str:
     return uploaded_out(HASHES)
 
 
+def upload_script(dest: str, size: int) -> str:
+    """stdin (bounded by `head -c size`) into the scratch file `dest`, which must then hold `size` bytes.
+
+    A stream cut short ends `head -c` early without an error, so `cat >` alone would leave half a script
+    (half a list of files to hash, of chunks to write, of paths to remove) and exit 0: the pod counts."""
+    q = shlex.quote(dest)
+    return (f'set -e; cat > {q}; got=$(wc -c < {q}); [ "$got" -eq {int(size)} ] '
+            f'|| {{ echo "uploading {dest}: $got of {int(size)} bytes arrived"; exit 1; }} >&2')
+
+
 def uploaded_out(script: str) -> str:
     """Run a script uploaded into the scratch directory, its output counted and hashed on the way out."""
     return _out(f"sh {script}")

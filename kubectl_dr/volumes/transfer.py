@@ -54,10 +54,19 @@ def capture(kube: Kube, pod: RescuePod, script: str, *, stdin: bytes | None = No
     return bytes(out), result
 
 
+def upload(kube: Kube, pod: RescuePod, dest: str, data: bytes, what: str, *, then: str = "") -> bytes:
+    """`data` into the pod's scratch file `dest`, counted there (all of it or an error), then `then` run;
+    returns its stdout."""
+    script = scripts.upload_script(dest, len(data)) + (f"\n{then}" if then else "")
+    out, _ = capture(kube, pod, script, stdin=data, what=what)
+    return out
+
+
 def run_script(kube: Kube, pod: RescuePod, script: bytes, what: str) -> None:
     """A generated script (removals, fixes) sent on stdin into a file and run there: no argument limits."""
     if script.count(b"\n") > 1:
-        capture(kube, pod, "set -e; cat > /scratch/job.sh; sh /scratch/job.sh", stdin=script, what=what)
+        job = f"{scripts.SCRATCH}/job.sh"
+        upload(kube, pod, job, script, what, then=f"sh {job}")
 
 
 def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,

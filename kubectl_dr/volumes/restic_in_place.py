@@ -116,6 +116,11 @@ def write(kube: Kube, pod: RescuePod, files: list[InPlace], load_blob: Callable[
     written = sum(f.written for f in files)
     console.say(f"writing {size(written)} of differing chunks into {count(len(files), 'large file')} in place; "
                 f"{size(sum(f.size for f in files) - written)} already there")
+    if not written:  # only cut to the snapshot's size (the volume copy had more after it): no stream to send
+        transfer.upload(kube, pod, WRITER, writer_script(files), "cutting large files to the snapshot's size",
+                        then=f"sh {WRITER} < /dev/null")
+        check(kube, pod, files, console)
+        return 0
     transfer.upload(kube, pod, WRITER, writer_script(files), "uploading the list of chunks to write in place")
     with tempfile.TemporaryDirectory(prefix="kubectl-dr-in-place-") as work:
         path = Path(work) / "chunks"

@@ -108,6 +108,14 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
     assert inc["streamBytes"] > 70 * MIB  # the linked file, whole, in the tar stream
     assert differences(before, snapshot(vol)) == []
 
+    # Only appended to: every chunk is there, so no chunk is written and no stream sent; the file is cut.
+    with open(db, "ab") as f:
+        f.write(os.urandom(3 * MIB + 5))
+    cut = restore(cluster, ns, repo, snap)
+    assert cut["filesInPlace"] == 1 and (cut["bytesWrittenInPlace"], cut["inPlaceStreamBytes"]) == (0, 0), cut
+    assert cut["bytesReusedInPlace"] == 100 * MIB, cut
+    assert differences(before, snapshot(vol)) == []
+
     # Truncated and a page changed: chunk 10, and chunks 80 (cut) to 99 written; the file extended first.
     os.truncate(db, 80 * MIB + 123)
     write_pages(db, [10 * MIB + PAGE], keep_time=False)

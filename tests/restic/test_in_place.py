@@ -167,3 +167,26 @@ def test_the_writer_touches_nothing_unless_the_target_is_still_a_regular_file_of
         assert run.returncode != 0 and b"no longer a regular file of one link" in run.stderr, (make, run.stderr)
         assert elsewhere.read_bytes() == b"the app's other file", make
         assert (data / name).exists() == (make != "missing"), make  # a missing file is not created
+
+
+@pytest.mark.parametrize("flavour", ["busybox", "gnu"])
+def test_a_volume_copy_that_only_has_more_after_the_snapshots_end_is_cut_without_a_stream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavour: str) -> None:
+    """The snapshot's content plus a tail an app appended: every chunk is there, nothing is written, the writer
+    is run on an empty stdin (no stream is sent) and only cuts the file."""
+    data, scratch = tmp_path / "data", tmp_path / "scratch"
+    data.mkdir()
+    scratch.mkdir()
+    monkeypatch.setattr(scripts, "DATA", str(data))
+    monkeypatch.setattr(scripts, "SCRATCH", str(scratch))
+    want = os.urandom(MIB + 4321)
+    chunks = [(hashlib.sha256(want[:MIB]).hexdigest(), MIB), (hashlib.sha256(want[MIB:]).hexdigest(), 4321)]
+    (data / "db").write_bytes(want + os.urandom(10_000))
+    block = InPlace("db", len(want), len(want) + 10_000, chunks, [True, True])
+    assert block.writes() == [] and block.written == 0
+    script = tmp_path / "writer.sh"
+    script.write_bytes(restic_in_place.writer_script([block]))
+    run = subprocess.run(["sh", str(script)], stdin=subprocess.DEVNULL, capture_output=True,
+                         env=shells.tools(tmp_path, flavour))
+    assert run.returncode == 0, run.stderr
+    assert (data / "db").read_bytes() == want

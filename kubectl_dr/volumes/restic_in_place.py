@@ -29,6 +29,7 @@ they do in every file an incremental restore leaves alone.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -88,13 +89,22 @@ def writer_script(files: list[InPlace]) -> bytes:
 
 def spool(files: list[InPlace], load_blob: Callable[[str], bytes], out: Path) -> tuple[int, str]:
     """The chunks to write, in the writer's order, into `out` (padded to whole 512-byte blocks); each blob
-    read is checked by `load_blob` and must be the length the index said. Returns (size, SHA-256)."""
+    read is checked by `load_blob` and must be the length the index said. A blob written again (a run of
+    zeros, a page repeated) is read back from `out` rather than from the repository once per occurrence.
+    Returns (size, SHA-256)."""
     digest = hashlib.sha256()
     total = 0
-    with open(out, "wb") as f:
+    at: dict[str, tuple[int, int]] = {}  # blob ID → where in `out` it was first written, and its length
+    with open(out, "w+b") as f:
         for file in files:
             for _, n, blob in file.writes():
-                data = load_blob(blob)
+                if blob in at:
+                    f.flush()
+                    start, length = at[blob]
+                    data = os.pread(f.fileno(), length, start)
+                else:
+                    data = load_blob(blob)
+                    at[blob] = (total, len(data))
                 if len(data) != n:
                     raise VerificationError(f"{file.path!r}: chunk {blob[:8]}… is {len(data)} bytes, the index "
                                             f"says {n}", hint="Check the repository: restic check --read-data.")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kubectl_dr.errors import VerificationError
 from kubectl_dr.repo.restic.backend import LocalBackend
 from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
@@ -70,6 +71,28 @@ def test_the_chunks_written_are_those_that_differ_and_those_beyond_the_volume_co
     assert grown.written == 3 * MIB
     shrunk = InPlace("db", 4 * MIB, 9 * MIB, chunks, [True, True, True, True])
     assert shrunk.writes() == [] and shrunk.written == 0  # only cut to the snapshot's size
+
+
+def test_a_blob_repeated_in_the_chunks_to_write_is_read_from_the_repository_once(tmp_path: Path) -> None:
+    zeros, page = bytes(MIB), os.urandom(300_000)
+    ids = {hashlib.sha256(b).hexdigest(): b for b in (zeros, page)}
+    z, p = (hashlib.sha256(b).hexdigest() for b in (zeros, page))
+    loads: list[str] = []
+
+    def load(blob: str) -> bytes:
+        loads.append(blob)
+        return ids[blob]
+
+    files = [InPlace("a", 3 * MIB + 300_000, 0, [(z, MIB), (p, 300_000), (z, MIB), (z, MIB)]),
+             InPlace("b", MIB, 0, [(z, MIB)])]
+    size, digest = restic_in_place.spool(files, load, tmp_path / "chunks")
+    want = zeros + page + zeros + zeros + zeros
+    assert sorted(loads) == sorted([z, p])
+    assert (tmp_path / "chunks").read_bytes()[:len(want)] == want and size == len(want) + (-len(want) % 512)
+    assert hashlib.sha256((tmp_path / "chunks").read_bytes()).hexdigest() == digest
+    lying = [InPlace("c", MIB + 5, 0, [(z, MIB), (z, 5)])]  # the index gives one blob two lengths
+    with pytest.raises(VerificationError, match="is 1048576 bytes, the index says 5"):
+        restic_in_place.spool(lying, load, tmp_path / "chunks")
 
 
 

@@ -32,7 +32,7 @@ first write:
 
 - A large file (at least the backup's block threshold, `threshold`) whose volume copy is a regular file
   of one link, and of one link in the snapshot too, that differs (in its chunk hashes or its size) is not
-  sent whole: it is written in place, only its differing chunks (`restic_block_restore`). Its chunks
+  sent whole: it is written in place, only its differing chunks (`restic_in_place`). Its chunks
   lying wholly within the volume copy's size are hashed in the pod like any candidate's; those equal to
   the snapshot's blob ID are kept. A file with other links is sent whole (writing in place would change
   the other names too).
@@ -87,6 +87,15 @@ class InPlace:
     @property
     def written(self) -> int:
         return sum(n for _, n, _ in self.writes())
+
+    def compare(self, hashes: list[str]) -> bool:
+        """Records which chunks the volume holds from the pod's `hashes` of the chunks `within` the volume
+        copy; True if the file is to be written in place (a chunk differs, or the sizes do)."""
+        if len(hashes) != len(self.within()):
+            raise VerificationError(f"{self.path!r}: the pod hashed {len(hashes)} chunks, {len(self.within())} "
+                                    "were asked for")
+        self.same = [h == blob for h, (blob, _) in zip(hashes, self.chunks, strict=False)]  # chunks: the longer
+        return self.have != self.size or not all(self.same)
 
 
 @dataclass
@@ -254,6 +263,12 @@ def chunk_offsets(chunks: list[tuple[str, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def accounted(chunks: list[tuple[str, int]], size: int) -> bool:
+    """The index accounts for a file of `size`: chunks of positive lengths that add up to it (an empty file
+    has none). Else it is sent whole, from the snapshot's own archive."""
+    return all(n > 0 for _, n in chunks) and sum(n for _, n in chunks) == size
+
+
 def writable(f: Found, uid: int, gids: tuple[int, ...]) -> bool:
     """The pod (running as `uid` with `gids`) can open the volume's file for writing. tar replaces a file by
     unlinking it (the directory's permission), a write in place needs the file's own: a read-only file of
@@ -270,8 +285,8 @@ def _in_place(entry: Entry, f: Found | None, group: list[str], mine: list[tuple[
     """The file written in place if it differs, or None: large, one link on both sides, a regular file in
     the volume that the pod can write, chunks the index accounts for (their lengths add up to the size)."""
     if (threshold is None or entry.size < threshold or f is None or f.kind != FILE or f.links != 1
-            or group != [entry.path] or entry.sparse or not mine or any(n <= 0 for _, n in mine)
-            or sum(n for _, n in mine) != entry.size or not can_write(f)):
+            or group != [entry.path] or entry.sparse or not mine or not accounted(mine, entry.size)
+            or not can_write(f)):
         return None
     return InPlace(entry.path, entry.size, f.size, mine)
 
@@ -311,7 +326,7 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
         block = _in_place(src.entries.items[p], f, groups[p], mine, threshold, can_write)
         if block is not None:
             large[p] = block
-        elif sum(length for _, length in mine) != src.entries.items[p].size or any(n < 0 for _, n in mine):
+        elif not accounted(mine, src.entries.items[p].size):
             delta.send.update(groups[p])  # the index does not account for the file: send it
         elif len(mine) == 1:
             whole.append(p)
@@ -336,10 +351,8 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
         hashes = pieces[at:at + len(offsets)]
         at += len(offsets)
         if p in large:
-            block = large[p]
-            block.same = [h == blob for h, (blob, _) in zip(hashes, block.chunks, strict=False)]
-            if block.have != block.size or not all(block.same):
-                delta.in_place.append(block)
+            if large[p].compare(hashes):
+                delta.in_place.append(large[p])
         elif hashes != [blob for blob, _ in chunks[p]]:
             delta.send.update(groups[p])
     written = {b.path: b.written for b in delta.in_place}

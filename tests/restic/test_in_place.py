@@ -45,6 +45,8 @@ def test_only_large_single_link_files_the_index_accounts_for_are_written_in_plac
     assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, None, anyone) is None  # --full
     assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, 71 * MIB, anyone) is None
     assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks[:-1], 64 * MIB, anyone) is None
+    assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], [*chunks, ("b" * 64, 0)], 64 * MIB,
+                                         anyone) is None  # a chunk of no length: the index is not trusted
     sparse = Entry("db", FILE, 0o600, 1000, 1000, 70 * MIB, 0, blocks=8)
     assert incremental_restore._in_place(sparse, _found(70 * MIB), ["db"], chunks, 64 * MIB, anyone) is None
     assert incremental_restore._in_place(entry, _found(70 * MIB), ["db"], chunks, 64 * MIB, lambda f: False) is None
@@ -71,6 +73,34 @@ def test_the_chunks_written_are_those_that_differ_and_those_beyond_the_volume_co
     assert grown.written == 3 * MIB
     shrunk = InPlace("db", 4 * MIB, 9 * MIB, chunks, [True, True, True, True])
     assert shrunk.writes() == [] and shrunk.written == 0  # only cut to the snapshot's size
+
+
+def test_the_pods_hashes_choose_the_chunks_kept_and_whether_the_file_is_written_at_all() -> None:
+    chunks = [(str(i) * 64, MIB) for i in range(4)]
+    paged = InPlace("db", 4 * MIB, 4 * MIB, chunks)
+    assert paged.compare(["0" * 64, "f" * 64, "2" * 64, "e" * 64])  # pages changed in chunks 1 and 3
+    assert paged.same == [True, False, True, False]
+    assert [o for o, _, _ in paged.writes()] == [MIB, 3 * MIB]
+    equal = InPlace("db", 4 * MIB, 4 * MIB, chunks)
+    assert not equal.compare([b for b, _ in chunks]) and equal.writes() == []  # nothing to do: left alone
+    appended = InPlace("db", 4 * MIB, 4 * MIB + 1, chunks)
+    assert appended.compare([b for b, _ in chunks]) and appended.writes() == []  # only cut
+    short = InPlace("db", 4 * MIB, 2 * MIB + 7, chunks)
+    assert short.compare(["0" * 64, "1" * 64]) and short.same == [True, True]
+    assert short.written == 2 * MIB  # chunks 2 and 3: beyond the volume copy's whole chunks
+    moved = InPlace("db", 4 * MIB, 4 * MIB, chunks)
+    assert moved.compare(["1" * 64, "2" * 64, "3" * 64, "0" * 64])  # a chunk's hash at another offset is no match
+    assert moved.same == [False] * 4
+    with pytest.raises(VerificationError, match="hashed 3 chunks, 4 were asked for"):
+        InPlace("db", 4 * MIB, 4 * MIB, chunks).compare(["0" * 64] * 3)
+
+
+def test_the_index_must_account_for_the_file_with_chunks_of_positive_length() -> None:
+    assert incremental_restore.accounted([], 0)
+    assert incremental_restore.accounted([("a" * 64, 5), ("b" * 64, 7)], 12)
+    assert not incremental_restore.accounted([("a" * 64, 5), ("b" * 64, 7)], 13)
+    assert not incremental_restore.accounted([("a" * 64, 12), ("b" * 64, 0)], 12)
+    assert not incremental_restore.accounted([("a" * 64, 13), ("b" * 64, -1)], 12)
 
 
 def test_a_blob_repeated_in_the_chunks_to_write_is_read_from_the_repository_once(tmp_path: Path) -> None:

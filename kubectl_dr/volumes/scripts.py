@@ -202,12 +202,10 @@ def restore_script(size: int, *, tar: str, keep_owners: bool, compress: str = "n
     decoder said on stderr is passed on after the count. `command`: what reads the stream instead of
     tar (a script writing chunks into files in place); its exit code is reported as tar's is.
     """
-    if command is not None:
-        pass
-    elif tar == GNU:
+    if command is None and tar == GNU:
         owner = "--numeric-owner --same-owner" if keep_owners else "--no-same-owner"
         command = f"tar -x -p {owner} -f - -C {DATA}"
-    else:
+    elif command is None:
         command = f"tar -x {'--numeric-owner' if keep_owners else '-o'} -f - -C {DATA}"
     big, rest = divmod(int(size), BIG)
     tail = f"; dd bs={SMALL} iflag=fullblock,count_bytes count={rest} 2> small" if rest else ""

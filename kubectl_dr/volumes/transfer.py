@@ -262,7 +262,8 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
     warnings = scripts.strip_report(result.stderr)
     if report.tar_exit != 0:
         detail = f":\n{warnings}" if warnings else ""
-        raise VerificationError(f"{what}: tar exited with code {report.tar_exit}{detail}")
+        reader = "tar" if command is None else f"`{command}`"  # the in-place writer's failures are its own
+        raise VerificationError(f"{what}: {reader} exited with code {report.tar_exit}{detail}")
     result.check(what)
     if digest is not None:
         ours, cause, hint = digest.hexdigest(), "the stream was damaged or cut short", None

@@ -145,6 +145,24 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
     assert json.loads(full.stdout)["incremental"] is None and json.loads(full.stdout)["size"] > 170 * MIB
     assert differences(before, snapshot(vol)) == []
 
+    # Where the snapshot has the large file the volume holds a symlink (to the app's other file, which a write
+    # through it would change) or a directory: never written in place, restored whole and exactly.
+    conf = (vol / "pgdata" / "small.conf").read_bytes()
+    db.unlink()
+    db.symlink_to("small.conf")
+    linked_back = restore(cluster, ns, repo, snap)
+    assert linked_back["filesInPlace"] == 0 and linked_back["bytesSent"] == 100 * MIB, linked_back
+    assert (vol / "pgdata" / "small.conf").read_bytes() == conf
+    assert differences(before, snapshot(vol)) == []
+    db.unlink()
+    db.mkdir()
+    (db / "inside").write_bytes(os.urandom(70 * MIB))
+    dir_back = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+                  "--clean", "-o", "json")
+    assert dir_back.returncode == 0, dir_back.stderr
+    assert json.loads(dir_back.stdout)["incremental"]["filesInPlace"] == 0, dir_back.stdout
+    assert differences(before, snapshot(vol)) == []
+
 
 def test_a_rescue_pod_killed_while_writing_in_place_leaves_the_app_stopped_and_a_rerun_finishes(
         cluster: Any, tmp_path: Path) -> None:

@@ -164,6 +164,50 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
     assert differences(before, snapshot(vol)) == []
 
 
+def test_a_read_only_large_file_is_sent_whole_by_a_rescue_pod_that_is_not_root(cluster: Any, tmp_path: Path) -> None:
+    """In a namespace enforcing Pod Security "restricted" the rescue pod runs as the app's uid: it can replace a
+    read-only file (tar unlinks it; the directory is the app's) but cannot open it for writing, so that file is
+    sent whole, while the app's writable large file still gets only its differing chunk written in place."""
+    ns = new_namespace(cluster, "rinro", {"pod-security.kubernetes.io/enforce": "restricted"})
+    make_claim(cluster, ns)
+    restricted = {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "app"}},
+                 "template": {"metadata": {"labels": {"app": "app"}}, "spec": {
+                     "securityContext": restricted, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": "busybox", "command": ["sleep", "3600"],
+                                     "securityContext": {"allowPrivilegeEscalation": False,
+                                                         "capabilities": {"drop": ["ALL"]}},
+                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}}}))
+    vol = volume_dir(cluster, ns)
+    os.chown(vol, 1000, 1000)
+    frozen, live = vol / "frozen.db", vol / "live.db"
+    app_file(frozen, 65)
+    app_file(live, 65)
+    frozen.chmod(0o444)
+    repo = tmp_path / "repo"
+    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    assert backup.returncode == 0, backup.stderr
+    snap = json.loads(backup.stdout)["id"]
+    before = snapshot(vol)
+    frozen.chmod(0o644)
+    write_pages(frozen, [5 * MIB])
+    frozen.chmod(0o444)
+    write_pages(live, [7 * MIB])
+    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["securityContext"]["pod"]["runAsUser"] == 1000, done.stdout
+    inc = json.loads(done.stdout)["incremental"]
+    assert (inc["filesInPlace"], inc["bytesWrittenInPlace"]) == (1, MIB), inc  # live.db's one chunk
+    assert (inc["filesSent"], inc["bytesSent"]) == (2, 65 * MIB + MIB), inc  # frozen.db whole
+    assert differences(before, snapshot(vol)) == []
+    assert replicas(cluster, ns) == (1, {})
+
+
 def test_a_rescue_pod_killed_while_writing_in_place_leaves_the_app_stopped_and_a_rerun_finishes(
         cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "rinkill")

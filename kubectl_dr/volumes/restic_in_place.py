@@ -18,7 +18,9 @@ finished restore. Owners, modes and times are set after, by the check every rest
 Torn volumes: this runs after `Exposure.mark_torn`, like the tar stream before it; the consumers stay
 stopped and the rerun command is recorded until the volume has been checked entry by entry. A pod killed
 mid-write leaves a file that a rerun hashes again and finishes. Only a file of one link is written in
-place (`incremental_restore._in_place`): writing into a hard-linked inode would change its other names.
+place (`incremental_restore._in_place`): writing into a hard-linked inode would change its other names. The
+writer checks that again in the pod right before writing (a regular file, not a symlink, one link): dd
+would follow a symlink, write through a second name or create a missing file.
 
 Sparse files: a snapshot's file restored whole is written out in full (a restic snapshot records no holes
 we restore); here every chunk written is written in full too, and a file extended is extended by the

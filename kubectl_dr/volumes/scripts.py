@@ -200,7 +200,7 @@ def restore_script(size: int, *, tar: str, keep_owners: bool, compress: str = "n
     512-byte blocks, so the count is exact without two million reads per GiB. Compressed (gzip, xz),
     the dd read the decoder's output, so `size` and the hash are those of the tar stream; what the
     decoder said on stderr is passed on after the count. `command`: what reads the stream instead of
-    tar (a script writing chunks into files in place); its exit code is reported as tar's is.
+    tar (a script writing chunks into files in place); its exit code is reported in tar's place.
     """
     if command is None and tar == GNU:
         owner = "--numeric-owner --same-owner" if keep_owners else "--no-same-owner"

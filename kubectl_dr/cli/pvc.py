@@ -277,8 +277,9 @@ def restore(
 
     With --repo restic:REPO, --from is a restic snapshot ID (or latest: the claim's newest, host NS/CLAIM),
     ours or one `restic backup` made of a directory; it is read and checked here, then restored the same way,
-    incrementally: the volume's files of the same size are hashed in the pod, and only what differs is sent
-    (--full sends everything). Owners, modes and times are set and checked on every entry afterwards.
+    incrementally: the volume's files of the same size are hashed in the pod, and only what differs is sent;
+    a large file (64 MiB or more, one link) that differs in part gets only its differing chunks written in
+    place (--full sends everything). Owners, modes and times are set and checked on every entry afterwards.
 
     A backup in S3 or an encrypted one is first copied (decrypted) into a private directory under
     $TMPDIR and checked there against its manifest; the copy is removed however the command ends.

@@ -30,6 +30,13 @@ first write:
 - Everything else is left as it is: the check after the transfer compares every entry with the backup
   and sets owners, modes and times that differ, as after any restore, then demands a full match.
 
+- A large file (at least the backup's block threshold, `threshold`) whose volume copy is a regular file
+  of one link, and of one link in the snapshot too, that differs (in its chunk hashes or its size) is not
+  sent whole: it is written in place, only its differing chunks (`restic_in_place`). Its chunks
+  lying wholly within the volume copy's size are hashed in the pod like any candidate's; those equal to
+  the snapshot's blob ID are kept. A file with other links is sent whole (writing in place would change
+  the other names too).
+
 What is sent is the snapshot's archive of exactly those entries, in its order, read back as the pod's
 tar reads it and held against the entry record; its size and SHA-256 are checked in the pod as always.
 """
@@ -39,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +65,40 @@ _HEX = re.compile(rb"[0-9a-f]{64}")
 
 
 @dataclass
+class InPlace:
+    """A large file written in place: its snapshot chunks, and which of those the volume already holds."""
+
+    path: str
+    size: int  # the snapshot's
+    have: int  # the volume copy's, before
+    chunks: list[tuple[str, int]]  # (blob ID, length) of the snapshot's file, from offset 0 on
+    same: list[bool] = field(default_factory=list)  # per chunk: the volume holds it at its offset
+
+    def within(self) -> list[tuple[int, int]]:
+        """The (offset, length) of the chunks lying wholly within the volume copy: those hashed in the pod."""
+        return [(o, n) for o, n in chunk_offsets(self.chunks) if o + n <= self.have]
+
+    def writes(self) -> list[tuple[int, int, str]]:
+        """(offset, length, blob ID) of every chunk to write: those that differ, and all beyond `have`."""
+        same = self.same + [False] * (len(self.chunks) - len(self.same))
+        return [(o, n, blob) for (o, n), (blob, _), equal in zip(chunk_offsets(self.chunks), self.chunks, same,
+                                                                  strict=True) if not equal]
+
+    @property
+    def written(self) -> int:
+        return sum(n for _, n, _ in self.writes())
+
+    def compare(self, hashes: list[str]) -> bool:
+        """Records which chunks the volume holds from the pod's `hashes` of the chunks `within` the volume
+        copy; True if the file is to be written in place (a chunk differs, or the sizes do)."""
+        if len(hashes) != len(self.within()):
+            raise VerificationError(f"{self.path!r}: the pod hashed {len(hashes)} chunks, {len(self.within())} "
+                                    "were asked for")
+        self.same = [h == blob for h, (blob, _) in zip(hashes, self.chunks, strict=False)]  # chunks: the longer
+        return self.have != self.size or not all(self.same)
+
+
+@dataclass
 class Delta:
     """What an incremental restore sends and what it leaves, counted for the result."""
 
@@ -70,9 +112,17 @@ class Delta:
     skipped_files: int = 0
     skipped_bytes: int = 0
     kept_extras: list[str] = field(default_factory=list)  # not in the backup, kept (no --clean)
+    in_place: list[InPlace] = field(default_factory=list)  # large files whose differing chunks are written
+    in_place_stream: int = 0  # bytes of the stream of those chunks (padded to tar blocks)
+
+    @property
+    def reused_in_place(self) -> int:
+        return sum(f.size - f.written for f in self.in_place)
 
     def to_dict(self, stream: int) -> dict[str, Any]:
-        return {"filesSent": self.sent_files, "bytesSent": self.sent_bytes, "filesSkipped": self.skipped_files,
+        return {"filesInPlace": len(self.in_place), "bytesWrittenInPlace": sum(f.written for f in self.in_place),
+                "bytesReusedInPlace": self.reused_in_place, "inPlaceStreamBytes": self.in_place_stream,
+                "filesSent": self.sent_files, "bytesSent": self.sent_bytes, "filesSkipped": self.skipped_files,
                 "bytesSkipped": self.skipped_bytes, "filesHashedInPod": self.hashed_files,
                 "bytesHashedInPod": self.hashed_bytes, "filesTrusted": self.trusted_files,
                 "bytesTrusted": self.trusted_bytes, "streamBytes": stream, "keptExtras": len(self.kept_extras)}
@@ -189,8 +239,8 @@ def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str], chunked: list[tupl
     processes."""
     if not whole and not chunked:
         return {}, [], 0
-    transfer.capture(kube, pod, f"cat > {scripts.HASHES}", stdin=scripts.hash_list_script(whole, chunked, sizes=sizes),
-                     what="uploading the list of files to hash")
+    transfer.upload(kube, pod, scripts.HASHES, scripts.hash_list_script(whole, chunked, sizes=sizes),
+                    "uploading the list of files to hash")
     buffer = bytearray()
     digest = hashlib.sha256()
 
@@ -205,7 +255,7 @@ def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str], chunked: list[tupl
     return hashes, parse_pieces(out, cursor, sum(len(pieces) for _, pieces in chunked)), len(out)
 
 
-def _pieces(chunks: list[tuple[str, int]]) -> list[tuple[int, int]]:
+def chunk_offsets(chunks: list[tuple[str, int]]) -> list[tuple[int, int]]:
     out, offset = [], 0
     for _, length in chunks:
         out.append((offset, length))
@@ -213,16 +263,59 @@ def _pieces(chunks: list[tuple[str, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def accounted(chunks: list[tuple[str, int]], size: int) -> bool:
+    """The index accounts for a file of `size`: chunks of positive lengths that add up to it (an empty file
+    has none). Else it is sent whole, from the snapshot's own archive."""
+    return all(n > 0 for _, n in chunks) and sum(n for _, n in chunks) == size
+
+
+def writable(f: Found, uid: int, gids: tuple[int, ...]) -> bool:
+    """The pod (running as `uid` with `gids`) can open the volume's file for writing. tar replaces a file by
+    unlinking it (the directory's permission), a write in place needs the file's own: a read-only file of
+    the app's, restored by a pod that is not root, is sent whole instead."""
+    if uid == 0:
+        return True
+    if f.uid == uid:
+        return bool(f.mode & 0o200)
+    return bool(f.mode & 0o020) if f.gid in gids else bool(f.mode & 0o002)
+
+
+def _in_place(entry: Entry, f: Found | None, group: list[str], mine: list[tuple[str, int]],
+              threshold: int | None, can_write: Callable[[Found], bool]) -> InPlace | None:
+    """The file written in place if it differs, or None: large, one link on both sides, a regular file in
+    the volume that the pod can write, chunks the index accounts for (their lengths add up to the size)."""
+    if (threshold is None or entry.size < threshold or f is None or f.kind != FILE or f.links != 1
+            or group != [entry.path] or entry.sparse or not mine or not accounted(mine, entry.size)
+            or not can_write(f)):
+        return None
+    return InPlace(entry.path, entry.size, f.size, mine)
+
+
 def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], removed: set[str],
-           console: Console) -> Delta:
-    """The plan, the candidates hashed in the pod and compared with the snapshot's blob IDs."""
+           console: Console, *, threshold: int | None = None) -> Delta:
+    """The plan, the candidates hashed in the pod and compared with the snapshot's blob IDs. With
+    `threshold`, a differing file of at least that size that can be is written in place (`InPlace`)."""
+    tools = pod.tools if threshold is not None else None  # who the pod runs as: only asked for in-place writes
+
+    def can_write(f: Found) -> bool:
+        return tools is not None and writable(f, tools.uid, tools.gids)
+
     chunks = src.chunks
     assert chunks is not None
     delta, candidates = plan(src.entries, found, removed)
     groups = _groups(src.entries)
+    have = {p: f for p, f in found.items() if not under(p, removed)}
     whole: list[str] = []
     chunked: list[tuple[str, list[tuple[int, int]]]] = []
+    large: dict[str, InPlace] = {}
     unchanged = src.unchanged_since or {}
+    for p in sorted(delta.send):  # sent for their size: a large one is compared chunk by chunk instead
+        entry = src.entries.items.get(p)
+        if entry is not None and entry.kind == FILE:
+            block = _in_place(entry, have.get(p), groups[p], chunks.get(p, []), threshold, can_write)
+            if block is not None:
+                delta.send.discard(p)
+                large[p] = block
     for p in candidates:
         f = found[p]
         if unchanged.get(p) == (f.inode, f.size, f.mtime, f.ctime) and f.ctime:
@@ -230,15 +323,19 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
             delta.trusted_bytes += f.size
             continue
         mine = chunks.get(p, [])
-        if sum(length for _, length in mine) != src.entries.items[p].size or any(n < 0 for _, n in mine):
+        block = _in_place(src.entries.items[p], f, groups[p], mine, threshold, can_write)
+        if block is not None:
+            large[p] = block
+        elif not accounted(mine, src.entries.items[p].size):
             delta.send.update(groups[p])  # the index does not account for the file: send it
         elif len(mine) == 1:
             whole.append(p)
         elif len(mine) > 1:
-            chunked.append((p, _pieces(mine)))
+            chunked.append((p, chunk_offsets(mine)))
         # no chunk: an empty file, equal by its size
+    chunked += [(p, block.within()) for p, block in large.items()]
     delta.hashed_files = len(whole) + len(chunked)
-    delta.hashed_bytes = sum(found[p].size for p in whole) + sum(found[p].size for p, _ in chunked)
+    delta.hashed_bytes = sum(found[p].size for p in whole) + sum(n for _, pieces in chunked for _, n in pieces)
     if delta.trusted_files:
         console.say(f"{count(delta.trusted_files, 'file')} ({size(delta.trusted_bytes)}) of the volume are the very "
                     "files the snapshot's backup read (same inode, size, mtime and change time): not hashed")
@@ -251,18 +348,31 @@ def decide(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], rem
             delta.send.update(groups[p])
     at = 0
     for p, offsets in chunked:
-        if pieces[at:at + len(offsets)] != [blob for blob, _ in chunks[p]]:
-            delta.send.update(groups[p])
+        hashes = pieces[at:at + len(offsets)]
         at += len(offsets)
+        if p in large:
+            if large[p].compare(hashes):
+                delta.in_place.append(large[p])
+        elif hashes != [blob for blob, _ in chunks[p]]:
+            delta.send.update(groups[p])
+    written = {b.path: b.written for b in delta.in_place}
     for entry in src.entries:
         if entry.kind == FILE:
-            if entry.path in delta.send:
+            if entry.path in written:  # sent, but only the chunks that differ: the rest counts as skipped
+                delta.sent_files += 1
+                delta.sent_bytes += written[entry.path]
+                delta.skipped_bytes += entry.size - written[entry.path]
+            elif entry.path in delta.send:
                 delta.sent_files += 1
                 delta.sent_bytes += entry.size
             else:
                 delta.skipped_files += 1
                 delta.skipped_bytes += entry.size
     console.say(f"sending {count(delta.sent_files, 'file')} ({size(delta.sent_bytes)}) and "
-                f"{count(len(delta.send) - delta.sent_files, 'other entry', 'other entries')}; "
+                f"{count(len(delta.send) + len(delta.in_place) - delta.sent_files, 'other entry', 'other entries')}; "
                 f"{count(delta.skipped_files, 'file')} ({size(delta.skipped_bytes)}) already match")
+    if delta.in_place:
+        console.say(f"{count(len(delta.in_place), 'large file')} differ in part: written in place, only the chunks "
+                    f"that differ ({size(sum(b.written for b in delta.in_place))}); "
+                    f"{size(delta.reused_in_place)} of them already match")
     return delta

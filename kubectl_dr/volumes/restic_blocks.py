@@ -176,8 +176,7 @@ def back_up(kube: Kube, repo: Repository, pod: RescuePod, files: list[BlockFile]
                 "changed chunks")
     with tempfile.TemporaryFile(prefix="kubectl-dr-blocks-") as spool:
         if expected:
-            transfer.capture(kube, pod, f"cat > {RANGES}", stdin=ranges_script(plans),
-                             what="uploading the list of byte ranges to read")
+            transfer.upload(kube, pod, RANGES, ranges_script(plans), "uploading the list of byte ranges to read")
             digest = hashlib.sha256()
             got = [0]
 

@@ -158,7 +158,7 @@ def build(repo: Repository, snap: Snapshot, workdir: Path, console: Console,
 
     return Source(workdir / "data.tar", content, None, None, Archive(), entries, True, verified=True, origin=None,
                   snapshot=snap.id, chunks=chunks, materialize=materialize, unchanged_since=unchanged,
-                  unchanged_cluster=cluster)
+                  unchanged_cluster=cluster, load_blob=repo.load_blob)
 
 
 def _stat_key(node: nodes.Node, snap: Snapshot) -> tuple[int, int, int, int] | None:

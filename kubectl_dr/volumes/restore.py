@@ -34,7 +34,16 @@ from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.repo import Backup, Repository
 from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
-from kubectl_dr.volumes import compression, incremental_restore, rescue_pod, scripts, source, transfer, tree_check
+from kubectl_dr.volumes import (
+    compression,
+    incremental_restore,
+    rescue_pod,
+    restic_in_place,
+    scripts,
+    source,
+    transfer,
+    tree_check,
+)
 from kubectl_dr.volumes.access import RESTORE, AccessPlan, accepted, plan_access, refs, them
 from kubectl_dr.volumes.entries import DIR, FILE
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
@@ -143,8 +152,12 @@ class RestoreResult:
         if self.incremental is not None:
             delta = self.incremental
             row[4] = size(int(delta["bytesSent"]) + int(delta["bytesSkipped"]))
-            row.append(f"{size(self.checked.size)}: {count(int(delta['filesSent']), 'file', 'files')} sent, "
-                       f"{int(delta['filesSkipped'])} already there")
+            reused = int(delta.get("bytesReusedInPlace", 0))
+            in_place = f", {size(reused)} of {count(int(delta['filesInPlace']), 'large file')} reused in place" \
+                if delta.get("filesInPlace") else ""
+            row.append(f"{size(self.checked.size + int(delta.get('inPlaceStreamBytes', 0)))}: "
+                       f"{count(int(delta['filesSent']), 'file', 'files')} sent, "
+                       f"{int(delta['filesSkipped'])} already there{in_place}")
         return [row]
 
 
@@ -305,7 +318,8 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
     doomed = sorted(set(blocking) | set(extras))
     wire, delta = src, None
     if src.chunks is not None and not opts.full:  # still before the volume is touched
-        delta = incremental_restore.decide(kube, pod, src, found, set(doomed), console)
+        delta = incremental_restore.decide(kube, pod, src, found, set(doomed), console,
+                                           threshold=restic_in_place.THRESHOLD if src.load_blob else None)
         if not opts.clean:
             delta.kept_extras = tree_check.extras(src.entries, found)
             if delta.kept_extras:
@@ -326,6 +340,10 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
         checked = transfer.send(kube, pod, wire.path, wire.size, keep_owners=sec.root, progress=bar,
                                 verified_sha256=wire.sha256, compress=choice.method)
         seconds = bar.elapsed
+    if delta is not None and delta.in_place:  # after the tar stream, still torn until the check below
+        assert src.load_blob is not None
+        delta.in_place_stream = restic_in_place.write(kube, pod, delta.in_place, src.load_blob, console,
+                                                      f"{opts.namespace}/{opts.claim}")
     if checked.warnings:
         console.say(f"tar reported:\n{checked.warnings}")
     rules = tree_check.Rules(owners=sec.root, modes=sec.root,

@@ -192,18 +192,20 @@ def paths_backup_script(tar: str, paths: list[str]) -> str:
     return _out(f"cd {DATA} && {command} -- {words}")
 
 
-def restore_script(size: int, *, tar: str, keep_owners: bool, compress: str = "none") -> str:
+def restore_script(size: int, *, tar: str, keep_owners: bool, compress: str = "none",
+                   command: str | None = None) -> str:
     """Read exactly `size` bytes of stdin, whatever follows them (v4 exec cannot close stdin).
 
     Two dd in turn, each bounded by its count: the whole 64 KiB blocks, then the rest in tar's
     512-byte blocks, so the count is exact without two million reads per GiB. Compressed (gzip, xz),
     the dd read the decoder's output, so `size` and the hash are those of the tar stream; what the
-    decoder said on stderr is passed on after the count.
+    decoder said on stderr is passed on after the count. `command`: what reads the stream instead of
+    tar (a script writing chunks into files in place); its exit code is reported in tar's place.
     """
-    if tar == GNU:
+    if command is None and tar == GNU:
         owner = "--numeric-owner --same-owner" if keep_owners else "--no-same-owner"
         command = f"tar -x -p {owner} -f - -C {DATA}"
-    else:
+    elif command is None:
         command = f"tar -x {'--numeric-owner' if keep_owners else '-o'} -f - -C {DATA}"
     big, rest = divmod(int(size), BIG)
     tail = f"; dd bs={SMALL} iflag=fullblock,count_bytes count={rest} 2> small" if rest else ""
@@ -334,6 +336,16 @@ def hash_list_script(paths: list[str], chunked: list[tuple[str, list[tuple[int, 
 def hashes_script() -> str:
     """Run the uploaded hash list, its output counted and hashed on the way out like every stream."""
     return uploaded_out(HASHES)
+
+
+def upload_script(dest: str, size: int) -> str:
+    """stdin (bounded by `head -c size`) into the scratch file `dest`, which must then hold `size` bytes.
+
+    A stream cut short ends `head -c` early without an error, so `cat >` alone would leave half a script
+    (half a list of files to hash, of chunks to write, of paths to remove) and exit 0: the pod counts."""
+    q = shlex.quote(dest)
+    return (f'set -e; cat > {q}; got=$(wc -c < {q}); [ "$got" -eq {int(size)} ] '
+            f'|| {{ echo "uploading {dest}: $got of {int(size)} bytes arrived"; exit 1; }} >&2')
 
 
 def uploaded_out(script: str) -> str:

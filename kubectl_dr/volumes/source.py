@@ -56,6 +56,9 @@ class Source:
     # exactly these is that file, untouched since (see incremental_restore), and is not hashed.
     unchanged_since: dict[str, tuple[int, int, int, int]] | None = None
     unchanged_cluster: str = ""  # and only in the claim of that backup, in its cluster (this uid)
+    # A data blob's plaintext by its ID, checked (a restic snapshot): what a large file written in place
+    # in part is written from (`restic_in_place`).
+    load_blob: Callable[[str], bytes] | None = None
 
     @property
     def gnu_only(self) -> bool:

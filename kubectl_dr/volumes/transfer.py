@@ -54,10 +54,19 @@ def capture(kube: Kube, pod: RescuePod, script: str, *, stdin: bytes | None = No
     return bytes(out), result
 
 
+def upload(kube: Kube, pod: RescuePod, dest: str, data: bytes, what: str, *, then: str = "") -> bytes:
+    """`data` into the pod's scratch file `dest`, counted there (all of it or an error), then `then` run;
+    returns its stdout."""
+    script = scripts.upload_script(dest, len(data)) + (f"\n{then}" if then else "")
+    out, _ = capture(kube, pod, script, stdin=data, what=what)
+    return out
+
+
 def run_script(kube: Kube, pod: RescuePod, script: bytes, what: str) -> None:
     """A generated script (removals, fixes) sent on stdin into a file and run there: no argument limits."""
     if script.count(b"\n") > 1:
-        capture(kube, pod, "set -e; cat > /scratch/job.sh; sh /scratch/job.sh", stdin=script, what=what)
+        job = f"{scripts.SCRATCH}/job.sh"
+        upload(kube, pod, job, script, what, then=f"sh {job}")
 
 
 def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,
@@ -225,20 +234,22 @@ def sample_ratio(kube: Kube, pod: RescuePod, paths: list[str]) -> float | None:
 
 
 def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: bool, progress: Progress,
-         verified_sha256: str | None = None, compress: str = compression.NONE) -> Checked:
+         verified_sha256: str | None = None, compress: str = compression.NONE,
+         command: str | None = None) -> Checked:
     """Extract `archive` into the volume in the pod; raise unless both sides agree and tar succeeded.
 
     `verified_sha256`: the archive's SHA-256 as our side computed it just before (a backup's verification
     pass). The pod's hash of what it received must equal it, which also catches an archive that changed
     since, so the file is not hashed a second time here. Without it (a plain tar file) we hash as we send.
     `compress` (gzip, xz): compressed here, decompressed in the pod before its count and hash, so both
-    sides still compare the tar stream.
+    sides still compare the tar stream. `command`: what reads the stream in the pod instead of tar.
     """
     tar = pod.tools.tar if pod.tools is not None else scripts.BUSYBOX
     # The script reads exactly `size` bytes itself (dd count_bytes), which is what v4 needs.
-    command = scripts.sh(scripts.restore_script(size, tar=tar, keep_owners=keep_owners, compress=compress))
+    argv = scripts.sh(scripts.restore_script(size, tar=tar, keep_owners=keep_owners, compress=compress,
+                                             command=command))
     # The pod says nothing until the end, so there is no idle limit: our own writes show the link is alive.
-    stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=True,
+    stream = open_exec(kube, pod.namespace, pod.name, argv, container=CONTAINER, stdin=True,
                        timeouts=Timeouts(idle=None))
     digest = hashlib.sha256() if verified_sha256 is None else None
     wire = [0]
@@ -251,7 +262,8 @@ def send(kube: Kube, pod: RescuePod, archive: Path, size: int, *, keep_owners: b
     warnings = scripts.strip_report(result.stderr)
     if report.tar_exit != 0:
         detail = f":\n{warnings}" if warnings else ""
-        raise VerificationError(f"{what}: tar exited with code {report.tar_exit}{detail}")
+        reader = "tar" if command is None else f"`{command}`"  # the in-place writer's failures are its own
+        raise VerificationError(f"{what}: {reader} exited with code {report.tar_exit}{detail}")
     result.check(what)
     if digest is not None:
         ours, cause, hint = digest.hexdigest(), "the stream was damaged or cut short", None

@@ -143,6 +143,24 @@ def replicas(cluster: Any, ns: str) -> tuple[int, dict[str, str]]:
     return int(obj["spec"]["replicas"]), notes
 
 
+def restore_until(cluster: Any, ns: str, repo: Path, progress: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`pvc restore data --from latest` started, its messages read until a progress line that starts with
+    `progress` and is not the last one (the transfer is under way); returns the process and the lines."""
+    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0", **ENV})
+    proc = subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}",
+                             "--from", "latest", "--yes"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 180
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(progress) and "(done)" not in line:
+            return proc, seen
+        assert time.monotonic() < deadline, seen
+    raise AssertionError(f"the restore ended before {progress!r} was seen: {seen}")
+
+
 def test_an_interrupted_incremental_restore_leaves_the_app_stopped_and_a_rerun_finishes(cluster: Any,
                                                                                        tmp_path: Path) -> None:
     ns = new_namespace(cluster, "rint")
@@ -160,20 +178,7 @@ def test_an_interrupted_incremental_restore_leaves_the_app_stopped_and_a_rerun_f
     eventually(lambda: "Running" in cluster.kubectl("get", "pods", "-n", ns, "-l", "app=app", "-o",
                                                     "jsonpath={.items[*].status.phase}").stdout, what="app running")
 
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0", **ENV})
-    proc = subprocess.Popen([executable(), "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}",
-                             "--from", "latest", "--yes"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stderr is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + 180
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith(f"restore {ns}/data: ") and "(done)" not in line:
-            break
-        assert time.monotonic() < deadline, seen
-    else:
-        raise AssertionError(f"the restore ended before its transfer was seen: {seen}")
+    proc, seen = restore_until(cluster, ns, repo, f"restore {ns}/data: ")
     assert any("200 files" in s and "already match" in s for s in seen), seen
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=120)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.volumes import restic_blocks, scripts
 from kubectl_dr.volumes.listing import Found
+from tests.restic import shells
 
 MIB = 1 << 20
 
@@ -26,17 +26,6 @@ MIB = 1 << 20
 def _found(size: int, links: int = 1) -> Found:
     return Found("db", "file", 0o600, size, links, 7, 1000, 1000, 1_700_000_000, (size + 511) // 512, (0, 0), 1)
 
-
-def _tools(tmp_path: Path, flavour: str) -> dict[str, str]:
-    if flavour == "gnu":
-        return {**os.environ}
-    bin_dir = tmp_path / "bb"
-    bin_dir.mkdir()
-    busybox = shutil.which("busybox")
-    assert busybox is not None, "busybox is installed by .ci/run"
-    for applet in ("sh", "dd", "wc", "tee", "cat", "rm", "mkfifo"):
-        (bin_dir / applet).symlink_to(busybox)
-    return {"PATH": str(bin_dir)}
 
 
 def test_only_large_single_link_files_with_their_blobs_in_the_index_are_compared(tmp_path: Path) -> None:
@@ -78,7 +67,7 @@ def test_the_range_script_reads_exactly_the_ranges_and_counts_a_short_one(
     plan = restic_blocks._Plan(f, [False, True], [(0, 65536 + 1), (2 * 65536 + 1, 65536 + 776)])
     script = tmp_path / "ranges.sh"
     script.write_bytes(restic_blocks.ranges_script([plan]))
-    env = _tools(tmp_path, flavour)
+    env = shells.tools(tmp_path, flavour)
     out = subprocess.run(["sh", str(script)], capture_output=True, env=env, check=True).stdout
     want = content[:65536 + 1] + content[2 * 65536 + 1:]
     assert out[:len(want)] == want

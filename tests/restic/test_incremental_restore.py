@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,20 +13,10 @@ import pytest
 from kubectl_dr.volumes import incremental_restore, scripts
 from kubectl_dr.volumes.entries import DIR, FILE, HARDLINK, SYMLINK, Entries, Entry
 from kubectl_dr.volumes.listing import Found
+from tests.restic import shells
 
 NAMES = ["plain", "new\nline", "back\\slash", "carriage\rreturn", "sp ace", "caf\udce9-latin1", "dir/inner"]
 
-
-def _tools(tmp_path: Path, flavour: str) -> dict[str, str]:
-    if flavour == "gnu":
-        return {**os.environ}
-    bin_dir = tmp_path / "bb"
-    bin_dir.mkdir()
-    busybox = shutil.which("busybox")
-    assert busybox is not None, "busybox is installed by .ci/run"
-    for applet in ("sh", "sha256sum", "dd", "true", "cat", "rm"):
-        (bin_dir / applet).symlink_to(busybox)
-    return {"PATH": str(bin_dir)}
 
 
 @pytest.mark.parametrize("flavour", ["busybox", "gnu"])
@@ -53,7 +42,7 @@ def test_hashes_of_odd_names_are_read_back_exactly_and_an_unreadable_file_has_no
     chunked = [("big\nfile", pieces), ("gone-too", [(0, 5)])]
     script = tmp_path / "hashes.sh"
     script.write_bytes(scripts.hash_list_script(asked, chunked))
-    env = _tools(tmp_path, flavour)
+    env = shells.tools(tmp_path, flavour)
     out = subprocess.run(["sh", str(script)], capture_output=True, env=env, check=True).stdout
     # The lines shared out among one, two (the default) or five hashing processes: the same output, in order.
     for workers in (1, 5):

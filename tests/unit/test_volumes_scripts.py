@@ -23,7 +23,7 @@ from tests.datasets import build_app_tree, differences, snapshot
 
 BUSYBOX = "/usr/bin/busybox"
 APPLETS = ("sh", "tar", "tee", "dd", "mkfifo", "sha256sum", "sed", "cut", "cat", "rm", "find", "stat", "printf",
-           "chown", "chmod", "touch", "true", "df", "tail", "head", "id", "grep")
+           "chown", "chmod", "touch", "true", "df", "tail", "head", "id", "grep", "wc")
 FLAVOURS = ["gnu", "busybox"]
 
 
@@ -176,3 +176,21 @@ def test_harmless_tar_messages() -> None:
     assert not scripts.harmless_tar_messages("tar: ./f: File shrank by 10 bytes; padding with zeros")
     assert not scripts.harmless_tar_messages("tar: ./f: Read error at byte 0, while reading 512 bytes: "
                                              "Input/output error")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_an_upload_cut_short_fails_in_the_pod_instead_of_leaving_half_a_script(tmp_path: Path, flavour: str) -> None:
+    """`head -c N` (how every upload is bounded) ends early without an error when the stream is cut short: the
+    pod counts what it wrote and fails, so half a list of chunks to write or paths to remove is never run."""
+    path, data, scratch = _toolbox(tmp_path, flavour), tmp_path / "data", tmp_path / "scratch"
+    data.mkdir()
+    scratch.mkdir()
+    script = b"echo one\necho two\n" * 1000
+    upload = scripts.upload_script(f"{scripts.SCRATCH}/job.sh", len(script))
+    bounded = f"head -c {len(script)} | {{ {upload}; }}"
+    whole = _run(bounded, data, scratch, path, stdin=script + b"what v4 cannot stop sending")
+    assert whole.returncode == 0, whole.stderr
+    assert (scratch / "job.sh").read_bytes() == script
+    short = _run(bounded, data, scratch, path, stdin=script[:-7])
+    assert short.returncode != 0
+    assert f"{len(script) - 7} of {len(script)} bytes arrived".encode() in short.stderr, short.stderr

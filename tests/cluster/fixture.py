@@ -352,6 +352,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pool.enter(item.module.__name__)  # type: ignore[attr-defined]
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its pool's counts to the controller, which prints the run's sum."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["pool_counts"] = {"cold_starts": [list(c) for c in COUNTS.cold_starts],
+                                 "restarts": [list(r) for r in COUNTS.restarts], "parks": COUNTS.parks}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    counts = (getattr(node, "workeroutput", None) or {}).get("pool_counts")
+    if counts:
+        COUNTS.cold_starts += [(str(n), float(s)) for n, s in counts["cold_starts"]]
+        COUNTS.restarts += [(str(n), float(s)) for n, s in counts["restarts"]]
+        COUNTS.parks += int(counts["parks"])
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if COUNTS.cold_starts:
         terminalreporter.write_line(COUNTS.summary())

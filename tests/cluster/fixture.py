@@ -16,6 +16,7 @@ except under CI (environment variable CI set), where it fails: CI must never sil
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 import shutil
@@ -227,7 +228,11 @@ class PoolCounts:
     def summary(self) -> str:
         cold = sum(s for _, s in self.cold_starts)
         warm = sum(s for _, s in self.restarts)
-        return (f"loopback cluster pool: {len(self.cold_starts)} cold starts ({cold:.0f}s), "
+        # Which clusters (their directory's name without mktemp's number): under xdist a shape that more
+        # than one worker started shows here.
+        names = collections.Counter(name.rstrip("0123456789") for name, _ in self.cold_starts)
+        started = ", ".join(f"{n} ×{k}" if k > 1 else n for n, k in sorted(names.items()))
+        return (f"loopback cluster pool: {len(self.cold_starts)} cold starts ({cold:.0f}s: {started}), "
                 f"{len(self.restarts)} restarts ({warm:.0f}s), {self.parks} clusters parked")
 
 

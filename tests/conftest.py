@@ -4,6 +4,7 @@ for opt-in real-cluster tests."""
 from __future__ import annotations
 
 import compileall
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +18,14 @@ from tests.cluster.fixture import (  # noqa: F401
     cluster_factory,
     pytest_runtest_setup,
     pytest_runtest_teardown,
+    pytest_sessionfinish,
     pytest_terminal_summary,
+    pytest_testnodedown,
 )
-from tests.ordering import FAST, reorder, tier
+from tests.fast_tier import FastTier
+from tests.ordering import reorder
 from tests.s3server import S3Server, serve
 
-_fast_failures: list[str] = []
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,8 +36,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     0.3 s of CPU per start, thousands of starts per run. An installed package has its bytecode too (pip
     compiles it), so this is also what a user runs. Python still checks each file's time and size against
     its bytecode, so an edited module is compiled afresh."""
-    for package in ("kubectl_dr", "tests"):
-        compileall.compile_dir(ROOT / package, quiet=1, workers=1)
+    if not hasattr(session.config, "workerinput"):  # once per run: the controller's (or the only) process
+        for package in ("kubectl_dr", "tests"):
+            compileall.compile_dir(ROOT / package, quiet=1, workers=1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,9 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="kubeconfig of a real cluster: runs the tests marked real_cluster against it")
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers reorder() sets
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(FastTier(config), "fast-tier")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers reorder() sets, and xdist reads its groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    reorder(items)
+    reorder(items, distributed=hasattr(config, "workerinput"))
     if config.getoption("--kubeconfig"):
         return
     skip = pytest.mark.skip(reason="needs a real cluster: pass --kubeconfig PATH to run it")
@@ -53,18 +61,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.failed and FAST in report.keywords:
-        _fast_failures.append(report.nodeid)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """The fast tier runs first; when one of its tests failed, the run stops where it ends (minutes sooner)."""
+@pytest.fixture(scope="session", autouse=True)
+def _own_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The default repository ($XDG_DATA_HOME/kubectl-dr/backups), config file and schedule state of every
+    kubectl-dr a test runs are this process's own: neither the developer's nor another xdist worker's. A
+    test that sets one of these variables itself still does."""
+    base = tmp_path_factory.mktemp("xdg")
+    names = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")
+    before = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ[name] = str(base / name.lower())
     yield
-    if _fast_failures and tier(item) == FAST and (nextitem is None or tier(nextitem) != FAST):
-        item.session.shouldfail = (f"{len(_fast_failures)} test(s) of the fast tier (tests/unit) failed: "
-                                   "the loopback tiers did not run")
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,11 @@ run next to each other: the pool then parks a cluster only when the next module 
 keywords evaluated against the factory's defaults and the module's own constants; what cannot be evaluated
 there (a fixture parameter) stays a wildcard. The order is only an optimization: every test still gets the
 cluster it asks for, whatever order it runs in.
+
+Under pytest-xdist (`--dist loadgroup`) every test carries an `xdist_group`: modules that share a pool shape
+form one group, so one worker's pool serves them all and no other worker starts that shape; every other
+module is a group of its own (its module fixtures are set up once, its tests run in their order). Each
+worker has its own pool; a worker receives whole groups, in the order below, as it runs out of work.
 """
 
 from __future__ import annotations
@@ -98,8 +103,36 @@ def order_modules(modules: Sequence[ModuleType]) -> list[ModuleType]:
     return ordered
 
 
-def reorder(items: list[pytest.Item]) -> None:
-    """Mark every item with its tier, then order: unit, the loopback tiers by shape, release, the rest."""
+def module_groups(modules: Sequence[ModuleType]) -> dict[ModuleType, str]:
+    """The xdist group of each module: modules asking the pool for a shape in common (wildcards match) share
+    one, named after the first of them; a module using no pooled cluster, or only private ones, is its own."""
+    shapes = {m: module_shapes(m) for m in modules}
+    root = {m: m for m in modules}
+
+    def find(m: ModuleType) -> ModuleType:
+        while root[m] is not m:
+            m = root[m]
+        return m
+
+    pooled = [m for m in modules if shapes[m]]
+    for i, a in enumerate(pooled):
+        for b in pooled[i + 1:]:
+            if _alike(shapes[a], shapes[b]):
+                ra, rb = find(a), find(b)
+                first, second = (ra, rb) if modules.index(ra) < modules.index(rb) else (rb, ra)
+                root[second] = first
+    return {m: f"pool:{find(m).__name__}" if shapes[m] else m.__name__ for m in modules}
+
+
+def _module_of(item: pytest.Item) -> ModuleType | None:
+    module = getattr(item, "module", None)
+    return module if isinstance(module, ModuleType) else None
+
+
+def reorder(items: list[pytest.Item], distributed: bool = False) -> None:
+    """Mark every item with its tier and its xdist group, then order: unit, the loopback tiers by shape,
+    release, the rest. `distributed` (an xdist worker): the loopback groups with the most tests first, so the
+    small ones fill the workers' ends instead of one large group running alone at the end of the run."""
     for item in items:
         name = tier(item)
         if name:
@@ -110,5 +143,16 @@ def reorder(items: list[pytest.Item]) -> None:
     by_module: dict[ModuleType, list[pytest.Item]] = {}
     for item in loop:
         by_module.setdefault(item.module, []).append(item)  # type: ignore[attr-defined]
-    grouped = [i for m in order_modules(list(by_module)) for i in by_module[m]]
+    modules = order_modules(list(by_module))
+    groups = module_groups(modules)
+    for item in items:
+        module = _module_of(item)
+        if module is not None:
+            item.add_marker(pytest.mark.xdist_group(groups.get(module, module.__name__)))
+    if distributed:
+        size = {g: sum(len(by_module[m]) for m in modules if groups[m] == g) for g in groups.values()}
+        place = {g: next(i for i, m in enumerate(modules) if groups[m] == g) for g in groups.values()}
+        # Stable: the modules of a group stay together in their shape order; equal sizes keep the usual order.
+        modules = sorted(modules, key=lambda m: (-size[groups[m]], place[groups[m]]))
+    grouped = [i for m in modules for i in by_module[m]]
     items[:] = [*first, *grouped, *last]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.control.ports import free_ports
 from tests.serverproc import stop_group, wait_answering
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "kubectl-dr-test", "AWS_SECRET_ACCESS_KEY": "kubectl-dr-test-secret",
@@ -38,24 +38,8 @@ def missing(reason: str) -> None:
 START_ATTEMPTS = 3
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports: every socket is held until all are chosen."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass

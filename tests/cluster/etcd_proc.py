@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,14 +18,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.cluster.control.ports import free_ports
+
 ETCD_BINARY = "/usr/bin/etcd"
 
 
 def free_port() -> int:
     """A port that was free a moment ago; the small race is acceptable for tests."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -97,8 +96,10 @@ def start_etcd(
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="etcd-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    client_port = client_port or free_port()
-    peer_port = peer_port or free_port()
+    # Both chosen while held: two separate choices could hand out one port twice.
+    chosen = free_ports(2)
+    client_port = client_port or chosen[0]
+    peer_port = peer_port or chosen[1]
     scheme = "https" if tls else "http"
     client_url = f"{scheme}://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"

@@ -16,6 +16,7 @@ except under CI (environment variable CI set), where it fails: CI must never sil
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 import shutil
@@ -227,7 +228,11 @@ class PoolCounts:
     def summary(self) -> str:
         cold = sum(s for _, s in self.cold_starts)
         warm = sum(s for _, s in self.restarts)
-        return (f"loopback cluster pool: {len(self.cold_starts)} cold starts ({cold:.0f}s), "
+        # Which clusters (their directory's name without mktemp's number): under xdist a shape that more
+        # than one worker started shows here.
+        names = collections.Counter(name.rstrip("0123456789") for name, _ in self.cold_starts)
+        started = ", ".join(f"{n} ×{k}" if k > 1 else n for n, k in sorted(names.items()))
+        return (f"loopback cluster pool: {len(self.cold_starts)} cold starts ({cold:.0f}s: {started}), "
                 f"{len(self.restarts)} restarts ({warm:.0f}s), {self.parks} clusters parked")
 
 
@@ -350,6 +355,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before a test's fixtures are set up: tell the pool which module asks (see ClusterPool)."""
     for pool in _pools:
         pool.enter(item.module.__name__)  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its pool's counts to the controller, which prints the run's sum."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["pool_counts"] = {"cold_starts": [list(c) for c in COUNTS.cold_starts],
+                                 "restarts": [list(r) for r in COUNTS.restarts], "parks": COUNTS.parks}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    counts = (getattr(node, "workeroutput", None) or {}).get("pool_counts")
+    if counts:
+        COUNTS.cold_starts += [(str(n), float(s)) for n, s in counts["cold_starts"]]
+        COUNTS.restarts += [(str(n), float(s)) for n, s in counts["restarts"]]
+        COUNTS.parks += int(counts["parks"])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
-from tests.ordering import TIERS, WILDCARD, matches, module_shapes, order_modules, shape
+import pytest
+
+from tests.ordering import TIERS, WILDCARD, matches, module_groups, module_shapes, order_modules, shape
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -60,3 +64,55 @@ def test_modules_of_one_shape_run_together_after_those_without_a_pool_cluster(tm
     c = load(tmp_path, "order_c", "def f(cluster):\n    pass\n")
     d = load(tmp_path, "order_d", three)
     assert order_modules([a, b, c, d]) == [c, a, d, b]
+
+
+def test_modules_sharing_a_pool_shape_share_one_xdist_group(tmp_path: Path) -> None:
+    three = "def f(cluster_factory):\n    cluster_factory(control_planes=3)\n"
+    a = load(tmp_path, "group_a", three)
+    b = load(tmp_path, "group_b", "def f(cluster_factory):\n    cluster_factory(control_planes=1)\n")
+    c = load(tmp_path, "group_c", "def f(cluster):\n    pass\n")
+    d = load(tmp_path, "group_d", "def f(cluster_factory, request):\n    cluster_factory(etcd_version=request.param)\n")
+    e = load(tmp_path, "group_e", "def f(cluster_factory):\n    cluster_factory(control_planes=3, private='own')\n")
+    groups = module_groups([a, b, c, d, e])
+    assert groups[a] == groups[d] == "pool:group_a"  # d's wildcard version may be a's cluster
+    assert groups[b] == "pool:group_b" and groups[e] == "pool:group_e"
+    assert groups[c] == "group_c"  # the session cluster: every worker has its own
+
+
+FAST_FAILS = "def test_fast():\n    assert {ok}\n"
+LOOPBACK_RUNS = ("from pathlib import Path\n\ndef test_loopback():\n    Path({marker!r}).write_text('ran')\n")
+CONFTEST = (
+    "import sys\n"
+    "sys.path.insert(0, {repo!r})\n"
+    "from tests.fast_tier import FastTier\n"
+    "from tests.ordering import reorder\n\n"
+    "def pytest_configure(config):\n"
+    "    config.pluginmanager.register(FastTier(config), 'fast-tier')\n\n"
+    "def pytest_collection_modifyitems(config, items):\n"
+    "    reorder(items, distributed=hasattr(config, 'workerinput'))\n")
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize("fast_ok", [True, False])
+def test_a_failing_fast_test_stops_the_run_before_the_loopback_tiers(tmp_path: Path, workers: str,
+                                                                       fast_ok: bool) -> None:
+    """In one process and under xdist workers (each of which sees only part of the fast tier)."""
+    project = tmp_path / "project"
+    (project / "tests" / "unit").mkdir(parents=True)
+    (project / "tests" / "e2e").mkdir()
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "tests" / "conftest.py").write_text(CONFTEST.format(repo=str(TESTS.parent)))
+    for i in range(4):
+        (project / "tests" / "unit" / f"test_fast_{i}.py").write_text(FAST_FAILS.format(ok=fast_ok or i != 2))
+    marker = tmp_path / "loopback-ran"
+    (project / "tests" / "e2e" / "test_loop.py").write_text(LOOPBACK_RUNS.format(marker=str(marker)))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", workers,
+                             "--dist", "loadgroup", "--no-loadscope-reorder", "-q", "tests"],
+                            cwd=project, capture_output=True, text=True, timeout=120)
+    if fast_ok:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert marker.exists()
+    else:
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "1 test(s) of the fast tier (tests/unit) failed: the loopback tiers did not run" in result.stdout
+        assert not marker.exists()

@@ -57,6 +57,18 @@ def read_locks(repo: Repository) -> list[LockInfo]:
     return found
 
 
+def remove_dead_locks(repo: Repository) -> list[LockInfo]:
+    """Remove the locks of processes of this host that no longer run (a run killed by SIGKILL or a crash),
+    as `restic unlock` does: restic itself does not skip them when it locks, so one left behind would keep
+    `restic prune` and `restic check` out until someone ran `restic unlock`. A lock of another host is left
+    alone (its process cannot be checked from here)."""
+    gone = [lk for lk in read_locks(repo)
+            if lk.hostname == socket.gethostname() and lk.pid > 0 and lk.pid != os.getpid() and not pid_alive(lk.pid)]
+    for lk in gone:
+        repo.backend.remove(LOCKS, lk.id)
+    return gone
+
+
 class Lock:
     """A lock held on the repository for the duration of a `with` block."""
 

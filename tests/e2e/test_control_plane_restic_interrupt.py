@@ -184,6 +184,7 @@ def test_restore_cut_at_each_step_writes_only_verified_files_and_a_rerun_finishe
 
     done = ok(dr(*args, "-o", "json", env=env, timeout=300))
     assert state(pki) == expected
+    assert sorted(str(p.relative_to(pki)) for p in pki.rglob("*") if p.is_file()) == sorted(SHARED)
     assert {w["path"].removeprefix("/etc/kubernetes/pki/") for w in done["written"]} == set(SHARED) - set(named)
     assert _staged(tmp) == []
     assert leftover_pods(nodes) == [], nodes.kubectl("get", "pods", "-A").stdout

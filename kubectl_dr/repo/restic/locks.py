@@ -92,6 +92,7 @@ class Lock:
                 if lk.id != self.id and not lk.stale(now) and (self.exclusive or lk.exclusive)]
 
     def __enter__(self) -> Lock:
+        remove_dead_locks(self.repo)  # else a run killed earlier keeps restic's prune and check out
         deadline = time.monotonic() + self.wait
         while True:
             conflicts = self._conflicts()

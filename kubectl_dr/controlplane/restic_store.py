@@ -127,7 +127,7 @@ def store(restic: ResticRepository, staged: Repository, backup: Backup,
     snapshot, which alone makes them visible; what an interrupted run stored is unreferenced data that the
     next prune removes (and the next backup reuses, by its blob IDs)."""
     from kubectl_dr.repo.restic import chunking, nodes, singlefile
-    from kubectl_dr.repo.restic.locks import Lock, remove_dead_locks
+    from kubectl_dr.repo.restic.locks import Lock, dead_locks
     from kubectl_dr.repo.restic.nodes import DIR, FILE, Node
     from kubectl_dr.repo.restic.packs import DATA_BLOB
     from kubectl_dr.repo.restic.snapshots import Snapshot
@@ -136,8 +136,9 @@ def store(restic: ResticRepository, staged: Repository, backup: Backup,
     records = _records(backup)
     dir_modes = {str(d.get("path")): int(str(d.get("mode", "755")), 8)
                  for d in backup.manifest.details.get("directories") or [] if isinstance(d, dict)}
-    for dead in remove_dead_locks(restic):  # an earlier run killed while it held its lock
-        say(f"removed the lock {dead.id[:8]} of pid {dead.pid}, which no longer runs (as restic unlock does)")
+    for dead in dead_locks(restic):  # left for `restic unlock`: restic's prune and check stay out until then
+        say(f"warning: the repository holds {dead.explain(restic)}; restic prune and check refuse to run "
+            "until it is removed")
     with Lock(restic, wait=LOCK_WAIT):
         placed: dict[str, Node] = {}  # path in the snapshot (no leading /) -> file node
         for record in records:

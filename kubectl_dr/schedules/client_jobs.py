@@ -135,7 +135,20 @@ def _cron_escape(text: str) -> str:
     return text.replace("%", "\\%")
 
 
+def _refuse_control_characters(jobs: list[ClientJob], *extra: str) -> None:
+    """A newline (or any control character) in a value would end a crontab entry or a unit's line early and
+    start another: refused, whatever quoting follows."""
+    for job in jobs:
+        for text in (*job.argv, *job.env.keys(), *job.env.values(), job.description, *extra):
+            if any(ord(c) < 32 or ord(c) == 127 for c in text):
+                raise UsageError(f"{text!r} holds a control character (a newline, a tab, …), which cannot be "
+                                 "written into a crontab entry or a systemd unit: rename it, or write the entry "
+                                 "yourself")
+
+
 def crontab(jobs: list[ClientJob], ctx: Context, time_zone: str | None) -> str:
+    _refuse_control_characters(jobs, ctx.state_dir,
+                               *([ctx.password.describe()] if ctx.password is not None else []))
     if time_zone:
         raise UsageError("crontab entries run in the time zone of the machine's cron daemon; --time-zone works "
                          "with --systemd (OnCalendar takes a zone)")
@@ -175,21 +188,29 @@ def on_calendar(expr: str, time_zone: str | None) -> str:
     return f"{dow}{date} {clock}" + (f" {time_zone}" if time_zone else "")
 
 
+def _systemd_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "%%")
+
+
 def systemd(jobs: list[ClientJob], time_zone: str | None, user: bool = True) -> dict[str, str]:
     """File name → contents: a oneshot service and its timer per job."""
+    _refuse_control_characters(jobs)
     if time_zone:
         cron.zone(time_zone)
     where = "~/.config/systemd/user" if user else "/etc/systemd/system"
     files: dict[str, str] = {}
     for job in jobs:
-        # systemd expands %-specifiers in Environment= too: a password command's % stays literal.
-        env = "".join(f"Environment={shlex.quote(f'{k}={v}')}\n".replace("%", "%%")
+        # systemd reads C escapes (\\ for \) and %-specifiers in Environment= too: a password command's \ and %
+        # stay literal.
+        env = "".join("Environment=" + _systemd_literal(shlex.quote(f"{k}={v}")) + "\n"
                       for k, v in sorted(job.env.items()))
-        # %t is systemd's runtime directory; every other % in the command is literal, so doubled.
+        # %t is systemd's runtime directory; every other %, $ (a variable to systemd, even in quotes) and \ in
+        # the command is literal, so escaped.
         lock = f"%t/{job.name}.lock" if user else f"/run/{job.name}.lock"
-        exec_start = f"/usr/bin/flock -n {lock} " + shlex.join(job.argv).replace("%", "%%")
+        description = job.description.replace("%", "%%")  # names the repository, which may hold a %
+        exec_start = f"/usr/bin/flock -n {lock} " + _systemd_literal(shlex.join(job.argv)).replace("$", "$$")
         files[f"{where}/{job.name}.service"] = (
-            f"[Unit]\nDescription=kubectl dr: {job.description}\n"
+            f"[Unit]\nDescription=kubectl dr: {description}\n"
             "Wants=network-online.target\nAfter=network-online.target\n\n"
             "[Service]\nType=oneshot\n"
             f"{env}"
@@ -199,7 +220,7 @@ def systemd(jobs: list[ClientJob], time_zone: str | None, user: bool = True) -> 
             "Nice=10\nIOSchedulingClass=idle\n"
         )
         files[f"{where}/{job.name}.timer"] = (
-            f"[Unit]\nDescription=kubectl dr: {job.description} ({job.cron})\n\n"
+            f"[Unit]\nDescription=kubectl dr: {description} ({job.cron})\n\n"
             f"[Timer]\nOnCalendar={on_calendar(job.cron, time_zone)}\n"
             "# A run missed while the machine was off happens at the next boot.\nPersistent=true\n"
             "RandomizedDelaySec=60\n\n"

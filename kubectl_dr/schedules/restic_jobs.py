@@ -12,6 +12,7 @@ encryption, for everyone who may read Secrets in its namespace.
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class PasswordSource:
         return {"RESTIC_PASSWORD_COMMAND": self.command} if self.command else {}
 
     def describe(self) -> str:
-        return f"the password file {self.file}" if self.file else f"the password command {self.command!r}"
+        return f"the password file {shlex.quote(self.file)}" if self.file else f"the password command {self.command!r}"
 
 
 def password_source(env: Mapping[str, str], *, file: str | None, command: str | None) -> PasswordSource:

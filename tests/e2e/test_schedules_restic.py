@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,56 @@ def test_refusals_say_what_to_do_instead(tmp_path: Path) -> None:
     service = json.loads(units.stdout)["files"]["~/.config/systemd/user/kubectl-dr-etcd-pull.service"]
     assert "Environment='RESTIC_PASSWORD_COMMAND=pass show restic/100%%'" in service
     assert "--yes" not in service and f"--repo restic:{tmp_path}/repo" in service
+
+
+ODD = "a b'c$HOME`true`%d\\e"  # a space, ', $, a backtick, %, \: each means something to sh, cron or systemd
+
+
+def test_odd_characters_in_the_repository_and_password_file_stay_literal_and_a_newline_is_refused(
+        tmp_path: Path) -> None:
+    env = clean_env({"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": "/dev/null",
+                     "XDG_STATE_HOME": str(tmp_path / "state")})
+    repo = tmp_path / f"repo {ODD}"
+    pw = tmp_path / f"pw {ODD}"
+    pw.write_text(PASSWORD)
+    pw.chmod(0o600)
+    restic(repo, "init")
+    for word in ("one", "two"):
+        restic(repo, "backup", "--stdin-from-command", "--stdin-filename", "x", "--", "echo", word)
+    args = ["schedule", "print", "--repo", f"restic:{repo}", "--password-file", str(pw), "--what", "prune",
+            "--keep-last", "1", "-o", "json"]
+
+    # The crontab entry, run by sh as cron runs it (no cluster needed to prune): restic sees one snapshot left.
+    printed = run([executable(), *args[:2], "--crontab", *args[2:]], env=env, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    crontab = json.loads(printed.stdout)["crontab"]
+    assert f"# The restic password comes from the password file {shlex.quote(str(pw))};" in crontab
+    (line,) = _lines(crontab).values()
+    text = _cron_run(line, tmp_path, tmp_path / "state" / "kubectl-dr" / "kubectl-dr-prune.log")
+    assert len(restic_json(repo, "snapshots")) == 1, text
+
+    # The systemd unit: $ doubled in ExecStart (systemd expands it even in quotes), \ doubled and % doubled in
+    # every line, so systemd hands the command the same words sh gets from the crontab.
+    units = run([executable(), *args[:2], "--systemd", *args[2:]], env=env, cwd=tmp_path)
+    assert units.returncode == 0, units.stderr
+    service = json.loads(units.stdout)["files"]["~/.config/systemd/user/kubectl-dr-prune.service"]
+    (exec_start,) = [s for s in service.splitlines() if s.startswith("ExecStart=")]
+    (job,) = json.loads(printed.stdout)["jobs"]
+    argv = job["command"]
+    assert f"restic:{repo}" in argv and str(pw) in argv
+    escaped = shlex.join(argv).replace("\\", "\\\\").replace("%", "%%").replace("$", "$$")
+    assert exec_start == "ExecStart=/usr/bin/flock -n %t/kubectl-dr-prune.lock " + escaped, exec_start
+
+    # A password command's \ and % in Environment=.
+    cmd = run([executable(), "schedule", "print", "--systemd", "--repo", f"restic:{repo}", "--what",
+                       "etcd-pull", "--password-command", "printf %s\\\\n pw", "-o", "json"], env=env, cwd=tmp_path)
+    assert cmd.returncode == 0, cmd.stderr
+    service = json.loads(cmd.stdout)["files"]["~/.config/systemd/user/kubectl-dr-etcd-pull.service"]
+    assert "Environment='RESTIC_PASSWORD_COMMAND=printf %%s\\\\\\\\n pw'\n" in service, service
+
+    # A newline in any value would end the entry and start another line: refused, in both forms.
+    for form in ("--crontab", "--systemd"):
+        for bad in (["--repo", f"restic:{tmp_path}/new\nline", "--password-file", str(pw)],
+                    ["--repo", f"restic:{repo}", "--password-command", "pass show x\n* * * * * rm -rf ~"]):
+            got = run([executable(), "schedule", "print", form, *bad, "--what", "etcd-pull"], env=env, cwd=tmp_path)
+            assert got.returncode == 2 and "control character" in got.stderr, (got.stdout, got.stderr)

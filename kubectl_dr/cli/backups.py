@@ -491,7 +491,7 @@ def prune(
     repack_smaller_than: Annotated[str | None, typer.Option(
         "--repack-smaller-than", metavar="SIZE",
         help="restic repositories: restic prune's --repack-smaller-than: packs under SIZE (at most 16M) count "
-             "as small, as --repack-small with your own size.")] = None,
+             "as small, as --repack-small with your own size (0: --repack-small's own, as restic 0.18).")] = None,
     repack_cacheable_only: Annotated[bool, typer.Option(
         "--repack-cacheable-only",
         help="restic repositories: restic prune's --repack-cacheable-only: rewrite only tree packs (which "

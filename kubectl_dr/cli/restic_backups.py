@@ -151,13 +151,15 @@ def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: 
     try:
         if any(flags.values()):
             smaller = parse_size(repack_smaller_than, "--repack-smaller-than") if repack_smaller_than else None
-            if smaller is not None and not 0 < smaller <= PACK_SIZE:
-                raise ValueError(f"--repack-smaller-than {repack_smaller_than}: give a size above 0 and at most "
-                                 f"the pack size, {units.size(PACK_SIZE)} (as restic)")
+            if smaller is not None and not 0 <= smaller <= PACK_SIZE:
+                raise ValueError(f"--repack-smaller-than {repack_smaller_than}: give a size of at most the pack "
+                                 f"size, {units.size(PACK_SIZE)} (as restic)")
+            if smaller == 0:
+                smaller = None  # restic 0.18 takes 0 as plain --repack-small (its default small-pack size)
             repack = RepackOptions(
                 max_unused=parse_max_unused(max_unused) if max_unused is not None else None,
                 max_repack_bytes=parse_size(max_repack_size, "--max-repack-size") if max_repack_size else None,
-                repack_uncompressed=repack_uncompressed, repack_small=repack_small or smaller is not None,
+                repack_uncompressed=repack_uncompressed, repack_small=repack_small or repack_smaller_than is not None,
                 small_pack_bytes=smaller, cacheable_only=repack_cacheable_only)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -184,18 +186,22 @@ def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: 
                               [[d.snapshot.short_id, nodes.format_time(d.snapshot.time), "yes" if d.keep else "no",
                                 ", ".join(d.reasons) or "-"] for d in members]).splitlines()
         lines.append("")
+    limit = ""
+    if max_repack_size:
+        limit = f"; --max-repack-size {max_repack_size} " + (
+            "reached: the packs it kept back wait for the next prune" if done.max_repack_reached else "not reached")
     removes = "would remove" if dry_run else "removed"
     copied = "would copy" if dry_run else "copied"
     lines.append(f"{removes} {count(done.packs_removed, 'pack')} ({units.size(done.bytes_freed)}); {copied} the "
                  f"used blobs of {count(done.packs_repacked, 'pack')} into new ones; {units.size(done.unused_kept)} "
                  "unused left in packs mostly used"
                  + (f" (--max-unused {max_unused})" if max_unused is not None else "")
-                 + (f"; repacking stopped short of --max-repack-size {max_repack_size}" if max_repack_size else ""))
+                 + limit)
     data = {"dryRun": dry_run, "repository": repository.backend.describe(),
             "snapshots": [{"id": d.snapshot.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
                           for d in done.decisions],
             "packsRemoved": done.packs_removed, "bytesFreed": done.bytes_freed,
             "packsRepacked": done.packs_repacked, "blobsRepacked": done.blobs_repacked,
             "bytesRepacked": done.bytes_repacked, "packsWritten": done.packs_written,
-            "unusedBytesKept": done.unused_kept, **flags}
+            "unusedBytesKept": done.unused_kept, "maxRepackSizeReached": done.max_repack_reached, **flags}
     emit(data, output, table="\n".join(lines) + "\n")

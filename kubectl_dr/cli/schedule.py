@@ -314,11 +314,14 @@ def print_(
 
     if to:
         check_scheme(to, "--to")  # a job that would write a directory named "gs:" is refused now
+    from kubectl_dr.repo.config import load_config
     from kubectl_dr.schedules import restic_jobs
 
     password = None
-    if restic_jobs.is_restic_job(repo or os.environ.get("KUBECTL_DR_REPO")):
-        repo = _restic_location(repo or os.environ["KUBECTL_DR_REPO"])
+    # In the order every command resolves the repository: --repo, KUBECTL_DR_REPO, the config file's.
+    chosen = repo or os.environ.get("KUBECTL_DR_REPO") or load_config(os.environ).repository
+    if chosen is not None and restic_jobs.is_restic_job(chosen):
+        repo = _restic_location(chosen)
         password = restic_jobs.password_source(os.environ, file=password_file, command=password_command)
     else:
         if password_file or password_command:

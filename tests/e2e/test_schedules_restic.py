@@ -208,3 +208,21 @@ def test_odd_characters_in_the_repository_and_password_file_stay_literal_and_a_n
                     ["--repo", f"restic:{repo}", "--password-command", "pass show x\n* * * * * rm -rf ~"]):
             got = run([executable(), "schedule", "print", form, *bad, "--what", "etcd-pull"], env=env, cwd=tmp_path)
             assert got.returncode == 2 and "control character" in got.stderr, (got.stdout, got.stderr)
+
+
+def test_a_restic_repository_from_the_config_file_is_one(tmp_path: Path) -> None:
+    """The config file's repository counts as --repo does (after --repo and KUBECTL_DR_REPO)."""
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD)
+    pw.chmod(0o600)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"repository: restic:{tmp_path}/repo\n")
+    env = clean_env({"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": str(config),
+                     "XDG_STATE_HOME": str(tmp_path / "state")})
+    got = run([executable(), "schedule", "print", "--crontab", "--password-file", str(pw), "--what", "prune",
+               "--keep-last", "3", "-o", "json"], env=env, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    (job,) = json.loads(got.stdout)["jobs"]
+    cmd = job["command"]
+    assert cmd[cmd.index("--password-file") + 1] == str(pw)
+    assert cmd[cmd.index("--repo") + 1] == f"restic:{tmp_path}/repo"

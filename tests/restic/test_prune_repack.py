@@ -132,7 +132,9 @@ def test_max_repack_size_stops_where_restic_stops_and_the_next_run_goes_on(many_
         planned = _ours(repo_dir, flags, dry_run=True)
         assert f"{planned.blobs_repacked} blobs / {_restic_bytes(planned.bytes_repacked)}" == theirs
         assert planned.bytes_repacked < 3 << 20
+        assert planned.max_repack_reached or runs > 0  # the first plan is cut by the limit
         if not planned.packs_repacked:
+            assert not planned.max_repack_reached  # nothing left to repack: the limit is not what stopped it
             break
         _ours(repo_dir, flags, dry_run=False)
         restic(repo_dir, "check", "--read-data")
@@ -157,6 +159,17 @@ def test_the_cli_takes_restics_flags_and_refuses_what_cannot_work(many_small: tu
     assert plan["repackSmall"] and plan["repackUncompressed"] and plan["blobsRepacked"] > 0
     assert f"{plan['blobsRepacked']} blobs / {_restic_bytes(plan['bytesRepacked'])}" == _restic_plan(
         repo_dir, ["--repack-small", "--repack-uncompressed"])[0]
+    # restic 0.18 takes --repack-smaller-than 0 as --repack-small with its own small-pack size.
+    zero = dr("backups", "prune", "--repack-smaller-than", "0", *at, "--dry-run=client", "-o", "json", env=env)
+    assert zero.returncode == 0, zero.stderr
+    zero_plan = json.loads(zero.stdout)
+    assert f"{zero_plan['blobsRepacked']} blobs / {_restic_bytes(zero_plan['bytesRepacked'])}" == _restic_plan(
+        repo_dir, ["--repack-smaller-than", "0"])[0] == _restic_plan(repo_dir, ["--repack-small"])[0]
+    # The summary says whether --max-repack-size was reached.
+    for size, reached in (("1G", False), ("1M", True)):
+        got = dr("backups", "prune", "--repack-small", "--max-repack-size", size, *at, "--dry-run=client", env=env)
+        assert got.returncode == 0, got.stderr
+        assert f"--max-repack-size {size} {'reached' if reached else 'not reached'}" in got.stdout, got.stdout
     done = dr("backups", "prune", "--repack-small", "--repack-uncompressed", *at, "--yes", "-o", "json", env=env)
     assert done.returncode == 0, done.stderr
     assert _restic_plan(repo_dir, ["--repack-small", "--repack-uncompressed"])[0] == "0 blobs / 0 B"

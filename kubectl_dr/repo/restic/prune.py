@@ -52,6 +52,7 @@ class PruneResult:
     bytes_kept: int = 0
     unused_kept: int = 0  # unused bytes left in partly used packs under the threshold
     indexes_replaced: int = 0
+    max_repack_reached: bool = False  # --max-repack-size kept a pack that would otherwise have been repacked
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -151,11 +152,12 @@ def _keep_over_share(present: dict[str, list[packs.BlobEntry]], used: set[str], 
 
 
 def decide_packs(present: dict[str, list[packs.BlobEntry]], sizes: dict[str, int], used: set[str],
-                 opts: RepackOptions, version: int = 2) -> tuple[set[str], set[str]]:
+                 opts: RepackOptions, version: int = 2) -> tuple[set[str], set[str], bool]:
     """restic 0.18 prune's choice (internal/repository/prune.go, decidePackAction), so that a `restic prune
     --dry-run` with the same flags finds nothing left to do: (packs kept, packs whose blobs must be stored
-    compressed when repacked). Packs nothing uses go; data packs stay with --repack-cacheable-only; tree packs
-    with an uncompressed blob (and, with --repack-uncompressed, any such pack) are always rewritten;
+    compressed when repacked, whether --max-repack-size kept a pack back). Packs nothing uses go; data packs
+    stay with --repack-cacheable-only; tree packs with an uncompressed blob (and, with --repack-uncompressed,
+    any such pack) are always rewritten;
     partly used packs (tree packs and small ones first, then by their share of unused bytes) are repacked
     until the unused bytes left are under --max-unused; ten or more small packs are merged; nothing is
     repacked once --max-repack-size would be reached. A blob in several packs counts as used in the first
@@ -214,11 +216,13 @@ def decide_packs(present: dict[str, list[packs.BlobEntry]], sizes: dict[str, int
 
     limit = max_unused(total_used)
     repacked_unused = repacked = 0
+    reached = False
     for pack in sorted(candidates, key=order):
         used_size, unused, blob_type = info[pack]
         remaining = total_unused - removed_unused - repacked_unused
         if repacked + used_size + unused >= max_repack:
             kept.add(pack)
+            reached = True
         elif blob_type != packs.DATA_BLOB or pack in must_compress:
             repacked_unused += unused
             repacked += used_size + unused
@@ -227,7 +231,7 @@ def decide_packs(present: dict[str, list[packs.BlobEntry]], sizes: dict[str, int
         else:
             repacked_unused += unused
             repacked += used_size + unused
-    return kept, must_compress - kept
+    return kept, must_compress - kept, reached
 
 
 def prune(repo: Repository, policy: Policy, *, dry_run: bool, repack_over: float = REPACK_OVER,
@@ -262,10 +266,11 @@ def prune(repo: Repository, policy: Policy, *, dry_run: bool, repack_over: float
         present = {pack: entries for pack, entries in in_pack.items() if pack in on_disk}
         # A pack named by an index but gone is dropped by the new index (restic repair index does too).
         compress: set[str] = set()
+        reached = False
         if repack is None:
             kept_ids = _keep_over_share(present, used, repack_over)
         else:
-            kept_ids, compress = decide_packs(present, on_disk, used, repack, repo.config.version)
+            kept_ids, compress, reached = decide_packs(present, on_disk, used, repack, repo.config.version)
         keep_packs = {pack: present[pack] for pack in kept_ids}
         result.unused_kept = sum(e.length for entries in keep_packs.values() for e in entries if e.id not in used)
         have = {b.id for entries in keep_packs.values() for b in entries}
@@ -291,6 +296,7 @@ def prune(repo: Repository, policy: Policy, *, dry_run: bool, repack_over: float
         result.bytes_freed = sum(on_disk[p] for p in removed_packs)
         result.bytes_kept = sum(on_disk[p] for p in keep_packs)
         result.indexes_replaced = len(index_files)
+        result.max_repack_reached = reached
         if dry_run:
             return result
 

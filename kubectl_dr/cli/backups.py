@@ -473,6 +473,30 @@ def prune(
              "left is under LIMIT, a percentage of the repository's size after the prune (5%), a size (100M) or "
              "unlimited. Without it, packs more than 20 % unused are repacked. Alone, without a --keep rule, it "
              "forgets nothing and only prunes.")] = None,
+    max_repack_size: Annotated[str | None, typer.Option(
+        "--max-repack-size", metavar="SIZE",
+        help="restic repositories: restic prune's --max-repack-size: rewrite packs only until their total size "
+             "would reach SIZE (500M, 2G; 0 rewrites none), so one run's copying and extra space stay bounded; "
+             "the next prune goes on.")] = None,
+    repack_uncompressed: Annotated[bool, typer.Option(
+        "--repack-uncompressed",
+        help="restic repositories: restic prune's --repack-uncompressed: rewrite every pack holding a blob "
+             "stored uncompressed with all its blobs compressed (after `restic migrate upgrade_repo_v2`, or "
+             "a backup with --compression off).")] = False,
+    repack_small: Annotated[bool, typer.Option(
+        "--repack-small",
+        help="restic repositories: restic 0.18 prune's --repack-small: packs under 80 % of the pack size "
+             "(16 MiB) count as small, not only those under 1/25 of it; ten or more small packs are merged "
+             "into full ones (many small backups leave many small packs).")] = False,
+    repack_smaller_than: Annotated[str | None, typer.Option(
+        "--repack-smaller-than", metavar="SIZE",
+        help="restic repositories: restic prune's --repack-smaller-than: packs under SIZE (at most 16M) count "
+             "as small, as --repack-small with your own size (0: --repack-small's own, as restic 0.18).")] = None,
+    repack_cacheable_only: Annotated[bool, typer.Option(
+        "--repack-cacheable-only",
+        help="restic repositories: restic prune's --repack-cacheable-only: rewrite only tree packs (which "
+             "clients cache); data packs stay unless nothing in them is used. For storage that charges for "
+             "reads (S3 Glacier tiers, cold storage).")] = False,
     repo: RepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
@@ -496,12 +520,19 @@ def prune(
       kubectl dr backups prune --keep-daily 7 --keep-weekly 4 --repo restic:/srv/restic
       kubectl dr backups prune --keep-within 14d --keep-tag kind=etcd-snapshot --repo restic:/srv/restic
       kubectl dr backups prune --max-unused 5% --repo restic:/srv/restic --yes
+      kubectl dr backups prune --keep-daily 7 --max-repack-size 2G --repo restic:s3:https://s3.example/dr
+      kubectl dr backups prune --repack-small --repack-uncompressed --repo restic:/srv/restic --dry-run=client
 
     With --repo restic:REPO it is `restic forget` and `restic prune` in one: restic's policy per claim
     (restic's default grouping by host and paths), then what no kept snapshot uses is removed and packs
     mostly unused are rewritten, under restic's exclusive lock. --keep-within and --keep-tag (restic
     repositories only) keep what restic forget keeps with the same flags. Interrupted at any step, the repository
     stays valid for `restic check`; running the prune again finishes it.
+
+    Which partly used packs are rewritten follows restic 0.18's prune once any of its repack flags is given
+    (--max-unused, default 5 %; --max-repack-size; --repack-uncompressed; --repack-small or
+    --repack-smaller-than; --repack-cacheable-only): a `restic prune --dry-run` with the same flags
+    afterwards finds nothing to do. Without them, packs more than a fifth unused are rewritten.
     """
     opts, console = options(ctx), session(ctx).console
     try:
@@ -511,13 +542,18 @@ def prune(
                         tags=tuple(tuple(t.strip() for t in value.split(",")) for value in keep_tag or []))
     except ValueError as exc:
         raise UsageError(f"--keep-within: {exc}" if "duration" in str(exc) else str(exc)) from None
-    if max_unused is not None and not is_restic(repo):
-        raise UsageError("--max-unused applies to restic repositories (--repo restic:REPO), which store backups in "
-                         "shared packs; a kubectl-dr repository removes a backup's files whole")
-    if policy.empty and max_unused is None:
+    repack_flags = {"--max-unused": max_unused is not None, "--max-repack-size": max_repack_size is not None,
+                    "--repack-uncompressed": repack_uncompressed, "--repack-small": repack_small,
+                    "--repack-smaller-than": repack_smaller_than is not None,
+                    "--repack-cacheable-only": repack_cacheable_only}
+    given = [flag for flag, on in repack_flags.items() if on]
+    if given and not is_restic(repo):
+        raise UsageError(f"{', '.join(given)} applies to restic repositories (--repo restic:REPO), which store "
+                         "backups in shared packs; a kubectl-dr repository removes a backup's files whole")
+    if policy.empty and not given:
         raise UsageError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
                          "--keep-monthly, --keep-yearly (or, for a restic repository, --keep-within, --keep-tag or "
-                         "--max-unused)")
+                         "a repack flag such as --max-unused)")
     if (keep_within is not None or keep_tag) and not is_restic(repo):
         raise UsageError("--keep-within and --keep-tag apply to restic repositories (--repo restic:REPO), whose "
                          "snapshots carry tags; use --keep-last, --keep-daily… here")
@@ -528,7 +564,10 @@ def prune(
                              "and paths, as restic forget does")
         restic_backups.prune(console, repo, policy, opts.output, dry_run=opts.dry_run != "none",
                              password_file=password_file, s3_endpoint=s3_endpoint,
-                             azure_endpoint=azure_endpoint, max_unused=max_unused)
+                             azure_endpoint=azure_endpoint, max_unused=max_unused,
+                             max_repack_size=max_repack_size, repack_uncompressed=repack_uncompressed,
+                             repack_small=repack_small, repack_smaller_than=repack_smaller_than,
+                             repack_cacheable_only=repack_cacheable_only)
         return
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     dry_run = opts.dry_run != "none"

@@ -134,27 +134,48 @@ def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, 
 
 
 def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: bool, password_file: str | None,
-          s3_endpoint: str | None, azure_endpoint: str | None = None, max_unused: str | None = None) -> None:
+          s3_endpoint: str | None, azure_endpoint: str | None = None, max_unused: str | None = None,
+          max_repack_size: str | None = None, repack_uncompressed: bool = False, repack_small: bool = False,
+          repack_smaller_than: str | None = None, repack_cacheable_only: bool = False) -> None:
     """restic's forget policy per claim, then what no kept snapshot uses goes: asked first, a dry run first.
-    `max_unused` is restic prune's --max-unused (5%, 100M, unlimited): which partly used packs are repacked."""
+    The repack flags are restic 0.18 prune's (--max-unused 5%|100M|unlimited, --max-repack-size…): which
+    partly used packs are rewritten. Without any of them, packs more than a fifth unused are."""
     from kubectl_dr.repo.restic import nodes
-    from kubectl_dr.repo.restic.prune import parse_max_unused
+    from kubectl_dr.repo.restic.prune import PACK_SIZE, RepackOptions, parse_max_unused, parse_size
     from kubectl_dr.repo.restic.prune import prune as prune_repository
 
+    flags = {"maxUnused": max_unused, "maxRepackSize": max_repack_size, "repackUncompressed": repack_uncompressed,
+             "repackSmall": repack_small, "repackSmallerThan": repack_smaller_than,
+             "repackCacheableOnly": repack_cacheable_only}
+    repack = None
     try:
-        limit = parse_max_unused(max_unused) if max_unused is not None else None
+        if any(flags.values()):
+            smaller = parse_size(repack_smaller_than, "--repack-smaller-than") if repack_smaller_than else None
+            if smaller is not None and not 0 <= smaller <= PACK_SIZE:
+                raise ValueError(f"--repack-smaller-than {repack_smaller_than}: give a size of at most the pack "
+                                 f"size, {units.size(PACK_SIZE)} (as restic)")
+            if smaller == 0:
+                smaller = None  # restic 0.18 takes 0 as plain --repack-small (its default small-pack size)
+            repack = RepackOptions(
+                max_unused=parse_max_unused(max_unused) if max_unused is not None else None,
+                max_repack_bytes=parse_size(max_repack_size, "--max-repack-size") if max_repack_size else None,
+                repack_uncompressed=repack_uncompressed, repack_small=repack_small or repack_smaller_than is not None,
+                small_pack_bytes=smaller, cacheable_only=repack_cacheable_only)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                              azure_endpoint=azure_endpoint)
-    plan = prune_repository(repository, policy, dry_run=True, max_unused=limit)
+    if repack_uncompressed and repository.config.version < 2:
+        raise UsageError("--repack-uncompressed needs a repository of format version 2 (compression), as in "
+                         "restic: `restic migrate upgrade_repo_v2` upgrades this one")
+    plan = prune_repository(repository, policy, dry_run=True, repack=repack)
     done = plan
     if not dry_run and (plan.forgotten or plan.packs_removed or plan.packs_repacked):
         console.confirm(f"forget {count(len(plan.forgotten), 'snapshot')}, remove the data no kept snapshot uses "
                         f"({units.size(plan.bytes_freed)} in {count(plan.packs_removed, 'pack')}, of which "
                         f"{count(plan.packs_repacked, 'pack')} repacked first)")
     if not dry_run:
-        done = prune_repository(repository, policy, dry_run=False, max_unused=limit, say=console.say)
+        done = prune_repository(repository, policy, dry_run=False, repack=repack, say=console.say)
     verb = "would forget" if dry_run else "forgot"
     lines: list[str] = []
     for group in sorted({d.group for d in done.decisions}):
@@ -165,16 +186,22 @@ def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: 
                               [[d.snapshot.short_id, nodes.format_time(d.snapshot.time), "yes" if d.keep else "no",
                                 ", ".join(d.reasons) or "-"] for d in members]).splitlines()
         lines.append("")
+    limit = ""
+    if max_repack_size:
+        limit = f"; --max-repack-size {max_repack_size} " + (
+            "reached: the packs it kept back wait for the next prune" if done.max_repack_reached else "not reached")
     removes = "would remove" if dry_run else "removed"
     copied = "would copy" if dry_run else "copied"
     lines.append(f"{removes} {count(done.packs_removed, 'pack')} ({units.size(done.bytes_freed)}); {copied} the "
                  f"used blobs of {count(done.packs_repacked, 'pack')} into new ones; {units.size(done.unused_kept)} "
                  "unused left in packs mostly used"
-                 + (f" (--max-unused {max_unused})" if max_unused is not None else ""))
+                 + (f" (--max-unused {max_unused})" if max_unused is not None else "")
+                 + limit)
     data = {"dryRun": dry_run, "repository": repository.backend.describe(),
             "snapshots": [{"id": d.snapshot.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
                           for d in done.decisions],
             "packsRemoved": done.packs_removed, "bytesFreed": done.bytes_freed,
-            "packsRepacked": done.packs_repacked, "packsWritten": done.packs_written,
-            "unusedBytesKept": done.unused_kept, "maxUnused": max_unused}
+            "packsRepacked": done.packs_repacked, "blobsRepacked": done.blobs_repacked,
+            "bytesRepacked": done.bytes_repacked, "packsWritten": done.packs_written,
+            "unusedBytesKept": done.unused_kept, "maxRepackSizeReached": done.max_repack_reached, **flags}
     emit(data, output, table="\n".join(lines) + "\n")

@@ -58,6 +58,11 @@ def create_etcd_snapshot(
     replace: Annotated[bool, typer.Option("--replace", help=(
         "Replace an existing schedule of this name (after an etcd upgrade: the CronJob uses the etcd image it "
         "found when it was made)."))] = False,
+    repo: Annotated[str | None, typer.Option("--repo", metavar="REPO", help=(
+        "Not taken here, and refused with what to do instead: the CronJob writes only to the nodes' directories, "
+        "since writing a repository from the cluster would store its credentials (a restic password, S3 keys) "
+        "there. Pull the snapshots into it from your machine: schedule print --what etcd-pull --repo REPO."))
+    ] = None,
 ) -> None:
     """Snapshot etcd on a schedule into a directory on the etcd nodes, with count retention: a plain CronJob.
 
@@ -86,6 +91,15 @@ def create_etcd_snapshot(
     from kubectl_dr.schedules import cron, manage
 
     opts = options(ctx)
+    if repo is not None:
+        import shlex
+
+        extra = " --password-file FILE" if repo.startswith("restic:") else ""
+        raise UsageError(
+            f"--repo {repo}: a schedule in the cluster writes only to the etcd nodes' --dir, never to a repository, "
+            "whose password or keys would then be stored in the cluster (a Secret is base64, readable by whoever "
+            "may read Secrets in its namespace). Create the schedule without --repo and pull its snapshots from "
+            f"your machine: kubectl dr schedule print --crontab --what etcd-pull --repo {shlex.quote(repo)}{extra}")
     result = manage.create_etcd_snapshot(session(ctx), name=name, namespace=_namespace(opts), cron_expr=cron_expr,
                                          keep=keep, time_zone=time_zone, nodes=tuple(node or ()), directory=directory,
                                          helper_image=helper_image, replace=replace)
@@ -108,6 +122,20 @@ def create_etcd_snapshot(
         console.say(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the "
                     "snapshots off the nodes with `kubectl dr etcd snapshots pull --repo …`")
     emit(result.object, opts.output, table=f"cronjob.batch/{name} {action}{suffix}\n")
+
+
+def _restic_location(ref: str) -> str:
+    """restic:REPO as an entry must name it: a local path made absolute (cron starts in the home directory),
+    any other kind checked as every command checks it."""
+    import os
+
+    from kubectl_dr.repo.restic.location import backend_for
+
+    spec = ref.removeprefix("restic:")
+    backend_for(ref, env={})  # an unsupported kind refused now, not at 3 a.m.
+    if spec and ":" not in spec.split("/", 1)[0]:
+        return "restic:" + os.path.abspath(os.path.expanduser(spec))
+    return ref
 
 
 def _now() -> datetime.datetime:
@@ -203,10 +231,10 @@ def print_(
         "When the jobs run (cron syntax; converted to OnCalendar for systemd)."))] = "15 */12 * * *",
     time_zone: Annotated[str | None, typer.Option("--time-zone", metavar="TZ", help=(
         "IANA zone of --cron (systemd only; cron runs in the daemon's zone)."))] = None,
-    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…", help=(
-        "The repository the jobs write to (pulls, backups) or read from (copy, prune). Default: the one every "
-        "command finds now ($KUBECTL_DR_REPO, the config file, the default directory), written into the "
-        "entries."))] = None,
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…|restic:REPO", help=(
+        "The repository the jobs write to (pulls, backups) or read from (copy, prune), restic:REPO included. "
+        "Default: the one every command finds now ($KUBECTL_DR_REPO, the config file, the default directory), "
+        "written into the entries."))] = None,
     pvc: Annotated[list[str] | None, typer.Option("--pvc", metavar="NAMESPACE/CLAIM", help=(
         "A claim to back up (pvc-backup; repeatable, one entry each)."))] = None,
     to: Annotated[str | None, typer.Option("--to", metavar="REPO", help="Where `copy` copies to.")] = None,
@@ -220,6 +248,22 @@ def print_(
                                                     help="prune: one a week for N weeks.")] = None,
     keep_monthly: Annotated[int | None, typer.Option("--keep-monthly", metavar="N",
                                                      help="prune: one a month for N months.")] = None,
+    keep_hourly: Annotated[int | None, typer.Option("--keep-hourly", metavar="N",
+                                                    help="prune: one an hour for N hours.")] = None,
+    keep_yearly: Annotated[int | None, typer.Option("--keep-yearly", metavar="N",
+                                                    help="prune: one a year for N years.")] = None,
+    keep_within: Annotated[str | None, typer.Option("--keep-within", metavar="DURATION", help=(
+        "prune, restic:REPO only: keep every snapshot within DURATION (7d, 1y6m, 36h) of its group's newest."))
+    ] = None,
+    keep_tag: Annotated[list[str] | None, typer.Option("--keep-tag", metavar="TAG[,TAG…]", help=(
+        "prune, restic:REPO only: keep every snapshot that has all these tags (repeatable)."))] = None,
+    password_file: Annotated[str | None, typer.Option("--password-file", metavar="FILE", help=(
+        "restic:REPO: the file the entries read the password from (written as an absolute path; it must be "
+        "the owner's only, mode 0600). Default: $RESTIC_PASSWORD_FILE."))] = None,
+    password_command: Annotated[str | None, typer.Option("--password-command", metavar="CMD", help=(
+        "restic:REPO: a command printing the password, set as RESTIC_PASSWORD_COMMAND in the entries (e.g. "
+        "'pass show restic/prod', 'secret-tool lookup restic prod'). Default: $RESTIC_PASSWORD_COMMAND."))
+    ] = None,
     system: Annotated[bool, typer.Option("--system", help="systemd: system units instead of user units.")] = False,
     azure_endpoint: Annotated[str | None, typer.Option("--azure-endpoint", metavar="URL", help=(
         "Blob service URL of --repo's Azure storage account (Azurite, a sovereign cloud), written into the "
@@ -236,11 +280,20 @@ def print_(
     journal (systemd). No credential is written: S3 keys come from ~/.aws or AWS_PROFILE, or for systemd
     from the optional private environment file the service names. Nothing is installed: review and add them.
 
+    With --repo restic:REPO the jobs are pvc-backup (incremental restic snapshots, host NS/CLAIM), etcd-pull
+    (one-file snapshots) and prune (restic's forget policy per claim, then prune; --keep-within and --keep-tag
+    too). An entry names where the password comes from, never the password: --password-file FILE (mode 0600)
+    or --password-command CMD (else $RESTIC_PASSWORD_FILE or $RESTIC_PASSWORD_COMMAND as set now). A password
+    only in $RESTIC_PASSWORD, or in a rest: URL, is refused: the entry would hold it in plain text. The
+    repository must exist (restic init): a scheduled run never creates one.
+
     \b
     Examples:
       kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr-backups/prod --encrypt-to age1… | crontab -
       kubectl dr schedule print --systemd --what pvc-backup --pvc shop/data-db-0 --cron '0 3 * * *'
       kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr-offsite --what prune --keep-daily 14
+      kubectl dr schedule print --crontab --repo restic:s3:https://s3.example/dr/prod --password-file ~/.restic-pw \\
+          --what pvc-backup --pvc shop/data-db-0 --what prune --keep-daily 7 --keep-weekly 4
     """
     import os
     import shutil
@@ -261,9 +314,22 @@ def print_(
 
     if to:
         check_scheme(to, "--to")  # a job that would write a directory named "gs:" is refused now
-    # Resolved here, as every command resolves it (an unknown scheme refused), and written out: cron and
-    # systemd run without the user's KUBECTL_DR_REPO, and a prune of another repository would be silent.
-    repo = open_repo(repo, azure_endpoint=azure_endpoint).location
+    from kubectl_dr.repo.config import load_config
+    from kubectl_dr.schedules import restic_jobs
+
+    password = None
+    # In the order every command resolves the repository: --repo, KUBECTL_DR_REPO, the config file's.
+    chosen = repo or os.environ.get("KUBECTL_DR_REPO") or load_config(os.environ).repository
+    if chosen is not None and restic_jobs.is_restic_job(chosen):
+        repo = _restic_location(chosen)
+        password = restic_jobs.password_source(os.environ, file=password_file, command=password_command)
+    else:
+        if password_file or password_command:
+            raise UsageError("--password-file and --password-command apply to a restic repository "
+                             "(--repo restic:REPO)")
+        # Resolved here, as every command resolves it (an unknown scheme refused), and written out: cron and
+        # systemd run without the user's KUBECTL_DR_REPO, and a prune of another repository would be silent.
+        repo = open_repo(repo, azure_endpoint=azure_endpoint).location
     if to_azure_endpoint and not (to or "").startswith("azure://"):
         raise UsageError("--to-azure-endpoint is for a copy to azure://CONTAINER/PREFIX (give --to azure://…)")
     if to and "://" not in to:
@@ -271,11 +337,21 @@ def print_(
     state = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kubectl-dr")
     context = client_jobs.Context(executable=os.path.abspath(exe), kubeconfig=kubeconfig, kube_context=opts.context,
                                   repo=repo, env=dict(os.environ), state_dir=state,
-                                  azure_endpoint=azure_endpoint if repo.startswith("azure://") else None)
-    keep = {k: v for k, v in (("last", keep_last), ("daily", keep_daily), ("weekly", keep_weekly),
-                              ("monthly", keep_monthly)) if v is not None}
+                                  azure_endpoint=azure_endpoint if repo.startswith(("azure://", "restic:azure:"))
+                                  else None, password=password)
+    keep = {k: v for k, v in (("last", keep_last), ("hourly", keep_hourly), ("daily", keep_daily),
+                              ("weekly", keep_weekly), ("monthly", keep_monthly), ("yearly", keep_yearly))
+            if v is not None}
+    if keep_within is not None:
+        from kubectl_dr.repo.retention import Duration
+
+        try:
+            Duration.parse(keep_within)
+        except ValueError as exc:
+            raise UsageError(f"--keep-within: {exc}") from None
     jobs = client_jobs.build(what or ["etcd-pull"], ctx=context, cron_expr=cron_expr.strip(), pvcs=pvc or [], to=to,
-                             encrypt_to=encrypt_to or [], keep=keep, to_azure_endpoint=to_azure_endpoint)
+                             encrypt_to=encrypt_to or [], keep=keep, to_azure_endpoint=to_azure_endpoint,
+                             keep_within=keep_within, keep_tags=keep_tag or [])
     if crontab:
         text = client_jobs.crontab(jobs, context, time_zone)
         emit({"kind": "Crontab", "jobs": [j.to_dict() for j in jobs], "crontab": text}, opts.output, table=text)

@@ -54,10 +54,42 @@ _TAG_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")  # restic splits
 _DIR_MODE = 0o755
 
 
+STAGING_PREFIX = "kubectl-dr-control-plane-"
+
+
+def remove_stale_staging(tmp: str | None = None) -> list[Path]:
+    """Staging directories that a killed run (SIGKILL, power loss: no cleanup ran) left behind: they hold the
+    cluster's private keys, so the next run removes them. Only ours (this user's, named with the pid of a
+    process that no longer runs); returns what was removed."""
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        pid_text = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        try:
+            owned = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if not owned or not pid_text.isdigit() or _running(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def staging_repository() -> tuple[LocalRepository, Callable[[], None]]:
     """A private kubectl-dr repository here that the files pass through, and how to remove it (the
-    command's cleanup removes it too, however the command ends)."""
-    staging = Path(tempfile.mkdtemp(prefix="kubectl-dr-control-plane-"))  # 0700
+    command's cleanup removes it too, however the command ends; a later run removes it after a SIGKILL)."""
+    remove_stale_staging()
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))  # 0700
     step = cleanup.current().push(f"remove the staged control-plane files in {staging}",
                                   lambda: shutil.rmtree(staging, ignore_errors=True))
     local = LocalRepository(staging / "repo")
@@ -87,10 +119,15 @@ def _read_part(staged: Repository, backup: Backup, record: dict[str, Any]) -> by
     return data
 
 
-def store(restic: ResticRepository, staged: Repository, backup: Backup) -> Snapshot:
-    """The staged backup's files as one restic snapshot (see the module's note); returns it once written."""
+def store(restic: ResticRepository, staged: Repository, backup: Backup,
+          say: Callable[[str], None] = lambda _: None) -> Snapshot:
+    """The staged backup's files as one restic snapshot (see the module's note); returns it once written.
+
+    Stopped at any point, the repository stays valid: the packs and their index are written before the
+    snapshot, which alone makes them visible; what an interrupted run stored is unreferenced data that the
+    next prune removes (and the next backup reuses, by its blob IDs)."""
     from kubectl_dr.repo.restic import chunking, nodes, singlefile
-    from kubectl_dr.repo.restic.locks import Lock
+    from kubectl_dr.repo.restic.locks import Lock, dead_locks
     from kubectl_dr.repo.restic.nodes import DIR, FILE, Node
     from kubectl_dr.repo.restic.packs import DATA_BLOB
     from kubectl_dr.repo.restic.snapshots import Snapshot
@@ -99,6 +136,9 @@ def store(restic: ResticRepository, staged: Repository, backup: Backup) -> Snaps
     records = _records(backup)
     dir_modes = {str(d.get("path")): int(str(d.get("mode", "755")), 8)
                  for d in backup.manifest.details.get("directories") or [] if isinstance(d, dict)}
+    for dead in dead_locks(restic):  # left for `restic unlock`: restic's prune and check stay out until then
+        say(f"warning: the repository holds {dead.explain(restic)}; restic prune and check refuse to run "
+            "until it is removed")
     with Lock(restic, wait=LOCK_WAIT):
         placed: dict[str, Node] = {}  # path in the snapshot (no leading /) -> file node
         for record in records:
@@ -135,12 +175,14 @@ def store(restic: ResticRepository, staged: Repository, backup: Backup) -> Snaps
                 ctime=taken, subtree=restic.save_tree(sorted(children[path], key=lambda n: n.name))))
         tree = restic.save_tree(sorted(children[""], key=lambda n: n.name))
         restic.flush()  # packs and index first: the snapshot is written only when everything it names is there
+        say(f"stored {len(placed)} files in packs and an index; reading them back")
         for rel, node in placed.items():  # read back through the repository, each against what was stored
             expected = (hashlib.sha256(listing).hexdigest() if rel.endswith(LIST_NAME) else
                         next(r["sha256"] for r in records if _snapshot_path(r) == rel))
             if singlefile.sha256_of(restic.file_content(node), node.size) != expected:
                 raise VerificationError(f"/{rel} read back from {restic.backend.describe()} is not what was stored: "
                                         "the snapshot was not written")
+        say("every file read back matches; writing the snapshot")
         roots = sorted({_top_dir(str(r["path"])) for r in records if r.get("kind") != "api"})
         snap = Snapshot(time=taken, tree=tree, paths=[*roots, f"/{META_DIR}"],
                         hostname=str(backup.manifest.details.get("node") or socket.gethostname()),
@@ -176,7 +218,7 @@ def backup(restic: ResticRepository, console: Console, take: Callable[[Repositor
     try:
         result = take(local)
         console.say(f"storing the files in the restic repository {restic.backend.describe()}")
-        snap = store(restic, local, local.get(result.manifest.id))
+        snap = store(restic, local, local.get(result.manifest.id), console.say)
     finally:
         remove()
     return snap, result

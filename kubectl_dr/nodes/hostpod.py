@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_dr.console import Console
-from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.errors import ApiError, DrError, VerificationError
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import ExecResult, Timeouts, bounded_input, open_exec
@@ -342,7 +342,10 @@ def start_host_pod(kube: Kube, *, console: Console, node: str, namespace: str, m
                    purpose: str, run: Run, heartbeat: Heartbeat, lease: str | None = None) -> HostPod:
     """Create the pod, wait until it runs (or say why it cannot), and keep it alive with the heartbeat.
 
-    Its deletion is registered with the command's cleanup stack before anything else happens."""
+    Its deletion is registered with the command's cleanup stack before anything else happens. Finished pods
+    of the same purpose on the node (a killed run's, ended by their dead-man check) are deleted first: they
+    hold nothing any more, and would otherwise stay listed as Completed."""
+    _delete_finished(kube, namespace, node, purpose)
     doc = manifest(node, namespace, mounts, image=image, purpose=purpose, run=run, lease=lease)
     helper = start_pod(kube, doc, what=f"{purpose} (node {node})", console=console)
     pod = HostPod(kube, helper, node, mounts)
@@ -350,3 +353,16 @@ def start_host_pod(kube: Kube, *, console: Console, node: str, namespace: str, m
     heartbeat.add(beat, pod.touch)
     helper.on_delete.append(lambda: heartbeat.remove(beat))
     return pod
+
+
+def _delete_finished(kube: Kube, namespace: str, node: str, purpose: str) -> None:
+    selector = ",".join(f"{k}={v}" for k, v in pods.managed_labels(purpose).items())
+    found = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector).get("items") or []
+    for pod in found:
+        phase = (pod.get("status") or {}).get("phase")
+        if (pod.get("spec") or {}).get("nodeName") == node and phase in ("Succeeded", "Failed"):
+            try:
+                kube.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise

@@ -269,6 +269,26 @@ def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path:
     again = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "-o", "json",
                     env=env))
     assert again["pulled"] == [] and len(again["alreadyInRepository"]) == len(sidecars)
+
+    # The same pull as `schedule print` writes it for cron, run by sh without the user's environment: the
+    # password from a file the entry names, into a repository that exists (the entry never creates one).
+    entry_repo = tmp_path / "restic-entry"
+    restic(entry_repo, "init")
+    pw = tmp_path / "restic-pw"
+    pw.write_text(PASSWORD)
+    pw.chmod(0o600)
+    printed = _ok(_dr(c, "schedule", "print", "--crontab", "--what", "etcd-pull", "--repo", f"restic:{entry_repo}",
+                      "--password-file", str(pw), "-o", "json", env={"XDG_STATE_HOME": str(tmp_path / "state")}))
+    line = next(x for x in printed["crontab"].splitlines() if x and not x.startswith("#")).split(" ", 5)[5]
+    assert PASSWORD not in printed["crontab"] and " --yes" not in line
+    line = line.replace(" etcd snapshots pull ", f" etcd snapshots pull --dir {directory} ")
+    subprocess.run(["sh", "-c", line], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=300, check=True)
+    log = (tmp_path / "state" / "kubectl-dr" / "kubectl-dr-etcd-pull.log").read_text()
+    assert log.rstrip().endswith("exit 0"), log
+    restic(entry_repo, "check", "--read-data")
+    entry_snaps = restic_json(entry_repo, "snapshots")
+    assert sorted(t.split("=", 1)[1] for s in entry_snaps for t in s["tags"] if t.startswith("sha256=")) == sorted(
+        sidecars)
     assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
 
 

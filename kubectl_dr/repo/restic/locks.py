@@ -2,9 +2,12 @@
 
 A backup holds a non-exclusive lock; `restic prune`/`forget` hold an exclusive one. Before writing we
 look for exclusive locks of others and wait for them to go; restic does the same with ours, which is
-what makes a concurrent `restic prune` wait for our backup. A lock is stale (ignored, as restic ignores
-it) when its time is more than 30 minutes old, or when it is from this host and its process is gone. We
-refresh ours every 5 minutes while working, as restic does.
+what makes a concurrent `restic prune` wait for our backup. We refresh ours every 5 minutes while working,
+as restic does, so a lock not refreshed for 30 minutes belongs to no running process (restic's staleTimeout):
+ours ignores and removes it. A fresh lock is never removed automatically, not even one of this host whose pid
+no longer runs: a process in another container with the same hostname has its own pids, and deleting its
+live lock would let a prune delete the packs its backup is writing. restic itself removes such a lock only on
+an explicit `restic unlock`; we say which lock it is and that command.
 """
 
 from __future__ import annotations
@@ -40,9 +43,24 @@ class LockInfo:
     pid: int
 
     def stale(self, now_ns: int) -> bool:
-        if now_ns - self.time > STALE_AFTER * NS:
-            return True
-        return self.hostname == socket.gethostname() and self.pid > 0 and not pid_alive(self.pid)
+        """Not refreshed for restic's stale timeout: no running restic or kubectl dr holds it."""
+        return now_ns - self.time > STALE_AFTER * NS
+
+    def dead_here(self) -> bool:
+        """Of this host, by a pid that no longer runs here: likely a killed run's, but a process of another
+        container with the same hostname looks the same from here, so this alone never removes it."""
+        return self.hostname == socket.gethostname() and self.pid > 0 and self.pid != os.getpid() \
+            and not pid_alive(self.pid)
+
+    def explain(self, repo: Repository) -> str:
+        """Which lock this is and, for one of a pid that no longer runs here, what to do about it."""
+        kind = "an exclusive lock" if self.exclusive else "a lock"
+        created = format_time(self.time - self.time % NS)
+        if not self.dead_here():
+            return f"{kind} of {self.hostname} pid {self.pid} (created {created})"
+        return (f"{kind} of this host's pid {self.pid} (created {created}), which no longer runs: likely a run "
+                "that was killed. If no other process (in another container with this hostname) uses the "
+                f"repository, remove it with `restic -r {repo.backend.describe()} unlock`")
 
 
 def read_locks(repo: Repository) -> list[LockInfo]:
@@ -55,6 +73,23 @@ def read_locks(repo: Repository) -> list[LockInfo]:
         except (ResticFormatError, ValueError, KeyError, TypeError):
             continue  # a lock being removed while we read it; restic skips those too
     return found
+
+
+def remove_stale_locks(repo: Repository) -> list[LockInfo]:
+    """Remove the locks not refreshed for restic's stale timeout (30 minutes), which restic calls stale
+    whatever their host or pid; restic's own locking does not skip them, so one left would keep `restic prune`
+    out. Fresh locks stay, whatever their pid (see the module's note)."""
+    now = time.time_ns()
+    gone = [lk for lk in read_locks(repo) if lk.stale(now)]
+    for lk in gone:
+        repo.backend.remove(LOCKS, lk.id)
+    return gone
+
+
+def dead_locks(repo: Repository) -> list[LockInfo]:
+    """The fresh locks of this host whose pid no longer runs: reported, never removed (see the module's note)."""
+    now = time.time_ns()
+    return [lk for lk in read_locks(repo) if not lk.stale(now) and lk.dead_here()]
 
 
 class Lock:
@@ -80,6 +115,7 @@ class Lock:
                 if lk.id != self.id and not lk.stale(now) and (self.exclusive or lk.exclusive)]
 
     def __enter__(self) -> Lock:
+        remove_stale_locks(self.repo)  # no running process holds them; restic's prune would stay locked out
         deadline = time.monotonic() + self.wait
         while True:
             conflicts = self._conflicts()
@@ -92,12 +128,11 @@ class Lock:
                 self.id = ""
                 conflicts = self._conflicts()
             if time.monotonic() >= deadline:
-                who = "a lock"
-                if conflicts:
-                    other = conflicts[0]
-                    who = f"{'an exclusive' if other.exclusive else 'a'} lock of {other.hostname} pid {other.pid}"
-                raise LockedError(f"the restic repository at {self.repo.backend.describe()} is locked by {who}; "
-                                  "wait for it to finish, or remove a stale lock with `restic unlock`")
+                where = f"the restic repository at {self.repo.backend.describe()}"
+                if conflicts and conflicts[0].dead_here():
+                    raise LockedError(f"{where} is locked by {conflicts[0].explain(self.repo)}")
+                who = conflicts[0].explain(self.repo) if conflicts else "a lock"
+                raise LockedError(f"{where} is locked by {who}; wait for it to finish")
             time.sleep(self.poll)
         self._thread = threading.Thread(target=self._refresh, name="restic-lock-refresh", daemon=True)
         self._thread.start()

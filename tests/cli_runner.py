@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -115,3 +116,27 @@ def _in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
         os.environ.clear()
         os.environ.update(saved)
     return subprocess.CompletedProcess(["kubectl-dr", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_until(args: list[str], env: dict[str, str], line: str, sig: signal.Signals) -> tuple[int, str]:
+    """Run `kubectl dr ARGS` and send `sig` as soon as it prints `line` on stderr; its exit code and stderr.
+
+    The interruption tests cut a command at a step it names aloud, so the cut lands where the step is."""
+    proc = subprocess.Popen([executable(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    try:
+        for text in proc.stderr:
+            seen.append(text)
+            if line in text:
+                proc.send_signal(sig)
+                break
+        seen.append(proc.stderr.read())
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = "".join(seen)
+    assert any(line in s for s in seen[:-1]), f"never said {line!r}:\n{said}"
+    return proc.returncode, said

@@ -38,6 +38,7 @@ from kubectl_dr.controlplane import files
 from kubectl_dr.controlplane.backup import BACKUP_TYPE, BackupResult
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.repo import LocalRepository, Repository
+from kubectl_dr.repo.local import pid_alive
 from kubectl_dr.repo.repository import Backup
 
 if TYPE_CHECKING:
@@ -68,21 +69,11 @@ def remove_stale_staging(tmp: str | None = None) -> list[Path]:
             owned = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
         except OSError:
             continue
-        if not owned or not pid_text.isdigit() or _running(int(pid_text)):
+        if not owned or not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def staging_repository() -> tuple[LocalRepository, Callable[[], None]]:

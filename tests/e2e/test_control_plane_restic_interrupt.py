@@ -16,13 +16,12 @@ import hashlib
 import json
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import clean_env, dr, executable
+from tests.cli_runner import clean_env, dr, run_until
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_control_plane_files import SHARED, kubeadm_modes, ok, state, write_pki
 from tests.e2e.test_etcd_snapshot import leftover_pods
@@ -46,26 +45,7 @@ def _env(c: Cluster, tmp: Path) -> dict[str, str]:
 
 
 def _run_until(env: dict[str, str], args: list[str], line: str, sig: signal.Signals) -> tuple[int, str]:
-    """Run `kubectl dr ARGS`, send `sig` as soon as it prints `line` on stderr; its exit code and stderr."""
-    proc = subprocess.Popen([executable(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    assert proc.stderr is not None
-    seen = []
-    try:
-        for text in proc.stderr:
-            seen.append(text)
-            if line in text:
-                proc.send_signal(sig)
-                break
-        seen.append(proc.stderr.read())
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    said = "".join(seen)
-    assert any(line in s for s in seen[:-1]), f"never said {line!r}:\n{said}"
-    return proc.returncode, said
+    return run_until(args, env, line, sig)
 
 
 def _running_pods(c: Cluster) -> list[str]:

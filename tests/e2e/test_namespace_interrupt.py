@@ -179,26 +179,9 @@ def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
 
 
 def run_until(cluster: Any, repo: Path, args: list[str], line: str, sig: signal.Signals) -> tuple[int, str]:
-    """Run `kubectl dr ARGS` and send `sig` as soon as it prints `line` on stderr; its exit code and stderr."""
+    """Run `kubectl dr ARGS` against the cluster and repository; `sig` as soon as it prints `line` on stderr."""
     env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
-    proc = subprocess.Popen([executable(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    seen = []
-    try:
-        for text in proc.stderr:
-            seen.append(text)
-            if line in text:
-                proc.send_signal(sig)
-                break
-        seen.append(proc.stderr.read())
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    said = "".join(seen)
-    assert any(line in s for s in seen[:-1]), f"never said {line!r}:\n{said}"
-    return proc.returncode, said
+    return cli_runner.run_until(args, env, line, sig)
 
 
 def assert_nothing_started_early(cluster: Any, ns: str, backup_id: str) -> None:

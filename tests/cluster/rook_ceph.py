@@ -161,10 +161,7 @@ def objects(layout: Layout, rook: dict[str, Any]) -> list[dict[str, Any]]:
                                                   for m in mons}}),
                   "maxMonId": str(len(mons) - 1), "outOfQuorum": ""}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rook-config-override", **ns},
-         # What a Rook user may set here, as ceph.conf: leases and elections shorter than ceph's defaults (a
-         # 5 s lease, so a peer that died is noticed only after 10 s; 5 s elections). The quorum rules are
-         # ceph-mon's own either way; the tests only wait less for each change of quorum.
-         "data": {"config": "[global]\nmon_lease = 2\nmon_election_timeout = 2\n"}},
+         "data": {"config": "[global]\n"}},
         _operator(),
     ]
     for m in mons:

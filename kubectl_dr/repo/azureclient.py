@@ -154,12 +154,8 @@ def make_container_client(settings: AzureSettings, where: AzureLocation) -> Any:
     from azure.storage.blob import ContainerClient, ExponentialRetry
 
     # The SDK's default waits 15 s, then 18, 24, 42…: minutes before an endpoint that does not answer is
-    # reported. Waits of 4, 6 and 10 s ride out a service's brief hiccup (a 5xx, a connection cut mid-request).
-    # A connection that cannot be made at all (refused, no such host, a connect timeout) is a wrong endpoint or
-    # a network that is down far more often than a hiccup: it is tried once more, so "cannot reach" comes in
-    # about 4 s instead of 20 (or 40 s instead of 80 when the endpoint drops packets).
-    retry = ExponentialRetry(initial_backoff=2, increment_base=2, retry_total=4, retry_connect=1,
-                             random_jitter_range=1)
+    # reported. 2, 4, 6 and 10 s ride out a service's brief hiccup and say "cannot reach" within half a minute.
+    retry = ExponentialRetry(initial_backoff=2, increment_base=2, retry_total=4, random_jitter_range=1)
     try:
         return ContainerClient(settings.account_url, where.container, credential=credential,
                                connection_timeout=20, read_timeout=120, retry_policy=retry,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,9 @@ def test_an_incremental_backup_reads_only_what_changed(cluster: Any, tmp_path: P
     for i in range(40):
         (vol / f"f{i:02d}").write_bytes(os.urandom(256 * 1024))
         os.chown(vol / f"f{i:02d}", 1000, 2000)
+    # A file changed within a second of a backup's listing is read again by the next backup (its change time
+    # could hide a second write in the same tick): the data must be older than that to be reused.
+    time.sleep(2.1)
     repo = f"restic:{tmp_path / 'repo'}"
     env = {"RESTIC_PASSWORD": PASSWORD}
     first = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", repo, "-o", "json", env=env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ def test_backup_incremental_restore_and_prune_in_azure(cluster: Any, azurite: Az
     env = {"RESTIC_PASSWORD": PASSWORD, "AZURE_ACCOUNT_NAME": DEV_ACCOUNT, "AZURE_ACCOUNT_KEY": DEV_KEY}
     at = ["--azure-endpoint", azurite.endpoint]
 
+    # A file changed within a second of a backup's listing is read again by the next backup (its change time
+    # could hide a second write in the same tick): the data must be older than that to be reused.
+    time.sleep(2.1)
     refused = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, *at, env=env)
     assert refused.returncode == 1 and "restic init" in refused.stderr, refused.stderr
     first = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", repo, *at, "-o", "json", env=env)

@@ -130,7 +130,8 @@ fi
 deadline=$(( $(since parked) + HOLD_TIMEOUT ))
 # "parked" in etcd only once this node's API server is gone: the client rewrites only when none serves.
 if ! has api-stopped; then
-  wait_for "$STOP_TIMEOUT" not api_up || refuse "the API server still answers ${STOP_TIMEOUT}s after its manifest left"
+  wait_for "$STOP_TIMEOUT" stopped api_up ||
+    refuse "the API server still answers ${STOP_TIMEOUT}s after its manifest left"
   log api-stopped
 fi
 reported=0

@@ -140,7 +140,10 @@ wait_for() {  # TIMEOUT CHECK...: true once CHECK succeeds within TIMEOUT second
     sleep 1  # local endpoints only: a check a second costs nothing, and every step ends sooner
   done
 }
-not() { ! "$@"; }
+# A server has stopped only when three probes a second apart all fail: one probe can fail while it still runs
+# (its 3 s timeout under load, a restart of its listener), and what follows a stop (moving etcd's data dir,
+# rewriting keys) must never happen under a live server. A stopped server refuses at once, so this costs ~2 s.
+stopped() { ! "$@" && sleep 1 && ! "$@" && sleep 1 && ! "$@"; }
 park() { [ -e "$MANIFESTS/$1" ] || return 0; mv "$MANIFESTS/$1" "$PARK/$1"; }
 unpark() {
   [ -e "$PARK/$1" ] || return 0
@@ -169,7 +172,7 @@ rollback() {
   if [ -e "$ASIDE" ]; then
     # The swap happened (or half of it): etcd must be stopped before its data dir changes under it.
     park etcd.yaml
-    wait_for "$STOP_TIMEOUT" not etcd_up || log warning "etcd still answers after ${STOP_TIMEOUT}s"
+    wait_for "$STOP_TIMEOUT" stopped etcd_up || log warning "etcd still answers after ${STOP_TIMEOUT}s"
     sleep 2
     if [ -e "$DATA" ]; then mv "$DATA" "$INCOMING" || { finish rollback-failed "cannot move $DATA aside"; }; fi
     mv "$ASIDE" "$DATA" || finish rollback-failed "cannot move $ASIDE back to $DATA"
@@ -210,9 +213,10 @@ wait_for "$GO_TIMEOUT" called ||
 log go
 for f in $OTHERS; do park "$f" || rollback "cannot move $f out of the manifests directory"; done
 log stopped-control-plane
-wait_for "$STOP_TIMEOUT" not api_up || rollback "the API server still answers ${STOP_TIMEOUT}s after its manifest left"
+wait_for "$STOP_TIMEOUT" stopped api_up ||
+  rollback "the API server still answers ${STOP_TIMEOUT}s after its manifest left"
 park etcd.yaml || rollback "cannot move etcd.yaml out of the manifests directory"
-wait_for "$STOP_TIMEOUT" not etcd_up || rollback "etcd still answers ${STOP_TIMEOUT}s after its manifest left"
+wait_for "$STOP_TIMEOUT" stopped etcd_up || rollback "etcd still answers ${STOP_TIMEOUT}s after its manifest left"
 sleep 2
 log stopped-etcd
 mv "$DATA" "$ASIDE" || rollback "cannot move $DATA to $ASIDE"

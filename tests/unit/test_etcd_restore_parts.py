@@ -3,9 +3,11 @@ the node script's refusals run by real busybox in a sandbox whose /host/... are 
 
 from __future__ import annotations
 
+import http.server
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -200,6 +202,58 @@ def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
     assert not (var / "etcd.before-20260101T000000Z-abcdef").exists()
     assert sorted(p.name for p in manifests.iterdir()) == sorted(["etcd.yaml", *nodescript.OTHERS])
     assert not list(parked.iterdir())
+
+
+class _AlwaysHealthy(http.server.BaseHTTPRequestHandler):
+    """An etcd that keeps answering after its manifest left (a kubelet that does not stop it)."""
+
+    def do_GET(self) -> None:
+        body = b'{"health":"true"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.skipif(not Path(BUSYBOX).exists(), reason="busybox not installed")
+def test_a_rollback_never_moves_data_under_a_live_etcd(tmp_path: Path) -> None:
+    """Swapped, then the pod restarted: the rollback parks etcd, but etcd still answers. Moving the dirs now
+    would let it write into the data from before the restore, so nothing moves and the run says so."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysHealthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        s = swap(stop_timeout=2, health_timeout=1, api_timeout=1,
+                 health_url=f"http://127.0.0.1:{port}/health?serializable=false")
+        host = tmp_path / "host"
+        manifests = host / "etc-kubernetes" / "manifests"
+        parked = host / "etc-kubernetes" / "kubectl-dr" / f"{s.run_id}-restore"
+        var = host / "var-lib"
+        for d in (manifests, parked, var):
+            d.mkdir(parents=True)
+        (manifests / nodescript.MANIFEST_FILE).write_text("self")
+        (manifests / "etcd.yaml").write_text("etcd.yaml")
+        for name in nodescript.OTHERS:
+            (parked / name).write_text(name)
+        (var / "etcd.before-20260101T000000Z-abcdef").mkdir()
+        (var / "etcd.before-20260101T000000Z-abcdef" / "old").write_text("old data")
+        (var / "etcd").mkdir()
+        (var / "etcd" / "new").write_text("restored data")
+        status = host / "kubectl-dr" / s.run_id / "status-restore"
+        status.parent.mkdir(parents=True)
+        status.write_text("1 start restore on cp-1\n2 stopped-control-plane\n3 stopped-etcd\n4 swapped /var/lib/etcd\n")
+        rows, _ = run_script(tmp_path, s)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rows[-1][1] == "rollback-failed", rows
+    assert "nothing was moved under it" in rows[-1][2]
+    assert (var / "etcd.before-20260101T000000Z-abcdef" / "old").read_text() == "old data"
+    assert (var / "etcd" / "new").read_text() == "restored data"
+    assert not (var / "etcd.restored-20260101T000000Z-abcdef").exists()
 
 
 def test_a_recorded_version_is_a_version_or_ignored(snapshot_34: Path, tmp_path: Path) -> None:

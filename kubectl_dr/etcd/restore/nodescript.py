@@ -172,7 +172,10 @@ rollback() {
   if [ -e "$ASIDE" ]; then
     # The swap happened (or half of it): etcd must be stopped before its data dir changes under it.
     park etcd.yaml
-    wait_for "$STOP_TIMEOUT" stopped etcd_up || log warning "etcd still answers after ${STOP_TIMEOUT}s"
+    # Never under a live etcd: files it opens by path after the moves would land in the data from before.
+    wait_for "$STOP_TIMEOUT" stopped etcd_up || finish rollback-failed "etcd still answers ${STOP_TIMEOUT}s after \
+its manifest left: nothing was moved under it ($ASIDE holds the data from before, $DATA the restored data; \
+the manifests wait in $PARK)"
     sleep 2
     if [ -e "$DATA" ]; then mv "$DATA" "$INCOMING" || { finish rollback-failed "cannot move $DATA aside"; }; fi
     mv "$ASIDE" "$DATA" || finish rollback-failed "cannot move $ASIDE back to $DATA"

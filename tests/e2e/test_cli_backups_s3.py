@@ -26,7 +26,7 @@ def _env(server: S3Server, **extra: str) -> dict[str, str]:
 
 
 def _dr(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, env=env, timeout=timeout)
+    return run_cli(*args, env=env, timeout=timeout, subprocess=True)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:

@@ -119,9 +119,11 @@ def _in_process(argv: list[str], env: dict[str, str], input: bytes | None, cwd: 
     stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
     stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace", write_through=True)
     stdin = io.TextIOWrapper(io.BytesIO(input or b""), encoding="utf-8")
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    command = [executable(), *argv]
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
     os.environ.clear()
     os.environ.update(env)
+    sys.argv = command  # `schedule print` writes the path of the executable it runs as into the entries
     try:
         if cwd is not None:
             os.chdir(cwd)
@@ -135,9 +137,10 @@ def _in_process(argv: list[str], env: dict[str, str], input: bytes | None, cwd: 
     finally:
         trace.configure(0, None)  # `-v N` is kept in the module for the life of the process, as a process would
         os.chdir(saved_cwd)
+        sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
-    return _as_text_run([executable(), *argv], code, out.getvalue(), err.getvalue())
+    return _as_text_run(command, code, out.getvalue(), err.getvalue())
 
 
 @contextlib.contextmanager

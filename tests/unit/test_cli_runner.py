@@ -13,7 +13,7 @@ import pytest
 
 from kubectl_dr.repo.local import LocalRepository
 from tests import tables
-from tests.cli_runner import clean_env, dr
+from tests.cli_runner import clean_env, dr, executable
 
 DEAD_KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -80,6 +80,12 @@ def test_results_errors_stdin_and_working_directory_as_the_executable(tmp_path: 
     # A relative repository is found from the run's working directory, not the test's.
     inside, outside = _both("backups", "list", "--repo", "repo", "-o", "json", cwd=tmp_path)
     assert inside == outside and [i["id"] for i in json.loads(inside[1])["items"]] == [backup_id]
+    # The entries `schedule print` writes name the executable that printed them.
+    inside, outside = _both("schedule", "print", "--crontab", "--repo", str(repo), "--what", "prune", "--keep-last",
+                            "1", "-o", "json", extra_env={"KUBECONFIG": str(tmp_path / "none"),
+                                                          "KUBECTL_DR_CONFIG": "/dev/null"})
+    assert inside == outside and inside[0] == 0, inside
+    assert [job["command"][0] for job in json.loads(inside[1])["jobs"]] == [executable()]
     # A kubeconfig given by environment, a server that refuses: the same error, exit 1.
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(DEAD_KUBECONFIG)
@@ -94,13 +100,14 @@ def test_a_dry_run_in_process_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_an_in_process_run_leaves_this_process_as_it_was(tmp_path: Path) -> None:
-    environ, cwd, streams = dict(os.environ), os.getcwd(), (sys.stdin, sys.stdout, sys.stderr)
+    environ, cwd, streams, argv = dict(os.environ), os.getcwd(), (sys.stdin, sys.stdout, sys.stderr), list(sys.argv)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(DEAD_KUBECONFIG)
     env = clean_env({"KUBECONFIG": str(kubeconfig), "KUBECTL_DR_ONLY_IN_THE_RUN": "1"})
     traced = dr("-v", "6", "version", "--request-timeout=2s", env=env, cwd=tmp_path)
     assert traced.returncode == 1 and "request.go] GET https://127.0.0.1:1/version" in traced.stderr, traced.stderr
-    assert (dict(os.environ), os.getcwd(), (sys.stdin, sys.stdout, sys.stderr)) == (environ, cwd, streams)
+    assert (dict(os.environ), os.getcwd(), (sys.stdin, sys.stdout, sys.stderr), sys.argv) == (
+        environ, cwd, streams, argv)
     # `-v 6` was that run's: the next run, without it, logs no request.
     untraced = dr("version", "--request-timeout=2s", env=env)
     assert untraced.returncode == 1 and "request.go]" not in untraced.stderr, untraced.stderr

@@ -15,7 +15,7 @@ import pytest
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import LocalRepository, Repository
 from tests import tables
-from tests.cli_runner import clean_env, dr, executable, run
+from tests.cli_runner import clean_env, dr, executable
 
 
 def _make(repo: Repository, type: str, source: dict[str, str], hint: str, data: bytes) -> str:
@@ -51,7 +51,7 @@ def test_list_table_json_and_env_var(repo: Repository, filled: dict[str, str]) -
     assert any(line.split()[1:4] == ["shop/data-db-0", "pvc", "shop/data-db-0"] for line in lines[1:])
 
     env = clean_env({"KUBECTL_DR_REPO": str(repo.path)})
-    as_json = run([executable(), "backups", "list", "-o", "json", "--type", "pvc"], env=env)
+    as_json = dr("backups", "list", "-o", "json", "--type", "pvc", env=env)
     assert as_json.returncode == 0, as_json.stderr
     items = json.loads(as_json.stdout)["items"]
     assert [i["id"] for i in items] == [m.id for m in repo.list(type="pvc")]
@@ -101,7 +101,7 @@ def test_list_default_location_is_xdg(tmp_path: Path) -> None:
     repo = LocalRepository(xdg / "kubectl-dr" / "backups")
     backup_id = _make(repo, "pvc", {"pvc": "x"}, "x", b"x")
     env = clean_env({"XDG_DATA_HOME": str(xdg)})
-    result = run([executable(), "backups", "list", "-o", "json"], env=env)
+    result = dr("backups", "list", "-o", "json", env=env)
     assert result.returncode == 0, result.stderr
     assert [i["id"] for i in json.loads(result.stdout)["items"]] == [backup_id]
 
@@ -167,7 +167,7 @@ def test_verify_shows_progress(repo: Repository) -> None:
     """A large backup takes minutes to verify: the user sees bytes, speed and ETA, then the result."""
     backup_id = _make(repo, "pvc", {"namespace": "shop", "pvc": "big"}, "big", os.urandom(24 << 20))
     env = clean_env({"KUBECTL_DR_PROGRESS_INTERVAL": "0"})
-    result = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    result = dr("backups", "verify", backup_id, "--repo", str(repo.path), env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert any(line.startswith(f"verify {backup_id}: ") and "of ~24.0 MiB" in line and "ETA" in line
@@ -182,7 +182,7 @@ def test_progress_without_a_terminal_every_few_seconds(repo: Repository) -> None
     chunk); each line says the bytes so far of the total, a rate and an ETA, in binary units."""
     backup_id = _make(repo, "pvc", {"namespace": "shop", "pvc": "big"}, "big", os.urandom(8 << 20))
     env = clean_env({"KUBECTL_DR_PROGRESS_SECONDS": "0"})
-    result = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    result = dr("backups", "verify", backup_id, "--repo", str(repo.path), env=env)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"verify {backup_id}: ")]
     assert any(re.fullmatch(rf"verify {backup_id}: \d+\.\d MiB of ~8\.0 MiB \(\d+%\), \d+\.\d [KMG]iB/s, ETA \S+",
@@ -197,7 +197,7 @@ def test_list_and_delete_say_sizes_in_binary_units(repo: Repository) -> None:
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
     assert dict(zip(re.split(r" {3,}", header), re.split(r" {3,}", row), strict=True))["SIZE"] == "1.5 MiB", row
-    refused = run([executable(), "backups", "delete", backup_id, "--repo", str(repo.path)], input=b"")
+    refused = dr("backups", "delete", backup_id, "--repo", str(repo.path), input=b"")
     assert refused.returncode == 1
     assert f'delete backup "{backup_id}" (1.5 MiB)' in refused.stderr, refused.stderr
 
@@ -344,11 +344,11 @@ def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled:
     for args in (["backups", "copy", filled["a1"], "--repo", str(repo.path), "--to", "gs://b/p"],
                  ["backups", "list", "--repo", "gs://c/p"],
                  ["schedule", "print", "--crontab", "--what", "copy", "--repo", str(repo.path), "--to", "gs://b/p"]):
-        refused = run([executable(), *args], cwd=work)
+        refused = dr(*args, cwd=work)
         assert refused.returncode == 2, refused.stdout
         assert "unknown repository scheme" in refused.stderr and "s3://BUCKET/PREFIX" in refused.stderr
     env = clean_env({"KUBECTL_DR_REPO": "restic:/x"})
-    refused = run([executable(), "backups", "list"], env=env, cwd=work)
+    refused = dr("backups", "list", env=env, cwd=work)
     assert refused.returncode == 2 and "KUBECTL_DR_REPO" in refused.stderr
     assert os.listdir(work) == []
 
@@ -381,7 +381,7 @@ def test_verify_of_an_encrypted_backup_without_a_key_names_stored_only(repo: Rep
             part.write(b"secret" * 100)
         backup_id = writer.commit({"files": 1}).id
     env = clean_env({"XDG_CONFIG_HOME": str(tmp_path / "no-config")})
-    refused = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    refused = dr("backups", "verify", backup_id, "--repo", str(repo.path), env=env)
     assert refused.returncode == 1
     assert "--identity" in refused.stderr and "--stored-only" in refused.stderr, refused.stderr
 

@@ -140,9 +140,9 @@ def test_flags_and_files(tmp_path: Path) -> None:
     env = clean_env({"KUBECTL_DR_REPO": str(tmp_path)})
     usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env)
     assert usage.returncode == 2 and "--cert and --key go together" in usage.stderr
-    down = dr("etcd", "snapshot", "--endpoints", "http://127.0.0.1:1", env=env, subprocess=True)
+    down = dr("etcd", "snapshot", "--endpoints", "http://127.0.0.1:1", env=env)
     failed(down, "etcd at http://127.0.0.1:1: UNAVAILABLE")
     junk = tmp_path / "junk.db"
     junk.write_bytes(secrets.token_bytes(4096 + 32))
-    failed(dr("etcd", "verify", str(junk), env=env, subprocess=True), "not an etcd snapshot")
+    failed(dr("etcd", "verify", str(junk), env=env), "not an etcd snapshot")
     assert os.listdir(tmp_path) == ["junk.db"]

@@ -1,17 +1,18 @@
-"""Run the installed `kubectl-dr` executables as a user would: as subprocesses, never in-process."""
+"""Run `kubectl dr`: in this interpreter by default, as the installed executables where a real process matters."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import locale
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 
@@ -70,6 +71,9 @@ class HasKubeconfig(Protocol):
     def kubeconfig(self) -> Path: ...
 
 
+Result = subprocess.CompletedProcess[str]
+
+
 def dr(
     *args: str,
     cluster: HasKubeconfig | None = None,
@@ -80,42 +84,81 @@ def dr(
     input: bytes | None = None,
     timeout: float = 300,
     cwd: str | Path | None = None,
-    in_process: bool = False,
-) -> subprocess.CompletedProcess[str]:
+    subprocess: bool = False,
+) -> Result:
     """The suite's one way to run `kubectl dr ARGS`: against `cluster`'s kubeconfig, with `repo` as
-    KUBECTL_DR_REPO and `--context CONTEXT` when given, in `env` (else clean_env()) plus `extra_env`.
+    KUBECTL_DR_REPO and `--context CONTEXT` when given, in `env` (else clean_env()) plus `extra_env`, with
+    `input` as stdin (else an empty stdin, as in cron or CI) in `cwd`.
 
-    A subprocess, as a user runs it; `in_process` runs the same entry point (`kubectl_dr.cli.main.run`) in
-    this interpreter instead, for what ends before any I/O (usage errors, dry runs, output formats), where
-    the interpreter's start is most of the time. Signals, terminals, exit codes of the executable and the
-    plugin protocol stay subprocesses."""
+    In this interpreter by default: the executable's own entry point (`kubectl_dr.cli.main.run`) with this
+    environment, stdin, stdout and stderr (none of them a terminal) and working directory for the call, so
+    a usage error, a dry run or an output format costs milliseconds instead of an interpreter's start.
+    The result has the subprocess's shape (stdout and stderr apart, decoded as `text=True` decodes them).
+
+    `subprocess=True` runs the installed executable, as a user does, for what only a real process shows:
+    signals and Ctrl-C, terminals, the exit code of the executable, the kubectl plugin protocol and
+    completion, a `timeout`, and runs that start pods, whose cleanup must not depend on the test process."""
     full = dict(env) if env is not None else clean_env()
     if cluster is not None:
         full["KUBECONFIG"] = str(cluster.kubeconfig)
     if repo is not None:
         full["KUBECTL_DR_REPO"] = str(repo)
     full.update(extra_env or {})
-    flags = ["--context", context] if context else []
-    if in_process:
-        assert input is None and cwd is None, "in_process runs take no stdin and no working directory"
-        return _in_process([*flags, *args], full)
-    return run([executable(), *flags, *args], env=full, input=input, timeout=timeout, cwd=cwd)
+    argv = ["--context", context, *args] if context else list(args)
+    if subprocess:
+        return run([executable(), *argv], env=full, input=input, timeout=timeout, cwd=cwd)
+    return _in_process(argv, full, input, cwd)
 
 
-def _in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _in_process(argv: list[str], env: dict[str, str], input: bytes | None, cwd: str | Path | None) -> Result:
     from kubectl_dr.cli.main import run as main_run
+    from kubectl_dr.kube import trace
 
-    out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
+    # Byte streams under text ones, like a process's: `backups cat` writes to sys.stdout.buffer.
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace", write_through=True)
+    stdin = io.TextIOWrapper(io.BytesIO(input or b""), encoding="utf-8")
+    command = [executable(), *argv]
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
     os.environ.clear()
     os.environ.update(env)
+    sys.argv = command  # `schedule print` writes the path of the executable it runs as into the entries
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main_run(args)
+        if cwd is not None:
+            os.chdir(cwd)
+        with _streams(stdin, stdout, stderr):
+            try:
+                code = main_run(argv)
+            except SystemExit as exc:  # what a process would end with, should anything call sys.exit
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        stdout.flush()
+        stderr.flush()
     finally:
+        trace.configure(0, None)  # `-v N` is kept in the module for the life of the process, as a process would
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
         os.environ.clear()
-        os.environ.update(saved)
-    return subprocess.CompletedProcess(["kubectl-dr", *args], code, out.getvalue(), err.getvalue())
+        os.environ.update(saved_env)
+    return _as_text_run(command, code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _streams(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> Iterator[None]:
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
+    try:
+        yield
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+
+
+def _as_text_run(args: list[str], code: int, out: bytes, err: bytes) -> Result:
+    """Bytes as `subprocess.run(text=True)` returns them: the locale's encoding, universal newlines."""
+    def text(raw: bytes) -> str:
+        return io.TextIOWrapper(io.BytesIO(raw), encoding=locale.getpreferredencoding(False)).read()
+
+    return subprocess.CompletedProcess(args, code, text(out), text(err))
 
 
 def run_until(args: list[str], env: dict[str, str], line: str, sig: signal.Signals) -> tuple[int, str]:

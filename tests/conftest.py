@@ -64,10 +64,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session", autouse=True)
 def _own_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The default repository ($XDG_DATA_HOME/kubectl-dr/backups), config file and schedule state of every
-    kubectl-dr a test runs are this process's own: neither the developer's nor another xdist worker's. A
-    test that sets one of these variables itself still does."""
+    kubectl-dr a test runs are this process's own: neither the developer's nor another xdist worker's. So
+    is the cache of the tools the tests run (restic keeps its cache under $XDG_CACHE_HOME when no
+    RESTIC_CACHE_DIR is given, as for a rest: URL). A test that sets one of these variables itself still does."""
     base = tmp_path_factory.mktemp("xdg")
-    names = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")
+    names = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")
     before = {name: os.environ.get(name) for name in names}
     for name in names:
         os.environ[name] = str(base / name.lower())

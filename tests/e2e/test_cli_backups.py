@@ -15,7 +15,7 @@ import pytest
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import LocalRepository, Repository
 from tests import tables
-from tests.cli_runner import clean_env, dr, executable, run
+from tests.cli_runner import clean_env, dr, executable
 
 
 def _make(repo: Repository, type: str, source: dict[str, str], hint: str, data: bytes) -> str:
@@ -51,7 +51,7 @@ def test_list_table_json_and_env_var(repo: Repository, filled: dict[str, str]) -
     assert any(line.split()[1:4] == ["shop/data-db-0", "pvc", "shop/data-db-0"] for line in lines[1:])
 
     env = clean_env({"KUBECTL_DR_REPO": str(repo.path)})
-    as_json = run([executable(), "backups", "list", "-o", "json", "--type", "pvc"], env=env)
+    as_json = dr("backups", "list", "-o", "json", "--type", "pvc", env=env)
     assert as_json.returncode == 0, as_json.stderr
     items = json.loads(as_json.stdout)["items"]
     assert [i["id"] for i in items] == [m.id for m in repo.list(type="pvc")]
@@ -86,7 +86,7 @@ def test_list_shows_name_skipped_entries_and_verification(repo: Repository, fill
         filled["s1"]: ("cp-1", "-", "-"),
     }
 
-    listed = dr("backups", "list", "--repo", str(repo.path), "-o", "json", in_process=True)
+    listed = dr("backups", "list", "--repo", str(repo.path), "-o", "json")
     assert listed.returncode == 0, listed.stderr
     items = {i["id"]: i for i in json.loads(listed.stdout)["items"]}
     assert (items[named]["name"], items[named]["skippedUnreadable"]) == ("before-upgrade", 2)
@@ -101,7 +101,7 @@ def test_list_default_location_is_xdg(tmp_path: Path) -> None:
     repo = LocalRepository(xdg / "kubectl-dr" / "backups")
     backup_id = _make(repo, "pvc", {"pvc": "x"}, "x", b"x")
     env = clean_env({"XDG_DATA_HOME": str(xdg)})
-    result = run([executable(), "backups", "list", "-o", "json"], env=env)
+    result = dr("backups", "list", "-o", "json", env=env)
     assert result.returncode == 0, result.stderr
     assert [i["id"] for i in json.loads(result.stdout)["items"]] == [backup_id]
 
@@ -114,7 +114,7 @@ def test_empty_repository(tmp_path: Path) -> None:
 
 
 def test_show_by_prefix_and_unknown_id(repo: Repository, filled: dict[str, str]) -> None:
-    result = dr("backups", "show", filled["s1"][:22], "--repo", str(repo.path), "-o", "json", in_process=True)
+    result = dr("backups", "show", filled["s1"][:22], "--repo", str(repo.path), "-o", "json")
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["id"] == filled["s1"] and shown["type"] == "etcd-snapshot"
@@ -167,7 +167,7 @@ def test_verify_shows_progress(repo: Repository) -> None:
     """A large backup takes minutes to verify: the user sees bytes, speed and ETA, then the result."""
     backup_id = _make(repo, "pvc", {"namespace": "shop", "pvc": "big"}, "big", os.urandom(24 << 20))
     env = clean_env({"KUBECTL_DR_PROGRESS_INTERVAL": "0"})
-    result = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    result = dr("backups", "verify", backup_id, "--repo", str(repo.path), env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert any(line.startswith(f"verify {backup_id}: ") and "of ~24.0 MiB" in line and "ETA" in line
@@ -182,7 +182,7 @@ def test_progress_without_a_terminal_every_few_seconds(repo: Repository) -> None
     chunk); each line says the bytes so far of the total, a rate and an ETA, in binary units."""
     backup_id = _make(repo, "pvc", {"namespace": "shop", "pvc": "big"}, "big", os.urandom(8 << 20))
     env = clean_env({"KUBECTL_DR_PROGRESS_SECONDS": "0"})
-    result = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    result = dr("backups", "verify", backup_id, "--repo", str(repo.path), env=env)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"verify {backup_id}: ")]
     assert any(re.fullmatch(rf"verify {backup_id}: \d+\.\d MiB of ~8\.0 MiB \(\d+%\), \d+\.\d [KMG]iB/s, ETA \S+",
@@ -197,7 +197,7 @@ def test_list_and_delete_say_sizes_in_binary_units(repo: Repository) -> None:
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
     assert dict(zip(re.split(r" {3,}", header), re.split(r" {3,}", row), strict=True))["SIZE"] == "1.5 MiB", row
-    refused = run([executable(), "backups", "delete", backup_id, "--repo", str(repo.path)], input=b"")
+    refused = dr("backups", "delete", backup_id, "--repo", str(repo.path), input=b"")
     assert refused.returncode == 1
     assert f'delete backup "{backup_id}" (1.5 MiB)' in refused.stderr, refused.stderr
 
@@ -211,7 +211,7 @@ def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
 def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]) -> None:
     """A client dry run checks the backup and says so, but writes no verification record, good or bad."""
     before = _tree(repo.path)
-    checked = dr("backups", "verify", filled["a1"], "--repo", str(repo.path), "--dry-run=client", in_process=True)
+    checked = dr("backups", "verify", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
     assert checked.returncode == 0, checked.stderr
     row = tables.rows(checked.stdout)[0]
     assert (row["ID"], row["VERIFIED"], row["RECORDED"]) == (filled["a1"], "ok", "no")
@@ -222,11 +222,11 @@ def test_verify_dry_run_records_nothing(repo: Repository, filled: dict[str, str]
     stored = part.read_bytes()
     part.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
     before = _tree(repo.path)
-    damaged = dr("backups", "verify", filled["a2"], "--repo", str(repo.path), "--dry-run=client", in_process=True)
+    damaged = dr("backups", "verify", filled["a2"], "--repo", str(repo.path), "--dry-run=client")
     assert damaged.returncode == 1
     assert f'backup "{filled["a2"]}" is damaged' in damaged.stderr
     assert _tree(repo.path) == before
-    shown = dr("backups", "show", filled["a2"], "--repo", str(repo.path), "-o", "json", in_process=True)
+    shown = dr("backups", "show", filled["a2"], "--repo", str(repo.path), "-o", "json")
     assert "lastVerification" not in json.loads(shown.stdout)
 
 
@@ -243,8 +243,7 @@ def test_delete_needs_yes_without_a_terminal(repo: Repository, filled: dict[str,
 
 
 def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
-    dry = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client", "-o", "json",
-             in_process=True)
+    dry = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client", "-o", "json")
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
     assert plan["removed"] == [filled["a1"]] and plan["dryRun"] is True
@@ -255,7 +254,7 @@ def test_prune_keep_last(repo: Repository, filled: dict[str, str]) -> None:
     assert result.stdout == f'backup "{filled["a1"]}" deleted\n'
     assert sorted(os.listdir(repo.path)) == sorted([filled["a2"], filled["s1"]])
 
-    bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path), in_process=True)
+    bad = dr("backups", "prune", "--keep-last", "-1", "--repo", str(repo.path))
     assert bad.returncode == 2
 
 
@@ -282,17 +281,16 @@ def test_prune_dry_run_shows_what_is_kept_and_the_rule_that_keeps_it(repo: Repos
 def test_dry_runs_say_would(repo: Repository, filled: dict[str, str], tmp_path: Path) -> None:
     """A dry run's results on stdout say what would happen, never that it happened; nothing changes."""
     before = _tree(repo.path)
-    delete = dr("backups", "delete", filled["a1"], "--repo", str(repo.path), "--dry-run=client", in_process=True)
+    delete = dr("backups", "delete", filled["a1"], "--repo", str(repo.path), "--dry-run=client")
     assert delete.returncode == 0, delete.stderr
     assert delete.stdout == f'backup "{filled["a1"]}" would be deleted (dry run)\n'
 
-    prune = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client", in_process=True)
+    prune = dr("backups", "prune", "--keep-last", "1", "--repo", str(repo.path), "--dry-run=client")
     assert prune.returncode == 0, prune.stderr
     assert "would delete 1 (dry run)" in prune.stdout and " deleted" not in prune.stdout
 
     target = tmp_path / "copies"
-    copy = dr("backups", "copy", filled["s1"], "--repo", str(repo.path), "--to", str(target), "--dry-run=client",
-              in_process=True)
+    copy = dr("backups", "copy", filled["s1"], "--repo", str(repo.path), "--to", str(target), "--dry-run=client")
     assert copy.returncode == 0, copy.stderr
     assert [line.split() for line in copy.stdout.splitlines()] == [
         ["ID", "RESULT", "LOCATION"], [filled["s1"], "would", "copy", str(target / filled["s1"])]]
@@ -322,12 +320,11 @@ def test_a_crafted_id_is_reported_and_never_copied_out(repo: Repository, filled:
     """`../../evilid` in a manifest: listed as a problem, skipped by `copy --all`, nothing outside the target."""
     manifest = repo.path / filled["a1"] / "manifest.json"
     manifest.write_text(manifest.read_text().replace(f'"id": "{filled["a1"]}"', '"id": "../../evilid"'))
-    listed = dr("backups", "list", "--repo", str(repo.path), "-o", "json", in_process=True)
+    listed = dr("backups", "list", "--repo", str(repo.path), "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert "evilid" not in listed.stdout and "invalid backup ID '../../evilid'" in listed.stderr
     target = tmp_path / "deep" / "er" / "target"
-    copied = dr("backups", "copy", "--all", "--to", str(target), "--repo", str(repo.path), "-o", "json",
-                in_process=True)
+    copied = dr("backups", "copy", "--all", "--to", str(target), "--repo", str(repo.path), "-o", "json")
     assert copied.returncode == 0, copied.stderr
     assert sorted(json.loads(copied.stdout)["copied"]) == sorted([filled["a2"], filled["s1"]])
     assert sorted(os.listdir(target)) == sorted([filled["a2"], filled["s1"]])
@@ -347,11 +344,11 @@ def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled:
     for args in (["backups", "copy", filled["a1"], "--repo", str(repo.path), "--to", "gs://b/p"],
                  ["backups", "list", "--repo", "gs://c/p"],
                  ["schedule", "print", "--crontab", "--what", "copy", "--repo", str(repo.path), "--to", "gs://b/p"]):
-        refused = run([executable(), *args], cwd=work)
+        refused = dr(*args, cwd=work)
         assert refused.returncode == 2, refused.stdout
         assert "unknown repository scheme" in refused.stderr and "s3://BUCKET/PREFIX" in refused.stderr
     env = clean_env({"KUBECTL_DR_REPO": "restic:/x"})
-    refused = run([executable(), "backups", "list"], env=env, cwd=work)
+    refused = dr("backups", "list", env=env, cwd=work)
     assert refused.returncode == 2 and "KUBECTL_DR_REPO" in refused.stderr
     assert os.listdir(work) == []
 
@@ -360,7 +357,7 @@ def test_an_unknown_repository_scheme_is_a_usage_error(repo: Repository, filled:
 def test_an_unknown_type_is_a_usage_error_naming_the_valid_ones(
     repo: Repository, filled: dict[str, str], command: list[str]
 ) -> None:
-    result = dr("backups", *command, "--type", "bogus", "--repo", str(repo.path), in_process=True)
+    result = dr("backups", *command, "--type", "bogus", "--repo", str(repo.path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     assert "bogus" in result.stderr
@@ -370,7 +367,7 @@ def test_an_unknown_type_is_a_usage_error_naming_the_valid_ones(
 
 
 def test_type_etcd_means_etcd_snapshots(repo: Repository, filled: dict[str, str]) -> None:
-    result = dr("backups", "list", "--type", "etcd", "--repo", str(repo.path), "-o", "json", in_process=True)
+    result = dr("backups", "list", "--type", "etcd", "--repo", str(repo.path), "-o", "json")
     assert result.returncode == 0, result.stderr
     assert [i["id"] for i in json.loads(result.stdout)["items"]] == [filled["s1"]]
 
@@ -384,7 +381,7 @@ def test_verify_of_an_encrypted_backup_without_a_key_names_stored_only(repo: Rep
             part.write(b"secret" * 100)
         backup_id = writer.commit({"files": 1}).id
     env = clean_env({"XDG_CONFIG_HOME": str(tmp_path / "no-config")})
-    refused = run([executable(), "backups", "verify", backup_id, "--repo", str(repo.path)], env=env)
+    refused = dr("backups", "verify", backup_id, "--repo", str(repo.path), env=env)
     assert refused.returncode == 1
     assert "--identity" in refused.stderr and "--stored-only" in refused.stderr, refused.stderr
 

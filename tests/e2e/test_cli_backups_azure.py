@@ -19,7 +19,7 @@ from kubectl_dr.repo import LocalRepository, open_repository
 from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY
 from tests import tables
 from tests.azurite import Azurite
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import clean_env, dr
 from tests.polling import eventually
 from tests.s3server import S3Server
 
@@ -33,8 +33,10 @@ def _env(server: Azurite, **extra: str) -> dict[str, str]:
             "KUBECTL_DR_CONFIG": os.devnull, "TZ": "UTC", **extra}
 
 
-def _dr(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=env, timeout=timeout, input=b"")
+def _dr(env: dict[str, str], *args: str, timeout: float = 180, process: bool = False
+        ) -> subprocess.CompletedProcess[str]:
+    """In-process against Azurite; `process` for the runs that start pods in the cluster."""
+    return dr(*args, env=env, timeout=timeout, input=b"", subprocess=process)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -145,8 +147,8 @@ def test_schedule_print_names_the_account_never_the_key(tmp_path: Path) -> None:
                      "AZURE_STORAGE_ACCOUNT": "drbackups", "AZURE_STORAGE_KEY": "never-printed",
                      "AZURE_STORAGE_CONNECTION_STRING": "AccountName=xyzacct;AccountKey=never-printed",
                      "XDG_STATE_HOME": str(tmp_path / "state")})
-    text = run([executable(), "schedule", "print", "--crontab", "--what", "etcd-pull", "--what", "copy",
-                "--repo", "azure://drb/prod", "--to", "azure://offsite/prod"], env=env)
+    text = dr("schedule", "print", "--crontab", "--what", "etcd-pull", "--what", "copy",
+              "--repo", "azure://drb/prod", "--to", "azure://offsite/prod", env=env)
     assert text.returncode == 0, text.stderr
     assert "never-printed" not in text.stdout and "AZURE_STORAGE_ACCOUNT=drbackups" in text.stdout
     assert "etcd snapshots pull --repo azure://drb/prod --yes" in text.stdout
@@ -156,11 +158,11 @@ def test_schedule_print_names_the_account_never_the_key(tmp_path: Path) -> None:
 def test_schedule_print_carries_the_azure_endpoints(tmp_path: Path) -> None:
     env = clean_env({"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": os.devnull,
                      "AZURE_STORAGE_ACCOUNT": "drbackups", "XDG_STATE_HOME": str(tmp_path / "state")})
-    text = run([executable(), "schedule", "print", "--crontab", "--what", "etcd-pull", "--what", "copy",
-                "--what", "prune", "--keep-last", "3", "--repo", "azure://drb/prod",
-                "--azure-endpoint", "https://drbackups.blob.core.usgovcloudapi.net",
-                "--to", "azure://offsite/prod", "--to-azure-endpoint", "http://127.0.0.1:10000/devstoreaccount1"],
-               env=env)
+    text = dr("schedule", "print", "--crontab", "--what", "etcd-pull", "--what", "copy",
+              "--what", "prune", "--keep-last", "3", "--repo", "azure://drb/prod",
+              "--azure-endpoint", "https://drbackups.blob.core.usgovcloudapi.net",
+              "--to", "azure://offsite/prod", "--to-azure-endpoint", "http://127.0.0.1:10000/devstoreaccount1",
+              env=env)
     assert text.returncode == 0, text.stderr
     near = "--repo azure://drb/prod --azure-endpoint https://drbackups.blob.core.usgovcloudapi.net"
     assert f"etcd snapshots pull {near} --yes" in text.stdout
@@ -168,11 +170,11 @@ def test_schedule_print_carries_the_azure_endpoints(tmp_path: Path) -> None:
     assert (f"backups copy --all --to azure://offsite/prod {near} "
             "--to-azure-endpoint http://127.0.0.1:10000/devstoreaccount1") in text.stdout
     # A target endpoint without an Azure target, or an endpoint that is no URL, is refused before anything prints.
-    wrong = run([executable(), "schedule", "print", "--crontab", "--what", "copy", "--repo", "azure://drb/prod",
-                 "--to", "s3://offsite/prod", "--to-azure-endpoint", "http://127.0.0.1:10000/x"], env=env)
+    wrong = dr("schedule", "print", "--crontab", "--what", "copy", "--repo", "azure://drb/prod",
+               "--to", "s3://offsite/prod", "--to-azure-endpoint", "http://127.0.0.1:10000/x", env=env)
     assert wrong.returncode == 2 and "--to-azure-endpoint" in wrong.stderr and not wrong.stdout
-    bad = run([executable(), "schedule", "print", "--crontab", "--repo", "azure://drb/prod",
-               "--azure-endpoint", "drbackups.blob.core.windows.net"], env=env)
+    bad = dr("schedule", "print", "--crontab", "--repo", "azure://drb/prod",
+             "--azure-endpoint", "drbackups.blob.core.windows.net", env=env)
     assert bad.returncode == 1 and "not an http(s) URL" in bad.stderr and not bad.stdout
 
 
@@ -186,18 +188,18 @@ def test_etcd_snapshot_into_azure_with_a_copy(cluster: Any, azurite: Azurite, se
     s3 = f"s3://{seaweedfs.new_bucket()}/etcd"
     env = _env(azurite, **seaweedfs.env(), KUBECONFIG=str(cluster.kubeconfig), KUBECTL_DR_REPO=url)
     at = ("--azure-endpoint", azurite.endpoint)
-    refused = _dr(env, "etcd", "snapshot", *at)
+    refused = _dr(env, "etcd", "snapshot", *at, process=True)
     assert refused.returncode == 1 and "refusing to write an etcd snapshot unencrypted" in refused.stderr
     made = _ok(_dr(env, "etcd", "snapshot", *at, "--encrypt-to", str(identity.to_public()), "--copy-to", s3,
-                   "-o", "json"))
+                   "-o", "json", process=True))
     assert made["location"] == f"{url}/{made['id']}" and made["repository"] == url
     assert made["copies"] == [{"repository": s3, "location": f"{s3}/{made['id']}", "encrypted": True}]
     assert f"etcd/{made['id']}/snapshot.db.age" in azurite.blobs(url.split("/")[2])
-    _ok(_dr(env, "backups", "verify", made["id"], *at, "--identity", str(key)))
-    _ok(_dr(env, "backups", "verify", made["id"], "--repo", s3, "--identity", str(key)))
+    _ok(_dr(env, "backups", "verify", made["id"], *at, "--identity", str(key), process=True))
+    _ok(_dr(env, "backups", "verify", made["id"], "--repo", s3, "--identity", str(key), process=True))
     # An Azure --copy-to beside a local repository, checked before the cluster is touched.
     nowhere = _dr({**env, "KUBECTL_DR_REPO": str(tmp_path / "repo")}, "etcd", "snapshot", "--yes", *at,
-                  "--copy-to", "azure://no-such-container/x")
+                  "--copy-to", "azure://no-such-container/x", process=True)
     assert nowhere.returncode == 1 and "does not exist" in nowhere.stderr
     assert "saving a snapshot" not in nowhere.stderr
 
@@ -215,10 +217,10 @@ def test_etcd_snapshots_pull_into_azure(fast: Any, azurite: Azurite) -> None:
     name, directory = "dr-azure-pull", "/var/lib/kubectl-dr/azure-snapshots"
     env = _env(azurite, KUBECONFIG=str(c.kubeconfig))
     _ok(_dr(env, "schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "2",
-            "--dir", directory))
+            "--dir", directory, process=True))
     try:
         def complete() -> list[dict[str, Any]]:
-            found = _ok(_dr(env, "etcd", "snapshots", "list", "--dir", directory, "-o", "json"))
+            found = _ok(_dr(env, "etcd", "snapshots", "list", "--dir", directory, "-o", "json", process=True))
             return [s for s in found["items"] if s["complete"]]
 
         eventually(complete, 120, "a complete snapshot from the schedule", interval=1.0)
@@ -226,17 +228,18 @@ def test_etcd_snapshots_pull_into_azure(fast: Any, azurite: Azurite) -> None:
         url = f"azure://{azurite.new_container()}/etcd"
         at = ("--azure-endpoint", azurite.endpoint)
         pulled = _ok(_dr(env, "etcd", "snapshots", "pull", "--to", url, *at, "--dir", directory, "--yes", "-o",
-                         "json"))
+                         "json", process=True))
         assert pulled["pulled"] and pulled["alreadyInRepository"] == []
-        backups = _ok(_dr(env, "backups", "list", "--repo", url, *at, "--type", "etcd-snapshot", "-o", "json"))
+        backups = _ok(_dr(env, "backups", "list", "--repo", url, *at, "--type", "etcd-snapshot", "-o", "json",
+                          process=True))
         assert {b["id"] for b in backups["items"]} == {p["id"] for p in pulled["pulled"]}
         for item in backups["items"]:
-            _ok(_dr(env, "backups", "verify", item["id"], "--repo", url, *at))
+            _ok(_dr(env, "backups", "verify", item["id"], "--repo", url, *at, process=True))
         again = _ok(_dr(env, "etcd", "snapshots", "pull", "--to", url, *at, "--dir", directory, "--yes", "-o",
-                        "json"))
+                        "json", process=True))
         assert len(again["alreadyInRepository"]) >= len(pulled["pulled"])
     finally:
-        _dr(env, "schedule", "delete", name, "--yes")
+        _dr(env, "schedule", "delete", name, "--yes", process=True)
 
 
 def test_pvc_backup_into_azure_and_restore_from_it(cluster: Any, azurite: Azurite, tmp_path: Path) -> None:
@@ -264,15 +267,15 @@ def test_pvc_backup_into_azure_and_restore_from_it(cluster: Any, azurite: Azurit
     at = ("--azure-endpoint", azurite.endpoint)
 
     made = _ok(_dr(env, "pvc", "backup", "data", "-n", ns, *at, "--encrypt-to", str(identity.to_public()),
-                   "-o", "json", timeout=300))
+                   "-o", "json", timeout=300, process=True))
     assert made["location"] == f"{url}/{made['id']}" and made["parts"][0]["stored"]["file"] == "data.tar.age"
-    _ok(_dr(env, "backups", "verify", made["id"], *at, "--identity", str(key)))
+    _ok(_dr(env, "backups", "verify", made["id"], *at, "--identity", str(key), process=True))
     assert managed_pods(cluster, ns) == []
 
     (vol / "dir" / "note.txt").write_text("changed by the app after the backup\n")
     (vol / "big.bin").unlink()
     restored = _ok(_dr(env, "pvc", "restore", "data", "-n", ns, *at, "--from", made["id"], "--yes", "-i", str(key),
-                       "-o", "json", timeout=300))
+                       "-o", "json", timeout=300, process=True))
     assert restored["backup"] == made["id"]
     assert (vol / "dir" / "note.txt").read_text() == "hello\n" and (vol / "big.bin").stat().st_size == 20 << 20
     assert (vol / "dir" / "note.txt").stat().st_uid == 1000 and os.readlink(vol / "link") == "dir/note.txt"

@@ -25,8 +25,10 @@ def _env(server: S3Server, **extra: str) -> dict[str, str]:
     return clean_env({**server.env(), "KUBECTL_DR_CONFIG": os.devnull, "TZ": "UTC", **extra})
 
 
-def _dr(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, env=env, timeout=timeout)
+def _dr(env: dict[str, str], *args: str, timeout: float = 180, process: bool = False
+        ) -> subprocess.CompletedProcess[str]:
+    """In-process against the S3 server; `process` for the runs that start pods in the cluster."""
+    return run_cli(*args, env=env, timeout=timeout, subprocess=process)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -164,31 +166,31 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     then verified with the identity."""
     url = f"s3://{seaweedfs.new_bucket()}/etcd"
     env = _env(seaweedfs, KUBECONFIG=str(cluster.kubeconfig), KUBECTL_DR_REPO=url)
-    refused = _dr(env, "etcd", "snapshot")
+    refused = _dr(env, "etcd", "snapshot", process=True)
     assert refused.returncode == 1 and "refusing to write an etcd snapshot unencrypted" in refused.stderr
     assert "saving a snapshot" not in refused.stderr  # asked before anything ran in the cluster
 
     identity = pyrage.x25519.Identity.generate()
     key = tmp_path / "age.txt"
     key.write_text(f"{identity}\n")
-    made = _ok(_dr(env, "etcd", "snapshot", "--encrypt-to", str(identity.to_public()), "-o", "json"))
+    made = _ok(_dr(env, "etcd", "snapshot", "--encrypt-to", str(identity.to_public()), "-o", "json", process=True))
     assert made["location"] == f"{url}/{made['id']}" and made["repository"] == url and "path" not in made
     assert made["encryption"]["recipients"] == [str(identity.to_public())]
     assert any(k.endswith("/snapshot.db.age") for k in seaweedfs.objects(url.split("/")[2]))
-    _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
+    _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key), process=True))
     # A restore reads it from S3, decrypted into a private staging directory that is gone afterwards
     # (a client dry run: staged, checked and planned, nothing in the cluster changed).
     staging = tmp_path / "tmp"
     staging.mkdir()
     restore_env = {**env, "TMPDIR": str(staging)}
-    locked = _dr(restore_env, "etcd", "restore", "--from", made["id"], "--dry-run=client")
+    locked = _dr(restore_env, "etcd", "restore", "--from", made["id"], "--dry-run=client", process=True)
     assert locked.returncode == 1 and "encrypted" in locked.stderr, locked.stderr
     planned = _ok(_dr(restore_env, "etcd", "restore", "--from", made["id"], "--dry-run=client", "-i", str(key),
-                      "-o", "json"))
+                      "-o", "json", process=True))
     assert planned["dryRun"] == "client" and "snapshot restore" in planned["runbook"]
     assert list(staging.iterdir()) == []
-    plain = _ok(_dr(env, "etcd", "snapshot", "--yes", "-o", "json"))
-    _ok(_dr(env, "backups", "verify", plain["id"]))
+    plain = _ok(_dr(env, "etcd", "snapshot", "--yes", "-o", "json", process=True))
+    _ok(_dr(env, "backups", "verify", plain["id"], process=True))
 
     # --copy-to: a second copy as part of the run, checked before the cluster is touched. The target is an
     # existing directory shared with a group: its mode is the user's, and stays.
@@ -197,13 +199,14 @@ def test_etcd_snapshot_into_s3(cluster: Any, seaweedfs: S3Server, tmp_path: Path
     second.chmod(0o2750)
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where a directory should be\n")
-    bad = _dr(env, "etcd", "snapshot", "--yes", "--copy-to", str(blocked / "repo"))
+    bad = _dr(env, "etcd", "snapshot", "--yes", "--copy-to", str(blocked / "repo"), process=True)
     assert bad.returncode != 0 and "saving a snapshot" not in bad.stderr, bad.stderr
     both = _ok(_dr(env, "etcd", "snapshot", "--encrypt-to", str(identity.to_public()), "--copy-to", str(second),
-                   "-o", "json"))
+                   "-o", "json", process=True))
     assert both["copies"] == [{"repository": str(second), "location": str(second / both["id"]), "encrypted": True}]
     assert second.stat().st_mode & 0o7777 == 0o2750
-    local = _ok(_dr({**env, "KUBECTL_DR_REPO": str(second)}, "backups", "verify", both["id"], "-i", str(key)))
+    local = _ok(_dr({**env, "KUBECTL_DR_REPO": str(second)}, "backups", "verify", both["id"], "-i", str(key),
+                    process=True))
     assert both["id"] in str(local)
 
 
@@ -230,14 +233,14 @@ def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_pat
     env = _env(seaweedfs, KUBECONFIG=str(cluster.kubeconfig), KUBECTL_DR_REPO=url)
 
     made = _ok(_dr(env, "pvc", "backup", "data", "-n", ns, "--encrypt-to", str(identity.to_public()), "-o", "json",
-                   timeout=300))
+                   timeout=300, process=True))
     assert made["location"] == f"{url}/{made['id']}" and made["repository"] == url and "path" not in made
     assert made["details"]["archive"]["entries"] >= 4 and made["size"] == made["parts"][0]["size"]
     part = made["parts"][0]
     assert part["stored"]["file"] == "data.tar.age" and part["size"] > 40 << 20
-    refused = _dr(env, "backups", "verify", made["id"])
+    refused = _dr(env, "backups", "verify", made["id"], process=True)
     assert refused.returncode == 1 and "is encrypted" in refused.stderr
-    _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key)))
+    _ok(_dr(env, "backups", "verify", made["id"], "--identity", str(key), process=True))
     assert managed_pods(cluster, ns) == []
 
     staging = tmp_path / "tmp"
@@ -245,13 +248,13 @@ def test_pvc_backup_into_s3_encrypted(cluster: Any, seaweedfs: S3Server, tmp_pat
     env["TMPDIR"] = str(staging)
     (vol / "dir" / "note.txt").write_text("changed by the app after the backup\n")
     (vol / "big.bin").unlink()
-    refused = _dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes")
+    refused = _dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes", process=True)
     assert refused.returncode == 1 and "encrypted" in refused.stderr, refused.stderr
     assert "starting rescue pod" not in refused.stderr and managed_pods(cluster, ns) == []
     assert list(staging.iterdir()) == []
 
     restored = _ok(_dr(env, "pvc", "restore", "data", "-n", ns, "--from", made["id"], "--yes", "-i", str(key),
-                       "-o", "json", timeout=300))
+                       "-o", "json", timeout=300, process=True))
     assert restored["backup"] == made["id"]
     assert (vol / "dir" / "note.txt").read_text() == "hello\n" and (vol / "big.bin").stat().st_size == 40 << 20
     assert (vol / "dir" / "note.txt").stat().st_uid == 1000 and os.readlink(vol / "link") == "dir/note.txt"

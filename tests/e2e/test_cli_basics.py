@@ -150,31 +150,31 @@ def test_no_arguments_prints_help_and_succeeds() -> None:
 
 
 def test_version_client_needs_no_cluster() -> None:
-    result = dr("version", "--client")
+    result = dr("version", "--client", subprocess=True)  # the installed executable, end to end
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Plugin Version: v")
     assert "Server Version" not in result.stdout
-    as_json = dr("version", "--client", "-o", "json", in_process=True)
+    as_json = dr("version", "--client", "-o", "json")
     data = json.loads(as_json.stdout)
     assert data["pluginVersion"].startswith("v")
     assert data["clientLibraryVersion"][0].isdigit()
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
-    result = dr("version", "--bogus", in_process=True)
+    result = dr("version", "--bogus")
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == ["error: unknown flag: --bogus", "See 'kubectl-dr version --help' for usage."]
 
 
 def test_bad_output_format_is_a_usage_error() -> None:
-    result = dr("version", "--client", "-o", "xml", in_process=True)
+    result = dr("version", "--client", "-o", "xml")
     assert result.returncode == 2
     assert 'unable to match a printer suitable for the output format "xml"' in result.stderr
 
 
 def test_bad_request_timeout_uses_kubectls_words() -> None:
-    result = dr("version", "--request-timeout", "soon", in_process=True)
+    result = dr("version", "--request-timeout", "soon")
     assert result.returncode == 2
     assert "Invalid timeout value. Timeout must be a single integer in seconds" in result.stderr
 
@@ -278,7 +278,7 @@ def test_kubectl_plugin_completion_uses_kubectl_complete_dr() -> None:
 
 def test_bare_dry_run_is_client_with_kubectls_warning(tmp_path: Path) -> None:
     # kubectl reads a bare --dry-run as client (deprecated): the next word stays the sub-command.
-    result = dr("--dry-run", "backups", "list", "--repo", str(tmp_path / "repo"), "-o", "json", in_process=True)
+    result = dr("--dry-run", "backups", "list", "--repo", str(tmp_path / "repo"), "-o", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["items"] == []
     assert "--dry-run is deprecated and can be replaced with --dry-run=client." in result.stderr
@@ -288,7 +288,7 @@ def test_bare_dry_run_is_client_with_kubectls_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "suggestion"), [(["pvc", "bakup"], "'backup'"), (["pvcs"], "'pvc'")])
 def test_an_unknown_command_suggests_once(args: list[str], suggestion: str) -> None:
-    result = dr(*args, in_process=True)
+    result = dr(*args)
     assert result.returncode == 2
     assert result.stderr.count("Did you mean") == 1, result.stderr
     assert f"Did you mean {suggestion}?" in result.stderr

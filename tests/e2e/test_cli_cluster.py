@@ -12,10 +12,10 @@ from tests.cluster.fixture import Cluster
 
 
 def test_version_reports_the_server(cluster: Cluster) -> None:
-    result = dr("version", "--kubeconfig", str(cluster.kubeconfig))
+    result = dr("version", "--kubeconfig", str(cluster.kubeconfig), subprocess=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "Server Version: v1.36.0"
-    data = json.loads(dr("version", "--kubeconfig", str(cluster.kubeconfig), "-o", "json").stdout)
+    data = json.loads(dr("version", "--kubeconfig", str(cluster.kubeconfig), "-o", "json", subprocess=True).stdout)
     assert data["serverVersion"]["gitVersion"] == "v1.36.0"
 def test_unknown_credentials_get_kubectls_unauthorized_message(cluster: Cluster, tmp_path: Path) -> None:
     config = yaml.safe_load(cluster.kubeconfig.read_text())
@@ -23,6 +23,6 @@ def test_unknown_credentials_get_kubectls_unauthorized_message(cluster: Cluster,
         user["user"] = {"token": "not-a-token-this-cluster-knows"}
     bad = tmp_path / "kubeconfig"
     bad.write_text(yaml.safe_dump(config))
-    result = dr("version", "--kubeconfig", str(bad))
+    result = dr("version", "--kubeconfig", str(bad), subprocess=True)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: You must be logged in to the server (Unauthorized)"

@@ -1,4 +1,5 @@
-"""`kubectl dr etcd verify` run as the installed executable on real snapshots; no cluster involved."""
+"""`kubectl dr etcd verify` on real snapshots (the first test runs the installed executable, the rest its entry
+point in-process); no cluster involved."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_verify_json_agrees_with_etcdctl(snapshot: Path) -> None:
-    result = dr("etcd", "verify", str(snapshot), "-o", "json")
+    result = dr("etcd", "verify", str(snapshot), "-o", "json", subprocess=True)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     expected = snapshot_status(snapshot)

@@ -35,7 +35,7 @@ class Shared:
 
 
 def dr(cluster: Cluster | None, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, repo=repo)
+    return run_cli(*args, cluster=cluster, repo=repo, subprocess=True)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> Any:

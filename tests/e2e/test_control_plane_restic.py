@@ -32,7 +32,8 @@ def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) 
     cp, target = nodes.control_planes[0], nodes.workers[0]
     repo = tmp_path / "restic"
     env = clean_env({"KUBECONFIG": str(nodes.kubeconfig), "RESTIC_PASSWORD": PASSWORD})
-    taken = dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env, timeout=300)
+    taken = dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env, timeout=300,
+               subprocess=True)
     data = ok(taken)
     assert "NOT encrypted" not in taken.stderr  # restic encrypts it; the staging copy here is private
     cluster_uid = next(t for t in data["tags"] if t.startswith("cluster=")).split("=", 1)[1]
@@ -59,11 +60,11 @@ def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) 
         assert hashlib.sha256((tmp_path / "theirs" / "etc/kubernetes/pki" / name).read_bytes()).hexdigest() == sha
 
     plan = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--repo", f"restic:{repo}",
-                 "--dry-run=client", "-o", "json", env=env, timeout=300))
+                 "--dry-run=client", "-o", "json", env=env, timeout=300, subprocess=True))
     assert len(plan["written"]) == len(SHARED)
     assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
     restored = dr("control-plane", "restore", "--from", data["shortId"], "--node", target, "--repo", f"restic:{repo}",
-                  "--yes", "-o", "json", env=env, timeout=300)
+                  "--yes", "-o", "json", env=env, timeout=300, subprocess=True)
     out = ok(restored)
     assert {w["action"] for w in out["written"]} == {"write"} and len(out["written"]) == len(SHARED)
     assert not [n for n in out["notes"] if "ignored" in n or "differs" in n]
@@ -76,7 +77,7 @@ def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) 
     restic(repo, "backup", str(tmp_path / "other"), "--host", "laptop")
     other = next(s for s in restic_json(repo, "snapshots") if s["hostname"] == "laptop")
     refused = dr("control-plane", "restore", "--from", other["short_id"], "--node", target, "--repo",
-                 f"restic:{repo}", "--yes", env=env, timeout=120)
+                 f"restic:{repo}", "--yes", env=env, timeout=120, subprocess=True)
     assert refused.returncode == 1 and "is not a control-plane backup" in refused.stderr, refused.stderr
     assert leftover_pods(nodes) == []
 
@@ -94,12 +95,12 @@ def test_the_encryption_config_through_a_restic_repository(nodes: Cluster, tmp_p
     set_config(nodes, text)
     try:
         data = ok(dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env,
-                     timeout=300))
+                     timeout=300, subprocess=True))
         assert CONFIG in restic(repo, "ls", data["id"]).stdout.splitlines()
         restic(repo, "restore", data["id"], "--target", str(tmp_path / "theirs"), "--include", CONFIG)
         assert (tmp_path / "theirs" / CONFIG.lstrip("/")).read_text() == text
         out = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--repo", f"restic:{repo}",
-                    "--with-encryption-config", "--yes", "-o", "json", env=env, timeout=300))
+                    "--with-encryption-config", "--yes", "-o", "json", env=env, timeout=300, subprocess=True))
     finally:
         set_config(nodes, None)
     written = nodes.layout.host_path(target, CONFIG)

@@ -104,7 +104,8 @@ def test_backup_cut_at_each_step_leaves_a_valid_repository_and_a_rerun_is_whole(
         assert leftover_pods(nodes) == []
     _no_pods(nodes)
 
-    rerun = dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env, timeout=300)
+    rerun = dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env, timeout=300,
+               subprocess=True)
     again = ok(rerun)
     assert _staged(tmp) == [], "the killed run's staged keys were not removed by the next run"
     if unlock_later:
@@ -141,7 +142,7 @@ def taken(nodes: Cluster, tmp_path_factory: pytest.TempPathFactory
     base = tmp_path_factory.mktemp("cp-restic")
     repo = base / "restic"
     ok(dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=_env(nodes, base / "tmp"),
-          timeout=300))
+          timeout=300, subprocess=True))
     return repo, kubeadm_modes(state(nodes.layout.host_path(nodes.control_planes[0], "/etc/kubernetes/pki")))
 
 
@@ -176,7 +177,7 @@ def test_restore_cut_at_each_step_writes_only_verified_files_and_a_rerun_finishe
         assert _staged(tmp) == []
     _no_pods(nodes)
 
-    done = ok(dr(*args, "-o", "json", env=env, timeout=300))
+    done = ok(dr(*args, "-o", "json", env=env, timeout=300, subprocess=True))
     assert state(pki) == expected
     assert sorted(str(p.relative_to(pki)) for p in pki.rglob("*") if p.is_file()) == sorted(SHARED)
     assert {w["path"].removeprefix("/etc/kubernetes/pki/") for w in done["written"]} == set(SHARED) - set(named)

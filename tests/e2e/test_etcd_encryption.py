@@ -88,7 +88,8 @@ def set_config(cluster: Cluster, text: str | None) -> None:
 
 def snapshot(cluster: Cluster, repo: Path) -> dict[str, Any]:
     result = dr("etcd", "snapshot", "-o", "json", env=clean_env({"KUBECONFIG": str(cluster.kubeconfig),
-                                                                 "KUBECTL_DR_REPO": str(repo)}), timeout=300)
+                                                                 "KUBECTL_DR_REPO": str(repo)}), timeout=300,
+                subprocess=True)
     assert result.returncode == 0, result.stderr
     assert leftover_pods(cluster) == []
     data: dict[str, Any] = json.loads(result.stdout)
@@ -146,7 +147,7 @@ def test_snapshot_records_key_fingerprint_and_changed_key_is_refused(one: Cluste
     assert "back into the encryption config" in (caught.value.hint or "")
     # And `etcd restore` itself refuses in its preflight, before anything is staged or stopped.
     refused = dr("etcd", "restore", "--from", data["id"], "--yes", env=clean_env({
-        "KUBECONFIG": str(one.kubeconfig), "KUBECTL_DR_REPO": str(tmp_path / "repo")}), timeout=300)
+        "KUBECONFIG": str(one.kubeconfig), "KUBECTL_DR_REPO": str(tmp_path / "repo")}), timeout=300, subprocess=True)
     assert refused.returncode == 1 and "Secrets could not be decrypted" in refused.stderr, refused.stderr
     assert "staging" not in refused.stderr.lower() and leftover_pods(one) == []
 

@@ -88,7 +88,7 @@ def test_pod_security_forbids_the_pod(cluster: Cluster, tmp_path: Path, no_lefto
 def test_rbac_forbidden(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
     env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(tmp_path)})
     limited = ["--context", "loopback-limited"]
-    failed(dr(*limited, "etcd", "snapshot", env=env),
+    failed(dr(*limited, "etcd", "snapshot", env=env, subprocess=True),
            "Error from server (Forbidden)", "needs to list pods in kube-system")
     original = yaml.safe_load(cluster.layout.rbac_policy.read_text())
     policy = json.loads(json.dumps(original))
@@ -96,13 +96,13 @@ def test_rbac_forbidden(cluster: Cluster, tmp_path: Path, no_leftovers: None) ->
                                           "namespaces": ["kube-system"]})
     cluster.write_policy(policy)
     try:
-        failed(dr(*limited, "etcd", "snapshot", env=env),
+        failed(dr(*limited, "etcd", "snapshot", env=env, subprocess=True),
                "Error from server (Forbidden)", 'cannot get resource "leases"',
                "it needs get, create, update and delete on leases (coordination.k8s.io) there")
         policy["users"]["dr-limited"].append({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                                               "verbs": ["*"], "namespaces": ["kube-system"]})
         cluster.write_policy(policy)
-        failed(dr(*limited, "etcd", "snapshot", env=env),
+        failed(dr(*limited, "etcd", "snapshot", env=env, subprocess=True),
                "Error from server (Forbidden)",
                "kubectl dr needs to create pods (and pods/exec) in namespace kube-system")
     finally:
@@ -138,7 +138,7 @@ def test_no_etcd_static_pods_then_no_control_plane(cluster: Cluster, tmp_path: P
 
 def test_flags_and_files(tmp_path: Path) -> None:
     env = clean_env({"KUBECTL_DR_REPO": str(tmp_path)})
-    usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env, in_process=True)
+    usage = dr("etcd", "snapshot", "--endpoints", "https://127.0.0.1:1", "--cert", "x.crt", env=env)
     assert usage.returncode == 2 and "--cert and --key go together" in usage.stderr
     down = dr("etcd", "snapshot", "--endpoints", "http://127.0.0.1:1", env=env)
     failed(down, "etcd at http://127.0.0.1:1: UNAVAILABLE")

@@ -122,10 +122,10 @@ def test_replace_member_whose_data_dir_was_deleted(three: Cluster) -> None:
     original_sha = sha(manifest(three, node))
     before = member_ids(three)
     lose_data(three, node)
-    plan = dr("etcd", "member", "replace", node, "--dry-run=client", "-o", "json", env=env(three))
+    plan = dr("etcd", "member", "replace", node, "--dry-run=client", "-o", "json", env=env(three), subprocess=True)
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["member"] == node and leftover_pods(three) == []
-    result = dr("etcd", "member", "replace", node, "--yes", "-o", "json", env=env(three), timeout=600)
+    result = dr("etcd", "member", "replace", node, "--yes", "-o", "json", env=env(three), timeout=600, subprocess=True)
     assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
     data = json.loads(result.stdout)
     assert "cleaning up" not in result.stderr
@@ -144,7 +144,7 @@ def test_refuses_when_quorum_would_be_lost(three: Cluster) -> None:
     original_sha = sha(manifest(three, target))
     three.stop_member(down)
     try:
-        result = dr("etcd", "member", "replace", target, "--yes", env=env(three), timeout=300)
+        result = dr("etcd", "member", "replace", target, "--yes", env=env(three), timeout=300, subprocess=True)
         assert result.returncode == 1, result.stderr
         assert f"replacing the etcd member {target} would lose quorum" in result.stderr
         assert f"unhealthy besides {target}: {down}" in result.stderr
@@ -161,7 +161,7 @@ def test_refuses_when_quorum_would_be_lost(three: Cluster) -> None:
 def test_without_confirmation_nothing_changes(three: Cluster) -> None:
     node = three.control_planes[2]
     original_sha = sha(manifest(three, node))
-    result = dr("etcd", "member", "replace", node, env=env(three), timeout=300)
+    result = dr("etcd", "member", "replace", node, env=env(three), timeout=300, subprocess=True)
     assert result.returncode == 1
     assert "refusing to replace the etcd member" in result.stderr
     assert "without confirmation: there is no terminal to ask on and --yes was not given" in result.stderr
@@ -200,12 +200,12 @@ def test_interrupted_run_resumes(three: Cluster) -> None:
     _kill_after(three, node, "keeping the old data dir")
     journal = json.loads((three.layout.host_path(node, "/" + JOURNAL_DIR) / "journal.json").read_text())
     assert journal["step"] in ("removed", "moved-aside") and journal["oldID"] == before[node][0]
-    undo = dr("etcd", "member", "replace", node, "--undo", env=env(three), timeout=300)
+    undo = dr("etcd", "member", "replace", node, "--undo", env=env(three), timeout=300, subprocess=True)
     assert undo.returncode == 1 and "cannot be undone" in undo.stderr
     # The hint is the command to paste: the user's own, less the --undo that cannot help any more.
     assert f"Run `kubectl dr etcd member replace {node}` again to finish it" in undo.stderr
     result = dr("etcd", "member", "replace", node, "--yes", "-o", "json",
-                env=env(three, KUBECTL_DR_POD_GRACE_SECONDS="10"), timeout=600)
+                env=env(three, KUBECTL_DR_POD_GRACE_SECONDS="10"), timeout=600, subprocess=True)
     assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
     assert "resuming the replacement" in result.stderr
     data = json.loads(result.stdout)
@@ -226,7 +226,7 @@ def test_undo_before_removal(three: Cluster) -> None:
     journal_file = three.layout.host_path(node, "/" + JOURNAL_DIR) / "journal.json"
     assert json.loads(journal_file.read_text())["step"] in ("planned", "stopped")
     result = dr("etcd", "member", "replace", node, "--undo", env=env(three, KUBECTL_DR_POD_GRACE_SECONDS="10"),
-                timeout=300)
+                timeout=300, subprocess=True)
     assert result.returncode == 0, result.stderr
     assert "undone" in result.stdout
     assert sha(manifest(three, node)) == original_sha and not journal_file.exists()
@@ -237,7 +237,7 @@ def test_undo_before_removal(three: Cluster) -> None:
 
 def test_single_member_is_refused(cluster: Cluster) -> None:
     node = cluster.control_planes[0]
-    result = dr("etcd", "member", "replace", node, "--yes", env=env(cluster), timeout=300)
+    result = dr("etcd", "member", "replace", node, "--yes", env=env(cluster), timeout=300, subprocess=True)
     assert result.returncode == 1
     assert "single-member etcd" in result.stderr and "snapshot" in result.stderr
     assert leftover_pods(cluster) == []

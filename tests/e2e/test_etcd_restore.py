@@ -37,7 +37,7 @@ DR_DIR = "/var/lib/kubectl-dr/restore"
 
 
 def run_dr(c: Cluster, repo: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return dr(*args, cluster=c, repo=repo, timeout=timeout)
+    return dr(*args, cluster=c, repo=repo, timeout=timeout, subprocess=True)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -382,7 +382,7 @@ def test_restore_from_a_restic_snapshot(single: Cluster, tmp_path: Path) -> None
     def with_restic(*args: str) -> subprocess.CompletedProcess[str]:
         # The break-glass runbook of a restore from a restic repository is written to the current directory.
         return dr(*args, "--repo", f"restic:{restic_repo}", cluster=c, repo=repo, extra_env=env, timeout=900,
-                  cwd=tmp_path)
+                  cwd=tmp_path, subprocess=True)
 
     c.kubectl("create", "namespace", "rs")
     c.kubectl("-n", "rs", "create", "configmap", "before")

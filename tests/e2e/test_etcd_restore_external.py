@@ -62,7 +62,7 @@ def env(c: Cluster, repo: Path) -> dict[str, str]:
 
 
 def run_dr(c: Cluster, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return dr(*args, env=env(c, repo), timeout=600)
+    return dr(*args, env=env(c, repo), timeout=600, subprocess=True)
 
 
 def etcd_keys(c: Cluster, prefix: str) -> list[str]:

@@ -30,7 +30,7 @@ def env_for(cluster: Cluster, repo: Path) -> dict[str, str]:
 
 
 def run_dr(cluster: Cluster, repo: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return dr(*args, env=env_for(cluster, repo), timeout=timeout)
+    return dr(*args, env=env_for(cluster, repo), timeout=timeout, subprocess=True)
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
@@ -131,7 +131,8 @@ def test_snapshot_equals_etcdctl_and_restores(cluster: Cluster, cluster_factory:
 def test_snapshots_are_listed_and_pruned(cluster: Cluster, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     # Without a terminal the copy says how it goes, as every transfer does (0: a line for every chunk).
-    taken = dr("etcd", "snapshot", "-o", "json", env={**env_for(cluster, repo), "KUBECTL_DR_PROGRESS_SECONDS": "0"})
+    taken = dr("etcd", "snapshot", "-o", "json", env={**env_for(cluster, repo), "KUBECTL_DR_PROGRESS_SECONDS": "0"},
+               subprocess=True)
     first = ok_json(taken)
     assert re.search(r"^etcd snapshot cp-\d: \d+\.\d [KM]iB of ~\d+\.\d [KM]iB \(\d+%\), \d+\.\d [KMG]iB/s, ETA ",
                      taken.stderr, re.M), taken.stderr
@@ -157,7 +158,7 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
         etcd.put(b"/registry/namespaces/kube-system", json.dumps(
             {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "kube-system", "uid": "4d1e-ext"}}).encode())
         env = clean_env({"KUBECTL_DR_REPO": str(repo)})
-        taken = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "-o", "json", env=env)
+        taken = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "-o", "json", env=env, subprocess=True)
         data = ok_json(taken)
         part = assert_matches_etcdctl(data)
         # The size etcd reports is the estimate; the last line is what crossed.
@@ -167,14 +168,14 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
         assert data["details"]["mode"] == "direct" and data["details"]["member"]["name"] == "ext"
         assert (data["location"], data["repository"]) == (str(repo / data["id"]), str(repo))
         assert data["size"] == part.stat().st_size and data["sha256"] == sha256_file(part)
-        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, env=env)
+        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, env=env, subprocess=True)
         assert table.returncode == 0, table.stderr
         [cells] = tables.rows(table.stdout)
         assert list(cells) == ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]
         assert (cells["MEMBER"], cells["NODE"]) == ("ext", "-")  # "-" for none, never an empty cell
         assert cells["SIZE"].endswith((" KiB", " MiB")) and cells["SHA256"] == sha256_file(
             repo / cells["ID"] / "snapshot.db")[:16]
-        status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env))
+        status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env, subprocess=True))
         raw = json.loads(etcd.ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
         row = status["endpoints"][0]
         assert row["healthy"] and row["version"] == raw["version"]
@@ -192,20 +193,20 @@ def test_direct_mode_plans_and_refusals(tmp_path: Path) -> None:
     env = clean_env({"KUBECTL_DR_REPO": str(repo)})
     with ScratchEtcd(tmp_path, name="ext") as etcd:
         plan = ok_json(dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--dry-run=client", "-o", "json",
-                          env=env, in_process=True))
+                          env=env))
         assert plan == {"kind": "EtcdSnapshotPlan", "dryRun": "client", "repository": str(repo),
                         "endpoints": [etcd.endpoint]}
-        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--dry-run=client", env=env, in_process=True)
+        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--dry-run=client", env=env)
         assert table.returncode == 0, table.stderr
         assert table.stdout == (f"(dry run) would stream a snapshot from the first of {etcd.endpoint} that answers "
                                 f"into {repo}\n")
         into_restic = ok_json(dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--repo", f"restic:{restic_repo}",
-                                 "--dry-run=client", "-o", "json", env=env, in_process=True))
+                                 "--dry-run=client", "-o", "json", env=env))
         assert into_restic["repository"] == str(restic_repo) and into_restic["endpoints"] == [etcd.endpoint]
         assert not repo.exists() and not restic_repo.exists()
-        node = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--node", "cp-1", env=env, in_process=True)
+        node = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--node", "cp-1", env=env)
         assert node.returncode == 2 and "--node does not apply with --endpoints" in node.stderr
-    alone = dr("etcd", "snapshot", "--cacert", str(tmp_path / "ca.crt"), env=env, in_process=True)
+    alone = dr("etcd", "snapshot", "--cacert", str(tmp_path / "ca.crt"), env=env)
     assert alone.returncode == 2 and "--cacert, --cert and --key only apply with --endpoints" in alone.stderr
     # An API server that does not answer: etcd may have lost its quorum, so the error says how to ask it directly.
     kubeconfig = tmp_path / "kubeconfig"
@@ -214,7 +215,7 @@ def test_direct_mode_plans_and_refusals(tmp_path: Path) -> None:
         "clusters": [{"name": "down", "cluster": {"server": "https://127.0.0.1:1"}}],
         "contexts": [{"name": "down", "context": {"cluster": "down", "user": "u"}}],
         "users": [{"name": "u", "user": {"token": "t"}}]}))
-    down = dr("etcd", "snapshot", env={**env, "KUBECONFIG": str(kubeconfig)}, timeout=120)
+    down = dr("etcd", "snapshot", env={**env, "KUBECONFIG": str(kubeconfig)}, timeout=120, subprocess=True)
     assert down.returncode == 1, down.stderr
     assert "kubectl dr etcd status --endpoints https://NODE-IP:2379" in down.stderr
     assert not repo.exists() or list(repo.iterdir()) == []

@@ -61,7 +61,8 @@ def pristine(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         os.chown(vol / "own", APP_UID, APP_GID)
     cluster.kubectl("create", "configmap", "settings", "-n", ns, "--from-literal=mode=fast")
     repo = tmp_path_factory.mktemp("families") / "repo"
-    made = [json.loads(ok(cli_runner.dr("ns", "backup", ns, "-o", "json", cluster=cluster, repo=repo, timeout=600)))
+    made = [json.loads(ok(cli_runner.dr("ns", "backup", ns, "-o", "json", cluster=cluster, repo=repo, timeout=600,
+                                        subprocess=True)))
             for _ in range(2)]
     apps = {}
     for key, backup in zip(("old", "new"), made, strict=True):
@@ -79,7 +80,8 @@ class Repo:
         self.cluster, self.url, self.env = cluster, url, env
 
     def dr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return cli_runner.dr(*args, cluster=self.cluster, repo=self.url, extra_env=self.env, timeout=timeout)
+        return cli_runner.dr(*args, cluster=self.cluster, repo=self.url, extra_env=self.env, timeout=timeout,
+                             subprocess=True)
 
     def listed(self) -> dict[str, dict[str, Any]]:
         return {i["id"]: i for i in json.loads(ok(self.dr("backups", "list", "-o", "json")))["items"]}
@@ -98,7 +100,7 @@ def repo(request: pytest.FixtureRequest, pristine: dict[str, Any], cluster: Any,
     server = request.getfixturevalue("seaweedfs")
     url = f"s3://{server.new_bucket()}/apps"
     ok(cli_runner.dr("--yes", "backups", "copy", "--all", "--to", url, repo=local, extra_env=server.env(),
-                     timeout=300))
+                     timeout=300, subprocess=True))
     return Repo(cluster, url, server.env())
 
 
@@ -196,7 +198,7 @@ def test_an_app_backup_is_copied_with_its_claims_backups(pristine: dict[str, Any
     old = pristine["old"]
     target = tmp_path / "offsite"
     copied = json.loads(ok(cli_runner.dr("backups", "copy", old["id"], "--to", str(target), "-o", "json",
-                                         cluster=cluster, repo=pristine["repo"])))
+                                         cluster=cluster, repo=pristine["repo"], subprocess=True)))
     # Its claims' backups first: the target never holds the application backup without its claims' data.
     assert copied["copied"] == [*old["claims"], old["id"]], copied
     there = Repo(cluster, str(target), {})
@@ -210,11 +212,11 @@ def test_an_unencrypted_app_backup_is_not_copied_to_a_remote_without_consent(pri
     plain text unless the user says so (--yes) or encrypts it (--encrypt-to)."""
     url = f"s3://{seaweedfs.new_bucket()}/apps"
     refused = cli_runner.dr("backups", "copy", pristine["old"]["id"], "--to", url, cluster=cluster,
-                            repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300)
+                            repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300, subprocess=True)
     assert refused.returncode == 1, refused.stderr
     assert "holds the Secrets of its namespaces" in refused.stderr and "--encrypt-to" in refused.stderr
     there = Repo(cluster, url, seaweedfs.env())
     assert there.listed() == {}
     ok(cli_runner.dr("--yes", "backups", "copy", pristine["old"]["id"], "--to", url, cluster=cluster,
-                     repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300))
+                     repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300, subprocess=True))
     assert set(there.listed()) == family(pristine, "old")

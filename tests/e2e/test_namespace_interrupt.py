@@ -166,11 +166,11 @@ def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     eventually(lambda: (volume_dir(cluster, ns, "data-db-0") / "done").exists(), timeout=60, what="the db's data")
     data = snapshot(volume_dir(cluster, ns, "data-db-0"))
     backup = json.loads(ok(cli_runner.dr("ns", "backup", ns, "-o", "json", cluster=cluster, repo=repo,
-                                         timeout=600)))
+                                         timeout=600, subprocess=True)))
     # The reference: the same backup restored without interruption.
     reference = f"{ns}-whole"
     whole = cli_runner.dr("ns", "restore", ns, "--from", backup["id"], "--to", reference, "--yes",
-                          cluster=cluster, repo=repo, timeout=600)
+                          cluster=cluster, repo=repo, timeout=600, subprocess=True)
     ok(whole)
     info = {"ns": ns, "repo": repo, "id": backup["id"], "data": data, "reference": restored_objects(cluster, reference)}
     yield info
@@ -245,7 +245,7 @@ def test_restore_interrupted_after_each_step_is_finished_by_a_rerun(app: dict[st
         assert "consumers stay stopped" not in said, said  # a claim's note: this restore has no consumers yet
         args = shlex.split(said.split(hint.split("\n")[0])[1].strip().splitlines()[0])[2:]
 
-    rerun = cli_runner.dr(*args, "-o", "json", cluster=cluster, repo=app["repo"], timeout=600)
+    rerun = cli_runner.dr(*args, "-o", "json", cluster=cluster, repo=app["repo"], timeout=600, subprocess=True)
     result = json.loads(ok(rerun))
     if namespace_exists_before:
         assert "finishing an earlier run of this restore" in rerun.stderr, rerun.stderr
@@ -295,17 +295,17 @@ def busy(cluster: Any) -> Iterator[dict[str, Any]]:
 
 
 def app_backups(cluster: Any, repo: Path) -> list[dict[str, Any]]:
-    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo)))
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo, subprocess=True)))
     items = listed if isinstance(listed, list) else listed.get("items") or listed.get("backups") or []
     return [b for b in items if b.get("type") == "app"]
 
 
 def all_verify(cluster: Any, repo: Path) -> None:
     """Every backup the repository lists is whole: sizes and SHA-256 of every part as recorded."""
-    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo)))
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo, subprocess=True)))
     items = listed if isinstance(listed, list) else listed.get("items") or listed.get("backups") or []
     for item in items:
-        ok(cli_runner.dr("backups", "verify", item["id"], cluster=cluster, repo=repo, timeout=300))
+        ok(cli_runner.dr("backups", "verify", item["id"], cluster=cluster, repo=repo, timeout=300, subprocess=True))
 
 
 def assert_backup_whole(cluster: Any, repo: Path, made: dict[str, Any]) -> None:
@@ -353,11 +353,12 @@ def test_backup_interrupted_is_never_listed_and_a_rerun_makes_a_good_one(busy: d
         assert managed_pods(cluster, ns) == [] and our_leases(cluster, ns) == [], said
 
     # The rerun, as the user types it again: a whole backup, the consumer running again at the end.
-    rerun = cli_runner.dr("ns", "backup", ns, *flags, "-o", "json", cluster=cluster, repo=repo, timeout=600)
+    rerun = cli_runner.dr("ns", "backup", ns, *flags, "-o", "json", cluster=cluster, repo=repo, timeout=600,
+                          subprocess=True)
     made = json.loads(ok(rerun))
     assert_backup_whole(cluster, repo, made)
     assert reader_back(cluster, ns)
-    ok(cli_runner.dr("backups", "verify", made["id"], cluster=cluster, repo=repo))
+    ok(cli_runner.dr("backups", "verify", made["id"], cluster=cluster, repo=repo, subprocess=True))
     assert len(app_backups(cluster, repo)) == len(listed) + 1
     eventually(lambda: managed_pods(cluster, ns) == [] and our_leases(cluster, ns) == [], timeout=120,
                what="no pod or lease of ours left")
@@ -371,13 +372,13 @@ def test_backup_after_a_killed_quiesce_says_the_app_is_still_stopped(busy: dict[
     code, said = run_until(cluster, repo, ["ns", "backup", ns, "--quiesce"], "scaled from 1 to 0", signal.SIGKILL)
     assert code == -signal.SIGKILL, said
     assert get(cluster, "deployment", "reader", "-n", ns)["spec"]["replicas"] == 0
-    plain = cli_runner.dr("ns", "backup", ns, "--no-volumes", "-o", "json", cluster=cluster, repo=repo)
+    plain = cli_runner.dr("ns", "backup", ns, "--no-volumes", "-o", "json", cluster=cluster, repo=repo, subprocess=True)
     made = json.loads(ok(plain))
     assert "deployment.apps/reader -n " + ns in plain.stderr and "is held at 0 by run" in plain.stderr, plain.stderr
     assert f"kubectl dr scale restore -n {ns}" in plain.stderr
     stored = {o["kind"]: o for o in stored_objects(repo, made["id"]) if o["kind"] == "Deployment"}
     assert stored["Deployment"]["spec"]["replicas"] == 1
-    ok(cli_runner.dr("scale", "restore", "-n", ns, cluster=cluster))
+    ok(cli_runner.dr("scale", "restore", "-n", ns, cluster=cluster, subprocess=True))
     assert reader_back(cluster, ns)
     eventually(lambda: pods_running(cluster, ns, "app=reader"), timeout=120, what="the reader running again")
 
@@ -407,5 +408,5 @@ def test_ctrl_c_stops_claims_backed_up_side_by_side_promptly(cluster_factory: An
     assert "stopping: removing the rescue pods of the 3 claim backups under way" in err, err
     assert took < 20, f"Ctrl-C took {took:.0f}s to stop the claims under way:\n{err}"
     assert managed_pods(slow, ns) == [] and our_leases(slow, ns) == [], err
-    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=slow, repo=repo)))
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=slow, repo=repo, subprocess=True)))
     assert not listed or not (listed if isinstance(listed, list) else listed.get("items")), listed

@@ -30,12 +30,12 @@ def test_bare_pod_with_its_own_service_account_is_restored(cluster: Any, tmp_pat
     cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/job-runner", "--timeout=120s")
     try:
         backed = cli_runner.dr("namespace", "backup", ns, "--no-volumes", "-o", "json", cluster=cluster,
-                               repo=tmp_path)
+                               repo=tmp_path, subprocess=True)
         assert backed.returncode == 0, backed.stderr
         backup_id = json.loads(backed.stdout)["id"]
         target = f"{ns}-copy"
         restored = cli_runner.dr("namespace", "restore", ns, "--from", backup_id, "--to", target, "--yes",
-                                 "-o", "json", cluster=cluster, repo=tmp_path)
+                                 "-o", "json", cluster=cluster, repo=tmp_path, subprocess=True)
         assert restored.returncode == 0, f"stdout: {restored.stdout}\nstderr: {restored.stderr}"
         actions = {o["object"]: o for o in json.loads(restored.stdout)["objects"]}
         assert actions[f"Pod/{target}/job-runner"]["action"] == "create"

@@ -121,7 +121,7 @@ def app_objects(ns: str) -> list[dict[str, Any]]:
 
 
 def dr(cluster: Any, repo: Path, *args: str, timeout: float = 300) -> Any:
-    return cli_runner.dr(*args, cluster=cluster, repo=repo, timeout=timeout)
+    return cli_runner.dr(*args, cluster=cluster, repo=repo, timeout=timeout, subprocess=True)
 
 
 def ok(result: Any) -> str:

@@ -59,7 +59,8 @@ exec sleep 3600
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout)
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout,
+                   subprocess=True)
 
 
 def pod_spec(uid: int, gid: int, fs_group: int, claim: str | None) -> dict[str, Any]:

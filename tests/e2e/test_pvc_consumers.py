@@ -21,7 +21,8 @@ from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout)
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout,
+                   subprocess=True)
 
 
 def deployment(ns: str, security: dict[str, Any], container_security: dict[str, Any] | None = None) -> str:

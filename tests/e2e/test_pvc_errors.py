@@ -22,7 +22,7 @@ from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=timeout)
+    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=True)
 
 
 def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:

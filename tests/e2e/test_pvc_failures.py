@@ -28,7 +28,7 @@ from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, context: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, context=context, timeout=timeout)
+    return run_cli(*args, cluster=cluster, context=context, timeout=timeout, subprocess=True)
 
 
 def app_running(cluster: Any, ns: str, security: dict[str, Any] | None = None,

@@ -18,7 +18,8 @@ from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_CONFIG": "/dev/null"}, timeout=timeout)
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_CONFIG": "/dev/null"}, timeout=timeout,
+                   subprocess=True)
 
 
 def _pods(cluster: Any, ns: str) -> list[str]:

@@ -30,7 +30,7 @@ CASES = {
 
 
 def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=120)
+    return run_cli(*args, cluster=cluster, timeout=120, subprocess=True)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from tests.datasets import (
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout)
+    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout,
+                   subprocess=True)
 
 
 def test_backup_wipe_restore_is_identical(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from tests.polling import eventually
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=timeout)
+    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=True)
 
 
 def cluster_state(cluster: Any, ns: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"dro
 
 
 def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=timeout)
+    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=True)
 
 
 def _traversable(path: Path) -> None:

@@ -15,7 +15,7 @@ from tests.datasets import build_app_tree, differences, make_claim, managed_pods
 
 
 def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    result = run_cli(*args, cluster=cluster)
+    result = run_cli(*args, cluster=cluster, subprocess=True)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
     return result
 

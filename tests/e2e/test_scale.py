@@ -86,7 +86,7 @@ def pods_using(cluster: Cluster, namespace: str, claim: str) -> list[str]:
 def dr(cluster: Cluster, *args: str, context: str | None = None, timeout: float = 120
        ) -> subprocess.CompletedProcess[str]:
     return run_cli(f"--kubeconfig={cluster.kubeconfig}", *([f"--context={context}"] if context else []), *args,
-                   timeout=timeout)
+                   timeout=timeout, subprocess=True)
 
 
 def claim(name: str, mode: str = "ReadWriteMany") -> dict[str, Any]:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pyrage
@@ -41,11 +42,11 @@ def fast(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     yield cluster_factory(control_planes=1, workers=1, cron_period_seconds=PERIOD)
 
 
-def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180, in_process: bool = False
-        ) -> subprocess.CompletedProcess[str]:
+def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180, subprocess: bool = True
+        ) -> CompletedProcess[str]:
     # stdin is empty (no terminal), as in cron or CI: destructive steps need --yes.
     return run_cli(*args, cluster=c, extra_env={"KUBECTL_DR_CONFIG": "/dev/null", **(env or {})}, timeout=timeout,
-                   in_process=in_process)
+                   subprocess=subprocess)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -295,16 +296,16 @@ def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path:
 def test_schedule_refusals(fast: Cluster) -> None:
     c = fast
     bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *",
-                   in_process=True)
+                   subprocess=False)
     assert bad_cron.returncode == 2 and "hour field '25' is out of range" in bad_cron.stderr
     keep0 = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0",
-                in_process=True)
+                subprocess=False)
     assert keep0.returncode == 2 and "--keep must be at least 1" in keep0.stderr
     bad_zone = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                   "--time-zone", "Mars/Olympus", in_process=True)
+                   "--time-zone", "Mars/Olympus", subprocess=False)
     assert bad_zone.returncode == 2 and "unknown time zone" in bad_zone.stderr
     bad_dir = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                  "--dir", "/var/lib/etcd/snaps", in_process=True)
+                  "--dir", "/var/lib/etcd/snaps", subprocess=False)
     assert bad_dir.returncode == 2 and "control plane owns" in bad_dir.stderr
     bad_node = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
                    "--node", c.workers[0])
@@ -430,9 +431,9 @@ def test_print_entries_from_the_cli(tmp_path: Path) -> None:
         checked = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / Path(p).name) for p in files)],
                                  capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
-    usage = run_cli("schedule", "print", "--crontab", "--what", "copy", env=env, in_process=True)
+    usage = run_cli("schedule", "print", "--crontab", "--what", "copy", env=env)
     assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
-    both = run_cli("schedule", "print", "--crontab", "--systemd", env=env, in_process=True)
+    both = run_cli("schedule", "print", "--crontab", "--systemd", env=env)
     assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr
 
 

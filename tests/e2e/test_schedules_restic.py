@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import clean_env, dr
 from tests.datasets import build_app_tree, differences, make_claim, new_namespace, snapshot, volume_dir
 from tests.restic.oracle import PASSWORD, restic, restic_json
 
@@ -61,9 +61,9 @@ def test_printed_entries_back_up_a_claim_and_apply_retention_in_a_restic_reposit
     pw.chmod(0o600)
     env = _env(cluster, tmp_path)
 
-    printed = run([executable(), "schedule", "print", "--crontab", "--repo", f"restic:{repo}", "--password-file",
-                   str(pw), "--what", "pvc-backup", "--pvc", f"{ns}/data", "--what", "prune", "--keep-last", "2",
-                   "-o", "json"], env=env, cwd=tmp_path)
+    printed = dr("schedule", "print", "--crontab", "--repo", f"restic:{repo}", "--password-file",
+                 str(pw), "--what", "pvc-backup", "--pvc", f"{ns}/data", "--what", "prune", "--keep-last", "2",
+                 "-o", "json", env=env, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     data = json.loads(printed.stdout)
     assert PASSWORD not in printed.stdout
@@ -105,8 +105,8 @@ def test_a_missing_repository_fails_the_run_instead_of_creating_one(cluster: Any
     pw.write_text(PASSWORD)
     pw.chmod(0o600)
     repo = tmp_path / "typo"
-    printed = run([executable(), "schedule", "print", "--crontab", "--repo", f"restic:{repo}", "--password-file",
-                   str(pw), "--what", "pvc-backup", "--pvc", f"{ns}/data"], env=_env(cluster, tmp_path), cwd=tmp_path)
+    printed = dr("schedule", "print", "--crontab", "--repo", f"restic:{repo}", "--password-file",
+                 str(pw), "--what", "pvc-backup", "--pvc", f"{ns}/data", env=_env(cluster, tmp_path), cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     (line,) = _lines(printed.stdout).values()
     subprocess.run(["sh", "-c", line], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=300, check=True)
@@ -118,13 +118,13 @@ def test_a_missing_repository_fails_the_run_instead_of_creating_one(cluster: Any
 def test_refusals_say_what_to_do_instead(tmp_path: Path) -> None:
     env = clean_env({"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": "/dev/null",
                      "XDG_STATE_HOME": str(tmp_path / "state")})
-    base = [executable(), "schedule", "print", "--crontab", "--repo", f"restic:{tmp_path}/repo"]
+    base = ["schedule", "print", "--crontab", "--repo", f"restic:{tmp_path}/repo"]
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD)
     pw.chmod(0o640)
 
     def refused(*args: str, extra: dict[str, str] | None = None) -> str:
-        got = run([*base, *args], env={**env, **(extra or {})}, cwd=tmp_path)
+        got = dr(*base, *args, env={**env, **(extra or {})}, cwd=tmp_path)
         assert got.returncode == 2, (got.stdout, got.stderr)
         assert PASSWORD not in got.stdout + got.stderr
         return got.stderr
@@ -138,19 +138,19 @@ def test_refusals_say_what_to_do_instead(tmp_path: Path) -> None:
                                                   str(pw))
     assert "mutually exclusive" in refused("--what", "prune", "--keep-last", "1", "--password-file", str(pw),
                                            "--password-command", "pass show x")
-    rest = run([executable(), "schedule", "print", "--crontab", "--repo", f"restic:rest:http://u:{PASSWORD}@h:1/r/",
-                "--password-file", str(pw), "--what", "etcd-pull"], env=env, cwd=tmp_path)
+    rest = dr("schedule", "print", "--crontab", "--repo", f"restic:rest:http://u:{PASSWORD}@h:1/r/",
+              "--password-file", str(pw), "--what", "etcd-pull", env=env, cwd=tmp_path)
     assert rest.returncode == 2 and "RESTIC_REST_PASSWORD" in rest.stderr and PASSWORD not in rest.stderr
-    plain = run([executable(), "schedule", "print", "--crontab", "--repo", str(tmp_path / "plain"), "--what",
-                 "prune", "--keep-within", "7d"], env=env, cwd=tmp_path)
+    plain = dr("schedule", "print", "--crontab", "--repo", str(tmp_path / "plain"), "--what",
+               "prune", "--keep-within", "7d", env=env, cwd=tmp_path)
     assert plain.returncode == 2 and "restic repositories" in plain.stderr
-    incluster = run([executable(), "schedule", "create", "etcd-snapshot", "--cron", "@daily", "--repo",
-                     "restic:/srv/restic"], env=env, cwd=tmp_path)
+    incluster = dr("schedule", "create", "etcd-snapshot", "--cron", "@daily", "--repo",
+                   "restic:/srv/restic", env=env, cwd=tmp_path)
     assert incluster.returncode == 2 and "schedule print --crontab --what etcd-pull" in incluster.stderr
 
     # A password command is named in the entry (RESTIC_PASSWORD_COMMAND), with systemd's % kept literal.
-    units = run([*base[:3], "--systemd", "--repo", f"restic:{tmp_path}/repo", "--what", "etcd-pull",
-                 "--password-command", "pass show restic/100%", "-o", "json"], env=env, cwd=tmp_path)
+    units = dr(*base[:2], "--systemd", "--repo", f"restic:{tmp_path}/repo", "--what", "etcd-pull",
+               "--password-command", "pass show restic/100%", "-o", "json", env=env, cwd=tmp_path)
     assert units.returncode == 0, units.stderr
     service = json.loads(units.stdout)["files"]["~/.config/systemd/user/kubectl-dr-etcd-pull.service"]
     assert "Environment='RESTIC_PASSWORD_COMMAND=pass show restic/100%%'" in service
@@ -175,7 +175,7 @@ def test_odd_characters_in_the_repository_and_password_file_stay_literal_and_a_n
             "--keep-last", "1", "-o", "json"]
 
     # The crontab entry, run by sh as cron runs it (no cluster needed to prune): restic sees one snapshot left.
-    printed = run([executable(), *args[:2], "--crontab", *args[2:]], env=env, cwd=tmp_path)
+    printed = dr(*args[:2], "--crontab", *args[2:], env=env, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     crontab = json.loads(printed.stdout)["crontab"]
     assert f"# The restic password comes from the password file {shlex.quote(str(pw))};" in crontab
@@ -185,7 +185,7 @@ def test_odd_characters_in_the_repository_and_password_file_stay_literal_and_a_n
 
     # The systemd unit: $ doubled in ExecStart (systemd expands it even in quotes), \ doubled and % doubled in
     # every line, so systemd hands the command the same words sh gets from the crontab.
-    units = run([executable(), *args[:2], "--systemd", *args[2:]], env=env, cwd=tmp_path)
+    units = dr(*args[:2], "--systemd", *args[2:], env=env, cwd=tmp_path)
     assert units.returncode == 0, units.stderr
     service = json.loads(units.stdout)["files"]["~/.config/systemd/user/kubectl-dr-prune.service"]
     (exec_start,) = [s for s in service.splitlines() if s.startswith("ExecStart=")]
@@ -196,8 +196,8 @@ def test_odd_characters_in_the_repository_and_password_file_stay_literal_and_a_n
     assert exec_start == "ExecStart=/usr/bin/flock -n %t/kubectl-dr-prune.lock " + escaped, exec_start
 
     # A password command's \ and % in Environment=.
-    cmd = run([executable(), "schedule", "print", "--systemd", "--repo", f"restic:{repo}", "--what",
-                       "etcd-pull", "--password-command", "printf %s\\\\n pw", "-o", "json"], env=env, cwd=tmp_path)
+    cmd = dr("schedule", "print", "--systemd", "--repo", f"restic:{repo}", "--what",
+             "etcd-pull", "--password-command", "printf %s\\\\n pw", "-o", "json", env=env, cwd=tmp_path)
     assert cmd.returncode == 0, cmd.stderr
     service = json.loads(cmd.stdout)["files"]["~/.config/systemd/user/kubectl-dr-etcd-pull.service"]
     assert "Environment='RESTIC_PASSWORD_COMMAND=printf %%s\\\\\\\\n pw'\n" in service, service
@@ -206,7 +206,7 @@ def test_odd_characters_in_the_repository_and_password_file_stay_literal_and_a_n
     for form in ("--crontab", "--systemd"):
         for bad in (["--repo", f"restic:{tmp_path}/new\nline", "--password-file", str(pw)],
                     ["--repo", f"restic:{repo}", "--password-command", "pass show x\n* * * * * rm -rf ~"]):
-            got = run([executable(), "schedule", "print", form, *bad, "--what", "etcd-pull"], env=env, cwd=tmp_path)
+            got = dr("schedule", "print", form, *bad, "--what", "etcd-pull", env=env, cwd=tmp_path)
             assert got.returncode == 2 and "control character" in got.stderr, (got.stdout, got.stderr)
 
 
@@ -219,8 +219,8 @@ def test_a_restic_repository_from_the_config_file_is_one(tmp_path: Path) -> None
     config.write_text(f"repository: restic:{tmp_path}/repo\n")
     env = clean_env({"KUBECONFIG": str(tmp_path / "kubeconfig"), "KUBECTL_DR_CONFIG": str(config),
                      "XDG_STATE_HOME": str(tmp_path / "state")})
-    got = run([executable(), "schedule", "print", "--crontab", "--password-file", str(pw), "--what", "prune",
-               "--keep-last", "3", "-o", "json"], env=env, cwd=tmp_path)
+    got = dr("schedule", "print", "--crontab", "--password-file", str(pw), "--what", "prune",
+             "--keep-last", "3", "-o", "json", env=env, cwd=tmp_path)
     assert got.returncode == 0, got.stderr
     (job,) = json.loads(got.stdout)["jobs"]
     cmd = job["command"]

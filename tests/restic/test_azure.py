@@ -25,9 +25,9 @@ from kubectl_dr.repo.restic.archiver import volume_root
 from kubectl_dr.repo.restic.azurebackend import AzureBackend, parse, settings_for
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.retention import Policy
-from tests import datasets
+from tests import cli_runner, datasets
 from tests.azurite import Azurite
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import clean_env
 from tests.restic.oracle import PASSWORD, restic, restic_json
 
 PW = PASSWORD.encode()
@@ -55,7 +55,7 @@ def upload(azurite: Azurite, container: str, prefix: str, src: Path) -> None:
 
 
 def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
+    return cli_runner.dr(*args, env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
 
 
 def test_parse_takes_restics_form_and_refuses_what_restic_would_misread() -> None:

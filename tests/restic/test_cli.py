@@ -8,13 +8,13 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests import datasets, tables
-from tests.cli_runner import clean_env, executable, run
+from tests import cli_runner, datasets, tables
+from tests.cli_runner import clean_env, executable
 from tests.restic.oracle import PASSWORD, restic, restic_json
 
 
 def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
+    return cli_runner.dr(*args, env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
 
 
 def test_list_ls_and_cat_read_a_snapshot_restic_wrote(tmp_path: Path) -> None:

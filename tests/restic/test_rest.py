@@ -15,8 +15,8 @@ from kubectl_dr.repo.restic.archiver import volume_root
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.restbackend import RestBackend
 from kubectl_dr.repo.retention import Policy
-from tests import datasets
-from tests.cli_runner import clean_env, executable, run
+from tests import cli_runner, datasets
+from tests.cli_runner import clean_env
 from tests.restic.oracle import PASSWORD, restic, restic_json
 from tests.restserver import RestServer
 from tests.s3server import free_port
@@ -25,7 +25,7 @@ PW = PASSWORD.encode()
 
 
 def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
+    return cli_runner.dr(*args, env=clean_env({"RESTIC_PASSWORD": PASSWORD, **(env or {})}), timeout=120)
 
 
 def test_our_snapshots_pass_restic_check_and_restore_and_restics_restore_through_us(

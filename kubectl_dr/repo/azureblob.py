@@ -266,8 +266,13 @@ class BlockBlobSink(PooledPartSink):
         # the pool's buffer in one call and hand the SDK a reader over it: given the buffer itself the SDK
         # would need bytes, a copy of every block in flight (16 MiB), and it hashes a stream 4 KiB at a time.
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
-        self._repo.call("staging a block", self._blob.stage_block, ident, BufferReader(body), length=len(body),
-                        transactional_content_md5=md5)
+        headers = self._repo.call("staging a block", self._blob.stage_block, ident, BufferReader(body),
+                                  length=len(body), transactional_content_md5=md5)
+        echoed = headers.get("content_md5") if isinstance(headers, dict) else None
+        if echoed and bytes(echoed) != md5:  # Azure echoes the MD5 it computed (Azurite does not)
+            raise RepoError(f"the Azure storage service stored block {number} of {self._key} with MD5 "
+                            f"{base64.b64encode(bytes(echoed)).decode()}, not the {base64.b64encode(md5).decode()} "
+                            "we sent", hint="The upload was damaged on the way; run the command again.")
         return ident
 
     def _finish(self, parts: builtins.list[Any]) -> None:

@@ -103,6 +103,28 @@ def test_a_block_changed_after_its_md5_was_taken_is_refused(azurite: Azurite,
     assert azurite.blobs(container) == {} and azurite.uncommitted(container) == []
 
 
+def test_a_block_echoed_with_another_md5_is_refused(azurite: Azurite) -> None:
+    """Azure answers a staged block with the MD5 it computed (Azurite answers none): one that differs
+    from ours ends the write, in words, and nothing staged stays."""
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
+    part = writer.open_part("data.tar")
+    blob = part._sink._blob
+    real = blob.stage_block
+
+    def echoing_another(*args: Any, **kwargs: Any) -> Any:
+        headers = real(*args, **kwargs)  # the block really goes to the service
+        return {**headers, "content_md5": bytearray(16)}
+
+    blob.stage_block = echoing_another
+    with pytest.raises(RepoError, match=r"stored block 1 of .* with MD5 .* not the .* we sent"):
+        part.write(memoryview(os.urandom(MIN_BLOCK + 10)))
+        part.close()
+    assert writer.state == "aborted"
+    assert azurite.blobs(container) == {} and azurite.uncommitted(container) == []
+
+
 def test_memory_stays_flat_over_many_blocks(azurite: Azurite) -> None:
     """Seven blocks staged IN_FLIGHT at a time: Python's allocations peak at the pool (IN_FLIGHT + 1
     blocks) plus a little; a block is sent from its buffer, never copied for the SDK."""

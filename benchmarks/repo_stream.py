@@ -4,6 +4,7 @@ without age encryption.
 
     python -m benchmarks.repo_stream                  # 1 GiB each way, plus 4 GiB to S3 and Azure for peak RSS
     python -m benchmarks.repo_stream --gib 0.25 --big-gib 0   # quick look
+    python -m benchmarks.repo_stream --big-age                # the 4 GiB cases encrypted too
 
 Each case runs in a fresh process that streams generated data (1 MiB chunks, as the exec layer hands
 them over) through `repo.create(...).open_part(...).write()` and commits, then `repo.verify()` reads it
@@ -64,6 +65,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=1.0, help="size of the main cases (default 1 GiB)")
     parser.add_argument("--big-gib", type=float, default=4.0, help="size of the S3 peak-RSS case (0: skip)")
+    parser.add_argument("--big-age", action="store_true",
+                        help="also write the S3 and Azure peak-RSS cases encrypted to age")
     parser.add_argument("--kinds", default="local,s3,azure",
                         help="the repositories to measure, comma-separated (default local,s3,azure)")
     args = parser.parse_args()
@@ -106,7 +109,10 @@ def main() -> int:
             if big:
                 cases.append(("s3 (peak RSS)", f"s3://{bucket}/bench", big, ""))
                 cases.append(("azure (peak RSS)", f"azure://{container}/bench", big, ""))
-            print(f"{'case':16} {'GiB':>5} {'write MiB/s':>12} {'read MiB/s':>11} {'write CPU-s/GiB':>16} "
+                if args.big_age:
+                    cases.append(("s3 + age (peak RSS)", f"s3://{bucket}/bench", big, recipient))
+                    cases.append(("azure + age (peak RSS)", f"azure://{container}/bench", big, recipient))
+            print(f"{'case':22} {'GiB':>5} {'write MiB/s':>12} {'read MiB/s':>11} {'write CPU-s/GiB':>16} "
                   f"{'read CPU-s/GiB':>15} {'peak RSS MiB':>13}")
             results = {}
             for name, ref, n, rec in cases:
@@ -115,7 +121,7 @@ def main() -> int:
                 r = run_case(ref, n, env, rec, str(key) if rec else "")
                 gib = n / (1 << 30)
                 results[name] = r
-                print(f"{name:16} {gib:5.2f} {n / (1 << 20) / r['write_s']:12.1f} {n / (1 << 20) / r['read_s']:11.1f} "
+                print(f"{name:22} {gib:5.2f} {n / (1 << 20) / r['write_s']:12.1f} {n / (1 << 20) / r['read_s']:11.1f} "
                       f"{r['write_cpu'] / gib:16.2f} {r['read_cpu'] / gib:15.2f} {r['peak_rss_kib'] / 1024:13.1f}",
                       flush=True)
             gib = size / (1 << 30)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import hashlib
+import io
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -260,10 +262,17 @@ class BlockBlobSink(PooledPartSink):
 
     def _send(self, number: int, body: bytes | bytearray) -> str:
         ident = block_id(number)
-        # validate_content: the block goes with its MD5, which the service checks before it keeps it (the
-        # SDK computes it over bytes only).
-        self._repo.call("staging a block", self._blob.stage_block, ident, bytes(body), length=len(body),
-                        validate_content=True)
+        # The block goes with its MD5 (Content-MD5), which the service checks before it keeps it. We hash
+        # the pool's buffer in one call and hand the SDK a reader over it: given the buffer itself the SDK
+        # would need bytes, a copy of every block in flight (16 MiB), and it hashes a stream 4 KiB at a time.
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        headers = self._repo.call("staging a block", self._blob.stage_block, ident, BufferReader(body),
+                                  length=len(body), transactional_content_md5=md5)
+        echoed = headers.get("content_md5") if isinstance(headers, dict) else None
+        if echoed and bytes(echoed) != md5:  # Azure echoes the MD5 it computed (Azurite does not)
+            raise RepoError(f"the Azure storage service stored block {number} of {self._key} with MD5 "
+                            f"{base64.b64encode(bytes(echoed)).decode()}, not the {base64.b64encode(md5).decode()} "
+                            "we sent", hint="The upload was damaged on the way; run the command again.")
         return ident
 
     def _finish(self, parts: builtins.list[Any]) -> None:
@@ -281,6 +290,39 @@ class BlockBlobSink(PooledPartSink):
 
     def _discard(self) -> None:
         self._repo.discard_blocks(self._key)
+
+
+class BufferReader(io.RawIOBase):
+    """A seekable reader over a buffer that is not copied: what the SDK sends a staged block from (it
+    seeks back to the start to send the block again on a retry)."""
+
+    def __init__(self, buffer: bytes | bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(buffer).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        n = max(0, min(len(target), len(self._view) - self._pos))
+        memoryview(target).cast("B")[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 class AzureReader:

@@ -19,6 +19,9 @@ from typing import Any
 from kubectl_dr.repo.errors import RepoError
 
 AGE_SUFFIX = ".age"
+# Plaintext chunks (1 MiB from the exec layer) waiting for the encryption thread: two keep it busy while
+# the caller fetches the next; eight held 6 MiB more at the peak of an encrypted upload for no speed.
+_ENCRYPT_QUEUE = 2
 _QUEUE_DEPTH = 8
 _POLL = 0.2  # seconds between checks that the other side of a pipe is still alive
 
@@ -138,7 +141,7 @@ class Encryptor:
     def __init__(self, recipients: Sequence[Recipient], sink: Callable[[memoryview], None]) -> None:
         self._recipients = [r.key for r in recipients]
         self._sink = sink
-        self._queue: queue.Queue[bytes | None] = queue.Queue(_QUEUE_DEPTH)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(_ENCRYPT_QUEUE)
         self._pending = memoryview(b"")
         self._stop = threading.Event()
         self.error: BaseException | None = None

@@ -44,14 +44,14 @@ from kubectl_dr.repo.repository import Backup, Leftover, utcnow
 from kubectl_dr.repo.s3client import S3Location, S3Settings, is_not_found, make_client, translate
 from kubectl_dr.repo.writer import Staging
 
-# S3 needs ≥ 5 MiB for every part but the last. 8 MiB parts, four in flight: the pool is 40 MiB where
-# 16 MiB × 3 took 64 (peak RSS 118 → under 100 MiB, see benchmarks/README.md), and four requests in
-# flight keep the server as busy as three larger ones did.
+# S3 needs ≥ 5 MiB for every part but the last. 8 MiB parts, three in flight: the pool is 32 MiB (four
+# buffers), which keeps an age-encrypted backup under 100 MiB of peak RSS where four in flight (40 MiB)
+# reached 103; a fourth or a sixth request in flight did not write faster (benchmarks/README.md).
 MIN_PART = 8 << 20
 MAX_PARTS = 10_000
 PARTS_PER_STEP = 1_000  # the part size doubles after this many parts, up to MAX_PART: ~2.4 TiB in all
 MAX_PART = 512 << 20
-IN_FLIGHT = 4  # parts uploading while the next fills: memory is about (IN_FLIGHT + 1) × part size
+IN_FLIGHT = 3  # parts uploading while the next fills: memory is about (IN_FLIGHT + 1) × part size
 
 
 @dataclass
@@ -242,7 +242,7 @@ def _b64sha(data: bytes | bytearray | memoryview) -> str:
 def part_size_for(number: int, size_hint: int | None) -> int:
     """The size of upload part ``number`` (1-based): at least 8 MiB, more for large expected sizes, and
     doubling every 1000 parts up to 512 MiB, so that 10 000 parts reach ~2.4 TiB whatever the hint said
-    (memory stays a few parts: 40 MiB for the first 8 GiB, or ~57 GiB of a known size)."""
+    (memory stays a few parts: 32 MiB for the first 8 GiB, or ~57 GiB of a known size)."""
     return growing_part_size(number, size_hint, smallest=MIN_PART, largest=MAX_PART, most=MAX_PARTS,
                              per_step=PARTS_PER_STEP)
 

@@ -9,14 +9,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from kubectl_dr.repo import BackupCorruptError, LocalRepository, RepoError, open_repository
-from kubectl_dr.repo.azureblob import MIN_BLOCK, AzureRepository, block_id, block_size_for
+from kubectl_dr.repo import BackupCorruptError, LocalRepository, RepoError, azureblob, open_repository
+from kubectl_dr.repo.azureblob import IN_FLIGHT, MIN_BLOCK, AzureRepository, BufferReader, block_id, block_size_for
 from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY, AzureSettings, parse_azure_url
 from kubectl_dr.repo.copying import copy_backup
 from tests.azurite import Azurite
@@ -74,6 +76,93 @@ def test_a_block_damaged_on_the_way_is_refused(azurite: Azurite) -> None:
         part.close()
     assert writer.state == "aborted"
     assert azurite.blobs(container) == {} and azurite.uncommitted(container) == []
+
+
+def test_a_block_changed_after_its_md5_was_taken_is_refused(azurite: Azurite,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's own path: the MD5 is taken over the pool's buffer and the SDK reads the block from it;
+    a byte that changes between the two (damage on the way) is refused by the service."""
+
+    class Damaging(BufferReader):
+        def readinto(self, target: Any) -> int:
+            n = super().readinto(target)
+            if n and self.tell() == n:  # the first piece of the block only
+                view = memoryview(target).cast("B")
+                view[0] ^= 1
+            return n
+
+    monkeypatch.setattr(azureblob, "BufferReader", Damaging)
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
+    part = writer.open_part("data.tar")
+    with pytest.raises(RepoError, match="received different bytes than were sent"):
+        part.write(memoryview(os.urandom(MIN_BLOCK + 10)))
+        part.close()
+    assert writer.state == "aborted"
+    assert azurite.blobs(container) == {} and azurite.uncommitted(container) == []
+
+
+def test_a_block_echoed_with_another_md5_is_refused(azurite: Azurite) -> None:
+    """Azure answers a staged block with the MD5 it computed (Azurite answers none): one that differs
+    from ours ends the write, in words, and nothing staged stays."""
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
+    part = writer.open_part("data.tar")
+    blob = part._sink._blob
+    real = blob.stage_block
+
+    def echoing_another(*args: Any, **kwargs: Any) -> Any:
+        headers = real(*args, **kwargs)  # the block really goes to the service
+        return {**headers, "content_md5": bytearray(16)}
+
+    blob.stage_block = echoing_another
+    with pytest.raises(RepoError, match=r"stored block 1 of .* with MD5 .* not the .* we sent"):
+        part.write(memoryview(os.urandom(MIN_BLOCK + 10)))
+        part.close()
+    assert writer.state == "aborted"
+    assert azurite.blobs(container) == {} and azurite.uncommitted(container) == []
+
+
+def test_memory_stays_flat_over_many_blocks(azurite: Azurite) -> None:
+    """Seven blocks staged IN_FLIGHT at a time: Python's allocations peak at the pool (IN_FLIGHT + 1
+    blocks) plus a little; a block is sent from its buffer, never copied for the SDK."""
+    container = azurite.new_container()
+    repo = _repo(azurite, container)
+    assert repo.list() == []  # the client is made before memory is traced
+    chunk = bytearray(os.urandom(1 << 20))
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
+            with writer.open_part("data.tar") as part:
+                for i in range(7 * (MIN_BLOCK >> 20)):
+                    chunk[:8] = i.to_bytes(8, "little")
+                    digest.update(chunk)
+                    part.write(memoryview(chunk))
+                part.write(memoryview(b"tail"))
+                digest.update(b"tail")
+            manifest = writer.commit({"files": 1})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < (IN_FLIGHT + 1) * MIN_BLOCK + (3 << 20), f"peak {peak / (1 << 20):.1f} MiB"
+    assert manifest.part("data.tar").sha256 == digest.hexdigest()
+    assert repo.verify(repo.get(manifest.id)).id == manifest.id
+    assert azurite.uncommitted(container) == []
+
+
+def test_a_block_reader_reads_again_from_the_start() -> None:
+    """The SDK seeks back to resend a block on a retry: the same bytes again, none past the end."""
+    data = bytearray(os.urandom(10_000))
+    reader = BufferReader(data)
+    assert len(reader) == 10_000
+    first = reader.read(4096) + reader.read()
+    assert first == data and reader.read(10) == b"" and reader.tell() == 10_000
+    assert reader.seek(0) == 0
+    assert reader.read() == data
+    assert reader.seek(-10, os.SEEK_END) == 9_990 and reader.read() == data[-10:]
 
 
 def test_verify_reads_back_and_catches_damage(azurite: Azurite) -> None:

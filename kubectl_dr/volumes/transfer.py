@@ -131,6 +131,23 @@ def receive_spooled(kube: Kube, pod: RescuePod, script: str, spool: BinaryIO, fe
     return receive(kube, pod, script, sink, lambda: (spool.tell(), digest.hexdigest()), what)
 
 
+def receive_fed(kube: Kube, pod: RescuePod, script: str, feed: Callable[[bytes], None], progress: Progress,
+                what: str) -> Checked:
+    """`receive` of a stream kept nowhere: each chunk counted and hashed here, fed to `feed` (a tar reader
+    that checks it and hands its files on as they come) and counted on `progress`."""
+    digest = hashlib.sha256()
+    received = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal received
+        received += len(data)
+        digest.update(data)
+        feed(data)
+        progress.advance(len(data))
+
+    return receive(kube, pod, script, sink, lambda: (received, digest.hexdigest()), what)
+
+
 def list_volume(kube: Kube, pod: RescuePod, *, attempts: int = LISTING_ATTEMPTS,
                 ctime: bool = False) -> dict[str, Found]:
     """Every entry of the volume as the pod's `stat` sees it, the transfer checked like any other.

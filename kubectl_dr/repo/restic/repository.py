@@ -138,9 +138,9 @@ class Repository:
             compressor = self._local.zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
         return compressor
 
-    def _prepare(self, plain: bytes) -> tuple[str, bytes, int]:
+    def prepare_blob(self, plain: bytes | bytearray) -> tuple[str, bytes, int]:
         """(ID, sealed payload, uncompressed length or 0): the CPU work of a blob. Hashing, zstd and AES
-        release the GIL, so `save_blobs` runs this on two threads."""
+        release the GIL, so `save_blobs` and `BlobStream` run this on two threads."""
         blob_id = hashlib.sha256(plain).hexdigest()
         ulen = 0
         payload = plain
@@ -160,7 +160,7 @@ class Repository:
         has is prepared for nothing, which costs only CPU."""
         pending: deque[tuple[K, Future[tuple[str, bytes, int]]]] = deque()
         for key, piece in pieces:
-            pending.append((key, self._pool.submit(self._prepare, piece)))
+            pending.append((key, self._pool.submit(self.prepare_blob, piece)))
             if len(pending) >= _AHEAD:
                 done_key, future = pending.popleft()
                 yield done_key, self._add(blob_type, *future.result())
@@ -173,7 +173,16 @@ class Repository:
         blob_id = hashlib.sha256(plain).hexdigest()
         if blob_id in self.index:
             return blob_id
-        return self._add(blob_type, *self._prepare(plain))
+        return self._add(blob_type, *self.prepare_blob(plain))
+
+    def prepare_blobs(self, pieces: list[bytes | bytearray]) -> Future[list[tuple[str, bytes, int]]]:
+        """`prepare_blob` of each piece, as one job on the repository's two threads (many small files' blobs
+        in one job: a job's hand-over costs more than a 16 KiB blob's hashing and encryption)."""
+        return self._pool.submit(lambda: [self.prepare_blob(p) for p in pieces])
+
+    def add_prepared(self, blob_type: str, blob_id: str, sealed: bytes, ulen: int) -> str:
+        """Adds what `prepare_blob` made to the open pack (unless the repository has it); one thread at a time."""
+        return self._add(blob_type, blob_id, sealed, ulen)
 
     def _add(self, blob_type: str, blob_id: str, sealed: bytes, ulen: int) -> str:
         if blob_id in self.index:

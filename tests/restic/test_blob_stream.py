@@ -15,6 +15,7 @@ import pytest
 from kubectl_dr.repo.restic import archiver, chunking, localfs, nodes
 from kubectl_dr.repo.restic.backend import DATA, LocalBackend, ResticBackendError
 from kubectl_dr.repo.restic.blob_stream import BlobStream
+from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
 from kubectl_dr.volumes.restic_content import ContentCutter
@@ -180,3 +181,22 @@ def test_blobs_already_in_the_repository_are_not_stored_again(tmp_path: Path) ->
     assert contents["a"] == contents["b"]
     _snapshot(repo, src, contents)
     assert repo.bytes_stored < 3 * MIB + 4096
+
+
+def test_blobs_whose_samples_do_not_compress_are_stored_raw_and_restic_reads_every_kind(tmp_path: Path) -> None:
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), PW)
+    noise, text = os.urandom(MIB), (b"a compressible log line\n" * MIB)[:MIB]
+    half = MIB // 2
+    cases = {
+        "random": noise,  # stored raw, zstd never run over all of it
+        "text": text,
+        "random start, text after": noise[:half] + text[:half],  # the middle sample compresses
+        "small random": noise[:100_000],  # below the sampled size: compressed, found not smaller, raw
+    }
+    ids = {name: repo.save_blob(DATA_BLOB, data) for name, data in cases.items()}
+    repo.flush()
+    stored = {name: repo.index.blobs[blob].uncompressed_length for name, blob in ids.items()}
+    assert stored == {"random": 0, "text": MIB, "random start, text after": MIB, "small random": 0}
+    for name, data in cases.items():
+        assert repo.load_blob(ids[name]) == data
+    restic(tmp_path / "repo", "check", "--read-data")  # every blob read, decompressed or not, and hashed

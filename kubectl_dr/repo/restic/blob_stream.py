@@ -28,7 +28,7 @@ from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 
 K = TypeVar("K")
-IN_FLIGHT = 12  # jobs handed on and not yet added: ~2 preparing, the rest waiting while a pack is stored
+IN_FLIGHT = 6  # jobs handed on and not yet added: 2 preparing, the rest ready while a pack is stored
 _BATCH_COUNT = 64  # small pieces per job at most
 _POLL = 0.5  # seconds between looks at the writer's state while waiting for room
 

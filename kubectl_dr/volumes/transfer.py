@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from kubectl_dr.console import Progress
 from kubectl_dr.errors import VerificationError
@@ -114,21 +113,6 @@ class _Buffer:
 
     def local(self) -> tuple[int, str]:
         return len(self.data), self.hash.hexdigest()
-
-
-def receive_spooled(kube: Kube, pod: RescuePod, script: str, spool: BinaryIO, feed: Callable[[bytes], None],
-                    progress: Progress, what: str) -> Checked:
-    """`receive` into a fresh spool file, each chunk also fed to `feed` (a tar reader checking the stream
-    as it comes) and counted on `progress`; the count and digest compared are the spool's."""
-    digest = hashlib.sha256()
-
-    def sink(data: bytes) -> None:
-        spool.write(data)
-        digest.update(data)
-        feed(data)
-        progress.advance(len(data))
-
-    return receive(kube, pod, script, sink, lambda: (spool.tell(), digest.hexdigest()), what)
 
 
 def receive_fed(kube: Kube, pod: RescuePod, script: str, feed: Callable[[bytes], None], progress: Progress,

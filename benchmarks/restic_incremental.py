@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ def du(path: Path) -> int:
 
 
 PROFILE: Path | None = None
-CPU: list[tuple[str, float, float, float]] = []  # (label, wall s, our CPU s, the cluster's CPU s)
+CPU: list[tuple[str, float, float, float, float]] = []  # (label, wall s, our CPU s, cluster's CPU s, peak RSS MiB)
 
 
 def _cluster_cpu(cluster: Any) -> float:
@@ -58,7 +57,7 @@ def dr(cluster: Any, *args: str, label: str = "") -> tuple[float, dict[str, Any]
         svg = PROFILE / f"{len(CPU):02d}-{label or args[1]}.svg"
         spy = str(Path(sys.executable).parent / "py-spy")
         command = [spy, "record", "--subprocesses", "--nonblocking", "-o", str(svg), "--", *command]
-    ours, theirs = resource.getrusage(resource.RUSAGE_CHILDREN), _cluster_cpu(cluster)
+    theirs = _cluster_cpu(cluster)
     start = time.monotonic()
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         out = threading.Thread(target=lambda: stdout.append(proc.stdout.read() if proc.stdout else ""))
@@ -68,11 +67,12 @@ def dr(cluster: Any, *args: str, label: str = "") -> tuple[float, dict[str, Any]
         for line in proc.stderr:  # each message with the time it came: where a command's time goes
             print(f"  +{time.monotonic() - start:6.1f}s {line.rstrip()}", file=sys.stderr)
         out.join()
-        proc.wait(3600)
+        # wait4: this command's own CPU time and peak RSS (RUSAGE_CHILDREN's peak is the largest child's so far)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     took = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU.append((label or " ".join(args[:2]), took, after.ru_utime + after.ru_stime - ours.ru_utime - ours.ru_stime,
-                _cluster_cpu(cluster) - theirs))
+    CPU.append((label or " ".join(args[:2]), took, usage.ru_utime + usage.ru_stime, _cluster_cpu(cluster) - theirs,
+                usage.ru_maxrss / 1024))
     if proc.returncode != 0:
         raise SystemExit(f"kubectl dr {' '.join(args)} failed (exit {proc.returncode})")
     # py-spy says what it does on stdout too: the result is the JSON document after its lines
@@ -136,9 +136,19 @@ def database_restore(cluster: Any, ns: str, vol: Path, repo: Path, n: int, rng: 
 
 
 def print_cpu() -> None:
-    print("CPU-seconds per command (wall, kubectl dr, cluster incl. pods):")
-    for label, wall, ours, theirs in CPU:
-        print(f"  {label:20} {wall:6.1f}s wall {ours:6.1f} CPU-s ours {theirs:6.1f} CPU-s cluster")
+    print("CPU-seconds per command (wall, kubectl dr, cluster incl. pods; peak RSS of kubectl dr):")
+    for label, wall, ours, theirs, rss in CPU:
+        print(f"  {label:20} {wall:6.1f}s wall {ours:6.1f} CPU-s ours {theirs:6.1f} CPU-s cluster {rss:6.1f} MiB")
+
+
+def print_backups(plain_s: float, first_s: float, first: dict[str, Any],
+                  rounds: list[tuple[float, int, int, int]]) -> None:
+    print(f"first backup: plain repository {plain_s:.1f}s, restic {first_s:.1f}s "
+          f"(throughput ratio {plain_s / first_s:.2f}x), {first['receivedBytes'] / GIB:.3f} GiB read")
+    for i, (took, received, stored, changed) in enumerate(rounds, 1):
+        print(f"round {i} (1 % of files changed, {changed / (1 << 20):.1f} MiB of them): {took:.1f}s "
+              f"({took / first_s:.0%} of the first), {received / (1 << 20):.1f} MiB crossed the API "
+              f"({received / first['receivedBytes']:.1%}), {stored / (1 << 20):.1f} MiB stored")
 
 
 def main() -> None:
@@ -200,6 +210,8 @@ def main() -> None:
         if args.database_restore:
             database_restore(cluster, ns, vol, restic_repo, args.database_restore, rng)
         if args.no_restore:
+            print_backups(plain_s, first_s, first, rounds)
+            print(f"repository after {args.rounds + 1} backups: {du(restic_repo) / one_full:.2f}x one full backup")
             print_cpu()
             return
         # The restore case: 1 % of the files changed once more, then the latest snapshot restored onto them.
@@ -213,12 +225,7 @@ def main() -> None:
         full_s, full = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{restic_repo}",
                           "--from", "latest", "--full", label="restore-full")
         cp_s = kubectl_cp(cluster, ns, copy)
-        print(f"first backup: plain repository {plain_s:.1f}s, restic {first_s:.1f}s "
-              f"(throughput ratio {plain_s / first_s:.2f}x), {first['receivedBytes'] / GIB:.3f} GiB read")
-        for i, (took, received, stored, changed) in enumerate(rounds, 1):
-            print(f"round {i} (1 % of files changed, {changed / (1 << 20):.1f} MiB of them): {took:.1f}s "
-                  f"({took / first_s:.0%} of the first), {received / (1 << 20):.1f} MiB crossed the API "
-                  f"({received / first['receivedBytes']:.1%}), {stored / (1 << 20):.1f} MiB stored")
+        print_backups(plain_s, first_s, first, rounds)
         print(f"repository after {args.rounds + 1} backups: {du(restic_repo) / one_full:.2f}x one full backup")
         moved = inc["incremental"]["streamBytes"]
         print(f"restore after 1 % of the files changed ({changed / (1 << 20):.1f} MiB of them; load {load:.2f}): "

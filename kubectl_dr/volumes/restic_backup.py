@@ -2,9 +2,10 @@
 
 The pod lists the volume (the truth about every entry), then streams `tar -c` of it. The stream is
 checked end to end as every backup's is (size and SHA-256 in the pod and here, tar's exit, the archive
-read as the restoring tar reads it, reconciled with the listing) while it is spooled to a private
-temporary file; only then are its files cut into blobs. Tree nodes take owners, modes, times, inodes
-and links from the listing (tar headers lose large uids, symlink owners and times before 1970).
+read as the restoring tar reads it, reconciled with the listing); its files are cut into blobs and
+packed while it arrives, and only a stream that passed every check gets an index and a snapshot. Tree
+nodes take owners, modes, times, inodes and links from the listing (tar headers lose large uids,
+symlink owners and times before 1970).
 
 Written in restic's order: data packs, trees, the index, then the snapshot, under a non-exclusive
 restic lock (so `restic prune` waits for us and we refuse to write under its exclusive lock). An
@@ -16,11 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tarfile
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +28,9 @@ from kubectl_dr.console import Console
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import identity_for_backup
-from kubectl_dr.repo.restic import archiver, chunking, nodes
+from kubectl_dr.repo.restic import archiver, nodes
+from kubectl_dr.repo.restic.blob_stream import BlobStream
 from kubectl_dr.repo.restic.locks import Lock
-from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
 from kubectl_dr.session import Session
@@ -44,7 +42,8 @@ from kubectl_dr.volumes.access import BACKUP, plan_access
 from kubectl_dr.volumes.entries import Entry
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
-from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, TarReader
+from kubectl_dr.volumes.restic_content import ContentCutter
+from kubectl_dr.volumes.tar_reader import TarReader
 
 KIND = "pvc"
 LOCK_WAIT = 300.0  # seconds we wait for another client's exclusive lock (a prune) to go
@@ -183,21 +182,21 @@ def mark_racy(items: list[archiver.Item], listed_at: int) -> None:
 def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions, access: Any,
           found: dict[str, Found], skipped: list[Any], console: Console,
           what: str) -> tuple[list[archiver.Item], Any, int]:
-    """The whole volume as one checked tar stream (a first backup, --force, or too many changes to name)."""
+    """The whole volume as one checked tar stream (a first backup, --force, or too many changes to name),
+    its files cut into blobs as it arrives; the blobs count only once the whole stream has been judged."""
     assert pod.tools is not None
-    with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool:
-        reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
+    with BlobStream[str](repo) as blobs:
+        cutter = ContentCutter(blobs)
+        reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU, on_member=cutter.member, on_data=cutter.data)
         with console.progress(f"backup {opts.namespace}/{opts.claim}",
                               tar_backup.archive_size_estimate(found)) as bar:
-            checked = transfer.receive_spooled(kube, pod, scripts.backup_script(pod.tools.tar), spool, reader.feed,
-                                               bar, what)
+            checked = transfer.receive_fed(kube, pod, scripts.backup_script(pod.tools.tar), reader.feed, bar, what)
             pod.release()
         record = tar_backup.judged_archive(reader, found, skipped, checked, access, console, what)[1]
-        received = spool.tell()
-        spool.seek(0)
-        contents = _store_contents(repo, spool)
+        cutter.finish()
+        contents = blobs.close()
     items = [_item(e, found.get(e.path), contents, record.entries) for e in record.entries]
-    return items, record, received
+    return items, record, checked.size
 
 
 class _ParentRead:
@@ -234,27 +233,6 @@ def latest_of(repo: Repository, namespace: str, claim: str) -> Snapshot | None:
     mine = [s for s in repo.snapshots()
             if s.hostname == f"{namespace}/{claim}" and s.paths == [f"/{claim}"]]
     return mine[-1] if mine else None
-
-
-def _store_contents(repo: Repository, spool: Any) -> dict[str, list[str]]:
-    """Every regular file of the (already verified) archive cut into data blobs: path → blob IDs."""
-    contents: dict[str, list[str]] = {}
-
-    def pieces() -> Iterator[tuple[str, bytes]]:
-        with tarfile.open(fileobj=spool, mode="r|", encoding=ENCODING, errors=ERRORS) as tar:
-            for member in tar:
-                if not member.isreg():
-                    continue
-                f = tar.extractfile(member)
-                assert f is not None
-                path = (member.name[2:] if member.name.startswith("./") else member.name).rstrip("/")
-                contents[path] = []
-                for piece in chunking.chunks(f.read, member.size):
-                    yield path, piece
-
-    for path, blob_id in repo.save_keyed_blobs(DATA_BLOB, pieces()):
-        contents[path].append(blob_id)
-    return contents
 
 
 def _item(entry: Entry, seen: Found | None, contents: dict[str, list[str]],

@@ -12,8 +12,6 @@ that changed is compared with the parent chunk by chunk in the pod instead (rest
 
 from __future__ import annotations
 
-import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +19,8 @@ from typing import Any
 from kubectl_dr.console import Console
 from kubectl_dr.errors import VerificationError
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.repo.restic import archiver, chunking, nodes
-from kubectl_dr.repo.restic.packs import DATA_BLOB
+from kubectl_dr.repo.restic import archiver, nodes
+from kubectl_dr.repo.restic.blob_stream import BlobStream
 from kubectl_dr.repo.restic.repository import Repository
 from kubectl_dr.repo.restic.snapshots import Snapshot
 from kubectl_dr.units import count
@@ -30,7 +28,10 @@ from kubectl_dr.volumes import entries as entries_module
 from kubectl_dr.volumes import rescue_pod, restic_blocks, scripts, transfer
 from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.reconcile import Skipped, excluded
-from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, ArchiveError, TarReader
+from kubectl_dr.volumes.restic_content import ContentCutter
+from kubectl_dr.volumes.tar_reader import FILE as TAR_FILE
+from kubectl_dr.volumes.tar_reader import SYMLINK as TAR_SYMLINK
+from kubectl_dr.volumes.tar_reader import ArchiveError, Member, TarReader
 
 # One `sh -c` argument holds at most 128 KiB on Linux (MAX_ARG_STRLEN): more changed paths than fit are
 # read by a full stream instead.
@@ -115,11 +116,26 @@ def stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, p: Plan, con
     assert pod.tools is not None
     if not p.send:
         return {}, {}, 0
-    reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU)
+    asked = set(p.send)
+    targets: dict[str, str] = {}
+
+    def member(m: Member) -> None:
+        if m.path not in asked:
+            raise VerificationError(f"{what}: the archive holds {m.path!r}, which was not asked for")
+        if m.kind == TAR_SYMLINK:
+            targets[m.path] = m.target
+        elif m.kind == TAR_FILE and m.size != p.keep[m.path].size:
+            console.warn(f"{m.path!r} changed while the backup read it ({p.keep[m.path].size} bytes listed, "
+                         f"{m.size} read): kept as read")
+            p.keep[m.path].size = m.size
+        cutter.member(m)
+
     expected = sum(p.keep[s].size + 1024 for s in p.send)
-    with tempfile.TemporaryFile(prefix="kubectl-dr-restic-") as spool:
+    with BlobStream[str](repo) as blobs:  # the changed files' blobs stored as they arrive, as a full backup's
+        cutter = ContentCutter(blobs)
+        reader = TarReader(gnu_sparse=pod.tools.tar == scripts.GNU, on_member=member, on_data=cutter.data)
         with console.progress(f"backup {count(len(p.send), 'changed entry', 'changed entries')}", expected) as bar:
-            checked = transfer.receive_spooled(kube, pod, p.script(pod.tools.tar), spool, reader.feed, bar, what)
+            checked = transfer.receive_fed(kube, pod, p.script(pod.tools.tar), reader.feed, bar, what)
         if checked.tar_exit != 0:
             raise VerificationError(f"{what}: tar exited with code {checked.tar_exit}:\n{checked.warnings}",
                                     hint="Nothing was kept. A file that vanished since the listing: run it again.")
@@ -127,26 +143,9 @@ def stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, p: Plan, con
             reader.finish()
         except ArchiveError as exc:
             raise VerificationError(f"{what}: the archive is not one kubectl dr can read: {exc.message}") from None
-        received = spool.tell()
-        spool.seek(0)
-        contents: dict[str, list[str]] = {}
-        targets: dict[str, str] = {}
-        asked = set(p.send)
-        with tarfile.open(fileobj=spool, mode="r|", encoding=ENCODING, errors=ERRORS) as tar:
-            for member in tar:
-                path = (member.name[2:] if member.name.startswith("./") else member.name).rstrip("/")
-                if path not in asked:
-                    raise VerificationError(f"{what}: the archive holds {path!r}, which was not asked for")
-                if member.issym():
-                    targets[path] = member.linkname
-                elif member.isreg():
-                    f = tar.extractfile(member)
-                    assert f is not None
-                    contents[path] = repo.save_blobs(DATA_BLOB, chunking.chunks(f.read, member.size))
-                    if member.size != p.keep[path].size:
-                        console.warn(f"{path!r} changed while the backup read it ({p.keep[path].size} bytes listed, "
-                                     f"{member.size} read): kept as read")
-                        p.keep[path].size = member.size
+        cutter.finish()
+        contents = blobs.close()
+        received = checked.size
     missing = asked - set(contents) - set(targets)
     if missing:
         raise VerificationError(f"{what}: the archive lacks {sorted(missing)[0]!r}"

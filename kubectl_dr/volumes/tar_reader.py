@@ -77,6 +77,7 @@ class Member:
     target: str = ""  # symlink text, or the normalised path a hard link points to
     rdev: tuple[int, int] = (0, 0)
     sparse: bool = False  # stored as a GNU sparse member
+    segments: tuple[tuple[int, int], ...] = ()  # a sparse member's (offset, length) of each stored data run
 
 
 @dataclass
@@ -177,9 +178,14 @@ class TarReader:
     of zero bytes to expect after the end-of-archive marker.
     """
 
-    def __init__(self, *, gnu_sparse: bool = False, on_member: Callable[[Member], None] | None = None) -> None:
+    def __init__(self, *, gnu_sparse: bool = False, on_member: Callable[[Member], None] | None = None,
+                 on_data: Callable[[memoryview], None] | None = None) -> None:
+        """`on_member` is called with each entry as its header is read, `on_data` with that entry's data
+        bytes as they are fed (a sparse member's stored runs, without the padding to a whole block)."""
         self.gnu_sparse = gnu_sparse
         self.on_member = on_member
+        self.on_data = on_data
+        self._data = 0  # data bytes of the current entry still to give to on_data
         self.archive = Archive()
         self._offset = 0
         self._pending = bytearray()  # a header (or long name) being collected
@@ -206,6 +212,10 @@ class TarReader:
         while view:
             if self._skip:
                 n = min(self._skip, len(view))
+                if self._data and self.on_data is not None:
+                    given = min(self._data, n)
+                    self._data -= given
+                    self.on_data(view[:given])
                 self._skip -= n
                 self._offset += n
                 view = view[n:]
@@ -237,6 +247,8 @@ class TarReader:
         """`count` data bytes were passed over without feeding them (seeked)."""
         if count > self._skip:
             raise ValueError("skipped more than the data of the entry")
+        if self.on_data is not None:
+            raise ValueError("data was skipped that on_data must be given")
         self._skip -= count
         self._offset += count
 
@@ -366,10 +378,10 @@ class TarReader:
             "gid": _number(block[116:124], "gid", base256=True),
             "mtime": _number(block[136:148], "mtime", base256=True),
         }
-        self._member(block, b"0", stored, numbers, at, real_size=real)
+        self._member(block, b"0", stored, numbers, at, real_size=real, segments=tuple(self._sparse_map))
 
     def _member(self, block: bytes, typeflag: bytes, size: int, numbers: dict[str, int], at: int,
-                real_size: int | None = None) -> None:
+                real_size: int | None = None, segments: tuple[tuple[int, int], ...] = ()) -> None:
         kind = _TYPES[typeflag]
         raw_name = self._long.pop(b"L", None)
         if raw_name is None:
@@ -411,7 +423,7 @@ class TarReader:
                     _number(block[337:345], "devminor", base256=False))
         member = Member(path, kind, numbers["mode"], numbers["uid"], numbers["gid"],
                         real_size if real_size is not None else size, numbers["mtime"], target, rdev,
-                        sparse=real_size is not None)
+                        sparse=real_size is not None, segments=segments)
         self.archive.members[path] = member
         parent = path.rpartition("/")[0] if "/" in path else ""
         while parent not in self._dirs:  # tar creates missing parents: they are directories from now on
@@ -426,6 +438,7 @@ class TarReader:
             elif kind == FILE:
                 self._files.add(path)
         self._skip = (size + BLOCK - 1) // BLOCK * BLOCK
+        self._data = size
         if self.on_member is not None:
             self.on_member(member)
 

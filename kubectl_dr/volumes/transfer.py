@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from kubectl_dr.console import Progress
 from kubectl_dr.errors import VerificationError
@@ -116,19 +115,21 @@ class _Buffer:
         return len(self.data), self.hash.hexdigest()
 
 
-def receive_spooled(kube: Kube, pod: RescuePod, script: str, spool: BinaryIO, feed: Callable[[bytes], None],
-                    progress: Progress, what: str) -> Checked:
-    """`receive` into a fresh spool file, each chunk also fed to `feed` (a tar reader checking the stream
-    as it comes) and counted on `progress`; the count and digest compared are the spool's."""
+def receive_fed(kube: Kube, pod: RescuePod, script: str, feed: Callable[[bytes], None], progress: Progress,
+                what: str) -> Checked:
+    """`receive` of a stream kept nowhere: each chunk counted and hashed here, fed to `feed` (a tar reader
+    that checks it and hands its files on as they come) and counted on `progress`."""
     digest = hashlib.sha256()
+    received = 0
 
     def sink(data: bytes) -> None:
-        spool.write(data)
+        nonlocal received
+        received += len(data)
         digest.update(data)
         feed(data)
         progress.advance(len(data))
 
-    return receive(kube, pod, script, sink, lambda: (spool.tell(), digest.hexdigest()), what)
+    return receive(kube, pod, script, sink, lambda: (received, digest.hexdigest()), what)
 
 
 def list_volume(kube: Kube, pod: RescuePod, *, attempts: int = LISTING_ATTEMPTS,

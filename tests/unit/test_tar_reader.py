@@ -215,3 +215,31 @@ def test_gnu_sparse_members_when_gnu_tar_extracts(tmp_path: Path) -> None:
         read_archive(archive)
     member = read_archive(archive, gnu_sparse=True).members["sparse"]
     assert (member.size, member.sparse, member.uid) == (10 << 20, True, 1000)
+
+
+@pytest.mark.parametrize("step", [1, 511, 4096])
+def test_on_data_gets_each_files_bytes_without_padding_however_the_stream_is_cut(tmp_path: Path, step: int) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"a": os.urandom(1000), "b": b"", "c": os.urandom(1536), "d/e": os.urandom(3)}
+    for name, data in files.items():
+        (src / name).parent.mkdir(exist_ok=True)
+        (src / name).write_bytes(data)
+    os.symlink("a", src / "link")
+    archive = subprocess.run(["busybox", "tar", "-c", "-f", "-", "."], cwd=src, capture_output=True,
+                             check=True).stdout
+    got: dict[str, bytearray] = {}
+    current: list[str] = []
+
+    def member(m: tar_reader.Member) -> None:
+        current[:] = [m.path]
+        got.setdefault(m.path, bytearray())
+
+    reader = TarReader(on_member=member, on_data=lambda view: got[current[0]].extend(view))
+    for at in range(0, len(archive), step):
+        reader.feed(archive[at:at + step])
+    reader.finish()
+    assert {p: bytes(d) for p, d in got.items() if d or p in files} == files
+    assert got["link"] == b"" and got[""] == b""
+    with pytest.raises(ValueError, match="on_data"):
+        TarReader(on_data=lambda view: None).skipped(0)

@@ -68,7 +68,7 @@ class Key:
         s = enc.update(iv) + enc.finalize()
         return Poly1305.generate_tag(self.mac_r + s, ciphertext)
 
-    def seal(self, plaintext: bytes) -> bytes:
+    def seal(self, plaintext: bytes | bytearray) -> bytes:
         iv = os.urandom(IV_SIZE)
         enc = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).encryptor()
         ciphertext = enc.update(plaintext) + enc.finalize()

@@ -55,10 +55,9 @@ class PackWriter:
             for e in self.entries)
         sealed_header = self._key.seal(header)
         self._parts += [sealed_header, struct.pack("<I", len(sealed_header))]
-        digest = hashlib.sha256()
-        for part in self._parts:
-            digest.update(part)
-        return digest.hexdigest(), b"".join(self._parts)
+        data = b"".join(self._parts)
+        self._parts = []  # the pieces go before the pack is stored: one copy of it in memory, not two
+        return hashlib.sha256(data).hexdigest(), data
 
 
 def read_header(key: crypto.Key, tail: bytes, pack_size: int) -> list[BlobEntry]:

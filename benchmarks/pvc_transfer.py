@@ -152,6 +152,22 @@ class CpuProfile(_Sampler):
 
 
 PROFILES: dict[str, dict[str, float]] = {}
+# --profile DIR: kubectl-dr runs under py-spy, which leaves its samples there (collapsed stacks, one file a run).
+# The sampler costs CPU of its own: the timings of such a run are not comparable with others.
+SPY: Path | None = None
+
+
+def _result(out: Path) -> Any:
+    """kubectl dr's JSON result (py-spy, under --profile, says what it does on the same stdout)."""
+    return json.loads("".join(ln for ln in out.read_text().splitlines(True) if not ln.startswith("py-spy>")))
+
+
+def _spied(args: list[str], label: str) -> list[str]:
+    if SPY is None or Path(args[0]).name != "kubectl-dr":
+        return args
+    out = SPY / f"{label.replace(' ', '-')}-{len(list(SPY.glob('*.txt')))}.txt"
+    return [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--format", "raw", "--rate",
+            "200", "-o", str(out), "--", *args]
 
 
 def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None = None,
@@ -166,7 +182,8 @@ def measure(args: list[str], *, stdin: Path | None = None, stdout: Path | None =
         fin = files.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
         fout = files.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
         start = time.monotonic()
-        proc = subprocess.Popen(args, stdin=fin, stdout=fout, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(_spied(args, profile[0] if profile else "run"), stdin=fin, stdout=fout,
+                                stderr=subprocess.PIPE, env=env)
         peak = files.enter_context(PeakRss(proc.pid))
         sampler = files.enter_context(CpuProfile([proc.pid, profile[1]])) if profile else None
         assert proc.stderr is not None
@@ -213,7 +230,7 @@ class Bench:
         s, rss = measure([executable(), "pvc", "backup", "data", "-n", self.ns, "--repo", repo, *extra, "-o", "json"],
                          stdout=out, env={**self.env, **self.s3_env}, profile=(label, self.server_pid))
         self.cpu[label].append(PROFILES[label]["kubectl-dr"])
-        return s, rss, json.loads(out.read_text())
+        return s, rss, _result(out)
 
     def pod(self, up: bool) -> None:
         if not up:
@@ -260,7 +277,7 @@ class Bench:
         out = self.work / "dr.json"
         s, rss = measure([executable(), "pvc", "restore", "data", "-n", self.ns, "--repo", str(self.repo), "--from",
                           backup_id, "--yes", "-o", "json"], stdout=out, env=self.env, profile=(label, self.server_pid))
-        result = json.loads(out.read_text())
+        result = _result(out)
         TRANSFER[label].append(float(result["seconds"]))
         LISTING[label].append((float(result["listingSeconds"]), s))
         return s, rss
@@ -457,7 +474,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every tool on the mixed data (median shown)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--skip-s3", action="store_true", help="no backups to the S3 server beside the local ones")
-    run(parser.parse_args())
+    parser.add_argument("--profile", help="a directory for py-spy's samples of every kubectl dr run (slows them)")
+    args = parser.parse_args()
+    if args.profile:
+        global SPY
+        SPY = Path(args.profile)
+        SPY.mkdir(parents=True, exist_ok=True)
+    run(args)
 
 
 if __name__ == "__main__":

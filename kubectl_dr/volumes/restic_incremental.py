@@ -122,6 +122,7 @@ def stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, p: Plan, con
     def member(m: Member) -> None:
         if m.path not in asked:
             raise VerificationError(f"{what}: the archive holds {m.path!r}, which was not asked for")
+        check_kind(m, p.keep[m.path].kind, what)
         if m.kind == TAR_SYMLINK:
             targets[m.path] = m.target
         elif m.kind == TAR_FILE and m.size != p.keep[m.path].size:
@@ -151,6 +152,15 @@ def stream(kube: Kube, repo: Repository, pod: rescue_pod.RescuePod, p: Plan, con
         raise VerificationError(f"{what}: the archive lacks {sorted(missing)[0]!r}"
                                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
     return contents, targets, received
+
+
+def check_kind(m: Member, listed: str, what: str) -> None:
+    """The entry tar read must be of the kind the listing saw: a symlink replaced by a file after the listing
+    would otherwise become a symlink with an empty target (and a file by a symlink, one without content)."""
+    if m.kind != listed:
+        raise VerificationError(f"{what}: {m.path!r} was a {listed} when the volume was listed and a {m.kind} when "
+                                "tar read it: it changed while the backup ran",
+                                hint="Nothing was kept. Run the backup again.")
 
 
 def items(p: Plan, contents: dict[str, list[str]], targets: dict[str, str]) -> list[archiver.Item]:

@@ -84,8 +84,10 @@ class BlobStream(Generic[K]):
         """Waits until every blob is in a pack (the last pack stays open for the repository's `flush`)."""
         self._end_file()
         self._submit()
-        self._closed = True
         self._finish_writer()
+        # Only now: a Ctrl-C during the join above must still stop the writer in __exit__, or it would go on
+        # storing packs after the restic lock is released.
+        self._closed = True
         return self.contents
 
     def _end_file(self) -> None:

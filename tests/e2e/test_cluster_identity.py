@@ -9,6 +9,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
@@ -34,8 +35,10 @@ class Shared:
     etcd_b: str
 
 
-def dr(cluster: Cluster | None, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, repo=repo, subprocess=True)
+def dr(cluster: Cluster | None, repo: Path, *args: str, subprocess: bool = True) -> CompletedProcess[str]:
+    """A real process for backups and restores, which start pods; client dry runs and listings, which start
+    none, pass `subprocess=False` and run in this interpreter."""
+    return run_cli(*args, cluster=cluster, repo=repo, subprocess=subprocess)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -83,15 +86,15 @@ def test_every_backup_records_its_cluster(shared: Shared) -> None:
 def test_pvc_latest_is_this_clusters_and_another_clusters_by_id_says_so(shared: Shared) -> None:
     s = shared
     plan = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--dry-run=client",
-                 "-o", "json"))
+                 "-o", "json", subprocess=False))
     assert plan["backup"] == s.pvc_a and plan["origin"] is None  # B's is newer, and of another cluster
     chosen = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
-                   s.b.server_url, "--dry-run=client"))
+                   s.b.server_url, "--dry-run=client", subprocess=False))
     said = (f"backup {s.pvc_b} is of {label(s.b, s.uid_b)}, restoring into {label(s.a, s.uid_a)}")
     assert f"from backup {s.pvc_b} into {s.ns}/data\n  {said}\n" in chosen
     # Both call themselves "loopback-admin": a context name that fits two clusters is refused, naming both.
     ambiguous = dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
-                   "loopback-admin", "--dry-run=client")
+                   "loopback-admin", "--dry-run=client", subprocess=False)
     assert ambiguous.returncode == 1
     assert '"loopback-admin" names 2 clusters' in ambiguous.stderr and s.uid_a in ambiguous.stderr
     assert s.uid_b in ambiguous.stderr
@@ -113,33 +116,34 @@ def test_pvc_latest_is_this_clusters_and_another_clusters_by_id_says_so(shared: 
 
 def test_etcd_restore_takes_this_clusters_snapshot_and_refuses_anothers(shared: Shared) -> None:
     s = shared
-    latest = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--dry-run=client")
+    latest = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--dry-run=client", subprocess=False)
     assert f"snapshot backup {s.etcd_a} verified" in latest.stderr, latest.stderr
-    refused = dr(s.a, s.repo, "etcd", "restore", "--from", s.etcd_b, "--dry-run=client")
+    refused = dr(s.a, s.repo, "etcd", "restore", "--from", s.etcd_b, "--dry-run=client", subprocess=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert (f"error: backup {s.etcd_b} is of {label(s.b, s.uid_b)}, not of {label(s.a, s.uid_a)}: etcd restore "
             "refuses to restore another cluster's backup") in refused.stderr
     assert "--from-other-cluster" in refused.stderr
-    by_name = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--from-cluster", s.uid_b, "--dry-run=client")
+    by_name = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--from-cluster", s.uid_b, "--dry-run=client",
+                 subprocess=False)
     assert by_name.returncode == 1 and "refuses to restore another cluster's backup" in by_name.stderr
     meant = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--from-cluster", s.uid_b,
-               "--from-other-cluster", "--dry-run=client")
+               "--from-other-cluster", "--dry-run=client", subprocess=False)
     assert f"snapshot backup {s.etcd_b} verified" in meant.stderr
     assert f"note: backup {s.etcd_b} is of {label(s.b, s.uid_b)}, restoring into {label(s.a, s.uid_a)}" in meant.stderr
 
 
 def test_backups_list_shows_and_filters_by_cluster(shared: Shared) -> None:
     s = shared
-    listed = dr(s.a, s.repo, "backups", "list", "-o", "json")
+    listed = dr(s.a, s.repo, "backups", "list", "-o", "json", subprocess=False)
     assert {i["id"] for i in ok(listed)["items"]} == {s.pvc_a, s.etcd_a}
     assert f"note: listing the backups of the current cluster, uid {s.uid_a}" in listed.stderr
     assert "2 backups of other clusters not shown" in listed.stderr
-    items = ok(dr(s.a, s.repo, "backups", "list", "--cluster", s.uid_b, "-o", "json"))["items"]
+    items = ok(dr(s.a, s.repo, "backups", "list", "--cluster", s.uid_b, "-o", "json", subprocess=False))["items"]
     assert {i["id"] for i in items} == {s.pvc_b, s.etcd_b} and items[0]["cluster"]["uid"] == s.uid_b
-    every = ok(dr(s.a, s.repo, "backups", "list", "--all-clusters"))
+    every = ok(dr(s.a, s.repo, "backups", "list", "--all-clusters", subprocess=False))
     assert every.splitlines()[0].split()[-1] == "CLUSTER" and all(i in every for i in (s.pvc_a, s.pvc_b))
     # No kubeconfig (offline): every backup, with a note saying why.
-    offline = dr(None, s.repo, "backups", "list", "-o", "json")
+    offline = dr(None, s.repo, "backups", "list", "-o", "json", subprocess=False)
     assert len(ok(offline)["items"]) == 4 and "listing the backups of every cluster" in offline.stderr
 
 
@@ -151,12 +155,13 @@ def test_a_backup_that_records_no_cluster_resolves_only_by_id(shared: Shared) ->
     del data["cluster"]  # as written before backups recorded their cluster
     path.write_text(json.dumps(data))
     plan = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--dry-run=client",
-                 "-o", "json"))
+                 "-o", "json", subprocess=False))
     assert plan["backup"] == s.pvc_a
-    by_id = dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", newest, "--dry-run=client", "-o", "json")
+    by_id = dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", newest, "--dry-run=client", "-o", "json",
+               subprocess=False)
     note = f"backup {newest} records no cluster; written by an older kubectl-dr"
     assert ok(by_id)["origin"] == note and f"note: {note}" in by_id.stderr
-    listed = dr(s.a, s.repo, "backups", "list")
+    listed = dr(s.a, s.repo, "backups", "list", subprocess=False)
     assert any(line.split()[0] == newest and line.split()[-1] == "-" for line in ok(listed).splitlines())
 
 
@@ -165,11 +170,13 @@ def test_control_plane_restore_refuses_another_clusters_backup(shared: Shared) -
     theirs = ok(dr(s.b, s.repo, "control-plane", "backup", "--yes", "-o", "json"))["id"]
     assert manifest(s, theirs)["cluster"]["uid"] == s.uid_b
     node = s.a.control_planes[0]
-    refused = dr(s.a, s.repo, "control-plane", "restore", "--from", theirs, "--node", node, "--dry-run=client")
+    refused = dr(s.a, s.repo, "control-plane", "restore", "--from", theirs, "--node", node, "--dry-run=client",
+                 subprocess=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert (f"error: backup {theirs} is of {label(s.b, s.uid_b)}, not of {label(s.a, s.uid_a)}: control-plane "
             "restore refuses to restore another cluster's backup") in refused.stderr
     # A has no control-plane backup of its own: latest says so, and names B's as another cluster's.
-    none = dr(s.a, s.repo, "control-plane", "restore", "--from", "latest", "--node", node, "--dry-run=client")
+    none = dr(s.a, s.repo, "control-plane", "restore", "--from", "latest", "--node", node, "--dry-run=client",
+              subprocess=False)
     assert none.returncode == 1 and f"there is no control-plane backup of cluster uid {s.uid_a}" in none.stderr
     assert f"backups of other clusters: uid {s.uid_b}" in none.stderr

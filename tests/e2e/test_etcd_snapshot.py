@@ -11,6 +11,7 @@ import re
 import secrets
 import subprocess
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
@@ -29,8 +30,11 @@ def env_for(cluster: Cluster, repo: Path) -> dict[str, str]:
     return clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
 
 
-def run_dr(cluster: Cluster, repo: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return dr(*args, env=env_for(cluster, repo), timeout=timeout, subprocess=True)
+def run_dr(cluster: Cluster, repo: Path, *args: str, timeout: float = 180, subprocess: bool = True
+           ) -> CompletedProcess[str]:
+    """A real process by default: a snapshot through the cluster starts pods whose cleanup must not depend on
+    the test process. Dry runs, refusals, listings and direct mode pass `subprocess=False`."""
+    return dr(*args, env=env_for(cluster, repo), timeout=timeout, subprocess=subprocess)
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
@@ -124,7 +128,7 @@ def test_snapshot_equals_etcdctl_and_restores(cluster: Cluster, cluster_factory:
     value = restore_and_read(part, f"/registry/configmaps/{ns}/marker".encode(), tmp_path)
     assert value is not None and json.loads(value)["data"] == {"token": token}
     assert leftover_pods(c) == []
-    listing = ok_json(run_dr(c, repo, "backups", "list", "-o", "json"))
+    listing = ok_json(run_dr(c, repo, "backups", "list", "-o", "json", subprocess=False))
     assert [b["id"] for b in listing["items"]] == [data["id"]]
 
 
@@ -139,11 +143,11 @@ def test_snapshots_are_listed_and_pruned(cluster: Cluster, tmp_path: Path) -> No
     assert re.search(r"^etcd snapshot cp-\d: \d+\.\d [KM]iB in \S+, \d+\.\d [KMG]iB/s \(done\)$", taken.stderr,
                      re.M), taken.stderr
     second = ok_json(run_dr(cluster, repo, "etcd", "snapshot", "--node", "cp-1", "-o", "json"))
-    table = run_dr(cluster, repo, "backups", "list")
+    table = run_dr(cluster, repo, "backups", "list", subprocess=False)
     assert first["id"] in table.stdout and second["id"] in table.stdout and "etcd-snapshot" in table.stdout
     pruned = run_dr(cluster, repo, "backups", "prune", "--keep-last", "1", "--yes")
     assert pruned.returncode == 0, pruned.stderr
-    left = ok_json(run_dr(cluster, repo, "backups", "list", "-o", "json"))
+    left = ok_json(run_dr(cluster, repo, "backups", "list", "-o", "json", subprocess=False))
     assert [b["id"] for b in left["items"]] == [second["id"]]
     assert run_dr(cluster, repo, "backups", "verify", second["id"]).returncode == 0
 
@@ -158,7 +162,7 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
         etcd.put(b"/registry/namespaces/kube-system", json.dumps(
             {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "kube-system", "uid": "4d1e-ext"}}).encode())
         env = clean_env({"KUBECTL_DR_REPO": str(repo)})
-        taken = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "-o", "json", env=env, subprocess=True)
+        taken = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "-o", "json", env=env)
         data = ok_json(taken)
         part = assert_matches_etcdctl(data)
         # The size etcd reports is the estimate; the last line is what crossed.
@@ -168,14 +172,14 @@ def test_direct_mode_scratch_etcd(tmp_path: Path) -> None:
         assert data["details"]["mode"] == "direct" and data["details"]["member"]["name"] == "ext"
         assert (data["location"], data["repository"]) == (str(repo / data["id"]), str(repo))
         assert data["size"] == part.stat().st_size and data["sha256"] == sha256_file(part)
-        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, env=env, subprocess=True)
+        table = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, env=env)
         assert table.returncode == 0, table.stderr
         [cells] = tables.rows(table.stdout)
         assert list(cells) == ["ID", "MEMBER", "NODE", "ETCD", "REVISION", "KEYS", "SIZE", "SHA256"]
         assert (cells["MEMBER"], cells["NODE"]) == ("ext", "-")  # "-" for none, never an empty cell
         assert cells["SIZE"].endswith((" KiB", " MiB")) and cells["SHA256"] == sha256_file(
             repo / cells["ID"] / "snapshot.db")[:16]
-        status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env, subprocess=True))
+        status = ok_json(dr("etcd", "status", "--endpoints", etcd.endpoint, "-o", "json", env=env))
         raw = json.loads(etcd.ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
         row = status["endpoints"][0]
         assert row["healthy"] and row["version"] == raw["version"]
@@ -225,7 +229,7 @@ def test_direct_mode_against_tls_members(cluster_factory: Any, tmp_path: Path) -
     c = cluster_factory(control_planes=3)
     ca, cert, key = certs(c, "cp-2")
     flags = ["--endpoints", ",".join(member_endpoints(c)), "--cacert", str(ca), "--cert", str(cert), "--key", str(key)]
-    data = ok_json(run_dr(c, tmp_path / "repo", "etcd", "snapshot", *flags, "-o", "json"))
+    data = ok_json(run_dr(c, tmp_path / "repo", "etcd", "snapshot", *flags, "-o", "json", subprocess=False))
     assert_matches_etcdctl(data)
     assert data["details"]["member"]["name"] in c.control_planes
 
@@ -241,7 +245,8 @@ def test_dry_runs_create_nothing(cluster: Cluster, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     leases = cluster.kubectl("get", "leases", "-n", "kube-system", "-o", "name").stdout
     for mode in ("client", "server"):
-        plan = ok_json(run_dr(cluster, repo, "etcd", "snapshot", f"--dry-run={mode}", "-o", "json"))
+        plan = ok_json(run_dr(cluster, repo, "etcd", "snapshot", f"--dry-run={mode}", "-o", "json",
+                              subprocess=False))
         assert plan["dryRun"] == mode and plan["members"][0]["node"] == cluster.control_planes[0]
         assert plan["podAcceptedByServer"] is (True if mode == "server" else None)
     assert leftover_pods(cluster) == []
@@ -249,7 +254,7 @@ def test_dry_runs_create_nothing(cluster: Cluster, tmp_path: Path) -> None:
     assert cluster.kubectl("get", "leases", "-n", "kube-system", "-o", "name").stdout == leases
     ca, cert, key = certs(cluster, cluster.control_planes[0])
     direct = run_dr(cluster, repo, "etcd", "snapshot", "--endpoints", member_endpoints(cluster)[0], "--cacert",
-                    str(ca), "--cert", str(cert), "--key", str(key), "--dry-run=server")
+                    str(ca), "--cert", str(cert), "--key", str(key), "--dry-run=server", subprocess=False)
     assert direct.returncode == 2 and "--dry-run=client" in direct.stderr
 
 
@@ -294,7 +299,7 @@ def test_a_snapshot_during_a_restore_is_refused_by_name(cluster: Cluster, tmp_pa
     repo = tmp_path / "repo"
     with restore_lease_held(cluster, "etcd restore --from latest") as other:
         for extra in ([], ["--dry-run=client"]):
-            result = run_dr(cluster, repo, "etcd", "snapshot", *extra)
+            result = run_dr(cluster, repo, "etcd", "snapshot", *extra, subprocess=False)
             assert result.returncode == 1, result.stderr
             assert (f"error: an etcd restore is running: run {other} on host elsewhere (pid 4242) (etcd restore "
                     "--from latest) holds the lease kube-system/kubectl-dr-etcd-restore") in result.stderr

@@ -295,14 +295,14 @@ def busy(cluster: Any) -> Iterator[dict[str, Any]]:
 
 
 def app_backups(cluster: Any, repo: Path) -> list[dict[str, Any]]:
-    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo, subprocess=True)))
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo)))
     items = listed if isinstance(listed, list) else listed.get("items") or listed.get("backups") or []
     return [b for b in items if b.get("type") == "app"]
 
 
 def all_verify(cluster: Any, repo: Path) -> None:
     """Every backup the repository lists is whole: sizes and SHA-256 of every part as recorded."""
-    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo, subprocess=True)))
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=cluster, repo=repo)))
     items = listed if isinstance(listed, list) else listed.get("items") or listed.get("backups") or []
     for item in items:
         ok(cli_runner.dr("backups", "verify", item["id"], cluster=cluster, repo=repo, timeout=300, subprocess=True))
@@ -408,5 +408,5 @@ def test_ctrl_c_stops_claims_backed_up_side_by_side_promptly(cluster_factory: An
     assert "stopping: removing the rescue pods of the 3 claim backups under way" in err, err
     assert took < 20, f"Ctrl-C took {took:.0f}s to stop the claims under way:\n{err}"
     assert managed_pods(slow, ns) == [] and our_leases(slow, ns) == [], err
-    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=slow, repo=repo, subprocess=True)))
+    listed = json.loads(ok(cli_runner.dr("backups", "list", "-o", "json", cluster=slow, repo=repo)))
     assert not listed or not (listed if isinstance(listed, list) else listed.get("items")), listed

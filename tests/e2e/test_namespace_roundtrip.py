@@ -120,8 +120,10 @@ def app_objects(ns: str) -> list[dict[str, Any]]:
     ]
 
 
-def dr(cluster: Any, repo: Path, *args: str, timeout: float = 300) -> Any:
-    return cli_runner.dr(*args, cluster=cluster, repo=repo, timeout=timeout, subprocess=True)
+def dr(cluster: Any, repo: Path, *args: str, timeout: float = 300, subprocess: bool = True) -> Any:
+    """A real process for backups and restores, which start pods; listings, dry runs and refusals made before
+    anything is created pass `subprocess=False` and run in this interpreter."""
+    return cli_runner.dr(*args, cluster=cluster, repo=repo, timeout=timeout, subprocess=subprocess)
 
 
 def ok(result: Any) -> str:
@@ -211,7 +213,7 @@ def test_backup_holds_the_objects_and_the_claim(app: dict[str, Any], cluster: An
     [claim] = backup["claims"]
     assert claim["name"] == "data-db-0" and claim["entries"] >= 5 and claim["backup"]
 
-    shown = ok(dr(cluster, app["repo"], "backups", "show", app["id"]))
+    shown = ok(dr(cluster, app["repo"], "backups", "show", app["id"], subprocess=False))
     assert "objects.json" in shown and "record.json" in shown
     assert "BackupPlan" in shown and "data-db-0" in shown
 
@@ -288,7 +290,8 @@ def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], 
     cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-statefulsets", "namespace": quoted},
         "spec": {"hard": {"count/statefulsets.apps": "0"}}}))
-    refused = dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", quoted, "--yes")
+    refused = dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", quoted, "--yes",
+                 subprocess=False)
     assert refused.returncode == 1, refused
     assert (f'StatefulSet/{quoted}/db: statefulsets.apps "db" is forbidden: exceeded quota: no-statefulsets, '
             "requested: count/statefulsets.apps=1, used: count/statefulsets.apps=0, limited: "
@@ -334,10 +337,10 @@ def stored_objects(repo: Path, backup_id: str) -> list[dict[str, Any]]:
 
 def test_backup_options(app: dict[str, Any], cluster: Any) -> None:
     ns, repo = app["ns"], app["repo"]
-    before = ok(dr(cluster, repo, "backups", "list", "-o", "json"))
-    plan = json.loads(ok(dr(cluster, repo, "--dry-run=client", "ns", "backup", ns, "-o", "json")))
+    before = ok(dr(cluster, repo, "backups", "list", "-o", "json", subprocess=False))
+    plan = json.loads(ok(dr(cluster, repo, "--dry-run=client", "ns", "backup", ns, "-o", "json", subprocess=False)))
     assert plan["kind"] == "NamespaceBackupPlan" and plan["claims"][0]["name"] == "data-db-0"
-    assert ok(dr(cluster, repo, "backups", "list", "-o", "json")) == before  # nothing written
+    assert ok(dr(cluster, repo, "backups", "list", "-o", "json", subprocess=False)) == before  # nothing written
 
     lean = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "--no-volumes", "--exclude-resources", "secrets",
                             "-o", "json")))
@@ -346,9 +349,9 @@ def test_backup_options(app: dict[str, Any], cluster: Any) -> None:
                               "--include-resources", "deployments,svc", "-o", "json")))
     assert picked["kinds"] == {"Deployment": 1, "Namespace": 1, "Service": 1}
 
-    unknown = dr(cluster, repo, "ns", "backup", ns, "--include-resources", "gizmos")
+    unknown = dr(cluster, repo, "ns", "backup", ns, "--include-resources", "gizmos", subprocess=False)
     assert unknown.returncode == 2 and 'resource type "gizmos"' in unknown.stderr
-    missing = dr(cluster, repo, "ns", "backup", "no-such-namespace")
+    missing = dr(cluster, repo, "ns", "backup", "no-such-namespace", subprocess=False)
     assert missing.returncode == 1 and 'namespaces "no-such-namespace" not found' in missing.stderr
 
     # --quiesce: the app stopped for the whole backup, recorded as it runs, started again after.
@@ -375,7 +378,7 @@ def test_encrypted_backup_keeps_the_secrets_secret(app: dict[str, Any], cluster:
     files = [p for p in repo.rglob("*") if p.is_file()]
     assert files and not any(secret_b64 in p.read_bytes() or b"s3cr3t" in p.read_bytes() for p in files)
     refused = dr(cluster, repo, "ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes",
-                 "--no-volumes")
+                 "--no-volumes", subprocess=False)
     assert refused.returncode == 1 and "--identity" in refused.stderr
     assert cluster.kubectl("get", "namespace", f"{ns}-enc", check=False).returncode != 0
     ok(dr(cluster, repo, "ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes", "--no-volumes",
@@ -410,11 +413,11 @@ def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
     other = cluster_factory(control_planes=1, workers=1)
     assert other.kubeconfig != cluster.kubeconfig
-    latest = dr(other, app["repo"], "ns", "restore", ns, "--from", "latest", "--yes")
+    latest = dr(other, app["repo"], "ns", "restore", ns, "--from", "latest", "--yes", subprocess=False)
     assert latest.returncode == 1 and "from other clusters" in latest.stderr  # another cluster's: named, not picked
     assert "restore one with --from ID" in latest.stderr
     plan = json.loads(ok(dr(other, app["repo"], "--dry-run=server", "ns", "restore", ns, "--from", app["id"],
-                            "-o", "json")))
+                            "-o", "json", subprocess=False)))
     assert plan["kind"] == "NamespaceRestorePlan"
     assert other.kubectl("get", "namespace", ns, check=False).returncode != 0  # a dry run created nothing
     result = json.loads(ok(dr(other, app["repo"], "ns", "restore", ns, "--from", app["id"], "--yes", "-o", "json",

@@ -9,27 +9,32 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 
 from kubectl_dr.repo import LocalRepository
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import clean_env, executable
 from tests.cli_runner import dr as run_cli
 from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
 from tests.polling import eventually
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=True)
+def dr(cluster: Any, *args: str, timeout: float = 300, subprocess: bool = True) -> CompletedProcess[str]:
+    """A real process by default: these runs start pods whose cleanup must not depend on the test process.
+    Refusals made before any pod, and client dry runs, pass `subprocess=False` and run in this interpreter."""
+    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=subprocess)
 
 
 def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "err")
-    gone = dr(cluster, "pvc", "backup", "data", "-n", "no-such-namespace", "--repo", str(tmp_path))
+    gone = dr(cluster, "pvc", "backup", "data", "-n", "no-such-namespace", "--repo", str(tmp_path),
+              subprocess=False)
     assert gone.returncode == 1 and 'namespaces "no-such-namespace" not found' in gone.stderr
-    missing = dr(cluster, "pvc", "restore", "nope", "-n", ns, "--repo", str(tmp_path), "--from", "latest", "--yes")
+    missing = dr(cluster, "pvc", "restore", "nope", "-n", ns, "--repo", str(tmp_path), "--from", "latest", "--yes",
+                  subprocess=False)
     assert missing.returncode == 1 and '"nope" not found' in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -37,9 +42,8 @@ def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:
 
 def test_user_who_cannot_read_namespaces_gets_the_claims_message(cluster: Any, tmp_path: Path) -> None:
     # The default policy of the limited user reads claims in "default" but no Namespace objects.
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig)})
-    result = run([executable(), "--context", "loopback-limited", "pvc", "backup", "nope", "-n", "default",
-                  "--repo", str(tmp_path)], env=env, timeout=120)
+    result = run_cli("pvc", "backup", "nope", "-n", "default", "--repo", str(tmp_path), cluster=cluster,
+                     context="loopback-limited")
     assert result.returncode == 1
     assert 'persistentvolumeclaims "nope" not found in namespace "default"' in result.stderr
     assert "Forbidden" not in result.stderr
@@ -48,7 +52,7 @@ def test_user_who_cannot_read_namespaces_gets_the_claims_message(cluster: Any, t
 def test_pending_claim(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "pend")
     make_claim(cluster, ns, storage_class="no-such-class", wait=False)
-    result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path))
+    result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path), subprocess=False)
     assert result.returncode == 1
     assert "Pending" in result.stderr and "kubectl describe pvc" in result.stderr
     assert managed_pods(cluster, ns) == []
@@ -154,7 +158,7 @@ def test_dry_run_of_a_damaged_backup_records_nothing(cluster: Any, tmp_path: Pat
     before = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
 
     result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
-                "--dry-run=client")
+                "--dry-run=client", subprocess=False)
     assert result.returncode == 1
     assert 'is damaged: part "data.tar" has SHA-256' in result.stderr, result.stderr
     assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == before
@@ -213,7 +217,8 @@ def test_unsafe_tar_file_is_refused(cluster: Any, tmp_path: Path) -> None:
 def test_rbac_forbidden(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "rbac")
     make_claim(cluster, ns)
-    result = dr(cluster, "--context", "loopback-limited", "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path))
+    result = dr(cluster, "--context", "loopback-limited", "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path),
+                subprocess=False)
     assert result.returncode == 1
     assert "Error from server (Forbidden)" in result.stderr
     assert managed_pods(cluster, ns) == []

@@ -4,8 +4,8 @@ backup and the user a backup would run as; from API reads only (no pod is made).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 from kubectl_dr.clusters import ClusterIdentity
@@ -17,9 +17,10 @@ from tests.e2e.test_pvc_security_protocols import RESTRICTED_APP, RESTRICTED_CON
 from tests.polling import eventually
 
 
-def dr(cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def dr(cluster: Any, *args: str, timeout: float = 120, subprocess: bool = True) -> CompletedProcess[str]:
+    """A real process for the backup, which starts pods; the listings, read-only, pass `subprocess=False`."""
     return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_CONFIG": "/dev/null"}, timeout=timeout,
-                   subprocess=True)
+                   subprocess=subprocess)
 
 
 def _pods(cluster: Any, ns: str) -> list[str]:
@@ -52,7 +53,7 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
             writer.commit({})
     pods_before = _pods(cluster, ns)
 
-    table = dr(cluster, "pvc", "list", "-n", ns, "--repo", str(repo))
+    table = dr(cluster, "pvc", "list", "-n", ns, "--repo", str(repo), subprocess=False)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["NAME", "STATUS", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS", "CONSUMERS",
@@ -66,7 +67,7 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     # Nobody uses it, nothing backed up; restricted and no app to take the uid from: nobody.
     assert spare[3] == "RWOP" and spare[5:9] == ["<none>", "-", "<none>", "-"] and spare[9] == "uid=65534", spare
 
-    listed = dr(cluster, "pvc", "list", "-n", ns, "--repo", str(repo), "-o", "json")
+    listed = dr(cluster, "pvc", "list", "-n", ns, "--repo", str(repo), "-o", "json", subprocess=False)
     assert listed.returncode == 0, listed.stderr
     items = {i["name"]: i for i in json.loads(listed.stdout)["items"]}
     item = items["data"]
@@ -81,7 +82,7 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     assert items["spare"]["lastBackup"] is None and items["spare"]["consumers"] == []
 
     # Every namespace: a NAMESPACE column; where the level allows it a backup runs as root.
-    everywhere = dr(cluster, "pvc", "list", "-A", "--repo", str(repo))
+    everywhere = dr(cluster, "pvc", "list", "-A", "--repo", str(repo), subprocess=False)
     assert everywhere.returncode == 0, everywhere.stderr
     assert everywhere.stdout.splitlines()[0].split()[:2] == ["NAMESPACE", "NAME"]
     cache = next(line.split() for line in everywhere.stdout.splitlines() if line.startswith(other))
@@ -92,9 +93,9 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
 
     # A namespace without claims says so; one that does not exist is an error.
     empty = new_namespace(cluster, "list-empty")
-    none = dr(cluster, "pvc", "list", "-n", empty, "--repo", str(repo))
+    none = dr(cluster, "pvc", "list", "-n", empty, "--repo", str(repo), subprocess=False)
     assert none.returncode == 0 and none.stdout == ""
     assert f"No persistentvolumeclaims found in {empty}." in none.stderr
-    assert json.loads(dr(cluster, "pvc", "list", "-n", empty, "-o", "json").stdout)["items"] == []
-    missing = dr(cluster, "pvc", "list", "-n", "no-such-namespace")
+    assert json.loads(dr(cluster, "pvc", "list", "-n", empty, "-o", "json", subprocess=False).stdout)["items"] == []
+    missing = dr(cluster, "pvc", "list", "-n", "no-such-namespace", subprocess=False)
     assert missing.returncode == 1 and 'namespaces "no-such-namespace" not found' in missing.stderr

@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
@@ -83,10 +84,12 @@ def pods_using(cluster: Cluster, namespace: str, claim: str) -> list[str]:
                     for v in p["spec"].get("volumes") or [])]
 
 
-def dr(cluster: Cluster, *args: str, context: str | None = None, timeout: float = 120
-       ) -> subprocess.CompletedProcess[str]:
+def dr(cluster: Cluster, *args: str, context: str | None = None, timeout: float = 120, subprocess: bool = True
+       ) -> CompletedProcess[str]:
+    """A real process by default: scaling down waits on pods and is cut by signals in the tests below.
+    Dry runs and refusals, which change nothing, pass `subprocess=False` and run in this interpreter."""
     return run_cli(f"--kubeconfig={cluster.kubeconfig}", *([f"--context={context}"] if context else []), *args,
-                   timeout=timeout, subprocess=True)
+                   timeout=timeout, subprocess=subprocess)
 
 
 def claim(name: str, mode: str = "ReadWriteMany") -> dict[str, Any]:
@@ -186,7 +189,7 @@ def test_scale_down_records_and_waits_then_restore_puts_replicas_back(cluster: C
         assert notes["kubectl-dr.io/scaled-down-by"] == result["runId"]
         assert notes["kubectl-dr.io/scaled-down-at"].endswith("Z")
 
-    dry = dr(cluster, "scale", "restore", "-n", namespace, "--dry-run=client")
+    dry = dr(cluster, "scale", "restore", "-n", namespace, "--dry-run=client", subprocess=False)
     assert dry.returncode == 0, dry.stderr
     assert {tuple(line.split()[1:]) for line in dry.stdout.splitlines()[1:]} == {
         ("Deployment", "web", "2", "would", "restore"), ("StatefulSet", "db", "3", "would", "restore")}
@@ -212,7 +215,8 @@ def test_scale_down_records_and_waits_then_restore_puts_replicas_back(cluster: C
 def test_statefulset_claim_template_and_dry_run(cluster: Cluster, namespace: str) -> None:
     shop(cluster, namespace)
 
-    plan = dr(cluster, "scale", "down", "data-db-1", "-n", namespace, "--dry-run=client", "-o", "json")
+    plan = dr(cluster, "scale", "down", "data-db-1", "-n", namespace, "--dry-run=client", "-o", "json",
+              subprocess=False)
     assert plan.returncode == 0, plan.stderr
     workloads = json.loads(plan.stdout)["workloads"]
     assert [(w["kind"], w["name"], w["replicas"]) for w in workloads] == [("StatefulSet", "db", 3)]
@@ -230,7 +234,7 @@ def test_restore_keeps_replicas_someone_changed_since(cluster: Cluster, namespac
     cluster.kubectl("scale", "deployment/solo", "-n", namespace, "--replicas=1")
 
     recorded = annotations(cluster, namespace, "deployment/solo")
-    dry = dr(cluster, "scale", "restore", "-n", namespace, "deploy/solo", "--dry-run=client")
+    dry = dr(cluster, "scale", "restore", "-n", namespace, "deploy/solo", "--dry-run=client", subprocess=False)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[1].split() == [namespace, "Deployment", "solo", "1", "would", "keep"]
     assert "would be left at 1 (recorded original: 3), record would be removed (client dry run)" in dry.stderr
@@ -305,12 +309,12 @@ def test_bare_pod_and_daemonset_consumers_are_refused_and_nothing_changes(cluste
     apply(cluster, namespace, [claim("shared"), claim("logs"), deployment("web", 1, spec), bare, daemons])
     wait_until(lambda: running(cluster, namespace, "web") == 1, what="web running")
 
-    refused = dr(cluster, "scale", "down", "shared", "-n", namespace, "--yes")
+    refused = dr(cluster, "scale", "down", "shared", "-n", namespace, "--yes", subprocess=False)
     assert refused.returncode == 1
     assert "Pod/debug: it is a bare pod" in refused.stderr and "nothing was changed" in refused.stderr
     assert "Deployment/web" not in refused.stderr.split("nothing was changed")[1]
 
-    refused = dr(cluster, "scale", "down", "logs", "-n", namespace, "--yes")
+    refused = dr(cluster, "scale", "down", "logs", "-n", namespace, "--yes", subprocess=False)
     assert refused.returncode == 1
     assert "DaemonSet/agent: kubectl dr cannot stop a DaemonSet" in refused.stderr
 
@@ -322,7 +326,7 @@ def test_bare_pod_and_daemonset_consumers_are_refused_and_nothing_changes(cluste
 def test_without_terminal_and_without_yes_it_refuses(cluster: Cluster, namespace: str) -> None:
     spec = pod_spec(FAST_STOP, {"d": "solo"}, grace=5)
     apply(cluster, namespace, [claim("solo"), deployment("solo", 1, spec)])
-    result = dr(cluster, "scale", "down", "solo", "-n", namespace, timeout=30)
+    result = dr(cluster, "scale", "down", "solo", "-n", namespace, timeout=30, subprocess=False)
     assert result.returncode == 1
     # One wording for every destructive step; counts in words ("1 replica", not "1 replicas").
     assert (f'error: refusing to scale down Deployment/solo (1 replica) in namespace "{namespace}" to stop their '
@@ -333,13 +337,13 @@ def test_without_terminal_and_without_yes_it_refuses(cluster: Cluster, namespace
 
 
 def test_unknown_claim_and_unknown_namespace(cluster: Cluster, namespace: str) -> None:
-    result = dr(cluster, "scale", "down", "nope", "-n", namespace, "--yes")
+    result = dr(cluster, "scale", "down", "nope", "-n", namespace, "--yes", subprocess=False)
     assert result.returncode == 1
     assert f'persistentvolumeclaims "nope" not found in namespace "{namespace}"' in result.stderr
-    result = dr(cluster, "scale", "down", "nope", "-n", "no-such-namespace", "--yes")
+    result = dr(cluster, "scale", "down", "nope", "-n", "no-such-namespace", "--yes", subprocess=False)
     assert result.returncode == 1
     assert 'namespaces "no-such-namespace" not found' in result.stderr
-    result = dr(cluster, "scale", "restore", "-n", "no-such-namespace")
+    result = dr(cluster, "scale", "restore", "-n", "no-such-namespace", subprocess=False)
     assert result.returncode == 1
     assert 'namespaces "no-such-namespace" not found' in result.stderr
 
@@ -359,7 +363,8 @@ def test_user_without_patch_rights_gets_403_and_nothing_changes(cluster: Cluster
     ]}}
     cluster.write_policy(policy)
     try:
-        result = dr(cluster, "scale", "down", "shared", "-n", namespace, "--yes", context=LIMITED_CONTEXT)
+        result = dr(cluster, "scale", "down", "shared", "-n", namespace, "--yes", context=LIMITED_CONTEXT,
+                    subprocess=False)
     finally:
         cluster.write_policy(DEFAULT_POLICY)
     assert result.returncode == 1, result.stderr
@@ -408,7 +413,7 @@ def test_a_namespace_admin_can_undo_a_run(cluster: Cluster, namespace: str) -> N
 def test_restore_of_a_workload_that_does_not_exist_is_not_found(cluster: Cluster, namespace: str) -> None:
     apply(cluster, namespace, deployment("idle", 0, pod_spec(FAST_STOP, {})))
     # A workload that exists without a record: nothing to do, and that is fine (idempotent).
-    present = dr(cluster, "scale", "restore", "-n", namespace, "idle")
+    present = dr(cluster, "scale", "restore", "-n", namespace, "idle", subprocess=False)
     assert present.returncode == 0, present.stderr
     assert "idle: no replicas recorded" in present.stderr
     # One that does not exist is a mistake in the name, said in kubectl's words.
@@ -416,12 +421,12 @@ def test_restore_of_a_workload_that_does_not_exist_is_not_found(cluster: Cluster
                            (["deploy/web"], 'deployments.apps "web" not found'),
                            (["sts/idle"], 'statefulsets.apps "idle" not found'),
                            (["idle", "rc/web"], 'replicationcontrollers "web" not found')):
-        result = dr(cluster, "scale", "restore", "-n", namespace, *args)
+        result = dr(cluster, "scale", "restore", "-n", namespace, *args, subprocess=False)
         assert result.returncode == 1, (args, result.stderr)
         assert result.stdout == ""
         assert f"Error from server (NotFound): {expected}" in result.stderr, result.stderr
         assert "nothing to restore" not in result.stderr
-    everywhere = dr(cluster, "scale", "restore", "-A", f"web-{namespace}")
+    everywhere = dr(cluster, "scale", "restore", "-A", f"web-{namespace}", subprocess=False)
     assert everywhere.returncode == 1
     assert f'"web-{namespace}" not found in any namespace' in everywhere.stderr
-    assert dr(cluster, "scale", "restore", "-A", "deploy/idle").returncode == 0
+    assert dr(cluster, "scale", "restore", "-A", "deploy/idle", subprocess=False).returncode == 0

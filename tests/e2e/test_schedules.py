@@ -81,7 +81,7 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     c = fast
     # A dry run sends nothing; the real one makes a plain CronJob of ours.
     dry = _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
-                  "--dir", DIR, "--dry-run=client", "-o", "json"))
+                  "--dir", DIR, "--dry-run=client", "-o", "json", subprocess=False))
     assert dry["kind"] == "CronJob" and dry["spec"]["concurrencyPolicy"] == "Forbid"
     assert c.kubectl("get", "cronjob", "-n", "kube-system", NAME, check=False).returncode != 0
     _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
@@ -114,11 +114,11 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
             "logs", "-n", "kube-system", f"job/{failed[0]}", "--all-containers", check=False).stdout
         return len(seen) >= 4
     eventually(four_done, 120, "four successful schedule runs")
-    listed = _ok(_dr(c, "schedule", "list", "-o", "json"))
+    listed = _ok(_dr(c, "schedule", "list", "-o", "json", subprocess=False))
     mine = [s for s in listed["items"] if s["name"] == NAME]
     assert mine and mine[0]["keep"] == 2 and mine[0]["directory"] == DIR and mine[0]["nodes"] == c.control_planes
     assert mine[0]["lastSuccessfulTime"] and mine[0]["nextRun"] and mine[0]["lastScheduleTime"]
-    table = _ok(_dr(c, "schedule", "list"))
+    table = _ok(_dr(c, "schedule", "list", subprocess=False))
     assert table.splitlines()[0].split()[:4] == ["NAME", "KIND", "SCHEDULE", "KEEP"] and NAME in table
 
     # Suspended, the schedule lets its running Job finish; deleted, it is gone and its snapshots stay.
@@ -126,7 +126,7 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     eventually(lambda: not [j for j in _jobs(c) if not _succeeded(j)], 120, "the running Job to finish")
     deleted = _dr(c, "schedule", "delete", NAME, "--yes")
     assert deleted.returncode == 0 and f"cronjob.batch/{NAME} deleted" in deleted.stdout, deleted.stderr
-    assert NAME not in _ok(_dr(c, "schedule", "list", "-o", "json"))["items"].__repr__()
+    assert NAME not in _ok(_dr(c, "schedule", "list", "-o", "json", subprocess=False))["items"].__repr__()
     eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={NAME}",
                                       "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
     files = _files(c)
@@ -308,7 +308,7 @@ def test_schedule_refusals(fast: Cluster) -> None:
                   "--dir", "/var/lib/etcd/snaps", subprocess=False)
     assert bad_dir.returncode == 2 and "control plane owns" in bad_dir.stderr
     bad_node = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                   "--node", c.workers[0])
+                   "--node", c.workers[0], subprocess=False)
     assert bad_node.returncode == 1 and "runs no etcd static pod" in bad_node.stderr
     assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-bad", check=False).returncode != 0
 
@@ -320,9 +320,10 @@ def test_schedule_refusals(fast: Cluster) -> None:
                    "restartPolicy": "Never", "containers": [container]}}}}}}
     c.kubectl("apply", "-f", "-", input=json.dumps(foreign))
     try:
-        refused = _dr(c, "schedule", "delete", "not-ours")
+        refused = _dr(c, "schedule", "delete", "not-ours", subprocess=False)
         assert refused.returncode == 1 and "is not a kubectl dr schedule" in refused.stderr
-        refused = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "not-ours", "--cron", "@daily", "--replace")
+        refused = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "not-ours", "--cron", "@daily", "--replace",
+                      subprocess=False)
         assert refused.returncode == 1 and "is not a kubectl dr schedule" in refused.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "not-ours").returncode == 0
     finally:
@@ -332,30 +333,31 @@ def test_schedule_refusals(fast: Cluster) -> None:
     unpullable = _dr(c, "etcd", "snapshots", "list", "--dir", DIR, "--helper-image", "registry.invalid/none:1")
     assert unpullable.returncode == 1 and "cannot be pulled" in unpullable.stderr, unpullable.stderr
     assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
-    missing = _dr(c, "schedule", "delete", "no-such-schedule")
+    missing = _dr(c, "schedule", "delete", "no-such-schedule", subprocess=False)
     assert missing.returncode == 1 and 'schedule "no-such-schedule" not found' in missing.stderr
 
     # Twice the same name: refused, then replaced with --replace; a server dry run persists nothing.
     _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily"))
     try:
-        twice = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily")
+        twice = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily",
+                    subprocess=False)
         assert twice.returncode == 1 and "already exists" in twice.stderr and "--replace" in twice.stderr
         _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "0 3 * * *", "--keep", "9",
                 "--time-zone", "Europe/Berlin", "--replace"))
         obj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice", "-o", "json").stdout)
         assert obj["spec"]["schedule"] == "0 3 * * *" and obj["spec"]["timeZone"] == "Europe/Berlin"
         assert obj["metadata"]["annotations"]["kubectl-dr.io/keep"] == "9"
-        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=server")
+        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=server", subprocess=False)
         assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (server dry run)\n"
-        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=client")
+        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=client", subprocess=False)
         assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (dry run)\n"
         dry = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily", "--replace",
-                  "--dry-run=client")
+                  "--dry-run=client", subprocess=False)
         assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be replaced (dry run)\n"
         assert "would be replaced (dry run): etcd snapshots" in dry.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
         # Without a terminal and without --yes the delete is refused in the words of every destructive step.
-        unasked = _dr(c, "schedule", "delete", "dr-twice")
+        unasked = _dr(c, "schedule", "delete", "dr-twice", subprocess=False)
         assert unasked.returncode == 1 and unasked.stdout == "", unasked.stdout
         assert unasked.stderr.startswith('error: refusing to delete schedule "dr-twice" in namespace kube-system '
                                          "(the CronJob, its Jobs and their pods) without confirmation: "
@@ -484,7 +486,7 @@ def test_client_dry_run_prints_the_cronjob_of_an_existing_schedule(fast: Cluster
     try:
         # As kubectl's client dry run does: the object is printed whatever the server holds, with a note.
         dry = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-exists", "--cron", "@hourly",
-                  "--dry-run=client", "-o", "yaml")
+                  "--dry-run=client", "-o", "yaml", subprocess=False)
         assert dry.returncode == 0, dry.stderr
         assert "kind: CronJob" in dry.stdout and "name: dr-exists" in dry.stdout and "@hourly" in dry.stdout
         assert 'schedule "dr-exists" already exists' in dry.stderr and "--replace" in dry.stderr

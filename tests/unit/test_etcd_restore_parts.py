@@ -174,10 +174,9 @@ def test_node_script_refuses_without_the_restored_dir(tmp_path: Path) -> None:
     assert (host / "var-lib" / "etcd").is_dir()
 
 
-@pytest.mark.skipif(not Path(BUSYBOX).exists(), reason="busybox not installed")
-def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
-    """A status file that says the swap started but never committed: the script puts everything back."""
-    s = swap(stop_timeout=2, health_timeout=1, api_timeout=1)
+def node_host(tmp_path: Path, s: nodescript.NodeSwap) -> tuple[Path, Path, Path, Path]:
+    """A node's host directories mid-restore: (host, manifests/ holding the script's own manifest, the park
+    directory, /var/lib); the caller puts the other manifests and data dirs where its case needs them."""
     host = tmp_path / "host"
     manifests = host / "etc-kubernetes" / "manifests"
     parked = host / "etc-kubernetes" / "kubectl-dr" / f"{s.run_id}-restore"
@@ -185,6 +184,14 @@ def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
     for d in (manifests, parked, var):
         d.mkdir(parents=True)
     (manifests / nodescript.MANIFEST_FILE).write_text("self")
+    return host, manifests, parked, var
+
+
+@pytest.mark.skipif(not Path(BUSYBOX).exists(), reason="busybox not installed")
+def test_node_script_rolls_back_when_its_pod_restarted(tmp_path: Path) -> None:
+    """A status file that says the swap started but never committed: the script puts everything back."""
+    s = swap(stop_timeout=2, health_timeout=1, api_timeout=1)
+    host, manifests, parked, var = node_host(tmp_path, s)
     for name in ("etcd.yaml", *nodescript.OTHERS):
         (parked / name).write_text(name)
     # Killed between the two moves: the old data aside, the restored one not yet in place.
@@ -228,13 +235,7 @@ def test_a_rollback_never_moves_data_under_a_live_etcd(tmp_path: Path) -> None:
         port = server.server_address[1]
         s = swap(stop_timeout=2, health_timeout=1, api_timeout=1,
                  health_url=f"http://127.0.0.1:{port}/health?serializable=false")
-        host = tmp_path / "host"
-        manifests = host / "etc-kubernetes" / "manifests"
-        parked = host / "etc-kubernetes" / "kubectl-dr" / f"{s.run_id}-restore"
-        var = host / "var-lib"
-        for d in (manifests, parked, var):
-            d.mkdir(parents=True)
-        (manifests / nodescript.MANIFEST_FILE).write_text("self")
+        host, manifests, parked, var = node_host(tmp_path, s)
         (manifests / "etcd.yaml").write_text("etcd.yaml")
         for name in nodescript.OTHERS:
             (parked / name).write_text(name)

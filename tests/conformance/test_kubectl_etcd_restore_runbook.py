@@ -103,7 +103,10 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
         pod("new", NS, command=["sleep", "3601"])))
     c.kubectl("-n", NS, "delete", "configmap", "deleted-later", version=VERSION)
     c.kubectl("-n", NS, "wait", "--for=condition=Ready", "pod/new", "--timeout=60s", version=VERSION)
-    assert sleep_pids("3601") and sleep_pids("3602")
+    # The loopback kubelet reports Ready once it started the sandbox, a moment before the sandbox runs `sleep`
+    # (a loaded CI machine saw that moment): wait for the process itself.
+    eventually(lambda: sleep_pids("3601") and sleep_pids("3602"), timeout=30,
+               what="the processes of both pods to run")
     seen_rv = list_rv(c)
     watcher = subprocess.Popen([str(c.kubectl_path(VERSION)), f"--kubeconfig={c.kubeconfig}", "-n", NS, "get",
                                 "configmaps", "--watch", "-o", "name"], stdout=subprocess.PIPE,

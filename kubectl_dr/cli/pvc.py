@@ -166,11 +166,11 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, 
         current.console.confirm(f"create a new restic repository at {where} (restic init)")
         return True
 
-    repository = None
-    if not current.dry:
-        repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
-                                 azure_endpoint=azure_endpoint, create=create)
-    outcome = restic_backup.run(current, repository, repo, job_opts, force=force)
+    def open_repo() -> Any:
+        return open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                           azure_endpoint=azure_endpoint, create=create)
+
+    outcome = restic_backup.run(current, None if current.dry else open_repo, repo, job_opts, force=force)
     if isinstance(outcome, restic_backup.ResticBackupResult):
         show(outcome, opts.output)
     else:

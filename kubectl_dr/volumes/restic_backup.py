@@ -19,6 +19,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,16 +87,18 @@ def tags_for(cluster_uid: str | None, namespace: str, claim: str) -> list[str]:
             f"kind={KIND}"]
 
 
-def run(session: Session, repo: Repository | None, where: str, opts: tar_backup.BackupOptions, *,
-        force: bool = False) -> ResticBackupResult | tar_backup.BackupPlan:
-    """`repo` is None only in a dry run (which opens or creates no repository); `force` reads every file
-    even when the claim has a parent snapshot."""
+def run(session: Session, open_repo: Callable[[], Repository] | None, where: str,
+        opts: tar_backup.BackupOptions, *, force: bool = False) -> ResticBackupResult | tar_backup.BackupPlan:
+    """`open_repo` opens (or, after asking, creates) the repository; None only in a dry run, which opens or
+    creates none. It is called once the claim is known to exist, so a wrong name leaves no new repository
+    behind. `force` reads every file even when the claim has a parent snapshot."""
     kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
     say_plan(console, access)
-    if dry_run == "client" or repo is None:
+    if dry_run == "client" or open_repo is None:
         claim_lease(kube, access, session.run, "client").acquire()
         return tar_backup.BackupPlan(access, where, "client")
+    repo = open_repo()
     # The lock first, as restic takes it: the parent's trees are then read (in a thread, while the pod
     # starts and lists the volume) against the index this backup writes against, which no prune can
     # change under us. A server dry run starts no pod and takes no lock.

@@ -178,3 +178,14 @@ def test_a_client_dry_run_creates_no_repository_and_no_pod(cluster: Any, tmp_pat
     assert not repo.exists()
     pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "name").stdout
     assert pods.strip() == ""
+
+
+def test_a_wrong_claim_name_creates_no_repository(cluster: Any, tmp_path: Path) -> None:
+    """Even with --yes: the claim is looked up before the repository is opened or created (restic init)."""
+    ns = new_namespace(cluster, "restic")
+    repo = tmp_path / "repo"
+    wrong = dr(cluster, "--yes", "pvc", "backup", "nosuch", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
+               env={"RESTIC_PASSWORD": PASSWORD})
+    assert wrong.returncode == 1 and 'persistentvolumeclaims "nosuch" not found' in wrong.stderr, wrong.stderr
+    assert wrong.stdout == ""
+    assert not repo.exists()

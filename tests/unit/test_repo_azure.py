@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import tracemalloc
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY, AzureSettings, par
 from kubectl_dr.repo.copying import copy_backup
 from tests.azurite import Azurite
 from tests.objectstores import Clock, write_backup
+from tests.unit.traced_write import traced_backup
 
 NO_CONFIG = {"KUBECTL_DR_CONFIG": os.devnull}
 
@@ -130,25 +130,9 @@ def test_memory_stays_flat_over_many_blocks(azurite: Azurite) -> None:
     blocks) plus a little; a block is sent from its buffer, never copied for the SDK."""
     container = azurite.new_container()
     repo = _repo(azurite, container)
-    assert repo.list() == []  # the client is made before memory is traced
-    chunk = bytearray(os.urandom(1 << 20))
-    digest = hashlib.sha256()
-    tracemalloc.start()
-    try:
-        with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-            with writer.open_part("data.tar") as part:
-                for i in range(7 * (MIN_BLOCK >> 20)):
-                    chunk[:8] = i.to_bytes(8, "little")
-                    digest.update(chunk)
-                    part.write(memoryview(chunk))
-                part.write(memoryview(b"tail"))
-                digest.update(b"tail")
-            manifest = writer.commit({"files": 1})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    manifest, peak, digest = traced_backup(repo, 7 * (MIN_BLOCK >> 20))
     assert peak < (IN_FLIGHT + 1) * MIN_BLOCK + (3 << 20), f"peak {peak / (1 << 20):.1f} MiB"
-    assert manifest.part("data.tar").sha256 == digest.hexdigest()
+    assert manifest.part("data.tar").sha256 == digest
     assert repo.verify(repo.get(manifest.id)).id == manifest.id
     assert azurite.uncommitted(container) == []
 

@@ -3,9 +3,7 @@ multipart streaming, per-part checksums, the manifest written last, interrupted 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tracemalloc
 from dataclasses import replace
 
 import pytest
@@ -14,6 +12,7 @@ from kubectl_dr.repo import BackupCorruptError, RepoError, open_repository
 from kubectl_dr.repo.s3 import IN_FLIGHT, MIN_PART, S3Repository, part_size_for
 from tests.objectstores import Clock, write_backup
 from tests.s3server import S3Server
+from tests.unit.traced_write import traced_backup
 
 
 def _repo(server: S3Server, bucket: str, prefix: str = "team/prod", clock: Clock | None = None) -> S3Repository:
@@ -27,25 +26,9 @@ def test_memory_stays_flat_over_many_parts(seaweedfs: S3Server) -> None:
     plus a little, not at what was written, and the object is the exact bytes."""
     bucket = seaweedfs.new_bucket()
     repo = _repo(seaweedfs, bucket)
-    assert repo.list() == []  # the client and its service model are made before memory is traced
-    chunk = bytearray(os.urandom(1 << 20))
-    digest = hashlib.sha256()
-    tracemalloc.start()
-    try:
-        with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "shop-db") as writer:
-            with writer.open_part("data.tar") as part:
-                for i in range(7 * (MIN_PART >> 20)):
-                    chunk[:8] = i.to_bytes(8, "little")
-                    digest.update(chunk)
-                    part.write(chunk)
-                part.write(b"tail")
-                digest.update(b"tail")
-            manifest = writer.commit({"files": 1})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    manifest, peak, digest = traced_backup(repo, 7 * (MIN_PART >> 20))
     assert peak < (IN_FLIGHT + 1) * MIN_PART + (4 << 20), f"peak {peak / (1 << 20):.1f} MiB"
-    assert manifest.part("data.tar").sha256 == digest.hexdigest()
+    assert manifest.part("data.tar").sha256 == digest
     assert repo.verify(repo.get(manifest.id)).id == manifest.id  # read back from the server and hashed
     assert seaweedfs.uploads(bucket) == []
 

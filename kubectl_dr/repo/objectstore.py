@@ -362,8 +362,13 @@ class PooledPartSink(Sink):
             self._settle_oldest()
 
     def _settle_oldest(self) -> None:
-        self._done.append(self._inflight.popleft().result())
+        # The oldest part leaves the queues only once it was sent: a failed part stays at their head, so the
+        # sink fails again at every later write or close instead of putting an object together without it,
+        # and its buffer is never handed out while a send might still read it.
+        result = self._inflight[0].result()
+        self._inflight.popleft()
         self._free.append(self._lent.popleft())
+        self._done.append(result)
 
     def write(self, data: memoryview) -> None:
         if self._hash is not None:

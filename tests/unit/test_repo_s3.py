@@ -154,3 +154,30 @@ def test_a_crafted_id_never_makes_a_key_outside_the_prefix(seaweedfs: S3Server) 
     with pytest.raises(RepoError, match="invalid backup ID"):
         copy_backup(source, crafted, target)
     assert not [k for k in seaweedfs.objects(bucket) if "evilid" in k or k.startswith("copies/")]
+
+
+def test_a_failed_part_fails_every_later_write_and_close(seaweedfs: S3Server) -> None:
+    """A part the server refused keeps the sink failing: a caller that caught the error and wrote on cannot
+    close the upload into an object that lacks the part (S3 accepts part numbers with gaps)."""
+    bucket = seaweedfs.new_bucket()
+    repo = _repo(seaweedfs, bucket)
+    writer = repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "x")
+    sink = writer._staging.open_sink("data.tar", hash_stored=False, size_hint=None)
+    original = sink._send
+
+    def refusing(number: int, body: bytes) -> object:
+        if number == 1:
+            raise RepoError("part 1 refused")
+        return original(number, body)
+
+    sink._send = refusing  # type: ignore[method-assign]
+    chunk = memoryview(os.urandom(MIN_PART))
+    with pytest.raises(RepoError, match="part 1 refused"):
+        for _ in range(IN_FLIGHT + 2):
+            sink.write(chunk)
+    for attempt in (lambda: sink.write(chunk), sink.close):
+        with pytest.raises(RepoError, match="part 1 refused"):
+            attempt()
+    sink.abort()
+    writer.abort()
+    assert seaweedfs.objects(bucket) == {} and seaweedfs.uploads(bucket) == []

@@ -5,6 +5,7 @@ stream cut off midway leaves a repository restic accepts."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -167,6 +168,29 @@ def test_a_pack_that_cannot_be_stored_stops_the_stream_with_the_backends_error(t
         sub.rmdir()
         sub.write_bytes(b"")
     with pytest.raises(ResticBackendError, match="cannot write"):
+        _stream(repo, src, "gnu")
+    assert not list((tmp_path / "repo" / "index").iterdir())
+
+
+class _FullDisk(LocalBackend):
+    """A local repository whose disk fills up: saving a pack raises the OS's own error, unwrapped (as a
+    backend that forgot to wrap it would)."""
+
+    def save(self, kind: str, name: str, data: bytes) -> None:
+        if kind == DATA:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        super().save(kind, name, data)
+
+
+def test_an_os_error_of_the_storage_is_reported_as_the_storages_not_the_connections(tmp_path: Path) -> None:
+    """The stream raises inside the exec reader, which reads an OSError as its connection breaking: the
+    writer's OSError comes out as a storage error naming the repository and the cause."""
+    src = tmp_path / "vol"
+    src.mkdir()
+    (src / "db").write_bytes(os.urandom(40 * MIB))
+    Repository.init(LocalBackend(tmp_path / "repo"), PW)
+    repo = Repository.open(_FullDisk(tmp_path / "repo"), PW)
+    with pytest.raises(ResticBackendError, match=r"cannot store the backup's data in .*No space left on device"):
         _stream(repo, src, "gnu")
     assert not list((tmp_path / "repo" / "index").iterdir())
 

@@ -23,6 +23,7 @@ import threading
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from kubectl_dr.repo.restic.backend import ResticBackendError
 from kubectl_dr.repo.restic.chunking import CHUNK_SIZE
 from kubectl_dr.repo.restic.packs import DATA_BLOB
 from kubectl_dr.repo.restic.repository import Repository
@@ -113,8 +114,14 @@ class BlobStream(Generic[K]):
         self._jobs.put(([ids for ids, _ in batch], self._repo.prepare_blobs([piece for _, piece in batch])))
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:  # a backend error, a full disk: the writer's own error, as it was raised
-            raise self._error
+        if self._error is None:
+            return
+        if isinstance(self._error, OSError):
+            # Raised here, inside the exec stream's reader, a bare OSError would pass for the connection's own
+            # failure ("the connection broke"): a storage error says it is one, whichever backend let it out.
+            raise ResticBackendError(f"cannot store the backup's data in {self._repo.backend.describe()}: "
+                                     f"{self._error}") from self._error
+        raise self._error  # a backend error, a wrong pack: the writer's own error, as it was raised
 
     def _finish_writer(self) -> None:
         self._jobs.put(None)

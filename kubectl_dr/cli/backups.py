@@ -25,7 +25,7 @@ from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
 from kubectl_dr.repo.manifest import format_time
-from kubectl_dr.repo.repository import Verification
+from kubectl_dr.repo.repository import PruneResult, Verification
 from kubectl_dr.repo.restic.location import is_restic
 from kubectl_dr.repo.retention import Duration
 from kubectl_dr.ui.output import count, emit, render_fields, render_table, write_bytes
@@ -581,7 +581,7 @@ def prune(
                   session(ctx).command_line(default=["backups", "prune"]))
 
 
-def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
+def _prune_plan_text(plan: PruneResult, created: dict[str, datetime]) -> list[str]:
     """What a dry run keeps and why, series by series, as `restic forget --dry-run` shows it (local times:
     the rules count hours and days in local time)."""
     def when(backup_id: str) -> str:
@@ -606,7 +606,7 @@ def _prune_plan_text(plan: Any, created: dict[str, datetime]) -> list[str]:
     return lines[:-1] if lines and not lines[-1] else lines
 
 
-def _why_removed(plan: Any, backup_id: str) -> str:
+def _why_removed(plan: PruneResult, backup_id: str) -> str:
     if backup_id in plan.follows:
         return f"claim of app backup {plan.follows[backup_id]}, which goes"
     if backup_id in plan.finishing:
@@ -614,7 +614,7 @@ def _why_removed(plan: Any, backup_id: str) -> str:
     return "no rule keeps it"
 
 
-def _report_prune(plan: Any, console: Console, repository: Repository, dry_run: bool, output: str,
+def _report_prune(plan: PruneResult, console: Console, repository: Repository, dry_run: bool, output: str,
                   created: dict[str, datetime], rerun: str) -> None:
     failed = dict(plan.failed)
     if dry_run:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +25,9 @@ from kubectl_dr.ui.output import count, emit, render_table, show
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
+    from kubectl_dr.repo import Repository
+    from kubectl_dr.repo.restic.repository import Repository as ResticRepository
+    from kubectl_dr.volumes.backup import BackupOptions
     from kubectl_dr.volumes.inventory import ClaimSummary
 
 app = typer.Typer(
@@ -149,8 +152,9 @@ def backup(
     show(result, opts.output, data=data)
 
 
-def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, password_file: str | None,
-                   s3_endpoint: str | None, copy_to: Any, encrypt_to: Any, force: bool,
+def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: BackupOptions, *,
+                   password_file: str | None, s3_endpoint: str | None, copy_to: list[str] | None,
+                   encrypt_to: list[str] | None, force: bool,
                    azure_endpoint: str | None = None) -> None:
     from kubectl_dr.volumes import restic_backup
 
@@ -166,7 +170,7 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, 
         current.console.confirm(f"create a new restic repository at {where} (restic init)")
         return True
 
-    def open_repo() -> Any:
+    def open_repo() -> ResticRepository:
         return open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                            azure_endpoint=azure_endpoint, create=create)
 
@@ -177,7 +181,7 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: Any, *, 
         emit(outcome.to_dict(), opts.output, table=outcome.summary())
 
 
-def _plain_to_dir(ctx: typer.Context, repository: Any, source: str, claim: str, from_claim: str | None,
+def _plain_to_dir(ctx: typer.Context, repository: Repository, source: str, claim: str, from_claim: str | None,
                   include: list[str] | None, dest: Path) -> None:
     """A kubectl-dr backup (or some of its paths) into a local directory, its archive checked first."""
     from kubectl_dr.volumes import browse, restic_source
@@ -199,7 +203,7 @@ def _plain_to_dir(ctx: typer.Context, repository: Any, source: str, claim: str, 
     current.console.say(f"wrote {count(files, 'file')} of backup {backup.id} into {dest}")
 
 
-def _restic_to_dir(ctx: typer.Context, repo: Any, source: str, claim: str, include: list[str] | None,
+def _restic_to_dir(ctx: typer.Context, repo: ResticRepository, source: str, claim: str, include: list[str] | None,
                    dest: Path) -> None:
     """A restic snapshot (or some of its paths) into a local directory: names checked, no write follows a link."""
     from kubectl_dr.repo.restic import archiver, localfs

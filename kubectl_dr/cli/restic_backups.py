@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import stat
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubectl_dr import units
 from kubectl_dr.cli.repo_options import open_restic
@@ -14,6 +14,9 @@ from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo.retention import Policy
 from kubectl_dr.ui.output import emit, render_table, write_bytes
 from kubectl_dr.units import count
+
+if TYPE_CHECKING:
+    from kubectl_dr.repo.restic.nodes import Node
 
 
 def list_etcd_snapshots(console: Console, repo: str, output: str, *, password_file: str | None,
@@ -71,7 +74,7 @@ def list_snapshots(console: Console, repo: str, output: str, *, password_file: s
     emit(data, output, table=table)
 
 
-def _mode_text(node: Any) -> str:
+def _mode_text(node: Node) -> str:
     from kubectl_dr.repo.restic import nodes
 
     kinds = {nodes.DIR: stat.S_IFDIR, nodes.SYMLINK: stat.S_IFLNK, nodes.FIFO: stat.S_IFIFO,

@@ -12,11 +12,12 @@ from kubectl_dr import units
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.repo_options import AzureEndpointOption, EncryptToOption, PasswordFileOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
-from kubectl_dr.ui.output import emit, message, render_table
+from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
 
 if TYPE_CHECKING:
     from kubectl_dr.cli.globals import GlobalOptions
+    from kubectl_dr.console import Console
     from kubectl_dr.kube.client import Kube
 
 app = typer.Typer(
@@ -56,10 +57,10 @@ def _human(size: int | None) -> str:
     return "" if size is None else units.size(size)
 
 
-def _say_missing(missing: list[tuple[str, str]]) -> None:
+def _say_missing(console: Console, missing: list[tuple[str, str]]) -> None:
     """A node without the directory has had no schedule run there yet: the first state, not a failure."""
     for n, d in missing:
-        message(f"no schedule has written snapshots on node {n} yet (no directory {d} there)")
+        console.say(f"no schedule has written snapshots on node {n} yet (no directory {d} there)")
 
 
 @app.command("list", short_help="List the snapshots on every etcd node")
@@ -122,9 +123,9 @@ def list_(
     listing = node_snapshots.list_snapshots(opts.session(), topology.discover(kube), namespace=namespace,
                                             directories=dirs, nodes=node,
                                             image=helper_image, repo=repository)
-    _say_missing(listing.missing)
+    _say_missing(opts.session().console, listing.missing)
     if not listing.snapshots and opts.output == "table":
-        message("No etcd snapshots on the nodes."
+        opts.session().console.say("No etcd snapshots on the nodes."
                 + ("" if not listing.missing else
                    " Make a schedule with `kubectl dr schedule create etcd-snapshot --cron EXPR`, or take one now "
                    "with `kubectl dr etcd snapshot`."))
@@ -223,9 +224,9 @@ def pull(
         return
     result = node_snapshots.pull(opts.session(), topo, repository, namespace=namespace, directories=dirs,
                                  nodes=node, image=helper_image)
-    _say_missing(result.missing)
-    message(f"pulled {count(len(result.pulled), 'snapshot')} into {result.repository}; {len(result.already)} already "
-            f"there; {len(result.incomplete)} incomplete skipped")
+    _say_missing(opts.session().console, result.missing)
+    opts.session().console.say(f"pulled {count(len(result.pulled), 'snapshot')} into {result.repository}; "
+                               f"{len(result.already)} already there; {len(result.incomplete)} incomplete skipped")
     rows = [[r.manifest.id, r.manifest.source.get("node", ""), r.manifest.details.get("nodeFile", ""),
              r.manifest.details.get("takenAt", ""), r.status.revision, _human(r.status.file_size),
              r.status.sha256[:16]] for r in result.pulled]
@@ -281,9 +282,9 @@ def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, direct
             destination=node_snapshots.Destination(where, restic_snapshot.known_sha256(restic), keep))
     finally:
         remove()
-    _say_missing(result.missing)
-    message(f"pulled {count(len(result.pulled), 'snapshot')} into {where}; {len(result.already)} already "
-            f"there; {len(result.incomplete)} incomplete skipped")
+    _say_missing(opts.session().console, result.missing)
+    opts.session().console.say(f"pulled {count(len(result.pulled), 'snapshot')} into {where}; "
+                               f"{len(result.already)} already there; {len(result.incomplete)} incomplete skipped")
     data = result.to_dict()
     for item, r in zip(data["pulled"], result.pulled, strict=True):
         item.update(id=stored[r.manifest.id], location=where, repository=where)

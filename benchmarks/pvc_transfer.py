@@ -1,8 +1,10 @@
 """Backup and restore throughput of `kubectl dr pvc` against `kubectl exec … tar` and `kubectl cp`, same data,
 same run, on a loopback cluster; plus the peak RSS of kubectl-dr at 1 GB and at 4 GB. The same backups also go
-to an S3 server (SeaweedFS, started for the run), plain and age-encrypted, side by side with the local ones.
+to an S3 server (SeaweedFS) and to Azure Blob storage (Azurite), both started for the run, plain and
+age-encrypted, side by side with the local ones.
 
-    python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--rounds 3] [--dir /tmp/bench] [--skip-big] [--skip-s3]
+    python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--rounds 3] [--dir /tmp/bench] [--skip-big]
+                                      [--skip-s3] [--skip-azure]
 
 Not run by pytest. Every tool reads or writes the same volume through a busybox pod; the kubectl runs use
 real kubectl 1.33. Peak RSS is that of the measured process alone (VmHWM, see PeakRss).
@@ -26,7 +28,8 @@ from typing import Any, TypeVar
 
 from benchmarks.installed import as_installed
 from kubectl_dr.volumes import scripts
-from kubectl_dr.volumes.rescue_pod import DATA, SCRATCH
+from kubectl_dr.volumes.scripts import DATA, SCRATCH
+from tests import azurite as azurite_server
 from tests.cli_runner import clean_env, executable, kubectl
 from tests.cluster.fixture import start_cluster
 from tests.datasets import build_mixed, make_claim, new_namespace, volume_dir, wipe
@@ -218,8 +221,9 @@ class Bench:
                                            "KUBECTL_DR_CONFIG": os.devnull}))
         self.k = [kubectl("1.33"), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
         self.repo = work / "repo"
-        self.s3_env: dict[str, str] = {}
+        self.s3_env: dict[str, str] = {}  # what reaches the S3 and Azure servers of the run
         self.s3_server: S3Server | None = None
+        self.azurite: azurite_server.Azurite | None = None
         self.recipient = ""
         # kubectl-dr's own CPU seconds (user + system, from wait4) by run label.
         self.cpu: dict[str, list[float]] = defaultdict(list)
@@ -297,13 +301,25 @@ def start_s3(b: Bench, work: Path) -> str:
     return f"s3://{bucket}/bench"
 
 
+def start_azure(b: Bench, work: Path) -> str:
+    """An Azurite server for the run and a container: the azure:// repository to use (age key as for S3)."""
+    import pyrage
+
+    server = azurite_server.start(work)
+    b.azurite = server
+    container = server.new_container()
+    b.s3_env.update(server.env())
+    b.recipient = b.recipient or str(pyrage.x25519.Identity.generate().to_public())
+    return f"azure://{container}/bench"
+
+
 def run(args: argparse.Namespace) -> None:
     work = Path(args.dir)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     cluster = start_cluster(work / "cluster", control_planes=1, workers=1)
-    s3 = None
+    s3 = azurite = None
     try:
         ns = new_namespace(cluster, "bench")
         make_claim(cluster, ns)
@@ -314,10 +330,13 @@ def run(args: argparse.Namespace) -> None:
         banner = subprocess.run(["busybox"], capture_output=True, text=True).stdout.splitlines()[:1]
         print(f"busybox image: {banner[0] if banner else 'unknown'}; kubectl 1.33; load {os.getloadavg()[0]:.2f}")
         b = Bench(cluster, ns, work)
-        s3_repo = ""
+        s3_repo = azure_repo = ""
         if not args.skip_s3:
             s3_repo = start_s3(b, work)
             s3 = b.s3_server
+        if not args.skip_azure:
+            azure_repo = start_azure(b, work)
+            azurite = b.azurite
         # Each round runs every tool once, in the same order, so slow spells of the shared machine hit all
         # tools alike; the table shows the median round and the range.
         runs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -338,6 +357,13 @@ def run(args: argparse.Namespace) -> None:
                 s, rss, _ = b.dr_backup_to(s3_repo, "backup mixed s3 age", "--encrypt-to", b.recipient)
                 s3_runs["backup → S3, age"].append(s)
                 s3_rss["backup → S3, age"] = max(s3_rss["backup → S3, age"], rss)
+            if azure_repo:
+                s, rss, _ = b.dr_backup_to(azure_repo, "backup mixed azure")
+                s3_runs["backup → Azure"].append(s)
+                s3_rss["backup → Azure"] = max(s3_rss["backup → Azure"], rss)
+                s, rss, _ = b.dr_backup_to(azure_repo, "backup mixed azure age", "--encrypt-to", b.recipient)
+                s3_runs["backup → Azure, age"].append(s)
+                s3_rss["backup → Azure, age"] = max(s3_rss["backup → Azure, age"], rss)
             b.pod(True)
             tarfile = work / "exec.tar"
             s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
@@ -422,13 +448,16 @@ def run(args: argparse.Namespace) -> None:
             print(f"  {'to the local repository':<26}{mib_s(local):8.1f} MiB/s  ×local 1.00  "
                   f"{local_cpu / (size / GIB):5.2f} CPU-s/GiB  peak RSS {rss1 / 1024:.1f} MiB")
             for name, times in s3_runs.items():
-                label = "backup mixed s3 age" if "age" in name else "backup mixed s3"
+                label = "backup mixed " + ("azure" if "Azure" in name else "s3") + (" age" if "age" in name else "")
                 cpu = statistics.median(b.cpu[label])
                 print(f"  {name:<26}{mib_s(statistics.median(times)):8.1f} MiB/s  "
                       f"×local {local / statistics.median(times):.2f}  {cpu / (size / GIB):5.2f} CPU-s/GiB  "
                       f"peak RSS {s3_rss[name] / 1024:.1f} MiB")
-            age_cost = (statistics.median(b.cpu["backup mixed s3 age"]) - statistics.median(b.cpu["backup mixed s3"]))
-            print(f"  age encryption: {age_cost / (size / GIB):+.2f} CPU-s/GiB in kubectl-dr")
+            for store in ("s3", "azure"):
+                if b.cpu[f"backup mixed {store}"]:
+                    age_cost = (statistics.median(b.cpu[f"backup mixed {store} age"])
+                                - statistics.median(b.cpu[f"backup mixed {store}"]))
+                    print(f"  age encryption ({store}): {age_cost / (size / GIB):+.2f} CPU-s/GiB in kubectl-dr")
 
         if not args.skip_big:
             wipe(vol)
@@ -452,6 +481,14 @@ def run(args: argparse.Namespace) -> None:
                 print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to S3: {rss4s / 1024:.1f} MiB "
                       f"({size4 / s4s / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB of mixed files: "
                       f"{(rss4s - s3_rss['backup → S3']) / 1024:+.1f} MiB")
+            if azure_repo:
+                wipe(vol)
+                subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
+                                "status=none"], check=True)
+                s4a, rss4a, _ = b.dr_backup_to(azure_repo, "backup one big file azure")
+                print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to Azure: "
+                      f"{rss4a / 1024:.1f} MiB ({size4 / s4a / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB "
+                      f"of mixed files: {(rss4a - s3_rss['backup → Azure']) / 1024:+.1f} MiB")
         print("\nCPU seconds by process during the kubectl dr runs (the rescue pod's processes, the loopback "
               "API server relaying the stream as `python`, and kubectl-dr itself):")
         for label, totals in PROFILES.items():
@@ -460,6 +497,8 @@ def run(args: argparse.Namespace) -> None:
     finally:
         if s3 is not None:
             stop(s3)
+        if azurite is not None:
+            azurite_server.stop(azurite)
         cluster.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -474,6 +513,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every tool on the mixed data (median shown)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--skip-s3", action="store_true", help="no backups to the S3 server beside the local ones")
+    parser.add_argument("--skip-azure", action="store_true", help="no backups to Azurite beside the local ones")
     parser.add_argument("--profile", help="a directory for py-spy's samples of every kubectl dr run (slows them)")
     args = parser.parse_args()
     if args.profile:

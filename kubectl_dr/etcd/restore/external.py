@@ -578,7 +578,7 @@ def _wait_parked(etcd: Etcd, p: ExternalPlan, console: Console) -> None:
         if time.monotonic() - told > 15:
             told = time.monotonic()
             console.say(f"waiting for node(s) {', '.join(waiting)} to stop their API server")
-        time.sleep(1)
+        time.sleep(0.5)  # one range read in etcd: the rewrite begins within half a second of the last node's word
 
 
 def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Console, rerun: str) -> Changes:
@@ -645,7 +645,7 @@ def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace:
         pending = [n.node for n in nodes if states.get(n.node) != DONE]
         if not pending or time.monotonic() > deadline:
             break
-        time.sleep(1)
+        time.sleep(0.5)  # one range read in etcd
     now = int(time.time())
     outcome = Outcome("restore", run_id, {n.node: [(now, "done" if states.get(n.node) == DONE else
                                                      states.get(n.node, "never started"), "")] for n in nodes})

@@ -31,6 +31,13 @@ def start(kube: Kube, manifest: dict[str, Any], member: StaticMember, what: str,
                              explain=lambda exc: explain(member, exc, helper_image))
 
 
+def wait_started(pod: pods.HelperPod, member: StaticMember, *, console: Console, helper_image: str | None = None,
+                 timeout: float = 180.0) -> None:
+    """`start`'s wait for a pod already created (`pods.create`): running, or deleted with the reason for etcd."""
+    hostpod.wait_started(pod, console=console, timeout=timeout,
+                         explain=lambda exc: explain(member, exc, helper_image))
+
+
 def explain(member: StaticMember, exc: pods.PodStartError, helper_image: str | None) -> MemberError:
     text, logs = exc.message, exc.hint or ""
     where = f"node {member.node}"

@@ -51,6 +51,15 @@ def start_pod(kube: Kube, manifest: dict[str, Any], *, what: str, console: Conso
     """Create the pod and wait until its containers run; delete it again if it cannot, and say why: in the
     cluster's words, or in the caller's (`explain`: an etcd member's certificate missing on the node, say)."""
     pod = pods.create(kube, manifest, what=what)
+    wait_started(pod, console=console, explain=explain, timeout=timeout)
+    return pod
+
+
+def wait_started(pod: pods.HelperPod, *, console: Console,
+                 explain: Callable[[pods.PodStartError], DrError] | None = None, timeout: float = 180.0) -> None:
+    """Wait until a pod made by `pods.create` runs; delete it again if it cannot, and say why (see `start_pod`).
+    Apart from the creation so that a caller can create pods on several nodes first and let them start side by
+    side."""
     try:
         pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=console.say)
     except pods.PodStartError as exc:
@@ -61,7 +70,6 @@ def start_pod(kube: Kube, manifest: dict[str, Any], *, what: str, console: Conso
     except BaseException:
         pod.delete(wait=True, timeout=60)
         raise
-    return pod
 
 
 @dataclass(frozen=True)

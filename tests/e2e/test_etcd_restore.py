@@ -25,6 +25,7 @@ import pytest
 from tests.cli_runner import clean_env, dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import manifest, pod, sleep_pids
+from tests.e2e.test_etcd_snapshot import etcdctl
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
@@ -98,20 +99,25 @@ def dry_run_says_would(result: subprocess.CompletedProcess[str]) -> None:
         assert line.startswith(READ_ONLY), line
 
 
-def endpoint_status(c: Cluster, repo: Path) -> list[dict[str, Any]]:
-    out = json.loads(ok(run_dr(c, repo, "etcd", "status", "-o", "json")).stdout)
-    endpoints: list[dict[str, Any]] = out["endpoints"]
-    return endpoints
-
-
 def sleeping(arg: str) -> bool:
     return bool(sleep_pids(arg))
 
 
-def all_healthy(c: Cluster, repo: Path) -> None:
+def all_healthy(c: Cluster) -> None:
+    """Every control plane's member listed and answering a health check, asked with the real etcdctl from this
+    machine (the oracle `etcd status` itself is checked against in test_etcd_status): no CLI process and no pod
+    per look, where a look through `kubectl dr etcd status` cost both."""
     def healthy() -> list[dict[str, Any]] | None:
-        rows = endpoint_status(c, repo)
-        return rows if len(rows) == len(c.control_planes) and all(r["healthy"] for r in rows) else None
+        listed = etcdctl(c, "member", "list", "-w", "json", check=False)
+        if listed.returncode != 0:
+            return None
+        members = json.loads(listed.stdout).get("members") or []
+        urls = [u for m in members for u in m.get("clientURLs") or []]
+        if len(members) != len(c.control_planes) or len(urls) != len(members):
+            return None
+        rows: list[dict[str, Any]] = json.loads(
+            etcdctl(c, "endpoint", "health", "-w", "json", endpoints=urls, check=False).stdout or b"[]")
+        return rows if len(rows) == len(members) and all(r.get("health") for r in rows) else None
 
     eventually(healthy, what="every etcd member healthy", timeout=120)
 
@@ -177,7 +183,7 @@ def check_restored(c: Cluster, repo: Path, ns: str, sleep_arg: str, result: dict
     if bump:
         assert result["revisionAfter"] > BUMP + result["revisionBefore"] // 2
         assert result["revisionAfter"] > BUMP
-    all_healthy(c, repo)
+    all_healthy(c)
     assert len(result["members"]) == len(c.control_planes)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
     for node in c.control_planes:
@@ -232,7 +238,7 @@ def test_restore_rollback_finalize_one_member(single: Cluster, tmp_path: Path) -
     assert after > before + BUMP // 2 and before > BUMP, table
     assert "kubelet on cp-1: restarted" in table, table
     assert configmaps(c, "one") == {"before", "after"}
-    all_healthy(c, repo)
+    all_healthy(c)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left after the rollback")
 
     # finalize removes what the rollback set aside; then nothing can be rolled back any more.
@@ -278,7 +284,7 @@ def test_unwritable_data_dir_rolls_back(single: Cluster, tmp_path: Path) -> None
     # Nothing lost: the data written after the snapshot is all there, the pod ran through, etcd is healthy.
     assert configmaps(c, "locked") == {"before", "after"}
     assert sleeping("3702")
-    all_healthy(c, repo)
+    all_healthy(c)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
     assert sorted(p.name for p in c.layout.manifests(node).iterdir()) == [
         "etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
@@ -309,7 +315,7 @@ def test_killed_node_pod_rolls_back(single: Cluster, tmp_path: Path) -> None:
     # Every node went back, so the restored dir is of no use: removed (with what earlier failed runs left).
     assert not list(c.layout.etcd_data(node).parent.glob("etcd.restored-*"))
     assert not list(c.layout.host_path(node, DR_DIR).glob("*/snapshot.db*"))
-    all_healthy(c, repo)
+    all_healthy(c)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
     c.kubectl("delete", "namespace", "killed", "--wait=false")
 
@@ -399,7 +405,7 @@ def test_restore_from_a_restic_snapshot(single: Cluster, tmp_path: Path) -> None
     assert configmaps(c, "rs") == {"before"}
     [book] = tmp_path.glob("etcd-restore-runbook-*.sh")
     assert f"--initial-cluster-token kubectl-dr-{result['runID'].lower()}-" in book.read_text()
-    all_healthy(c, repo)
+    all_healthy(c)
     ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     assert not leftover_pods(c)
     c.kubectl("delete", "namespace", "rs", "--wait=false")
@@ -440,7 +446,7 @@ def test_restore_three_members(ha: Cluster, tmp_path: Path) -> None:
     assert configmaps(c, "three") == {"before", "after"}
     if bump:
         assert rolled["revisionAfter"] > rolled["revisionBefore"] > BUMP
-    all_healthy(c, repo)
+    all_healthy(c)
     ok(run_dr(c, repo, "etcd", "restore", "finalize", "--yes"))
     for node in c.control_planes:
         assert sorted(p.name for p in c.layout.etcd_data(node).parent.iterdir() if p.name.startswith("etcd")) == \
@@ -486,7 +492,7 @@ def test_member_down_is_refused(ha35: Cluster, tmp_path: Path) -> None:
     # Nothing changed: no record of a run on any node, no pod of ours.
     assert {n: sorted(c.layout.host_path(n, DR_DIR).glob("*")) for n in c.control_planes} == records
     assert not leftover_pods(c)
-    all_healthy(c, repo)
+    all_healthy(c)
 
 
 def test_early_failure_calls_the_run_off_everywhere(ha35: Cluster, tmp_path: Path) -> None:
@@ -557,7 +563,7 @@ def test_early_failure_calls_the_run_off_everywhere(ha35: Cluster, tmp_path: Pat
     finally:
         for aside in injected:
             aside.rmdir()
-    all_healthy(c, repo)
+    all_healthy(c)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
     c.kubectl("delete", "namespace", "early", "--wait=false")
 
@@ -582,7 +588,7 @@ def test_member_never_healthy_rolls_back_every_node(ha: Cluster, tmp_path: Path)
     for node in c.control_planes:
         assert not list(c.layout.etcd_data(node).parent.glob(f"etcd.restored-{injected[0]}"))
     assert sleeping("3705")
-    all_healthy(c, repo)
+    all_healthy(c)
     eventually(lambda: not leftover_pods(c), what="no kubectl dr pod left")
     c.kubectl("delete", "namespace", "unhealthy", "--wait=false")
 

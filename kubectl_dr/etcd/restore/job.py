@@ -44,7 +44,7 @@ from kubectl_dr.etcd.restore.common import (
     version_tuple,
     wait_api,
 )
-from kubectl_dr.etcd.restore.nodepod import NodePod, NodePods
+from kubectl_dr.etcd.restore.nodepod import NodePod, NodePods, delete_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES, NodeSwap
 from kubectl_dr.etcd.restore.options import RestoreOptions
 from kubectl_dr.etcd.restore.source import LocalSnapshot, minor_of
@@ -518,8 +518,7 @@ def finish(kube: Kube, console: Console, run_id: str, mode: str, found: list[Tar
             for n in nodes:
                 _discard_restored(n, run_id, console)
     finally:
-        for n in nodes:
-            n.delete()
+        delete_all(nodes)
     remove_restored_helpers(kube, namespace, console)
     try:
         st = etcd_status.ask(kube, console, Discovered(tuple(t.member for t in found)), namespace)

@@ -22,7 +22,7 @@ from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import status as etcd_status
 from kubectl_dr.etcd.errors import EtcdError
 from kubectl_dr.etcd.restore import common, job, nodescript
-from kubectl_dr.etcd.restore.nodepod import NodePod, NodePods
+from kubectl_dr.etcd.restore.nodepod import NodePod, NodePods, delete_all
 from kubectl_dr.etcd.restore.nodescript import HOST_DR
 from kubectl_dr.etcd.restore.targets import DR_DIR, KUBERNETES_DIR, Target, initial_cluster, targets
 from kubectl_dr.etcd.snapshot_file import SnapshotStatus, verify_snapshot
@@ -242,8 +242,7 @@ def states(session: Session, helper_image: str, run: str | None = None) -> tuple
         runs = {s.run_id for s in st}
         return st, (_settle(nodes, st) if len(runs) > 1 else None)
     finally:
-        for n in nodes:
-            n.delete()
+        delete_all(nodes)
 
 
 def _settle(nodes: list[NodePod], st: list[NodeState]) -> str:
@@ -323,8 +322,7 @@ def finalize(session: Session, helper_image: str, run: str | None = None) -> dic
                  what="finalizing")
         return plan
     finally:
-        for n in nodes:
-            n.delete()
+        delete_all(nodes)
         if lease is not None:
             cleanup.current().run(lease)
 
@@ -377,9 +375,8 @@ def rollback(session: Session, helper_image: str, run_id: str | None = None, *,
                         "(the API server is down meanwhile; changes made since the restore are set aside)")
         _hand_over_all(kube, console, p, nodes, st)
     finally:
-        for n in nodes:
-            with contextlib.suppress(DrError):
-                n.delete()
+        with contextlib.suppress(DrError):
+            delete_all(nodes)
     outcome = job.finish(kube, console, run_id, "rollback", found, namespace, helper_image, plan=p)
     if restart_kubelets:
         common.restart_kubelets(kube, namespace, helper_image, me, console, outcome)

@@ -8,6 +8,7 @@ same guarantee that the pod is deleted however the command ends.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -139,6 +140,18 @@ class HelperPod:
         if self.step is not None:
             cleanup.current().discard(self.step)
             self.step = None
+
+
+def discard_after_failure(created: list[HelperPod]) -> None:
+    """On the way out of a failure: every pod asked to go before the first is waited for (they terminate side by
+    side), and an error deleting one neither stops the others nor takes the place of the failure being raised.
+    A pod that could not be deleted keeps its cleanup step, so the command's exit tries it again."""
+    for pod in created:
+        with contextlib.suppress(DrError):
+            pod.request_delete()
+    for pod in created:
+        with contextlib.suppress(DrError):
+            pod.delete(wait=True, timeout=60)
 
 
 @overload

@@ -438,16 +438,14 @@ def _writer_pod(kube: Kube, p: ExternalPlan, node: ApiNode) -> HelperPod:
 def _writer_pods(kube: Kube, p: ExternalPlan) -> list[tuple[ApiNode, HelperPod]]:
     """A writer pod on every API server's node, running; all created before the first is waited for (their
     kubelets start them side by side), none left behind when one cannot start."""
-    writers = [(n, _writer_pod(kube, p, n)) for n in p.nodes]
+    writers: list[tuple[ApiNode, HelperPod]] = []
     try:
+        for n in p.nodes:
+            writers.append((n, _writer_pod(kube, p, n)))
         for _, pod in writers:
             pods.wait_running(pod, timeout=180, stuck_after=15)
     except BaseException:
-        for _, pod in writers:
-            with contextlib.suppress(DrError):
-                pod.request_delete()
-        for _, pod in writers:
-            pod.delete(wait=True, timeout=60)
+        pods.discard_after_failure([pod for _, pod in writers])
         raise
     return writers
 

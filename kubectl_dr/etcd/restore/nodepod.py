@@ -123,10 +123,7 @@ class NodePods:
                 podrun.wait_started(pod, t.member, console=self.console, helper_image=self.helper_image)
         except BaseException:
             # wait_started deleted the pod that could not start; the others go as well, side by side.
-            for _, pod in created:
-                pod.request_delete()
-            for _, pod in created:
-                pod.delete(wait=True, timeout=60)
+            pods.discard_after_failure([pod for _, pod in created])
             raise
         return [NodePod(self.kube, pod, t, self.namespace) for t, pod in created]
 

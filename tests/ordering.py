@@ -10,8 +10,9 @@ keywords evaluated against the factory's defaults and the module's own constants
 there (a fixture parameter) stays a wildcard. The order is only an optimization: every test still gets the
 cluster it asks for, whatever order it runs in.
 
-Under pytest-xdist (`--dist loadgroup`) every module is an `xdist_group` of its own: a worker receives whole
-modules (their module fixtures are set up once, their tests run in their order), as it runs out of work.
+Under pytest-xdist every module is one unit of work (ModuleScheduling): a worker receives whole modules
+(their module fixtures are set up once, their tests run in their order, a test may build on the one
+before it), as it runs out of work.
 Each worker has its own pool, so two workers running modules of one shape each start that shape: a cold
 start costs 4-6 s, far less than one worker running every module of a shape while the others wait. The
 modules are handed out longest first (tests/module_seconds.py), so the run does not end with one long
@@ -28,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from tests.module_seconds import SECONDS
 
@@ -150,17 +152,25 @@ def _module_of(item: pytest.Item) -> ModuleType | None:
     return module if isinstance(module, ModuleType) else None
 
 
+class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no type information
+    """xdist's scheduling by scope, the scope being the test's module (its file), classes included, in the
+    collection's order (`--no-loadscope-reorder`). Not `--dist loadgroup` with an `xdist_group` per module:
+    xdist 3.8 marks a group by appending it to the item's node ID, which pytest 9.2's structured node IDs
+    ignore, so every test was silently its own unit (pytest-xdist issue 1386), spread over the workers apart
+    from the tests before it in its module. Not `--dist loadscope` either: it splits a module by class."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return nodeid.split("::", 1)[0]
+
+
 def reorder(items: list[pytest.Item], distributed: bool = False) -> None:
-    """Mark every item with its tier and its xdist group (its module), then order: unit, the loopback tiers
-    by shape, release, the rest. `distributed` (an xdist worker): inside the fast tier and the loopback
-    tiers, longest first (see longest_first), so the workers end each together."""
+    """Mark every item with its tier, then order: unit, the loopback tiers by shape, release, the rest.
+    `distributed` (an xdist worker): inside the fast tier and the loopback tiers, longest first (see
+    longest_first), so the workers end each together."""
     for item in items:
         name = tier(item)
         if name:
             item.add_marker(name)
-        module = _module_of(item)
-        if module is not None:
-            item.add_marker(pytest.mark.xdist_group(module.__name__))
     first = [i for i in items if tier(i) == FAST]
     loop = [i for i in items if tier(i) in ("loopback", "conformance", "e2e")]
     last = [i for i in items if i not in first and i not in loop]

@@ -102,7 +102,7 @@ def test_workers_get_the_longest_modules_first_and_a_family_together(tmp_path: P
 
 
 # Collects the suite as an xdist worker does (`workerinput` set: reorder(distributed=True)), without
-# running it, and prints each test's module and xdist group in the order the worker sends them.
+# running it, and prints each test's module in the order the worker sends them.
 WORKER_ORDER = (
     "import json, sys, pytest\n"
     "class Worker:\n"
@@ -110,19 +110,18 @@ WORKER_ORDER = (
     "        config.workerinput = {'workerid': 'gw0'}\n"
     "    @pytest.hookimpl(trylast=True)\n"
     "    def pytest_collection_modifyitems(self, items):\n"
-    "        print(json.dumps([[i.module.__name__, i.get_closest_marker('xdist_group').args[0]] for i in items]))\n"
+    "        print(json.dumps([i.module.__name__ for i in items]))\n"
     "pytest.main(['-p', 'no:cacheprovider', '-n', '0', '--co', '-q', *sys.argv[1:]], plugins=[Worker()])\n")
 
 
-def test_every_module_is_an_xdist_group_of_its_own_longest_first() -> None:
-    """The order and groups a worker gives xdist, from a real collection of the suite."""
+def test_workers_take_the_longest_modules_first() -> None:
+    """The order a worker gives xdist, from a real collection of the suite."""
     result = subprocess.run([sys.executable, "-c", WORKER_ORDER, "tests/e2e", "tests/conformance",
                              "tests/unit/test_units.py"], cwd=TESTS.parent, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    pairs = json.loads(result.stdout.splitlines()[0])
-    assert all(module == group for module, group in pairs)
-    modules = [module for i, (module, _) in enumerate(pairs) if i == 0 or pairs[i - 1][0] != module]
+    names = json.loads(result.stdout.splitlines()[0])
+    modules = [module for i, module in enumerate(names) if i == 0 or names[i - 1] != module]
     assert len(modules) == len(set(modules))  # a module's tests stay together
     assert modules[:2] == ["tests.unit.test_units", "tests.e2e.test_etcd_restore"]  # the fast tier, the longest
     # A family stays together: the modules asking for the CronJob clock's cluster run one after the other.
@@ -131,17 +130,44 @@ def test_every_module_is_an_xdist_group_of_its_own_longest_first() -> None:
     assert sorted(cron) == list(range(min(cron), min(cron) + 3))
 
 
+def test_xdist_gives_each_module_to_one_worker_whole(tmp_path: Path) -> None:
+    """A real xdist run: a module's tests run on one worker, in their order (a test may build on the one
+    before it; xdist's own loadgroup marks are lost on pytest 9.2's node IDs)."""
+    project = tmp_path / "project"
+    (project / "tests" / "e2e").mkdir(parents=True)
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "tests" / "conftest.py").write_text(CONFTEST.format(repo=str(TESTS.parent)))
+    for name in ("a", "b", "c"):
+        (project / "tests" / "e2e" / f"test_{name}.py").write_text(
+            "import pytest\nSEEN = []\n\n"
+            "@pytest.mark.parametrize('i', range(4))\n"
+            "def test_step(i):\n    assert SEEN == list(range(i))\n    SEEN.append(i)\n\n"
+            "class TestLater:\n    def test_after_all_steps(self):\n        assert SEEN == [0, 1, 2, 3]\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "3", "-v",
+                             "--dist", "loadscope", "--no-loadscope-reorder", "tests"],
+                            cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = re.findall(r"^\[(gw\d)\] .*PASSED (tests/e2e/test_\w+\.py)::", result.stdout, re.MULTILINE)
+    assert len(ran) == 15, result.stdout
+    workers: dict[str, set[str]] = {}
+    for worker, path in ran:
+        workers.setdefault(path, set()).add(worker)
+    assert all(len(w) == 1 for w in workers.values()), workers
+
+
 FAST_FAILS = "def test_fast():\n    assert {ok}\n"
 LOOPBACK_RUNS = ("from pathlib import Path\n\ndef test_loopback():\n    Path({marker!r}).write_text('ran')\n")
 CONFTEST = (
     "import sys\n"
     "sys.path.insert(0, {repo!r})\n"
     "from tests.fast_tier import FastTier\n"
-    "from tests.ordering import reorder\n\n"
+    "from tests.ordering import ModuleScheduling, reorder\n\n"
     "def pytest_configure(config):\n"
     "    config.pluginmanager.register(FastTier(config), 'fast-tier')\n\n"
     "def pytest_collection_modifyitems(config, items):\n"
-    "    reorder(items, distributed=hasattr(config, 'workerinput'))\n")
+    "    reorder(items, distributed=hasattr(config, 'workerinput'))\n\n"
+    "def pytest_xdist_make_scheduler(config, log):\n"
+    "    return ModuleScheduling(config, log)\n")
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
@@ -159,7 +185,7 @@ def test_a_failing_fast_test_stops_the_run_before_the_loopback_tiers(tmp_path: P
     marker = tmp_path / "loopback-ran"
     (project / "tests" / "e2e" / "test_loop.py").write_text(LOOPBACK_RUNS.format(marker=str(marker)))
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", workers,
-                             "--dist", "loadgroup", "--no-loadscope-reorder", "-q", "tests"],
+                             "--dist", "loadscope", "--no-loadscope-reorder", "-q", "tests"],
                             cwd=project, capture_output=True, text=True, timeout=120)
     if fast_ok:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -187,7 +213,7 @@ def test_with_x_a_worker_waiting_for_the_fast_tier_stops_with_the_run(tmp_path: 
     marker = tmp_path / "loopback-ran"
     (project / "tests" / "e2e" / "test_loop.py").write_text(LOOPBACK_RUNS.format(marker=str(marker)))
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "-x",
-                             "--dist", "loadgroup", "--no-loadscope-reorder", "-q", "tests"],
+                             "--dist", "loadscope", "--no-loadscope-reorder", "-q", "tests"],
                             cwd=project, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 failed" in result.stdout

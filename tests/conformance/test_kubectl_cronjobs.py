@@ -80,8 +80,9 @@ def test_jobs_on_schedule_with_names_status_and_history(fast: Cluster) -> None:
     assert int(last.timestamp()) // 60 >= newest
     assert status["lastSuccessfulTime"]
     table = fast.kubectl("-n", "cron", "get", "cronjob", "tick", "--no-headers", version=VERSION).stdout.split()
-    # NAME SCHEDULE(5 words) TIMEZONE SUSPEND ACTIVE: a job may be running right now.
-    assert table[:8] == ["tick", "*", "*", "*", "*", "*", "<none>", "False"] and table[8] in ("0", "1")
+    # NAME SCHEDULE(5 words) TIMEZONE SUSPEND ACTIVE: jobs may be running right now (with a 2 s cron minute
+    # and concurrencyPolicy Allow, more than one on a loaded machine).
+    assert table[:8] == ["tick", "*", "*", "*", "*", "*", "<none>", "False"] and table[8].isdigit()
 
 
 def test_failed_history_limit(fast: Cluster) -> None:

@@ -23,7 +23,7 @@ from tests.cluster.fixture import (  # noqa: F401
     pytest_testnodedown,
 )
 from tests.fast_tier import FastTier
-from tests.ordering import reorder
+from tests.ordering import ModuleScheduling, reorder
 from tests.s3server import S3Server, serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(FastTier(config), "fast-tier")
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers reorder() sets, and xdist reads its groups
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers reorder() sets
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reorder(items, distributed=hasattr(config, "workerinput"))
     if config.getoption("--kubeconfig"):
@@ -59,6 +59,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "real_cluster" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModuleScheduling | None:
+    """Under xdist's `--dist loadscope` (pyproject's addopts): whole modules to each worker, in the
+    collection's order (tests/ordering.py)."""
+    return ModuleScheduling(config, log) if config.getoption("dist") == "loadscope" else None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,10 @@ Run in one process, that is after the last fast test. Under pytest-xdist the fas
 workers, and no worker alone knows the tier's outcome: the controller, which receives every report (also a
 crashed worker's), writes each fast test's outcome to a file in the run's temp dir, and a worker about to
 start its first loopback test waits until that file holds every fast test of the run, then stops (without
-running it) if one failed.
+running it) if one failed. It also stops waiting when the run is stopping: its own session's stop flag, or
+the controller's (`-x`/`--maxfail` reached on any worker), which the controller writes to the same file:
+a worker whose fast tests all passed must not wait out WAIT_SECONDS for outcomes other workers, already
+stopped, will never send.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 
 from tests.ordering import FAST, TIERS, tier
 
-FAILED, PASSED = "F", "P"
+FAILED, PASSED, STOP = "F", "P", "S"
 # Longer than any tier of fast tests takes on the CI machine; past it a worker goes on (a slow run, not a hang).
 WAIT_SECONDS = 1200.0
 
@@ -28,6 +31,7 @@ class FastTier:
         self.config = config
         self.failed: set[str] = set()  # the fast tests that failed in any phase, of this process's reports
         self.waited = False
+        self.failures = 0  # the controller: failed reports of any test, counted as xdist counts for --maxfail
 
     @property
     def worker(self) -> bool:
@@ -47,6 +51,8 @@ class FastTier:
         return f"{failed} test(s) of the fast tier (tests/unit) failed: the loopback tiers did not run"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.controller and report.failed:
+            self._count_failure()
         # By path: the report xdist makes for a test whose worker crashed carries no keywords.
         parts = report.nodeid.split("/")
         if self.worker or len(parts) < 3 or parts[0] != "tests" or TIERS.get(parts[1]) != FAST:
@@ -56,6 +62,14 @@ class FastTier:
         if self.controller and report.when in ("teardown", "???"):  # "???": the crashed test's only report
             with open(self.outcomes(), "a") as out:  # one short line per write: appends do not interleave
                 out.write(f"{FAILED if report.nodeid in self.failed else PASSED} {report.nodeid}\n")
+
+    def _count_failure(self) -> None:
+        """The controller stops the run after --maxfail failures (xdist's own rule); tell the waiting workers."""
+        self.failures += 1
+        maxfail = int(self.config.getoption("maxfail") or 0)
+        if maxfail and self.failures == maxfail:
+            with open(self.outcomes(), "a") as out:
+                out.write(f"{STOP} stopping after {self.failures} failure(s)\n")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
@@ -67,9 +81,11 @@ class FastTier:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """xdist ends a run a worker stopped as interrupted (2); a failed fast tier is a failed run (1), as
-        in one process."""
-        if self.controller and self.failed and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        """xdist ends a run a worker stopped, or one that reached --maxfail, as interrupted (2); a failed
+        fast tier, or a run stopped by -x, is a failed run (1), as in one process."""
+        maxfail = int(self.config.getoption("maxfail") or 0)
+        stopped = self.failed or (maxfail and self.failures >= maxfail)  # -x: a failed run, as in one process
+        if self.controller and stopped and session.exitstatus == pytest.ExitCode.INTERRUPTED:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(tryfirst=True)
@@ -86,7 +102,12 @@ class FastTier:
         lines: list[str] = []
         while time.monotonic() < deadline:
             lines = path.read_text().splitlines() if path.exists() else []
-            if len(lines) >= expected:
+            stop = next((line[2:] for line in lines if line.startswith(STOP)), None)
+            stop = stop or item.session.shouldstop or item.session.shouldfail
+            if stop:
+                item.session.shouldstop = f"the run is stopping ({stop}): the loopback tiers did not run"
+                pytest.skip(str(item.session.shouldstop))
+            if sum(1 for line in lines if not line.startswith(STOP)) >= expected:
                 break
             time.sleep(0.2)
         failed = sum(1 for line in lines if line.startswith(FAILED))

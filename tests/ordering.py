@@ -10,10 +10,14 @@ keywords evaluated against the factory's defaults and the module's own constants
 there (a fixture parameter) stays a wildcard. The order is only an optimization: every test still gets the
 cluster it asks for, whatever order it runs in.
 
-Under pytest-xdist (`--dist loadgroup`) every test carries an `xdist_group`: modules that share a pool shape
-form one group, so one worker's pool serves them all and no other worker starts that shape; every other
-module is a group of its own (its module fixtures are set up once, its tests run in their order). Each
-worker has its own pool; a worker receives whole groups, in the order below, as it runs out of work.
+Under pytest-xdist every module is one unit of work (ModuleScheduling): a worker receives whole modules
+(their module fixtures are set up once, their tests run in their order, a test may build on the one
+before it), as it runs out of work.
+Each worker has its own pool, so two workers running modules of one shape each start that shape: a cold
+start costs 4-6 s, far less than one worker running every module of a shape while the others wait. The
+modules are handed out longest first (tests/module_seconds.py), so the run does not end with one long
+module alone, and the modules sharing a pool shape (a family) stay next to each other, placed where their
+longest one would be: a worker taking its next module then likely finds its shape already running.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
+
+from tests.module_seconds import SECONDS
 
 TIERS = {"unit": "unit", "restic": "unit", "cluster_tests": "loopback", "conformance": "conformance", "e2e": "e2e",
          "release": "release"}
@@ -103,9 +110,9 @@ def order_modules(modules: Sequence[ModuleType]) -> list[ModuleType]:
     return ordered
 
 
-def module_groups(modules: Sequence[ModuleType]) -> dict[ModuleType, str]:
-    """The xdist group of each module: modules asking the pool for a shape in common (wildcards match) share
-    one, named after the first of them; a module using no pooled cluster, or only private ones, is its own."""
+def module_families(modules: Sequence[ModuleType]) -> dict[ModuleType, str]:
+    """The family of each module: modules asking the pool for a shape in common (wildcards match) share one,
+    named after the first of them; a module using no pooled cluster, or only private ones, is its own."""
     shapes = {m: module_shapes(m) for m in modules}
     root = {m: m for m in modules}
 
@@ -124,15 +131,42 @@ def module_groups(modules: Sequence[ModuleType]) -> dict[ModuleType, str]:
     return {m: f"pool:{find(m).__name__}" if shapes[m] else m.__name__ for m in modules}
 
 
+def seconds(module: ModuleType, tests: int) -> float:
+    """How long a module takes, roughly: its figure in tests/module_seconds.py, else a second per test."""
+    return float(SECONDS.get(module.__name__.removeprefix("tests."), tests))
+
+
+def longest_first(modules: Sequence[ModuleType], tests: dict[ModuleType, int]) -> list[ModuleType]:
+    """The order for workers: the families by their longest module, longest first; inside a family its
+    modules longest first. Ties keep the usual order (sorts are stable)."""
+    family = module_families(modules)
+    took = {m: seconds(m, tests[m]) for m in modules}
+    longest: dict[str, float] = {}
+    for m in modules:
+        longest[family[m]] = max(longest.get(family[m], 0.0), took[m])
+    return sorted(modules, key=lambda m: (-longest[family[m]], family[m], -took[m]))
+
+
 def _module_of(item: pytest.Item) -> ModuleType | None:
     module = getattr(item, "module", None)
     return module if isinstance(module, ModuleType) else None
 
 
+class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no type information
+    """xdist's scheduling by scope, the scope being the test's module (its file), classes included, in the
+    collection's order (`--no-loadscope-reorder`). Not `--dist loadgroup` with an `xdist_group` per module:
+    xdist 3.8 marks a group by appending it to the item's node ID, which pytest 9.2's structured node IDs
+    ignore, so every test was silently its own unit (pytest-xdist issue 1386), spread over the workers apart
+    from the tests before it in its module. Not `--dist loadscope` either: it splits a module by class."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return nodeid.split("::", 1)[0]
+
+
 def reorder(items: list[pytest.Item], distributed: bool = False) -> None:
-    """Mark every item with its tier and its xdist group, then order: unit, the loopback tiers by shape,
-    release, the rest. `distributed` (an xdist worker): the loopback groups with the most tests first, so the
-    small ones fill the workers' ends instead of one large group running alone at the end of the run."""
+    """Mark every item with its tier, then order: unit, the loopback tiers by shape, release, the rest.
+    `distributed` (an xdist worker): inside the fast tier and the loopback tiers, longest first (see
+    longest_first), so the workers end each together."""
     for item in items:
         name = tier(item)
         if name:
@@ -140,19 +174,21 @@ def reorder(items: list[pytest.Item], distributed: bool = False) -> None:
     first = [i for i in items if tier(i) == FAST]
     loop = [i for i in items if tier(i) in ("loopback", "conformance", "e2e")]
     last = [i for i in items if i not in first and i not in loop]
+    items[:] = [*_by_module(first, distributed, shaped=False), *_by_module(loop, distributed, shaped=True), *last]
+
+
+def _by_module(items: list[pytest.Item], distributed: bool, shaped: bool) -> list[pytest.Item]:
     by_module: dict[ModuleType, list[pytest.Item]] = {}
-    for item in loop:
-        by_module.setdefault(item.module, []).append(item)  # type: ignore[attr-defined]
-    modules = order_modules(list(by_module))
-    groups = module_groups(modules)
+    loose: list[pytest.Item] = []  # an item of no module (a doctest file): left where it was
     for item in items:
         module = _module_of(item)
-        if module is not None:
-            item.add_marker(pytest.mark.xdist_group(groups.get(module, module.__name__)))
+        if module is None:
+            loose.append(item)
+        else:
+            by_module.setdefault(module, []).append(item)
+    modules = list(by_module)
     if distributed:
-        size = {g: sum(len(by_module[m]) for m in modules if groups[m] == g) for g in groups.values()}
-        place = {g: next(i for i, m in enumerate(modules) if groups[m] == g) for g in groups.values()}
-        # Stable: the modules of a group stay together in their shape order; equal sizes keep the usual order.
-        modules = sorted(modules, key=lambda m: (-size[groups[m]], place[groups[m]]))
-    grouped = [i for m in modules for i in by_module[m]]
-    items[:] = [*first, *grouped, *last]
+        modules = longest_first(modules, {m: len(by_module[m]) for m in modules})
+    elif shaped:
+        modules = order_modules(modules)
+    return [*(i for m in modules for i in by_module[m]), *loose]

@@ -58,8 +58,12 @@ def test_jobs_on_schedule_with_names_status_and_history(fast: Cluster) -> None:
                                  if e["reason"] == "SuccessfulDelete"], timeout=90,
                         what="a third successful job, and the oldest one deleted")
     assert events[0]["source"]["component"] == "cronjob-controller"
-    listed = eventually(lambda: (js := jobs(fast, "tick")) and all(done(j) for j in js) and len(js) == 2 and js,
+    # The history limit keeps two finished jobs; the next activation's job may be running beside them (a cron
+    # minute lasts 2 s here, less than a pod's life on a loaded machine): waiting for a moment with none
+    # running waited for a coincidence, not for the limit.
+    listed = eventually(lambda: len(js := [j for j in jobs(fast, "tick") if done(j)]) == 2 and js,
                         what="two completed jobs kept")
+    assert all(not done(j, "Failed") for j in jobs(fast, "tick"))
     for job in listed:
         minutes = int(job["metadata"]["name"].rsplit("-", 1)[1])
         scheduled = dt.datetime.fromisoformat(job["metadata"]["annotations"][
@@ -69,13 +73,16 @@ def test_jobs_on_schedule_with_names_status_and_history(fast: Cluster) -> None:
         assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJob", "tick", True)
         assert job["metadata"]["labels"]["app"] == "tick"
     status = get_json(fast, "-n", "cron", "cronjob", "tick", version=VERSION)["status"]
-    newest = max(int(j["metadata"]["name"].rsplit("-", 1)[1]) for j in jobs(fast, "tick"))
+    # A finished job's activation is in the status (set in the pass that created it); a job listed now may
+    # have been created after the status was read.
+    newest = max(int(j["metadata"]["name"].rsplit("-", 1)[1]) for j in listed)
     last = dt.datetime.strptime(status["lastScheduleTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
     assert int(last.timestamp()) // 60 >= newest
     assert status["lastSuccessfulTime"]
     table = fast.kubectl("-n", "cron", "get", "cronjob", "tick", "--no-headers", version=VERSION).stdout.split()
-    # NAME SCHEDULE(5 words) TIMEZONE SUSPEND ACTIVE: a job may be running right now.
-    assert table[:8] == ["tick", "*", "*", "*", "*", "*", "<none>", "False"] and table[8] in ("0", "1")
+    # NAME SCHEDULE(5 words) TIMEZONE SUSPEND ACTIVE: jobs may be running right now (with a 2 s cron minute
+    # and concurrencyPolicy Allow, more than one on a loaded machine).
+    assert table[:8] == ["tick", "*", "*", "*", "*", "*", "<none>", "False"] and table[8].isdigit()
 
 
 def test_failed_history_limit(fast: Cluster) -> None:
@@ -108,7 +115,8 @@ def test_replace_replaces_the_running_job(fast: Cluster) -> None:
     eventually(lambda: first not in [j["metadata"]["name"] for j in jobs(fast, "replace")],
                what="the replaced job to be deleted")
     deleted = [e for e in events_for(fast, "cron", "replace", version=VERSION) if e["reason"] == "SuccessfulDelete"]
-    assert deleted and deleted[0]["message"] == f"Deleted job {first}"
+    # Under load the replacement may itself have been replaced by now: one of the deletions is the first's.
+    assert f"Deleted job {first}" in [e["message"] for e in deleted]
     fast.kubectl("-n", "cron", "delete", "cronjob", "replace", version=VERSION)
 
 

@@ -4,6 +4,7 @@ shape run next to each other, read from their real `cluster_factory(...)` calls.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +13,16 @@ from types import ModuleType
 
 import pytest
 
-from tests.ordering import TIERS, WILDCARD, matches, module_groups, module_shapes, order_modules, shape
+from tests.ordering import (
+    TIERS,
+    WILDCARD,
+    longest_first,
+    matches,
+    module_families,
+    module_shapes,
+    order_modules,
+    shape,
+)
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -66,17 +76,83 @@ def test_modules_of_one_shape_run_together_after_those_without_a_pool_cluster(tm
     assert order_modules([a, b, c, d]) == [c, a, d, b]
 
 
-def test_modules_sharing_a_pool_shape_share_one_xdist_group(tmp_path: Path) -> None:
+def test_modules_sharing_a_pool_shape_are_one_family(tmp_path: Path) -> None:
     three = "def f(cluster_factory):\n    cluster_factory(control_planes=3)\n"
     a = load(tmp_path, "group_a", three)
     b = load(tmp_path, "group_b", "def f(cluster_factory):\n    cluster_factory(control_planes=1)\n")
     c = load(tmp_path, "group_c", "def f(cluster):\n    pass\n")
     d = load(tmp_path, "group_d", "def f(cluster_factory, request):\n    cluster_factory(etcd_version=request.param)\n")
     e = load(tmp_path, "group_e", "def f(cluster_factory):\n    cluster_factory(control_planes=3, private='own')\n")
-    groups = module_groups([a, b, c, d, e])
-    assert groups[a] == groups[d] == "pool:group_a"  # d's wildcard version may be a's cluster
-    assert groups[b] == "pool:group_b" and groups[e] == "pool:group_e"
-    assert groups[c] == "group_c"  # the session cluster: every worker has its own
+    families = module_families([a, b, c, d, e])
+    assert families[a] == families[d] == "pool:group_a"  # d's wildcard version may be a's cluster
+    assert families[b] == "pool:group_b" and families[e] == "pool:group_e"
+    assert families[c] == "group_c"  # the session cluster: every worker has its own
+
+
+def test_workers_get_the_longest_modules_first_and_a_family_together(tmp_path: Path) -> None:
+    """Seconds are a second per test for modules tests/module_seconds.py does not list."""
+    three = "def f(cluster_factory):\n    cluster_factory(control_planes=3)\n"
+    short3 = load(tmp_path, "lpt_short3", three)
+    own = load(tmp_path, "lpt_own", "def f(cluster):\n    pass\n")
+    long3 = load(tmp_path, "lpt_long3", three)
+    one = load(tmp_path, "lpt_one", "def f(cluster_factory):\n    cluster_factory(control_planes=1)\n")
+    tests = {short3: 2, own: 30, long3: 40, one: 10}
+    # The 3-control-plane family goes first (its longest is the longest), its short module right after.
+    assert longest_first([short3, own, long3, one], tests) == [long3, short3, own, one]
+
+
+# Collects the suite as an xdist worker does (`workerinput` set: reorder(distributed=True)), without
+# running it, and prints each test's module in the order the worker sends them.
+WORKER_ORDER = (
+    "import json, sys, pytest\n"
+    "class Worker:\n"
+    "    def pytest_configure(self, config):\n"
+    "        config.workerinput = {'workerid': 'gw0'}\n"
+    "    @pytest.hookimpl(trylast=True)\n"
+    "    def pytest_collection_modifyitems(self, items):\n"
+    "        print(json.dumps([i.module.__name__ for i in items]))\n"
+    "pytest.main(['-p', 'no:cacheprovider', '-n', '0', '--co', '-q', *sys.argv[1:]], plugins=[Worker()])\n")
+
+
+def test_workers_take_the_longest_modules_first() -> None:
+    """The order a worker gives xdist, from a real collection of the suite."""
+    result = subprocess.run([sys.executable, "-c", WORKER_ORDER, "tests/e2e", "tests/conformance",
+                             "tests/unit/test_units.py"], cwd=TESTS.parent, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = json.loads(result.stdout.splitlines()[0])
+    modules = [module for i, module in enumerate(names) if i == 0 or names[i - 1] != module]
+    assert len(modules) == len(set(modules))  # a module's tests stay together
+    assert modules[:2] == ["tests.unit.test_units", "tests.e2e.test_etcd_restore"]  # the fast tier, the longest
+    # A family stays together: the modules asking for the CronJob clock's cluster run one after the other.
+    cron = [modules.index(m) for m in ("tests.e2e.test_schedules", "tests.e2e.test_cli_backups_azure",
+                                       "tests.conformance.test_kubectl_cronjobs")]
+    assert sorted(cron) == list(range(min(cron), min(cron) + 3))
+
+
+def test_xdist_gives_each_module_to_one_worker_whole(tmp_path: Path) -> None:
+    """A real xdist run: a module's tests run on one worker, in their order (a test may build on the one
+    before it; xdist's own loadgroup marks are lost on pytest 9.2's node IDs)."""
+    project = tmp_path / "project"
+    (project / "tests" / "e2e").mkdir(parents=True)
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "tests" / "conftest.py").write_text(CONFTEST.format(repo=str(TESTS.parent)))
+    for name in ("a", "b", "c"):
+        (project / "tests" / "e2e" / f"test_{name}.py").write_text(
+            "import pytest\nSEEN = []\n\n"
+            "@pytest.mark.parametrize('i', range(4))\n"
+            "def test_step(i):\n    assert SEEN == list(range(i))\n    SEEN.append(i)\n\n"
+            "class TestLater:\n    def test_after_all_steps(self):\n        assert SEEN == [0, 1, 2, 3]\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "3", "-v",
+                             "--dist", "loadscope", "--no-loadscope-reorder", "tests"],
+                            cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = re.findall(r"^\[(gw\d)\] .*PASSED (tests/e2e/test_\w+\.py)::", result.stdout, re.MULTILINE)
+    assert len(ran) == 15, result.stdout
+    workers: dict[str, set[str]] = {}
+    for worker, path in ran:
+        workers.setdefault(path, set()).add(worker)
+    assert all(len(w) == 1 for w in workers.values()), workers
 
 
 FAST_FAILS = "def test_fast():\n    assert {ok}\n"
@@ -85,11 +161,13 @@ CONFTEST = (
     "import sys\n"
     "sys.path.insert(0, {repo!r})\n"
     "from tests.fast_tier import FastTier\n"
-    "from tests.ordering import reorder\n\n"
+    "from tests.ordering import ModuleScheduling, reorder\n\n"
     "def pytest_configure(config):\n"
     "    config.pluginmanager.register(FastTier(config), 'fast-tier')\n\n"
     "def pytest_collection_modifyitems(config, items):\n"
-    "    reorder(items, distributed=hasattr(config, 'workerinput'))\n")
+    "    reorder(items, distributed=hasattr(config, 'workerinput'))\n\n"
+    "def pytest_xdist_make_scheduler(config, log):\n"
+    "    return ModuleScheduling(config, log)\n")
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
@@ -107,7 +185,7 @@ def test_a_failing_fast_test_stops_the_run_before_the_loopback_tiers(tmp_path: P
     marker = tmp_path / "loopback-ran"
     (project / "tests" / "e2e" / "test_loop.py").write_text(LOOPBACK_RUNS.format(marker=str(marker)))
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", workers,
-                             "--dist", "loadgroup", "--no-loadscope-reorder", "-q", "tests"],
+                             "--dist", "loadscope", "--no-loadscope-reorder", "-q", "tests"],
                             cwd=project, capture_output=True, text=True, timeout=120)
     if fast_ok:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -116,3 +194,27 @@ def test_a_failing_fast_test_stops_the_run_before_the_loopback_tiers(tmp_path: P
         assert result.returncode == 1, result.stdout + result.stderr
         assert "1 test(s) of the fast tier (tests/unit) failed: the loopback tiers did not run" in result.stdout
         assert not marker.exists()
+
+
+def test_with_x_a_worker_waiting_for_the_fast_tier_stops_with_the_run(tmp_path: Path) -> None:
+    """-x: the worker with the failing fast test stops before its other fast test, so the fast tier's outcome
+    never completes; the other worker, done with its own fast tests, stops on the run's stop, at once
+    (not after WAIT_SECONDS), and starts no loopback test."""
+    project = tmp_path / "project"
+    (project / "tests" / "unit").mkdir(parents=True)
+    (project / "tests" / "e2e").mkdir()
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "tests" / "conftest.py").write_text(CONFTEST.format(repo=str(TESTS.parent)))
+    # One module (one xdist group, one worker): its first test fails, its second never runs.
+    (project / "tests" / "unit" / "test_fast_0.py").write_text(
+        "import time\n\ndef test_fails():\n    time.sleep(2)\n    assert False\n\n"
+        "def test_never_runs():\n    pass\n")
+    (project / "tests" / "unit" / "test_fast_1.py").write_text("def test_ok():\n    pass\n")
+    marker = tmp_path / "loopback-ran"
+    (project / "tests" / "e2e" / "test_loop.py").write_text(LOOPBACK_RUNS.format(marker=str(marker)))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "-x",
+                             "--dist", "loadscope", "--no-loadscope-reorder", "-q", "tests"],
+                            cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed" in result.stdout
+    assert not marker.exists()

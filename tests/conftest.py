@@ -63,9 +63,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModuleScheduling | None:
-    """Under xdist's `--dist loadscope` (pyproject's addopts): whole modules to each worker, in the
-    collection's order (tests/ordering.py)."""
-    return ModuleScheduling(config, log) if config.getoption("dist") == "loadscope" else None
+    """Under xdist (pyproject's addopts say `--dist loadscope`): whole modules to each worker, in the
+    collection's order (tests/ordering.py). `load` and `loadgroup` get the same: either would split a
+    module over workers (loadgroup's marks are lost on pytest 9.2), and a test may build on the one before it."""
+    whole_modules = config.getoption("dist") in ("load", "loadscope", "loadgroup")
+    return ModuleScheduling(config, log) if whole_modules else None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -350,20 +350,15 @@ def run(args: argparse.Namespace) -> None:
             s, rss, backup_id = b.dr_backup("backup mixed")
             rss1 = max(rss1, rss)
             runs["kubectl dr"]["backup"].append(s)
-            if s3_repo:
-                s, rss, _ = b.dr_backup_to(s3_repo, "backup mixed s3")
-                s3_runs["backup → S3"].append(s)
-                s3_rss["backup → S3"] = max(s3_rss["backup → S3"], rss)
-                s, rss, _ = b.dr_backup_to(s3_repo, "backup mixed s3 age", "--encrypt-to", b.recipient)
-                s3_runs["backup → S3, age"].append(s)
-                s3_rss["backup → S3, age"] = max(s3_rss["backup → S3, age"], rss)
-            if azure_repo:
-                s, rss, _ = b.dr_backup_to(azure_repo, "backup mixed azure")
-                s3_runs["backup → Azure"].append(s)
-                s3_rss["backup → Azure"] = max(s3_rss["backup → Azure"], rss)
-                s, rss, _ = b.dr_backup_to(azure_repo, "backup mixed azure age", "--encrypt-to", b.recipient)
-                s3_runs["backup → Azure, age"].append(s)
-                s3_rss["backup → Azure, age"] = max(s3_rss["backup → Azure, age"], rss)
+            for repo_url, store in ((s3_repo, "S3"), (azure_repo, "Azure")):
+                if not repo_url:
+                    continue
+                for name, label, extra in ((f"backup → {store}", f"backup mixed {store.lower()}", ()),
+                                           (f"backup → {store}, age", f"backup mixed {store.lower()} age",
+                                            ("--encrypt-to", b.recipient))):
+                    s, rss, _ = b.dr_backup_to(repo_url, label, *extra)
+                    s3_runs[name].append(s)
+                    s3_rss[name] = max(s3_rss[name], rss)
             b.pod(True)
             tarfile = work / "exec.tar"
             s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
@@ -473,22 +468,16 @@ def run(args: argparse.Namespace) -> None:
                   f"({size4 / s4 / 2**20:.1f} MiB/s), restore {rss4r / 1024:.1f} MiB ({size4 / s4r / 2**20:.1f} MiB/s)")
             print(f"RSS growth {size / GIB:.2f}→{args.big_gb:g} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
                   f"restore {(rss4r - rss1r) / 1024:+.1f} MiB")
-            if s3_repo:
+            for repo_url, store, mixed in ((s3_repo, "S3", "backup → S3"), (azure_repo, "Azure", "backup → Azure")):
+                if not repo_url:
+                    continue
                 wipe(vol)
                 subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
                                 "status=none"], check=True)
-                s4s, rss4s, _ = b.dr_backup_to(s3_repo, "backup one big file s3")
-                print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to S3: {rss4s / 1024:.1f} MiB "
-                      f"({size4 / s4s / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB of mixed files: "
-                      f"{(rss4s - s3_rss['backup → S3']) / 1024:+.1f} MiB")
-            if azure_repo:
-                wipe(vol)
-                subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
-                                "status=none"], check=True)
-                s4a, rss4a, _ = b.dr_backup_to(azure_repo, "backup one big file azure")
-                print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to Azure: "
-                      f"{rss4a / 1024:.1f} MiB ({size4 / s4a / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB "
-                      f"of mixed files: {(rss4a - s3_rss['backup → Azure']) / 1024:+.1f} MiB")
+                s4o, rss4o, _ = b.dr_backup_to(repo_url, f"backup one big file {store.lower()}")
+                print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to {store}: "
+                      f"{rss4o / 1024:.1f} MiB ({size4 / s4o / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB "
+                      f"of mixed files: {(rss4o - s3_rss[mixed]) / 1024:+.1f} MiB")
         print("\nCPU seconds by process during the kubectl dr runs (the rescue pod's processes, the loopback "
               "API server relaying the stream as `python`, and kubectl-dr itself):")
         for label, totals in PROFILES.items():

@@ -51,8 +51,7 @@ def test_dry_runs_change_nothing(cluster: Any, app: tuple[str, Path, Path], comm
     objects, volume, backups = cluster_state(cluster, ns), snapshot(vol), sorted(os.listdir(repo))
     repo_flag = ["--repo", str(repo)] if command[1] != "rescue" else []  # rescue has no repository
     # Flags go before the command's own `--` (everything after it is the command in the pod).
-    result = dr(*command[:3], "-n", ns, *repo_flag, f"--dry-run={mode}", "-o", "json", *command[3:], cluster=cluster,
-                subprocess=True)
+    result = dr(*command[:3], "-n", ns, *repo_flag, f"--dry-run={mode}", "-o", "json", *command[3:], cluster=cluster)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["dryRun"] == mode and plan["claim"]["pvc"] == "data"

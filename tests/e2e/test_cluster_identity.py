@@ -9,12 +9,11 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.datasets import make_claim, volume_dir
 
@@ -35,10 +34,6 @@ class Shared:
     etcd_b: str
 
 
-def dr(cluster: Cluster | None, repo: Path, *args: str, subprocess: bool = True) -> CompletedProcess[str]:
-    """A real process for backups and restores, which start pods; client dry runs and listings, which start
-    none, pass `subprocess=False` and run in this interpreter."""
-    return run_cli(*args, cluster=cluster, repo=repo, subprocess=subprocess)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -61,9 +56,10 @@ def shared(cluster: Cluster, cluster_factory: ClusterFactory, tmp_path_factory: 
         c.kubectl("create", "namespace", ns)
         make_claim(c, ns)
         (volume_dir(c, ns) / "who").write_text(name)
-        ids[f"pvc_{name}"] = ok(dr(c, repo, "pvc", "backup", "data", "-n", ns, "-o", "json"))["id"]
+        ids[f"pvc_{name}"] = ok(dr("pvc", "backup", "data", "-n", ns, "-o", "json", cluster=c, repo=repo,
+                                   subprocess=True))["id"]
     for name, c in (("a", a), ("b", b)):
-        ids[f"etcd_{name}"] = ok(dr(c, repo, "etcd", "snapshot", "-o", "json"))["id"]
+        ids[f"etcd_{name}"] = ok(dr("etcd", "snapshot", "-o", "json", cluster=c, repo=repo, subprocess=True))["id"]
     return Shared(a, b, repo, ns, uid(a), uid(b), **ids)
 
 
@@ -85,98 +81,101 @@ def test_every_backup_records_its_cluster(shared: Shared) -> None:
 
 def test_pvc_latest_is_this_clusters_and_another_clusters_by_id_says_so(shared: Shared) -> None:
     s = shared
-    plan = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--dry-run=client",
-                 "-o", "json", subprocess=False))
+    plan = ok(dr("pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--dry-run=client",
+                 "-o", "json", cluster=s.a, repo=s.repo))
     assert plan["backup"] == s.pvc_a and plan["origin"] is None  # B's is newer, and of another cluster
-    chosen = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
-                   s.b.server_url, "--dry-run=client", subprocess=False))
+    chosen = ok(dr("pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
+                   s.b.server_url, "--dry-run=client", cluster=s.a, repo=s.repo))
     said = (f"backup {s.pvc_b} is of {label(s.b, s.uid_b)}, restoring into {label(s.a, s.uid_a)}")
     assert f"from backup {s.pvc_b} into {s.ns}/data\n  {said}\n" in chosen
     # Both call themselves "loopback-admin": a context name that fits two clusters is refused, naming both.
-    ambiguous = dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
-                   "loopback-admin", "--dry-run=client", subprocess=False)
+    ambiguous = dr("pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
+                   "loopback-admin", "--dry-run=client", cluster=s.a, repo=s.repo)
     assert ambiguous.returncode == 1
     assert '"loopback-admin" names 2 clusters' in ambiguous.stderr and s.uid_a in ambiguous.stderr
     assert s.uid_b in ambiguous.stderr
 
-    diff = ok(dr(s.a, s.repo, "pvc", "diff", "data", "-n", s.ns, "--from", s.pvc_b, "-o", "json"))
+    diff = ok(dr("pvc", "diff", "data", "-n", s.ns, "--from", s.pvc_b, "-o", "json", cluster=s.a, repo=s.repo,
+                 subprocess=True))
     assert diff["backup"] == s.pvc_b and diff["origin"] == said
     assert [(d["path"], d["change"]) for d in diff["differences"]] == [("who", "changed")]
 
     # A real restore of B's backup by its ID into A: accepted (a rebuilt cluster is a normal DR step), said.
     vol = volume_dir(s.a, s.ns)
-    restored = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", s.pvc_b, "--yes"))
+    restored = ok(dr("pvc", "restore", "data", "-n", s.ns, "--from", s.pvc_b, "--yes", cluster=s.a, repo=s.repo,
+                     subprocess=True))
     header, row = restored.splitlines()
     assert header.split() == ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
     assert row.split()[:2] == [f"{s.ns}/data", s.pvc_b] and row.endswith(f"   {said}"), restored
     assert (vol / "who").read_text() == "b"
-    back = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--yes", "-o", "json"))
+    back = ok(dr("pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--yes", "-o", "json", cluster=s.a,
+                 repo=s.repo, subprocess=True))
     assert back["backup"] == s.pvc_a and back["origin"] is None and (vol / "who").read_text() == "a"
 
 
 def test_etcd_restore_takes_this_clusters_snapshot_and_refuses_anothers(shared: Shared) -> None:
     s = shared
-    latest = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--dry-run=client", subprocess=False)
+    latest = dr("etcd", "restore", "--from", "latest", "--dry-run=client", cluster=s.a, repo=s.repo)
     assert f"snapshot backup {s.etcd_a} verified" in latest.stderr, latest.stderr
-    refused = dr(s.a, s.repo, "etcd", "restore", "--from", s.etcd_b, "--dry-run=client", subprocess=False)
+    refused = dr("etcd", "restore", "--from", s.etcd_b, "--dry-run=client", cluster=s.a, repo=s.repo)
     assert refused.returncode == 1 and refused.stdout == ""
     assert (f"error: backup {s.etcd_b} is of {label(s.b, s.uid_b)}, not of {label(s.a, s.uid_a)}: etcd restore "
             "refuses to restore another cluster's backup") in refused.stderr
     assert "--from-other-cluster" in refused.stderr
-    by_name = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--from-cluster", s.uid_b, "--dry-run=client",
-                 subprocess=False)
+    by_name = dr("etcd", "restore", "--from", "latest", "--from-cluster", s.uid_b, "--dry-run=client", cluster=s.a,
+                 repo=s.repo)
     assert by_name.returncode == 1 and "refuses to restore another cluster's backup" in by_name.stderr
-    meant = dr(s.a, s.repo, "etcd", "restore", "--from", "latest", "--from-cluster", s.uid_b,
-               "--from-other-cluster", "--dry-run=client", subprocess=False)
+    meant = dr("etcd", "restore", "--from", "latest", "--from-cluster", s.uid_b,
+               "--from-other-cluster", "--dry-run=client", cluster=s.a, repo=s.repo)
     assert f"snapshot backup {s.etcd_b} verified" in meant.stderr
     assert f"note: backup {s.etcd_b} is of {label(s.b, s.uid_b)}, restoring into {label(s.a, s.uid_a)}" in meant.stderr
 
 
 def test_backups_list_shows_and_filters_by_cluster(shared: Shared) -> None:
     s = shared
-    listed = dr(s.a, s.repo, "backups", "list", "-o", "json", subprocess=False)
+    listed = dr("backups", "list", "-o", "json", cluster=s.a, repo=s.repo)
     assert {i["id"] for i in ok(listed)["items"]} == {s.pvc_a, s.etcd_a}
     assert f"note: listing the backups of the current cluster, uid {s.uid_a}" in listed.stderr
     assert "2 backups of other clusters not shown" in listed.stderr
-    items = ok(dr(s.a, s.repo, "backups", "list", "--cluster", s.uid_b, "-o", "json", subprocess=False))["items"]
+    items = ok(dr("backups", "list", "--cluster", s.uid_b, "-o", "json", cluster=s.a, repo=s.repo))["items"]
     assert {i["id"] for i in items} == {s.pvc_b, s.etcd_b} and items[0]["cluster"]["uid"] == s.uid_b
-    every = ok(dr(s.a, s.repo, "backups", "list", "--all-clusters", subprocess=False))
+    every = ok(dr("backups", "list", "--all-clusters", cluster=s.a, repo=s.repo))
     assert every.splitlines()[0].split()[-1] == "CLUSTER" and all(i in every for i in (s.pvc_a, s.pvc_b))
     # No kubeconfig (offline): every backup, with a note saying why.
-    offline = dr(None, s.repo, "backups", "list", "-o", "json", subprocess=False)
+    offline = dr("backups", "list", "-o", "json", cluster=None, repo=s.repo)
     assert len(ok(offline)["items"]) == 4 and "listing the backups of every cluster" in offline.stderr
 
 
 def test_a_backup_that_records_no_cluster_resolves_only_by_id(shared: Shared) -> None:
     s = shared
-    newest = ok(dr(s.a, s.repo, "pvc", "backup", "data", "-n", s.ns, "-o", "json"))["id"]
+    newest = ok(dr("pvc", "backup", "data", "-n", s.ns, "-o", "json", cluster=s.a, repo=s.repo, subprocess=True))["id"]
     path = s.repo / newest / "manifest.json"
     data = json.loads(path.read_text())
     del data["cluster"]  # as written before backups recorded their cluster
     path.write_text(json.dumps(data))
-    plan = ok(dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--dry-run=client",
-                 "-o", "json", subprocess=False))
+    plan = ok(dr("pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--dry-run=client",
+                 "-o", "json", cluster=s.a, repo=s.repo))
     assert plan["backup"] == s.pvc_a
-    by_id = dr(s.a, s.repo, "pvc", "restore", "data", "-n", s.ns, "--from", newest, "--dry-run=client", "-o", "json",
-               subprocess=False)
+    by_id = dr("pvc", "restore", "data", "-n", s.ns, "--from", newest, "--dry-run=client", "-o", "json", cluster=s.a,
+               repo=s.repo)
     note = f"backup {newest} records no cluster; written by an older kubectl-dr"
     assert ok(by_id)["origin"] == note and f"note: {note}" in by_id.stderr
-    listed = dr(s.a, s.repo, "backups", "list", subprocess=False)
+    listed = dr("backups", "list", cluster=s.a, repo=s.repo)
     assert any(line.split()[0] == newest and line.split()[-1] == "-" for line in ok(listed).splitlines())
 
 
 def test_control_plane_restore_refuses_another_clusters_backup(shared: Shared) -> None:
     s = shared
-    theirs = ok(dr(s.b, s.repo, "control-plane", "backup", "--yes", "-o", "json"))["id"]
+    theirs = ok(dr("control-plane", "backup", "--yes", "-o", "json", cluster=s.b, repo=s.repo, subprocess=True))["id"]
     assert manifest(s, theirs)["cluster"]["uid"] == s.uid_b
     node = s.a.control_planes[0]
-    refused = dr(s.a, s.repo, "control-plane", "restore", "--from", theirs, "--node", node, "--dry-run=client",
-                 subprocess=False)
+    refused = dr("control-plane", "restore", "--from", theirs, "--node", node, "--dry-run=client", cluster=s.a,
+                 repo=s.repo)
     assert refused.returncode == 1 and refused.stdout == ""
     assert (f"error: backup {theirs} is of {label(s.b, s.uid_b)}, not of {label(s.a, s.uid_a)}: control-plane "
             "restore refuses to restore another cluster's backup") in refused.stderr
     # A has no control-plane backup of its own: latest says so, and names B's as another cluster's.
-    none = dr(s.a, s.repo, "control-plane", "restore", "--from", "latest", "--node", node, "--dry-run=client",
-              subprocess=False)
+    none = dr("control-plane", "restore", "--from", "latest", "--node", node, "--dry-run=client", cluster=s.a,
+              repo=s.repo)
     assert none.returncode == 1 and f"there is no control-plane backup of cluster uid {s.uid_a}" in none.stderr
     assert f"backups of other clusters: uid {s.uid_b}" in none.stderr

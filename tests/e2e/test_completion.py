@@ -5,13 +5,12 @@ the values of flags and arguments come from the cluster (namespaces, claims, nod
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from kubectl_dr.repo import LocalRepository
-from tests.cli_runner import clean_env, executable, kubectl, run
+from tests.cli_runner import clean_env, dr, kubectl, run
 from tests.datasets import make_claim, new_namespace
 
 
@@ -25,9 +24,7 @@ def complete(cluster: Any, *words: str, kubeconfig: Path | None = None) -> tuple
     return [line.split("\t")[0] for line in lines[:-1]], lines[-1]
 
 
-def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=clean_env({"KUBECONFIG": str(cluster.kubeconfig),
-                                                    "KUBECTL_DR_CONFIG": "/dev/null"}), timeout=180, input=b"")
+NO_CONFIG = {"KUBECTL_DR_CONFIG": "/dev/null"}
 
 
 def test_flags_and_arguments_complete_from_the_cluster(cluster: Any, tmp_path: Path) -> None:
@@ -57,7 +54,8 @@ def test_flags_and_arguments_complete_from_the_cluster(cluster: Any, tmp_path: P
 
     # Backup IDs from the repository (--repo as given on the line): `latest` and the IDs of --from's type.
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+                extra_env=NO_CONFIG, input=b"", subprocess=True)
     assert backup.returncode == 0, backup.stderr
     ids = [b.id for b in LocalRepository(repo).backups()]
     assert len(ids) == 1
@@ -67,12 +65,14 @@ def test_flags_and_arguments_complete_from_the_cluster(cluster: Any, tmp_path: P
     assert complete(cluster, "etcd", "restore", "--repo", str(repo), "--from", "")[0] == ["latest"]  # no snapshots
 
     # Schedule names for `schedule delete`.
-    created = dr(cluster, "schedule", "create", "etcd-snapshot", "--name", "dr-complete", "--cron", "0 0 1 1 *")
+    created = dr("schedule", "create", "etcd-snapshot", "--name", "dr-complete", "--cron", "0 0 1 1 *",
+                 cluster=cluster, extra_env=NO_CONFIG, input=b"", subprocess=True)
     assert created.returncode == 0, created.stderr
     try:
         assert "dr-complete" in complete(cluster, "schedule", "delete", "")[0]
     finally:
-        assert dr(cluster, "schedule", "delete", "dr-complete", "--yes").returncode == 0
+        assert dr("schedule", "delete", "dr-complete", "--yes", cluster=cluster, extra_env=NO_CONFIG, input=b"",
+                  subprocess=True).returncode == 0
 
 
 def test_commands_and_flags_still_complete_from_the_tree(cluster: Any) -> None:

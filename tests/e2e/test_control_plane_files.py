@@ -19,7 +19,7 @@ from typing import Any
 import pyrage
 import pytest
 
-from tests.cli_runner import clean_env, dr
+from tests.cli_runner import dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods
 from tests.s3server import S3Server
@@ -69,10 +69,6 @@ def kubeadm_modes(recorded: dict[str, tuple[str, int, int, int]]) -> dict[str, t
     return {name: (sha, 0o644 if name.endswith(".crt") else 0o600, 0, 0) for name, (sha, *_) in recorded.items()}
 
 
-def env(cluster: Cluster, repo: Path) -> dict[str, str]:
-    return clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_REPO": str(repo)})
-
-
 def ok(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     return json.loads(result.stdout)
@@ -81,7 +77,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> Any:
 def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path) -> None:
     cp, target = nodes.control_planes[0], nodes.workers[0]
     repo = tmp_path / "repo"
-    result = dr("control-plane", "backup", "-o", "json", env=env(nodes, repo), timeout=300, subprocess=True)
+    result = dr("control-plane", "backup", "-o", "json", cluster=nodes, repo=repo, timeout=300, subprocess=True)
     data = ok(result)
     assert "NOT encrypted" in result.stderr and "private keys" in result.stderr
     assert data["type"] == "control-plane" and data["details"]["node"] == cp
@@ -99,10 +95,10 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
 
     # The rebuilt node has nothing: everything is written, exactly.
     plan = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--dry-run=client", "-o", "json",
-                 env=env(nodes, repo), subprocess=True))
+                 cluster=nodes, repo=repo))
     assert len(plan["written"]) == len(SHARED) and not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
     restored = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", "-o", "json",
-                  env=env(nodes, repo), timeout=300, subprocess=True)
+                  cluster=nodes, repo=repo, timeout=300, subprocess=True)
     out = ok(restored)
     assert {w["action"] for w in out["written"]} == {"write"} and len(out["written"]) == len(SHARED)
     assert not [n for n in out["notes"] if "ignored" in n or "differs" in n]  # an untouched backup: nothing to say
@@ -118,11 +114,11 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
 
     # Again: all unchanged, nothing asked.
     again = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "-o", "json",
-                  env=env(nodes, repo), timeout=300, subprocess=True))
+                  cluster=nodes, repo=repo, timeout=300, subprocess=True))
     assert again["written"] == [] and len(again["unchanged"]) == len(SHARED)
     # The same content with another mode is a conflict, named with the mode a restore writes.
     (pki / "ca.crt").chmod(0o640)
-    moded = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", env=env(nodes, repo),
+    moded = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", cluster=nodes, repo=repo,
                timeout=300, subprocess=True)
     assert moded.returncode == 1
     assert "/etc/kubernetes/pki/ca.crt has mode 0640 owner 0:0, a restore writes it 0644 0:0 (kubeadm's)" in \
@@ -136,7 +132,7 @@ def test_encrypted_backup_and_a_node_with_other_keys(nodes: Cluster, tmp_path: P
     key_file.write_text(f"{identity}\n")
     repo = tmp_path / "repo"
     result = dr("control-plane", "backup", "--encrypt-to", str(identity.to_public()), "-o", "json",
-                env=env(nodes, repo), timeout=300, subprocess=True)
+                cluster=nodes, repo=repo, timeout=300, subprocess=True)
     data = ok(result)
     assert "NOT encrypted" not in result.stderr
     assert all(p.name.endswith(".age") for p in Path(data["location"]).iterdir() if p.name.startswith("f"))
@@ -144,8 +140,7 @@ def test_encrypted_backup_and_a_node_with_other_keys(nodes: Cluster, tmp_path: P
     assert not any(ca in p.read_bytes() for p in Path(data["location"]).iterdir() if p.is_file())
 
     # Without the identity nothing can be read, so nothing is written.
-    refused = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", env=env(nodes, repo),
-                 timeout=300, subprocess=True)
+    refused = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", cluster=nodes, repo=repo)
     assert refused.returncode == 1 and "--identity" in refused.stderr
     assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
 
@@ -155,13 +150,13 @@ def test_encrypted_backup_and_a_node_with_other_keys(nodes: Cluster, tmp_path: P
     (own / "ca.key").write_bytes(b"another CA\n")
     (own / "ca.key").chmod(0o600)
     conflict = dr("control-plane", "restore", "--from", data["id"], "--node", target, "-i", str(key_file), "--yes",
-                  env=env(nodes, repo), timeout=300, subprocess=True)
+                  cluster=nodes, repo=repo, timeout=300, subprocess=True)
     assert conflict.returncode == 1
     assert "/etc/kubernetes/pki/ca.key differs from the backup" in conflict.stderr
     assert "Nothing was changed" in conflict.stderr
     assert (own / "ca.key").read_bytes() == b"another CA\n" and not (own / "ca.crt").exists()
     out = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "-i", str(key_file), "--yes",
-                "--overwrite", "-o", "json", env=env(nodes, repo), timeout=300, subprocess=True))
+                "--overwrite", "-o", "json", cluster=nodes, repo=repo, timeout=300, subprocess=True))
     assert state(own) == kubeadm_modes(state(nodes.layout.host_path(nodes.control_planes[0], "/etc/kubernetes/pki")))
     (aside,) = out["keptAside"]
     assert nodes.layout.host_path(target, aside).read_bytes() == b"another CA\n"
@@ -209,15 +204,15 @@ def test_a_tampered_manifest_decides_nothing_local(nodes: Cluster, tmp_path: Pat
     target = nodes.workers[0]
     shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"), ignore_errors=True)
     repo = tmp_path / "repo"
-    data = ok(dr("control-plane", "backup", "-o", "json", env=env(nodes, repo), timeout=300, subprocess=True))
+    data = ok(dr("control-plane", "backup", "-o", "json", cluster=nodes, repo=repo, timeout=300, subprocess=True))
     path = Path(data["location"]) / "manifest.json"
     path.write_text(json.dumps(tamper(json.loads(path.read_text())), indent=2))
     plan = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "--dry-run=client", "-o",
-                 "json", env=env(nodes, repo), subprocess=True))
+                 "json", cluster=nodes, repo=repo))
     assert {w["path"] for w in plan["written"]} == {f"/etc/kubernetes/pki/{n}" for n in SHARED}
     assert any("evil.yaml" in n for n in plan["notes"])
     check_untampered(nodes, target, dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes",
-                                       "-o", "json", env=env(nodes, repo), timeout=300, subprocess=True))
+                                       "-o", "json", cluster=nodes, repo=repo, timeout=300, subprocess=True))
 
 
 def test_a_tampered_manifest_decides_nothing_s3_encrypted(nodes: Cluster, seaweedfs: S3Server,
@@ -229,22 +224,23 @@ def test_a_tampered_manifest_decides_nothing_s3_encrypted(nodes: Cluster, seawee
     key_file = tmp_path / "age.txt"
     key_file.write_text(f"{identity}\n")
     bucket = seaweedfs.new_bucket()
-    s3env = {**env(nodes, tmp_path / "unused"), **seaweedfs.env(), "KUBECTL_DR_REPO": f"s3://{bucket}/cp"}
-    data = ok(dr("control-plane", "backup", "--encrypt-to", str(identity.to_public()), "-o", "json", env=s3env,
-                 timeout=300, subprocess=True))
+    at, s3env = f"s3://{bucket}/cp", seaweedfs.env()
+    data = ok(dr("control-plane", "backup", "--encrypt-to", str(identity.to_public()), "-o", "json", cluster=nodes,
+                 repo=at, extra_env=s3env, timeout=300, subprocess=True))
     client = seaweedfs.client()
     key = f"cp/{data['id']}/manifest.json"
     manifest = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(tamper(manifest)).encode())
     check_untampered(nodes, target, dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes",
-                                       "-i", str(key_file), "-o", "json", env=s3env, timeout=300, subprocess=True))
+                                       "-i", str(key_file), "-o", "json", cluster=nodes, repo=at, extra_env=s3env,
+                                       timeout=300, subprocess=True))
 
     # Without its encrypted index (as an older backup), the plain manifest is not trusted: refused.
     manifest["parts"] = [p for p in manifest["parts"] if p["name"] != "index.json"]
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
     shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"))
     refused = dr("control-plane", "restore", "--from", data["id"], "--node", target, "--yes", "-i", str(key_file),
-                 env=s3env, timeout=300, subprocess=True)
+                 cluster=nodes, repo=at, extra_env=s3env)
     assert refused.returncode == 1 and "encrypted but has no index.json part" in refused.stderr
     assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
 
@@ -260,7 +256,7 @@ def test_the_encryption_config_goes_where_the_cluster_reads_it(nodes: Cluster, t
     text = config(("key1", KEY1))
     set_config(nodes, text)
     try:
-        data = ok(dr("control-plane", "backup", "-o", "json", env=env(nodes, repo), timeout=300, subprocess=True))
+        data = ok(dr("control-plane", "backup", "-o", "json", cluster=nodes, repo=repo, timeout=300, subprocess=True))
         assert data["details"]["encryptionConfig"] == CONFIG
         location = Path(data["location"])
         evil = "/etc/kubernetes/manifests/evil.yaml"
@@ -280,7 +276,7 @@ def test_the_encryption_config_goes_where_the_cluster_reads_it(nodes: Cluster, t
         (location / "manifest.json").write_text(json.dumps(manifest))
 
         out = ok(dr("control-plane", "restore", "--from", data["id"], "--node", target, "--with-encryption-config",
-                    "--yes", "-o", "json", env=env(nodes, repo), timeout=300, subprocess=True))
+                    "--yes", "-o", "json", cluster=nodes, repo=repo, timeout=300, subprocess=True))
     finally:
         set_config(nodes, None)
     written = nodes.layout.host_path(target, CONFIG)

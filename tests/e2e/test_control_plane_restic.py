@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import clean_env, dr
+from tests.cli_runner import dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_control_plane_files import SHARED, kubeadm_modes, ok, state, write_pki
 from tests.e2e.test_etcd_snapshot import leftover_pods
@@ -31,9 +31,9 @@ def nodes(cluster_factory: ClusterFactory) -> Cluster:
 def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) -> None:
     cp, target = nodes.control_planes[0], nodes.workers[0]
     repo = tmp_path / "restic"
-    env = clean_env({"KUBECONFIG": str(nodes.kubeconfig), "RESTIC_PASSWORD": PASSWORD})
-    taken = dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env, timeout=300,
-               subprocess=True)
+    password = {"RESTIC_PASSWORD": PASSWORD}
+    taken = dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", cluster=nodes,
+               extra_env=password, timeout=300, subprocess=True)
     data = ok(taken)
     assert "NOT encrypted" not in taken.stderr  # restic encrypts it; the staging copy here is private
     cluster_uid = next(t for t in data["tags"] if t.startswith("cluster=")).split("=", 1)[1]
@@ -60,11 +60,11 @@ def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) 
         assert hashlib.sha256((tmp_path / "theirs" / "etc/kubernetes/pki" / name).read_bytes()).hexdigest() == sha
 
     plan = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--repo", f"restic:{repo}",
-                 "--dry-run=client", "-o", "json", env=env, timeout=300, subprocess=True))
+                 "--dry-run=client", "-o", "json", cluster=nodes, extra_env=password))
     assert len(plan["written"]) == len(SHARED)
     assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
     restored = dr("control-plane", "restore", "--from", data["shortId"], "--node", target, "--repo", f"restic:{repo}",
-                  "--yes", "-o", "json", env=env, timeout=300, subprocess=True)
+                  "--yes", "-o", "json", cluster=nodes, extra_env=password, timeout=300, subprocess=True)
     out = ok(restored)
     assert {w["action"] for w in out["written"]} == {"write"} and len(out["written"]) == len(SHARED)
     assert not [n for n in out["notes"] if "ignored" in n or "differs" in n]
@@ -77,7 +77,7 @@ def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) 
     restic(repo, "backup", str(tmp_path / "other"), "--host", "laptop")
     other = next(s for s in restic_json(repo, "snapshots") if s["hostname"] == "laptop")
     refused = dr("control-plane", "restore", "--from", other["short_id"], "--node", target, "--repo",
-                 f"restic:{repo}", "--yes", env=env, timeout=120, subprocess=True)
+                 f"restic:{repo}", "--yes", cluster=nodes, extra_env=password)
     assert refused.returncode == 1 and "is not a control-plane backup" in refused.stderr, refused.stderr
     assert leftover_pods(nodes) == []
 
@@ -90,17 +90,18 @@ def test_the_encryption_config_through_a_restic_repository(nodes: Cluster, tmp_p
     target = nodes.workers[0]
     shutil.rmtree(nodes.layout.host_path(target, "/etc/kubernetes/pki"), ignore_errors=True)
     repo = tmp_path / "restic"
-    env = clean_env({"KUBECONFIG": str(nodes.kubeconfig), "RESTIC_PASSWORD": PASSWORD})
+    password = {"RESTIC_PASSWORD": PASSWORD}
     text = config(("key1", KEY1))
     set_config(nodes, text)
     try:
-        data = ok(dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", env=env,
-                     timeout=300, subprocess=True))
+        data = ok(dr("control-plane", "backup", "--repo", f"restic:{repo}", "--yes", "-o", "json", cluster=nodes,
+                     extra_env=password, timeout=300, subprocess=True))
         assert CONFIG in restic(repo, "ls", data["id"]).stdout.splitlines()
         restic(repo, "restore", data["id"], "--target", str(tmp_path / "theirs"), "--include", CONFIG)
         assert (tmp_path / "theirs" / CONFIG.lstrip("/")).read_text() == text
         out = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--repo", f"restic:{repo}",
-                    "--with-encryption-config", "--yes", "-o", "json", env=env, timeout=300, subprocess=True))
+                    "--with-encryption-config", "--yes", "-o", "json", cluster=nodes, extra_env=password, timeout=300,
+                    subprocess=True))
     finally:
         set_config(nodes, None)
     written = nodes.layout.host_path(target, CONFIG)

@@ -39,13 +39,11 @@ def nodes(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
 
 
 def _env(c: Cluster, tmp: Path) -> dict[str, str]:
+    """Every run here is a real process, reruns too: each starts node pods, and a run finds the staging copies
+    it must sweep by its TMPDIR, which an interpreter reads once (tempfile caches it)."""
     tmp.mkdir(exist_ok=True)
     return clean_env({"KUBECONFIG": str(c.kubeconfig), "RESTIC_PASSWORD": PASSWORD, "TMPDIR": str(tmp),
                       "KUBECTL_DR_POD_GRACE_SECONDS": "10"})
-
-
-def _run_until(env: dict[str, str], args: list[str], line: str, sig: signal.Signals) -> tuple[int, str]:
-    return run_until(args, env, line, sig)
 
 
 def _running_pods(c: Cluster) -> list[str]:
@@ -81,7 +79,7 @@ def test_backup_cut_at_each_step_leaves_a_valid_repository_and_a_rerun_is_whole(
     repo, tmp = tmp_path / "restic", tmp_path / "tmp"
     env = _env(nodes, tmp)
     restic(repo, "init")
-    code, said = _run_until(env, ["control-plane", "backup", "--repo", f"restic:{repo}", "--yes"], line, sig)
+    code, said = run_until(["control-plane", "backup", "--repo", f"restic:{repo}", "--yes"], env, line, sig)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130), said
 
     # A run killed while it held its lock leaves it, as restic itself does, and restic's own locking does not skip
@@ -157,7 +155,7 @@ def test_restore_cut_at_each_step_writes_only_verified_files_and_a_rerun_finishe
     tmp = tmp_path / "tmp"
     env = _env(nodes, tmp)
     args = ["control-plane", "restore", "--from", "latest", "--node", target, "--repo", f"restic:{repo}", "--yes"]
-    code, said = _run_until(env, args, line, sig)
+    code, said = run_until(args, env, line, sig)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130), said
 
     pki = kube_dir / "pki"

@@ -21,7 +21,7 @@ from kubectl_dr.kube import kubeconfig
 from kubectl_dr.kube.client import Kube, connect
 from kubectl_dr.runs import Run
 from kubectl_dr.ui.console import TerminalConsole
-from tests.cli_runner import clean_env, dr
+from tests.cli_runner import dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.e2e.test_etcd_snapshot import leftover_pods
 from tests.polling import eventually
@@ -87,9 +87,7 @@ def set_config(cluster: Cluster, text: str | None) -> None:
 
 
 def snapshot(cluster: Cluster, repo: Path) -> dict[str, Any]:
-    result = dr("etcd", "snapshot", "-o", "json", env=clean_env({"KUBECONFIG": str(cluster.kubeconfig),
-                                                                 "KUBECTL_DR_REPO": str(repo)}), timeout=300,
-                subprocess=True)
+    result = dr("etcd", "snapshot", "-o", "json", cluster=cluster, repo=repo, timeout=300, subprocess=True)
     assert result.returncode == 0, result.stderr
     assert leftover_pods(cluster) == []
     data: dict[str, Any] = json.loads(result.stdout)
@@ -146,8 +144,9 @@ def test_snapshot_records_key_fingerprint_and_changed_key_is_refused(one: Cluste
     assert "lacks the key(s) aescbc/key1 (same name, different secret)" in text_of
     assert "back into the encryption config" in (caught.value.hint or "")
     # And `etcd restore` itself refuses in its preflight, before anything is staged or stopped.
-    refused = dr("etcd", "restore", "--from", data["id"], "--yes", env=clean_env({
-        "KUBECONFIG": str(one.kubeconfig), "KUBECTL_DR_REPO": str(tmp_path / "repo")}), timeout=300, subprocess=True)
+    # A real process: the run takes the restore lease before its preflight refuses, and must give it back.
+    refused = dr("etcd", "restore", "--from", data["id"], "--yes", cluster=one, repo=tmp_path / "repo", timeout=300,
+                 subprocess=True)
     assert refused.returncode == 1 and "Secrets could not be decrypted" in refused.stderr, refused.stderr
     assert "staging" not in refused.stderr.lower() and leftover_pods(one) == []
 

@@ -79,9 +79,10 @@ class Repo:
     def __init__(self, cluster: Any, url: str, env: dict[str, str]) -> None:
         self.cluster, self.url, self.env = cluster, url, env
 
-    def dr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return cli_runner.dr(*args, cluster=self.cluster, repo=self.url, extra_env=self.env, timeout=timeout,
-                             subprocess=True)
+    def dr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """In-process: listings, deletes, prunes, verifies and client dry runs start no pod and read or change
+        only the repository. The delete cut by SIGKILL is a real process of its own."""
+        return cli_runner.dr(*args, cluster=self.cluster, repo=self.url, extra_env=self.env)
 
     def listed(self) -> dict[str, dict[str, Any]]:
         return {i["id"]: i for i in json.loads(ok(self.dr("backups", "list", "-o", "json")))["items"]}
@@ -99,8 +100,7 @@ def repo(request: pytest.FixtureRequest, pristine: dict[str, Any], cluster: Any,
         return Repo(cluster, str(local), {})
     server = request.getfixturevalue("seaweedfs")
     url = f"s3://{server.new_bucket()}/apps"
-    ok(cli_runner.dr("--yes", "backups", "copy", "--all", "--to", url, repo=local, extra_env=server.env(),
-                     timeout=300, subprocess=True))
+    ok(cli_runner.dr("--yes", "backups", "copy", "--all", "--to", url, repo=local, extra_env=server.env()))
     return Repo(cluster, url, server.env())
 
 
@@ -198,7 +198,7 @@ def test_an_app_backup_is_copied_with_its_claims_backups(pristine: dict[str, Any
     old = pristine["old"]
     target = tmp_path / "offsite"
     copied = json.loads(ok(cli_runner.dr("backups", "copy", old["id"], "--to", str(target), "-o", "json",
-                                         cluster=cluster, repo=pristine["repo"], subprocess=True)))
+                                         cluster=cluster, repo=pristine["repo"])))
     # Its claims' backups first: the target never holds the application backup without its claims' data.
     assert copied["copied"] == [*old["claims"], old["id"]], copied
     there = Repo(cluster, str(target), {})
@@ -212,11 +212,11 @@ def test_an_unencrypted_app_backup_is_not_copied_to_a_remote_without_consent(pri
     plain text unless the user says so (--yes) or encrypts it (--encrypt-to)."""
     url = f"s3://{seaweedfs.new_bucket()}/apps"
     refused = cli_runner.dr("backups", "copy", pristine["old"]["id"], "--to", url, cluster=cluster,
-                            repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300, subprocess=True)
+                            repo=pristine["repo"], extra_env=seaweedfs.env())
     assert refused.returncode == 1, refused.stderr
     assert "holds the Secrets of its namespaces" in refused.stderr and "--encrypt-to" in refused.stderr
     there = Repo(cluster, url, seaweedfs.env())
     assert there.listed() == {}
     ok(cli_runner.dr("--yes", "backups", "copy", pristine["old"]["id"], "--to", url, cluster=cluster,
-                     repo=pristine["repo"], extra_env=seaweedfs.env(), timeout=300, subprocess=True))
+                     repo=pristine["repo"], extra_env=seaweedfs.env()))
     assert set(there.listed()) == family(pristine, "old")

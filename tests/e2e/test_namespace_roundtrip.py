@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests import cli_runner
-from tests.cli_runner import clean_env, executable
+from tests.cli_runner import clean_env, dr, executable
 from tests.datasets import (
     APP_GID,
     APP_UID,
@@ -120,10 +119,6 @@ def app_objects(ns: str) -> list[dict[str, Any]]:
     ]
 
 
-def dr(cluster: Any, repo: Path, *args: str, timeout: float = 300, subprocess: bool = True) -> Any:
-    """A real process for backups and restores, which start pods; listings, dry runs and refusals made before
-    anything is created pass `subprocess=False` and run in this interpreter."""
-    return cli_runner.dr(*args, cluster=cluster, repo=repo, timeout=timeout, subprocess=subprocess)
 
 
 def ok(result: Any) -> str:
@@ -192,7 +187,7 @@ def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
              timeout=240, what="the app running")
     eventually(lambda: (volume_dir(cluster, ns, "data-db-0") / "done").exists(), timeout=60, what="the db's data")
     data = snapshot(volume_dir(cluster, ns, "data-db-0"))
-    out = ok(dr(cluster, repo, "namespace", "backup", ns, "-o", "json", timeout=600))
+    out = ok(dr("namespace", "backup", ns, "-o", "json", timeout=600, cluster=cluster, repo=repo, subprocess=True))
     backup = json.loads(out)
     yield {"ns": ns, "repo": repo, "backup": backup, "id": backup["id"], "data": data}
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -213,15 +208,15 @@ def test_backup_holds_the_objects_and_the_claim(app: dict[str, Any], cluster: An
     [claim] = backup["claims"]
     assert claim["name"] == "data-db-0" and claim["entries"] >= 5 and claim["backup"]
 
-    shown = ok(dr(cluster, app["repo"], "backups", "show", app["id"], subprocess=False))
+    shown = ok(dr("backups", "show", app["id"], cluster=cluster, repo=app["repo"]))
     assert "objects.json" in shown and "record.json" in shown
     assert "BackupPlan" in shown and "data-db-0" in shown
 
 
 def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
     ns, target = app["ns"], f"{app['ns']}-copy"
-    out = ok(dr(cluster, app["repo"], "namespace", "restore", ns, "--from", app["id"], "--to", target, "--yes",
-                "-o", "json", timeout=600))
+    out = ok(dr("namespace", "restore", ns, "--from", app["id"], "--to", target, "--yes",
+                "-o", "json", timeout=600, cluster=cluster, repo=app["repo"], subprocess=True))
     result = json.loads(out)
     assert result["counts"]["create"] >= 14
     actions = {o["object"]: o for o in result["objects"]}
@@ -260,14 +255,14 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
                what="ReplicaSets and pods owned by their controllers, EndpointSlices for the Services")
 
     # A rerun finds everything done: nothing created, the claim not written again.
-    again = json.loads(ok(dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target,
-                             "--yes", "-o", "json")))
+    again = json.loads(ok(dr("ns", "restore", ns, "--from", app["id"], "--to", target,
+                             "--yes", "-o", "json", cluster=cluster, repo=app["repo"], subprocess=True)))
     assert again["counts"]["create"] == 0
     assert again["claims"][0]["state"] == "data restored by an earlier run"
 
     # diff: the restored namespace equals the backup but for what the target allocates.
-    diff = json.loads(ok(dr(cluster, app["repo"], "ns", "diff", ns, "--from", app["id"], "--to", target, "-o",
-                            "json")))
+    diff = json.loads(ok(dr("ns", "diff", ns, "--from", app["id"], "--to", target, "-o",
+                            "json", cluster=cluster, repo=app["repo"], subprocess=True)))
     changed = {o["object"]: o["fields"] for o in diff["objects"] if o["change"] != "same"}
     assert set(changed) <= {f"Service/{target}/web"}, changed
     [claim_diff] = diff["claims"]
@@ -276,8 +271,8 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
 
 def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], cluster: Any) -> None:
     ns, target = app["ns"], f"{app['ns']}-ports"
-    result = dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target, "--yes",
-                "--preserve-nodeports", "--no-volumes")
+    result = dr("ns", "restore", ns, "--from", app["id"], "--to", target, "--yes",
+                "--preserve-nodeports", "--no-volumes", cluster=cluster, repo=app["repo"], subprocess=True)
     assert result.returncode == 1, result
     assert f"Service/{target}/web" in result.stderr and "provided port is already allocated" in result.stderr
     assert f"Namespace/{target}, created first so the rest could be checked, deleted again" in result.stderr
@@ -290,8 +285,7 @@ def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], 
     cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-statefulsets", "namespace": quoted},
         "spec": {"hard": {"count/statefulsets.apps": "0"}}}))
-    refused = dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", quoted, "--yes",
-                 subprocess=False)
+    refused = dr("ns", "restore", ns, "--from", app["id"], "--to", quoted, "--yes", cluster=cluster, repo=app["repo"])
     assert refused.returncode == 1, refused
     assert (f'StatefulSet/{quoted}/db: statefulsets.apps "db" is forbidden: exceeded quota: no-statefulsets, '
             "requested: count/statefulsets.apps=1, used: count/statefulsets.apps=0, limited: "
@@ -322,8 +316,8 @@ def test_an_interrupted_restore_starts_no_app_and_a_rerun_finishes(app: dict[str
     assert cluster.kubectl("get", "deployments,statefulsets", "-n", target, "-o", "name").stdout == ""
     eventually(lambda: not managed_pods(cluster, target), what="the rescue pod removed")
 
-    result = json.loads(ok(dr(cluster, app["repo"], "ns", "restore", ns, "--from", app["id"], "--to", target,
-                              "--yes", "-o", "json", timeout=600)))
+    result = json.loads(ok(dr("ns", "restore", ns, "--from", app["id"], "--to", target,
+                              "--yes", "-o", "json", timeout=600, cluster=cluster, repo=app["repo"], subprocess=True)))
     assert result["counts"]["create"] == 2 and result["claims"][0]["state"].startswith("restored")
     assert get(cluster, "deployment", "web", "-n", target)["spec"]["replicas"] == 2
     diffs = differences(app["data"], snapshot(volume_dir(cluster, target, "data-db-0")))
@@ -337,25 +331,27 @@ def stored_objects(repo: Path, backup_id: str) -> list[dict[str, Any]]:
 
 def test_backup_options(app: dict[str, Any], cluster: Any) -> None:
     ns, repo = app["ns"], app["repo"]
-    before = ok(dr(cluster, repo, "backups", "list", "-o", "json", subprocess=False))
-    plan = json.loads(ok(dr(cluster, repo, "--dry-run=client", "ns", "backup", ns, "-o", "json", subprocess=False)))
+    before = ok(dr("backups", "list", "-o", "json", cluster=cluster, repo=repo))
+    plan = json.loads(ok(dr("--dry-run=client", "ns", "backup", ns, "-o", "json", cluster=cluster, repo=repo)))
     assert plan["kind"] == "NamespaceBackupPlan" and plan["claims"][0]["name"] == "data-db-0"
-    assert ok(dr(cluster, repo, "backups", "list", "-o", "json", subprocess=False)) == before  # nothing written
+    assert ok(dr("backups", "list", "-o", "json", cluster=cluster, repo=repo)) == before  # nothing written
 
-    lean = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "--no-volumes", "--exclude-resources", "secrets",
-                            "-o", "json")))
+    lean = json.loads(ok(dr("ns", "backup", ns, "--no-volumes", "--exclude-resources", "secrets",
+                            "-o", "json", cluster=cluster, repo=repo, subprocess=True)))
     assert "Secret" not in lean["kinds"] and lean["claims"] == []
-    picked = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "-l", "app=web", "--no-volumes",
-                              "--include-resources", "deployments,svc", "-o", "json")))
+    picked = json.loads(ok(dr("ns", "backup", ns, "-l", "app=web", "--no-volumes",
+                              "--include-resources", "deployments,svc", "-o", "json", cluster=cluster, repo=repo,
+                              subprocess=True)))
     assert picked["kinds"] == {"Deployment": 1, "Namespace": 1, "Service": 1}
 
-    unknown = dr(cluster, repo, "ns", "backup", ns, "--include-resources", "gizmos", subprocess=False)
+    unknown = dr("ns", "backup", ns, "--include-resources", "gizmos", cluster=cluster, repo=repo)
     assert unknown.returncode == 2 and 'resource type "gizmos"' in unknown.stderr
-    missing = dr(cluster, repo, "ns", "backup", "no-such-namespace", subprocess=False)
+    missing = dr("ns", "backup", "no-such-namespace", cluster=cluster, repo=repo)
     assert missing.returncode == 1 and 'namespaces "no-such-namespace" not found' in missing.stderr
 
     # --quiesce: the app stopped for the whole backup, recorded as it runs, started again after.
-    quiet = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "--quiesce", "-o", "json", timeout=600)))
+    quiet = json.loads(ok(dr("ns", "backup", ns, "--quiesce", "-o", "json", timeout=600, cluster=cluster, repo=repo,
+                             subprocess=True)))
     stored = {o["kind"]: o for o in stored_objects(repo, quiet["id"]) if o["kind"] in ("Deployment", "StatefulSet")}
     assert stored["Deployment"]["spec"]["replicas"] == 2 and stored["StatefulSet"]["spec"]["replicas"] == 1
     assert not any(k.startswith("kubectl-dr.io/") for k in stored["Deployment"]["metadata"].get("annotations") or {})
@@ -372,17 +368,17 @@ def test_encrypted_backup_keeps_the_secrets_secret(app: dict[str, Any], cluster:
     key_file = tmp_path / "age.txt"
     key_file.write_text(f"{identity}\n")
     repo = tmp_path / "repo"
-    made = json.loads(ok(dr(cluster, repo, "ns", "backup", ns, "--no-volumes", "--encrypt-to",
-                            str(identity.to_public()), "-o", "json")))
+    made = json.loads(ok(dr("ns", "backup", ns, "--no-volumes", "--encrypt-to",
+                            str(identity.to_public()), "-o", "json", cluster=cluster, repo=repo, subprocess=True)))
     secret_b64 = get(cluster, "secret", "web-secret", "-n", ns)["data"]["token"].encode()
     files = [p for p in repo.rglob("*") if p.is_file()]
     assert files and not any(secret_b64 in p.read_bytes() or b"s3cr3t" in p.read_bytes() for p in files)
-    refused = dr(cluster, repo, "ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes",
-                 "--no-volumes", subprocess=False)
+    refused = dr("ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes",
+                 "--no-volumes", cluster=cluster, repo=repo)
     assert refused.returncode == 1 and "--identity" in refused.stderr
     assert cluster.kubectl("get", "namespace", f"{ns}-enc", check=False).returncode != 0
-    ok(dr(cluster, repo, "ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes", "--no-volumes",
-          "-i", str(key_file)))
+    ok(dr("ns", "restore", ns, "--from", made["id"], "--to", f"{ns}-enc", "--yes", "--no-volumes",
+          "-i", str(key_file), cluster=cluster, repo=repo, subprocess=True))
     assert get(cluster, "secret", "web-secret", "-n", f"{ns}-enc")["data"]["token"].encode() == secret_b64
 
 
@@ -391,17 +387,19 @@ def test_existing_objects_three_ways(app: dict[str, Any], cluster: Any) -> None:
     target = new_namespace(cluster, "shop-existing")
     cluster.kubectl("create", "configmap", "web-config", "-n", target, "--from-literal=greeting=mine")
     args = ("ns", "restore", ns, "--from", app["id"], "--to", target, "--yes", "--no-volumes")
-    failed = dr(cluster, app["repo"], *args)
+    failed = dr(*args, cluster=cluster, repo=app["repo"])
     assert failed.returncode == 1
     assert f"ConfigMap/{target}/web-config" in failed.stderr and "--existing=fail: nothing was created" in \
         failed.stderr
     assert cluster.kubectl("get", "secrets,deployments", "-n", target, "-o", "name").stdout.strip() == ""
 
-    skipped = json.loads(ok(dr(cluster, app["repo"], *args, "--existing", "skip", "-o", "json", timeout=300)))
+    skipped = json.loads(ok(dr(*args, "--existing", "skip", "-o", "json", timeout=300, cluster=cluster,
+                               repo=app["repo"], subprocess=True)))
     assert {o["object"]: o["action"] for o in skipped["objects"]}[f"ConfigMap/{target}/web-config"] == "skip"
     assert get(cluster, "configmap", "web-config", "-n", target)["data"] == {"greeting": "mine"}
 
-    updated = json.loads(ok(dr(cluster, app["repo"], *args, "--existing", "update", "-o", "json", timeout=300)))
+    updated = json.loads(ok(dr(*args, "--existing", "update", "-o", "json", timeout=300, cluster=cluster,
+                               repo=app["repo"], subprocess=True)))
     actions = {o["object"]: o["action"] for o in updated["objects"]}
     assert actions[f"ConfigMap/{target}/web-config"] == "update"
     assert get(cluster, "configmap", "web-config", "-n", target)["data"] == {"greeting": "hello from the config"}
@@ -413,15 +411,15 @@ def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
     other = cluster_factory(control_planes=1, workers=1)
     assert other.kubeconfig != cluster.kubeconfig
-    latest = dr(other, app["repo"], "ns", "restore", ns, "--from", "latest", "--yes", subprocess=False)
+    latest = dr("ns", "restore", ns, "--from", "latest", "--yes", cluster=other, repo=app["repo"])
     assert latest.returncode == 1 and "from other clusters" in latest.stderr  # another cluster's: named, not picked
     assert "restore one with --from ID" in latest.stderr
-    plan = json.loads(ok(dr(other, app["repo"], "--dry-run=server", "ns", "restore", ns, "--from", app["id"],
-                            "-o", "json", subprocess=False)))
+    plan = json.loads(ok(dr("--dry-run=server", "ns", "restore", ns, "--from", app["id"],
+                            "-o", "json", cluster=other, repo=app["repo"])))
     assert plan["kind"] == "NamespaceRestorePlan"
     assert other.kubectl("get", "namespace", ns, check=False).returncode != 0  # a dry run created nothing
-    result = json.loads(ok(dr(other, app["repo"], "ns", "restore", ns, "--from", app["id"], "--yes", "-o", "json",
-                              timeout=600)))
+    result = json.loads(ok(dr("ns", "restore", ns, "--from", app["id"], "--yes", "-o", "json",
+                              timeout=600, cluster=other, repo=app["repo"], subprocess=True)))
     actions = {o["object"]: o["action"] for o in result["objects"]}
     assert actions["CustomResourceDefinition/backupplans.shop.example.com"] == "create"
     assert get(other, "backupplan", "nightly", "-n", ns)["spec"]["keep"] == 7
@@ -450,7 +448,8 @@ def test_claims_are_backed_up_side_by_side_and_restored_whole(cluster: Any, tmp_
         # build_app_tree's lost+found is mkfs's: never backed up, so not compared
         before[name] = {k: v for k, v in snapshot(vol).items() if not k.startswith(b"lost+found")}
     repo = tmp_path / "repo"
-    made = dr(cluster, repo, "ns", "backup", ns, "--parallel", "2", "-o", "json", timeout=600)
+    made = dr("ns", "backup", ns, "--parallel", "2", "-o", "json", timeout=600, cluster=cluster, repo=repo,
+              subprocess=True)
     backup = json.loads(ok(made))
     assert "backing up 3 claims, 2 at a time" in made.stderr
     assert sorted(c["name"] for c in backup["claims"]) == list(names)
@@ -458,8 +457,8 @@ def test_claims_are_backed_up_side_by_side_and_restored_whole(cluster: Any, tmp_
     assert not managed_pods(cluster, ns)
 
     target = f"{ns}-back"
-    restored = json.loads(ok(dr(cluster, repo, "ns", "restore", ns, "--from", backup["id"], "--to", target,
-                                "--yes", "-o", "json", timeout=600)))
+    restored = json.loads(ok(dr("ns", "restore", ns, "--from", backup["id"], "--to", target,
+                                "--yes", "-o", "json", timeout=600, cluster=cluster, repo=repo, subprocess=True)))
     assert all(c["state"].startswith("restored") for c in restored["claims"]), restored["claims"]
     for name in names:
         assert differences(before[name], snapshot(volume_dir(cluster, target, name))) == [], name

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import tables
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import dr
 from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import replicas_and_records, running_pods
 from tests.polling import eventually
@@ -58,9 +57,7 @@ exec sleep 3600
 """
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout,
-                   subprocess=True)
+PROGRESS = {"KUBECTL_DR_PROGRESS_INTERVAL": "1"}
 
 
 def pod_spec(uid: int, gid: int, fs_group: int, claim: str | None) -> dict[str, Any]:
@@ -130,7 +127,8 @@ def test_a_volume_the_app_wrote_comes_back_exactly(cluster: Any, tmp_path: Path,
     assert before[b"locked"].mode == 0 and os.lstat(vol / "sparse").st_blocks * 512 < 1 << 20
     repo = tmp_path / "repo"
 
-    backup = dr(cluster, "pvc", "backup", claim, "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", claim, "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+                extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     assert "skipping 'lost+found': lost+found at the volume root" in backup.stderr
     made = json.loads(backup.stdout)
@@ -144,7 +142,8 @@ def test_a_volume_the_app_wrote_comes_back_exactly(cluster: Any, tmp_path: Path,
     app_exec(cluster, ns, "cd /data && rm data.db && mkdir -p data.db/wal && echo x > data.db/wal/1 && "
                           "rm -r deep && echo flat > deep && echo extra > extra && ln -sfn elsewhere dirlink && "
                           "chmod 600 node_modules/tool/bin.js && echo changed > future")
-    diff = dr(cluster, "pvc", "diff", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "-o", "json")
+    diff = dr("pvc", "diff", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "-o", "json", cluster=cluster,
+              extra_env=PROGRESS, subprocess=True)
     assert diff.returncode == 0, diff.stderr
     found = json.loads(diff.stdout)["differences"]
     assert [d["path"] for d in found if d["change"] == "removed"] == ["extra"]
@@ -152,14 +151,15 @@ def test_a_volume_the_app_wrote_comes_back_exactly(cluster: Any, tmp_path: Path,
     changed = {d["path"] for d in found if d["change"] == "changed"}
     assert {"data.db", "deep", "node_modules/tool/bin.js", "future", "dirlink"} <= changed
 
-    refused = dr(cluster, "pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    refused = dr("pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes", cluster=cluster,
+                 extra_env=PROGRESS, subprocess=True)
     assert refused.returncode == 1
     assert "'data.db': a dir in the volume, a file in the backup" in refused.stderr
     assert "Nothing was written" in refused.stderr and "--clean" in refused.stderr
     assert replicas_and_records(cluster, ns, workload) == (1, {})
 
-    restore = dr(cluster, "pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "--clean", "-o", "json")
+    restore = dr("pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "--clean", "-o", "json", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert sorted(json.loads(restore.stdout)["replacedKinds"]) == ["data.db", "deep"]
     assert differences(before, snapshot(vol)) == []
@@ -168,8 +168,8 @@ def test_a_volume_the_app_wrote_comes_back_exactly(cluster: Any, tmp_path: Path,
 
     # Into a new, empty claim: the disaster case.
     make_claim(cluster, ns, "fresh")
-    fresh = dr(cluster, "pvc", "restore", "fresh", "-n", ns, "--repo", str(repo), "--from", "latest",
-               "--from-claim", f"{ns}/{claim}", "--yes")
+    fresh = dr("pvc", "restore", "fresh", "-n", ns, "--repo", str(repo), "--from", "latest",
+               "--from-claim", f"{ns}/{claim}", "--yes", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert fresh.returncode == 0, fresh.stderr
     assert differences(without_lost_and_found(before), snapshot(volume_dir(cluster, ns, "fresh"))) == []
 
@@ -190,7 +190,8 @@ def test_restricted_namespace_names_what_it_cannot_read(cluster: Any, tmp_path: 
     eventually(lambda: (vol / "done").exists(), timeout=120, what="the app wrote its data")
     repo = tmp_path / "repo"
 
-    refused = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo))
+    refused = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, extra_env=PROGRESS,
+                 subprocess=True)
     assert refused.returncode == 1
     assert "the rescue pod (uid 1000) cannot read 1 entry" in refused.stderr
     assert "'locked': unreadable file for uid 1000 (owner 1000:1000, mode 0000)" in refused.stderr
@@ -201,18 +202,21 @@ def test_restricted_namespace_names_what_it_cannot_read(cluster: Any, tmp_path: 
 
     # The result is a table like every command's; it and `backups list` say that an entry was left out
     # (lost+found is left out by design and not counted).
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--skip-unreadable")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--skip-unreadable", cluster=cluster,
+                extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     [row] = tables.rows(backup.stdout)
     assert list(row) == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
     assert row["NAME"] == f"{ns}/data" and row["SKIPPED"] == "1", backup.stdout
     assert "note: 1 entry could not be read and was left out (--skip-unreadable)" in backup.stderr
     backup_id = row["ID"]
-    shown = json.loads(dr(cluster, "backups", "show", backup_id, "--repo", str(repo), "-o", "json").stdout)
+    shown = json.loads(dr("backups", "show", backup_id, "--repo", str(repo), "-o", "json", cluster=cluster,
+                          extra_env=PROGRESS).stdout)
     skipped = shown["details"]["skipped"]
     assert sorted(s["path"] for s in skipped) == ["locked", "lost+found"]
     assert row["SHA256"] == next(p["sha256"] for p in shown["parts"] if p["name"] == "data.tar")[:16]
-    listed = json.loads(dr(cluster, "backups", "list", "--repo", str(repo), "-o", "json").stdout)["items"]
+    listed = json.loads(dr("backups", "list", "--repo", str(repo), "-o", "json", cluster=cluster,
+                           extra_env=PROGRESS).stdout)["items"]
     assert [(i["id"], i["skippedUnreadable"]) for i in listed] == [(backup_id, 1)]
 
 
@@ -222,20 +226,22 @@ def test_gnu_tar_image_keeps_sparse_files_sparse(cluster: Any, tmp_path: Path) -
     vol = volume_dir(cluster, ns, claim)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", claim, "-n", ns, "--repo", str(repo), "--image", "debian:12", "-o", "json")
+    backup = dr("pvc", "backup", claim, "-n", ns, "--repo", str(repo), "--image", "debian:12", "-o", "json",
+                cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     archive = json.loads(backup.stdout)["details"]["archive"]
     assert (archive["tar"], archive["gnuSparse"]) == ("gnu", True)
     part = json.loads(backup.stdout)["parts"][0]
     assert part["size"] < 4 << 20, "the 8 MiB sparse file is stored as its data only"
 
-    busybox = dr(cluster, "pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    busybox = dr("pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes", cluster=cluster,
+                 extra_env=PROGRESS, subprocess=True)
     assert busybox.returncode == 1 and "busybox tar cannot extract" in busybox.stderr
     assert "--image debian" in busybox.stderr and replicas_and_records(cluster, ns, "deployment/app") == (1, {})
 
     (vol / "sparse").write_bytes(b"overwritten")
-    restore = dr(cluster, "pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "--image", "debian:12", "--clean")
+    restore = dr("pvc", "restore", claim, "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "--image", "debian:12", "--clean", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert differences(before, snapshot(vol)) == []
     assert os.lstat(vol / "sparse").st_blocks * 512 < 1 << 20, "still sparse"

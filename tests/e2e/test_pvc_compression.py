@@ -16,7 +16,7 @@ from kubectl_dr.errors import VerificationError
 from kubectl_dr.ui.progress import Transfer
 from kubectl_dr.volumes import compression, transfer
 from kubectl_dr.volumes.rescue_pod import RescuePod
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.datasets import build_roundtrip, differences, make_claim, new_namespace, snapshot, volume_dir, wipe
 from tests.e2e.test_exec_layer import kube_for
@@ -25,9 +25,7 @@ from tests.e2e.test_pvc_transfer_checks import _archive, rescue  # noqa: F401 (t
 DUMP_LINE = b"INSERT INTO orders (id, customer, state, total) VALUES (%d, 'customer-%d', 'shipped', 12.50);\n"
 
 
-def dr(cluster: Cluster, *args: str, timeout: float = 300) -> Any:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1"})
-    return run([executable(), *args], env=env, timeout=timeout)
+PROGRESS = {"KUBECTL_DR_PROGRESS_INTERVAL": "1"}
 
 
 def _volume(cluster: Cluster, prefix: str, dump_lines: int) -> tuple[str, Path]:
@@ -50,7 +48,8 @@ def test_gzip_backup_then_xz_and_gzip_restores_are_exact(cluster: Cluster, tmp_p
     ns, vol = _volume(cluster, "gz", 120_000)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "gzip", "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "gzip", "-o", "json",
+                cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     result = json.loads(backup.stdout)
     moved = result["details"]["transfer"]
@@ -64,8 +63,9 @@ def test_gzip_backup_then_xz_and_gzip_restores_are_exact(cluster: Cluster, tmp_p
 
     for method in ("xz", "gzip"):
         wipe(vol)
-        restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest",
-                     "--yes", "--clean", "--compress", method, "-o", "json")
+        restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest",
+                     "--yes", "--clean", "--compress", method, "-o", "json", cluster=cluster, extra_env=PROGRESS,
+                     subprocess=True)
         assert restore.returncode == 0, restore.stderr
         done = json.loads(restore.stdout)
         assert done["compression"]["method"] == method
@@ -90,13 +90,13 @@ def test_auto_follows_the_measured_link(cluster: Cluster, tmp_path: Path) -> Non
     ns, vol = _volume(cluster, "auto-fast", 20_000)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto",
-                "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto",
+                "-o", "json", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     _follows_the_rule(json.loads(backup.stdout)["details"]["transfer"]["compression"])
     wipe(vol)
-    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "--compress", "auto", "-o", "json")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "--compress", "auto", "-o", "json", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     _follows_the_rule(json.loads(restore.stdout)["compression"])
     _restored_exactly(vol, before)
@@ -107,14 +107,15 @@ def test_the_default_sends_the_tar_as_it_is_without_timing_the_link(cluster: Clu
     ns, vol = _volume(cluster, "default-none", 20_000)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+                extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     chosen = json.loads(backup.stdout)["details"]["transfer"]["compression"]
     assert (chosen["requested"], chosen["method"], chosen["linkBytesPerSecond"]) == ("none", "none", None), chosen
     assert chosen["wireBytes"] == json.loads(backup.stdout)["details"]["transfer"]["size"], chosen
     wipe(vol)
-    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "-o", "json")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "-o", "json", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     done = json.loads(restore.stdout)["compression"]
     assert (done["requested"], done["method"], done["linkBytesPerSecond"]) == ("none", "none", None), done
@@ -126,14 +127,15 @@ def test_auto_compresses_on_a_slow_link(cluster_factory: ClusterFactory, tmp_pat
     ns, vol = _volume(slow, "auto-slow", 120_000)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(slow, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto", "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto", "-o", "json",
+                cluster=slow, extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     chosen = json.loads(backup.stdout)["details"]["transfer"]["compression"]
     assert (chosen["requested"], chosen["method"]) == ("auto", "gzip"), chosen
     assert chosen["linkBytesPerSecond"] <= 100e6 / 8 * 1.25  # measured, not assumed
     wipe(vol)
-    restore = dr(slow, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "--compress", "auto", "-o", "json")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "--compress", "auto", "-o", "json", cluster=slow, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert json.loads(restore.stdout)["compression"]["method"] == "gzip"
     _restored_exactly(vol, before)
@@ -142,15 +144,16 @@ def test_auto_compresses_on_a_slow_link(cluster_factory: ClusterFactory, tmp_pat
     wipe(vol)
     for n in range(3):
         (vol / f"media-{n}.bin").write_bytes(os.urandom(3 << 20))
-    noise = dr(slow, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto",
-               "-o", "json")
+    noise = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "auto",
+               "-o", "json", cluster=slow, extra_env=PROGRESS, subprocess=True)
     assert noise.returncode == 0, noise.stderr
     chosen = json.loads(noise.stdout)["details"]["transfer"]["compression"]
     assert chosen["method"] == "none" and "shrink only" in chosen["why"], chosen
 
 
 def test_xz_is_refused_for_a_backup_as_a_usage_error(cluster: Cluster, tmp_path: Path) -> None:
-    refused = dr(cluster, "pvc", "backup", "data", "-n", "default", "--repo", str(tmp_path / "r"), "--compress", "xz")
+    refused = dr("pvc", "backup", "data", "-n", "default", "--repo", str(tmp_path / "r"), "--compress", "xz",
+                 cluster=cluster, extra_env=PROGRESS)
     assert refused.returncode == 2, refused.stderr
     assert "--compress takes one of auto, none, gzip" in refused.stderr
     assert not (tmp_path / "r").exists()
@@ -187,14 +190,15 @@ def test_compressed_round_trip_on_a_v4_only_server(cluster_factory: ClusterFacto
     ns, vol = _volume(v4, "gz-v4", 40_000)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(v4, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "gzip", "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--compress", "gzip", "-o", "json",
+                cluster=v4, extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     moved = json.loads(backup.stdout)["details"]["transfer"]
     assert moved["execProtocol"] == "v4.channel.k8s.io" and moved["compression"]["method"] == "gzip"
     for method in ("gzip", "xz"):
         wipe(vol)
-        restore = dr(v4, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                     "--compress", method, "-o", "json", timeout=180)
+        restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                     "--compress", method, "-o", "json", timeout=180, cluster=v4, extra_env=PROGRESS, subprocess=True)
         assert restore.returncode == 0, restore.stderr
         assert json.loads(restore.stdout)["compression"]["method"] == method
         _restored_exactly(vol, before)

@@ -14,15 +14,11 @@ from typing import Any
 import pytest
 
 from kubectl_dr.repo import LocalRepository
-from tests.cli_runner import clean_env, executable
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import clean_env, dr, executable
 from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
 from tests.polling import eventually
 
-
-def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout,
-                   subprocess=True)
+PROGRESS = {"KUBECTL_DR_PROGRESS_INTERVAL": "1"}
 
 
 def deployment(ns: str, security: dict[str, Any], container_security: dict[str, Any] | None = None) -> str:
@@ -60,7 +56,8 @@ def test_deployment_with_fsgroup(cluster: Any, tmp_path: Path) -> None:
     (vol / "db" / "table").write_bytes(os.urandom(3 << 20))
     repo = tmp_path / "repo"
 
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+                extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     # RWO in use: read on the app's node, the app untouched.
     assert running_pods(cluster, ns, "app=app") == [app_pod]
@@ -68,8 +65,8 @@ def test_deployment_with_fsgroup(cluster: Any, tmp_path: Path) -> None:
     assert json.loads(backup.stdout)["details"]["rescuePod"]["node"] == node
 
     (vol / "db" / "table").write_bytes(b"corrupted by the app")
-    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "-o", "json")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "-o", "json", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     result = json.loads(restore.stdout)
     assert result["consumers"] == ["Deployment/app"]
@@ -100,9 +97,11 @@ def test_statefulset(cluster: Any, tmp_path: Path) -> None:
     vol = volume_dir(cluster, ns, "data-db-0")
     (vol / "pgdata").write_text("v1")
     repo = tmp_path / "repo"
-    assert dr(cluster, "pvc", "backup", "data-db-0", "-n", ns, "--repo", str(repo)).returncode == 0
+    assert dr("pvc", "backup", "data-db-0", "-n", ns, "--repo", str(repo), cluster=cluster, extra_env=PROGRESS,
+              subprocess=True).returncode == 0
     (vol / "pgdata").write_text("v2")
-    restore = dr(cluster, "pvc", "restore", "data-db-0", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    restore = dr("pvc", "restore", "data-db-0", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert (vol / "pgdata").read_text() == "v1"
     assert replicas_and_records(cluster, ns, "statefulset/db") == (1, {})
@@ -156,7 +155,8 @@ def test_an_interrupted_restore_never_hands_a_torn_volume_to_the_app(cluster: An
     for i in range(3000):  # enough entries that the check after the transfer takes a moment
         (vol / f"f{i:05d}").write_bytes(b"x")
     repo = tmp_path / "repo"
-    assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
+    assert dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, extra_env=PROGRESS,
+              subprocess=True).returncode == 0
     (vol / "big").write_bytes(b"changed")
 
     proc = _start_restore(cluster, ns, repo, KUBECTL_DR_POD_GRACE_SECONDS="12")
@@ -186,14 +186,15 @@ def test_an_interrupted_restore_never_hands_a_torn_volume_to_the_app(cluster: An
         assert managed_pods(cluster, ns) == []
 
     if sig == signal.SIGKILL:
-        again = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+        again = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                   cluster=cluster, extra_env=PROGRESS, subprocess=True)
     else:
         # The hint is the command to paste: the restore's own arguments, the backup pinned by its ID.
         hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
         backup_id = LocalRepository(repo).backups()[0].id
         assert hinted == ["kubectl", "dr", "pvc", "restore", "data", "--repo", str(repo), "--yes", "-n", ns,
                           "--from", backup_id], rest
-        again = dr(cluster, *hinted[2:])
+        again = dr(*hinted[2:], cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert again.returncode == 0, again.stderr
     assert (vol / "big").read_bytes() == payload
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
@@ -222,7 +223,7 @@ def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster
     assert replicas_and_records(cluster, ns, "deployment/app")[0] == 0, seen  # stopped for the backup
     proc.send_signal(sig)
     _, rest = proc.communicate(timeout=120)
-    listed = dr(cluster, "backups", "list", "--repo", str(repo), "-o", "json")
+    listed = dr("backups", "list", "--repo", str(repo), "-o", "json", cluster=cluster, extra_env=PROGRESS)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["items"] == []  # a cut-short archive never looks like a backup
     if sig != signal.SIGKILL:
@@ -236,19 +237,21 @@ def test_interrupted_quiesced_backup_leaves_no_backup_and_starts_the_app(cluster
         assert proc.returncode == -signal.SIGKILL
         replicas, notes = replicas_and_records(cluster, ns, "deployment/app")
         assert replicas == 0 and notes
-        back = dr(cluster, "scale", "restore", "-n", ns, "--yes")
+        back = dr("scale", "restore", "-n", ns, "--yes", cluster=cluster, extra_env=PROGRESS, subprocess=True)
         assert back.returncode == 0, back.stderr
         assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
         # What the killed writer left is hidden, and `backups prune` recognises and removes it.
         (leftover,) = [p.name for p in repo.iterdir()]
         assert leftover.startswith(".tmp-")
-        pruned = dr(cluster, "backups", "prune", "--repo", str(repo), "--keep-last", "1", "--yes")
+        pruned = dr("backups", "prune", "--repo", str(repo), "--keep-last", "1", "--yes", cluster=cluster,
+                    extra_env=PROGRESS)
         assert pruned.returncode == 0, pruned.stderr
         assert f"removed leftover {leftover}" in pruned.stdout + pruned.stderr
         assert list(repo.iterdir()) == []
 
     eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running again")
-    again = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "-o", "json")
+    again = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "-o", "json", cluster=cluster,
+               extra_env=PROGRESS, subprocess=True)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["parts"][0]["size"] > 160 << 20
     assert managed_pods(cluster, ns) == []
@@ -259,14 +262,16 @@ def test_plans_say_what_they_would_do_in_plain_words(cluster: Any, tmp_path: Pat
     make_claim(cluster, ns)
     repo = tmp_path / "repo"
     # Without consumers: a server dry run sends the pod, and no scale change, so it names none.
-    server = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--dry-run=server")
+    server = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--dry-run=server", cluster=cluster,
+                extra_env=PROGRESS)
     assert server.returncode == 0, server.stderr
     assert "the API server accepted the pod (nothing was persisted)" in server.stdout, server.stdout
     assert "scale changes" not in server.stdout
 
     cluster.kubectl("apply", "-f", "-", input=deployment(ns, {}))
     eventually(lambda: len(running_pods(cluster, ns, "app=app")) == 1, what="app running")
-    plan = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "--dry-run=client")
+    plan = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", "--dry-run=client",
+              cluster=cluster, extra_env=PROGRESS)
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.splitlines()
     assert any(line.startswith("  stop Deployment/app (") and line.endswith("then start it again") for line in lines)
@@ -274,14 +279,15 @@ def test_plans_say_what_they_would_do_in_plain_words(cluster: Any, tmp_path: Pat
     assert any(line.endswith("as root, to read every file whatever its owner (the volume mounted read-only, no "
                              "service-account token)") for line in lines), plan.stdout
     assert "  write at most 1Gi, the claim's capacity (what the volume uses is known once the pod lists it)" in lines
-    assert json.loads(dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--dry-run=client",
-                         "-o", "json").stdout)["writesAtMost"] == "1Gi"
+    assert json.loads(dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--dry-run=client",
+                         "-o", "json", cluster=cluster, extra_env=PROGRESS).stdout)["writesAtMost"] == "1Gi"
 
     tar = tmp_path / "volume.tar"
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f").write_text("f")
     subprocess.run(["tar", "--format=ustar", "-cf", str(tar), "-C", str(tmp_path / "src"), "f"], check=True)
-    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--from", str(tar), "--dry-run=client")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--from", str(tar), "--dry-run=client", cluster=cluster,
+                 extra_env=PROGRESS)
     assert restore.returncode == 0, restore.stderr
     assert "  stop Deployment/app, and start it again once the volume checks out" in restore.stdout.splitlines()
     assert managed_pods(cluster, ns) == []

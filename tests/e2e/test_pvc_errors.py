@@ -9,32 +9,23 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
-from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 
 from kubectl_dr.repo import LocalRepository
-from tests.cli_runner import clean_env, executable
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import clean_env, dr, executable
 from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
 from tests.polling import eventually
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300, subprocess: bool = True) -> CompletedProcess[str]:
-    """A real process by default: these runs start pods whose cleanup must not depend on the test process.
-    Refusals made before any pod, and client dry runs, pass `subprocess=False` and run in this interpreter."""
-    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=subprocess)
-
-
 def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "err")
-    gone = dr(cluster, "pvc", "backup", "data", "-n", "no-such-namespace", "--repo", str(tmp_path),
-              subprocess=False)
+    gone = dr("pvc", "backup", "data", "-n", "no-such-namespace", "--repo", str(tmp_path), cluster=cluster)
     assert gone.returncode == 1 and 'namespaces "no-such-namespace" not found' in gone.stderr
-    missing = dr(cluster, "pvc", "restore", "nope", "-n", ns, "--repo", str(tmp_path), "--from", "latest", "--yes",
-                  subprocess=False)
+    missing = dr("pvc", "restore", "nope", "-n", ns, "--repo", str(tmp_path), "--from", "latest", "--yes",
+                 cluster=cluster)
     assert missing.returncode == 1 and '"nope" not found' in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -42,7 +33,7 @@ def test_unknown_namespace_and_claim(cluster: Any, tmp_path: Path) -> None:
 
 def test_user_who_cannot_read_namespaces_gets_the_claims_message(cluster: Any, tmp_path: Path) -> None:
     # The default policy of the limited user reads claims in "default" but no Namespace objects.
-    result = run_cli("pvc", "backup", "nope", "-n", "default", "--repo", str(tmp_path), cluster=cluster,
+    result = dr("pvc", "backup", "nope", "-n", "default", "--repo", str(tmp_path), cluster=cluster,
                      context="loopback-limited")
     assert result.returncode == 1
     assert 'persistentvolumeclaims "nope" not found in namespace "default"' in result.stderr
@@ -52,7 +43,7 @@ def test_user_who_cannot_read_namespaces_gets_the_claims_message(cluster: Any, t
 def test_pending_claim(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "pend")
     make_claim(cluster, ns, storage_class="no-such-class", wait=False)
-    result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path), subprocess=False)
+    result = dr("pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path), cluster=cluster)
     assert result.returncode == 1
     assert "Pending" in result.stderr and "kubectl describe pvc" in result.stderr
     assert managed_pods(cluster, ns) == []
@@ -62,8 +53,8 @@ def test_image_that_cannot_be_pulled(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "img")
     make_claim(cluster, ns)
     start = time.monotonic()
-    result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"),
-                "--image", "registry.invalid/nothing:1")
+    result = dr("pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"),
+                "--image", "registry.invalid/nothing:1", cluster=cluster, subprocess=True)
     assert result.returncode == 1
     assert "cannot be pulled" in result.stderr and "registry.invalid/nothing:1" in result.stderr
     assert time.monotonic() - start < 60
@@ -80,7 +71,7 @@ def test_corrupted_backup_is_refused_before_anything_is_touched(cluster: Any, tm
     vol = volume_dir(cluster, ns)
     (vol / "file").write_bytes(b"x" * 100_000)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     data = repo / json.loads(backup.stdout)["id"] / "data.tar"
     raw = bytearray(data.read_bytes())
@@ -89,7 +80,8 @@ def test_corrupted_backup_is_refused_before_anything_is_touched(cluster: Any, tm
     (vol / "file").write_bytes(b"current")
     before = snapshot(vol)
 
-    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    result = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes", cluster=cluster,
+                subprocess=True)
     assert result.returncode == 1
     assert "damaged" in result.stderr and "SHA-256" in result.stderr
     assert snapshot(vol) == before
@@ -107,7 +99,7 @@ def test_corrupted_backup_of_an_unused_claim(cluster: Any, tmp_path: Path, offse
     vol = volume_dir(cluster, ns)
     (vol / "file").write_bytes(os.urandom(8 << 20))
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     data = repo / json.loads(backup.stdout)["id"] / "data.tar"
     raw = bytearray(data.read_bytes())
@@ -116,7 +108,8 @@ def test_corrupted_backup_of_an_unused_claim(cluster: Any, tmp_path: Path, offse
     (vol / "file").write_bytes(b"current")
     before = snapshot(vol)
 
-    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    result = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes", cluster=cluster,
+                subprocess=True)
     assert result.returncode == 1
     assert "is damaged: part \"data.tar\" has SHA-256" in result.stderr, result.stderr
     assert "Do not restore from it" in result.stderr
@@ -157,8 +150,8 @@ def test_dry_run_of_a_damaged_backup_records_nothing(cluster: Any, tmp_path: Pat
     data.write_bytes(bytes(raw))
     before = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
 
-    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
-                "--dry-run=client", subprocess=False)
+    result = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
+                "--dry-run=client", cluster=cluster)
     assert result.returncode == 1
     assert 'is damaged: part "data.tar" has SHA-256' in result.stderr, result.stderr
     assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == before
@@ -207,8 +200,8 @@ def test_unsafe_tar_file_is_refused(cluster: Any, tmp_path: Path) -> None:
     subprocess.run(["tar", "-c", "-f", str(evil), "-C", str(src), "--transform", "s,^sub,../../escape,", "sub"],
                    check=True)
     before = snapshot(vol)
-    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "--from", str(evil),
-                "--yes")
+    result = dr("pvc", "restore", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "--from", str(evil),
+                "--yes", cluster=cluster)
     assert result.returncode == 1 and "'..'" in result.stderr
     assert snapshot(vol) == before
     assert managed_pods(cluster, ns) == []
@@ -217,8 +210,8 @@ def test_unsafe_tar_file_is_refused(cluster: Any, tmp_path: Path) -> None:
 def test_rbac_forbidden(cluster: Any, tmp_path: Path) -> None:
     ns = new_namespace(cluster, "rbac")
     make_claim(cluster, ns)
-    result = dr(cluster, "--context", "loopback-limited", "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path),
-                subprocess=False)
+    result = dr("--context", "loopback-limited", "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path),
+                cluster=cluster)
     assert result.returncode == 1
     assert "Error from server (Forbidden)" in result.stderr
     assert managed_pods(cluster, ns) == []

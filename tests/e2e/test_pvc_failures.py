@@ -19,16 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cli_runner import clean_env, executable
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import clean_env, dr, executable
 from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
 from tests.e2e.test_pvc_security_protocols import RESTRICTED_APP, RESTRICTED_CONTAINER, _traversable
 from tests.polling import eventually
-
-
-def dr(cluster: Any, *args: str, context: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, context=context, timeout=timeout, subprocess=True)
 
 
 def app_running(cluster: Any, ns: str, security: dict[str, Any] | None = None,
@@ -93,16 +88,18 @@ def test_node_not_ready(cluster: Any, tmp_path: Path) -> None:
     vol = volume_dir(cluster, ns)
     (vol / "file").write_text("data")
     repo = tmp_path / "repo"
-    good = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    good = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster, subprocess=True)
     assert good.returncode == 0, good.stderr
     (vol / "file").write_text("changed")
     before = snapshot(vol)
 
     with node_not_ready(cluster, node):
         # The RWO backup must read on the consumer's node; the restore must stop a pod there.
-        backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo))
-        restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
-        quiesced = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce")
+        backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, subprocess=True)
+        restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                     cluster=cluster, subprocess=True)
+        quiesced = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--quiesce", cluster=cluster,
+                      subprocess=True)
     for result in (backup, restore, quiesced):
         assert result.returncode == 1, result.stderr
         assert f"node {node} is not ready (Ready=Unknown: Kubelet stopped posting node status.)" in result.stderr
@@ -127,7 +124,8 @@ def test_invalid_enforce_level_is_restricted_and_the_pod_complies(cluster: Any, 
     vol = volume_dir(cluster, ns)
     (vol / "state").write_text("s")
     os.chown(vol / "state", 1000, 2000)
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "-o", "json", cluster=cluster,
+                subprocess=True)
     assert backup.returncode == 0, backup.stderr
     used = json.loads(backup.stdout)["details"]["rescuePod"]["securityContext"]
     assert used["root"] is False and used["podSecurityLevel"] == "restricted" and used["pod"]["runAsUser"] == 1000
@@ -170,8 +168,8 @@ def test_unreadable_restricted_namespace_rejection_then_compliant_pod(cluster: A
     with limited_user_in(cluster, ns):
         ns_read = cluster.kubectl("get", "namespace", ns, limited=True, check=False)
         assert ns_read.returncode != 0 and "Forbidden" in ns_read.stderr
-        backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json",
-                    context="loopback-limited")
+        backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json",
+                    context="loopback-limited", cluster=cluster, subprocess=True)
         assert backup.returncode == 0, backup.stderr
         assert f'namespace {ns} enforces Pod Security "restricted"' in backup.stderr
         assert "trying again with one that meets" in backup.stderr and "uid 1000" in backup.stderr
@@ -180,8 +178,8 @@ def test_unreadable_restricted_namespace_rejection_then_compliant_pod(cluster: A
         assert managed_pods(cluster, ns) == []
 
         (vol / "state").write_bytes(b"v2")
-        restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                     context="loopback-limited")
+        restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                     context="loopback-limited", cluster=cluster, subprocess=True)
         assert restore.returncode == 0, restore.stderr
         assert "instead of their archived owners" in restore.stderr  # the cost of the non-root restore, said
         # kube-system is not readable either: the backup records no cluster, and `latest` says what it took.
@@ -271,7 +269,7 @@ def test_leftover_rescue_pod_of_a_killed_run_is_removed_never_a_consumer(cluster
     # The killed run's lease is dead (its process is gone), so its pod is a leftover: removed, never
     # taken for a consumer to stop, and the app keeps running.
     start = time.monotonic()
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     assert time.monotonic() - start < 120
     assert json.loads(backup.stdout)["source"]["consumers"] == ["Deployment/app"]
@@ -287,7 +285,8 @@ def test_rescue_pod_of_a_live_run_is_not_taken_away(cluster: Any, tmp_path: Path
     app_running(cluster, ns)
     proc, live = _leave_rescue_pod(cluster, ns, kill=False)
     try:
-        result = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "--quiesce")
+        result = dr("pvc", "backup", "data", "-n", ns, "--repo", str(tmp_path / "repo"), "--quiesce", cluster=cluster,
+                    subprocess=True)
         assert result.returncode == 1, result.stderr
         assert f"another kubectl dr run is working on claim {ns}/data: run " in result.stderr
         # The holder's command is the other run's own, as typed: what its user would recognise.

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from subprocess import CompletedProcess
 from typing import Any
 
 from kubectl_dr.clusters import ClusterIdentity
 from kubectl_dr.repo import LocalRepository
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import dr
 from tests.datasets import make_claim, managed_pods, new_namespace
 from tests.e2e.test_pvc_consumers import deployment, running_pods
 from tests.e2e.test_pvc_security_protocols import RESTRICTED_APP, RESTRICTED_CONTAINER, _traversable
 from tests.polling import eventually
 
-
-def dr(cluster: Any, *args: str, timeout: float = 120, subprocess: bool = True) -> CompletedProcess[str]:
-    """A real process for the backup, which starts pods; the listings, read-only, pass `subprocess=False`."""
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_CONFIG": "/dev/null"}, timeout=timeout,
-                   subprocess=subprocess)
+NO_CONFIG = {"KUBECTL_DR_CONFIG": "/dev/null"}
 
 
 def _pods(cluster: Any, ns: str) -> list[str]:
@@ -39,7 +34,8 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     other = new_namespace(cluster, "list-other")
     make_claim(cluster, other, "cache", modes=("ReadWriteMany",))
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+                extra_env=NO_CONFIG, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     backup_id = json.loads(backup.stdout)["id"]
     eventually(lambda: managed_pods(cluster, ns) == [], what="the backup's pod gone")
@@ -53,7 +49,7 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
             writer.commit({})
     pods_before = _pods(cluster, ns)
 
-    table = dr(cluster, "pvc", "list", "-n", ns, "--repo", str(repo), subprocess=False)
+    table = dr("pvc", "list", "-n", ns, "--repo", str(repo), cluster=cluster, extra_env=NO_CONFIG)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["NAME", "STATUS", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS", "CONSUMERS",
@@ -67,7 +63,7 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     # Nobody uses it, nothing backed up; restricted and no app to take the uid from: nobody.
     assert spare[3] == "RWOP" and spare[5:9] == ["<none>", "-", "<none>", "-"] and spare[9] == "uid=65534", spare
 
-    listed = dr(cluster, "pvc", "list", "-n", ns, "--repo", str(repo), "-o", "json", subprocess=False)
+    listed = dr("pvc", "list", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster, extra_env=NO_CONFIG)
     assert listed.returncode == 0, listed.stderr
     items = {i["name"]: i for i in json.loads(listed.stdout)["items"]}
     item = items["data"]
@@ -82,7 +78,7 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
     assert items["spare"]["lastBackup"] is None and items["spare"]["consumers"] == []
 
     # Every namespace: a NAMESPACE column; where the level allows it a backup runs as root.
-    everywhere = dr(cluster, "pvc", "list", "-A", "--repo", str(repo), subprocess=False)
+    everywhere = dr("pvc", "list", "-A", "--repo", str(repo), cluster=cluster, extra_env=NO_CONFIG)
     assert everywhere.returncode == 0, everywhere.stderr
     assert everywhere.stdout.splitlines()[0].split()[:2] == ["NAMESPACE", "NAME"]
     cache = next(line.split() for line in everywhere.stdout.splitlines() if line.startswith(other))
@@ -93,9 +89,10 @@ def test_list_claims_consumers_backups_and_identity(cluster: Any, tmp_path: Path
 
     # A namespace without claims says so; one that does not exist is an error.
     empty = new_namespace(cluster, "list-empty")
-    none = dr(cluster, "pvc", "list", "-n", empty, "--repo", str(repo), subprocess=False)
+    none = dr("pvc", "list", "-n", empty, "--repo", str(repo), cluster=cluster, extra_env=NO_CONFIG)
     assert none.returncode == 0 and none.stdout == ""
     assert f"No persistentvolumeclaims found in {empty}." in none.stderr
-    assert json.loads(dr(cluster, "pvc", "list", "-n", empty, "-o", "json", subprocess=False).stdout)["items"] == []
-    missing = dr(cluster, "pvc", "list", "-n", "no-such-namespace", subprocess=False)
+    assert json.loads(dr("pvc", "list", "-n", empty, "-o", "json", cluster=cluster,
+                         extra_env=NO_CONFIG).stdout)["items"] == []
+    missing = dr("pvc", "list", "-n", "no-such-namespace", cluster=cluster, extra_env=NO_CONFIG)
     assert missing.returncode == 1 and 'namespaces "no-such-namespace" not found' in missing.stderr

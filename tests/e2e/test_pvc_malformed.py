@@ -4,14 +4,13 @@ workload, the volume untouched — each with what is wrong with it."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import tarcraft as tc
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import dr
 from tests.datasets import make_claim, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import deployment, replicas_and_records, running_pods
 from tests.polling import eventually
@@ -29,8 +28,6 @@ CASES = {
 }
 
 
-def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=120, subprocess=True)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +49,8 @@ def test_a_malformed_archive_changes_nothing(cluster: Any, app: tuple[str, Path]
     archive.write_bytes(raw)
     before = snapshot(vol)
     pods_before = cluster.kubectl("get", "pods", "-n", ns, "-o", "name").stdout
-    result = dr(cluster, "pvc", "restore", "data", "-n", ns, "--from", str(archive), "--yes", "--clean")
+    result = dr("pvc", "restore", "data", "-n", ns, "--from", str(archive), "--yes", "--clean", cluster=cluster,
+                subprocess=True)
     assert result.returncode == 1, result.stdout
     assert reason in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "unexpected" not in result.stderr

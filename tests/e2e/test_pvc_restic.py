@@ -11,14 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr
 from tests.datasets import build_app_tree, differences, make_claim, new_namespace, snapshot, volume_dir
 from tests.restic.oracle import PASSWORD, restic, restic_json
 
-
-def dr(cluster: Any, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
-    full = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1", **(env or {})})
-    return run([executable(), *args], env=full, timeout=timeout)
+PROGRESS = {"KUBECTL_DR_PROGRESS_INTERVAL": "1"}
+WITH_PASSWORD = {**PROGRESS, "RESTIC_PASSWORD": PASSWORD}
 
 
 def test_backup_into_a_restic_repository_restic_checks_and_restores_exactly(cluster: Any, tmp_path: Path) -> None:
@@ -35,12 +33,13 @@ def test_backup_into_a_restic_repository_restic_checks_and_restores_exactly(clus
     pw.write_text(PASSWORD + "\n")
 
     # No repository yet and no terminal: refused without --yes, and nothing is created.
-    refused = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "--password-file", str(pw))
+    refused = dr("pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "--password-file", str(pw),
+                 cluster=cluster, extra_env=PROGRESS)
     assert refused.returncode == 1 and "restic init" in refused.stderr, refused.stderr
     assert not repo.exists()
 
-    done = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}",
-              "--password-file", str(pw), "-o", "json")
+    done = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}",
+              "--password-file", str(pw), "-o", "json", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["hostname"] == f"{ns}/data" and result["paths"] == ["/data"]
@@ -58,11 +57,12 @@ def test_backup_into_a_restic_repository_restic_checks_and_restores_exactly(clus
     assert os.stat(got / "data.db").st_ino == os.stat(got / "data.db.hardlink").st_ino
 
     # The password from the environment, as restic reads it; a second backup names the first as parent.
-    again = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
-               env={"RESTIC_PASSWORD": PASSWORD})
+    again = dr("pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
+               extra_env=WITH_PASSWORD, cluster=cluster, subprocess=True)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["parent"] == result["id"]
-    wrong = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", env={"RESTIC_PASSWORD": "no"})
+    wrong = dr("pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", cluster=cluster,
+               extra_env={**PROGRESS, "RESTIC_PASSWORD": "no"})
     assert wrong.returncode == 1 and "wrong password" in wrong.stderr
     restic(repo, "check", "--read-data")
 
@@ -70,8 +70,8 @@ def test_backup_into_a_restic_repository_restic_checks_and_restores_exactly(clus
     (vol / "data.db").write_bytes(b"damaged")
     os.unlink(vol / "old")
     (vol / "extra").write_text("new")
-    back = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
-              "--clean", env={"RESTIC_PASSWORD": PASSWORD})
+    back = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
+              "--clean", extra_env=WITH_PASSWORD, cluster=cluster, subprocess=True)
     assert back.returncode == 0, back.stderr
     assert differences(before, snapshot(vol)) == []
 
@@ -90,14 +90,14 @@ def test_a_snapshot_restic_made_of_a_directory_is_restored_into_a_claim(cluster:
     vol = volume_dir(cluster, ns)
     (vol / "stray").write_text("not in the snapshot")
 
-    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
-              theirs["short_id"], "--clean", env={"RESTIC_PASSWORD": PASSWORD})
+    done = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
+              theirs["short_id"], "--clean", extra_env=WITH_PASSWORD, cluster=cluster, subprocess=True)
     assert done.returncode == 0, done.stderr
     assert differences(snapshot(src), snapshot(vol)) == []
 
     # latest of this claim means a snapshot of host NS/data: restic's own has another host.
-    none = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
-              env={"RESTIC_PASSWORD": PASSWORD})
+    none = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
+              extra_env=WITH_PASSWORD, cluster=cluster)
     assert none.returncode == 1 and f"no snapshot of {ns}/data" in none.stderr, none.stderr
 
 
@@ -113,8 +113,9 @@ def test_an_incremental_backup_reads_only_what_changed(cluster: Any, tmp_path: P
     # could hide a second write in the same tick): the data must be older than that to be reused.
     time.sleep(2.1)
     repo = f"restic:{tmp_path / 'repo'}"
-    env = {"RESTIC_PASSWORD": PASSWORD}
-    first = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", repo, "-o", "json", env=env)
+    env = WITH_PASSWORD
+    first = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", repo, "-o", "json", extra_env=env,
+               cluster=cluster, subprocess=True)
     assert first.returncode == 0, first.stderr
     full = json.loads(first.stdout)
     assert not full["incremental"]
@@ -123,7 +124,8 @@ def test_an_incremental_backup_reads_only_what_changed(cluster: Any, tmp_path: P
     (vol / "new").write_text("a new file")
     os.unlink(vol / "f08")
     os.symlink("f09", vol / "new-link")
-    second = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, "-o", "json", env=env)
+    second = dr("pvc", "backup", "data", "-n", ns, "--repo", repo, "-o", "json", extra_env=env, cluster=cluster,
+                subprocess=True)
     assert second.returncode == 0, second.stderr
     inc = json.loads(second.stdout)
     assert inc["incremental"] and inc["parent"] == full["id"]
@@ -136,7 +138,8 @@ def test_an_incremental_backup_reads_only_what_changed(cluster: Any, tmp_path: P
     assert differences({k: v for k, v in before.items() if not k.startswith(b"lost+found")},
                        snapshot(tmp_path / "out" / "data")) == []
 
-    forced = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, "--force", "-o", "json", env=env)
+    forced = dr("pvc", "backup", "data", "-n", ns, "--repo", repo, "--force", "-o", "json", extra_env=env,
+                cluster=cluster, subprocess=True)
     assert forced.returncode == 0, forced.stderr
     assert not json.loads(forced.stdout)["incremental"] and json.loads(forced.stdout)["storedBytes"] < 100_000
 
@@ -152,9 +155,9 @@ def test_include_restores_only_some_paths_into_a_claim(cluster: Any, tmp_path: P
     make_claim(cluster, ns)
     vol = volume_dir(cluster, ns)
     (vol / "keep-me").write_text("outside the included paths: untouched")
-    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
+    done = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
               theirs["short_id"], "--include", "node_modules/tool", "--include", "old",
-              env={"RESTIC_PASSWORD": PASSWORD})
+              extra_env=WITH_PASSWORD, cluster=cluster, subprocess=True)
     assert done.returncode == 0, done.stderr
     got = snapshot(vol, root_entry=False)
     want = snapshot(src, root_entry=False)
@@ -162,8 +165,9 @@ def test_include_restores_only_some_paths_into_a_claim(cluster: Any, tmp_path: P
                                                     "node_modules/tool/bin.js", "old"]
     for key in (b"node_modules/tool/bin.js", b"old", b"node_modules/tool"):
         assert got[key] == want[key], key
-    clean = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
-               theirs["short_id"], "--include", "old", "--clean", env={"RESTIC_PASSWORD": PASSWORD})
+    clean = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from",
+               theirs["short_id"], "--include", "old", "--clean", extra_env=WITH_PASSWORD, cluster=cluster,
+               subprocess=True)
     assert clean.returncode == 2 and "exclude each other" in clean.stderr
 
 
@@ -171,8 +175,8 @@ def test_a_client_dry_run_creates_no_repository_and_no_pod(cluster: Any, tmp_pat
     ns = new_namespace(cluster, "restic")
     make_claim(cluster, ns)
     repo = tmp_path / "repo"
-    plan = dr(cluster, "--dry-run=client", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
-              env={"RESTIC_PASSWORD": PASSWORD})
+    plan = dr("--dry-run=client", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
+              extra_env=WITH_PASSWORD, cluster=cluster)
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["dryRun"] == "client" and json.loads(plan.stdout)["repository"] == f"restic:{repo}"
     assert not repo.exists()
@@ -184,8 +188,8 @@ def test_a_wrong_claim_name_creates_no_repository(cluster: Any, tmp_path: Path) 
     """Even with --yes: the claim is looked up before the repository is opened or created (restic init)."""
     ns = new_namespace(cluster, "restic")
     repo = tmp_path / "repo"
-    wrong = dr(cluster, "--yes", "pvc", "backup", "nosuch", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
-               env={"RESTIC_PASSWORD": PASSWORD})
+    wrong = dr("--yes", "pvc", "backup", "nosuch", "-n", ns, "--repo", f"restic:{repo}", "-o", "json",
+               extra_env=WITH_PASSWORD, cluster=cluster)
     assert wrong.returncode == 1 and 'persistentvolumeclaims "nosuch" not found' in wrong.stderr, wrong.stderr
     assert wrong.stdout == ""
     assert not repo.exists()

@@ -17,8 +17,9 @@ from typing import Any
 
 from kubectl_dr.repo.azureclient import DEV_ACCOUNT, DEV_KEY
 from tests.azurite import Azurite
+from tests.cli_runner import dr
 from tests.datasets import build_app_tree, differences, make_claim, new_namespace, snapshot, volume_dir
-from tests.e2e.test_pvc_restic import dr
+from tests.e2e.test_pvc_restic import PROGRESS
 from tests.restic.oracle import PASSWORD, restic, restic_json
 from tests.restic.test_azure import download
 
@@ -33,22 +34,24 @@ def test_backup_incremental_restore_and_prune_in_azure(cluster: Any, azurite: Az
         os.chown(vol / f"f{i:02d}", 1000, 2000)
     container = f"t{secrets.token_hex(6)}"  # not there yet: init creates it
     repo = f"restic:azure:{container}:/cluster/volumes"
-    env = {"RESTIC_PASSWORD": PASSWORD, "AZURE_ACCOUNT_NAME": DEV_ACCOUNT, "AZURE_ACCOUNT_KEY": DEV_KEY}
+    env = {**PROGRESS, "RESTIC_PASSWORD": PASSWORD, "AZURE_ACCOUNT_NAME": DEV_ACCOUNT, "AZURE_ACCOUNT_KEY": DEV_KEY}
     at = ["--azure-endpoint", azurite.endpoint]
 
     # A file changed within a second of a backup's listing is read again by the next backup (its change time
     # could hide a second write in the same tick): the data must be older than that to be reused.
     time.sleep(2.1)
-    refused = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, *at, env=env)
+    refused = dr("pvc", "backup", "data", "-n", ns, "--repo", repo, *at, extra_env=env, cluster=cluster)
     assert refused.returncode == 1 and "restic init" in refused.stderr, refused.stderr
-    first = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", repo, *at, "-o", "json", env=env)
+    first = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", repo, *at, "-o", "json", extra_env=env,
+               cluster=cluster, subprocess=True)
     assert first.returncode == 0, first.stderr
     full = json.loads(first.stdout)
     assert all(name.startswith("cluster/volumes/") for name in azurite.blobs(container))
 
     (vol / "f03").write_bytes(os.urandom(200_000))
     (vol / "new").write_text("a new file")
-    second = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", repo, *at, "-o", "json", env=env)
+    second = dr("pvc", "backup", "data", "-n", ns, "--repo", repo, *at, "-o", "json", extra_env=env, cluster=cluster,
+                subprocess=True)
     assert second.returncode == 0, second.stderr
     inc = json.loads(second.stdout)
     assert inc["incremental"] and inc["parent"] == full["id"]
@@ -64,13 +67,13 @@ def test_backup_incremental_restore_and_prune_in_azure(cluster: Any, azurite: Az
 
     (vol / "data.db").write_bytes(b"damaged")
     (vol / "extra").write_text("not in the snapshot")
-    back = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", repo, *at, "--from", "latest",
-              "--clean", env=env)
+    back = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", repo, *at, "--from", "latest",
+              "--clean", extra_env=env, cluster=cluster, subprocess=True)
     assert back.returncode == 0, back.stderr
     assert differences(before, snapshot(vol)) == []
 
-    pruned = dr(cluster, "backups", "prune", "--keep-last", "1", "--max-unused", "0%", "--repo", repo, *at, "--yes",
-                "-o", "json", env=env)
+    pruned = dr("backups", "prune", "--keep-last", "1", "--max-unused", "0%", "--repo", repo, *at, "--yes",
+                "-o", "json", extra_env=env, cluster=cluster, subprocess=True)
     assert pruned.returncode == 0, pruned.stderr
     assert [s["id"] for s in json.loads(pruned.stdout)["snapshots"] if not s["keep"]] == [full["id"]]
     after = download(azurite, container, "cluster/volumes", tmp_path / "after")

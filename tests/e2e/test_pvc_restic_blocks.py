@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_dr.repo.restic.chunking import CHUNK_SIZE
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr
 from tests.datasets import differences, make_claim, new_namespace, snapshot, volume_dir
 from tests.restic.oracle import PASSWORD, restic
 
@@ -20,10 +20,7 @@ PAGE = 4096
 BLOCK = 64 * 1024  # what a stream out of the pod is padded to
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> Any:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1",
-                     "RESTIC_PASSWORD": PASSWORD})
-    return run([executable(), *args], env=env, timeout=timeout)
+ENV = {"KUBECTL_DR_PROGRESS_INTERVAL": "1", "RESTIC_PASSWORD": PASSWORD}
 
 
 def write_pages(path: Path, offsets: list[int]) -> None:
@@ -50,7 +47,8 @@ def test_a_large_file_with_a_few_changed_pages_sends_only_their_chunks(cluster: 
     os.lchown(vol / "pgdata" / "current", 1000, 1000)
     os.utime(db, (1_500_000_000, 1_500_000_000))
     repo = tmp_path / "repo"
-    first = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    first = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+               extra_env=ENV, subprocess=True)
     assert first.returncode == 0, first.stderr
     full = json.loads(first.stdout)
     assert not full["incremental"] and full["receivedBytes"] > 100 * MIB
@@ -59,7 +57,8 @@ def test_a_large_file_with_a_few_changed_pages_sends_only_their_chunks(cluster: 
     write_pages(db, [3 * MIB + 5 * PAGE, 50 * MIB - PAGE // 2, 99 * MIB + 17 * PAGE])
     with open(db, "ab") as f:
         f.write(os.urandom(10 * 1024))
-    second = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    second = dr("pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+                extra_env=ENV, subprocess=True)
     assert second.returncode == 0, second.stderr
     inc = json.loads(second.stdout)
     assert inc["incremental"] and inc["parent"] == full["id"]
@@ -88,7 +87,8 @@ def test_a_large_file_with_a_few_changed_pages_sends_only_their_chunks(cluster: 
     # size the file no longer has.
     os.truncate(db, 80 * MIB + 123)
     write_pages(db, [10 * MIB])
-    third = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    third = dr("pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+               extra_env=ENV, subprocess=True)
     assert third.returncode == 0, third.stderr
     shrunk = json.loads(third.stdout)
     assert shrunk["blocks"]["sentBytes"] == CHUNK_SIZE + 123

@@ -26,7 +26,7 @@ from kubectl_dr.volumes.incremental_restore import InPlace
 from kubectl_dr.volumes.rescue_pod import RescuePod
 from kubectl_dr.volumes.scripts import DATA
 from tests import tables
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr
 from tests.cluster.fixture import Cluster
 from tests.datasets import differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_exec_layer import kube_for
@@ -40,9 +40,7 @@ PAGE = 4096
 ENV = {"RESTIC_PASSWORD": PASSWORD}
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> Any:
-    env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1", **ENV})
-    return run([executable(), *args], env=env, timeout=timeout)
+PROGRESS_ENV = {"KUBECTL_DR_PROGRESS_INTERVAL": "1", **ENV}
 
 
 def app_file(path: Path, mib: int) -> None:
@@ -66,8 +64,8 @@ def write_pages(path: Path, offsets: list[int], *, keep_time: bool = True) -> No
 
 
 def restore(cluster: Any, ns: str, repo: Path, snap: str) -> dict[str, Any]:
-    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-              "-o", "json")
+    done = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert done.returncode == 0, done.stderr
     inc: dict[str, Any] = json.loads(done.stdout)["incremental"]
     return inc
@@ -88,7 +86,8 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
     (vol / "pgdata" / "small.conf").write_text("shared_buffers = 128MB\n")
     os.chown(vol / "pgdata" / "small.conf", 1000, 1000)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    backup = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+                extra_env=PROGRESS_ENV, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     snap = json.loads(backup.stdout)["id"]
     before = snapshot(vol)
@@ -130,7 +129,8 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
 
     # As a user reads it: SENT says what crossed and how much of the large file was reused in place.
     write_pages(db, [30 * MIB])
-    shown = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap)
+    shown = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+               cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert shown.returncode == 0, shown.stderr
     row = tables.rows(shown.stdout)[0]
     assert row["SENT"].endswith(f", {units.size(99 * MIB)} of 1 large file reused in place"), row
@@ -139,8 +139,8 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
 
     # --full sends everything, as before.
     write_pages(db, [20 * MIB])
-    full = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-              "--full", "-o", "json")
+    full = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "--full", "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert full.returncode == 0, full.stderr
     assert json.loads(full.stdout)["incremental"] is None and json.loads(full.stdout)["size"] > 170 * MIB
     assert differences(before, snapshot(vol)) == []
@@ -157,8 +157,8 @@ def test_a_large_file_changed_in_part_gets_only_its_differing_chunks_written_in_
     db.unlink()
     db.mkdir()
     (db / "inside").write_bytes(os.urandom(70 * MIB))
-    dir_back = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-                  "--clean", "-o", "json")
+    dir_back = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+                  "--clean", "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert dir_back.returncode == 0, dir_back.stderr
     assert json.loads(dir_back.stdout)["incremental"]["filesInPlace"] == 0, dir_back.stdout
     assert differences(before, snapshot(vol)) == []
@@ -189,7 +189,8 @@ def test_a_read_only_large_file_is_sent_whole_by_a_rescue_pod_that_is_not_root(c
     app_file(live, 65)
     frozen.chmod(0o444)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    backup = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+                extra_env=PROGRESS_ENV, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     snap = json.loads(backup.stdout)["id"]
     before = snapshot(vol)
@@ -197,8 +198,8 @@ def test_a_read_only_large_file_is_sent_whole_by_a_rescue_pod_that_is_not_root(c
     write_pages(frozen, [5 * MIB])
     frozen.chmod(0o444)
     write_pages(live, [7 * MIB])
-    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-              "-o", "json")
+    done = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["securityContext"]["pod"]["runAsUser"] == 1000, done.stdout
     inc = json.loads(done.stdout)["incremental"]
@@ -217,7 +218,8 @@ def test_a_rescue_pod_killed_while_writing_in_place_leaves_the_app_stopped_and_a
     db = vol / "base.db"
     app_file(db, 100)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    backup = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+                extra_env=PROGRESS_ENV, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     before = snapshot(vol)
     write_pages(db, list(range(0, 100 * MIB, MIB)))  # a page in every chunk: all 100 MiB written in place
@@ -234,7 +236,7 @@ def test_a_rescue_pod_killed_while_writing_in_place_leaves_the_app_stopped_and_a
     assert count == 0 and records, rest  # a half-written file is never handed to the app
     assert "partly restored" in rest
     hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
-    again = dr(cluster, *hinted[2:], "-o", "json")
+    again = dr(*hinted[2:], "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert again.returncode == 0, again.stderr
     inc = json.loads(again.stdout)["incremental"]
     assert inc["filesInPlace"] == 1 and inc["bytesWrittenInPlace"] <= 100 * MIB, inc

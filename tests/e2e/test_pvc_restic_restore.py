@@ -16,7 +16,7 @@ from typing import Any
 
 from kubectl_dr import units
 from tests import tables
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import clean_env, dr, executable
 from tests.datasets import build_app_tree, differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.polling import eventually
 from tests.restic.oracle import PASSWORD, restic
@@ -25,9 +25,7 @@ ENV = {"RESTIC_PASSWORD": PASSWORD}
 FILE = 256 * 1024
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> Any:
-    full = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "1", **ENV})
-    return run([executable(), *args], env=full, timeout=timeout)
+PROGRESS_ENV = {"KUBECTL_DR_PROGRESS_INTERVAL": "1", **ENV}
 
 
 def app_write(path: Path, data: bytes, *, keep_time: bool = False) -> None:
@@ -54,7 +52,8 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     # hide a second write in the same tick), so the data must be older than that for the exact counts below.
     time.sleep(2.1)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    backup = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+                extra_env=PROGRESS_ENV, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     snap = json.loads(backup.stdout)["id"]
     before = snapshot(vol)
@@ -70,8 +69,8 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     app_write(vol / "extra", b"the app's own file, not in the snapshot")
     (vol / "extra-dir").mkdir()
 
-    kept = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-              "-o", "json")
+    kept = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert kept.returncode == 0, kept.stderr
     inc = json.loads(kept.stdout)["incremental"]
     # Exact accounting: f03 (hash), f05 (missing) and data.db with its link (their hard link broken).
@@ -90,8 +89,8 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     assert differences({k: v for k, v in before.items() if k != b"."},
                        {k: v for k, v in after.items() if k != b"."}) == []
 
-    clean = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-               "--clean", "-o", "json")
+    clean = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+               "--clean", "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert clean.returncode == 0, clean.stderr
     second = json.loads(clean.stdout)
     assert second["removed"] == ["extra", "extra-dir"] and second["incremental"]["filesSent"] == 0
@@ -99,21 +98,22 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     restic(repo, "restore", snap, "--target", str(tmp_path / "out"))
     assert differences(without_lost(before), snapshot(tmp_path / "out" / "data")) == []
 
-    full = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-              "--full", "-o", "json")
+    full = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "--full", "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert full.returncode == 0, full.stderr
     assert json.loads(full.stdout)["incremental"] is None
     assert json.loads(full.stdout)["size"] > 30 * FILE
     assert differences(before, snapshot(vol)) == []
     # As a user reads it: SIZE is what the volume holds from the snapshot, SENT how little of it crossed.
-    again = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap)
+    again = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+               cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert again.returncode == 0, again.stderr
     row = tables.rows(again.stdout)[0]
     whole = second["incremental"]["bytesSent"] + second["incremental"]["bytesSkipped"]
     assert row["SIZE"] == units.size(whole), row
     assert ": 0 files sent, " in row["SENT"] and row["SENT"].endswith(" already there"), row
-    plain = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", str(tmp_path / "plain"),
-               "--from", "latest", "--full")
+    plain = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", str(tmp_path / "plain"),
+               "--from", "latest", "--full", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert plain.returncode == 2 and "--full applies to restic repositories" in plain.stderr
 
     # Into another claim holding the same files: nothing there is trusted by its metadata (it is no volume the
@@ -121,8 +121,8 @@ def test_an_incremental_restore_sends_only_what_differs_and_the_volume_matches(c
     make_claim(cluster, ns, "copy")
     copy = volume_dir(cluster, ns, "copy")
     subprocess.run(["cp", "-a", f"{vol}/.", str(copy)], check=True)
-    other = dr(cluster, "--yes", "pvc", "restore", "copy", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-               "-o", "json")
+    other = dr("--yes", "pvc", "restore", "copy", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+               "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert other.returncode == 0, other.stderr
     elsewhere = json.loads(other.stdout)["incremental"]
     assert elsewhere["filesTrusted"] == 0 and elsewhere["filesSent"] == 0, elsewhere
@@ -175,7 +175,8 @@ def test_an_interrupted_incremental_restore_leaves_the_app_stopped_and_a_rerun_f
     for i in range(200):
         app_write(vol / f"small{i:03d}", os.urandom(4096))
     repo = tmp_path / "repo"
-    backup = dr(cluster, "--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json")
+    backup = dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "-o", "json", cluster=cluster,
+                extra_env=PROGRESS_ENV, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     app_write(vol / "big", os.urandom(48 << 20), keep_time=True)  # caught only by its hash: sent again
     eventually(lambda: "Running" in cluster.kubectl("get", "pods", "-n", ns, "-l", "app=app", "-o",
@@ -190,7 +191,7 @@ def test_an_interrupted_incremental_restore_leaves_the_app_stopped_and_a_rerun_f
     assert count == 0 and records, rest  # a half-written volume is never handed to the app
     assert "partly restored" in rest
     hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
-    again = dr(cluster, *hinted[2:], "-o", "json")
+    again = dr(*hinted[2:], "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert again.returncode == 0, again.stderr
     assert (vol / "big").read_bytes() == payload
     assert json.loads(again.stdout)["incremental"]["filesSkipped"] == 200
@@ -212,13 +213,13 @@ def test_a_snapshot_restic_made_is_compared_chunk_by_chunk_at_restics_own_bounda
     ns = new_namespace(cluster, "rcdc")
     make_claim(cluster, ns)
     vol = volume_dir(cluster, ns)
-    first = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
-               "--clean", "-o", "json")
+    first = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", "latest",
+               "--clean", "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     # latest of this claim is host NS/data; restic's snapshot has this machine's host: named by ID instead.
     assert first.returncode == 1
     snap = json.loads(restic(repo, "snapshots", "--json").stdout)[0]["short_id"]
-    done = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-              "--clean", "-o", "json")
+    done = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+              "--clean", "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert done.returncode == 0, done.stderr
     assert differences(snapshot(src), snapshot(vol)) == []
 
@@ -229,8 +230,8 @@ def test_a_snapshot_restic_made_is_compared_chunk_by_chunk_at_restics_own_bounda
         f.seek(4 << 20)
         f.write(bytes([byte[0] ^ 0xFF]))
     os.utime(vol / "b", ns=(old.st_atime_ns, old.st_mtime_ns))
-    again = dr(cluster, "--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-               "-o", "json")
+    again = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
+               "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert again.returncode == 0, again.stderr
     inc = json.loads(again.stdout)["incremental"]
     assert (inc["filesSent"], inc["bytesSent"], inc["filesSkipped"]) == (1, 5 * (1 << 20) + 3, 3), inc

@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from tests import tables
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import dr
 from tests.datasets import (
     build_roundtrip,
     differences,
@@ -21,10 +20,7 @@ from tests.datasets import (
     wipe,
 )
 
-
-def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, extra_env={"KUBECTL_DR_PROGRESS_INTERVAL": "1"}, timeout=timeout,
-                   subprocess=True)
+PROGRESS = {"KUBECTL_DR_PROGRESS_INTERVAL": "1"}
 
 
 def test_backup_wipe_restore_is_identical(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -35,7 +31,8 @@ def test_backup_wipe_restore_is_identical(cluster, tmp_path: Path) -> None:  # t
     before = snapshot(vol)
     repo = tmp_path / "repo"
 
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--name", "first", "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--name", "first", "-o", "json",
+                cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     result = json.loads(backup.stdout)
     part = result["parts"][0]
@@ -62,8 +59,8 @@ def test_backup_wipe_restore_is_identical(cluster, tmp_path: Path) -> None:  # t
     # Without --clean, what the archive does not contain stays.
     wipe(vol)
     (vol / "not-in-backup").write_text("stays")
-    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "-o", "json")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "-o", "json", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert json.loads(restore.stdout)["backup"] == result["id"]
     assert "verifying backup" in restore.stderr and f"restore {ns}/data:" in restore.stderr
@@ -75,8 +72,8 @@ def test_backup_wipe_restore_is_identical(cluster, tmp_path: Path) -> None:  # t
 
     # With --clean, the volume ends up exactly as backed up.
     (vol / "small" / "d00" / "extra").write_text("goes")
-    clean = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", result["id"], "--yes",
-               "--clean")
+    clean = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", result["id"], "--yes",
+               "--clean", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert clean.returncode == 0, clean.stderr
     assert differences({b".": before_root, **before}, snapshot(vol)) == []
     assert managed_pods(cluster, ns) == []
@@ -88,9 +85,11 @@ def test_restore_without_yes_and_terminal_refuses(cluster, tmp_path: Path) -> No
     vol = volume_dir(cluster, ns)
     (vol / "file").write_text("one")
     repo = tmp_path / "repo"
-    assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
+    assert dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, extra_env=PROGRESS,
+              subprocess=True).returncode == 0
     (vol / "file").write_text("two")
-    refused = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest")
+    refused = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", cluster=cluster,
+                 extra_env=PROGRESS)
     assert refused.returncode == 1
     assert "error: refusing to restore " in refused.stderr, refused.stderr
     assert "without confirmation: there is no terminal to ask on and --yes was not given" in refused.stderr
@@ -105,7 +104,8 @@ def test_backup_and_restore_print_their_results_as_tables(cluster, tmp_path: Pat
     vol = volume_dir(cluster, ns)
     (vol / "file").write_text("one")
     repo = tmp_path / "repo"
-    made = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--name", "before-upgrade")
+    made = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "--name", "before-upgrade", cluster=cluster,
+              extra_env=PROGRESS, subprocess=True)
     assert made.returncode == 0, made.stderr
     [backup] = tables.rows(made.stdout)
     assert list(backup) == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
@@ -113,7 +113,8 @@ def test_backup_and_restore_print_their_results_as_tables(cluster, tmp_path: Pat
     assert backup["ID"].endswith("-pvc-before-upgrade") and "note:" not in made.stderr
 
     (vol / "file").write_text("two")
-    restored = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup["ID"], "--yes")
+    restored = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup["ID"], "--yes",
+                  cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restored.returncode == 0, restored.stderr
     [row] = tables.rows(restored.stdout)
     assert list(row) == ["PVC", "FROM", "ENTRIES", "REMOVED", "SIZE", "SHA256", "ORIGIN"]
@@ -128,19 +129,20 @@ def test_a_backup_of_an_empty_volume_restores_without_allow_empty(cluster, tmp_p
     make_claim(cluster, ns)
     vol = volume_dir(cluster, ns)
     repo = tmp_path / "repo"
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+                extra_env=PROGRESS, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     backup_id = json.loads(backup.stdout)["id"]
     (vol / "written-later").write_text("goes with --clean")
 
-    plan = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--clean",
-              "--dry-run=client")
+    plan = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--clean",
+              "--dry-run=client", cluster=cluster, extra_env=PROGRESS)
     assert plan.returncode == 0, plan.stderr
     assert "the backup holds an empty volume" in plan.stdout, plan.stdout
     assert (vol / "written-later").exists()
 
-    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--clean",
-                 "--yes")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--clean",
+                 "--yes", cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert "the backup holds an empty volume" in restore.stderr
     assert list(vol.iterdir()) == []
@@ -148,7 +150,8 @@ def test_a_backup_of_an_empty_volume_restores_without_allow_empty(cluster, tmp_p
 
     plain = tmp_path / "empty.tar"
     plain.write_bytes((repo / backup_id / "data.tar").read_bytes())
-    refused = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", str(plain), "--yes")
+    refused = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", str(plain), "--yes",
+                 cluster=cluster, extra_env=PROGRESS)
     assert refused.returncode == 1
     assert "holds no entries" in refused.stderr and "--allow-empty" in refused.stderr
 
@@ -168,7 +171,7 @@ def test_diff_against_a_tar_file_reads_like_diff_u(cluster, tmp_path: Path) -> N
     tar = tmp_path / "volume.tar"
     subprocess.run(["tar", "--format=ustar", "-cf", str(tar), "-C", str(src), "grows", "dir"], check=True)
 
-    text = dr(cluster, "pvc", "diff", "data", "-n", ns, "--from", str(tar))
+    text = dr("pvc", "diff", "data", "-n", ns, "--from", str(tar), cluster=cluster, extra_env=PROGRESS, subprocess=True)
     assert text.returncode == 0, text.stderr
     assert text.stdout.splitlines() == [
         f"--- volume {ns}/data (live)",
@@ -182,14 +185,16 @@ def test_diff_against_a_tar_file_reads_like_diff_u(cluster, tmp_path: Path) -> N
     ]
     assert "restoring" not in text.stderr
 
-    as_json = json.loads(dr(cluster, "pvc", "diff", "data", "-n", ns, "--from", str(tar), "-o", "json").stdout)
+    as_json = json.loads(dr("pvc", "diff", "data", "-n", ns, "--from", str(tar), "-o", "json", cluster=cluster,
+                            extra_env=PROGRESS, subprocess=True).stdout)
     assert as_json["file"] == str(tar) and as_json["backup"] is None
     assert as_json["summary"] == {"entries": 3, "added": 2, "changed": 1, "unchanged": 0, "removed": 1,
                                   "needsClean": 0}
     assert as_json["differences"][-1]["fields"]["size"] == {"old": 1, "new": 3}
 
     # The restore plan counts the same entries.
-    plan = dr(cluster, "pvc", "restore", "data", "-n", ns, "--from", str(tar), "--dry-run=client")
+    plan = dr("pvc", "restore", "data", "-n", ns, "--from", str(tar), "--dry-run=client", cluster=cluster,
+              extra_env=PROGRESS)
     assert plan.returncode == 0, plan.stderr
     assert "would restore 3 entries" in plan.stdout
     assert managed_pods(cluster, ns) == []

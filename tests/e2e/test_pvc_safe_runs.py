@@ -12,15 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.cli_runner import clean_env, executable
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import clean_env, dr, executable
 from tests.datasets import make_claim, managed_pods, new_namespace, snapshot, volume_dir
 from tests.e2e.test_pvc_consumers import _wait_for_line, deployment, replicas_and_records, running_pods
 from tests.polling import eventually
-
-
-def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=True)
 
 
 def cluster_state(cluster: Any, ns: str) -> dict[str, Any]:
@@ -41,7 +36,7 @@ def app(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Pa
     vol = volume_dir(cluster, ns)
     (vol / "data").write_bytes(os.urandom(1 << 20))
     repo = tmp_path_factory.mktemp("repo")
-    assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
+    assert dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, subprocess=True).returncode == 0
     (vol / "data").write_bytes(b"changed since the backup")
     return ns, vol, repo
 
@@ -56,7 +51,7 @@ def test_dry_runs_change_nothing(cluster: Any, app: tuple[str, Path, Path], comm
     objects, volume, backups = cluster_state(cluster, ns), snapshot(vol), sorted(os.listdir(repo))
     repo_flag = ["--repo", str(repo)] if command[1] != "rescue" else []  # rescue has no repository
     # Flags go before the command's own `--` (everything after it is the command in the pod).
-    result = dr(cluster, *command[:3], "-n", ns, *repo_flag, f"--dry-run={mode}", "-o", "json", *command[3:])
+    result = dr(*command[:3], "-n", ns, *repo_flag, f"--dry-run={mode}", "-o", "json", *command[3:], cluster=cluster)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["dryRun"] == mode and plan["claim"]["pvc"] == "data"
@@ -66,7 +61,7 @@ def test_dry_runs_change_nothing(cluster: Any, app: tuple[str, Path, Path], comm
     assert snapshot(vol) == volume
     assert sorted(os.listdir(repo)) == backups
     assert replicas_and_records(cluster, ns, "deployment/app") == (1, {})
-    table = dr(cluster, *command[:3], "-n", ns, *repo_flag, f"--dry-run={mode}", *command[3:])
+    table = dr(*command[:3], "-n", ns, *repo_flag, f"--dry-run={mode}", *command[3:], cluster=cluster)
     assert table.returncode == 0 and "(dry run) would" in table.stdout
     if mode == "server" and command[1] == "restore":  # the scale patches were sent with dryRun=All
         assert "deployment.apps/app would be scaled from 1 to 0 (original replicas: 1) (server dry run)" in table.stderr
@@ -91,7 +86,7 @@ def test_two_runs_from_two_hosts_exclude_each_other(cluster: Any, tmp_path: Path
     payload = os.urandom(64 << 20)
     (vol / "big").write_bytes(payload)
     repo = tmp_path / "repo"
-    assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
+    assert dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, subprocess=True).returncode == 0
 
     env = clean_env({"KUBECONFIG": str(cluster.kubeconfig), "KUBECTL_DR_PROGRESS_INTERVAL": "0"})
     first = other_host("laptop-b", ["pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest",
@@ -103,8 +98,8 @@ def test_two_runs_from_two_hosts_exclude_each_other(cluster: Any, tmp_path: Path
     assert len(theirs) == 1
     for second in (["pvc", "backup", "data"], ["pvc", "restore", "data", "--from", "latest", "--yes"],
                    ["pvc", "rescue", "data", "--", "true"]):
-        refused = dr(cluster, *second[:3], "-n", ns, *(["--repo", str(repo)] if second[1] != "rescue" else []),
-                     *second[3:])
+        refused = dr(*second[:3], "-n", ns, *(["--repo", str(repo)] if second[1] != "rescue" else []),
+                     *second[3:], cluster=cluster, subprocess=True)
         assert refused.returncode == 1, refused.stderr
         assert f"another kubectl dr run is working on claim {ns}/data" in refused.stderr
         assert "on host laptop-b" in refused.stderr and (f"(pvc restore data -n {ns} --repo {repo} --from latest --yes)"
@@ -114,5 +109,5 @@ def test_two_runs_from_two_hosts_exclude_each_other(cluster: Any, tmp_path: Path
     _, rest = first.communicate(timeout=300)
     assert first.returncode == 0, rest
     assert (vol / "big").read_bytes() == payload
-    assert dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo)).returncode == 0
+    assert dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, subprocess=True).returncode == 0
     assert json.loads(cluster.kubectl("get", "leases", "-n", ns, "-o", "json").stdout)["items"] == []

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import dr
 from tests.datasets import (
     OPENED,
     build_roundtrip,
@@ -28,8 +27,6 @@ RESTRICTED_APP = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def dr(cluster: Any, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, cluster=cluster, timeout=timeout, subprocess=True)
 
 
 def _traversable(path: Path) -> None:
@@ -56,14 +53,15 @@ def test_restricted_namespace(cluster: Any, tmp_path: Path) -> None:
     os.chown(vol / "app" / "state", 1000, 2000)
     repo = tmp_path / "repo"
 
-    backup = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     assert 'Pod Security "restricted"' in backup.stderr and "uid 1000" in backup.stderr
     used = json.loads(backup.stdout)["details"]["rescuePod"]["securityContext"]
     assert used["root"] is False and used["pod"]["runAsUser"] == 1000
 
     (vol / "app" / "state").write_bytes(b"damaged")
-    restore = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 cluster=cluster, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert "instead of their archived owners" in restore.stderr  # what a non-root restore costs
     assert (vol / "app" / "state").read_bytes() == b"s" * 50_000
@@ -80,12 +78,12 @@ def test_v4_only_exec_round_trip(cluster_factory: Any, tmp_path: Path) -> None:
     build_roundtrip(vol, big_bytes=8 << 20, small_files=100)
     before = snapshot(vol)
     repo = tmp_path / "repo"
-    backup = dr(v4, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    backup = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=v4, subprocess=True)
     assert backup.returncode == 0, backup.stderr
     assert json.loads(backup.stdout)["details"]["transfer"]["execProtocol"] == "v4.channel.k8s.io"
     wipe(vol)
-    restore = dr(v4, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
-                 "-o", "json")
+    restore = dr("pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest", "--yes",
+                 "-o", "json", cluster=v4, subprocess=True)
     assert restore.returncode == 0, restore.stderr
     assert json.loads(restore.stdout)["execProtocol"] == "v4.channel.k8s.io"
     assert differences(before, snapshot(vol)) == []
@@ -95,9 +93,10 @@ def test_rescue_command_exit_code_and_cleanup(cluster: Any) -> None:
     ns = new_namespace(cluster, "rsc")
     make_claim(cluster, ns)
     (volume_dir(cluster, ns) / "hello.txt").write_text("hi")
-    result = dr(cluster, "pvc", "rescue", "data", "-n", ns, "--", "sh", "-c", "ls /data; echo oops >&2; exit 7")
+    result = dr("pvc", "rescue", "data", "-n", ns, "--", "sh", "-c", "ls /data; echo oops >&2; exit 7",
+                cluster=cluster, subprocess=True)
     assert result.returncode == 7, result.stderr
     assert "hello.txt" in result.stdout and "oops" in result.stderr
     assert managed_pods(cluster, ns) == []
-    no_tty = dr(cluster, "pvc", "rescue", "data", "-n", ns)
+    no_tty = dr("pvc", "rescue", "data", "-n", ns, cluster=cluster, subprocess=True)
     assert no_tty.returncode == 2 and "needs a terminal" in no_tty.stderr

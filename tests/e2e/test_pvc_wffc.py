@@ -10,12 +10,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import dr
 from tests.datasets import build_app_tree, differences, make_claim, managed_pods, new_namespace, snapshot, volume_dir
 
 
-def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    result = run_cli(*args, cluster=cluster, subprocess=True)
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
     return result
 
@@ -28,13 +27,15 @@ def test_restore_into_a_pending_local_path_claim(cluster: Any, tmp_path: Path) -
     (source / "app" / "payload").write_bytes(os.urandom(300_001))
     os.chown(source / "app" / "payload", 1000, 1000)
     repo = tmp_path / "repo"
-    made = json.loads(dr(cluster, "pvc", "backup", "old", "-n", ns, "--repo", str(repo), "-o", "json").stdout)
+    made = json.loads(ok(dr("pvc", "backup", "old", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+                            subprocess=True)).stdout)
 
     make_claim(cluster, ns, "new", storage_class="local-path", wait=False)
     pending = json.loads(cluster.kubectl("get", "pvc", "-n", ns, "new", "-o", "json").stdout)
     assert pending["status"]["phase"] == "Pending"
-    restored = json.loads(dr(cluster, "pvc", "restore", "new", "-n", ns, "--repo", str(repo), "--from", "latest",
-                             "--from-claim", f"{ns}/old", "--yes", "-o", "json").stdout)
+    restored = json.loads(ok(dr("pvc", "restore", "new", "-n", ns, "--repo", str(repo), "--from", "latest",
+                                "--from-claim", f"{ns}/old", "--yes", "-o", "json", cluster=cluster,
+                                subprocess=True)).stdout)
     assert restored["backup"] == made["id"]
     claim = json.loads(cluster.kubectl("get", "pvc", "-n", ns, "new", "-o", "json").stdout)
     assert claim["status"]["phase"] == "Bound"

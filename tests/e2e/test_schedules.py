@@ -15,7 +15,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from subprocess import CompletedProcess
 from typing import Any
 
 import pyrage
@@ -24,8 +23,7 @@ import pytest
 from kubectl_dr.etcd.snapshot_file import verify_snapshot
 from kubectl_dr.repo import open_repository
 from kubectl_dr.schedules.node_snapshots import pull_lease_name
-from tests.cli_runner import clean_env, executable, run
-from tests.cli_runner import dr as run_cli
+from tests.cli_runner import clean_env, dr, executable, run
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.polling import eventually
 from tests.s3server import S3Server
@@ -42,11 +40,10 @@ def fast(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     yield cluster_factory(control_planes=1, workers=1, cron_period_seconds=PERIOD)
 
 
-def _dr(c: Cluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180, subprocess: bool = True
-        ) -> CompletedProcess[str]:
-    # stdin is empty (no terminal), as in cron or CI: destructive steps need --yes.
-    return run_cli(*args, cluster=c, extra_env={"KUBECTL_DR_CONFIG": "/dev/null", **(env or {})}, timeout=timeout,
-                   subprocess=subprocess)
+# stdin is empty (no terminal), as in cron or CI: destructive steps need --yes. Schedules, pulls and snapshot
+# listings touch nodes or leave objects: real processes; listings of objects, dry runs and refusals made before
+# anything changes, and the repository's own commands, run in this interpreter.
+NO_CONFIG = {"KUBECTL_DR_CONFIG": "/dev/null"}
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> Any:
@@ -80,12 +77,12 @@ def _sha256(path: Path) -> str:
 def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedfs: S3Server, tmp_path: Path) -> None:
     c = fast
     # A dry run sends nothing; the real one makes a plain CronJob of ours.
-    dry = _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
-                  "--dir", DIR, "--dry-run=client", "-o", "json", subprocess=False))
+    dry = _ok(dr("schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
+                 "--dir", DIR, "--dry-run=client", "-o", "json", cluster=c, extra_env=NO_CONFIG))
     assert dry["kind"] == "CronJob" and dry["spec"]["concurrencyPolicy"] == "Forbid"
     assert c.kubectl("get", "cronjob", "-n", "kube-system", NAME, check=False).returncode != 0
-    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
-            "--dir", DIR))
+    _ok(dr("schedule", "create", "etcd-snapshot", "--name", NAME, "--cron", "* * * * *", "--keep", "2",
+           "--dir", DIR, cluster=c, extra_env=NO_CONFIG, subprocess=True))
     cj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", NAME, "-o", "json").stdout)
     assert cj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubectl-dr"
     assert cj["metadata"]["labels"]["kubectl-dr.io/schedule"] == NAME
@@ -114,19 +111,19 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
             "logs", "-n", "kube-system", f"job/{failed[0]}", "--all-containers", check=False).stdout
         return len(seen) >= 4
     eventually(four_done, 120, "four successful schedule runs")
-    listed = _ok(_dr(c, "schedule", "list", "-o", "json", subprocess=False))
+    listed = _ok(dr("schedule", "list", "-o", "json", cluster=c, extra_env=NO_CONFIG))
     mine = [s for s in listed["items"] if s["name"] == NAME]
     assert mine and mine[0]["keep"] == 2 and mine[0]["directory"] == DIR and mine[0]["nodes"] == c.control_planes
     assert mine[0]["lastSuccessfulTime"] and mine[0]["nextRun"] and mine[0]["lastScheduleTime"]
-    table = _ok(_dr(c, "schedule", "list", subprocess=False))
+    table = _ok(dr("schedule", "list", cluster=c, extra_env=NO_CONFIG))
     assert table.splitlines()[0].split()[:4] == ["NAME", "KIND", "SCHEDULE", "KEEP"] and NAME in table
 
     # Suspended, the schedule lets its running Job finish; deleted, it is gone and its snapshots stay.
     c.kubectl("patch", "cronjob", "-n", "kube-system", NAME, "--type", "merge", "-p", '{"spec":{"suspend":true}}')
     eventually(lambda: not [j for j in _jobs(c) if not _succeeded(j)], 120, "the running Job to finish")
-    deleted = _dr(c, "schedule", "delete", NAME, "--yes")
+    deleted = dr("schedule", "delete", NAME, "--yes", cluster=c, extra_env=NO_CONFIG, subprocess=True)
     assert deleted.returncode == 0 and f"cronjob.batch/{NAME} deleted" in deleted.stdout, deleted.stderr
-    assert NAME not in _ok(_dr(c, "schedule", "list", "-o", "json", subprocess=False))["items"].__repr__()
+    assert NAME not in _ok(dr("schedule", "list", "-o", "json", cluster=c, extra_env=NO_CONFIG))["items"].__repr__()
     eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={NAME}",
                                       "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
     files = _files(c)
@@ -145,37 +142,43 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
         on_node[sidecar["sha256"]] = sidecar
 
     # list shows them; pull copies them into S3, each verified; a second pull copies nothing.
-    found = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))
+    found = _ok(dr("etcd", "snapshots", "list", "--dir", DIR, "-o", "json", cluster=c, extra_env=NO_CONFIG,
+                   subprocess=True))
     assert {s["sha256"] for s in found["items"] if s["complete"]} == set(on_node)
     url = f"s3://{seaweedfs.new_bucket()}/etcd"
     s3env = {**seaweedfs.env(), "TZ": "UTC"}
-    refused = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, env=s3env)
+    refused = dr("etcd", "snapshots", "pull", "--to", url, "--dir", DIR, extra_env={**NO_CONFIG, **s3env}, cluster=c,
+                 subprocess=True)
     assert refused.returncode == 1 and "unencrypted" in refused.stderr and "pulling" not in refused.stderr
-    pulling = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json",
-                  env={**s3env, "KUBECTL_DR_PROGRESS_SECONDS": "0"})
+    pulling = dr("etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json",
+                 extra_env={**NO_CONFIG, **s3env, "KUBECTL_DR_PROGRESS_SECONDS": "0"}, cluster=c, subprocess=True)
     pulled = _ok(pulling)
     assert len(pulled["pulled"]) == 2 and pulled["alreadyInRepository"] == []
     # Each copy says how it went, as every transfer does without a terminal.
     done = [line for line in pulling.stderr.splitlines() if line.startswith(f"pull {c.control_planes[0]}:")
             and re.search(r": \d+\.\d [KM]iB in \S+, \d+\.\d [KMG]iB/s \(done\)$", line)]
     assert len(done) == 2, pulling.stderr
-    backups = _ok(_dr(c, "backups", "list", "--repo", url, "--type", "etcd-snapshot", "-o", "json", env=s3env))
+    backups = _ok(dr("backups", "list", "--repo", url, "--type", "etcd-snapshot", "-o", "json",
+                     extra_env={**NO_CONFIG, **s3env}, cluster=c))
     assert len(backups["items"]) == 2
     # Pulled later, still of this cluster: `latest` of its restores finds them.
     uid = c.kubectl("get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout
     assert all(item["cluster"]["uid"] == uid for item in backups["items"])
     for item in backups["items"]:
-        shown = _ok(_dr(c, "backups", "show", item["id"], "--repo", url, "-o", "json", env=s3env))
+        shown = _ok(dr("backups", "show", item["id"], "--repo", url, "-o", "json", extra_env={**NO_CONFIG, **s3env},
+                       cluster=c))
         details = shown["details"]
         sidecar = on_node[details["sha256"]]
         assert shown["type"] == "etcd-snapshot" and details["mode"] == "node-local"
         assert details["revision"] == sidecar["revision"] and details["fileSize"] == sidecar["size"]
         assert shown["createdAt"].startswith(sidecar["takenAt"][:-1])  # the time the node took it
         assert shown["source"]["node"] == c.control_planes[0] and shown["source"]["member"]
-        _ok(_dr(c, "backups", "verify", item["id"], "--repo", url, env=s3env))
-    again = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json", env=s3env))
+        _ok(dr("backups", "verify", item["id"], "--repo", url, extra_env={**NO_CONFIG, **s3env}, cluster=c))
+    again = _ok(dr("etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", "-o", "json",
+                   extra_env={**NO_CONFIG, **s3env}, cluster=c, subprocess=True))
     assert again["pulled"] == [] and len(again["alreadyInRepository"]) == 2
-    listed_again = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "--repo", url, "-o", "json", env=s3env))
+    listed_again = _ok(dr("etcd", "snapshots", "list", "--dir", DIR, "--repo", url, "-o", "json",
+                          extra_env={**NO_CONFIG, **s3env}, cluster=c, subprocess=True))
     assert all(s["inRepository"] for s in listed_again["items"])
 
     # Encrypted into a local repository: only the identity reads it back.
@@ -183,12 +186,13 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     key = tmp_path / "age.txt"
     key.write_text(f"{identity}\n")
     local = tmp_path / "repo"
-    enc = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", str(local), "--dir", DIR, "--encrypt-to",
-                  str(identity.to_public()), "-o", "json"))
+    enc = _ok(dr("etcd", "snapshots", "pull", "--to", str(local), "--dir", DIR, "--encrypt-to",
+                 str(identity.to_public()), "-o", "json", cluster=c, extra_env=NO_CONFIG, subprocess=True))
     assert len(enc["pulled"]) == 2 and all(p["encryption"]["format"] == "age" for p in enc["pulled"])
     for p in enc["pulled"]:
-        assert _dr(c, "backups", "verify", p["id"], "--repo", str(local)).returncode == 1
-        _ok(_dr(c, "backups", "verify", p["id"], "--repo", str(local), "--identity", str(key)))
+        assert dr("backups", "verify", p["id"], "--repo", str(local), cluster=c, extra_env=NO_CONFIG).returncode == 1
+        _ok(dr("backups", "verify", p["id"], "--repo", str(local), "--identity", str(key), cluster=c,
+               extra_env=NO_CONFIG))
 
     # While another run holds the repository's pull lease, a pull refuses and changes nothing.
     repo = open_repository(url, {**os.environ, **s3env, "KUBECTL_DR_CONFIG": os.devnull})
@@ -199,7 +203,8 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
                       "acquireTime": now, "renewTime": now}}
     c.kubectl("apply", "-f", "-", input=json.dumps(lease))
     try:
-        held = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", env=s3env)
+        held = dr("etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", extra_env={**NO_CONFIG, **s3env},
+                  cluster=c, subprocess=True)
         assert held.returncode == 1 and "run 20261201T000000Z-abcdef on host elsewhere" in held.stderr, held.stderr
     finally:
         c.kubectl("delete", "lease", "-n", "kube-system", pull_lease_name(repo))
@@ -217,12 +222,14 @@ def test_cronjob_snapshots_with_retention_pulled_into_s3(fast: Cluster, seaweedf
     # And a file without a sidecar (a run that never finished) is shown as incomplete, never pulled.
     (_snapshot_dir(c) / f"{NAME}-20000101T000001Z.db").write_bytes(bytes(data))
     try:
-        shown = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))
+        shown = _ok(dr("etcd", "snapshots", "list", "--dir", DIR, "-o", "json", cluster=c, extra_env=NO_CONFIG,
+                       subprocess=True))
         incomplete = [s for s in shown["items"] if not s["complete"]]
         assert [s["file"] for s in incomplete] == [f"{NAME}-20000101T000001Z.db"], incomplete
-        failed = _dr(c, "etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", env=s3env)
+        failed = dr("etcd", "snapshots", "pull", "--to", url, "--dir", DIR, "--yes", extra_env={**NO_CONFIG, **s3env},
+                    cluster=c, subprocess=True)
         assert failed.returncode == 1 and "changed since its run recorded it" in failed.stderr, failed.stderr
-        after = _ok(_dr(c, "backups", "list", "--repo", url, "-o", "json", env=s3env))
+        after = _ok(dr("backups", "list", "--repo", url, "-o", "json", extra_env={**NO_CONFIG, **s3env}, cluster=c))
         assert len(after["items"]) == 2
     finally:
         for leftover in (bad, bad.with_suffix(".json"), _snapshot_dir(c) / f"{NAME}-20000101T000001Z.db"):
@@ -238,22 +245,22 @@ def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path:
     c, name, directory = fast, "dr-test-restic", "/var/lib/kubectl-dr/test-restic-snapshots"
     env = {"RESTIC_PASSWORD": PASSWORD, "TZ": "UTC"}
     repo = tmp_path / "restic"
-    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "2",
-            "--dir", directory))
+    _ok(dr("schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "2",
+           "--dir", directory, cluster=c, extra_env=NO_CONFIG, subprocess=True))
     node_dir = c.layout.host_path(c.control_planes[0], directory)
     try:
         eventually(lambda: len(list(node_dir.glob("*.json"))) >= 1, 120, "a snapshot of the schedule on the node")
     finally:
-        _ok(_dr(c, "schedule", "delete", name, "--yes"))
+        _ok(dr("schedule", "delete", name, "--yes", cluster=c, extra_env=NO_CONFIG, subprocess=True))
     eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
                                       "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
     sidecars = {json.loads(p.read_text())["sha256"]: json.loads(p.read_text()) for p in node_dir.glob("*.json")}
 
-    dry = _dr(c, "etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "--dry-run=client",
-              env=env)
+    dry = dr("etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "--dry-run=client",
+             extra_env={**NO_CONFIG, **env}, cluster=c, subprocess=True)
     assert dry.returncode == 0 and "(dry run) would read" in dry.stdout and not repo.exists(), dry.stderr
-    pulled = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "--yes", "-o",
-                     "json", env=env))
+    pulled = _ok(dr("etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "--yes", "-o",
+                    "json", extra_env={**NO_CONFIG, **env}, cluster=c, subprocess=True))
     assert len(pulled["pulled"]) == len(sidecars) and pulled["repository"] == str(repo)
     restic(repo, "check", "--read-data")
     snaps = {s["id"]: s for s in restic_json(repo, "snapshots")}
@@ -267,8 +274,8 @@ def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path:
         out = tmp_path / item["id"]
         restic(repo, "restore", item["id"], "--target", str(out))
         assert _sha256(out / "snapshot.db") == item["sha256"] == _sha256(node_dir / sidecar["file"])
-    again = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "-o", "json",
-                    env=env))
+    again = _ok(dr("etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "-o", "json",
+                   extra_env={**NO_CONFIG, **env}, cluster=c, subprocess=True))
     assert again["pulled"] == [] and len(again["alreadyInRepository"]) == len(sidecars)
 
     # The same pull as `schedule print` writes it for cron, run by sh without the user's environment: the
@@ -278,8 +285,9 @@ def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path:
     pw = tmp_path / "restic-pw"
     pw.write_text(PASSWORD)
     pw.chmod(0o600)
-    printed = _ok(_dr(c, "schedule", "print", "--crontab", "--what", "etcd-pull", "--repo", f"restic:{entry_repo}",
-                      "--password-file", str(pw), "-o", "json", env={"XDG_STATE_HOME": str(tmp_path / "state")}))
+    printed = _ok(dr("schedule", "print", "--crontab", "--what", "etcd-pull", "--repo", f"restic:{entry_repo}",
+                     "--password-file", str(pw), "-o", "json", cluster=c,
+                     extra_env={**NO_CONFIG, "XDG_STATE_HOME": str(tmp_path / "state")}))
     line = next(x for x in printed["crontab"].splitlines() if x and not x.startswith("#")).split(" ", 5)[5]
     assert PASSWORD not in printed["crontab"] and " --yes" not in line
     line = line.replace(" etcd snapshots pull ", f" etcd snapshots pull --dir {directory} ")
@@ -295,20 +303,20 @@ def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path:
 
 def test_schedule_refusals(fast: Cluster) -> None:
     c = fast
-    bad_cron = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *",
-                   subprocess=False)
+    bad_cron = dr("schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "0 25 * * *", cluster=c,
+                  extra_env=NO_CONFIG)
     assert bad_cron.returncode == 2 and "hour field '25' is out of range" in bad_cron.stderr
-    keep0 = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0",
-                subprocess=False)
+    keep0 = dr("schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily", "--keep", "0", cluster=c,
+               extra_env=NO_CONFIG)
     assert keep0.returncode == 2 and "--keep must be at least 1" in keep0.stderr
-    bad_zone = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                   "--time-zone", "Mars/Olympus", subprocess=False)
+    bad_zone = dr("schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
+                  "--time-zone", "Mars/Olympus", cluster=c, extra_env=NO_CONFIG)
     assert bad_zone.returncode == 2 and "unknown time zone" in bad_zone.stderr
-    bad_dir = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                  "--dir", "/var/lib/etcd/snaps", subprocess=False)
+    bad_dir = dr("schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
+                 "--dir", "/var/lib/etcd/snaps", cluster=c, extra_env=NO_CONFIG)
     assert bad_dir.returncode == 2 and "control plane owns" in bad_dir.stderr
-    bad_node = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
-                   "--node", c.workers[0], subprocess=False)
+    bad_node = dr("schedule", "create", "etcd-snapshot", "--name", "dr-bad", "--cron", "@daily",
+                  "--node", c.workers[0], cluster=c, extra_env=NO_CONFIG)
     assert bad_node.returncode == 1 and "runs no etcd static pod" in bad_node.stderr
     assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-bad", check=False).returncode != 0
 
@@ -320,51 +328,53 @@ def test_schedule_refusals(fast: Cluster) -> None:
                    "restartPolicy": "Never", "containers": [container]}}}}}}
     c.kubectl("apply", "-f", "-", input=json.dumps(foreign))
     try:
-        refused = _dr(c, "schedule", "delete", "not-ours", subprocess=False)
+        refused = dr("schedule", "delete", "not-ours", cluster=c, extra_env=NO_CONFIG)
         assert refused.returncode == 1 and "is not a kubectl dr schedule" in refused.stderr
-        refused = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "not-ours", "--cron", "@daily", "--replace",
-                      subprocess=False)
+        refused = dr("schedule", "create", "etcd-snapshot", "--name", "not-ours", "--cron", "@daily", "--replace",
+                     cluster=c, extra_env=NO_CONFIG)
         assert refused.returncode == 1 and "is not a kubectl dr schedule" in refused.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "not-ours").returncode == 0
     finally:
         c.kubectl("delete", "cronjob", "-n", "kube-system", "not-ours", check=False)
     # Reader pods that cannot start on any node: the cluster's reason, and no pod left behind.
     c.layout.host_path(c.control_planes[0], DIR).mkdir(parents=True, exist_ok=True)
-    unpullable = _dr(c, "etcd", "snapshots", "list", "--dir", DIR, "--helper-image", "registry.invalid/none:1")
+    unpullable = dr("etcd", "snapshots", "list", "--dir", DIR, "--helper-image", "registry.invalid/none:1", cluster=c,
+                    extra_env=NO_CONFIG, subprocess=True)
     assert unpullable.returncode == 1 and "cannot be pulled" in unpullable.stderr, unpullable.stderr
     assert c.kubectl("get", "pods", "-A", "-l", MANAGED, "-o", "name").stdout.strip() == ""
-    missing = _dr(c, "schedule", "delete", "no-such-schedule", subprocess=False)
+    missing = dr("schedule", "delete", "no-such-schedule", cluster=c, extra_env=NO_CONFIG)
     assert missing.returncode == 1 and 'schedule "no-such-schedule" not found' in missing.stderr
 
     # Twice the same name: refused, then replaced with --replace; a server dry run persists nothing.
-    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily"))
+    _ok(dr("schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily", cluster=c,
+           extra_env=NO_CONFIG, subprocess=True))
     try:
-        twice = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily",
-                    subprocess=False)
+        twice = dr("schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily", cluster=c,
+                   extra_env=NO_CONFIG)
         assert twice.returncode == 1 and "already exists" in twice.stderr and "--replace" in twice.stderr
-        _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "0 3 * * *", "--keep", "9",
-                "--time-zone", "Europe/Berlin", "--replace"))
+        _ok(dr("schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "0 3 * * *", "--keep", "9",
+               "--time-zone", "Europe/Berlin", "--replace", cluster=c, extra_env=NO_CONFIG, subprocess=True))
         obj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice", "-o", "json").stdout)
         assert obj["spec"]["schedule"] == "0 3 * * *" and obj["spec"]["timeZone"] == "Europe/Berlin"
         assert obj["metadata"]["annotations"]["kubectl-dr.io/keep"] == "9"
-        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=server", subprocess=False)
+        dry = dr("schedule", "delete", "dr-twice", "--dry-run=server", cluster=c, extra_env=NO_CONFIG)
         assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (server dry run)\n"
-        dry = _dr(c, "schedule", "delete", "dr-twice", "--dry-run=client", subprocess=False)
+        dry = dr("schedule", "delete", "dr-twice", "--dry-run=client", cluster=c, extra_env=NO_CONFIG)
         assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be deleted (dry run)\n"
-        dry = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily", "--replace",
-                  "--dry-run=client", subprocess=False)
+        dry = dr("schedule", "create", "etcd-snapshot", "--name", "dr-twice", "--cron", "@daily", "--replace",
+                 "--dry-run=client", cluster=c, extra_env=NO_CONFIG)
         assert dry.returncode == 0 and dry.stdout == "cronjob.batch/dr-twice would be replaced (dry run)\n"
         assert "would be replaced (dry run): etcd snapshots" in dry.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
         # Without a terminal and without --yes the delete is refused in the words of every destructive step.
-        unasked = _dr(c, "schedule", "delete", "dr-twice", subprocess=False)
+        unasked = dr("schedule", "delete", "dr-twice", cluster=c, extra_env=NO_CONFIG)
         assert unasked.returncode == 1 and unasked.stdout == "", unasked.stdout
         assert unasked.stderr.startswith('error: refusing to delete schedule "dr-twice" in namespace kube-system '
                                          "(the CronJob, its Jobs and their pods) without confirmation: "
                                          "there is no terminal to ask on and --yes was not given\n"), unasked.stderr
         assert c.kubectl("get", "cronjob", "-n", "kube-system", "dr-twice").returncode == 0
     finally:
-        _ok(_dr(c, "schedule", "delete", "dr-twice", "--yes"))
+        _ok(dr("schedule", "delete", "dr-twice", "--yes", cluster=c, extra_env=NO_CONFIG, subprocess=True))
 
 
 def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: ClusterFactory,
@@ -374,8 +384,8 @@ def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: 
     c = cluster_factory(control_planes=3, workers=1, cron_period_seconds=PERIOD)
     chosen = c.control_planes[1:]
     name = "dr-test-two-nodes"
-    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "1",
-            "--dir", DIR, *[a for n in chosen for a in ("--node", n)]))
+    _ok(dr("schedule", "create", "etcd-snapshot", "--name", name, "--cron", "* * * * *", "--keep", "1",
+           "--dir", DIR, *[a for n in chosen for a in ("--node", n)], cluster=c, extra_env=NO_CONFIG, subprocess=True))
     seen: set[str] = set()
 
     def runs() -> bool:
@@ -386,11 +396,12 @@ def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: 
     try:
         eventually(runs, 120, "three successful runs")
     finally:
-        _ok(_dr(c, "schedule", "delete", name, "--yes"))
+        _ok(dr("schedule", "delete", name, "--yes", cluster=c, extra_env=NO_CONFIG, subprocess=True))
     eventually(lambda: not c.kubectl("get", "pods", "-n", "kube-system", "-l", f"kubectl-dr.io/schedule={name}",
                                       "-o", "name").stdout.strip(), 60, "the schedule's pods to go")
     members = {m.name for m in c.members}  # kubeadm names each member after its node
-    found = _ok(_dr(c, "etcd", "snapshots", "list", "--dir", DIR, "-o", "json"))["items"]
+    found = _ok(dr("etcd", "snapshots", "list", "--dir", DIR, "-o", "json", cluster=c, extra_env=NO_CONFIG,
+                   subprocess=True))["items"]
     mine = [s for s in found if s["schedule"] == name]
     assert mine and all(s["complete"] for s in mine)
     assert {s["node"] for s in mine} <= set(chosen)
@@ -401,7 +412,8 @@ def test_three_members_snapshots_only_on_the_chosen_etcd_nodes(cluster_factory: 
         assert len([s for s in mine if s["node"] == node]) <= 1  # --keep counts per node
     ids = {s["node"]: s["memberID"] for s in mine}
     assert len(set(ids.values())) == len(ids)  # each node's own member
-    pulled = _ok(_dr(c, "etcd", "snapshots", "pull", "--to", str(tmp_path / "repo"), "--dir", DIR, "-o", "json"))
+    pulled = _ok(dr("etcd", "snapshots", "pull", "--to", str(tmp_path / "repo"), "--dir", DIR, "-o", "json", cluster=c,
+                    extra_env=NO_CONFIG, subprocess=True))
     assert len(pulled["pulled"]) == len(mine)
     for p in pulled["pulled"]:
         assert p["source"]["member"] == p["node"] and p["node"] in members
@@ -433,9 +445,9 @@ def test_print_entries_from_the_cli(tmp_path: Path) -> None:
         checked = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / Path(p).name) for p in files)],
                                  capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
-    usage = run_cli("schedule", "print", "--crontab", "--what", "copy", env=env)
+    usage = dr("schedule", "print", "--crontab", "--what", "copy", env=env)
     assert usage.returncode == 2 and "--what copy needs --to REPO" in usage.stderr
-    both = run_cli("schedule", "print", "--crontab", "--systemd", env=env)
+    both = dr("schedule", "print", "--crontab", "--systemd", env=env)
     assert both.returncode == 2 and "give one of --crontab or --systemd" in both.stderr
 
 
@@ -482,23 +494,25 @@ def test_create_refuses_a_dir_that_is_not_its_own(tmp_path: Path, directory: str
 
 def test_client_dry_run_prints_the_cronjob_of_an_existing_schedule(fast: Cluster) -> None:
     c = fast
-    _ok(_dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-exists", "--cron", "@daily"))
+    _ok(dr("schedule", "create", "etcd-snapshot", "--name", "dr-exists", "--cron", "@daily", cluster=c,
+           extra_env=NO_CONFIG, subprocess=True))
     try:
         # As kubectl's client dry run does: the object is printed whatever the server holds, with a note.
-        dry = _dr(c, "schedule", "create", "etcd-snapshot", "--name", "dr-exists", "--cron", "@hourly",
-                  "--dry-run=client", "-o", "yaml", subprocess=False)
+        dry = dr("schedule", "create", "etcd-snapshot", "--name", "dr-exists", "--cron", "@hourly",
+                 "--dry-run=client", "-o", "yaml", cluster=c, extra_env=NO_CONFIG)
         assert dry.returncode == 0, dry.stderr
         assert "kind: CronJob" in dry.stdout and "name: dr-exists" in dry.stdout and "@hourly" in dry.stdout
         assert 'schedule "dr-exists" already exists' in dry.stderr and "--replace" in dry.stderr
         obj = json.loads(c.kubectl("get", "cronjob", "-n", "kube-system", "dr-exists", "-o", "json").stdout)
         assert obj["spec"]["schedule"] == "@daily"
     finally:
-        _ok(_dr(c, "schedule", "delete", "dr-exists", "--yes"))
+        _ok(dr("schedule", "delete", "dr-exists", "--yes", cluster=c, extra_env=NO_CONFIG, subprocess=True))
 
 
 def test_snapshots_list_before_any_schedule_ran_is_the_normal_first_state(fast: Cluster) -> None:
     c = fast
-    result = _dr(c, "etcd", "snapshots", "list", "--dir", "/var/lib/kubectl-dr/never-written")
+    result = dr("etcd", "snapshots", "list", "--dir", "/var/lib/kubectl-dr/never-written", cluster=c,
+                extra_env=NO_CONFIG, subprocess=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     # No kubelet event in its raw words: the directory is simply not there yet.

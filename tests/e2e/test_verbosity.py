@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cli_runner import clean_env, executable, run
+from tests.cli_runner import dr
 from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
 from tests.polling import eventually
 
@@ -17,9 +16,7 @@ REQUEST = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ request\.go\] (GET|POS
                      r"(\d{3}) [A-Za-z ]+ in (\d+) milliseconds$")
 
 
-def dr(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([executable(), *args], env=clean_env({"KUBECONFIG": str(cluster.kubeconfig),
-                                                    "KUBECTL_DR_CONFIG": "/dev/null"}), timeout=300)
+NO_CONFIG = {"KUBECTL_DR_CONFIG": "/dev/null"}
 
 
 def requests(stderr: str) -> list[tuple[str, str, int]]:
@@ -35,12 +32,14 @@ def test_v6_logs_every_request_and_v8_the_pod_scripts(cluster: Any, tmp_path: Pa
     server = str(json.loads(cluster.kubectl("config", "view", "--minify", "-o", "json").stdout)
                  ["clusters"][0]["cluster"]["server"])
 
-    quiet = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json")
+    quiet = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", cluster=cluster,
+               extra_env=NO_CONFIG, subprocess=True)
     assert quiet.returncode == 0, quiet.stderr
     assert requests(quiet.stderr) == [] and "request.go]" not in quiet.stderr
     eventually(lambda: managed_pods(cluster, ns) == [], what="the first backup's pod gone")
 
-    six = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", "-v", "6")
+    six = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", "-v", "6", cluster=cluster,
+             extra_env=NO_CONFIG, subprocess=True)
     assert six.returncode == 0, six.stderr
     assert json.loads(six.stdout)["source"]["pvc"] == "data"  # stdout carries the result alone
     seen = requests(six.stderr)
@@ -53,7 +52,8 @@ def test_v6_logs_every_request_and_v8_the_pod_scripts(cluster: Any, tmp_path: Pa
     assert "script.go]" not in six.stderr  # scripts come at 8
     eventually(lambda: managed_pods(cluster, ns) == [], what="the second backup's pod gone")
 
-    eight = dr(cluster, "pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", "--v=8")
+    eight = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), "-o", "json", "--v=8", cluster=cluster,
+               extra_env=NO_CONFIG, subprocess=True)
     assert eight.returncode == 0, eight.stderr
     assert requests(eight.stderr)
     scripts = [line for line in eight.stderr.splitlines() if "script.go]" in line]
@@ -65,7 +65,7 @@ def test_v6_logs_every_request_and_v8_the_pod_scripts(cluster: Any, tmp_path: Pa
 
 def test_v6_shows_the_failing_request(cluster: Any) -> None:
     ns = new_namespace(cluster, "verbose-missing")
-    result = dr(cluster, "pvc", "backup", "nothing-here", "-n", ns, "-v", "6")
+    result = dr("pvc", "backup", "nothing-here", "-n", ns, "-v", "6", cluster=cluster, extra_env=NO_CONFIG)
     assert result.returncode == 1
     assert any(v == "GET" and u.endswith(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/nothing-here") and s == 404
                for v, u, s in requests(result.stderr)), result.stderr

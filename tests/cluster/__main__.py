@@ -26,6 +26,7 @@ import yaml
 from tests.cluster import etcd_versions
 from tests.cluster import rook_ceph as rook_ceph_shape
 from tests.cluster.control import etcd_members as em
+from tests.cluster.control.cronjob import CLOCK_ORIGIN_OPTION
 from tests.cluster.control.kubeconfig import ensure_default_policy, write_kubeconfig
 from tests.cluster.control.layout import Layout
 from tests.cluster.control.nodes import node_names
@@ -184,6 +185,7 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
             raise ClusterError(f"the cluster in {layout.root} was made without Rook-Ceph; it cannot restart with it")
         if link_mbit is not None:
             options["link_mbit"] = link_mbit or None  # 0 on a restart: unlimited again
+        options.setdefault(CLOCK_ORIGIN_OPTION, time.time())  # clusters from before the option
         fresh = False
     else:
         cps, wks = node_names(control_planes, workers)
@@ -193,7 +195,7 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
         options = {"exec_protocols": protocols or list(SUBPROTOCOLS.values()), "images": images,
                    "etcd_version": etcd_version or etcd_versions.DEFAULT,
                    "cron_period_seconds": cron_period_seconds, "external_etcd": external_etcd,
-                   "link_mbit": link_mbit or None}
+                   "link_mbit": link_mbit or None, CLOCK_ORIGIN_OPTION: time.time()}
         fresh = True
     for d in (layout.pki, layout.images, layout.storage, layout.pods, layout.logs):
         d.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,11 @@ class Cluster:
         return float(self.state.get("startup_seconds", 0.0))
 
     @property
+    def startup_load_per_cpu(self) -> float:
+        """The 1-minute load average per CPU when the last start-up ended (0 when not recorded)."""
+        return float(self.state.get("startup_load_per_cpu", 0.0))
+
+    @property
     def control_planes(self) -> list[str]:
         return list(self.state["nodes"]["control_planes"])
 

@@ -77,9 +77,9 @@ class CronJobController(Controller):
             self.resync_seconds = min(self.resync_seconds, period_seconds / 4)
 
     def now(self) -> dt.datetime:
-        return self._clock(dt.datetime.fromtimestamp(time.time(), dt.timezone.utc))
+        return self.clock(dt.datetime.fromtimestamp(time.time(), dt.timezone.utc))
 
-    def _clock(self, real: dt.datetime) -> dt.datetime:
+    def clock(self, real: dt.datetime) -> dt.datetime:
         """A real time on the controller's clock (compressed with --cron-period-seconds)."""
         return compressed_clock(real.timestamp(), self._anchor, self.period) if self.period else real
 
@@ -153,7 +153,7 @@ class CronJobController(Controller):
             created = _parse_time(cj["metadata"]["creationTimestamp"])
             assert created is not None
             # On the compressed clock a CronJob older than the server "exists" from the server's start.
-            earliest = self._clock(max(created, dt.datetime.fromtimestamp(self._anchor, dt.timezone.utc)))
+            earliest = self.clock(max(created, dt.datetime.fromtimestamp(self._anchor, dt.timezone.utc)))
         deadline = spec.get("startingDeadlineSeconds")
         if deadline is not None:
             earliest = max(earliest, now - dt.timedelta(seconds=int(deadline)))

@@ -215,7 +215,9 @@ def test_relist_after_the_api_returns(cp: Cluster) -> None:
     cp.kubectl("create", "-f", "-", version=VERSION, input=manifest(pod("forgotten", "default",
                                                                         command=["sleep", "3603"])))
     cp.kubectl("wait", "--for=condition=Ready", "pod/forgotten", "--timeout=60s", version=VERSION)
-    assert sleep_pids("3603", of=cp)
+    # The loopback kubelet reports Ready once it started the sandbox, a moment before the sandbox runs
+    # `sleep`: wait for the process itself.
+    eventually(lambda: sleep_pids("3603", of=cp), timeout=30, what="the pod's process to run")
     cp.park_manifest("cp-1", "kube-apiserver.yaml")
     try:
         eventually(lambda: api_refused(cp), what="the API to go away")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import yaml
 from tests.cluster import etcd_versions
 from tests.cluster import rook_ceph as rook_ceph_shape
 from tests.cluster.control import etcd_members as em
+from tests.cluster.control.cronjob import CLOCK_ORIGIN_OPTION
 from tests.cluster.control.kubeconfig import ensure_default_policy, write_kubeconfig
 from tests.cluster.control.layout import Layout
 from tests.cluster.control.nodes import node_names
@@ -184,6 +184,7 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
             raise ClusterError(f"the cluster in {layout.root} was made without Rook-Ceph; it cannot restart with it")
         if link_mbit is not None:
             options["link_mbit"] = link_mbit or None  # 0 on a restart: unlimited again
+        options.setdefault(CLOCK_ORIGIN_OPTION, time.time())  # clusters from before the option
         fresh = False
     else:
         cps, wks = node_names(control_planes, workers)
@@ -193,7 +194,7 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
         options = {"exec_protocols": protocols or list(SUBPROTOCOLS.values()), "images": images,
                    "etcd_version": etcd_version or etcd_versions.DEFAULT,
                    "cron_period_seconds": cron_period_seconds, "external_etcd": external_etcd,
-                   "link_mbit": link_mbit or None}
+                   "link_mbit": link_mbit or None, CLOCK_ORIGIN_OPTION: time.time()}
         fresh = True
     for d in (layout.pki, layout.images, layout.storage, layout.pods, layout.logs):
         d.mkdir(parents=True, exist_ok=True)
@@ -231,6 +232,8 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
         down(layout)
         raise
     state["startup_seconds"] = round(time.monotonic() - started, 2)
+    # The machine's run queue meanwhile (1-minute load average per CPU): what a start-up time is read against.
+    state["startup_load_per_cpu"] = round(os.getloadavg()[0] / (os.cpu_count() or 1), 2)
     layout.write_state(state)
     return state
 
@@ -266,9 +269,19 @@ def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
 
 
 def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    """Whether a socket listens on the port, read as `ss -ltn` reads it: from the kernel's TCP tables. No
+    connection is made: a connect waits for a handshake, which a loaded machine can delay past any short
+    timeout, and a member still listening then looked stopped (`status`) or stopped too early (stop_member)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st …; addresses HEX:PORT, 0A = LISTEN
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
 
 
 def stop_member(layout: Layout, node: str, timeout: float = 120.0) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ import pytest
 from tests.cluster import etcd_versions
 from tests.cluster import rook_ceph as rook_shape
 from tests.cluster.__main__ import down, parse_protocols, start_member, stop_member, up
+from tests.cluster.control.cronjob import CLOCK_ORIGIN_OPTION, compressed_clock
 from tests.cluster.control.etcd_members import Member, members_from_state
 from tests.cluster.control.kubeconfig import LIMITED_CONTEXT, write_policy
 from tests.cluster.control.layout import Layout
@@ -97,6 +99,11 @@ class Cluster:
         return float(self.state.get("startup_seconds", 0.0))
 
     @property
+    def startup_load_per_cpu(self) -> float:
+        """The 1-minute load average per CPU when the last start-up ended (0 when not recorded)."""
+        return float(self.state.get("startup_load_per_cpu", 0.0))
+
+    @property
     def control_planes(self) -> list[str]:
         return list(self.state["nodes"]["control_planes"])
 
@@ -137,6 +144,13 @@ class Cluster:
             raise AssertionError(f"{' '.join(cmd[2:])} exited {result.returncode}:\n"
                                  f"stdout: {result.stdout!r}\nstderr: {result.stderr!r}")
         return result
+
+    def cron_clock(self, real: float | None = None) -> dt.datetime:
+        """The CronJob controller's clock at real time `real` (now by default): compressed when the cluster
+        runs with cron_period_seconds (control/cronjob.py)."""
+        options = self.state["options"]
+        return compressed_clock(time.time() if real is None else real, float(options[CLOCK_ORIGIN_OPTION]),
+                                options.get("cron_period_seconds"))
 
     def stop_member(self, node: str) -> None:
         stop_member(self.layout, node)

@@ -33,7 +33,7 @@ from tests.cluster.api.gated import GatedStore
 from tests.cluster.api.server import RunningServer, serve
 from tests.cluster.api.store import Store
 from tests.cluster.control import etcd_members as em
-from tests.cluster.control.cronjob import CronJobController
+from tests.cluster.control.cronjob import CLOCK_ORIGIN_OPTION, CronJobController
 from tests.cluster.control.daemonset import DaemonSetController
 from tests.cluster.control.deployment import DeploymentController
 from tests.cluster.control.endpoints import EndpointsController, EndpointSliceController
@@ -166,7 +166,8 @@ async def run(layout: Layout) -> None:
     controller_manager = Component(CONTROLLER_MANAGER, lambda: [
         ReplicaSetController(gated, layout), DeploymentController(gated, layout),
         StatefulSetController(gated, layout), DaemonSetController(gated, layout), JobController(gated, layout),
-        CronJobController(gated, layout, period_seconds=cron_period), GarbageCollector(gated, layout),
+        CronJobController(gated, layout, period_seconds=cron_period,
+                          clock_origin=options.get(CLOCK_ORIGIN_OPTION)), GarbageCollector(gated, layout),
         NamespaceController(gated, layout), VolumeController(gated, layout),
         EndpointSliceController(gated, layout), EndpointsController(gated, layout),
         ServiceAccountsController(gated, layout)])

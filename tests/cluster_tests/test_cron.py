@@ -1,4 +1,5 @@
-"""The CronJob controller's schedule parser (robfig/cron ParseStandard rules) on fixed times."""
+"""The CronJob controller's schedule parser (robfig/cron ParseStandard rules) on fixed times, and its
+compressed test clock."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import zoneinfo
 import pytest
 
 from tests.cluster.control.cron import CronError, parse
+from tests.cluster.control.cronjob import CronJobController, compressed_clock
 
 UTC = dt.timezone.utc
 
@@ -60,3 +62,17 @@ def test_time_zone_follows_wall_clock() -> None:
 def test_errors(spec: str, error: str) -> None:
     with pytest.raises(CronError, match=error):
         parse(spec)
+
+
+def test_compressed_clock_runs_from_its_origin() -> None:
+    origin = dt.datetime(2026, 12, 4, 8, 0, 30, tzinfo=UTC).timestamp()
+    assert compressed_clock(origin, origin, 2.0) == dt.datetime(2026, 12, 4, 8, 0, 30, tzinfo=UTC)
+    # One cron minute per 2 s from the origin on; without a period the real time itself.
+    assert compressed_clock(origin + 3.0, origin, 2.0) == dt.datetime(2026, 12, 4, 8, 2, 0, tzinfo=UTC)
+    assert compressed_clock(origin + 3.0, origin, None) == dt.datetime(2026, 12, 4, 8, 0, 33, tzinfo=UTC)
+    # A controller started later (a restart of the server) on the cluster's origin keeps that clock: it does
+    # not start again from the real time, behind the lastScheduleTime it wrote before.
+    later = CronJobController(None, None, period_seconds=2.0, clock_origin=origin)  # type: ignore[arg-type]
+    real = dt.datetime.fromtimestamp(origin + 600.0, UTC)
+    assert later.clock(real) == compressed_clock(origin + 600.0, origin, 2.0)
+    assert later.clock(real) - real > dt.timedelta(hours=4)

@@ -41,14 +41,33 @@ def events_for(cluster: Cluster, namespace: str, name: str, *, version: str) -> 
     return [e for e in data["items"] if e["involvedObject"].get("name") == name]
 
 
-def sleep_pids(arg: str) -> list[int]:
-    """Pids of container processes `sleep ARG` on this machine (a test's marker for "the pod's process")."""
+def sleep_pids(arg: str, of: Cluster | None = None) -> list[int]:
+    """Pids of container processes `sleep ARG` on this machine (a test's marker for "the pod's process"); with
+    `of`, only that cluster's: other test runs sharing the machine run the same tests, and a pod of theirs
+    (or one a stopped run left behind) must not pass for this cluster's."""
+    server = int(of.state["server"]["pid"]) if of is not None and of.state["server"].get("pid") else None
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmd[:2] == [b"sleep", arg.encode()]:
+        if cmd[:2] == [b"sleep", arg.encode()] and (of is None or (server is not None
+                                                                    and _descends_from(int(pid), server))):
             pids.append(int(pid))
     return pids
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `ancestor` is among pid's parents (a pod's processes are children of the cluster's server
+    process: server → bwrap → the container's command)."""
+    for _ in range(64):
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+    return False

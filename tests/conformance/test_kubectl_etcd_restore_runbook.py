@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.__main__ import listening
 from tests.cluster.fixture import Cluster, ClusterFactory
 from tests.conformance.kube import get_json, manifest, pod, sleep_pids
 from tests.polling import eventually
@@ -105,7 +106,7 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
     c.kubectl("-n", NS, "wait", "--for=condition=Ready", "pod/new", "--timeout=60s", version=VERSION)
     # The loopback kubelet reports Ready once it started the sandbox, a moment before the sandbox runs `sleep`
     # (a loaded CI machine saw that moment): wait for the process itself.
-    eventually(lambda: sleep_pids("3601") and sleep_pids("3602"), timeout=30,
+    eventually(lambda: sleep_pids("3601", of=c) and sleep_pids("3602", of=c), timeout=30,
                what="the processes of both pods to run")
     seen_rv = list_rv(c)
     watcher = subprocess.Popen([str(c.kubectl_path(VERSION)), f"--kubeconfig={c.kubeconfig}", "-n", NS, "get",
@@ -126,9 +127,9 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
     assert watcher.returncode is not None
     for node in cps:
         c.park_manifest(node, "etcd.yaml")
-    eventually(lambda: not any(_listening(m.client_port) for m in c.members), what="every etcd member to stop")
+    eventually(lambda: not any(listening(m.client_port) for m in c.members), what="every etcd member to stop")
     # Pods outlive the control plane.
-    assert sleep_pids("3601") and sleep_pids("3602")
+    assert sleep_pids("3601", of=c) and sleep_pids("3602", of=c)
 
     # 3. The same snapshot restored for every member into a new data dir, then swapped in.
     initial = ",".join(f"{m.name}={m.peer_url}" for m in c.members)
@@ -161,8 +162,8 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
     gone = c.kubectl("-n", NS, "get", "pod", "new", check=False, version=VERSION)
     assert gone.returncode == 1 and 'pods "new" not found' in gone.stderr
     # The kubelet relisted: the pod the API no longer has is killed, the one it still has runs on.
-    eventually(lambda: not sleep_pids("3601"), what="the kubelet to kill the pod created after the snapshot")
-    assert sleep_pids("3602")
+    eventually(lambda: not sleep_pids("3601", of=c), what="the kubelet to kill the pod created after the snapshot")
+    assert sleep_pids("3602", of=c)
     assert get_json(c, "-n", NS, "pod", "old", version=VERSION)["status"]["phase"] == "Running"
 
     code, first = raw_watch(c, seen_rv)
@@ -184,14 +185,6 @@ def test_restore_by_hand(ha: Cluster, tmp_path: Path) -> None:
     eventually(lambda: len([p for p in get_json(c, "-n", "kube-system", "pods", version=VERSION)["items"]
                             if p["status"].get("phase") == "Running"]) >= 12, what="the 12 mirror pods Running")
     c.kubectl("delete", "namespace", NS, "--wait=false", version=VERSION)
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_members_report_the_restored_cluster(ha: Cluster) -> None:

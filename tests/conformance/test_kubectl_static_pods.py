@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.cluster.fixture import Cluster, ClusterFactory
-from tests.conformance.kube import get_json, manifest, pod
+from tests.conformance.kube import get_json, manifest, pod, sleep_pids
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow]
@@ -215,16 +215,19 @@ def test_relist_after_the_api_returns(cp: Cluster) -> None:
     cp.kubectl("create", "-f", "-", version=VERSION, input=manifest(pod("forgotten", "default",
                                                                         command=["sleep", "3603"])))
     cp.kubectl("wait", "--for=condition=Ready", "pod/forgotten", "--timeout=60s", version=VERSION)
-    assert _sleeping("3603")
+    # The loopback kubelet reports Ready once it started the sandbox, a moment before the sandbox runs
+    # `sleep`: wait for the process itself.
+    eventually(lambda: sleep_pids("3603", of=cp), timeout=30, what="the pod's process to run")
     cp.park_manifest("cp-1", "kube-apiserver.yaml")
     try:
         eventually(lambda: api_refused(cp), what="the API to go away")
         for key in ("/registry/pods/default/forgotten", "/registry/minions/worker-1"):
             _etcdctl(cp, "del", key)
-        assert _sleeping("3603")  # no API: nobody tells the kubelet
+        assert sleep_pids("3603", of=cp)  # no API: nobody tells the kubelet
     finally:
         cp.unpark_manifest("cp-1", "kube-apiserver.yaml")
-    eventually(lambda: not _sleeping("3603"), what="the kubelet to kill the pod the API no longer has")
+    eventually(lambda: not sleep_pids("3603", of=cp), what="the kubelet to kill the pod the API no longer has",
+               explain=lambda: _server_log(cp, ("kube-apiserver:", "node worker-1:")))
     node = eventually(lambda: (r := cp.kubectl("get", "node", "worker-1", "-o", "json", check=False,
                                                version=VERSION)).returncode == 0 and json.loads(r.stdout),
                       what="worker-1 registered again")
@@ -233,16 +236,11 @@ def test_relist_after_the_api_returns(cp: Cluster) -> None:
     cp.kubectl("wait", "--for=condition=Ready", "node/cp-1", "--timeout=30s", version=VERSION)
 
 
-def _sleeping(arg: str) -> bool:
-    import os
-
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", arg.encode()]:
-                return True
-        except OSError:
-            continue
-    return False
+def _server_log(c: Cluster, markers: tuple[str, ...], lines: int = 40) -> str:
+    """The server log's last lines about the API server's comings and goings and the kubelet's relists: what
+    to read first when a relist did not kill the pod in time."""
+    text = (c.layout.logs / "server.log").read_text(errors="replace").splitlines()
+    return "\n".join([line for line in text if any(m in line for m in markers)][-lines:])
 
 
 def _etcdctl(c: Cluster, *args: str) -> str:

@@ -12,9 +12,11 @@
   and finished Jobs beyond successfulJobsHistoryLimit / failedJobsHistoryLimit are deleted, oldest first.
 
 Test-only fast schedules: `up --cron-period-seconds N` (fixture `cron_period_seconds=N`) runs every schedule
-on a compressed clock where one cron minute lasts N seconds, starting at the server's start: `* * * * *`
-then fires every N seconds. Times the controller writes (lastScheduleTime, the name suffix, the
-scheduled-timestamp annotation) are on that clock.
+on a compressed clock where one cron minute lasts N seconds, starting when the cluster was first started
+(`cron_clock_origin` in its options, kept across restarts so the clock never runs backwards past the
+lastScheduleTime it wrote): `* * * * *` then fires every N seconds. Times the controller writes
+(lastScheduleTime, the name suffix, the scheduled-timestamp annotation) are on that clock, and a test
+reads it with `compressed_clock` (the fixture's `Cluster.cron_clock`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ from tests.cluster.control.objects import Json, condition, controller_ref, owned
 COMPONENT = "cronjob-controller"
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 TOO_MANY_MISSED = 100
+CLOCK_ORIGIN_OPTION = "cron_clock_origin"
+
+
+def compressed_clock(real: float, origin: float, period_seconds: float | None) -> dt.datetime:
+    """The CronJob clock at real time `real` (seconds since the epoch): the real time itself, or, with a
+    period, a clock equal to the real one at `origin` that runs 60/period times as fast from there."""
+    seconds = origin + (real - origin) * 60.0 / period_seconds if period_seconds else real
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
 def _parse_time(text: str | None) -> dt.datetime | None:
@@ -58,22 +68,20 @@ class CronJobController(Controller):
     watches = ("cronjobs.batch", "jobs.batch")
     resync_seconds = 1.0
 
-    def __init__(self, store: Any, layout: Layout, *, period_seconds: float | None = None) -> None:
+    def __init__(self, store: Any, layout: Layout, *, period_seconds: float | None = None,
+                 clock_origin: float | None = None) -> None:
         super().__init__(store, layout)
         self.period = period_seconds
-        self._anchor = time.time()
+        self._anchor = time.time() if clock_origin is None else clock_origin
         if period_seconds:
             self.resync_seconds = min(self.resync_seconds, period_seconds / 4)
 
     def now(self) -> dt.datetime:
-        return self._clock(dt.datetime.fromtimestamp(time.time(), dt.timezone.utc))
+        return self.clock(dt.datetime.fromtimestamp(time.time(), dt.timezone.utc))
 
-    def _clock(self, real: dt.datetime) -> dt.datetime:
+    def clock(self, real: dt.datetime) -> dt.datetime:
         """A real time on the controller's clock (compressed with --cron-period-seconds)."""
-        if not self.period:
-            return real
-        seconds = self._anchor + (real.timestamp() - self._anchor) * 60.0 / self.period
-        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+        return compressed_clock(real.timestamp(), self._anchor, self.period) if self.period else real
 
     async def reconcile(self) -> None:
         cronjobs, _ = await self.store.list("cronjobs.batch")
@@ -145,7 +153,7 @@ class CronJobController(Controller):
             created = _parse_time(cj["metadata"]["creationTimestamp"])
             assert created is not None
             # On the compressed clock a CronJob older than the server "exists" from the server's start.
-            earliest = self._clock(max(created, dt.datetime.fromtimestamp(self._anchor, dt.timezone.utc)))
+            earliest = self.clock(max(created, dt.datetime.fromtimestamp(self._anchor, dt.timezone.utc)))
         deadline = spec.get("startingDeadlineSeconds")
         if deadline is not None:
             earliest = max(earliest, now - dt.timedelta(seconds=int(deadline)))

@@ -216,6 +216,8 @@ class Kubelet:
                 if not self._announced:
                     await self._announce()
                 items, revision = await self.store.list("pods", None, field_selector=selector)
+                log.info("node %s: relist at revision %s: %d pods listed, %d running here", self.node_name,
+                         revision, len(items), len(self.workers))
                 await self._relist(items)
                 async for kind, pod in self.store.watch("pods", None, resource_version=revision,
                                                         field_selector=selector):

@@ -142,16 +142,22 @@ class HelperPod:
             self.step = None
 
 
-def discard_after_failure(created: list[HelperPod]) -> None:
-    """On the way out of a failure: every pod asked to go before the first is waited for (they terminate side by
-    side), and an error deleting one neither stops the others nor takes the place of the failure being raised.
-    A pod that could not be deleted keeps its cleanup step, so the command's exit tries it again."""
+def delete_together(created: list[HelperPod], *, quiet: bool = False) -> None:
+    """Every pod deleted and waited for, each asked to go before the first is waited for (they terminate side by
+    side). An error deleting one does not stop the others: the first is raised after them, or, `quiet` (on the
+    way out of a failure, whose error must not be replaced), kept back. A pod that could not be deleted keeps its
+    cleanup step, so the command's exit tries it again."""
     for pod in created:
-        with contextlib.suppress(DrError):
+        with contextlib.suppress(DrError):  # asked again (and the error kept) by the wait below
             pod.request_delete()
+    failed: DrError | None = None
     for pod in created:
-        with contextlib.suppress(DrError):
+        try:
             pod.delete(wait=True, timeout=60)
+        except DrError as exc:
+            failed = failed or exc
+    if failed is not None and not quiet:
+        raise failed
 
 
 @overload

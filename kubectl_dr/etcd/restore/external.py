@@ -445,7 +445,7 @@ def _writer_pods(kube: Kube, p: ExternalPlan) -> list[tuple[ApiNode, HelperPod]]
         for _, pod in writers:
             pods.wait_running(pod, timeout=180, stuck_after=15)
     except BaseException:
-        pods.discard_after_failure([pod for _, pod in writers])
+        pods.delete_together([pod for _, pod in writers], quiet=True)
         raise
     return writers
 

@@ -9,7 +9,6 @@ the kube handle goes down from here only."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 from kubectl_dr import units
 from kubectl_dr.console import Console
-from kubectl_dr.errors import DrError
 from kubectl_dr.etcd import podrun
 from kubectl_dr.etcd.errors import EtcdError, MemberError
 from kubectl_dr.etcd.restore.nodescript import HOST_DATA_PARENT, HOST_DR, HOST_KUBERNETES
@@ -85,19 +83,8 @@ class NodePod:
 
 
 def delete_all(nodes: list[NodePod]) -> None:
-    """Every node pod deleted and waited for: each asked to go before the first is waited for, so they terminate
-    side by side instead of one after another."""
-    for n in nodes:
-        with contextlib.suppress(DrError):  # asked again (and the error kept) by the wait below
-            n.pod.request_delete()
-    failed: DrError | None = None
-    for n in nodes:
-        try:
-            n.delete()
-        except DrError as exc:  # the others are still deleted; the first error is raised after them
-            failed = failed or exc
-    if failed is not None:
-        raise failed
+    """Every node pod deleted and waited for, side by side; the first error raised after all were tried."""
+    pods.delete_together([n.pod for n in nodes])
 
 
 @dataclass(frozen=True)
@@ -123,7 +110,7 @@ class NodePods:
                 podrun.wait_started(pod, t.member, console=self.console, helper_image=self.helper_image)
         except BaseException:
             # wait_started deleted the pod that could not start; the others go as well, side by side.
-            pods.discard_after_failure([pod for _, pod in created])
+            pods.delete_together([pod for _, pod in created], quiet=True)
             raise
         return [NodePod(self.kube, pod, t, self.namespace) for t, pod in created]
 

@@ -1,7 +1,17 @@
 """Roughly how long each of the suite's slower modules takes (seconds, on the 2-core CI machine, from one
 CI run's junit report, rounded): what tests/ordering.py hands xdist's workers first. Only an order: a
 stale figure makes a run end less evenly, never a test run or not. A module not listed counts one second
-per test; list a module here when it takes longer than about 15 seconds."""
+per test; list a module here when it takes longer than about 15 seconds.
+
+`python -m tests.module_seconds JUNIT.xml` prints the table anew from a run's junit report
+(`python -m pytest --junitxml=JUNIT.xml`); a report from a run in workers gives each module's own time on its
+worker, which is what the order needs."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from collections import defaultdict
 
 SECONDS = {
     "e2e.test_etcd_restore": 550,
@@ -62,3 +72,24 @@ SECONDS = {
     "e2e.test_backups_browse": 15,
     "restic.test_etcd_snapshot": 15,
 }
+
+
+def from_junit(path: str, floor: float = 15.0) -> dict[str, int]:
+    """Each module's seconds in a junit report (its tests' times summed, setup and teardown included, rounded
+    to 5 s), the modules of at least `floor` seconds, longest first."""
+    seconds: dict[str, float] = defaultdict(float)
+    for case in ET.parse(path).getroot().iter("testcase"):
+        module = case.get("classname", "").removeprefix("tests.")
+        module = ".".join(module.split(".")[:2])  # drop a test class's name
+        seconds[module] += float(case.get("time") or 0)
+    longest_first = sorted(seconds.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {m: int(5 * round(s / 5)) for m, s in longest_first if s >= floor}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m tests.module_seconds JUNIT.xml")
+    print("SECONDS = {")
+    for name, secs in from_junit(sys.argv[1]).items():
+        print(f'    "{name}": {secs},')
+    print("}")

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.module_seconds import SECONDS
+from tests.module_seconds import SECONDS, from_junit
 from tests.ordering import (
     TIERS,
     WILDCARD,
@@ -155,6 +155,30 @@ def test_xdist_gives_each_module_to_one_worker_whole(tmp_path: Path) -> None:
     for worker, path in ran:
         workers.setdefault(path, set()).add(worker)
     assert all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_the_table_is_made_from_a_real_junit_report(tmp_path: Path) -> None:
+    """`python -m tests.module_seconds JUNIT.xml`: each module's tests summed (a class's under its module),
+    longest first, from the report a real pytest run writes."""
+    project = tmp_path / "project"
+    (project / "tests" / "e2e").mkdir(parents=True)
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "tests" / "__init__.py").write_text("")
+    (project / "tests" / "e2e" / "__init__.py").write_text("")
+    (project / "tests" / "e2e" / "test_a_short.py").write_text("def test_one():\n    pass\n")
+    (project / "tests" / "e2e" / "test_b_long.py").write_text(
+        "import time\n\ndef test_a():\n    time.sleep(0.3)\n\n"
+        "class TestLater:\n    def test_b(self):\n        time.sleep(0.3)\n")
+    junit = tmp_path / "junit.xml"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0",
+                             f"--junitxml={junit}", "tests"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = from_junit(str(junit), floor=0)
+    assert list(table) == ["e2e.test_b_long", "e2e.test_a_short"]  # by time, not by name
+    assert from_junit(str(junit)) == {}  # both under the 15 s floor
+    printed = subprocess.run([sys.executable, "-m", "tests.module_seconds", str(junit)], cwd=TESTS.parent,
+                             capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0 and printed.stdout == "SECONDS = {\n}\n", printed.stdout + printed.stderr
 
 
 FAST_FAILS = "def test_fast():\n    assert {ok}\n"

@@ -14,7 +14,8 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 SECONDS = {
-    "e2e.test_etcd_restore": 550,
+    "e2e.test_etcd_restore": 295,  # with test_etcd_restore_ha: 550 as one module, split by a -n 2 run's share
+    "e2e.test_etcd_restore_ha": 255,
     "e2e.test_pvc_consumers": 185,
     "e2e.test_namespace_interrupt": 170,
     "e2e.test_schedules": 145,

@@ -126,7 +126,7 @@ def test_restore_then_back_through_the_safety_snapshot(external: Cluster, tmp_pa
     assert out["revisionAfter"] > out["revisionBefore"]  # forward, never back: watchers see events
     assert set(out["nodes"]) == set(c.control_planes)
     assert configmaps(c, "ext-a") == {"kept", "gone-later"}
-    eventually(lambda: not sleeping("7301"), what="the pod made after the snapshot killed by its kubelet")
+    eventually(lambda: not sleeping(c, "7301"), what="the pod made after the snapshot killed by its kubelet")
     assert "ext-a/new" in out["podsGone"]
     assert leftover_pods(c) == [] and etcd_keys(c, "/kubectl-dr/") == []
     status = json.loads(ok(run_dr(c, repo, "etcd", "status", *flags(c), "-o", "json")).stdout)

@@ -9,6 +9,7 @@ answer. Those are `MemberError`s, so the caller can try another member; the same
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from kubectl_dr.console import Console
@@ -25,9 +26,11 @@ _IMAGE = re.compile(r'image "([^"]+)"')
 
 
 def start(kube: Kube, manifest: dict[str, Any], member: StaticMember, what: str, *, console: Console,
-          helper_image: str | None = None, timeout: float = 180.0) -> pods.HelperPod:
-    """Create the pod and wait until its containers run; delete it again if it cannot, saying why for etcd."""
-    return hostpod.start_pod(kube, manifest, what=what, console=console, timeout=timeout,
+          helper_image: str | None = None, timeout: float = 180.0,
+          may_finish: Collection[str] = ()) -> pods.HelperPod:
+    """Create the pod and wait until its containers run (those in `may_finish`: ran and ended well); delete it
+    again if it cannot, saying why for etcd."""
+    return hostpod.start_pod(kube, manifest, what=what, console=console, timeout=timeout, may_finish=may_finish,
                              explain=lambda exc: explain(member, exc, helper_image))
 
 

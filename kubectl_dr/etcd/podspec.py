@@ -29,8 +29,10 @@ SNAPSHOT_DIR = "/snapshot"
 SNAPSHOT_FILE = f"{SNAPSHOT_DIR}/etcd.db"
 CERT_VOLUMES = {"ca": "etcd-ca", "cert": "etcd-client-cert", "key": "etcd-client-key"}
 STATUS_CONTAINER = "etcdctl"
-SNAPSHOT_INIT = "snapshot"
-MEMBER_STATUS_INIT = "member-status"
+SNAPSHOT_CONTAINER = "snapshot"
+MEMBER_STATUS_CONTAINER = "member-status"
+# The snapshot pod's containers that end by themselves (with exit code 0 when all is well) beside the serve one.
+SNAPSHOT_JOBS = (MEMBER_STATUS_CONTAINER, SNAPSHOT_CONTAINER)
 SERVE_CONTAINER = "serve"
 # Keeps the etcd-image container of the status pod alive for our execs: that image has no shell and no
 # sleep, but a watch on a key nobody writes waits quietly until the pod is deleted.
@@ -49,7 +51,7 @@ ENCRYPTION_INIT = "encryption-config"
 def serve_script(grace: int) -> str:
     """The serve container's main process: holds the snapshot while the run is alive, then removes it (and the
     copy of the encryption config: its keys decrypt every Secret in the snapshot)."""
-    return dead_man_script(ALIVE, grace, on_expiry=f"rm -f {SNAPSHOT_FILE} {ENCRYPTION_COPY}",
+    return dead_man_script(ALIVE, grace, on_expiry=f"rm -f {SNAPSHOT_FILE} {SNAPSHOT_FILE}.part {ENCRYPTION_COPY}",
                            then="removing the snapshot")
 
 
@@ -97,44 +99,42 @@ def status_pod(member: StaticMember, namespace: str, run: Run | None = None) -> 
 
 
 def _member_status(member: StaticMember) -> dict[str, Any]:
-    return _etcd_container(member, MEMBER_STATUS_INIT,
+    return _etcd_container(member, MEMBER_STATUS_CONTAINER,
                            etcdctl.command(member, [member.client_url], "endpoint", "status", "-w", "json"), [])
 
 
 def snapshot_pod(member: StaticMember, namespace: str, helper_image: str, run: Run | None = None,
                  lease: str | None = None, encryption_config: str | None = None) -> dict[str, Any]:
-    """Init containers ask the member's status and save the snapshot; a helper container serves the file.
+    """The member's status and the snapshot's save run beside the helper container that serves the file, so the
+    file can be streamed while etcdctl writes it (snapshot_follow.py); both end by themselves, and the client
+    reads their exit codes from the pod's status (a save that fails is never kept).
 
-    `encryption_config`: the API server's encryption config on the node. Copied first (the keys the snapshot's
-    Secrets were written with are the ones configured before it is taken), in this pod, so the snapshot needs
-    no second pod for its fingerprint. A copy that fails is recorded, not fatal (its error file says why)."""
+    `encryption_config`: the API server's encryption config on the node. Copied first, in an init container (the
+    keys the snapshot's Secrets were written with are the ones configured before it is taken), in this pod, so the
+    snapshot needs no second pod for its fingerprint. A copy that fails is recorded, not fatal (its error file
+    says why)."""
     pod = _pod(member, namespace, "dr-etcd-snapshot", "etcd-snapshot", run, lease, SNAPSHOT_DEADLINE_SECONDS)
     out = {"name": "snapshot", "mountPath": SNAPSHOT_DIR}
     endpoint = [member.client_url]
     pod["spec"]["volumes"].append({"name": "snapshot", "emptyDir": {}})
-    first: list[dict[str, Any]] = []
     if encryption_config is not None:
         directory, name = posixpath.split(encryption_config)
         pod["spec"]["volumes"].append(host_path_volume("encryption-config", directory))
-        first = [{"name": ENCRYPTION_INIT, "image": helper_image, "imagePullPolicy": "IfNotPresent",
-                  "command": ["sh", "-c", f"cp {shlex.quote(posixpath.join(ENCRYPTION_DIR, name))} {ENCRYPTION_COPY} "
-                                          f"2>{ENCRYPTION_COPY}.error || true"],
-                  "volumeMounts": [out, {"name": "encryption-config", "mountPath": ENCRYPTION_DIR,
-                                         "readOnly": True}]}]
-    pod["spec"]["initContainers"] = [*first,
-        # First, so a member that is down or refuses our certificate fails before a snapshot is attempted,
-        # and so the manifest can record the member's ID, version and revision (read from this log).
+        pod["spec"]["initContainers"] = [
+            {"name": ENCRYPTION_INIT, "image": helper_image, "imagePullPolicy": "IfNotPresent",
+             "command": ["sh", "-c", f"cp {shlex.quote(posixpath.join(ENCRYPTION_DIR, name))} {ENCRYPTION_COPY} "
+                                     f"2>{ENCRYPTION_COPY}.error || true"],
+             "volumeMounts": [out, {"name": "encryption-config", "mountPath": ENCRYPTION_DIR, "readOnly": True}]}]
+    pod["spec"]["containers"] = [
+        # The manifest records the member's ID, version and revision from this log; a member that is down or
+        # refuses our certificate fails here too, and its log says so in etcdctl's words.
         _member_status(member),
-        # No command timeout: a large database takes as long as it takes.
-        _etcd_container(member, SNAPSHOT_INIT,
+        # No command timeout: a large database takes as long as it takes. etcdctl writes FILE.part and renames
+        # it to FILE once it is whole and synced; the serve container follows the part file meanwhile.
+        _etcd_container(member, SNAPSHOT_CONTAINER,
                         etcdctl.command(member, endpoint, "snapshot", "save", SNAPSHOT_FILE, timeouts=False),
                         [out]),
+        {"name": SERVE_CONTAINER, "image": helper_image, "imagePullPolicy": "IfNotPresent",
+         "command": ["sh", "-c", serve_script(pod_grace_seconds())], "volumeMounts": [out]},
     ]
-    pod["spec"]["containers"] = [{
-        "name": SERVE_CONTAINER,
-        "image": helper_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", serve_script(pod_grace_seconds())],
-        "volumeMounts": [out],
-    }]
     return pod

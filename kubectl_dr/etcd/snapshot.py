@@ -1,11 +1,12 @@
 """`kubectl dr etcd snapshot`: a snapshot of one member, moved and checked end to end, into the repository.
 
-Pod path: a pod pinned to the member's node saves the snapshot with the member's own etcdctl (init
-container, into an emptyDir); a helper container serves it (snapshot_exposure.py: lease, pod, stream). One
-exec streams the file into a repository part (which counts and hashes what it writes) while the pod hashes
-it beside the stream; the remote command's success and equal size and digest are required, and then the
-database is read with `verify_snapshot` before anything is committed. Where the seconds went is recorded in
-the manifest (`timings`). Direct path: the same from etcd3's Snapshot stream.
+Pod path: a pod pinned to the member's node saves the snapshot with the member's own etcdctl (into an
+emptyDir) beside a helper container that serves it (snapshot_exposure.py: lease, pod, stream). One exec
+streams the file while etcdctl writes it (snapshot_follow.py) into a repository part (which counts and hashes
+what it writes) while the pod hashes it beside the stream; the remote command's success, equal size and
+digest of the final file, and etcdctl's exit code 0 are required, and then the database is read with
+`verify_snapshot` before anything is committed. Where the seconds went is recorded in the manifest
+(`timings`). Direct path: the same from etcd3's Snapshot stream.
 """
 
 from __future__ import annotations
@@ -180,41 +181,47 @@ def via_pod(kube: Kube, console: Console, run: Run, topology: Discovered, repo: 
 def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: float) -> SnapshotResult:
     member, console = exposed.member, exposed.console
     console.say(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
-    # The repository's backup and the cluster's identity are made while the pod saves the snapshot.
-    with ThreadPoolExecutor(1) as pool:
+    # The cluster's identity is read while the pod starts, the member's status while the backup is made, the
+    # encryption config's copy while the snapshot streams (each its own request or exec): neither waits for the
+    # other, nor the stream for more than the member's status (the progress's total; it has ended by the time
+    # the pod runs, as a rule).
+    with ThreadPoolExecutor(3) as pool:
         cluster = pool.submit(identity_for_backup, kube, console.say)
         pod = exposed.start()
-        info = exposed.member_status()
-        keys = exposed.fingerprint()
-        identity = cluster.result()
-    source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
-    with repo.create(BACKUP_TYPE, source, name_hint=member.node, cluster=identity) as writer:
-        part = writer.open_part(PART_NAME, keep_local=True)
-        expected = info.get("dbSize")
-        console.say(f"copying the snapshot from pod {pod.namespace}/{pod.name}"
-                + (f" (about {units.size(int(expected))})" if isinstance(expected, int) else ""))
-        copy_started = time.monotonic()
-        hashes = StreamedHashes()  # the trailer's hash taken while the stream waits on the pod
+        member_status = pool.submit(exposed.member_status)
+        fingerprint = pool.submit(exposed.fingerprint)
+        source = {"cluster": kube.resolved.server, "node": member.node, "member": member.name}
+        with repo.create(BACKUP_TYPE, source, name_hint=member.node) as writer:
+            part = writer.open_part(PART_NAME, keep_local=True)
+            info = member_status.result()
+            expected = info.get("dbSize")
+            console.say(f"copying the snapshot from pod {pod.namespace}/{pod.name} while etcdctl saves it"
+                        + (f" (about {units.size(int(expected))})" if isinstance(expected, int) else ""))
+            copy_started = time.monotonic()
+            hashes = StreamedHashes()  # the trailer's hash taken while the stream waits on the pod
 
-        def keep(data: bytes) -> None:
-            part.write(data)
-            hashes.update(data)
+            def keep(data: bytes) -> None:
+                part.write(data)
+                hashes.update(data)
 
-        with counted(keep, console.progress, f"etcd snapshot {member.node}", expected) as write:
-            served = exposed.stream(write)
-        written = part.close()
-        try:
-            compare(member.node, served, written.size, written.sha256)
-        except VerificationError as exc:
-            raise MemberError(member.node, exc.message, hint=exc.hint) from None
-        copy_seconds = time.monotonic() - copy_started
-        extra = {"mode": "pod", "server": kube.resolved.server, "pod": f"{pod.namespace}/{pod.name}",
-                 "image": member.image, "helperImage": exposed.helper_image,
-                 "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3),
-                              "remoteSha256": served.remote_sha256, "remoteSize": served.remote_size},
-                 "encryption": keys.to_dict()}
-        manifest_, status = _verify_and_commit(writer, part, extra, info, exposed.timings, hashes)
-        path = repo.backup_location(manifest_.id)
+            with counted(keep, console.progress, f"etcd snapshot {member.node}",
+                         expected if isinstance(expected, int) else None) as write:
+                served = exposed.stream(write)
+            written = part.close()
+            try:
+                compare(member.node, served, written.size, written.sha256)
+            except VerificationError as exc:
+                raise MemberError(member.node, exc.message, hint=exc.hint) from None
+            copy_seconds = time.monotonic() - copy_started
+            keys = fingerprint.result()
+            writer.cluster = cluster.result()
+            extra = {"mode": "pod", "server": kube.resolved.server, "pod": f"{pod.namespace}/{pod.name}",
+                     "image": member.image, "helperImage": exposed.helper_image,
+                     "transfer": {"bytes": written.size, "seconds": round(copy_seconds, 3),
+                                  "remoteSha256": served.remote_sha256, "remoteSize": served.remote_size},
+                     "encryption": keys.to_dict()}
+            manifest_, status = _verify_and_commit(writer, part, extra, info, exposed.timings, hashes)
+            path = repo.backup_location(manifest_.id)
     return SnapshotResult(manifest_, path, status, time.monotonic() - started, repo.location)
 
 

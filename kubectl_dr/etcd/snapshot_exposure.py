@@ -7,8 +7,11 @@ always cleaned up.
   pod's dead-man file fresh; a killed run's pod removes its snapshot and ends by itself.
 - Started: one pod saves the snapshot (etcdctl in the member's own image) and, first, copies the API server's
   encryption config beside it, so the manifest's fingerprint needs no second pod. A pod that cannot start says
-  why in etcd's terms (podrun.explain).
-- Served: one exec streams the file while the pod hashes it beside the stream (size and SHA-256 on stderr).
+  why in etcd's terms (podrun.explain). The pod counts as started once its serve container runs: the save
+  goes on beside it.
+- Served: one exec streams the file while etcdctl writes it, a second reader in the pod hashing it (size and
+  SHA-256 of the final file on stderr), while the pod's status is watched for etcdctl's exit code
+  (snapshot_follow.py); only a save that ended with 0 is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from kubectl_dr.etcd import encryption, podrun, podspec
 from kubectl_dr.etcd.errors import EtcdError, MemberError
 from kubectl_dr.etcd.etcdctl import parse_endpoint_status
 from kubectl_dr.etcd.model import EndpointInfo
+from kubectl_dr.etcd.snapshot_follow import SaveWatch, follow_script, job_exit_codes
 from kubectl_dr.etcd.topology import StaticMember
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
@@ -39,8 +43,10 @@ from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.heartbeat import touch_pod
 from kubectl_dr.runs.run import COMMAND_ANNOTATION, LEASE_ANNOTATION, RUN_ID_LABEL, Holder
 
-# Saving a multi-GB database runs inside the init container before the pod counts as running.
-SAVE_TIMEOUT = 3600.0
+# After the snapshot's last byte, etcdctl has only to exit; its status must show that within this time.
+SAVE_END_TIMEOUT = 60.0
+# `etcdctl endpoint status` with its dial and command timeouts (etcdctl.py) ends well within this.
+STATUS_TIMEOUT = 30.0
 # The lease every etcd restore holds (restore/common.py takes it under this name).
 RESTORE_LEASE = lease_name("etcd", "restore")
 _SHA256 = re.compile(r"^([0-9a-f]{64})\s")
@@ -107,17 +113,17 @@ class SnapshotExposure:
 
     # --- start --------------------------------------------------------------------------------------------
     def start(self) -> HelperPod:
-        """The pod runs once the snapshot is saved: its init containers copy the encryption config and save."""
+        """The pod runs its serve container while the snapshot is being saved beside it (etcdctl in the member's
+        image); its init container has copied the encryption config first."""
         assert self.heartbeat is not None and self.lease is not None
         with self._timed("encryption config lookup"):
             config = encryption.config_path(self.kube, self.member.node)
         self._config = config
         manifest = podspec.snapshot_pod(self.member, self.namespace, self.helper_image, self.run, self.lease.name,
                                         encryption_config=config if isinstance(config, str) else None)
-        with self._timed("pod start and etcdctl snapshot save"):
+        with self._timed("pod start"):
             self.pod = podrun.start(self.kube, manifest, self.member, "etcd snapshot", console=self.console,
-                                    helper_image=self.helper_image,
-                                    timeout=SAVE_TIMEOUT)
+                                    helper_image=self.helper_image, may_finish=podspec.SNAPSHOT_JOBS)
         pod = self.pod
         self.heartbeat.add(f"pod {pod.name}", lambda: touch_pod(self.kube, pod.namespace, pod.name,
                                                                 podspec.SERVE_CONTAINER, podspec.ALIVE))
@@ -125,13 +131,21 @@ class SnapshotExposure:
         return pod
 
     def member_status(self) -> dict[str, Any]:
-        """What the member-status init container printed: ID, version, revision (best effort: logs only)."""
+        """What the member-status container printed: ID, version, revision, database size (best effort: logs
+        only), once it has ended. It runs beside the save and usually ends before the serve container runs; its
+        exit code is checked with the save's after the stream (`SaveWatch.wait_ended`)."""
         assert self.pod is not None
         m = self.member
         info: dict[str, Any] = {"name": m.name, "node": m.node, "endpoint": m.client_url, "image": m.image,
                                 "version": image_version(m.image)}
         with self._timed("member status"):
-            logs = self.pod.logs(podspec.MEMBER_STATUS_INIT, tail_lines=50)
+            pause, deadline = 0.02, time.monotonic() + STATUS_TIMEOUT
+            while job_exit_codes(self.pod.get())[podspec.MEMBER_STATUS_CONTAINER] is None:
+                if time.monotonic() > deadline:
+                    return info  # the manifest goes without; the check after the stream decides
+                time.sleep(pause)
+                pause = min(pause * 2, 0.25)
+            logs = self.pod.logs(podspec.MEMBER_STATUS_CONTAINER, tail_lines=50)
         for line in reversed(logs.splitlines()):
             if line.startswith("["):
                 try:
@@ -153,7 +167,7 @@ class SnapshotExposure:
             return config
         node = self.member.node
         try:
-            with self._timed("encryption config read"):
+            with self._timed("encryption config read (beside the stream)"):
                 data = self._read(podspec.ENCRYPTION_COPY, config)
             return encryption.fingerprint_config(data, node=node, path=config)
         except DrError as exc:
@@ -178,13 +192,35 @@ class SnapshotExposure:
 
     # --- serve --------------------------------------------------------------------------------------------
     def stream(self, write: Callable[[bytes], None]) -> Served:
-        """The snapshot file, written as it arrives; the pod hashes it beside the stream."""
+        """The snapshot file, written as it arrives while etcdctl saves it; the pod hashes the final file beside
+        the stream. Returns only once etcdctl (and the member status) ended with 0: a save that failed, midway
+        or before its first byte, raises a MemberError in etcdctl's words and nothing is kept."""
         assert self.pod is not None
-        with self._timed("stream (hash beside it)"):
-            stream = open_exec(self.kube, self.pod.namespace, self.pod.name,
-                               ["sh", "-c", SERVE_SCRIPT.format(file=podspec.SNAPSHOT_FILE)],
+        pod = self.pod
+        with self._timed("stream while etcdctl saves"):
+            stream = open_exec(self.kube, pod.namespace, pod.name,
+                               ["sh", "-c", follow_script(podspec.SNAPSHOT_FILE)],
                                container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
-            return parse_served(stream.run(stdout=write))
+            with SaveWatch(pod, self.member, self.helper_image, on_failure=stream.close) as watch:
+                try:
+                    result = stream.run(stdout=write)
+                except DrError:
+                    watch.stop()
+                    if watch.failure is not None:
+                        raise watch.failure from None
+                    raise
+        with self._timed("etcdctl exit status"):
+            if result.ok:
+                watch.wait_ended(SAVE_END_TIMEOUT)
+            else:
+                # The pod may have seen the save fail (the part file removed): etcdctl's own words are the better
+                # reason then. Otherwise the stream's failure is the error (compare() raises it).
+                try:
+                    watch.wait_ended(10.0)
+                except MemberError as exc:
+                    if exc is watch.failure:
+                        raise
+        return parse_served(result)
 
 
 class _Timer:

@@ -21,7 +21,7 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,21 +47,23 @@ CHUNK = 1 << 20  # stdin frames stay at most 1 MiB
 # --- any helper pod on a node ------------------------------------------------------------------------------
 def start_pod(kube: Kube, manifest: dict[str, Any], *, what: str, console: Console,
               explain: Callable[[pods.PodStartError], DrError] | None = None,
-              timeout: float = 180.0) -> pods.HelperPod:
+              timeout: float = 180.0, may_finish: Collection[str] = ()) -> pods.HelperPod:
     """Create the pod and wait until its containers run; delete it again if it cannot, and say why: in the
     cluster's words, or in the caller's (`explain`: an etcd member's certificate missing on the node, say)."""
     pod = pods.create(kube, manifest, what=what)
-    wait_started(pod, console=console, explain=explain, timeout=timeout)
+    wait_started(pod, console=console, explain=explain, timeout=timeout, may_finish=may_finish)
     return pod
 
 
 def wait_started(pod: pods.HelperPod, *, console: Console,
-                 explain: Callable[[pods.PodStartError], DrError] | None = None, timeout: float = 180.0) -> None:
+                 explain: Callable[[pods.PodStartError], DrError] | None = None, timeout: float = 180.0,
+                 may_finish: Collection[str] = ()) -> None:
     """Wait until a pod made by `pods.create` runs; delete it again if it cannot, and say why (see `start_pod`).
     Apart from the creation so that a caller can create pods on several nodes first and let them start side by
     side."""
     try:
-        pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=console.say)
+        pods.wait_running(pod, timeout=timeout, stuck_after=STUCK_AFTER, progress=console.say,
+                          may_finish=may_finish)
     except pods.PodStartError as exc:
         pod.delete(wait=True, timeout=60)
         if explain is None:

@@ -147,3 +147,77 @@ def test_flags_and_files(tmp_path: Path) -> None:
     junk.write_bytes(secrets.token_bytes(4096 + 32))
     failed(dr("etcd", "verify", str(junk), env=env), "not an etcd snapshot")
     assert os.listdir(tmp_path) == ["junk.db"]
+
+
+def _save_of(cluster: Cluster) -> tuple[int, int] | None:
+    """The pid of this cluster's `etcdctl snapshot save` (a pod process: it descends from the cluster's server
+    process) and the size of the part file it is writing, once it has one."""
+    server = int(cluster.state["server"]["pid"])
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not cmd[0].endswith(b"etcdctl") or b"snapshot" not in cmd or b"save" not in cmd:
+            continue
+        ancestor, depth = int(pid), 0
+        while ancestor not in (server, 0, 1) and depth < 64:
+            try:
+                parent = Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                ancestor, depth = int(parent), depth + 1
+            except (OSError, ValueError, IndexError):
+                break
+        if ancestor != server:
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("etcd.db.part"):
+                    return int(pid), os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            continue
+    return None
+
+
+def test_a_save_that_dies_midway_keeps_nothing(cluster: Cluster, tmp_path: Path, no_leftovers: None) -> None:
+    """etcdctl killed while it writes the part file the pod is already streaming (an OOM kill, say): the client
+    sees the save container fail in the pod's status, stops the stream, keeps no backup and says why. (The pod
+    could not tell: the part file stays and no final file comes.)"""
+    import signal
+    import subprocess
+
+    from tests.cli_runner import executable
+    from tests.e2e.test_etcd_snapshot import certs, env_for, etcdctl
+    from tests.unit.etcd_scratch import ETCDCTL
+
+    prefix = f"/dr-test/midway-{secrets.token_hex(4)}/"
+    ca, cert, key = certs(cluster, cluster.control_planes[0])
+    put = [ETCDCTL, f"--endpoints={member_endpoints(cluster)[0]}", f"--cacert={ca}", f"--cert={cert}", f"--key={key}",
+           "put"]
+    for i in range(24):  # ~24 MiB: the save takes long enough to be caught writing (values on stdin: 1 MiB each)
+        subprocess.run([*put, f"{prefix}{i:03d}"], input=secrets.token_hex(512 * 1024).encode(), check=True,
+                       capture_output=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=60)
+    repo = tmp_path / "repo"
+    try:
+        proc = subprocess.Popen([executable(), "etcd", "snapshot"], env=env_for(cluster, repo),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            def writing() -> tuple[int, int] | None:
+                found = _save_of(cluster)
+                return found if found is not None and found[1] > 0 else None
+
+            pid, _ = eventually(writing, 60, "etcdctl to write the snapshot's part file", interval=0.005)
+            os.kill(pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 1, stderr
+        assert stdout == ""
+        assert 'container "snapshot" failed with exit code' in stderr, stderr
+        assert not list(repo.glob("20*")), "nothing may be committed"
+    finally:
+        etcdctl(cluster, "del", "--prefix", prefix)
+        revision = json.loads(etcdctl(cluster, "endpoint", "status", "-w", "json").stdout)[0]["Status"]["header"][
+            "revision"]
+        etcdctl(cluster, "compact", str(revision))
+        etcdctl(cluster, "defrag", "--command-timeout=60s")

@@ -75,14 +75,21 @@ def test_snapshot_pod_is_pinned_and_mounts_files_read_only() -> None:
     spec = pod["spec"]
     assert spec["nodeName"] == "cp-1" and spec["hostNetwork"] is True
     assert {"operator": "Exists"} in spec["tolerations"]
-    assert [i["image"] for i in spec["initContainers"]] == [m.image, m.image]
-    assert all(i["imagePullPolicy"] == "IfNotPresent" for i in spec["initContainers"])
-    assert spec["containers"][0]["image"] == "busybox"
+    # The member's status and the save run beside the container that serves the file (it follows the save).
+    assert "initContainers" not in spec  # no encryption config to copy first
+    containers = {c["name"]: c for c in spec["containers"]}
+    assert list(containers) == [*podspec.SNAPSHOT_JOBS, podspec.SERVE_CONTAINER]
+    assert [containers[j]["image"] for j in podspec.SNAPSHOT_JOBS] == [m.image, m.image]
+    assert all(c["imagePullPolicy"] == "IfNotPresent" for c in spec["containers"])
+    assert containers[podspec.SERVE_CONTAINER]["image"] == "busybox"
     files = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
     assert all(h["type"] == "File" for h in files.values())
-    mounts = [mt for mt in spec["initContainers"][1]["volumeMounts"] if mt["name"] in files]
+    save = containers[podspec.SNAPSHOT_CONTAINER]
+    mounts = [mt for mt in save["volumeMounts"] if mt["name"] in files]
     assert len(mounts) == 3 and all(mt["readOnly"] for mt in mounts)
-    assert spec["initContainers"][1]["command"][-3:] == ["snapshot", "save", podspec.SNAPSHOT_FILE]
+    assert save["command"][-3:] == ["snapshot", "save", podspec.SNAPSHOT_FILE]
+    copying = podspec.snapshot_pod(m, "kube-system", "busybox", encryption_config="/etc/kubernetes/enc/enc.yaml")
+    assert [i["name"] for i in copying["spec"]["initContainers"]] == [podspec.ENCRYPTION_INIT]
 
 
 def test_direct_flags_checked(tmp_path: Path) -> None:

@@ -348,14 +348,26 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
         console.say(f"tar reported:\n{checked.warnings}")
     rules = tree_check.Rules(owners=sec.root, modes=sec.root,
                              times_of_uid=None if sec.root else pod.tools.uid, sparse=pod.tools.dig_holes)
-    found = listings.run(transfer.list_volume, kube, pod)
+    fixed = 0
+    if delta is not None:
+        # An incremental restore knows what it wrote: the owners, modes and times of those entries (and of
+        # the directories above them) are set in the exec that lists the volume again, one round trip and one
+        # listing instead of a listing, the fixes, and another listing. Anything still differing is fixed below.
+        predicted = tree_check.predicted_fixes(
+            src.entries, found, delta.send | {b.path for b in delta.in_place} | set(doomed), rules)
+        fixed = len(predicted)
+        console.say(f"setting owners, modes and times of {count(fixed, 'entry', 'entries')} the restore wrote "
+                    "or found differing, and listing the volume again")
+        found = listings.run(transfer.list_volume_after, kube, pod, scripts.fix_script(predicted, strict=False))
+    else:
+        found = listings.run(transfer.list_volume, kube, pod)
     comparison = tree_check.compare(src.entries, found, rules)
     what = f"the restored volume {opts.namespace}/{opts.claim} does not match"
     tree_check.require_match(comparison.problems, what)
-    fixed = len(comparison.fixes)
-    if fixed:
+    fixed += len(comparison.fixes)
+    if comparison.fixes:
         console.say(f"setting owners, modes and times tar could not restore on "
-                    f"{count(fixed, 'entry', 'entries')}")
+                    f"{count(len(comparison.fixes), 'entry', 'entries')}")
         transfer.run_script(kube, pod, scripts.fix_script(comparison.fixes, strict=sec.root), "setting metadata")
         found = listings.run(transfer.list_volume, kube, pod)
     problems = tree_check.differences(src.entries, found, rules)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -165,13 +166,7 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: BackupOp
     opts, current = options(ctx), session(ctx)
     job_opts.namespace = current.namespace
 
-    def create(where: str) -> bool:
-        if current.dry:
-            return False
-        current.console.confirm(f"create a new restic repository at {where} (restic init)")
-        return True
-
-    def open_repo() -> ResticRepository:
+    def open_repo(create: Callable[[str], bool]) -> ResticRepository:
         return open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                            azure_endpoint=azure_endpoint, create=create)
 

@@ -297,8 +297,11 @@ def _run_prepared(session: Session, opts: RestoreOptions,
                 # With change times: the snapshot, read meanwhile, may have files an incremental restore can
                 # trust by them; `stat`'s one field more costs nothing worth asking first.
                 found = listings.run(lambda: transfer.list_volume(kube, pod, ctime=True))
+                # The free space too, while the snapshot may still be read (it does not depend on it).
+                free, _ = transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")
                 src = _trusted(kube, making.result())
-                return _restore(kube, exposure, pod, src, opts, console, found=found, listings=listings)
+                return _restore(kube, exposure, pod, src, opts, console, found=found, listings=listings,
+                                free=free)
         except BaseException:
             reading.cancel()
             raise
@@ -362,8 +365,9 @@ def _rerun(session: Session, src: Source, opts: RestoreOptions) -> str:
 
 def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: RestoreOptions,
              console: Console, *, found: dict[str, Found] | None = None,
-             listings: _Stopwatch | None = None) -> RestoreResult:
-    """`found`: the volume already listed (with change times), its time on `listings`."""
+             listings: _Stopwatch | None = None, free: bytes | None = None) -> RestoreResult:
+    """`found`: the volume already listed (with change times), its time on `listings`; `free`: `df`'s
+    answer already read."""
     assert pod.tools is not None
     listings = listings or _Stopwatch()
     sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
@@ -387,7 +391,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                       hint="Pass --clean to remove them (and everything else the backup does not hold), or move "
                            "them aside with `kubectl dr pvc rescue`.")
     _check_room(kube, pod, src, found, set(blocking) | set(extras), sparse_kept=src.gnu_only,
-                label=f"{opts.namespace}/{opts.claim}")
+                label=f"{opts.namespace}/{opts.claim}", free=free)
     doomed = sorted(set(blocking) | set(extras))
     wire, delta = src, None
     if src.chunks is not None and not opts.full:  # still before the volume is touched
@@ -496,15 +500,15 @@ def _kind_in(src: Source, path: str) -> str:
 
 
 def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], removed: set[str], *,
-                sparse_kept: bool, label: str) -> None:
+                sparse_kept: bool, label: str, free: bytes | None = None) -> None:
     """Refuse, before the first byte, a restore the volume has no room for.
 
     Files tar replaces and entries --clean removes give their space back; every file of the backup is
     written whole — also a sparse one, unless tar keeps it sparse (GNU sparse members with GNU tar).
     """
-    out, _ = transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")
-    free = scripts.parse_free_space(out)
-    if free is None:
+    out = free if free is not None else transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")[0]
+    available = scripts.parse_free_space(out)
+    if available is None:
         return
     needed = 0
     expanded = 0
@@ -522,9 +526,9 @@ def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found]
                 if f.kind == FILE and f.links == 1
                 and (p in src.entries.items or incremental_restore.under(p, removed)))
     freed += sum(f.blocks * 512 for p, f in found.items() if f.kind == DIR and p in removed)
-    if needed * SPACE_MARGIN > free + freed:
+    if needed * SPACE_MARGIN > available + freed:
         sparse = (f", of which {size(expanded)} are the holes of sparse files this image's tar writes out in full "
                   "(an image with GNU tar keeps them sparse: --image debian)") if expanded else ""
-        raise DrError(f"the volume of {label} has {size(free)} free; restoring needs about {size(needed)} "
+        raise DrError(f"the volume of {label} has {size(available)} free; restoring needs about {size(needed)} "
                       f"more than the files it replaces give back ({size(freed)}){sparse}. Nothing was written.",
                       hint="Expand the claim (if its storage class allows it), or restore into a larger claim.")

@@ -110,13 +110,17 @@ def run(session: Session, open_repo: OpenRepo | None, where: str,
     # volume: they wait on the cluster, it on the repository and the CPU.
     with Exposure(session, access, opts.image, "pvc-backup") as exposure, \
             _RepoSide(open_repo, create, opts.namespace, opts.claim, force) as side:
-        pod = tar_backup.start_reader(session, exposure, access, opts)
+        # The snapshot's time, before the listing as before: a restore trusts only change times a whole second
+        # earlier (`restic_source._stat_key`), so an earlier time only trusts fewer files.
+        started = time.time_ns()
+        clock = time.monotonic()
+        listed: list[tuple[dict[str, Found], int]] = []
+        pod = tar_backup.start_reader(session, exposure, access, opts,  # listed while its tools are probed
+                                      beside_probe=lambda p: listed.append(transfer.list_volume_clocked(kube, p)))
         if pod is None:
             return tar_backup.BackupPlan(access, where, dry_run, pod_accepted=True)
         assert pod.tools is not None
-        started = time.time_ns()
-        clock = time.monotonic()
-        found, listed_at = transfer.list_volume_clocked(kube, pod)
+        found, listed_at = listed[0]
         skipped = tar_backup.skipped_entries(found, pod, opts, console)
         cluster = identity_for_backup(kube, console.warn)
         what = f"backup of the volume through pod {pod.namespace}/{pod.name}"

@@ -291,12 +291,16 @@ def _run_prepared(session: Session, opts: RestoreOptions,
                 if access.consumers:
                     reading.wait_located(making)
                     exposure.stop_consumers()
-                pod = exposure.start(read_only=False, meanwhile=" (while the snapshot is read)")
-                assert pod is not None
                 listings = _Stopwatch()
-                # With change times: the snapshot, read meanwhile, may have files an incremental restore can
-                # trust by them; `stat`'s one field more costs nothing worth asking first.
-                found = listings.run(lambda: transfer.list_volume(kube, pod, ctime=True))
+                listed: list[dict[str, Found]] = []
+                # Listed while the pod's tools are probed, with change times: the snapshot, read meanwhile, may
+                # have files an incremental restore can trust by them; `stat`'s one field more costs nothing
+                # worth asking first.
+                pod = exposure.start(read_only=False, meanwhile=" (while the snapshot is read)",
+                                     beside_probe=lambda started: listed.append(
+                                         listings.run(lambda: transfer.list_volume(kube, started, ctime=True))))
+                assert pod is not None
+                found = listed[0]
                 # The free space too, while the snapshot may still be read (it does not depend on it).
                 free, _ = transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")
                 src = _trusted(kube, making.result())

@@ -92,8 +92,7 @@ def receive(kube: Kube, pod: RescuePod, script: str, sink: Callable[[bytes], Non
     command = scripts.sh(script)
     if upload is not None:
         dest, data = upload
-        command = bounded_input(scripts.sh(f"({scripts.upload_script(dest, len(data))}) || exit 1\n{script}"),
-                                len(data))
+        command = bounded_input(scripts.sh(scripts.after_upload(dest, len(data), script)), len(data))
     stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=upload is not None)
     decoder = compression.Decoder(sink) if gzipped else None
     result = stream.run(stdin=[upload[1]] if upload is not None else None,

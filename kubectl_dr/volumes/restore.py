@@ -6,7 +6,9 @@ read and checked; confirmation; the claim's lease; the checksum pass (a claim no
 rescue pod meanwhile, one that does nothing until the transfer); the consumers scaled to 0 (records on
 the objects); the read-write rescue pod with the consumers' identity; then, still before the first
 byte, the volume listed and planned: entries of another kind in the way (a directory where the backup
-has a file) are refused without --clean, and the volume must have room.
+has a file) are refused without --clean, and the volume must have room. A restic snapshot is read in a
+thread beside the lease, the consumers' stop and the pod's start instead (`_run_prepared`), and still
+before the first byte.
 
 From the first byte on (`Exposure.mark_torn`) a failure keeps the consumers stopped: --clean's
 removals, the archive streamed in and checked on both sides, then the owners, modes, times and holes

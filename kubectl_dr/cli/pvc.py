@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from kubectl_dr.repo.restic.repository import Repository as ResticRepository
     from kubectl_dr.volumes.backup import BackupOptions
     from kubectl_dr.volumes.inventory import ClaimSummary
+    from kubectl_dr.volumes.source import Source
 
 app = typer.Typer(
     help=(
@@ -164,13 +166,7 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: BackupOp
     opts, current = options(ctx), session(ctx)
     job_opts.namespace = current.namespace
 
-    def create(where: str) -> bool:
-        if current.dry:
-            return False
-        current.console.confirm(f"create a new restic repository at {where} (restic init)")
-        return True
-
-    def open_repo() -> ResticRepository:
+    def open_repo(create: Callable[[str], bool]) -> ResticRepository:
         return open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                            azure_endpoint=azure_endpoint, create=create)
 
@@ -303,19 +299,28 @@ def restore(
         if from_claim or from_cluster or identity:
             raise UsageError("--from-claim, --from-cluster and --identity do not apply to a restic repository: "
                              "give the snapshot's ID (restic snapshots) or latest (this claim's newest)")
-        restic_repo = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
-                                  azure_endpoint=azure_endpoint)
+
+        def open_it() -> ResticRepository:
+            return open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
+                               azure_endpoint=azure_endpoint)
+
         if to_dir is not None:
-            _restic_to_dir(ctx, restic_repo, source, claim, include, Path(to_dir))
+            _restic_to_dir(ctx, open_it(), source, claim, include, Path(to_dir))
             return
         namespace = current.namespace
+
+        def prepared(reading: job.SourceReading) -> Source:
+            # In the restore's thread: the key derivation and the snapshot list run beside the cluster's side.
+            restic_repo = open_it()
+            snap = restic_source.find_snapshot(restic_repo, source, namespace, claim)
+            reading.located()
+            return restic_source.build(restic_repo, snap, Path(work), current.console, include,
+                                       target=f"{namespace}/{claim}", cancelled=reading.cancelled)
+
         with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
             result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
                                                                 compress=compress, full=full),
-                             prepared=lambda stop: restic_source.build(
-                                 restic_repo, restic_source.find_snapshot(restic_repo, source, namespace, claim),
-                                 Path(work), current.console, include, target=f"{namespace}/{claim}",
-                                 cancelled=stop))
+                             prepared=prepared)
     else:
         if full:
             raise UsageError("--full applies to restic repositories (--repo restic:REPO): a restore from any "

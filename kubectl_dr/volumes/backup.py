@@ -17,6 +17,7 @@ consumer's node for ReadWriteOnce, so the app keeps running), probed for its tar
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,8 +135,8 @@ class BackupResult:
                  size(data.size), data.sha256[:16]]]
 
 
-def start_reader(session: Session, exposure: Exposure, access: AccessPlan,
-                 opts: BackupOptions) -> rescue_pod.RescuePod | None:
+def start_reader(session: Session, exposure: Exposure, access: AccessPlan, opts: BackupOptions, *,
+                 beside_probe: Callable[[rescue_pod.RescuePod], None] | None = None) -> rescue_pod.RescuePod | None:
     """The pod that reads the volume for a backup (None when the dry run ends there), after the consumers
     the plan must stop are stopped: with consent when the claim admits one pod at a time and they are
     not merely quiesced."""
@@ -145,7 +146,7 @@ def start_reader(session: Session, exposure: Exposure, access: AccessPlan,
                                 "start them again after")
     if access.stop:
         exposure.stop_consumers()
-    return exposure.start(read_only=True)
+    return exposure.start(read_only=True, beside_probe=beside_probe)
 
 
 def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult | BackupPlan:

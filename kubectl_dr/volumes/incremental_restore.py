@@ -239,8 +239,6 @@ def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str], chunked: list[tupl
     processes."""
     if not whole and not chunked:
         return {}, [], 0
-    transfer.upload(kube, pod, scripts.HASHES, scripts.hash_list_script(whole, chunked, sizes=sizes),
-                    "uploading the list of files to hash")
     buffer = bytearray()
     digest = hashlib.sha256()
 
@@ -248,8 +246,10 @@ def hash_in_pod(kube: Kube, pod: RescuePod, whole: list[str], chunked: list[tupl
         buffer.extend(data)
         digest.update(data)
 
+    # The list goes up in the exec that runs it: one round trip.
     transfer.receive(kube, pod, scripts.hashes_script(), sink, lambda: (len(buffer), digest.hexdigest()),
-                     f"hashing the volume's files in pod {pod.namespace}/{pod.name}")
+                     f"hashing the volume's files in pod {pod.namespace}/{pod.name}",
+                     upload=(scripts.HASHES, scripts.hash_list_script(whole, chunked, sizes=sizes)))
     out = bytes(buffer)
     hashes, cursor = parse_hashes(out, whole)
     return hashes, parse_pieces(out, cursor, sum(len(pieces) for _, pieces in chunked)), len(out)

@@ -15,7 +15,6 @@ The snapshot: path `/CLAIM`, host `NS/CLAIM`, tags naming the cluster, namespace
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -87,35 +86,45 @@ def tags_for(cluster_uid: str | None, namespace: str, claim: str) -> list[str]:
             f"kind={KIND}"]
 
 
-def run(session: Session, open_repo: Callable[[], Repository] | None, where: str,
+OpenRepo = Callable[[Callable[[str], bool]], Repository]
+
+
+def run(session: Session, open_repo: OpenRepo | None, where: str,
         opts: tar_backup.BackupOptions, *, force: bool = False) -> ResticBackupResult | tar_backup.BackupPlan:
-    """`open_repo` opens (or, after asking, creates) the repository; None only in a dry run, which opens or
-    creates none. It is called once the claim is known to exist, so a wrong name leaves no new repository
-    behind. `force` reads every file even when the claim has a parent snapshot."""
+    """`open_repo(create)` opens the repository, `create(description)` deciding on `init` when there is none;
+    None only in a dry run, which opens or creates none. It is called once the claim is known to exist, so
+    a wrong name leaves no new repository behind. `force` reads every file even when the claim has a
+    parent snapshot."""
     kube, console, dry_run = session.kube, session.console, session.dry_run
     access = plan_access(kube, opts.namespace, opts.claim, job=BACKUP, read_only=True, quiesce=opts.quiesce)
     say_plan(console, access)
     if dry_run == "client" or open_repo is None:
         claim_lease(kube, access, session.run, "client").acquire()
         return tar_backup.BackupPlan(access, where, "client")
-    repo = open_repo()
-    # The lock first, as restic takes it: the parent's trees are then read (in a thread, while the pod
-    # starts and lists the volume) against the index this backup writes against, which no prune can
-    # change under us. A server dry run starts no pod and takes no lock.
+
+    def create(description: str) -> bool:
+        console.confirm(f"create a new restic repository at {description} (restic init)")
+        return True
+
+    # The repository side (key, lock, the parent's trees) in a thread while the pod starts and lists the
+    # volume: they wait on the cluster, it on the repository and the CPU.
     with Exposure(session, access, opts.image, "pvc-backup") as exposure, \
-            (Lock(repo, wait=LOCK_WAIT) if dry_run == "none" else contextlib.nullcontext()), \
-            _ParentRead(repo, opts.namespace, opts.claim, force) as parent_read:
-        pod = tar_backup.start_reader(session, exposure, access, opts)
+            _RepoSide(open_repo, create, opts.namespace, opts.claim, force) as side:
+        # The snapshot's time, before the listing as before: a restore trusts only change times a whole second
+        # earlier (`restic_source._stat_key`), so an earlier time only trusts fewer files.
+        started = time.time_ns()
+        clock = time.monotonic()
+        listed: list[tuple[dict[str, Found], int]] = []
+        pod = tar_backup.start_reader(session, exposure, access, opts,  # listed while its tools are probed
+                                      beside_probe=lambda p: listed.append(transfer.list_volume_clocked(kube, p)))
         if pod is None:
             return tar_backup.BackupPlan(access, where, dry_run, pod_accepted=True)
         assert pod.tools is not None
-        started = time.time_ns()
-        clock = time.monotonic()
-        found, listed_at = transfer.list_volume_clocked(kube, pod)
+        found, listed_at = listed[0]
         skipped = tar_backup.skipped_entries(found, pod, opts, console)
         cluster = identity_for_backup(kube, console.warn)
         what = f"backup of the volume through pod {pod.namespace}/{pod.name}"
-        parent, old = parent_read.result()
+        repo, parent, old = side.result()
         plan = None
         if parent is not None and not force:
             plan = restic_incremental.plan(repo, old, found, skipped)
@@ -202,34 +211,57 @@ def _full(kube: Kube, repo: Repository, pod: Any, opts: tar_backup.BackupOptions
     return items, record, checked.size
 
 
-class _ParentRead:
-    """The claim's latest snapshot and its files, read in a thread beside the pod's start and listing (they
-    wait on the cluster, this on the repository and the CPU). Leaving the block early stops the reading at
-    its next entry."""
+class _Missing(Exception):
+    """The repository does not exist yet: it is created, after asking, in the main thread."""
 
-    def __init__(self, repo: Repository, namespace: str, claim: str, force: bool) -> None:
-        self._repo, self._namespace, self._claim, self._force = repo, namespace, claim, force
+
+class _RepoSide:
+    """The repository opened, its lock taken and the claim's latest snapshot and its files read, in a thread
+    beside the pod's start and listing. The lock comes before the parent is read, as restic takes it: the
+    parent's trees are then read against the index this backup writes against, which no prune can change
+    under us. A repository that does not exist yet is created in the main thread by `result()` (the person
+    is asked there, not in a thread). Leaving the block stops the work at its next step (the lock's wait,
+    the parent's next entry), waits for it, and releases the lock if it was taken."""
+
+    def __init__(self, open_repo: OpenRepo, create: Callable[[str], bool], namespace: str, claim: str,
+                 force: bool) -> None:
+        self._open_repo, self._create = open_repo, create
+        self._namespace, self._claim, self._force = namespace, claim, force
         self._cancel = threading.Event()
-        self._pool = ThreadPoolExecutor(1, "restic-parent")
-        self._future: Future[tuple[Snapshot | None, dict[str, nodes.Node]]] | None = None
+        self._pool = ThreadPoolExecutor(1, "restic-repository")
+        self._future: Future[tuple[Repository, Snapshot | None, dict[str, nodes.Node]]] | None = None
+        self._lock: Lock | None = None
 
-    def __enter__(self) -> _ParentRead:
-        self._future = self._pool.submit(self._read)
+    def __enter__(self) -> _RepoSide:
+        self._future = self._pool.submit(self._work, None)
         return self
 
-    def _read(self) -> tuple[Snapshot | None, dict[str, nodes.Node]]:
-        parent = latest_of(self._repo, self._namespace, self._claim)
+    def _work(self, repo: Repository | None) -> tuple[Repository, Snapshot | None, dict[str, nodes.Node]]:
+        if repo is None:
+            repo = self._open_repo(_missing)
+        self._lock = Lock(repo, wait=LOCK_WAIT, stop=self._cancel)
+        self._lock.__enter__()
+        parent = latest_of(repo, self._namespace, self._claim)
         if parent is None or self._force:  # --force still names the parent; it reads every file
-            return parent, {}
-        return parent, restic_incremental.parent_files(self._repo, parent, self._cancel.is_set)
+            return repo, parent, {}
+        return repo, parent, restic_incremental.parent_files(repo, parent, self._cancel.is_set)
 
-    def result(self) -> tuple[Snapshot | None, dict[str, nodes.Node]]:
+    def result(self) -> tuple[Repository, Snapshot | None, dict[str, nodes.Node]]:
         assert self._future is not None
-        return self._future.result()
+        try:
+            return self._future.result()
+        except _Missing:
+            return self._work(self._open_repo(self._create))  # a new repository has no parent to read
 
     def __exit__(self, *exc: object) -> None:
         self._cancel.set()
         self._pool.shutdown(wait=True)
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+
+
+def _missing(description: str) -> bool:
+    raise _Missing(description)
 
 
 def latest_of(repo: Repository, namespace: str, claim: str) -> Snapshot | None:

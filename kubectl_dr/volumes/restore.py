@@ -6,7 +6,9 @@ read and checked; confirmation; the claim's lease; the checksum pass (a claim no
 rescue pod meanwhile, one that does nothing until the transfer); the consumers scaled to 0 (records on
 the objects); the read-write rescue pod with the consumers' identity; then, still before the first
 byte, the volume listed and planned: entries of another kind in the way (a directory where the backup
-has a file) are refused without --clean, and the volume must have room.
+has a file) are refused without --clean, and the volume must have room. A restic snapshot is read in a
+thread beside the lease, the consumers' stop and the pod's start instead (`_run_prepared`), and still
+before the first byte.
 
 From the first byte on (`Exposure.mark_torn`) a failure keeps the consumers stopped: --clean's
 removals, the archive streamed in and checked on both sides, then the owners, modes, times and holes
@@ -220,47 +222,124 @@ def _subset(src: Source, include: list[str], console: Console) -> Source:
     return cut
 
 
+class SourceReading:
+    """What a Source made in a thread (`run`'s `prepared`) is told and tells: `cancelled()` once the restore
+    has stopped (it stops reading at its next entry), and it calls `located()` once it knows the backup
+    exists and opens (the repository's key, the snapshot found), before the long part (the trees)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._located = threading.Event()
+
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def located(self) -> None:
+        self._located.set()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def wait_located(self, making: Future[Source]) -> None:
+        """Until `located()` was called, or the making ended (its error raised here)."""
+        while not self._located.wait(0.05):
+            if making.done():
+                making.result()
+                return
+
+
 def run(session: Session, repo: Repository | None, opts: RestoreOptions, *,
-        prepared: Callable[[Callable[[], bool]], Source] | None = None) -> RestoreResult | RestorePlan:
-    """`prepared` makes the Source another way (a restic snapshot, read and checked here; it stops at the
-    next entry once the callable it is given says so); `repo` is then not used."""
+        prepared: Callable[[SourceReading], Source] | None = None) -> RestoreResult | RestorePlan:
+    """`prepared` makes the Source another way (a restic snapshot, read and checked here), in a thread,
+    told through a `SourceReading`; `repo` is then not used."""
     kube, console, dry_run = session.kube, session.console, session.dry_run
     if prepared is not None:
-        # The snapshot's trees are read (repository and CPU) while the claim and its consumers are looked
-        # up (the API server).
-        # A refusal or a Ctrl-C meanwhile stops the reading at its next entry rather than waiting for the
-        # whole snapshot (minutes for a million files on a remote repository).
-        stop = threading.Event()
-        with ThreadPoolExecutor(1, "restore-source") as pool:
-            reading = pool.submit(prepared, stop.is_set)
-            try:
-                access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
-                src = reading.result()
-            except BaseException:
-                stop.set()
-                raise
-        if src.unchanged_since:  # trusted only in the cluster the snapshot's backup ran in (the same claim)
-            current, _ = try_cluster_identity(kube)
-            if current is None or current.uid != src.unchanged_cluster:
-                src.unchanged_since = None
-    else:
-        access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
-        assert repo is not None
-        current, why = try_cluster_identity(kube)
-        src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
-                             allow_empty=opts.allow_empty, dry_run=dry_run != "none", current=current,
-                             unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
-        if opts.include:
-            src = _subset(src, opts.include, console)
+        return _run_prepared(session, opts, prepared)
+    access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
+    assert repo is not None
+    current, why = try_cluster_identity(kube)
+    src = source.resolve(repo, opts.source, opts.namespace, opts.claim, console, from_claim=opts.from_claim,
+                         allow_empty=opts.allow_empty, dry_run=dry_run != "none", current=current,
+                         unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
+    if opts.include:
+        src = _subset(src, opts.include, console)
+    return _proceed(session, repo, access, src, opts)
+
+
+def _run_prepared(session: Session, opts: RestoreOptions,
+                  prepared: Callable[[SourceReading], Source]) -> RestoreResult | RestorePlan:
+    """A restore from a Source that takes a while to make (a restic snapshot: the repository's key, its
+    snapshot list, the snapshot's trees) made in a thread beside the cluster's side: the claim and its
+    consumers looked up and, for a real run, once the user has agreed, the lease taken, the rescue pod
+    started and the volume listed. Consumers are stopped only once the snapshot is found (a wrong ID or
+    password does not stop an app), and before the pod starts: nothing reads or writes the volume before
+    they are stopped, and nothing is written before the Source is read and checked (`_restore`).
+    A failure on either side stops the other: the reading at its next entry; the pod and the consumers
+    undone by the command's cleanup, as after any failure before the first byte."""
+    kube, console, dry_run = session.kube, session.console, session.dry_run
+    reading = SourceReading()
+    with ThreadPoolExecutor(1, "restore-source") as pool:
+        making = pool.submit(prepared, reading)
+        try:
+            access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
+            if dry_run != "none":
+                return _proceed(session, None, access, _trusted(kube, making.result()), opts)
+            say_plan(console, access)
+            # Asked before the snapshot is read to the end, so without its counts (said once it is read):
+            # the reading goes on while a person answers.
+            console.confirm(f"restore snapshot {opts.source} into {opts.namespace}/{opts.claim}, "
+                            f"{_how(opts)} what the snapshot contains{_stops(access)}")
+            with Exposure(session, access, opts.image, "pvc-restore") as exposure:
+                if access.consumers:
+                    reading.wait_located(making)
+                    exposure.stop_consumers()
+                listings = _Stopwatch()
+                listed: list[dict[str, Found]] = []
+                # Listed while the pod's tools are probed, with change times: the snapshot, read meanwhile, may
+                # have files an incremental restore can trust by them; `stat`'s one field more costs nothing
+                # worth asking first.
+                pod = exposure.start(read_only=False, meanwhile=" (while the snapshot is read)",
+                                     beside_probe=lambda started: listed.append(
+                                         listings.run(lambda: transfer.list_volume(kube, started, ctime=True))))
+                assert pod is not None
+                found = listed[0]
+                # The free space too, while the snapshot may still be read (it does not depend on it).
+                free, _ = transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")
+                src = _trusted(kube, making.result())
+                return _restore(kube, exposure, pod, src, opts, console, found=found, listings=listings,
+                                free=free)
+        except BaseException:
+            reading.cancel()
+            raise
+
+
+def _trusted(kube: Kube, src: Source) -> Source:
+    """Files trusted by their metadata only in the cluster the snapshot's backup ran in (the same claim)."""
+    if src.unchanged_since:
+        current, _ = try_cluster_identity(kube)
+        if current is None or current.uid != src.unchanged_cluster:
+            src.unchanged_since = None
+    return src
+
+
+def _stops(access: AccessPlan) -> str:
+    return f", stopping {', '.join(c.ref for c in access.consumers)}" if access.consumers else ""
+
+
+def _how(opts: RestoreOptions) -> str:
+    return "replacing" if not opts.clean else "replacing it and removing everything else in"
+
+
+def _proceed(session: Session, repo: Repository | None, access: AccessPlan, src: Source,
+             opts: RestoreOptions) -> RestoreResult | RestorePlan:
+    kube, console, dry_run = session.kube, session.console, session.dry_run
     say_plan(console, access)
     if dry_run == "client":
         claim_lease(kube, access, session.run, "client").acquire()
         return RestorePlan(access, src, opts.clean, "client")
-    stops = f", stopping {', '.join(c.ref for c in access.consumers)}" if access.consumers else ""
-    how = "replacing" if not opts.clean else "replacing it and removing everything else in"
     if dry_run == "none":
         console.confirm(f"restore {count(len(src.entries), 'entry', 'entries')} ({size(src.size)}) into "
-                        f"{opts.namespace}/{opts.claim}, {how} what the backup contains{stops}")
+                        f"{opts.namespace}/{opts.claim}, {_how(opts)} what the backup contains{_stops(access)}")
     with Exposure(session, access, opts.image, "pvc-restore") as exposure:
         pod = None
         with Verification(repo, src.backup if dry_run == "none" and not src.verified else None,
@@ -291,9 +370,12 @@ def _rerun(session: Session, src: Source, opts: RestoreOptions) -> str:
 
 
 def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: RestoreOptions,
-             console: Console) -> RestoreResult:
+             console: Console, *, found: dict[str, Found] | None = None,
+             listings: _Stopwatch | None = None, free: bytes | None = None) -> RestoreResult:
+    """`found`: the volume already listed (with change times), its time on `listings`; `free`: `df`'s
+    answer already read."""
     assert pod.tools is not None
-    listings = _Stopwatch()
+    listings = listings or _Stopwatch()
     sec = pod.security  # the plan the pod runs with (Pod Security admission may have asked for another)
     if src.gnu_only and pod.tools.tar != scripts.GNU:
         raise DrError(f"{src.label} stores sparse files as GNU tar sparse members, which busybox tar cannot "
@@ -302,7 +384,8 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                            "backup was made with).")
     # With change times when the snapshot has files whose metadata an incremental restore can trust.
     trust = bool(src.unchanged_since) and src.chunks is not None and not opts.full
-    found = listings.run(lambda: transfer.list_volume(kube, pod, ctime=trust))
+    if found is None:
+        found = listings.run(lambda: transfer.list_volume(kube, pod, ctime=trust))
     blocking = tree_check.conflicts(src.entries, found)
     extras = tree_check.extras(src.entries, found) if opts.clean else []
     if blocking and not opts.clean:
@@ -314,7 +397,7 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
                       hint="Pass --clean to remove them (and everything else the backup does not hold), or move "
                            "them aside with `kubectl dr pvc rescue`.")
     _check_room(kube, pod, src, found, set(blocking) | set(extras), sparse_kept=src.gnu_only,
-                label=f"{opts.namespace}/{opts.claim}")
+                label=f"{opts.namespace}/{opts.claim}", free=free)
     doomed = sorted(set(blocking) | set(extras))
     wire, delta = src, None
     if src.chunks is not None and not opts.full:  # still before the volume is touched
@@ -348,14 +431,26 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
         console.say(f"tar reported:\n{checked.warnings}")
     rules = tree_check.Rules(owners=sec.root, modes=sec.root,
                              times_of_uid=None if sec.root else pod.tools.uid, sparse=pod.tools.dig_holes)
-    found = listings.run(transfer.list_volume, kube, pod)
+    fixed = 0
+    if delta is not None:
+        # An incremental restore knows what it wrote: the owners, modes and times of those entries (and of
+        # the directories above them) are set in the exec that lists the volume again, one round trip and one
+        # listing instead of a listing, the fixes, and another listing. Anything still differing is fixed below.
+        predicted = tree_check.predicted_fixes(
+            src.entries, found, delta.send | {b.path for b in delta.in_place} | set(doomed), rules)
+        fixed = len(predicted)
+        console.say(f"setting owners, modes and times of {count(fixed, 'entry', 'entries')} the restore wrote "
+                    "or found differing, and listing the volume again")
+        found = listings.run(transfer.list_volume_after, kube, pod, scripts.fix_script(predicted, strict=False))
+    else:
+        found = listings.run(transfer.list_volume, kube, pod)
     comparison = tree_check.compare(src.entries, found, rules)
     what = f"the restored volume {opts.namespace}/{opts.claim} does not match"
     tree_check.require_match(comparison.problems, what)
-    fixed = len(comparison.fixes)
-    if fixed:
+    fixed += len(comparison.fixes)
+    if comparison.fixes:
         console.say(f"setting owners, modes and times tar could not restore on "
-                    f"{count(fixed, 'entry', 'entries')}")
+                    f"{count(len(comparison.fixes), 'entry', 'entries')}")
         transfer.run_script(kube, pod, scripts.fix_script(comparison.fixes, strict=sec.root), "setting metadata")
         found = listings.run(transfer.list_volume, kube, pod)
     problems = tree_check.differences(src.entries, found, rules)
@@ -411,15 +506,15 @@ def _kind_in(src: Source, path: str) -> str:
 
 
 def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found], removed: set[str], *,
-                sparse_kept: bool, label: str) -> None:
+                sparse_kept: bool, label: str, free: bytes | None = None) -> None:
     """Refuse, before the first byte, a restore the volume has no room for.
 
     Files tar replaces and entries --clean removes give their space back; every file of the backup is
     written whole — also a sparse one, unless tar keeps it sparse (GNU sparse members with GNU tar).
     """
-    out, _ = transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")
-    free = scripts.parse_free_space(out)
-    if free is None:
+    out = free if free is not None else transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")[0]
+    available = scripts.parse_free_space(out)
+    if available is None:
         return
     needed = 0
     expanded = 0
@@ -437,9 +532,9 @@ def _check_room(kube: Kube, pod: RescuePod, src: Source, found: dict[str, Found]
                 if f.kind == FILE and f.links == 1
                 and (p in src.entries.items or incremental_restore.under(p, removed)))
     freed += sum(f.blocks * 512 for p, f in found.items() if f.kind == DIR and p in removed)
-    if needed * SPACE_MARGIN > free + freed:
+    if needed * SPACE_MARGIN > available + freed:
         sparse = (f", of which {size(expanded)} are the holes of sparse files this image's tar writes out in full "
                   "(an image with GNU tar keeps them sparse: --image debian)") if expanded else ""
-        raise DrError(f"the volume of {label} has {size(free)} free; restoring needs about {size(needed)} "
+        raise DrError(f"the volume of {label} has {size(available)} free; restoring needs about {size(needed)} "
                       f"more than the files it replaces give back ({size(freed)}){sparse}. Nothing was written.",
                       hint="Expand the claim (if its storage class allows it), or restore into a larger claim.")

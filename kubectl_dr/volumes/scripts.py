@@ -348,6 +348,12 @@ def upload_script(dest: str, size: int) -> str:
             f'|| {{ echo "uploading {dest}: $got of {int(size)} bytes arrived"; exit 1; }} >&2')
 
 
+def after_upload(dest: str, size: int, script: str) -> str:
+    """stdin into `dest` as `upload_script` takes it (in a subshell: its `set -e` ends there), then `script`:
+    one exec for both. A short upload exits 1 before `script` runs, so no stream report comes."""
+    return f"({upload_script(dest, size)}) || exit 1\n{script}"
+
+
 def uploaded_out(script: str) -> str:
     """Run a script uploaded into the scratch directory, its output counted and hashed on the way out."""
     return _out(f"sh {script}")

@@ -78,16 +78,27 @@ def _compare(report: scripts.StreamReport, size: int, digest: str, what: str,
 
 
 def receive(kube: Kube, pod: RescuePod, script: str, sink: Callable[[bytes], None],
-            local: Callable[[], tuple[int, str]], what: str, *, gzipped: bool = False) -> Checked:
+            local: Callable[[], tuple[int, str]], what: str, *, gzipped: bool = False,
+            upload: tuple[str, bytes] | None = None) -> Checked:
     """Run an out-script, give its stdout to `sink`; raise unless the pod's count and digest equal
     `local()` (what the sink counted and hashed) and the exec succeeded.
 
     `gzipped`: the script compresses after its count and hash; `sink` gets the decompressed stream, so
     both sides compare the same bytes, and the compressed stream must end exactly where gzip ended it.
+
+    `upload` (scratch path, bytes): written there first, in the same exec (one round trip instead of
+    two), counted in the pod as `upload()` counts it: a short upload ends the exec before the script runs.
     """
-    stream = open_exec(kube, pod.namespace, pod.name, scripts.sh(script), container=CONTAINER)
+    command = scripts.sh(script)
+    if upload is not None:
+        dest, data = upload
+        command = bounded_input(scripts.sh(scripts.after_upload(dest, len(data), script)), len(data))
+    stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=upload is not None)
     decoder = compression.Decoder(sink) if gzipped else None
-    result = stream.run(stdout=decoder.feed if decoder is not None else sink)
+    result = stream.run(stdin=[upload[1]] if upload is not None else None,
+                        stdout=decoder.feed if decoder is not None else sink)
+    if upload is not None and result.exit_code not in (None, 0) and scripts.MARKER.encode() not in result.stderr:
+        result.check(f"uploading {upload[0]} for the {what}")  # the upload failed: the script never ran
     if result.status is None or result.exit_code is None or result.exit_code < 0:
         result.check(what)  # the stream or the pod broke: that is the error, not a missing report
     report = scripts.parse_report(result.stderr)
@@ -149,12 +160,22 @@ def list_volume_clocked(kube: Kube, pod: RescuePod, *,
     return _listed(kube, pod, script, attempts, ctime=True, clocked=True)
 
 
+def list_volume_after(kube: Kube, pod: RescuePod, job: bytes, *, attempts: int = LISTING_ATTEMPTS) -> dict[str, Found]:
+    """`job` (a generated script: the fixes a restore can predict) run in the pod, then the volume listed, in
+    one exec: the round trip of a `run_script` saved. The job's failures are ignored here; what it was to set
+    is what the listing is then checked for. A listing tried again runs the job again (it sets values, so
+    running it twice sets the same)."""
+    job_path = f"{scripts.SCRATCH}/job.sh"
+    script = f"sh {job_path} >/dev/null 2>&1 || true\n{scripts.listing_script()}"
+    return _listed(kube, pod, script, attempts, ctime=False, upload=(job_path, job))[0]
+
+
 def _listed(kube: Kube, pod: RescuePod, script: str, attempts: int, *, ctime: bool,
-            clocked: bool = False) -> tuple[dict[str, Found], int]:
+            clocked: bool = False, upload: tuple[str, bytes] | None = None) -> tuple[dict[str, Found], int]:
     what = f"listing of the volume through pod {pod.namespace}/{pod.name}"
     for attempt in range(attempts):
         buffer = _Buffer()
-        receive(kube, pod, script, buffer.write, buffer.local, what)
+        receive(kube, pod, script, buffer.write, buffer.local, what, upload=upload)
         data, clock = bytes(buffer.data), 0
         if clocked:
             first, newline, rest = data.partition(b"\n")

@@ -90,6 +90,41 @@ def compare(entries: Entries, found: dict[str, Found], rules: Rules) -> Comparis
     return result
 
 
+def predicted_fixes(entries: Entries, before: dict[str, Found], written: set[str], rules: Rules) -> Fixes:
+    """The fixes a restore that wrote only `written` (entries sent or written in place, entries removed) can
+    know before it lists the volume again, so that they are set in the same exec as that listing: every
+    written entry and every directory above one gets the record's owner, mode and time (tar gave them uid 0
+    or the pod's, and a directory's time moved when an entry in it was made or removed); every other entry
+    what the listing `before` the writes found differing. Setting a value an entry already has changes
+    nothing. This only saves round trips: the listing afterwards is compared as after any restore."""
+    touched = set(written)
+    for path in written:
+        while path:
+            path = path.rpartition("/")[0]
+            touched.add(path)
+    fixes = Fixes()
+    seen = compare(entries, before, rules).fixes
+    for key, paths in seen.chown.items():
+        fixes.chown[key] += [p for p in paths if p not in touched]
+    for mode, paths in seen.chmod.items():
+        fixes.chmod[mode] += [p for p in paths if p not in touched]
+    for mtime, paths in seen.touch.items():
+        fixes.touch[mtime] += [p for p in paths if p not in touched]
+    fixes.dig_holes += [p for p in seen.dig_holes if p not in touched]
+    for path in sorted(touched):
+        entry = entries.items.get(path)
+        if entry is None or entry.kind == HARDLINK:  # not restored, or another name of a file set as that file
+            continue
+        if rules.owners:
+            fixes.chown[(entry.uid, entry.gid)].append(path)
+        if rules.modes and entry.kind != SYMLINK:
+            fixes.chmod[entry.mode].append(path)
+        fixes.touch[entry.mtime].append(path)
+        if rules.sparse and entry.sparse:
+            fixes.dig_holes.append(path)
+    return fixes
+
+
 def differences(entries: Entries, found: dict[str, Found], rules: Rules) -> list[str]:
     """Everything that differs, fixable or not, in words (for the final check)."""
     result = compare(entries, found, rules)

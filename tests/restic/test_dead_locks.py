@@ -82,3 +82,22 @@ def test_only_a_lock_not_refreshed_for_restics_stale_timeout_is_removed(tmp_path
         repo.backend.remove(LOCKS, name)
     restic(repo_dir, "prune", "--dry-run")
     restic(repo_dir, "check")
+
+
+def test_a_wait_for_another_clients_lock_ends_at_once_when_stopped(tmp_path: Path) -> None:
+    """A backup waits for restic's exclusive lock in a thread beside its pod's start; when the pod fails, the
+    wait must end then, not after its five minutes."""
+    import threading
+
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), PASSWORD.encode())
+    stop = threading.Event()
+    with Lock(repo, exclusive=True):
+        timer = threading.Timer(0.5, stop.set)
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(LockedError):
+            Lock(repo, wait=300.0, stop=stop).__enter__()
+        assert time.monotonic() - start < 5
+        timer.join()
+        assert len(read_locks(repo)) == 1  # only the exclusive one: the stopped waiter left none
+    assert read_locks(repo) == []

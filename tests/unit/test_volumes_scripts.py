@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -194,3 +195,47 @@ def test_an_upload_cut_short_fails_in_the_pod_instead_of_leaving_half_a_script(t
     short = _run(bounded, data, scratch, path, stdin=script[:-7])
     assert short.returncode != 0
     assert f"{len(script) - 7} of {len(script)} bytes arrived".encode() in short.stderr, short.stderr
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_fixes_an_incremental_restore_predicts_are_set_in_the_exec_that_lists_the_volume(
+        tmp_path: Path, flavour: str) -> None:
+    """A few files written again as tar writes them (owner root, its own mode, the directory's time moved): the
+    predicted fixes, uploaded and run in the listing's own exec (`after_upload`), leave nothing to fix; an
+    upload cut short runs nothing and reports no stream."""
+    path = _toolbox(tmp_path, flavour)
+    vol, scratch = tmp_path / "vol", tmp_path / "scratch"
+    scratch.mkdir()
+    build_app_tree(vol)
+    record_listing = listing.parse(_out_stream(scripts.listing_script(), vol, scratch, path)[0])
+    skipped = skipped_by_plan(record_listing, Identity(0, frozenset()))
+    reader = TarReader(gnu_sparse=flavour == "gnu")
+    reader.feed(_out_stream(scripts.backup_script(scripts.GNU if flavour == "gnu" else scripts.BUSYBOX), vol,
+                            scratch, path)[0])
+    entries = reconcile(reader.finish(), record_listing, skipped).entries  # the record, as a backup makes it
+    written = sorted(p for p, e in entries.items.items() if e.kind == "file" and "/" in p and e.uid != 0)[:2]
+    assert written, "the app tree has files of another owner than root in a directory"
+    for p in written:  # as tar writes a file it was sent: new inode, root's, mode and time of its own
+        target = vol / p
+        data = target.read_bytes()
+        target.unlink()
+        target.write_bytes(data)
+        os.chmod(target, 0o666)
+    before = {p: f for p, f in record_listing.items() if p not in written}
+    rules = tree_check.Rules(sparse=False)
+    assert tree_check.compare(entries, listing.parse(_out_stream(scripts.listing_script(), vol, scratch, path)[0]),
+                              rules).fixes, "the writes left something to fix"
+    job = scripts.fix_script(tree_check.predicted_fixes(entries, before, set(written), rules), strict=False)
+    job = job.replace(scripts.DATA.encode(), str(vol).encode())
+    combined = scripts.after_upload(f"{scripts.SCRATCH}/job.sh", len(job),
+                                    f"sh {scripts.SCRATCH}/job.sh >/dev/null 2>&1 || true\n{scripts.listing_script()}")
+    local = combined.replace(scripts.SCRATCH, str(scratch)).replace(scripts.DATA, str(vol))
+    bounded = f"head -c {len(job)} | {{ sh -c {shlex.quote(local)}; }}"  # as bounded_input runs it in the pod
+    result = subprocess.run(["sh", "-c", bounded], input=job + b"trailing", capture_output=True, env={"PATH": path})
+    report = scripts.parse_report(result.stderr)
+    assert result.returncode == report.tar_exit == 0, result.stderr
+    assert report.sha256 == hashlib.sha256(result.stdout).hexdigest()
+    assert tree_check.differences(entries, listing.parse(result.stdout), rules) == []
+
+    short = subprocess.run(["sh", "-c", bounded], input=job[:-10], capture_output=True, env={"PATH": path})
+    assert short.returncode == 1 and b"arrived" in short.stderr and scripts.MARKER.encode() not in short.stderr

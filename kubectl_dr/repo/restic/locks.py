@@ -95,11 +95,14 @@ def dead_locks(repo: Repository) -> list[LockInfo]:
 class Lock:
     """A lock held on the repository for the duration of a `with` block."""
 
-    def __init__(self, repo: Repository, *, exclusive: bool = False, wait: float = 0.0, poll: float = 1.0) -> None:
+    def __init__(self, repo: Repository, *, exclusive: bool = False, wait: float = 0.0, poll: float = 1.0,
+                 stop: threading.Event | None = None) -> None:
+        """`stop`: set by another thread, it ends the wait for a conflicting lock at once (LockedError)."""
         self.repo = repo
         self.exclusive = exclusive
         self.wait = wait
         self.poll = poll
+        self._given_up = stop or threading.Event()
         self.id = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,13 +130,13 @@ class Lock:
                 self.repo.backend.remove(LOCKS, self.id)
                 self.id = ""
                 conflicts = self._conflicts()
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._given_up.is_set():
                 where = f"the restic repository at {self.repo.backend.describe()}"
                 if conflicts and conflicts[0].dead_here():
                     raise LockedError(f"{where} is locked by {conflicts[0].explain(self.repo)}")
                 who = conflicts[0].explain(self.repo) if conflicts else "a lock"
                 raise LockedError(f"{where} is locked by {who}; wait for it to finish")
-            time.sleep(self.poll)
+            self._given_up.wait(self.poll)
         self._thread = threading.Thread(target=self._refresh, name="restic-lock-refresh", daemon=True)
         self._thread.start()
         return self

@@ -382,3 +382,28 @@ def test_the_same_container_on_two_endpoints_is_two_repositories() -> None:
     again = AzureRepository(where, AzureSettings(account="drbackups", key=DEV_KEY))
     assert public.location == gov.location == "azure://drb/prod"
     assert public.place != gov.place and public.place == again.place
+
+
+def test_the_sdk_is_used_without_aiohttp_and_signs_as_before(azurite: Azurite) -> None:
+    """azure-storage-blob is imported as where aiohttp is not installed (import_sync_sdk): in a fresh process a
+    backup is written, listed and read back through Azurite (every request signed by the SDK's shared-key
+    policy) with neither aiohttp nor yarl imported, and importing aiohttp afterwards still works."""
+    container = azurite.new_container()
+    script = textwrap.dedent(f"""
+        import os, sys
+        from kubectl_dr.repo import open_repository
+        repo = open_repository("azure://{container}/sync", dict(os.environ))
+        writer = repo.create("pvc", {{"namespace": "shop", "pvc": "db"}}, "sync")
+        with writer.open_part("data.tar") as part:
+            part.write(memoryview(os.urandom(3 << 20)))
+        manifest = writer.commit({{}})
+        assert repo.verify(repo.get(manifest.id)).id == manifest.id
+        assert [b.id for b in repo.list()] == [manifest.id]
+        assert "aiohttp" not in sys.modules and "yarl" not in sys.modules, "the async stack was imported"
+        import aiohttp, yarl
+        print("ok", aiohttp.__name__, yarl.__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=_env(azurite), capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["ok", "aiohttp", "yarl"]

@@ -4,7 +4,7 @@ to an S3 server (SeaweedFS) and to Azure Blob storage (Azurite), both started fo
 age-encrypted, side by side with the local ones.
 
     python -m benchmarks.pvc_transfer [--gb 1] [--big-gb 4] [--rounds 3] [--dir /tmp/bench] [--skip-big]
-                                      [--skip-s3] [--skip-azure]
+                                      [--skip-s3] [--skip-azure] [--backups-only]
 
 Not run by pytest. Every tool reads or writes the same volume through a busybox pod; the kubectl runs use
 real kubectl 1.33. Peak RSS is that of the measured process alone (VmHWM, see PeakRss).
@@ -359,6 +359,8 @@ def run(args: argparse.Namespace) -> None:
                     s, rss, _ = b.dr_backup_to(repo_url, label, *extra)
                     s3_runs[name].append(s)
                     s3_rss[name] = max(s3_rss[name], rss)
+            if args.backups_only:
+                continue
             b.pod(True)
             tarfile = work / "exec.tar"
             s, _ = measure([*b.k, "exec", "bench", "--", "tar", "-c", "-f", "-", "-C", "/data", "."], stdout=tarfile)
@@ -405,36 +407,38 @@ def run(args: argparse.Namespace) -> None:
         def mib_s(seconds: float) -> float:
             return size / seconds / 2**20
 
-        rows = {tool: {way: statistics.median(times) for way, times in r.items()} for tool, r in runs.items()}
-        print(f"\n{args.rounds} rounds; MiB/s of the median round (slowest–fastest round):")
-        print(f"{'tool':<22}{'backup MiB/s':>20}{'restore MiB/s':>24}{'backup ×cp':>12}{'restore ×cp':>13}")
-        cp = rows["kubectl cp"]
-        for tool, r in rows.items():
-            cells = [f"{mib_s(r[w]):.1f} ({mib_s(max(runs[tool][w])):.0f}–{mib_s(min(runs[tool][w])):.0f})"
-                     for w in ("backup", "restore")]
-            print(f"{tool:<22}{cells[0]:>20}{cells[1]:>24}"
-                  f"{cp['backup'] / r['backup']:>12.2f}{cp['restore'] / r['restore']:>13.2f}")
-        per_round = [(c / d) for c, d in zip(runs["kubectl cp"]["restore"], runs["kubectl dr"]["restore"], strict=True)]
-        per_round_b = [(c / d) for c, d in zip(runs["kubectl cp"]["backup"], runs["kubectl dr"]["backup"], strict=True)]
-        print("×cp in each round: backup " + ", ".join(f"{x:.2f}" for x in per_round_b)
-              + "; restore " + ", ".join(f"{x:.2f}" for x in per_round))
-        ex = rows["kubectl exec tar"]
-        print(f"kubectl dr vs kubectl exec tar: backup ×{ex['backup'] / rows['kubectl dr']['backup']:.2f}, "
-              f"restore ×{ex['restore'] / rows['kubectl dr']['restore']:.2f}")
-        stream = {label: mib_s(statistics.median(times)) for label, times in TRANSFER.items() if "mixed" in label}
-        print("kubectl dr's stream alone (median, from its JSON result): "
-              + ", ".join(f"{label.split()[0]} {rate:.1f} MiB/s" for label, rate in stream.items()))
-        for label, pairs in LISTING.items():
-            if "mixed" in label:
-                share = statistics.median(listed / total for listed, total in pairs)
-                print(f"{label}: the pod's stat listings take {share:.1%} of the run (median)")
-        print("client CPU-s per GiB (median; user + system from wait4), kubectl-dr beside kubectl during "
-              "kubectl cp of the same data: "
-              + "; ".join(f"{way} {statistics.median(CLIENT_CPU[way, 'kubectl dr']) / (size / GIB):.2f} against "
-                          f"{statistics.median(CLIENT_CPU[way, 'kubectl cp']) / (size / GIB):.2f}"
-                          for way in ("backup", "restore")))
-        print(f"\npeak RSS kubectl-dr at {size / GIB:.2f} GiB: backup {rss1 / 1024:.1f} MiB, "
-              f"restore {rss1r / 1024:.1f} MiB")
+        if not args.backups_only:
+            rows = {tool: {way: statistics.median(times) for way, times in r.items()} for tool, r in runs.items()}
+            print(f"\n{args.rounds} rounds; MiB/s of the median round (slowest–fastest round):")
+            print(f"{'tool':<22}{'backup MiB/s':>20}{'restore MiB/s':>24}{'backup ×cp':>12}{'restore ×cp':>13}")
+            cp = rows["kubectl cp"]
+            for tool, r in rows.items():
+                cells = [f"{mib_s(r[w]):.1f} ({mib_s(max(runs[tool][w])):.0f}–{mib_s(min(runs[tool][w])):.0f})"
+                         for w in ("backup", "restore")]
+                print(f"{tool:<22}{cells[0]:>20}{cells[1]:>24}"
+                      f"{cp['backup'] / r['backup']:>12.2f}{cp['restore'] / r['restore']:>13.2f}")
+            cps, drs = runs["kubectl cp"], runs["kubectl dr"]
+            per_round = [(c / d) for c, d in zip(cps["restore"], drs["restore"], strict=True)]
+            per_round_b = [(c / d) for c, d in zip(cps["backup"], drs["backup"], strict=True)]
+            print("×cp in each round: backup " + ", ".join(f"{x:.2f}" for x in per_round_b)
+                  + "; restore " + ", ".join(f"{x:.2f}" for x in per_round))
+            ex = rows["kubectl exec tar"]
+            print(f"kubectl dr vs kubectl exec tar: backup ×{ex['backup'] / rows['kubectl dr']['backup']:.2f}, "
+                  f"restore ×{ex['restore'] / rows['kubectl dr']['restore']:.2f}")
+            stream = {label: mib_s(statistics.median(times)) for label, times in TRANSFER.items() if "mixed" in label}
+            print("kubectl dr's stream alone (median, from its JSON result): "
+                  + ", ".join(f"{label.split()[0]} {rate:.1f} MiB/s" for label, rate in stream.items()))
+            for label, pairs in LISTING.items():
+                if "mixed" in label:
+                    share = statistics.median(listed / total for listed, total in pairs)
+                    print(f"{label}: the pod's stat listings take {share:.1%} of the run (median)")
+            print("client CPU-s per GiB (median; user + system from wait4), kubectl-dr beside kubectl during "
+                  "kubectl cp of the same data: "
+                  + "; ".join(f"{way} {statistics.median(CLIENT_CPU[way, 'kubectl dr']) / (size / GIB):.2f} against "
+                              f"{statistics.median(CLIENT_CPU[way, 'kubectl cp']) / (size / GIB):.2f}"
+                              for way in ("backup", "restore")))
+        print(f"\npeak RSS kubectl-dr at {size / GIB:.2f} GiB: backup {rss1 / 1024:.1f} MiB"
+              + ("" if args.backups_only else f", restore {rss1r / 1024:.1f} MiB"))
         if s3_runs:
             local = statistics.median(runs["kubectl dr"]["backup"])
             local_cpu = statistics.median(b.cpu["backup mixed"])
@@ -460,24 +464,27 @@ def run(args: argparse.Namespace) -> None:
             big = vol / "one-big-file"
             subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
                             "status=none"], check=True)
-            s4, rss4, backup4 = b.dr_backup("backup one big file")
-            wipe(vol)
-            s4r, rss4r = b.dr_restore(backup4, "restore one big file")
             size4 = args.big_gb * GIB
+            s4, rss4, backup4 = b.dr_backup("backup one big file")
             print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file): backup {rss4 / 1024:.1f} MiB "
-                  f"({size4 / s4 / 2**20:.1f} MiB/s), restore {rss4r / 1024:.1f} MiB ({size4 / s4r / 2**20:.1f} MiB/s)")
-            print(f"RSS growth {size / GIB:.2f}→{args.big_gb:g} GiB: backup {(rss4 - rss1) / 1024:+.1f} MiB, "
-                  f"restore {(rss4r - rss1r) / 1024:+.1f} MiB")
-            for repo_url, store, mixed in ((s3_repo, "S3", "backup → S3"), (azure_repo, "Azure", "backup → Azure")):
+                  f"({size4 / s4 / 2**20:.1f} MiB/s), growth from {size / GIB:.2f} GiB of mixed files "
+                  f"{(rss4 - rss1) / 1024:+.1f} MiB")
+            if not args.backups_only:
+                wipe(vol)
+                s4r, rss4r = b.dr_restore(backup4, "restore one big file")  # the volume holds the file again
+                print(f"  restore {rss4r / 1024:.1f} MiB ({size4 / s4r / 2**20:.1f} MiB/s), growth from "
+                      f"{size / GIB:.2f} GiB of mixed files {(rss4r - rss1r) / 1024:+.1f} MiB")
+            for repo_url, store in ((s3_repo, "S3"), (azure_repo, "Azure")):
                 if not repo_url:
                     continue
-                wipe(vol)
-                subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=16M", f"count={int(args.big_gb * 64)}",
-                                "status=none"], check=True)
-                s4o, rss4o, _ = b.dr_backup_to(repo_url, f"backup one big file {store.lower()}")
-                print(f"peak RSS kubectl-dr at {args.big_gb:g} GiB (one file) backed up to {store}: "
-                      f"{rss4o / 1024:.1f} MiB ({size4 / s4o / 2**20:.1f} MiB/s); growth from {size / GIB:.2f} GiB "
-                      f"of mixed files: {(rss4o - s3_rss[mixed]) / 1024:+.1f} MiB")
+                for name, label, extra in ((f"backup → {store}", f"backup one big file {store.lower()}", ()),
+                                           (f"backup → {store}, age", f"backup one big file {store.lower()} age",
+                                            ("--encrypt-to", b.recipient))):
+                    s4o, rss4o, _ = b.dr_backup_to(repo_url, label, *extra)
+                    cpu = b.cpu[label][-1]
+                    print(f"  {name:<22} peak RSS {rss4o / 1024:.1f} MiB, {size4 / s4o / 2**20:.1f} MiB/s, "
+                          f"×local {s4 / s4o:.2f}, {cpu / args.big_gb:.2f} CPU-s/GiB; growth from "
+                          f"{size / GIB:.2f} GiB of mixed files: {(rss4o - s3_rss[name]) / 1024:+.1f} MiB")
         print("\nCPU seconds by process during the kubectl dr runs (the rescue pod's processes, the loopback "
               "API server relaying the stream as `python`, and kubectl-dr itself):")
         for label, totals in PROFILES.items():
@@ -503,6 +510,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--skip-s3", action="store_true", help="no backups to the S3 server beside the local ones")
     parser.add_argument("--skip-azure", action="store_true", help="no backups to Azurite beside the local ones")
+    parser.add_argument("--backups-only", action="store_true",
+                        help="only kubectl dr's backups (local, S3, Azure): no kubectl rows, no restores")
     parser.add_argument("--profile", help="a directory for py-spy's samples of every kubectl dr run (slows them)")
     args = parser.parse_args()
     if args.profile:

@@ -383,7 +383,7 @@ class PooledPartSink(Sink):
             if self._fill == self._limit:
                 self._send_part()
 
-    def _send_part(self) -> None:
+    def _send_part(self, *, last: bool = False) -> None:
         if not self._started:
             self._begin()
             self._started = True
@@ -394,11 +394,17 @@ class PooledPartSink(Sink):
         if self._number > self.most_parts:
             raise RepoError(f"{self._key} is larger than {self.whole} can be made of ({self.most_parts} {self.unit})")
         buffer, fill = self._buffer, self._fill
-        # A full buffer goes as it is; only a short last part is copied out (the body must be its exact size).
-        body: bytes | bytearray = buffer if fill == len(buffer) else bytes(memoryview(buffer)[:fill])
+        if fill < len(buffer):
+            # Only the last part is short, and the body must be its exact size. The buffer is cut to it in
+            # place: a copy would add up to a part's size beside the pool when the pool is fullest (issue 24).
+            # _take never hands out a buffer of another size, so this one is not reused.
+            del buffer[fill:]
         assert self._pool is not None
-        self._inflight.append(self._pool.submit(self._send, self._number, body))
+        self._inflight.append(self._pool.submit(self._send, self._number, buffer))
         self._lent.append(buffer)
+        if last:  # nothing more to fill: no buffer taken (or made) for it
+            self._buffer, self._fill = bytearray(), 0
+            return
         self._limit = self._part_size(self._number + 1, self._hint)
         self._buffer, self._fill = self._take(), 0
 
@@ -409,7 +415,7 @@ class PooledPartSink(Sink):
             self._put_whole(bytes(memoryview(self._buffer)[:self._fill]))
         else:
             if self._fill or (not self._inflight and not self._done):
-                self._send_part()
+                self._send_part(last=True)
             while self._inflight:
                 self._settle_oldest()
             self._finish(self._done)

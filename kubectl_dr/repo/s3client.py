@@ -1,6 +1,6 @@
 """The S3 client: settings from flags, the config file and the standard AWS chain, and errors in plain words.
 
-boto3 is imported only when an S3 repository is used. Checksums are computed "when_required": boto3
+botocore is imported only when an S3 repository is used. Checksums are computed "when_required": botocore
 ≥ 1.36 otherwise sends CRC checksums (and trailers) that MinIO, Ceph RGW and other S3-compatible
 servers reject (Velero #7696, #9804); we send our own SHA-256 per uploaded part instead. A custom
 endpoint gets path-style addressing (bucket in the path), which every S3-compatible server serves.
@@ -56,7 +56,7 @@ class S3Settings:
     profile: str | None = None
     ca_bundle: str | None = None
     addressing_style: str | None = None  # path | virtual | auto; default: path with an endpoint, else auto
-    # Keys from the injected environment (the rest of the AWS chain is boto3's: profiles, SSO, IMDS…).
+    # Keys from the injected environment (the rest of the AWS chain is botocore's: profiles, SSO, IMDS…).
     access_key: str | None = None
     secret_key: str | None = None
     session_token: str | None = None
@@ -82,9 +82,11 @@ class S3Settings:
 
 
 def make_client(settings: S3Settings, *, pool: int = 10) -> Any:
-    import boto3
     import botocore.config
     import botocore.exceptions
+    import botocore.session
+
+    from kubectl_dr.repo.botocore_data import lean_loader
 
     style = settings.addressing_style or ("path" if settings.endpoint else "auto")
     config = botocore.config.Config(
@@ -97,16 +99,19 @@ def make_client(settings: S3Settings, *, pool: int = 10) -> Any:
         max_pool_connections=pool,
         user_agent_extra="kubectl-dr",
     )
+    keys = bool(settings.access_key and settings.secret_key)
     try:
-        if settings.access_key and settings.secret_key:
-            session = boto3.session.Session(aws_access_key_id=settings.access_key,
-                                            aws_secret_access_key=settings.secret_key,
-                                            aws_session_token=settings.session_token)
-        else:
-            session = boto3.session.Session(profile_name=settings.profile)
-        region = settings.region or session.region_name or "us-east-1"
-        return session.client("s3", endpoint_url=settings.endpoint, region_name=region,
-                              verify=settings.ca_bundle if settings.ca_bundle else None, config=config)
+        # botocore's own session, not boto3's: boto3 adds only its resource layer and S3 transfer methods,
+        # which kubectl-dr does not use (~1.5 MiB of imports, issue 24).
+        session = botocore.session.Session(profile=None if keys else settings.profile)
+        # Loaded lean (botocore_data): what the session loads, the client keeps for as long as it lives.
+        session.register_component("data_loader", lean_loader(session.get_config_variable("data_path")))
+        region = settings.region or session.get_config_variable("region") or "us-east-1"
+        return session.create_client("s3", endpoint_url=settings.endpoint, region_name=region,
+                                     verify=settings.ca_bundle if settings.ca_bundle else None, config=config,
+                                     aws_access_key_id=settings.access_key if keys else None,
+                                     aws_secret_access_key=settings.secret_key if keys else None,
+                                     aws_session_token=settings.session_token if keys else None)
     except botocore.exceptions.ProfileNotFound as exc:
         raise RepoError(f"the AWS profile {settings.profile!r} does not exist: {exc}", hint=CREDENTIALS_HINT) from None
     except ValueError as exc:  # e.g. a malformed endpoint URL

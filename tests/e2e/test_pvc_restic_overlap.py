@@ -44,6 +44,28 @@ def backed_up(cluster: Any, ns: str, repo: Path) -> str:
     return str(json.loads(backup.stdout)["id"])
 
 
+def app_running(cluster: Any, ns: str) -> None:
+    """The claim's consumer, a Deployment at one replica: what a restore must stop and start again."""
+    cluster.kubectl("apply", "-f", "-", input=deployment(ns))
+    eventually(lambda: replicas(cluster, ns) == (1, {}), what="the app at one replica")
+
+
+def backed_up_app(cluster: Any, tmp_path: Path, prefix: str) -> tuple[str, Path, str]:
+    """A filled claim backed up into a new restic repository, then its app started: (namespace, repository,
+    snapshot ID)."""
+    ns, _ = filled_claim(cluster, prefix)
+    repo = tmp_path / "repo"
+    snap = backed_up(cluster, ns, repo)
+    app_running(cluster, ns)
+    return ns, repo, snap
+
+
+def restore_from(cluster: Any, ns: str, repo: Path, snap: str, *args: str,
+                 env: dict[str, str] | None = None) -> Any:
+    return dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap, *args,
+              cluster=cluster, extra_env={**ENV, **(env or {})}, subprocess=True)
+
+
 def leases(cluster: Any, ns: str) -> str:
     return str(cluster.kubectl("get", "leases", "-n", ns, "-o", "name").stdout.strip())
 
@@ -76,13 +98,8 @@ def test_a_pod_that_cannot_start_ends_the_backups_wait_for_the_restic_lock(clust
 
 def test_a_pod_that_cannot_start_while_the_snapshot_is_read_stops_nothing_for_good(cluster: Any,
                                                                                    tmp_path: Path) -> None:
-    ns, _ = filled_claim(cluster, "opod")
-    repo = tmp_path / "repo"
-    snap = backed_up(cluster, ns, repo)
-    cluster.kubectl("apply", "-f", "-", input=deployment(ns))
-    eventually(lambda: replicas(cluster, ns) == (1, {}), what="the app at one replica")
-    failed = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-                "--image", BAD_IMAGE, cluster=cluster, extra_env=ENV, subprocess=True)
+    ns, repo, snap = backed_up_app(cluster, tmp_path, "opod")
+    failed = restore_from(cluster, ns, repo, snap, "--image", BAD_IMAGE)
     assert failed.returncode == 1, failed.stderr
     assert "cannot be pulled" in failed.stderr, failed.stderr
     assert "stopping Deployment/app" in failed.stderr  # stopped once the snapshot was found, before the pod
@@ -92,15 +109,10 @@ def test_a_pod_that_cannot_start_while_the_snapshot_is_read_stops_nothing_for_go
 
 
 def test_a_wrong_password_stops_no_app_and_starts_no_pod(cluster: Any, tmp_path: Path) -> None:
-    ns, _ = filled_claim(cluster, "opw")
-    repo = tmp_path / "repo"
-    snap = backed_up(cluster, ns, repo)
-    cluster.kubectl("apply", "-f", "-", input=deployment(ns))
-    eventually(lambda: replicas(cluster, ns) == (1, {}), what="the app at one replica")
+    ns, repo, snap = backed_up_app(cluster, tmp_path, "opw")
     generation = json.loads(cluster.kubectl("get", "deployment/app", "-n", ns, "-o", "json").stdout)["metadata"][
         "generation"]
-    failed = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-                cluster=cluster, extra_env={**ENV, "RESTIC_PASSWORD": "wrong"}, subprocess=True)
+    failed = restore_from(cluster, ns, repo, snap, env={"RESTIC_PASSWORD": "wrong"})
     assert failed.returncode == 1 and "wrong password" in failed.stderr, failed.stderr
     assert "stopping" not in failed.stderr and "starting rescue pod" not in failed.stderr, failed.stderr
     after = json.loads(cluster.kubectl("get", "deployment/app", "-n", ns, "-o", "json").stdout)["metadata"]
@@ -125,11 +137,9 @@ def test_a_damaged_tree_found_while_the_pod_starts_undoes_the_pod_and_the_scalin
     raw[where.offset + where.length // 2] ^= 0xFF
     pack.chmod(0o644)
     pack.write_bytes(bytes(raw))
-    cluster.kubectl("apply", "-f", "-", input=deployment(ns))
-    eventually(lambda: replicas(cluster, ns) == (1, {}), what="the app at one replica")
+    app_running(cluster, ns)
     (vol / "d00" / "f00").write_bytes(b"changed")
-    failed = dr("--yes", "pvc", "restore", "data", "-n", ns, "--repo", f"restic:{repo}", "--from", snap,
-                cluster=cluster, extra_env=ENV, subprocess=True)
+    failed = restore_from(cluster, ns, repo, snap)
     assert failed.returncode == 1, failed.stderr
     assert "partly restored" not in failed.stderr, failed.stderr
     assert (vol / "d00" / "f00").read_bytes() == b"changed"  # nothing written

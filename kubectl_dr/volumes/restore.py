@@ -439,8 +439,8 @@ def _restore(kube: Kube, exposure: Exposure, pod: RescuePod, src: Source, opts: 
         predicted = tree_check.predicted_fixes(
             src.entries, found, delta.send | {b.path for b in delta.in_place} | set(doomed), rules)
         fixed = len(predicted)
-        console.say(f"setting owners, modes and times of {count(fixed, 'entry', 'entries')} the restore wrote "
-                    "or found differing, and listing the volume again")
+        console.say(f"setting owners, modes and times of {count(len(predicted.paths()), 'entry', 'entries')} the "
+                    "restore wrote or found differing, and listing the volume again")
         found = listings.run(transfer.list_volume_after, kube, pod, scripts.fix_script(predicted, strict=False))
     else:
         found = listings.run(transfer.list_volume, kube, pod)

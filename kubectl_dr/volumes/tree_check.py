@@ -39,8 +39,17 @@ class Fixes:
     dig_holes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
+        """How many changes: an entry given its owner, mode and time counts three times."""
         return (sum(map(len, self.chown.values())) + sum(map(len, self.chmod.values()))
                 + sum(map(len, self.touch.values())) + len(self.dig_holes))
+
+    def paths(self) -> set[str]:
+        """The entries some change touches, each once (what a message counts as entries)."""
+        out = set(self.dig_holes)
+        for group in (self.chown, self.chmod, self.touch):
+            for paths in group.values():
+                out.update(paths)
+        return out
 
 
 @dataclass

@@ -41,6 +41,8 @@ def test_written_entries_and_the_directories_above_them_get_the_record_and_other
     assert sorted(fixes.chmod[0o644]) == ["a/b/sent"] and fixes.chmod[0o600] == ["c/chmodded"]
     assert sorted(fixes.touch[1_600_000_000]) == touched
     assert "a/link" not in str(fixes.chown)  # another name of a/b/sent: set through it
+    # The message counts entries, each once, not the changes (owner, mode and time of one entry are three).
+    assert fixes.paths() == {*touched, "c/chmodded"} and len(fixes) > len(fixes.paths())
 
 
 def test_a_pod_that_is_not_root_is_asked_for_no_owners_and_no_modes() -> None:

@@ -115,6 +115,8 @@ def run(session: Session, open_repo: OpenRepo | None, where: str,
         started = time.time_ns()
         clock = time.monotonic()
         listed: list[tuple[dict[str, Found], int]] = []
+        if access.stop:  # the app stops only for a repository that is there and ours to write
+            side.wait_locked()
         pod = tar_backup.start_reader(session, exposure, access, opts,  # listed while its tools are probed
                                       beside_probe=lambda p: listed.append(transfer.list_volume_clocked(kube, p)))
         if pod is None:
@@ -231,6 +233,8 @@ class _RepoSide:
         self._pool = ThreadPoolExecutor(1, "restic-repository")
         self._future: Future[tuple[Repository, Snapshot | None, dict[str, nodes.Node]]] | None = None
         self._lock: Lock | None = None
+        self._locked = threading.Event()
+        self._done: tuple[Repository, Snapshot | None, dict[str, nodes.Node]] | None = None
 
     def __enter__(self) -> _RepoSide:
         self._future = self._pool.submit(self._work, None)
@@ -241,17 +245,30 @@ class _RepoSide:
             repo = self._open_repo(_missing)
         self._lock = Lock(repo, wait=LOCK_WAIT, stop=self._cancel)
         self._lock.__enter__()
+        self._locked.set()
         parent = latest_of(repo, self._namespace, self._claim)
         if parent is None or self._force:  # --force still names the parent; it reads every file
             return repo, parent, {}
         return repo, parent, restic_incremental.parent_files(repo, parent, self._cancel.is_set)
 
+    def wait_locked(self) -> None:
+        """Until the repository is open and locked: before the app's consumers are stopped, so that a wrong
+        password, another client's lock (a prune's, waited for up to LOCK_WAIT) or a repository that does not
+        exist yet (created here, after asking) costs the app no stop. Raises what opening or locking raised."""
+        assert self._future is not None
+        while not self._locked.wait(0.05):
+            if self._future.done():
+                self.result()
+                return
+
     def result(self) -> tuple[Repository, Snapshot | None, dict[str, nodes.Node]]:
         assert self._future is not None
-        try:
-            return self._future.result()
-        except _Missing:
-            return self._work(self._open_repo(self._create))  # a new repository has no parent to read
+        if self._done is None:
+            try:
+                self._done = self._future.result()
+            except _Missing:
+                self._done = self._work(self._open_repo(self._create))  # a new repository has no parent to read
+        return self._done
 
     def __exit__(self, *exc: object) -> None:
         self._cancel.set()

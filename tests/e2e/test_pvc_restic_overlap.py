@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from kubectl_dr.repo.restic import archiver, nodes
 from kubectl_dr.repo.restic.backend import LOCKS
 from kubectl_dr.repo.restic.location import open_repository
 from kubectl_dr.repo.restic.locks import Lock
-from tests.cli_runner import dr
+from tests.cli_runner import clean_env, dr, executable
 from tests.datasets import make_claim, managed_pods, new_namespace, volume_dir
 from tests.e2e.test_pvc_restic_restore import deployment, replicas
 from tests.polling import eventually
@@ -146,3 +148,35 @@ def test_a_damaged_tree_found_while_the_pod_starts_undoes_the_pod_and_the_scalin
     assert replicas(cluster, ns) == (1, {})
     assert managed_pods(cluster, ns) == [] and leases(cluster, ns) == ""
     assert not list((repo / LOCKS).glob("*"))
+
+
+def test_a_quiesced_backup_stops_no_app_for_a_wrong_password_or_a_held_lock(cluster: Any, tmp_path: Path) -> None:
+    """--quiesce stops the app only once the repository is open and locked: a wrong password, or another
+    client's exclusive lock (a prune's) held until the run gives up, costs the app no stop."""
+    ns, repo, _ = backed_up_app(cluster, tmp_path, "oquiet")
+    generation = json.loads(cluster.kubectl("get", "deployment/app", "-n", ns, "-o", "json").stdout)["metadata"][
+        "generation"]
+
+    def backup(env: dict[str, str]) -> Any:
+        return dr("--yes", "pvc", "backup", "data", "-n", ns, "--repo", f"restic:{repo}", "--quiesce",
+                  cluster=cluster, extra_env={**ENV, **env}, subprocess=True, timeout=120)
+
+    wrong = backup({"RESTIC_PASSWORD": "wrong"})
+    assert wrong.returncode == 1 and "wrong password" in wrong.stderr, wrong.stderr
+    assert "stopping" not in wrong.stderr, wrong.stderr
+    # Waiting for a prune's lock (up to five minutes), then Ctrl-C: the app was never stopped meanwhile.
+    held = open_repository(f"restic:{repo}", {"RESTIC_PASSWORD": PASSWORD})
+    env = {**clean_env(), "KUBECONFIG": str(cluster.kubeconfig), **ENV}
+    with Lock(held, exclusive=True):
+        proc = subprocess.Popen([executable(), "--yes", "pvc", "backup", "data", "-n", ns, "--repo",
+                                 f"restic:{repo}", "--quiesce"], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)
+        assert proc.poll() is None, proc.communicate()
+        assert replicas(cluster, ns) == (1, {})  # still serving while the backup waits for the lock
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "stopping" not in err, err
+    after = json.loads(cluster.kubectl("get", "deployment/app", "-n", ns, "-o", "json").stdout)["metadata"]
+    assert after["generation"] == generation  # never scaled
+    untouched(cluster, ns, repo, 1)

@@ -251,7 +251,8 @@ def compare(where: str, served: Served, size: int, sha: str, what: str = "the sn
     if served.remote_size is None or served.remote_sha256 is None:
         raise VerificationError(f"the helper container on node {where} printed no size and digest for {what}: "
                                 f"{served.result.stderr[:200]!r}",
-                                hint="--helper-image needs sh, sha256sum, wc and cat (busybox or coreutils).")
+                                hint="--helper-image needs sh, sha256sum, wc, cat, stat, mkfifo and sleep (busybox or "
+                                     "coreutils).")
     if size % 2**32 != served.remote_size % 2**32:
         raise VerificationError(f"{what} transfer from {where} is incomplete: received {size} of "
                                 f"{served.remote_size} bytes")

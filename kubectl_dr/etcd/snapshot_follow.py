@@ -44,16 +44,18 @@ def follow_script(path: str) -> str:
     """The serve container's command: the file on stdout while it is written; digest and size on stderr."""
     return f"""\
 f={path}
+# A sleep without fractions (a cut-down busybox) would fail at once and turn the waits into busy loops.
+pause() {{ sleep {_PAUSE} 2>/dev/null || sleep 1; }}
 follow() {{
   until {{ command exec 3<"$f"; }} 2>/dev/null || {{ command exec 3<"$f.part"; }} 2>/dev/null; do
-    sleep {_PAUSE}
+    pause
   done
   while :; do
     cat <&3 || exit 1
-    [ -e "$f.part" ] && {{ sleep {_PAUSE}; continue; }}
+    [ -e "$f.part" ] && {{ pause; continue; }}
     [ -e "$f" ] || {{ echo "etcdctl removed $f.part before it was whole: the save failed" >&2; exit {SAVE_FAILED}; }}
     cat <&3 || exit 1
-    [ "$(stat -L -c %i /proc/self/fd/3)" = "$(stat -c %i "$f")" ] || {{
+    i=$(stat -L -c %i /proc/self/fd/3) && [ -n "$i" ] && [ "$i" = "$(stat -c %i "$f")" ] || {{
       echo "$f is not the file that was streamed" >&2; exit {NOT_THE_FILE}; }}
     exit 0
   done

@@ -344,12 +344,14 @@ def upload_script(dest: str, size: int) -> str:
     A stream cut short ends `head -c` early without an error, so `cat >` alone would leave half a script
     (half a list of files to hash, of chunks to write, of paths to remove) and exit 0: the pod counts."""
     q = shlex.quote(dest)
-    return (f'set -e; cat > {q}; got=$(wc -c < {q}); [ "$got" -eq {int(size)} ] '
+    # Each step's failure exits by itself: `set -e` would not hold inside the subshell `after_upload` puts this
+    # in, on the left of its `||` (POSIX ignores -e there).
+    return (f'cat > {q} || exit 1; got=$(wc -c < {q}) || exit 1; [ "$got" -eq {int(size)} ] '
             f'|| {{ echo "uploading {dest}: $got of {int(size)} bytes arrived"; exit 1; }} >&2')
 
 
 def after_upload(dest: str, size: int, script: str) -> str:
-    """stdin into `dest` as `upload_script` takes it (in a subshell: its `set -e` ends there), then `script`:
+    """stdin into `dest` as `upload_script` takes it (in a subshell, whose exit ends only it), then `script`:
     one exec for both. A short upload exits 1 before `script` runs, so no stream report comes."""
     return f"({upload_script(dest, size)}) || exit 1\n{script}"
 

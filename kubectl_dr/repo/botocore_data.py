@@ -25,8 +25,9 @@ import botocore.loaders
 
 # The clients a session behind an S3 repository can make: S3 itself, and those of the AWS credential chain
 # (STS for an assumed role or a web identity, SSO and SSO-OIDC for IAM Identity Center, signin for
-# `aws login`). Their entries in the endpoint table are kept as they are; others are dropped.
-SESSION_SERVICES = frozenset({"s3", "sts", "sso", "sso-oidc", "signin"})
+# `aws login`). Their entries in the endpoint table are kept as they are; others are dropped. The table is
+# keyed by each service's endpoint prefix, not its name: SSO is `portal.sso`, SSO-OIDC `oidc`.
+SESSION_SERVICES = frozenset({"s3", "sts", "portal.sso", "oidc", "signin"})
 ENDPOINTS = "endpoints"  # botocore's endpoint table, data/endpoints.json
 # How botocore names its data files on disk, in the order it tries them (its JSONFileLoader's).
 _SUFFIXES = (".json", ".json.gz")

@@ -93,6 +93,16 @@ def test_only_the_session_services_stay_in_the_endpoint_table() -> None:
     assert only_services({"version": 3}, {"s3"}) == {"version": 3}  # a layout not understood is kept whole
 
 
+def test_the_kept_entries_are_those_of_the_credential_chains_services() -> None:
+    """The endpoint table is keyed by endpoint prefix, not by service name (SSO's is `portal.sso`): each service
+    an S3 session's credential chain calls keeps its entry, named as botocore's own models name it."""
+    session = botocore.session.Session()
+    available = set(session.get_available_services())
+    for name in ("s3", "sts", "sso", "sso-oidc", "signin"):
+        if name in available:
+            assert session.get_service_model(name).endpoint_prefix in SESSION_SERVICES, name
+
+
 def test_data_files_load_as_botocore_loads_them(tmp_path: Path) -> None:
     """Plain and gzipped JSON, the same content as botocore's own file loader reads; None when absent."""
     import botocore.loaders

@@ -12,7 +12,9 @@ digest of the final file, and etcdctl's exit code 0 are required, and then the d
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +180,17 @@ def via_pod(kube: Kube, console: Console, run: Run, topology: Discovered, repo: 
             sweep.join()
 
 
+@contextmanager
+def _stop_on_error(exposed: SnapshotExposure) -> Iterator[None]:
+    """Inside the thread pool's block: on an error or Ctrl-C the threads' waits end before the pool waits for
+    them."""
+    try:
+        yield
+    except BaseException:
+        exposed.stopping.set()
+        raise
+
+
 def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: float) -> SnapshotResult:
     member, console = exposed.member, exposed.console
     console.say(f"saving a snapshot of the etcd member on node {member.node} ({member.client_url})")
@@ -185,7 +198,7 @@ def _copy(kube: Kube, exposed: SnapshotExposure, repo: Repository, started: floa
     # encryption config's copy while the snapshot streams (each its own request or exec): neither waits for the
     # other, nor the stream for more than the member's status (the progress's total; it has ended by the time
     # the pod runs, as a rule).
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(3) as pool, _stop_on_error(exposed):
         cluster = pool.submit(identity_for_backup, kube, console.say)
         pod = exposed.start()
         member_status = pool.submit(exposed.member_status)

@@ -80,6 +80,9 @@ class SnapshotExposure:
     heartbeat: Heartbeat | None = None
     _steps: list[cleanup.UndoStep] = field(default_factory=list)
     _config: str | encryption.Fingerprint | None = None
+    # Set when the copy fails or is interrupted: a read still waiting in a thread (the member's status) ends at
+    # once, so the pod, which holds every Secret of the cluster, is deleted without waiting out its timeout.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> SnapshotExposure:
         stack = cleanup.current()
@@ -141,9 +144,9 @@ class SnapshotExposure:
         with self._timed("member status"):
             pause, deadline = 0.02, time.monotonic() + STATUS_TIMEOUT
             while job_exit_codes(self.pod.get())[podspec.MEMBER_STATUS_CONTAINER] is None:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.stopping.is_set():
                     return info  # the manifest goes without; the check after the stream decides
-                time.sleep(pause)
+                self.stopping.wait(pause)
                 pause = min(pause * 2, 0.25)
             logs = self.pod.logs(podspec.MEMBER_STATUS_CONTAINER, tail_lines=50)
         for line in reversed(logs.splitlines()):

@@ -146,15 +146,18 @@ class SaveWatch:
         while True:
             if self.failure is not None:
                 raise self.failure
-            ended = self._ended(self.pod.get())
+            obj = self.pod.get()
+            ended = self._ended(obj)
             if ended is True:
                 return
             if ended is False:
                 assert self.failure is not None
                 raise self.failure
             if time.monotonic() > deadline:
-                raise MemberError(self.member.node, f"etcdctl in pod {self.pod.namespace}/{self.pod.name} did not end "
-                                  f"within {timeout:.0f}s of the snapshot's last byte; the snapshot is not kept")
+                running = [name for name, code in job_exit_codes(obj).items() if code is None]
+                raise MemberError(self.member.node, f"container(s) {', '.join(running) or '?'} of pod "
+                                  f"{self.pod.namespace}/{self.pod.name} did not end within {timeout:.0f}s of the "
+                                  "snapshot's last byte; the snapshot is not kept")
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 

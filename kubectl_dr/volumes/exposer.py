@@ -208,9 +208,11 @@ class Exposure:
             return pod
         with ThreadPoolExecutor(1, "probe") as pool:
             probing = pool.submit(probe, self.kube, pod)
+            # A failed probe is the error told over a listing that failed beside it. A Ctrl-C is not caught
+            # here: it stays what ends the run (the pool's exit still waits for the probe's exec to end).
             try:
                 beside_probe(pod)
-            except BaseException:
+            except Exception:
                 probing.result()  # raises the probe's error, if it failed, instead
                 raise
             pod.tools = probing.result()

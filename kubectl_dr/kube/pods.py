@@ -131,14 +131,12 @@ class HelperPod:
         self.request_delete()
         if wait:
             deadline = time.monotonic() + timeout
-            pause = 0.05  # a helper pod is usually gone within a tenth of a second: look soon, then every 0.3 s
             while self.kube.exists(self.path):
                 if time.monotonic() > deadline:
                     raise DrError(f"pod {self.namespace}/{self.name} is still terminating after "
                                   f"{units.duration(timeout)}",
                                   hint=f"Check it with `kubectl get pod -n {self.namespace} {self.name}`.")
-                time.sleep(pause)
-                pause = min(pause * 2, 0.3)
+                time.sleep(0.3)
         if self.step is not None:
             cleanup.current().discard(self.step)
             self.step = None

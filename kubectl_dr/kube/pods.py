@@ -106,6 +106,33 @@ class HelperPod:
         pod: dict[str, Any] = self.kube.get(self.path)
         return pod
 
+    def wait_gone(self, timeout: float) -> None:
+        """Until the pod is gone. One found that is not being deleted is asked again: our DELETE came before it
+        existed. That happens when an interruption cuts off the create: the API server still creates the pod
+        after the client gave up on the answer, and the DELETE sent at once finds nothing (seen: the POST cut
+        after 3 ms, the DELETE answered 404 at 30 ms, the pod there at 60 ms). Waiting without asking again
+        waited for a pod nobody deletes."""
+        deadline = time.monotonic() + timeout
+        pause = 0.05  # a helper pod is usually gone within a tenth of a second: look soon, then every 0.3 s
+        while (found := self._current()) is not None:
+            if not (found.get("metadata") or {}).get("deletionTimestamp"):
+                self.request_delete()
+            if time.monotonic() > deadline:
+                raise DrError(f"pod {self.namespace}/{self.name} is still terminating after "
+                              f"{units.duration(timeout)}",
+                              hint=f"Check it with `kubectl get pod -n {self.namespace} {self.name}`.")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.3)
+
+    def _current(self) -> dict[str, Any] | None:
+        """The pod as the API server has it now, or None once it is gone."""
+        try:
+            return self.get()
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def logs(self, container: str, tail_lines: int = 20) -> str:
         try:
             return self.kube.text(f"{self.path}/log", container=container, tailLines=tail_lines)
@@ -130,13 +157,7 @@ class HelperPod:
         """Delete the pod and (by default) wait until it is gone, so its volumes are free again."""
         self.request_delete()
         if wait:
-            deadline = time.monotonic() + timeout
-            while self.kube.exists(self.path):
-                if time.monotonic() > deadline:
-                    raise DrError(f"pod {self.namespace}/{self.name} is still terminating after "
-                                  f"{units.duration(timeout)}",
-                                  hint=f"Check it with `kubectl get pod -n {self.namespace} {self.name}`.")
-                time.sleep(0.3)
+            self.wait_gone(timeout)
         if self.step is not None:
             cleanup.current().discard(self.step)
             self.step = None

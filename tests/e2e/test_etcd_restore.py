@@ -349,6 +349,7 @@ def test_aborted_restore_keeps_the_last_one(single: Cluster, tmp_path: Path) -> 
     parent = c.layout.etcd_data(node).parent
     first = json.loads(ok(restore(c, repo, snap)).stdout)["runID"]
     _stop_while_staging(c, repo, snap, signal.SIGTERM)
+    assert not leftover_pods(c)  # a SIGTERM while the etcdctl pod was being created left it once
 
     status = json.loads(ok(run_dr(c, repo, "etcd", "restore", "status", "-o", "json")).stdout)
     [row] = status["nodes"]

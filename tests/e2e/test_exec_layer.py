@@ -131,6 +131,20 @@ def test_unpullable_image_fails_fast_and_the_pod_is_removed(cluster: Cluster, na
     assert left.strip() == ""
 
 
+def test_a_pod_created_after_its_delete_is_deleted_by_the_wait(cluster: Cluster, namespace: str) -> None:
+    """Ctrl-C during a create: the API server creates the pod after the client gave up on the answer, and the
+    DELETE sent at once found nothing. The wait that follows must ask again, not wait for a pod nobody deletes
+    (it did: the etcd restore's pod outlived the command after Ctrl-C)."""
+    kube = kube_for(cluster)
+    manifest = busybox_pod(namespace)
+    pod = pods.HelperPod(kube, namespace, manifest["metadata"]["name"])
+    pod.request_delete()  # 404: not created yet
+    kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=manifest)  # the create lands afterwards
+    pod.wait_gone(timeout=20)
+    left = cluster.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout
+    assert left.strip() == ""
+
+
 def test_pod_security_rejection_explains_the_level(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     kube = kube_for(cluster)

@@ -13,6 +13,7 @@ from kubectl_dr.etcd.errors import EtcdError, MemberError, all_members_failed
 from kubectl_dr.etcd.model import Alarm, ClusterStatus, EndpointInfo, MemberInfo
 from kubectl_dr.etcd.topology import Direct, Discovered, StaticMember, pod_namespace, resolve
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.kube.exec import ExecResult
 from kubectl_dr.session import Session
 
 
@@ -61,16 +62,23 @@ def _from_member(kube: Kube, member: StaticMember, namespace: str, console: Cons
     console.say(f"asking etcd from a pod on node {member.node}")
     pod = podrun.start(kube, podspec.status_pod(member, namespace), member, "etcd status", console=console)
     try:
-        def ask(endpoints: list[str], *args: str) -> tuple[bool, bytes, bytes]:
+        def run(endpoints: list[str], *args: str) -> tuple[ExecResult, bytes]:
             result, out = podrun.run(kube, pod, podspec.STATUS_CONTAINER, etcdctl.command(member, endpoints, *args))
             if result.status is None:
                 result.check(f"etcdctl {' '.join(args[:2])} on node {member.node}")  # a broken stream
+            return result, out
+
+        def ask(endpoints: list[str], *args: str) -> tuple[bool, bytes, bytes]:
+            result, out = run(endpoints, *args)
             return result.ok, out, result.stderr
 
-        ok, out, err = ask([member.client_url], "member", "list", "-w", "json")
-        if not ok:
+        listed, out = run([member.client_url], "member", "list", "-w", "json")
+        if not listed.ok:
+            # How it ended first (an exit code, or the API server's reason): etcdctl killed before it wrote a
+            # word left an error that ended in a colon.
+            said = listed.stderr.decode(errors="replace").strip()[-500:]
             raise MemberError(member.node, f"etcdctl member list failed on node {member.node}: "
-                                           f"{err.decode(errors='replace').strip()[-500:]}")
+                                           f"{listed.describe()}" + (f": {said}" if said else ""))
         cluster_id, members = etcdctl.parse_member_list(out)
         # Every client URL of every member, as `etcdctl --cluster` does: a member that is down still has
         # its row, with the reason it did not answer.

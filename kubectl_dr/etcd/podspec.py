@@ -38,6 +38,9 @@ SERVE_CONTAINER = "serve"
 # sleep, but a watch on a key nobody writes waits quietly until the pod is deleted.
 KEEPALIVE_KEY = "/kubectl-dr/keepalive"
 ALIVE = f"{SNAPSHOT_DIR}/.kubectl-dr-alive"
+# Made by the serve container before it removes the snapshot (no heartbeat, or the pod deleted): the follow
+# script then says who removed the part file, not that etcdctl gave up.
+ENDED = f"{SNAPSHOT_DIR}/.kubectl-dr-ended"
 STATUS_DEADLINE_SECONDS = 600
 # Saving a multi-GB database, then copying it off: hours at most.
 SNAPSHOT_DEADLINE_SECONDS = 4 * 3600
@@ -51,7 +54,8 @@ ENCRYPTION_INIT = "encryption-config"
 def serve_script(grace: int) -> str:
     """The serve container's main process: holds the snapshot while the run is alive, then removes it (and the
     copy of the encryption config: its keys decrypt every Secret in the snapshot)."""
-    return dead_man_script(ALIVE, grace, on_expiry=f"rm -f {SNAPSHOT_FILE} {SNAPSHOT_FILE}.part {ENCRYPTION_COPY}",
+    return dead_man_script(ALIVE, grace,
+                           on_expiry=f"touch {ENDED}; rm -f {SNAPSHOT_FILE} {SNAPSHOT_FILE}.part {ENCRYPTION_COPY}",
                            then="removing the snapshot")
 
 

@@ -202,7 +202,7 @@ class SnapshotExposure:
         pod = self.pod
         with self._timed("stream while etcdctl saves"):
             stream = open_exec(self.kube, pod.namespace, pod.name,
-                               ["sh", "-c", follow_script(podspec.SNAPSHOT_FILE)],
+                               ["sh", "-c", follow_script(podspec.SNAPSHOT_FILE, podspec.ENDED)],
                                container=podspec.SERVE_CONTAINER, timeouts=Timeouts())
             with SaveWatch(pod, self.member, self.helper_image, on_failure=stream.close) as watch:
                 try:

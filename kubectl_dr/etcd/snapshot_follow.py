@@ -36,12 +36,14 @@ from kubectl_dr.kube.pods import HelperPod
 # Exit codes of the follow script, besides 1 (a read or the stream failed).
 SAVE_FAILED = 4  # FILE.part was removed and no FILE appeared: etcdctl gave up
 NOT_THE_FILE = 5  # FILE is not the file that was read (replaced meanwhile)
+ENDED_BY_POD = 6  # the pod removed FILE.part itself: its run stopped renewing it, or the pod was deleted
 # Seconds between two reads that reached the end of the growing file (busybox and coreutils sleep take fractions).
 _PAUSE = "0.02"
 
 
-def follow_script(path: str) -> str:
-    """The serve container's command: the file on stdout while it is written; digest and size on stderr."""
+def follow_script(path: str, ended: str) -> str:
+    """The serve container's command: the file on stdout while it is written; digest and size on stderr.
+    `ended`: the file the pod's dead-man loop makes before it removes the snapshot."""
     return f"""\
 f={path}
 # A sleep without fractions (a cut-down busybox) would fail at once and turn the waits into busy loops.
@@ -53,7 +55,10 @@ follow() {{
   while :; do
     cat <&3 || exit 1
     [ -e "$f.part" ] && {{ pause; continue; }}
-    [ -e "$f" ] || {{ echo "etcdctl removed $f.part before it was whole: the save failed" >&2; exit {SAVE_FAILED}; }}
+    [ -e "$f" ] || {{
+      [ -e {ended} ] && {{ echo "the pod removed $f.part before it was whole: no heartbeat from this run, or the \
+pod was deleted" >&2; exit {ENDED_BY_POD}; }}
+      echo "etcdctl removed $f.part before it was whole: the save failed" >&2; exit {SAVE_FAILED}; }}
     cat <&3 || exit 1
     i=$(stat -L -c %i /proc/self/fd/3) && [ -n "$i" ] && [ "$i" = "$(stat -c %i "$f")" ] || {{
       echo "$f is not the file that was streamed" >&2; exit {NOT_THE_FILE}; }}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kubectl_dr.etcd.snapshot_exposure import compare, parse_served
-from kubectl_dr.etcd.snapshot_follow import NOT_THE_FILE, SAVE_FAILED, follow_script
+from kubectl_dr.etcd.snapshot_follow import ENDED_BY_POD, NOT_THE_FILE, SAVE_FAILED, follow_script
 from kubectl_dr.kube.exec import ExecResult
 
 BUSYBOX = shutil.which("busybox")
@@ -68,7 +68,8 @@ def _writer(target: Path, data: bytes, *, fail_at: int | None = None, replace_wi
 
 def _run(target: Path, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     assert BUSYBOX is not None
-    return subprocess.run([BUSYBOX, "sh", "-c", follow_script(str(target))], env=env, capture_output=True,
+    ended = target.with_name(".kubectl-dr-ended")
+    return subprocess.run([BUSYBOX, "sh", "-c", follow_script(str(target), str(ended))], env=env, capture_output=True,
                           timeout=60, check=False)
 
 
@@ -112,6 +113,21 @@ def test_a_save_that_fails_midway_fails_the_script(tmp_path: Path, busybox_path:
     assert b"the save failed" in done.stderr
     assert parse_served(_ok(done.stderr)).remote_size is None  # no size: compare() could never pass
     assert not target.exists()
+
+
+def test_a_part_file_the_pod_removed_itself_is_not_blamed_on_etcdctl(tmp_path: Path,
+                                                                     busybox_path: dict[str, str]) -> None:
+    """The serve container's dead-man loop (no heartbeat from the run, or the pod deleted) marks its removal of
+    the snapshot: the script says so, not that etcdctl gave up."""
+    data = os.urandom(2 * 1024 * 1024)
+    target = tmp_path / "etcd.db"
+    (tmp_path / ".kubectl-dr-ended").touch()
+    writer = _writer(target, data, fail_at=1024 * 1024)
+    done = _run(target, busybox_path)
+    writer.join()
+    assert done.returncode == ENDED_BY_POD, done.stderr
+    assert b"the pod removed" in done.stderr and b"no heartbeat from this run" in done.stderr
+    assert b"etcdctl" not in done.stderr
 
 
 def test_a_final_file_that_is_not_the_one_streamed_fails_the_script(tmp_path: Path,

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback as tb
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import click
+# Only os and sys at the top: the rest loads inside main()'s guard. A Ctrl-C in the first half second, while
+# the interpreter loads the CLI, ends like every other interrupt (one line, exit 130), not with a traceback of
+# whichever import it landed in.
+if TYPE_CHECKING:
+    import click
 
-from kubectl_dr import cleanup
-from kubectl_dr.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DrError, Interrupted
-from kubectl_dr.ui.output import message
+    from kubectl_dr import cleanup
+
+# errors.EXIT_INTERRUPTED, written out: the import of kubectl_dr.errors may be what the Ctrl-C interrupted.
+_EXIT_INTERRUPTED = 130
 
 
 def prog_name(env: dict[str, str] | None = None) -> str:
@@ -32,6 +37,8 @@ def prog_name(env: dict[str, str] | None = None) -> str:
 
 
 def _usage_message(exc: click.UsageError) -> str:
+    import click
+
     text = _once(exc.format_message(), " Did you mean ")
     # Say it the way pflag says it: "unknown flag: --bogus".
     if isinstance(exc, click.NoSuchOption):
@@ -47,6 +54,8 @@ def _once(text: str, marker: str) -> str:
 
 
 def _report_undo_failures(failures: list[cleanup.UndoFailure]) -> None:
+    from kubectl_dr.ui.output import message
+
     for failure in failures:
         message(f"error: could not undo \"{failure.step.description}\": {failure.error}")
         if failure.step.fallback_hint:
@@ -54,10 +63,16 @@ def _report_undo_failures(failures: list[cleanup.UndoFailure]) -> None:
 
 
 def run(argv: Sequence[str]) -> int:
+    import traceback as tb
+
+    import click
     import typer
 
+    from kubectl_dr import cleanup
     from kubectl_dr.cli.app import app
     from kubectl_dr.cli.globals import GlobalOptions, hoist
+    from kubectl_dr.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DrError, Interrupted
+    from kubectl_dr.ui.output import message
 
     command = typer.main.get_command(app)
     args = hoist(list(argv))
@@ -106,10 +121,15 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main() -> None:
-    # The release archive ships one executable; linked as `kubectl_complete-dr` it answers completions.
-    if os.path.basename(sys.argv[0]).startswith("kubectl_complete-"):
-        from kubectl_dr.cli.complete import complete_main
+    try:
+        # The release archive ships one executable; linked as `kubectl_complete-dr` it answers completions.
+        if os.path.basename(sys.argv[0]).startswith("kubectl_complete-"):
+            from kubectl_dr.cli.complete import complete_main
 
-        complete_main()
-        return
-    sys.exit(run(sys.argv[1:]))
+            complete_main()
+            return
+        code = run(sys.argv[1:])
+    except KeyboardInterrupt:  # before run() could catch it: while the CLI was still being loaded
+        os.write(2, b"error: interrupted by SIGINT\n")
+        code = _EXIT_INTERRUPTED
+    sys.exit(code)

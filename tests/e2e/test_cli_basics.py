@@ -292,3 +292,29 @@ def test_an_unknown_command_suggests_once(args: list[str], suggestion: str) -> N
     assert result.returncode == 2
     assert result.stderr.count("Did you mean") == 1, result.stderr
     assert f"Did you mean {suggestion}?" in result.stderr
+
+
+# Loaded first by the interpreter (PYTHONPATH): the moment a module of the CLI is imported, this process gets the
+# SIGINT a user's Ctrl-C sends, so the interrupt lands exactly while the CLI is still being loaded.
+_CTRL_C_WHILE_IMPORTING = """\
+import os, signal, sys
+
+class _CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _CtrlC())
+"""
+
+
+@pytest.mark.parametrize("module", ["typer", "kubectl_dr.cli.app", "kubectl_dr.cli.etcd"])
+def test_ctrl_c_while_the_cli_loads_is_one_line_and_exit_130(tmp_path: Path, module: str) -> None:
+    """A Ctrl-C right after Enter (the wrong command, seen too late) ends as every interrupt does: no traceback."""
+    (tmp_path / "sitecustomize.py").write_text(_CTRL_C_WHILE_IMPORTING.format(module=module))
+    env = clean_env({"PYTHONPATH": str(tmp_path)})
+    result = run([executable(), "etcd", "status"], env=env, timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "error: interrupted by SIGINT\n"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # not `from typing import …`: typing is one more import outside main()'s guard
 
 # Only os and sys at the top: the rest loads inside main()'s guard. A Ctrl-C in the first half second, while
 # the interpreter loads the CLI, ends like every other interrupt (one line, exit 130), not with a traceback of

@@ -55,7 +55,11 @@ def serve_script(grace: int) -> str:
     """The serve container's main process: holds the snapshot while the run is alive, then removes it (and the
     copy of the encryption config: its keys decrypt every Secret in the snapshot)."""
     return dead_man_script(ALIVE, grace,
-                           on_expiry=f"touch {ENDED}; rm -f {SNAPSHOT_FILE} {SNAPSHOT_FILE}.part {ENCRYPTION_COPY}",
+                           # The part file first: a rename between the two unlinks would leave a whole FILE (every
+                           # Secret of the cluster) behind. Then a second's pause: this shell is the container's
+                           # PID 1, and its exit kills the follow script before it could say who removed the file.
+                           on_expiry=f"touch {ENDED}; rm -f {SNAPSHOT_FILE}.part {SNAPSHOT_FILE} {ENCRYPTION_COPY}; "
+                                     "sleep 1",
                            then="removing the snapshot")
 
 

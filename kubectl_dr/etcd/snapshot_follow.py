@@ -21,6 +21,7 @@ the body, so a reader that skipped or repeated a region could not pass either.
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +46,8 @@ def follow_script(path: str, ended: str) -> str:
     """The serve container's command: the file on stdout while it is written; digest and size on stderr.
     `ended`: the file the pod's dead-man loop makes before it removes the snapshot."""
     return f"""\
-f={path}
+f={shlex.quote(path)}
+e={shlex.quote(ended)}
 # A sleep without fractions (a cut-down busybox) would fail at once and turn the waits into busy loops.
 pause() {{ sleep {_PAUSE} 2>/dev/null || sleep 1; }}
 follow() {{
@@ -56,7 +58,7 @@ follow() {{
     cat <&3 || exit 1
     [ -e "$f.part" ] && {{ pause; continue; }}
     [ -e "$f" ] || {{
-      [ -e {ended} ] && {{ echo "the pod removed $f.part before it was whole: no heartbeat from this run, or the \
+      [ -e "$e" ] && {{ echo "the pod removed $f.part before it was whole: no heartbeat from this run, or the \
 pod was deleted" >&2; exit {ENDED_BY_POD}; }}
       echo "etcdctl removed $f.part before it was whole: the save failed" >&2; exit {SAVE_FAILED}; }}
     cat <&3 || exit 1

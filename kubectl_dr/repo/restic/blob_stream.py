@@ -5,7 +5,7 @@ cut blobs: every byte was written and read once more, and the blobs' CPU work (S
 Poly1305, then each pack's SHA-256) started only after the last byte had crossed the API. Here the
 receiving thread only cuts pieces (CHUNK_SIZE, as `chunking.chunks` does, so a file's blobs are the
 same either way) and hands them on: the repository's two threads prepare them, one writer thread adds
-them in order to packs and stores each full pack, while the stream goes on.
+them in order to packs and hands each full pack to the repository's storing thread, while the stream goes on.
 
 Memory is bounded: at most IN_FLIGHT jobs are between the receiving thread and the writer, each one
 1 MiB piece or a batch of small files' pieces of about that size; the receiving thread waits for the
@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from kubectl_dr.repo.restic.backend import ResticBackendError
 from kubectl_dr.repo.restic.chunking import CHUNK_SIZE
 from kubectl_dr.repo.restic.packs import DATA_BLOB
-from kubectl_dr.repo.restic.repository import Repository
+from kubectl_dr.repo.restic.repository import Prepared, Repository
 
 K = TypeVar("K")
 IN_FLIGHT = 6  # jobs handed on and not yet added: 2 preparing, the rest ready while a pack is stored
@@ -47,8 +47,7 @@ class BlobStream(Generic[K]):
         self._batch: list[tuple[list[str], bytes | bytearray]] = []
         self._batch_bytes = 0
         self._room = threading.Semaphore(IN_FLIGHT)
-        self._jobs: queue.SimpleQueue[tuple[list[list[str]], Future[list[tuple[str, bytes, int]]]] | None] = \
-            queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[list[list[str]], Future[list[Prepared]]] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="restic-pack-writer", daemon=True)
@@ -142,3 +141,10 @@ class BlobStream(Generic[K]):
                 self._error = exc
             finally:
                 self._room.release()
+        # The last full pack may still be being stored: waited for here, so that `close` reports its failure as
+        # the stream's own, and an abandoned stream stores nothing after the caller's lock is released.
+        try:
+            self._repo.wait_stored()
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc

@@ -69,23 +69,30 @@ class Key:
         return Poly1305.generate_tag(self.mac_r + s, ciphertext)
 
     def seal(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
-        """`IV || ciphertext || MAC` built in one buffer: the ciphertext is written in place behind the IV
-        and the MAC behind it. Joining the three as separate objects copied every 1 MiB blob twice more
-        into freshly allocated memory, which cost more CPU than the AES itself (measured: 1.5 ms against
-        0.2 ms per MiB on the 2-core test machine)."""
-        size = len(plaintext)
-        sealed = bytearray(IV_SIZE + size + MAC_SIZE)
-        iv = os.urandom(IV_SIZE)
-        sealed[:IV_SIZE] = iv
+        sealed = bytearray(len(plaintext) + OVERHEAD)
         with memoryview(sealed) as view:
-            enc = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).encryptor()
+            self.seal_into(plaintext, view)
+        return sealed
+
+    def seal_into(self, plaintext: bytes | bytearray | memoryview, out: memoryview) -> None:
+        """Writes `IV || ciphertext || MAC` into `out` (exactly `len(plaintext) + OVERHEAD` bytes): the
+        ciphertext in place behind the IV, the MAC behind it, no intermediate object. A pack's blobs are
+        sealed straight into the pack's buffer this way; joining the three parts as separate objects and
+        copying the result into the pack cost more CPU than the AES itself (1.5 ms against 0.2 ms per MiB,
+        measured on the 2-core test machine)."""
+        size = len(plaintext)
+        if len(out) != size + OVERHEAD:
+            raise ValueError(f"{len(out)} bytes cannot hold {size} sealed bytes")
+        iv = os.urandom(IV_SIZE)
+        out[:IV_SIZE] = iv
+        enc = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).encryptor()
+        with out[IV_SIZE:] as room, out[IV_SIZE:IV_SIZE + size] as ciphertext:
             # update_into wants room for a block less one byte beyond the input: the MAC's 16 bytes are it.
-            written = enc.update_into(plaintext, view[IV_SIZE:])
+            written = enc.update_into(plaintext, room)
             enc.finalize()  # CTR holds nothing back
             if written != size:
                 raise ResticCryptoError(f"AES-CTR wrote {written} of {size} bytes")
-            view[IV_SIZE + size:] = self._mac(iv, view[IV_SIZE:IV_SIZE + size])
-        return sealed
+            out[IV_SIZE + size:] = self._mac(iv, ciphertext)
 
     def open(self, sealed: bytes | memoryview) -> bytes:
         data = bytes(sealed)

@@ -36,9 +36,10 @@ class BlobEntry:
 class PackWriter:
     """Assembles one pack in one buffer (a pack is ≤ a few tens of MiB), hashing it as blobs are added.
 
-    Each sealed blob is copied once, into `buffer` (one of the repository's, reused from pack to pack, or
-    a new one): joining the blobs into a new 16 MiB object at the end, and then hashing it in one more
-    pass, cost a copy into freshly allocated memory per pack and held the pack twice in memory."""
+    A blob is sealed straight into `buffer` (one of the repository's, reused from pack to pack, or a new
+    one); a blob that is already sealed (copied from another pack) is copied in once. Joining separately
+    sealed blobs into a new 16 MiB object at the end, and hashing that in one more pass, cost a copy into
+    freshly allocated memory per blob and per pack, and held every pack twice in memory."""
 
     def __init__(self, key: crypto.Key, buffer: bytearray | None = None) -> None:
         self._key = key
@@ -48,8 +49,21 @@ class PackWriter:
         self.size = 0
 
     def add(self, blob_id: str, blob_type: str, sealed: bytes | bytearray, uncompressed_length: int) -> None:
+        """A blob sealed elsewhere."""
         self.entries.append(BlobEntry(blob_id, blob_type, self.size, len(sealed), uncompressed_length))
         self._put(sealed)
+
+    def seal(self, blob_id: str, blob_type: str, payload: bytes | bytearray | memoryview,
+             uncompressed_length: int) -> None:
+        """A blob's payload (its plaintext, or the zstd frame of it) encrypted into the pack."""
+        start, end = self.size, self.size + len(payload) + crypto.OVERHEAD
+        if len(self.buffer) < end:  # a new buffer grows pack by pack; a reused one holds a whole pack already
+            self.buffer.extend(bytes(end - len(self.buffer)))
+        with memoryview(self.buffer) as view, view[start:end] as sealed:
+            self._key.seal_into(payload, sealed)
+            self._hash.update(sealed)
+        self.entries.append(BlobEntry(blob_id, blob_type, start, end - start, uncompressed_length))
+        self.size = end
 
     def _put(self, data: bytes | bytearray) -> None:
         # In place over what a reused buffer held before; the buffer grows only past its old length.

@@ -33,7 +33,8 @@ _ZSTD_LEVEL = 3  # restic's "auto" compression is zstd's default speed
 _MAX_UNPACKED = 1 << 30  # a metadata file larger than this when decompressed is refused, not inflated
 _COMPRESSED_PREFIX = 2
 K = TypeVar("K")
-Prepared = tuple[str, bytes | bytearray, int]  # a blob's ID, its sealed bytes, its uncompressed length or 0
+# A blob ready for a pack: its ID, its payload (the plaintext, or its zstd frame), its uncompressed length or 0
+Prepared = tuple[str, bytes | bytearray, int]
 _LOADERS = 8  # index and snapshot files read at once
 _PROBE = 32 * 1024  # bytes of each sample that tells an incompressible blob
 _AHEAD = 4  # blobs prepared ahead of the one being added: 2 threads busy, memory a few MiB
@@ -148,8 +149,9 @@ class Repository:
         return compressor
 
     def prepare_blob(self, plain: bytes | bytearray) -> Prepared:
-        """(ID, sealed payload, uncompressed length or 0): the CPU work of a blob. Hashing, zstd and AES
-        release the GIL, so `save_blobs` and `BlobStream` run this on two threads."""
+        """(ID, payload, uncompressed length or 0): the CPU work of a blob before its pack. SHA-256 and zstd
+        release the GIL, so `save_blobs` and `BlobStream` run this on two threads; the encryption is done
+        by the thread that adds blobs, straight into the pack (`_add`)."""
         blob_id = hashlib.sha256(plain).hexdigest()
         ulen = 0
         payload = plain
@@ -160,7 +162,7 @@ class Repository:
             # accept either, and a raw blob costs no decompression on restore.
             if len(packed) < len(plain):
                 payload, ulen = packed, len(plain)
-        return blob_id, self.key.seal(payload), ulen
+        return blob_id, payload, ulen
 
     def _may_compress(self, plain: bytes | bytearray) -> bool:
         """False when two samples of a large blob (its start and its middle) do not shrink by 2 %: such a
@@ -204,17 +206,17 @@ class Repository:
         in one job: a job's hand-over costs more than a 16 KiB blob's hashing and encryption)."""
         return self._pool.submit(lambda: [self.prepare_blob(p) for p in pieces])
 
-    def add_prepared(self, blob_type: str, blob_id: str, sealed: bytes | bytearray, ulen: int) -> str:
+    def add_prepared(self, blob_type: str, blob_id: str, payload: bytes | bytearray, ulen: int) -> str:
         """Adds what `prepare_blob` made to the open pack (unless the repository has it); one thread at a time."""
-        return self._add(blob_type, blob_id, sealed, ulen)
+        return self._add(blob_type, blob_id, payload, ulen)
 
-    def _add(self, blob_type: str, blob_id: str, sealed: bytes | bytearray, ulen: int) -> str:
+    def _add(self, blob_type: str, blob_id: str, payload: bytes | bytearray, ulen: int) -> str:
         if blob_id in self.index:
             return blob_id
         writer = self._writers.get(blob_type)
         if writer is None:
             writer = self._writers[blob_type] = packs.PackWriter(self.key, self._spare.pop() if self._spare else None)
-        writer.add(blob_id, blob_type, sealed, ulen)
+        writer.seal(blob_id, blob_type, payload, ulen)
         self.index.blobs[blob_id] = index.Location("", blob_type, 0, 0, 0)  # pending: dedup within the run
         if writer.size >= packs.TARGET_PACK_SIZE:
             self._store_pack(blob_type)

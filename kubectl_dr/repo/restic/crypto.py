@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from kubectl_dr.repo.errors import RepoError
 IV_SIZE = 16
 MAC_SIZE = 16
 OVERHEAD = IV_SIZE + MAC_SIZE
+_PADS = threading.local()  # each thread's ECB encryptors, by MAC key (an encryptor is not shared between threads)
 
 
 class ResticCryptoError(RepoError):
@@ -64,9 +66,19 @@ class Key:
         return key
 
     def _mac(self, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
-        enc = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
-        s = enc.update(iv) + enc.finalize()
-        return Poly1305.generate_tag(self.mac_r + s, ciphertext)
+        return Poly1305.generate_tag(self.mac_r + self._pad(iv), ciphertext)
+
+    def _pad(self, iv: bytes) -> bytes:
+        """`s = AES-128_k(IV)`, from this thread's ECB encryptor of `k`: ECB keeps no state between blocks, and
+        making the encryptor cost more than the rest of a small file's MAC (~7 µs of ~26 µs per blob)."""
+        encryptors: dict[bytes, Any] | None = getattr(_PADS, "encryptors", None)
+        if encryptors is None:
+            encryptors = _PADS.encryptors = {}
+        enc = encryptors.get(self.mac_k)
+        if enc is None:
+            enc = encryptors[self.mac_k] = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
+        pad: bytes = enc.update(iv)
+        return pad
 
     def seal(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
         sealed = bytearray(len(plaintext) + OVERHEAD)

@@ -148,11 +148,13 @@ class Repository:
             compressor = self._local.zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
         return compressor
 
-    def prepare_blob(self, plain: bytes | bytearray) -> Prepared:
+    def prepare_blob(self, plain: bytes | bytearray, blob_id: str | None = None) -> Prepared:
         """(ID, payload, uncompressed length or 0): the CPU work of a blob before its pack. SHA-256 and zstd
         release the GIL, so `save_blobs` and `BlobStream` run this on two threads; the encryption is done
-        by the thread that adds blobs, straight into the pack (`_add`)."""
-        blob_id = hashlib.sha256(plain).hexdigest()
+        by the thread that adds blobs, straight into the pack (`_add`). `blob_id`: the plaintext's SHA-256
+        when the caller has just computed it (not computed twice)."""
+        if blob_id is None:
+            blob_id = hashlib.sha256(plain).hexdigest()
         ulen = 0
         payload = plain
         if self.config.version >= 2 and plain and self._may_compress(plain):
@@ -199,7 +201,7 @@ class Repository:
         blob_id = hashlib.sha256(plain).hexdigest()
         if blob_id in self.index:
             return blob_id
-        return self._add(blob_type, *self.prepare_blob(plain))
+        return self._add(blob_type, *self.prepare_blob(plain, blob_id))
 
     def prepare_blobs(self, pieces: list[bytes | bytearray]) -> Future[list[Prepared]]:
         """`prepare_blob` of each piece, as one job on the repository's two threads (many small files' blobs

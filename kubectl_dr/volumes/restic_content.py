@@ -27,7 +27,7 @@ class ContentCutter:
         self._end_sparse()
         if member.kind != FILE:
             return
-        self._blobs.begin(member.path)
+        self._blobs.begin(member.path, member.size)  # a sparse member's real size: holes come as zeros
         if member.sparse:
             self._sparse, self._runs, self._position = member, list(member.segments), 0
 

@@ -23,7 +23,9 @@ from kubectl_dr.repo.azureclient import AzureLocation, AzureSettings
 from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.restic.backend import (
     CONFIG,
+    Data,
     ResticBackendError,
+    as_bytes,
     check_kind,
     check_length,
     listed_name,
@@ -124,7 +126,8 @@ class AzureBackend:
             if azureclient.error_code(exc) != "ContainerAlreadyExists":
                 raise self._fail(exc, "creating the container") from exc
 
-    def save(self, kind: str, name: str, data: bytes) -> None:
+    def save(self, kind: str, name: str, data: Data) -> None:
+        data = as_bytes(data)
         try:
             # validate_content: the blob goes with its MD5, which the service checks before it keeps it.
             self.client.get_blob_client(self._key(kind, name)).upload_blob(data, overwrite=True, validate_content=True)

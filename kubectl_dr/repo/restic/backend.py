@@ -22,6 +22,15 @@ KINDS = (KEYS, LOCKS, SNAPSHOTS, INDEX, DATA)
 _ID = re.compile(r"[0-9a-f]{64}\Z")
 
 
+# What `save` takes: a pack is a view of a buffer the repository reuses (valid only during the call).
+Data = bytes | bytearray | memoryview
+
+
+def as_bytes(data: Data) -> bytes:
+    """`data` as `bytes`, for clients that take nothing else (a view would be read as an iterable)."""
+    return data if isinstance(data, bytes) else bytes(data)
+
+
 class ResticBackendError(RepoError):
     """A restic repository's storage could not be read or written."""
 
@@ -74,7 +83,7 @@ class Backend(Protocol):
     def describe(self) -> str: ...
     def exists(self) -> bool: ...
     def create(self) -> None: ...
-    def save(self, kind: str, name: str, data: bytes) -> None: ...
+    def save(self, kind: str, name: str, data: Data) -> None: ...
     def load(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
     def list(self, kind: str) -> Iterator[tuple[str, int]]: ...
     def remove(self, kind: str, name: str) -> None: ...
@@ -104,7 +113,7 @@ class LocalBackend:
         except OSError as exc:
             raise ResticBackendError(f"cannot create the restic repository at {self.root}: {exc.strerror}") from exc
 
-    def save(self, kind: str, name: str, data: bytes) -> None:
+    def save(self, kind: str, name: str, data: Data) -> None:
         path = self.root / relative_path(kind, name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

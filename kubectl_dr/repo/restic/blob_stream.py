@@ -5,7 +5,7 @@ cut blobs: every byte was written and read once more, and the blobs' CPU work (S
 Poly1305, then each pack's SHA-256) started only after the last byte had crossed the API. Here the
 receiving thread only cuts pieces (CHUNK_SIZE, as `chunking.chunks` does, so a file's blobs are the
 same either way) and hands them on: the repository's two threads prepare them, one writer thread adds
-them in order to packs and stores each full pack, while the stream goes on.
+them in order to packs and hands each full pack to the repository's storing thread, while the stream goes on.
 
 Memory is bounded: at most IN_FLIGHT jobs are between the receiving thread and the writer, each one
 1 MiB piece or a batch of small files' pieces of about that size; the receiving thread waits for the
@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from kubectl_dr.repo.restic.backend import ResticBackendError
 from kubectl_dr.repo.restic.chunking import CHUNK_SIZE
 from kubectl_dr.repo.restic.packs import DATA_BLOB
-from kubectl_dr.repo.restic.repository import Repository
+from kubectl_dr.repo.restic.repository import Prepared, Repository
 
 K = TypeVar("K")
 IN_FLIGHT = 6  # jobs handed on and not yet added: 2 preparing, the rest ready while a pack is stored
@@ -43,12 +43,13 @@ class BlobStream(Generic[K]):
         self._repo, self._type = repo, blob_type
         self.contents: dict[K, list[str]] = {}
         self._ids: list[str] | None = None  # the current file's list of blob IDs (filled by the writer)
-        self._piece = bytearray()
+        self._piece = bytearray()  # the piece being cut: its first `_filled` bytes are the file's
+        self._filled = 0
+        self._left: int | None = None  # bytes the current file has still to come, when told
         self._batch: list[tuple[list[str], bytes | bytearray]] = []
         self._batch_bytes = 0
         self._room = threading.Semaphore(IN_FLIGHT)
-        self._jobs: queue.SimpleQueue[tuple[list[list[str]], Future[list[tuple[str, bytes, int]]]] | None] = \
-            queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[list[list[str]], Future[list[Prepared]]] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="restic-pack-writer", daemon=True)
@@ -65,20 +66,33 @@ class BlobStream(Generic[K]):
 
     # -- the receiving thread ----------------------------------------------------------------------
 
-    def begin(self, key: K) -> None:
-        """A new file starts; the previous one's last piece is cut."""
+    def begin(self, key: K, size: int | None = None) -> None:
+        """A new file starts; the previous one's last piece is cut. `size`, when known, lets each piece be
+        allocated once at its final length (a piece grown 16 KiB at a time was copied again and again)."""
         self._end_file()
         self._ids = self.contents[key] = []
+        self._left = size
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         if self._ids is None:
             raise ValueError("content written before any file began")
         while view:
-            n = min(CHUNK_SIZE - len(self._piece), len(view))
-            self._piece += view[:n]
+            if self._filled == len(self._piece):
+                # Room up to the piece's final length: the rest of the file, at most CHUNK_SIZE; CHUNK_SIZE when
+                # the size is unknown or the file goes on past it.
+                target = min(CHUNK_SIZE, self._filled + self._left) if self._left else CHUNK_SIZE
+                if self._filled:
+                    self._piece.extend(bytes(target - self._filled))
+                else:
+                    self._piece = bytearray(target)
+            n = min(len(self._piece) - self._filled, len(view))
+            self._piece[self._filled:self._filled + n] = view[:n]
+            self._filled += n
             view = view[n:]
-            if len(self._piece) == CHUNK_SIZE:
+            if self._left is not None:
+                self._left -= n
+            if self._filled == CHUNK_SIZE:
                 self._cut()
 
     def close(self) -> dict[K, list[str]]:
@@ -92,13 +106,15 @@ class BlobStream(Generic[K]):
         return self.contents
 
     def _end_file(self) -> None:
-        if self._piece:
+        if self._filled:
             self._cut()
         self._ids = None
 
     def _cut(self) -> None:
         assert self._ids is not None
         piece, self._piece = self._piece, bytearray()  # handed on as it is: no copy
+        del piece[self._filled:]  # room allocated for more than came (a size that was wrong): given back
+        self._filled = 0
         self._batch.append((self._ids, piece))
         self._batch_bytes += len(piece)
         if self._batch_bytes >= CHUNK_SIZE or len(self._batch) >= _BATCH_COUNT:
@@ -142,3 +158,10 @@ class BlobStream(Generic[K]):
                 self._error = exc
             finally:
                 self._room.release()
+        # The last full pack may still be being stored: waited for here, so that `close` reports its failure as
+        # the stream's own, and an abandoned stream stores nothing after the caller's lock is released.
+        try:
+            self._repo.wait_stored()
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc

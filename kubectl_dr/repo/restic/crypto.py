@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from kubectl_dr.repo.errors import RepoError
 IV_SIZE = 16
 MAC_SIZE = 16
 OVERHEAD = IV_SIZE + MAC_SIZE
+_PADS = threading.local()  # each thread's ECB encryptors, by MAC key (an encryptor is not shared between threads)
 
 
 class ResticCryptoError(RepoError):
@@ -63,16 +65,46 @@ class Key:
             raise ResticCryptoError("the repository's master key has the wrong length")
         return key
 
-    def _mac(self, iv: bytes, ciphertext: bytes) -> bytes:
-        enc = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
-        s = enc.update(iv) + enc.finalize()
-        return Poly1305.generate_tag(self.mac_r + s, ciphertext)
+    def _mac(self, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
+        return Poly1305.generate_tag(self.mac_r + self._pad(iv), ciphertext)
 
-    def seal(self, plaintext: bytes | bytearray) -> bytes:
+    def _pad(self, iv: bytes) -> bytes:
+        """`s = AES-128_k(IV)`, from this thread's ECB encryptor of `k`: ECB keeps no state between blocks, and
+        making the encryptor cost more than the rest of a small file's MAC (~7 µs of ~26 µs per blob)."""
+        encryptors: dict[bytes, Any] | None = getattr(_PADS, "encryptors", None)
+        if encryptors is None:
+            encryptors = _PADS.encryptors = {}
+        enc = encryptors.get(self.mac_k)
+        if enc is None:
+            enc = encryptors[self.mac_k] = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
+        pad: bytes = enc.update(iv)
+        return pad
+
+    def seal(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
+        sealed = bytearray(len(plaintext) + OVERHEAD)
+        with memoryview(sealed) as view:
+            self.seal_into(plaintext, view)
+        return sealed
+
+    def seal_into(self, plaintext: bytes | bytearray | memoryview, out: memoryview) -> None:
+        """Writes `IV || ciphertext || MAC` into `out` (exactly `len(plaintext) + OVERHEAD` bytes): the
+        ciphertext in place behind the IV, the MAC behind it, no intermediate object. A pack's blobs are
+        sealed straight into the pack's buffer this way; joining the three parts as separate objects and
+        copying the result into the pack cost more CPU than the AES itself (1.5 ms against 0.2 ms per MiB,
+        measured on the 2-core test machine)."""
+        size = len(plaintext)
+        if len(out) != size + OVERHEAD:
+            raise ValueError(f"{len(out)} bytes cannot hold {size} sealed bytes")
         iv = os.urandom(IV_SIZE)
+        out[:IV_SIZE] = iv
         enc = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).encryptor()
-        ciphertext = enc.update(plaintext) + enc.finalize()
-        return iv + ciphertext + self._mac(iv, ciphertext)
+        with out[IV_SIZE:] as room, out[IV_SIZE:IV_SIZE + size] as ciphertext:
+            # update_into wants room for a block less one byte beyond the input: the MAC's 16 bytes are it.
+            written = enc.update_into(plaintext, room)
+            enc.finalize()  # CTR holds nothing back
+            if written != size:
+                raise ResticCryptoError(f"AES-CTR wrote {written} of {size} bytes")
+            out[IV_SIZE + size:] = self._mac(iv, ciphertext)
 
     def open(self, sealed: bytes | memoryview) -> bytes:
         data = bytes(sealed)
@@ -91,7 +123,7 @@ def kdf(password: bytes, salt: bytes, n: int, r: int, p: int) -> Key:
     return Key.from_kdf(hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=64))
 
 
-def _b64(data: bytes) -> str:
+def _b64(data: bytes | bytearray) -> str:
     return base64.b64encode(data).decode("ascii")
 
 

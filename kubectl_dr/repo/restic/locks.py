@@ -12,6 +12,7 @@ an explicit `restic unlock`; we say which lock it is and that command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -147,6 +148,10 @@ class Lock:
             self.repo.backend.remove(LOCKS, old)
 
     def __exit__(self, *exc: object) -> None:
+        # A pack still being stored (a backup that failed before its flush) is waited for first: nothing of
+        # ours is written once the lock is gone. Its own error, if any, is not the one to report.
+        with contextlib.suppress(Exception):
+            self.repo.wait_stored()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -34,30 +34,55 @@ class BlobEntry:
 
 
 class PackWriter:
-    """Collects encrypted blobs of one pack in memory (a pack is ≤ a few tens of MiB) and finishes it."""
+    """Assembles one pack in one buffer (a pack is ≤ a few tens of MiB), hashing it as blobs are added.
 
-    def __init__(self, key: crypto.Key) -> None:
+    A blob is sealed straight into `buffer` (one of the repository's, reused from pack to pack, or a new
+    one); a blob that is already sealed (copied from another pack) is copied in once. Joining separately
+    sealed blobs into a new 16 MiB object at the end, and hashing that in one more pass, cost a copy into
+    freshly allocated memory per blob and per pack, and held every pack twice in memory."""
+
+    def __init__(self, key: crypto.Key, buffer: bytearray | None = None) -> None:
         self._key = key
-        self._parts: list[bytes] = []
+        self.buffer = buffer if buffer is not None else bytearray()
+        self._hash = hashlib.sha256()
         self.entries: list[BlobEntry] = []
         self.size = 0
 
-    def add(self, blob_id: str, blob_type: str, sealed: bytes, uncompressed_length: int) -> None:
+    def add(self, blob_id: str, blob_type: str, sealed: bytes | bytearray, uncompressed_length: int) -> None:
+        """A blob sealed elsewhere."""
         self.entries.append(BlobEntry(blob_id, blob_type, self.size, len(sealed), uncompressed_length))
-        self._parts.append(sealed)
-        self.size += len(sealed)
+        self._put(sealed)
 
-    def finish(self) -> tuple[str, bytes]:
+    def seal(self, blob_id: str, blob_type: str, payload: bytes | bytearray | memoryview,
+             uncompressed_length: int) -> None:
+        """A blob's payload (its plaintext, or the zstd frame of it) encrypted into the pack."""
+        start, end = self.size, self.size + len(payload) + crypto.OVERHEAD
+        if len(self.buffer) < end:  # a new buffer grows pack by pack; a reused one holds a whole pack already
+            self.buffer.extend(bytes(end - len(self.buffer)))
+        with memoryview(self.buffer) as view, view[start:end] as sealed:
+            self._key.seal_into(payload, sealed)
+            self._hash.update(sealed)
+        self.entries.append(BlobEntry(blob_id, blob_type, start, end - start, uncompressed_length))
+        self.size = end
+
+    def _put(self, data: bytes | bytearray) -> None:
+        # In place over what a reused buffer held before; the buffer grows only past its old length.
+        self.buffer[self.size:self.size + len(data)] = data
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self) -> tuple[str, memoryview]:
+        """(pack ID, the pack's bytes): a view of the buffer, valid until the buffer is reused; release it
+        when stored."""
         header = b"".join(
             _COMPRESSED_ENTRY.pack(_TYPE_CODE[e.type, True], e.length, e.uncompressed_length, bytes.fromhex(e.id))
             if e.uncompressed_length else
             _PLAIN_ENTRY.pack(_TYPE_CODE[e.type, False], e.length, bytes.fromhex(e.id))
             for e in self.entries)
         sealed_header = self._key.seal(header)
-        self._parts += [sealed_header, struct.pack("<I", len(sealed_header))]
-        data = b"".join(self._parts)
-        self._parts = []  # the pieces go before the pack is stored: one copy of it in memory, not two
-        return hashlib.sha256(data).hexdigest(), data
+        self._put(sealed_header)
+        self._put(struct.pack("<I", len(sealed_header)))
+        return self._hash.hexdigest(), memoryview(self.buffer)[:self.size]
 
 
 def read_header(key: crypto.Key, tail: bytes, pack_size: int) -> list[BlobEntry]:

@@ -319,8 +319,9 @@ def prune(repo: Repository, policy: Policy, *, dry_run: bool, repack_over: float
         # one stored uncompressed in a pack that must be compressed is compressed (as restic stores every
         # blob of a version 2 repository, even when zstd makes it no smaller), checked against its ID first.
         for blob_id, (pack, e) in sorted(to_copy.items(), key=lambda kv: (kv[1][0], kv[1][1].offset)):
-            sealed = repo.backend.load(DATA, pack, e.offset, e.length)
-            plain = repo.key.open(sealed)  # the MAC checked before the copy is trusted
+            stored = repo.backend.load(DATA, pack, e.offset, e.length)
+            plain = repo.key.open(stored)  # the MAC checked before the copy is trusted
+            sealed: bytes | bytearray = stored
             ulen = e.uncompressed_length
             if pack in compress and not ulen:
                 if hashlib.sha256(plain).hexdigest() != blob_id:

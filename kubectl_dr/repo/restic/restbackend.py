@@ -23,7 +23,15 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import urllib3
 
 from kubectl_dr.repo.errors import RepoError
-from kubectl_dr.repo.restic.backend import CONFIG, ResticBackendError, check_kind, check_length, check_name
+from kubectl_dr.repo.restic.backend import (
+    CONFIG,
+    Data,
+    ResticBackendError,
+    as_bytes,
+    check_kind,
+    check_length,
+    check_name,
+)
 
 V2 = "application/vnd.x.restic.rest.v2"
 _TIMEOUT = urllib3.Timeout(connect=15, read=300)
@@ -127,7 +135,8 @@ class RestBackend:
         if resp.status != 200:
             raise self._fail(resp, "creating the repository")
 
-    def save(self, kind: str, name: str, data: bytes) -> None:
+    def save(self, kind: str, name: str, data: Data) -> None:
+        data = as_bytes(data)
         doing = f"writing {kind}/{name[:8]}"
         resp = self._request("POST", self._url(kind, name), doing, body=data,
                              headers={"Content-Type": "application/octet-stream"})

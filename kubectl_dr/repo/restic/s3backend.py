@@ -17,7 +17,9 @@ from kubectl_dr.repo import s3client
 from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.restic.backend import (
     CONFIG,
+    Data,
     ResticBackendError,
+    as_bytes,
     check_kind,
     check_length,
     listed_name,
@@ -87,7 +89,8 @@ class S3Backend:
             except Exception as exc2:
                 raise self._fail(exc2, "creating the bucket") from exc2
 
-    def save(self, kind: str, name: str, data: bytes) -> None:
+    def save(self, kind: str, name: str, data: Data) -> None:
+        data = as_bytes(data)
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(kind, name), Body=data, ContentMD5=md5)

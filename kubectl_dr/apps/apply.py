@@ -9,6 +9,7 @@ from typing import Any
 from kubectl_dr.apps.resources import ResourceType
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.pauses import pauses
 
 Json = dict[str, Any]
 ESTABLISH_TIMEOUT = 120.0
@@ -75,6 +76,7 @@ def wait_established(kube: Kube, crd: Json, rtype: ResourceType) -> None:
     """Until the definition is Established and discovery serves its resource (Velero waits likewise)."""
     name = crd["metadata"]["name"]
     deadline = time.monotonic() + ESTABLISH_TIMEOUT
+    pause = pauses(0.5)
     while time.monotonic() < deadline:
         live = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
         established = any(c.get("type") == "Established" and c.get("status") == "True"
@@ -88,7 +90,7 @@ def wait_established(kube: Kube, crd: Json, rtype: ResourceType) -> None:
                 served = []
             if any(r.get("name") == rtype.plural for r in served):
                 return
-        time.sleep(0.5)
+        time.sleep(next(pause))
     raise DrError(f"the CustomResourceDefinition {name} was created but is not Established after "
                   f"{int(ESTABLISH_TIMEOUT)} s", hint=f"`kubectl describe crd {name}` says why (a names conflict?).")
 

@@ -31,6 +31,7 @@ from kubectl_dr.console import Console, Progress
 from kubectl_dr.errors import ApiError, DrError, Interrupted
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
+from kubectl_dr.pauses import pauses
 from kubectl_dr.repo import Repository
 from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
@@ -457,6 +458,7 @@ def _bound(kube: Kube, console: Console, path: str, name: str) -> Any:
     deadline = time.monotonic() + BIND_TIMEOUT
     said = False
     mode: str | None = None
+    pause = pauses(0.5)  # a provisioner binds a claim within moments, as a rule
     while True:
         live = kube.get(path)
         spec, status = live.get("spec") or {}, live.get("status") or {}
@@ -469,4 +471,4 @@ def _bound(kube: Kube, console: Console, path: str, name: str) -> Any:
         if not said:
             console.say(f"waiting for claim {name} to be bound by its provisioner")
             said = True
-        time.sleep(0.5)
+        time.sleep(next(pause))

@@ -50,6 +50,7 @@ from kubectl_dr.etcd.topology import (
 from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.nodes import HostMount, HostPod, start_host_pod, staticpods
+from kubectl_dr.pauses import pauses
 from kubectl_dr.runs import Heartbeat, Lease, LeaseHeld, Run, lease_name
 from kubectl_dr.runs.run import RUN_ID_LABEL
 from kubectl_dr.session import Session
@@ -63,6 +64,7 @@ PARKED = f"{JOURNAL_DIR}/etcd.yaml"
 MANIFEST = "etcd.yaml"
 STEPS = ("stopped", "removed", "moved-aside", "added", "started", "promoted", "manifest-restored", "done")
 UNDOABLE = ("planned", "stopped")
+# The longest pause between two looks (the first ones come sooner: kubectl_dr.pauses).
 POLL = 1.0  # between looks that run etcdctl in a pod
 API_POLL = 0.5  # between looks that are one GET of the API (the etcd mirror pod): the step goes on that much sooner
 NOT_IN_SYNC = "can only promote a learner member which is in sync with leader"
@@ -524,6 +526,7 @@ class Replacement:
     def _promote(self, ctl: Etcdctl, j: Journal, deadline: float) -> None:
         new_id, name = str(j.data["newID"]), str(j.data["name"])
         said = False
+        pause = pauses(2 * POLL)
         while True:
             members = ctl.members()
             me = next((m for m in members if m.id == new_id), None)
@@ -546,7 +549,7 @@ class Replacement:
                 raise EtcdError(f"learner {name} did not catch up within {units.duration(self.timeout)}: {err[-300:]}",
                                 hint=f"Check its log (kubectl logs -n {ETCD_NAMESPACE} etcd-{self.node}); run "
                                      f"`{self.rerun()}` again to go on waiting (it resumes).")
-            time.sleep(2 * POLL)
+            time.sleep(next(pause))
 
     def _wait_all_healthy(self, ctl: Etcdctl, deadline: float) -> None:
         def ok() -> bool:
@@ -557,13 +560,14 @@ class Replacement:
 
     def _wait(self, done: Callable[[], bool], what: str, deadline: float, period: float = POLL) -> None:
         self.console.say(f"waiting for {what}")
+        pause = pauses(period)
         while not done():
             self.heartbeat.check()
             if time.monotonic() > deadline:
                 raise EtcdError(f"timed out waiting for {what}",
                                 hint=f"The journal on node {self.node} ({JOURNAL}) records every step done: run "
                                      f"`{self.rerun()}` again to resume.")
-            time.sleep(period)
+            time.sleep(next(pause))
 
 
 def _has_learners(version: str) -> bool:

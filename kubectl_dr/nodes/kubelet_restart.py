@@ -26,6 +26,7 @@ from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.pods import pod_name
 from kubectl_dr.nodes.hostpod import run_to_end
+from kubectl_dr.pauses import pauses
 from kubectl_dr.runs import Run
 from kubectl_dr.units import count
 
@@ -83,10 +84,11 @@ def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, cons
     if not ended.succeeded:
         return Restarted(node, "failed", f"`{' '.join(COMMAND)}` failed: {ended.logs or ended.problem}")
     deadline = time.monotonic() + CONFIRM_TIMEOUT
+    pause = pauses(1.0)  # two GETs a look; a restarted kubelet announces itself within moments, as a rule
     while time.monotonic() < deadline:
         if _starts(kube, node) - before and _ready(kube, node):
             return Restarted(node, "restarted", "a new kubelet started and the Node is Ready")
-        time.sleep(1)
+        time.sleep(next(pause))
     return Restarted(node, "failed", f"systemctl succeeded, but no new \"Starting kubelet.\" event and Ready Node "
                                   f"within {units.duration(CONFIRM_TIMEOUT)}")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubectl_dr.errors import ApiError, DrError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.pauses import pauses
 
 ENDPOINTS = "rook-ceph-mon-endpoints"
 CONFIG_SECRET = "rook-ceph-config"
@@ -132,13 +133,14 @@ class Objects:
     def wait_no_pods(self, selector: dict[str, str], what: str, timeout: float = 180.0,
                      namespace: str | None = None) -> None:
         deadline = time.monotonic() + timeout
+        pause = pauses(1.0)
         while True:
             left = [p["metadata"]["name"] for p in self.pods(selector, namespace)]
             if not left:
                 return
             if time.monotonic() > deadline:
                 raise DrError(f"{what}: pods {', '.join(left)} still exist after {timeout:.0f}s")
-            time.sleep(1.0)
+            time.sleep(next(pause))
 
 
 def replicas(deployment: dict[str, Any] | None) -> int:

@@ -27,6 +27,7 @@ from kubectl_dr import cleanup
 from kubectl_dr.errors import ApiError, DrError, Interrupted, VerificationError
 from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.kube.identity import identity_for_backup
+from kubectl_dr.pauses import pauses
 from kubectl_dr.repo import Repository
 from kubectl_dr.rook import monexec, objects
 from kubectl_dr.rook.monmap import Monmap, check_good
@@ -411,6 +412,7 @@ class Job:
 
     def _wait_mon_gone(self, saved: dict[str, Any]) -> None:
         deadline = time.monotonic() + self.timeout
+        pause = pauses(1.0)
         while True:
             left = [p["metadata"]["name"] for p in self.objs.pods(_selector(saved))
                     if MAINTENANCE_LABEL not in (p["metadata"].get("labels") or {})]
@@ -418,19 +420,20 @@ class Job:
                 return
             if time.monotonic() > deadline:
                 raise DrError(f"mon {self.good}'s pods {', '.join(left)} did not stop within {self.timeout:.0f}s")
-            time.sleep(1.0)
+            time.sleep(next(pause))
 
     def _maintenance_pod(self, name: str) -> str:
         selector = {**_selector(self.journal["saved"]["deployments"][self.good]), MAINTENANCE_LABEL: "true"}
         deadline = time.monotonic() + self.timeout
         state = "no pod"
+        pause = pauses(1.0)
         while time.monotonic() < deadline:
             for p in self.objs.pods(selector):
                 state = pod_state(p)
                 statuses = (p.get("status") or {}).get("containerStatuses") or []
                 if state == "Running" and statuses and all((s.get("state") or {}).get("running") for s in statuses):
                     return str(p["metadata"]["name"])
-            time.sleep(1.0)
+            time.sleep(next(pause))
         raise DrError(f"the maintenance pod of {name} is not running after {self.timeout:.0f}s ({state})",
                       hint=f"kubectl -n {self.namespace} describe pods -l {MAINTENANCE_LABEL}=true; the run resumes "
                            "when started again, or --undo puts everything back")
@@ -538,6 +541,7 @@ class Job:
     def _wait_quorum(self, saved: dict[str, Any]) -> list[str]:
         deadline = time.monotonic() + self.timeout
         last = "no answer yet"
+        pause = pauses(2.0, first=0.25)  # an exec into the mon's pod a look: a quorum of one forms within moments
         while time.monotonic() < deadline:
             status, error = ask(self.kube, self.namespace, mon_pod(self.objs, saved), self.good)
             if status is not None and status.in_quorum and list(status.quorum) == [self.good]:
@@ -545,7 +549,7 @@ class Job:
                                  f"{status.election_epoch}, monmap epoch {status.monmap_epoch})")
                 return list(status.quorum)
             last = error or (f"{status.state}, quorum {','.join(status.quorum) or 'none'}" if status else "no answer")
-            time.sleep(2.0)
+            time.sleep(next(pause))
         raise DrError(f"mon {self.good} did not form a quorum of one within {self.timeout:.0f}s ({last})",
                       hint="Run the command again to keep waiting; `kubectl dr rook status` shows the mon's state.")
 

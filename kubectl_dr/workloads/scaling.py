@@ -25,6 +25,7 @@ from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.errors import ApiError, DrError, UsageError
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.pauses import pauses
 from kubectl_dr.units import count, duration
 from kubectl_dr.workloads import kinds
 from kubectl_dr.workloads.consumers import Consumer
@@ -286,6 +287,7 @@ def wait_for_claim_released(kube: Kube, namespace: str, claim: str, *, timeout: 
     deadline = time.monotonic() + timeout
     last_states: str | None = None
     last_report = 0.0
+    pause = pauses(POLL_SECONDS)  # a pod with a short grace period is gone within a moment
     while True:
         pods = pods_using_claim(kube, namespace, claim)
         if not pods:
@@ -304,7 +306,7 @@ def wait_for_claim_released(kube: Kube, namespace: str, claim: str, *, timeout: 
                 f'timed out after {duration(timeout)} waiting for the pods using claim "{claim}" to stop: {states}',
                 hint=(f"kubectl dr puts the replicas back as it exits. See why the pods do not stop with "
                       f"`kubectl describe pod {names[0]} -n {namespace}`, or give them longer with --timeout."))
-        time.sleep(min(POLL_SECONDS, max(deadline - now, 0.05)))
+        time.sleep(min(next(pause), max(deadline - now, 0.05)))
 
 
 def parse_workload(text: str) -> tuple[str | None, str]:

@@ -68,6 +68,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import Timeouts, bounded_input, open_exec
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.kube.pods import HelperPod, pod_name
+from kubectl_dr.pauses import pauses
 from kubectl_dr.repo import Repository
 from kubectl_dr.runs import Run
 from kubectl_dr.runs.run import Holder
@@ -558,6 +559,7 @@ def _api_identity(kube: Kube) -> ClusterIdentity | None:
 def _wait_parked(etcd: Etcd, p: ExternalPlan, console: Console) -> None:
     deadline = time.monotonic() + max(p.hold_timeout - PARK_WAIT_MARGIN, 10)
     told = 0.0
+    pause = pauses(0.5)
     while True:
         states = node_states(etcd, p.run.id)
         if any(s == holdscript.FAILED for s in states.values()):
@@ -576,7 +578,8 @@ def _wait_parked(etcd: Etcd, p: ExternalPlan, console: Console) -> None:
         if time.monotonic() - told > 15:
             told = time.monotonic()
             console.say(f"waiting for node(s) {', '.join(waiting)} to stop their API server")
-        time.sleep(0.5)  # one range read in etcd: the rewrite begins within half a second of the last node's word
+        # One range read in etcd: the rewrite begins within half a second of the last node's word, sooner at first.
+        time.sleep(next(pause))
 
 
 def _apply(etcd: Etcd, run_id: str, space: Keyspace, prefix: str, console: Console, rerun: str) -> Changes:
@@ -619,6 +622,7 @@ def _wait_hold_pods_gone(kube: Kube, console: Console, timeout: float = 60.0) ->
     mirror pod. Leave nothing of ours behind: wait for that."""
     selector = "app.kubernetes.io/managed-by=kubectl-dr,kubectl-dr.io/purpose=etcd-hold"
     deadline = time.monotonic() + timeout
+    pause = pauses(0.5)
     while True:
         try:
             left = kube.get(f"/api/v1/namespaces/{ETCD_NAMESPACE}/pods", labelSelector=selector).get("items") or []
@@ -631,19 +635,20 @@ def _wait_hold_pods_gone(kube: Kube, console: Console, timeout: float = 60.0) ->
             console.warn(f"hold pod(s) {', '.join(p['metadata']['name'] for p in left)} still exist; their nodes "
                 f"remove them once {holdscript.MANIFEST_FILE} has left the manifests directory")
             return
-        time.sleep(0.5)
+        time.sleep(next(pause))
 
 
 def finish(kube: Kube, etcd: Etcd, run_id: str, nodes: list[ApiNode], namespace: str, console: Console, *,
            plan: ExternalPlan | None = None, changes: Changes | None = None, safety: str | None = None) -> Outcome:
     wait_api(kube, console)
     deadline = time.monotonic() + 300
+    pause = pauses(0.5)
     while True:
         states = node_states(etcd, run_id)
         pending = [n.node for n in nodes if states.get(n.node) != DONE]
         if not pending or time.monotonic() > deadline:
             break
-        time.sleep(0.5)  # one range read in etcd
+        time.sleep(next(pause))  # one range read in etcd
     now = int(time.time())
     outcome = Outcome("restore", run_id, {n.node: [(now, "done" if states.get(n.node) == DONE else
                                                      states.get(n.node, "never started"), "")] for n in nodes})

@@ -60,6 +60,7 @@ from kubectl_dr.etcd.restore.targets import (
 )
 from kubectl_dr.etcd.topology import Discovered
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.pauses import pauses
 from kubectl_dr.runs import Run
 from kubectl_dr.session import Session
 
@@ -356,6 +357,7 @@ def await_ready(nodes: list[NodePod], p: Plan, mode: str, console: Console) -> s
     failed them, or one not ready within --node-timeout (its static pod did not start)."""
     deadline = time.monotonic() + p.node_timeout
     told = 0.0
+    pause = pauses(1.0)  # a status file read per node; a node's static pod is ready within a second, as a rule
     while True:
         statuses = read_statuses(nodes, p.run.id, mode)
         ended = {n: rows[-1] for n, rows in statuses.items() if rows and rows[-1][1] in nodescript.TERMINAL}
@@ -371,7 +373,7 @@ def await_ready(nodes: list[NodePod], p: Plan, mode: str, console: Console) -> s
         if time.monotonic() - told > 10:
             told = time.monotonic()
             console.say(f"waiting for node(s) {', '.join(waiting)} to be ready")
-        time.sleep(1)
+        time.sleep(next(pause))
 
 
 def hand_over_all(p: Plan, nodes: list[NodePod], mode: str, console: Console,
@@ -423,6 +425,9 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
     deadline = time.monotonic() + timeout
     others_done: float | None = None
     told = 0.0
+    # A status file read per node: each node's last line is reported within a second, and sooner when the nodes
+    # are done by the time the API answers (the usual case after a restore).
+    pause = pauses(1.0)
     while True:
         statuses = read_statuses(nodes, run_id, mode)
         pending = [n for n, rows in statuses.items() if not rows or rows[-1][1] not in nodescript.TERMINAL]
@@ -435,7 +440,7 @@ def wait_nodes(nodes: list[NodePod], run_id: str, mode: str, console: Console,
         if time.monotonic() - told >= 3:  # said as often as before; read more often, so known sooner
             told = time.monotonic()
             console.say(f"waiting for node(s) {', '.join(pending)} to finish")
-        time.sleep(1)  # a status file read per node: each node's last line is reported within a second
+        time.sleep(next(pause))
 
 
 def run(session: Session, p: Plan, runbook: str, lease: cleanup.UndoStep, *,

@@ -101,3 +101,53 @@ def test_a_wait_for_another_clients_lock_ends_at_once_when_stopped(tmp_path: Pat
         timer.join()
         assert len(read_locks(repo)) == 1  # only the exclusive one: the stopped waiter left none
     assert read_locks(repo) == []
+
+
+class _SlowPacks(LocalBackend):
+    """The local backend, whose pack saves wait until the test lets them finish (a 16 MiB upload on a slow link)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        import threading
+
+        self.go = threading.Event()
+        self.events: list[str] = []
+
+    def save(self, kind: str, name: str, data: bytes | bytearray | memoryview) -> None:
+        if kind == "data":
+            self.go.wait(30)
+        super().save(kind, name, data)
+        self.events.append(f"saved {kind}")
+
+    def remove(self, kind: str, name: str) -> None:
+        super().remove(kind, name)
+        self.events.append(f"removed {kind}")
+
+
+def test_two_ctrl_c_while_the_lock_waits_for_a_pack_still_end_with_the_lock_removed(tmp_path: Path) -> None:
+    """A backup that failed before its flush leaves a pack being stored; the lock's release waits for it. Two
+    Ctrl-Cs during that wait (Interrupted is no Exception) must not leave the lock in the repository, and the lock
+    goes only after the pack's save ended: nothing of ours is written once it is gone."""
+    import signal
+    import threading
+
+    repo_dir = tmp_path / "repo"
+    Repository.init(LocalBackend(repo_dir), PASSWORD.encode())
+    backend = _SlowPacks(repo_dir)
+    repo = Repository.open(backend, PASSWORD.encode())
+    lock = Lock(repo).__enter__()
+    repo.save_blob("data", os.urandom(1024))
+    repo._store_pack("data")  # handed to the storing thread, which now waits
+
+    def ctrl_c_twice_then_let_it_finish() -> None:
+        for _ in range(2):
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        backend.go.set()
+
+    threading.Thread(target=ctrl_c_twice_then_let_it_finish, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        lock.__exit__(None, None, None)
+    assert read_locks(repo) == []
+    assert backend.events.index("saved data") < backend.events.index("removed locks"), backend.events

@@ -77,6 +77,10 @@ class Key:
         enc = encryptors.get(self.mac_k)
         if enc is None:
             enc = encryptors[self.mac_k] = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
+        # Checked before it reaches the encryptor: a shorter IV would stay buffered there and shift every later
+        # pad of this thread.
+        if len(iv) != 16:
+            raise ResticCryptoError(f"an IV of {len(iv)} bytes (16 expected)")
         pad: bytes = enc.update(iv)
         return pad
 

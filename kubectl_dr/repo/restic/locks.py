@@ -150,11 +150,15 @@ class Lock:
     def __exit__(self, *exc: object) -> None:
         # A pack still being stored (a backup that failed before its flush) is waited for first: nothing of
         # ours is written once the lock is gone. Its own error, if any, is not the one to report.
-        with contextlib.suppress(Exception):
-            self.repo.wait_stored()
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self.id:
-            self.repo.backend.remove(LOCKS, self.id)
-            self.id = ""
+        # A second Ctrl-C during that wait (Interrupted is no Exception) must not leave the lock behind: the wait
+        # itself lasts until the save ended, so the lock goes in any case.
+        try:
+            with contextlib.suppress(Exception):
+                self.repo.wait_stored()
+        finally:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+            if self.id:
+                self.repo.backend.remove(LOCKS, self.id)
+                self.id = ""

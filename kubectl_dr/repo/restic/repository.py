@@ -12,6 +12,7 @@ its plaintext, every MAC before decryption, and decompressed sizes against the i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import threading
@@ -55,6 +56,7 @@ class Repository:
         # the adding thread waited, so did the stream. At most one pack is being stored and one filling.
         self._store_pool = ThreadPoolExecutor(1, "restic-pack-store")
         self._storing: _Storing | None = None
+        self._waiting = threading.Lock()  # wait_stored, one caller at a time
         self._spare: list[bytearray] = []  # pack buffers free for the next pack (at most two exist)
         self.bytes_stored = 0  # pack bytes written by this process (what an incremental backup added)
 
@@ -243,22 +245,29 @@ class Repository:
 
     def wait_stored(self) -> None:
         """Waits for the pack being stored, if any, and indexes it; raises what storing it raised. Nothing of
-        this repository is being written once it returns (whatever it raised)."""
-        storing, self._storing = self._storing, None
-        if storing is None:
-            return
-        try:
-            storing.future.result()
-        finally:
-            if not storing.future.done():  # interrupted while waiting: the save goes on, the buffer with it
-                wait([storing.future])
-            self._spare.append(storing.writer.buffer)
-        writer = storing.writer
-        self.bytes_stored += writer.size
-        self.index.add_pack(storing.pack_id, [])
-        for e in writer.entries:
-            self.index.blobs[e.id] = index.Location(storing.pack_id, e.type, e.offset, e.length, e.uncompressed_length)
-        self._unindexed.append((storing.pack_id, writer.entries))
+        this repository is being written once it returns (whatever it raised): the lock goes next. One caller at a
+        time (the stream's writer thread and the lock's release can both ask during a teardown)."""
+        with self._waiting:
+            storing = self._storing
+            if storing is None:
+                return
+            try:
+                storing.future.result()
+            finally:
+                # Interrupted while waiting: the save goes on, so it is waited for to its end, whatever signal
+                # comes next (as the cleanup's unwinding does); only then is its buffer free and the pack done.
+                while not storing.future.done():
+                    with contextlib.suppress(BaseException):
+                        wait([storing.future])
+                self._storing = None
+                self._spare.append(storing.writer.buffer)
+            writer = storing.writer
+            self.bytes_stored += writer.size
+            self.index.add_pack(storing.pack_id, [])
+            for e in writer.entries:
+                self.index.blobs[e.id] = index.Location(storing.pack_id, e.type, e.offset, e.length,
+                                                        e.uncompressed_length)
+            self._unindexed.append((storing.pack_id, writer.entries))
 
     def flush(self) -> None:
         """Stores the open packs, then one index file naming every pack stored since the last flush."""

@@ -16,6 +16,8 @@ FIRST = 0.1  # a look costs one request or one exec; a handful of them in the fi
 
 def pauses(period: float, first: float = FIRST) -> Iterator[float]:
     """first, 2×first, 4×first … up to `period`, then `period` for good."""
+    if not (first > 0 and period > 0):  # a zero pause would turn the wait into a busy loop against the API server
+        raise ValueError(f"pauses need a positive first pause and period (got {first}, {period})")
     pause = min(first, period)
     while True:
         yield pause

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from kubectl_dr.pauses import pauses
 
 
@@ -24,3 +26,9 @@ def test_a_long_wait_asks_no_more_often_than_its_period_after_the_first_second()
 def test_a_first_pause_longer_than_the_period_is_the_period() -> None:
     assert list(itertools.islice(pauses(0.05), 3)) == [0.05, 0.05, 0.05]
     assert list(itertools.islice(pauses(2.0, first=0.25), 5)) == [0.25, 0.5, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize(("period", "first"), [(0.0, 0.1), (1.0, 0.0), (-1.0, 0.1)])
+def test_a_pause_of_zero_is_refused(period: float, first: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        next(pauses(period, first))

@@ -299,6 +299,10 @@ def test_an_unknown_command_suggests_once(args: list[str], suggestion: str) -> N
 _CTRL_C_WHILE_IMPORTING = """\
 import os, signal, sys
 
+# As on a terminal: Python's own Ctrl-C handler. A suite started in the background (`… &` without job control)
+# passes SIGINT on ignored, and Python then installs none: the signal would be lost, not tested.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 class _CtrlC:
     def find_spec(self, name, path=None, target=None):
         if name == {module!r}:

@@ -146,8 +146,14 @@ def test_two_ctrl_c_while_the_lock_waits_for_a_pack_still_end_with_the_lock_remo
         time.sleep(0.3)
         backend.go.set()
 
-    threading.Thread(target=ctrl_c_twice_then_let_it_finish, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        lock.__exit__(None, None, None)
+    # Python's own Ctrl-C handler, whatever this process inherited: a suite started in the background (`… &`
+    # without job control) has SIGINT ignored, and the signals would be lost, not tested.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=ctrl_c_twice_then_let_it_finish, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            lock.__exit__(None, None, None)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert read_locks(repo) == []
     assert backend.events.index("saved data") < backend.events.index("removed locks"), backend.events

@@ -19,6 +19,7 @@ from typing import Any, overload
 from kubectl_dr import cleanup, units
 from kubectl_dr.errors import ApiError, DrError, ServerUnreachable
 from kubectl_dr.kube.client import Kube
+from kubectl_dr.pauses import pauses
 
 MANAGED_BY = "kubectl-dr"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
@@ -113,7 +114,7 @@ class HelperPod:
         after 3 ms, the DELETE answered 404 at 30 ms, the pod there at 60 ms). Waiting without asking again
         waited for a pod nobody deletes."""
         deadline = time.monotonic() + timeout
-        pause = 0.05  # a helper pod is usually gone within a tenth of a second: look soon, then every 0.3 s
+        pause = pauses(0.3, first=0.05)  # a helper pod is usually gone within a tenth of a second
         while (found := self._current()) is not None:
             if not (found.get("metadata") or {}).get("deletionTimestamp"):
                 self.request_delete()
@@ -121,8 +122,7 @@ class HelperPod:
                 raise DrError(f"pod {self.namespace}/{self.name} is still terminating after "
                               f"{units.duration(timeout)}",
                               hint=f"Check it with `kubectl get pod -n {self.namespace} {self.name}`.")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.3)
+            time.sleep(next(pause))
 
     def _current(self) -> dict[str, Any] | None:
         """The pod as the API server has it now, or None once it is gone."""

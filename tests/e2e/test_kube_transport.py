@@ -71,9 +71,9 @@ def whoami(kube: Kube) -> str:
     return str(review["status"]["userInfo"]["username"])
 
 
-def _add_token(cluster: Cluster, user: str, groups: str = "") -> str:
+def _add_token(cluster: Cluster, user: str, groups: str = "", token: str | None = None) -> str:
     """A new static token (the server re-reads tokens.csv when it changes)."""
-    token = secrets.token_hex(16)
+    token = token or secrets.token_hex(16)
     with (cluster.layout.pki / "tokens.csv").open("a") as handle:
         handle.write(f'{token},{user},{user}-uid,"{groups}"\n')
     return token
@@ -269,6 +269,29 @@ def test_removed_auth_providers_get_kubectls_message(cluster: Cluster, tmp_path:
     assert result.returncode == 1
     assert "The gcp auth plugin has been removed." in result.stderr
     assert 'use the "gke-gcloud-auth-plugin" kubectl/client-go credential plugin instead' in result.stderr
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    """An unsigned JWT-shaped id-token (the loopback knows it as a static token; no issuer is asked)."""
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def oidc_user(token: str) -> dict[str, Any]:
+    return {"auth-provider": {"name": "oidc", "config": {
+        "client-id": "kubectl-dr-test", "idp-issuer-url": "https://issuer.invalid", "id-token": token}}}
+
+
+def test_oidc_auth_provider_goes_through_the_kubernetes_package(cluster: Cluster, tmp_path: Path) -> None:
+    token = jwt({"sub": "someone", "exp": int(time.time()) + 3600})
+    _add_token(cluster, "dr-oidc-user", token=token)
+    path = _with(cluster, tmp_path, user=oidc_user(token))
+    assert whoami(_kube(path)) == "dr-oidc-user"
+    version = dr("version", "--kubeconfig", str(path), env=clean_env(), extra_env={"PYTHONPROFILEIMPORTTIME": "1"},
+                 subprocess=True)
+    assert version.returncode == 0, version.stderr
+    assert "kubernetes" in _imported(version.stderr)  # the one path that pays for it
 
 
 # -- the server's certificate -----------------------------------------------------------------------------------

@@ -332,6 +332,9 @@ def test_tls_server_name(cluster: Cluster, tmp_path: Path) -> None:
     host = cluster.server_url.removeprefix("https://")
     assert str(err.value) == f"unable to connect to the server {host}: x509: certificate is not valid for " \
                              "elsewhere.example"
+    # The exec stream's handshake checks it too (it fails before any pod is looked up).
+    with pytest.raises(DrError, match=r"Hostname mismatch, certificate is not valid for 'elsewhere\.example'"):
+        open_exec(_kube(bad), "default", "no-such-pod", ["true"])
 
 
 def test_unreachable_server(tmp_path: Path, cluster: Cluster) -> None:

@@ -164,6 +164,20 @@ def test_token_and_token_file(cluster: Cluster, tmp_path: Path) -> None:
         _kube(_with(cluster, tmp_path, user={"tokenFile": str(tmp_path / "missing")}))
 
 
+def test_in_cluster_service_account(cluster: Cluster, tmp_path: Path) -> None:
+    """A pod's view: the token and CA files of its service account, the API's address in the environment."""
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    (sa_dir / "token").write_text((cluster.layout.pki / "token").read_text().strip())
+    (sa_dir / "ca.crt").write_bytes((cluster.layout.pki / "ca.crt").read_bytes())
+    (sa_dir / "namespace").write_text("shop")
+    port = cluster.server_url.rsplit(":", 1)[1]
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port}
+    resolved = kubeconfig.in_cluster_config(env, kubeconfig.Overrides(), sa_dir)
+    kube = connect(resolved, 30)
+    assert resolved.namespace == "shop" and whoami(kube) == TOKEN_USER
+
+
 def test_wrong_token_is_unauthorized(cluster: Cluster, tmp_path: Path) -> None:
     with pytest.raises(UnauthorizedError):
         whoami(_kube(_with(cluster, tmp_path, user={"token": "not-a-token"})))

@@ -207,6 +207,8 @@ class Transport:
     def __init__(self, resolved: ResolvedConfig, environ: Mapping[str, str] | None = None) -> None:
         cluster = _section(resolved.config, "clusters", "cluster")
         self.server = str(cluster.get("server") or resolved.server).rstrip("/")
+        if "://" not in self.server:
+            self.server = "https://" + self.server  # client-go takes a bare host:port as https
         parsed = urlparse(self.server)
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
             raise ConfigError(f"invalid configuration: host must be a URL or a host:port pair: "

@@ -139,3 +139,8 @@ def test_query_values_are_percent_encoded_with_the_server_prefix_kept() -> None:
     url = t.url("/api/v1/namespaces/a/pods/b/exec", [("command", "sh"), ("command", "-c"), ("command", "a b&c=/d")])
     assert url == ("https://api.example:6443/prefix/api/v1/namespaces/a/pods/b/exec"
                    "?command=sh&command=-c&command=a%20b%26c%3D%2Fd")
+
+
+def test_a_bare_host_port_is_https() -> None:
+    assert transport.Transport(resolved({}, {"server": "api.example:6443"})).url("/version") == \
+        "https://api.example:6443/version"

@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
+import pty
 import secrets
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -24,7 +27,7 @@ from kubectl_dr.errors import ConfigError, DrError, UnauthorizedError
 from kubectl_dr.kube import kubeconfig, transport
 from kubectl_dr.kube.client import Kube, connect
 from kubectl_dr.kube.exec import open_exec
-from tests.cli_runner import clean_env, dr
+from tests.cli_runner import clean_env, dr, executable
 from tests.cluster.control.pki import ADMIN_USER, TOKEN_USER
 from tests.cluster.fixture import Cluster
 from tests.datasets import make_claim, managed_pods, new_namespace
@@ -267,6 +270,33 @@ def test_exec_plugin_failures_in_kubectls_words(cluster: Cluster, tmp_path: Path
     with pytest.raises(ConfigError, match="interactiveMode must be specified for loopback-admin"):
         _kube(unset)
     assert len(_runs(tmp_path, "failing")) == 1  # neither of the last two ran it
+
+
+def test_exec_plugin_gets_the_terminal_when_interactive(cluster: Cluster, tmp_path: Path) -> None:
+    """IfAvailable with a terminal on stdin: the plugin is told it may interact and gets that terminal."""
+    token = _add_token(cluster, "dr-plugin-interactive")
+    plugin = _plugin(tmp_path, "asks", f"""\
+        with open({str(tmp_path / "asks.tty")!r}, "w") as out:
+            out.write(str(os.isatty(0)))
+        print(json.dumps({{"apiVersion": "{V1}", "kind": "ExecCredential", "status": {{"token": "{token}"}}}}))
+        """)
+    path = _with(cluster, tmp_path, user=_exec_user(plugin, interactiveMode="IfAvailable"))
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run([executable(), "version", "--kubeconfig", str(path)], stdin=follower,
+                                capture_output=True, text=True, timeout=120, env=clean_env())
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert result.returncode == 0, result.stderr
+    assert _runs(tmp_path, "asks")[0]["spec"]["interactive"] is True
+    assert (tmp_path / "asks.tty").read_text() == "True"
+    # Without a terminal the same stanza runs the plugin non-interactively, with no stdin of ours.
+    plain = subprocess.run([executable(), "version", "--kubeconfig", str(path)], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120, env=clean_env())
+    assert plain.returncode == 0, plain.stderr
+    assert _runs(tmp_path, "asks")[1]["spec"]["interactive"] is False
+    assert (tmp_path / "asks.tty").read_text() == "False"
 
 
 def test_the_cli_prints_the_plugin_failure(cluster: Cluster, tmp_path: Path) -> None:

@@ -90,6 +90,8 @@ class Kube:
                 response = self.transport.send(method, url, headers, body, self.request_timeout)
                 status = response.status
                 data: bytes = response.data
+                if response.status == 401:
+                    self.transport.credentials.refused()
                 if not 200 <= response.status <= 299:
                     raise HttpFailure(response.status, str(response.reason or ""), data)
             return data

@@ -488,6 +488,8 @@ def open_exec(
         status = ws.getstatus()
     except WebSocketException as exc:
         status = getattr(exc, "status_code", None)
+        if status == 401:
+            kube.transport.credentials.refused()
         raise _upgrade_error(exc, target) from None
     except OSError as exc:  # includes socket timeouts
         raise DrError(f"exec in {target}: cannot connect to the API server: {exc}") from None

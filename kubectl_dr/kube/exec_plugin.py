@@ -8,8 +8,8 @@
   kubectl. Its stderr is the user's: plugins print their prompts and problems there.
 - Its answer must be the configured apiVersion with `status.token` or both `clientCertificateData` and
   `clientKeyData`. `expirationTimestamp` makes the answer stale from then on: the next request runs the plugin
-  again (client-go also re-runs it after a 401; we do not retry requests, so a rejected credential surfaces as
-  the 401 it is).
+  again. A 401 does too (client-go's maybeRefreshCreds): the request that got it is not retried (the user sees
+  the 401), the next one runs the plugin first.
 - Failures carry client-go's words (`exec: executable X not found`, `… failed with exit code N`), prefixed
   with `getting credentials:` as kubectl prints them.
 """
@@ -115,6 +115,12 @@ class ExecPlugin:
             if self.cached is None or self.cached.expired(time.time()):
                 self.cached = self._run()
             return self.cached
+
+    def forget(self, used: PluginCredential | None) -> None:
+        """The server refused `used`: the next request runs the plugin (unless another thread already did)."""
+        with self.lock:
+            if used is not None and self.cached is used:
+                self.cached = None
 
     def _interactive(self) -> bool:
         if self.mode == "Never":

@@ -43,6 +43,9 @@ class Credentials(Protocol):
 
     def client_cert(self) -> tls.ClientCert | None: ...
 
+    def refused(self) -> None:
+        """The server answered 401 to what we sent: credentials that can be renewed are, next time."""
+
 
 @dataclass
 class Static:
@@ -56,6 +59,9 @@ class Static:
 
     def client_cert(self) -> tls.ClientCert | None:
         return self.cert
+
+    def refused(self) -> None:
+        pass
 
 
 class TokenFile:
@@ -88,9 +94,12 @@ class TokenFile:
     def client_cert(self) -> tls.ClientCert | None:
         return self.cert
 
+    def refused(self) -> None:
+        pass
+
 
 class Plugin:
-    """An exec credential plugin's token and/or certificate, renewed when it expires."""
+    """An exec credential plugin's token and/or certificate, renewed when it expires or is refused."""
 
     def __init__(self, plugin: exec_plugin.ExecPlugin) -> None:
         self.plugin = plugin
@@ -100,7 +109,14 @@ class Plugin:
         return f"Bearer {token}" if token else None
 
     def client_cert(self) -> tls.ClientCert | None:
-        return self.plugin.credential().cert
+        # The answer `authorization` just got for this request: a credential that expired between the two
+        # calls must not run the plugin twice for one request (it is renewed before the next one).
+        cached = self.plugin.cached
+        return (cached or self.plugin.credential()).cert
+
+    def refused(self) -> None:
+        # The answer we hold now: if another thread renewed it meanwhile, that one goes too (one extra run).
+        self.plugin.forget(self.plugin.cached)
 
 
 class ProviderToken:
@@ -117,6 +133,9 @@ class ProviderToken:
 
     def client_cert(self) -> tls.ClientCert | None:
         return self.cert
+
+    def refused(self) -> None:
+        pass
 
 
 def credentials_for(resolved: ResolvedConfig, cluster: dict[str, Any], trust: tls.ServerTrust) -> Credentials:

@@ -214,7 +214,8 @@ def test_exec_plugin_runs_again_when_its_credential_expires(cluster: Cluster, tm
     token = _add_token(cluster, "dr-plugin-expiring")
     plugin = _plugin(tmp_path, "expiring", f"""\
         from datetime import datetime, timedelta, timezone
-        expires = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # 1 s from now, rounded up to the whole second the format can hold
+        expires = (datetime.now(timezone.utc) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
         print(json.dumps({{"apiVersion": "{V1}", "kind": "ExecCredential",
                           "status": {{"token": "{token}", "expirationTimestamp": expires}}}}))
         """)
@@ -223,13 +224,39 @@ def test_exec_plugin_runs_again_when_its_credential_expires(cluster: Cluster, tm
     assert len(_runs(tmp_path, "expiring")) == 1
     credentials = kube.transport.credentials
     assert isinstance(credentials, transport.Plugin)
-    assert whoami(kube) == "dr-plugin-expiring" and len(_runs(tmp_path, "expiring")) == 1  # still valid: no run
-    # Expired (the timestamp has whole seconds: at most 2 s after the run): the next request runs it again.
+    # Expired (1–2 s after the run): the next request runs it again.
     eventually(lambda: credentials.plugin.cached is not None and credentials.plugin.cached.expired(time.time()),
                what="the credential expired", timeout=5)
     assert whoami(kube) == "dr-plugin-expiring"
     assert len(_runs(tmp_path, "expiring")) == 2
     assert "spec" in _runs(tmp_path, "expiring")[1] and "cluster" not in _runs(tmp_path, "expiring")[1]["spec"]
+
+    # A credential that expires in an hour is used for every request until then: one run.
+    later = _plugin(tmp_path, "later", f"""\
+        from datetime import datetime, timedelta, timezone
+        expires = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(json.dumps({{"apiVersion": "{V1}", "kind": "ExecCredential",
+                          "status": {{"token": "{token}", "expirationTimestamp": expires}}}}))
+        """)
+    kube = _kube(_with(cluster, tmp_path, user=_exec_user(later)))
+    assert [whoami(kube) for _ in range(3)] == ["dr-plugin-expiring"] * 3
+    assert len(_runs(tmp_path, "later")) == 1
+
+
+def test_a_refused_plugin_token_runs_the_plugin_again(cluster: Cluster, tmp_path: Path) -> None:
+    """client-go's rule: after a 401 the next request runs the plugin first (the refused request is not retried)."""
+    token = _add_token(cluster, "dr-plugin-second-try")
+    plugin = _plugin(tmp_path, "stale", f"""\
+        first = len(open({str(tmp_path / "stale.runs")!r}).read().splitlines()) == 1
+        print(json.dumps({{"apiVersion": "{V1}", "kind": "ExecCredential",
+                          "status": {{"token": "stale" if first else "{token}"}}}}))
+        """)
+    kube = _kube(_with(cluster, tmp_path, user=_exec_user(plugin)))
+    with pytest.raises(UnauthorizedError):
+        whoami(kube)
+    assert whoami(kube) == "dr-plugin-second-try"
+    assert whoami(kube) == "dr-plugin-second-try"
+    assert len(_runs(tmp_path, "stale")) == 2
 
 
 def test_exec_plugin_client_certificate(cluster: Cluster, tmp_path: Path) -> None:

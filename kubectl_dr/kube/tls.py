@@ -72,7 +72,7 @@ def server_trust(cluster: dict[str, Any]) -> ServerTrust:
                        str(cluster.get("tls-server-name") or "") or None)
 
 
-def client_cert(user: dict[str, Any]) -> ClientCert | None:
+def client_cert(user: dict[str, Any], user_name: str = "the user") -> ClientCert | None:
     """The user's certificate pair from `client-certificate[-data]` and `client-key[-data]` (data wins)."""
     cert = key = None
     if user.get("client-certificate-data"):
@@ -85,10 +85,13 @@ def client_cert(user: dict[str, Any]) -> ClientCert | None:
         key = _read(str(user["client-key"]), "client-key")
     if cert is None and key is None:
         return None
-    if cert is None or key is None:
-        # client-go: tls: "client certificate and key must both be provided" (transport.TLSConfigFor)
-        raise ConfigError("client-cert-data and client-key-data must both be specified for "
-                          "the user to use client certificate authentication")
+    # clientcmd's validation sentences for a half-given pair
+    if key is None:
+        raise ConfigError(f"client-key-data or client-key must be specified for {user_name} to use the "
+                          "clientCert authentication method.")
+    if cert is None:
+        raise ConfigError(f"client-cert-data or client-cert must be specified for {user_name} to use the "
+                          "clientCert authentication method.")
     return ClientCert(cert, key)
 
 

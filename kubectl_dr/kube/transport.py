@@ -140,7 +140,7 @@ class ProviderToken:
 
 def credentials_for(resolved: ResolvedConfig, cluster: dict[str, Any], trust: tls.ServerTrust) -> Credentials:
     user = _section(resolved.config, "users", "user")
-    cert = tls.client_cert(user)
+    cert = tls.client_cert(user, resolved.user_name or "the user")
     if user.get("auth-provider") and user.get("exec"):
         raise ConfigError(f"authProvider cannot be provided in combination with an exec plugin for "
                           f"{resolved.user_name}")

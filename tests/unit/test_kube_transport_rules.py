@@ -144,3 +144,11 @@ def test_query_values_are_percent_encoded_with_the_server_prefix_kept() -> None:
 def test_a_bare_host_port_is_https() -> None:
     assert transport.Transport(resolved({}, {"server": "api.example:6443"})).url("/version") == \
         "https://api.example:6443/version"
+
+
+def test_half_a_client_certificate_is_refused_in_clientcmds_words() -> None:
+    pem = base64.b64encode(b"x").decode()
+    with pytest.raises(ConfigError) as err:
+        transport.Transport(resolved({"client-certificate-data": pem}))
+    assert str(err.value) == ("client-key-data or client-key must be specified for u to use the clientCert "
+                              "authentication method.")

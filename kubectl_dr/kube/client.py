@@ -1,14 +1,15 @@
-"""Builds `kubernetes` API clients from the resolved kubeconfig and translates their failures.
+"""The connection to the API server (`Kube`) over our own transport, and the translation of its failures.
 
 Everything that can go wrong talking to the API server ends up as one of the errors in
 `kubectl_dr.errors`, worded as kubectl words it, so commands never handle client exceptions themselves.
+The `kubernetes` package is not imported here (see `transport`): it cost a third of a second per command.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import tempfile
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,16 +17,24 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
-from kubectl_dr.errors import ApiError, ConfigError, DrError, ServerTimeout, ServerUnreachable, UnauthorizedError
+from kubectl_dr.errors import ApiError, DrError, ServerTimeout, ServerUnreachable, UnauthorizedError
 from kubectl_dr.kube import trace
 from kubectl_dr.kube.kubeconfig import ResolvedConfig
+from kubectl_dr.kube.transport import Transport
+
+
+class HttpFailure(Exception):
+    """An answer outside 2xx: its status, reason phrase and body, for `api_error`."""
+
+    def __init__(self, status: int, reason: str, body: bytes) -> None:
+        super().__init__(f"({status}) {reason}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
 
 T = TypeVar("T")
 
@@ -34,7 +43,7 @@ T = TypeVar("T")
 class Kube:
     """One connection to the cluster: the API client plus the settings it was built from."""
 
-    api: k8s_client.ApiClient
+    transport: Transport
     resolved: ResolvedConfig
     request_timeout: float | None
 
@@ -66,37 +75,33 @@ class Kube:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        method_, url, header_params, body_, post_params = self.api.param_serialize(
-            method=method, resource_path=path, query_params=pairs or None, header_params=headers, body=body,
-            auth_settings=["BearerToken"],
-        )
         trace.pod_body(body)
-        data = self._send(method_, url, header_params, body_, post_params)
+        payload = None if body is None else json.dumps(body).encode()
+        data = self._send(method, self.transport.url(path, pairs), headers, payload)
         return json.loads(data) if data else None
 
-    def _send(self, method: str, url: str, headers: dict[str, str], body: Any, post: Any) -> bytes:
+    def _send(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> bytes:
         """One request on the wire: errors translated, and traced at -v6 (verb, URL, status, time)."""
         started, status = time.monotonic(), None
         try:
             with translate_errors(self.host):
-                response = self.api.call_api(method, url, headers, body, post, _request_timeout=self.request_timeout)
+                # Credentials first: an exec plugin may run here, and its failure is the user's answer.
+                headers = {**headers, **self.transport.auth_headers()}
+                response = self.transport.send(method, url, headers, body, self.request_timeout)
                 status = response.status
-                data: bytes = response.read()
+                data: bytes = response.data
+                if response.status == 401:
+                    self.transport.credentials.refused()
                 if not 200 <= response.status <= 299:
-                    raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"),
-                                                     data=None)
+                    raise HttpFailure(response.status, str(response.reason or ""), data)
             return data
         finally:
             trace.request(method, url, status, started)
 
     def text(self, path: str, **query: Any) -> str:
         """GET a plain-text answer (pod logs); errors translated like every other call."""
-        pairs = [(k, v) for k, v in query.items() if v is not None]
-        method_, url, header_params, body_, post_params = self.api.param_serialize(
-            method="GET", resource_path=path, query_params=pairs or None, header_params={"Accept": "*/*"},
-            auth_settings=["BearerToken"],
-        )
-        return self._send(method_, url, header_params, body_, post_params).decode(errors="replace")
+        pairs = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in query.items() if v is not None]
+        return self._send("GET", self.transport.url(path, pairs), {"Accept": "*/*"}, None).decode(errors="replace")
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query)
@@ -116,7 +121,7 @@ class Kube:
         return data
 
     def close(self) -> None:
-        self.api.close()
+        self.transport.close()
 
 
 @dataclass
@@ -129,7 +134,7 @@ class CachedReads(Kube):
 
     @classmethod
     def of(cls, kube: Kube) -> CachedReads:
-        return cls(kube.api, kube.resolved, kube.request_timeout)
+        return cls(kube.transport, kube.resolved, kube.request_timeout)
 
     def request(self, method: str, path: str, *, query: dict[str, Any] | list[tuple[str, Any]] | None = None,
                 body: Any = None, content_type: str = "application/json") -> Any:
@@ -143,21 +148,8 @@ class CachedReads(Kube):
 
 
 def connect(resolved: ResolvedConfig, request_timeout: float | None = None) -> Kube:
-    configuration = k8s_client.Configuration()
-    try:
-        # The temp dir only receives inline certificate data (client-certificate-data & co).
-        k8s_config.load_kube_config_from_dict(
-            resolved.config,
-            context=resolved.context_name,
-            client_configuration=configuration,
-            persist_config=False,
-            temp_file_path=tempfile.gettempdir(),
-        )
-    except ConfigException as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
-    # Our own retries are explicit; urllib3's silent ones would hide a dead server for minutes.
-    configuration.retries = False
-    return Kube(k8s_client.ApiClient(configuration), resolved, request_timeout)
+    """A connection for the resolved kubeconfig; credentials (token file, plugin) are checked here, once."""
+    return Kube(Transport(resolved), resolved, request_timeout)
 
 
 def status_from_body(body: str | bytes | None) -> dict[str, Any] | None:
@@ -170,7 +162,7 @@ def status_from_body(body: str | bytes | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("kind") == "Status" else None
 
 
-def api_error(exc: ApiException) -> ApiError:
+def api_error(exc: HttpFailure) -> ApiError:
     status = status_from_body(exc.body)
     code = int(exc.status or 0)
     if code == 401:
@@ -179,8 +171,8 @@ def api_error(exc: ApiException) -> ApiError:
         reason = str(status.get("reason") or "")
         message = str(status.get("message") or exc.reason or "")
         return ApiError(code, reason or _reason_for(code), message)
-    text = (exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body) or ""
-    return ApiError(code, _reason_for(code), _generic_message(code, str(text).strip()))
+    text = exc.body.decode(errors="replace")
+    return ApiError(code, _reason_for(code), _generic_message(code, text.strip()))
 
 
 def _generic_message(code: int, body: str) -> str:
@@ -225,10 +217,15 @@ def _unreachable(host: str, exc: BaseException) -> DrError:
             return ServerUnreachable(host)
         if isinstance(cause, ReadTimeoutError):
             return ServerTimeout(host)
-        cause = cause.__cause__ or cause.__context__ or getattr(cause, "reason", None)
+        reason = getattr(cause, "reason", None)  # urllib3 keeps the socket error here (or a plain text)
+        cause = cause.__cause__ or cause.__context__ or (reason if isinstance(reason, BaseException) else None)
         if cause is exc:
             break
     text = str(exc)
+    mismatch = re.search(r"(?:Hostname|IP address) mismatch, certificate is not valid for '([^']*)'", text)
+    if mismatch:
+        return DrError(f"unable to connect to the server {host}: x509: certificate is not valid for "
+                       f"{mismatch.group(1)}", hint="Check the server address and tls-server-name in your kubeconfig.")
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return DrError(f"unable to connect to the server {host}: x509: certificate verification failed",
                        hint="Check certificate-authority in your kubeconfig.")
@@ -241,7 +238,7 @@ def _unreachable(host: str, exc: BaseException) -> DrError:
 def translate_errors(host: str) -> Iterator[None]:
     try:
         yield
-    except ApiException as exc:
+    except HttpFailure as exc:
         raise api_error(exc) from None
     except (MaxRetryError, NewConnectionError, ProtocolError, ConnectionError) as exc:
         raise _unreachable(host, exc) from None

@@ -28,14 +28,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import unquote, urlparse, urlunparse
 
-import certifi
 from websocket import ABNF, WebSocket, WebSocketConnectionClosedException, WebSocketException
 
 from kubectl_dr.errors import DrError, VerificationError
 from kubectl_dr.kube import trace
 from kubectl_dr.kube.client import Kube, translate_errors
+from kubectl_dr.kube.transport import Transport
 
 _c_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None
 try:
@@ -422,26 +422,15 @@ class ExecStream:
                 self.ws.shutdown()
 
 
-def _ssl_options(configuration: Any) -> dict[str, Any]:
-    if configuration.verify_ssl:
-        options: dict[str, Any] = {
-            "cert_reqs": ssl.CERT_REQUIRED,
-            "ca_certs": configuration.ssl_ca_cert or certifi.where(),
-        }
-        if configuration.assert_hostname is not None:
-            options["check_hostname"] = configuration.assert_hostname
-    else:
-        options = {"cert_reqs": ssl.CERT_NONE}
-    if configuration.cert_file:
-        options["certfile"] = configuration.cert_file
-    if configuration.key_file:
-        options["keyfile"] = configuration.key_file
-    if configuration.tls_server_name:
-        options["server_hostname"] = configuration.tls_server_name
+def _ssl_options(transport: Transport) -> dict[str, Any]:
+    """The requests' own TLS context (same CA, name check and client certificate) for the stream."""
+    options: dict[str, Any] = {"context": transport.ssl_context()}
+    if transport.server_hostname:
+        options["server_hostname"] = transport.server_hostname  # SNI and the name checked, as for requests
     return options
 
 
-def _connect(configuration: Any, url: str, headers: dict[str, str] | None, protocols: list[str],
+def _connect(transport: Transport, url: str, headers: dict[str, str] | None, protocols: list[str],
              timeouts: Timeouts) -> WebSocket:
     parsed = urlparse(url)
     scheme = {"https": "wss", "http": "ws"}.get(parsed.scheme, parsed.scheme)
@@ -451,11 +440,15 @@ def _connect(configuration: Any, url: str, headers: dict[str, str] | None, proto
         header.append(f"authorization: {headers['authorization']}")
     # `subprotocols` (not a raw header) so the client checks and records the server's choice.
     options: dict[str, Any] = {"header": header, "subprotocols": protocols, "timeout": timeouts.connect}
-    if configuration.proxy:
-        proxy = urlparse(configuration.proxy)
-        options.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port, proxy_type="http")
+    if transport.proxy:
+        proxy = urlparse(transport.proxy)
+        kind = proxy.scheme if proxy.scheme.startswith("socks") else "http"
+        options.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port, proxy_type=kind)
+        if proxy.username:
+            options["http_proxy_auth"] = (unquote(proxy.username), unquote(proxy.password or ""))
     # enable_multithread: run() writes stdin from one thread while another reads.
-    ws = WebSocket(sslopt=_ssl_options(configuration), skip_utf8_validation=True, enable_multithread=True)
+    ws = WebSocket(sslopt=_ssl_options(transport) if transport.secure else {}, skip_utf8_validation=True,
+                   enable_multithread=True)
     ws.connect(ws_url, **options)
     return ws
 
@@ -474,8 +467,8 @@ def open_exec(
 ) -> ExecStream:
     """Start `command` in the pod and return the open stream (the command is already running).
 
-    The URL and the credentials come from the API client's own serializer (so every kubeconfig auth
-    method works), but not through the generated `CoreV1Api`: importing it costs most of a second.
+    The URL, the credentials and the TLS context come from the connection's transport, so every
+    kubeconfig auth method works here as for requests.
     """
     timeouts = timeouts or Timeouts()
     offered = protocols or [V5, V4]
@@ -485,18 +478,18 @@ def open_exec(
     if container:
         query.append(("container", container))
     query = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in query]
-    _method, url, headers, _body, _post = kube.api.param_serialize(
-        method="GET", resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query_params=query,
-        header_params={}, auth_settings=["BearerToken"],
-    )
+    url = kube.transport.url(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
     trace.script(f"exec in {target}" + (f" container {container}" if container else ""), command)
     started, status = time.monotonic(), None
     try:
         with translate_errors(kube.host):
-            ws = _connect(kube.api.configuration, url, {k.lower(): v for k, v in headers.items()}, offered, timeouts)
+            headers = kube.transport.auth_headers()
+            ws = _connect(kube.transport, url, {k.lower(): v for k, v in headers.items()}, offered, timeouts)
         status = ws.getstatus()
     except WebSocketException as exc:
         status = getattr(exc, "status_code", None)
+        if status == 401:
+            kube.transport.credentials.refused()
         raise _upgrade_error(exc, target) from None
     except OSError as exc:  # includes socket timeouts
         raise DrError(f"exec in {target}: cannot connect to the API server: {exc}") from None

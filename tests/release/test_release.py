@@ -139,6 +139,19 @@ def test_release_archive_installs_with_krew_and_starts_fast(release_build: Relea
     assert direct.returncode == 1
     assert "no etcd endpoint answered" in direct.stderr and "UNAVAILABLE" in direct.stderr, direct.stderr
 
+    # `auth-provider: oidc` users load the `kubernetes` package lazily (nothing else does): it must be in the
+    # archive too. The provider is set up, then the dead server refuses the connection.
+    oidc = tmp_path / "oidc-config"
+    oidc.write_text(yaml.safe_dump({
+        "clusters": [{"name": "dead", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "sso", "user": {"auth-provider": {"name": "oidc", "config": {
+            "client-id": "x", "idp-issuer-url": "https://issuer.invalid", "id-token": "a.eyJzdWIiOiJ4In0.c"}}}}],
+        "contexts": [{"name": "c", "context": {"cluster": "dead", "user": "sso"}}], "current-context": "c"}))
+    lazily = subprocess.run([link.name, "version", "--kubeconfig", str(oidc)], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert lazily.returncode == 1
+    assert "The connection to the server 127.0.0.1:1 was refused" in lazily.stderr, lazily.stderr
+
     # Only the botocore models an S3 client loads are shipped: a real S3 server lists a backup through them.
     url = f"s3://{seaweedfs.new_bucket()}/release"
     s3_env = {**seaweedfs.env(), "KUBECTL_DR_CONFIG": os.devnull}

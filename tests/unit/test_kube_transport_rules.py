@@ -1,0 +1,154 @@
+"""The transport's pure rules, as client-go has them: which proxy, which credential, which exec stanzas pass."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubectl_dr.errors import ConfigError
+from kubectl_dr.kube import exec_plugin, tls, transport
+from kubectl_dr.kube.kubeconfig import ResolvedConfig
+
+
+def resolved(user: dict[str, Any], cluster: dict[str, Any] | None = None) -> ResolvedConfig:
+    body = {"server": "https://api.example:6443", **(cluster or {})}
+    config = {"clusters": [{"name": "c", "cluster": body}], "users": [{"name": "u", "user": user}],
+              "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}], "current-context": "x"}
+    return ResolvedConfig(config, "x", "c", "u", "default", body["server"])
+
+
+@pytest.mark.parametrize(("server", "cluster", "env", "expected"), [
+    # proxy-url wins over the environment, and applies even to loopback (the user named it).
+    ("https://127.0.0.1:6443", {"proxy-url": "socks5://p:1080"}, {"HTTPS_PROXY": "http://e:3128"}, "socks5://p:1080"),
+    # the environment: HTTPS_PROXY for https, HTTP_PROXY for http; a bare host:port means http://
+    ("https://api.example:6443", {}, {"HTTPS_PROXY": "e:3128"}, "http://e:3128"),
+    ("http://api.example:8080", {}, {"HTTPS_PROXY": "http://s:1", "http_proxy": "http://h:2"}, "http://h:2"),
+    # Go never proxies loopback from the environment
+    ("https://127.0.0.1:6443", {}, {"HTTPS_PROXY": "http://e:3128"}, None),
+    ("https://localhost:6443", {}, {"HTTPS_PROXY": "http://e:3128"}, None),
+    # NO_PROXY: suffixes with or without the dot, CIDRs, host:port, *
+    ("https://api.example:6443", {}, {"HTTPS_PROXY": "http://e:1", "NO_PROXY": ".example"}, None),
+    ("https://a.api.example:6443", {}, {"HTTPS_PROXY": "http://e:1", "NO_PROXY": "api.example"}, None),
+    ("https://10.1.2.3:6443", {}, {"HTTPS_PROXY": "http://e:1", "no_proxy": "10.0.0.0/8"}, None),
+    ("https://api.example:6443", {}, {"HTTPS_PROXY": "http://e:1", "NO_PROXY": "api.example:443"}, "http://e:1"),
+    ("https://api.example:6443", {}, {"HTTPS_PROXY": "http://e:1", "NO_PROXY": "api.example:6443"}, None),
+    ("https://api.example:6443", {}, {"HTTPS_PROXY": "http://e:1", "NO_PROXY": "*"}, None),
+    ("https://notapi.example:6443", {}, {"HTTPS_PROXY": "http://e:1", "NO_PROXY": "api.example"}, "http://e:1"),
+])
+def test_proxy_choice(server: str, cluster: dict[str, Any], env: dict[str, str], expected: str | None) -> None:
+    assert transport.proxy_for(server, cluster, env) == expected
+
+
+def test_credential_order(tmp_path: Path) -> None:
+    plugin = {"apiVersion": "client.authentication.k8s.io/v1", "command": "p", "interactiveMode": "Never"}
+    # A token beats basic auth and a plugin; the plugin runs only without token, basic auth or certificate.
+    assert transport.Transport(resolved({"token": "t", "username": "a", "password": "b", "exec": plugin})) \
+        .auth_headers() == {"Authorization": "Bearer t"}
+    basic = transport.Transport(resolved({"username": "a", "password": "b"})).auth_headers()
+    assert basic == {"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}
+    assert isinstance(transport.Transport(resolved({"exec": plugin})).credentials, transport.Plugin)
+    pem = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()
+    with_cert = transport.Transport(resolved({"client-certificate-data": pem, "client-key-data": pem, "exec": plugin}))
+    assert isinstance(with_cert.credentials, transport.Static) and with_cert.auth_headers() == {}
+    # tokenFile beats token (client-go: the file is read again and again; the token only seeds it).
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    assert transport.Transport(resolved({"token": "t", "tokenFile": str(token_file)})).auth_headers() == \
+        {"Authorization": "Bearer from-file"}
+
+
+def test_auth_provider_and_exec_together_are_refused() -> None:
+    plugin = {"apiVersion": "client.authentication.k8s.io/v1", "command": "p", "interactiveMode": "Never"}
+    with pytest.raises(ConfigError, match="authProvider cannot be provided in combination with an exec plugin for u"):
+        transport.Transport(resolved({"auth-provider": {"name": "oidc"}, "exec": plugin}))
+
+
+@pytest.mark.parametrize(("stanza", "message"), [
+    ({"apiVersion": "client.authentication.k8s.io/v1", "interactiveMode": "Never"},
+     "command must be specified for u to use exec authentication plugin"),
+    ({"command": "p", "interactiveMode": "Never"},
+     "apiVersion must be specified for u to use exec authentication plugin"),
+    ({"command": "p", "apiVersion": "client.authentication.k8s.io/v1alpha1"},
+     'exec plugin: invalid apiVersion "client.authentication.k8s.io/v1alpha1"'),
+    ({"command": "p", "apiVersion": "client.authentication.k8s.io/v1"},
+     "interactiveMode must be specified for u to use exec authentication plugin"),
+    ({"command": "p", "apiVersion": "client.authentication.k8s.io/v1", "interactiveMode": "Sometimes"},
+     'invalid interactiveMode for u: "Sometimes"'),
+    ({"command": "p", "apiVersion": "client.authentication.k8s.io/v1", "interactiveMode": "Never",
+      "env": [{"value": "x"}]}, "env variable name must be specified for u to use exec authentication plugin"),
+])
+def test_exec_stanza_checks(stanza: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        exec_plugin.validate("u", stanza)
+    assert str(err.value) == message
+
+
+def test_v1beta1_defaults_to_if_available() -> None:
+    stanza = {"command": "p", "apiVersion": "client.authentication.k8s.io/v1beta1"}
+    exec_plugin.validate("u", stanza)
+    assert exec_plugin.mode_of(stanza) == "IfAvailable"
+    # IfAvailable without a terminal: not interactive, and no error.
+    plugin = exec_plugin.ExecPlugin(stanza, None, stdin_is_terminal=lambda: False)
+    assert plugin._interactive() is False
+
+
+def test_plugin_answers_are_checked() -> None:
+    plugin = exec_plugin.ExecPlugin({"command": "p", "apiVersion": "client.authentication.k8s.io/v1",
+                                     "interactiveMode": "Never"}, None)
+    v1 = "client.authentication.k8s.io/v1"
+    for answer, message in (
+        ({"apiVersion": v1, "kind": "ExecCredential"}, "exec plugin didn't return a status field"),
+        ({"apiVersion": v1, "status": {}}, "exec plugin didn't return a token or cert/key pair"),
+        ({"apiVersion": v1, "status": {"clientCertificateData": "c"}},
+         "exec plugin returned only certificate or key, not both"),
+    ):
+        with pytest.raises(Exception) as err:
+            plugin._parse(json.dumps(answer).encode())
+        assert str(err.value) == f"getting credentials: {message}"
+    ok = plugin._parse(json.dumps({"apiVersion": v1, "status": {
+        "token": "t", "expirationTimestamp": "2030-01-01T00:00:00Z"}}).encode())
+    assert ok.token == "t" and ok.expires == 1893456000.0 and not ok.expired(1893455999.0) and ok.expired(1893456001.0)
+
+
+def test_insecure_with_a_ca_is_refused_and_the_ca_data_wins(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="specifying a root certificates file with the insecure flag is not allowed"):
+        tls.server_trust({"insecure-skip-tls-verify": True, "certificate-authority-data": "eA=="})
+    (tmp_path / "ca.crt").write_text("from the file")
+    trust = tls.server_trust({"certificate-authority": str(tmp_path / "ca.crt"), "certificate-authority-data": "eA=="})
+    assert trust.ca_pem == "x" and not trust.insecure
+    with pytest.raises(ConfigError, match=r"unable to read certificate-authority .*/nope due to open .*/nope: "
+                                          "no such file or directory"):
+        tls.server_trust({"certificate-authority": str(tmp_path / "nope")})
+
+
+def test_a_verifying_context_always_checks_the_name() -> None:
+    context = tls.context_for(tls.ServerTrust(None, False, None), None)
+    assert context.check_hostname and context.verify_mode.name == "CERT_REQUIRED"
+    named = tls.context_for(tls.ServerTrust(None, False, "kubernetes.default.svc"), None)
+    assert named.check_hostname
+    insecure = tls.context_for(tls.ServerTrust(None, True, None), None)
+    assert not insecure.check_hostname and insecure.verify_mode.name == "CERT_NONE"
+
+
+def test_query_values_are_percent_encoded_with_the_server_prefix_kept() -> None:
+    t = transport.Transport(resolved({}, {"server": "https://api.example:6443/prefix/"}))
+    url = t.url("/api/v1/namespaces/a/pods/b/exec", [("command", "sh"), ("command", "-c"), ("command", "a b&c=/d")])
+    assert url == ("https://api.example:6443/prefix/api/v1/namespaces/a/pods/b/exec"
+                   "?command=sh&command=-c&command=a%20b%26c%3D%2Fd")
+
+
+def test_a_bare_host_port_is_https() -> None:
+    assert transport.Transport(resolved({}, {"server": "api.example:6443"})).url("/version") == \
+        "https://api.example:6443/version"
+
+
+def test_half_a_client_certificate_is_refused_in_clientcmds_words() -> None:
+    pem = base64.b64encode(b"x").decode()
+    with pytest.raises(ConfigError) as err:
+        transport.Transport(resolved({"client-certificate-data": pem}))
+    assert str(err.value) == ("client-key-data or client-key must be specified for u to use the clientCert "
+                              "authentication method.")

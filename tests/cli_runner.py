@@ -12,7 +12,10 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    import click
 
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 
@@ -85,6 +88,7 @@ def dr(
     timeout: float = 300,
     cwd: str | Path | None = None,
     subprocess: bool = False,
+    tree: click.Command | None = None,
 ) -> Result:
     """The suite's one way to run `kubectl dr ARGS`: against `cluster`'s kubeconfig, with `repo` as
     KUBECTL_DR_REPO and `--context CONTEXT` when given, in `env` (else clean_env()) plus `extra_env`, with
@@ -97,7 +101,9 @@ def dr(
 
     `subprocess=True` runs the installed executable, as a user does, for what only a real process shows:
     signals and Ctrl-C, terminals, the exit code of the executable, the kubectl plugin protocol and
-    completion, a `timeout`, and runs that start pods, whose cleanup must not depend on the test process."""
+    completion, a `timeout`, and runs that start pods, whose cleanup must not depend on the test process.
+
+    `tree` (in this interpreter only) runs that command tree instead of the one the executable builds."""
     full = dict(env) if env is not None else clean_env()
     if cluster is not None:
         full["KUBECONFIG"] = str(cluster.kubeconfig)
@@ -106,11 +112,14 @@ def dr(
     full.update(extra_env or {})
     argv = ["--context", context, *args] if context else list(args)
     if subprocess:
+        if tree is not None:
+            raise ValueError("a command tree can only be given to a run in this interpreter")
         return run([executable(), *argv], env=full, input=input, timeout=timeout, cwd=cwd)
-    return _in_process(argv, full, input, cwd)
+    return _in_process(argv, full, input, cwd, tree)
 
 
-def _in_process(argv: list[str], env: dict[str, str], input: bytes | None, cwd: str | Path | None) -> Result:
+def _in_process(argv: list[str], env: dict[str, str], input: bytes | None, cwd: str | Path | None,
+                tree: click.Command | None = None) -> Result:
     from kubectl_dr.cli.main import run as main_run
     from kubectl_dr.kube import trace
 
@@ -129,7 +138,7 @@ def _in_process(argv: list[str], env: dict[str, str], input: bytes | None, cwd: 
             os.chdir(cwd)
         with _streams(stdin, stdout, stderr):
             try:
-                code = main_run(argv)
+                code = main_run(argv, tree)
             except SystemExit as exc:  # what a process would end with, should anything call sys.exit
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         stdout.flush()

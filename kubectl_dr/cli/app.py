@@ -1,28 +1,23 @@
 """The root `kubectl dr` command: global flags and the sub-commands, one module per noun.
 
+A run builds only the noun it runs (`root_command()`): the root knows its nouns from NOUNS (name, module,
+one-line help, section) and imports a noun's module, and has Typer turn its app into a Click group, when
+that noun is invoked, completed or its help asked. `full_app()` registers every noun up front, as Typer
+would have it: the tree the lazy one must answer exactly like (tests/unit/test_cli_lazy_tree.py).
+
 Sub-command modules import nothing heavy at module level (the `kubernetes` package, etcd3, rich
 progress): `kubectl dr --help` must answer at once.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+from typing import Annotated, Any
 
+import click
 import typer
 
-from kubectl_dr.cli import (
-    backups,
-    completion,
-    controlplane,
-    etcd,
-    help,
-    namespace,
-    pvc,
-    rook,
-    scale,
-    schedule,
-    version,
-)
+from kubectl_dr.cli import completion, help, version
 from kubectl_dr.cli.globals import (
     DRY_RUN_BARE,
     DRY_RUN_BARE_WARNING,
@@ -32,6 +27,7 @@ from kubectl_dr.cli.globals import (
     GlobalOptions,
     parse_request_timeout,
 )
+from kubectl_dr.cli.lazy import LazyCommands, Noun
 from kubectl_dr.errors import UsageError
 from kubectl_dr.kube import trace
 
@@ -71,21 +67,9 @@ Examples:
   kubectl dr rook mon restore-quorum b --dry-run=client
 """
 
-app = typer.Typer(
-    name="kubectl dr",
-    cls=help.RootGroup,
-    help=DESCRIPTION,
-    no_args_is_help=True,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-)
-
 _GLOBAL = "Global flags"
 
 
-@app.callback()
 def root(
     ctx: typer.Context,
     kubeconfig: Annotated[
@@ -137,31 +121,22 @@ def root(
 
 
 # In the order of `kubectl dr --help`: sections appear as their first command does.
-app.add_typer(pvc.app, name="pvc", rich_help_panel=help.VOLUMES,
-              short_help="List, back up, restore, compare and rescue volumes")
-app.add_typer(scale.app, name="scale", rich_help_panel=help.VOLUMES,
-              short_help="Scale a claim's workloads down, and put replicas back")
-app.add_typer(namespace.app, name="namespace", rich_help_panel=help.APPS,
-              short_help="Back up and restore an app: objects and volumes")
-app.add_typer(namespace.app, name="ns", rich_help_panel=help.APPS, hidden=True,
-              short_help="Alias of namespace")
-app.add_typer(etcd.app, name="etcd", rich_help_panel=help.ETCD,
-              short_help="Snapshot, verify, restore and inspect etcd")
-app.add_typer(controlplane.app, name="control-plane", rich_help_panel=help.ETCD,
-              short_help="Back up and restore a control-plane node's files")
-app.add_typer(rook.app, name="rook", rich_help_panel=help.ROOK,
-              short_help="Rook-Ceph mons: status, and quorum restored from one mon")
-app.add_typer(backups.app, name="backups", rich_help_panel=help.REPOSITORY,
-              short_help="List, verify, copy, delete and prune backups")
-app.add_typer(schedule.app, name="schedule", rich_help_panel=help.SCHEDULES,
-              short_help="Snapshot etcd on a schedule; cron entries for the rest")
-app.command("completion", rich_help_panel=help.OTHER,
-            short_help="Print a shell completion script")(completion.completion)
-app.command("version", rich_help_panel=help.OTHER,
-            short_help="Print the plugin, client and server versions")(version.version)
+NOUNS = (
+    Noun("pvc", "kubectl_dr.cli.pvc", "app", "List, back up, restore, compare and rescue volumes", help.VOLUMES),
+    Noun("scale", "kubectl_dr.cli.scale", "app", "Scale a claim's workloads down, and put replicas back",
+         help.VOLUMES),
+    Noun("namespace", "kubectl_dr.cli.namespace", "app", "Back up and restore an app: objects and volumes", help.APPS),
+    Noun("ns", "kubectl_dr.cli.namespace", "app", "Alias of namespace", help.APPS, hidden=True),
+    Noun("etcd", "kubectl_dr.cli.etcd", "app", "Snapshot, verify, restore and inspect etcd", help.ETCD),
+    Noun("control-plane", "kubectl_dr.cli.controlplane", "app", "Back up and restore a control-plane node's files",
+         help.ETCD),
+    Noun("rook", "kubectl_dr.cli.rook", "app", "Rook-Ceph mons: status, and quorum restored from one mon", help.ROOK),
+    Noun("backups", "kubectl_dr.cli.backups", "app", "List, verify, copy, delete and prune backups", help.REPOSITORY),
+    Noun("schedule", "kubectl_dr.cli.schedule", "app", "Snapshot etcd on a schedule; cron entries for the rest",
+         help.SCHEDULES),
+)
 
 
-@app.command("options", rich_help_panel=help.OTHER, short_help="Print the global options every command takes")
 def options(ctx: typer.Context) -> None:
     """Print the list of flags inherited by all commands (kubeconfig, context, namespace, output, dry run…).
 
@@ -172,5 +147,57 @@ def options(ctx: typer.Context) -> None:
     typer.echo(help.global_options(ctx))
 
 
-# Every help below the root ends, as kubectl's do, by naming `kubectl dr options`.
-help.adopt(app)
+def _typer(**info: Any) -> typer.Typer:
+    """A Typer app with the root's settings. A noun built on its own is built under such a parent: Typer
+    passes the root's markup mode, exception and suggestion settings down to every sub-app."""
+    return typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False, **info)
+
+
+def _root_app() -> typer.Typer:
+    """The root with its global flags and its own small commands, no noun yet."""
+    app = _typer(name="kubectl dr", cls=help.RootGroup, help=DESCRIPTION, no_args_is_help=True,
+                 context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    app.callback()(root)
+    app.command("completion", rich_help_panel=help.OTHER,
+                short_help="Print a shell completion script")(completion.completion)
+    app.command("version", rich_help_panel=help.OTHER,
+                short_help="Print the plugin, client and server versions")(version.version)
+    app.command("options", rich_help_panel=help.OTHER,
+                short_help="Print the global options every command takes")(options)
+    return app
+
+
+def _add(parent: typer.Typer, noun: Noun) -> None:
+    sub = getattr(importlib.import_module(noun.module), noun.attribute)
+    if not isinstance(sub, typer.Typer):
+        raise TypeError(f"{noun.module}.{noun.attribute} is not a Typer app")
+    parent.add_typer(sub, name=noun.name, rich_help_panel=noun.section, hidden=noun.hidden,
+                     short_help=noun.short_help)
+
+
+def _noun_command(noun: Noun) -> click.Command:
+    """One noun's group, exactly as Typer builds it inside the whole tree."""
+    parent = _typer()
+    _add(parent, noun)
+    # Every help below the root ends, as kubectl's do, by naming `kubectl dr options`.
+    help.adopt(parent)
+    return typer.main.get_group(parent).commands[noun.name]
+
+
+def root_command() -> click.Group:
+    """The root of this run's tree: global flags and small commands built, the nouns built on first use."""
+    app = _root_app()
+    help.adopt(app)
+    root = typer.main.get_group(app)
+    root.commands = LazyCommands(root.commands, NOUNS, _noun_command)
+    return root
+
+
+def full_app() -> typer.Typer:
+    """The whole tree as one Typer app, every noun imported and registered up front (what a run built before
+    NOUNS): the reference the lazy tree is compared against, and a walk over every command."""
+    app = _root_app()
+    for noun in NOUNS:
+        _add(app, noun)
+    help.adopt(app)
+    return app

@@ -21,6 +21,7 @@ from click.shell_completion import CompletionItem, ShellComplete
 
 from kubectl_dr import units
 from kubectl_dr.cli.globals import DRY_RUN_MODES, GLOBAL_FLAGS, OUTPUT_FORMATS, hoist
+from kubectl_dr.cli.lazy import LazyCommands
 
 if TYPE_CHECKING:
     from kubectl_dr.kube.client import Kube
@@ -34,18 +35,17 @@ API_TIMEOUT = 2.0  # seconds for each lookup in the cluster while someone waits 
 Source = Callable[[dict[str, Any], click.Context], list[tuple[str, str]]]
 
 
-def candidates(args: list[str]) -> tuple[list[tuple[str, str]], int]:
-    """Completions for `kubectl dr ARGS…` where the last element is the word being completed."""
-    import typer
-
-    from kubectl_dr.cli.app import app
+def candidates(args: list[str], tree: click.Command | None = None) -> tuple[list[tuple[str, str]], int]:
+    """Completions for `kubectl dr ARGS…` where the last element is the word being completed; `tree` replaces
+    the command tree (a test compares the lazy one with the whole tree built up front)."""
+    from kubectl_dr.cli.app import root_command
 
     *done, incomplete = args or [""]
     flag, value = _global_flag_value(done, incomplete)
     if flag is not None:
         found = _global_values(flag, _globals_of(done))
         return [(c, d) for c, d in found if c.startswith(value)], DIRECTIVE_NO_FILE
-    command = typer.main.get_command(app)
+    command = root_command() if tree is None else tree
     _attach_sources(command)
     completer = ShellComplete(command, {}, "kubectl dr", "_KUBECTL_DR_COMPLETE")
     try:
@@ -122,9 +122,17 @@ def _attach_sources(command: click.Command, noun: str = "") -> None:
         source = _source_for(command, param, noun)
         if source is not None:
             param._custom_shell_complete = _completer(source)  # Click's own hook for a parameter's values
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            _attach_sources(sub, noun or name)
+    if not isinstance(command, click.Group):
+        return
+    commands = command.commands
+    if isinstance(commands, LazyCommands):
+        # The root's nouns are built when the words typed reach one: its lookups are attached then.
+        commands.when_built(lambda name, sub: _attach_sources(sub, noun or name))
+        subs = commands.built()
+    else:
+        subs = dict(commands)
+    for name, sub in subs.items():
+        _attach_sources(sub, noun or name)
 
 
 # The backup type a command's --from takes, by its noun.

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kubectl_dr.errors import UsageError
-from kubectl_dr.kube.kubeconfig import Overrides
 
 if TYPE_CHECKING:
     from kubectl_dr.kube.client import Kube
+    from kubectl_dr.kube.kubeconfig import Overrides
     from kubectl_dr.session import Session
 
 # flag → does it take a value
@@ -140,6 +140,9 @@ class GlobalOptions:
     _session: Session | None = field(default=None, repr=False)
 
     def overrides(self) -> Overrides:
+        # Imported here: the kubeconfig loader brings YAML, which `kubectl dr --help` has no use for.
+        from kubectl_dr.kube.kubeconfig import Overrides
+
         return Overrides(self.kubeconfig, self.context, self.cluster, self.user, self.namespace)
 
     def kube(self) -> Kube:

@@ -9,9 +9,14 @@ renders with rich, which this CLI does not). Sections come in the order of SECTI
 
 from __future__ import annotations
 
+import inspect
+
 import click
 import typer
+from click.shell_completion import CompletionItem
 from typer.core import TyperCommand, TyperGroup
+
+from kubectl_dr.cli.lazy import LazyCommands
 
 VOLUMES = "Volume Commands"
 APPS = "Application Commands"
@@ -34,15 +39,39 @@ class RootGroup(TyperGroup):
             with formatter.section(GLOBAL_FLAGS):
                 formatter.write_dl(rows)
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # Typer's own reads every value of `commands`, which would build every noun (see lazy.py).
+        return list(self.commands)
+
+    def summary(self, ctx: click.Context, name: str, limit: int) -> tuple[str, str] | None:
+        """A visible command's section and one-line help, from the nouns' table while it is not built yet;
+        None for a hidden or unknown one."""
+        commands = self.commands
+        noun = commands.pending(name) if isinstance(commands, LazyCommands) else None
+        if noun is not None:
+            # What Click's get_short_help_str makes of a short_help, which every noun has.
+            return None if noun.hidden else (noun.section, inspect.cleandoc(noun.short_help).strip())
+        command = self.get_command(ctx, name)
+        if command is None or command.hidden:
+            return None
+        return getattr(command, "rich_help_panel", None) or OTHER, command.get_short_help_str(limit=limit)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """Click's own answer (the visible sub-commands, then the flags), without building every noun."""
+        results = [CompletionItem(name, help=found[1]) for name in self.list_commands(ctx)
+                   if name.startswith(incomplete) and (found := self.summary(ctx, name, 45)) is not None]
+        results.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return results
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
         for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is None or command.hidden:
-                continue
-            panel = getattr(command, "rich_help_panel", None) or OTHER
             # A limit no summary reaches: a command without a short_help shows its first sentence whole.
-            sections.setdefault(panel, []).append((name, command.get_short_help_str(limit=1000)))
+            found = self.summary(ctx, name, limit=1000)
+            if found is None:
+                continue
+            panel, text = found
+            sections.setdefault(panel, []).append((name, text))
         # One name column for every section, as kubectl aligns them.
         width = max((len(name) for rows in sections.values() for name, _ in rows), default=0)
         ordered = sorted(sections.items(), key=lambda item: SECTIONS.index(item[0]) if item[0] in SECTIONS

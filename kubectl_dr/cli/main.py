@@ -63,19 +63,20 @@ def _report_undo_failures(failures: list[cleanup.UndoFailure]) -> None:
             message(f"  {failure.step.fallback_hint}")
 
 
-def run(argv: Sequence[str]) -> int:
+def run(argv: Sequence[str], tree: click.Command | None = None) -> int:
+    """Run `kubectl dr ARGV` and return its exit code. `tree` replaces the command tree (a test compares the
+    lazily built one with the whole tree built up front, through this same error handling)."""
     import traceback as tb
 
     import click
-    import typer
 
     from kubectl_dr import cleanup
-    from kubectl_dr.cli.app import app
+    from kubectl_dr.cli.app import root_command
     from kubectl_dr.cli.globals import GlobalOptions, hoist
     from kubectl_dr.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DrError, Interrupted
     from kubectl_dr.ui.output import message
 
-    command = typer.main.get_command(app)
+    command = root_command() if tree is None else tree
     args = hoist(list(argv))
     name = prog_name()
     show_traceback = "--traceback" in args or any(a in ("-v=9", "--v=9") for a in args)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +12,9 @@ from kubectl_dr.ui.output import emit
 
 
 def _library_version(name: str) -> str:
+    # Imported when `version` runs: the root registers this command on every start, `--help` included.
+    from importlib import metadata
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -27,6 +28,8 @@ def version(
     ] = False,
 ) -> None:
     """Print the plugin, client library and (unless --client) API server versions."""
+    import platform
+
     opts = options(ctx)
     data: dict[str, Any] = {
         "pluginVersion": f"v{__version__}",

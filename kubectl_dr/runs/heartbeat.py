@@ -12,11 +12,15 @@ import os
 import posixpath
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kubectl_dr.errors import DrError
-from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.exec import Timeouts, open_exec
 from kubectl_dr.runs.leases import Lease, LeaseLost
+
+# Every command's session makes a Run, and `kubectl_dr.runs` brings this module: the kube client (and the
+# Kubernetes library behind it) loads when a pod is touched, not on the start of `backups list` or `--help`.
+if TYPE_CHECKING:
+    from kubectl_dr.kube.client import Kube
 
 # A pod whose heartbeat file is older than this ends itself: long enough for a few missed beats (an
 # API server restarting), short enough that a killed run's pods are gone within minutes.
@@ -58,6 +62,8 @@ done
 
 def touch_pod(kube: Kube, namespace: str, name: str, container: str, alive: str) -> None:
     """One beat: touch the pod's heartbeat file, so that its dead-man loop keeps it running."""
+    from kubectl_dr.kube.exec import Timeouts, open_exec
+
     stream = open_exec(kube, namespace, name, ["touch", alive], container=container,
                        timeouts=Timeouts(connect=10.0, idle=30.0))
     stream.run().check(f"heartbeat of pod {namespace}/{name}")

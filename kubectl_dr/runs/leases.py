@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubectl_dr import units
 from kubectl_dr.errors import ApiError, DrError
-from kubectl_dr.kube.client import Kube
 from kubectl_dr.runs.run import COMMAND_ANNOTATION, Holder, Run
+
+if TYPE_CHECKING:  # a handle passed in: the client's import is paid by whoever connects, not by every start
+    from kubectl_dr.kube.client import Kube
 
 API = "/apis/coordination.k8s.io/v1"
 LEASE_SECONDS = 60

@@ -131,7 +131,7 @@ def test_every_command_has_a_summary_of_its_own() -> None:
     import click
     import typer
 
-    from kubectl_dr.cli.app import app
+    from kubectl_dr.cli.app import full_app
 
     def walk(command: click.Command, path: str) -> list[str]:
         missing = [] if command.short_help or not path else [path]
@@ -140,7 +140,7 @@ def test_every_command_has_a_summary_of_its_own() -> None:
                 missing += walk(sub, f"{path} {name}".strip())
         return missing
 
-    assert walk(typer.main.get_command(app), "") == []
+    assert walk(typer.main.get_command(full_app()), "") == []
 
 
 def test_no_arguments_prints_help_and_succeeds() -> None:

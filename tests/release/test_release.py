@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from kubectl_dr import __version__
+from kubectl_dr.cli.app import NOUNS
 from kubectl_dr.repo import open_repository
 from tests.azurite import Azurite
 from tests.cli_runner import clean_env, executable, kubectl
@@ -188,6 +189,15 @@ def test_release_archive_installs_with_krew_and_starts_fast(release_build: Relea
                                      timeout=60, env=env)
     names = [line.split("\t")[0] for line in through_kubectl.stdout.splitlines()]
     assert "pvc" in names and "etcd" in names and names[-1] == ":4", through_kubectl.stderr
+
+    # The nouns are imported by name when first used (kubectl_dr/cli/lazy.py), where PyInstaller's analysis
+    # sees no import: each one's help from the archive must be the pip install's.
+    for noun in NOUNS:
+        shipped = subprocess.run([link.name, noun.name, "--help"], capture_output=True, text=True, timeout=60,
+                                 env=env)
+        installed = subprocess.run([executable(), noun.name, "--help"], capture_output=True, text=True, timeout=60,
+                                   env=clean_env())
+        assert (shipped.returncode, shipped.stdout, shipped.stderr) == (0, installed.stdout, ""), noun.name
 
     # Every `kubectl dr` call and every TAB pays the start: compare with the pip install in the same run.
     archive_s = startup([str(link), "--help"], env)

@@ -33,12 +33,14 @@ def version(
     opts = options(ctx)
     data: dict[str, Any] = {
         "pluginVersion": f"v{__version__}",
-        "clientLibraryVersion": _library_version("kubernetes"),
+        # The requests go through our own transport on urllib3 (kube/transport.py); the kubernetes package
+        # serves only oidc auth-provider users, so naming it here would point a bug report the wrong way.
+        "clientLibraryVersion": _library_version("urllib3"),
         "pythonVersion": platform.python_version(),
     }
     lines = [
         f"Plugin Version: v{__version__}",
-        f"Client Library: kubernetes-python {data['clientLibraryVersion']} (Python {data['pythonVersion']})",
+        f"Client Library: urllib3 {data['clientLibraryVersion']} (Python {data['pythonVersion']})",
     ]
     if not client:
         server = opts.kube().server_version()

@@ -106,30 +106,27 @@ def test_completing_one_noun_builds_only_that_noun() -> None:
     assert set(root.commands.built()) == {"completion", "version", "options", "pvc"}
 
 
-def test_the_root_help_builds_no_noun() -> None:
+def modules_after(args: list[str]) -> tuple[set[str], str]:
+    """The modules a fresh interpreter holds after the CLI answered `args`, and what it printed."""
     code = (
         "import sys\n"
         "from kubectl_dr.cli.main import run\n"
-        "code = run(['--help'])\n"
+        f"code = run({args!r})\n"
         "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), check=True)
-    loaded = set(result.stderr.split())
+    return set(result.stderr.split()), result.stdout
+
+
+def test_the_root_help_builds_no_noun() -> None:
+    loaded, out = modules_after(["--help"])
     assert {noun.module for noun in NOUNS} & loaded == set(), loaded
     # Nor what only a command that runs needs: the kubeconfig loader (and YAML), package metadata.
     assert {"yaml", "kubectl_dr.kube.kubeconfig", "importlib.metadata"} & loaded == set()
-    assert "Volume Commands:" in result.stdout
+    assert "Volume Commands:" in out
 
 
 def test_running_a_noun_builds_only_that_noun() -> None:
-    code = (
-        "import sys\n"
-        "from kubectl_dr.cli.main import run\n"
-        "code = run(['scale', '--help'])\n"
-        "print(' '.join(sorted(m for m in sys.modules if m.startswith('kubectl_dr.cli.'))), file=sys.stderr)\n"
-        "sys.exit(code)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), check=True)
-    loaded = set(result.stderr.split())
+    loaded, _ = modules_after(["scale", "--help"])
     assert {noun.module for noun in NOUNS} & loaded == {"kubectl_dr.cli.scale"}, loaded

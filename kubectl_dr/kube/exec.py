@@ -32,10 +32,10 @@ from urllib.parse import unquote, urlparse, urlunparse
 
 from websocket import ABNF, WebSocket, WebSocketConnectionClosedException, WebSocketException
 
-from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.errors import ConfigError, DrError, VerificationError
 from kubectl_dr.kube import trace
 from kubectl_dr.kube.client import Kube, translate_errors
-from kubectl_dr.kube.transport import Transport
+from kubectl_dr.kube.transport import Transport, redacted
 
 _c_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None
 try:
@@ -422,11 +422,40 @@ class ExecStream:
                 self.ws.shutdown()
 
 
-def _ssl_options(transport: Transport) -> dict[str, Any]:
-    """The requests' own TLS context (same CA, name check and client certificate) for the stream."""
-    options: dict[str, Any] = {"context": transport.ssl_context()}
-    if transport.server_hostname:
-        options["server_hostname"] = transport.server_hostname  # SNI and the name checked, as for requests
+def _direct_socket(transport: Transport, url: str, timeout: float | None) -> socket.socket:
+    """The stream's connection when no proxy is to be used: opened here, not by websocket-client, which would
+    otherwise look for a proxy in the environment with rules of its own (no loopback exemption, NO_PROXY read
+    differently) and disagree with the decision the requests follow. TLS with the requests' own context: same
+    CA, client certificate, and name check (against tls-server-name when given, as for requests)."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if transport.secure else 80)
+    sock = socket.create_connection((parsed.hostname or "", port), timeout=timeout)
+    if not transport.secure:
+        return sock
+    try:
+        wrapped: socket.socket = transport.ssl_context().wrap_socket(
+            sock, server_hostname=transport.server_hostname or parsed.hostname)
+    except BaseException:
+        sock.close()
+        raise
+    return wrapped
+
+
+def _proxy_options(proxy_url: str) -> dict[str, Any]:
+    """websocket-client's options for the proxy the transport chose. Its "http" proxy speaks plain TCP to the
+    proxy: an https:// proxy would get the CONNECT line and its Proxy-Authorization in clear, so it is refused."""
+    proxy = urlparse(proxy_url)
+    scheme = proxy.scheme.lower()
+    if scheme == "https":
+        raise ConfigError(
+            f"proxy-url {redacted(proxy_url)}: an https:// proxy is not supported "
+            "for exec streams (its credentials would cross in clear); use an http:// proxy: the API traffic inside "
+            "its tunnel is TLS either way")
+    kind = scheme if scheme.startswith("socks") else "http"
+    options: dict[str, Any] = {"http_proxy_host": proxy.hostname, "proxy_type": kind,
+                               "http_proxy_port": proxy.port or (1080 if kind.startswith("socks") else 80)}
+    if proxy.username:
+        options["http_proxy_auth"] = (unquote(proxy.username), unquote(proxy.password or ""))
     return options
 
 
@@ -438,18 +467,29 @@ def _connect(transport: Transport, url: str, headers: dict[str, str] | None, pro
     header = []
     if headers and "authorization" in headers:
         header.append(f"authorization: {headers['authorization']}")
-    # `subprotocols` (not a raw header) so the client checks and records the server's choice.
-    options: dict[str, Any] = {"header": header, "subprotocols": protocols, "timeout": timeouts.connect}
+    # `subprotocols` (not a raw header) so the client checks and records the server's choice. No redirects:
+    # websocket-client would follow one to any host, ws:// too, with the Authorization header.
+    options: dict[str, Any] = {"header": header, "subprotocols": protocols, "timeout": timeouts.connect,
+                               "redirect_limit": 0}
+    sslopt: dict[str, Any] = {}
     if transport.proxy:
-        proxy = urlparse(transport.proxy)
-        kind = proxy.scheme if proxy.scheme.startswith("socks") else "http"
-        options.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port, proxy_type=kind)
-        if proxy.username:
-            options["http_proxy_auth"] = (unquote(proxy.username), unquote(proxy.password or ""))
+        options.update(_proxy_options(transport.proxy))
+        if transport.secure:
+            sslopt = {"context": transport.ssl_context()}
+            if transport.server_hostname:
+                sslopt["server_hostname"] = transport.server_hostname  # SNI and the name checked, as for requests
+    else:
+        options["socket"] = _direct_socket(transport, url, timeouts.connect)
     # enable_multithread: run() writes stdin from one thread while another reads.
-    ws = WebSocket(sslopt=_ssl_options(transport) if transport.secure else {}, skip_utf8_validation=True,
-                   enable_multithread=True)
-    ws.connect(ws_url, **options)
+    ws = WebSocket(sslopt=sslopt, skip_utf8_validation=True, enable_multithread=True)
+    try:
+        ws.connect(ws_url, **options)
+    except WebSocketException as exc:
+        if "Redirect limit exhausted" in str(exc):
+            raise DrError("the API server answered the exec request with a redirect, which kubectl dr does not "
+                          "follow (your credentials would go along to wherever it points)",
+                          hint="Check the server address in your kubeconfig.") from None
+        raise
     return ws
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ProxyError, ReadTimeoutError
 
 from kubectl_dr.errors import ApiError, DrError, ServerTimeout, ServerUnreachable, UnauthorizedError
 from kubectl_dr.kube import trace
@@ -211,6 +211,13 @@ def _reason_for(code: int) -> str:
 
 
 def _unreachable(host: str, exc: BaseException) -> DrError:
+    proxy_error = exc if isinstance(exc, ProxyError) else getattr(exc, "reason", None)
+    if isinstance(proxy_error, ProxyError):
+        # The proxy, not the API server, failed us: kubectl says "proxyconnect tcp: …". urllib3's text names the
+        # proxy by neither URL nor credentials, only what went wrong.
+        original = getattr(proxy_error, "original_error", None)
+        return DrError(f"unable to connect to the server {host}: proxyconnect: {original or proxy_error}",
+                       hint="Check proxy-url in your kubeconfig, or HTTPS_PROXY / NO_PROXY.")
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):

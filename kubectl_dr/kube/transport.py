@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode, urlparse
+from urllib.parse import quote, unquote, urlencode, urlparse
 
 import urllib3
 
@@ -220,6 +220,15 @@ def proxy_for(server: str, cluster: dict[str, Any], environ: Mapping[str, str]) 
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
+def redacted(proxy_url: str) -> str:
+    """A proxy URL fit for a message: without its user and password."""
+    parsed = urlparse(proxy_url)
+    if not parsed.username and not parsed.password:
+        return proxy_url
+    host = parsed.hostname or ""
+    return parsed._replace(netloc=f"{host}:{parsed.port}" if parsed.port else host).geturl()
+
+
 class Transport:
     """Everything a request or an exec stream needs: URL, headers, TLS context, proxy, and the pool."""
 
@@ -291,12 +300,17 @@ class Transport:
             try:
                 from urllib3.contrib.socks import SOCKSProxyManager
             except ImportError:
-                raise ConfigError(f"proxy-url {self.proxy}: a SOCKS proxy needs the PySocks package "
+                raise ConfigError(f"proxy-url {redacted(self.proxy)}: a SOCKS proxy needs the PySocks package "
                                   "(pip install 'urllib3[socks]')") from None
             return SOCKSProxyManager(self.proxy, **options)
         if scheme not in ("http", "https"):
             raise ConfigError(f"invalid configuration: proxy-url scheme {scheme!r} is not supported "
                               "(http, https, socks5)")
+        proxy = urlparse(self.proxy)
+        if proxy.username:
+            # urllib3 does not turn the URL's user:password into Proxy-Authorization itself (Go's transport does).
+            options["proxy_headers"] = urllib3.make_headers(
+                proxy_basic_auth=f"{unquote(proxy.username)}:{unquote(proxy.password or '')}")
         return urllib3.ProxyManager(self.proxy, **options)
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from kubectl_dr.errors import ConfigError, DrError
+from kubectl_dr.kube import tls
 from kubectl_dr.kube.tls import ClientCert
 
 API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
@@ -81,7 +82,7 @@ def cluster_info(cluster: dict[str, Any], ca_pem: str | None) -> dict[str, Any]:
     info: dict[str, Any] = {"server": cluster.get("server", "")}
     if cluster.get("tls-server-name"):
         info["tls-server-name"] = cluster["tls-server-name"]
-    if cluster.get("insecure-skip-tls-verify"):
+    if tls.insecure_flag(cluster):
         info["insecure-skip-tls-verify"] = True
     if ca_pem:
         info["certificate-authority-data"] = base64.b64encode(ca_pem.encode()).decode()

@@ -59,8 +59,20 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigError(f"unable to read {what} {path} due to open {path}: {reason}") from None
 
 
+def insecure_flag(cluster: dict[str, Any]) -> bool:
+    """`insecure-skip-tls-verify` as a YAML boolean only. A quoted "false" is a non-empty string: taken for its
+    truth it would switch every check off; client-go refuses a file that gives anything but a boolean."""
+    value = cluster.get("insecure-skip-tls-verify")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"invalid configuration: insecure-skip-tls-verify must be true or false (unquoted), "
+                          f"not {value!r}")
+    return value
+
+
 def server_trust(cluster: dict[str, Any]) -> ServerTrust:
-    insecure = bool(cluster.get("insecure-skip-tls-verify"))
+    insecure = insecure_flag(cluster)
     ca: bytes | None = None
     if cluster.get("certificate-authority-data"):
         ca = _decode(cluster["certificate-authority-data"], "certificate-authority-data")
@@ -115,6 +127,17 @@ def context_for(trust: ServerTrust, cert: ClientCert | None) -> ssl.SSLContext:
 
 
 def _load_pair(context: ssl.SSLContext, cert: ClientCert) -> None:
+    try:
+        _load_pair_through_files(context, cert)
+    except OSError as exc:  # a full or read-only TMPDIR: say so, not "cannot connect"
+        if isinstance(exc, ssl.SSLError):
+            raise
+        raise ConfigError(f"cannot hand the client certificate to OpenSSL through a private temporary file in "
+                          f"{tempfile.gettempdir()}: {exc.strerror or exc}",
+                          hint="Free space there, or point TMPDIR at a writable directory.") from None
+
+
+def _load_pair_through_files(context: ssl.SSLContext, cert: ClientCert) -> None:
     with tempfile.TemporaryDirectory(prefix="kubectl-dr-tls-") as private:  # 0700: only we can look in
         cert_path, key_path = os.path.join(private, "client.crt"), os.path.join(private, "client.key")
         for path, data in ((cert_path, cert.cert), (key_path, cert.key)):

@@ -6,11 +6,13 @@ already does (and writes nowhere: `persist_config=False`), and rewriting an OAut
 more code to get wrong for a deprecated mechanism. kubectl ≥ 1.26 has no gcp and azure providers left and
 stops with the messages below; giving the same messages keeps kubectl-dr's behaviour on a kubeconfig the
 same as kubectl's (the `kubernetes` package's own gcp loader would need google-auth and a gcloud config).
-Only the token comes from there: TLS, the proxy and the requests stay ours.
+Only the token comes from there: TLS, the proxy and the requests to the API server stay ours; the issuer is checked
+against its idp CA, or certifi's roots when none is given (never unverified, as the package would have it).
 """
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import threading
 from typing import Any
@@ -32,9 +34,18 @@ def _only_the_provider(resolved: ResolvedConfig) -> dict[str, Any]:
     """The kubeconfig with just the server and the provider: nothing else for the package to load or write."""
     cluster = (resolved.config["clusters"][0] or {}).get("cluster") or {}
     user = (resolved.config["users"][0] or {}).get("user") or {}
+    provider = copy.deepcopy(user["auth-provider"])
+    config = provider.setdefault("config", {})
+    if "idp-certificate-authority" not in config and "idp-certificate-authority-data" not in config:
+        # Without an idp CA the package fetches the issuer's discovery document with verification off, then
+        # sends the refresh token and client secret to whatever token endpoint it names. client-go checks the
+        # issuer against the system roots: so do we (certifi's, as for the API server without a CA).
+        import certifi
+
+        config["idp-certificate-authority"] = certifi.where()
     return {
         "clusters": [{"name": "c", "cluster": {"server": cluster.get("server", resolved.server)}}],
-        "users": [{"name": "u", "user": {"auth-provider": user["auth-provider"]}}],
+        "users": [{"name": "u", "user": {"auth-provider": provider}}],
         "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
         "current-context": "x",
     }

@@ -33,6 +33,7 @@ from tests.cluster.fixture import Cluster
 from tests.datasets import make_claim, managed_pods, new_namespace
 from tests.e2e.test_exec_layer import running_pod
 from tests.polling import eventually
+from tests.unit.test_kube_transport_rules import Listener
 
 V1 = "client.authentication.k8s.io/v1"
 
@@ -414,3 +415,26 @@ def test_unreachable_server(tmp_path: Path, cluster: Cluster) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "The connection to the server 127.0.0.1:1 was refused - did you specify the right host or port?")
+
+
+def test_exec_streams_take_the_requests_proxy_decision(cluster: Cluster, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server is on loopback, which Go never proxies from the environment. websocket-client, left to itself,
+    # would send the exec stream to HTTPS_PROXY (its rules have no loopback exemption): one decision for both.
+    proxy = Listener()
+    try:
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        kube = _kube(_with(cluster, tmp_path))
+        assert kube.transport.proxy is None
+        with cleanup.scope(lambda _m: None, lambda _f: None):
+            pod = running_pod(kube, "default")
+            out: list[bytes] = []
+            open_exec(kube, "default", pod.name, ["echo", "direct"]).run(stdout=out.append).check("echo")
+            pod.delete()
+        assert b"".join(out) == b"direct\n"
+        assert proxy.received == []
+    finally:
+        proxy.close()

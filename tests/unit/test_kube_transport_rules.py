@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubectl_dr.errors import ConfigError
-from kubectl_dr.kube import exec_plugin, tls, transport
+from kubectl_dr.errors import ConfigError, DrError
+from kubectl_dr.kube import client, exec_plugin, tls, transport
+from kubectl_dr.kube.exec import open_exec
 from kubectl_dr.kube.kubeconfig import ResolvedConfig
 
 
@@ -152,3 +157,99 @@ def test_half_a_client_certificate_is_refused_in_clientcmds_words() -> None:
         transport.Transport(resolved({"client-certificate-data": pem}))
     assert str(err.value) == ("client-key-data or client-key must be specified for u to use the clientCert "
                               "authentication method.")
+
+
+# -- what must never leave this machine, or reach another host: real sockets, no API server needed ------------
+
+
+class Listener:
+    """A TCP listener on loopback that records what each connection sends first, and answers `reply` (then closes)."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.reply = reply
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                self.received.append(data)
+                with contextlib.suppress(OSError):
+                    conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def plain(server: str, user: dict[str, Any], cluster: dict[str, Any] | None = None) -> client.Kube:
+    config = resolved(user, {"server": server, **(cluster or {})})
+    config.server = server
+    return client.connect(config, 5)
+
+
+def test_an_exec_upgrade_answered_with_a_redirect_is_not_followed() -> None:
+    # websocket-client follows up to three redirects by default, to any host and to ws:// too, with the
+    # Authorization header: the token would go wherever the answer points.
+    elsewhere = Listener()
+    server = Listener(b"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:%d/steal\r\nContent-Length: 0\r\n\r\n"
+                      % elsewhere.port)
+    try:
+        kube = plain(f"http://127.0.0.1:{server.port}", {"token": "SECRET-TOKEN"})
+        with pytest.raises(DrError, match="answered the exec request with a redirect, which kubectl dr does not"):
+            open_exec(kube, "default", "p", ["true"])
+        assert len(server.received) == 1 and b"SECRET-TOKEN" in server.received[0]  # the server asked: it got it
+        time.sleep(0.2)
+        assert elsewhere.received == []
+    finally:
+        server.close()
+        elsewhere.close()
+
+
+def test_proxy_credentials_go_to_the_proxy_and_nowhere_else() -> None:
+    proxy = Listener(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+    try:
+        kube = plain("https://api.example:6443", {"token": "t"},
+                     {"proxy-url": f"http://alice:s3cr%40t@127.0.0.1:{proxy.port}"})
+        with pytest.raises(DrError) as err:
+            kube.get("/version")
+        [request] = proxy.received
+        assert request.startswith(b"CONNECT api.example:6443 ")
+        assert b"proxy-authorization: basic " + base64.b64encode(b"alice:s3cr@t").lower() in request.lower()
+        assert b"Bearer t" not in request  # the token travels inside the tunnel only
+        message = str(err.value)
+        assert message.startswith("unable to connect to the server api.example:6443: proxyconnect: ")
+        assert "s3cr" not in message and "alice" not in message
+    finally:
+        proxy.close()
+
+
+def test_exec_streams_refuse_an_https_proxy() -> None:
+    # websocket-client speaks plain TCP to its proxy: the CONNECT and its credentials would cross in clear.
+    kube = plain("https://api.example:6443", {"token": "t"}, {"proxy-url": "https://alice:pw@proxy.example:3128"})
+    with pytest.raises(ConfigError) as err:
+        open_exec(kube, "default", "p", ["true"])
+    assert "an https:// proxy is not supported for exec streams" in str(err.value)
+    assert "alice" not in str(err.value) and "pw@" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, "no"])
+def test_insecure_skip_tls_verify_must_be_a_boolean(value: Any) -> None:
+    # A quoted "false" is a non-empty string: taken for its truth it would switch every check off.
+    with pytest.raises(ConfigError, match="insecure-skip-tls-verify must be true or false"):
+        tls.server_trust({"server": "https://api.example:6443", "insecure-skip-tls-verify": value})
+    assert tls.server_trust({"insecure-skip-tls-verify": False}).insecure is False

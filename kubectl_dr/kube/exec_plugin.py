@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -145,18 +146,17 @@ class ExecPlugin:
         self.runs += 1
         try:
             # stderr stays ours (the user's terminal); stdin only when the plugin may ask the user something.
-            done = subprocess.run(args, env=env, stdout=subprocess.PIPE, check=False,
-                                  stdin=None if interactive else subprocess.DEVNULL)
+            returncode, stdout = _run_plugin(args, env, stdin=None if interactive else subprocess.DEVNULL)
         except (FileNotFoundError, PermissionError, NotADirectoryError):
             hint = self.config.get("installHint")
             raise DrError(f"getting credentials: exec: executable {self.command} not found{INSTALL_HELP}"
                           + (f"\n\n{hint}" if hint else "")) from None
         except OSError as exc:
             raise DrError(f"getting credentials: exec: {exc}") from None
-        if done.returncode != 0:
-            code = done.returncode if done.returncode > 0 else -1  # Go's ExitCode() is -1 for a signal
+        if returncode != 0:
+            code = returncode if returncode > 0 else -1  # Go's ExitCode() is -1 for a signal
             raise DrError(f"getting credentials: exec: executable {self.command} failed with exit code {code}")
-        return self._parse(done.stdout)
+        return self._parse(stdout)
 
     def _parse(self, stdout: bytes) -> PluginCredential:
         try:
@@ -179,6 +179,37 @@ class ExecPlugin:
             raise DrError("getting credentials: exec plugin returned only certificate or key, not both")
         cert = ClientCert(str(cert_data).encode(), str(key_data).encode()) if cert_data else None
         return PluginCredential(token, cert, _timestamp(status.get("expirationTimestamp")))
+
+
+PLUGIN_GRACE = 2.0  # after an interruption: the plugin's own time to end (and put the terminal back)
+
+
+def _run_plugin(args: list[str], env: dict[str, str], *, stdin: int | None) -> tuple[int, bytes]:
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stdin=stdin) as process:
+        try:
+            stdout, _ = process.communicate()
+        except BaseException:
+            _end(process)
+            raise
+        return process.returncode, stdout
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """An interrupted run's plugin. subprocess.run would SIGKILL it at once; one that is asking for a password
+    has the terminal without echo then, and nothing puts it back. A Ctrl-C from the terminal reached the plugin
+    too (same process group): it gets time to end on its own, then SIGTERM, and SIGKILL only after that. A
+    second interruption meanwhile still ends it (the finally)."""
+    try:
+        for ask, grace in ((None, PLUGIN_GRACE), (process.terminate, 1.0)):
+            if ask is not None:
+                ask()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(grace)
+                return
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def _timestamp(value: Any) -> float | None:

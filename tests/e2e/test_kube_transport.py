@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import secrets
+import signal
 import subprocess
 import textwrap
 import time
@@ -325,6 +326,36 @@ def test_exec_plugin_gets_the_terminal_when_interactive(cluster: Cluster, tmp_pa
     assert plain.returncode == 0, plain.stderr
     assert _runs(tmp_path, "asks")[1]["spec"]["interactive"] is False
     assert (tmp_path / "asks.tty").read_text() == "False"
+
+
+def test_ctrl_c_gives_a_prompting_plugin_time_to_put_the_terminal_back(cluster: Cluster, tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole foreground process group: kubectl dr and the plugin asking for a password. The
+    plugin's own handler (getpass restoring echo) needs a moment; it must not be SIGKILLed before it has had it."""
+    plugin = _plugin(tmp_path, "prompting", f"""\
+        import signal
+        def restore(*_):
+            time.sleep(0.5)  # putting the terminal back takes its time
+            open({str(tmp_path / "restored")!r}, "w").write("yes")
+            sys.exit(1)
+        signal.signal(signal.SIGINT, restore)
+        open({str(tmp_path / "asking")!r}, "w").write("yes")
+        time.sleep(60)
+        """)
+    path = _with(cluster, tmp_path, user=_exec_user(plugin))
+    cli = subprocess.Popen([executable(), "version", "--kubeconfig", str(path)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+                           start_new_session=True)
+    try:
+        eventually(lambda: (tmp_path / "asking").exists(), what="the plugin asking", timeout=60)
+        os.killpg(cli.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+    assert cli.returncode == 130, err
+    assert (tmp_path / "restored").read_text() == "yes"
+    assert err.strip().endswith("interrupted by SIGINT"), err
 
 
 def test_the_cli_prints_the_plugin_failure(cluster: Cluster, tmp_path: Path) -> None:

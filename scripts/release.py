@@ -58,7 +58,8 @@ def build_bundle(work: Path) -> Path:
         "--collect-submodules", "kubectl_dr",
         # etcd3 (and gRPC, protobuf) load through importlib, only for `--endpoints`: PyInstaller cannot see them.
         "--collect-submodules", "etcd3", "--hidden-import", "grpc", "--hidden-import", "google.protobuf.unknown_fields",
-        # `version` reads the client library's version from its installed metadata.
+        # The oidc path's `kubernetes` package with its installed metadata, as pip leaves it (`version` itself
+        # reads urllib3's version from the module, not from metadata).
         "--copy-metadata", "kubernetes",
         "--distpath", str(work / "dist"), "--workpath", str(work / "build"), "--specpath", str(work),
     ]

@@ -11,14 +11,12 @@ from kubectl_dr.cli.context import options
 from kubectl_dr.ui.output import emit
 
 
-def _library_version(name: str) -> str:
-    # Imported when `version` runs: the root registers this command on every start, `--help` included.
-    from importlib import metadata
+def _client_library_version() -> str:
+    # Imported when `version` runs: the root registers this command on every start, `--help` included. From the
+    # module, not the package metadata: a PyInstaller archive carries only the metadata it was told to copy.
+    from kubectl_dr.kube.transport import client_library_version
 
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    return client_library_version()
 
 
 def version(
@@ -35,7 +33,7 @@ def version(
         "pluginVersion": f"v{__version__}",
         # The requests go through our own transport on urllib3 (kube/transport.py); the kubernetes package
         # serves only oidc auth-provider users, so naming it here would point a bug report the wrong way.
-        "clientLibraryVersion": _library_version("urllib3"),
+        "clientLibraryVersion": _client_library_version(),
         "pythonVersion": platform.python_version(),
     }
     lines = [

@@ -229,6 +229,13 @@ def redacted(proxy_url: str) -> str:
     return parsed._replace(netloc=f"{host}:{parsed.port}" if parsed.port else host).geturl()
 
 
+def client_library_version() -> str:
+    """What `kubectl dr version` names as the client library: the HTTP library this transport speaks through."""
+    from urllib3._version import __version__
+
+    return str(__version__)
+
+
 class Transport:
     """Everything a request or an exec stream needs: URL, headers, TLS context, proxy, and the pool."""
 

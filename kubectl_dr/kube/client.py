@@ -71,7 +71,6 @@ class Kube:
         for fields the generated models do not know), which is what we record and restore.
         """
         pairs = list(query.items()) if isinstance(query, dict) else list(query or [])
-        pairs = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in pairs if v is not None]
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -100,8 +99,8 @@ class Kube:
 
     def text(self, path: str, **query: Any) -> str:
         """GET a plain-text answer (pod logs); errors translated like every other call."""
-        pairs = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in query.items() if v is not None]
-        return self._send("GET", self.transport.url(path, pairs), {"Accept": "*/*"}, None).decode(errors="replace")
+        url = self.transport.url(path, list(query.items()))
+        return self._send("GET", url, {"Accept": "*/*"}, None).decode(errors="replace")
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query)

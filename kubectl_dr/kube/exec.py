@@ -517,7 +517,6 @@ def open_exec(
     query += [("stdin", stdin), ("stdout", True), ("stderr", not tty), ("tty", tty)]
     if container:
         query.append(("container", container))
-    query = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in query]
     url = kube.transport.url(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
     trace.script(f"exec in {target}" + (f" container {container}" if container else ""), command)
     started, status = time.monotonic(), None

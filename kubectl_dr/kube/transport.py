@@ -263,10 +263,13 @@ class Transport:
         return self.trust.server_name
 
     def url(self, path: str, query: list[tuple[str, Any]] | None = None) -> str:
+        """The server's URL for `path`; a query value None is left out, a bool is written as the API reads it
+        (`true`/`false`, where Python would say `True`)."""
         url = self.server + path
-        if query:
+        pairs = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in query or [] if v is not None]
+        if pairs:
             # quote (not quote_plus), as the kubernetes client encoded values: a space is %20, never "+".
-            url += "?" + urlencode([(k, str(v)) for k, v in query], quote_via=quote, safe="")
+            url += "?" + urlencode(pairs, quote_via=quote, safe="")
         return url
 
     def auth_headers(self) -> dict[str, str]:

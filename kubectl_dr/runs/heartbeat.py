@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from kubectl_dr.errors import DrError
 from kubectl_dr.runs.leases import Lease, LeaseLost
 
-# Every command's session makes a Run, and `kubectl_dr.runs` brings this module: the kube client (and the
-# Kubernetes library behind it) loads when a pod is touched, not on the start of `backups list` or `--help`.
+# Every command's session makes a Run, and `kubectl_dr.runs` brings this module: the kube client (urllib3, ssl)
+# loads when a pod is touched, not on the start of `backups list` or `--help`.
 if TYPE_CHECKING:
     from kubectl_dr.kube.client import Kube
 

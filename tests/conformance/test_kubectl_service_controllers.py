@@ -206,7 +206,17 @@ def test_kubectl_get_endpoints_and_endpointslices_tables(cluster: Cluster, ns: s
            web(name, ns, labels))
     ip = eventually(lambda: (get_json(cluster, "pod", name, "-n", ns, version=version).get("status") or {})
                     .get("podIP"), timeout=60, what="the pod's IP")
-    eventually(lambda: any(s.get("endpoints") for s in slices(cluster, ns, name)), timeout=30, what="endpoints")
+    # Ready, not just listed: until the pod is Ready, Endpoints holds it under notReadyAddresses, which
+    # kubectl's table leaves out (the run that failed printed an empty column there).
+    eventually(lambda: any((e.get("conditions") or {}).get("ready") for s in slices(cluster, ns, name)
+                           for e in s.get("endpoints") or []), timeout=60, what="a ready endpoint in the slice")
+
+    def ready_address() -> bool:
+        got = cluster.kubectl("get", "endpoints", name, "-n", ns, "-o", "json", version=version, check=False)
+        subsets = json.loads(got.stdout).get("subsets") or [] if got.returncode == 0 else []
+        return any(ss.get("addresses") for ss in subsets)
+
+    eventually(ready_address, timeout=30, what="a ready address in the Endpoints object")
     [sl] = slices(cluster, ns, name)
     out = cluster.kubectl("get", "endpointslices", "-n", ns, sl["metadata"]["name"], "--no-headers",
                           version=version).stdout.split()

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+)
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ProxyError, ReadTimeoutError
 
 from kubectl_dr.errors import ApiError, DrError, ServerTimeout, ServerUnreachable, UnauthorizedError
 from kubectl_dr.kube import trace
@@ -223,6 +230,13 @@ def _unreachable(host: str, exc: BaseException) -> DrError:
             return ServerUnreachable(host)
         if isinstance(cause, ReadTimeoutError):
             return ServerTimeout(host)
+        if isinstance(cause, ConnectTimeoutError) and not isinstance(cause, NewConnectionError):
+            # kubectl: "dial tcp HOST: i/o timeout", or "net/http: TLS handshake timeout" for a port that took the
+            # connection and never spoke TLS: nothing answered, so no --request-timeout would help.
+            what = str(cause) if "TLS handshake" in str(cause) else "i/o timeout"
+            return DrError(f"unable to connect to the server {host}: {what}",
+                           hint="Check the server address in your kubeconfig and that this machine reaches it "
+                                "(VPN, firewall, proxy).")
         reason = getattr(cause, "reason", None)  # urllib3 keeps the socket error here (or a plain text)
         cause = cause.__cause__ or cause.__context__ or (reason if isinstance(reason, BaseException) else None)
         if cause is exc:

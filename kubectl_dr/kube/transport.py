@@ -35,6 +35,11 @@ from kubectl_dr.kube import exec_plugin, tls
 from kubectl_dr.kube.kubeconfig import ResolvedConfig
 
 TOKEN_FILE_PERIOD = 60.0  # client-go re-reads a token file once a minute
+# client-go dials with a 30 s timeout and gives the TLS handshake 10 s; without a --request-timeout nothing
+# else bounds a request (a watch or a long list may take minutes). urllib3 applies its connect timeout to the
+# TCP connect and to the handshake, so one figure covers both: an address that drops packets or a port that
+# takes the connection and never speaks TLS fails after this, instead of hanging the command for ever.
+CONNECT_TIMEOUT = 30.0
 POOL_SIZE = 10  # connections kept per host; threads beyond that open short-lived ones (never block)
 
 
@@ -257,6 +262,7 @@ class Transport:
         self._context: Any = None
         self._pool: urllib3.PoolManager | None = None
         self._built = False
+        self.connect_timeout = CONNECT_TIMEOUT
 
     @property
     def server_hostname(self) -> str | None:
@@ -325,9 +331,18 @@ class Transport:
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
              timeout: float | None) -> urllib3.BaseHTTPResponse:
-        return self.pool().request(method, url, body=body, headers=headers, retries=False,
-                                   timeout=urllib3.Timeout(total=timeout) if timeout else None,
-                                   preload_content=True, redirect=False)
+        bound = (urllib3.Timeout(total=timeout) if timeout
+                 else urllib3.Timeout(connect=self.connect_timeout, read=None))
+        try:
+            return self.pool().request(method, url, body=body, headers=headers, retries=False, timeout=bound,
+                                       preload_content=True, redirect=False)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            if timeout:
+                raise
+            # No read timeout was set, so only the connect timeout can have run out: in the TLS handshake,
+            # which urllib3 reports as a read timeout. Said as what it is, not as a --request-timeout to raise.
+            raise urllib3.exceptions.ConnectTimeoutError(
+                f"TLS handshake timeout (no answer within {self.connect_timeout:g} s)") from exc
 
     def close(self) -> None:
         with self.lock:

@@ -253,3 +253,42 @@ def test_insecure_skip_tls_verify_must_be_a_boolean(value: Any) -> None:
     with pytest.raises(ConfigError, match="insecure-skip-tls-verify must be true or false"):
         tls.server_trust({"server": "https://api.example:6443", "insecure-skip-tls-verify": value})
     assert tls.server_trust({"insecure-skip-tls-verify": False}).insecure is False
+
+
+def test_a_port_that_never_speaks_tls_fails_after_the_connect_timeout_not_never() -> None:
+    # The kernel completes the TCP handshake for a listening socket nobody accepts from; TLS then waits for an
+    # answer that never comes. Without a --request-timeout nothing else bounds the request: before the connect
+    # timeout this hung the command for ever (client-go gives the dial 30 s and the handshake 10 s).
+    assert transport.CONNECT_TIMEOUT == 30.0
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        config = resolved({"token": "t"}, {"server": f"https://127.0.0.1:{port}", "insecure-skip-tls-verify": True})
+        kube = client.connect(config)  # no request timeout
+        kube.transport.connect_timeout = 0.5
+        try:
+            kube.request("GET", "/version")
+        except BaseException as exc:  # whatever ended the request is what the test reads
+            outcome.append(exc)
+
+    with silent:
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        asker.join(60)
+    assert not asker.is_alive(), "the request is still waiting on a server that never answers"
+    [error] = outcome
+    assert isinstance(error, DrError)
+    assert error.message == f"unable to connect to the server 127.0.0.1:{port}: TLS handshake timeout " \
+                            "(no answer within 0.5 s)"
+    assert "VPN, firewall, proxy" in (error.hint or "")
+
+
+def test_a_request_timeout_still_reads_as_the_request_timeout() -> None:
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    with silent:
+        config = resolved({"token": "t"}, {"server": f"https://127.0.0.1:{port}", "insecure-skip-tls-verify": True})
+        with pytest.raises(DrError, match="did not answer in time \\(request timeout\\)"):
+            client.connect(config, 0.5).request("GET", "/version")

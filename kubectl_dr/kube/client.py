@@ -97,7 +97,7 @@ class Kube:
                 status = response.status
                 data: bytes = response.data
                 if response.status == 401:
-                    self.transport.credentials.refused()
+                    self.transport.refused()
                 if not 200 <= response.status <= 299:
                     raise HttpFailure(response.status, str(response.reason or ""), data)
             return data

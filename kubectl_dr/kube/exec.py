@@ -528,7 +528,7 @@ def open_exec(
     except WebSocketException as exc:
         status = getattr(exc, "status_code", None)
         if status == 401:
-            kube.transport.credentials.refused()
+            kube.transport.refused()
         raise _upgrade_error(exc, target) from None
     except OSError as exc:  # includes socket timeouts
         raise DrError(f"exec in {target}: cannot connect to the API server: {exc}") from None

@@ -282,6 +282,10 @@ class Transport:
         header = self.credentials.authorization()
         return {"Authorization": header} if header else {}
 
+    def refused(self) -> None:
+        """The server answered 401: credentials that can be renewed (an exec plugin's) are, next time."""
+        self.credentials.refused()
+
     def ssl_context(self) -> Any:
         """The TLS context for the current client certificate (an exec plugin may rotate it)."""
         return self._current()[0]

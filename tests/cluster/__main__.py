@@ -155,7 +155,7 @@ def wait_ready(layout: Layout, pid: int, port: int, members: list[em.Member], no
         time.sleep(0.1)
 
 
-def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
+def up(layout: Layout, control_planes: int | None, workers: int | None, protocols: list[str],
        images: dict[str, str], etcd_version: str | None = None, cron_period_seconds: float | None = None,
        external_etcd: bool = False, rook_ceph: int = 0, link_mbit: float | None = None) -> dict[str, Any]:
     started = time.monotonic()
@@ -167,6 +167,14 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
         # Restart on the same etcd data: the node set, ports and etcd version stay what they were, and so
         # do the nodes' manifests (a kubelet restart does not rewrite them).
         cps, wks = state["nodes"]["control_planes"], state["nodes"]["workers"]
+        if (control_planes is not None and control_planes != len(cps)) or (workers is not None and workers != len(wks)):
+            # A restart keeps its nodes (their etcd members and pods live in DIR): asked for another shape, say
+            # so rather than start the old one under a command line that names a different cluster.
+            raise ClusterError(f"the cluster in {layout.root} has {len(cps)} control plane(s) and {len(wks)} "
+                               f"worker(s); it restarts with them (another shape needs another --dir)")
+        if external_etcd and not state.get("options", {}).get("external_etcd"):
+            raise ClusterError(f"the cluster in {layout.root} runs etcd as static pods; it cannot restart with "
+                               "--external-etcd (another --dir)")
         members = em.members_from_state(state["etcd"]["members"])
         api_port = int(state["server"]["port"])
         options = {**state.get("options", {})}
@@ -187,7 +195,7 @@ def up(layout: Layout, control_planes: int, workers: int, protocols: list[str],
         options.setdefault(CLOCK_ORIGIN_OPTION, time.time())  # clusters from before the option
         fresh = False
     else:
-        cps, wks = node_names(control_planes, workers)
+        cps, wks = node_names(1 if control_planes is None else control_planes, 1 if workers is None else workers)
         # An external etcd runs on hosts of its own (etcd-1…, one per control plane), outside the cluster.
         members = em.plan_members(em.external_hosts(len(cps)) if external_etcd else cps)
         api_port = free_ports(1)[0]
@@ -340,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start a cluster in DIR (or restart the one there) in the background")
     p_up.add_argument("--dir", required=True, type=Path)
-    p_up.add_argument("--control-planes", type=int, default=1)
-    p_up.add_argument("--workers", type=int, default=1)
+    p_up.add_argument("--control-planes", type=int, default=None, help="default 1 (a restart keeps its own)")
+    p_up.add_argument("--workers", type=int, default=None, help="default 1 (a restart keeps its own)")
     p_up.add_argument("--exec-protocols", default="", help="subset of v5,v4 offered for exec (default both)")
     p_up.add_argument("--image", action="append", default=[], metavar="NAME=busybox|debian|etcd",
                       help="serve image NAME from the busybox, debian or etcd root filesystem")
@@ -377,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout(args.dir.resolve())
     try:
         if args.command == "up":
-            if args.control_planes < 1 or args.workers < 0:
+            if (args.control_planes is not None and args.control_planes < 1) or \
+                    (args.workers is not None and args.workers < 0):
                 raise ClusterError("--control-planes must be at least 1 and --workers at least 0")
             protocols = parse_protocols(args.exec_protocols) if args.exec_protocols else []
             if args.cron_period_seconds is not None and args.cron_period_seconds <= 0:

@@ -208,7 +208,7 @@ class Cluster:
 
     def start(self) -> None:
         """Start again (after `down`) on the same etcd data, ports and options."""
-        self.state = up(self.layout, 0, 0, [], {})
+        self.state = up(self.layout, None, None, [], {})
 
     def restart(self) -> None:
         """Stop every process and start again on the same etcd data."""

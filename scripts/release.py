@@ -67,7 +67,11 @@ def build_bundle(work: Path) -> Path:
         args += ["--exclude-module", module]
     # etcd3's generated modules import only under protobuf's pure-Python implementation (as at run time, see
     # kubectl_dr/etcd/client.py); without it PyInstaller's probe of etcd3 fails and collects nothing.
-    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    # Its own PyInstaller cache: --clean empties the shared one (~/.cache/pyinstaller) at the start, so two builds
+    # at once (two test workers, or a developer's build beside the suite's) corrupted each other's bincache
+    # index ("PyInstaller bincache may be corrupted"). With --clean a shared cache saves nothing anyway.
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+           "PYINSTALLER_CONFIG_DIR": str(work / "pyinstaller")}
     subprocess.run([*args, str(ENTRY)], check=True, cwd=REPO, env=env)
     bundle = work / "dist" / "kubectl-dr"
     prune_botocore(bundle / "_internal" / "botocore" / "data")

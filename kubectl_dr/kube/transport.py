@@ -236,6 +236,7 @@ def redacted(proxy_url: str) -> str:
 
 def client_library_version() -> str:
     """What `kubectl dr version` names as the client library: the HTTP library this transport speaks through."""
+    # The module that defines it: urllib3's package root does not export __version__ to a strict type check.
     from urllib3._version import __version__
 
     return str(__version__)

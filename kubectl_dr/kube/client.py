@@ -30,7 +30,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from kubectl_dr.errors import ApiError, DrError, ServerTimeout, ServerUnreachable, UnauthorizedError
 from kubectl_dr.kube import trace
 from kubectl_dr.kube.kubeconfig import ResolvedConfig
-from kubectl_dr.kube.transport import Transport
+from kubectl_dr.kube.transport import HandshakeTimeout, Transport
 
 
 class HttpFailure(Exception):
@@ -233,7 +233,7 @@ def _unreachable(host: str, exc: BaseException) -> DrError:
         if isinstance(cause, ConnectTimeoutError) and not isinstance(cause, NewConnectionError):
             # kubectl: "dial tcp HOST: i/o timeout", or "net/http: TLS handshake timeout" for a port that took the
             # connection and never spoke TLS: nothing answered, so no --request-timeout would help.
-            what = str(cause) if "TLS handshake" in str(cause) else "i/o timeout"
+            what = str(cause) if isinstance(cause, HandshakeTimeout) else "i/o timeout"
             return DrError(f"unable to connect to the server {host}: {what}",
                            hint="Check the server address in your kubeconfig and that this machine reaches it "
                                 "(VPN, firewall, proxy).")

@@ -242,6 +242,10 @@ def client_library_version() -> str:
     return str(__version__)
 
 
+class HandshakeTimeout(urllib3.exceptions.ConnectTimeoutError):
+    """The server took the TCP connection and never finished the TLS handshake within the connect timeout."""
+
+
 class Transport:
     """Everything a request or an exec stream needs: URL, headers, TLS context, proxy, and the pool."""
 
@@ -346,8 +350,7 @@ class Transport:
                 raise
             # No read timeout was set, so only the connect timeout can have run out: in the TLS handshake,
             # which urllib3 reports as a read timeout. Said as what it is, not as a --request-timeout to raise.
-            raise urllib3.exceptions.ConnectTimeoutError(
-                f"TLS handshake timeout (no answer within {self.connect_timeout:g} s)") from exc
+            raise HandshakeTimeout(f"TLS handshake timeout (no answer within {self.connect_timeout:g} s)") from exc
 
     def close(self) -> None:
         with self.lock:

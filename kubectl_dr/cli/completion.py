@@ -35,10 +35,16 @@ def completion(ctx: typer.Context,
       kubectl dr completion fish > ~/.config/fish/completions/kubectl-dr.fish
     """
     from click.shell_completion import get_completion_class
+    from typer._completion_classes import completion_init
 
+    from kubectl_dr.cli.main import COMPLETE_VAR
+
+    # Typer's own script classes, not Click's: the program answers Typer's instructions (`complete_bash`), and
+    # Click's scripts send theirs (`bash_complete`), which it refuses ("Shell complete not supported").
+    completion_init()
     cls = get_completion_class(shell.value)
     if cls is None:  # pragma: no cover - Click ships all three
         raise typer.BadParameter(f"unsupported shell {shell.value}")
     # The root command of this very invocation: no import of the app that registers this command.
-    script = cls(ctx.find_root().command, {}, "kubectl-dr", "_KUBECTL_DR_COMPLETE").source()
+    script = cls(ctx.find_root().command, {}, "kubectl-dr", COMPLETE_VAR).source()
     typer.echo(script, nl=False)

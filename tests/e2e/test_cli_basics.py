@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -242,11 +243,30 @@ def test_completion_protocol_completes_flags() -> None:
     assert result.stdout.splitlines()[-1].startswith(":")
 
 
-@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_completion_scripts(shell: str) -> None:
+def test_the_bash_completion_script_completes_in_bash(tmp_path: Path) -> None:
+    # Sourced into a real bash and called as bash calls it on <TAB>: what lands in COMPREPLY.
+    script = tmp_path / "complete.sh"
+    script.write_text(
+        "source <(kubectl-dr completion bash)\n"
+        "for words in 'kubectl-dr pv' 'kubectl-dr pvc ba' 'kubectl-dr etcd restore fin'; do\n"
+        "  read -r -a COMP_WORDS <<< \"$words\"; COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMPREPLY=()\n"
+        "  _kubectl_dr_completion kubectl-dr; echo \"${COMPREPLY[*]}\"\n"
+        "done\n")
+    result = run(["bash", str(script)], env=clean_env({"KUBECONFIG": str(tmp_path / "none")}))
+    assert result.returncode == 0 and result.stdout.splitlines() == ["pvc", "backup", "finalize"], result
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_the_zsh_and_fish_scripts_ask_what_the_program_answers(shell: str, tmp_path: Path) -> None:
+    # No zsh or fish on the test machine: the program is asked exactly as the printed script asks it.
     result = dr("completion", shell)
     assert result.returncode == 0, result.stderr
-    assert "_KUBECTL_DR_COMPLETE" in result.stdout
+    [instruction] = set(re.findall(r"_KUBECTL_DR_COMPLETE=(\w+)", result.stdout))
+    asked = clean_env({"_KUBECTL_DR_COMPLETE": instruction, "_TYPER_COMPLETE_ARGS": "kubectl-dr pvc ba",
+                       "_TYPER_COMPLETE_FISH_ACTION": "get-args", "KUBECONFIG": str(tmp_path / "none")})
+    answer = run([executable()], env=asked)
+    assert answer.returncode == 0, answer.stderr
+    assert "backup" in answer.stdout and "Back up a volume" in answer.stdout, answer.stdout
 
 
 @pytest.mark.parametrize("version", ["1.27", "1.33"])

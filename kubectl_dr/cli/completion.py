@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+COMPLETE_VAR = "_KUBECTL_DR_COMPLETE"  # what the scripts set: Click's name for the program kubectl-dr
+
 
 class Shell(str, Enum):
     bash = "bash"
@@ -36,8 +38,6 @@ def completion(ctx: typer.Context,
     """
     from click.shell_completion import get_completion_class
     from typer._completion_classes import completion_init
-
-    from kubectl_dr.cli.main import COMPLETE_VAR
 
     # Typer's own script classes, not Click's: the program answers Typer's instructions (`complete_bash`), and
     # Click's scripts send theirs (`bash_complete`), which it refuses ("Shell complete not supported").

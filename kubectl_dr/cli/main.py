@@ -63,9 +63,6 @@ def _report_undo_failures(failures: list[cleanup.UndoFailure]) -> None:
             message(f"  {failure.step.fallback_hint}")
 
 
-COMPLETE_VAR = "_KUBECTL_DR_COMPLETE"  # what the completion scripts set (Click's name for kubectl-dr)
-
-
 def run(argv: Sequence[str], tree: click.Command | None = None) -> int:
     """Run `kubectl dr ARGV` and return its exit code. `tree` replaces the command tree (a test compares the
     lazily built one with the whole tree built up front, through this same error handling)."""
@@ -80,7 +77,7 @@ def run(argv: Sequence[str], tree: click.Command | None = None) -> int:
     from kubectl_dr.ui.output import message
 
     command = root_command() if tree is None else tree
-    if COMPLETE_VAR in os.environ:
+    if "_KUBECTL_DR_COMPLETE" in os.environ:  # completion.COMPLETE_VAR (that module loads typer)
         # A script from `kubectl dr completion SHELL` asks (`complete_bash`…): Typer's answer classes, which the
         # lazily built tree never registered, format the candidates as its scripts read them.
         from typer._completion_classes import completion_init

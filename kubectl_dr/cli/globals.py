@@ -82,7 +82,13 @@ def hoist(argv: list[str]) -> list[str]:
         elif name is not None:
             takes_value = GLOBAL_FLAGS[name]
             front.append(arg)
-            if takes_value and not has_inline and i + 1 < len(argv):
+            if takes_value and not has_inline:
+                if i + 1 == len(argv):
+                    # Hoisted bare, it would take the noun for its value (`pvc list -n` → "No such command").
+                    import click
+
+                    raise click.BadOptionUsage(name, f"Option '{name}' requires an argument (a global option: "
+                                                     "`kubectl dr options` lists them).")
                 front.append(argv[i + 1])
                 i += 1
         else:

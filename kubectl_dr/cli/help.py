@@ -10,6 +10,7 @@ renders with rich, which this CLI does not). Sections come in the order of SECTI
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import click
 import typer
@@ -87,8 +88,23 @@ def options_hint(ctx: click.Context) -> str:
     return f'Use "{root} options" for a list of global command-line options (applies to all commands).'
 
 
+def _parse_args(parse: Callable[[click.Context, list[str]], list[str]], ctx: click.Context,
+                args: list[str]) -> list[str]:
+    try:
+        return parse(ctx, args)
+    except click.UsageError as exc:
+        # Click raises "Option '--name' requires an argument." without a context, and the error would point at
+        # the root's help instead of this command's.
+        if exc.ctx is None:
+            exc.ctx = ctx
+        raise
+
+
 class SubCommand(TyperCommand):
     """A command below the root: its help ends by saying where the global flags are listed."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return _parse_args(super().parse_args, ctx, args)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_epilog(ctx, formatter)
@@ -98,6 +114,9 @@ class SubCommand(TyperCommand):
 
 class SubGroup(TyperGroup):
     """A group below the root (`kubectl dr pvc`): its help ends like a command's."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return _parse_args(super().parse_args, ctx, args)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_epilog(ctx, formatter)

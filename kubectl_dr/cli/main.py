@@ -83,10 +83,10 @@ def run(argv: Sequence[str], tree: click.Command | None = None) -> int:
         from typer._completion_classes import completion_init
 
         completion_init()
-    args = hoist(list(argv))
     name = prog_name()
-    show_traceback = "--traceback" in args or any(a in ("-v=9", "--v=9") for a in args)
+    show_traceback = "--traceback" in argv or any(a in ("-v=9", "--v=9") for a in argv)
     try:
+        args = hoist(list(argv))
         with cleanup.scope(message, _report_undo_failures):
             result = command.main(args=args, prog_name=name, standalone_mode=False,
                                  obj=GlobalOptions(argv=tuple(argv)))

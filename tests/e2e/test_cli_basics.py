@@ -168,6 +168,15 @@ def test_unknown_flag_is_a_usage_error() -> None:
     assert result.stderr.splitlines() == ["error: unknown flag: --bogus", "See 'kubectl-dr version --help' for usage."]
 
 
+def test_an_option_missing_its_value_points_at_its_own_command() -> None:
+    result = dr("pvc", "backup", "data", "--name")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: Option '--name' requires an argument.",
+                                          "See 'kubectl-dr pvc backup --help' for usage."]
+    bare = dr("pvc", "list", "-n")  # a global flag: hoisted bare, it once took `pvc` for its value
+    assert bare.returncode == 2 and "Option '-n' requires an argument" in bare.stderr, bare.stderr
+
+
 def test_bad_output_format_is_a_usage_error() -> None:
     result = dr("version", "--client", "-o", "xml")
     assert result.returncode == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import click
 import pytest
 
 from kubectl_dr.cli.globals import hoist, parse_request_timeout
@@ -19,7 +20,6 @@ from kubectl_dr.errors import UsageError
             ["--yes", "pvc", "rescue", "data", "--", "ls", "-n", "x"],
         ),
         (["backups", "list", "--repo", "/r"], ["backups", "list", "--repo", "/r"]),
-        (["version", "--kubeconfig"], ["--kubeconfig", "version"]),
         # A bare --dry-run is kubectl's deprecated spelling of client: it takes no value from the next word.
         (["--dry-run", "backups", "list"], ["--dry-run=unchanged", "backups", "list"]),
         (["pvc", "backup", "data", "--dry-run"], ["--dry-run=unchanged", "pvc", "backup", "data"]),
@@ -29,6 +29,13 @@ from kubectl_dr.errors import UsageError
 )
 def test_hoist_moves_global_flags_to_the_front(argv: list[str], expected: list[str]) -> None:
     assert hoist(argv) == expected
+
+
+@pytest.mark.parametrize("argv", [["pvc", "list", "-n"], ["version", "--kubeconfig"], ["backups", "list", "--context"]])
+def test_a_global_flag_last_without_its_value_is_refused(argv: list[str]) -> None:
+    # Hoisted bare, it took the noun for its value: `pvc list -n` said "No such command 'list'".
+    with pytest.raises(click.BadOptionUsage, match=f"Option '{argv[-1]}' requires an argument"):
+        hoist(argv)
 
 
 @pytest.mark.parametrize(

@@ -287,6 +287,7 @@ def restore(
       kubectl dr etcd restore --from latest --endpoints https://10.0.0.20:2379 --cacert ca.crt --cert c.crt --key c.key
     """
     if ctx.invoked_subcommand is not None:
+        _refuse_restore_options(ctx)
         return
     if source is None:
         raise UsageError("--from is required: a backup ID, `latest`, or a snapshot file",
@@ -309,6 +310,21 @@ def restore(
                        hold_timeout=hold_timeout, endpoints=_tuple(endpoints), cacert=cacert, cert=cert, key=key,
                        dry_run=opts.dry_run))
     _render_restore(opts, result)
+
+
+def _refuse_restore_options(ctx: typer.Context) -> None:
+    """`etcd restore --from X finalize` would run finalize and drop --from without a word: the restore's options
+    belong to the restore itself, and a command that finalizes or rolls back must not look as if it took them."""
+    from click.core import ParameterSource
+
+    given = [p.opts[0] for p in ctx.command.params
+             if p.name is not None and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the restore itself, not "
+                         f"to `etcd restore {ctx.invoked_subcommand}`",
+                         hint=f"Run `kubectl dr etcd restore {ctx.invoked_subcommand}` without "
+                              f"{'it' if len(given) == 1 else 'them'}; its own options follow it "
+                              f"(`kubectl dr etcd restore {ctx.invoked_subcommand} --help`).")
 
 
 def _render_restore(opts: GlobalOptions, result: RestoreResult) -> None:

@@ -177,6 +177,21 @@ def test_an_option_missing_its_value_points_at_its_own_command() -> None:
     assert bare.returncode == 2 and "Option '-n' requires an argument" in bare.stderr, bare.stderr
 
 
+@pytest.mark.parametrize("verb", ["finalize", "rollback", "status"])
+def test_the_restores_options_before_its_sub_command_are_refused(verb: str, tmp_path: Path) -> None:
+    # They were dropped without a word, and `finalize` or `rollback` ran as if they had been given.
+    result = dr("etcd", "restore", "--from", "latest", "--node-timeout", "60", verb, "--yes",
+                extra_env={"KUBECONFIG": str(tmp_path / "none")})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[0] == (f"error: --from, --node-timeout apply to the restore itself, not to "
+                                             f"`etcd restore {verb}`"), result.stderr
+    # The same options from the environment are no choice made on this line: the sub-command runs (and stops at
+    # the missing kubeconfig).
+    quiet = dr("etcd", "restore", verb, extra_env={"KUBECONFIG": str(tmp_path / "none"),
+                                                   "KUBECTL_DR_REPO": str(tmp_path)})
+    assert quiet.returncode == 1 and "no configuration has been provided" in quiet.stderr, quiet.stderr
+
+
 def test_bad_output_format_is_a_usage_error() -> None:
     result = dr("version", "--client", "-o", "xml")
     assert result.returncode == 2

@@ -45,7 +45,7 @@ BackupArgument = Annotated[
     str, typer.Argument(help="Backup ID, unique ID prefix, 'latest', or a backup directory.", metavar="ID")
 ]
 # The types the commands write (volumes, etcd, control plane), and the word a user naturally types for one.
-BACKUP_TYPES = ("pvc", "etcd-snapshot", "control-plane", "app")
+BACKUP_TYPES = ("pvc", "etcd-snapshot", "control-plane", "app", "rook-mon-quorum")
 TYPE_ALIASES = {"etcd": "etcd-snapshot"}
 
 

@@ -201,8 +201,7 @@ def show(
     found = repository.resolve(backup, type)
     data = _item(found)
     record = repository.verification(found)
-    if record is not None:
-        data["lastVerification"] = _last_verification(record)
+    data["lastVerification"] = _last_verification(record)  # null when never verified, as `backups list` has it
     emit(data, opts.output, table=_show_table(found, record))
 
 

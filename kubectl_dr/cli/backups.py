@@ -16,6 +16,7 @@ from kubectl_dr.cli.repo_options import (
     EncryptToOption,
     IdentityOption,
     PasswordFileOption,
+    PlainRepoOption,
     RepoOption,
     S3CaBundleOption,
     S3EndpointOption,
@@ -188,7 +189,7 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
 def show(
     ctx: typer.Context,
     backup: BackupArgument,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     type: TypeOption = None,
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
@@ -325,7 +326,7 @@ def copy(
                                     "azure://CONTAINER/PREFIX).")] = "",
     all_: Annotated[bool, typer.Option("--all", help="Copy every backup (of --type) the target does not have.")]
     = False,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     type: TypeOption = None,
     encrypt_to: EncryptToOption = None,
     identity: IdentityOption = None,
@@ -402,7 +403,7 @@ def _copy_table(run: CopyRun) -> str:
 def delete(
     ctx: typer.Context,
     backup: Annotated[str, typer.Argument(help="Backup ID or unique ID prefix.")],
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,

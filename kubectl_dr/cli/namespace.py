@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kubectl_dr.cli.context import options, session
-from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, RepoOption, S3EndpointOption, open_repo
+from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, PlainRepoOption, S3EndpointOption, open_repo
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit
 from kubectl_dr.volumes import DEFAULT_IMAGE
@@ -51,7 +51,7 @@ def backup(
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=8, metavar="N",
                                           help="Claims backed up side by side.")] = 3,
     image: ImageOption = DEFAULT_IMAGE,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     encrypt_to: EncryptToOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
@@ -112,7 +112,7 @@ def restore(
                                                            "first real one.")] = False,
     no_volumes: Annotated[bool, typer.Option("--no-volumes", help="Objects only; claims are created empty.")] = False,
     image: ImageOption = DEFAULT_IMAGE,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
@@ -155,7 +155,7 @@ def diff(
     no_volumes: Annotated[bool, typer.Option("--no-volumes", help="Objects only: no pod compares the claims' "
                                                                   "contents.")] = False,
     image: ImageOption = DEFAULT_IMAGE,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
 ) -> None:

@@ -17,6 +17,7 @@ from kubectl_dr.cli.repo_options import (
     EncryptToOption,
     IdentityOption,
     PasswordFileOption,
+    PlainRepoOption,
     S3EndpointOption,
     open_restic,
 )
@@ -345,7 +346,7 @@ def diff(
     ctx: typer.Context,
     claim: ClaimArg,
     source: FromOption,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     from_claim: Annotated[
         str | None, typer.Option("--from-claim", metavar="[NS/]CLAIM",
                                  help="With --from latest: compare with the newest backup of this claim instead of "
@@ -434,7 +435,7 @@ def rescue(
 def list_(
     ctx: typer.Context,
     all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="Claims in every namespace.")] = False,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
 ) -> None:

@@ -21,10 +21,18 @@ REPO_HELP = (
     "$KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups "
     "(~/.local/share/kubectl-dr/backups)."
 )
+# For the commands that read or write only kubectl-dr's own repositories (no restic:REPO).
+PLAIN_REPO_HELP = (
+    "Backup repository: a directory, s3://BUCKET/PREFIX or azure://CONTAINER/PREFIX (not a restic repository). "
+    "Defaults to $KUBECTL_DR_REPO, else the config file's repository, else $XDG_DATA_HOME/kubectl-dr/backups "
+    "(~/.local/share/kubectl-dr/backups)."
+)
 _PANEL = "Repository"
 
 RepoOption = Annotated[str | None, typer.Option("--repo", help=REPO_HELP, metavar="PATH|s3://…|azure://…",
                                                 rich_help_panel=_PANEL)]
+PlainRepoOption = Annotated[str | None, typer.Option("--repo", help=PLAIN_REPO_HELP, metavar="PATH|s3://…|azure://…",
+                                                     rich_help_panel=_PANEL)]
 S3EndpointOption = Annotated[str | None, typer.Option(
     "--s3-endpoint", metavar="URL", rich_help_panel=_PANEL,
     help="S3 endpoint of a non-AWS server (MinIO, Ceph RGW, SeaweedFS…), addressed path-style. Defaults to "
@@ -54,8 +62,9 @@ IdentityOption = Annotated[list[str] | None, typer.Option(
 
 PasswordFileOption = Annotated[str | None, typer.Option(
     "--password-file", metavar="FILE", rich_help_panel=_PANEL,
-    help="File holding the password of a restic:REPO repository. Defaults to $RESTIC_PASSWORD_FILE, then "
-         "$RESTIC_PASSWORD_COMMAND's output, then $RESTIC_PASSWORD (restic's own order).")]
+    help="File holding the password of a restic:REPO repository. Defaults to $RESTIC_PASSWORD_FILE; else the "
+         "password is $RESTIC_PASSWORD_COMMAND's output, else $RESTIC_PASSWORD (a file and a command together are "
+         "refused, as restic refuses them).")]
 
 
 def open_restic(repo: str, *, password_file: str | None, s3_endpoint: str | None = None,

@@ -8,7 +8,7 @@ import typer
 
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.globals import GlobalOptions
-from kubectl_dr.cli.repo_options import EncryptToOption, RepoOption, S3EndpointOption
+from kubectl_dr.cli.repo_options import EncryptToOption, PlainRepoOption, S3EndpointOption
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit, render_table
 
@@ -124,7 +124,7 @@ def restore_quorum(
     undo: Annotated[bool, typer.Option("--undo", help=(
         "Put every object back as it was before the run (only before the monmap was injected)."))] = False,
     operator_namespace: OperatorNamespaceOption = None,
-    repo: RepoOption = None,
+    repo: PlainRepoOption = None,
     s3_endpoint: S3EndpointOption = None,
     encrypt_to: EncryptToOption = None,
     timeout: Annotated[str, typer.Option("--timeout", metavar="DURATION", help=(

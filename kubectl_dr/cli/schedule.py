@@ -289,7 +289,7 @@ def print_(
 
     \b
     Examples:
-      kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr-backups/prod --encrypt-to age1… | crontab -
+      (crontab -l; kubectl dr schedule print --crontab --what etcd-pull --repo s3://dr-backups/prod) | crontab -
       kubectl dr schedule print --systemd --what pvc-backup --pvc shop/data-db-0 --cron '0 3 * * *'
       kubectl dr schedule print --crontab --what copy --repo /srv/dr --to s3://dr-offsite --what prune --keep-daily 14
       kubectl dr schedule print --crontab --repo restic:s3:https://s3.example/dr/prod --password-file ~/.restic-pw \\

@@ -28,6 +28,14 @@ def check_scheme(value: str, origin: str) -> None:
     if value.startswith(REMOTE_SCHEMES):
         return
     match = _URL_SCHEME.match(value)
+    if match and match.group(0) == "restic:" and not origin.startswith("--"):
+        raise UsageError(f"{origin} names a restic repository ({value}): a restic repository is given with --repo",
+                         hint=f"Pass --repo {value} to a command that takes restic repositories. " + KNOWN_HINT)
+    if match and match.group(0) == "restic:":
+        raise UsageError(f"{origin} {value} is a restic repository, which this command does not read or write",
+                         hint="restic repositories take volume backups (pvc backup, restore), etcd snapshots (etcd "
+                              "snapshot, restore; etcd snapshots list, pull) and control-plane files; `backups list, "
+                              "verify, prune, ls, cat` read them. " + KNOWN_HINT)
     if match:
         raise UsageError(f"unknown repository scheme {match.group(0)!r} in {origin} {value}: the repositories "
                          "kubectl-dr knows are a directory, s3:// and azure://", hint=KNOWN_HINT)

@@ -152,7 +152,8 @@ def crontab(jobs: list[ClientJob], ctx: Context, time_zone: str | None) -> str:
     if time_zone:
         raise UsageError("crontab entries run in the time zone of the machine's cron daemon; --time-zone works "
                          "with --systemd (OnCalendar takes a zone)")
-    lines = ["# kubectl dr: client-side jobs (add with `crontab -e`, or: kubectl dr schedule print … | crontab -)",
+    lines = ["# kubectl dr: client-side jobs (add with `crontab -e`, or: (crontab -l; kubectl dr schedule print …) "
+             "| crontab -)",
              f"# Logs: {ctx.state_dir}/NAME.log. A run that finds the previous one still going skips (flock -n).",
              "# S3 credentials come from ~/.aws or AWS_PROFILE, Azure keys from the config file's azure.keyFile "
              "(or sasTokenFile,",

@@ -68,7 +68,7 @@ def test_a_named_config_file_must_exist(tmp_path: Path) -> None:
     assert load_config({"HOME": str(tmp_path)}).path is None
 
 
-@pytest.mark.parametrize("ref", ["gs://b/p", "restic:/x", "S3://b/p", "s3:/b/p", "Azure://c/p", "azure:/c/p", "file:///srv/dr"])
+@pytest.mark.parametrize("ref", ["gs://b/p", "S3://b/p", "s3:/b/p", "Azure://c/p", "azure:/c/p", "file:///srv/dr"])
 def test_an_unknown_repository_scheme_is_refused_wherever_it_comes_from(tmp_path: Path, ref: str) -> None:
     from kubectl_dr.errors import UsageError
 
@@ -79,6 +79,19 @@ def test_an_unknown_repository_scheme_is_refused_wherever_it_comes_from(tmp_path
         with pytest.raises(UsageError, match=f"unknown repository scheme .*{where}") as info:
             call()
         assert "s3://BUCKET/PREFIX" in (info.value.hint or "")
+
+
+def test_a_restic_repository_where_only_ours_are_taken_says_so(tmp_path: Path) -> None:
+    from kubectl_dr.errors import UsageError
+
+    env = {"HOME": str(tmp_path)}
+    with pytest.raises(UsageError, match="--repo restic:/x is a restic repository, which this command does") as info:
+        resolve_repo_ref("restic:/x", env)
+    assert "pvc backup" in (info.value.hint or "") and "s3://BUCKET/PREFIX" in (info.value.hint or "")
+    for where, call in (("KUBECTL_DR_REPO", lambda: resolve_repo_ref(None, {**env, "KUBECTL_DR_REPO": "restic:/x"})),
+                        ("the config file", lambda: resolve_repo_ref(None, env, "restic:/x"))):
+        with pytest.raises(UsageError, match=f"{where}.* names a restic repository .*given with --repo"):
+            call()
 
 
 def test_paths_with_a_colon_are_still_paths(tmp_path: Path) -> None:

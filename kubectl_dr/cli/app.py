@@ -39,7 +39,7 @@ kubectl dr creates short-lived pods with your kubeconfig, does the work, verifie
 
 \b
 Examples:
-  # Back up the contents of a volume, then restore it (owners are scaled down and back up)
+  # Back up a volume while the app runs, then restore it (the restore stops its owners and starts them again)
   kubectl dr pvc backup data-db-0 -n shop
   kubectl dr pvc restore data-db-0 -n shop --from latest
 \b
@@ -125,7 +125,8 @@ NOUNS = (
     Noun("pvc", "kubectl_dr.cli.pvc", "app", "List, back up, restore, compare and rescue volumes", help.VOLUMES),
     Noun("scale", "kubectl_dr.cli.scale", "app", "Scale a claim's workloads down, and put replicas back",
          help.VOLUMES),
-    Noun("namespace", "kubectl_dr.cli.namespace", "app", "Back up and restore an app: objects and volumes", help.APPS),
+    Noun("namespace", "kubectl_dr.cli.namespace", "app", "Back up and restore an app: objects and volumes (alias ns)",
+         help.APPS),
     Noun("ns", "kubectl_dr.cli.namespace", "app", "Alias of namespace", help.APPS, hidden=True),
     Noun("etcd", "kubectl_dr.cli.etcd", "app", "Snapshot, verify, restore and inspect etcd", help.ETCD),
     Noun("control-plane", "kubectl_dr.cli.controlplane", "app", "Back up and restore a control-plane node's files",

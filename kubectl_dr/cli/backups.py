@@ -135,7 +135,8 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
     By default only the backups of the current cluster (kube-system's uid, asked of the kubeconfig's
     cluster) and those that record no cluster (written by an older kubectl-dr) are listed, with a note on
     stderr saying which cluster. --cluster NAME|UID lists another cluster's (its uid, or the context name
-    or server URL its backups record); --all-clusters every cluster's. Without a kubeconfig, or when its
+    or server URL its backups record; here the global --cluster picks whose backups, not the kubeconfig
+    cluster to talk to: use --context for that); --all-clusters every cluster's. Without a kubeconfig, or when its
     cluster does not answer, every backup is listed, with a note.
 
     With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own); --type TYPE
@@ -345,7 +346,7 @@ def copy(
 ) -> None:
     """Copy backups into another repository, under the same IDs, checked on the way.
 
-    Works between any two repositories (directory ↔ S3, S3 ↔ S3). The source is checked as it is read
+    Works between any two repositories (a directory, S3 or Azure, either way). The source is checked as it is read
     and the copy as it is written (sizes and SHA-256 of every part); the copy becomes visible only when
     complete. An interrupted copy leaves nothing visible: run the same command again to finish it
     (backups already there are skipped). An application backup is copied with its claims' backups (they
@@ -462,7 +463,7 @@ def prune(
     keep_within: Annotated[str | None, typer.Option(
         "--keep-within", metavar="DURATION",
         help="restic repositories: keep every snapshot taken within DURATION (restic's format: 7d, 1y6m, 36h) of "
-             "the newest snapshot of its group (not of now, as in restic).")] = None,
+             "the newest snapshot of its group, not from now, as restic counts it).")] = None,
     keep_tag: Annotated[list[str] | None, typer.Option(
         "--keep-tag", metavar="TAG[,TAG…]",
         help="restic repositories: keep every snapshot that has all these tags. Repeat for several lists; a "

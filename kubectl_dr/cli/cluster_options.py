@@ -10,7 +10,7 @@ FromClusterOption = Annotated[
     str | None, typer.Option("--from-cluster", metavar="NAME|UID",
                              help="With --from latest: the newest backup of this other cluster (its kube-system "
                                   "uid, or the context name or server URL its backups record). Without it, "
-                                  "latest is the newest backup of the cluster restored into.")
+                                  "latest is the newest backup of the current cluster.")
 ]
 FromOtherClusterOption = Annotated[
     bool, typer.Option("--from-other-cluster",

@@ -57,7 +57,7 @@ def backup(
     """Store /etc/kubernetes of a control-plane node in the repository (type control-plane).
 
     \b
-    Kept: the shared CA and keys (pki/ca, sa, front-proxy-ca, etcd/ca), every other file of
+    Kept: the shared CA and keys (pki/ca, sa, front-proxy-ca, etcd/ca), every file of
     /etc/kubernetes/manifests, the kubeconfigs and *.yaml beside them, the encryption-at-rest config named by
     kube-apiserver's --encryption-provider-config (wherever it is), and the kubeadm-config ConfigMap.
     Read through a pod with read-only hostPath mounts; each file is listed with mode, owner and SHA-256 in

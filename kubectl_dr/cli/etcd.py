@@ -147,7 +147,7 @@ def status(
 def snapshot(
     ctx: typer.Context,
     node: NodeOption = None,
-    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH", help=(
+    repo: Annotated[str | None, typer.Option("--repo", metavar="PATH|s3://…|azure://…|restic:REPO", help=(
         "Backup repository: a directory, s3://BUCKET/PREFIX, azure://CONTAINER/PREFIX or restic:REPO (a restic "
         "repository as restic -r names it). Defaults to $KUBECTL_DR_REPO, else the config file's repository, "
         "else $XDG_DATA_HOME/kubectl-dr/backups."))] = None,
@@ -213,6 +213,9 @@ app.add_typer(restore_app, name="restore",
 HelperImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
     "Image of the pods that stage files on the nodes and of the static pod that swaps the data dirs "
     "(needs sh, mv, wget, sha256sum: busybox)."))]
+NodeReadImageOption = Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
+    "Image of the pods that read the restore's records on the nodes (status) or remove its old data dirs "
+    "(finalize) (needs sh: busybox)."))]
 
 
 @restore_app.callback(invoke_without_command=True)
@@ -343,7 +346,7 @@ RunOption = Annotated[str | None, typer.Option("--run", metavar="RUN", help=(
 
 
 @restore_app.command("status", short_help="Show the last restore on every control-plane node")
-def restore_status(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
+def restore_status(ctx: typer.Context, helper_image: NodeReadImageOption = "busybox", run: RunOption = None) -> None:
     """Show the last restore on every control-plane node: its steps, and every data dir a restore set aside."""
     from kubectl_dr.etcd.restore import manage
 
@@ -368,7 +371,7 @@ def _set_aside(state: NodeState) -> str:
 
 
 @restore_app.command("finalize", short_help="Delete the data dirs the restores set aside")
-def restore_finalize(ctx: typer.Context, helper_image: HelperImageOption = "busybox", run: RunOption = None) -> None:
+def restore_finalize(ctx: typer.Context, helper_image: NodeReadImageOption = "busybox", run: RunOption = None) -> None:
     """Delete every data dir the restores (and rollbacks) set aside; no rollback is possible afterwards."""
     from kubectl_dr.etcd.restore import manage
 

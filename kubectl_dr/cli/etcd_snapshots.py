@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help=("The snapshots that `kubectl dr schedule create etcd-snapshot` leaves on the etcd nodes: list them, and "
-          "pull the new ones into a repository (a directory or S3), verified."),
+          "pull the new ones into a repository (a directory, S3, Azure or restic), verified."),
     no_args_is_help=True,
 )
 

@@ -17,7 +17,7 @@ app = typer.Typer(
     help=(
         "Back up a namespace's objects and its claims' data as one backup, and restore it into this cluster or "
         "another: checked by a server dry run before the first object, workloads started only once their "
-        "volumes are restored."
+        "volumes are restored. Alias: ns."
     ),
     no_args_is_help=True,
 )
@@ -117,8 +117,8 @@ def restore(
     s3_endpoint: S3EndpointOption = None,
 ) -> None:
     """Restore a namespace backup: preflight (backup checked, every object mapped and looked up), a server dry
-    run of every create, the objects in Velero's order (CRDs waited for), workloads at 0 replicas with their
-    recorded replicas, the claims' data through `pvc restore`, then the workloads scaled up.
+    run of every create, the other objects in Velero's order (CRDs waited for), the claims' data through `pvc
+    restore`, then the workloads, created at 0 replicas with their recorded replicas and scaled up.
 
     Into another cluster: the global --context (or --kubeconfig). An interrupted restore leaves the workloads
     at 0 with their records: run it again and it finishes (what it created is marked with the backup's ID),

@@ -444,8 +444,8 @@ def list_(
     Per claim: its size, storage class and access modes; the workloads and pods that mount it, and
     whether a backup or a restore stops them (STOPPED FOR: a restore stops every consumer, a backup only
     those of a ReadWriteOncePod claim; "unstoppable": a consumer kubectl dr cannot stop, so it would
-    refuse); its newest backup in the repository and that backup's age (one that names another API
-    server is another cluster's claim, not shown); and the user a backup's rescue pod would run as
+    refuse); its newest backup in the repository and that backup's age (only backups of this cluster, by its
+    kube-system uid, as `pvc restore --from latest` picks them); and the user a backup's rescue pod would run as
     (BACKUP AS: root where the namespace's Pod Security level allows it, else the app's own uid, which
     reads only what the app can read).
 

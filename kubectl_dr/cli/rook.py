@@ -21,7 +21,7 @@ app.add_typer(mon_app, name="mon", short_help="Restore mon quorum from one healt
 
 OperatorNamespaceOption = Annotated[str | None, typer.Option(
     "--operator-namespace", metavar="NAMESPACE",
-    help="Where the rook-ceph-operator Deployment is (default: the cluster's namespace).")]
+    help="Where the rook-ceph-operator Deployment is (default: the cluster's namespace, -n).")]
 
 
 def _namespace(opts: GlobalOptions) -> str:
@@ -63,7 +63,7 @@ def status(ctx: typer.Context, operator_namespace: OperatorNamespaceOption = Non
     whether its ceph-mon process answers, and its mon_status through the admin socket (state, election
     epoch, quorum, monmap epoch and members), asked with an exec into the mon's pod, so it works without
     quorum. Then the operator's replicas, and the endpoints ConfigMap and rook-ceph-config Secret as Rook
-    reads them. Changes nothing.
+    reads them. Changes nothing. The cluster's namespace is -n, default rook-ceph (not the kubeconfig's).
 
     \b
     Examples:
@@ -97,7 +97,8 @@ leader of a quorum of one, the operator is scaled back so Rook grows the quorum 
 
 The other mons' Deployments (at 0), Services and claims are left in place and named: Rook replaces them.
 An interrupted run is resumed by running the same command again. --undo, before the inject, puts every
-object back as it was (the backup stays).
+object back as it was (the backup stays). The cluster's namespace is -n, default rook-ceph (not the
+kubeconfig's).
 
 \b
 Examples:

@@ -75,8 +75,8 @@ def create_etcd_snapshot(
          renames it into place as SCHEDULE-YYYYMMDDTHHMMSSZ.db, writes its sidecar SCHEDULE-….json
          (size, SHA-256, revision, member) last, and keeps the newest --keep of this schedule.
     Nothing runs between runs, no cloud credential lives in the cluster: `kubectl dr etcd snapshots list`
-    shows the snapshots on every node and `kubectl dr etcd snapshots pull --repo …` copies the new ones
-    into a repository (a directory or S3), verified end to end.
+    shows the snapshots on every node and `kubectl dr etcd snapshots pull --to …` copies the new ones
+    into a repository (a directory, S3, Azure or restic), verified end to end.
 
     The CronJob (namespace: kube-system, or -n) has concurrencyPolicy Forbid, hostNetwork, read-only mounts
     of the etcd CA and kubeadm's healthcheck client certificate and key, a read-write hostPath of --dir,
@@ -120,7 +120,7 @@ def create_etcd_snapshot(
             f"{keep} per node")
     if upcoming and not suffix:
         console.say(f"next run: {upcoming:%Y-%m-%d %H:%M} UTC; see it with `kubectl dr schedule list`, pull the "
-                    "snapshots off the nodes with `kubectl dr etcd snapshots pull --repo …`")
+                    "snapshots off the nodes with `kubectl dr etcd snapshots pull --to …`")
     emit(result.object, opts.output, table=f"cronjob.batch/{name} {action}{suffix}\n")
 
 
@@ -165,7 +165,8 @@ def list_(
     """Our schedules (CronJobs labelled as kubectl dr's): schedule, last run, last success, next run.
 
     LAST RESULT is the newest Job's outcome (a Failed one gives its reason in -o json/yaml; its pod's log
-    says why: kubectl logs -n kube-system job/NAME -c finish, or -c snapshot). Only kube-system (or -n) unless -A.
+    says why: kubectl logs -n kube-system job/JOB -c finish, or -c snapshot; its Jobs: kubectl get jobs -n
+    kube-system -l kubectl-dr.io/schedule=NAME). Only kube-system (or -n) unless -A.
     """
     from kubectl_dr.schedules import manage
 

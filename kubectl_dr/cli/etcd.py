@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -11,6 +12,7 @@ from kubectl_dr.cli import etcd_snapshots
 from kubectl_dr.cli.cluster_options import FromClusterOption, FromOtherClusterOption
 from kubectl_dr.cli.context import options
 from kubectl_dr.cli.copy_to import CopyToOption
+from kubectl_dr.cli.durations import Duration
 from kubectl_dr.cli.repo_options import (
     AzureEndpointOption,
     EncryptToOption,
@@ -237,9 +239,9 @@ def restore(
     no_bump_revision: Annotated[bool, typer.Option("--no-bump-revision", help=(
         "Restore without moving the revision past the snapshot's (the only way with etcd 3.4 images). Watching "
         "clients then miss the change until restarted."))] = False,
-    node_timeout: Annotated[int, typer.Option("--node-timeout", metavar="SECONDS", min=10, help=(
+    node_timeout: Annotated[float, typer.Option("--node-timeout", metavar="DURATION", click_type=Duration(10), help=(
         "How long each node waits, after starting its restored member, for the new cluster to form (a quorum "
-        "and every peer) before it puts its old data dir back by itself."))] = 300,
+        "and every peer) before it puts its old data dir back by itself (seconds, or 90s, 5m…)."))] = 300,
     helper_image: HelperImageOption = "busybox",
     endpoints: EndpointsOption = None,
     cacert: CacertOption = None,
@@ -250,10 +252,11 @@ def restore(
         "procedure asks: a privileged hostPID pod with the node's root at /host runs `chroot /host systemctl "
         "restart kubelet`; each restart counts once the node's new \"Starting kubelet.\" event is seen and the "
         "Node is Ready."))] = False,
-    hold_timeout: Annotated[int, typer.Option("--hold-timeout", metavar="SECONDS", min=10, rich_help_panel=_DIRECT,
-                                              help=(
+    hold_timeout: Annotated[float, typer.Option("--hold-timeout", metavar="DURATION", click_type=Duration(10),
+                                                rich_help_panel=_DIRECT, help=(
         "External etcd: how long each node holds its API server down waiting for the rewrite to begin before it "
-        "starts it again by itself. Once the rewrite began, the nodes hold until it is finished."))] = 180,
+        "starts it again by itself (seconds, or 90s, 5m…). Once the rewrite began, the nodes hold until it is "
+        "finished."))] = 180,
 ) -> None:
     """Restore etcd on every control-plane node from one snapshot, with nothing but the kubeconfig.
 
@@ -309,9 +312,9 @@ def restore(
                 password_file=password_file),
         RestoreOptions(source, namespace_flag=opts.namespace, from_cluster=from_cluster,
                        from_other_cluster=from_other_cluster, etcd_image=etcd_image, no_bump=no_bump_revision,
-                       node_timeout=node_timeout, helper_image=helper_image, restart_kubelets=restart_kubelets,
-                       hold_timeout=hold_timeout, endpoints=_tuple(endpoints), cacert=cacert, cert=cert, key=key,
-                       dry_run=opts.dry_run))
+                       node_timeout=math.ceil(node_timeout), helper_image=helper_image,
+                       restart_kubelets=restart_kubelets, hold_timeout=math.ceil(hold_timeout),
+                       endpoints=_tuple(endpoints), cacert=cacert, cert=cert, key=key, dry_run=opts.dry_run))
     _render_restore(opts, result)
 
 
@@ -396,8 +399,9 @@ def restore_rollback(
     no_bump_revision: Annotated[bool, typer.Option("--no-bump-revision", help=(
         "Put the old data dirs back as they are, without moving the revision past the restored cluster's (the only "
         "way with etcd 3.4 images). Watching clients then miss the change until restarted."))] = False,
-    node_timeout: Annotated[int, typer.Option("--node-timeout", metavar="SECONDS", min=10, help=(
-        "How long each node waits for the cluster to form again before it goes back to the restored data."))] = 300,
+    node_timeout: Annotated[float, typer.Option("--node-timeout", metavar="DURATION", click_type=Duration(10), help=(
+        "How long each node waits for the cluster to form again before it goes back to the restored data (seconds, "
+        "or 90s, 5m…)."))] = 300,
     restart_kubelets: Annotated[bool, typer.Option("--restart-kubelets", help=(
         "After the rollback, restart the kubelet on every node, as after a restore."))] = False,
 ) -> None:
@@ -410,7 +414,7 @@ def restore_rollback(
 
     opts = options(ctx)
     result = manage.rollback(opts.session(), helper_image, run, no_bump=no_bump_revision,
-                             node_timeout=node_timeout, restart_kubelets=restart_kubelets)
+                             node_timeout=math.ceil(node_timeout), restart_kubelets=restart_kubelets)
     if isinstance(result, dict):
         bump = (f", revision moved forward by at least {result['bumpRevision']:,}" if result["bumpRevision"]
                 else ", WITHOUT a revision bump")
@@ -436,8 +440,8 @@ def member_replace(
     ] = False,
     manifests_dir: Annotated[str, typer.Option("--manifests-dir", metavar="DIR", help=(
         "The kubelet's staticPodPath on the node."))] = "/etc/kubernetes/manifests",
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help=(
-        "How long to wait for the member to start and catch up with the leader."))] = 600.0,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="DURATION", click_type=Duration(1), help=(
+        "How long to wait for the member to start and catch up with the leader (seconds, or 90s, 5m…)."))] = 600,
     helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help=(
         "Image of the pod that edits files on the node (needs sh, mv, cat, stat and sha256sum)."))] = "busybox",
 ) -> None:

@@ -133,17 +133,15 @@ def restore_quorum(
 ) -> None:
     from pathlib import Path
 
-    from kubectl_dr.cli.globals import parse_request_timeout
+    from kubectl_dr.cli.durations import positive_seconds
     from kubectl_dr.cli.repo_options import open_repo
     from kubectl_dr.rook.restore import Job
 
     opts = options(ctx)
-    session = opts.session()
     if opts.dry_run == "server":
         raise UsageError("restore-quorum has no server-side dry run (its steps run in a pod): use --dry-run=client")
-    seconds = parse_request_timeout(timeout)
-    if seconds is None:
-        raise UsageError("--timeout must be greater than 0 (e.g. 90s, 5m)")
+    seconds = positive_seconds(timeout)
+    session = opts.session()
     console = session.console
     # The runbook file goes beside the command's output, where the operator is: the copy in the backup may be
     # in a bucket out of reach when it is needed.

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import typer
 
 from kubectl_dr.cli.context import namespace_may_exist, options, session
-from kubectl_dr.cli.globals import GlobalOptions, parse_request_timeout
-from kubectl_dr.errors import DrError, UsageError
+from kubectl_dr.cli.durations import positive_seconds
+from kubectl_dr.cli.globals import GlobalOptions
+from kubectl_dr.errors import DrError
 from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
 
@@ -68,13 +69,6 @@ def _namespace(opts: GlobalOptions) -> str:
     return opts.namespace or opts.kube().namespace
 
 
-def _timeout_seconds(text: str) -> float:
-    seconds = parse_request_timeout(text)
-    if seconds is None:
-        raise UsageError("--timeout must be greater than 0 (e.g. 90s, 5m)")
-    return seconds
-
-
 @app.command("down", help=DOWN_HELP, short_help="Scale a claim's workloads to 0, replicas recorded")
 def down(
     ctx: typer.Context,
@@ -88,7 +82,7 @@ def down(
     from kubectl_dr.workloads.scaling import new_run_id, refuse_unstoppable, restore_hint
 
     opts, console = options(ctx), session(ctx).console
-    seconds = _timeout_seconds(timeout)
+    seconds = positive_seconds(timeout)
     kube = opts.kube()
     namespace = _namespace(opts)
     consumers = find_consumers(kube, namespace, claim)

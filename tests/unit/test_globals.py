@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 import pytest
+from typer.main import get_command as typer_command
 
 from kubectl_dr.cli.globals import hoist, parse_request_timeout
 from kubectl_dr.errors import UsageError
@@ -50,3 +51,32 @@ def test_request_timeout_follows_kubectl(value: str, seconds: float | None) -> N
 def test_request_timeout_rejects_what_kubectl_rejects(value: str) -> None:
     with pytest.raises(UsageError, match="Invalid timeout value"):
         parse_request_timeout(value)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("300", 300.0), ("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0),
+                                                (45, 45.0)])
+def test_a_duration_flag_takes_seconds_or_a_go_duration(value: str | int, seconds: float) -> None:
+    from kubectl_dr.cli.durations import Duration
+
+    assert Duration(10).convert(value, None, None) == seconds
+
+
+@pytest.mark.parametrize(("value", "why"), [("5x", "is not a duration"), ("5s", "is less than 10 seconds"),
+                                            ("0", "is less than 10 seconds")])
+def test_a_wrong_duration_names_its_flag(value: str, why: str) -> None:
+    from kubectl_dr.cli.etcd import app
+
+    command = click.Group(commands={"etcd": typer_command(app)})
+    with pytest.raises(click.BadParameter, match=why) as info:
+        command.main(["etcd", "restore", "--from", "latest", "--node-timeout", value], standalone_mode=False)
+    assert info.value.format_message().startswith("Invalid value for '--node-timeout': ")
+
+
+def test_a_text_timeout_is_refused_naming_its_flag() -> None:
+    from kubectl_dr.cli.durations import positive_seconds
+
+    assert positive_seconds("2m") == 120.0
+    with pytest.raises(UsageError, match="--timeout 'abc' is not a duration"):
+        positive_seconds("abc")
+    with pytest.raises(UsageError, match="--timeout must be greater than 0"):
+        positive_seconds("0")

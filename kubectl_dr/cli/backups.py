@@ -141,6 +141,12 @@ def list_backups(ctx: typer.Context, repo: RepoOption = None, type: TypeOption =
 
     With --repo restic:REPO, every snapshot of the restic repository (ours and restic's own); --type TYPE
     those tagged kind=TYPE (etcd snapshots with their member, revision, size and SHA-256).
+
+    \b
+    Examples:
+      kubectl dr backups list
+      kubectl dr backups list --type etcd --all-clusters
+      kubectl dr backups list --repo s3://dr-backups/prod -o json
     """
     opts = options(ctx)
     if is_restic(repo):
@@ -197,7 +203,13 @@ def show(
     s3_ca_bundle: S3CaBundleOption = None,
 ) -> None:
     """Show a backup: its main fields (what, where from, when, where it is, its last check), then its parts
-    with sizes and SHA-256. -o json|yaml prints the whole manifest, with `location` and `lastVerification`."""
+    with sizes and SHA-256. -o json|yaml prints the whole manifest, with `location` and `lastVerification`.
+
+    \b
+    Examples:
+      kubectl dr backups show latest
+      kubectl dr backups show 1a2b3c4d -o yaml
+    """
     opts = options(ctx)
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)
     found = repository.resolve(backup, type)
@@ -279,6 +291,12 @@ def verify(
     An encrypted backup is decrypted with --identity and both its stored bytes and its contents are
     checked. The outcome is recorded with the backup: prune never counts a backup found damaged as the
     newest verified one of its series. A dry run checks the same and records nothing.
+
+    \b
+    Examples:
+      kubectl dr backups verify latest
+      kubectl dr backups verify 1a2b3c4d --identity ~/.age/dr.key
+      kubectl dr backups verify 1a2b3c4d --stored-only   # encrypted, without its key
     """
     opts = options(ctx)
     if is_restic(repo):
@@ -416,6 +434,11 @@ def delete(
     never leaves an application backup that names data that is gone (run the delete again, or a prune, to
     finish it). A claim's backup that an application backup names is refused on its own: delete the
     application backup.
+
+    \b
+    Examples:
+      kubectl dr backups delete 1a2b3c4d --dry-run=client
+      kubectl dr backups delete 1a2b3c4d --yes
     """
     opts, console = options(ctx), session(ctx).console
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle)

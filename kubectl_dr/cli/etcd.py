@@ -57,6 +57,11 @@ def verify(
 
     Prints the hash, revision, total keys and total size as `etcdutl snapshot status` does. No cluster
     and no etcd binaries are needed. Exits 1 with a verdict naming what is wrong on a damaged file.
+
+    \b
+    Examples:
+      kubectl dr etcd verify snapshot.db
+      kubectl dr etcd verify member/snap/db --allow-missing-trailer -o json
     """
     from kubectl_dr.etcd.snapshot_file import SnapshotError, verify_snapshot
 
@@ -137,6 +142,12 @@ def status(
     Asks from a short-lived pod on a control-plane node with the etcd static pod's own image and etcdctl,
     or, with --endpoints, directly with the etcd3 client. A member that is down is shown as unhealthy with
     the reason. Exits 0 whenever the cluster could be asked.
+
+    \b
+    Examples:
+      kubectl dr etcd status
+      kubectl dr etcd status -o json
+      kubectl dr etcd status --endpoints https://10.0.0.20:2379 --cacert ca.crt --cert c.crt --key c.key
     """
     from kubectl_dr.etcd import status as etcd_status
 
@@ -350,7 +361,13 @@ RunOption = Annotated[str | None, typer.Option("--run", metavar="RUN", help=(
 
 @restore_app.command("status", short_help="Show the last restore on every control-plane node")
 def restore_status(ctx: typer.Context, helper_image: NodeReadImageOption = "busybox", run: RunOption = None) -> None:
-    """Show the last restore on every control-plane node: its steps, and every data dir a restore set aside."""
+    """Show the last restore on every control-plane node: its steps, and every data dir a restore set aside.
+
+    \b
+    Examples:
+      kubectl dr etcd restore status
+      kubectl dr etcd restore status -o json
+    """
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
@@ -375,7 +392,13 @@ def _set_aside(state: NodeState) -> str:
 
 @restore_app.command("finalize", short_help="Delete the data dirs the restores set aside")
 def restore_finalize(ctx: typer.Context, helper_image: NodeReadImageOption = "busybox", run: RunOption = None) -> None:
-    """Delete every data dir the restores (and rollbacks) set aside; no rollback is possible afterwards."""
+    """Delete every data dir the restores (and rollbacks) set aside; no rollback is possible afterwards.
+
+    \b
+    Examples:
+      kubectl dr etcd restore finalize --dry-run=client
+      kubectl dr etcd restore finalize --yes
+    """
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)
@@ -409,7 +432,13 @@ def restore_rollback(
 
     Like the restore, the revision moves past the restored cluster's (--bump-revision): every node starts from
     the newest of the nodes' old databases, rebuilt beside the live data dir. The old data dirs stay until
-    `finalize`."""
+    `finalize`.
+
+    \b
+    Examples:
+      kubectl dr etcd restore rollback --dry-run=client
+      kubectl dr etcd restore rollback --yes --restart-kubelets
+    """
     from kubectl_dr.etcd.restore import manage
 
     opts = options(ctx)

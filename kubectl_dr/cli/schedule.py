@@ -167,6 +167,11 @@ def list_(
     LAST RESULT is the newest Job's outcome (a Failed one gives its reason in -o json/yaml; its pod's log
     says why: kubectl logs -n kube-system job/JOB -c finish, or -c snapshot; its Jobs: kubectl get jobs -n
     kube-system -l kubectl-dr.io/schedule=NAME). Only kube-system (or -n) unless -A.
+
+    \b
+    Examples:
+      kubectl dr schedule list
+      kubectl dr schedule list -A -o json
     """
     from kubectl_dr.schedules import manage
 

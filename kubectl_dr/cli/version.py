@@ -25,7 +25,13 @@ def version(
         bool, typer.Option("--client", help="If true, shows client version only (no server required).")
     ] = False,
 ) -> None:
-    """Print the plugin, client library and (unless --client) API server versions."""
+    """Print the plugin, client library and (unless --client) API server versions.
+
+    \b
+    Examples:
+      kubectl dr version
+      kubectl dr version --client -o json
+    """
     import platform
 
     opts = options(ctx)

@@ -46,7 +46,7 @@ def candidates(args: list[str], tree: click.Command | None = None) -> tuple[list
         found = _global_values(flag, _globals_of(done))
         return [(c, d) for c, d in found if c.startswith(value)], DIRECTIVE_NO_FILE
     command = root_command() if tree is None else tree
-    _attach_sources(command)
+    attach_sources(command)
     completer = ShellComplete(command, {}, "kubectl dr", "_KUBECTL_DR_COMPLETE")
     try:
         items = completer.get_completions(hoist(done), incomplete)
@@ -116,7 +116,7 @@ def _global_values(flag: str, given: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # --- the command tree's own parameters ----------------------------------------------------------------
-def _attach_sources(command: click.Command, noun: str = "") -> None:
+def attach_sources(command: click.Command, noun: str = "") -> None:
     """Give every parameter that names something its lookup (Click asks it through `shell_complete`)."""
     for param in command.params:
         source = _source_for(command, param, noun)
@@ -127,12 +127,12 @@ def _attach_sources(command: click.Command, noun: str = "") -> None:
     commands = command.commands
     if isinstance(commands, LazyCommands):
         # The root's nouns are built when the words typed reach one: its lookups are attached then.
-        commands.when_built(lambda name, sub: _attach_sources(sub, noun or name))
+        commands.when_built(lambda name, sub: attach_sources(sub, noun or name))
         subs = commands.built()
     else:
         subs = dict(commands)
     for name, sub in subs.items():
-        _attach_sources(sub, noun or name)
+        attach_sources(sub, noun or name)
 
 
 # The backup type a command's --from takes, by its noun.

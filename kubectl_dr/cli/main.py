@@ -82,7 +82,10 @@ def run(argv: Sequence[str], tree: click.Command | None = None) -> int:
         # lazily built tree never registered, format the candidates as its scripts read them.
         from typer._completion_classes import completion_init
 
+        from kubectl_dr.cli.complete import attach_sources
+
         completion_init()
+        attach_sources(command)  # claims, nodes, backup IDs… looked up as for `kubectl dr <TAB>`
     name = prog_name()
     show_traceback = "--traceback" in argv or any(a in ("-v=9", "--v=9") for a in argv)
     try:

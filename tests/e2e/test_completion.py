@@ -104,3 +104,23 @@ current-context: silent
         silent.close()
     assert names == [] and directive == ":4"
     assert took < 15, f"completion waited {took:.1f}s on a server that does not answer"
+
+
+def test_the_printed_bash_script_completes_from_the_cluster_too(cluster: Any, tmp_path: Path) -> None:
+    # The script of `kubectl dr completion bash`, sourced into a real bash, for the kubectl-dr executable itself.
+    ns = new_namespace(cluster, "bash")
+    make_claim(cluster, ns, "data")
+    make_claim(cluster, ns, "logs")
+    script = tmp_path / "complete.sh"
+    script.write_text(
+        "source <(kubectl-dr completion bash)\n"
+        f"for words in 'kubectl-dr -n {ns} pvc restore l' 'kubectl-dr -n {ns} pvc backup ' "
+        "'kubectl-dr control-plane backup --node '; do\n"
+        "  read -r -a COMP_WORDS <<< \"$words\"; [ \"${words: -1}\" = ' ' ] && COMP_WORDS+=('')\n"
+        "  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMPREPLY=(); _kubectl_dr_completion kubectl-dr\n"
+        "  echo \"${COMPREPLY[*]}\"\n"
+        "done\n")
+    result = run(["bash", str(script)], env=clean_env({"KUBECONFIG": str(cluster.kubeconfig), **NO_CONFIG}),
+                 timeout=60)
+    nodes = cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert result.stdout.splitlines() == ["logs", "data logs", " ".join(sorted(nodes))], result

@@ -9,7 +9,11 @@ in chroot, ignoring request." and exits 0; with the host's PID 1 in view, the ch
 
 A zero exit is not taken as proof. Every kubelet records a Normal "Starting" event ("Starting kubelet.") on its
 Node when it starts; the restart counts once such an event is newer than the ones before (a new event, or a
-higher count of the same one), and the Node is Ready again.
+higher count of the same one), and the Node is Ready again by a heartbeat of the new kubelet: the Ready
+condition's lastHeartbeatTime no older than the event. A Ready read alone could be the old kubelet's, left in
+the Node object. The new kubelet posts its status at once (pkg/kubelet/kubelet_node_status.go: its last report
+time starts at zero, so the first sync reports whatever changed), then every 10 s; both times are the
+kubelet's own clock.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kubectl_dr import units
@@ -59,9 +64,25 @@ def _starts(kube: Kube, node: str) -> set[tuple[str, int, str]]:
             for e in items if "kubelet" in str(e.get("message", "")).lower()}
 
 
-def _ready(kube: Kube, node: str) -> bool:
+def _ready(kube: Kube, node: str, started: datetime | None) -> bool:
     conditions = ((kube.get(f"/api/v1/nodes/{node}").get("status") or {}).get("conditions")) or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return any(ready_since(c, started) for c in conditions)
+
+
+def ready_since(condition: dict[str, Any], started: datetime | None) -> bool:
+    """A Ready=True condition whose heartbeat is no older than `started` (the new kubelet's Starting event;
+    both to the second). Without either time, Ready alone decides."""
+    if condition.get("type") != "Ready" or condition.get("status") != "True":
+        return False
+    beat = _when(condition.get("lastHeartbeatTime"))
+    return started is None or beat is None or beat >= started
+
+
+def _when(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
 
 
 def _manifest(node: str, namespace: str, image: str, run: Run) -> dict[str, Any]:
@@ -86,11 +107,13 @@ def restart(kube: Kube, node: str, *, namespace: str, image: str, run: Run, cons
     deadline = time.monotonic() + CONFIRM_TIMEOUT
     pause = pauses(1.0)  # two GETs a look; a restarted kubelet announces itself within moments, as a rule
     while time.monotonic() < deadline:
-        if _starts(kube, node) - before and _ready(kube, node):
-            return Restarted(node, "restarted", "a new kubelet started and the Node is Ready")
+        new = _starts(kube, node) - before
+        started = max((t for t in (_when(last) for _, _, last in new) if t is not None), default=None)
+        if new and _ready(kube, node, started):
+            return Restarted(node, "restarted", "a new kubelet started and reported the Node Ready")
         time.sleep(next(pause))
-    return Restarted(node, "failed", f"systemctl succeeded, but no new \"Starting kubelet.\" event and Ready Node "
-                                  f"within {units.duration(CONFIRM_TIMEOUT)}")
+    return Restarted(node, "failed", f"systemctl succeeded, but no new \"Starting kubelet.\" event followed by a "
+                                  f"Ready heartbeat within {units.duration(CONFIRM_TIMEOUT)}")
 
 
 def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, console: Console) -> list[Restarted]:
@@ -108,7 +131,7 @@ def restart_all(kube: Kube, *, namespace: str, image: str, run: Run, console: Co
 
 def _one(kube: Kube, node: str, namespace: str, image: str, run: Run, console: Console) -> Restarted:
     try:
-        if not _ready(kube, node):
+        if not _ready(kube, node, None):
             skipped = Restarted(node, "skipped", "the Node is not Ready: no kubelet answers there now, and the "
                                                  "one that comes back starts afresh")
             console.say(f"node {node}: {skipped.detail}")

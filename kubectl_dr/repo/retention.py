@@ -45,7 +45,11 @@ def _what(manifest: Manifest) -> str:
     if manifest.type == "etcd-snapshot":
         cluster = source.get("cluster") or source.get("etcdCluster") or ""
         return f"etcd-snapshot {cluster} {source.get('member') or ''}".rstrip()
-    stable = {k: v for k, v in source.items() if k not in VOLATILE_SOURCE_KEYS}
+    # A control-plane backup is of one node's /etc/kubernetes (its own kubeconfigs, serving certificates and
+    # static pods): one series per node, as restic groups by host. Pruned as one series, a newer backup of cp-2
+    # would have removed cp-1's only one.
+    kept = {"node"} if manifest.type == "control-plane" else set()
+    stable = {k: v for k, v in source.items() if k not in VOLATILE_SOURCE_KEYS or k in kept}
     return f"{manifest.type} {json.dumps(stable, sort_keys=True, default=str)}"
 
 

@@ -63,7 +63,10 @@ def test_series_are_what_a_backup_is_of() -> None:
                        member="m1")
     assert series_key(direct) == "etcd-snapshot 8e9e05c52164694d m1"
     other = _manifest(t, "control-plane", cluster="prod", node="cp-1")
-    assert series_key(other) == 'control-plane {"cluster": "prod"}'
+    assert series_key(other) == 'control-plane {"cluster": "prod", "node": "cp-1"}'
+    # Each node's files are their own series: cp-2's newer backup does not count against cp-1's only one.
+    cp2 = _manifest(t + timedelta(hours=1), "control-plane", cluster="prod", node="cp-2")
+    assert sorted(_kept([other, cp2], Policy(last=1))) == sorted([other.id, cp2.id])
     assert _kept([a1, a2], Policy(last=1)) == [a2.id]
 
 

@@ -361,10 +361,10 @@ def _proceed(session: Session, repo: Repository | None, access: AccessPlan, src:
 def _rerun(session: Session, src: Source, opts: RestoreOptions) -> str:
     """The command that finishes this restore: the user's own, with the namespace spelled out and the backup
     pinned by its ID (a `latest` could name a newer backup by then, and --from-claim/--from-cluster only
-    choose one for `latest`)."""
-    pinned = src.backup is not None
+    choose one for `latest`). A restic snapshot is pinned by its ID the same way."""
+    pinned = src.backup.id if src.backup is not None else src.snapshot
     drop = ["-n", "--namespace", "--dry-run", *(["--from", "--from-claim", "--from-cluster"] if pinned else [])]
-    add = ["-n", opts.namespace, *(["--from", src.backup.id] if src.backup is not None else [])]
+    add = ["-n", opts.namespace, *(["--from", pinned] if pinned else [])]
     return session.command_line(drop=drop, add=add,
                                 default=["pvc", "restore", opts.claim, "--from", opts.source])
 

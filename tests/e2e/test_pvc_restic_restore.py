@@ -191,6 +191,9 @@ def test_an_interrupted_incremental_restore_leaves_the_app_stopped_and_a_rerun_f
     assert count == 0 and records, rest  # a half-written volume is never handed to the app
     assert "partly restored" in rest
     hinted = shlex.split(rest.split("To finish the restore, run it again:\n", 1)[1].splitlines()[0])
+    # Pinned to the snapshot being restored: `latest` could name a backup of the half-restored volume by then.
+    snapshot_id = json.loads(backup.stdout)["id"]
+    assert hinted[hinted.index("--from") + 1].startswith(snapshot_id[:8]) and "latest" not in hinted, hinted
     again = dr(*hinted[2:], "-o", "json", cluster=cluster, extra_env=PROGRESS_ENV, subprocess=True)
     assert again.returncode == 0, again.stderr
     assert (vol / "big").read_bytes() == payload

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,9 @@ from kubectl_dr.cli.globals import GlobalOptions
 from kubectl_dr.errors import DrError
 from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
+
+if TYPE_CHECKING:
+    from kubectl_dr.kube.client import Kube
 
 app = typer.Typer(
     help=(
@@ -67,6 +70,31 @@ Examples:
 
 def _namespace(opts: GlobalOptions) -> str:
     return opts.namespace or opts.kube().namespace
+
+
+def _refuse_other_runs(kube: Kube, namespace: str | None, names: list[str], run_id: str, where: str) -> None:
+    """--run-id matched nothing while other runs' records are there: "nothing to restore" would leave those
+    workloads at 0 (a second `scale down`, or a restore, takes a record over with its own run ID)."""
+    from kubectl_dr.workloads.records import read_record
+    from kubectl_dr.workloads.scaling import parse_workload, recorded_workloads
+
+    wanted = [parse_workload(n) for n in names]
+    held = []
+    for obj in recorded_workloads(kube, namespace):
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        record = read_record(obj)
+        if record is not None and (not wanted or any(n == name and k in (None, kind) for k, n in wanted)):
+            held.append((f"{kind}/{name}" + ("" if namespace else f" -n {obj['metadata']['namespace']}"),
+                         record.run_id))
+    if held:
+        runs = sorted({r for _, r in held})
+        scope = "-A" if namespace is None else f"-n {namespace}"
+        listed = ", ".join(f"{w} (run {r or 'unknown'})" for w, r in held)
+        raise DrError(f"no workload in {where} has a record of run {run_id}; {listed} "
+                      f"{'carries' if len(held) == 1 else 'carry'} the record of another run",
+                      hint=f"A later run took the record over (a second scale down, or a restore). Put them back "
+                           f"with `kubectl dr scale restore {scope} --run-id {runs[0]}`, or without --run-id "
+                           "for every record.")
 
 
 @app.command("down", help=DOWN_HELP, short_help="Scale a claim's workloads to 0, replicas recorded")
@@ -156,6 +184,8 @@ def restore(
             console.warn(f"{what}: no replicas recorded by kubectl dr{' for that run' if run_id else ''}; "
                     "nothing to restore")
     where = "any namespace" if namespace is None else f'namespace "{namespace}"'
+    if not results and run_id is not None:
+        _refuse_other_runs(kube, namespace, names, run_id, where)
     if not results and opts.output == "table":
         console.say(f"no workloads with replicas recorded by kubectl dr in {where}; nothing to restore")
     data = {"kind": "List", "dryRun": opts.dry_run != "none",

@@ -430,3 +430,21 @@ def test_restore_of_a_workload_that_does_not_exist_is_not_found(cluster: Cluster
     assert everywhere.returncode == 1
     assert f'"web-{namespace}" not found in any namespace' in everywhere.stderr
     assert dr(cluster, "scale", "restore", "-A", "deploy/idle", subprocess=False).returncode == 0
+
+
+def test_a_run_id_whose_record_another_run_took_over_is_refused_naming_that_run(cluster: Cluster,
+                                                                                namespace: str) -> None:
+    # A second `scale down` takes the record over with its own run ID; `--run-id FIRST` then used to say
+    # "nothing to restore" (exit 0) and leave the workloads at 0.
+    shop(cluster, namespace)
+    first = json.loads(dr(cluster, "scale", "down", "shared", "-n", namespace, "--yes", "-o", "json").stdout)["runId"]
+    second = json.loads(dr(cluster, "scale", "down", "shared", "-n", namespace, "--yes", "-o", "json").stdout)["runId"]
+    assert first != second
+    refused = dr(cluster, "scale", "restore", "-n", namespace, "--run-id", first, subprocess=False)
+    assert refused.returncode == 1, refused.stderr
+    assert f"no workload in namespace \"{namespace}\" has a record of run {first}" in refused.stderr
+    assert f"Deployment/web (run {second})" in refused.stderr and f"--run-id {second}" in refused.stderr
+    assert replicas(cluster, namespace, "deployment/web") == 0  # nothing changed
+    restored = dr(cluster, "scale", "restore", "-n", namespace, "--run-id", second)
+    assert restored.returncode == 0, restored.stderr
+    assert replicas(cluster, namespace, "deployment/web") == 2 and replicas(cluster, namespace, "statefulset/db") == 3

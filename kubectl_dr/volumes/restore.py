@@ -94,6 +94,8 @@ class RestorePlan:
                  f"{s.label} into {a.claim.namespace}/{a.claim.name}"]
         if s.origin:
             lines.append(f"  {s.origin}")
+        if (other := s.other_claim(a.claim.namespace, a.claim.name)) is not None:
+            lines.append(f"  the backup is of another claim, {other}")
         if s.empty_volume:
             lines.append("  the backup holds an empty volume: no entry would be written"
                          + (", and --clean would remove everything the volume holds" if self.clean else ""))
@@ -338,8 +340,11 @@ def _proceed(session: Session, repo: Repository | None, access: AccessPlan, src:
         claim_lease(kube, access, session.run, "client").acquire()
         return RestorePlan(access, src, opts.clean, "client")
     if dry_run == "none":
+        other = src.other_claim(opts.namespace, opts.claim)
         console.confirm(f"restore {count(len(src.entries), 'entry', 'entries')} ({size(src.size)}) into "
-                        f"{opts.namespace}/{opts.claim}, {_how(opts)} what the backup contains{_stops(access)}")
+                        f"{opts.namespace}/{opts.claim}"
+                        + (f" from a backup of ANOTHER claim, {other}" if other else "")
+                        + f", {_how(opts)} what the backup contains{_stops(access)}")
     with Exposure(session, access, opts.image, "pvc-restore") as exposure:
         pod = None
         with Verification(repo, src.backup if dry_run == "none" and not src.verified else None,

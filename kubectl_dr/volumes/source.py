@@ -72,7 +72,21 @@ class Source:
 
     @property
     def label(self) -> str:
-        return f"backup {self.backup.id}" if self.backup is not None else f"the tar file {self.path}"
+        if self.backup is not None:
+            src = self.backup.manifest.source
+            return f"backup {self.backup.id} (of {src.get('namespace', '?')}/{src.get('pvc', '?')})"
+        if self.snapshot is not None:  # its archive is a scratch file of this run, no name to give
+            return f"restic snapshot {self.snapshot[:8]}"
+        return f"the tar file {self.path}"
+
+    def other_claim(self, namespace: str, claim: str) -> str | None:
+        """The claim the backup is of, when it is not the one restored into: a mistyped ID would otherwise
+        overwrite one app's volume with another's without a word."""
+        if self.backup is None:
+            return None
+        src = self.backup.manifest.source
+        of = f"{src.get('namespace', '')}/{src.get('pvc', '')}"
+        return of if of != f"{namespace}/{claim}" else None
 
 
 def parse_claim_ref(text: str) -> tuple[str | None, str]:

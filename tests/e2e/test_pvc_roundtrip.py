@@ -93,7 +93,21 @@ def test_restore_without_yes_and_terminal_refuses(cluster, tmp_path: Path) -> No
     assert refused.returncode == 1
     assert "error: refusing to restore " in refused.stderr, refused.stderr
     assert "without confirmation: there is no terminal to ask on and --yes was not given" in refused.stderr
+    assert "ANOTHER claim" not in refused.stderr
     assert (vol / "file").read_text() == "two"
+    assert managed_pods(cluster, ns) == []
+
+    # A backup of one claim named by its ID for another: said in the plan and in the question, loudly.
+    make_claim(cluster, ns, "db")
+    listed = dr("backups", "list", "--repo", str(repo), "-o", "json", cluster=cluster)
+    backup_id = json.loads(listed.stdout)["items"][0]["id"]
+    plan = dr("pvc", "restore", "db", "-n", ns, "--repo", str(repo), "--from", backup_id, "--dry-run=client",
+              cluster=cluster)
+    assert plan.returncode == 0, plan.stderr
+    assert f"from backup {backup_id} (of {ns}/data) into {ns}/db" in plan.stdout
+    assert f"the backup is of another claim, {ns}/data" in plan.stdout
+    asked = dr("pvc", "restore", "db", "-n", ns, "--repo", str(repo), "--from", backup_id, cluster=cluster)
+    assert asked.returncode == 1 and f"into {ns}/db from a backup of ANOTHER claim, {ns}/data" in asked.stderr
     assert managed_pods(cluster, ns) == []
 
 

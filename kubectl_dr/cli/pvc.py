@@ -195,9 +195,18 @@ def _plain_to_dir(ctx: typer.Context, repository: Repository, source: str, claim
         browse.find(browsed, path)
     if current.dry:
         current.console.say(f"(dry run) would write backup {backup.id} into {dest}")
+        _to_dir_result(ctx, backup.id, dest, wanted, None)
         return
     files = browse.write_to_dir(browsed, dest, wanted)
     current.console.say(f"wrote {count(files, 'file')} of backup {backup.id} into {dest}")
+    _to_dir_result(ctx, backup.id, dest, wanted, files)
+
+
+def _to_dir_result(ctx: typer.Context, source: str, dest: Path, wanted: list[str], files: int | None) -> None:
+    """-o json|yaml of a restore into a directory (the table's lines went to stderr as it ran)."""
+    opts = options(ctx)
+    emit({"kind": "PvcRestoreToDir", "dryRun": opts.dry_run, "from": source, "directory": str(dest),
+          "include": wanted or None, "files": files}, opts.output, table="")
 
 
 def _restic_to_dir(ctx: typer.Context, repo: ResticRepository, source: str, claim: str, include: list[str] | None,
@@ -217,9 +226,11 @@ def _restic_to_dir(ctx: typer.Context, repo: ResticRepository, source: str, clai
         archiver.find(repo, root, path)
     if current.dry:
         current.console.say(f"(dry run) would write snapshot {snap.short_id} into {dest}")
+        _to_dir_result(ctx, snap.id, dest, wanted, None)
         return
     files = localfs.restore_to_dir(repo, root, dest, keep=lambda p: restic_source.included(p, wanted))
     current.console.say(f"wrote {count(files, 'file')} of snapshot {snap.short_id} into {dest}")
+    _to_dir_result(ctx, snap.id, dest, wanted, files)
 
 
 @app.command("restore", short_help="Restore a backup into a volume, its consumers stopped")

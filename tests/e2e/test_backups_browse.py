@@ -67,8 +67,10 @@ def test_ls_and_cat_read_a_plain_backup_and_refuse_a_damaged_one(cluster: Any, t
     assert differences({k: v for k, v in before.items() if k != b"."}, snapshot(out, root_entry=False)) == []
     some = tmp_path / "some"
     part = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest",
-              "--include", "big-uid", "--include", "data.db.hardlink", "--to-dir", str(some))
+              "--include", "big-uid", "--include", "data.db.hardlink", "--to-dir", str(some), "-o", "json")
     assert part.returncode == 0, part.stderr
+    written = json.loads(part.stdout)
+    assert written["kind"] == "PvcRestoreToDir" and written["from"] == backup_id and written["files"] >= 2, written
     assert sorted(p.name for p in some.iterdir()) == ["big-uid", "data.db.hardlink"]
     assert (some / "data.db.hardlink").read_bytes() == (vol / "data.db").read_bytes()  # a link made the file
     assert os.readlink(some / "big-uid" / "link") == "owned" and os.lstat(some / "big-uid" / "link").st_uid == \

@@ -70,8 +70,11 @@ def test_restore_to_a_local_directory_whole_or_some_paths(tmp_path: Path) -> Non
                                 datasets.snapshot(tmp_path / "whole", root_entry=False)) == []
 
     some = dr("pvc", "restore", "data", "--repo", f"restic:{repo}", "--from", snap["short_id"], "--to-dir",
-              str(tmp_path / "some"), "--include", "node_modules/tool", "--include", "./old")
+              str(tmp_path / "some"), "--include", "node_modules/tool", "--include", "./old", "-o", "json")
     assert some.returncode == 0, some.stderr
+    assert json.loads(some.stdout) == {"kind": "PvcRestoreToDir", "dryRun": "none", "from": snap["id"],
+                                       "directory": str(tmp_path / "some"), "include": ["node_modules/tool", "old"],
+                                       "files": 2}
     got = sorted(os.fsdecode(p) for p in datasets.snapshot(tmp_path / "some", root_entry=False))
     assert got == ["node_modules", "node_modules/tool", "node_modules/tool/bin.js", "old"]
 

@@ -245,6 +245,8 @@ def strip_report(stderr: bytes) -> str:
 # else — GNU tar's "file shrank; padding with zeros", a read error — fails the backup.
 _HARMLESS = (
     re.compile(r"^tar: can't open '.*': (Permission denied|No such file or directory)$"),
+    # busybox's words for a directory it may not open (GNU's are "Cannot open" below).
+    re.compile(r"^tar: .*: Permission denied$"),
     re.compile(r"^tar: .*: (Cannot open|Cannot opendir|Cannot savedir|Cannot stat|Cannot readlink): "
                r"(Permission denied|No such file or directory)$"),
     re.compile(r"^tar: .*: (file changed as we read it|File removed before we read it|socket ignored)$"),

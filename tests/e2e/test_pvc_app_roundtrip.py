@@ -188,12 +188,18 @@ def test_restricted_namespace_names_what_it_cannot_read(cluster: Any, tmp_path: 
     cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
     vol = volume_dir(cluster, ns)
     eventually(lambda: (vol / "done").exists(), timeout=120, what="the app wrote its data")
+    # A directory the app closed to itself too (busybox tar's words for it once failed --skip-unreadable).
+    (vol / "closed").mkdir()
+    (vol / "closed" / "inside").write_text("x")
+    for path in (vol / "closed" / "inside", vol / "closed"):
+        os.chown(path, 1000, 1000)
+    (vol / "closed").chmod(0)
     repo = tmp_path / "repo"
 
     refused = dr("pvc", "backup", "data", "-n", ns, "--repo", str(repo), cluster=cluster, extra_env=PROGRESS,
                  subprocess=True)
     assert refused.returncode == 1
-    assert "the rescue pod (uid 1000) cannot read 1 entry" in refused.stderr
+    assert "the rescue pod (uid 1000) cannot read 2 entries" in refused.stderr, refused.stderr
     assert "'locked': unreadable file for uid 1000 (owner 1000:1000, mode 0000)" in refused.stderr
     assert "--skip-unreadable" in refused.stderr and "enforce=baseline" in refused.stderr
     assert "lost+found" in refused.stderr  # said as skipped, not as a failure
@@ -207,17 +213,17 @@ def test_restricted_namespace_names_what_it_cannot_read(cluster: Any, tmp_path: 
     assert backup.returncode == 0, backup.stderr
     [row] = tables.rows(backup.stdout)
     assert list(row) == ["ID", "NAME", "ENTRIES", "SKIPPED", "SIZE", "SHA256"]
-    assert row["NAME"] == f"{ns}/data" and row["SKIPPED"] == "1", backup.stdout
-    assert "note: 1 entry could not be read and was left out (--skip-unreadable)" in backup.stderr
+    assert row["NAME"] == f"{ns}/data" and row["SKIPPED"] == "2", backup.stdout
+    assert "note: 2 entries could not be read and were left out (--skip-unreadable)" in backup.stderr
     backup_id = row["ID"]
     shown = json.loads(dr("backups", "show", backup_id, "--repo", str(repo), "-o", "json", cluster=cluster,
                           extra_env=PROGRESS).stdout)
     skipped = shown["details"]["skipped"]
-    assert sorted(s["path"] for s in skipped) == ["locked", "lost+found"]
+    assert sorted(s["path"] for s in skipped) == ["closed", "locked", "lost+found"]
     assert row["SHA256"] == next(p["sha256"] for p in shown["parts"] if p["name"] == "data.tar")[:16]
     listed = json.loads(dr("backups", "list", "--repo", str(repo), "-o", "json", cluster=cluster,
                            extra_env=PROGRESS).stdout)["items"]
-    assert [(i["id"], i["skippedUnreadable"]) for i in listed] == [(backup_id, 1)]
+    assert [(i["id"], i["skippedUnreadable"]) for i in listed] == [(backup_id, 2)]
 
 
 def test_gnu_tar_image_keeps_sparse_files_sparse(cluster: Any, tmp_path: Path) -> None:

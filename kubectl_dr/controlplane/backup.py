@@ -21,6 +21,7 @@ import yaml
 from kubectl_dr.console import Console
 from kubectl_dr.controlplane import files
 from kubectl_dr.errors import ApiError, DrError, VerificationError
+from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.exec import open_exec
 from kubectl_dr.kube.identity import identity_for_backup
@@ -83,9 +84,9 @@ def control_plane_nodes(kube: Kube) -> list[tuple[str, dict[str, Any]]]:
             exc.hint = ("kubectl dr finds control-plane nodes through the kube-apiserver static pods: it needs to list "
                         "pods in kube-system (and create pods and pods/exec there); see the README's RBAC.")
         raise
-    pods = [(str((p.get("spec") or {}).get("nodeName")), p) for p in found.get("items") or []
-            if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    return sorted(pods, key=lambda item: item[0])
+    apiservers = [(str((p.get("spec") or {}).get("nodeName")), p) for p in found.get("items") or []
+                  if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    return sorted(apiservers, key=lambda item: item[0])
 
 
 def pick_node(kube: Kube, node: str | None) -> tuple[str, dict[str, Any] | None]:
@@ -95,6 +96,7 @@ def pick_node(kube: Kube, node: str | None) -> tuple[str, dict[str, Any] | None]
             raise DrError("no kube-apiserver static pods in kube-system: this does not look like a kubeadm control "
                           "plane", hint="Give the node with --node.")
         return nodes[0]
+    pods.require_node(kube, node)
     return node, next((p for n, p in nodes if n == node), None)
 
 

@@ -24,6 +24,7 @@ from kubectl_dr.console import Console
 from kubectl_dr.controlplane import files
 from kubectl_dr.controlplane.backup import BACKUP_TYPE, control_plane_nodes, encryption_config_path
 from kubectl_dr.errors import DrError, VerificationError
+from kubectl_dr.kube import pods
 from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.nodes import HostMount, HostPod, start_host_pod
@@ -191,6 +192,7 @@ def restore(session: Session, repo: Repository, ref: str, *, node: str, namespac
             from_other_cluster: bool = False) -> RestoreResult:
     started = time.monotonic()
     kube, console, run, dry_run = session.kube, session.console, session.run, session.dry_run == "client"
+    pods.require_node(kube, node)  # also in a dry run: its plan names the node
     current, why = try_cluster_identity(kube)
     backup, origin = choose(repo, ref, BACKUP_TYPE, current=current, what="control-plane restore",
                             from_cluster=from_cluster, from_other_cluster=from_other_cluster, unknown_why=why)

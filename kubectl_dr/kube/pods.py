@@ -277,6 +277,16 @@ def _events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
 
+def require_node(kube: Kube, node: str) -> None:
+    """A node named on the command line exists: checked before any pod (or a dry run's plan) names it."""
+    try:
+        kube.get(f"/api/v1/nodes/{node}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise DrError(f'node "{node}" does not exist', hint="`kubectl get nodes` lists them.") from None
+        raise
+
+
 def _node_not_ready(kube: Kube, node: str) -> str | None:
     try:
         obj = kube.get(f"/api/v1/nodes/{node}")

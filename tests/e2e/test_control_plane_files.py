@@ -93,6 +93,12 @@ def test_round_trip_exact_and_unencrypted_warning(nodes: Cluster, tmp_path: Path
     assert files["/etc/kubernetes/manifests/kube-apiserver.yaml"]["restore"] is False
     assert leftover_pods(nodes) == []
 
+    # A node that does not exist: said before any pod, and by the dry run too (its plan names the node).
+    for args in (["backup", "--node", "nope"], ["restore", "--from", "latest", "--node", "nope", "--dry-run=client"]):
+        wrong = dr("control-plane", *args, cluster=nodes, repo=repo)
+        assert wrong.returncode == 1 and 'node "nope" does not exist' in wrong.stderr, wrong.stderr
+    assert leftover_pods(nodes) == []
+
     # The rebuilt node has nothing: everything is written, exactly.
     plan = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--dry-run=client", "-o", "json",
                  cluster=nodes, repo=repo))

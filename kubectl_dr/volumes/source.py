@@ -73,8 +73,7 @@ class Source:
     @property
     def label(self) -> str:
         if self.backup is not None:
-            src = self.backup.manifest.source
-            return f"backup {self.backup.id} (of {src.get('namespace', '?')}/{src.get('pvc', '?')})"
+            return f"backup {self.backup.id} (of {self._claim_of()})"
         if self.snapshot is not None:  # its archive is a scratch file of this run, no name to give
             return f"restic snapshot {self.snapshot[:8]}"
         return f"the tar file {self.path}"
@@ -82,11 +81,14 @@ class Source:
     def other_claim(self, namespace: str, claim: str) -> str | None:
         """The claim the backup is of, when it is not the one restored into: a mistyped ID would otherwise
         overwrite one app's volume with another's without a word."""
+        of = self._claim_of()
+        return of if of is not None and of != f"{namespace}/{claim}" else None
+
+    def _claim_of(self) -> str | None:
         if self.backup is None:
             return None
         src = self.backup.manifest.source
-        of = f"{src.get('namespace', '')}/{src.get('pvc', '')}"
-        return of if of != f"{namespace}/{claim}" else None
+        return f"{src.get('namespace', '?')}/{src.get('pvc', '?')}"
 
 
 def parse_claim_ref(text: str) -> tuple[str | None, str]:

@@ -108,7 +108,7 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
     of_namespace, of_claim = parse_claim_ref(from_claim) if from_claim else (namespace, claim)
     match = {"namespace": of_namespace or namespace, "pvc": of_claim}
     try:
-        return repo.resolve(ref, TYPE, match, cluster=cluster)
+        newest = repo.resolve(ref, TYPE, match, cluster=cluster)
     except BackupNotFoundError as exc:
         others = repo.backups(TYPE)
         if others and not repo.backups(TYPE, match):
@@ -117,6 +117,26 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
             exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.location}, newest first: {shown}. Restore one "
                         "with --from ID, or the newest of another claim with --from latest --from-claim NS/CLAIM.")
         raise
+    _refuse_found_damaged(repo, newest, match)
+    return newest
+
+
+def _refuse_found_damaged(repo: Repository, newest: Backup, match: dict[str, str]) -> None:
+    """`latest` whose last `backups verify` found it damaged: said at once, with the newest backup of the same
+    claim and cluster not found damaged, instead of after its download (or by a restore that cannot succeed)."""
+    record = repo.verification(newest)
+    if record is None or record.ok:
+        return
+    uid = newest.manifest.cluster.uid if newest.manifest.cluster is not None else None
+    older = next((b for b in repo.backups(TYPE, match) if b.id != newest.id
+                  and (b.manifest.cluster.uid if b.manifest.cluster is not None else None) == uid
+                  and ((r := repo.verification(b)) is None or r.ok)), None)
+    raise VerificationError(
+        f"the newest backup of {match['namespace']}/{match['pvc']}, {newest.id}, was found damaged by `backups "
+        f"verify` ({record.verified_at}{': ' + record.problem if record.problem else ''})",
+        hint=(f"Restore the newest one not found damaged: --from {older.id}." if older is not None else
+              "No other backup of this claim is known to be intact (kubectl dr backups list).")
+        + f" `kubectl dr backups verify {newest.id}` checks the damaged one again.")
 
 
 def resolve(repo: Repository, ref: str, namespace: str, claim: str, console: Console, *,

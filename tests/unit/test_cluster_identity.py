@@ -172,3 +172,20 @@ def test_a_snapshots_identity_is_read_without_holding_its_values(tmp_path: Path)
     assert list(only.keys) == [ns] and len(whole.keys) == 22
     assert keyspace.kube_system_uid(only) == keyspace.kube_system_uid(whole) == "c0ffee-uid"
     assert only.revision == whole.revision
+
+
+def test_latest_found_damaged_is_refused_naming_the_newest_intact_one(repo: LocalRepository) -> None:
+    from kubectl_dr.errors import VerificationError
+    from kubectl_dr.volumes.source import find_backup
+
+    older = _backup(repo, A)
+    _backup(repo, B)  # another cluster's, newer: never offered for A's claim
+    newest = _backup(repo, A)
+    assert find_backup(repo, "latest", "shop", "db", None, "uid-a").id == newest
+    (repo.path / newest / "data.tar").write_bytes(b"y")  # the same size, another SHA-256
+    with pytest.raises(DrError):
+        repo.verify(repo.get(newest))  # `backups verify` finds it damaged, and records that
+    with pytest.raises(VerificationError, match=f"shop/db, {newest}, was found damaged") as info:
+        find_backup(repo, "latest", "shop", "db", None, "uid-a")
+    assert f"--from {older}." in (info.value.hint or "")
+    assert find_backup(repo, older, "shop", "db", None, "uid-a").id == older  # by its ID, as asked

@@ -87,7 +87,7 @@ def test_pvc_latest_is_this_clusters_and_another_clusters_by_id_says_so(shared: 
     chosen = ok(dr("pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
                    s.b.server_url, "--dry-run=client", cluster=s.a, repo=s.repo))
     said = (f"backup {s.pvc_b} is of {label(s.b, s.uid_b)}, restoring into {label(s.a, s.uid_a)}")
-    assert f"from backup {s.pvc_b} into {s.ns}/data\n  {said}\n" in chosen
+    assert f"from backup {s.pvc_b} (of {s.ns}/data) into {s.ns}/data\n  {said}\n" in chosen
     # Both call themselves "loopback-admin": a context name that fits two clusters is refused, naming both.
     ambiguous = dr("pvc", "restore", "data", "-n", s.ns, "--from", "latest", "--from-cluster",
                    "loopback-admin", "--dry-run=client", cluster=s.a, repo=s.repo)

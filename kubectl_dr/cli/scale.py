@@ -76,14 +76,14 @@ def _refuse_other_runs(kube: Kube, namespace: str | None, names: list[str], run_
     """--run-id matched nothing while other runs' records are there: "nothing to restore" would leave those
     workloads at 0 (a second `scale down`, or a restore, takes a record over with its own run ID)."""
     from kubectl_dr.workloads.records import read_record
-    from kubectl_dr.workloads.scaling import parse_workload, recorded_workloads
+    from kubectl_dr.workloads.scaling import is_wanted, parse_workload, recorded_workloads
 
     wanted = [parse_workload(n) for n in names]
     held = []
     for obj in recorded_workloads(kube, namespace):
         kind, name = obj["kind"], obj["metadata"]["name"]
         record = read_record(obj)
-        if record is not None and (not wanted or any(n == name and k in (None, kind) for k, n in wanted)):
+        if record is not None and is_wanted(kind, name, wanted):
             held.append((f"{kind}/{name}" + ("" if namespace else f" -n {obj['metadata']['namespace']}"),
                          record.run_id))
     if held:

@@ -361,6 +361,11 @@ def recorded_workloads(kube: Kube, namespace: str | None) -> list[Json]:
                                                                                              o["metadata"]["name"])))
 
 
+def is_wanted(kind: str, name: str, wanted: list[tuple[str | None, str]]) -> bool:
+    """Whether a workload is among those named (`parse_workload`'s pairs); none named means every one."""
+    return not wanted or any(n == name and k in (None, kind) for k, n in wanted)
+
+
 def scale_restore(kube: Kube, namespace: str | None, *, names: list[str] | None = None, run_id: str | None = None,
                   console: Console, dry_run: str = "none") -> list[Restored]:
     """Put back every recorded workload (optionally only `names`, or only those of `run_id`). Idempotent."""
@@ -368,7 +373,7 @@ def scale_restore(kube: Kube, namespace: str | None, *, names: list[str] | None 
     results: list[Restored] = []
     for obj in recorded_workloads(kube, namespace):
         kind, name = obj["kind"], obj["metadata"]["name"]
-        if wanted and not any(n == name and k in (None, kind) for k, n in wanted):
+        if not is_wanted(kind, name, wanted):
             continue
         done = restore_workload(kube, kinds.KINDS[kind], obj["metadata"]["namespace"], name, run_id=run_id,
                                 dry_run=dry_run)

@@ -117,20 +117,21 @@ def find_backup(repo: Repository, ref: str, namespace: str, claim: str, from_cla
             exc.hint = (f"{count(len(others), 'pvc backup')} in {repo.location}, newest first: {shown}. Restore one "
                         "with --from ID, or the newest of another claim with --from latest --from-claim NS/CLAIM.")
         raise
-    _refuse_found_damaged(repo, newest, match)
+    def uid(b: Backup) -> str | None:
+        return b.manifest.cluster.uid if b.manifest.cluster is not None else None
+
+    _refuse_found_damaged(repo, newest, match, [b for b in repo.backups(TYPE, match) if uid(b) == uid(newest)])
     return newest
 
 
-def _refuse_found_damaged(repo: Repository, newest: Backup, match: dict[str, str]) -> None:
+def _refuse_found_damaged(repo: Repository, newest: Backup, match: dict[str, str], series: list[Backup]) -> None:
     """`latest` whose last `backups verify` found it damaged: said at once, with the newest backup of the same
-    claim and cluster not found damaged, instead of after its download (or by a restore that cannot succeed)."""
+    series (``series``, newest first: this claim in this cluster) not found damaged, instead of after its download
+    (or by a restore that cannot succeed)."""
     record = repo.verification(newest)
     if record is None or record.ok:
         return
-    uid = newest.manifest.cluster.uid if newest.manifest.cluster is not None else None
-    older = next((b for b in repo.backups(TYPE, match) if b.id != newest.id
-                  and (b.manifest.cluster.uid if b.manifest.cluster is not None else None) == uid
-                  and ((r := repo.verification(b)) is None or r.ok)), None)
+    older = next((b for b in series if b.id != newest.id and ((r := repo.verification(b)) is None or r.ok)), None)
     raise VerificationError(
         f"the newest backup of {match['namespace']}/{match['pvc']}, {newest.id}, was found damaged by `backups "
         f"verify` ({record.verified_at}{': ' + record.problem if record.problem else ''})",
@@ -206,6 +207,7 @@ def _latest_by_server(repo: Repository, namespace: str, claim: str, from_claim: 
                                   f"{match['pvc']} taken through {server} in {repo.location}")
     console.warn(f"warning: this cluster's identity is unknown (cannot read the kube-system namespace: {why}): "
                  f"`latest` is the newest backup taken through {server}, or that records no cluster")
+    _refuse_found_damaged(repo, fitting[0], match, fitting)
     return fitting[0]
 
 

@@ -189,3 +189,23 @@ def test_latest_found_damaged_is_refused_naming_the_newest_intact_one(repo: Loca
         find_backup(repo, "latest", "shop", "db", None, "uid-a")
     assert f"--from {older}." in (info.value.hint or "")
     assert find_backup(repo, older, "shop", "db", None, "uid-a").id == older  # by its ID, as asked
+
+
+def test_latest_by_server_url_found_damaged_is_refused_too(repo: LocalRepository) -> None:
+    """A user who may not read kube-system finds `latest` by the API server's URL: a newest backup found damaged
+    is refused there as well, naming the newest intact one taken through the same URL (or recording none)."""
+    from kubectl_dr.errors import VerificationError
+    from kubectl_dr.ui.console import TerminalConsole
+    from kubectl_dr.ui.terminals import Terminals
+    from kubectl_dr.volumes.source import resolve
+
+    older = _backup(repo, None)  # written by a namespaced user: no cluster recorded
+    _backup(repo, B)  # taken through another URL, newer: never offered
+    newest = _backup(repo, A)
+    (repo.path / newest / "data.tar").write_bytes(b"y")
+    with pytest.raises(DrError):
+        repo.verify(repo.get(newest))
+    console = TerminalConsole(terminals=Terminals(False, False, False))
+    with pytest.raises(VerificationError, match=f"shop/db, {newest}, was found damaged") as info:
+        resolve(repo, "latest", "shop", "db", console, current=None, server=A.server, unknown_why="forbidden")
+    assert f"--from {older}." in (info.value.hint or "")

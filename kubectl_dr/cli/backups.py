@@ -279,9 +279,10 @@ def verify(
     azure_endpoint: AzureEndpointOption = None,
     s3_ca_bundle: S3CaBundleOption = None,
     password_file: PasswordFileOption = None,
-    read_data_subset: Annotated[float, typer.Option(
-        "--read-data-subset", min=0.0001, max=1.0, metavar="SHARE",
-        help="restic:REPO only: read this share (0–1] of the snapshot's data blobs; every tree is read.")] = 1.0,
+    read_data_subset: Annotated[str, typer.Option(
+        "--read-data-subset", metavar="n/t|x%",
+        help="restic:REPO only, as restic's: read group n of t of the snapshot's data blobs (1/5 … 5/5 on five "
+             "runs read every blob once), or a random x% (0.1 is 10%). Every tree is read.")] = "100%",
 ) -> None:
     """Read every part back and compare its size and SHA-256 with the manifest.
 
@@ -305,6 +306,9 @@ def verify(
                               azure_endpoint=azure_endpoint,
                               subset=read_data_subset)
         return
+    if read_data_subset != "100%":
+        raise UsageError("--read-data-subset reads part of a restic snapshot (--repo restic:REPO); a backup in this "
+                         "repository is checked whole, every part against its size and SHA-256")
     console = session(ctx).console
     repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, s3_ca_bundle=s3_ca_bundle,
                            identity=identity)

@@ -122,14 +122,19 @@ def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_en
 
 
 def verify(repo: str, snapshot: str, output: str, *, password_file: str | None, s3_endpoint: str | None,
-           subset: float, azure_endpoint: str | None = None) -> None:
+           subset: str, azure_endpoint: str | None = None) -> None:
+    from kubectl_dr.repo.restic.verify import Subset
     from kubectl_dr.repo.restic.verify import verify as verify_snapshot
 
+    try:
+        chosen = Subset.parse(subset)
+    except ValueError as exc:
+        raise UsageError(f"--read-data-subset {exc}") from None
     repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                              azure_endpoint=azure_endpoint)
-    found = verify_snapshot(repository, repository.find_snapshot(snapshot), subset=subset)
+    found = verify_snapshot(repository, repository.find_snapshot(snapshot), subset=chosen)
     data = {"id": found.snapshot.id, "verified": True, "trees": found.trees, "dataBlobs": found.data_blobs,
-            "dataBytes": found.data_bytes, "unreadBlobs": found.skipped_blobs, "readDataSubset": subset}
+            "dataBytes": found.data_bytes, "unreadBlobs": found.skipped_blobs, "readDataSubset": chosen.text}
     emit(data, output, table=render_table(
         ["ID", "VERIFIED", "TREES", "BLOBS", "SIZE", "UNREAD"],
         [[found.snapshot.short_id, "ok", found.trees, found.data_blobs, units.size(found.data_bytes),

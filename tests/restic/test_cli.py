@@ -97,6 +97,7 @@ def test_verify_reads_every_blob_of_a_snapshot_and_finds_damage(tmp_path: Path) 
     assert ok.returncode == 0, ok.stderr
     result = json.loads(ok.stdout)
     assert result["verified"] and result["dataBytes"] == 3 << 20 and result["unreadBlobs"] == 0
+    assert result["readDataSubset"] == "100%"
 
     packs = sorted((repo / "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
     biggest = packs[-1]  # the data pack
@@ -106,6 +107,35 @@ def test_verify_reads_every_blob_of_a_snapshot_and_finds_damage(tmp_path: Path) 
     biggest.write_bytes(bytes(data))
     bad = dr("backups", "verify", "latest", "--repo", f"restic:{repo}")
     assert bad.returncode == 1 and ("verification failed" in bad.stderr or "damaged" in bad.stderr), bad.stderr
+
+
+def test_verify_reads_a_subset_as_restic_spells_it(tmp_path: Path) -> None:
+    """`--read-data-subset n/t` reads group n of t: the t groups together read every data blob exactly once, so a
+    nightly `1/5` … `5/5` covers the snapshot in five nights. `x%` and a fraction read a random share."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(24):  # small files: one data blob each
+        (src / f"f{i}").write_bytes(os.urandom(1000 + i))
+    repo = tmp_path / "repo"
+    restic(repo, "init")
+    restic(repo, "backup", str(src))
+    groups = []
+    for n in (1, 2, 3):
+        run = dr("backups", "verify", "latest", "--repo", f"restic:{repo}", "--read-data-subset", f"{n}/3",
+                 "-o", "json")
+        assert run.returncode == 0, run.stderr
+        groups.append(json.loads(run.stdout))
+    assert [g["readDataSubset"] for g in groups] == ["1/3", "2/3", "3/3"]
+    assert sum(g["dataBlobs"] for g in groups) == 24 and all(g["dataBlobs"] + g["unreadBlobs"] == 24 for g in groups)
+    assert sum(g["dataBytes"] for g in groups) == sum(1000 + i for i in range(24))
+    share = dr("backups", "verify", "latest", "--repo", f"restic:{repo}", "--read-data-subset", "50%", "-o", "json")
+    assert share.returncode == 0, share.stderr
+    assert json.loads(share.stdout)["readDataSubset"] == "50%"
+    for wrong, says in (("4/3", "n must be 1 to t"), ("0%", "more than 0"), ("half", "is not a subset")):
+        bad = dr("backups", "verify", "latest", "--repo", f"restic:{repo}", "--read-data-subset", wrong)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+    plain = dr("backups", "verify", "latest", "--repo", str(tmp_path / "plain"), "--read-data-subset", "1/5")
+    assert plain.returncode == 2 and "checked whole" in plain.stderr, plain.stderr
 
 
 def test_prune_applies_restic_forget_per_claim_and_restic_check_passes(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from kubectl_dr.cli.repo_options import (
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo.restic.location import is_restic
 from kubectl_dr.ui.output import count, emit, render_table, show
+from kubectl_dr.ui.terminals import piped_stdin
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
@@ -409,16 +410,22 @@ def rescue(
     image: ImageOption = DEFAULT_IMAGE,
     quiesce: QuiesceOption = False,
     read_only: Annotated[bool, typer.Option("--read-only", help="Mount the volume read-only.")] = False,
+    stdin: Annotated[bool, typer.Option(
+        "-i", "--stdin", help="Pass stdin to the command, as kubectl exec -i (without a command: a script for sh). "
+                              "Needs an API server with exec protocol v5 (Kubernetes 1.30+).")] = False,
 ) -> None:
     """A shell (or COMMAND) in a pod that mounts the claim at /data; the pod is deleted on exit.
 
     What you type while the consumers stop and the pod starts is held, and goes to the shell once it is up.
+    A command reads stdin only with -i, as with kubectl exec.
 
     \b
     Examples:
       kubectl dr pvc rescue data-db-0 -n shop
       kubectl dr pvc rescue data-db-0 -n shop -- ls -la /data
       kubectl dr pvc rescue data-db-0 -n shop --quiesce --read-only
+      kubectl dr pvc rescue data-db-0 -n shop -i -- sh -c 'cat > /data/app.conf' < app.conf
+      kubectl dr pvc rescue data-db-0 -n shop -i < fix-permissions.sh
 
     Options go before `--`; everything after it is the command.
     """
@@ -427,13 +434,17 @@ def rescue(
     argv = list(command or [])
     if argv[:1] == ["--"]:  # a second separator ("-- -- cmd") is part of nothing: drop it
         argv = argv[1:]
-    interactive = not argv
     opts, current = options(ctx), session(ctx)
+    if not argv and stdin and not current.console.is_interactive:
+        argv = ["sh"]  # a script on stdin, as `kubectl exec -i POD -- sh < script`
+    interactive = not argv
     if interactive and not current.console.is_interactive:
         raise UsageError("an interactive shell needs a terminal; give a command after --, "
-                         "e.g. kubectl dr pvc rescue PVC -- ls -la /data")
+                         "e.g. kubectl dr pvc rescue PVC -- ls -la /data, or -i to run a script from stdin")
+    if not stdin and not interactive and piped_stdin():
+        current.console.warn("note: stdin is not passed to the command without -i (as with kubectl exec -i)")
     result = job.run(current, job.RescueOptions(current.namespace, claim, argv, image=image, quiesce=quiesce,
-                                                read_only=read_only), interactive)
+                                                read_only=read_only, stdin=stdin), interactive)
     if isinstance(result, job.RescuePlan):
         emit(result.to_dict(), opts.output, table=result.summary())
         return

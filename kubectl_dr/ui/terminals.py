@@ -6,6 +6,8 @@ stdin and stdout, that an interactive shell can be offered. Read once per comman
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from dataclasses import dataclass
 
@@ -27,3 +29,13 @@ def is_terminal(stream: object) -> bool:
         return bool(isatty()) if callable(isatty) else False
     except (OSError, ValueError):  # a closed stream
         return False
+
+
+def piped_stdin() -> bool:
+    """stdin is a pipe or a file (`cmd | kubectl dr …`, `< file`): data someone meant to send. Not a terminal,
+    not /dev/null or a closed stdin, which is what cron and CI give."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)

@@ -3,11 +3,16 @@
 The terminal is put in raw mode so keys (Ctrl-C included) reach the remote shell, as with
 `kubectl exec -it`; the window size is sent at start and on SIGWINCH (resize channel). The local
 terminal is restored however the session ends, and the pod is deleted by the cleanup stack.
+
+A command given `stdin` (`-i`, as `kubectl exec -i`) reads the local stdin, and sees its end: only exec
+protocol v5 can close a command's stdin, so only v5 is offered then. On a v4-only API server a command reading
+to the end (`cat > /data/f`) would wait for ever, so the exec is refused there before the command starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import select
@@ -20,8 +25,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from kubectl_dr.errors import DrError
 from kubectl_dr.kube.client import Kube
-from kubectl_dr.kube.exec import RESIZE, ExecResult, ExecStream, Timeouts, open_exec
+from kubectl_dr.kube.exec import RESIZE, V5, ExecResult, ExecStream, Timeouts, open_exec
 from kubectl_dr.session import Session
 from kubectl_dr.volumes import rescue_pod, scripts
 from kubectl_dr.volumes.access import RESCUE, AccessPlan, plan_access
@@ -37,6 +43,7 @@ class RescueOptions:
     image: str = rescue_pod.DEFAULT_IMAGE
     quiesce: bool = False
     read_only: bool = False
+    stdin: bool = False  # the command reads the local stdin (-i)
 
 
 @dataclass
@@ -75,14 +82,24 @@ def run(session: Session, opts: RescueOptions, interactive: bool) -> ExecResult 
         if pod is None:
             return RescuePlan(access, dry_run)
         console.say(f"the volume is at {scripts.DATA}")
-        result = interactive_session(kube, pod, ["sh"]) if interactive else run_command(kube, pod, opts.command)
+        result = (interactive_session(kube, pod, ["sh"]) if interactive
+                  else run_command(kube, pod, opts.command, stdin=opts.stdin))
         exposure.finish()
     return result
 
 
-def run_command(kube: Kube, pod: RescuePod, command: list[str]) -> ExecResult:
-    """The command with its output passed through; its exit code becomes ours."""
-    stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, timeouts=Timeouts(idle=None))
+def run_command(kube: Kube, pod: RescuePod, command: list[str], *, stdin: bool = False) -> ExecResult:
+    """The command with its output passed through; its exit code becomes ours. ``stdin``: it reads ours."""
+    try:
+        stream = open_exec(kube, pod.namespace, pod.name, command, container=CONTAINER, stdin=stdin,
+                           protocols=[V5] if stdin else None, timeouts=Timeouts(idle=None))
+    except DrError as exc:
+        if stdin and "not supported" in str(exc):
+            raise DrError("-i needs an API server that can end a command's input (exec protocol "
+                          f"{V5}, Kubernetes 1.30 or later); this one cannot, so the command was not started",
+                          hint="Copy the data into the volume with `kubectl dr pvc restore` from a tar file, "
+                               "or run the command without -i.") from None
+        raise
     out, err = sys.stdout.buffer, sys.stderr.buffer
 
     def write(target: object) -> Callable[[bytes], None]:
@@ -91,7 +108,28 @@ def run_command(kube: Kube, pod: RescuePod, command: list[str]) -> ExecResult:
             target.flush()  # type: ignore[attr-defined]
         return sink
 
-    return stream.run(stdout=write(out), stderr=write(err))
+    return stream.run(stdin=local_input() if stdin else None, stdout=write(out), stderr=write(err))
+
+
+def local_input() -> Iterator[bytes]:
+    """Our stdin in pieces as they come, and an empty piece after 0.2 s without any: the sender then sees a
+    command that ended without reading everything (`head -1`) instead of waiting for input that may never come."""
+    source = sys.stdin.buffer
+    try:
+        fd = source.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # not a file: read to its end
+        while chunk := source.read(1 << 16):
+            yield chunk
+        return
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            yield b""
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        yield chunk
 
 
 @contextlib.contextmanager

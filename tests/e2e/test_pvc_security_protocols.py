@@ -88,6 +88,12 @@ def test_v4_only_exec_round_trip(cluster_factory: Any, tmp_path: Path) -> None:
     assert json.loads(restore.stdout)["execProtocol"] == "v4.channel.k8s.io"
     assert differences(before, snapshot(vol)) == []
 
+    # -i: v4 cannot end a command's stdin, so `cat > f` would wait for ever: refused before the command starts.
+    piped = dr("pvc", "rescue", "data", "-n", ns, "-i", "--", "sh", "-c", "cat > /data/piped", input=b"x" * 10,
+               cluster=v4, subprocess=True)
+    assert piped.returncode == 1 and "exec protocol v5.channel.k8s.io" in piped.stderr, piped.stderr
+    assert not (vol / "piped").exists() and managed_pods(v4, ns) == []
+
 
 def test_rescue_command_exit_code_and_cleanup(cluster: Any) -> None:
     ns = new_namespace(cluster, "rsc")
@@ -100,3 +106,24 @@ def test_rescue_command_exit_code_and_cleanup(cluster: Any) -> None:
     assert managed_pods(cluster, ns) == []
     no_tty = dr("pvc", "rescue", "data", "-n", ns, cluster=cluster, subprocess=True)
     assert no_tty.returncode == 2 and "needs a terminal" in no_tty.stderr
+
+
+def test_rescue_passes_stdin_with_i_and_says_when_it_does_not(cluster: Any) -> None:
+    """`-i` as kubectl exec's: the command reads our stdin to its end; without a command, stdin is a script for
+    sh. Without -i, piped data is not sent, and that is said (it once wrote an empty file without a word)."""
+    ns = new_namespace(cluster, "rsi")
+    make_claim(cluster, ns)
+    vol = volume_dir(cluster, ns)
+    data = b"".join(b"line %d of the app's config\n" % i for i in range(20_000))  # text: the runner sends str
+    sent = dr("pvc", "rescue", "data", "-n", ns, "-i", "--", "sh", "-c", "cat > /data/conf; wc -c < /data/conf",
+              input=data, cluster=cluster, subprocess=True)
+    assert sent.returncode == 0, sent.stderr
+    assert (vol / "conf").read_bytes() == data and sent.stdout.split() == [str(len(data))]
+    script = dr("pvc", "rescue", "data", "-n", ns, "-i", input=b"ls /data\nexit 3\n", cluster=cluster,
+                subprocess=True)
+    assert script.returncode == 3 and "conf" in script.stdout, script.stderr
+    dropped = dr("pvc", "rescue", "data", "-n", ns, "--", "sh", "-c", "cat > /data/empty", input=b"lost",
+                 cluster=cluster, subprocess=True)
+    assert dropped.returncode == 0 and "not passed to the command without -i" in dropped.stderr
+    assert (vol / "empty").read_bytes() == b""
+    assert managed_pods(cluster, ns) == []

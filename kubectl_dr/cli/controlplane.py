@@ -19,6 +19,7 @@ from kubectl_dr.cli.repo_options import (
     S3EndpointOption,
 )
 from kubectl_dr.errors import UsageError
+from kubectl_dr.repo.restic.location import shown
 from kubectl_dr.ui.output import emit, render_table
 from kubectl_dr.units import count
 
@@ -130,7 +131,7 @@ def _restic_backup(ctx: typer.Context, repo: str, *, node: str | None, helper_im
     where = restic.backend.describe()
     current.console.say(f"control-plane files of node {result.node} saved as restic snapshot {snap.short_id} in "
                         f"{where} ({units.duration(result.seconds)})")
-    data = {"kind": "ResticSnapshot", "id": snap.id, "shortId": snap.short_id, "repository": where,
+    data = {"kind": "ResticSnapshot", "id": snap.id, "shortId": snap.short_id, "repository": shown(where),
             "hostname": snap.hostname, "paths": snap.paths, "tags": snap.tags, "type": cp_backup.BACKUP_TYPE,
             "node": result.node, "files": [f.__dict__ for f in result.files],
             "size": sum(f.size for f in result.files), "seconds": round(result.seconds, 3)}

@@ -242,7 +242,7 @@ def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, direct
     from kubectl_dr.cli.repo_options import open_restic
     from kubectl_dr.etcd import restic_snapshot, topology
     from kubectl_dr.etcd.snapshot import SnapshotResult
-    from kubectl_dr.repo.restic.location import backend_for
+    from kubectl_dr.repo.restic.location import backend_for, shown
     from kubectl_dr.schedules import node_snapshots
 
     console = opts.session().console
@@ -252,7 +252,7 @@ def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, direct
     dirs = _directories(kube, namespace, directory)
     if opts.dry_run != "none":
         nodes = [topo.member(n).node for n in node] if node else [m.node for m in topo.members]
-        where = backend_for(to, env=os.environ).describe()
+        where = shown(backend_for(to, env=os.environ).describe())
         emit({"kind": "NodeEtcdSnapshotPullPlan", "dryRun": opts.dry_run, "repository": where, "nodes": nodes,
               "directories": dirs}, opts.output,
              table=f"(dry run) would read {', '.join(dirs)} on {', '.join(nodes)} through a read-only pod per node, "
@@ -266,7 +266,7 @@ def _restic_pull(opts: GlobalOptions, to: str, *, node: list[str] | None, direct
 
     restic = open_restic(to, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
                          create=create)
-    where = restic.backend.describe()
+    where = shown(restic.backend.describe())
     stored: dict[str, str] = {}
 
     def keep(pulled: SnapshotResult) -> str:

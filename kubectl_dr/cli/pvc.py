@@ -22,7 +22,7 @@ from kubectl_dr.cli.repo_options import (
     open_restic,
 )
 from kubectl_dr.errors import DrError, UsageError
-from kubectl_dr.repo.restic.location import is_restic
+from kubectl_dr.repo.restic.location import is_restic, shown
 from kubectl_dr.ui.output import count, emit, render_table, show
 from kubectl_dr.ui.terminals import piped_stdin
 from kubectl_dr.volumes import DEFAULT_IMAGE
@@ -172,7 +172,7 @@ def _restic_backup(ctx: typer.Context, claim: str, repo: str, job_opts: BackupOp
         return open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                            azure_endpoint=azure_endpoint, create=create)
 
-    outcome = restic_backup.run(current, None if current.dry else open_repo, repo, job_opts, force=force)
+    outcome = restic_backup.run(current, None if current.dry else open_repo, shown(repo), job_opts, force=force)
     if isinstance(outcome, restic_backup.ResticBackupResult):
         show(outcome, opts.output)
     else:

@@ -11,6 +11,7 @@ from kubectl_dr import units
 from kubectl_dr.cli.repo_options import open_restic
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, UsageError
+from kubectl_dr.repo.restic.location import shown
 from kubectl_dr.repo.retention import Policy
 from kubectl_dr.ui.output import emit, render_table, write_bytes
 from kubectl_dr.units import count
@@ -32,7 +33,8 @@ def list_etcd_snapshots(console: Console, repo: str, output: str, *, password_fi
     if not found and output == "table":
         console.say(f"No etcd snapshots in {where}" + (f" of node {', '.join(nodes)}" if nodes else "") + ".")
         return
-    emit({"kind": "List", "repository": where, "items": [k.to_dict() for k in found]}, output, table=render_table(
+    data = {"kind": "List", "repository": shown(where), "items": [k.to_dict() for k in found]}
+    emit(data, output, table=render_table(
         ["ID", "TAKEN", "NODE", "MEMBER", "REVISION", "SIZE", "SHA256"],
         [[k.short_id, _to_second(k.to_dict()["time"]), k.node or "-", k.member or "-",
           k.revision if k.revision is not None else "-", units.size(k.size) if k.size is not None else "-",
@@ -58,7 +60,7 @@ def list_snapshots(console: Console, repo: str, output: str, *, password_file: s
     # newest first, as every list of backups
     snaps = [s for s in reversed(repository.snapshots()) if type is None or f"kind={type}" in s.tags]
     now = datetime.now(timezone.utc).timestamp()
-    data = {"kind": "List", "repository": repository.backend.describe(),
+    data = {"kind": "List", "repository": shown(repository.backend.describe()),
             "items": [{"id": s.id, "shortId": s.short_id, "time": nodes.format_time(s.time), "hostname": s.hostname,
                        "paths": s.paths, "tags": s.tags, "parent": s.parent, "program": s.program_version,
                        "bytes": (s.summary or {}).get("total_bytes_processed")} for s in snaps]}
@@ -205,7 +207,7 @@ def prune(console: Console, repo: str, policy: Policy, output: str, *, dry_run: 
                  "unused left in packs mostly used"
                  + (f" (--max-unused {max_unused})" if max_unused is not None else "")
                  + limit)
-    data = {"dryRun": dry_run, "repository": repository.backend.describe(),
+    data = {"dryRun": dry_run, "repository": shown(repository.backend.describe()),
             "snapshots": [{"id": d.snapshot.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
                           for d in done.decisions],
             "packsRemoved": done.packs_removed, "bytesFreed": done.bytes_freed,

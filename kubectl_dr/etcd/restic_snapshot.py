@@ -23,6 +23,7 @@ from kubectl_dr import cleanup
 from kubectl_dr.console import Console
 from kubectl_dr.etcd.snapshot import BACKUP_TYPE, PART_NAME, SnapshotResult
 from kubectl_dr.repo import LocalRepository, Repository
+from kubectl_dr.repo.restic.location import shown
 from kubectl_dr.units import size
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def take(restic: ResticRepository, console: Console, snapshot: Callable[[Reposit
         stored = store_taken(restic, taken)
     finally:
         remove()  # now, not said at the end
-    return ResticSnapshotResult(stored, where, taken)
+    return ResticSnapshotResult(stored, shown(where), taken)
 
 
 @dataclass(frozen=True)

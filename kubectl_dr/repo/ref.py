@@ -43,11 +43,11 @@ class RepoRef:
                                identity_files=self.identity)
 
     def restic_where(self) -> str:
-        """restic:REPO as a plan names it, opening nothing."""
-        from kubectl_dr.repo.restic.location import backend_for
+        """restic:REPO as a plan names it (checked, a password in it hidden), opening nothing."""
+        from kubectl_dr.repo.restic.location import backend_for, shown
 
         assert self.repo is not None
-        return backend_for(self.repo, env=os.environ).describe()
+        return shown(backend_for(self.repo, env=os.environ).describe())
 
     def open_restic(self, create: Callable[[str], bool] | None = None) -> ResticRepository:
         """The restic repository of --repo restic:REPO; `create` decides on `init` when it does not exist."""

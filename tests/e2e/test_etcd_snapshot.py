@@ -206,7 +206,7 @@ def test_direct_mode_plans_and_refusals(tmp_path: Path) -> None:
                                 f"into {repo}\n")
         into_restic = ok_json(dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--repo", f"restic:{restic_repo}",
                                  "--dry-run=client", "-o", "json", env=env))
-        assert into_restic["repository"] == str(restic_repo) and into_restic["endpoints"] == [etcd.endpoint]
+        assert into_restic["repository"] == f"restic:{restic_repo}" and into_restic["endpoints"] == [etcd.endpoint]
         assert not repo.exists() and not restic_repo.exists()
         node = dr("etcd", "snapshot", "--endpoints", etcd.endpoint, "--node", "cp-1", env=env)
         assert node.returncode == 2 and "--node does not apply with --endpoints" in node.stderr

@@ -261,7 +261,7 @@ def test_node_snapshots_pulled_into_a_restic_repository(fast: Cluster, tmp_path:
     assert dry.returncode == 0 and "(dry run) would read" in dry.stdout and not repo.exists(), dry.stderr
     pulled = _ok(dr("etcd", "snapshots", "pull", "--to", f"restic:{repo}", "--dir", directory, "--yes", "-o",
                     "json", extra_env={**NO_CONFIG, **env}, cluster=c, subprocess=True))
-    assert len(pulled["pulled"]) == len(sidecars) and pulled["repository"] == str(repo)
+    assert len(pulled["pulled"]) == len(sidecars) and pulled["repository"] == f"restic:{repo}"
     restic(repo, "check", "--read-data")
     snaps = {s["id"]: s for s in restic_json(repo, "snapshots")}
     uid = c.kubectl("get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}").stdout

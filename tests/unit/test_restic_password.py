@@ -9,7 +9,7 @@ import pytest
 
 from kubectl_dr.repo.errors import RepoError
 from kubectl_dr.repo.restic.backend import LocalBackend
-from kubectl_dr.repo.restic.location import backend_for, is_restic, read_password
+from kubectl_dr.repo.restic.location import backend_for, is_restic, read_password, shown
 from kubectl_dr.repo.restic.restbackend import RestBackend
 
 
@@ -40,6 +40,10 @@ def test_repository_strings() -> None:
     rest = backend_for("restic:rest:http://ann:s%3Acret@host:8000/a//b")
     assert isinstance(rest, RestBackend) and rest.base == "http://host:8000/a/b/"
     assert rest.describe() == "rest:http://ann:***@host:8000/a//b"  # as restic prints it: no password
+    # What output names: the string --repo takes back, with restic: (every command the same), no password.
+    assert shown("restic:rest:http://ann:s%3Acret@host:8000/a//b") == "restic:rest:http://ann:***@host:8000/a//b"
+    assert shown(rest.describe()) == shown("restic:" + rest.describe()) == "restic:rest:http://ann:***@host:8000/a//b"
+    assert shown("/srv/r") == "restic:/srv/r"
     assert rest.headers["Authorization"] == "Basic " + base64.b64encode(b"ann:s:cret").decode()
     from_env = backend_for("restic:rest:https://host/", env={"RESTIC_REST_USERNAME": "u", "RESTIC_REST_PASSWORD": "p"})
     assert isinstance(from_env, RestBackend) and from_env.user == "u" and from_env.base == "https://host/"

@@ -29,6 +29,17 @@ def is_restic(ref: str | None) -> bool:
     return bool(ref) and str(ref).startswith(PREFIX)
 
 
+def shown(ref: str) -> str:
+    """A restic repository as output names it: `restic:REPO`, what `--repo` takes back, with a password in a
+    rest: URL replaced by *** as restic prints it (a plan or a result may be kept in a log or a ticket)."""
+    spec = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref
+    if spec.startswith("rest:"):
+        from kubectl_dr.repo.restic.restbackend import redact
+
+        spec = redact(spec)
+    return PREFIX + spec
+
+
 def backend_for(ref: str, s3: S3Settings | None = None, env: Mapping[str, str] | None = None,
                 azure: AzureSettings | None = None) -> Backend:
     spec = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref

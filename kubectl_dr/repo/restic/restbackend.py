@@ -43,11 +43,11 @@ def parse(ref: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str
         raise ResticBackendError(f"{ref!r} is not a restic rest: repository")
     url = urlsplit(ref[5:])
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise RepoError(f"{_redact(ref)}: expected rest:http(s)://[USER:PASSWORD@]HOST[:PORT]/[PATH/]",
+        raise RepoError(f"{redact(ref)}: expected rest:http(s)://[USER:PASSWORD@]HOST[:PORT]/[PATH/]",
                         hint="A rest-server over a unix socket (rest:unix:…) is not supported by kubectl dr.")
     parts = [p for p in url.path.split("/") if p]
     if any(unquote(p) in (".", "..") or "\x00" in unquote(p) for p in parts):
-        raise RepoError(f"{_redact(ref)}: the repository path must not contain '.', '..' or NUL")
+        raise RepoError(f"{redact(ref)}: the repository path must not contain '.', '..' or NUL")
     env = env or {}
     user = unquote(url.username) if url.username is not None else env.get("RESTIC_REST_USERNAME", "")
     password = unquote(url.password) if url.password is not None else env.get("RESTIC_REST_PASSWORD", "")
@@ -58,7 +58,7 @@ def parse(ref: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str
     return urlunsplit((url.scheme, netloc, path, "", "")), user, password
 
 
-def _redact(ref: str) -> str:
+def redact(ref: str) -> str:
     """The repository string as restic prints it: a password in the URL replaced by ***."""
     body = ref[5:] if ref.startswith("rest:") else ref
     url = urlsplit(body)
@@ -72,7 +72,7 @@ class RestBackend:
     def __init__(self, ref: str, env: Mapping[str, str] | None = None) -> None:
         env = env or {}
         self.base, user, password = parse(ref, env)
-        self.ref = _redact(ref)
+        self.ref = redact(ref)
         self.headers: dict[str, str] = {}
         if user or password:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -94,6 +94,7 @@ def ls(repo: str, snapshot: str, path: str, output: str, *, password_file: str |
                              azure_endpoint=azure_endpoint)
     snap = repository.find_snapshot(snapshot)
     root = archiver.volume_root(repository, snap.tree, snap.paths)
+    path = archiver.relative(snap.paths[0], path)
     node = archiver.find(repository, root, path)
     prefix = "/".join(p for p in path.split("/") if p not in ("", "."))
     listed = ([(f"{prefix}/{n.name}" if prefix else n.name, n) for n in repository.load_tree(node.subtree or "")]
@@ -117,7 +118,8 @@ def cat(repo: str, snapshot: str, path: str, *, password_file: str | None, s3_en
     repository = open_restic(repo, password_file=password_file, s3_endpoint=s3_endpoint,
                              azure_endpoint=azure_endpoint)
     snap = repository.find_snapshot(snapshot)
-    node = archiver.find(repository, archiver.volume_root(repository, snap.tree, snap.paths), path)
+    root = archiver.volume_root(repository, snap.tree, snap.paths)
+    node = archiver.find(repository, root, archiver.relative(snap.paths[0], path))
     if node.type != nodes.FILE:
         raise DrError(f"{path!r} in snapshot {snap.short_id} is a {node.type}, not a file")
     write_bytes(repository.file_content(node))

@@ -51,6 +51,12 @@ def test_list_ls_and_cat_read_a_snapshot_restic_wrote(tmp_path: Path) -> None:
 
     missing = dr("backups", "cat", "latest", "etc/nope", "--repo", f"restic:{repo}")
     assert missing.returncode == 1 and "not in the backup" in missing.stderr
+    # The paths `restic ls` shows (under the snapshot's directory) name the same entries.
+    shown = dr("backups", "ls", "latest", f"{src}/etc/link", "--repo", f"restic:{repo}", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert [i["path"] for i in json.loads(shown.stdout)["items"]] == ["etc/link"]
+    elsewhere = dr("backups", "cat", "latest", "/etc/app.conf", "--repo", f"restic:{repo}")
+    assert elsewhere.returncode == 1 and f"are under {src}" in elsewhere.stderr, elsewhere.stderr
     wrong = dr("backups", "list", "--repo", f"restic:{repo}", env={"RESTIC_PASSWORD": "nope"})
     assert wrong.returncode == 1 and "wrong password" in wrong.stderr
 

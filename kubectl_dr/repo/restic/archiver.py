@@ -91,6 +91,19 @@ def walk(repo: Repository, root: Node, prefix: str = "") -> Iterator[tuple[str, 
             yield from walk(repo, node, path)
 
 
+def relative(snapshot_path: str, path: str) -> str:
+    """A path as the user gives it, relative to the snapshot's directory: `etc/app.conf`, or as `restic ls` shows
+    it, under the snapshot's path (`/data/etc/app.conf`). Another absolute path is not in the backup."""
+    if not path.startswith("/"):
+        return path
+    base = [p for p in snapshot_path.split("/") if p]
+    given = [p for p in path.split("/") if p]
+    if given[:len(base)] != base:
+        raise ResticFormatError(f"{path!r} is not in the backup: its paths are under {snapshot_path} (as restic ls "
+                                f"shows them) or relative to it ({'/'.join(given) or '.'} without the leading /)")
+    return "/".join(given[len(base):])
+
+
 def find(repo: Repository, root: Node, path: str) -> Node:
     """The node at a relative path below a directory node ("" is the directory itself)."""
     node = root

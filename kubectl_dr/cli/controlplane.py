@@ -212,7 +212,8 @@ def restore(
                                 from_cluster=from_cluster, from_other_cluster=from_other_cluster)
     say = current.console.say
     verb = "would write" if result.dry_run else "wrote"
-    say(f"{verb} {count(len(result.written), 'file')} of backup {result.backup_id} to node {node}"
+    what = f"restic snapshot {result.backup_id[:8]}" if is_restic(repo) else f"backup {result.backup_id}"
+    say(f"{verb} {count(len(result.written), 'file')} of {what} to node {node}"
             + (f"; {len(result.unchanged)} already equal" if result.unchanged else ""))
     for aside in result.kept_aside:
         say(f"the previous file is kept as {aside}")

@@ -62,10 +62,12 @@ def test_round_trip_through_a_restic_repository(nodes: Cluster, tmp_path: Path) 
     plan = ok(dr("control-plane", "restore", "--from", "latest", "--node", target, "--repo", f"restic:{repo}",
                  "--dry-run=client", "-o", "json", cluster=nodes, extra_env=password))
     assert len(plan["written"]) == len(SHARED)
+    assert plan["backup"] == data["id"]  # the snapshot, not the private ID it was staged under
     assert not nodes.layout.host_path(target, "/etc/kubernetes/pki").exists()
     restored = dr("control-plane", "restore", "--from", data["shortId"], "--node", target, "--repo", f"restic:{repo}",
                   "--yes", "-o", "json", cluster=nodes, extra_env=password, timeout=300, subprocess=True)
     out = ok(restored)
+    assert out["backup"] == data["id"] and f"of restic snapshot {data['shortId']} to node {target}" in restored.stderr
     assert {w["action"] for w in out["written"]} == {"write"} and len(out["written"]) == len(SHARED)
     assert not [n for n in out["notes"] if "ignored" in n or "differs" in n]
     assert state(nodes.layout.host_path(target, "/etc/kubernetes/pki")) == kubeadm_modes(expected)

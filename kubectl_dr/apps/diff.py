@@ -49,9 +49,16 @@ class DiffResult:
     objects: list[ObjectDiff]
     claims: list[Json]
 
+    @property
+    def identical(self) -> bool:
+        """Every object as the backup has it, and every claim whose contents were compared holds them as they are
+        (a claim not compared, --no-volumes, is said in its line: its contents are not vouched for)."""
+        return (all(o.change == "same" for o in self.objects)
+                and all(c["pvcDiff"]["identical"] for c in self.claims if "pvcDiff" in c))
+
     def to_dict(self) -> Json:
         return {"kind": "NamespaceDiff", "backup": self.backup, "namespace": self.namespace,
-                "identical": all(o.change == "same" for o in self.objects),
+                "identical": self.identical,
                 "objects": [{"object": o.object, "change": o.change, "fields": o.fields} for o in self.objects],
                 "claims": self.claims}
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kubectl_dr.cli.context import options, session
+from kubectl_dr.cli.diff_options import ExitCodeOption
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, PlainRepoOption, S3EndpointOption, open_repo
 from kubectl_dr.errors import UsageError
 from kubectl_dr.ui.output import emit
@@ -158,10 +159,13 @@ def diff(
     repo: PlainRepoOption = None,
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
+    exit_code: ExitCodeOption = False,
 ) -> None:
     """Compare a namespace backup with the live namespace: objects a restore would create, objects that differ
     (field by field: backup's value against the live one), and objects equal to the backup; each claim's
-    contents as `pvc diff` compares them (a read-only pod per claim). Reads only.
+    contents as `pvc diff` compares them (a read-only pod per claim). Reads only. `identical` (-o json) is true
+    when every object and every compared claim's contents are as the backup has them; --exit-code then exits
+    0, else 1, as kubectl diff does.
 
     \b
     Examples:
@@ -177,3 +181,5 @@ def diff(
     result = job.run(current, repository, job.DiffOptions(namespace, source, to=to, volumes=not no_volumes,
                                                           image=image))
     emit(result.to_dict(), opts.output, table=result.summary())
+    if exit_code and not result.identical:
+        raise typer.Exit(1)

@@ -12,6 +12,7 @@ from kubectl_dr.cli.backups import REPO_HELP, open_repo
 from kubectl_dr.cli.cluster_options import FromClusterOption
 from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.copy_to import CopyToOption, copy_new, open_targets
+from kubectl_dr.cli.diff_options import ExitCodeOption
 from kubectl_dr.cli.repo_options import (
     AzureEndpointOption,
     EncryptToOption,
@@ -370,6 +371,7 @@ def diff(
     identity: IdentityOption = None,
     s3_endpoint: S3EndpointOption = None,
     azure_endpoint: AzureEndpointOption = None,
+    exit_code: ExitCodeOption = False,
 ) -> None:
     """Compare the volume with a backup, as `diff -u` does: what a restore would add (+) and change (~), and
     --clean remove (-).
@@ -379,8 +381,8 @@ def diff(
     old → new (size, mode, uid, gid, mtime in RFC 3339 UTC, kind, link target). Contents are compared
     by size and mtime, as rsync's quick check does. Entries are listed in path order, every one a
     restore would add (also those inside a new directory), and the last line says what a restore would
-    do. Exit code 0 whether or not they differ: scripts read `identical` and `differences` (each with
-    path, change and per field old and new) from -o json.
+    do. Exit code 0 whether or not they differ (1 with --exit-code, as kubectl diff); scripts also read
+    `identical` and `differences` (each with path, change and per field old and new) from -o json.
 
     \b
     Examples:
@@ -400,6 +402,8 @@ def diff(
                                                           quiesce=quiesce, from_claim=from_claim,
                                                           from_cluster=from_cluster))
     emit(result.to_dict(), opts.output, table=result.summary())
+    if exit_code and not result.identical:
+        raise typer.Exit(1)
 
 
 @app.command("rescue", short_help="Open a shell in a pod that mounts the claim")

@@ -268,6 +268,17 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
     [claim_diff] = diff["claims"]
     assert claim_diff["pvcDiff"]["identical"] is True, claim_diff
 
+    # A file the app changed after the restore: the namespace is not identical, whatever its objects say.
+    changed_file = volume_dir(cluster, target, "data-db-0") / "diverged"
+    changed_file.write_text("written after the restore")
+    os.chown(changed_file, 1000, 1000)
+    after = dr("ns", "diff", ns, "--from", app["id"], "--to", target, "--exit-code", "-o", "json",
+               cluster=cluster, repo=app["repo"], subprocess=True)
+    assert after.returncode == 1, after.stderr
+    assert json.loads(after.stdout)["identical"] is False
+    assert json.loads(after.stdout)["claims"][0]["pvcDiff"]["identical"] is False
+    changed_file.unlink()
+
 
 def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], cluster: Any) -> None:
     ns, target = app["ns"], f"{app['ns']}-ports"

@@ -205,6 +205,13 @@ def test_diff_against_a_tar_file_reads_like_diff_u(cluster, tmp_path: Path) -> N
     assert as_json["summary"] == {"entries": 3, "added": 2, "changed": 1, "unchanged": 0, "removed": 1,
                                   "needsClean": 0}
     assert as_json["differences"][-1]["fields"]["size"] == {"old": 1, "new": 3}
+    # --exit-code: 1 when they differ, as kubectl diff; 0 once the volume holds the tar file exactly.
+    differs = dr("pvc", "diff", "data", "-n", ns, "--from", str(tar), "--exit-code", cluster=cluster)
+    assert differs.returncode == 1 and "a restore would write" in differs.stdout, differs.stderr
+    restored = dr("pvc", "restore", "data", "-n", ns, "--from", str(tar), "--clean", "--yes", cluster=cluster)
+    assert restored.returncode == 0, restored.stderr
+    same = dr("pvc", "diff", "data", "-n", ns, "--from", str(tar), "--exit-code", "-o", "json", cluster=cluster)
+    assert same.returncode == 0 and json.loads(same.stdout)["identical"] is True, same.stdout + same.stderr
 
     # The restore plan counts the same entries.
     plan = dr("pvc", "restore", "data", "-n", ns, "--from", str(tar), "--dry-run=client", cluster=cluster,

@@ -196,3 +196,17 @@ def test_a_backup_stores_workloads_as_they_run_when_kubectl_dr_holds_them_at_0(c
     assert "web" not in err
     assert ("deployment.apps/db -n shop is held at 0 by run run-killed (namespace backup --quiesce, since" in err
             and "backed up with its recorded 3 replicas" in err and "kubectl dr scale restore -n shop" in err), err
+
+
+def test_a_namespace_is_identical_only_when_its_compared_claims_are() -> None:
+    """Every object equal to the backup is not enough: a claim whose contents differ makes the namespace differ
+    (`identical` once said true then, and `--exit-code` would have said 0)."""
+    from kubectl_dr.apps.diff import DiffResult, ObjectDiff
+
+    objects = [ObjectDiff("ConfigMap/shop/conf", "same")]
+    claim = {"name": "data", "backup": "b1", "compare": "…", "pvcDiff": {"identical": False}}
+    assert not DiffResult("b1", "shop", objects, [claim]).identical
+    assert DiffResult("b1", "shop", objects, [{**claim, "pvcDiff": {"identical": True}}]).identical
+    not_compared = {"name": "data", "backup": "b1", "compare": "kubectl dr pvc diff data -n shop --from b1"}
+    assert DiffResult("b1", "shop", objects, [not_compared]).to_dict()["identical"] is True
+    assert not DiffResult("b1", "shop", [ObjectDiff("ConfigMap/shop/conf", "change")], []).identical

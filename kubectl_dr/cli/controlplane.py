@@ -199,20 +199,21 @@ def restore(
         assert repo is not None
         if identity:
             raise UsageError("--identity does not apply to a restic repository (its password opens it)")
-        repository, from_ = _restic_staged(ctx, repo, from_, password_file=password_file, s3_endpoint=s3_endpoint,
-                                           azure_endpoint=azure_endpoint, from_cluster=from_cluster,
-                                           from_other_cluster=from_other_cluster)
+        repository, from_, snapshot = _restic_staged(
+            ctx, repo, from_, password_file=password_file, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+            from_cluster=from_cluster, from_other_cluster=from_other_cluster)
         from_cluster = None
     elif password_file:
         raise UsageError("--password-file applies to a restic repository (--repo restic:REPO)")
     else:
-        repository = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint, identity=identity)
+        repository, snapshot = open_repo(repo, s3_endpoint=s3_endpoint, azure_endpoint=azure_endpoint,
+                                         identity=identity), None
     result = cp_restore.restore(current, repository, from_, node=node, namespace=_namespace(ctx),
                                 helper_image=helper_image, overwrite=overwrite, with_encryption=with_encryption_config,
-                                from_cluster=from_cluster, from_other_cluster=from_other_cluster)
+                                from_cluster=from_cluster, from_other_cluster=from_other_cluster, snapshot=snapshot)
     say = current.console.say
     verb = "would write" if result.dry_run else "wrote"
-    what = f"restic snapshot {result.backup_id[:8]}" if is_restic(repo) else f"backup {result.backup_id}"
+    what = f"restic snapshot {result.backup_id[:8]}" if snapshot else f"backup {result.backup_id}"
     say(f"{verb} {count(len(result.written), 'file')} of {what} to node {node}"
             + (f"; {len(result.unchanged)} already equal" if result.unchanged else ""))
     for aside in result.kept_aside:
@@ -225,8 +226,9 @@ def restore(
 
 def _restic_staged(ctx: typer.Context, repo: str, ref: str, *, password_file: str | None, s3_endpoint: str | None,
                    azure_endpoint: str | None, from_cluster: str | None, from_other_cluster: bool
-                   ) -> tuple[Repository, str]:
-    """The restic snapshot `ref` read and checked into a private staging repository: (it, the backup's ID)."""
+                   ) -> tuple[Repository, str, str]:
+    """The restic snapshot `ref` read and checked into a private staging repository: (it, the staged backup's ID,
+    the snapshot's ID)."""
     from kubectl_dr.cli.repo_options import open_restic
     from kubectl_dr.controlplane import restic_store
     from kubectl_dr.kube.identity import try_cluster_identity
@@ -236,7 +238,8 @@ def _restic_staged(ctx: typer.Context, repo: str, ref: str, *, password_file: st
     cluster, why = try_cluster_identity(current.kube)
     snap = restic_store.pick(restic, ref, current.console, current=cluster, unknown_why=why, from_cluster=from_cluster,
                              from_other_cluster=from_other_cluster)
-    return restic_store.stage(restic, snap, current.console)
+    staged, backup_id = restic_store.stage(restic, snap, current.console)
+    return staged, backup_id, snap.id
 
 
 def restore_table(result: RestoreResult) -> str:

@@ -48,21 +48,9 @@ class Planned:
     action: str = "write"  # write | unchanged | overwrite
 
 
-def named(backup: Backup) -> str:
-    """A backup as messages name it: one read out of a restic snapshot (staged under a private ID that exists
-    nowhere else) by that snapshot."""
-    snapshot = backup.manifest.source.get("resticSnapshot")
-    return f"restic snapshot {str(snapshot)[:8]}" if snapshot else f"{named(backup)}"
-
-
-def source_id(backup: Backup) -> str:
-    """The ID to name the backup by in a result: the restic snapshot's where there is one."""
-    return str(backup.manifest.source.get("resticSnapshot") or backup.id)
-
-
 @dataclass
 class RestoreResult:
-    backup_id: str  # or the restic snapshot's (source_id)
+    backup_id: str  # or the restic snapshot's it was staged from
     node: str
     written: list[Planned]
     unchanged: list[Planned]
@@ -93,7 +81,7 @@ def _listing(repo: Repository, backup: Backup) -> tuple[list[dict[str, Any]], li
     listed = [f for f in manifest.details.get("files") or [] if isinstance(f, dict)]
     if not any(p.name == files.INDEX_PART for p in manifest.parts):
         if any(p.encrypted for p in manifest.parts):
-            raise DrError(f"{named(backup)} is encrypted but has no {files.INDEX_PART} part (it was taken by an "
+            raise DrError(f"backup {backup.id} is encrypted but has no {files.INDEX_PART} part (it was taken by an "
                           "older kubectl-dr): its plain-text manifest alone cannot say which part holds which file",
                           hint="Take a new control-plane backup, or decrypt the parts by hand (age -d -i KEY) and "
                                "compare them with the node's files.")
@@ -104,7 +92,7 @@ def _listing(repo: Repository, backup: Backup) -> tuple[list[dict[str, Any]], li
         index = json.loads(raw)
         inside = [f for f in index["files"] if isinstance(f, dict)]
     except (ValueError, KeyError, TypeError) as exc:
-        raise DrError(f"{named(backup)}: its {files.INDEX_PART} part is not a list of files ({exc})") from None
+        raise DrError(f"backup {backup.id}: its {files.INDEX_PART} part is not a list of files ({exc})") from None
     notes = []
     plain = [f for f in listed if f.get("kind") == "file" and f.get("role") != "kubeadm-config"]
     if _mapping(inside) != _mapping(plain):
@@ -131,18 +119,18 @@ def _plan(backup: Backup, listing: list[dict[str, Any]], encryption_target: str 
     if encryption_target is not None:
         record = next((f for f in listing if f.get("kind") == "file" and f.get("role") == "encryption-config"), None)
         if record is None:
-            raise DrError(f"{named(backup)} holds no encryption-at-rest config",
+            raise DrError(f"backup {backup.id} holds no encryption-at-rest config",
                           hint="Run the restore without --with-encryption-config.")
         if str(record.get("path")) != encryption_target:
             notes.append(f"the encryption config was at {record.get('path')} on the backed-up node; it is written "
                          f"where this cluster's kube-apiserver reads it: {encryption_target}")
         chosen.append(_planned(backup, record, encryption_target, files.ENCRYPTION_CONFIG_MODE, notes))
     if not any(p.path != encryption_target for p in chosen):
-        raise DrError(f"{named(backup)} holds none of the shared CA and key files",
+        raise DrError(f"backup {backup.id} holds none of the shared CA and key files",
                       hint="It was taken on a node without them; take one on a control-plane node that has them.")
     parts = [p.part for p in chosen]
     if len(set(parts)) != len(parts):
-        raise DrError(f"{named(backup)} names one part for two files: its list of files was edited",
+        raise DrError(f"backup {backup.id} names one part for two files: its list of files was edited",
                       hint="Do not restore from it; use another backup (kubectl dr backups list).")
     written = {p.path for p in chosen}
     # Also what only the manifest says (where the index decided): an edit is reported, never followed.
@@ -165,14 +153,14 @@ def _planned(backup: Backup, record: dict[str, Any], path: str, mode: int, notes
         size, sha = int(record["size"]), str(record["sha256"])
         recorded = (int(str(record.get("mode", "0")), 8), int(record.get("uid", 0)), int(record.get("gid", 0)))
     except (KeyError, TypeError, ValueError) as exc:
-        raise DrError(f"{named(backup)}: the record of {path} is malformed ({exc})") from None
+        raise DrError(f"backup {backup.id}: the record of {path} is malformed ({exc})") from None
     try:
         stored = backup.manifest.part(part)
     except KeyError:
-        raise DrError(f"{named(backup)}: {path} is said to be in part {part[:60]!r}, which it does not have",
+        raise DrError(f"backup {backup.id}: {path} is said to be in part {part[:60]!r}, which it does not have",
                       hint="Do not restore from it; use another backup (kubectl dr backups list).") from None
     if (stored.size, stored.sha256) != (size, sha):
-        raise DrError(f"{named(backup)}: the record of {path} and its part {part} disagree on size or SHA-256",
+        raise DrError(f"backup {backup.id}: the record of {path} and its part {part} disagree on size or SHA-256",
                       hint="Do not restore from it; use another backup (kubectl dr backups list).")
     if recorded != (mode, uid, gid):
         notes.append(f"{path} is written {mode:04o} {uid}:{gid} (kubeadm's), not {recorded[0]:04o} "
@@ -201,7 +189,10 @@ def encryption_target(kube: Kube, node: str) -> str:
 
 def restore(session: Session, repo: Repository, ref: str, *, node: str, namespace: str, helper_image: str,
             overwrite: bool = False, with_encryption: bool = False, from_cluster: str | None = None,
-            from_other_cluster: bool = False) -> RestoreResult:
+            from_other_cluster: bool = False, snapshot: str | None = None) -> RestoreResult:
+    """``snapshot``: the restic snapshot `repo` (a private staging repository) was read from, named in the question
+    and the result instead of the ID it was staged under, which exists nowhere else. Given by the caller that
+    staged it, never read from a manifest."""
     started = time.monotonic()
     kube, console, run, dry_run = session.kube, session.console, session.run, session.dry_run == "client"
     pods.require_node(kube, node)  # also in a dry run: its plan names the node
@@ -216,7 +207,7 @@ def restore(session: Session, repo: Repository, ref: str, *, node: str, namespac
     contents = {p.path: _read_part(repo, backup, p) for p in planned}
     root = files.KUBERNETES_DIR  # the tool's, never the manifest's: every path planned lies below it
     if dry_run:
-        return RestoreResult(source_id(backup), node, planned, [], [], time.monotonic() - started, dry_run=True,
+        return RestoreResult(snapshot or backup.id, node, planned, [], [], time.monotonic() - started, dry_run=True,
                              notes=[*notes, "(dry run) nothing was read from or written to the node"])
     mounts = [HostMount(root, read_only=False, create=True)]
     heartbeat = Heartbeat(console.warn)
@@ -224,7 +215,9 @@ def restore(session: Session, repo: Repository, ref: str, *, node: str, namespac
                          purpose="control-plane-restore", run=run, heartbeat=heartbeat,
                          console=console)
     try:
-        result = _apply(pod, backup, planned, contents, root, run, console, overwrite, started)
+        label = f"restic snapshot {snapshot[:8]}" if snapshot else f"backup {backup.id}"
+        result = _apply(pod, (snapshot or backup.id, label), planned, contents, root, run, console, overwrite,
+                        started)
         result.notes[:0] = notes
         pod.helper.delete(wait=True)
         return result
@@ -236,13 +229,15 @@ def _read_part(repo: Repository, backup: Backup, p: Planned) -> bytes:
     with repo.open_part(backup, p.part) as reader:
         data = reader.read()
     if len(data) != p.size or hashlib.sha256(data).hexdigest() != p.sha256:
-        raise VerificationError(f"{named(backup)}: {p.path} reads back as {len(data)} bytes with SHA-256 "
+        raise VerificationError(f"backup {backup.id}: {p.path} reads back as {len(data)} bytes with SHA-256 "
                                 f"{hashlib.sha256(data).hexdigest()}, the manifest says {p.size} with {p.sha256}")
     return data
 
 
-def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[str, bytes], root: str, run: Run,
-           console: Console, overwrite: bool, started: float) -> RestoreResult:
+def _apply(pod: HostPod, source: tuple[str, str], planned: list[Planned], contents: dict[str, bytes], root: str,
+           run: Run, console: Console, overwrite: bool, started: float) -> RestoreResult:
+    """``source``: the backup's ID for the result, and its name for the question."""
+    source_id, label = source
     conflicts: list[str] = []
     for p in planned:
         st = pod.stat(p.path)
@@ -269,7 +264,7 @@ def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[
     todo = [p for p in planned if p.action != "unchanged"]
     kept: list[str] = []
     if todo:
-        console.confirm(f"write {count(len(todo), 'file')} of {named(backup)} to node {pod.node}"
+        console.confirm(f"write {count(len(todo), 'file')} of {label} to node {pod.node}"
                 + (f", replacing {len(conflicts)}" if conflicts else ""))
     for p in todo:
         _ensure_dirs(pod, posixpath.dirname(p.path), root)
@@ -284,7 +279,7 @@ def _apply(pod: HostPod, backup: Backup, planned: list[Planned], contents: dict[
         if st is None or (st.mode, st.uid, st.gid, size, sha) != (p.mode, p.uid, p.gid, p.size, p.sha256):
             raise VerificationError(f"{p.path} on node {pod.node} is not what was written: "
                                     f"{st} {size} {sha}, expected {p.mode:04o} {p.uid}:{p.gid} {p.size} {p.sha256}")
-    return RestoreResult(source_id(backup), pod.node, todo, [p for p in planned if p.action == "unchanged"], kept,
+    return RestoreResult(source_id, pod.node, todo, [p for p in planned if p.action == "unchanged"], kept,
                          time.monotonic() - started)
 
 

@@ -117,6 +117,20 @@ def test_exec_python_client_v5_stdin_close(cluster: Cluster, core: Core) -> None
     assert ws.returncode == 3
 
 
+def test_containers_and_exec_start_with_default_signal_dispositions(cluster: Cluster, core: Core) -> None:
+    """As a real runtime starts them: SIGPIPE not ignored (the node's Python ignores it, and an ignored signal
+    survives exec), so a writer into a closed pipe ends quietly, as `yes | head -1` does on a real node."""
+    make_pod(core, "signals", ["sh", "-c", "grep SigIgn /proc/self/status; sleep 3600"])
+    wait_running(core, "signals")
+    ws = _exec(core, "signals", ["sh", "-c", "yes | head -1; grep SigIgn /proc/$$/status"], stdin=False)
+    ws.run_forever(timeout=30)
+    out, err = ws.read_stdout(), ws.read_stderr()
+    ignored = int(out.split("SigIgn:")[1].split()[0], 16)
+    assert out.startswith("y\n") and not ignored & (1 << 12) and err == "", (out, err)  # 13: SIGPIPE
+    logs = eventually(lambda: core.read_namespaced_pod_log("signals", NS), what="the container's SigIgn line")
+    assert int(logs.split("SigIgn:")[1].split()[0], 16) == 0
+
+
 def test_exec_python_client_on_a_v4_only_cluster(cluster_factory: ClusterFactory) -> None:
     v4 = cluster_factory(control_planes=1, workers=1, exec_protocols=("v4",))
     api = core_api(v4)

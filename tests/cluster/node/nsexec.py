@@ -153,6 +153,13 @@ def _become(opts: dict[str, str], command: list[str]) -> None:
         os.setresgid(int(opts["gid"]), int(opts["gid"]), int(opts["gid"]))
     if "uid" in opts:
         os.setresuid(int(opts["uid"]), int(opts["uid"]), int(opts["uid"]))
+    # Python ignores SIGPIPE and SIGXFSZ at start-up (and a parent may ignore others, SIGQUIT), and an ignored
+    # signal stays ignored across exec: without this, every container and exec'd command would too (`yes | head
+    # -1` printing "Broken pipe" instead of ending quietly), where a real runtime starts them with every signal
+    # at its default.
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
     os.execvpe(command[0], command, dict(os.environ))
 
 

@@ -22,6 +22,11 @@ BUILTIN_GROUPS = {"", "apps", "batch", "autoscaling", "policy", "networking.k8s.
 LISTS_AT_ONCE = 4  # list requests side by side: enough to hide the round trips, not enough to load a server
 # Kinds whose objects are always read (they decide what a restore needs), whatever -l says.
 NAMESPACE_OBJECT = "namespaces"
+# The only cluster-scoped kinds a namespace backup records (_dependencies: what its objects name), and so the
+# only ones its restore creates: the repository cannot add another (a ClusterRoleBinding, a webhook).
+RECORDED_CLUSTER_RESOURCES = frozenset({
+    "customresourcedefinitions.apiextensions.k8s.io", "storageclasses.storage.k8s.io",
+    "clusterroles.rbac.authorization.k8s.io", "priorityclasses.scheduling.k8s.io", "persistentvolumes"})
 
 
 @dataclass
@@ -162,7 +167,7 @@ def _dependencies(kube: Kube, catalog: Catalog, out: Collected) -> None:
         if dependency is None:
             continue
         rtype = catalog.named(resource)
-        assert rtype is not None
+        assert rtype is not None and rtype.name in RECORDED_CLUSTER_RESOURCES, resource
         before = len(out.objects)
         _keep(out, dependency, rtype.kind, rtype.api_version)
         out.cluster_scoped.append(ref(out.objects[before]))

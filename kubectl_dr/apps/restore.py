@@ -24,6 +24,7 @@ from typing import Any
 
 from kubectl_dr.apps import apply, mapping
 from kubectl_dr.apps.cleaning import ref
+from kubectl_dr.apps.collect import NAMESPACE_OBJECT, RECORDED_CLUSTER_RESOURCES
 from kubectl_dr.apps.ordering import WORKLOADS, order_key
 from kubectl_dr.apps.resources import Catalog, ResourceType, discover
 from kubectl_dr.apps.source import AppBackup, find, read
@@ -110,6 +111,8 @@ class RestoreResult:
         verbs = ("create", "skip", "update") if self.dry_run != "none" else ("created", "skipped", "updated")
         lines = [f"{would} backup {self.backup} into namespace {self.namespace}: "
                  f"{c['create']} {verbs[0]}, {c['skip']} {verbs[1]}, {c['update']} {verbs[2]}"]
+        for described in cluster_wide(self.steps):
+            lines.append(f"  create cluster-wide {described}")
         for step in self.steps:
             if step.action != "create" or (step.checked and step.checked != "accepted"):
                 why = f" ({step.reason})" if step.reason else ""
@@ -186,8 +189,10 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
         _server_dry_run(kube, [s for s in steps if s.action in ("create", "update")], console, early=True)
     if dry_run == "server":
         return result
+    wide = cluster_wide(steps)
     console.confirm(f"restore {count(len(steps), 'object')} and {count(len(claims), 'claim')} of backup {app.id} "
-                    f"into namespace {target} ({result.counts()['create']} to create)")
+                    f"into namespace {target} ({result.counts()['create']} to create"
+                    + (f"; cluster-wide: {', '.join(wide)}" if wide else "") + ")")
     try:
         _apply(kube, steps, opts, console)
         _claims(session, repo, app, opts, target, result)
@@ -249,23 +254,68 @@ def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mappin
     now = records.rfc3339()
     steps: list[Step] = []
     unknown: list[str] = []
+    foreign: list[str] = []
     lookup = apply.Existing(kube)
-    cluster_scoped = set(app.record.get("clusterScoped") or [])
+    recorded = set(app.record.get("clusterScoped") or [])
     for obj in objects:
         shaped = mapping.shape(obj, maps, app.id, static_volumes=static, run_id=run_id_for(app.id), now=now)
         rtype = _type(catalog, pending, shaped)
         if rtype is None:
             unknown.append(f"{shaped.get('kind')} ({shaped.get('apiVersion')})")
             continue
+        if (why := not_the_namespaces(obj, rtype, opts.namespace, recorded)) is not None:
+            foreign.append(f"{ref(obj)}: {why}")
+            continue
         shaped["apiVersion"] = rtype.api_version
         live = lookup.find(rtype, shaped) if catalog.for_object(shaped) is not None else None
-        steps.append(_decide(shaped, rtype, live, opts.existing, app.id, ref(obj) in cluster_scoped))
+        steps.append(_decide(shaped, rtype, live, opts.existing, app.id, not rtype.namespaced))
+    if foreign:
+        raise DrError(f"backup {app.id} holds objects no namespace backup of {opts.namespace} holds: nothing was "
+                      "created:\n  " + "\n  ".join(foreign[:20]) + ("\n  …" if len(foreign) > 20 else ""),
+                      hint="kubectl dr did not write them: the backup was changed in the repository after it was "
+                           "taken. Restore another backup (--from ID) and check who can write the repository.")
     if unknown:
         raise DrError(f"the target cluster does not serve {', '.join(sorted(set(unknown)))}: nothing was created",
                       hint="Install the definitions or API services these objects need, or leave them out with "
                            "`namespace backup --exclude-resources`.")
     steps.sort(key=lambda s: order_key(s.rtype.name, s.obj))
     return steps
+
+
+def cluster_wide(steps: list[Step]) -> list[str]:
+    """The cluster-scoped objects a restore creates, named where it is asked (a persistent volume with what it
+    mounts: a hostPath one gives its pods a directory of the node)."""
+    out = []
+    for step in steps:
+        if step.action != "create" or step.rtype.namespaced or step.rtype.name == NAMESPACE_OBJECT:
+            continue
+        described = ref(step.obj)
+        if step.rtype.name == "persistentvolumes":
+            spec = step.obj.get("spec") or {}
+            source = next((k for k in spec if isinstance(spec[k], dict) and k not in (
+                "capacity", "claimRef", "nodeAffinity") and k != "mountOptions"), "no volume source")
+            where = spec.get(source) or {}
+            detail = where.get("path") or where.get("driver") or where.get("server") or ""
+            described += f" ({source}{' ' + str(detail)[:100] if detail else ''})"
+        out.append(described)
+    return out
+
+
+def not_the_namespaces(obj: Json, rtype: ResourceType, namespace: str, recorded: set[str]) -> str | None:
+    """Why an object of the backup is not one a restore of ``namespace`` may create, or None. What is cluster-scoped
+    is the cluster's discovery's word, and which cluster-scoped kinds a backup records the tool's own table:
+    neither is the backup's (its record only narrows which objects of those kinds were recorded)."""
+    namespace_of = (obj.get("metadata") or {}).get("namespace")
+    if rtype.namespaced:
+        return None if namespace_of == namespace else f"an object of namespace {str(namespace_of)[:63]!r}"
+    if rtype.name == NAMESPACE_OBJECT:
+        name = (obj.get("metadata") or {}).get("name")
+        return None if name == namespace else f"another namespace, {str(name)[:63]!r}"
+    if rtype.name not in RECORDED_CLUSTER_RESOURCES:
+        return f"cluster-scoped {rtype.name}, which a namespace backup never records"
+    if namespace_of or ref(obj) not in recorded:
+        return "cluster-scoped, and not among the objects the backup recorded as needed"
+    return None
 
 
 def _type(catalog: Catalog, pending: dict[tuple[str, str], ResourceType], obj: Json) -> ResourceType | None:

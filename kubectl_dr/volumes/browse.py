@@ -26,6 +26,18 @@ from kubectl_dr.volumes.entries import BLOCKDEV, CHAR, DIR, FIFO, FILE, HARDLINK
 from kubectl_dr.volumes.source import ARCHIVE_PART, TYPE, Source, check_record, from_headers, read_entries
 from kubectl_dr.volumes.tar_reader import ENCODING, ERRORS, read_archive
 
+# A file copied to this machine (--to-dir) keeps its permissions but not setuid or setgid: a backup here is not
+# authenticated (whoever writes the bucket writes it), and a setuid-root shell in it, written by root, would be
+# one for every local user. A restore into the volume keeps them; directories keep theirs (setgid there only
+# makes new files inherit the group, as every fsGroup volume's directories do).
+LOCAL_MODE_BITS = 0o1777
+
+
+@dataclass(frozen=True)
+class Written:
+    files: int
+    without_setid: list[str]  # files whose setuid or setgid bit was left off here
+
 _BLOCK = 1 << 20
 
 
@@ -155,11 +167,11 @@ def _contents(browsed: Browsed, wanted: dict[str, Entry]) -> Iterator[tuple[Entr
             yield entry, tar.extractfile(member) if entry.kind == FILE else None
 
 
-def write_to_dir(browsed: Browsed, dest: Path, includes: list[str]) -> int:
+def write_to_dir(browsed: Browsed, dest: Path, includes: list[str]) -> Written:
     """The backup (or the included paths and the directories leading to them) into a new or empty local
-    directory; returns the number of files written. Every parent is a directory this writes itself (a
-    path under a symlink of the backup is refused) and every file is created O_EXCL|O_NOFOLLOW, so no
-    write follows a link. Owners applied when running as root."""
+    directory; says how many files it wrote and which entries lost a setuid or setgid bit (LOCAL_MODE_BITS).
+    Every parent is a directory this writes itself (a path under a symlink of the backup is refused) and every
+    file is created O_EXCL|O_NOFOLLOW, so no write follows a link. Owners applied when running as root."""
     wanted = _wanted(browsed, includes)
     for path in wanted:
         parent = path.rpartition("/")[0]
@@ -200,14 +212,14 @@ def write_to_dir(browsed: Browsed, dest: Path, includes: list[str]) -> int:
         _apply(target, entry, owners)
     for made, entry in reversed(dirs):  # deepest first: writing into a directory changes its times
         _apply(made, entry, owners)
-    return files
+    return Written(files, [e.path for e in wanted.values() if e.kind == FILE and e.mode & 0o6000])
 
 
 def _apply(path: Path, entry: Entry, owners: bool) -> None:
     if owners:
         os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
     if entry.kind != SYMLINK:
-        os.chmod(path, entry.mode)
+        os.chmod(path, entry.mode & LOCAL_MODE_BITS if entry.kind == FILE else entry.mode)
     os.utime(path, (entry.mtime, entry.mtime), follow_symlinks=False)
 
 

@@ -64,7 +64,12 @@ def test_ls_and_cat_read_a_plain_backup_and_refuse_a_damaged_one(cluster: Any, t
     whole = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", backup_id,
                "--to-dir", str(out))
     assert whole.returncode == 0, whole.stderr
-    assert differences({k: v for k, v in before.items() if k != b"."}, snapshot(out, root_entry=False)) == []
+    # Exactly, but for setuid and setgid bits: not set on this machine from an unauthenticated backup (a planted
+    # setuid-root shell would be one for every local user), and said.
+    differ = differences({k: v for k, v in before.items() if k != b"."}, snapshot(out, root_entry=False))
+    assert [d for d in differ if "setuid-tool" not in d] == [], differ
+    assert stat.S_IMODE(os.stat(out / "setuid-tool").st_mode) == 0o755 and os.stat(out / "setuid-tool").st_uid != 0
+    assert b"without their setuid or setgid bit (setuid-tool)" in whole.stderr, whole.stderr
     some = tmp_path / "some"
     part = dr(cluster, "pvc", "restore", "data", "-n", ns, "--repo", str(repo), "--from", "latest",
               "--include", "big-uid", "--include", "data.db.hardlink", "--to-dir", str(some), "-o", "json")

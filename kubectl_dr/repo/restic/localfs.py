@@ -104,10 +104,12 @@ def restore_to_dir(repo: Repository, root: Node, dest: Path, *, owners: bool | N
             os.symlink(node.linktarget, path)
         elif node.type == FIFO:
             os.mkfifo(path, 0o600)
-        elif node.type in (DEV, CHARDEV) and owners:
-            os.mknod(path, (stat.S_IFBLK if node.type == DEV else stat.S_IFCHR) | 0o600, node.device)
         else:
-            continue  # sockets (and devices when not root) cannot be made meaningfully
+            # Sockets cannot be made meaningfully, and no device node is made on this machine (as a plain
+            # backup's --to-dir makes none): a node of the host's disk with mode 0666, restored by root, would
+            # open the disk to every user. Modes, setuid included, are restic restore's: a snapshot is
+            # authenticated by the repository's key, which a bucket writer without the password lacks.
+            continue
         _apply(path, node, owners)
     for path, node in reversed(dirs):  # deepest first: setting a directory's times before its content changes them
         _apply(path, node, owners)

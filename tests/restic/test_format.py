@@ -200,3 +200,16 @@ def test_s3_repository_restic_reads_and_we_read_restic(tmp_path: Path, moto_s3: 
     (snap,) = repo.snapshots()
     localfs.restore_to_dir(repo, archiver.volume_root(repo, snap.tree, snap.paths), tmp_path / "back")
     assert datasets.differences(_exact(src), _exact(tmp_path / "back")) == []
+
+
+def test_a_local_copy_makes_no_device_node(tmp_path: Path) -> None:
+    """--to-dir of a snapshot holding a device node (a volume of a chroot, or a planted node of the host's disk
+    with mode 0666) writes the rest and no node: run as root, it would open the device to every local user."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "file").write_bytes(b"x")
+    os.mknod(src / "disk", stat.S_IFBLK | 0o666, os.makedev(8, 0))
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), PW)
+    snap = localfs.backup_dir(repo, src, snapshot_path="/data", hostname="shop/data")
+    assert localfs.restore_to_dir(repo, archiver.volume_root(repo, snap.tree, snap.paths), tmp_path / "out") == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file"]

@@ -274,6 +274,9 @@ def restore(
         "--full", help="restic:REPO only: send every file again. Without it, files the volume already holds "
                        "(same size and SHA-256, computed in the pod; or, restoring a claim's own snapshot, "
                        "the very files its backup read: same inode and change time) are not sent.")] = False,
+    allow_devices: Annotated[bool, typer.Option(
+        "--allow-devices", help="Make the backup's device nodes in the volume (a chroot's or an image's /dev). "
+                                "Without it a backup holding any is refused: an app's volume holds none.")] = False,
 ) -> None:
     """Verify a backup, stop the claim's consumers, restore into the volume, check it, start them again.
 
@@ -338,7 +341,8 @@ def restore(
 
         with tempfile.TemporaryDirectory(prefix="kubectl-dr-restic-") as work:
             result = job.run(current, None, job.RestoreOptions(namespace, claim, source, image=image, clean=clean,
-                                                                compress=compress, full=full),
+                                                                compress=compress, full=full,
+                                                                allow_devices=allow_devices),
                              prepared=prepared)
     else:
         if full:
@@ -352,7 +356,7 @@ def restore(
                          job.RestoreOptions(current.namespace, claim, source, image=image, clean=clean,
                                             allow_empty=allow_empty, from_claim=from_claim,
                                             from_cluster=from_cluster, include=include,
-                                            compress=compress))
+                                            compress=compress, allow_devices=allow_devices))
     if isinstance(result, job.RestoreResult):
         show(result, opts.output)
     else:

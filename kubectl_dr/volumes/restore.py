@@ -47,7 +47,7 @@ from kubectl_dr.volumes import (
     tree_check,
 )
 from kubectl_dr.volumes.access import RESTORE, AccessPlan, accepted, plan_access, refs, them
-from kubectl_dr.volumes.entries import DIR, FILE
+from kubectl_dr.volumes.entries import BLOCKDEV, CHAR, DIR, FILE
 from kubectl_dr.volumes.exposer import Exposure, claim_lease, say_plan
 from kubectl_dr.volumes.listing import Found
 from kubectl_dr.volumes.rescue_pod import RescuePod
@@ -71,6 +71,7 @@ class RestoreOptions:
     include: list[str] | None = None  # only these paths (and the directories leading to them)
     compress: str = compression.NONE  # auto|none|gzip|xz: on the link only
     full: bool = False  # send every entry, even what the volume already holds (no incremental restore)
+    allow_devices: bool = False  # device nodes of the backup are made in the volume (else refused)
 
 
 @dataclass
@@ -265,7 +266,21 @@ def run(session: Session, repo: Repository | None, opts: RestoreOptions, *,
                          unknown_why=why, server=kube.resolved.server, from_cluster=opts.from_cluster)
     if opts.include:
         src = _subset(src, opts.include, console)
+    refuse_devices(src, opts)
     return _proceed(session, repo, access, src, opts)
+
+
+def refuse_devices(src: Source, opts: RestoreOptions) -> None:
+    """A device node is made in the volume only when asked: a repository writer could plant one of the node's
+    disk (mode 0666) for any privileged consumer of the volume to open. Apps' volumes hold none (a chroot's or
+    an image's /dev may: --allow-devices)."""
+    devices = [e for e in src.entries if e.kind in (CHAR, BLOCKDEV)]
+    if devices and not opts.allow_devices:
+        shown = ", ".join(f"{e.path} ({'block' if e.kind == BLOCKDEV else 'character'} device)" for e in devices[:5])
+        raise DrError(f"{src.label} holds {count(len(devices), 'device node')}: {shown}"
+                      + (", …" if len(devices) > 5 else "") + "; nothing was changed",
+                      hint="An app's volume holds none: if this backup should (a chroot, an image's /dev), restore "
+                           "it with --allow-devices; otherwise the backup may have been changed in the repository.")
 
 
 def _run_prepared(session: Session, opts: RestoreOptions,
@@ -285,7 +300,9 @@ def _run_prepared(session: Session, opts: RestoreOptions,
         try:
             access = plan_access(kube, opts.namespace, opts.claim, job=RESTORE, read_only=False)
             if dry_run != "none":
-                return _proceed(session, None, access, _trusted(kube, making.result()), opts)
+                src = _trusted(kube, making.result())
+                refuse_devices(src, opts)
+                return _proceed(session, None, access, src, opts)
             say_plan(console, access)
             # Asked before the snapshot is read to the end, so without its counts (said once it is read):
             # the reading goes on while a person answers.
@@ -308,6 +325,7 @@ def _run_prepared(session: Session, opts: RestoreOptions,
                 # The free space too, while the snapshot may still be read (it does not depend on it).
                 free, _ = transfer.capture(kube, pod, scripts.FREE_SPACE, what="df")
                 src = _trusted(kube, making.result())
+                refuse_devices(src, opts)
                 return _restore(kube, exposure, pod, src, opts, console, found=found, listings=listings,
                                 free=free)
         except BaseException:

@@ -50,17 +50,34 @@ def create(kube: Kube, rtype: ResourceType, obj: Json, *, dry_run: bool) -> Json
     return created
 
 
+UPDATE_ATTEMPTS = 5  # a controller writing the object's status between our read and our PUT: read again
+
+
 def update(kube: Kube, rtype: ResourceType, obj: Json, live: Json, *, dry_run: bool) -> Json:
-    body = dict(obj)
-    body["metadata"] = {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
-    bound = (live.get("spec") or {}).get("volumeName")
-    if obj.get("kind") == "PersistentVolumeClaim" and bound and not (obj.get("spec") or {}).get("volumeName"):
-        # The claim stays bound to its volume: a claim's spec is immutable but for its requests.
-        body["spec"] = {**obj["spec"], "volumeName": bound}
-    query = {"dryRun": "All"} if dry_run else None
+    """PUT the backup's object over the live one. Its controller may write the live object (its status)
+    between our read and the PUT, which the server answers 409 Conflict: read it again and retry, as
+    kubectl apply does, since the backup's object replaces whatever the live one now holds."""
     meta = obj["metadata"]
-    updated: Json = kube.request("PUT", rtype.object_path(meta.get("namespace"), meta["name"]), body=body, query=query)
-    return updated
+    path = rtype.object_path(meta.get("namespace"), meta["name"])
+    query = {"dryRun": "All"} if dry_run else None
+    for attempt in range(1, UPDATE_ATTEMPTS + 1):
+        body = dict(obj)
+        body["metadata"] = {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
+        bound = (live.get("spec") or {}).get("volumeName")
+        if obj.get("kind") == "PersistentVolumeClaim" and bound and not (obj.get("spec") or {}).get("volumeName"):
+            # The claim stays bound to its volume: a claim's spec is immutable but for its requests.
+            body["spec"] = {**obj["spec"], "volumeName": bound}
+        try:
+            updated: Json = kube.request("PUT", path, body=body, query=query)
+            return updated
+        except ApiError as exc:
+            if exc.status != 409 or exc.reason != "Conflict" or attempt == UPDATE_ATTEMPTS:
+                raise
+            fresh = current(kube, rtype, obj)
+            if fresh is None:
+                raise
+            live = fresh
+    raise AssertionError("unreachable")
 
 
 def delete(kube: Kube, rtype: ResourceType, obj: Json) -> None:

@@ -40,6 +40,9 @@ from kubectl_dr.workloads import records, scaling
 
 Json = dict[str, Any]
 DATA_RESTORED = "kubectl-dr.io/data-restored-from"
+# On the target namespace once a restore has finished (taken off when a run of it starts): a later run of the same
+# backup is then a new restore, not the finishing of an interrupted one, so what exists follows --existing.
+FINISHED = "kubectl-dr.io/restore-finished-from"
 EXISTING = ("fail", "skip", "update")
 CRD = "customresourcedefinitions.apiextensions.k8s.io"
 EARLIER_RUN = "restored by an earlier run of this restore"
@@ -166,7 +169,11 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
     target = opts.to or opts.namespace_mapping.get(opts.namespace, opts.namespace)
     maps = mapping.Mapping({**opts.namespace_mapping, opts.namespace: target}, opts.storage_class_mapping,
                            opts.preserve_node_ports)
-    steps = _plan(kube, app, opts, maps, target)
+    # A restore that finished, run again: with --existing fail (the default) there is nothing to do, as before;
+    # with skip or update it is restored again over what changed since (what exists follows --existing).
+    done_before = _finished(kube, target) == app.id
+    finished = done_before and opts.existing != "fail"
+    steps = _plan(kube, app, opts, maps, target, finished=finished)
     claims = [{**c, "name": c["name"], "state": "would be restored" if opts.volumes else "left out (--no-volumes)"}
               for c in app.claims(opts.namespace)]
     excluded = list(app.record.get("excluded") or [])
@@ -174,7 +181,10 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
         _claim_backups_present(repo, app, claims)
     result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=dry_run)
     earlier = sum(1 for s in steps if s.reason == EARLIER_RUN)
-    if earlier:
+    if done_before and not finished:
+        console.say(f"the restore of backup {app.id} into {target} finished before: nothing to do; to restore it "
+                    "again over what changed since, pass --existing update (or skip: only what is missing)")
+    elif earlier:
         console.say(f"finishing an earlier run of this restore: {count(earlier, 'object')} of it already in "
                     f"{target}; claims not marked restored are restored again, workloads scaled up last")
     collisions = [s for s in steps if s.action == "collision"]
@@ -194,6 +204,8 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
                     f"into namespace {target} ({result.counts()['create']} to create"
                     + (f"; cluster-wide: {', '.join(wide)}" if wide else "") + ")")
     try:
+        if finished:  # a new run of a finished restore: interrupted, it is finished by a rerun as any other
+            _start_again(kube, target, claims if opts.volumes else [])
         _apply(kube, steps, opts, console)
         _claims(session, repo, app, opts, target, result)
         # The workloads only now, at 0 replicas with their records: while the claims were restored no consumer
@@ -202,6 +214,7 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
         _write(kube, [s for s in steps if s.rtype.name in WORKLOADS and s.action in ("create", "update")], console)
         console.say(f"created {count(sum(1 for s in steps if s.action == 'create'), 'object')}")
         restored = scaling.scale_restore(kube, target, run_id=run_id_for(app.id), console=console)
+        _mark_finished(kube, target, app.id)
     except DryRunRefused:
         raise  # what it created to check the rest it deleted again: nothing to finish
     except (DrError, Interrupted) as exc:
@@ -228,6 +241,37 @@ def _how_to_finish(session: Session, exc: DrError | Interrupted, backup_id: str,
     exc.hint = f"{exc.hint}\n{note}" if exc.hint and isinstance(exc, DrError) else note
 
 
+def _finished(kube: Kube, target: str) -> str | None:
+    """The backup whose restore into ``target`` last finished, or None (no namespace yet, or none finished)."""
+    try:
+        namespace = kube.get(f"/api/v1/namespaces/{target}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    value = ((namespace.get("metadata") or {}).get("annotations") or {}).get(FINISHED)
+    return str(value) if value else None
+
+
+def _start_again(kube: Kube, target: str, claims: list[Json]) -> None:
+    """A finished restore run again: its mark and its claims' data marks go first, so that an interruption of
+    this run leaves what a first run would (the rerun then restores every claim's data, which changed since)."""
+    _mark_finished(kube, target, None)
+    for claim in claims:
+        try:
+            kube.request("PATCH", f"/api/v1/namespaces/{target}/persistentvolumeclaims/{claim['name']}",
+                         body={"metadata": {"annotations": {DATA_RESTORED: None}}},
+                         content_type="application/merge-patch+json")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+
+def _mark_finished(kube: Kube, target: str, backup_id: str | None) -> None:
+    kube.request("PATCH", f"/api/v1/namespaces/{target}", body={"metadata": {"annotations": {FINISHED: backup_id}}},
+                 content_type="application/merge-patch+json")
+
+
 def _claim_backups_present(repo: Repository, app: AppBackup, claims: list[Json]) -> None:
     """Every claim's data is a `pvc` backup of its own: check each is there before any object is created
     (retention or `backups delete` may have removed one)."""
@@ -245,7 +289,10 @@ def _claim_backups_present(repo: Repository, app: AppBackup, claims: list[Json])
                       hint="Restore the objects alone with --no-volumes, or choose a complete backup with --from.")
 
 
-def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mapping, target: str) -> list[Step]:
+def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mapping, target: str, *,
+          finished: bool = False) -> list[Step]:
+    """``finished``: a run of this restore finished before; what carries the backup's ID is then not an
+    interrupted run's work to skip, but an object that exists (--existing decides)."""
     catalog = discover(kube)
     objects = app.of_namespace(opts.namespace)
     static = {o["metadata"]["name"] for o in objects if o.get("kind") == "PersistentVolume"}
@@ -268,7 +315,7 @@ def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mappin
             continue
         shaped["apiVersion"] = rtype.api_version
         live = lookup.find(rtype, shaped) if catalog.for_object(shaped) is not None else None
-        steps.append(_decide(shaped, rtype, live, opts.existing, app.id, not rtype.namespaced))
+        steps.append(_decide(shaped, rtype, live, opts.existing, None if finished else app.id, not rtype.namespaced))
     if foreign:
         raise DrError(f"backup {app.id} holds objects no namespace backup of {opts.namespace} holds: nothing was "
                       "created:\n  " + "\n  ".join(foreign[:20]) + ("\n  …" if len(foreign) > 20 else ""),
@@ -324,12 +371,13 @@ def _type(catalog: Catalog, pending: dict[tuple[str, str], ResourceType], obj: J
     return found
 
 
-def _decide(obj: Json, rtype: ResourceType, live: Json | None, existing: str, backup_id: str,
+def _decide(obj: Json, rtype: ResourceType, live: Json | None, existing: str, backup_id: str | None,
             cluster_scoped: bool) -> Step:
+    """``backup_id``: what an interrupted run of this restore marked (None: a finished run's objects exist)."""
     if live is None:
         return Step(obj, rtype, "create")
     meta = live.get("metadata") or {}
-    if (meta.get("annotations") or {}).get(mapping.RESTORED_FROM) == backup_id:
+    if backup_id is not None and (meta.get("annotations") or {}).get(mapping.RESTORED_FROM) == backup_id:
         return Step(obj, rtype, "skip", EARLIER_RUN, live)
     if obj.get("kind") == "Namespace":
         return Step(obj, rtype, "skip", "the namespace exists; its objects are restored into it", live)

@@ -268,16 +268,29 @@ def test_restore_under_another_name(app: dict[str, Any], cluster: Any) -> None:
     [claim_diff] = diff["claims"]
     assert claim_diff["pvcDiff"]["identical"] is True, claim_diff
 
-    # A file the app changed after the restore: the namespace is not identical, whatever its objects say.
-    changed_file = volume_dir(cluster, target, "data-db-0") / "diverged"
-    changed_file.write_text("written after the restore")
-    os.chown(changed_file, 1000, 1000)
+    # Drift after the restore, from the app's side: a table rewritten, a config changed. The namespace is not
+    # identical, whatever its objects say.
+    orders = volume_dir(cluster, target, "data-db-0") / "tables" / "orders"
+    orders.write_text("lost\n")
+    os.chown(orders, 1000, 1000)
+    cluster.kubectl("patch", "configmap", "web-config", "-n", target, "-p", '{"data": {"greeting": "drifted"}}')
     after = dr("ns", "diff", ns, "--from", app["id"], "--to", target, "--exit-code", "-o", "json",
                cluster=cluster, repo=app["repo"], subprocess=True)
     assert after.returncode == 1, after.stderr
     assert json.loads(after.stdout)["identical"] is False
     assert json.loads(after.stdout)["claims"][0]["pvcDiff"]["identical"] is False
-    changed_file.unlink()
+
+    # The same command again: that restore finished, so there is nothing to do, and it says how to redo it.
+    same = dr("ns", "restore", ns, "--from", app["id"], "--to", target, "--yes", cluster=cluster, repo=app["repo"],
+              subprocess=True)
+    assert same.returncode == 0 and "finished before: nothing to do" in same.stderr, same.stderr
+    assert orders.read_text() == "lost\n"
+    # --existing update restores it again over the drift (it once skipped everything and said "restored").
+    redone = json.loads(ok(dr("ns", "restore", ns, "--from", app["id"], "--to", target, "--existing", "update",
+                              "--yes", "-o", "json", cluster=cluster, repo=app["repo"], subprocess=True)))
+    assert redone["claims"][0]["state"].startswith("restored "), redone["claims"]
+    assert orders.read_text() == "\n".join(str(i) for i in range(1, 5001)) + "\n"
+    assert get(cluster, "configmap", "web-config", "-n", target)["data"] == {"greeting": "hello from the config"}
 
 
 def test_server_dry_run_refuses_before_anything_is_created(app: dict[str, Any], cluster: Any) -> None:

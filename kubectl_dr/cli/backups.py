@@ -25,6 +25,7 @@ from kubectl_dr.cli.repo_options import (
 from kubectl_dr.console import Console
 from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.repo import Backup, EncryptedBackupError, Policy, Repository
+from kubectl_dr.repo.families import APP_TYPE
 from kubectl_dr.repo.manifest import format_time
 from kubectl_dr.repo.repository import PruneResult, Verification
 from kubectl_dr.repo.restic.location import is_restic
@@ -314,12 +315,14 @@ def verify(
                            identity=identity)
     chosen = repository.resolve(backup, type)
     encrypted = chosen.manifest.encryption is not None
-    total = sum(p.stored_size for p in chosen.manifest.parts)
+    claims = repository.claims_of(chosen)[0] if chosen.manifest.type == APP_TYPE else []  # verified with it
+    total = sum(p.stored_size for b in [chosen, *claims] for p in b.manifest.parts)
+    unrecorded: list[str] = []
     try:
         with console.progress(f"verify {chosen.id}", total) as bar:
             # A dry run writes nothing into the repository, not even the outcome of its check.
             found = repository.verify(chosen, progress=bar.advance, stored_only=stored_only,
-                                      record=opts.dry_run == "none")
+                                      record=opts.dry_run == "none", unrecorded=unrecorded.append)
     except EncryptedBackupError as exc:
         # Whoever holds no key can still check what is stored: say how, where the key is asked for.
         exc.hint = f"{exc.hint}\nWithout the key, --stored-only checks the stored (encrypted) bytes."
@@ -327,17 +330,24 @@ def verify(
     contents = not (encrypted and stored_only)
     data = {"id": found.id, "location": found.location, "verified": True, "contentsChecked": contents,
             "size": found.manifest.size, "parts": [p.to_dict() for p in found.manifest.parts],
-            "dryRun": opts.dry_run != "none"}
+            "claimBackups": [c.id for c in claims], "dryRun": opts.dry_run != "none",
+            "recorded": opts.dry_run == "none" and not unrecorded}
     if not contents:
         console.say(f'note: backup "{found.id}": only the stored (encrypted) bytes were checked; its contents were not '
                 "decrypted (pass --identity to check them)")
+    if claims:
+        console.say(f"verified with it: the backups of its {count(len(claims), 'claim')} "
+                    f"({', '.join(c.id for c in claims)})")
     if opts.dry_run != "none":
         console.say("note: the outcome was not recorded (dry run)")
+    elif unrecorded:
+        console.warn(f"warning: the outcome could not be recorded in {repository.location} ({unrecorded[0]}): "
+                     "prune and backups list do not know of this check")
     checked = ("decrypted" if encrypted else "size,sha256") if contents else "stored-only"
     emit(data, opts.output, table=render_table(
         ["ID", "VERIFIED", "PARTS", "SIZE", "CHECKED", "RECORDED"],
         [[found.id, "ok", len(found.manifest.parts), units.size(found.manifest.size), checked,
-          "no" if opts.dry_run != "none" else "yes"]]))
+          "yes" if data["recorded"] else "no"]]))
 
 
 @app.command("copy", short_help="Copy backups into another repository")

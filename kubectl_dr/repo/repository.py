@@ -382,15 +382,32 @@ class Repository(ABC):
     # --- checking ------------------------------------------------------------------------------------
 
     def verify(self, ref: str | Backup, progress: Progress | None = None, identity: Sequence[Identity] | None = None,
-               *, stored_only: bool = False, record: bool = True) -> Backup:
+               *, stored_only: bool = False, record: bool = True,
+               unrecorded: Callable[[str], None] | None = None) -> Backup:
         """Read every part back and compare its size and SHA-256 with the manifest; raise on a difference.
 
         An encrypted part is decrypted with ``identity`` (or the repository's identities) and both the
         stored bytes and the plaintext are checked; ``stored_only`` checks only the stored bytes, which
         needs no key. Without a key and without ``stored_only`` an encrypted backup is refused. The
-        outcome is recorded next to the manifest (prune keeps the newest backup not found damaged).
+        outcome is recorded next to the manifest (prune keeps the newest backup not found damaged); where it
+        cannot be (a read-only copy), ``unrecorded`` is told why. An application backup is whole only with its
+        claims' backups: each is verified too (and recorded), and one missing makes it damaged.
         """
         backup = ref if isinstance(ref, Backup) else self.resolve(ref)
+        if backup.manifest.type == families.APP_TYPE:
+            claims, missing = self.claims_of(backup)
+            try:
+                if missing:
+                    raise BackupCorruptError(backup.id, "record.json", "names claim backups this repository no "
+                                             f"longer holds: {', '.join(missing)}")
+                for claim in claims:
+                    self.verify(claim, progress, identity, stored_only=stored_only, record=record,
+                                unrecorded=unrecorded)
+            except BackupCorruptError as exc:
+                if record:
+                    self._record(backup, ok=False, contents=not stored_only, problem=exc.message,
+                                 unrecorded=unrecorded)
+                raise
         keys = self._identities(identity)
         encrypted = any(p.encrypted for p in backup.manifest.parts)
         if encrypted and not keys and not stored_only:
@@ -405,19 +422,24 @@ class Repository(ABC):
                     read_stored(raw, backup.manifest, part, progress)
         except BackupCorruptError as exc:
             if record:
-                self._record(backup, ok=False, contents=not stored_only, problem=exc.message)
+                self._record(backup, ok=False, contents=not stored_only, problem=exc.message, unrecorded=unrecorded)
             raise
         if record:
-            self._record(backup, ok=True, contents=not stored_only or not encrypted)
+            self._record(backup, ok=True, contents=not stored_only or not encrypted, unrecorded=unrecorded)
         return backup
 
-    def _record(self, backup: Backup, *, ok: bool, contents: bool, problem: str | None = None) -> None:
+    def _record(self, backup: Backup, *, ok: bool, contents: bool, problem: str | None = None,
+                unrecorded: Callable[[str], None] | None = None) -> None:
         data = {"apiVersion": "kubectl-dr/v1", "kind": "Verification", "id": backup.id,
                 "verifiedAt": format_time(self._clock()), "ok": ok, "contentsChecked": contents,
                 "problem": problem, "toolVersion": __version__}
-        # A read-only copy of a repository can still be verified; the record is a convenience.
-        with contextlib.suppress(OSError, RepoError):
+        # A read-only copy of a repository can still be verified; the record is a convenience, and its absence
+        # is told to whoever asked.
+        try:
             self._write_record(backup, (json.dumps(data, indent=2) + "\n").encode())
+        except (OSError, RepoError) as exc:
+            if unrecorded is not None:
+                unrecorded(exc.strerror or str(exc) if isinstance(exc, OSError) else exc.message)
 
     def verification(self, backup: Backup) -> Verification | None:
         """The last recorded verification of a backup, if any (a record that does not read as one: none)."""
@@ -478,6 +500,13 @@ class Repository(ABC):
             with contextlib.suppress(BackupNotFoundError):  # gone already: a rerun after an interruption
                 self._remove(claim)
         self._remove(plan.backup)
+
+    def claims_of(self, backup: Backup) -> tuple[builtins.list[Backup], builtins.list[str]]:
+        """An application backup's claims' backups, and the IDs of those it names that are gone."""
+        everything = self.scan()[0]
+        by_id = {b.id: b for b in everything}
+        family = families.families(b.manifest for b in everything)
+        return [by_id[c] for c in family.claims.get(backup.id, [])], family.missing.get(backup.id, [])
 
     def with_claims(self, chosen: Sequence[Backup]) -> builtins.list[Backup]:
         """``chosen``, each application backup preceded by its claims' backups (once each): what a copy

@@ -173,3 +173,33 @@ def test_an_app_backup_whose_claims_backup_is_gone_is_not_copied(repo: Repositor
     with pytest.raises(RepoError, match=f"its claims' backups {db} are gone"):
         repo.with_claims([repo.get(app)])
     assert [b.id for b in repo.with_claims([repo.get(cache)])] == [cache]
+
+
+def test_verifying_an_app_backup_verifies_its_claims_backups(repo: Repository) -> None:
+    """An application backup is whole only with its claims' data: `backups verify APP` checks them too, and one
+    gone makes it damaged (it once said ok, and only the restore found out)."""
+    from kubectl_dr.repo.errors import BackupCorruptError
+
+    whole, db, cache = family(repo)
+    repo.verify(whole)
+    for backup_id in (whole, db, cache):
+        record = repo.verification(repo.get(backup_id))
+        assert record is not None and record.ok, backup_id
+    broken, gone, _ = family(repo)
+    repo._remove(repo.get(gone))
+    with pytest.raises(BackupCorruptError, match=f"no longer holds: {gone}"):
+        repo.verify(broken)
+    record = repo.verification(repo.get(broken))
+    assert record is not None and not record.ok
+
+
+def test_an_outcome_that_cannot_be_recorded_is_said(tmp_path: Path) -> None:
+    """A read-only copy can be verified; that its outcome was not recorded is told, not printed as recorded."""
+    from tests.objectstores import Clock
+
+    repo = LocalRepository(tmp_path / "repo", clock=Clock())
+    backup_id = pvc(repo, "db")
+    (repo.path / backup_id / "verification.json").mkdir()  # where the record goes: not writable as a file
+    told: list[str] = []
+    repo.verify(backup_id, unrecorded=told.append)
+    assert len(told) == 1 and told[0]

@@ -108,8 +108,15 @@ def run(session: Session, repo: Repository, opts: BackupOptions) -> BackupResult
                     f"{count(len(collected.excluded), 'object')} left out (the record says why)")
         if dry_run != "none":
             return BackupResult(None, collected, [dict(c) for c in collected.claims], dry_run)
-        claims = _claims(session, repo, opts, collected) if opts.volumes else []
+        # The claims' backups are committed one by one; until the application backup that names them is, an
+        # error or an interruption removes them: an unfinished backup keeps nothing in the repository.
+        committed: list[str] = []
+        stack = cleanup.current()
+        undo = stack.push("remove the claims' backups of this unfinished namespace backup",
+                          lambda: _forget(repo, committed, console))
+        claims = _claims(session, repo, opts, collected, committed) if opts.volumes else []
         manifest = _write(kube, repo, opts, collected, claims, console)
+        stack.discard(undo)
     finally:
         for record in reversed(quiesced):
             record.restore(console)
@@ -154,20 +161,32 @@ def _as_before_scale_down(collected: Collected, run_id: str, console: Console) -
             obj["metadata"].pop("annotations", None)
 
 
-def _claims(session: Session, repo: Repository, opts: BackupOptions, collected: Collected) -> list[Json]:
+def _forget(repo: Repository, committed: list[str], console: Console) -> None:
+    """Remove the claims' backups an unfinished namespace backup committed (each once)."""
+    from kubectl_dr.repo import BackupNotFoundError
+
+    while committed:
+        backup_id = committed.pop()
+        with contextlib.suppress(BackupNotFoundError):
+            repo.delete(backup_id)
+            console.say(f"removed backup {backup_id}: a claim's backup of this unfinished namespace backup")
+
+
+def _claims(session: Session, repo: Repository, opts: BackupOptions, collected: Collected,
+            committed: list[str]) -> list[Json]:
     """Every claim through `pvc backup`, up to ``opts.parallel`` side by side (each its own pod, lease and
     checks). A failure starts no further claim and waits for the ones under way, so that every pod they
     made is theirs to remove before the command's cleanup runs; then it is raised. An interruption (Ctrl-C)
-    does not wait for them to finish: see `_stop`."""
+    does not wait for them to finish: see `_stop`. Each claim's backup, once committed, goes into ``committed``."""
     claims = collected.claims
     workers = max(1, min(opts.parallel, len(claims)))
     if workers == 1:
-        return [_claim(session, repo, opts, claim) for claim in claims]
+        return [_claim(session, repo, opts, claim, committed) for claim in claims]
     shared = dataclasses.replace(session, console=_SideBySide(session.console))
     console = session.console
     console.say(f"backing up {count(len(claims), 'claim')}, {workers} at a time")
     pool = ThreadPoolExecutor(workers, "claim-backup")
-    futures = [pool.submit(_claim, shared, repo, opts, claim) for claim in claims]
+    futures = [pool.submit(_claim, shared, repo, opts, claim, committed) for claim in claims]
     try:
         concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
     except BaseException:
@@ -177,6 +196,7 @@ def _claims(session: Session, repo: Repository, opts: BackupOptions, collected: 
         if running:
             _stop(console, running)
         pool.shutdown(wait=True, cancel_futures=True)
+        _forget(repo, committed, console)  # those committed after `_stop` ran the undo steps
         raise
     pool.shutdown(wait=True, cancel_futures=True)
     return [f.result() for f in futures]  # the first failure, in the claims' order, is raised here
@@ -195,7 +215,7 @@ def _stop(console: Console, running: int) -> None:
         stack.push(step.description, step.action, fallback_hint=step.fallback_hint)
 
 
-def _claim(session: Session, repo: Repository, opts: BackupOptions, claim: Json) -> Json:
+def _claim(session: Session, repo: Repository, opts: BackupOptions, claim: Json, committed: list[str]) -> Json:
     from kubectl_dr.volumes import backup as pvc_backup
 
     kwargs: dict[str, Any] = {"name": f"{opts.name or 'app'}-{claim['namespace']}-{claim['name']}"}
@@ -203,6 +223,7 @@ def _claim(session: Session, repo: Repository, opts: BackupOptions, claim: Json)
         kwargs["image"] = opts.image
     result = pvc_backup.run(session, repo, pvc_backup.BackupOptions(claim["namespace"], claim["name"], **kwargs))
     assert isinstance(result, pvc_backup.BackupResult)
+    committed.append(result.manifest.id)
     part = result.manifest.part(pvc_backup.PART)
     entries = int((result.manifest.details.get("archive") or {}).get("entries") or 0)
     return {**claim, "backup": result.manifest.id, "size": part.size, "sha256": part.sha256, "entries": entries}

@@ -116,8 +116,12 @@ class RestoreResult:
                  f"{c['create']} {verbs[0]}, {c['skip']} {verbs[1]}, {c['update']} {verbs[2]}"]
         for described in cluster_wide(self.steps):
             lines.append(f"  create cluster-wide {described}")
+        wide = set(cluster_wide(self.steps, refs_only=True))
         for step in self.steps:
-            if step.action != "create" or (step.checked and step.checked != "accepted"):
+            # A plan names every object it would create; a finished run only what it did not simply create.
+            if step.ref in wide:
+                continue
+            if step.action != "create" or self.dry_run != "none" or (step.checked and step.checked != "accepted"):
                 why = f" ({step.reason})" if step.reason else ""
                 check = f" [server dry run: {step.checked}]" if step.checked and step.checked != "accepted" else ""
                 lines.append(f"  {step.action} {step.ref}{why}{check}")
@@ -329,7 +333,7 @@ def _plan(kube: Kube, app: AppBackup, opts: RestoreOptions, maps: mapping.Mappin
     return steps
 
 
-def cluster_wide(steps: list[Step]) -> list[str]:
+def cluster_wide(steps: list[Step], *, refs_only: bool = False) -> list[str]:
     """The cluster-scoped objects a restore creates, named where it is asked (a persistent volume with what it
     mounts: a hostPath one gives its pods a directory of the node)."""
     out = []
@@ -337,6 +341,9 @@ def cluster_wide(steps: list[Step]) -> list[str]:
         if step.action != "create" or step.rtype.namespaced or step.rtype.name == NAMESPACE_OBJECT:
             continue
         described = ref(step.obj)
+        if refs_only:
+            out.append(described)
+            continue
         if step.rtype.name == "persistentvolumes":
             spec = step.obj.get("spec") or {}
             source = next((k for k in spec if isinstance(spec[k], dict) and k not in (

@@ -1,7 +1,9 @@
 """`namespace diff`: what a restore of a backup would create, change (field by field) and leave alone.
 
 Only the fields the backup holds are compared: what the server fills in (defaults, allocated IPs) is not
-a difference a restore would make. Reads only; the claims' contents are compared by the `pvc diff` job
+a difference a restore would make. In the maps no server fills (a ConfigMap's or Secret's data, labels,
+annotations but those controllers write), a key only the live object has is a difference too: a restore
+with --existing=update removes it. Reads only; the claims' contents are compared by the `pvc diff` job
 (a read-only pod per claim that exists; --no-volumes leaves them out).
 """
 
@@ -24,6 +26,12 @@ from kubectl_dr.units import count
 Json = dict[str, Any]
 # The restore's own marks and what the target allocates: never a difference.
 IGNORED = {"metadata.annotations." + mapping.RESTORED_FROM, "spec.clusterIP", "spec.clusterIPs", "spec.volumeName"}
+# Maps whose every key is the user's: one only the live object has is what an update would take away.
+USER_MAPS = (("data",), ("binaryData",), ("stringData",), ("metadata", "labels"), ("metadata", "annotations"))
+# Annotations controllers write (a claim's binder, a Deployment's revision, kubectl apply's record), in either
+# object: not a difference a restore makes or undoes.
+CONTROLLER_ANNOTATIONS = (*mapping.CLAIM_BIND_ANNOTATIONS, "deployment.kubernetes.io/revision",
+                          "kubectl.kubernetes.io/last-applied-configuration")
 
 
 @dataclass
@@ -87,14 +95,33 @@ def compare(wanted: Json, live: Json) -> list[Json]:
     so the leaves are looked up by walking the same keys)."""
     differences = []
     for path, keys, value in _walk(wanted, []):
-        if path in IGNORED or path.startswith("metadata.annotations.kubectl-dr.io/"):
+        if _ignored(path):
             continue
         current: Any = live
         for key in keys:
             current = current.get(key) if isinstance(current, dict) else None
         if current != value:
             differences.append({"field": path, "backup": value, "live": current})
+    for where in USER_MAPS:
+        ours, theirs = _at(wanted, where), _at(live, where)
+        for key in sorted(set(theirs) - set(ours)):
+            path = ".".join((*where, key))
+            if not _ignored(path):
+                differences.append({"field": path, "backup": None, "live": theirs[key]})
     return differences
+
+
+def _ignored(path: str) -> bool:
+    return (path in IGNORED or path.startswith("metadata.annotations.kubectl-dr.io/")
+            or any(path == "metadata.annotations." + a for a in CONTROLLER_ANNOTATIONS))
+
+
+def _at(obj: Json, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The map at ``keys`` ({} where there is none)."""
+    found: Any = obj
+    for key in keys:
+        found = found.get(key) if isinstance(found, dict) else None
+    return found if isinstance(found, dict) else {}
 
 
 def comparable(obj: Json) -> Json:

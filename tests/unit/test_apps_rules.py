@@ -210,3 +210,18 @@ def test_a_namespace_is_identical_only_when_its_compared_claims_are() -> None:
     not_compared = {"name": "data", "backup": "b1", "compare": "kubectl dr pvc diff data -n shop --from b1"}
     assert DiffResult("b1", "shop", objects, [not_compared]).to_dict()["identical"] is True
     assert not DiffResult("b1", "shop", [ObjectDiff("ConfigMap/shop/conf", "change")], []).identical
+
+
+def test_a_key_only_the_live_object_has_is_a_difference_where_the_map_is_the_users() -> None:
+    """`--existing=update` replaces the object: a ConfigMap key or a label added since the backup goes, so the
+    diff shows it; what controllers write (a claim's binder, a Deployment's revision) is no difference."""
+    from kubectl_dr.apps.diff import compare
+
+    backup = {"kind": "ConfigMap", "metadata": {"name": "c", "labels": {"app": "web"},
+                                                "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+              "data": {"app.conf": "color=blue"}}
+    live = {"kind": "ConfigMap", "metadata": {"name": "c", "labels": {"app": "web", "extra": "1"},
+                                              "annotations": {"deployment.kubernetes.io/revision": "2"}},
+            "data": {"app.conf": "color=blue", "new": "x"}, "spec": {"defaulted": True}}
+    assert compare(backup, live) == [{"field": "data.new", "backup": None, "live": "x"},
+                                     {"field": "metadata.labels.extra", "backup": None, "live": "1"}]

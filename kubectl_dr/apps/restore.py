@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubectl_dr import cleanup
 from kubectl_dr.apps import apply, mapping
 from kubectl_dr.apps.cleaning import ref
 from kubectl_dr.apps.collect import NAMESPACE_OBJECT, RECORDED_CLUSTER_RESOURCES
@@ -34,6 +35,7 @@ from kubectl_dr.kube.client import Kube
 from kubectl_dr.kube.identity import try_cluster_identity
 from kubectl_dr.pauses import pauses
 from kubectl_dr.repo import Repository
+from kubectl_dr.runs import Heartbeat, Lease, lease_name
 from kubectl_dr.session import Session
 from kubectl_dr.units import count, size
 from kubectl_dr.workloads import records, scaling
@@ -175,6 +177,8 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
                            opts.preserve_node_ports)
     # A restore that finished, run again: with --existing fail (the default) there is nothing to do, as before;
     # with skip or update it is restored again over what changed since (what exists follows --existing).
+    if dry_run == "none":
+        _hold_target(session, target)
     done_before = _finished(kube, target) == app.id
     finished = done_before and opts.existing != "fail"
     steps = _plan(kube, app, opts, maps, target, finished=finished)
@@ -243,6 +247,31 @@ def _how_to_finish(session: Session, exc: DrError | Interrupted, backup_id: str,
             f"(they are created at 0 replicas, with their records, and scaled up last). To finish, run the "
             f"restore again:\n  {rerun}")
     exc.hint = f"{exc.hint}\n{note}" if exc.hint and isinstance(exc, DrError) else note
+
+
+LEASE_NAMESPACE = "kube-system"  # the target may not exist yet: its lease cannot live in it
+
+
+def _hold_target(session: Session, target: str) -> None:
+    """One restore into a namespace at a time: a second run would take the first's new objects for an interrupted
+    run's and skip them. A Lease in kube-system, renewed while the restore runs and released however it ends; a
+    user who may not write leases there is told, and goes on without it."""
+    console = session.console
+    lease = Lease(session.kube, LEASE_NAMESPACE, lease_name("ns-restore", target), session.run,
+                  what=f"a restore into namespace {target}")
+    try:
+        lease.acquire()
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        console.warn(f"warning: no lease on restores into {target} (forbidden in {LEASE_NAMESPACE}): a second "
+                     "restore into it at the same time would not be stopped")
+        return
+    stack = cleanup.current()
+    stack.push(f"release the lease on restores into namespace {target}", lease.release)
+    heartbeat = Heartbeat(console.warn)
+    stack.push("stop the lease's heartbeat", heartbeat.stop)
+    heartbeat.hold(lease)
 
 
 def _finished(kube: Kube, target: str) -> str | None:
@@ -472,7 +501,18 @@ def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console
                  and (s.obj["metadata"].get("namespace"), s.obj["metadata"].get("name")) in accounts))]
     made: list[Step] = []
     for step in first:
-        apply.create(kube, step.rtype, step.obj, dry_run=False)
+        try:
+            apply.create(kube, step.rtype, step.obj, dry_run=False)
+        except ApiError as exc:
+            # The namespace just created: its controller makes the `default` service account at once, and it
+            # may be there before ours. The backup's (its image pull secrets) is written over it; not ours to
+            # delete again.
+            live = apply.current(kube, step.rtype, step.obj) if exc.status == 409 else None
+            if live is None or step.obj.get("kind") != "ServiceAccount":
+                raise
+            apply.update(kube, step.rtype, step.obj, live, dry_run=False)
+            step.action, step.reason = "update", "made by the cluster with its namespace: the backup's written over it"
+            continue
         made.append(step)
         if step.obj.get("kind") == "CustomResourceDefinition":
             apply.wait_established(kube, step.obj, apply.type_of_definition(step.obj))

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +412,16 @@ def test_existing_objects_three_ways(app: dict[str, Any], cluster: Any) -> None:
     target = new_namespace(cluster, "shop-existing")
     cluster.kubectl("create", "configmap", "web-config", "-n", target, "--from-literal=greeting=mine")
     args = ("ns", "restore", ns, "--from", app["id"], "--to", target, "--yes", "--no-volumes")
+    # Another run restoring into the same namespace holds its lease: this one refuses, before anything changes.
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": f"kubectl-dr-ns-restore-{target}", "namespace": "kube-system"},
+             "spec": {"holderIdentity": "run 20261208T000000Z-0a0b0c on host elsewhere (pid 7)",
+                      "leaseDurationSeconds": 60, "acquireTime": now, "renewTime": now}}
+    cluster.kubectl("create", "-f", "-", input=json.dumps(lease))
+    busy = dr(*args, cluster=cluster, repo=app["repo"])
+    assert busy.returncode == 1 and f"working on a restore into namespace {target}" in busy.stderr, busy.stderr
+    cluster.kubectl("delete", "lease", "-n", "kube-system", f"kubectl-dr-ns-restore-{target}")
     failed = dr(*args, cluster=cluster, repo=app["repo"])
     assert failed.returncode == 1
     assert f"ConfigMap/{target}/web-config" in failed.stderr and "--existing=fail: nothing was created" in \

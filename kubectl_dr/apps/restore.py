@@ -488,7 +488,10 @@ def _server_dry_run(kube: Kube, steps: list[Step], console: Console, *, early: b
                             + "\n  ".join(refused),
                             hint="Fix what the server says (quota, admission, Pod Security, RBAC, a taken node "
                                  "port), or leave the objects out, then run the restore again.")
-    console.say(f"server dry run: {count(checked, 'object')} accepted")
+    deferred = sum(1 for s in steps if s.checked.startswith("deferred"))
+    console.say(f"server dry run: {count(checked, 'object')} accepted"
+                + (f"; {deferred} deferred until their namespace, definition or service account exists (the real "
+                   "run checks them then, before it writes any)" if deferred else ""))
 
 
 def _apply(kube: Kube, steps: list[Step], opts: RestoreOptions, console: Console) -> None:

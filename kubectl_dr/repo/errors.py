@@ -33,7 +33,13 @@ class AmbiguousBackupError(RepoError):
 
 class WrongBackupTypeError(RepoError):
     def __init__(self, backup_id: str, actual: str, wanted: str) -> None:
-        super().__init__(f'backup "{backup_id}" is a {actual} backup, not a {wanted} backup', hint=LIST_HINT)
+        def article(kind: str) -> str:
+            return "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+
+        hint = (f"`kubectl dr backups show {backup_id}` shows what it holds (its objects and its claims' backups); "
+                f"{LIST_HINT[0].lower()}{LIST_HINT[1:]}" if actual == "app" else LIST_HINT)
+        super().__init__(f'backup "{backup_id}" is {article(actual)} {actual} backup, not {article(wanted)} {wanted} '
+                         'backup', hint=hint)
 
 
 class ManifestError(RepoError):

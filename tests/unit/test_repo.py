@@ -235,7 +235,7 @@ def test_list_newest_first_and_resolve_rules(repo: Repository, clock: Clock) -> 
     # the same prefix is unique among the etcd snapshots
     assert repo.resolve("20261122T", "etcd-snapshot").id == snap
 
-    with pytest.raises(WrongBackupTypeError, match="is a pvc backup, not a etcd-snapshot backup"):
+    with pytest.raises(WrongBackupTypeError, match="is a pvc backup, not an etcd-snapshot backup"):
         repo.resolve(a1, "etcd-snapshot")
     with pytest.raises(BackupNotFoundError) as missing:
         repo.resolve("nope")

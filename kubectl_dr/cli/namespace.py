@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from kubectl_dr.cli.context import options, session
+from kubectl_dr.cli.context import namespace_may_exist, options, session
 from kubectl_dr.cli.diff_options import ExitCodeOption
 from kubectl_dr.cli.repo_options import EncryptToOption, IdentityOption, PlainRepoOption, S3EndpointOption, open_repo
-from kubectl_dr.errors import UsageError
+from kubectl_dr.errors import DrError, UsageError
 from kubectl_dr.ui.output import emit
 from kubectl_dr.volumes import DEFAULT_IMAGE
 
@@ -79,6 +79,12 @@ def backup(
 
     check_name(name)
     opts, current = options(ctx), session(ctx)
+    # Before the repository is opened (and created): a mistyped namespace leaves no new empty repository.
+    missing = [n for n in namespaces if not namespace_may_exist(current.kube, n)]
+    if missing:
+        raise DrError(f'namespaces "{missing[0]}" not found' if len(missing) == 1
+                      else f"namespaces not found: {', '.join(missing)}",
+                      hint="Check the names; `kubectl get namespaces` lists them.")
     repository = open_repo(repo, s3_endpoint=s3_endpoint, encrypt_to=encrypt_to)
     repository.preflight(create=not current.dry)
     if not current.dry:

@@ -373,6 +373,9 @@ def test_backup_options(app: dict[str, Any], cluster: Any) -> None:
     assert unknown.returncode == 2 and 'resource type "gizmos"' in unknown.stderr
     missing = dr("ns", "backup", "no-such-namespace", cluster=cluster, repo=repo)
     assert missing.returncode == 1 and 'namespaces "no-such-namespace" not found' in missing.stderr
+    fresh = repo.parent / "never-made"
+    mistyped = dr("ns", "backup", "no-such-namespace", cluster=cluster, repo=fresh)
+    assert mistyped.returncode == 1 and not fresh.exists()  # no empty repository left for a typo
 
     # --quiesce: the app stopped for the whole backup, recorded as it runs, started again after.
     quiet = json.loads(ok(dr("ns", "backup", ns, "--quiesce", "-o", "json", timeout=600, cluster=cluster, repo=repo,

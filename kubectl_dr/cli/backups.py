@@ -663,8 +663,11 @@ def _report_prune(plan: PruneResult, console: Console, repository: Repository, d
     for backup_id, reasons in plan.reasons.items():
         if reasons == ["newest verified"] and not dry_run:  # a dry run's table says it
             lines.append(f'backup "{backup_id}" kept: the newest verified backup of {plan.series[backup_id]}')
-    if not lines:
+    if not lines and not failed:
         lines = [f"nothing to prune: {count(len(plan.kept), 'backup')} kept"]
+    elif not lines:  # everything it meant to remove failed: said below, with why
+        lines = [f"nothing removed: {count(len(failed), 'item')} could not be, {count(len(plan.kept), 'backup')} "
+                 "kept"]
     data = {"removed": [i for i in plan.removed if i not in failed], "kept": plan.kept, "keptBecause": plan.reasons,
             "series": plan.series, "removedWith": plan.follows, "finishedDeletes": plan.finishing,
             "staleTempDirs": plan.leftovers, "failed": [{"name": n, "error": e} for n, e in plan.failed],

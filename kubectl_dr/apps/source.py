@@ -4,12 +4,14 @@ parts read to the end, so their size and SHA-256 are checked against the manifes
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from kubectl_dr.apps import OBJECTS_PART, RECORD_PART, TYPE
 from kubectl_dr.errors import DrError
 from kubectl_dr.repo import Backup, Repository
+from kubectl_dr.repo.ids import id_problem
 
 Json = dict[str, Any]
 
@@ -71,4 +73,26 @@ def read(repo: Repository, backup: Backup) -> AppBackup:
             for o in objects):
         raise DrError(f"backup {backup.id}: its objects are not a list of Kubernetes objects",
                       hint="The backup is damaged or not an application backup; choose another with --from.")
+    for claim in record.get("claims") or []:
+        # Each goes into an API path and a `pvc restore`: a name with "/" or ".." would reach another object.
+        problem = _claim_problem(claim)
+        if problem:
+            raise DrError(f"backup {backup.id}: its record names a claim {problem}: refused",
+                          hint="kubectl dr did not write it: the backup was changed in the repository. Restore another "
+                               "backup (--from ID) and check who can write the repository.")
     return AppBackup(backup, objects, record)
+
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain, as an object's name
+
+
+def _claim_problem(claim: Any) -> str | None:
+    if not isinstance(claim, dict):
+        return "that is not a record"
+    for key in ("namespace", "name"):
+        value = claim.get(key)
+        if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+            return f"with the {key} {str(value)[:80]!r}, which is not one"
+    if id_problem(str(claim.get("backup"))) is not None:
+        return f"{claim['name']} whose backup ID {str(claim.get('backup'))[:80]!r} is not one"
+    return None

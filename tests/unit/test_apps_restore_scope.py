@@ -47,3 +47,16 @@ def test_a_present_cluster_scoped_object_is_never_replaced_and_new_ones_are_name
              Step(obj("PersistentVolume", "pv-1", spec={"capacity": {"storage": "1Gi"}, "hostPath": {"path": "/"}}),
                   PV, "create")]
     assert cluster_wide(steps) == ["StorageClass/fast", "PersistentVolume/pv-1 (hostPath /)"]
+
+
+def test_a_claim_the_record_names_must_be_a_name_and_its_backup_an_id() -> None:
+    """Each claim goes into an API path and a `pvc restore`: "/" or ".." in a crafted record would reach
+    another object (a Secret's path), so the record is refused."""
+    from kubectl_dr.apps.source import _claim_problem
+
+    good = {"namespace": "shop", "name": "data-db-0", "backup": "20261208T003511Z-pvc-app-shop-data-db-0"}
+    assert _claim_problem(good) is None
+    for changed in ({"name": "../../secrets/token"}, {"name": "a/b"}, {"namespace": "kube-system/x"},
+                    {"name": "a..b"}, {"backup": "../other"}, {"name": 7}):
+        assert _claim_problem({**good, **changed}) is not None, changed
+    assert _claim_problem("data") is not None

@@ -181,9 +181,16 @@ class LocalRepository(Repository):
         assert backup.path is not None
         path = backup.path / file
         try:
+            if path.is_symlink():
+                # A part is a file the writer made: a link would have the tool (often root) read, and copy
+                # elsewhere, whatever file of this machine it names before the checksum could object.
+                raise BackupCorruptError(backup.id, file, "is a symbolic link, not a file the backup wrote")
             if not path.exists():
                 raise BackupCorruptError(backup.id, file, "is missing")
-            return open(path, "rb", buffering=0)  # closed by the reader that owns it
+            if path.is_dir():
+                raise IsADirectoryError(21, "Is a directory", str(path))
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            return open(fd, "rb", buffering=0)  # closed by the reader that owns it
         except IsADirectoryError as exc:
             return _FailingReader(exc)
         except PermissionError as exc:

@@ -413,3 +413,21 @@ def test_large_part_is_written_back_while_streaming_and_stays_exact(repo: Reposi
     assert stored.stat().st_size == total
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == digest.hexdigest() == manifest.part("data.tar").sha256
     assert fsutil._sync_file_range not in (None, False), "sync_file_range is available on Linux"
+
+
+def test_a_part_that_is_a_symbolic_link_is_not_read(tmp_path: Path) -> None:
+    """A repository writer who swaps a part for a link to a file of this machine does not get it read (and
+    copied elsewhere by `backups copy`) before the checksum objects."""
+    from kubectl_dr.repo.errors import BackupCorruptError
+
+    repo = LocalRepository(tmp_path / "repo")
+    with repo.create("pvc", {"namespace": "shop", "pvc": "db"}, "db") as writer:
+        with writer.open_part("data.tar") as part:
+            part.write(b"x" * 100)
+        backup_id = writer.commit().id
+    (tmp_path / "secret").write_bytes(b"s" * 100)
+    stored = repo.path / backup_id / "data.tar"
+    stored.unlink()
+    stored.symlink_to(tmp_path / "secret")
+    with pytest.raises(BackupCorruptError, match="is a symbolic link"):
+        repo.verify(backup_id)

@@ -29,6 +29,7 @@ from kubectl_dr.apps.collect import NAMESPACE_OBJECT, RECORDED_CLUSTER_RESOURCES
 from kubectl_dr.apps.ordering import WORKLOADS, order_key
 from kubectl_dr.apps.resources import Catalog, ResourceType, discover
 from kubectl_dr.apps.source import AppBackup, find, read
+from kubectl_dr.clusters import origin_note
 from kubectl_dr.console import Console, Progress
 from kubectl_dr.errors import ApiError, DrError, Interrupted
 from kubectl_dr.kube.client import Kube
@@ -97,6 +98,7 @@ class RestoreResult:
     excluded: list[Json]
     scaled: list[str] = field(default_factory=list)
     dry_run: str = "none"
+    origin: str | None = None  # another cluster's backup: said in the result too, not only as it runs
 
     def counts(self) -> dict[str, int]:
         out = {"create": 0, "skip": 0, "update": 0}
@@ -108,7 +110,7 @@ class RestoreResult:
         return {"kind": "NamespaceRestore" if self.dry_run == "none" else "NamespaceRestorePlan",
                 "dryRun": self.dry_run, "backup": self.backup, "namespace": self.namespace,
                 "counts": self.counts(), "objects": [s.to_dict() for s in self.steps], "claims": self.claims,
-                "scaled": self.scaled, "leftOutAtBackup": self.excluded}
+                "scaled": self.scaled, "leftOutAtBackup": self.excluded, "origin": self.origin}
 
     def summary(self) -> str:
         c = self.counts()
@@ -116,6 +118,8 @@ class RestoreResult:
         verbs = ("create", "skip", "update") if self.dry_run != "none" else ("created", "skipped", "updated")
         lines = [f"{would} backup {self.backup} into namespace {self.namespace}: "
                  f"{c['create']} {verbs[0]}, {c['skip']} {verbs[1]}, {c['update']} {verbs[2]}"]
+        if self.origin:
+            lines.append(f"  {self.origin}")
         for described in cluster_wide(self.steps):
             lines.append(f"  create cluster-wide {described}")
         wide = set(cluster_wide(self.steps, refs_only=True))
@@ -187,7 +191,10 @@ def run(session: Session, repo: Repository, opts: RestoreOptions) -> RestoreResu
     excluded = list(app.record.get("excluded") or [])
     if opts.volumes:
         _claim_backups_present(repo, app, claims)
-    result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=dry_run)
+    origin = origin_note(app.id, backup.manifest.cluster, identity) if identity is not None else None
+    if origin:
+        console.say(f"note: {origin}")
+    result = RestoreResult(app.id, target, steps, claims, excluded, dry_run=dry_run, origin=origin)
     earlier = sum(1 for s in steps if s.reason == EARLIER_RUN)
     if done_before and not finished:
         console.say(f"the restore of backup {app.id} into {target} finished before: nothing to do; to restore it "

@@ -459,6 +459,7 @@ def test_restore_into_a_second_cluster_after_the_namespace_is_lost(app: dict[str
     result = json.loads(ok(dr("ns", "restore", ns, "--from", app["id"], "--yes", "-o", "json",
                               timeout=600, cluster=other, repo=app["repo"], subprocess=True)))
     actions = {o["object"]: o["action"] for o in result["objects"]}
+    assert f"backup {app['id']} is of " in (result["origin"] or ""), result["origin"]  # said in the result too
     assert actions["CustomResourceDefinition/backupplans.shop.example.com"] == "create"
     assert get(other, "backupplan", "nightly", "-n", ns)["spec"]["keep"] == 7
     assert get(other, "service", "web", "-n", ns)["spec"]["ports"][0]["nodePort"] != 0

@@ -202,9 +202,9 @@ def _plain_to_dir(ctx: typer.Context, repository: Repository, source: str, claim
     written = browse.write_to_dir(browsed, dest, wanted)
     current.console.say(f"wrote {count(written.files, 'file')} of backup {backup.id} into {dest}")
     if written.without_setid:
-        shown = ", ".join(written.without_setid[:5]) + (", …" if len(written.without_setid) > 5 else "")
+        names = ", ".join(written.without_setid[:5]) + (", …" if len(written.without_setid) > 5 else "")
         current.console.say(f"note: {count(len(written.without_setid), 'file')} written here without their setuid "
-                            f"or setgid bit ({shown}): a backup is untrusted input on this machine; a restore "
+                            f"or setgid bit ({names}): a backup is untrusted input on this machine; a restore "
                             "into the volume keeps them")
     _to_dir_result(ctx, backup.id, dest, wanted, written.files)
 

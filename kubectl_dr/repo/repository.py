@@ -473,9 +473,7 @@ class Repository(ABC):
     def deletion_plan(self, backup: Backup) -> DeletionPlan:
         """What deleting ``backup`` takes: itself and, for an application backup, its claims' backups that
         no other application backup names. Refused for a claim's backup that a live application backup names."""
-        everything = self.scan()[0]
-        by_id = {b.id: b for b in everything}
-        family = families.families(b.manifest for b in everything)
+        everything, by_id, family = self._families()
         dying = {b.id for b in everything if b.manifest.type == families.APP_TYPE and self.deleting(b)}
         owners = family.owners_except(backup.id, dying)
         if owners:
@@ -501,19 +499,20 @@ class Repository(ABC):
                 self._remove(claim)
         self._remove(plan.backup)
 
+    def _families(self) -> tuple[builtins.list[Backup], dict[str, Backup], families.Families]:
+        """Every backup, by ID, and which application backup's claims each one holds."""
+        everything = self.scan()[0]
+        return everything, {b.id: b for b in everything}, families.families(b.manifest for b in everything)
+
     def claims_of(self, backup: Backup) -> tuple[builtins.list[Backup], builtins.list[str]]:
         """An application backup's claims' backups, and the IDs of those it names that are gone."""
-        everything = self.scan()[0]
-        by_id = {b.id: b for b in everything}
-        family = families.families(b.manifest for b in everything)
+        _, by_id, family = self._families()
         return [by_id[c] for c in family.claims.get(backup.id, [])], family.missing.get(backup.id, [])
 
     def with_claims(self, chosen: Sequence[Backup]) -> builtins.list[Backup]:
         """``chosen``, each application backup preceded by its claims' backups (once each): what a copy
         takes, in the order that never shows an application backup whose claims' data is not there yet."""
-        everything = self.scan()[0]
-        by_id = {b.id: b for b in everything}
-        family = families.families(b.manifest for b in everything)
+        _, by_id, family = self._families()
         # Copied without its claims' data, or without the mark of a delete under way, an application backup
         # would look whole in the target, where nothing finishes the delete: refused, by name.
         broken = []
@@ -570,9 +569,7 @@ class Repository(ABC):
             raise RepoError("no retention rule given: nothing would be kept",
                             hint="Give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
                             "--keep-monthly, --keep-yearly.")
-        everything = self.scan()[0]
-        by_id = {b.id: b for b in everything}
-        family = families.families(b.manifest for b in everything)
+        everything, by_id, family = self._families()
         # Interrupted deletes of application backups are finished, whatever the rules (they are never
         # restored again); a claim's backup goes or stays with the application backups that name it.
         dying = [b.id for b in everything if b.manifest.type == families.APP_TYPE and self.deleting(b)]
